@@ -1,0 +1,111 @@
+// Package bus carries domain events from the services that cause them to
+// the consumers that react (audit log, CAE transmitter, risk engine). The
+// Local bus delivers in-process and synchronously; a NATS JetStream bus
+// implements the same interface for durable, multi-node delivery.
+package bus
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/ward-idp/ward/internal/model"
+)
+
+// Handler consumes one event. An error from a handler is returned to the
+// publisher: consumers that must not lose events (the audit log) make the
+// publish fail instead of silently dropping.
+type Handler func(ctx context.Context, e *model.Event) error
+
+// Bus publishes events to subscribers.
+type Bus interface {
+	Publish(ctx context.Context, e *model.Event) error
+	// Subscribe registers h and returns a function that removes it.
+	Subscribe(name string, h Handler) (unsubscribe func())
+}
+
+// Local is an in-process bus delivering to every subscriber in
+// registration order before Publish returns.
+type Local struct {
+	mu   sync.RWMutex
+	subs []sub
+	next int
+}
+
+type sub struct {
+	id   int
+	name string
+	h    Handler
+}
+
+// NewLocal returns an empty in-process bus.
+func NewLocal() *Local { return &Local{} }
+
+// Publish delivers e to every subscriber and joins their errors.
+func (b *Local) Publish(ctx context.Context, e *model.Event) error {
+	b.mu.RLock()
+	subs := b.subs
+	b.mu.RUnlock()
+	var errs []error
+	for _, s := range subs {
+		if err := s.h(ctx, e); err != nil {
+			errs = append(errs, errors.New("bus: subscriber "+s.name+": "+err.Error()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Subscribe adds h.
+func (b *Local) Subscribe(name string, h Handler) func() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next++
+	id := b.next
+	// copy-on-write so Publish can iterate without the lock
+	subs := make([]sub, len(b.subs), len(b.subs)+1)
+	copy(subs, b.subs)
+	b.subs = append(subs, sub{id: id, name: name, h: h})
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		out := make([]sub, 0, len(b.subs))
+		for _, s := range b.subs {
+			if s.id != id {
+				out = append(out, s)
+			}
+		}
+		b.subs = out
+	}
+}
+
+// Recorder is a channel-free event recorder for tests: subscribe it and
+// read Events().
+type Recorder struct {
+	mu     sync.Mutex
+	events []model.Event
+}
+
+// Handle records e.
+func (r *Recorder) Handle(_ context.Context, e *model.Event) error {
+	r.mu.Lock()
+	r.events = append(r.events, *e)
+	r.mu.Unlock()
+	return nil
+}
+
+// Events returns a copy of what was recorded.
+func (r *Recorder) Events() []model.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]model.Event(nil), r.events...)
+}
+
+// Has reports whether an event of type t was recorded.
+func (r *Recorder) Has(t model.EventType) bool {
+	for _, e := range r.Events() {
+		if e.Type == t {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,120 @@
+package model
+
+import "time"
+
+// EventType is a dotted, stable event name. It doubles as the audit
+// vocabulary; never rename one, only add.
+type EventType string
+
+// Domain events. Each has a short stable code (EventCodes) for SIEMs.
+const (
+	EventSignInSucceeded      EventType = "signin.succeeded"
+	EventSignInFailed         EventType = "signin.failed"
+	EventMFAEnrolled          EventType = "mfa.enrolled"
+	EventTokenIssued          EventType = "token.issued"
+	EventTokenRefreshed       EventType = "token.refreshed"
+	EventTokenRevoked         EventType = "token.revoked"
+	EventTokenRequestFailed   EventType = "token.request_failed"
+	EventDPoPProofRejected    EventType = "dpop.proof_rejected"
+	EventRefreshReuseDetected EventType = "session.refresh_reuse_detected"
+	EventCodeReuseDetected    EventType = "code.reuse_detected"
+	EventSessionCreated       EventType = "session.created"
+	EventSessionRevoked       EventType = "session.revoked"
+	EventSessionLoggedOut     EventType = "session.logged_out"
+	EventUserCreated          EventType = "user.created"
+	EventUserUpdated          EventType = "user.updated"
+	EventUserDisabled         EventType = "user.disabled"
+	EventUserDeleted          EventType = "user.deleted"
+	EventUserLocked           EventType = "user.locked"
+	EventPasswordChanged      EventType = "user.password_changed"
+	EventGroupCreated         EventType = "group.created"
+	EventGroupUpdated         EventType = "group.updated"
+	EventGroupDeleted         EventType = "group.deleted"
+	EventClientCreated        EventType = "client.created"
+	EventClientUpdated        EventType = "client.updated"
+	EventClientDeleted        EventType = "client.deleted"
+	EventClientSecretRotated  EventType = "client.secret_rotated"
+	EventKeyCreated           EventType = "key.created"
+	EventKeyRotated           EventType = "key.rotated"
+	EventKeyRetired           EventType = "key.retired"
+	EventAdminAccessDenied    EventType = "admin.access_denied"
+)
+
+// EventCodes maps each event type to its stable code.
+var EventCodes = map[EventType]string{
+	EventSignInSucceeded:      "W1000I",
+	EventSignInFailed:         "W1001W",
+	EventMFAEnrolled:          "W1002I",
+	EventTokenIssued:          "W2000I",
+	EventTokenRefreshed:       "W2001I",
+	EventTokenRevoked:         "W2002I",
+	EventTokenRequestFailed:   "W2003W",
+	EventDPoPProofRejected:    "W2004W",
+	EventRefreshReuseDetected: "W2005E",
+	EventCodeReuseDetected:    "W2006E",
+	EventSessionCreated:       "W3000I",
+	EventSessionRevoked:       "W3001I",
+	EventSessionLoggedOut:     "W3002I",
+	EventUserCreated:          "W4000I",
+	EventUserUpdated:          "W4001I",
+	EventUserDisabled:         "W4002I",
+	EventUserDeleted:          "W4003I",
+	EventUserLocked:           "W4004W",
+	EventPasswordChanged:      "W4005I",
+	EventGroupCreated:         "W4100I",
+	EventGroupUpdated:         "W4101I",
+	EventGroupDeleted:         "W4102I",
+	EventClientCreated:        "W5000I",
+	EventClientUpdated:        "W5001I",
+	EventClientDeleted:        "W5002I",
+	EventClientSecretRotated:  "W5003I",
+	EventKeyCreated:           "W6000I",
+	EventKeyRotated:           "W6001I",
+	EventKeyRetired:           "W6002I",
+	EventAdminAccessDenied:    "W7000W",
+}
+
+// Outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailure = "failure"
+)
+
+// Token binding status recorded on sign-in and token events.
+const (
+	BindingDPoP    = "dpop"    // bound to a DPoP key (cnf.jkt)
+	BindingUnbound = "unbound" // bearer token
+)
+
+// Reasons a token was issued unbound.
+const (
+	UnboundNoProof       = "no_dpop_proof"  // client sent no DPoP header
+	UnboundNotApplicable = "not_applicable" // e.g. ID token only
+)
+
+// Event is a domain event: the record of one security-relevant change. It
+// names subjects by id and never carries a token, secret or password.
+type Event struct {
+	ID        string
+	Type      EventType
+	Time      time.Time
+	Actor     string // user id, client id or "system"
+	UserID    string
+	SessionID string
+	ClientID  string
+	DeviceID  string
+	TokenID   string // a jti, never the token
+	IP        string
+	UserAgent string
+	Outcome   string
+	Reason    string // machine-readable reason code
+	// Binding is the token-binding status (BindingDPoP/BindingUnbound) and
+	// BindingReason why a token was not bound.
+	Binding       string
+	BindingReason string
+	CorrelationID string
+	Data          map[string]string
+}
+
+// Code returns the stable code of the event's type.
+func (e *Event) Code() string { return EventCodes[e.Type] }

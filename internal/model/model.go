@@ -1,0 +1,196 @@
+// Package model holds Ward's plain domain types. It does no I/O and imports
+// nothing of Ward's own, so every other package may depend on it.
+//
+// Fields that hold secrets never hold them in plaintext: refresh tokens,
+// authorization codes and client secrets are stored as keyed hashes,
+// passwords as argon2id PHC strings, and TOTP seeds and private keys as
+// AES-GCM ciphertext under the key-encryption key.
+package model
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Roles a user can hold.
+const (
+	RoleAdmin = "admin" // may call the admin API
+)
+
+// User is a local account.
+type User struct {
+	ID           string
+	Username     string // unique, case-folded
+	Email        string
+	DisplayName  string
+	PasswordHash string // argon2id PHC string; never the password
+	// TOTPSecret is the TOTP seed encrypted under the KEK (nil: no TOTP).
+	TOTPSecret []byte
+	Roles      []string
+	Disabled   bool
+	// Lockout state, maintained by the identity service.
+	FailedLogins int
+	LockedUntil  time.Time
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// HasRole reports whether the user holds role r.
+func (u *User) HasRole(r string) bool {
+	for _, x := range u.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// Group is a named set of users.
+type Group struct {
+	ID        string
+	Name      string // unique
+	Members   []string
+	CreatedAt time.Time
+}
+
+// Client authentication methods (RFC 7591 token_endpoint_auth_method values).
+const (
+	AuthNone              = "none"
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+)
+
+// Grant types.
+const (
+	GrantAuthorizationCode = "authorization_code"
+	GrantRefreshToken      = "refresh_token"
+	GrantClientCredentials = "client_credentials"
+	GrantDeviceCode        = "urn:ietf:params:oauth:grant-type:device_code"
+)
+
+// Client is a registered OAuth client.
+type Client struct {
+	ID   string
+	Name string
+	// SecretHash is the keyed hash of the client secret (empty for public
+	// and private_key_jwt clients).
+	SecretHash              []byte
+	TokenEndpointAuthMethod string
+	RedirectURIs            []string
+	PostLogoutRedirectURIs  []string
+	GrantTypes              []string
+	Scopes                  []string // scopes the client may request
+	Audience                []string // default access-token audience
+	// JWKS holds the client's public keys for private_key_jwt (JSON).
+	JWKS json.RawMessage
+	// DPoPBoundAccessTokens makes DPoP mandatory (RFC 9449 §5.2).
+	DPoPBoundAccessTokens bool
+	AccessTokenTTL        time.Duration // 0: server default
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+}
+
+// Public reports whether the client has no credentials of its own.
+func (c *Client) Public() bool { return c.TokenEndpointAuthMethod == AuthNone }
+
+// AllowsGrant reports whether the client may use grant type g.
+func (c *Client) AllowsGrant(g string) bool {
+	for _, x := range c.GrantTypes {
+		if x == g {
+			return true
+		}
+	}
+	return false
+}
+
+// Session is a sign-in session (the OIDC `sid`). Refresh tokens belong to a
+// session; revoking the session revokes them all.
+type Session struct {
+	ID        string
+	UserID    string
+	AuthTime  time.Time
+	AMR       []string // e.g. ["pwd","otp"]
+	ACR       string
+	IP        string
+	UserAgent string
+	CreatedAt time.Time
+	LastSeen  time.Time
+	// ExpiresAt is the absolute lifetime; IdleTimeout bounds time since LastSeen.
+	ExpiresAt   time.Time
+	IdleTimeout time.Duration
+	RevokedAt   time.Time // zero: active
+	RevokeCause string
+}
+
+// Active reports whether the session can still be used at now.
+func (s *Session) Active(now time.Time) bool {
+	if !s.RevokedAt.IsZero() || !now.Before(s.ExpiresAt) {
+		return false
+	}
+	if s.IdleTimeout > 0 && now.Sub(s.LastSeen) > s.IdleTimeout {
+		return false
+	}
+	return true
+}
+
+// RefreshToken is one member of a rotation chain. Only the hash is stored.
+type RefreshToken struct {
+	Hash      []byte // keyed hash of the token; the primary key
+	SessionID string
+	ClientID  string
+	UserID    string
+	Scope     string
+	// JKT is the RFC 7638 thumbprint of the DPoP key the token is bound to
+	// (empty: unbound, allowed only for confidential clients).
+	JKT       string
+	AuthTime  time.Time
+	AMR       []string
+	ACR       string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	// RotatedAt is set when the token was exchanged for a successor;
+	// presenting it again afterwards is reuse.
+	RotatedAt time.Time
+}
+
+// AuthCode is an issued authorization code. Only the hash is stored.
+type AuthCode struct {
+	Hash                []byte
+	ClientID            string
+	UserID              string
+	SessionID           string
+	RedirectURI         string
+	Scope               string
+	Nonce               string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	DPoPJKT             string // dpop_jkt from the authorization request
+	AuthTime            time.Time
+	AMR                 []string
+	ACR                 string
+	CreatedAt           time.Time
+	ExpiresAt           time.Time
+	UsedAt              time.Time // zero: not redeemed yet
+}
+
+// PushedRequest is an RFC 9126 pushed authorization request.
+type PushedRequest struct {
+	RequestURI string // urn:ietf:params:oauth:request_uri:<random>
+	ClientID   string
+	Params     map[string]string
+	ExpiresAt  time.Time
+}
+
+// SigningKey is a token-signing key. The private half is encrypted.
+type SigningKey struct {
+	KID        string
+	Alg        string // "ES256"
+	PrivateEnc []byte // AES-GCM(KEK, PKCS#8 DER)
+	PublicJWK  json.RawMessage
+	CreatedAt  time.Time
+	// ActiveAt is when the key starts signing; keys are published in JWKS
+	// before that (overlap) and until RetireAt.
+	ActiveAt time.Time
+	RetireAt time.Time // zero: not scheduled
+}

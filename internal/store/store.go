@@ -1,0 +1,139 @@
+// Package store defines Ward's persistence interface and its sentinel
+// errors. Implementations live in the sqlite and postgres subpackages and
+// must pass the conformance suite in storetest.
+//
+// Every method takes a context first. Methods that must be atomic (code
+// redemption, refresh rotation, JTI recording) are single calls so that a
+// backend can run them in one transaction.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+)
+
+// Sentinel errors. Implementations wrap them (errors.Is works).
+var (
+	ErrNotFound      = errors.New("store: not found")
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrAlreadyUsed: a one-time value (code, refresh token, PAR request
+	// URI) was presented again. Returned together with the stored record
+	// where the method says so, so the caller can react to the reuse.
+	ErrAlreadyUsed = errors.New("store: already used")
+	// ErrReplay: a DPoP jti (or other one-time key) was seen before.
+	ErrReplay = errors.New("store: replay")
+)
+
+// EventFilter selects audit events. Zero fields do not filter.
+type EventFilter struct {
+	Types     []model.EventType
+	UserID    string
+	SessionID string
+	ClientID  string
+	Since     time.Time // inclusive
+	Until     time.Time // exclusive
+	Limit     int       // 0: implementation default (100); max 1000
+	// BeforeSeq pages backwards: only events with a sequence number below it.
+	BeforeSeq int64
+}
+
+// StoredEvent is an event with its store-assigned sequence number.
+type StoredEvent struct {
+	Seq int64
+	model.Event
+}
+
+// SessionFilter selects sessions.
+type SessionFilter struct {
+	UserID     string
+	ActiveOnly bool      // not revoked and not past ExpiresAt at Now
+	Now        time.Time // required with ActiveOnly
+	Limit      int       // 0: 100
+}
+
+// Store is the whole persistence interface.
+type Store interface {
+	// Users. Usernames are unique (compared case-insensitively; stored as given
+	// lower-cased by the caller).
+	CreateUser(ctx context.Context, u *model.User) error
+	GetUser(ctx context.Context, id string) (*model.User, error)
+	GetUserByUsername(ctx context.Context, username string) (*model.User, error)
+	ListUsers(ctx context.Context) ([]*model.User, error)
+	// UpdateUser loads the user, applies fn and saves the result atomically.
+	// If fn returns an error nothing is saved and that error is returned.
+	UpdateUser(ctx context.Context, id string, fn func(*model.User) error) (*model.User, error)
+	DeleteUser(ctx context.Context, id string) error
+
+	// Groups.
+	CreateGroup(ctx context.Context, g *model.Group) error
+	GetGroup(ctx context.Context, id string) (*model.Group, error)
+	GetGroupByName(ctx context.Context, name string) (*model.Group, error)
+	ListGroups(ctx context.Context) ([]*model.Group, error)
+	UpdateGroup(ctx context.Context, id string, fn func(*model.Group) error) (*model.Group, error)
+	DeleteGroup(ctx context.Context, id string) error
+	GroupsOfUser(ctx context.Context, userID string) ([]*model.Group, error)
+
+	// Clients.
+	CreateClient(ctx context.Context, c *model.Client) error
+	GetClient(ctx context.Context, id string) (*model.Client, error)
+	ListClients(ctx context.Context) ([]*model.Client, error)
+	UpdateClient(ctx context.Context, id string, fn func(*model.Client) error) (*model.Client, error)
+	DeleteClient(ctx context.Context, id string) error
+
+	// Sessions.
+	CreateSession(ctx context.Context, s *model.Session) error
+	GetSession(ctx context.Context, id string) (*model.Session, error)
+	ListSessions(ctx context.Context, f SessionFilter) ([]*model.Session, error)
+	// TouchSession sets LastSeen (idle lifetime) of an unrevoked session.
+	TouchSession(ctx context.Context, id string, at time.Time) error
+	// RevokeSession marks the session revoked and deletes its refresh
+	// tokens. Revoking a revoked session is not an error (returns nil).
+	RevokeSession(ctx context.Context, id string, at time.Time, cause string) error
+	// RevokeUserSessions revokes every active session of a user and returns
+	// the ids revoked.
+	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error)
+
+	// Refresh tokens.
+	CreateRefreshToken(ctx context.Context, t *model.RefreshToken) error
+	GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error)
+	// RotateRefreshToken atomically marks oldHash rotated at `at` and stores
+	// next. If oldHash was already rotated it stores nothing and returns the
+	// old record with ErrAlreadyUsed (reuse: the caller revokes the session).
+	RotateRefreshToken(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error)
+	DeleteRefreshToken(ctx context.Context, hash []byte) error
+
+	// Authorization codes.
+	CreateAuthCode(ctx context.Context, c *model.AuthCode) error
+	// ConsumeAuthCode atomically marks the code used. A second call returns
+	// the record with ErrAlreadyUsed.
+	ConsumeAuthCode(ctx context.Context, hash []byte, at time.Time) (*model.AuthCode, error)
+
+	// Pushed authorization requests (one-time).
+	CreatePushedRequest(ctx context.Context, p *model.PushedRequest) error
+	ConsumePushedRequest(ctx context.Context, requestURI string, at time.Time) (*model.PushedRequest, error)
+
+	// Signing keys.
+	CreateSigningKey(ctx context.Context, k *model.SigningKey) error
+	ListSigningKeys(ctx context.Context) ([]*model.SigningKey, error)
+	UpdateSigningKey(ctx context.Context, kid string, fn func(*model.SigningKey) error) (*model.SigningKey, error)
+	DeleteSigningKey(ctx context.Context, kid string) error
+
+	// Events (the audit and sign-in log). AppendEvent assigns Seq.
+	AppendEvent(ctx context.Context, e *model.Event) (int64, error)
+	ListEvents(ctx context.Context, f EventFilter) ([]*StoredEvent, error)
+
+	// RecordJTI stores a one-time key until exp; ErrReplay if present and
+	// unexpired. It backs the DPoP replay cache shared by all instances.
+	RecordJTI(ctx context.Context, key string, exp time.Time) error
+
+	// PurgeExpired deletes expired codes, PAR requests, JTIs, refresh tokens
+	// and sessions past their absolute lifetime.
+	PurgeExpired(ctx context.Context, now time.Time) error
+
+	// Ping checks the connection; Close releases it.
+	Ping(ctx context.Context) error
+	Close() error
+}
