@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+)
+
+func newKeysCmd(e *cliEnv) *cobra.Command {
+	cmd := groupCmd("keys", "Manage signing keys and the key-encryption key")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List token-signing keys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				active := a.Keys.ActiveKID()
+				now := a.Now()
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KID\tALG\tSTATE\tCREATED\tRETIRES")
+				for _, k := range a.Keys.Keys() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.KID, k.Alg, keyState(k, active, now),
+						k.CreatedAt.UTC().Format(time.RFC3339), timeOrDash(k.RetireAt))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Create a new signing key that signs from now on",
+		Long: `Create a new signing key and make it the active signer. Previous keys stay
+published in JWKS for tokens.key_retire_after. Running servers pick the new
+key up when they reload their keys.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				prev := a.Keys.ActiveKID()
+				k, err := a.Keys.Rotate(ctx, actorCLI)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "rotated signing key: %s -> %s\n", prev, k.KID)
+				return nil
+			})
+		},
+	}
+
+	kek := &cobra.Command{
+		Use:   "kek",
+		Short: "Print a fresh random key-encryption key (base64)",
+		Long: `Print a fresh 256-bit key-encryption key in base64. Nothing is opened or
+stored. Put it in the file named by kek.file (mode 0600) or in the
+environment variable named by kek.env (default WARD_KEK):
+
+    umask 077; ward keys kek > /etc/ward/kek.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			raw := make([]byte, secret.KEKSize)
+			if _, err := rand.Read(raw); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, base64.StdEncoding.EncodeToString(raw))
+			return nil
+		},
+	}
+
+	cmd.AddCommand(list, rotate, kek)
+	return cmd
+}
+
+func keyState(k *model.SigningKey, active string, now time.Time) string {
+	switch {
+	case k.KID == active:
+		return "active"
+	case k.ActiveAt.After(now):
+		return "pending"
+	case !k.RetireAt.IsZero() && !now.Before(k.RetireAt):
+		return "retired"
+	case !k.RetireAt.IsZero():
+		return "retiring"
+	}
+	return "published"
+}
+
+func timeOrDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/config"
+)
+
+const testKEK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+// syncBuffer is a bytes.Buffer safe for a concurrently running server.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	t       *testing.T
+	cfgFile string
+	dataDir string
+	environ []string
+}
+
+func newHarness(t *testing.T, extra string) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{t: t, dataDir: filepath.Join(dir, "data"), environ: []string{"WARD_KEK=" + testKEK}}
+	h.cfgFile = filepath.Join(dir, "ward.yaml")
+	cfg := fmt.Sprintf("data_dir: %s\nlog: {format: text}\npasswords: {argon2_time: 1, argon2_memory_kib: 64}\n%s", h.dataDir, extra)
+	if err := os.WriteFile(h.cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// run runs ward with args (plus --config) and stdin; it returns stdout,
+// stderr and the exit code.
+func (h *harness) run(stdin string, args ...string) (string, string, int) {
+	h.t.Helper()
+	var out, errb bytes.Buffer
+	e := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, environ: h.environ}
+	code := run(context.Background(), append(args, "--config", h.cfgFile), e)
+	return out.String(), errb.String(), code
+}
+
+// ok runs and fails the test on a non-zero exit.
+func (h *harness) ok(stdin string, args ...string) string {
+	h.t.Helper()
+	out, errs, code := h.run(stdin, args...)
+	if code != 0 {
+		h.t.Fatalf("ward %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+func (h *harness) openApp() *app.App {
+	h.t.Helper()
+	cfg, err := config.LoadWith(config.LoadOptions{File: h.cfgFile, Environ: h.environ})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	e := &cliEnv{environ: h.environ}
+	a, err := app.OpenWith(context.Background(), cfg, nil, app.Options{LookupEnv: e.lookupEnv})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func TestUserAddListDisable(t *testing.T) {
+	h := newHarness(t, "")
+	out := h.ok("correct horse battery\n", "user", "add", "Bob", "--password-stdin", "--email", "bob@example.com", "--role", "admin")
+	if !strings.Contains(out, "created user bob") {
+		t.Errorf("add output %q", out)
+	}
+	// Without --password-stdin and no terminal: refused, nothing created.
+	if _, errs, code := h.run("", "user", "add", "carol"); code == 0 || !strings.Contains(errs, "--password-stdin") {
+		t.Errorf("add without password: exit %d, stderr %q", code, errs)
+	}
+	out = h.ok("", "user", "list")
+	if !regexp.MustCompile(`(?m)^bob\s+\S+\s+bob@example.com\s+admin\s+active\s+-$`).MatchString(out) {
+		t.Errorf("list:\n%s", out)
+	}
+	if strings.Contains(out, "carol") {
+		t.Error("carol was created without a password")
+	}
+	h.ok("", "user", "disable", "bob")
+	if out := h.ok("", "user", "list"); !strings.Contains(out, "disabled") {
+		t.Errorf("after disable:\n%s", out)
+	}
+	if out := h.ok("", "user", "show", "BOB"); !strings.Contains(out, "disabled") || !strings.Contains(out, "bob@example.com") {
+		t.Errorf("show:\n%s", out)
+	}
+	h.ok("", "user", "enable", "bob")
+	h.ok("", "user", "roles", "bob", "auditor", "admin")
+	if out := h.ok("", "user", "roles", "bob"); out != "auditor\nadmin\n" {
+		t.Errorf("roles: %q", out)
+	}
+	h.ok("new passphrase here\n", "user", "passwd", "bob", "--password-stdin")
+	h.ok("", "group", "add", "ops")
+	h.ok("", "group", "add-member", "ops", "bob")
+	if out := h.ok("", "group", "list"); !regexp.MustCompile(`(?m)^ops\s+\S+\s+bob$`).MatchString(out) {
+		t.Errorf("group list:\n%s", out)
+	}
+	h.ok("", "group", "remove-member", "ops", "bob")
+	h.ok("", "group", "delete", "ops")
+	h.ok("", "user", "delete", "bob")
+	if _, errs, code := h.run("", "user", "show", "bob"); code != 1 || !strings.Contains(errs, `no user "bob"`) {
+		t.Errorf("show deleted: exit %d, %q", code, errs)
+	}
+}
+
+func TestClientAddSecretWorks(t *testing.T) {
+	h := newHarness(t, "")
+	out := h.ok("", "client", "add", "svc", "--grant-type", "client_credentials", "--name", "Service")
+	m := regexp.MustCompile(`client_secret: (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no secret in output:\n%s", out)
+	}
+	sec := m[1]
+	a := h.openApp()
+	c, err := a.Clients.Get(context.Background(), "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Clients.CheckSecret(c, sec) {
+		t.Error("printed secret does not check")
+	}
+	a.Close()
+	if out := h.ok("", "client", "show", "svc"); strings.Contains(out, sec) || !strings.Contains(out, "set (hashed)") {
+		t.Errorf("show reveals the secret or lacks it:\n%s", out)
+	}
+	out = h.ok("", "client", "rotate-secret", "svc")
+	m2 := regexp.MustCompile(`client_secret: (\S+)`).FindStringSubmatch(out)
+	a = h.openApp()
+	c, _ = a.Clients.Get(context.Background(), "svc")
+	if m2 == nil || a.Clients.CheckSecret(c, sec) || !a.Clients.CheckSecret(c, m2[1]) {
+		t.Errorf("rotation: %q", out)
+	}
+	a.Close()
+	// Public client: no secret printed.
+	out = h.ok("", "client", "add", "spa", "--auth-method", "none", "--redirect-uri", "https://spa.example/cb", "--dpop-bound")
+	if strings.Contains(out, "client_secret") {
+		t.Errorf("public client got a secret:\n%s", out)
+	}
+	if out := h.ok("", "client", "list"); !regexp.MustCompile(`(?m)^spa\s+-\s+none\s+authorization_code\s+yes$`).MatchString(out) {
+		t.Errorf("list:\n%s", out)
+	}
+	if _, errs, code := h.run("", "client", "add", "bad", "--auth-method", "none", "--grant-type", "client_credentials"); code == 0 || !strings.Contains(errs, "grant_types") {
+		t.Errorf("invalid client: exit %d %q", code, errs)
+	}
+	h.ok("", "client", "delete", "spa")
+}
+
+func TestKeysRotate(t *testing.T) {
+	h := newHarness(t, "")
+	kid := func() string {
+		out := h.ok("", "keys", "list")
+		m := regexp.MustCompile(`(?m)^(\S+)\s+ES256\s+active`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no active key:\n%s", out)
+		}
+		return m[1]
+	}
+	before := kid()
+	out := h.ok("", "keys", "rotate")
+	after := kid()
+	if before == after || !strings.Contains(out, after) {
+		t.Errorf("active kid %s -> %s; rotate said %q", before, after, out)
+	}
+	if out := h.ok("", "keys", "list"); !regexp.MustCompile(before + `\s+ES256\s+retiring`).MatchString(out) {
+		t.Errorf("old key not retiring:\n%s", out)
+	}
+}
+
+func TestKeysKEK(t *testing.T) {
+	// Needs no configuration at all, not even a valid one.
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"keys", "kek", "--config", "/nonexistent.yaml"}, &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, environ: []string{}})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out.String()))
+	if err != nil || len(b) != 32 {
+		t.Errorf("kek %q: %v (%d bytes)", out.String(), err, len(b))
+	}
+}
+
+func TestLogs(t *testing.T) {
+	h := newHarness(t, "")
+	h.ok("correct horse battery\n", "user", "add", "dave", "--password-stdin")
+	h.ok("", "client", "add", "svc", "--grant-type", "client_credentials")
+	out := h.ok("", "logs")
+	for _, want := range []string{"key.created", "user.created", "client.created"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("logs lack %s:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)user\.created\s+success\s+cli\s+dave`).MatchString(out) {
+		t.Errorf("user shown by name expected:\n%s", out)
+	}
+	out = h.ok("", "logs", "--json", "--type", "client.created")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("want 1 line, got:\n%s", out)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev["type"] != "client.created" || ev["client_id"] != "svc" || ev["code"] != "W5000I" || ev["actor"] != "cli" {
+		t.Errorf("event %v", ev)
+	}
+	out = h.ok("", "logs", "--json", "--user", "dave")
+	if n := strings.Count(out, "\n"); n != 1 || !strings.Contains(out, "user.created") {
+		t.Errorf("--user dave:\n%s", out)
+	}
+	out = h.ok("", "logs", "--json", "--client", "svc", "--since", "1h", "--limit", "5")
+	if strings.Count(out, "\n") != 1 {
+		t.Errorf("--client svc:\n%s", out)
+	}
+	if _, _, code := h.run("", "logs", "--type", "bogus"); code != exitUsage {
+		t.Errorf("unknown type: exit %d", code)
+	}
+	if out := h.ok("", "logs", "--since", "2000-01-01T00:00:00Z", "--type", "signin.failed"); strings.Count(out, "\n") != 1 {
+		t.Errorf("expected header only:\n%s", out)
+	}
+}
+
+func TestInvalidConfigReportsEveryError(t *testing.T) {
+	h := newHarness(t, "issuer: http://id.example.com\nstorage: {driver: postgres}\ntokens: {code_ttl: -1s}\n")
+	for _, args := range [][]string{{"user", "list"}, {"serve"}} {
+		out, errs, code := h.run("", args...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+		for _, want := range []string{"3 problems", "issuer:", "storage.postgres.dsn:", "tokens.code_ttl:"} {
+			if !strings.Contains(errs, want) {
+				t.Errorf("%v: stderr lacks %q:\n%s", args, want, errs)
+			}
+		}
+		if out != "" {
+			t.Errorf("%v: stdout %q", args, out)
+		}
+	}
+	// Decoding errors exit 2 as well.
+	h2 := newHarness(t, "tokens: {code_ttl: 60}\n")
+	if _, errs, code := h2.run("", "user", "list"); code != exitUsage || !strings.Contains(errs, "no unit") {
+		t.Errorf("numeric duration: exit %d %q", code, errs)
+	}
+	if _, _, code := h2.run("", "user", "frobnicate"); code == 0 {
+		t.Error("unknown command succeeded")
+	}
+}
+
+func TestMissingKEKMessage(t *testing.T) {
+	h := newHarness(t, "")
+	h.environ = []string{}
+	_, errs, code := h.run("", "user", "list")
+	if code != exitFailure || !strings.Contains(errs, "ward keys kek") {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestServeDev(t *testing.T) {
+	h := newHarness(t, "listen: 127.0.0.1:0\n")
+	h.environ = []string{} // dev mode creates the KEK file
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev", "--config", h.cfgFile}, &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, environ: h.environ})
+	}()
+	re := regexp.MustCompile(`msg=listening addr=(\S+)`)
+	var addr string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(errb.String()); m != nil {
+			addr = m[1]
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, errb.String())
+		default:
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no listening line: %s", errb.String())
+	}
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("healthz %d %q", resp.StatusCode, body)
+	}
+	for _, want := range []string{"DEVELOPMENT", "alice", "demo-spa", "demo-service", "secret:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(errb.String(), "client_secret") || strings.Contains(errb.String(), "Password:") {
+		t.Error("banner content went to the log")
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d: %s", code, errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/server"
+	"github.com/ward-idp/ward/internal/tlsutil"
+)
+
+// HTTP server limits.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 60 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 64 << 10
+	shutdownTimeout   = 20 * time.Second
+)
+
+func newServeCmd(e *cliEnv) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the identity provider",
+		Long: `Run the identity provider on the configured listen address: HTTPS when
+tls.cert_file and tls.key_file are set (reloaded when the files change),
+plain HTTP otherwise. SIGINT or SIGTERM shut it down gracefully.
+
+With --dev, demo data is created and its credentials are printed to stdout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.serve(cmd.Context())
+		},
+	}
+}
+
+func (e *cliEnv) serve(ctx context.Context) error {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, e.stderr, slog.LevelDebug)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	a, err := app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	h, err := server.New(a)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.TLS.Enabled() {
+		r, err := tlsutil.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsutil.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = r.ServerConfig()
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if cfg.Dev {
+		fmt.Fprint(e.stdout, a.DevBanner())
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLS.Enabled(), "issuer", cfg.Issuer, "dev", cfg.Dev)
+
+	errc := make(chan error, 1)
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

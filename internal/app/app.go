@@ -1,0 +1,241 @@
+// Package app wires Ward together: from a validated configuration it opens
+// the store, loads the key-encryption key, starts the event bus with the
+// audit persister, builds the key manager and the domain services, applies
+// the statically configured clients and users and, in development mode,
+// ensures the demo data exists. Commands and the HTTP server work on the
+// resulting App.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/postgres"
+	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/internal/tokens"
+)
+
+// ActorSystem is the event actor for changes Ward makes on its own
+// (static configuration, demo data).
+const ActorSystem = "system"
+
+// App is an opened Ward instance: configuration, store, bus and services.
+type App struct {
+	Config      *config.Config
+	Log         *slog.Logger
+	Now         func() time.Time
+	Store       store.Store
+	Bus         bus.Bus
+	KEK         *secret.KEK
+	Keys        *tokens.KeyManager
+	Identity    *identity.Service
+	Clients     *clients.Service
+	TokenHasher *secret.Hasher
+
+	dev        *DevData
+	closers    []func() error
+	unsubAudit func()
+}
+
+// Options adjust Open for tests; the zero value is production behaviour.
+type Options struct {
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Environ looks up environment variables (default os.LookupEnv); used
+	// for the KEK and for secret_env/password_env.
+	LookupEnv func(string) (string, bool)
+}
+
+// Open opens Ward with cfg, which must have passed Validate.
+func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+	return OpenWith(ctx, cfg, log, Options{})
+}
+
+// OpenWith is Open with test options.
+func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) (_ *App, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.LookupEnv == nil {
+		o.LookupEnv = os.LookupEnv
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("app: invalid configuration:\n%w", err)
+	}
+	a := &App{Config: cfg, Log: log, Now: o.Now}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("app: create data directory: %w", err)
+	}
+
+	if a.KEK, err = loadKEK(cfg, o.LookupEnv); err != nil {
+		return nil, err
+	}
+
+	switch cfg.Storage.Driver {
+	case config.DriverSQLite:
+		s, err := sqlite.Open(ctx, cfg.Storage.SQLite.Path, sqlite.WithClock(o.Now))
+		if err != nil {
+			return nil, fmt.Errorf("app: open sqlite store %s: %w", cfg.Storage.SQLite.Path, err)
+		}
+		a.Store = s
+		// The data directory is 0700 already; keep the files private too.
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			_ = os.Chmod(cfg.Storage.SQLite.Path+suffix, 0o600)
+		}
+	case config.DriverPostgres:
+		s, err := postgres.Open(ctx, cfg.Storage.Postgres.DSN.Reveal())
+		if err != nil {
+			return nil, fmt.Errorf("app: open postgres store: %w", err)
+		}
+		a.Store = s
+	default:
+		return nil, fmt.Errorf("app: unknown storage driver %q", cfg.Storage.Driver)
+	}
+	a.closers = append(a.closers, a.Store.Close)
+
+	b := bus.NewLocal()
+	a.Bus = b
+	a.unsubAudit = b.Subscribe("audit", a.persistEvent)
+
+	a.TokenHasher = secret.NewHasher(a.KEK.Derive("token-hash"))
+
+	a.Keys, err = tokens.NewKeyManager(ctx, tokens.KeyOptions{
+		Store:       a.Store,
+		KEK:         a.KEK,
+		Now:         o.Now,
+		Logger:      log,
+		Bus:         b,
+		RetireAfter: cfg.Tokens.KeyRetireAfter,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("app: signing keys: %w", err)
+	}
+
+	a.Identity = identity.New(identity.Options{
+		Store:  a.Store,
+		Bus:    b,
+		KEK:    a.KEK,
+		Now:    o.Now,
+		Logger: log,
+		Argon2: identity.Argon2Params{
+			Time:      cfg.Passwords.Argon2Time,
+			MemoryKiB: cfg.Passwords.Argon2MemoryKiB,
+			Threads:   cfg.Passwords.Argon2Threads,
+		},
+		MaxConcurrentHashes: cfg.Passwords.MaxConcurrent,
+		MaxFailures:         cfg.Lockout.MaxFailures,
+		LockoutDuration:     cfg.Lockout.Duration,
+		IPFailuresPerMinute: cfg.Lockout.IPFailuresPerMinute,
+		MinPasswordLength:   cfg.Passwords.MinLength,
+	})
+	a.Clients = clients.New(clients.Options{
+		Store:  a.Store,
+		Bus:    b,
+		Hasher: secret.NewHasher(a.KEK.Derive("client-secret")),
+		Now:    o.Now,
+	})
+
+	if err := errors.Join(a.applyStaticClients(ctx, o.LookupEnv), a.applyStaticUsers(ctx, o.LookupEnv)); err != nil {
+		return nil, fmt.Errorf("app: static configuration:\n%w", err)
+	}
+	if cfg.Dev {
+		if a.dev, err = a.ensureDevData(ctx); err != nil {
+			return nil, fmt.Errorf("app: dev data: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// Close releases the store. It is safe to call more than once.
+func (a *App) Close() error {
+	if a.unsubAudit != nil {
+		a.unsubAudit()
+		a.unsubAudit = nil
+	}
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
+
+// persistEvent is the audit persister: every event published on the bus
+// is appended to the store before Publish returns, and a failure to
+// persist fails the publish.
+func (a *App) persistEvent(ctx context.Context, e *model.Event) error {
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
+	if e.Time.IsZero() {
+		e.Time = a.Now()
+	}
+	if _, err := a.Store.AppendEvent(ctx, e); err != nil {
+		a.Log.ErrorContext(ctx, "audit: persisting event failed", "type", string(e.Type), "event_id", e.ID, "err", err)
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// ErrNoKEK is returned when no key-encryption key is configured outside dev
+// mode.
+var ErrNoKEK = errors.New("app: no key-encryption key")
+
+func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KEK, error) {
+	if cfg.KEK.Env != "" {
+		if v, ok := lookup(cfg.KEK.Env); ok && strings.TrimSpace(v) != "" {
+			k, err := secret.ParseKEK(v)
+			if err != nil {
+				return nil, fmt.Errorf("app: key-encryption key in $%s: %w", cfg.KEK.Env, err)
+			}
+			return k, nil
+		}
+	}
+	if cfg.KEK.File == "" {
+		return nil, fmt.Errorf("%w: set $%s or kek.file; generate a key with `ward keys kek`", ErrNoKEK, cfg.KEK.Env)
+	}
+	_, statErr := os.Stat(cfg.KEK.File)
+	if errors.Is(statErr, os.ErrNotExist) && !cfg.Dev {
+		env := cfg.KEK.Env
+		if env == "" {
+			env = "WARD_KEK"
+		}
+		return nil, fmt.Errorf("%w: %s does not exist and $%s is not set.\n"+
+			"Generate one and keep it safe (it encrypts signing keys and TOTP seeds; losing it loses them):\n"+
+			"    umask 077; ward keys kek > %s\n"+
+			"or put the output of `ward keys kek` into $%s. In development, `--dev` creates it for you",
+			ErrNoKEK, cfg.KEK.File, env, cfg.KEK.File, env)
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.KEK.File), 0o700); err != nil {
+		return nil, fmt.Errorf("app: create key directory: %w", err)
+	}
+	k, err := secret.LoadKEK(cfg.KEK.File, cfg.Dev)
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+	return k, nil
+}

@@ -1,0 +1,310 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// Demo data created in dev mode.
+const (
+	DevUsername      = "alice"
+	DevSPAClientID   = "demo-spa"
+	DevServiceClient = "demo-service"
+	// DevCredentialsFile, under data_dir, keeps the generated demo
+	// credentials (mode 0600): the store holds only their hashes.
+	DevCredentialsFile = "dev-credentials.json"
+)
+
+// DevData is what dev mode created, for the banner.
+type DevData struct {
+	Issuer string
+	User   DevUser
+	// Clients are the demo clients, secrets included where known.
+	Clients []DevClient
+	// CredentialsFile is where the credentials are kept.
+	CredentialsFile string
+}
+
+// DevUser is the demo user. Password and TOTP fields are empty when they
+// are not known (the credentials file was removed after the user was
+// created).
+type DevUser struct {
+	Username   string
+	Password   secret.String
+	TOTPSecret secret.String
+	TOTPURL    secret.String
+}
+
+// DevClient is a demo client.
+type DevClient struct {
+	ID           string
+	AuthMethod   string
+	GrantTypes   []string
+	RedirectURIs []string
+	Scopes       []string
+	DPoPBound    bool
+	Secret       secret.String
+}
+
+// devCredentials is the on-disk form of the demo credentials.
+type devCredentials struct {
+	Username      string            `json:"username"`
+	Password      string            `json:"password,omitempty"`
+	TOTPSecret    string            `json:"totp_secret,omitempty"`
+	TOTPURL       string            `json:"totp_url,omitempty"`
+	ClientSecrets map[string]string `json:"client_secrets,omitempty"`
+}
+
+// DevData returns the demo data (nil outside dev mode).
+func (a *App) DevData() *DevData { return a.dev }
+
+// DevSPASpec is the demo single-page app: public, PKCE + DPoP, exact
+// loopback redirect URIs (no port wildcard).
+func DevSPASpec(issuer string) clients.Spec {
+	redirects := []string{"http://127.0.0.1:8700/demo/callback", "http://localhost:8700/demo/callback"}
+	logout := []string{"http://127.0.0.1:8700/demo/", "http://localhost:8700/demo/"}
+	if u, err := url.Parse(strings.TrimSuffix(issuer, "/")); err == nil && u.Host != "" {
+		if cb := u.String() + "/demo/callback"; !slices.Contains(redirects, cb) {
+			redirects = append(redirects, cb)
+			logout = append(logout, u.String()+"/demo/")
+		}
+	}
+	return clients.Spec{
+		ID:                     DevSPAClientID,
+		Name:                   "Demo single-page app",
+		AuthMethod:             model.AuthNone,
+		RedirectURIs:           redirects,
+		PostLogoutRedirectURIs: logout,
+		GrantTypes:             []string{model.GrantAuthorizationCode, model.GrantRefreshToken},
+		Scopes:                 []string{"openid", "profile", "email", "offline_access"},
+		DPoPBoundAccessTokens:  true,
+	}
+}
+
+// DevServiceSpec is the demo machine-to-machine client.
+func DevServiceSpec() clients.Spec {
+	return clients.Spec{
+		ID:         DevServiceClient,
+		Name:       "Demo service (client credentials)",
+		AuthMethod: model.AuthClientSecretBasic,
+		GrantTypes: []string{model.GrantClientCredentials},
+	}
+}
+
+// ensureDevData creates the demo user and clients if missing and returns
+// their credentials, keeping generated ones in the dev credentials file.
+func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
+	path := filepath.Join(a.Config.DataDir, DevCredentialsFile)
+	creds, err := readDevCredentials(path)
+	if err != nil {
+		return nil, err
+	}
+	dirty := false
+	if creds.ClientSecrets == nil {
+		creds.ClientSecrets = map[string]string{}
+	}
+
+	u, err := a.Store.GetUserByUsername(ctx, DevUsername)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Reuse credentials from the file if the database was wiped, so
+		// the authenticator app entry keeps working.
+		if creds.Password == "" || creds.Username != DevUsername {
+			creds.Password = randomPassword(16)
+			creds.TOTPSecret, creds.TOTPURL = "", ""
+		}
+		if creds.TOTPSecret == "" {
+			creds.TOTPSecret, creds.TOTPURL, err = a.Identity.NewTOTPKey(&model.User{Username: DevUsername}, "Ward")
+			if err != nil {
+				return nil, err
+			}
+		}
+		creds.Username = DevUsername
+		u, err = a.Identity.CreateUser(ctx, ActorSystem, identity.NewUser{
+			Username:    DevUsername,
+			Email:       "alice@example.com",
+			DisplayName: "Alice (demo)",
+			Password:    creds.Password,
+			Roles:       []string{model.RoleAdmin},
+			TOTPSecret:  creds.TOTPSecret,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create demo user: %w", err)
+		}
+		dirty = true
+		a.Log.InfoContext(ctx, "dev: demo user created", "user_id", u.ID, "username", u.Username)
+	case err != nil:
+		return nil, err
+	default:
+		if !u.HasRole(model.RoleAdmin) {
+			if err := a.Identity.SetRoles(ctx, ActorSystem, u.ID, append(slices.Clone(u.Roles), model.RoleAdmin)); err != nil {
+				return nil, err
+			}
+		}
+		if creds.Username != DevUsername {
+			creds = devCredentials{ClientSecrets: creds.ClientSecrets}
+		}
+	}
+
+	spa := DevSPASpec(a.Config.Issuer)
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, spa, ""); err != nil {
+		return nil, fmt.Errorf("demo client %s: %w", spa.ID, err)
+	}
+	svc := DevServiceSpec()
+	sec := creds.ClientSecrets[svc.ID]
+	if sec == "" {
+		sec = secret.RandomToken()
+		creds.ClientSecrets[svc.ID] = sec
+		dirty = true
+	}
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, svc, secret.String(sec)); err != nil {
+		return nil, fmt.Errorf("demo client %s: %w", svc.ID, err)
+	}
+	if dirty {
+		if err := writeDevCredentials(path, creds); err != nil {
+			return nil, err
+		}
+	}
+
+	d := &DevData{
+		Issuer: a.Config.Issuer,
+		User: DevUser{
+			Username:   DevUsername,
+			Password:   secret.String(creds.Password),
+			TOTPSecret: secret.String(creds.TOTPSecret),
+			TOTPURL:    secret.String(creds.TOTPURL),
+		},
+		CredentialsFile: path,
+	}
+	for _, s := range []clients.Spec{spa, svc} {
+		s.Normalize()
+		d.Clients = append(d.Clients, DevClient{
+			ID: s.ID, AuthMethod: s.AuthMethod, GrantTypes: s.GrantTypes, RedirectURIs: s.RedirectURIs,
+			Scopes: s.Scopes, DPoPBound: s.DPoPBoundAccessTokens, Secret: secret.String(creds.ClientSecrets[s.ID]),
+		})
+	}
+	return d, nil
+}
+
+// DevBanner is the text `ward serve --dev` prints to stdout (not to the
+// log): where to go and how to sign in. It is empty outside dev mode.
+func (a *App) DevBanner() string {
+	d := a.dev
+	if d == nil {
+		return ""
+	}
+	unknown := func(s secret.String) string {
+		if s == "" {
+			return "(unknown: not in " + d.CredentialsFile + "; reset with `ward user passwd " + d.User.Username + " --dev`)"
+		}
+		return s.Reveal()
+	}
+	var b strings.Builder
+	line := strings.Repeat("─", 72)
+	fmt.Fprintf(&b, "%s\n  Ward is running in DEVELOPMENT mode. Do not use this data in production.\n%s\n", line, line)
+	fmt.Fprintf(&b, "  Issuer:        %s\n", d.Issuer)
+	fmt.Fprintf(&b, "  Discovery:     %s/.well-known/openid-configuration\n\n", strings.TrimSuffix(d.Issuer, "/"))
+	fmt.Fprintf(&b, "  Demo user:     %s (role admin)\n", d.User.Username)
+	fmt.Fprintf(&b, "  Password:      %s\n", unknown(d.User.Password))
+	if d.User.TOTPSecret != "" {
+		fmt.Fprintf(&b, "  TOTP secret:   %s\n", d.User.TOTPSecret.Reveal())
+		fmt.Fprintf(&b, "  TOTP URL:      %s\n", d.User.TOTPURL.Reveal())
+	} else {
+		fmt.Fprintf(&b, "  TOTP secret:   %s\n", unknown(""))
+	}
+	b.WriteString("\n")
+	for _, c := range d.Clients {
+		fmt.Fprintf(&b, "  Client:        %s (%s; %s)\n", c.ID, c.AuthMethod, strings.Join(c.GrantTypes, ", "))
+		if c.Secret != "" {
+			fmt.Fprintf(&b, "    secret:      %s\n", c.Secret.Reveal())
+		}
+		for _, r := range c.RedirectURIs {
+			fmt.Fprintf(&b, "    redirect:    %s\n", r)
+		}
+		if len(c.Scopes) > 0 {
+			fmt.Fprintf(&b, "    scopes:      %s\n", strings.Join(c.Scopes, " "))
+		}
+		if c.DPoPBound {
+			fmt.Fprintf(&b, "    DPoP-bound access tokens required\n")
+		}
+	}
+	fmt.Fprintf(&b, "\n  Credentials are kept in %s (mode 0600).\n%s\n", d.CredentialsFile, line)
+	return b.String()
+}
+
+func readDevCredentials(path string) (devCredentials, error) {
+	var c devCredentials
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%s: %w (delete it to regenerate the demo credentials)", path, err)
+	}
+	return c, nil
+}
+
+// writeDevCredentials replaces the file atomically with mode 0600.
+func writeDevCredentials(path string, c devCredentials) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(c); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".dev-credentials-*")
+	if err != nil {
+		return fmt.Errorf("write dev credentials: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write dev credentials: %w", err)
+	}
+	return nil
+}
+
+// randomPassword returns n characters from an alphabet without look-alikes.
+func randomPassword(n int) string {
+	const alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	out := make([]byte, n)
+	max := big.NewInt(int64(len(alphabet)))
+	for i := range out {
+		x, err := rand.Int(rand.Reader, max)
+		if err != nil {
+			panic(err)
+		}
+		out[i] = alphabet[x.Int64()]
+	}
+	return string(out)
+}

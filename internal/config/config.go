@@ -1,0 +1,230 @@
+// Package config holds Ward's typed configuration: the defaults, loading
+// from a YAML file with environment-variable overrides (koanf), and
+// Validate, which reports every problem at once, each naming its field path.
+//
+// Environment overrides use the WARD_ prefix; a double underscore separates
+// nesting levels and single underscores stay part of the key name:
+//
+//	WARD_ISSUER=https://id.example.com            -> issuer
+//	WARD_STORAGE__DRIVER=postgres                 -> storage.driver
+//	WARD_STORAGE__POSTGRES__DSN=postgres://...    -> storage.postgres.dsn
+//	WARD_TOKENS__ACCESS_TOKEN_TTL=5m              -> tokens.access_token_ttl
+//	WARD_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16 -> trusted_proxies (comma-separated)
+//
+// Only variables that name a known scalar or string-list key are used;
+// others (such as WARD_KEK, which holds the key-encryption key itself) are
+// ignored. static_clients and static_users can only be set in the file.
+package config
+
+import (
+	"path/filepath"
+	"time"
+
+	"github.com/ward-idp/ward/internal/secret"
+)
+
+// EnvPrefix is the prefix of environment overrides.
+const EnvPrefix = "WARD_"
+
+// EnvDelim separates nesting levels in environment override names.
+const EnvDelim = "__"
+
+// Config is Ward's whole configuration.
+type Config struct {
+	// Issuer is the OAuth/OIDC issuer URL (iss).
+	Issuer string `koanf:"issuer"`
+	// Listen is the host:port the server binds.
+	Listen string `koanf:"listen"`
+	// Dev enables development mode: demo data, a generated KEK file.
+	Dev bool `koanf:"dev"`
+	// DataDir holds the SQLite database, the dev KEK and dev credentials.
+	DataDir string `koanf:"data_dir"`
+	// AllowInsecureIssuer permits an http:// issuer on a non-loopback host
+	// and plain HTTP on a non-loopback listen address (behind a TLS proxy).
+	AllowInsecureIssuer bool `koanf:"allow_insecure_issuer"`
+
+	TLS       TLS       `koanf:"tls"`
+	Storage   Storage   `koanf:"storage"`
+	KEK       KEK       `koanf:"kek"`
+	Log       Log       `koanf:"log"`
+	Tokens    Tokens    `koanf:"tokens"`
+	DPoP      DPoP      `koanf:"dpop"`
+	Passwords Passwords `koanf:"passwords"`
+	Lockout   Lockout   `koanf:"lockout"`
+
+	// TrustedProxies lists CIDRs whose Forwarded /
+	// X-Forwarded-For headers are honoured.
+	TrustedProxies []string `koanf:"trusted_proxies"`
+
+	StaticClients []StaticClient `koanf:"static_clients"`
+	StaticUsers   []StaticUser   `koanf:"static_users"`
+}
+
+// TLS configures HTTPS. Both files or neither.
+type TLS struct {
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Storage drivers.
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
+// Storage selects and configures the store.
+type Storage struct {
+	Driver   string   `koanf:"driver"`
+	SQLite   SQLite   `koanf:"sqlite"`
+	Postgres Postgres `koanf:"postgres"`
+}
+
+// SQLite configures the embedded database.
+type SQLite struct {
+	// Path defaults to <data_dir>/ward.db.
+	Path string `koanf:"path"`
+}
+
+// Postgres configures PostgreSQL.
+type Postgres struct {
+	DSN secret.String `koanf:"dsn"`
+}
+
+// KEK says where the key-encryption key comes from.
+type KEK struct {
+	// File defaults to <data_dir>/kek.key; created (0600) in dev mode only.
+	File string `koanf:"file"`
+	// Env names the environment variable holding the base64 KEK; it wins
+	// over File when set. Default WARD_KEK.
+	Env string `koanf:"env"`
+}
+
+// Log configures the server logger.
+type Log struct {
+	Level  string `koanf:"level"`  // debug|info|warn|error
+	Format string `koanf:"format"` // json|text
+}
+
+// Tokens holds token and session lifetimes.
+type Tokens struct {
+	AccessTokenTTL  time.Duration `koanf:"access_token_ttl"`
+	IDTokenTTL      time.Duration `koanf:"id_token_ttl"`
+	RefreshTokenTTL time.Duration `koanf:"refresh_token_ttl"`
+	CodeTTL         time.Duration `koanf:"code_ttl"`
+	PARTTL          time.Duration `koanf:"par_ttl"`
+	SessionIdle     time.Duration `koanf:"session_idle"`
+	SessionAbsolute time.Duration `koanf:"session_absolute"`
+	KeyRetireAfter  time.Duration `koanf:"key_retire_after"`
+}
+
+// DPoP configures proof checking (RFC 9449).
+type DPoP struct {
+	MaxAge        time.Duration `koanf:"max_age"`
+	Leeway        time.Duration `koanf:"leeway"`
+	RequireNonce  bool          `koanf:"require_nonce"`
+	NonceLifetime time.Duration `koanf:"nonce_lifetime"`
+}
+
+// Passwords configures argon2id hashing and the password policy.
+type Passwords struct {
+	Argon2Time      uint32 `koanf:"argon2_time"`
+	Argon2MemoryKiB uint32 `koanf:"argon2_memory_kib"`
+	Argon2Threads   uint8  `koanf:"argon2_threads"`
+	// MaxConcurrent bounds simultaneous hash computations (memory).
+	MaxConcurrent int `koanf:"max_concurrent"`
+	MinLength     int `koanf:"min_length"`
+}
+
+// Lockout configures brute-force protection.
+type Lockout struct {
+	MaxFailures         int           `koanf:"max_failures"`
+	Duration            time.Duration `koanf:"duration"`
+	IPFailuresPerMinute int           `koanf:"ip_failures_per_minute"`
+}
+
+// StaticClient is an OAuth client declared in the configuration and
+// applied (created or updated) on every start.
+type StaticClient struct {
+	ID   string `koanf:"id"`
+	Name string `koanf:"name"`
+	// Secret is a literal secret (for development and tests); SecretEnv
+	// names an environment variable holding it. At most one.
+	Secret                 secret.String `koanf:"secret"`
+	SecretEnv              string        `koanf:"secret_env"`
+	AuthMethod             string        `koanf:"auth_method"`
+	RedirectURIs           []string      `koanf:"redirect_uris"`
+	PostLogoutRedirectURIs []string      `koanf:"post_logout_redirect_uris"`
+	GrantTypes             []string      `koanf:"grant_types"`
+	Scopes                 []string      `koanf:"scopes"`
+	Audience               []string      `koanf:"audience"`
+	DPoPBoundAccessTokens  bool          `koanf:"dpop_bound_access_tokens"`
+	// JWKS is the client's public key set as inline JSON (private_key_jwt).
+	JWKS string `koanf:"jwks"`
+}
+
+// StaticUser is a local account declared in the configuration. It is
+// created when missing; roles, groups and TOTP are applied on every start,
+// the password only on creation.
+type StaticUser struct {
+	Username    string        `koanf:"username"`
+	Email       string        `koanf:"email"`
+	DisplayName string        `koanf:"display_name"`
+	Password    secret.String `koanf:"password"`
+	PasswordEnv string        `koanf:"password_env"`
+	TOTPSecret  secret.String `koanf:"totp_secret"`
+	Roles       []string      `koanf:"roles"`
+	Groups      []string      `koanf:"groups"`
+}
+
+// Default returns the configuration with every default applied. Paths that
+// depend on data_dir are filled in by Load (see ResolvePaths).
+func Default() *Config {
+	return &Config{
+		Issuer:  "http://127.0.0.1:8700",
+		Listen:  "127.0.0.1:8700",
+		DataDir: "./ward-data",
+		Storage: Storage{Driver: DriverSQLite},
+		KEK:     KEK{Env: "WARD_KEK"},
+		Log:     Log{Level: "info", Format: "json"},
+		Tokens: Tokens{
+			AccessTokenTTL:  10 * time.Minute,
+			IDTokenTTL:      10 * time.Minute,
+			RefreshTokenTTL: 720 * time.Hour,
+			CodeTTL:         60 * time.Second,
+			PARTTL:          90 * time.Second,
+			SessionIdle:     72 * time.Hour,
+			SessionAbsolute: 720 * time.Hour,
+			KeyRetireAfter:  24 * time.Hour,
+		},
+		DPoP: DPoP{
+			MaxAge:        5 * time.Minute,
+			Leeway:        30 * time.Second,
+			NonceLifetime: 5 * time.Minute,
+		},
+		Passwords: Passwords{
+			Argon2Time:      2,
+			Argon2MemoryKiB: 19456,
+			Argon2Threads:   1,
+			MaxConcurrent:   2,
+			MinLength:       10,
+		},
+		Lockout: Lockout{
+			MaxFailures:         5,
+			Duration:            15 * time.Minute,
+			IPFailuresPerMinute: 30,
+		},
+	}
+}
+
+// ResolvePaths fills the paths that default to locations under DataDir.
+func (c *Config) ResolvePaths() {
+	if c.Storage.SQLite.Path == "" {
+		c.Storage.SQLite.Path = filepath.Join(c.DataDir, "ward.db")
+	}
+	if c.KEK.File == "" {
+		c.KEK.File = filepath.Join(c.DataDir, "kek.key")
+	}
+}

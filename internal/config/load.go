@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// LoadOptions says where configuration comes from. Later sources win:
+// defaults, then File, then the environment, then Overrides.
+type LoadOptions struct {
+	// File is a YAML file; empty means none.
+	File string
+	// Environ supplies the environment as KEY=VALUE strings; nil means
+	// os.Environ. Only WARD_-prefixed, known keys are used.
+	Environ []string
+	// Overrides are dotted keys applied last (command-line flags), for
+	// example {"dev": true}.
+	Overrides map[string]any
+}
+
+// Load reads the defaults, the YAML file at path (if not empty) and the
+// process environment. It does not validate; call Validate.
+func Load(path string) (*Config, error) {
+	return LoadWith(LoadOptions{File: path})
+}
+
+// LoadWith loads configuration from the given sources. Errors here are
+// about reading and decoding (unknown keys, wrong types); semantic checks
+// are Validate's job.
+func LoadWith(o LoadOptions) (*Config, error) {
+	k := koanf.New(".")
+	if o.File != "" {
+		if _, err := os.Stat(o.File); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := k.Load(file.Provider(o.File), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", o.File, err)
+		}
+	}
+	environ := o.Environ
+	if environ == nil {
+		environ = os.Environ()
+	}
+	known := envKeys()
+	envp := env.Provider(".", env.Opt{
+		Prefix:        EnvPrefix,
+		EnvironFunc:   func() []string { return environ },
+		TransformFunc: func(name, v string) (string, any) { return EnvKey(name, known), v },
+	})
+	if err := k.Load(envp, nil); err != nil {
+		return nil, fmt.Errorf("config: environment: %w", err)
+	}
+	if len(o.Overrides) > 0 {
+		if err := k.Load(confmap.Provider(o.Overrides, "."), nil); err != nil {
+			return nil, fmt.Errorf("config: overrides: %w", err)
+		}
+	}
+
+	cfg := Default()
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			rejectNumericDuration,
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+		TagName:          "koanf",
+		Result:           cfg,
+	}
+	d, err := mapstructure.NewDecoder(dc)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Decode(k.Raw()); err != nil {
+		where := "configuration"
+		if o.File != "" {
+			where = o.File
+		}
+		return nil, fmt.Errorf("config: %s: %w", where, err)
+	}
+	cfg.ResolvePaths()
+	return cfg, nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// rejectNumericDuration refuses bare numbers for durations: "600" would
+// otherwise silently mean 600ns. Durations are Go duration strings.
+func rejectNumericDuration(from, to reflect.Type, v any) (any, error) {
+	if to != durationType {
+		return v, nil
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return nil, fmt.Errorf("duration %v has no unit; write a Go duration such as \"10m\" or \"90s\"", v)
+	}
+	if s, ok := v.(string); ok {
+		if _, err := time.ParseDuration(strings.TrimSpace(s)); err != nil {
+			return nil, errors.New("invalid duration " + fmt.Sprintf("%q", s) + ": write a Go duration such as \"10m\" or \"90s\"")
+		}
+		return strings.TrimSpace(s), nil
+	}
+	return v, nil
+}
+
+// EnvKey maps an environment variable name to a dotted config key, or ""
+// when the name is not an override of a known key. WARD_STORAGE__POSTGRES__DSN
+// becomes storage.postgres.dsn. A nil known set accepts every name.
+func EnvKey(name string, known map[string]bool) string {
+	if !strings.HasPrefix(name, EnvPrefix) {
+		return ""
+	}
+	key := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, EnvPrefix), EnvDelim, "."))
+	if known != nil && !known[key] {
+		return ""
+	}
+	return key
+}
+
+// EnvName returns the environment variable that overrides a dotted key:
+// storage.postgres.dsn -> WARD_STORAGE__POSTGRES__DSN.
+func EnvName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", EnvDelim))
+}
+
+// envKeys lists every key that an environment variable may set: scalar
+// fields and string lists, not lists of structs.
+func envKeys() map[string]bool {
+	out := map[string]bool{}
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := f.Tag.Get("koanf")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			key := prefix + tag
+			switch {
+			case f.Type.Kind() == reflect.Struct:
+				walk(f.Type, key+".")
+			case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+				// lists of objects: file only
+			default:
+				out[key] = true
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return out
+}
+
+// EnvKeys returns, sorted by nothing in particular, every dotted key that
+// can be overridden from the environment.
+func EnvKeys() []string {
+	m := envKeys()
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

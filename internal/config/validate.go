@@ -1,0 +1,313 @@
+package config
+
+import (
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/clients"
+)
+
+// FieldError is one configuration problem at a field path such as
+// "static_clients[1].redirect_uris[0]".
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Known values.
+var (
+	LogLevels  = []string{"debug", "info", "warn", "error"}
+	LogFormats = []string{"json", "text"}
+	Drivers    = []string{DriverSQLite, DriverPostgres}
+)
+
+// Validate checks the whole configuration and reports every problem at
+// once: the result is an errors.Join of *FieldError values (nil if fine).
+func (c *Config) Validate() error {
+	v := &validator{}
+	c.validateIssuer(v)
+	c.validateListen(v)
+	if c.DataDir == "" {
+		v.add("data_dir", "required")
+	}
+	switch {
+	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
+		v.add("tls.key_file", "required when tls.cert_file is set")
+	case c.TLS.KeyFile != "" && c.TLS.CertFile == "":
+		v.add("tls.cert_file", "required when tls.key_file is set")
+	}
+	for _, pf := range [][2]string{{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
+		path, f := pf[0], pf[1]
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err != nil {
+			v.add(path, "%v", err)
+		} else if st.IsDir() {
+			v.add(path, "%s is a directory", f)
+		}
+	}
+
+	switch c.Storage.Driver {
+	case DriverSQLite:
+		if c.Storage.SQLite.Path == "" {
+			v.add("storage.sqlite.path", "required")
+		}
+	case DriverPostgres:
+		if c.Storage.Postgres.DSN == "" {
+			v.add("storage.postgres.dsn", "required when storage.driver is postgres (or set %s)", EnvName("storage.postgres.dsn"))
+		}
+	default:
+		v.add("storage.driver", "%q is not one of %s", c.Storage.Driver, strings.Join(Drivers, ", "))
+	}
+	if c.KEK.File == "" && c.KEK.Env == "" {
+		v.add("kek", "set kek.file or kek.env")
+	}
+	if !slices.Contains(LogLevels, c.Log.Level) {
+		v.add("log.level", "%q is not one of %s", c.Log.Level, strings.Join(LogLevels, ", "))
+	}
+	if !slices.Contains(LogFormats, c.Log.Format) {
+		v.add("log.format", "%q is not one of %s", c.Log.Format, strings.Join(LogFormats, ", "))
+	}
+
+	t := c.Tokens
+	v.positive("tokens.access_token_ttl", t.AccessTokenTTL)
+	v.positive("tokens.id_token_ttl", t.IDTokenTTL)
+	v.positive("tokens.refresh_token_ttl", t.RefreshTokenTTL)
+	v.positive("tokens.code_ttl", t.CodeTTL)
+	v.positive("tokens.par_ttl", t.PARTTL)
+	v.positive("tokens.session_idle", t.SessionIdle)
+	v.positive("tokens.session_absolute", t.SessionAbsolute)
+	v.positive("tokens.key_retire_after", t.KeyRetireAfter)
+	if t.SessionIdle > 0 && t.SessionAbsolute > 0 && t.SessionIdle > t.SessionAbsolute {
+		v.add("tokens.session_idle", "%v is longer than tokens.session_absolute (%v)", t.SessionIdle, t.SessionAbsolute)
+	}
+	v.positive("dpop.max_age", c.DPoP.MaxAge)
+	if c.DPoP.Leeway < 0 {
+		v.add("dpop.leeway", "must not be negative")
+	}
+	v.positive("dpop.nonce_lifetime", c.DPoP.NonceLifetime)
+
+	p := c.Passwords
+	if p.Argon2Time < 1 || p.Argon2Time > 64 {
+		v.add("passwords.argon2_time", "must be 1..64")
+	}
+	if p.Argon2Threads < 1 {
+		v.add("passwords.argon2_threads", "must be at least 1")
+	}
+	if p.Argon2MemoryKiB < 8*uint32(max(p.Argon2Threads, 1)) || p.Argon2MemoryKiB > 4<<20 {
+		v.add("passwords.argon2_memory_kib", "must be at least 8 × argon2_threads and at most 4194304 (4 GiB)")
+	}
+	if p.MaxConcurrent < 1 {
+		v.add("passwords.max_concurrent", "must be at least 1")
+	}
+	if p.MinLength < 8 {
+		v.add("passwords.min_length", "must be at least 8")
+	}
+	if c.Lockout.MaxFailures < 1 {
+		v.add("lockout.max_failures", "must be at least 1")
+	}
+	v.positive("lockout.duration", c.Lockout.Duration)
+	if c.Lockout.IPFailuresPerMinute < 1 {
+		v.add("lockout.ip_failures_per_minute", "must be at least 1")
+	}
+
+	for i, s := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {
+			v.add(fmt.Sprintf("trusted_proxies[%d]", i), "%q is not a CIDR (write a single address as 192.0.2.1/32 or 2001:db8::1/128)", s)
+		}
+	}
+	c.validateStaticClients(v)
+	c.validateStaticUsers(v)
+	return errors.Join(v.errs...)
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "must be a positive duration (got %v)", d)
+	}
+}
+
+func (c *Config) validateIssuer(v *validator) {
+	u, err := url.Parse(c.Issuer)
+	switch {
+	case c.Issuer == "":
+		v.add("issuer", "required")
+		return
+	case err != nil:
+		v.add("issuer", "not a URL: %v", err)
+		return
+	case !u.IsAbs() || u.Host == "":
+		v.add("issuer", "%q is not an absolute URL", c.Issuer)
+		return
+	case u.RawQuery != "" || u.ForceQuery:
+		v.add("issuer", "must not have a query")
+	case u.Fragment != "" || strings.Contains(c.Issuer, "#"):
+		v.add("issuer", "must not have a fragment")
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !IsLoopbackHost(u.Hostname()) && !c.AllowInsecureIssuer {
+			v.add("issuer", "must use https unless the host is loopback (set allow_insecure_issuer to override)")
+		}
+	default:
+		v.add("issuer", "scheme %q is not https", u.Scheme)
+	}
+}
+
+func (c *Config) validateListen(v *validator) {
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		v.add("listen", "%q is not host:port: %v", c.Listen, err)
+		return
+	}
+	if port == "" {
+		v.add("listen", "%q has no port", c.Listen)
+	}
+	if !c.TLS.Enabled() && !IsLoopbackHost(host) && !c.AllowInsecureIssuer {
+		v.add("listen", "%q is not a loopback address and tls is not configured; configure tls or set allow_insecure_issuer (e.g. behind a TLS-terminating proxy)", c.Listen)
+	}
+}
+
+func (c *Config) validateStaticClients(v *validator) {
+	seen := map[string]int{}
+	for i, sc := range c.StaticClients {
+		prefix := fmt.Sprintf("static_clients[%d]", i)
+		if j, dup := seen[sc.ID]; dup && sc.ID != "" {
+			v.add(prefix+".id", "%q is also used by static_clients[%d]", sc.ID, j)
+		} else {
+			seen[sc.ID] = i
+		}
+		if sc.Secret != "" && sc.SecretEnv != "" {
+			v.add(prefix+".secret", "set secret or secret_env, not both")
+		}
+		spec := sc.Spec()
+		spec.Normalize()
+		if err := clients.Validate(spec); err != nil {
+			v.addClientErrs(prefix, err)
+		}
+		if err := clients.CheckSecretPresence(sc.AuthMethod, sc.Secret != "" || sc.SecretEnv != "", "secret"); err != nil {
+			v.addClientErrs(prefix, err)
+		}
+		if sc.Secret != "" && clients.UsesSecret(sc.AuthMethod) && len(sc.Secret.Reveal()) < clients.MinSecretLength {
+			v.add(prefix+".secret", "shorter than %d characters", clients.MinSecretLength)
+		}
+	}
+}
+
+func (v *validator) addClientErrs(prefix string, err error) {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	for _, e := range list {
+		var fe *clients.FieldError
+		if errors.As(e, &fe) {
+			v.add(prefix+"."+fe.Field, "%s", fe.Msg)
+		} else {
+			v.add(prefix, "%v", e)
+		}
+	}
+}
+
+func (c *Config) validateStaticUsers(v *validator) {
+	seen := map[string]int{}
+	for i, su := range c.StaticUsers {
+		prefix := fmt.Sprintf("static_users[%d]", i)
+		name := strings.ToLower(strings.TrimSpace(su.Username))
+		switch {
+		case name == "":
+			v.add(prefix+".username", "required")
+		default:
+			if j, dup := seen[name]; dup {
+				v.add(prefix+".username", "%q is also used by static_users[%d]", su.Username, j)
+			} else {
+				seen[name] = i
+			}
+		}
+		switch {
+		case su.Password == "" && su.PasswordEnv == "":
+			v.add(prefix+".password", "set password or password_env")
+		case su.Password != "" && su.PasswordEnv != "":
+			v.add(prefix+".password", "set password or password_env, not both")
+		}
+		if su.TOTPSecret != "" {
+			s := strings.ToUpper(strings.TrimRight(strings.ReplaceAll(su.TOTPSecret.Reveal(), " ", ""), "="))
+			if b, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(s); err != nil || len(b) < 10 {
+				v.add(prefix+".totp_secret", "must be base32 encoding at least 80 bits")
+			}
+		}
+		for j, r := range su.Roles {
+			if strings.TrimSpace(r) == "" {
+				v.add(fmt.Sprintf("%s.roles[%d]", prefix, j), "empty")
+			}
+		}
+		for j, g := range su.Groups {
+			if strings.TrimSpace(g) == "" {
+				v.add(fmt.Sprintf("%s.groups[%d]", prefix, j), "empty")
+			}
+		}
+	}
+}
+
+// Spec converts a static client to the clients service's spec.
+func (sc StaticClient) Spec() clients.Spec {
+	s := clients.Spec{
+		ID:                     sc.ID,
+		Name:                   sc.Name,
+		AuthMethod:             sc.AuthMethod,
+		RedirectURIs:           sc.RedirectURIs,
+		PostLogoutRedirectURIs: sc.PostLogoutRedirectURIs,
+		GrantTypes:             sc.GrantTypes,
+		Scopes:                 sc.Scopes,
+		Audience:               sc.Audience,
+		DPoPBoundAccessTokens:  sc.DPoPBoundAccessTokens,
+	}
+	if sc.JWKS != "" {
+		s.JWKS = json.RawMessage(sc.JWKS)
+	}
+	return s
+}
+
+// IsLoopbackHost reports whether host (a name or IP literal, brackets
+// allowed) is localhost or a loopback address (127.0.0.0/8, ::1).
+func IsLoopbackHost(host string) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// TrustedProxyPrefixes returns the parsed trusted_proxies; call after
+// Validate (invalid entries are skipped).
+func (c *Config) TrustedProxyPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(strings.TrimSpace(s)); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}

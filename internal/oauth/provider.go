@@ -1,0 +1,270 @@
+// Package oauth implements Ward's authorization server: discovery, JWKS,
+// the authorization endpoint with its sign-in interaction, pushed
+// authorization requests, the token endpoint (authorization_code,
+// refresh_token, client_credentials) with DPoP (RFC 9449), userinfo,
+// introspection, revocation and logout.
+//
+// Handlers parse requests and render responses; the protocol decisions
+// live in the grant functions, which return values or *Error.
+package oauth
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/tokens"
+	"github.com/ward-idp/ward/internal/web"
+)
+
+// Lifetimes of what the provider issues.
+type Lifetimes struct {
+	AccessToken     time.Duration
+	IDToken         time.Duration
+	RefreshToken    time.Duration
+	Code            time.Duration
+	PushedRequest   time.Duration
+	SessionIdle     time.Duration
+	SessionAbsolute time.Duration
+}
+
+// Config wires the provider to its services.
+type Config struct {
+	Issuer      string
+	Store       store.Store
+	Bus         bus.Bus
+	Keys        *tokens.KeyManager
+	Identity    *identity.Service
+	Clients     *clients.Service
+	TokenHasher *secret.Hasher
+	// CookieKey authenticates the SSO cookie and signed interaction state.
+	CookieKey []byte
+	DPoP      *dpop.Verifier
+	// RequireDPoPNonce makes the token endpoint demand server nonces.
+	RequireDPoPNonce bool
+	Lifetimes        Lifetimes
+	TrustedProxies   []netip.Prefix
+	Now              func() time.Time
+	Log              *slog.Logger
+	Pages            *web.Pages
+}
+
+// Provider is the authorization server.
+type Provider struct {
+	c        Config
+	issuer   string
+	secure   bool // issuer is https: cookies get Secure
+	dpopAlgs string
+}
+
+// New returns a provider. Zero lifetimes get defaults.
+func New(c Config) *Provider {
+	l := &c.Lifetimes
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.AccessToken, 10*time.Minute)
+	def(&l.IDToken, 10*time.Minute)
+	def(&l.RefreshToken, 30*24*time.Hour)
+	def(&l.Code, time.Minute)
+	def(&l.PushedRequest, 90*time.Second)
+	def(&l.SessionIdle, 72*time.Hour)
+	def(&l.SessionAbsolute, 30*24*time.Hour)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Provider{
+		c:        c,
+		issuer:   strings.TrimSuffix(c.Issuer, "/"),
+		secure:   strings.HasPrefix(c.Issuer, "https://"),
+		dpopAlgs: strings.Join(dpopAlgs(c.DPoP), " "),
+	}
+}
+
+func dpopAlgs(v *dpop.Verifier) []string {
+	if len(v.Algs) == 0 {
+		return []string{"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "EdDSA"}
+	}
+	out := make([]string, len(v.Algs))
+	for i, a := range v.Algs {
+		out[i] = string(a)
+	}
+	return out
+}
+
+// Endpoint paths.
+const (
+	PathAuthorize  = "/authorize"
+	PathPAR        = "/par"
+	PathToken      = "/token"
+	PathUserinfo   = "/userinfo"
+	PathIntrospect = "/introspect"
+	PathRevoke     = "/revoke"
+	PathJWKS       = "/jwks"
+	PathLogout     = "/logout"
+	PathLogin      = "/login"
+	PathLoginMFA   = "/login/mfa"
+)
+
+// Register adds the provider's routes to mux.
+func (p *Provider) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.handleDiscovery)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", p.handleDiscovery)
+	mux.HandleFunc("GET "+PathJWKS, p.handleJWKS)
+	mux.HandleFunc("GET "+PathAuthorize, p.handleAuthorize)
+	mux.HandleFunc("POST "+PathAuthorize, p.handleAuthorize)
+	mux.HandleFunc("POST "+PathPAR, p.handlePAR)
+	mux.HandleFunc("POST "+PathToken, p.handleToken)
+	mux.HandleFunc("GET "+PathUserinfo, p.handleUserinfo)
+	mux.HandleFunc("POST "+PathUserinfo, p.handleUserinfo)
+	mux.HandleFunc("POST "+PathIntrospect, p.handleIntrospect)
+	mux.HandleFunc("POST "+PathRevoke, p.handleRevoke)
+	mux.HandleFunc("GET "+PathLogout, p.handleLogout)
+	mux.HandleFunc("POST "+PathLogout, p.handleLogout)
+	mux.HandleFunc("POST "+PathLogin, p.handleLogin)
+	mux.HandleFunc("POST "+PathLoginMFA, p.handleLoginMFA)
+	for _, path := range []string{PathToken, PathPAR, PathIntrospect, PathRevoke, PathJWKS, PathUserinfo, "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
+		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
+	}
+}
+
+// url returns the absolute URL of an endpoint path.
+func (p *Provider) url(path string) string { return p.issuer + path }
+
+// publish emits a domain event; failures are logged (the audit persister
+// reports its own errors) and returned so callers on a security path can
+// refuse to proceed.
+func (p *Provider) publish(ctx context.Context, e *model.Event) error {
+	if e.Time.IsZero() {
+		e.Time = p.c.Now()
+	}
+	if e.ID == "" {
+		e.ID = newID()
+	}
+	if err := p.c.Bus.Publish(ctx, e); err != nil {
+		p.c.Log.ErrorContext(ctx, "publish event", "type", string(e.Type), "err", err)
+		return err
+	}
+	return nil
+}
+
+// reqInfo is what every event records about the request.
+type reqInfo struct {
+	IP        string
+	UserAgent string
+	CorrID    string
+}
+
+func (p *Provider) info(r *http.Request) reqInfo {
+	ua := r.UserAgent()
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	return reqInfo{IP: p.clientIP(r).String(), UserAgent: ua, CorrID: correlationID(r)}
+}
+
+func (ri reqInfo) event(t model.EventType) *model.Event {
+	return &model.Event{Type: t, IP: ri.IP, UserAgent: ri.UserAgent, CorrelationID: ri.CorrID, Outcome: model.OutcomeSuccess}
+}
+
+// clientIP is the connection's peer address, or the first untrusted hop
+// of X-Forwarded-For when the peer is a configured trusted proxy.
+func (p *Provider) clientIP(r *http.Request) netip.Addr {
+	return ClientIP(r, p.c.TrustedProxies)
+}
+
+// ClientIP implements the cross-cutting client-IP rule: the connection's
+// peer, unless that peer is a trusted proxy, in which case X-Forwarded-For
+// is walked from the right past trusted proxies.
+func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	var peer netip.Addr
+	if err == nil {
+		peer = ap.Addr().Unmap()
+	} else if a, err := netip.ParseAddr(r.RemoteAddr); err == nil {
+		peer = a.Unmap()
+	}
+	if !isTrusted(peer, trusted) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return peer
+		}
+		a = a.Unmap()
+		if !isTrusted(a, trusted) {
+			return a
+		}
+		peer = a
+	}
+	return peer
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// handlePreflight answers CORS preflight for the endpoints browsers call
+// directly (public SPA clients). Credentials are never allowed.
+func (p *Provider) handlePreflight(w http.ResponseWriter, r *http.Request) {
+	setCORS(w, r)
+	w.Header().Set("Access-Control-Allow-Methods", "GET, POST")
+	w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, DPoP")
+	w.Header().Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func setCORS(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Origin") != "" {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate")
+	}
+}
+
+func newID() string { return secret.RandomString(16) }
+
+type ctxKey int
+
+const corrKey ctxKey = 1
+
+// WithCorrelationID is middleware giving each request a correlation id
+// (X-Correlation-ID response header) that errors and logs share.
+func WithCorrelationID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := secret.RandomString(9)
+		w.Header().Set("X-Correlation-ID", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), corrKey, id)))
+	})
+}
+
+func correlationID(r *http.Request) string {
+	if v, ok := r.Context().Value(corrKey).(string); ok {
+		return v
+	}
+	return ""
+}

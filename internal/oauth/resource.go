@@ -1,0 +1,332 @@
+package oauth
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/tokens"
+	"github.com/ward-idp/ward/internal/web"
+)
+
+// Caller is an authenticated caller of a Ward-protected resource (userinfo,
+// the admin API).
+type Caller struct {
+	Claims *tokens.AccessClaims
+	User   *model.User // nil for client tokens
+	Scheme string      // "DPoP" or "Bearer"
+}
+
+// AuthenticateResource checks the access token of a request to one of
+// Ward's own resources, including the DPoP proof of a bound token (RFC 9449
+// §7) and that its session and user are still valid. On failure it returns
+// the scheme to challenge with.
+func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Error) {
+	ctx := r.Context()
+	authz := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(authz, " ")
+	if !ok || tok == "" {
+		return nil, "", newErr(ErrInvalidToken, "").withReason("no_token")
+	}
+	switch {
+	case strings.EqualFold(scheme, "DPoP"):
+		scheme = "DPoP"
+	case strings.EqualFold(scheme, "Bearer"):
+		scheme = "Bearer"
+	default:
+		return nil, "", newErr(ErrInvalidRequest, "unsupported authorization scheme")
+	}
+	now := p.c.Now()
+	cl, err := p.c.Keys.ParseAccessToken(tok, p.issuer, now)
+	if err != nil {
+		return nil, scheme, newErr(ErrInvalidToken, "the access token is invalid or expired").withReason("token_invalid")
+	}
+	h, herr := proofHeader(r)
+	switch {
+	case cl.Cnf != nil && cl.Cnf.JKT != "":
+		if scheme != "DPoP" {
+			// RFC 9449 §7.2: a bound token presented as a bearer token.
+			return nil, "DPoP", newErr(ErrInvalidToken, "DPoP-bound token must use the DPoP scheme").withReason("bound_token_as_bearer")
+		}
+		if herr != nil || h == "" {
+			return nil, "DPoP", newErr(ErrInvalidDPoPProof, "DPoP proof required").withReason("dpop_missing")
+		}
+		if _, perr := p.c.DPoP.Verify(ctx, h, dpop.Check{Method: r.Method, URL: p.url(r.URL.Path), AccessToken: tok, JKT: cl.Cnf.JKT}); perr != nil {
+			var de *dpop.Error
+			if errors.As(perr, &de) {
+				return nil, "DPoP", newErr(ErrInvalidDPoPProof, de.Description).withReason("dpop_invalid")
+			}
+			return nil, "DPoP", newErr(ErrInvalidDPoPProof, "DPoP proof invalid").withReason("dpop_invalid")
+		}
+	case scheme == "DPoP":
+		return nil, "DPoP", newErr(ErrInvalidToken, "token is not DPoP-bound").withReason("unbound_token_as_dpop")
+	}
+	c := &Caller{Claims: cl, Scheme: scheme}
+	if cl.SID != "" {
+		sess, u, e := p.liveSession(ctx, cl.SID, cl.Subject)
+		if e != nil || sess.UserID != cl.Subject {
+			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").withReason("session_ended")
+		}
+		c.User = u
+	}
+	return c, scheme, nil
+}
+
+func (p *Provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
+	setCORS(w, r)
+	c, scheme, e := p.AuthenticateResource(r)
+	if e == nil && (c.User == nil || !slices.Contains(strings.Fields(c.Claims.Scope), "openid")) {
+		e = newErr(ErrInsufficientScope, "the openid scope is required")
+	}
+	if e != nil {
+		writeResourceError(w, e, scheme, p.dpopAlgs)
+		return
+	}
+	u := c.User
+	out := map[string]any{"sub": u.ID}
+	sc := strings.Fields(c.Claims.Scope)
+	if slices.Contains(sc, "profile") {
+		out["name"], out["preferred_username"] = u.DisplayName, u.Username
+	}
+	if slices.Contains(sc, "email") && u.Email != "" {
+		out["email"] = u.Email
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleIntrospect implements RFC 7662 for access and refresh tokens. Only
+// confidential clients may introspect; a refresh token is reported active
+// only to the client it was issued to.
+func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	form, e := parseForm(w, r)
+	if e != nil {
+		writeTokenError(w, e)
+		return
+	}
+	c, e := p.authenticateClient(r, form)
+	if e == nil && c.Public() {
+		e = newErr(ErrInvalidClient, "public clients may not introspect tokens")
+	}
+	if e != nil {
+		p.tokenFailed(r, form.Get("client_id"), e)
+		writeTokenError(w, e)
+		return
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		writeTokenError(w, newErr(ErrInvalidRequest, "token is required"))
+		return
+	}
+	inactive := map[string]any{"active": false}
+	ctx := r.Context()
+	now := p.c.Now()
+	if strings.Count(tok, ".") == 2 {
+		cl, err := p.c.Keys.ParseAccessToken(tok, p.issuer, now)
+		if err != nil {
+			writeJSON(w, http.StatusOK, inactive)
+			return
+		}
+		out := map[string]any{
+			"active": true, "iss": cl.Issuer, "sub": cl.Subject, "aud": cl.Audience, "exp": cl.ExpiresAt, "iat": cl.IssuedAt,
+			"jti": cl.JTI, "client_id": cl.ClientID, "token_type": "Bearer",
+		}
+		if cl.Scope != "" {
+			out["scope"] = cl.Scope
+		}
+		if cl.Cnf != nil {
+			out["cnf"] = cl.Cnf
+			out["token_type"] = "DPoP"
+		}
+		if cl.SID != "" {
+			sess, u, e := p.liveSession(ctx, cl.SID, cl.Subject)
+			if e != nil || sess.UserID != cl.Subject {
+				writeJSON(w, http.StatusOK, inactive)
+				return
+			}
+			out["sid"], out["username"] = cl.SID, u.Username
+			if cl.AuthTime != 0 {
+				out["auth_time"] = cl.AuthTime
+			}
+			if cl.ACR != "" {
+				out["acr"] = cl.ACR
+			}
+		}
+		if cl.DeviceID != "" {
+			out["did"] = cl.DeviceID
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	rt, err := p.c.Store.GetRefreshToken(ctx, p.c.TokenHasher.Sum(tok))
+	if err != nil || rt.ClientID != c.ID || !rt.RotatedAt.IsZero() || !now.Before(rt.ExpiresAt) {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			writeTokenError(w, serverError(err))
+			return
+		}
+		writeJSON(w, http.StatusOK, inactive)
+		return
+	}
+	if _, _, e := p.liveSession(ctx, rt.SessionID, rt.UserID); e != nil {
+		writeJSON(w, http.StatusOK, inactive)
+		return
+	}
+	out := map[string]any{"active": true, "token_type": "refresh_token", "client_id": rt.ClientID, "sub": rt.UserID,
+		"scope": rt.Scope, "exp": rt.ExpiresAt.Unix(), "iat": rt.CreatedAt.Unix(), "sid": rt.SessionID, "iss": p.issuer}
+	if rt.JKT != "" {
+		out["cnf"] = tokens.Confirmation{JKT: rt.JKT}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleRevoke implements RFC 7009. Revoking a refresh token deletes it;
+// revoking a user access token revokes its session (JWT access tokens
+// cannot be recalled one by one; the session check at introspection,
+// userinfo and CAE-aware resources makes that effective).
+func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	setCORS(w, r)
+	form, e := parseForm(w, r)
+	if e != nil {
+		writeTokenError(w, e)
+		return
+	}
+	c, e := p.authenticateClient(r, form)
+	if e != nil {
+		p.tokenFailed(r, form.Get("client_id"), e)
+		writeTokenError(w, e)
+		return
+	}
+	tok := form.Get("token")
+	if tok == "" {
+		writeTokenError(w, newErr(ErrInvalidRequest, "token is required"))
+		return
+	}
+	ctx := r.Context()
+	ri := p.info(r)
+	now := p.c.Now()
+	if strings.Count(tok, ".") == 2 {
+		cl, err := p.c.Keys.ParseAccessToken(tok, p.issuer, now)
+		if err != nil || cl.ClientID != c.ID {
+			w.WriteHeader(http.StatusOK) // RFC 7009 §2.2: invalid tokens are not an error
+			return
+		}
+		if cl.SID == "" {
+			writeTokenError(w, newErr(ErrUnsupportedTokenType, "client credentials access tokens expire on their own and cannot be revoked"))
+			return
+		}
+		if err := p.c.Store.RevokeSession(ctx, cl.SID, now, "access_token_revoked"); err != nil && !errors.Is(err, store.ErrNotFound) {
+			writeTokenError(w, serverError(err))
+			return
+		}
+		ev := ri.event(model.EventTokenRevoked)
+		ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.TokenID, ev.Reason = c.ID, c.ID, cl.Subject, cl.SID, cl.JTI, "client_revoked_access_token"
+		_ = p.publish(ctx, ev)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	hash := p.c.TokenHasher.Sum(tok)
+	rt, err := p.c.Store.GetRefreshToken(ctx, hash)
+	if err != nil || rt.ClientID != c.ID {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			writeTokenError(w, serverError(err))
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if err := p.c.Store.DeleteRefreshToken(ctx, hash); err != nil && !errors.Is(err, store.ErrNotFound) {
+		writeTokenError(w, serverError(err))
+		return
+	}
+	ev := ri.event(model.EventTokenRevoked)
+	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, "client_revoked_refresh_token"
+	_ = p.publish(ctx, ev)
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleLogout implements RP-initiated logout (OIDC RP-Initiated Logout
+// 1.0). Without a valid id_token_hint the user confirms with a form, so a
+// third-party page cannot sign users out.
+func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ri := p.info(r)
+	if err := r.ParseForm(); err != nil {
+		p.c.Pages.Error(w, http.StatusBadRequest, "Invalid request", "The sign-out request could not be read.", ri.CorrID)
+		return
+	}
+	hint, clientID := r.Form.Get("id_token_hint"), r.Form.Get("client_id")
+	postLogout, state := r.Form.Get("post_logout_redirect_uri"), r.Form.Get("state")
+	var hinted tokens.IDClaims
+	hintOK := false
+	if hint != "" {
+		if err := p.c.Keys.Verify(hint, tokens.TypeIDToken, &hinted); err == nil && hinted.Issuer == p.issuer && len(hinted.Audience) > 0 {
+			hintOK = true
+			if clientID == "" {
+				clientID = hinted.Audience[0]
+			} else if !slices.Contains([]string(hinted.Audience), clientID) {
+				hintOK = false
+			}
+		}
+	}
+	if postLogout != "" {
+		c, err := p.c.Store.GetClient(ctx, clientID)
+		if err != nil || !slices.Contains(c.PostLogoutRedirectURIs, postLogout) {
+			p.c.Pages.Error(w, http.StatusBadRequest, "Sign-out request rejected", "post_logout_redirect_uri is not registered for this client.", ri.CorrID)
+			return
+		}
+	}
+	sid := p.sessionFromCookie(r)
+	confirmed := false
+	if r.Method == http.MethodPost && r.PostForm.Get("confirm") == "yes" {
+		_, confirmed = p.checkCSRF(r)
+	}
+	if hintOK && sid != "" && hinted.SID == sid {
+		confirmed = true
+	}
+	if sid == "" {
+		confirmed = true // nothing to end; go straight to the result
+	}
+	if !confirmed {
+		hidden := map[string]string{}
+		for k, v := range map[string]string{"client_id": clientID, "post_logout_redirect_uri": postLogout, "state": state} {
+			if v != "" {
+				hidden[k] = v
+			}
+		}
+		p.c.Pages.Render(w, http.StatusOK, "logout.html", webLogout(p.csrfToken(w, r), hidden, false), originOf(postLogout))
+		return
+	}
+	if sid != "" {
+		if sess, err := p.c.Store.GetSession(ctx, sid); err == nil {
+			if err := p.c.Store.RevokeSession(ctx, sid, p.c.Now(), "logout"); err != nil {
+				p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-out failed", "Something went wrong on our side.", ri.CorrID)
+				return
+			}
+			ev := ri.event(model.EventSessionLoggedOut)
+			ev.Actor, ev.UserID, ev.SessionID, ev.ClientID, ev.Reason = sess.UserID, sess.UserID, sid, clientID, "user_logout"
+			_ = p.publish(ctx, ev)
+		}
+	}
+	p.clearSessionCookie(w)
+	if postLogout != "" {
+		target := postLogout
+		if state != "" {
+			sep := "?"
+			if strings.Contains(target, "?") {
+				sep = "&"
+			}
+			target += sep + "state=" + url.QueryEscape(state)
+		}
+		http.Redirect(w, r, target, http.StatusSeeOther)
+		return
+	}
+	p.c.Pages.Render(w, http.StatusOK, "logout.html", webLogout("", nil, true))
+}
+
+func webLogout(csrf string, hidden map[string]string, done bool) web.LogoutData {
+	return web.LogoutData{CSRF: csrf, Action: PathLogout, Hidden: hidden, SignedOut: done}
+}

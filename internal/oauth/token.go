@@ -1,0 +1,473 @@
+package oauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/tokens"
+)
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	IDToken      string `json:"id_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// tokenRequest is what every grant works with.
+type tokenRequest struct {
+	r      *http.Request
+	ri     reqInfo
+	form   map[string][]string
+	client *model.Client
+	proof  *dpop.Proof // nil: no DPoP header
+}
+
+func (t *tokenRequest) get(k string) string {
+	if v := t.form[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
+	setCORS(w, r)
+	if ns := p.c.DPoP.Nonces; ns != nil {
+		w.Header().Set("DPoP-Nonce", ns.Nonce())
+	}
+	form, e := parseForm(w, r)
+	if e != nil {
+		p.tokenFailed(r, "", e)
+		writeTokenError(w, e)
+		return
+	}
+	c, e := p.authenticateClient(r, form)
+	if e != nil {
+		p.tokenFailed(r, form.Get("client_id"), e)
+		writeTokenError(w, e)
+		return
+	}
+	tr := &tokenRequest{r: r, ri: p.info(r), form: form, client: c}
+	h, e := proofHeader(r)
+	switch {
+	case e != nil:
+	case h != "":
+		tr.proof, e = p.checkProof(r, h, "")
+	case c.DPoPBoundAccessTokens:
+		e = newErr(ErrInvalidDPoPProof, "this client must send a DPoP proof").withReason("dpop_required")
+	}
+	if e != nil {
+		p.tokenFailed(r, c.ID, e)
+		writeTokenError(w, e)
+		return
+	}
+	var resp *tokenResponse
+	switch gt := form.Get("grant_type"); gt {
+	case model.GrantAuthorizationCode:
+		resp, e = p.grantAuthorizationCode(tr)
+	case model.GrantRefreshToken:
+		resp, e = p.grantRefreshToken(tr)
+	case model.GrantClientCredentials:
+		resp, e = p.grantClientCredentials(tr)
+	case "":
+		e = newErr(ErrInvalidRequest, "grant_type is required")
+	default:
+		e = newErr(ErrUnsupportedGrantType, "unsupported grant_type")
+	}
+	if e != nil {
+		p.tokenFailed(r, c.ID, e)
+		writeTokenError(w, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// proofHeader returns the request's single DPoP header ("" when absent).
+func proofHeader(r *http.Request) (string, *Error) {
+	h, err := dpop.FromRequest(r)
+	if errors.Is(err, dpop.ErrNoProof) {
+		return "", nil
+	}
+	if err != nil {
+		return "", newErr(ErrInvalidDPoPProof, "exactly one DPoP header is allowed").withReason("dpop_multiple_headers")
+	}
+	return h, nil
+}
+
+// checkProof verifies a DPoP proof for this request's endpoint and maps
+// failures to protocol errors, attaching a fresh nonce where one is due.
+func (p *Provider) checkProof(r *http.Request, proofJWT, accessToken string) (*dpop.Proof, *Error) {
+	proof, err := p.c.DPoP.Verify(r.Context(), proofJWT, dpop.Check{
+		Method: r.Method, URL: p.url(r.URL.Path), AccessToken: accessToken,
+		RequireNonce: p.c.RequireDPoPNonce && p.c.DPoP.Nonces != nil,
+	})
+	if err == nil {
+		return proof, nil
+	}
+	var de *dpop.Error
+	if !errors.As(err, &de) {
+		if errors.Is(err, dpop.ErrReplay) {
+			return nil, newErr(ErrInvalidDPoPProof, "DPoP proof replayed").withReason("dpop_replay")
+		}
+		return nil, serverError(err)
+	}
+	e := newErr(de.Code, de.Description)
+	e.Reason = "dpop_" + strings.ReplaceAll(strings.ToLower(de.Description), " ", "_")
+	if len(e.Reason) > 64 {
+		e.Reason = e.Reason[:64]
+	}
+	if de.Code == ErrUseDPoPNonce && p.c.DPoP.Nonces != nil {
+		e.DPoPNonce = p.c.DPoP.Nonces.Nonce()
+		e.Reason = "dpop_nonce_required"
+	}
+	return nil, e
+}
+
+// tokenFailed records a failed token-endpoint request.
+func (p *Provider) tokenFailed(r *http.Request, clientID string, e *Error) {
+	ri := p.info(r)
+	t := model.EventTokenRequestFailed
+	if e.Code == ErrInvalidDPoPProof || e.Code == ErrUseDPoPNonce {
+		t = model.EventDPoPProofRejected
+	}
+	if e.Code == ErrServerError {
+		p.c.Log.ErrorContext(r.Context(), "token endpoint", "correlation_id", ri.CorrID, "err", e.Cause)
+	}
+	if e.Code == ErrUseDPoPNonce {
+		return // the normal nonce handshake, not a failure worth a record
+	}
+	ev := ri.event(t)
+	ev.Outcome, ev.ClientID, ev.Actor = model.OutcomeFailure, clientID, clientID
+	ev.Reason = e.Reason
+	if ev.Reason == "" {
+		ev.Reason = e.Code
+	}
+	ev.Data = map[string]string{"error": e.Code, "endpoint": r.URL.Path}
+	_ = p.publish(r.Context(), ev)
+}
+
+// grantAuthorizationCode redeems a code (RFC 6749 §4.1.3, RFC 7636 §4.6,
+// RFC 9449 §10).
+func (p *Provider) grantAuthorizationCode(tr *tokenRequest) (*tokenResponse, *Error) {
+	ctx := tr.r.Context()
+	c := tr.client
+	if !c.AllowsGrant(model.GrantAuthorizationCode) {
+		return nil, newErr(ErrUnauthorizedClient, "client may not use the authorization code grant")
+	}
+	code, verifier, redirectURI := tr.get("code"), tr.get("code_verifier"), tr.get("redirect_uri")
+	if code == "" || redirectURI == "" {
+		return nil, newErr(ErrInvalidRequest, "code and redirect_uri are required")
+	}
+	if verifier == "" {
+		return nil, newErr(ErrInvalidRequest, "code_verifier is required (PKCE)").withReason("pkce_missing")
+	}
+	now := p.c.Now()
+	ac, err := p.c.Store.ConsumeAuthCode(ctx, p.c.TokenHasher.Sum(code), now)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_unknown")
+	case errors.Is(err, store.ErrAlreadyUsed):
+		// RFC 6749 §4.1.2: a reused code revokes what it issued.
+		if ac != nil && ac.ClientID == c.ID {
+			_ = p.c.Store.RevokeSession(ctx, ac.SessionID, now, "code_reuse")
+			ev := tr.ri.event(model.EventCodeReuseDetected)
+			ev.Outcome, ev.Reason = model.OutcomeFailure, "code_reuse"
+			ev.Actor, ev.ClientID, ev.UserID, ev.SessionID = c.ID, c.ID, ac.UserID, ac.SessionID
+			_ = p.publish(ctx, ev)
+		}
+		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_reused")
+	case err != nil:
+		return nil, serverError(err)
+	}
+	if ac.ClientID != c.ID {
+		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_client_mismatch")
+	}
+	if !now.Before(ac.ExpiresAt) {
+		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_expired")
+	}
+	if redirectURI != ac.RedirectURI {
+		return nil, newErr(ErrInvalidGrant, "redirect_uri does not match the authorization request").withReason("redirect_uri_mismatch")
+	}
+	if !pkceVerifierRE.MatchString(verifier) {
+		return nil, newErr(ErrInvalidGrant, "code_verifier is malformed").withReason("pkce_malformed")
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(ac.CodeChallenge)) != 1 {
+		return nil, newErr(ErrInvalidGrant, "code_verifier does not match code_challenge").withReason("pkce_mismatch")
+	}
+	if ac.DPoPJKT != "" && (tr.proof == nil || tr.proof.JKT != ac.DPoPJKT) {
+		return nil, newErr(ErrInvalidGrant, "DPoP key does not match dpop_jkt of the authorization request").withReason("dpop_jkt_mismatch")
+	}
+	sess, u, e := p.liveSession(ctx, ac.SessionID, ac.UserID)
+	if e != nil {
+		return nil, e
+	}
+	g := grant{client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
+	return p.issue(tr, g, model.EventTokenIssued, nil)
+}
+
+// grantRefreshToken rotates a refresh token (RFC 6749 §6, RFC 9700
+// §4.14.2, RFC 9449 §5).
+func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) {
+	ctx := tr.r.Context()
+	c := tr.client
+	if !c.AllowsGrant(model.GrantRefreshToken) {
+		return nil, newErr(ErrUnauthorizedClient, "client may not use the refresh token grant")
+	}
+	raw := tr.get("refresh_token")
+	if raw == "" {
+		return nil, newErr(ErrInvalidRequest, "refresh_token is required")
+	}
+	now := p.c.Now()
+	rt, err := p.c.Store.GetRefreshToken(ctx, p.c.TokenHasher.Sum(raw))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_unknown")
+	} else if err != nil {
+		return nil, serverError(err)
+	}
+	if rt.ClientID != c.ID {
+		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_client_mismatch")
+	}
+	if !rt.RotatedAt.IsZero() {
+		return nil, p.refreshReused(tr, rt)
+	}
+	if !now.Before(rt.ExpiresAt) {
+		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_expired")
+	}
+	if rt.JKT != "" && (tr.proof == nil || tr.proof.JKT != rt.JKT) {
+		return nil, newErr(ErrInvalidGrant, "refresh token is bound to a different DPoP key").withReason("refresh_key_mismatch")
+	}
+	scope := rt.Scope
+	if s := tr.get("scope"); s != "" {
+		narrowed, ok := subsetScope(s, rt.Scope)
+		if !ok {
+			return nil, newErr(ErrInvalidScope, "requested scope exceeds the original grant")
+		}
+		scope = narrowed
+	}
+	sess, u, e := p.liveSession(ctx, rt.SessionID, rt.UserID)
+	if e != nil {
+		return nil, e
+	}
+	g := grant{client: c, user: u, sess: sess, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR}
+	return p.issue(tr, g, model.EventTokenRefreshed, rt)
+}
+
+// refreshReused handles presentation of an already-rotated refresh token:
+// the whole session is revoked and the theft signal recorded.
+func (p *Provider) refreshReused(tr *tokenRequest, rt *model.RefreshToken) *Error {
+	ctx := tr.r.Context()
+	_ = p.c.Store.RevokeSession(ctx, rt.SessionID, p.c.Now(), "refresh_reuse")
+	ev := tr.ri.event(model.EventRefreshReuseDetected)
+	ev.Outcome, ev.Reason = model.OutcomeFailure, "refresh_reuse"
+	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID = tr.client.ID, tr.client.ID, rt.UserID, rt.SessionID
+	if tr.proof != nil {
+		ev.Data = map[string]string{"jkt": tr.proof.JKT}
+	}
+	_ = p.publish(ctx, ev)
+	rev := tr.ri.event(model.EventSessionRevoked)
+	rev.Actor, rev.UserID, rev.SessionID, rev.Reason = "system", rt.UserID, rt.SessionID, "refresh_reuse"
+	_ = p.publish(ctx, rev)
+	return newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_reused")
+}
+
+// grantClientCredentials issues a token to the client itself (RFC 6749 §4.4).
+func (p *Provider) grantClientCredentials(tr *tokenRequest) (*tokenResponse, *Error) {
+	c := tr.client
+	if c.Public() || !c.AllowsGrant(model.GrantClientCredentials) {
+		return nil, newErr(ErrUnauthorizedClient, "client may not use the client credentials grant")
+	}
+	scope, e := p.checkScope(c, tr.get("scope"))
+	if e != nil {
+		return nil, e
+	}
+	for _, s := range strings.Fields(scope) {
+		if s == "openid" || s == "offline_access" {
+			return nil, newErr(ErrInvalidScope, "scope "+s+" is not available to the client credentials grant")
+		}
+	}
+	return p.issue(tr, grant{client: c, scope: scope}, model.EventTokenIssued, nil)
+}
+
+// liveSession loads a session and its user and checks both may still get
+// tokens.
+func (p *Provider) liveSession(ctx context.Context, sid, uid string) (*model.Session, *model.User, *Error) {
+	now := p.c.Now()
+	sess, err := p.c.Store.GetSession(ctx, sid)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, newErr(ErrInvalidGrant, "the sign-in session has ended").withReason("session_unknown")
+	} else if err != nil {
+		return nil, nil, serverError(err)
+	}
+	if !sess.Active(now) {
+		return nil, nil, newErr(ErrInvalidGrant, "the sign-in session has ended").withReason("session_inactive")
+	}
+	u, err := p.c.Store.GetUser(ctx, uid)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, newErr(ErrInvalidGrant, "the user no longer exists").withReason("user_unknown")
+	} else if err != nil {
+		return nil, nil, serverError(err)
+	}
+	if u.Disabled {
+		return nil, nil, newErr(ErrInvalidGrant, "the user is disabled").withReason("user_disabled")
+	}
+	return sess, u, nil
+}
+
+// grant is what a successful grant decided to issue.
+type grant struct {
+	client   *model.Client
+	user     *model.User    // nil for client_credentials
+	sess     *model.Session // nil for client_credentials
+	scope    string         // the grant's scope (kept in the refresh token)
+	atScope  string         // the access token's scope when narrowed ("" = scope)
+	authTime time.Time
+	amr      []string
+	acr      string
+	nonce    string
+}
+
+// issue mints the access token and, where due, the refresh and ID tokens,
+// rotating prev when it is a refresh, and records the event.
+func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev *model.RefreshToken) (*tokenResponse, *Error) {
+	ctx := tr.r.Context()
+	c := g.client
+	now := p.c.Now()
+	atScope := g.atScope
+	if atScope == "" {
+		atScope = g.scope
+	}
+	ttl := p.c.Lifetimes.AccessToken
+	if c.AccessTokenTTL > 0 {
+		ttl = c.AccessTokenTTL
+	}
+	aud := c.Audience
+	if len(aud) == 0 {
+		aud = []string{p.issuer}
+	}
+	claims := &tokens.AccessClaims{
+		Issuer: p.issuer, Audience: tokens.Audience(aud), IssuedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix(),
+		JTI: newID(), ClientID: c.ID, Scope: atScope,
+	}
+	resp := &tokenResponse{TokenType: "Bearer", ExpiresIn: int(ttl / time.Second), Scope: atScope}
+	ev := tr.ri.event(evType)
+	ev.Actor, ev.ClientID, ev.TokenID = c.ID, c.ID, claims.JTI
+	ev.Data = map[string]string{"grant_type": tr.get("grant_type"), "scope": atScope}
+	if g.user != nil {
+		claims.Subject, claims.SID = g.user.ID, g.sess.ID
+		claims.AuthTime, claims.AMR, claims.ACR = g.authTime.Unix(), g.amr, g.acr
+		ev.UserID, ev.SessionID, ev.Actor = g.user.ID, g.sess.ID, g.user.ID
+	} else {
+		claims.Subject = c.ID
+	}
+	if tr.proof != nil {
+		claims.Cnf = &tokens.Confirmation{JKT: tr.proof.JKT}
+		resp.TokenType = "DPoP"
+		ev.Binding = model.BindingDPoP
+		ev.Data["jkt"] = tr.proof.JKT
+	} else {
+		ev.Binding, ev.BindingReason = model.BindingUnbound, model.UnboundNoProof
+	}
+	at, err := p.c.Keys.MintAccessToken(claims)
+	if err != nil {
+		return nil, serverError(err)
+	}
+	resp.AccessToken = at
+
+	// Refresh token: for user grants of clients allowed to refresh. A
+	// public client's refresh token must be bound to its DPoP key (RFC 9449
+	// §5), so a public client without DPoP gets none.
+	if g.user != nil && c.AllowsGrant(model.GrantRefreshToken) && (!c.Public() || tr.proof != nil) {
+		raw := secret.RandomToken()
+		next := &model.RefreshToken{
+			Hash: p.c.TokenHasher.Sum(raw), SessionID: g.sess.ID, ClientID: c.ID, UserID: g.user.ID, Scope: g.scope,
+			AuthTime: g.authTime, AMR: g.amr, ACR: g.acr, CreatedAt: now, ExpiresAt: now.Add(p.c.Lifetimes.RefreshToken),
+		}
+		if next.ExpiresAt.After(g.sess.ExpiresAt) {
+			next.ExpiresAt = g.sess.ExpiresAt
+		}
+		if c.Public() {
+			next.JKT = tr.proof.JKT
+		} else if prev != nil {
+			next.JKT = prev.JKT
+		}
+		if prev != nil {
+			if old, err := p.c.Store.RotateRefreshToken(ctx, prev.Hash, now, next); errors.Is(err, store.ErrAlreadyUsed) {
+				if old == nil {
+					old = prev
+				}
+				return nil, p.refreshReused(tr, old)
+			} else if err != nil {
+				return nil, serverError(err)
+			}
+		} else if err := p.c.Store.CreateRefreshToken(ctx, next); err != nil {
+			return nil, serverError(err)
+		}
+		resp.RefreshToken = raw
+		if next.JKT != "" {
+			ev.Data["refresh_bound"] = "true"
+		}
+	} else if prev != nil {
+		// A refresh that may not yield a new refresh token still uses up the old one.
+		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_not_renewable")
+	}
+	if g.sess != nil {
+		_ = p.c.Store.TouchSession(ctx, g.sess.ID, now)
+	}
+	if g.user != nil && slices.Contains(strings.Fields(g.scope), "openid") {
+		idc := &tokens.IDClaims{
+			Issuer: p.issuer, Subject: g.user.ID, Audience: tokens.Audience{c.ID}, IssuedAt: now.Unix(),
+			ExpiresAt: now.Add(p.c.Lifetimes.IDToken).Unix(), AuthTime: g.authTime.Unix(), Nonce: g.nonce,
+			ACR: g.acr, AMR: g.amr, AZP: c.ID, SID: g.sess.ID, AtHash: tokens.AtHash(at),
+		}
+		fillProfile(idc, g.user, g.scope)
+		idt, err := p.c.Keys.MintIDToken(idc)
+		if err != nil {
+			return nil, serverError(err)
+		}
+		resp.IDToken = idt
+	}
+	if err := p.publish(ctx, ev); err != nil {
+		return nil, serverError(err)
+	}
+	return resp, nil
+}
+
+func fillProfile(idc *tokens.IDClaims, u *model.User, scope string) {
+	sc := strings.Fields(scope)
+	if slices.Contains(sc, "profile") {
+		idc.Name, idc.PreferredUsername = u.DisplayName, u.Username
+	}
+	if slices.Contains(sc, "email") {
+		idc.Email = u.Email
+	}
+}
+
+// subsetScope reports whether every scope in req is in granted and returns
+// req normalised.
+func subsetScope(req, granted string) (string, bool) {
+	g := strings.Fields(granted)
+	var out []string
+	for _, s := range strings.Fields(req) {
+		if !slices.Contains(g, s) {
+			return "", false
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, " "), true
+}

@@ -1,0 +1,178 @@
+package server_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/wardtest"
+)
+
+// newSigner returns a DPoP signer with a fresh P-256 key.
+func newSigner(t testing.TB) *dpop.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dpop.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// result is a decoded JSON response.
+type result struct {
+	Status int
+	Header http.Header
+	JSON   map[string]any
+	Body   string
+}
+
+func (r result) str(k string) string { s, _ := r.JSON[k].(string); return s }
+
+// call is one request to a token-style endpoint.
+type call struct {
+	path     string
+	form     url.Values
+	basic    [2]string // client id, secret
+	proof    string    // DPoP header value
+	authz    string    // Authorization header value
+	method   string
+	noProof  bool
+	signer   *dpop.Signer
+	nonce    string
+	proofURL string // override htu
+	at       string // ath
+}
+
+func do(t testing.TB, in *wardtest.Instance, c call) result {
+	t.Helper()
+	method := c.method
+	if method == "" {
+		method = http.MethodPost
+	}
+	var body io.Reader
+	if c.form != nil {
+		body = strings.NewReader(c.form.Encode())
+	}
+	req, err := http.NewRequest(method, in.URL+c.path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if c.basic[0] != "" {
+		req.SetBasicAuth(url.QueryEscape(c.basic[0]), url.QueryEscape(c.basic[1]))
+	}
+	if c.authz != "" {
+		req.Header.Set("Authorization", c.authz)
+	}
+	if c.proof != "" {
+		req.Header.Set("DPoP", c.proof)
+	} else if c.signer != nil {
+		u := in.URL + c.path
+		if c.proofURL != "" {
+			u = c.proofURL
+		}
+		p, err := c.signer.ProofAt(method, u, c.at, c.nonce, in.Clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("DPoP", p)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := result{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+	_ = json.Unmarshal(b, &r.JSON)
+	return r
+}
+
+// wantError asserts an OAuth error response.
+func wantError(t testing.TB, r result, status int, code string) {
+	t.Helper()
+	if r.Status != status || r.str("error") != code {
+		t.Fatalf("got %d %q (%s), want %d %q", r.Status, r.str("error"), r.str("error_description"), status, code)
+	}
+}
+
+// claims decodes a JWT's payload without verifying it.
+func claims(t testing.TB, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %.20s", jwt)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func header(t testing.TB, jwt string) map[string]any {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.Split(jwt, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	return m
+}
+
+// codeFlow signs alice in through spa (or another public client) with
+// dpop_jkt and returns the code and verifier.
+func codeFlow(t testing.TB, in *wardtest.Instance, clientID string, s *dpop.Signer, extra url.Values) (code, verifier string) {
+	t.Helper()
+	verifier, challenge := wardtest.PKCE()
+	if extra == nil {
+		extra = url.Values{}
+	}
+	if s != nil && extra.Get("dpop_jkt") == "" {
+		extra.Set("dpop_jkt", s.Thumbprint())
+	}
+	b := in.Browser()
+	in.Clock.Advance(31 * time.Second) // a fresh TOTP step: each code is accepted once
+	loc := in.Login(t, b, in.AuthorizeURL(clientID, challenge, extra), "alice", wardtest.AlicePassword, in.TOTP(t, 0))
+	q := loc.Query()
+	if q.Get("error") != "" {
+		t.Fatalf("authorize error: %s %s", q.Get("error"), q.Get("error_description"))
+	}
+	if q.Get("iss") != in.URL {
+		t.Fatalf("iss = %q, want %q (RFC 9207)", q.Get("iss"), in.URL)
+	}
+	return q.Get("code"), verifier
+}
+
+func exchange(t testing.TB, in *wardtest.Instance, clientID, code, verifier string, s *dpop.Signer) result {
+	t.Helper()
+	return do(t, in, call{path: "/token", signer: s, form: url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {wardtest.RedirectURI}, "client_id": {clientID}}})
+}
+
+func refresh(t testing.TB, in *wardtest.Instance, clientID, rt string, s *dpop.Signer) result {
+	t.Helper()
+	return do(t, in, call{path: "/token", signer: s, form: url.Values{
+		"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {clientID}}})
+}

@@ -1,0 +1,114 @@
+// Package server assembles Ward's HTTP surface: the OAuth/OIDC endpoints,
+// login pages and admin API, on top of an opened app.App.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/oauth"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/internal/web"
+)
+
+// Server is Ward's HTTP handler and the provider behind it.
+type Server struct {
+	http.Handler
+	Provider *oauth.Provider
+}
+
+// New returns the HTTP handler for everything `ward serve` serves.
+func New(a *app.App) (*Server, error) {
+	cfg := a.Config
+	pages, err := web.NewPages(a.Log)
+	if err != nil {
+		return nil, err
+	}
+	var trusted []netip.Prefix
+	for _, s := range cfg.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("trusted_proxies: %w", err)
+		}
+		trusted = append(trusted, p)
+	}
+	verifier := &dpop.Verifier{
+		MaxAge: cfg.DPoP.MaxAge,
+		Leeway: cfg.DPoP.Leeway,
+		Now:    a.Now,
+		Replay: replayCache(a),
+		Nonces: dpop.NewHMACNonces(a.KEK.Derive("dpop-nonce"), cfg.DPoP.NonceLifetime, a.Now),
+	}
+	prov := oauth.New(oauth.Config{
+		Issuer:           cfg.Issuer,
+		Store:            a.Store,
+		Bus:              a.Bus,
+		Keys:             a.Keys,
+		Identity:         a.Identity,
+		Clients:          a.Clients,
+		TokenHasher:      a.TokenHasher,
+		CookieKey:        a.KEK.Derive("cookie"),
+		DPoP:             verifier,
+		RequireDPoPNonce: cfg.DPoP.RequireNonce,
+		Lifetimes: oauth.Lifetimes{
+			AccessToken:     cfg.Tokens.AccessTokenTTL,
+			IDToken:         cfg.Tokens.IDTokenTTL,
+			RefreshToken:    cfg.Tokens.RefreshTokenTTL,
+			Code:            cfg.Tokens.CodeTTL,
+			PushedRequest:   cfg.Tokens.PARTTL,
+			SessionIdle:     cfg.Tokens.SessionIdle,
+			SessionAbsolute: cfg.Tokens.SessionAbsolute,
+		},
+		TrustedProxies: trusted,
+		Now:            a.Now,
+		Log:            a.Log,
+		Pages:          pages,
+	})
+	mux := http.NewServeMux()
+	prov.Register(mux)
+	mux.Handle("GET /static/", web.Static())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Store.Ping(r.Context()); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		pages.Render(w, http.StatusOK, "home.html", map[string]string{"Issuer": cfg.Issuer})
+	})
+	if cfg.Dev {
+		mux.HandleFunc("GET /demo/callback", func(w http.ResponseWriter, r *http.Request) {
+			pages.Render(w, http.StatusOK, "callback.html", map[string]string{"Error": r.URL.Query().Get("error")})
+		})
+	}
+	return &Server{Handler: oauth.WithCorrelationID(mux), Provider: prov}, nil
+}
+
+// replayCache picks the DPoP replay cache: in memory for the embedded
+// single-node store, the shared database for anything that may run as
+// several instances.
+func replayCache(a *app.App) dpop.ReplayCache {
+	if _, ok := a.Store.(*sqlite.Store); ok {
+		return dpop.NewMemoryReplayCache(a.Now)
+	}
+	return storeReplay{a.Store}
+}
+
+type storeReplay struct{ s store.Store }
+
+func (r storeReplay) Record(ctx context.Context, key string, exp time.Time) error {
+	err := r.s.RecordJTI(ctx, key, exp)
+	if errors.Is(err, store.ErrReplay) {
+		return dpop.ErrReplay
+	}
+	return err
+}

@@ -1,0 +1,217 @@
+package sqlstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// Limits of list methods.
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+func limit(n int) int {
+	switch {
+	case n <= 0:
+		return defaultLimit
+	case n > maxLimit:
+		return maxLimit
+	}
+	return n
+}
+
+// micros encodes t as unix microseconds; the zero time is 0.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros decodes micros; 0 is the zero time. Times come back in UTC.
+func fromMicros(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+// blob encodes b; empty is NULL.
+func blob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// unblob normalises an empty blob to nil.
+func unblob(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// jsonList encodes a string slice; empty is ”.
+func jsonList(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(v) // a []string always marshals
+	return string(b)
+}
+
+func unjsonList(s, what string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var v []string
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", what, err)
+	}
+	if len(v) == 0 {
+		return nil, nil
+	}
+	return v, nil
+}
+
+// jsonMap encodes a string map; empty is ”.
+func jsonMap(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(m) // a map[string]string always marshals
+	return string(b)
+}
+
+func unjsonMap(s, what string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("store: decode %s: %w", what, err)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return m, nil
+}
+
+// rawJSON encodes raw JSON verbatim; empty is ”.
+func rawJSON(r json.RawMessage) string { return string(r) }
+
+func unrawJSON(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
+}
+
+// dedupe drops empty and repeated ids, keeping the first occurrence.
+func dedupe(ids []string) []string {
+	out := make([]string, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		out = append(out, id)
+	}
+	return out
+}
+
+// placeholders returns "$from, $from+1, ..." for n parameters.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(from + i))
+	}
+	return b.String()
+}
+
+func notFound(what string) error { return fmt.Errorf("%w: %s", store.ErrNotFound, what) }
+
+func alreadyExists(what string) error {
+	return fmt.Errorf("%w: %s", store.ErrAlreadyExists, what)
+}
+
+// errRollback aborts a transaction whose outcome the caller reports itself.
+var errRollback = errors.New("sqlstore: rollback")
+
+// wrap adds the operation to a database error. Driver messages name
+// constraints and columns, never bound values, so no secret leaks here.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+// createErr maps a unique violation on insert to ErrAlreadyExists.
+func (s *Store) createErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.d.IsUniqueViolation(err) {
+		return alreadyExists(what)
+	}
+	return wrap("create "+what, err)
+}
+
+// getErr maps an empty result to ErrNotFound.
+func (s *Store) getErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.d.IsNoRows(err) {
+		return notFound(what)
+	}
+	return wrap("get "+what, err)
+}
+
+// deleted maps zero affected rows to ErrNotFound.
+func deleted(what string, n int64, err error) error {
+	if err != nil {
+		return wrap("delete "+what, err)
+	}
+	if n == 0 {
+		return notFound(what)
+	}
+	return nil
+}
+
+// collect scans every row of rs with scan.
+func collect[T any](rs Rows, err error, op string, scan func(Row) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	defer rs.Close()
+	var out []T
+	for rs.Next() {
+		v, err := scan(rs)
+		if err != nil {
+			return nil, wrap(op, err)
+		}
+		out = append(out, v)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, wrap(op, err)
+	}
+	if err := rs.Close(); err != nil {
+		return nil, wrap(op, err)
+	}
+	return out, nil
+}

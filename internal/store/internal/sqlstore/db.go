@@ -1,0 +1,97 @@
+// Package sqlstore implements store.Store once, in hand-written SQL that
+// runs unchanged on SQLite (modernc.org/sqlite) and PostgreSQL (pgx). The
+// sqlite and postgres packages supply a DB (connection handling, prepared
+// statements, transactions) and a Dialect (the few places where the two
+// databases differ) and own their migrations.
+//
+// Storage conventions shared by both schemas:
+//   - times are BIGINT unix microseconds, 0 meaning the zero time;
+//   - durations are BIGINT nanoseconds;
+//   - string slices, string maps and raw JSON are TEXT holding JSON, ”
+//     meaning nil/empty;
+//   - secrets and hashes are BLOB/BYTEA, NULL meaning nil/empty.
+package sqlstore
+
+import (
+	"context"
+	"time"
+
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// Row is one result row (sql.Row, pgx.Row).
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// Rows is a result set.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
+}
+
+// Querier runs statements. Exec returns the number of rows affected.
+type Querier interface {
+	Exec(ctx context.Context, query string, args ...any) (int64, error)
+	Query(ctx context.Context, query string, args ...any) (Rows, error)
+	QueryRow(ctx context.Context, query string, args ...any) Row
+}
+
+// DB is a backend's connection handling.
+type DB interface {
+	// Read returns a querier for reads that need not see the caller's
+	// own uncommitted writes (a read pool on SQLite).
+	Read() Querier
+	// Write returns a querier for single-statement writes, each atomic
+	// on its own.
+	Write() Querier
+	// InTx runs fn in one read-write transaction, committing if fn
+	// returns nil and rolling back otherwise. fn's error is returned
+	// unchanged.
+	InTx(ctx context.Context, fn func(q Querier) error) error
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Dialect describes where the backends differ.
+type Dialect struct {
+	// ForUpdate is appended to the SELECT of a read-modify-write
+	// transaction (" FOR UPDATE" on PostgreSQL; SQLite serialises writers
+	// and needs nothing).
+	ForUpdate string
+	// LockSession, when not empty, is a statement taking a session id
+	// that locks the session row against a concurrent revocation before
+	// a refresh token of that session is written. Without it a
+	// RevokeSession racing a rotation on PostgreSQL (READ COMMITTED) could
+	// miss the freshly inserted token.
+	LockSession string
+	// IsUniqueViolation reports a primary-key or unique constraint error.
+	IsUniqueViolation func(error) bool
+	// IsNoRows reports an empty result of QueryRow.Scan.
+	IsNoRows func(error) bool
+}
+
+// Store implements store.Store over a DB.
+type Store struct {
+	db  DB
+	d   Dialect
+	now func() time.Time
+}
+
+// New returns a Store. now is the clock used by RecordJTI (nil: time.Now).
+func New(db DB, d Dialect, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, d: d, now: now}
+}
+
+// Ping checks the connection.
+func (s *Store) Ping(ctx context.Context) error { return s.db.Ping(ctx) }
+
+// Close releases the connections.
+func (s *Store) Close() error { return s.db.Close() }
+
+var _ store.Store = (*Store)(nil)

@@ -1,0 +1,108 @@
+package sqlstore
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+const eventCols = `id, type, time, actor, user_id, session_id, client_id, device_id, token_id, ip,
+	user_agent, outcome, reason, binding, binding_reason, correlation_id, data`
+
+// eventSelect reads eventCols back; unset ids are stored as NULL (see the
+// partial indexes in the migrations).
+const eventSelect = `id, type, time, actor, COALESCE(user_id, ''), COALESCE(session_id, ''),
+	COALESCE(client_id, ''), device_id, token_id, ip, user_agent, outcome, reason, binding,
+	binding_reason, correlation_id, data`
+
+// nullIfEmpty stores "" as NULL.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// AppendEvent stores e and returns its sequence number, which increases
+// with every append.
+func (s *Store) AppendEvent(ctx context.Context, e *model.Event) (int64, error) {
+	var seq int64
+	err := s.db.Write().QueryRow(ctx, `INSERT INTO events (`+eventCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq`,
+		e.ID, string(e.Type), micros(e.Time), e.Actor, nullIfEmpty(e.UserID), nullIfEmpty(e.SessionID),
+		nullIfEmpty(e.ClientID), e.DeviceID,
+		e.TokenID, e.IP, e.UserAgent, e.Outcome, e.Reason, e.Binding, e.BindingReason, e.CorrelationID,
+		jsonMap(e.Data)).Scan(&seq)
+	if err != nil {
+		return 0, wrap("append event", err)
+	}
+	return seq, nil
+}
+
+func scanEvent(r Row) (*store.StoredEvent, error) {
+	var (
+		ev        store.StoredEvent
+		typ, data string
+		t         int64
+	)
+	e := &ev.Event
+	if err := r.Scan(&ev.Seq, &e.ID, &typ, &t, &e.Actor, &e.UserID, &e.SessionID, &e.ClientID, &e.DeviceID,
+		&e.TokenID, &e.IP, &e.UserAgent, &e.Outcome, &e.Reason, &e.Binding, &e.BindingReason,
+		&e.CorrelationID, &data); err != nil {
+		return nil, err
+	}
+	var err error
+	if e.Data, err = unjsonMap(data, "event data"); err != nil {
+		return nil, err
+	}
+	e.Type = model.EventType(typ)
+	e.Time = fromMicros(t)
+	return &ev, nil
+}
+
+// ListEvents returns events matching f, newest (highest Seq) first.
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.StoredEvent, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if len(f.Types) > 0 {
+		ph := make([]string, len(f.Types))
+		for i, t := range f.Types {
+			ph[i] = arg(string(t))
+		}
+		where = append(where, "type IN ("+strings.Join(ph, ", ")+")")
+	}
+	if f.UserID != "" {
+		where = append(where, "user_id = "+arg(f.UserID))
+	}
+	if f.SessionID != "" {
+		where = append(where, "session_id = "+arg(f.SessionID))
+	}
+	if f.ClientID != "" {
+		where = append(where, "client_id = "+arg(f.ClientID))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= "+arg(micros(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "time < "+arg(micros(f.Until)))
+	}
+	if f.BeforeSeq > 0 {
+		where = append(where, "seq < "+arg(f.BeforeSeq))
+	}
+	q := `SELECT seq, ` + eventSelect + ` FROM events`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY seq DESC LIMIT ` + arg(int64(limit(f.Limit)))
+	rs, err := s.db.Read().Query(ctx, q, args...)
+	return collect(rs, err, "list events", scanEvent)
+}

@@ -1,0 +1,432 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// ---- sessions ----
+
+const sessionCols = `id, user_id, auth_time, amr, acr, ip, user_agent, created_at, last_seen,
+	expires_at, idle_timeout, revoked_at, revoke_cause`
+
+func scanSession(r Row) (*model.Session, error) {
+	var (
+		se                                                  model.Session
+		amr                                                 string
+		authTime, created, lastSeen, expires, idle, revoked int64
+	)
+	if err := r.Scan(&se.ID, &se.UserID, &authTime, &amr, &se.ACR, &se.IP, &se.UserAgent, &created,
+		&lastSeen, &expires, &idle, &revoked, &se.RevokeCause); err != nil {
+		return nil, err
+	}
+	var err error
+	if se.AMR, err = unjsonList(amr, "session amr"); err != nil {
+		return nil, err
+	}
+	se.AuthTime = fromMicros(authTime)
+	se.CreatedAt = fromMicros(created)
+	se.LastSeen = fromMicros(lastSeen)
+	se.ExpiresAt = fromMicros(expires)
+	se.IdleTimeout = time.Duration(idle)
+	se.RevokedAt = fromMicros(revoked)
+	return &se, nil
+}
+
+// CreateSession stores a new session.
+func (s *Store) CreateSession(ctx context.Context, se *model.Session) error {
+	_, err := s.db.Write().Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		se.ID, se.UserID, micros(se.AuthTime), jsonList(se.AMR), se.ACR, se.IP, se.UserAgent,
+		micros(se.CreatedAt), micros(se.LastSeen), micros(se.ExpiresAt), int64(se.IdleTimeout),
+		micros(se.RevokedAt), se.RevokeCause)
+	return s.createErr("session", err)
+}
+
+// GetSession returns a session by id.
+func (s *Store) GetSession(ctx context.Context, id string) (*model.Session, error) {
+	se, err := scanSession(s.db.Read().QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
+	return se, s.getErr("session", err)
+}
+
+// ListSessions returns sessions matching f, newest first. ActiveOnly
+// selects unrevoked sessions whose ExpiresAt is after f.Now; it does not
+// apply the idle timeout (Session.Active does).
+func (s *Store) ListSessions(ctx context.Context, f store.SessionFilter) ([]*model.Session, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if f.UserID != "" {
+		args = append(args, f.UserID)
+		where = append(where, "user_id = $"+strconv.Itoa(len(args)))
+	}
+	if f.ActiveOnly {
+		if f.Now.IsZero() {
+			return nil, errors.New("store: list sessions: SessionFilter.Now is required with ActiveOnly")
+		}
+		args = append(args, micros(f.Now))
+		where = append(where, "revoked_at = 0 AND expires_at > $"+strconv.Itoa(len(args)))
+	}
+	q := `SELECT ` + sessionCols + ` FROM sessions`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	n := f.Limit
+	if n <= 0 {
+		n = defaultLimit
+	}
+	args = append(args, int64(n))
+	q += ` ORDER BY created_at DESC, id LIMIT $` + strconv.Itoa(len(args))
+	rs, err := s.db.Read().Query(ctx, q, args...)
+	return collect(rs, err, "list sessions", scanSession)
+}
+
+// TouchSession sets LastSeen of an unrevoked session. A missing or
+// revoked session is ErrNotFound (nothing changes).
+func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error {
+	n, err := s.db.Write().Exec(ctx, `UPDATE sessions SET last_seen = $2 WHERE id = $1 AND revoked_at = 0`,
+		id, micros(at))
+	if err != nil {
+		return wrap("touch session", err)
+	}
+	if n == 0 {
+		return notFound("active session")
+	}
+	return nil
+}
+
+// RevokeSession marks the session revoked (keeping the first revocation
+// time and cause) and deletes its refresh tokens.
+func (s *Store) RevokeSession(ctx context.Context, id string, at time.Time, cause string) error {
+	if at.IsZero() {
+		return errors.New("store: revoke session: revocation time is required")
+	}
+	return s.db.InTx(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `UPDATE sessions SET revoked_at = CASE WHEN revoked_at = 0 THEN $2 ELSE revoked_at END,
+			revoke_cause = CASE WHEN revoked_at = 0 THEN $3 ELSE revoke_cause END WHERE id = $1`,
+			id, micros(at), cause)
+		if err != nil {
+			return wrap("revoke session", err)
+		}
+		if n == 0 {
+			return notFound("session")
+		}
+		_, err = q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id)
+		return wrap("revoke session tokens", err)
+	})
+}
+
+// RevokeUserSessions revokes every unrevoked session of the user (expired
+// ones included, so none of their tokens survive), deletes their refresh
+// tokens and returns the revoked ids in ascending order.
+func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error) {
+	if at.IsZero() {
+		return nil, errors.New("store: revoke user sessions: revocation time is required")
+	}
+	var ids []string
+	err := s.db.InTx(ctx, func(q Querier) error {
+		rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
+			WHERE user_id = $1 AND revoked_at = 0 RETURNING id`, userID, micros(at), cause)
+		ids, err = collect(rs, err, "revoke user sessions", func(r Row) (string, error) {
+			var id string
+			return id, r.Scan(&id)
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
+				return wrap("revoke user session tokens", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// ---- refresh tokens ----
+
+const refreshCols = `hash, session_id, client_id, user_id, scope, jkt, auth_time, amr, acr,
+	created_at, expires_at, rotated_at`
+
+func scanRefresh(r Row) (*model.RefreshToken, error) {
+	var (
+		t                                   model.RefreshToken
+		amr                                 string
+		authTime, created, expires, rotated int64
+	)
+	if err := r.Scan(&t.Hash, &t.SessionID, &t.ClientID, &t.UserID, &t.Scope, &t.JKT, &authTime, &amr,
+		&t.ACR, &created, &expires, &rotated); err != nil {
+		return nil, err
+	}
+	var err error
+	if t.AMR, err = unjsonList(amr, "refresh token amr"); err != nil {
+		return nil, err
+	}
+	t.AuthTime = fromMicros(authTime)
+	t.CreatedAt = fromMicros(created)
+	t.ExpiresAt = fromMicros(expires)
+	t.RotatedAt = fromMicros(rotated)
+	return &t, nil
+}
+
+const insertRefresh = `INSERT INTO refresh_tokens (` + refreshCols + `)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+
+func refreshArgs(t *model.RefreshToken) []any {
+	return []any{t.Hash, t.SessionID, t.ClientID, t.UserID, t.Scope, t.JKT, micros(t.AuthTime),
+		jsonList(t.AMR), t.ACR, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt)}
+}
+
+func (s *Store) lockSession(ctx context.Context, q Querier, id string) error {
+	if s.d.LockSession == "" {
+		return nil
+	}
+	_, err := q.Exec(ctx, s.d.LockSession, id)
+	return wrap("lock session", err)
+}
+
+// CreateRefreshToken stores a new refresh token.
+func (s *Store) CreateRefreshToken(ctx context.Context, t *model.RefreshToken) error {
+	if len(t.Hash) == 0 {
+		return errors.New("store: create refresh token: hash is required")
+	}
+	if s.d.LockSession == "" {
+		_, err := s.db.Write().Exec(ctx, insertRefresh, refreshArgs(t)...)
+		return s.createErr("refresh token", err)
+	}
+	return s.db.InTx(ctx, func(q Querier) error {
+		if err := s.lockSession(ctx, q, t.SessionID); err != nil {
+			return err
+		}
+		_, err := q.Exec(ctx, insertRefresh, refreshArgs(t)...)
+		return s.createErr("refresh token", err)
+	})
+}
+
+// GetRefreshToken returns a refresh token by hash.
+func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error) {
+	t, err := scanRefresh(s.db.Read().QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE hash = $1`, hash))
+	return t, s.getErr("refresh token", err)
+}
+
+// RotateRefreshToken marks oldHash rotated at `at` and stores next, in
+// one transaction. On success it returns the old record with RotatedAt
+// set. If oldHash was rotated before it stores nothing and returns the old
+// record with ErrAlreadyUsed; a missing oldHash is ErrNotFound.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error) {
+	if at.IsZero() {
+		return nil, errors.New("store: rotate refresh token: rotation time is required")
+	}
+	if next == nil || len(next.Hash) == 0 {
+		return nil, errors.New("store: rotate refresh token: next token hash is required")
+	}
+	var old *model.RefreshToken
+	err := s.db.InTx(ctx, func(q Querier) error {
+		if err := s.lockSession(ctx, q, next.SessionID); err != nil {
+			return err
+		}
+		var err error
+		old, err = scanRefresh(q.QueryRow(ctx, `UPDATE refresh_tokens SET rotated_at = $2
+			WHERE hash = $1 AND rotated_at = 0 RETURNING `+refreshCols, oldHash, micros(at)))
+		if err == nil {
+			_, err = q.Exec(ctx, insertRefresh, refreshArgs(next)...)
+			return s.createErr("refresh token", err)
+		}
+		if !s.d.IsNoRows(err) {
+			return wrap("rotate refresh token", err)
+		}
+		old, err = scanRefresh(q.QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE hash = $1`, oldHash))
+		if err != nil {
+			return s.getErr("refresh token", err)
+		}
+		return errRollback
+	})
+	switch {
+	case errors.Is(err, errRollback):
+		return old, store.ErrAlreadyUsed
+	case err != nil:
+		return nil, err
+	}
+	return old, nil
+}
+
+// DeleteRefreshToken deletes a refresh token.
+func (s *Store) DeleteRefreshToken(ctx context.Context, hash []byte) error {
+	n, err := s.db.Write().Exec(ctx, `DELETE FROM refresh_tokens WHERE hash = $1`, hash)
+	return deleted("refresh token", n, err)
+}
+
+// ---- authorization codes ----
+
+const codeCols = `hash, client_id, user_id, session_id, redirect_uri, scope, nonce, code_challenge,
+	code_challenge_method, dpop_jkt, auth_time, amr, acr, created_at, expires_at, used_at`
+
+func scanCode(r Row) (*model.AuthCode, error) {
+	var (
+		c                                model.AuthCode
+		amr                              string
+		authTime, created, expires, used int64
+	)
+	if err := r.Scan(&c.Hash, &c.ClientID, &c.UserID, &c.SessionID, &c.RedirectURI, &c.Scope, &c.Nonce,
+		&c.CodeChallenge, &c.CodeChallengeMethod, &c.DPoPJKT, &authTime, &amr, &c.ACR, &created,
+		&expires, &used); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.AMR, err = unjsonList(amr, "auth code amr"); err != nil {
+		return nil, err
+	}
+	c.AuthTime = fromMicros(authTime)
+	c.CreatedAt = fromMicros(created)
+	c.ExpiresAt = fromMicros(expires)
+	c.UsedAt = fromMicros(used)
+	return &c, nil
+}
+
+// CreateAuthCode stores a new authorization code.
+func (s *Store) CreateAuthCode(ctx context.Context, c *model.AuthCode) error {
+	if len(c.Hash) == 0 {
+		return errors.New("store: create auth code: hash is required")
+	}
+	_, err := s.db.Write().Exec(ctx, `INSERT INTO auth_codes (`+codeCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		c.Hash, c.ClientID, c.UserID, c.SessionID, c.RedirectURI, c.Scope, c.Nonce, c.CodeChallenge,
+		c.CodeChallengeMethod, c.DPoPJKT, micros(c.AuthTime), jsonList(c.AMR), c.ACR,
+		micros(c.CreatedAt), micros(c.ExpiresAt), micros(c.UsedAt))
+	return s.createErr("auth code", err)
+}
+
+// ConsumeAuthCode marks the code used at `at` with one conditional UPDATE
+// and returns it. A code used before comes back with ErrAlreadyUsed (and
+// its first UsedAt). Expiry is the caller's check (ExpiresAt is returned).
+func (s *Store) ConsumeAuthCode(ctx context.Context, hash []byte, at time.Time) (*model.AuthCode, error) {
+	if at.IsZero() {
+		return nil, errors.New("store: consume auth code: time is required")
+	}
+	q := s.db.Write()
+	c, err := scanCode(q.QueryRow(ctx, `UPDATE auth_codes SET used_at = $2 WHERE hash = $1 AND used_at = 0
+		RETURNING `+codeCols, hash, micros(at)))
+	if err == nil {
+		return c, nil
+	}
+	if !s.d.IsNoRows(err) {
+		return nil, wrap("consume auth code", err)
+	}
+	c, err = scanCode(q.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE hash = $1`, hash))
+	if err != nil {
+		return nil, s.getErr("auth code", err)
+	}
+	if c.UsedAt.IsZero() { // created after our UPDATE ran: it did not exist for this call
+		return nil, notFound("auth code")
+	}
+	return c, store.ErrAlreadyUsed
+}
+
+// ---- pushed authorization requests ----
+
+// CreatePushedRequest stores a pushed authorization request.
+func (s *Store) CreatePushedRequest(ctx context.Context, p *model.PushedRequest) error {
+	_, err := s.db.Write().Exec(ctx, `INSERT INTO pushed_requests (request_uri, client_id, params, expires_at, used_at)
+		VALUES ($1, $2, $3, $4, 0)`, p.RequestURI, p.ClientID, jsonMap(p.Params), micros(p.ExpiresAt))
+	return s.createErr("pushed request", err)
+}
+
+// ConsumePushedRequest returns the request and marks it used. A request
+// expired at `at` (or missing) is ErrNotFound; one used before comes back
+// with ErrAlreadyUsed.
+func (s *Store) ConsumePushedRequest(ctx context.Context, requestURI string, at time.Time) (*model.PushedRequest, error) {
+	if at.IsZero() {
+		return nil, errors.New("store: consume pushed request: time is required")
+	}
+	scan := func(r Row) (*model.PushedRequest, int64, error) {
+		var (
+			p             model.PushedRequest
+			params        string
+			expires, used int64
+		)
+		if err := r.Scan(&p.RequestURI, &p.ClientID, &params, &expires, &used); err != nil {
+			return nil, 0, err
+		}
+		var err error
+		if p.Params, err = unjsonMap(params, "pushed request params"); err != nil {
+			return nil, 0, err
+		}
+		p.ExpiresAt = fromMicros(expires)
+		return &p, used, nil
+	}
+	q := s.db.Write()
+	p, _, err := scan(q.QueryRow(ctx, `UPDATE pushed_requests SET used_at = $2
+		WHERE request_uri = $1 AND used_at = 0 AND expires_at > $2
+		RETURNING request_uri, client_id, params, expires_at, used_at`, requestURI, micros(at)))
+	if err == nil {
+		return p, nil
+	}
+	if !s.d.IsNoRows(err) {
+		return nil, wrap("consume pushed request", err)
+	}
+	p, used, err := scan(q.QueryRow(ctx, `SELECT request_uri, client_id, params, expires_at, used_at
+		FROM pushed_requests WHERE request_uri = $1`, requestURI))
+	if err != nil {
+		return nil, s.getErr("pushed request", err)
+	}
+	if used == 0 || !at.Before(p.ExpiresAt) {
+		return nil, notFound("pushed request")
+	}
+	return p, store.ErrAlreadyUsed
+}
+
+// ---- JTI replay cache ----
+
+// RecordJTI inserts key, or takes over an expired entry, in one
+// statement; an unexpired entry (exp after the store clock's now) makes
+// the statement change nothing and the call return ErrReplay.
+func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error {
+	n, err := s.db.Write().Exec(ctx, `INSERT INTO jtis (jti, exp) VALUES ($1, $2)
+		ON CONFLICT (jti) DO UPDATE SET exp = excluded.exp WHERE jtis.exp <= $3`,
+		key, micros(exp), micros(s.now()))
+	if err != nil {
+		return wrap("record jti", err)
+	}
+	if n == 0 {
+		return store.ErrReplay
+	}
+	return nil
+}
+
+// ---- purge ----
+
+// PurgeExpired deletes authorization codes, pushed requests, JTIs and
+// refresh tokens whose expiry is at or before now, and sessions past
+// their absolute lifetime together with their refresh tokens. A zero
+// expiry counts as expired.
+func (s *Store) PurgeExpired(ctx context.Context, now time.Time) error {
+	n := micros(now)
+	return s.db.InTx(ctx, func(q Querier) error {
+		for _, stmt := range []string{
+			`DELETE FROM auth_codes WHERE expires_at <= $1`,
+			`DELETE FROM pushed_requests WHERE expires_at <= $1`,
+			`DELETE FROM jtis WHERE exp <= $1`,
+			`DELETE FROM refresh_tokens WHERE expires_at <= $1`,
+			`DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE expires_at <= $1)`,
+			`DELETE FROM sessions WHERE expires_at <= $1`,
+		} {
+			if _, err := q.Exec(ctx, stmt, n); err != nil {
+				return wrap("purge expired", err)
+			}
+		}
+		return nil
+	})
+}

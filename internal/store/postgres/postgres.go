@@ -1,0 +1,210 @@
+// Package postgres is Ward's store.Store on PostgreSQL, for deployments
+// that run more than one Ward instance. It uses pgx (pgxpool) and its own
+// embedded goose migrations, and runs the same SQL as the sqlite backend.
+//
+// Atomic one-time operations are single conditional statements
+// (UPDATE ... WHERE used_at = 0 RETURNING, INSERT ... ON CONFLICT DO
+// UPDATE ... WHERE) or short READ COMMITTED transactions that lock the rows
+// they change (SELECT ... FOR UPDATE). Writes of refresh tokens first take
+// a share lock on their session row, so a concurrent RevokeSession can
+// never miss a token that is being created.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/internal/sqlstore"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is a store.Store on PostgreSQL.
+type Store struct {
+	*sqlstore.Store
+	schema string
+}
+
+// Schema returns the schema given to WithSchema ("" when none).
+func (s *Store) Schema() string { return s.schema }
+
+var _ store.Store = (*Store)(nil)
+
+type options struct {
+	now      func() time.Time
+	schema   string
+	maxConns int32
+}
+
+// Option configures Open.
+type Option func(*options)
+
+// WithClock sets the clock RecordJTI uses to decide whether a stored key
+// has expired (default time.Now).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithSchema confines the store to one schema: it is created if missing,
+// becomes the connections' search_path, and holds the tables and the
+// migration history. Tests use it to isolate themselves.
+func WithSchema(name string) Option { return func(o *options) { o.schema = name } }
+
+// WithMaxConns sets the pool size (default: pgxpool's, max(4, NumCPU)).
+func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
+
+// Open connects to the database at dsn (a postgres:// URL or key=value
+// string) and migrates it to the current schema.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors can quote the DSN, password included.
+		return nil, errors.New("postgres: invalid DSN")
+	}
+	if o.schema != "" {
+		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{o.schema}.Sanitize()
+	}
+	if o.maxConns > 0 {
+		cfg.MaxConns = o.maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if o.schema != "" {
+		if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{o.schema}.Sanitize()); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres: create schema: %w", err)
+		}
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	d := sqlstore.Dialect{
+		ForUpdate:         " FOR UPDATE",
+		LockSession:       `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
+		IsUniqueViolation: isUniqueViolation,
+		IsNoRows:          func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
+	}
+	return &Store{Store: sqlstore.New(&database{pool: pool}, d, o.now), schema: o.schema}, nil
+}
+
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("postgres: migrations: %w", err)
+	}
+	// Instances starting together take turns: an advisory lock held for
+	// the duration of the migration.
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return fmt.Errorf("postgres: migrations: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close() // does not close the pool
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys, goose.WithSessionLocker(locker))
+	if err != nil {
+		return fmt.Errorf("postgres: migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	return nil
+}
+
+func isUniqueViolation(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && e.Code == "23505"
+}
+
+// database implements sqlstore.DB on a pgxpool.
+type database struct {
+	pool *pgxpool.Pool
+}
+
+func (d *database) Read() sqlstore.Querier  { return querier{d.pool} }
+func (d *database) Write() sqlstore.Querier { return querier{d.pool} }
+
+func (d *database) Ping(ctx context.Context) error {
+	if err := d.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+func (d *database) Close() error {
+	d.pool.Close()
+	return nil
+}
+
+func (d *database) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	if err := fn(querier{tx}); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: commit: %w", err)
+	}
+	return nil
+}
+
+// pgxQuerier is what pgxpool.Pool and pgx.Tx have in common.
+type pgxQuerier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+type querier struct{ q pgxQuerier }
+
+func (q querier) Exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	tag, err := q.q.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (q querier) Query(ctx context.Context, sql string, args ...any) (sqlstore.Rows, error) {
+	rs, err := q.q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows{rs}, nil
+}
+
+func (q querier) QueryRow(ctx context.Context, sql string, args ...any) sqlstore.Row {
+	return q.q.QueryRow(ctx, sql, args...)
+}
+
+// rows adapts pgx.Rows, whose Close reports nothing, to sqlstore.Rows.
+type rows struct{ pgx.Rows }
+
+func (r rows) Close() error {
+	r.Rows.Close()
+	return r.Rows.Err()
+}

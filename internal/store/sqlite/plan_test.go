@@ -1,0 +1,59 @@
+package sqlite
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestQueryPlans checks that every hot lookup is served by an index, not
+// a table scan.
+func TestQueryPlans(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "ward.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	tests := []struct {
+		query string
+		want  string // substring of the plan
+	}{
+		{`SELECT * FROM users WHERE lower(username) = lower($1) AND username = $1`, "USING INDEX users_username"},
+		{`SELECT * FROM refresh_tokens WHERE hash = $1`, "USING PRIMARY KEY"},
+		{`DELETE FROM refresh_tokens WHERE session_id = $1`, "USING INDEX refresh_tokens_session"},
+		{`SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 10`, "USING INDEX sessions_user"},
+		{`SELECT * FROM group_members WHERE user_id = $1`, "USING INDEX group_members_user"},
+		{`SELECT * FROM events WHERE type IN ($1, $2) ORDER BY seq DESC LIMIT 100`, "USING INDEX events_type"},
+		{`SELECT * FROM events WHERE user_id = $1 ORDER BY seq DESC LIMIT 100`, "USING INDEX events_user"},
+		{`SELECT * FROM events WHERE session_id = $1 ORDER BY seq DESC LIMIT 100`, "USING INDEX events_session"},
+		{`SELECT * FROM events WHERE client_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT 100`, "USING INDEX events_client"},
+		{`SELECT * FROM events WHERE time >= $1 AND time < $2 ORDER BY seq DESC LIMIT 100`, "USING INDEX events_time"},
+		{`SELECT * FROM jtis WHERE jti = $1`, "USING PRIMARY KEY"},
+		{`DELETE FROM jtis WHERE exp <= $1`, "USING COVERING INDEX jtis_exp"},
+		{`DELETE FROM refresh_tokens WHERE expires_at <= $1`, "USING INDEX refresh_tokens_expires"},
+		{`DELETE FROM auth_codes WHERE expires_at <= $1`, "USING INDEX auth_codes_expires"},
+		{`DELETE FROM sessions WHERE expires_at <= $1`, "USING INDEX sessions_expires"},
+	}
+	for _, tc := range tests {
+		rs, err := s.db.r.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+tc.query, "a", "b")
+		if err != nil {
+			t.Errorf("%s: %v", tc.query, err)
+			continue
+		}
+		var plan []string
+		for rs.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rs.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rs.Close()
+		if got := strings.Join(plan, "; "); !strings.Contains(got, tc.want) {
+			t.Errorf("plan of %s:\n got  %s\n want %s", tc.query, got, tc.want)
+		}
+	}
+}

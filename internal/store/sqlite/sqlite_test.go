@@ -1,0 +1,248 @@
+package sqlite_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/internal/store/storetest"
+)
+
+func open(tb testing.TB) *sqlite.Store {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "ward.db"))
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
+}
+
+func TestConformanceMemory(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := sqlite.Open(context.Background(), ":memory:")
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+// TestReopen checks that migrations are idempotent and data persists.
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ward.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := s.CreateUser(ctx, &model.User{ID: "u1", Username: "alice"}); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s, err = sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	u, err := s.GetUser(ctx, "u1")
+	if err != nil || u.Username != "alice" {
+		t.Errorf("after reopen: got %+v, %v; want alice", u, err)
+	}
+}
+
+// TestClock checks that RecordJTI decides expiry with the injected clock.
+func TestClock(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ward.db"), sqlite.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	exp := now.Add(time.Minute)
+	steps := []struct {
+		advance time.Duration
+		want    error
+	}{
+		{0, nil},
+		{59 * time.Second, store.ErrReplay},
+		{time.Second, nil}, // now == exp: expired
+	}
+	for i, st := range steps {
+		now = now.Add(st.advance)
+		if err := s.RecordJTI(ctx, "k", exp); err != st.want {
+			t.Errorf("step %d: got %v, want %v", i, err, st.want)
+		}
+	}
+}
+
+// ---- benchmarks ----
+//
+// Run on one core, as the token endpoint's budget is stated per core:
+//
+//	go test -run '^$' -bench SQLite -cpu 1 ./internal/store/sqlite/
+
+func benchHash() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
+}
+
+func BenchmarkSQLiteRotateRefreshToken(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	now := time.Now()
+	if err := s.CreateSession(ctx, &model.Session{ID: "s1", UserID: "u1", ExpiresAt: now.Add(time.Hour)}); err != nil {
+		b.Fatal(err)
+	}
+	mk := func() *model.RefreshToken {
+		return &model.RefreshToken{Hash: benchHash(), SessionID: "s1", ClientID: "c1", UserID: "u1",
+			Scope: "openid offline_access", JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+			AuthTime: now, AMR: []string{"pwd"}, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+	}
+	cur := mk()
+	if err := s.CreateRefreshToken(ctx, cur); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		next := mk()
+		if _, err := s.RotateRefreshToken(ctx, cur.Hash, now, next); err != nil {
+			b.Fatal(err)
+		}
+		cur = next
+	}
+}
+
+func BenchmarkSQLiteGetRefreshToken(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	t := &model.RefreshToken{Hash: benchHash(), SessionID: "s1", AMR: []string{"pwd"}, ExpiresAt: time.Now().Add(time.Hour)}
+	if err := s.CreateRefreshToken(ctx, t); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.GetRefreshToken(ctx, t.Hash); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSQLiteRecordJTI(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	exp := time.Now().Add(time.Minute)
+	i := 0
+	for b.Loop() {
+		i++
+		if err := s.RecordJTI(ctx, fmt.Sprintf("client-1:%016x", i), exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchEvent() *model.Event {
+	return &model.Event{
+		ID: "01JD8X3V4Q", Type: model.EventTokenIssued, Time: time.Now(), Actor: "client-1",
+		ClientID: "client-1", TokenID: "jti-0123456789", IP: "203.0.113.7", UserAgent: "Go-http-client/1.1",
+		Outcome: model.OutcomeSuccess, Binding: model.BindingDPoP, CorrelationID: "corr-0123456789",
+		Data: map[string]string{"grant_type": model.GrantClientCredentials, "scope": "api.read"},
+	}
+}
+
+func BenchmarkSQLiteAppendEvent(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	e := benchEvent()
+	for b.Loop() {
+		if _, err := s.AppendEvent(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSQLiteClientCredentialsGrant is the store work of one
+// client_credentials grant: RecordJTI (client assertion) + AppendEvent.
+func BenchmarkSQLiteClientCredentialsGrant(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	exp := time.Now().Add(time.Minute)
+	e := benchEvent()
+	i := 0
+	for b.Loop() {
+		i++
+		if err := s.RecordJTI(ctx, fmt.Sprintf("client-1:%016x", i), exp); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.AppendEvent(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSQLiteRefreshGrant is the store work of one refresh grant:
+// GetRefreshToken + RotateRefreshToken + AppendEvent.
+func BenchmarkSQLiteRefreshGrant(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	now := time.Now()
+	mk := func() *model.RefreshToken {
+		return &model.RefreshToken{Hash: benchHash(), SessionID: "s1", ClientID: "c1", UserID: "u1",
+			Scope: "openid offline_access", AuthTime: now, AMR: []string{"pwd"}, CreatedAt: now,
+			ExpiresAt: now.Add(24 * time.Hour)}
+	}
+	cur := mk()
+	if err := s.CreateRefreshToken(ctx, cur); err != nil {
+		b.Fatal(err)
+	}
+	e := benchEvent()
+	e.Type = model.EventTokenRefreshed
+	for b.Loop() {
+		if _, err := s.GetRefreshToken(ctx, cur.Hash); err != nil {
+			b.Fatal(err)
+		}
+		next := mk()
+		if _, err := s.RotateRefreshToken(ctx, cur.Hash, now, next); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.AppendEvent(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+		cur = next
+	}
+}
+
+// BenchmarkSQLiteClientCredentialsGrantParallel runs the grant's store
+// work from many goroutines: reads scale, writes queue on the single
+// write connection.
+func BenchmarkSQLiteClientCredentialsGrantParallel(b *testing.B) {
+	s, ctx := open(b), context.Background()
+	exp := time.Now().Add(time.Minute)
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		e := benchEvent()
+		for pb.Next() {
+			if err := s.RecordJTI(ctx, fmt.Sprintf("client-1:%016x", n.Add(1)), exp); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := s.AppendEvent(ctx, e); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

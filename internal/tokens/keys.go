@@ -1,0 +1,586 @@
+// Package tokens holds Ward's token-signing keys and the JWTs signed with
+// them: RFC 9068 access tokens and OpenID Connect ID tokens.
+//
+// A KeyManager loads the signing keys from the store, keeps the private key
+// of the active signer decrypted in memory only (the store holds it
+// AES-GCM-encrypted under the KEK), rotates keys with an overlap during
+// which the previous key stays published in the JWKS, and purges keys after
+// their retirement time.
+//
+// Signing and verification are ES256 (ECDSA P-256, SHA-256) only. They are
+// implemented directly on crypto/ecdsa with a lean compact-JWS codec,
+// because they sit on the hot path of every token request and every
+// protected API call; go-jose is used for the public JWK Set type. Every
+// verification failure wraps ErrInvalidToken and no error message ever
+// contains the token.
+package tokens
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// AlgES256 is the only signature algorithm Ward issues and accepts.
+const AlgES256 = "ES256"
+
+// DefaultRetireAfter is the default overlap during which a rotated-out key
+// stays published.
+const DefaultRetireAfter = 24 * time.Hour
+
+// ActorSystem is the event actor used when none is given.
+const ActorSystem = "system"
+
+// aadPrefix binds an encrypted private key to its kid.
+const aadPrefix = "ward/signing-key:"
+
+// KeyStore is the subset of store.Store the key manager needs.
+type KeyStore interface {
+	CreateSigningKey(ctx context.Context, k *model.SigningKey) error
+	ListSigningKeys(ctx context.Context) ([]*model.SigningKey, error)
+	UpdateSigningKey(ctx context.Context, kid string, fn func(*model.SigningKey) error) (*model.SigningKey, error)
+	DeleteSigningKey(ctx context.Context, kid string) error
+}
+
+// KeyOptions configures a KeyManager.
+type KeyOptions struct {
+	Store  KeyStore
+	KEK    *secret.KEK
+	Now    func() time.Time // default time.Now
+	Logger *slog.Logger     // default: discard
+	// Bus, when set, receives key.created, key.rotated and key.retired
+	// events (Actor "system" unless given).
+	Bus bus.Bus
+	// RetireAfter is how long a rotated-out key stays published in JWKS
+	// (the overlap). Default 24h; it should be at least the longest token
+	// lifetime plus the JWKS cache time of relying parties.
+	RetireAfter time.Duration
+}
+
+// KeyManager owns the signing keys. All methods are safe for concurrent
+// use; Sign, Verify, JWKS and Keys read an immutable snapshot and never
+// block on the store.
+type KeyManager struct {
+	store       KeyStore
+	kek         *secret.KEK
+	now         func() time.Time
+	log         *slog.Logger
+	bus         bus.Bus
+	retireAfter time.Duration
+
+	mu    sync.Mutex // serialises writers (Reload, Rotate, PurgeRetired)
+	state atomic.Pointer[keyState]
+}
+
+// keyState is an immutable snapshot of the loaded keys.
+type keyState struct {
+	signer *signer               // active signer; never nil once loaded
+	byKID  map[string]*publicKey // every loaded key, for verification
+	// byHeader maps the exact encoded protected headers Ward produces
+	// ({alg, kid, typ} for the token types it mints) to their key and
+	// typ, so verifying Ward's own tokens skips parsing the header.
+	byHeader map[string]knownHeader
+	keys     []*model.SigningKey // metadata, PrivateEnc cleared, oldest first
+}
+
+// publicKey is a loaded public key.
+type publicKey struct {
+	kid      string
+	pub      *ecdsa.PublicKey
+	retireAt time.Time // zero: not scheduled
+}
+
+// knownHeader is a pre-parsed protected header.
+type knownHeader struct {
+	key *publicKey
+	typ string
+}
+
+// signer holds the decrypted private key of the active signing key and the
+// encoded protected headers for the common token types.
+type signer struct {
+	kid     string
+	priv    *ecdsa.PrivateKey
+	headers map[string]string // typ -> base64url(protected header)
+}
+
+// LogValue keeps the private key out of logs.
+func (s *signer) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("kid", s.kid), slog.String("private_key", "[REDACTED]"))
+}
+
+// String keeps the private key out of fmt output.
+func (s *signer) String() string { return "tokens.signer{kid:" + s.kid + " private_key:[REDACTED]}" }
+
+// GoString keeps the private key out of %#v output.
+func (s *signer) GoString() string { return s.String() }
+
+// NewKeyManager loads the signing keys from the store and decrypts the
+// private key of the active one. If there is no usable active key (none
+// stored, or all of them retired or scheduled for retirement), it creates
+// an ES256 key. A stored active key that cannot be decrypted is an error:
+// Ward never silently replaces a key it cannot read.
+func NewKeyManager(ctx context.Context, o KeyOptions) (*KeyManager, error) {
+	if o.Store == nil {
+		return nil, errors.New("tokens: KeyOptions.Store is required")
+	}
+	if o.KEK == nil {
+		return nil, errors.New("tokens: KeyOptions.KEK is required")
+	}
+	m := &KeyManager{
+		store:       o.Store,
+		kek:         o.KEK,
+		now:         o.Now,
+		log:         o.Logger,
+		bus:         o.Bus,
+		retireAfter: o.RetireAfter,
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.retireAfter <= 0 {
+		m.retireAfter = DefaultRetireAfter
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.reloadLocked(ctx)
+	if errors.Is(err, errNoActiveKey) {
+		k, cerr := m.createKey(ctx)
+		if cerr != nil {
+			return nil, cerr
+		}
+		m.log.InfoContext(ctx, "created signing key", "kid", k.KID)
+		if perr := m.publish(ctx, model.EventKeyCreated, "", map[string]string{"kid": k.KID}); perr != nil {
+			// The key exists; refusing to start would not bring the event back.
+			m.log.ErrorContext(ctx, "publishing key.created event failed", "kid", k.KID, "err", perr)
+		}
+		err = m.reloadLocked(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// errNoActiveKey: the store holds no key that may sign now.
+var errNoActiveKey = errors.New("tokens: no active signing key in the store")
+
+// Reload re-reads the keys from the store (for example after another
+// instance rotated). It decrypts a private key only when the active key
+// changed, so it is cheap to call periodically. On error the previous
+// snapshot stays in use.
+func (m *KeyManager) Reload(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reloadLocked(ctx)
+}
+
+func (m *KeyManager) reloadLocked(ctx context.Context) error {
+	stored, err := m.store.ListSigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("tokens: list signing keys: %w", err)
+	}
+	now := m.now()
+	st := &keyState{
+		byKID:    make(map[string]*publicKey, len(stored)),
+		byHeader: make(map[string]knownHeader, 2*len(stored)),
+	}
+	var active *model.SigningKey
+	for _, k := range stored {
+		pub, err := parsePublicJWK(k.PublicJWK)
+		if err == nil && k.Alg != AlgES256 {
+			err = fmt.Errorf("unsupported alg %q", k.Alg)
+		}
+		if err == nil {
+			if tp := thumbprint(pub); tp != k.KID {
+				err = errors.New("kid is not the RFC 7638 thumbprint of the public key")
+			}
+		}
+		if err != nil {
+			// One unreadable published key must not stop token service.
+			m.log.ErrorContext(ctx, "skipping unusable signing key", "kid", k.KID, "err", err)
+			continue
+		}
+		pk := &publicKey{kid: k.KID, pub: pub, retireAt: k.RetireAt}
+		st.byKID[k.KID] = pk
+		for _, typ := range []string{TypeAccessToken, TypeIDToken} {
+			if h, err := encodeHeader(k.KID, typ); err == nil {
+				st.byHeader[h] = knownHeader{key: pk, typ: typ}
+			}
+		}
+		meta := *k
+		meta.PrivateEnc = nil
+		meta.PublicJWK = slices.Clone(k.PublicJWK)
+		st.keys = append(st.keys, &meta)
+		if usableSigner(k, now) && (active == nil || newer(k, active)) {
+			active = k
+		}
+	}
+	if active == nil {
+		return errNoActiveKey
+	}
+	slices.SortFunc(st.keys, func(a, b *model.SigningKey) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return compareStrings(a.KID, b.KID)
+	})
+
+	if cur := m.state.Load(); cur != nil && cur.signer.kid == active.KID {
+		st.signer = cur.signer // already decrypted
+	} else {
+		s, err := m.openSigner(active, st.byKID[active.KID].pub)
+		if err != nil {
+			return err
+		}
+		st.signer = s
+	}
+	m.state.Store(st)
+	return nil
+}
+
+// usableSigner reports whether k may be the active signer at now.
+func usableSigner(k *model.SigningKey, now time.Time) bool {
+	return k.Alg == AlgES256 && k.RetireAt.IsZero() && !k.ActiveAt.After(now) && len(k.PrivateEnc) > 0
+}
+
+// newer orders candidate signers deterministically, so that every instance
+// reading the same store picks the same active key.
+func newer(a, b *model.SigningKey) bool {
+	if c := a.ActiveAt.Compare(b.ActiveAt); c != 0 {
+		return c > 0
+	}
+	if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+		return c > 0
+	}
+	return a.KID > b.KID
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// openSigner decrypts k's private key and checks it against its public key.
+func (m *KeyManager) openSigner(k *model.SigningKey, pub *ecdsa.PublicKey) (*signer, error) {
+	der, err := m.kek.Open(k.PrivateEnc, []byte(aadPrefix+k.KID))
+	if err != nil {
+		return nil, fmt.Errorf("tokens: cannot decrypt signing key %s (is this the key-encryption key the keys were created with?): %w", k.KID, err)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(der)
+	clear(der)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: signing key %s: parse private key: %w", k.KID, err)
+	}
+	priv, ok := parsed.(*ecdsa.PrivateKey)
+	if !ok || priv.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("tokens: signing key %s is not an ECDSA P-256 key", k.KID)
+	}
+	if !priv.PublicKey.Equal(pub) {
+		return nil, fmt.Errorf("tokens: signing key %s: private key does not match the published public key", k.KID)
+	}
+	return newSigner(k.KID, priv)
+}
+
+func newSigner(kid string, priv *ecdsa.PrivateKey) (*signer, error) {
+	s := &signer{kid: kid, priv: priv, headers: make(map[string]string, 2)}
+	for _, typ := range []string{TypeAccessToken, TypeIDToken} {
+		h, err := encodeHeader(kid, typ)
+		if err != nil {
+			return nil, err
+		}
+		s.headers[typ] = h
+	}
+	return s, nil
+}
+
+// createKey generates a new ES256 key, active from now, and stores it.
+func (m *KeyManager) createKey(ctx context.Context) (*model.SigningKey, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: generate key: %w", err)
+	}
+	kid := thumbprint(&priv.PublicKey)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: encode private key: %w", err)
+	}
+	enc, err := m.kek.Seal(der, []byte(aadPrefix+kid))
+	clear(der)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: encrypt private key: %w", err)
+	}
+	jwk, err := marshalPublicJWK(&priv.PublicKey, kid)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	k := &model.SigningKey{
+		KID:        kid,
+		Alg:        AlgES256,
+		PrivateEnc: enc,
+		PublicJWK:  jwk,
+		CreatedAt:  now,
+		ActiveAt:   now,
+	}
+	if err := m.store.CreateSigningKey(ctx, k); err != nil {
+		return nil, fmt.Errorf("tokens: store signing key: %w", err)
+	}
+	return k, nil
+}
+
+// Rotate creates a new key that becomes the active signer at once. Every
+// previously active key gets RetireAt = now+RetireAfter and stays published
+// in JWKS (and accepted by Verify) until then. It publishes key.created and
+// key.rotated. If the rotation succeeded but publishing an event failed, it
+// returns the new key together with the error.
+func (m *KeyManager) Rotate(ctx context.Context, actor string) (*model.SigningKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	k, err := m.createKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	retireAt := now.Add(m.retireAfter)
+	stored, err := m.store.ListSigningKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: rotate: list signing keys: %w", err)
+	}
+	var previous []string
+	for _, old := range stored {
+		if old.KID == k.KID || !old.RetireAt.IsZero() || old.ActiveAt.After(now) {
+			continue
+		}
+		_, err := m.store.UpdateSigningKey(ctx, old.KID, func(sk *model.SigningKey) error {
+			if sk.RetireAt.IsZero() {
+				sk.RetireAt = retireAt
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("tokens: rotate: schedule retirement of %s: %w", old.KID, err)
+		}
+		previous = append(previous, old.KID)
+	}
+	if err := m.reloadLocked(ctx); err != nil {
+		return nil, err
+	}
+	m.log.InfoContext(ctx, "rotated signing key", "kid", k.KID, "previous", previous, "retire_at", retireAt)
+
+	meta := *k
+	meta.PrivateEnc = nil
+	data := map[string]string{"kid": k.KID}
+	e1 := m.publish(ctx, model.EventKeyCreated, actor, data)
+	rot := map[string]string{"kid": k.KID, "retire_at": retireAt.UTC().Format(time.RFC3339)}
+	if len(previous) > 0 {
+		slices.Sort(previous)
+		rot["previous_kid"] = previous[0]
+		for i, p := range previous[1:] {
+			rot[fmt.Sprintf("previous_kid_%d", i+2)] = p
+		}
+	}
+	e2 := m.publish(ctx, model.EventKeyRotated, actor, rot)
+	if err := errors.Join(e1, e2); err != nil {
+		return &meta, fmt.Errorf("tokens: key rotated to %s but publishing events failed: %w", k.KID, err)
+	}
+	return &meta, nil
+}
+
+// PurgeRetired deletes every key whose RetireAt has passed and publishes
+// key.retired for each. Tokens signed by those keys no longer verify.
+func (m *KeyManager) PurgeRetired(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	stored, err := m.store.ListSigningKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("tokens: purge: list signing keys: %w", err)
+	}
+	now := m.now()
+	var errs []error
+	var purged bool
+	for _, k := range stored {
+		if k.RetireAt.IsZero() || now.Before(k.RetireAt) {
+			continue
+		}
+		if err := m.store.DeleteSigningKey(ctx, k.KID); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue // another instance purged it
+			}
+			errs = append(errs, fmt.Errorf("tokens: purge %s: %w", k.KID, err))
+			continue
+		}
+		purged = true
+		m.log.InfoContext(ctx, "retired signing key", "kid", k.KID)
+		if err := m.publish(ctx, model.EventKeyRetired, "", map[string]string{"kid": k.KID}); err != nil {
+			errs = append(errs, fmt.Errorf("tokens: key %s retired but publishing event failed: %w", k.KID, err))
+		}
+	}
+	if purged {
+		if err := m.reloadLocked(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *KeyManager) publish(ctx context.Context, t model.EventType, actor string, data map[string]string) error {
+	if m.bus == nil {
+		return nil
+	}
+	if actor == "" {
+		actor = ActorSystem
+	}
+	return m.bus.Publish(ctx, &model.Event{
+		ID:      secret.RandomString(16),
+		Type:    t,
+		Time:    m.now(),
+		Actor:   actor,
+		Outcome: model.OutcomeSuccess,
+		Data:    data,
+	})
+}
+
+// Keys returns the metadata of every loaded key, oldest first, without
+// private material (PrivateEnc is nil).
+func (m *KeyManager) Keys() []*model.SigningKey {
+	st := m.state.Load()
+	out := make([]*model.SigningKey, len(st.keys))
+	for i, k := range st.keys {
+		c := *k
+		c.PublicJWK = slices.Clone(k.PublicJWK)
+		out[i] = &c
+	}
+	return out
+}
+
+// ActiveKID returns the kid of the key that signs now.
+func (m *KeyManager) ActiveKID() string { return m.state.Load().signer.kid }
+
+// JWKS returns the public keys of every key not past its RetireAt, with
+// kid, alg ES256 and use sig.
+func (m *KeyManager) JWKS() jose.JSONWebKeySet {
+	st := m.state.Load()
+	now := m.now()
+	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(st.keys))}
+	for _, k := range st.keys {
+		pk := st.byKID[k.KID]
+		if !pk.published(now) {
+			continue
+		}
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: pk.pub, KeyID: pk.kid, Algorithm: AlgES256, Use: "sig"})
+	}
+	return set
+}
+
+// published reports whether the key is still published at now.
+func (p *publicKey) published(now time.Time) bool {
+	return p.retireAt.IsZero() || now.Before(p.retireAt)
+}
+
+// LogValue describes the manager without key material.
+func (m *KeyManager) LogValue() slog.Value {
+	st := m.state.Load()
+	if st == nil {
+		return slog.StringValue("tokens.KeyManager{not loaded}")
+	}
+	return slog.GroupValue(slog.String("active_kid", st.signer.kid), slog.Int("keys", len(st.keys)))
+}
+
+// thumbprint is the RFC 7638 SHA-256 JWK thumbprint of an ES256 key:
+// SHA-256 over {"crv":"P-256","kty":"EC","x":"…","y":"…"}, base64url.
+func thumbprint(pub *ecdsa.PublicKey) string {
+	x, y := coordinates(pub)
+	b := make([]byte, 0, 128)
+	b = append(b, `{"crv":"P-256","kty":"EC","x":"`...)
+	b = base64.RawURLEncoding.AppendEncode(b, x)
+	b = append(b, `","y":"`...)
+	b = base64.RawURLEncoding.AppendEncode(b, y)
+	b = append(b, `"}`...)
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// coordinates returns the fixed-length (32-byte) X and Y of a P-256 key.
+func coordinates(pub *ecdsa.PublicKey) (x, y []byte) {
+	raw, err := pub.Bytes() // 0x04 || X || Y
+	if err != nil || len(raw) != 65 {
+		panic("tokens: invalid P-256 public key") // keys are validated on load
+	}
+	return raw[1:33], raw[33:]
+}
+
+// jwkJSON is the stored public JWK.
+type jwkJSON struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+	Kid string `json:"kid,omitempty"`
+	Alg string `json:"alg,omitempty"`
+	Use string `json:"use,omitempty"`
+}
+
+func marshalPublicJWK(pub *ecdsa.PublicKey, kid string) (json.RawMessage, error) {
+	x, y := coordinates(pub)
+	return json.Marshal(jwkJSON{
+		Kty: "EC", Crv: "P-256",
+		X:   base64.RawURLEncoding.EncodeToString(x),
+		Y:   base64.RawURLEncoding.EncodeToString(y),
+		Kid: kid, Alg: AlgES256, Use: "sig",
+	})
+}
+
+func parsePublicJWK(b []byte) (*ecdsa.PublicKey, error) {
+	var j jwkJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("public JWK: %w", err)
+	}
+	if j.Kty != "EC" || j.Crv != "P-256" {
+		return nil, fmt.Errorf("public JWK: want EC P-256, got %q %q", j.Kty, j.Crv)
+	}
+	raw := make([]byte, 1, 65)
+	raw[0] = 4
+	for _, c := range []string{j.X, j.Y} {
+		v, err := base64.RawURLEncoding.Strict().DecodeString(c)
+		if err != nil || len(v) != 32 {
+			return nil, errors.New("public JWK: bad coordinate")
+		}
+		raw = append(raw, v...)
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+	if err != nil {
+		return nil, fmt.Errorf("public JWK: %w", err)
+	}
+	return pub, nil
+}

@@ -1,0 +1,273 @@
+// Package wardtest starts a real Ward instance (real store, real HTTP on
+// 127.0.0.1, real keys) for tests, with an adjustable clock, and drives
+// the browser side of sign-in the way a user would: it fetches the login
+// page, fills in the form and follows the redirects.
+package wardtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"html"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/server"
+)
+
+// Clock is a settable clock shared by the instance and the test.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now returns the current fake time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// Fixed credentials of the test fixtures.
+const (
+	AlicePassword = "correct-horse-battery-A1"
+	AliceTOTP     = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+	BobPassword   = "correct-horse-battery-B2"
+	ServiceSecret = "service-secret-0123456789-abcdefghijklmnopq"
+	WebSecret     = "web-secret-0123456789-abcdefghijklmnopqrstu"
+	RedirectURI   = "https://app.example/callback"
+)
+
+// Instance is a running Ward.
+type Instance struct {
+	URL    string // == issuer
+	App    *app.App
+	Server *server.Server
+	Clock  *Clock
+	logs   *syncBuffer // every log line, at debug level
+	Config *config.Config
+	DBPath string
+	http   *httptest.Server
+}
+
+// Options adjust the instance.
+type Options struct {
+	// Configure may change the configuration before Ward opens.
+	Configure func(*config.Config)
+	// RealClock uses time.Now instead of a fake clock (for interop tests
+	// with clients that read the real time).
+	RealClock bool
+}
+
+// Start runs Ward with SQLite in a temp dir and these fixtures: users
+// alice (TOTP, admin) and bob (password only); clients "spa" (public,
+// DPoP required), "web" (client_secret_basic, code + refresh), "service"
+// (client_secret_basic, client_credentials), "native" (public, DPoP
+// optional).
+func Start(t testing.TB, o Options) *Instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + ln.Addr().String()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Issuer, cfg.Listen, cfg.DataDir = issuer, ln.Addr().String(), dir
+	cfg.Log.Level = "debug"
+	cfg.Passwords.Argon2MemoryKiB, cfg.Passwords.Argon2Time = 8*1024, 1 // fast tests
+	cfg.ResolvePaths()
+	cfg.StaticUsers = []config.StaticUser{
+		{Username: "alice", Email: "alice@example.com", DisplayName: "Alice", Password: AlicePassword, TOTPSecret: AliceTOTP, Roles: []string{"admin"}},
+		{Username: "bob", Email: "bob@example.com", DisplayName: "Bob", Password: BobPassword},
+	}
+	all := []string{"openid", "profile", "email", "offline_access", "docs.read", "ward:admin"}
+	cfg.StaticClients = []config.StaticClient{
+		{ID: "spa", Name: "Docs SPA", AuthMethod: "none", RedirectURIs: []string{RedirectURI}, PostLogoutRedirectURIs: []string{"https://app.example/bye"},
+			GrantTypes: []string{"authorization_code", "refresh_token"}, Scopes: all, DPoPBoundAccessTokens: true},
+		{ID: "native", Name: "Native", AuthMethod: "none", RedirectURIs: []string{RedirectURI},
+			GrantTypes: []string{"authorization_code", "refresh_token"}, Scopes: all},
+		{ID: "web", Name: "Web", AuthMethod: "client_secret_basic", Secret: WebSecret, RedirectURIs: []string{RedirectURI},
+			GrantTypes: []string{"authorization_code", "refresh_token"}, Scopes: all},
+		{ID: "service", Name: "Service", AuthMethod: "client_secret_basic", Secret: ServiceSecret,
+			GrantTypes: []string{"client_credentials"}, Scopes: []string{"docs.read", "docs.write"}},
+	}
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
+	// A KEK from the environment path, as production would have it.
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	kekFile := filepath.Join(dir, "kek.key")
+	if err := os.WriteFile(kekFile, []byte(base64.StdEncoding.EncodeToString(kek)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.KEK.File = kekFile
+	cfg.KEK.Env = "WARD_TEST_UNSET_KEK"
+	clock := &Clock{t: time.Now().Truncate(time.Second)}
+	now := clock.Now
+	if o.RealClock {
+		now = time.Now
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := app.OpenWith(context.Background(), cfg, log, app.Options{Now: now, LookupEnv: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Fatalf("open app: %v", err)
+	}
+	srv, err := server.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: srv, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	hs.Start()
+	inst := &Instance{URL: issuer, App: a, Server: srv, Clock: clock, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs}
+	t.Cleanup(func() {
+		hs.Close()
+		a.Close()
+	})
+	return inst
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.Write(p)
+}
+
+// Browser is a cookie-keeping HTTP client that does not follow redirects
+// (tests look at each one).
+func (in *Instance) Browser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 30 * time.Second}
+}
+
+// PKCE returns a fresh verifier and its S256 challenge.
+func PKCE() (verifier, challenge string) {
+	verifier = secret.RandomToken()
+	sum := sha256.Sum256([]byte(verifier))
+	return verifier, base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// TOTP returns alice's current code at the instance's clock, offset by
+// steps of 30 s.
+func (in *Instance) TOTP(t testing.TB, steps int) string {
+	t.Helper()
+	code, err := totp.GenerateCode(AliceTOTP, in.Clock.Now().Add(time.Duration(steps)*30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+var inputRE = regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
+
+// HiddenFields returns the hidden inputs of an HTML form.
+func HiddenFields(body string) url.Values {
+	v := url.Values{}
+	for _, m := range inputRE.FindAllStringSubmatch(body, -1) {
+		v.Set(m[1], html.UnescapeString(m[2]))
+	}
+	return v
+}
+
+// Login drives the sign-in pages for an authorization URL and returns the
+// final redirect (to the client) as a URL. otp may be "" for users without
+// TOTP. It fails the test on any unexpected page.
+func (in *Instance) Login(t testing.TB, b *http.Client, authorizeURL, username, password, otp string) *url.URL {
+	t.Helper()
+	resp, body := Do(t, b, http.MethodGet, authorizeURL, nil)
+	if resp.StatusCode == http.StatusSeeOther {
+		return mustLocation(t, resp)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="password"`) {
+		t.Fatalf("authorize: status %d, want the login page; body: %.300s", resp.StatusCode, body)
+	}
+	form := HiddenFields(body)
+	form.Set("username", username)
+	form.Set("password", password)
+	resp, body = Do(t, b, http.MethodPost, in.URL+"/login", form)
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, `name="otp"`) {
+		form = HiddenFields(body)
+		form.Set("otp", otp)
+		resp, body = Do(t, b, http.MethodPost, in.URL+"/login/mfa", form)
+	}
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: status %d, want 303; body: %.400s", resp.StatusCode, body)
+	}
+	return mustLocation(t, resp)
+}
+
+func mustLocation(t testing.TB, resp *http.Response) *url.URL {
+	t.Helper()
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// Do sends a request (form-encoded body when form != nil) and returns the
+// response and its body.
+func Do(t testing.TB, c *http.Client, method, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// AuthorizeURL builds an authorization request URL.
+func (in *Instance) AuthorizeURL(clientID, challenge string, extra url.Values) string {
+	q := url.Values{"response_type": {"code"}, "client_id": {clientID}, "redirect_uri": {RedirectURI},
+		"scope": {"openid profile offline_access"}, "state": {"st-" + secret.RandomString(6)}, "nonce": {"n-1"},
+		"code_challenge": {challenge}, "code_challenge_method": {"S256"}}
+	for k, v := range extra {
+		q[k] = v
+	}
+	return in.URL + "/authorize?" + q.Encode()
+}
+
+// LogText returns everything logged so far.
+func (in *Instance) LogText() string {
+	in.logs.mu.Lock()
+	defer in.logs.mu.Unlock()
+	return in.logs.String()
+}
