@@ -36,7 +36,7 @@ func TestNoSecretInLogsOrDatabase(t *testing.T) {
 	r2 := refresh(t, in, "spa", r.str("refresh_token"), s)
 	add(r2.str("access_token"), r2.str("refresh_token"))
 	refresh(t, in, "spa", r.str("refresh_token"), s) // reuse
-	exchange(t, in, "spa", code, verifier, s)       // code reuse
+	exchange(t, in, "spa", code, verifier, s)        // code reuse
 	// Client credentials, introspection, revocation, failed auth with a secret.
 	cc := do(t, in, call{path: "/token", basic: serviceAuth, signer: s, form: url.Values{"grant_type": {"client_credentials"}}})
 	add(cc.str("access_token"))
