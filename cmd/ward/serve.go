@@ -62,6 +62,7 @@ func (e *cliEnv) serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	go a.RunMaintenance(ctx, app.MaintenanceInterval)
 
 	srv := &http.Server{
 		Handler:           h,

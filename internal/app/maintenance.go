@@ -1,0 +1,40 @@
+package app
+
+import (
+	"context"
+	"time"
+)
+
+// MaintenanceInterval is how often a running server picks up keys rotated
+// by another process (`ward keys rotate`, another instance), deletes keys
+// past their retirement and purges expired codes, requests, JTIs, tokens
+// and sessions.
+const MaintenanceInterval = 30 * time.Second
+
+// RunMaintenance runs Maintain every interval until ctx ends.
+func (a *App) RunMaintenance(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.Maintain(ctx)
+		}
+	}
+}
+
+// Maintain does one round of housekeeping; failures are logged and retried
+// on the next round.
+func (a *App) Maintain(ctx context.Context) {
+	if err := a.Keys.Reload(ctx); err != nil {
+		a.Log.WarnContext(ctx, "maintenance: reload signing keys", "err", err)
+	}
+	if err := a.Keys.PurgeRetired(ctx); err != nil {
+		a.Log.WarnContext(ctx, "maintenance: purge retired keys", "err", err)
+	}
+	if err := a.Store.PurgeExpired(ctx, a.Now()); err != nil {
+		a.Log.WarnContext(ctx, "maintenance: purge expired records", "err", err)
+	}
+}

@@ -1,0 +1,87 @@
+// Package archtest enforces Ward's one-way data flow (DESIGN.md): handlers
+// -> services -> store/bus interfaces, with domain packages meeting only
+// through small leaf packages.
+package archtest
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/ward-idp/ward/"
+
+// allowed lists, for each package, the Ward packages it may import.
+// Packages not listed (wiring: app, server, cmd, tests) may import anything.
+var allowed = map[string][]string{
+	// leaves
+	"internal/model":  {},
+	"internal/secret": {},
+	"dpop":            {},
+	"internal/bus":    {"internal/model"},
+	"internal/store":  {"internal/model"},
+	"internal/tokens": {"internal/model", "internal/secret", "internal/bus", "internal/store"},
+	"internal/web":    {},
+	// services: leaves only
+	"internal/identity": {"internal/model", "internal/secret", "internal/bus", "internal/store"},
+	"internal/clients":  {"internal/model", "internal/secret", "internal/bus", "internal/store"},
+	// handlers: services and leaves, never a store implementation
+	"internal/oauth": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
+		"internal/web", "internal/identity", "internal/clients"},
+	"internal/admin": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
+		"internal/identity", "internal/clients", "internal/oauth", "internal/app"},
+}
+
+func TestImportRules(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for pkg, ok := range allowed {
+		dir := filepath.Join(root, pkg)
+		entries, err := os.ReadDir(dir)
+		if os.IsNotExist(err) {
+			continue
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if e.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(dir, name), nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked++
+			for _, imp := range f.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if !strings.HasPrefix(path, module) {
+					continue
+				}
+				dep := strings.TrimPrefix(path, module)
+				if !permitted(dep, ok) {
+					t.Errorf("%s/%s imports %s: not allowed by the one-way data flow", pkg, name, dep)
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d files checked: the test is not looking at the tree", checked)
+	}
+}
+
+func permitted(dep string, ok []string) bool {
+	for _, a := range ok {
+		if dep == a {
+			return true
+		}
+	}
+	return false
+}
