@@ -228,6 +228,30 @@ func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, req *auth
 	}, originOf(req.RedirectURI))
 }
 
+// resumeInteraction checks the CSRF token of a sign-in form post, opens
+// its sealed state (field name in the form) into v and loads the client
+// that clientID names once v is filled. On failure it has written the
+// error page.
+func (p *Provider) resumeInteraction(w http.ResponseWriter, r *http.Request, purpose, field string, v any, clientID func() string) (string, *model.Client, bool) {
+	corr := correlationID(r)
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	csrf, ok := p.checkCSRF(r)
+	if !ok {
+		p.c.Pages.Error(w, http.StatusForbidden, "Session expired", "Your sign-in form expired or was not sent from this browser. Go back to the application and start again.", corr)
+		return "", nil, false
+	}
+	if err := p.unseal(purpose, r.PostFormValue(field), csrf, v); err != nil || clientID() == "" {
+		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in expired", "This sign-in took too long or was altered. Go back to the application and start again.", corr)
+		return "", nil, false
+	}
+	c, err := p.c.Store.GetClient(r.Context(), clientID())
+	if err != nil {
+		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in request rejected", "The application is no longer registered.", corr)
+		return "", nil, false
+	}
+	return csrf, c, true
+}
+
 // mfaState is the sealed state between the password and the second factor.
 type mfaState struct {
 	UserID string       `json:"u"`
@@ -237,20 +261,9 @@ type mfaState struct {
 func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := p.info(r)
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	csrf, ok := p.checkCSRF(r)
-	if !ok {
-		p.c.Pages.Error(w, http.StatusForbidden, "Session expired", "Your sign-in form expired or was not sent from this browser. Go back to the application and start again.", ri.CorrID)
-		return
-	}
 	var req authRequest
-	if err := p.unseal("authreq", r.PostFormValue("req"), csrf, &req); err != nil {
-		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in expired", "This sign-in took too long or was altered. Go back to the application and start again.", ri.CorrID)
-		return
-	}
-	c, err := p.c.Store.GetClient(ctx, req.ClientID)
-	if err != nil {
-		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in request rejected", "The application is no longer registered.", ri.CorrID)
+	csrf, c, ok := p.resumeInteraction(w, r, "authreq", "req", &req, func() string { return req.ClientID })
+	if !ok {
 		return
 	}
 	username := strings.ToLower(strings.TrimSpace(r.PostFormValue("username")))
@@ -295,20 +308,14 @@ func (p *Provider) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaStat
 func (p *Provider) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := p.info(r)
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	csrf, ok := p.checkCSRF(r)
-	if !ok {
-		p.c.Pages.Error(w, http.StatusForbidden, "Session expired", "Your sign-in form expired or was not sent from this browser. Go back to the application and start again.", ri.CorrID)
-		return
-	}
 	var st mfaState
-	if err := p.unseal("mfa", r.PostFormValue("state"), csrf, &st); err != nil || st.Req == nil {
-		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in expired", "This sign-in took too long or was altered. Go back to the application and start again.", ri.CorrID)
-		return
-	}
-	c, err := p.c.Store.GetClient(ctx, st.Req.ClientID)
-	if err != nil {
-		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in request rejected", "The application is no longer registered.", ri.CorrID)
+	csrf, c, ok := p.resumeInteraction(w, r, "mfa", "state", &st, func() string {
+		if st.Req == nil {
+			return ""
+		}
+		return st.Req.ClientID
+	})
+	if !ok {
 		return
 	}
 	u, err := p.c.Store.GetUser(ctx, st.UserID)

@@ -18,15 +18,8 @@ const requestURIPrefix = "urn:ietf:params:oauth:request_uri:"
 // on the push binds the later code to that key (RFC 9449 §10.1).
 func (p *Provider) handlePAR(w http.ResponseWriter, r *http.Request) {
 	setCORS(w, r)
-	form, e := parseForm(w, r)
-	if e != nil {
-		writeTokenError(w, e)
-		return
-	}
-	c, e := p.authenticateClient(r, form)
-	if e != nil {
-		p.tokenFailed(r, "", e)
-		writeTokenError(w, e)
+	form, c, ok := p.clientRequest(w, r)
+	if !ok {
 		return
 	}
 	if form.Get("request_uri") != "" {
@@ -80,6 +73,25 @@ func (p *Provider) handlePAR(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"request_uri": pr.RequestURI, "expires_in": int(ttl / time.Second)})
+}
+
+// clientRequest parses the form of a token-style request (PAR, token,
+// introspection, revocation) and authenticates its client. On failure the
+// error has been recorded and written.
+func (p *Provider) clientRequest(w http.ResponseWriter, r *http.Request) (url.Values, *model.Client, bool) {
+	form, e := parseForm(w, r)
+	if e != nil {
+		p.tokenFailed(r, "", e)
+		writeTokenError(w, e)
+		return nil, nil, false
+	}
+	c, e := p.authenticateClient(r, form)
+	if e != nil {
+		p.tokenFailed(r, form.Get("client_id"), e)
+		writeTokenError(w, e)
+		return nil, nil, false
+	}
+	return form, c, true
 }
 
 // parseForm reads an application/x-www-form-urlencoded POST body and

@@ -103,17 +103,13 @@ func (p *Provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 // confidential clients may introspect; a refresh token is reported active
 // only to the client it was issued to.
 func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	form, e := parseForm(w, r)
-	if e != nil {
-		writeTokenError(w, e)
+	form, c, ok := p.clientRequest(w, r)
+	if !ok {
 		return
 	}
-	c, e := p.authenticateClient(r, form)
-	if e == nil && c.Public() {
-		e = newErr(ErrInvalidClient, "public clients may not introspect tokens")
-	}
-	if e != nil {
-		p.tokenFailed(r, form.Get("client_id"), e)
+	if c.Public() {
+		e := newErr(ErrInvalidClient, "public clients may not introspect tokens").withReason("public_client_introspection")
+		p.tokenFailed(r, c.ID, e)
 		writeTokenError(w, e)
 		return
 	}
@@ -189,15 +185,8 @@ func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 // userinfo and CAE-aware resources makes that effective).
 func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	setCORS(w, r)
-	form, e := parseForm(w, r)
-	if e != nil {
-		writeTokenError(w, e)
-		return
-	}
-	c, e := p.authenticateClient(r, form)
-	if e != nil {
-		p.tokenFailed(r, form.Get("client_id"), e)
-		writeTokenError(w, e)
+	form, c, ok := p.clientRequest(w, r)
+	if !ok {
 		return
 	}
 	tok := form.Get("token")

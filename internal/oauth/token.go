@@ -48,16 +48,8 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	if ns := p.c.DPoP.Nonces; ns != nil {
 		w.Header().Set("DPoP-Nonce", ns.Nonce())
 	}
-	form, e := parseForm(w, r)
-	if e != nil {
-		p.tokenFailed(r, "", e)
-		writeTokenError(w, e)
-		return
-	}
-	c, e := p.authenticateClient(r, form)
-	if e != nil {
-		p.tokenFailed(r, form.Get("client_id"), e)
-		writeTokenError(w, e)
+	form, c, ok := p.clientRequest(w, r)
+	if !ok {
 		return
 	}
 	tr := &tokenRequest{r: r, ri: p.info(r), form: form, client: c}
