@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -53,7 +54,22 @@ func TestDiscovery(t *testing.T) {
 // The main flow: authorization code + PKCE + DPoP for a public client,
 // refresh with rotation, userinfo, and the reuse of a rotated token.
 func TestCodeFlowDPoPRefreshRotationAndReuse(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	mainFlow(t, wardtest.Start(t, wardtest.Options{}))
+}
+
+// The same flow with PostgreSQL storage: both backends serve the protocol.
+func TestCodeFlowPostgres(t *testing.T) {
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI is set but WARD_TEST_POSTGRES_DSN is not")
+		}
+		t.Skip("set WARD_TEST_POSTGRES_DSN to run against PostgreSQL")
+	}
+	mainFlow(t, wardtest.Start(t, wardtest.Options{PostgresDSN: dsn}))
+}
+
+func mainFlow(t *testing.T, in *wardtest.Instance) {
 	s := newSigner(t)
 	code, verifier := codeFlow(t, in, "spa", s, nil)
 	r := exchange(t, in, "spa", code, verifier, s)

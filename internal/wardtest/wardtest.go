@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pquerna/otp/totp"
 
 	"github.com/ward-idp/ward/internal/app"
@@ -75,6 +76,10 @@ type Options struct {
 	// RealClock uses time.Now instead of a fake clock (for interop tests
 	// with clients that read the real time).
 	RealClock bool
+	// PostgresDSN, when set, stores everything in a fresh PostgreSQL
+	// database created for this instance (and dropped afterwards) instead
+	// of SQLite.
+	PostgresDSN string
 }
 
 // Start runs Ward with SQLite in a temp dir and these fixtures: users
@@ -109,6 +114,10 @@ func Start(t testing.TB, o Options) *Instance {
 			GrantTypes: []string{"authorization_code", "refresh_token"}, Scopes: all},
 		{ID: "service", Name: "Service", AuthMethod: "client_secret_basic", Secret: ServiceSecret,
 			GrantTypes: []string{"client_credentials"}, Scopes: []string{"docs.read", "docs.write"}},
+	}
+	if o.PostgresDSN != "" {
+		cfg.Storage.Driver = config.DriverPostgres
+		cfg.Storage.Postgres.DSN = secret.String(freshDatabase(t, o.PostgresDSN))
 	}
 	if o.Configure != nil {
 		o.Configure(cfg)
@@ -271,3 +280,34 @@ func (in *Instance) LogText() string {
 	defer in.logs.mu.Unlock()
 	return in.logs.String()
 }
+
+// freshDatabase creates an empty database on the server of dsn and returns
+// the DSN that points at it; the database is dropped when the test ends.
+func freshDatabase(t testing.TB, dsn string) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	name := "ward_e2e_" + strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(secret.RandomString(9)))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("postgres: create database: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("postgres: drop database %s: %v", name, err)
+		}
+		admin.Close(context.Background())
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("postgres DSN: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// PostgresDSN returns the DSN of the instance's own PostgreSQL database
+// (for tests that inspect what was stored).
+func (in *Instance) PostgresDSN() string { return in.Config.Storage.Postgres.DSN.Reveal() }
