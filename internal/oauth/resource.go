@@ -54,14 +54,25 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 			return nil, "DPoP", newErr(ErrInvalidToken, "DPoP-bound token must use the DPoP scheme").withReason("bound_token_as_bearer")
 		}
 		if herr != nil || h == "" {
-			return nil, "DPoP", newErr(ErrInvalidDPoPProof, "DPoP proof required").withReason("dpop_missing")
+			e := newErr(ErrInvalidDPoPProof, "DPoP proof required").withReason("dpop_missing")
+			e.Status = http.StatusUnauthorized
+			return nil, "DPoP", e
 		}
 		if _, perr := p.c.DPoP.Verify(ctx, h, dpop.Check{Method: r.Method, URL: p.url(r.URL.Path), AccessToken: tok, JKT: cl.Cnf.JKT}); perr != nil {
 			var de *dpop.Error
-			if errors.As(perr, &de) {
-				return nil, "DPoP", newErr(ErrInvalidDPoPProof, de.Description).withReason("dpop_invalid")
+			if !errors.As(perr, &de) {
+				return nil, "DPoP", serverError(perr)
 			}
-			return nil, "DPoP", newErr(ErrInvalidDPoPProof, "DPoP proof invalid").withReason("dpop_invalid")
+			// At a resource every DPoP challenge is a 401 (RFC 9449 §7.1),
+			// and a nonce request carries a fresh nonce (§9) so clients that
+			// reuse the token endpoint's nonce can recover when it expires.
+			e := newErr(de.Code, de.Description).withReason("dpop_invalid")
+			e.Status = http.StatusUnauthorized
+			if de.Code == ErrUseDPoPNonce && p.c.DPoP.Nonces != nil {
+				e.DPoPNonce = p.c.DPoP.Nonces.Nonce()
+				e.Reason = "dpop_nonce_required"
+			}
+			return nil, "DPoP", e
 		}
 	case scheme == "DPoP":
 		return nil, "DPoP", newErr(ErrInvalidToken, "token is not DPoP-bound").withReason("unbound_token_as_dpop")
