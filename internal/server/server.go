@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/admin"
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/store"
@@ -73,6 +74,7 @@ func New(a *app.App) (*Server, error) {
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)
+	admin.New(a, prov).Register(mux)
 	mux.Handle("GET /static/", web.Static())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.Ping(r.Context()); err != nil {

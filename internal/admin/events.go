@@ -1,0 +1,127 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// eventJSON is one audit event; the field names are those of
+// `ward logs --json`.
+type eventJSON struct {
+	Seq           int64             `json:"seq"`
+	ID            string            `json:"id"`
+	Type          model.EventType   `json:"type"`
+	Code          string            `json:"code,omitempty"`
+	Time          time.Time         `json:"time"`
+	Actor         string            `json:"actor,omitempty"`
+	UserID        string            `json:"user_id,omitempty"`
+	SessionID     string            `json:"session_id,omitempty"`
+	ClientID      string            `json:"client_id,omitempty"`
+	DeviceID      string            `json:"device_id,omitempty"`
+	TokenID       string            `json:"token_id,omitempty"`
+	IP            string            `json:"ip,omitempty"`
+	UserAgent     string            `json:"user_agent,omitempty"`
+	Outcome       string            `json:"outcome,omitempty"`
+	Reason        string            `json:"reason,omitempty"`
+	Binding       string            `json:"binding,omitempty"`
+	BindingReason string            `json:"binding_reason,omitempty"`
+	CorrelationID string            `json:"correlation_id,omitempty"`
+	Data          map[string]string `json:"data,omitempty"`
+}
+
+func eventDTO(e *store.StoredEvent) eventJSON {
+	return eventJSON{
+		Seq: e.Seq, ID: e.ID, Type: e.Type, Code: e.Code(), Time: e.Time.UTC(), Actor: e.Actor, UserID: e.UserID,
+		SessionID: e.SessionID, ClientID: e.ClientID, DeviceID: e.DeviceID, TokenID: e.TokenID, IP: e.IP,
+		UserAgent: e.UserAgent, Outcome: e.Outcome, Reason: e.Reason, Binding: e.Binding,
+		BindingReason: e.BindingReason, CorrelationID: e.CorrelationID, Data: e.Data,
+	}
+}
+
+// eventsPage is the answer to GET /events. NextBefore, when set, is the
+// before value that fetches the next (older) page.
+type eventsPage struct {
+	Events     []eventJSON `json:"events"`
+	NextBefore int64       `json:"next_before,omitempty"`
+}
+
+// parseEventFilter reads the query of GET /events.
+func parseEventFilter(r *http.Request) (store.EventFilter, error) {
+	q := r.URL.Query()
+	var f store.EventFilter
+	for _, v := range q["type"] {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			if t == "" {
+				continue
+			}
+			if _, ok := model.EventCodes[model.EventType(t)]; !ok {
+				return f, invalid("unknown event type %q", t)
+			}
+			f.Types = append(f.Types, model.EventType(t))
+		}
+	}
+	f.UserID, f.SessionID, f.ClientID = q.Get("user_id"), q.Get("session_id"), q.Get("client_id")
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return f, invalid("%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z", p.name)
+			}
+			*p.dst = t
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, invalid("since must be before until")
+	}
+	var err error
+	if f.Limit, err = parseLimit(q); err != nil {
+		return f, err
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return f, invalid("before must be a positive event sequence number")
+		}
+		f.BeforeSeq = n
+	}
+	return f, nil
+}
+
+// GET /events returns matching events newest first. One more event than
+// asked for is read to know whether an older page exists.
+func (api *API) listEvents(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
+	f, err := parseEventFilter(r)
+	if err != nil {
+		return err
+	}
+	want := f.Limit
+	if want < maxLimit {
+		f.Limit = want + 1
+	}
+	evs, err := api.app.Store.ListEvents(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	page := eventsPage{Events: make([]eventJSON, 0, min(len(evs), want))}
+	more := len(evs) > want || (want == maxLimit && len(evs) == maxLimit)
+	if len(evs) > want {
+		evs = evs[:want]
+	}
+	for _, e := range evs {
+		page.Events = append(page.Events, eventDTO(e))
+	}
+	if more && len(evs) > 0 {
+		page.NextBefore = evs[len(evs)-1].Seq
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}

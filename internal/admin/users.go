@@ -1,0 +1,218 @@
+package admin
+
+import (
+	"cmp"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
+)
+
+// userJSON is a user as the admin API shows it: no password hash, no TOTP
+// seed (only whether one is enrolled).
+type userJSON struct {
+	ID           string     `json:"id"`
+	Username     string     `json:"username"`
+	Email        string     `json:"email"`
+	DisplayName  string     `json:"display_name"`
+	Roles        []string   `json:"roles"`
+	Disabled     bool       `json:"disabled"`
+	TOTPEnrolled bool       `json:"totp_enrolled"`
+	FailedLogins int        `json:"failed_logins"`
+	Locked       bool       `json:"locked"`
+	LockedUntil  *time.Time `json:"locked_until,omitempty"`
+	Groups       []groupRef `json:"groups,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+}
+
+// groupRef names a group a user belongs to.
+type groupRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+func (api *API) userDTO(u *model.User) userJSON {
+	out := userJSON{
+		ID: u.ID, Username: u.Username, Email: u.Email, DisplayName: u.DisplayName,
+		Roles: nonNil(u.Roles), Disabled: u.Disabled, TOTPEnrolled: len(u.TOTPSecret) > 0,
+		FailedLogins: u.FailedLogins, CreatedAt: u.CreatedAt.UTC(), UpdatedAt: u.UpdatedAt.UTC(),
+	}
+	if !u.LockedUntil.IsZero() {
+		t := u.LockedUntil.UTC()
+		out.LockedUntil = &t
+		out.Locked = api.now().Before(t)
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return slices.Clone(s)
+}
+
+// userWithGroups renders a user with its groups.
+func (api *API) userWithGroups(r *http.Request, u *model.User) (userJSON, error) {
+	out := api.userDTO(u)
+	gs, err := api.app.Identity.GroupsOf(r.Context(), u.ID)
+	if err != nil {
+		return out, err
+	}
+	out.Groups = []groupRef{}
+	for _, g := range gs {
+		out.Groups = append(out.Groups, groupRef{ID: g.ID, Name: g.Name})
+	}
+	slices.SortFunc(out.Groups, func(a, b groupRef) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// GET /users
+func (api *API) listUsers(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
+	us, err := api.app.Store.ListUsers(r.Context())
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(us, func(a, b *model.User) int { return cmp.Compare(a.Username, b.Username) })
+	out := make([]userJSON, 0, len(us))
+	for _, u := range us {
+		out = append(out, api.userDTO(u))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": out})
+	return nil
+}
+
+// createUserRequest is the body of POST /users.
+type createUserRequest struct {
+	Username    string   `json:"username"`
+	Email       string   `json:"email"`
+	DisplayName string   `json:"display_name"`
+	Password    string   `json:"password"`
+	Roles       []string `json:"roles"`
+}
+
+// POST /users
+func (api *API) createUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	var req createUserRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	u, err := api.app.Identity.CreateUser(r.Context(), rc.actor(), identity.NewUser{
+		Username: req.Username, Email: req.Email, DisplayName: req.DisplayName, Password: req.Password, Roles: req.Roles,
+	})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", Prefix+"/users/"+u.ID)
+	writeJSON(w, http.StatusCreated, api.userDTO(u))
+	return nil
+}
+
+// GET /users/{id}
+func (api *API) getUser(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
+	u, err := api.app.Store.GetUser(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return orNotFound(err, "user")
+	}
+	out, err := api.userWithGroups(r, u)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// patchUserRequest is the body of PATCH /users/{id}; absent (or null)
+// fields are left as they are.
+type patchUserRequest struct {
+	Disabled *bool     `json:"disabled"`
+	Roles    *[]string `json:"roles"`
+	Password *string   `json:"password"`
+}
+
+// PATCH /users/{id}. The changes are applied password first, then roles,
+// then the disabled flag; each is checked by the identity service before
+// it is applied, and the roles are checked before anything is applied, so
+// that a rejected request changes nothing.
+func (api *API) patchUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	var req patchUserRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if req.Disabled == nil && req.Roles == nil && req.Password == nil {
+		return invalid("nothing to change: give disabled, roles or password")
+	}
+	ctx := r.Context()
+	id := r.PathValue("id")
+	if _, err := api.app.Store.GetUser(ctx, id); err != nil {
+		return orNotFound(err, "user")
+	}
+	self := id == rc.admin.ID
+	if req.Roles != nil {
+		if err := checkRoles(*req.Roles); err != nil {
+			return err
+		}
+		if self && !slices.ContainsFunc(*req.Roles, func(s string) bool { return strings.TrimSpace(s) == model.RoleAdmin }) {
+			return conflict("you cannot remove the admin role from your own account")
+		}
+	}
+	if self && req.Disabled != nil && *req.Disabled {
+		return conflict("you cannot disable your own account")
+	}
+	if req.Password != nil {
+		if err := api.app.Identity.SetPassword(ctx, rc.actor(), id, *req.Password); err != nil {
+			return orNotFound(err, "user")
+		}
+	}
+	if req.Roles != nil {
+		if err := api.app.Identity.SetRoles(ctx, rc.actor(), id, *req.Roles); err != nil {
+			return orNotFound(err, "user")
+		}
+	}
+	if req.Disabled != nil {
+		if err := api.app.Identity.SetDisabled(ctx, rc.actor(), id, *req.Disabled); err != nil {
+			return orNotFound(err, "user")
+		}
+	}
+	return api.getUser(w, r, rc)
+}
+
+// checkRoles applies the identity service's rule for role names (see
+// identity.Service.SetRoles) before any change is made, so that a PATCH
+// that also changes the password cannot half-succeed.
+func checkRoles(roles []string) error {
+	for _, r := range roles {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if len(r) > 64 || !identity.ValidUsername(strings.ToLower(r)) {
+			return invalid("invalid role %q: use 1 to 64 characters from a-z, 0-9, '.', '_', '@' and '-'", r)
+		}
+	}
+	return nil
+}
+
+// POST /users/{id}/unlock
+func (api *API) unlockUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	if err := api.app.Identity.Unlock(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+		return orNotFound(err, "user")
+	}
+	return api.getUser(w, r, rc)
+}
+
+// DELETE /users/{id}
+func (api *API) deleteUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	id := r.PathValue("id")
+	if id == rc.admin.ID {
+		return conflict("you cannot delete your own account")
+	}
+	if err := api.app.Identity.DeleteUser(r.Context(), rc.actor(), id); err != nil {
+		return orNotFound(err, "user")
+	}
+	return noContent(w)
+}
