@@ -39,7 +39,8 @@ func TestAccessControl(t *testing.T) {
 		"redirect_uris": []string{wardtest.RedirectURI}, "grant_types": []string{"authorization_code"},
 		"scopes": []string{"openid", "ward:admin"}, "audience": []string{"https://api.other.example"}, "dpop_bound_access_tokens": true}})
 	wantStatus(t, r, 201, "")
-	otherAud := signInWith(t, in, "other-rs", "alice", "openid ward:admin").caller
+	// Without openid: an OIDC token is also addressed to the issuer (for userinfo).
+	otherAud := signInWith(t, in, "other-rs", "alice", "ward:admin").caller
 
 	before := len(events(t, in, model.EventAdminAccessDenied))
 	if before != 0 {
@@ -70,10 +71,10 @@ func TestAccessControl(t *testing.T) {
 		{"client_credentials token with ward:admin", robot, getUsers, 403, "access_denied", "not_a_user", ""},
 		{"bound token used as bearer", alice, req{method: "GET", path: "/users", authz: "Bearer " + alice.token, proof: "-"}, 401, "invalid_token", "bound_token_as_bearer", `DPoP algs="ES256`},
 		{"bound token without proof", &caller{in: in, token: alice.token}, req{method: "GET", path: "/users", authz: "DPoP " + alice.token}, 401, "invalid_dpop_proof", "dpop_missing", `error="invalid_dpop_proof"`},
-		{"replayed proof", alice, req{method: "GET", path: "/users", proof: replayed}, 401, "invalid_dpop_proof", "dpop_invalid", `error="invalid_dpop_proof"`},
-		{"proof for another URL", alice, req{method: "GET", path: "/users", proof: alice.proofFor(t, "GET", "/groups")}, 401, "invalid_dpop_proof", "dpop_invalid", `DPoP algs=`},
-		{"proof for another method", alice, req{method: "DELETE", path: "/users/" + bobID, proof: alice.proofFor(t, "GET", "/users/"+bobID)}, 401, "invalid_dpop_proof", "dpop_invalid", `DPoP algs=`},
-		{"proof by another key", alice, req{method: "GET", path: "/users", proof: (&caller{in: in, token: alice.token, signer: bob.signer}).proofFor(t, "GET", "/users")}, 401, "invalid_dpop_proof", "dpop_invalid", `DPoP algs=`},
+		{"replayed proof", alice, req{method: "GET", path: "/users", proof: replayed}, 401, "invalid_dpop_proof", "dpop_replay", `error="invalid_dpop_proof"`},
+		{"proof for another URL", alice, req{method: "GET", path: "/users", proof: alice.proofFor(t, "GET", "/groups")}, 401, "invalid_dpop_proof", "dpop_htu_mismatch", `DPoP algs=`},
+		{"proof for another method", alice, req{method: "DELETE", path: "/users/" + bobID, proof: alice.proofFor(t, "GET", "/users/"+bobID)}, 401, "invalid_dpop_proof", "dpop_htm_mismatch", `DPoP algs=`},
+		{"proof by another key", alice, req{method: "GET", path: "/users", proof: (&caller{in: in, token: alice.token, signer: bob.signer}).proofFor(t, "GET", "/users")}, 401, "invalid_dpop_proof", "dpop_jkt_mismatch", `DPoP algs=`},
 		{"token for another audience", otherAud, getUsers, 401, "invalid_token", "audience_mismatch", `DPoP algs="ES256`},
 		{"forged token", anon, req{method: "GET", path: "/users", authz: "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln"}, 401, "invalid_token", "token_invalid", `Bearer realm="ward", error="invalid_token"`},
 		{"unknown scheme", anon, req{method: "GET", path: "/users", authz: "Basic YWxpY2U6cHc="}, 400, "invalid_request", "invalid_request", `error="invalid_request"`},

@@ -120,6 +120,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	b := bus.NewLocal()
 	a.Bus = b
 	a.unsubAudit = b.Subscribe("audit", a.persistEvent)
+	b.Subscribe("session-revoker", a.revokeSessionsOnAccountChange)
 
 	a.TokenHasher = secret.NewHasher(a.KEK.Derive("token-hash"))
 

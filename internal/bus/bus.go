@@ -43,6 +43,7 @@ func NewLocal() *Local { return &Local{} }
 
 // Publish delivers e to every subscriber and joins their errors.
 func (b *Local) Publish(ctx context.Context, e *model.Event) error {
+	FillOrigin(ctx, e)
 	b.mu.RLock()
 	subs := b.subs
 	b.mu.RUnlock()
@@ -108,4 +109,38 @@ func (r *Recorder) Has(t model.EventType) bool {
 		}
 	}
 	return false
+}
+
+// Origin describes where a change came from: the request that caused it.
+type Origin struct {
+	IP            string
+	UserAgent     string
+	CorrelationID string
+}
+
+type originKey struct{}
+
+// WithOrigin attaches the request origin to ctx. Services publish events
+// with the ctx they were given, so every event a request causes records the
+// client IP, user agent and correlation id without the services knowing
+// about HTTP.
+func WithOrigin(ctx context.Context, o Origin) context.Context {
+	return context.WithValue(ctx, originKey{}, o)
+}
+
+// FillOrigin sets e's empty IP, UserAgent and CorrelationID from ctx.
+func FillOrigin(ctx context.Context, e *model.Event) {
+	o, ok := ctx.Value(originKey{}).(Origin)
+	if !ok {
+		return
+	}
+	if e.IP == "" {
+		e.IP = o.IP
+	}
+	if e.UserAgent == "" {
+		e.UserAgent = o.UserAgent
+	}
+	if e.CorrelationID == "" {
+		e.CorrelationID = o.CorrelationID
+	}
 }

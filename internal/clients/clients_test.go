@@ -361,3 +361,16 @@ func TestPublishFailureIsReturned(t *testing.T) {
 		t.Errorf("got %v, want the audit failure", err)
 	}
 }
+
+func TestValidateRejectsPrivateJWKS(t *testing.T) {
+	spec := Spec{ID: "pkj", Name: "PKJ", AuthMethod: "private_key_jwt", GrantTypes: []string{"client_credentials"},
+		JWKS: []byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cLyGrnpPbcyYFGV3QvV2cM"}]}`)}
+	err := Validate(spec)
+	if err == nil || !strings.Contains(err.Error(), "private") {
+		t.Fatalf("Validate = %v, want a refusal of private key material", err)
+	}
+	spec.JWKS = []byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`)
+	if err := Validate(spec); err != nil {
+		t.Fatalf("public key refused: %v", err)
+	}
+}

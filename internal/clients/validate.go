@@ -131,6 +131,22 @@ func Validate(s Spec) error {
 		} else if len(set.Keys) == 0 {
 			add("jwks", "has no keys")
 		}
+		// A client registers public keys only: a private or symmetric
+		// member means someone pasted the wrong file, and storing it would
+		// put a secret into a plaintext column.
+		for i, k := range set.Keys {
+			var members map[string]json.RawMessage
+			if json.Unmarshal(k, &members) != nil {
+				add(fmt.Sprintf("jwks.keys[%d]", i), "not a JSON object")
+				continue
+			}
+			for _, m := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+				if _, ok := members[m]; ok {
+					add(fmt.Sprintf("jwks.keys[%d]", i), "contains private or symmetric key material (%q); register public keys only", m)
+					break
+				}
+			}
+		}
 	}
 	if s.AccessTokenTTL < 0 {
 		add("access_token_ttl", "must not be negative")

@@ -252,13 +252,21 @@ type ctxKey int
 
 const corrKey ctxKey = 1
 
-// WithCorrelationID is middleware giving each request a correlation id
-// (X-Correlation-ID response header) that errors and logs share.
-func WithCorrelationID(next http.Handler) http.Handler {
+// WithRequestContext is middleware giving each request a correlation id
+// (X-Correlation-ID response header) that errors and logs share, and
+// attaching the request's origin (client IP under the trusted-proxy rule,
+// user agent, correlation id) for the events it causes.
+func WithRequestContext(next http.Handler, trusted []netip.Prefix) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := secret.RandomString(9)
 		w.Header().Set("X-Correlation-ID", id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), corrKey, id)))
+		ua := r.UserAgent()
+		if len(ua) > 256 {
+			ua = ua[:256]
+		}
+		ctx := context.WithValue(r.Context(), corrKey, id)
+		ctx = bus.WithOrigin(ctx, bus.Origin{IP: ClientIP(r, trusted).String(), UserAgent: ua, CorrelationID: id})
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -66,11 +66,10 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 			// At a resource every DPoP challenge is a 401 (RFC 9449 §7.1),
 			// and a nonce request carries a fresh nonce (§9) so clients that
 			// reuse the token endpoint's nonce can recover when it expires.
-			e := newErr(de.Code, de.Description).withReason("dpop_invalid")
+			e := newErr(de.Code, de.Description).withReason("dpop_" + string(de.Reason))
 			e.Status = http.StatusUnauthorized
 			if de.Code == ErrUseDPoPNonce && p.c.DPoP.Nonces != nil {
 				e.DPoPNonce = p.c.DPoP.Nonces.Nonce()
-				e.Reason = "dpop_nonce_required"
 			}
 			return nil, "DPoP", e
 		}
@@ -91,6 +90,10 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 func (p *Provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	setCORS(w, r)
 	c, scheme, e := p.AuthenticateResource(r)
+	if e == nil && !slices.Contains([]string(c.Claims.Audience), p.issuer) {
+		// RFC 9068 §4: a token for another resource is not for us.
+		e = newErr(ErrInvalidToken, "the access token is not intended for this server").withReason("wrong_audience")
+	}
 	if e == nil && (c.User == nil || !slices.Contains(strings.Fields(c.Claims.Scope), "openid")) {
 		e = newErr(ErrInsufficientScope, "the openid scope is required")
 	}

@@ -111,19 +111,11 @@ func (p *Provider) checkProof(r *http.Request, proofJWT, accessToken string) (*d
 	}
 	var de *dpop.Error
 	if !errors.As(err, &de) {
-		if errors.Is(err, dpop.ErrReplay) {
-			return nil, newErr(ErrInvalidDPoPProof, "DPoP proof replayed").withReason("dpop_replay")
-		}
-		return nil, serverError(err)
+		return nil, serverError(err) // the replay cache failed: fail closed
 	}
-	e := newErr(de.Code, de.Description)
-	e.Reason = "dpop_" + strings.ReplaceAll(strings.ToLower(de.Description), " ", "_")
-	if len(e.Reason) > 64 {
-		e.Reason = e.Reason[:64]
-	}
+	e := newErr(de.Code, de.Description).withReason("dpop_" + string(de.Reason))
 	if de.Code == ErrUseDPoPNonce && p.c.DPoP.Nonces != nil {
 		e.DPoPNonce = p.c.DPoP.Nonces.Nonce()
-		e.Reason = "dpop_nonce_required"
 	}
 	return nil, e
 }
@@ -349,6 +341,9 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	aud := c.Audience
 	if len(aud) == 0 {
 		aud = []string{p.issuer}
+	} else if g.user != nil && slices.Contains(strings.Fields(atScope), "openid") && !slices.Contains(aud, p.issuer) {
+		// An OIDC token is also for Ward's own userinfo endpoint.
+		aud = append(slices.Clone(aud), p.issuer)
 	}
 	claims := &tokens.AccessClaims{
 		Issuer: p.issuer, Audience: tokens.Audience(aud), IssuedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix(),

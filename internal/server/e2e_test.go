@@ -204,6 +204,10 @@ func TestCodeFlowAttacks(t *testing.T) {
 		form.Set("code", code2)
 		form.Set("code_verifier", verifier2)
 		wantError(t, do(t, in, call{path: "/token", proof: p, form: form}), 400, "invalid_dpop_proof")
+		evs, _ := in.App.Store.ListEvents(context.Background(), store.EventFilter{Types: []model.EventType{model.EventDPoPProofRejected}, Limit: 1})
+		if len(evs) != 1 || evs[0].Reason != "dpop_replay" || evs[0].ClientID != "spa" {
+			t.Fatalf("replay event = %+v, want reason dpop_replay", evs)
+		}
 	})
 	t.Run("proof for another URL or method", func(t *testing.T) {
 		code, verifier := codeFlow(t, in, "spa", s, nil)
@@ -373,5 +377,52 @@ func TestMFA(t *testing.T) {
 	r, _ = wardtest.Do(t, b, http.MethodGet, in.AuthorizeURL("web", challenge, url.Values{"prompt": {"login"}}), nil)
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("prompt=login: %d", r.StatusCode)
+	}
+}
+
+// Disabling a user or changing their password revokes their sessions at
+// once (a bus consumer), and the events a request causes carry its origin.
+func TestAccountChangesRevokeSessions(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{})
+	ctx := context.Background()
+	password := wardtest.BobPassword
+	signIn := func() (string, string) {
+		verifier, challenge := wardtest.PKCE()
+		loc := in.Login(t, in.Browser(), in.AuthorizeURL("web", challenge, nil), "bob", password, "")
+		r := do(t, in, call{path: "/token", basic: [2]string{"web", wardtest.WebSecret}, form: url.Values{"grant_type": {"authorization_code"},
+			"code": {loc.Query().Get("code")}, "code_verifier": {verifier}, "redirect_uri": {wardtest.RedirectURI}}})
+		if r.Status != 200 {
+			t.Fatalf("sign-in: %d %s", r.Status, r.Body)
+		}
+		return r.str("refresh_token"), claims(t, r.str("access_token"))["sid"].(string)
+	}
+	bob, err := in.App.Store.GetUserByUsername(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func() error
+		reason string
+	}{
+		{"password change", func() error { return in.App.Identity.SetPassword(ctx, "admin-1", bob.ID, "another-long-passphrase-9") }, "password_changed"},
+		{"disable", func() error { return in.App.Identity.SetDisabled(ctx, "admin-1", bob.ID, true) }, "user_disabled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt, sid := signIn()
+			if err := tc.change(); err != nil {
+				t.Fatal(err)
+			}
+			password = "another-long-passphrase-9"
+			wantError(t, do(t, in, call{path: "/token", basic: [2]string{"web", wardtest.WebSecret}, form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}}), 400, "invalid_grant")
+			sess, err := in.App.Store.GetSession(ctx, sid)
+			if err != nil || sess.RevokedAt.IsZero() || sess.RevokeCause != tc.reason {
+				t.Fatalf("session after %s: %+v, %v", tc.name, sess, err)
+			}
+			evs, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventSessionRevoked}, SessionID: sid})
+			if len(evs) != 1 || evs[0].Reason != tc.reason || evs[0].Actor != "admin-1" {
+				t.Fatalf("session.revoked events: %+v", evs)
+			}
+		})
 	}
 }

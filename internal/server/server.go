@@ -92,7 +92,7 @@ func New(a *app.App) (*Server, error) {
 			pages.Render(w, http.StatusOK, "callback.html", map[string]string{"Error": r.URL.Query().Get("error")})
 		})
 	}
-	return &Server{Handler: oauth.WithCorrelationID(mux), Provider: prov}, nil
+	return &Server{Handler: oauth.WithRequestContext(mux, trusted), Provider: prov}, nil
 }
 
 // replayCache picks the DPoP replay cache: in memory for the embedded
