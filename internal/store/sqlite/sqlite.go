@@ -30,6 +30,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/internal/sqlstore"
 )
@@ -40,7 +41,8 @@ var migrations embed.FS
 // Store is a store.Store on SQLite.
 type Store struct {
 	*sqlstore.Store
-	db *database
+	db     *database
+	events *eventWriter // group commit of AppendEvent (groupcommit.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -152,7 +154,22 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		db.checkpointer = newCheckpointer(cdb, o.checkpointEvery)
 	}
 	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows}
-	return &Store{Store: sqlstore.New(db, d, o.now), db: db}, nil
+	ss := sqlstore.New(db, d, o.now)
+	return &Store{Store: ss, db: db, events: newEventWriter(ss.AppendEvent, ss.AppendEvents)}, nil
+}
+
+// AppendEvent stores e and returns its sequence number. Concurrent calls
+// share a transaction (group commit, see groupcommit.go); each returns
+// once its own event is committed.
+func (s *Store) AppendEvent(ctx context.Context, e *model.Event) (int64, error) {
+	return s.events.append(ctx, e)
+}
+
+// Close writes the events already queued and releases the database;
+// calling it again is a no-op.
+func (s *Store) Close() error {
+	s.events.close()
+	return s.Store.Close()
 }
 
 func dsn(path string, q url.Values) string { return path + "?" + q.Encode() }
