@@ -123,6 +123,8 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newClientCmd(e),
 		newKeysCmd(e),
 		newLogsCmd(e),
+		newDeviceCmd(e),
+		newComplianceCmd(e),
 	)
 	return root
 }

@@ -121,6 +121,8 @@ func (api *API) routes() {
 	api.handle("DELETE /sessions/{id}", api.deleteSession)
 	// Audit log.
 	api.handle("GET /events", api.listEvents)
+	// Devices and compliance policies (devices.go).
+	api.deviceRoutes()
 }
 
 // handlerFunc is an admin handler. It writes a success response itself

@@ -21,6 +21,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
@@ -45,6 +46,7 @@ type App struct {
 	Keys        *tokens.KeyManager
 	Identity    *identity.Service
 	Clients     *clients.Service
+	Devices     *device.Service
 	TokenHasher *secret.Hasher
 
 	dev        *DevData
@@ -158,6 +160,13 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		Bus:    b,
 		Hasher: secret.NewHasher(a.KEK.Derive("client-secret")),
 		Now:    o.Now,
+	})
+	a.Devices = device.New(device.Options{
+		Store:    a.Store,
+		Bus:      b,
+		Now:      o.Now,
+		Log:      log,
+		NonceKey: a.KEK.Derive("device-posture-nonce"),
 	})
 
 	if err := errors.Join(a.applyStaticClients(ctx, o.LookupEnv), a.applyStaticUsers(ctx, o.LookupEnv)); err != nil {

@@ -26,6 +26,8 @@ const (
 	DevUsername      = "alice"
 	DevSPAClientID   = "demo-spa"
 	DevServiceClient = "demo-service"
+	// DevAgentClientID is the device agent's client (`ward device enroll`).
+	DevAgentClientID = "ward-agent"
 	// DevCredentialsFile, under data_dir, keeps the generated demo
 	// credentials (mode 0600): the store holds only their hashes.
 	DevCredentialsFile = "dev-credentials.json"
@@ -107,6 +109,19 @@ func DevServiceSpec() clients.Spec {
 	}
 }
 
+// DevAgentSpec is the device agent: public, device-code grant, sessions
+// bound to the device key (DPoP).
+func DevAgentSpec() clients.Spec {
+	return clients.Spec{
+		ID:                    DevAgentClientID,
+		Name:                  "Ward device agent",
+		AuthMethod:            model.AuthNone,
+		GrantTypes:            []string{model.GrantDeviceCode, model.GrantRefreshToken},
+		Scopes:                []string{"openid", "profile", "offline_access"},
+		DPoPBoundAccessTokens: true,
+	}
+}
+
 // ensureDevData creates the demo user and clients if missing and returns
 // their credentials, keeping generated ones in the dev credentials file.
 func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
@@ -176,6 +191,10 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, svc, secret.String(sec)); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", svc.ID, err)
 	}
+	agent := DevAgentSpec()
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, agent, ""); err != nil {
+		return nil, fmt.Errorf("demo client %s: %w", agent.ID, err)
+	}
 	if dirty {
 		if err := writeDevCredentials(path, creds); err != nil {
 			return nil, err
@@ -192,7 +211,7 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 		},
 		CredentialsFile: path,
 	}
-	for _, s := range []clients.Spec{spa, svc} {
+	for _, s := range []clients.Spec{spa, svc, agent} {
 		s.Normalize()
 		d.Clients = append(d.Clients, DevClient{
 			ID: s.ID, AuthMethod: s.AuthMethod, GrantTypes: s.GrantTypes, RedirectURIs: s.RedirectURIs,
@@ -242,6 +261,9 @@ func (a *App) DevBanner() string {
 		}
 		if c.DPoPBound {
 			fmt.Fprintf(&b, "    DPoP-bound access tokens required\n")
+		}
+		if c.ID == DevAgentClientID {
+			fmt.Fprintf(&b, "    enrol with:  ward device enroll --server %s\n", strings.TrimSuffix(d.Issuer, "/"))
 		}
 	}
 	fmt.Fprintf(&b, "\n  Credentials are kept in %s (mode 0600).\n%s\n", d.CredentialsFile, line)

@@ -37,4 +37,7 @@ func (a *App) Maintain(ctx context.Context) {
 	if err := a.Store.PurgeExpired(ctx, a.Now()); err != nil {
 		a.Log.WarnContext(ctx, "maintenance: purge expired records", "err", err)
 	}
+	if _, err := a.Devices.SweepStale(ctx); err != nil {
+		a.Log.WarnContext(ctx, "maintenance: device compliance sweep", "err", err)
+	}
 }

@@ -29,11 +29,15 @@ var allowed = map[string][]string{
 	// services: leaves only
 	"internal/identity": {"internal/model", "internal/secret", "internal/bus", "internal/store"},
 	"internal/clients":  {"internal/model", "internal/secret", "internal/bus", "internal/store"},
+	// The device service also verifies DPoP thumbprints and agent posture
+	// reports (agent/posture: a library without Ward dependencies but dpop).
+	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
 	// handlers: services and leaves, never a store implementation
 	"internal/oauth": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
 		"internal/web", "internal/identity", "internal/clients"},
 	"internal/admin": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
-		"internal/identity", "internal/clients", "internal/oauth", "internal/app"},
+		"internal/identity", "internal/clients", "internal/device", "internal/oauth", "internal/app"},
+	"internal/deviceapi": {"internal/model", "dpop", "internal/device", "internal/oauth"},
 }
 
 func TestImportRules(t *testing.T) {

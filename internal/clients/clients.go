@@ -242,19 +242,20 @@ func (s *Service) publish(ctx context.Context, t model.EventType, actor, clientI
 
 func fromSpec(s Spec, created time.Time) *model.Client {
 	return &model.Client{
-		ID:                      s.ID,
-		Name:                    s.Name,
-		TokenEndpointAuthMethod: s.AuthMethod,
-		RedirectURIs:            slices.Clone(s.RedirectURIs),
-		PostLogoutRedirectURIs:  slices.Clone(s.PostLogoutRedirectURIs),
-		GrantTypes:              slices.Clone(s.GrantTypes),
-		Scopes:                  slices.Clone(s.Scopes),
-		Audience:                slices.Clone(s.Audience),
-		JWKS:                    bytes.Clone(s.JWKS),
-		DPoPBoundAccessTokens:   s.DPoPBoundAccessTokens,
-		AccessTokenTTL:          s.AccessTokenTTL,
-		CreatedAt:               created,
-		UpdatedAt:               created,
+		ID:                       s.ID,
+		Name:                     s.Name,
+		TokenEndpointAuthMethod:  s.AuthMethod,
+		RedirectURIs:             slices.Clone(s.RedirectURIs),
+		PostLogoutRedirectURIs:   slices.Clone(s.PostLogoutRedirectURIs),
+		GrantTypes:               slices.Clone(s.GrantTypes),
+		Scopes:                   slices.Clone(s.Scopes),
+		Audience:                 slices.Clone(s.Audience),
+		JWKS:                     bytes.Clone(s.JWKS),
+		DPoPBoundAccessTokens:    s.DPoPBoundAccessTokens,
+		RequireProtectedSessions: s.RequireProtectedSessions,
+		AccessTokenTTL:           s.AccessTokenTTL,
+		CreatedAt:                created,
+		UpdatedAt:                created,
 	}
 }
 
@@ -271,6 +272,7 @@ func sameMetadata(a, b *model.Client) bool {
 		eq(a.Audience, b.Audience) &&
 		jsonEqual(a.JWKS, b.JWKS) &&
 		a.DPoPBoundAccessTokens == b.DPoPBoundAccessTokens &&
+		a.RequireProtectedSessions == b.RequireProtectedSessions &&
 		a.AccessTokenTTL == b.AccessTokenTTL
 }
 

@@ -50,8 +50,11 @@ type Spec struct {
 	Scopes                []string
 	Audience              []string
 	DPoPBoundAccessTokens bool
-	JWKS                  json.RawMessage
-	AccessTokenTTL        time.Duration // 0: server default
+	// RequireProtectedSessions: only sessions bound to the key of a
+	// registered, active device (token protection).
+	RequireProtectedSessions bool
+	JWKS                     json.RawMessage
+	AccessTokenTTL           time.Duration // 0: server default
 }
 
 // UsesSecret reports whether the auth method authenticates with a shared

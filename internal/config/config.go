@@ -161,6 +161,9 @@ type StaticClient struct {
 	Scopes                 []string      `koanf:"scopes"`
 	Audience               []string      `koanf:"audience"`
 	DPoPBoundAccessTokens  bool          `koanf:"dpop_bound_access_tokens"`
+	// RequireProtectedSessions accepts only sessions bound to the key of a
+	// registered, active device (token protection).
+	RequireProtectedSessions bool `koanf:"require_protected_sessions"`
 	// JWKS is the client's public key set as inline JSON (private_key_jwt).
 	JWKS string `koanf:"jwks"`
 }

@@ -273,15 +273,16 @@ func (c *Config) validateStaticUsers(v *validator) {
 // Spec converts a static client to the clients service's spec.
 func (sc StaticClient) Spec() clients.Spec {
 	s := clients.Spec{
-		ID:                     sc.ID,
-		Name:                   sc.Name,
-		AuthMethod:             sc.AuthMethod,
-		RedirectURIs:           sc.RedirectURIs,
-		PostLogoutRedirectURIs: sc.PostLogoutRedirectURIs,
-		GrantTypes:             sc.GrantTypes,
-		Scopes:                 sc.Scopes,
-		Audience:               sc.Audience,
-		DPoPBoundAccessTokens:  sc.DPoPBoundAccessTokens,
+		ID:                       sc.ID,
+		Name:                     sc.Name,
+		AuthMethod:               sc.AuthMethod,
+		RedirectURIs:             sc.RedirectURIs,
+		PostLogoutRedirectURIs:   sc.PostLogoutRedirectURIs,
+		GrantTypes:               sc.GrantTypes,
+		Scopes:                   sc.Scopes,
+		Audience:                 sc.Audience,
+		DPoPBoundAccessTokens:    sc.DPoPBoundAccessTokens,
+		RequireProtectedSessions: sc.RequireProtectedSessions,
 	}
 	if sc.JWKS != "" {
 		s.JWKS = json.RawMessage(sc.JWKS)

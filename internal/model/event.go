@@ -18,6 +18,8 @@ const (
 	EventDPoPProofRejected    EventType = "dpop.proof_rejected"
 	EventRefreshReuseDetected EventType = "session.refresh_reuse_detected"
 	EventCodeReuseDetected    EventType = "code.reuse_detected"
+	EventDeviceCodeApproved   EventType = "device_code.approved"
+	EventDeviceCodeDenied     EventType = "device_code.denied"
 	EventSessionCreated       EventType = "session.created"
 	EventSessionRevoked       EventType = "session.revoked"
 	EventSessionLoggedOut     EventType = "session.logged_out"
@@ -40,6 +42,18 @@ const (
 	EventAdminAccessDenied    EventType = "admin.access_denied"
 )
 
+// Device trust events (registered devices, posture, compliance).
+const (
+	EventDeviceRegistered        EventType = "device.registered"
+	EventDeviceDisabled          EventType = "device.disabled"
+	EventDeviceLost              EventType = "device.lost"
+	EventDeviceDeleted           EventType = "device.deleted"
+	EventDevicePostureReported   EventType = "device.posture_reported"
+	EventDevicePostureRejected   EventType = "device.posture_rejected"
+	EventDeviceComplianceChanged EventType = "device.compliance_changed"
+	EventCompliancePolicyChanged EventType = "compliance.policy_changed"
+)
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:      "W1000I",
@@ -52,6 +66,8 @@ var EventCodes = map[EventType]string{
 	EventDPoPProofRejected:    "W2004W",
 	EventRefreshReuseDetected: "W2005E",
 	EventCodeReuseDetected:    "W2006E",
+	EventDeviceCodeApproved:   "W2007I",
+	EventDeviceCodeDenied:     "W2008W",
 	EventSessionCreated:       "W3000I",
 	EventSessionRevoked:       "W3001I",
 	EventSessionLoggedOut:     "W3002I",
@@ -72,6 +88,15 @@ var EventCodes = map[EventType]string{
 	EventKeyRotated:           "W6001I",
 	EventKeyRetired:           "W6002I",
 	EventAdminAccessDenied:    "W7000W",
+
+	EventDeviceRegistered:        "W8000I",
+	EventDeviceDisabled:          "W8001I",
+	EventDeviceLost:              "W8002W",
+	EventDeviceDeleted:           "W8003I",
+	EventDevicePostureReported:   "W8004I",
+	EventDevicePostureRejected:   "W8005W",
+	EventDeviceComplianceChanged: "W8006W",
+	EventCompliancePolicyChanged: "W8100I",
 }
 
 // Outcomes.

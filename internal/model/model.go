@@ -86,9 +86,12 @@ type Client struct {
 	JWKS json.RawMessage
 	// DPoPBoundAccessTokens makes DPoP mandatory (RFC 9449 §5.2).
 	DPoPBoundAccessTokens bool
-	AccessTokenTTL        time.Duration // 0: server default
-	CreatedAt             time.Time
-	UpdatedAt             time.Time
+	// RequireProtectedSessions makes the client accept only sessions bound
+	// to the key of a registered, active device (token protection).
+	RequireProtectedSessions bool
+	AccessTokenTTL           time.Duration // 0: server default
+	CreatedAt                time.Time
+	UpdatedAt                time.Time
 }
 
 // Public reports whether the client has no credentials of its own.
@@ -143,7 +146,10 @@ type RefreshToken struct {
 	Scope     string
 	// JKT is the RFC 7638 thumbprint of the DPoP key the token is bound to
 	// (empty: unbound, allowed only for confidential clients).
-	JKT       string
+	JKT string
+	// DeviceID is the registered device whose key JKT is (empty: the key
+	// belongs to no registered device). Such a session is "protected".
+	DeviceID  string
 	AuthTime  time.Time
 	AMR       []string
 	ACR       string

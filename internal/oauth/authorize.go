@@ -62,7 +62,7 @@ func (p *Provider) parseAuthorize(ctx context.Context, q url.Values) (*authReque
 	if clientID == "" {
 		return nil, nil, newErr(ErrInvalidRequest, "client_id is required"), nil
 	}
-	c, err := p.c.Store.GetClient(ctx, clientID)
+	c, err := p.client(ctx, clientID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, newErr(ErrInvalidClient, "unknown client"), nil
 	} else if err != nil {
@@ -211,21 +211,61 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		p.redirectWithError(w, r, &redirectError{Error: newErr(ErrLoginRequired, "the user is not signed in"), redirectURI: req.RedirectURI, state: req.State})
 		return
 	}
-	p.renderLogin(w, r, req, client, "", "", http.StatusOK)
+	p.renderLogin(w, r, &interaction{Auth: req}, client, "", "", http.StatusOK)
 }
 
 const interactionTTL = 15 * time.Minute
 
-func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, req *authRequest, c *model.Client, username, msg string, status int) {
+// interaction is what a sign-in continues once the user is signed in:
+// exactly one of an authorization request (the code goes to the client's
+// redirect URI) or a device approval (RFC 8628: the user confirms a
+// device's request). It travels sealed in the sign-in pages.
+type interaction struct {
+	Auth   *authRequest   `json:"a,omitempty"`
+	Device *deviceRequest `json:"d,omitempty"`
+}
+
+// clientID names the client the sign-in is for ("" when the state is
+// empty or ambiguous, which callers treat as invalid).
+func (in *interaction) clientID() string {
+	switch {
+	case in == nil || (in.Auth == nil) == (in.Device == nil):
+		return ""
+	case in.Auth != nil:
+		return in.Auth.ClientID
+	default:
+		return in.Device.ClientID
+	}
+}
+
+// formOrigin is the extra origin the sign-in pages' forms may end up at
+// (the redirect URI's, for CSP form-action); a device approval stays on
+// Ward.
+func (in *interaction) formOrigin() string {
+	if in.Auth != nil {
+		return originOf(in.Auth.RedirectURI)
+	}
+	return ""
+}
+
+// dpopJKT is the DPoP key the client committed to, if any.
+func (in *interaction) dpopJKT() string {
+	if in.Auth != nil {
+		return in.Auth.DPoPJKT
+	}
+	return in.Device.DPoPJKT
+}
+
+func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, username, msg string, status int) {
 	csrf := p.csrfToken(w, r)
-	blob, err := p.seal("authreq", interactionTTL, csrf, req)
+	blob, err := p.seal("authreq", interactionTTL, csrf, in)
 	if err != nil {
 		p.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
 	p.c.Pages.Render(w, status, "login.html", web.LoginData{
 		ClientName: c.Name, Username: username, Error: msg, CSRF: csrf, Request: blob, Action: PathLogin,
-	}, originOf(req.RedirectURI))
+	}, in.formOrigin())
 }
 
 // resumeInteraction checks the CSRF token of a sign-in form post, opens
@@ -244,7 +284,7 @@ func (p *Provider) resumeInteraction(w http.ResponseWriter, r *http.Request, pur
 		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in expired", "This sign-in took too long or was altered. Go back to the application and start again.", corr)
 		return "", nil, false
 	}
-	c, err := p.c.Store.GetClient(r.Context(), clientID())
+	c, err := p.client(r.Context(), clientID())
 	if err != nil {
 		p.c.Pages.Error(w, http.StatusBadRequest, "Sign-in request rejected", "The application is no longer registered.", corr)
 		return "", nil, false
@@ -255,14 +295,14 @@ func (p *Provider) resumeInteraction(w http.ResponseWriter, r *http.Request, pur
 // mfaState is the sealed state between the password and the second factor.
 type mfaState struct {
 	UserID string       `json:"u"`
-	Req    *authRequest `json:"r"`
+	In     *interaction `json:"i"`
 }
 
 func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := p.info(r)
-	var req authRequest
-	csrf, c, ok := p.resumeInteraction(w, r, "authreq", "req", &req, func() string { return req.ClientID })
+	var in interaction
+	csrf, c, ok := p.resumeInteraction(w, r, "authreq", "req", &in, in.clientID)
 	if !ok {
 		return
 	}
@@ -270,7 +310,7 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 	u, err := p.c.Identity.CheckPassword(ctx, identity.Attempt{Username: username, Password: r.PostFormValue("password"), IP: ri.IP, UserAgent: ri.UserAgent})
 	if err != nil {
 		ev := ri.event(model.EventSignInFailed)
-		ev.Outcome, ev.Reason, ev.ClientID, ev.Actor = model.OutcomeFailure, identity.Reason(err), req.ClientID, "anonymous"
+		ev.Outcome, ev.Reason, ev.ClientID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, "anonymous"
 		// The typed username is not recorded: people type passwords into it.
 		// An existing account is named by its id instead.
 		ev.UserID = identity.FailedUserID(err)
@@ -286,14 +326,14 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 			p.c.Log.ErrorContext(ctx, "check password", "correlation_id", ri.CorrID, "err", err)
 			msg = "Sign-in failed. Try again."
 		}
-		p.renderLogin(w, r, &req, c, username, msg, http.StatusUnauthorized)
+		p.renderLogin(w, r, &in, c, username, msg, http.StatusUnauthorized)
 		return
 	}
 	if p.c.Identity.HasTOTP(u) {
-		p.renderMFA(w, r, &mfaState{UserID: u.ID, Req: &req}, c, csrf, "", http.StatusOK)
+		p.renderMFA(w, r, &mfaState{UserID: u.ID, In: &in}, c, csrf, "", http.StatusOK)
 		return
 	}
-	p.completeSignIn(w, r, &req, c, u, []string{"pwd"}, acrPassword)
+	p.completeSignIn(w, r, &in, c, u, []string{"pwd"}, acrPassword)
 }
 
 func (p *Provider) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf, msg string, status int) {
@@ -302,19 +342,14 @@ func (p *Provider) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaStat
 		p.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
-	p.c.Pages.Render(w, status, "mfa.html", web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA}, originOf(st.Req.RedirectURI))
+	p.c.Pages.Render(w, status, "mfa.html", web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA}, st.In.formOrigin())
 }
 
 func (p *Provider) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := p.info(r)
 	var st mfaState
-	csrf, c, ok := p.resumeInteraction(w, r, "mfa", "state", &st, func() string {
-		if st.Req == nil {
-			return ""
-		}
-		return st.Req.ClientID
-	})
+	csrf, c, ok := p.resumeInteraction(w, r, "mfa", "state", &st, func() string { return st.In.clientID() })
 	if !ok {
 		return
 	}
@@ -335,7 +370,7 @@ func (p *Provider) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		p.renderMFA(w, r, &st, c, csrf, msg, http.StatusUnauthorized)
 		return
 	}
-	p.completeSignIn(w, r, st.Req, c, u, []string{"pwd", "otp", "mfa"}, acrMFA)
+	p.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, acrMFA)
 }
 
 // Authentication context classes.
@@ -344,9 +379,10 @@ const (
 	acrMFA      = "urn:ward:acr:mfa"
 )
 
-// completeSignIn creates the SSO session, records the sign-in and issues
-// the code.
-func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, req *authRequest, c *model.Client, u *model.User, amr []string, acr string) {
+// completeSignIn creates the SSO session, records the sign-in and
+// continues the interaction: it issues the code of an authorization
+// request, or asks the user to confirm a device's request.
+func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, u *model.User, amr []string, acr string) {
 	ctx := r.Context()
 	ri := p.info(r)
 	now := p.c.Now()
@@ -362,11 +398,14 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, req *a
 	ev := ri.event(model.EventSignInSucceeded)
 	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
 	ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": acr}
+	if in.Device != nil {
+		ev.Data["flow"] = "device"
+	}
 	// The sign-in itself is bound when the client committed to a DPoP key
 	// (dpop_jkt); otherwise binding is decided at the token endpoint.
-	if req.DPoPJKT != "" {
+	if jkt := in.dpopJKT(); jkt != "" {
 		ev.Binding = model.BindingDPoP
-		ev.Data["jkt"] = req.DPoPJKT
+		ev.Data["jkt"] = jkt
 	} else {
 		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
 	}
@@ -375,7 +414,11 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, req *a
 		return
 	}
 	p.setSessionCookie(w, sess.ID, sess.ExpiresAt)
-	p.issueCode(w, r, req, c, sess)
+	if in.Device != nil {
+		p.renderDeviceConfirm(w, r, in.Device, c, sess, u)
+		return
+	}
+	p.issueCode(w, r, in.Auth, c, sess)
 }
 
 // issueCode stores a one-time code and redirects to the client.

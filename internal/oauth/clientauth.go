@@ -103,7 +103,7 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (*model.
 		}
 		return c, nil
 	}
-	c, err := p.c.Store.GetClient(ctx, id)
+	c, err := p.client(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, newErr(ErrInvalidClient, "client authentication failed").withReason("unknown_client")
 	} else if err != nil {
@@ -153,7 +153,7 @@ func (p *Provider) verifyClientAssertion(ctx context.Context, clientID, assertio
 	if clientID == "" || unverified.Issuer != clientID || unverified.Subject != clientID {
 		return fail("assertion_iss_sub_mismatch")
 	}
-	c, err := p.c.Store.GetClient(ctx, clientID)
+	c, err := p.client(ctx, clientID)
 	if errors.Is(err, store.ErrNotFound) {
 		return fail("unknown_client")
 	} else if err != nil {

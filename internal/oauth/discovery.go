@@ -3,6 +3,8 @@ package oauth
 import (
 	"net/http"
 	"strings"
+
+	"github.com/ward-idp/ward/internal/model"
 )
 
 // scopesSupported are the scopes Ward understands itself; clients may be
@@ -18,12 +20,13 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		"userinfo_endpoint":                                p.url(PathUserinfo),
 		"jwks_uri":                                         p.url(PathJWKS),
 		"pushed_authorization_request_endpoint":            p.url(PathPAR),
+		"device_authorization_endpoint":                    p.url(PathDeviceAuthorization),
 		"introspection_endpoint":                           p.url(PathIntrospect),
 		"revocation_endpoint":                              p.url(PathRevoke),
 		"end_session_endpoint":                             p.url(PathLogout),
 		"response_types_supported":                         []string{"code"},
 		"response_modes_supported":                         []string{"query"},
-		"grant_types_supported":                            []string{"authorization_code", "refresh_token", "client_credentials"},
+		"grant_types_supported":                            []string{"authorization_code", "refresh_token", "client_credentials", model.GrantDeviceCode},
 		"subject_types_supported":                          []string{"public"},
 		"id_token_signing_alg_values_supported":            []string{"ES256"},
 		"scopes_supported":                                 scopesSupported,

@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// OAuth and DPoP error codes (RFC 6749 §5.2, RFC 6750 §3.1, RFC 9449 §5, §7).
+// OAuth, DPoP and device-grant error codes (RFC 6749 §5.2, RFC 6750 §3.1,
+// RFC 9449 §5, §7, RFC 8628 §3.5).
 const (
 	ErrInvalidRequest          = "invalid_request"
 	ErrInvalidClient           = "invalid_client"
@@ -27,6 +28,10 @@ const (
 	ErrInvalidRequestURI       = "invalid_request_uri"
 	ErrInvalidRequestObject    = "invalid_request_object"
 	ErrRequestNotSupported     = "request_not_supported"
+	// Device authorization grant (RFC 8628 §3.5).
+	ErrAuthorizationPending = "authorization_pending"
+	ErrSlowDown             = "slow_down"
+	ErrExpiredToken         = "expired_token"
 )
 
 // Error is a protocol error: what the client is told. Description must be

@@ -1,8 +1,9 @@
 // Package oauth implements Ward's authorization server: discovery, JWKS,
 // the authorization endpoint with its sign-in interaction, pushed
-// authorization requests, the token endpoint (authorization_code,
-// refresh_token, client_credentials) with DPoP (RFC 9449), userinfo,
-// introspection, revocation and logout.
+// authorization requests, device authorization (RFC 8628), the token
+// endpoint (authorization_code, refresh_token, client_credentials,
+// device_code) with DPoP (RFC 9449), userinfo, introspection, revocation
+// and logout.
 //
 // Handlers parse requests and render responses; the protocol decisions
 // live in the grant functions, which return values or *Error.
@@ -36,6 +37,9 @@ type Lifetimes struct {
 	PushedRequest   time.Duration
 	SessionIdle     time.Duration
 	SessionAbsolute time.Duration
+	// DeviceCode is how long a device authorization (RFC 8628 device and
+	// user code) stays valid.
+	DeviceCode time.Duration
 }
 
 // Config wires the provider to its services.
@@ -57,14 +61,20 @@ type Config struct {
 	Now              func() time.Time
 	Log              *slog.Logger
 	Pages            *web.Pages
+	// Devices finds the registered device of a DPoP key (token
+	// protection); nil disables device binding.
+	Devices DeviceLookup
 }
 
 // Provider is the authorization server.
 type Provider struct {
 	c        Config
+	clients  *clientCache
 	issuer   string
 	secure   bool // issuer is https: cookies get Secure
 	dpopAlgs string
+	// userCodeLimit throttles wrong user codes per client IP (RFC 8628 §5.1).
+	userCodeLimit *attemptLimiter
 }
 
 // New returns a provider. Zero lifetimes get defaults.
@@ -82,17 +92,24 @@ func New(c Config) *Provider {
 	def(&l.PushedRequest, 90*time.Second)
 	def(&l.SessionIdle, 72*time.Hour)
 	def(&l.SessionAbsolute, 30*24*time.Hour)
+	def(&l.DeviceCode, 10*time.Minute)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
+	cc := newClientCache(c.Now)
+	if c.Bus != nil {
+		c.Bus.Subscribe("oauth-client-cache", cc.onEvent)
+	}
 	return &Provider{
-		c:        c,
-		issuer:   strings.TrimSuffix(c.Issuer, "/"),
-		secure:   strings.HasPrefix(c.Issuer, "https://"),
-		dpopAlgs: strings.Join(dpopAlgs(c.DPoP), " "),
+		c:             c,
+		clients:       cc,
+		issuer:        strings.TrimSuffix(c.Issuer, "/"),
+		secure:        strings.HasPrefix(c.Issuer, "https://"),
+		dpopAlgs:      strings.Join(dpopAlgs(c.DPoP), " "),
+		userCodeLimit: newAttemptLimiter(userCodeBurst, userCodeRefill, 10000),
 	}
 }
 
@@ -119,6 +136,12 @@ const (
 	PathLogout     = "/logout"
 	PathLogin      = "/login"
 	PathLoginMFA   = "/login/mfa"
+	// Device authorization grant (RFC 8628): the client's endpoint, the
+	// verification page where the user types the code, and the
+	// approve/deny form.
+	PathDeviceAuthorization = "/device_authorization"
+	PathDevice              = "/device"
+	PathDeviceConfirm       = "/device/confirm"
 )
 
 // Register adds the provider's routes to mux.
@@ -138,7 +161,11 @@ func (p *Provider) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathLogout, p.handleLogout)
 	mux.HandleFunc("POST "+PathLogin, p.handleLogin)
 	mux.HandleFunc("POST "+PathLoginMFA, p.handleLoginMFA)
-	for _, path := range []string{PathToken, PathPAR, PathIntrospect, PathRevoke, PathJWKS, PathUserinfo, "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
+	mux.HandleFunc("POST "+PathDeviceAuthorization, p.handleDeviceAuthorization)
+	mux.HandleFunc("GET "+PathDevice, p.handleDevicePage)
+	mux.HandleFunc("POST "+PathDevice, p.handleDeviceCode)
+	mux.HandleFunc("POST "+PathDeviceConfirm, p.handleDeviceConfirm)
+	for _, path := range []string{PathToken, PathPAR, PathDeviceAuthorization, PathIntrospect, PathRevoke, PathJWKS, PathUserinfo, "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
 		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
 	}
 }

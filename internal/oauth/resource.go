@@ -276,7 +276,7 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if postLogout != "" {
-		c, err := p.c.Store.GetClient(ctx, clientID)
+		c, err := p.client(ctx, clientID)
 		if err != nil || !slices.Contains(c.PostLogoutRedirectURIs, postLogout) {
 			p.c.Pages.Error(w, http.StatusBadRequest, "Sign-out request rejected", "post_logout_redirect_uri is not registered for this client.", ri.CorrID)
 			return

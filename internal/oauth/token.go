@@ -74,6 +74,8 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 		resp, e = p.grantRefreshToken(tr)
 	case model.GrantClientCredentials:
 		resp, e = p.grantClientCredentials(tr)
+	case model.GrantDeviceCode:
+		resp, e = p.grantDeviceCode(tr)
 	case "":
 		e = newErr(ErrInvalidRequest, "grant_type is required")
 	default:
@@ -130,8 +132,10 @@ func (p *Provider) tokenFailed(r *http.Request, clientID string, e *Error) {
 	if e.Code == ErrServerError {
 		p.c.Log.ErrorContext(r.Context(), "token endpoint", "correlation_id", ri.CorrID, "err", e.Cause)
 	}
-	if e.Code == ErrUseDPoPNonce {
-		return // the normal nonce handshake, not a failure worth a record
+	if e.Code == ErrUseDPoPNonce || e.Code == ErrAuthorizationPending {
+		// The normal nonce handshake and device polling (RFC 8628 §3.5)
+		// are not failures worth a record.
+		return
 	}
 	ev := ri.event(t)
 	ev.Outcome, ev.ClientID, ev.Actor = model.OutcomeFailure, clientID, clientID
@@ -360,6 +364,17 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	} else {
 		claims.Subject = c.ID
 	}
+	protection, why, dev, e := p.protection(ctx, tr)
+	if e != nil {
+		return nil, e
+	}
+	if e := requireProtection(c, protection, why); e != nil {
+		return nil, e
+	}
+	ev.Data["token_protection"] = protection
+	if why != "" {
+		ev.Data["token_protection_reason"] = why
+	}
 	if tr.proof != nil {
 		claims.Cnf = &tokens.Confirmation{JKT: tr.proof.JKT}
 		resp.TokenType = "DPoP"
@@ -367,6 +382,9 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 		ev.Data["jkt"] = tr.proof.JKT
 	} else {
 		ev.Binding, ev.BindingReason = model.BindingUnbound, model.UnboundNoProof
+	}
+	if dev != nil {
+		claims.DeviceID, ev.DeviceID = dev.ID, dev.ID
 	}
 	at, err := p.c.Keys.MintAccessToken(claims)
 	if err != nil {
@@ -386,9 +404,14 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 		if next.ExpiresAt.After(g.sess.ExpiresAt) {
 			next.ExpiresAt = g.sess.ExpiresAt
 		}
-		if c.Public() {
+		switch {
+		case dev != nil:
+			// A protected session: bound to the registered device's key,
+			// whatever the client type, so only that device can refresh it.
+			next.JKT, next.DeviceID = tr.proof.JKT, dev.ID
+		case c.Public():
 			next.JKT = tr.proof.JKT
-		} else if prev != nil {
+		case prev != nil:
 			next.JKT = prev.JKT
 		}
 		if prev != nil {
@@ -411,7 +434,9 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 		// A refresh that may not yield a new refresh token still uses up the old one.
 		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_not_renewable")
 	}
-	if g.sess != nil {
+	// The idle lifetime is counted in hours: touching the session at most
+	// once a minute saves a database write on almost every refresh.
+	if g.sess != nil && now.Sub(g.sess.LastSeen) >= time.Minute {
 		_ = p.c.Store.TouchSession(ctx, g.sess.ID, now)
 	}
 	if g.user != nil && slices.Contains(strings.Fields(g.scope), "openid") {

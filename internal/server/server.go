@@ -13,6 +13,7 @@ import (
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/admin"
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/deviceapi"
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
@@ -71,10 +72,12 @@ func New(a *app.App) (*Server, error) {
 		Now:            a.Now,
 		Log:            a.Log,
 		Pages:          pages,
+		Devices:        a.Devices,
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)
 	admin.New(a, prov).Register(mux)
+	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
 	mux.Handle("GET /static/", web.Static())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.Ping(r.Context()); err != nil {

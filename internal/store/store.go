@@ -54,6 +54,13 @@ type SessionFilter struct {
 	Limit      int       // 0: 100
 }
 
+// DeviceFilter selects devices. Zero fields do not filter.
+type DeviceFilter struct {
+	UserID string
+	Status string
+	Limit  int // 0: 100; max 1000
+}
+
 // Store is the whole persistence interface.
 type Store interface {
 	// Users. Usernames are unique (compared case-insensitively; stored as given
@@ -124,6 +131,33 @@ type Store interface {
 	// Events (the audit and sign-in log). AppendEvent assigns Seq.
 	AppendEvent(ctx context.Context, e *model.Event) (int64, error)
 	ListEvents(ctx context.Context, f EventFilter) ([]*StoredEvent, error)
+
+	// Devices. JKT is unique across devices (ErrAlreadyExists).
+	CreateDevice(ctx context.Context, d *model.Device) error
+	GetDevice(ctx context.Context, id string) (*model.Device, error)
+	GetDeviceByJKT(ctx context.Context, jkt string) (*model.Device, error)
+	ListDevices(ctx context.Context, f DeviceFilter) ([]*model.Device, error)
+	UpdateDevice(ctx context.Context, id string, fn func(*model.Device) error) (*model.Device, error)
+	DeleteDevice(ctx context.Context, id string) error
+	// RevokeDeviceSessions revokes every unrevoked session that holds a
+	// refresh token bound to the device (RefreshToken.DeviceID) and returns
+	// the session ids.
+	RevokeDeviceSessions(ctx context.Context, deviceID string, at time.Time, cause string) ([]string, error)
+
+	// Device authorization requests (RFC 8628). User codes are unique
+	// among unexpired requests (ErrAlreadyExists).
+	CreateDeviceCode(ctx context.Context, c *model.DeviceCode) error
+	GetDeviceCode(ctx context.Context, hash []byte) (*model.DeviceCode, error)
+	GetDeviceCodeByUserCode(ctx context.Context, userCode string) (*model.DeviceCode, error)
+	// UpdateDeviceCode loads the request by device-code hash, applies fn
+	// and saves atomically (approval, denial, polling time, redemption).
+	UpdateDeviceCode(ctx context.Context, hash []byte, fn func(*model.DeviceCode) error) (*model.DeviceCode, error)
+
+	// Compliance policies (at most one per platform; "*" for all).
+	PutCompliancePolicy(ctx context.Context, p *model.CompliancePolicy) error
+	GetCompliancePolicy(ctx context.Context, platform string) (*model.CompliancePolicy, error)
+	ListCompliancePolicies(ctx context.Context) ([]*model.CompliancePolicy, error)
+	DeleteCompliancePolicy(ctx context.Context, platform string) error
 
 	// RecordJTI stores a one-time key until exp; ErrReplay if present and
 	// unexpired. It backs the DPoP replay cache shared by all instances.

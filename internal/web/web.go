@@ -101,6 +101,33 @@ type LogoutData struct {
 	SignedOut bool
 }
 
+// DeviceData fills the page where the user types a device's user code
+// (RFC 8628 verification URI).
+type DeviceData struct {
+	UserCode string // prefilled, formatted XXXX-XXXX
+	Error    string
+	CSRF     string
+	Action   string
+}
+
+// DeviceConfirmData fills the page where the signed-in user approves or
+// denies a device's request.
+type DeviceConfirmData struct {
+	ClientName string
+	UserCode   string // formatted XXXX-XXXX, to compare with the device
+	Scopes     []string
+	Username   string
+	CSRF       string
+	State      string // signed interaction state
+	Action     string
+}
+
+// DeviceDoneData fills the result page of a device approval.
+type DeviceDoneData struct {
+	ClientName string
+	Approved   bool
+}
+
 // Render writes template name with data and status. formOrigins widen
 // the CSP form-action (see SecurityHeaders).
 func (p *Pages) Render(w http.ResponseWriter, status int, name string, data any, formOrigins ...string) {

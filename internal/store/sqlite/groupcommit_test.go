@@ -253,20 +253,38 @@ func TestGroupCommitCanceledWhileQueued(t *testing.T) {
 func TestGroupCommitCloseFlushes(t *testing.T) {
 	f := newFakeLog()
 	w := newEventWriter(f.one, f.many)
-	var res []result
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		res = queue(t, w, f, nil, "first", "a", "b")
-	}()
-	// Close while the writer is held with two appends queued: it must
-	// wait for them.
-	for len(w.reqs) < 2 {
-		time.Sleep(time.Millisecond)
+	res := make([]result, 3)
+	var wg sync.WaitGroup
+	appendAt := func(i int, id string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i].seq, res[i].err = w.append(context.Background(), &model.Event{ID: id, Type: model.EventTokenIssued})
+		}()
+	}
+	// Hold the writer inside the commit of "first", queue two more, and
+	// close while it is held: Close must wait for the queued events.
+	appendAt(0, "first")
+	<-f.entered
+	for i, id := range []string{"a", "b"} {
+		appendAt(i+1, id)
+		deadline := time.Now().Add(5 * time.Second)
+		for len(w.reqs) < i+1 { // the held writer cannot drain the queue
+			if time.Now().After(deadline) {
+				t.Fatalf("append %q never queued", id)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	closed := make(chan struct{})
 	go func() { w.close(); close(closed) }()
-	<-done
+	select {
+	case <-closed:
+		t.Fatal("close returned while events were still queued")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(f.gate)
+	wg.Wait()
 	<-closed
 	for i, r := range res {
 		if r.err != nil {

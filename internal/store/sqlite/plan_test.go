@@ -35,6 +35,18 @@ func TestQueryPlans(t *testing.T) {
 		{`DELETE FROM refresh_tokens WHERE expires_at <= $1`, "USING INDEX refresh_tokens_expires"},
 		{`DELETE FROM auth_codes WHERE expires_at <= $1`, "USING INDEX auth_codes_expires"},
 		{`DELETE FROM sessions WHERE expires_at <= $1`, "USING INDEX sessions_expires"},
+		// Devices: GetDeviceByJKT runs on every DPoP-bound request.
+		{`SELECT * FROM devices WHERE jkt = $1`, "SEARCH devices USING INDEX devices_jkt (jkt=?)"},
+		{`SELECT * FROM devices WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 100`, "USING INDEX devices_user"},
+		{`SELECT * FROM devices WHERE user_id = $1 AND status = $2 ORDER BY created_at DESC, id LIMIT 100`, "USING INDEX devices_user"},
+		{`SELECT * FROM devices ORDER BY created_at DESC, id LIMIT 100`, "USING INDEX devices_created"},
+		{`SELECT * FROM device_codes WHERE hash = $1`, "USING PRIMARY KEY"},
+		{`SELECT * FROM device_codes WHERE user_code = $1 AND expires_at > $2`, "USING INDEX device_codes_user_code"},
+		{`DELETE FROM device_codes WHERE expires_at <= $1`, "USING INDEX device_codes_expires"},
+		// RevokeDeviceSessions: the partial index on device_id, then sessions by id.
+		{`UPDATE sessions SET revoked_at = 1 WHERE revoked_at = 0 AND id IN
+			(SELECT session_id FROM refresh_tokens WHERE device_id = $1) RETURNING id`, "USING INDEX refresh_tokens_device"},
+		{`SELECT * FROM compliance_policies WHERE platform = $1`, "USING PRIMARY KEY"},
 	}
 	for _, tc := range tests {
 		rs, err := s.db.r.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+tc.query, "a", "b")
@@ -52,6 +64,7 @@ func TestQueryPlans(t *testing.T) {
 			plan = append(plan, detail)
 		}
 		rs.Close()
+		t.Logf("%s\n\t-> %s", strings.Join(strings.Fields(tc.query), " "), strings.Join(plan, "; "))
 		if got := strings.Join(plan, "; "); !strings.Contains(got, tc.want) {
 			t.Errorf("plan of %s:\n got  %s\n want %s", tc.query, got, tc.want)
 		}

@@ -64,6 +64,18 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"PurgeExpired", testPurgeExpired},
 		{"UpdateFnError", testUpdateFnError},
 		{"NotFound", testNotFound},
+		{"ProtectionFields", testProtectionFields},
+		{"DeviceRoundTrip", testDeviceRoundTrip},
+		{"DeviceConflicts", testDeviceConflicts},
+		{"ListDevices", testListDevices},
+		{"ListDevicesLimit", testListDevicesLimit},
+		{"UpdateDeleteDevice", testUpdateDeleteDevice},
+		{"RevokeDeviceSessions", testRevokeDeviceSessions},
+		{"DeviceCodeLifecycle", testDeviceCodeLifecycle},
+		{"DeviceCodeUserCode", testDeviceCodeUserCode},
+		{"DeviceCodeUserCodeConcurrent", testDeviceCodeUserCodeConcurrent},
+		{"DeviceCodeConcurrent", testDeviceCodeConcurrent},
+		{"CompliancePolicy", testCompliancePolicy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -212,16 +224,17 @@ func fullUser(id, username string) *model.User {
 func fullClient(id string) *model.Client {
 	return &model.Client{
 		ID: id, Name: "Client " + id, SecretHash: []byte{9, 8, 7, 0},
-		TokenEndpointAuthMethod: model.AuthPrivateKeyJWT,
-		RedirectURIs:            []string{"https://app.example/cb", "http://127.0.0.1/cb"},
-		PostLogoutRedirectURIs:  []string{"https://app.example/bye"},
-		GrantTypes:              []string{model.GrantAuthorizationCode, model.GrantRefreshToken},
-		Scopes:                  []string{"openid", "profile", "offline_access"},
-		Audience:                []string{"https://api.example"},
-		JWKS:                    json.RawMessage(`{"keys": [ {"kty":"EC","crv":"P-256","x":"f83O","y":"x_FE"} ]}`),
-		DPoPBoundAccessTokens:   true,
-		AccessTokenTTL:          90*time.Second + 5*time.Nanosecond,
-		CreatedAt:               at(0), UpdatedAt: at(time.Second),
+		TokenEndpointAuthMethod:  model.AuthPrivateKeyJWT,
+		RedirectURIs:             []string{"https://app.example/cb", "http://127.0.0.1/cb"},
+		PostLogoutRedirectURIs:   []string{"https://app.example/bye"},
+		GrantTypes:               []string{model.GrantAuthorizationCode, model.GrantRefreshToken},
+		Scopes:                   []string{"openid", "profile", "offline_access"},
+		Audience:                 []string{"https://api.example"},
+		JWKS:                     json.RawMessage(`{"keys": [ {"kty":"EC","crv":"P-256","x":"f83O","y":"x_FE"} ]}`),
+		DPoPBoundAccessTokens:    true,
+		RequireProtectedSessions: true,
+		AccessTokenTTL:           90*time.Second + 5*time.Nanosecond,
+		CreatedAt:                at(0), UpdatedAt: at(time.Second),
 	}
 }
 
@@ -237,7 +250,7 @@ func fullRefresh(hash, session string) *model.RefreshToken {
 	return &model.RefreshToken{
 		Hash: []byte(hash), SessionID: session, ClientID: "client-1", UserID: "user-1",
 		Scope: "openid offline_access", JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
-		AuthTime: at(-time.Minute), AMR: []string{"pwd"}, ACR: "1", CreatedAt: at(0),
+		DeviceID: "device-1", AuthTime: at(-time.Minute), AMR: []string{"pwd"}, ACR: "1", CreatedAt: at(0),
 		ExpiresAt: at(30 * 24 * time.Hour),
 	}
 }
@@ -478,9 +491,11 @@ func testClientUpdateDelete(t *testing.T, s store.Store) {
 	must(t, "CreateClient", s.CreateClient(ctx, fullClient("c1")))
 	want := fullClient("c1")
 	want.SecretHash, want.JWKS, want.DPoPBoundAccessTokens = []byte("new-hash"), nil, false
+	want.RequireProtectedSessions = false
 	want.GrantTypes, want.AccessTokenTTL, want.UpdatedAt = []string{model.GrantClientCredentials}, 0, at(time.Hour)
 	got, err := s.UpdateClient(ctx, "c1", func(c *model.Client) error {
 		c.SecretHash, c.JWKS, c.DPoPBoundAccessTokens = []byte("new-hash"), nil, false
+		c.RequireProtectedSessions = false
 		c.GrantTypes, c.AccessTokenTTL, c.UpdatedAt = []string{model.GrantClientCredentials}, 0, at(time.Hour)
 		return nil
 	})
@@ -1100,6 +1115,10 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 	cLive.ExpiresAt, cDead.ExpiresAt = live, dead
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, cLive))
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, cDead))
+	dcLive, dcDead := fullDeviceCode("dc-live", "LIVELIVE"), fullDeviceCode("dc-dead", "DEADDEAD")
+	dcLive.ExpiresAt, dcDead.ExpiresAt = live, dead
+	must(t, "CreateDeviceCode", s.CreateDeviceCode(ctx, dcLive))
+	must(t, "CreateDeviceCode", s.CreateDeviceCode(ctx, dcDead))
 	must(t, "CreatePushedRequest", s.CreatePushedRequest(ctx, &model.PushedRequest{RequestURI: "p-live", ExpiresAt: live}))
 	must(t, "CreatePushedRequest", s.CreatePushedRequest(ctx, &model.PushedRequest{RequestURI: "p-dead", ExpiresAt: dead}))
 	// The store's clock (real time) decides replays; the fixture clock decides the purge.
@@ -1122,6 +1141,8 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 		"refresh of dead":   func() error { _, err := s.GetRefreshToken(ctx, []byte("r-of-dead")); return err },
 		"code live":         func() error { _, err := s.ConsumeAuthCode(ctx, []byte("c-live"), now); return err },
 		"code dead":         func() error { _, err := s.ConsumeAuthCode(ctx, []byte("c-dead"), now); return err },
+		"device code live":  func() error { _, err := s.GetDeviceCode(ctx, []byte("dc-live")); return err },
+		"device code dead":  func() error { _, err := s.GetDeviceCode(ctx, []byte("dc-dead")); return err },
 		"par live":          func() error { _, err := s.ConsumePushedRequest(ctx, "p-live", now); return err },
 		"par dead at early": func() error { _, err := s.ConsumePushedRequest(ctx, "p-dead", at(0)); return err },
 	}
@@ -1136,6 +1157,8 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 		{"refresh of dead", store.ErrNotFound},
 		{"code live", nil},
 		{"code dead", store.ErrNotFound},
+		{"device code live", nil},
+		{"device code dead", store.ErrNotFound},
 		{"par live", nil},
 		{"par dead at early", store.ErrNotFound}, // purged, so not found even before its expiry
 	}
@@ -1164,6 +1187,8 @@ func testUpdateFnError(t *testing.T, s store.Store) {
 	must(t, "CreateGroup", s.CreateGroup(ctx, &model.Group{ID: "g1", Name: "admins", Members: []string{"u1"}}))
 	must(t, "CreateClient", s.CreateClient(ctx, fullClient("c1")))
 	must(t, "CreateSigningKey", s.CreateSigningKey(ctx, fullKey("k1", at(0))))
+	must(t, "CreateDevice", s.CreateDevice(ctx, fullDevice("d1", "u1", "jkt-1")))
+	must(t, "CreateDeviceCode", s.CreateDeviceCode(ctx, fullDeviceCode("dc1", "ABCDEFGH")))
 	wrapped := fmt.Errorf("wrapped: %w", errAbort)
 	tests := []struct {
 		name  string
@@ -1197,6 +1222,28 @@ func testUpdateFnError(t *testing.T, s store.Store) {
 			got, err := s.ListSigningKeys(ctx)
 			must(t, "ListSigningKeys", err)
 			sameList(t, "keys after failed update", got, []*model.SigningKey{fullKey("k1", at(0))}, normKey)
+		}},
+		{"device", func() (any, error) {
+			return s.UpdateDevice(ctx, "d1", func(d *model.Device) error {
+				d.Status, d.JKT, d.Posture = model.DeviceLost, "jkt-other", nil
+				return wrapped
+			})
+		}, func(t *testing.T) {
+			got, err := s.GetDevice(ctx, "d1")
+			must(t, "GetDevice", err)
+			same(t, "device after failed update", got, fullDevice("d1", "u1", "jkt-1"), normDevice)
+			_, err = s.GetDeviceByJKT(ctx, "jkt-other")
+			wantErr(t, "GetDeviceByJKT of the aborted JKT", err, store.ErrNotFound)
+		}},
+		{"device code", func() (any, error) {
+			return s.UpdateDeviceCode(ctx, []byte("dc1"), func(c *model.DeviceCode) error {
+				c.Status, c.UserID, c.UsedAt = model.DeviceCodeApproved, "mallory", at(time.Hour)
+				return wrapped
+			})
+		}, func(t *testing.T) {
+			got, err := s.GetDeviceCode(ctx, []byte("dc1"))
+			must(t, "GetDeviceCode", err)
+			same(t, "device code after failed update", got, fullDeviceCode("dc1", "ABCDEFGH"), normDeviceCode)
 		}},
 	}
 	for _, tc := range tests {
@@ -1255,6 +1302,21 @@ func testNotFound(t *testing.T, s store.Store) {
 			return err
 		}},
 		{"DeleteSigningKey", func() error { return s.DeleteSigningKey(ctx, "nope") }},
+		{"GetDevice", func() error { _, err := s.GetDevice(ctx, "nope"); return err }},
+		{"GetDeviceByJKT", func() error { _, err := s.GetDeviceByJKT(ctx, "nope"); return err }},
+		{"UpdateDevice", func() error {
+			_, err := s.UpdateDevice(ctx, "nope", func(*model.Device) error { called = true; return nil })
+			return err
+		}},
+		{"DeleteDevice", func() error { return s.DeleteDevice(ctx, "nope") }},
+		{"GetDeviceCode", func() error { _, err := s.GetDeviceCode(ctx, []byte("nope")); return err }},
+		{"GetDeviceCodeByUserCode", func() error { _, err := s.GetDeviceCodeByUserCode(ctx, "NOPE"); return err }},
+		{"UpdateDeviceCode", func() error {
+			_, err := s.UpdateDeviceCode(ctx, []byte("nope"), func(*model.DeviceCode) error { called = true; return nil })
+			return err
+		}},
+		{"GetCompliancePolicy", func() error { _, err := s.GetCompliancePolicy(ctx, "nope"); return err }},
+		{"DeleteCompliancePolicy", func() error { return s.DeleteCompliancePolicy(ctx, "nope") }},
 	}
 	for _, tc := range tests {
 		wantErr(t, tc.name, tc.run(), store.ErrNotFound)
@@ -1273,6 +1335,12 @@ func testNotFound(t *testing.T, s store.Store) {
 		{"ListSessions", func() (int, error) { l, err := s.ListSessions(ctx, store.SessionFilter{}); return len(l), err }},
 		{"ListEvents", func() (int, error) { l, err := s.ListEvents(ctx, store.EventFilter{}); return len(l), err }},
 		{"GroupsOfUser", func() (int, error) { l, err := s.GroupsOfUser(ctx, "nope"); return len(l), err }},
+		{"ListDevices", func() (int, error) { l, err := s.ListDevices(ctx, store.DeviceFilter{}); return len(l), err }},
+		{"ListCompliancePolicies", func() (int, error) { l, err := s.ListCompliancePolicies(ctx); return len(l), err }},
+		{"RevokeDeviceSessions", func() (int, error) {
+			l, err := s.RevokeDeviceSessions(ctx, "nope", at(0), "x")
+			return len(l), err
+		}},
 	}
 	for _, tc := range lists {
 		n, err := tc.run()

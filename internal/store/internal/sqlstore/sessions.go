@@ -159,7 +159,12 @@ func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.T
 // ---- refresh tokens ----
 
 const refreshCols = `hash, session_id, client_id, user_id, scope, jkt, auth_time, amr, acr,
-	created_at, expires_at, rotated_at`
+	created_at, expires_at, rotated_at, device_id`
+
+// refreshSelect reads refreshCols back; an unset device_id is stored as
+// NULL (see the partial index refresh_tokens_device).
+const refreshSelect = `hash, session_id, client_id, user_id, scope, jkt, auth_time, amr, acr,
+	created_at, expires_at, rotated_at, COALESCE(device_id, '')`
 
 func scanRefresh(r Row) (*model.RefreshToken, error) {
 	var (
@@ -168,7 +173,7 @@ func scanRefresh(r Row) (*model.RefreshToken, error) {
 		authTime, created, expires, rotated int64
 	)
 	if err := r.Scan(&t.Hash, &t.SessionID, &t.ClientID, &t.UserID, &t.Scope, &t.JKT, &authTime, &amr,
-		&t.ACR, &created, &expires, &rotated); err != nil {
+		&t.ACR, &created, &expires, &rotated, &t.DeviceID); err != nil {
 		return nil, err
 	}
 	var err error
@@ -183,11 +188,12 @@ func scanRefresh(r Row) (*model.RefreshToken, error) {
 }
 
 const insertRefresh = `INSERT INTO refresh_tokens (` + refreshCols + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 
 func refreshArgs(t *model.RefreshToken) []any {
 	return []any{t.Hash, t.SessionID, t.ClientID, t.UserID, t.Scope, t.JKT, micros(t.AuthTime),
-		jsonList(t.AMR), t.ACR, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt)}
+		jsonList(t.AMR), t.ACR, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt),
+		nullIfEmpty(t.DeviceID)}
 }
 
 func (s *Store) lockSession(ctx context.Context, q Querier, id string) error {
@@ -218,7 +224,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t *model.RefreshToken) e
 
 // GetRefreshToken returns a refresh token by hash.
 func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error) {
-	t, err := scanRefresh(s.db.Read().QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE hash = $1`, hash))
+	t, err := scanRefresh(s.db.Read().QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, hash))
 	return t, s.getErr("refresh token", err)
 }
 
@@ -240,7 +246,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.
 		}
 		var err error
 		old, err = scanRefresh(q.QueryRow(ctx, `UPDATE refresh_tokens SET rotated_at = $2
-			WHERE hash = $1 AND rotated_at = 0 RETURNING `+refreshCols, oldHash, micros(at)))
+			WHERE hash = $1 AND rotated_at = 0 RETURNING `+refreshSelect, oldHash, micros(at)))
 		if err == nil {
 			_, err = q.Exec(ctx, insertRefresh, refreshArgs(next)...)
 			return s.createErr("refresh token", err)
@@ -248,7 +254,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.
 		if !s.d.IsNoRows(err) {
 			return wrap("rotate refresh token", err)
 		}
-		old, err = scanRefresh(q.QueryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE hash = $1`, oldHash))
+		old, err = scanRefresh(q.QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, oldHash))
 		if err != nil {
 			return s.getErr("refresh token", err)
 		}
@@ -408,15 +414,16 @@ func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error 
 
 // ---- purge ----
 
-// PurgeExpired deletes authorization codes, pushed requests, JTIs and
-// refresh tokens whose expiry is at or before now, and sessions past
-// their absolute lifetime together with their refresh tokens. A zero
-// expiry counts as expired.
+// PurgeExpired deletes authorization codes, device authorization
+// requests, pushed requests, JTIs and refresh tokens whose expiry is at
+// or before now, and sessions past their absolute lifetime together with
+// their refresh tokens. A zero expiry counts as expired.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time) error {
 	n := micros(now)
 	return s.db.InTx(ctx, func(q Querier) error {
 		for _, stmt := range []string{
 			`DELETE FROM auth_codes WHERE expires_at <= $1`,
+			`DELETE FROM device_codes WHERE expires_at <= $1`,
 			`DELETE FROM pushed_requests WHERE expires_at <= $1`,
 			`DELETE FROM jtis WHERE exp <= $1`,
 			`DELETE FROM refresh_tokens WHERE expires_at <= $1`,

@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ward-idp/ward/agent/keystore"
+	"github.com/ward-idp/ward/agent/posture"
+)
+
+// Version is the agent version reported at registration.
+var Version = "dev"
+
+// ErrPostureNotSent: the device was enrolled and its configuration saved,
+// but the first posture report failed; `ward device posture --send`
+// retries it.
+var ErrPostureNotSent = errors.New("agent: enrolled, but the first posture report was not accepted")
+
+// EnrollOptions configure Enroll.
+type EnrollOptions struct {
+	// Server is the Ward issuer URL (https, or http on loopback).
+	Server string
+	// ClientID is the agent's OAuth client; "" means DefaultClientID.
+	ClientID string
+	// Scope is requested; "" means DefaultScope.
+	Scope string
+	// Store creates the device key (required).
+	Store keystore.Store
+	// KeyDir is recorded in the configuration so that later runs open the
+	// same store directory ("" for the store's default).
+	KeyDir string
+	// KeyName names the new device key; "" picks "device-<random>".
+	KeyName string
+	// Collector gathers the posture sent at registration; nil means
+	// posture.NewCollector().
+	Collector posture.Collector
+	// Prompt shows the user where to approve the sign-in (required). It is
+	// called once; polling starts when it returns.
+	Prompt func(verificationURI, verificationURIComplete, userCode string)
+	// HTTPClient supplies the base transport and timeout (default
+	// http.DefaultTransport, 30 s).
+	HTTPClient *http.Client
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Sleep waits between polls (default: a timer honouring ctx). Tests
+	// replace it to move a fake clock instead.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// ConfigPath is where the configuration is saved ("" for
+	// DefaultConfigPath).
+	ConfigPath string
+}
+
+// Enroll registers this device with a Ward server:
+//
+//  1. discovery;
+//  2. a new device key in the key store (non-exportable in a TPM);
+//  3. a device authorization request (RFC 8628) carrying a DPoP proof of
+//     the device key, which commits the grant to that key;
+//  4. Prompt shows the verification URI and user code; the user approves
+//     in a browser, on any device;
+//  5. polling the token endpoint, honouring interval, slow_down and
+//     expiry; the tokens are DPoP-bound to the device key;
+//  6. registration of the device key (POST /devices), then a first signed
+//     posture report;
+//  7. the configuration (with the refresh token) is saved, 0600.
+//
+// On failure before registration the new key is deleted again. If only
+// the posture report fails, Enroll returns the saved configuration and an
+// error wrapping ErrPostureNotSent.
+func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
+	if o.Store == nil {
+		return nil, errors.New("agent: enroll: no key store")
+	}
+	if o.Prompt == nil {
+		return nil, errors.New("agent: enroll: no prompt")
+	}
+	server, err := checkServerURL(o.Server)
+	if err != nil {
+		return nil, err
+	}
+	if o.ClientID == "" {
+		o.ClientID = DefaultClientID
+	}
+	if o.Scope == "" {
+		o.Scope = DefaultScope
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Sleep == nil {
+		o.Sleep = sleep
+	}
+	if o.Collector == nil {
+		o.Collector = posture.NewCollector()
+	}
+	if o.KeyName == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		o.KeyName = "device-" + hex.EncodeToString(b[:])
+	}
+	base, timeout := baseTransport(o.HTTPClient)
+	plain := &http.Client{Transport: base, Timeout: timeout, CheckRedirect: noRedirect}
+	meta, err := discover(ctx, plain, server)
+	if err != nil {
+		return nil, err
+	}
+	if meta.DeviceAuthorizationEndpoint == "" {
+		return nil, fmt.Errorf("agent: %s does not offer the device authorization grant (no device_authorization_endpoint)", server)
+	}
+
+	key, err := o.Store.Create(ctx, o.KeyName)
+	if err != nil {
+		if errors.Is(err, keystore.ErrExists) {
+			return nil, fmt.Errorf("agent: a device key named %q exists already; is this device enrolled? (%w)", o.KeyName, err)
+		}
+		return nil, fmt.Errorf("agent: create the device key: %w", err)
+	}
+	registered := false
+	defer func() {
+		if !registered {
+			_ = o.Store.Delete(context.WithoutCancel(ctx), o.KeyName)
+		}
+	}()
+
+	path := o.ConfigPath
+	if path == "" {
+		if path, err = DefaultConfigPath(); err != nil {
+			return nil, err
+		}
+	}
+	cfg := &Config{Server: server, ClientID: o.ClientID, KeyName: o.KeyName, KeyStorage: o.Store.Kind(), KeyDir: o.KeyDir}
+	c := &Client{cfg: cfg, store: o.Store, collector: o.Collector, now: o.Now, meta: meta}
+	if err := c.init(key, o.HTTPClient); err != nil {
+		return nil, err
+	}
+	cfg.JKT = c.signer.Thumbprint()
+
+	tr, err := c.deviceGrant(ctx, meta, o)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RefreshToken, cfg.AccessToken = Secret(tr.RefreshToken), Secret(tr.AccessToken)
+	cfg.TokenExpiry = expiry(o.Now(), tr.ExpiresIn)
+
+	p, err := c.Collect(ctx)
+	if err != nil {
+		c.revoke(ctx)
+		return nil, err
+	}
+	d, err := c.register(ctx, p, o.Store.Kind(), Version)
+	if err != nil {
+		c.revoke(ctx)
+		return nil, err
+	}
+	registered = true
+	c.mu.Lock()
+	c.cfg.DeviceID = d.ID
+	c.cfg.EnrolledAt = o.Now().UTC()
+	c.cfg.path = path
+	err = c.cfg.Save()
+	c.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("agent: the device was registered as %s but its configuration could not be saved: %w", d.ID, err)
+	}
+	// The session began before the device existed, so the server could not
+	// yet tie it to the device. Rotating the refresh token now makes it a
+	// protected session: bound to this registered device, revoked with it,
+	// and its access tokens carry the device id.
+	if _, err := c.Refresh(ctx); err != nil {
+		return c.Config(), fmt.Errorf("agent: the device was registered as %s but the session could not be bound to it: %w", d.ID, err)
+	}
+	if _, err := c.SendPosture(ctx, p); err != nil {
+		return c.Config(), fmt.Errorf("%w: %w", ErrPostureNotSent, err)
+	}
+	return c.Config(), nil
+}
+
+// deviceGrant runs the device authorization request and polls for the
+// tokens.
+func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOptions) (*tokenResponse, error) {
+	var da struct {
+		DeviceCode              string `json:"device_code"`
+		UserCode                string `json:"user_code"`
+		VerificationURI         string `json:"verification_uri"`
+		VerificationURIComplete string `json:"verification_uri_complete"`
+		ExpiresIn               int64  `json:"expires_in"`
+		Interval                int64  `json:"interval"`
+	}
+	if err := postForm(ctx, c.hc, meta.DeviceAuthorizationEndpoint, "device authorization",
+		url.Values{"client_id": {o.ClientID}, "scope": {o.Scope}}, &da); err != nil {
+		return nil, err
+	}
+	if da.DeviceCode == "" || da.UserCode == "" || da.VerificationURI == "" {
+		return nil, errors.New("agent: device authorization: incomplete response")
+	}
+	interval := 5 * time.Second // RFC 8628 §3.2 default
+	if da.Interval > 0 {
+		interval = time.Duration(da.Interval) * time.Second
+	}
+	deadline := o.Now().Add(time.Duration(da.ExpiresIn) * time.Second)
+	if da.ExpiresIn <= 0 {
+		deadline = o.Now().Add(10 * time.Minute)
+	}
+	o.Prompt(da.VerificationURI, da.VerificationURIComplete, da.UserCode)
+
+	form := url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}, "client_id": {o.ClientID}}
+	for {
+		if err := o.Sleep(ctx, interval); err != nil {
+			return nil, err
+		}
+		if !o.Now().Before(deadline) {
+			return nil, ErrExpired
+		}
+		var tr tokenResponse
+		err := postForm(ctx, c.hc, meta.TokenEndpoint, "device token", form, &tr)
+		if err == nil {
+			if err := checkToken(&tr, true); err != nil {
+				return nil, err
+			}
+			return &tr, nil
+		}
+		var oe *OAuthError
+		if !errors.As(err, &oe) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		switch oe.Code {
+		case "authorization_pending":
+		case "slow_down":
+			interval += 5 * time.Second // RFC 8628 §3.5
+		case "expired_token":
+			return nil, ErrExpired
+		case "access_denied":
+			return nil, ErrDenied
+		default:
+			return nil, err
+		}
+	}
+}
+
+// revoke gives up a session that will not be used (best effort).
+func (c *Client) revoke(ctx context.Context) {
+	if c.meta == nil || c.meta.RevocationEndpoint == "" || c.cfg.RefreshToken == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var ignored map[string]any
+	_ = postForm(ctx, c.hc, c.meta.RevocationEndpoint, "revocation", url.Values{
+		"token": {c.cfg.RefreshToken.Reveal()}, "token_type_hint": {"refresh_token"}, "client_id": {c.cfg.ClientID}}, &ignored)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

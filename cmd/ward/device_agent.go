@@ -1,0 +1,335 @@
+package main
+
+// The device agent's commands: `ward device enroll | posture | curl |
+// status`. They run on the device (no server configuration, no store):
+// they talk to a Ward server over HTTP as the agent client, with the
+// device key.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ward-idp/ward/agent"
+	"github.com/ward-idp/ward/agent/posture"
+)
+
+// agentHooks let tests replace what the agent commands take from the
+// machine: the posture collector and the HTTP client. nil means the real
+// ones.
+var agentHooks struct {
+	collector  posture.Collector
+	httpClient *http.Client
+	sleep      func(ctx context.Context, d time.Duration) error
+	now        func() time.Time
+}
+
+// newDeviceAgentCmd is a stand-alone `device` parent holding only the
+// agent commands, for use while no admin `device` command exists.
+func newDeviceAgentCmd(e *cliEnv) *cobra.Command {
+	cmd := groupCmd("device", "Enrol this device and act as its agent")
+	addAgentCommands(cmd, e)
+	return cmd
+}
+
+// addAgentCommands adds the agent's subcommands to the `device` command.
+func addAgentCommands(device *cobra.Command, e *cliEnv) {
+	var cfgPath string
+	configFlag := func(c *cobra.Command) {
+		def, _ := e.lookupEnv("WARD_AGENT_CONFIG")
+		c.Flags().StringVar(&cfgPath, "agent-config", def, "agent configuration file (default $WARD_AGENT_CONFIG or <user config dir>/ward/agent.json)")
+	}
+	openClient := func(ctx context.Context) (*agent.Client, error) {
+		return agent.Load(ctx, cfgPath, agent.Options{Collector: agentHooks.collector, HTTPClient: agentHooks.httpClient, Now: agentHooks.now})
+	}
+
+	device.AddCommand(
+		newEnrollCmd(e, &cfgPath, configFlag),
+		newPostureCmd(e, configFlag, openClient),
+		newCurlCmd(e, configFlag, openClient),
+		newAgentStatusCmd(e, &cfgPath, configFlag, openClient),
+	)
+}
+
+func newEnrollCmd(e *cliEnv, cfgPath *string, configFlag func(*cobra.Command)) *cobra.Command {
+	var server, clientID, keyStore, keyDir string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "enroll --server URL",
+		Short: "Register this device with a Ward server (device-code sign-in)",
+		Long: `Register this device: create a device key (in the TPM when there is one),
+sign in through the device authorization grant (open the address shown, type
+the code, sign in and approve), register the key and send a first signed
+posture report. The session is bound to the device key and saved with mode
+0600 in the agent configuration.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			var old *agent.Config
+			if c, err := agent.LoadConfig(*cfgPath); err == nil {
+				if !force {
+					return fmt.Errorf("this device is already enrolled at %s as %s (config %s); use --force to enrol it again", c.Server, c.DeviceID, c.Path())
+				}
+				old = c
+			} else if !errors.Is(err, agent.ErrNotEnrolled) && !force {
+				return err
+			}
+			store, err := agent.OpenStore(keyStore, keyDir)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			defer store.Close()
+			cfg, err := agent.Enroll(ctx, agent.EnrollOptions{
+				Server: server, ClientID: clientID, Store: store, KeyDir: keyDir,
+				Collector: agentHooks.collector, HTTPClient: agentHooks.httpClient, Sleep: agentHooks.sleep,
+				Now:        agentHooks.now,
+				ConfigPath: *cfgPath,
+				Prompt: func(uri, complete, code string) {
+					fmt.Fprintf(e.stdout, "To enrol this device, open\n\n    %s\n\nand enter the code\n\n    %s\n\n", uri, code)
+					if complete != "" {
+						fmt.Fprintf(e.stdout, "(or open %s)\n\n", complete)
+					}
+					fmt.Fprintln(e.stdout, "Waiting for approval…")
+				},
+			})
+			if cfg == nil {
+				if errors.Is(err, context.Canceled) {
+					return errors.New("enrolment cancelled")
+				}
+				return err
+			}
+			if old != nil && old.KeyName != "" && old.KeyName != cfg.KeyName && old.KeyStorage == store.Kind() && old.KeyDir == keyDir {
+				_ = store.Delete(context.WithoutCancel(ctx), old.KeyName) // the previous device key is of no further use
+			}
+			fmt.Fprintf(e.stdout, "Enrolled: device %s, key %s (%s storage), configuration %s\n", cfg.DeviceID, cfg.JKT, cfg.KeyStorage, cfg.Path())
+			if err != nil {
+				return err // ErrPostureNotSent
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&server, "server", "", "Ward issuer URL, e.g. https://id.example.com")
+	f.StringVar(&clientID, "client-id", agent.DefaultClientID, "OAuth client of the agent")
+	f.StringVar(&keyStore, "key-store", "auto", "where the device key lives: auto (TPM if present), file or tpm")
+	f.StringVar(&keyDir, "key-dir", "", "key store directory (default <user config dir>/ward/keys or tpm-keys)")
+	f.BoolVar(&force, "force", false, "enrol again even if this device is enrolled already")
+	_ = cmd.MarkFlagRequired("server")
+	configFlag(cmd)
+	return cmd
+}
+
+func newPostureCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
+	var send bool
+	cmd := &cobra.Command{
+		Use:   "posture [--send]",
+		Short: "Show this device's security posture; --send reports it to the server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if !send {
+				col := agentHooks.collector
+				if col == nil {
+					col = posture.NewCollector()
+				}
+				p, err := col.Collect(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(e.stdout, p.Table())
+				return nil
+			}
+			c, err := openClient(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			p, err := c.Collect(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(e.stdout, p.Table())
+			d, err := c.SendPosture(ctx, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "\nReported. Compliance: %s\n", d.Compliance)
+			printFailures(e.stdout, d.Failures)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&send, "send", false, "sign the posture with the device key and report it")
+	configFlag(cmd)
+	return cmd
+}
+
+func newCurlCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
+	var method, data string
+	var headers []string
+	cmd := &cobra.Command{
+		Use:   "curl URL [-X METHOD] [-d DATA]",
+		Short: "Send a request with the device's DPoP-bound access token",
+		Long: `Send an HTTP request with the device's access token and a fresh DPoP proof
+signed by the device key. A URL starting with / is relative to the server.
+The status line goes to stderr, the body to stdout; the exit code is 1 for
+HTTP status 400 and above. -d @FILE reads the body from FILE (@- from stdin).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := openClient(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			u := args[0]
+			if strings.HasPrefix(u, "/") {
+				u = c.Config().Server + u
+			}
+			var body []byte
+			hasBody := cmd.Flags().Changed("data")
+			if hasBody {
+				if body, err = readData(e, data); err != nil {
+					return err
+				}
+			}
+			if method == "" {
+				method = http.MethodGet
+				if hasBody {
+					method = http.MethodPost
+				}
+			}
+			var rd io.Reader
+			if hasBody {
+				rd = bytes.NewReader(body) // replayable: a refresh-and-retry can resend it
+			}
+			req, err := http.NewRequestWithContext(ctx, strings.ToUpper(method), u, rd)
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			if hasBody {
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
+			for _, h := range headers {
+				k, v, ok := strings.Cut(h, ":")
+				if !ok || strings.TrimSpace(k) == "" {
+					return &exitError{code: exitUsage, err: fmt.Errorf("header %q: want \"Name: value\"", h)}
+				}
+				req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+			}
+			resp, err := c.HTTPClient().Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			fmt.Fprintf(e.stderr, "%s %s\n", resp.Proto, resp.Status)
+			if _, err := io.Copy(e.stdout, resp.Body); err != nil {
+				return err
+			}
+			if resp.StatusCode >= 400 {
+				return &exitError{code: exitFailure, err: fmt.Errorf("HTTP status %d", resp.StatusCode)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&method, "request", "X", "", "HTTP method (default GET, or POST with -d)")
+	f.StringVarP(&data, "data", "d", "", "request body (form-encoded unless -H sets Content-Type); @FILE or @- to read it")
+	f.StringArrayVarP(&headers, "header", "H", nil, "extra header \"Name: value\" (repeatable)")
+	configFlag(cmd)
+	return cmd
+}
+
+// readData returns the -d value, reading @FILE or @- (stdin).
+func readData(e *cliEnv, data string) ([]byte, error) {
+	name, ok := strings.CutPrefix(data, "@")
+	if !ok {
+		return []byte(data), nil
+	}
+	if name == "-" {
+		return io.ReadAll(io.LimitReader(e.reader(), 64<<20))
+	}
+	return os.ReadFile(name)
+}
+
+func newAgentStatusCmd(e *cliEnv, cfgPath *string, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this device's enrolment and its compliance on the server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, err := agent.LoadConfig(*cfgPath)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+			row("Server", cfg.Server)
+			row("Client", cfg.ClientID)
+			row("Device", dash(cfg.DeviceID))
+			row("Key", fmt.Sprintf("%s (%s storage)", cfg.KeyName, cfg.KeyStorage))
+			row("Key thumbprint", dash(cfg.JKT))
+			row("Configuration", cfg.Path())
+			if !cfg.EnrolledAt.IsZero() {
+				row("Enrolled", cfg.EnrolledAt.UTC().Format(time.RFC3339))
+			}
+			c, err := openClient(ctx)
+			if err != nil {
+				tw.Flush()
+				return err
+			}
+			defer c.Close()
+			d, err := c.Device(ctx)
+			if err != nil {
+				tw.Flush()
+				return err
+			}
+			row("Status", d.Status)
+			row("Compliance", d.Compliance)
+			if !d.PostureAt.IsZero() {
+				row("Last posture report", d.PostureAt.UTC().Format(time.RFC3339))
+			}
+			if !d.LastSeen.IsZero() {
+				row("Last seen", d.LastSeen.UTC().Format(time.RFC3339))
+			}
+			if exp := c.Config().TokenExpiry; !exp.IsZero() {
+				row("Access token valid until", exp.UTC().Format(time.RFC3339))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			printFailures(e.stdout, d.Failures)
+			return nil
+		},
+	}
+	configFlag(cmd)
+	return cmd
+}
+
+func printFailures(w io.Writer, fs []agent.ComplianceFailure) {
+	if len(fs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Failing compliance rules:")
+	for _, f := range fs {
+		line := "  - " + f.Rule
+		if f.Detail != "" {
+			line += ": " + f.Detail
+		}
+		if f.Fix != "" {
+			line += " (fix: " + f.Fix + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+}

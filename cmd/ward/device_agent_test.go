@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ward-idp/ward/agent"
+	"github.com/ward-idp/ward/agent/posture"
+	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/wardtest"
+)
+
+// runAgentCLI runs ward with args, making sure the agent commands are
+// reachable under `device` whether or not the admin `device` command is
+// wired yet.
+func runAgentCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, environ: []string{}}
+	lastStdout = &out
+	root := newRootCmd(e)
+	var dev *cobra.Command
+	for _, c := range root.Commands() {
+		if c.Name() == "device" {
+			dev = c
+		}
+	}
+	switch {
+	case dev == nil:
+		root.AddCommand(newDeviceAgentCmd(e))
+	default:
+		if sub, _, err := dev.Find([]string{"enroll"}); err != nil || sub == dev {
+			addAgentCommands(dev, e)
+		}
+	}
+	root.SetArgs(args)
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	code := exitOK
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(e.stderr, "ward:", err)
+		code = exitFailure
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		} else if isUsageError(err) {
+			code = exitUsage
+		}
+	}
+	return out.String(), errb.String(), code
+}
+
+// lastStdout is the stdout of the command running now.
+var lastStdout *bytes.Buffer
+
+type cliCollector struct{ now func() time.Time }
+
+func (c cliCollector) Collect(context.Context) (*posture.Posture, error) {
+	return &posture.Posture{Platform: "linux", OSName: "Debian GNU/Linux", OSVersion: "12", Hostname: "cli-box",
+		DiskEncrypted: posture.Yes, UserIsAdmin: posture.No, FirewallEnabled: posture.Yes, CollectedAt: c.now().UTC()}, nil
+}
+
+var userCodeRE = regexp.MustCompile(`(?m)^\s+([A-Z]{4}-[A-Z]{4})\s*$`)
+
+func TestAgentCommands(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
+			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
+			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true})
+	}})
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "agent.json")
+	keyDir := filepath.Join(dir, "keys")
+	b := in.Browser()
+	approved := false
+	agentHooks.collector = cliCollector{now: in.Clock.Now}
+	agentHooks.now = in.Clock.Now
+	// Polling: the first wait is when the user approves in the browser;
+	// every wait moves the server's clock instead of sleeping.
+	agentHooks.sleep = func(ctx context.Context, d time.Duration) error {
+		if !approved {
+			approved = true
+			m := userCodeRE.FindStringSubmatch(lastStdout.String())
+			if m == nil {
+				t.Fatalf("no user code in the output: %s", lastStdout.String())
+			}
+			approveInBrowser(t, in, b, m[1])
+		}
+		in.Clock.Advance(d)
+		return ctx.Err()
+	}
+	t.Cleanup(func() { agentHooks.collector, agentHooks.sleep, agentHooks.now = nil, nil, nil })
+	cf := "--agent-config=" + cfgPath
+
+	out, errs, code := runAgentCLI(t, "", "device", "enroll", "--server", in.URL, "--key-store", "file", "--key-dir", keyDir, cf)
+	if code != 0 || !strings.Contains(out, in.URL+"/device") || !strings.Contains(out, "Enrolled: device ") {
+		t.Fatalf("enroll: exit %d\n%s\n%s", code, out, errs)
+	}
+	t.Logf("enroll:\n%s%s", out, errs)
+	if st, err := os.Stat(cfgPath); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("config: %v %v", st, err)
+	}
+	cfg, err := agent.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out+errs, cfg.RefreshToken.Reveal()) {
+		t.Error("the refresh token was printed")
+	}
+
+	if _, errs, code := runAgentCLI(t, "", "device", "enroll", "--server", in.URL, cf); code == 0 || !strings.Contains(errs, "already enrolled") {
+		t.Errorf("second enroll: exit %d %s", code, errs)
+	}
+
+	out, errs, code = runAgentCLI(t, "", "device", "status", cf)
+	t.Logf("status:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(out, cfg.DeviceID) || !regexp.MustCompile(`Status:\s+active`).MatchString(out) || !strings.Contains(out, "Compliance:") {
+		t.Errorf("status: exit %d\n%s\n%s", code, out, errs)
+	}
+
+	alice, _ := in.App.Store.GetUserByUsername(context.Background(), "alice")
+	out, errs, code = runAgentCLI(t, "", "device", "curl", "/userinfo", cf)
+	if code != 0 || !strings.Contains(out, alice.ID) || !strings.Contains(errs, "200 OK") {
+		t.Errorf("curl /userinfo: exit %d\n%s\n%s", code, out, errs)
+	}
+	out, errs, code = runAgentCLI(t, "", "device", "curl", in.URL+"/userinfo", "-X", "POST", "-d", "a=1", cf)
+	if code != 0 || !strings.Contains(out, alice.ID) {
+		t.Errorf("curl -X POST -d: exit %d\n%s\n%s", code, out, errs)
+	}
+	_, errs, code = runAgentCLI(t, "", "device", "curl", "/devices/not-mine", cf)
+	if code != exitFailure || !strings.Contains(errs, "404") {
+		t.Errorf("curl 404: exit %d %s", code, errs)
+	}
+
+	out, errs, code = runAgentCLI(t, "", "device", "posture", cf)
+	if code != 0 || !strings.Contains(out, "Disk encrypted") || !strings.Contains(out, "cli-box") {
+		t.Errorf("posture: exit %d\n%s\n%s", code, out, errs)
+	}
+	out, errs, code = runAgentCLI(t, "", "device", "posture", "--send", cf)
+	t.Logf("posture --send:\n%s%s", out, errs)
+	if code != 0 || !strings.Contains(out, "Reported. Compliance:") {
+		t.Errorf("posture --send: exit %d\n%s\n%s", code, out, errs)
+	}
+
+	if _, errs, code := runAgentCLI(t, "", "device", "status", "--agent-config", filepath.Join(dir, "none.json")); code == 0 || !strings.Contains(errs, "not enrolled") {
+		t.Errorf("status without enrolment: exit %d %s", code, errs)
+	}
+}
+
+// approveInBrowser signs alice in at the verification page and approves.
+func approveInBrowser(t *testing.T, in *wardtest.Instance, b *http.Client, userCode string) {
+	t.Helper()
+	resp, body := wardtest.Do(t, b, http.MethodGet, in.URL+"/device", nil)
+	form := wardtest.HiddenFields(body)
+	form.Set("user_code", userCode)
+	resp, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/device", form)
+	if resp.StatusCode != 200 || !strings.Contains(body, `name="password"`) {
+		t.Fatalf("user code: %d %.300s", resp.StatusCode, body)
+	}
+	form = wardtest.HiddenFields(body)
+	form.Set("username", "alice")
+	form.Set("password", wardtest.AlicePassword)
+	_, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/login", form)
+	in.Clock.Advance(31 * time.Second)
+	form = wardtest.HiddenFields(body)
+	form.Set("otp", in.TOTP(t, 0))
+	_, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/login/mfa", form)
+	form = wardtest.HiddenFields(body)
+	form.Set("decision", "approve")
+	if resp, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/device/confirm", form); resp.StatusCode != 200 {
+		t.Fatalf("approve: %d %.300s", resp.StatusCode, body)
+	}
+}
