@@ -200,3 +200,40 @@ func (c *Client) Device(ctx context.Context) (*Device, error) {
 	}
 	return &d, nil
 }
+
+// RunReports reports the device's posture now and then every interval
+// until ctx ends, so the server's view (and compliance) stays current and
+// the device does not go stale. Each result, success or failure, is passed
+// to onResult (which may be nil). A failed report is retried after a
+// shorter back-off (a tenth of the interval, at least a second) instead of
+// waiting a whole interval; a session that has ended stops the loop, since
+// no report can succeed until the device is enrolled again.
+func (c *Client) RunReports(ctx context.Context, interval time.Duration, onResult func(*Device, error)) error {
+	if interval <= 0 {
+		return errors.New("agent: report interval must be positive")
+	}
+	retry := max(interval/10, time.Second)
+	if retry > interval {
+		retry = interval
+	}
+	for {
+		d, err := c.ReportPosture(ctx)
+		if onResult != nil {
+			onResult(d, err)
+		}
+		if errors.Is(err, ErrSessionEnded) || errors.Is(err, ErrNotEnrolled) {
+			return err
+		}
+		wait := interval
+		if err != nil {
+			wait = retry
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -18,6 +18,8 @@ import (
 	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
 
@@ -206,6 +208,26 @@ func TestEnrollEndToEnd(t *testing.T) {
 	}
 	if code, _ := userinfo(); code != 200 {
 		t.Fatalf("userinfo after refresh: %d", code)
+	}
+
+	// Scheduled reports (`ward device run`) keep the server's view current.
+	before, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventDevicePostureReported}})
+	rctx, cancel := context.WithCancel(ctx)
+	reports := 0
+	err = c.RunReports(rctx, 5*time.Millisecond, func(d *agent.Device, err error) {
+		if err != nil {
+			t.Errorf("scheduled report: %v", err)
+		}
+		if reports++; reports == 3 {
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || reports != 3 {
+		t.Fatalf("RunReports = %v after %d reports", err, reports)
+	}
+	after, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventDevicePostureReported}})
+	if len(after)-len(before) != 3 {
+		t.Fatalf("server recorded %d scheduled reports, want 3", len(after)-len(before))
 	}
 
 	// The admin disables the device: the session ends, the next refresh

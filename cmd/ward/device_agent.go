@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -58,7 +59,43 @@ func addAgentCommands(device *cobra.Command, e *cliEnv) {
 		newPostureCmd(e, configFlag, openClient),
 		newCurlCmd(e, configFlag, openClient),
 		newAgentStatusCmd(e, &cfgPath, configFlag, openClient),
+		newAgentRunCmd(e, configFlag, openClient),
 	)
+}
+
+// newAgentRunCmd is the agent's resident mode: it reports posture on a
+// schedule until interrupted (run it from a systemd user unit or a
+// LaunchAgent).
+func newAgentRunCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "run [--interval 1h]",
+		Short: "Report this device's posture now and then on a schedule, until interrupted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			c, err := openClient(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			err = c.RunReports(ctx, interval, func(d *agent.Device, err error) {
+				if err != nil {
+					fmt.Fprintf(e.stderr, "%s posture report failed: %v\n", time.Now().Format(time.RFC3339), err)
+					return
+				}
+				fmt.Fprintf(e.stdout, "%s reported; compliance: %s\n", time.Now().Format(time.RFC3339), d.Compliance)
+			})
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&interval, "interval", time.Hour, "time between reports")
+	configFlag(cmd)
+	return cmd
 }
 
 func newEnrollCmd(e *cliEnv, cfgPath *string, configFlag func(*cobra.Command)) *cobra.Command {

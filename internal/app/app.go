@@ -109,7 +109,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 			_ = os.Chmod(cfg.Storage.SQLite.Path+suffix, 0o600)
 		}
 	case config.DriverPostgres:
-		s, err := postgres.Open(ctx, cfg.Storage.Postgres.DSN.Reveal())
+		s, err := postgres.Open(ctx, cfg.Storage.Postgres.DSN.Reveal(), postgres.WithClock(o.Now))
 		if err != nil {
 			return nil, fmt.Errorf("app: open postgres store: %w", err)
 		}
