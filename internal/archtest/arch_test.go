@@ -19,21 +19,22 @@ const module = "github.com/ward-idp/ward/"
 // Packages not listed (wiring: app, server, cmd, tests) may import anything.
 var allowed = map[string][]string{
 	// leaves
-	"internal/model":  {},
-	"internal/secret": {},
-	"dpop":            {},
-	"internal/bus":    {"internal/model"},
-	"internal/store":  {"internal/model"},
-	"internal/tokens": {"internal/model", "internal/secret", "internal/bus", "internal/store"},
-	"internal/web":    {},
+	"internal/model":     {},
+	"internal/secret":    {},
+	"dpop":               {},
+	"internal/bus":       {"internal/model"},
+	"internal/store":     {"internal/model"},
+	"internal/tokens":    {"internal/model", "internal/secret", "internal/bus", "internal/store"},
+	"internal/web":       {},
+	"internal/ratelimit": {},
 	// services: leaves only
-	"internal/identity": {"internal/model", "internal/secret", "internal/bus", "internal/store"},
+	"internal/identity": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/ratelimit"},
 	"internal/clients":  {"internal/model", "internal/secret", "internal/bus", "internal/store"},
 	// The device service also verifies DPoP thumbprints and agent posture
 	// reports (agent/posture: a library without Ward dependencies but dpop).
 	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
 	// handlers: services and leaves, never a store implementation
-	"internal/oauth": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
+	"internal/oauth": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop", "internal/ratelimit",
 		"internal/web", "internal/identity", "internal/clients"},
 	"internal/admin": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
 		"internal/identity", "internal/clients", "internal/device", "internal/oauth", "internal/app"},

@@ -42,6 +42,7 @@ import (
 
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/ratelimit"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 )
@@ -98,7 +99,7 @@ type Service struct {
 	maxFail    int
 	lockFor    time.Duration
 	minPwLen   int
-	ipLimiter  *ipLimiter
+	ipLimiter  *ratelimit.Limiter
 	unknownLim *unknownTracker
 
 	// hashHook, when set (tests), is called with +1 after a hash slot is
@@ -153,7 +154,7 @@ func New(o Options) *Service {
 		maxFail:    o.MaxFailures,
 		lockFor:    o.LockoutDuration,
 		minPwLen:   o.MinPasswordLength,
-		ipLimiter:  newIPLimiter(o.IPFailuresPerMinute, defaultMaxIPTracked),
+		ipLimiter:  ratelimit.PerMinute(o.IPFailuresPerMinute, defaultMaxIPTracked),
 		unknownLim: newUnknownTracker(defaultMaxUnknownTracked),
 	}
 }

@@ -54,7 +54,7 @@ func (s *Service) CheckPassword(ctx context.Context, a Attempt) (*model.User, er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !s.ipLimiter.take(a.IP, s.now()) {
+	if !s.ipLimiter.Take(a.IP, s.now()) {
 		s.log.DebugContext(ctx, "password check refused", "ip", a.IP, "reason", ReasonThrottled)
 		return nil, authErr(ErrThrottled, ReasonThrottled, "")
 	}
@@ -69,7 +69,7 @@ func (s *Service) CheckPassword(ctx context.Context, a Attempt) (*model.User, er
 // not the client's failure.
 func (s *Service) settleIP(ip string, err error) {
 	if ae, failed := errors.AsType[*authError](err); !failed || ae.reason == ReasonNoTOTP {
-		s.ipLimiter.refund(ip, s.now())
+		s.ipLimiter.Refund(ip, s.now())
 	}
 }
 

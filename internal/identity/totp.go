@@ -183,7 +183,7 @@ func (s *Service) CheckTOTP(ctx context.Context, u *model.User, code, ip string)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !s.ipLimiter.take(ip, s.now()) {
+	if !s.ipLimiter.Take(ip, s.now()) {
 		s.log.DebugContext(ctx, "TOTP check refused", "user_id", u.ID, "ip", ip, "reason", ReasonThrottled)
 		return authErr(ErrThrottled, ReasonThrottled, u.ID)
 	}

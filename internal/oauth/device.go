@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -258,7 +257,7 @@ func (p *Provider) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 	now := p.c.Now()
 	// A token is taken before the lookup, so parallel guesses cannot all
 	// pass the check, and given back when the code was right.
-	if !p.userCodeLimit.take(ri.IP, now) {
+	if !p.userCodeLimit.Take(ri.IP, now) {
 		p.renderDevice(w, r, typed, "Too many attempts. Wait a few minutes and try again.", http.StatusTooManyRequests)
 		return
 	}
@@ -268,7 +267,7 @@ func (p *Provider) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 		var err error
 		dc, err = p.c.Store.GetDeviceCodeByUserCode(ctx, code)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			p.userCodeLimit.refund(ri.IP, now)
+			p.userCodeLimit.Refund(ri.IP, now)
 			p.c.Log.ErrorContext(ctx, "get device code", "correlation_id", ri.CorrID, "err", err)
 			p.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", ri.CorrID)
 			return
@@ -278,7 +277,7 @@ func (p *Provider) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 		p.renderDevice(w, r, typed, "That code is not valid or has expired. Check the code on your device.", http.StatusBadRequest)
 		return
 	}
-	p.userCodeLimit.refund(ri.IP, now)
+	p.userCodeLimit.Refund(ri.IP, now)
 	c, err := p.client(ctx, dc.ClientID)
 	if err != nil {
 		p.c.Pages.Error(w, http.StatusBadRequest, "Request rejected", "The application is no longer registered.", ri.CorrID)
@@ -490,79 +489,4 @@ func formatUserCode(s string) string {
 		return s
 	}
 	return s[:4] + "-" + s[4:]
-}
-
-// attemptLimiter is a per-key token bucket of attempts: a burst of
-// `burst`, refilled by one every `every`. The map is bounded: full buckets
-// (equal to no entry) are dropped first, then arbitrary ones, which can
-// only give an address its budget back early.
-type attemptLimiter struct {
-	mu     sync.Mutex
-	burst  float64
-	every  time.Duration
-	max    int
-	bucket map[string]*tokenBucket
-}
-
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newAttemptLimiter(burst int, every time.Duration, max int) *attemptLimiter {
-	return &attemptLimiter{burst: float64(burst), every: every, max: max, bucket: make(map[string]*tokenBucket)}
-}
-
-// refill brings b up to date at now; callers hold mu.
-func (l *attemptLimiter) refill(b *tokenBucket, now time.Time) {
-	if d := now.Sub(b.last); d > 0 {
-		b.tokens = min(b.tokens+float64(d)/float64(l.every), l.burst)
-	}
-	b.last = now
-}
-
-// take spends one of key's tokens; false (nothing spent) when none is left.
-func (l *attemptLimiter) take(key string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.bucket[key]
-	if b == nil {
-		if len(l.bucket) >= l.max {
-			l.evict(now)
-		}
-		b = &tokenBucket{tokens: l.burst, last: now}
-		l.bucket[key] = b
-	}
-	l.refill(b, now)
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// refund gives back a token taken for an attempt that succeeded.
-func (l *attemptLimiter) refund(key string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if b := l.bucket[key]; b != nil {
-		l.refill(b, now)
-		b.tokens = min(b.tokens+1, l.burst)
-	}
-}
-
-// evict makes room; callers hold mu.
-func (l *attemptLimiter) evict(now time.Time) {
-	for k, b := range l.bucket {
-		l.refill(b, now)
-		if b.tokens >= l.burst {
-			delete(l.bucket, k)
-		}
-	}
-	for k := range l.bucket { // random order
-		if len(l.bucket) < l.max*9/10 {
-			break
-		}
-		delete(l.bucket, k)
-	}
 }

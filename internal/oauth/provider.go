@@ -22,6 +22,7 @@ import (
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/ratelimit"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/tokens"
@@ -74,7 +75,7 @@ type Provider struct {
 	secure   bool // issuer is https: cookies get Secure
 	dpopAlgs string
 	// userCodeLimit throttles wrong user codes per client IP (RFC 8628 §5.1).
-	userCodeLimit *attemptLimiter
+	userCodeLimit *ratelimit.Limiter
 }
 
 // New returns a provider. Zero lifetimes get defaults.
@@ -109,7 +110,7 @@ func New(c Config) *Provider {
 		issuer:        strings.TrimSuffix(c.Issuer, "/"),
 		secure:        strings.HasPrefix(c.Issuer, "https://"),
 		dpopAlgs:      strings.Join(dpopAlgs(c.DPoP), " "),
-		userCodeLimit: newAttemptLimiter(userCodeBurst, userCodeRefill, 10000),
+		userCodeLimit: ratelimit.New(userCodeBurst, userCodeRefill, 10000),
 	}
 }
 
