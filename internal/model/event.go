@@ -23,23 +23,26 @@ const (
 	EventSessionCreated       EventType = "session.created"
 	EventSessionRevoked       EventType = "session.revoked"
 	EventSessionLoggedOut     EventType = "session.logged_out"
-	EventUserCreated          EventType = "user.created"
-	EventUserUpdated          EventType = "user.updated"
-	EventUserDisabled         EventType = "user.disabled"
-	EventUserDeleted          EventType = "user.deleted"
-	EventUserLocked           EventType = "user.locked"
-	EventPasswordChanged      EventType = "user.password_changed"
-	EventGroupCreated         EventType = "group.created"
-	EventGroupUpdated         EventType = "group.updated"
-	EventGroupDeleted         EventType = "group.deleted"
-	EventClientCreated        EventType = "client.created"
-	EventClientUpdated        EventType = "client.updated"
-	EventClientDeleted        EventType = "client.deleted"
-	EventClientSecretRotated  EventType = "client.secret_rotated"
-	EventKeyCreated           EventType = "key.created"
-	EventKeyRotated           EventType = "key.rotated"
-	EventKeyRetired           EventType = "key.retired"
-	EventAdminAccessDenied    EventType = "admin.access_denied"
+	// EventSessionDBSCRegistered: the browser bound the SSO session to its
+	// key (Device Bound Session Credentials).
+	EventSessionDBSCRegistered EventType = "session.dbsc_registered"
+	EventUserCreated           EventType = "user.created"
+	EventUserUpdated           EventType = "user.updated"
+	EventUserDisabled          EventType = "user.disabled"
+	EventUserDeleted           EventType = "user.deleted"
+	EventUserLocked            EventType = "user.locked"
+	EventPasswordChanged       EventType = "user.password_changed"
+	EventGroupCreated          EventType = "group.created"
+	EventGroupUpdated          EventType = "group.updated"
+	EventGroupDeleted          EventType = "group.deleted"
+	EventClientCreated         EventType = "client.created"
+	EventClientUpdated         EventType = "client.updated"
+	EventClientDeleted         EventType = "client.deleted"
+	EventClientSecretRotated   EventType = "client.secret_rotated"
+	EventKeyCreated            EventType = "key.created"
+	EventKeyRotated            EventType = "key.rotated"
+	EventKeyRetired            EventType = "key.retired"
+	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
 // Device trust events (registered devices, posture, compliance).
@@ -56,38 +59,39 @@ const (
 
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
-	EventSignInSucceeded:      "W1000I",
-	EventSignInFailed:         "W1001W",
-	EventMFAEnrolled:          "W1002I",
-	EventTokenIssued:          "W2000I",
-	EventTokenRefreshed:       "W2001I",
-	EventTokenRevoked:         "W2002I",
-	EventTokenRequestFailed:   "W2003W",
-	EventDPoPProofRejected:    "W2004W",
-	EventRefreshReuseDetected: "W2005E",
-	EventCodeReuseDetected:    "W2006E",
-	EventDeviceCodeApproved:   "W2007I",
-	EventDeviceCodeDenied:     "W2008W",
-	EventSessionCreated:       "W3000I",
-	EventSessionRevoked:       "W3001I",
-	EventSessionLoggedOut:     "W3002I",
-	EventUserCreated:          "W4000I",
-	EventUserUpdated:          "W4001I",
-	EventUserDisabled:         "W4002I",
-	EventUserDeleted:          "W4003I",
-	EventUserLocked:           "W4004W",
-	EventPasswordChanged:      "W4005I",
-	EventGroupCreated:         "W4100I",
-	EventGroupUpdated:         "W4101I",
-	EventGroupDeleted:         "W4102I",
-	EventClientCreated:        "W5000I",
-	EventClientUpdated:        "W5001I",
-	EventClientDeleted:        "W5002I",
-	EventClientSecretRotated:  "W5003I",
-	EventKeyCreated:           "W6000I",
-	EventKeyRotated:           "W6001I",
-	EventKeyRetired:           "W6002I",
-	EventAdminAccessDenied:    "W7000W",
+	EventSignInSucceeded:       "W1000I",
+	EventSignInFailed:          "W1001W",
+	EventMFAEnrolled:           "W1002I",
+	EventTokenIssued:           "W2000I",
+	EventTokenRefreshed:        "W2001I",
+	EventTokenRevoked:          "W2002I",
+	EventTokenRequestFailed:    "W2003W",
+	EventDPoPProofRejected:     "W2004W",
+	EventRefreshReuseDetected:  "W2005E",
+	EventCodeReuseDetected:     "W2006E",
+	EventDeviceCodeApproved:    "W2007I",
+	EventDeviceCodeDenied:      "W2008W",
+	EventSessionCreated:        "W3000I",
+	EventSessionRevoked:        "W3001I",
+	EventSessionLoggedOut:      "W3002I",
+	EventSessionDBSCRegistered: "W3003I",
+	EventUserCreated:           "W4000I",
+	EventUserUpdated:           "W4001I",
+	EventUserDisabled:          "W4002I",
+	EventUserDeleted:           "W4003I",
+	EventUserLocked:            "W4004W",
+	EventPasswordChanged:       "W4005I",
+	EventGroupCreated:          "W4100I",
+	EventGroupUpdated:          "W4101I",
+	EventGroupDeleted:          "W4102I",
+	EventClientCreated:         "W5000I",
+	EventClientUpdated:         "W5001I",
+	EventClientDeleted:         "W5002I",
+	EventClientSecretRotated:   "W5003I",
+	EventKeyCreated:            "W6000I",
+	EventKeyRotated:            "W6001I",
+	EventKeyRetired:            "W6002I",
+	EventAdminAccessDenied:     "W7000W",
 
 	EventDeviceRegistered:        "W8000I",
 	EventDeviceDisabled:          "W8001I",
@@ -109,6 +113,13 @@ const (
 const (
 	BindingDPoP    = "dpop"    // bound to a DPoP key (cnf.jkt)
 	BindingUnbound = "unbound" // bearer token
+)
+
+// Browser-session binding recorded as event data "session_binding" on
+// sign-in and DBSC registration events.
+const (
+	SessionBindingDBSC   = "dbsc"   // bound to a browser key (DBSC)
+	SessionBindingCookie = "cookie" // the SSO cookie alone
 )
 
 // Reasons a token was issued unbound.

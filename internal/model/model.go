@@ -124,6 +124,11 @@ type Session struct {
 	IdleTimeout time.Duration
 	RevokedAt   time.Time // zero: active
 	RevokeCause string
+	// DBSCKeyJKT is the RFC 7638 thumbprint of the browser key the session
+	// is bound to by Device Bound Session Credentials, and DBSCKey that
+	// public JWK; empty: the SSO cookie alone is the session credential.
+	DBSCKeyJKT string
+	DBSCKey    json.RawMessage
 }
 
 // Active reports whether the session can still be used at now.

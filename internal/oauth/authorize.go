@@ -198,7 +198,8 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	if sid := p.sessionFromCookie(r); sid != "" && !strings.Contains(req.Prompt, "login") {
 		sess, err := p.c.Store.GetSession(ctx, sid)
 		now := p.c.Now()
-		if err == nil && sess.Active(now) && (req.MaxAge < 0 || now.Sub(sess.AuthTime) <= time.Duration(req.MaxAge)*time.Second) {
+		// A DBSC-bound session also needs its short-lived bound cookie.
+		if err == nil && sess.Active(now) && p.dbscSatisfied(r, sess) && (req.MaxAge < 0 || now.Sub(sess.AuthTime) <= time.Duration(req.MaxAge)*time.Second) {
 			u, err := p.c.Store.GetUser(ctx, sess.UserID)
 			if err == nil && !u.Disabled {
 				_ = p.c.Store.TouchSession(ctx, sid, now)
@@ -397,7 +398,9 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *in
 	}
 	ev := ri.event(model.EventSignInSucceeded)
 	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
-	ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": acr}
+	// The session starts cookie-only; session.dbsc_registered records a
+	// later binding to a browser key.
+	ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": acr, "session_binding": model.SessionBindingCookie}
 	if in.Device != nil {
 		ev.Data["flow"] = "device"
 	}
@@ -406,14 +409,29 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *in
 	if jkt := in.dpopJKT(); jkt != "" {
 		ev.Binding = model.BindingDPoP
 		ev.Data["jkt"] = jkt
+		// Token protection as far as the sign-in can tell: does the key
+		// belong to a registered device? The token endpoint decides.
+		ev.Data["token_protection"] = ProtectionUnregisteredKey
+		if p.c.Devices != nil {
+			if d, err := p.c.Devices.LookupByJKT(ctx, jkt); err == nil {
+				ev.DeviceID = d.ID
+				ev.Data["token_protection"] = ProtectionRegisteredDevice
+				if d.Status != model.DeviceActive {
+					ev.Data["token_protection"] = ProtectionUnregisteredKey
+					ev.Data["token_protection_reason"] = "device_" + d.Status
+				}
+			}
+		}
 	} else {
 		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
+		ev.Data["token_protection"] = ProtectionUnbound
 	}
 	if err := p.publish(ctx, ev); err != nil {
 		p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return
 	}
 	p.setSessionCookie(w, sess.ID, sess.ExpiresAt)
+	p.offerDBSC(w, sess.ID)
 	if in.Device != nil {
 		p.renderDeviceConfirm(w, r, in.Device, c, sess, u)
 		return

@@ -299,7 +299,7 @@ func (p *Provider) ssoSession(ctx context.Context, r *http.Request) (*model.Sess
 	}
 	now := p.c.Now()
 	sess, err := p.c.Store.GetSession(ctx, sid)
-	if err != nil || !sess.Active(now) {
+	if err != nil || !sess.Active(now) || !p.dbscSatisfied(r, sess) {
 		return nil, nil
 	}
 	u, err := p.c.Store.GetUser(ctx, sess.UserID)
@@ -382,6 +382,9 @@ func (p *Provider) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	sess, u, e := p.liveSession(ctx, st.SID, st.UserID)
 	if e == nil && sess.UserID != st.UserID {
 		e = newErr(ErrInvalidGrant, "session changed")
+	}
+	if e == nil && !p.dbscSatisfied(r, sess) {
+		e = newErr(ErrInvalidGrant, "bound session credential missing")
 	}
 	if e != nil {
 		if e.Code == ErrServerError {

@@ -166,6 +166,8 @@ func (p *Provider) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathDevice, p.handleDevicePage)
 	mux.HandleFunc("POST "+PathDevice, p.handleDeviceCode)
 	mux.HandleFunc("POST "+PathDeviceConfirm, p.handleDeviceConfirm)
+	mux.HandleFunc("POST "+PathDBSCRegister, p.handleDBSCRegister)
+	mux.HandleFunc("POST "+PathDBSCRefresh, p.handleDBSCRefresh)
 	for _, path := range []string{PathToken, PathPAR, PathDeviceAuthorization, PathIntrospect, PathRevoke, PathJWKS, PathUserinfo, "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
 		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
 	}

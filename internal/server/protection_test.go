@@ -49,6 +49,10 @@ func TestTokenProtection(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, verifier = codeFlow(t, in, "docs", s, scope)
+	signins, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventSignInSucceeded}, Limit: 1})
+	if len(signins) != 1 || signins[0].Data["token_protection"] != "registered_device" || signins[0].DeviceID != dev.ID {
+		t.Fatalf("sign-in event: %+v", signins)
+	}
 	r = exchange(t, in, "docs", code, verifier, s)
 	if r.Status != 200 {
 		t.Fatalf("registered device: %d %s", r.Status, r.Body)

@@ -9,6 +9,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -96,6 +97,10 @@ type Store interface {
 	ListSessions(ctx context.Context, f SessionFilter) ([]*model.Session, error)
 	// TouchSession sets LastSeen (idle lifetime) of an unrevoked session.
 	TouchSession(ctx context.Context, id string, at time.Time) error
+	// BindSessionKey records the DBSC key (thumbprint and public JWK) of
+	// an unrevoked session that has none yet: ErrNotFound when the session
+	// is missing or revoked, ErrAlreadyExists when it is already bound.
+	BindSessionKey(ctx context.Context, id, jkt string, jwk json.RawMessage) error
 	// RevokeSession marks the session revoked and deletes its refresh
 	// tokens. Revoking a revoked session is not an error (returns nil).
 	RevokeSession(ctx context.Context, id string, at time.Time, cause string) error

@@ -208,9 +208,17 @@ func HiddenFields(body string) url.Values {
 // TOTP. It fails the test on any unexpected page.
 func (in *Instance) Login(t testing.TB, b *http.Client, authorizeURL, username, password, otp string) *url.URL {
 	t.Helper()
+	u, _ := in.LoginResponse(t, b, authorizeURL, username, password, otp)
+	return u
+}
+
+// LoginResponse is Login that also returns the final 303 response (its
+// headers, e.g. Secure-Session-Registration, are what tests look at).
+func (in *Instance) LoginResponse(t testing.TB, b *http.Client, authorizeURL, username, password, otp string) (*url.URL, *http.Response) {
+	t.Helper()
 	resp, body := Do(t, b, http.MethodGet, authorizeURL, nil)
 	if resp.StatusCode == http.StatusSeeOther {
-		return mustLocation(t, resp)
+		return mustLocation(t, resp), resp
 	}
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="password"`) {
 		t.Fatalf("authorize: status %d, want the login page; body: %.300s", resp.StatusCode, body)
@@ -227,7 +235,7 @@ func (in *Instance) Login(t testing.TB, b *http.Client, authorizeURL, username, 
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-in: status %d, want 303; body: %.400s", resp.StatusCode, body)
 	}
-	return mustLocation(t, resp)
+	return mustLocation(t, resp), resp
 }
 
 func mustLocation(t testing.TB, resp *http.Response) *url.URL {

@@ -47,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SessionRoundTrip", testSessionRoundTrip},
 		{"ListSessions", testListSessions},
 		{"TouchSession", testTouchSession},
+		{"BindSessionKey", testBindSessionKey},
 		{"RevokeSession", testRevokeSession},
 		{"RevokeUserSessions", testRevokeUserSessions},
 		{"RefreshTokenRoundTrip", testRefreshTokenRoundTrip},
@@ -136,6 +137,7 @@ func normSession(s model.Session) model.Session {
 	s.AMR = nl(s.AMR)
 	s.AuthTime, s.CreatedAt, s.LastSeen = nt(s.AuthTime), nt(s.CreatedAt), nt(s.LastSeen)
 	s.ExpiresAt, s.RevokedAt = nt(s.ExpiresAt), nt(s.RevokedAt)
+	s.DBSCKey = json.RawMessage(nl([]byte(s.DBSCKey)))
 	return s
 }
 
@@ -243,6 +245,8 @@ func fullSession(id, user string) *model.Session {
 		ID: id, UserID: user, AuthTime: at(-time.Minute), AMR: []string{"pwd", "otp"}, ACR: "urn:ward:acr:mfa",
 		IP: "203.0.113.7", UserAgent: "Mozilla/5.0", CreatedAt: at(0), LastSeen: at(time.Second),
 		ExpiresAt: at(24 * time.Hour), IdleTimeout: 30 * time.Minute,
+		DBSCKeyJKT: "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
+		DBSCKey:    json.RawMessage(`{"crv":"P-256","kty":"EC","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`),
 	}
 }
 
@@ -523,6 +527,27 @@ func testSessionRoundTrip(t *testing.T, s store.Store) {
 		must(t, "GetSession", err)
 		same(t, "GetSession("+want.ID+")", got, want, normSession)
 	}
+}
+
+func testBindSessionKey(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	key := json.RawMessage(`{"kty":"EC","crv":"P-256","x":"a","y":"b"}`)
+	must(t, "CreateSession", s.CreateSession(ctx, &model.Session{ID: "b1", UserID: "u1", ExpiresAt: at(time.Hour)}))
+	must(t, "BindSessionKey", s.BindSessionKey(ctx, "b1", "jkt-1", key))
+	got, err := s.GetSession(ctx, "b1")
+	must(t, "GetSession", err)
+	if got.DBSCKeyJKT != "jkt-1" || string(got.DBSCKey) != string(key) {
+		t.Fatalf("bound session: jkt %q key %s", got.DBSCKeyJKT, got.DBSCKey)
+	}
+	wantErr(t, "BindSessionKey again", s.BindSessionKey(ctx, "b1", "jkt-2", key), store.ErrAlreadyExists)
+	got, _ = s.GetSession(ctx, "b1")
+	if got.DBSCKeyJKT != "jkt-1" {
+		t.Fatalf("second bind changed the key to %q", got.DBSCKeyJKT)
+	}
+	wantErr(t, "BindSessionKey missing", s.BindSessionKey(ctx, "nope", "jkt-1", key), store.ErrNotFound)
+	must(t, "CreateSession", s.CreateSession(ctx, &model.Session{ID: "b2", UserID: "u1", ExpiresAt: at(time.Hour)}))
+	must(t, "RevokeSession", s.RevokeSession(ctx, "b2", at(0), "test"))
+	wantErr(t, "BindSessionKey revoked", s.BindSessionKey(ctx, "b2", "jkt-1", key), store.ErrNotFound)
 }
 
 func testListSessions(t *testing.T, s store.Store) {

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strconv"
@@ -15,16 +16,16 @@ import (
 // ---- sessions ----
 
 const sessionCols = `id, user_id, auth_time, amr, acr, ip, user_agent, created_at, last_seen,
-	expires_at, idle_timeout, revoked_at, revoke_cause`
+	expires_at, idle_timeout, revoked_at, revoke_cause, dbsc_key_jkt, dbsc_key`
 
 func scanSession(r Row) (*model.Session, error) {
 	var (
 		se                                                  model.Session
-		amr                                                 string
+		amr, dbscKey                                        string
 		authTime, created, lastSeen, expires, idle, revoked int64
 	)
 	if err := r.Scan(&se.ID, &se.UserID, &authTime, &amr, &se.ACR, &se.IP, &se.UserAgent, &created,
-		&lastSeen, &expires, &idle, &revoked, &se.RevokeCause); err != nil {
+		&lastSeen, &expires, &idle, &revoked, &se.RevokeCause, &se.DBSCKeyJKT, &dbscKey); err != nil {
 		return nil, err
 	}
 	var err error
@@ -37,16 +38,17 @@ func scanSession(r Row) (*model.Session, error) {
 	se.ExpiresAt = fromMicros(expires)
 	se.IdleTimeout = time.Duration(idle)
 	se.RevokedAt = fromMicros(revoked)
+	se.DBSCKey = unrawJSON(dbscKey)
 	return &se, nil
 }
 
 // CreateSession stores a new session.
 func (s *Store) CreateSession(ctx context.Context, se *model.Session) error {
 	_, err := s.db.Write().Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		se.ID, se.UserID, micros(se.AuthTime), jsonList(se.AMR), se.ACR, se.IP, se.UserAgent,
 		micros(se.CreatedAt), micros(se.LastSeen), micros(se.ExpiresAt), int64(se.IdleTimeout),
-		micros(se.RevokedAt), se.RevokeCause)
+		micros(se.RevokedAt), se.RevokeCause, se.DBSCKeyJKT, rawJSON(se.DBSCKey))
 	return s.createErr("session", err)
 }
 
@@ -101,6 +103,30 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 		return notFound("active session")
 	}
 	return nil
+}
+
+// BindSessionKey records the DBSC key of an unrevoked, unbound session in
+// one conditional statement, so two registrations cannot both win.
+func (s *Store) BindSessionKey(ctx context.Context, id, jkt string, jwk json.RawMessage) error {
+	if jkt == "" || len(jwk) == 0 {
+		return errors.New("store: bind session key: thumbprint and key are required")
+	}
+	n, err := s.db.Write().Exec(ctx, `UPDATE sessions SET dbsc_key_jkt = $2, dbsc_key = $3
+		WHERE id = $1 AND revoked_at = 0 AND dbsc_key_jkt = ''`, id, jkt, rawJSON(jwk))
+	if err != nil {
+		return wrap("bind session key", err)
+	}
+	if n == 1 {
+		return nil
+	}
+	se, err := s.GetSession(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !se.RevokedAt.IsZero() {
+		return notFound("active session")
+	}
+	return alreadyExists("session key")
 }
 
 // RevokeSession marks the session revoked (keeping the first revocation
