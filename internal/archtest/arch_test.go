@@ -27,6 +27,8 @@ var allowed = map[string][]string{
 	"internal/tokens":    {"internal/model", "internal/secret", "internal/bus", "internal/store"},
 	"internal/web":       {},
 	"internal/ratelimit": {},
+	// Conditional Access: pure evaluation over model types
+	"internal/policy": {"internal/model"},
 	// services: leaves only
 	"internal/identity": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/ratelimit"},
 	"internal/clients":  {"internal/model", "internal/secret", "internal/bus", "internal/store"},

@@ -1,0 +1,229 @@
+package policy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+)
+
+func allUsers() Assignments {
+	return Assignments{Users: IncludeExclude{Include: []string{All}}, Applications: IncludeExclude{Include: []string{All}}}
+}
+
+func TestCompileReportsEveryProblem(t *testing.T) {
+	locs := []NamedLocation{
+		{ID: "hq", IPRanges: []string{"10.0.0.0/8", "10.0.0.300/8"}},
+		{ID: "trusted", Countries: []string{"jp"}},
+		{ID: "hq", IPRanges: []string{"192.0.2.0/24"}, Countries: []string{"JP"}},
+	}
+	pols := []Policy{
+		{ID: "ok", State: StateEnabled, Assignments: allUsers(), Grant: GrantControls{Controls: []string{"mfa"}}},
+		{ID: "nobody", State: StateEnabled,
+			Assignments: Assignments{Users: IncludeExclude{Include: []string{All}, Exclude: []string{All}}, Applications: IncludeExclude{Include: []string{All}}},
+			Grant:       GrantControls{Block: true}},
+		{ID: "bad-cond", State: "on", Assignments: allUsers(),
+			Conditions: Conditions{
+				Locations:    &IncludeExclude{Include: []string{"hq", "mars"}, Exclude: []string{All}},
+				DeviceFilter: &DeviceFilter{Mode: "maybe", Rule: "device.platform"},
+				SignInRisk:   []string{"extreme"},
+				Flows:        []string{"implicit"},
+			},
+			Grant:   GrantControls{Operator: "xor", Controls: []string{"mfa", "captcha"}, AuthenticationStrength: "password"},
+			Session: SessionControls{SignInFrequency: "sometimes", AccessTokenLifetime: "-5m"}},
+		{ID: "ok", State: StateEnabled, Assignments: Assignments{Users: IncludeExclude{Include: []string{"bob"}, Exclude: []string{"bob"}}, Applications: IncludeExclude{Include: []string{"a"}, Exclude: []string{"a"}}},
+			Conditions: Conditions{DeviceFilter: &DeviceFilter{Mode: FilterInclude, Rule: "device.platform ==="}}},
+		{ID: "block-and-grant", State: StateEnabled, Assignments: allUsers(),
+			Conditions: Conditions{DeviceFilter: &DeviceFilter{Mode: FilterInclude, Rule: "device.nope == 'x'"}},
+			Grant:      GrantControls{Block: true, Controls: []string{"mfa"}}},
+	}
+	_, err := Compile(pols, locs)
+	if err == nil {
+		t.Fatal("Compile accepted invalid policies")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`locations[0].ip_ranges[1]: invalid CIDR "10.0.0.300/8"`,
+		`locations[1].id: "trusted" is reserved`,
+		`locations[1].countries[0]: invalid ISO 3166-1 alpha-2 code "jp"`,
+		`locations[2].id: duplicate location id "hq"`,
+		`locations[2]: exactly one of ip_ranges and countries must be set`,
+		`policies[1].assignments.users.exclude: excluding "all" leaves nobody`,
+		`policies[2].state: must be enabled, report_only or disabled, got "on"`,
+		`policies[2].conditions.locations.include[1]: unknown location "mars"`,
+		`policies[2].conditions.locations.exclude[0]: excluding "all" leaves no location`,
+		`policies[2].conditions.device_filter.mode: must be "include" or "exclude", got "maybe"`,
+		`policies[2].conditions.device_filter.rule: rule must be boolean`,
+		`policies[2].conditions.sign_in_risk[0]: unknown value "extreme"`,
+		`policies[2].conditions.flows[0]: unknown value "implicit"`,
+		`policies[2].grant.operator: must be "all" or "any", got "xor"`,
+		`policies[2].grant.controls[1]: unknown control "captcha"`,
+		`policies[2].grant.authentication_strength: must be "password_totp" or "phishing_resistant", got "password"`,
+		`policies[2].session.sign_in_frequency: invalid duration "sometimes"`,
+		`policies[2].session.access_token_lifetime: invalid duration "-5m"`,
+		`policies[3].id: duplicate policy id "ok"`,
+		`policies[3].assignments.users: include and exclude leave nobody`,
+		`policies[3].assignments.applications: include and exclude leave no application`,
+		`policies[3].conditions.device_filter.rule: invalid CEL`,
+		`policies[3]: no grant or session controls`,
+		`policies[4].conditions.device_filter.rule: invalid CEL`,
+		`policies[4].grant: block cannot be combined with controls`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+	if n := strings.Count(msg, "\n") + 1; n < 25 {
+		t.Errorf("got %d problems, want at least 25:\n%s", n, msg)
+	}
+	if t.Failed() {
+		t.Log(msg)
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	yamlDoc := `
+locations:
+  - id: hq
+    trusted: true
+    ip_ranges: [203.0.113.0/24]
+policies:
+  - id: refresh-trusted-only
+    state: enabled
+    assignments:
+      users: {include: [all], exclude: [breakglass]}
+      applications: {include: [all]}
+    conditions:
+      flows: [refresh]
+      locations: {include: [all], exclude: [trusted]}
+    grant: {block: true}
+`
+	set, err := Load([]byte(yamlDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := set.Evaluate(Input{User: UserInput{ID: "u"}, App: AppInput{ClientID: "c"}, Flow: FlowRefresh, IP: netip.MustParseAddr("192.0.2.1")})
+	if d.Outcome != OutcomeBlock {
+		t.Fatalf("outcome %s", d.Outcome)
+	}
+	if _, err := Load([]byte(strings.Replace(yamlDoc, "grant: {block: true}", "grant: {blok: true}", 1))); err == nil || !strings.Contains(err.Error(), "blok") {
+		t.Errorf("YAML unknown field: %v", err)
+	}
+	if _, err := Load([]byte(`{"policies": [], "extra": 1}`)); err == nil || !strings.Contains(err.Error(), "extra") {
+		t.Errorf("JSON unknown field: %v", err)
+	}
+	if _, err := Load([]byte(`{"policies": []} {}`)); err == nil {
+		t.Error("JSON trailing data accepted")
+	}
+}
+
+// TestCELCostLimit: a filter that would run a million iterations is stopped
+// by the cost limit at once, and the policy fails closed (applies).
+func TestCELCostLimit(t *testing.T) {
+	list := "[" + strings.TrimSuffix(strings.Repeat("1,", 1000), ",") + "]"
+	rule := fmt.Sprintf("%s.all(x, %s.all(y, device.hostname != 'z'))", list, list)
+	set, err := Compile([]Policy{{ID: "slow", State: StateEnabled, Assignments: allUsers(),
+		Conditions: Conditions{DeviceFilter: &DeviceFilter{Mode: FilterExclude, Rule: rule}},
+		Grant:      GrantControls{Block: true}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	d := set.Evaluate(Input{User: UserInput{ID: "u"}, App: AppInput{ClientID: "c"}, Device: &DeviceInput{Hostname: "h"}})
+	if el := time.Since(start); el > 100*time.Millisecond {
+		t.Errorf("evaluation took %v", el)
+	}
+	if d.Outcome != OutcomeBlock || !strings.Contains(d.Policies[0].Error, "cost limit") {
+		t.Fatalf("want fail-closed block with cost error, got %s %+v", d.Outcome, d.Policies[0])
+	}
+}
+
+func TestSessionMerge(t *testing.T) {
+	p := func(id, freq, atl string, strict bool) Policy {
+		return Policy{ID: id, State: StateEnabled, Assignments: allUsers(), Session: SessionControls{SignInFrequency: freq, AccessTokenLifetime: atl, StrictLocation: strict}}
+	}
+	set, err := Compile([]Policy{p("a", "8h", "1h", false), p("b", "2h", "15m", true), p("c", "", "30m", false)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := set.Evaluate(Input{User: UserInput{ID: "u"}, App: AppInput{ClientID: "c"}})
+	want := Session{SignInFrequency: 2 * time.Hour, AccessTokenLifetime: 15 * time.Minute, StrictLocation: true}
+	if d.Session != want || d.Outcome != OutcomeAllow {
+		t.Fatalf("session %+v outcome %s", d.Session, d.Outcome)
+	}
+	set, err = Compile([]Policy{p("a", "8h", "", false), p("b", SignInEveryTime, "", false)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := set.Evaluate(Input{User: UserInput{ID: "u"}, App: AppInput{ClientID: "c"}}); !d.Session.SignInEveryTime {
+		t.Fatalf("every_time not merged: %+v", d.Session)
+	}
+}
+
+// writeMMDB builds a small country database.
+func writeMMDB(t *testing.T) string {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IncludeReservedNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cidr, cc := range map[string]string{"203.0.113.0/24": "JP", "198.51.100.0/24": "KP", "2001:db8:de::/48": "DE"} {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(cc)}}
+		if err := tree.Insert(n, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "country.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLocatorCountry(t *testing.T) {
+	loc, err := OpenLocator(writeMMDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loc.Close()
+	set, err := Compile([]Policy{{ID: "block-kp", State: StateEnabled, Assignments: allUsers(),
+		Conditions: Conditions{Locations: &IncludeExclude{Include: []string{"sanctioned"}}}, Grant: GrantControls{Block: true}}},
+		[]NamedLocation{{ID: "sanctioned", Countries: []string{"KP"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ip, want := range map[string]string{
+		"203.0.113.9": "JP", "::ffff:203.0.113.9": "JP", "198.51.100.1": "KP", "2001:db8:de::1": "DE", "192.0.2.1": "",
+	} {
+		addr := netip.MustParseAddr(ip)
+		got, err := loc.Country(addr)
+		if err != nil || got != want {
+			t.Errorf("Country(%s) = %q, %v; want %q", ip, got, err, want)
+		}
+		d := set.Evaluate(Input{User: UserInput{ID: "u"}, App: AppInput{ClientID: "c"}, IP: addr, Country: got})
+		if (d.Outcome == OutcomeBlock) != (want == "KP") {
+			t.Errorf("%s: outcome %s", ip, d.Outcome)
+		}
+	}
+	if c, err := loc.Country(netip.Addr{}); c != "" || err != nil {
+		t.Errorf("zero addr: %q %v", c, err)
+	}
+}
