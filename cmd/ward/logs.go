@@ -18,29 +18,6 @@ import (
 	"github.com/ward-idp/ward/internal/store"
 )
 
-// eventJSON is one line of `ward logs --json`. Field names are stable.
-type eventJSON struct {
-	Seq           int64             `json:"seq"`
-	ID            string            `json:"id"`
-	Type          model.EventType   `json:"type"`
-	Code          string            `json:"code,omitempty"`
-	Time          time.Time         `json:"time"`
-	Actor         string            `json:"actor,omitempty"`
-	UserID        string            `json:"user_id,omitempty"`
-	SessionID     string            `json:"session_id,omitempty"`
-	ClientID      string            `json:"client_id,omitempty"`
-	DeviceID      string            `json:"device_id,omitempty"`
-	TokenID       string            `json:"token_id,omitempty"`
-	IP            string            `json:"ip,omitempty"`
-	UserAgent     string            `json:"user_agent,omitempty"`
-	Outcome       string            `json:"outcome,omitempty"`
-	Reason        string            `json:"reason,omitempty"`
-	Binding       string            `json:"binding,omitempty"`
-	BindingReason string            `json:"binding_reason,omitempty"`
-	CorrelationID string            `json:"correlation_id,omitempty"`
-	Data          map[string]string `json:"data,omitempty"`
-}
-
 func newLogsCmd(e *cliEnv) *cobra.Command {
 	var f store.EventFilter
 	var user, since string
@@ -133,20 +110,10 @@ func knownTypes() string {
 	return strings.Join(ts, ", ")
 }
 
-func toJSON(ev *store.StoredEvent) eventJSON {
-	e := ev.Event
-	return eventJSON{
-		Seq: ev.Seq, ID: e.ID, Type: e.Type, Code: e.Code(), Time: e.Time.UTC(), Actor: e.Actor,
-		UserID: e.UserID, SessionID: e.SessionID, ClientID: e.ClientID, DeviceID: e.DeviceID,
-		TokenID: e.TokenID, IP: e.IP, UserAgent: e.UserAgent, Outcome: e.Outcome, Reason: e.Reason,
-		Binding: e.Binding, BindingReason: e.BindingReason, CorrelationID: e.CorrelationID, Data: e.Data,
-	}
-}
-
 func writeEventsJSON(e *cliEnv, evs []*store.StoredEvent) error {
 	enc := json.NewEncoder(e.stdout)
-	for _, ev := range evs {
-		if err := enc.Encode(toJSON(ev)); err != nil {
+	for _, ev := range evs { // store.StoredEvent marshals to the documented line format
+		if err := enc.Encode(ev); err != nil {
 			return err
 		}
 	}

@@ -10,44 +10,11 @@ import (
 	"github.com/ward-idp/ward/internal/store"
 )
 
-// eventJSON is one audit event; the field names are those of
-// `ward logs --json`.
-type eventJSON struct {
-	Seq           int64             `json:"seq"`
-	ID            string            `json:"id"`
-	Type          model.EventType   `json:"type"`
-	Code          string            `json:"code,omitempty"`
-	Time          time.Time         `json:"time"`
-	Actor         string            `json:"actor,omitempty"`
-	UserID        string            `json:"user_id,omitempty"`
-	SessionID     string            `json:"session_id,omitempty"`
-	ClientID      string            `json:"client_id,omitempty"`
-	DeviceID      string            `json:"device_id,omitempty"`
-	TokenID       string            `json:"token_id,omitempty"`
-	IP            string            `json:"ip,omitempty"`
-	UserAgent     string            `json:"user_agent,omitempty"`
-	Outcome       string            `json:"outcome,omitempty"`
-	Reason        string            `json:"reason,omitempty"`
-	Binding       string            `json:"binding,omitempty"`
-	BindingReason string            `json:"binding_reason,omitempty"`
-	CorrelationID string            `json:"correlation_id,omitempty"`
-	Data          map[string]string `json:"data,omitempty"`
-}
-
-func eventDTO(e *store.StoredEvent) eventJSON {
-	return eventJSON{
-		Seq: e.Seq, ID: e.ID, Type: e.Type, Code: e.Code(), Time: e.Time.UTC(), Actor: e.Actor, UserID: e.UserID,
-		SessionID: e.SessionID, ClientID: e.ClientID, DeviceID: e.DeviceID, TokenID: e.TokenID, IP: e.IP,
-		UserAgent: e.UserAgent, Outcome: e.Outcome, Reason: e.Reason, Binding: e.Binding,
-		BindingReason: e.BindingReason, CorrelationID: e.CorrelationID, Data: e.Data,
-	}
-}
-
 // eventsPage is the answer to GET /events. NextBefore, when set, is the
 // before value that fetches the next (older) page.
 type eventsPage struct {
-	Events     []eventJSON `json:"events"`
-	NextBefore int64       `json:"next_before,omitempty"`
+	Events     []*store.StoredEvent `json:"events"` // documented event JSON (store.StoredEvent.MarshalJSON)
+	NextBefore int64                `json:"next_before,omitempty"`
 }
 
 // parseEventFilter reads the query of GET /events.
@@ -111,13 +78,13 @@ func (api *API) listEvents(w http.ResponseWriter, r *http.Request, _ *reqCtx) er
 	if err != nil {
 		return err
 	}
-	page := eventsPage{Events: make([]eventJSON, 0, min(len(evs), want))}
+	page := eventsPage{Events: make([]*store.StoredEvent, 0, min(len(evs), want))}
 	more := len(evs) > want || (want == maxLimit && len(evs) == maxLimit)
 	if len(evs) > want {
 		evs = evs[:want]
 	}
 	for _, e := range evs {
-		page.Events = append(page.Events, eventDTO(e))
+		page.Events = append(page.Events, e)
 	}
 	if more && len(evs) > 0 {
 		page.NextBefore = evs[len(evs)-1].Seq
