@@ -5,6 +5,8 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/cost"
+	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/interpreter"
 )
 
@@ -88,48 +90,83 @@ func compileRule(env *cel.Env, src string) (rule, error) {
 	return r, nil
 }
 
-// program returns the program to run for device d: the untracked one only
-// when d's attributes are within the sizes the static estimate assumed.
-func (r *rule) program(d *DeviceInput) cel.Program {
-	if r.fast == nil {
-		return r.tracked
-	}
-	if d != nil && (len(d.Platform) > maxAttrLen || len(d.OSVersion) > maxAttrLen || len(d.TrustType) > maxAttrLen ||
-		len(d.Compliance) > maxAttrLen || len(d.Status) > maxAttrLen || len(d.Hostname) > maxAttrLen) {
-		return r.tracked
-	}
-	return r.fast
+// longAttrs reports whether one of d's string attributes is longer than the
+// static cost estimate assumed.
+func longAttrs(d *DeviceInput) bool {
+	return d != nil && (len(d.Platform) > maxAttrLen || len(d.OSVersion) > maxAttrLen || len(d.TrustType) > maxAttrLen ||
+		len(d.Compliance) > maxAttrLen || len(d.Status) > maxAttrLen || len(d.Hostname) > maxAttrLen)
 }
 
-// deviceActivation exposes a device to CEL without building a map.
-type deviceActivation struct{ d *DeviceInput }
+// program returns the program to run: the untracked one only when the
+// device's attributes are within the sizes the static estimate assumed
+// (long reports they are not, see longAttrs).
+// tracked reports that the cost-tracked program was chosen.
+func (r *rule) program(long bool) (prg cel.Program, tracked bool) {
+	if r.fast == nil || long {
+		return r.tracked, true
+	}
+	return r.fast, false
+}
+
+// celVars exposes a device to CEL without building a map. It is built once
+// per evaluation and shared by every device filter; each attribute is
+// converted to a CEL value on first use and then reused, so rules do not
+// allocate to read variables.
+type celVars struct {
+	d    *DeviceInput
+	vals [numVars]ref.Val
+}
+
+// Indexes of celVars.vals.
+const (
+	vPlatform = iota
+	vOSVersion
+	vTrustType
+	vCompliance
+	vStatus
+	vHostname
+	numVars
+)
 
 var noDevice DeviceInput
 
-// ResolveName implements interpreter.Activation.
-func (a deviceActivation) ResolveName(name string) (any, bool) {
-	d := a.d
+func newCELVars(d *DeviceInput) *celVars {
 	if d == nil {
 		d = &noDevice
 	}
+	return &celVars{d: d}
+}
+
+func (a *celVars) str(i int, s string) ref.Val {
+	v := a.vals[i]
+	if v == nil {
+		v = types.String(s)
+		a.vals[i] = v
+	}
+	return v
+}
+
+// ResolveName implements interpreter.Activation.
+func (a *celVars) ResolveName(name string) (any, bool) {
+	d := a.d
 	switch name {
 	case varPlatform:
-		return d.Platform, true
+		return a.str(vPlatform, d.Platform), true
 	case varOSVersion:
-		return d.OSVersion, true
+		return a.str(vOSVersion, d.OSVersion), true
 	case varTrustType:
-		return d.TrustType, true
+		return a.str(vTrustType, d.TrustType), true
 	case varCompliance:
-		return d.Compliance, true
+		return a.str(vCompliance, d.Compliance), true
 	case varStatus:
-		return d.Status, true
+		return a.str(vStatus, d.Status), true
 	case varHostname:
-		return d.Hostname, true
+		return a.str(vHostname, d.Hostname), true
 	case varRegistered:
-		return d.Registered, true
+		return types.Bool(d.Registered), true
 	}
 	return nil, false
 }
 
 // Parent implements interpreter.Activation.
-func (deviceActivation) Parent() interpreter.Activation { return nil }
+func (*celVars) Parent() interpreter.Activation { return nil }

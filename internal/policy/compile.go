@@ -106,6 +106,11 @@ type compiled struct {
 	strength int    // rank of required strength
 	strName  string // its name
 
+	// Precomputed at Compile time for Evaluate: for each entry of controls,
+	// its name index (see ctlNames), and the bitset of all of them.
+	ctlIdx  []uint8
+	ctlMask uint8
+
 	everyTime bool
 	freq, atl time.Duration
 	strict    bool
@@ -408,6 +413,11 @@ func compilePolicy(p *Policy, path string, locIdx map[string]int, e *errs) compi
 			c.strength, c.strName = k, g.AuthenticationStrength
 			c.controls = append(c.controls, ctlStrength)
 		}
+	}
+	for _, k := range c.controls {
+		n := nameIndex(k, c.strength)
+		c.ctlIdx = append(c.ctlIdx, n)
+		c.ctlMask |= 1 << n
 	}
 	if c.block && (len(g.Controls) > 0 || g.AuthenticationStrength != "") {
 		e.add(gp, "block cannot be combined with controls")

@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"math/bits"
 	"slices"
+	"strings"
 
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/interpreter"
 )
 
 // Reasons a policy did not apply.
@@ -36,6 +39,9 @@ type evalState struct {
 	trusted    bool
 	filters    []int8 // per program: 0 not evaluated, 1 true, 2 false, 3 error
 	filterErrs []string
+	vars       *celVars                    // CEL activation over in.Device, built once
+	frame      *interpreter.ExecutionFrame // over vars, for untracked programs
+	long       bool                        // a device attribute exceeds maxAttrLen
 }
 
 func (st *evalState) locations(s *Set) {
@@ -54,10 +60,19 @@ func (st *evalState) locations(s *Set) {
 	}
 }
 
+// filter evaluates device filter k once per evaluation and memoises the
+// result for every other policy using the same rule.
 func (st *evalState) filter(s *Set, k int) (bool, string) {
 	if st.filters == nil {
 		st.filters = make([]int8, len(s.programs))
-		st.filterErrs = make([]string, len(s.programs))
+		st.vars = newCELVars(st.in.Device)
+		st.long = longAttrs(st.in.Device)
+		// One execution frame for every untracked program of this
+		// evaluation (cel.Program.Eval accepts a frame); tracked programs
+		// get the activation and a frame of their own.
+		if f, err := interpreter.NewExecutionFrame(st.vars); err == nil {
+			st.frame = f
+		}
 	}
 	switch st.filters[k] {
 	case 1:
@@ -67,8 +82,16 @@ func (st *evalState) filter(s *Set, k int) (bool, string) {
 	case 3:
 		return false, st.filterErrs[k]
 	}
-	out, _, err := s.programs[k].program(st.in.Device).Eval(deviceActivation{st.in.Device})
+	prg, tracked := s.programs[k].program(st.long)
+	var in any = st.vars
+	if !tracked && st.frame != nil {
+		in = st.frame
+	}
+	out, _, err := prg.Eval(in)
 	if err != nil {
+		if st.filterErrs == nil {
+			st.filterErrs = make([]string, len(s.programs))
+		}
 		st.filters[k], st.filterErrs[k] = 3, err.Error()
 		return false, st.filterErrs[k]
 	}
@@ -78,6 +101,75 @@ func (st *evalState) filter(s *Set, k int) (bool, string) {
 	}
 	st.filters[k] = 2
 	return false, ""
+}
+
+// Control name indexes: 0..4 are the controls entries; nameStrength+r is the
+// authentication strength of rank r (1 password_totp, 2 phishing_resistant).
+const (
+	nameStrength = int(ctlStrength) - 1
+	numNames     = nameStrength + 3
+)
+
+var (
+	// ctlNames maps a name index to its unmet-control name.
+	ctlNames [numNames]string
+	// ctlSorted lists the name indexes in ascending name order.
+	ctlSorted [numNames]uint8
+)
+
+func init() {
+	copy(ctlNames[:], controls)
+	for r := 1; r < len(strengths); r++ {
+		ctlNames[nameStrength+r] = ControlAuthStrengthPrefix + strengths[r]
+	}
+	for i := range ctlSorted {
+		ctlSorted[i] = uint8(i)
+	}
+	slices.SortFunc(ctlSorted[:], func(a, b uint8) int { return strings.Compare(ctlNames[a], ctlNames[b]) })
+}
+
+// nameIndex returns the name index of control k of a policy requiring
+// authentication strength rank strength.
+func nameIndex(k control, strength int) uint8 {
+	if k == ctlStrength {
+		return uint8(nameStrength + strength)
+	}
+	return uint8(k)
+}
+
+// satisfiedMask returns the bitset (over name indexes) of the controls the
+// request satisfies.
+func satisfiedMask(in *Input) uint8 {
+	a := &in.Auth
+	r := strengthRank(a.Strength)
+	totp := strengthRank(StrengthPasswordTOTP)
+	var m uint8
+	set := func(i int, ok bool) {
+		if ok {
+			m |= 1 << i
+		}
+	}
+	set(int(ctlMFA), a.MFA || r >= totp)
+	set(int(ctlRegistered), deviceRegistered(in.Device))
+	set(int(ctlCompliant), deviceCompliant(in.Device))
+	set(int(ctlTokenProtection), a.TokenProtected)
+	set(int(ctlPasswordChange), a.PasswordChanged)
+	for k := 1; k < len(strengths); k++ {
+		set(nameStrength+k, r >= k || a.MFA && k == totp)
+	}
+	return m
+}
+
+// unmetMask returns the bitset of c's unmet controls given the satisfied
+// ones, honouring the any/all operator; 0 when satisfied.
+func (c *compiled) unmetMask(sat uint8) uint8 {
+	if c.any {
+		if c.ctlMask&sat != 0 {
+			return 0
+		}
+		return c.ctlMask
+	}
+	return c.ctlMask &^ sat
 }
 
 func level(levels []string, v string) uint8 {
@@ -111,13 +203,27 @@ func strengthRank(s string) int {
 // outcome or the session controls.
 func (s *Set) Evaluate(in Input) Decision {
 	st := evalState{in: &in}
-	d := Decision{Outcome: OutcomeAllow, Policies: make([]PolicyResult, len(s.policies))}
+	n := len(s.policies)
+	d := Decision{Outcome: OutcomeAllow, Policies: make([]PolicyResult, n)}
 	flow := uint8(0)
 	if k := slices.Index(flowNames, in.Flow); k >= 0 {
 		flow = 1 << k
 	}
 	userRisk := level(riskLevels, in.User.Risk)
 	signInRisk := level(riskLevels, in.SignInRisk)
+	sat := satisfiedMask(&in)
+
+	// Pass 1: match every policy and record its unmet controls as a
+	// bitset; names are materialised once the sizes are known.
+	var buf [256]uint8
+	unmet := buf[:0]
+	if n <= len(buf) {
+		unmet = buf[:n]
+	} else {
+		unmet = make([]uint8, n)
+	}
+	var names, reqs int // total unmet names; enforced requirements
+	var union uint8     // unmet controls of enforced policies
 	for i := range s.policies {
 		c := &s.policies[i]
 		r := &d.Policies[i]
@@ -131,9 +237,11 @@ func (s *Set) Evaluate(in Input) Decision {
 		if c.block {
 			r.Outcome = OutcomeBlock
 		} else {
-			r.Unmet = c.unmet(&in)
+			m := c.unmetMask(sat)
+			unmet[i] = m
+			names += bits.OnesCount8(m)
 			r.Outcome = OutcomeAllow
-			if len(r.Unmet) > 0 {
+			if m != 0 {
 				r.Outcome = OutcomeAllowWithControls
 			}
 		}
@@ -144,17 +252,9 @@ func (s *Set) Evaluate(in Input) Decision {
 		r.Result = ResultApplied
 		if c.block {
 			d.BlockedBy = append(d.BlockedBy, c.id)
-		} else if len(r.Unmet) > 0 {
-			op := OperatorAll
-			if c.any {
-				op = OperatorAny
-			}
-			d.Requirements = append(d.Requirements, Requirement{Policy: c.id, Operator: op, Controls: r.Unmet})
-			for _, u := range r.Unmet {
-				if !slices.Contains(d.Controls, u) {
-					d.Controls = append(d.Controls, u)
-				}
-			}
+		} else if unmet[i] != 0 {
+			reqs++
+			union |= unmet[i]
 		}
 		ss := &d.Session
 		ss.SignInEveryTime = ss.SignInEveryTime || c.everyTime
@@ -166,16 +266,56 @@ func (s *Set) Evaluate(in Input) Decision {
 		}
 		ss.StrictLocation = ss.StrictLocation || c.strict
 	}
+
+	if st.frame != nil {
+		st.frame.Close()
+	}
+
+	// Pass 2: materialise the unmet lists (in each policy's control order)
+	// from one backing array, and the requirements of enforced policies.
+	blocked := len(d.BlockedBy) > 0
+	if names > 0 {
+		arena := make([]string, names)
+		if !blocked && reqs > 0 {
+			d.Requirements = make([]Requirement, 0, reqs)
+		}
+		for i, m := range unmet {
+			if m == 0 {
+				continue
+			}
+			c := &s.policies[i]
+			k := 0
+			for _, x := range c.ctlIdx {
+				if m&(1<<x) != 0 {
+					arena[k] = ctlNames[x]
+					k++
+				}
+			}
+			r := &d.Policies[i]
+			r.Unmet, arena = arena[:k:k], arena[k:]
+			if !blocked && r.Result == ResultApplied {
+				op := OperatorAll
+				if c.any {
+					op = OperatorAny
+				}
+				d.Requirements = append(d.Requirements, Requirement{Policy: c.id, Operator: op, Controls: r.Unmet})
+			}
+		}
+	}
 	switch {
-	case len(d.BlockedBy) > 0:
+	case blocked:
 		// Block wins: no control can lift it, so none is asked for (each
 		// policy's unmet controls remain in Policies).
 		d.Outcome = OutcomeBlock
-		d.Requirements, d.Controls = nil, nil
-	case len(d.Requirements) > 0:
+	case reqs > 0:
 		d.Outcome = OutcomeAllowWithControls
+		d.Controls = make([]string, 0, bits.OnesCount8(union))
+		for _, x := range ctlSorted {
+			if union&(1<<x) != 0 {
+				d.Controls = append(d.Controls, ctlNames[x])
+			}
+		}
 	}
-	slices.Sort(d.Controls)
 	return d
 }
 
@@ -262,50 +402,4 @@ func (s *Set) match(c *compiled, in *Input, st *evalState, flow, userRisk, signI
 		}
 	}
 	return "", ""
-}
-
-// unmet returns the names of c's grant controls the request has not
-// satisfied, honouring the any/all operator; nil when satisfied.
-func (c *compiled) unmet(in *Input) []string {
-	var out []string
-	for _, k := range c.controls {
-		if c.satisfied(k, in) {
-			if c.any {
-				return nil
-			}
-			continue
-		}
-		out = append(out, c.controlName(k))
-	}
-	return out
-}
-
-func (c *compiled) controlName(k control) string {
-	if k == ctlStrength {
-		return ControlAuthStrengthPrefix + c.strName
-	}
-	return controls[k]
-}
-
-func (c *compiled) satisfied(k control, in *Input) bool {
-	a := &in.Auth
-	switch k {
-	case ctlMFA:
-		return a.MFA || strengthRank(a.Strength) >= strengthRank(StrengthPasswordTOTP)
-	case ctlStrength:
-		r := strengthRank(a.Strength)
-		if a.MFA && c.strength == strengthRank(StrengthPasswordTOTP) {
-			return true
-		}
-		return r >= c.strength
-	case ctlRegistered:
-		return deviceRegistered(in.Device)
-	case ctlCompliant:
-		return deviceCompliant(in.Device)
-	case ctlTokenProtection:
-		return a.TokenProtected
-	case ctlPasswordChange:
-		return a.PasswordChanged
-	}
-	return false
 }
