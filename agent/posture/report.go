@@ -1,7 +1,6 @@
 package posture
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,11 +16,8 @@ import (
 	"strings"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
-
-	"github.com/ward-idp/ward/dpop"
 )
 
 // Report format constants.
@@ -225,7 +221,8 @@ type Report struct {
 // and posture, no duplicates anywhere; iat within [now-MaxAge,
 // now+MaxClockSkew]; iat < exp <= iat+ReportLifetime and exp not passed;
 // posture with known fields only, valid State values, passing Validate;
-// and finally a nonce that opts.CheckNonce accepts.
+// and finally a nonce that opts.CheckNonce accepts. Header and claims
+// must be valid UTF-8; member names match exactly (case-sensitively).
 //
 // Rejections are *Error values with a Reason; an *Error with
 // ReasonConfig means opts is incomplete.
@@ -248,19 +245,26 @@ func ParseReport(token string, opts VerifyOptions) (*Report, error) {
 	if err != nil {
 		return nil, reject(ReasonMalformed, "header is not base64url")
 	}
-	pub, jkt, rerr := parseHeader(hdr)
+	pub, sum, rerr := parseHeader(hdr)
 	if rerr != nil {
 		return nil, rerr
 	}
-	if subtle.ConstantTimeCompare([]byte(jkt), []byte(opts.JKT)) != 1 {
+	if !jktEqual(&sum, opts.JKT) {
 		return nil, reject(ReasonKeyMismatch, "report key is not the device's registered key")
 	}
-	sig, err := b64.DecodeString(s)
-	if err != nil || len(sig) != 64 {
+	var sig [64]byte
+	if len(s) != 86 {
 		return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
 	}
+	if n, err := b64.Decode(sig[:], []byte(s)); err != nil || n != 64 {
+		return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
+	}
+	der, ok := rawToDER(&sig)
+	if !ok {
+		return nil, reject(ReasonSignature, "signature does not verify")
+	}
 	digest := sha256.Sum256([]byte(token[:len(h)+1+len(p)]))
-	if !ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+	if !ecdsa.VerifyASN1(pub, digest[:], der) {
 		return nil, reject(ReasonSignature, "signature does not verify")
 	}
 	payload, err := b64.DecodeString(p)
@@ -315,280 +319,252 @@ func ParseReport(token string, opts VerifyOptions) (*Report, error) {
 		return nil, reject(ReasonNonce, "nonce missing, unknown or already used")
 	}
 	return &Report{
-		DeviceID: c.Sub, JTI: c.JTI, Nonce: c.Nonce, IssuedAt: iat, ExpiresAt: exp, JKT: jkt, Posture: *c.Posture,
+		DeviceID: c.Sub, JTI: c.JTI, Nonce: c.Nonce, IssuedAt: iat, ExpiresAt: exp, JKT: opts.JKT, Posture: *c.Posture,
 	}, nil
 }
 
-// parseHeader checks the protected header and returns the report key and
-// its thumbprint.
-func parseHeader(hdr []byte) (*ecdsa.PublicKey, string, *Error) {
-	if err := checkJSON(hdr); err != nil {
-		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(hdr, &m); err != nil {
-		return nil, "", reject(ReasonMalformed, "header is not a JSON object")
-	}
-	var typ, alg string
-	if json.Unmarshal(m["typ"], &typ) != nil || typ != ReportType {
-		return nil, "", reject(ReasonType, "typ is not "+ReportType)
-	}
-	if json.Unmarshal(m["alg"], &alg) != nil || alg != "ES256" {
-		return nil, "", reject(ReasonAlg, "alg is not ES256")
-	}
-	if len(m) != 3 || m["jwk"] == nil {
-		return nil, "", reject(ReasonKey, "header must hold exactly typ, alg and jwk")
-	}
-	var jwk map[string]string
-	if err := json.Unmarshal(m["jwk"], &jwk); err != nil || len(jwk) != 4 ||
-		jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
-		return nil, "", reject(ReasonKey, "jwk must be exactly a public EC P-256 key (kty, crv, x, y)")
-	}
-	x, errx := b64.DecodeString(jwk["x"])
-	y, erry := b64.DecodeString(jwk["y"])
-	if errx != nil || erry != nil || len(x) != 32 || len(y) != 32 {
-		return nil, "", reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
-	}
-	pt := make([]byte, 0, 65)
-	pt = append(append(append(pt, 4), x...), y...)
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt)
-	if err != nil {
-		return nil, "", reject(ReasonKey, "jwk is not a point on P-256")
-	}
-	jkt, err := dpop.Thumbprint(&jose.JSONWebKey{Key: pub})
-	if err != nil {
-		return nil, "", reject(ReasonKey, "no thumbprint for jwk")
-	}
-	return pub, jkt, nil
+// jktEqual reports, in constant time, whether want is the unpadded
+// base64url encoding of sum.
+func jktEqual(sum *[sha256.Size]byte, want string) bool {
+	var enc [43]byte // RawURLEncoding of 32 bytes
+	b64.Encode(enc[:], sum[:])
+	return subtle.ConstantTimeCompare(enc[:], []byte(want)) == 1
 }
 
-// wireClaims is reportClaims as parsed: posture is decoded separately so
-// that its errors get ReasonPosture.
-type wireClaims struct {
-	Iss     string          `json:"iss"`
-	Sub     string          `json:"sub"`
-	Iat     int64           `json:"iat"`
-	Exp     int64           `json:"exp"`
-	JTI     string          `json:"jti"`
-	Nonce   string          `json:"nonce"`
-	Posture json.RawMessage `json:"posture"`
+// rawToDER converts a JWS R || S signature to ASN.1 DER, as
+// ecdsa.VerifyASN1 takes it. A zero R or S is refused.
+func rawToDER(sig *[64]byte) ([]byte, bool) {
+	out := make([]byte, 2, 72)
+	out[0] = 0x30
+	for _, v := range [][]byte{sig[:32], sig[32:]} {
+		for len(v) > 0 && v[0] == 0 {
+			v = v[1:]
+		}
+		if len(v) == 0 {
+			return nil, false
+		}
+		if v[0]&0x80 != 0 {
+			out = append(out, 2, byte(len(v)+1), 0)
+		} else {
+			out = append(out, 2, byte(len(v)))
+		}
+		out = append(out, v...)
+	}
+	out[1] = byte(len(out) - 2)
+	return out, true
+}
+
+// parseHeader checks the protected header and returns the report key and
+// the SHA-256 of its RFC 7638 thumbprint input.
+func parseHeader(hdr []byte) (*ecdsa.PublicKey, [sha256.Size]byte, *Error) {
+	var zero [sha256.Size]byte
+	if !checkStructure(hdr) {
+		return nil, zero, reject(ReasonMalformed, "header is not a JSON object without duplicate members")
+	}
+	var typRaw, algRaw, jwkRaw []byte
+	n := 0
+	it := newObjIter(hdr)
+	for it.next() {
+		n++
+		switch string(it.key()) {
+		case "typ":
+			typRaw = it.val
+		case "alg":
+			algRaw = it.val
+		case "jwk":
+			jwkRaw = it.val
+		}
+	}
+	if typ, ok := jsonString(typRaw); !ok || typ != ReportType {
+		return nil, zero, reject(ReasonType, "typ is not "+ReportType)
+	}
+	if alg, ok := jsonString(algRaw); !ok || alg != "ES256" {
+		return nil, zero, reject(ReasonAlg, "alg is not ES256")
+	}
+	if n != 3 || jwkRaw == nil {
+		return nil, zero, reject(ReasonKey, "header must hold exactly typ, alg and jwk")
+	}
+	badKey := reject(ReasonKey, "jwk must be exactly a public EC P-256 key (kty, crv, x, y)")
+	if jwkRaw[0] != '{' {
+		return nil, zero, badKey
+	}
+	var kty, crv, xs, ys string
+	n = 0
+	it = newObjIter(jwkRaw)
+	for it.next() {
+		n++
+		v, ok := jsonString(it.val)
+		if !ok {
+			return nil, zero, badKey
+		}
+		switch string(it.key()) {
+		case "kty":
+			kty = v
+		case "crv":
+			crv = v
+		case "x":
+			xs = v
+		case "y":
+			ys = v
+		default:
+			return nil, zero, badKey
+		}
+	}
+	if n != 4 || kty != "EC" || crv != "P-256" {
+		return nil, zero, badKey
+	}
+	var pt [65]byte
+	pt[0] = 4
+	if len(xs) != 43 || len(ys) != 43 {
+		return nil, zero, reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
+	}
+	nx, errx := b64.Decode(pt[1:33], []byte(xs))
+	ny, erry := b64.Decode(pt[33:], []byte(ys))
+	if errx != nil || erry != nil || nx != 32 || ny != 32 {
+		return nil, zero, reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt[:])
+	if err != nil {
+		return nil, zero, reject(ReasonKey, "jwk is not a point on P-256")
+	}
+	// RFC 7638: the required members in lexicographic order, no
+	// whitespace. Strict base64url decoding to 32 bytes above means xs and
+	// ys are the canonical encodings.
+	var buf [128]byte
+	tp := append(buf[:0], `{"crv":"P-256","kty":"EC","x":"`...)
+	tp = append(tp, xs...)
+	tp = append(tp, `","y":"`...)
+	tp = append(tp, ys...)
+	tp = append(tp, `"}`...)
+	return pub, sha256.Sum256(tp), nil
 }
 
 // decodeStrict decodes the claims: one JSON object, no duplicate or
 // unknown members (also inside posture), valid state values.
 func decodeStrict(payload []byte, c *reportClaims) *Error {
-	if err := checkJSON(payload); err != nil {
+	if !checkStructure(payload) {
 		return reject(ReasonClaims, "claims are not a JSON object without duplicate members")
 	}
-	var w wireClaims
-	if err := unmarshalClosed(payload, &w); err != nil {
-		return reject(ReasonClaims, "claims are malformed, mistyped or unknown")
+	bad := reject(ReasonClaims, "claims are malformed, mistyped or unknown")
+	var postureRaw []byte
+	it := newObjIter(payload)
+	for it.next() {
+		var ok bool
+		switch string(it.key()) {
+		case "iss":
+			ok = setString(&c.Iss, it.val)
+		case "sub":
+			ok = setString(&c.Sub, it.val)
+		case "jti":
+			ok = setString(&c.JTI, it.val)
+		case "nonce":
+			ok = setString(&c.Nonce, it.val)
+		case "iat":
+			ok = setInt(&c.Iat, it.val)
+		case "exp":
+			ok = setInt(&c.Exp, it.val)
+		case "posture":
+			postureRaw, ok = it.val, true
+		}
+		if !ok {
+			return bad
+		}
 	}
-	*c = reportClaims{Iss: w.Iss, Sub: w.Sub, Iat: w.Iat, Exp: w.Exp, JTI: w.JTI, Nonce: w.Nonce}
-	if len(w.Posture) == 0 || string(w.Posture) == "null" {
+	if postureRaw == nil || isNull(postureRaw) {
 		return nil // reported as missing posture by the caller
 	}
-	c.Posture = new(Posture)
-	if err := unmarshalClosed(w.Posture, c.Posture); err != nil {
-		if errors.Is(err, errInvalidState) {
-			return reject(ReasonPosture, "invalid state value")
-		}
-		return reject(ReasonPosture, "posture has unknown, mistyped or malformed fields")
+	p, rerr := decodePosture(postureRaw)
+	if rerr != nil {
+		return rerr
 	}
+	c.Posture = p
 	return nil
 }
 
-// unmarshalClosed decodes one JSON value into v, rejecting unknown
-// fields and trailing data.
-func unmarshalClosed(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
+// decodePosture decodes a posture object already checked by
+// checkStructure: known fields only, each of its type.
+func decodePosture(raw []byte) (*Posture, *Error) {
+	bad := reject(ReasonPosture, "posture has unknown, mistyped or malformed fields")
+	if raw[0] != '{' {
+		return nil, bad
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data")
-	}
-	return nil
-}
-
-// checkJSON verifies that data is one JSON object in which no object has
-// a member name twice (encoding/json would silently keep the last, which
-// invites parser differentials) and nesting is at most maxDepth deep.
-// It only finds the structure; full syntax is left to encoding/json,
-// which decodes the same bytes afterwards.
-func checkJSON(data []byte) error {
-	s := jscan{b: data}
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '{' {
-		return errJSON
-	}
-	if err := s.value(0); err != nil {
-		return err
-	}
-	s.ws()
-	if s.i != len(s.b) {
-		return errJSON
-	}
-	return nil
-}
-
-const maxDepth = 16
-
-var errJSON = errors.New("posture: not a JSON object without duplicate members")
-
-// jscan is a minimal JSON structure scanner.
-type jscan struct {
-	b []byte
-	i int
-}
-
-func (s *jscan) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
+	p := new(Posture)
+	it := newObjIter(raw)
+	for it.next() {
+		var st *State
+		ok := true
+		switch string(it.key()) {
+		case FieldPlatform:
+			ok = setString(&p.Platform, it.val)
+		case FieldOSName:
+			ok = setString(&p.OSName, it.val)
+		case FieldOSVersion:
+			ok = setString(&p.OSVersion, it.val)
+		case FieldKernel:
+			ok = setString(&p.Kernel, it.val)
+		case FieldHostname:
+			ok = setString(&p.Hostname, it.val)
+		case FieldDiskEncrypted:
+			st = &p.DiskEncrypted
+		case FieldUserIsAdmin:
+			st = &p.UserIsAdmin
+		case FieldAntiMalwarePresent:
+			st = &p.AntiMalwarePresent
+		case FieldFirewallEnabled:
+			st = &p.FirewallEnabled
+		case FieldSecureBoot:
+			st = &p.SecureBoot
+		case FieldScreenLock:
+			st = &p.ScreenLock
+		case FieldRooted:
+			st = &p.Rooted
+		case FieldAntiMalwareSignatureAge:
+			if !isNull(it.val) {
+				var v int64
+				if ok = setInt(&v, it.val); ok {
+					s := Seconds(v)
+					p.AntiMalwareSignatureAge = &s
+				}
+			}
+		case FieldCollectedAt:
+			ok = p.CollectedAt.UnmarshalJSON(it.val) == nil
+		case "evidence":
+			ok = decodeEvidence(&p.Evidence, it.val)
 		default:
-			return
+			ok = false
+		}
+		if st != nil {
+			v, isStr := jsonString(it.val)
+			if !isStr || it.val[0] != '"' || !State(v).Valid() {
+				return nil, reject(ReasonPosture, "invalid state value")
+			}
+			*st = State(v)
+		}
+		if !ok {
+			return nil, bad
 		}
 	}
+	return p, nil
 }
 
-// str consumes a string at s.i and returns its raw content and whether
-// it has escapes.
-func (s *jscan) str() ([]byte, bool, error) {
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return nil, false, errJSON
+// decodeEvidence decodes the evidence member: null or an object of
+// strings (null members are empty strings, as encoding/json has them).
+func decodeEvidence(dst *map[string]string, raw []byte) bool {
+	if isNull(raw) {
+		return true
 	}
-	start, esc := s.i+1, false
-	for j := start; j < len(s.b); j++ {
-		switch c := s.b[j]; {
-		case c == '\\':
-			esc = true
-			j++
-		case c == '"':
-			s.i = j + 1
-			return s.b[start:j], esc, nil
-		case c < 0x20:
-			return nil, false, errJSON
-		}
+	if raw[0] != '{' {
+		return false
 	}
-	return nil, false, errJSON
-}
-
-func (s *jscan) value(depth int) error {
-	s.ws()
-	if s.i >= len(s.b) {
-		return errJSON
+	m := make(map[string]string)
+	it := newObjIter(raw)
+	for it.next() {
+		v, ok := jsonString(it.val)
+		if !ok {
+			return false
+		}
+		m[string(it.key())] = v
 	}
-	switch s.b[s.i] {
-	case '{':
-		return s.object(depth + 1)
-	case '[':
-		if depth+1 > maxDepth {
-			return errJSON
-		}
-		s.i++
-		s.ws()
-		if s.i < len(s.b) && s.b[s.i] == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			if err := s.value(depth + 1); err != nil {
-				return err
-			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return errJSON
-			}
-			c := s.b[s.i]
-			s.i++
-			if c == ']' {
-				return nil
-			}
-			if c != ',' {
-				return errJSON
-			}
-		}
-	case '"':
-		_, _, err := s.str()
-		return err
-	}
-	// number or literal: up to the next delimiter
-	start := s.i
-	for s.i < len(s.b) && !strings.ContainsRune(",]} \t\n\r", rune(s.b[s.i])) {
-		s.i++
-	}
-	if s.i == start {
-		return errJSON
-	}
-	return nil
-}
-
-func (s *jscan) object(depth int) error {
-	if depth > maxDepth {
-		return errJSON
-	}
-	s.i++ // '{'
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		return nil
-	}
-	var small [16]string
-	names := small[:0]
-	var many map[string]bool
-	for {
-		s.ws()
-		raw, esc, err := s.str()
-		if err != nil {
-			return err
-		}
-		name := string(raw)
-		if esc {
-			if err := json.Unmarshal(s.b[s.i-len(raw)-2:s.i], &name); err != nil {
-				return errJSON
-			}
-		}
-		if many != nil {
-			if many[name] {
-				return errJSON
-			}
-			many[name] = true
-		} else {
-			for _, n := range names {
-				if n == name {
-					return errJSON
-				}
-			}
-			names = append(names, name)
-			if len(names) == len(small) {
-				many = make(map[string]bool, 2*len(small))
-				for _, n := range names {
-					many[n] = true
-				}
-			}
-		}
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return errJSON
-		}
-		s.i++
-		if err := s.value(depth); err != nil {
-			return err
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return errJSON
-		}
-		c := s.b[s.i]
-		s.i++
-		if c == '}' {
-			return nil
-		}
-		if c != ',' {
-			return errJSON
-		}
-	}
+	*dst = m
+	return true
 }
