@@ -270,10 +270,14 @@ func TestSubmitPosture(t *testing.T) {
 	// Forged: the signature does not verify.
 	good := e.report(k, d.ID, healthy)
 	parts := strings.Split(good, ".")
+	// Change one base64url character to another base64url character (an
+	// XOR could produce '.' or a non-alphabet byte: a malformed token, not
+	// a forged signature).
 	sig := []byte(parts[2])
-	sig[3] ^= 'A' ^ 'B'
-	if sig[3] == parts[2][3] {
-		sig[3] = 'C'
+	if sig[3] == 'A' {
+		sig[3] = 'B'
+	} else {
+		sig[3] = 'A'
 	}
 	if _, err := e.svc.SubmitPosture(e.ctx, d.ID, parts[0]+"."+parts[1]+"."+string(sig)); PostureReason(err) != ReasonForged {
 		t.Fatalf("bad signature: %v", err)
