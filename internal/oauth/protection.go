@@ -26,9 +26,16 @@ const (
 // device (if any) holds the proof key. A key of a disabled or lost device
 // is refused outright: that device's sessions were revoked, and its key
 // must not start new ones.
-func (p *Provider) protection(ctx context.Context, tr *tokenRequest) (status, reason string, dev *model.Device, e *Error) {
+//
+// Token protection is about user sessions: a client_credentials grant
+// (lookup false) skips the device read on the hottest path, unless the
+// client itself requires protected sessions.
+func (p *Provider) protection(ctx context.Context, tr *tokenRequest, lookup bool) (status, reason string, dev *model.Device, e *Error) {
 	if tr.proof == nil {
 		return ProtectionUnbound, model.UnboundNoProof, nil, nil
+	}
+	if !lookup {
+		return ProtectionUnregisteredKey, "no_user_session", nil, nil
 	}
 	if p.c.Devices == nil {
 		return ProtectionUnregisteredKey, "device_registry_disabled", nil, nil

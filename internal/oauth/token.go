@@ -364,7 +364,7 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	} else {
 		claims.Subject = c.ID
 	}
-	protection, why, dev, e := p.protection(ctx, tr)
+	protection, why, dev, e := p.protection(ctx, tr, g.user != nil || c.RequireProtectedSessions)
 	if e != nil {
 		return nil, e
 	}
