@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"sync"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/cost"
@@ -18,8 +19,41 @@ const maxAttrLen = 256
 // cost (with attributes of at most maxAttrLen bytes) is within CELCostLimit:
 // it then runs without the runtime cost tracker, which is the costliest part
 // of evaluating a small rule. tracked always enforces cel.CostLimit.
+//
+// native is the rule compiled to Go (see compileNative), set only where
+// fast would be. It then replaces fast, and tracked (needed only for
+// devices with longer attributes) is built on first use: a Set keeps no
+// cel-go program for such rules, which keeps the live heap the garbage
+// collector scans small.
 type rule struct {
+	native        boolFn
 	fast, tracked cel.Program
+	lazy          *lazyProgram // tracked program of a native rule
+}
+
+// lazyProgram builds a rule's cost-tracked program on first use.
+type lazyProgram struct {
+	env  *cel.Env
+	src  string
+	once sync.Once
+	prg  cel.Program
+	err  error
+}
+
+func (l *lazyProgram) program() (cel.Program, error) {
+	l.once.Do(func() {
+		ast, iss := l.env.Compile(l.src)
+		if iss.Err() != nil {
+			l.err = iss.Err()
+			return
+		}
+		l.prg, l.err = trackedProgram(l.env, ast)
+	})
+	return l.prg, l.err
+}
+
+func trackedProgram(env *cel.Env, ast *cel.Ast) (cel.Program, error) {
+	return env.Program(ast, cel.CostLimit(CELCostLimit), cel.EvalOptions(cel.OptOptimize))
 }
 
 type sizeEstimator struct{}
@@ -77,11 +111,15 @@ func compileRule(env *cel.Env, src string) (rule, error) {
 		return r, fmt.Errorf("rule must be boolean, is %v", ast.OutputType())
 	}
 	var err error
-	r.tracked, err = env.Program(ast, cel.CostLimit(CELCostLimit), cel.EvalOptions(cel.OptOptimize))
+	r.tracked, err = trackedProgram(env, ast)
 	if err != nil {
 		return r, fmt.Errorf("invalid CEL: %v", err)
 	}
 	if est, err := env.EstimateCost(ast, sizeEstimator{}); err == nil && est.Max <= CELCostLimit {
+		if r.native = compileNative(ast); r.native != nil {
+			r.tracked, r.lazy = nil, &lazyProgram{env: env, src: src}
+			return r, nil
+		}
 		r.fast, err = env.Program(ast, cel.EvalOptions(cel.OptOptimize))
 		if err != nil {
 			return r, fmt.Errorf("invalid CEL: %v", err)
@@ -97,15 +135,20 @@ func longAttrs(d *DeviceInput) bool {
 		len(d.Compliance) > maxAttrLen || len(d.Status) > maxAttrLen || len(d.Hostname) > maxAttrLen)
 }
 
-// program returns the program to run: the untracked one only when the
-// device's attributes are within the sizes the static estimate assumed
-// (long reports they are not, see longAttrs).
-// tracked reports that the cost-tracked program was chosen.
-func (r *rule) program(long bool) (prg cel.Program, tracked bool) {
-	if r.fast == nil || long {
-		return r.tracked, true
+// program returns the cel-go program to run: the untracked one only when
+// the device's attributes are within the sizes the static estimate assumed
+// (long reports they are not, see longAttrs). tracked reports that the
+// cost-tracked program was chosen. Rules with a native form have no
+// untracked program; their tracked one is built here on first use.
+func (r *rule) program(long bool) (prg cel.Program, tracked bool, err error) {
+	switch {
+	case r.fast != nil && !long:
+		return r.fast, false, nil
+	case r.lazy != nil:
+		prg, err = r.lazy.program()
+		return prg, true, err
 	}
-	return r.fast, false
+	return r.tracked, true, nil
 }
 
 // celVars exposes a device to CEL without building a map. It is built once

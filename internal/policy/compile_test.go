@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"go.yaml.in/yaml/v3"
 )
 
 func allUsers() Assignments {
@@ -225,5 +227,140 @@ func TestLocatorCountry(t *testing.T) {
 	}
 	if c, err := loc.Country(netip.Addr{}); c != "" || err != nil {
 		t.Errorf("zero addr: %q %v", c, err)
+	}
+}
+
+// everyProblem is a document with one of each kind of problem.
+const everyProblem = `
+locations:
+  - {id: hq, trusted: true, ip_ranges: [10.0.0.0/8, 10.0.0.0/33, "2001:db8::/129", "2001:db8:zz::/48"], colour: red}
+  - {id: lab, ip_ranges: [192.0.2.0/24]}
+policies:
+  - id: unknown-fields
+    state: enabled
+    assignments: {users: {include: [all], exlude: [bob]}, applications: {include: [all]}}
+    grant: {block: true, blok: true}
+  - id: cel-syntax
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {device_filter: {mode: include, rule: "device.platform =="}}
+    grant: {block: true}
+  - id: cel-not-bool
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {device_filter: {mode: exclude, rule: "device.hostname + 'x'"}}
+    grant: {block: true}
+  - id: cel-unknown-variable
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {device_filter: {mode: include, rule: "device.serial == 'x'"}}
+    grant: {block: true}
+  - id: all-minus-all
+    state: enabled
+    assignments: {users: {include: [all], exclude: [all]}, applications: {include: [all], exclude: [all]}}
+    grant: {block: true}
+  - id: x-minus-x
+    state: enabled
+    assignments: {groups: {include: [g], exclude: [g]}, applications: {include: [a, b]}, client_types: [web]}
+    grant: {block: true}
+  - id: x-minus-x-again
+    state: enabled
+    assignments: {users: {include: [bob], exclude: [bob]}, applications: {include: [a]}}
+    conditions:
+      device_platforms: {include: [ios], exclude: [ios]}
+      device_state: {include: [compliant], exclude: [registered]}
+      locations: {include: [lab, trusted], exclude: [lab, trusted]}
+    grant: {block: true}
+  - id: unknown-locations
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {locations: {include: [mars], exclude: [venus]}}
+    grant: {block: true}
+`
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	var generic any
+	if err := yaml.Unmarshal([]byte(everyProblem), &generic); err != nil {
+		t.Fatal(err)
+	}
+	asJSON, err := json.Marshal(generic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	common := []string{
+		`locations[0].ip_ranges[1]: invalid CIDR "10.0.0.0/33"`,
+		`locations[0].ip_ranges[2]: invalid CIDR "2001:db8::/129"`,
+		`locations[0].ip_ranges[3]: invalid CIDR "2001:db8:zz::/48"`,
+		`policies[1].conditions.device_filter.rule: invalid CEL`,
+		`policies[2].conditions.device_filter.rule: rule must be boolean, is string`,
+		`policies[3].conditions.device_filter.rule: invalid CEL`,
+		`undeclared reference to 'device'`,
+		`policies[4].assignments.users.exclude: excluding "all" leaves nobody`,
+		`policies[4].assignments.applications: include and exclude leave no application`,
+		`policies[5].assignments.users: include and exclude leave nobody`,
+		`policies[5].assignments.client_types[0]: unknown value "web" (want one of public, confidential, browser, native)`,
+		`policies[6].assignments.users: include and exclude leave nobody`,
+		`policies[6].conditions.device_platforms: include and exclude leave no platform`,
+		`policies[6].conditions.device_state: include and exclude leave no device`,
+		`policies[6].conditions.locations: include and exclude leave no location`,
+		`policies[7].conditions.locations.include[0]: unknown location "mars"`,
+		`policies[7].conditions.locations.exclude[0]: unknown location "venus"`,
+	}
+	for _, tc := range []struct {
+		format string
+		data   []byte
+		want   []string
+	}{
+		{"yaml", []byte(everyProblem), append([]string{
+			"field colour not found in type policy.NamedLocation",
+			"field exlude not found in type policy.IncludeExclude",
+			"field blok not found in type policy.GrantControls",
+		}, common...)},
+		{"json", asJSON, append([]string{
+			`policy: decode json: locations[0]: unknown field "colour"`,
+			`policy: decode json: policies[0].assignments.users: unknown field "exlude"`,
+			`policy: decode json: policies[0].grant: unknown field "blok"`,
+		}, common...)},
+	} {
+		_, err := Load(tc.data)
+		if err == nil {
+			t.Fatalf("%s: accepted", tc.format)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: missing %q", tc.format, w)
+			}
+		}
+		if t.Failed() {
+			t.Logf("%s:\n%v", tc.format, err)
+		}
+	}
+}
+
+// TestOverlapValid: include/exclude pairs that leave something are valid.
+func TestOverlapValid(t *testing.T) {
+	_, err := Load([]byte(`
+locations:
+  - {id: hq, trusted: true, ip_ranges: [10.0.0.0/8]}
+  - {id: lab, ip_ranges: [192.0.2.0/24]}
+policies:
+  - id: a
+    state: enabled
+    assignments: {users: {include: [all], exclude: [bob]}, groups: {exclude: [g]}, applications: {include: [all], exclude: [x]}}
+    conditions:
+      device_platforms: {include: [all], exclude: [ios]}
+      device_state: {include: [all], exclude: [registered]}
+      locations: {include: [trusted, lab], exclude: [hq]}
+    grant: {block: true}
+  - id: b
+    state: enabled
+    assignments: {users: {include: [bob]}, groups: {include: [g], exclude: [h]}, applications: {include: [a]}, client_types: [public, native]}
+    conditions:
+      device_state: {include: [registered], exclude: [compliant]}
+      locations: {include: [lab, hq], exclude: [trusted]}
+    grant: {block: true}
+`))
+	if err != nil {
+		t.Fatal(err)
 	}
 }

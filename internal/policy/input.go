@@ -9,68 +9,76 @@ import (
 // caller (sign-in, token endpoint, continuous evaluation) from the user,
 // client, device and the authentication already performed.
 type Input struct {
-	User   UserInput    `json:"user"`
-	App    AppInput     `json:"app"`
-	Device *DeviceInput `json:"device,omitempty"`
+	User   UserInput    `json:"user" yaml:"user"`
+	App    AppInput     `json:"app" yaml:"app"`
+	Device *DeviceInput `json:"device,omitempty" yaml:"device,omitempty"`
 	// IP is the client address; the zero Addr matches no IP range.
-	IP netip.Addr `json:"ip"`
+	IP netip.Addr `json:"ip" yaml:"ip"`
 	// Country is the ISO 3166-1 alpha-2 code resolved for IP (see
 	// Locator.Country); empty when unknown.
-	Country string `json:"country,omitempty"`
+	Country string `json:"country,omitempty" yaml:"country,omitempty"`
 	// SignInRisk is none, low, medium or high (empty: none).
-	SignInRisk string `json:"sign_in_risk,omitempty"`
+	SignInRisk string `json:"sign_in_risk,omitempty" yaml:"sign_in_risk,omitempty"`
 	// Flow is interactive, refresh, device_code or client_credentials.
-	Flow string `json:"flow"`
+	Flow string `json:"flow" yaml:"flow"`
 	// Auth is what the request has already proved.
-	Auth AuthInput `json:"auth"`
+	Auth AuthInput `json:"auth" yaml:"auth"`
 }
 
 // UserInput describes the signed-in user.
 type UserInput struct {
-	ID     string   `json:"id"`
-	Groups []string `json:"groups,omitempty"`
+	ID string `json:"id" yaml:"id"`
+	// Username, when set, also matches user include/exclude lists, so
+	// policies can name people (emergency accounts) by username.
+	Username string   `json:"username,omitempty" yaml:"username,omitempty"`
+	Groups   []string `json:"groups,omitempty" yaml:"groups,omitempty"`
 	// Risk is the user risk level: none, low, medium or high (empty: none).
-	Risk string `json:"risk,omitempty"`
+	Risk string `json:"risk,omitempty" yaml:"risk,omitempty"`
 }
 
 // AppInput describes the client the token is for.
 type AppInput struct {
-	ClientID string `json:"client_id"`
-	Public   bool   `json:"public,omitempty"`
+	ClientID string `json:"client_id" yaml:"client_id"`
+	// Public reports a public client (no client authentication); false
+	// is a confidential client.
+	Public bool `json:"public,omitempty" yaml:"public,omitempty"`
+	// Native reports a native (installed desktop or mobile) application;
+	// false is a browser-based one (a web application or single-page app).
+	Native bool `json:"native,omitempty" yaml:"native,omitempty"`
 }
 
 // DeviceInput describes the device the request comes from (model.Device
 // fields). Registered means the request proved possession of the registered
 // device's key.
 type DeviceInput struct {
-	ID         string `json:"id,omitempty"`
-	Registered bool   `json:"registered,omitempty"`
+	ID         string `json:"id,omitempty" yaml:"id,omitempty"`
+	Registered bool   `json:"registered,omitempty" yaml:"registered,omitempty"`
 	// Compliance is compliant, noncompliant or unknown; anything but
 	// "compliant" is treated as not compliant.
-	Compliance string `json:"compliance,omitempty"`
-	Platform   string `json:"platform,omitempty"`
-	OSVersion  string `json:"os_version,omitempty"`
-	TrustType  string `json:"trust_type,omitempty"`
+	Compliance string `json:"compliance,omitempty" yaml:"compliance,omitempty"`
+	Platform   string `json:"platform,omitempty" yaml:"platform,omitempty"`
+	OSVersion  string `json:"os_version,omitempty" yaml:"os_version,omitempty"`
+	TrustType  string `json:"trust_type,omitempty" yaml:"trust_type,omitempty"`
 	// Status is active, disabled or lost; only active devices satisfy
 	// device controls.
-	Status   string `json:"status,omitempty"`
-	Hostname string `json:"hostname,omitempty"`
+	Status   string `json:"status,omitempty" yaml:"status,omitempty"`
+	Hostname string `json:"hostname,omitempty" yaml:"hostname,omitempty"`
 }
 
 // AuthInput is the authentication already performed in this session.
 type AuthInput struct {
 	// Methods are the amr values (RFC 8176), informational.
-	Methods []string `json:"methods,omitempty"`
+	Methods []string `json:"methods,omitempty" yaml:"methods,omitempty"`
 	// Strength is the strongest authentication strength achieved:
 	// password, password_totp or phishing_resistant.
-	Strength string `json:"strength,omitempty"`
+	Strength string `json:"strength,omitempty" yaml:"strength,omitempty"`
 	// MFA reports a completed multi-factor authentication; a strength of
 	// password_totp or stronger implies it.
-	MFA bool `json:"mfa,omitempty"`
+	MFA bool `json:"mfa,omitempty" yaml:"mfa,omitempty"`
 	// TokenProtected reports that the session is bound to the device key.
-	TokenProtected bool `json:"token_protected,omitempty"`
+	TokenProtected bool `json:"token_protected,omitempty" yaml:"token_protected,omitempty"`
 	// PasswordChanged reports a password change after the risk was raised.
-	PasswordChanged bool `json:"password_changed,omitempty"`
+	PasswordChanged bool `json:"password_changed,omitempty" yaml:"password_changed,omitempty"`
 }
 
 // Outcome is the overall result of an evaluation.

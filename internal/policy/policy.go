@@ -1,12 +1,16 @@
 // Package policy is Ward's Conditional Access engine: a policy model, its
-// validation (Compile) and a pure evaluation function (Set.Evaluate) that
-// turns the facts of one sign-in or token request into a Decision.
+// validation (Compile, Load) and a pure evaluation function (Set.Evaluate)
+// that turns the facts of one sign-in or token request into a Decision,
+// plus test cases for policy sets (DecodeCases, Set.RunCases).
 //
 // The package has no I/O on the evaluation path. Country resolution from an
 // MMDB file is done beforehand by a Locator, so Evaluate stays a pure,
-// allocation-light function that is safe for concurrent use.
+// allocation-light function that is safe for concurrent use. CEL device
+// filters are compiled once, by Compile; the common ones are compiled to Go
+// and run without the CEL interpreter.
 //
-// The engine is not yet wired into sign-in or the token endpoint; see
+// This package is the engine only: building an Input from a request and
+// enforcing the Decision are the callers' job; see
 // docs/conditional-access.md.
 package policy
 
@@ -31,10 +35,14 @@ const (
 	Trusted = "trusted"
 )
 
-// Client types.
+// Client types (assignments.client_types). They form two independent
+// dimensions: public or confidential (AppInput.Public), and browser or
+// native (AppInput.Native).
 const (
 	ClientPublic       = "public"
 	ClientConfidential = "confidential"
+	ClientBrowser      = "browser"
+	ClientNative       = "native"
 )
 
 // Risk levels (sign-in risk and user risk). An empty level is treated as
@@ -132,8 +140,12 @@ type Assignments struct {
 	Groups IncludeExclude `json:"groups,omitempty" yaml:"groups,omitempty"`
 	// Applications are client ids or "all"; the include list is required.
 	Applications IncludeExclude `json:"applications" yaml:"applications"`
-	// ClientTypes limits the policy to public and/or confidential clients;
-	// empty means both.
+	// ClientTypes limits the policy by client type: public and/or
+	// confidential, and browser and/or native. The two dimensions are
+	// independent: when the list names any of public and confidential the
+	// client must be one of those named, when it names any of browser and
+	// native likewise; a dimension with no value listed (and an empty
+	// list) matches every client.
 	ClientTypes []string `json:"client_types,omitempty" yaml:"client_types,omitempty"`
 }
 

@@ -23,7 +23,38 @@ type goldenFile struct {
 		Input        Input    `json:"input"`
 		WantOutcome  Outcome  `json:"want_outcome"`
 		WantControls []string `json:"want_controls"`
+		// Expect, optional, is checked as by Set.RunCases.
+		Expect *Expectation `json:"expect"`
 	} `json:"cases"`
+}
+
+func loadGolden(t *testing.T, f string) goldenFile {
+	t.Helper()
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gf goldenFile
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&gf); err != nil {
+		t.Fatalf("%s: %v", f, err)
+	}
+	return gf
+}
+
+// goldenFiles lists the testdata/cases inputs.
+func goldenFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("testdata/cases/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = slices.DeleteFunc(files, func(f string) bool { return strings.HasSuffix(f, ".golden.json") })
+	if len(files) == 0 {
+		t.Fatal("no golden cases")
+	}
+	return files
 }
 
 type goldenResult struct {
@@ -32,30 +63,16 @@ type goldenResult struct {
 }
 
 func TestGolden(t *testing.T) {
-	files, err := filepath.Glob("testdata/cases/*.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, ".golden.json") {
-			continue
-		}
-		n++
+	for _, f := range goldenFiles(t) {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".json"), func(t *testing.T) {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var gf goldenFile
-			dec := json.NewDecoder(bytes.NewReader(data))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&gf); err != nil {
-				t.Fatal(err)
-			}
+			gf := loadGolden(t, f)
 			set, err := Compile(gf.Policies, gf.Locations)
 			if err != nil {
 				t.Fatalf("Compile: %v", err)
+			}
+			known := map[string]bool{}
+			for _, p := range gf.Policies {
+				known[p.ID] = true
 			}
 			var got []goldenResult
 			for _, c := range gf.Cases {
@@ -66,6 +83,11 @@ func TestGolden(t *testing.T) {
 				}
 				if !slices.Equal(d.Controls, c.WantControls) {
 					t.Errorf("%s: controls %v, want %v", c.Name, d.Controls, c.WantControls)
+				}
+				if c.Expect != nil {
+					for _, m := range checkExpectation(c.Expect, &d, known) {
+						t.Errorf("%s: %s", c.Name, m)
+					}
 				}
 			}
 			out, err := json.MarshalIndent(got, "", "  ")
@@ -89,7 +111,27 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
-	if n == 0 {
-		t.Fatal("no golden cases")
+}
+
+// A user list may name a user by id or by username.
+func TestUserMatchesByUsername(t *testing.T) {
+	set, err := Compile([]Policy{{ID: "p", State: StateEnabled,
+		Assignments: Assignments{Users: IncludeExclude{Include: []string{All}, Exclude: []string{"breakglass"}}, Applications: IncludeExclude{Include: []string{All}}},
+		Grant:       GrantControls{Block: true}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user UserInput
+		want Outcome
+	}{
+		{UserInput{ID: "u-1", Username: "breakglass"}, OutcomeAllow},
+		{UserInput{ID: "breakglass"}, OutcomeAllow},
+		{UserInput{ID: "u-2", Username: "alice"}, OutcomeBlock},
+		{UserInput{ID: "u-3"}, OutcomeBlock},
+	} {
+		if d := set.Evaluate(Input{User: tc.user, App: AppInput{ClientID: "c"}, Flow: FlowInteractive}); d.Outcome != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.user, d.Outcome, tc.want)
+		}
 	}
 }
