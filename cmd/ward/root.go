@@ -125,6 +125,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newLogsCmd(e),
 		newDeviceCmd(e),
 		newComplianceCmd(e),
+		newPolicyCmd(e),
 	)
 	return root
 }

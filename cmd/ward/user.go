@@ -226,7 +226,30 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	totpEnroll.Flags().StringVar(&issuer, "issuer", "Ward", "issuer label shown in the authenticator app")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll)
+	var riskReason string
+	risk := &cobra.Command{
+		Use:   "risk USER LEVEL",
+		Short: "Set a user's risk level (none, low, medium, high) for Conditional Access",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				u, err := findUser(ctx, a, args[0])
+				if err != nil {
+					return err
+				}
+				if err := a.Identity.SetRisk(ctx, actorCLI, u.ID, args[1], riskReason); errors.Is(err, identity.ErrInvalidRisk) {
+					return &exitError{code: exitUsage, err: err}
+				} else if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "user %s risk set to %s\n", u.Username, args[1])
+				return nil
+			})
+		},
+	}
+	risk.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
+
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, risk)
 	return cmd
 }
 

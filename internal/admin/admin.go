@@ -123,6 +123,8 @@ func (api *API) routes() {
 	api.handle("GET /events", api.listEvents)
 	// Devices and compliance policies (devices.go).
 	api.deviceRoutes()
+	// Conditional Access (conditional.go).
+	api.accessRoutes()
 }
 
 // handlerFunc is an admin handler. It writes a success response itself

@@ -34,6 +34,7 @@ func parseEventFilter(r *http.Request) (store.EventFilter, error) {
 		}
 	}
 	f.UserID, f.SessionID, f.ClientID = q.Get("user_id"), q.Get("session_id"), q.Get("client_id")
+	f.CorrelationID = q.Get("correlation_id")
 	for _, p := range []struct {
 		name string
 		dst  *time.Time

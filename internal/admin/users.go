@@ -25,8 +25,12 @@ type userJSON struct {
 	Locked       bool       `json:"locked"`
 	LockedUntil  *time.Time `json:"locked_until,omitempty"`
 	Groups       []groupRef `json:"groups,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
+	// RiskLevel is the user risk Conditional Access sees.
+	RiskLevel         string     `json:"risk_level"`
+	RiskUpdatedAt     *time.Time `json:"risk_updated_at,omitempty"`
+	PasswordChangedAt *time.Time `json:"password_changed_at,omitempty"`
+	CreatedAt         time.Time  `json:"created_at"`
+	UpdatedAt         time.Time  `json:"updated_at"`
 }
 
 // groupRef names a group a user belongs to.
@@ -40,6 +44,10 @@ func (api *API) userDTO(u *model.User) userJSON {
 		ID: u.ID, Username: u.Username, Email: u.Email, DisplayName: u.DisplayName,
 		Roles: nonNil(u.Roles), Disabled: u.Disabled, TOTPEnrolled: len(u.TOTPSecret) > 0,
 		FailedLogins: u.FailedLogins, CreatedAt: u.CreatedAt.UTC(), UpdatedAt: u.UpdatedAt.UTC(),
+		RiskLevel: u.RiskLevel, RiskUpdatedAt: optTime(u.RiskUpdatedAt), PasswordChangedAt: optTime(u.PasswordChangedAt),
+	}
+	if out.RiskLevel == "" {
+		out.RiskLevel = identity.RiskNone
 	}
 	if !u.LockedUntil.IsZero() {
 		t := u.LockedUntil.UTC()

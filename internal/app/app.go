@@ -18,12 +18,14 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/postgres"
@@ -47,6 +49,7 @@ type App struct {
 	Identity    *identity.Service
 	Clients     *clients.Service
 	Devices     *device.Service
+	Access      *access.Service
 	TokenHasher *secret.Hasher
 
 	dev        *DevData
@@ -169,8 +172,28 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		NonceKey: a.KEK.Derive("device-posture-nonce"),
 	})
 
+	var locator *policy.Locator
+	if path := cfg.ConditionalAccess.GeoIPDatabase; path != "" {
+		if locator, err = policy.OpenLocator(path); err != nil {
+			return nil, fmt.Errorf("app: conditional_access.geoip_database: %w", err)
+		}
+		a.closers = append(a.closers, locator.Close)
+	}
+	a.Access = access.New(access.Options{
+		Store: a.Store, Bus: b, Now: o.Now, Log: log, Locator: locator,
+		PollInterval: cfg.ConditionalAccess.PollInterval,
+	})
+	if err := a.Access.Load(ctx); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+
 	if err := errors.Join(a.applyStaticClients(ctx, o.LookupEnv), a.applyStaticUsers(ctx, o.LookupEnv)); err != nil {
 		return nil, fmt.Errorf("app: static configuration:\n%w", err)
+	}
+	if path := cfg.ConditionalAccess.PoliciesFile; path != "" {
+		if err := a.applyPoliciesFile(ctx, path); err != nil {
+			return nil, fmt.Errorf("app: conditional_access.policies_file: %w", err)
+		}
 	}
 	if cfg.Dev {
 		if a.dev, err = a.ensureDevData(ctx); err != nil {

@@ -35,11 +35,13 @@ var allowed = map[string][]string{
 	// The device service also verifies DPoP thumbprints and agent posture
 	// reports (agent/posture: a library without Ward dependencies but dpop).
 	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
+	// Conditional Access service: stored policy versions, the engine.
+	"internal/access": {"internal/model", "internal/bus", "internal/store", "internal/policy"},
 	// handlers: services and leaves, never a store implementation
 	"internal/oauth": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop", "internal/ratelimit",
-		"internal/web", "internal/identity", "internal/clients"},
+		"internal/web", "internal/identity", "internal/clients", "internal/access", "internal/policy"},
 	"internal/admin": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
-		"internal/identity", "internal/clients", "internal/device", "internal/oauth", "internal/app"},
+		"internal/identity", "internal/clients", "internal/device", "internal/oauth", "internal/app", "internal/access", "internal/policy"},
 	"internal/deviceapi": {"internal/model", "dpop", "internal/device", "internal/oauth"},
 }
 

@@ -52,6 +52,8 @@ type Config struct {
 	Passwords Passwords `koanf:"passwords"`
 	Lockout   Lockout   `koanf:"lockout"`
 
+	ConditionalAccess ConditionalAccess `koanf:"conditional_access"`
+
 	// TrustedProxies lists CIDRs whose Forwarded /
 	// X-Forwarded-For headers are honoured.
 	TrustedProxies []string `koanf:"trusted_proxies"`
@@ -145,6 +147,20 @@ type Lockout struct {
 	IPFailuresPerMinute int           `koanf:"ip_failures_per_minute"`
 }
 
+// ConditionalAccess configures policy evaluation (docs/conditional-access.md).
+type ConditionalAccess struct {
+	// GeoIPDatabase is an MMDB file (DB-IP Lite Country, GeoLite2
+	// Country or City) for country named locations; empty: countries are
+	// unknown and country locations never match.
+	GeoIPDatabase string `koanf:"geoip_database"`
+	// PoliciesFile, when set, is applied (idempotently) on every start,
+	// like the static clients: policy as code from the configuration.
+	PoliciesFile string `koanf:"policies_file"`
+	// PollInterval is how often an instance checks for a policy version
+	// stored by another instance or by `ward policy apply`.
+	PollInterval time.Duration `koanf:"poll_interval"`
+}
+
 // StaticClient is an OAuth client declared in the configuration and
 // applied (created or updated) on every start.
 type StaticClient struct {
@@ -186,12 +202,13 @@ type StaticUser struct {
 // depend on data_dir are filled in by Load (see ResolvePaths).
 func Default() *Config {
 	return &Config{
-		Issuer:  "http://127.0.0.1:8700",
-		Listen:  "127.0.0.1:8700",
-		DataDir: "./ward-data",
-		Storage: Storage{Driver: DriverSQLite},
-		KEK:     KEK{Env: "WARD_KEK"},
-		Log:     Log{Level: "info", Format: "json"},
+		Issuer:            "http://127.0.0.1:8700",
+		Listen:            "127.0.0.1:8700",
+		DataDir:           "./ward-data",
+		Storage:           Storage{Driver: DriverSQLite},
+		KEK:               KEK{Env: "WARD_KEK"},
+		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
+		Log:               Log{Level: "info", Format: "json"},
 		Tokens: Tokens{
 			AccessTokenTTL:  10 * time.Minute,
 			IDTokenTTL:      10 * time.Minute,

@@ -367,3 +367,14 @@ func (s *Service) dummyHashLocked(password string) {
 	h := &phc{params: s.params, salt: s.dummySalt, key: make([]byte, keyLen)}
 	_ = h.verify(password)
 }
+
+// VerifyPassword reports whether password is u's current password (the
+// argon2id comparison, under the bound on concurrent hashing). It changes
+// nothing: no lockout counting, no events.
+func (s *Service) VerifyPassword(ctx context.Context, u *model.User, password string) (bool, error) {
+	if u == nil || u.PasswordHash == "" {
+		return false, nil
+	}
+	ok, _, err := s.verify(ctx, u.PasswordHash, password)
+	return ok, err
+}

@@ -211,12 +211,59 @@ func (s *Service) SetPassword(ctx context.Context, actor, userID, password strin
 	}
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.PasswordHash = hash
+		u.PasswordChangedAt = s.now()
 		return nil
 	}); err != nil {
 		return err
 	}
 	s.log.InfoContext(ctx, "password changed", "actor", actor, "user_id", userID)
 	return s.publish(ctx, &model.Event{Type: model.EventPasswordChanged, Actor: actor, UserID: userID})
+}
+
+// Risk levels a user can have ("" reads as RiskNone).
+const (
+	RiskNone   = "none"
+	RiskLow    = "low"
+	RiskMedium = "medium"
+	RiskHigh   = "high"
+)
+
+// ErrInvalidRisk: a risk level other than none, low, medium or high.
+var ErrInvalidRisk = errors.New("identity: risk level must be none, low, medium or high")
+
+// SetRisk sets a user's risk level (Conditional Access user risk) and
+// publishes user.risk_changed with the level, the previous level and the
+// reason. Setting the level it already has changes nothing.
+func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason string) error {
+	switch level {
+	case RiskNone, RiskLow, RiskMedium, RiskHigh:
+	default:
+		return ErrInvalidRisk
+	}
+	prev := RiskNone
+	changed := false
+	if _, err := s.update(ctx, userID, func(u *model.User) error {
+		if u.RiskLevel != "" {
+			prev = u.RiskLevel
+		}
+		if prev == level {
+			return nil
+		}
+		changed = true
+		u.RiskLevel, u.RiskUpdatedAt = level, s.now()
+		if level == RiskNone {
+			u.RiskLevel = ""
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if !changed {
+		return nil
+	}
+	s.log.InfoContext(ctx, "user risk set", "actor", actor, "user_id", userID, "level", level, "previous", prev)
+	return s.publish(ctx, &model.Event{Type: model.EventUserRiskChanged, Actor: actor, UserID: userID,
+		Reason: reason, Data: map[string]string{"level": level, "previous": prev}})
 }
 
 // SetDisabled disables or re-enables a user. Disabling publishes

@@ -57,6 +57,16 @@ const (
 	EventCompliancePolicyChanged EventType = "compliance.policy_changed"
 )
 
+// Conditional Access and risk events.
+const (
+	// EventAccessPolicyChanged: a new Conditional Access policy version
+	// was stored (Data: version, digest, added, changed, removed).
+	EventAccessPolicyChanged EventType = "access.policy_changed"
+	// EventUserRiskChanged: a user's risk level was set (Data: level,
+	// previous, reason).
+	EventUserRiskChanged EventType = "user.risk_changed"
+)
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
@@ -92,6 +102,9 @@ var EventCodes = map[EventType]string{
 	EventKeyRotated:            "W6001I",
 	EventKeyRetired:            "W6002I",
 	EventAdminAccessDenied:     "W7000W",
+
+	EventAccessPolicyChanged: "W9000I",
+	EventUserRiskChanged:     "W9001W",
 
 	EventDeviceRegistered:        "W8000I",
 	EventDeviceDisabled:          "W8001I",

@@ -31,8 +31,15 @@ type User struct {
 	// Lockout state, maintained by the identity service.
 	FailedLogins int
 	LockedUntil  time.Time
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// RiskLevel is the user risk (none, low, medium, high; "" = none),
+	// set by the risk engine or an administrator, with the time it was
+	// last set. PasswordChangedAt is the last password change: a change
+	// after RiskUpdatedAt satisfies the password_change control.
+	RiskLevel         string
+	RiskUpdatedAt     time.Time
+	PasswordChangedAt time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
 }
 
 // HasRole reports whether the user holds role r.
@@ -204,4 +211,19 @@ type SigningKey struct {
 	// before that (overlap) and until RetireAt.
 	ActiveAt time.Time
 	RetireAt time.Time // zero: not scheduled
+}
+
+// PolicyVersion is one stored version of the Conditional Access
+// configuration (policies and named locations). Versions are numbered from
+// 1 and never change; the highest is in force.
+type PolicyVersion struct {
+	Version int64
+	// Document is the canonical JSON of the policy document.
+	Document []byte
+	// Digest is the hex SHA-256 of Document: an unchanged document is
+	// not stored again.
+	Digest    string
+	CreatedAt time.Time
+	CreatedBy string
+	Comment   string
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
@@ -202,6 +203,9 @@ func (p *Provider) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		if err == nil && sess.Active(now) && p.dbscSatisfied(r, sess) && (req.MaxAge < 0 || now.Sub(sess.AuthTime) <= time.Duration(req.MaxAge)*time.Second) {
 			u, err := p.c.Store.GetUser(ctx, sess.UserID)
 			if err == nil && !u.Disabled {
+				if _, ok := p.signInAccess(w, r, req, client, u, sess.AuthTime, sess.AMR, false); !ok {
+					return
+				}
 				_ = p.c.Store.TouchSession(ctx, sid, now)
 				p.issueCode(w, r, req, client, sess)
 				return
@@ -387,6 +391,13 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *in
 	ctx := r.Context()
 	ri := p.info(r)
 	now := p.c.Now()
+	var ca *access.Result
+	if in.Auth != nil {
+		var ok bool
+		if ca, ok = p.signInAccess(w, r, in.Auth, c, u, now, amr, true); !ok {
+			return
+		}
+	}
 	sess := &model.Session{
 		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acr, IP: ri.IP, UserAgent: ri.UserAgent,
 		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(p.c.Lifetimes.SessionAbsolute), IdleTimeout: p.c.Lifetimes.SessionIdle,
@@ -404,6 +415,7 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *in
 	if in.Device != nil {
 		ev.Data["flow"] = "device"
 	}
+	ca.EventData(ev.Data)
 	// The sign-in itself is bound when the client committed to a DPoP key
 	// (dpop_jkt); otherwise binding is decided at the token endpoint.
 	if jkt := in.dpopJKT(); jkt != "" {

@@ -25,6 +25,7 @@ import (
 	"unicode"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/web"
@@ -220,7 +221,7 @@ func (p *Provider) grantDeviceCode(tr *tokenRequest) (*tokenResponse, *Error) {
 	if e != nil {
 		return nil, e
 	}
-	g := grant{client: c, user: u, sess: sess, scope: dc.Scope, authTime: dc.AuthTime, amr: dc.AMR, acr: dc.ACR}
+	g := grant{flow: policy.FlowDeviceCode, client: c, user: u, sess: sess, scope: dc.Scope, authTime: dc.AuthTime, amr: dc.AMR, acr: dc.ACR}
 	return p.issue(tr, g, model.EventTokenIssued, nil)
 }
 

@@ -48,6 +48,8 @@ type Error struct {
 	Cause error
 	// DPoPNonce, when set, is sent as the DPoP-Nonce header.
 	DPoPNonce string
+	// Data is added to the audit event of the failure (never sent).
+	Data map[string]string
 }
 
 func (e *Error) Error() string {

@@ -65,6 +65,9 @@ type Config struct {
 	// Devices finds the registered device of a DPoP key (token
 	// protection); nil disables device binding.
 	Devices DeviceLookup
+	// Access decides Conditional Access for sign-ins and token requests;
+	// nil: no policies.
+	Access AccessEvaluator
 }
 
 // Provider is the authorization server.
@@ -137,6 +140,9 @@ const (
 	PathLogout     = "/logout"
 	PathLogin      = "/login"
 	PathLoginMFA   = "/login/mfa"
+	// PathLoginPassword is the password change Conditional Access can
+	// require during sign-in (user risk self-remediation).
+	PathLoginPassword = "/login/password"
 	// Device authorization grant (RFC 8628): the client's endpoint, the
 	// verification page where the user types the code, and the
 	// approve/deny form.
@@ -162,6 +168,7 @@ func (p *Provider) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathLogout, p.handleLogout)
 	mux.HandleFunc("POST "+PathLogin, p.handleLogin)
 	mux.HandleFunc("POST "+PathLoginMFA, p.handleLoginMFA)
+	mux.HandleFunc("POST "+PathLoginPassword, p.handleLoginPassword)
 	mux.HandleFunc("POST "+PathDeviceAuthorization, p.handleDeviceAuthorization)
 	mux.HandleFunc("GET "+PathDevice, p.handleDevicePage)
 	mux.HandleFunc("POST "+PathDevice, p.handleDeviceCode)

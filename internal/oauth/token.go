@@ -13,6 +13,7 @@ import (
 
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/tokens"
@@ -144,6 +145,9 @@ func (p *Provider) tokenFailed(r *http.Request, clientID string, e *Error) {
 		ev.Reason = e.Code
 	}
 	ev.Data = map[string]string{"error": e.Code, "endpoint": r.URL.Path}
+	for k, v := range e.Data {
+		ev.Data[k] = v
+	}
 	_ = p.publish(r.Context(), ev)
 }
 
@@ -203,7 +207,7 @@ func (p *Provider) grantAuthorizationCode(tr *tokenRequest) (*tokenResponse, *Er
 	if e != nil {
 		return nil, e
 	}
-	g := grant{client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
+	g := grant{flow: policy.FlowInteractive, client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
 	return p.issue(tr, g, model.EventTokenIssued, nil)
 }
 
@@ -250,7 +254,7 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 	if e != nil {
 		return nil, e
 	}
-	g := grant{client: c, user: u, sess: sess, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR}
+	g := grant{flow: policy.FlowRefresh, client: c, user: u, sess: sess, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR}
 	return p.issue(tr, g, model.EventTokenRefreshed, rt)
 }
 
@@ -287,7 +291,7 @@ func (p *Provider) grantClientCredentials(tr *tokenRequest) (*tokenResponse, *Er
 			return nil, newErr(ErrInvalidScope, "scope "+s+" is not available to the client credentials grant")
 		}
 	}
-	return p.issue(tr, grant{client: c, scope: scope}, model.EventTokenIssued, nil)
+	return p.issue(tr, grant{flow: policy.FlowClientCredentials, client: c, scope: scope}, model.EventTokenIssued, nil)
 }
 
 // liveSession loads a session and its user and checks both may still get
@@ -317,6 +321,7 @@ func (p *Provider) liveSession(ctx context.Context, sid, uid string) (*model.Ses
 
 // grant is what a successful grant decided to issue.
 type grant struct {
+	flow     string // Conditional Access flow (policy.Flow…)
 	client   *model.Client
 	user     *model.User    // nil for client_credentials
 	sess     *model.Session // nil for client_credentials
@@ -338,9 +343,23 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	if atScope == "" {
 		atScope = g.scope
 	}
+	protection, why, dev, e := p.protection(ctx, tr, g.user != nil || c.RequireProtectedSessions)
+	if e != nil {
+		return nil, e
+	}
+	if e := requireProtection(c, protection, why); e != nil {
+		return nil, e
+	}
+	ca, e := p.tokenAccess(tr, g, dev, protection)
+	if e != nil {
+		return nil, e
+	}
 	ttl := p.c.Lifetimes.AccessToken
 	if c.AccessTokenTTL > 0 {
 		ttl = c.AccessTokenTTL
+	}
+	if ca != nil && ca.Session.AccessTokenLifetime > 0 && ca.Session.AccessTokenLifetime < ttl {
+		ttl = ca.Session.AccessTokenLifetime
 	}
 	aud := c.Audience
 	if len(aud) == 0 {
@@ -364,12 +383,8 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	} else {
 		claims.Subject = c.ID
 	}
-	protection, why, dev, e := p.protection(ctx, tr, g.user != nil || c.RequireProtectedSessions)
-	if e != nil {
-		return nil, e
-	}
-	if e := requireProtection(c, protection, why); e != nil {
-		return nil, e
+	if ca != nil {
+		ca.EventData(ev.Data)
 	}
 	ev.Data["token_protection"] = protection
 	if why != "" {

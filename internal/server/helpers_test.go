@@ -54,6 +54,7 @@ type call struct {
 	nonce    string
 	proofURL string // override htu
 	at       string // ath
+	header   http.Header
 }
 
 func do(t testing.TB, in *wardtest.Instance, c call) result {
@@ -78,6 +79,9 @@ func do(t testing.TB, in *wardtest.Instance, c call) result {
 	}
 	if c.authz != "" {
 		req.Header.Set("Authorization", c.authz)
+	}
+	for k, v := range c.header {
+		req.Header[k] = v
 	}
 	if c.proof != "" {
 		req.Header.Set("DPoP", c.proof)

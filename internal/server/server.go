@@ -73,6 +73,7 @@ func New(a *app.App) (*Server, error) {
 		Log:            a.Log,
 		Pages:          pages,
 		Devices:        a.Devices,
+		Access:         a.Access,
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)

@@ -34,9 +34,12 @@ type EventFilter struct {
 	UserID    string
 	SessionID string
 	ClientID  string
-	Since     time.Time // inclusive
-	Until     time.Time // exclusive
-	Limit     int       // 0: implementation default (100); max 1000
+	// CorrelationID finds the events of one request (the id shown on
+	// error pages and in error descriptions).
+	CorrelationID string
+	Since         time.Time // inclusive
+	Until         time.Time // exclusive
+	Limit         int       // 0: implementation default (100); max 1000
 	// BeforeSeq pages backwards: only events with a sequence number below it.
 	BeforeSeq int64
 }
@@ -171,6 +174,21 @@ type Store interface {
 	// PurgeExpired deletes expired codes, PAR requests, JTIs, refresh tokens
 	// and sessions past their absolute lifetime.
 	PurgeExpired(ctx context.Context, now time.Time) error
+
+	// Conditional Access policy versions. CreatePolicyVersion stores
+	// v.Version, which must be one more than the latest (1 for the first):
+	// a version already taken is ErrAlreadyExists, a gap is an error, so
+	// two concurrent writers cannot both win. LatestPolicyVersion is
+	// ErrNotFound when none was stored.
+	CreatePolicyVersion(ctx context.Context, v *model.PolicyVersion) error
+	LatestPolicyVersion(ctx context.Context) (*model.PolicyVersion, error)
+	// LatestPolicyVersionNumber is LatestPolicyVersion without the
+	// document (0 when none), for cheap change polling.
+	LatestPolicyVersionNumber(ctx context.Context) (int64, error)
+	GetPolicyVersion(ctx context.Context, version int64) (*model.PolicyVersion, error)
+	// ListPolicyVersions returns versions newest first, without their
+	// documents; limit 0 means 100.
+	ListPolicyVersions(ctx context.Context, limit int) ([]*model.PolicyVersion, error)
 
 	// Ping checks the connection; Close releases it.
 	Ping(ctx context.Context) error

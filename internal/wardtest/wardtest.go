@@ -216,9 +216,21 @@ func (in *Instance) Login(t testing.TB, b *http.Client, authorizeURL, username, 
 // headers, e.g. Secure-Session-Registration, are what tests look at).
 func (in *Instance) LoginResponse(t testing.TB, b *http.Client, authorizeURL, username, password, otp string) (*url.URL, *http.Response) {
 	t.Helper()
+	resp, body := in.TryLogin(t, b, authorizeURL, username, password, otp)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: status %d, want 303; body: %.400s", resp.StatusCode, body)
+	}
+	return mustLocation(t, resp), resp
+}
+
+// TryLogin drives the sign-in pages like Login but returns whatever the
+// last page answered (a 303 to the client, or a refusal page and its
+// body) instead of failing on anything but a redirect.
+func (in *Instance) TryLogin(t testing.TB, b *http.Client, authorizeURL, username, password, otp string) (*http.Response, string) {
+	t.Helper()
 	resp, body := Do(t, b, http.MethodGet, authorizeURL, nil)
 	if resp.StatusCode == http.StatusSeeOther {
-		return mustLocation(t, resp), resp
+		return resp, body
 	}
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="password"`) {
 		t.Fatalf("authorize: status %d, want the login page; body: %.300s", resp.StatusCode, body)
@@ -232,10 +244,7 @@ func (in *Instance) LoginResponse(t testing.TB, b *http.Client, authorizeURL, us
 		form.Set("otp", otp)
 		resp, body = Do(t, b, http.MethodPost, in.URL+"/login/mfa", form)
 	}
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("sign-in: status %d, want 303; body: %.400s", resp.StatusCode, body)
-	}
-	return mustLocation(t, resp), resp
+	return resp, body
 }
 
 func mustLocation(t testing.TB, resp *http.Response) *url.URL {

@@ -86,11 +86,30 @@ type MFAData struct {
 	Action     string
 }
 
+// PasswordChangeData fills the page where a user replaces a password
+// that Conditional Access requires changed.
+type PasswordChangeData struct {
+	ClientName string
+	Error      string
+	CSRF       string
+	State      string
+	Action     string
+}
+
 // ErrorData fills the error page.
 type ErrorData struct {
 	Title         string
 	Message       string
 	CorrelationID string
+	// Problems lists what failed (for example the failing compliance
+	// rules), each with how to fix it.
+	Problems []Problem
+}
+
+// Problem is one failed requirement shown on an error page.
+type Problem struct {
+	What string
+	Fix  string
 }
 
 // LogoutData fills the logout confirmation and result pages.
@@ -141,6 +160,11 @@ func (p *Pages) Render(w http.ResponseWriter, status int, name string, data any,
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// Denied renders the error page with the list of failed requirements.
+func (p *Pages) Denied(w http.ResponseWriter, status int, title, message string, problems []Problem, correlationID string) {
+	p.Render(w, status, "error.html", ErrorData{Title: title, Message: message, Problems: problems, CorrelationID: correlationID})
 }
 
 // Error renders the error page.

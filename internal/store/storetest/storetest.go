@@ -77,6 +77,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeviceCodeUserCodeConcurrent", testDeviceCodeUserCodeConcurrent},
 		{"DeviceCodeConcurrent", testDeviceCodeConcurrent},
 		{"CompliancePolicy", testCompliancePolicy},
+		{"PolicyVersions", testPolicyVersions},
+		{"PolicyVersionsConcurrent", testPolicyVersionsConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +119,7 @@ func nm(m map[string]string) map[string]string {
 func normUser(u model.User) model.User {
 	u.TOTPSecret, u.Roles = nl(u.TOTPSecret), nl(u.Roles)
 	u.LockedUntil, u.CreatedAt, u.UpdatedAt = nt(u.LockedUntil), nt(u.CreatedAt), nt(u.UpdatedAt)
+	u.RiskUpdatedAt, u.PasswordChangedAt = nt(u.RiskUpdatedAt), nt(u.PasswordChangedAt)
 	return u
 }
 
@@ -219,6 +222,7 @@ func fullUser(id, username string) *model.User {
 		PasswordHash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA",
 		TOTPSecret:   []byte{0, 1, 2, 0xff}, Roles: []string{model.RoleAdmin, "auditor"},
 		Disabled: true, FailedLogins: 3, LockedUntil: at(time.Hour),
+		RiskLevel: "high", RiskUpdatedAt: at(2 * time.Minute), PasswordChangedAt: at(3 * time.Minute),
 		CreatedAt: at(0), UpdatedAt: at(time.Minute),
 	}
 }
@@ -345,10 +349,12 @@ func testUserUpdate(t *testing.T, s store.Store) {
 	want.Username = "alice.new"
 	want.Roles, want.TOTPSecret, want.Disabled, want.FailedLogins = nil, nil, false, 0
 	want.LockedUntil, want.UpdatedAt = time.Time{}, at(time.Hour)
+	want.RiskLevel, want.RiskUpdatedAt, want.PasswordChangedAt = "low", at(4*time.Hour), time.Time{}
 	got, err := s.UpdateUser(ctx, "u1", func(u *model.User) error {
 		u.ID = "ignored" // the id cannot change
 		u.Username, u.Roles, u.TOTPSecret, u.Disabled, u.FailedLogins = "alice.new", nil, nil, false, 0
 		u.LockedUntil, u.UpdatedAt = time.Time{}, at(time.Hour)
+		u.RiskLevel, u.RiskUpdatedAt, u.PasswordChangedAt = "low", at(4*time.Hour), time.Time{}
 		return nil
 	})
 	must(t, "UpdateUser", err)
@@ -997,7 +1003,11 @@ func testListEventsFilter(t *testing.T, s store.Store) {
 	seqs := make([]int64, len(input))
 	for i, e := range input {
 		var err error
-		seqs[i], err = s.AppendEvent(ctx, fullEvent(e.typ, e.user, e.session, e.client, at(e.t)))
+		fe := fullEvent(e.typ, e.user, e.session, e.client, at(e.t))
+		if i == 2 {
+			fe.CorrelationID = "corr-2"
+		}
+		seqs[i], err = s.AppendEvent(ctx, fe)
 		must(t, "AppendEvent", err)
 	}
 	tests := []struct {
@@ -1012,6 +1022,8 @@ func testListEventsFilter(t *testing.T, s store.Store) {
 		{"user", store.EventFilter{UserID: "u1"}, []int{4, 1, 0}},
 		{"session", store.EventFilter{SessionID: "s1"}, []int{4, 1, 0}},
 		{"client", store.EventFilter{ClientID: "c1"}, []int{3, 1, 0}},
+		{"correlation id", store.EventFilter{CorrelationID: "corr-2"}, []int{2}},
+		{"unknown correlation id", store.EventFilter{CorrelationID: "corr-x"}, nil},
 		{"since inclusive", store.EventFilter{Since: at(3 * time.Second)}, []int{5, 4, 3}},
 		{"until exclusive", store.EventFilter{Until: at(2 * time.Second)}, []int{1, 0}},
 		{"range", store.EventFilter{Since: at(time.Second), Until: at(4 * time.Second)}, []int{3, 2, 1}},

@@ -116,6 +116,9 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.S
 	if f.ClientID != "" {
 		where = append(where, "client_id = "+arg(f.ClientID))
 	}
+	if f.CorrelationID != "" {
+		where = append(where, "correlation_id = "+arg(f.CorrelationID))
+	}
 	if !f.Since.IsZero() {
 		where = append(where, "time >= "+arg(micros(f.Since)))
 	}

@@ -10,7 +10,8 @@ import (
 // ---- users ----
 
 const userCols = `id, username, email, display_name, password_hash, totp_secret, roles,
-	disabled, failed_logins, locked_until, created_at, updated_at`
+	disabled, failed_logins, locked_until, created_at, updated_at,
+	risk_level, risk_updated_at, password_changed_at`
 
 func scanUser(r Row) (*model.User, error) {
 	var (
@@ -18,9 +19,10 @@ func scanUser(r Row) (*model.User, error) {
 		roles                    string
 		locked, created, updated int64
 		failed                   int64
+		riskAt, pwAt             int64
 	)
 	if err := r.Scan(&u.ID, &u.Username, &u.Email, &u.DisplayName, &u.PasswordHash, &u.TOTPSecret,
-		&roles, &u.Disabled, &failed, &locked, &created, &updated); err != nil {
+		&roles, &u.Disabled, &failed, &locked, &created, &updated, &u.RiskLevel, &riskAt, &pwAt); err != nil {
 		return nil, err
 	}
 	var err error
@@ -32,20 +34,22 @@ func scanUser(r Row) (*model.User, error) {
 	u.LockedUntil = fromMicros(locked)
 	u.CreatedAt = fromMicros(created)
 	u.UpdatedAt = fromMicros(updated)
+	u.RiskUpdatedAt = fromMicros(riskAt)
+	u.PasswordChangedAt = fromMicros(pwAt)
 	return &u, nil
 }
 
 func userArgs(u *model.User) []any {
 	return []any{u.ID, u.Username, u.Email, u.DisplayName, u.PasswordHash, blob(u.TOTPSecret),
 		jsonList(u.Roles), u.Disabled, int64(u.FailedLogins), micros(u.LockedUntil),
-		micros(u.CreatedAt), micros(u.UpdatedAt)}
+		micros(u.CreatedAt), micros(u.UpdatedAt), u.RiskLevel, micros(u.RiskUpdatedAt), micros(u.PasswordChangedAt)}
 }
 
 // CreateUser stores a new user. A taken id or username (compared
 // case-insensitively) is ErrAlreadyExists.
 func (s *Store) CreateUser(ctx context.Context, u *model.User) error {
 	_, err := s.db.Write().Exec(ctx,
-		`INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		`INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		userArgs(u)...)
 	return s.createErr("user", err)
 }
@@ -86,7 +90,8 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(*model.User) 
 		u.ID = id
 		_, err = q.Exec(ctx, `UPDATE users SET username = $2, email = $3, display_name = $4,
 			password_hash = $5, totp_secret = $6, roles = $7, disabled = $8, failed_logins = $9,
-			locked_until = $10, created_at = $11, updated_at = $12 WHERE id = $1`, userArgs(u)...)
+			locked_until = $10, created_at = $11, updated_at = $12, risk_level = $13, risk_updated_at = $14,
+			password_changed_at = $15 WHERE id = $1`, userArgs(u)...)
 		if err != nil {
 			if s.d.IsUniqueViolation(err) {
 				return alreadyExists("username")
