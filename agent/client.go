@@ -191,7 +191,7 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 	if c.cfg.AccessToken != "" && c.now().Before(c.cfg.TokenExpiry) {
 		return c.cfg.AccessToken.Reveal(), nil
 	}
-	return c.refreshLocked(ctx, c.cfg.AccessToken.Reveal(), false)
+	return c.refreshLocked(ctx, c.cfg.AccessToken.Reveal(), false, "")
 }
 
 // Refresh redeems the refresh token now, whatever the state of the access
@@ -202,21 +202,24 @@ func (c *Client) Refresh(ctx context.Context) (string, error) {
 	if err := c.flushLocked(); err != nil {
 		return "", err
 	}
-	return c.refreshLocked(ctx, c.cfg.AccessToken.Reveal(), true)
+	return c.refreshLocked(ctx, c.cfg.AccessToken.Reveal(), true, "")
 }
 
 // refreshAfter refreshes because the server refused failed; if another
 // request refreshed in the meantime, the newer token is returned instead.
-func (c *Client) refreshAfter(ctx context.Context, failed string) (string, error) {
+// claims, when set, is a resource's claims challenge (JSON): it is sent
+// with the refresh, and a token refreshed meanwhile without it is not
+// reused.
+func (c *Client) refreshAfter(ctx context.Context, failed, claims string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := c.flushLocked(); err != nil {
 		return "", err
 	}
-	if at := c.cfg.AccessToken.Reveal(); at != "" && at != failed && c.now().Before(c.cfg.TokenExpiry) {
+	if at := c.cfg.AccessToken.Reveal(); claims == "" && at != "" && at != failed && c.now().Before(c.cfg.TokenExpiry) {
 		return at, nil
 	}
-	return c.refreshLocked(ctx, failed, false)
+	return c.refreshLocked(ctx, failed, claims != "", claims)
 }
 
 // TokenSource adapts the Client to golang.org/x/oauth2. The tokens it
@@ -276,7 +279,7 @@ func (c *Client) metaLocked(ctx context.Context) (*metadata, error) {
 // process saved meanwhile is used instead of refreshing): if Save fails, the tokens stay in memory
 // and the error is returned, so the new access token is not used while
 // the only copy on disk is a spent refresh token.
-func (c *Client) refreshLocked(ctx context.Context, failed string, force bool) (string, error) {
+func (c *Client) refreshLocked(ctx context.Context, failed string, force bool, claims string) (string, error) {
 	m, err := c.metaLocked(ctx)
 	if err != nil {
 		return "", err
@@ -301,6 +304,9 @@ func (c *Client) refreshLocked(ctx context.Context, failed string, force bool) (
 		"grant_type":    {grantRefreshToken},
 		"refresh_token": {c.cfg.RefreshToken.Reveal()},
 		"client_id":     {c.cfg.ClientID},
+		// The agent follows claims challenges: it says so with every
+		// refresh, and passes on a resource's challenge.
+		"claims": {withCapability(claims)},
 	}, &tr)
 	if err != nil {
 		var oe *OAuthError
@@ -363,8 +369,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(ctx)
 	r.Header.Set("Authorization", "DPoP "+at)
 	resp, err := t.c.dt.RoundTrip(r)
-	if err != nil || !tokenError(resp) {
+	if err != nil {
 		return resp, err
+	}
+	// A continuous access evaluation challenge: refresh with the claims
+	// the resource names (Ward re-evaluates the session and its access
+	// policies) and try once more; a refused refresh ends the session.
+	claims := claimsChallenge(resp)
+	if claims == "" && !tokenError(resp) {
+		return resp, nil
 	}
 	var body io.ReadCloser
 	if req.Body != nil && req.Body != http.NoBody {
@@ -375,7 +388,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 	}
-	at2, err := t.c.refreshAfter(ctx, at)
+	at2, err := t.c.refreshAfter(ctx, at, claims)
 	if err != nil {
 		if body != nil {
 			body.Close()

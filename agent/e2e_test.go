@@ -43,7 +43,7 @@ func startAgentIdP(t *testing.T) *wardtest.Instance {
 		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
 			GrantTypes:            []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
 			Scopes:                []string{"openid", "profile", "offline_access"},
-			DPoPBoundAccessTokens: true})
+			DPoPBoundAccessTokens: true, CAECapable: true})
 	}})
 }
 

@@ -209,7 +209,8 @@ func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOption
 	}
 	o.Prompt(da.VerificationURI, da.VerificationURIComplete, da.UserCode)
 
-	form := url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}, "client_id": {o.ClientID}}
+	form := url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}, "client_id": {o.ClientID},
+		"claims": {withCapability("")}}
 	for {
 		if err := o.Sleep(ctx, interval); err != nil {
 			return nil, err

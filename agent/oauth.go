@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/ward-idp/ward/rs"
 )
 
 // Protocol constants.
@@ -293,3 +295,44 @@ func tokenError(resp *http.Response) bool {
 	}
 	return false
 }
+
+// claimsChallenge returns the claims a resource asks for in a continuous
+// access evaluation challenge (401, error="insufficient_claims" with a
+// base64url claims parameter) as JSON, or "" for any other answer.
+func claimsChallenge(resp *http.Response) string {
+	if resp.StatusCode != http.StatusUnauthorized {
+		return ""
+	}
+	ch, ok := rs.ParseClaimsChallenge(resp.Header)
+	if !ok || ch.Claims == nil {
+		return ""
+	}
+	return string(ch.Claims)
+}
+
+// withCapability adds the CAE client capability (xms_cc cp1) to a claims
+// request: the agent follows claims challenges, so Ward may give it
+// long-lived access tokens (clients marked cae_capable).
+func withCapability(claims string) string {
+	doc := map[string]map[string]any{}
+	if claims != "" {
+		var in map[string]json.RawMessage
+		if json.Unmarshal([]byte(claims), &in) == nil {
+			for k, v := range in {
+				var m map[string]any
+				if json.Unmarshal(v, &m) == nil {
+					doc[k] = m
+				}
+			}
+		}
+	}
+	if doc["access_token"] == nil {
+		doc["access_token"] = map[string]any{}
+	}
+	doc["access_token"]["xms_cc"] = map[string]any{"values": []string{capabilityCAE}}
+	b, _ := json.Marshal(doc)
+	return string(b)
+}
+
+// capabilityCAE is the client capability "handles claims challenges".
+const capabilityCAE = "cp1"

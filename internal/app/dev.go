@@ -119,6 +119,8 @@ func DevAgentSpec() clients.Spec {
 		GrantTypes:            []string{model.GrantDeviceCode, model.GrantRefreshToken},
 		Scopes:                []string{"openid", "profile", "offline_access"},
 		DPoPBoundAccessTokens: true,
+		// The agent follows claims challenges: long-lived tokens.
+		CAECapable: true,
 	}
 }
 

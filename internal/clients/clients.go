@@ -253,6 +253,7 @@ func fromSpec(s Spec, created time.Time) *model.Client {
 		JWKS:                     bytes.Clone(s.JWKS),
 		DPoPBoundAccessTokens:    s.DPoPBoundAccessTokens,
 		RequireProtectedSessions: s.RequireProtectedSessions,
+		CAECapable:               s.CAECapable,
 		AccessTokenTTL:           s.AccessTokenTTL,
 		CreatedAt:                created,
 		UpdatedAt:                created,
@@ -273,6 +274,7 @@ func sameMetadata(a, b *model.Client) bool {
 		jsonEqual(a.JWKS, b.JWKS) &&
 		a.DPoPBoundAccessTokens == b.DPoPBoundAccessTokens &&
 		a.RequireProtectedSessions == b.RequireProtectedSessions &&
+		a.CAECapable == b.CAECapable &&
 		a.AccessTokenTTL == b.AccessTokenTTL
 }
 

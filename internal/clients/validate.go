@@ -53,8 +53,11 @@ type Spec struct {
 	// RequireProtectedSessions: only sessions bound to the key of a
 	// registered, active device (token protection).
 	RequireProtectedSessions bool
-	JWKS                     json.RawMessage
-	AccessTokenTTL           time.Duration // 0: server default
+	// CAECapable: long-lived access tokens for requests that declare
+	// the CAE capability.
+	CAECapable     bool
+	JWKS           json.RawMessage
+	AccessTokenTTL time.Duration // 0: server default
 }
 
 // UsesSecret reports whether the auth method authenticates with a shared

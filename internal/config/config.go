@@ -120,6 +120,11 @@ type Tokens struct {
 	SessionIdle     time.Duration `koanf:"session_idle"`
 	SessionAbsolute time.Duration `koanf:"session_absolute"`
 	KeyRetireAfter  time.Duration `koanf:"key_retire_after"`
+	// CAEAccessTokenTTL is the access-token lifetime for clients marked
+	// cae_capable whose token request declares the CAE capability: such
+	// tokens are revoked at resources through continuous access
+	// evaluation, so they can live long.
+	CAEAccessTokenTTL time.Duration `koanf:"cae_access_token_ttl"`
 }
 
 // DPoP configures proof checking (RFC 9449).
@@ -180,6 +185,9 @@ type StaticClient struct {
 	// RequireProtectedSessions accepts only sessions bound to the key of a
 	// registered, active device (token protection).
 	RequireProtectedSessions bool `koanf:"require_protected_sessions"`
+	// CAECapable lets the client's access tokens live up to
+	// tokens.cae_access_token_ttl when a request declares the capability.
+	CAECapable bool `koanf:"cae_capable"`
 	// JWKS is the client's public key set as inline JSON (private_key_jwt).
 	JWKS string `koanf:"jwks"`
 }
@@ -210,14 +218,15 @@ func Default() *Config {
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
 		Log:               Log{Level: "info", Format: "json"},
 		Tokens: Tokens{
-			AccessTokenTTL:  10 * time.Minute,
-			IDTokenTTL:      10 * time.Minute,
-			RefreshTokenTTL: 720 * time.Hour,
-			CodeTTL:         60 * time.Second,
-			PARTTL:          90 * time.Second,
-			SessionIdle:     72 * time.Hour,
-			SessionAbsolute: 720 * time.Hour,
-			KeyRetireAfter:  24 * time.Hour,
+			AccessTokenTTL:    10 * time.Minute,
+			IDTokenTTL:        10 * time.Minute,
+			RefreshTokenTTL:   720 * time.Hour,
+			CodeTTL:           60 * time.Second,
+			PARTTL:            90 * time.Second,
+			SessionIdle:       72 * time.Hour,
+			SessionAbsolute:   720 * time.Hour,
+			KeyRetireAfter:    24 * time.Hour,
+			CAEAccessTokenTTL: 24 * time.Hour,
 		},
 		DPoP: DPoP{
 			MaxAge:        5 * time.Minute,

@@ -90,6 +90,13 @@ func (c *Config) Validate() error {
 	v.positive("tokens.session_idle", t.SessionIdle)
 	v.positive("tokens.session_absolute", t.SessionAbsolute)
 	v.positive("tokens.key_retire_after", t.KeyRetireAfter)
+	v.positive("tokens.cae_access_token_ttl", t.CAEAccessTokenTTL)
+	if t.CAEAccessTokenTTL > 0 && t.CAEAccessTokenTTL < t.AccessTokenTTL {
+		v.add("tokens.cae_access_token_ttl", "%v is shorter than tokens.access_token_ttl (%v)", t.CAEAccessTokenTTL, t.AccessTokenTTL)
+	}
+	if t.CAEAccessTokenTTL > 7*24*time.Hour {
+		v.add("tokens.cae_access_token_ttl", "%v is longer than 168h", t.CAEAccessTokenTTL)
+	}
 	if t.SessionIdle > 0 && t.SessionAbsolute > 0 && t.SessionIdle > t.SessionAbsolute {
 		v.add("tokens.session_idle", "%v is longer than tokens.session_absolute (%v)", t.SessionIdle, t.SessionAbsolute)
 	}
@@ -284,6 +291,7 @@ func (sc StaticClient) Spec() clients.Spec {
 		Audience:                 sc.Audience,
 		DPoPBoundAccessTokens:    sc.DPoPBoundAccessTokens,
 		RequireProtectedSessions: sc.RequireProtectedSessions,
+		CAECapable:               sc.CAECapable,
 	}
 	if sc.JWKS != "" {
 		s.JWKS = json.RawMessage(sc.JWKS)

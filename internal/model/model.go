@@ -96,9 +96,14 @@ type Client struct {
 	// RequireProtectedSessions makes the client accept only sessions bound
 	// to the key of a registered, active device (token protection).
 	RequireProtectedSessions bool
-	AccessTokenTTL           time.Duration // 0: server default
-	CreatedAt                time.Time
-	UpdatedAt                time.Time
+	// CAECapable allows the client's access tokens to live up to the
+	// server's CAE maximum when a token request declares the capability
+	// (it follows claims challenges from resources that apply continuous
+	// access evaluation).
+	CAECapable     bool
+	AccessTokenTTL time.Duration // 0: server default
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 }
 
 // Public reports whether the client has no credentials of its own.

@@ -118,6 +118,10 @@ func describeControls(cs []string) string {
 // form again, or a page naming what failed and how to fix it.
 func (p *Provider) signInAccess(w http.ResponseWriter, r *http.Request, req *authRequest, c *model.Client, u *model.User, authTime time.Time, amr []string, fresh bool) (*access.Result, bool) {
 	if p.c.Access == nil {
+		if req.Claims.wantsMFA() && access.Strength(amr) == policy.StrengthPassword {
+			// A resource's step-up challenge (claims acr) without policies.
+			return p.claimsStepUp(w, r, req, c, u)
+		}
 		return nil, true
 	}
 	ctx := r.Context()
@@ -159,6 +163,15 @@ func (p *Provider) signInAccess(w http.ResponseWriter, r *http.Request, req *aut
 		}
 		p.renderLogin(w, r, &interaction{Auth: req}, c, u.Username, "Sign in again to continue.", http.StatusOK)
 		return nil, false
+	}
+	// A claims request for a multi-factor acr (a resource's step-up
+	// challenge) is one more MFA requirement.
+	if req.Claims.wantsMFA() && access.Strength(amr) == policy.StrengthPassword {
+		res.Requirements = append(res.Requirements, policy.Requirement{Policy: "claims:acr", Operator: policy.OperatorAll, Controls: []string{policy.ControlMFA}})
+		if !slices.Contains(res.Controls, policy.ControlMFA) {
+			res.Controls = append(res.Controls, policy.ControlMFA)
+		}
+		res.Outcome = policy.OutcomeAllowWithControls
 	}
 	if res.Outcome != policy.OutcomeAllowWithControls {
 		return res, true
@@ -346,4 +359,20 @@ func (p *Provider) handleLoginPassword(w http.ResponseWriter, r *http.Request) {
 		acr = acrMFA
 	}
 	p.completeSignIn(w, r, st.In, c, u, st.AMR, acr)
+}
+
+// claimsStepUp answers a claims acr request for MFA when no policies are
+// configured: the MFA page, or a page saying the account has no factor.
+func (p *Provider) claimsStepUp(w http.ResponseWriter, r *http.Request, req *authRequest, c *model.Client, u *model.User) (*access.Result, bool) {
+	if strings.Contains(req.Prompt, "none") {
+		p.redirectWithError(w, r, &redirectError{Error: newErr("interaction_required", "the requested acr needs multi-factor authentication"), redirectURI: req.RedirectURI, state: req.State})
+		return nil, false
+	}
+	if !p.c.Identity.HasTOTP(u) {
+		p.c.Pages.Denied(w, http.StatusForbidden, "Access requires more", "The application asked for a stronger sign-in.",
+			problems([]string{policy.ControlMFA}, nil, false), correlationID(r))
+		return nil, false
+	}
+	p.renderMFA(w, r, &mfaState{UserID: u.ID, In: &interaction{Auth: req}}, c, p.csrfToken(w, r), "This application requires a second factor.", http.StatusOK)
+	return nil, false
 }

@@ -30,11 +30,14 @@ type authRequest struct {
 	DPoPJKT       string `json:"jkt,omitempty"`
 	Prompt        string `json:"pr,omitempty"`
 	MaxAge        int    `json:"ma"` // -1: not given
+	// Claims is the claims request parameter (a resource's claims
+	// challenge passed on by the client).
+	Claims *claimsRequest `json:"cl,omitempty"`
 }
 
 // Parameters of an authorization request that may appear at most once.
 var authParams = []string{"response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-	"code_challenge", "code_challenge_method", "dpop_jkt", "prompt", "max_age", "response_mode", "request_uri", "request"}
+	"code_challenge", "code_challenge_method", "dpop_jkt", "prompt", "max_age", "response_mode", "request_uri", "request", "claims"}
 
 var (
 	pkceChallengeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)       // base64url(SHA-256)
@@ -146,9 +149,13 @@ func (p *Provider) parseAuthorize(ctx context.Context, q url.Values) (*authReque
 	if len(q.Get("state")) > 2048 || len(q.Get("nonce")) > 512 {
 		return rerr(ErrInvalidRequest, "state or nonce too long")
 	}
+	claims, e := parseClaims(q.Get("claims"))
+	if e != nil {
+		return rerr(e.Code, e.Description)
+	}
 	return &authRequest{
 		ClientID: clientID, RedirectURI: redirectURI, Scope: scope, State: state, Nonce: q.Get("nonce"),
-		CodeChallenge: cc, DPoPJKT: jkt, Prompt: prompt, MaxAge: maxAge,
+		CodeChallenge: cc, DPoPJKT: jkt, Prompt: prompt, MaxAge: maxAge, Claims: claims,
 	}, c, nil, nil
 }
 

@@ -41,6 +41,9 @@ type Lifetimes struct {
 	// DeviceCode is how long a device authorization (RFC 8628 device and
 	// user code) stays valid.
 	DeviceCode time.Duration
+	// CAEAccessToken is the access-token lifetime for CAE-capable requests
+	// of CAE-capable clients.
+	CAEAccessToken time.Duration
 }
 
 // Config wires the provider to its services.
@@ -97,6 +100,7 @@ func New(c Config) *Provider {
 	def(&l.SessionIdle, 72*time.Hour)
 	def(&l.SessionAbsolute, 30*24*time.Hour)
 	def(&l.DeviceCode, 10*time.Minute)
+	def(&l.CAEAccessToken, 24*time.Hour)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

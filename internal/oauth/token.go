@@ -35,6 +35,8 @@ type tokenRequest struct {
 	form   map[string][]string
 	client *model.Client
 	proof  *dpop.Proof // nil: no DPoP header
+	// claims is the claims request parameter (nil when absent).
+	claims *claimsRequest
 }
 
 func (t *tokenRequest) get(k string) string {
@@ -55,6 +57,12 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tr := &tokenRequest{r: r, ri: p.info(r), form: form, client: c}
 	h, e := proofHeader(r)
+	if e == nil && len(form["claims"]) > 1 {
+		e = newErr(ErrInvalidRequest, "parameter claims given more than once")
+	}
+	if e == nil {
+		tr.claims, e = parseClaims(form.Get("claims"))
+	}
 	switch {
 	case e != nil:
 	case h != "":
@@ -354,12 +362,25 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	if e != nil {
 		return nil, e
 	}
+	if e := p.checkClaims(tr, g); e != nil {
+		return nil, e
+	}
 	ttl := p.c.Lifetimes.AccessToken
 	if c.AccessTokenTTL > 0 {
 		ttl = c.AccessTokenTTL
 	}
+	// A client that follows claims challenges gets long-lived tokens:
+	// resources revoke them through continuous access evaluation.
+	cae := c.CAECapable && tr.claims.wantsCAE()
+	if cae && p.c.Lifetimes.CAEAccessToken > ttl {
+		ttl = p.c.Lifetimes.CAEAccessToken
+	}
 	if ca != nil && ca.Session.AccessTokenLifetime > 0 && ca.Session.AccessTokenLifetime < ttl {
 		ttl = ca.Session.AccessTokenLifetime
+	}
+	if cae && g.sess != nil && now.Add(ttl).After(g.sess.ExpiresAt) {
+		// A long-lived token does not outlive its session.
+		ttl = max(g.sess.ExpiresAt.Sub(now), time.Second)
 	}
 	aud := c.Audience
 	if len(aud) == 0 {
@@ -371,6 +392,15 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	claims := &tokens.AccessClaims{
 		Issuer: p.issuer, Audience: tokens.Audience(aud), IssuedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix(),
 		JTI: newID(), ClientID: c.ID, Scope: atScope,
+	}
+	if cae {
+		claims.Capabilities = []string{CapabilityCAE}
+	}
+	if nb := tr.claims; nb != nil && nb.NotBefore >= claims.IssuedAt {
+		// A resource revoked tokens issued up to nb.NotBefore (a second
+		// resolution): a token minted in that same second must say it is
+		// newer.
+		claims.NotBefore = nb.NotBefore + 1
 	}
 	resp := &tokenResponse{TokenType: "Bearer", ExpiresIn: int(ttl / time.Second), Scope: atScope}
 	ev := tr.ri.event(evType)
@@ -385,6 +415,9 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	}
 	if ca != nil {
 		ca.EventData(ev.Data)
+	}
+	if cae {
+		ev.Data["cae"] = "true"
 	}
 	ev.Data["token_protection"] = protection
 	if why != "" {
@@ -497,4 +530,22 @@ func subsetScope(req, granted string) (string, bool) {
 		}
 	}
 	return strings.Join(out, " "), true
+}
+
+// checkClaims applies the claims request parameter of a token request: a
+// not-before time the new token cannot meet is invalid; an acr the session
+// does not reach sends the client back to sign in (a resource's step-up
+// challenge).
+func (p *Provider) checkClaims(tr *tokenRequest, g grant) *Error {
+	cr := tr.claims
+	if cr == nil {
+		return nil
+	}
+	if !cr.notBeforeOK(p.c.Now()) {
+		return newErr(ErrInvalidRequest, "claims: the requested nbf is in the future").withReason("claims_nbf_future")
+	}
+	if g.user != nil && !cr.acrMet(g.acr) {
+		return newErr(ErrInvalidGrant, "claims: the session does not meet the requested acr; sign in again with the claims parameter").withReason("claims_acr_unmet")
+	}
+	return nil
 }

@@ -37,6 +37,7 @@ type result struct {
 	Header http.Header
 	JSON   map[string]any
 	Body   string
+	signer *dpop.Signer // the key a test used, for follow-up requests
 }
 
 func (r result) str(k string) string { s, _ := r.JSON[k].(string); return s }

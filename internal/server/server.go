@@ -67,6 +67,7 @@ func New(a *app.App) (*Server, error) {
 			PushedRequest:   cfg.Tokens.PARTTL,
 			SessionIdle:     cfg.Tokens.SessionIdle,
 			SessionAbsolute: cfg.Tokens.SessionAbsolute,
+			CAEAccessToken:  cfg.Tokens.CAEAccessTokenTTL,
 		},
 		TrustedProxies: trusted,
 		Now:            a.Now,

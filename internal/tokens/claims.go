@@ -43,6 +43,9 @@ type AccessClaims struct {
 	Cnf *Confirmation `json:"cnf,omitempty"`
 	// DeviceID is the registered device the DPoP key belongs to.
 	DeviceID string `json:"did,omitempty"`
+	// Capabilities are the client capabilities the token was issued for
+	// ("cp1": the client handles CAE claims challenges), as Entra's xms_cc.
+	Capabilities []string `json:"xms_cc,omitempty"`
 }
 
 // IDClaims are the claims of an OpenID Connect ID token (Core §2).

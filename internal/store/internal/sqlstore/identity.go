@@ -273,7 +273,7 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 
 const clientCols = `id, name, secret_hash, token_endpoint_auth_method, redirect_uris,
 	post_logout_redirect_uris, grant_types, scopes, audience, jwks, dpop_bound_access_tokens,
-	access_token_ttl, created_at, updated_at, require_protected_sessions`
+	access_token_ttl, created_at, updated_at, require_protected_sessions, cae_capable`
 
 func scanClient(r Row) (*model.Client, error) {
 	var (
@@ -284,7 +284,7 @@ func scanClient(r Row) (*model.Client, error) {
 	)
 	if err := r.Scan(&c.ID, &c.Name, &c.SecretHash, &c.TokenEndpointAuthMethod, &redirects, &postLogout,
 		&grants, &scopes, &audience, &jwks, &c.DPoPBoundAccessTokens, &ttl, &created, &updated,
-		&c.RequireProtectedSessions); err != nil {
+		&c.RequireProtectedSessions, &c.CAECapable); err != nil {
 		return nil, err
 	}
 	var err error
@@ -315,13 +315,13 @@ func clientArgs(c *model.Client) []any {
 	return []any{c.ID, c.Name, blob(c.SecretHash), c.TokenEndpointAuthMethod, jsonList(c.RedirectURIs),
 		jsonList(c.PostLogoutRedirectURIs), jsonList(c.GrantTypes), jsonList(c.Scopes),
 		jsonList(c.Audience), rawJSON(c.JWKS), c.DPoPBoundAccessTokens, int64(c.AccessTokenTTL),
-		micros(c.CreatedAt), micros(c.UpdatedAt), c.RequireProtectedSessions}
+		micros(c.CreatedAt), micros(c.UpdatedAt), c.RequireProtectedSessions, c.CAECapable}
 }
 
 // CreateClient stores a new client.
 func (s *Store) CreateClient(ctx context.Context, c *model.Client) error {
 	_, err := s.db.Write().Exec(ctx, `INSERT INTO clients (`+clientCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, clientArgs(c)...)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`, clientArgs(c)...)
 	return s.createErr("client", err)
 }
 
@@ -352,8 +352,8 @@ func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Clie
 		if _, err := q.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3,
 			token_endpoint_auth_method = $4, redirect_uris = $5, post_logout_redirect_uris = $6,
 			grant_types = $7, scopes = $8, audience = $9, jwks = $10, dpop_bound_access_tokens = $11,
-			access_token_ttl = $12, created_at = $13, updated_at = $14, require_protected_sessions = $15
-			WHERE id = $1`, clientArgs(c)...); err != nil {
+			access_token_ttl = $12, created_at = $13, updated_at = $14, require_protected_sessions = $15,
+			cae_capable = $16 WHERE id = $1`, clientArgs(c)...); err != nil {
 			return wrap("update client", err)
 		}
 		out = c

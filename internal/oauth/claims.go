@@ -1,0 +1,166 @@
+package oauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CapabilityCAE is the client capability "the client handles claims
+// challenges" (the value Entra's clients send as xms_cc).
+const CapabilityCAE = "cp1"
+
+// maxClaimsParam bounds the claims request parameter.
+const maxClaimsParam = 4 << 10
+
+// claimsRequest is what Ward takes from the OpenID Connect claims request
+// parameter (Core §5.5) for access tokens: the answer to a resource's
+// claims challenge (a not-before time after a revocation, an acr) and the
+// client capabilities. Claims Ward does not understand are ignored, as
+// Core §5.5 says.
+type claimsRequest struct {
+	// NotBefore is the time the new token's iat must not precede (the
+	// revocation time a resource named).
+	NotBefore int64 `json:"nbf,omitempty"`
+	// ACR lists acceptable acr values (essential: one must be met).
+	ACR []string `json:"acr,omitempty"`
+	// Capabilities are the xms_cc values.
+	Capabilities []string `json:"cc,omitempty"`
+}
+
+// parseClaims validates the claims parameter. Unknown members are
+// ignored; malformed known ones are invalid_request.
+func parseClaims(raw string) (*claimsRequest, *Error) {
+	if raw == "" {
+		return nil, nil
+	}
+	bad := func(why string) (*claimsRequest, *Error) {
+		return nil, newErr(ErrInvalidRequest, "claims parameter: "+why).withReason("claims_malformed")
+	}
+	if len(raw) > maxClaimsParam {
+		return bad("too long")
+	}
+	type request struct {
+		Essential *bool           `json:"essential"`
+		Value     json.RawMessage `json:"value"`
+		Values    json.RawMessage `json:"values"`
+	}
+	var top map[string]json.RawMessage
+	dec := json.NewDecoder(strings.NewReader(raw))
+	if err := dec.Decode(&top); err != nil || top == nil || dec.More() {
+		return bad("not a JSON object")
+	}
+	at, ok := top["access_token"]
+	if !ok || bytes.Equal(bytes.TrimSpace(at), []byte("null")) {
+		return &claimsRequest{}, nil
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(at, &members); err != nil {
+		return bad("access_token is not an object")
+	}
+	out := &claimsRequest{}
+	for name, m := range members {
+		if bytes.Equal(bytes.TrimSpace(m), []byte("null")) {
+			continue
+		}
+		var rq request
+		if err := json.Unmarshal(m, &rq); err != nil {
+			return bad(name + " is not a claim request object")
+		}
+		switch name {
+		case "nbf":
+			// Entra sends the time as a string; accept a number too.
+			var s string
+			if err := json.Unmarshal(rq.Value, &s); err != nil {
+				s = string(rq.Value)
+			}
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || n < 0 {
+				return bad("nbf value is not a unix time")
+			}
+			out.NotBefore = n
+		case "acr":
+			vals, e := stringValues(rq.Value, rq.Values)
+			if e != "" {
+				return bad("acr " + e)
+			}
+			out.ACR = vals
+		case "xms_cc":
+			vals, e := stringValues(rq.Value, rq.Values)
+			if e != "" {
+				return bad("xms_cc " + e)
+			}
+			out.Capabilities = vals
+		}
+	}
+	return out, nil
+}
+
+// stringValues reads "value" (one string) or "values" (strings).
+func stringValues(value, values json.RawMessage) ([]string, string) {
+	var out []string
+	if len(value) > 0 {
+		var s string
+		if err := json.Unmarshal(value, &s); err != nil {
+			return nil, "value is not a string"
+		}
+		out = append(out, s)
+	}
+	if len(values) > 0 {
+		var l []string
+		if err := json.Unmarshal(values, &l); err != nil {
+			return nil, "values is not a list of strings"
+		}
+		out = append(out, l...)
+	}
+	if len(out) > 16 {
+		return nil, "has too many values"
+	}
+	return out, ""
+}
+
+// wantsCAE reports a declared CAE capability.
+func (c *claimsRequest) wantsCAE() bool {
+	return c != nil && slices.Contains(c.Capabilities, CapabilityCAE)
+}
+
+// acrRank orders Ward's acr values; -1 for others.
+func acrRank(acr string) int {
+	switch acr {
+	case acrPassword:
+		return 0
+	case acrMFA:
+		return 1
+	}
+	return -1
+}
+
+// acrMet reports whether the session's acr satisfies the requested ones:
+// any requested value the session's acr reaches, by Ward's order. No
+// request is met; requested values Ward does not know are not.
+func (c *claimsRequest) acrMet(have string) bool {
+	if c == nil || len(c.ACR) == 0 {
+		return true
+	}
+	h := acrRank(have)
+	for _, want := range c.ACR {
+		if w := acrRank(want); w >= 0 && h >= w {
+			return true
+		}
+	}
+	return false
+}
+
+// notBeforeOK reports whether a token issued now satisfies the requested
+// not-before time (a time in the future, beyond the allowed skew, cannot be).
+func (c *claimsRequest) notBeforeOK(now time.Time) bool {
+	return c == nil || c.NotBefore == 0 || c.NotBefore <= now.Add(time.Minute).Unix()
+}
+
+// wantsMFA reports an acr request only a multi-factor sign-in meets.
+func (c *claimsRequest) wantsMFA() bool {
+	return c != nil && len(c.ACR) > 0 && !c.acrMet(acrPassword) && c.acrMet(acrMFA)
+}
