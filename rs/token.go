@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +32,10 @@ type TokenInfo struct {
 	JTI       string
 	// Scheme is how the token was presented: "DPoP" or "Bearer".
 	Scheme string
+	// AllowedIPs, when set (the "ipr" claim: Conditional Access strict
+	// location), are the only client addresses the token may be used
+	// from; the validator enforces it on every request.
+	AllowedIPs []netip.Prefix
 	// Claims is the token's full claims set (JSON), for claims this
 	// struct does not name.
 	Claims json.RawMessage
@@ -86,6 +91,9 @@ type accessClaims struct {
 		JKT string `json:"jkt"`
 	} `json:"cnf"`
 	DID string `json:"did"`
+	// IPR are the IP ranges the token may be used from (Conditional
+	// Access strict location).
+	IPR []string `json:"ipr"`
 }
 
 // audience is the aud claim: a string or an array of strings.
@@ -179,5 +187,21 @@ func (c *accessClaims) info(scheme string, raw []byte) *TokenInfo {
 	if c.Cnf != nil {
 		t.JKT = c.Cnf.JKT
 	}
+	for _, s := range c.IPR {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			t.AllowedIPs = append(t.AllowedIPs, p.Masked())
+		}
+	}
 	return t
+}
+
+// ipAllowed reports whether the client address ip may use the token.
+func (t *TokenInfo) ipAllowed(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, p := range t.AllowedIPs {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -286,6 +287,21 @@ func (v *Validator) authenticate(r *http.Request, scopes []string) (*TokenInfo, 
 			return info, e
 		}
 	}
+	// Strict location: a token whose ipr claim excludes the client's
+	// address is refused at once, with a challenge for a new token; the
+	// IdP evaluates its location policies again (and refuses from there).
+	if len(info.AllowedIPs) > 0 || hasIPR(claims) {
+		ip, err := netip.ParseAddr(v.clientIP(r))
+		if err != nil || !info.ipAllowed(ip) {
+			e := newError(http.StatusUnauthorized, CodeInsufficientClaims, "location",
+				"the access token may not be used from this network location")
+			e.Claims = encodeClaims(map[string]any{"access_token": map[string]any{
+				"nbf": map[string]any{"essential": true, "value": strconv.FormatInt(now.Unix(), 10)},
+			}})
+			e.scheme = scheme
+			return info, e
+		}
+	}
 	for _, s := range scopes {
 		if !info.HasScope(s) {
 			e := newError(http.StatusForbidden, CodeInsufficientScope, "insufficient_scope", "the access token lacks a required scope")
@@ -554,3 +570,7 @@ func (v *Validator) trusted(a netip.Addr) bool {
 	}
 	return false
 }
+
+// hasIPR reports an ipr claim, even one whose ranges did not parse (which
+// then allows nothing: fail closed).
+func hasIPR(c *accessClaims) bool { return c.IPR != nil }

@@ -73,6 +73,9 @@ type compiled struct {
 	err     error // the stored version does not load: fail closed
 	// What the policies look at, so requests skip lookups nobody needs.
 	needGroups, needCountry bool
+	// trustedRanges are the IP ranges of the trusted named locations:
+	// where a strict-location token may be used.
+	trustedRanges []string
 }
 
 // New returns the service with no policies loaded; call Load.
@@ -128,6 +131,7 @@ func (s *Service) compile(ctx context.Context, v *model.PolicyVersion) *compiled
 			"version", v.Version, "err", err)
 	} else {
 		c.needGroups, c.needCountry = needs(doc)
+		c.trustedRanges = trustedRanges(doc)
 	}
 	return c
 }
@@ -146,6 +150,17 @@ func needs(doc *policy.Document) (groups, country bool) {
 		}
 	}
 	return groups, country
+}
+
+// trustedRanges lists the IP ranges of trusted named locations.
+func trustedRanges(doc *policy.Document) []string {
+	var out []string
+	for _, l := range doc.Locations {
+		if l.Trusted {
+			out = append(out, l.IPRanges...)
+		}
+	}
+	return out
 }
 
 // current returns the version in force, first checking the store for a
@@ -202,6 +217,11 @@ type Result struct {
 	policy.Decision
 	Version int64        `json:"version"`
 	Input   policy.Input `json:"input"`
+	// AllowedRanges, when the session control strict_location applies,
+	// are the IP ranges of the trusted named locations: the access token
+	// carries them (claim "ipr") and resources refuse it elsewhere.
+	// Country locations cannot be carried; with only those, nothing is.
+	AllowedRanges []string `json:"allowed_ranges,omitempty"`
 }
 
 // Evaluate decides a request against the version in force. With no
@@ -219,7 +239,11 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Decision: c.set.Evaluate(in), Version: c.version, Input: in}, nil
+	res := &Result{Decision: c.set.Evaluate(in), Version: c.version, Input: in}
+	if res.Session.StrictLocation {
+		res.AllowedRanges = c.trustedRanges
+	}
+	return res, nil
 }
 
 // input builds the engine's input from the request's facts.

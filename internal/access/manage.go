@@ -94,6 +94,7 @@ func (s *Service) Apply(ctx context.Context, doc *policy.Document, o ApplyOption
 	res.Version, res.Changed = v.Version, true
 	c := &compiled{version: v.Version, digest: digest, doc: doc, set: set}
 	c.needGroups, c.needCountry = needs(doc)
+	c.trustedRanges = trustedRanges(doc)
 	s.cur.Store(c)
 
 	data := map[string]string{"version": fmt.Sprint(v.Version), "digest": digest, "policies": fmt.Sprint(len(doc.Policies))}

@@ -396,6 +396,9 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	if cae {
 		claims.Capabilities = []string{CapabilityCAE}
 	}
+	if ca != nil && len(ca.AllowedRanges) > 0 && g.user != nil {
+		claims.AllowedIPs = ca.AllowedRanges
+	}
 	if nb := tr.claims; nb != nil && nb.NotBefore >= claims.IssuedAt {
 		// A resource revoked tokens issued up to nb.NotBefore (a second
 		// resolution): a token minted in that same second must say it is
@@ -418,6 +421,9 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	}
 	if cae {
 		ev.Data["cae"] = "true"
+	}
+	if len(claims.AllowedIPs) > 0 {
+		ev.Data["strict_location"] = "true"
 	}
 	ev.Data["token_protection"] = protection
 	if why != "" {

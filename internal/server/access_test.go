@@ -6,7 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -21,6 +24,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
+	"github.com/ward-idp/ward/rs"
 )
 
 const (
@@ -141,7 +145,7 @@ func TestConditionalAccessDocsRequireTokenProtection(t *testing.T) {
 		t.Fatalf("description %q should name token protection and a reference", r.str("error_description"))
 	}
 	ev := lastEvent(t, in, model.EventTokenRequestFailed)
-	if ev.Reason != "ca_controls_unmet" || ev.Data["ca_applied"] != "docs-token-protection" || ev.Data["ca_controls"] != "token_protection" {
+	if ev.Reason != "ca_controls_unmet" || ev.Data["ca_applied"] != "docs-token-protection,docs-strict-location" || ev.Data["ca_controls"] != "token_protection" {
 		t.Fatalf("failure event: reason %q data %v", ev.Reason, ev.Data)
 	}
 	// The reference in the description finds the event.
@@ -300,5 +304,67 @@ func TestConditionalAccessRefreshOutsideTrustedNetwork(t *testing.T) {
 	rt = r.str("refresh_token")
 	if r = refreshFrom("2001:db8:100::7"); r.Status != 200 {
 		t.Fatalf("refresh from the corporate IPv6 range: %d %s", r.Status, r.Body)
+	}
+}
+
+// With the example policies: the document app's tokens carry the trusted
+// ranges (strict location) and a resource using rs refuses them from
+// anywhere else, with a claims challenge.
+func TestConditionalAccessStrictLocation(t *testing.T) {
+	in := startWithExamplePolicies(t, wardtest.Options{})
+	ctx := context.Background()
+	alice, _ := in.App.Store.GetUserByUsername(ctx, "alice")
+	if _, err := in.App.Devices.PutPolicy(ctx, "test", "linux", []byte(`{"require_firewall": true}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, key := registerDevice(t, in, alice.ID)
+	resp, loc, verifier := signIn(t, in, "alice", "docs", nativeCB, insideIP, key)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %.300s", resp.StatusCode, loc)
+	}
+	r := tokenFrom(t, in, "docs", codeFrom(t, loc), verifier, nativeCB, insideIP, key)
+	if r.Status != 200 {
+		t.Fatalf("token: %d %s", r.Status, r.Body)
+	}
+	at := r.str("access_token")
+	if ipr := fmt.Sprint(claims(t, at)["ipr"]); ipr != "[203.0.113.0/24 2001:db8:100::/48]" {
+		t.Fatalf("ipr claim %s", ipr)
+	}
+	if ev := lastEvent(t, in, model.EventTokenIssued); ev.Data["strict_location"] != "true" {
+		t.Fatalf("token event %v", ev.Data)
+	}
+	// Another app's token carries no ranges.
+	resp, loc, verifier = signIn(t, in, "bob", "web", wardtest.RedirectURI, insideIP, nil)
+	w := do(t, in, call{path: "/token", basic: [2]string{"web", wardtest.WebSecret}, header: http.Header{"X-Forwarded-For": {insideIP}},
+		form: url.Values{"grant_type": {"authorization_code"}, "code": {codeFrom(t, loc)}, "code_verifier": {verifier}, "redirect_uri": {wardtest.RedirectURI}}})
+	if _, ok := claims(t, w.str("access_token"))["ipr"]; ok || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("web token has ipr: %s", w.Body)
+	}
+
+	v, err := rs.New(rs.Config{Issuer: in.URL, Audience: in.URL, Now: in.Clock.Now, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := httptest.NewServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("doc")) })))
+	defer res.Close()
+	get := func(ip string) *http.Response {
+		req, _ := http.NewRequest("GET", res.URL+"/doc", nil)
+		p, _ := key.ProofAt("GET", res.URL+"/doc", at, "", in.Clock.Now())
+		req.Header.Set("Authorization", "DPoP "+at)
+		req.Header.Set("DPoP", p)
+		req.Header.Set("X-Forwarded-For", ip)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := get(insideIP); resp.StatusCode != 200 {
+		t.Fatalf("inside: %d %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	resp = get(outsideIP)
+	if c, ok := rs.ParseClaimsChallenge(resp.Header); resp.StatusCode != 401 || !ok || c.Error != "insufficient_claims" {
+		t.Fatalf("outside: %d %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
 }

@@ -46,6 +46,9 @@ type AccessClaims struct {
 	// Capabilities are the client capabilities the token was issued for
 	// ("cp1": the client handles CAE claims challenges), as Entra's xms_cc.
 	Capabilities []string `json:"xms_cc,omitempty"`
+	// AllowedIPs are the IP ranges the token may be used from
+	// (Conditional Access strict location); resources enforce them.
+	AllowedIPs []string `json:"ipr,omitempty"`
 }
 
 // IDClaims are the claims of an OpenID Connect ID token (Core §2).
