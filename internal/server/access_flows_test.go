@@ -11,6 +11,8 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/store"
@@ -361,5 +363,47 @@ policies:
 	resp, _ = in.TryLogin(t, in.Browser(), in.AuthorizeURL("web", challenge, nil), "alice", wardtest.AlicePassword, "")
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("old password: %d", resp.StatusCode)
+	}
+}
+
+// Country named locations resolve through the configured MMDB database:
+// a sign-in from a blocked country is refused, others are not, and an
+// address the database does not know matches no country.
+func TestConditionalAccessCountries(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.TrustedProxies = []string{"127.0.0.1/32"}
+		c.ConditionalAccess.GeoIPDatabase = wardtest.CountryMMDB(t, map[string]string{"198.51.100.0/24": "KP", "203.0.113.0/24": "JP"})
+	}})
+	applyPolicies(t, in, `
+locations:
+  - {id: sanctioned, countries: [KP, IR]}
+policies:
+  - id: block-sanctioned
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {locations: {include: [sanctioned]}}
+    grant: {block: true}
+`)
+	for _, tc := range []struct {
+		ip      string
+		blocked bool
+	}{{"198.51.100.7", true}, {"203.0.113.9", false}, {"192.0.2.44", false}} {
+		b := in.Browser()
+		b.Transport = forwardedFor(tc.ip)
+		_, challenge := wardtest.PKCE()
+		loc := in.Login(t, b, in.AuthorizeURL("web", challenge, nil), "bob", wardtest.BobPassword, "")
+		if got := loc.Query().Get("error") == "access_denied"; got != tc.blocked {
+			t.Errorf("sign-in from %s: blocked %v, want %v (%s)", tc.ip, got, tc.blocked, loc)
+		}
+	}
+	ev := lastEvent(t, in, model.EventSignInSucceeded)
+	if ev.IP != "192.0.2.44" {
+		t.Fatalf("last sign-in from %q", ev.IP)
+	}
+	// A missing database file is a start-up error, not a silent no-match.
+	cfg := *in.Config
+	cfg.ConditionalAccess.GeoIPDatabase = "/nonexistent/country.mmdb"
+	if _, err := app.Open(context.Background(), &cfg, nil); err == nil || !strings.Contains(err.Error(), "geoip_database") {
+		t.Fatalf("open with a missing MMDB: %v", err)
 	}
 }
