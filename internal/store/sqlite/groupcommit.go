@@ -7,173 +7,251 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store/internal/sqlstore"
 )
 
-// Group commit for the audit log.
+// Group commit for every write.
 //
-// Every token issued appends one event, and on SQLite the cost of an
-// append is almost all commit: the WAL frames of the events table and its
-// five indexes are written with one pwrite each (about 100 µs on a loaded
-// machine, a third of a client-credentials grant). Appends that arrive
-// together are therefore written by one goroutine in one transaction, so
-// they share those page writes. Nothing about durability changes: every
-// caller still returns only after the transaction holding its event has
-// committed (WAL, synchronous=NORMAL as before), and an error reaches the
-// caller whose event it concerns. There is no timer: an append that
-// arrives when the writer is idle is written at once; batches form only
-// from appends that arrive while a commit is in progress (or runnable at
-// the same moment), so an idle server pays no extra latency.
+// SQLite has one writer, and on the token endpoint the cost of a write is
+// mostly its commit: the WAL frames of every page it touched are written
+// with one pwrite each, and a refresh grant touches the refresh-token
+// table and its indexes (rotation) and the events table and its five
+// indexes (audit record). So all writes (single statements and InTx
+// functions alike) go to one goroutine, which runs the operations that
+// arrived together in one transaction, each in its own savepoint when it
+// takes several statements, and commits once.
+//
+// What each caller sees is unchanged:
+//   - an operation is atomic: its savepoint is rolled back when it fails,
+//     without touching the others;
+//   - operations run one after another in arrival order, each seeing the
+//     effects of the ones before it (as with the single write connection
+//     before), so a one-time operation (refresh rotation, code redemption)
+//     still has exactly one winner, and the loser learns it from the
+//     winner's committed change;
+//   - a caller gets its result only after the transaction holding its
+//     operation committed (WAL, synchronous=NORMAL as before), successes
+//     and failures alike: a failure may have been caused by an earlier
+//     operation of the batch (ErrAlreadyUsed after a rotation) and must
+//     not be reported unless that operation is durable;
+//   - if the shared transaction fails as a whole (COMMIT, BEGIN or a
+//     savepoint fails, or SQLite rolled the transaction back by itself),
+//     nothing of it was committed and every operation runs again alone,
+//     so each caller gets the outcome of its own operation.
+//
+// There is no timer: an operation that arrives when the writer is idle
+// is written at once; batches form only from operations that arrive while
+// a commit is in progress (or are runnable at the same moment), so an
+// idle server pays no extra latency.
 
-// maxEventBatch bounds how many events share one transaction, so a burst
-// cannot hold the single write connection for long.
-const maxEventBatch = 128
+// maxBatch bounds how many operations share one transaction, so a burst
+// cannot hold the write connection for long.
+const maxBatch = 128
 
-// errStoreClosed is returned by AppendEvent after Close.
+// errStoreClosed is returned by writes after Close.
 var errStoreClosed = errors.New("sqlite: store closed")
 
-type appendReq struct {
-	ctx  context.Context
-	e    *model.Event
-	seq  int64
-	err  error
-	done chan struct{}
+// errTxAborted reports that SQLite rolled a transaction back by itself
+// (an I/O error, a full disk, RAISE(ROLLBACK) ...): later statements of
+// the operation are refused, since they would otherwise run, and commit,
+// outside the transaction.
+var errTxAborted = errors.New("sqlite: transaction rolled back by the database")
+
+// Operation states: the caller may withdraw an operation only while it
+// is queued; once the writer started it, the caller waits for its result.
+const (
+	opQueued int32 = iota
+	opStarted
+	opWithdrawn
+)
+
+// writeOp is one caller's write: a single statement, or an InTx function
+// (multi) that may run several.
+type writeOp struct {
+	ctx   context.Context
+	run   func(q sqlstore.Querier) error
+	multi bool
+	state atomic.Int32
+	err   error
+	done  chan struct{}
 }
 
-// eventWriter is the group-commit writer behind Store.AppendEvent.
-type eventWriter struct {
-	one  func(context.Context, *model.Event) (int64, error)
-	many func(context.Context, []*model.Event) ([]int64, error)
+// start marks op started unless its caller withdrew it or its context
+// ended; it reports whether op is to be run.
+func (op *writeOp) start() bool {
+	if op.state.Load() == opQueued && op.ctx.Err() != nil {
+		if op.state.CompareAndSwap(opQueued, opWithdrawn) {
+			op.err = op.ctx.Err()
+			close(op.done)
+			return false
+		}
+	}
+	return op.state.CompareAndSwap(opQueued, opStarted)
+}
 
-	mu     sync.RWMutex // held (read) while sending on reqs; (write) to close it
+// runner executes operations on the database (sqlRunner; a fake in
+// tests).
+type runner interface {
+	// together runs ops in one transaction and sets each op's err. It
+	// returns an error, with nothing committed, if the transaction failed
+	// as a whole.
+	together(ops []*writeOp) error
+	// alone runs op by itself and sets its err.
+	alone(op *writeOp)
+}
+
+// writer is the group-commit goroutine behind every write.
+type writer struct {
+	r runner
+
+	mu     sync.RWMutex // held (read) while sending on ops; (write) to close it
 	closed bool
-	reqs   chan *appendReq
+	ops    chan *writeOp
 	done   chan struct{}
 
-	// batches and events count commits and events written (for tests).
-	batches, events atomic.Int64
+	// commits and written count transactions and operations (for tests).
+	commits, written atomic.Int64
 }
 
-func newEventWriter(one func(context.Context, *model.Event) (int64, error),
-	many func(context.Context, []*model.Event) ([]int64, error)) *eventWriter {
-	w := &eventWriter{one: one, many: many, reqs: make(chan *appendReq, maxEventBatch), done: make(chan struct{})}
-	go w.run()
+func newWriter(r runner) *writer {
+	w := &writer{r: r, ops: make(chan *writeOp, maxBatch), done: make(chan struct{})}
+	go w.loop()
 	return w
 }
 
-// append queues e and waits until it is committed. If ctx ends first the
-// caller gets ctx.Err(), but an event already handed to the writer may
-// still be stored (as with a commit whose acknowledgement is lost): the
-// audit log may hold an event whose publisher saw an error, never the
-// other way round.
-func (w *eventWriter) append(ctx context.Context, e *model.Event) (int64, error) {
+// do queues a write and waits for its result. If ctx ends while the
+// operation is still queued, it is withdrawn and ctx.Err() returned; once
+// started it runs to completion and its result is returned, so a caller
+// never sees an error for a write that was committed.
+func (w *writer) do(ctx context.Context, multi bool, run func(sqlstore.Querier) error) error {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return err
 	}
-	r := &appendReq{ctx: ctx, e: e, done: make(chan struct{})}
+	op := &writeOp{ctx: ctx, run: run, multi: multi, done: make(chan struct{})}
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
-		return 0, errStoreClosed
+		return errStoreClosed
 	}
-	w.reqs <- r
+	w.ops <- op
 	w.mu.RUnlock()
 	select {
-	case <-r.done:
-		return r.seq, r.err
+	case <-op.done:
+		return op.err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		if op.state.CompareAndSwap(opQueued, opWithdrawn) {
+			return ctx.Err()
+		}
+		<-op.done
+		return op.err
 	}
 }
 
-func (w *eventWriter) run() {
+func (w *writer) loop() {
 	defer close(w.done)
-	batch := make([]*appendReq, 0, maxEventBatch)
-	for r := range w.reqs {
-		batch = append(batch[:0], r)
+	batch := make([]*writeOp, 0, maxBatch)
+	for op := range w.ops {
+		batch = append(batch[:0], op)
 		// Let every goroutine that is runnable right now (with
-		// GOMAXPROCS=1: all requests in flight) reach its own append
+		// GOMAXPROCS=1: all requests in flight) reach its own write
 		// before this commit starts; otherwise the writer, woken first,
 		// would commit batches of one.
 		runtime.Gosched()
 	drain:
-		for len(batch) < maxEventBatch {
+		for len(batch) < maxBatch {
 			select {
-			case r, ok := <-w.reqs:
+			case op, ok := <-w.ops:
 				if !ok {
 					break drain
 				}
-				batch = append(batch, r)
+				batch = append(batch, op)
 			default:
 				break drain
 			}
 		}
 		w.write(batch)
-		clear(batch) // drop references to finished requests
+		clear(batch) // drop references to finished operations
 	}
 }
 
-// write commits batch and completes every request in it.
-func (w *eventWriter) write(batch []*appendReq) {
-	// Callers that gave up before the write are not written.
+// write runs batch and completes every operation in it.
+func (w *writer) write(batch []*writeOp) {
 	live := batch[:0:0]
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			close(r.done)
-			continue
+	for _, op := range batch {
+		if op.start() {
+			live = append(live, op)
 		}
-		live = append(live, r)
 	}
-	switch len(live) {
-	case 0:
-		return
-	case 1:
-		// A single event needs no explicit transaction.
-		r := live[0]
-		r.seq, r.err = w.one(r.ctx, r.e)
-		w.batches.Add(1)
-		w.events.Add(1)
-		close(r.done)
-		return
-	}
-	es := make([]*model.Event, len(live))
-	for i, r := range live {
-		es[i] = r.e
-	}
-	// One caller's cancellation must not abort the others' commit.
-	seqs, err := w.many(context.WithoutCancel(live[0].ctx), es)
-	if err == nil {
-		w.batches.Add(1)
-		w.events.Add(int64(len(live)))
-		for i, r := range live {
-			r.seq = seqs[i]
-			close(r.done)
+	switch {
+	case len(live) == 1:
+		w.r.alone(live[0])
+		w.commits.Add(1)
+	case len(live) > 1:
+		if err := w.r.together(live); err != nil {
+			for _, op := range live {
+				w.r.alone(op)
+				w.commits.Add(1)
+			}
+		} else {
+			w.commits.Add(1)
 		}
-		return
 	}
-	// The transaction rolled back as a whole. Write the events one by one
-	// (in order, so Seq still follows arrival) so that each caller gets
-	// the outcome of its own event: a faulty event fails alone, and a
-	// broken database fails every caller with its error.
-	for _, r := range live {
-		r.seq, r.err = w.one(context.WithoutCancel(r.ctx), r.e)
-		w.batches.Add(1)
-		if r.err == nil {
-			w.events.Add(1)
-		}
-		close(r.done)
+	w.written.Add(int64(len(live)))
+	for _, op := range live {
+		close(op.done)
 	}
 }
 
-// close stops accepting appends, writes the ones already queued and
-// waits for the writer to finish. It is safe to call more than once.
-func (w *eventWriter) close() {
+// close stops accepting writes, runs the ones already queued and waits
+// for the writer to finish. It is safe to call more than once.
+func (w *writer) close() {
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
-		close(w.reqs)
+		close(w.ops)
 	}
 	w.mu.Unlock()
 	<-w.done
+}
+
+// writeQuerier is the sqlstore.Querier of single-statement writes: each
+// statement is one operation of the writer.
+type writeQuerier struct{ w *writer }
+
+func (q writeQuerier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := q.w.do(ctx, false, func(tq sqlstore.Querier) error {
+		var err error
+		n, err = tq.Exec(ctx, query, args...)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// QueryRow runs a statement with a result row (INSERT … RETURNING,
+// UPDATE … RETURNING) when the row is scanned.
+func (q writeQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return writeRow{q.w, ctx, query, args}
+}
+
+// Query is not offered for writes outside a transaction: the rows would
+// outlive the operation. Use InTx.
+func (q writeQuerier) Query(context.Context, string, ...any) (sqlstore.Rows, error) {
+	return nil, errors.New("sqlite: Query on the write querier; use InTx")
+}
+
+type writeRow struct {
+	w     *writer
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+func (r writeRow) Scan(dest ...any) error {
+	return r.w.do(r.ctx, false, func(tq sqlstore.Querier) error {
+		return tq.QueryRow(r.ctx, r.query, r.args...).Scan(dest...)
+	})
 }

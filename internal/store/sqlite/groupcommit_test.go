@@ -5,299 +5,325 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/internal/sqlstore"
 )
 
-// fakeLog is a stand-in for the database behind an eventWriter: it assigns
-// sequence numbers, records the transactions and can be held busy.
-type fakeLog struct {
+// fakeDB is a runner that records the statements of every commit. An
+// operation's statements are its ids; the statement "bad" fails (and the
+// operation's savepoint drops what it did), "poison" makes a shared
+// transaction fail as a whole. It can be held busy at a gate.
+type fakeDB struct {
 	mu      sync.Mutex
-	seq     int64
-	txs     [][]string // event ids per commit
+	txs     [][]string // statements per commit
 	gate    chan struct{}
 	entered chan struct{} // a write has started (buffered)
-	bad     string        // an event id that fails to insert
-	down    error         // every write fails with this
+	down    error         // every transaction fails with this
 }
 
-func newFakeLog() *fakeLog {
-	return &fakeLog{gate: make(chan struct{}), entered: make(chan struct{}, 1000)}
+func newFakeDB() *fakeDB {
+	return &fakeDB{gate: make(chan struct{}), entered: make(chan struct{}, 1000)}
 }
 
-func (f *fakeLog) wait() { f.entered <- struct{}{}; <-f.gate }
+func (f *fakeDB) wait() { f.entered <- struct{}{}; <-f.gate }
 
-func (f *fakeLog) one(_ context.Context, e *model.Event) (int64, error) {
+type fakeQ struct{ stmts *[]string }
+
+func (q fakeQ) Exec(_ context.Context, s string, _ ...any) (int64, error) {
+	if s == "bad" {
+		return 0, errors.New("bad statement")
+	}
+	*q.stmts = append(*q.stmts, s)
+	return 1, nil
+}
+
+func (q fakeQ) Query(context.Context, string, ...any) (sqlstore.Rows, error) { panic("unused") }
+func (q fakeQ) QueryRow(context.Context, string, ...any) sqlstore.Row        { panic("unused") }
+
+func (f *fakeDB) together(ops []*writeOp) error {
 	f.wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.down != nil {
-		return 0, f.down
+		return f.down
 	}
-	if e.ID == f.bad {
-		return 0, errors.New("bad event")
-	}
-	f.seq++
-	f.txs = append(f.txs, []string{e.ID})
-	return f.seq, nil
-}
-
-func (f *fakeLog) many(_ context.Context, es []*model.Event) ([]int64, error) {
-	f.wait()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.down != nil {
-		return nil, f.down
-	}
-	seqs := make([]int64, len(es))
-	var ids []string
-	for i, e := range es {
-		if e.ID == f.bad {
-			return nil, errors.New("bad event") // the whole transaction rolls back
+	var all []string
+	for _, op := range ops {
+		var mine []string
+		if op.err = op.run(fakeQ{&mine}); op.err == nil {
+			all = append(all, mine...)
 		}
-		seqs[i] = f.seq + int64(i) + 1
-		ids = append(ids, e.ID)
 	}
-	f.seq += int64(len(es))
-	f.txs = append(f.txs, ids)
-	return seqs, nil
+	if slices.Contains(all, "poison") {
+		return errors.New("commit failed")
+	}
+	f.txs = append(f.txs, all)
+	return nil
 }
 
-type result struct {
-	seq int64
-	err error
+func (f *fakeDB) alone(op *writeOp) {
+	f.wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down != nil {
+		op.err = f.down
+		return
+	}
+	var mine []string
+	if op.err = op.run(fakeQ{&mine}); op.err == nil {
+		f.txs = append(f.txs, mine)
+	}
 }
 
-// queue starts appends of ids one after another, each only once the
-// previous one is queued (so arrival order is ids order), while the
-// writer is held in the write of "first". It returns the results in ids
+func (f *fakeDB) commits() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fmt.Sprint(f.txs)
+}
+
+// exec is one caller's write of the statements in ids (a multi-statement
+// operation when there are several).
+func exec(ctx context.Context, w *writer, ids ...string) error {
+	return w.do(ctx, len(ids) > 1, func(q sqlstore.Querier) error {
+		for _, id := range ids {
+			if _, err := q.Exec(ctx, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// queue starts the writes one after another, each only once the previous
+// one is queued (so arrival order is their order), while the writer is
+// held in the first. It releases the writer and returns the errors in
 // order once all are done.
-func queue(t *testing.T, w *eventWriter, f *fakeLog, ctxs map[string]context.Context, ids ...string) []result {
+func queue(t *testing.T, w *writer, f *fakeDB, ctxs map[int]context.Context, writes ...[]string) []error {
 	t.Helper()
-	out := make([]result, len(ids))
+	out := make([]error, len(writes))
 	var wg sync.WaitGroup
-	for i, id := range ids {
-		ctx := ctxs[id]
+	for i, ids := range writes {
+		ctx := ctxs[i]
 		if ctx == nil {
 			ctx = context.Background()
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i].seq, out[i].err = w.append(ctx, &model.Event{ID: id, Type: model.EventTokenIssued})
+			out[i] = exec(ctx, w, ids...)
 		}()
 		if i == 0 {
-			<-f.entered // the writer holds "first" and waits at the gate
+			<-f.entered // the writer holds the first write at the gate
 			continue
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for len(w.reqs) < i {
-			if time.Now().After(deadline) {
-				t.Fatalf("append %d never queued", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitQueued(t, w, i)
 	}
-	close(f.gate) // release the writer
+	close(f.gate)
 	wg.Wait()
 	return out
 }
+
+func waitQueued(t *testing.T, w *writer, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(w.ops) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("write %d never queued", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func w1(ids ...string) []string { return ids }
 
 func TestGroupCommitBatchesInArrivalOrder(t *testing.T) {
-	f := newFakeLog()
-	w := newEventWriter(f.one, f.many)
+	f := newFakeDB()
+	w := newWriter(f)
 	defer w.close()
-	res := queue(t, w, f, nil, "first", "a", "b", "c", "d")
-	for i, r := range res {
-		if r.err != nil || r.seq != int64(i+1) {
-			t.Errorf("append %d: got seq %d, err %v; want seq %d", i, r.seq, r.err, i+1)
+	errs := queue(t, w, f, nil, w1("first"), w1("a"), w1("b1", "b2"), w1("c"), w1("d"))
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("write %d: %v", i, err)
 		}
 	}
-	want := "[[first] [a b c d]]"
-	if got := fmt.Sprint(f.txs); got != want {
+	if got, want := f.commits(), "[[first] [a b1 b2 c d]]"; got != want {
 		t.Errorf("commits: got %s, want %s", got, want)
 	}
-	if b, e := w.batches.Load(), w.events.Load(); b != 2 || e != 5 {
-		t.Errorf("got %d commits for %d events, want 2 for 5", b, e)
+	if c, n := w.commits.Load(), w.written.Load(); c != 2 || n != 5 {
+		t.Errorf("got %d commits for %d writes, want 2 for 5", c, n)
 	}
 }
 
-// A faulty event rolls its batch back; the others are then written one
-// by one and succeed, in arrival order, and only the faulty one's caller
+// An operation that fails inside a shared transaction is rolled back
+// alone (its savepoint); the others commit together and only its caller
 // sees the error.
-func TestGroupCommitFaultyEventFailsAlone(t *testing.T) {
-	f := newFakeLog()
-	f.bad = "b"
-	close(f.gate) // queueNoGate holds the writer instead
-	w := newEventWriter(f.one, f.many)
+func TestGroupCommitFailingOperationInBatch(t *testing.T) {
+	f := newFakeDB()
+	w := newWriter(f)
 	defer w.close()
-	res := queueNoGate(t, w, "first", "a", "b", "c")
-	for i, id := range []string{"first", "a", "b", "c"} {
-		if id == "b" {
-			if res[i].err == nil {
-				t.Errorf("append of the faulty event succeeded")
-			}
-			continue
-		}
-		if res[i].err != nil {
-			t.Errorf("append %s: %v", id, res[i].err)
+	errs := queue(t, w, f, nil, w1("first"), w1("a"), w1("b1", "bad"), w1("c"))
+	for i, err := range errs {
+		if (err != nil) != (i == 2) {
+			t.Errorf("write %d: got %v", i, err)
 		}
 	}
-	if !(res[0].seq < res[1].seq && res[1].seq < res[3].seq) {
-		t.Errorf("seqs not in arrival order: %v", res)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if got, want := fmt.Sprint(f.txs), "[[first] [a] [c]]"; got != want {
+	if got, want := f.commits(), "[[first] [a c]]"; got != want {
 		t.Errorf("commits: got %s, want %s", got, want)
 	}
 }
 
-// queueNoGate is queue for a fakeLog whose gate is open: it holds the
-// writer by wrapping its single-event write (the first append is always
-// written alone) until every other append is queued.
-func queueNoGate(t *testing.T, w *eventWriter, ids ...string) []result {
-	t.Helper()
-	hold := make(chan struct{})
-	one, many := w.one, w.many
-	held := make(chan struct{})
-	var once sync.Once
-	w.one = func(ctx context.Context, e *model.Event) (int64, error) {
-		once.Do(func() { close(held); <-hold })
-		return one(ctx, e)
-	}
-	w.many = many
-	out := make([]result, len(ids))
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i].seq, out[i].err = w.append(context.Background(), &model.Event{ID: id})
-		}()
-		if i == 0 {
-			<-held
-			continue
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for len(w.reqs) < i {
-			if time.Now().After(deadline) {
-				t.Fatalf("append %d never queued", i)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	close(hold)
-	wg.Wait()
-	return out
-}
-
-// When the database fails, every waiter of the batch gets the error.
-func TestGroupCommitErrorReachesEveryWaiter(t *testing.T) {
-	f := newFakeLog()
-	f.down = errors.New("disk I/O error")
-	close(f.gate) // queueNoGate holds the writer instead
-	w := newEventWriter(f.one, f.many)
+// When the shared transaction fails as a whole, nothing of it was
+// committed and every operation runs again alone, in arrival order.
+func TestGroupCommitSharedFailureRunsAlone(t *testing.T) {
+	f := newFakeDB()
+	w := newWriter(f)
 	defer w.close()
-	res := queueNoGate(t, w, "first", "a", "b", "c")
-	for i, r := range res {
-		if r.err == nil || r.err.Error() != "disk I/O error" {
-			t.Errorf("append %d: got err %v, want the database's error", i, r.err)
+	errs := queue(t, w, f, nil, w1("first"), w1("a"), w1("poison"), w1("c"))
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("write %d: %v", i, err)
+		}
+	}
+	if got, want := f.commits(), "[[first] [a] [poison] [c]]"; got != want {
+		t.Errorf("commits: got %s, want %s", got, want)
+	}
+}
+
+// When the database fails, every waiter gets the error.
+func TestGroupCommitErrorReachesEveryWaiter(t *testing.T) {
+	f := newFakeDB()
+	f.down = errors.New("disk I/O error")
+	w := newWriter(f)
+	defer w.close()
+	errs := queue(t, w, f, nil, w1("first"), w1("a"), w1("b"), w1("c"))
+	for i, err := range errs {
+		if err == nil || err.Error() != "disk I/O error" {
+			t.Errorf("write %d: got err %v, want the database's error", i, err)
 		}
 	}
 }
 
-// A caller whose context ends while queued gets ctx.Err() and its event
-// is not written; the rest of the batch is unaffected.
+// A caller whose context ends while its write is queued gets ctx.Err()
+// and the write never runs; the rest of the batch is unaffected.
 func TestGroupCommitCanceledWhileQueued(t *testing.T) {
-	f := newFakeLog()
-	w := newEventWriter(f.one, f.many)
+	f := newFakeDB()
+	w := newWriter(f)
 	defer w.close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	// An already-canceled context never reaches the queue.
-	if _, err := w.append(ctx, &model.Event{ID: "x"}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("append with canceled ctx: %v", err)
+	if err := exec(ctx, w, "x"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("write with a canceled ctx: %v", err)
 	}
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	done := make(chan result, 1)
 	go func() {
 		<-f.entered // "first" is being written
-		go func() {
-			s, err := w.append(ctx2, &model.Event{ID: "gone"})
-			done <- result{s, err}
-		}()
-		for len(w.reqs) < 1 {
-			time.Sleep(time.Millisecond)
-		}
+		done := make(chan error, 1)
+		go func() { done <- exec(ctx2, w, "gone") }()
+		waitQueued(t, w, 1)
 		cancel2()
-		if r := <-done; !errors.Is(r.err, context.Canceled) {
-			t.Errorf("canceled append: %v", r.err)
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("canceled write: %v", err)
 		}
+		go func() { done <- exec(context.Background(), w, "kept") }()
+		waitQueued(t, w, 2)
 		close(f.gate)
+		if err := <-done; err != nil {
+			t.Errorf("write after the canceled one: %v", err)
+		}
 	}()
-	if _, err := w.append(context.Background(), &model.Event{ID: "first"}); err != nil {
+	if err := exec(context.Background(), w, "first"); err != nil {
 		t.Fatal(err)
 	}
 	w.close()
-	if got, want := fmt.Sprint(f.txs), "[[first]]"; got != want {
+	if got, want := f.commits(), "[[first] [kept]]"; got != want {
 		t.Errorf("commits: got %s, want %s", got, want)
 	}
 }
 
-// Close writes what is queued, then refuses new appends.
+// A caller whose context ends after its write started waits for the
+// write and gets its real outcome: it never sees an error for a write
+// that was committed.
+func TestGroupCommitCanceledAfterStart(t *testing.T) {
+	f := newFakeDB()
+	w := newWriter(f)
+	defer w.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- exec(ctx, w, "started") }()
+	<-f.entered // the write has started and is held
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v while its write was running", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(f.gate)
+	if err := <-done; err != nil {
+		t.Errorf("got %v, want the committed write's nil", err)
+	}
+	if got, want := f.commits(), "[[started]]"; got != want {
+		t.Errorf("commits: got %s, want %s", got, want)
+	}
+}
+
+// Close runs what is queued, then refuses new writes.
 func TestGroupCommitCloseFlushes(t *testing.T) {
-	f := newFakeLog()
-	w := newEventWriter(f.one, f.many)
-	res := make([]result, 3)
+	f := newFakeDB()
+	w := newWriter(f)
+	errs := make([]error, 3)
 	var wg sync.WaitGroup
-	appendAt := func(i int, id string) {
+	writeAt := func(i int, id string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i].seq, res[i].err = w.append(context.Background(), &model.Event{ID: id, Type: model.EventTokenIssued})
+			errs[i] = exec(context.Background(), w, id)
 		}()
 	}
-	// Hold the writer inside the commit of "first", queue two more, and
-	// close while it is held: Close must wait for the queued events.
-	appendAt(0, "first")
+	writeAt(0, "first")
 	<-f.entered
 	for i, id := range []string{"a", "b"} {
-		appendAt(i+1, id)
-		deadline := time.Now().Add(5 * time.Second)
-		for len(w.reqs) < i+1 { // the held writer cannot drain the queue
-			if time.Now().After(deadline) {
-				t.Fatalf("append %q never queued", id)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		writeAt(i+1, id)
+		waitQueued(t, w, i+1)
 	}
 	closed := make(chan struct{})
 	go func() { w.close(); close(closed) }()
 	select {
 	case <-closed:
-		t.Fatal("close returned while events were still queued")
+		t.Fatal("close returned while writes were still queued")
 	case <-time.After(20 * time.Millisecond):
 	}
 	close(f.gate)
 	wg.Wait()
 	<-closed
-	for i, r := range res {
-		if r.err != nil {
-			t.Errorf("append %d: %v", i, r.err)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("write %d: %v", i, err)
 		}
 	}
-	if got, want := fmt.Sprint(f.txs), "[[first] [a b]]"; got != want {
+	if got, want := f.commits(), "[[first] [a b]]"; got != want {
 		t.Errorf("commits: got %s, want %s", got, want)
 	}
-	if _, err := w.append(context.Background(), &model.Event{ID: "late"}); !errors.Is(err, errStoreClosed) {
-		t.Errorf("append after close: %v, want errStoreClosed", err)
+	if err := exec(context.Background(), w, "late"); !errors.Is(err, errStoreClosed) {
+		t.Errorf("write after close: %v, want errStoreClosed", err)
 	}
 	w.close() // idempotent
+}
+
+func openFile(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ward.db")
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, path
 }
 
 // With the real store: many concurrent appenders share commits, every
@@ -305,11 +331,7 @@ func TestGroupCommitCloseFlushes(t *testing.T) {
 // increasing Seq, and everything is on disk after Close.
 func TestGroupCommitSQLiteConcurrent(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "ward.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	const workers, per = 32, 40
 	seqs := make([][]int64, workers)
 	var wg sync.WaitGroup
@@ -341,10 +363,10 @@ func TestGroupCommitSQLiteConcurrent(t *testing.T) {
 			}
 		}
 	}
-	b, e := s.events.batches.Load(), s.events.events.Load()
-	t.Logf("%d events in %d commits", e, b)
-	if e != workers*per || b >= e {
-		t.Errorf("got %d events in %d commits; want %d events in fewer commits", e, b, workers*per)
+	c, n := s.db.writer.commits.Load(), s.db.writer.written.Load()
+	t.Logf("%d writes in %d commits", n, c)
+	if c >= n {
+		t.Errorf("got %d writes in %d commits; want fewer commits", n, c)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -365,16 +387,208 @@ func TestGroupCommitSQLiteConcurrent(t *testing.T) {
 	}
 }
 
-// With the real store: when the database is gone, every concurrent
-// appender gets an error (none is silently dropped).
-func TestGroupCommitSQLiteBrokenDatabase(t *testing.T) {
+// With the real store: refresh chains rotated concurrently, each rotation
+// raced by a replay of the same token, together with audit appends. Every
+// token has exactly one successor, every replay sees ErrAlreadyUsed, and
+// rotations share commits with each other and with events.
+func TestGroupCommitSQLiteRotationsAndReplays(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "ward.db"))
+	s, path := openFile(t)
+	const chains, steps = 16, 25
+	now := time.Now()
+	for c := range chains {
+		sid := fmt.Sprintf("s%d", c)
+		if err := s.CreateSession(ctx, &model.Session{ID: sid, UserID: "u", ExpiresAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateRefreshToken(ctx, &model.RefreshToken{Hash: []byte(sid + "-0"), SessionID: sid, ExpiresAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for c := range chains {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sid := fmt.Sprintf("s%d", c)
+			for i := range steps {
+				old := []byte(fmt.Sprintf("%s-%d", sid, i))
+				errs := make([]error, 2)
+				var race sync.WaitGroup
+				for k := range 2 {
+					race.Add(1)
+					go func() {
+						defer race.Done()
+						next := &model.RefreshToken{Hash: []byte(fmt.Sprintf("%s-%d-%d", sid, i+1, k)), SessionID: sid, ExpiresAt: now.Add(time.Hour)}
+						_, errs[k] = s.RotateRefreshToken(ctx, old, now, next)
+					}()
+				}
+				if _, err := s.AppendEvent(ctx, &model.Event{Type: model.EventTokenRefreshed, SessionID: sid}); err != nil {
+					t.Error(err)
+				}
+				race.Wait()
+				won := -1
+				for k, err := range errs {
+					switch {
+					case err == nil && won < 0:
+						won = k
+					case err == nil:
+						t.Errorf("%s: both rotations succeeded", old)
+					case !errors.Is(err, store.ErrAlreadyUsed):
+						t.Errorf("%s: %v", old, err)
+					}
+				}
+				if won < 0 {
+					t.Errorf("%s: no rotation succeeded", old)
+					return
+				}
+				// Continue the chain from the winner's successor.
+				if err := renameToken(ctx, s, fmt.Sprintf("%s-%d-%d", sid, i+1, won), fmt.Sprintf("%s-%d", sid, i+1)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c, n := s.db.writer.commits.Load(), s.db.writer.written.Load()
+	t.Logf("%d writes in %d commits", n, c)
+	if c >= n {
+		t.Errorf("got %d writes in %d commits; want fewer commits", n, c)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s2.Close()
+	for c := range chains {
+		for i := range steps {
+			rt, err := s2.GetRefreshToken(ctx, []byte(fmt.Sprintf("s%d-%d", c, i)))
+			if err != nil || rt.RotatedAt.IsZero() {
+				t.Fatalf("s%d-%d: %v, rotated %v; want rotated", c, i, err, rt != nil && !rt.RotatedAt.IsZero())
+			}
+		}
+	}
+}
+
+// renameToken gives a stored refresh token another hash (a test helper
+// to continue a chain under a predictable name).
+func renameToken(ctx context.Context, s *Store, from, to string) error {
+	return s.db.InTx(ctx, func(q sqlstore.Querier) error {
+		n, err := q.Exec(ctx, `UPDATE refresh_tokens SET hash = $2 WHERE hash = $1`, []byte(from), []byte(to))
+		if err == nil && n != 1 {
+			err = fmt.Errorf("rename %s: %d rows", from, n)
+		}
+		return err
+	})
+}
+
+// With the real store, in one shared transaction: an operation that
+// fails after writing is rolled back to its savepoint (which SQLite does
+// not report as a rollback of the transaction), and the others commit.
+func TestGroupCommitSQLiteSavepoint(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openFile(t)
 	defer s.Close()
-	if err := s.db.Close(); err != nil { // the connections, not the writer
+	f := errors.New("fn failed")
+	ops := []*writeOp{
+		{ctx: ctx, run: insertEvent("a")},
+		{ctx: ctx, multi: true, run: func(q sqlstore.Querier) error {
+			if err := insertEvent("b")(q); err != nil {
+				return err
+			}
+			return f
+		}},
+		{ctx: ctx, multi: true, run: insertEvent("c")},
+	}
+	if err := s.db.run.together(ops); err != nil {
+		t.Fatalf("shared transaction: %v", err)
+	}
+	if ops[0].err != nil || !errors.Is(ops[1].err, f) || ops[2].err != nil {
+		t.Fatalf("results: %v, %v, %v", ops[0].err, ops[1].err, ops[2].err)
+	}
+	if got, want := eventIDs(t, s), "[a c]"; got != want {
+		t.Errorf("events: got %s, want %s", got, want)
+	}
+}
+
+// With the real store: when SQLite rolls the shared transaction back by
+// itself (here RAISE(ROLLBACK) in a trigger), the operation's later
+// statements are refused instead of running outside the transaction, the
+// batch is rejected, and every operation then runs alone.
+func TestGroupCommitSQLiteAbortedTransaction(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openFile(t)
+	defer s.Close()
+	if err := s.db.InTx(ctx, func(q sqlstore.Querier) error {
+		_, err := q.Exec(ctx, `CREATE TEMP TRIGGER abort_tx BEFORE INSERT ON events
+			WHEN NEW.id = 'boom' BEGIN SELECT RAISE(ROLLBACK, 'boom'); END`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var afterAbort error
+	ops := []*writeOp{
+		{ctx: ctx, run: insertEvent("a")},
+		{ctx: ctx, multi: true, run: func(q sqlstore.Querier) error {
+			_ = insertEvent("boom")(q) // an operation that ignores the failure...
+			afterAbort = insertEvent("leak")(q)
+			return nil
+		}},
+		{ctx: ctx, run: insertEvent("c")},
+	}
+	if err := s.db.run.together(ops); !errors.Is(err, errTxAborted) {
+		t.Fatalf("shared transaction: got %v, want errTxAborted", err)
+	}
+	if !errors.Is(afterAbort, errTxAborted) {
+		t.Errorf("statement after the rollback: got %v, want errTxAborted", afterAbort)
+	}
+	if got := eventIDs(t, s); got != "[]" {
+		t.Fatalf("events after the aborted batch: %s, want none", got)
+	}
+	// What the writer does next: each operation alone.
+	for _, op := range ops {
+		s.db.run.alone(op)
+	}
+	if ops[0].err != nil || !errors.Is(ops[1].err, errTxAborted) || ops[2].err != nil {
+		t.Fatalf("results alone: %v, %v, %v", ops[0].err, ops[1].err, ops[2].err)
+	}
+	if got, want := eventIDs(t, s), "[a c]"; got != want {
+		t.Errorf("events: got %s, want %s", got, want)
+	}
+}
+
+func insertEvent(id string) func(sqlstore.Querier) error {
+	return func(q sqlstore.Querier) error {
+		_, err := q.Exec(context.Background(), `INSERT INTO events (id, type) VALUES ($1, 'test')`, id)
+		return err
+	}
+}
+
+func eventIDs(t *testing.T, s *Store) string {
+	t.Helper()
+	evs, err := s.ListEvents(context.Background(), store.EventFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range evs {
+		ids = append(ids, e.ID)
+	}
+	slices.Sort(ids)
+	return "[" + strings.Join(ids, " ") + "]"
+}
+
+// With the real store: when the database is gone, every concurrent
+// writer gets an error (none is silently dropped).
+func TestGroupCommitSQLiteBrokenDatabase(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openFile(t)
+	defer s.Close()
+	if err := s.db.w.close(); err != nil { // the write connection, not the writer
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

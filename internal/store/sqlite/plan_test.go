@@ -22,6 +22,10 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{`SELECT * FROM users WHERE lower(username) = lower($1) AND username = $1`, "USING INDEX users_username"},
 		{`SELECT * FROM refresh_tokens WHERE hash = $1`, "USING PRIMARY KEY"},
+		// GetRefreshGrant: three primary-key lookups, token first.
+		{`SELECT * FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id
+			JOIN users u ON u.id = rt.user_id WHERE rt.hash = $1`,
+			"SEARCH rt USING PRIMARY KEY (hash=?); SEARCH s USING INDEX sqlite_autoindex_sessions_1 (id=?); SEARCH u USING INDEX sqlite_autoindex_users_1 (id=?)"},
 		{`DELETE FROM refresh_tokens WHERE session_id = $1`, "USING INDEX refresh_tokens_session"},
 		{`SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT 10`, "USING INDEX sessions_user"},
 		{`SELECT * FROM group_members WHERE user_id = $1`, "USING INDEX group_members_user"},

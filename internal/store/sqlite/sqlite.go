@@ -30,7 +30,6 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/internal/sqlstore"
 )
@@ -41,8 +40,7 @@ var migrations embed.FS
 // Store is a store.Store on SQLite.
 type Store struct {
 	*sqlstore.Store
-	db     *database
-	events *eventWriter // group commit of AppendEvent (groupcommit.go)
+	db *database
 }
 
 var _ store.Store = (*Store)(nil)
@@ -142,6 +140,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 
 	db := &database{w: newPool(wdb), r: newPool(rdb)}
+	db.run = &sqlRunner{p: db.w}
+	db.writer = newWriter(db.run)
 	if !memory {
 		cq := cloneValues(common)
 		cq.Add("_pragma", "synchronous(NORMAL)")
@@ -155,21 +155,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows}
 	ss := sqlstore.New(db, d, o.now)
-	return &Store{Store: ss, db: db, events: newEventWriter(ss.AppendEvent, ss.AppendEvents)}, nil
-}
-
-// AppendEvent stores e and returns its sequence number. Concurrent calls
-// share a transaction (group commit, see groupcommit.go); each returns
-// once its own event is committed.
-func (s *Store) AppendEvent(ctx context.Context, e *model.Event) (int64, error) {
-	return s.events.append(ctx, e)
-}
-
-// Close writes the events already queued and releases the database;
-// calling it again is a no-op.
-func (s *Store) Close() error {
-	s.events.close()
-	return s.Store.Close()
+	return &Store{Store: ss, db: db}, nil
 }
 
 func dsn(path string, q url.Values) string { return path + "?" + q.Encode() }
@@ -211,10 +197,13 @@ func isUniqueViolation(err error) bool {
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
-// database implements sqlstore.DB over a write pool of one connection and
-// a read pool.
+// database implements sqlstore.DB over a write pool of one connection,
+// driven only by the group-commit writer (groupcommit.go), and a read
+// pool.
 type database struct {
 	w, r         *pool
+	run          *sqlRunner
+	writer       *writer
 	checkpointer *checkpointer
 	closed       atomic.Bool
 }
@@ -260,8 +249,11 @@ func (c *checkpointer) close() error {
 	return c.db.Close()
 }
 
-func (d *database) Read() sqlstore.Querier  { return d.r }
-func (d *database) Write() sqlstore.Querier { return d.w }
+func (d *database) Read() sqlstore.Querier { return d.r }
+
+// Write returns the querier of single-statement writes; each statement
+// is an operation of the group-commit writer.
+func (d *database) Write() sqlstore.Querier { return writeQuerier{d.writer} }
 
 func (d *database) Ping(ctx context.Context) error {
 	if err := d.w.db.PingContext(ctx); err != nil {
@@ -270,11 +262,13 @@ func (d *database) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the database; calling it again is a no-op.
+// Close runs the writes already queued, then releases the database;
+// calling it again is a no-op.
 func (d *database) Close() error {
 	if !d.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	d.writer.close()
 	var err error
 	if d.checkpointer != nil {
 		err = d.checkpointer.close()
@@ -286,25 +280,13 @@ func (d *database) Close() error {
 	return err
 }
 
-// InTx runs fn in a BEGIN IMMEDIATE transaction on the write connection.
-// Statements the pool has prepared are reused inside the transaction;
-// new ones run unprepared and are prepared once the connection is free.
+// InTx runs fn atomically as one operation of the group-commit writer:
+// in a BEGIN IMMEDIATE transaction of its own, or in a savepoint of a
+// transaction it shares with the writes that arrived with it. fn may run
+// a second time (alone) if a shared transaction fails as a whole, so it
+// must have no effects besides its statements and its results.
 func (d *database) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
-	tx, err := d.w.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	q := &txQuerier{tx: tx, p: d.w}
-	if err := fn(q); err != nil {
-		_ = tx.Rollback()
-		d.w.prepareMissed(ctx, q.missed)
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	d.w.prepareMissed(ctx, q.missed)
-	return nil
+	return d.writer.do(ctx, true, fn)
 }
 
 // maxStmts bounds the statement cache; dynamic list queries beyond it run
@@ -410,30 +392,41 @@ func (p *pool) QueryRow(ctx context.Context, q string, args ...any) sqlstore.Row
 	return p.db.QueryRowContext(ctx, q, args...)
 }
 
-// txQuerier runs statements inside a transaction.
+// txQuerier runs statements inside a transaction of the writer. It
+// ignores the callers' contexts: an interrupted statement would roll back
+// the whole transaction, which other callers' operations share; an
+// operation, once started, runs to completion. Statements the pool has
+// prepared are reused; new ones run unprepared and are prepared once the
+// connection is free.
 type txQuerier struct {
-	tx     *sql.Tx
-	p      *pool
-	missed []string
+	tx      *sql.Tx
+	p       *pool
+	aborted *atomic.Bool // set when SQLite rolled the transaction back by itself
+	missed  []string
 }
 
-func (t *txQuerier) stmt(ctx context.Context, q string) *sql.Stmt {
+var bg = context.Background()
+
+func (t *txQuerier) stmt(q string) *sql.Stmt {
 	if st := t.p.cached(q); st != nil {
-		return t.tx.StmtContext(ctx, st)
+		return t.tx.StmtContext(bg, st)
 	}
 	t.missed = append(t.missed, q)
 	return nil
 }
 
-func (t *txQuerier) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+func (t *txQuerier) Exec(_ context.Context, q string, args ...any) (int64, error) {
+	if t.aborted.Load() {
+		return 0, errTxAborted
+	}
 	var (
 		res sql.Result
 		err error
 	)
-	if st := t.stmt(ctx, q); st != nil {
-		res, err = st.ExecContext(ctx, args...)
+	if st := t.stmt(q); st != nil {
+		res, err = st.ExecContext(bg, args...)
 	} else {
-		res, err = t.tx.ExecContext(ctx, q, args...)
+		res, err = t.tx.ExecContext(bg, q, args...)
 	}
 	if err != nil {
 		return 0, err
@@ -441,18 +434,150 @@ func (t *txQuerier) Exec(ctx context.Context, q string, args ...any) (int64, err
 	return res.RowsAffected()
 }
 
-func (t *txQuerier) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, error) {
-	if st := t.stmt(ctx, q); st != nil {
-		return st.QueryContext(ctx, args...)
+func (t *txQuerier) Query(_ context.Context, q string, args ...any) (sqlstore.Rows, error) {
+	if t.aborted.Load() {
+		return nil, errTxAborted
 	}
-	return t.tx.QueryContext(ctx, q, args...)
+	if st := t.stmt(q); st != nil {
+		return st.QueryContext(bg, args...)
+	}
+	return t.tx.QueryContext(bg, q, args...)
 }
 
-func (t *txQuerier) QueryRow(ctx context.Context, q string, args ...any) sqlstore.Row {
-	if st := t.stmt(ctx, q); st != nil {
-		return st.QueryRowContext(ctx, args...)
+func (t *txQuerier) QueryRow(_ context.Context, q string, args ...any) sqlstore.Row {
+	if t.aborted.Load() {
+		return errRow{errTxAborted}
 	}
-	return t.tx.QueryRowContext(ctx, q, args...)
+	if st := t.stmt(q); st != nil {
+		return st.QueryRowContext(bg, args...)
+	}
+	return t.tx.QueryRowContext(bg, q, args...)
+}
+
+// autoQuerier runs single statements in autocommit mode on the write
+// pool, with the writer's context (see txQuerier).
+type autoQuerier struct{ p *pool }
+
+func (a autoQuerier) Exec(_ context.Context, q string, args ...any) (int64, error) {
+	return a.p.Exec(bg, q, args...)
+}
+
+func (a autoQuerier) Query(_ context.Context, q string, args ...any) (sqlstore.Rows, error) {
+	return a.p.Query(bg, q, args...)
+}
+
+func (a autoQuerier) QueryRow(_ context.Context, q string, args ...any) sqlstore.Row {
+	return a.p.QueryRow(bg, q, args...)
+}
+
+// sqlRunner runs the writer's operations on the write connection.
+type sqlRunner struct {
+	p *pool
+	// hooked is the driver connection whose rollback hook sets aborted.
+	hooked  any
+	aborted atomic.Bool
+}
+
+func (r *sqlRunner) alone(op *writeOp) {
+	if !op.multi {
+		op.err = op.run(autoQuerier{r.p})
+		return
+	}
+	if err := r.tx([]*writeOp{op}); err != nil {
+		op.err = err
+	}
+}
+
+func (r *sqlRunner) together(ops []*writeOp) error { return r.tx(ops) }
+
+// tx runs ops in one BEGIN IMMEDIATE transaction and commits it. A lone
+// operation that fails rolls the transaction back and keeps its own
+// error; operations sharing the transaction are isolated by savepoints.
+// The error is for the transaction as a whole (nothing committed).
+func (r *sqlRunner) tx(ops []*writeOp) error {
+	var missed []string
+	err := r.withConn(func(conn *sql.Conn) error {
+		tx, err := conn.BeginTx(bg, nil)
+		if err != nil {
+			return fmt.Errorf("sqlite: begin: %w", err)
+		}
+		r.aborted.Store(false)
+		q := &txQuerier{tx: tx, p: r.p, aborted: &r.aborted}
+		defer func() { missed = q.missed }()
+		shared := len(ops) > 1
+		for _, op := range ops {
+			if err := r.runOp(q, op, shared); err != nil {
+				_ = tx.Rollback()
+				return err
+			}
+		}
+		if !shared && ops[0].err != nil {
+			_ = tx.Rollback()
+			return nil
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("sqlite: commit: %w", err)
+		}
+		return nil
+	})
+	r.p.prepareMissed(bg, missed)
+	return err
+}
+
+// runOp runs op in the transaction of q, inside a savepoint when it
+// shares the transaction and may run several statements (a single
+// statement is atomic by itself). It returns an error when the
+// transaction can no longer be committed.
+func (r *sqlRunner) runOp(q *txQuerier, op *writeOp, shared bool) error {
+	sp := shared && op.multi
+	if sp {
+		if _, err := q.Exec(bg, `SAVEPOINT op`); err != nil {
+			return err
+		}
+	}
+	op.err = op.run(q)
+	if sp {
+		if op.err != nil {
+			if _, err := q.Exec(bg, `ROLLBACK TO op`); err != nil {
+				return err
+			}
+		}
+		if _, err := q.Exec(bg, `RELEASE op`); err != nil {
+			return err
+		}
+	}
+	if r.aborted.Load() && (shared || op.err == nil) {
+		return errTxAborted
+	}
+	return nil
+}
+
+// withConn runs fn with the write connection, its rollback hook in place.
+func (r *sqlRunner) withConn(fn func(*sql.Conn) error) error {
+	conn, err := r.p.db.Conn(bg)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.Raw(r.hook); err != nil {
+		return err
+	}
+	return fn(conn)
+}
+
+// hook registers, once per driver connection, the rollback hook that
+// tells the writer SQLite ended a transaction by itself.
+func (r *sqlRunner) hook(dc any) error {
+	if dc == r.hooked {
+		return nil
+	}
+	h, ok := dc.(sqlite.HookRegisterer)
+	if !ok {
+		return errors.New("sqlite: the driver connection cannot report rollbacks")
+	}
+	h.RegisterRollbackHook(func() { r.aborted.Store(true) })
+	r.hooked = dc
+	return nil
 }
 
 type errRow struct{ err error }

@@ -36,28 +36,6 @@ func (s *Store) AppendEvent(ctx context.Context, e *model.Event) (int64, error) 
 	return seq, nil
 }
 
-// AppendEvents stores es in one transaction, in slice order, and returns
-// their sequence numbers: either all are stored or none. It is the batch
-// path behind the SQLite store's group commit, where the cost of a
-// commit (writing the WAL frames of the table and its five indexes)
-// dominates the cost of an insert.
-func (s *Store) AppendEvents(ctx context.Context, es []*model.Event) ([]int64, error) {
-	seqs := make([]int64, len(es))
-	err := s.db.InTx(ctx, func(q Querier) error {
-		for i, e := range es {
-			var err error
-			if seqs[i], err = appendEvent(ctx, q, e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, wrap("append events", err)
-	}
-	return seqs, nil
-}
-
 func appendEvent(ctx context.Context, q Querier, e *model.Event) (int64, error) {
 	var seq int64
 	err := q.QueryRow(ctx, `INSERT INTO events (`+eventCols+`)
