@@ -232,12 +232,14 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 		return nil, newErr(ErrInvalidRequest, "refresh_token is required")
 	}
 	now := p.c.Now()
-	rt, err := p.c.Store.GetRefreshToken(ctx, p.c.TokenHasher.Sum(raw))
+	// One read for the token, its session and its user.
+	rg, err := p.c.Store.GetRefreshGrant(ctx, p.c.TokenHasher.Sum(raw))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_unknown")
 	} else if err != nil {
 		return nil, serverError(err)
 	}
+	rt := rg.Token
 	if rt.ClientID != c.ID {
 		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_client_mismatch")
 	}
@@ -258,10 +260,10 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 		}
 		scope = narrowed
 	}
-	sess, u, e := p.liveSession(ctx, rt.SessionID, rt.UserID)
-	if e != nil {
+	if e := p.checkLive(rg.Session, rg.User); e != nil {
 		return nil, e
 	}
+	sess, u := rg.Session, rg.User
 	g := grant{flow: policy.FlowRefresh, client: c, user: u, sess: sess, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR}
 	return p.issue(tr, g, model.EventTokenRefreshed, rt)
 }
@@ -305,26 +307,41 @@ func (p *Provider) grantClientCredentials(tr *tokenRequest) (*tokenResponse, *Er
 // liveSession loads a session and its user and checks both may still get
 // tokens.
 func (p *Provider) liveSession(ctx context.Context, sid, uid string) (*model.Session, *model.User, *Error) {
-	now := p.c.Now()
 	sess, err := p.c.Store.GetSession(ctx, sid)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, newErr(ErrInvalidGrant, "the sign-in session has ended").withReason("session_unknown")
+		sess = nil
 	} else if err != nil {
 		return nil, nil, serverError(err)
 	}
-	if !sess.Active(now) {
-		return nil, nil, newErr(ErrInvalidGrant, "the sign-in session has ended").withReason("session_inactive")
+	if sess == nil || !sess.Active(p.c.Now()) {
+		return nil, nil, p.checkLive(sess, nil)
 	}
 	u, err := p.c.Store.GetUser(ctx, uid)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, newErr(ErrInvalidGrant, "the user no longer exists").withReason("user_unknown")
+		u = nil
 	} else if err != nil {
 		return nil, nil, serverError(err)
 	}
-	if u.Disabled {
-		return nil, nil, newErr(ErrInvalidGrant, "the user is disabled").withReason("user_disabled")
+	if e := p.checkLive(sess, u); e != nil {
+		return nil, nil, e
 	}
 	return sess, u, nil
+}
+
+// checkLive checks that a session and its user (nil: not found) may
+// still get tokens.
+func (p *Provider) checkLive(sess *model.Session, u *model.User) *Error {
+	switch {
+	case sess == nil:
+		return newErr(ErrInvalidGrant, "the sign-in session has ended").withReason("session_unknown")
+	case !sess.Active(p.c.Now()):
+		return newErr(ErrInvalidGrant, "the sign-in session has ended").withReason("session_inactive")
+	case u == nil:
+		return newErr(ErrInvalidGrant, "the user no longer exists").withReason("user_unknown")
+	case u.Disabled:
+		return newErr(ErrInvalidGrant, "the user is disabled").withReason("user_disabled")
+	}
+	return nil
 }
 
 // grant is what a successful grant decided to issue.

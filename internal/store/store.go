@@ -65,6 +65,13 @@ type DeviceFilter struct {
 	Limit  int // 0: 100; max 1000
 }
 
+// RefreshGrant is a refresh token with its session and user.
+type RefreshGrant struct {
+	Token   *model.RefreshToken
+	Session *model.Session // nil: the session no longer exists
+	User    *model.User    // nil: the user no longer exists
+}
+
 // Store is the whole persistence interface.
 type Store interface {
 	// Users. Usernames are unique (compared case-insensitively; stored as given
@@ -114,6 +121,12 @@ type Store interface {
 	// Refresh tokens.
 	CreateRefreshToken(ctx context.Context, t *model.RefreshToken) error
 	GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error)
+	// GetRefreshGrant returns a refresh token with its session and its
+	// user (RefreshToken.SessionID, RefreshToken.UserID), read together:
+	// what the refresh grant checks before it rotates. ErrNotFound when
+	// the token does not exist; Session or User is nil when that one no
+	// longer exists.
+	GetRefreshGrant(ctx context.Context, hash []byte) (*RefreshGrant, error)
 	// RotateRefreshToken atomically marks oldHash rotated at `at` and stores
 	// next. If oldHash was already rotated it stores nothing and returns the
 	// old record with ErrAlreadyUsed (reuse: the caller revokes the session).

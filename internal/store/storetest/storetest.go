@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RevokeSession", testRevokeSession},
 		{"RevokeUserSessions", testRevokeUserSessions},
 		{"RefreshTokenRoundTrip", testRefreshTokenRoundTrip},
+		{"RefreshGrant", testRefreshGrant},
 		{"RotateRefreshToken", testRotateRefreshToken},
 		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
 		{"AuthCode", testAuthCode},
@@ -239,8 +240,8 @@ func fullClient(id string) *model.Client {
 		JWKS:                     json.RawMessage(`{"keys": [ {"kty":"EC","crv":"P-256","x":"f83O","y":"x_FE"} ]}`),
 		DPoPBoundAccessTokens:    true,
 		RequireProtectedSessions: true, CAECapable: true,
-		AccessTokenTTL:           90*time.Second + 5*time.Nanosecond,
-		CreatedAt:                at(0), UpdatedAt: at(time.Second),
+		AccessTokenTTL: 90*time.Second + 5*time.Nanosecond,
+		CreatedAt:      at(0), UpdatedAt: at(time.Second),
 	}
 }
 
@@ -727,6 +728,55 @@ func testRefreshTokenRoundTrip(t *testing.T, s store.Store) {
 	_, err = s.GetRefreshToken(ctx, full.Hash)
 	wantErr(t, "GetRefreshToken after delete", err, store.ErrNotFound)
 	wantErr(t, "DeleteRefreshToken again", s.DeleteRefreshToken(ctx, full.Hash), store.ErrNotFound)
+}
+
+func testRefreshGrant(t *testing.T, s store.Store) {
+	u := fullUser("user-1", "alice")
+	must(t, "CreateUser", s.CreateUser(ctx, u))
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "user-1")))
+	rt := fullRefresh("hash-1", "s1")
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, rt))
+	noDevice := fullRefresh("hash-2", "s1")
+	noDevice.DeviceID = ""
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, noDevice))
+
+	for _, want := range []*model.RefreshToken{rt, noDevice} {
+		g, err := s.GetRefreshGrant(ctx, want.Hash)
+		must(t, "GetRefreshGrant", err)
+		same(t, "GetRefreshGrant token", g.Token, want, normRefresh)
+		same(t, "GetRefreshGrant session", g.Session, fullSession("s1", "user-1"), normSession)
+		same(t, "GetRefreshGrant user", g.User, u, normUser)
+	}
+	_, err := s.GetRefreshGrant(ctx, []byte("missing"))
+	wantErr(t, "GetRefreshGrant missing", err, store.ErrNotFound)
+
+	// The user is gone: the token and session come back, the user nil.
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, func() *model.RefreshToken {
+		o := fullRefresh("orphan-user", "s1")
+		o.UserID = "nobody"
+		return o
+	}()))
+	g, err := s.GetRefreshGrant(ctx, []byte("orphan-user"))
+	must(t, "GetRefreshGrant without user", err)
+	if g.Token == nil || g.Session == nil || g.User != nil {
+		t.Errorf("GetRefreshGrant without user: got token %v, session %v, user %v; want token, session, no user",
+			g.Token != nil, g.Session != nil, g.User != nil)
+	}
+	// The session is gone (revoking deletes the tokens, so delete it by
+	// purging): the token and user come back, the session nil.
+	must(t, "CreateSession", s.CreateSession(ctx, func() *model.Session {
+		se := fullSession("s2", "user-1")
+		se.ExpiresAt = at(time.Minute)
+		return se
+	}()))
+	must(t, "PurgeExpired", s.PurgeExpired(ctx, at(2*time.Minute)))
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("orphan-session", "s2")))
+	g, err = s.GetRefreshGrant(ctx, []byte("orphan-session"))
+	must(t, "GetRefreshGrant without session", err)
+	if g.Token == nil || g.Session != nil || g.User == nil {
+		t.Errorf("GetRefreshGrant without session: got token %v, session %v, user %v; want token, no session, user",
+			g.Token != nil, g.Session != nil, g.User != nil)
+	}
 }
 
 func testRotateRefreshToken(t *testing.T, s store.Store) {

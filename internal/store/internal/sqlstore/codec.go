@@ -148,6 +148,15 @@ func alreadyExists(what string) error {
 	return fmt.Errorf("%w: %s", store.ErrAlreadyExists, what)
 }
 
+// qualify prefixes every column of a column list with a table alias.
+func qualify(alias, cols string) string {
+	fields := strings.Split(cols, ",")
+	for i, f := range fields {
+		fields[i] = alias + "." + strings.TrimSpace(f)
+	}
+	return strings.Join(fields, ", ")
+}
+
 // errRollback aborts a transaction whose outcome the caller reports itself.
 var errRollback = errors.New("sqlstore: rollback")
 

@@ -13,30 +13,43 @@ const userCols = `id, username, email, display_name, password_hash, totp_secret,
 	disabled, failed_logins, locked_until, created_at, updated_at,
 	risk_level, risk_updated_at, password_changed_at`
 
-func scanUser(r Row) (*model.User, error) {
-	var (
-		u                        model.User
-		roles                    string
-		locked, created, updated int64
-		failed                   int64
-		riskAt, pwAt             int64
-	)
-	if err := r.Scan(&u.ID, &u.Username, &u.Email, &u.DisplayName, &u.PasswordHash, &u.TOTPSecret,
-		&roles, &u.Disabled, &failed, &locked, &created, &updated, &u.RiskLevel, &riskAt, &pwAt); err != nil {
-		return nil, err
-	}
+// userRow receives a users row (userCols).
+type userRow struct {
+	u                        model.User
+	roles                    string
+	locked, created, updated int64
+	failed                   int64
+	riskAt, pwAt             int64
+}
+
+func (x *userRow) dest() []any {
+	u := &x.u
+	return []any{&u.ID, &u.Username, &u.Email, &u.DisplayName, &u.PasswordHash, &u.TOTPSecret,
+		&x.roles, &u.Disabled, &x.failed, &x.locked, &x.created, &x.updated, &u.RiskLevel, &x.riskAt, &x.pwAt}
+}
+
+func (x *userRow) user() (*model.User, error) {
+	u := &x.u
 	var err error
-	if u.Roles, err = unjsonList(roles, "user roles"); err != nil {
+	if u.Roles, err = unjsonList(x.roles, "user roles"); err != nil {
 		return nil, err
 	}
 	u.TOTPSecret = unblob(u.TOTPSecret)
-	u.FailedLogins = int(failed)
-	u.LockedUntil = fromMicros(locked)
-	u.CreatedAt = fromMicros(created)
-	u.UpdatedAt = fromMicros(updated)
-	u.RiskUpdatedAt = fromMicros(riskAt)
-	u.PasswordChangedAt = fromMicros(pwAt)
-	return &u, nil
+	u.FailedLogins = int(x.failed)
+	u.LockedUntil = fromMicros(x.locked)
+	u.CreatedAt = fromMicros(x.created)
+	u.UpdatedAt = fromMicros(x.updated)
+	u.RiskUpdatedAt = fromMicros(x.riskAt)
+	u.PasswordChangedAt = fromMicros(x.pwAt)
+	return u, nil
+}
+
+func scanUser(r Row) (*model.User, error) {
+	var x userRow
+	if err := r.Scan(x.dest()...); err != nil {
+		return nil, err
+	}
+	return x.user()
 }
 
 func userArgs(u *model.User) []any {

@@ -18,28 +18,41 @@ import (
 const sessionCols = `id, user_id, auth_time, amr, acr, ip, user_agent, created_at, last_seen,
 	expires_at, idle_timeout, revoked_at, revoke_cause, dbsc_key_jkt, dbsc_key`
 
-func scanSession(r Row) (*model.Session, error) {
-	var (
-		se                                                  model.Session
-		amr, dbscKey                                        string
-		authTime, created, lastSeen, expires, idle, revoked int64
-	)
-	if err := r.Scan(&se.ID, &se.UserID, &authTime, &amr, &se.ACR, &se.IP, &se.UserAgent, &created,
-		&lastSeen, &expires, &idle, &revoked, &se.RevokeCause, &se.DBSCKeyJKT, &dbscKey); err != nil {
-		return nil, err
-	}
+// sessionRow receives a sessions row (sessionCols).
+type sessionRow struct {
+	se                                                  model.Session
+	amr, dbscKey                                        string
+	authTime, created, lastSeen, expires, idle, revoked int64
+}
+
+func (x *sessionRow) dest() []any {
+	se := &x.se
+	return []any{&se.ID, &se.UserID, &x.authTime, &x.amr, &se.ACR, &se.IP, &se.UserAgent, &x.created,
+		&x.lastSeen, &x.expires, &x.idle, &x.revoked, &se.RevokeCause, &se.DBSCKeyJKT, &x.dbscKey}
+}
+
+func (x *sessionRow) session() (*model.Session, error) {
+	se := &x.se
 	var err error
-	if se.AMR, err = unjsonList(amr, "session amr"); err != nil {
+	if se.AMR, err = unjsonList(x.amr, "session amr"); err != nil {
 		return nil, err
 	}
-	se.AuthTime = fromMicros(authTime)
-	se.CreatedAt = fromMicros(created)
-	se.LastSeen = fromMicros(lastSeen)
-	se.ExpiresAt = fromMicros(expires)
-	se.IdleTimeout = time.Duration(idle)
-	se.RevokedAt = fromMicros(revoked)
-	se.DBSCKey = unrawJSON(dbscKey)
-	return &se, nil
+	se.AuthTime = fromMicros(x.authTime)
+	se.CreatedAt = fromMicros(x.created)
+	se.LastSeen = fromMicros(x.lastSeen)
+	se.ExpiresAt = fromMicros(x.expires)
+	se.IdleTimeout = time.Duration(x.idle)
+	se.RevokedAt = fromMicros(x.revoked)
+	se.DBSCKey = unrawJSON(x.dbscKey)
+	return se, nil
+}
+
+func scanSession(r Row) (*model.Session, error) {
+	var x sessionRow
+	if err := r.Scan(x.dest()...); err != nil {
+		return nil, err
+	}
+	return x.session()
 }
 
 // CreateSession stores a new session.
@@ -192,25 +205,38 @@ const refreshCols = `hash, session_id, client_id, user_id, scope, jkt, auth_time
 const refreshSelect = `hash, session_id, client_id, user_id, scope, jkt, auth_time, amr, acr,
 	created_at, expires_at, rotated_at, COALESCE(device_id, '')`
 
-func scanRefresh(r Row) (*model.RefreshToken, error) {
-	var (
-		t                                   model.RefreshToken
-		amr                                 string
-		authTime, created, expires, rotated int64
-	)
-	if err := r.Scan(&t.Hash, &t.SessionID, &t.ClientID, &t.UserID, &t.Scope, &t.JKT, &authTime, &amr,
-		&t.ACR, &created, &expires, &rotated, &t.DeviceID); err != nil {
-		return nil, err
-	}
+// refreshRow receives a refresh_tokens row (refreshSelect).
+type refreshRow struct {
+	t                                   model.RefreshToken
+	amr                                 string
+	authTime, created, expires, rotated int64
+}
+
+func (x *refreshRow) dest() []any {
+	t := &x.t
+	return []any{&t.Hash, &t.SessionID, &t.ClientID, &t.UserID, &t.Scope, &t.JKT, &x.authTime, &x.amr,
+		&t.ACR, &x.created, &x.expires, &x.rotated, &t.DeviceID}
+}
+
+func (x *refreshRow) token() (*model.RefreshToken, error) {
+	t := &x.t
 	var err error
-	if t.AMR, err = unjsonList(amr, "refresh token amr"); err != nil {
+	if t.AMR, err = unjsonList(x.amr, "refresh token amr"); err != nil {
 		return nil, err
 	}
-	t.AuthTime = fromMicros(authTime)
-	t.CreatedAt = fromMicros(created)
-	t.ExpiresAt = fromMicros(expires)
-	t.RotatedAt = fromMicros(rotated)
-	return &t, nil
+	t.AuthTime = fromMicros(x.authTime)
+	t.CreatedAt = fromMicros(x.created)
+	t.ExpiresAt = fromMicros(x.expires)
+	t.RotatedAt = fromMicros(x.rotated)
+	return t, nil
+}
+
+func scanRefresh(r Row) (*model.RefreshToken, error) {
+	var x refreshRow
+	if err := r.Scan(x.dest()...); err != nil {
+		return nil, err
+	}
+	return x.token()
 }
 
 const insertRefresh = `INSERT INTO refresh_tokens (` + refreshCols + `)
@@ -252,6 +278,66 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t *model.RefreshToken) e
 func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error) {
 	t, err := scanRefresh(s.db.Read().QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, hash))
 	return t, s.getErr("refresh token", err)
+}
+
+// refreshGrantQuery reads a refresh token with its session and its user
+// in one statement (three primary-key lookups).
+var refreshGrantQuery = `SELECT ` +
+	strings.Replace(qualify("rt", refreshCols), "rt.device_id", "COALESCE(rt.device_id, '')", 1) + `, ` +
+	qualify("s", sessionCols) + `, ` + qualify("u", userCols) + `
+	FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id JOIN users u ON u.id = rt.user_id
+	WHERE rt.hash = $1`
+
+// GetRefreshGrant returns a refresh token with its session and its user,
+// read in one query and so from one snapshot. A session or user that no
+// longer exists comes back nil (then the three are read one by one: a
+// rare path, always refused by the caller).
+func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte) (*store.RefreshGrant, error) {
+	var (
+		rt refreshRow
+		se sessionRow
+		u  userRow
+	)
+	dest := append(append(rt.dest(), se.dest()...), u.dest()...)
+	err := s.db.Read().QueryRow(ctx, refreshGrantQuery, hash).Scan(dest...)
+	if s.d.IsNoRows(err) {
+		return s.refreshGrantApart(ctx, hash)
+	}
+	if err != nil {
+		return nil, s.getErr("refresh token", err)
+	}
+	g := &store.RefreshGrant{}
+	if g.Token, err = rt.token(); err != nil {
+		return nil, err
+	}
+	if g.Session, err = se.session(); err != nil {
+		return nil, err
+	}
+	if g.User, err = u.user(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// refreshGrantApart is GetRefreshGrant by three reads, for a token whose
+// session or user is missing.
+func (s *Store) refreshGrantApart(ctx context.Context, hash []byte) (*store.RefreshGrant, error) {
+	t, err := s.GetRefreshToken(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	g := &store.RefreshGrant{Token: t}
+	if g.Session, err = s.GetSession(ctx, t.SessionID); errors.Is(err, store.ErrNotFound) {
+		g.Session = nil
+	} else if err != nil {
+		return nil, err
+	}
+	if g.User, err = s.GetUser(ctx, t.UserID); errors.Is(err, store.ErrNotFound) {
+		g.User = nil
+	} else if err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // RotateRefreshToken marks oldHash rotated at `at` and stores next, in
