@@ -142,8 +142,9 @@ type database struct {
 	pool *pgxpool.Pool
 }
 
-func (d *database) Read() sqlstore.Querier  { return querier{d.pool} }
-func (d *database) Write() sqlstore.Querier { return querier{d.pool} }
+func (d *database) Read() sqlstore.Querier   { return querier{d.pool} }
+func (d *database) Lookup() sqlstore.Querier { return querier{d.pool} }
+func (d *database) Write() sqlstore.Querier  { return querier{d.pool} }
 
 func (d *database) Ping(ctx context.Context) error {
 	if err := d.pool.Ping(ctx); err != nil {

@@ -603,3 +603,35 @@ func TestGroupCommitSQLiteBrokenDatabase(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Lookups use the write connection only when the writer is idle: while
+// a transaction is open they go to the read pool instead of waiting, and
+// they never see its uncommitted changes.
+func TestLookupDuringWrite(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openFile(t)
+	defer s.Close()
+	inTx, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.db.InTx(ctx, func(q sqlstore.Querier) error {
+			if _, err := q.Exec(ctx, `INSERT INTO sessions (id, user_id) VALUES ('s1', 'u')`); err != nil {
+				return err
+			}
+			close(inTx)
+			<-release
+			return nil
+		})
+	}()
+	<-inTx
+	if _, err := s.GetSession(ctx, "s1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("lookup during the transaction: %v, want ErrNotFound (uncommitted)", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(ctx, "s1"); err != nil {
+		t.Errorf("lookup after the commit: %v", err)
+	}
+}

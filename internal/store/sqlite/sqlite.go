@@ -251,6 +251,16 @@ func (c *checkpointer) close() error {
 
 func (d *database) Read() sqlstore.Querier { return d.r }
 
+// Lookup returns the querier of point reads on the request path. They
+// run on the write connection when the writer is idle, and on the read
+// pool otherwise: a read connection reloads every page a read touches
+// once the WAL changed since its last read, which under a steady stream
+// of commits is every time (a lookup of a refresh token with its session
+// and user costs about three times as much), while the write connection
+// made those changes itself and its cache stays valid. An idle writer
+// does not wait for the read pool, and a busy one is never waited for.
+func (d *database) Lookup() sqlstore.Querier { return lookupQuerier{d} }
+
 // Write returns the querier of single-statement writes; each statement
 // is an operation of the group-commit writer.
 func (d *database) Write() sqlstore.Querier { return writeQuerier{d.writer} }
@@ -470,15 +480,53 @@ func (a autoQuerier) QueryRow(_ context.Context, q string, args ...any) sqlstore
 	return a.p.QueryRow(bg, q, args...)
 }
 
+// lookupQuerier serves Lookup (QueryRow only).
+type lookupQuerier struct{ d *database }
+
+func (q lookupQuerier) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return lookupRow{q.d, ctx, query, args}
+}
+
+func (q lookupQuerier) Exec(context.Context, string, ...any) (int64, error) {
+	return 0, errors.New("sqlite: Exec on the lookup querier")
+}
+
+func (q lookupQuerier) Query(context.Context, string, ...any) (sqlstore.Rows, error) {
+	return nil, errors.New("sqlite: Query on the lookup querier")
+}
+
+type lookupRow struct {
+	d     *database
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+// Scan runs the query, on the write connection if the writer is not
+// using it. Outside the writer's transactions that connection reads
+// committed data, as a read connection does.
+func (r lookupRow) Scan(dest ...any) error {
+	if r.d.run.mu.TryLock() {
+		defer r.d.run.mu.Unlock()
+		return r.d.w.QueryRow(r.ctx, r.query, r.args...).Scan(dest...)
+	}
+	return r.d.r.QueryRow(r.ctx, r.query, r.args...).Scan(dest...)
+}
+
 // sqlRunner runs the writer's operations on the write connection.
 type sqlRunner struct {
 	p *pool
+	// mu is held while the writer uses the write connection (lookups
+	// take it when it is free).
+	mu sync.Mutex
 	// hooked is the driver connection whose rollback hook sets aborted.
 	hooked  any
 	aborted atomic.Bool
 }
 
 func (r *sqlRunner) alone(op *writeOp) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if !op.multi {
 		op.err = op.run(autoQuerier{r.p})
 		return
@@ -488,7 +536,11 @@ func (r *sqlRunner) alone(op *writeOp) {
 	}
 }
 
-func (r *sqlRunner) together(ops []*writeOp) error { return r.tx(ops) }
+func (r *sqlRunner) together(ops []*writeOp) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tx(ops)
+}
 
 // tx runs ops in one BEGIN IMMEDIATE transaction and commits it. A lone
 // operation that fails rolls the transaction back and keeps its own

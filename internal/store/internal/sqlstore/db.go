@@ -44,6 +44,12 @@ type DB interface {
 	// Read returns a querier for reads that need not see the caller's
 	// own uncommitted writes (a read pool on SQLite).
 	Read() Querier
+	// Lookup returns a querier for the small primary-key and unique-index
+	// reads on the token endpoint's path (QueryRow only). It reads
+	// committed data like Read; a backend may serve it from a connection
+	// whose caches are warmer (SQLite: the write connection when it is
+	// idle).
+	Lookup() Querier
 	// Write returns a querier for single-statement writes, each atomic
 	// on its own.
 	Write() Querier

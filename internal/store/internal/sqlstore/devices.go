@@ -68,7 +68,7 @@ func (s *Store) GetDevice(ctx context.Context, id string) (*model.Device, error)
 // GetDeviceByJKT returns the device whose key has the thumbprint jkt
 // (one lookup in the unique index devices_jkt).
 func (s *Store) GetDeviceByJKT(ctx context.Context, jkt string) (*model.Device, error) {
-	d, err := scanDevice(s.db.Read().QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE jkt = $1`, jkt))
+	d, err := scanDevice(s.db.Lookup().QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE jkt = $1`, jkt))
 	return d, s.getErr("device", err)
 }
 

@@ -69,7 +69,7 @@ func (s *Store) CreateUser(ctx context.Context, u *model.User) error {
 
 // GetUser returns the user with the given id.
 func (s *Store) GetUser(ctx context.Context, id string) (*model.User, error) {
-	u, err := scanUser(s.db.Read().QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
+	u, err := scanUser(s.db.Lookup().QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
 	return u, s.getErr("user", err)
 }
 

@@ -67,7 +67,7 @@ func (s *Store) CreateSession(ctx context.Context, se *model.Session) error {
 
 // GetSession returns a session by id.
 func (s *Store) GetSession(ctx context.Context, id string) (*model.Session, error) {
-	se, err := scanSession(s.db.Read().QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
+	se, err := scanSession(s.db.Lookup().QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id))
 	return se, s.getErr("session", err)
 }
 
@@ -276,7 +276,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, t *model.RefreshToken) e
 
 // GetRefreshToken returns a refresh token by hash.
 func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error) {
-	t, err := scanRefresh(s.db.Read().QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, hash))
+	t, err := scanRefresh(s.db.Lookup().QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, hash))
 	return t, s.getErr("refresh token", err)
 }
 
@@ -299,7 +299,7 @@ func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte) (*store.Refres
 		u  userRow
 	)
 	dest := append(append(rt.dest(), se.dest()...), u.dest()...)
-	err := s.db.Read().QueryRow(ctx, refreshGrantQuery, hash).Scan(dest...)
+	err := s.db.Lookup().QueryRow(ctx, refreshGrantQuery, hash).Scan(dest...)
 	if s.d.IsNoRows(err) {
 		return s.refreshGrantApart(ctx, hash)
 	}
