@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -59,22 +60,56 @@ func unblob(b []byte) []byte {
 	return b
 }
 
+// The lists and maps on the token path (AMR values, roles, event data)
+// are short and almost always plain ASCII, so they are encoded and
+// decoded without reflection when every string is "plain": printable
+// ASCII that encoding/json writes verbatim (no quote, backslash or the
+// HTML characters < > & it escapes). The output is byte for byte what
+// json.Marshal writes, and anything else goes through encoding/json.
+
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c > 0x7e, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
 // jsonList encodes a string slice; empty is ”.
 func jsonList(v []string) string {
 	if len(v) == 0 {
 		return ""
 	}
-	b, _ := json.Marshal(v) // a []string always marshals
-	return string(b)
+	n := 1
+	for _, s := range v {
+		if !plain(s) {
+			b, _ := json.Marshal(v) // a []string always marshals
+			return string(b)
+		}
+		n += len(s) + 3
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, s := range v {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, '"'), s...), '"')
+	}
+	return string(append(b, ']'))
 }
 
 func unjsonList(s, what string) ([]string, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var v []string
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return nil, fmt.Errorf("store: decode %s: %w", what, err)
+	v, ok := decodePlainList(s)
+	if !ok {
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			return nil, fmt.Errorf("store: decode %s: %w", what, err)
+		}
 	}
 	if len(v) == 0 {
 		return nil, nil
@@ -82,13 +117,64 @@ func unjsonList(s, what string) ([]string, error) {
 	return v, nil
 }
 
-// jsonMap encodes a string map; empty is ”.
+// decodePlainList decodes a JSON array of plain strings as jsonList
+// writes it (no whitespace); ok is false for any other input.
+func decodePlainList(s string) (v []string, ok bool) {
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return nil, false
+	}
+	body := s[1 : len(s)-1]
+	if body == "" {
+		return []string{}, true
+	}
+	v = make([]string, 0, strings.Count(body, ",")+1)
+	for {
+		if len(body) < 2 || body[0] != '"' {
+			return nil, false
+		}
+		end := strings.IndexByte(body[1:], '"') + 1
+		if end == 0 || !plain(body[1:end]) {
+			return nil, false
+		}
+		v = append(v, body[1:end])
+		body = body[end+1:]
+		if body == "" {
+			return v, true
+		}
+		if body[0] != ',' {
+			return nil, false
+		}
+		body = body[1:]
+	}
+}
+
+// jsonMap encodes a string map; empty is ”. Keys are sorted, as
+// json.Marshal sorts them.
 func jsonMap(m map[string]string) string {
 	if len(m) == 0 {
 		return ""
 	}
-	b, _ := json.Marshal(m) // a map[string]string always marshals
-	return string(b)
+	keys := make([]string, 0, len(m))
+	n := 1
+	for k, v := range m {
+		if !plain(k) || !plain(v) {
+			b, _ := json.Marshal(m) // a map[string]string always marshals
+			return string(b)
+		}
+		keys = append(keys, k)
+		n += len(k) + len(v) + 6
+	}
+	slices.Sort(keys)
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, '"'), k...), '"', ':', '"')
+		b = append(append(b, m[k]...), '"')
+	}
+	return string(append(b, '}'))
 }
 
 func unjsonMap(s, what string) (map[string]string, error) {
