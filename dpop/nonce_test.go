@@ -57,6 +57,11 @@ func TestHMACNonces(t *testing.T) {
 	if !n.Check(b) {
 		t.Errorf("younger nonce rejected")
 	}
+	// The nonce handed out last (checked without its MAC) expires too.
+	clk.Add(time.Minute)
+	if n.Check(b) {
+		t.Errorf("current nonce accepted after its lifetime")
+	}
 	// A nonce from a server whose clock is far ahead is not accepted.
 	ahead := NewHMACNonces(key, 5*time.Minute, fixed(clk.Now().Add(10*time.Minute))).Nonce()
 	if n.Check(ahead) {
