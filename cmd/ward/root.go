@@ -126,6 +126,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newDeviceCmd(e),
 		newComplianceCmd(e),
 		newPolicyCmd(e),
+		newGatewayCmd(e),
 	)
 	return root
 }

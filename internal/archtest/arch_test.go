@@ -35,6 +35,9 @@ var allowed = map[string][]string{
 	// The device service also verifies DPoP thumbprints and agent posture
 	// reports (agent/posture: a library without Ward dependencies but dpop).
 	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
+	// The gateway is a resource server: it uses only the public packages
+	// (as any other resource server would) and the TLS loader.
+	"internal/gateway": {"dpop", "rs", "internal/tlsutil"},
 	// Conditional Access service: stored policy versions, the engine.
 	"internal/access": {"internal/model", "internal/bus", "internal/store", "internal/policy"},
 	// handlers: services and leaves, never a store implementation
