@@ -60,6 +60,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AppendEvent", testAppendEvent},
 		{"ListEventsFilter", testListEventsFilter},
 		{"ListEventsPaging", testListEventsPaging},
+		{"EventsAfter", testEventsAfter},
 		{"RecordJTI", testRecordJTI},
 		{"RecordJTIConcurrent", testRecordJTIConcurrent},
 		{"PurgeExpired", testPurgeExpired},
@@ -79,6 +80,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CompliancePolicy", testCompliancePolicy},
 		{"PolicyVersions", testPolicyVersions},
 		{"PolicyVersionsConcurrent", testPolicyVersionsConcurrent},
+		{"SSFStreams", testSSFStreams},
+		{"SSFQueue", testSSFQueue},
+		{"SSFQueueConcurrent", testSSFQueueConcurrent},
+		{"SSFPoll", testSSFPoll},
+		{"SSFLeases", testSSFLeases},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -239,8 +245,8 @@ func fullClient(id string) *model.Client {
 		JWKS:                     json.RawMessage(`{"keys": [ {"kty":"EC","crv":"P-256","x":"f83O","y":"x_FE"} ]}`),
 		DPoPBoundAccessTokens:    true,
 		RequireProtectedSessions: true, CAECapable: true,
-		AccessTokenTTL:           90*time.Second + 5*time.Nanosecond,
-		CreatedAt:                at(0), UpdatedAt: at(time.Second),
+		AccessTokenTTL: 90*time.Second + 5*time.Nanosecond,
+		CreatedAt:      at(0), UpdatedAt: at(time.Second),
 	}
 }
 
