@@ -86,7 +86,7 @@ func (h *harness) openApp() *app.App {
 		h.t.Fatal(err)
 	}
 	e := &cliEnv{environ: h.environ}
-	a, err := app.OpenWith(context.Background(), cfg, nil, app.Options{LookupEnv: e.lookupEnv})
+	a, err := app.OpenWith(context.Background(), cfg, nil, app.Options{LookupEnv: e.lookupEnv, Tool: true})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -126,6 +126,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newDeviceCmd(e),
 		newComplianceCmd(e),
 		newPolicyCmd(e),
+		newGatewayCmd(e),
 	)
 	return root
 }
@@ -185,7 +186,9 @@ func (e *cliEnv) openApp(ctx context.Context) (*app.App, error) {
 		return nil, err
 	}
 	log := newLogger(cfg.Log, e.stderr, cliLogLevel)
-	return app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv})
+	// Tool: events go to the database; the running server relays them
+	// (the embedded NATS store belongs to the server process).
+	return app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv, Tool: true})
 }
 
 // withApp runs fn with an opened app and closes it afterwards.

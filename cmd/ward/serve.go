@@ -73,6 +73,7 @@ func (e *cliEnv) serve(ctx context.Context) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(a.CAE.StopPolling) // SSF long polls answer at once
 	if cfg.TLS.Enabled() {
 		r, err := tlsutil.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsutil.WithLogger(log))
 		if err != nil {

@@ -151,7 +151,7 @@ func (api *API) deleteSession(w http.ResponseWriter, r *http.Request, rc *reqCtx
 	if err := api.app.Store.RevokeSession(ctx, s.ID, api.now(), ReasonAdminRevoked); err != nil {
 		return orNotFound(err, "session")
 	}
-	if err := api.publishRevoked(r, rc, s.UserID, s.ID); err != nil {
+	if err := api.publishRevoked(r, rc, s.UserID, s.ID, false); err != nil {
 		return err
 	}
 	return noContent(w)
@@ -169,20 +169,33 @@ func (api *API) revokeUserSessions(w http.ResponseWriter, r *http.Request, rc *r
 		return err
 	}
 	for _, sid := range ids {
-		if err := api.publishRevoked(r, rc, id, sid); err != nil {
+		if err := api.publishRevoked(r, rc, id, sid, true); err != nil {
 			return err
 		}
+	}
+	// One user-level event as well (even with no active session: the
+	// administrator means every token of the user), which the CAE
+	// transmitter turns into a single session-revoked SET for the user.
+	ev := rc.event(model.EventUserSessionsRevoked, api.now())
+	ev.UserID, ev.Reason = id, ReasonAdminRevoked
+	ev.Data = map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}
+	if err := api.app.Bus.Publish(ctx, ev); err != nil {
+		return fmt.Errorf("admin: sessions of %s revoked but not recorded: %w", id, err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked_session_ids": nonNil(ids)})
 	return nil
 }
 
 // publishRevoked records session.revoked for a session an administrator
-// revoked. The audit persister fails the publish when it cannot record
-// the event; that is reported as an internal error.
-func (api *API) publishRevoked(r *http.Request, rc *reqCtx, userID, sid string) error {
+// revoked; all marks it as part of revoking all of the user's sessions.
+// The audit persister fails the publish when it cannot record the event;
+// that is reported as an internal error.
+func (api *API) publishRevoked(r *http.Request, rc *reqCtx, userID, sid string, all bool) error {
 	ev := rc.event(model.EventSessionRevoked, api.now())
 	ev.UserID, ev.SessionID, ev.Reason = userID, sid, ReasonAdminRevoked
+	if all {
+		ev.Data = map[string]string{"all_sessions": "true"}
+	}
 	if err := api.app.Bus.Publish(r.Context(), ev); err != nil {
 		return fmt.Errorf("admin: session %s revoked but not recorded: %w", sid, err)
 	}

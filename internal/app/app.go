@@ -20,6 +20,7 @@ import (
 
 	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
@@ -44,12 +45,14 @@ type App struct {
 	Now         func() time.Time
 	Store       store.Store
 	Bus         bus.Bus
+	Durable     bus.Durable // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
 	KEK         *secret.KEK
 	Keys        *tokens.KeyManager
 	Identity    *identity.Service
 	Clients     *clients.Service
 	Devices     *device.Service
 	Access      *access.Service
+	CAE         *cae.Service // the Shared Signals transmitter
 	TokenHasher *secret.Hasher
 
 	dev        *DevData
@@ -64,6 +67,11 @@ type Options struct {
 	// Environ looks up environment variables (default os.LookupEnv); used
 	// for the KEK and for secret_env/password_env.
 	LookupEnv func(string) (string, bool)
+	// Tool marks a short-lived command (ward user …): it stores events
+	// but neither starts NATS nor relays; the running server's relay
+	// publishes them within its poll interval. The embedded server's
+	// files belong to the server process.
+	Tool bool
 }
 
 // Open opens Ward with cfg, which must have passed Validate.
@@ -122,8 +130,10 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	}
 	a.closers = append(a.closers, a.Store.Close)
 
-	b := bus.NewLocal()
-	a.Bus = b
+	if err := a.openBus(ctx, o); err != nil {
+		return nil, err
+	}
+	b := a.Bus
 	a.unsubAudit = b.Subscribe("audit", a.persistEvent)
 	b.Subscribe("session-revoker", a.revokeSessionsOnAccountChange)
 
@@ -185,6 +195,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	})
 	if err := a.Access.Load(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
+	}
+	if err := a.openCAE(cfg, log, o.Now, !o.Tool); err != nil {
+		return nil, err
 	}
 
 	if err := errors.Join(a.applyStaticClients(ctx, o.LookupEnv), a.applyStaticUsers(ctx, o.LookupEnv)); err != nil {
@@ -271,4 +284,30 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	return k, nil
+}
+
+// openCAE builds the Shared Signals transmitter and subscribes it to the
+// bus (after the audit persister, so events are recorded before their
+// SETs are queued). A server (push true) also runs its push worker; a
+// short-lived tool only queues SETs, which the running server delivers
+// within its rescan interval. Close stops the worker before the store
+// closes.
+func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time, push bool) error {
+	c := cfg.SSF
+	svc, err := cae.New(cae.Options{
+		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log,
+		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
+		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
+		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
+	})
+	if err != nil {
+		return fmt.Errorf("app: %w", err)
+	}
+	a.CAE = svc
+	a.Bus.Subscribe("cae-transmitter", svc.HandleEvent)
+	if push {
+		svc.Start()
+	}
+	a.closers = append(a.closers, svc.Close)
+	return nil
 }

@@ -22,7 +22,7 @@ var allowed = map[string][]string{
 	"internal/model":     {},
 	"internal/secret":    {},
 	"dpop":               {},
-	"internal/bus":       {"internal/model"},
+	"internal/bus":       {"internal/model", "internal/store"}, // the relay reads the outbox (events table)
 	"internal/store":     {"internal/model"},
 	"internal/tokens":    {"internal/model", "internal/secret", "internal/bus", "internal/store"},
 	"internal/web":       {},
@@ -35,6 +35,9 @@ var allowed = map[string][]string{
 	// The device service also verifies DPoP thumbprints and agent posture
 	// reports (agent/posture: a library without Ward dependencies but dpop).
 	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
+	// The gateway is a resource server: it uses only the public packages
+	// (as any other resource server would) and the TLS loader.
+	"internal/gateway": {"dpop", "rs", "internal/tlsutil"},
 	// Conditional Access service: stored policy versions, the engine.
 	"internal/access": {"internal/model", "internal/bus", "internal/store", "internal/policy"},
 	// handlers: services and leaves, never a store implementation
@@ -43,6 +46,11 @@ var allowed = map[string][]string{
 	"internal/admin": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/tokens", "dpop",
 		"internal/identity", "internal/clients", "internal/device", "internal/oauth", "internal/app", "internal/access", "internal/policy"},
 	"internal/deviceapi": {"internal/model", "dpop", "internal/device", "internal/oauth"},
+	// Shared Signals transmitter: a service over leaves (it signs with a
+	// tokens.KeyManager through a one-method interface and never imports
+	// another service); its HTTP layer authenticates through oauth.
+	"internal/cae": {"internal/model", "internal/secret", "internal/store"},
+	"internal/ssf": {"internal/model", "dpop", "internal/cae", "internal/oauth"},
 }
 
 func TestImportRules(t *testing.T) {

@@ -1,7 +1,20 @@
 // Package bus carries domain events from the services that cause them to
-// the consumers that react (audit log, CAE transmitter, risk engine). The
-// Local bus delivers in-process and synchronously; a NATS JetStream bus
-// implements the same interface for durable, multi-node delivery.
+// the consumers that react (audit log, session revoker, CAE transmitter,
+// risk engine).
+//
+// Two kinds of delivery exist side by side:
+//
+//   - Bus.Subscribe: synchronous and in-process. Publish returns after every
+//     subscriber ran, so the audit persister has written the event to the
+//     store's events table (the outbox) and the session revoker has revoked
+//     before the call that caused the event returns.
+//   - Durable.Consume: at-least-once and across instances, through NATS
+//     JetStream. A relay in each instance publishes the stored events, in
+//     sequence order and de-duplicated by event id, to the stream; durable
+//     consumers get them even after a restart of either side.
+//
+// The Local bus has only the first kind. NATS has both, against an
+// embedded in-process server or an external cluster with the same code.
 package bus
 
 import (
@@ -12,9 +25,10 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 )
 
-// Handler consumes one event. An error from a handler is returned to the
-// publisher: consumers that must not lose events (the audit log) make the
-// publish fail instead of silently dropping.
+// Handler consumes one event. An error from a synchronous subscriber is
+// returned to the publisher: consumers that must not lose events (the
+// audit log) make the publish fail instead of silently dropping. An error
+// from a durable handler makes the event come again (Durable).
 type Handler func(ctx context.Context, e *model.Event) error
 
 // Bus publishes events to subscribers.

@@ -53,6 +53,10 @@ type Config struct {
 	Lockout   Lockout   `koanf:"lockout"`
 
 	ConditionalAccess ConditionalAccess `koanf:"conditional_access"`
+	Bus               Bus               `koanf:"bus"`
+
+	// SSF tunes the Shared Signals transmitter (config/ssf.go).
+	SSF SSF `koanf:"ssf"`
 
 	// TrustedProxies lists CIDRs whose Forwarded /
 	// X-Forwarded-For headers are honoured.
@@ -166,6 +170,59 @@ type ConditionalAccess struct {
 	PollInterval time.Duration `koanf:"poll_interval"`
 }
 
+// Bus drivers.
+const (
+	// BusNATS is NATS JetStream: an embedded, in-process server unless
+	// bus.nats.url names an external cluster.
+	BusNATS = "nats"
+	// BusLocal delivers in-process only: events are still stored, but no
+	// durable consumers run and nothing is relayed.
+	BusLocal = "local"
+)
+
+// Bus configures the event bus (docs/architecture.md, "Events").
+type Bus struct {
+	Driver string  `koanf:"driver"`
+	NATS   NATSBus `koanf:"nats"`
+}
+
+// NATSBus configures the JetStream bus.
+type NATSBus struct {
+	// URL lists external NATS servers (comma-separated nats:// or tls://
+	// URLs); empty runs the embedded server. It may carry credentials.
+	URL secret.String `koanf:"url"`
+	// TokenEnv names the environment variable holding the NATS token: the
+	// client token for an external cluster, the required token for the
+	// embedded server's listener.
+	TokenEnv string `koanf:"token_env"`
+	// CredsFile is a NATS credentials file (JWT + nkey seed) for an
+	// external cluster.
+	CredsFile string `koanf:"creds_file"`
+	// Stream is the JetStream stream name; SubjectPrefix the subject its
+	// events go to (<prefix>.<event type>). Change them only to share a
+	// NATS account between deployments or tests.
+	Stream        string `koanf:"stream"`
+	SubjectPrefix string `koanf:"subject_prefix"`
+	// StreamMaxAge is how long the stream keeps events: the longest a
+	// durable consumer may be away and still get everything it missed.
+	StreamMaxAge time.Duration `koanf:"stream_max_age"`
+	// Replicas of the stream in a clustered external NATS (1..5).
+	Replicas int          `koanf:"replicas"`
+	Embedded NATSEmbedded `koanf:"embedded"`
+}
+
+// NATSEmbedded configures the in-process NATS server.
+type NATSEmbedded struct {
+	// StoreDir holds JetStream's files; default <data_dir>/nats.
+	StoreDir string `koanf:"store_dir"`
+	// Listen, when set (host:port), also serves NATS clients over TCP
+	// (other tools, resource servers subscribing directly). Empty: nothing
+	// listens. A listener requires token_env or nkeys.
+	Listen string `koanf:"listen"`
+	// NKeys are the public user nkeys (U...) allowed to connect to Listen.
+	NKeys []string `koanf:"nkeys"`
+}
+
 // StaticClient is an OAuth client declared in the configuration and
 // applied (created or updated) on every start.
 type StaticClient struct {
@@ -245,6 +302,12 @@ func Default() *Config {
 			Duration:            15 * time.Minute,
 			IPFailuresPerMinute: 30,
 		},
+		Bus: Bus{Driver: BusNATS, NATS: NATSBus{
+			Stream:        "WARD_EVENTS",
+			SubjectPrefix: "ward.events",
+			StreamMaxAge:  168 * time.Hour,
+			Replicas:      1,
+		}},
 	}
 }
 
@@ -255,5 +318,8 @@ func (c *Config) ResolvePaths() {
 	}
 	if c.KEK.File == "" {
 		c.KEK.File = filepath.Join(c.DataDir, "kek.key")
+	}
+	if c.Bus.NATS.Embedded.StoreDir == "" {
+		c.Bus.NATS.Embedded.StoreDir = filepath.Join(c.DataDir, "nats")
 	}
 }

@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 	want := Default()
 	want.Storage.SQLite.Path = filepath.Join("ward-data", "ward.db")
 	want.KEK.File = filepath.Join("ward-data", "kek.key")
+	want.Bus.NATS.Embedded.StoreDir = filepath.Join("ward-data", "nats")
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v\nwant %+v", cfg, want)
 	}

@@ -130,6 +130,7 @@ func (c *Config) Validate() error {
 		v.add("lockout.ip_failures_per_minute", "must be at least 1")
 	}
 	v.positive("conditional_access.poll_interval", c.ConditionalAccess.PollInterval)
+	c.validateBus(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {

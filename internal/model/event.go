@@ -45,6 +45,11 @@ const (
 	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
+// EventUserSessionsRevoked: an administrator revoked all sessions of a
+// user. It is published once, after the session.revoked of each session
+// (which carry Data["all_sessions"]="true"); Data: sessions_revoked.
+const EventUserSessionsRevoked EventType = "user.sessions_revoked"
+
 // Device trust events (registered devices, posture, compliance).
 const (
 	EventDeviceRegistered        EventType = "device.registered"
@@ -85,6 +90,7 @@ var EventCodes = map[EventType]string{
 	EventSessionRevoked:        "W3001I",
 	EventSessionLoggedOut:      "W3002I",
 	EventSessionDBSCRegistered: "W3003I",
+	EventUserSessionsRevoked:   "W3004I",
 	EventUserCreated:           "W4000I",
 	EventUserUpdated:           "W4001I",
 	EventUserDisabled:          "W4002I",

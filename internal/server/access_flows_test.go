@@ -403,6 +403,7 @@ policies:
 	// A missing database file is a start-up error, not a silent no-match.
 	cfg := *in.Config
 	cfg.ConditionalAccess.GeoIPDatabase = "/nonexistent/country.mmdb"
+	cfg.Bus.Driver = config.BusLocal // the running instance owns the embedded NATS store
 	if _, err := app.Open(context.Background(), &cfg, nil); err == nil || !strings.Contains(err.Error(), "geoip_database") {
 		t.Fatalf("open with a missing MMDB: %v", err)
 	}

@@ -144,6 +144,8 @@ func secretFlows(t *testing.T, in *wardtest.Instance) []string {
 	add("bob-wrong-password-typed")
 	do(t, in, call{path: "/revoke", basic: [2]string{"web", wardtest.WebSecret}, form: url.Values{"token": {"some-refresh-token-guess-xyz"}}})
 	add("some-refresh-token-guess-xyz")
+	// Shared Signals: a receiver's credentials and push authorization header.
+	add(ssfSecretFlow(t, in)...)
 
 	return secrets
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/deviceapi"
 	"github.com/ward-idp/ward/internal/oauth"
+	"github.com/ward-idp/ward/internal/ssf"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 	"github.com/ward-idp/ward/internal/web"
@@ -80,6 +81,7 @@ func New(a *app.App) (*Server, error) {
 	prov.Register(mux)
 	admin.New(a, prov).Register(mux)
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
+	ssf.New(a.CAE, prov, cfg.Issuer, a.Log).Register(mux)
 	mux.Handle("GET /static/", web.Static())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.Ping(r.Context()); err != nil {

@@ -41,3 +41,19 @@ func (e StoredEvent) MarshalJSON() ([]byte, error) {
 		Binding: e.Binding, BindingReason: e.BindingReason, CorrelationID: e.CorrelationID, Data: e.Data,
 	})
 }
+
+// UnmarshalJSON reads the documented shape back (durable bus consumers
+// receive events in it). The code is derived from the type and ignored.
+func (e *StoredEvent) UnmarshalJSON(b []byte) error {
+	var j eventJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*e = StoredEvent{Seq: j.Seq, Event: model.Event{
+		ID: j.ID, Type: j.Type, Time: j.Time, Actor: j.Actor, UserID: j.UserID, SessionID: j.SessionID,
+		ClientID: j.ClientID, DeviceID: j.DeviceID, TokenID: j.TokenID, IP: j.IP, UserAgent: j.UserAgent,
+		Outcome: j.Outcome, Reason: j.Reason, Binding: j.Binding, BindingReason: j.BindingReason,
+		CorrelationID: j.CorrelationID, Data: j.Data,
+	}}
+	return nil
+}

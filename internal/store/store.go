@@ -152,6 +152,12 @@ type Store interface {
 	// Events (the audit and sign-in log). AppendEvent assigns Seq.
 	AppendEvent(ctx context.Context, e *model.Event) (int64, error)
 	ListEvents(ctx context.Context, f EventFilter) ([]*StoredEvent, error)
+	// EventsAfter returns up to limit events with Seq > seq in ascending
+	// Seq order (limit 0: 100; max 1000): the outbox the event relay reads.
+	// It returns only committed events; on PostgreSQL a concurrent writer
+	// may commit a lower Seq after a higher one became visible, so a
+	// reader following a cursor must allow for late arrivals.
+	EventsAfter(ctx context.Context, seq int64, limit int) ([]*StoredEvent, error)
 
 	// Devices. JKT is unique across devices (ErrAlreadyExists).
 	CreateDevice(ctx context.Context, d *model.Device) error
@@ -206,4 +212,63 @@ type Store interface {
 	// Ping checks the connection; Close releases it.
 	Ping(ctx context.Context) error
 	Close() error
+
+	// Shared Signals transmitter (internal/cae). Every change of a
+	// stream's configuration bumps SSFStreamsVersion, so instances notice
+	// changes made by others with one read. Stream ids are unique
+	// (ErrAlreadyExists).
+	CreateSSFStream(ctx context.Context, s *model.SSFStream) error
+	GetSSFStream(ctx context.Context, id string) (*model.SSFStream, error)
+	// ListSSFStreams returns the streams of one client ("" for all),
+	// oldest first.
+	ListSSFStreams(ctx context.Context, clientID string) ([]*model.SSFStream, error)
+	// UpdateSSFStream loads the stream, applies fn and saves atomically
+	// (ID, ClientID and CreatedAt cannot change). When the status becomes
+	// disabled, the stream's queued SETs are deleted in the same
+	// transaction.
+	UpdateSSFStream(ctx context.Context, id string, fn func(*model.SSFStream) error) (*model.SSFStream, error)
+	// DeleteSSFStream deletes the stream and its queue.
+	DeleteSSFStream(ctx context.Context, id string) error
+	SSFStreamsVersion(ctx context.Context) (int64, error)
+	// EnqueueSETs appends SETs to the queues of their streams in one
+	// transaction, giving each stream's entries the stream's next
+	// sequence numbers in slice order (it sets Seq). Entries of streams
+	// that are gone or disabled, and entries whose (stream, DedupKey) is
+	// already queued, are dropped and get Seq 0; it returns how many were
+	// stored.
+	EnqueueSETs(ctx context.Context, es []*SETEntry) (int, error)
+	// QueuedSETs returns up to n queued SETs of a stream with Seq > after,
+	// in Seq order, whether or not a poll holds them back.
+	QueuedSETs(ctx context.Context, streamID string, after int64, n int) ([]*SETEntry, error)
+	// SSFStreamsWithQueuedSETs returns the ids of the streams that have
+	// queued SETs.
+	SSFStreamsWithQueuedSETs(ctx context.Context) ([]string, error)
+	// DeleteSETs deletes delivered entries (missing ones are ignored).
+	DeleteSETs(ctx context.Context, keys []SETKey) error
+	// RefuseSET marks a queued entry as refused by the receiver with the
+	// reason, so it is never sent again.
+	RefuseSET(ctx context.Context, k SETKey, reason string) error
+	// RecordSETFailure counts a failed delivery attempt of a queued entry.
+	RecordSETFailure(ctx context.Context, k SETKey, reason string) error
+	// PollSETs processes one RFC 8936 poll in one transaction: deletes
+	// the acknowledged entries, marks the refused ones, and returns up to
+	// p.Max queued entries that no earlier poll holds back (in Seq order),
+	// holding them until p.Hold; more reports whether others are waiting.
+	PollSETs(ctx context.Context, streamID string, p SETPoll) (sets []*SETEntry, more bool, err error)
+	// PollSETsBatch runs several polls, in order, in one transaction
+	// (concurrent polls of many streams share a commit); it fails as a
+	// whole.
+	PollSETsBatch(ctx context.Context, polls []SETPollRequest) ([]SETPollResult, error)
+	// CountSETs counts a stream's queued and refused entries.
+	CountSETs(ctx context.Context, streamID string) (SETCounts, error)
+	// PurgeRefusedSETs deletes refused entries created before t.
+	PurgeRefusedSETs(ctx context.Context, t time.Time) (int64, error)
+	// ClaimSSFStreams leases enabled push streams to owner until `until`:
+	// those without a live lease at now, and those owner holds whose lease
+	// ends before renewBefore. It returns the ids it leased or renewed. A
+	// stream is pushed only by the holder of its lease, so instances
+	// sharing the database never push one stream concurrently.
+	ClaimSSFStreams(ctx context.Context, owner string, now, renewBefore, until time.Time) ([]string, error)
+	// ReleaseSSFStreams ends owner's leases (on shutdown).
+	ReleaseSSFStreams(ctx context.Context, owner string) error
 }

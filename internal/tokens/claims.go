@@ -13,6 +13,9 @@ import (
 const (
 	TypeAccessToken = "at+jwt" // RFC 9068 §2.1
 	TypeIDToken     = "JWT"
+	// TypeSET is the explicit type of Security Event Tokens (RFC 8417
+	// §2.3, SSF 1.0 §4.1.1).
+	TypeSET = "secevent+jwt"
 )
 
 // MaxClockSkew is the tolerance applied to exp, iat and nbf.
@@ -117,6 +120,23 @@ func (a Audience) Contains(v string) bool {
 // MintAccessToken signs c as an RFC 9068 access token (typ at+jwt).
 func (m *KeyManager) MintAccessToken(c *AccessClaims) (string, error) {
 	return m.Sign(TypeAccessToken, c)
+}
+
+// MintSET signs claims as a Security Event Token (RFC 8417) with the
+// current signing key: ES256, header {alg, kid, typ: secevent+jwt}. The
+// caller supplies the SSF claims (iss, aud, jti, iat, txn, sub_id,
+// events). A json.RawMessage is signed byte for byte, without being
+// parsed again: it must be a valid, compact JSON object (the transmitter
+// assembles one per receiver from pre-marshalled parts).
+func (m *KeyManager) MintSET(claims any) (string, error) {
+	if raw, ok := claims.(json.RawMessage); ok {
+		if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
+			return "", errors.New("tokens: SET claims must be a JSON object")
+		}
+		s := m.state.Load().signer
+		return s.sign(s.headers[TypeSET], raw)
+	}
+	return m.Sign(TypeSET, claims)
 }
 
 // MintIDToken signs c as an OpenID Connect ID token (typ JWT).

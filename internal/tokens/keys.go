@@ -311,8 +311,8 @@ func (m *KeyManager) openSigner(k *model.SigningKey, pub *ecdsa.PublicKey) (*sig
 }
 
 func newSigner(kid string, priv *ecdsa.PrivateKey) (*signer, error) {
-	s := &signer{kid: kid, priv: priv, headers: make(map[string]string, 2)}
-	for _, typ := range []string{TypeAccessToken, TypeIDToken} {
+	s := &signer{kid: kid, priv: priv, headers: make(map[string]string, 3)}
+	for _, typ := range []string{TypeAccessToken, TypeIDToken, TypeSET} {
 		h, err := encodeHeader(kid, typ)
 		if err != nil {
 			return nil, err

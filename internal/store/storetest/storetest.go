@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AppendEvent", testAppendEvent},
 		{"ListEventsFilter", testListEventsFilter},
 		{"ListEventsPaging", testListEventsPaging},
+		{"EventsAfter", testEventsAfter},
 		{"RecordJTI", testRecordJTI},
 		{"RecordJTIConcurrent", testRecordJTIConcurrent},
 		{"PurgeExpired", testPurgeExpired},
@@ -80,6 +81,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"CompliancePolicy", testCompliancePolicy},
 		{"PolicyVersions", testPolicyVersions},
 		{"PolicyVersionsConcurrent", testPolicyVersionsConcurrent},
+		{"SSFStreams", testSSFStreams},
+		{"SSFQueue", testSSFQueue},
+		{"SSFQueueConcurrent", testSSFQueueConcurrent},
+		{"SSFPoll", testSSFPoll},
+		{"SSFLeases", testSSFLeases},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -114,3 +114,10 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.S
 	rs, err := s.db.Read().Query(ctx, q, args...)
 	return collect(rs, err, "list events", scanEvent)
 }
+
+// EventsAfter returns up to limit events with Seq > seq, oldest first.
+func (s *Store) EventsAfter(ctx context.Context, seq int64, n int) ([]*store.StoredEvent, error) {
+	rs, err := s.db.Read().Query(ctx, `SELECT seq, `+eventSelect+` FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`,
+		seq, int64(limit(n)))
+	return collect(rs, err, "events after", scanEvent)
+}

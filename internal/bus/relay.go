@@ -1,0 +1,383 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// Outbox is the part of the store the relay reads: the events table.
+type Outbox interface {
+	EventsAfter(ctx context.Context, seq int64, limit int) ([]*store.StoredEvent, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]*store.StoredEvent, error)
+}
+
+// Headers of relayed messages.
+const (
+	// HeaderSeq carries the event's store sequence number. The relay
+	// resumes after the Ward-Seq of the stream's last message, so its
+	// cursor needs no table of its own and cannot disagree with the stream.
+	HeaderSeq = "Ward-Seq"
+)
+
+const (
+	relayBatch = 500
+	// gapRetry is how often the relay looks again at a gap it waits for.
+	gapRetry = 20 * time.Millisecond
+	// lateWatch is how long sequence numbers skipped over a gap are still
+	// looked for: an insert that commits later than that is not expected.
+	lateWatch = 10 * time.Minute
+	// maxLateSpan bounds how many skipped numbers are watched; a larger
+	// jump (a sequence reset, a restored backup) is logged, not watched.
+	maxLateSpan    = 1000
+	publishTimeout = 5 * time.Second
+	// coalesce is the shortest time between two steps woken by Publish
+	// while busy (the last step found several events): one outbox read
+	// then serves several events instead of one, for at most this much
+	// extra latency. A lone event is relayed at once.
+	coalesce = time.Millisecond
+)
+
+// relay publishes stored events to the stream in sequence order.
+//
+// Sequence numbers are handed out at insert and become visible at
+// commit. On SQLite (one writer) they become visible in order; on
+// PostgreSQL a concurrent writer can commit seq 9 after seq 10 is
+// visible, and a rolled-back insert leaves 9 missing for good. So at a gap
+// the relay waits (GapWait) for the missing number before it publishes
+// the events after it, which keeps the stream in sequence order in all
+// but pathological cases; numbers it skips are watched for lateWatch and
+// published (out of order, but not lost) if they appear.
+//
+// Every instance runs a relay over the same table; JetStream drops the
+// copies by Nats-Msg-Id (the event id) within the duplicate window, and
+// a relay that finds the stream ahead of itself jumps forward, so copies
+// never arrive after the window.
+type relay struct {
+	n   *NATS
+	src Outbox
+	log *slog.Logger
+
+	wakeC chan struct{}
+
+	// State below is owned by the run goroutine.
+	ready  bool
+	cursor int64 // every seq <= cursor was published or is in late
+	gap    struct {
+		from  int64
+		since time.Time
+	}
+	late    map[int64]time.Time
+	failing bool             // the last step failed (log once per outage)
+	stream  jetstream.Stream // cached handle, nil after an error
+
+	// hold, when set (tests), makes the relay skip its work, as if it
+	// were down.
+	hold atomic.Bool
+	// beforePublish, when set (tests), runs before each publication.
+	beforePublish atomic.Pointer[func(*store.StoredEvent)]
+
+	mu        sync.Mutex
+	published int64 // messages acknowledged by the stream (including duplicates)
+}
+
+func newRelay(n *NATS, src Outbox) *relay {
+	return &relay{n: n, src: src, log: n.log.With("part", "relay"), wakeC: make(chan struct{}, 1), late: map[int64]time.Time{}}
+}
+
+// wake asks the relay to look for new events now. Safe on a nil relay.
+func (r *relay) wake() {
+	if r == nil {
+		return
+	}
+	select {
+	case r.wakeC <- struct{}{}:
+	default:
+	}
+}
+
+func (r *relay) run(ctx context.Context) {
+	tick := time.NewTicker(r.n.o.PollInterval)
+	defer tick.Stop()
+	polled := true // first step: learn the cursor, then publish
+	var (
+		last time.Time
+		busy bool
+	)
+	for {
+		if !polled && busy {
+			if d := coalesce - time.Since(last); d > 0 {
+				sleep(ctx, d)
+			}
+		}
+		last = time.Now()
+		var (
+			retry <-chan time.Time
+			t     *time.Timer
+		)
+		before := r.Published()
+		d := r.step(ctx, polled)
+		busy = r.Published()-before > 1
+		if d > 0 {
+			t = time.NewTimer(d)
+			retry = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.wakeC:
+			polled = false
+		case <-tick.C:
+			polled = true
+		case <-retry:
+			polled = false
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// step publishes what is new and returns when to look again if sooner
+// than the next wake-up or poll (0: no need).
+func (r *relay) step(ctx context.Context, polled bool) time.Duration {
+	if r.hold.Load() || ctx.Err() != nil {
+		return 0
+	}
+	if !r.n.nc.IsConnected() {
+		r.fail("relay: NATS unreachable; events stay in the outbox", nats.ErrConnectionReconnecting)
+		return 0 // the reconnect handler wakes us
+	}
+	if !r.ready {
+		if err := r.init(ctx); err != nil {
+			r.fail("relay: cannot reach the stream; events stay in the outbox", err)
+			return 0
+		}
+	} else if polled {
+		// Another instance's relay may be ahead (we were partitioned, or
+		// it just runs faster): continue where the stream is.
+		if last, ok, err := r.lastStreamSeq(ctx); err == nil && ok && last > r.cursor {
+			r.cursor = last
+		}
+	}
+	for {
+		evs, err := r.src.EventsAfter(ctx, r.cursor, relayBatch)
+		if err != nil {
+			r.fail("relay: reading the outbox failed", err)
+			return 0
+		}
+		for _, ev := range evs {
+			if ev.Seq > r.cursor+1 {
+				if wait := r.overGap(ev.Seq); wait > 0 {
+					return wait
+				}
+			}
+			if r.hold.Load() {
+				return 0
+			}
+			if err := r.publish(ctx, ev); err != nil {
+				r.fail("relay: publishing failed; events stay in the outbox", err)
+				return 0
+			}
+			r.cursor = ev.Seq
+		}
+		if len(evs) < relayBatch {
+			break
+		}
+	}
+	if polled {
+		r.publishLate(ctx)
+	}
+	if r.failing {
+		r.failing = false
+		r.log.Info("relay: publishing again", "seq", r.cursor)
+	}
+	return 0
+}
+
+// overGap decides about the missing numbers before next: wait for them
+// (returns how long until the next look) or skip them (returns 0).
+func (r *relay) overGap(next int64) time.Duration {
+	from, now := r.cursor+1, time.Now()
+	if r.gap.from != from {
+		r.gap.from, r.gap.since = from, now
+	}
+	if waited := now.Sub(r.gap.since); waited < r.n.o.GapWait {
+		return min(gapRetry, r.n.o.GapWait-waited)
+	}
+	if next-from <= maxLateSpan {
+		for s := from; s < next; s++ {
+			r.late[s] = now
+		}
+		r.log.Debug("relay: sequence numbers missing; publishing past them", "from", from, "to", next-1)
+	} else {
+		r.log.Warn("relay: large jump in event sequence numbers; not watching the gap", "from", from, "to", next-1)
+	}
+	r.gap.from = 0
+	return 0
+}
+
+// publishLate publishes skipped events that have appeared since.
+func (r *relay) publishLate(ctx context.Context) {
+	if len(r.late) == 0 {
+		return
+	}
+	seqs := make([]int64, 0, len(r.late))
+	for s := range r.late {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	now := time.Now()
+	for _, s := range seqs {
+		if now.Sub(r.late[s]) > lateWatch {
+			delete(r.late, s)
+			continue
+		}
+		evs, err := r.src.EventsAfter(ctx, s-1, 1)
+		if err != nil {
+			return
+		}
+		if len(evs) == 1 && evs[0].Seq == s {
+			if err := r.publish(ctx, evs[0]); err != nil {
+				return
+			}
+			r.log.Warn("relay: published an event that committed late (out of sequence order)", "seq", s, "event_id", evs[0].ID)
+			delete(r.late, s)
+		}
+	}
+}
+
+// init makes sure the stream exists and learns where to resume.
+func (r *relay) init(ctx context.Context) error {
+	if !r.n.streamOK.Load() {
+		if err := r.n.ensureStream(ctx); err != nil {
+			return err
+		}
+	}
+	last, ok, err := r.lastStreamSeq(ctx)
+	if err != nil {
+		return err
+	}
+	newest, err := r.src.ListEvents(ctx, store.EventFilter{Limit: 1})
+	if err != nil {
+		return fmt.Errorf("read newest event: %w", err)
+	}
+	var newestSeq int64
+	if len(newest) == 1 {
+		newestSeq = newest[0].Seq
+	}
+	switch {
+	case ok && last > newestSeq:
+		// A restored backup, or another database relaying into the same
+		// stream: follow this database.
+		r.log.Warn("relay: the stream is ahead of the database; relaying from the database's newest event",
+			"stream", r.n.o.Stream, "stream_seq", last, "database_seq", newestSeq)
+		r.cursor = newestSeq
+	case ok:
+		r.cursor = last
+	default:
+		// Empty stream (new, or everything aged out): relay what it would
+		// still hold, not the whole history.
+		old, err := r.src.ListEvents(ctx, store.EventFilter{Until: time.Now().Add(-r.n.o.MaxAge), Limit: 1})
+		if err != nil {
+			return fmt.Errorf("read events older than the stream's max age: %w", err)
+		}
+		r.cursor = 0
+		if len(old) == 1 {
+			r.cursor = old[0].Seq
+		}
+	}
+	r.ready = true
+	r.log.Debug("relay: resuming", "after_seq", r.cursor)
+	return nil
+}
+
+// lastStreamSeq returns the Ward-Seq of the stream's last message.
+func (r *relay) lastStreamSeq(ctx context.Context) (int64, bool, error) {
+	if r.stream == nil {
+		s, err := r.n.js.Stream(ctx, r.n.o.Stream)
+		if err != nil {
+			return 0, false, err
+		}
+		r.stream = s
+	}
+	m, err := r.stream.GetLastMsgForSubject(ctx, r.n.o.SubjectPrefix+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, false, nil
+	} else if err != nil {
+		r.stream = nil
+		return 0, false, err
+	}
+	seq, err := strconv.ParseInt(m.Header.Get(HeaderSeq), 10, 64)
+	if err != nil {
+		r.log.Warn("relay: the stream's last message has no Ward-Seq header; treating the stream as empty", "stream_seq", m.Sequence)
+		return 0, false, nil
+	}
+	return seq, true, nil
+}
+
+// publish sends one event and waits for the stream's acknowledgement.
+// Publishing one at a time keeps the stream in the order of the calls.
+func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
+	if f := r.beforePublish.Load(); f != nil {
+		(*f)(ev)
+	}
+	data, err := json.Marshal(ev) // the documented event JSON (store/eventjson.go)
+	if err != nil {
+		return err
+	}
+	id := ev.ID
+	if id == "" {
+		id = "ward-seq-" + strconv.FormatInt(ev.Seq, 10)
+	}
+	msg := &nats.Msg{Subject: r.n.Subject(ev.Type), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	msg.Header.Set(HeaderSeq, strconv.FormatInt(ev.Seq, 10))
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if _, err := r.n.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(r.n.o.Stream)); err != nil {
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			r.ready = false // recreate the stream and relearn the cursor
+			r.n.streamOK.Store(false)
+		}
+		return err
+	}
+	r.mu.Lock()
+	r.published++
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *relay) fail(msg string, err error) {
+	if r.n.ctx.Err() != nil {
+		return // closing
+	}
+	if !r.failing {
+		r.log.Warn(msg, "after_seq", r.cursor, "err", err)
+		r.failing = true
+	} else {
+		r.log.Debug(msg, "after_seq", r.cursor, "err", err)
+	}
+}
+
+// Published returns how many events the relay has had acknowledged by
+// the stream (duplicates included).
+func (r *relay) Published() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.published
+}

@@ -1,0 +1,308 @@
+package cae
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/ward-idp/ward/internal/model"
+)
+
+// Event type URIs (CAEP 1.0 §3, RISC 1.0, SSF 1.0 §8.1.4 and §8.1.5).
+const (
+	EventSessionRevoked         = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+	EventTokenClaimsChange      = "https://schemas.openid.net/secevent/caep/event-type/token-claims-change"
+	EventCredentialChange       = "https://schemas.openid.net/secevent/caep/event-type/credential-change"
+	EventDeviceComplianceChange = "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change"
+	EventRiskLevelChange        = "https://schemas.openid.net/secevent/caep/event-type/risk-level-change"
+	EventAccountDisabled        = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
+	EventAccountPurged          = "https://schemas.openid.net/secevent/risc/event-type/account-purged"
+
+	EventVerification  = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+	EventStreamUpdated = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
+)
+
+// EventsSupported lists the event types Ward transmits (events_supported
+// of every stream). Verification and stream-updated events are sent on
+// every stream regardless (SSF 1.0 §8.1.4, §8.1.5).
+var EventsSupported = []string{
+	EventSessionRevoked,
+	EventCredentialChange,
+	EventDeviceComplianceChange,
+	EventRiskLevelChange,
+	EventTokenClaimsChange,
+	EventAccountDisabled,
+	EventAccountPurged,
+}
+
+func supported(typ string) bool {
+	for _, s := range EventsSupported {
+		if s == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// Initiating entities (CAEP 1.0 §2).
+const (
+	InitiatorAdmin  = "admin"
+	InitiatorUser   = "user"
+	InitiatorPolicy = "policy"
+	InitiatorSystem = "system"
+)
+
+// eventBody is the event object of a SET (the value under its type in
+// "events"). Empty members are omitted.
+type eventBody struct {
+	EventTimestamp   int64             `json:"event_timestamp,omitempty"`
+	InitiatingEntity string            `json:"initiating_entity,omitempty"`
+	ReasonAdmin      map[string]string `json:"reason_admin,omitempty"`
+	// credential-change
+	CredentialType string `json:"credential_type,omitempty"`
+	ChangeType     string `json:"change_type,omitempty"`
+	// device-compliance-change
+	PreviousStatus string `json:"previous_status,omitempty"`
+	CurrentStatus  string `json:"current_status,omitempty"`
+	// risk-level-change
+	Principal     string `json:"principal,omitempty"`
+	CurrentLevel  string `json:"current_level,omitempty"`
+	PreviousLevel string `json:"previous_level,omitempty"`
+	RiskReason    string `json:"risk_reason,omitempty"`
+	// token-claims-change
+	Claims map[string]any `json:"claims,omitempty"`
+	// verification
+	State string `json:"state,omitempty"`
+	// stream-updated
+	Status string `json:"status,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// template is one SET a domain event yields, before it is addressed to a
+// stream (aud, jti) and signed.
+type template struct {
+	typ        string
+	subject    *Subject
+	subjectKey string
+	body       eventBody
+}
+
+// Session revocation reasons whose session.revoked events carry no SET
+// of their own: another SET of the same change already revokes every
+// token they cover (the account, its credentials or the device).
+var coveredRevocations = map[string]bool{
+	"user_disabled":    true, // RISC account-disabled
+	"user_deleted":     true, // RISC account-purged
+	"password_changed": true, // CAEP credential-change
+	"refresh_reuse":    true, // the session-revoked of session.refresh_reuse_detected
+	"device_disabled":  true, // session-revoked {user, device}
+	"device_lost":      true, // session-revoked {user, device}
+}
+
+// compliance maps Ward's device compliance to CAEP's two values: only a
+// compliant device is "compliant".
+func compliance(c string) string {
+	if c == model.Compliant {
+		return "compliant"
+	}
+	return "not-compliant"
+}
+
+// riskLevel maps a user risk level to CAEP's LOW, MEDIUM, HIGH ("" or none
+// is LOW).
+func riskLevel(l string) string {
+	switch l {
+	case "high":
+		return "HIGH"
+	case "medium":
+		return "MEDIUM"
+	}
+	return "LOW"
+}
+
+// credentialType maps an MFA method to a CAEP credential type.
+func credentialType(method string) string {
+	switch method {
+	case "totp":
+		return "app"
+	case "webauthn", "passkey":
+		return "fido2-platform"
+	case "sms":
+		return "phone-sms"
+	case "":
+		return "app"
+	}
+	return method
+}
+
+func reason(text string) map[string]string { return map[string]string{"en": text} }
+
+// initiator derives the initiating entity from the event's actor: the
+// user themself, Ward itself, or someone else (an administrator or an
+// administrating client).
+func initiator(e *model.Event) string {
+	switch {
+	case e.Actor == "" || e.Actor == "system":
+		return InitiatorSystem
+	case e.Actor == e.UserID:
+		return InitiatorUser
+	}
+	return InitiatorAdmin
+}
+
+// DataAllSessions marks a session.revoked event that is part of revoking
+// all of a user's sessions; the user-level event (EventUserSessionsRevoked)
+// carries the SET.
+const DataAllSessions = "all_sessions"
+
+// templates maps a domain event to the SETs it yields (none for most
+// events). See docs/ssf.md for the table.
+func (s *Service) templates(ctx context.Context, e *model.Event) []template {
+	ts := e.Time.Unix()
+	user := func() *Subject { return userSubject(s.issuer, e.UserID) }
+	base := func(who, why string) eventBody {
+		return eventBody{EventTimestamp: ts, InitiatingEntity: who, ReasonAdmin: reason(why)}
+	}
+	userKey := "user:" + e.UserID
+	switch e.Type {
+	case model.EventUserDisabled:
+		if e.UserID == "" {
+			return nil
+		}
+		return []template{{EventAccountDisabled, user(), userKey, base(initiator(e), "user account disabled")}}
+	case model.EventUserDeleted:
+		if e.UserID == "" {
+			return nil
+		}
+		return []template{{EventAccountPurged, user(), userKey, base(initiator(e), "user account deleted")}}
+	case model.EventPasswordChanged:
+		if e.UserID == "" {
+			return nil
+		}
+		b := base(initiator(e), "password changed")
+		b.CredentialType, b.ChangeType = "password", "update"
+		return []template{{EventCredentialChange, user(), userKey, b}}
+	case model.EventMFAEnrolled:
+		if e.UserID == "" {
+			return nil
+		}
+		method := e.Data["method"]
+		b := base(initiator(e), "second factor enrolled ("+orDefault(method, "totp")+")")
+		b.CredentialType, b.ChangeType = credentialType(method), "create"
+		return []template{{EventCredentialChange, user(), userKey, b}}
+	case model.EventSessionRevoked, model.EventSessionLoggedOut, model.EventTokenRevoked:
+		if e.UserID == "" || e.SessionID == "" || coveredRevocations[e.Reason] || e.Data[DataAllSessions] == "true" {
+			return nil
+		}
+		who, why := initiator(e), "session revoked"
+		switch {
+		case e.Type == model.EventSessionLoggedOut:
+			who, why = InitiatorUser, "user signed out"
+		case e.Type == model.EventTokenRevoked:
+			if e.Reason != "client_revoked_access_token" {
+				return nil // a refresh token alone: its session lives on
+			}
+			who, why = InitiatorUser, "the client revoked the session's access token"
+		case e.Reason == "device_deleted":
+			why = "session revoked: its device was deleted"
+		case e.Reason != "":
+			why = "session revoked (" + e.Reason + ")"
+		}
+		sub := &Subject{Format: FormatComplex, User: user(), Session: opaqueSubject(e.SessionID)}
+		if e.DeviceID != "" {
+			sub.Device = opaqueSubject(e.DeviceID)
+		}
+		return []template{{EventSessionRevoked, sub, userKey, base(who, why)}}
+	case model.EventUserSessionsRevoked:
+		if e.UserID == "" {
+			return nil
+		}
+		return []template{{EventSessionRevoked, user(), userKey, base(initiator(e), "all sessions of the user revoked")}}
+	case model.EventRefreshReuseDetected:
+		if e.UserID == "" || e.SessionID == "" {
+			return nil
+		}
+		sub := &Subject{Format: FormatComplex, User: user(), Session: opaqueSubject(e.SessionID)}
+		return []template{{EventSessionRevoked, sub, userKey,
+			base(InitiatorSystem, "refresh token reuse detected: the session's refresh token was stolen or replayed")}}
+	case model.EventDeviceDisabled, model.EventDeviceLost:
+		if e.DeviceID == "" {
+			return nil
+		}
+		sub := &Subject{Format: FormatComplex, Device: opaqueSubject(e.DeviceID)}
+		if e.UserID != "" {
+			sub.User = user()
+		}
+		why := "device disabled"
+		if e.Type == model.EventDeviceLost {
+			why = "device reported lost or stolen"
+		}
+		// A disabled or lost device is out of compliance whatever its last
+		// posture said; previous_status is that posture's verdict.
+		b := base(initiator(e), why)
+		b.PreviousStatus, b.CurrentStatus = s.deviceCompliance(ctx, e.DeviceID), "not-compliant"
+		return []template{
+			{EventDeviceComplianceChange, sub, "device:" + e.DeviceID, b},
+			{EventSessionRevoked, sub, "device:" + e.DeviceID, base(initiator(e), why)},
+		}
+	case model.EventDeviceComplianceChanged:
+		prev, cur := compliance(e.Data["previous"]), compliance(e.Data["compliance"])
+		if e.DeviceID == "" || prev == cur {
+			return nil
+		}
+		sub := &Subject{Format: FormatComplex, Device: opaqueSubject(e.DeviceID)}
+		if e.UserID != "" {
+			sub.User = user()
+		}
+		why := "device compliance evaluated: " + orDefault(e.Data["compliance"], "unknown")
+		if f := e.Data["failing_rules"]; f != "" {
+			why += " (failing: " + f + ")"
+		}
+		b := base(InitiatorPolicy, why)
+		b.PreviousStatus, b.CurrentStatus = prev, cur
+		return []template{{EventDeviceComplianceChange, sub, "device:" + e.DeviceID, b}}
+	case model.EventUserRiskChanged:
+		if e.UserID == "" {
+			return nil
+		}
+		b := base(initiator(e), "user risk set to "+orDefault(e.Data["level"], "none"))
+		b.Principal, b.CurrentLevel, b.PreviousLevel, b.RiskReason = "USER", riskLevel(e.Data["level"]), riskLevel(e.Data["previous"]), e.Reason
+		return []template{{EventRiskLevelChange, user(), userKey, b}}
+	case model.EventAccessPolicyChanged:
+		if e.Data["locations_changed"] != "true" {
+			return nil
+		}
+		claims := map[string]any{"ward_policy_version": e.Data["version"]}
+		if v, err := strconv.ParseInt(e.Data["version"], 10, 64); err == nil {
+			claims["ward_policy_version"] = v
+		}
+		claims["ward_named_locations_changed"] = true
+		who := InitiatorAdmin
+		if e.Actor == "" || e.Actor == "system" {
+			who = InitiatorSystem
+		}
+		b := base(who, "Conditional Access named locations changed")
+		b.Claims = claims
+		sub := &Subject{Format: FormatComplex, Tenant: opaqueSubject(s.issuer)}
+		return []template{{EventTokenClaimsChange, sub, "tenant", b}}
+	}
+	return nil
+}
+
+func orDefault(v, d string) string {
+	if strings.TrimSpace(v) == "" {
+		return d
+	}
+	return v
+}
+
+// deviceCompliance returns a device's compliance in CAEP terms
+// ("compliant" when unknown: the event then reports the change to
+// not-compliant, which is what matters to receivers).
+func (s *Service) deviceCompliance(ctx context.Context, id string) string {
+	d, err := s.o.Store.GetDevice(ctx, id)
+	if err != nil {
+		return "compliant"
+	}
+	return compliance(d.Compliance)
+}

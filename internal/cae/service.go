@@ -1,0 +1,603 @@
+// Package cae is Ward's Continuous Access Evaluation transmitter: it turns
+// critical domain events (a user disabled, a password changed, a session
+// or device revoked, a risk level raised...) into Security Event Tokens
+// (RFC 8417) of the OpenID Shared Signals Framework 1.0 — CAEP 1.0 and
+// RISC events — and delivers them to the receivers' event streams.
+//
+// The service subscribes to the bus. For each domain event that matters
+// it signs one SET per matching stream (one event per SET, "txn" = the
+// domain event id) and writes them all to a durable outbox with one store
+// call, before Publish returns. Delivery reads the outbox in sequence
+// order per stream:
+//
+//   - push (RFC 8935): a worker per instance POSTs the oldest queued SET
+//     of each enabled push stream, one in flight per stream, retries
+//     network errors, 5xx and 429 with exponential back-off and jitter,
+//     and records a 400 as a permanent refusal. Instances sharing a
+//     database take leases on streams, so one stream is pushed by one
+//     instance at a time. A new row wakes the worker in-process at once;
+//     rows written by other instances are found by polling every second.
+//   - poll (RFC 8936): Poll hands out queued SETs, deletes acknowledged
+//     ones, returns unacknowledged ones again after a hold time, and long
+//     polls (woken in-process, or by short database polling).
+//
+// Delivery is at least once; "jti" lets receivers drop duplicates. The
+// stream management operations (SSF 1.0 §8) are methods of Service;
+// package internal/ssf serves them over HTTP.
+package cae
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// Signer signs SET claims with the current signing key
+// (tokens.KeyManager.MintSET).
+type Signer interface {
+	MintSET(claims any) (string, error)
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxStreamsPerClient     = 10
+	DefaultLongPollTimeout         = 30 * time.Second
+	DefaultPollHold                = 30 * time.Second
+	DefaultMinBackoff              = time.Second
+	DefaultMaxBackoff              = 5 * time.Minute
+	DefaultPushTimeout             = 10 * time.Second
+	DefaultRescanInterval          = time.Second
+	DefaultLeaseDuration           = 15 * time.Second
+	DefaultPushConcurrency         = 64
+	DefaultMinVerificationInterval = 5 * time.Second
+	DefaultRefusedRetention        = 7 * 24 * time.Hour
+)
+
+// Options configures a Service. Issuer, Store, Keys and KEK are required.
+type Options struct {
+	// Issuer is the "iss" of every SET (Ward's issuer URL).
+	Issuer string
+	Store  store.Store
+	Keys   Signer
+	// KEK seals the push authorization headers receivers supply.
+	KEK *secret.KEK
+	Now func() time.Time
+	Log *slog.Logger
+
+	// InstanceID names this instance in push leases (random if empty).
+	InstanceID string
+	// HTTPClient sends push requests (default: a client with its own
+	// transport that follows no redirects).
+	HTTPClient *http.Client
+	// MaxStreamsPerClient bounds the streams one receiver may create; one
+	// more is refused with 409.
+	MaxStreamsPerClient int
+	// LongPollTimeout is how long a poll request without
+	// returnImmediately waits for an event.
+	LongPollTimeout time.Duration
+	// PollHold is how long a polled SET waits for its acknowledgement
+	// before a poll returns it again.
+	PollHold time.Duration
+	// MinBackoff and MaxBackoff bound the push retry delay (exponential,
+	// with jitter).
+	MinBackoff, MaxBackoff time.Duration
+	// PushTimeout bounds one push request.
+	PushTimeout time.Duration
+	// RescanInterval is how often the push worker renews its leases and
+	// looks for SETs queued by other instances; long polls check the
+	// database as often.
+	RescanInterval time.Duration
+	// LeaseDuration is how long a push lease lasts without renewal (an
+	// instance that dies holds its streams this long).
+	LeaseDuration time.Duration
+	// PushConcurrency bounds the streams pushed at the same time.
+	PushConcurrency int
+	// MinVerificationInterval is the min_verification_interval of
+	// streams: verification requests closer together get 429.
+	MinVerificationInterval time.Duration
+	// RefusedRetention is how long SETs a receiver refused are kept.
+	RefusedRetention time.Duration
+}
+
+// Service is the SSF transmitter. Create it with New, subscribe
+// HandleEvent to the bus, call Start to deliver by push, and Close when
+// done.
+type Service struct {
+	o       Options
+	issuer  string
+	issJSON []byte
+
+	snap     atomic.Pointer[snapshot]
+	reloadMu sync.Mutex
+	// dirtyVersion forces a reload after a local change (a stream
+	// created, updated or deleted here).
+	dirtyVersion atomic.Bool
+
+	pusher  *pusher
+	waiters waiters
+
+	vmu      sync.Mutex
+	verified map[string]time.Time
+
+	closing   chan struct{}
+	pollOnce  sync.Once
+	closeOnce sync.Once
+
+	pollCh      chan *pollCall
+	batcherOnce sync.Once
+	batcherStop chan struct{}
+
+	stats Stats
+}
+
+// Stats counts deliveries since the service started.
+type Stats struct {
+	Enqueued  atomic.Int64 // SETs written to the outbox
+	Delivered atomic.Int64 // pushed and answered 2xx
+	Refused   atomic.Int64 // pushed and answered 400 (permanent)
+	Retried   atomic.Int64 // push attempts that failed and will be retried
+	Polled    atomic.Int64 // SETs handed out by polls
+	Acked     atomic.Int64 // SETs acknowledged by polls
+}
+
+// New returns a Service. It starts nothing; see Start.
+func New(o Options) (*Service, error) {
+	var errs []error
+	if o.Issuer == "" {
+		errs = append(errs, errors.New("Issuer is required"))
+	}
+	if o.Store == nil {
+		errs = append(errs, errors.New("Store is required"))
+	}
+	if o.Keys == nil {
+		errs = append(errs, errors.New("Keys is required"))
+	}
+	if o.KEK == nil {
+		errs = append(errs, errors.New("KEK is required"))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("cae: %w", errors.Join(errs...))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	o.Log = o.Log.With("component", "cae")
+	if o.InstanceID == "" {
+		o.InstanceID = secret.RandomString(12)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.LongPollTimeout, DefaultLongPollTimeout)
+	def(&o.PollHold, DefaultPollHold)
+	def(&o.MinBackoff, DefaultMinBackoff)
+	def(&o.MaxBackoff, DefaultMaxBackoff)
+	def(&o.PushTimeout, DefaultPushTimeout)
+	def(&o.RescanInterval, DefaultRescanInterval)
+	def(&o.LeaseDuration, DefaultLeaseDuration)
+	def(&o.MinVerificationInterval, DefaultMinVerificationInterval)
+	def(&o.RefusedRetention, DefaultRefusedRetention)
+	if o.MaxStreamsPerClient <= 0 {
+		o.MaxStreamsPerClient = DefaultMaxStreamsPerClient
+	}
+	if o.PushConcurrency <= 0 {
+		o.PushConcurrency = DefaultPushConcurrency
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = o.MinBackoff
+	}
+	iss, _ := json.Marshal(o.Issuer)
+	s := &Service{o: o, issuer: o.Issuer, issJSON: iss, verified: map[string]time.Time{}, closing: make(chan struct{}),
+		pollCh: make(chan *pollCall), batcherStop: make(chan struct{})}
+	s.waiters.m = map[string]chan struct{}{}
+	s.pusher = newPusher(s)
+	return s, nil
+}
+
+// Now returns the service's clock reading.
+func (s *Service) Now() time.Time { return s.o.Now() }
+
+// Issuer returns the transmitter's issuer.
+func (s *Service) Issuer() string { return s.issuer }
+
+// Stats returns the delivery counters.
+func (s *Service) Stats() *Stats { return &s.stats }
+
+// Start runs the push worker until Close. Calling it twice does nothing.
+func (s *Service) Start() { s.pusher.start() }
+
+// Close stops the push worker after the requests in flight have been
+// answered and recorded, ends long polls, and gives up this instance's
+// push leases so another instance can take over at once.
+func (s *Service) Close() error {
+	s.StopPolling()
+	var err error
+	s.closeOnce.Do(func() {
+		err = s.pusher.stop()
+		close(s.batcherStop)
+	})
+	return err
+}
+
+// StopPolling ends the long polls in progress (they answer at once with
+// what is queued) and makes new ones return immediately; register it with
+// http.Server.RegisterOnShutdown so a graceful shutdown does not wait for
+// them. Close does it too.
+func (s *Service) StopPolling() {
+	s.pollOnce.Do(func() {
+		close(s.closing)
+		s.waiters.notifyAll()
+	})
+}
+
+// ---- stream snapshot ----
+
+// stream is a stream as delivery sees it.
+type stream struct {
+	*model.SSFStream
+	wants      map[string]bool
+	excluded   []subjectMatcher
+	authHeader secret.String
+	audJSON    []byte
+}
+
+type snapshot struct {
+	version int64
+	list    []*stream
+	byID    map[string]*stream
+}
+
+// streams returns the current streams, reloading them when their
+// version in the store changed (one indexed read per call).
+func (s *Service) streams(ctx context.Context) (*snapshot, error) {
+	v, err := s.o.Store.SSFStreamsVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cae: streams version: %w", err)
+	}
+	if cur := s.snap.Load(); cur != nil && cur.version == v && !s.dirtyVersion.Load() {
+		return cur, nil
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if cur := s.snap.Load(); cur != nil && cur.version >= v && !s.dirtyVersion.Load() {
+		return cur, nil
+	}
+	s.dirtyVersion.Store(false)
+	all, err := s.o.Store.ListSSFStreams(ctx, "")
+	if err != nil {
+		s.dirtyVersion.Store(true)
+		return nil, fmt.Errorf("cae: load streams: %w", err)
+	}
+	snap := &snapshot{version: v, byID: make(map[string]*stream, len(all))}
+	for _, st := range all {
+		x, err := s.prepare(st)
+		if err != nil {
+			// A stream whose header cannot be opened (a different KEK) is
+			// skipped rather than stopping every other stream.
+			s.o.Log.ErrorContext(ctx, "cae: stream unusable", "stream_id", st.ID, "err", err)
+			continue
+		}
+		snap.list = append(snap.list, x)
+		snap.byID[st.ID] = x
+	}
+	s.snap.Store(snap)
+	return snap, nil
+}
+
+func (s *Service) prepare(st *model.SSFStream) (*stream, error) {
+	x := &stream{SSFStream: st, wants: make(map[string]bool, len(st.EventsDelivered))}
+	for _, e := range st.EventsDelivered {
+		x.wants[e] = true
+	}
+	for _, c := range st.Excluded {
+		_, m, err := parseSubject(json.RawMessage(c))
+		if err == nil {
+			x.excluded = append(x.excluded, m)
+		}
+	}
+	if len(st.AuthHeaderEnc) > 0 {
+		h, err := s.openHeader(st.ID, st.AuthHeaderEnc)
+		if err != nil {
+			return nil, err
+		}
+		x.authHeader = h
+	}
+	x.audJSON = audJSON(st.Audience)
+	return x, nil
+}
+
+func audJSON(aud []string) []byte {
+	var b []byte
+	if len(aud) == 1 {
+		b, _ = json.Marshal(aud[0])
+	} else {
+		b, _ = json.Marshal(aud)
+	}
+	return b
+}
+
+func headerAAD(streamID string) []byte { return []byte("ward/ssf-push-authorization:" + streamID) }
+
+func (s *Service) sealHeader(streamID, h string) ([]byte, error) {
+	ct, err := s.o.KEK.Seal([]byte(h), headerAAD(streamID))
+	if err != nil {
+		return nil, fmt.Errorf("cae: seal authorization header: %w", err)
+	}
+	return ct, nil
+}
+
+func (s *Service) openHeader(streamID string, ct []byte) (secret.String, error) {
+	pt, err := s.o.KEK.Open(ct, headerAAD(streamID))
+	if err != nil {
+		return "", fmt.Errorf("cae: open authorization header of stream %s: %w", streamID, err)
+	}
+	return secret.String(pt), nil
+}
+
+// changed records a local change of stream configuration.
+func (s *Service) changed() { s.dirtyVersion.Store(true) }
+
+// ---- domain events -> outbox ----
+
+// HandleEvent is the bus consumer: it maps e to SETs, signs one per
+// matching stream and queues them all with one store call. An error
+// (the outbox cannot be written) fails the publish, like the audit log.
+func (s *Service) HandleEvent(ctx context.Context, e *model.Event) error {
+	ts := s.templates(ctx, e)
+	if len(ts) == 0 {
+		return nil
+	}
+	snap, err := s.streams(ctx)
+	if err != nil {
+		return err
+	}
+	if len(snap.list) == 0 {
+		return nil
+	}
+	txn := e.ID
+	if txn == "" {
+		txn = secret.RandomString(16)
+	}
+	var (
+		entries  []*store.SETEntry
+		payloads [][]byte
+	)
+	now := s.o.Now()
+	for i, t := range ts {
+		tail, err := s.claimsTail(now, txn, t)
+		if err != nil {
+			return err
+		}
+		var evm subjectMatcher
+		evmDone := false
+		for _, st := range snap.list {
+			if st.Status == model.StreamDisabled || !st.wants[t.typ] {
+				continue
+			}
+			if len(st.excluded) > 0 {
+				if !evmDone {
+					evm, evmDone = matcherOf(t.subject), true
+				}
+				if excludedBy(st.excluded, evm) {
+					continue
+				}
+			}
+			jti := newJTI()
+			entries = append(entries, &store.SETEntry{StreamID: st.ID, JTI: jti, DedupKey: fmt.Sprintf("%s/%d", txn, i),
+				SubjectKey: t.subjectKey, EventType: t.typ, CreatedAt: now})
+			payloads = append(payloads, claimsJSON(s.issJSON, st.audJSON, jti, tail))
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	if err := s.sign(entries, payloads); err != nil {
+		return err
+	}
+	return s.enqueue(ctx, entries)
+}
+
+func excludedBy(ex []subjectMatcher, ev subjectMatcher) bool {
+	for _, x := range ex {
+		if x.matches(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueue writes entries to the outbox and wakes delivery.
+func (s *Service) enqueue(ctx context.Context, entries []*store.SETEntry) error {
+	n, err := s.o.Store.EnqueueSETs(ctx, entries)
+	if err != nil {
+		s.o.Log.ErrorContext(ctx, "cae: queueing SETs failed", "sets", len(entries), "err", err)
+		return fmt.Errorf("cae: queue SETs: %w", err)
+	}
+	s.stats.Enqueued.Add(int64(n))
+	// Hand the stored entries (in sequence order per stream) to delivery,
+	// so the push worker need not read back what was just written.
+	byStream := make(map[string][]*store.SETEntry)
+	var order []string
+	for _, e := range entries {
+		if e.Seq == 0 {
+			continue // not stored (stream gone or disabled, or a duplicate)
+		}
+		if _, ok := byStream[e.StreamID]; !ok {
+			order = append(order, e.StreamID)
+		}
+		byStream[e.StreamID] = append(byStream[e.StreamID], e)
+	}
+	for _, id := range order {
+		s.waiters.notify(id)
+		s.pusher.markDirty(id, byStream[id])
+	}
+	s.pusher.wake()
+	return nil
+}
+
+// wake tells delivery that a stream may have new SETs.
+func (s *Service) wake(streamID string) {
+	s.waiters.notify(streamID)
+	s.pusher.markDirty(streamID, nil)
+	s.pusher.wake()
+}
+
+// claimsTail is the part of a SET's claims shared by every stream: iat,
+// txn, sub_id and events, closing the object.
+func (s *Service) claimsTail(now time.Time, txn string, t template) ([]byte, error) {
+	sub, err := json.Marshal(t.subject)
+	if err != nil {
+		return nil, fmt.Errorf("cae: marshal subject: %w", err)
+	}
+	body, err := json.Marshal(t.body)
+	if err != nil {
+		return nil, fmt.Errorf("cae: marshal event: %w", err)
+	}
+	typ, _ := json.Marshal(t.typ)
+	b := make([]byte, 0, 64+len(txn)+len(sub)+len(body)+len(typ))
+	b = append(b, `,"iat":`...)
+	b = fmt.Appendf(b, "%d", now.Unix())
+	if txn != "" {
+		tx, _ := json.Marshal(txn)
+		b = append(b, `,"txn":`...)
+		b = append(b, tx...)
+	}
+	b = append(b, `,"sub_id":`...)
+	b = append(b, sub...)
+	b = append(b, `,"events":{`...)
+	b = append(b, typ...)
+	b = append(b, ':')
+	b = append(b, body...)
+	b = append(b, "}}"...)
+	return b, nil
+}
+
+// claimsJSON assembles one SET's claims: iss, aud, jti, then the tail.
+func claimsJSON(iss, aud []byte, jti string, tail []byte) []byte {
+	b := make([]byte, 0, 32+len(iss)+len(aud)+len(jti)+len(tail))
+	b = append(b, `{"iss":`...)
+	b = append(b, iss...)
+	b = append(b, `,"aud":`...)
+	b = append(b, aud...)
+	b = append(b, `,"jti":"`...)
+	b = append(b, jti...) // base64url: no escaping needed
+	b = append(b, '"')
+	return append(b, tail...)
+}
+
+// newJTI returns 128 random bits, base64url.
+func newJTI() string { return secret.RandomString(16) }
+
+// sign signs every payload into its entry, on all cores when there are
+// many.
+func (s *Service) sign(entries []*store.SETEntry, payloads [][]byte) error {
+	workers := min(runtime.GOMAXPROCS(0), (len(entries)+15)/16)
+	if workers <= 1 {
+		for i, e := range entries {
+			set, err := s.o.Keys.MintSET(json.RawMessage(payloads[i]))
+			if err != nil {
+				return fmt.Errorf("cae: sign SET: %w", err)
+			}
+			e.SET = set
+		}
+		return nil
+	}
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		ferr error
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(entries) {
+					return
+				}
+				set, err := s.o.Keys.MintSET(json.RawMessage(payloads[i]))
+				if err != nil {
+					mu.Lock()
+					ferr = fmt.Errorf("cae: sign SET: %w", err)
+					mu.Unlock()
+					return
+				}
+				entries[i].SET = set
+			}
+		}()
+	}
+	wg.Wait()
+	return ferr
+}
+
+// streamEvent queues an SSF event (verification, stream-updated) on one
+// stream, whatever its events_delivered.
+func (s *Service) streamEvent(ctx context.Context, st *model.SSFStream, typ string, body eventBody) error {
+	now := s.o.Now()
+	t := template{typ: typ, subject: opaqueSubject(st.ID), subjectKey: "stream:" + st.ID, body: body}
+	jti := newJTI()
+	tail, err := s.claimsTail(now, "", t)
+	if err != nil {
+		return err
+	}
+	e := &store.SETEntry{StreamID: st.ID, JTI: jti, DedupKey: jti, SubjectKey: t.subjectKey, EventType: typ, CreatedAt: now}
+	if err := s.sign([]*store.SETEntry{e}, [][]byte{claimsJSON(s.issJSON, audJSON(st.Audience), jti, tail)}); err != nil {
+		return err
+	}
+	return s.enqueue(ctx, []*store.SETEntry{e})
+}
+
+// ---- long-poll wake-ups ----
+
+type waiters struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+// wait returns a channel closed at the next notify of id.
+func (w *waiters) wait(id string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch, ok := w.m[id]
+	if !ok {
+		ch = make(chan struct{})
+		w.m[id] = ch
+	}
+	return ch
+}
+
+func (w *waiters) notify(id string) {
+	w.mu.Lock()
+	if ch, ok := w.m[id]; ok {
+		close(ch)
+		delete(w.m, id)
+	}
+	w.mu.Unlock()
+}
+
+func (w *waiters) notifyAll() {
+	w.mu.Lock()
+	for id, ch := range w.m {
+		close(ch)
+		delete(w.m, id)
+	}
+	w.mu.Unlock()
+}

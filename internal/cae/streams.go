@@ -1,0 +1,481 @@
+package cae
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// ErrorKind classifies management errors; the HTTP layer maps them to
+// statuses.
+type ErrorKind int
+
+// Error kinds.
+const (
+	KindInvalid  ErrorKind = iota + 1 // 400: malformed or unacceptable request
+	KindNotFound                      // 404: no such stream for this receiver
+	KindConflict                      // 409: too many streams for this receiver
+	KindTooMany                       // 429: verification requested too often
+)
+
+// Error is a stream management failure. Description is safe to return to
+// the receiver.
+type Error struct {
+	Kind        ErrorKind
+	Description string
+}
+
+func (e *Error) Error() string { return "cae: " + e.Description }
+
+func invalid(format string, a ...any) error {
+	return &Error{Kind: KindInvalid, Description: fmt.Sprintf(format, a...)}
+}
+
+var errNoStream = &Error{Kind: KindNotFound, Description: "no stream with this stream_id for this receiver"}
+
+// Limits of receiver-supplied values.
+const (
+	maxDescription = 1024
+	maxURL         = 2048
+	maxHeader      = 4096
+	maxState       = 1024
+	maxReason      = 256
+	maxRequested   = 64
+)
+
+// Delivery is a stream's delivery configuration as the receiver sends
+// it.
+type Delivery struct {
+	Method      string
+	EndpointURL string
+	// AuthorizationHeader is the push authorization_header (nil: absent).
+	AuthorizationHeader *string
+}
+
+// StreamRequest holds the receiver-supplied properties of a create,
+// update (PATCH) or replace (PUT) request; nil means absent.
+type StreamRequest struct {
+	Delivery        *Delivery
+	EventsRequested *[]string
+	Description     *string
+}
+
+// CreateStream creates a stream owned by clientID. Without delivery the
+// stream is polled; without events_requested it delivers every supported
+// event.
+func (s *Service) CreateStream(ctx context.Context, clientID string, req StreamRequest) (*model.SSFStream, error) {
+	existing, err := s.o.Store.ListSSFStreams(ctx, clientID)
+	if err != nil {
+		return nil, fmt.Errorf("cae: list streams: %w", err)
+	}
+	if len(existing) >= s.o.MaxStreamsPerClient {
+		return nil, &Error{Kind: KindConflict, Description: fmt.Sprintf("a receiver may have at most %d streams; update or delete one", s.o.MaxStreamsPerClient)}
+	}
+	now := s.o.Now()
+	st := &model.SSFStream{ID: newStreamID(), ClientID: clientID, Audience: []string{clientID},
+		Status: model.StreamEnabled, CreatedAt: now, UpdatedAt: now}
+	if err := s.apply(st, req, true); err != nil {
+		return nil, err
+	}
+	if err := s.o.Store.CreateSSFStream(ctx, st); err != nil {
+		return nil, fmt.Errorf("cae: create stream: %w", err)
+	}
+	s.changed()
+	s.pusher.claimSoon()
+	s.o.Log.InfoContext(ctx, "cae: stream created", "stream_id", st.ID, "client_id", clientID, "method", st.Method,
+		"events", len(st.EventsDelivered))
+	return st, nil
+}
+
+// newStreamID returns 128 random bits in hex (RFC 3986 unreserved).
+func newStreamID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// apply sets the receiver-supplied properties of req on st. replace
+// (create, PUT) resets absent ones to their defaults; otherwise (PATCH)
+// absent ones keep their values.
+func (s *Service) apply(st *model.SSFStream, req StreamRequest, replace bool) error {
+	switch {
+	case req.Delivery != nil:
+		d := req.Delivery
+		switch d.Method {
+		case model.DeliveryPush:
+			u, err := checkPushURL(d.EndpointURL)
+			if err != nil {
+				return err
+			}
+			header := ""
+			switch {
+			case d.AuthorizationHeader != nil:
+				header = *d.AuthorizationHeader
+				if err := checkHeader(header); err != nil {
+					return err
+				}
+			case !replace && st.Method == model.DeliveryPush && st.EndpointURL == u && len(st.AuthHeaderEnc) > 0:
+				// PATCH to the same endpoint without the header (which is
+				// never returned, so a receiver cannot echo it): keep it.
+				st.Method = model.DeliveryPush
+				return s.applyRest(st, req, replace)
+			}
+			st.Method, st.EndpointURL, st.AuthHeaderEnc = model.DeliveryPush, u, nil
+			if header != "" {
+				ct, err := s.sealHeader(st.ID, header)
+				if err != nil {
+					return err
+				}
+				st.AuthHeaderEnc = ct
+			}
+		case model.DeliveryPoll:
+			if d.AuthorizationHeader != nil {
+				return invalid("authorization_header applies to push delivery only")
+			}
+			// endpoint_url is transmitter-supplied for poll: a receiver may
+			// echo ours back (checked by the HTTP layer), nothing else.
+			st.Method, st.EndpointURL, st.AuthHeaderEnc = model.DeliveryPoll, "", nil
+		case "":
+			return invalid("delivery.method is required")
+		default:
+			return invalid("delivery method %q is not supported (supported: %s, %s)", truncate(d.Method, 100), model.DeliveryPush, model.DeliveryPoll)
+		}
+	case replace:
+		st.Method, st.EndpointURL, st.AuthHeaderEnc = model.DeliveryPoll, "", nil
+	}
+	return s.applyRest(st, req, replace)
+}
+
+func (s *Service) applyRest(st *model.SSFStream, req StreamRequest, replace bool) error {
+	switch {
+	case req.EventsRequested != nil:
+		r := *req.EventsRequested
+		if len(r) == 0 {
+			return invalid("events_requested must not be empty")
+		}
+		if len(r) > maxRequested {
+			return invalid("events_requested holds more than %d values", maxRequested)
+		}
+		var delivered []string
+		for _, e := range r {
+			if supported(e) && !slices.Contains(delivered, e) {
+				delivered = append(delivered, e)
+			}
+		}
+		if len(delivered) == 0 {
+			return invalid("none of events_requested is supported; see events_supported")
+		}
+		st.EventsRequested, st.EventsDelivered = slices.Clone(r), delivered
+	case replace:
+		st.EventsRequested, st.EventsDelivered = nil, slices.Clone(EventsSupported)
+	}
+	switch {
+	case req.Description != nil:
+		st.Description = truncate(*req.Description, maxDescription)
+	case replace:
+		st.Description = ""
+	}
+	return nil
+}
+
+// checkPushURL accepts absolute https URLs, and http only to a loopback
+// host (a receiver on the same machine).
+func checkPushURL(raw string) (string, error) {
+	if raw == "" {
+		return "", invalid("delivery.endpoint_url is required for push delivery")
+	}
+	if len(raw) > maxURL {
+		return "", invalid("delivery.endpoint_url is longer than %d bytes", maxURL)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" {
+		return "", invalid("delivery.endpoint_url must be an absolute URL")
+	}
+	if u.User != nil || u.Fragment != "" {
+		return "", invalid("delivery.endpoint_url must not have user information or a fragment")
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !loopback(u.Hostname()) {
+			return "", invalid("delivery.endpoint_url must use https (http is allowed for loopback addresses only)")
+		}
+	default:
+		return "", invalid("delivery.endpoint_url must use https")
+	}
+	return u.String(), nil
+}
+
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkHeader accepts a header value a receiver wants on pushes: printable
+// ASCII, no line breaks (no header injection).
+func checkHeader(h string) error {
+	if h == "" || len(h) > maxHeader {
+		return invalid("delivery.authorization_header must be 1 to %d characters", maxHeader)
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c < 0x20 || c > 0x7e {
+			return invalid("delivery.authorization_header must be printable ASCII")
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// GetStream returns a stream of clientID (KindNotFound for another
+// receiver's stream).
+func (s *Service) GetStream(ctx context.Context, clientID, id string) (*model.SSFStream, error) {
+	if id == "" {
+		return nil, invalid("stream_id is required")
+	}
+	st, err := s.o.Store.GetSSFStream(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && st.ClientID != clientID) {
+		return nil, errNoStream
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cae: get stream: %w", err)
+	}
+	return st, nil
+}
+
+// ListStreams returns clientID's streams.
+func (s *Service) ListStreams(ctx context.Context, clientID string) ([]*model.SSFStream, error) {
+	l, err := s.o.Store.ListSSFStreams(ctx, clientID)
+	if err != nil {
+		return nil, fmt.Errorf("cae: list streams: %w", err)
+	}
+	return l, nil
+}
+
+// UpdateStream applies a PATCH (replace false) or PUT (replace true) to a
+// stream of clientID.
+func (s *Service) UpdateStream(ctx context.Context, clientID, id string, req StreamRequest, replace bool) (*model.SSFStream, error) {
+	if _, err := s.GetStream(ctx, clientID, id); err != nil {
+		return nil, err
+	}
+	st, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+		if st.ClientID != clientID {
+			return errNoStream
+		}
+		if err := s.apply(st, req, replace); err != nil {
+			return err
+		}
+		st.UpdatedAt = s.o.Now()
+		return nil
+	})
+	if err != nil {
+		return nil, s.updateErr(err)
+	}
+	s.changed()
+	s.pusher.claimSoon()
+	s.wake(id)
+	return st, nil
+}
+
+func (s *Service) updateErr(err error) error {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, store.ErrNotFound):
+		return errNoStream
+	}
+	return fmt.Errorf("cae: update stream: %w", err)
+}
+
+// DeleteStream deletes a stream of clientID and its queue.
+func (s *Service) DeleteStream(ctx context.Context, clientID, id string) error {
+	if _, err := s.GetStream(ctx, clientID, id); err != nil {
+		return err
+	}
+	if err := s.o.Store.DeleteSSFStream(ctx, id); err != nil {
+		return s.updateErr(err)
+	}
+	s.changed()
+	s.o.Log.InfoContext(ctx, "cae: stream deleted", "stream_id", id, "client_id", clientID)
+	return nil
+}
+
+// Status returns a stream's status and its reason.
+func (s *Service) Status(ctx context.Context, clientID, id string) (status, reason string, err error) {
+	st, err := s.GetStream(ctx, clientID, id)
+	if err != nil {
+		return "", "", err
+	}
+	return st.Status, st.StatusReason, nil
+}
+
+// SetStatus changes a stream's status (enabled, paused, disabled). Paused
+// streams hold their SETs; disabling drops them and queues nothing until
+// enabled again. A change to enabled or paused queues a stream-updated
+// SET (a disabled stream transmits nothing, not even that).
+func (s *Service) SetStatus(ctx context.Context, clientID, id, status, reason string) (*model.SSFStream, error) {
+	switch status {
+	case model.StreamEnabled, model.StreamPaused, model.StreamDisabled:
+	case "":
+		return nil, invalid("status is required")
+	default:
+		return nil, invalid("status must be enabled, paused or disabled")
+	}
+	if len(reason) > maxReason {
+		return nil, invalid("reason is longer than %d bytes", maxReason)
+	}
+	if _, err := s.GetStream(ctx, clientID, id); err != nil {
+		return nil, err
+	}
+	var prev string
+	st, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+		if st.ClientID != clientID {
+			return errNoStream
+		}
+		prev = st.Status
+		st.Status, st.StatusReason, st.UpdatedAt = status, reason, s.o.Now()
+		return nil
+	})
+	if err != nil {
+		return nil, s.updateErr(err)
+	}
+	s.changed()
+	if prev != status {
+		s.o.Log.InfoContext(ctx, "cae: stream status changed", "stream_id", id, "from", prev, "to", status)
+		if status != model.StreamDisabled {
+			if err := s.streamEvent(ctx, st, EventStreamUpdated, eventBody{Status: status, Reason: reason}); err != nil {
+				return nil, err
+			}
+		}
+		if status == model.StreamEnabled {
+			s.pusher.claimSoon()
+			s.wake(id)
+		}
+	}
+	return st, nil
+}
+
+// AddSubject includes a subject in a stream again after RemoveSubject
+// (Ward's streams include every subject by default). verified is
+// accepted and not used.
+func (s *Service) AddSubject(ctx context.Context, clientID, id string, subject json.RawMessage) error {
+	c, _, err := parseSubject(subject)
+	if err != nil {
+		return invalid("subject: %v", err)
+	}
+	return s.updateExcluded(ctx, clientID, id, func(ex []string) ([]string, error) {
+		return slices.DeleteFunc(ex, func(x string) bool { return x == c }), nil
+	})
+}
+
+// RemoveSubject stops events about a subject (and, for a simple subject,
+// about complex subjects that have it as a member) on a stream.
+func (s *Service) RemoveSubject(ctx context.Context, clientID, id string, subject json.RawMessage) error {
+	c, m, err := parseSubject(subject)
+	if err != nil {
+		return invalid("subject: %v", err)
+	}
+	if m.simple != "" && m.simple == matcherOf(opaqueSubject(id)).simple {
+		return invalid("the stream's own subject cannot be removed")
+	}
+	return s.updateExcluded(ctx, clientID, id, func(ex []string) ([]string, error) {
+		if slices.Contains(ex, c) {
+			return ex, nil
+		}
+		if len(ex) >= maxExcluded {
+			return nil, invalid("a stream may exclude at most %d subjects", maxExcluded)
+		}
+		return append(ex, c), nil
+	})
+}
+
+func (s *Service) updateExcluded(ctx context.Context, clientID, id string, fn func([]string) ([]string, error)) error {
+	if _, err := s.GetStream(ctx, clientID, id); err != nil {
+		return err
+	}
+	_, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+		if st.ClientID != clientID {
+			return errNoStream
+		}
+		ex, err := fn(st.Excluded)
+		if err != nil {
+			return err
+		}
+		st.Excluded, st.UpdatedAt = ex, s.o.Now()
+		return nil
+	})
+	if err != nil {
+		return s.updateErr(err)
+	}
+	s.changed()
+	return nil
+}
+
+// Verify queues a verification SET carrying state on a stream (SSF 1.0
+// §8.1.4.2). Requests closer together than MinVerificationInterval get
+// KindTooMany.
+func (s *Service) Verify(ctx context.Context, clientID, id, state string) error {
+	if len(state) > maxState {
+		return invalid("state is longer than %d bytes", maxState)
+	}
+	st, err := s.GetStream(ctx, clientID, id)
+	if err != nil {
+		return err
+	}
+	now := s.o.Now()
+	s.vmu.Lock()
+	last, ok := s.verified[id]
+	if ok && now.Sub(last) < s.o.MinVerificationInterval {
+		s.vmu.Unlock()
+		return &Error{Kind: KindTooMany, Description: fmt.Sprintf("verification requested less than %s ago (min_verification_interval)", s.o.MinVerificationInterval)}
+	}
+	s.verified[id] = now
+	if len(s.verified) > 10000 {
+		for k, t := range s.verified {
+			if now.Sub(t) >= s.o.MinVerificationInterval {
+				delete(s.verified, k)
+			}
+		}
+	}
+	s.vmu.Unlock()
+	if st.Status == model.StreamDisabled {
+		return nil // a disabled stream transmits nothing
+	}
+	return s.streamEvent(ctx, st, EventVerification, eventBody{State: state})
+}
+
+// MinVerificationInterval returns the stream's min_verification_interval.
+func (s *Service) MinVerificationInterval() int { return int(s.o.MinVerificationInterval.Seconds()) }
+
+// QueueCounts returns how many SETs a stream of clientID has queued and
+// how many its receiver refused.
+func (s *Service) QueueCounts(ctx context.Context, clientID, id string) (store.SETCounts, error) {
+	if _, err := s.GetStream(ctx, clientID, id); err != nil {
+		return store.SETCounts{}, err
+	}
+	return s.o.Store.CountSETs(ctx, id)
+}

@@ -1,0 +1,285 @@
+package ssf_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/internal/cae"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/wardtest"
+	"github.com/ward-idp/ward/rs"
+)
+
+type pollResp struct {
+	Sets          map[string]string `json:"sets"`
+	MoreAvailable bool              `json:"moreAvailable"`
+}
+
+func poll(t testing.TB, in *wardtest.Instance, tok, id string, body map[string]any) pollResp {
+	t.Helper()
+	r := call(t, in, http.MethodPost, "/ssf/poll/"+id, tok, body)
+	wantStatus(t, "poll", r, http.StatusOK)
+	var p pollResp
+	if err := json.Unmarshal(r.body, &p); err != nil || p.Sets == nil {
+		t.Fatalf("poll response %s", r.body)
+	}
+	return p
+}
+
+func jtis(p pollResp) []string {
+	out := make([]string, 0, len(p.Sets))
+	for j := range p.Sets {
+		out = append(out, j)
+	}
+	return out
+}
+
+// TestPollAcksAndRedelivery: RFC 8936 acknowledgements, maxEvents and
+// moreAvailable, setErrs, returnImmediately, and redelivery of SETs that
+// were not acknowledged in time.
+func TestPollAcksAndRedelivery(t *testing.T) {
+	in := start(t)
+	tok := receiverToken(t, in)
+	id := createStream(t, in, tok, map[string]any{"delivery": map[string]any{"method": model.DeliveryPoll}})["stream_id"].(string)
+	ctx := context.Background()
+	bob := userID(t, in, "bob")
+
+	// Nothing queued: returnImmediately answers at once, empty.
+	t0 := time.Now()
+	p := poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	if len(p.Sets) != 0 || p.MoreAvailable || time.Since(t0) > time.Second {
+		t.Fatalf("empty immediate poll: %v after %v", p, time.Since(t0))
+	}
+	for _, l := range []string{"high", "medium", "low"} {
+		if err := in.App.Identity.SetRisk(ctx, "admin-1", bob, l, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true, "maxEvents": 2})
+	if len(p.Sets) != 2 || !p.MoreAvailable {
+		t.Fatalf("maxEvents 2: %d SETs, moreAvailable %v", len(p.Sets), p.MoreAvailable)
+	}
+	first := jtis(p)
+	for j, set := range p.Sets {
+		if c := claimsOf(t, set); c["jti"] != j || c["aud"] != receiverID {
+			t.Errorf("SET under %s has claims %v", j, c)
+		}
+	}
+	// The two handed out are held; the third comes next.
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	if len(p.Sets) != 1 || p.MoreAvailable {
+		t.Fatalf("second poll: %d SETs more=%v, want the third only", len(p.Sets), p.MoreAvailable)
+	}
+	third := jtis(p)[0]
+	// Acknowledge the first two, refuse the third.
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true, "ack": first,
+		"setErrs": map[string]any{third: map[string]string{"err": "invalid_request", "description": "test refusal"}}})
+	if len(p.Sets) != 0 {
+		t.Fatalf("after acks: %d SETs", len(p.Sets))
+	}
+	c, _ := in.App.CAE.QueueCounts(ctx, receiverID, id)
+	if c.Queued != 0 || c.Refused != 1 {
+		t.Errorf("queue after acks: %+v, want 0 queued, 1 refused", c)
+	}
+	// An unacknowledged SET comes back after the hold (1 s here).
+	if err := in.App.Identity.SetRisk(ctx, "admin-1", bob, "high", ""); err != nil {
+		t.Fatal(err)
+	}
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	if len(p.Sets) != 1 {
+		t.Fatalf("new event: %d SETs", len(p.Sets))
+	}
+	held := jtis(p)[0]
+	if p2 := poll(t, in, tok, id, map[string]any{"returnImmediately": true}); len(p2.Sets) != 0 {
+		t.Fatal("a held SET was returned again before its hold ended")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	if len(p.Sets) != 1 || jtis(p)[0] != held {
+		t.Fatalf("after the hold: %v, want %s again", jtis(p), held)
+	}
+	// maxEvents 0 only acknowledges.
+	p = poll(t, in, tok, id, map[string]any{"maxEvents": 0, "ack": []string{held}})
+	if len(p.Sets) != 0 {
+		t.Errorf("maxEvents 0 returned SETs")
+	}
+	if c, _ := in.App.CAE.QueueCounts(ctx, receiverID, id); c.Queued != 0 {
+		t.Errorf("queue = %+v after the last ack", c)
+	}
+	// A push stream cannot be polled.
+	pid := createStream(t, in, tok, map[string]any{"delivery": map[string]any{"method": model.DeliveryPush,
+		"endpoint_url": "https://127.0.0.1:9/e"}})["stream_id"].(string)
+	r := call(t, in, http.MethodPost, "/ssf/poll/"+pid, tok, map[string]any{})
+	if r.status != http.StatusBadRequest {
+		t.Errorf("polling a push stream: %d", r.status)
+	}
+}
+
+// TestLongPoll: without returnImmediately a poll waits and answers as
+// soon as an event is queued; with nothing, at the long-poll timeout.
+func TestLongPoll(t *testing.T) {
+	in := start(t)
+	tok := receiverToken(t, in)
+	id := createStream(t, in, tok, map[string]any{})["stream_id"].(string)
+	bob := userID(t, in, "bob")
+
+	type result struct {
+		p  pollResp
+		at time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		p := poll(t, in, tok, id, map[string]any{"returnImmediately": false})
+		done <- result{p, time.Now()}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("the long poll answered before any event")
+	default:
+	}
+	sent := time.Now()
+	if err := in.App.Identity.SetRisk(context.Background(), "admin-1", bob, "high", ""); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if len(res.p.Sets) != 1 {
+		t.Fatalf("long poll: %d SETs", len(res.p.Sets))
+	}
+	if d := res.at.Sub(sent); d > 500*time.Millisecond {
+		t.Errorf("long poll answered %v after the event; want at once", d)
+	}
+	t.Logf("long poll latency: %v", res.at.Sub(sent))
+
+	// Nothing queued: the poll ends at the timeout (3 s here) with no SETs.
+	start := time.Now()
+	p := poll(t, in, tok, id, map[string]any{"ack": jtis(res.p)})
+	if len(p.Sets) != 0 {
+		t.Fatalf("idle long poll returned %d SETs", len(p.Sets))
+	}
+	if d := time.Since(start); d < 2500*time.Millisecond || d > 6*time.Second {
+		t.Errorf("idle long poll lasted %v, want about 3 s", d)
+	}
+}
+
+// TestPollWithRSPoller: the rs package's poller follows a poll stream:
+// disabling a user revokes the user's tokens at the resource, and the
+// poller's acknowledgements empty the queue.
+func TestPollWithRSPoller(t *testing.T) {
+	in := start(t)
+	tok := receiverToken(t, in)
+	st := createStream(t, in, tok, map[string]any{"delivery": map[string]any{"method": model.DeliveryPoll}})
+	id := st["stream_id"].(string)
+	endpoint := st["delivery"].(map[string]any)["endpoint_url"].(string)
+	state := rs.NewRevocationState(rs.StateConfig{})
+	applied := make(chan *rs.SET, 16)
+	recv, err := rs.NewReceiver(rs.ReceiverConfig{Issuer: in.URL, Audience: receiverID, State: state,
+		OnEvent: func(_ context.Context, s *rs.SET, _ []rs.Action) error { applied <- s; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poller, err := recv.NewPoller(rs.PollConfig{Endpoint: endpoint, Token: func(context.Context) (string, error) { return tok, nil },
+		RequestTimeout: 10 * time.Second, MinBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { poller.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	bob := userID(t, in, "bob")
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	issued := time.Now()
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	if err := in.App.Identity.SetDisabled(context.Background(), "admin-1", bob, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-applied:
+		if s.Event.Type != cae.EventAccountDisabled {
+			t.Fatalf("applied %s", s.Event.Type)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller did not receive account-disabled")
+	}
+	if d := state.Check(&rs.TokenInfo{Issuer: in.URL, Subject: bob, IssuedAt: issued}); d == nil || d.By != "user" {
+		t.Errorf("state check of bob's earlier token = %+v, want revoked by user", d)
+	}
+	// The poller acknowledges in its next request.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, _ := in.App.CAE.QueueCounts(context.Background(), receiverID, id)
+		if c.Queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %+v: the poller's acknowledgement did not arrive", c)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPausedAndDisabledStreams: a paused stream holds its SETs and sends
+// them when enabled again (after a stream-updated SET); a disabled one
+// drops them.
+func TestPausedAndDisabledStreams(t *testing.T) {
+	in := start(t)
+	tok := receiverToken(t, in)
+	id := createStream(t, in, tok, map[string]any{})["stream_id"].(string)
+	ctx := context.Background()
+	bob := userID(t, in, "bob")
+	setStatus := func(s string) {
+		t.Helper()
+		wantStatus(t, "status "+s, call(t, in, http.MethodPost, "/ssf/status", tok, map[string]any{"stream_id": id, "status": s}), http.StatusOK)
+	}
+	setStatus("paused")
+	if err := in.App.Identity.SetRisk(ctx, "admin-1", bob, "high", ""); err != nil {
+		t.Fatal(err)
+	}
+	if p := poll(t, in, tok, id, map[string]any{"returnImmediately": true}); len(p.Sets) != 0 {
+		t.Fatalf("a paused stream transmitted %d SETs", len(p.Sets))
+	}
+	setStatus("enabled")
+	p := poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	var got []string
+	for _, s := range p.Sets {
+		for typ, ev := range claimsOf(t, s)["events"].(map[string]any) {
+			got = append(got, typ)
+			if typ == cae.EventStreamUpdated {
+				if st := ev.(map[string]any)["status"]; st != "paused" && st != "enabled" {
+					t.Errorf("stream-updated status %v", st)
+				}
+			}
+		}
+	}
+	if countStr(got, cae.EventRiskLevelChange) != 1 || countStr(got, cae.EventStreamUpdated) != 2 {
+		t.Errorf("after re-enabling: %v, want the held risk-level-change and two stream-updated", got)
+	}
+	poll(t, in, tok, id, map[string]any{"returnImmediately": true, "ack": jtis(p), "maxEvents": 0})
+
+	setStatus("disabled")
+	if err := in.App.Identity.SetRisk(ctx, "admin-1", bob, "low", ""); err != nil {
+		t.Fatal(err)
+	}
+	setStatus("enabled")
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	for _, s := range p.Sets {
+		if _, ok := claimsOf(t, s)["events"].(map[string]any)[cae.EventRiskLevelChange]; ok {
+			t.Error("an event from while the stream was disabled was delivered")
+		}
+	}
+}
+
+func countStr(l []string, v string) int {
+	n := 0
+	for _, x := range l {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}

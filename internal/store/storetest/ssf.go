@@ -1,0 +1,464 @@
+package storetest
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// ---- Shared Signals transmitter: streams and the SET outbox ----
+
+func normSSFStream(s model.SSFStream) model.SSFStream {
+	s.Audience, s.EventsRequested, s.EventsDelivered, s.Excluded = nl(s.Audience), nl(s.EventsRequested), nl(s.EventsDelivered), nl(s.Excluded)
+	s.AuthHeaderEnc = nl(s.AuthHeaderEnc)
+	s.CreatedAt, s.UpdatedAt = nt(s.CreatedAt), nt(s.UpdatedAt)
+	return s
+}
+
+func ssfStream(id, client, method string) *model.SSFStream {
+	return &model.SSFStream{
+		ID: id, ClientID: client, Audience: []string{client, "https://rs.example/" + id}, Method: method,
+		EndpointURL: "https://rs.example/events/" + id, AuthHeaderEnc: []byte{0, 1, 2, 0xff},
+		EventsRequested: []string{"urn:a", "urn:b"}, EventsDelivered: []string{"urn:a"}, Description: "stream " + id,
+		Status: model.StreamEnabled, StatusReason: "", Excluded: []string{`{"format":"opaque","id":"x"}`},
+		CreatedAt: at(0), UpdatedAt: at(time.Second),
+	}
+}
+
+func setEntry(stream, key string) *store.SETEntry {
+	return &store.SETEntry{StreamID: stream, JTI: "jti-" + stream + "-" + key, DedupKey: key, SubjectKey: "user:u1",
+		EventType: "urn:a", SET: "h.p." + key, CreatedAt: at(time.Minute)}
+}
+
+func testSSFStreams(t *testing.T, s store.Store) {
+	v0, err := s.SSFStreamsVersion(ctx)
+	must(t, "SSFStreamsVersion", err)
+	a := ssfStream("s1", "c1", model.DeliveryPush)
+	b := ssfStream("s2", "c2", model.DeliveryPoll)
+	b.AuthHeaderEnc, b.EndpointURL, b.Excluded = nil, "", nil
+	c := ssfStream("s3", "c1", model.DeliveryPoll)
+	c.CreatedAt = at(time.Hour)
+	for _, st := range []*model.SSFStream{a, b, c} {
+		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, st))
+	}
+	wantErr(t, "CreateSSFStream duplicate", s.CreateSSFStream(ctx, ssfStream("s1", "c9", model.DeliveryPoll)), store.ErrAlreadyExists)
+	v1, err := s.SSFStreamsVersion(ctx)
+	must(t, "SSFStreamsVersion", err)
+	if v1 <= v0 {
+		t.Errorf("version did not grow on create: %d -> %d", v0, v1)
+	}
+	got, err := s.GetSSFStream(ctx, "s1")
+	must(t, "GetSSFStream", err)
+	same(t, "GetSSFStream", got, a, normSSFStream)
+	got, err = s.GetSSFStream(ctx, "s2")
+	must(t, "GetSSFStream", err)
+	same(t, "GetSSFStream s2", got, b, normSSFStream)
+	_, err = s.GetSSFStream(ctx, "nope")
+	wantErr(t, "GetSSFStream missing", err, store.ErrNotFound)
+
+	list, err := s.ListSSFStreams(ctx, "c1")
+	must(t, "ListSSFStreams", err)
+	sameList(t, "ListSSFStreams c1", list, []*model.SSFStream{a, c}, normSSFStream)
+	list, err = s.ListSSFStreams(ctx, "")
+	must(t, "ListSSFStreams all", err)
+	if len(list) != 3 {
+		t.Errorf("ListSSFStreams all: %d streams, want 3", len(list))
+	}
+	list, err = s.ListSSFStreams(ctx, "nobody")
+	must(t, "ListSSFStreams nobody", err)
+	if len(list) != 0 {
+		t.Errorf("ListSSFStreams nobody: %d streams", len(list))
+	}
+
+	up, err := s.UpdateSSFStream(ctx, "s1", func(st *model.SSFStream) error {
+		st.ClientID, st.ID = "thief", "other" // ignored
+		st.Status, st.StatusReason, st.Description = model.StreamPaused, "maintenance", "new"
+		st.AuthHeaderEnc, st.Excluded = nil, nil
+		st.UpdatedAt = at(time.Hour)
+		return nil
+	})
+	must(t, "UpdateSSFStream", err)
+	want := *a
+	want.Status, want.StatusReason, want.Description, want.AuthHeaderEnc, want.Excluded, want.UpdatedAt =
+		model.StreamPaused, "maintenance", "new", nil, nil, at(time.Hour)
+	same(t, "UpdateSSFStream result", up, &want, normSSFStream)
+	got, _ = s.GetSSFStream(ctx, "s1")
+	same(t, "UpdateSSFStream stored", got, &want, normSSFStream)
+	v2, _ := s.SSFStreamsVersion(ctx)
+	if v2 <= v1 {
+		t.Errorf("version did not grow on update: %d -> %d", v1, v2)
+	}
+	_, err = s.UpdateSSFStream(ctx, "s1", func(*model.SSFStream) error { return errBoom })
+	wantErr(t, "UpdateSSFStream fn error", err, errBoom)
+	_, err = s.UpdateSSFStream(ctx, "nope", func(*model.SSFStream) error { return nil })
+	wantErr(t, "UpdateSSFStream missing", err, store.ErrNotFound)
+
+	must(t, "DeleteSSFStream", s.DeleteSSFStream(ctx, "s1"))
+	wantErr(t, "DeleteSSFStream again", s.DeleteSSFStream(ctx, "s1"), store.ErrNotFound)
+	_, err = s.GetSSFStream(ctx, "s1")
+	wantErr(t, "GetSSFStream deleted", err, store.ErrNotFound)
+	v3, _ := s.SSFStreamsVersion(ctx)
+	if v3 <= v2 {
+		t.Errorf("version did not grow on delete: %d -> %d", v2, v3)
+	}
+}
+
+var errBoom = fmt.Errorf("boom")
+
+func seqs(es []*store.SETEntry) []int64 {
+	out := make([]int64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+func keys(es []*store.SETEntry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.DedupKey
+	}
+	return out
+}
+
+func testSSFQueue(t *testing.T, s store.Store) {
+	for _, id := range []string{"a", "b", "off", "gone"} {
+		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream(id, "c1", model.DeliveryPush)))
+	}
+	_, err := s.UpdateSSFStream(ctx, "off", func(st *model.SSFStream) error { st.Status = model.StreamDisabled; return nil })
+	must(t, "disable", err)
+	must(t, "delete", s.DeleteSSFStream(ctx, "gone"))
+
+	batch := []*store.SETEntry{setEntry("a", "1"), setEntry("b", "1"), setEntry("a", "2"), setEntry("off", "1"), setEntry("gone", "1")}
+	n, err := s.EnqueueSETs(ctx, batch)
+	must(t, "EnqueueSETs", err)
+	if n != 3 {
+		t.Errorf("EnqueueSETs stored %d, want 3 (disabled and deleted streams skipped)", n)
+	}
+	if batch[0].Seq == 0 || batch[3].Seq != 0 || batch[4].Seq != 0 {
+		t.Errorf("seq of stored / skipped entries = %v, want set / 0 / 0", seqs([]*store.SETEntry{batch[0], batch[3], batch[4]}))
+	}
+	batch2 := []*store.SETEntry{setEntry("a", "3"), setEntry("a", "1") /* duplicate key */, setEntry("b", "2")}
+	n, err = s.EnqueueSETs(ctx, batch2)
+	must(t, "EnqueueSETs 2", err)
+	if n != 2 {
+		t.Errorf("EnqueueSETs with a duplicate dedup key stored %d, want 2", n)
+	}
+	if batch2[0].Seq == 0 || batch2[1].Seq != 0 || batch2[2].Seq == 0 {
+		t.Errorf("seq of stored / duplicate / stored entries = %v", seqs(batch2))
+	}
+	n, err = s.EnqueueSETs(ctx, nil)
+	if err != nil || n != 0 {
+		t.Errorf("EnqueueSETs(nil) = %d, %v", n, err)
+	}
+
+	qa, err := s.QueuedSETs(ctx, "a", 0, 10)
+	must(t, "QueuedSETs", err)
+	if got := keys(qa); !reflect.DeepEqual(got, []string{"1", "2", "3"}) {
+		t.Errorf("queue a holds %v, want [1 2 3] in order", got)
+	}
+	for i := 1; i < len(qa); i++ {
+		if qa[i].Seq <= qa[i-1].Seq {
+			t.Errorf("queue a sequence not increasing: %v", seqs(qa))
+		}
+	}
+	if len(qa) > 0 {
+		e := qa[0]
+		want := setEntry("a", "1")
+		want.Seq = e.Seq
+		if e.JTI != want.JTI || e.SET != want.SET || e.SubjectKey != want.SubjectKey || e.EventType != want.EventType ||
+			!e.CreatedAt.Equal(nt(want.CreatedAt)) || e.State != store.SETQueued || e.Attempts != 0 || e.StreamID != "a" {
+			t.Errorf("entry round trip:\n got  %+v\n want %+v", e, want)
+		}
+		after, err := s.QueuedSETs(ctx, "a", qa[0].Seq, 10)
+		must(t, "QueuedSETs after", err)
+		if got := keys(after); !reflect.DeepEqual(got, []string{"2", "3"}) {
+			t.Errorf("QueuedSETs after first: %v", got)
+		}
+		lim, _ := s.QueuedSETs(ctx, "a", 0, 1)
+		if len(lim) != 1 {
+			t.Errorf("QueuedSETs limit 1: %d entries", len(lim))
+		}
+	}
+	ids, err := s.SSFStreamsWithQueuedSETs(ctx)
+	must(t, "SSFStreamsWithQueuedSETs", err)
+	slices.Sort(ids)
+	if !reflect.DeepEqual(ids, []string{"a", "b"}) {
+		t.Errorf("SSFStreamsWithQueuedSETs = %v, want [a b]", ids)
+	}
+	if len(qa) != 3 {
+		t.FailNow()
+	}
+
+	must(t, "RecordSETFailure", s.RecordSETFailure(ctx, store.SETKey{StreamID: "a", Seq: qa[0].Seq}, "status 503"))
+	must(t, "RefuseSET", s.RefuseSET(ctx, store.SETKey{StreamID: "a", Seq: qa[1].Seq}, "invalid_request: bad"))
+	must(t, "DeleteSETs", s.DeleteSETs(ctx, []store.SETKey{{StreamID: "a", Seq: qa[0].Seq}, {StreamID: "b", Seq: 999}}))
+	must(t, "DeleteSETs one", s.DeleteSETs(ctx, []store.SETKey{{StreamID: "zzz", Seq: 1}}))
+	rest, _ := s.QueuedSETs(ctx, "a", 0, 10)
+	if got := keys(rest); !reflect.DeepEqual(got, []string{"3"}) {
+		t.Errorf("after delete and refuse, queue a holds %v, want [3]", got)
+	}
+	cnt, err := s.CountSETs(ctx, "a")
+	must(t, "CountSETs", err)
+	if cnt != (store.SETCounts{Queued: 1, Refused: 1}) {
+		t.Errorf("CountSETs a = %+v, want 1 queued, 1 refused", cnt)
+	}
+
+	// New entries continue the sequence after deletions.
+	_, err = s.EnqueueSETs(ctx, []*store.SETEntry{setEntry("a", "4")})
+	must(t, "EnqueueSETs 3", err)
+	rest, _ = s.QueuedSETs(ctx, "a", 0, 10)
+	if len(rest) != 2 || rest[1].Seq <= qa[2].Seq {
+		t.Errorf("sequence reused after delete: %v (last was %d)", seqs(rest), qa[2].Seq)
+	}
+
+	// Disabling drops the queue; pausing keeps it.
+	_, err = s.UpdateSSFStream(ctx, "b", func(st *model.SSFStream) error { st.Status = model.StreamPaused; return nil })
+	must(t, "pause", err)
+	if cnt, _ := s.CountSETs(ctx, "b"); cnt.Queued != 2 {
+		t.Errorf("paused stream queue: %+v, want 2 queued", cnt)
+	}
+	_, err = s.UpdateSSFStream(ctx, "b", func(st *model.SSFStream) error { st.Status = model.StreamDisabled; return nil })
+	must(t, "disable b", err)
+	if cnt, _ := s.CountSETs(ctx, "b"); cnt.Queued != 0 {
+		t.Errorf("disabled stream queue: %+v, want empty", cnt)
+	}
+
+	// Purge refused entries by age.
+	n64, err := s.PurgeRefusedSETs(ctx, at(time.Minute))
+	must(t, "PurgeRefusedSETs early", err)
+	if n64 != 0 {
+		t.Errorf("PurgeRefusedSETs before creation deleted %d", n64)
+	}
+	n64, err = s.PurgeRefusedSETs(ctx, at(time.Hour))
+	must(t, "PurgeRefusedSETs", err)
+	if n64 != 1 {
+		t.Errorf("PurgeRefusedSETs deleted %d, want 1", n64)
+	}
+	// Deleting a stream deletes its queue.
+	must(t, "DeleteSSFStream", s.DeleteSSFStream(ctx, "a"))
+	if cnt, _ := s.CountSETs(ctx, "a"); cnt != (store.SETCounts{}) {
+		t.Errorf("deleted stream still has entries: %+v", cnt)
+	}
+}
+
+// testSSFQueueConcurrent: concurrent enqueuers get gap-free, unique
+// sequence numbers and each enqueuer's entries keep their order.
+func testSSFQueueConcurrent(t *testing.T, s store.Store) {
+	streams := []string{"x", "y", "z"}
+	for _, id := range streams {
+		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream(id, "c1", model.DeliveryPoll)))
+	}
+	const workers, rounds = 8, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*rounds)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				var batch []*store.SETEntry
+				for _, id := range streams {
+					for k := range 2 {
+						batch = append(batch, setEntry(id, fmt.Sprintf("w%d-r%02d-%d", w, r, k)))
+					}
+				}
+				if _, err := s.EnqueueSETs(ctx, batch); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("EnqueueSETs: %v", err)
+	}
+	for _, id := range streams {
+		q, err := s.QueuedSETs(ctx, id, 0, 1000)
+		must(t, "QueuedSETs", err)
+		if len(q) != workers*rounds*2 {
+			t.Fatalf("stream %s: %d entries, want %d", id, len(q), workers*rounds*2)
+		}
+		last := map[int]string{}
+		for i, e := range q {
+			if e.Seq != int64(i+1) {
+				t.Fatalf("stream %s: entry %d has seq %d (gap or duplicate)", id, i, e.Seq)
+			}
+			var w int
+			fmt.Sscanf(e.DedupKey, "w%d-", &w)
+			if e.DedupKey < last[w] {
+				t.Fatalf("stream %s: worker %d's entries out of order: %s after %s", id, w, e.DedupKey, last[w])
+			}
+			last[w] = e.DedupKey
+		}
+	}
+}
+
+func testSSFPoll(t *testing.T, s store.Store) {
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("p", "c1", model.DeliveryPoll)))
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("other", "c1", model.DeliveryPoll)))
+	var batch []*store.SETEntry
+	for i := range 5 {
+		batch = append(batch, setEntry("p", fmt.Sprint(i)))
+	}
+	batch = append(batch, setEntry("other", "0"))
+	_, err := s.EnqueueSETs(ctx, batch)
+	must(t, "EnqueueSETs", err)
+	now := at(time.Hour)
+	hold := now.Add(time.Minute)
+
+	got, more, err := s.PollSETs(ctx, "p", store.SETPoll{Max: 2, Now: now, Hold: hold})
+	must(t, "PollSETs", err)
+	if !reflect.DeepEqual(keys(got), []string{"0", "1"}) || !more {
+		t.Fatalf("first poll: %v more=%v, want [0 1] more=true", keys(got), more)
+	}
+	// Held entries are not returned again before Hold.
+	got, more, err = s.PollSETs(ctx, "p", store.SETPoll{Max: 10, Now: now.Add(time.Second), Hold: hold})
+	must(t, "PollSETs 2", err)
+	if !reflect.DeepEqual(keys(got), []string{"2", "3", "4"}) || more {
+		t.Fatalf("second poll: %v more=%v, want [2 3 4] more=false", keys(got), more)
+	}
+	// Acknowledge 0 and 2, refuse 1, acknowledge another stream's jti
+	// (ignored): only 3 and 4 remain; before Hold nothing is returned.
+	got, more, err = s.PollSETs(ctx, "p", store.SETPoll{
+		Ack:  []string{"jti-p-0", "jti-p-2", "jti-other-0", ""},
+		Errs: map[string]string{"jti-p-1": "invalid_request: nope"},
+		Max:  10, Now: now.Add(2 * time.Second), Hold: hold,
+	})
+	must(t, "PollSETs acks", err)
+	if len(got) != 0 || more {
+		t.Fatalf("poll with acks before hold: %v more=%v, want nothing", keys(got), more)
+	}
+	if cnt, _ := s.CountSETs(ctx, "p"); cnt != (store.SETCounts{Queued: 2, Refused: 1}) {
+		t.Errorf("after acks: %+v, want 2 queued, 1 refused", cnt)
+	}
+	if cnt, _ := s.CountSETs(ctx, "other"); cnt.Queued != 1 {
+		t.Errorf("another stream's entry was acknowledged: %+v", cnt)
+	}
+	// After Hold the unacknowledged ones come back, in order.
+	got, _, err = s.PollSETs(ctx, "p", store.SETPoll{Max: 10, Now: hold.Add(time.Second), Hold: hold.Add(time.Hour)})
+	must(t, "PollSETs redelivery", err)
+	if !reflect.DeepEqual(keys(got), []string{"3", "4"}) {
+		t.Fatalf("redelivery: %v, want [3 4]", keys(got))
+	}
+	if got[0].Attempts != 2 {
+		t.Errorf("redelivered entry attempts = %d, want 2", got[0].Attempts)
+	}
+	// Max 0 only acknowledges.
+	got, _, err = s.PollSETs(ctx, "p", store.SETPoll{Ack: []string{"jti-p-3", "jti-p-4"}, Now: hold.Add(2 * time.Hour)})
+	must(t, "PollSETs ack only", err)
+	if len(got) != 0 {
+		t.Errorf("Max 0 returned %d entries", len(got))
+	}
+	if cnt, _ := s.CountSETs(ctx, "p"); cnt.Queued != 0 {
+		t.Errorf("after final acks: %+v", cnt)
+	}
+
+	// A batch: several polls in one transaction, each with its own result.
+	_, err = s.EnqueueSETs(ctx, []*store.SETEntry{setEntry("p", "b1"), setEntry("p", "b2"), setEntry("other", "b1")})
+	must(t, "EnqueueSETs batch", err)
+	later := hold.Add(3 * time.Hour)
+	res, err := s.PollSETsBatch(ctx, []store.SETPollRequest{
+		{StreamID: "p", Poll: store.SETPoll{Max: 1, Now: later, Hold: later.Add(time.Minute)}},
+		{StreamID: "other", Poll: store.SETPoll{Ack: []string{"jti-other-0"}, Max: 10, Now: later, Hold: later.Add(time.Minute)}},
+		{StreamID: "p", Poll: store.SETPoll{Max: 10, Now: later, Hold: later.Add(time.Minute)}},
+	})
+	must(t, "PollSETsBatch", err)
+	if len(res) != 3 || !reflect.DeepEqual(keys(res[0].Sets), []string{"b1"}) || !res[0].More ||
+		!reflect.DeepEqual(keys(res[1].Sets), []string{"b1"}) || !reflect.DeepEqual(keys(res[2].Sets), []string{"b2"}) {
+		t.Fatalf("batch results: %+v", res)
+	}
+	if !res[2].Sets[0].HeldUntil.Equal(later.Add(time.Minute)) {
+		t.Errorf("HeldUntil = %v", res[2].Sets[0].HeldUntil)
+	}
+	if cnt, _ := s.CountSETs(ctx, "other"); cnt.Queued != 1 {
+		t.Errorf("the batch's acknowledgement was not applied: %+v", cnt)
+	}
+	if res, err := s.PollSETsBatch(ctx, nil); err != nil || len(res) != 0 {
+		t.Errorf("empty batch: %v %v", res, err)
+	}
+}
+
+func testSSFLeases(t *testing.T, s store.Store) {
+	for _, id := range []string{"p1", "p2"} {
+		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream(id, "c1", model.DeliveryPush)))
+	}
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("poll", "c1", model.DeliveryPoll)))
+	paused := ssfStream("paused", "c1", model.DeliveryPush)
+	paused.Status = model.StreamPaused
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, paused))
+
+	now := at(time.Hour)
+	lease := 15 * time.Second
+	claim := func(owner string, now time.Time) []string {
+		t.Helper()
+		ids, err := s.ClaimSSFStreams(ctx, owner, now, now.Add(lease/2), now.Add(lease))
+		must(t, "ClaimSSFStreams", err)
+		slices.Sort(ids)
+		return ids
+	}
+	if got := claim("A", now); !reflect.DeepEqual(got, []string{"p1", "p2"}) {
+		t.Fatalf("A claimed %v, want the enabled push streams [p1 p2]", got)
+	}
+	if got := claim("B", now.Add(time.Second)); len(got) != 0 {
+		t.Errorf("B claimed %v while A's leases live", got)
+	}
+	if got := claim("A", now.Add(time.Second)); len(got) != 0 {
+		t.Errorf("A renewed %v long before its leases end", got)
+	}
+	if got := claim("A", now.Add(lease/2+time.Second)); !reflect.DeepEqual(got, []string{"p1", "p2"}) {
+		t.Errorf("A renewed %v near the end of its leases, want both", got)
+	}
+	// A stops renewing: B takes over once the leases expire.
+	if got := claim("B", now.Add(lease+time.Second)); len(got) != 0 {
+		t.Errorf("B claimed renewed leases: %v", got)
+	}
+	if got := claim("B", now.Add(lease/2+lease+2*time.Second)); !reflect.DeepEqual(got, []string{"p1", "p2"}) {
+		t.Errorf("B took over %v after expiry, want both", got)
+	}
+	must(t, "ReleaseSSFStreams", s.ReleaseSSFStreams(ctx, "B"))
+	if got := claim("A", now.Add(lease/2+lease+3*time.Second)); !reflect.DeepEqual(got, []string{"p1", "p2"}) {
+		t.Errorf("A claimed %v after B released, want both", got)
+	}
+	// Concurrent claims: exactly one owner per stream.
+	later := now.Add(time.Hour)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	owners := map[string][]string{}
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := fmt.Sprintf("o%d", i)
+			ids, err := s.ClaimSSFStreams(ctx, o, later, later, later.Add(lease))
+			if err != nil {
+				t.Errorf("ClaimSSFStreams: %v", err)
+				return
+			}
+			mu.Lock()
+			for _, id := range ids {
+				owners[id] = append(owners[id], o)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for id, os := range owners {
+		if len(os) != 1 {
+			t.Errorf("stream %s leased to %v at once", id, os)
+		}
+	}
+	if len(owners) != 2 {
+		t.Errorf("concurrent claims leased %d streams, want 2", len(owners))
+	}
+	if _, err := s.ClaimSSFStreams(ctx, "", now, now, now); err == nil {
+		t.Error("ClaimSSFStreams with an empty owner succeeded")
+	}
+}
