@@ -237,10 +237,25 @@ func (q writeQuerier) QueryRow(ctx context.Context, query string, args ...any) s
 	return writeRow{q.w, ctx, query, args}
 }
 
-// Query is not offered for writes outside a transaction: the rows would
-// outlive the operation. Use InTx.
-func (q writeQuerier) Query(context.Context, string, ...any) (sqlstore.Rows, error) {
-	return nil, errors.New("sqlite: Query on the write querier; use InTx")
+// Query runs a statement with result rows (UPDATE … RETURNING, INSERT …
+// RETURNING) as one operation. The rows cannot outlive the operation
+// (its transaction may be shared and commits only after the statement
+// finished), so they are read to the end inside it and returned from
+// memory, after the commit, like every other write result.
+func (q writeQuerier) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	var b *bufferedRows
+	err := q.w.do(ctx, false, func(tq sqlstore.Querier) error {
+		rs, err := tq.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		b, err = readAll(rs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 type writeRow struct {

@@ -51,7 +51,9 @@ type DB interface {
 	// idle).
 	Lookup() Querier
 	// Write returns a querier for single-statement writes, each atomic
-	// on its own.
+	// on its own. Query must be supported too (UPDATE … RETURNING); the
+	// backend may read all rows before returning them (SQLite's writer
+	// does, since the statement's transaction may be shared).
 	Write() Querier
 	// InTx runs fn in one read-write transaction, committing if fn
 	// returns nil and rolling back otherwise. fn's error is returned
