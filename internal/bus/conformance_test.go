@@ -264,7 +264,7 @@ func TestBusRestartLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer stop()
-		waitFor(t, 30*time.Second, "1000 events after the restart", func() bool { return g.uniqueIDs() == 1000 })
+		waitCount(t, "1000 events after the restart", 1000, g.uniqueIDs, func() string { return consumerState(again.NATS, "restart") })
 		time.Sleep(100 * time.Millisecond)
 		evs, _ = g.events()
 		dups := dedupInOrder(t, evs, ids)

@@ -167,7 +167,8 @@ func (c *consumer) start() (jetstream.ConsumeContext, error) {
 	default:
 	}
 	return cons.Consume(c.handle,
-		jetstream.PullMaxMessages(8),
+		jetstream.PullMaxMessages(pullBatch),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 				select {
@@ -179,6 +180,30 @@ func (c *consumer) start() (jetstream.ConsumeContext, error) {
 			c.log.Debug("bus: durable consumer", "err", err)
 		}))
 }
+
+// How the subscription pulls. nats.go's Consume keeps pull requests for
+// pullBatch messages outstanding and asks for more when fewer than half
+// are left. That refill is only decided when a message arrives, and it is
+// skipped while the previous pull request is still being sent (nats.go
+// v1.55, pullSubscription.checkPending and fetchInProgress). With one
+// event in flight, every event after the first is a full round trip
+// (handler, confirmed acknowledgement, next delivery); if the requests run
+// dry during one such send (its goroutine descheduled on a loaded
+// machine), the client counts nothing outstanding, the server holds no
+// request, no message comes to trigger the refill, and delivery stops
+// until the client notices missing idle heartbeats: 2 × 15 s with the
+// default expiry. Seen with a batch of 8 (four round trips suffice) as a
+// 30 s stall under CPU load.
+//
+// A large batch costs nothing here (the server sends one event at a time,
+// MaxAckPending 1, and the client buffers at most that one) and makes a
+// refill necessary only every pullBatch/2 events, so the race needs that
+// many round trips within one send; the short heartbeat bounds any stall
+// of a lost pull request, this one or another, to 2 × pullHeartbeat.
+const (
+	pullBatch     = 1024
+	pullHeartbeat = 2 * time.Second
+)
 
 // handle runs the handler for one message and acknowledges it.
 func (c *consumer) handle(msg jetstream.Msg) {

@@ -257,6 +257,75 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// Progress-based waiting: a loaded machine (CI runs other suites beside
+// this one on two shared cores) makes delivery slow, not stuck. A fixed
+// deadline cannot tell the two apart; a deadline on progress can.
+const (
+	// progressStall is how long a count may stay unchanged. Longer than
+	// AckWait (10s): an event that was in flight when an instance closed
+	// may rightly wait that long for its redelivery, with every event
+	// behind it (one in flight per consumer).
+	progressStall = 20 * time.Second
+	// progressLimit bounds the whole wait, however steady the progress.
+	progressLimit = 3 * time.Minute
+)
+
+// waitCount waits until count() reaches want. It fails when count() has
+// not grown for progressStall (something is stuck: that is a bug, not
+// slowness) or after progressLimit, reporting state() (may be nil).
+func waitCount(t testing.TB, what string, want int, count func() int, state func() string) {
+	t.Helper()
+	start := time.Now()
+	last, lastAt := count(), start
+	for last < want {
+		time.Sleep(5 * time.Millisecond)
+		n := count()
+		now := time.Now()
+		if n != last {
+			last, lastAt = n, now
+			continue
+		}
+		var why string
+		switch {
+		case now.Sub(lastAt) > progressStall:
+			why = fmt.Sprintf("no progress for %v", progressStall)
+		case now.Sub(start) > progressLimit:
+			why = fmt.Sprintf("still not done after %v", progressLimit)
+		default:
+			continue
+		}
+		msg := fmt.Sprintf("%s waiting for %s: %d of %d after %v", why, what, last, want, now.Sub(start).Round(time.Millisecond))
+		if state != nil {
+			msg += "; " + state()
+		}
+		t.Fatal(msg)
+	}
+}
+
+// consumerState describes a durable consumer, its stream and the relay,
+// for the message of a failed wait.
+func consumerState(n *NATS, name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := ""
+	if n.relay != nil {
+		out = fmt.Sprintf("relay published %d; ", n.relay.Published())
+	}
+	if s, err := n.js.Stream(ctx, n.o.Stream); err != nil {
+		out += fmt.Sprintf("stream: %v; ", err)
+	} else {
+		st := s.CachedInfo().State
+		out += fmt.Sprintf("stream: %d messages (seq %d-%d); ", st.Msgs, st.FirstSeq, st.LastSeq)
+	}
+	c, err := n.js.Consumer(ctx, n.o.Stream, name)
+	if err != nil {
+		return out + fmt.Sprintf("consumer %s: %v", name, err)
+	}
+	i := c.CachedInfo()
+	return out + fmt.Sprintf("consumer %s: delivered stream seq %d, ack floor %d, %d pending, %d awaiting ack, %d redelivered, %d pull requests waiting",
+		name, i.Delivered.Stream, i.AckFloor.Stream, i.NumPending, i.NumAckPending, i.NumRedelivered, i.NumWaiting)
+}
+
 // dedupInOrder checks that the deliveries, after dropping repeated ids,
 // are exactly want in order, and returns how many repeats there were.
 func dedupInOrder(t testing.TB, evs []model.Event, want []string) int {
