@@ -262,28 +262,39 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 // deadline cannot tell the two apart; a deadline on progress can.
 const (
 	// progressStall is how long a count may stay unchanged. Longer than
-	// AckWait (10s): an event that was in flight when an instance closed
-	// may rightly wait that long for its redelivery, with every event
-	// behind it (one in flight per consumer).
+	// AckWait (10s): an event the server sent to a closing instance just
+	// as its subscription went away (nats-server checks the pull
+	// request's interest before it routes the message) is redelivered
+	// only after AckWait, with every event behind it waiting (one in
+	// flight per consumer). Seen under load, after about 1 restart in 60.
 	progressStall = 20 * time.Second
 	// progressLimit bounds the whole wait, however steady the progress.
 	progressLimit = 3 * time.Minute
+	// progressReport: a pause this long is logged with the state.
+	progressReport = 2 * time.Second
 )
 
 // waitCount waits until count() reaches want. It fails when count() has
 // not grown for progressStall (something is stuck: that is a bug, not
-// slowness) or after progressLimit, reporting state() (may be nil).
-func waitCount(t testing.TB, what string, want int, count func() int, state func() string) {
+// slowness) or after progressLimit, reporting state() (may be nil). It
+// returns the longest time count() stood still.
+func waitCount(t testing.TB, what string, want int, count func() int, state func() string) (longestPause time.Duration) {
 	t.Helper()
 	start := time.Now()
 	last, lastAt := count(), start
+	reported := false
 	for last < want {
 		time.Sleep(5 * time.Millisecond)
 		n := count()
 		now := time.Now()
 		if n != last {
-			last, lastAt = n, now
+			longestPause = max(longestPause, now.Sub(lastAt))
+			last, lastAt, reported = n, now, false
 			continue
+		}
+		if !reported && now.Sub(lastAt) > progressReport && state != nil {
+			t.Logf("waiting for %s: no progress for %v at %d of %d; %s", what, progressReport, last, want, state())
+			reported = true
 		}
 		var why string
 		switch {
@@ -300,6 +311,7 @@ func waitCount(t testing.TB, what string, want int, count func() int, state func
 		}
 		t.Fatal(msg)
 	}
+	return longestPause
 }
 
 // consumerState describes a durable consumer, its stream and the relay,
