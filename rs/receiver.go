@@ -136,6 +136,10 @@ func NewReceiver(cfg ReceiverConfig) (*Receiver, error) {
 	return r, nil
 }
 
+// MaxAge is how old (by iat) a SET may be and still be accepted: a
+// follower replays at least this far back.
+func (r *Receiver) MaxAge() time.Duration { return r.maxAge }
+
 // Verify checks a compact SET: size, JOSE header (typ secevent+jwt,
 // ES256), signature with the transmitter's key, iss, aud, iat window and
 // the SSF claim rules (see ParseSETClaims). It neither de-duplicates nor

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 
 	"github.com/ward-idp/ward/internal/app"
@@ -76,7 +78,51 @@ environment variable named by kek.env (default WARD_KEK):
 		},
 	}
 
-	cmd.AddCommand(list, rotate, kek)
+	var seedFile string
+	natsUser := &cobra.Command{
+		Use:   "nats-user --seed-file FILE",
+		Short: "Create a NATS user nkey for a resource server that follows the CAE stream",
+		Long: `Create a NATS user key pair for a resource server (or ward gateway) that
+follows Ward's CAE stream directly (docs/ssf.md, "Direct NATS"). The seed
+is written to --seed-file (mode 0600, never overwritten) for the resource;
+the public key is printed, to be listed in ssf.nats.subscriber_nkeys.
+Nothing is opened or stored on Ward's side.
+
+    ward keys nats-user --seed-file /etc/docs-api/nats.seed`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kp, err := nkeys.CreateUser()
+			if err != nil {
+				return err
+			}
+			seed, err := kp.Seed()
+			if err != nil {
+				return err
+			}
+			pub, err := kp.PublicKey()
+			if err != nil {
+				return err
+			}
+			f, err := os.OpenFile(seedFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("seed file: %w", err)
+			}
+			_, werr := f.Write(append(seed, '\n'))
+			if cerr := f.Close(); werr == nil {
+				werr = cerr
+			}
+			if werr != nil {
+				os.Remove(seedFile)
+				return fmt.Errorf("seed file: %w", werr)
+			}
+			fmt.Fprintln(e.stdout, pub)
+			return nil
+		},
+	}
+	natsUser.Flags().StringVar(&seedFile, "seed-file", "", "file to create with the seed (0600)")
+	_ = natsUser.MarkFlagRequired("seed-file")
+
+	cmd.AddCommand(list, rotate, kek, natsUser)
 	return cmd
 }
 

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/config"
 )
@@ -340,5 +342,47 @@ func TestServeDev(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not shut down")
+	}
+}
+
+func TestKeysNATSUser(t *testing.T) {
+	seed := filepath.Join(t.TempDir(), "nats.seed")
+	runKeys := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), append([]string{"keys", "nats-user", "--config", "/nonexistent.yaml"}, args...),
+			&cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, environ: []string{}})
+		return out.String(), errb.String(), code
+	}
+	out, errs, code := runKeys("--seed-file", seed)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	pub := strings.TrimSpace(out)
+	raw, err := os.ReadFile(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := kp.PublicKey(); p != pub || !nkeys.IsValidPublicUserKey(pub) {
+		t.Fatalf("printed %q, seed's key %q", pub, p)
+	}
+	if fi, _ := os.Stat(seed); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("seed file mode %v", fi.Mode().Perm())
+	}
+	if strings.Contains(out+errs, string(bytes.TrimSpace(raw))) {
+		t.Fatal("the seed was printed")
+	}
+	// Never overwrites, and needs the flag.
+	if _, _, code := runKeys("--seed-file", seed); code == 0 {
+		t.Fatal("overwrote the seed file")
+	}
+	if again, _ := os.ReadFile(seed); !bytes.Equal(again, raw) {
+		t.Fatal("seed file changed")
+	}
+	if _, _, code := runKeys(); code == 0 {
+		t.Fatal("ran without --seed-file")
 	}
 }

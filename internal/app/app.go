@@ -309,5 +309,27 @@ func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time
 		svc.Start()
 	}
 	a.closers = append(a.closers, svc.Close)
+	if nb, ok := a.Bus.(*bus.NATS); ok && push && cfg.SSF.NATS.Enabled {
+		// The CAE stream for resources that follow NATS directly: a
+		// durable consumer of the domain events, so an event stored while
+		// NATS was away is still published, once per deployment.
+		aud := cfg.SSF.NATS.Audience
+		stop, err := a.Durable.Consume(context.Background(), "cae-nats", cae.SourceEventTypes, func(ctx context.Context, e *model.Event) error {
+			sets, err := svc.Broadcast(ctx, e, aud)
+			if err != nil {
+				return err
+			}
+			for _, s := range sets {
+				if err := nb.PublishCAE(ctx, s.Name, s.ID, s.SET); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("app: CAE stream: %w", err)
+		}
+		a.closers = append(a.closers, func() error { stop(); return nil })
+	}
 	return nil
 }

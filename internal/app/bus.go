@@ -45,7 +45,14 @@ func (a *App) openBus(ctx context.Context, o Options) error {
 		SubjectPrefix: n.SubjectPrefix,
 		MaxAge:        n.StreamMaxAge,
 		Replicas:      n.Replicas,
-		Outbox:        a.Store,
+		CAE: bus.CAEOptions{
+			Enabled:         a.Config.SSF.NATS.Enabled,
+			Stream:          a.Config.SSF.NATS.Stream,
+			SubjectPrefix:   a.Config.SSF.NATS.SubjectPrefix,
+			MaxAge:          a.Config.SSF.NATS.MaxAge,
+			SubscriberNKeys: a.Config.SSF.NATS.SubscriberNKeys,
+		},
+		Outbox: a.Store,
 		Log:           a.Log,
 	})
 	if errors.Is(err, bus.ErrStoreLocked) {

@@ -37,7 +37,11 @@ var allowed = map[string][]string{
 	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
 	// The gateway is a resource server: it uses only the public packages
 	// (as any other resource server would) and the TLS loader.
-	"internal/gateway": {"dpop", "rs", "internal/tlsutil"},
+	"internal/gateway": {"dpop", "rs", "rs/caenats", "internal/tlsutil"},
+	// Public resource-server packages: nothing of Ward's internals, and rs
+	// itself not even the NATS client (its sub-package caenats has it).
+	"rs":         {"dpop"},
+	"rs/caenats": {"rs"},
 	// Conditional Access service: stored policy versions, the engine.
 	"internal/access": {"internal/model", "internal/bus", "internal/store", "internal/policy"},
 	// handlers: services and leaves, never a store implementation

@@ -44,7 +44,11 @@ func (n *NATS) startEmbedded() error {
 		NoSigs:                 true,
 		DisableJetStreamBanner: true,
 	}
-	var clientOpts []nats.Option
+	var (
+		clientOpts []nats.Option
+		caePub     string
+		caeSign    nats.SignatureHandler
+	)
 	if e.Listen != "" {
 		host, port, err := net.SplitHostPort(e.Listen)
 		if err != nil {
@@ -57,11 +61,15 @@ func (n *NATS) startEmbedded() error {
 			opts.Port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
 		}
 		opts.Host = host
+		subs := n.o.CAE.SubscriberNKeys
 		switch {
+		case n.o.Token != "" && len(subs) > 0:
+			// nats-server checks a token only when no nkeys are configured.
+			return errors.New("bus: CAE subscriber nkeys cannot be combined with a token: use nkeys")
 		case n.o.Token != "":
 			opts.Authorization = n.o.Token
 			clientOpts = append(clientOpts, nats.Token(n.o.Token))
-		case len(e.NKeys) > 0:
+		case len(e.NKeys) > 0 || len(subs) > 0:
 			for _, k := range e.NKeys {
 				if !nkeys.IsValidPublicUserKey(k) {
 					return fmt.Errorf("bus: %q is not a public user nkey", k)
@@ -70,13 +78,29 @@ func (n *NATS) startEmbedded() error {
 			}
 			// Our own in-process connection authenticates like any other
 			// client, with a key that lives as long as this process.
-			kp, err := nkeys.CreateUser()
+			pub, sign, err := processKey()
 			if err != nil {
-				return fmt.Errorf("bus: nkey: %w", err)
+				return err
 			}
-			pub, _ := kp.PublicKey()
 			opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: pub})
-			clientOpts = append(clientOpts, nats.Nkey(pub, kp.Sign))
+			clientOpts = append(clientOpts, nats.Nkey(pub, sign))
+			if len(subs) > 0 {
+				// Resource servers get an account of their own holding
+				// only the CAE stream, where they may only read it.
+				acc := server.NewAccount(CAEAccount)
+				opts.Accounts = append(opts.Accounts, acc)
+				perms := subscriberPermissions(n.o.CAE.Stream)
+				for _, k := range subs {
+					if !nkeys.IsValidPublicUserKey(k) {
+						return fmt.Errorf("bus: %q is not a public user nkey", k)
+					}
+					opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: k, Account: acc, Permissions: perms})
+				}
+				if caePub, caeSign, err = processKey(); err != nil {
+					return err
+				}
+				opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: caePub, Account: acc})
+			}
 		default:
 			return errors.New("bus: a listening embedded NATS server needs a token or nkeys")
 		}
@@ -100,10 +124,28 @@ func (n *NATS) startEmbedded() error {
 		return fmt.Errorf("bus: connect to embedded NATS: %w", err)
 	}
 	n.nc = nc
+	if caePub != "" {
+		if err := n.connectCAEAccount(caePub, caeSign); err != nil {
+			return err
+		}
+	}
 	if e.Listen != "" {
 		n.log.Info("embedded NATS listening", "addr", ns.ClientURL())
 	}
 	return nil
+}
+
+// processKey creates a user nkey that lives as long as this process.
+func processKey() (string, nats.SignatureHandler, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", nil, fmt.Errorf("bus: nkey: %w", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", nil, fmt.Errorf("bus: nkey: %w", err)
+	}
+	return pub, kp.Sign, nil
 }
 
 // serverLogger sends nats-server's log to slog. Notices (start-up

@@ -79,6 +79,9 @@ type NATSOptions struct {
 	// servers (default 1s).
 	ReconnectWait time.Duration
 
+	// CAE configures the stream of signed SETs for resource servers.
+	CAE CAEOptions
+
 	// Log receives the bus's and the embedded server's warnings.
 	Log *slog.Logger
 }
@@ -128,6 +131,7 @@ func (o *NATSOptions) setDefaults() {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	o.CAE.setDefaults()
 }
 
 // NATS is the JetStream bus: a Local bus for synchronous subscribers, a
@@ -148,6 +152,12 @@ type NATS struct {
 	wg     sync.WaitGroup
 
 	streamOK atomic.Bool // ensureStream succeeded (and no publish said otherwise since)
+
+	// The CAE stream's connection when it lives in its own account of the
+	// embedded server (subscriber nkeys); nil: the main connection.
+	caeNC *nats.Conn
+	caeJS jetstream.JetStream
+	caeOK atomic.Bool // ensureCAEStream succeeded
 
 	mu        sync.Mutex
 	closed    bool
@@ -170,6 +180,20 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	o.setDefaults()
 	if !validSubjectPrefix(o.SubjectPrefix) {
 		return nil, fmt.Errorf("bus: invalid subject prefix %q", o.SubjectPrefix)
+	}
+	if o.CAE.Enabled {
+		if !validSubjectPrefix(o.CAE.SubjectPrefix) {
+			return nil, fmt.Errorf("bus: invalid CAE subject prefix %q", o.CAE.SubjectPrefix)
+		}
+		if overlaps(o.CAE.SubjectPrefix, o.SubjectPrefix) {
+			return nil, fmt.Errorf("bus: the CAE subject prefix %q overlaps the event prefix %q", o.CAE.SubjectPrefix, o.SubjectPrefix)
+		}
+		if o.CAE.Stream == o.Stream {
+			return nil, fmt.Errorf("bus: the CAE stream cannot be the event stream %q", o.Stream)
+		}
+	}
+	if len(o.CAE.SubscriberNKeys) > 0 && (o.URL != "" || o.Embedded.Listen == "" || !o.CAE.Enabled) {
+		return nil, errors.New("bus: CAE subscriber nkeys need the CAE stream and the embedded server's listener")
 	}
 	n := &NATS{Local: NewLocal(), o: o, log: o.Log.With("component", "bus"), consumers: map[*consumer]struct{}{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -199,6 +223,14 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 				return nil, err // in-process: nothing to wait for
 			}
 			n.log.Warn("NATS stream not ready yet; events are stored and will be relayed when NATS answers", "stream", o.Stream, "err", err)
+		}
+		if o.CAE.Enabled {
+			if err := n.ensureCAEStream(sctx); err != nil {
+				if o.URL == "" {
+					return nil, err
+				}
+				n.log.Warn("NATS CAE stream not ready yet", "stream", o.CAE.Stream, "err", err)
+			}
 		}
 	} else {
 		n.log.Warn("NATS unreachable; events are stored and will be relayed when it answers")
@@ -289,6 +321,9 @@ func (n *NATS) Close() error {
 	if n.nc != nil {
 		_ = n.nc.FlushTimeout(time.Second) // acknowledgements in flight
 		n.nc.Close()
+	}
+	if n.caeNC != nil {
+		n.caeNC.Close()
 	}
 	if n.ns != nil {
 		n.ns.Shutdown()
@@ -383,6 +418,12 @@ func validSubjectPrefix(p string) bool {
 		}
 	}
 	return true
+}
+
+// overlaps reports whether subjects under prefixes a and b can collide
+// (one is a token-wise prefix of the other).
+func overlaps(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+".") || strings.HasPrefix(b, a+".")
 }
 
 // validName reports whether s can name a durable consumer: no

@@ -306,3 +306,24 @@ func (s *Service) deviceCompliance(ctx context.Context, id string) string {
 	}
 	return compliance(d.Compliance)
 }
+
+// SourceEventTypes are the domain events templates maps to SETs: a
+// consumer that only transmits (the CAE stream in NATS) asks the bus for
+// these and no others. TestSourceEventTypes keeps it in step with
+// templates.
+var SourceEventTypes = []model.EventType{
+	model.EventUserDisabled,
+	model.EventUserDeleted,
+	model.EventPasswordChanged,
+	model.EventMFAEnrolled,
+	model.EventSessionRevoked,
+	model.EventSessionLoggedOut,
+	model.EventTokenRevoked,
+	model.EventUserSessionsRevoked,
+	model.EventRefreshReuseDetected,
+	model.EventDeviceDisabled,
+	model.EventDeviceLost,
+	model.EventDeviceComplianceChanged,
+	model.EventUserRiskChanged,
+	model.EventAccessPolicyChanged,
+}

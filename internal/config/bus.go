@@ -110,8 +110,8 @@ func (c *Config) validateBus(v *validator) {
 			v.add("bus.nats.embedded.listen", "%q is not host:port", e.Listen)
 		}
 		switch {
-		case n.TokenEnv == "" && len(e.NKeys) == 0:
-			v.add("bus.nats.embedded.listen", "a listening NATS server needs authentication: set bus.nats.token_env or bus.nats.embedded.nkeys")
+		case n.TokenEnv == "" && len(e.NKeys) == 0 && (!c.SSF.NATS.Enabled || len(c.SSF.NATS.SubscriberNKeys) == 0):
+			v.add("bus.nats.embedded.listen", "a listening NATS server needs authentication: set bus.nats.token_env, bus.nats.embedded.nkeys or ssf.nats.subscriber_nkeys")
 		case n.TokenEnv != "" && len(e.NKeys) > 0:
 			v.add("bus.nats.embedded.nkeys", "set token_env or nkeys, not both")
 		}

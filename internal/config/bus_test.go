@@ -40,43 +40,95 @@ func TestValidateBus(t *testing.T) {
 	const nkey = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4"
 	tests := []struct {
 		name   string
-		mutate func(b *Bus)
+		mutate func(c *Config)
 		want   string // field path in the error; "" means valid
 	}{
-		{"defaults (embedded)", func(b *Bus) {}, ""},
-		{"local", func(b *Bus) { b.Driver = BusLocal; b.NATS.Stream = "" }, ""},
-		{"unknown driver", func(b *Bus) { b.Driver = "kafka" }, "bus.driver"},
-		{"external", func(b *Bus) { b.NATS.URL = "nats://127.0.0.1:4222, tls://nats.example:4222"; b.NATS.Replicas = 3 }, ""},
-		{"external bad scheme", func(b *Bus) { b.NATS.URL = "http://nats.example" }, "bus.nats.url"},
-		{"external no host", func(b *Bus) { b.NATS.URL = "nats://" }, "bus.nats.url"},
-		{"external creds", func(b *Bus) { b.NATS.URL = "nats://n:4222"; b.NATS.CredsFile = creds }, ""},
-		{"external creds missing", func(b *Bus) { b.NATS.URL = "nats://n:4222"; b.NATS.CredsFile = creds + ".x" }, "bus.nats.creds_file"},
-		{"creds and token", func(b *Bus) { b.NATS.URL = "nats://n:4222"; b.NATS.CredsFile = creds; b.NATS.TokenEnv = "T" }, "bus.nats.creds_file"},
-		{"creds embedded", func(b *Bus) { b.NATS.CredsFile = creds }, "bus.nats.creds_file"},
-		{"token env name", func(b *Bus) { b.NATS.TokenEnv = "NOT A NAME" }, "bus.nats.token_env"},
-		{"stream name", func(b *Bus) { b.NATS.Stream = "ward.events" }, "bus.nats.stream"},
-		{"subject wildcard", func(b *Bus) { b.NATS.SubjectPrefix = "ward.*" }, "bus.nats.subject_prefix"},
-		{"subject empty token", func(b *Bus) { b.NATS.SubjectPrefix = "ward..events" }, "bus.nats.subject_prefix"},
-		{"max age below window", func(b *Bus) { b.NATS.StreamMaxAge = time.Minute }, "bus.nats.stream_max_age"},
-		{"replicas zero", func(b *Bus) { b.NATS.Replicas = 0 }, "bus.nats.replicas"},
-		{"replicas embedded", func(b *Bus) { b.NATS.Replicas = 3 }, "bus.nats.replicas"},
-		{"listen without auth", func(b *Bus) { b.NATS.Embedded.Listen = "127.0.0.1:4222" }, "bus.nats.embedded.listen"},
-		{"listen with token", func(b *Bus) { b.NATS.Embedded.Listen = "127.0.0.1:4222"; b.NATS.TokenEnv = "WARD_NATS_TOKEN" }, ""},
-		{"listen with nkeys", func(b *Bus) { b.NATS.Embedded.Listen = "127.0.0.1:4222"; b.NATS.Embedded.NKeys = []string{nkey} }, ""},
-		{"listen token and nkeys", func(b *Bus) {
+		{"defaults (embedded)", func(c *Config) {}, ""},
+		{"local", func(c *Config) { b := &c.Bus; b.Driver = BusLocal; b.NATS.Stream = "" }, ""},
+		{"unknown driver", func(c *Config) { b := &c.Bus; b.Driver = "kafka" }, "bus.driver"},
+		{"external", func(c *Config) {
+			b := &c.Bus
+			b.NATS.URL = "nats://127.0.0.1:4222, tls://nats.example:4222"
+			b.NATS.Replicas = 3
+		}, ""},
+		{"external bad scheme", func(c *Config) { b := &c.Bus; b.NATS.URL = "http://nats.example" }, "bus.nats.url"},
+		{"external no host", func(c *Config) { b := &c.Bus; b.NATS.URL = "nats://" }, "bus.nats.url"},
+		{"external creds", func(c *Config) { b := &c.Bus; b.NATS.URL = "nats://n:4222"; b.NATS.CredsFile = creds }, ""},
+		{"external creds missing", func(c *Config) { b := &c.Bus; b.NATS.URL = "nats://n:4222"; b.NATS.CredsFile = creds + ".x" }, "bus.nats.creds_file"},
+		{"creds and token", func(c *Config) {
+			b := &c.Bus
+			b.NATS.URL = "nats://n:4222"
+			b.NATS.CredsFile = creds
+			b.NATS.TokenEnv = "T"
+		}, "bus.nats.creds_file"},
+		{"creds embedded", func(c *Config) { b := &c.Bus; b.NATS.CredsFile = creds }, "bus.nats.creds_file"},
+		{"token env name", func(c *Config) { b := &c.Bus; b.NATS.TokenEnv = "NOT A NAME" }, "bus.nats.token_env"},
+		{"stream name", func(c *Config) { b := &c.Bus; b.NATS.Stream = "ward.events" }, "bus.nats.stream"},
+		{"subject wildcard", func(c *Config) { b := &c.Bus; b.NATS.SubjectPrefix = "ward.*" }, "bus.nats.subject_prefix"},
+		{"subject empty token", func(c *Config) { b := &c.Bus; b.NATS.SubjectPrefix = "ward..events" }, "bus.nats.subject_prefix"},
+		{"max age below window", func(c *Config) { b := &c.Bus; b.NATS.StreamMaxAge = time.Minute }, "bus.nats.stream_max_age"},
+		{"replicas zero", func(c *Config) { b := &c.Bus; b.NATS.Replicas = 0 }, "bus.nats.replicas"},
+		{"replicas embedded", func(c *Config) { b := &c.Bus; b.NATS.Replicas = 3 }, "bus.nats.replicas"},
+		{"listen without auth", func(c *Config) { b := &c.Bus; b.NATS.Embedded.Listen = "127.0.0.1:4222" }, "bus.nats.embedded.listen"},
+		{"listen with token", func(c *Config) {
+			b := &c.Bus
+			b.NATS.Embedded.Listen = "127.0.0.1:4222"
+			b.NATS.TokenEnv = "WARD_NATS_TOKEN"
+		}, ""},
+		{"listen with nkeys", func(c *Config) {
+			b := &c.Bus
+			b.NATS.Embedded.Listen = "127.0.0.1:4222"
+			b.NATS.Embedded.NKeys = []string{nkey}
+		}, ""},
+		{"listen token and nkeys", func(c *Config) {
+			b := &c.Bus
 			b.NATS.Embedded.Listen = "127.0.0.1:4222"
 			b.NATS.Embedded.NKeys = []string{nkey}
 			b.NATS.TokenEnv = "T"
 		}, "bus.nats.embedded.nkeys"},
-		{"listen not host:port", func(b *Bus) { b.NATS.Embedded.Listen = "4222"; b.NATS.TokenEnv = "T" }, "bus.nats.embedded.listen"},
-		{"bad nkey", func(b *Bus) { b.NATS.Embedded.NKeys = []string{"SUAXXX"} }, "bus.nats.embedded.nkeys[0]"},
-		{"listen with external", func(b *Bus) { b.NATS.URL = "nats://n:4222"; b.NATS.Embedded.Listen = "127.0.0.1:4222" }, "bus.nats.embedded.listen"},
+		{"listen not host:port", func(c *Config) { b := &c.Bus; b.NATS.Embedded.Listen = "4222"; b.NATS.TokenEnv = "T" }, "bus.nats.embedded.listen"},
+		{"bad nkey", func(c *Config) { b := &c.Bus; b.NATS.Embedded.NKeys = []string{"SUAXXX"} }, "bus.nats.embedded.nkeys[0]"},
+		{"ssf.nats defaults", func(c *Config) {}, ""},
+		{"ssf.nats subscribers", func(c *Config) {
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:4222"
+			c.SSF.NATS.SubscriberNKeys = []string{nkey}
+		}, ""},
+		{"ssf.nats subscribers and admin keys", func(c *Config) {
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:4222"
+			c.Bus.NATS.Embedded.NKeys = []string{nkey}
+			c.SSF.NATS.SubscriberNKeys = []string{nkey}
+		}, ""},
+		{"ssf.nats subscribers without listener", func(c *Config) { c.SSF.NATS.SubscriberNKeys = []string{nkey} }, "ssf.nats.subscriber_nkeys"},
+		{"ssf.nats subscribers with token", func(c *Config) {
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:4222"
+			c.Bus.NATS.TokenEnv = "T"
+			c.SSF.NATS.SubscriberNKeys = []string{nkey}
+		}, "ssf.nats.subscriber_nkeys"},
+		{"ssf.nats subscribers external", func(c *Config) { c.Bus.NATS.URL = "nats://n:4222"; c.SSF.NATS.SubscriberNKeys = []string{nkey} }, "ssf.nats.subscriber_nkeys"},
+		{"ssf.nats subscriber not a key", func(c *Config) {
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:4222"
+			c.SSF.NATS.SubscriberNKeys = []string{"SUAXXX"}
+		}, "ssf.nats.subscriber_nkeys[0]"},
+		{"ssf.nats subscribers, disabled", func(c *Config) {
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:4222"
+			c.Bus.NATS.TokenEnv = "T"
+			c.SSF.NATS.Enabled = false
+			c.SSF.NATS.SubscriberNKeys = []string{nkey}
+		}, "ssf.nats.subscriber_nkeys"},
+		{"ssf.nats subscribers, local bus", func(c *Config) { c.Bus.Driver = BusLocal; c.SSF.NATS.SubscriberNKeys = []string{nkey} }, "ssf.nats.subscriber_nkeys"},
+		{"ssf.nats same stream", func(c *Config) { c.SSF.NATS.Stream = c.Bus.NATS.Stream }, "ssf.nats.stream"},
+		{"ssf.nats overlapping prefix", func(c *Config) { c.SSF.NATS.SubjectPrefix = "ward.events.cae" }, "ssf.nats.subject_prefix"},
+		{"ssf.nats prefix wildcard", func(c *Config) { c.SSF.NATS.SubjectPrefix = "ward.>" }, "ssf.nats.subject_prefix"},
+		{"ssf.nats no audience", func(c *Config) { c.SSF.NATS.Audience = " " }, "ssf.nats.audience"},
+		{"ssf.nats max age below token lifetime", func(c *Config) { c.SSF.NATS.MaxAge = time.Hour }, "ssf.nats.max_age"},
+		{"ssf.nats disabled, anything", func(c *Config) { c.SSF.NATS.Enabled = false; c.SSF.NATS.MaxAge = 0; c.SSF.NATS.Stream = "" }, ""},
+		{"listen with external", func(c *Config) { b := &c.Bus; b.NATS.URL = "nats://n:4222"; b.NATS.Embedded.Listen = "127.0.0.1:4222" }, "bus.nats.embedded.listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Default()
 			cfg.ResolvePaths()
-			tt.mutate(&cfg.Bus)
+			tt.mutate(cfg)
 			err := cfg.Validate()
 			if tt.want == "" {
 				if err != nil {

@@ -302,6 +302,13 @@ func Default() *Config {
 			Duration:            15 * time.Minute,
 			IPFailuresPerMinute: 30,
 		},
+		SSF: SSF{NATS: SSFNATS{
+			Enabled:       true,
+			Stream:        "WARD_CAE",
+			SubjectPrefix: "ward.cae",
+			Audience:      DefaultCAEAudience,
+			MaxAge:        25 * time.Hour,
+		}},
 		Bus: Bus{Driver: BusNATS, NATS: NATSBus{
 			Stream:        "WARD_EVENTS",
 			SubjectPrefix: "ward.events",

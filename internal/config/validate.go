@@ -131,6 +131,7 @@ func (c *Config) Validate() error {
 	}
 	v.positive("conditional_access.poll_interval", c.ConditionalAccess.PollInterval)
 	c.validateBus(v)
+	c.validateSSFNATS(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {

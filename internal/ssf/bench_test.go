@@ -14,12 +14,16 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
+	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
+	"github.com/ward-idp/ward/rs/caenats"
 )
 
 // Benchmarks of the SSF transmitter (docs/benchmarks.md, "Continuous
@@ -34,13 +38,16 @@ import (
 // SET signing alone against a raw ES256 signature is in internal/tokens
 // (BenchmarkMintSET, BenchmarkECDSAP256Sign).
 
-func benchWard(b *testing.B, streams int) *wardtest.Instance {
+func benchWard(b *testing.B, streams int, more ...func(*config.Config)) *wardtest.Instance {
 	b.Helper()
 	return wardtest.Start(b, wardtest.Options{RealClock: true, Configure: func(c *config.Config) {
 		ssfClients(c)
 		c.SSF.MaxStreamsPerClient = streams + 1
 		c.SSF.RescanInterval = time.Second
 		c.Log.Level = "info"
+		for _, f := range more {
+			f(c)
+		}
 	}})
 }
 
@@ -83,11 +90,13 @@ func BenchmarkEnqueue(b *testing.B) {
 // identity-service call that disables a user until each receiver has
 // applied the RISC account-disabled SET to its rs.RevocationState
 // (verified with the rs package), with 1, 100 and 1000 receivers, by push
-// (one httptest server per receiver) and by long polling (an rs.Poller
-// per receiver). Reported: p50 and p99 over every (trial, receiver)
+// (one httptest server per receiver), by long polling (an rs.Poller
+// per receiver) and directly over NATS (an rs/caenats Follower per
+// receiver, each with its own TCP connection to the embedded server's
+// listener and its own ordered consumer). Reported: p50 and p99 over every (trial, receiver)
 // delivery, and p99 of the slowest receiver per trial.
 func BenchmarkPropagation(b *testing.B) {
-	for _, mode := range []string{"push", "poll"} {
+	for _, mode := range []string{"push", "poll", "nats"} {
 		for _, n := range []int{1, 100, 1000} {
 			b.Run(fmt.Sprintf("%s/receivers=%d", mode, n), func(b *testing.B) { benchPropagation(b, mode, n) })
 		}
@@ -95,7 +104,19 @@ func BenchmarkPropagation(b *testing.B) {
 }
 
 func benchPropagation(b *testing.B, mode string, n int) {
-	in := benchWard(b, n)
+	var more []func(*config.Config)
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		b.Fatal(err)
+	}
+	subPub, _ := kp.PublicKey()
+	if mode == "nats" {
+		more = append(more, func(c *config.Config) {
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:0"
+			c.SSF.NATS.SubscriberNKeys = []string{subPub}
+		})
+	}
+	in := benchWard(b, n, more...)
 	ctx := context.Background()
 	keys, err := rs.NewKeySet(rs.KeySetConfig{JWKSURL: in.URL + "/jwks"})
 	if err != nil {
@@ -121,8 +142,12 @@ func benchPropagation(b *testing.B, mode string, n int) {
 		}
 		return nil
 	}
+	aud := receiverID
+	if mode == "nats" {
+		aud = config.DefaultCAEAudience
+	}
 	newReceiver := func() *rs.Receiver {
-		r, err := rs.NewReceiver(rs.ReceiverConfig{Issuer: in.URL, Audience: receiverID, Keys: keys,
+		r, err := rs.NewReceiver(rs.ReceiverConfig{Issuer: in.URL, Audience: aud, Keys: keys,
 			State: rs.NewRevocationState(rs.StateConfig{}), OnEvent: onEvent})
 		if err != nil {
 			b.Fatal(err)
@@ -141,6 +166,21 @@ func benchPropagation(b *testing.B, mode string, n int) {
 				Delivery: &cae.Delivery{Method: model.DeliveryPush, EndpointURL: srv.URL + "/events", AuthorizationHeader: &h}}); err != nil {
 				b.Fatal(err)
 			}
+		}
+	case "nats":
+		url := in.App.Bus.(*bus.NATS).ClientURL()
+		for range n {
+			nc, err := nats.Connect(url, nats.Nkey(subPub, kp.Sign))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(nc.Close)
+			f, err := caenats.Follow(ctx, caenats.Config{Conn: nc, Receiver: newReceiver(),
+				Subjects: []string{"ward.cae.risc.account-disabled"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { f.Close() })
 		}
 	case "poll":
 		tok := receiverToken(b, in) // 10 minutes: refreshed below
