@@ -26,8 +26,9 @@ func newGatewayCmd(e *cliEnv) *cobra.Command {
 		Short: "Run the reverse proxy that protects HTTP apps with Ward tokens",
 		Long: `Run ward gateway: a reverse proxy that validates DPoP-bound Ward access
 tokens per route (path prefix -> upstream, audience, scopes), follows the
-CAE stream (SSF push or poll), and passes the verified identity upstream in
-a signed Ward-Identity header. It serves /healthz, /readyz and /metrics.
+CAE stream (SSF push or poll, or Ward's stream in NATS), and passes the
+verified identity upstream in a signed Ward-Identity header. It serves
+/healthz, /readyz and /metrics.
 
 The configuration file (--config, or $` + gatewayConfigEnv + `) is YAML; see
 docs/gateway.md. SIGHUP, or a change of the file, reloads the routes

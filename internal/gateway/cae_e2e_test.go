@@ -6,11 +6,16 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
@@ -21,11 +26,13 @@ import (
 )
 
 // The end-to-end continuous access evaluation chain of issue 5: Ward's
-// SSF transmitter pushes to ward gateway, which protects a document
-// service. A client holding a valid DPoP-bound token reads a document; an
-// administrator changes something; the next request is refused with a
-// claims challenge; the client follows it (a refresh with the claims) and
-// is refused — or, after a password change, signs in again and is let in.
+// SSF transmitter pushes to ward gateway (ssf.mode push) — or the gateway
+// follows Ward's CAE stream in NATS (ssf.mode nats) — and the gateway
+// protects a document service. A client holding a valid DPoP-bound token
+// reads a document; an administrator changes something; the next request
+// is refused with a claims challenge; the client follows it (a refresh
+// with the claims) and is refused — or, after a password change, signs in
+// again and is let in.
 
 const (
 	caeReceiver   = "gateway-receiver"
@@ -49,15 +56,55 @@ ssf:
   push_bearer_env: GW_PUSH_BEARER
 `
 
+// caeNATSGatewayConfig follows the embedded NATS of Ward with a
+// subscriber nkey; {{.Extra}} adds ssf keys.
+const caeNATSGatewayConfig = `issuer: {{.Issuer}}
+external_url: {{.URL}}
+log: {level: debug}
+routes:
+  - name: docs
+    path_prefix: /docs
+    upstream: {{.Docs}}
+    audience: https://docs.example
+    scopes: []
+ssf:
+  mode: nats
+  nats_url: {{.NATS}}
+  nats_nkey_seed_file: {{.Seed}}
+{{.Extra}}`
+
 type caeFixture struct {
 	in   *wardtest.Instance
+	mode string
 	docs *upstream
 	gw   *gw
+	// ssf.mode nats: Ward's NATS listener and the subscriber key (its
+	// seed in seedFile).
+	natsURL, seedFile string
+	nkey              nkeys.KeyPair
 }
 
-func startCAEChain(t *testing.T) *caeFixture {
+// startCAEChain starts Ward, the document service and the gateway in
+// mode (push or nats), and connects them.
+func startCAEChain(t *testing.T, mode string) *caeFixture {
 	t.Helper()
-	in := wardtest.Start(t, wardtest.Options{RealClock: true, Configure: func(c *config.Config) {
+	f := startCAEWard(t, mode)
+	f.gw = f.startGateway(t, "", gwOptions{})
+	if mode == SSFPush {
+		f.registerPush(t)
+	}
+	return f
+}
+
+// startCAEWard starts Ward and the document service. With mode nats the
+// embedded NATS listens on a loopback port and knows one subscriber key.
+func startCAEWard(t *testing.T, mode string) *caeFixture {
+	t.Helper()
+	f := &caeFixture{mode: mode}
+	if mode == SSFNATS {
+		f.seedFile, f.nkey = writeSeed(t)
+	}
+	f.in = wardtest.Start(t, wardtest.Options{RealClock: true, Configure: func(c *config.Config) {
 		c.StaticClients = append(c.StaticClients,
 			config.StaticClient{ID: caeReceiver, Name: "gateway", AuthMethod: "client_secret_basic", Secret: secret.String(caeReceiverPW),
 				GrantTypes: []string{"client_credentials"}, Scopes: []string{"ssf.manage", "ssf.poll"}},
@@ -67,13 +114,60 @@ func startCAEChain(t *testing.T) *caeFixture {
 		c.SSF.PushMinBackoff = 20 * time.Millisecond
 		c.SSF.PushMaxBackoff = 200 * time.Millisecond
 		c.SSF.RescanInterval = 100 * time.Millisecond
+		if mode == SSFNATS {
+			pub, _ := f.nkey.PublicKey()
+			c.Bus.NATS.Embedded.Listen = "127.0.0.1:0"
+			c.SSF.NATS.SubscriberNKeys = []string{pub}
+		}
 	}})
-	f := &caeFixture{in: in, docs: newUpstream(t, "docs")}
-	f.gw = startGateway(t, caeGatewayConfig, map[string]any{"Issuer": in.URL, "Docs": f.docs.URL},
-		gwOptions{env: map[string]string{"GW_PUSH_BEARER": caePushBearer}})
+	if mode == SSFNATS {
+		nb, ok := f.in.App.Bus.(*bus.NATS)
+		if !ok {
+			t.Fatalf("bus is %T", f.in.App.Bus)
+		}
+		if f.natsURL = nb.ClientURL(); f.natsURL == "" {
+			t.Fatal("the embedded NATS does not listen")
+		}
+	}
+	f.docs = newUpstream(t, "docs")
+	return f
+}
 
-	// The gateway's operator registers its push stream with Ward, with a
-	// DPoP-bound receiver token.
+// writeSeed writes a new user nkey's seed to a 0600 file.
+func writeSeed(t *testing.T) (string, nkeys.KeyPair) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	path := filepath.Join(t.TempDir(), "gateway.nk")
+	if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, kp
+}
+
+// startGateway starts the gateway in f's mode; extra adds lines to the
+// ssf block (indented by two spaces; nats mode only).
+func (f *caeFixture) startGateway(t *testing.T, extra string, o gwOptions) *gw {
+	t.Helper()
+	data := map[string]any{"Issuer": f.in.URL, "Docs": f.docs.URL}
+	tmpl := caeGatewayConfig
+	if f.mode == SSFNATS {
+		tmpl = caeNATSGatewayConfig
+		data["NATS"], data["Seed"], data["Extra"] = f.natsURL, f.seedFile, extra
+	} else {
+		o.env = map[string]string{"GW_PUSH_BEARER": caePushBearer}
+	}
+	return startGateway(t, tmpl, data, o)
+}
+
+// registerPush has the gateway's operator register its push stream with
+// Ward, with a DPoP-bound receiver token.
+func (f *caeFixture) registerPush(t *testing.T) {
+	t.Helper()
+	in := f.in
 	rk := newSigner(t)
 	tok := tokenRequest(t, in, rk, url.Values{"grant_type": {"client_credentials"}, "scope": {"ssf.manage"}}, caeReceiver, caeReceiverPW)["access_token"].(string)
 	body, _ := json.Marshal(map[string]any{"delivery": map[string]any{"method": "urn:ietf:rfc:8935",
@@ -95,7 +189,6 @@ func startCAEChain(t *testing.T) *caeFixture {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create stream: %d %s", resp.StatusCode, b)
 	}
-	return f
 }
 
 // session is a client of the document app: a DPoP key and its tokens.
@@ -200,7 +293,12 @@ func (f *caeFixture) newUser(t *testing.T, name string) (id, pw string) {
 }
 
 func TestCAEEndToEnd(t *testing.T) {
-	f := startCAEChain(t)
+	for _, mode := range []string{SSFPush, SSFNATS} {
+		t.Run(mode, func(t *testing.T) { testCAEEndToEnd(t, startCAEChain(t, mode)) })
+	}
+}
+
+func testCAEEndToEnd(t *testing.T, f *caeFixture) {
 	ctx := context.Background()
 
 	t.Run("user disabled", func(t *testing.T) {
@@ -299,5 +397,23 @@ func TestCAEEndToEnd(t *testing.T) {
 	c := f.signIn(t, "grace", pw, nil)
 	if r := c.read(); r.Status != 200 {
 		t.Fatalf("an untouched user: %d %s", r.Status, r.Body)
+	}
+	// The events came the way the mode says.
+	page := get(t, f.gw.URL+PathMetrics).Body
+	switch f.mode {
+	case SSFPush:
+		if v := metric(t, page, MetricSSFPush+`{code="202"}`); v < 4 {
+			t.Errorf("%d SETs pushed, want at least 4", int(v))
+		}
+	case SSFNATS:
+		if v := metric(t, page, MetricNATSSETs+`{result="applied"}`); v < 4 {
+			t.Errorf("%d SETs applied from NATS, want at least 4", int(v))
+		}
+		if v := metric(t, page, MetricNATSSETs+`{result="refused"}`); v != 0 {
+			t.Errorf("%d SETs from NATS refused", int(v))
+		}
+		if metric(t, page, MetricNATSConnected) != 1 || metric(t, page, MetricNATSReplayed) != 1 {
+			t.Errorf("connected/replayed gauges:\n%s", page)
+		}
 	}
 }

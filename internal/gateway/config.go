@@ -15,11 +15,14 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/nats-io/nkeys"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ward-idp/ward/rs"
@@ -50,6 +53,14 @@ const (
 	SSFOff  = "off"
 	SSFPush = "push"
 	SSFPoll = "poll"
+	SSFNATS = "nats"
+)
+
+// Defaults of ssf.mode nats: Ward's CAE stream (ssf.nats.stream) and the
+// audience of its SETs (ssf.nats.audience, config.DefaultCAEAudience).
+const (
+	DefaultNATSStream   = "WARD_CAE"
+	DefaultNATSAudience = "urn:ward:cae:nats"
 )
 
 // Config is the gateway's configuration file (YAML, strict: unknown keys
@@ -78,11 +89,13 @@ type Config struct {
 	pushBearer  string
 	pollToken   string
 	usageToken  string
+	natsToken   string
+	natsNKey    string // public key of ssf.nats_nkey_seed_file (U...)
 	routeURLs   []*url.URL
 }
 
 // LogValue implements slog.LogValuer: the config holds resolved secrets
-// (push, poll and usage tokens, the identity key) in unexported fields,
+// (push, poll, usage and NATS tokens, the identity key) in unexported fields,
 // which a text handler would otherwise print with %+v.
 func (cfg *Config) LogValue() slog.Value {
 	names := make([]string, len(cfg.Routes))
@@ -129,6 +142,16 @@ type SSF struct {
 	PushBearerEnv string `yaml:"push_bearer_env"`
 	PollURL       string `yaml:"poll_url"`
 	PollTokenEnv  string `yaml:"poll_token_env"`
+	// NATSURL is Ward's NATS (mode nats): nats:// or tls:// URLs,
+	// comma-separated, without credentials.
+	NATSURL string `yaml:"nats_url"`
+	// Exactly one of NATSNKeySeedFile (a user nkey seed), NATSCredsFile
+	// (a user JWT and its seed) or NATSTokenEnv authenticates to it.
+	NATSNKeySeedFile string `yaml:"nats_nkey_seed_file"`
+	NATSCredsFile    string `yaml:"nats_creds_file"`
+	NATSTokenEnv     string `yaml:"nats_token_env"`
+	// NATSStream is the CAE stream (DefaultNATSStream).
+	NATSStream string `yaml:"nats_stream"`
 }
 
 // Usage configures token-use reporting to Ward's risk engine.
@@ -171,7 +194,7 @@ func defaults() *Config {
 	return &Config{
 		Listen:           DefaultListen,
 		MaxTokenLifetime: DefaultMaxTokenLifetime,
-		SSF:              SSF{Mode: SSFOff, PushPath: DefaultPushPath},
+		SSF:              SSF{Mode: SSFOff, PushPath: DefaultPushPath, NATSStream: DefaultNATSStream},
 		Timeouts: Timeouts{ReadHeader: DefaultReadHeader, Idle: DefaultIdle,
 			UpstreamHeader: DefaultUpstreamHeader, Shutdown: DefaultShutdown},
 		Log: Log{Level: "info", Format: "json"},
@@ -492,17 +515,28 @@ func validScope(s string) bool {
 func (cfg *Config) validateSSF(c *checker, lookupEnv func(string) (string, bool)) {
 	s := &cfg.SSF
 	switch s.Mode {
-	case SSFOff:
-		return
-	case SSFPush, SSFPoll:
+	case SSFOff, SSFPush, SSFPoll:
+		for _, k := range [][2]string{{"ssf.nats_url", s.NATSURL}, {"ssf.nats_nkey_seed_file", s.NATSNKeySeedFile},
+			{"ssf.nats_creds_file", s.NATSCredsFile}, {"ssf.nats_token_env", s.NATSTokenEnv}} {
+			if k[1] != "" {
+				c.add(k[0], "only used with ssf.mode nats")
+			}
+		}
+		if s.Mode == SSFOff {
+			return
+		}
+	case SSFNATS:
 	default:
-		c.add("ssf.mode", "%q is not one of push, poll, off", s.Mode)
+		c.add("ssf.mode", "%q is not one of push, poll, nats, off", s.Mode)
 		return
 	}
 	if s.Issuer == "" {
 		s.Issuer = cfg.Issuer
 	} else {
 		checkURL(c, "ssf.issuer", s.Issuer, true)
+	}
+	if s.Audience == "" && s.Mode == SSFNATS {
+		s.Audience = DefaultNATSAudience
 	}
 	if s.Audience == "" {
 		c.add("ssf.audience", "required (the stream's aud) when ssf.mode is %s", s.Mode)
@@ -518,17 +552,154 @@ func (cfg *Config) validateSSF(c *checker, lookupEnv func(string) (string, bool)
 		}
 		cfg.ssfKeys = set
 	}
-	if s.Mode == SSFPush {
+	switch s.Mode {
+	case SSFPush:
 		if !strings.HasPrefix(s.PushPath, "/") || !validPrefix(s.PushPath) || s.PushPath == "/" {
 			c.add("ssf.push_path", "%q must be an absolute path like %s", s.PushPath, DefaultPushPath)
 		} else if slices.Contains([]string{PathHealthz, PathReadyz, PathMetrics, PathJWKS}, s.PushPath) {
 			c.add("ssf.push_path", "%q is already served by the gateway", s.PushPath)
 		}
 		cfg.pushBearer = envSecret(c, "ssf.push_bearer_env", s.PushBearerEnv, lookupEnv)
-	} else {
+	case SSFPoll:
 		checkURL(c, "ssf.poll_url", s.PollURL, true)
 		cfg.pollToken = envSecret(c, "ssf.poll_token_env", s.PollTokenEnv, lookupEnv)
+	case SSFNATS:
+		cfg.validateNATS(c, lookupEnv)
 	}
+}
+
+// validateNATS checks the keys of ssf.mode nats. No message quotes a URL
+// (it could hold a password) or a file's content.
+func (cfg *Config) validateNATS(c *checker, lookupEnv func(string) (string, bool)) {
+	s := &cfg.SSF
+	for _, k := range [][2]string{{"ssf.poll_url", s.PollURL}, {"ssf.poll_token_env", s.PollTokenEnv}, {"ssf.push_bearer_env", s.PushBearerEnv}} {
+		if k[1] != "" {
+			c.add(k[0], "not used with ssf.mode nats")
+		}
+	}
+	checkNATSURLs(c, "ssf.nats_url", s.NATSURL)
+	if !streamNameRE.MatchString(s.NATSStream) {
+		c.add("ssf.nats_stream", "%q is not a stream name (1-64 letters, digits, '_' or '-')", s.NATSStream)
+	}
+	var set []string
+	for _, k := range [][2]string{{"ssf.nats_nkey_seed_file", s.NATSNKeySeedFile}, {"ssf.nats_creds_file", s.NATSCredsFile}, {"ssf.nats_token_env", s.NATSTokenEnv}} {
+		if k[1] != "" {
+			set = append(set, k[0])
+		}
+	}
+	switch {
+	case len(set) == 0:
+		c.add("ssf.nats_nkey_seed_file", "ssf.mode nats needs credentials: ssf.nats_nkey_seed_file, ssf.nats_creds_file or ssf.nats_token_env")
+	case len(set) > 1:
+		c.add(set[1], "set only one of %s", strings.Join(set, ", "))
+	case s.NATSNKeySeedFile != "":
+		pub, err := readNKeySeed(s.NATSNKeySeedFile)
+		if err != nil {
+			c.add("ssf.nats_nkey_seed_file", "%v", err)
+		}
+		cfg.natsNKey = pub
+	case s.NATSCredsFile != "":
+		if err := checkCredsFile(s.NATSCredsFile); err != nil {
+			c.add("ssf.nats_creds_file", "%v", err)
+		}
+	default:
+		cfg.natsToken = envSecret(c, "ssf.nats_token_env", s.NATSTokenEnv, lookupEnv)
+	}
+}
+
+var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// checkNATSURLs requires one or more comma-separated nats:// or tls://
+// URLs with a host, and nothing else: credentials come from the
+// nats_* keys, never from the URL. Entries are named by position only.
+func checkNATSURLs(c *checker, path, raw string) {
+	if strings.TrimSpace(raw) == "" {
+		c.add(path, "required (nats://host:port or tls://host:port, comma-separated for a cluster)")
+		return
+	}
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		at := path
+		if len(parts) > 1 {
+			at = fmt.Sprintf("%s (entry %d)", path, i+1)
+		}
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+			c.add(at, "not a nats://host[:port] or tls://host[:port] URL")
+		case u.User != nil:
+			c.add(at, "must not contain credentials (use ssf.nats_nkey_seed_file, ssf.nats_creds_file or ssf.nats_token_env)")
+		case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+			c.add(at, "must not have a path, query or fragment")
+		}
+	}
+}
+
+// readSecretFile reads a file that holds a private key: it must not be
+// accessible by group or others.
+func readSecretFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", path)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible by group or others (mode %v); chmod 600 it", path, st.Mode().Perm())
+	}
+	return os.ReadFile(path)
+}
+
+// readNKeySeed reads a user nkey seed (SU..., alone or in a decorated
+// block) and returns its public key. Errors never quote the content.
+func readNKeySeed(path string) (string, error) {
+	kp, err := loadNKey(path)
+	if err != nil {
+		return "", err
+	}
+	defer kp.Wipe()
+	return kp.PublicKey()
+}
+
+// loadNKey reads the user key pair of an nkey seed file (the caller wipes
+// it).
+func loadNKey(path string) (nkeys.KeyPair, error) {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(data)
+	kp, err := nkeys.ParseDecoratedUserNKey(bytes.TrimSpace(data))
+	if err != nil {
+		return nil, errors.New("does not hold a NATS user nkey seed (SU...)")
+	}
+	if pub, err := kp.PublicKey(); err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		kp.Wipe()
+		return nil, errors.New("does not hold a NATS user nkey seed (SU...)")
+	}
+	return kp, nil
+}
+
+// checkCredsFile checks a NATS credentials file: a user JWT and the user
+// nkey seed that signs for it (nsc's format).
+func checkCredsFile(path string) error {
+	data, err := readSecretFile(path)
+	if err != nil {
+		return err
+	}
+	defer clear(data)
+	const bad = "is not a NATS credentials file (a user JWT and its nkey seed)"
+	jwt, err := nkeys.ParseDecoratedJWT(data)
+	if err != nil || strings.Count(jwt, ".") != 2 || strings.ContainsAny(jwt, " \n") {
+		return errors.New(bad)
+	}
+	kp, err := nkeys.ParseDecoratedUserNKey(data)
+	if err != nil {
+		return errors.New(bad)
+	}
+	kp.Wipe()
+	return nil
 }
 
 // envSecret reads the secret in the environment variable named by the
@@ -610,7 +781,8 @@ func restartOnly(a, b *Config) []string {
 	add(a.Issuer != b.Issuer, "issuer")
 	add(a.IdentityKeyFile != b.IdentityKeyFile, "identity_key_file")
 	add(a.MaxTokenLifetime != b.MaxTokenLifetime, "max_token_lifetime")
-	add(a.SSF != b.SSF || a.pushBearer != b.pushBearer || a.pollToken != b.pollToken, "ssf")
+	add(a.SSF != b.SSF || a.pushBearer != b.pushBearer || a.pollToken != b.pollToken ||
+		a.natsToken != b.natsToken || a.natsNKey != b.natsNKey, "ssf")
 	ua, ub := a.Usage, b.Usage
 	add((ua == nil) != (ub == nil) || (ua != nil && (*ua != *ub || a.usageToken != b.usageToken)), "usage")
 	add(a.Timeouts != b.Timeouts, "timeouts")

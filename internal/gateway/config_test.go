@@ -11,13 +11,18 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/nats-io/nkeys"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/rs/caenats"
 )
 
 const minimalConfig = `issuer: https://ward.example.com
@@ -153,7 +158,7 @@ func TestGatewayConfigSSFAndUsage(t *testing.T) {
 		"empty secret":      {"ssf: {mode: poll, audience: a, poll_url: https://ward.example.com/poll, poll_token_env: EMPTY}", "EMPTY is not set or empty"},
 		"both key sources":  {"ssf: {mode: push, audience: a, push_bearer_env: PUSH, jwks_file: " + jwksFile + ", jwks_url: https://ward.example.com/jwks}", "not both"},
 		"bad jwks file":     {"ssf: {mode: push, audience: a, push_bearer_env: PUSH, jwks_file: " + filepath.Join(t.TempDir(), "none") + "}", "ssf.jwks_file:"},
-		"unknown mode":      {"ssf: {mode: nats}", `ssf.mode: "nats" is not one of push, poll, off`},
+		"unknown mode":      {"ssf: {mode: kafka}", `ssf.mode: "kafka" is not one of push, poll, nats, off`},
 		"bad push path":     {"ssf: {mode: push, audience: a, push_bearer_env: PUSH, push_path: ssf}", "ssf.push_path"},
 		"push path clashes": {"ssf: {mode: push, audience: a, push_bearer_env: PUSH, push_path: /metrics}", "already served"},
 	} {
@@ -241,5 +246,116 @@ func TestGatewayConfigLogValueHidesSecrets(t *testing.T) {
 	slog.New(slog.NewTextHandler(&b, nil)).Info("config", "cfg", cfg)
 	if strings.Contains(b.String(), "p-secret-value-0123") || !strings.Contains(b.String(), "cfg.ssf=push") {
 		t.Errorf("log line: %s", b.String())
+	}
+}
+
+// natsSeedFile writes a user nkey seed with mode perm and returns the
+// path, the seed and the public key.
+func natsSeedFile(t testing.TB, dir string, perm os.FileMode) (path, seed, pub string) {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := kp.Seed()
+	pub, _ = kp.PublicKey()
+	path = filepath.Join(dir, "gateway-"+pub[:8]+".nk")
+	if err := os.WriteFile(path, append(s, '\n'), perm); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, perm); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	return path, string(s), pub
+}
+
+func TestGatewayConfigSSFNATS(t *testing.T) {
+	dir := t.TempDir()
+	seedFile, seed, pub := natsSeedFile(t, dir, 0o600)
+	openSeed, _, _ := natsSeedFile(t, dir, 0o640)
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	acct, _ := nkeys.CreateAccount()
+	acctSeed, _ := acct.Seed()
+	accountSeed := write("account.nk", string(acctSeed))
+	junk := write("junk.nk", "not a seed\n")
+	user, _ := nkeys.CreateUser()
+	userSeed, _ := user.Seed()
+	creds := write("gateway.creds", "-----BEGIN NATS USER JWT-----\neyJhbGciOiJlZDI1NTE5LW5rZXkiLCJ0eXAiOiJKV1QifQ.eyJzdWIiOiJVIn0.c2ln\n------END NATS USER JWT------\n\n"+
+		"-----BEGIN USER NKEY SEED-----\n"+string(userSeed)+"\n------END USER NKEY SEED------\n")
+	badCreds := write("bad.creds", "-----BEGIN NATS USER JWT-----\nnot-a-jwt\n------END NATS USER JWT------\n")
+	env := map[string]string{"NATS_TOKEN": "t0ken-secret-4711", "PUSH": "p"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+
+	cfg, err := ParseConfig([]byte(minimalConfig+"ssf: {mode: nats, nats_url: 'nats://127.0.0.1:4222, tls://nats.example.com', nats_nkey_seed_file: "+seedFile+"}\n"), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.SSF; s.Audience != DefaultNATSAudience || s.NATSStream != DefaultNATSStream || s.Issuer != cfg.Issuer || cfg.natsNKey != pub {
+		t.Errorf("defaults: %+v, nkey %q", s, cfg.natsNKey)
+	}
+	for _, p := range [][2]string{{DefaultNATSAudience, config.DefaultCAEAudience}, {DefaultNATSStream, caenats.DefaultStream}, {DefaultNATSStream, bus.DefaultCAEStream}} {
+		if p[0] != p[1] {
+			t.Errorf("the gateway's default %q differs from Ward's %q", p[0], p[1])
+		}
+	}
+	cfg, err = ParseConfig([]byte(minimalConfig+"ssf: {mode: nats, nats_url: tls://nats.example.com:4222, nats_token_env: NATS_TOKEN, nats_stream: CAE-2, audience: urn:x}\n"), lookup)
+	if err != nil || cfg.natsToken != "t0ken-secret-4711" || cfg.SSF.Audience != "urn:x" || cfg.SSF.NATSStream != "CAE-2" {
+		t.Fatalf("token: %v %+v", err, cfg)
+	}
+	if _, err := ParseConfig([]byte(minimalConfig+"ssf: {mode: nats, nats_url: nats://10.0.0.9, nats_creds_file: "+creds+"}\n"), lookup); err != nil {
+		t.Fatalf("creds: %v", err)
+	}
+
+	for name, c := range map[string]struct{ yaml, want string }{
+		"missing url":        {"ssf: {mode: nats, nats_token_env: NATS_TOKEN}", "ssf.nats_url: required"},
+		"http url":           {"ssf: {mode: nats, nats_url: 'https://nats.example.com', nats_token_env: NATS_TOKEN}", "ssf.nats_url: not a nats://host[:port] or tls://host[:port] URL"},
+		"bad second url":     {"ssf: {mode: nats, nats_url: 'nats://a:4222,nats:/x', nats_token_env: NATS_TOKEN}", "ssf.nats_url (entry 2): not a nats://"},
+		"empty entry":        {"ssf: {mode: nats, nats_url: 'nats://a:4222,', nats_token_env: NATS_TOKEN}", "ssf.nats_url (entry 2): not a nats://"},
+		"password in url":    {"ssf: {mode: nats, nats_url: 'nats://gw:pa55word-inline@a:4222', nats_token_env: NATS_TOKEN}", "ssf.nats_url: must not contain credentials"},
+		"token in url":       {"ssf: {mode: nats, nats_url: 'nats://pa55word-inline@a:4222', nats_token_env: NATS_TOKEN}", "ssf.nats_url: must not contain credentials"},
+		"url with path":      {"ssf: {mode: nats, nats_url: 'nats://a:4222/x?y', nats_token_env: NATS_TOKEN}", "must not have a path, query or fragment"},
+		"no credentials":     {"ssf: {mode: nats, nats_url: nats://a}", "ssf.nats_nkey_seed_file: ssf.mode nats needs credentials"},
+		"two credentials":    {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + seedFile + ", nats_token_env: NATS_TOKEN}", "ssf.nats_token_env: set only one of ssf.nats_nkey_seed_file, ssf.nats_token_env"},
+		"three credentials":  {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + seedFile + ", nats_creds_file: " + creds + ", nats_token_env: NATS_TOKEN}", "set only one of"},
+		"seed file absent":   {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + filepath.Join(dir, "none") + "}", "ssf.nats_nkey_seed_file: stat"},
+		"seed file readable": {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + openSeed + "}", "is accessible by group or others (mode -rw-r-----); chmod 600 it"},
+		"not a seed":         {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + junk + "}", "ssf.nats_nkey_seed_file: does not hold a NATS user nkey seed"},
+		"account seed":       {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + accountSeed + "}", "ssf.nats_nkey_seed_file: does not hold a NATS user nkey seed"},
+		"seed is a dir":      {"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: " + dir + "}", "is a directory"},
+		"bad creds":          {"ssf: {mode: nats, nats_url: nats://a, nats_creds_file: " + badCreds + "}", "ssf.nats_creds_file: is not a NATS credentials file"},
+		"token env unset":    {"ssf: {mode: nats, nats_url: nats://a, nats_token_env: NOPE}", "ssf.nats_token_env: environment variable NOPE is not set"},
+		"bad stream":         {"ssf: {mode: nats, nats_url: nats://a, nats_token_env: NATS_TOKEN, nats_stream: 'ward.cae'}", `ssf.nats_stream: "ward.cae" is not a stream name`},
+		"poll keys":          {"ssf: {mode: nats, nats_url: nats://a, nats_token_env: NATS_TOKEN, poll_url: https://x.example}", "ssf.poll_url: not used with ssf.mode nats"},
+		"nats keys in push":  {"ssf: {mode: push, audience: a, push_bearer_env: PUSH, nats_url: nats://a}", "ssf.nats_url: only used with ssf.mode nats"},
+		"nats keys when off": {"ssf: {mode: off, nats_token_env: NATS_TOKEN}", "ssf.nats_token_env: only used with ssf.mode nats"},
+	} {
+		_, err := ParseConfig([]byte(minimalConfig+c.yaml+"\n"), lookup)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+			continue
+		}
+		for _, secret := range []string{"pa55word-inline", seed, string(userSeed), string(acctSeed), "t0ken-secret-4711"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: the error quotes a secret: %v", name, err)
+			}
+		}
+	}
+
+	// A valid seed file's public key is what the operator registers with
+	// Ward; a changed key is a restart-only change.
+	a, _ := ParseConfig([]byte(minimalConfig+"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: "+seedFile+"}\n"), lookup)
+	other, _, _ := natsSeedFile(t, dir, 0o600)
+	b, err := ParseConfig([]byte(minimalConfig+"ssf: {mode: nats, nats_url: nats://a, nats_nkey_seed_file: "+other+"}\n"), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := restartOnly(a, b); !slices.Equal(keys, []string{"ssf"}) {
+		t.Errorf("restart-only keys %v", keys)
 	}
 }

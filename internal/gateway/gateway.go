@@ -62,10 +62,15 @@ type Gateway struct {
 	receiver  *rs.Receiver
 	push      http.Handler
 	poller    *rs.Poller
+	nats      *natsFollower // ssf.mode nats
 	signer    *identitySigner
 	transport http.RoundTripper
 	metrics   *metrics
-	ready     atomic.Bool
+	// keysReady: the issuer's JWKS was fetched once. caeReady: the CAE
+	// state holds every revocation it can know of (with ssf.mode nats,
+	// once the stream's replay caught up; at once otherwise).
+	keysReady, caeReady atomic.Bool
+	readyLogged         atomic.Bool
 
 	reloadMu sync.Mutex
 	fileSum  [32]byte // content of the file last loaded or tried
@@ -138,7 +143,7 @@ func New(o Options) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: usage: %w", err)
 		}
 	}
-	g.metrics.state, g.metrics.usage, g.metrics.ready = g.state, g.usage, g.ready.Load
+	g.metrics.state, g.metrics.usage, g.metrics.ready = g.state, g.usage, g.Ready
 	t, err := g.buildTable(cfg)
 	if err != nil {
 		g.closeUsage()
@@ -151,6 +156,9 @@ func New(o Options) (*Gateway, error) {
 
 func (g *Gateway) setupSSF(cfg *Config) error {
 	s := cfg.SSF
+	if s.Mode != SSFNATS {
+		g.caeReady.Store(true) // nothing to replay
+	}
 	if s.Mode == SSFOff {
 		g.log.Warn("gateway: ssf.mode is off: no Continuous Access Evaluation, tokens stay valid until they expire")
 		return nil
@@ -203,6 +211,11 @@ func (g *Gateway) setupSSF(cfg *Config) error {
 		if err != nil {
 			return fmt.Errorf("gateway: ssf poll: %w", err)
 		}
+	case SSFNATS:
+		if g.nats, err = g.newNATSFollower(cfg); err != nil {
+			return fmt.Errorf("gateway: ssf nats: %w", err)
+		}
+		g.metrics.nats = g.nats.metrics
 	}
 	return nil
 }
@@ -275,7 +288,8 @@ func (g *Gateway) fileChanged() bool {
 }
 
 // Run runs the background work until ctx ends: the first JWKS fetch
-// (readiness), the configuration file watch and the SSF poller.
+// (readiness), the configuration file watch and the SSF poller or NATS
+// follower (stopped when ctx ends).
 func (g *Gateway) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { g.warmKeys(ctx) })
@@ -298,17 +312,21 @@ func (g *Gateway) Run(ctx context.Context) {
 	if g.poller != nil {
 		wg.Go(func() { _ = g.poller.Run(ctx) })
 	}
+	if g.nats != nil {
+		wg.Go(func() { g.nats.run(ctx) })
+	}
 	wg.Wait()
 }
 
-// warmKeys loads the issuer's JWKS until it succeeds once; the gateway
-// is ready from then on (the key set refreshes itself).
+// warmKeys loads the issuer's JWKS until it succeeds once (the key set
+// refreshes itself from then on).
 func (g *Gateway) warmKeys(ctx context.Context) {
 	for {
 		_, err := g.keys.Key(ctx, "", false)
 		if err == nil || errors.Is(err, rs.ErrUnknownKey) {
-			g.ready.Store(true)
-			g.log.Info("gateway: issuer keys loaded; ready")
+			g.keysReady.Store(true)
+			g.log.Info("gateway: issuer keys loaded")
+			g.logReady()
 			return
 		}
 		if ctx.Err() != nil {
@@ -323,8 +341,27 @@ func (g *Gateway) warmKeys(ctx context.Context) {
 	}
 }
 
-// Ready reports whether the issuer's JWKS has been fetched.
-func (g *Gateway) Ready() bool { return g.ready.Load() }
+// Ready reports whether the issuer's JWKS has been fetched and, with
+// ssf.mode nats, the CAE stream replayed.
+func (g *Gateway) Ready() bool { return g.notReady() == "" }
+
+// notReady says why the gateway is not ready ("" when it is).
+func (g *Gateway) notReady() string {
+	switch {
+	case !g.keysReady.Load():
+		return "the issuer's keys have not been fetched yet"
+	case !g.caeReady.Load():
+		return "the CAE stream has not been replayed yet"
+	}
+	return ""
+}
+
+// logReady logs "ready" the first time both conditions hold.
+func (g *Gateway) logReady() {
+	if g.Ready() && !g.readyLogged.Swap(true) {
+		g.log.Info("gateway: ready")
+	}
+}
 
 // State returns the CAE revocation state (shared by every route).
 func (g *Gateway) State() *rs.RevocationState { return g.state }

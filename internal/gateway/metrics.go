@@ -32,9 +32,14 @@ const (
 	MetricUsageDropped    = "ward_gateway_usage_records_dropped_total"
 	MetricUsageBuffered   = "ward_gateway_usage_records_buffered"
 	MetricUsageFailures   = "ward_gateway_usage_post_failures_total"
+	MetricNATSSETs        = "ward_gateway_cae_nats_sets_total"
+	MetricNATSRetries     = "ward_gateway_cae_nats_retries_total"
+	MetricNATSConnected   = "ward_gateway_cae_nats_connected"
+	MetricNATSReplayed    = "ward_gateway_cae_nats_replayed"
 	resultAllowed         = "allowed"
 	resultRejected        = "rejected"
 	reasonAllowed         = "ok"
+	reasonCAEReplay       = "cae_replaying"
 	unroutedNoRoute       = "no_route"
 	unroutedBadPath       = "bad_path"
 	reloadSuccess         = "success"
@@ -145,6 +150,7 @@ type metrics struct {
 	state *rs.RevocationState
 	usage *rs.UsageReporter
 	ready func() bool
+	nats  func() natsMetrics // ssf.mode nats
 }
 
 func newMetrics() *metrics {
@@ -317,13 +323,26 @@ func (m *metrics) write(bw *bufio.Writer) {
 	}
 	p.family(MetricReloadTime, "gauge", "Unix time of the last configuration load that was applied.")
 	p.sample(MetricReloadTime, float64(m.reloadTime.Load()))
-	p.family(MetricReady, "gauge", "1 once the issuer's JWKS has been fetched.")
+	p.family(MetricReady, "gauge", "1 once the issuer's JWKS has been fetched (and, with ssf.mode nats, the CAE stream replayed).")
 	ready := 0.0
 	if m.ready != nil && m.ready() {
 		ready = 1
 	}
 	p.sample(MetricReady, ready)
 
+	if m.nats != nil {
+		n := m.nats()
+		p.family(MetricNATSSETs, "counter", "SETs read from the CAE stream in NATS, by result (applied, duplicate, refused).")
+		p.sample(MetricNATSSETs, float64(n.stats.Applied), "result", "applied")
+		p.sample(MetricNATSSETs, float64(n.stats.Duplicates), "result", "duplicate")
+		p.sample(MetricNATSSETs, float64(n.stats.Refused), "result", "refused")
+		p.family(MetricNATSRetries, "counter", "SETs from NATS retried after a temporary failure (transmitter keys unavailable).")
+		p.sample(MetricNATSRetries, float64(n.stats.Retries))
+		p.family(MetricNATSConnected, "gauge", "1 while connected to NATS.")
+		p.sample(MetricNATSConnected, b2f(n.connected))
+		p.family(MetricNATSReplayed, "gauge", "1 once the replay of the CAE stream has caught up.")
+		p.sample(MetricNATSReplayed, b2f(n.replayed))
+	}
 	if m.usage != nil {
 		st := m.usage.Stats()
 		p.family(MetricUsageSent, "counter", "Usage records the IdP accepted.")
@@ -335,6 +354,13 @@ func (m *metrics) write(bw *bufio.Writer) {
 		p.family(MetricUsageBuffered, "gauge", "Usage records waiting to be sent.")
 		p.sample(MetricUsageBuffered, float64(st.Buffered))
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // observeSince records a routed request's duration.

@@ -123,11 +123,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveHealth(w, r, true, "")
 		return
 	case p == PathReadyz:
-		if g.ready.Load() {
-			g.serveHealth(w, r, true, "")
-		} else {
-			g.serveHealth(w, r, false, "the issuer's keys have not been fetched yet")
-		}
+		why := g.notReady()
+		g.serveHealth(w, r, why == "", why)
 		return
 	case p == PathMetrics && g.base.MetricsListen == "":
 		g.metrics.ServeHTTP(w, r)
@@ -197,6 +194,14 @@ func (g *Gateway) proxyRequest(w http.ResponseWriter, r *http.Request) {
 	defer g.metrics.inFlight.Add(-1)
 	defer rt.m.observeSince(start)
 
+	if !g.caeReady.Load() {
+		// ssf.mode nats before the replay caught up: a token revoked
+		// before the gateway started would pass.
+		rt.m.rejected(reasonCAEReplay)
+		w.Header().Set("Retry-After", "5")
+		writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the gateway is still replaying the CAE stream; retry later")
+		return
+	}
 	tok, err := rt.v.Authenticate(r, rt.scopes...)
 	if err != nil {
 		reason := "unknown"

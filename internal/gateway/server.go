@@ -68,7 +68,8 @@ func (g *Gateway) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		mux.Handle(PathMetrics, g.metrics)
 		mux.HandleFunc(PathHealthz, func(w http.ResponseWriter, r *http.Request) { g.serveHealth(w, r, true, "") })
 		mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, r *http.Request) {
-			g.serveHealth(w, r, g.ready.Load(), "the issuer's keys have not been fetched yet")
+			why := g.notReady()
+			g.serveHealth(w, r, why == "", why)
 		})
 		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: cfg.Timeouts.ReadHeader,
 			IdleTimeout: cfg.Timeouts.Idle, MaxHeaderBytes: maxHeaderBytes, ErrorLog: errLog})
