@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
 
+	"github.com/ward-idp/ward/agent/internal/cae"
 	"github.com/ward-idp/ward/agent/keystore"
 	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
@@ -31,6 +31,25 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock for token expiry (default time.Now).
 	Now func() time.Time
+	// Interactive, when set, lets the Client sign the user in again when
+	// the server refuses to refresh the session until the user does so
+	// (see ReauthError): a Conditional Access policy or a resource's
+	// claims challenge demands multi-factor authentication or a fresh
+	// sign-in, the password was changed, the session was revoked. The
+	// Client then runs the device authorization grant (RFC 8628) bound to
+	// the device key, as enrolment does, passing the claims the server or
+	// resource asked for, and calls Interactive with the code to show the
+	// user. Interactive must return promptly: polling starts when it
+	// returns; an error aborts the sign-in. The new session is saved in
+	// the configuration, the old refresh token is revoked, and the
+	// request that needed it goes on. Interactive runs while the Client
+	// holds its session lock: it must not call the Client.
+	//
+	// nil: such refusals are returned as *ReauthError (ErrReauthRequired).
+	Interactive func(ctx context.Context, p DevicePrompt) error
+	// Sleep waits between the polls of an interactive sign-in (default: a
+	// timer honouring ctx). Tests replace it to move a fake clock.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // Client acts for an enrolled device: it keeps the session (refresh
@@ -46,6 +65,9 @@ type Client struct {
 	now       func() time.Time
 	store     keystore.Store
 	ownStore  bool
+	// interactive and sleep: Options.Interactive and Options.Sleep.
+	interactive func(context.Context, DevicePrompt) error
+	sleep       func(context.Context, time.Duration) error
 
 	mu    sync.Mutex // guards cfg, dirty, meta; held during a refresh
 	cfg   *Config
@@ -82,9 +104,12 @@ func Open(ctx context.Context, cfg *Config, o Options) (*Client, error) {
 	if cfg == nil || cfg.DeviceID == "" || cfg.RefreshToken == "" {
 		return nil, ErrNotEnrolled
 	}
-	c := &Client{cfg: cfg.clone(), store: o.Store, collector: o.Collector, now: o.Now}
+	c := &Client{cfg: cfg.clone(), store: o.Store, collector: o.Collector, now: o.Now, interactive: o.Interactive, sleep: o.Sleep}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.sleep == nil {
+		c.sleep = sleep
 	}
 	if c.collector == nil {
 		c.collector = posture.NewCollector()
@@ -124,7 +149,9 @@ func (c *Client) init(key keystore.Key, hc *http.Client) error {
 	base, timeout := baseTransport(hc)
 	c.dt = &dpop.Transport{Base: base, Signer: signer}
 	c.hc = &http.Client{Transport: c.dt, Timeout: timeout, CheckRedirect: noRedirect}
-	c.api = &http.Client{Transport: &transport{c: c}, Timeout: timeout, CheckRedirect: noRedirect}
+	// The timeout applies to each exchange with the resource, not to a
+	// whole request: an interactive sign-in in between may take minutes.
+	c.api = &http.Client{Transport: &transport{c: c, timeout: timeout}, CheckRedirect: noRedirect}
 	return nil
 }
 
@@ -310,7 +337,23 @@ func (c *Client) refreshLocked(ctx context.Context, failed string, force bool, c
 	}, &tr)
 	if err != nil {
 		var oe *OAuthError
-		if errors.As(err, &oe) && oe.Code == "invalid_grant" {
+		if !errors.As(err, &oe) {
+			return "", err
+		}
+		if needsSignIn(oe) {
+			// Policy wants the user: sign in again if we may, otherwise
+			// say so with the claims the new sign-in must satisfy.
+			re := &ReauthError{Claims: withCapability(claims), Err: oe}
+			if c.interactive == nil {
+				return "", re
+			}
+			at, err := c.reauthLocked(ctx, m, re.Claims, oe.Description, c.interactive)
+			if err != nil {
+				return "", fmt.Errorf("%w; signing in again failed: %w", re, err)
+			}
+			return at, nil
+		}
+		if oe.Code == "invalid_grant" {
 			return "", fmt.Errorf("%w (%s)", ErrSessionEnded, oe.Error())
 		}
 		return "", err
@@ -337,14 +380,51 @@ func (c *Client) refreshLocked(ctx context.Context, failed string, force bool, c
 // Transport returns an http.RoundTripper that sends each request with
 // "Authorization: DPoP <access token>" and a fresh DPoP proof signed by the
 // device key (through dpop.Transport, which also answers use_dpop_nonce
-// challenges). When the server answers 401 with error="invalid_token",
-// the session is refreshed once and the request sent again — only if its
-// body can be replayed (req.GetBody set, or no body).
+// challenges). When the server answers 401 with error="invalid_token", or
+// with a claims challenge (continuous access evaluation), the session is
+// refreshed once — with the challenge's claims — and the request sent
+// again; only if its body can be replayed (req.GetBody set, or no body).
+// With Options.Interactive, a refresh refused until the user signs in
+// again leads to that sign-in first; give the http.Client that uses the
+// transport no Timeout then (HTTPClient times each exchange instead).
 //
 // Access tokens are sent over https only, or http to a loopback host.
 func (c *Client) Transport() http.RoundTripper { return &transport{c: c} }
 
-type transport struct{ c *Client }
+type transport struct {
+	c *Client
+	// timeout, if set, bounds each exchange with the resource (the
+	// response body included), but not the refreshes and sign-ins in
+	// between.
+	timeout time.Duration
+}
+
+// send sends r through the DPoP transport within t.timeout.
+func (t *transport) send(r *http.Request) (*http.Response, error) {
+	if t.timeout <= 0 {
+		return t.c.dt.RoundTrip(r)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), t.timeout)
+	resp, err := t.c.dt.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelBody releases the exchange's timeout when the body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	closeBody := func() {
@@ -368,7 +448,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r := req.Clone(ctx)
 	r.Header.Set("Authorization", "DPoP "+at)
-	resp, err := t.c.dt.RoundTrip(r)
+	resp, err := t.send(r)
 	if err != nil {
 		return resp, err
 	}
@@ -405,16 +485,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r2.Body = http.NoBody
 	}
 	r2.Header.Set("Authorization", "DPoP "+at2)
-	return t.c.dt.RoundTrip(r2)
+	return t.send(r2)
 }
 
-func secureURL(u *url.URL) bool {
-	switch strings.ToLower(u.Scheme) {
-	case "https":
-		return true
-	case "http":
-		h := u.Hostname()
-		return h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1"
-	}
-	return false
-}
+func secureURL(u *url.URL) bool { return cae.SecureURL(u) }

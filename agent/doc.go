@@ -11,7 +11,15 @@
 //     access token is used, and several processes never present the same
 //     refresh token), [Client.Transport] sends requests with a DPoP-bound
 //     access token and a fresh proof, and [Client.ReportPosture] reports
-//     the device's health.
+//     the device's health. The transport follows continuous access
+//     evaluation claims challenges; when Ward will not refresh the session
+//     until the user signs in again, the Client returns a [ReauthError],
+//     or — with [Options.Interactive] — signs the user in again through
+//     the device authorization grant bound to the device key.
+//
+// For ordinary golang.org/x/oauth2 applications (no device key, no
+// enrolment), [github.com/ward-idp/ward/agent/oauth2x] follows the same
+// claims challenges.
 //
 // The pieces it builds on live in subpackages that the server side and
 // the CLI import directly:

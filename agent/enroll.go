@@ -141,7 +141,14 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 	}
 	cfg.JKT = c.signer.Thumbprint()
 
-	tr, err := c.deviceGrant(ctx, meta, o)
+	tr, err := c.deviceGrant(ctx, meta, deviceGrantParams{
+		clientID: o.ClientID, scope: o.Scope, claims: withCapability(""),
+		prompt: func(p DevicePrompt) error {
+			o.Prompt(p.VerificationURI, p.VerificationURIComplete, p.UserCode)
+			return nil
+		},
+		now: o.Now, sleep: o.Sleep,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -181,9 +188,28 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 	return c.Config(), nil
 }
 
-// deviceGrant runs the device authorization request and polls for the
-// tokens.
-func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOptions) (*tokenResponse, error) {
+// deviceGrantParams configure deviceGrant.
+type deviceGrantParams struct {
+	clientID, scope string
+	// claims is the claims request of the token polls (the CAE
+	// capability, and what a resource or policy asked for).
+	claims string
+	// claimsToAuthorize sends claims with the device authorization
+	// request too, for servers that let it shape the sign-in (MFA).
+	claimsToAuthorize bool
+	// prompt shows the code; polling starts when it returns, an error
+	// aborts.
+	prompt func(DevicePrompt) error
+	now    func() time.Time
+	sleep  func(ctx context.Context, d time.Duration) error
+}
+
+// deviceGrant runs the device authorization request (RFC 8628 §3.1) with a
+// DPoP proof of the device key, which commits the grant to that key, shows
+// the code through p.prompt and polls the token endpoint until the user
+// approves (§3.4, §3.5: interval, slow_down, expiry). The tokens must be
+// DPoP-bound and come with a refresh token.
+func (c *Client) deviceGrant(ctx context.Context, meta *metadata, p deviceGrantParams) (*tokenResponse, error) {
 	var da struct {
 		DeviceCode              string `json:"device_code"`
 		UserCode                string `json:"user_code"`
@@ -192,8 +218,11 @@ func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOption
 		ExpiresIn               int64  `json:"expires_in"`
 		Interval                int64  `json:"interval"`
 	}
-	if err := postForm(ctx, c.hc, meta.DeviceAuthorizationEndpoint, "device authorization",
-		url.Values{"client_id": {o.ClientID}, "scope": {o.Scope}}, &da); err != nil {
+	authz := url.Values{"client_id": {p.clientID}, "scope": {p.scope}}
+	if p.claimsToAuthorize && p.claims != "" {
+		authz.Set("claims", p.claims)
+	}
+	if err := postForm(ctx, c.hc, meta.DeviceAuthorizationEndpoint, "device authorization", authz, &da); err != nil {
 		return nil, err
 	}
 	if da.DeviceCode == "" || da.UserCode == "" || da.VerificationURI == "" {
@@ -203,19 +232,24 @@ func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOption
 	if da.Interval > 0 {
 		interval = time.Duration(da.Interval) * time.Second
 	}
-	deadline := o.Now().Add(time.Duration(da.ExpiresIn) * time.Second)
+	deadline := p.now().Add(time.Duration(da.ExpiresIn) * time.Second)
 	if da.ExpiresIn <= 0 {
-		deadline = o.Now().Add(10 * time.Minute)
+		deadline = p.now().Add(10 * time.Minute)
 	}
-	o.Prompt(da.VerificationURI, da.VerificationURIComplete, da.UserCode)
+	if err := p.prompt(DevicePrompt{VerificationURI: da.VerificationURI, VerificationURIComplete: da.VerificationURIComplete,
+		UserCode: da.UserCode, ExpiresAt: deadline}); err != nil {
+		return nil, err
+	}
 
-	form := url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}, "client_id": {o.ClientID},
-		"claims": {withCapability("")}}
+	form := url.Values{"grant_type": {grantDeviceCode}, "device_code": {da.DeviceCode}, "client_id": {p.clientID}}
+	if p.claims != "" {
+		form.Set("claims", p.claims)
+	}
 	for {
-		if err := o.Sleep(ctx, interval); err != nil {
+		if err := p.sleep(ctx, interval); err != nil {
 			return nil, err
 		}
-		if !o.Now().Before(deadline) {
+		if !p.now().Before(deadline) {
 			return nil, ErrExpired
 		}
 		var tr tokenResponse
@@ -240,7 +274,8 @@ func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOption
 		case "expired_token":
 			return nil, ErrExpired
 		case "access_denied":
-			return nil, ErrDenied
+			// The user said no, or Conditional Access did: say which.
+			return nil, fmt.Errorf("%w (%s)", ErrDenied, oe.Error())
 		default:
 			return nil, err
 		}
@@ -248,16 +283,7 @@ func (c *Client) deviceGrant(ctx context.Context, meta *metadata, o EnrollOption
 }
 
 // revoke gives up a session that will not be used (best effort).
-func (c *Client) revoke(ctx context.Context) {
-	if c.meta == nil || c.meta.RevocationEndpoint == "" || c.cfg.RefreshToken == "" {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	var ignored map[string]any
-	_ = postForm(ctx, c.hc, c.meta.RevocationEndpoint, "revocation", url.Values{
-		"token": {c.cfg.RefreshToken.Reveal()}, "token_type_hint": {"refresh_token"}, "client_id": {c.cfg.ClientID}}, &ignored)
-}
+func (c *Client) revoke(ctx context.Context) { c.revokeToken(ctx, c.cfg.RefreshToken.Reveal()) }
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

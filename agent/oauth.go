@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ward-idp/ward/rs"
+	"github.com/ward-idp/ward/agent/internal/cae"
 )
 
 // Protocol constants.
@@ -35,8 +35,11 @@ var (
 	// ErrAlreadyRegistered: the device key is registered already.
 	ErrAlreadyRegistered = errors.New("agent: this device key is already registered")
 	// ErrSessionEnded: the refresh token was refused (invalid_grant): the
-	// session was revoked or expired, or the device was disabled. The
-	// device must be enrolled again.
+	// session was revoked or expired, or the device or the user was
+	// disabled. When a new sign-in by the user can cure it (a *ReauthError,
+	// which also matches ErrReauthRequired) the agent can sign in again
+	// (Options.Interactive, Client.Reauthenticate); otherwise the device
+	// must be enrolled again.
 	ErrSessionEnded = errors.New("agent: the device session has ended (revoked, expired or device disabled); enrol again with `ward device enroll`")
 )
 
@@ -105,12 +108,8 @@ func checkServerURL(s string) (string, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("agent: server %q: want the issuer URL, e.g. https://id.example.com", s)
 	}
-	if u.Scheme == "http" {
-		switch h := u.Hostname(); {
-		case h == "localhost", strings.HasPrefix(h, "127."), h == "::1":
-		default:
-			return "", fmt.Errorf("agent: server %q: tokens must not travel in clear; use https (http is allowed for localhost only)", s)
-		}
+	if u.Scheme == "http" && !cae.LoopbackHost(u.Hostname()) {
+		return "", fmt.Errorf("agent: server %q: tokens must not travel in clear; use https (http is allowed for localhost only)", s)
 	}
 	return strings.TrimSuffix(u.String(), "/"), nil
 }
@@ -297,14 +296,12 @@ func tokenError(resp *http.Response) bool {
 }
 
 // claimsChallenge returns the claims a resource asks for in a continuous
-// access evaluation challenge (401, error="insufficient_claims" with a
-// base64url claims parameter) as JSON, or "" for any other answer.
+// access evaluation challenge (401, error="insufficient_claims" or
+// "insufficient_user_authentication" with a claims parameter that decodes
+// to a JSON object) as JSON, or "" for any other answer.
 func claimsChallenge(resp *http.Response) string {
-	if resp.StatusCode != http.StatusUnauthorized {
-		return ""
-	}
-	ch, ok := rs.ParseClaimsChallenge(resp.Header)
-	if !ok || ch.Claims == nil {
+	ch, ok := cae.Challenge(resp)
+	if !ok {
 		return ""
 	}
 	return string(ch.Claims)
@@ -313,26 +310,4 @@ func claimsChallenge(resp *http.Response) string {
 // withCapability adds the CAE client capability (xms_cc cp1) to a claims
 // request: the agent follows claims challenges, so Ward may give it
 // long-lived access tokens (clients marked cae_capable).
-func withCapability(claims string) string {
-	doc := map[string]map[string]any{}
-	if claims != "" {
-		var in map[string]json.RawMessage
-		if json.Unmarshal([]byte(claims), &in) == nil {
-			for k, v := range in {
-				var m map[string]any
-				if json.Unmarshal(v, &m) == nil {
-					doc[k] = m
-				}
-			}
-		}
-	}
-	if doc["access_token"] == nil {
-		doc["access_token"] = map[string]any{}
-	}
-	doc["access_token"]["xms_cc"] = map[string]any{"values": []string{capabilityCAE}}
-	b, _ := json.Marshal(doc)
-	return string(b)
-}
-
-// capabilityCAE is the client capability "handles claims challenges".
-const capabilityCAE = "cp1"
+func withCapability(claims string) string { return cae.WithCapability(claims) }

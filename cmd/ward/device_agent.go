@@ -18,8 +18,10 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/ward-idp/ward/agent"
 	"github.com/ward-idp/ward/agent/posture"
@@ -50,14 +52,16 @@ func addAgentCommands(device *cobra.Command, e *cliEnv) {
 		def, _ := e.lookupEnv("WARD_AGENT_CONFIG")
 		c.Flags().StringVar(&cfgPath, "agent-config", def, "agent configuration file (default $WARD_AGENT_CONFIG or <user config dir>/ward/agent.json)")
 	}
-	openClient := func(ctx context.Context) (*agent.Client, error) {
-		return agent.Load(ctx, cfgPath, agent.Options{Collector: agentHooks.collector, HTTPClient: agentHooks.httpClient, Now: agentHooks.now})
+	openWith := func(ctx context.Context, o agent.Options) (*agent.Client, error) {
+		o.Collector, o.HTTPClient, o.Now, o.Sleep = agentHooks.collector, agentHooks.httpClient, agentHooks.now, agentHooks.sleep
+		return agent.Load(ctx, cfgPath, o)
 	}
+	openClient := func(ctx context.Context) (*agent.Client, error) { return openWith(ctx, agent.Options{}) }
 
 	device.AddCommand(
 		newEnrollCmd(e, &cfgPath, configFlag),
 		newPostureCmd(e, configFlag, openClient),
-		newCurlCmd(e, configFlag, openClient),
+		newCurlCmd(e, configFlag, openWith),
 		newAgentStatusCmd(e, &cfgPath, configFlag, openClient),
 		newAgentRunCmd(e, configFlag, openClient),
 	)
@@ -133,9 +137,9 @@ posture report. The session is bound to the device key and saved with mode
 				Now:        agentHooks.now,
 				ConfigPath: *cfgPath,
 				Prompt: func(uri, complete, code string) {
-					fmt.Fprintf(e.stdout, "To enrol this device, open\n\n    %s\n\nand enter the code\n\n    %s\n\n", uri, code)
+					fmt.Fprintf(e.stdout, "To enrol this device, open\n\n    %s\n\nand enter the code\n\n    %s\n\n", printable(uri), printable(code))
 					if complete != "" {
-						fmt.Fprintf(e.stdout, "(or open %s)\n\n", complete)
+						fmt.Fprintf(e.stdout, "(or open %s)\n\n", printable(complete))
 					}
 					fmt.Fprintln(e.stdout, "Waiting for approval…")
 				},
@@ -211,20 +215,36 @@ func newPostureCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(c
 	return cmd
 }
 
-func newCurlCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
+func newCurlCmd(e *cliEnv, configFlag func(*cobra.Command), openWith func(context.Context, agent.Options) (*agent.Client, error)) *cobra.Command {
 	var method, data string
 	var headers []string
+	var interactive bool
 	cmd := &cobra.Command{
 		Use:   "curl URL [-X METHOD] [-d DATA]",
 		Short: "Send a request with the device's DPoP-bound access token",
 		Long: `Send an HTTP request with the device's access token and a fresh DPoP proof
 signed by the device key. A URL starting with / is relative to the server.
 The status line goes to stderr, the body to stdout; the exit code is 1 for
-HTTP status 400 and above. -d @FILE reads the body from FILE (@- from stdin).`,
+HTTP status 400 and above. -d @FILE reads the body from FILE (@- from stdin).
+
+When the server refuses to refresh the device's session until the user signs
+in again (Conditional Access or a resource asks for multi-factor
+authentication or a fresh sign-in, the password was changed, the session was
+revoked), the agent can sign in again with a device code, as at enrolment:
+the address and code are shown on stderr, and the request goes on once the
+sign-in is approved. This happens when stderr is a terminal, or with
+--interactive; --interactive=false turns it off.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := openClient(ctx)
+			if !cmd.Flags().Changed("interactive") {
+				interactive = isTerminal(e.stderr)
+			}
+			var o agent.Options
+			if interactive {
+				o.Interactive = signInPrompt(e.stderr)
+			}
+			c, err := openWith(ctx, o)
 			if err != nil {
 				return err
 			}
@@ -266,6 +286,9 @@ HTTP status 400 and above. -d @FILE reads the body from FILE (@- from stdin).`,
 			}
 			resp, err := c.HTTPClient().Do(req)
 			if err != nil {
+				if errors.Is(err, agent.ErrReauthRequired) && !interactive {
+					return fmt.Errorf("%w\nsign in again: run the command again with --interactive (or from a terminal)", err)
+				}
 				return err
 			}
 			defer resp.Body.Close()
@@ -283,8 +306,42 @@ HTTP status 400 and above. -d @FILE reads the body from FILE (@- from stdin).`,
 	f.StringVarP(&method, "request", "X", "", "HTTP method (default GET, or POST with -d)")
 	f.StringVarP(&data, "data", "d", "", "request body (form-encoded unless -H sets Content-Type); @FILE or @- to read it")
 	f.StringArrayVarP(&headers, "header", "H", nil, "extra header \"Name: value\" (repeatable)")
+	f.BoolVar(&interactive, "interactive", false, "sign in again with a device code (shown on stderr) when the server asks for it (default: when stderr is a terminal)")
 	configFlag(cmd)
 	return cmd
+}
+
+// signInPrompt shows the device code of an interactive sign-in on w.
+func signInPrompt(w io.Writer) func(context.Context, agent.DevicePrompt) error {
+	return func(_ context.Context, p agent.DevicePrompt) error {
+		fmt.Fprintln(w, "Ward asks you to sign in again on this device.")
+		if p.Reason != "" {
+			fmt.Fprintf(w, "(the server says: %s)\n", printable(p.Reason))
+		}
+		fmt.Fprintf(w, "\nOpen\n\n    %s\n\nand enter the code\n\n    %s\n\n", printable(p.VerificationURI), printable(p.UserCode))
+		if p.VerificationURIComplete != "" {
+			fmt.Fprintf(w, "(or open %s)\n\n", printable(p.VerificationURIComplete))
+		}
+		fmt.Fprintln(w, "Waiting for approval…")
+		return nil
+	}
+}
+
+// printable replaces control characters in server-supplied text shown on a
+// terminal, so that it cannot move the cursor or rewrite the screen.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // readData returns the -d value, reading @FILE or @- (stdin).

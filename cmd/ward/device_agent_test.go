@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/wardtest"
+	"github.com/ward-idp/ward/rs"
 )
 
 // runAgentCLI runs ward with args, making sure the agent commands are
@@ -28,7 +30,7 @@ func runAgentCLI(t *testing.T, stdin string, args ...string) (string, string, in
 	t.Helper()
 	var out, errb bytes.Buffer
 	e := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, environ: []string{}}
-	lastStdout = &out
+	lastStdout, lastStderr = &out, &errb
 	root := newRootCmd(e)
 	var dev *cobra.Command
 	for _, c := range root.Commands() {
@@ -62,8 +64,8 @@ func runAgentCLI(t *testing.T, stdin string, args ...string) (string, string, in
 	return out.String(), errb.String(), code
 }
 
-// lastStdout is the stdout of the command running now.
-var lastStdout *bytes.Buffer
+// lastStdout and lastStderr are the output of the command running now.
+var lastStdout, lastStderr *bytes.Buffer
 
 type cliCollector struct{ now func() time.Time }
 
@@ -162,6 +164,12 @@ func TestAgentCommands(t *testing.T) {
 // approveInBrowser signs alice in at the verification page and approves.
 func approveInBrowser(t *testing.T, in *wardtest.Instance, b *http.Client, userCode string) {
 	t.Helper()
+	approveInBrowserWith(t, in, b, userCode, wardtest.AlicePassword)
+}
+
+// approveInBrowserWith is approveInBrowser with alice's password.
+func approveInBrowserWith(t *testing.T, in *wardtest.Instance, b *http.Client, userCode, password string) {
+	t.Helper()
 	resp, body := wardtest.Do(t, b, http.MethodGet, in.URL+"/device", nil)
 	form := wardtest.HiddenFields(body)
 	form.Set("user_code", userCode)
@@ -171,7 +179,7 @@ func approveInBrowser(t *testing.T, in *wardtest.Instance, b *http.Client, userC
 	}
 	form = wardtest.HiddenFields(body)
 	form.Set("username", "alice")
-	form.Set("password", wardtest.AlicePassword)
+	form.Set("password", password)
 	_, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/login", form)
 	in.Clock.Advance(31 * time.Second)
 	form = wardtest.HiddenFields(body)
@@ -181,5 +189,97 @@ func approveInBrowser(t *testing.T, in *wardtest.Instance, b *http.Client, userC
 	form.Set("decision", "approve")
 	if resp, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/device/confirm", form); resp.StatusCode != 200 {
 		t.Fatalf("approve: %d %.300s", resp.StatusCode, body)
+	}
+}
+
+// `ward device curl` against a resource that follows Ward's CAE: after a
+// password change ends the session, the resource's claims challenge cannot
+// be followed with a refresh. Without --interactive (stderr is no terminal
+// here) the command fails and says how to sign in again; with it, the
+// device code is shown on stderr, the user approves with the new password,
+// the new session is saved and the request goes through.
+func TestAgentCurlSignsInAgain(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
+			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
+			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true, CAECapable: true})
+	}})
+	ctx := context.Background()
+	dir := t.TempDir()
+	cf := "--agent-config=" + filepath.Join(dir, "agent.json")
+	password := wardtest.AlicePassword
+	var approvals int
+	agentHooks.collector = cliCollector{now: in.Clock.Now}
+	agentHooks.now = in.Clock.Now
+	// The first wait of each device-code sign-in is when the user approves
+	// the code the command printed (stdout at enrolment, stderr later).
+	pending := true
+	agentHooks.sleep = func(ctx context.Context, d time.Duration) error {
+		if pending {
+			pending = false
+			m := userCodeRE.FindStringSubmatch(lastStdout.String() + lastStderr.String())
+			if m == nil {
+				t.Fatalf("no user code in the output: %s %s", lastStdout, lastStderr)
+			}
+			approveInBrowserWith(t, in, in.Browser(), m[1], password)
+			approvals++
+		}
+		in.Clock.Advance(d)
+		return ctx.Err()
+	}
+	t.Cleanup(func() { agentHooks.collector, agentHooks.sleep, agentHooks.now = nil, nil, nil })
+	if out, errs, code := runAgentCLI(t, "", "device", "enroll", "--server", in.URL, "--key-store", "file", "--key-dir", filepath.Join(dir, "keys"), cf); code != 0 {
+		t.Fatalf("enroll: exit %d\n%s\n%s", code, out, errs)
+	}
+
+	state := rs.NewRevocationState(rs.StateConfig{MaxTokenLifetime: 48 * time.Hour, Now: in.Clock.Now})
+	res := httptest.NewServer(nil)
+	defer res.Close()
+	v, err := rs.New(rs.Config{Issuer: in.URL, Audience: in.URL, Now: in.Clock.Now, State: state, ExternalURL: res.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Config.Handler = v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := rs.FromContext(r.Context())
+		fmt.Fprintf(w, "hello %s", tok.Subject)
+	}))
+	alice, _ := in.App.Store.GetUserByUsername(ctx, "alice")
+	if out, errs, code := runAgentCLI(t, "", "device", "curl", res.URL+"/doc", cf); code != 0 || out != "hello "+alice.ID {
+		t.Fatalf("curl: exit %d %q %s", code, out, errs)
+	}
+
+	in.Clock.Advance(2 * time.Second)
+	password = "another-long-passphrase-8842"
+	if err := in.App.Identity.SetPassword(ctx, "admin", alice.ID, password); err != nil {
+		t.Fatal(err)
+	}
+	state.RevokeUser(in.URL, alice.ID, in.Clock.Now()) // CAEP credential-change
+	before, _ := agent.LoadConfig(filepath.Join(dir, "agent.json"))
+
+	pending = false // nobody is there to approve
+	out, errs, code := runAgentCLI(t, "", "device", "curl", res.URL+"/doc", cf)
+	if code != exitFailure || out != "" || !strings.Contains(errs, "sign in again") || !strings.Contains(errs, "--interactive") ||
+		strings.Contains(errs, "Open") {
+		t.Fatalf("without --interactive: exit %d %q\n%s", code, out, errs)
+	}
+	t.Logf("curl without --interactive:\n%s", errs)
+
+	pending = true
+	out, errs, code = runAgentCLI(t, "", "device", "curl", res.URL+"/doc", "--interactive", cf)
+	t.Logf("curl --interactive:\n%s", errs)
+	if code != 0 || out != "hello "+alice.ID || approvals != 2 || !strings.Contains(errs, "sign in again") ||
+		!strings.Contains(errs, in.URL+"/device") || !strings.Contains(errs, "200 OK") {
+		t.Fatalf("with --interactive: exit %d %q (%d approvals)\n%s", code, out, approvals, errs)
+	}
+	after, err := agent.LoadConfig(filepath.Join(dir, "agent.json"))
+	if err != nil || after.RefreshToken == before.RefreshToken || after.DeviceID != before.DeviceID {
+		t.Fatalf("saved session not replaced: %v", err)
+	}
+	if strings.Contains(errs, after.RefreshToken.Reveal()) || strings.Contains(errs, after.AccessToken.Reveal()) {
+		t.Error("a token was printed")
+	}
+	// The saved session serves the next command without a prompt.
+	if out, errs, code := runAgentCLI(t, "", "device", "curl", res.URL+"/doc", cf); code != 0 || out != "hello "+alice.ID || approvals != 2 {
+		t.Fatalf("next curl: exit %d %q %s", code, out, errs)
 	}
 }
