@@ -181,8 +181,10 @@ func TestPollerDeliversAndAcks(t *testing.T) {
 	if errs[badJTI].Err != SETErrInvalidAudience || errs["mismatched-key"].Err != SETErrInvalidRequest || len(errs) != 2 {
 		t.Fatalf("setErrs = %+v", errs)
 	}
-	if tokenCalls.Load() != tr.requests.Load() {
-		t.Errorf("token fetched %d times for %d requests", tokenCalls.Load(), tr.requests.Load())
+	// One token per request; the request in flight when Run was cancelled
+	// may have fetched its token without reaching the server.
+	if calls, reqs := tokenCalls.Load(), tr.requests.Load(); calls < reqs || calls > reqs+1 {
+		t.Errorf("token fetched %d times for %d requests", calls, reqs)
 	}
 }
 

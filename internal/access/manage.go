@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/store"
@@ -86,6 +87,25 @@ func (s *Service) Apply(ctx context.Context, doc *policy.Document, o ApplyOption
 		return res, nil
 	}
 	v := &model.PolicyVersion{Version: prevVersion + 1, Document: body, Digest: digest, CreatedAt: s.o.Now(), CreatedBy: o.Actor, Comment: o.Comment}
+	// access.policy_changed commits with the version it records.
+	var ev *model.Event
+	if s.o.Bus != nil {
+		data := map[string]string{"version": fmt.Sprint(v.Version), "digest": digest, "policies": fmt.Sprint(len(doc.Policies))}
+		for k, ids := range map[string][]string{"added": res.Added, "updated": res.Updated, "removed": res.Removed} {
+			if len(ids) > 0 {
+				data[k] = strings.Join(ids, ",")
+			}
+		}
+		if res.LocationsChanged {
+			data["locations_changed"] = "true"
+		}
+		if o.Comment != "" {
+			data["comment"] = o.Comment
+		}
+		ev = &model.Event{Type: model.EventAccessPolicyChanged, Time: s.o.Now(), Actor: o.Actor, Outcome: model.OutcomeSuccess, Data: data}
+		bus.Stamp(ctx, ev, s.o.Now)
+		ctx = store.WithEvent(ctx, ev)
+	}
 	if err := s.o.Store.CreatePolicyVersion(ctx, v); errors.Is(err, store.ErrAlreadyExists) {
 		return nil, fmt.Errorf("%w: another change was stored at the same time; retry", ErrConflict)
 	} else if err != nil {
@@ -97,21 +117,8 @@ func (s *Service) Apply(ctx context.Context, doc *policy.Document, o ApplyOption
 	c.trustedRanges = trustedRanges(doc)
 	s.cur.Store(c)
 
-	data := map[string]string{"version": fmt.Sprint(v.Version), "digest": digest, "policies": fmt.Sprint(len(doc.Policies))}
-	for k, ids := range map[string][]string{"added": res.Added, "updated": res.Updated, "removed": res.Removed} {
-		if len(ids) > 0 {
-			data[k] = strings.Join(ids, ",")
-		}
-	}
-	if res.LocationsChanged {
-		data["locations_changed"] = "true"
-	}
-	if o.Comment != "" {
-		data["comment"] = o.Comment
-	}
 	s.o.Log.InfoContext(ctx, "conditional access policies changed", "actor", o.Actor, "version", v.Version)
-	if s.o.Bus != nil {
-		ev := &model.Event{Type: model.EventAccessPolicyChanged, Time: s.o.Now(), Actor: o.Actor, Outcome: model.OutcomeSuccess, Data: data}
+	if ev != nil {
 		if err := s.o.Bus.Publish(ctx, ev); err != nil {
 			return res, fmt.Errorf("access: record policy change: %w", err)
 		}

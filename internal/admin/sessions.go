@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -148,10 +149,12 @@ func (api *API) deleteSession(w http.ResponseWriter, r *http.Request, rc *reqCtx
 	if !s.RevokedAt.IsZero() {
 		return noContent(w)
 	}
+	ev := revokedEvent(rc, api.now(), s.UserID, s.ID, false)
+	ctx = store.WithEvent(ctx, ev) // the event commits with the revocation
 	if err := api.app.Store.RevokeSession(ctx, s.ID, api.now(), ReasonAdminRevoked); err != nil {
 		return orNotFound(err, "session")
 	}
-	if err := api.publishRevoked(r, rc, s.UserID, s.ID, false); err != nil {
+	if err := api.publishRevoked(ctx, ev); err != nil {
 		return err
 	}
 	return noContent(w)
@@ -164,40 +167,49 @@ func (api *API) revokeUserSessions(w http.ResponseWriter, r *http.Request, rc *r
 	if _, err := api.app.Store.GetUser(ctx, id); err != nil {
 		return orNotFound(err, "user")
 	}
-	ids, err := api.app.Store.RevokeUserSessions(ctx, id, api.now(), ReasonAdminRevoked)
+	// One user-level event besides the session.revoked of each session
+	// (even with no active session: the administrator means every token
+	// of the user), which the CAE transmitter turns into a single
+	// session-revoked SET for the user. It commits with the revocation.
+	ev := rc.event(model.EventUserSessionsRevoked, api.now())
+	ev.UserID, ev.Reason = id, ReasonAdminRevoked
+	ectx := store.WithEventFunc(ctx, ev, func(ids []string) bool {
+		ev.Data = map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}
+		return true
+	})
+	ids, err := api.app.Store.RevokeUserSessions(ectx, id, api.now(), ReasonAdminRevoked)
 	if err != nil {
 		return err
 	}
 	for _, sid := range ids {
-		if err := api.publishRevoked(r, rc, id, sid, true); err != nil {
+		if err := api.publishRevoked(ctx, revokedEvent(rc, api.now(), id, sid, true)); err != nil {
 			return err
 		}
 	}
-	// One user-level event as well (even with no active session: the
-	// administrator means every token of the user), which the CAE
-	// transmitter turns into a single session-revoked SET for the user.
-	ev := rc.event(model.EventUserSessionsRevoked, api.now())
-	ev.UserID, ev.Reason = id, ReasonAdminRevoked
-	ev.Data = map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}
-	if err := api.app.Bus.Publish(ctx, ev); err != nil {
+	if err := api.app.Bus.Publish(ectx, ev); err != nil {
 		return fmt.Errorf("admin: sessions of %s revoked but not recorded: %w", id, err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked_session_ids": nonNil(ids)})
 	return nil
 }
 
-// publishRevoked records session.revoked for a session an administrator
+// revokedEvent is the session.revoked of a session an administrator
 // revoked; all marks it as part of revoking all of the user's sessions.
-// The audit persister fails the publish when it cannot record the event;
-// that is reported as an internal error.
-func (api *API) publishRevoked(r *http.Request, rc *reqCtx, userID, sid string, all bool) error {
-	ev := rc.event(model.EventSessionRevoked, api.now())
+func revokedEvent(rc *reqCtx, now time.Time, userID, sid string, all bool) *model.Event {
+	ev := rc.event(model.EventSessionRevoked, now)
 	ev.UserID, ev.SessionID, ev.Reason = userID, sid, ReasonAdminRevoked
 	if all {
 		ev.Data = map[string]string{"all_sessions": "true"}
 	}
-	if err := api.app.Bus.Publish(r.Context(), ev); err != nil {
-		return fmt.Errorf("admin: session %s revoked but not recorded: %w", sid, err)
+	return ev
+}
+
+// publishRevoked publishes a revokedEvent. The audit persister fails the
+// publish when it cannot record the event; that is reported as an
+// internal error.
+func (api *API) publishRevoked(ctx context.Context, ev *model.Event) error {
+	if err := api.app.Bus.Publish(ctx, ev); err != nil {
+		return fmt.Errorf("admin: session %s revoked but not recorded: %w", ev.SessionID, err)
 	}
 	return nil
 }

@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
@@ -232,14 +230,14 @@ func (a *App) Close() error {
 
 // persistEvent is the audit persister: every event published on the bus
 // is appended to the store before Publish returns, and a failure to
-// persist fails the publish.
+// persist fails the publish. An event the store already committed in the
+// transaction of the change it records (store.WithEvent: the critical
+// changes behind CAE signals) is not appended again.
 func (a *App) persistEvent(ctx context.Context, e *model.Event) error {
-	if e.ID == "" {
-		e.ID = uuid.NewString()
+	if store.EventStored(ctx, e) {
+		return nil
 	}
-	if e.Time.IsZero() {
-		e.Time = a.Now()
-	}
+	bus.Stamp(ctx, e, a.Now)
 	if _, err := a.Store.AppendEvent(ctx, e); err != nil {
 		a.Log.ErrorContext(ctx, "audit: persisting event failed", "type", string(e.Type), "event_id", e.ID, "err", err)
 		return fmt.Errorf("audit: %w", err)
@@ -294,8 +292,16 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 // closes.
 func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time, push bool) error {
 	c := cfg.SSF
+	// Push leases name the instance holding them. SQLite with the embedded
+	// NATS has one serving process (the NATS store directory is locked),
+	// so a stable name lets it take its streams back at once after a
+	// crash instead of waiting for its dead predecessor's leases to expire.
+	var instance string
+	if cfg.Storage.Driver == config.DriverSQLite && cfg.Bus.Driver == config.BusNATS && cfg.Bus.NATS.URL == "" {
+		instance = "sqlite-single-node"
+	}
 	svc, err := cae.New(cae.Options{
-		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log,
+		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log, InstanceID: instance,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
@@ -309,6 +315,22 @@ func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time
 		svc.Start()
 	}
 	a.closers = append(a.closers, svc.Close)
+	if push {
+		// Before serving: SETs of events a crashed predecessor stored but
+		// did not queue (cae.Service.Recover).
+		if _, err := svc.Recover(context.Background()); err != nil {
+			return fmt.Errorf("app: %w", err)
+		}
+	}
+	if _, ok := a.Bus.(*bus.NATS); ok && push {
+		// SETs of an event stored by a process that died before queueing
+		// them (see cae.Service.CatchUp).
+		stop, err := a.Durable.Consume(context.Background(), "cae-ssf", cae.SourceEventTypes, svc.CatchUp, bus.OnlyNew())
+		if err != nil {
+			return fmt.Errorf("app: SSF catch-up: %w", err)
+		}
+		a.closers = append(a.closers, func() error { stop(); return nil })
+	}
 	if nb, ok := a.Bus.(*bus.NATS); ok && push && cfg.SSF.NATS.Enabled {
 		// The CAE stream for resources that follow NATS directly: a
 		// durable consumer of the domain events, so an event stored while
@@ -325,7 +347,7 @@ func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time
 				}
 			}
 			return nil
-		})
+		}, bus.OnlyNew())
 		if err != nil {
 			return fmt.Errorf("app: CAE stream: %w", err)
 		}

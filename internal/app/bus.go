@@ -53,7 +53,7 @@ func (a *App) openBus(ctx context.Context, o Options) error {
 			SubscriberNKeys: a.Config.SSF.NATS.SubscriberNKeys,
 		},
 		Outbox: a.Store,
-		Log:           a.Log,
+		Log:    a.Log,
 	})
 	if errors.Is(err, bus.ErrStoreLocked) {
 		return fmt.Errorf("app: %w: another Ward process uses the data directory %s; "+

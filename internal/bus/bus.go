@@ -21,6 +21,9 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/ward-idp/ward/internal/model"
 )
@@ -157,4 +160,20 @@ func FillOrigin(ctx context.Context, e *model.Event) {
 	if e.CorrelationID == "" {
 		e.CorrelationID = o.CorrelationID
 	}
+}
+
+// Stamp completes e for storing: a random id (UUID) when ID is empty, now()
+// when Time is zero, and the request origin from ctx (FillOrigin). The
+// audit persister stamps every event it appends; a service that commits
+// an event in the transaction of its change (store.WithEvent) stamps it
+// before the store call, so that the stored event is the same whichever
+// of the two stores it.
+func Stamp(ctx context.Context, e *model.Event, now func() time.Time) {
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
+	if e.Time.IsZero() {
+		e.Time = now()
+	}
+	FillOrigin(ctx, e)
 }

@@ -123,3 +123,51 @@ func TestBusCAESubscriberAccount(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "3 events relayed", func() bool { return streamMsgs(t, in.NATS) == 3 })
 }
+
+// TestBusConsumeOnlyNew (conformance): a consumer created with OnlyNew
+// skips the history the stream already holds, then resumes where it was
+// after a stop, like any durable consumer.
+func TestBusConsumeOnlyNew(t *testing.T) {
+	forBackends(t, func(t *testing.T, be backend) {
+		in := openInstance(t, openStore(t), be.base(t))
+		old := publishN(t, in, 5)
+		waitFor(t, 10*time.Second, "5 events relayed", func() bool { return streamMsgs(t, in.NATS) == 5 })
+		g := newGot()
+		stop, err := in.Consume(context.Background(), "only-new", nil, g.handle, OnlyNew())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The consumer exists once it has been created on the server.
+		waitFor(t, 10*time.Second, "consumer created", func() bool {
+			_, err := in.js.Consumer(context.Background(), in.Stream(), "only-new")
+			return err == nil
+		})
+		fresh := publishN(t, in, 3)
+		waitFor(t, 10*time.Second, "3 new events", func() bool { return g.uniqueIDs() == 3 })
+		stop()
+		later := publishN(t, in, 2)
+		g2 := newGot()
+		stop2, err := in.Consume(context.Background(), "only-new", nil, g2.handle, OnlyNew())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop2()
+		waitFor(t, 10*time.Second, "2 events after the restart", func() bool { return g2.uniqueIDs() == 2 })
+		evs, _ := g.events()
+		evs2, _ := g2.events()
+		seen := map[string]bool{}
+		for _, e := range append(evs, evs2...) {
+			seen[e.ID] = true
+		}
+		for _, id := range old {
+			if seen[id] {
+				t.Errorf("history event %s delivered", id)
+			}
+		}
+		for _, id := range append(fresh, later...) {
+			if !seen[id] {
+				t.Errorf("event %s not delivered", id)
+			}
+		}
+	})
+}

@@ -25,6 +25,7 @@ type consumer struct {
 	subs  []string
 	h     Handler
 	log   *slog.Logger
+	opts  consumeOptions
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -36,7 +37,7 @@ type consumer struct {
 // Consume implements Durable (see there). The durable consumer is created
 // (or updated) on the server in the background: if NATS is unreachable,
 // Consume still succeeds and delivery starts once it answers.
-func (n *NATS) Consume(ctx context.Context, name string, types []model.EventType, h Handler) (func(), error) {
+func (n *NATS) Consume(ctx context.Context, name string, types []model.EventType, h Handler, opts ...ConsumeOption) (func(), error) {
 	if !validName(name) {
 		return nil, fmt.Errorf("bus: invalid consumer name %q (1-64 letters, digits, '_' or '-')", name)
 	}
@@ -45,6 +46,9 @@ func (n *NATS) Consume(ctx context.Context, name string, types []model.EventType
 	}
 	c := &consumer{n: n, name: name, h: h, log: n.log.With("consumer", name),
 		done: make(chan struct{}), restart: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(&c.opts)
+	}
 	for _, t := range types {
 		if c.types == nil {
 			c.types = map[model.EventType]bool{}
@@ -135,7 +139,7 @@ func (c *consumer) start() (jetstream.ConsumeContext, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       c.name,
 		Description:   "Ward durable consumer",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		DeliverPolicy: c.deliverPolicy(),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.AckWait,
 		MaxDeliver:    -1, // never drop an event: a failing handler holds its consumer up
@@ -204,6 +208,16 @@ const (
 	pullBatch     = 1024
 	pullHeartbeat = 2 * time.Second
 )
+
+// deliverPolicy is where a new consumer starts. The same value on every
+// start keeps CreateOrUpdateConsumer an idempotent no-op for an existing
+// one (JetStream cannot change a consumer's deliver policy).
+func (c *consumer) deliverPolicy() jetstream.DeliverPolicy {
+	if c.opts.onlyNew {
+		return jetstream.DeliverNewPolicy
+	}
+	return jetstream.DeliverAllPolicy
+}
 
 // handle runs the handler for one message and acknowledges it.
 func (c *consumer) handle(msg jetstream.Msg) {

@@ -18,13 +18,27 @@ type Durable interface {
 	// back-off, so a handler that keeps failing holds up its consumer. h
 	// must be idempotent (a crash between h and the acknowledgement repeats
 	// the event; the event id tells repeats apart). A new consumer starts
-	// with the oldest event the stream still holds.
+	// with the oldest event the stream still holds (see OnlyNew).
 	//
 	// Consuming stops when ctx ends or stop is called; stop waits for a
-	// running h. Name and types of one consumer must be the same in every
-	// instance.
-	Consume(ctx context.Context, name string, types []model.EventType, h Handler) (stop func(), err error)
+	// running h. Name, types and options of one consumer must be the same
+	// in every instance.
+	Consume(ctx context.Context, name string, types []model.EventType, h Handler, opts ...ConsumeOption) (stop func(), err error)
 }
+
+// ConsumeOption adjusts a durable consumer.
+type ConsumeOption func(*consumeOptions)
+
+type consumeOptions struct {
+	onlyNew bool
+}
+
+// OnlyNew makes a consumer that does not exist yet start with the events
+// published from its creation on, instead of the oldest the stream holds:
+// for a consumer added to a deployment whose stream already holds a
+// week of history that it must not act on again. An existing consumer
+// resumes where it was either way.
+func OnlyNew() ConsumeOption { return func(o *consumeOptions) { o.onlyNew = true } }
 
 // ErrNoDurable is returned by Consume when the bus has no durable delivery.
 var ErrNoDurable = errors.New("bus: durable delivery is not available")
@@ -37,7 +51,7 @@ type NoDurable struct {
 }
 
 // Consume returns ErrNoDurable.
-func (n NoDurable) Consume(context.Context, string, []model.EventType, Handler) (func(), error) {
+func (n NoDurable) Consume(context.Context, string, []model.EventType, Handler, ...ConsumeOption) (func(), error) {
 	return nil, errors.Join(ErrNoDurable, errors.New(n.Reason))
 }
 

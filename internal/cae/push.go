@@ -35,9 +35,11 @@ type pusher struct {
 	wakeCh    chan struct{}
 	claimReq  atomic.Bool
 	lastClaim atomic.Int64 // unix nanos of the last on-demand claim
-	stopping  atomic.Bool
-	sem       chan struct{}
-	drains    sync.WaitGroup
+	// claimedOnce: the loop (the only caller of claim) has claimed.
+	claimedOnce bool
+	stopping    atomic.Bool
+	sem         chan struct{}
+	drains      sync.WaitGroup
 
 	acks    chan store.SETKey
 	acksWG  sync.WaitGroup
@@ -217,6 +219,11 @@ func (p *pusher) rescan(ctx context.Context) {
 		} else if n > 0 {
 			log.InfoContext(ctx, "cae: purged refused SETs", "count", n)
 		}
+		// The bus keeps events for at most a week; a catch-up never asks
+		// about older ones.
+		if _, err := p.s.o.Store.PurgeSSFHandled(ctx, now.Add(-HandledRetention)); err != nil {
+			log.WarnContext(ctx, "cae: purge handled events", "err", err)
+		}
 	}
 }
 
@@ -227,13 +234,22 @@ func (p *pusher) claim(ctx context.Context) {
 	now := time.Now()
 	d := p.s.o.LeaseDuration
 	until := now.Add(d)
-	ids, err := p.s.o.Store.ClaimSSFStreams(ctx, p.s.o.InstanceID, now, now.Add(d/2), until)
+	renew := now.Add(d / 2)
+	if !p.claimedOnce {
+		// The first claim also takes back leases this instance id still
+		// holds from a predecessor that stopped without releasing them (a
+		// crash, with a stable id): otherwise they would wait for half
+		// their time.
+		renew = until
+	}
+	ids, err := p.s.o.Store.ClaimSSFStreams(ctx, p.s.o.InstanceID, now, renew, until)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.s.o.Log.WarnContext(ctx, "cae: claim push streams", "err", err)
 		}
 		return
 	}
+	p.claimedOnce = true
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, id := range ids {

@@ -62,6 +62,10 @@ const (
 	DefaultPushConcurrency         = 64
 	DefaultMinVerificationInterval = 5 * time.Second
 	DefaultRefusedRetention        = 7 * 24 * time.Hour
+	// HandledRetention is how long an event is remembered as handled:
+	// longer than the bus keeps events (bus.nats.stream_max_age, 7 days
+	// by default), which bounds how late a catch-up can see one.
+	HandledRetention = 8 * 24 * time.Hour
 )
 
 // Options configures a Service. Issuer, Store, Keys and KEK are required.
@@ -149,6 +153,7 @@ type Stats struct {
 	Retried   atomic.Int64 // push attempts that failed and will be retried
 	Polled    atomic.Int64 // SETs handed out by polls
 	Acked     atomic.Int64 // SETs acknowledged by polls
+	CaughtUp  atomic.Int64 // events whose SETs CatchUp queued
 }
 
 // New returns a Service. It starts nothing; see Start.
@@ -359,16 +364,75 @@ func (s *Service) changed() { s.dirtyVersion.Store(true) }
 // matching stream and queues them all with one store call. An error
 // (the outbox cannot be written) fails the publish, like the audit log.
 func (s *Service) HandleEvent(ctx context.Context, e *model.Event) error {
+	_, err := s.handle(ctx, e, false)
+	return err
+}
+
+// catchUpDelay is how old an event must be before CatchUp looks at it.
+const catchUpDelay = 2 * time.Second
+
+// RecoveryWindow is how far before the last recorded event Recover looks
+// for events stored without their SETs.
+const RecoveryWindow = 5 * time.Minute
+
+// Recover queues the SETs of events stored without them by a process that
+// stopped between the two (see CatchUp), oldest first. Run before serving,
+// it keeps each subject's SETs in order: nothing newer can have been
+// queued yet. It looks from RecoveryWindow before the last event recorded
+// as handled; it returns how many events it handled.
+func (s *Service) Recover(ctx context.Context) (int, error) {
+	last, err := s.o.Store.LastSSFHandled(ctx)
+	if err != nil || last.IsZero() {
+		return 0, err
+	}
+	done := 0
+	for {
+		evs, err := s.o.Store.UnhandledSSFEvents(ctx, SourceEventTypes, last.Add(-RecoveryWindow), 500)
+		if err != nil {
+			return done, fmt.Errorf("cae: recover: %w", err)
+		}
+		progress := false
+		for _, ev := range evs {
+			n, err := s.handle(ctx, &ev.Event, true)
+			if err != nil {
+				return done, fmt.Errorf("cae: recover event %s: %w", ev.ID, err)
+			}
+			if n > 0 {
+				done++
+			}
+			// handle records nothing when there is no stream at all;
+			// record the event so the next Recover does not look again.
+			if handled, _ := s.o.Store.SSFEventHandled(ctx, ev.ID); !handled {
+				if _, err := s.o.Store.EnqueueEventSETs(ctx, ev.ID, nil); err != nil {
+					return done, fmt.Errorf("cae: recover event %s: %w", ev.ID, err)
+				}
+			}
+			progress = true
+		}
+		if len(evs) < 500 || !progress {
+			break
+		}
+	}
+	if done > 0 {
+		s.stats.CaughtUp.Add(int64(done))
+		s.o.Log.WarnContext(ctx, "cae: queued the SETs of events stored without them (the previous process stopped in between)", "events", done)
+	}
+	return done, nil
+}
+
+// handle is HandleEvent; late (a catch-up) leaves out streams created
+// after the event, which the event did not concern when it happened.
+func (s *Service) handle(ctx context.Context, e *model.Event, late bool) (int, error) {
 	ts := s.templates(ctx, e)
 	if len(ts) == 0 {
-		return nil
+		return 0, nil
 	}
 	snap, err := s.streams(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(snap.list) == 0 {
-		return nil
+		return 0, nil
 	}
 	txn := e.ID
 	if txn == "" {
@@ -382,12 +446,12 @@ func (s *Service) HandleEvent(ctx context.Context, e *model.Event) error {
 	for i, t := range ts {
 		tail, err := s.claimsTail(now, txn, t)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		var evm subjectMatcher
 		evmDone := false
 		for _, st := range snap.list {
-			if st.Status == model.StreamDisabled || !st.wants[t.typ] {
+			if st.Status == model.StreamDisabled || !st.wants[t.typ] || late && st.CreatedAt.After(e.Time) {
 				continue
 			}
 			if len(st.excluded) > 0 {
@@ -404,13 +468,55 @@ func (s *Service) HandleEvent(ctx context.Context, e *model.Event) error {
 			payloads = append(payloads, claimsJSON(s.issJSON, st.audJSON, jti, tail))
 		}
 	}
-	if len(entries) == 0 {
-		return nil
+	if len(entries) == 0 && e.ID == "" {
+		return 0, nil
 	}
 	if err := s.sign(entries, payloads); err != nil {
+		return 0, err
+	}
+	return s.enqueue(ctx, e.ID, entries)
+}
+
+// CatchUp is the transmitter's durable bus consumer. HandleEvent runs
+// synchronously after the audit persister stored the event, in a
+// transaction of its own; a process that dies in between leaves the event
+// stored and its SETs never queued. CatchUp, seeing every stored event
+// once more through the bus, queues the SETs of an event that
+// EnqueueEventSETs did not record. A race with HandleEvent queues nothing
+// twice (entries are de-duplicated per stream by event id while queued).
+//
+// It gives the synchronous path a head start (catchUpDelay): the event is
+// stored, and may reach the bus, a moment before HandleEvent has queued
+// its SETs in the same process.
+//
+// An event caught up here after later events of its subject were queued
+// reaches receivers out of order; on a single node Recover, which runs
+// before the server serves, leaves nothing for CatchUp to find. With
+// several instances CatchUp is what handles the events of an instance
+// that died and does not come back.
+func (s *Service) CatchUp(ctx context.Context, e *model.Event) error {
+	if e.ID == "" || len(s.templates(ctx, e)) == 0 {
+		return nil
+	}
+	if wait := catchUpDelay - s.o.Now().Sub(e.Time); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(wait, catchUpDelay)):
+		}
+	}
+	done, err := s.o.Store.SSFEventHandled(ctx, e.ID)
+	if err != nil || done {
 		return err
 	}
-	return s.enqueue(ctx, entries)
+	n, err := s.handle(ctx, e, true)
+	if err != nil || n == 0 {
+		return err
+	}
+	s.stats.CaughtUp.Add(1)
+	s.o.Log.WarnContext(ctx, "cae: queued the SETs of an event stored without them (an earlier process stopped in between)",
+		"event_id", e.ID, "type", string(e.Type))
+	return nil
 }
 
 func excludedBy(ex []subjectMatcher, ev subjectMatcher) bool {
@@ -422,12 +528,21 @@ func excludedBy(ex []subjectMatcher, ev subjectMatcher) bool {
 	return false
 }
 
-// enqueue writes entries to the outbox and wakes delivery.
-func (s *Service) enqueue(ctx context.Context, entries []*store.SETEntry) error {
-	n, err := s.o.Store.EnqueueSETs(ctx, entries)
+// enqueue writes entries to the outbox, recording eventID (if any) as
+// handled, wakes delivery and returns how many were stored.
+func (s *Service) enqueue(ctx context.Context, eventID string, entries []*store.SETEntry) (int, error) {
+	var (
+		n   int
+		err error
+	)
+	if eventID != "" {
+		n, err = s.o.Store.EnqueueEventSETs(ctx, eventID, entries)
+	} else {
+		n, err = s.o.Store.EnqueueSETs(ctx, entries)
+	}
 	if err != nil {
 		s.o.Log.ErrorContext(ctx, "cae: queueing SETs failed", "sets", len(entries), "err", err)
-		return fmt.Errorf("cae: queue SETs: %w", err)
+		return 0, fmt.Errorf("cae: queue SETs: %w", err)
 	}
 	s.stats.Enqueued.Add(int64(n))
 	// Hand the stored entries (in sequence order per stream) to delivery,
@@ -448,7 +563,7 @@ func (s *Service) enqueue(ctx context.Context, entries []*store.SETEntry) error 
 		s.pusher.markDirty(id, byStream[id])
 	}
 	s.pusher.wake()
-	return nil
+	return n, nil
 }
 
 // wake tells delivery that a stream may have new SETs.
@@ -562,7 +677,8 @@ func (s *Service) streamEvent(ctx context.Context, st *model.SSFStream, typ stri
 	if err := s.sign([]*store.SETEntry{e}, [][]byte{claimsJSON(s.issJSON, audJSON(st.Audience), jti, tail)}); err != nil {
 		return err
 	}
-	return s.enqueue(ctx, []*store.SETEntry{e})
+	_, err = s.enqueue(ctx, "", []*store.SETEntry{e})
+	return err
 }
 
 // ---- long-poll wake-ups ----

@@ -389,8 +389,17 @@ func (s *Service) MarkLost(ctx context.Context, actor, id string) (*model.Device
 func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ model.EventType, cause string) (*model.Device, error) {
 	now := s.now()
 	var prev string
-	d, err := s.store.UpdateDevice(ctx, id, func(d *model.Device) error {
+	// The event commits with the status change (and only with a change):
+	// once that transaction committed, the device's key obtains no more
+	// tokens, so the sessions revoked below, in a transaction of their
+	// own, are a clean-up that a retry finishes. Their number is therefore
+	// not in this event; each has its session.revoked.
+	ev := &model.Event{Type: typ, Actor: actor, DeviceID: id, Reason: cause}
+	ectx := s.pendingFunc(ctx, ev, func([]string) bool { return prev != status })
+	d, err := s.store.UpdateDevice(ectx, id, func(d *model.Device) error {
 		prev = d.Status
+		ev.UserID, ev.DeviceID = d.UserID, d.ID
+		ev.Data = map[string]string{"previous_status": prev}
 		if d.Status != status {
 			d.Status, d.UpdatedAt = status, now
 		}
@@ -404,8 +413,7 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 	sids, rerr := s.store.RevokeDeviceSessions(ctx, id, now, cause)
 	if prev != status {
 		s.log.InfoContext(ctx, "device status changed", "actor", actor, "device_id", id, "from", prev, "to", status, "sessions_revoked", len(sids))
-		if err := s.publish(ctx, &model.Event{Type: typ, Actor: actor, UserID: d.UserID, DeviceID: d.ID, Reason: cause,
-			Data: map[string]string{"previous_status": prev, "sessions_revoked": fmt.Sprint(len(sids))}}); err != nil {
+		if err := s.publish(ectx, ev); err != nil {
 			return nil, err
 		}
 	}
@@ -455,6 +463,24 @@ func wrapNotFound(err error, what string) error {
 		return fmt.Errorf("device: %s: %w", what, ErrNotFound)
 	}
 	return fmt.Errorf("device: %s: %w", what, err)
+}
+
+// pendingFunc prepares e to be committed in the transaction of the store
+// write that makes its change: it completes e (outcome, id, time, request
+// origin: bus.Stamp) and returns the context for that write and for
+// publishing e afterwards (store.WithEventFunc; complete decides in the
+// transaction whether e is recorded), so that the audit persister finds
+// it stored. Without a bus nothing is recorded and ctx is returned as it
+// is.
+func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
+	if s.bus == nil {
+		return ctx
+	}
+	if e.Outcome == "" {
+		e.Outcome = model.OutcomeSuccess
+	}
+	bus.Stamp(ctx, e, s.now)
+	return store.WithEventFunc(ctx, e, complete)
 }
 
 // publish sends an event; a nil bus drops it.

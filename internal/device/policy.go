@@ -189,12 +189,17 @@ func (s *Service) reevaluate(ctx context.Context, actor, platform string) (int, 
 			continue
 		}
 		var prev string
-		nd, err := s.store.UpdateDevice(ctx, d.ID, func(cur *model.Device) error {
+		// device.compliance_changed commits with the update that changes
+		// the compliance state.
+		ev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: actor}
+		ectx := s.pendingFunc(ctx, ev, func([]string) bool { return prev != st })
+		nd, err := s.store.UpdateDevice(ectx, d.ID, func(cur *model.Device) error {
 			if cur.Status != model.DeviceActive || !cur.PostureAt.Equal(d.PostureAt) {
 				return errInactive // changed meanwhile; its own update evaluated it
 			}
 			prev = cur.Compliance
 			cur.Compliance, cur.ComplianceFailures, cur.ComplianceAt, cur.UpdatedAt = st, enc, now, now
+			fillComplianceChanged(ev, cur, prev, fs)
 			return nil
 		})
 		if errors.Is(err, errInactive) || errors.Is(err, store.ErrNotFound) {
@@ -206,7 +211,7 @@ func (s *Service) reevaluate(ctx context.Context, actor, platform string) (int, 
 		}
 		changed++
 		if prev != nd.Compliance {
-			errs = append(errs, s.publishComplianceChanged(ctx, actor, nd, prev, fs))
+			errs = append(errs, s.publishComplianceChanged(ectx, ev, nd, prev))
 		}
 	}
 	return changed, errors.Join(errs...)

@@ -135,9 +135,13 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 	if err != nil {
 		return d, err
 	}
-	var prev string
+	var prev, after string
 	var fs []Failure
-	d, err = s.store.UpdateDevice(ctx, d.ID, func(d *model.Device) error {
+	// device.compliance_changed commits with the update that changes the
+	// compliance state (device.posture_reported is recorded after it).
+	cev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: d.UserID}
+	ectx := s.pendingFunc(ctx, cev, func([]string) bool { return prev != after })
+	d, err = s.store.UpdateDevice(ectx, d.ID, func(d *model.Device) error {
 		if d.Status != model.DeviceActive {
 			return errInactive
 		}
@@ -155,6 +159,8 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 		var st string
 		st, fs = s.evaluate(d, p, rules, havePolicy, now)
 		d.Compliance, d.ComplianceFailures, d.ComplianceAt = st, encodeFailures(fs), now
+		after = d.Compliance
+		fillComplianceChanged(cev, d, prev, fs)
 		return nil
 	})
 	switch {
@@ -170,7 +176,7 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 		TokenID: rep.JTI, Data: map[string]string{"compliance": d.Compliance, "failing_rules": ruleNames(fs, false),
 			"undecided_rules": ruleNames(fs, true), "collected_at": collected.UTC().Format(time.RFC3339)}})}
 	if prev != d.Compliance {
-		errs = append(errs, s.publishComplianceChanged(ctx, d.UserID, d, prev, fs))
+		errs = append(errs, s.publishComplianceChanged(ectx, cev, d, prev))
 	}
 	return d, errors.Join(errs...)
 }
@@ -197,11 +203,20 @@ func classifyReportError(err error) error {
 	return &PostureError{Reason: ReasonMalformed, Message: "the report is not a valid posture report", Err: err}
 }
 
-func (s *Service) publishComplianceChanged(ctx context.Context, actor string, d *model.Device, prev string, fs []Failure) error {
+// fillComplianceChanged completes the device.compliance_changed event ev
+// of an update that evaluated d (compliance prev before). It runs inside
+// the update function, so the event commits with the update.
+func fillComplianceChanged(ev *model.Event, d *model.Device, prev string, fs []Failure) {
+	ev.UserID, ev.DeviceID, ev.Reason = d.UserID, d.ID, d.Compliance
+	ev.Data = map[string]string{"previous": prev, "compliance": d.Compliance,
+		"failing_rules": ruleNames(fs, false), "undecided_rules": ruleNames(fs, true)}
+}
+
+// publishComplianceChanged publishes ev (fillComplianceChanged) with the
+// context of the update that committed it.
+func (s *Service) publishComplianceChanged(ctx context.Context, ev *model.Event, d *model.Device, prev string) error {
 	s.log.InfoContext(ctx, "device compliance changed", "device_id", d.ID, "from", prev, "to", d.Compliance)
-	return s.publish(ctx, &model.Event{Type: model.EventDeviceComplianceChanged, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
-		Reason: d.Compliance, Data: map[string]string{"previous": prev, "compliance": d.Compliance,
-			"failing_rules": ruleNames(fs, false), "undecided_rules": ruleNames(fs, true)}})
+	return s.publish(ctx, ev)
 }
 
 // evaluate decides a device's compliance from its posture p (nil: none),

@@ -302,6 +302,29 @@ func (s *Service) publish(ctx context.Context, e *model.Event) error {
 	return nil
 }
 
+// pending prepares e to be committed in the transaction of the store
+// write that makes its change: it completes e (outcome, id, time, request
+// origin: bus.Stamp) and returns the context for that write and for
+// publishing e afterwards (store.WithEvent), so that the audit persister
+// finds it stored. Without a bus nothing is recorded and ctx is returned
+// as it is.
+func (s *Service) pending(ctx context.Context, e *model.Event) context.Context {
+	return s.pendingFunc(ctx, e, nil)
+}
+
+// pendingFunc is pending for an event that depends on what the write
+// finds (store.WithEventFunc).
+func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
+	if s.bus == nil {
+		return ctx
+	}
+	if e.Outcome == "" {
+		e.Outcome = model.OutcomeSuccess
+	}
+	bus.Stamp(ctx, e, s.now)
+	return store.WithEventFunc(ctx, e, complete)
+}
+
 // acquireHash takes an argon2 slot, waiting while all are busy.
 func (s *Service) acquireHash(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {

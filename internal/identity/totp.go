@@ -157,6 +157,9 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 	if err != nil {
 		return err
 	}
+	ev := &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: userID,
+		Data: map[string]string{"method": "totp"}}
+	ctx = s.pending(ctx, ev)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.TOTPSecret = ct
 		return nil
@@ -164,8 +167,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 		return err
 	}
 	s.log.InfoContext(ctx, "TOTP enrolled", "actor", actor, "user_id", userID)
-	return s.publish(ctx, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: userID,
-		Data: map[string]string{"method": "totp"}})
+	return s.publish(ctx, ev)
 }
 
 // CheckTOTP verifies a code for u (SHA-1, 6 digits, 30 s, ±1 step). Each

@@ -209,6 +209,8 @@ func (s *Service) SetPassword(ctx context.Context, actor, userID, password strin
 	if err != nil {
 		return fmt.Errorf("identity: hash password: %w", err)
 	}
+	ev := &model.Event{Type: model.EventPasswordChanged, Actor: actor, UserID: userID}
+	ctx = s.pending(ctx, ev)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.PasswordHash = hash
 		u.PasswordChangedAt = s.now()
@@ -217,7 +219,7 @@ func (s *Service) SetPassword(ctx context.Context, actor, userID, password strin
 		return err
 	}
 	s.log.InfoContext(ctx, "password changed", "actor", actor, "user_id", userID)
-	return s.publish(ctx, &model.Event{Type: model.EventPasswordChanged, Actor: actor, UserID: userID})
+	return s.publish(ctx, ev)
 }
 
 // Risk levels a user can have ("" reads as RiskNone).
@@ -240,9 +242,13 @@ func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason stri
 	default:
 		return ErrInvalidRisk
 	}
-	prev := RiskNone
+	var prev string
 	changed := false
+	// The event commits with the change, and only when the level changed.
+	ev := &model.Event{Type: model.EventUserRiskChanged, Actor: actor, UserID: userID, Reason: reason}
+	ctx = s.pendingFunc(ctx, ev, func([]string) bool { return changed })
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
+		prev, changed = RiskNone, false // fn may run again: start afresh
 		if u.RiskLevel != "" {
 			prev = u.RiskLevel
 		}
@@ -254,6 +260,7 @@ func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason stri
 		if level == RiskNone {
 			u.RiskLevel = ""
 		}
+		ev.Data = map[string]string{"level": level, "previous": prev}
 		return nil
 	}); err != nil {
 		return err
@@ -262,14 +269,19 @@ func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason stri
 		return nil
 	}
 	s.log.InfoContext(ctx, "user risk set", "actor", actor, "user_id", userID, "level", level, "previous", prev)
-	return s.publish(ctx, &model.Event{Type: model.EventUserRiskChanged, Actor: actor, UserID: userID,
-		Reason: reason, Data: map[string]string{"level": level, "previous": prev}})
+	return s.publish(ctx, ev)
 }
 
 // SetDisabled disables or re-enables a user. Disabling publishes
 // user.disabled (consumers revoke sessions); enabling publishes
 // user.updated with Data["change"]="enabled".
 func (s *Service) SetDisabled(ctx context.Context, actor, userID string, disabled bool) error {
+	ev := &model.Event{Type: model.EventUserDisabled, Actor: actor, UserID: userID}
+	if !disabled {
+		ev = &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
+			Data: map[string]string{"change": "enabled"}}
+	}
+	ctx = s.pending(ctx, ev)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.Disabled = disabled
 		return nil
@@ -277,11 +289,7 @@ func (s *Service) SetDisabled(ctx context.Context, actor, userID string, disable
 		return err
 	}
 	s.log.InfoContext(ctx, "user disabled state set", "actor", actor, "user_id", userID, "disabled", disabled)
-	if disabled {
-		return s.publish(ctx, &model.Event{Type: model.EventUserDisabled, Actor: actor, UserID: userID})
-	}
-	return s.publish(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
-		Data: map[string]string{"change": "enabled"}})
+	return s.publish(ctx, ev)
 }
 
 // SetRoles replaces a user's roles. It publishes user.updated with
@@ -335,9 +343,11 @@ func (s *Service) DeleteUser(ctx context.Context, actor, userID string) error {
 			return fmt.Errorf("identity: remove user from group %s: %w", g.ID, err)
 		}
 	}
+	ev := &model.Event{Type: model.EventUserDeleted, Actor: actor, UserID: userID}
+	ctx = s.pending(ctx, ev)
 	if err := s.store.DeleteUser(ctx, userID); err != nil {
 		return fmt.Errorf("identity: delete user %s: %w", userID, err)
 	}
 	s.log.InfoContext(ctx, "user deleted", "actor", actor, "user_id", userID)
-	return s.publish(ctx, &model.Event{Type: model.EventUserDeleted, Actor: actor, UserID: userID})
+	return s.publish(ctx, ev)
 }

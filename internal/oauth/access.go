@@ -128,7 +128,9 @@ func (p *Provider) signInAccess(w http.ResponseWriter, r *http.Request, req *aut
 	ri := p.info(r)
 	var dev *model.Device
 	if req.DPoPJKT != "" && p.c.Devices != nil {
-		dev, _ = p.c.Devices.LookupByJKT(ctx, req.DPoPJKT)
+		if d, err := p.c.Devices.LookupByJKT(ctx, req.DPoPJKT); err == nil && deviceOf(d, u.ID) {
+			dev = d
+		}
 	}
 	res, err := p.c.Access.Evaluate(ctx, access.Request{
 		Flow: policy.FlowInteractive, User: u, Client: c, Device: dev, IP: ri.IP, AuthTime: authTime, AMR: amr,

@@ -432,7 +432,9 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *in
 		// belong to a registered device? The token endpoint decides.
 		ev.Data["token_protection"] = ProtectionUnregisteredKey
 		if p.c.Devices != nil {
-			if d, err := p.c.Devices.LookupByJKT(ctx, jkt); err == nil {
+			if d, err := p.c.Devices.LookupByJKT(ctx, jkt); err == nil && !deviceOf(d, u.ID) {
+				ev.Data["token_protection_reason"] = ReasonDeviceOfAnotherUser
+			} else if err == nil {
 				ev.DeviceID = d.ID
 				ev.Data["token_protection"] = ProtectionRegisteredDevice
 				if d.Status != model.DeviceActive {

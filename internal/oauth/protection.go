@@ -30,7 +30,13 @@ const (
 // Token protection is about user sessions: a client_credentials grant
 // (lookup false) skips the device read on the hottest path, unless the
 // client itself requires protected sessions.
-func (p *Provider) protection(ctx context.Context, tr *tokenRequest, lookup bool) (status, reason string, dev *model.Device, e *Error) {
+//
+// A device counts only for its own user: the key of alice's device in a
+// session of bob's (bob approved a device code that alice's machine, or an
+// attacker's registered device, started: device-code phishing) is just a
+// key, not a registered device, so it satisfies no device requirement
+// and puts no device id in bob's tokens.
+func (p *Provider) protection(ctx context.Context, tr *tokenRequest, lookup bool, userID string) (status, reason string, dev *model.Device, e *Error) {
 	if tr.proof == nil {
 		return ProtectionUnbound, model.UnboundNoProof, nil, nil
 	}
@@ -48,8 +54,20 @@ func (p *Provider) protection(ctx context.Context, tr *tokenRequest, lookup bool
 		return "", "", nil, serverError(err)
 	case d.Status != model.DeviceActive:
 		return "", "", d, newErr(ErrInvalidGrant, "the device this key belongs to is "+d.Status+"; it can no longer obtain tokens").withReason("device_" + d.Status)
+	case !deviceOf(d, userID):
+		return ProtectionUnregisteredKey, ReasonDeviceOfAnotherUser, nil, nil
 	}
 	return ProtectionRegisteredDevice, "", d, nil
+}
+
+// ReasonDeviceOfAnotherUser is why a registered device's key did not
+// protect a session of another user.
+const ReasonDeviceOfAnotherUser = "device_of_another_user"
+
+// deviceOf reports whether d may count as userID's device: a device of
+// that user, or no user to compare (a client's own session).
+func deviceOf(d *model.Device, userID string) bool {
+	return d == nil || userID == "" || d.UserID == "" || d.UserID == userID
 }
 
 // requireProtection enforces a client's token-protection setting.

@@ -204,6 +204,19 @@ func (p *Provider) publish(ctx context.Context, e *model.Event) error {
 	return nil
 }
 
+// pending prepares e to be committed in the transaction of the store
+// write that makes its change: it completes e (id, time, origin:
+// bus.Stamp) and returns the context for that write and for publishing e
+// afterwards (store.WithEvent), so that the audit persister finds it
+// stored.
+func (p *Provider) pending(ctx context.Context, e *model.Event) context.Context {
+	if e.ID == "" {
+		e.ID = newID() // as publish would
+	}
+	bus.Stamp(ctx, e, p.c.Now)
+	return store.WithEvent(ctx, e)
+}
+
 // reqInfo is what every event records about the request.
 type reqInfo struct {
 	IP        string

@@ -221,12 +221,13 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 			writeTokenError(w, newErr(ErrUnsupportedTokenType, "client credentials access tokens expire on their own and cannot be revoked"))
 			return
 		}
+		ev := ri.event(model.EventTokenRevoked)
+		ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.TokenID, ev.Reason = c.ID, c.ID, cl.Subject, cl.SID, cl.JTI, "client_revoked_access_token"
+		ctx := p.pending(ctx, ev) // the event commits with the revocation
 		if err := p.c.Store.RevokeSession(ctx, cl.SID, now, "access_token_revoked"); err != nil && !errors.Is(err, store.ErrNotFound) {
 			writeTokenError(w, serverError(err))
 			return
 		}
-		ev := ri.event(model.EventTokenRevoked)
-		ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.TokenID, ev.Reason = c.ID, c.ID, cl.Subject, cl.SID, cl.JTI, "client_revoked_access_token"
 		_ = p.publish(ctx, ev)
 		w.WriteHeader(http.StatusOK)
 		return
@@ -305,12 +306,13 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	if sid != "" {
 		if sess, err := p.c.Store.GetSession(ctx, sid); err == nil {
+			ev := ri.event(model.EventSessionLoggedOut)
+			ev.Actor, ev.UserID, ev.SessionID, ev.ClientID, ev.Reason = sess.UserID, sess.UserID, sid, clientID, "user_logout"
+			ctx := p.pending(ctx, ev) // the event commits with the revocation
 			if err := p.c.Store.RevokeSession(ctx, sid, p.c.Now(), "logout"); err != nil {
 				p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-out failed", "Something went wrong on our side.", ri.CorrID)
 				return
 			}
-			ev := ri.event(model.EventSessionLoggedOut)
-			ev.Actor, ev.UserID, ev.SessionID, ev.ClientID, ev.Reason = sess.UserID, sess.UserID, sid, clientID, "user_logout"
 			_ = p.publish(ctx, ev)
 		}
 	}

@@ -271,14 +271,17 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 // refreshReused handles presentation of an already-rotated refresh token:
 // the whole session is revoked and the theft signal recorded.
 func (p *Provider) refreshReused(tr *tokenRequest, rt *model.RefreshToken) *Error {
-	ctx := tr.r.Context()
-	_ = p.c.Store.RevokeSession(ctx, rt.SessionID, p.c.Now(), "refresh_reuse")
 	ev := tr.ri.event(model.EventRefreshReuseDetected)
 	ev.Outcome, ev.Reason = model.OutcomeFailure, "refresh_reuse"
 	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID = tr.client.ID, tr.client.ID, rt.UserID, rt.SessionID
 	if tr.proof != nil {
 		ev.Data = map[string]string{"jkt": tr.proof.JKT}
 	}
+	// The theft signal commits with the revocation (a rare path: the
+	// rotation itself is unchanged). If the revocation fails, the event is
+	// still published and the audit persister records it.
+	ctx := p.pending(tr.r.Context(), ev)
+	_ = p.c.Store.RevokeSession(ctx, rt.SessionID, p.c.Now(), "refresh_reuse")
 	_ = p.publish(ctx, ev)
 	rev := tr.ri.event(model.EventSessionRevoked)
 	rev.Actor, rev.UserID, rev.SessionID, rev.Reason = "system", rt.UserID, rt.SessionID, "refresh_reuse"
@@ -368,7 +371,11 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 	if atScope == "" {
 		atScope = g.scope
 	}
-	protection, why, dev, e := p.protection(ctx, tr, g.user != nil || c.RequireProtectedSessions)
+	var uid string
+	if g.user != nil {
+		uid = g.user.ID
+	}
+	protection, why, dev, e := p.protection(ctx, tr, g.user != nil || c.RequireProtectedSessions, uid)
 	if e != nil {
 		return nil, e
 	}

@@ -85,3 +85,51 @@ func TestTokenProtection(t *testing.T) {
 	code, verifier = codeFlow(t, in, "spa", s, nil)
 	wantError(t, exchange(t, in, "spa", code, verifier, s), 400, "invalid_grant")
 }
+
+// A registered device counts only for its own user: bob signing in with
+// the key of alice's device (he approved a device code her machine — or
+// an attacker's registered device — started) gets a DPoP-bound session,
+// but not a registered device's: no did, no device-bound application.
+func TestDeviceOfAnotherUser(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: "docs", Name: "Documents", AuthMethod: "none",
+			RedirectURIs: []string{wardtest.RedirectURI}, GrantTypes: []string{"authorization_code", "refresh_token"},
+			Scopes: []string{"openid", "offline_access"}, DPoPBoundAccessTokens: true, RequireProtectedSessions: true})
+	}})
+	ctx := context.Background()
+	s := newSigner(t)
+	alice, _ := in.App.Store.GetUserByUsername(ctx, "alice")
+	jwk, _ := json.Marshal(s.PublicJWK())
+	if _, err := in.App.Devices.Register(ctx, alice.ID, device.Registration{PublicJWK: jwk, KeyStorage: "file", Platform: "linux",
+		OSName: "Debian", OSVersion: "12", Hostname: "laptop", AgentVersion: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	bobFlow := func(client string, extra url.Values) (string, string) {
+		t.Helper()
+		verifier, challenge := wardtest.PKCE()
+		if extra == nil {
+			extra = url.Values{}
+		}
+		extra.Set("dpop_jkt", s.Thumbprint())
+		loc := in.Login(t, in.Browser(), in.AuthorizeURL(client, challenge, extra), "bob", wardtest.BobPassword, "")
+		if e := loc.Query().Get("error"); e != "" {
+			t.Fatalf("authorize: %s", e)
+		}
+		return loc.Query().Get("code"), verifier
+	}
+	code, verifier := bobFlow("docs", url.Values{"scope": {"openid offline_access"}})
+	signins, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventSignInSucceeded}, Limit: 1})
+	if len(signins) != 1 || signins[0].DeviceID != "" || signins[0].Data["token_protection_reason"] != "device_of_another_user" {
+		t.Fatalf("sign-in event: %+v", signins)
+	}
+	wantError(t, exchange(t, in, "docs", code, verifier, s), 400, "invalid_grant")
+	code, verifier = bobFlow("spa", nil)
+	r := exchange(t, in, "spa", code, verifier, s)
+	if r.Status != 200 || claims(t, r.str("access_token"))["did"] != nil {
+		t.Fatalf("bob with alice's device key: %d %s", r.Status, r.Body)
+	}
+	evs, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventTokenIssued}, Limit: 1})
+	if len(evs) != 1 || evs[0].Data["token_protection"] != "unregistered_key" || evs[0].Data["token_protection_reason"] != "device_of_another_user" {
+		t.Fatalf("token event: %+v", evs)
+	}
+}

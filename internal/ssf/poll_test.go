@@ -68,14 +68,22 @@ func TestPollAcksAndRedelivery(t *testing.T) {
 			t.Errorf("SET under %s has claims %v", j, c)
 		}
 	}
-	// The two handed out are held; the third comes next.
+	// The two handed out are held, and they keep the third back: it is
+	// about the same user, and a receiver must see a subject's SETs in
+	// order (if the first answer was lost, the first two come back
+	// before it).
 	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	if len(p.Sets) != 0 || p.MoreAvailable {
+		t.Fatalf("second poll: %d SETs more=%v, want none while the first two are held", len(p.Sets), p.MoreAvailable)
+	}
+	// Acknowledging the first two releases the third.
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true, "ack": first})
 	if len(p.Sets) != 1 || p.MoreAvailable {
-		t.Fatalf("second poll: %d SETs more=%v, want the third only", len(p.Sets), p.MoreAvailable)
+		t.Fatalf("after acknowledging: %d SETs more=%v, want the third only", len(p.Sets), p.MoreAvailable)
 	}
 	third := jtis(p)[0]
-	// Acknowledge the first two, refuse the third.
-	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true, "ack": first,
+	// Refuse the third.
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true,
 		"setErrs": map[string]any{third: map[string]string{"err": "invalid_request", "description": "test refusal"}}})
 	if len(p.Sets) != 0 {
 		t.Fatalf("after acks: %d SETs", len(p.Sets))

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-idp/ward/internal/model"
@@ -237,6 +238,21 @@ type Store interface {
 	// already queued, are dropped and get Seq 0; it returns how many were
 	// stored.
 	EnqueueSETs(ctx context.Context, es []*SETEntry) (int, error)
+	// EnqueueEventSETs is EnqueueSETs for the SETs of one domain event
+	// (possibly none): in the same transaction it records the event id,
+	// which SSFEventHandled then reports, so that a catch-up after a
+	// crash can tell events whose SETs were queued from those whose were
+	// not.
+	EnqueueEventSETs(ctx context.Context, eventID string, es []*SETEntry) (int, error)
+	SSFEventHandled(ctx context.Context, eventID string) (bool, error)
+	// PurgeSSFHandled forgets events recorded before t.
+	PurgeSSFHandled(ctx context.Context, t time.Time) (int64, error)
+	// LastSSFHandled returns the latest time EnqueueEventSETs recorded an
+	// event (zero if never). UnhandledSSFEvents returns up to limit events
+	// of the given types stored at or after since that it has not
+	// recorded, in sequence order: the recovery after a crash.
+	LastSSFHandled(ctx context.Context) (time.Time, error)
+	UnhandledSSFEvents(ctx context.Context, types []model.EventType, since time.Time, limit int) ([]*StoredEvent, error)
 	// QueuedSETs returns up to n queued SETs of a stream with Seq > after,
 	// in Seq order, whether or not a poll holds them back.
 	QueuedSETs(ctx context.Context, streamID string, after int64, n int) ([]*SETEntry, error)
@@ -272,3 +288,85 @@ type Store interface {
 	// ReleaseSSFStreams ends owner's leases (on shutdown).
 	ReleaseSSFStreams(ctx context.Context, owner string) error
 }
+
+// ---- domain events committed with their change ----
+
+// A critical change and the domain event that records it commit in one
+// transaction, so that a crash cannot leave the change without its event
+// (and so without its audit record and its CAE signal). The service
+// stamps the event (id, time, origin: bus.Stamp), attaches it to the
+// context of the store write that makes the change (WithEvent), and then
+// publishes it with that same context; the write appends the event to
+// the events table in its own transaction, and the audit persister,
+// seeing EventStored, does not append it a second time.
+//
+// The writes that take a pending event are UpdateUser, DeleteUser,
+// RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions
+// and CreatePolicyVersion: the first of them made with the context takes
+// it (later ones, such as a bus subscriber's, never append it again), and
+// appends it only when the write succeeds. Every other method ignores it.
+
+type pendingEventKey struct{}
+
+// PendingEvent is an event waiting for the store write that commits it
+// (WithEvent). Services only use WithEvent, WithEventFunc and
+// EventStored; the methods are for store implementations.
+type PendingEvent struct {
+	e        *model.Event
+	complete func(ids []string) bool
+	taken    atomic.Bool
+	stored   atomic.Bool
+}
+
+// WithEvent returns ctx carrying e as the pending event of the next
+// event-taking write made with it (see above). e must be complete (ID,
+// Time, origin) before that write.
+func WithEvent(ctx context.Context, e *model.Event) context.Context {
+	return WithEventFunc(ctx, e, nil)
+}
+
+// WithEventFunc is WithEvent for an event that depends on the outcome of
+// the write. The store calls complete inside the write's transaction,
+// after the change and before appending e, with the ids the write reports
+// (the session ids RevokeUserSessions and RevokeDeviceSessions revoked;
+// nil for the other writes); complete may fill in e from them or from
+// what an update function saw, and returns false when e is not to be
+// recorded (nothing changed). complete may run more than once (a write
+// can be retried) and must only look at values and fill in e: it runs
+// inside the transaction (on SQLite on the single writer goroutine), so
+// calling the store from it would deadlock.
+func WithEventFunc(ctx context.Context, e *model.Event, complete func(ids []string) bool) context.Context {
+	return context.WithValue(ctx, pendingEventKey{}, &PendingEvent{e: e, complete: complete})
+}
+
+// EventStored reports whether a store write made with ctx has appended
+// exactly e (the same pointer) to the events table, in its transaction,
+// and committed.
+func EventStored(ctx context.Context, e *model.Event) bool {
+	p, _ := ctx.Value(pendingEventKey{}).(*PendingEvent)
+	return p != nil && p.e == e && p.stored.Load()
+}
+
+// TakeEvent returns the event pending on ctx for the calling write to
+// append, or nil when there is none or an earlier write took it. For
+// store implementations.
+func TakeEvent(ctx context.Context) *PendingEvent {
+	p, _ := ctx.Value(pendingEventKey{}).(*PendingEvent)
+	if p == nil || !p.taken.CompareAndSwap(false, true) {
+		return nil
+	}
+	return p
+}
+
+// Event returns the pending event.
+func (p *PendingEvent) Event() *model.Event { return p.e }
+
+// Complete runs the event's completion function (WithEventFunc) with the
+// write's ids and reports whether the event is to be appended.
+func (p *PendingEvent) Complete(ids []string) bool {
+	return p.complete == nil || p.complete(ids)
+}
+
+// MarkStored records that the event was appended and that the
+// transaction holding it committed. Call it only after the commit.
+func (p *PendingEvent) MarkStored() { p.stored.Store(true) }

@@ -32,7 +32,7 @@ func ssfStream(id, client, method string) *model.SSFStream {
 }
 
 func setEntry(stream, key string) *store.SETEntry {
-	return &store.SETEntry{StreamID: stream, JTI: "jti-" + stream + "-" + key, DedupKey: key, SubjectKey: "user:u1",
+	return &store.SETEntry{StreamID: stream, JTI: "jti-" + stream + "-" + key, DedupKey: key, SubjectKey: "user:" + key,
 		EventType: "urn:a", SET: "h.p." + key, CreatedAt: at(time.Minute)}
 }
 
@@ -386,6 +386,54 @@ func testSSFPoll(t *testing.T, s store.Store) {
 	}
 }
 
+// testSSFPollSubjectOrder: a SET handed out and not acknowledged (its
+// answer lost) keeps the later SETs of its subject back, not those of
+// other subjects, until it is acknowledged or handed out again.
+func testSSFPollSubjectOrder(t *testing.T, s store.Store) {
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("o", "c1", model.DeliveryPoll)))
+	e := func(key, subject string) *store.SETEntry {
+		x := setEntry("o", key)
+		x.SubjectKey = subject
+		return x
+	}
+	_, err := s.EnqueueSETs(ctx, []*store.SETEntry{e("a1", "user:a"), e("b1", "user:b"), e("a2", "user:a"), e("c1", "user:c"), e("a3", "user:a")})
+	must(t, "EnqueueSETs", err)
+	now := at(time.Hour)
+	hold := now.Add(time.Minute)
+	poll := func(p store.SETPoll) []string {
+		t.Helper()
+		got, _, err := s.PollSETs(ctx, "o", p)
+		must(t, "PollSETs", err)
+		return keys(got)
+	}
+	if got := poll(store.SETPoll{Max: 1, Now: now, Hold: hold}); !reflect.DeepEqual(got, []string{"a1"}) {
+		t.Fatalf("first poll: %v", got)
+	}
+	// a1's answer was lost: b1 and c1 go out, a2 and a3 wait.
+	if got := poll(store.SETPoll{Max: 10, Now: now.Add(time.Second), Hold: hold}); !reflect.DeepEqual(got, []string{"b1", "c1"}) {
+		t.Fatalf("poll with a1 held: %v, want [b1 c1]", got)
+	}
+	// The held-back ones were not held themselves: after a1 is
+	// acknowledged they go out at once, in order.
+	if got := poll(store.SETPoll{Ack: []string{"jti-o-a1"}, Max: 10, Now: now.Add(2 * time.Second), Hold: hold}); !reflect.DeepEqual(got, []string{"a2", "a3"}) {
+		t.Fatalf("after acknowledging a1: %v, want [a2 a3]", got)
+	}
+	// Unacknowledged, a2 comes back after its hold, before a3 (held too,
+	// so both come back, in order).
+	if got := poll(store.SETPoll{Ack: []string{"jti-o-b1", "jti-o-c1"}, Max: 10, Now: hold.Add(time.Second), Hold: hold.Add(time.Hour)}); !reflect.DeepEqual(got, []string{"a2", "a3"}) {
+		t.Fatalf("after the hold: %v, want [a2 a3]", got)
+	}
+	if got, _, _ := s.PollSETs(ctx, "o", store.SETPoll{Max: 10, Now: hold.Add(2 * time.Second), Hold: hold.Add(time.Hour)}); len(got) != 0 {
+		t.Fatalf("held entries handed out again: %v", keys(got))
+	}
+	if c, _ := s.CountSETs(ctx, "o"); c.Queued != 2 {
+		t.Errorf("queued %+v, want a2 and a3", c)
+	}
+	if got, _ := s.QueuedSETs(ctx, "o", 0, 10); len(got) != 2 || got[0].Attempts != 2 {
+		t.Errorf("a2 attempts: %+v", got)
+	}
+}
+
 func testSSFLeases(t *testing.T, s store.Store) {
 	for _, id := range []string{"p1", "p2"} {
 		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream(id, "c1", model.DeliveryPush)))
@@ -460,5 +508,57 @@ func testSSFLeases(t *testing.T, s store.Store) {
 	}
 	if _, err := s.ClaimSSFStreams(ctx, "", now, now, now); err == nil {
 		t.Error("ClaimSSFStreams with an empty owner succeeded")
+	}
+}
+
+// testSSFHandled: EnqueueEventSETs records the event in the transaction
+// of its SETs (also with none), SSFEventHandled reports it, a repeat is
+// harmless, and PurgeSSFHandled forgets old records.
+func testSSFHandled(t *testing.T, s store.Store) {
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("h", "c1", model.DeliveryPoll)))
+	for _, id := range []string{"ev-1", "ev-none"} {
+		if done, err := s.SSFEventHandled(ctx, id); err != nil || done {
+			t.Fatalf("SSFEventHandled(%s) before = %v, %v", id, done, err)
+		}
+	}
+	n, err := s.EnqueueEventSETs(ctx, "ev-1", []*store.SETEntry{setEntry("h", "ev-1/0"), setEntry("h", "ev-1/1")})
+	must(t, "EnqueueEventSETs", err)
+	if n != 2 {
+		t.Errorf("EnqueueEventSETs stored %d, want 2", n)
+	}
+	_, err = s.EnqueueEventSETs(ctx, "ev-none", nil)
+	must(t, "EnqueueEventSETs without SETs", err)
+	// Again (a catch-up racing the synchronous path): nothing more.
+	n, err = s.EnqueueEventSETs(ctx, "ev-1", []*store.SETEntry{setEntry("h", "ev-1/0")})
+	must(t, "EnqueueEventSETs again", err)
+	if n != 0 {
+		t.Errorf("EnqueueEventSETs again stored %d", n)
+	}
+	for _, id := range []string{"ev-1", "ev-none"} {
+		if done, err := s.SSFEventHandled(ctx, id); err != nil || !done {
+			t.Errorf("SSFEventHandled(%s) = %v, %v, want true", id, done, err)
+		}
+	}
+	if done, _ := s.SSFEventHandled(ctx, "ev-other"); done {
+		t.Error("an unknown event is handled")
+	}
+	// A failed enqueue records nothing (a jti already queued on the
+	// stream makes the insert fail).
+	dup := setEntry("h", "ev-2/0")
+	dup.JTI = setEntry("h", "ev-1/0").JTI
+	if _, err := s.EnqueueEventSETs(ctx, "ev-2", []*store.SETEntry{dup}); err == nil {
+		t.Error("EnqueueEventSETs with a duplicate jti succeeded")
+	} else if done, _ := s.SSFEventHandled(ctx, "ev-2"); done {
+		t.Error("a failed EnqueueEventSETs recorded its event")
+	}
+
+	if n, err := s.PurgeSSFHandled(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Errorf("PurgeSSFHandled(an hour ago) = %d, %v, want 0", n, err)
+	}
+	if n, err := s.PurgeSSFHandled(ctx, time.Now().Add(time.Hour)); err != nil || n != 2 {
+		t.Errorf("PurgeSSFHandled(in an hour) = %d, %v, want 2", n, err)
+	}
+	if done, _ := s.SSFEventHandled(ctx, "ev-1"); done {
+		t.Error("purged event still handled")
 	}
 }

@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListEventsFilter", testListEventsFilter},
 		{"ListEventsPaging", testListEventsPaging},
 		{"EventsAfter", testEventsAfter},
+		{"EventWithChange", testEventWithChange},
 		{"RecordJTI", testRecordJTI},
 		{"RecordJTIConcurrent", testRecordJTIConcurrent},
 		{"PurgeExpired", testPurgeExpired},
@@ -85,7 +86,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SSFQueue", testSSFQueue},
 		{"SSFQueueConcurrent", testSSFQueueConcurrent},
 		{"SSFPoll", testSSFPoll},
+		{"SSFPollSubjectOrder", testSSFPollSubjectOrder},
 		{"SSFLeases", testSSFLeases},
+		{"SSFHandled", testSSFHandled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -97,21 +97,22 @@ func (s *Store) ListDevices(ctx context.Context, f store.DeviceFilter) ([]*model
 	return collect(rs, err, "list devices", scanDevice)
 }
 
-// UpdateDevice applies fn to the stored device and saves it atomically.
-// The id cannot change; a JKT taken by another device is ErrAlreadyExists.
+// UpdateDevice applies fn to the stored device and saves it atomically,
+// together with ctx's pending event (store.WithEvent). The id cannot
+// change; a JKT taken by another device is ErrAlreadyExists.
 func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*model.Device) error) (*model.Device, error) {
 	var out *model.Device
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		d, err := scanDevice(q.QueryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`+s.d.ForUpdate, id))
 		if err != nil {
-			return s.getErr("device", err)
+			return nil, s.getErr("device", err)
 		}
 		if err := fn(d); err != nil {
-			return err
+			return nil, err
 		}
 		d.ID = id
 		if d.JKT == "" {
-			return errors.New("store: update device: JKT is required")
+			return nil, errors.New("store: update device: JKT is required")
 		}
 		if _, err := q.Exec(ctx, `UPDATE devices SET user_id = $2, jkt = $3, public_jwk = $4,
 			key_storage = $5, platform = $6, os_name = $7, os_version = $8, hostname = $9,
@@ -119,12 +120,12 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*model.Devi
 			compliance_failures = $14, compliance_at = $15, posture = $16, posture_at = $17,
 			created_at = $18, last_seen = $19, updated_at = $20 WHERE id = $1`, deviceArgs(d)...); err != nil {
 			if s.d.IsUniqueViolation(err) {
-				return alreadyExists("device jkt")
+				return nil, alreadyExists("device jkt")
 			}
-			return wrap("update device", err)
+			return nil, wrap("update device", err)
 		}
 		out = d
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -143,7 +144,9 @@ func (s *Store) DeleteDevice(ctx context.Context, id string) error {
 // session holding at least one refresh token bound to the device (as
 // RevokeSession does: revocation time and cause recorded, all refresh
 // tokens of the session deleted) and returns their ids in ascending
-// order. Sessions already revoked keep their first revocation.
+// order. Sessions already revoked keep their first revocation. ctx's
+// pending event (store.WithEvent) commits with them and its completion
+// function gets the ids.
 func (s *Store) RevokeDeviceSessions(ctx context.Context, deviceID string, at time.Time, cause string) ([]string, error) {
 	if at.IsZero() {
 		return nil, errors.New("store: revoke device sessions: revocation time is required")
@@ -152,7 +155,7 @@ func (s *Store) RevokeDeviceSessions(ctx context.Context, deviceID string, at ti
 		return nil, errors.New("store: revoke device sessions: device id is required")
 	}
 	var ids []string
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
 			WHERE revoked_at = 0 AND id IN (SELECT session_id FROM refresh_tokens WHERE device_id = $1)
 			RETURNING id`, deviceID, micros(at), cause)
@@ -161,19 +164,19 @@ func (s *Store) RevokeDeviceSessions(ctx context.Context, deviceID string, at ti
 			return id, r.Scan(&id)
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, id := range ids {
 			if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-				return wrap("revoke device session tokens", err)
+				return nil, wrap("revoke device session tokens", err)
 			}
 		}
-		return nil
+		slices.Sort(ids)
+		return ids, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(ids)
 	return ids, nil
 }
 

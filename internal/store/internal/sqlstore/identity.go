@@ -89,16 +89,17 @@ func (s *Store) ListUsers(ctx context.Context) ([]*model.User, error) {
 }
 
 // UpdateUser applies fn to the stored user and saves the result in one
-// transaction. The id cannot change.
+// transaction, together with ctx's pending event (store.WithEvent). The
+// id cannot change.
 func (s *Store) UpdateUser(ctx context.Context, id string, fn func(*model.User) error) (*model.User, error) {
 	var out *model.User
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		u, err := scanUser(q.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`+s.d.ForUpdate, id))
 		if err != nil {
-			return s.getErr("user", err)
+			return nil, s.getErr("user", err)
 		}
 		if err := fn(u); err != nil {
-			return err
+			return nil, err
 		}
 		u.ID = id
 		_, err = q.Exec(ctx, `UPDATE users SET username = $2, email = $3, display_name = $4,
@@ -107,12 +108,12 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(*model.User) 
 			password_changed_at = $15 WHERE id = $1`, userArgs(u)...)
 		if err != nil {
 			if s.d.IsUniqueViolation(err) {
-				return alreadyExists("username")
+				return nil, alreadyExists("username")
 			}
-			return wrap("update user", err)
+			return nil, wrap("update user", err)
 		}
 		out = u
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -120,16 +121,17 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(*model.User) 
 	return out, nil
 }
 
-// DeleteUser deletes a user and its group memberships. Sessions are left
-// to the caller, which revokes them (and reports the revocation) first.
+// DeleteUser deletes a user and its group memberships, together with
+// ctx's pending event (store.WithEvent). Sessions are left to the caller,
+// which revokes them (and reports the revocation) first.
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		n, err := q.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
 		if err := deleted("user", n, err); err != nil {
-			return err
+			return nil, err
 		}
 		_, err = q.Exec(ctx, `DELETE FROM group_members WHERE user_id = $1`, id)
-		return wrap("delete user memberships", err)
+		return nil, wrap("delete user memberships", err)
 	})
 }
 

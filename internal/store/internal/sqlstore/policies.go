@@ -40,9 +40,10 @@ func scanPolicyVersionMeta(r Row) (*model.PolicyVersion, error) {
 }
 
 // CreatePolicyVersion stores v.Version, which must follow the latest
-// version. The check and the insert run in one transaction; on
-// PostgreSQL a concurrent writer of the same number fails on the primary
-// key, so exactly one of two racing writers wins.
+// version. The check and the insert run in one transaction, with ctx's
+// pending event (store.WithEvent); on PostgreSQL a concurrent writer of
+// the same number fails on the primary key, so exactly one of two racing
+// writers wins.
 func (s *Store) CreatePolicyVersion(ctx context.Context, v *model.PolicyVersion) error {
 	if v.Version < 1 || len(v.Document) == 0 || v.Digest == "" {
 		return errors.New("store: create policy version: version, document and digest are required")
@@ -51,23 +52,23 @@ func (s *Store) CreatePolicyVersion(ctx context.Context, v *model.PolicyVersion)
 	if created.IsZero() {
 		created = s.now()
 	}
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		var latest int64
 		if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM policy_versions`).Scan(&latest); err != nil {
-			return wrap("create policy version", err)
+			return nil, wrap("create policy version", err)
 		}
 		switch {
 		case v.Version <= latest:
-			return alreadyExists(fmt.Sprintf("policy version %d", v.Version))
+			return nil, alreadyExists(fmt.Sprintf("policy version %d", v.Version))
 		case v.Version != latest+1:
-			return fmt.Errorf("store: create policy version: version %d does not follow %d", v.Version, latest)
+			return nil, fmt.Errorf("store: create policy version: version %d does not follow %d", v.Version, latest)
 		}
 		_, err := q.Exec(ctx, `INSERT INTO policy_versions (`+policyVersionCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
 			v.Version, string(v.Document), v.Digest, micros(created), v.CreatedBy, v.Comment)
 		if err != nil && s.d.IsUniqueViolation(err) {
-			return alreadyExists(fmt.Sprintf("policy version %d", v.Version))
+			return nil, alreadyExists(fmt.Sprintf("policy version %d", v.Version))
 		}
-		return wrap("create policy version", err)
+		return nil, wrap("create policy version", err)
 	})
 }
 

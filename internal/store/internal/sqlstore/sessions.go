@@ -143,35 +143,38 @@ func (s *Store) BindSessionKey(ctx context.Context, id, jkt string, jwk json.Raw
 }
 
 // RevokeSession marks the session revoked (keeping the first revocation
-// time and cause) and deletes its refresh tokens.
+// time and cause) and deletes its refresh tokens, together with ctx's
+// pending event (store.WithEvent).
 func (s *Store) RevokeSession(ctx context.Context, id string, at time.Time, cause string) error {
 	if at.IsZero() {
 		return errors.New("store: revoke session: revocation time is required")
 	}
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		n, err := q.Exec(ctx, `UPDATE sessions SET revoked_at = CASE WHEN revoked_at = 0 THEN $2 ELSE revoked_at END,
 			revoke_cause = CASE WHEN revoked_at = 0 THEN $3 ELSE revoke_cause END WHERE id = $1`,
 			id, micros(at), cause)
 		if err != nil {
-			return wrap("revoke session", err)
+			return nil, wrap("revoke session", err)
 		}
 		if n == 0 {
-			return notFound("session")
+			return nil, notFound("session")
 		}
 		_, err = q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id)
-		return wrap("revoke session tokens", err)
+		return nil, wrap("revoke session tokens", err)
 	})
 }
 
 // RevokeUserSessions revokes every unrevoked session of the user (expired
 // ones included, so none of their tokens survive), deletes their refresh
-// tokens and returns the revoked ids in ascending order.
+// tokens and returns the revoked ids in ascending order; ctx's pending
+// event (store.WithEvent) commits with them and its completion function
+// gets the ids.
 func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error) {
 	if at.IsZero() {
 		return nil, errors.New("store: revoke user sessions: revocation time is required")
 	}
 	var ids []string
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
 			WHERE user_id = $1 AND revoked_at = 0 RETURNING id`, userID, micros(at), cause)
 		ids, err = collect(rs, err, "revoke user sessions", func(r Row) (string, error) {
@@ -179,19 +182,19 @@ func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.T
 			return id, r.Scan(&id)
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, id := range ids {
 			if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-				return wrap("revoke user session tokens", err)
+				return nil, wrap("revoke user session tokens", err)
 			}
 		}
-		return nil
+		slices.Sort(ids)
+		return ids, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(ids)
 	return ids, nil
 }
 

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,8 +150,8 @@ var inSizes = [...]int{1, 4, 16, 64, 256}
 
 // inChunks splits vals into IN lists of the sizes in inSizes, padding the
 // last one by repeating its last value.
-func inChunks(vals []string) [][]string {
-	var out [][]string
+func inChunks[T any](vals []T) [][]T {
+	var out [][]T
 	for len(vals) > 0 {
 		n := min(len(vals), inSizes[len(inSizes)-1])
 		size := inSizes[len(inSizes)-1]
@@ -160,7 +161,7 @@ func inChunks(vals []string) [][]string {
 				break
 			}
 		}
-		chunk := make([]string, size)
+		chunk := make([]T, size)
 		copy(chunk, vals[:n])
 		for i := n; i < size; i++ {
 			chunk[i] = vals[n-1]
@@ -197,7 +198,57 @@ func scanSETEntry(r Row) (*store.SETEntry, error) {
 // cannot deadlock), so commits happen in sequence order per stream and a
 // reader that sees seq n has seen every lower one.
 func (s *Store) EnqueueSETs(ctx context.Context, es []*store.SETEntry) (int, error) {
-	if len(es) == 0 {
+	return s.enqueueSETs(ctx, "", es)
+}
+
+// EnqueueEventSETs is EnqueueSETs for the SETs of one domain event, which
+// it records as handled in the same transaction.
+func (s *Store) EnqueueEventSETs(ctx context.Context, eventID string, es []*store.SETEntry) (int, error) {
+	return s.enqueueSETs(ctx, eventID, es)
+}
+
+// SSFEventHandled reports whether EnqueueEventSETs recorded the event.
+func (s *Store) SSFEventHandled(ctx context.Context, eventID string) (bool, error) {
+	var n int64
+	err := s.db.Lookup().QueryRow(ctx, `SELECT COUNT(*) FROM ssf_handled_events WHERE event_id = $1`, eventID).Scan(&n)
+	return n > 0, wrap("ssf event handled", err)
+}
+
+// LastSSFHandled returns when EnqueueEventSETs last recorded an event
+// (zero if never).
+func (s *Store) LastSSFHandled(ctx context.Context) (time.Time, error) {
+	var t int64
+	err := s.db.Read().QueryRow(ctx, `SELECT COALESCE(MAX(handled_at), 0) FROM ssf_handled_events`).Scan(&t)
+	return fromMicros(t), wrap("last handled ssf event", err)
+}
+
+// UnhandledSSFEvents returns up to limit events of the given types stored
+// at or after since that EnqueueEventSETs has not recorded, in sequence
+// order.
+func (s *Store) UnhandledSSFEvents(ctx context.Context, types []model.EventType, since time.Time, limit int) ([]*store.StoredEvent, error) {
+	if len(types) == 0 || limit <= 0 {
+		return nil, nil
+	}
+	args := []any{micros(since), int64(limit)}
+	ph := make([]string, len(types))
+	for i, t := range types {
+		args = append(args, string(t))
+		ph[i] = "$" + strconv.Itoa(i+3)
+	}
+	rs, err := s.db.Read().Query(ctx, `SELECT seq, `+eventSelect+` FROM events e WHERE e.time >= $1 AND e.type IN (`+
+		strings.Join(ph, ", ")+`) AND NOT EXISTS (SELECT 1 FROM ssf_handled_events h WHERE h.event_id = e.id)
+		ORDER BY seq LIMIT $2`, args...)
+	return collect(rs, err, "unhandled ssf events", func(r Row) (*store.StoredEvent, error) { return scanEvent(r) })
+}
+
+// PurgeSSFHandled forgets events handled before t.
+func (s *Store) PurgeSSFHandled(ctx context.Context, t time.Time) (int64, error) {
+	n, err := s.db.Write().Exec(ctx, `DELETE FROM ssf_handled_events WHERE handled_at < $1`, micros(t))
+	return n, wrap("purge handled ssf events", err)
+}
+
+func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SETEntry) (int, error) {
+	if len(es) == 0 && eventID == "" {
 		return 0, nil
 	}
 	byStream := map[string][]*store.SETEntry{}
@@ -298,6 +349,12 @@ func (s *Store) EnqueueSETs(ctx context.Context, es []*store.SETEntry) (int, err
 			stored += len(keys)
 			rows = rows[size:]
 		}
+		if eventID != "" {
+			if _, err := q.Exec(ctx, `INSERT INTO ssf_handled_events (event_id, handled_at) VALUES ($1, $2)
+				ON CONFLICT (event_id) DO NOTHING`, eventID, micros(s.now())); err != nil {
+				return wrap("mark ssf event handled", err)
+			}
+		}
 		return nil
 	})
 	for _, e := range es {
@@ -311,7 +368,7 @@ func (s *Store) EnqueueSETs(ctx context.Context, es []*store.SETEntry) (int, err
 	return stored, nil
 }
 
-func anys(v []string) []any {
+func anys[T any](v []T) []any {
 	out := make([]any, len(v))
 	for i, s := range v {
 		out[i] = s
@@ -460,7 +517,51 @@ func (s *Store) pollOne(ctx context.Context, q Querier, streamID string, p store
 	if len(got) == 0 {
 		return nil, more, nil
 	}
-	if _, err := q.Exec(ctx, `UPDATE ssf_outbox SET visible_at = $2, attempts = attempts + 1
+	// Order per subject: a SET handed out earlier and not acknowledged
+	// yet (its answer lost, say) keeps the later SETs of its subject back
+	// until it is acknowledged or handed out again. Held rows are the
+	// unacknowledged head of the queue, so the lookup stays short.
+	rs, err = q.Query(ctx, `SELECT subject_key, MIN(seq) FROM ssf_outbox WHERE stream_id = $1 AND state = 0 AND visible_at > $2
+		AND seq < $3 GROUP BY subject_key`, streamID, now, got[len(got)-1].Seq)
+	type keySeq struct {
+		key string
+		seq int64
+	}
+	held, err := collect(rs, err, "poll sets: held", func(r Row) (keySeq, error) {
+		var v keySeq
+		return v, r.Scan(&v.key, &v.seq)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if len(held) > 0 {
+		blocked := make(map[string]int64, len(held))
+		for _, h := range held {
+			blocked[h.key] = h.seq
+		}
+		kept := got[:0]
+		for _, e := range got {
+			if b, ok := blocked[e.SubjectKey]; ok && b < e.Seq {
+				continue
+			}
+			kept = append(kept, e)
+		}
+		got = kept
+		if len(got) == 0 {
+			return nil, more, nil
+		}
+		seqs := make([]int64, len(got))
+		for i, e := range got {
+			seqs[i] = e.Seq
+		}
+		for _, chunk := range inChunks(seqs) {
+			args := append([]any{streamID, micros(p.Hold)}, anys(chunk)...)
+			if _, err := q.Exec(ctx, `UPDATE ssf_outbox SET visible_at = $2, attempts = attempts + 1
+				WHERE stream_id = $1 AND seq IN (`+placeholders(3, len(chunk))+`)`, args...); err != nil {
+				return nil, false, wrap("hold polled sets", err)
+			}
+		}
+	} else if _, err := q.Exec(ctx, `UPDATE ssf_outbox SET visible_at = $2, attempts = attempts + 1
 		WHERE stream_id = $1 AND seq >= $3 AND seq <= $4 AND state = 0 AND visible_at <= $5`,
 		streamID, micros(p.Hold), got[0].Seq, got[len(got)-1].Seq, now); err != nil {
 		return nil, false, wrap("hold polled sets", err)

@@ -1,0 +1,43 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ward-idp/ward/internal/store/storetest"
+)
+
+// TestEventAtomicity runs storetest.RunEventAtomicity with a trigger that
+// makes the store's schema refuse to insert events whose reason is
+// storetest.RefusedAppend (the statement fails, which aborts the
+// transaction around it: only a rollback ends it).
+func TestEventAtomicity(t *testing.T) {
+	d := dsn(t)
+	ctx := context.Background()
+	s := open(t, d)
+	schema := s.Schema()
+	conn, err := pgx.Connect(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	fn := pgx.Identifier{schema, "storetest_refuse"}.Sanitize()
+	for _, stmt := range []string{
+		`CREATE FUNCTION ` + fn + `() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.reason = '` + storetest.RefusedAppend + `' THEN
+				RAISE EXCEPTION 'event refused by the test';
+			END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER storetest_refuse BEFORE INSERT ON ` + pgx.Identifier{schema, "events"}.Sanitize() +
+			` FOR EACH ROW EXECUTE FUNCTION ` + fn + `()`,
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storetest.RunEventAtomicity(t, s)
+}

@@ -1,0 +1,348 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// storedEvents returns every stored event by id, and fails on a repeated
+// id.
+func storedEvents(t *testing.T, s store.Store) map[string]*store.StoredEvent {
+	t.Helper()
+	got, err := s.EventsAfter(ctx, 0, 1000)
+	must(t, "EventsAfter", err)
+	out := map[string]*store.StoredEvent{}
+	for _, e := range got {
+		if out[e.ID] != nil {
+			t.Fatalf("event %s stored twice", e.ID)
+		}
+		out[e.ID] = e
+	}
+	return out
+}
+
+// pendingEvent is a complete event (as a service stamps it) with its own
+// id.
+func pendingEvent(id string, typ model.EventType, user string) *model.Event {
+	e := fullEvent(typ, user, "", "", at(time.Hour))
+	e.ID = id
+	return e
+}
+
+// testEventWithChange checks the writes that commit a change together
+// with its domain event (store.WithEvent): with a pending event the write
+// appends it in its transaction, exactly once, and reports it through
+// EventStored; a failing write appends nothing; a write without a pending
+// event appends nothing; and the change and the append succeed or fail
+// together.
+func testEventWithChange(t *testing.T, s store.Store) {
+	for _, u := range []*model.User{fullUser("u1", "alice"), fullUser("u2", "bob"), fullUser("u3", "carol")} {
+		u.Disabled, u.RiskLevel = false, ""
+		must(t, "CreateUser", s.CreateUser(ctx, u))
+	}
+	for _, se := range []*model.Session{fullSession("s1", "u1"), fullSession("s2", "u1"), fullSession("s3", "u2"), fullSession("s4", "u2")} {
+		must(t, "CreateSession", s.CreateSession(ctx, se))
+	}
+	rt := fullRefresh("s4-bound", "s4")
+	rt.DeviceID = "d1"
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, rt))
+	must(t, "CreateDevice", s.CreateDevice(ctx, fullDevice("d1", "u2", "jkt-d1")))
+
+	// wantStored checks that e was committed by the write made with ectx
+	// (stored true) or not at all, and that the write added n events.
+	before := len(storedEvents(t, s))
+	wantStored := func(t *testing.T, what string, ectx context.Context, e *model.Event, stored bool, n int) {
+		t.Helper()
+		if got := store.EventStored(ectx, e); got != stored {
+			t.Errorf("%s: EventStored = %v, want %v", what, got, stored)
+		}
+		evs := storedEvents(t, s)
+		if len(evs)-before != n {
+			t.Errorf("%s: %d events appended, want %d", what, len(evs)-before, n)
+		}
+		before = len(evs)
+		got := evs[e.ID]
+		switch {
+		case stored && got == nil:
+			t.Errorf("%s: event %s not in the events table", what, e.ID)
+		case stored:
+			same(t, what+": stored event", &got.Event, e, normEvent)
+		case got != nil:
+			t.Errorf("%s: event %s in the events table, want none", what, e.ID)
+		}
+	}
+
+	t.Run("UpdateUser", func(t *testing.T) {
+		e := pendingEvent("ev-disable", model.EventUserDisabled, "u1")
+		ectx := store.WithEvent(ctx, e)
+		if store.EventStored(ectx, e) {
+			t.Fatal("EventStored before any write")
+		}
+		u, err := s.UpdateUser(ectx, "u1", func(u *model.User) error { u.Disabled = true; return nil })
+		must(t, "UpdateUser with an event", err)
+		if !u.Disabled {
+			t.Error("UpdateUser with an event: user not disabled")
+		}
+		wantStored(t, "UpdateUser with an event", ectx, e, true, 1)
+		if store.EventStored(ectx, &model.Event{ID: e.ID}) || store.EventStored(ctx, e) {
+			t.Error("EventStored for another pointer or without the pending event")
+		}
+		// The event is taken by the first write: another write made with
+		// the same context (a bus subscriber's) does not append it again.
+		_, err = s.UpdateUser(ectx, "u1", func(u *model.User) error { u.DisplayName = "again"; return nil })
+		must(t, "UpdateUser again with the same context", err)
+		wantStored(t, "UpdateUser again with the same context", ectx, e, true, 0)
+		// Without a pending event nothing is appended.
+		_, err = s.UpdateUser(ctx, "u1", func(u *model.User) error { u.DisplayName = "plain"; return nil })
+		must(t, "UpdateUser without an event", err)
+		wantStored(t, "UpdateUser without an event", ctx, &model.Event{ID: "ev-none"}, false, 0)
+	})
+
+	t.Run("UpdateUserFails", func(t *testing.T) {
+		e := pendingEvent("ev-missing", model.EventUserDisabled, "nobody")
+		ectx := store.WithEvent(ctx, e)
+		_, err := s.UpdateUser(ectx, "nobody", func(u *model.User) error { u.Disabled = true; return nil })
+		wantErr(t, "UpdateUser of an unknown user", err, store.ErrNotFound)
+		wantStored(t, "UpdateUser of an unknown user", ectx, e, false, 0)
+
+		e = pendingEvent("ev-fn-error", model.EventUserDisabled, "u2")
+		ectx = store.WithEvent(ctx, e)
+		boom := errors.New("boom")
+		_, err = s.UpdateUser(ectx, "u2", func(u *model.User) error { u.Disabled = true; return boom })
+		wantErr(t, "UpdateUser whose function fails", err, boom)
+		wantStored(t, "UpdateUser whose function fails", ectx, e, false, 0)
+
+		e = pendingEvent("ev-conflict", model.EventUserUpdated, "u2")
+		ectx = store.WithEvent(ctx, e)
+		_, err = s.UpdateUser(ectx, "u2", func(u *model.User) error { u.Username = "alice"; return nil })
+		wantErr(t, "UpdateUser to a taken username", err, store.ErrAlreadyExists)
+		wantStored(t, "UpdateUser to a taken username", ectx, e, false, 0)
+	})
+
+	t.Run("Completion", func(t *testing.T) {
+		// The completion function decides in the transaction: false
+		// keeps the change and records nothing.
+		e := pendingEvent("ev-unchanged", model.EventUserRiskChanged, "u2")
+		ectx := store.WithEventFunc(ctx, e, func([]string) bool { return false })
+		u, err := s.UpdateUser(ectx, "u2", func(u *model.User) error { u.DisplayName = "Bob B."; return nil })
+		must(t, "UpdateUser with a dropped event", err)
+		if u.DisplayName != "Bob B." {
+			t.Error("UpdateUser with a dropped event: change not saved")
+		}
+		wantStored(t, "UpdateUser with a dropped event", ectx, e, false, 0)
+
+		// It may complete the event from what the update saw.
+		e = pendingEvent("ev-risk", model.EventUserRiskChanged, "u2")
+		var prev string
+		ectx = store.WithEventFunc(ctx, e, func(ids []string) bool {
+			e.Data = map[string]string{"previous": prev, "level": "high"}
+			return ids == nil
+		})
+		_, err = s.UpdateUser(ectx, "u2", func(u *model.User) error {
+			prev, u.RiskLevel, u.RiskUpdatedAt = u.RiskLevel, "high", at(time.Hour)
+			return nil
+		})
+		must(t, "UpdateUser with a completed event", err)
+		wantStored(t, "UpdateUser with a completed event", ectx, e, true, 1)
+	})
+
+	t.Run("Sessions", func(t *testing.T) {
+		e := pendingEvent("ev-revoke-one", model.EventSessionLoggedOut, "u1")
+		ectx := store.WithEvent(ctx, e)
+		must(t, "RevokeSession with an event", s.RevokeSession(ectx, "s1", at(time.Hour), "logout"))
+		wantStored(t, "RevokeSession with an event", ectx, e, true, 1)
+
+		e = pendingEvent("ev-revoke-missing", model.EventSessionRevoked, "u1")
+		ectx = store.WithEvent(ctx, e)
+		wantErr(t, "RevokeSession of an unknown session", s.RevokeSession(ectx, "nope", at(time.Hour), "x"), store.ErrNotFound)
+		wantStored(t, "RevokeSession of an unknown session", ectx, e, false, 0)
+
+		// The completion function gets the ids revoked, sorted.
+		e = pendingEvent("ev-revoke-all", model.EventUserSessionsRevoked, "u1")
+		var gotIDs []string
+		ectx = store.WithEventFunc(ctx, e, func(ids []string) bool {
+			gotIDs = append([]string(nil), ids...)
+			e.Data = map[string]string{"sessions_revoked": "1"}
+			return true
+		})
+		ids, err := s.RevokeUserSessions(ectx, "u1", at(time.Hour), "admin_revoked")
+		must(t, "RevokeUserSessions with an event", err)
+		if want := []string{"s2"}; !reflect.DeepEqual(ids, want) || !reflect.DeepEqual(gotIDs, want) {
+			t.Errorf("RevokeUserSessions: ids %v, completion got %v, want %v", ids, gotIDs, want)
+		}
+		wantStored(t, "RevokeUserSessions with an event", ectx, e, true, 1)
+
+		e = pendingEvent("ev-revoke-device", model.EventDeviceLost, "u2")
+		ectx = store.WithEventFunc(ctx, e, func(ids []string) bool { gotIDs = ids; return true })
+		ids, err = s.RevokeDeviceSessions(ectx, "d1", at(time.Hour), "device_lost")
+		must(t, "RevokeDeviceSessions with an event", err)
+		if want := []string{"s4"}; !reflect.DeepEqual(ids, want) || !reflect.DeepEqual(gotIDs, want) {
+			t.Errorf("RevokeDeviceSessions: ids %v, completion got %v, want %v", ids, gotIDs, want)
+		}
+		wantStored(t, "RevokeDeviceSessions with an event", ectx, e, true, 1)
+	})
+
+	t.Run("Device", func(t *testing.T) {
+		e := pendingEvent("ev-device", model.EventDeviceDisabled, "u2")
+		ectx := store.WithEvent(ctx, e)
+		d, err := s.UpdateDevice(ectx, "d1", func(d *model.Device) error { d.Status = model.DeviceDisabled; return nil })
+		must(t, "UpdateDevice with an event", err)
+		if d.Status != model.DeviceDisabled {
+			t.Error("UpdateDevice with an event: status not saved")
+		}
+		wantStored(t, "UpdateDevice with an event", ectx, e, true, 1)
+
+		e = pendingEvent("ev-device-missing", model.EventDeviceDisabled, "u2")
+		ectx = store.WithEvent(ctx, e)
+		_, err = s.UpdateDevice(ectx, "nope", func(d *model.Device) error { return nil })
+		wantErr(t, "UpdateDevice of an unknown device", err, store.ErrNotFound)
+		wantStored(t, "UpdateDevice of an unknown device", ectx, e, false, 0)
+	})
+
+	t.Run("PolicyVersion", func(t *testing.T) {
+		e := pendingEvent("ev-policy", model.EventAccessPolicyChanged, "")
+		ectx := store.WithEvent(ctx, e)
+		must(t, "CreatePolicyVersion with an event", s.CreatePolicyVersion(ectx, policyVersion(1)))
+		wantStored(t, "CreatePolicyVersion with an event", ectx, e, true, 1)
+
+		e = pendingEvent("ev-policy-taken", model.EventAccessPolicyChanged, "")
+		ectx = store.WithEvent(ctx, e)
+		wantErr(t, "CreatePolicyVersion of a taken number", s.CreatePolicyVersion(ectx, policyVersion(1)), store.ErrAlreadyExists)
+		wantStored(t, "CreatePolicyVersion of a taken number", ectx, e, false, 0)
+	})
+
+	t.Run("DeleteUser", func(t *testing.T) {
+		e := pendingEvent("ev-delete-missing", model.EventUserDeleted, "nobody")
+		ectx := store.WithEvent(ctx, e)
+		wantErr(t, "DeleteUser of an unknown user", s.DeleteUser(ectx, "nobody"), store.ErrNotFound)
+		wantStored(t, "DeleteUser of an unknown user", ectx, e, false, 0)
+
+		e = pendingEvent("ev-delete", model.EventUserDeleted, "u3")
+		ectx = store.WithEvent(ctx, e)
+		must(t, "DeleteUser with an event", s.DeleteUser(ectx, "u3"))
+		wantStored(t, "DeleteUser with an event", ectx, e, true, 1)
+	})
+}
+
+// RefusedAppend is the Reason of the events RunEventAtomicity makes the
+// store append in vain: the backend's test installs a trigger that makes
+// its database refuse to insert them into the events table.
+const RefusedAppend = "storetest-refused-append"
+
+// RunEventAtomicity checks that a change and its pending event
+// (store.WithEvent) commit together: when the event's append fails
+// inside the write's transaction, the change is rolled back with it (a
+// disable and a risk change of a user, the revocation of one session and
+// of all of a user's sessions, a device's status, a policy version, the
+// deletion of a user), and the same write with an event the database
+// accepts commits both. The store's database must refuse every event
+// whose Reason is RefusedAppend (a trigger the backend's test installs
+// before calling it); a store whose appends cannot fail on demand has no
+// other way to show this.
+func RunEventAtomicity(t *testing.T, s store.Store) {
+	refused := func(id string, typ model.EventType) *model.Event {
+		e := pendingEvent(id, typ, "u1")
+		e.Reason = RefusedAppend
+		return e
+	}
+	if _, err := s.AppendEvent(ctx, refused("probe", model.EventUserUpdated)); err == nil {
+		t.Fatalf("AppendEvent with Reason %q succeeded: the database does not refuse it", RefusedAppend)
+	}
+	u := fullUser("u1", "alice")
+	u.Disabled, u.RiskLevel, u.RiskUpdatedAt = false, "", time.Time{}
+	must(t, "CreateUser", s.CreateUser(ctx, u))
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "u1")))
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("s1-rt", "s1")))
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s2", "u1")))
+	d := fullDevice("d1", "u1", "jkt-d1")
+	must(t, "CreateDevice", s.CreateDevice(ctx, d))
+
+	// Each write, first with an event the database refuses, then with one
+	// it accepts.
+	writes := []struct {
+		name string
+		typ  model.EventType
+		do   func(ctx context.Context) error
+	}{
+		{"disable user", model.EventUserDisabled, func(ctx context.Context) error {
+			_, err := s.UpdateUser(ctx, "u1", func(u *model.User) error { u.Disabled = true; return nil })
+			return err
+		}},
+		{"change user risk", model.EventUserRiskChanged, func(ctx context.Context) error {
+			_, err := s.UpdateUser(ctx, "u1", func(u *model.User) error {
+				u.RiskLevel, u.RiskUpdatedAt = "high", at(time.Hour)
+				return nil
+			})
+			return err
+		}},
+		{"revoke session", model.EventSessionRevoked, func(ctx context.Context) error {
+			return s.RevokeSession(ctx, "s1", at(time.Hour), "admin_revoked")
+		}},
+		{"revoke user sessions", model.EventUserSessionsRevoked, func(ctx context.Context) error {
+			_, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "admin_revoked")
+			return err
+		}},
+		{"disable device", model.EventDeviceDisabled, func(ctx context.Context) error {
+			_, err := s.UpdateDevice(ctx, "d1", func(d *model.Device) error { d.Status = model.DeviceDisabled; return nil })
+			return err
+		}},
+		{"create policy version", model.EventAccessPolicyChanged, func(ctx context.Context) error {
+			return s.CreatePolicyVersion(ctx, policyVersion(1))
+		}},
+		{"delete user", model.EventUserDeleted, func(ctx context.Context) error {
+			return s.DeleteUser(ctx, "u1")
+		}},
+	}
+	for i, w := range writes {
+		e := refused("refused-"+strconv.Itoa(i), w.typ)
+		ectx := store.WithEvent(ctx, e)
+		if err := w.do(ectx); err == nil {
+			t.Fatalf("%s with an event the database refuses: got nil, want an error", w.name)
+		}
+		if store.EventStored(ectx, e) {
+			t.Errorf("%s: EventStored after a failed append", w.name)
+		}
+		// Nothing changed: not this write, nor (for the later ones) the
+		// ones before, which were refused too.
+		got, err := s.GetUser(ctx, "u1")
+		must(t, w.name+": GetUser", err)
+		same(t, w.name+": user after the refused writes", got, u, normUser)
+		for _, sid := range []string{"s1", "s2"} {
+			se, err := s.GetSession(ctx, sid)
+			must(t, w.name+": GetSession", err)
+			if !se.RevokedAt.IsZero() {
+				t.Errorf("%s: session %s revoked although the event was refused", w.name, sid)
+			}
+		}
+		if _, err := s.GetRefreshToken(ctx, []byte("s1-rt")); err != nil {
+			t.Errorf("%s: refresh token of s1 after the refused writes: %v", w.name, err)
+		}
+		gd, err := s.GetDevice(ctx, "d1")
+		must(t, w.name+": GetDevice", err)
+		same(t, w.name+": device after the refused writes", gd, d, normDevice)
+		if n, err := s.LatestPolicyVersionNumber(ctx); err != nil || n != 0 {
+			t.Errorf("%s: latest policy version %d, %v; want 0", w.name, n, err)
+		}
+		if evs := storedEvents(t, s); len(evs) != 0 {
+			t.Errorf("%s: %d events stored, want none", w.name, len(evs))
+		}
+	}
+	for i, w := range writes {
+		e := pendingEvent("accepted-"+strconv.Itoa(i), w.typ, "u1")
+		ectx := store.WithEvent(ctx, e)
+		must(t, w.name+" with an event the database accepts", w.do(ectx))
+		if !store.EventStored(ectx, e) {
+			t.Errorf("%s: EventStored false after the write", w.name)
+		}
+	}
+	if evs := storedEvents(t, s); len(evs) != len(writes) {
+		t.Errorf("%d events stored, want %d", len(evs), len(writes))
+	}
+}
