@@ -427,19 +427,10 @@ func (b *cancelBody) Close() error {
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	closeBody := func() {
-		if req.Body != nil {
-			req.Body.Close()
-		}
+	if err := cae.CheckRequest(req, "agent"); err != nil {
+		return nil, err
 	}
-	if req.URL == nil {
-		closeBody()
-		return nil, errors.New("agent: request without URL")
-	}
-	if !secureURL(req.URL) {
-		closeBody()
-		return nil, fmt.Errorf("agent: refusing to send the device's access token to %s over plain http", req.URL.Host)
-	}
+	closeBody := func() { cae.CloseBody(req) }
 	ctx := req.Context()
 	at, err := t.c.Token(ctx)
 	if err != nil {

@@ -282,19 +282,10 @@ func (c *Client) Transport() http.RoundTripper { return &transport{c: c} }
 type transport struct{ c *Client }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	closeBody := func() {
-		if req.Body != nil {
-			req.Body.Close()
-		}
+	if err := cae.CheckRequest(req, "oauth2x"); err != nil {
+		return nil, err
 	}
-	if req.URL == nil {
-		closeBody()
-		return nil, errors.New("oauth2x: request without URL")
-	}
-	if !cae.SecureURL(req.URL) {
-		closeBody()
-		return nil, fmt.Errorf("oauth2x: refusing to send an access token to %s over plain http", req.URL.Host)
-	}
+	closeBody := func() { cae.CloseBody(req) }
 	ctx := req.Context()
 	if crossOrigin(req) {
 		// net/http drops Authorization on such a redirect; so do we.

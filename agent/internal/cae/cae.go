@@ -6,6 +6,7 @@ package cae
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -87,4 +88,29 @@ func LoopbackHost(host string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// CheckRequest refuses a request an access token must not be sent with:
+// one without a URL, or to a URL SecureURL refuses. It closes the body of
+// a refused request, as a RoundTripper must; who names the sender in the
+// error ("agent", "oauth2x").
+func CheckRequest(req *http.Request, who string) error {
+	var err error
+	switch {
+	case req.URL == nil:
+		err = fmt.Errorf("%s: request without URL", who)
+	case !SecureURL(req.URL):
+		err = fmt.Errorf("%s: refusing to send an access token to %s over plain http", who, req.URL.Host)
+	default:
+		return nil
+	}
+	CloseBody(req)
+	return err
+}
+
+// CloseBody closes a request's body, if any.
+func CloseBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
 }

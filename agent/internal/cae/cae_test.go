@@ -3,6 +3,7 @@ package cae
 import (
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -97,5 +98,43 @@ func TestSecureURL(t *testing.T) {
 		if got := SecureURL(pu); got != want {
 			t.Errorf("SecureURL(%s) = %v, want %v", u, got, want)
 		}
+	}
+}
+
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+// TestCheckRequest: a token goes over https or to loopback http only; a
+// refused request's body is closed, a passed one's is not.
+func TestCheckRequest(t *testing.T) {
+	for _, c := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://docs.example/x", true},
+		{"http://127.0.0.1:8080/x", true},
+		{"http://localhost/x", true},
+		{"http://docs.example/x", false},
+		{"http://127.example.com/x", false},
+		{"ftp://docs.example/x", false},
+	} {
+		body := &closeRecorder{Reader: strings.NewReader("x")}
+		req, _ := http.NewRequest(http.MethodPost, c.url, body)
+		req.Body = body
+		err := CheckRequest(req, "test")
+		if (err == nil) != c.ok || body.closed == c.ok {
+			t.Errorf("%s: err %v, body closed %v", c.url, err, body.closed)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "test: ") {
+			t.Errorf("%s: error %q does not name its sender", c.url, err)
+		}
+	}
+	req := &http.Request{Body: &closeRecorder{Reader: strings.NewReader("")}}
+	if err := CheckRequest(req, "test"); err == nil || !req.Body.(*closeRecorder).closed {
+		t.Errorf("request without URL: %v", err)
 	}
 }
