@@ -373,7 +373,7 @@ const catchUpDelay = 2 * time.Second
 
 // RecoveryWindow is how far before the last recorded event Recover looks
 // for events stored without their SETs.
-const RecoveryWindow = 5 * time.Minute
+const RecoveryWindow = time.Minute
 
 // Recover queues the SETs of events stored without them by a process that
 // stopped between the two (see CatchUp), oldest first. Run before serving,
