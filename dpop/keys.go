@@ -121,13 +121,13 @@ func parseJWK(raw []byte, ai *algInfo) (parsedKey, *Error) {
 	const hasKty, hasCrv, hasX, hasY, hasN, hasE = 1, 2, 4, 8, 16, 32
 	for _, m := range ms {
 		for _, p := range privateMembers {
-			if m.name == p {
+			if m.Name == p {
 				return parsedKey{}, invalid(ReasonKey, "jwk contains private or symmetric key material")
 			}
 		}
 		var dst *string
 		var bit uint8
-		switch m.name {
+		switch m.Name {
 		case "kty":
 			dst, bit = &kty, hasKty
 		case "crv":
@@ -141,12 +141,12 @@ func parseJWK(raw []byte, ai *algInfo) (parsedKey, *Error) {
 		case "e":
 			dst, bit = &e, hasE
 		case "alg":
-			if s, ok := unquote(m.raw); !ok || s != string(ai.alg) {
+			if s, ok := unquote(m.Raw); !ok || s != string(ai.alg) {
 				return parsedKey{}, invalid(ReasonKey, "jwk alg does not match the proof alg")
 			}
 			continue
 		case "use":
-			if s, ok := unquote(m.raw); !ok || s != "sig" {
+			if s, ok := unquote(m.Raw); !ok || s != "sig" {
 				return parsedKey{}, invalid(ReasonKey, "jwk use is not sig")
 			}
 			continue
@@ -155,7 +155,7 @@ func parseJWK(raw []byte, ai *algInfo) (parsedKey, *Error) {
 		default:
 			continue
 		}
-		s, ok := unquote(m.raw)
+		s, ok := unquote(m.Raw)
 		if !ok {
 			return parsedKey{}, invalid(ReasonKey, "jwk member is not a string")
 		}

@@ -164,13 +164,13 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 	var jwkRaw []byte
 	var hasTyp, hasAlg bool
 	for _, m := range hms {
-		switch m.name {
+		switch m.Name {
 		case "typ":
-			typ, hasTyp = unquote(m.raw)
+			typ, hasTyp = unquote(m.Raw)
 		case "alg":
-			alg, hasAlg = unquote(m.raw)
+			alg, hasAlg = unquote(m.Raw)
 		case "jwk":
-			jwkRaw = m.raw
+			jwkRaw = m.Raw
 		case "crit":
 			// No extension is understood, so no critical one can be honoured.
 			return nil, invalid(ReasonHeader, "DPoP proof has critical header parameters")
@@ -213,7 +213,7 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 	var ok bool
 	for _, m := range cms {
 		var dst *string
-		switch m.name {
+		switch m.Name {
 		case "jti":
 			dst = &p.JTI
 		case "htm":
@@ -225,13 +225,13 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 		case "ath":
 			dst = &p.ATH
 		case "iat":
-			iatRaw = m.raw
+			iatRaw = m.Raw
 			continue
 		default:
 			continue
 		}
-		if *dst, ok = unquote(m.raw); !ok {
-			return nil, invalid(ReasonMissingClaim, "DPoP proof claim "+m.name+" must be a string")
+		if *dst, ok = unquote(m.Raw); !ok {
+			return nil, invalid(ReasonMissingClaim, "DPoP proof claim "+m.Name+" must be a string")
 		}
 	}
 	switch {

@@ -63,14 +63,14 @@ func parseJWSHeader(seg string, typ string) (jwsHeader, error) {
 	var hasAlg bool
 	for _, m := range obj {
 		var ok bool
-		switch m.name {
+		switch m.Name {
 		case "alg":
-			h.alg, ok = unquote(m.raw)
+			h.alg, ok = unquote(m.Raw)
 			hasAlg = true
 		case "typ":
-			h.typ, ok = unquote(m.raw)
+			h.typ, ok = unquote(m.Raw)
 		case "kid":
-			h.kid, ok = unquote(m.raw)
+			h.kid, ok = unquote(m.Raw)
 			h.hasKID = true
 		case "crit", "b64", "zip", "enc":
 			// No extension is understood, so a critical one cannot be

@@ -229,10 +229,10 @@ func (p *Poller) Once(ctx context.Context, maxEvents int, returnImmediately bool
 	if err != nil {
 		return res, errors.New("rs: poll: response is not a JSON object")
 	}
-	if raw := top.get("moreAvailable"); raw != nil {
+	if raw := top.Get("moreAvailable"); raw != nil {
 		res.MoreAvailable = string(raw) == "true"
 	}
-	setsRaw := top.get("sets")
+	setsRaw := top.Get("sets")
 	if setsRaw == nil {
 		return res, errors.New("rs: poll: response without sets")
 	}
@@ -248,9 +248,9 @@ func (p *Poller) Once(ctx context.Context, maxEvents int, returnImmediately bool
 	}
 	var ok []verified
 	for _, m := range sets {
-		compact, isStr := unquote(m.raw)
+		compact, isStr := unquote(m.Raw)
 		if !isStr {
-			p.refuse(&res, m.name, badSET("the SET is not a string"))
+			p.refuse(&res, m.Name, badSET("the SET is not a string"))
 			continue
 		}
 		set, err := p.r.Verify(ctx, compact)
@@ -258,14 +258,14 @@ func (p *Poller) Once(ctx context.Context, maxEvents int, returnImmediately bool
 		switch {
 		case errors.As(err, &se):
 			p.r.logRefused(ctx, err)
-			p.refuse(&res, m.name, se)
+			p.refuse(&res, m.Name, se)
 		case err != nil:
 			p.r.logRefused(ctx, err)
 			res.Deferred++
-		case set.JTI != m.name:
-			p.refuse(&res, m.name, badSET("the SET's jti differs from its key in sets"))
+		case set.JTI != m.Name:
+			p.refuse(&res, m.Name, badSET("the SET's jti differs from its key in sets"))
 		default:
-			ok = append(ok, verified{m.name, set})
+			ok = append(ok, verified{m.Name, set})
 		}
 	}
 	// Apply in issue order, so a later event about a subject wins over

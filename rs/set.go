@@ -147,18 +147,18 @@ func ParseSETClaims(payload []byte) (*SET, error) {
 	s := &SET{Claims: payload}
 	var ok bool
 	for _, m := range obj {
-		switch m.name {
+		switch m.Name {
 		case "iss":
-			s.Issuer, ok = unquote(m.raw)
+			s.Issuer, ok = unquote(m.Raw)
 		case "jti":
-			s.JTI, ok = unquote(m.raw)
+			s.JTI, ok = unquote(m.Raw)
 		case "txn":
-			s.TXN, ok = unquote(m.raw)
+			s.TXN, ok = unquote(m.Raw)
 		case "aud":
-			s.Audience, ok = stringOrArray(m.raw)
+			s.Audience, ok = stringOrArray(m.Raw)
 		case "iat":
 			var sec int64
-			sec, ok = numericDate(m.raw)
+			sec, ok = numericDate(m.Raw)
 			s.IssuedAt = time.Unix(sec, 0)
 		case "sub":
 			// SSF §4.1.2: distinguishes SETs from ID and access tokens.
@@ -169,7 +169,7 @@ func ParseSETClaims(payload []byte) (*SET, error) {
 			continue
 		}
 		if !ok {
-			return nil, badSET("claim %s has the wrong type", m.name)
+			return nil, badSET("claim %s has the wrong type", m.Name)
 		}
 	}
 	switch {
@@ -177,7 +177,7 @@ func ParseSETClaims(payload []byte) (*SET, error) {
 		return nil, badSET("iss missing")
 	case s.JTI == "":
 		return nil, badSET("jti missing")
-	case obj.get("iat") == nil:
+	case obj.Get("iat") == nil:
 		return nil, badSET("iat missing")
 	case len(s.Audience) == 0:
 		return nil, badSET("aud missing")
@@ -187,7 +187,7 @@ func ParseSETClaims(payload []byte) (*SET, error) {
 			return nil, badSET("aud holds an empty value")
 		}
 	}
-	evRaw := obj.get("events")
+	evRaw := obj.Get("events")
 	if evRaw == nil {
 		return nil, badSET("events missing")
 	}
@@ -198,13 +198,13 @@ func ParseSETClaims(payload []byte) (*SET, error) {
 	if len(evs) != 1 {
 		return nil, badSET("events must hold exactly one event")
 	}
-	if evs[0].name == "" {
+	if evs[0].Name == "" {
 		return nil, badSET("the event type is empty")
 	}
-	if s.Event, err = parseEvent(evs[0].name, evs[0].raw); err != nil {
+	if s.Event, err = parseEvent(evs[0].Name, evs[0].Raw); err != nil {
 		return nil, err
 	}
-	if raw := obj.get("sub_id"); raw != nil {
+	if raw := obj.Get("sub_id"); raw != nil {
 		if s.Subject, err = parseSubject(raw, true); err != nil {
 			return nil, err
 		}
@@ -224,7 +224,7 @@ func objGet(raw []byte, name string) []byte {
 	if err != nil {
 		return nil
 	}
-	return o.get(name)
+	return o.Get(name)
 }
 
 func parseEvent(typ string, raw []byte) (Event, error) {
@@ -236,30 +236,30 @@ func parseEvent(typ string, raw []byte) (Event, error) {
 	var ok bool
 	for _, m := range obj {
 		var dst *string
-		switch m.name {
+		switch m.Name {
 		case "event_timestamp":
 			var sec int64
-			if sec, ok = numericDate(m.raw); !ok {
+			if sec, ok = numericDate(m.Raw); !ok {
 				return ev, badSET("event_timestamp is not a NumericDate")
 			}
 			ev.Timestamp = time.Unix(sec, 0)
 			continue
 		case "reason_admin", "reason_user":
 			var l map[string]string
-			if json.Unmarshal(m.raw, &l) != nil || m.raw[0] != '{' || len(l) == 0 {
-				return ev, badSET("%s must be an object of language tags to strings", m.name)
+			if json.Unmarshal(m.Raw, &l) != nil || m.Raw[0] != '{' || len(l) == 0 {
+				return ev, badSET("%s must be an object of language tags to strings", m.Name)
 			}
-			if m.name == "reason_admin" {
+			if m.Name == "reason_admin" {
 				ev.ReasonAdmin = l
 			} else {
 				ev.ReasonUser = l
 			}
 			continue
 		case "claims":
-			if m.raw[0] != '{' {
+			if m.Raw[0] != '{' {
 				return ev, badSET("claims must be a JSON object")
 			}
-			ev.Claims = m.raw
+			ev.Claims = m.Raw
 			continue
 		case "initiating_entity":
 			dst = &ev.InitiatingEntity
@@ -292,8 +292,8 @@ func parseEvent(typ string, raw []byte) (Event, error) {
 		default:
 			continue // SSF §4.2.3: ignore fields we do not understand
 		}
-		if *dst, ok = unquote(m.raw); !ok {
-			return ev, badSET("%s must be a string", m.name)
+		if *dst, ok = unquote(m.Raw); !ok {
+			return ev, badSET("%s must be a string", m.Name)
 		}
 	}
 	return ev, checkEvent(&ev)
@@ -374,7 +374,7 @@ func parseSubject(raw []byte, complexOK bool) (*Subject, error) {
 		return nil, badSET("subject is not a JSON object")
 	}
 	s := &Subject{Raw: raw}
-	fr := obj.get("format")
+	fr := obj.Get("format")
 	if fr == nil {
 		return nil, badSET("subject format missing")
 	}
@@ -384,7 +384,7 @@ func parseSubject(raw []byte, complexOK bool) (*Subject, error) {
 	}
 	// str reads a required string member.
 	str := func(name string) (string, error) {
-		v, ok := unquote(obj.get(name))
+		v, ok := unquote(obj.Get(name))
 		if !ok || v == "" {
 			return "", badSET("subject format %s needs a string %s", s.Format, name)
 		}
@@ -397,20 +397,20 @@ func parseSubject(raw []byte, complexOK bool) (*Subject, error) {
 		}
 		n := 0
 		for _, m := range obj {
-			if m.name == "format" {
+			if m.Name == "format" {
 				continue
 			}
-			sub, err := parseSubject(m.raw, false)
+			sub, err := parseSubject(m.Raw, false)
 			if err != nil {
 				return nil, err
 			}
-			if p := s.complexMember(m.name); p != nil {
+			if p := s.complexMember(m.Name); p != nil {
 				*p = sub
 			} else {
 				if s.Other == nil {
 					s.Other = make(map[string]*Subject)
 				}
-				s.Other[m.name] = sub
+				s.Other[m.Name] = sub
 			}
 			n++
 		}
@@ -444,14 +444,14 @@ func parseSubject(raw []byte, complexOK bool) (*Subject, error) {
 			s.AssertionID, err = str("assertion_id")
 		}
 	case "ip-addresses":
-		l, ok := stringArray(obj.get("ip-addresses"))
+		l, ok := stringArray(obj.Get("ip-addresses"))
 		if !ok || len(l) == 0 {
 			return nil, badSET("an ip-addresses subject needs a non-empty array of strings")
 		}
 		s.IPAddresses = l
 	case "aliases":
 		var l []json.RawMessage
-		if r := obj.get("identifiers"); r == nil || r[0] != '[' || json.Unmarshal(r, &l) != nil || len(l) == 0 {
+		if r := obj.Get("identifiers"); r == nil || r[0] != '[' || json.Unmarshal(r, &l) != nil || len(l) == 0 {
 			return nil, badSET("an aliases subject needs a non-empty identifiers array")
 		}
 		for _, r := range l {

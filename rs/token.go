@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ward-idp/ward/internal/jsonobj"
 )
 
 // TokenInfo is a validated access token: what the handler behind the
@@ -109,9 +111,9 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 }
 
 // seconds converts a NumericDate to Unix seconds; ok is false for values
-// out of range (negative, NaN, beyond maxNumericDate).
+// out of range (negative, NaN, beyond jsonobj.MaxNumericDate).
 func seconds(f float64) (int64, bool) {
-	if math.IsNaN(f) || f < 0 || f > maxNumericDate {
+	if math.IsNaN(f) || f < 0 || f > jsonobj.MaxNumericDate {
 		return 0, false
 	}
 	return int64(f), true

@@ -21,7 +21,8 @@ var allowed = map[string][]string{
 	// leaves
 	"internal/model":     {},
 	"internal/secret":    {},
-	"dpop":               {},
+	"dpop":               {"internal/jsonobj"},
+	"internal/jsonobj":   {},
 	"internal/bus":       {"internal/model", "internal/store"}, // the relay reads the outbox (events table)
 	"internal/store":     {"internal/model"},
 	"internal/tokens":    {"internal/model", "internal/secret", "internal/bus", "internal/store"},
@@ -40,7 +41,7 @@ var allowed = map[string][]string{
 	"internal/gateway": {"dpop", "rs", "rs/caenats", "internal/tlsutil"},
 	// Public resource-server packages: nothing of Ward's internals, and rs
 	// itself not even the NATS client (its sub-package caenats has it).
-	"rs":         {"dpop"},
+	"rs":         {"dpop", "internal/jsonobj"},
 	"rs/caenats": {"rs"},
 	// Conditional Access service: stored policy versions, the engine.
 	"internal/access": {"internal/model", "internal/bus", "internal/store", "internal/policy"},
