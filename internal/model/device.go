@@ -83,6 +83,10 @@ type DeviceCode struct {
 	Interval  time.Duration // minimum polling interval
 	LastPoll  time.Time
 	UsedAt    time.Time // set when the device code was redeemed
+	// Claims is the claims request parameter (JSON) of the device
+	// authorization request, as validated; "" when none was sent. An acr
+	// it asks for must be met by the approving sign-in.
+	Claims string
 }
 
 // CompliancePolicy is an admin-defined compliance policy for one platform

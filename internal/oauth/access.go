@@ -120,7 +120,8 @@ func (p *Provider) signInAccess(w http.ResponseWriter, r *http.Request, req *aut
 	if p.c.Access == nil {
 		if req.Claims.wantsMFA() && access.Strength(amr) == policy.StrengthPassword {
 			// A resource's step-up challenge (claims acr) without policies.
-			return p.claimsStepUp(w, r, req, c, u)
+			p.claimsStepUp(w, r, &interaction{Auth: req}, req.Claims, c, u)
+			return nil, false
 		}
 		return nil, true
 	}
@@ -363,18 +364,28 @@ func (p *Provider) handleLoginPassword(w http.ResponseWriter, r *http.Request) {
 	p.completeSignIn(w, r, st.In, c, u, st.AMR, acr)
 }
 
-// claimsStepUp answers a claims acr request for MFA when no policies are
-// configured: the MFA page, or a page saying the account has no factor.
-func (p *Provider) claimsStepUp(w http.ResponseWriter, r *http.Request, req *authRequest, c *model.Client, u *model.User) (*access.Result, bool) {
-	if strings.Contains(req.Prompt, "none") {
-		p.redirectWithError(w, r, &redirectError{Error: newErr("interaction_required", "the requested acr needs multi-factor authentication"), redirectURI: req.RedirectURI, state: req.State})
-		return nil, false
+// claimsStepUp answers a claims acr request the signed-in user's session
+// does not meet, when no policies are configured (an authorization
+// request) or for a device approval: the MFA page, which continues in with
+// a new multi-factor session, or a page saying the account has no second
+// factor (or that the acr asked for is not one Ward offers). An
+// authorization request with prompt=none goes back with
+// interaction_required.
+func (p *Provider) claimsStepUp(w http.ResponseWriter, r *http.Request, in *interaction, cr *claimsRequest, c *model.Client, u *model.User) {
+	if in.Auth != nil && strings.Contains(in.Auth.Prompt, "none") {
+		p.redirectWithError(w, r, &redirectError{Error: newErr("interaction_required", "the requested acr needs multi-factor authentication"), redirectURI: in.Auth.RedirectURI, state: in.Auth.State})
+		return
+	}
+	if !cr.wantsMFA() {
+		p.c.Pages.Denied(w, http.StatusForbidden, "Access requires more", "The application asked for a kind of sign-in this server does not offer.",
+			[]web.Problem{{What: "Requested authentication context (acr): " + strings.Join(cr.ACR, ", ") + ".",
+				Fix: "Ask the application's administrator which sign-in it needs."}}, correlationID(r))
+		return
 	}
 	if !p.c.Identity.HasTOTP(u) {
 		p.c.Pages.Denied(w, http.StatusForbidden, "Access requires more", "The application asked for a stronger sign-in.",
 			problems([]string{policy.ControlMFA}, nil, false), correlationID(r))
-		return nil, false
+		return
 	}
-	p.renderMFA(w, r, &mfaState{UserID: u.ID, In: &interaction{Auth: req}}, c, p.csrfToken(w, r), "This application requires a second factor.", http.StatusOK)
-	return nil, false
+	p.renderMFA(w, r, &mfaState{UserID: u.ID, In: in}, c, p.csrfToken(w, r), "This application requires a second factor.", http.StatusOK)
 }

@@ -12,6 +12,15 @@ package oauth
 // client IP (§5.1). A DPoP proof on the device authorization request, or
 // dpop_jkt, commits the grant to that key (the RFC 9449 §10.1 idea applied
 // to this grant): redeeming it needs a proof signed by the same key.
+//
+// A claims request parameter (a resource's claims challenge the device
+// passes on, e.g. an acr for multi-factor authentication) is stored with
+// the request. The verification page then approves only with a sign-in
+// that meets its acr: a weaker SSO session steps up (the second factor, as
+// at the authorization endpoint) before the approval is offered, and a
+// user who cannot step up is refused without answering the device (its
+// polls stay authorization_pending until the code expires or someone who
+// can meet the acr approves it).
 
 import (
 	"context"
@@ -99,6 +108,13 @@ func (p *Provider) deviceAuthorization(r *http.Request, form url.Values, c *mode
 	if e != nil {
 		return nil, e
 	}
+	if len(form["claims"]) > 1 {
+		return nil, newErr(ErrInvalidRequest, "parameter claims given more than once")
+	}
+	rawClaims := form.Get("claims")
+	if _, e := parseClaims(rawClaims); e != nil {
+		return nil, e
+	}
 	jkt := form.Get("dpop_jkt")
 	if jkt != "" && !jktRE.MatchString(jkt) {
 		return nil, newErr(ErrInvalidRequest, "dpop_jkt is malformed")
@@ -121,7 +137,7 @@ func (p *Provider) deviceAuthorization(r *http.Request, form url.Values, c *mode
 	ttl := p.c.Lifetimes.DeviceCode
 	deviceCode := secret.RandomToken()
 	dc := &model.DeviceCode{
-		Hash: p.c.TokenHasher.Sum(deviceCode), ClientID: c.ID, Scope: scope, DPoPJKT: jkt,
+		Hash: p.c.TokenHasher.Sum(deviceCode), ClientID: c.ID, Scope: scope, DPoPJKT: jkt, Claims: rawClaims,
 		Status: model.DeviceCodePending, CreatedAt: now, ExpiresAt: now.Add(ttl), Interval: deviceInterval,
 	}
 	// User codes are unique among live requests; a collision (one in 20^8
@@ -331,6 +347,20 @@ func (p *Provider) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, d
 		p.deviceGone(w, r)
 		return
 	}
+	// The device's claims challenge: a session below the acr it asks for
+	// steps up first (or is refused); the request stays pending.
+	cr, e := parseClaims(dc.Claims)
+	if e != nil {
+		p.c.Log.ErrorContext(ctx, "stored device claims", "correlation_id", corr, "err", e.Description)
+		p.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", corr)
+		return
+	}
+	if !cr.acrMet(sess.ACR) {
+		p.c.Log.InfoContext(ctx, "device approval needs a stronger sign-in", "correlation_id", corr,
+			"user_id", u.ID, "client_id", c.ID, "session_acr", sess.ACR, "requested_acr", strings.Join(cr.ACR, " "))
+		p.claimsStepUp(w, r, &interaction{Device: dr}, cr, c, u)
+		return
+	}
 	csrf := p.csrfToken(w, r)
 	blob, err := p.seal("devconfirm", interactionTTL, csrf, deviceConfirmState{Hash: dc.Hash, SID: sess.ID, UserID: u.ID})
 	if err != nil {
@@ -349,6 +379,9 @@ func (p *Provider) deviceGone(w http.ResponseWriter, r *http.Request) {
 
 // errDeviceClosed: the request was answered, redeemed or expired meanwhile.
 var errDeviceClosed = errors.New("device authorization no longer pending")
+
+// errDeviceACR: the approving session does not meet the request's acr.
+var errDeviceACR = errors.New("session does not meet the requested acr")
 
 // handleDeviceConfirm records the user's decision.
 func (p *Provider) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
@@ -399,6 +432,13 @@ func (p *Provider) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 		if !deviceCodeOpen(d, now) {
 			return errDeviceClosed
 		}
+		if status == model.DeviceCodeApproved {
+			// renderDeviceConfirm stepped up already; checked again here,
+			// where the approval takes effect.
+			if cr, e := parseClaims(d.Claims); e != nil || !cr.acrMet(sess.ACR) {
+				return errDeviceACR
+			}
+		}
 		d.Status = status
 		if status == model.DeviceCodeApproved {
 			d.UserID, d.SessionID, d.AuthTime, d.AMR, d.ACR = u.ID, sess.ID, sess.AuthTime, sess.AMR, sess.ACR
@@ -407,6 +447,9 @@ func (p *Provider) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	})
 	if errors.Is(err, errDeviceClosed) || errors.Is(err, store.ErrNotFound) {
 		p.deviceGone(w, r)
+		return
+	} else if errors.Is(err, errDeviceACR) {
+		p.c.Pages.Error(w, http.StatusForbidden, "Stronger sign-in required", "The device asked for a stronger sign-in than yours. Open the address shown on your device again.", ri.CorrID)
 		return
 	} else if err != nil {
 		p.c.Log.ErrorContext(ctx, "update device code", "correlation_id", ri.CorrID, "err", err)
@@ -424,6 +467,9 @@ func (p *Provider) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, dc.ClientID
 	ev.Data = map[string]string{"scope": dc.Scope}
+	if status == model.DeviceCodeApproved {
+		ev.Data["acr"] = dc.ACR
+	}
 	if dc.DPoPJKT != "" {
 		ev.Binding = model.BindingDPoP
 		ev.Data["jkt"] = dc.DPoPJKT

@@ -64,6 +64,8 @@ func fullDeviceCode(hash, userCode string) *model.DeviceCode {
 	return &model.DeviceCode{
 		Hash: []byte(hash), UserCode: userCode, ClientID: "cli-1", Scope: "openid offline_access",
 		DPoPJKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", Status: model.DeviceCodePending,
+		// Kept verbatim: whitespace, key order and non-ASCII included.
+		Claims:    `{"access_token": {"acr":{"essential":true,"values":["urn:ward:acr:mfa"]},"x":"é"}}`,
 		CreatedAt: at(0), ExpiresAt: farFuture, Interval: 5*time.Second + 7*time.Nanosecond,
 	}
 }
@@ -434,6 +436,7 @@ func testDeviceCodeLifecycle(t *testing.T, s store.Store) {
 	}{
 		{"poll", func(c *model.DeviceCode) { c.LastPoll = at(5 * time.Second) }},
 		{"slow down", func(c *model.DeviceCode) { c.Interval = 10 * time.Second }},
+		{"claims", func(c *model.DeviceCode) { c.Claims = `{"access_token":null}` }},
 		{"approve", func(c *model.DeviceCode) {
 			c.Status, c.UserID, c.SessionID = model.DeviceCodeApproved, "u1", "sess-1"
 			c.AuthTime, c.AMR, c.ACR = at(time.Second), []string{"pwd", "hwk"}, "urn:ward:acr:mfa"
