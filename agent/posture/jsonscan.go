@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"unicode/utf8"
+
+	"github.com/ward-idp/ward/internal/jsonobj"
 )
 
 // The report's JSON (header, claims) is checked in two cheap passes and
@@ -115,28 +117,14 @@ func walkObject(data []byte, i, depth int) (int, bool) {
 	}
 }
 
-func skipWS(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\r', '\n':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
+func skipWS(data []byte, i int) int { return jsonobj.SkipWS(data, i) }
 
 // scanString returns the index just past the closing quote of the valid
-// JSON string starting at data[i] == '"'.
+// JSON string starting at data[i] == '"' (len(data) if it is not closed,
+// which the validity check before rules out).
 func scanString(data []byte, i int) int {
-	for j := i + 1; j < len(data); j++ {
-		switch data[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
+	if end := jsonobj.ScanString(data, i); end >= 0 {
+		return end
 	}
 	return len(data)
 }

@@ -23,6 +23,7 @@ var allowed = map[string][]string{
 	"internal/secret":    {},
 	"dpop":               {"internal/jsonobj"},
 	"internal/jsonobj":   {},
+	"agent/posture":      {"dpop", "internal/jsonobj"},
 	"internal/bus":       {"internal/model", "internal/store"}, // the relay reads the outbox (events table)
 	"internal/store":     {"internal/model"},
 	"internal/tokens":    {"internal/model", "internal/secret", "internal/bus", "internal/store"},
@@ -34,7 +35,8 @@ var allowed = map[string][]string{
 	"internal/identity": {"internal/model", "internal/secret", "internal/bus", "internal/store", "internal/ratelimit"},
 	"internal/clients":  {"internal/model", "internal/secret", "internal/bus", "internal/store"},
 	// The device service also verifies DPoP thumbprints and agent posture
-	// reports (agent/posture: a library without Ward dependencies but dpop).
+	// reports (agent/posture: a library without Ward dependencies but dpop
+	// and the strict JSON reader).
 	"internal/device": {"internal/model", "internal/bus", "internal/store", "dpop", "agent/posture"},
 	// The gateway is a resource server: it uses only the public packages
 	// (as any other resource server would) and the TLS loader.

@@ -59,11 +59,11 @@ func Parse(data []byte, dst Object) (Object, error) {
 	if !utf8.Valid(data) || !json.Valid(data) {
 		return nil, ErrMalformed
 	}
-	i := skipWS(data, 0)
+	i := SkipWS(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return nil, ErrMalformed
 	}
-	i = skipWS(data, i+1)
+	i = SkipWS(data, i+1)
 	if i < len(data) && data[i] == '}' {
 		return dst, nil
 	}
@@ -71,7 +71,7 @@ func Parse(data []byte, dst Object) (Object, error) {
 		if i >= len(data) || data[i] != '"' {
 			return nil, ErrMalformed
 		}
-		end := scanString(data, i)
+		end := ScanString(data, i)
 		if end < 0 {
 			return nil, ErrMalformed
 		}
@@ -79,11 +79,11 @@ func Parse(data []byte, dst Object) (Object, error) {
 		if !ok {
 			return nil, ErrMalformed
 		}
-		i = skipWS(data, end)
+		i = SkipWS(data, end)
 		if i >= len(data) || data[i] != ':' {
 			return nil, ErrMalformed
 		}
-		i = skipWS(data, i+1)
+		i = SkipWS(data, i+1)
 		vend := scanValue(data, i)
 		if vend < 0 {
 			return nil, ErrMalformed
@@ -97,13 +97,13 @@ func Parse(data []byte, dst Object) (Object, error) {
 			return nil, ErrMembers
 		}
 		dst = append(dst, Member{Name: name, Raw: data[i:vend]})
-		i = skipWS(data, vend)
+		i = SkipWS(data, vend)
 		if i >= len(data) {
 			return nil, ErrMalformed
 		}
 		switch data[i] {
 		case ',':
-			i = skipWS(data, i+1)
+			i = SkipWS(data, i+1)
 		case '}':
 			return dst, nil
 		default:
@@ -112,7 +112,8 @@ func Parse(data []byte, dst Object) (Object, error) {
 	}
 }
 
-func skipWS(data []byte, i int) int {
+// SkipWS returns the index of the first non-whitespace byte at or after i.
+func SkipWS(data []byte, i int) int {
 	for i < len(data) {
 		switch data[i] {
 		case ' ', '\t', '\r', '\n':
@@ -124,9 +125,9 @@ func skipWS(data []byte, i int) int {
 	return i
 }
 
-// scanString returns the index just past the closing quote of the JSON
+// ScanString returns the index just past the closing quote of the JSON
 // string that starts at data[i] == '"', or -1.
-func scanString(data []byte, i int) int {
+func ScanString(data []byte, i int) int {
 	for j := i + 1; j < len(data); j++ {
 		switch data[j] {
 		case '\\':
@@ -146,13 +147,13 @@ func scanValue(data []byte, i int) int {
 	}
 	switch data[i] {
 	case '"':
-		return scanString(data, i)
+		return ScanString(data, i)
 	case '{', '[':
 		depth := 0
 		for j := i; j < len(data); j++ {
 			switch data[j] {
 			case '"':
-				end := scanString(data, j)
+				end := ScanString(data, j)
 				if end < 0 {
 					return -1
 				}
