@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +12,7 @@ import (
 	"github.com/ward-idp/ward/agent"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
 
@@ -100,18 +99,5 @@ func TestAgentFollowsClaimsChallenge(t *testing.T) {
 // jwtClaim reads a string claim of a JWT without verifying it.
 func jwtClaim(t *testing.T, jwt, name string) string {
 	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatal("not a JWT")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := m[name].(string)
-	return s
+	return wardtest.JWTClaim(t, jwt, name)
 }

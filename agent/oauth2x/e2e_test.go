@@ -165,20 +165,7 @@ func get(hc *http.Client, u string) (int, string, error) {
 // claim reads a string claim of a JWT without verifying it.
 func claim(t *testing.T, jwt, name string) string {
 	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatal("not a JWT")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := m[name].(string)
-	return s
+	return wardtest.JWTClaim(t, jwt, name)
 }
 
 // A DPoP client (Ward requiring DPoP nonces, so the token endpoint's

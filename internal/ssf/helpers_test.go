@@ -173,30 +173,12 @@ func createStream(t testing.TB, in *wardtest.Instance, tok string, body any) map
 // claimsOf decodes a JWT's payload without checking it.
 func claimsOf(t testing.TB, jwt string) map[string]any {
 	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a compact JWS: %.40s", jwt)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return wardtest.JWTClaims(t, jwt)
 }
 
 func headerOf(t testing.TB, jwt string) map[string]any {
 	t.Helper()
-	b, err := base64.RawURLEncoding.DecodeString(strings.Split(jwt, ".")[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	json.Unmarshal(b, &m)
-	return m
+	return wardtest.JWTHeader(t, jwt)
 }
 
 // pushReceiver is an RFC 8935 endpoint backed by the real rs.Receiver

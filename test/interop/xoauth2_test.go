@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -138,19 +137,7 @@ func signIn(t *testing.T, in *wardtest.Instance, c *client, conf *oauth2.Config)
 // jwtClaims decodes a JWT payload without verifying it.
 func jwtClaims(t *testing.T, jwt string) map[string]any {
 	t.Helper()
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		t.Fatalf("not a JWT")
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return wardtest.JWTClaims(t, jwt)
 }
 
 // proofClaims decodes a DPoP proof's claims.
