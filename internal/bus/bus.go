@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 )
 
 // Handler consumes one event. An error from a synchronous subscriber is
@@ -176,4 +177,19 @@ func Stamp(ctx context.Context, e *model.Event, now func() time.Time) {
 		e.Time = now()
 	}
 	FillOrigin(ctx, e)
+}
+
+// Pending prepares e to be committed in the transaction of the store write
+// that makes its change: it completes e (outcome success unless set, and
+// Stamp) and returns the context for that write and for publishing e
+// afterwards (store.WithEventFunc; complete, which may be nil, decides in
+// the transaction whether e is recorded), so that the audit persister
+// finds it stored. A service without a bus records nothing and passes ctx
+// on as it is.
+func Pending(ctx context.Context, e *model.Event, now func() time.Time, complete func([]string) bool) context.Context {
+	if e.Outcome == "" {
+		e.Outcome = model.OutcomeSuccess
+	}
+	Stamp(ctx, e, now)
+	return store.WithEventFunc(ctx, e, complete)
 }

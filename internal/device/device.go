@@ -465,22 +465,13 @@ func wrapNotFound(err error, what string) error {
 	return fmt.Errorf("device: %s: %w", what, err)
 }
 
-// pendingFunc prepares e to be committed in the transaction of the store
-// write that makes its change: it completes e (outcome, id, time, request
-// origin: bus.Stamp) and returns the context for that write and for
-// publishing e afterwards (store.WithEventFunc; complete decides in the
-// transaction whether e is recorded), so that the audit persister finds
-// it stored. Without a bus nothing is recorded and ctx is returned as it
-// is.
+// pendingFunc commits e with the store write made with the returned
+// context (bus.Pending); without a bus nothing is recorded.
 func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
 	if s.bus == nil {
 		return ctx
 	}
-	if e.Outcome == "" {
-		e.Outcome = model.OutcomeSuccess
-	}
-	bus.Stamp(ctx, e, s.now)
-	return store.WithEventFunc(ctx, e, complete)
+	return bus.Pending(ctx, e, s.now, complete)
 }
 
 // publish sends an event; a nil bus drops it.

@@ -312,17 +312,13 @@ func (s *Service) pending(ctx context.Context, e *model.Event) context.Context {
 	return s.pendingFunc(ctx, e, nil)
 }
 
-// pendingFunc is pending for an event that depends on what the write
-// finds (store.WithEventFunc).
+// pendingFunc commits e with the store write made with the returned
+// context (bus.Pending); without a bus nothing is recorded.
 func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
 	if s.bus == nil {
 		return ctx
 	}
-	if e.Outcome == "" {
-		e.Outcome = model.OutcomeSuccess
-	}
-	bus.Stamp(ctx, e, s.now)
-	return store.WithEventFunc(ctx, e, complete)
+	return bus.Pending(ctx, e, s.now, complete)
 }
 
 // acquireHash takes an argon2 slot, waiting while all are busy.
