@@ -329,9 +329,9 @@ func TestAgentReauthAfterPasswordChange(t *testing.T) {
 		t.Fatal("the new session was not saved")
 	}
 
-	// Disabling the device revokes its sessions; Ward answers the refresh
-	// as for any ended session, so the agent cannot tell and offers a
-	// sign-in; the device grant then says why it cannot succeed, and
+	// Disabling the device revokes its sessions; Ward tells the device
+	// why its refresh is refused (it proved it holds the key), so the
+	// agent does not ask the user for a sign-in that cannot succeed, and
 	// nothing changes.
 	t.Run("a disabled device cannot sign in again", func(t *testing.T) {
 		prompted := 0
@@ -350,7 +350,7 @@ func TestAgentReauthAfterPasswordChange(t *testing.T) {
 		}
 		saved := diskRT(t, o.ConfigPath)
 		_, err = d.Refresh(ctx)
-		if !errors.Is(err, agent.ErrSessionEnded) || !strings.Contains(err.Error(), "disabled") || prompted != 1 {
+		if !errors.Is(err, agent.ErrSessionEnded) || !strings.Contains(err.Error(), "disabled") || prompted != 0 {
 			t.Fatalf("refresh of a disabled device: %v (prompted %d), want the device named disabled", err, prompted)
 		}
 		if diskRT(t, o.ConfigPath) != saved {

@@ -77,3 +77,20 @@ func requireProtection(c *model.Client, status, reason string) *Error {
 	}
 	return newErr(ErrInvalidGrant, "this application requires token protection: sign in from a registered device whose key signs the DPoP proof ("+reason+")").withReason("token_protection_required")
 }
+
+// deviceEnded explains a refused refresh to the device itself: when the
+// request's DPoP key belongs to a disabled or lost device, the session
+// ended because of that, and the device (which just proved it holds the
+// key) is told so instead of "invalid or expired", so that its agent does
+// not ask the user to sign in again in vain. Only refused refreshes pay
+// for the lookup.
+func (p *Provider) deviceEnded(ctx context.Context, tr *tokenRequest) *Error {
+	if tr.proof == nil || p.c.Devices == nil {
+		return nil
+	}
+	d, err := p.c.Devices.LookupByJKT(ctx, tr.proof.JKT)
+	if err != nil || d.Status == model.DeviceActive {
+		return nil
+	}
+	return newErr(ErrInvalidGrant, "the device this key belongs to is "+d.Status+"; it can no longer obtain tokens").withReason("device_" + d.Status)
+}

@@ -235,6 +235,9 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 	// One read for the token, its session and its user.
 	rg, err := p.c.Store.GetRefreshGrant(ctx, p.c.TokenHasher.Sum(raw))
 	if errors.Is(err, store.ErrNotFound) {
+		if e := p.deviceEnded(ctx, tr); e != nil {
+			return nil, e
+		}
 		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_unknown")
 	} else if err != nil {
 		return nil, serverError(err)
@@ -261,6 +264,9 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 		scope = narrowed
 	}
 	if e := p.checkLive(rg.Session, rg.User); e != nil {
+		if de := p.deviceEnded(ctx, tr); de != nil {
+			return nil, de
+		}
 		return nil, e
 	}
 	sess, u := rg.Session, rg.User

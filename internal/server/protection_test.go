@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,7 +78,17 @@ func TestTokenProtection(t *testing.T) {
 	if _, err := in.App.Devices.Disable(ctx, "admin-1", dev.ID); err != nil {
 		t.Fatal(err)
 	}
-	wantError(t, refresh(t, in, "docs", r2.str("refresh_token"), s), 400, "invalid_grant")
+	r3 := refresh(t, in, "docs", r2.str("refresh_token"), s)
+	wantError(t, r3, 400, "invalid_grant")
+	// The device is told why (it proved it holds the key): not a session
+	// to sign in again to.
+	if d := r3.str("error_description"); !strings.Contains(d, "device") || !strings.Contains(d, "disabled") {
+		t.Errorf("refresh after disable: %q, want it to name the disabled device", d)
+	}
+	// Anyone else's refused refresh still learns nothing more.
+	if d := refresh(t, in, "docs", "not-a-token", newSigner(t)).str("error_description"); strings.Contains(d, "device") {
+		t.Errorf("unknown token with another key: %q", d)
+	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("revocation took %v", d)
 	}
