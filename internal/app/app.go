@@ -305,6 +305,7 @@ func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
+		PushAllowedNetworks: c.PushNetworks(),
 	})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)

@@ -135,9 +135,9 @@ func TestCheckPushURL(t *testing.T) {
 		"":                                       false,
 		"https://" + strings.Repeat("a", maxURL): false,
 	} {
-		_, err := checkPushURL(raw)
+		_, err := checkURL(raw)
 		if (err == nil) != ok {
-			t.Errorf("checkPushURL(%.50q) = %v, want ok=%v", raw, err, ok)
+			t.Errorf("checkURL(%.50q) = %v, want ok=%v", raw, err, ok)
 		}
 	}
 }

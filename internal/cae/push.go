@@ -75,6 +75,8 @@ func newPusher(s *Service) *pusher {
 	c := s.o.HTTPClient
 	if c == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.Proxy = nil // a proxy would dial for us, past the guard
+		t.DialContext = s.guard.dialContext(30 * time.Second)
 		t.MaxIdleConnsPerHost = 8
 		t.MaxIdleConns = 1024
 		t.ResponseHeaderTimeout = s.o.PushTimeout

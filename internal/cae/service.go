@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,10 @@ type Options struct {
 	MinVerificationInterval time.Duration
 	// RefusedRetention is how long SETs a receiver refused are kept.
 	RefusedRetention time.Duration
+	// PushAllowedNetworks are the non-public networks push endpoints may
+	// be in (loopback and private ranges are refused otherwise; see
+	// netguard.go). Only for the default HTTPClient.
+	PushAllowedNetworks []netip.Prefix
 }
 
 // Service is the SSF transmitter. Create it with New, subscribe
@@ -143,6 +148,7 @@ type Service struct {
 	batcherStop chan struct{}
 
 	stats Stats
+	guard netGuard
 }
 
 // Stats counts deliveries since the service started.
@@ -211,6 +217,7 @@ func New(o Options) (*Service, error) {
 	s := &Service{o: o, issuer: o.Issuer, issJSON: iss, verified: map[string]time.Time{}, closing: make(chan struct{}),
 		pollCh: make(chan *pollCall), batcherStop: make(chan struct{})}
 	s.waiters.m = map[string]chan struct{}{}
+	s.guard = netGuard{allowed: o.PushAllowedNetworks}
 	s.pusher = newPusher(s)
 	return s, nil
 }

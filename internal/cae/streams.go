@@ -114,7 +114,7 @@ func (s *Service) apply(st *model.SSFStream, req StreamRequest, replace bool) er
 		d := req.Delivery
 		switch d.Method {
 		case model.DeliveryPush:
-			u, err := checkPushURL(d.EndpointURL)
+			u, err := s.checkPushURL(d.EndpointURL)
 			if err != nil {
 				return err
 			}
@@ -189,9 +189,30 @@ func (s *Service) applyRest(st *model.SSFStream, req StreamRequest, replace bool
 	return nil
 }
 
-// checkPushURL accepts absolute https URLs, and http only to a loopback
+// checkPushURL accepts an endpoint URL checkURL accepts whose host, when
+// an address, the push guard permits.
+func (s *Service) checkPushURL(raw string) (string, error) {
+	u, err := checkURL(raw)
+	if err != nil {
+		return "", err
+	}
+	if err := s.guard.checkHost(hostOf(u)); err != nil {
+		return "", invalid("delivery.endpoint_url: %v", err)
+	}
+	return u, nil
+}
+
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
+// checkURL accepts absolute https URLs, and http only to a loopback
 // host (a receiver on the same machine).
-func checkPushURL(raw string) (string, error) {
+func checkURL(raw string) (string, error) {
 	if raw == "" {
 		return "", invalid("delivery.endpoint_url is required for push delivery")
 	}

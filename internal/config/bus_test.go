@@ -89,6 +89,8 @@ func TestValidateBus(t *testing.T) {
 		{"listen not host:port", func(c *Config) { b := &c.Bus; b.NATS.Embedded.Listen = "4222"; b.NATS.TokenEnv = "T" }, "bus.nats.embedded.listen"},
 		{"bad nkey", func(c *Config) { b := &c.Bus; b.NATS.Embedded.NKeys = []string{"SUAXXX"} }, "bus.nats.embedded.nkeys[0]"},
 		{"ssf.nats defaults", func(c *Config) {}, ""},
+		{"ssf push networks", func(c *Config) { c.SSF.PushAllowedNetworks = []string{"10.0.0.0/8", " 127.0.0.1/32", "::1/128"} }, ""},
+		{"ssf push network not a CIDR", func(c *Config) { c.SSF.PushAllowedNetworks = []string{"10.0.0.0/8", "10.0.0.5"} }, "ssf.push_allowed_networks[1]"},
 		{"ssf.nats subscribers", func(c *Config) {
 			c.Bus.NATS.Embedded.Listen = "127.0.0.1:4222"
 			c.SSF.NATS.SubscriberNKeys = []string{nkey}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -29,6 +30,11 @@ type SSF struct {
 	// MinVerificationInterval is the streams' min_verification_interval
 	// (5s).
 	MinVerificationInterval time.Duration `koanf:"min_verification_interval"`
+	// PushAllowedNetworks are the non-public networks (CIDRs) push
+	// endpoints may be in. Pushes go to public addresses only otherwise:
+	// loopback, private, link-local (cloud metadata) and other special
+	// ranges are refused, after DNS resolution (SSRF).
+	PushAllowedNetworks []string `koanf:"push_allowed_networks"`
 	// NATS publishes every SET once more to a JetStream stream that
 	// resource servers follow directly (package rs/caenats).
 	NATS SSFNATS `koanf:"nats"`
@@ -58,6 +64,25 @@ type SSFNATS struct {
 	// (bus.nats.embedded.listen). They get an account holding only this
 	// stream and may only read it.
 	SubscriberNKeys []string `koanf:"subscriber_nkeys"`
+}
+
+// PushNetworks parses ssf.push_allowed_networks (validated).
+func (s SSF) PushNetworks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range s.PushAllowedNetworks {
+		if p, err := netip.ParsePrefix(strings.TrimSpace(n)); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+func (c *Config) validateSSFPush(v *validator) {
+	for i, n := range c.SSF.PushAllowedNetworks {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(n)); err != nil {
+			v.add(fmt.Sprintf("ssf.push_allowed_networks[%d]", i), "%q is not a CIDR (write a single address as 10.0.0.5/32)", n)
+		}
+	}
 }
 
 func (c *Config) validateSSFNATS(v *validator) {

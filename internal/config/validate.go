@@ -132,6 +132,7 @@ func (c *Config) Validate() error {
 	v.positive("conditional_access.poll_interval", c.ConditionalAccess.PollInterval)
 	c.validateBus(v)
 	c.validateSSFNATS(v)
+	c.validateSSFPush(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {

@@ -115,6 +115,9 @@ func Start(t testing.TB, o Options) *Instance {
 		{ID: "service", Name: "Service", AuthMethod: "client_secret_basic", Secret: ServiceSecret,
 			GrantTypes: []string{"client_credentials"}, Scopes: []string{"docs.read", "docs.write"}},
 	}
+	// Test receivers listen on loopback, which pushes may not reach by
+	// default (SSRF guard); tests of the guard clear this.
+	cfg.SSF.PushAllowedNetworks = []string{"127.0.0.0/8", "::1/128"}
 	if o.PostgresDSN != "" {
 		cfg.Storage.Driver = config.DriverPostgres
 		cfg.Storage.Postgres.DSN = secret.String(freshDatabase(t, o.PostgresDSN))

@@ -140,6 +140,7 @@ ssf:
   rescan_interval: 100ms
   poll_hold: 5s
   long_poll_timeout: 2s
+  push_allowed_networks: [127.0.0.0/8]  # the push receiver is on loopback
 `, w.url, addr, filepath.Join(dir, "data"), kekFile)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
