@@ -115,8 +115,8 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+PathStream, h.authed(ScopeManage, h.deleteStream))
 	mux.HandleFunc("GET "+PathStatus, h.authed(ScopeRead, h.readStatus))
 	mux.HandleFunc("POST "+PathStatus, h.authed(ScopeManage, h.updateStatus))
-	mux.HandleFunc("POST "+PathAddSubject, h.authed(ScopeManage, h.addSubject))
-	mux.HandleFunc("POST "+PathRemoveSubject, h.authed(ScopeManage, h.removeSubject))
+	mux.HandleFunc("POST "+PathAddSubject, h.authed(ScopeManage, h.changeSubject(true)))
+	mux.HandleFunc("POST "+PathRemoveSubject, h.authed(ScopeManage, h.changeSubject(false)))
 	mux.HandleFunc("POST "+PathVerify, h.authed(ScopeManage, h.verify))
 	mux.HandleFunc("POST "+PathPoll+"{stream_id}", h.authed(ScopePoll, h.poll))
 }

@@ -302,30 +302,23 @@ func (h *Handler) updateStatus(w http.ResponseWriter, r *http.Request, clientID 
 	return nil
 }
 
-// POST /ssf/subjects:add
-func (h *Handler) addSubject(w http.ResponseWriter, r *http.Request, clientID string) error {
-	id, subject, err := subjectRequest(w, r)
-	if err != nil {
-		return err
+// POST /ssf/subjects:add (200) and /ssf/subjects:remove (204).
+func (h *Handler) changeSubject(add bool) func(http.ResponseWriter, *http.Request, string) error {
+	change, status := h.svc.AddSubject, http.StatusOK
+	if !add {
+		change, status = h.svc.RemoveSubject, http.StatusNoContent
 	}
-	if err := h.svc.AddSubject(r.Context(), clientID, id, subject); err != nil {
-		return err
+	return func(w http.ResponseWriter, r *http.Request, clientID string) error {
+		id, subject, err := subjectRequest(w, r)
+		if err != nil {
+			return err
+		}
+		if err := change(r.Context(), clientID, id, subject); err != nil {
+			return err
+		}
+		noContent(w, status)
+		return nil
 	}
-	noContent(w, http.StatusOK)
-	return nil
-}
-
-// POST /ssf/subjects:remove
-func (h *Handler) removeSubject(w http.ResponseWriter, r *http.Request, clientID string) error {
-	id, subject, err := subjectRequest(w, r)
-	if err != nil {
-		return err
-	}
-	if err := h.svc.RemoveSubject(r.Context(), clientID, id, subject); err != nil {
-		return err
-	}
-	noContent(w, http.StatusNoContent)
-	return nil
 }
 
 func subjectRequest(w http.ResponseWriter, r *http.Request) (string, json.RawMessage, error) {
