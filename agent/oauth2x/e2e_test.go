@@ -2,9 +2,6 @@ package oauth2x_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -60,17 +57,10 @@ func oauthConfig(in *wardtest.Instance, clientID, clientSecret string) *oauth2.C
 		Endpoint: oauth2.Endpoint{AuthURL: in.URL + "/authorize", TokenURL: in.URL + "/token"}}
 }
 
+// newSigner returns a DPoP signer with a fresh P-256 key.
 func newSigner(t *testing.T) *dpop.Signer {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := dpop.NewSigner(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return wardtest.NewSigner(t)
 }
 
 // app is an x/oauth2 application with an oauth2x.Client.

@@ -2,9 +2,6 @@ package admin_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -24,15 +21,7 @@ const api = "/admin/api/v1"
 // newSigner returns a DPoP signer with a fresh P-256 key.
 func newSigner(t testing.TB) *dpop.Signer {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := dpop.NewSigner(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return wardtest.NewSigner(t)
 }
 
 // result is a decoded response.

@@ -57,17 +57,10 @@ func startWard(t testing.TB) *wardtest.Instance {
 	}})
 }
 
+// newSigner returns a DPoP signer with a fresh P-256 key.
 func newSigner(t testing.TB) *dpop.Signer {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := dpop.NewSigner(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return wardtest.NewSigner(t)
 }
 
 // tokenRequest posts form to Ward's /token with a DPoP proof of s (and

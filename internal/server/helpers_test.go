@@ -1,9 +1,6 @@
 package server_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,15 +16,7 @@ import (
 // newSigner returns a DPoP signer with a fresh P-256 key.
 func newSigner(t testing.TB) *dpop.Signer {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := dpop.NewSigner(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return wardtest.NewSigner(t)
 }
 
 // result is a decoded JSON response.

@@ -1,10 +1,15 @@
 package wardtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/ward-idp/ward/dpop"
 )
 
 // JWTClaims decodes a compact JWT's payload without verifying it (tests
@@ -43,4 +48,19 @@ func jwtPart(t testing.TB, jwt string, i int) map[string]any {
 		t.Fatalf("JWT part %d: %v", i, err)
 	}
 	return m
+}
+
+// NewSigner returns a DPoP signer with a fresh P-256 key (a device or
+// client key, or an attacker's).
+func NewSigner(t testing.TB) *dpop.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dpop.NewSigner(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
