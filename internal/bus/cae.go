@@ -64,7 +64,8 @@ func (o *CAEOptions) setDefaults() {
 // SubscriberPermissions are what a resource server needs to follow the
 // CAE stream with an ordered consumer, and nothing more: create, read,
 // fetch from and delete ephemeral consumers of that stream, read the
-// stream's state, and receive on its own inbox. It cannot publish to the
+// stream's state and the account's JetStream limits, and receive on its
+// own inbox. It cannot publish to the
 // stream, create durable consumers, purge or delete anything but its
 // consumers. Operators of an external NATS give resource users the same
 // (docs/ssf.md).
@@ -77,6 +78,7 @@ func SubscriberPermissions(stream string) (publish, subscribe []string) {
 			api + "CONSUMER.INFO." + stream + ".>",
 			api + "CONSUMER.DELETE." + stream + ".>",
 			api + "STREAM.INFO." + stream,
+			api + "INFO", // the account's own JetStream limits; clients ask by default
 		},
 		[]string{"_INBOX.>"}
 }

@@ -41,11 +41,15 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		"require_pushed_authorization_requests":            false,
 		"request_parameter_supported":                      false,
 		"request_uri_parameter_supported":                  false,
-		"claims_parameter_supported":                       false,
-		"frontchannel_logout_supported":                    false,
-		"backchannel_logout_supported":                     false,
-		"prompt_values_supported":                          []string{"none", "login"},
-		"service_documentation":                            p.issuer + "/",
+		// The claims parameter (Core §5.5) is read for access tokens: a
+		// resource's claims challenge (nbf, acr) and the CAE capability
+		// (xms_cc); other members are ignored, as §5.5 allows.
+		"claims_parameter_supported":    true,
+		"acr_values_supported":          []string{"urn:ward:acr:password", "urn:ward:acr:mfa"},
+		"frontchannel_logout_supported": false,
+		"backchannel_logout_supported":  false,
+		"prompt_values_supported":       []string{"none", "login"},
+		"service_documentation":         p.issuer + "/",
 	}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSONCached(w, doc)

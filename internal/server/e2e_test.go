@@ -28,6 +28,10 @@ func TestDiscovery(t *testing.T) {
 		if r.JSON["authorization_response_iss_parameter_supported"] != true {
 			t.Errorf("%s: authorization_response_iss_parameter_supported missing", path)
 		}
+		// The claims parameter carries CAE claims challenges back (nbf, acr).
+		if r.JSON["claims_parameter_supported"] != true {
+			t.Errorf("%s: claims_parameter_supported = %v, want true", path, r.JSON["claims_parameter_supported"])
+		}
 		algs, _ := r.JSON["dpop_signing_alg_values_supported"].([]any)
 		if !slices.Contains(algs, any("ES256")) || slices.Contains(algs, any("HS256")) || slices.Contains(algs, any("none")) {
 			t.Errorf("%s: dpop_signing_alg_values_supported = %v", path, algs)
