@@ -425,6 +425,20 @@ func strList(obj map[string]json.RawMessage, name string) (v []string, present b
 	return v, true, nil
 }
 
+// readStreamObject reads a management request's JSON object and its
+// required stream_id.
+func readStreamObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, string, error) {
+	obj, err := readObject(w, r)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := streamID(obj)
+	if err != nil {
+		return nil, "", err
+	}
+	return obj, id, nil
+}
+
 // streamID reads the required stream_id member.
 func streamID(obj map[string]json.RawMessage) (string, error) {
 	id, present, err := str(obj, "stream_id")

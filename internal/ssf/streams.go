@@ -203,11 +203,7 @@ func (h *Handler) replaceStream(w http.ResponseWriter, r *http.Request, clientID
 }
 
 func (h *Handler) changeStream(w http.ResponseWriter, r *http.Request, clientID string, replace bool) error {
-	obj, err := readObject(w, r)
-	if err != nil {
-		return err
-	}
-	id, err := streamID(obj)
+	obj, id, err := readStreamObject(w, r)
 	if err != nil {
 		return err
 	}
@@ -278,11 +274,7 @@ func (h *Handler) readStatus(w http.ResponseWriter, r *http.Request, clientID st
 
 // POST /ssf/status
 func (h *Handler) updateStatus(w http.ResponseWriter, r *http.Request, clientID string) error {
-	obj, err := readObject(w, r)
-	if err != nil {
-		return err
-	}
-	id, err := streamID(obj)
+	obj, id, err := readStreamObject(w, r)
 	if err != nil {
 		return err
 	}
@@ -322,11 +314,7 @@ func (h *Handler) changeSubject(add bool) func(http.ResponseWriter, *http.Reques
 }
 
 func subjectRequest(w http.ResponseWriter, r *http.Request) (string, json.RawMessage, error) {
-	obj, err := readObject(w, r)
-	if err != nil {
-		return "", nil, err
-	}
-	id, err := streamID(obj)
+	obj, id, err := readStreamObject(w, r)
 	if err != nil {
 		return "", nil, err
 	}
@@ -345,11 +333,7 @@ func subjectRequest(w http.ResponseWriter, r *http.Request) (string, json.RawMes
 
 // POST /ssf/verify
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request, clientID string) error {
-	obj, err := readObject(w, r)
-	if err != nil {
-		return err
-	}
-	id, err := streamID(obj)
+	obj, id, err := readStreamObject(w, r)
 	if err != nil {
 		return err
 	}

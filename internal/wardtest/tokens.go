@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -63,4 +64,30 @@ func NewSigner(t testing.TB) *dpop.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// ForgeSET signs claims as a Security Event Token (ES256, typ
+// secevent+jwt) with a fresh key that is not Ward's: what an attacker who
+// can write to a transport, but holds no signing key, would send.
+func ForgeSET(t testing.TB, claims map[string]any) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := json.Marshal(map[string]string{"alg": "ES256", "typ": "secevent+jwt", "kid": "attacker"})
+	p, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
+	sum := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return []byte(in + "." + base64.RawURLEncoding.EncodeToString(sig))
 }

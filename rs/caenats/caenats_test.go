@@ -2,12 +2,6 @@ package caenats_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -197,8 +191,7 @@ func TestForgedAndDuplicateSETs(t *testing.T) {
 		"sub_id": map[string]any{"format": "iss_sub", "iss": in.URL, "sub": bob},
 		"events": map[string]any{"https://schemas.openid.net/secevent/risc/event-type/account-disabled": map[string]any{}},
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err := nb.PublishCAE(ctx, "risc.account-disabled", "forged-1", signSET(t, key, claims)); err != nil {
+	if err := nb.PublishCAE(ctx, "risc.account-disabled", "forged-1", wardtest.ForgeSET(t, claims)); err != nil {
 		t.Fatal(err)
 	}
 	// Ward's key, but another audience: e.g. a SET lifted from someone's
@@ -243,22 +236,6 @@ func waitStats(t *testing.T, f *caenats.Follower, ok func(caenats.Stats) bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func signSET(t *testing.T, key *ecdsa.PrivateKey, claims map[string]any) []byte {
-	t.Helper()
-	h, _ := json.Marshal(map[string]string{"alg": "ES256", "typ": "secevent+jwt", "kid": "attacker"})
-	p, _ := json.Marshal(claims)
-	in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
-	sum := sha256.Sum256([]byte(in))
-	rr, ss, err := ecdsa.Sign(rand.Reader, key, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	rr.FillBytes(sig[:32])
-	ss.FillBytes(sig[32:])
-	return []byte(in + "." + base64.RawURLEncoding.EncodeToString(sig))
 }
 
 // TestSubscriberPermissions: a resource's key reads the CAE stream and

@@ -3,11 +3,6 @@ package interop
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -121,8 +116,7 @@ func TestCAENATSFollowerNode(t *testing.T) {
 	t.Logf("alice's session-revoked verified by the follower %v after the revocation", time.Since(tLive).Round(time.Millisecond))
 
 	// A SET that reaches the stream with Ward's claims but another key.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	forged := forgeSET(t, key, map[string]any{
+	forged := wardtest.ForgeSET(t, map[string]any{
 		"iss": in.URL, "aud": config.DefaultCAEAudience, "jti": "forged-1", "iat": time.Now().Unix(),
 		"sub_id": map[string]any{"format": "iss_sub", "iss": in.URL, "sub": alice},
 		"events": map[string]any{caepSessionRevoked: map[string]any{"event_timestamp": time.Now().Unix(), "initiating_entity": "admin"}},
@@ -332,21 +326,4 @@ func equalJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
-}
-
-// forgeSET signs claims as a SET with key, which is not Ward's.
-func forgeSET(t *testing.T, key *ecdsa.PrivateKey, claims map[string]any) []byte {
-	t.Helper()
-	h, _ := json.Marshal(map[string]string{"alg": "ES256", "typ": "secevent+jwt", "kid": "attacker"})
-	p, _ := json.Marshal(claims)
-	in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
-	sum := sha256.Sum256([]byte(in))
-	r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig := make([]byte, 64)
-	r.FillBytes(sig[:32])
-	s.FillBytes(sig[32:])
-	return []byte(in + "." + base64.RawURLEncoding.EncodeToString(sig))
 }
