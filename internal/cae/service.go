@@ -371,7 +371,7 @@ func (s *Service) changed() { s.dirtyVersion.Store(true) }
 // matching stream and queues them all with one store call. An error
 // (the outbox cannot be written) fails the publish, like the audit log.
 func (s *Service) HandleEvent(ctx context.Context, e *model.Event) error {
-	_, err := s.handle(ctx, e, false)
+	_, err := s.handle(ctx, e, s.templates(ctx, e), false)
 	return err
 }
 
@@ -400,7 +400,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		}
 		progress := false
 		for _, ev := range evs {
-			n, err := s.handle(ctx, &ev.Event, true)
+			n, err := s.handle(ctx, &ev.Event, s.templates(ctx, &ev.Event), true)
 			if err != nil {
 				return done, fmt.Errorf("cae: recover event %s: %w", ev.ID, err)
 			}
@@ -427,10 +427,10 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 	return done, nil
 }
 
-// handle is HandleEvent; late (a catch-up) leaves out streams created
-// after the event, which the event did not concern when it happened.
-func (s *Service) handle(ctx context.Context, e *model.Event, late bool) (int, error) {
-	ts := s.templates(ctx, e)
+// handle is HandleEvent for the SETs ts of e (templates); late (a
+// catch-up) leaves out streams created after the event, which the event
+// did not concern when it happened.
+func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, late bool) (int, error) {
 	if len(ts) == 0 {
 		return 0, nil
 	}
@@ -502,7 +502,11 @@ func (s *Service) handle(ctx context.Context, e *model.Event, late bool) (int, e
 // several instances CatchUp is what handles the events of an instance
 // that died and does not come back.
 func (s *Service) CatchUp(ctx context.Context, e *model.Event) error {
-	if e.ID == "" || len(s.templates(ctx, e)) == 0 {
+	if e.ID == "" {
+		return nil
+	}
+	ts := s.templates(ctx, e)
+	if len(ts) == 0 {
 		return nil
 	}
 	if wait := catchUpDelay - s.o.Now().Sub(e.Time); wait > 0 {
@@ -516,7 +520,7 @@ func (s *Service) CatchUp(ctx context.Context, e *model.Event) error {
 	if err != nil || done {
 		return err
 	}
-	n, err := s.handle(ctx, e, true)
+	n, err := s.handle(ctx, e, ts, true)
 	if err != nil || n == 0 {
 		return err
 	}
