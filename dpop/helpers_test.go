@@ -79,7 +79,8 @@ var t0 = time.Unix(1_800_000_000, 0)
 
 func fixed(t time.Time) func() time.Time { return func() time.Time { return t } }
 
-// clock is a settable fake clock.
+// clock is a settable fake clock. dpop is a public package meant to stand
+// alone, so its tests keep their own instead of importing an internal one.
 type clock struct {
 	mu sync.Mutex
 	t  time.Time

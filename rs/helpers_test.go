@@ -20,7 +20,9 @@ import (
 	"github.com/ward-idp/ward/dpop"
 )
 
-// fakeClock is a settable clock shared by everything under test.
+// fakeClock is a settable clock shared by everything under test. rs is a
+// public package meant to stand alone, so its tests keep their own instead
+// of importing an internal one.
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
