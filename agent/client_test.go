@@ -134,6 +134,9 @@ func (f *fakeIdP) api(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "hello %s %s %s", r.Method, at, body)
 }
 
+// fakeClock is a settable clock. agent is a public package meant to stand
+// alone, so these tests keep their own clock rather than import an internal
+// one (only the end-to-end tests against a real Ward use wardtest's).
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time

@@ -20,21 +20,13 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// vectorsDir is the shared test-vector folder, a sibling of the repository
-// (../shared beside the clone). Missing vectors are a broken checkout, not
-// a reason to skip.
-func vectorsDir(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "vectors")
-	if _, err := os.Stat(filepath.Join(dir, "rfc9449", "jwts.json")); err != nil {
-		t.Fatalf("RFC test vectors not found at %s (expected the shared folder beside the repository: ../shared/vectors): %v", dir, err)
-	}
-	return dir
-}
+// vectorsDir holds the RFC 9449 and RFC 7638 example vectors the tests
+// use (testdata/README.md says where each comes from).
+const vectorsDir = "testdata"
 
 func loadJWTs(t testing.TB) map[string][]string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(vectorsDir(t), "rfc9449", "jwts.json"))
+	data, err := os.ReadFile(filepath.Join(vectorsDir, "rfc9449", "jwts.json"))
 	if err != nil {
 		t.Fatalf("read jwts.json: %v", err)
 	}
@@ -87,7 +79,8 @@ var t0 = time.Unix(1_800_000_000, 0)
 
 func fixed(t time.Time) func() time.Time { return func() time.Time { return t } }
 
-// clock is a settable fake clock.
+// clock is a settable fake clock. dpop is a public package meant to stand
+// alone, so its tests keep their own instead of importing an internal one.
 type clock struct {
 	mu sync.Mutex
 	t  time.Time

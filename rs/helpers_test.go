@@ -20,7 +20,9 @@ import (
 	"github.com/ward-idp/ward/dpop"
 )
 
-// fakeClock is a settable clock shared by everything under test.
+// fakeClock is a settable clock shared by everything under test. rs is a
+// public package meant to stand alone, so its tests keep their own instead
+// of importing an internal one.
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -202,14 +204,18 @@ func request(method, target, authz, proof string) *http.Request {
 	return r
 }
 
-// vectorsDir is the shared test-vector folder beside the repository.
-func vectorsDir(t testing.TB) string {
+// vectorsDir holds the RFC 9449, CAEP 1.0 and SSF 1.0 examples the tests
+// use (testdata/README.md says where each comes from).
+const vectorsDir = "testdata"
+
+// readVector returns one example file of vectorsDir/sub.
+func readVector(t testing.TB, sub, name string) []byte {
 	t.Helper()
-	dir := filepath.Join("..", "..", "shared", "vectors")
-	if _, err := os.Stat(filepath.Join(dir, "caep", "index.tsv")); err != nil {
-		t.Fatalf("test vectors not found at %s (expected ../shared/vectors beside the repository): %v", dir, err)
+	data, err := os.ReadFile(filepath.Join(vectorsDir, sub, name))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return dir
+	return data
 }
 
 // vectorFile is one example of the index.tsv of a vector folder.
@@ -221,7 +227,7 @@ type vectorFile struct {
 // loadVectors returns the valid-JSON examples listed in dir/index.tsv.
 func loadVectors(t testing.TB, sub string) []vectorFile {
 	t.Helper()
-	dir := filepath.Join(vectorsDir(t), sub)
+	dir := filepath.Join(vectorsDir, sub)
 	idx, err := os.ReadFile(filepath.Join(dir, "index.tsv"))
 	if err != nil {
 		t.Fatal(err)

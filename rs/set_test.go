@@ -7,8 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -376,19 +374,19 @@ func TestSSFVectors(t *testing.T) {
 		t.Fatalf("checked %d SSF vectors, expected %d", seen, len(sets)+len(subjects))
 	}
 	// The verification SET's state and the stream-updated status.
-	data, _ := os.ReadFile(filepath.Join(vectorsDir(t), "ssf", "53-figstreamupdatedset.json"))
+	data := readVector(t, "ssf", "53-figstreamupdatedset.json")
 	set, _ := ParseSETClaims(data)
 	if set.Event.Status != "paused" || set.Event.Reason != "Internal error" {
 		t.Errorf("stream-updated: %+v", set.Event)
 	}
-	data, _ = os.ReadFile(filepath.Join(vectorsDir(t), "ssf", "05-sub-id-ips-example.json"))
+	data = readVector(t, "ssf", "05-sub-id-ips-example.json")
 	s, _ := parseSubject(data, true)
 	if len(s.IPAddresses) != 2 {
 		t.Errorf("ip-addresses: %v", s.IPAddresses)
 	}
 	// The fragments 01 and 02 hold a "sub_id" member, not a document.
 	for _, name := range []string{"01-simple-subject-ex.json", "02-complex-subject-ex.json"} {
-		data, _ := os.ReadFile(filepath.Join(vectorsDir(t), "ssf", name))
+		data := readVector(t, "ssf", name)
 		var doc map[string]json.RawMessage
 		if err := json.Unmarshal([]byte("{"+string(data)+"}"), &doc); err != nil {
 			t.Fatalf("%s: %v", name, err)

@@ -15,20 +15,12 @@ import (
 
 	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
-
-// clock is a settable clock shared by the services and the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 const pollInterval = 10 * time.Second
 
@@ -38,7 +30,7 @@ type env struct {
 	st    *sqlite.Store
 	bus   *bus.Local
 	rec   *bus.Recorder
-	clock *clock
+	clock *clock.Fake // shared by the services and the test
 	svc   *access.Service
 	// Fixture times: alice's risk was raised at riskAt.
 	riskAt time.Time
@@ -52,7 +44,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ward.db"), sqlite.WithClock(c.Now))
 	if err != nil {
 		t.Fatal(err)

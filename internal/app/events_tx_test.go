@@ -14,21 +14,13 @@ import (
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/store"
 )
-
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // committedWith records, for every published event, whether it was
 // committed in the transaction of its change (store.EventStored when the
@@ -63,8 +55,8 @@ func (c *committedWith) of(id string) (stored, published bool) {
 // subscriber still gets it.
 func TestCriticalEventsCommitWithChange(t *testing.T) {
 	cfg := testConfig(t, false)
-	clock := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	a, err := OpenWith(context.Background(), cfg, nil, Options{Now: clock.Now, LookupEnv: env(map[string]string{"WARD_KEK": testKEK})})
+	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	a, err := OpenWith(context.Background(), cfg, nil, Options{Now: clk.Now, LookupEnv: env(map[string]string{"WARD_KEK": testKEK})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +127,7 @@ func TestCriticalEventsCommitWithChange(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			code, err := totp.GenerateCode(sec, clock.Now())
+			code, err := totp.GenerateCode(sec, clk.Now())
 			if err != nil {
 				return err
 			}
@@ -194,7 +186,7 @@ func TestCriticalEventsCommitWithChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t, "device-lost", model.EventDeviceLost)
-	clock.Advance(device.DefaultPostureGrace + time.Hour)
+	clk.Advance(device.DefaultPostureGrace + time.Hour)
 	if n, err := a.Devices.SweepStale(origin("sweep")); err != nil || n != 1 {
 		t.Fatalf("SweepStale = %d, %v; want 1 device re-evaluated", n, err)
 	}

@@ -17,24 +17,16 @@ import (
 	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
 
-// clock is a settable clock safe for the store's background goroutines.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 type env struct {
 	t     *testing.T
 	ctx   context.Context
-	clock *clock
+	clock *clock.Fake
 	st    store.Store
 	rec   *bus.Recorder
 	svc   *Service
@@ -44,7 +36,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	c := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), sqlite.WithClock(c.Now))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
@@ -188,27 +189,9 @@ func (f *fakeStore) rawUser(id string) *model.User {
 	return cloneUser(f.users[id])
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
+func newFakeClock() *clock.Fake {
 	// 10 s into a 30 s TOTP step, away from step boundaries.
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+	return clock.NewFake(time.Date(2026, 3, 1, 12, 0, 10, 0, time.UTC))
 }
 
 // lockedBuffer is a goroutine-safe log sink.
@@ -236,7 +219,7 @@ var testParams = Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
 type env struct {
 	svc   *Service
 	store *fakeStore
-	clock *fakeClock
+	clock *clock.Fake
 	rec   *bus.Recorder
 	kek   *secret.KEK
 	logs  *lockedBuffer

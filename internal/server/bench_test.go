@@ -1,7 +1,7 @@
 package server_test
 
 // Benchmarks of the token hot paths, reported against the raw crypto they
-// contain (DESIGN.md convention 10). Run them together so that the
+// contain (docs/benchmarks.md). Run them together so that the
 // reference and the measured path share the same (possibly noisy) machine:
 //
 //	go test -run '^$' -bench 'ECDSAP256Verify|VerifyBoundAccessTokenAndProof' -count 10 ./internal/server/

@@ -12,9 +12,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ward-idp/ward/internal/clock"
 )
 
 func writePair(t *testing.T, certFile, keyFile, cn string, mod time.Time) {
@@ -60,25 +61,13 @@ func cn(t *testing.T, c *tls.Certificate) string {
 	return x.Subject.CommonName
 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestReloadOnChange(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	writePair(t, certFile, keyFile, "one.example", base)
 
-	clk := &fakeClock{t: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r, err := NewReloader(certFile, keyFile, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
@@ -88,11 +77,11 @@ func TestReloadOnChange(t *testing.T) {
 	}
 
 	writePair(t, certFile, keyFile, "two.example", base.Add(time.Minute))
-	clk.Add(500 * time.Millisecond)
+	clk.Advance(500 * time.Millisecond)
 	if got := cn(t, r.Certificate()); got != "one.example" {
 		t.Errorf("reloaded before the check interval: %q", got)
 	}
-	clk.Add(600 * time.Millisecond)
+	clk.Advance(600 * time.Millisecond)
 	if got := cn(t, r.Certificate()); got != "two.example" {
 		t.Errorf("after swap: got %q, want two.example", got)
 	}
@@ -101,13 +90,13 @@ func TestReloadOnChange(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	if got := cn(t, r.Certificate()); got != "two.example" {
 		t.Errorf("after broken key: got %q, want two.example kept", got)
 	}
 	// ...and picks up the fixed pair on a later check.
 	writePair(t, certFile, keyFile, "three.example", base.Add(2*time.Minute))
-	clk.Add(2 * time.Second)
+	clk.Advance(2 * time.Second)
 	if got := cn(t, r.Certificate()); got != "three.example" {
 		t.Errorf("after fix: got %q, want three.example", got)
 	}
@@ -118,7 +107,7 @@ func TestHandshakeSeesNewCert(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	writePair(t, certFile, keyFile, "old.example", base)
-	clk := &fakeClock{t: time.Unix(1000, 0)}
+	clk := clock.NewFake(time.Unix(1000, 0))
 	r, err := NewReloader(certFile, keyFile, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +130,7 @@ func TestHandshakeSeesNewCert(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	writePair(t, certFile, keyFile, "new.example", base.Add(time.Minute))
-	clk.Add(CheckInterval)
+	clk.Advance(CheckInterval)
 	if got := handshake(); got != "new.example" {
 		t.Errorf("got %q, want new.example", got)
 	}

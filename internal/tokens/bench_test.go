@@ -13,7 +13,7 @@ import (
 
 // The raw benchmarks measure the floor: SHA-256 over a signing input of
 // the size of a real access token plus one ECDSA P-256 operation. Mint and
-// Parse are reported against them (DESIGN.md convention 10).
+// Parse are reported against them (docs/benchmarks.md).
 
 func benchSigningInput(b *testing.B, f *fixture) (string, *ecdsa.PrivateKey) {
 	b.Helper()

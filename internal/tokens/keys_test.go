@@ -22,6 +22,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
@@ -102,26 +103,8 @@ func (s *memStore) len() int {
 	return len(s.keys)
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newFakeClock() *clock.Fake {
+	return clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 func newKEK(t testing.TB, b byte) *secret.KEK {
@@ -135,7 +118,7 @@ func newKEK(t testing.TB, b byte) *secret.KEK {
 
 type fixture struct {
 	st    *memStore
-	clock *fakeClock
+	clock *clock.Fake
 	kek   *secret.KEK
 	rec   *bus.Recorder
 	bus   *bus.Local

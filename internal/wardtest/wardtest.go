@@ -30,22 +30,11 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/server"
 )
-
-// Clock is a settable clock shared by the instance and the test.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// Now returns the current fake time.
-func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-// Advance moves the clock forward.
-func (c *Clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // Fixed credentials of the test fixtures.
 const (
@@ -62,7 +51,7 @@ type Instance struct {
 	URL    string // == issuer
 	App    *app.App
 	Server *server.Server
-	Clock  *Clock
+	Clock  *clock.Fake // shared by the instance and the test
 	logs   *syncBuffer // every log line, at debug level
 	Config *config.Config
 	DBPath string
@@ -134,8 +123,8 @@ func Start(t testing.TB, o Options) *Instance {
 	}
 	cfg.KEK.File = kekFile
 	cfg.KEK.Env = "WARD_TEST_UNSET_KEK"
-	clock := &Clock{t: time.Now().Truncate(time.Second)}
-	now := clock.Now
+	clk := clock.NewFake(time.Now().Truncate(time.Second))
+	now := clk.Now
 	if o.RealClock {
 		now = time.Now
 	}
@@ -151,7 +140,7 @@ func Start(t testing.TB, o Options) *Instance {
 	}
 	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: srv, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	hs.Start()
-	inst := &Instance{URL: issuer, App: a, Server: srv, Clock: clock, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs}
+	inst := &Instance{URL: issuer, App: a, Server: srv, Clock: clk, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs}
 	t.Cleanup(func() {
 		hs.Close()
 		a.Close()

@@ -39,13 +39,13 @@ func dsn(t *testing.T) string {
 
 // open returns a store in a fresh schema ward_test_<random>, dropped when
 // the test ends.
-func open(t *testing.T, dsn string) *postgres.Store {
+func open(t *testing.T, dsn string, opts ...postgres.Option) *postgres.Store {
 	t.Helper()
 	ctx := context.Background()
 	b := make([]byte, 8)
 	rand.Read(b)
 	schema := "ward_test_" + hex.EncodeToString(b)
-	s, err := postgres.Open(ctx, dsn, postgres.WithSchema(schema), postgres.WithMaxConns(10))
+	s, err := postgres.Open(ctx, dsn, append([]postgres.Option{postgres.WithSchema(schema), postgres.WithMaxConns(10)}, opts...)...)
 	if err != nil {
 		t.Fatalf("postgres.Open (%s): %v", dsnEnv, err)
 	}
@@ -68,7 +68,7 @@ func open(t *testing.T, dsn string) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	d := dsn(t)
-	storetest.Run(t, func(t *testing.T) store.Store { return open(t, d) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store { return open(t, d, postgres.WithClock(now)) })
 }
 
 // TestReopen checks that migrations are idempotent within a schema.

@@ -13,15 +13,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 	"github.com/ward-idp/ward/internal/store/storetest"
 )
 
-func open(tb testing.TB) *sqlite.Store {
+func open(tb testing.TB, opts ...sqlite.Option) *sqlite.Store {
 	tb.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "ward.db"))
+	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "ward.db"), opts...)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}
@@ -34,12 +35,12 @@ func open(tb testing.TB) *sqlite.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store { return open(t, sqlite.WithClock(now)) })
 }
 
 func TestConformanceMemory(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := sqlite.Open(context.Background(), ":memory:")
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := sqlite.Open(context.Background(), ":memory:", sqlite.WithClock(now))
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
@@ -76,13 +77,13 @@ func TestReopen(t *testing.T) {
 // TestClock checks that RecordJTI decides expiry with the injected clock.
 func TestClock(t *testing.T) {
 	ctx := context.Background()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ward.db"), sqlite.WithClock(func() time.Time { return now }))
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ward.db"), sqlite.WithClock(clk.Now))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	defer s.Close()
-	exp := now.Add(time.Minute)
+	exp := clk.Now().Add(time.Minute)
 	steps := []struct {
 		advance time.Duration
 		want    error
@@ -92,7 +93,7 @@ func TestClock(t *testing.T) {
 		{time.Second, nil}, // now == exp: expired
 	}
 	for i, st := range steps {
-		now = now.Add(st.advance)
+		clk.Advance(st.advance)
 		if err := s.RecordJTI(ctx, "k", exp); err != st.want {
 			t.Errorf("step %d: got %v, want %v", i, err, st.want)
 		}

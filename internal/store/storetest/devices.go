@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 )
@@ -70,8 +71,8 @@ func fullDeviceCode(hash, userCode string) *model.DeviceCode {
 	}
 }
 
-// farFuture is an expiry after any real clock's now: user codes are looked
-// up with the store's clock.
+// farFuture is an expiry long after the store's clock in every test (user
+// codes are looked up with the store's clock).
 var farFuture = at(100 * 365 * 24 * time.Hour)
 
 // ---- tests ----
@@ -404,9 +405,9 @@ func testRevokeDeviceSessions(t *testing.T, s store.Store) {
 	}
 }
 
-func testDeviceCodeLifecycle(t *testing.T, s store.Store) {
+func testDeviceCodeLifecycle(t *testing.T, s store.Store, clk *clock.Fake) {
 	full := fullDeviceCode("\x00dc-1\xff", "WDJBMJHT")
-	zero := &model.DeviceCode{Hash: []byte("dc-2"), UserCode: "BCDFGHJK", ExpiresAt: time.Now().Add(time.Hour)}
+	zero := &model.DeviceCode{Hash: []byte("dc-2"), UserCode: "BCDFGHJK", ExpiresAt: clk.Now().Add(time.Hour)}
 	for _, c := range []*model.DeviceCode{full, zero} {
 		must(t, "CreateDeviceCode", s.CreateDeviceCode(ctx, c))
 	}
@@ -466,8 +467,8 @@ func testDeviceCodeLifecycle(t *testing.T, s store.Store) {
 	same(t, "stored after failed user-code change", stored, want, normDeviceCode)
 }
 
-func testDeviceCodeUserCode(t *testing.T, s store.Store) {
-	now := time.Now()
+func testDeviceCodeUserCode(t *testing.T, s store.Store, clk *clock.Fake) {
+	now := clk.Now()
 	live := fullDeviceCode("live", "ABCDEFGH")
 	must(t, "CreateDeviceCode", s.CreateDeviceCode(ctx, live))
 	// Unique while unexpired.
@@ -509,6 +510,22 @@ func testDeviceCodeUserCode(t *testing.T, s store.Store) {
 	got, err = s.GetDeviceCode(ctx, []byte("live"))
 	must(t, "GetDeviceCode live", err)
 	same(t, "live request after a hash conflict", got, live, normDeviceCode)
+
+	// A request expires by the store's clock: its user code is found until
+	// the clock reaches ExpiresAt, and no longer from then on.
+	soon := fullDeviceCode("soon", "MNPQRSTV")
+	soon.ExpiresAt = now.Add(time.Minute)
+	must(t, "CreateDeviceCode soon", s.CreateDeviceCode(ctx, soon))
+	clk.Advance(time.Minute - time.Microsecond)
+	got, err = s.GetDeviceCodeByUserCode(ctx, "MNPQRSTV")
+	must(t, "GetDeviceCodeByUserCode a microsecond before expiry", err)
+	same(t, "request before expiry", got, soon, normDeviceCode)
+	wantErr(t, "CreateDeviceCode reusing the user code before expiry",
+		s.CreateDeviceCode(ctx, fullDeviceCode("early", "MNPQRSTV")), store.ErrAlreadyExists)
+	clk.Advance(time.Microsecond)
+	_, err = s.GetDeviceCodeByUserCode(ctx, "MNPQRSTV")
+	wantErr(t, "GetDeviceCodeByUserCode at expiry", err, store.ErrNotFound)
+	must(t, "CreateDeviceCode reusing the user code at expiry", s.CreateDeviceCode(ctx, fullDeviceCode("soon2", "MNPQRSTV")))
 }
 
 func testDeviceCodeUserCodeConcurrent(t *testing.T, s store.Store) {
@@ -554,7 +571,7 @@ func testDeviceCodeConcurrent(t *testing.T, s store.Store) {
 	}
 }
 
-func testCompliancePolicy(t *testing.T, s store.Store) {
+func testCompliancePolicy(t *testing.T, s store.Store, clk *clock.Fake) {
 	linux := &model.CompliancePolicy{ID: "pol-1", Name: "Linux baseline", Platform: "linux",
 		Rules:     json.RawMessage(`{"disk_encryption": true, "min_os_version": "12"}`),
 		CreatedAt: at(0), UpdatedAt: at(0)}
@@ -585,12 +602,11 @@ func testCompliancePolicy(t *testing.T, s store.Store) {
 	same(t, "policy after replace", got, &want, normPolicy)
 
 	// Zero times: the store sets UpdatedAt (its clock) and CreatedAt of a new policy.
-	before := time.Now().Add(-time.Second)
+	stamp := clk.Advance(3 * time.Hour)
 	must(t, "PutCompliancePolicy zero times", s.PutCompliancePolicy(ctx, &model.CompliancePolicy{Platform: "darwin", Name: "macOS"}))
-	after := time.Now().Add(time.Second)
 	got, err = s.GetCompliancePolicy(ctx, "darwin")
 	must(t, "GetCompliancePolicy darwin", err)
-	if got.UpdatedAt.Before(before) || got.UpdatedAt.After(after) || !got.CreatedAt.Equal(got.UpdatedAt) || got.Rules != nil {
+	if !got.UpdatedAt.Equal(nt(stamp)) || !got.CreatedAt.Equal(got.UpdatedAt) || got.Rules != nil {
 		t.Errorf("policy stored with zero times: got %+v, want UpdatedAt = CreatedAt = now, nil Rules", got)
 	}
 	if err := s.PutCompliancePolicy(ctx, &model.CompliancePolicy{Name: "no platform"}); err == nil {

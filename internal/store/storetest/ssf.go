@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 )
@@ -514,7 +515,7 @@ func testSSFLeases(t *testing.T, s store.Store) {
 // testSSFHandled: EnqueueEventSETs records the event in the transaction
 // of its SETs (also with none), SSFEventHandled reports it, a repeat is
 // harmless, and PurgeSSFHandled forgets old records.
-func testSSFHandled(t *testing.T, s store.Store) {
+func testSSFHandled(t *testing.T, s store.Store, clk *clock.Fake) {
 	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("h", "c1", model.DeliveryPoll)))
 	for _, id := range []string{"ev-1", "ev-none"} {
 		if done, err := s.SSFEventHandled(ctx, id); err != nil || done {
@@ -552,13 +553,22 @@ func testSSFHandled(t *testing.T, s store.Store) {
 		t.Error("a failed EnqueueEventSETs recorded its event")
 	}
 
-	if n, err := s.PurgeSSFHandled(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
-		t.Errorf("PurgeSSFHandled(an hour ago) = %d, %v, want 0", n, err)
+	// The store stamps a record with its clock: ev-1 and ev-none at the
+	// start, ev-3 two hours later. A purge forgets what was handled before
+	// its argument.
+	start := clk.Now()
+	clk.Advance(2 * time.Hour)
+	_, err = s.EnqueueEventSETs(ctx, "ev-3", nil)
+	must(t, "EnqueueEventSETs ev-3", err)
+	if n, err := s.PurgeSSFHandled(ctx, start); err != nil || n != 0 {
+		t.Errorf("PurgeSSFHandled(start) = %d, %v, want 0", n, err)
 	}
-	if n, err := s.PurgeSSFHandled(ctx, time.Now().Add(time.Hour)); err != nil || n != 2 {
-		t.Errorf("PurgeSSFHandled(in an hour) = %d, %v, want 2", n, err)
+	if n, err := s.PurgeSSFHandled(ctx, start.Add(time.Hour)); err != nil || n != 2 {
+		t.Errorf("PurgeSSFHandled(start + 1h) = %d, %v, want 2", n, err)
 	}
-	if done, _ := s.SSFEventHandled(ctx, "ev-1"); done {
-		t.Error("purged event still handled")
+	for id, want := range map[string]bool{"ev-1": false, "ev-none": false, "ev-3": true} {
+		if done, err := s.SSFEventHandled(ctx, id); err != nil || done != want {
+			t.Errorf("after the purge, SSFEventHandled(%s) = %v, %v, want %v", id, done, err, want)
+		}
 	}
 }

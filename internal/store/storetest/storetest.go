@@ -2,11 +2,16 @@
 // backend runs it from its own tests:
 //
 //	func TestConformance(t *testing.T) {
-//		storetest.Run(t, func(t *testing.T) store.Store { return openTestStore(t) })
+//		storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+//			return openTestStore(t, WithClock(now))
+//		})
 //	}
 //
 // Each subtest gets a fresh, empty store from newStore; newStore must
-// arrange for the store to be closed (t.Cleanup). The suite checks every
+// arrange for the store to be closed (t.Cleanup) and make now the store's
+// clock. now is a fake clock the suite moves itself, so whatever the store
+// decides by its own clock (a JTI or user code that has expired, the time
+// it stamps on a record) is deterministic. The suite checks every
 // contract stated in the store package's doc comments: sentinel errors,
 // atomic one-time operations (also under concurrency), filters, ordering,
 // and that every field round-trips with times at microsecond precision.
@@ -23,12 +28,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 )
 
-// Run runs the conformance suite against stores made by newStore.
-func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+// Run runs the conformance suite against stores made by newStore, each
+// with a fake clock reading clockStart when its subtest begins.
+func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.Store) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
@@ -63,9 +70,6 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListEventsPaging", testListEventsPaging},
 		{"EventsAfter", testEventsAfter},
 		{"EventWithChange", testEventWithChange},
-		{"RecordJTI", testRecordJTI},
-		{"RecordJTIConcurrent", testRecordJTIConcurrent},
-		{"PurgeExpired", testPurgeExpired},
 		{"UpdateFnError", testUpdateFnError},
 		{"NotFound", testNotFound},
 		{"ProtectionFields", testProtectionFields},
@@ -75,11 +79,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListDevicesLimit", testListDevicesLimit},
 		{"UpdateDeleteDevice", testUpdateDeleteDevice},
 		{"RevokeDeviceSessions", testRevokeDeviceSessions},
-		{"DeviceCodeLifecycle", testDeviceCodeLifecycle},
-		{"DeviceCodeUserCode", testDeviceCodeUserCode},
 		{"DeviceCodeUserCodeConcurrent", testDeviceCodeUserCodeConcurrent},
 		{"DeviceCodeConcurrent", testDeviceCodeConcurrent},
-		{"CompliancePolicy", testCompliancePolicy},
 		{"PolicyVersions", testPolicyVersions},
 		{"PolicyVersionsConcurrent", testPolicyVersionsConcurrent},
 		{"SSFStreams", testSSFStreams},
@@ -88,11 +89,30 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SSFPoll", testSSFPoll},
 		{"SSFPollSubjectOrder", testSSFPollSubjectOrder},
 		{"SSFLeases", testSSFLeases},
+	}
+	// These depend on the store's clock: expiry of JTIs and user codes,
+	// times the store stamps. They move the clock themselves.
+	clocked := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store, clk *clock.Fake)
+	}{
+		{"RecordJTI", testRecordJTI},
+		{"RecordJTIConcurrent", testRecordJTIConcurrent},
+		{"PurgeExpired", testPurgeExpired},
+		{"DeviceCodeLifecycle", testDeviceCodeLifecycle},
+		{"DeviceCodeUserCode", testDeviceCodeUserCode},
+		{"CompliancePolicy", testCompliancePolicy},
 		{"SSFHandled", testSSFHandled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, newStore(t))
+			tc.fn(t, newStore(t, clock.NewFake(clockStart).Now))
+		})
+	}
+	for _, tc := range clocked {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clock.NewFake(clockStart)
+			tc.fn(t, newStore(t, clk.Now), clk)
 		})
 	}
 }
@@ -102,6 +122,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("UTC+1", 3600))
 
 func at(d time.Duration) time.Time { return t0.Add(d) }
+
+// clockStart is the store's clock when a subtest begins: the fixtures'
+// time zero.
+var clockStart = t0
 
 // ---- normalisation: what a store may change without changing meaning ----
 
@@ -1162,9 +1186,9 @@ func testListEventsPaging(t *testing.T, s store.Store) {
 	}
 }
 
-func testRecordJTI(t *testing.T, s store.Store) {
-	future := time.Now().Add(time.Hour)
-	past := time.Now().Add(-time.Hour)
+func testRecordJTI(t *testing.T, s store.Store, clk *clock.Fake) {
+	future := clk.Now().Add(time.Hour)
+	past := clk.Now().Add(-time.Hour)
 	tests := []struct {
 		name string
 		key  string
@@ -1186,15 +1210,22 @@ func testRecordJTI(t *testing.T, s store.Store) {
 			t.Errorf("RecordJTI %s: got %v, want %v", tc.name, err, tc.want)
 		}
 	}
+	// The store's clock decides expiry: jti-1 is a replay until the clock
+	// reaches its exp (the first one recorded; a replay did not extend it).
+	clk.Advance(time.Hour - time.Microsecond)
+	wantErr(t, "RecordJTI a microsecond before exp", s.RecordJTI(ctx, "jti-1", future.Add(time.Hour)), store.ErrReplay)
+	clk.Advance(time.Microsecond)
+	must(t, "RecordJTI at exp", s.RecordJTI(ctx, "jti-1", future.Add(time.Hour)))
+	wantErr(t, "RecordJTI renewed at exp", s.RecordJTI(ctx, "jti-1", future.Add(time.Hour)), store.ErrReplay)
 }
 
-func testRecordJTIConcurrent(t *testing.T, s store.Store) {
-	exp := time.Now().Add(time.Minute)
+func testRecordJTIConcurrent(t *testing.T, s store.Store, clk *clock.Fake) {
+	exp := clk.Now().Add(time.Minute)
 	errs := race(func(int) error { return s.RecordJTI(ctx, "shared", exp) })
 	oneWinner(t, "concurrent RecordJTI", errs, store.ErrReplay)
 }
 
-func testPurgeExpired(t *testing.T, s store.Store) {
+func testPurgeExpired(t *testing.T, s store.Store, clk *clock.Fake) {
 	now := at(time.Hour)
 	live, dead := at(2*time.Hour), at(30*time.Minute)
 
@@ -1217,13 +1248,12 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 	must(t, "CreateDeviceCode", s.CreateDeviceCode(ctx, dcDead))
 	must(t, "CreatePushedRequest", s.CreatePushedRequest(ctx, &model.PushedRequest{RequestURI: "p-live", ExpiresAt: live}))
 	must(t, "CreatePushedRequest", s.CreatePushedRequest(ctx, &model.PushedRequest{RequestURI: "p-dead", ExpiresAt: dead}))
-	// The store's clock (real time) decides replays; the fixture clock decides the purge.
-	liveJTI := time.Now()
-	if liveJTI.Before(live) {
-		liveJTI = live
-	}
+	// The store's clock (at(0)) decides replays, the argument of
+	// PurgeExpired (at(1h)) the purge: j-dead is still a replay for the
+	// store until it is purged.
 	must(t, "RecordJTI", s.RecordJTI(ctx, "j-dead", dead))
-	must(t, "RecordJTI", s.RecordJTI(ctx, "j-live", liveJTI.Add(time.Hour)))
+	must(t, "RecordJTI", s.RecordJTI(ctx, "j-live", live.Add(time.Hour)))
+	wantErr(t, "RecordJTI j-dead before the purge", s.RecordJTI(ctx, "j-dead", live), store.ErrReplay)
 	_, err := s.AppendEvent(ctx, &model.Event{Type: model.EventTokenIssued, Time: dead})
 	must(t, "AppendEvent", err)
 
@@ -1265,10 +1295,10 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 		}
 	}
 	// A purged JTI can be recorded again; a live one is still a replay.
-	if err := s.RecordJTI(ctx, "j-dead", time.Now().Add(time.Hour)); err != nil {
+	if err := s.RecordJTI(ctx, "j-dead", clk.Now().Add(time.Hour)); err != nil {
 		t.Errorf("RecordJTI after purge: got %v, want nil", err)
 	}
-	wantErr(t, "RecordJTI live after purge", s.RecordJTI(ctx, "j-live", time.Now().Add(time.Hour)), store.ErrReplay)
+	wantErr(t, "RecordJTI live after purge", s.RecordJTI(ctx, "j-live", clk.Now().Add(time.Hour)), store.ErrReplay)
 	evs, err := s.ListEvents(ctx, store.EventFilter{})
 	must(t, "ListEvents", err)
 	if len(evs) != 1 {
