@@ -67,7 +67,7 @@ func (h *harness) run(stdin string, args ...string) (string, string, int) {
 	h.t.Helper()
 	var out, errb bytes.Buffer
 	e := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, environ: h.environ}
-	code := run(context.Background(), append(args, "--config", h.cfgFile), e)
+	code := run(context.Background(), append([]string{"--config", h.cfgFile}, args...), e)
 	return out.String(), errb.String(), code
 }
 
@@ -121,9 +121,16 @@ func TestUserAddListDisable(t *testing.T) {
 		t.Errorf("show:\n%s", out)
 	}
 	h.ok("", "user", "enable", "bob")
-	h.ok("", "user", "roles", "bob", "auditor", "admin")
-	if out := h.ok("", "user", "roles", "bob"); out != "auditor\nadmin\n" {
+	h.ok("", "user", "roles", "bob", "admin", " admin")
+	if out := h.ok("", "user", "roles", "bob"); out != "admin\n" {
 		t.Errorf("roles: %q", out)
+	}
+	// An unknown role is refused with the known ones named, and changes nothing.
+	if _, errs, code := h.run("", "user", "roles", "bob", "superuser"); code == 0 || !strings.Contains(errs, `unknown role "superuser"`) || !strings.Contains(errs, "admin") {
+		t.Errorf("unknown role: exit %d, stderr %q", code, errs)
+	}
+	if out := h.ok("", "user", "roles", "bob"); out != "admin\n" {
+		t.Errorf("roles after a refused change: %q", out)
 	}
 	h.ok("new passphrase here\n", "user", "passwd", "bob", "--password-stdin")
 	h.ok("", "group", "add", "ops")
@@ -326,7 +333,18 @@ func TestServeDev(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("healthz %d %q", resp.StatusCode, body)
 	}
-	for _, want := range []string{"DEVELOPMENT", "alice", "demo-spa", "demo-service", "secret:"} {
+	// The issuer follows the port the server got (--dev, no issuer set).
+	resp, err = http.Get("http://" + addr + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disco struct{ Issuer string }
+	_ = json.NewDecoder(resp.Body).Decode(&disco)
+	resp.Body.Close()
+	if disco.Issuer != "http://"+addr {
+		t.Errorf("discovery issuer %q, want http://%s", disco.Issuer, addr)
+	}
+	for _, want := range []string{"DEVELOPMENT", "alice", "demo-spa", "demo-service", "secret:", "Data:          " + h.dataDir} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, out.String())
 		}

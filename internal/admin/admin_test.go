@@ -37,7 +37,7 @@ func TestUsers(t *testing.T) {
 
 	const carolPassword = "blue-river-long-passphrase-7"
 	r = alice.do(t, req{method: "POST", path: "/users", body: map[string]any{
-		"username": "Carol", "email": "carol@example.com", "display_name": "Carol C", "password": carolPassword, "roles": []string{"auditor"}}})
+		"username": "Carol", "email": "carol@example.com", "display_name": "Carol C", "password": carolPassword, "roles": []string{}}})
 	wantStatus(t, r, 201, "")
 	carol := r.str("id")
 	if carol == "" || r.str("username") != "carol" || r.Header.Get("Location") != api+"/users/"+carol || strings.Contains(r.Body, carolPassword) {
@@ -46,20 +46,20 @@ func TestUsers(t *testing.T) {
 	r = alice.do(t, req{method: "GET", path: "/users/" + carol})
 	wantStatus(t, r, 200, "")
 	if r.str("email") != "carol@example.com" || r.str("display_name") != "Carol C" || len(asSlice(r.JSON["groups"])) != 0 ||
-		fmt.Sprint(r.JSON["roles"]) != "[auditor]" || r.JSON["disabled"] != false || r.JSON["totp_enrolled"] != false {
+		fmt.Sprint(r.JSON["roles"]) != "[]" || r.JSON["disabled"] != false || r.JSON["totp_enrolled"] != false {
 		t.Fatalf("get: %s", r.Body)
 	}
 
 	// PATCH: password, roles and disabled at once.
 	r = alice.do(t, req{method: "PATCH", path: "/users/" + carol, body: map[string]any{
-		"password": "another-long-passphrase-8", "roles": []string{"auditor", "ops"}, "disabled": true}})
+		"password": "another-long-passphrase-8", "roles": []string{"admin"}, "disabled": true}})
 	wantStatus(t, r, 200, "")
-	if fmt.Sprint(r.JSON["roles"]) != "[auditor ops]" || r.JSON["disabled"] != true {
+	if fmt.Sprint(r.JSON["roles"]) != "[admin]" || r.JSON["disabled"] != true {
 		t.Fatalf("patch: %s", r.Body)
 	}
 	r = alice.do(t, req{method: "PATCH", path: "/users/" + carol, body: `{"disabled": false}`})
 	wantStatus(t, r, 200, "")
-	if r.JSON["disabled"] != false || fmt.Sprint(r.JSON["roles"]) != "[auditor ops]" {
+	if r.JSON["disabled"] != false || fmt.Sprint(r.JSON["roles"]) != "[admin]" {
 		t.Fatalf("re-enable: %s", r.Body)
 	}
 
@@ -83,7 +83,7 @@ func TestUsers(t *testing.T) {
 	// An administrator cannot lock themselves out.
 	for _, q := range []req{
 		{method: "PATCH", path: "/users/" + aliceID, body: `{"disabled": true}`},
-		{method: "PATCH", path: "/users/" + aliceID, body: `{"roles": ["ops"]}`},
+		{method: "PATCH", path: "/users/" + aliceID, body: `{"roles": []}`},
 		{method: "DELETE", path: "/users/" + aliceID},
 	} {
 		wantStatus(t, alice.do(t, q), 409, "conflict")

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
@@ -240,7 +241,8 @@ func (a *App) DevBanner() string {
 	line := strings.Repeat("─", 72)
 	fmt.Fprintf(&b, "%s\n  Ward is running in DEVELOPMENT mode. Do not use this data in production.\n%s\n", line, line)
 	fmt.Fprintf(&b, "  Issuer:        %s\n", d.Issuer)
-	fmt.Fprintf(&b, "  Discovery:     %s/.well-known/openid-configuration\n\n", strings.TrimSuffix(d.Issuer, "/"))
+	fmt.Fprintf(&b, "  Discovery:     %s/.well-known/openid-configuration\n", strings.TrimSuffix(d.Issuer, "/"))
+	fmt.Fprintf(&b, "  Data:          %s\n\n", a.dataLocation())
 	fmt.Fprintf(&b, "  Demo user:     %s (role admin)\n", d.User.Username)
 	fmt.Fprintf(&b, "  Password:      %s\n", unknown(d.User.Password))
 	if d.User.TOTPSecret != "" {
@@ -331,4 +333,17 @@ func randomPassword(n int) string {
 		out[i] = alphabet[x.Int64()]
 	}
 	return string(out)
+}
+
+// dataLocation says where this instance keeps its data: the absolute
+// data directory, and the database when it is not the SQLite file in it.
+func (a *App) dataLocation() string {
+	dir := a.Config.DataDir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if a.Config.Storage.Driver == config.DriverPostgres {
+		return dir + " (database: PostgreSQL)"
+	}
+	return dir
 }

@@ -35,6 +35,11 @@ type Config struct {
 	Issuer string `koanf:"issuer"`
 	// Listen is the host:port the server binds.
 	Listen string `koanf:"listen"`
+
+	// Whether issuer and listen were given (file, environment or flag)
+	// rather than defaulted: a listen address moved without the issuer
+	// would make discovery advertise the wrong place.
+	explicitIssuer, explicitListen bool
 	// Dev enables development mode: demo data, a generated KEK file.
 	Dev bool `koanf:"dev"`
 	// DataDir holds the SQLite database, the dev KEK and dev credentials.

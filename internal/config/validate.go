@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/model"
 )
 
 // FieldError is one configuration problem at a field path such as
@@ -196,6 +197,34 @@ func (c *Config) validateListen(v *validator) {
 	if !c.TLS.Enabled() && !IsLoopbackHost(host) && !c.AllowInsecureIssuer {
 		v.add("listen", "%q is not a loopback address and tls is not configured; configure tls or set allow_insecure_issuer (e.g. behind a TLS-terminating proxy)", c.Listen)
 	}
+	c.validateIssuerMatchesListen(v, host, port)
+}
+
+// validateIssuerMatchesListen catches a listen address moved without the
+// issuer: discovery, redirects and token audiences would all name a place
+// where Ward is not. With --dev the issuer follows the listen address (Load);
+// otherwise the default issuer with an explicit listen address, or a
+// loopback issuer on another port than a loopback listener, is an error.
+// (An https issuer in front of a proxy may of course differ.)
+func (c *Config) validateIssuerMatchesListen(v *validator, host, port string) {
+	if !c.explicitListen || port == "0" { // port 0: the issuer follows the port the listener gets (FollowListener)
+		return
+	}
+	if !c.explicitIssuer && c.Issuer == Default().Issuer && c.Listen != Default().Listen {
+		v.add("issuer", "not set, so it defaults to %s, but Ward listens on %s: set issuer (%s) to the URL clients use to reach Ward, for example %s", c.Issuer, c.Listen, EnvName("issuer"), devIssuer(c.Listen))
+		return
+	}
+	u, err := url.Parse(c.Issuer)
+	if err != nil || u.Scheme != "http" || !IsLoopbackHost(u.Hostname()) || !(IsLoopbackHost(host) || host == "" || net.ParseIP(host).IsUnspecified()) {
+		return
+	}
+	iport := u.Port()
+	if iport == "" {
+		iport = "80"
+	}
+	if iport != port {
+		v.add("issuer", "%s is a loopback URL on port %s, but Ward listens on port %s: clients would not reach it", c.Issuer, iport, port)
+	}
 }
 
 func (c *Config) validateStaticClients(v *validator) {
@@ -269,8 +298,11 @@ func (c *Config) validateStaticUsers(v *validator) {
 			}
 		}
 		for j, r := range su.Roles {
-			if strings.TrimSpace(r) == "" {
+			switch r = strings.TrimSpace(r); {
+			case r == "":
 				v.add(fmt.Sprintf("%s.roles[%d]", prefix, j), "empty")
+			case !model.KnownRole(r):
+				v.add(fmt.Sprintf("%s.roles[%d]", prefix, j), "unknown role %q: known roles are %s", r, strings.Join(model.KnownRoles, ", "))
 			}
 		}
 		for j, g := range su.Groups {

@@ -17,6 +17,21 @@ const (
 	RoleAdmin = "admin" // may call the admin API
 )
 
+// KnownRoles lists every role Ward gives a meaning to. A role outside it
+// is refused (a typo such as "admn", or "superuser", would otherwise be
+// stored and silently grant nothing).
+var KnownRoles = []string{RoleAdmin}
+
+// KnownRole reports whether r is one of KnownRoles.
+func KnownRole(r string) bool {
+	for _, k := range KnownRoles {
+		if r == k {
+			return true
+		}
+	}
+	return false
+}
+
 // User is a local account.
 type User struct {
 	ID           string
