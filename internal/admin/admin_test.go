@@ -236,6 +236,30 @@ func TestClients(t *testing.T) {
 		t.Fatalf("private_key_jwt client: %s", r.Body)
 	}
 
+	// PATCH: redirect URIs, scopes and application type change; the
+	// client keeps working with what it had.
+	r = alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: map[string]any{
+		"redirect_uris": []string{"https://m.example/cb", "https://m.example/cb2"}, "application_type": "native", "cae_capable": true}})
+	wantStatus(t, r, 200, "")
+	if fmt.Sprint(r.JSON["redirect_uris"]) != "[https://m.example/cb https://m.example/cb2]" || r.str("application_type") != "native" ||
+		r.JSON["cae_capable"] != true || r.JSON["dpop_bound_access_tokens"] != true || r.str("client_secret") != "" {
+		t.Fatalf("patch client: %s", r.Body)
+	}
+	// Public -> confidential: a secret is generated and shown once.
+	r = alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"auth_method":"client_secret_post"}`})
+	wantStatus(t, r, 200, "")
+	if len(r.str("client_secret")) != 43 || r.JSON["has_secret"] != true {
+		t.Fatalf("patch to confidential: %s", r.Body)
+	}
+	// Invalid changes name the field and change nothing.
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"redirect_uris":["relative"]}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"application_type":"desktop"}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"client_secret":"mine"}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/nope", body: `{"name":"x"}`}), 404, "not_found")
+	if r = alice.do(t, req{method: "GET", path: "/clients/" + mobile}); r.str("application_type") != "native" || len(asSlice(r.JSON["redirect_uris"])) != 2 {
+		t.Errorf("after refused patches: %s", r.Body)
+	}
+
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/clients/reports"}), 204, "")
 	wantStatus(t, alice.do(t, req{method: "GET", path: "/clients/reports"}), 404, "not_found")
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/clients/reports"}), 404, "not_found")

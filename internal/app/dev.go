@@ -14,7 +14,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
@@ -79,7 +79,7 @@ func (a *App) DevData() *DevData { return a.dev }
 
 // DevSPASpec is the demo single-page app: public, PKCE + DPoP, exact
 // loopback redirect URIs (no port wildcard).
-func DevSPASpec(issuer string) clients.Spec {
+func DevSPASpec(issuer string) clientspec.Spec {
 	redirects := []string{"http://127.0.0.1:8700/demo/callback", "http://localhost:8700/demo/callback"}
 	logout := []string{"http://127.0.0.1:8700/demo/", "http://localhost:8700/demo/"}
 	if u, err := url.Parse(strings.TrimSuffix(issuer, "/")); err == nil && u.Host != "" {
@@ -88,7 +88,7 @@ func DevSPASpec(issuer string) clients.Spec {
 			logout = append(logout, u.String()+"/demo/")
 		}
 	}
-	return clients.Spec{
+	return clientspec.Spec{
 		ID:                     DevSPAClientID,
 		Name:                   "Demo single-page app",
 		AuthMethod:             model.AuthNone,
@@ -97,12 +97,15 @@ func DevSPASpec(issuer string) clients.Spec {
 		GrantTypes:             []string{model.GrantAuthorizationCode, model.GrantRefreshToken},
 		Scopes:                 []string{"openid", "profile", "email", "offline_access"},
 		DPoPBoundAccessTokens:  true,
+		// A browser app, although its redirect URIs are loopback ones
+		// (which would make it a native app by RFC 8252's rule).
+		ApplicationType: clientspec.ApplicationWeb,
 	}
 }
 
 // DevServiceSpec is the demo machine-to-machine client.
-func DevServiceSpec() clients.Spec {
-	return clients.Spec{
+func DevServiceSpec() clientspec.Spec {
+	return clientspec.Spec{
 		ID:         DevServiceClient,
 		Name:       "Demo service (client credentials)",
 		AuthMethod: model.AuthClientSecretBasic,
@@ -112,8 +115,8 @@ func DevServiceSpec() clients.Spec {
 
 // DevAgentSpec is the device agent: public, device-code grant, sessions
 // bound to the device key (DPoP).
-func DevAgentSpec() clients.Spec {
-	return clients.Spec{
+func DevAgentSpec() clientspec.Spec {
+	return clientspec.Spec{
 		ID:                    DevAgentClientID,
 		Name:                  "Ward device agent",
 		AuthMethod:            model.AuthNone,
@@ -181,7 +184,7 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 	}
 
 	spa := DevSPASpec(a.Config.Issuer)
-	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, spa, ""); err != nil {
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, spa, ""); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", spa.ID, err)
 	}
 	svc := DevServiceSpec()
@@ -191,11 +194,11 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 		creds.ClientSecrets[svc.ID] = sec
 		dirty = true
 	}
-	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, svc, secret.String(sec)); err != nil {
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, svc, secret.String(sec)); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", svc.ID, err)
 	}
 	agent := DevAgentSpec()
-	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, agent, ""); err != nil {
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, agent, ""); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", agent.ID, err)
 	}
 	if dirty {
@@ -214,7 +217,7 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 		},
 		CredentialsFile: path,
 	}
-	for _, s := range []clients.Spec{spa, svc, agent} {
+	for _, s := range []clientspec.Spec{spa, svc, agent} {
 		s.Normalize()
 		d.Clients = append(d.Clients, DevClient{
 			ID: s.ID, AuthMethod: s.AuthMethod, GrantTypes: s.GrantTypes, RedirectURIs: s.RedirectURIs,

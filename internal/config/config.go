@@ -252,6 +252,9 @@ type StaticClient struct {
 	CAECapable bool `koanf:"cae_capable"`
 	// JWKS is the client's public key set as inline JSON (private_key_jwt).
 	JWKS string `koanf:"jwks"`
+	// ApplicationType is web or native; empty: inferred from the redirect
+	// URIs (loopback and private-use schemes are native).
+	ApplicationType string `koanf:"application_type"`
 }
 
 // StaticUser is a local account declared in the configuration. It is

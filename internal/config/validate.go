@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/model"
 )
 
@@ -241,14 +241,14 @@ func (c *Config) validateStaticClients(v *validator) {
 		}
 		spec := sc.Spec()
 		spec.Normalize()
-		if err := clients.Validate(spec); err != nil {
+		if err := clientspec.Validate(spec); err != nil {
 			v.addClientErrs(prefix, err)
 		}
-		if err := clients.CheckSecretPresence(sc.AuthMethod, sc.Secret != "" || sc.SecretEnv != "", "secret"); err != nil {
+		if err := clientspec.CheckSecretPresence(sc.AuthMethod, sc.Secret != "" || sc.SecretEnv != "", "secret"); err != nil {
 			v.addClientErrs(prefix, err)
 		}
-		if sc.Secret != "" && clients.UsesSecret(sc.AuthMethod) && len(sc.Secret.Reveal()) < clients.MinSecretLength {
-			v.add(prefix+".secret", "shorter than %d characters", clients.MinSecretLength)
+		if sc.Secret != "" && clientspec.UsesSecret(sc.AuthMethod) && len(sc.Secret.Reveal()) < clientspec.MinSecretLength {
+			v.add(prefix+".secret", "shorter than %d characters", clientspec.MinSecretLength)
 		}
 	}
 }
@@ -261,7 +261,7 @@ func (v *validator) addClientErrs(prefix string, err error) {
 		list = []error{err}
 	}
 	for _, e := range list {
-		var fe *clients.FieldError
+		var fe *clientspec.FieldError
 		if errors.As(e, &fe) {
 			v.add(prefix+"."+fe.Field, "%s", fe.Msg)
 		} else {
@@ -314,8 +314,8 @@ func (c *Config) validateStaticUsers(v *validator) {
 }
 
 // Spec converts a static client to the clients service's spec.
-func (sc StaticClient) Spec() clients.Spec {
-	s := clients.Spec{
+func (sc StaticClient) Spec() clientspec.Spec {
+	s := clientspec.Spec{
 		ID:                       sc.ID,
 		Name:                     sc.Name,
 		AuthMethod:               sc.AuthMethod,
@@ -327,6 +327,7 @@ func (sc StaticClient) Spec() clients.Spec {
 		DPoPBoundAccessTokens:    sc.DPoPBoundAccessTokens,
 		RequireProtectedSessions: sc.RequireProtectedSessions,
 		CAECapable:               sc.CAECapable,
+		ApplicationType:          sc.ApplicationType,
 	}
 	if sc.JWKS != "" {
 		s.JWKS = json.RawMessage(sc.JWKS)

@@ -88,7 +88,7 @@ func (p *Provider) parseAuthorize(ctx context.Context, q url.Values) (*authReque
 		q.Set("client_id", clientID)
 	}
 	redirectURI := q.Get("redirect_uri")
-	if redirectURI == "" || !slices.Contains(c.RedirectURIs, redirectURI) {
+	if redirectURI == "" || !c.AllowsRedirect(redirectURI) {
 		return nil, nil, newErr(ErrInvalidRequest, "redirect_uri is missing or not registered for this client").withReason("redirect_uri_mismatch"), nil
 	}
 	state := q.Get("state")

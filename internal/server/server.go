@@ -98,6 +98,10 @@ func New(a *app.App) (*Server, error) {
 		mux.HandleFunc("GET /demo/callback", func(w http.ResponseWriter, r *http.Request) {
 			pages.Render(w, http.StatusOK, "callback.html", map[string]string{"Error": r.URL.Query().Get("error")})
 		})
+		// Where demo-spa's sign-out returns (post_logout_redirect_uri).
+		mux.HandleFunc("GET /demo/{$}", func(w http.ResponseWriter, r *http.Request) {
+			pages.Render(w, http.StatusOK, "demo.html", nil)
+		})
 	}
 	return &Server{Handler: oauth.WithRequestContext(mux, trusted), Provider: prov}, nil
 }
