@@ -134,6 +134,7 @@ func (c *Config) Validate() error {
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)
+	c.validateSSFLongPoll(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {

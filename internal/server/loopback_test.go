@@ -67,3 +67,29 @@ func TestLoopbackRedirectAnyPort(t *testing.T) {
 		}
 	}
 }
+
+// An https issuer gets Strict-Transport-Security on every response (RFC
+// 6797), whether Ward or a proxy in front of it terminates TLS; a
+// plain-http development issuer does not.
+func TestStrictTransportSecurity(t *testing.T) {
+	for _, tc := range []struct {
+		issuer string
+		want   string
+	}{{"https://id.example.com", "max-age=31536000"}, {"", ""}} {
+		in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+			if tc.issuer != "" {
+				c.Issuer = tc.issuer
+			}
+		}})
+		for _, path := range []string{"/healthz", "/.well-known/openid-configuration", "/authorize?client_id=nope"} {
+			resp, err := http.Get(in.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("Strict-Transport-Security"); got != tc.want {
+				t.Errorf("issuer %q, %s: Strict-Transport-Security %q, want %q", tc.issuer, path, got, tc.want)
+			}
+		}
+	}
+}
