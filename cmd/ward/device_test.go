@@ -73,7 +73,8 @@ func TestDeviceAndComplianceCommands(t *testing.T) {
 	if out := h.ok("", "device", "list", "--user", "alice", "--status", "lost"); strings.Contains(out, d.ID) {
 		t.Errorf("list --status lost:\n%s", out)
 	}
-	out = h.ok("", "device", "show", d.JKT)
+	// A thumbprint may start with "-": after "--" it is an argument, not a flag.
+	out = h.ok("", "device", "show", "--", d.JKT)
 	if !strings.Contains(out, "[FAIL] require_disk_encryption: disk encryption: no") || !strings.Contains(out, "fix: Turn on full-disk encryption") ||
 		!regexp.MustCompile(`Compliance:\s+noncompliant`).MatchString(out) {
 		t.Errorf("show:\n%s", out)
@@ -98,5 +99,15 @@ func TestDeviceAndComplianceCommands(t *testing.T) {
 		if ev.Actor != actorCLI {
 			t.Errorf("%s actor %q", ev.Type, ev.Actor)
 		}
+	}
+}
+
+// An id that starts with "-" is read as a flag unless it follows "--":
+// the error says so.
+func TestDashArgumentHint(t *testing.T) {
+	h := newHarness(t, "")
+	_, errs, code := h.run("", "device", "show", "-UXRSEZQfU3_xLRh-YzS5HxkjrtuvYtBYb34FXxl3nU")
+	if code != exitUsage || !strings.Contains(errs, "goes after '--'") {
+		t.Errorf("exit %d, stderr %q", code, errs)
 	}
 }

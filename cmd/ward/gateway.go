@@ -21,7 +21,7 @@ import (
 const gatewayConfigEnv = "WARD_GATEWAY_CONFIG"
 
 func newGatewayCmd(e *cliEnv) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run the reverse proxy that protects HTTP apps with Ward tokens",
 		Long: `Run ward gateway: a reverse proxy that validates DPoP-bound Ward access
@@ -46,6 +46,10 @@ SIGINT or SIGTERM shut the gateway down gracefully.`,
 			return e.gateway(cmd.Context(), path)
 		},
 	}
+	// The gateway's own --config shadows the IdP's, whose help names
+	// $WARD_CONFIG.
+	cmd.Flags().StringVarP(&e.configFile, "config", "c", "", "the gateway's configuration file (YAML); default $"+gatewayConfigEnv)
+	return cmd
 }
 
 func (e *cliEnv) gateway(ctx context.Context, path string) error {

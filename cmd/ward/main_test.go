@@ -67,7 +67,7 @@ func (h *harness) run(stdin string, args ...string) (string, string, int) {
 	h.t.Helper()
 	var out, errb bytes.Buffer
 	e := &cliEnv{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, environ: h.environ}
-	code := run(context.Background(), append(args, "--config", h.cfgFile), e)
+	code := run(context.Background(), append([]string{"--config", h.cfgFile}, args...), e)
 	return out.String(), errb.String(), code
 }
 
@@ -83,12 +83,19 @@ func (h *harness) ok(stdin string, args ...string) string {
 
 func (h *harness) openApp() *app.App {
 	h.t.Helper()
+	return h.open(true)
+}
+
+// open opens the data as a command-line tool does (tool) or as the server
+// does (applying the configuration's clients and users).
+func (h *harness) open(tool bool) *app.App {
+	h.t.Helper()
 	cfg, err := config.LoadWith(config.LoadOptions{File: h.cfgFile, Environ: h.environ})
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	e := &cliEnv{environ: h.environ}
-	a, err := app.OpenWith(context.Background(), cfg, nil, app.Options{LookupEnv: e.lookupEnv, Tool: true})
+	a, err := app.OpenWith(context.Background(), cfg, nil, app.Options{LookupEnv: e.lookupEnv, Tool: tool})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -121,9 +128,16 @@ func TestUserAddListDisable(t *testing.T) {
 		t.Errorf("show:\n%s", out)
 	}
 	h.ok("", "user", "enable", "bob")
-	h.ok("", "user", "roles", "bob", "auditor", "admin")
-	if out := h.ok("", "user", "roles", "bob"); out != "auditor\nadmin\n" {
+	h.ok("", "user", "roles", "bob", "admin", " admin")
+	if out := h.ok("", "user", "roles", "bob"); out != "admin\n" {
 		t.Errorf("roles: %q", out)
+	}
+	// An unknown role is refused with the known ones named, and changes nothing.
+	if _, errs, code := h.run("", "user", "roles", "bob", "superuser"); code == 0 || !strings.Contains(errs, `unknown role "superuser"`) || !strings.Contains(errs, "admin") {
+		t.Errorf("unknown role: exit %d, stderr %q", code, errs)
+	}
+	if out := h.ok("", "user", "roles", "bob"); out != "admin\n" {
+		t.Errorf("roles after a refused change: %q", out)
 	}
 	h.ok("new passphrase here\n", "user", "passwd", "bob", "--password-stdin")
 	h.ok("", "group", "add", "ops")
@@ -178,7 +192,47 @@ func TestClientAddSecretWorks(t *testing.T) {
 	if _, errs, code := h.run("", "client", "add", "bad", "--auth-method", "none", "--grant-type", "client_credentials"); code == 0 || !strings.Contains(errs, "grant_types") {
 		t.Errorf("invalid client: exit %d %q", code, errs)
 	}
+	// update changes what is given and nothing else.
+	h.ok("", "client", "update", "spa", "--redirect-uri", "https://spa.example/cb", "--redirect-uri", "https://spa.example/cb2",
+		"--scope", "openid,profile", "--application-type", "web")
+	out = h.ok("", "client", "show", "spa")
+	for _, want := range []string{"https://spa.example/cb https://spa.example/cb2", "openid profile", "Application type:   web"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show after update lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`DPoP-bound tokens:\s+yes`).MatchString(out) {
+		t.Errorf("update changed a flag it was not given:\n%s", out)
+	}
+	if _, errs, code := h.run("", "client", "update", "spa"); code != exitUsage || !strings.Contains(errs, "nothing to change") {
+		t.Errorf("update without flags: exit %d %q", code, errs)
+	}
+	if _, errs, code := h.run("", "client", "update", "spa", "--redirect-uri", "relative"); code == 0 || !strings.Contains(errs, "redirect_uris[0]") {
+		t.Errorf("invalid update: exit %d %q", code, errs)
+	}
+	// To confidential: a secret is generated and printed once.
+	if out := h.ok("", "client", "update", "spa", "--auth-method", "client_secret_post"); !strings.Contains(out, "client_secret: ") {
+		t.Errorf("update to confidential printed no secret:\n%s", out)
+	}
 	h.ok("", "client", "delete", "spa")
+}
+
+// A client defined in the configuration file keeps its secret there: a
+// rotation with the CLI would be undone at the next start, so it is
+// refused, and the CLI needs none of the clients' secret variables.
+func TestConfiguredClientRefusesRotation(t *testing.T) {
+	h := newHarness(t, "static_clients:\n  - {id: web, auth_method: client_secret_basic, secret_env: WEB_SECRET, grant_types: [client_credentials]}\n")
+	h.environ = append(h.environ, "WEB_SECRET=web-secret-0123456789")
+	a := h.open(false) // as the server does at start
+	a.Close()
+	h.environ = h.environ[:len(h.environ)-1]
+	_, errs, code := h.run("", "client", "rotate-secret", "web")
+	if code == 0 || !strings.Contains(errs, "configuration file") || !strings.Contains(errs, "secret_env") {
+		t.Errorf("rotate a configured client: exit %d %q", code, errs)
+	}
+	if out := h.ok("", "client", "show", "web"); !strings.Contains(out, "Managed by") {
+		t.Errorf("show does not say where the client is managed:\n%s", out)
+	}
 }
 
 func TestKeysRotate(t *testing.T) {
@@ -326,7 +380,18 @@ func TestServeDev(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("healthz %d %q", resp.StatusCode, body)
 	}
-	for _, want := range []string{"DEVELOPMENT", "alice", "demo-spa", "demo-service", "secret:"} {
+	// The issuer follows the port the server got (--dev, no issuer set).
+	resp, err = http.Get("http://" + addr + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disco struct{ Issuer string }
+	_ = json.NewDecoder(resp.Body).Decode(&disco)
+	resp.Body.Close()
+	if disco.Issuer != "http://"+addr {
+		t.Errorf("discovery issuer %q, want http://%s", disco.Issuer, addr)
+	}
+	for _, want := range []string{"DEVELOPMENT", "alice", "demo-spa", "demo-service", "secret:", "Data:          " + h.dataDir} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, out.String())
 		}

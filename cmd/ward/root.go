@@ -36,6 +36,7 @@ type cliEnv struct {
 	// set by flags
 	configFile string
 	dev        bool
+	listen     string // serve --listen
 
 	stdinReader *bufio.Reader
 }
@@ -80,6 +81,10 @@ func run(ctx context.Context, args []string, e *cliEnv) int {
 		return exitOK
 	}
 	fmt.Fprintln(e.stderr, "ward:", err)
+	if strings.HasPrefix(err.Error(), "unknown shorthand flag") {
+		// Thumbprints and other base64url ids can start with "-".
+		fmt.Fprintln(e.stderr, "ward: an argument that starts with '-' goes after '--', for example: ward device show -- -UXRS…")
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -112,7 +117,9 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 (a double underscore separates nesting levels). See docs/configuration.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       readVersion().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	defCfg, _ := e.lookupEnv("WARD_CONFIG")
 	root.PersistentFlags().StringVarP(&e.configFile, "config", "c", defCfg, "configuration file (YAML); default $WARD_CONFIG")
 	root.PersistentFlags().BoolVar(&e.dev, "dev", false, "development mode: demo data, generated key-encryption key")
@@ -135,8 +142,12 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 // configuration prints every problem and exits with code 2.
 func (e *cliEnv) loadConfig() (*config.Config, error) {
 	o := config.LoadOptions{File: e.configFile, Environ: e.env()}
+	o.Overrides = map[string]any{}
 	if e.dev {
-		o.Overrides = map[string]any{"dev": true}
+		o.Overrides["dev"] = true
+	}
+	if e.listen != "" {
+		o.Overrides["listen"] = e.listen
 	}
 	cfg, err := config.LoadWith(o)
 	if err != nil {

@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/server"
 	"github.com/ward-idp/ward/internal/tlsutil"
 )
@@ -22,26 +24,33 @@ import (
 const (
 	readHeaderTimeout = 10 * time.Second
 	readTimeout       = 30 * time.Second
-	writeTimeout      = 60 * time.Second
+	writeTimeout      = config.HTTPWriteTimeout
 	idleTimeout       = 120 * time.Second
 	maxHeaderBytes    = 64 << 10
 	shutdownTimeout   = 20 * time.Second
 )
 
 func newServeCmd(e *cliEnv) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the identity provider",
 		Long: `Run the identity provider on the configured listen address: HTTPS when
 tls.cert_file and tls.key_file are set (reloaded when the files change),
 plain HTTP otherwise. SIGINT or SIGTERM shut it down gracefully.
 
-With --dev, demo data is created and its credentials are printed to stdout.`,
+--listen (or listen, $WARD_LISTEN) sets the address. With --dev the issuer
+follows it; otherwise set issuer ($WARD_ISSUER) to the URL clients use.
+
+With --dev, demo data is created and its credentials are printed to stdout;
+the data lives in ~/.local/share/ward/dev (or $XDG_DATA_HOME/ward/dev)
+unless data_dir is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.serve(cmd.Context())
 		},
 	}
+	cmd.Flags().StringVar(&e.listen, "listen", "", "host:port to listen on (default 127.0.0.1:8700, or listen in the configuration)")
+	return cmd
 }
 
 func (e *cliEnv) serve(ctx context.Context) error {
@@ -52,6 +61,14 @@ func (e *cliEnv) serve(ctx context.Context) error {
 	log := newLogger(cfg.Log, e.stderr, slog.LevelDebug)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	// Listen first: with --dev and port 0 the issuer is the port we got.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	cfg.FollowListener(ln.Addr().String())
 
 	a, err := app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv})
 	if err != nil {
@@ -82,14 +99,10 @@ func (e *cliEnv) serve(ctx context.Context) error {
 		srv.TLSConfig = r.ServerConfig()
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	if cfg.Dev {
 		fmt.Fprint(e.stdout, a.DevBanner())
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLS.Enabled(), "issuer", cfg.Issuer, "dev", cfg.Dev)
+	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLS.Enabled(), "issuer", cfg.Issuer, "dev", cfg.Dev, "data_dir", dataDirOf(cfg))
 
 	errc := make(chan error, 1)
 	go func() {
@@ -115,4 +128,14 @@ func (e *cliEnv) serve(ctx context.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// dataDirOf is where the configuration keeps Ward's data, as an absolute
+// path (the start-up log says it, so that a second data directory created
+// by running from another folder does not go unnoticed).
+func dataDirOf(cfg *config.Config) string {
+	if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+		return abs
+	}
+	return cfg.DataDir
 }

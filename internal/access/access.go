@@ -305,10 +305,17 @@ func Strength(amr []string) string {
 }
 
 // Native reports whether a client is a native application rather than a
-// browser one: a public client whose redirect URIs are all loopback or
+// browser one: its registered application_type when it has one, otherwise
+// a public client whose redirect URIs are all loopback or
 // private-use schemes (RFC 8252), or one with no redirect URIs that uses
 // the device authorization grant. Everything else runs in a browser.
 func Native(c *model.Client) bool {
+	switch c.ApplicationType {
+	case "native":
+		return true
+	case "web":
+		return false
+	}
 	if len(c.RedirectURIs) == 0 {
 		return c.AllowsGrant(model.GrantDeviceCode)
 	}

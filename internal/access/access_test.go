@@ -878,8 +878,14 @@ func TestNative(t *testing.T) {
 		{"device code only", model.AuthNone, nil, []string{model.GrantDeviceCode}, true},
 		{"device code only, confidential", model.AuthClientSecretBasic, nil, []string{model.GrantDeviceCode, model.GrantRefreshToken}, true},
 		{"client credentials only", model.AuthClientSecretBasic, nil, []string{model.GrantClientCredentials}, false},
+		// A registered application_type wins over the inference.
+		{"web: public loopback", model.AuthNone, []string{"web", "http://127.0.0.1/cb"}, nil, false},
+		{"native: confidential https", model.AuthClientSecretBasic, []string{"native", "https://web.example/cb"}, nil, true},
 	} {
 		c := &model.Client{ID: "c", TokenEndpointAuthMethod: tc.auth, RedirectURIs: tc.uris, GrantTypes: tc.grants}
+		if len(tc.uris) > 0 && (tc.uris[0] == "web" || tc.uris[0] == "native") {
+			c.ApplicationType, c.RedirectURIs = tc.uris[0], tc.uris[1:]
+		}
 		if got := access.Native(c); got != tc.want {
 			t.Errorf("%s: Native = %v, want %v", tc.name, got, tc.want)
 		}

@@ -113,6 +113,7 @@ func (api *API) routes() {
 	api.handle("GET /clients", api.listClients)
 	api.handle("POST /clients", api.createClient)
 	api.handle("GET /clients/{id}", api.getClient)
+	api.handle("PATCH /clients/{id}", api.patchClient)
 	api.handle("POST /clients/{id}/secret", api.rotateClientSecret)
 	api.handle("DELETE /clients/{id}", api.deleteClient)
 	// Sessions.

@@ -37,7 +37,7 @@ func TestUsers(t *testing.T) {
 
 	const carolPassword = "blue-river-long-passphrase-7"
 	r = alice.do(t, req{method: "POST", path: "/users", body: map[string]any{
-		"username": "Carol", "email": "carol@example.com", "display_name": "Carol C", "password": carolPassword, "roles": []string{"auditor"}}})
+		"username": "Carol", "email": "carol@example.com", "display_name": "Carol C", "password": carolPassword, "roles": []string{}}})
 	wantStatus(t, r, 201, "")
 	carol := r.str("id")
 	if carol == "" || r.str("username") != "carol" || r.Header.Get("Location") != api+"/users/"+carol || strings.Contains(r.Body, carolPassword) {
@@ -46,20 +46,20 @@ func TestUsers(t *testing.T) {
 	r = alice.do(t, req{method: "GET", path: "/users/" + carol})
 	wantStatus(t, r, 200, "")
 	if r.str("email") != "carol@example.com" || r.str("display_name") != "Carol C" || len(asSlice(r.JSON["groups"])) != 0 ||
-		fmt.Sprint(r.JSON["roles"]) != "[auditor]" || r.JSON["disabled"] != false || r.JSON["totp_enrolled"] != false {
+		fmt.Sprint(r.JSON["roles"]) != "[]" || r.JSON["disabled"] != false || r.JSON["totp_enrolled"] != false {
 		t.Fatalf("get: %s", r.Body)
 	}
 
 	// PATCH: password, roles and disabled at once.
 	r = alice.do(t, req{method: "PATCH", path: "/users/" + carol, body: map[string]any{
-		"password": "another-long-passphrase-8", "roles": []string{"auditor", "ops"}, "disabled": true}})
+		"password": "another-long-passphrase-8", "roles": []string{"admin"}, "disabled": true}})
 	wantStatus(t, r, 200, "")
-	if fmt.Sprint(r.JSON["roles"]) != "[auditor ops]" || r.JSON["disabled"] != true {
+	if fmt.Sprint(r.JSON["roles"]) != "[admin]" || r.JSON["disabled"] != true {
 		t.Fatalf("patch: %s", r.Body)
 	}
 	r = alice.do(t, req{method: "PATCH", path: "/users/" + carol, body: `{"disabled": false}`})
 	wantStatus(t, r, 200, "")
-	if r.JSON["disabled"] != false || fmt.Sprint(r.JSON["roles"]) != "[auditor ops]" {
+	if r.JSON["disabled"] != false || fmt.Sprint(r.JSON["roles"]) != "[admin]" {
 		t.Fatalf("re-enable: %s", r.Body)
 	}
 
@@ -83,7 +83,7 @@ func TestUsers(t *testing.T) {
 	// An administrator cannot lock themselves out.
 	for _, q := range []req{
 		{method: "PATCH", path: "/users/" + aliceID, body: `{"disabled": true}`},
-		{method: "PATCH", path: "/users/" + aliceID, body: `{"roles": ["ops"]}`},
+		{method: "PATCH", path: "/users/" + aliceID, body: `{"roles": []}`},
 		{method: "DELETE", path: "/users/" + aliceID},
 	} {
 		wantStatus(t, alice.do(t, q), 409, "conflict")
@@ -234,6 +234,30 @@ func TestClients(t *testing.T) {
 	wantStatus(t, r, 201, "")
 	if r.str("client_secret") != "" || !strings.Contains(r.Body, `"kid":"k1"`) {
 		t.Fatalf("private_key_jwt client: %s", r.Body)
+	}
+
+	// PATCH: redirect URIs, scopes and application type change; the
+	// client keeps working with what it had.
+	r = alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: map[string]any{
+		"redirect_uris": []string{"https://m.example/cb", "https://m.example/cb2"}, "application_type": "native", "cae_capable": true}})
+	wantStatus(t, r, 200, "")
+	if fmt.Sprint(r.JSON["redirect_uris"]) != "[https://m.example/cb https://m.example/cb2]" || r.str("application_type") != "native" ||
+		r.JSON["cae_capable"] != true || r.JSON["dpop_bound_access_tokens"] != true || r.str("client_secret") != "" {
+		t.Fatalf("patch client: %s", r.Body)
+	}
+	// Public -> confidential: a secret is generated and shown once.
+	r = alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"auth_method":"client_secret_post"}`})
+	wantStatus(t, r, 200, "")
+	if len(r.str("client_secret")) != 43 || r.JSON["has_secret"] != true {
+		t.Fatalf("patch to confidential: %s", r.Body)
+	}
+	// Invalid changes name the field and change nothing.
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"redirect_uris":["relative"]}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"application_type":"desktop"}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/" + mobile, body: `{"client_secret":"mine"}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/clients/nope", body: `{"name":"x"}`}), 404, "not_found")
+	if r = alice.do(t, req{method: "GET", path: "/clients/" + mobile}); r.str("application_type") != "native" || len(asSlice(r.JSON["redirect_uris"])) != 2 {
+		t.Errorf("after refused patches: %s", r.Body)
 	}
 
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/clients/reports"}), 204, "")

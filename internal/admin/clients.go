@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/model"
 )
 
@@ -27,6 +27,10 @@ type clientJSON struct {
 	Scopes                 []string        `json:"scopes"`
 	Audience               []string        `json:"audience"`
 	DPoPBoundAccessTokens  bool            `json:"dpop_bound_access_tokens"`
+	RequireProtected       bool            `json:"require_protected_sessions"`
+	CAECapable             bool            `json:"cae_capable"`
+	ApplicationType        string          `json:"application_type,omitempty"` // web, native; absent: inferred
+	ManagedBy              string          `json:"managed_by,omitempty"`       // config, dev: changes are refused
 	JWKS                   json.RawMessage `json:"jwks,omitempty"`
 	AccessTokenTTL         int64           `json:"access_token_ttl"` // seconds; 0: server default
 	CreatedAt              time.Time       `json:"created_at"`
@@ -45,7 +49,8 @@ func clientDTO(c *model.Client) clientJSON {
 		ID: c.ID, Name: c.Name, AuthMethod: c.TokenEndpointAuthMethod, Public: c.Public(), HasSecret: len(c.SecretHash) > 0,
 		RedirectURIs: nonNil(c.RedirectURIs), PostLogoutRedirectURIs: nonNil(c.PostLogoutRedirectURIs),
 		GrantTypes: nonNil(c.GrantTypes), Scopes: nonNil(c.Scopes), Audience: nonNil(c.Audience),
-		DPoPBoundAccessTokens: c.DPoPBoundAccessTokens, JWKS: publicJWKS(c.JWKS),
+		DPoPBoundAccessTokens: c.DPoPBoundAccessTokens, RequireProtected: c.RequireProtectedSessions, CAECapable: c.CAECapable,
+		ApplicationType: c.ApplicationType, ManagedBy: c.ManagedBy, JWKS: publicJWKS(c.JWKS),
 		AccessTokenTTL: int64(c.AccessTokenTTL / time.Second), CreatedAt: c.CreatedAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
 	}
 }
@@ -83,7 +88,7 @@ func publicJWKS(raw json.RawMessage) json.RawMessage {
 }
 
 // checkPublicJWKS reports keys in raw that carry private key material.
-// Unparseable sets are left to clients.Validate.
+// Unparseable sets are left to clientspec.Validate.
 func checkPublicJWKS(raw json.RawMessage) []error {
 	var set jwkSet
 	if len(raw) == 0 || json.Unmarshal(raw, &set) != nil {
@@ -93,7 +98,7 @@ func checkPublicJWKS(raw json.RawMessage) []error {
 	for i, k := range set.Keys {
 		for _, m := range privateJWKMembers {
 			if _, ok := k[m]; ok {
-				errs = append(errs, &clients.FieldError{Field: fmt.Sprintf("jwks.keys[%d]", i),
+				errs = append(errs, &clientspec.FieldError{Field: fmt.Sprintf("jwks.keys[%d]", i),
 					Msg: fmt.Sprintf("holds private key material (%q); register public keys only", m)})
 				break
 			}
@@ -102,7 +107,7 @@ func checkPublicJWKS(raw json.RawMessage) []error {
 	return errs
 }
 
-// clientRequest is the body of POST /clients: clients.Spec in snake_case.
+// clientRequest is the body of POST /clients: clientspec.Spec in snake_case.
 type clientRequest struct {
 	ID                     string          `json:"id"`
 	Name                   string          `json:"name"`
@@ -113,24 +118,107 @@ type clientRequest struct {
 	Scopes                 []string        `json:"scopes"`
 	Audience               []string        `json:"audience"`
 	DPoPBoundAccessTokens  bool            `json:"dpop_bound_access_tokens"`
+	RequireProtected       bool            `json:"require_protected_sessions"`
+	CAECapable             bool            `json:"cae_capable"`
+	ApplicationType        string          `json:"application_type"`
 	JWKS                   json.RawMessage `json:"jwks"`
 	AccessTokenTTL         int64           `json:"access_token_ttl"` // seconds
 }
 
-func (req *clientRequest) spec() (clients.Spec, error) {
+func (req *clientRequest) spec() (clientspec.Spec, error) {
 	if req.AccessTokenTTL > math.MaxInt64/int64(time.Second) {
-		return clients.Spec{}, invalid("access_token_ttl is too large")
+		return clientspec.Spec{}, invalid("access_token_ttl is too large")
 	}
 	jwks := req.JWKS
 	if t := bytes.TrimSpace(jwks); len(t) == 0 || bytes.Equal(t, []byte("null")) {
 		jwks = nil
 	}
-	return clients.Spec{
+	return clientspec.Spec{
 		ID: req.ID, Name: req.Name, AuthMethod: req.AuthMethod, RedirectURIs: req.RedirectURIs,
 		PostLogoutRedirectURIs: req.PostLogoutRedirectURIs, GrantTypes: req.GrantTypes, Scopes: req.Scopes,
 		Audience: req.Audience, DPoPBoundAccessTokens: req.DPoPBoundAccessTokens, JWKS: jwks,
+		RequireProtectedSessions: req.RequireProtected, CAECapable: req.CAECapable, ApplicationType: req.ApplicationType,
 		AccessTokenTTL: time.Duration(req.AccessTokenTTL) * time.Second,
 	}, nil
+}
+
+// patchClientRequest is the body of PATCH /clients/{id}: each member given
+// replaces that part of the client (lists whole); absent ones stay.
+type patchClientRequest struct {
+	Name                   *string          `json:"name"`
+	AuthMethod             *string          `json:"auth_method"`
+	RedirectURIs           *[]string        `json:"redirect_uris"`
+	PostLogoutRedirectURIs *[]string        `json:"post_logout_redirect_uris"`
+	GrantTypes             *[]string        `json:"grant_types"`
+	Scopes                 *[]string        `json:"scopes"`
+	Audience               *[]string        `json:"audience"`
+	DPoPBoundAccessTokens  *bool            `json:"dpop_bound_access_tokens"`
+	RequireProtected       *bool            `json:"require_protected_sessions"`
+	CAECapable             *bool            `json:"cae_capable"`
+	ApplicationType        *string          `json:"application_type"`
+	JWKS                   *json.RawMessage `json:"jwks"`
+	AccessTokenTTL         *int64           `json:"access_token_ttl"` // seconds
+}
+
+// apply changes s as the request says.
+func (req *patchClientRequest) apply(s *clientspec.Spec) error {
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setList := func(dst *[]string, v *[]string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setBool := func(dst *bool, v *bool) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&s.Name, req.Name)
+	set(&s.AuthMethod, req.AuthMethod)
+	set(&s.ApplicationType, req.ApplicationType)
+	setList(&s.RedirectURIs, req.RedirectURIs)
+	setList(&s.PostLogoutRedirectURIs, req.PostLogoutRedirectURIs)
+	setList(&s.GrantTypes, req.GrantTypes)
+	setList(&s.Scopes, req.Scopes)
+	setList(&s.Audience, req.Audience)
+	setBool(&s.DPoPBoundAccessTokens, req.DPoPBoundAccessTokens)
+	setBool(&s.RequireProtectedSessions, req.RequireProtected)
+	setBool(&s.CAECapable, req.CAECapable)
+	if req.JWKS != nil {
+		s.JWKS = *req.JWKS
+		if t := bytes.TrimSpace(s.JWKS); len(t) == 0 || bytes.Equal(t, []byte("null")) {
+			s.JWKS = nil
+		}
+		if errs := checkPublicJWKS(s.JWKS); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	if req.AccessTokenTTL != nil {
+		if *req.AccessTokenTTL > math.MaxInt64/int64(time.Second) {
+			return invalid("access_token_ttl is too large")
+		}
+		s.AccessTokenTTL = time.Duration(*req.AccessTokenTTL) * time.Second
+	}
+	return nil
+}
+
+// PATCH /clients/{id} changes a client's metadata. A move to
+// client_secret_basic/post generates a secret, shown once in the answer.
+func (api *API) patchClient(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	var req patchClientRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	c, sec, err := api.app.Clients.Update(r.Context(), rc.actor(), r.PathValue("id"), req.apply)
+	if err != nil {
+		return orNotFound(err, "client")
+	}
+	writeJSON(w, http.StatusOK, createdClientJSON{clientJSON: clientDTO(c), ClientSecret: sec.Reveal()})
+	return nil
 }
 
 // GET /clients
@@ -165,7 +253,7 @@ func (api *API) createClient(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 			check.ID = "generated"
 		}
 		check.Normalize()
-		return errors.Join(append([]error{clients.Validate(check)}, errs...)...)
+		return errors.Join(append([]error{clientspec.Validate(check)}, errs...)...)
 	}
 	c, sec, err := api.app.Clients.Create(r.Context(), rc.actor(), spec)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/store"
 )
@@ -77,7 +78,7 @@ func classify(err error) *Error {
 		return e
 	}
 	switch {
-	case errors.Is(err, clients.ErrInvalid):
+	case errors.Is(err, clientspec.ErrInvalid):
 		e := &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Cause: err}
 		var msgs []string
 		for _, fe := range fieldErrors(err) {
@@ -95,6 +96,8 @@ func classify(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: "a client with this id already exists", Cause: err}
 	case errors.Is(err, store.ErrAlreadyExists):
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: "already exists", Cause: err}
+	case errors.Is(err, clients.ErrManagedByConfig):
+		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: strings.TrimPrefix(err.Error(), "clients: "), Cause: err}
 	case errors.Is(err, clients.ErrNoSecret):
 		return &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Description: "the client does not authenticate with a client secret", Cause: err}
 	case errors.Is(err, clients.ErrNotFound), errors.Is(err, store.ErrNotFound):
@@ -103,12 +106,12 @@ func classify(err error) *Error {
 	return &Error{Status: http.StatusInternalServerError, Code: CodeServerError, Cause: err}
 }
 
-// fieldErrors flattens the (joined) validation errors of clients.Validate.
-func fieldErrors(err error) []*clients.FieldError {
-	var out []*clients.FieldError
+// fieldErrors flattens the (joined) validation errors of clientspec.Validate.
+func fieldErrors(err error) []*clientspec.FieldError {
+	var out []*clientspec.FieldError
 	var walk func(error)
 	walk = func(err error) {
-		if fe, ok := err.(*clients.FieldError); ok {
+		if fe, ok := err.(*clientspec.FieldError); ok {
 			out = append(out, fe)
 			return
 		}

@@ -201,6 +201,9 @@ func checkRoles(roles []string) error {
 		if len(r) > 64 || !identity.ValidUsername(strings.ToLower(r)) {
 			return invalid("invalid role %q: use 1 to 64 characters from a-z, 0-9, '.', '_', '@' and '-'", r)
 		}
+		if !model.KnownRole(r) {
+			return invalid("unknown role %q: known roles are %s", r, strings.Join(model.KnownRoles, ", "))
+		}
 	}
 	return nil
 }

@@ -198,8 +198,13 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, err
 	}
 
-	if err := errors.Join(a.applyStaticClients(ctx, o.LookupEnv), a.applyStaticUsers(ctx, o.LookupEnv)); err != nil {
-		return nil, fmt.Errorf("app: static configuration:\n%w", err)
+	// The configuration's clients and users are applied by the server
+	// (and tests); a command-line tool works on what is stored, so that it
+	// needs none of the clients' secret_env variables.
+	if !o.Tool {
+		if err := errors.Join(a.applyStaticClients(ctx, o.LookupEnv), a.applyStaticUsers(ctx, o.LookupEnv)); err != nil {
+			return nil, fmt.Errorf("app: static configuration:\n%w", err)
+		}
 	}
 	if path := cfg.ConditionalAccess.PoliciesFile; path != "" {
 		if err := a.applyPoliciesFile(ctx, path); err != nil {

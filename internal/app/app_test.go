@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
@@ -40,6 +41,9 @@ func open(t *testing.T, cfg *config.Config, vars map[string]string) *App {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Close (idempotent) before t.TempDir's removal: a running embedded
+	// NATS server still writes its files.
+	t.Cleanup(func() { a.Close() })
 	return a
 }
 
@@ -244,12 +248,11 @@ func TestStaticClientsAndUsers(t *testing.T) {
 	a.Close()
 
 	// Change roles and the secret: applied on the next start.
-	cfg.StaticUsers[0].Roles = []string{"auditor"}
+	cfg.StaticUsers[0].Roles = []string{}
 	vars["WEB_SECRET"] = "another-secret-0123456789"
 	a = open(t, cfg, vars)
-	defer a.Close()
 	dana, _ = a.Store.GetUserByUsername(ctx, "dana")
-	if dana.HasRole("admin") || !dana.HasRole("auditor") {
+	if dana.HasRole("admin") || len(dana.Roles) != 0 {
 		t.Errorf("roles not applied: %v", dana.Roles)
 	}
 	web, _ = a.Clients.Get(ctx, "web")
@@ -259,6 +262,33 @@ func TestStaticClientsAndUsers(t *testing.T) {
 	evs := events(t, a)
 	if countType(evs, model.EventClientSecretRotated) != 1 || countType(evs, model.EventUserUpdated) != 1 {
 		t.Errorf("want one secret_rotated and one user.updated, got %d events", len(evs)-n)
+	}
+
+	// A configured client's secret lives in the configuration: a rotation
+	// elsewhere would come back at the next start, so it is refused.
+	if _, err := a.Clients.RotateSecret(ctx, "cli", "web"); !errors.Is(err, clients.ErrManagedByConfig) || !strings.Contains(err.Error(), "secret_env") {
+		t.Errorf("rotating a configured client: %v", err)
+	}
+	a.Close()
+
+	// A command-line tool needs none of the clients' secret variables.
+	delete(vars, "WEB_SECRET")
+	tool, err := OpenWith(ctx, cfg, nil, Options{LookupEnv: env(vars), Tool: true})
+	if err != nil {
+		t.Fatalf("tool without WEB_SECRET: %v", err)
+	}
+	tool.Close()
+
+	// Dropped from the configuration: kept, with its secret, and handed
+	// over to the CLI and admin API.
+	cfg.StaticClients = cfg.StaticClients[1:]
+	a = open(t, cfg, vars)
+	web, err = a.Clients.Get(ctx, "web")
+	if err != nil || web.ManagedBy != "" || !a.Clients.CheckSecret(web, "another-secret-0123456789") {
+		t.Fatalf("released client: %+v %v", web, err)
+	}
+	if _, err := a.Clients.RotateSecret(ctx, "cli", "web"); err != nil {
+		t.Errorf("rotating a released client: %v", err)
 	}
 }
 

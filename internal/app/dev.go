@@ -14,7 +14,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
@@ -78,7 +79,7 @@ func (a *App) DevData() *DevData { return a.dev }
 
 // DevSPASpec is the demo single-page app: public, PKCE + DPoP, exact
 // loopback redirect URIs (no port wildcard).
-func DevSPASpec(issuer string) clients.Spec {
+func DevSPASpec(issuer string) clientspec.Spec {
 	redirects := []string{"http://127.0.0.1:8700/demo/callback", "http://localhost:8700/demo/callback"}
 	logout := []string{"http://127.0.0.1:8700/demo/", "http://localhost:8700/demo/"}
 	if u, err := url.Parse(strings.TrimSuffix(issuer, "/")); err == nil && u.Host != "" {
@@ -87,7 +88,7 @@ func DevSPASpec(issuer string) clients.Spec {
 			logout = append(logout, u.String()+"/demo/")
 		}
 	}
-	return clients.Spec{
+	return clientspec.Spec{
 		ID:                     DevSPAClientID,
 		Name:                   "Demo single-page app",
 		AuthMethod:             model.AuthNone,
@@ -96,12 +97,15 @@ func DevSPASpec(issuer string) clients.Spec {
 		GrantTypes:             []string{model.GrantAuthorizationCode, model.GrantRefreshToken},
 		Scopes:                 []string{"openid", "profile", "email", "offline_access"},
 		DPoPBoundAccessTokens:  true,
+		// A browser app, although its redirect URIs are loopback ones
+		// (which would make it a native app by RFC 8252's rule).
+		ApplicationType: clientspec.ApplicationWeb,
 	}
 }
 
 // DevServiceSpec is the demo machine-to-machine client.
-func DevServiceSpec() clients.Spec {
-	return clients.Spec{
+func DevServiceSpec() clientspec.Spec {
+	return clientspec.Spec{
 		ID:         DevServiceClient,
 		Name:       "Demo service (client credentials)",
 		AuthMethod: model.AuthClientSecretBasic,
@@ -111,8 +115,8 @@ func DevServiceSpec() clients.Spec {
 
 // DevAgentSpec is the device agent: public, device-code grant, sessions
 // bound to the device key (DPoP).
-func DevAgentSpec() clients.Spec {
-	return clients.Spec{
+func DevAgentSpec() clientspec.Spec {
+	return clientspec.Spec{
 		ID:                    DevAgentClientID,
 		Name:                  "Ward device agent",
 		AuthMethod:            model.AuthNone,
@@ -180,7 +184,7 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 	}
 
 	spa := DevSPASpec(a.Config.Issuer)
-	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, spa, ""); err != nil {
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, spa, ""); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", spa.ID, err)
 	}
 	svc := DevServiceSpec()
@@ -190,11 +194,11 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 		creds.ClientSecrets[svc.ID] = sec
 		dirty = true
 	}
-	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, svc, secret.String(sec)); err != nil {
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, svc, secret.String(sec)); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", svc.ID, err)
 	}
 	agent := DevAgentSpec()
-	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, agent, ""); err != nil {
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, agent, ""); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", agent.ID, err)
 	}
 	if dirty {
@@ -213,7 +217,7 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 		},
 		CredentialsFile: path,
 	}
-	for _, s := range []clients.Spec{spa, svc, agent} {
+	for _, s := range []clientspec.Spec{spa, svc, agent} {
 		s.Normalize()
 		d.Clients = append(d.Clients, DevClient{
 			ID: s.ID, AuthMethod: s.AuthMethod, GrantTypes: s.GrantTypes, RedirectURIs: s.RedirectURIs,
@@ -240,7 +244,8 @@ func (a *App) DevBanner() string {
 	line := strings.Repeat("─", 72)
 	fmt.Fprintf(&b, "%s\n  Ward is running in DEVELOPMENT mode. Do not use this data in production.\n%s\n", line, line)
 	fmt.Fprintf(&b, "  Issuer:        %s\n", d.Issuer)
-	fmt.Fprintf(&b, "  Discovery:     %s/.well-known/openid-configuration\n\n", strings.TrimSuffix(d.Issuer, "/"))
+	fmt.Fprintf(&b, "  Discovery:     %s/.well-known/openid-configuration\n", strings.TrimSuffix(d.Issuer, "/"))
+	fmt.Fprintf(&b, "  Data:          %s\n\n", a.dataLocation())
 	fmt.Fprintf(&b, "  Demo user:     %s (role admin)\n", d.User.Username)
 	fmt.Fprintf(&b, "  Password:      %s\n", unknown(d.User.Password))
 	if d.User.TOTPSecret != "" {
@@ -331,4 +336,17 @@ func randomPassword(n int) string {
 		out[i] = alphabet[x.Int64()]
 	}
 	return string(out)
+}
+
+// dataLocation says where this instance keeps its data: the absolute
+// data directory, and the database when it is not the SQLite file in it.
+func (a *App) dataLocation() string {
+	dir := a.Config.DataDir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if a.Config.Storage.Driver == config.DriverPostgres {
+		return dir + " (database: PostgreSQL)"
+	}
+	return dir
 }

@@ -11,14 +11,24 @@ import (
 
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 )
 
 // applyStaticClients upserts every configured client. Unchanged clients
-// cause no writes and no events, so restarts are quiet.
+// cause no writes and no events, so restarts are quiet. Clients the
+// configuration no longer defines are handed over to the CLI and admin API
+// (clients.Service.ReleaseUnlisted).
 func (a *App) applyStaticClients(ctx context.Context, lookup func(string) (string, bool)) error {
 	var errs []error
+	listed := make([]string, 0, len(a.Config.StaticClients))
+	for _, sc := range a.Config.StaticClients {
+		listed = append(listed, sc.ID)
+	}
+	if a.Config.Dev {
+		listed = append(listed, DevSPAClientID, DevServiceClient, DevAgentClientID)
+	}
 	for i, sc := range a.Config.StaticClients {
 		sec := sc.Secret
 		if sc.SecretEnv != "" {
@@ -29,7 +39,7 @@ func (a *App) applyStaticClients(ctx context.Context, lookup func(string) (strin
 			}
 			sec = secret.String(v)
 		}
-		_, changed, err := a.Clients.Upsert(ctx, ActorSystem, sc.Spec(), sec)
+		_, changed, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByConfig, sc.Spec(), sec)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("static_clients[%d] (%s): %w", i, sc.ID, err))
 			continue
@@ -38,7 +48,11 @@ func (a *App) applyStaticClients(ctx context.Context, lookup func(string) (strin
 			a.Log.InfoContext(ctx, "static client applied", "client_id", sc.ID)
 		}
 	}
-	return errors.Join(errs...)
+	released, err := a.Clients.ReleaseUnlisted(ctx, ActorSystem, listed, a.Config.Dev)
+	for _, id := range released {
+		a.Log.WarnContext(ctx, "client no longer in the configuration: kept, now managed with the CLI or admin API", "client_id", id)
+	}
+	return errors.Join(append(errs, err)...)
 }
 
 // applyStaticUsers creates missing configured users and applies their

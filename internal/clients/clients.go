@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
@@ -31,6 +33,10 @@ var (
 	ErrNotFound = errors.New("clients: client not found")
 	// ErrNoSecret: the client does not authenticate with a shared secret.
 	ErrNoSecret = errors.New("clients: client does not use a client secret")
+	// ErrManagedByConfig: the client is defined in the configuration file,
+	// which puts its metadata and secret back at every start; a change
+	// made elsewhere would not last (a rotated secret would come back).
+	ErrManagedByConfig = errors.New("clients: client is defined in the configuration file (static_clients)")
 )
 
 // Options configures a Service.
@@ -62,18 +68,18 @@ func New(o Options) *Service {
 // using client_secret_basic/post gets a generated 256-bit secret, returned
 // once here; only its keyed hash is stored. The returned secret is empty
 // for public and private_key_jwt clients. An empty spec.ID gets a random id.
-func (s *Service) Create(ctx context.Context, actor string, spec Spec) (*model.Client, secret.String, error) {
+func (s *Service) Create(ctx context.Context, actor string, spec clientspec.Spec) (*model.Client, secret.String, error) {
 	if spec.ID == "" {
 		spec.ID = "c_" + secret.RandomString(12)
 	}
 	spec.Normalize()
-	if err := Validate(spec); err != nil {
+	if err := clientspec.Validate(spec); err != nil {
 		return nil, "", err
 	}
 	var sec secret.String
 	now := s.now().UTC()
 	c := fromSpec(spec, now)
-	if UsesSecret(spec.AuthMethod) {
+	if clientspec.UsesSecret(spec.AuthMethod) {
 		sec = secret.String(secret.RandomToken())
 		c.SecretHash = s.hasher.Sum(sec.Reveal())
 	}
@@ -90,15 +96,17 @@ func (s *Service) Create(ctx context.Context, actor string, spec Spec) (*model.C
 }
 
 // Upsert applies a statically configured client with a given secret (empty
-// for public and private_key_jwt clients). It creates the client when
+// for public and private_key_jwt clients); managedBy says what defines it
+// (model.ClientManagedByConfig or ClientManagedByDev), and changes made
+// elsewhere are refused while it does. It creates the client when
 // missing and updates it when anything differs; when nothing changed it
 // writes nothing and publishes nothing, so restarts are idempotent. It
 // reports whether anything changed.
-func (s *Service) Upsert(ctx context.Context, actor string, spec Spec, sec secret.String) (*model.Client, bool, error) {
+func (s *Service) Upsert(ctx context.Context, actor, managedBy string, spec clientspec.Spec, sec secret.String) (*model.Client, bool, error) {
 	spec.Normalize()
-	errs := []error{Validate(spec), CheckSecretPresence(spec.AuthMethod, sec != "", "secret")}
-	if UsesSecret(spec.AuthMethod) && sec != "" && len(sec.Reveal()) < MinSecretLength {
-		errs = append(errs, &FieldError{Field: "secret", Msg: fmt.Sprintf("shorter than %d characters", MinSecretLength)})
+	errs := []error{clientspec.Validate(spec), clientspec.CheckSecretPresence(spec.AuthMethod, sec != "", "secret")}
+	if clientspec.UsesSecret(spec.AuthMethod) && sec != "" && len(sec.Reveal()) < clientspec.MinSecretLength {
+		errs = append(errs, &clientspec.FieldError{Field: "secret", Msg: fmt.Sprintf("shorter than %d characters", clientspec.MinSecretLength)})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, false, err
@@ -113,6 +121,7 @@ func (s *Service) Upsert(ctx context.Context, actor string, spec Spec, sec secre
 	case errors.Is(err, store.ErrNotFound):
 		c := fromSpec(spec, now)
 		c.SecretHash = hash
+		c.ManagedBy = managedBy
 		if err := s.store.CreateClient(ctx, c); err != nil {
 			return nil, false, fmt.Errorf("clients: create %s: %w", spec.ID, err)
 		}
@@ -122,6 +131,7 @@ func (s *Service) Upsert(ctx context.Context, actor string, spec Spec, sec secre
 	}
 	want := fromSpec(spec, cur.CreatedAt)
 	want.SecretHash = hash
+	want.ManagedBy = managedBy
 	metaChanged := !sameMetadata(cur, want)
 	secretChanged := !bytes.Equal(cur.SecretHash, hash)
 	if !metaChanged && !secretChanged {
@@ -145,13 +155,162 @@ func (s *Service) Upsert(ctx context.Context, actor string, spec Spec, sec secre
 	return updated, true, errors.Join(perr...)
 }
 
+// Update changes a client's metadata: change edits a copy of its current
+// description (clientspec.Spec), which is then validated as a new client
+// would be, and the client is saved atomically. Moving to
+// client_secret_basic/post from a method without a secret generates one,
+// returned once; moving away from them drops the stored secret. A client
+// defined in the configuration file is refused (ErrManagedByConfig). It
+// publishes client.updated naming the changed fields (nothing when nothing
+// changed), and client.secret_rotated when a secret was generated.
+func (s *Service) Update(ctx context.Context, actor, id string, change func(*clientspec.Spec) error) (*model.Client, secret.String, error) {
+	var (
+		sec     secret.String
+		changed []string
+	)
+	now := s.now().UTC()
+	c, err := s.store.UpdateClient(ctx, id, func(c *model.Client) error {
+		if c.ManagedBy != "" {
+			return managedErr(c, "change it in static_clients and restart Ward")
+		}
+		spec := toSpec(c)
+		if err := change(&spec); err != nil {
+			return err
+		}
+		spec.ID = id
+		spec.Normalize()
+		if err := clientspec.Validate(spec); err != nil {
+			return err
+		}
+		next := fromSpec(spec, c.CreatedAt)
+		switch hadSecret, wantSecret := clientspec.UsesSecret(c.TokenEndpointAuthMethod), clientspec.UsesSecret(spec.AuthMethod); {
+		case wantSecret && !hadSecret:
+			sec = secret.String(secret.RandomToken())
+			next.SecretHash = s.hasher.Sum(sec.Reveal())
+		case wantSecret:
+			next.SecretHash = c.SecretHash
+		}
+		changed = changedFields(c, next)
+		if len(changed) == 0 {
+			return errUnchanged
+		}
+		next.UpdatedAt = now
+		*c = *next
+		return nil
+	})
+	if errors.Is(err, errUnchanged) {
+		cur, gerr := s.store.GetClient(ctx, id)
+		return cur, "", s.wrapErr("get", id, gerr)
+	}
+	if err != nil {
+		return nil, "", s.wrap("update", id, err)
+	}
+	perr := s.publish(ctx, model.EventClientUpdated, actor, id, map[string]string{"fields": strings.Join(changed, ",")})
+	if sec != "" {
+		perr = errors.Join(perr, s.publish(ctx, model.EventClientSecretRotated, actor, id, map[string]string{"reason": "auth_method_changed"}))
+	}
+	return c, sec, perr
+}
+
+// errUnchanged ends an Update that would change nothing, without a write.
+var errUnchanged = errors.New("clients: unchanged")
+
+func (s *Service) wrapErr(op, id string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return s.wrap(op, id, err)
+}
+
+// toSpec is the description of an existing client, as Update edits it.
+func toSpec(c *model.Client) clientspec.Spec {
+	return clientspec.Spec{
+		ID:                       c.ID,
+		Name:                     c.Name,
+		AuthMethod:               c.TokenEndpointAuthMethod,
+		RedirectURIs:             slices.Clone(c.RedirectURIs),
+		PostLogoutRedirectURIs:   slices.Clone(c.PostLogoutRedirectURIs),
+		GrantTypes:               slices.Clone(c.GrantTypes),
+		Scopes:                   slices.Clone(c.Scopes),
+		Audience:                 slices.Clone(c.Audience),
+		DPoPBoundAccessTokens:    c.DPoPBoundAccessTokens,
+		RequireProtectedSessions: c.RequireProtectedSessions,
+		CAECapable:               c.CAECapable,
+		JWKS:                     bytes.Clone(c.JWKS),
+		AccessTokenTTL:           c.AccessTokenTTL,
+		ApplicationType:          c.ApplicationType,
+	}
+}
+
+// changedFields names, in registration-metadata terms, what differs
+// between two versions of a client (the secret only by its presence).
+func changedFields(a, b *model.Client) []string {
+	eq := func(x, y []string) bool { return len(x) == len(y) && (len(x) == 0 || slices.Equal(x, y)) }
+	var out []string
+	add := func(differ bool, name string) {
+		if differ {
+			out = append(out, name)
+		}
+	}
+	add(a.Name != b.Name, "name")
+	add(a.TokenEndpointAuthMethod != b.TokenEndpointAuthMethod, "token_endpoint_auth_method")
+	add(!eq(a.RedirectURIs, b.RedirectURIs), "redirect_uris")
+	add(!eq(a.PostLogoutRedirectURIs, b.PostLogoutRedirectURIs), "post_logout_redirect_uris")
+	add(!eq(a.GrantTypes, b.GrantTypes), "grant_types")
+	add(!eq(a.Scopes, b.Scopes), "scopes")
+	add(!eq(a.Audience, b.Audience), "audience")
+	add(!jsonEqual(a.JWKS, b.JWKS), "jwks")
+	add(a.DPoPBoundAccessTokens != b.DPoPBoundAccessTokens, "dpop_bound_access_tokens")
+	add(a.RequireProtectedSessions != b.RequireProtectedSessions, "require_protected_sessions")
+	add(a.CAECapable != b.CAECapable, "cae_capable")
+	add(a.AccessTokenTTL != b.AccessTokenTTL, "access_token_ttl")
+	add(a.ApplicationType != b.ApplicationType, "application_type")
+	add((len(a.SecretHash) == 0) != (len(b.SecretHash) == 0), "client_secret")
+	return out
+}
+
+// ReleaseUnlisted hands the clients that the configuration file (or
+// development mode, when dev is false) no longer defines over to the CLI
+// and admin API: they stay, with their secrets, but are no longer refused
+// changes. listed are the ids the configuration defines. It returns the
+// ids released.
+func (s *Service) ReleaseUnlisted(ctx context.Context, actor string, listed []string, dev bool) ([]string, error) {
+	all, err := s.store.ListClients(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("clients: list: %w", err)
+	}
+	var released []string
+	var errs []error
+	for _, c := range all {
+		switch {
+		case c.ManagedBy == "" || slices.Contains(listed, c.ID):
+			continue
+		case c.ManagedBy == model.ClientManagedByDev && dev:
+			continue
+		}
+		if _, err := s.store.UpdateClient(ctx, c.ID, func(x *model.Client) error {
+			x.ManagedBy, x.UpdatedAt = "", s.now().UTC()
+			return nil
+		}); err != nil {
+			errs = append(errs, s.wrap("release", c.ID, err))
+			continue
+		}
+		released = append(released, c.ID)
+		errs = append(errs, s.publish(ctx, model.EventClientUpdated, actor, c.ID, map[string]string{"fields": "managed_by", "source": "static"}))
+	}
+	return released, errors.Join(errs...)
+}
+
 // RotateSecret replaces the secret of a client_secret_basic/post client
 // with a fresh 256-bit one and returns it; the old secret stops working.
 func (s *Service) RotateSecret(ctx context.Context, actor, id string) (secret.String, error) {
 	sec := secret.String(secret.RandomToken())
 	hash := s.hasher.Sum(sec.Reveal())
 	_, err := s.store.UpdateClient(ctx, id, func(c *model.Client) error {
-		if !UsesSecret(c.TokenEndpointAuthMethod) {
+		if c.ManagedBy != "" {
+			return managedErr(c, "its secret is static_clients' secret or secret_env: change it there and restart Ward")
+		}
+		if !clientspec.UsesSecret(c.TokenEndpointAuthMethod) {
 			return fmt.Errorf("%w: %s uses %s", ErrNoSecret, id, c.TokenEndpointAuthMethod)
 		}
 		c.SecretHash = hash
@@ -164,8 +323,16 @@ func (s *Service) RotateSecret(ctx context.Context, actor, id string) (secret.St
 	return sec, s.publish(ctx, model.EventClientSecretRotated, actor, id, nil)
 }
 
-// Delete removes a client.
+// Delete removes a client. A client defined in the configuration file is
+// refused (the next start would create it again).
 func (s *Service) Delete(ctx context.Context, actor, id string) error {
+	c, err := s.store.GetClient(ctx, id)
+	if err != nil {
+		return s.wrap("delete", id, err)
+	}
+	if c.ManagedBy != "" {
+		return managedErr(c, "remove it from static_clients and restart Ward first")
+	}
 	if err := s.store.DeleteClient(ctx, id); err != nil {
 		return s.wrap("delete", id, err)
 	}
@@ -212,7 +379,7 @@ func (s *Service) wrap(op, id string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	if errors.Is(err, ErrNoSecret) {
+	if errors.Is(err, ErrNoSecret) || errors.Is(err, ErrManagedByConfig) || errors.Is(err, clientspec.ErrInvalid) {
 		return err
 	}
 	return fmt.Errorf("clients: %s %s: %w", op, id, err)
@@ -240,7 +407,16 @@ func (s *Service) publish(ctx context.Context, t model.EventType, actor, clientI
 	return nil
 }
 
-func fromSpec(s Spec, created time.Time) *model.Client {
+// managedErr refuses a change to a client that the configuration (or
+// development mode) puts back at every start; what says where to make it.
+func managedErr(c *model.Client, what string) error {
+	if c.ManagedBy == model.ClientManagedByDev {
+		return fmt.Errorf("%w: %s is a development-mode demo client, put back at every start of serve --dev; register a client of your own with `ward client add`", ErrManagedByConfig, c.ID)
+	}
+	return fmt.Errorf("%w: %s; %s", ErrManagedByConfig, c.ID, what)
+}
+
+func fromSpec(s clientspec.Spec, created time.Time) *model.Client {
 	return &model.Client{
 		ID:                       s.ID,
 		Name:                     s.Name,
@@ -255,6 +431,7 @@ func fromSpec(s Spec, created time.Time) *model.Client {
 		RequireProtectedSessions: s.RequireProtectedSessions,
 		CAECapable:               s.CAECapable,
 		AccessTokenTTL:           s.AccessTokenTTL,
+		ApplicationType:          s.ApplicationType,
 		CreatedAt:                created,
 		UpdatedAt:                created,
 	}
@@ -275,7 +452,9 @@ func sameMetadata(a, b *model.Client) bool {
 		a.DPoPBoundAccessTokens == b.DPoPBoundAccessTokens &&
 		a.RequireProtectedSessions == b.RequireProtectedSessions &&
 		a.CAECapable == b.CAECapable &&
-		a.AccessTokenTTL == b.AccessTokenTTL
+		a.AccessTokenTTL == b.AccessTokenTTL &&
+		a.ApplicationType == b.ApplicationType &&
+		a.ManagedBy == b.ManagedBy
 }
 
 // jsonEqual compares JWKS documents semantically, since a store

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
@@ -108,54 +109,13 @@ func (f *fixture) types() []model.EventType {
 	return out
 }
 
-func spaSpec() Spec {
-	return Spec{ID: "spa", AuthMethod: model.AuthNone, RedirectURIs: []string{"https://app.example/cb"},
+func spaSpec() clientspec.Spec {
+	return clientspec.Spec{ID: "spa", AuthMethod: model.AuthNone, RedirectURIs: []string{"https://app.example/cb"},
 		GrantTypes: []string{model.GrantAuthorizationCode, model.GrantRefreshToken}, Scopes: []string{"openid"}}
 }
 
-func svcSpec() Spec {
-	return Spec{ID: "svc", Name: "Service", AuthMethod: model.AuthClientSecretBasic, GrantTypes: []string{model.GrantClientCredentials}}
-}
-
-func TestValidate(t *testing.T) {
-	tests := []struct {
-		name   string
-		mutate func(*Spec)
-		fields []string
-	}{
-		{"ok", func(*Spec) {}, nil},
-		{"no id", func(s *Spec) { s.ID = "" }, []string{"id"}},
-		{"id with space", func(s *Spec) { s.ID = "a b" }, []string{"id"}},
-		{"auth method", func(s *Spec) { s.AuthMethod = "magic" }, []string{"auth_method"}},
-		{"relative redirect", func(s *Spec) { s.RedirectURIs = []string{"cb"} }, []string{"redirect_uris[0]"}},
-		{"redirect fragment", func(s *Spec) { s.RedirectURIs = []string{"https://a/cb#f"} }, []string{"redirect_uris[0]"}},
-		{"http without host", func(s *Spec) { s.RedirectURIs = []string{"https:///cb"} }, []string{"redirect_uris[0]"}},
-		{"no redirect for code", func(s *Spec) { s.RedirectURIs = nil }, []string{"redirect_uris"}},
-		{"grant unknown", func(s *Spec) { s.GrantTypes = []string{"implicit"} }, []string{"grant_types[0]"}},
-		{"public client_credentials", func(s *Spec) { s.GrantTypes = []string{model.GrantClientCredentials} }, []string{"grant_types"}},
-		{"scope with space", func(s *Spec) { s.Scopes = []string{"a b"} }, []string{"scopes[0]"}},
-		{"bad jwks", func(s *Spec) { s.JWKS = []byte(`{"keys":[]}`) }, []string{"jwks"}},
-		{"several", func(s *Spec) { s.ID = ""; s.AuthMethod = "x"; s.GrantTypes = []string{"y"} }, []string{"id", "auth_method", "grant_types[0]"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := spaSpec()
-			tt.mutate(&s)
-			err := Validate(s)
-			var got []string
-			if err != nil {
-				if !errors.Is(err, ErrInvalid) {
-					t.Errorf("error %v does not match ErrInvalid", err)
-				}
-				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-					got = append(got, e.(*FieldError).Field)
-				}
-			}
-			if strings.Join(got, ",") != strings.Join(tt.fields, ",") {
-				t.Errorf("got fields %v (%v), want %v", got, err, tt.fields)
-			}
-		})
-	}
+func svcSpec() clientspec.Spec {
+	return clientspec.Spec{ID: "svc", Name: "Service", AuthMethod: model.AuthClientSecretBasic, GrantTypes: []string{model.GrantClientCredentials}}
 }
 
 func TestCreateStoresOnlyHash(t *testing.T) {
@@ -209,7 +169,7 @@ func TestCreateErrors(t *testing.T) {
 	ctx := context.Background()
 	bad := spaSpec()
 	bad.RedirectURIs = []string{"relative"}
-	if _, _, err := f.svc.Create(ctx, "admin", bad); !errors.Is(err, ErrInvalid) {
+	if _, _, err := f.svc.Create(ctx, "admin", bad); !errors.Is(err, clientspec.ErrInvalid) {
 		t.Errorf("invalid spec: got %v, want ErrInvalid", err)
 	}
 	if _, _, err := f.svc.Create(ctx, "admin", spaSpec()); err != nil {
@@ -269,14 +229,14 @@ func TestUpsertIdempotent(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	sec := secret.String("static-secret-0123456789")
-	c1, changed, err := f.svc.Upsert(ctx, "config", svcSpec(), sec)
+	c1, changed, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, svcSpec(), sec)
 	if err != nil || !changed {
 		t.Fatalf("first upsert: %v changed=%v", err, changed)
 	}
 	writes := f.store.writes
 	// Restart: a fresh service with the same hasher key yields the same hash.
 	f.now = f.now.Add(time.Hour)
-	c2, changed, err := f.svc.Upsert(ctx, "config", svcSpec(), sec)
+	c2, changed, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, svcSpec(), sec)
 	if err != nil || changed {
 		t.Fatalf("second upsert: %v changed=%v", err, changed)
 	}
@@ -293,10 +253,10 @@ func TestUpsertIdempotent(t *testing.T) {
 	// Metadata change -> client.updated; secret change -> secret_rotated.
 	s := svcSpec()
 	s.Name = "Renamed"
-	if _, changed, err := f.svc.Upsert(ctx, "config", s, sec); err != nil || !changed {
+	if _, changed, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, s, sec); err != nil || !changed {
 		t.Fatalf("rename: %v changed=%v", err, changed)
 	}
-	if _, changed, err := f.svc.Upsert(ctx, "config", s, "another-secret-0123456789"); err != nil || !changed {
+	if _, changed, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, s, "another-secret-0123456789"); err != nil || !changed {
 		t.Fatalf("new secret: %v changed=%v", err, changed)
 	}
 	want := []model.EventType{model.EventClientCreated, model.EventClientUpdated, model.EventClientSecretRotated}
@@ -312,13 +272,13 @@ func TestUpsertIdempotent(t *testing.T) {
 func TestUpsertValidation(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	if _, _, err := f.svc.Upsert(ctx, "config", svcSpec(), ""); !errors.Is(err, ErrInvalid) {
+	if _, _, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, svcSpec(), ""); !errors.Is(err, clientspec.ErrInvalid) {
 		t.Errorf("confidential without secret: got %v", err)
 	}
-	if _, _, err := f.svc.Upsert(ctx, "config", svcSpec(), "short"); !errors.Is(err, ErrInvalid) {
+	if _, _, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, svcSpec(), "short"); !errors.Is(err, clientspec.ErrInvalid) {
 		t.Errorf("short secret: got %v", err)
 	}
-	if _, _, err := f.svc.Upsert(ctx, "config", spaSpec(), "static-secret-0123456789"); !errors.Is(err, ErrInvalid) {
+	if _, _, err := f.svc.Upsert(ctx, "config", model.ClientManagedByConfig, spaSpec(), "static-secret-0123456789"); !errors.Is(err, clientspec.ErrInvalid) {
 		t.Errorf("public with secret: got %v", err)
 	}
 	if len(f.rec.Events()) != 0 || f.store.writes != 0 {
@@ -329,7 +289,7 @@ func TestUpsertValidation(t *testing.T) {
 func TestDeleteListGet(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	for _, s := range []Spec{svcSpec(), spaSpec()} {
+	for _, s := range []clientspec.Spec{svcSpec(), spaSpec()} {
 		if _, _, err := f.svc.Create(ctx, "admin", s); err != nil {
 			t.Fatal(err)
 		}
@@ -359,18 +319,5 @@ func TestPublishFailureIsReturned(t *testing.T) {
 	f.svc.bus = b
 	if _, _, err := f.svc.Create(context.Background(), "admin", spaSpec()); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("got %v, want the audit failure", err)
-	}
-}
-
-func TestValidateRejectsPrivateJWKS(t *testing.T) {
-	spec := Spec{ID: "pkj", Name: "PKJ", AuthMethod: "private_key_jwt", GrantTypes: []string{"client_credentials"},
-		JWKS: []byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cLyGrnpPbcyYFGV3QvV2cM"}]}`)}
-	err := Validate(spec)
-	if err == nil || !strings.Contains(err.Error(), "private") {
-		t.Fatalf("Validate = %v, want a refusal of private key material", err)
-	}
-	spec.JWKS = []byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`)
-	if err := Validate(spec); err != nil {
-		t.Fatalf("public key refused: %v", err)
 	}
 }

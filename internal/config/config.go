@@ -35,6 +35,11 @@ type Config struct {
 	Issuer string `koanf:"issuer"`
 	// Listen is the host:port the server binds.
 	Listen string `koanf:"listen"`
+
+	// Whether issuer and listen were given (file, environment or flag)
+	// rather than defaulted: a listen address moved without the issuer
+	// would make discovery advertise the wrong place.
+	explicitIssuer, explicitListen bool
 	// Dev enables development mode: demo data, a generated KEK file.
 	Dev bool `koanf:"dev"`
 	// DataDir holds the SQLite database, the dev KEK and dev credentials.
@@ -247,6 +252,9 @@ type StaticClient struct {
 	CAECapable bool `koanf:"cae_capable"`
 	// JWKS is the client's public key set as inline JSON (private_key_jwt).
 	JWKS string `koanf:"jwks"`
+	// ApplicationType is web or native; empty: inferred from the redirect
+	// URIs (loopback and private-use schemes are native).
+	ApplicationType string `koanf:"application_type"`
 }
 
 // StaticUser is a local account declared in the configuration. It is

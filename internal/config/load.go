@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -90,8 +92,63 @@ func LoadWith(o LoadOptions) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config: %s: %w", where, err)
 	}
+	cfg.explicitIssuer = k.Exists("issuer")
+	cfg.explicitListen = k.Exists("listen")
+	if cfg.Dev && !k.Exists("data_dir") {
+		cfg.DataDir = DevDataDir(environ)
+	}
+	if cfg.Dev && cfg.explicitListen && !cfg.explicitIssuer {
+		// In development the issuer follows the listen address, so that
+		// discovery advertises where Ward actually is.
+		cfg.Issuer = devIssuer(cfg.Listen)
+	}
 	cfg.ResolvePaths()
 	return cfg, nil
+}
+
+// DevDataDir is where --dev keeps its data unless data_dir is set:
+// $XDG_DATA_HOME/ward/dev, or ~/.local/share/ward/dev, so that every
+// command run with --dev, from any directory, finds the same database,
+// key-encryption key and demo accounts. Without a home directory it is
+// ./ward-data.
+func DevDataDir(environ []string) string {
+	get := func(k string) string {
+		for _, kv := range environ {
+			if name, v, ok := strings.Cut(kv, "="); ok && name == k {
+				return v
+			}
+		}
+		return ""
+	}
+	if x := get("XDG_DATA_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "ward", "dev")
+	}
+	if h := get("HOME"); filepath.IsAbs(h) {
+		return filepath.Join(h, ".local", "share", "ward", "dev")
+	}
+	return "./ward-data"
+}
+
+// FollowListener sets the issuer to the address the server actually
+// listens on (listen with port 0) when the issuer follows the listen
+// address (--dev without an explicit issuer).
+func (c *Config) FollowListener(addr string) {
+	if c.Dev && !c.explicitIssuer && c.explicitListen {
+		c.Issuer = devIssuer(addr)
+	}
+}
+
+// devIssuer is the http:// URL of a listen address: an unspecified host
+// (0.0.0.0, ::, empty) becomes 127.0.0.1, the address a local client uses.
+func devIssuer(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 var durationType = reflect.TypeFor[time.Duration]()

@@ -77,6 +77,21 @@ func (s SSF) PushNetworks() []netip.Prefix {
 	return out
 }
 
+// HTTPWriteTimeout bounds the writing of one response of ward serve (the
+// server's WriteTimeout): a long poll must answer well before it.
+const HTTPWriteTimeout = 60 * time.Second
+
+// maxLongPoll leaves a long poll's answer time to be written.
+const maxLongPoll = HTTPWriteTimeout - 10*time.Second
+
+func (c *Config) validateSSFLongPoll(v *validator) {
+	if t := c.SSF.LongPollTimeout; t < 0 {
+		v.add("ssf.long_poll_timeout", "must not be negative")
+	} else if t > maxLongPoll {
+		v.add("ssf.long_poll_timeout", "%v is too long: every long poll would outlast the server's %v write timeout and fail; use at most %v", t, HTTPWriteTimeout, maxLongPoll)
+	}
+}
+
 func (c *Config) validateSSFPush(v *validator) {
 	for i, n := range c.SSF.PushAllowedNetworks {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(n)); err != nil {

@@ -13,7 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
+	"github.com/ward-idp/ward/internal/model"
 )
 
 // FieldError is one configuration problem at a field path such as
@@ -133,6 +134,7 @@ func (c *Config) Validate() error {
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)
+	c.validateSSFLongPoll(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {
@@ -196,6 +198,34 @@ func (c *Config) validateListen(v *validator) {
 	if !c.TLS.Enabled() && !IsLoopbackHost(host) && !c.AllowInsecureIssuer {
 		v.add("listen", "%q is not a loopback address and tls is not configured; configure tls or set allow_insecure_issuer (e.g. behind a TLS-terminating proxy)", c.Listen)
 	}
+	c.validateIssuerMatchesListen(v, host, port)
+}
+
+// validateIssuerMatchesListen catches a listen address moved without the
+// issuer: discovery, redirects and token audiences would all name a place
+// where Ward is not. With --dev the issuer follows the listen address (Load);
+// otherwise the default issuer with an explicit listen address, or a
+// loopback issuer on another port than a loopback listener, is an error.
+// (An https issuer in front of a proxy may of course differ.)
+func (c *Config) validateIssuerMatchesListen(v *validator, host, port string) {
+	if !c.explicitListen || port == "0" { // port 0: the issuer follows the port the listener gets (FollowListener)
+		return
+	}
+	if !c.explicitIssuer && c.Issuer == Default().Issuer && c.Listen != Default().Listen {
+		v.add("issuer", "not set, so it defaults to %s, but Ward listens on %s: set issuer (%s) to the URL clients use to reach Ward, for example %s", c.Issuer, c.Listen, EnvName("issuer"), devIssuer(c.Listen))
+		return
+	}
+	u, err := url.Parse(c.Issuer)
+	if err != nil || u.Scheme != "http" || !IsLoopbackHost(u.Hostname()) || !(IsLoopbackHost(host) || host == "" || net.ParseIP(host).IsUnspecified()) {
+		return
+	}
+	iport := u.Port()
+	if iport == "" {
+		iport = "80"
+	}
+	if iport != port {
+		v.add("issuer", "%s is a loopback URL on port %s, but Ward listens on port %s: clients would not reach it", c.Issuer, iport, port)
+	}
 }
 
 func (c *Config) validateStaticClients(v *validator) {
@@ -212,14 +242,14 @@ func (c *Config) validateStaticClients(v *validator) {
 		}
 		spec := sc.Spec()
 		spec.Normalize()
-		if err := clients.Validate(spec); err != nil {
+		if err := clientspec.Validate(spec); err != nil {
 			v.addClientErrs(prefix, err)
 		}
-		if err := clients.CheckSecretPresence(sc.AuthMethod, sc.Secret != "" || sc.SecretEnv != "", "secret"); err != nil {
+		if err := clientspec.CheckSecretPresence(sc.AuthMethod, sc.Secret != "" || sc.SecretEnv != "", "secret"); err != nil {
 			v.addClientErrs(prefix, err)
 		}
-		if sc.Secret != "" && clients.UsesSecret(sc.AuthMethod) && len(sc.Secret.Reveal()) < clients.MinSecretLength {
-			v.add(prefix+".secret", "shorter than %d characters", clients.MinSecretLength)
+		if sc.Secret != "" && clientspec.UsesSecret(sc.AuthMethod) && len(sc.Secret.Reveal()) < clientspec.MinSecretLength {
+			v.add(prefix+".secret", "shorter than %d characters", clientspec.MinSecretLength)
 		}
 	}
 }
@@ -232,7 +262,7 @@ func (v *validator) addClientErrs(prefix string, err error) {
 		list = []error{err}
 	}
 	for _, e := range list {
-		var fe *clients.FieldError
+		var fe *clientspec.FieldError
 		if errors.As(e, &fe) {
 			v.add(prefix+"."+fe.Field, "%s", fe.Msg)
 		} else {
@@ -269,8 +299,11 @@ func (c *Config) validateStaticUsers(v *validator) {
 			}
 		}
 		for j, r := range su.Roles {
-			if strings.TrimSpace(r) == "" {
+			switch r = strings.TrimSpace(r); {
+			case r == "":
 				v.add(fmt.Sprintf("%s.roles[%d]", prefix, j), "empty")
+			case !model.KnownRole(r):
+				v.add(fmt.Sprintf("%s.roles[%d]", prefix, j), "unknown role %q: known roles are %s", r, strings.Join(model.KnownRoles, ", "))
 			}
 		}
 		for j, g := range su.Groups {
@@ -282,8 +315,8 @@ func (c *Config) validateStaticUsers(v *validator) {
 }
 
 // Spec converts a static client to the clients service's spec.
-func (sc StaticClient) Spec() clients.Spec {
-	s := clients.Spec{
+func (sc StaticClient) Spec() clientspec.Spec {
+	s := clientspec.Spec{
 		ID:                       sc.ID,
 		Name:                     sc.Name,
 		AuthMethod:               sc.AuthMethod,
@@ -295,6 +328,7 @@ func (sc StaticClient) Spec() clients.Spec {
 		DPoPBoundAccessTokens:    sc.DPoPBoundAccessTokens,
 		RequireProtectedSessions: sc.RequireProtectedSessions,
 		CAECapable:               sc.CAECapable,
+		ApplicationType:          sc.ApplicationType,
 	}
 	if sc.JWKS != "" {
 		s.JWKS = json.RawMessage(sc.JWKS)

@@ -92,6 +92,13 @@ func validateText(field, v string, max int) error {
 	return nil
 }
 
+// CheckRoles applies the rule for role names (SetRoles, CreateUser) without
+// changing anything, for callers that validate a whole request first.
+func CheckRoles(roles []string) error {
+	_, err := normalizeRoles(roles)
+	return err
+}
+
 // normalizeRoles trims, drops empties and duplicates, keeping order.
 func normalizeRoles(in []string) ([]string, error) {
 	out := make([]string, 0, len(in))
@@ -102,6 +109,9 @@ func normalizeRoles(in []string) ([]string, error) {
 		}
 		if len(r) > maxRoleLen || !ValidUsername(strings.ToLower(r)) {
 			return nil, fmt.Errorf("%w: role %q", ErrInvalidInput, r)
+		}
+		if !model.KnownRole(r) {
+			return nil, fmt.Errorf("%w: unknown role %q (known roles: %s)", ErrInvalidInput, r, strings.Join(model.KnownRoles, ", "))
 		}
 		if !slices.Contains(out, r) {
 			out = append(out, r)

@@ -9,6 +9,10 @@ package model
 
 import (
 	"encoding/json"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -16,6 +20,21 @@ import (
 const (
 	RoleAdmin = "admin" // may call the admin API
 )
+
+// KnownRoles lists every role Ward gives a meaning to. A role outside it
+// is refused (a typo such as "admn", or "superuser", would otherwise be
+// stored and silently grant nothing).
+var KnownRoles = []string{RoleAdmin}
+
+// KnownRole reports whether r is one of KnownRoles.
+func KnownRole(r string) bool {
+	for _, k := range KnownRoles {
+		if r == k {
+			return true
+		}
+	}
+	return false
+}
 
 // User is a local account.
 type User struct {
@@ -102,9 +121,27 @@ type Client struct {
 	// access evaluation).
 	CAECapable     bool
 	AccessTokenTTL time.Duration // 0: server default
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// ApplicationType is "web" or "native" (OpenID Connect registration);
+	// empty: inferred from the redirect URIs (RFC 8252).
+	ApplicationType string
+	// ManagedBy is ClientManagedByConfig (or ClientManagedByDev) for a
+	// client defined in the configuration file (or by development mode),
+	// whose metadata and secret are put back at every start; empty for
+	// clients made with the CLI or admin API.
+	ManagedBy string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
+
+// Values of Client.ManagedBy.
+const (
+	// ClientManagedByConfig marks a client defined in the configuration
+	// file (static_clients).
+	ClientManagedByConfig = "config"
+	// ClientManagedByDev marks a demo client that development mode
+	// (serve --dev) puts back at every start.
+	ClientManagedByDev = "dev"
+)
 
 // Public reports whether the client has no credentials of its own.
 func (c *Client) Public() bool { return c.TokenEndpointAuthMethod == AuthNone }
@@ -117,6 +154,48 @@ func (c *Client) AllowsGrant(g string) bool {
 		}
 	}
 	return false
+}
+
+// AllowsRedirect reports whether uri is one of the client's redirect URIs:
+// an exact string match, except that a registered http URI on a loopback
+// IP literal (127.0.0.0/8, [::1]) matches any port, as RFC 8252 §7.3
+// requires (a native app or CLI listens on whatever port it gets). Every
+// other part (scheme, host, path, query) must still match exactly;
+// "localhost" gets no port freedom (RFC 8252 §8.3: it may not resolve to
+// the loopback interface).
+func (c *Client) AllowsRedirect(uri string) bool {
+	for _, r := range c.RedirectURIs {
+		if r == uri || loopbackAnyPort(r, uri) {
+			return true
+		}
+	}
+	return false
+}
+
+func loopbackAnyPort(registered, presented string) bool {
+	reg, err := url.Parse(registered)
+	if err != nil || reg.Scheme != "http" || reg.User != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(reg.Hostname())
+	if err != nil || !ip.IsLoopback() || ip.Zone() != "" {
+		return false
+	}
+	got, err := url.Parse(presented)
+	if err != nil || got.Scheme != "http" || got.User != nil || got.Hostname() != reg.Hostname() {
+		return false
+	}
+	if p := got.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
+			return false
+		}
+	}
+	// Compare everything but the port, as written.
+	reg.Host, got.Host = reg.Hostname(), got.Hostname()
+	if strings.Contains(registered, "[") {
+		reg.Host, got.Host = "["+reg.Host+"]", "["+got.Host+"]"
+	}
+	return reg.String() == got.String() && reg.RawQuery == got.RawQuery && !strings.Contains(presented, "#")
 }
 
 // Session is a sign-in session (the OIDC `sid`). Refresh tokens belong to a

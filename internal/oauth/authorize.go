@@ -68,7 +68,11 @@ func (p *Provider) parseAuthorize(ctx context.Context, q url.Values) (*authReque
 	}
 	c, err := p.client(ctx, clientID)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil, newErr(ErrInvalidClient, "unknown client"), nil
+		// Shown to the user on a page: a bad request, not an HTTP
+		// authentication failure (401 would need WWW-Authenticate).
+		e := newErr(ErrInvalidClient, "unknown client")
+		e.Status = http.StatusBadRequest
+		return nil, nil, e, nil
 	} else if err != nil {
 		return nil, nil, serverError(err), nil
 	}
@@ -88,7 +92,7 @@ func (p *Provider) parseAuthorize(ctx context.Context, q url.Values) (*authReque
 		q.Set("client_id", clientID)
 	}
 	redirectURI := q.Get("redirect_uri")
-	if redirectURI == "" || !slices.Contains(c.RedirectURIs, redirectURI) {
+	if redirectURI == "" || !c.AllowsRedirect(redirectURI) {
 		return nil, nil, newErr(ErrInvalidRequest, "redirect_uri is missing or not registered for this client").withReason("redirect_uri_mismatch"), nil
 	}
 	state := q.Get("state")

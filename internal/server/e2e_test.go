@@ -246,8 +246,10 @@ func TestAuthorizeRequestValidation(t *testing.T) {
 		if resp.StatusCode == http.StatusSeeOther || resp.Header.Get("Location") != "" {
 			t.Errorf("%s: redirected to %q; must show an error page", name, resp.Header.Get("Location"))
 		}
-		if resp.StatusCode < 400 || !strings.Contains(body, "rejected") {
-			t.Errorf("%s: status %d", name, resp.StatusCode)
+		// A bad request shown on a page: 400, not a 401 without the
+		// WWW-Authenticate header such an answer needs.
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "rejected") || resp.Header.Get("WWW-Authenticate") != "" {
+			t.Errorf("%s: status %d, WWW-Authenticate %q", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 		}
 	}
 	// Errors sent back to the client with state and iss.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
@@ -98,8 +99,30 @@ func New(a *app.App) (*Server, error) {
 		mux.HandleFunc("GET /demo/callback", func(w http.ResponseWriter, r *http.Request) {
 			pages.Render(w, http.StatusOK, "callback.html", map[string]string{"Error": r.URL.Query().Get("error")})
 		})
+		// Where demo-spa's sign-out returns (post_logout_redirect_uri).
+		mux.HandleFunc("GET /demo/{$}", func(w http.ResponseWriter, r *http.Request) {
+			pages.Render(w, http.StatusOK, "demo.html", nil)
+		})
 	}
-	return &Server{Handler: oauth.WithRequestContext(mux, trusted), Provider: prov}, nil
+	var h http.Handler = oauth.WithRequestContext(mux, trusted)
+	if strings.HasPrefix(cfg.Issuer, "https://") {
+		h = strictTransport(h)
+	}
+	return &Server{Handler: h, Provider: prov}, nil
+}
+
+// hstsValue asks browsers to use only HTTPS for this host for a year
+// (RFC 6797). Subdomains are left alone: they may be other services.
+const hstsValue = "max-age=31536000"
+
+// strictTransport adds Strict-Transport-Security to every response of an
+// https issuer, whether Ward terminates TLS itself or a proxy in front of
+// it does (browsers only heed the header over HTTPS, so it cannot hurt).
+func strictTransport(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", hstsValue)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // replayCache picks the DPoP replay cache: in memory for the embedded

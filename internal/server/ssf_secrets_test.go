@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-idp/ward/internal/clients"
+	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -27,7 +27,7 @@ import (
 func ssfSecretFlow(t *testing.T, in *wardtest.Instance) []string {
 	t.Helper()
 	ctx := context.Background()
-	_, sec, err := in.App.Clients.Create(ctx, "test", clients.Spec{ID: "ssf-receiver", Name: "SSF receiver",
+	_, sec, err := in.App.Clients.Create(ctx, "test", clientspec.Spec{ID: "ssf-receiver", Name: "SSF receiver",
 		AuthMethod: model.AuthClientSecretBasic, GrantTypes: []string{"client_credentials"}, Scopes: []string{"ssf.manage", "ssf.poll"}})
 	if err != nil {
 		t.Fatal(err)

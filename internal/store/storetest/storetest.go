@@ -273,6 +273,7 @@ func fullClient(id string) *model.Client {
 		JWKS:                     json.RawMessage(`{"keys": [ {"kty":"EC","crv":"P-256","x":"f83O","y":"x_FE"} ]}`),
 		DPoPBoundAccessTokens:    true,
 		RequireProtectedSessions: true, CAECapable: true,
+		ApplicationType: "native", ManagedBy: model.ClientManagedByConfig,
 		AccessTokenTTL: 90*time.Second + 5*time.Nanosecond,
 		CreatedAt:      at(0), UpdatedAt: at(time.Second),
 	}
@@ -536,10 +537,12 @@ func testClientUpdateDelete(t *testing.T, s store.Store) {
 	want := fullClient("c1")
 	want.SecretHash, want.JWKS, want.DPoPBoundAccessTokens = []byte("new-hash"), nil, false
 	want.RequireProtectedSessions, want.CAECapable = false, false
+	want.ApplicationType, want.ManagedBy = "web", ""
 	want.GrantTypes, want.AccessTokenTTL, want.UpdatedAt = []string{model.GrantClientCredentials}, 0, at(time.Hour)
 	got, err := s.UpdateClient(ctx, "c1", func(c *model.Client) error {
 		c.SecretHash, c.JWKS, c.DPoPBoundAccessTokens = []byte("new-hash"), nil, false
 		c.RequireProtectedSessions, c.CAECapable = false, false
+		c.ApplicationType, c.ManagedBy = "web", ""
 		c.GrantTypes, c.AccessTokenTTL, c.UpdatedAt = []string{model.GrantClientCredentials}, 0, at(time.Hour)
 		return nil
 	})

@@ -288,7 +288,8 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 
 const clientCols = `id, name, secret_hash, token_endpoint_auth_method, redirect_uris,
 	post_logout_redirect_uris, grant_types, scopes, audience, jwks, dpop_bound_access_tokens,
-	access_token_ttl, created_at, updated_at, require_protected_sessions, cae_capable`
+	access_token_ttl, created_at, updated_at, require_protected_sessions, cae_capable,
+	application_type, managed_by`
 
 func scanClient(r Row) (*model.Client, error) {
 	var (
@@ -299,7 +300,7 @@ func scanClient(r Row) (*model.Client, error) {
 	)
 	if err := r.Scan(&c.ID, &c.Name, &c.SecretHash, &c.TokenEndpointAuthMethod, &redirects, &postLogout,
 		&grants, &scopes, &audience, &jwks, &c.DPoPBoundAccessTokens, &ttl, &created, &updated,
-		&c.RequireProtectedSessions, &c.CAECapable); err != nil {
+		&c.RequireProtectedSessions, &c.CAECapable, &c.ApplicationType, &c.ManagedBy); err != nil {
 		return nil, err
 	}
 	var err error
@@ -330,13 +331,14 @@ func clientArgs(c *model.Client) []any {
 	return []any{c.ID, c.Name, blob(c.SecretHash), c.TokenEndpointAuthMethod, jsonList(c.RedirectURIs),
 		jsonList(c.PostLogoutRedirectURIs), jsonList(c.GrantTypes), jsonList(c.Scopes),
 		jsonList(c.Audience), rawJSON(c.JWKS), c.DPoPBoundAccessTokens, int64(c.AccessTokenTTL),
-		micros(c.CreatedAt), micros(c.UpdatedAt), c.RequireProtectedSessions, c.CAECapable}
+		micros(c.CreatedAt), micros(c.UpdatedAt), c.RequireProtectedSessions, c.CAECapable,
+		c.ApplicationType, c.ManagedBy}
 }
 
 // CreateClient stores a new client.
 func (s *Store) CreateClient(ctx context.Context, c *model.Client) error {
 	_, err := s.db.Write().Exec(ctx, `INSERT INTO clients (`+clientCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`, clientArgs(c)...)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`, clientArgs(c)...)
 	return s.createErr("client", err)
 }
 
@@ -368,7 +370,7 @@ func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Clie
 			token_endpoint_auth_method = $4, redirect_uris = $5, post_logout_redirect_uris = $6,
 			grant_types = $7, scopes = $8, audience = $9, jwks = $10, dpop_bound_access_tokens = $11,
 			access_token_ttl = $12, created_at = $13, updated_at = $14, require_protected_sessions = $15,
-			cae_capable = $16 WHERE id = $1`, clientArgs(c)...); err != nil {
+			cae_capable = $16, application_type = $17, managed_by = $18 WHERE id = $1`, clientArgs(c)...); err != nil {
 			return wrap("update client", err)
 		}
 		out = c

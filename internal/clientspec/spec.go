@@ -1,4 +1,9 @@
-package clients
+// Package clientspec describes an OAuth client as an administrator writes
+// it (configuration file, CLI, admin API) and validates that description:
+// the rules every way of registering a client shares. It is a leaf: the
+// configuration, the clients service and the admin API all use it without
+// depending on each other.
+package clientspec
 
 import (
 	"encoding/json"
@@ -14,7 +19,7 @@ import (
 )
 
 // ErrInvalid is matched (errors.Is) by every validation error.
-var ErrInvalid = errors.New("clients: invalid client")
+var ErrInvalid = errors.New("invalid client")
 
 // FieldError is one validation problem, naming the field.
 type FieldError struct {
@@ -37,6 +42,19 @@ var AuthMethods = []string{model.AuthNone, model.AuthClientSecretBasic, model.Au
 // GrantTypes lists the known grant types.
 var GrantTypes = []string{model.GrantAuthorizationCode, model.GrantRefreshToken, model.GrantClientCredentials, model.GrantDeviceCode}
 
+// Application types (OpenID Connect Dynamic Client Registration §2,
+// application_type): what runs the client. Conditional Access tells browser
+// apps from native ones by it (client_types: browser, native); when it is
+// empty Ward infers it from the redirect URIs (RFC 8252: loopback or
+// private-use schemes are native).
+const (
+	ApplicationWeb    = "web"
+	ApplicationNative = "native"
+)
+
+// ApplicationTypes lists the accepted application_type values ("" = infer).
+var ApplicationTypes = []string{ApplicationWeb, ApplicationNative}
+
 // Spec describes a client to create or update. Its field names follow the
 // configuration (and RFC 7591) names used in error messages.
 type Spec struct {
@@ -58,6 +76,9 @@ type Spec struct {
 	CAECapable     bool
 	JWKS           json.RawMessage
 	AccessTokenTTL time.Duration // 0: server default
+	// ApplicationType is web, native, or empty to infer it from the
+	// redirect URIs.
+	ApplicationType string
 }
 
 // UsesSecret reports whether the auth method authenticates with a shared
@@ -156,6 +177,9 @@ func Validate(s Spec) error {
 	}
 	if s.AccessTokenTTL < 0 {
 		add("access_token_ttl", "must not be negative")
+	}
+	if s.ApplicationType != "" && !slices.Contains(ApplicationTypes, s.ApplicationType) {
+		add("application_type", "%q is not one of %s", s.ApplicationType, strings.Join(ApplicationTypes, ", "))
 	}
 	return errors.Join(errs...)
 }
