@@ -76,6 +76,9 @@ var rules = map[string]rule{
 	"internal/web":       {never: anything, modules: stdOnly},
 	"internal/tlsutil":   {never: anything, modules: stdOnly},
 	"internal/clock":     {never: anything, modules: stdOnly}, // the tests' fake clock
+	// Client descriptions and their validation, shared by the
+	// configuration, the clients service and the admin API.
+	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
 
 	// Conditional Access engine: pure. Compile validates, Evaluate has no
 	// I/O: no Ward package (so no store), no network, no database, no
@@ -100,7 +103,7 @@ var rules = map[string]rule{
 	// posture packages; never a handler, a backend, the wiring or another
 	// service.
 	"internal/identity": {imports: []string{"internal/bus", "internal/model", "internal/ratelimit", "internal/secret", "internal/store"}, never: notService},
-	"internal/clients":  {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store"}, never: notService},
+	"internal/clients":  {imports: []string{"internal/bus", "internal/clientspec", "internal/model", "internal/secret", "internal/store"}, never: notService},
 	"internal/tokens":   {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store"}, never: notService},
 	// The device service verifies DPoP thumbprints and agent posture
 	// reports with the same public packages the agent uses.
@@ -119,12 +122,13 @@ var rules = map[string]rule{
 	"internal/ssf": {imports: []string{"dpop", "internal/cae", "internal/model", "internal/oauth"}, never: notHandler},
 	// The admin API still reaches into the app and the store (see pending):
 	// only server and cmd are off limits today.
-	"internal/admin": {imports: []string{"dpop", "internal/access", "internal/app", "internal/clients", "internal/device", "internal/identity",
+	"internal/admin": {imports: []string{"dpop", "internal/access", "internal/app", "internal/clients", "internal/clientspec", "internal/device", "internal/identity",
 		"internal/model", "internal/oauth", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
 		never: join([]string{"internal/server", "cmd/..."}, testOnly)},
 
-	// Configuration is read by the wiring; it knows client definitions.
-	"internal/config": {imports: []string{"internal/clients", "internal/secret"}, never: join(notHandler, handlers)},
+	// Configuration is read by the wiring; it knows client descriptions
+	// and roles, never a service.
+	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/secret"}, never: join(notService, handlers)},
 	// The gateway is a resource server like any other: the public
 	// packages and the TLS loader, nothing of Ward's server.
 	"internal/gateway": {imports: []string{"dpop", "internal/tlsutil", "rs", "rs/caenats"}, never: serverSide,
@@ -132,12 +136,12 @@ var rules = map[string]rule{
 
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
-	"internal/app": {imports: []string{"internal/access", "internal/bus", "internal/cae", "internal/clients", "internal/config", "internal/device",
+	"internal/app": {imports: []string{"internal/access", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/oauth", "internal/ssf",
 		"internal/store", "internal/store/sqlite", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
-	"cmd/ward": {imports: []string{"agent", "agent/posture", "internal/access", "internal/app", "internal/clients", "internal/config",
+	"cmd/ward": {imports: []string{"agent", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.
@@ -192,7 +196,7 @@ var pending = map[string]pendingRule{
 		known: []string{"internal/bus", "internal/config", "internal/jsonobj", "internal/model", "internal/wardtest"}},
 	// The admin API is a handler like the others: services, not the
 	// store, and nothing below the wiring imports the application.
-	"internal/admin": {rule: rule{imports: []string{"dpop", "internal/access", "internal/clients", "internal/device", "internal/identity",
+	"internal/admin": {rule: rule{imports: []string{"dpop", "internal/access", "internal/clients", "internal/clientspec", "internal/device", "internal/identity",
 		"internal/model", "internal/oauth", "internal/policy", "internal/secret", "internal/tokens"}, never: notHandler},
 		known: []string{"internal/app", "internal/store", "internal/store/postgres", "internal/store/sqlite"}},
 }
