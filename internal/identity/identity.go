@@ -385,64 +385,101 @@ func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func
 // errOverloaded: a sign-in found the queue for hash slots full.
 var errOverloaded = authErr(ErrThrottled, ReasonOverloaded, "")
 
-// acquireHash takes an argon2 slot, waiting while all are busy. A sign-in
-// (bounded) waits only if there is room in the queue (MaxHashQueue), and
-// is refused with errOverloaded otherwise; setting a password waits.
-func (s *Service) acquireHash(ctx context.Context, bounded bool) error {
+// hashTicket is a place at the argon2 slots: a slot, or a place in the
+// queue for one. A sign-in takes its ticket before it touches the store,
+// so that an attempt the instance has no room for is refused at once,
+// for free (no write, no waiting).
+type hashTicket struct {
+	s      *Service
+	held   bool // holds a slot
+	queued bool // holds a place in the queue
+	hooked bool // hashHook(+1) was called
+}
+
+// enterHash takes a slot if one is free, else (bounded: a sign-in) a
+// place in the queue, or fails with errOverloaded when the queue is
+// full. Unbounded callers (setting a password) may always wait.
+func (s *Service) enterHash(bounded bool) (*hashTicket, error) {
+	t := &hashTicket{s: s}
+	select {
+	case s.hashSlots <- struct{}{}:
+		t.held = true
+		return t, nil
+	default:
+	}
+	if bounded {
+		select {
+		case s.hashQueue <- struct{}{}:
+			t.queued = true
+		default:
+			return nil, errOverloaded
+		}
+	}
+	return t, nil
+}
+
+// wait blocks until t holds a slot, honouring ctx.
+func (t *hashTicket) wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	select {
-	case s.hashSlots <- struct{}{}:
-	default:
-		if bounded {
-			select {
-			case s.hashQueue <- struct{}{}:
-				defer func() { <-s.hashQueue }()
-			default:
-				return errOverloaded
-			}
-		}
+	if !t.held {
 		select {
-		case s.hashSlots <- struct{}{}:
+		case t.s.hashSlots <- struct{}{}:
+			t.held = true
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if t.queued {
+			<-t.s.hashQueue
+			t.queued = false
+		}
 	}
-	if s.hashHook != nil {
-		s.hashHook(+1)
+	if t.s.hashHook != nil {
+		t.hooked = true
+		t.s.hashHook(+1)
 	}
 	return nil
 }
 
-func (s *Service) releaseHash() {
-	if s.hashHook != nil {
-		s.hashHook(-1)
+// release gives the slot or the place back; it may be called twice.
+func (t *hashTicket) release() {
+	if t.hooked {
+		t.hooked = false
+		t.s.hashHook(-1)
 	}
-	<-s.hashSlots
+	if t.queued {
+		t.queued = false
+		<-t.s.hashQueue
+	}
+	if t.held {
+		t.held = false
+		<-t.s.hashSlots
+	}
 }
 
 // hash computes a new PHC string under the service's parameters within
 // the concurrency bound.
 func (s *Service) hash(ctx context.Context, password string) (string, error) {
-	if err := s.acquireHash(ctx, false); err != nil {
+	t, _ := s.enterHash(false)
+	defer t.release()
+	if err := t.wait(ctx); err != nil {
 		return "", err
 	}
-	defer s.releaseHash()
 	return HashPassword(s.params, password)
 }
 
-// verify checks password against a stored PHC string within the
-// concurrency bound. An unusable stored hash still costs one computation
-// (with the current parameters) and reports false, so it is
+// verify checks password against a stored PHC string with the slot of
+// ticket t (released when done). An unusable stored hash still costs one
+// computation (with the current parameters) and reports false, so it is
 // indistinguishable from a wrong password. It returns the parsed hash for
 // the re-hash decision (nil if unusable).
-func (s *Service) verify(ctx context.Context, stored, password string) (bool, *phc, error) {
+func (s *Service) verify(ctx context.Context, t *hashTicket, stored, password string) (bool, *phc, error) {
+	defer t.release()
 	h, perr := parsePHC(stored)
-	if err := s.acquireHash(ctx, true); err != nil {
+	if err := t.wait(ctx); err != nil {
 		return false, nil, err
 	}
-	defer s.releaseHash()
 	if perr != nil {
 		s.dummyHashLocked(password)
 		return false, nil, nil
@@ -450,12 +487,13 @@ func (s *Service) verify(ctx context.Context, stored, password string) (bool, *p
 	return h.verify(password), h, nil
 }
 
-// dummyVerify spends one argon2 computation for an unknown user.
-func (s *Service) dummyVerify(ctx context.Context, password string) error {
-	if err := s.acquireHash(ctx, true); err != nil {
+// dummyVerify spends one argon2 computation for an unknown user with the
+// slot of ticket t (released when done).
+func (s *Service) dummyVerify(ctx context.Context, t *hashTicket, password string) error {
+	defer t.release()
+	if err := t.wait(ctx); err != nil {
 		return err
 	}
-	defer s.releaseHash()
 	s.dummyHashLocked(password)
 	return nil
 }
@@ -472,6 +510,10 @@ func (s *Service) VerifyPassword(ctx context.Context, u *model.User, password st
 	if u == nil || u.PasswordHash == "" {
 		return false, nil
 	}
-	ok, _, err := s.verify(ctx, u.PasswordHash, password)
+	t, err := s.enterHash(true)
+	if err != nil {
+		return false, err
+	}
+	ok, _, err := s.verify(ctx, t, u.PasswordHash, password)
 	return ok, err
 }

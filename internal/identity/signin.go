@@ -83,6 +83,13 @@ func (s *Service) CheckPassword(ctx context.Context, a Attempt) (*model.User, er
 }
 
 func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, error) {
+	// A place at the hash slots first: an attempt the instance has no
+	// room for is refused before it costs a read or a write.
+	t, err := s.enterHash(true)
+	if err != nil {
+		return nil, err
+	}
+	defer t.release()
 	name := NormalizeUsername(a.Username)
 	var u *model.User
 	if ValidUsername(name) {
@@ -95,7 +102,7 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 		}
 	}
 	if u == nil {
-		return nil, s.failUnknown(ctx, name, a)
+		return nil, s.failUnknown(ctx, t, name, a)
 	}
 	res, err := s.store.ReserveSignIn(ctx, u.ID, s.now(), s.rule)
 	switch {
@@ -103,11 +110,11 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 		s.log.DebugContext(ctx, "password check refused", "user_id", u.ID, "ip", a.IP, "reason", ReasonLocked)
 		return nil, authErr(ErrLocked, ReasonLocked, u.ID)
 	case errors.Is(err, store.ErrNotFound): // deleted since the look-up
-		return nil, s.failUnknown(ctx, name, a)
+		return nil, s.failUnknown(ctx, t, name, a)
 	case err != nil:
 		return nil, fmt.Errorf("identity: count sign-in attempt: %w", err)
 	}
-	ok, h, err := s.verify(ctx, u.PasswordHash, a.Password)
+	ok, h, err := s.verify(ctx, t, u.PasswordHash, a.Password)
 	if err != nil {
 		// Not evaluated (cancelled while waiting, or no hash slot).
 		s.release(ctx, u.ID, res)
@@ -131,7 +138,7 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 // failUnknown handles an attempt on a username that does not exist: it
 // is counted and locked like an account, in the store, under a keyed
 // hash of the name (names are often mistyped passwords).
-func (s *Service) failUnknown(ctx context.Context, name string, a Attempt) error {
+func (s *Service) failUnknown(ctx context.Context, t *hashTicket, name string, a Attempt) error {
 	key := s.names.Sum(name)
 	res, err := s.store.ReserveUnknownSignIn(ctx, key, s.now(), s.rule)
 	if errors.Is(err, store.ErrLocked) {
@@ -140,7 +147,7 @@ func (s *Service) failUnknown(ctx context.Context, name string, a Attempt) error
 	} else if err != nil {
 		return fmt.Errorf("identity: count sign-in attempt: %w", err)
 	}
-	if err := s.dummyVerify(ctx, a.Password); err != nil {
+	if err := s.dummyVerify(ctx, t, a.Password); err != nil {
 		if rerr := s.store.ReleaseUnknownSignIn(context.WithoutCancel(ctx), key, res); rerr != nil {
 			s.log.ErrorContext(ctx, "giving back a sign-in attempt", "err", rerr)
 		}
