@@ -151,14 +151,27 @@ type Passwords struct {
 	Argon2Threads   uint8  `koanf:"argon2_threads"`
 	// MaxConcurrent bounds simultaneous hash computations (memory).
 	MaxConcurrent int `koanf:"max_concurrent"`
-	MinLength     int `koanf:"min_length"`
+	// MaxQueue bounds the sign-ins waiting for one of those; one more is
+	// refused at once ("too many attempts") instead of waiting.
+	MaxQueue  int `koanf:"max_queue"`
+	MinLength int `koanf:"min_length"`
 }
 
 // Lockout configures brute-force protection.
 type Lockout struct {
-	MaxFailures         int           `koanf:"max_failures"`
-	Duration            time.Duration `koanf:"duration"`
+	MaxFailures int           `koanf:"max_failures"`
+	Duration    time.Duration `koanf:"duration"`
+	// FailureWindow: a failure count whose last failure is this old
+	// starts afresh (accounts and unknown names alike).
+	FailureWindow       time.Duration `koanf:"failure_window"`
 	IPFailuresPerMinute int           `koanf:"ip_failures_per_minute"`
+	// IPv4Prefix and IPv6Prefix group client addresses into the networks
+	// that share one IPFailuresPerMinute budget.
+	IPv4Prefix int `koanf:"ipv4_prefix"`
+	IPv6Prefix int `koanf:"ipv6_prefix"`
+	// GlobalFailuresPerMinute is the failed sign-in budget of one
+	// instance, all networks together.
+	GlobalFailuresPerMinute int `koanf:"global_failures_per_minute"`
 }
 
 // ConditionalAccess configures policy evaluation (docs/conditional-access.md).
@@ -303,12 +316,17 @@ func Default() *Config {
 			Argon2MemoryKiB: 19456,
 			Argon2Threads:   1,
 			MaxConcurrent:   2,
+			MaxQueue:        8,
 			MinLength:       10,
 		},
 		Lockout: Lockout{
-			MaxFailures:         5,
-			Duration:            15 * time.Minute,
-			IPFailuresPerMinute: 30,
+			MaxFailures:             5,
+			Duration:                15 * time.Minute,
+			FailureWindow:           24 * time.Hour,
+			IPFailuresPerMinute:     30,
+			IPv4Prefix:              32,
+			IPv6Prefix:              64,
+			GlobalFailuresPerMinute: 600,
 		},
 		SSF: SSF{NATS: SSFNATS{
 			Enabled:       true,

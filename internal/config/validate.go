@@ -120,6 +120,9 @@ func (c *Config) Validate() error {
 	if p.MaxConcurrent < 1 {
 		v.add("passwords.max_concurrent", "must be at least 1")
 	}
+	if p.MaxQueue < 1 {
+		v.add("passwords.max_queue", "must be at least 1")
+	}
 	if p.MinLength < 8 {
 		v.add("passwords.min_length", "must be at least 8")
 	}
@@ -127,8 +130,18 @@ func (c *Config) Validate() error {
 		v.add("lockout.max_failures", "must be at least 1")
 	}
 	v.positive("lockout.duration", c.Lockout.Duration)
+	v.positive("lockout.failure_window", c.Lockout.FailureWindow)
 	if c.Lockout.IPFailuresPerMinute < 1 {
 		v.add("lockout.ip_failures_per_minute", "must be at least 1")
+	}
+	if c.Lockout.IPv4Prefix < 8 || c.Lockout.IPv4Prefix > 32 {
+		v.add("lockout.ipv4_prefix", "must be 8..32")
+	}
+	if c.Lockout.IPv6Prefix < 32 || c.Lockout.IPv6Prefix > 128 {
+		v.add("lockout.ipv6_prefix", "must be 32..128")
+	}
+	if c.Lockout.GlobalFailuresPerMinute < 1 {
+		v.add("lockout.global_failures_per_minute", "must be at least 1")
 	}
 	v.positive("conditional_access.poll_interval", c.ConditionalAccess.PollInterval)
 	c.validateBus(v)

@@ -26,15 +26,95 @@ type fakeStore struct {
 	store.Store
 	now func() time.Time
 
-	mu     sync.Mutex
-	users  map[string]*model.User
-	groups map[string]*model.Group
-	jtis   map[string]time.Time
-	writes int // UpdateUser calls that saved
+	mu         sync.Mutex
+	users      map[string]*model.User
+	groups     map[string]*model.Group
+	jtis       map[string]time.Time
+	failedAt   map[string]time.Time     // users' last counted sign-in attempt
+	unknown    map[string]*fakeFailures // sign-in failures of unknown names
+	writes     int                      // UpdateUser calls that saved
+	hashWrites int                      // ... that changed the password hash
+}
+
+// fakeFailures is a failure record: an account's or an unknown name's.
+type fakeFailures struct {
+	failures    int
+	lockedUntil time.Time
+	failedAt    time.Time
 }
 
 func newFakeStore(now func() time.Time) *fakeStore {
-	return &fakeStore{now: now, users: map[string]*model.User{}, groups: map[string]*model.Group{}, jtis: map[string]time.Time{}}
+	return &fakeStore{now: now, users: map[string]*model.User{}, groups: map[string]*model.Group{}, jtis: map[string]time.Time{},
+		failedAt: map[string]time.Time{}, unknown: map[string]*fakeFailures{}}
+}
+
+// reserve applies store.Store's reservation rule to f.
+func (f *fakeFailures) reserve(now time.Time, r store.Lockout) (*store.SignInReservation, error) {
+	if now.Before(f.lockedUntil) {
+		return &store.SignInReservation{LockedUntil: f.lockedUntil}, store.ErrLocked
+	}
+	if !f.lockedUntil.IsZero() || r.Window > 0 && !f.failedAt.After(now.Add(-r.Window)) {
+		f.failures = 0
+	}
+	f.failures++
+	f.lockedUntil, f.failedAt = time.Time{}, now
+	if f.failures >= r.MaxFailures {
+		f.lockedUntil = now.Add(r.LockFor)
+	}
+	return &store.SignInReservation{Failures: f.failures, LockedUntil: f.lockedUntil, LockedNow: !f.lockedUntil.IsZero()}, nil
+}
+
+func (f *fakeFailures) release(r *store.SignInReservation) {
+	f.failures = max(f.failures-1, 0)
+	if r.LockedNow && f.lockedUntil.Equal(r.LockedUntil) {
+		f.lockedUntil = time.Time{}
+	}
+}
+
+func (f *fakeStore) ReserveSignIn(_ context.Context, id string, now time.Time, r store.Lockout) (*store.SignInReservation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, ok := f.users[id]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	rec := &fakeFailures{u.FailedLogins, u.LockedUntil, f.failedAt[id]}
+	res, err := rec.reserve(now, r)
+	if err == nil {
+		u.FailedLogins, u.LockedUntil, f.failedAt[id], u.UpdatedAt = rec.failures, rec.lockedUntil, rec.failedAt, now
+	}
+	return res, err
+}
+
+func (f *fakeStore) ReleaseSignIn(_ context.Context, id string, r *store.SignInReservation) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if u, ok := f.users[id]; ok {
+		rec := &fakeFailures{u.FailedLogins, u.LockedUntil, f.failedAt[id]}
+		rec.release(r)
+		u.FailedLogins, u.LockedUntil = rec.failures, rec.lockedUntil
+	}
+	return nil
+}
+
+func (f *fakeStore) ReserveUnknownSignIn(_ context.Context, key []byte, now time.Time, r store.Lockout) (*store.SignInReservation, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	rec := f.unknown[string(key)]
+	if rec == nil {
+		rec = &fakeFailures{}
+		f.unknown[string(key)] = rec
+	}
+	return rec.reserve(now, r)
+}
+
+func (f *fakeStore) ReleaseUnknownSignIn(_ context.Context, key []byte, r *store.SignInReservation) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if rec := f.unknown[string(key)]; rec != nil {
+		rec.release(r)
+	}
+	return nil
 }
 
 func cloneUser(u *model.User) *model.User {
@@ -96,6 +176,9 @@ func (f *fakeStore) UpdateUser(_ context.Context, id string, fn func(*model.User
 	c := cloneUser(u)
 	if err := fn(c); err != nil {
 		return nil, err
+	}
+	if c.PasswordHash != u.PasswordHash {
+		f.hashWrites++
 	}
 	f.users[id] = cloneUser(c)
 	f.writes++

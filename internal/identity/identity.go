@@ -16,16 +16,22 @@
 //     people type passwords into the username field.
 //   - An unknown username costs one argon2 computation like a known one, and
 //     gets the same error, and is locked out after the same number of
-//     failures (tracked in a bounded in-memory map), so neither timing nor
-//     lockout reveals whether an account exists. Disabled accounts fail like
-//     a wrong password.
+//     failures, counted in the store like an account's (under a keyed hash
+//     of the name), so neither timing nor lockout, nor a second instance or
+//     a restart, reveals whether an account exists. Disabled accounts fail
+//     like a wrong password.
+//   - Every attempt is counted against its account (or unknown name) in
+//     the store before its password or code is checked, in one atomic
+//     write that also checks the lock, so concurrent attempts on any
+//     number of instances cannot evaluate more guesses than the limit.
 //   - Argon2 computations are bounded by a semaphore (MaxConcurrentHashes)
-//     so a burst of sign-ins cannot exhaust memory or CPU; waiting honours
-//     the context.
-//   - Failed attempts are limited per client IP with an in-memory token
-//     bucket (per process), and per account in the store (shared by all
-//     instances). TOTP failures count against both, so a stolen password
-//     does not allow guessing codes.
+//     so a burst of sign-ins cannot exhaust memory or CPU; the queue in
+//     front of it is bounded too (MaxHashQueue): an attempt that finds it
+//     full is refused at once. Waiting honours the context.
+//   - Failed attempts are also limited per network (IPv4 address, IPv6
+//     /64) and per instance with in-memory token buckets. TOTP failures
+//     count like password failures, so a stolen password does not allow
+//     guessing codes.
 //   - TOTP seeds are stored AES-GCM encrypted under the KEK, bound to the
 //     user id; a code is accepted once only (Store.RecordJTI), across
 //     instances.
@@ -59,31 +65,46 @@ type Options struct {
 	// MaxConcurrentHashes bounds concurrent argon2 computations (default
 	// runtime.NumCPU()); excess callers wait, honouring their context.
 	MaxConcurrentHashes int
+	// MaxHashQueue bounds the sign-in attempts waiting for an argon2 slot
+	// (default 4 × MaxConcurrentHashes); one more is refused at once with
+	// ErrThrottled.
+	MaxHashQueue int
 	// MaxFailures is the number of failed attempts on one account before
 	// it is locked (default 5).
 	MaxFailures int
 	// LockoutDuration is how long a lock lasts (default 15m).
 	LockoutDuration time.Duration
-	// IPFailuresPerMinute is the per-IP failed sign-in budget (default 30):
-	// a token bucket with that burst, refilled at that rate.
+	// FailureWindow: a failure count whose last failure is this old
+	// starts afresh (default 24h). It is what lets the store forget the
+	// failures of unknown names, and it applies to accounts alike.
+	FailureWindow time.Duration
+	// IPFailuresPerMinute is the failed sign-in budget of one network
+	// (default 30): a token bucket with that burst, refilled at that rate.
 	IPFailuresPerMinute int
+	// IPv4Prefix and IPv6Prefix are the prefix lengths that make one
+	// network for IPFailuresPerMinute (defaults 32 and 64).
+	IPv4Prefix, IPv6Prefix int
+	// GlobalFailuresPerMinute is the failed sign-in budget of the whole
+	// instance (default 600), counted like the per-network one.
+	GlobalFailuresPerMinute int
 	// MinPasswordLength in characters (default 10).
 	MinPasswordLength int
 }
 
 // Defaults.
 const (
-	DefaultMaxFailures         = 5
-	DefaultLockoutDuration     = 15 * time.Minute
-	DefaultIPFailuresPerMinute = 30
-	DefaultMinPasswordLength   = 10
+	DefaultMaxFailures             = 5
+	DefaultLockoutDuration         = 15 * time.Minute
+	DefaultFailureWindow           = 24 * time.Hour
+	DefaultIPFailuresPerMinute     = 30
+	DefaultIPv4Prefix              = 32
+	DefaultIPv6Prefix              = 64
+	DefaultGlobalFailuresPerMinute = 600
+	DefaultMinPasswordLength       = 10
 )
 
-// In-memory tracking bounds.
-const (
-	defaultMaxUnknownTracked = 10000
-	defaultMaxIPTracked      = 65536
-)
+// defaultMaxIPTracked bounds the per-network buckets kept in memory.
+const defaultMaxIPTracked = 65536
 
 // Service is the identity service. It is safe for concurrent use.
 type Service struct {
@@ -93,14 +114,17 @@ type Service struct {
 	now   func() time.Time
 	log   *slog.Logger
 
-	params     Argon2Params
-	hashSlots  chan struct{}
-	dummySalt  []byte
-	maxFail    int
-	lockFor    time.Duration
-	minPwLen   int
-	ipLimiter  *ratelimit.Limiter
-	unknownLim *unknownTracker
+	params    Argon2Params
+	hashSlots chan struct{}
+	hashQueue chan struct{} // a place in the queue for a slot
+	dummySalt []byte
+	rule      store.Lockout
+	minPwLen  int
+	names     *secret.Hasher // keys of unknown names in the store
+	ipLimiter *ratelimit.Limiter
+	global    *ratelimit.Limiter
+	v4Bits    int
+	v6Bits    int
 
 	// hashHook, when set (tests), is called with +1 after a hash slot is
 	// acquired and -1 before it is released.
@@ -126,6 +150,21 @@ func New(o Options) *Service {
 	if o.MaxConcurrentHashes <= 0 {
 		o.MaxConcurrentHashes = runtime.NumCPU()
 	}
+	if o.MaxHashQueue <= 0 {
+		o.MaxHashQueue = 4 * o.MaxConcurrentHashes
+	}
+	if o.FailureWindow <= 0 {
+		o.FailureWindow = DefaultFailureWindow
+	}
+	if o.IPv4Prefix <= 0 || o.IPv4Prefix > 32 {
+		o.IPv4Prefix = DefaultIPv4Prefix
+	}
+	if o.IPv6Prefix <= 0 || o.IPv6Prefix > 128 {
+		o.IPv6Prefix = DefaultIPv6Prefix
+	}
+	if o.GlobalFailuresPerMinute <= 0 {
+		o.GlobalFailuresPerMinute = DefaultGlobalFailuresPerMinute
+	}
 	if o.MaxFailures <= 0 {
 		o.MaxFailures = DefaultMaxFailures
 	}
@@ -142,20 +181,31 @@ func New(o Options) *Service {
 	if _, err := rand.Read(salt); err != nil {
 		panic(err)
 	}
+	// Unknown names are stored under an HMAC whose key only the KEK
+	// gives, so every instance sharing the KEK finds the same record and a
+	// database dump does not reveal typed-in names (often passwords).
+	// Without a KEK (tests, tools) the key is fixed.
+	nameKey := []byte("ward/signin-name (no KEK)")
+	if o.KEK != nil {
+		nameKey = o.KEK.Derive("signin-name")
+	}
 	return &Service{
-		store:      o.Store,
-		bus:        o.Bus,
-		kek:        o.KEK,
-		now:        o.Now,
-		log:        o.Logger.With("component", "identity"),
-		params:     p,
-		hashSlots:  make(chan struct{}, o.MaxConcurrentHashes),
-		dummySalt:  salt,
-		maxFail:    o.MaxFailures,
-		lockFor:    o.LockoutDuration,
-		minPwLen:   o.MinPasswordLength,
-		ipLimiter:  ratelimit.PerMinute(o.IPFailuresPerMinute, defaultMaxIPTracked),
-		unknownLim: newUnknownTracker(defaultMaxUnknownTracked),
+		store:     o.Store,
+		bus:       o.Bus,
+		kek:       o.KEK,
+		now:       o.Now,
+		log:       o.Logger.With("component", "identity"),
+		params:    p,
+		hashSlots: make(chan struct{}, o.MaxConcurrentHashes),
+		hashQueue: make(chan struct{}, o.MaxHashQueue),
+		dummySalt: salt,
+		rule:      store.Lockout{MaxFailures: o.MaxFailures, LockFor: o.LockoutDuration, Window: o.FailureWindow},
+		minPwLen:  o.MinPasswordLength,
+		names:     secret.NewHasher(nameKey),
+		ipLimiter: ratelimit.PerMinute(o.IPFailuresPerMinute, defaultMaxIPTracked),
+		global:    ratelimit.PerMinute(o.GlobalFailuresPerMinute, 1),
+		v4Bits:    o.IPv4Prefix,
+		v6Bits:    o.IPv6Prefix,
 	}
 }
 
@@ -168,10 +218,14 @@ var (
 	// ErrLocked: too many failed attempts on this account; returned for
 	// existing and unknown usernames alike.
 	ErrLocked = errors.New("too many failed attempts; the account is temporarily locked, try again later")
-	// ErrThrottled: too many failed attempts from this network address.
+	// ErrThrottled: too many failed attempts from this network address
+	// (or on this instance), or too many sign-ins waiting to be checked.
 	ErrThrottled = errors.New("too many failed attempts from this address; try again later")
-	// ErrInvalidTOTP: the one-time code is wrong, expired or already used.
+	// ErrInvalidTOTP: the one-time code is wrong or expired.
 	ErrInvalidTOTP = errors.New("invalid verification code")
+	// ErrTOTPUsed: the one-time code was correct but has been used
+	// already; the next one will do. It wraps ErrInvalidTOTP.
+	ErrTOTPUsed error = totpUsedError{}
 	// ErrWeakPassword: the password does not meet the policy. Returned
 	// errors wrap it with the rule that failed.
 	ErrWeakPassword = errors.New("password does not meet the password policy")
@@ -185,6 +239,11 @@ var (
 	ErrExists error = existsError{}
 )
 
+type totpUsedError struct{}
+
+func (totpUsedError) Error() string { return "verification code already used; wait for the next one" }
+func (totpUsedError) Unwrap() error { return ErrInvalidTOTP }
+
 type existsError struct{}
 
 func (existsError) Error() string { return "already exists" }
@@ -196,7 +255,9 @@ const (
 	ReasonUnknownUser        = "unknown_user"
 	ReasonDisabled           = "disabled"
 	ReasonLocked             = "locked"
-	ReasonThrottled          = "throttled"
+	ReasonThrottled          = "throttled"        // the network's budget is spent
+	ReasonThrottledGlobal    = "throttled_global" // the instance's budget is spent
+	ReasonOverloaded         = "overloaded"       // too many attempts wait for a hash slot
 	ReasonInvalidTOTP        = "invalid_totp"
 	ReasonTOTPReplay         = "totp_replay" // a correct code presented a second time
 	ReasonNoTOTP             = "no_totp"     // CheckTOTP on a user without TOTP
@@ -321,50 +382,104 @@ func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func
 	return bus.Pending(ctx, e, s.now, complete)
 }
 
-// acquireHash takes an argon2 slot, waiting while all are busy.
-func (s *Service) acquireHash(ctx context.Context) error {
+// errOverloaded: a sign-in found the queue for hash slots full.
+var errOverloaded = authErr(ErrThrottled, ReasonOverloaded, "")
+
+// hashTicket is a place at the argon2 slots: a slot, or a place in the
+// queue for one. A sign-in takes its ticket before it touches the store,
+// so that an attempt the instance has no room for is refused at once,
+// for free (no write, no waiting).
+type hashTicket struct {
+	s      *Service
+	held   bool // holds a slot
+	queued bool // holds a place in the queue
+	hooked bool // hashHook(+1) was called
+}
+
+// enterHash takes a slot if one is free, else (bounded: a sign-in) a
+// place in the queue, or fails with errOverloaded when the queue is
+// full. Unbounded callers (setting a password) may always wait.
+func (s *Service) enterHash(bounded bool) (*hashTicket, error) {
+	t := &hashTicket{s: s}
+	select {
+	case s.hashSlots <- struct{}{}:
+		t.held = true
+		return t, nil
+	default:
+	}
+	if bounded {
+		select {
+		case s.hashQueue <- struct{}{}:
+			t.queued = true
+		default:
+			return nil, errOverloaded
+		}
+	}
+	return t, nil
+}
+
+// wait blocks until t holds a slot, honouring ctx.
+func (t *hashTicket) wait(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	select {
-	case s.hashSlots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	if !t.held {
+		select {
+		case t.s.hashSlots <- struct{}{}:
+			t.held = true
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if t.queued {
+			<-t.s.hashQueue
+			t.queued = false
+		}
 	}
-	if s.hashHook != nil {
-		s.hashHook(+1)
+	if t.s.hashHook != nil {
+		t.hooked = true
+		t.s.hashHook(+1)
 	}
 	return nil
 }
 
-func (s *Service) releaseHash() {
-	if s.hashHook != nil {
-		s.hashHook(-1)
+// release gives the slot or the place back; it may be called twice.
+func (t *hashTicket) release() {
+	if t.hooked {
+		t.hooked = false
+		t.s.hashHook(-1)
 	}
-	<-s.hashSlots
+	if t.queued {
+		t.queued = false
+		<-t.s.hashQueue
+	}
+	if t.held {
+		t.held = false
+		<-t.s.hashSlots
+	}
 }
 
 // hash computes a new PHC string under the service's parameters within
 // the concurrency bound.
 func (s *Service) hash(ctx context.Context, password string) (string, error) {
-	if err := s.acquireHash(ctx); err != nil {
+	t, _ := s.enterHash(false)
+	defer t.release()
+	if err := t.wait(ctx); err != nil {
 		return "", err
 	}
-	defer s.releaseHash()
 	return HashPassword(s.params, password)
 }
 
-// verify checks password against a stored PHC string within the
-// concurrency bound. An unusable stored hash still costs one computation
-// (with the current parameters) and reports false, so it is
+// verify checks password against a stored PHC string with the slot of
+// ticket t (released when done). An unusable stored hash still costs one
+// computation (with the current parameters) and reports false, so it is
 // indistinguishable from a wrong password. It returns the parsed hash for
 // the re-hash decision (nil if unusable).
-func (s *Service) verify(ctx context.Context, stored, password string) (bool, *phc, error) {
+func (s *Service) verify(ctx context.Context, t *hashTicket, stored, password string) (bool, *phc, error) {
+	defer t.release()
 	h, perr := parsePHC(stored)
-	if err := s.acquireHash(ctx); err != nil {
+	if err := t.wait(ctx); err != nil {
 		return false, nil, err
 	}
-	defer s.releaseHash()
 	if perr != nil {
 		s.dummyHashLocked(password)
 		return false, nil, nil
@@ -372,12 +487,13 @@ func (s *Service) verify(ctx context.Context, stored, password string) (bool, *p
 	return h.verify(password), h, nil
 }
 
-// dummyVerify spends one argon2 computation for an unknown user.
-func (s *Service) dummyVerify(ctx context.Context, password string) error {
-	if err := s.acquireHash(ctx); err != nil {
+// dummyVerify spends one argon2 computation for an unknown user with the
+// slot of ticket t (released when done).
+func (s *Service) dummyVerify(ctx context.Context, t *hashTicket, password string) error {
+	defer t.release()
+	if err := t.wait(ctx); err != nil {
 		return err
 	}
-	defer s.releaseHash()
 	s.dummyHashLocked(password)
 	return nil
 }
@@ -394,6 +510,10 @@ func (s *Service) VerifyPassword(ctx context.Context, u *model.User, password st
 	if u == nil || u.PasswordHash == "" {
 		return false, nil
 	}
-	ok, _, err := s.verify(ctx, u.PasswordHash, password)
+	t, err := s.enterHash(true)
+	if err != nil {
+		return false, err
+	}
+	ok, _, err := s.verify(ctx, t, u.PasswordHash, password)
 	return ok, err
 }

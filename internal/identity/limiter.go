@@ -1,86 +1,78 @@
 package identity
 
 import (
-	"crypto/sha256"
-	"sync"
-	"time"
+	"errors"
+	"net/netip"
 )
 
-// unknownTracker counts failures for usernames that do not exist, so that
-// they lock exactly like real accounts. Keys are SHA-256 digests of the
-// normalised name: bounded size, and no typed-in passwords kept in memory.
-// The map is bounded: expired locks go first, then arbitrary entries.
-type unknownTracker struct {
-	mu  sync.Mutex
-	max int
-	m   map[[32]byte]*unknownState
-}
+// Throttling in front of the lockout. The lockout (in the store) bounds
+// guesses per account and per unknown name; these budgets, kept in each
+// instance's memory, bound what one network and all clients together can
+// make an instance compute:
+//   - per network address: IPv4 per address (or per /24 and so on, by
+//     configuration), IPv6 per /64 (a single host commonly holds a whole
+//     /64, so per-address budgets would be free to multiply);
+//   - per instance: a global budget of failed attempts, so that spraying
+//     from many networks is bounded too;
+//   - the queue in front of the argon2 slots is bounded: an attempt that
+//     finds it full is refused at once instead of waiting, so a flood
+//     cannot make a legitimate sign-in wait behind it.
+// Every attempt takes a token from its network's and the global bucket up
+// front (parallel attempts cannot all pass before one is counted); settle
+// gives them back when the attempt did not count.
 
-type unknownState struct {
-	failures    int
-	lockedUntil time.Time
-}
+// globalKey is the global bucket's key.
+const globalKey = ""
 
-func newUnknownTracker(max int) *unknownTracker {
-	return &unknownTracker{max: max, m: make(map[[32]byte]*unknownState)}
-}
-
-func unknownKey(name string) [32]byte { return sha256.Sum256([]byte(name)) }
-
-// locked reports whether name is locked at now.
-func (t *unknownTracker) locked(name string, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.m[unknownKey(name)]
-	return st != nil && now.Before(st.lockedUntil)
-}
-
-// fail records a failure; it applies the same rules as recordUserFailure
-// and reports whether this failure locked the name.
-func (t *unknownTracker) fail(name string, now time.Time, maxFail int, lockFor time.Duration) (lockedNow bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := unknownKey(name)
-	st := t.m[k]
-	if st == nil {
-		if len(t.m) >= t.max {
-			t.evict(now)
-		}
-		st = &unknownState{}
-		t.m[k] = st
+// throttleKey is the bucket of an address: the address's network under
+// the configured prefix lengths, or the string itself when it is not an
+// address.
+func (s *Service) throttleKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
 	}
-	return applyFailure(&st.failures, &st.lockedUntil, now, maxFail, lockFor)
+	addr = addr.Unmap().WithZone("")
+	bits := s.v6Bits
+	if addr.Is4() {
+		bits = s.v4Bits
+	}
+	if p, err := addr.Prefix(bits); err == nil {
+		return p.String()
+	}
+	return addr.String()
 }
 
-func (t *unknownTracker) evict(now time.Time) {
-	for k, st := range t.m {
-		if !st.lockedUntil.IsZero() && !now.Before(st.lockedUntil) {
-			delete(t.m, k)
-		}
+// admit takes a token from the bucket of ip's network and from the global
+// bucket, and returns the network's key; ErrThrottled when either is
+// spent.
+func (s *Service) admit(ip string) (string, error) {
+	key, now := s.throttleKey(ip), s.now()
+	if !s.ipLimiter.Take(key, now) {
+		return "", authErr(ErrThrottled, ReasonThrottled, "")
 	}
-	for k := range t.m {
-		if len(t.m) < t.max*9/10 {
-			break
-		}
-		delete(t.m, k)
+	if !s.global.Take(globalKey, now) {
+		s.ipLimiter.Refund(key, now)
+		return "", authErr(ErrThrottled, ReasonThrottledGlobal, "")
 	}
+	return key, nil
 }
 
-// applyFailure is the one lockout rule for real and unknown accounts: a
-// lock that has expired starts a fresh count; the failure that reaches
-// maxFail locks for lockFor. It reports whether this failure locked.
-func applyFailure(failures *int, lockedUntil *time.Time, now time.Time, maxFail int, lockFor time.Duration) bool {
-	if !lockedUntil.IsZero() {
-		if now.Before(*lockedUntil) {
-			return false // already locked (a concurrent attempt); do not extend
-		}
-		*failures = 0
-		*lockedUntil = time.Time{}
+// settle gives the attempt's tokens back unless it counted. Against the
+// network: failed attempts (wrong password or code, unknown user,
+// disabled, locked, replayed code). Against the global budget: evaluated
+// guesses only (a refusal of a locked account costs nothing, and
+// counting it would let anyone spend everybody's budget cheaply).
+// Successes, internal errors, cancellations, an instance too busy to
+// verify and CheckTOTP on a user without TOTP count nowhere.
+func (s *Service) settle(key string, err error) {
+	now := s.now()
+	ae, failed := errors.AsType[*authError](err)
+	switch {
+	case !failed, ae.reason == ReasonNoTOTP, ae.reason == ReasonOverloaded:
+		s.ipLimiter.Refund(key, now)
+		s.global.Refund(globalKey, now)
+	case ae.reason == ReasonLocked, ae.reason == ReasonTOTPReplay:
+		s.global.Refund(globalKey, now)
 	}
-	*failures++
-	if *failures >= maxFail {
-		*lockedUntil = now.Add(lockFor)
-		return true
-	}
-	return false
 }

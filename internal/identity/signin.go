@@ -29,9 +29,18 @@ func (a Attempt) LogValue() slog.Value {
 // locked reports whether u is locked at now.
 func locked(u *model.User, now time.Time) bool { return now.Before(u.LockedUntil) }
 
-// errLockedRace is returned from inside UpdateUser when the account was
-// locked while the password was being verified.
-var errLockedRace = errors.New("locked during verification")
+// ownLock reports whether the lock on u, if any, is the one reservation
+// r set (so that r's attempt may still succeed: it was counted within
+// the limit).
+func ownLock(u *model.User, r *store.SignInReservation) bool {
+	return r.LockedNow && u.LockedUntil.Equal(r.LockedUntil)
+}
+
+// errRefused is returned from inside UpdateUser when the account changed
+// while its password or code was being checked (reason says how).
+type errRefused struct{ reason string }
+
+func (e errRefused) Error() string { return "account changed during verification: " + e.reason }
 
 // CheckPassword verifies a sign-in attempt and returns the user on
 // success.
@@ -39,42 +48,48 @@ var errLockedRace = errors.New("locked during verification")
 // Failures return ErrInvalidCredentials (unknown user, wrong password,
 // disabled user alike), ErrLocked (known or unknown username after
 // MaxFailures failures, until LockoutDuration has passed) or ErrThrottled
-// (per-IP budget spent). Reason and FailedUserID tell the audit log which
+// (the address's or the instance's budget is spent, or too many sign-ins
+// wait for a hash slot). Reason and FailedUserID tell the audit log which
 // case it was. An unknown username costs one argon2 computation like a
-// known one. Each failure counts against the account (FailedLogins, then
-// LockedUntil and a user.locked event) and against the IP.
+// known one.
+//
+// Every attempt is counted against the account (or the unknown name) in
+// the store before its password is verified, in one atomic write that
+// also checks the lock (store.ReserveSignIn): concurrent attempts, on any
+// number of instances, cannot evaluate more than MaxFailures passwords. A
+// correct password whose account was locked by other attempts, disabled
+// or given a new password while it was verified gets the answer a wrong
+// password gets. The attempt that reaches the limit locks (and publishes
+// user.locked when it fails).
 //
 // Success clears the failure count, except for users with TOTP: their
-// count is cleared by CheckTOTP, so that knowing the password does not
-// reset the budget for guessing codes. A hash made with other argon2
-// parameters is replaced on success.
+// attempt is given back and their count is cleared by CheckTOTP, so that
+// knowing the password does not reset the budget for guessing codes. A
+// hash made with other argon2 parameters is replaced on success.
 //
 // CheckPassword publishes no sign-in events; the caller does.
 func (s *Service) CheckPassword(ctx context.Context, a Attempt) (*model.User, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !s.ipLimiter.Take(a.IP, s.now()) {
-		s.log.DebugContext(ctx, "password check refused", "ip", a.IP, "reason", ReasonThrottled)
-		return nil, authErr(ErrThrottled, ReasonThrottled, "")
+	key, err := s.admit(a.IP)
+	if err != nil {
+		s.log.DebugContext(ctx, "password check refused", "ip", a.IP, "reason", Reason(err))
+		return nil, err
 	}
 	u, err := s.checkPassword(ctx, a)
-	s.settleIP(a.IP, err)
+	s.settle(key, err)
 	return u, err
 }
 
-// settleIP gives the attempt's IP token back unless the attempt failed
-// (wrong password, unknown user, disabled, locked, bad or replayed code).
-// Internal errors, cancellations and CheckTOTP on a user without TOTP are
-// not the client's failure.
-func (s *Service) settleIP(ip string, err error) {
-	if ae, failed := errors.AsType[*authError](err); !failed || ae.reason == ReasonNoTOTP {
-		s.ipLimiter.Refund(ip, s.now())
-	}
-}
-
 func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, error) {
-	now := s.now()
+	// A place at the hash slots first: an attempt the instance has no
+	// room for is refused before it costs a read or a write.
+	t, err := s.enterHash(true)
+	if err != nil {
+		return nil, err
+	}
+	defer t.release()
 	name := NormalizeUsername(a.Username)
 	var u *model.User
 	if ValidUsername(name) {
@@ -87,16 +102,26 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 		}
 	}
 	if u == nil {
-		return nil, s.failUnknown(ctx, name, a, now)
+		return nil, s.failUnknown(ctx, t, name, a)
 	}
-	if locked(u, now) {
+	res, err := s.store.ReserveSignIn(ctx, u.ID, s.now(), s.rule)
+	switch {
+	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "password check refused", "user_id", u.ID, "ip", a.IP, "reason", ReasonLocked)
 		return nil, authErr(ErrLocked, ReasonLocked, u.ID)
+	case errors.Is(err, store.ErrNotFound): // deleted since the look-up
+		return nil, s.failUnknown(ctx, t, name, a)
+	case err != nil:
+		return nil, fmt.Errorf("identity: count sign-in attempt: %w", err)
 	}
-	ok, h, err := s.verify(ctx, u.PasswordHash, a.Password)
+	ok, h, err := s.verify(ctx, t, u.PasswordHash, a.Password)
 	if err != nil {
-		return nil, fmt.Errorf("identity: verify password: %w", err)
+		// Not evaluated (cancelled while waiting, or no hash slot).
+		s.release(ctx, u.ID, res)
+		return nil, err
 	}
+	// Evaluated: what follows is recorded even if the client goes away.
+	ctx = context.WithoutCancel(ctx)
 	if h == nil {
 		s.log.WarnContext(ctx, "stored password hash is unusable", "user_id", u.ID)
 	}
@@ -105,51 +130,56 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 		if u.Disabled {
 			reason = ReasonDisabled
 		}
-		return nil, s.failUser(ctx, ErrInvalidCredentials, u.ID, reason, a.IP, a.UserAgent)
+		return nil, s.failed(ctx, res, ErrInvalidCredentials, u.ID, reason, a.IP, a.UserAgent)
 	}
-	return s.passwordSucceeded(ctx, u, h, a)
+	return s.passwordSucceeded(ctx, u, h, res, a)
 }
 
-// failUnknown handles an attempt on a username that does not exist.
-func (s *Service) failUnknown(ctx context.Context, name string, a Attempt, now time.Time) error {
-	if s.unknownLim.locked(name, now) {
+// failUnknown handles an attempt on a username that does not exist: it
+// is counted and locked like an account, in the store, under a keyed
+// hash of the name (names are often mistyped passwords).
+func (s *Service) failUnknown(ctx context.Context, t *hashTicket, name string, a Attempt) error {
+	key := s.names.Sum(name)
+	res, err := s.store.ReserveUnknownSignIn(ctx, key, s.now(), s.rule)
+	if errors.Is(err, store.ErrLocked) {
 		s.log.DebugContext(ctx, "password check refused", "ip", a.IP, "reason", ReasonLocked, "known", false)
 		return authErr(ErrLocked, ReasonLocked, "")
+	} else if err != nil {
+		return fmt.Errorf("identity: count sign-in attempt: %w", err)
 	}
-	if err := s.dummyVerify(ctx, a.Password); err != nil {
-		return fmt.Errorf("identity: verify password: %w", err)
+	if err := s.dummyVerify(ctx, t, a.Password); err != nil {
+		if rerr := s.store.ReleaseUnknownSignIn(context.WithoutCancel(ctx), key, res); rerr != nil {
+			s.log.ErrorContext(ctx, "giving back a sign-in attempt", "err", rerr)
+		}
+		return err
 	}
-	if s.unknownLim.fail(name, s.now(), s.maxFail, s.lockFor) {
+	if res.LockedNow {
 		s.log.InfoContext(ctx, "unknown username locked", "ip", a.IP)
 	}
 	s.log.DebugContext(ctx, "password check failed", "ip", a.IP, "reason", ReasonUnknownUser)
 	return authErr(ErrInvalidCredentials, ReasonUnknownUser, "")
 }
 
-// failUser counts a failure against an existing account and returns
-// public carrying reason. (The IP's token was taken up front.)
-func (s *Service) failUser(ctx context.Context, public error, userID, reason, ip, ua string) error {
-	var lockedNow bool
-	var failures int
-	var until time.Time
-	_, err := s.store.UpdateUser(ctx, userID, func(u *model.User) error {
-		now := s.now()
-		lockedNow = applyFailure(&u.FailedLogins, &u.LockedUntil, now, s.maxFail, s.lockFor)
-		failures, until = u.FailedLogins, u.LockedUntil
-		u.UpdatedAt = now
-		return nil
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		// The attempt failed either way; do not turn it into a success.
-		s.log.ErrorContext(ctx, "recording sign-in failure", "user_id", userID, "err", err)
+// release gives back the reservation of an attempt that turned out not
+// to be a failure (not evaluated, or a replayed code).
+func (s *Service) release(ctx context.Context, userID string, res *store.SignInReservation) {
+	if err := s.store.ReleaseSignIn(context.WithoutCancel(ctx), userID, res); err != nil {
+		// The attempt stays counted: safe, only stricter.
+		s.log.ErrorContext(ctx, "giving back a sign-in attempt", "user_id", userID, "err", err)
 	}
-	s.log.DebugContext(ctx, "sign-in check failed", "user_id", userID, "ip", ip, "reason", reason, "failures", failures)
-	if lockedNow {
-		s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", until)
+}
+
+// failed finishes an evaluated attempt that failed: it was counted when
+// reserved; if that count locked the account, user.locked is published.
+// It returns public carrying reason.
+func (s *Service) failed(ctx context.Context, res *store.SignInReservation, public error, userID, reason, ip, ua string) error {
+	s.log.DebugContext(ctx, "sign-in check failed", "user_id", userID, "ip", ip, "reason", reason, "failures", res.Failures)
+	if res.LockedNow {
+		s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", res.LockedUntil)
 		if perr := s.publish(ctx, &model.Event{
 			Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
 			Outcome: model.OutcomeSuccess, Reason: "too_many_failures",
-			Data: map[string]string{"failures": strconv.Itoa(failures), "locked_until": until.UTC().Format(time.RFC3339)},
+			Data: map[string]string{"failures": strconv.Itoa(res.Failures), "locked_until": res.LockedUntil.UTC().Format(time.RFC3339)},
 		}); perr != nil {
 			s.log.ErrorContext(ctx, "publishing user.locked", "user_id", userID, "err", perr)
 		}
@@ -157,10 +187,14 @@ func (s *Service) failUser(ctx context.Context, public error, userID, reason, ip
 	return authErr(public, reason, userID)
 }
 
-// passwordSucceeded finishes a correct password: it re-checks the account
-// state after the (slow) verification, clears the failure count when no
-// second factor follows, and upgrades an outdated hash.
-func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, a Attempt) (*model.User, error) {
+// passwordSucceeded finishes a correct password. In one atomic update it
+// re-checks the account after the (slow) verification, settles the
+// attempt's reservation (clears the count, or for TOTP users gives the
+// attempt back) and stores an upgraded hash. An account that was
+// disabled, given another password or locked by other attempts meanwhile
+// refuses the attempt with the answer of a wrong password; it stays
+// counted.
+func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, res *store.SignInReservation, a Attempt) (*model.User, error) {
 	var newHash string
 	if h.needsRehash(s.params) {
 		if nh, err := s.hash(ctx, a.Password); err == nil {
@@ -169,46 +203,44 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 			s.log.WarnContext(ctx, "re-hashing password skipped", "user_id", u.ID, "err", err)
 		}
 	}
-	reset := !s.HasTOTP(u) && (u.FailedLogins != 0 || !u.LockedUntil.IsZero())
 	oldHash := u.PasswordHash
-	var err error
-	if reset || newHash != "" {
-		u, err = s.store.UpdateUser(ctx, u.ID, func(x *model.User) error {
-			if locked(x, s.now()) || x.Disabled || x.PasswordHash != oldHash {
-				return errLockedRace
-			}
-			if reset {
-				x.FailedLogins = 0
+	got, err := s.store.UpdateUser(ctx, u.ID, func(x *model.User) error {
+		now := s.now()
+		switch {
+		case x.Disabled:
+			return errRefused{ReasonDisabled}
+		case x.PasswordHash != oldHash:
+			return errRefused{ReasonInvalidCredentials}
+		case locked(x, now) && !ownLock(x, res):
+			return errRefused{ReasonLocked}
+		}
+		if s.HasTOTP(x) {
+			x.FailedLogins = max(x.FailedLogins-1, 0)
+			if ownLock(x, res) {
 				x.LockedUntil = time.Time{}
 			}
-			if newHash != "" {
-				x.PasswordHash = newHash
-			}
-			x.UpdatedAt = s.now()
-			return nil
-		})
-		if errors.Is(err, errLockedRace) {
-			u, err = s.store.GetUser(ctx, u.ID)
+		} else {
+			x.FailedLogins, x.LockedUntil = 0, time.Time{}
 		}
-	} else {
-		u, err = s.store.GetUser(ctx, u.ID)
+		if newHash != "" {
+			x.PasswordHash = newHash
+		}
+		x.UpdatedAt = now
+		return nil
+	})
+	if r, ok := errors.AsType[errRefused](err); ok {
+		s.log.InfoContext(ctx, "correct password refused: account changed during verification", "user_id", u.ID, "ip", a.IP, "reason", r.reason)
+		return nil, s.failed(ctx, res, ErrInvalidCredentials, u.ID, r.reason, a.IP, a.UserAgent)
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, authErr(ErrInvalidCredentials, ReasonUnknownUser, "")
 	case err != nil:
 		return nil, fmt.Errorf("identity: update user: %w", err)
-	case locked(u, s.now()):
-		return nil, authErr(ErrLocked, ReasonLocked, u.ID)
-	case u.Disabled:
-		return nil, authErr(ErrInvalidCredentials, ReasonDisabled, u.ID)
-	case u.PasswordHash != oldHash && u.PasswordHash != newHash:
-		// Password changed while we verified the old one.
-		return nil, authErr(ErrInvalidCredentials, ReasonInvalidCredentials, u.ID)
 	}
-	if newHash != "" && u.PasswordHash == newHash {
+	if newHash != "" {
 		s.log.InfoContext(ctx, "password re-hashed with current parameters", "user_id", u.ID)
 	}
 	s.log.DebugContext(ctx, "password check succeeded", "user_id", u.ID, "ip", a.IP)
-	return u, nil
+	return got, nil
 }

@@ -198,17 +198,6 @@ func TestUnknownUsernameLockout(t *testing.T) {
 	}
 }
 
-func TestUnknownTrackerBounded(t *testing.T) {
-	tr := newUnknownTracker(100)
-	now := time.Now()
-	for i := range 1000 {
-		tr.fail(fmt.Sprint("user", i), now, 5, time.Minute)
-	}
-	if len(tr.m) > 100 {
-		t.Errorf("tracker holds %d entries, want <= 100", len(tr.m))
-	}
-}
-
 func TestIPThrottling(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.IPFailuresPerMinute = 3; o.MaxFailures = 100 })
 	ctx := context.Background()
@@ -288,7 +277,12 @@ func TestIPThrottlingParallel(t *testing.T) {
 
 func TestHashConcurrencyBound(t *testing.T) {
 	const limit = 2
-	e := newEnv(t, func(o *Options) { o.MaxConcurrentHashes = limit; o.IPFailuresPerMinute = 1000; o.MaxFailures = 1000 })
+	e := newEnv(t, func(o *Options) {
+		o.MaxConcurrentHashes = limit
+		o.MaxHashQueue = 16 // every attempt waits its turn
+		o.IPFailuresPerMinute = 1000
+		o.MaxFailures = 1000
+	})
 	ctx := context.Background()
 	e.mustCreate(t, "alice")
 	var cur, peak, total atomic.Int64
@@ -378,11 +372,11 @@ func TestRehashOnParamChange(t *testing.T) {
 	if now == old || !strings.HasPrefix(now, "$argon2id$v=19$m=128,t=2,p=1$") {
 		t.Fatalf("hash after sign-in = %q, want re-hashed with m=128,t=2", now)
 	}
-	writes := e.store.writes
+	writes := e.store.hashWrites
 	if _, err := svc2.CheckPassword(ctx, Attempt{Username: "alice", Password: goodPassword, IP: "192.0.2.1"}); err != nil {
 		t.Fatal(err)
 	}
-	if e.store.writes != writes {
+	if e.store.hashWrites != writes {
 		t.Error("a current hash was written again")
 	}
 }
@@ -399,7 +393,9 @@ func TestUnusableStoredHash(t *testing.T) {
 }
 
 // Parallel wrong guesses cannot exceed the lock: once locked, a correct
-// password verified concurrently is not accepted.
+// password verified concurrently is not accepted, and it answers like a
+// wrong password verified at the same time (not "locked", which would
+// tell the right password apart).
 func TestLockRecheckedAfterVerify(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.MaxFailures = 1 })
 	ctx := context.Background()
@@ -413,8 +409,8 @@ func TestLockRecheckedAfterVerify(t *testing.T) {
 			})
 		}
 	}
-	if _, err := e.svc.CheckPassword(ctx, Attempt{Username: "alice", Password: goodPassword, IP: "192.0.2.1"}); !errors.Is(err, ErrLocked) {
-		t.Errorf("locked during verification: %v, want ErrLocked", err)
+	if _, err := e.svc.CheckPassword(ctx, Attempt{Username: "alice", Password: goodPassword, IP: "192.0.2.1"}); !errors.Is(err, ErrInvalidCredentials) || Reason(err) != ReasonLocked {
+		t.Errorf("locked during verification: %v (%s), want ErrInvalidCredentials with reason %s", err, Reason(err), ReasonLocked)
 	}
 }
 
@@ -440,5 +436,58 @@ func TestReasonCodes(t *testing.T) {
 		if got := Reason(tc.err); got != tc.want {
 			t.Errorf("Reason(%v) = %q, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+// A correct password whose account is locked, disabled or given another
+// password while it is verified answers exactly like a wrong password
+// (it must not panic, which drops the connection: an oracle only the
+// right password triggers), and the account keeps the failure.
+func TestAccountChangedDuringVerify(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(u *model.User, now time.Time)
+		reason string
+	}{
+		{"locked", func(u *model.User, now time.Time) { u.LockedUntil = now.Add(time.Minute) }, ReasonLocked},
+		{"disabled", func(u *model.User, _ time.Time) { u.Disabled = true }, ReasonDisabled},
+		{"password changed", func(u *model.User, _ time.Time) {
+			u.PasswordHash = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
+		}, ReasonInvalidCredentials},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(o *Options) { o.MaxFailures = 5 })
+			ctx := context.Background()
+			alice := e.mustCreate(t, "alice")
+			// One earlier failure: success would have to reset the count.
+			if _, err := e.svc.CheckPassword(ctx, Attempt{Username: "alice", Password: "wrong password!", IP: "192.0.2.1"}); !errors.Is(err, ErrInvalidCredentials) {
+				t.Fatal(err)
+			}
+			e.svc.hashHook = func(d int) {
+				if d > 0 {
+					e.store.UpdateUser(ctx, alice.ID, func(u *model.User) error { tc.change(u, e.clock.Now()); return nil })
+				}
+			}
+			var u *model.User
+			var err error
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("CheckPassword panicked: %v", p)
+					}
+				}()
+				u, err = e.svc.CheckPassword(ctx, Attempt{Username: "alice", Password: goodPassword, IP: "192.0.2.1"})
+			}()
+			if u != nil || !errors.Is(err, ErrInvalidCredentials) || err.Error() != ErrInvalidCredentials.Error() {
+				t.Fatalf("%s during verification: %v, %v; want nil and the wrong-password answer", tc.name, u, err)
+			}
+			if Reason(err) != tc.reason || FailedUserID(err) != alice.ID {
+				t.Errorf("Reason %q FailedUserID %q, want %q %q", Reason(err), FailedUserID(err), tc.reason, alice.ID)
+			}
+			if got := e.store.rawUser(alice.ID).FailedLogins; got != 2 {
+				t.Errorf("FailedLogins = %d, want 2 (the refused attempt counts)", got)
+			}
+		})
 	}
 }

@@ -149,7 +149,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 	}
 	if err := s.useTOTPStep(ctx, userID, step); err != nil {
 		if errors.Is(err, store.ErrReplay) {
-			return authErr(ErrInvalidTOTP, ReasonTOTPReplay, userID)
+			return authErr(ErrTOTPUsed, ReasonTOTPReplay, userID)
 		}
 		return fmt.Errorf("identity: record TOTP use: %w", err)
 	}
@@ -171,13 +171,17 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 }
 
 // CheckTOTP verifies a code for u (SHA-1, 6 digits, 30 s, ±1 step). Each
-// step's code is accepted once only, even across instances; a replay fails
-// with ReasonTOTPReplay. Failures count against the account lockout and
-// the IP budget like password failures; success clears the account's
-// failure count. The user is re-read from the store, so a stale u cannot
-// bypass a lock or a disabled flag.
+// step's code is accepted once only, even across instances. Like a
+// password, every attempt is counted against the account before the code
+// is checked, atomically with the check of the lock, so concurrent codes
+// cannot be evaluated beyond the limit; success clears the account's
+// failure count. A correct code presented again fails with ErrTOTPUsed
+// (ReasonTOTPReplay): it proves the caller saw the code, not that it
+// guesses, so it is given back to the account's count (it still spends
+// the network's budget, and the caller records it). The user is re-read
+// from the store, so a stale u cannot bypass a lock or a disabled flag.
 //
-// Errors: ErrInvalidTOTP, ErrLocked, ErrThrottled (see Reason).
+// Errors: ErrInvalidTOTP, ErrTOTPUsed, ErrLocked, ErrThrottled (see Reason).
 func (s *Service) CheckTOTP(ctx context.Context, u *model.User, code, ip string) error {
 	if u == nil {
 		return authErr(ErrInvalidTOTP, ReasonNoTOTP, "")
@@ -185,64 +189,81 @@ func (s *Service) CheckTOTP(ctx context.Context, u *model.User, code, ip string)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !s.ipLimiter.Take(ip, s.now()) {
-		s.log.DebugContext(ctx, "TOTP check refused", "user_id", u.ID, "ip", ip, "reason", ReasonThrottled)
-		return authErr(ErrThrottled, ReasonThrottled, u.ID)
+	key, err := s.admit(ip)
+	if err != nil {
+		s.log.DebugContext(ctx, "TOTP check refused", "user_id", u.ID, "ip", ip, "reason", Reason(err))
+		return authErr(ErrThrottled, Reason(err), u.ID)
 	}
-	err := s.checkTOTP(ctx, u, code, ip)
-	s.settleIP(ip, err)
+	err = s.checkTOTP(ctx, u, code, ip)
+	s.settle(key, err)
 	return err
 }
 
 func (s *Service) checkTOTP(ctx context.Context, u *model.User, code, ip string) error {
-	now := s.now()
 	cur, err := s.store.GetUser(ctx, u.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		return authErr(ErrInvalidTOTP, ReasonUnknownUser, "")
 	} else if err != nil {
 		return fmt.Errorf("identity: look up user: %w", err)
 	}
-	if locked(cur, now) {
+	if !s.HasTOTP(cur) && !cur.Disabled {
+		// A caller error, not a guess: not counted (see settle).
+		return authErr(ErrInvalidTOTP, ReasonNoTOTP, cur.ID)
+	}
+	res, err := s.store.ReserveSignIn(ctx, cur.ID, s.now(), s.rule)
+	switch {
+	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "TOTP check refused", "user_id", u.ID, "ip", ip, "reason", ReasonLocked)
 		return authErr(ErrLocked, ReasonLocked, cur.ID)
+	case errors.Is(err, store.ErrNotFound):
+		return authErr(ErrInvalidTOTP, ReasonUnknownUser, "")
+	case err != nil:
+		return fmt.Errorf("identity: count sign-in attempt: %w", err)
 	}
+	// Counted: what follows is recorded even if the client goes away.
+	ctx = context.WithoutCancel(ctx)
 	if cur.Disabled {
-		return s.failUser(ctx, ErrInvalidTOTP, cur.ID, ReasonDisabled, ip, "")
-	}
-	if !s.HasTOTP(cur) {
-		// A caller error, not a guess: not counted (see settleIP).
-		return authErr(ErrInvalidTOTP, ReasonNoTOTP, cur.ID)
+		return s.failed(ctx, res, ErrInvalidTOTP, cur.ID, ReasonDisabled, ip, "")
 	}
 	seed, err := s.openTOTP(cur)
 	if err != nil {
+		s.release(ctx, cur.ID, res)
 		return err
 	}
+	now := s.now()
 	step, ok := matchTOTP(seed, code, now)
 	clear(seed)
 	if !ok {
-		return s.failUser(ctx, ErrInvalidTOTP, cur.ID, ReasonInvalidTOTP, ip, "")
+		return s.failed(ctx, res, ErrInvalidTOTP, cur.ID, ReasonInvalidTOTP, ip, "")
 	}
 	if err := s.useTOTPStep(ctx, cur.ID, step); err != nil {
+		s.release(ctx, cur.ID, res)
 		if errors.Is(err, store.ErrReplay) {
 			s.log.WarnContext(ctx, "TOTP code replayed", "user_id", cur.ID, "ip", ip)
-			return s.failUser(ctx, ErrInvalidTOTP, cur.ID, ReasonTOTPReplay, ip, "")
+			return authErr(ErrTOTPUsed, ReasonTOTPReplay, cur.ID)
 		}
 		return fmt.Errorf("identity: record TOTP use: %w", err)
 	}
-	if cur.FailedLogins != 0 || !cur.LockedUntil.IsZero() {
-		if _, err := s.store.UpdateUser(ctx, cur.ID, func(x *model.User) error {
-			if locked(x, s.now()) {
-				return errLockedRace
-			}
-			x.FailedLogins = 0
-			x.LockedUntil = time.Time{}
-			x.UpdatedAt = s.now()
-			return nil
-		}); errors.Is(err, errLockedRace) {
-			return authErr(ErrLocked, ReasonLocked, cur.ID)
-		} else if err != nil {
-			return fmt.Errorf("identity: update user: %w", err)
+	// The code is used up; the account must still be as it was: not
+	// disabled, not locked by other attempts meanwhile.
+	_, err = s.store.UpdateUser(ctx, cur.ID, func(x *model.User) error {
+		switch {
+		case x.Disabled:
+			return errRefused{ReasonDisabled}
+		case locked(x, s.now()) && !ownLock(x, res):
+			return errRefused{ReasonLocked}
 		}
+		x.FailedLogins, x.LockedUntil = 0, time.Time{}
+		x.UpdatedAt = s.now()
+		return nil
+	})
+	if r, ok := errors.AsType[errRefused](err); ok {
+		s.log.InfoContext(ctx, "correct code refused: account changed during verification", "user_id", cur.ID, "ip", ip, "reason", r.reason)
+		return s.failed(ctx, res, ErrInvalidTOTP, cur.ID, r.reason, ip, "")
+	} else if errors.Is(err, store.ErrNotFound) {
+		return authErr(ErrInvalidTOTP, ReasonUnknownUser, "")
+	} else if err != nil {
+		return fmt.Errorf("identity: update user: %w", err)
 	}
 	s.log.DebugContext(ctx, "TOTP check succeeded", "user_id", cur.ID, "ip", ip)
 	return nil

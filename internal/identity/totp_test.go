@@ -268,3 +268,40 @@ func TestCheckTOTPThrottledAndDisabled(t *testing.T) {
 		t.Errorf("disabled: %v (%s), want ErrInvalidTOTP/disabled", err, Reason(err))
 	}
 }
+
+// A correct code presented again says so (a distinct message: the person
+// typed the code already used, and only needs to wait for the next one)
+// and is not counted as a wrong guess: it proves the caller saw the code,
+// not that it guesses. It is still refused, on every instance.
+func TestTOTPReplayNotCountedAsGuess(t *testing.T) {
+	const maxFail = 3
+	e, u, sec := enrolled(t, func(o *Options) { o.MaxFailures = maxFail })
+	ctx := context.Background()
+	code := codeAt(t, sec, e.clock.Now())
+	if err := e.svc.CheckTOTP(ctx, u, code, "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxFail + 2 {
+		err := e.svc.CheckTOTP(ctx, u, code, "192.0.2.1")
+		if !errors.Is(err, ErrTOTPUsed) || !errors.Is(err, ErrInvalidTOTP) || Reason(err) != ReasonTOTPReplay || FailedUserID(err) != u.ID {
+			t.Fatalf("replay %d: %v (%s), want ErrTOTPUsed/%s", i+1, err, Reason(err), ReasonTOTPReplay)
+		}
+		if err.Error() == ErrInvalidTOTP.Error() {
+			t.Fatalf("replay answers %q, the message of a wrong code", err)
+		}
+	}
+	if got := e.store.rawUser(u.ID); got.FailedLogins != 0 || !got.LockedUntil.IsZero() {
+		t.Errorf("after replays: FailedLogins %d LockedUntil %v, want nothing counted", got.FailedLogins, got.LockedUntil)
+	}
+	// Wrong codes still count, and the next correct code still works.
+	wrong := codeAt(t, sec, e.clock.Now().Add(-10*time.Minute))
+	for range maxFail - 1 {
+		if err := e.svc.CheckTOTP(ctx, u, wrong, "192.0.2.1"); !errors.Is(err, ErrInvalidTOTP) || errors.Is(err, ErrTOTPUsed) {
+			t.Fatalf("wrong code: %v", err)
+		}
+	}
+	e.clock.Advance(90 * time.Second)
+	if err := e.svc.CheckTOTP(ctx, u, codeAt(t, sec, e.clock.Now()), "192.0.2.1"); err != nil {
+		t.Errorf("next code after replays and %d wrong codes: %v", maxFail-1, err)
+	}
+}

@@ -337,7 +337,7 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, identity.ErrLocked):
 			msg = "Too many failed attempts. Try again later."
 		case errors.Is(err, identity.ErrThrottled):
-			msg = "Too many sign-in attempts from your network. Try again in a minute."
+			msg = throttledMessage(err)
 		case !errors.Is(err, identity.ErrInvalidCredentials):
 			p.c.Log.ErrorContext(ctx, "check password", "correlation_id", ri.CorrID, "err", err)
 			msg = "Sign-in failed. Try again."
@@ -350,6 +350,16 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.completeSignIn(w, r, &in, c, u, []string{"pwd"}, acrPassword)
+}
+
+// throttledMessage words a refusal by a sign-in budget: the network's,
+// or the whole instance's (its budget of failures, or too many sign-ins
+// waiting to be checked).
+func throttledMessage(err error) string {
+	if identity.Reason(err) == identity.ReasonThrottled {
+		return "Too many sign-in attempts from your network. Try again in a minute."
+	}
+	return "Too many sign-in attempts right now. Try again in a minute."
 }
 
 func (p *Provider) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf, msg string, status int) {
@@ -380,7 +390,10 @@ func (p *Provider) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		ev.Data = map[string]string{"stage": "totp"}
 		_ = p.publish(ctx, ev)
 		msg := "That code is not valid. Try the current code."
-		if errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled) {
+		switch {
+		case errors.Is(err, identity.ErrTOTPUsed):
+			msg = "That code was already used. Wait for the next code from your app."
+		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
 			msg = "Too many failed attempts. Try again later."
 		}
 		p.renderMFA(w, r, &st, c, csrf, msg, http.StatusUnauthorized)

@@ -27,7 +27,36 @@ var (
 	ErrAlreadyUsed = errors.New("store: already used")
 	// ErrReplay: a DPoP jti (or other one-time key) was seen before.
 	ErrReplay = errors.New("store: replay")
+	// ErrLocked: a sign-in attempt was refused because the account (or
+	// the unknown name) is locked.
+	ErrLocked = errors.New("store: locked")
 )
+
+// Lockout is the rule by which sign-in attempts lock an account or an
+// unknown name: the attempt that makes MaxFailures counted attempts
+// within Window (each one counted less than Window after the one before)
+// locks for LockFor. A lock that has expired starts a fresh count.
+type Lockout struct {
+	MaxFailures int
+	LockFor     time.Duration
+	Window      time.Duration
+}
+
+// SignInReservation is a sign-in attempt counted before its password or
+// code is checked (ReserveSignIn, ReserveUnknownSignIn): the check of the
+// lock and the count are one atomic write, so concurrent attempts, on
+// any number of instances, cannot all pass the check before any of them
+// is counted. An attempt that turns out not to be a failure gives its
+// reservation back (ReleaseSignIn, ReleaseUnknownSignIn).
+type SignInReservation struct {
+	// Failures is the count including this attempt.
+	Failures int
+	// LockedUntil is the lock this attempt set (LockedNow) or, with
+	// ErrLocked, the lock in force.
+	LockedUntil time.Time
+	// LockedNow reports that this attempt reached MaxFailures and locked.
+	LockedNow bool
+}
 
 // EventFilter selects audit events. Zero fields do not filter.
 type EventFilter struct {
@@ -191,8 +220,24 @@ type Store interface {
 	// unexpired. It backs the DPoP replay cache shared by all instances.
 	RecordJTI(ctx context.Context, key string, exp time.Time) error
 
-	// PurgeExpired deletes expired codes, PAR requests, JTIs, refresh tokens
-	// and sessions past their absolute lifetime.
+	// Sign-in lockout. ReserveSignIn counts an attempt on the user's
+	// account (FailedLogins, LockedUntil) at now under rule, in one
+	// atomic write, unless the account is locked at now: then it counts
+	// nothing and returns the lock in force with ErrLocked (ErrNotFound
+	// when the user does not exist). ReleaseSignIn gives a reservation
+	// back: one count less, and the lock it set (if any, and still in
+	// force unchanged) lifted. ReserveUnknownSignIn and
+	// ReleaseUnknownSignIn do the same for a username that does not
+	// exist, keyed by an opaque key (a keyed hash of the name); such
+	// records are purged by PurgeExpired once they no longer count.
+	ReserveSignIn(ctx context.Context, userID string, now time.Time, rule Lockout) (*SignInReservation, error)
+	ReleaseSignIn(ctx context.Context, userID string, r *SignInReservation) error
+	ReserveUnknownSignIn(ctx context.Context, key []byte, now time.Time, rule Lockout) (*SignInReservation, error)
+	ReleaseUnknownSignIn(ctx context.Context, key []byte, r *SignInReservation) error
+
+	// PurgeExpired deletes expired codes, PAR requests, JTIs, refresh tokens,
+	// sessions past their absolute lifetime and the sign-in failures of
+	// unknown names that no longer count.
 	PurgeExpired(ctx context.Context, now time.Time) error
 
 	// Conditional Access policy versions. CreatePolicyVersion stores

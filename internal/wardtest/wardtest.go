@@ -69,6 +69,10 @@ type Options struct {
 	// database created for this instance (and dropped afterwards) instead
 	// of SQLite.
 	PostgresDSN string
+	// Join starts the instance on the database and with the key-encryption
+	// key of another one: a second instance of one deployment, or the same
+	// one restarted. PostgresDSN is then ignored.
+	Join *Instance
 }
 
 // Start runs Ward with SQLite in a temp dir and these fixtures: users
@@ -107,7 +111,9 @@ func Start(t testing.TB, o Options) *Instance {
 	// Test receivers listen on loopback, which pushes may not reach by
 	// default (SSRF guard); tests of the guard clear this.
 	cfg.SSF.PushAllowedNetworks = []string{"127.0.0.0/8", "::1/128"}
-	if o.PostgresDSN != "" {
+	if o.Join != nil {
+		cfg.Storage = o.Join.Config.Storage
+	} else if o.PostgresDSN != "" {
 		cfg.Storage.Driver = config.DriverPostgres
 		cfg.Storage.Postgres.DSN = secret.String(freshDatabase(t, o.PostgresDSN))
 	}
@@ -117,8 +123,15 @@ func Start(t testing.TB, o Options) *Instance {
 	// A KEK from the environment path, as production would have it.
 	kek := make([]byte, 32)
 	rand.Read(kek)
+	kekText := []byte(base64.StdEncoding.EncodeToString(kek))
+	if o.Join != nil {
+		var err error
+		if kekText, err = os.ReadFile(o.Join.Config.KEK.File); err != nil {
+			t.Fatal(err)
+		}
+	}
 	kekFile := filepath.Join(dir, "kek.key")
-	if err := os.WriteFile(kekFile, []byte(base64.StdEncoding.EncodeToString(kek)), 0o600); err != nil {
+	if err := os.WriteFile(kekFile, kekText, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg.KEK.File = kekFile

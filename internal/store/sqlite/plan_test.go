@@ -51,6 +51,9 @@ func TestQueryPlans(t *testing.T) {
 		{`UPDATE sessions SET revoked_at = 1 WHERE revoked_at = 0 AND id IN
 			(SELECT session_id FROM refresh_tokens WHERE device_id = $1) RETURNING id`, "USING INDEX refresh_tokens_device"},
 		{`SELECT * FROM compliance_policies WHERE platform = $1`, "USING PRIMARY KEY"},
+		// Sign-in failures of unknown names: one row per attempt, purged by expiry.
+		{`SELECT * FROM signin_failures WHERE name_hash = $1`, "USING PRIMARY KEY"},
+		{`DELETE FROM signin_failures WHERE expires_at <= $1`, "USING INDEX signin_failures_expires"},
 	}
 	for _, tc := range tests {
 		rs, err := s.db.r.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+tc.query, "a", "b")

@@ -530,8 +530,8 @@ func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error 
 // ---- purge ----
 
 // PurgeExpired deletes authorization codes, device authorization
-// requests, pushed requests, JTIs and refresh tokens whose expiry is at
-// or before now, and sessions past their absolute lifetime together with
+// requests, pushed requests, JTIs, refresh tokens and sign-in failures of
+// unknown names whose expiry is at or before now, and sessions past their absolute lifetime together with
 // their refresh tokens. A zero expiry counts as expired.
 func (s *Store) PurgeExpired(ctx context.Context, now time.Time) error {
 	n := micros(now)
@@ -541,6 +541,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM device_codes WHERE expires_at <= $1`,
 			`DELETE FROM pushed_requests WHERE expires_at <= $1`,
 			`DELETE FROM jtis WHERE exp <= $1`,
+			`DELETE FROM signin_failures WHERE expires_at <= $1`,
 			`DELETE FROM refresh_tokens WHERE expires_at <= $1`,
 			`DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE expires_at <= $1)`,
 			`DELETE FROM sessions WHERE expires_at <= $1`,
