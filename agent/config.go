@@ -84,6 +84,11 @@ type Config struct {
 	TokenExpiry time.Time
 	// EnrolledAt is when the device was enrolled.
 	EnrolledAt time.Time
+	// Incomplete marks an enrolment whose device is registered but whose
+	// session is not yet bound to it (the first posture report or the
+	// binding refresh failed): `ward device enroll` finishes it
+	// (Client.FinishEnrollment) instead of starting over.
+	Incomplete bool
 
 	path string
 }
@@ -101,6 +106,7 @@ type configFile struct {
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	AccessToken  string    `json:"access_token,omitempty"`
 	TokenExpiry  time.Time `json:"token_expiry,omitzero"`
+	Incomplete   bool      `json:"incomplete,omitempty"`
 	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
 }
 
@@ -153,7 +159,7 @@ func LoadConfig(path string) (*Config, error) {
 		Server: cf.Server, ClientID: cf.ClientID, DeviceID: cf.DeviceID, JKT: cf.JKT,
 		KeyName: cf.KeyName, KeyStorage: cf.KeyStorage, KeyDir: cf.KeyDir,
 		RefreshToken: Secret(cf.RefreshToken), AccessToken: Secret(cf.AccessToken),
-		TokenExpiry: cf.TokenExpiry, EnrolledAt: cf.EnrolledAt, path: path,
+		TokenExpiry: cf.TokenExpiry, EnrolledAt: cf.EnrolledAt, Incomplete: cf.Incomplete, path: path,
 	}
 	if c.ClientID == "" {
 		c.ClientID = DefaultClientID
@@ -181,7 +187,7 @@ func (c *Config) Save() error {
 		Server: c.Server, ClientID: c.ClientID, DeviceID: c.DeviceID, JKT: c.JKT,
 		KeyName: c.KeyName, KeyStorage: c.KeyStorage, KeyDir: c.KeyDir,
 		RefreshToken: c.RefreshToken.Reveal(), AccessToken: c.AccessToken.Reveal(),
-		TokenExpiry: c.TokenExpiry.UTC(), EnrolledAt: c.EnrolledAt.UTC(),
+		TokenExpiry: c.TokenExpiry.UTC(), EnrolledAt: c.EnrolledAt.UTC(), Incomplete: c.Incomplete,
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -66,13 +66,17 @@ type EnrollOptions struct {
 //     in a browser, on any device;
 //  5. polling the token endpoint, honouring interval, slow_down and
 //     expiry; the tokens are DPoP-bound to the device key;
-//  6. registration of the device key (POST /devices), then a first signed
-//     posture report;
-//  7. the configuration (with the refresh token) is saved, 0600.
+//  6. registration of the device key (POST /devices), and the
+//     configuration (with the refresh token) saved, 0600, marked
+//     incomplete;
+//  7. a first signed posture report, then a refresh that binds the session
+//     to the registered device, and the configuration saved complete.
 //
-// On failure before registration the new key is deleted again. If only
-// the posture report fails, Enroll returns the saved configuration and an
-// error wrapping ErrPostureNotSent.
+// On failure before registration the new key is deleted again. After it,
+// Enroll returns the saved configuration with the error: ErrPostureNotSent
+// when only the posture report failed, ErrBindingRefused when the session
+// could not be bound (the enrolment stays incomplete, and
+// Client.FinishEnrollment ends it later).
 func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 	if o.Store == nil {
 		return nil, errors.New("agent: enroll: no key store")
@@ -169,23 +173,75 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 	c.mu.Lock()
 	c.cfg.DeviceID = d.ID
 	c.cfg.EnrolledAt = o.Now().UTC()
+	c.cfg.Incomplete = true
 	c.cfg.path = path
 	err = c.cfg.Save()
 	c.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("agent: the device was registered as %s but its configuration could not be saved: %w", d.ID, err)
 	}
+	if err := c.finish(ctx, p); err != nil {
+		return c.Config(), err
+	}
+	return c.Config(), nil
+}
+
+// ErrBindingRefused: the device is registered but Ward refused to bind the
+// session to it (a Conditional Access policy on the agent's refresh, for
+// example). The enrolment is saved as incomplete; fixing what the error
+// names and running FinishEnrollment (`ward device enroll` again) ends it.
+var ErrBindingRefused = errors.New("agent: the device is registered, but the session could not be bound to it")
+
+// FinishEnrollment ends an enrolment that was saved incomplete (see
+// Config.Incomplete): it sends a posture report and binds the session to
+// the registered device. Enrolling again is not needed.
+func (c *Client) FinishEnrollment(ctx context.Context) error {
+	if !c.Config().Incomplete {
+		return nil
+	}
+	p, err := c.Collect(ctx)
+	if err != nil {
+		return err
+	}
+	return c.finish(ctx, p)
+}
+
+// finish sends the first posture report and then binds the session: the
+// report comes first, so that a policy requiring a compliant device on the
+// agent's refresh sees the device's compliance when the binding refresh
+// asks. A refused report does not stop the binding (a policy may not need
+// compliance); a refused binding leaves the enrolment incomplete.
+func (c *Client) finish(ctx context.Context, p *posture.Posture) error {
+	_, perr := c.SendPosture(ctx, p)
 	// The session began before the device existed, so the server could not
 	// yet tie it to the device. Rotating the refresh token now makes it a
 	// protected session: bound to this registered device, revoked with it,
 	// and its access tokens carry the device id.
 	if _, err := c.Refresh(ctx); err != nil {
-		return c.Config(), fmt.Errorf("agent: the device was registered as %s but the session could not be bound to it: %w", d.ID, err)
+		if perr != nil {
+			return fmt.Errorf("%w (device %s): %w; the first posture report also failed: %w", ErrBindingRefused, c.Config().DeviceID, err, perr)
+		}
+		return fmt.Errorf("%w (device %s): %w", ErrBindingRefused, c.Config().DeviceID, err)
 	}
-	if _, err := c.SendPosture(ctx, p); err != nil {
-		return c.Config(), fmt.Errorf("%w: %w", ErrPostureNotSent, err)
+	c.mu.Lock()
+	c.cfg.Incomplete = false
+	err := c.cfg.Save()
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("agent: save the configuration: %w", err)
 	}
-	return c.Config(), nil
+	if perr != nil {
+		return fmt.Errorf("%w: %w", ErrPostureNotSent, perr)
+	}
+	return nil
+}
+
+// Deregister removes this device from the server (DELETE /devices/{id},
+// with the device's own session): its sessions end with it. The local key
+// and configuration are left to the caller.
+func (c *Client) Deregister(ctx context.Context) error {
+	cfg := c.Config()
+	return c.doJSON(ctx, http.MethodDelete, c.devicesURL(cfg.DeviceID), "device deregistration", nil, nil)
 }
 
 // deviceGrantParams configure deviceGrant.

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ward-idp/ward/agent"
+	"github.com/ward-idp/ward/agent/keystore"
 	"github.com/ward-idp/ward/agent/posture"
 )
 
@@ -35,6 +36,12 @@ var agentHooks struct {
 	httpClient *http.Client
 	sleep      func(ctx context.Context, d time.Duration) error
 	now        func() time.Time
+}
+
+// agentOptions are the agent options the hooks set (the real ones
+// outside tests).
+func agentOptions() agent.Options {
+	return agent.Options{Collector: agentHooks.collector, HTTPClient: agentHooks.httpClient, Now: agentHooks.now, Sleep: agentHooks.sleep}
 }
 
 // newDeviceAgentCmd is a stand-alone `device` parent holding only the
@@ -53,7 +60,8 @@ func addAgentCommands(device *cobra.Command, e *cliEnv) {
 		c.Flags().StringVar(&cfgPath, "agent-config", def, "agent configuration file (default $WARD_AGENT_CONFIG or <user config dir>/ward/agent.json)")
 	}
 	openWith := func(ctx context.Context, o agent.Options) (*agent.Client, error) {
-		o.Collector, o.HTTPClient, o.Now, o.Sleep = agentHooks.collector, agentHooks.httpClient, agentHooks.now, agentHooks.sleep
+		base := agentOptions()
+		o.Collector, o.HTTPClient, o.Now, o.Sleep = base.Collector, base.HTTPClient, base.Now, base.Sleep
 		return agent.Load(ctx, cfgPath, o)
 	}
 	openClient := func(ctx context.Context) (*agent.Client, error) { return openWith(ctx, agent.Options{}) }
@@ -119,7 +127,12 @@ posture report. The session is bound to the device key and saved with mode
 			defer stop()
 			var old *agent.Config
 			if c, err := agent.LoadConfig(*cfgPath); err == nil {
-				if !force {
+				switch {
+				case c.Incomplete && !force:
+					// A registered device whose session is not bound yet:
+					// finish instead of starting over.
+					return e.finishEnrollment(ctx, c)
+				case !force:
 					return fmt.Errorf("this device is already enrolled at %s as %s (config %s); use --force to enrol it again", c.Server, c.DeviceID, c.Path())
 				}
 				old = c
@@ -131,6 +144,9 @@ posture report. The session is bound to the device key and saved with mode
 				return &exitError{code: exitUsage, err: err}
 			}
 			defer store.Close()
+			if old != nil {
+				e.deregister(ctx, old, store)
+			}
 			cfg, err := agent.Enroll(ctx, agent.EnrollOptions{
 				Server: server, ClientID: clientID, Store: store, KeyDir: keyDir,
 				Collector: agentHooks.collector, HTTPClient: agentHooks.httpClient, Sleep: agentHooks.sleep,
@@ -153,6 +169,10 @@ posture report. The session is bound to the device key and saved with mode
 			if old != nil && old.KeyName != "" && old.KeyName != cfg.KeyName && old.KeyStorage == store.Kind() && old.KeyDir == keyDir {
 				_ = store.Delete(context.WithoutCancel(ctx), old.KeyName) // the previous device key is of no further use
 			}
+			if errors.Is(err, agent.ErrBindingRefused) {
+				fmt.Fprintf(e.stdout, "Registered device %s, key %s (%s storage), configuration %s, but the enrolment is not finished.\n", cfg.DeviceID, cfg.JKT, cfg.KeyStorage, cfg.Path())
+				return fmt.Errorf("%w\nFix what is named above (a Conditional Access policy, the device's compliance), then run `ward device enroll` again to finish", err)
+			}
 			fmt.Fprintf(e.stdout, "Enrolled: device %s, key %s (%s storage), configuration %s\n", cfg.DeviceID, cfg.JKT, cfg.KeyStorage, cfg.Path())
 			if err != nil {
 				return err // ErrPostureNotSent
@@ -169,6 +189,64 @@ posture report. The session is bound to the device key and saved with mode
 	_ = cmd.MarkFlagRequired("server")
 	configFlag(cmd)
 	return cmd
+}
+
+// lastByte passes writes on and remembers the last byte written.
+type lastByte struct {
+	w io.Writer
+	n int64
+	b byte
+}
+
+func (l *lastByte) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.n += int64(n)
+		l.b = p[n-1]
+	}
+	return n, err
+}
+
+// finishEnrollment ends an enrolment saved incomplete: the device is
+// registered, its session not yet bound (see agent.Config.Incomplete).
+func (e *cliEnv) finishEnrollment(ctx context.Context, cfg *agent.Config) error {
+	c, err := agent.Open(ctx, cfg, agentOptions())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintf(e.stdout, "Finishing the enrolment of device %s at %s…\n", cfg.DeviceID, cfg.Server)
+	if err := c.FinishEnrollment(ctx); err != nil {
+		if errors.Is(err, agent.ErrBindingRefused) {
+			return fmt.Errorf("%w\nFix what is named above, then run `ward device enroll` again (or `ward device enroll --force` to start over)", err)
+		}
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Enrolled: device %s, key %s (%s storage), configuration %s\n", cfg.DeviceID, cfg.JKT, cfg.KeyStorage, cfg.Path())
+	return nil
+}
+
+// deregister removes the previously enrolled device from its server before
+// enrolling again (--force), so that it does not stay registered and
+// active with nobody using it. A device that cannot be reached this way
+// (its session is gone, the server is another) is named for the
+// administrator instead.
+func (e *cliEnv) deregister(ctx context.Context, old *agent.Config, store keystore.Store) {
+	if old.DeviceID == "" {
+		return
+	}
+	o := agentOptions()
+	o.Store = store
+	c, err := agent.Open(ctx, old, o)
+	if err == nil {
+		err = c.Deregister(ctx)
+		c.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "ward: the previous device %s could not remove itself from %s (%v); an administrator can: ward device delete %s\n", old.DeviceID, old.Server, err, old.DeviceID)
+		return
+	}
+	fmt.Fprintf(e.stdout, "Removed the previous device %s from %s.\n", old.DeviceID, old.Server)
 }
 
 func newPostureCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
@@ -293,8 +371,14 @@ sign-in is approved. This happens when stderr is a terminal, or with
 			}
 			defer resp.Body.Close()
 			fmt.Fprintf(e.stderr, "%s %s\n", resp.Proto, resp.Status)
-			if _, err := io.Copy(e.stdout, resp.Body); err != nil {
+			last := &lastByte{w: e.stdout}
+			if _, err := io.Copy(last, resp.Body); err != nil {
 				return err
+			}
+			if last.n > 0 && last.b != '\n' {
+				// The body is passed on as it is; the line break that ends
+				// the terminal's line goes to stderr.
+				fmt.Fprintln(e.stderr)
 			}
 			if resp.StatusCode >= 400 {
 				return &exitError{code: exitFailure, err: fmt.Errorf("HTTP status %d", resp.StatusCode)}

@@ -18,7 +18,10 @@ import (
 
 	"github.com/ward-idp/ward/agent"
 	"github.com/ward-idp/ward/agent/posture"
+	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/device"
+	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
@@ -136,6 +139,17 @@ func TestAgentCommands(t *testing.T) {
 	out, errs, code = runAgentCLI(t, "", "device", "curl", "/userinfo", cf)
 	if code != 0 || !strings.Contains(out, alice.ID) || !strings.Contains(errs, "200 OK") {
 		t.Errorf("curl /userinfo: exit %d\n%s\n%s", code, out, errs)
+	}
+	if strings.HasSuffix(errs, "\n\n") {
+		t.Errorf("curl added a line break after a body that ends with one: %q", errs)
+	}
+	// A body without a final line break is passed on as it is; the line
+	// break that ends the terminal's line goes to stderr.
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("no newline")) }))
+	defer plain.Close()
+	out, errs, code = runAgentCLI(t, "", "device", "curl", plain.URL+"/x", cf)
+	if code != 0 || out != "no newline" || !strings.HasSuffix(errs, "200 OK\n\n") {
+		t.Errorf("curl of a body without a line break: exit %d, stdout %q, stderr %q", code, out, errs)
 	}
 	out, errs, code = runAgentCLI(t, "", "device", "curl", in.URL+"/userinfo", "-X", "POST", "-d", "a=1", cf)
 	if code != 0 || !strings.Contains(out, alice.ID) {
@@ -281,5 +295,90 @@ func TestAgentCurlSignsInAgain(t *testing.T) {
 	// The saved session serves the next command without a prompt.
 	if out, errs, code := runAgentCLI(t, "", "device", "curl", res.URL+"/doc", cf); code != 0 || out != "hello "+alice.ID || approvals != 2 {
 		t.Fatalf("next curl: exit %d %q %s", code, out, errs)
+	}
+}
+
+// Enrolment as a user meets it when a policy refuses the agent's refresh:
+// the device is registered but the command says the enrolment is not
+// finished; once the policy is fixed, `ward device enroll` finishes it
+// without a second device code. --force enrols again and removes the
+// previous device from the server instead of leaving it active.
+func TestAgentEnrollResumeAndForce(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
+			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
+			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true})
+	}})
+	ctx := context.Background()
+	dir := t.TempDir()
+	cf := "--agent-config=" + filepath.Join(dir, "agent.json")
+	keyDir := filepath.Join(dir, "keys")
+	b := in.Browser()
+	approvals := 0
+	waiting := false
+	agentHooks.collector = cliCollector{now: in.Clock.Now}
+	agentHooks.now = in.Clock.Now
+	agentHooks.sleep = func(ctx context.Context, d time.Duration) error {
+		if !waiting {
+			waiting = true
+			approvals++
+			m := userCodeRE.FindStringSubmatch(lastStdout.String())
+			if m == nil {
+				t.Fatalf("no user code in the output: %s", lastStdout.String())
+			}
+			approveInBrowser(t, in, b, m[1])
+		}
+		in.Clock.Advance(d)
+		return ctx.Err()
+	}
+	t.Cleanup(func() { agentHooks.collector, agentHooks.sleep, agentHooks.now = nil, nil, nil })
+	apply := func(doc string) {
+		d, err := policy.DecodeYAML([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.App.Access.Apply(ctx, d, access.ApplyOptions{Actor: "test", ExpectVersion: access.AnyVersion}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(`
+policies:
+  - id: no-agent-refresh
+    name: Block the agent's refresh
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [ward-agent]}}
+    conditions: {flows: [refresh]}
+    grant: {block: true}
+`)
+	out, errs, code := runAgentCLI(t, "", "device", "enroll", "--server", in.URL, "--key-store", "file", "--key-dir", keyDir, cf)
+	if code != exitFailure || !strings.Contains(out, "the enrolment is not finished") || !strings.Contains(errs, "run `ward device enroll` again") {
+		t.Fatalf("enroll with the binding refused: exit %d\n%s\n%s", code, out, errs)
+	}
+	first, err := agent.LoadConfig(filepath.Join(dir, "agent.json"))
+	if err != nil || !first.Incomplete {
+		t.Fatalf("saved config: %+v %v", first, err)
+	}
+
+	apply("policies: []\n")
+	waiting = false
+	out, errs, code = runAgentCLI(t, "", "device", "enroll", "--server", in.URL, cf)
+	if code != 0 || !strings.Contains(out, "Finishing the enrolment of device "+first.DeviceID) || !strings.Contains(out, "Enrolled: device "+first.DeviceID) || approvals != 1 {
+		t.Fatalf("finish: exit %d, %d approvals\n%s\n%s", code, approvals, out, errs)
+	}
+	if _, errs, code := runAgentCLI(t, "", "device", "enroll", "--server", in.URL, cf); code == 0 || !strings.Contains(errs, "already enrolled") {
+		t.Errorf("enroll when enrolled: exit %d %s", code, errs)
+	}
+
+	waiting = false
+	out, errs, code = runAgentCLI(t, "", "device", "enroll", "--server", in.URL, "--force", "--key-store", "file", "--key-dir", keyDir, cf)
+	if code != 0 || !strings.Contains(out, "Removed the previous device "+first.DeviceID) || approvals != 2 {
+		t.Fatalf("enroll --force: exit %d\n%s\n%s", code, out, errs)
+	}
+	second, _ := agent.LoadConfig(filepath.Join(dir, "agent.json"))
+	if second.DeviceID == first.DeviceID {
+		t.Fatal("--force kept the device id")
+	}
+	if _, err := in.App.Devices.Get(ctx, first.DeviceID); !errors.Is(err, device.ErrNotFound) {
+		t.Errorf("the previous device is still registered: %v", err)
 	}
 }

@@ -83,6 +83,7 @@ func (api *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /devices", api.authed(api.register))
 	mux.HandleFunc("POST /devices/{id}/posture", api.authed(api.posture))
 	mux.HandleFunc("GET /devices/{id}", api.authed(api.get))
+	mux.HandleFunc("DELETE /devices/{id}", api.authed(api.deregister))
 }
 
 // Error is an error response.
@@ -235,6 +236,22 @@ func (api *API) get(w http.ResponseWriter, r *http.Request, c *oauth.Caller) err
 		return err
 	}
 	writeJSON(w, http.StatusOK, DTO(d))
+	return nil
+}
+
+// DELETE /devices/{id}: the device leaves (the agent enrolling again with
+// --force, or uninstalled). Only the device itself can: its owner's token
+// bound to its key. Its sessions end with it, as when an administrator
+// deletes it.
+func (api *API) deregister(w http.ResponseWriter, r *http.Request, c *oauth.Caller) error {
+	d, err := api.owned(r, c)
+	if err != nil {
+		return err
+	}
+	if err := api.devices.Delete(r.Context(), c.User.ID, d.ID); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
