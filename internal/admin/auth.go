@@ -89,10 +89,8 @@ func (api *API) deny(w http.ResponseWriter, r *http.Request, rc *reqCtx, d *deni
 			ev.UserID = d.user.ID
 		}
 	}
-	ev.ID = newEventID()
-	if err := api.app.Bus.Publish(r.Context(), ev); err != nil {
-		api.log.ErrorContext(r.Context(), "admin: recording access denial failed", "correlation_id", rc.corrID, "err", err)
-	}
+	// The emitter logs a failure; the denial stands either way.
+	_ = api.events.Emit(r.Context(), ev)
 	if d.status == http.StatusInternalServerError {
 		api.writeError(w, r, rc, &Error{Status: d.status, Code: CodeServerError, Cause: d.cause})
 		return

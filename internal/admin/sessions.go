@@ -150,8 +150,8 @@ func (api *API) deleteSession(w http.ResponseWriter, r *http.Request, rc *reqCtx
 		return noContent(w)
 	}
 	ev := revokedEvent(rc, api.now(), s.UserID, s.ID, false)
-	ctx = store.WithEvent(ctx, ev) // the event commits with the revocation
-	if err := api.app.Store.RevokeSession(ctx, s.ID, api.now(), ReasonAdminRevoked); err != nil {
+	ctx = api.events.Pending(ctx, ev, nil) // the event commits with the revocation
+	if _, err := api.app.Store.RevokeSession(ctx, s.ID, api.now(), ReasonAdminRevoked); err != nil {
 		return orNotFound(err, "session")
 	}
 	if err := api.publishRevoked(ctx, ev); err != nil {
@@ -173,7 +173,7 @@ func (api *API) revokeUserSessions(w http.ResponseWriter, r *http.Request, rc *r
 	// session-revoked SET for the user. It commits with the revocation.
 	ev := rc.event(model.EventUserSessionsRevoked, api.now())
 	ev.UserID, ev.Reason = id, ReasonAdminRevoked
-	ectx := store.WithEventFunc(ctx, ev, func(ids []string) bool {
+	ectx := api.events.Pending(ctx, ev, func(ids []string) bool {
 		ev.Data = map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}
 		return true
 	})
@@ -186,7 +186,7 @@ func (api *API) revokeUserSessions(w http.ResponseWriter, r *http.Request, rc *r
 			return err
 		}
 	}
-	if err := api.app.Bus.Publish(ectx, ev); err != nil {
+	if err := api.events.Emit(ectx, ev); err != nil {
 		return fmt.Errorf("admin: sessions of %s revoked but not recorded: %w", id, err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked_session_ids": nonNil(ids)})
@@ -208,7 +208,7 @@ func revokedEvent(rc *reqCtx, now time.Time, userID, sid string, all bool) *mode
 // publish when it cannot record the event; that is reported as an
 // internal error.
 func (api *API) publishRevoked(ctx context.Context, ev *model.Event) error {
-	if err := api.app.Bus.Publish(ctx, ev); err != nil {
+	if err := api.events.Emit(ctx, ev); err != nil {
 		return fmt.Errorf("admin: session %s revoked but not recorded: %w", ev.SessionID, err)
 	}
 	return nil

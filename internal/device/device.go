@@ -78,7 +78,7 @@ type Options struct {
 // Service is the device service. It is safe for concurrent use.
 type Service struct {
 	store  store.Store
-	bus    bus.Bus
+	events *bus.Emitter // records domain events (nothing without a bus)
 	now    func() time.Time
 	log    *slog.Logger
 	nonces dpop.NonceSource
@@ -109,7 +109,7 @@ func New(o Options) *Service {
 	}
 	return &Service{
 		store:  o.Store,
-		bus:    o.Bus,
+		events: bus.NewEmitter(o.Bus, o.Now),
 		now:    o.Now,
 		log:    o.Log.With("component", "device"),
 		nonces: dpop.NewHMACNonces(o.NonceKey, o.ReportMaxAge, o.Now),
@@ -227,7 +227,7 @@ func (s *Service) Register(ctx context.Context, userID string, r Registration) (
 		return nil, fmt.Errorf("device: create: %w", err)
 	}
 	s.log.InfoContext(ctx, "device registered", "device_id", d.ID, "user_id", d.UserID, "platform", d.Platform, "key_storage", d.KeyStorage)
-	return d, s.publish(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
+	return d, s.events.Emit(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
 		Data: map[string]string{"jkt": d.JKT, "platform": d.Platform, "key_storage": d.KeyStorage, "trust_type": d.TrustType}})
 }
 
@@ -395,7 +395,7 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 	// own, are a clean-up that a retry finishes. Their number is therefore
 	// not in this event; each has its session.revoked.
 	ev := &model.Event{Type: typ, Actor: actor, DeviceID: id, Reason: cause}
-	ectx := s.pendingFunc(ctx, ev, func([]string) bool { return prev != status })
+	ectx := s.events.Pending(ctx, ev, func([]string) bool { return prev != status })
 	d, err := s.store.UpdateDevice(ectx, id, func(d *model.Device) error {
 		prev = d.Status
 		ev.UserID, ev.DeviceID = d.UserID, d.ID
@@ -413,7 +413,7 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 	sids, rerr := s.store.RevokeDeviceSessions(ctx, id, now, cause)
 	if prev != status {
 		s.log.InfoContext(ctx, "device status changed", "actor", actor, "device_id", id, "from", prev, "to", status, "sessions_revoked", len(sids))
-		if err := s.publish(ectx, ev); err != nil {
+		if err := s.events.Emit(ectx, ev); err != nil {
 			return nil, err
 		}
 	}
@@ -445,14 +445,14 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 		return wrapNotFound(err, "device "+id)
 	}
 	s.log.InfoContext(ctx, "device deleted", "actor", actor, "device_id", id, "sessions_revoked", len(sids))
-	return s.publish(ctx, &model.Event{Type: model.EventDeviceDeleted, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
+	return s.events.Emit(ctx, &model.Event{Type: model.EventDeviceDeleted, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
 		Reason: ReasonDeviceDeleted, Data: map[string]string{"jkt": d.JKT, "sessions_revoked": fmt.Sprint(len(sids))}})
 }
 
 func (s *Service) publishRevoked(ctx context.Context, actor string, d *model.Device, sids []string, cause string) error {
 	var errs []error
 	for _, sid := range sids {
-		errs = append(errs, s.publish(ctx, &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: d.UserID,
+		errs = append(errs, s.events.Emit(ctx, &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: d.UserID,
 			SessionID: sid, DeviceID: d.ID, Reason: cause}))
 	}
 	return errors.Join(errs...)
@@ -463,35 +463,6 @@ func wrapNotFound(err error, what string) error {
 		return fmt.Errorf("device: %s: %w", what, ErrNotFound)
 	}
 	return fmt.Errorf("device: %s: %w", what, err)
-}
-
-// pendingFunc commits e with the store write made with the returned
-// context (bus.Pending); without a bus nothing is recorded.
-func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
-	if s.bus == nil {
-		return ctx
-	}
-	return bus.Pending(ctx, e, s.now, complete)
-}
-
-// publish sends an event; a nil bus drops it.
-func (s *Service) publish(ctx context.Context, e *model.Event) error {
-	if s.bus == nil {
-		return nil
-	}
-	if e.ID == "" {
-		e.ID = newID()
-	}
-	if e.Time.IsZero() {
-		e.Time = s.now()
-	}
-	if e.Outcome == "" {
-		e.Outcome = model.OutcomeSuccess
-	}
-	if err := s.bus.Publish(ctx, e); err != nil {
-		return fmt.Errorf("device: publish %s: %w", e.Type, err)
-	}
-	return nil
 }
 
 // newID returns a random RFC 4122 version 4 UUID.

@@ -146,7 +146,7 @@ func (s *Service) failUser(ctx context.Context, public error, userID, reason, ip
 	s.log.DebugContext(ctx, "sign-in check failed", "user_id", userID, "ip", ip, "reason", reason, "failures", failures)
 	if lockedNow {
 		s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", until)
-		if perr := s.publish(ctx, &model.Event{
+		if perr := s.events.Emit(ctx, &model.Event{
 			Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
 			Outcome: model.OutcomeSuccess, Reason: "too_many_failures",
 			Data: map[string]string{"failures": strconv.Itoa(failures), "locked_until": until.UTC().Format(time.RFC3339)},

@@ -76,6 +76,7 @@ type Config struct {
 // Provider is the authorization server.
 type Provider struct {
 	c        Config
+	events   *bus.Emitter // records domain events; failures are logged
 	clients  *clientCache
 	issuer   string
 	secure   bool // issuer is https: cookies get Secure
@@ -113,6 +114,7 @@ func New(c Config) *Provider {
 	}
 	return &Provider{
 		c:             c,
+		events:        bus.NewEmitter(c.Bus, c.Now).Logging(c.Log),
 		clients:       cc,
 		issuer:        strings.TrimSuffix(c.Issuer, "/"),
 		secure:        strings.HasPrefix(c.Issuer, "https://"),
@@ -186,36 +188,6 @@ func (p *Provider) Register(mux *http.ServeMux) {
 
 // url returns the absolute URL of an endpoint path.
 func (p *Provider) url(path string) string { return p.issuer + path }
-
-// publish emits a domain event; failures are logged (the audit persister
-// reports its own errors) and returned so callers on a security path can
-// refuse to proceed.
-func (p *Provider) publish(ctx context.Context, e *model.Event) error {
-	if e.Time.IsZero() {
-		e.Time = p.c.Now()
-	}
-	if e.ID == "" {
-		e.ID = newID()
-	}
-	if err := p.c.Bus.Publish(ctx, e); err != nil {
-		p.c.Log.ErrorContext(ctx, "publish event", "type", string(e.Type), "err", err)
-		return err
-	}
-	return nil
-}
-
-// pending prepares e to be committed in the transaction of the store
-// write that makes its change: it completes e (id, time, origin:
-// bus.Stamp) and returns the context for that write and for publishing e
-// afterwards (store.WithEvent), so that the audit persister finds it
-// stored.
-func (p *Provider) pending(ctx context.Context, e *model.Event) context.Context {
-	if e.ID == "" {
-		e.ID = newID() // as publish would
-	}
-	bus.Stamp(ctx, e, p.c.Now)
-	return store.WithEvent(ctx, e)
-}
 
 // reqInfo is what every event records about the request.
 type reqInfo struct {

@@ -223,12 +223,12 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		}
 		ev := ri.event(model.EventTokenRevoked)
 		ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.TokenID, ev.Reason = c.ID, c.ID, cl.Subject, cl.SID, cl.JTI, "client_revoked_access_token"
-		ctx := p.pending(ctx, ev) // the event commits with the revocation
-		if err := p.c.Store.RevokeSession(ctx, cl.SID, now, "access_token_revoked"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		ctx := p.events.Pending(ctx, ev, nil) // the event commits with the revocation
+		if _, err := p.c.Store.RevokeSession(ctx, cl.SID, now, "access_token_revoked"); err != nil && !errors.Is(err, store.ErrNotFound) {
 			writeTokenError(w, serverError(err))
 			return
 		}
-		_ = p.publish(ctx, ev)
+		_ = p.events.Emit(ctx, ev)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -248,7 +248,7 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := ri.event(model.EventTokenRevoked)
 	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, "client_revoked_refresh_token"
-	_ = p.publish(ctx, ev)
+	_ = p.events.Emit(ctx, ev)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -308,12 +308,12 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 		if sess, err := p.c.Store.GetSession(ctx, sid); err == nil {
 			ev := ri.event(model.EventSessionLoggedOut)
 			ev.Actor, ev.UserID, ev.SessionID, ev.ClientID, ev.Reason = sess.UserID, sess.UserID, sid, clientID, "user_logout"
-			ctx := p.pending(ctx, ev) // the event commits with the revocation
-			if err := p.c.Store.RevokeSession(ctx, sid, p.c.Now(), "logout"); err != nil {
+			ctx := p.events.Pending(ctx, ev, nil) // the event commits with the revocation
+			if _, err := p.c.Store.RevokeSession(ctx, sid, p.c.Now(), "logout"); err != nil {
 				p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-out failed", "Something went wrong on our side.", ri.CorrID)
 				return
 			}
-			_ = p.publish(ctx, ev)
+			_ = p.events.Emit(ctx, ev)
 		}
 	}
 	p.clearSessionCookie(w)

@@ -156,7 +156,7 @@ func (p *Provider) tokenFailed(r *http.Request, clientID string, e *Error) {
 	for k, v := range e.Data {
 		ev.Data[k] = v
 	}
-	_ = p.publish(r.Context(), ev)
+	_ = p.events.Emit(r.Context(), ev)
 }
 
 // grantAuthorizationCode redeems a code (RFC 6749 §4.1.3, RFC 7636 §4.6,
@@ -182,11 +182,11 @@ func (p *Provider) grantAuthorizationCode(tr *tokenRequest) (*tokenResponse, *Er
 	case errors.Is(err, store.ErrAlreadyUsed):
 		// RFC 6749 §4.1.2: a reused code revokes what it issued.
 		if ac != nil && ac.ClientID == c.ID {
-			_ = p.c.Store.RevokeSession(ctx, ac.SessionID, now, "code_reuse")
+			_, _ = p.c.Store.RevokeSession(ctx, ac.SessionID, now, "code_reuse")
 			ev := tr.ri.event(model.EventCodeReuseDetected)
 			ev.Outcome, ev.Reason = model.OutcomeFailure, "code_reuse"
 			ev.Actor, ev.ClientID, ev.UserID, ev.SessionID = c.ID, c.ID, ac.UserID, ac.SessionID
-			_ = p.publish(ctx, ev)
+			_ = p.events.Emit(ctx, ev)
 		}
 		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_reused")
 	case err != nil:
@@ -286,12 +286,12 @@ func (p *Provider) refreshReused(tr *tokenRequest, rt *model.RefreshToken) *Erro
 	// The theft signal commits with the revocation (a rare path: the
 	// rotation itself is unchanged). If the revocation fails, the event is
 	// still published and the audit persister records it.
-	ctx := p.pending(tr.r.Context(), ev)
-	_ = p.c.Store.RevokeSession(ctx, rt.SessionID, p.c.Now(), "refresh_reuse")
-	_ = p.publish(ctx, ev)
+	ctx := p.events.Pending(tr.r.Context(), ev, nil)
+	_, _ = p.c.Store.RevokeSession(ctx, rt.SessionID, p.c.Now(), "refresh_reuse")
+	_ = p.events.Emit(ctx, ev)
 	rev := tr.ri.event(model.EventSessionRevoked)
 	rev.Actor, rev.UserID, rev.SessionID, rev.Reason = "system", rt.UserID, rt.SessionID, "refresh_reuse"
-	_ = p.publish(ctx, rev)
+	_ = p.events.Emit(ctx, rev)
 	return newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_reused")
 }
 
@@ -536,7 +536,7 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 		}
 		resp.IDToken = idt
 	}
-	if err := p.publish(ctx, ev); err != nil {
+	if err := p.events.Emit(ctx, ev); err != nil {
 		return nil, serverError(err)
 	}
 	return resp, nil
