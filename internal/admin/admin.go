@@ -156,12 +156,6 @@ type reqCtx struct {
 // actor is the id changes are attributed to.
 func (rc *reqCtx) actor() string { return rc.admin.ID }
 
-// event returns an event of type t carrying the request's context.
-func (rc *reqCtx) event(t model.EventType, now time.Time) *model.Event {
-	return &model.Event{Type: t, Time: now, Actor: rc.actor(), IP: rc.ip,
-		UserAgent: rc.ua, CorrelationID: rc.corrID, Outcome: model.OutcomeSuccess}
-}
-
 type ctxKey struct{}
 
 func fromContext(ctx context.Context) *reqCtx {

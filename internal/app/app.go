@@ -26,6 +26,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
@@ -49,6 +50,7 @@ type App struct {
 	Identity    *identity.Service
 	Clients     *clients.Service
 	Devices     *device.Service
+	Sessions    *session.Service // every session revocation
 	Access      *access.Service
 	CAE         *cae.Service // the Shared Signals transmitter
 	TokenHasher *secret.Hasher
@@ -133,7 +135,8 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	}
 	b := a.Bus
 	a.unsubAudit = b.Subscribe("audit", a.persistEvent)
-	b.Subscribe("session-revoker", a.revokeSessionsOnAccountChange)
+	a.Sessions = session.New(session.Options{Store: a.Store, Bus: b, Now: o.Now, Log: log})
+	a.Sessions.Subscribe(b)
 
 	a.TokenHasher = secret.NewHasher(a.KEK.Derive("token-hash"))
 
@@ -175,6 +178,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	a.Devices = device.New(device.Options{
 		Store:    a.Store,
 		Bus:      b,
+		Sessions: a.Sessions,
 		Now:      o.Now,
 		Log:      log,
 		NonceKey: a.KEK.Derive("device-posture-nonce"),

@@ -71,6 +71,25 @@ type Config struct {
 	// Access decides Conditional Access for sign-ins and token requests;
 	// nil: no policies.
 	Access AccessEvaluator
+	// Sessions ends sessions and records why (required).
+	Sessions SessionRevoker
+}
+
+// SessionRevoker ends sessions (session.Service, which records each
+// revocation once, with its events, and reports whether the call ended
+// the session; a missing session is an error wrapping store.ErrNotFound).
+type SessionRevoker interface {
+	// Logout ends the session its user signed out of through clientID.
+	Logout(ctx context.Context, id, clientID string) (bool, error)
+	// AccessTokenRevoked ends the session of an access token (jti) its
+	// client revoked.
+	AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string) (bool, error)
+	// RefreshTokenReused ends the session of a rotated refresh token
+	// presented again (with a DPoP key of thumbprint jkt, "" for none).
+	RefreshTokenReused(ctx context.Context, clientID string, rt *model.RefreshToken, jkt string) (bool, error)
+	// CodeReused ends the session of an authorization code presented
+	// again.
+	CodeReused(ctx context.Context, clientID string, ac *model.AuthCode) (bool, error)
 }
 
 // Provider is the authorization server.
@@ -102,6 +121,9 @@ func New(c Config) *Provider {
 	def(&l.SessionAbsolute, 30*24*time.Hour)
 	def(&l.DeviceCode, 10*time.Minute)
 	def(&l.CAEAccessToken, 24*time.Hour)
+	if c.Sessions == nil {
+		panic("oauth: Config.Sessions is required")
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
