@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/clients"
@@ -134,7 +135,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, err
 	}
 	b := a.Bus
-	a.unsubAudit = b.Subscribe("audit", a.persistEvent)
+	a.unsubAudit = audit.Subscribe(b, audit.Options{Store: a.Store, Now: o.Now, Log: log})
 	a.Sessions = session.New(session.Options{Store: a.Store, Bus: b, Now: o.Now, Log: log})
 	a.Sessions.Subscribe(b)
 
@@ -230,23 +231,6 @@ func (a *App) Close() error {
 	}
 	a.closers = nil
 	return errors.Join(errs...)
-}
-
-// persistEvent is the audit persister: every event published on the bus
-// is appended to the store before Publish returns, and a failure to
-// persist fails the publish. An event the store already committed in the
-// transaction of the change it records (store.WithEvent: the critical
-// changes behind CAE signals) is not appended again.
-func (a *App) persistEvent(ctx context.Context, e *model.Event) error {
-	if store.EventStored(ctx, e) {
-		return nil
-	}
-	bus.Stamp(ctx, e, a.Now)
-	if _, err := a.Store.AppendEvent(ctx, e); err != nil {
-		a.Log.ErrorContext(ctx, "audit: persisting event failed", "type", string(e.Type), "event_id", e.ID, "err", err)
-		return fmt.Errorf("audit: %w", err)
-	}
-	return nil
 }
 
 // ErrNoKEK is returned when no key-encryption key is configured outside dev
