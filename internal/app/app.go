@@ -24,7 +24,6 @@ import (
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
-	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/session"
@@ -59,6 +58,9 @@ type App struct {
 	dev        *DevData
 	closers    []func() error
 	unsubAudit func()
+	// caeStream is the CAE stream of resource servers following NATS
+	// (nil without one).
+	caeStream bus.CAEPublisher
 }
 
 // Options adjust Open for tests; the zero value is production behaviour.
@@ -199,7 +201,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	if err := a.Access.Load(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if err := a.openCAE(cfg, log, o.Now, !o.Tool); err != nil {
+	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {
 		return nil, err
 	}
 
@@ -272,13 +274,12 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 	return k, nil
 }
 
-// openCAE builds the Shared Signals transmitter and subscribes it to the
-// bus (after the audit persister, so events are recorded before their
-// SETs are queued). A server (push true) also runs its push worker; a
-// short-lived tool only queues SETs, which the running server delivers
-// within its rescan interval. Close stops the worker before the store
-// closes.
-func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time, push bool) error {
+// openCAE starts the Shared Signals transmitter on the bus (after the
+// audit persister, so events are recorded before their SETs are queued).
+// A server (serve true) also delivers; a short-lived tool only queues
+// SETs, which the running server delivers within its rescan interval.
+// Close stops it before the bus and the store close.
+func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time, serve bool) error {
 	c := cfg.SSF
 	// Push leases name the instance holding them. SQLite with the embedded
 	// NATS has one serving process (the NATS store directory is locked),
@@ -288,59 +289,17 @@ func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time
 	if cfg.Storage.Driver == config.DriverSQLite && cfg.Bus.Driver == config.BusNATS && cfg.Bus.NATS.URL == "" {
 		instance = "sqlite-single-node"
 	}
-	svc, err := cae.New(cae.Options{
+	svc, err := cae.Start(ctx, cae.Options{
 		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log, InstanceID: instance,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
 		PushAllowedNetworks: c.PushNetworks(),
-	})
+	}, cae.Wiring{Bus: a.Bus, Durable: a.Durable, Stream: a.caeStream, Audience: c.NATS.Audience, Serve: serve})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
 	a.CAE = svc
-	a.Bus.Subscribe("cae-transmitter", svc.HandleEvent)
-	if push {
-		svc.Start()
-	}
 	a.closers = append(a.closers, svc.Close)
-	if push {
-		// Before serving: SETs of events a crashed predecessor stored but
-		// did not queue (cae.Service.Recover).
-		if _, err := svc.Recover(context.Background()); err != nil {
-			return fmt.Errorf("app: %w", err)
-		}
-	}
-	if _, ok := a.Bus.(*bus.NATS); ok && push {
-		// SETs of an event stored by a process that died before queueing
-		// them (see cae.Service.CatchUp).
-		stop, err := a.Durable.Consume(context.Background(), "cae-ssf", cae.SourceEventTypes, svc.CatchUp, bus.OnlyNew())
-		if err != nil {
-			return fmt.Errorf("app: SSF catch-up: %w", err)
-		}
-		a.closers = append(a.closers, func() error { stop(); return nil })
-	}
-	if nb, ok := a.Bus.(*bus.NATS); ok && push && cfg.SSF.NATS.Enabled {
-		// The CAE stream for resources that follow NATS directly: a
-		// durable consumer of the domain events, so an event stored while
-		// NATS was away is still published, once per deployment.
-		aud := cfg.SSF.NATS.Audience
-		stop, err := a.Durable.Consume(context.Background(), "cae-nats", cae.SourceEventTypes, func(ctx context.Context, e *model.Event) error {
-			sets, err := svc.Broadcast(ctx, e, aud)
-			if err != nil {
-				return err
-			}
-			for _, s := range sets {
-				if err := nb.PublishCAE(ctx, s.Name, s.ID, s.SET); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, bus.OnlyNew())
-		if err != nil {
-			return fmt.Errorf("app: CAE stream: %w", err)
-		}
-		a.closers = append(a.closers, func() error { stop(); return nil })
-	}
 	return nil
 }
