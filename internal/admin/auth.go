@@ -80,7 +80,7 @@ func (api *API) authorize(r *http.Request) (*model.User, *denial) {
 // deny records the refusal and answers it per RFC 6750 §3 and RFC 9449
 // §7.1.
 func (api *API) deny(w http.ResponseWriter, r *http.Request, rc *reqCtx, d *denial) {
-	ev := &model.Event{Type: model.EventAdminAccessDenied, Time: api.now(), Actor: "anonymous", IP: rc.ip,
+	ev := &model.Event{Type: model.EventAdminAccessDenied, Actor: "anonymous", IP: rc.ip,
 		UserAgent: rc.ua, CorrelationID: rc.corrID, Outcome: model.OutcomeFailure, Reason: d.reason,
 		Data: map[string]string{"method": r.Method, "path": truncate(r.URL.Path, 256), "error": d.code}}
 	if cl := d.claims; cl != nil {
