@@ -47,13 +47,12 @@ func TestPersister(t *testing.T) {
 	}
 
 	// An event committed with its change is not stored again.
-	committed := &model.Event{ID: "ev-committed", Type: model.EventSessionRevoked, Time: t0, UserID: "u1", SessionID: "s1",
-		Outcome: model.OutcomeSuccess}
-	if err := st.CreateSession(ctx, &model.Session{ID: "s1", UserID: "u1", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
+	committed := &model.Event{ID: "ev-committed", Type: model.EventUserDisabled, Time: t0, UserID: "u1", Outcome: model.OutcomeSuccess}
+	if err := st.CreateUser(ctx, &model.User{ID: "u1", Username: "u1", Roles: []string{}, CreatedAt: t0, UpdatedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
 	ectx := store.WithEvent(ctx, committed)
-	if _, err := st.RevokeSession(ectx, "s1", t0, string(model.CauseAdminRevoked)); err != nil {
+	if _, err := st.UpdateUser(ectx, "u1", func(u *model.User) error { u.Disabled = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Publish(ectx, committed); err != nil {

@@ -69,13 +69,13 @@ func testStoredOnce(t *testing.T, b Backend) {
 	st := OpenStore(t)
 	in := open(t, b.New(t), st)
 	ids := publishN(t, in.Bus, 10)
-	if err := st.CreateSession(ctx, &model.Session{ID: "s1", UserID: "u1", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := st.CreateUser(ctx, &model.User{ID: "u1", Username: "u1", Roles: []string{}, CreatedAt: time.Now(), UpdatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	em := bus.NewEmitter(in.Bus, nil)
-	e := &model.Event{Type: model.EventSessionRevoked, UserID: "u1", SessionID: "s1", Reason: "admin_revoked"}
+	e := &model.Event{Type: model.EventUserDisabled, UserID: "u1"}
 	ectx := em.Pending(ctx, e, nil)
-	if _, err := st.RevokeSession(ectx, "s1", time.Now(), "admin_revoked"); err != nil {
+	if _, err := st.UpdateUser(ectx, "u1", func(u *model.User) error { u.Disabled = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := em.Emit(ectx, e); err != nil {
