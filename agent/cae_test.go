@@ -87,7 +87,7 @@ func TestAgentFollowsClaimsChallenge(t *testing.T) {
 	// When Ward has ended the session too, following fails: the request
 	// is refused and the agent reports the session ended.
 	in.Clock.Advance(2 * time.Second)
-	if err := in.App.Store.RevokeSession(ctx, sid, in.Clock.Now(), "test"); err != nil {
+	if _, err := in.App.Sessions.Revoke(ctx, "admin-1", sid, model.CauseAdminRevoked); err != nil {
 		t.Fatal(err)
 	}
 	state.RevokeSession(sid, in.Clock.Now())

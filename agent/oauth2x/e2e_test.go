@@ -20,6 +20,7 @@ import (
 	"github.com/ward-idp/ward/agent/oauth2x"
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
@@ -206,7 +207,7 @@ func TestDPoPFollowsClaimsChallenge(t *testing.T) {
 	// The administrator revokes the session: the refresh is refused.
 	in.Clock.Advance(2 * time.Second)
 	sid := claim(t, cur.AccessToken, "sid")
-	if err := in.App.Store.RevokeSession(ctx, sid, in.Clock.Now(), "admin"); err != nil {
+	if _, err := in.App.Sessions.Revoke(ctx, "admin-1", sid, model.CauseAdminRevoked); err != nil {
 		t.Fatal(err)
 	}
 	state.RevokeSession(sid, in.Clock.Now())

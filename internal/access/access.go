@@ -58,6 +58,7 @@ type Options struct {
 // Service evaluates and manages Conditional Access policies.
 type Service struct {
 	o       Options
+	events  *bus.Emitter // records domain events (nothing without a bus)
 	cur     atomic.Pointer[compiled]
 	checked atomic.Int64 // unix nanos of the last version check
 	polling atomic.Bool
@@ -89,7 +90,7 @@ func New(o Options) *Service {
 	if o.PollInterval <= 0 {
 		o.PollInterval = 5 * time.Second
 	}
-	s := &Service{o: o}
+	s := &Service{o: o, events: bus.NewEmitter(o.Bus, o.Now)}
 	s.cur.Store(&compiled{})
 	return s
 }

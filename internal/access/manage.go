@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/store"
@@ -88,24 +87,20 @@ func (s *Service) Apply(ctx context.Context, doc *policy.Document, o ApplyOption
 	}
 	v := &model.PolicyVersion{Version: prevVersion + 1, Document: body, Digest: digest, CreatedAt: s.o.Now(), CreatedBy: o.Actor, Comment: o.Comment}
 	// access.policy_changed commits with the version it records.
-	var ev *model.Event
-	if s.o.Bus != nil {
-		data := map[string]string{"version": fmt.Sprint(v.Version), "digest": digest, "policies": fmt.Sprint(len(doc.Policies))}
-		for k, ids := range map[string][]string{"added": res.Added, "updated": res.Updated, "removed": res.Removed} {
-			if len(ids) > 0 {
-				data[k] = strings.Join(ids, ",")
-			}
+	data := map[string]string{"version": fmt.Sprint(v.Version), "digest": digest, "policies": fmt.Sprint(len(doc.Policies))}
+	for k, ids := range map[string][]string{"added": res.Added, "updated": res.Updated, "removed": res.Removed} {
+		if len(ids) > 0 {
+			data[k] = strings.Join(ids, ",")
 		}
-		if res.LocationsChanged {
-			data["locations_changed"] = "true"
-		}
-		if o.Comment != "" {
-			data["comment"] = o.Comment
-		}
-		ev = &model.Event{Type: model.EventAccessPolicyChanged, Time: s.o.Now(), Actor: o.Actor, Outcome: model.OutcomeSuccess, Data: data}
-		bus.Stamp(ctx, ev, s.o.Now)
-		ctx = store.WithEvent(ctx, ev)
 	}
+	if res.LocationsChanged {
+		data["locations_changed"] = "true"
+	}
+	if o.Comment != "" {
+		data["comment"] = o.Comment
+	}
+	ev := &model.Event{Type: model.EventAccessPolicyChanged, Actor: o.Actor, Data: data}
+	ctx = s.events.Pending(ctx, ev, nil)
 	if err := s.o.Store.CreatePolicyVersion(ctx, v); errors.Is(err, store.ErrAlreadyExists) {
 		return nil, fmt.Errorf("%w: another change was stored at the same time; retry", ErrConflict)
 	} else if err != nil {
@@ -118,10 +113,8 @@ func (s *Service) Apply(ctx context.Context, doc *policy.Document, o ApplyOption
 	s.cur.Store(c)
 
 	s.o.Log.InfoContext(ctx, "conditional access policies changed", "actor", o.Actor, "version", v.Version)
-	if ev != nil {
-		if err := s.o.Bus.Publish(ctx, ev); err != nil {
-			return res, fmt.Errorf("access: record policy change: %w", err)
-		}
+	if err := s.events.Emit(ctx, ev); err != nil {
+		return res, fmt.Errorf("access: %w", err)
 	}
 	return res, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/secret"
@@ -45,6 +46,7 @@ const maxBody = 64 << 10
 type API struct {
 	app      *app.App
 	prov     *oauth.Provider
+	events   *bus.Emitter // records the API's own events (denials, revocations)
 	log      *slog.Logger
 	now      func() time.Time
 	issuer   string
@@ -70,6 +72,7 @@ func New(a *app.App, prov *oauth.Provider) *API {
 	if api.now == nil {
 		api.now = time.Now
 	}
+	api.events = bus.NewEmitter(a.Bus, api.now).Logging(api.log)
 	for _, s := range a.Config.TrustedProxies {
 		// server.New has rejected invalid prefixes already.
 		if p, err := netip.ParsePrefix(s); err == nil {
@@ -153,12 +156,6 @@ type reqCtx struct {
 
 // actor is the id changes are attributed to.
 func (rc *reqCtx) actor() string { return rc.admin.ID }
-
-// event returns an event of type t carrying the request's context.
-func (rc *reqCtx) event(t model.EventType, now time.Time) *model.Event {
-	return &model.Event{ID: newEventID(), Type: t, Time: now, Actor: rc.actor(), IP: rc.ip,
-		UserAgent: rc.ua, CorrelationID: rc.corrID, Outcome: model.OutcomeSuccess}
-}
 
 type ctxKey struct{}
 

@@ -80,7 +80,7 @@ func (api *API) authorize(r *http.Request) (*model.User, *denial) {
 // deny records the refusal and answers it per RFC 6750 §3 and RFC 9449
 // §7.1.
 func (api *API) deny(w http.ResponseWriter, r *http.Request, rc *reqCtx, d *denial) {
-	ev := &model.Event{Type: model.EventAdminAccessDenied, Time: api.now(), Actor: "anonymous", IP: rc.ip,
+	ev := &model.Event{Type: model.EventAdminAccessDenied, Actor: "anonymous", IP: rc.ip,
 		UserAgent: rc.ua, CorrelationID: rc.corrID, Outcome: model.OutcomeFailure, Reason: d.reason,
 		Data: map[string]string{"method": r.Method, "path": truncate(r.URL.Path, 256), "error": d.code}}
 	if cl := d.claims; cl != nil {
@@ -89,10 +89,8 @@ func (api *API) deny(w http.ResponseWriter, r *http.Request, rc *reqCtx, d *deni
 			ev.UserID = d.user.ID
 		}
 	}
-	ev.ID = newEventID()
-	if err := api.app.Bus.Publish(r.Context(), ev); err != nil {
-		api.log.ErrorContext(r.Context(), "admin: recording access denial failed", "correlation_id", rc.corrID, "err", err)
-	}
+	// The emitter logs a failure; the denial stands either way.
+	_ = api.events.Emit(r.Context(), ev)
 	if d.status == http.StatusInternalServerError {
 		api.writeError(w, r, rc, &Error{Status: d.status, Code: CodeServerError, Cause: d.cause})
 		return

@@ -125,7 +125,7 @@ func (api *API) getDevice(w http.ResponseWriter, r *http.Request, _ *reqCtx) err
 
 // POST /devices/{id}/disable and /devices/{id}/lost end every session
 // bound to the device and answer with the device.
-func (api *API) deviceStatus(reason string) handlerFunc {
+func (api *API) deviceStatus(reason model.RevocationCause) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 		op := api.app.Devices.Disable
 		if reason == device.ReasonDeviceLost {

@@ -13,8 +13,8 @@ import (
 // The admin API's critical changes commit their event with the change:
 // revoking one session, revoking all of a user's sessions, disabling a
 // user, setting a user's risk. Each event is stored once, with the
-// request's origin; the session.revoked events that accompany the
-// user-level ones (no SET of their own) are left to the audit persister.
+// request's origin; so are the session.revoked events that accompany the
+// user-level ones: every session revocation commits with its events.
 func TestCriticalEventsCommitWithChange(t *testing.T) {
 	in := wardtest.Start(t, wardtest.Options{})
 	var mu sync.Mutex
@@ -64,7 +64,7 @@ func TestCriticalEventsCommitWithChange(t *testing.T) {
 	if evs := want(r, model.EventUserSessionsRevoked, 1, true); evs[0].Data["sessions_revoked"] != "1" || evs[0].Reason != "admin_revoked" {
 		t.Errorf("user.sessions_revoked %+v", evs[0].Event)
 	}
-	if evs := want(r, model.EventSessionRevoked, 1, false); evs[0].SessionID != sessionOf(t, bob2.caller) || evs[0].Data["all_sessions"] != "true" {
+	if evs := want(r, model.EventSessionRevoked, 1, true); evs[0].SessionID != sessionOf(t, bob2.caller) || evs[0].Data["all_sessions"] != "true" {
 		t.Errorf("session.revoked %+v", evs[0].Event)
 	}
 
@@ -77,8 +77,8 @@ func TestCriticalEventsCommitWithChange(t *testing.T) {
 	wantStatus(t, r, 200, "")
 	want(r, model.EventUserDisabled, 1, true)
 	// The session revoker's events, published while user.disabled was
-	// being delivered, are its own and stored by the persister.
-	if evs := want(r, model.EventSessionRevoked, 1, false); evs[0].SessionID != sessionOf(t, bob3.caller) || evs[0].Reason != "user_disabled" {
+	// being delivered, commit with its revocation.
+	if evs := want(r, model.EventSessionRevoked, 1, true); evs[0].SessionID != sessionOf(t, bob3.caller) || evs[0].Reason != "user_disabled" {
 		t.Errorf("session.revoked %+v", evs[0].Event)
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/google/uuid"
-
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/identity"
@@ -214,5 +212,3 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	}
 	return invalid("the request body is not valid JSON")
 }
-
-func newEventID() string { return uuid.NewString() }

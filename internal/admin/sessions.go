@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,7 +12,7 @@ import (
 
 // ReasonAdminRevoked is the reason (and revoke cause) of sessions an
 // administrator revoked.
-const ReasonAdminRevoked = "admin_revoked"
+const ReasonAdminRevoked = model.CauseAdminRevoked
 
 // Page sizes of list endpoints.
 const (
@@ -141,75 +139,25 @@ func (api *API) getSession(w http.ResponseWriter, r *http.Request, _ *reqCtx) er
 // DELETE /sessions/{id} revokes one session and its refresh tokens.
 // Revoking a revoked session changes nothing and records nothing.
 func (api *API) deleteSession(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	ctx := r.Context()
-	s, err := api.app.Store.GetSession(ctx, r.PathValue("id"))
-	if err != nil {
+	if _, err := api.app.Sessions.Revoke(r.Context(), rc.actor(), r.PathValue("id"), ReasonAdminRevoked); err != nil {
 		return orNotFound(err, "session")
-	}
-	if !s.RevokedAt.IsZero() {
-		return noContent(w)
-	}
-	ev := revokedEvent(rc, api.now(), s.UserID, s.ID, false)
-	ctx = store.WithEvent(ctx, ev) // the event commits with the revocation
-	if err := api.app.Store.RevokeSession(ctx, s.ID, api.now(), ReasonAdminRevoked); err != nil {
-		return orNotFound(err, "session")
-	}
-	if err := api.publishRevoked(ctx, ev); err != nil {
-		return err
 	}
 	return noContent(w)
 }
 
-// POST /users/{id}/sessions/revoke revokes every session of a user.
+// POST /users/{id}/sessions/revoke revokes every session of a user: a
+// session.revoked for each and one user.sessions_revoked, even with no
+// active session (the administrator means every token of the user).
 func (api *API) revokeUserSessions(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	ctx := r.Context()
 	id := r.PathValue("id")
 	if _, err := api.app.Store.GetUser(ctx, id); err != nil {
 		return orNotFound(err, "user")
 	}
-	// One user-level event besides the session.revoked of each session
-	// (even with no active session: the administrator means every token
-	// of the user), which the CAE transmitter turns into a single
-	// session-revoked SET for the user. It commits with the revocation.
-	ev := rc.event(model.EventUserSessionsRevoked, api.now())
-	ev.UserID, ev.Reason = id, ReasonAdminRevoked
-	ectx := store.WithEventFunc(ctx, ev, func(ids []string) bool {
-		ev.Data = map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}
-		return true
-	})
-	ids, err := api.app.Store.RevokeUserSessions(ectx, id, api.now(), ReasonAdminRevoked)
+	ids, err := api.app.Sessions.RevokeUser(ctx, rc.actor(), id, ReasonAdminRevoked)
 	if err != nil {
 		return err
 	}
-	for _, sid := range ids {
-		if err := api.publishRevoked(ctx, revokedEvent(rc, api.now(), id, sid, true)); err != nil {
-			return err
-		}
-	}
-	if err := api.app.Bus.Publish(ectx, ev); err != nil {
-		return fmt.Errorf("admin: sessions of %s revoked but not recorded: %w", id, err)
-	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked_session_ids": nonNil(ids)})
-	return nil
-}
-
-// revokedEvent is the session.revoked of a session an administrator
-// revoked; all marks it as part of revoking all of the user's sessions.
-func revokedEvent(rc *reqCtx, now time.Time, userID, sid string, all bool) *model.Event {
-	ev := rc.event(model.EventSessionRevoked, now)
-	ev.UserID, ev.SessionID, ev.Reason = userID, sid, ReasonAdminRevoked
-	if all {
-		ev.Data = map[string]string{"all_sessions": "true"}
-	}
-	return ev
-}
-
-// publishRevoked publishes a revokedEvent. The audit persister fails the
-// publish when it cannot record the event; that is reported as an
-// internal error.
-func (api *API) publishRevoked(ctx context.Context, ev *model.Event) error {
-	if err := api.app.Bus.Publish(ctx, ev); err != nil {
-		return fmt.Errorf("admin: session %s revoked but not recorded: %w", ev.SessionID, err)
-	}
 	return nil
 }

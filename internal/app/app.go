@@ -17,15 +17,16 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
-	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
@@ -49,6 +50,7 @@ type App struct {
 	Identity    *identity.Service
 	Clients     *clients.Service
 	Devices     *device.Service
+	Sessions    *session.Service // every session revocation
 	Access      *access.Service
 	CAE         *cae.Service // the Shared Signals transmitter
 	TokenHasher *secret.Hasher
@@ -56,6 +58,9 @@ type App struct {
 	dev        *DevData
 	closers    []func() error
 	unsubAudit func()
+	// caeStream is the CAE stream of resource servers following NATS
+	// (nil without one).
+	caeStream bus.CAEPublisher
 }
 
 // Options adjust Open for tests; the zero value is production behaviour.
@@ -132,8 +137,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, err
 	}
 	b := a.Bus
-	a.unsubAudit = b.Subscribe("audit", a.persistEvent)
-	b.Subscribe("session-revoker", a.revokeSessionsOnAccountChange)
+	a.unsubAudit = audit.Subscribe(b, audit.Options{Store: a.Store, Now: o.Now, Log: log})
+	a.Sessions = session.New(session.Options{Store: a.Store, Bus: b, Now: o.Now, Log: log})
+	a.Sessions.Subscribe(b)
 
 	a.TokenHasher = secret.NewHasher(a.KEK.Derive("token-hash"))
 
@@ -180,6 +186,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	a.Devices = device.New(device.Options{
 		Store:    a.Store,
 		Bus:      b,
+		Sessions: a.Sessions,
 		Now:      o.Now,
 		Log:      log,
 		NonceKey: a.KEK.Derive("device-posture-nonce"),
@@ -199,7 +206,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	if err := a.Access.Load(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
-	if err := a.openCAE(cfg, log, o.Now, !o.Tool); err != nil {
+	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {
 		return nil, err
 	}
 
@@ -236,23 +243,6 @@ func (a *App) Close() error {
 	}
 	a.closers = nil
 	return errors.Join(errs...)
-}
-
-// persistEvent is the audit persister: every event published on the bus
-// is appended to the store before Publish returns, and a failure to
-// persist fails the publish. An event the store already committed in the
-// transaction of the change it records (store.WithEvent: the critical
-// changes behind CAE signals) is not appended again.
-func (a *App) persistEvent(ctx context.Context, e *model.Event) error {
-	if store.EventStored(ctx, e) {
-		return nil
-	}
-	bus.Stamp(ctx, e, a.Now)
-	if _, err := a.Store.AppendEvent(ctx, e); err != nil {
-		a.Log.ErrorContext(ctx, "audit: persisting event failed", "type", string(e.Type), "event_id", e.ID, "err", err)
-		return fmt.Errorf("audit: %w", err)
-	}
-	return nil
 }
 
 // ErrNoKEK is returned when no key-encryption key is configured outside dev
@@ -294,13 +284,12 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 	return k, nil
 }
 
-// openCAE builds the Shared Signals transmitter and subscribes it to the
-// bus (after the audit persister, so events are recorded before their
-// SETs are queued). A server (push true) also runs its push worker; a
-// short-lived tool only queues SETs, which the running server delivers
-// within its rescan interval. Close stops the worker before the store
-// closes.
-func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time, push bool) error {
+// openCAE starts the Shared Signals transmitter on the bus (after the
+// audit persister, so events are recorded before their SETs are queued).
+// A server (serve true) also delivers; a short-lived tool only queues
+// SETs, which the running server delivers within its rescan interval.
+// Close stops it before the bus and the store close.
+func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time, serve bool) error {
 	c := cfg.SSF
 	// Push leases name the instance holding them. SQLite with the embedded
 	// NATS has one serving process (the NATS store directory is locked),
@@ -310,59 +299,17 @@ func (a *App) openCAE(cfg *config.Config, log *slog.Logger, now func() time.Time
 	if cfg.Storage.Driver == config.DriverSQLite && cfg.Bus.Driver == config.BusNATS && cfg.Bus.NATS.URL == "" {
 		instance = "sqlite-single-node"
 	}
-	svc, err := cae.New(cae.Options{
+	svc, err := cae.Start(ctx, cae.Options{
 		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log, InstanceID: instance,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
 		PushAllowedNetworks: c.PushNetworks(),
-	})
+	}, cae.Wiring{Bus: a.Bus, Durable: a.Durable, Stream: a.caeStream, Audience: c.NATS.Audience, Serve: serve})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
 	}
 	a.CAE = svc
-	a.Bus.Subscribe("cae-transmitter", svc.HandleEvent)
-	if push {
-		svc.Start()
-	}
 	a.closers = append(a.closers, svc.Close)
-	if push {
-		// Before serving: SETs of events a crashed predecessor stored but
-		// did not queue (cae.Service.Recover).
-		if _, err := svc.Recover(context.Background()); err != nil {
-			return fmt.Errorf("app: %w", err)
-		}
-	}
-	if _, ok := a.Bus.(*bus.NATS); ok && push {
-		// SETs of an event stored by a process that died before queueing
-		// them (see cae.Service.CatchUp).
-		stop, err := a.Durable.Consume(context.Background(), "cae-ssf", cae.SourceEventTypes, svc.CatchUp, bus.OnlyNew())
-		if err != nil {
-			return fmt.Errorf("app: SSF catch-up: %w", err)
-		}
-		a.closers = append(a.closers, func() error { stop(); return nil })
-	}
-	if nb, ok := a.Bus.(*bus.NATS); ok && push && cfg.SSF.NATS.Enabled {
-		// The CAE stream for resources that follow NATS directly: a
-		// durable consumer of the domain events, so an event stored while
-		// NATS was away is still published, once per deployment.
-		aud := cfg.SSF.NATS.Audience
-		stop, err := a.Durable.Consume(context.Background(), "cae-nats", cae.SourceEventTypes, func(ctx context.Context, e *model.Event) error {
-			sets, err := svc.Broadcast(ctx, e, aud)
-			if err != nil {
-				return err
-			}
-			for _, s := range sets {
-				if err := nb.PublishCAE(ctx, s.Name, s.ID, s.SET); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, bus.OnlyNew())
-		if err != nil {
-			return fmt.Errorf("app: CAE stream: %w", err)
-		}
-		a.closers = append(a.closers, func() error { stop(); return nil })
-	}
 	return nil
 }

@@ -63,6 +63,9 @@ func (a *App) openBus(ctx context.Context, o Options) error {
 		return fmt.Errorf("app: event bus: %w", err)
 	}
 	a.Bus, a.Durable = nb, nb
+	if a.Config.SSF.NATS.Enabled {
+		a.caeStream = nb
+	}
 	a.closers = append(a.closers, nb.Close)
 	return nil
 }

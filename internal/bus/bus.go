@@ -21,12 +21,8 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/ward-idp/ward/internal/model"
-	"github.com/ward-idp/ward/internal/store"
 )
 
 // Handler consumes one event. An error from a synchronous subscriber is
@@ -161,35 +157,4 @@ func FillOrigin(ctx context.Context, e *model.Event) {
 	if e.CorrelationID == "" {
 		e.CorrelationID = o.CorrelationID
 	}
-}
-
-// Stamp completes e for storing: a random id (UUID) when ID is empty, now()
-// when Time is zero, and the request origin from ctx (FillOrigin). The
-// audit persister stamps every event it appends; a service that commits
-// an event in the transaction of its change (store.WithEvent) stamps it
-// before the store call, so that the stored event is the same whichever
-// of the two stores it.
-func Stamp(ctx context.Context, e *model.Event, now func() time.Time) {
-	if e.ID == "" {
-		e.ID = uuid.NewString()
-	}
-	if e.Time.IsZero() {
-		e.Time = now()
-	}
-	FillOrigin(ctx, e)
-}
-
-// Pending prepares e to be committed in the transaction of the store write
-// that makes its change: it completes e (outcome success unless set, and
-// Stamp) and returns the context for that write and for publishing e
-// afterwards (store.WithEventFunc; complete, which may be nil, decides in
-// the transaction whether e is recorded), so that the audit persister
-// finds it stored. A service without a bus records nothing and passes ctx
-// on as it is.
-func Pending(ctx context.Context, e *model.Event, now func() time.Time, complete func([]string) bool) context.Context {
-	if e.Outcome == "" {
-		e.Outcome = model.OutcomeSuccess
-	}
-	Stamp(ctx, e, now)
-	return store.WithEventFunc(ctx, e, complete)
 }

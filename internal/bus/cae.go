@@ -100,6 +100,16 @@ func (n *NATS) CAEStream() (stream, subjectPrefix string) {
 	return n.o.CAE.Stream, n.o.CAE.SubjectPrefix
 }
 
+// CAEPublisher publishes signed SETs to the CAE stream that resource
+// servers follow (a NATS bus with CAEOptions.Enabled is one).
+type CAEPublisher interface {
+	// PublishCAE publishes one SET under <prefix>.<name>, de-duplicated
+	// by msgID.
+	PublishCAE(ctx context.Context, name, msgID string, set []byte) error
+}
+
+var _ CAEPublisher = (*NATS)(nil)
+
 // PublishCAE publishes one signed SET to <prefix>.<name>. msgID
 // de-duplicates a SET published again within the duplicate window (an
 // event handled twice after a restart). It waits for the stream's

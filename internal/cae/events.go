@@ -87,16 +87,33 @@ type template struct {
 	body       eventBody
 }
 
-// Session revocation reasons whose session.revoked events carry no SET
-// of their own: another SET of the same change already revokes every
-// token they cover (the account, its credentials or the device).
-var coveredRevocations = map[string]bool{
-	"user_disabled":    true, // RISC account-disabled
-	"user_deleted":     true, // RISC account-purged
-	"password_changed": true, // CAEP credential-change
-	"refresh_reuse":    true, // the session-revoked of session.refresh_reuse_detected
-	"device_disabled":  true, // session-revoked {user, device}
-	"device_lost":      true, // session-revoked {user, device}
+// revocationReason says why a session-revoked SET revokes a session whose
+// session.revoked has cause c (reason_admin), or covered when the change
+// behind the cause has another SET already revoking every token the
+// session's would (then the session.revoked yields none). known is false
+// for a cause this switch does not name; TestEveryRevocationCauseMapped
+// keeps it naming every model.RevocationCause.
+func revocationReason(c model.RevocationCause) (why string, covered, known bool) {
+	switch c {
+	case model.CauseUserDisabled: // RISC account-disabled
+		return "", true, true
+	case model.CauseUserDeleted: // RISC account-purged
+		return "", true, true
+	case model.CausePasswordChanged: // CAEP credential-change
+		return "", true, true
+	case model.CauseRefreshReuse: // the session-revoked of session.refresh_reuse_detected
+		return "", true, true
+	case model.CauseDeviceDisabled, model.CauseDeviceLost: // session-revoked {user, device}
+		return "", true, true
+	case model.CauseDeviceDeleted:
+		return "session revoked: its device was deleted", false, true
+	case model.CauseAdminRevoked, model.CauseLogout, model.CauseAccessTokenRevoked, model.CauseCodeReuse:
+		return "session revoked (" + string(c) + ")", false, true
+	}
+	if c == "" {
+		return "session revoked", false, false
+	}
+	return "session revoked (" + string(c) + ")", false, false
 }
 
 // compliance maps Ward's device compliance to CAEP's two values: only a
@@ -153,7 +170,7 @@ func initiator(e *model.Event) string {
 // DataAllSessions marks a session.revoked event that is part of revoking
 // all of a user's sessions; the user-level event (EventUserSessionsRevoked)
 // carries the SET.
-const DataAllSessions = "all_sessions"
+const DataAllSessions = model.DataAllSessions
 
 // templates maps a domain event to the SETs it yields (none for most
 // events). See docs/ssf.md for the table.
@@ -191,22 +208,24 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		b.CredentialType, b.ChangeType = credentialType(method), "create"
 		return []template{{EventCredentialChange, user(), userKey, b}}
 	case model.EventSessionRevoked, model.EventSessionLoggedOut, model.EventTokenRevoked:
-		if e.UserID == "" || e.SessionID == "" || coveredRevocations[e.Reason] || e.Data[DataAllSessions] == "true" {
+		if e.UserID == "" || e.SessionID == "" || e.Data[DataAllSessions] == "true" {
 			return nil
 		}
-		who, why := initiator(e), "session revoked"
-		switch {
-		case e.Type == model.EventSessionLoggedOut:
+		var who, why string
+		switch e.Type {
+		case model.EventSessionLoggedOut:
 			who, why = InitiatorUser, "user signed out"
-		case e.Type == model.EventTokenRevoked:
-			if e.Reason != "client_revoked_access_token" {
+		case model.EventTokenRevoked:
+			if e.Reason != model.ReasonClientRevokedAccessToken {
 				return nil // a refresh token alone: its session lives on
 			}
 			who, why = InitiatorUser, "the client revoked the session's access token"
-		case e.Reason == "device_deleted":
-			why = "session revoked: its device was deleted"
-		case e.Reason != "":
-			why = "session revoked (" + e.Reason + ")"
+		default:
+			var covered bool
+			if why, covered, _ = revocationReason(model.RevocationCause(e.Reason)); covered {
+				return nil
+			}
+			who = initiator(e)
 		}
 		sub := &Subject{Format: FormatComplex, User: user(), Session: opaqueSubject(e.SessionID)}
 		if e.DeviceID != "" {

@@ -119,8 +119,9 @@ type Options struct {
 	PushAllowedNetworks []netip.Prefix
 }
 
-// Service is the SSF transmitter. Create it with New, subscribe
-// HandleEvent to the bus, call Start to deliver by push, and Close when
+// Service is the SSF transmitter. Create and connect it with the
+// package's Start (or, in tests, with New, subscribing HandleEvent to a
+// bus and calling the Start method to deliver by push), and Close it when
 // done.
 type Service struct {
 	o       Options
@@ -149,6 +150,10 @@ type Service struct {
 
 	stats Stats
 	guard netGuard
+
+	// stops ends what Start connected (bus subscription, durable
+	// consumers), last first, before Close stops the push worker.
+	stops []func()
 }
 
 // Stats counts deliveries since the service started.
@@ -241,6 +246,9 @@ func (s *Service) Close() error {
 	s.StopPolling()
 	var err error
 	s.closeOnce.Do(func() {
+		for i := len(s.stops) - 1; i >= 0; i-- {
+			s.stops[i]()
+		}
 		err = s.pusher.stop()
 		close(s.batcherStop)
 	})

@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clientspec"
 	"github.com/ward-idp/ward/internal/model"
@@ -51,7 +49,7 @@ type Options struct {
 // Service manages OAuth clients.
 type Service struct {
 	store  store.Store
-	bus    bus.Bus
+	events *bus.Emitter // records domain events (nothing without a bus)
 	hasher *secret.Hasher
 	now    func() time.Time
 }
@@ -61,7 +59,7 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{store: o.Store, bus: o.Bus, hasher: o.Hasher, now: o.Now}
+	return &Service{store: o.Store, events: bus.NewEmitter(o.Bus, o.Now), hasher: o.Hasher, now: o.Now}
 }
 
 // Create validates spec and stores a new client. A confidential client
@@ -385,24 +383,13 @@ func (s *Service) wrap(op, id string, err error) error {
 	return fmt.Errorf("clients: %s %s: %w", op, id, err)
 }
 
+// publish records an event of type t about a client.
 func (s *Service) publish(ctx context.Context, t model.EventType, actor, clientID string, data map[string]string) error {
-	if s.bus == nil {
-		return nil
-	}
 	if actor == "" {
 		actor = "system"
 	}
-	e := &model.Event{
-		ID:       uuid.NewString(),
-		Type:     t,
-		Time:     s.now().UTC(),
-		Actor:    actor,
-		ClientID: clientID,
-		Outcome:  model.OutcomeSuccess,
-		Data:     data,
-	}
-	if err := s.bus.Publish(ctx, e); err != nil {
-		return fmt.Errorf("clients: publish %s: %w", t, err)
+	if err := s.events.Emit(ctx, &model.Event{Type: t, Actor: actor, ClientID: clientID, Data: data}); err != nil {
+		return fmt.Errorf("clients: %w", err)
 	}
 	return nil
 }

@@ -316,7 +316,7 @@ func TestPublishFailureIsReturned(t *testing.T) {
 	f := newFixture(t)
 	b := bus.NewLocal()
 	b.Subscribe("audit", func(context.Context, *model.Event) error { return errors.New("disk full") })
-	f.svc.bus = b
+	f.svc.events = bus.NewEmitter(b, nil)
 	if _, _, err := f.svc.Create(context.Background(), "admin", spaSpec()); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("got %v, want the audit failure", err)
 	}

@@ -53,17 +53,29 @@ const ActorSystem = "system"
 
 // Revoke causes (session.revoked reasons) of the status changes.
 const (
-	ReasonDeviceDisabled = "device_disabled"
-	ReasonDeviceLost     = "device_lost"
-	ReasonDeviceDeleted  = "device_deleted"
+	ReasonDeviceDisabled = model.CauseDeviceDisabled
+	ReasonDeviceLost     = model.CauseDeviceLost
+	ReasonDeviceDeleted  = model.CauseDeviceDeleted
 )
+
+// SessionRevoker ends the sessions bound to a device (session.Service):
+// the service that owns session revocation and its records.
+type SessionRevoker interface {
+	// RevokeDevice revokes every session holding a refresh token bound
+	// to the device, records session.revoked for each and returns their
+	// ids.
+	RevokeDevice(ctx context.Context, actor, deviceID, userID string, cause model.RevocationCause) ([]string, error)
+}
 
 // Options configure a Service.
 type Options struct {
 	Store store.Store // required
 	Bus   bus.Bus     // nil: events are not published
-	Now   func() time.Time
-	Log   *slog.Logger
+	// Sessions ends the sessions of a disabled, lost or deleted device
+	// (required).
+	Sessions SessionRevoker
+	Now      func() time.Time
+	Log      *slog.Logger
 	// NonceKey is the HMAC key of posture nonces, at least 16 random
 	// bytes (required). Instances sharing it accept each other's nonces.
 	NonceKey []byte
@@ -77,13 +89,14 @@ type Options struct {
 
 // Service is the device service. It is safe for concurrent use.
 type Service struct {
-	store  store.Store
-	bus    bus.Bus
-	now    func() time.Time
-	log    *slog.Logger
-	nonces dpop.NonceSource
-	maxAge time.Duration
-	grace  time.Duration
+	store    store.Store
+	events   *bus.Emitter // records domain events (nothing without a bus)
+	sessions SessionRevoker
+	now      func() time.Time
+	log      *slog.Logger
+	nonces   dpop.NonceSource
+	maxAge   time.Duration
+	grace    time.Duration
 }
 
 // New returns a Service. It panics when Store or a NonceKey of at least 16
@@ -91,6 +104,9 @@ type Service struct {
 func New(o Options) *Service {
 	if o.Store == nil {
 		panic("device: Options.Store is required")
+	}
+	if o.Sessions == nil {
+		panic("device: Options.Sessions is required")
 	}
 	if len(o.NonceKey) < 16 {
 		panic("device: Options.NonceKey must hold at least 16 bytes")
@@ -108,13 +124,14 @@ func New(o Options) *Service {
 		o.PostureGrace = DefaultPostureGrace
 	}
 	return &Service{
-		store:  o.Store,
-		bus:    o.Bus,
-		now:    o.Now,
-		log:    o.Log.With("component", "device"),
-		nonces: dpop.NewHMACNonces(o.NonceKey, o.ReportMaxAge, o.Now),
-		maxAge: o.ReportMaxAge,
-		grace:  o.PostureGrace,
+		store:    o.Store,
+		events:   bus.NewEmitter(o.Bus, o.Now),
+		sessions: o.Sessions,
+		now:      o.Now,
+		log:      o.Log.With("component", "device"),
+		nonces:   dpop.NewHMACNonces(o.NonceKey, o.ReportMaxAge, o.Now),
+		maxAge:   o.ReportMaxAge,
+		grace:    o.PostureGrace,
 	}
 }
 
@@ -227,7 +244,7 @@ func (s *Service) Register(ctx context.Context, userID string, r Registration) (
 		return nil, fmt.Errorf("device: create: %w", err)
 	}
 	s.log.InfoContext(ctx, "device registered", "device_id", d.ID, "user_id", d.UserID, "platform", d.Platform, "key_storage", d.KeyStorage)
-	return d, s.publish(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
+	return d, s.events.Emit(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
 		Data: map[string]string{"jkt": d.JKT, "platform": d.Platform, "key_storage": d.KeyStorage, "trust_type": d.TrustType}})
 }
 
@@ -386,7 +403,7 @@ func (s *Service) MarkLost(ctx context.Context, actor, id string) (*model.Device
 	return s.setStatus(ctx, actor, id, model.DeviceLost, model.EventDeviceLost, ReasonDeviceLost)
 }
 
-func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ model.EventType, cause string) (*model.Device, error) {
+func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ model.EventType, cause model.RevocationCause) (*model.Device, error) {
 	now := s.now()
 	var prev string
 	// The event commits with the status change (and only with a change):
@@ -394,8 +411,8 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 	// tokens, so the sessions revoked below, in a transaction of their
 	// own, are a clean-up that a retry finishes. Their number is therefore
 	// not in this event; each has its session.revoked.
-	ev := &model.Event{Type: typ, Actor: actor, DeviceID: id, Reason: cause}
-	ectx := s.pendingFunc(ctx, ev, func([]string) bool { return prev != status })
+	ev := &model.Event{Type: typ, Actor: actor, DeviceID: id, Reason: string(cause)}
+	ectx := s.events.Pending(ctx, ev, func([]string) bool { return prev != status })
 	d, err := s.store.UpdateDevice(ectx, id, func(d *model.Device) error {
 		prev = d.Status
 		ev.UserID, ev.DeviceID = d.UserID, d.ID
@@ -410,18 +427,15 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 	}
 	// Revoke even when the status did not change: a retry after a failed
 	// revocation must finish the job.
-	sids, rerr := s.store.RevokeDeviceSessions(ctx, id, now, cause)
+	sids, rerr := s.sessions.RevokeDevice(ctx, actor, id, d.UserID, cause)
 	if prev != status {
 		s.log.InfoContext(ctx, "device status changed", "actor", actor, "device_id", id, "from", prev, "to", status, "sessions_revoked", len(sids))
-		if err := s.publish(ectx, ev); err != nil {
-			return nil, err
+		if err := s.events.Emit(ectx, ev); err != nil {
+			return nil, errors.Join(err, rerr)
 		}
 	}
-	if err := s.publishRevoked(ctx, actor, d, sids, cause); err != nil {
-		return nil, err
-	}
 	if rerr != nil {
-		return nil, fmt.Errorf("device: revoke sessions of %s: %w", id, rerr)
+		return nil, fmt.Errorf("device: %w", rerr)
 	}
 	return d, nil
 }
@@ -434,28 +448,16 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 	if err != nil {
 		return wrapNotFound(err, "device "+id)
 	}
-	sids, err := s.store.RevokeDeviceSessions(ctx, id, s.now(), ReasonDeviceDeleted)
+	sids, err := s.sessions.RevokeDevice(ctx, actor, id, d.UserID, ReasonDeviceDeleted)
 	if err != nil {
-		return fmt.Errorf("device: revoke sessions of %s: %w", id, err)
-	}
-	if err := s.publishRevoked(ctx, actor, d, sids, ReasonDeviceDeleted); err != nil {
-		return err
+		return fmt.Errorf("device: %w", err)
 	}
 	if err := s.store.DeleteDevice(ctx, id); err != nil {
 		return wrapNotFound(err, "device "+id)
 	}
 	s.log.InfoContext(ctx, "device deleted", "actor", actor, "device_id", id, "sessions_revoked", len(sids))
-	return s.publish(ctx, &model.Event{Type: model.EventDeviceDeleted, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
-		Reason: ReasonDeviceDeleted, Data: map[string]string{"jkt": d.JKT, "sessions_revoked": fmt.Sprint(len(sids))}})
-}
-
-func (s *Service) publishRevoked(ctx context.Context, actor string, d *model.Device, sids []string, cause string) error {
-	var errs []error
-	for _, sid := range sids {
-		errs = append(errs, s.publish(ctx, &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: d.UserID,
-			SessionID: sid, DeviceID: d.ID, Reason: cause}))
-	}
-	return errors.Join(errs...)
+	return s.events.Emit(ctx, &model.Event{Type: model.EventDeviceDeleted, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
+		Reason: string(ReasonDeviceDeleted), Data: map[string]string{"jkt": d.JKT, "sessions_revoked": fmt.Sprint(len(sids))}})
 }
 
 func wrapNotFound(err error, what string) error {
@@ -463,35 +465,6 @@ func wrapNotFound(err error, what string) error {
 		return fmt.Errorf("device: %s: %w", what, ErrNotFound)
 	}
 	return fmt.Errorf("device: %s: %w", what, err)
-}
-
-// pendingFunc commits e with the store write made with the returned
-// context (bus.Pending); without a bus nothing is recorded.
-func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
-	if s.bus == nil {
-		return ctx
-	}
-	return bus.Pending(ctx, e, s.now, complete)
-}
-
-// publish sends an event; a nil bus drops it.
-func (s *Service) publish(ctx context.Context, e *model.Event) error {
-	if s.bus == nil {
-		return nil
-	}
-	if e.ID == "" {
-		e.ID = newID()
-	}
-	if e.Time.IsZero() {
-		e.Time = s.now()
-	}
-	if e.Outcome == "" {
-		e.Outcome = model.OutcomeSuccess
-	}
-	if err := s.bus.Publish(ctx, e); err != nil {
-		return fmt.Errorf("device: publish %s: %w", e.Type, err)
-	}
-	return nil
 }
 
 // newID returns a random RFC 4122 version 4 UUID.

@@ -60,7 +60,7 @@ func TestEventsCommitWithChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	want(model.EventDeviceDisabled, 1)
-	if ev := stored(model.EventDeviceDisabled)[0]; ev.Data["previous_status"] != model.DeviceActive || ev.Reason != ReasonDeviceDisabled {
+	if ev := stored(model.EventDeviceDisabled)[0]; ev.Data["previous_status"] != model.DeviceActive || ev.Reason != string(ReasonDeviceDisabled) {
 		t.Errorf("device.disabled %+v", ev.Event)
 	}
 	// Disabling again changes nothing and records nothing.

@@ -58,7 +58,7 @@ func (s *Service) PutPolicy(ctx context.Context, actor, platform string, rules [
 		return nil, fmt.Errorf("device: put policy %s: %w", platform, err)
 	}
 	s.log.InfoContext(ctx, "compliance policy changed", "actor", actor, "platform", platform, "change", change)
-	if err := s.publish(ctx, &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
+	if err := s.events.Emit(ctx, &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
 		Data: map[string]string{"platform": platform, "change": change, "rules": string(p.Rules)}}); err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (s *Service) DeletePolicy(ctx context.Context, actor, platform string) erro
 		return wrapNotFound(err, "compliance policy "+platform)
 	}
 	s.log.InfoContext(ctx, "compliance policy deleted", "actor", actor, "platform", platform)
-	if err := s.publish(ctx, &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
+	if err := s.events.Emit(ctx, &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
 		Data: map[string]string{"platform": platform, "change": "deleted"}}); err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func (s *Service) reevaluate(ctx context.Context, actor, platform string) (int, 
 		// device.compliance_changed commits with the update that changes
 		// the compliance state.
 		ev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: actor}
-		ectx := s.pendingFunc(ctx, ev, func([]string) bool { return prev != st })
+		ectx := s.events.Pending(ctx, ev, func([]string) bool { return prev != st })
 		nd, err := s.store.UpdateDevice(ectx, d.ID, func(cur *model.Device) error {
 			if cur.Status != model.DeviceActive || !cur.PostureAt.Equal(d.PostureAt) {
 				return errInactive // changed meanwhile; its own update evaluated it

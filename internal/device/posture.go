@@ -71,7 +71,7 @@ func (s *Service) SubmitPosture(ctx context.Context, deviceID, report string) (*
 			ev.UserID = d.UserID
 		}
 		s.log.WarnContext(ctx, "posture report refused", "device_id", ev.DeviceID, "reason", pe.Reason, "err", pe.Err)
-		if perr := s.publish(ctx, ev); perr != nil {
+		if perr := s.events.Emit(ctx, ev); perr != nil {
 			return nil, errors.Join(err, perr)
 		}
 		return nil, err
@@ -140,7 +140,7 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 	// device.compliance_changed commits with the update that changes the
 	// compliance state (device.posture_reported is recorded after it).
 	cev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: d.UserID}
-	ectx := s.pendingFunc(ctx, cev, func([]string) bool { return prev != after })
+	ectx := s.events.Pending(ctx, cev, func([]string) bool { return prev != after })
 	d, err = s.store.UpdateDevice(ectx, d.ID, func(d *model.Device) error {
 		if d.Status != model.DeviceActive {
 			return errInactive
@@ -172,7 +172,7 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 		return nil, fmt.Errorf("device: store posture: %w", err)
 	}
 	s.log.InfoContext(ctx, "posture reported", "device_id", d.ID, "compliance", d.Compliance)
-	errs := []error{s.publish(ctx, &model.Event{Type: model.EventDevicePostureReported, Actor: d.UserID, UserID: d.UserID, DeviceID: d.ID,
+	errs := []error{s.events.Emit(ctx, &model.Event{Type: model.EventDevicePostureReported, Actor: d.UserID, UserID: d.UserID, DeviceID: d.ID,
 		TokenID: rep.JTI, Data: map[string]string{"compliance": d.Compliance, "failing_rules": ruleNames(fs, false),
 			"undecided_rules": ruleNames(fs, true), "collected_at": collected.UTC().Format(time.RFC3339)}})}
 	if prev != d.Compliance {
@@ -216,7 +216,7 @@ func fillComplianceChanged(ev *model.Event, d *model.Device, prev string, fs []F
 // context of the update that committed it.
 func (s *Service) publishComplianceChanged(ctx context.Context, ev *model.Event, d *model.Device, prev string) error {
 	s.log.InfoContext(ctx, "device compliance changed", "device_id", d.ID, "from", prev, "to", d.Compliance)
-	return s.publish(ctx, ev)
+	return s.events.Emit(ctx, ev)
 }
 
 // evaluate decides a device's compliance from its posture p (nil: none),

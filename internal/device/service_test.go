@@ -19,6 +19,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
@@ -45,7 +46,8 @@ func newEnv(t *testing.T) *env {
 	b := bus.NewLocal()
 	rec := &bus.Recorder{}
 	b.Subscribe("rec", rec.Handle)
-	svc := New(Options{Store: st, Bus: b, Now: c.Now, NonceKey: bytes.Repeat([]byte{7}, 32)})
+	sessions := session.New(session.Options{Store: st, Bus: b, Now: c.Now})
+	svc := New(Options{Store: st, Bus: b, Now: c.Now, NonceKey: bytes.Repeat([]byte{7}, 32), Sessions: sessions})
 	e := &env{t: t, ctx: ctx, clock: c, st: st, rec: rec, svc: svc}
 	e.alice = e.user("alice")
 	return e
@@ -505,7 +507,7 @@ func TestDisableLostDelete(t *testing.T) {
 		if !s.RevokedAt.IsZero() != revoked {
 			t.Errorf("session %s revoked=%v, want %v", id, !s.RevokedAt.IsZero(), revoked)
 		}
-		if revoked && s.RevokeCause != ReasonDeviceDisabled {
+		if revoked && s.RevokeCause != string(ReasonDeviceDisabled) {
 			t.Errorf("cause %q", s.RevokeCause)
 		}
 	}
@@ -513,7 +515,7 @@ func TestDisableLostDelete(t *testing.T) {
 	for _, ev := range e.rec.Events() {
 		if ev.Type == model.EventSessionRevoked {
 			revokedEvents = append(revokedEvents, ev.SessionID)
-			if ev.Reason != ReasonDeviceDisabled || ev.Actor != "admin-1" || ev.DeviceID != d.ID {
+			if ev.Reason != string(ReasonDeviceDisabled) || ev.Actor != "admin-1" || ev.DeviceID != d.ID {
 				t.Errorf("session.revoked %+v", ev)
 			}
 		}
@@ -540,7 +542,7 @@ func TestDisableLostDelete(t *testing.T) {
 	if err != nil || got.Status != model.DeviceLost {
 		t.Fatalf("MarkLost = %v, %v", got, err)
 	}
-	if s, _ := e.st.GetSession(e.ctx, s3); s.RevokeCause != ReasonDeviceLost {
+	if s, _ := e.st.GetSession(e.ctx, s3); s.RevokeCause != string(ReasonDeviceLost) {
 		t.Errorf("lost device session cause %q", s.RevokeCause)
 	}
 	if ev := e.last(model.EventDeviceLost); ev.DeviceID != other.ID || ev.Code() != "W8002W" {

@@ -21,6 +21,7 @@ import (
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
@@ -349,15 +350,13 @@ func testCAEEndToEnd(t *testing.T, f *caeFixture) {
 			t.Fatalf("read: %d %s", r.Status, r.Body)
 		}
 		nextSecond()
-		now := time.Now()
-		sids, err := f.in.App.Store.RevokeUserSessions(ctx, id, now, "admin_revoked")
-		if err != nil || len(sids) != 1 {
-			t.Fatalf("revoke: %v %v", sids, err)
+		ss, err := f.in.App.Store.ListSessions(ctx, store.SessionFilter{UserID: id, ActiveOnly: true, Now: time.Now()})
+		if err != nil || len(ss) != 1 {
+			t.Fatalf("sessions: %v %v", ss, err)
 		}
-		for _, sid := range sids {
-			ev := &model.Event{Type: model.EventSessionRevoked, Time: now, Actor: "admin", UserID: id, SessionID: sid, Reason: "admin_revoked"}
-			if err := f.in.App.Bus.Publish(ctx, ev); err != nil {
-				t.Fatal(err)
+		for _, se := range ss {
+			if ok, err := f.in.App.Sessions.Revoke(ctx, "admin", se.ID, model.CauseAdminRevoked); err != nil || !ok {
+				t.Fatalf("revoke: %v %v", ok, err)
 			}
 		}
 		claims := c.waitChallenge()

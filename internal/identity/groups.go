@@ -34,7 +34,7 @@ func (s *Service) CreateGroup(ctx context.Context, actor, name string) (*model.G
 		return nil, fmt.Errorf("identity: create group: %w", err)
 	}
 	s.log.InfoContext(ctx, "group created", "actor", actor, "group_id", g.ID, "name", g.Name)
-	return g, s.publish(ctx, &model.Event{Type: model.EventGroupCreated, Actor: actor,
+	return g, s.events.Emit(ctx, &model.Event{Type: model.EventGroupCreated, Actor: actor,
 		Data: map[string]string{"group_id": g.ID, "name": g.Name}})
 }
 
@@ -79,7 +79,7 @@ func (s *Service) changeMembers(ctx context.Context, actor, groupID, userID stri
 		change = "member_removed"
 	}
 	s.log.InfoContext(ctx, "group membership changed", "actor", actor, "group_id", groupID, "user_id", userID, "change", change)
-	return s.publish(ctx, &model.Event{Type: model.EventGroupUpdated, Actor: actor, UserID: userID,
+	return s.events.Emit(ctx, &model.Event{Type: model.EventGroupUpdated, Actor: actor, UserID: userID,
 		Data: map[string]string{"group_id": groupID, "change": change}})
 }
 
@@ -89,7 +89,7 @@ func (s *Service) DeleteGroup(ctx context.Context, actor, groupID string) error 
 		return fmt.Errorf("identity: delete group %s: %w", groupID, err)
 	}
 	s.log.InfoContext(ctx, "group deleted", "actor", actor, "group_id", groupID)
-	return s.publish(ctx, &model.Event{Type: model.EventGroupDeleted, Actor: actor,
+	return s.events.Emit(ctx, &model.Event{Type: model.EventGroupDeleted, Actor: actor,
 		Data: map[string]string{"group_id": groupID}})
 }
 

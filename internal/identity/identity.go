@@ -108,11 +108,11 @@ const defaultMaxIPTracked = 65536
 
 // Service is the identity service. It is safe for concurrent use.
 type Service struct {
-	store store.Store
-	bus   bus.Bus
-	kek   *secret.KEK
-	now   func() time.Time
-	log   *slog.Logger
+	store  store.Store
+	events *bus.Emitter // records domain events (nothing without a bus)
+	kek    *secret.KEK
+	now    func() time.Time
+	log    *slog.Logger
 
 	params    Argon2Params
 	hashSlots chan struct{}
@@ -191,7 +191,7 @@ func New(o Options) *Service {
 	}
 	return &Service{
 		store:     o.Store,
-		bus:       o.Bus,
+		events:    bus.NewEmitter(o.Bus, o.Now),
 		kek:       o.KEK,
 		now:       o.Now,
 		log:       o.Logger.With("component", "identity"),
@@ -341,45 +341,6 @@ func newID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// publish sends an event; a nil bus drops it.
-func (s *Service) publish(ctx context.Context, e *model.Event) error {
-	if s.bus == nil {
-		return nil
-	}
-	if e.ID == "" {
-		e.ID = newID()
-	}
-	if e.Time.IsZero() {
-		e.Time = s.now()
-	}
-	if e.Outcome == "" {
-		e.Outcome = model.OutcomeSuccess
-	}
-	if err := s.bus.Publish(ctx, e); err != nil {
-		return fmt.Errorf("identity: publish %s: %w", e.Type, err)
-	}
-	return nil
-}
-
-// pending prepares e to be committed in the transaction of the store
-// write that makes its change: it completes e (outcome, id, time, request
-// origin: bus.Stamp) and returns the context for that write and for
-// publishing e afterwards (store.WithEvent), so that the audit persister
-// finds it stored. Without a bus nothing is recorded and ctx is returned
-// as it is.
-func (s *Service) pending(ctx context.Context, e *model.Event) context.Context {
-	return s.pendingFunc(ctx, e, nil)
-}
-
-// pendingFunc commits e with the store write made with the returned
-// context (bus.Pending); without a bus nothing is recorded.
-func (s *Service) pendingFunc(ctx context.Context, e *model.Event, complete func([]string) bool) context.Context {
-	if s.bus == nil {
-		return ctx
-	}
-	return bus.Pending(ctx, e, s.now, complete)
 }
 
 // errOverloaded: a sign-in found the queue for hash slots full.

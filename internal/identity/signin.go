@@ -176,7 +176,7 @@ func (s *Service) failed(ctx context.Context, res *store.SignInReservation, publ
 	s.log.DebugContext(ctx, "sign-in check failed", "user_id", userID, "ip", ip, "reason", reason, "failures", res.Failures)
 	if res.LockedNow {
 		s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", res.LockedUntil)
-		if perr := s.publish(ctx, &model.Event{
+		if perr := s.events.Emit(ctx, &model.Event{
 			Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
 			Outcome: model.OutcomeSuccess, Reason: "too_many_failures",
 			Data: map[string]string{"failures": strconv.Itoa(res.Failures), "locked_until": res.LockedUntil.UTC().Format(time.RFC3339)},

@@ -159,7 +159,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 	}
 	ev := &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: userID,
 		Data: map[string]string{"method": "totp"}}
-	ctx = s.pending(ctx, ev)
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.TOTPSecret = ct
 		return nil
@@ -167,7 +167,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 		return err
 	}
 	s.log.InfoContext(ctx, "TOTP enrolled", "actor", actor, "user_id", userID)
-	return s.publish(ctx, ev)
+	return s.events.Emit(ctx, ev)
 }
 
 // CheckTOTP verifies a code for u (SHA-1, 6 digits, 30 s, ±1 step). Each

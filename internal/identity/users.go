@@ -180,10 +180,10 @@ func (s *Service) CreateUser(ctx context.Context, actor string, nu NewUser) (*mo
 		return nil, fmt.Errorf("identity: create user: %w", err)
 	}
 	s.log.InfoContext(ctx, "user created", "actor", actor, "user_id", u.ID, "username", u.Username)
-	err = s.publish(ctx, &model.Event{Type: model.EventUserCreated, Actor: actor, UserID: u.ID,
+	err = s.events.Emit(ctx, &model.Event{Type: model.EventUserCreated, Actor: actor, UserID: u.ID,
 		Data: map[string]string{"username": u.Username}})
 	if seed != nil {
-		err = errors.Join(err, s.publish(ctx, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID,
+		err = errors.Join(err, s.events.Emit(ctx, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID,
 			Data: map[string]string{"method": "totp"}}))
 	}
 	return u, err
@@ -220,7 +220,7 @@ func (s *Service) SetPassword(ctx context.Context, actor, userID, password strin
 		return fmt.Errorf("identity: hash password: %w", err)
 	}
 	ev := &model.Event{Type: model.EventPasswordChanged, Actor: actor, UserID: userID}
-	ctx = s.pending(ctx, ev)
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.PasswordHash = hash
 		u.PasswordChangedAt = s.now()
@@ -229,7 +229,7 @@ func (s *Service) SetPassword(ctx context.Context, actor, userID, password strin
 		return err
 	}
 	s.log.InfoContext(ctx, "password changed", "actor", actor, "user_id", userID)
-	return s.publish(ctx, ev)
+	return s.events.Emit(ctx, ev)
 }
 
 // Risk levels a user can have ("" reads as RiskNone).
@@ -256,7 +256,7 @@ func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason stri
 	changed := false
 	// The event commits with the change, and only when the level changed.
 	ev := &model.Event{Type: model.EventUserRiskChanged, Actor: actor, UserID: userID, Reason: reason}
-	ctx = s.pendingFunc(ctx, ev, func([]string) bool { return changed })
+	ctx = s.events.Pending(ctx, ev, func([]string) bool { return changed })
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		prev, changed = RiskNone, false // fn may run again: start afresh
 		if u.RiskLevel != "" {
@@ -279,7 +279,7 @@ func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason stri
 		return nil
 	}
 	s.log.InfoContext(ctx, "user risk set", "actor", actor, "user_id", userID, "level", level, "previous", prev)
-	return s.publish(ctx, ev)
+	return s.events.Emit(ctx, ev)
 }
 
 // SetDisabled disables or re-enables a user. Disabling publishes
@@ -291,7 +291,7 @@ func (s *Service) SetDisabled(ctx context.Context, actor, userID string, disable
 		ev = &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
 			Data: map[string]string{"change": "enabled"}}
 	}
-	ctx = s.pending(ctx, ev)
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.Disabled = disabled
 		return nil
@@ -299,7 +299,7 @@ func (s *Service) SetDisabled(ctx context.Context, actor, userID string, disable
 		return err
 	}
 	s.log.InfoContext(ctx, "user disabled state set", "actor", actor, "user_id", userID, "disabled", disabled)
-	return s.publish(ctx, ev)
+	return s.events.Emit(ctx, ev)
 }
 
 // SetRoles replaces a user's roles. It publishes user.updated with
@@ -316,7 +316,7 @@ func (s *Service) SetRoles(ctx context.Context, actor, userID string, roles []st
 		return err
 	}
 	s.log.InfoContext(ctx, "roles set", "actor", actor, "user_id", userID, "roles", roles)
-	return s.publish(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
+	return s.events.Emit(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
 		Data: map[string]string{"change": "roles", "roles": strings.Join(roles, ",")}})
 }
 
@@ -331,7 +331,7 @@ func (s *Service) Unlock(ctx context.Context, actor, userID string) error {
 		return err
 	}
 	s.log.InfoContext(ctx, "user unlocked", "actor", actor, "user_id", userID)
-	return s.publish(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
+	return s.events.Emit(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
 		Data: map[string]string{"change": "unlocked"}})
 }
 
@@ -354,10 +354,10 @@ func (s *Service) DeleteUser(ctx context.Context, actor, userID string) error {
 		}
 	}
 	ev := &model.Event{Type: model.EventUserDeleted, Actor: actor, UserID: userID}
-	ctx = s.pending(ctx, ev)
+	ctx = s.events.Pending(ctx, ev, nil)
 	if err := s.store.DeleteUser(ctx, userID); err != nil {
 		return fmt.Errorf("identity: delete user %s: %w", userID, err)
 	}
 	s.log.InfoContext(ctx, "user deleted", "actor", actor, "user_id", userID)
-	return s.publish(ctx, ev)
+	return s.events.Emit(ctx, ev)
 }

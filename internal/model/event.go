@@ -50,6 +50,11 @@ const (
 // (which carry Data["all_sessions"]="true"); Data: sessions_revoked.
 const EventUserSessionsRevoked EventType = "user.sessions_revoked"
 
+// DataAllSessions is the Data key ("true") of a session.revoked that is
+// part of revoking all of a user's sessions: the user-level
+// user.sessions_revoked speaks for all of them.
+const DataAllSessions = "all_sessions"
+
 // Device trust events (registered devices, posture, compliance).
 const (
 	EventDeviceRegistered        EventType = "device.registered"

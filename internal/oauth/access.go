@@ -151,7 +151,7 @@ func (p *Provider) signInAccess(w http.ResponseWriter, r *http.Request, req *aut
 			ev.DeviceID = dev.ID
 		}
 		res.EventData(ev.Data)
-		_ = p.publish(ctx, ev)
+		_ = p.events.Emit(ctx, ev)
 	}
 	if res.Outcome == policy.OutcomeBlock {
 		denied("ca_block")

@@ -331,7 +331,7 @@ func (p *Provider) handleLogin(w http.ResponseWriter, r *http.Request) {
 		// An existing account is named by its id instead.
 		ev.UserID = identity.FailedUserID(err)
 		ev.Data = map[string]string{"stage": "password"}
-		_ = p.publish(ctx, ev)
+		_ = p.events.Emit(ctx, ev)
 		msg := "Incorrect username or password."
 		switch {
 		case errors.Is(err, identity.ErrLocked):
@@ -388,7 +388,7 @@ func (p *Provider) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		ev := ri.event(model.EventSignInFailed)
 		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
 		ev.Data = map[string]string{"stage": "totp"}
-		_ = p.publish(ctx, ev)
+		_ = p.events.Emit(ctx, ev)
 		msg := "That code is not valid. Try the current code."
 		switch {
 		case errors.Is(err, identity.ErrTOTPUsed):
@@ -464,7 +464,7 @@ func (p *Provider) completeSignIn(w http.ResponseWriter, r *http.Request, in *in
 		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
 		ev.Data["token_protection"] = ProtectionUnbound
 	}
-	if err := p.publish(ctx, ev); err != nil {
+	if err := p.events.Emit(ctx, ev); err != nil {
 		p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return
 	}

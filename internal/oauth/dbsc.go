@@ -325,7 +325,7 @@ func (p *Provider) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
 	fail := func(reason string) {
 		ev := ri.event(model.EventSessionDBSCRegistered)
 		ev.Outcome, ev.Reason, ev.Actor, ev.UserID, ev.SessionID = model.OutcomeFailure, reason, sess.UserID, sess.UserID, sess.ID
-		_ = p.publish(ctx, ev)
+		_ = p.events.Emit(ctx, ev)
 		dbscRefuse(w, http.StatusBadRequest, "registration refused")
 	}
 	if sess.DBSCKeyJKT != "" {
@@ -362,7 +362,7 @@ func (p *Provider) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
 	ev := ri.event(model.EventSessionDBSCRegistered)
 	ev.Actor, ev.UserID, ev.SessionID = sess.UserID, sess.UserID, sess.ID
 	ev.Data = map[string]string{"session_binding": model.SessionBindingDBSC, "jkt": pr.JKT}
-	if err := p.publish(ctx, ev); err != nil {
+	if err := p.events.Emit(ctx, ev); err != nil {
 		dbscRefuse(w, http.StatusInternalServerError, "server error")
 		return
 	}

@@ -476,7 +476,7 @@ func (p *Provider) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	} else {
 		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
 	}
-	if err := p.publish(ctx, ev); err != nil && status == model.DeviceCodeApproved {
+	if err := p.events.Emit(ctx, ev); err != nil && status == model.DeviceCodeApproved {
 		// An approval that cannot be recorded must not take effect.
 		_, _ = p.c.Store.UpdateDeviceCode(ctx, st.Hash, func(d *model.DeviceCode) error {
 			if d.Status != model.DeviceCodeApproved || !d.UsedAt.IsZero() {

@@ -71,11 +71,31 @@ type Config struct {
 	// Access decides Conditional Access for sign-ins and token requests;
 	// nil: no policies.
 	Access AccessEvaluator
+	// Sessions ends sessions and records why (required).
+	Sessions SessionRevoker
+}
+
+// SessionRevoker ends sessions (session.Service, which records each
+// revocation once, with its events, and reports whether the call ended
+// the session; a missing session is an error wrapping store.ErrNotFound).
+type SessionRevoker interface {
+	// Logout ends the session its user signed out of through clientID.
+	Logout(ctx context.Context, id, clientID string) (bool, error)
+	// AccessTokenRevoked ends the session of an access token (jti) its
+	// client revoked.
+	AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string) (bool, error)
+	// RefreshTokenReused ends the session of a rotated refresh token
+	// presented again (with a DPoP key of thumbprint jkt, "" for none).
+	RefreshTokenReused(ctx context.Context, clientID string, rt *model.RefreshToken, jkt string) (bool, error)
+	// CodeReused ends the session of an authorization code presented
+	// again.
+	CodeReused(ctx context.Context, clientID string, ac *model.AuthCode) (bool, error)
 }
 
 // Provider is the authorization server.
 type Provider struct {
 	c        Config
+	events   *bus.Emitter // records domain events; failures are logged
 	clients  *clientCache
 	issuer   string
 	secure   bool // issuer is https: cookies get Secure
@@ -101,6 +121,9 @@ func New(c Config) *Provider {
 	def(&l.SessionAbsolute, 30*24*time.Hour)
 	def(&l.DeviceCode, 10*time.Minute)
 	def(&l.CAEAccessToken, 24*time.Hour)
+	if c.Sessions == nil {
+		panic("oauth: Config.Sessions is required")
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -113,6 +136,7 @@ func New(c Config) *Provider {
 	}
 	return &Provider{
 		c:             c,
+		events:        bus.NewEmitter(c.Bus, c.Now).Logging(c.Log),
 		clients:       cc,
 		issuer:        strings.TrimSuffix(c.Issuer, "/"),
 		secure:        strings.HasPrefix(c.Issuer, "https://"),
@@ -186,36 +210,6 @@ func (p *Provider) Register(mux *http.ServeMux) {
 
 // url returns the absolute URL of an endpoint path.
 func (p *Provider) url(path string) string { return p.issuer + path }
-
-// publish emits a domain event; failures are logged (the audit persister
-// reports its own errors) and returned so callers on a security path can
-// refuse to proceed.
-func (p *Provider) publish(ctx context.Context, e *model.Event) error {
-	if e.Time.IsZero() {
-		e.Time = p.c.Now()
-	}
-	if e.ID == "" {
-		e.ID = newID()
-	}
-	if err := p.c.Bus.Publish(ctx, e); err != nil {
-		p.c.Log.ErrorContext(ctx, "publish event", "type", string(e.Type), "err", err)
-		return err
-	}
-	return nil
-}
-
-// pending prepares e to be committed in the transaction of the store
-// write that makes its change: it completes e (id, time, origin:
-// bus.Stamp) and returns the context for that write and for publishing e
-// afterwards (store.WithEvent), so that the audit persister finds it
-// stored.
-func (p *Provider) pending(ctx context.Context, e *model.Event) context.Context {
-	if e.ID == "" {
-		e.ID = newID() // as publish would
-	}
-	bus.Stamp(ctx, e, p.c.Now)
-	return store.WithEvent(ctx, e)
-}
 
 // reqInfo is what every event records about the request.
 type reqInfo struct {

@@ -221,14 +221,13 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 			writeTokenError(w, newErr(ErrUnsupportedTokenType, "client credentials access tokens expire on their own and cannot be revoked"))
 			return
 		}
-		ev := ri.event(model.EventTokenRevoked)
-		ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.TokenID, ev.Reason = c.ID, c.ID, cl.Subject, cl.SID, cl.JTI, "client_revoked_access_token"
-		ctx := p.pending(ctx, ev) // the event commits with the revocation
-		if err := p.c.Store.RevokeSession(ctx, cl.SID, now, "access_token_revoked"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		// A session that is gone or ended already is no error (RFC 7009
+		// §2.2); neither is an event committed with the revocation that a
+		// subscriber failed to take (logged by the session service).
+		if revoked, err := p.c.Sessions.AccessTokenRevoked(ctx, c.ID, cl.Subject, cl.SID, cl.JTI); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
 			writeTokenError(w, serverError(err))
 			return
 		}
-		_ = p.publish(ctx, ev)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -247,8 +246,8 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := ri.event(model.EventTokenRevoked)
-	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, "client_revoked_refresh_token"
-	_ = p.publish(ctx, ev)
+	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, model.ReasonClientRevokedRefreshToken
+	_ = p.events.Emit(ctx, ev)
 	w.WriteHeader(http.StatusOK)
 }
 
@@ -305,15 +304,10 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sid != "" {
-		if sess, err := p.c.Store.GetSession(ctx, sid); err == nil {
-			ev := ri.event(model.EventSessionLoggedOut)
-			ev.Actor, ev.UserID, ev.SessionID, ev.ClientID, ev.Reason = sess.UserID, sess.UserID, sid, clientID, "user_logout"
-			ctx := p.pending(ctx, ev) // the event commits with the revocation
-			if err := p.c.Store.RevokeSession(ctx, sid, p.c.Now(), "logout"); err != nil {
-				p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-out failed", "Something went wrong on our side.", ri.CorrID)
-				return
-			}
-			_ = p.publish(ctx, ev)
+		if ended, err := p.c.Sessions.Logout(ctx, sid, clientID); err != nil && !ended && !errors.Is(err, store.ErrNotFound) {
+			p.c.Log.ErrorContext(ctx, "logout: ending the session failed", "correlation_id", ri.CorrID, "err", err)
+			p.c.Pages.Error(w, http.StatusInternalServerError, "Sign-out failed", "Something went wrong on our side.", ri.CorrID)
+			return
 		}
 	}
 	p.clearSessionCookie(w)

@@ -156,7 +156,7 @@ func (p *Provider) tokenFailed(r *http.Request, clientID string, e *Error) {
 	for k, v := range e.Data {
 		ev.Data[k] = v
 	}
-	_ = p.publish(r.Context(), ev)
+	_ = p.events.Emit(r.Context(), ev)
 }
 
 // grantAuthorizationCode redeems a code (RFC 6749 §4.1.3, RFC 7636 §4.6,
@@ -181,12 +181,13 @@ func (p *Provider) grantAuthorizationCode(tr *tokenRequest) (*tokenResponse, *Er
 		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_unknown")
 	case errors.Is(err, store.ErrAlreadyUsed):
 		// RFC 6749 §4.1.2: a reused code revokes what it issued.
+		// The answer is invalid_grant whatever the revocation does; its
+		// failure is logged.
 		if ac != nil && ac.ClientID == c.ID {
-			_ = p.c.Store.RevokeSession(ctx, ac.SessionID, now, "code_reuse")
-			ev := tr.ri.event(model.EventCodeReuseDetected)
-			ev.Outcome, ev.Reason = model.OutcomeFailure, "code_reuse"
-			ev.Actor, ev.ClientID, ev.UserID, ev.SessionID = c.ID, c.ID, ac.UserID, ac.SessionID
-			_ = p.publish(ctx, ev)
+			if revoked, err := p.c.Sessions.CodeReused(ctx, c.ID, ac); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
+				p.c.Log.ErrorContext(ctx, "code reuse: revoking the session failed", "correlation_id", tr.ri.CorrID,
+					"client_id", c.ID, "session_id", ac.SessionID, "err", err)
+			}
 		}
 		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_reused")
 	case err != nil:
@@ -235,10 +236,7 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 	// One read for the token, its session and its user.
 	rg, err := p.c.Store.GetRefreshGrant(ctx, p.c.TokenHasher.Sum(raw))
 	if errors.Is(err, store.ErrNotFound) {
-		if e := p.deviceEnded(ctx, tr); e != nil {
-			return nil, e
-		}
-		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_unknown")
+		return nil, p.refreshUnknown(ctx, tr)
 	} else if err != nil {
 		return nil, serverError(err)
 	}
@@ -275,24 +273,31 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 }
 
 // refreshReused handles presentation of an already-rotated refresh token:
-// the whole session is revoked and the theft signal recorded.
+// the whole session is revoked and the theft signal recorded, once per
+// session however many requests present the token (session.Service). The
+// answer is invalid_grant whatever the revocation does; its failure is
+// logged.
 func (p *Provider) refreshReused(tr *tokenRequest, rt *model.RefreshToken) *Error {
-	ev := tr.ri.event(model.EventRefreshReuseDetected)
-	ev.Outcome, ev.Reason = model.OutcomeFailure, "refresh_reuse"
-	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID = tr.client.ID, tr.client.ID, rt.UserID, rt.SessionID
+	ctx := tr.r.Context()
+	var jkt string
 	if tr.proof != nil {
-		ev.Data = map[string]string{"jkt": tr.proof.JKT}
+		jkt = tr.proof.JKT
 	}
-	// The theft signal commits with the revocation (a rare path: the
-	// rotation itself is unchanged). If the revocation fails, the event is
-	// still published and the audit persister records it.
-	ctx := p.pending(tr.r.Context(), ev)
-	_ = p.c.Store.RevokeSession(ctx, rt.SessionID, p.c.Now(), "refresh_reuse")
-	_ = p.publish(ctx, ev)
-	rev := tr.ri.event(model.EventSessionRevoked)
-	rev.Actor, rev.UserID, rev.SessionID, rev.Reason = "system", rt.UserID, rt.SessionID, "refresh_reuse"
-	_ = p.publish(ctx, rev)
+	if revoked, err := p.c.Sessions.RefreshTokenReused(ctx, tr.client.ID, rt, jkt); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
+		p.c.Log.ErrorContext(ctx, "refresh token reuse: revoking the session failed", "correlation_id", tr.ri.CorrID,
+			"client_id", tr.client.ID, "session_id", rt.SessionID, "err", err)
+	}
 	return newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_reused")
+}
+
+// refreshUnknown is the answer to a refresh token Ward does not know (any
+// more): the device-ended error when the request comes from a device whose
+// sessions ended, invalid_grant otherwise.
+func (p *Provider) refreshUnknown(ctx context.Context, tr *tokenRequest) *Error {
+	if e := p.deviceEnded(ctx, tr); e != nil {
+		return e
+	}
+	return newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_unknown")
 }
 
 // grantClientCredentials issues a token to the client itself (RFC 6749 §4.4).
@@ -499,12 +504,20 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 			next.JKT = prev.JKT
 		}
 		if prev != nil {
-			if old, err := p.c.Store.RotateRefreshToken(ctx, prev.Hash, now, next); errors.Is(err, store.ErrAlreadyUsed) {
+			old, err := p.c.Store.RotateRefreshToken(ctx, prev.Hash, now, next)
+			switch {
+			case errors.Is(err, store.ErrAlreadyUsed):
+				// Rotated since it was read: a concurrent request won.
 				if old == nil {
 					old = prev
 				}
 				return nil, p.refreshReused(tr, old)
-			} else if err != nil {
+			case errors.Is(err, store.ErrNotFound):
+				// Gone since it was read: its session was revoked
+				// meanwhile (by the reuse a concurrent request found, or
+				// otherwise). Unknown now, as it would be if read now.
+				return nil, p.refreshUnknown(ctx, tr)
+			case err != nil:
 				return nil, serverError(err)
 			}
 		} else if err := p.c.Store.CreateRefreshToken(ctx, next); err != nil {
@@ -536,7 +549,7 @@ func (p *Provider) issue(tr *tokenRequest, g grant, evType model.EventType, prev
 		}
 		resp.IDToken = idt
 	}
-	if err := p.publish(ctx, ev); err != nil {
+	if err := p.events.Emit(ctx, ev); err != nil {
 		return nil, serverError(err)
 	}
 	return resp, nil

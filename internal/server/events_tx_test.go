@@ -99,7 +99,7 @@ func criticalEvents(t *testing.T, in *wardtest.Instance) {
 	if e.SessionID != sid || e.Reason != "refresh_reuse" || e.Outcome != model.OutcomeFailure || e.Data["jkt"] != s.Thumbprint() {
 		t.Errorf("refresh_reuse_detected %+v", e.Event)
 	}
-	seen.wantOnce(t, in, corr, model.EventSessionRevoked, false) // no SET of its own: left to the persister
+	seen.wantOnce(t, in, corr, model.EventSessionRevoked, true) // commits with the revocation too
 	if se, err := in.App.Store.GetSession(context.Background(), sid); err != nil || se.RevokeCause != "refresh_reuse" {
 		t.Errorf("session after reuse: %+v, %v", se, err)
 	}

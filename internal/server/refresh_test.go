@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,5 +146,79 @@ func refreshRace(t *testing.T, in *wardtest.Instance) {
 		if err != nil || len(evs) != 1 {
 			t.Fatalf("round %d: reuse events %v, %v", round, evs, err)
 		}
+	}
+}
+
+// Fifty refreshes racing with one refresh token, against the real HTTP
+// server: exactly one rotates it; the 49 others presented a token that was
+// just rotated, which is reuse, and get invalid_grant (never a server
+// error). The session is revoked once, so its theft signal and its
+// session.revoked are each recorded once, however many requests found
+// the reuse.
+func TestRefreshStorm(t *testing.T) {
+	refreshStorm(t, wardtest.Start(t, wardtest.Options{}))
+}
+
+func TestRefreshStormPostgres(t *testing.T) {
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI is set but WARD_TEST_POSTGRES_DSN is not")
+		}
+		t.Skip("set WARD_TEST_POSTGRES_DSN to run against PostgreSQL")
+	}
+	refreshStorm(t, wardtest.Start(t, wardtest.Options{PostgresDSN: dsn}))
+}
+
+func refreshStorm(t *testing.T, in *wardtest.Instance) {
+	const n = 50
+	ctx := context.Background()
+	s := newSigner(t)
+	code, verifier := codeFlow(t, in, "spa", s, nil)
+	r := exchange(t, in, "spa", code, verifier, s)
+	if r.Status != 200 {
+		t.Fatalf("token: %d %s", r.Status, r.Body)
+	}
+	rt, sid := r.str("refresh_token"), claims(t, r.str("access_token"))["sid"].(string)
+	res := make([]result, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range res {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res[i] = refresh(t, in, "spa", rt, s)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	statuses := map[string]int{}
+	for _, r := range res {
+		switch {
+		case r.Status == 200:
+			statuses["200"]++
+		case r.Status == 400 && r.str("error") == "invalid_grant":
+			statuses["400 invalid_grant"]++
+		default:
+			statuses[fmt.Sprintf("%d %s", r.Status, r.str("error"))]++
+			t.Errorf("unexpected answer %d %s", r.Status, r.Body)
+		}
+	}
+	if statuses["200"] != 1 || statuses["400 invalid_grant"] != n-1 {
+		t.Fatalf("answers %v, want exactly one 200 and %d invalid_grant", statuses, n-1)
+	}
+	sess, err := in.App.Store.GetSession(ctx, sid)
+	if err != nil || sess.RevokedAt.IsZero() || sess.RevokeCause != "refresh_reuse" {
+		t.Fatalf("session after the storm: %+v, %v; want revoked for reuse", sess, err)
+	}
+	for _, typ := range []model.EventType{model.EventRefreshReuseDetected, model.EventSessionRevoked} {
+		evs, err := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{typ}, SessionID: sid})
+		if err != nil || len(evs) != 1 {
+			t.Errorf("%s events of the session: %d (%v), want exactly 1", typ, len(evs), err)
+		}
+	}
+	if strings.Contains(in.LogText(), `"level":"ERROR"`) {
+		t.Errorf("errors logged during the storm:\n%s", in.LogText())
 	}
 }

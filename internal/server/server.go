@@ -77,6 +77,7 @@ func New(a *app.App) (*Server, error) {
 		Pages:          pages,
 		Devices:        a.Devices,
 		Access:         a.Access,
+		Sessions:       a.Sessions,
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)

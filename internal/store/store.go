@@ -142,8 +142,11 @@ type Store interface {
 	// is missing or revoked, ErrAlreadyExists when it is already bound.
 	BindSessionKey(ctx context.Context, id, jkt string, jwk json.RawMessage) error
 	// RevokeSession marks the session revoked and deletes its refresh
-	// tokens. Revoking a revoked session is not an error (returns nil).
-	RevokeSession(ctx context.Context, id string, at time.Time, cause string) error
+	// tokens, and reports whether this call revoked it: revoking a revoked
+	// session is not an error, changes nothing and returns false, so of
+	// concurrent revocations exactly one returns true. ErrNotFound when
+	// the session does not exist.
+	RevokeSession(ctx context.Context, id string, at time.Time, cause string) (bool, error)
 	// RevokeUserSessions revokes every active session of a user and returns
 	// the ids revoked.
 	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error)
@@ -336,31 +339,33 @@ type Store interface {
 
 // ---- domain events committed with their change ----
 
-// A critical change and the domain event that records it commit in one
+// A critical change and the domain events that record it commit in one
 // transaction, so that a crash cannot leave the change without its event
 // (and so without its audit record and its CAE signal). The service
-// stamps the event (id, time, origin: bus.Stamp), attaches it to the
+// stamps the event (id, time, origin: bus.Emitter), attaches it to the
 // context of the store write that makes the change (WithEvent), and then
 // publishes it with that same context; the write appends the event to
 // the events table in its own transaction, and the audit persister,
 // seeing EventStored, does not append it a second time.
 //
-// The writes that take a pending event are UpdateUser, DeleteUser,
+// The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions
 // and CreatePolicyVersion: the first of them made with the context takes
-// it (later ones, such as a bus subscriber's, never append it again), and
-// appends it only when the write succeeds. Every other method ignores it.
+// them (later ones, such as a bus subscriber's, never append them again),
+// and appends them only when the write succeeds. Every other method
+// ignores them.
 
 type pendingEventKey struct{}
 
-// PendingEvent is an event waiting for the store write that commits it
-// (WithEvent). Services only use WithEvent, WithEventFunc and
-// EventStored; the methods are for store implementations.
+// PendingEvent holds the events waiting for the store write that commits
+// them (WithEvent, WithEventFunc, WithEvents). Services only use those
+// functions and EventStored; the methods are for store implementations.
 type PendingEvent struct {
-	e        *model.Event
-	complete func(ids []string) bool
-	taken    atomic.Bool
-	stored   atomic.Bool
+	build func(ids []string) []*model.Event
+	taken atomic.Bool
+	// stored is what the committed transaction appended (set once, after
+	// the commit).
+	stored atomic.Pointer[[]*model.Event]
 }
 
 // WithEvent returns ctx carrying e as the pending event of the next
@@ -374,14 +379,29 @@ func WithEvent(ctx context.Context, e *model.Event) context.Context {
 // the write. The store calls complete inside the write's transaction,
 // after the change and before appending e, with the ids the write reports
 // (the session ids RevokeUserSessions and RevokeDeviceSessions revoked;
-// nil for the other writes); complete may fill in e from them or from
-// what an update function saw, and returns false when e is not to be
-// recorded (nothing changed). complete may run more than once (a write
-// can be retried) and must only look at values and fill in e: it runs
-// inside the transaction (on SQLite on the single writer goroutine), so
-// calling the store from it would deadlock.
+// for RevokeSession the session's id when this call revoked it, nil when
+// it was revoked before; nil for the other writes); complete may fill in
+// e from them or from what an update function saw, and returns false when
+// e is not to be recorded (nothing changed). complete may run more than
+// once (a write can be retried) and must only look at values and fill in
+// e: it runs inside the transaction (on SQLite on the single writer
+// goroutine), so calling the store from it would deadlock.
 func WithEventFunc(ctx context.Context, e *model.Event, complete func(ids []string) bool) context.Context {
-	return context.WithValue(ctx, pendingEventKey{}, &PendingEvent{e: e, complete: complete})
+	return WithEvents(ctx, func(ids []string) []*model.Event {
+		if complete != nil && !complete(ids) {
+			return nil
+		}
+		return []*model.Event{e}
+	})
+}
+
+// WithEvents is WithEventFunc for a write whose record is any number of
+// events: build gets the write's ids (as complete does) and returns the
+// complete events to append, in order, or none. The rules of complete
+// apply to build; it may run more than once, and only the events of the
+// run that committed are stored.
+func WithEvents(ctx context.Context, build func(ids []string) []*model.Event) context.Context {
+	return context.WithValue(ctx, pendingEventKey{}, &PendingEvent{build: build})
 }
 
 // EventStored reports whether a store write made with ctx has appended
@@ -389,11 +409,23 @@ func WithEventFunc(ctx context.Context, e *model.Event, complete func(ids []stri
 // and committed.
 func EventStored(ctx context.Context, e *model.Event) bool {
 	p, _ := ctx.Value(pendingEventKey{}).(*PendingEvent)
-	return p != nil && p.e == e && p.stored.Load()
+	if p == nil {
+		return false
+	}
+	stored := p.stored.Load()
+	if stored == nil {
+		return false
+	}
+	for _, s := range *stored {
+		if s == e {
+			return true
+		}
+	}
+	return false
 }
 
-// TakeEvent returns the event pending on ctx for the calling write to
-// append, or nil when there is none or an earlier write took it. For
+// TakeEvent returns the events pending on ctx for the calling write to
+// append, or nil when there are none or an earlier write took them. For
 // store implementations.
 func TakeEvent(ctx context.Context) *PendingEvent {
 	p, _ := ctx.Value(pendingEventKey{}).(*PendingEvent)
@@ -403,15 +435,12 @@ func TakeEvent(ctx context.Context) *PendingEvent {
 	return p
 }
 
-// Event returns the pending event.
-func (p *PendingEvent) Event() *model.Event { return p.e }
-
-// Complete runs the event's completion function (WithEventFunc) with the
-// write's ids and reports whether the event is to be appended.
-func (p *PendingEvent) Complete(ids []string) bool {
-	return p.complete == nil || p.complete(ids)
+// Events returns the events to append for a write that reported ids,
+// in order (none: record nothing). Call it inside the transaction.
+func (p *PendingEvent) Events(ids []string) []*model.Event {
+	return p.build(ids)
 }
 
-// MarkStored records that the event was appended and that the
-// transaction holding it committed. Call it only after the commit.
-func (p *PendingEvent) MarkStored() { p.stored.Store(true) }
+// MarkStored records that evs were appended and that the transaction
+// holding them committed. Call it only after the commit.
+func (p *PendingEvent) MarkStored(evs []*model.Event) { p.stored.Store(&evs) }

@@ -84,7 +84,7 @@ type KeyManager struct {
 	kek         *secret.KEK
 	now         func() time.Time
 	log         *slog.Logger
-	bus         bus.Bus
+	events      *bus.Emitter // records domain events (nothing without a bus)
 	retireAfter time.Duration
 
 	mu    sync.Mutex // serialises writers (Reload, Rotate, PurgeRetired)
@@ -151,7 +151,7 @@ func NewKeyManager(ctx context.Context, o KeyOptions) (*KeyManager, error) {
 		kek:         o.KEK,
 		now:         o.Now,
 		log:         o.Logger,
-		bus:         o.Bus,
+		events:      bus.NewEmitter(o.Bus, o.Now),
 		retireAfter: o.RetireAfter,
 	}
 	if m.now == nil {
@@ -455,20 +455,10 @@ func (m *KeyManager) PurgeRetired(ctx context.Context) error {
 }
 
 func (m *KeyManager) publish(ctx context.Context, t model.EventType, actor string, data map[string]string) error {
-	if m.bus == nil {
-		return nil
-	}
 	if actor == "" {
 		actor = ActorSystem
 	}
-	return m.bus.Publish(ctx, &model.Event{
-		ID:      secret.RandomString(16),
-		Type:    t,
-		Time:    m.now(),
-		Actor:   actor,
-		Outcome: model.OutcomeSuccess,
-		Data:    data,
-	})
+	return m.events.Emit(ctx, &model.Event{Type: t, Actor: actor, Data: data})
 }
 
 // Keys returns the metadata of every loaded key, oldest first, without

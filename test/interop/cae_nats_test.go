@@ -18,7 +18,6 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
-	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
 
@@ -101,13 +100,7 @@ func TestCAENATSFollowerNode(t *testing.T) {
 	// Live: an administrator revokes all of alice's sessions (what
 	// POST /admin/api/v1/users/{id}/sessions/revoke does).
 	tLive := time.Now()
-	ev := &model.Event{ID: "ev-interop-revoke-alice", Type: model.EventUserSessionsRevoked, Time: time.Now(),
-		Actor: "admin-1", UserID: alice, Reason: "admin_revoked", Outcome: model.OutcomeSuccess}
-	ectx := store.WithEvent(ctx, ev)
-	if _, err := in.App.Store.RevokeUserSessions(ectx, alice, time.Now(), "admin_revoked"); err != nil {
-		t.Fatal(err)
-	}
-	if err := in.App.Bus.Publish(ectx, ev); err != nil {
+	if _, err := in.App.Sessions.RevokeUser(ctx, "admin-1", alice, model.CauseAdminRevoked); err != nil {
 		t.Fatal(err)
 	}
 	live := f.await(t, "alice's session-revoked", func(l followerLine) bool {

@@ -155,18 +155,34 @@ func testEventWithChange(t *testing.T, s store.Store) {
 
 	t.Run("Sessions", func(t *testing.T) {
 		e := pendingEvent("ev-revoke-one", model.EventSessionLoggedOut, "u1")
-		ectx := store.WithEvent(ctx, e)
-		must(t, "RevokeSession with an event", s.RevokeSession(ectx, "s1", at(time.Hour), "logout"))
+		var gotIDs []string
+		ectx := store.WithEventFunc(ctx, e, func(ids []string) bool { gotIDs = ids; return ids != nil })
+		revoked, err := s.RevokeSession(ectx, "s1", at(time.Hour), "logout")
+		must(t, "RevokeSession with an event", err)
+		if !revoked || !reflect.DeepEqual(gotIDs, []string{"s1"}) {
+			t.Errorf("RevokeSession: revoked %v, completion got %v; want true, [s1]", revoked, gotIDs)
+		}
 		wantStored(t, "RevokeSession with an event", ectx, e, true, 1)
+
+		// Revoked before: the completion gets no ids and may record nothing.
+		e = pendingEvent("ev-revoke-again", model.EventSessionLoggedOut, "u1")
+		gotIDs = []string{"not called"}
+		ectx = store.WithEventFunc(ctx, e, func(ids []string) bool { gotIDs = ids; return ids != nil })
+		revoked, err = s.RevokeSession(ectx, "s1", at(2*time.Hour), "logout")
+		must(t, "RevokeSession of a revoked session", err)
+		if revoked || gotIDs != nil {
+			t.Errorf("RevokeSession of a revoked session: revoked %v, completion got %v; want false, nil", revoked, gotIDs)
+		}
+		wantStored(t, "RevokeSession of a revoked session", ectx, e, false, 0)
 
 		e = pendingEvent("ev-revoke-missing", model.EventSessionRevoked, "u1")
 		ectx = store.WithEvent(ctx, e)
-		wantErr(t, "RevokeSession of an unknown session", s.RevokeSession(ectx, "nope", at(time.Hour), "x"), store.ErrNotFound)
+		_, err = s.RevokeSession(ectx, "nope", at(time.Hour), "x")
+		wantErr(t, "RevokeSession of an unknown session", err, store.ErrNotFound)
 		wantStored(t, "RevokeSession of an unknown session", ectx, e, false, 0)
 
 		// The completion function gets the ids revoked, sorted.
 		e = pendingEvent("ev-revoke-all", model.EventUserSessionsRevoked, "u1")
-		var gotIDs []string
 		ectx = store.WithEventFunc(ctx, e, func(ids []string) bool {
 			gotIDs = append([]string(nil), ids...)
 			e.Data = map[string]string{"sessions_revoked": "1"}
@@ -187,6 +203,48 @@ func testEventWithChange(t *testing.T, s store.Store) {
 			t.Errorf("RevokeDeviceSessions: ids %v, completion got %v, want %v", ids, gotIDs, want)
 		}
 		wantStored(t, "RevokeDeviceSessions with an event", ectx, e, true, 1)
+
+		// Several events built from the ids, appended in order.
+		must(t, "CreateSession", s.CreateSession(ctx, fullSession("s5", "u3")))
+		must(t, "CreateSession", s.CreateSession(ctx, fullSession("s6", "u3")))
+		var built []*model.Event
+		ectx = store.WithEvents(ctx, func(ids []string) []*model.Event {
+			built = nil
+			for _, id := range ids {
+				ev := pendingEvent("ev-each-"+id, model.EventSessionRevoked, "u3")
+				ev.SessionID = id
+				built = append(built, ev)
+			}
+			built = append(built, pendingEvent("ev-all-u3", model.EventUserSessionsRevoked, "u3"))
+			return built
+		})
+		_, err = s.RevokeUserSessions(ectx, "u3", at(time.Hour), "admin_revoked")
+		must(t, "RevokeUserSessions with events", err)
+		if len(built) != 3 {
+			t.Fatalf("RevokeUserSessions with events: built %d events, want 3", len(built))
+		}
+		stored := storedEvents(t, s)
+		var seqs []int64
+		for _, ev := range built {
+			if !store.EventStored(ectx, ev) {
+				t.Errorf("%s: EventStored false", ev.ID)
+			}
+			if got := stored[ev.ID]; got == nil {
+				t.Errorf("%s not in the events table", ev.ID)
+			} else {
+				same(t, "event built from ids", &got.Event, ev, normEvent)
+				seqs = append(seqs, got.Seq)
+			}
+		}
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] <= seqs[i-1] {
+				t.Errorf("events appended out of order: seqs %v", seqs)
+			}
+		}
+		if store.EventStored(ectx, pendingEvent("ev-all-u3", model.EventUserSessionsRevoked, "u3")) {
+			t.Error("EventStored for another pointer")
+		}
+		wantStored(t, "RevokeUserSessions with events", ectx, built[2], true, 3)
 	})
 
 	t.Run("Device", func(t *testing.T) {
@@ -283,7 +341,8 @@ func RunEventAtomicity(t *testing.T, s store.Store) {
 			return err
 		}},
 		{"revoke session", model.EventSessionRevoked, func(ctx context.Context) error {
-			return s.RevokeSession(ctx, "s1", at(time.Hour), "admin_revoked")
+			_, err := s.RevokeSession(ctx, "s1", at(time.Hour), "admin_revoked")
+			return err
 		}},
 		{"revoke user sessions", model.EventUserSessionsRevoked, func(ctx context.Context) error {
 			_, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "admin_revoked")

@@ -56,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"TouchSession", testTouchSession},
 		{"BindSessionKey", testBindSessionKey},
 		{"RevokeSession", testRevokeSession},
+		{"RevokeSessionConcurrent", testRevokeSessionConcurrent},
 		{"RevokeUserSessions", testRevokeUserSessions},
 		{"RefreshTokenRoundTrip", testRefreshTokenRoundTrip},
 		{"RefreshGrant", testRefreshGrant},
@@ -592,7 +593,7 @@ func testBindSessionKey(t *testing.T, s store.Store) {
 	}
 	wantErr(t, "BindSessionKey missing", s.BindSessionKey(ctx, "nope", "jkt-1", key), store.ErrNotFound)
 	must(t, "CreateSession", s.CreateSession(ctx, &model.Session{ID: "b2", UserID: "u1", ExpiresAt: at(time.Hour)}))
-	must(t, "RevokeSession", s.RevokeSession(ctx, "b2", at(0), "test"))
+	must(t, "RevokeSession", revoke(s, "b2", at(0), "test"))
 	wantErr(t, "BindSessionKey revoked", s.BindSessionKey(ctx, "b2", "jkt-1", key), store.ErrNotFound)
 }
 
@@ -660,7 +661,7 @@ func testTouchSession(t *testing.T, s store.Store) {
 
 	wantErr(t, "TouchSession missing", s.TouchSession(ctx, "nope", at(time.Hour)), store.ErrNotFound)
 
-	must(t, "RevokeSession", s.RevokeSession(ctx, "s1", at(2*time.Hour), "logout"))
+	must(t, "RevokeSession", revoke(s, "s1", at(2*time.Hour), "logout"))
 	wantErr(t, "TouchSession revoked", s.TouchSession(ctx, "s1", at(3*time.Hour)), store.ErrNotFound)
 	got, err = s.GetSession(ctx, "s1")
 	must(t, "GetSession", err)
@@ -675,7 +676,11 @@ func testRevokeSession(t *testing.T, s store.Store) {
 	for _, rt := range []*model.RefreshToken{fullRefresh("h1", "s1"), fullRefresh("h2", "s1"), fullRefresh("h3", "s2")} {
 		must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, rt))
 	}
-	must(t, "RevokeSession", s.RevokeSession(ctx, "s1", at(time.Hour), "admin_revoked"))
+	revoked, err := s.RevokeSession(ctx, "s1", at(time.Hour), "admin_revoked")
+	must(t, "RevokeSession", err)
+	if !revoked {
+		t.Error("RevokeSession of an active session reported false, want true")
+	}
 	got, err := s.GetSession(ctx, "s1")
 	must(t, "GetSession", err)
 	want := fullSession("s1", "u1")
@@ -691,14 +696,53 @@ func testRevokeSession(t *testing.T, s store.Store) {
 	if _, err := s.GetRefreshToken(ctx, []byte("h3")); err != nil {
 		t.Errorf("refresh token of another session: got %v, want nil", err)
 	}
-	// Idempotent: no error, first revocation kept.
-	if err := s.RevokeSession(ctx, "s1", at(2*time.Hour), "again"); err != nil {
-		t.Errorf("RevokeSession again: got %v, want nil", err)
+	// Idempotent: no error, first revocation kept, nothing reported.
+	if revoked, err := s.RevokeSession(ctx, "s1", at(2*time.Hour), "again"); err != nil || revoked {
+		t.Errorf("RevokeSession again: got %v, %v; want false, nil", revoked, err)
 	}
+	// A refresh token written to the revoked session (a write that raced
+	// the revocation) goes on a second revocation.
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("h4", "s1")))
+	if _, err := s.RevokeSession(ctx, "s1", at(3*time.Hour), "again"); err != nil {
+		t.Errorf("RevokeSession a third time: %v", err)
+	}
+	_, err = s.GetRefreshToken(ctx, []byte("h4"))
+	wantErr(t, "refresh token written after the revocation", err, store.ErrNotFound)
 	got, err = s.GetSession(ctx, "s1")
 	must(t, "GetSession", err)
 	same(t, "session revoked twice", got, want, normSession)
-	wantErr(t, "RevokeSession missing", s.RevokeSession(ctx, "nope", at(time.Hour), "x"), store.ErrNotFound)
+	wantErr(t, "RevokeSession missing", revoke(s, "nope", at(time.Hour), "x"), store.ErrNotFound)
+}
+
+// revoke is RevokeSession without its report.
+func revoke(s store.Store, id string, at time.Time, cause string) error {
+	_, err := s.RevokeSession(ctx, id, at, cause)
+	return err
+}
+
+// Concurrent revocations of one session: exactly one reports that it
+// revoked it, and the session keeps that one's time and cause.
+func testRevokeSessionConcurrent(t *testing.T, s store.Store) {
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "u1")))
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("h1", "s1")))
+	errs := race(func(i int) error {
+		revoked, err := s.RevokeSession(ctx, "s1", at(time.Duration(i+1)*time.Second), fmt.Sprintf("cause-%d", i))
+		if err == nil && !revoked {
+			return store.ErrAlreadyUsed // a loser
+		}
+		return err
+	})
+	w := oneWinner(t, "concurrent RevokeSession", errs, store.ErrAlreadyUsed)
+	if w < 0 {
+		return
+	}
+	got, err := s.GetSession(ctx, "s1")
+	must(t, "GetSession", err)
+	if !got.RevokedAt.Equal(nt(at(time.Duration(w+1)*time.Second))) || got.RevokeCause != fmt.Sprintf("cause-%d", w) {
+		t.Errorf("session revoked at %v for %q, want the winner's (%d)", got.RevokedAt, got.RevokeCause, w)
+	}
+	_, err = s.GetRefreshToken(ctx, []byte("h1"))
+	wantErr(t, "refresh token of the revoked session", err, store.ErrNotFound)
 }
 
 func testRevokeUserSessions(t *testing.T, s store.Store) {
@@ -706,7 +750,7 @@ func testRevokeUserSessions(t *testing.T, s store.Store) {
 		must(t, "CreateSession", s.CreateSession(ctx, se))
 		must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("rt-"+se.ID, se.ID)))
 	}
-	must(t, "RevokeSession", s.RevokeSession(ctx, "s2", at(time.Minute), "logout"))
+	must(t, "RevokeSession", revoke(s, "s2", at(time.Minute), "logout"))
 
 	ids, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "password_changed")
 	must(t, "RevokeUserSessions", err)
@@ -1420,7 +1464,7 @@ func testNotFound(t *testing.T, s store.Store) {
 		{"DeleteClient", func() error { return s.DeleteClient(ctx, "nope") }},
 		{"GetSession", func() error { _, err := s.GetSession(ctx, "nope"); return err }},
 		{"TouchSession", func() error { return s.TouchSession(ctx, "nope", at(0)) }},
-		{"RevokeSession", func() error { return s.RevokeSession(ctx, "nope", at(0), "x") }},
+		{"RevokeSession", func() error { return revoke(s, "nope", at(0), "x") }},
 		{"GetRefreshToken", func() error { _, err := s.GetRefreshToken(ctx, []byte("nope")); return err }},
 		{"RotateRefreshToken", func() error {
 			_, err := s.RotateRefreshToken(ctx, []byte("nope"), at(0), fullRefresh("n", "s"))

@@ -142,26 +142,45 @@ func (s *Store) BindSessionKey(ctx context.Context, id, jkt string, jwk json.Raw
 	return alreadyExists("session key")
 }
 
-// RevokeSession marks the session revoked (keeping the first revocation
-// time and cause) and deletes its refresh tokens, together with ctx's
-// pending event (store.WithEvent).
-func (s *Store) RevokeSession(ctx context.Context, id string, at time.Time, cause string) error {
+// RevokeSession marks the session revoked and deletes its refresh
+// tokens, together with ctx's pending events (store.WithEvent), and
+// reports whether this call revoked it: a session revoked before keeps its
+// first revocation time and cause and reports false (its pending events'
+// builder gets no ids), so that of concurrent revocations exactly one
+// reports true. A missing session is ErrNotFound.
+func (s *Store) RevokeSession(ctx context.Context, id string, at time.Time, cause string) (bool, error) {
 	if at.IsZero() {
-		return errors.New("store: revoke session: revocation time is required")
+		return false, errors.New("store: revoke session: revocation time is required")
 	}
-	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
-		n, err := q.Exec(ctx, `UPDATE sessions SET revoked_at = CASE WHEN revoked_at = 0 THEN $2 ELSE revoked_at END,
-			revoke_cause = CASE WHEN revoked_at = 0 THEN $3 ELSE revoke_cause END WHERE id = $1`,
+	var revoked bool
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		revoked = false
+		n, err := q.Exec(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3 WHERE id = $1 AND revoked_at = 0`,
 			id, micros(at), cause)
 		if err != nil {
 			return nil, wrap("revoke session", err)
 		}
 		if n == 0 {
-			return nil, notFound("session")
+			var one int
+			if err := q.QueryRow(ctx, `SELECT 1 FROM sessions WHERE id = $1`, id).Scan(&one); err != nil {
+				return nil, s.getErr("session", err)
+			}
 		}
-		_, err = q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id)
-		return nil, wrap("revoke session tokens", err)
+		// Also for a session revoked before: a refresh token written
+		// after its revocation must not survive either.
+		if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
+			return nil, wrap("revoke session tokens", err)
+		}
+		if n == 0 {
+			return nil, nil
+		}
+		revoked = true
+		return []string{id}, nil
 	})
+	if err != nil {
+		return false, err
+	}
+	return revoked, nil
 }
 
 // RevokeUserSessions revokes every unrevoked session of the user (expired

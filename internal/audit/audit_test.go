@@ -1,0 +1,95 @@
+package audit_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ward-idp/ward/internal/audit"
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/sqlite"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func openStore(t *testing.T) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ward.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestPersister(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	b := bus.NewLocal()
+	unsub := audit.Subscribe(b, audit.Options{Store: st, Now: func() time.Time { return t0 }})
+
+	// An unstamped event is stamped and stored, with the request origin.
+	octx := bus.WithOrigin(ctx, bus.Origin{IP: "192.0.2.1", UserAgent: "ua", CorrelationID: "corr-1"})
+	e := &model.Event{Type: model.EventUserCreated, UserID: "u1"}
+	if err := b.Publish(octx, e); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := st.EventsAfter(ctx, 0, 10)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("stored %v, %v", evs, err)
+	}
+	if got := evs[0]; got.ID == "" || got.ID != e.ID || !got.Time.Equal(t0) || got.Outcome != model.OutcomeSuccess ||
+		got.IP != "192.0.2.1" || got.CorrelationID != "corr-1" || got.UserID != "u1" {
+		t.Errorf("stored %+v", got.Event)
+	}
+
+	// An event committed with its change is not stored again.
+	committed := &model.Event{ID: "ev-committed", Type: model.EventUserDisabled, Time: t0, UserID: "u1", Outcome: model.OutcomeSuccess}
+	if err := st.CreateUser(ctx, &model.User{ID: "u1", Username: "u1", Roles: []string{}, CreatedAt: t0, UpdatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	ectx := store.WithEvent(ctx, committed)
+	if _, err := st.UpdateUser(ectx, "u1", func(u *model.User) error { u.Disabled = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ectx, committed); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := st.EventsAfter(ctx, 0, 10); len(evs) != 2 {
+		t.Errorf("%d events stored, want 2 (the committed one once)", len(evs))
+	}
+
+	// A store that cannot take the event fails the publish.
+	st.Close()
+	if err := b.Publish(ctx, &model.Event{Type: model.EventUserUpdated}); err == nil {
+		t.Error("publish succeeded although the event could not be recorded")
+	}
+	unsub()
+	if err := b.Publish(ctx, &model.Event{Type: model.EventUserUpdated}); err != nil {
+		t.Errorf("after unsubscribe: %v", err)
+	}
+}
+
+func TestRegistryAccessors(t *testing.T) {
+	types := audit.EventTypes()
+	if len(types) != len(model.EventCodes) {
+		t.Fatalf("%d types, %d codes", len(types), len(model.EventCodes))
+	}
+	for i, typ := range types {
+		if audit.Code(typ) == "" || audit.Code(typ) != model.EventCodes[typ] {
+			t.Errorf("%s: code %q", typ, audit.Code(typ))
+		}
+		if i > 0 && audit.Code(types[i-1]) >= audit.Code(typ) {
+			t.Errorf("not ordered by code: %s before %s", audit.Code(types[i-1]), audit.Code(typ))
+		}
+	}
+	if audit.Code("no.such_event") != "" {
+		t.Error("a code for an unknown type")
+	}
+	if audit.Code(model.EventRefreshReuseDetected) != "W2005E" {
+		t.Errorf("session.refresh_reuse_detected is %s, documented as W2005E", audit.Code(model.EventRefreshReuseDetected))
+	}
+}

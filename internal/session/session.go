@@ -1,0 +1,254 @@
+// Package session owns the end of sign-in sessions: every revocation, for
+// whatever cause, goes through its Service, which commits the revocation
+// and the events that record it in one store transaction and reports
+// whether the call changed anything. A revocation that finds the session
+// revoked already (another request, instance or administrator got there
+// first) records nothing, so a race produces one record, not one per
+// contender.
+//
+// Which events record a revocation depends on its cause (see the methods):
+// a session.revoked with the cause as reason, or the event of the cause
+// itself (session.logged_out, token.revoked, session.refresh_reuse_detected,
+// code.reuse_detected). The causes are model.RevocationCause values.
+//
+// A revocation that committed but whose events a bus subscriber failed to
+// take reports true with an error: the session is ended and its record
+// stored; the failure is logged (with the correlation id) and returned.
+//
+// The service is also a bus subscriber (Subscribe): it revokes every
+// session of a user whose account was disabled, deleted or given a new
+// password.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// ActorSystem is the actor of revocations Ward makes on its own.
+const ActorSystem = "system"
+
+// ErrNotFound: no such session. It wraps store.ErrNotFound.
+var ErrNotFound error = notFoundError{}
+
+type notFoundError struct{}
+
+func (notFoundError) Error() string { return "session not found" }
+func (notFoundError) Unwrap() error { return store.ErrNotFound }
+
+// Options configure a Service.
+type Options struct {
+	Store store.Store // required
+	// Bus records the events (nil: revocations are recorded nowhere).
+	Bus bus.Bus
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Service revokes sessions. It is safe for concurrent use.
+type Service struct {
+	store  store.Store
+	events *bus.Emitter // logs what it fails to deliver
+	now    func() time.Time
+}
+
+// New returns a Service. It panics without a Store (a configuration
+// error).
+func New(o Options) *Service {
+	if o.Store == nil {
+		panic("session: Options.Store is required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	events := bus.NewEmitter(o.Bus, o.Now).Logging(o.Log.With("component", "session"))
+	return &Service{store: o.Store, events: events, now: o.Now}
+}
+
+// Revoke ends one session for cause on behalf of actor and records
+// session.revoked. It reports whether this call revoked it (false: it was
+// revoked before, and nothing is recorded); ErrNotFound when there is no
+// such session.
+func (s *Service) Revoke(ctx context.Context, actor, id string, cause model.RevocationCause) (bool, error) {
+	se, err := s.store.GetSession(ctx, id)
+	if err != nil {
+		return false, s.wrap(err, "revoke session "+id)
+	}
+	if !se.RevokedAt.IsZero() {
+		return false, nil
+	}
+	return s.revokeOne(ctx, id, cause, &model.Event{Type: model.EventSessionRevoked, Actor: actor,
+		UserID: se.UserID, SessionID: id, Reason: string(cause)})
+}
+
+// Logout ends the session its user signed out of through clientID (""
+// when unknown) and records session.logged_out. It reports whether this
+// call ended it.
+func (s *Service) Logout(ctx context.Context, id, clientID string) (bool, error) {
+	se, err := s.store.GetSession(ctx, id)
+	if err != nil {
+		return false, s.wrap(err, "log out of session "+id)
+	}
+	if !se.RevokedAt.IsZero() {
+		return false, nil
+	}
+	return s.revokeOne(ctx, id, model.CauseLogout, &model.Event{Type: model.EventSessionLoggedOut, Actor: se.UserID,
+		UserID: se.UserID, SessionID: id, ClientID: clientID, Reason: model.ReasonUserLogout})
+}
+
+// AccessTokenRevoked ends the session of an access token (jti) that its
+// client revoked (RFC 7009: a JWT cannot be recalled alone) and records
+// token.revoked. It reports whether this call ended the session.
+func (s *Service) AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string) (bool, error) {
+	return s.revokeOne(ctx, id, model.CauseAccessTokenRevoked, &model.Event{Type: model.EventTokenRevoked, Actor: clientID,
+		ClientID: clientID, UserID: userID, SessionID: id, TokenID: jti, Reason: model.ReasonClientRevokedAccessToken})
+}
+
+// RefreshTokenReused ends the session of a rotated refresh token that
+// clientID presented again (with a DPoP key of thumbprint jkt; "" for
+// none): the token was stolen or replayed. It records the theft signal,
+// session.refresh_reuse_detected, and session.revoked, once per session
+// however many requests present the token at once; it reports whether
+// this call ended the session.
+func (s *Service) RefreshTokenReused(ctx context.Context, clientID string, rt *model.RefreshToken, jkt string) (bool, error) {
+	reuse := &model.Event{Type: model.EventRefreshReuseDetected, Outcome: model.OutcomeFailure, Reason: string(model.CauseRefreshReuse),
+		Actor: clientID, ClientID: clientID, UserID: rt.UserID, SessionID: rt.SessionID}
+	if jkt != "" {
+		reuse.Data = map[string]string{"jkt": jkt}
+	}
+	revoked := &model.Event{Type: model.EventSessionRevoked, Actor: ActorSystem, UserID: rt.UserID, SessionID: rt.SessionID,
+		Reason: string(model.CauseRefreshReuse)}
+	return s.revokeOne(ctx, rt.SessionID, model.CauseRefreshReuse, reuse, revoked)
+}
+
+// CodeReused ends the session of an authorization code that clientID
+// presented again (RFC 6749 §4.1.2) and records code.reuse_detected, once
+// per session; it reports whether this call ended the session.
+func (s *Service) CodeReused(ctx context.Context, clientID string, ac *model.AuthCode) (bool, error) {
+	return s.revokeOne(ctx, ac.SessionID, model.CauseCodeReuse, &model.Event{Type: model.EventCodeReuseDetected,
+		Outcome: model.OutcomeFailure, Reason: string(model.CauseCodeReuse), Actor: clientID, ClientID: clientID,
+		UserID: ac.UserID, SessionID: ac.SessionID})
+}
+
+// revokeOne revokes session id for cause with evs committed in the same
+// transaction, and emits them when this call revoked it.
+func (s *Service) revokeOne(ctx context.Context, id string, cause model.RevocationCause, evs ...*model.Event) (bool, error) {
+	ectx := s.events.PendingEvents(ctx, func(ids []string) []*model.Event {
+		if len(ids) == 0 {
+			return nil // revoked before: nothing happened here
+		}
+		return evs
+	})
+	revoked, err := s.store.RevokeSession(ectx, id, s.now(), string(cause))
+	if err != nil {
+		return false, s.wrap(err, "revoke session "+id)
+	}
+	if !revoked {
+		return false, nil
+	}
+	return true, s.emit(ectx, evs)
+}
+
+// RevokeUser ends every session of a user for cause on behalf of actor
+// and returns their ids. Each gets a session.revoked. An administrator's
+// revocation (CauseAdminRevoked) also records one user.sessions_revoked,
+// even when no session was active (the administrator means every token
+// of the user), which the CAE transmitter turns into a single SET for the
+// user; its session.revoked events are marked model.DataAllSessions. The causes
+// of account changes record nothing more: the account's own event
+// (user.disabled, ...) speaks for the user.
+func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error) {
+	userLevel := cause == model.CauseAdminRevoked
+	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
+		return s.store.RevokeUserSessions(ctx, userID, s.now(), string(cause))
+	}, func(ids []string) []*model.Event {
+		evs := make([]*model.Event, 0, len(ids)+1)
+		for _, id := range ids {
+			e := &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: userID, SessionID: id, Reason: string(cause)}
+			if userLevel {
+				e.Data = map[string]string{model.DataAllSessions: "true"}
+			}
+			evs = append(evs, e)
+		}
+		if userLevel {
+			evs = append(evs, &model.Event{Type: model.EventUserSessionsRevoked, Actor: actor, UserID: userID,
+				Reason: string(cause), Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}})
+		}
+		return evs
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session: revoke sessions of user %s: %w", userID, err)
+	}
+	return ids, nil
+}
+
+// RevokeDevice ends every session holding a refresh token bound to the
+// registered device deviceID (of user userID) for cause on behalf of
+// actor, records session.revoked for each and returns their ids.
+func (s *Service) RevokeDevice(ctx context.Context, actor, deviceID, userID string, cause model.RevocationCause) ([]string, error) {
+	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
+		return s.store.RevokeDeviceSessions(ctx, deviceID, s.now(), string(cause))
+	}, func(ids []string) []*model.Event {
+		evs := make([]*model.Event, 0, len(ids))
+		for _, id := range ids {
+			evs = append(evs, &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: userID,
+				SessionID: id, DeviceID: deviceID, Reason: string(cause)})
+		}
+		return evs
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session: revoke sessions of device %s: %w", deviceID, err)
+	}
+	return ids, nil
+}
+
+// revokeMany runs a store write that revokes several sessions with the
+// events build makes of their ids committed in its transaction, and emits
+// them.
+func (s *Service) revokeMany(ctx context.Context, write func(context.Context) ([]string, error),
+	build func(ids []string) []*model.Event) ([]string, error) {
+	var evs []*model.Event
+	ectx := s.events.PendingEvents(ctx, func(ids []string) []*model.Event {
+		evs = build(ids) // the run that commits is the last one
+		return evs
+	})
+	ids, err := write(ectx)
+	if err != nil {
+		return nil, err
+	}
+	return ids, s.emit(ectx, evs)
+}
+
+// emit hands the committed events to the bus's subscribers (the audit
+// persister finds them stored; the CAE transmitter queues their SETs).
+// The revocation stands when that fails; the error says so.
+func (s *Service) emit(ctx context.Context, evs []*model.Event) error {
+	var errs []error
+	for _, e := range evs {
+		if err := s.events.Emit(ctx, e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("session: revoked, but its events were not all delivered: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) wrap(err error, what string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("session: %s: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("session: %s: %w", what, err)
+}
