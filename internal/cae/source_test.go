@@ -69,7 +69,7 @@ func TestSourceEventTypes(t *testing.T) {
 	for _, ty := range modelEventTypes(t) {
 		yields := false
 		for _, reason := range []string{"admin", "client_revoked_access_token"} {
-			e := &model.Event{ID: "e1", Type: ty, UserID: "u1", SessionID: "s1", DeviceID: "d1", Time: time.Now(), Reason: reason,
+			e := &model.Event{ID: "e1", Type: ty, UserID: "u1", SessionID: "s1", DeviceID: "d1", TokenID: "jti-1", Time: time.Now(), Reason: reason,
 				Data: map[string]string{"previous": model.Compliant, "compliance": "noncompliant", "locations_changed": "true", "level": "high"}}
 			yields = yields || len(s.templates(context.Background(), e)) > 0
 		}
