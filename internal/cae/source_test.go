@@ -78,3 +78,26 @@ func TestSourceEventTypes(t *testing.T) {
 		}
 	}
 }
+
+// An access token revoked by its client is that token's revocation, not
+// its session's: CAEP token-claims-change for the jwt_id, which rs turns
+// into a revocation of that token alone. A revoked refresh token yields
+// nothing (the access tokens it gave live on).
+func TestTokenRevokedSET(t *testing.T) {
+	s := &Service{o: Options{Store: noDevices{}}, issuer: "https://ward.example"}
+	e := &model.Event{ID: "e1", Type: model.EventTokenRevoked, UserID: "u1", SessionID: "s1", ClientID: "spa", Actor: "spa",
+		TokenID: "jti-1", Time: time.Unix(1_700_000_000, 0), Reason: model.ReasonClientRevokedAccessToken}
+	ts := s.templates(context.Background(), e)
+	if len(ts) != 1 {
+		t.Fatalf("%d SETs, want 1", len(ts))
+	}
+	tpl := ts[0]
+	if tpl.typ != EventTokenClaimsChange || tpl.subject.Format != FormatJWTID || tpl.subject.Iss != "https://ward.example" ||
+		tpl.subject.JTI != "jti-1" || tpl.subject.Session != nil || tpl.body.Claims["active"] != false || tpl.subjectKey != "user:u1" {
+		t.Errorf("SET %+v subject %+v", tpl, tpl.subject)
+	}
+	e.Reason = model.ReasonClientRevokedRefreshToken
+	if ts := s.templates(context.Background(), e); len(ts) != 0 {
+		t.Errorf("a revoked refresh token yields %d SETs", len(ts))
+	}
+}
