@@ -134,6 +134,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newComplianceCmd(e),
 		newPolicyCmd(e),
 		newGatewayCmd(e),
+		newSSFCmd(e),
 	)
 	return root
 }

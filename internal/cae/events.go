@@ -207,7 +207,17 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		b := base(initiator(e), "second factor enrolled ("+orDefault(method, "totp")+")")
 		b.CredentialType, b.ChangeType = credentialType(method), "create"
 		return []template{{EventCredentialChange, user(), userKey, b}}
-	case model.EventSessionRevoked, model.EventSessionLoggedOut, model.EventTokenRevoked:
+	case model.EventTokenRevoked:
+		// An access token its client revoked (RFC 7009): that token, not
+		// its session, which other clients may go on using. A refresh
+		// token alone yields nothing: the access tokens it gave live on.
+		if e.Reason != model.ReasonClientRevokedAccessToken || e.TokenID == "" || e.UserID == "" {
+			return nil
+		}
+		b := base(InitiatorUser, "the client revoked the access token")
+		b.Claims = map[string]any{"active": false}
+		return []template{{EventTokenClaimsChange, &Subject{Format: FormatJWTID, Iss: s.issuer, JTI: e.TokenID}, userKey, b}}
+	case model.EventSessionRevoked, model.EventSessionLoggedOut:
 		if e.UserID == "" || e.SessionID == "" || e.Data[DataAllSessions] == "true" {
 			return nil
 		}
@@ -215,11 +225,6 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		switch e.Type {
 		case model.EventSessionLoggedOut:
 			who, why = InitiatorUser, "user signed out"
-		case model.EventTokenRevoked:
-			if e.Reason != model.ReasonClientRevokedAccessToken {
-				return nil // a refresh token alone: its session lives on
-			}
-			who, why = InitiatorUser, "the client revoked the session's access token"
 		default:
 			var covered bool
 			if why, covered, _ = revocationReason(model.RevocationCause(e.Reason)); covered {

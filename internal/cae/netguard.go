@@ -61,7 +61,39 @@ func (g netGuard) permits(ip netip.Addr) bool {
 			return false
 		}
 	}
+	// IPv6 forms that carry an IPv4 address reach that address (through
+	// a NAT64 gateway or a 6to4 relay): they are as public as it is.
+	if v4, ok := embeddedIPv4(ip); ok {
+		return g.permits(v4)
+	}
+	if teredo.Contains(ip) {
+		return false // deprecated, and its client address is obfuscated
+	}
 	return true
+}
+
+// IPv6 transition prefixes.
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052 well-known prefix
+	sixToFour = netip.MustParsePrefix("2002::/16")    // RFC 3056
+	teredo    = netip.MustParsePrefix("2001::/32")    // RFC 4380
+	v4compat  = netip.MustParsePrefix("::/96")        // IPv4-compatible (deprecated, RFC 4291)
+)
+
+// embeddedIPv4 returns the IPv4 address an IPv6 address carries: the
+// last 32 bits of NAT64 and IPv4-compatible addresses, bits 16–48 of 6to4.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.Is6() {
+		return netip.Addr{}, false
+	}
+	b := ip.As16()
+	switch {
+	case nat64.Contains(ip), v4compat.Contains(ip):
+		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
+	case sixToFour.Contains(ip):
+		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
+	}
+	return netip.Addr{}, false
 }
 
 // checkHost refuses an endpoint host that is an IP literal (or

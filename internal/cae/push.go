@@ -371,7 +371,11 @@ func (p *pusher) drain(ps *pushState) {
 				finish(0)
 				return
 			}
-			if cur := p.s.snap.Load().byID[ps.id]; cur == nil || cur.Status != model.StreamEnabled || cur.Method != model.DeliveryPush {
+			// The status is read from the store before every push: a
+			// stream paused or disabled a moment ago, by this instance or
+			// another, transmits nothing more (SSF 1.0 §8.1.2), whatever
+			// the snapshot (reloaded every rescan) still says.
+			if cur := p.s.snap.Load().byID[ps.id]; cur == nil || cur.Status != model.StreamEnabled || cur.Method != model.DeliveryPush || !p.stillEnabled(ctx, ps.id) {
 				p.mu.Lock()
 				ps.needRead = true
 				p.mu.Unlock()
@@ -411,6 +415,19 @@ func (p *pusher) drain(ps *pushState) {
 			}
 		}
 	}
+}
+
+// stillEnabled reads the stream's status from the store; a stream that
+// cannot be read is treated as not enabled (its SETs wait in the queue).
+func (p *pusher) stillEnabled(ctx context.Context, id string) bool {
+	st, err := p.s.o.Store.GetSSFStream(ctx, id)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			p.s.o.Log.WarnContext(ctx, "cae: read stream status before a push", "stream_id", id, "err", err)
+		}
+		return false
+	}
+	return st.Status == model.StreamEnabled && st.Method == model.DeliveryPush
 }
 
 // queueBatch is how many queued SETs the worker reads at a time.

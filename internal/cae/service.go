@@ -39,6 +39,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
@@ -125,6 +126,7 @@ type Options struct {
 // done.
 type Service struct {
 	o       Options
+	events  *bus.Emitter // records transmitter-side changes (nil without a bus)
 	issuer  string
 	issJSON []byte
 

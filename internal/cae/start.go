@@ -64,6 +64,7 @@ func Start(ctx context.Context, o Options, w Wiring) (_ *Service, err error) {
 			s.Close()
 		}
 	}()
+	s.events = bus.NewEmitter(w.Bus, o.Now)
 	s.stops = append(s.stops, w.Bus.Subscribe("cae-transmitter", s.HandleEvent))
 	if !w.Serve {
 		return s, nil

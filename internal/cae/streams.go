@@ -354,42 +354,89 @@ func (s *Service) Status(ctx context.Context, clientID, id string) (status, reas
 	return st.Status, st.StatusReason, nil
 }
 
-// SetStatus changes a stream's status (enabled, paused, disabled). Paused
-// streams hold their SETs; disabling drops them and queues nothing until
-// enabled again. A change to enabled or paused queues a stream-updated
-// SET (a disabled stream transmits nothing, not even that).
+// SetStatus changes a stream's status (enabled, paused, disabled) at its
+// receiver's request (clientID must own it). Paused streams hold their
+// SETs; disabling drops them and queues nothing until enabled again. A
+// change to enabled or paused queues a stream-updated SET (a disabled
+// stream transmits nothing, not even that).
 func (s *Service) SetStatus(ctx context.Context, clientID, id, status, reason string) (*model.SSFStream, error) {
-	switch status {
-	case model.StreamEnabled, model.StreamPaused, model.StreamDisabled:
-	case "":
-		return nil, invalid("status is required")
-	default:
-		return nil, invalid("status must be enabled, paused or disabled")
-	}
-	if len(reason) > maxReason {
-		return nil, invalid("reason is longer than %d bytes", maxReason)
+	if _, err := checkStatus(status, reason); err != nil {
+		return nil, err
 	}
 	if _, err := s.GetStream(ctx, clientID, id); err != nil {
 		return nil, err
 	}
-	var prev string
-	st, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+	st, _, err := s.setStatus(ctx, id, status, reason, func(st *model.SSFStream) error {
 		if st.ClientID != clientID {
 			return errNoStream
+		}
+		return nil
+	})
+	return st, err
+}
+
+// SetStatusAsTransmitter changes a stream's status on the transmitter's
+// side: an administrator pauses, disables or enables any receiver's
+// stream (SSF 1.0 §8.1.2). The receiver learns of it by the
+// stream-updated SET, as with SetStatus; the change is recorded as
+// ssf.stream_status_changed with actor.
+func (s *Service) SetStatusAsTransmitter(ctx context.Context, actor, id, status, reason string) (*model.SSFStream, error) {
+	if id == "" {
+		return nil, invalid("stream_id is required")
+	}
+	st, prev, err := s.setStatus(ctx, id, status, reason, func(*model.SSFStream) error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	if prev != status && s.events != nil {
+		if err := s.events.Emit(ctx, &model.Event{Type: model.EventSSFStreamStatusChanged, Actor: actor, ClientID: st.ClientID,
+			Reason: "transmitter", Data: map[string]string{"stream_id": id, "status": status, "previous": prev, "status_reason": reason}}); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// checkStatus validates a status change.
+func checkStatus(status, reason string) (string, error) {
+	switch status {
+	case model.StreamEnabled, model.StreamPaused, model.StreamDisabled:
+	case "":
+		return "", invalid("status is required")
+	default:
+		return "", invalid("status must be enabled, paused or disabled")
+	}
+	if len(reason) > maxReason {
+		return "", invalid("reason is longer than %d bytes", maxReason)
+	}
+	return status, nil
+}
+
+// setStatus stores a status change that allow accepts, queues the
+// stream-updated SET and wakes delivery; it returns the stream and its
+// previous status.
+func (s *Service) setStatus(ctx context.Context, id, status, reason string, allow func(*model.SSFStream) error) (*model.SSFStream, string, error) {
+	if _, err := checkStatus(status, reason); err != nil {
+		return nil, "", err
+	}
+	var prev string
+	st, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+		if err := allow(st); err != nil {
+			return err
 		}
 		prev = st.Status
 		st.Status, st.StatusReason, st.UpdatedAt = status, reason, s.o.Now()
 		return nil
 	})
 	if err != nil {
-		return nil, s.updateErr(err)
+		return nil, "", s.updateErr(err)
 	}
 	s.changed()
 	if prev != status {
 		s.o.Log.InfoContext(ctx, "cae: stream status changed", "stream_id", id, "from", prev, "to", status)
 		if status != model.StreamDisabled {
 			if err := s.streamEvent(ctx, st, EventStreamUpdated, eventBody{Status: status, Reason: reason}); err != nil {
-				return nil, err
+				return nil, prev, err
 			}
 		}
 		if status == model.StreamEnabled {
@@ -397,7 +444,7 @@ func (s *Service) SetStatus(ctx context.Context, clientID, id, status, reason st
 			s.wake(id)
 		}
 	}
-	return st, nil
+	return st, prev, nil
 }
 
 // AddSubject includes a subject in a stream again after RemoveSubject

@@ -17,6 +17,7 @@ type Subject struct {
 	ID      string   `json:"id,omitempty"`  // opaque
 	Iss     string   `json:"iss,omitempty"` // iss_sub
 	Sub     string   `json:"sub,omitempty"` // iss_sub
+	JTI     string   `json:"jti,omitempty"` // jwt_id (with Iss)
 	User    *Subject `json:"user,omitempty"`
 	Session *Subject `json:"session,omitempty"`
 	Device  *Subject `json:"device,omitempty"`
@@ -28,6 +29,7 @@ const (
 	FormatOpaque  = "opaque"
 	FormatIssSub  = "iss_sub"
 	FormatComplex = "complex"
+	FormatJWTID   = "jwt_id"
 )
 
 func userSubject(iss, id string) *Subject { return &Subject{Format: FormatIssSub, Iss: iss, Sub: id} }

@@ -77,6 +77,14 @@ const (
 	EventUserRiskChanged EventType = "user.risk_changed"
 )
 
+// Shared Signals transmitter events.
+const (
+	// EventSSFStreamStatusChanged: an administrator changed a receiver's
+	// stream status on the transmitter's side (Data: stream_id, status,
+	// previous, status_reason).
+	EventSSFStreamStatusChanged EventType = "ssf.stream_status_changed"
+)
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
@@ -116,6 +124,8 @@ var EventCodes = map[EventType]string{
 
 	EventAccessPolicyChanged: "W9000I",
 	EventUserRiskChanged:     "W9001W",
+
+	EventSSFStreamStatusChanged: "W9100I",
 
 	EventDeviceRegistered:        "W8000I",
 	EventDeviceDisabled:          "W8001I",

@@ -14,7 +14,9 @@ const (
 	// CauseLogout: the user signed out (RP-initiated logout).
 	CauseLogout RevocationCause = "logout"
 	// CauseAccessTokenRevoked: the client revoked an access token of the
-	// session (RFC 7009); a JWT cannot be recalled alone.
+	// session (RFC 7009). Only sessions revoked by earlier versions carry
+	// it: a revoked access token now ends its client's grant, not the
+	// session (RevokedAccessTokenKey).
 	CauseAccessTokenRevoked RevocationCause = "access_token_revoked"
 	// CauseCodeReuse: an authorization code of the session was presented
 	// again (RFC 6749 §4.1.2).
@@ -57,9 +59,15 @@ const (
 	// ReasonUserLogout is the reason of session.logged_out.
 	ReasonUserLogout = "user_logout"
 	// ReasonClientRevokedAccessToken is the reason of the token.revoked
-	// of an access token revoked by its client (its session is revoked).
+	// of an access token revoked by its client: the token and its client's
+	// refresh tokens of the session are revoked, the session goes on.
 	ReasonClientRevokedAccessToken = "client_revoked_access_token"
 	// ReasonClientRevokedRefreshToken is the reason of the token.revoked
 	// of a refresh token revoked by its client (its session lives on).
 	ReasonClientRevokedRefreshToken = "client_revoked_refresh_token"
 )
+
+// RevokedAccessTokenKey is the key under which an access token revoked by
+// its client is recorded (store.RevokeClientGrant, store.HasJTI) until it
+// expires: Ward's own resources refuse it.
+func RevokedAccessTokenKey(jti string) string { return "at-revoked:" + jti }

@@ -81,9 +81,9 @@ type Config struct {
 type SessionRevoker interface {
 	// Logout ends the session its user signed out of through clientID.
 	Logout(ctx context.Context, id, clientID string) (bool, error)
-	// AccessTokenRevoked ends the session of an access token (jti) its
-	// client revoked.
-	AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string) (bool, error)
+	// AccessTokenRevoked ends the grant of a client in session id that
+	// revoked its access token jti (valid until exp).
+	AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string, exp time.Time) (bool, error)
 	// RefreshTokenReused ends the session of a rotated refresh token
 	// presented again (with a DPoP key of thumbprint jkt, "" for none).
 	RefreshTokenReused(ctx context.Context, clientID string, rt *model.RefreshToken, jkt string) (bool, error)

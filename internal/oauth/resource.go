@@ -3,9 +3,11 @@ package oauth
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/model"
@@ -28,6 +30,10 @@ type Caller struct {
 // the scheme to challenge with.
 func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Error) {
 	ctx := r.Context()
+	if len(r.Header.Values("Authorization")) > 1 {
+		// Which one would count? A proxy and the application may not agree.
+		return nil, "", newErr(ErrInvalidRequest, "exactly one Authorization header is allowed").withReason("multiple_authorization_headers")
+	}
 	authz := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(authz, " ")
 	if !ok || tok == "" {
@@ -76,8 +82,19 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 	case scheme == "DPoP":
 		return nil, "DPoP", newErr(ErrInvalidToken, "token is not DPoP-bound").withReason("unbound_token_as_dpop")
 	}
+	// Strict location (Conditional Access): the token names the networks it
+	// may be used from, as at any resource that follows Ward's rules.
+	if cl.AllowedIPs != nil && !ipAllowed(p.clientIP(r), cl.AllowedIPs) {
+		return nil, scheme, newErr(ErrInvalidToken, "the access token may not be used from this network location").withReason("strict_location")
+	}
 	c := &Caller{Claims: cl, Scheme: scheme}
 	if cl.SID != "" {
+		// Revoked by its client (RFC 7009): refused until it expires.
+		if revoked, err := p.c.Store.HasJTI(ctx, model.RevokedAccessTokenKey(cl.JTI)); err != nil {
+			return nil, scheme, serverError(err)
+		} else if revoked {
+			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").withReason("token_revoked")
+		}
 		sess, u, e := p.liveSession(ctx, cl.SID, cl.Subject)
 		if e != nil || sess.UserID != cl.Subject {
 			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").withReason("session_ended")
@@ -85,6 +102,20 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 		c.User = u
 	}
 	return c, scheme, nil
+}
+
+// ipAllowed reports whether ip is in one of the token's ipr ranges; a
+// range that does not parse allows nothing (fail closed).
+func ipAllowed(ip netip.Addr, ranges []string) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	for _, s := range ranges {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(ip.Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
@@ -158,6 +189,13 @@ func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 				writeJSON(w, http.StatusOK, inactive)
 				return
 			}
+			if revoked, err := p.c.Store.HasJTI(ctx, model.RevokedAccessTokenKey(cl.JTI)); err != nil {
+				writeTokenError(w, serverError(err))
+				return
+			} else if revoked {
+				writeJSON(w, http.StatusOK, inactive)
+				return
+			}
 			out["sid"], out["username"] = cl.SID, u.Username
 			if cl.AuthTime != 0 {
 				out["auth_time"] = cl.AuthTime
@@ -221,10 +259,20 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 			writeTokenError(w, newErr(ErrUnsupportedTokenType, "client credentials access tokens expire on their own and cannot be revoked"))
 			return
 		}
+		// A DPoP-bound token is revoked by the holder of its key: a copy of
+		// the token alone (a public client needs no credential here) must
+		// not be enough to end anyone's grant.
+		if cl.Cnf != nil && cl.Cnf.JKT != "" {
+			if e := p.revocationProof(r, cl.Cnf.JKT); e != nil {
+				writeTokenError(w, e)
+				return
+			}
+		}
 		// A session that is gone or ended already is no error (RFC 7009
 		// §2.2); neither is an event committed with the revocation that a
 		// subscriber failed to take (logged by the session service).
-		if revoked, err := p.c.Sessions.AccessTokenRevoked(ctx, c.ID, cl.Subject, cl.SID, cl.JTI); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
+		exp := time.Unix(cl.ExpiresAt, 0)
+		if revoked, err := p.c.Sessions.AccessTokenRevoked(ctx, c.ID, cl.Subject, cl.SID, cl.JTI, exp); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
 			writeTokenError(w, serverError(err))
 			return
 		}
@@ -249,6 +297,26 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, model.ReasonClientRevokedRefreshToken
 	_ = p.events.Emit(ctx, ev)
 	w.WriteHeader(http.StatusOK)
+}
+
+// revocationProof checks that a request to revoke a DPoP-bound access
+// token carries a DPoP proof for /revoke made with the token's key jkt.
+func (p *Provider) revocationProof(r *http.Request, jkt string) *Error {
+	h, e := proofHeader(r)
+	if e != nil {
+		return e
+	}
+	if h == "" {
+		return newErr(ErrInvalidDPoPProof, "revoking a DPoP-bound access token needs a DPoP proof made with its key").withReason("dpop_missing")
+	}
+	proof, e := p.checkProof(r, h, "")
+	if e != nil {
+		return e
+	}
+	if proof.JKT != jkt {
+		return newErr(ErrInvalidDPoPProof, "the DPoP proof is not made with the key the access token is bound to").withReason("dpop_key_mismatch")
+	}
+	return nil
 }
 
 // handleLogout implements RP-initiated logout (OIDC RP-Initiated Logout

@@ -175,42 +175,33 @@ func (p *Provider) grantAuthorizationCode(tr *tokenRequest) (*tokenResponse, *Er
 		return nil, newErr(ErrInvalidRequest, "code_verifier is required (PKCE)").withReason("pkce_missing")
 	}
 	now := p.c.Now()
-	ac, err := p.c.Store.ConsumeAuthCode(ctx, p.c.TokenHasher.Sum(code), now)
+	hash := p.c.TokenHasher.Sum(code)
+	// The request is checked against the code before the code is used:
+	// someone who only saw a public client's code must not be able to
+	// burn it with a wrong verifier (and make the legitimate redemption
+	// look like a theft). Reuse is theft only after a redemption that
+	// passed every check.
+	ac, err := p.c.Store.GetAuthCode(ctx, hash)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_unknown")
+	case err != nil:
+		return nil, serverError(err)
+	case !ac.UsedAt.IsZero():
+		return nil, p.codeReused(tr, ac)
+	}
+	if e := checkCode(tr, ac, now, redirectURI, verifier); e != nil {
+		return nil, e
+	}
+	ac, err = p.c.Store.ConsumeAuthCode(ctx, hash, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_unknown")
 	case errors.Is(err, store.ErrAlreadyUsed):
-		// RFC 6749 §4.1.2: a reused code revokes what it issued.
-		// The answer is invalid_grant whatever the revocation does; its
-		// failure is logged.
-		if ac != nil && ac.ClientID == c.ID {
-			if revoked, err := p.c.Sessions.CodeReused(ctx, c.ID, ac); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
-				p.c.Log.ErrorContext(ctx, "code reuse: revoking the session failed", "correlation_id", tr.ri.CorrID,
-					"client_id", c.ID, "session_id", ac.SessionID, "err", err)
-			}
-		}
-		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_reused")
+		// Redeemed by a concurrent request that passed the same checks.
+		return nil, p.codeReused(tr, ac)
 	case err != nil:
 		return nil, serverError(err)
-	}
-	if ac.ClientID != c.ID {
-		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_client_mismatch")
-	}
-	if !now.Before(ac.ExpiresAt) {
-		return nil, newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_expired")
-	}
-	if redirectURI != ac.RedirectURI {
-		return nil, newErr(ErrInvalidGrant, "redirect_uri does not match the authorization request").withReason("redirect_uri_mismatch")
-	}
-	if !pkceVerifierRE.MatchString(verifier) {
-		return nil, newErr(ErrInvalidGrant, "code_verifier is malformed").withReason("pkce_malformed")
-	}
-	sum := sha256.Sum256([]byte(verifier))
-	if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(ac.CodeChallenge)) != 1 {
-		return nil, newErr(ErrInvalidGrant, "code_verifier does not match code_challenge").withReason("pkce_mismatch")
-	}
-	if ac.DPoPJKT != "" && (tr.proof == nil || tr.proof.JKT != ac.DPoPJKT) {
-		return nil, newErr(ErrInvalidGrant, "DPoP key does not match dpop_jkt of the authorization request").withReason("dpop_jkt_mismatch")
 	}
 	sess, u, e := p.liveSession(ctx, ac.SessionID, ac.UserID)
 	if e != nil {
@@ -218,6 +209,47 @@ func (p *Provider) grantAuthorizationCode(tr *tokenRequest) (*tokenResponse, *Er
 	}
 	g := grant{flow: policy.FlowInteractive, client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
 	return p.issue(tr, g, model.EventTokenIssued, nil)
+}
+
+// checkCode checks a token request against the authorization code it
+// presents: the same client, unexpired, the same redirect URI, the PKCE
+// verifier, and the DPoP key the authorization request named.
+func checkCode(tr *tokenRequest, ac *model.AuthCode, now time.Time, redirectURI, verifier string) *Error {
+	if ac.ClientID != tr.client.ID {
+		return newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_client_mismatch")
+	}
+	if !now.Before(ac.ExpiresAt) {
+		return newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_expired")
+	}
+	if redirectURI != ac.RedirectURI {
+		return newErr(ErrInvalidGrant, "redirect_uri does not match the authorization request").withReason("redirect_uri_mismatch")
+	}
+	if !pkceVerifierRE.MatchString(verifier) {
+		return newErr(ErrInvalidGrant, "code_verifier is malformed").withReason("pkce_malformed")
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	if subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(ac.CodeChallenge)) != 1 {
+		return newErr(ErrInvalidGrant, "code_verifier does not match code_challenge").withReason("pkce_mismatch")
+	}
+	if ac.DPoPJKT != "" && (tr.proof == nil || tr.proof.JKT != ac.DPoPJKT) {
+		// Generic to the client: a thief learns nothing of the binding.
+		return newErr(ErrInvalidGrant, "code is invalid or expired").withReason("dpop_jkt_mismatch")
+	}
+	return nil
+}
+
+// codeReused answers a code presented after a successful redemption: RFC
+// 6749 §4.1.2, the session it issued is revoked. The answer is
+// invalid_grant whatever the revocation does; its failure is logged.
+func (p *Provider) codeReused(tr *tokenRequest, ac *model.AuthCode) *Error {
+	ctx := tr.r.Context()
+	if ac != nil && ac.ClientID == tr.client.ID {
+		if revoked, err := p.c.Sessions.CodeReused(ctx, tr.client.ID, ac); err != nil && !revoked && !errors.Is(err, store.ErrNotFound) {
+			p.c.Log.ErrorContext(ctx, "code reuse: revoking the session failed", "correlation_id", tr.ri.CorrID,
+				"client_id", tr.client.ID, "session_id", ac.SessionID, "err", err)
+		}
+	}
+	return newErr(ErrInvalidGrant, "code is invalid or expired").withReason("code_reused")
 }
 
 // grantRefreshToken rotates a refresh token (RFC 6749 §6, RFC 9700
@@ -251,7 +283,9 @@ func (p *Provider) grantRefreshToken(tr *tokenRequest) (*tokenResponse, *Error) 
 		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_expired")
 	}
 	if rt.JKT != "" && (tr.proof == nil || tr.proof.JKT != rt.JKT) {
-		return nil, newErr(ErrInvalidGrant, "refresh token is bound to a different DPoP key").withReason("refresh_key_mismatch")
+		// Generic to the client: "bound to another key" would tell a
+		// thief the stolen token is live. The audit log has the reason.
+		return nil, newErr(ErrInvalidGrant, "refresh token is invalid or expired").withReason("refresh_key_mismatch")
 	}
 	scope := rt.Scope
 	if s := tr.get("scope"); s != "" {

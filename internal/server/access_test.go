@@ -367,4 +367,17 @@ func TestConditionalAccessStrictLocation(t *testing.T) {
 	if c, ok := rs.ParseClaimsChallenge(resp.Header); resp.StatusCode != 401 || !ok || c.Error != "insufficient_claims" {
 		t.Fatalf("outside: %d %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
+
+	// Ward's own resources honour strict location too: the token is
+	// refused at /userinfo from outside the trusted ranges.
+	userinfo := func(ip string) result {
+		return do(t, in, call{path: "/userinfo", method: http.MethodGet, authz: "DPoP " + at, signer: key, at: at,
+			header: http.Header{"X-Forwarded-For": {ip}}})
+	}
+	if r := userinfo(outsideIP); r.Status != 401 || !strings.Contains(r.Header.Get("WWW-Authenticate"), "network location") {
+		t.Errorf("userinfo from outside: %d %s", r.Status, r.Header.Get("WWW-Authenticate"))
+	}
+	if r := userinfo(insideIP); strings.Contains(r.Header.Get("WWW-Authenticate"), "network location") {
+		t.Errorf("userinfo from inside refused for its location: %d %s", r.Status, r.Header.Get("WWW-Authenticate"))
+	}
 }

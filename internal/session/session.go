@@ -107,12 +107,31 @@ func (s *Service) Logout(ctx context.Context, id, clientID string) (bool, error)
 		UserID: se.UserID, SessionID: id, ClientID: clientID, Reason: model.ReasonUserLogout})
 }
 
-// AccessTokenRevoked ends the session of an access token (jti) that its
-// client revoked (RFC 7009: a JWT cannot be recalled alone) and records
-// token.revoked. It reports whether this call ended the session.
-func (s *Service) AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string) (bool, error) {
-	return s.revokeOne(ctx, id, model.CauseAccessTokenRevoked, &model.Event{Type: model.EventTokenRevoked, Actor: clientID,
-		ClientID: clientID, UserID: userID, SessionID: id, TokenID: jti, Reason: model.ReasonClientRevokedAccessToken})
+// AccessTokenRevoked ends the grant of a client that revoked one of its
+// access tokens (jti, valid until exp) in session id (RFC 7009): the
+// client's refresh tokens of the session are deleted and the token is
+// recorded as revoked until it expires, so that Ward's own resources refuse
+// it and resources following CAE learn of it (token-claims-change for the
+// jwt_id). The session and other clients' grants go on: a client cannot
+// sign its user out of everything by revoking a token. token.revoked is
+// recorded once; it reports whether this call revoked the token.
+func (s *Service) AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string, exp time.Time) (bool, error) {
+	e := &model.Event{Type: model.EventTokenRevoked, Actor: clientID, ClientID: clientID, UserID: userID, SessionID: id,
+		TokenID: jti, Reason: model.ReasonClientRevokedAccessToken}
+	ectx := s.events.PendingEvents(ctx, func(ids []string) []*model.Event {
+		if len(ids) == 0 {
+			return nil // revoked before: nothing happened here
+		}
+		return []*model.Event{e}
+	})
+	fresh, err := s.store.RevokeClientGrant(ectx, id, clientID, model.RevokedAccessTokenKey(jti), exp)
+	if err != nil {
+		return false, s.wrap(err, "revoke the grant of "+clientID+" in session "+id)
+	}
+	if !fresh {
+		return false, nil
+	}
+	return true, s.emit(ectx, []*model.Event{e})
 }
 
 // RefreshTokenReused ends the session of a rotated refresh token that

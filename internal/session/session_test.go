@@ -223,7 +223,7 @@ func TestRevocationEvents(t *testing.T) {
 	if ok, err := e.svc.Logout(e.ctx, "s1", "web"); err != nil || !ok {
 		t.Fatalf("Logout = %v, %v", ok, err)
 	}
-	if ok, err := e.svc.AccessTokenRevoked(e.ctx, "web", "u1", "s2", "jti-1"); err != nil || !ok {
+	if ok, err := e.svc.AccessTokenRevoked(e.ctx, "web", "u1", "s2", "jti-1", t0.Add(10*time.Minute)); err != nil || !ok {
 		t.Fatalf("AccessTokenRevoked = %v, %v", ok, err)
 	}
 	if ok, err := e.svc.CodeReused(e.ctx, "web", &model.AuthCode{SessionID: "s3", UserID: "u1", ClientID: "web"}); err != nil || !ok {
@@ -231,7 +231,7 @@ func TestRevocationEvents(t *testing.T) {
 	}
 	// Again: nothing more is recorded.
 	e.svc.Logout(e.ctx, "s1", "web")
-	e.svc.AccessTokenRevoked(e.ctx, "web", "u1", "s2", "jti-1")
+	e.svc.AccessTokenRevoked(e.ctx, "web", "u1", "s2", "jti-1", t0.Add(10*time.Minute))
 	e.svc.CodeReused(e.ctx, "web", &model.AuthCode{SessionID: "s3", UserID: "u1", ClientID: "web"})
 
 	for _, c := range []struct {
@@ -240,7 +240,8 @@ func TestRevocationEvents(t *testing.T) {
 		outcome, client, tokenID  string
 	}{
 		{model.EventSessionLoggedOut, "s1", "u1", "user_logout", "logout", model.OutcomeSuccess, "web", ""},
-		{model.EventTokenRevoked, "s2", "web", "client_revoked_access_token", "access_token_revoked", model.OutcomeSuccess, "web", "jti-1"},
+		// The client's grant ends, not the session (cause stays empty).
+		{model.EventTokenRevoked, "s2", "web", "client_revoked_access_token", "", model.OutcomeSuccess, "web", "jti-1"},
 		{model.EventCodeReuseDetected, "s3", "web", "code_reuse", "code_reuse", model.OutcomeFailure, "web", ""},
 	} {
 		evs := e.stored(c.typ)
@@ -259,6 +260,13 @@ func TestRevocationEvents(t *testing.T) {
 	}
 	if n := len(e.stored(model.EventSessionRevoked)); n != 0 {
 		t.Errorf("%d session.revoked besides the events of their own type", n)
+	}
+	// The revoked token is recorded, its client's refresh token is gone.
+	if has, err := e.st.HasJTI(e.ctx, model.RevokedAccessTokenKey("jti-1")); err != nil || !has {
+		t.Errorf("revoked access token not recorded: %v %v", has, err)
+	}
+	if _, err := e.st.GetRefreshToken(e.ctx, []byte("rt-s2")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the client's refresh token after the revocation: %v", err)
 	}
 	e.checkCommitted()
 }

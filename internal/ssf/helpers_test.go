@@ -200,7 +200,9 @@ type pushReceiver struct {
 	// closes).
 	fail503 atomic.Int32
 	down    atomic.Bool
-	notify  chan struct{}
+	// delay, when set, is how long each push takes to be answered.
+	delay  atomic.Int64
+	notify chan struct{}
 }
 
 func newPushReceiver(t testing.TB, in *wardtest.Instance, audience string) *pushReceiver {
@@ -234,6 +236,9 @@ func newPushReceiver(t testing.TB, in *wardtest.Instance, audience string) *push
 			}
 			w.WriteHeader(http.StatusBadGateway)
 			return
+		}
+		if d := p.delay.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
 		}
 		if n := p.fail503.Load(); n > 0 && p.fail503.CompareAndSwap(n, n-1) {
 			w.Header().Set("Retry-After", "0")

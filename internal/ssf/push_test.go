@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/cae"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -227,3 +228,56 @@ func TestPushReceiverDownThenBack(t *testing.T) {
 }
 
 func pad(i int) string { return fmt.Sprintf("%06d", i) }
+
+// A stream paused by another instance (here: straight in the store, as
+// that instance's write would be) transmits nothing more at once, while
+// this instance is in the middle of pushing its queue and its view of the
+// streams still says enabled until its next rescan (SSF 1.0 §8.1.2); what
+// was held arrives, in order, once the stream is enabled again.
+func TestPushStopsAtOnceWhenPaused(t *testing.T) {
+	in := start(t, func(c *config.Config) { c.SSF.RescanInterval = time.Hour })
+	tok := receiverToken(t, in)
+	p := newPushReceiver(t, in, receiverID)
+	st := createStream(t, in, tok, map[string]any{"delivery": map[string]any{"method": model.DeliveryPush,
+		"endpoint_url": p.url(), "authorization_header": "Bearer " + p.bearer}})
+	id, _ := st["stream_id"].(string)
+	ctx := context.Background()
+	alice := userID(t, in, "alice")
+	p.delay.Store(int64(50 * time.Millisecond))
+	levels := []string{"high", "medium", "low", "high", "medium", "low", "high", "medium", "low", "none"}
+	for _, l := range levels {
+		if err := in.App.Identity.SetRisk(ctx, "admin-1", alice, l, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.waitFor(t, 10*time.Second, "the first risk-level-changes", func(s []*rs.SET) bool { return countType(s, cae.EventRiskLevelChange) >= 2 })
+	if _, err := in.App.Store.UpdateSSFStream(ctx, id, func(s *model.SSFStream) error {
+		s.Status, s.StatusReason = model.StreamPaused, "paused elsewhere"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	atPause := countType(p.received(), cae.EventRiskLevelChange)
+	// Give the worker ample time to (wrongly) push the rest.
+	time.Sleep(time.Second)
+	after := countType(p.received(), cae.EventRiskLevelChange)
+	if after > atPause+1 { // the one in flight when the pause committed may land
+		t.Fatalf("%d SETs pushed after the pause (had %d, now %d)", after-atPause, atPause, after)
+	}
+	if after == len(levels) {
+		t.Fatal("every SET was pushed: the pause changed nothing")
+	}
+
+	r := call(t, in, http.MethodPost, "/ssf/status", tok, map[string]any{"stream_id": id, "status": "enabled"})
+	wantStatus(t, "enable", r, http.StatusOK)
+	got := p.waitFor(t, 20*time.Second, "the held SETs", func(s []*rs.SET) bool { return countType(s, cae.EventRiskLevelChange) == len(levels) })
+	var seq []string
+	for _, s := range got {
+		if s.Event.Type == cae.EventRiskLevelChange {
+			seq = append(seq, s.Event.CurrentLevel)
+		}
+	}
+	if strings.Join(seq, ",") != "HIGH,MEDIUM,LOW,HIGH,MEDIUM,LOW,HIGH,MEDIUM,LOW,LOW" {
+		t.Errorf("levels %v", seq)
+	}
+}

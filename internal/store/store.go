@@ -165,12 +165,22 @@ type Store interface {
 	// old record with ErrAlreadyUsed (reuse: the caller revokes the session).
 	RotateRefreshToken(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error)
 	DeleteRefreshToken(ctx context.Context, hash []byte) error
+	// RevokeClientGrant ends one client's grant in a session: it deletes
+	// the client's refresh tokens of the session and records revokedKey
+	// (an access token's jti, namespaced) until exp, in one transaction
+	// that also commits ctx's pending events (store.WithEvent) when
+	// revokedKey was not recorded before. It reports whether it was new;
+	// ErrNotFound when the session does not exist.
+	RevokeClientGrant(ctx context.Context, sessionID, clientID, revokedKey string, exp time.Time) (bool, error)
 
 	// Authorization codes.
 	CreateAuthCode(ctx context.Context, c *model.AuthCode) error
 	// ConsumeAuthCode atomically marks the code used. A second call returns
 	// the record with ErrAlreadyUsed.
 	ConsumeAuthCode(ctx context.Context, hash []byte, at time.Time) (*model.AuthCode, error)
+	// GetAuthCode reads a code without using it (the token endpoint checks
+	// a request before it consumes the code).
+	GetAuthCode(ctx context.Context, hash []byte) (*model.AuthCode, error)
 
 	// Pushed authorization requests (one-time).
 	CreatePushedRequest(ctx context.Context, p *model.PushedRequest) error
@@ -222,6 +232,9 @@ type Store interface {
 	// RecordJTI stores a one-time key until exp; ErrReplay if present and
 	// unexpired. It backs the DPoP replay cache shared by all instances.
 	RecordJTI(ctx context.Context, key string, exp time.Time) error
+	// HasJTI reports whether key is recorded and unexpired at the store
+	// clock's now (revoked access tokens, see RevokeClientGrant).
+	HasJTI(ctx context.Context, key string) (bool, error)
 
 	// Sign-in lockout. ReserveSignIn counts an attempt on the user's
 	// account (FailedLogins, LockedUntil) at now under rule, in one

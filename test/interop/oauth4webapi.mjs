@@ -391,9 +391,28 @@ await step('introspection (by service) and revocation (by the token\'s client)',
   assert.equal(info.username, username)
 
   // RFC 7009 by the public client that owns the token (client_id in the body).
-  await oauth.processRevocationResponse(await oauth.revocationRequest(as, spa, oauth.None(), tokens.access_token, http))
+  // A DPoP-bound token is revoked only with a proof of its key: the token
+  // alone (a copy) is refused, and nothing changes.
+  await assert.rejects(
+    (async () => oauth.processRevocationResponse(await oauth.revocationRequest(as, spa, oauth.None(), tokens.access_token, http)))(),
+    (err) => err instanceof oauth.ResponseBodyError && err.error === 'invalid_dpop_proof',
+  )
+  assert.equal((await introspect(tokens.access_token)).active, true, 'a revocation without the key took effect')
+  // The library sends no proof to the revocation endpoint by itself; its
+  // DPoP handle makes one for the request's headers.
+  const revocationURL = new URL(as.revocation_endpoint)
+  await withNonceRetry(
+    async () => {
+      const headers = new Headers()
+      await DPoP.addProof(revocationURL, headers, 'POST')
+      const res = await oauth.revocationRequest(as, spa, oauth.None(), tokens.access_token, { ...http, headers })
+      DPoP.cacheNonce(res, revocationURL)
+      return res
+    },
+    (res) => oauth.processRevocationResponse(res),
+  )
   assert.equal((await introspect(tokens.access_token)).active, false, 'revoked access token still active')
-  // Revoking an access token ends its session, refresh token included.
+  // Revoking an access token ends the client's grant, refresh token included.
   await assert.rejects(
     withNonceRetry(
       () => oauth.refreshTokenGrantRequest(as, spa, oauth.None(), tokens.refresh_token, { DPoP, ...http }),

@@ -2,7 +2,10 @@ package interop
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
@@ -94,8 +98,8 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.password = "a-brand-new-passphrase-7"
 		err = c.in.App.Identity.SetPassword(ctx, "admin", bob.ID, c.password)
 	case "session-revoked":
-		// Bob signs in with a client, which then revokes his access token
-		// (RFC 7009): the session ends, CAEP session-revoked.
+		// Bob signs in with a client, and an administrator revokes the
+		// session: CAEP session-revoked.
 		err = c.revokeBobsSession()
 	default:
 		http.Error(w, "unknown kind", http.StatusBadRequest)
@@ -118,8 +122,32 @@ func (c *control) revokeBobsSession() error {
 	if err != nil {
 		return err
 	}
-	_, err = c.post("/revoke", url.Values{"token": {tok}, "token_type_hint": {"access_token"}})
+	sid, err := sessionOf(tok)
+	if err != nil {
+		return err
+	}
+	_, err = c.in.App.Sessions.Revoke(context.Background(), "admin", sid, model.CauseAdminRevoked)
 	return err
+}
+
+// sessionOf reads the sid claim of an access token (no verification: the
+// token comes straight from Ward's token endpoint).
+func sessionOf(at string) (string, error) {
+	parts := strings.Split(at, ".")
+	if len(parts) != 3 {
+		return "", errors.New("not a JWT")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		SID string `json:"sid"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil || c.SID == "" {
+		return "", fmt.Errorf("no sid in the access token: %v", err)
+	}
+	return c.SID, nil
 }
 
 func (c *control) post(path string, form url.Values) (string, error) {

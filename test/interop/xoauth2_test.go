@@ -252,11 +252,24 @@ func TestXOAuth2(t *testing.T) {
 		t.Fatalf("userinfo with the refreshed token: %d", status)
 	}
 
-	// Revocation by the token's client (public: client_id in the body),
-	// then introspection says inactive and userinfo refuses the token.
-	if status, body := post(t, revokeURL, "spa", "", url.Values{"token": {tok2.AccessToken}}); status != 200 {
-		t.Fatalf("revoke: %d %v", status, body)
+	// Revocation by the token's client (public: client_id in the body).
+	// The token is DPoP-bound: without a proof of its key it is refused
+	// and stays valid; through the client's DPoP transport it is revoked.
+	if status, body := post(t, revokeURL, "spa", "", url.Values{"token": {tok2.AccessToken}}); status != 400 || body["error"] != "invalid_dpop_proof" {
+		t.Fatalf("revoke without a proof: %d %v", status, body)
 	}
+	if status, ir := post(t, introspectURL, "service", wardtest.ServiceSecret, url.Values{"token": {tok2.AccessToken}}); status != 200 || ir["active"] != true {
+		t.Fatalf("introspect after a refused revocation: %d %v", status, ir)
+	}
+	resp, err := (&http.Client{Transport: c.dt}).PostForm(revokeURL, url.Values{"token": {tok2.AccessToken}, "client_id": {"spa"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("revoke with the client's DPoP transport: %d", resp.StatusCode)
+	}
+	// Then introspection says inactive and userinfo refuses the token.
 	if status, ir := post(t, introspectURL, "service", wardtest.ServiceSecret, url.Values{"token": {tok2.AccessToken}}); status != 200 || ir["active"] != false {
 		t.Fatalf("introspect after revocation: %d %v", status, ir)
 	}
@@ -264,7 +277,7 @@ func TestXOAuth2(t *testing.T) {
 	if status != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "DPoP") {
 		t.Fatalf("userinfo after revocation: %d %q", status, h.Get("WWW-Authenticate"))
 	}
-	// Revoking the access token ended the session: the rotated refresh
+	// Revoking the access token ended the client's grant: its refresh
 	// token is refused, with invalid_grant.
 	expired2 := *tok2
 	expired2.Expiry = time.Now().Add(-time.Minute)

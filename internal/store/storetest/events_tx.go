@@ -105,6 +105,27 @@ func testEventWithChange(t *testing.T, s store.Store) {
 		wantStored(t, "UpdateUser without an event", ctx, &model.Event{ID: "ev-none"}, false, 0)
 	})
 
+	t.Run("RevokeClientGrant", func(t *testing.T) {
+		e := pendingEvent("ev-grant", model.EventTokenRevoked, "u1")
+		ectx := store.WithEvent(ctx, e)
+		fresh, err := s.RevokeClientGrant(ectx, "s1", "client-1", "at-revoked:jti-1", at(time.Hour))
+		must(t, "RevokeClientGrant", err)
+		if !fresh {
+			t.Error("RevokeClientGrant: not fresh")
+		}
+		wantStored(t, "RevokeClientGrant with an event", ectx, e, true, 1)
+		// Again: nothing new, so an event that records only a change is
+		// not recorded.
+		e = pendingEvent("ev-grant-again", model.EventTokenRevoked, "u1")
+		ectx = store.WithEventFunc(ctx, e, func(ids []string) bool { return len(ids) > 0 })
+		fresh, err = s.RevokeClientGrant(ectx, "s1", "client-1", "at-revoked:jti-1", at(time.Hour))
+		must(t, "RevokeClientGrant again", err)
+		if fresh {
+			t.Error("RevokeClientGrant again: fresh")
+		}
+		wantStored(t, "RevokeClientGrant again", ectx, e, false, 0)
+	})
+
 	t.Run("UpdateUserFails", func(t *testing.T) {
 		e := pendingEvent("ev-missing", model.EventUserDisabled, "nobody")
 		ectx := store.WithEvent(ctx, e)

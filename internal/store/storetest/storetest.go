@@ -102,6 +102,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 	}{
 		{"RecordJTI", testRecordJTI},
 		{"RecordJTIConcurrent", testRecordJTIConcurrent},
+		{"ClientGrantRevocation", testClientGrantRevocation},
 		{"PurgeExpired", testPurgeExpired},
 		{"DeviceCodeLifecycle", testDeviceCodeLifecycle},
 		{"DeviceCodeUserCode", testDeviceCodeUserCode},
@@ -989,11 +990,22 @@ func testAuthCode(t *testing.T, s store.Store) {
 	zero := &model.AuthCode{Hash: []byte("code-2")}
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, zero))
 
-	got, err := s.ConsumeAuthCode(ctx, code.Hash, at(10*time.Second))
+	// Reading does not use the code.
+	got, err := s.GetAuthCode(ctx, code.Hash)
+	must(t, "GetAuthCode", err)
+	same(t, "GetAuthCode", got, fullCode("code-1"), normCode)
+	_, err = s.GetAuthCode(ctx, []byte("no-such-code"))
+	wantErr(t, "GetAuthCode of an unknown code", err, store.ErrNotFound)
+
+	got, err = s.ConsumeAuthCode(ctx, code.Hash, at(10*time.Second))
 	must(t, "ConsumeAuthCode", err)
 	want := fullCode("code-1")
 	want.UsedAt = at(10 * time.Second)
 	same(t, "ConsumeAuthCode", got, want, normCode)
+
+	got, err = s.GetAuthCode(ctx, code.Hash)
+	must(t, "GetAuthCode of a used code", err)
+	same(t, "GetAuthCode of a used code", got, want, normCode)
 
 	got, err = s.ConsumeAuthCode(ctx, code.Hash, at(20*time.Second))
 	wantErr(t, "second ConsumeAuthCode", err, store.ErrAlreadyUsed)
@@ -1233,6 +1245,49 @@ func testListEventsPaging(t *testing.T, s store.Store) {
 	}
 	if seen != n {
 		t.Errorf("paging: saw %d events, want %d", seen, n)
+	}
+}
+
+// testClientGrantRevocation: revoking one client's grant in a session
+// deletes that client's refresh tokens of that session and nothing else,
+// and records the revoked access token until its expiry (HasJTI).
+func testClientGrantRevocation(t *testing.T, s store.Store, clk *clock.Fake) {
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "user-1")))
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s2", "user-1")))
+	mine, other, otherSession := fullRefresh("rt-mine", "s1"), fullRefresh("rt-other", "s1"), fullRefresh("rt-s2", "s2")
+	other.ClientID = "client-2"
+	for _, rt := range []*model.RefreshToken{mine, other, otherSession} {
+		must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, rt))
+	}
+	exp := clk.Now().Add(10 * time.Minute)
+	if has, err := s.HasJTI(ctx, "at-revoked:j1"); err != nil || has {
+		t.Fatalf("HasJTI before: %v %v", has, err)
+	}
+	fresh, err := s.RevokeClientGrant(ctx, "s1", "client-1", "at-revoked:j1", exp)
+	if err != nil || !fresh {
+		t.Fatalf("RevokeClientGrant: %v %v", fresh, err)
+	}
+	_, err = s.GetRefreshToken(ctx, mine.Hash)
+	wantErr(t, "the client's refresh token", err, store.ErrNotFound)
+	for _, rt := range []*model.RefreshToken{other, otherSession} {
+		if _, err := s.GetRefreshToken(ctx, rt.Hash); err != nil {
+			t.Errorf("refresh token %s of another grant: %v", rt.Hash, err)
+		}
+	}
+	if has, err := s.HasJTI(ctx, "at-revoked:j1"); err != nil || !has {
+		t.Errorf("HasJTI after: %v %v", has, err)
+	}
+	if fresh, err := s.RevokeClientGrant(ctx, "s1", "client-1", "at-revoked:j1", exp); err != nil || fresh {
+		t.Errorf("RevokeClientGrant again: %v %v", fresh, err)
+	}
+	_, err = s.RevokeClientGrant(ctx, "nope", "client-1", "at-revoked:j2", exp)
+	wantErr(t, "RevokeClientGrant of an unknown session", err, store.ErrNotFound)
+	if has, _ := s.HasJTI(ctx, "at-revoked:j2"); has {
+		t.Error("a refused revocation recorded its key")
+	}
+	clk.Set(exp)
+	if has, err := s.HasJTI(ctx, "at-revoked:j1"); err != nil || has {
+		t.Errorf("HasJTI at expiry: %v %v", has, err)
 	}
 }
 

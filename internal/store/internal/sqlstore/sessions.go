@@ -475,6 +475,12 @@ func (s *Store) ConsumeAuthCode(ctx context.Context, hash []byte, at time.Time) 
 	return c, store.ErrAlreadyUsed
 }
 
+// GetAuthCode reads a code without using it.
+func (s *Store) GetAuthCode(ctx context.Context, hash []byte) (*model.AuthCode, error) {
+	c, err := scanCode(s.db.Read().QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE hash = $1`, hash))
+	return c, s.getErr("auth code", err)
+}
+
 // ---- pushed authorization requests ----
 
 // CreatePushedRequest stores a pushed authorization request.
@@ -544,6 +550,52 @@ func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error 
 		return store.ErrReplay
 	}
 	return nil
+}
+
+// HasJTI reports whether key is recorded with an expiry after the store
+// clock's now.
+func (s *Store) HasJTI(ctx context.Context, key string) (bool, error) {
+	var one int
+	err := s.db.Read().QueryRow(ctx, `SELECT 1 FROM jtis WHERE jti = $1 AND exp > $2`, key, micros(s.now())).Scan(&one)
+	if s.d.IsNoRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, wrap("has jti", err)
+	}
+	return true, nil
+}
+
+// RevokeClientGrant deletes the client's refresh tokens of the session and
+// records revokedKey until exp, under a lock of the session row (so a
+// refresh token written concurrently by a rotation cannot survive it, as
+// in RevokeSession). ctx's pending events commit when the key is new.
+func (s *Store) RevokeClientGrant(ctx context.Context, sessionID, clientID, revokedKey string, exp time.Time) (bool, error) {
+	var fresh bool
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		fresh = false
+		var one int
+		if err := q.QueryRow(ctx, `SELECT 1 FROM sessions WHERE id = $1`+s.d.ForUpdate, sessionID).Scan(&one); err != nil {
+			return nil, s.getErr("session", err)
+		}
+		if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1 AND client_id = $2`, sessionID, clientID); err != nil {
+			return nil, wrap("revoke client grant", err)
+		}
+		n, err := q.Exec(ctx, `INSERT INTO jtis (jti, exp) VALUES ($1, $2)
+			ON CONFLICT (jti) DO UPDATE SET exp = excluded.exp WHERE jtis.exp <= $3`, revokedKey, micros(exp), micros(s.now()))
+		if err != nil {
+			return nil, wrap("revoke client grant", err)
+		}
+		if n == 0 {
+			return nil, nil // revoked before: nothing new to record
+		}
+		fresh = true
+		return []string{sessionID}, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return fresh, nil
 }
 
 // ---- purge ----
