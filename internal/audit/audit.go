@@ -128,4 +128,3 @@ func Prune(ctx context.Context, st store.Store, now time.Time, retention time.Du
 	}
 	return total, nil
 }
-

@@ -22,10 +22,10 @@ func TestBound(t *testing.T) {
 	}
 	data["big"] = strings.Repeat("x", 5000)
 	e := &model.Event{
-		ClientID:  strings.Repeat("A", 60<<10),        // a 60 KB client_id
+		ClientID:  strings.Repeat("A", 60<<10),       // a 60 KB client_id
 		UserAgent: "evil\x1b[31m\r\nforged log line", // control characters
-		Actor:     "bad\xff\xfeutf8",                  // invalid UTF-8
-		Reason:    strings.Repeat("é", 300),           // multi-byte runes
+		Actor:     "bad\xff\xfeutf8",                 // invalid UTF-8
+		Reason:    strings.Repeat("é", 300),          // multi-byte runes
 		Data:      data,
 	}
 	if !Bound(e) {

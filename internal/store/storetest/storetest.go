@@ -1606,4 +1606,3 @@ func testDeleteEventsBefore(t *testing.T, s store.Store) {
 		t.Errorf("limit 0: %d %v", n, err)
 	}
 }
-

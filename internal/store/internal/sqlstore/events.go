@@ -136,4 +136,3 @@ func (s *Store) DeleteEventsBefore(ctx context.Context, t time.Time, limit int) 
 	}
 	return int(n), nil
 }
-
