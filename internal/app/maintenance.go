@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"github.com/ward-idp/ward/internal/audit"
 	"time"
 )
 
@@ -36,6 +37,11 @@ func (a *App) Maintain(ctx context.Context) {
 	}
 	if err := a.Store.PurgeExpired(ctx, a.Now()); err != nil {
 		a.Log.WarnContext(ctx, "maintenance: purge expired records", "err", err)
+	}
+	if n, err := audit.Prune(ctx, a.Store, a.Now(), a.Config.Audit.Retention); err != nil {
+		a.Log.WarnContext(ctx, "maintenance: audit retention", "err", err)
+	} else if n > 0 {
+		a.Log.InfoContext(ctx, "maintenance: audit events past their retention deleted", "events", n, "retention", a.Config.Audit.Retention)
 	}
 	if _, err := a.Devices.SweepStale(ctx); err != nil {
 		a.Log.WarnContext(ctx, "maintenance: device compliance sweep", "err", err)

@@ -90,3 +90,41 @@ func EventTypes() []model.EventType {
 	sort.Slice(out, func(i, j int) bool { return model.EventCodes[out[i]] < model.EventCodes[out[j]] })
 	return out
 }
+
+// MinRetention is the shortest audit retention allowed: longer than the
+// event stream keeps events and than the CAE transmitter remembers what it
+// handled (8 days), so retention never deletes an event something still
+// reads.
+const MinRetention = 8 * 24 * time.Hour
+
+// pruneBatch and pruneBatches bound one maintenance round's deletions.
+const (
+	pruneBatch   = 10000
+	pruneBatches = 20
+)
+
+// Prune deletes the audit events older than retention (0: keep
+// everything), at most pruneBatch*pruneBatches per call so that one
+// maintenance round stays short; the next round goes on. It returns how
+// many it deleted.
+func Prune(ctx context.Context, st store.Store, now time.Time, retention time.Duration) (int, error) {
+	if retention <= 0 {
+		return 0, nil
+	}
+	if retention < MinRetention {
+		retention = MinRetention
+	}
+	before := now.Add(-retention)
+	total := 0
+	for range pruneBatches {
+		n, err := st.DeleteEventsBefore(ctx, before, pruneBatch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("audit: prune events before %s: %w", before.UTC().Format(time.RFC3339), err)
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	return total, nil
+}

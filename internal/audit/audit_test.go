@@ -93,3 +93,37 @@ func TestRegistryAccessors(t *testing.T) {
 		t.Errorf("session.refresh_reuse_detected is %s, documented as W2005E", audit.Code(model.EventRefreshReuseDetected))
 	}
 }
+
+// Retention deletes the events older than it (no less than MinRetention)
+// and keeps everything with 0.
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ward.db"), sqlite.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, age := range []time.Duration{100 * 24 * time.Hour, 91 * 24 * time.Hour, 89 * 24 * time.Hour, 7 * 24 * time.Hour, time.Hour} {
+		if _, err := st.AppendEvent(ctx, &model.Event{Type: model.EventSignInFailed, Time: now.Add(-age)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		evs, err := st.ListEvents(ctx, store.EventFilter{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	if n, err := audit.Prune(ctx, st, now, 0); n != 0 || err != nil || count() != 5 {
+		t.Fatalf("retention 0: deleted %d, %v; %d left", n, err, count())
+	}
+	if n, err := audit.Prune(ctx, st, now, 90*24*time.Hour); n != 2 || err != nil || count() != 3 {
+		t.Fatalf("90 days: deleted %d, %v; %d left", n, err, count())
+	}
+	// Shorter than the minimum: the minimum applies.
+	if n, err := audit.Prune(ctx, st, now, time.Hour); n != 1 || err != nil || count() != 2 {
+		t.Fatalf("1 hour (8 days applied): deleted %d, %v; %d left", n, err, count())
+	}
+}

@@ -70,7 +70,8 @@ func (em *Emitter) Stamp(ctx context.Context, e *model.Event) {
 
 // Stamp is Emitter.Stamp with the clock now: for the audit persister,
 // which completes events that reach it unstamped (a test's, or an older
-// caller's), in the same way.
+// caller's), in the same way. Every field is bounded (Bound), so no
+// request can make an event larger than a few kilobytes.
 func Stamp(ctx context.Context, e *model.Event, now func() time.Time) {
 	if e.ID == "" {
 		e.ID = NewEventID()
@@ -82,6 +83,7 @@ func Stamp(ctx context.Context, e *model.Event, now func() time.Time) {
 		e.Outcome = model.OutcomeSuccess
 	}
 	FillOrigin(ctx, e)
+	Bound(e)
 }
 
 // Emit stamps e and publishes it. The error is the bus's: a synchronous

@@ -52,6 +52,7 @@ type Config struct {
 	Storage   Storage   `koanf:"storage"`
 	KEK       KEK       `koanf:"kek"`
 	Log       Log       `koanf:"log"`
+	Audit     Audit     `koanf:"audit"`
 	Tokens    Tokens    `koanf:"tokens"`
 	DPoP      DPoP      `koanf:"dpop"`
 	Passwords Passwords `koanf:"passwords"`
@@ -172,6 +173,19 @@ type Lockout struct {
 	// GlobalFailuresPerMinute is the failed sign-in budget of one
 	// instance, all networks together.
 	GlobalFailuresPerMinute int `koanf:"global_failures_per_minute"`
+	// ClientFailuresPerMinute is how many failed client authentications
+	// (token, PAR, introspection and revocation endpoints) one network may
+	// make a minute before it is answered 429 without further checks or
+	// audit records.
+	ClientFailuresPerMinute int `koanf:"client_failures_per_minute"`
+}
+
+// Audit configures the audit log (the events table, docs/configuration.md).
+type Audit struct {
+	// Retention is how long events are kept (2160h = 90 days); 0 keeps
+	// everything. At least 192h (8 days): the event stream and the CAE
+	// transmitter still read events that recent.
+	Retention time.Duration `koanf:"retention"`
 }
 
 // ConditionalAccess configures policy evaluation (docs/conditional-access.md).
@@ -295,6 +309,7 @@ func Default() *Config {
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
 		Log:               Log{Level: "info", Format: "json"},
+		Audit:             Audit{Retention: 90 * 24 * time.Hour},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,
@@ -327,6 +342,7 @@ func Default() *Config {
 			IPv4Prefix:              32,
 			IPv6Prefix:              64,
 			GlobalFailuresPerMinute: 600,
+			ClientFailuresPerMinute: 60,
 		},
 		SSF: SSF{NATS: SSFNATS{
 			Enabled:       true,

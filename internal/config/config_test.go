@@ -226,6 +226,8 @@ func TestValidate(t *testing.T) {
 		{"bare address", func(c *Config) { c.TrustedProxies = []string{"10.0.0.1"} }, "trusted_proxies[0]"},
 		{"cidr bad", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/8", "10.0.0.0/33"} }, "trusted_proxies[1]"},
 		{"clients ok", func(c *Config) { c.StaticClients = []StaticClient{spa, svc} }, ""},
+		{"audit retention too short", func(c *Config) { c.Audit.Retention = 24 * time.Hour }, "audit.retention"},
+		{"client failure budget", func(c *Config) { c.Lockout.ClientFailuresPerMinute = 0 }, "lockout.client_failures_per_minute"},
 		{"long poll beyond the write timeout", func(c *Config) { c.SSF.LongPollTimeout = 2 * time.Minute }, "ssf.long_poll_timeout"},
 		{"negative long poll", func(c *Config) { c.SSF.LongPollTimeout = -time.Second }, "ssf.long_poll_timeout"},
 		{"unknown static role", func(c *Config) { u := user; u.Roles = []string{"superuser"}; c.StaticUsers = []StaticUser{u} }, "static_users[0].roles[0]"},

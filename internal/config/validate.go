@@ -131,6 +131,12 @@ func (c *Config) Validate() error {
 	}
 	v.positive("lockout.duration", c.Lockout.Duration)
 	v.positive("lockout.failure_window", c.Lockout.FailureWindow)
+	if r := c.Audit.Retention; r < 0 || r > 0 && r < 8*24*time.Hour {
+		v.add("audit.retention", "%v is too short: at least 192h (8 days), or 0 to keep everything", r)
+	}
+	if c.Lockout.ClientFailuresPerMinute < 1 {
+		v.add("lockout.client_failures_per_minute", "must be at least 1")
+	}
 	if c.Lockout.IPFailuresPerMinute < 1 {
 		v.add("lockout.ip_failures_per_minute", "must be at least 1")
 	}

@@ -3,6 +3,7 @@ package oauth
 import (
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -85,13 +86,42 @@ func (p *Provider) clientRequest(w http.ResponseWriter, r *http.Request) (url.Va
 		writeTokenError(w, e)
 		return nil, nil, false
 	}
+	// Failed client authentications cost each network from a budget;
+	// a network that spent it is answered at once and not recorded, so
+	// that a flood of made-up client ids fills neither the audit log nor
+	// the CPU.
+	net, now := networkKey(p.clientIP(r)), p.c.Now()
+	if !p.clientAuthLimit.Take(net, now) {
+		p.c.Log.DebugContext(r.Context(), "client authentication throttled", "network", net)
+		w.Header().Set("Retry-After", "60")
+		writeTokenError(w, &Error{Code: ErrInvalidRequest, Status: http.StatusTooManyRequests,
+			Description: "too many failed client authentications from this network; try again later", Reason: "client_auth_throttled"})
+		return nil, nil, false
+	}
 	c, e := p.authenticateClient(r, form)
 	if e != nil {
+		if e.Code != ErrInvalidClient {
+			p.clientAuthLimit.Refund(net, now) // a malformed request, not a failed credential
+		}
 		p.tokenFailed(r, form.Get("client_id"), e)
 		writeTokenError(w, e)
 		return nil, nil, false
 	}
+	p.clientAuthLimit.Refund(net, now)
 	return form, c, true
+}
+
+// networkKey groups client addresses into networks for budgets: an IPv4
+// address, or the /64 of an IPv6 address (one host usually has a whole
+// /64).
+func networkKey(ip netip.Addr) string {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
 }
 
 // parseForm reads an application/x-www-form-urlencoded POST body and

@@ -62,9 +62,13 @@ type Config struct {
 	RequireDPoPNonce bool
 	Lifetimes        Lifetimes
 	TrustedProxies   []netip.Prefix
-	Now              func() time.Time
-	Log              *slog.Logger
-	Pages            *web.Pages
+	// ClientFailuresPerMinute bounds the failed client authentications of
+	// one network (IPv4 address, IPv6 /64); beyond it requests get 429
+	// and are not recorded (default 60).
+	ClientFailuresPerMinute int
+	Now                     func() time.Time
+	Log                     *slog.Logger
+	Pages                   *web.Pages
 	// Devices finds the registered device of a DPoP key (token
 	// protection); nil disables device binding.
 	Devices DeviceLookup
@@ -102,6 +106,8 @@ type Provider struct {
 	dpopAlgs string
 	// userCodeLimit throttles wrong user codes per client IP (RFC 8628 §5.1).
 	userCodeLimit *ratelimit.Limiter
+	// clientAuthLimit throttles failed client authentications per network.
+	clientAuthLimit *ratelimit.Limiter
 }
 
 // New returns a provider. Zero lifetimes get defaults.
@@ -121,6 +127,9 @@ func New(c Config) *Provider {
 	def(&l.SessionAbsolute, 30*24*time.Hour)
 	def(&l.DeviceCode, 10*time.Minute)
 	def(&l.CAEAccessToken, 24*time.Hour)
+	if c.ClientFailuresPerMinute <= 0 {
+		c.ClientFailuresPerMinute = 60
+	}
 	if c.Sessions == nil {
 		panic("oauth: Config.Sessions is required")
 	}
@@ -135,13 +144,14 @@ func New(c Config) *Provider {
 		c.Bus.Subscribe("oauth-client-cache", cc.onEvent)
 	}
 	return &Provider{
-		c:             c,
-		events:        bus.NewEmitter(c.Bus, c.Now).Logging(c.Log),
-		clients:       cc,
-		issuer:        strings.TrimSuffix(c.Issuer, "/"),
-		secure:        strings.HasPrefix(c.Issuer, "https://"),
-		dpopAlgs:      strings.Join(dpopAlgs(c.DPoP), " "),
-		userCodeLimit: ratelimit.New(userCodeBurst, userCodeRefill, 10000),
+		c:               c,
+		events:          bus.NewEmitter(c.Bus, c.Now).Logging(c.Log),
+		clients:         cc,
+		issuer:          strings.TrimSuffix(c.Issuer, "/"),
+		secure:          strings.HasPrefix(c.Issuer, "https://"),
+		dpopAlgs:        strings.Join(dpopAlgs(c.DPoP), " "),
+		userCodeLimit:   ratelimit.New(userCodeBurst, userCodeRefill, 10000),
+		clientAuthLimit: ratelimit.PerMinute(c.ClientFailuresPerMinute, 10000),
 	}
 }
 

@@ -71,13 +71,14 @@ func New(a *app.App) (*Server, error) {
 			SessionAbsolute: cfg.Tokens.SessionAbsolute,
 			CAEAccessToken:  cfg.Tokens.CAEAccessTokenTTL,
 		},
-		TrustedProxies: trusted,
-		Now:            a.Now,
-		Log:            a.Log,
-		Pages:          pages,
-		Devices:        a.Devices,
-		Access:         a.Access,
-		Sessions:       a.Sessions,
+		TrustedProxies:          trusted,
+		ClientFailuresPerMinute: cfg.Lockout.ClientFailuresPerMinute,
+		Now:                     a.Now,
+		Log:                     a.Log,
+		Pages:                   pages,
+		Devices:                 a.Devices,
+		Access:                  a.Access,
+		Sessions:                a.Sessions,
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)

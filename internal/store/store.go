@@ -201,6 +201,9 @@ type Store interface {
 	// may commit a lower Seq after a higher one became visible, so a
 	// reader following a cursor must allow for late arrivals.
 	EventsAfter(ctx context.Context, seq int64, limit int) ([]*StoredEvent, error)
+	// DeleteEventsBefore deletes up to limit of the oldest events recorded
+	// before t (audit retention) and returns how many it deleted.
+	DeleteEventsBefore(ctx context.Context, t time.Time, limit int) (int, error)
 
 	// Devices. JKT is unique across devices (ErrAlreadyExists).
 	CreateDevice(ctx context.Context, d *model.Device) error

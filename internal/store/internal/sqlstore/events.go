@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -120,4 +121,18 @@ func (s *Store) EventsAfter(ctx context.Context, seq int64, n int) ([]*store.Sto
 	rs, err := s.db.Read().Query(ctx, `SELECT seq, `+eventSelect+` FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`,
 		seq, int64(limit(n)))
 	return collect(rs, err, "events after", scanEvent)
+}
+
+// DeleteEventsBefore deletes up to limit of the oldest events with a time
+// before t, oldest first (by sequence number), in one statement.
+func (s *Store) DeleteEventsBefore(ctx context.Context, t time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
+	n, err := s.db.Write().Exec(ctx, `DELETE FROM events WHERE seq IN
+		(SELECT seq FROM events WHERE time < $1 ORDER BY seq LIMIT $2)`, micros(t), limit)
+	if err != nil {
+		return 0, wrap("delete events", err)
+	}
+	return int(n), nil
 }
