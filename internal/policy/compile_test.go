@@ -345,9 +345,9 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 func TestYAMLWrongKindMessages(t *testing.T) {
 	for doc, want := range map[string]string{
 		"policies:\n  - id: p1\n    assignments:\n      users: [all]\n": "line 4: expected a mapping with the keys exclude, include, got a list",
-		"policies:\n  - id: p1\n    assignments: 5\n":                 "line 3: expected a mapping with the keys applications, client_types, groups, users, got a number (5)",
+		"policies:\n  - id: p1\n    assignments: 5\n":                   "line 3: expected a mapping with the keys applications, client_types, groups, users, got a number (5)",
 		"policies: {id: p1}\n":                                          "line 1: expected a list, got a mapping",
-		"locations:\n  - id: l1\n    trusted: sometimes\n":            "line 3: expected true or false, got a string (sometimes)",
+		"locations:\n  - id: l1\n    trusted: sometimes\n":              "line 3: expected true or false, got a string (sometimes)",
 	} {
 		_, err := DecodeYAML([]byte(doc))
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "policy.") {
