@@ -149,12 +149,20 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", "tokens: {code_ttl: soon}\n", "invalid duration"},
 		{"bad yaml", "issuer: [\n", "ward.yaml"},
 		{"unknown client key", "static_clients: [{id: a, redirect_uri: x}]\n", "redirect_uri"},
+		// In the file's terms: the dotted key, no decoder or Go wording.
+		{"unknown top-level key, friendly", "bogus: 1\n", `top level: unknown key "bogus"`},
+		{"unknown nested key, friendly", "tokens: {nope: 1}\n", `tokens: unknown key "nope"`},
+		{"mapping expected", "tokens: 5\n", "tokens: expected a mapping, got a number"},
+		{"bool expected", "static_clients: [{id: a, dpop_bound_access_tokens: maybe}]\n", "static_clients[0].dpop_bound_access_tokens: expected true or false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := load(t, tt.yaml)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("got %v, want error containing %q", err, tt.want)
+			}
+			if err != nil && (strings.Contains(err.Error(), "''") || strings.Contains(err.Error(), "strconv.") || strings.Contains(err.Error(), "decoding failed")) {
+				t.Errorf("decoder wording in %v", err)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -90,7 +91,7 @@ func LoadWith(o LoadOptions) (*Config, error) {
 		if o.File != "" {
 			where = o.File
 		}
-		return nil, fmt.Errorf("config: %s: %w", where, err)
+		return nil, fmt.Errorf("config: %s: %w", where, decodeErrors(err))
 	}
 	cfg.explicitIssuer = k.Exists("issuer")
 	cfg.explicitListen = k.Exists("listen")
@@ -230,4 +231,82 @@ func EnvKeys() []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// The decoder's messages name its own notions ("” has invalid keys:
+// bogus", "'tokens' expected a map or struct, got \"int\"") or Go's
+// ("strconv.ParseBool: invalid syntax"); decodeErrors says the same in the
+// file's terms, one problem per line, each with its dotted key.
+var (
+	reInvalidKeys = regexp.MustCompile(`^'([^']*)' has invalid keys: (.+)$`)
+	reExpected    = regexp.MustCompile(`^'([^']*)' expected (?:a |an )?(.+?), got (?:unconvertible type )?'?"?([^'"]+)'?"?(?:, value: .*)?$`)
+	reCannotParse = regexp.MustCompile(`^'([^']*)' cannot parse value as '([^']+)'`)
+)
+
+func decodeErrors(err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+		if l == "" || strings.HasPrefix(l, "decoding failed due to") {
+			continue
+		}
+		lines = append(lines, friendlyDecode(l))
+	}
+	if len(lines) == 0 {
+		return err
+	}
+	if len(lines) == 1 {
+		return errors.New(lines[0])
+	}
+	return errors.New(fmt.Sprintf("%d problems:\n  - ", len(lines)) + strings.Join(lines, "\n  - "))
+}
+
+func friendlyDecode(l string) string {
+	key := func(k string) string {
+		if k == "" {
+			return "top level"
+		}
+		return k
+	}
+	if m := reInvalidKeys.FindStringSubmatch(l); m != nil {
+		var quoted []string
+		for _, k := range strings.Split(m[2], ",") {
+			quoted = append(quoted, fmt.Sprintf("%q", strings.TrimSpace(k)))
+		}
+		noun := "key"
+		if len(quoted) > 1 {
+			noun = "keys"
+		}
+		return fmt.Sprintf("%s: unknown %s %s (docs/configuration.md lists every key)", key(m[1]), noun, strings.Join(quoted, ", "))
+	}
+	if m := reCannotParse.FindStringSubmatch(l); m != nil {
+		return fmt.Sprintf("%s: expected %s", key(m[1]), goKind(m[2]))
+	}
+	if m := reExpected.FindStringSubmatch(l); m != nil {
+		want := m[2]
+		if want == "map or struct" || strings.HasPrefix(want, "map") {
+			want = "a mapping"
+		} else {
+			want = goKind(want)
+		}
+		return fmt.Sprintf("%s: expected %s, got %s", key(m[1]), want, goKind(m[3]))
+	}
+	return l
+}
+
+// goKind describes a Go kind name in configuration terms.
+func goKind(k string) string {
+	switch {
+	case k == "bool":
+		return "true or false"
+	case k == "string":
+		return "a string"
+	case strings.HasPrefix(k, "int") || strings.HasPrefix(k, "uint") || strings.HasPrefix(k, "float"):
+		return "a number"
+	case k == "slice" || strings.HasPrefix(k, "[]"):
+		return "a list"
+	case k == "map" || strings.HasPrefix(k, "map"):
+		return "a mapping"
+	}
+	return k
 }

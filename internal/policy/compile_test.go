@@ -312,9 +312,9 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		want   []string
 	}{
 		{"yaml", []byte(everyProblem), append([]string{
-			"field colour not found in type policy.NamedLocation",
-			"field exlude not found in type policy.IncludeExclude",
-			"field blok not found in type policy.GrantControls",
+			`line 3: unknown key "colour" (allowed here: countries, id, ip_ranges, name, trusted)`,
+			`line 8: unknown key "exlude" (allowed here: exclude, include)`,
+			`line 9: unknown key "blok" (allowed here: authentication_strength, block, controls, operator)`,
 		}, common...)},
 		{"json", asJSON, append([]string{
 			`policy: decode json: locations[0]: unknown field "colour"`,
@@ -331,8 +331,27 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 				t.Errorf("%s: missing %q", tc.format, w)
 			}
 		}
+		if strings.Contains(err.Error(), "policy.") {
+			t.Errorf("%s: the message names a Go type: %v", tc.format, err)
+		}
 		if t.Failed() {
 			t.Logf("%s:\n%v", tc.format, err)
+		}
+	}
+}
+
+// A value of the wrong kind is reported in the file's terms: what the key
+// takes, and what it got.
+func TestYAMLWrongKindMessages(t *testing.T) {
+	for doc, want := range map[string]string{
+		"policies:\n  - id: p1\n    assignments:\n      users: [all]\n": "line 4: expected a mapping with the keys exclude, include, got a list",
+		"policies:\n  - id: p1\n    assignments: 5\n":                   "line 3: expected a mapping with the keys applications, client_types, groups, users, got a number (5)",
+		"policies: {id: p1}\n":                                          "line 1: expected a list, got a mapping",
+		"locations:\n  - id: l1\n    trusted: sometimes\n":              "line 3: expected true or false, got a string (sometimes)",
+	} {
+		_, err := DecodeYAML([]byte(doc))
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "policy.") {
+			t.Errorf("%q: got %v, want %q", doc, err, want)
 		}
 	}
 }

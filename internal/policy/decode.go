@@ -32,6 +32,12 @@ func DecodeJSON(r io.Reader) (*Document, error) {
 // DecodeYAML strictly decodes a Document from YAML: unknown fields are
 // errors. Only one YAML document is accepted.
 func DecodeYAML(data []byte) (*Document, error) {
+	doc, err := decodeYAML(data)
+	return doc, yamlErrors(err)
+}
+
+// decodeYAML is DecodeYAML with the decoder's own errors.
+func decodeYAML(data []byte) (*Document, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var doc Document
@@ -73,7 +79,7 @@ func Load(data []byte) (*Set, error) {
 // loadYAML is DecodeYAML, but it also returns the document when the only
 // problems are unknown fields (the YAML decoder lists them all).
 func loadYAML(data []byte) (*Document, error) {
-	doc, err := DecodeYAML(data)
+	doc, err := decodeYAML(data)
 	if err == nil {
 		return doc, nil
 	}
@@ -83,15 +89,15 @@ func loadYAML(data []byte) (*Document, error) {
 	}
 	for _, msg := range te.Errors {
 		if !strings.Contains(msg, " not found in type ") {
-			return nil, err
+			return nil, yamlErrors(err)
 		}
 	}
 	// Decode again, leniently, for the parts that are understood.
 	var lenient Document
 	if yaml.Unmarshal(data, &lenient) != nil {
-		return nil, err
+		return nil, yamlErrors(err)
 	}
-	return &lenient, err
+	return &lenient, yamlErrors(err)
 }
 
 // loadJSON is DecodeJSON, but it lists every unknown field (the JSON
