@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"unicode/utf8"
 
-	"github.com/ward-idp/ward/internal/jsonobj"
+	"github.com/ward-idp/ward/jsonobj"
 )
 
 // The report's JSON (header, claims) is checked in two cheap passes and

@@ -1,9 +1,14 @@
-// Package jsonobj is the strict JSON object reader of Ward's signed-document
-// parsers (DPoP proofs and JWKs in package dpop; access tokens, SETs and SSF
-// poll responses in package rs): it splits an object into its members
-// without decoding them, refusing anything a mainstream JSON parser might
-// read differently. One implementation, fuzzed from both packages
-// (dpop.FuzzVerify*, rs.Fuzz*).
+// Package jsonobj is a strict reader of JSON objects for security
+// documents: JOSE headers and JWKs (package jws), DPoP proof claims, access
+// token and Security Event Token claims, SSF poll responses, posture
+// reports. It splits an object into its members without decoding them and
+// refuses anything two mainstream JSON parsers might read differently:
+// invalid UTF-8, duplicate member names (compared after unescaping, so
+// "a" and "\u0061" are the same name), more than MaxMembers members.
+// Member names are compared exactly (case-sensitively).
+//
+// It depends on the standard library only; FuzzParse checks it against
+// encoding/json.
 package jsonobj
 
 import (
