@@ -33,9 +33,13 @@ func fuzzSeeds(tb testing.TB) []string {
 		sign(tb, ES256, k.p256, []byte(`{"typ":"ward-posture+jwt","alg":"ES256","jwk":`+canonJWK(tb, k.p256)+`}`), []byte(`{"iss":"ward-agent","sub":"d","posture":{"platform":"linux"}}`)),
 		sign(tb, ES256, k.p256, []byte(`{"alg":"ES256","typ":"JWT","kid":"k1","nonce":"n","x-ext":[1,{"a":null}]}`), []byte(``)),
 		"", ".", "..", "a.b.c", "e30.e30.", "eyJhbGciOiJub25lIn0.e30.",
+		loadCookbook(tb, "4_1.rsa_v15_signature").Output.Compact,
+		loadCookbook(tb, "4_2.rsa-pss_signature").Output.Compact,
+		loadCookbook(tb, "4_3.ecdsa_signature").Output.Compact,
+		loadCookbook(tb, "4_4.hmac-sha2_integrity_protection").Output.Compact,
 		`{"protected":"eyJhbGciOiJFUzI1NiJ9","payload":"e30","signature":"AA"}`,
 	)
-	return out
+	return append(out, rfc9449Proofs(tb)...)
 }
 
 // FuzzCompact is the differential target of this package against go-jose

@@ -8,6 +8,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -100,6 +103,61 @@ func joseAlgs() []jose.SignatureAlgorithm {
 	var out []jose.SignatureAlgorithm
 	for _, a := range Algorithms() {
 		out = append(out, jose.SignatureAlgorithm(a))
+	}
+	return out
+}
+
+// vectorsDir is the shared test-vector folder beside the repository.
+// Missing vectors are a broken checkout, not a reason to skip.
+func vectorsDir(tb testing.TB) string {
+	tb.Helper()
+	dir := filepath.Join("..", "..", "shared", "vectors")
+	if _, err := os.Stat(filepath.Join(dir, "rfc7520", "jws")); err != nil {
+		tb.Fatalf("RFC test vectors not found at %s: %v", dir, err)
+	}
+	return dir
+}
+
+// cookbookJWS is one RFC 7520 §4 example.
+type cookbookJWS struct {
+	Input struct {
+		Alg string         `json:"alg"`
+		Key map[string]any `json:"key"`
+	} `json:"input"`
+	Output struct {
+		Compact string `json:"compact"`
+	} `json:"output"`
+}
+
+func loadCookbook(tb testing.TB, name string) cookbookJWS {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(vectorsDir(tb), "rfc7520", "jws", name+".json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var c cookbookJWS
+	if err := json.Unmarshal(data, &c); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// rfc9449Proofs are the example DPoP proofs of RFC 9449.
+func rfc9449Proofs(tb testing.TB) []string {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(vectorsDir(tb), "rfc9449", "jwts.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var m map[string][]string
+	if err := json.Unmarshal(data, &m); err != nil {
+		tb.Fatal(err)
+	}
+	var out []string
+	for name, vs := range m {
+		if name != "block" { // nonce values, not JWTs
+			out = append(out, vs...)
+		}
 	}
 	return out
 }

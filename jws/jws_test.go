@@ -9,6 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/big"
@@ -379,7 +380,7 @@ func TestDERConversion(t *testing.T) {
 				t.Fatalf("derToRaw(%x) refused", der)
 			}
 			var back [maxDER]byte
-			if n := rawToDER(&back, raw[:size], raw[size:]); string(back[:n]) != string(der) {
+			if n := rawToDER(back[:], raw[:size], raw[size:]); string(back[:n]) != string(der) {
 				t.Fatalf("rawToDER(derToRaw(%x)) = %x", der, back[:n])
 			}
 		}
@@ -536,5 +537,58 @@ func TestCanonicalJWKAndThumbprint(t *testing.T) {
 	}
 	if _, err := CanonicalJWK("key"); err == nil {
 		t.Error("string key")
+	}
+}
+
+// TestRFC7520Cookbook verifies the signed examples of the JOSE Cookbook
+// with the public half of their keys, and refuses the HMAC one.
+func TestRFC7520Cookbook(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"4_1.rsa_v15_signature", true},
+		{"4_2.rsa-pss_signature", true},
+		{"4_3.ecdsa_signature", true},
+		{"4_4.hmac-sha2_integrity_protection", false},
+	} {
+		cb := loadCookbook(t, tc.name)
+		c, err := Split(cb.Output.Compact)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		h, err := ParseHeader(c.Header(), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		r := Rules{Algs: []Algorithm{Algorithm(cb.Input.Alg)}}
+		alg, err := r.Check(&h)
+		if !tc.ok {
+			if !errors.Is(err, ErrAlg) {
+				t.Errorf("%s: Check = %v, want ErrAlg", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || h.Kid != "bilbo.baggins@hobbiton.example" {
+			t.Fatalf("%s: Check = %v, kid %q", tc.name, err, h.Kid)
+		}
+		for _, m := range []string{"d", "p", "q", "dp", "dq", "qi"} {
+			delete(cb.Input.Key, m)
+		}
+		raw, _ := json.Marshal(cb.Input.Key)
+		k, err := ParseJWK(raw, alg)
+		if err != nil {
+			t.Fatalf("%s: key: %v", tc.name, err)
+		}
+		sig, err := DecodeSegment(c.Signature())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !Verify(alg, k.Key, c.SigningInput(), sig) {
+			t.Errorf("%s: does not verify", tc.name)
+		}
+		if Verify(alg, k.Key, c.SigningInput()[1:], sig) {
+			t.Errorf("%s: verifies over other input", tc.name)
+		}
 	}
 }

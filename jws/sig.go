@@ -72,25 +72,34 @@ func Verify(alg Algorithm, key crypto.PublicKey, signingInput string, sig []byte
 }
 
 // verifyECDSA checks a fixed-length R || S signature. The DER form
-// ecdsa.VerifyASN1 wants is built on the stack, which is cheaper than
-// ecdsa.Verify's big.Int round trip.
+// ecdsa.VerifyASN1 wants is built in a buffer of the curve's size, which
+// is cheaper than ecdsa.Verify's big.Int round trip.
 func verifyECDSA(pub *ecdsa.PublicKey, ai *algInfo, digest, sig []byte) bool {
 	if pub == nil || pub.Curve != ai.curve || len(sig) != 2*ai.size {
 		return false
 	}
+	if ai.size == 32 {
+		var der [maxDER256]byte
+		n := rawToDER(der[:], sig[:32], sig[32:])
+		return ecdsa.VerifyASN1(pub, digest, der[:n])
+	}
 	var der [maxDER]byte
-	n := rawToDER(&der, sig[:ai.size], sig[ai.size:])
+	n := rawToDER(der[:], sig[:ai.size], sig[ai.size:])
 	return ecdsa.VerifyASN1(pub, digest, der[:n])
 }
 
-// maxDER is the longest ECDSA-Sig-Value of P-521: SEQUENCE with a
-// two-byte length around two INTEGERs of up to 67 bytes.
-const maxDER = 3 + 2*(2+67)
+// Longest ECDSA-Sig-Values: P-256 (SEQUENCE around two INTEGERs of up to
+// 33 bytes) and P-521 (two-byte SEQUENCE length, INTEGERs of up to 67).
+const (
+	maxDER256 = 2 + 2*(2+33)
+	maxDER    = 3 + 2*(2+67)
+)
 
 // rawToDER writes the ASN.1 ECDSA-Sig-Value of the unsigned big-endian
-// integers r and s (at most 66 bytes each) to der and returns its length.
-// A zero r or s encodes as INTEGER 0, which ecdsa.VerifyASN1 refuses.
-func rawToDER(der *[maxDER]byte, r, s []byte) int {
+// integers r and s to der, which must be large enough, and returns its
+// length. A zero r or s encodes as INTEGER 0, which ecdsa.VerifyASN1
+// refuses.
+func rawToDER(der []byte, r, s []byte) int {
 	r, s = trimInt(r), trimInt(s)
 	lr, ls := intLen(r), intLen(s)
 	body := 2 + lr + 2 + ls
@@ -123,7 +132,7 @@ func intLen(v []byte) int {
 	return len(v)
 }
 
-func putInt(der *[maxDER]byte, i int, v []byte, l int) int {
+func putInt(der []byte, i int, v []byte, l int) int {
 	der[i], der[i+1] = 0x02, byte(l)
 	i += 2
 	if l > len(v) {

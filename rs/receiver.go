@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ward-idp/ward/jws"
 )
 
 // ReceiverConfig configures a Receiver. Issuer, Audience and State are
@@ -149,11 +151,11 @@ func (r *Receiver) Verify(ctx context.Context, compact string) (*SET, error) {
 	if len(compact) > maxSETSize {
 		return nil, badSET("SET too large")
 	}
-	hseg, pseg, sseg, ok := splitCompact(compact)
-	if !ok {
+	c, err := jws.Split(compact)
+	if err != nil || !c.Complete() {
 		return nil, badSET("not a compact JWS")
 	}
-	h, err := parseJWSHeader(hseg, "secevent+jwt")
+	h, err := parseJWSHeader(c.Header(), "secevent+jwt")
 	if err != nil {
 		switch err {
 		case jwsAlg:
@@ -170,10 +172,10 @@ func (r *Receiver) Verify(ctx context.Context, compact string) (*SET, error) {
 		}
 		return nil, fmt.Errorf("rs: SET keys: %w", err)
 	}
-	if !verifyES256(key, compact[:len(hseg)+1+len(pseg)], sseg) {
+	if !jws.VerifyES256(key, c.SigningInput(), c.Signature()) {
 		return nil, setErr(SETErrAuthenticationFailed, "signature verification failed")
 	}
-	payload, err := b64.DecodeString(pseg)
+	payload, err := jws.DecodeSegment(c.Payload())
 	if err != nil {
 		return nil, badSET("payload is not base64url")
 	}

@@ -19,6 +19,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/jws"
 )
 
 // maxTokenSize bounds the access token looked at, in bytes.
@@ -375,16 +376,16 @@ func isToken68(s string) bool {
 // verifyToken checks the JWS (typ at+jwt, ES256, key from the key set)
 // and decodes the claims.
 func (v *Validator) verifyToken(ctx context.Context, tok string) (*accessClaims, []byte, *Error) {
-	hseg, pseg, sseg, ok := splitCompact(tok)
-	if !ok {
+	jw, err := jws.Split(tok)
+	if err != nil || !jw.Complete() {
 		return nil, nil, invalidToken("malformed", "the access token is not a signed JWT")
 	}
 	v.hdrMu.RLock()
-	h, cached := v.hdrCache[hseg]
+	h, cached := v.hdrCache[jw.Header()]
 	v.hdrMu.RUnlock()
 	if !cached {
 		var err error
-		if h, err = parseJWSHeader(hseg, "at+jwt"); err != nil {
+		if h, err = parseJWSHeader(jw.Header(), "at+jwt"); err != nil {
 			var je jwsError
 			errors.As(err, &je)
 			return nil, nil, invalidToken(string(je), "the access token has an invalid header")
@@ -399,17 +400,17 @@ func (v *Validator) verifyToken(ctx context.Context, tok string) (*accessClaims,
 		e.cause = err
 		return nil, nil, e
 	}
-	if !verifyES256(key, tok[:len(hseg)+1+len(pseg)], sseg) {
+	if !jws.VerifyES256(key, jw.SigningInput(), jw.Signature()) {
 		return nil, nil, invalidToken("bad_signature", "the access token signature is invalid")
 	}
 	if !cached {
 		v.hdrMu.Lock()
 		if len(v.hdrCache) < maxHeaderCache {
-			v.hdrCache[hseg] = h
+			v.hdrCache[jw.Header()] = h
 		}
 		v.hdrMu.Unlock()
 	}
-	raw, err := b64.DecodeString(pseg)
+	raw, err := jws.DecodeSegment(jw.Payload())
 	if err != nil {
 		return nil, nil, invalidToken("malformed", "the access token payload is malformed")
 	}
