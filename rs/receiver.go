@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ward-idp/ward/httpauth"
 	"github.com/ward-idp/ward/jws"
 )
 
@@ -509,7 +510,8 @@ func (r *Receiver) PushHandler(authorize func(*http.Request) error) http.Handler
 					writeSETError(w, http.StatusForbidden, setErr(SETErrAccessDenied, "the transmitter is not authorized"))
 					return
 				}
-				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				c := httpauth.Challenge{Scheme: "Bearer", Params: httpauth.ErrorParams("invalid_token", "")}
+				w.Header().Set("WWW-Authenticate", c.String())
 				writeSETError(w, http.StatusUnauthorized, setErr(SETErrAuthenticationFailed, "the request could not be authenticated"))
 				return
 			}

@@ -19,6 +19,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/httpauth"
 	"github.com/ward-idp/ward/jws"
 )
 
@@ -340,7 +341,7 @@ func (v *Validator) credentials(r *http.Request) (scheme, tok string, e *Error) 
 		// Another scheme (Basic, ...) is no credentials for this resource.
 		return "", "", newError(http.StatusUnauthorized, "", "unsupported_scheme", "")
 	}
-	if !isToken68(t) {
+	if !httpauth.IsToken68(t) {
 		e := newError(http.StatusBadRequest, CodeInvalidRequest, "malformed_authorization", "malformed Authorization header")
 		e.scheme = scheme
 		return "", "", e
@@ -356,21 +357,6 @@ func (v *Validator) credentials(r *http.Request) (scheme, tok string, e *Error) 
 		return "", "", e
 	}
 	return scheme, t, nil
-}
-
-// isToken68 reports whether s is a non-empty token68 (RFC 9110 §11.2).
-func isToken68(s string) bool {
-	i := 0
-	for i < len(s) && isToken68Char(s[i]) {
-		i++
-	}
-	if i == 0 {
-		return false
-	}
-	for i < len(s) && s[i] == '=' {
-		i++
-	}
-	return i == len(s)
 }
 
 // verifyToken checks the JWS (typ at+jwt, ES256, key from the key set)
