@@ -513,49 +513,21 @@ func (v *Validator) report(r *http.Request, info *TokenInfo, e *Error) {
 	v.cfg.Usage.Report(rec)
 }
 
-// clientIP is the connection's peer, or the nearest untrusted address of
-// X-Forwarded-For when the peer is a trusted proxy.
+// clientIP is Config.ClientIP's answer, or ClientIP with the configured
+// trusted proxies; when the peer is not an IP address, its RemoteAddr
+// host as is.
 func (v *Validator) clientIP(r *http.Request) string {
 	if v.cfg.ClientIP != nil {
 		return v.cfg.ClientIP(r)
 	}
+	if ip := ClientIP(r, v.cfg.TrustedProxies); ip.IsValid() {
+		return ip.String()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return r.RemoteAddr
 	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	peer = peer.Unmap()
-	if !v.trusted(peer) {
-		return peer.String()
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	for i := len(xff) - 1; i >= 0; i-- {
-		parts := strings.Split(xff[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-			if err != nil {
-				return peer.String() // garbage from the proxy chain: fall back to the peer
-			}
-			a = a.Unmap()
-			if !v.trusted(a) {
-				return a.String()
-			}
-			peer = a
-		}
-	}
-	return peer.String()
-}
-
-func (v *Validator) trusted(a netip.Addr) bool {
-	for _, p := range v.cfg.TrustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return host
 }
 
 // hasIPR reports an ipr claim, even one whose ranges did not parse (which
