@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/posture"
 )
 
 // clock is a settable clock safe for the store's background goroutines.

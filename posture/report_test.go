@@ -18,7 +18,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/jws"
 )
 
 var (
@@ -34,11 +34,18 @@ func testKeys(t testing.TB) (*ecdsa.PrivateKey, *ecdsa.PrivateKey) {
 	return devKey, evilKy
 }
 
+// fixedNow is the tests' clock.
+var fixedNow = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+
 func jkt(t testing.TB, k *ecdsa.PrivateKey) string {
 	t.Helper()
-	s, err := dpop.Thumbprint(&jose.JSONWebKey{Key: &k.PublicKey})
+	s, err := jws.Thumbprint(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The device registers its key with go-jose-compatible thumbprints.
+	if g, _ := (&jose.JSONWebKey{Key: &k.PublicKey}).Thumbprint(crypto.SHA256); base64.RawURLEncoding.EncodeToString(g) != s {
+		t.Fatal("thumbprint differs from go-jose's")
 	}
 	return s
 }
