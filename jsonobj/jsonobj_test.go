@@ -121,3 +121,49 @@ func TestStrings(t *testing.T) {
 		t.Errorf("Unquote escaped: %q %v", s, ok)
 	}
 }
+
+func TestParseDeep(t *testing.T) {
+	nest := func(n int, inner string) string {
+		return strings.Repeat(`{"a":`, n-1) + inner + strings.Repeat(`}`, n-1)
+	}
+	var many strings.Builder
+	many.WriteString(`{"x":{`)
+	for i := range 20 {
+		fmt.Fprintf(&many, `"m%d":1,`, i)
+	}
+	many.WriteString(`"m17":2}}`)
+	tests := []struct {
+		in  string
+		err error
+	}{
+		{`{"a":{"b":1,"c":[{"d":1},{"d":2}]}}`, nil},
+		{`{"a":{"b":1,"b":2}}`, ErrDuplicate},
+		{`{"a":{"b":1,"\u0062":2}}`, ErrDuplicate},
+		{`{"a":[1,{"b":1,"b":2}]}`, ErrDuplicate},
+		{`{"a":{"b":1,"B":2}}`, nil},
+		{many.String(), ErrDuplicate},
+		{nest(MaxDepth, `{}`), nil},
+		{nest(MaxDepth+1, `{}`), ErrDepth},
+		{`{"a":` + strings.Repeat(`[`, MaxDepth) + strings.Repeat(`]`, MaxDepth) + `}`, ErrDepth},
+		{`{"a":` + strings.Repeat(`[`, MaxDepth-1) + strings.Repeat(`]`, MaxDepth-1) + `}`, nil},
+		{`{"a":1,"a":2}`, ErrDuplicate},
+		{`[{"a":1}]`, ErrMalformed},
+		{"{\"a\":\"\xff\"}", ErrMalformed},
+		{`{"a":{"b":1}`, ErrMalformed},
+	}
+	for _, tc := range tests {
+		obj, err := ParseDeep([]byte(tc.in), nil)
+		if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("ParseDeep(%.60q) = %v, want %v", tc.in, err, tc.err)
+		}
+		if err == nil {
+			want, _ := Parse([]byte(tc.in), nil)
+			if fmt.Sprint(obj) != fmt.Sprint(want) {
+				t.Errorf("ParseDeep(%.60q) = %v, Parse %v", tc.in, obj, want)
+			}
+		}
+		if err := ValidDeep([]byte(tc.in)); !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("ValidDeep(%.60q) = %v, want %v", tc.in, err, tc.err)
+		}
+	}
+}

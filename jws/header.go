@@ -35,8 +35,10 @@ type Header struct {
 
 // ParseHeader decodes the protected header segment seg: at most
 // MaxHeaderSize bytes of canonical base64url (else ErrEncoding or
-// ErrHeader) holding one strict JSON object (jsonobj.Parse: valid UTF-8,
-// unique case-sensitive names, at most jsonobj.MaxMembers members; else
+// ErrHeader) holding one strict JSON object (jsonobj.ParseDeep: valid
+// UTF-8, unique case-sensitive names in every object at every depth, so
+// that extension members read the same everywhere too, at most
+// jsonobj.MaxMembers members and jsonobj.MaxDepth levels; else
 // ErrHeader). members is reused for the member list (pass a small array
 // on hot paths, or nil). ParseHeader checks nothing about the values:
 // that is Rules.Check, or the caller's own order of checks.
@@ -48,7 +50,7 @@ func ParseHeader(seg string, members jsonobj.Object) (Header, error) {
 	if err != nil {
 		return Header{}, err
 	}
-	ms, err := jsonobj.Parse(raw, members)
+	ms, err := jsonobj.ParseDeep(raw, members)
 	if err != nil {
 		return Header{}, ErrHeader
 	}

@@ -63,7 +63,7 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 		return JWK{}, fmt.Errorf("jws: unsupported algorithm %q", alg)
 	}
 	var buf [12]jsonobj.Member
-	ms, err := jsonobj.Parse(raw, buf[:0])
+	ms, err := jsonobj.ParseDeep(raw, buf[:0])
 	if err != nil {
 		return JWK{}, ErrJWKNotObject
 	}

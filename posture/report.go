@@ -326,7 +326,7 @@ func parseHeader(seg string) (*ecdsa.PublicKey, string, *Error) {
 // decodeStrict decodes the claims: one JSON object, no duplicate or
 // unknown members (also inside posture), valid state values.
 func decodeStrict(payload []byte, c *reportClaims) *Error {
-	if !checkStructure(payload) {
+	if jsonobj.ValidDeep(payload) != nil {
 		return reject(ReasonClaims, "claims are not a JSON object without duplicate members")
 	}
 	bad := reject(ReasonClaims, "claims are malformed, mistyped or unknown")
@@ -366,7 +366,7 @@ func decodeStrict(payload []byte, c *reportClaims) *Error {
 }
 
 // decodePosture decodes a posture object already checked by
-// checkStructure: known fields only, each of its type.
+// jsonobj.ValidDeep: known fields only, each of its type.
 func decodePosture(raw []byte) (*Posture, *Error) {
 	bad := reject(ReasonPosture, "posture has unknown, mistyped or malformed fields")
 	if raw[0] != '{' {
