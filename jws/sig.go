@@ -13,8 +13,8 @@ import (
 
 // VerifyES256 checks an ES256 signature segment (base64url of the 64-byte
 // R || S, RFC 7518 §3.4) over signingInput with a P-256 key. It is the
-// hot path of token and SET verification: no allocation beyond the
-// ECDSA operation's own.
+// hot path of token and SET verification: the signature is decoded on the
+// stack and handed to crypto/ecdsa as DER without big.Int arithmetic.
 func VerifyES256(pub *ecdsa.PublicKey, signingInput, sigSegment string) bool {
 	var sig [64]byte
 	if len(sigSegment) != 86 || hasNewline(sigSegment) {
