@@ -162,6 +162,22 @@ func ValidDeep(data []byte) error {
 	return err
 }
 
+// CheckValue is ValidDeep for any JSON value, such as a member's raw
+// value from Parse: valid UTF-8 JSON whose objects, at every depth, have
+// unique member names, nested at most MaxDepth deep.
+func CheckValue(raw []byte) error {
+	if !utf8.Valid(raw) || !json.Valid(raw) {
+		return ErrMalformed
+	}
+	i := SkipWS(raw, 0)
+	switch raw[i] {
+	case '{', '[':
+		_, err := walkValue(raw, i, 0)
+		return err
+	}
+	return nil
+}
+
 // walkValue walks the valid JSON value at data[i] and returns the index
 // just past it; it checks depth and duplicate member names.
 func walkValue(data []byte, i, depth int) (int, error) {

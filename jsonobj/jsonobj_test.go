@@ -167,3 +167,19 @@ func TestParseDeep(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckValue(t *testing.T) {
+	for in, want := range map[string]error{
+		`1`: nil, `"a"`: nil, `null`: nil, `[]`: nil, `{}`: nil,
+		`[{"a":1},{"a":1}]`:        nil,
+		`[{"a":1,"a":1}]`:          ErrDuplicate,
+		`{"a":{"b":1,"\u0062":2}}`: ErrDuplicate,
+		strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth):     nil,
+		strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1): ErrDepth,
+		`[1,]`: ErrMalformed, ``: ErrMalformed, "\"\xff\"": ErrMalformed,
+	} {
+		if err := CheckValue([]byte(in)); !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("CheckValue(%.40q) = %v, want %v", in, err, want)
+		}
+	}
+}

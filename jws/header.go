@@ -35,11 +35,10 @@ type Header struct {
 
 // ParseHeader decodes the protected header segment seg: at most
 // MaxHeaderSize bytes of canonical base64url (else ErrEncoding or
-// ErrHeader) holding one strict JSON object (jsonobj.ParseDeep: valid
-// UTF-8, unique case-sensitive names in every object at every depth, so
-// that extension members read the same everywhere too, at most
-// jsonobj.MaxMembers members and jsonobj.MaxDepth levels; else
-// ErrHeader). members is reused for the member list (pass a small array
+// ErrHeader) holding one strict JSON object (jsonobj.Parse: valid UTF-8,
+// unique case-sensitive names, at most jsonobj.MaxMembers members; and
+// jsonobj.CheckValue for every member but jwk: unique names in nested
+// objects too, at most jsonobj.MaxDepth levels; else ErrHeader). members is reused for the member list (pass a small array
 // on hot paths, or nil). ParseHeader checks nothing about the values:
 // that is Rules.Check, or the caller's own order of checks.
 func ParseHeader(seg string, members jsonobj.Object) (Header, error) {
@@ -50,12 +49,19 @@ func ParseHeader(seg string, members jsonobj.Object) (Header, error) {
 	if err != nil {
 		return Header{}, err
 	}
-	ms, err := jsonobj.ParseDeep(raw, members)
+	ms, err := jsonobj.Parse(raw, members)
 	if err != nil {
 		return Header{}, ErrHeader
 	}
 	h := Header{members: ms}
 	for _, m := range ms {
+		// Nested objects must have unique names too, so that extension
+		// members read the same in every parser. The jwk is left to
+		// ParseJWK (or Rules.Check), so that callers can say the key is
+		// what is wrong.
+		if m.Name != "jwk" && (m.Raw[0] == '{' || m.Raw[0] == '[') && jsonobj.CheckValue(m.Raw) != nil {
+			return Header{}, ErrHeader
+		}
 		var p Param
 		var dst *string
 		switch m.Name {
@@ -137,11 +143,11 @@ type Rules struct {
 }
 
 // Check applies r to h, in this order: alg, typ and kid must be strings
-// if present (ErrHeader); no crit, b64, zip or enc (ErrUnsupported); alg
-// present and allowed (ErrAlg); typ as required (ErrTyp). It returns the
-// algorithm.
+// if present and a jwk must pass jsonobj.CheckValue (ErrHeader); no crit,
+// b64, zip or enc (ErrUnsupported); alg present and allowed (ErrAlg); typ
+// as required (ErrTyp). It returns the algorithm.
 func (r *Rules) Check(h *Header) (Algorithm, error) {
-	if h.Mistyped() {
+	if h.Mistyped() || (h.JWK != nil && jsonobj.CheckValue(h.JWK) != nil) {
 		return "", ErrHeader
 	}
 	if h.Unsupported() != "" {

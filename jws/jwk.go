@@ -1,6 +1,7 @@
 package jws
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -67,7 +68,9 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 	if err != nil {
 		return JWK{}, ErrJWKNotObject
 	}
-	var kty, crv, x, y, n, e string
+	// Values stay raw bytes (subslices of raw when they need no
+	// unescaping): a proof key is read on every DPoP request.
+	var kty, crv, x, y, n, e []byte
 	var has uint8
 	const hasKty, hasCrv, hasX, hasY, hasN, hasE = 1, 2, 4, 8, 16, 32
 	for _, m := range ms {
@@ -76,7 +79,7 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 				return JWK{}, ErrJWKPrivate
 			}
 		}
-		var dst *string
+		var dst *[]byte
 		var bit uint8
 		switch m.Name {
 		case "kty":
@@ -113,7 +116,7 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 		default:
 			continue
 		}
-		s, ok := jsonobj.Unquote(m.Raw)
+		s, ok := stringBytes(m.Raw)
 		if !ok {
 			return JWK{}, ErrJWKMember
 		}
@@ -123,17 +126,17 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 	if has&hasKty == 0 {
 		return JWK{}, ErrJWKNoKty
 	}
-	if kty == "oct" {
+	if string(kty) == "oct" {
 		return JWK{}, ErrJWKSymmetric
 	}
-	if kty != ai.kty {
+	if string(kty) != ai.kty {
 		return JWK{}, ErrJWKKeyType
 	}
 	var canon []byte
 	var pub crypto.PublicKey
-	switch kty {
+	switch ai.kty {
 	case "EC":
-		if crv != ai.crv || has&(hasX|hasY) != hasX|hasY {
+		if string(crv) != ai.crv || has&(hasX|hasY) != hasX|hasY {
 			return JWK{}, ErrJWKCurve
 		}
 		var pt [1 + 2*66]byte
@@ -148,23 +151,23 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 			return JWK{}, ErrJWKECPoint
 		}
 		pub = k
-		canon = ecCanon(crv, x, y)
+		canon = ecCanon(ai.crv, x, y)
 	case "OKP":
-		if crv != ai.crv || has&hasX == 0 {
+		if string(crv) != ai.crv || has&hasX == 0 {
 			return JWK{}, ErrJWKCurve
 		}
-		xb, err := DecodeSegment(x)
+		xb, err := decodeBytes(x)
 		if err != nil || len(xb) != ed25519.PublicKeySize {
 			return JWK{}, ErrJWKOKPEncoding
 		}
 		pub = ed25519.PublicKey(xb)
-		canon = okpCanon(crv, x)
+		canon = okpCanon(ai.crv, x)
 	case "RSA":
 		if has&(hasN|hasE) != hasN|hasE {
 			return JWK{}, ErrJWKRSAEncoding
 		}
-		nb, err1 := DecodeSegment(n)
-		eb, err2 := DecodeSegment(e)
+		nb, err1 := decodeBytes(n)
+		eb, err2 := decodeBytes(e)
 		// RFC 7518 §6.3.1: minimal big-endian encodings, no leading zero.
 		if err1 != nil || err2 != nil || len(nb) == 0 || nb[0] == 0 || len(eb) == 0 || len(eb) > 4 || eb[0] == 0 {
 			return JWK{}, ErrJWKRSAEncoding
@@ -186,13 +189,35 @@ func ParseJWK(raw []byte, alg Algorithm) (JWK, error) {
 	return JWK{Key: pub, Thumbprint: thumbprint(canon), Members: len(ms)}, nil
 }
 
+// stringBytes returns the content of a raw JSON string: a subslice of raw
+// when it has no escapes.
+func stringBytes(raw []byte) ([]byte, bool) {
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		return raw[1 : len(raw)-1], true
+	}
+	s, ok := jsonobj.Unquote(raw)
+	return []byte(s), ok
+}
+
 // decodeExact decodes the base64url seg into dst, which must be exactly
 // large enough.
-func decodeExact(dst []byte, seg string) (int, error) {
-	if b64.DecodedLen(len(seg)) != len(dst) || hasNewline(seg) {
+func decodeExact(dst, seg []byte) (int, error) {
+	if b64.DecodedLen(len(seg)) != len(dst) || bytes.ContainsAny(seg, "\r\n") {
 		return 0, ErrEncoding
 	}
-	return b64.Decode(dst, []byte(seg))
+	return b64.Decode(dst, seg)
+}
+
+// decodeBytes is DecodeSegment for a segment held as bytes.
+func decodeBytes(seg []byte) ([]byte, error) {
+	if bytes.ContainsAny(seg, "\r\n") {
+		return nil, ErrEncoding
+	}
+	b, err := b64.AppendDecode(nil, seg)
+	if err != nil {
+		return nil, ErrEncoding
+	}
+	return b, nil
 }
 
 // CanonicalJWK returns the RFC 7638 canonical JSON of a public key: the
@@ -209,7 +234,7 @@ func CanonicalJWK(pub crypto.PublicKey) ([]byte, error) {
 				if err != nil {
 					return nil, fmt.Errorf("jws: ECDSA key: %w", err)
 				}
-				return ecCanon(ai.crv, EncodeSegment(pt[1:1+ai.size]), EncodeSegment(pt[1+ai.size:])), nil
+				return ecCanon(ai.crv, AppendSegment(nil, pt[1:1+ai.size]), AppendSegment(nil, pt[1+ai.size:])), nil
 			}
 		}
 		return nil, errors.New("jws: unsupported ECDSA curve")
@@ -217,12 +242,12 @@ func CanonicalJWK(pub crypto.PublicKey) ([]byte, error) {
 		if len(k) != ed25519.PublicKeySize {
 			return nil, errors.New("jws: malformed Ed25519 key")
 		}
-		return okpCanon("Ed25519", EncodeSegment(k)), nil
+		return okpCanon("Ed25519", AppendSegment(nil, k)), nil
 	case *rsa.PublicKey:
 		if k.N == nil || k.E <= 0 {
 			return nil, errors.New("jws: malformed RSA key")
 		}
-		return rsaCanon(EncodeSegment(big.NewInt(int64(k.E)).Bytes()), EncodeSegment(k.N.Bytes())), nil
+		return rsaCanon(AppendSegment(nil, big.NewInt(int64(k.E)).Bytes()), AppendSegment(nil, k.N.Bytes())), nil
 	}
 	return nil, fmt.Errorf("jws: unsupported key type %T", pub)
 }
@@ -245,7 +270,7 @@ func thumbprint(canon []byte) string {
 // Canonical RFC 7638 inputs. The member values come from strictly decoded
 // base64url of the exact expected length (EC, OKP) or minimal encoding
 // (RSA), so they are already canonical and need no JSON escaping.
-func ecCanon(crv, x, y string) []byte {
+func ecCanon(crv string, x, y []byte) []byte {
 	b := make([]byte, 0, 40+len(crv)+len(x)+len(y))
 	b = append(b, `{"crv":"`...)
 	b = append(b, crv...)
@@ -256,7 +281,7 @@ func ecCanon(crv, x, y string) []byte {
 	return append(b, `"}`...)
 }
 
-func okpCanon(crv, x string) []byte {
+func okpCanon(crv string, x []byte) []byte {
 	b := make([]byte, 0, 32+len(crv)+len(x))
 	b = append(b, `{"crv":"`...)
 	b = append(b, crv...)
@@ -265,7 +290,7 @@ func okpCanon(crv, x string) []byte {
 	return append(b, `"}`...)
 }
 
-func rsaCanon(e, n string) []byte {
+func rsaCanon(e, n []byte) []byte {
 	b := make([]byte, 0, 32+len(e)+len(n))
 	b = append(b, `{"e":"`...)
 	b = append(b, e...)

@@ -112,6 +112,11 @@ func TestParseHeader(t *testing.T) {
 		{name: "empty", in: ``, err: ErrHeader},
 		{name: "too many members", in: many, err: ErrHeader},
 		{name: "too large", in: long, err: ErrHeader},
+		{name: "nested duplicate", in: `{"alg":"ES256","x-ext":{"a":1,"a":2}}`, err: ErrHeader},
+		{name: "nested escaped duplicate in an array", in: `{"alg":"ES256","x":[{"a":1,"\u0061":2}]}`, err: ErrHeader},
+		{name: "nested too deep", in: `{"alg":"ES256","x":` + strings.Repeat("[", jsonobj.MaxDepth+1) + strings.Repeat("]", jsonobj.MaxDepth+1) + `}`, err: ErrHeader},
+		{name: "nested, unique", in: `{"alg":"ES256","x":{"a":1,"A":[{"a":2}]}}`},
+		{name: "duplicate inside jwk: left to ParseJWK", in: `{"alg":"ES256","jwk":{"kty":"EC","kty":"EC"}}`},
 		{name: "not base64url", seg: "eyJ+", err: ErrEncoding},
 		{name: "padded", seg: enc(`{"alg":"ES256"}`) + "=", err: ErrEncoding},
 	} {
@@ -189,6 +194,8 @@ func TestRulesCheck(t *testing.T) {
 		{"enc (JWE)", es, `{"alg":"ES256","typ":"at+jwt","enc":"A256GCM"}`, ErrUnsupported, ""},
 		{"crit before alg", es, `{"alg":"none","crit":["x"]}`, ErrUnsupported, ""},
 		{"unknown members ignored", es, `{"alg":"ES256","typ":"at+jwt","x-ext":{"a":[1]},"jku":"https://x"}`, nil, ES256},
+		{"jwk with a duplicate member", es, `{"alg":"ES256","typ":"at+jwt","jwk":{"kty":"EC","kty":"EC"}}`, ErrHeader, ""},
+		{"jwk not an object is the caller's", es, `{"alg":"ES256","typ":"at+jwt","jwk":"x"}`, nil, ES256},
 	} {
 		h, err := ParseHeader(enc(tc.hdr), nil)
 		if err != nil {
@@ -468,6 +475,7 @@ func TestParseJWK(t *testing.T) {
 		{"Ed25519", canonJWK(t, k.ed), EdDSA, nil},
 		{"not an object", `"eyJrdHkiOiJFQyJ9"`, ES256, ErrJWKNotObject},
 		{"duplicate member", with(p256, `"kty":"EC"`), ES256, ErrJWKNotObject},
+		{"nested duplicate member", with(p256, `"ext":{"a":1,"a":2}`), ES256, ErrJWKNotObject},
 		{"private d", with(p256, `"d":"AAAA"`), ES256, ErrJWKPrivate},
 		{"symmetric", `{"kty":"oct","k":"c2VjcmV0"}`, ES256, ErrJWKPrivate},
 		{"oct without k", `{"kty":"oct"}`, ES256, ErrJWKSymmetric},

@@ -223,11 +223,10 @@ func ParseReport(token string, opts VerifyOptions) (*Report, error) {
 	if len(c.Signature()) != 86 {
 		return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
 	}
-	sig, err := jws.DecodeSegment(c.Signature())
-	if err != nil {
-		return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
-	}
-	if !jws.Verify(jws.ES256, pub, c.SigningInput(), sig) {
+	if !jws.VerifyES256(pub, c.SigningInput(), c.Signature()) {
+		if _, err := jws.DecodeSegment(c.Signature()); err != nil {
+			return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
+		}
 		return nil, reject(ReasonSignature, "signature does not verify")
 	}
 	payload, err := jws.DecodeSegment(c.Payload())
@@ -300,6 +299,9 @@ func parseHeader(seg string) (*ecdsa.PublicKey, string, *Error) {
 	if errors.Is(err, jws.ErrEncoding) {
 		return nil, "", reject(ReasonMalformed, "header is not base64url")
 	} else if err != nil {
+		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
+	}
+	if h.JWK != nil && jsonobj.CheckValue(h.JWK) != nil {
 		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
 	}
 	if !h.IsString(jws.ParamTyp) || h.Typ != ReportType {
