@@ -202,15 +202,19 @@ func stringBytes(raw []byte) ([]byte, bool) {
 // decodeExact decodes the base64url seg into dst, which must be exactly
 // large enough.
 func decodeExact(dst, seg []byte) (int, error) {
-	if b64.DecodedLen(len(seg)) != len(dst) || bytes.ContainsAny(seg, "\r\n") {
+	if b64.DecodedLen(len(seg)) != len(dst) || hasNewlineBytes(seg) {
 		return 0, ErrEncoding
 	}
 	return b64.Decode(dst, seg)
 }
 
+func hasNewlineBytes(seg []byte) bool {
+	return bytes.IndexByte(seg, '\n') >= 0 || bytes.IndexByte(seg, '\r') >= 0
+}
+
 // decodeBytes is DecodeSegment for a segment held as bytes.
 func decodeBytes(seg []byte) ([]byte, error) {
-	if bytes.ContainsAny(seg, "\r\n") {
+	if hasNewlineBytes(seg) {
 		return nil, ErrEncoding
 	}
 	b, err := b64.AppendDecode(nil, seg)

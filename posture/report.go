@@ -301,9 +301,6 @@ func parseHeader(seg string) (*ecdsa.PublicKey, string, *Error) {
 	} else if err != nil {
 		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
 	}
-	if h.JWK != nil && jsonobj.CheckValue(h.JWK) != nil {
-		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
-	}
 	if !h.IsString(jws.ParamTyp) || h.Typ != ReportType {
 		return nil, "", reject(ReasonType, "typ is not "+ReportType)
 	}
@@ -315,6 +312,10 @@ func parseHeader(seg string) (*ecdsa.PublicKey, string, *Error) {
 	}
 	k, err := jws.ParseJWK(h.JWK, jws.ES256)
 	switch {
+	case errors.Is(err, jws.ErrJWKNotObject) && h.JWK[0] == '{' && jsonobj.CheckValue(h.JWK) != nil:
+		// A duplicate member (or deep nesting) anywhere in the header
+		// makes it malformed, the jwk included.
+		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
 	case errors.Is(err, jws.ErrJWKECEncoding):
 		return nil, "", reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
 	case errors.Is(err, jws.ErrJWKECPoint):

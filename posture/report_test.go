@@ -205,6 +205,7 @@ func TestReportAttacks(t *testing.T) {
 		{"jwk P-384", forge(t, k, strings.Replace(headerFor(k), "P-256", "P-384", 1), good), ReasonKey},
 		{"no jwk", forge(t, k, `{"typ":"ward-posture+jwt","alg":"ES256","kid":"x"}`, good), ReasonKey},
 		{"duplicate header member", forge(t, k, strings.Replace(headerFor(k), `"alg":"ES256"`, `"alg":"ES256","alg":"ES256"`, 1), good), ReasonMalformed},
+		{"duplicate jwk member", forge(t, k, strings.Replace(headerFor(k), `"kty":"EC"`, `"kty":"EC","kty":"EC"`, 1), good), ReasonMalformed},
 		{"point not on curve", forge(t, k, `{"typ":"ward-posture+jwt","alg":"ES256","jwk":{"crv":"P-256","kty":"EC","x":"`+base64.RawURLEncoding.EncodeToString(make([]byte, 32))+`","y":"`+base64.RawURLEncoding.EncodeToString(append(make([]byte, 31), 1))+`"}}`, good), ReasonKey},
 		{"replayed nonce", valid, ReasonNonce}, // the nonce set below holds "n" once; the round trip used it
 		{"unknown nonce", sign(t, k, samplePosture(), "never-issued", fixedNow), ReasonNonce},
