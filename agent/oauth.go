@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/agent/internal/cae"
+	"github.com/ward-idp/ward/httpauth"
 )
 
 // Protocol constants.
@@ -128,9 +129,10 @@ func responseError(endpoint string, resp *http.Response) *OAuthError {
 	}
 	if e.Code == "" {
 		// Resource errors come in WWW-Authenticate (RFC 6750 §3).
-		for _, c := range parseChallenges(resp.Header.Values("WWW-Authenticate")) {
-			if c.params["error"] != "" {
-				e.Code, e.Description = c.params["error"], c.params["error_description"]
+		cs, _ := httpauth.Parse(resp.Header.Values("WWW-Authenticate")...)
+		for _, c := range cs {
+			if c.Param("error") != "" {
+				e.Code, e.Description = c.Param("error"), c.Param("error_description")
 				break
 			}
 		}
@@ -207,88 +209,15 @@ func expiry(now time.Time, expiresIn int64) time.Time {
 	return now.Add(d - min(d/10, 30*time.Second))
 }
 
-// challenge is one WWW-Authenticate challenge.
-type challenge struct {
-	scheme string
-	params map[string]string // lower-case names, unquoted values
-}
-
-// parseChallenges is a lenient WWW-Authenticate parser (RFC 9110 §11.6.1)
-// good for the auth-param form servers use for DPoP and Bearer errors.
-func parseChallenges(values []string) []challenge {
-	var out []challenge
-	for _, v := range values {
-		s := v
-		for {
-			s = strings.TrimLeft(s, " \t,")
-			if s == "" {
-				break
-			}
-			tok := readToken(s)
-			if tok == "" {
-				break // unreadable: give up on this value
-			}
-			rest := strings.TrimLeft(s[len(tok):], " \t")
-			if strings.HasPrefix(rest, "=") && len(out) > 0 {
-				// name=value of the current challenge
-				val, n := readValue(strings.TrimLeft(rest[1:], " \t"))
-				out[len(out)-1].params[strings.ToLower(tok)] = val
-				s = strings.TrimLeft(rest[1:], " \t")[n:]
-				continue
-			}
-			out = append(out, challenge{scheme: tok, params: map[string]string{}})
-			s = rest
-		}
-	}
-	return out
-}
-
-func readToken(s string) string {
-	i := 0
-	for i < len(s) && isTchar(s[i]) {
-		i++
-	}
-	return s[:i]
-}
-
-// readValue reads a token or quoted-string and returns it and the bytes
-// consumed.
-func readValue(s string) (string, int) {
-	if !strings.HasPrefix(s, `"`) {
-		t := readToken(s)
-		return t, len(t)
-	}
-	var b strings.Builder
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '\\' && i+1 < len(s):
-			i++
-			b.WriteByte(s[i])
-		case c == '"':
-			return b.String(), i + 1
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), len(s)
-}
-
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
 // tokenError reports whether resp is a 401 whose challenge says the access
 // token is invalid (expired, revoked): worth one refresh and retry.
 func tokenError(resp *http.Response) bool {
 	if resp.StatusCode != http.StatusUnauthorized {
 		return false
 	}
-	for _, c := range parseChallenges(resp.Header.Values("WWW-Authenticate")) {
-		if c.params["error"] == "invalid_token" {
+	cs, _ := httpauth.Parse(resp.Header.Values("WWW-Authenticate")...)
+	for _, c := range cs {
+		if c.Param("error") == "invalid_token" {
 			return true
 		}
 	}

@@ -22,10 +22,11 @@
 // error to send ("invalid_dpop_proof" or "use_dpop_nonce") and whose Reason
 // is a stable, loggable code.
 //
-// The verifier does its own strict parsing of the JOSE header and claims
-// (case-sensitive member names, duplicate members rejected, size limits) and
-// verifies the signature directly with the standard library; go-jose types
-// are used for keys so that callers can share them with the rest of the
-// JOSE code base. The package holds no global state and takes an injected
+// The proof is read with Ward's strict compact-JWS codec (package jws:
+// case-sensitive member names, duplicate members rejected, size limits, the
+// jwk header read strictly) and its claims with the strict JSON object
+// reader (package jsonobj); the signature is verified directly with the
+// standard library. go-jose types are used for keys so that callers can
+// share them with the rest of the JOSE code base. The package holds no global state and takes an injected
 // clock everywhere.
 package dpop

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ward-idp/ward/jws"
 )
 
 // vectorsDir holds the RFC 9449 and RFC 7638 example vectors the tests
@@ -112,29 +114,13 @@ func mustJSON(t testing.TB, v any) []byte {
 // so tests can build proofs that are well signed but otherwise wrong.
 func signRaw(t testing.TB, key crypto.Signer, alg, input string) []byte {
 	t.Helper()
-	ai := lookupAlg(alg)
-	if ai == nil {
-		t.Fatalf("signRaw: unsupported alg %s", alg)
-	}
-	var sig []byte
-	var err error
-	switch ai.kty {
-	case "OKP":
-		sig, err = key.Sign(rand.Reader, []byte(input), crypto.Hash(0))
-	default:
-		h := ai.hash.New()
-		h.Write([]byte(input))
-		var opts crypto.SignerOpts = ai.hash
-		if ai.pss {
-			opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: ai.hash}
-		}
-		sig, err = key.Sign(rand.Reader, h.Sum(nil), opts)
-		if err == nil && ai.kty == "EC" {
-			sig, err = ecdsaRaw(sig, ai.size)
-		}
-	}
+	out, err := jws.AppendSign([]byte(input), jws.Algorithm(alg), key, rand.Reader)
 	if err != nil {
 		t.Fatalf("signRaw: %v", err)
+	}
+	sig, err := jws.DecodeSegment(string(out[len(input)+1:])) // input "." signature
+	if err != nil {
+		t.Fatal(err)
 	}
 	return sig
 }

@@ -1,9 +1,9 @@
 package dpop
 
-import "github.com/ward-idp/ward/internal/jsonobj"
+import "github.com/ward-idp/ward/jsonobj"
 
 // The verifier reads headers, JWKs and claims with Ward's strict JSON
-// object reader (internal/jsonobj): duplicate members, invalid UTF-8 and
+// object reader (package jsonobj): duplicate members, invalid UTF-8 and
 // more than jsonobj.MaxMembers members are refused.
 
 type member = jsonobj.Member

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/ward-idp/ward/httpauth"
 )
 
 // maxErrorBody bounds how much of a 400 response body Transport reads to
@@ -206,8 +208,9 @@ func dpopAccessToken(h http.Header) string {
 func wantsNonce(resp *http.Response) bool {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		for _, c := range parseChallenges(resp.Header.Values("WWW-Authenticate")) {
-			if strings.EqualFold(c.scheme, "DPoP") && c.params["error"] == CodeUseNonce {
+		cs, _ := httpauth.Parse(resp.Header.Values("WWW-Authenticate")...)
+		for _, c := range cs {
+			if strings.EqualFold(c.Scheme, "DPoP") && c.Param("error") == CodeUseNonce {
 				return true
 			}
 		}
@@ -234,118 +237,4 @@ func wantsNonce(resp *http.Response) bool {
 type readCloser struct {
 	io.Reader
 	io.Closer
-}
-
-type challenge struct {
-	scheme string
-	params map[string]string // lower-case names, unquoted values
-}
-
-// parseChallenges parses WWW-Authenticate field values (RFC 9110 §11.6.1):
-// comma-separated challenges, each an auth-scheme followed by either a
-// token68 or comma-separated auth-params (name=value, the value a token or
-// a quoted-string). It is lenient: parts it cannot read are skipped.
-func parseChallenges(values []string) []challenge {
-	var out []challenge
-	for _, v := range values {
-		for _, el := range splitList(v) {
-			first, j := readToken(el, 0)
-			if first == "" {
-				continue
-			}
-			rest := strings.TrimLeft(el[j:], " \t")
-			if name, val, ok := authParam(el); ok && j < len(el) && (el[j] == '=' || strings.HasPrefix(rest, "=")) {
-				// name=value continuing the current challenge.
-				if len(out) > 0 {
-					out[len(out)-1].params[strings.ToLower(name)] = val
-				}
-				continue
-			}
-			c := challenge{scheme: first, params: map[string]string{}}
-			if name, val, ok := authParam(rest); ok {
-				c.params[strings.ToLower(name)] = val
-			} // otherwise rest is empty or a token68
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// splitList splits a field value at the commas outside quoted strings and
-// drops empty elements.
-func splitList(s string) []string {
-	var out []string
-	start, quoted := 0, false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case quoted && c == '\\':
-			i++
-		case c == '"':
-			quoted = !quoted
-		case !quoted && c == ',':
-			if e := strings.TrimSpace(s[start:i]); e != "" {
-				out = append(out, e)
-			}
-			start = i + 1
-		}
-	}
-	if e := strings.TrimSpace(s[start:]); e != "" {
-		out = append(out, e)
-	}
-	return out
-}
-
-// authParam parses "name = value" where value is a non-empty token or a
-// quoted-string; "abc==" (a token68) is not a parameter.
-func authParam(s string) (name, value string, ok bool) {
-	name, i := readToken(s, 0)
-	if name == "" {
-		return "", "", false
-	}
-	i = skipSpace(s, i)
-	if i >= len(s) || s[i] != '=' {
-		return "", "", false
-	}
-	i = skipSpace(s, i+1)
-	if i < len(s) && s[i] == '"' {
-		var b strings.Builder
-		for i++; i < len(s); i++ {
-			switch c := s[i]; {
-			case c == '\\' && i+1 < len(s):
-				i++
-				b.WriteByte(s[i])
-			case c == '"':
-				return name, b.String(), skipSpace(s, i+1) == len(s)
-			default:
-				b.WriteByte(c)
-			}
-		}
-		return "", "", false // unterminated
-	}
-	value, i = readToken(s, i)
-	return name, value, value != "" && skipSpace(s, i) == len(s)
-}
-
-func skipSpace(s string, i int) int {
-	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
-		i++
-	}
-	return i
-}
-
-// readToken reads an RFC 9110 token (1*tchar) starting at i.
-func readToken(s string, i int) (string, int) {
-	j := i
-	for j < len(s) && isTchar(s[j]) {
-		j++
-	}
-	return s[i:j], j
-}
-
-func isTchar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

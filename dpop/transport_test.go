@@ -492,25 +492,3 @@ func TestTransportErrors(t *testing.T) {
 		t.Fatal("ftp URL: no error")
 	}
 }
-
-func TestParseChallenges(t *testing.T) {
-	for _, tc := range []struct {
-		in   []string
-		want []challenge
-	}{
-		{[]string{`DPoP error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof"`},
-			[]challenge{{"DPoP", map[string]string{"error": "use_dpop_nonce", "error_description": "Resource server requires nonce in DPoP proof"}}}},
-		{[]string{`Bearer realm="ward", DPoP algs="ES256 PS256", error = use_dpop_nonce`},
-			[]challenge{{"Bearer", map[string]string{"realm": "ward"}}, {"DPoP", map[string]string{"algs": "ES256 PS256", "error": "use_dpop_nonce"}}}},
-		{[]string{`Bearer realm="a, b=\"c\""`, `dpop error="use_dpop_nonce"`},
-			[]challenge{{"Bearer", map[string]string{"realm": `a, b="c"`}}, {"dpop", map[string]string{"error": "use_dpop_nonce"}}}},
-		{[]string{`Basic abc==, DPoP`, `Negotiate`},
-			[]challenge{{"Basic", map[string]string{}}, {"DPoP", map[string]string{}}, {"Negotiate", map[string]string{}}}},
-		{[]string{`, ,DPoP  error="unterminated`}, []challenge{{"DPoP", map[string]string{}}}},
-		{[]string{`error="orphan"`, ``}, nil},
-	} {
-		if got := parseChallenges(tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("parseChallenges(%q)\n got %v\nwant %v", tc.in, got, tc.want)
-		}
-	}
-}

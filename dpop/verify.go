@@ -2,17 +2,14 @@ package dpop
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"math/big"
-	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ward-idp/ward/jws"
 )
 
 // MaxProofSize is the longest DPoP proof Verify looks at, in bytes. An
@@ -137,69 +134,49 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 	}
 
 	// 1. A single compact JWS: three non-empty base64url parts.
-	d1 := strings.IndexByte(proof, '.')
-	if d1 <= 0 {
+	jw, err := jws.Split(proof)
+	if err != nil || !jw.Complete() {
 		return nil, invalid(ReasonMalformed, "DPoP proof is not a compact JWS")
-	}
-	d2 := strings.IndexByte(proof[d1+1:], '.')
-	if d2 <= 0 {
-		return nil, invalid(ReasonMalformed, "DPoP proof is not a compact JWS")
-	}
-	d2 += d1 + 1
-	if d2 == len(proof)-1 || strings.IndexByte(proof[d2+1:], '.') >= 0 {
-		return nil, invalid(ReasonMalformed, "DPoP proof is not a compact JWS")
-	}
-	hdrJSON, err := b64.DecodeString(proof[:d1])
-	if err != nil {
-		return nil, invalid(ReasonMalformed, "DPoP proof header is not base64url")
 	}
 
 	// 2. JOSE header.
 	var hbuf [8]member
-	hms, err := parseObject(hdrJSON, hbuf[:0])
-	if err != nil {
+	h, err := jws.ParseHeader(jw.Header(), hbuf[:0])
+	if errors.Is(err, jws.ErrEncoding) {
+		return nil, invalid(ReasonMalformed, "DPoP proof header is not base64url")
+	} else if err != nil {
 		return nil, invalid(ReasonMalformed, "DPoP proof header is not a JSON object")
 	}
-	var typ, alg string
-	var jwkRaw []byte
-	var hasTyp, hasAlg bool
-	for _, m := range hms {
-		switch m.Name {
-		case "typ":
-			typ, hasTyp = unquote(m.Raw)
-		case "alg":
-			alg, hasAlg = unquote(m.Raw)
-		case "jwk":
-			jwkRaw = m.Raw
-		case "crit":
-			// No extension is understood, so no critical one can be honoured.
-			return nil, invalid(ReasonHeader, "DPoP proof has critical header parameters")
-		case "jku", "x5u", "x5c", "x5t", "x5t#S256":
-			return nil, invalid(ReasonHeader, "DPoP proof key must be an inline jwk")
-		case "b64", "zip", "enc":
-			return nil, invalid(ReasonHeader, "DPoP proof has unsupported header parameters")
-		}
+	switch h.First("crit", "jku", "x5u", "x5c", "x5t", "x5t#S256", "b64", "zip", "enc") {
+	case "":
+	case "crit":
+		// No extension is understood, so no critical one can be honoured.
+		return nil, invalid(ReasonHeader, "DPoP proof has critical header parameters")
+	case "b64", "zip", "enc":
+		return nil, invalid(ReasonHeader, "DPoP proof has unsupported header parameters")
+	default:
+		return nil, invalid(ReasonHeader, "DPoP proof key must be an inline jwk")
 	}
-	if !hasTyp || typ != "dpop+jwt" {
+	if !h.IsString(jws.ParamTyp) || h.Typ != "dpop+jwt" {
 		return nil, invalid(ReasonType, "DPoP proof typ must be dpop+jwt")
 	}
-	if !hasAlg {
+	if !h.IsString(jws.ParamAlg) {
 		return nil, invalid(ReasonAlg, "DPoP proof alg missing")
 	}
-	ai := v.allowed(alg)
-	if ai == nil {
+	alg, ok := v.allowed(h.Alg)
+	if !ok {
 		return nil, invalid(ReasonAlg, "DPoP proof alg not allowed")
 	}
-	if len(jwkRaw) == 0 {
+	if !h.Has(jws.ParamJWK) {
 		return nil, invalid(ReasonKey, "DPoP proof jwk header missing")
 	}
-	key, e := parseJWK(jwkRaw, ai)
+	key, e := parseJWK(h.JWK, alg)
 	if e != nil {
 		return nil, e
 	}
 
 	// 3. Claims.
-	claimsJSON, err := b64.DecodeString(proof[d1+1 : d2])
+	claimsJSON, err := jws.DecodeSegment(jw.Payload())
 	if err != nil {
 		return nil, invalid(ReasonMalformed, "DPoP proof payload is not base64url")
 	}
@@ -208,9 +185,8 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 	if err != nil {
 		return nil, invalid(ReasonMalformed, "DPoP proof payload is not a JSON object")
 	}
-	p := &Proof{Alg: alg, JKT: key.jkt}
+	p := &Proof{Alg: h.Alg, JKT: key.Thumbprint}
 	var iatRaw []byte
-	var ok bool
 	for _, m := range cms {
 		var dst *string
 		switch m.Name {
@@ -299,7 +275,7 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 			return nil, invalid(ReasonATHMismatch, "DPoP proof ath does not match the access token")
 		}
 	}
-	if c.JKT != "" && subtle.ConstantTimeCompare([]byte(c.JKT), []byte(key.jkt)) != 1 {
+	if c.JKT != "" && subtle.ConstantTimeCompare([]byte(c.JKT), []byte(key.Thumbprint)) != 1 {
 		return nil, invalid(ReasonKeyMismatch, "DPoP proof key does not match the bound key")
 	}
 
@@ -315,17 +291,17 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 	}
 
 	// 8. Signature over the exact bytes received.
-	sig, err := b64.DecodeString(proof[d2+1:])
+	sig, err := jws.DecodeSegment(jw.Signature())
 	if err != nil {
 		return nil, invalid(ReasonMalformed, "DPoP proof signature is not base64url")
 	}
-	if !verifySignature(ai, key.pub, proof[:d2], sig) {
+	if !jws.Verify(alg, key.Key, jw.SigningInput(), sig) {
 		return nil, invalid(ReasonSignature, "DPoP proof signature is invalid")
 	}
 
 	// 9. Single use within the acceptance window.
 	exp := p.IssuedAt.Add(maxAge + leeway)
-	if err := v.Replay.Record(ctx, "dpop:"+key.jkt+":"+p.JTI, exp); err != nil {
+	if err := v.Replay.Record(ctx, "dpop:"+key.Thumbprint+":"+p.JTI, exp); err != nil {
 		if errors.Is(err, ErrReplay) {
 			e := invalid(ReasonReplay, "DPoP proof has already been used")
 			e.err = ErrReplay
@@ -333,57 +309,20 @@ func (v *Verifier) Verify(ctx context.Context, proof string, c Check) (*Proof, e
 		}
 		return nil, fmt.Errorf("dpop: replay cache: %w", err)
 	}
-	p.JWK = jose.JSONWebKey{Key: key.pub, Algorithm: alg, Use: "sig"}
+	p.JWK = jose.JSONWebKey{Key: key.Key, Algorithm: h.Alg, Use: "sig"}
 	return p, nil
 }
 
-// allowed returns the algorithm description if alg is configured and
-// supported (asymmetric).
-func (v *Verifier) allowed(alg string) *algInfo {
+// allowed returns alg if it is configured and supported (asymmetric).
+func (v *Verifier) allowed(alg string) (jws.Algorithm, bool) {
 	algs := v.Algs
 	if len(algs) == 0 {
 		algs = DefaultAlgs
 	}
 	for _, a := range algs {
 		if string(a) == alg {
-			return lookupAlg(alg)
+			return jws.Algorithm(alg), jws.Algorithm(alg).Supported()
 		}
 	}
-	return nil
-}
-
-// verifySignature checks a JWS signature over signingInput (RFC 7518 §3).
-func verifySignature(ai *algInfo, pub any, signingInput string, sig []byte) bool {
-	switch ai.kty {
-	case "EC":
-		k, ok := pub.(*ecdsa.PublicKey)
-		if !ok || len(sig) != 2*ai.size {
-			return false
-		}
-		h := ai.hash.New()
-		h.Write([]byte(signingInput))
-		r := new(big.Int).SetBytes(sig[:ai.size])
-		s := new(big.Int).SetBytes(sig[ai.size:])
-		return ecdsa.Verify(k, h.Sum(nil), r, s)
-	case "OKP":
-		k, ok := pub.(ed25519.PublicKey)
-		if !ok || len(sig) != ed25519.SignatureSize {
-			return false
-		}
-		return ed25519.Verify(k, []byte(signingInput), sig)
-	case "RSA":
-		k, ok := pub.(*rsa.PublicKey)
-		if !ok || len(sig) != k.Size() {
-			return false
-		}
-		h := ai.hash.New()
-		h.Write([]byte(signingInput))
-		if ai.pss {
-			// RFC 7518 §3.5: the salt is as long as the hash output.
-			return rsa.VerifyPSS(k, ai.hash, h.Sum(nil), sig,
-				&rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}) == nil
-		}
-		return rsa.VerifyPKCS1v15(k, ai.hash, h.Sum(nil), sig) == nil
-	}
-	return false
+	return "", false
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ward-idp/ward/jws"
 )
 
 // benchState is a CAE state under realistic load: a million revoked
@@ -152,7 +154,7 @@ func BenchmarkECDSAP256Verify(b *testing.B) {
 	i := strings.LastIndexByte(tok, '.')
 	b.ResetTimer()
 	for range b.N {
-		if !verifyES256(&key.PublicKey, tok[:i], tok[i+1:]) {
+		if !jws.VerifyES256(&key.PublicKey, tok[:i], tok[i+1:]) {
 			b.Fatal("verify failed")
 		}
 	}

@@ -4,20 +4,18 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ward-idp/ward/httpauth"
 )
 
-// maxChallengeHeader bounds the WWW-Authenticate text ParseChallenges
-// reads, so a hostile server cannot make a client parse megabytes.
-const maxChallengeHeader = 16 << 10
-
 // Challenge is one authentication challenge of a WWW-Authenticate header
-// (RFC 9110 §11.6.1), as a resource answers a rejected request. The
-// convenience fields are filled from Params by ParseChallenges.
+// (RFC 9110 §11.6.1), as a resource answers a rejected request, read by
+// package httpauth. The convenience fields are filled from Params by
+// ParseChallenges.
 type Challenge struct {
 	// Scheme is the auth-scheme as sent (compare case-insensitively).
 	Scheme string
@@ -56,16 +54,14 @@ func (c *Challenge) set(name, value string) {
 	c.Params[name] = value
 }
 
-// String formats the challenge (parameter values as quoted strings, in the
-// order they were set or parsed).
-func (c *Challenge) String() string {
-	var b strings.Builder
-	b.WriteString(c.Scheme)
-	if c.Token68 != "" {
-		b.WriteByte(' ')
-		b.WriteString(c.Token68)
-		return b.String()
-	}
+// String formats the challenge (httpauth.Challenge.String: parameter
+// values as quoted strings, numbers as tokens, in the order they were set
+// or parsed).
+func (c *Challenge) String() string { return c.httpauth().String() }
+
+// httpauth returns c as an httpauth.Challenge, parameters in order.
+func (c *Challenge) httpauth() httpauth.Challenge {
+	h := httpauth.Challenge{Scheme: c.Scheme, Token68: c.Token68}
 	names := c.order
 	if len(names) != len(c.Params) {
 		names = names[:0:0]
@@ -73,38 +69,10 @@ func (c *Challenge) String() string {
 			names = append(names, n)
 		}
 	}
-	for i, n := range names {
-		if i == 0 {
-			b.WriteByte(' ')
-		} else {
-			b.WriteString(", ")
-		}
-		b.WriteString(n)
-		b.WriteByte('=')
-		v := c.Params[n]
-		if isDigits(v) {
-			b.WriteString(v) // numbers as tokens, like RFC 9470's max_age=5
-			continue
-		}
-		b.WriteByte('"')
-		for j := 0; j < len(v); j++ {
-			if v[j] == '"' || v[j] == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(v[j])
-		}
-		b.WriteByte('"')
+	for _, n := range names {
+		h.Params = append(h.Params, httpauth.Param{Name: n, Value: c.Params[n]})
 	}
-	return b.String()
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return s != ""
+	return h
 }
 
 // IsCAE reports whether the challenge asks the client to come back with a
@@ -176,241 +144,35 @@ func ParseClaimsChallenge(h http.Header) (*Challenge, bool) {
 	return nil, false
 }
 
-// ParseChallenges parses every WWW-Authenticate field of h. A field that
-// does not parse is skipped and reported in the error; the challenges of
-// the other fields are still returned.
+// ParseChallenges parses every WWW-Authenticate field of h (package
+// httpauth: strict, at most httpauth.MaxLength bytes in all). A field
+// that does not parse is skipped and reported in the error; the
+// challenges of the other fields are still returned.
 func ParseChallenges(h http.Header) ([]Challenge, error) {
-	var out []Challenge
-	var errs []error
-	total := 0
-	for _, v := range h.Values("WWW-Authenticate") {
-		total += len(v)
-		if total > maxChallengeHeader {
-			errs = append(errs, errors.New("rs: WWW-Authenticate too large"))
-			break
-		}
-		cs, err := parseChallengeList(v)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, cs...)
-	}
-	return out, errors.Join(errs...)
+	cs, err := httpauth.Parse(h.Values("WWW-Authenticate")...)
+	return fromHTTPAuth(cs), err
 }
 
-// parseChallengeList parses one field value: 1#challenge, where
-// challenge = auth-scheme [ 1*SP ( token68 / #auth-param ) ] and
-// auth-param = token BWS "=" BWS ( token / quoted-string ).
-// A comma separates parameters and challenges alike; a token followed by
-// "=" is a parameter, any other token starts the next challenge.
+// parseChallengeList parses one field value.
 func parseChallengeList(s string) ([]Challenge, error) {
-	p := &chParser{s: s}
+	cs, err := httpauth.ParseField(s)
+	if err != nil {
+		return nil, err
+	}
+	return fromHTTPAuth(cs), nil
+}
+
+func fromHTTPAuth(cs []httpauth.Challenge) []Challenge {
 	var out []Challenge
-	for {
-		p.skipListSep()
-		if p.eof() {
-			break
-		}
-		scheme := p.token()
-		if scheme == "" {
-			return nil, p.errf("expected auth-scheme")
-		}
-		c := Challenge{Scheme: scheme}
-		if !p.eof() && p.peek() != ',' {
-			if !p.sp() {
-				return nil, p.errf("expected space after auth-scheme")
-			}
-			if err := p.params(&c); err != nil {
-				return nil, err
-			}
+	for _, hc := range cs {
+		c := Challenge{Scheme: hc.Scheme, Token68: hc.Token68}
+		for _, p := range hc.Params {
+			c.set(p.Name, p.Value)
 		}
 		c.fill()
 		out = append(out, c)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("rs: empty WWW-Authenticate")
-	}
-	return out, nil
-}
-
-type chParser struct {
-	s string
-	i int
-}
-
-func (p *chParser) eof() bool  { return p.i >= len(p.s) }
-func (p *chParser) peek() byte { return p.s[p.i] }
-
-func (p *chParser) errf(format string, a ...any) error {
-	return fmt.Errorf("rs: WWW-Authenticate at offset %d: "+format, append([]any{p.i}, a...)...)
-}
-
-func (p *chParser) ows() {
-	for !p.eof() && (p.s[p.i] == ' ' || p.s[p.i] == '\t') {
-		p.i++
-	}
-}
-
-// sp consumes at least one space or tab.
-func (p *chParser) sp() bool {
-	j := p.i
-	p.ows()
-	return p.i > j
-}
-
-// skipListSep skips OWS and empty list elements.
-func (p *chParser) skipListSep() {
-	for {
-		p.ows()
-		if p.eof() || p.peek() != ',' {
-			return
-		}
-		p.i++
-	}
-}
-
-func (p *chParser) token() string {
-	j := p.i
-	for !p.eof() && isTChar(p.s[p.i]) {
-		p.i++
-	}
-	return p.s[j:p.i]
-}
-
-// params parses token68 or #auth-param after the scheme and its space. It
-// stops before a token that starts the next challenge.
-func (p *chParser) params(c *Challenge) error {
-	first := true
-	for {
-		if p.eof() || p.peek() == ',' {
-			return nil // an empty #auth-param list
-		}
-		start := p.i
-		name := p.token()
-		save := p.i
-		p.ows()
-		isParam := false
-		if name != "" && !p.eof() && p.peek() == '=' {
-			// "name =" is a parameter unless it is the padding of a
-			// token68 (followed by more '=', the end or a comma).
-			k := p.i + 1
-			for k < len(p.s) && (p.s[k] == ' ' || p.s[k] == '\t') {
-				k++
-			}
-			isParam = k < len(p.s) && (p.s[k] == '"' || isTChar(p.s[k])) && p.s[k] != '='
-		}
-		switch {
-		case isParam:
-			p.i++ // '='
-			p.ows()
-			var v string
-			if p.peek() == '"' {
-				var err error
-				if v, err = p.quoted(); err != nil {
-					return err
-				}
-			} else {
-				v = p.token()
-			}
-			lname := strings.ToLower(name)
-			if _, dup := c.Params[lname]; dup {
-				return p.errf("duplicate parameter %q", lname)
-			}
-			c.set(lname, v)
-		case first:
-			p.i = start
-			t, ok := p.token68()
-			if !ok {
-				return p.errf("expected auth-param or token68")
-			}
-			c.Token68 = t
-			p.ows()
-			if !p.eof() && p.peek() != ',' {
-				return p.errf("unexpected text after token68")
-			}
-			return nil
-		case name != "":
-			// A token without "=": the next challenge's scheme.
-			p.i = start
-			return nil
-		default:
-			p.i = save
-			return p.errf("expected auth-param")
-		}
-		first = false
-		p.ows()
-		if p.eof() {
-			return nil
-		}
-		if p.peek() != ',' {
-			return p.errf("expected comma")
-		}
-		p.skipListSep()
-		if p.eof() {
-			return nil
-		}
-	}
-}
-
-func (p *chParser) token68() (string, bool) {
-	j := p.i
-	for !p.eof() && isToken68Char(p.s[p.i]) {
-		p.i++
-	}
-	if p.i == j {
-		return "", false
-	}
-	for !p.eof() && p.s[p.i] == '=' {
-		p.i++
-	}
-	return p.s[j:p.i], true
-}
-
-// quoted parses a quoted-string at p.i (RFC 9110 §5.6.4).
-func (p *chParser) quoted() (string, error) {
-	p.i++ // opening quote
-	var b strings.Builder
-	for !p.eof() {
-		ch := p.s[p.i]
-		switch {
-		case ch == '"':
-			p.i++
-			return b.String(), nil
-		case ch == '\\':
-			if p.i+1 >= len(p.s) || !isQuotedPairChar(p.s[p.i+1]) {
-				return "", p.errf("bad quoted-pair")
-			}
-			b.WriteByte(p.s[p.i+1])
-			p.i += 2
-		case ch == '\t' || ch == ' ' || ch == 0x21 || (ch >= 0x23 && ch <= 0x5b) || (ch >= 0x5d && ch <= 0x7e) || ch >= 0x80:
-			b.WriteByte(ch)
-			p.i++
-		default:
-			return "", p.errf("control character in quoted-string")
-		}
-	}
-	return "", p.errf("unterminated quoted-string")
-}
-
-func isTChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func isToken68Char(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("-._~+/", c) >= 0
-}
-
-func isQuotedPairChar(c byte) bool {
-	return c == '\t' || c == ' ' || (c >= 0x21 && c <= 0x7e) || c >= 0x80
+	return out
 }
 
 // fill sets the convenience fields from Params.

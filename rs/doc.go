@@ -25,8 +25,9 @@
 // ([Poller], RFC 8936). [UsageReporter] batches token-use records to the
 // IdP's risk engine.
 //
-// The package depends only on the standard library, Ward's public dpop
-// package and go-jose (for JWK parsing). Tokens and proofs never appear in
+// The package depends only on the standard library, Ward's public dpop,
+// jws (the strict compact-JWS codec) and jsonobj (the strict JSON object
+// reader) packages and go-jose (for JWK parsing). Tokens and proofs never appear in
 // errors or logs. See docs/rs.md for configuration, the CAEP mapping and
 // benchmarks.
 package rs

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/httpauth"
 )
 
 // Error codes sent in the "error" parameter of WWW-Authenticate and in the
@@ -148,19 +149,17 @@ func writeError(w http.ResponseWriter, e *Error, algs, realm string, bearer bool
 	}
 	if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden || e.Status == http.StatusBadRequest {
 		params := e.challengeParams()
-		dp := Challenge{Scheme: "DPoP"}
+		dp := httpauth.Challenge{Scheme: "DPoP"}
 		if algs != "" {
-			dp.set("algs", algs)
+			dp.Params = append(dp.Params, httpauth.Param{Name: "algs", Value: algs})
 		}
-		bc := Challenge{Scheme: "Bearer"}
+		bc := httpauth.Challenge{Scheme: "Bearer"}
 		if realm != "" {
-			dp.set("realm", realm)
-			bc.set("realm", realm)
+			dp.Params = append(dp.Params, httpauth.Param{Name: "realm", Value: realm})
+			bc.Params = append(bc.Params, httpauth.Param{Name: "realm", Value: realm})
 		}
-		for _, p := range params {
-			dp.set(p[0], p[1])
-			bc.set(p[0], p[1])
-		}
+		dp.Params = append(dp.Params, params...)
+		bc.Params = append(bc.Params, params...)
 		switch e.scheme {
 		case "DPoP":
 			h.Add("WWW-Authenticate", dp.String())
@@ -191,25 +190,22 @@ func writeError(w http.ResponseWriter, e *Error, algs, realm string, bearer bool
 }
 
 // challengeParams returns the auth-params for e in a fixed order.
-func (e *Error) challengeParams() [][2]string {
+func (e *Error) challengeParams() []httpauth.Param {
 	if e.Code == "" {
 		return nil // RFC 6750 §3.1: no error code without credentials
 	}
-	p := [][2]string{{"error", e.Code}}
-	if e.Description != "" {
-		p = append(p, [2]string{"error_description", e.Description})
-	}
+	p := httpauth.ErrorParams(e.Code, e.Description)
 	if e.Scope != "" {
-		p = append(p, [2]string{"scope", e.Scope})
+		p = append(p, httpauth.Param{Name: "scope", Value: e.Scope})
 	}
 	if len(e.ACRValues) > 0 {
-		p = append(p, [2]string{"acr_values", strings.Join(e.ACRValues, " ")})
+		p = append(p, httpauth.Param{Name: "acr_values", Value: strings.Join(e.ACRValues, " ")})
 	}
 	if e.MaxAge >= 0 {
-		p = append(p, [2]string{"max_age", strconv.Itoa(e.MaxAge)})
+		p = append(p, httpauth.Param{Name: "max_age", Value: strconv.Itoa(e.MaxAge)})
 	}
 	if e.Claims != "" {
-		p = append(p, [2]string{"claims", e.Claims})
+		p = append(p, httpauth.Param{Name: "claims", Value: e.Claims})
 	}
 	return p
 }

@@ -1,9 +1,9 @@
 package rs
 
-import "github.com/ward-idp/ward/internal/jsonobj"
+import "github.com/ward-idp/ward/jsonobj"
 
 // Tokens, SETs and poll responses are read with Ward's strict JSON object
-// reader (internal/jsonobj): duplicate members, invalid UTF-8 and more
+// reader (package jsonobj): duplicate members, invalid UTF-8 and more
 // than jsonobj.MaxMembers members are refused.
 
 type object = jsonobj.Object

@@ -1,19 +1,22 @@
 package rs
 
 import (
-	"crypto/ecdsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"math/big"
-	"strings"
+	"github.com/ward-idp/ward/jsonobj"
+	"github.com/ward-idp/ward/jws"
 )
 
-var b64 = base64.RawURLEncoding.Strict()
+// Access tokens and SETs are compact JWSs read with package jws: ES256
+// only (never "none", never HMAC: the key comes from a JWKS of EC keys),
+// the expected typ compared as a media type (RFC 7515 §4.1.9: "at+jwt"
+// and "application/at+jwt" are the same type, RFC 9068 §2.1), and no
+// header that would change how the JWS must be processed. Key-reference
+// headers (jku, jwk, x5u, x5c) are ignored: the key always comes from the
+// configured key set, looked up by kid.
 
 // jwsHeader is the part of a protected JOSE header this package acts on.
 type jwsHeader struct {
-	alg, typ, kid string
-	hasKID        bool
+	kid    string
+	hasKID bool
 }
 
 // jwsError is why a compact JWS was refused before its claims were read.
@@ -31,94 +34,25 @@ const (
 
 func (e jwsError) Error() string { return "rs: " + string(e) }
 
-// splitCompact splits a compact JWS into its three non-empty segments.
-func splitCompact(tok string) (hdr, payload, sig string, ok bool) {
-	d1 := strings.IndexByte(tok, '.')
-	if d1 <= 0 {
-		return "", "", "", false
-	}
-	rest := tok[d1+1:]
-	d2 := strings.IndexByte(rest, '.')
-	if d2 <= 0 || d2 == len(rest)-1 || strings.IndexByte(rest[d2+1:], '.') >= 0 {
-		return "", "", "", false
-	}
-	return tok[:d1], rest[:d2], rest[d2+1:], true
-}
+var es256 = []jws.Algorithm{jws.ES256}
 
-// parseJWSHeader decodes and checks a protected header: alg ES256 only
-// (never "none", never HMAC: the key comes from a JWKS of EC keys), the
-// expected typ, and no header that would change how the JWS must be
-// processed. Key-reference headers (jku, jwk, x5u, x5c) are ignored: the
-// key always comes from the configured key set, looked up by kid.
+// parseJWSHeader decodes and checks a protected header for typ.
 func parseJWSHeader(seg string, typ string) (jwsHeader, error) {
-	var h jwsHeader
-	raw, err := b64.DecodeString(seg)
+	var buf [8]jsonobj.Member
+	h, err := jws.ParseHeader(seg, buf[:0])
 	if err != nil {
-		return h, jwsMalformed
+		return jwsHeader{}, jwsMalformed
 	}
-	obj, err := parseObject(raw)
-	if err != nil {
-		return h, jwsMalformed
+	r := jws.Rules{Algs: es256, Typ: typ, MediaType: true}
+	switch _, err := r.Check(&h); err {
+	case nil:
+		return jwsHeader{kid: h.Kid, hasKID: h.Has(jws.ParamKid)}, nil
+	case jws.ErrAlg:
+		return jwsHeader{}, jwsAlg
+	case jws.ErrTyp:
+		return jwsHeader{}, jwsTyp
+	case jws.ErrUnsupported:
+		return jwsHeader{}, jwsHeaderErr
 	}
-	var hasAlg bool
-	for _, m := range obj {
-		var ok bool
-		switch m.Name {
-		case "alg":
-			h.alg, ok = unquote(m.Raw)
-			hasAlg = true
-		case "typ":
-			h.typ, ok = unquote(m.Raw)
-		case "kid":
-			h.kid, ok = unquote(m.Raw)
-			h.hasKID = true
-		case "crit", "b64", "zip", "enc":
-			// No extension is understood, so a critical one cannot be
-			// honoured; enc means JWE, which is not accepted.
-			return h, jwsHeaderErr
-		default:
-			ok = true
-		}
-		if !ok {
-			return h, jwsMalformed
-		}
-	}
-	if !hasAlg || h.alg != "ES256" {
-		return h, jwsAlg
-	}
-	if !typEqual(h.typ, typ) {
-		return h, jwsTyp
-	}
-	return h, nil
-}
-
-// typEqual compares media types per RFC 7515 §4.1.9: case-insensitively,
-// with the "application/" prefix optional when no other '/' appears (so
-// "at+jwt" and "application/at+jwt" are the same type, RFC 9068 §2.1).
-func typEqual(got, want string) bool {
-	return strings.EqualFold(stripApplication(got), stripApplication(want))
-}
-
-func stripApplication(t string) string {
-	const p = "application/"
-	if len(t) > len(p) && strings.EqualFold(t[:len(p)], p) && !strings.Contains(t[len(p):], "/") {
-		return t[len(p):]
-	}
-	return t
-}
-
-// verifyES256 checks a JWS ES256 signature (64 bytes R||S, RFC 7518 §3.4)
-// over signingInput.
-func verifyES256(pub *ecdsa.PublicKey, signingInput, sigSeg string) bool {
-	var sig [64]byte
-	if b64.DecodedLen(len(sigSeg)) != len(sig) {
-		return false
-	}
-	if n, err := b64.Decode(sig[:], []byte(sigSeg)); err != nil || n != len(sig) {
-		return false
-	}
-	digest := sha256.Sum256([]byte(signingInput))
-	r := new(big.Int).SetBytes(sig[:32])
-	s := new(big.Int).SetBytes(sig[32:])
-	return ecdsa.Verify(pub, digest[:], r, s)
+	return jwsHeader{}, jwsMalformed
 }

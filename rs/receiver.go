@@ -14,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ward-idp/ward/httpauth"
+	"github.com/ward-idp/ward/jws"
 )
 
 // ReceiverConfig configures a Receiver. Issuer, Audience and State are
@@ -149,11 +152,11 @@ func (r *Receiver) Verify(ctx context.Context, compact string) (*SET, error) {
 	if len(compact) > maxSETSize {
 		return nil, badSET("SET too large")
 	}
-	hseg, pseg, sseg, ok := splitCompact(compact)
-	if !ok {
+	c, err := jws.Split(compact)
+	if err != nil || !c.Complete() {
 		return nil, badSET("not a compact JWS")
 	}
-	h, err := parseJWSHeader(hseg, "secevent+jwt")
+	h, err := parseJWSHeader(c.Header(), "secevent+jwt")
 	if err != nil {
 		switch err {
 		case jwsAlg:
@@ -170,10 +173,10 @@ func (r *Receiver) Verify(ctx context.Context, compact string) (*SET, error) {
 		}
 		return nil, fmt.Errorf("rs: SET keys: %w", err)
 	}
-	if !verifyES256(key, compact[:len(hseg)+1+len(pseg)], sseg) {
+	if !jws.VerifyES256(key, c.SigningInput(), c.Signature()) {
 		return nil, setErr(SETErrAuthenticationFailed, "signature verification failed")
 	}
-	payload, err := b64.DecodeString(pseg)
+	payload, err := jws.DecodeSegment(c.Payload())
 	if err != nil {
 		return nil, badSET("payload is not base64url")
 	}
@@ -507,7 +510,8 @@ func (r *Receiver) PushHandler(authorize func(*http.Request) error) http.Handler
 					writeSETError(w, http.StatusForbidden, setErr(SETErrAccessDenied, "the transmitter is not authorized"))
 					return
 				}
-				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				c := httpauth.Challenge{Scheme: "Bearer", Params: httpauth.ErrorParams("invalid_token", "")}
+				w.Header().Set("WWW-Authenticate", c.String())
 				writeSETError(w, http.StatusUnauthorized, setErr(SETErrAuthenticationFailed, "the request could not be authenticated"))
 				return
 			}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ward-idp/ward/internal/jsonobj"
+	"github.com/ward-idp/ward/jsonobj"
 )
 
 // TokenInfo is a validated access token: what the handler behind the

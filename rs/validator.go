@@ -19,6 +19,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/httpauth"
+	"github.com/ward-idp/ward/jws"
 )
 
 // maxTokenSize bounds the access token looked at, in bytes.
@@ -339,7 +341,7 @@ func (v *Validator) credentials(r *http.Request) (scheme, tok string, e *Error) 
 		// Another scheme (Basic, ...) is no credentials for this resource.
 		return "", "", newError(http.StatusUnauthorized, "", "unsupported_scheme", "")
 	}
-	if !isToken68(t) {
+	if !httpauth.IsToken68(t) {
 		e := newError(http.StatusBadRequest, CodeInvalidRequest, "malformed_authorization", "malformed Authorization header")
 		e.scheme = scheme
 		return "", "", e
@@ -357,34 +359,19 @@ func (v *Validator) credentials(r *http.Request) (scheme, tok string, e *Error) 
 	return scheme, t, nil
 }
 
-// isToken68 reports whether s is a non-empty token68 (RFC 9110 §11.2).
-func isToken68(s string) bool {
-	i := 0
-	for i < len(s) && isToken68Char(s[i]) {
-		i++
-	}
-	if i == 0 {
-		return false
-	}
-	for i < len(s) && s[i] == '=' {
-		i++
-	}
-	return i == len(s)
-}
-
 // verifyToken checks the JWS (typ at+jwt, ES256, key from the key set)
 // and decodes the claims.
 func (v *Validator) verifyToken(ctx context.Context, tok string) (*accessClaims, []byte, *Error) {
-	hseg, pseg, sseg, ok := splitCompact(tok)
-	if !ok {
+	jw, err := jws.Split(tok)
+	if err != nil || !jw.Complete() {
 		return nil, nil, invalidToken("malformed", "the access token is not a signed JWT")
 	}
 	v.hdrMu.RLock()
-	h, cached := v.hdrCache[hseg]
+	h, cached := v.hdrCache[jw.Header()]
 	v.hdrMu.RUnlock()
 	if !cached {
 		var err error
-		if h, err = parseJWSHeader(hseg, "at+jwt"); err != nil {
+		if h, err = parseJWSHeader(jw.Header(), "at+jwt"); err != nil {
 			var je jwsError
 			errors.As(err, &je)
 			return nil, nil, invalidToken(string(je), "the access token has an invalid header")
@@ -399,17 +386,17 @@ func (v *Validator) verifyToken(ctx context.Context, tok string) (*accessClaims,
 		e.cause = err
 		return nil, nil, e
 	}
-	if !verifyES256(key, tok[:len(hseg)+1+len(pseg)], sseg) {
+	if !jws.VerifyES256(key, jw.SigningInput(), jw.Signature()) {
 		return nil, nil, invalidToken("bad_signature", "the access token signature is invalid")
 	}
 	if !cached {
 		v.hdrMu.Lock()
 		if len(v.hdrCache) < maxHeaderCache {
-			v.hdrCache[hseg] = h
+			v.hdrCache[jw.Header()] = h
 		}
 		v.hdrMu.Unlock()
 	}
-	raw, err := b64.DecodeString(pseg)
+	raw, err := jws.DecodeSegment(jw.Payload())
 	if err != nil {
 		return nil, nil, invalidToken("malformed", "the access token payload is malformed")
 	}
@@ -526,49 +513,21 @@ func (v *Validator) report(r *http.Request, info *TokenInfo, e *Error) {
 	v.cfg.Usage.Report(rec)
 }
 
-// clientIP is the connection's peer, or the nearest untrusted address of
-// X-Forwarded-For when the peer is a trusted proxy.
+// clientIP is Config.ClientIP's answer, or ClientIP with the configured
+// trusted proxies; when the peer is not an IP address, its RemoteAddr
+// host as is.
 func (v *Validator) clientIP(r *http.Request) string {
 	if v.cfg.ClientIP != nil {
 		return v.cfg.ClientIP(r)
 	}
+	if ip := ClientIP(r, v.cfg.TrustedProxies); ip.IsValid() {
+		return ip.String()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return r.RemoteAddr
 	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	peer = peer.Unmap()
-	if !v.trusted(peer) {
-		return peer.String()
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	for i := len(xff) - 1; i >= 0; i-- {
-		parts := strings.Split(xff[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-			if err != nil {
-				return peer.String() // garbage from the proxy chain: fall back to the peer
-			}
-			a = a.Unmap()
-			if !v.trusted(a) {
-				return a.String()
-			}
-			peer = a
-		}
-	}
-	return peer.String()
-}
-
-func (v *Validator) trusted(a netip.Addr) bool {
-	for _, p := range v.cfg.TrustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return host
 }
 
 // hasIPR reports an ipr claim, even one whose ranges did not parse (which

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/posture"
 )
 
 // checkSignVerify signs a digest with k and verifies it with k's public key.

@@ -1,206 +1,78 @@
 // Package posture collects a device's security posture (its health:
 // disk encryption, admin rights, anti-malware, firewall, Secure Boot,
-// screen lock …) and carries it to the server in a signed report.
+// screen lock …) on the machine the device agent runs on, and signs it for
+// the server.
 //
-// Every health fact is a tri-state [State]: [Yes], [No] or [Unknown].
 // Collectors answer Yes or No only from evidence they actually read and
 // never guess Yes; whatever they cannot establish is Unknown, with a
-// short reason in [Posture.Evidence]. Compliance policies on the server
-// decide what Unknown means for them.
+// short reason in [Posture.Evidence]. The agent collects with
+// [NewCollector] (a [LinuxCollector] on Linux, a [GenericCollector]
+// elsewhere for now) and signs the result with the device key and a
+// server nonce using [SignReport].
 //
-// The agent collects with [NewCollector] (a [LinuxCollector] on Linux, a
-// [GenericCollector] elsewhere for now), signs the result with the device
-// key and a server nonce using [SignReport], and the server checks the
-// report with [ParseReport] against the thumbprint of the key it
-// registered for the device.
+// The posture and the report are the wire format of package
+// github.com/ward-idp/ward/posture, which the server uses to verify
+// reports; the types and constants below are that package's, named here
+// for collector code.
 package posture
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
+	"crypto"
 	"os"
 	"runtime"
 	"time"
-	"unicode/utf8"
+
+	wire "github.com/ward-idp/ward/posture"
 )
 
-// State is a tri-state health fact.
-type State string
+// The wire format's types (package github.com/ward-idp/ward/posture).
+type (
+	Posture = wire.Posture
+	State   = wire.State
+	Seconds = wire.Seconds
+)
 
-// The three states. The zero State ("") is not valid in a report; it is
-// treated as Unknown when signing and when decoding a report that omits
-// the field.
+// The three states.
 const (
-	Yes     State = "yes"
-	No      State = "no"
-	Unknown State = "unknown"
+	Yes     = wire.Yes
+	No      = wire.No
+	Unknown = wire.Unknown
 )
-
-// Valid reports whether s is Yes, No or Unknown.
-func (s State) Valid() bool { return s == Yes || s == No || s == Unknown }
-
-// UnmarshalJSON accepts exactly "yes", "no" and "unknown".
-func (s *State) UnmarshalJSON(b []byte) error {
-	var v string
-	if err := json.Unmarshal(b, &v); err != nil {
-		return errInvalidState
-	}
-	if !State(v).Valid() {
-		return errInvalidState
-	}
-	*s = State(v)
-	return nil
-}
-
-var errInvalidState = fmt.Errorf("posture: state must be %q, %q or %q", Yes, No, Unknown)
-
-// Seconds is a duration in whole seconds, as it appears in reports.
-type Seconds int64
-
-// Duration converts s to a time.Duration.
-func (s Seconds) Duration() time.Duration { return time.Duration(s) * time.Second }
-
-// SecondsOf returns d rounded down to whole seconds, as a pointer for
-// the optional fields of Posture.
-func SecondsOf(d time.Duration) *Seconds {
-	s := Seconds(d / time.Second)
-	return &s
-}
-
-// Posture is one snapshot of a device's health. The JSON field names are
-// the report format (see SignReport); Evidence is keyed by the same
-// names.
-type Posture struct {
-	// Platform is the operating system family: "linux", "darwin", "windows".
-	Platform string `json:"platform"`
-	// OSName and OSVersion identify the distribution or product
-	// ("Debian GNU/Linux", "12").
-	OSName    string `json:"os_name,omitempty"`
-	OSVersion string `json:"os_version,omitempty"`
-	// Kernel is the kernel release ("6.1.0-18-amd64").
-	Kernel string `json:"kernel,omitempty"`
-	// Hostname is the device's host name.
-	Hostname string `json:"hostname,omitempty"`
-
-	// DiskEncrypted: the system volume is encrypted at rest.
-	DiskEncrypted State `json:"disk_encrypted"`
-	// UserIsAdmin: the signed-in user is, or can become, an administrator.
-	UserIsAdmin State `json:"user_is_admin"`
-	// AntiMalwarePresent: an anti-malware product is installed.
-	AntiMalwarePresent State `json:"anti_malware_present"`
-	// AntiMalwareSignatureAge is how old its signatures are; nil if
-	// unknown.
-	AntiMalwareSignatureAge *Seconds `json:"anti_malware_signature_age,omitempty"`
-	// FirewallEnabled: a host firewall filters inbound traffic.
-	FirewallEnabled State `json:"firewall_enabled"`
-	// SecureBoot: the firmware enforces Secure Boot.
-	SecureBoot State `json:"secure_boot"`
-	// ScreenLock: the session locks automatically when idle.
-	ScreenLock State `json:"screen_lock"`
-	// Rooted: the device is jailbroken or rooted (mobile concept).
-	Rooted State `json:"rooted"`
-
-	// CollectedAt is when the snapshot was taken.
-	CollectedAt time.Time `json:"collected_at"`
-	// Evidence holds short human-readable reasons per field, keyed by the
-	// field's JSON name ("disk_encrypted": "root on /dev/dm-0 (crypt …)").
-	Evidence map[string]string `json:"evidence,omitempty"`
-}
 
 // Field names (the JSON names), also the keys of Posture.Evidence.
 const (
-	FieldPlatform                = "platform"
-	FieldOSName                  = "os_name"
-	FieldOSVersion               = "os_version"
-	FieldKernel                  = "kernel"
-	FieldHostname                = "hostname"
-	FieldDiskEncrypted           = "disk_encrypted"
-	FieldUserIsAdmin             = "user_is_admin"
-	FieldAntiMalwarePresent      = "anti_malware_present"
-	FieldAntiMalwareSignatureAge = "anti_malware_signature_age"
-	FieldFirewallEnabled         = "firewall_enabled"
-	FieldSecureBoot              = "secure_boot"
-	FieldScreenLock              = "screen_lock"
-	FieldRooted                  = "rooted"
-	FieldCollectedAt             = "collected_at"
+	FieldPlatform                = wire.FieldPlatform
+	FieldOSName                  = wire.FieldOSName
+	FieldOSVersion               = wire.FieldOSVersion
+	FieldKernel                  = wire.FieldKernel
+	FieldHostname                = wire.FieldHostname
+	FieldDiskEncrypted           = wire.FieldDiskEncrypted
+	FieldUserIsAdmin             = wire.FieldUserIsAdmin
+	FieldAntiMalwarePresent      = wire.FieldAntiMalwarePresent
+	FieldAntiMalwareSignatureAge = wire.FieldAntiMalwareSignatureAge
+	FieldFirewallEnabled         = wire.FieldFirewallEnabled
+	FieldSecureBoot              = wire.FieldSecureBoot
+	FieldScreenLock              = wire.FieldScreenLock
+	FieldRooted                  = wire.FieldRooted
+	FieldCollectedAt             = wire.FieldCollectedAt
 )
 
-var knownFields = map[string]bool{
-	FieldPlatform: true, FieldOSName: true, FieldOSVersion: true, FieldKernel: true, FieldHostname: true,
-	FieldDiskEncrypted: true, FieldUserIsAdmin: true, FieldAntiMalwarePresent: true,
-	FieldAntiMalwareSignatureAge: true, FieldFirewallEnabled: true, FieldSecureBoot: true,
-	FieldScreenLock: true, FieldRooted: true, FieldCollectedAt: true,
-}
-
-// Limits on report content, enforced by Validate.
+// Limits on report content (wire.Posture.Validate), which collectors
+// truncate to.
 const (
-	MaxStringLen   = 256 // platform, OS, kernel, host name
-	MaxEvidenceLen = 512 // one evidence value
+	MaxStringLen   = wire.MaxStringLen
+	MaxEvidenceLen = wire.MaxEvidenceLen
 )
 
-// states returns pointers to the tri-state fields with their names.
-func (p *Posture) states() []struct {
-	name string
-	s    *State
-} {
-	return []struct {
-		name string
-		s    *State
-	}{
-		{FieldDiskEncrypted, &p.DiskEncrypted}, {FieldUserIsAdmin, &p.UserIsAdmin},
-		{FieldAntiMalwarePresent, &p.AntiMalwarePresent}, {FieldFirewallEnabled, &p.FirewallEnabled},
-		{FieldSecureBoot, &p.SecureBoot}, {FieldScreenLock, &p.ScreenLock}, {FieldRooted, &p.Rooted},
-	}
-}
+// SecondsOf returns d rounded down to whole seconds (wire.SecondsOf).
+func SecondsOf(d time.Duration) *Seconds { return wire.SecondsOf(d) }
 
-// Normalize sets every empty State to Unknown.
-func (p *Posture) Normalize() {
-	for _, f := range p.states() {
-		if *f.s == "" {
-			*f.s = Unknown
-		}
-	}
-}
-
-// Validate checks that p can be reported: valid states (empty counts as
-// Unknown), a platform, bounded valid UTF-8 strings, a non-negative
-// signature age, a collection time, and evidence only for known fields.
-func (p *Posture) Validate() error {
-	if p == nil {
-		return fmt.Errorf("posture: nil posture")
-	}
-	for _, f := range p.states() {
-		if *f.s != "" && !f.s.Valid() {
-			return fmt.Errorf("posture: %s: invalid state", f.name)
-		}
-	}
-	if p.Platform == "" {
-		return fmt.Errorf("posture: platform is empty")
-	}
-	for name, v := range map[string]string{FieldPlatform: p.Platform, FieldOSName: p.OSName, FieldOSVersion: p.OSVersion, FieldKernel: p.Kernel, FieldHostname: p.Hostname} {
-		if len(v) > MaxStringLen || !utf8.ValidString(v) {
-			return fmt.Errorf("posture: %s is too long or not UTF-8", name)
-		}
-	}
-	if p.AntiMalwareSignatureAge != nil && *p.AntiMalwareSignatureAge < 0 {
-		return fmt.Errorf("posture: negative signature age")
-	}
-	if p.CollectedAt.IsZero() {
-		return fmt.Errorf("posture: collected_at is missing")
-	}
-	if len(p.Evidence) > len(knownFields) {
-		return fmt.Errorf("posture: too much evidence")
-	}
-	for k, v := range p.Evidence {
-		if !knownFields[k] {
-			return fmt.Errorf("posture: evidence for unknown field")
-		}
-		if len(v) > MaxEvidenceLen || !utf8.ValidString(v) {
-			return fmt.Errorf("posture: evidence for %s is too long or not UTF-8", k)
-		}
-	}
-	return nil
+// SignReport makes the signed posture report of p for the server
+// (wire.SignReport): key is the device key (an ECDSA P-256 crypto.Signer
+// such as a keystore.Key), nonce the one-time value the server handed out.
+func SignReport(key crypto.Signer, p *Posture, deviceID, nonce string, now time.Time) (string, error) {
+	return wire.SignReport(key, p, deviceID, nonce, now)
 }
 
 // Collector gathers the current posture of the machine it runs on.
@@ -238,8 +110,8 @@ func (c *GenericCollector) Collect(ctx context.Context) (*Posture, error) {
 	p := &Posture{Platform: runtime.GOOS, CollectedAt: now().UTC(), Evidence: map[string]string{}}
 	p.Hostname, _ = os.Hostname()
 	p.Normalize()
-	for _, f := range p.states() {
-		p.Evidence[f.name] = "not collected on " + runtime.GOOS + " yet"
+	for _, f := range wire.StateFields() {
+		p.Evidence[f] = "not collected on " + runtime.GOOS + " yet"
 	}
 	return p, nil
 }

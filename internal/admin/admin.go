@@ -30,6 +30,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/rs"
 )
 
 // Prefix is the path prefix of every admin API route.
@@ -180,7 +181,7 @@ func (api *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(ua) > 256 {
 		ua = ua[:256]
 	}
-	rc := &reqCtx{corrID: corr, ip: oauth.ClientIP(r, api.trusted).String(), ua: ua}
+	rc := &reqCtx{corrID: corr, ip: rs.ClientIP(r, api.trusted).String(), ua: ua}
 	user, d := api.authorize(r)
 	if d != nil {
 		api.deny(w, r, rc, d)

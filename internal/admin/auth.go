@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ward-idp/ward/httpauth"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/tokens"
@@ -96,30 +97,22 @@ func (api *API) deny(w http.ResponseWriter, r *http.Request, rc *reqCtx, d *deni
 		return
 	}
 	if d.status == http.StatusUnauthorized || d.code == oauth.ErrInsufficientScope || d.status == http.StatusBadRequest {
-		params := ""
+		var ps []httpauth.Param
 		if d.reason != "no_token" {
-			params = `error="` + d.code + `"`
-			if d.desc != "" {
-				params += `, error_description="` + strings.ReplaceAll(d.desc, `"`, `'`) + `"`
-			}
+			ps = httpauth.ErrorParams(d.code, d.desc)
 			if d.code == oauth.ErrInsufficientScope {
-				params += `, scope="` + ScopeAdmin + `"`
+				ps = append(ps, httpauth.Param{Name: "scope", Value: ScopeAdmin})
 			}
 		}
-		join := func(prefix string) string {
-			if params == "" {
-				return prefix
-			}
-			return prefix + ", " + params
-		}
+		h := w.Header()
 		switch d.scheme {
 		case "DPoP":
-			w.Header().Add("WWW-Authenticate", join(`DPoP algs="`+api.dpopAlgs+`"`))
+			h.Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())
 		case "Bearer":
-			w.Header().Add("WWW-Authenticate", join(`Bearer realm="ward"`))
+			h.Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
 		default:
-			w.Header().Add("WWW-Authenticate", join(`Bearer realm="ward"`))
-			w.Header().Add("WWW-Authenticate", join(`DPoP algs="`+api.dpopAlgs+`"`))
+			h.Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
+			h.Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())
 		}
 	}
 	writeJSON(w, d.status, errorBody{Error: d.code, Description: d.desc})

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/posture"
 )
 
 // BenchmarkSubmitPostureVerifyEvaluate measures the CPU part of a posture

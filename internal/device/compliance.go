@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/posture"
 )
 
 // Rule names. They are the JSON members of a policy's rule set and the

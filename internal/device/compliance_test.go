@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/posture"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/evaluate.golden")

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/posture"
 )
 
 // Reasons a posture report is refused (PostureError.Reason, the Reason of

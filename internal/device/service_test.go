@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clock"
@@ -22,6 +21,7 @@ import (
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/posture"
 )
 
 type env struct {

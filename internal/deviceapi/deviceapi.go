@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/httpauth"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
@@ -362,15 +363,15 @@ func (api *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("DPoP-Nonce", e.DPoPNonce)
 	}
 	if e.Challenge != "" {
-		params := ""
+		var ps []httpauth.Param
 		if e.Description != "" && !(e.Code == oauth.ErrInvalidToken && e.Description == "an access token is required") {
-			params = `, error="` + e.Code + `", error_description="` + strings.ReplaceAll(e.Description, `"`, `'`) + `"`
+			ps = httpauth.ErrorParams(e.Code, e.Description)
 		}
 		if e.Challenge == "DPoP" || e.Challenge == "*" {
-			w.Header().Add("WWW-Authenticate", `DPoP algs="`+api.dpopAlgs+`"`+params)
+			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())
 		}
 		if e.Challenge == "Bearer" || e.Challenge == "*" {
-			w.Header().Add("WWW-Authenticate", `Bearer realm="ward"`+params)
+			w.Header().Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
 		}
 	}
 	writeJSON(w, e.Status, body)

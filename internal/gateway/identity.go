@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/jws"
 )
 
 // IdentityType is the "typ" header of the Ward-Identity JWS (RFC 8725
@@ -74,17 +74,10 @@ func (s *identitySigner) sign(c *IdentityClaims) (string, error) {
 	n := len(s.header) + base64.RawURLEncoding.EncodedLen(len(payload))
 	buf := make([]byte, 0, n+1+86)
 	buf = append(buf, s.header...)
-	buf = base64.RawURLEncoding.AppendEncode(buf, payload)
-	digest := sha256.Sum256(buf)
-	r, ss, err := ecdsa.Sign(rand.Reader, s.key, digest[:])
-	if err != nil {
+	buf = jws.AppendSegment(buf, payload)
+	if buf, err = jws.AppendSign(buf, jws.ES256, s.key, rand.Reader); err != nil {
 		return "", fmt.Errorf("gateway: sign identity: %w", err)
 	}
-	var sig [64]byte
-	r.FillBytes(sig[:32])
-	ss.FillBytes(sig[32:])
-	buf = append(buf, '.')
-	buf = base64.RawURLEncoding.AppendEncode(buf, sig[:])
 	return string(buf), nil
 }
 

@@ -226,7 +226,7 @@ func (g *Gateway) proxyRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.m.allowed()
-	ip, trusted := clientIP(r, t.trusted)
+	ip, trusted := clientIP(r, t.trusted), rs.TrustedPeer(r, t.trusted)
 	f := &forward{identity: id, tok: tok, clientIP: ip, trusted: trusted}
 	rt.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, f)))
 }
@@ -353,42 +353,12 @@ func stripPrefix(u *url.URL, prefix string) {
 	u.Path, u.RawPath = p, ""
 }
 
-// clientIP is the connection's peer or, when the peer is a trusted proxy,
-// the nearest X-Forwarded-For address that is not one (the rule rs uses
-// for usage records). trusted reports whether the peer is trusted.
-func clientIP(r *http.Request, trustedNets []netip.Prefix) (string, bool) {
-	host := peerAddr(r)
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return host, false
+// clientIP is rs.ClientIP (the peer, or the nearest X-Forwarded-For
+// address that is not a trusted proxy when the peer is one) as text, or
+// the peer as given when it is not an IP address.
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
+	if ip := rs.ClientIP(r, trusted); ip.IsValid() {
+		return ip.String()
 	}
-	peer = peer.Unmap()
-	isTrusted := func(a netip.Addr) bool {
-		for _, p := range trustedNets {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	if !isTrusted(peer) {
-		return peer.String(), false
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	cur := peer
-	for i := len(xff) - 1; i >= 0; i-- {
-		parts := strings.Split(xff[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-			if err != nil {
-				return cur.String(), true
-			}
-			a = a.Unmap()
-			if !isTrusted(a) {
-				return a.String(), true
-			}
-			cur = a
-		}
-	}
-	return cur.String(), true
+	return peerAddr(r)
 }

@@ -10,13 +10,11 @@ package oauth
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,10 +22,11 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/jsonobj"
+	"github.com/ward-idp/ward/jws"
 )
 
 // DBSC endpoint paths.
@@ -165,25 +164,9 @@ type dbscProof struct {
 	Subject string
 }
 
-type dbscHeader struct {
-	Alg  string          `json:"alg"`
-	Typ  string          `json:"typ"`
-	JWK  json.RawMessage `json:"jwk"`
-	Crit json.RawMessage `json:"crit"`
-	Kid  json.RawMessage `json:"kid"`
-	Jku  json.RawMessage `json:"jku"`
-	X5u  json.RawMessage `json:"x5u"`
-	X5c  json.RawMessage `json:"x5c"`
-}
-
-type dbscClaims struct {
-	Jti           string          `json:"jti"`
-	Aud           json.RawMessage `json:"aud"`
-	Authorization *string         `json:"authorization"`
-	Sub           string          `json:"sub"`
-}
-
-var b64Strict = base64.RawURLEncoding.Strict()
+// dbscRules: a DBSC proof is an ES256 JWS of type dbsc+jwt (compared
+// exactly), without crit, b64, zip or enc.
+var dbscRules = jws.Rules{Algs: []jws.Algorithm{jws.ES256}, Typ: dbscJWTType}
 
 // verifyDBSCJWT checks a DBSC JWT strictly: compact JWS, typ dbsc+jwt,
 // alg ES256 only, no key references other than an embedded P-256 public
@@ -194,92 +177,69 @@ func verifyDBSCJWT(token string, stored *jose.JSONWebKey, storedJKT, aud string)
 	if token == "" || len(token) > maxDBSCJWT {
 		return nil, errDBSCProof
 	}
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
+	c, err := jws.Split(token)
+	if err != nil {
 		return nil, errDBSCProof
 	}
-	hb, err1 := b64Strict.DecodeString(parts[0])
-	cb, err2 := b64Strict.DecodeString(parts[1])
-	sig, err3 := b64Strict.DecodeString(parts[2])
+	var hbuf [8]jsonobj.Member
+	h, err1 := jws.ParseHeader(c.Header(), hbuf[:0])
+	cb, err2 := jws.DecodeSegment(c.Payload())
+	sig, err3 := jws.DecodeSegment(c.Signature())
 	if err1 != nil || err2 != nil || err3 != nil {
 		return nil, errDBSCProof
 	}
-	var h dbscHeader
-	if err := strictJSON(hb, &h); err != nil {
+	if _, err := dbscRules.Check(&h); err != nil || h.Has(jws.ParamKid) || h.First("jku", "x5u", "x5c") != "" {
 		return nil, errDBSCProof
 	}
-	if h.Alg != "ES256" || h.Typ != dbscJWTType || h.Crit != nil || h.Kid != nil || h.Jku != nil || h.X5u != nil || h.X5c != nil {
-		return nil, errDBSCProof
-	}
-	key, jkt := stored, storedJKT
-	if len(h.JWK) > 0 {
-		var k jose.JSONWebKey
-		if err := k.UnmarshalJSON(h.JWK); err != nil || !k.Valid() || !k.IsPublic() {
-			return nil, errDBSCProof
-		}
-		t, err := dpop.Thumbprint(&k)
+	var pub *ecdsa.PublicKey
+	jkt := storedJKT
+	if h.Has(jws.ParamJWK) {
+		k, err := jws.ParseJWK(h.JWK, jws.ES256)
 		if err != nil {
 			return nil, errDBSCProof
 		}
-		if stored != nil && !hmac.Equal([]byte(t), []byte(storedJKT)) {
+		if stored != nil && !hmac.Equal([]byte(k.Thumbprint), []byte(storedJKT)) {
 			return nil, errDBSCProof
 		}
-		key, jkt = &k, t
+		pub, jkt = k.Key.(*ecdsa.PublicKey), k.Thumbprint
+	} else if stored != nil {
+		pub, _ = stored.Key.(*ecdsa.PublicKey)
 	}
-	if key == nil {
+	// Raw R || S only, as every JWS (RFC 7518 §3.4); P-256 only.
+	if pub == nil || !jws.Verify(jws.ES256, pub, c.SigningInput(), sig) {
 		return nil, errDBSCProof
 	}
-	pub, ok := key.Key.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() || len(sig) != 64 {
+	var cbuf [8]jsonobj.Member
+	claims, err := jsonobj.Parse(cb, cbuf[:0])
+	if err != nil {
 		return nil, errDBSCProof
 	}
-	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(pub, digest[:], r, s) {
+	jti, ok := jsonobj.Unquote(claims.Get("jti"))
+	if !ok || jti == "" {
 		return nil, errDBSCProof
 	}
-	var c dbscClaims
-	if err := strictJSON(cb, &c); err != nil || c.Jti == "" {
+	// Ward sends no authorization parameter, so none may come back.
+	if a, ok := optionalString(claims.Get("authorization")); !ok || a != "" {
 		return nil, errDBSCProof
 	}
-	if c.Authorization != nil && *c.Authorization != "" {
-		return nil, errDBSCProof // Ward sends no authorization parameter
+	sub, ok := optionalString(claims.Get("sub"))
+	if !ok {
+		return nil, errDBSCProof
 	}
-	if len(c.Aud) > 0 {
-		var a string
-		if err := json.Unmarshal(c.Aud, &a); err != nil || a != aud {
+	if raw := claims.Get("aud"); raw != nil {
+		if a, ok := jsonobj.Unquote(raw); !ok || a != aud {
 			return nil, errDBSCProof
 		}
 	}
-	return &dbscProof{JWK: h.JWK, JKT: jkt, Jti: c.Jti, Subject: c.Sub}, nil
+	return &dbscProof{JWK: h.JWK, JKT: jkt, Jti: jti, Subject: sub}, nil
 }
 
-// strictJSON decodes one JSON object, refusing duplicate member names
-// (which parsers resolve differently) and trailing data.
-func strictJSON(b []byte, v any) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
+// optionalString reads an optional string claim: absent and null are "".
+func optionalString(raw []byte) (string, bool) {
+	if raw == nil || string(raw) == "null" {
+		return "", true
 	}
-	d := json.NewDecoder(strings.NewReader(string(b)))
-	if t, err := d.Token(); err != nil || t != json.Delim('{') {
-		return errDBSCProof
-	}
-	n := 0
-	for d.More() {
-		if _, err := d.Token(); err != nil {
-			return err
-		}
-		var skip json.RawMessage
-		if err := d.Decode(&skip); err != nil {
-			return err
-		}
-		n++
-	}
-	if n != len(m) {
-		return errDBSCProof
-	}
-	return json.Unmarshal(b, v)
+	return jsonobj.Unquote(raw)
 }
 
 // consumeDBSCChallenge opens a challenge of purpose for sid and records it

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
+
+	"github.com/ward-idp/ward/httpauth"
 )
 
 // OAuth, DPoP and device-grant error codes (RFC 6749 §5.2, RFC 6750 §3.1,
@@ -115,7 +116,8 @@ func writeTokenError(w http.ResponseWriter, e *Error) {
 		w.Header().Set("DPoP-Nonce", e.DPoPNonce)
 	}
 	if e.Code == ErrInvalidClient && e.Status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Basic realm="ward", error="invalid_client"`)
+		c := httpauth.Challenge{Scheme: "Basic", Params: append([]httpauth.Param{{Name: "realm", Value: "ward"}}, httpauth.ErrorParams(ErrInvalidClient, "")...)}
+		w.Header().Set("WWW-Authenticate", c.String())
 	}
 	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
 }
@@ -127,20 +129,30 @@ func writeResourceError(w http.ResponseWriter, e *Error, scheme string, algs str
 	if e.DPoPNonce != "" {
 		w.Header().Set("DPoP-Nonce", e.DPoPNonce)
 	}
-	params := `error="` + e.Code + `"`
-	if e.Description != "" {
-		params += `, error_description="` + strings.ReplaceAll(e.Description, `"`, `'`) + `"`
-	}
+	ps := httpauth.ErrorParams(e.Code, e.Description)
+	h := w.Header()
 	switch scheme {
 	case "DPoP":
-		w.Header().Add("WWW-Authenticate", `DPoP algs="`+algs+`", `+params)
+		h.Add("WWW-Authenticate", DPoPChallenge(algs, ps...).String())
 	case "Bearer":
-		w.Header().Add("WWW-Authenticate", `Bearer realm="ward", `+params)
+		h.Add("WWW-Authenticate", BearerChallenge(ps...).String())
 	default:
-		w.Header().Add("WWW-Authenticate", `Bearer realm="ward"`)
-		w.Header().Add("WWW-Authenticate", `DPoP algs="`+algs+`"`)
+		h.Add("WWW-Authenticate", BearerChallenge().String())
+		h.Add("WWW-Authenticate", DPoPChallenge(algs).String())
 	}
 	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
+}
+
+// BearerChallenge is Ward's Bearer challenge (RFC 6750 §3: realm "ward")
+// with params, such as httpauth.ErrorParams.
+func BearerChallenge(params ...httpauth.Param) httpauth.Challenge {
+	return httpauth.Challenge{Scheme: "Bearer", Params: append([]httpauth.Param{{Name: "realm", Value: "ward"}}, params...)}
+}
+
+// DPoPChallenge is the DPoP challenge (RFC 9449 §7.1) naming the accepted
+// proof algorithms (space-separated), with params.
+func DPoPChallenge(algs string, params ...httpauth.Param) httpauth.Challenge {
+	return httpauth.Challenge{Scheme: "DPoP", Params: append([]httpauth.Param{{Name: "algs", Value: algs}}, params...)}
 }
 
 // writeJSONCached writes a public, cacheable JSON document (the caller sets

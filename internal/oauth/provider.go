@@ -27,6 +27,7 @@ import (
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/tokens"
 	"github.com/ward-idp/ward/internal/web"
+	"github.com/ward-idp/ward/rs"
 )
 
 // Lifetimes of what the provider issues.
@@ -241,50 +242,10 @@ func (ri reqInfo) event(t model.EventType) *model.Event {
 }
 
 // clientIP is the connection's peer address, or the first untrusted hop
-// of X-Forwarded-For when the peer is a configured trusted proxy.
+// of X-Forwarded-For when the peer is a configured trusted proxy
+// (rs.ClientIP, the one client-IP rule).
 func (p *Provider) clientIP(r *http.Request) netip.Addr {
-	return ClientIP(r, p.c.TrustedProxies)
-}
-
-// ClientIP implements the cross-cutting client-IP rule: the connection's
-// peer, unless that peer is a trusted proxy, in which case X-Forwarded-For
-// is walked from the right past trusted proxies.
-func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	var peer netip.Addr
-	if err == nil {
-		peer = ap.Addr().Unmap()
-	} else if a, err := netip.ParseAddr(r.RemoteAddr); err == nil {
-		peer = a.Unmap()
-	}
-	if !isTrusted(peer, trusted) {
-		return peer
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return peer
-		}
-		a = a.Unmap()
-		if !isTrusted(a, trusted) {
-			return a
-		}
-		peer = a
-	}
-	return peer
-}
-
-func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
-	if !a.IsValid() {
-		return false
-	}
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return rs.ClientIP(r, p.c.TrustedProxies)
 }
 
 // handlePreflight answers CORS preflight for the endpoints browsers call
@@ -323,7 +284,7 @@ func WithRequestContext(next http.Handler, trusted []netip.Prefix) http.Handler 
 			ua = ua[:256]
 		}
 		ctx := context.WithValue(r.Context(), corrKey, id)
-		ctx = bus.WithOrigin(ctx, bus.Origin{IP: ClientIP(r, trusted).String(), UserAgent: ua, CorrelationID: id})
+		ctx = bus.WithOrigin(ctx, bus.Origin{IP: rs.ClientIP(r, trusted).String(), UserAgent: ua, CorrelationID: id})
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/httpauth"
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
@@ -196,30 +197,21 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		e.desc = "internal error; correlation id " + corr
 	}
 	if e.status == http.StatusUnauthorized || e.code == oauth.ErrInsufficientScope {
-		params := ""
+		var ps []httpauth.Param
 		if e.code != "" && e.code != "no_token" {
-			params = `error="` + e.code + `"`
-			if e.desc != "" {
-				params += `, error_description="` + strings.ReplaceAll(e.desc, `"`, `'`) + `"`
-			}
+			ps = httpauth.ErrorParams(e.code, e.desc)
 			if e.scope != "" {
-				params += `, scope="` + e.scope + `"`
+				ps = append(ps, httpauth.Param{Name: "scope", Value: e.scope})
 			}
-		}
-		join := func(prefix string) string {
-			if params == "" {
-				return prefix
-			}
-			return prefix + ", " + params
 		}
 		switch e.scheme {
 		case "DPoP":
-			w.Header().Add("WWW-Authenticate", join(`DPoP algs="`+h.dpopAlgs+`"`))
+			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(h.dpopAlgs, ps...).String())
 		case "Bearer":
-			w.Header().Add("WWW-Authenticate", join(`Bearer realm="ward"`))
+			w.Header().Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
 		default:
-			w.Header().Add("WWW-Authenticate", join(`Bearer realm="ward"`))
-			w.Header().Add("WWW-Authenticate", `DPoP algs="`+h.dpopAlgs+`"`)
+			w.Header().Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
+			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(h.dpopAlgs).String())
 		}
 		if e.nonce != "" {
 			w.Header().Set("DPoP-Nonce", e.nonce)

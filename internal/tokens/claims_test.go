@@ -16,6 +16,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/ward-idp/ward/jws"
 )
 
 const testIssuer = "https://idp.example.com"
@@ -382,32 +384,10 @@ func TestAudienceJSON(t *testing.T) {
 	}
 }
 
-func TestSignatureCodec(t *testing.T) {
-	k := unrelatedKey(t)
-	digest := sha256.Sum256([]byte("x"))
-	for i := 0; i < 200; i++ {
-		der, err := ecdsa.SignASN1(rand.Reader, k, digest[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		var raw [64]byte
-		if !derToRaw(der, raw[:]) {
-			t.Fatalf("derToRaw(%x) failed", der)
-		}
-		back := rawToDER(nil, raw[:32], raw[32:])
-		if string(back) != string(der) {
-			t.Fatalf("rawToDER(derToRaw(%x)) = %x", der, back)
-		}
-	}
-	for _, bad := range [][]byte{nil, {0x30}, {0x31, 0}, {0x30, 2, 2, 0}, {0x30, 3, 2, 1, 1}} {
-		var raw [64]byte
-		if derToRaw(bad, raw[:]) {
-			t.Errorf("derToRaw(%x) accepted", bad)
-		}
-	}
-}
-
 // --- attacker helpers ---
+
+// b64 is strict unpadded base64url, as tokens are encoded.
+var b64 = base64.RawURLEncoding.Strict()
 
 func decodeSegment(t *testing.T, tok string, i int) map[string]any {
 	t.Helper()
@@ -447,17 +427,11 @@ func resign(t *testing.T, priv *ecdsa.PrivateKey, headerJSON, payloadB64 string)
 
 func resignRaw(t *testing.T, priv *ecdsa.PrivateKey, headerB64, payloadB64 string) string {
 	t.Helper()
-	in := headerB64 + "." + payloadB64
-	d := sha256.Sum256([]byte(in))
-	der, err := ecdsa.SignASN1(rand.Reader, priv, d[:])
+	out, err := jws.AppendSign([]byte(headerB64+"."+payloadB64), jws.ES256, priv, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var raw [64]byte
-	if !derToRaw(der, raw[:]) {
-		t.Fatal("derToRaw")
-	}
-	return in + "." + b64.EncodeToString(raw[:])
+	return string(out)
 }
 
 func derSignature(t *testing.T, priv *ecdsa.PrivateKey, in string) string {

@@ -7,12 +7,13 @@
 // which the previous key stays published in the JWKS, and purges keys after
 // their retirement time.
 //
-// Signing and verification are ES256 (ECDSA P-256, SHA-256) only. They are
-// implemented directly on crypto/ecdsa with a lean compact-JWS codec,
+// Signing and verification are ES256 (ECDSA P-256, SHA-256) only, with
+// Ward's strict compact-JWS codec (package jws) directly over crypto/ecdsa,
 // because they sit on the hot path of every token request and every
-// protected API call; go-jose is used for the public JWK Set type. Every
-// verification failure wraps ErrInvalidToken and no error message ever
-// contains the token.
+// protected API call: headers are pre-encoded per key and token type, and
+// Ward's own headers are recognised byte for byte instead of parsed.
+// go-jose is used for the public JWK Set type. Every verification failure
+// wraps ErrInvalidToken and no error message ever contains the token.
 package tokens
 
 import (
@@ -20,7 +21,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -38,6 +38,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/jws"
 )
 
 // AlgES256 is the only signature algorithm Ward issues and accepts.
@@ -507,18 +508,13 @@ func (m *KeyManager) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("active_kid", st.signer.kid), slog.Int("keys", len(st.keys)))
 }
 
-// thumbprint is the RFC 7638 SHA-256 JWK thumbprint of an ES256 key:
-// SHA-256 over {"crv":"P-256","kty":"EC","x":"…","y":"…"}, base64url.
+// thumbprint is the RFC 7638 SHA-256 JWK thumbprint of an ES256 key.
 func thumbprint(pub *ecdsa.PublicKey) string {
-	x, y := coordinates(pub)
-	b := make([]byte, 0, 128)
-	b = append(b, `{"crv":"P-256","kty":"EC","x":"`...)
-	b = base64.RawURLEncoding.AppendEncode(b, x)
-	b = append(b, `","y":"`...)
-	b = base64.RawURLEncoding.AppendEncode(b, y)
-	b = append(b, `"}`...)
-	sum := sha256.Sum256(b)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	tp, err := jws.Thumbprint(pub)
+	if err != nil {
+		panic("tokens: invalid P-256 public key") // keys are validated on load
+	}
+	return tp
 }
 
 // coordinates returns the fixed-length (32-byte) X and Y of a P-256 key.

@@ -18,7 +18,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/jws"
 )
 
 var (
@@ -34,11 +34,18 @@ func testKeys(t testing.TB) (*ecdsa.PrivateKey, *ecdsa.PrivateKey) {
 	return devKey, evilKy
 }
 
+// fixedNow is the tests' clock.
+var fixedNow = time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+
 func jkt(t testing.TB, k *ecdsa.PrivateKey) string {
 	t.Helper()
-	s, err := dpop.Thumbprint(&jose.JSONWebKey{Key: &k.PublicKey})
+	s, err := jws.Thumbprint(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The device registers its key with go-jose-compatible thumbprints.
+	if g, _ := (&jose.JSONWebKey{Key: &k.PublicKey}).Thumbprint(crypto.SHA256); base64.RawURLEncoding.EncodeToString(g) != s {
+		t.Fatal("thumbprint differs from go-jose's")
 	}
 	return s
 }
@@ -198,6 +205,7 @@ func TestReportAttacks(t *testing.T) {
 		{"jwk P-384", forge(t, k, strings.Replace(headerFor(k), "P-256", "P-384", 1), good), ReasonKey},
 		{"no jwk", forge(t, k, `{"typ":"ward-posture+jwt","alg":"ES256","kid":"x"}`, good), ReasonKey},
 		{"duplicate header member", forge(t, k, strings.Replace(headerFor(k), `"alg":"ES256"`, `"alg":"ES256","alg":"ES256"`, 1), good), ReasonMalformed},
+		{"duplicate jwk member", forge(t, k, strings.Replace(headerFor(k), `"kty":"EC"`, `"kty":"EC","kty":"EC"`, 1), good), ReasonMalformed},
 		{"point not on curve", forge(t, k, `{"typ":"ward-posture+jwt","alg":"ES256","jwk":{"crv":"P-256","kty":"EC","x":"`+base64.RawURLEncoding.EncodeToString(make([]byte, 32))+`","y":"`+base64.RawURLEncoding.EncodeToString(append(make([]byte, 31), 1))+`"}}`, good), ReasonKey},
 		{"replayed nonce", valid, ReasonNonce}, // the nonce set below holds "n" once; the round trip used it
 		{"unknown nonce", sign(t, k, samplePosture(), "never-issued", fixedNow), ReasonNonce},

@@ -1,12 +1,22 @@
-// Package jsonobj is the strict JSON object reader of Ward's signed-document
-// parsers (DPoP proofs and JWKs in package dpop; access tokens, SETs and SSF
-// poll responses in package rs): it splits an object into its members
-// without decoding them, refusing anything a mainstream JSON parser might
-// read differently. One implementation, fuzzed from both packages
-// (dpop.FuzzVerify*, rs.Fuzz*).
+// Package jsonobj is a strict reader of JSON objects for security
+// documents: JOSE headers and JWKs (package jws), DPoP proof claims, access
+// token and Security Event Token claims, SSF poll responses, posture
+// reports. It splits an object into its members without decoding them and
+// refuses anything two mainstream JSON parsers might read differently:
+// invalid UTF-8, duplicate member names (compared after unescaping, so
+// "a" and "\u0061" are the same name), more than MaxMembers members.
+// Member names are compared exactly (case-sensitively).
+//
+// Parse checks the top-level object, whose members its caller reads;
+// ParseDeep also checks every nested object, for documents whose other
+// members someone else may read (a JOSE header's extensions).
+//
+// It depends on the standard library only; FuzzParse checks it against
+// encoding/json.
 package jsonobj
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -55,10 +65,15 @@ func (o Object) Get(name string) []byte {
 // RFC 8725 §3.8-style parser differentials). Values are returned raw;
 // nested objects are not inspected.
 func Parse(data []byte, dst Object) (Object, error) {
-	dst = dst[:0]
 	if !utf8.Valid(data) || !json.Valid(data) {
 		return nil, ErrMalformed
 	}
+	return parseValid(data, dst)
+}
+
+// parseValid is Parse for data already known to be valid UTF-8 JSON.
+func parseValid(data []byte, dst Object) (Object, error) {
+	dst = dst[:0]
 	i := SkipWS(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return nil, ErrMalformed
@@ -110,6 +125,153 @@ func Parse(data []byte, dst Object) (Object, error) {
 			return nil, ErrMalformed
 		}
 	}
+}
+
+// MaxDepth bounds the nesting of arrays and objects ParseDeep and
+// ValidDeep accept.
+const MaxDepth = 16
+
+// ErrDepth: nested deeper than MaxDepth.
+var ErrDepth = errors.New("JSON nested too deeply")
+
+// ParseDeep is Parse for a document whose nested values others may read
+// too (a JOSE header's extension members, a JWK, a posture report): every
+// object at every depth must have unique member names (compared after
+// unescaping), and nesting is at most MaxDepth deep. Only the top-level
+// object is bounded by MaxMembers.
+func ParseDeep(data []byte, dst Object) (Object, error) {
+	if err := ValidDeep(data); err != nil {
+		return nil, err
+	}
+	return parseValid(data, dst)
+}
+
+// ValidDeep checks what ParseDeep requires beyond Parse's top-level
+// rules: valid UTF-8 JSON, a top-level object, unique names in every
+// object, at most MaxDepth levels. It returns ErrMalformed, ErrDuplicate
+// or ErrDepth.
+func ValidDeep(data []byte) error {
+	if !utf8.Valid(data) || !json.Valid(data) {
+		return ErrMalformed
+	}
+	i := SkipWS(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return ErrMalformed
+	}
+	_, err := walkValue(data, i, 0)
+	return err
+}
+
+// CheckValue is ValidDeep for any JSON value, such as a member's raw
+// value from Parse: valid UTF-8 JSON whose objects, at every depth, have
+// unique member names, nested at most MaxDepth deep.
+func CheckValue(raw []byte) error {
+	if !utf8.Valid(raw) || !json.Valid(raw) {
+		return ErrMalformed
+	}
+	i := SkipWS(raw, 0)
+	switch raw[i] {
+	case '{', '[':
+		_, err := walkValue(raw, i, 0)
+		return err
+	}
+	return nil
+}
+
+// walkValue walks the valid JSON value at data[i] and returns the index
+// just past it; it checks depth and duplicate member names.
+func walkValue(data []byte, i, depth int) (int, error) {
+	switch data[i] {
+	case '{':
+		return walkObject(data, i, depth+1)
+	case '[':
+		if depth+1 > MaxDepth {
+			return 0, ErrDepth
+		}
+		i = SkipWS(data, i+1)
+		if data[i] == ']' {
+			return i + 1, nil
+		}
+		for {
+			end, err := walkValue(data, i, depth+1)
+			if err != nil {
+				return 0, err
+			}
+			i = SkipWS(data, end)
+			if data[i] == ']' {
+				return i + 1, nil
+			}
+			i = SkipWS(data, i+1) // ','
+		}
+	default:
+		return scanValue(data, i), nil
+	}
+}
+
+func walkObject(data []byte, i, depth int) (int, error) {
+	if depth > MaxDepth {
+		return 0, ErrDepth
+	}
+	i = SkipWS(data, i+1)
+	if data[i] == '}' {
+		return i + 1, nil
+	}
+	// Names are compared in a small array, then in a map once there are
+	// many, so that a hostile object cannot make the check quadratic.
+	var small [16][]byte
+	names := small[:0]
+	var many map[string]struct{}
+	for {
+		end := ScanString(data, i)
+		name, ok := unescapeName(data[i:end])
+		if !ok {
+			return 0, ErrMalformed
+		}
+		if many != nil {
+			if _, dup := many[string(name)]; dup {
+				return 0, ErrDuplicate
+			}
+			many[string(name)] = struct{}{}
+		} else {
+			for _, n := range names {
+				if bytes.Equal(n, name) {
+					return 0, ErrDuplicate
+				}
+			}
+			names = append(names, name)
+			if len(names) == len(small) {
+				many = make(map[string]struct{}, 2*len(small))
+				for _, n := range names {
+					many[string(n)] = struct{}{}
+				}
+			}
+		}
+		i = SkipWS(data, end)
+		i = SkipWS(data, i+1) // ':'
+		vend, err := walkValue(data, i, depth)
+		if err != nil {
+			return 0, err
+		}
+		i = SkipWS(data, vend)
+		if data[i] == '}' {
+			return i + 1, nil
+		}
+		i = SkipWS(data, i+1) // ','
+	}
+}
+
+// unescapeName returns the content of the quoted JSON string raw,
+// unescaped; without escapes it is a subslice of raw (no allocation).
+func unescapeName(raw []byte) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return nil, false
+	}
+	body := raw[1 : len(raw)-1]
+	if bytes.IndexByte(body, '\\') < 0 {
+		return body, true
+	}
+	s, ok := Unquote(raw)
+	return []byte(s), ok
 }
 
 // SkipWS returns the index of the first non-whitespace byte at or after i.

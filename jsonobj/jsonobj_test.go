@@ -121,3 +121,65 @@ func TestStrings(t *testing.T) {
 		t.Errorf("Unquote escaped: %q %v", s, ok)
 	}
 }
+
+func TestParseDeep(t *testing.T) {
+	nest := func(n int, inner string) string {
+		return strings.Repeat(`{"a":`, n-1) + inner + strings.Repeat(`}`, n-1)
+	}
+	var many strings.Builder
+	many.WriteString(`{"x":{`)
+	for i := range 20 {
+		fmt.Fprintf(&many, `"m%d":1,`, i)
+	}
+	many.WriteString(`"m17":2}}`)
+	tests := []struct {
+		in  string
+		err error
+	}{
+		{`{"a":{"b":1,"c":[{"d":1},{"d":2}]}}`, nil},
+		{`{"a":{"b":1,"b":2}}`, ErrDuplicate},
+		{`{"a":{"b":1,"\u0062":2}}`, ErrDuplicate},
+		{`{"a":[1,{"b":1,"b":2}]}`, ErrDuplicate},
+		{`{"a":{"b":1,"B":2}}`, nil},
+		{many.String(), ErrDuplicate},
+		{nest(MaxDepth, `{}`), nil},
+		{nest(MaxDepth+1, `{}`), ErrDepth},
+		{`{"a":` + strings.Repeat(`[`, MaxDepth) + strings.Repeat(`]`, MaxDepth) + `}`, ErrDepth},
+		{`{"a":` + strings.Repeat(`[`, MaxDepth-1) + strings.Repeat(`]`, MaxDepth-1) + `}`, nil},
+		{`{"a":1,"a":2}`, ErrDuplicate},
+		{`[{"a":1}]`, ErrMalformed},
+		{"{\"a\":\"\xff\"}", ErrMalformed},
+		{`{"a":{"b":1}`, ErrMalformed},
+	}
+	for _, tc := range tests {
+		obj, err := ParseDeep([]byte(tc.in), nil)
+		if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("ParseDeep(%.60q) = %v, want %v", tc.in, err, tc.err)
+		}
+		if err == nil {
+			want, _ := Parse([]byte(tc.in), nil)
+			if fmt.Sprint(obj) != fmt.Sprint(want) {
+				t.Errorf("ParseDeep(%.60q) = %v, Parse %v", tc.in, obj, want)
+			}
+		}
+		if err := ValidDeep([]byte(tc.in)); !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+			t.Errorf("ValidDeep(%.60q) = %v, want %v", tc.in, err, tc.err)
+		}
+	}
+}
+
+func TestCheckValue(t *testing.T) {
+	for in, want := range map[string]error{
+		`1`: nil, `"a"`: nil, `null`: nil, `[]`: nil, `{}`: nil,
+		`[{"a":1},{"a":1}]`:        nil,
+		`[{"a":1,"a":1}]`:          ErrDuplicate,
+		`{"a":{"b":1,"\u0062":2}}`: ErrDuplicate,
+		strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth):     nil,
+		strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1): ErrDepth,
+		`[1,]`: ErrMalformed, ``: ErrMalformed, "\"\xff\"": ErrMalformed,
+	} {
+		if err := CheckValue([]byte(in)); !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("CheckValue(%.40q) = %v, want %v", in, err, want)
+		}
+	}
+}

@@ -3,119 +3,20 @@ package posture
 import (
 	"bytes"
 	"encoding/json"
-	"unicode/utf8"
 
-	"github.com/ward-idp/ward/internal/jsonobj"
+	"github.com/ward-idp/ward/jsonobj"
 )
 
-// The report's JSON (header, claims) is checked in two cheap passes and
-// decoded in a third, without reflection:
+// The report's claims are checked in one cheap pass and decoded in a
+// second, without reflection:
 //
-//  1. checkStructure: valid UTF-8, valid JSON (encoding/json's own
-//     validator), a top-level object, nesting at most maxDepth deep and no
-//     object anywhere with a member name twice, compared after unescaping
-//     (encoding/json would silently keep the last, which invites parser
-//     differentials);
+//  1. jsonobj.ValidDeep: valid UTF-8, valid JSON, a top-level object,
+//     nesting at most jsonobj.MaxDepth deep and no object anywhere with a
+//     member name twice, compared after unescaping (encoding/json would
+//     silently keep the last, which invites parser differentials);
 //  2. objIter walks the members of one object, whose syntax pass 1 has
 //     vouched for, and the typed decoders take the values they know,
 //     rejecting every other name and every mistyped value.
-
-const maxDepth = 16
-
-// checkStructure reports whether data passes pass 1 above.
-func checkStructure(data []byte) bool {
-	if !utf8.Valid(data) || !json.Valid(data) {
-		return false
-	}
-	i := skipWS(data, 0)
-	if i >= len(data) || data[i] != '{' {
-		return false
-	}
-	_, ok := walkValue(data, i, 0)
-	return ok
-}
-
-// walkValue walks the valid JSON value at data[i] and returns the index
-// just past it; it checks depth and duplicate member names.
-func walkValue(data []byte, i, depth int) (int, bool) {
-	switch data[i] {
-	case '{':
-		return walkObject(data, i, depth+1)
-	case '[':
-		if depth+1 > maxDepth {
-			return 0, false
-		}
-		i = skipWS(data, i+1)
-		if data[i] == ']' {
-			return i + 1, true
-		}
-		for {
-			end, ok := walkValue(data, i, depth+1)
-			if !ok {
-				return 0, false
-			}
-			i = skipWS(data, end)
-			if data[i] == ']' {
-				return i + 1, true
-			}
-			i = skipWS(data, i+1) // ','
-		}
-	case '"':
-		return scanString(data, i), true
-	default:
-		return scanScalar(data, i), true
-	}
-}
-
-func walkObject(data []byte, i, depth int) (int, bool) {
-	if depth > maxDepth {
-		return 0, false
-	}
-	i = skipWS(data, i+1)
-	if data[i] == '}' {
-		return i + 1, true
-	}
-	var small [16][]byte
-	names := small[:0]
-	var many map[string]struct{}
-	for {
-		end := scanString(data, i)
-		name, ok := unescapeName(data[i:end])
-		if !ok {
-			return 0, false
-		}
-		if many != nil {
-			if _, dup := many[string(name)]; dup {
-				return 0, false
-			}
-			many[string(name)] = struct{}{}
-		} else {
-			for _, n := range names {
-				if bytes.Equal(n, name) {
-					return 0, false
-				}
-			}
-			names = append(names, name)
-			if len(names) == len(small) {
-				many = make(map[string]struct{}, 2*len(small))
-				for _, n := range names {
-					many[string(n)] = struct{}{}
-				}
-			}
-		}
-		i = skipWS(data, end)
-		i = skipWS(data, i+1) // ':'
-		vend, ok := walkValue(data, i, depth)
-		if !ok {
-			return 0, false
-		}
-		i = skipWS(data, vend)
-		if data[i] == '}' {
-			return i + 1, true
-		}
-		i = skipWS(data, i+1) // ','
-	}
-}
 
 func skipWS(data []byte, i int) int { return jsonobj.SkipWS(data, i) }
 
@@ -158,7 +59,7 @@ func unescapeName(raw []byte) ([]byte, bool) {
 	return []byte(s), true
 }
 
-// objIter walks the members of an object that checkStructure accepted
+// objIter walks the members of an object that jsonobj.ValidDeep accepted
 // (as a whole or as part of a larger document).
 type objIter struct {
 	b    []byte
@@ -181,7 +82,7 @@ func (it *objIter) next() bool {
 	}
 	end := scanString(it.b, it.i)
 	name, ok := unescapeName(it.b[it.i:end])
-	if !ok { // cannot happen after checkStructure
+	if !ok { // cannot happen after jsonobj.ValidDeep
 		it.done = true
 		return false
 	}

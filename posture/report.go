@@ -5,19 +5,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"strings"
 	"time"
 
-	"golang.org/x/crypto/cryptobyte"
-	"golang.org/x/crypto/cryptobyte/asn1"
+	"github.com/ward-idp/ward/jsonobj"
+	"github.com/ward-idp/ward/jws"
 )
 
 // Report format constants.
@@ -90,42 +87,21 @@ func SignReport(key crypto.Signer, p *Posture, deviceID, nonce string, now time.
 	if err != nil {
 		return "", fmt.Errorf("posture: encode claims: %w", err)
 	}
-	pt, err := pub.Bytes() // 0x04 || X || Y
+	jwk, err := jws.CanonicalJWK(pub) // {"crv":"P-256","kty":"EC","x":…,"y":…}
 	if err != nil {
 		return "", fmt.Errorf("posture: public key: %w", err)
 	}
-	hdr := `{"typ":"` + ReportType + `","alg":"ES256","jwk":{"crv":"P-256","kty":"EC","x":"` +
-		b64.EncodeToString(pt[1:33]) + `","y":"` + b64.EncodeToString(pt[33:]) + `"}}`
-	input := b64.EncodeToString([]byte(hdr)) + "." + b64.EncodeToString(payload)
-	digest := sha256.Sum256([]byte(input))
-	der, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
-	if err != nil {
+	hdr := `{"typ":"` + ReportType + `","alg":"ES256","jwk":` + string(jwk) + `}`
+	buf := make([]byte, 0, 2*len(hdr)+2*len(payload)+90)
+	buf = append(jws.AppendSegment(buf, []byte(hdr)), '.')
+	buf = jws.AppendSegment(buf, payload)
+	if buf, err = jws.AppendSign(buf, jws.ES256, key, rand.Reader); err != nil {
 		return "", fmt.Errorf("posture: sign report: %w", err)
 	}
-	raw, err := derToRaw(der)
-	if err != nil {
-		return "", err
+	if len(buf) > MaxReportSize {
+		return "", fmt.Errorf("posture: report of %d bytes exceeds %d", len(buf), MaxReportSize)
 	}
-	tok := input + "." + b64.EncodeToString(raw)
-	if len(tok) > MaxReportSize {
-		return "", fmt.Errorf("posture: report of %d bytes exceeds %d", len(tok), MaxReportSize)
-	}
-	return tok, nil
-}
-
-// derToRaw converts an ASN.1 ECDSA P-256 signature to JWS R || S.
-func derToRaw(der []byte) ([]byte, error) {
-	var r, s big.Int
-	in := cryptobyte.String(der)
-	var seq cryptobyte.String
-	if !in.ReadASN1(&seq, asn1.SEQUENCE) || !in.Empty() || !seq.ReadASN1Integer(&r) || !seq.ReadASN1Integer(&s) || !seq.Empty() ||
-		r.Sign() <= 0 || s.Sign() <= 0 || r.BitLen() > 256 || s.BitLen() > 256 {
-		return nil, errors.New("posture: signer returned a malformed ECDSA signature")
-	}
-	out := make([]byte, 64)
-	r.FillBytes(out[:32])
-	s.FillBytes(out[32:])
-	return out, nil
+	return string(buf), nil
 }
 
 // Reason is a stable, machine-readable code for a rejected report, fit
@@ -233,48 +209,39 @@ func ParseReport(token string, opts VerifyOptions) (*Report, error) {
 	if len(token) > MaxReportSize {
 		return nil, reject(ReasonTooLarge, "report exceeds the size limit")
 	}
-	h, rest, ok := strings.Cut(token, ".")
-	if !ok {
-		return nil, reject(ReasonMalformed, "not a compact JWS")
-	}
-	p, s, ok := strings.Cut(rest, ".")
-	if !ok || strings.Contains(s, ".") {
-		return nil, reject(ReasonMalformed, "not a compact JWS")
-	}
-	hdr, err := b64.DecodeString(h)
+	c, err := jws.Split(token)
 	if err != nil {
-		return nil, reject(ReasonMalformed, "header is not base64url")
+		return nil, reject(ReasonMalformed, "not a compact JWS")
 	}
-	pub, sum, rerr := parseHeader(hdr)
+	pub, jkt, rerr := parseHeader(c.Header())
 	if rerr != nil {
 		return nil, rerr
 	}
-	if !jktEqual(&sum, opts.JKT) {
+	if subtle.ConstantTimeCompare([]byte(jkt), []byte(opts.JKT)) != 1 {
 		return nil, reject(ReasonKeyMismatch, "report key is not the device's registered key")
 	}
-	var sig [64]byte
-	if len(s) != 86 {
+	if len(c.Signature()) != 86 {
 		return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
 	}
-	if n, err := b64.Decode(sig[:], []byte(s)); err != nil || n != 64 {
-		return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
-	}
-	der, ok := rawToDER(&sig)
-	if !ok {
+	if !jws.VerifyES256(pub, c.SigningInput(), c.Signature()) {
+		if _, err := jws.DecodeSegment(c.Signature()); err != nil {
+			return nil, reject(ReasonSignature, "signature is not a 64-byte ES256 signature")
+		}
 		return nil, reject(ReasonSignature, "signature does not verify")
 	}
-	digest := sha256.Sum256([]byte(token[:len(h)+1+len(p)]))
-	if !ecdsa.VerifyASN1(pub, digest[:], der) {
-		return nil, reject(ReasonSignature, "signature does not verify")
-	}
-	payload, err := b64.DecodeString(p)
+	payload, err := jws.DecodeSegment(c.Payload())
 	if err != nil {
 		return nil, reject(ReasonMalformed, "payload is not base64url")
 	}
-	var c reportClaims
-	if rerr := decodeStrict(payload, &c); rerr != nil {
+	var cl reportClaims
+	if rerr := decodeStrict(payload, &cl); rerr != nil {
 		return nil, rerr
 	}
+	return checkClaims(&cl, opts)
+}
+
+// checkClaims applies the report's claim rules (see ParseReport).
+func checkClaims(c *reportClaims, opts VerifyOptions) (*Report, error) {
 	if c.Iss != ReportIssuer {
 		return nil, reject(ReasonIssuer, "iss is not "+ReportIssuer)
 	}
@@ -323,126 +290,46 @@ func ParseReport(token string, opts VerifyOptions) (*Report, error) {
 	}, nil
 }
 
-// jktEqual reports, in constant time, whether want is the unpadded
-// base64url encoding of sum.
-func jktEqual(sum *[sha256.Size]byte, want string) bool {
-	var enc [43]byte // RawURLEncoding of 32 bytes
-	b64.Encode(enc[:], sum[:])
-	return subtle.ConstantTimeCompare(enc[:], []byte(want)) == 1
-}
-
-// rawToDER converts a JWS R || S signature to ASN.1 DER, as
-// ecdsa.VerifyASN1 takes it. A zero R or S is refused.
-func rawToDER(sig *[64]byte) ([]byte, bool) {
-	out := make([]byte, 2, 72)
-	out[0] = 0x30
-	for _, v := range [][]byte{sig[:32], sig[32:]} {
-		for len(v) > 0 && v[0] == 0 {
-			v = v[1:]
-		}
-		if len(v) == 0 {
-			return nil, false
-		}
-		if v[0]&0x80 != 0 {
-			out = append(out, 2, byte(len(v)+1), 0)
-		} else {
-			out = append(out, 2, byte(len(v)))
-		}
-		out = append(out, v...)
+// parseHeader checks the protected header: exactly typ (ReportType), alg
+// (ES256) and jwk (exactly kty EC, crv P-256, x, y: a point on the
+// curve); it returns the report key and its RFC 7638 thumbprint.
+func parseHeader(seg string) (*ecdsa.PublicKey, string, *Error) {
+	var buf [4]jsonobj.Member
+	h, err := jws.ParseHeader(seg, buf[:0])
+	if errors.Is(err, jws.ErrEncoding) {
+		return nil, "", reject(ReasonMalformed, "header is not base64url")
+	} else if err != nil {
+		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
 	}
-	out[1] = byte(len(out) - 2)
-	return out, true
-}
-
-// parseHeader checks the protected header and returns the report key and
-// the SHA-256 of its RFC 7638 thumbprint input.
-func parseHeader(hdr []byte) (*ecdsa.PublicKey, [sha256.Size]byte, *Error) {
-	var zero [sha256.Size]byte
-	if !checkStructure(hdr) {
-		return nil, zero, reject(ReasonMalformed, "header is not a JSON object without duplicate members")
+	if !h.IsString(jws.ParamTyp) || h.Typ != ReportType {
+		return nil, "", reject(ReasonType, "typ is not "+ReportType)
 	}
-	var typRaw, algRaw, jwkRaw []byte
-	n := 0
-	it := newObjIter(hdr)
-	for it.next() {
-		n++
-		switch string(it.key()) {
-		case "typ":
-			typRaw = it.val
-		case "alg":
-			algRaw = it.val
-		case "jwk":
-			jwkRaw = it.val
-		}
+	if !h.IsString(jws.ParamAlg) || h.Alg != string(jws.ES256) {
+		return nil, "", reject(ReasonAlg, "alg is not ES256")
 	}
-	if typ, ok := jsonString(typRaw); !ok || typ != ReportType {
-		return nil, zero, reject(ReasonType, "typ is not "+ReportType)
+	if h.Len() != 3 || !h.Has(jws.ParamJWK) {
+		return nil, "", reject(ReasonKey, "header must hold exactly typ, alg and jwk")
 	}
-	if alg, ok := jsonString(algRaw); !ok || alg != "ES256" {
-		return nil, zero, reject(ReasonAlg, "alg is not ES256")
+	k, err := jws.ParseJWK(h.JWK, jws.ES256)
+	switch {
+	case errors.Is(err, jws.ErrJWKNotObject) && h.JWK[0] == '{' && jsonobj.CheckValue(h.JWK) != nil:
+		// A duplicate member (or deep nesting) anywhere in the header
+		// makes it malformed, the jwk included.
+		return nil, "", reject(ReasonMalformed, "header is not a JSON object without duplicate members")
+	case errors.Is(err, jws.ErrJWKECEncoding):
+		return nil, "", reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
+	case errors.Is(err, jws.ErrJWKECPoint):
+		return nil, "", reject(ReasonKey, "jwk is not a point on P-256")
+	case err != nil || k.Members != 4:
+		return nil, "", reject(ReasonKey, "jwk must be exactly a public EC P-256 key (kty, crv, x, y)")
 	}
-	if n != 3 || jwkRaw == nil {
-		return nil, zero, reject(ReasonKey, "header must hold exactly typ, alg and jwk")
-	}
-	badKey := reject(ReasonKey, "jwk must be exactly a public EC P-256 key (kty, crv, x, y)")
-	if jwkRaw[0] != '{' {
-		return nil, zero, badKey
-	}
-	var kty, crv, xs, ys string
-	n = 0
-	it = newObjIter(jwkRaw)
-	for it.next() {
-		n++
-		v, ok := jsonString(it.val)
-		if !ok {
-			return nil, zero, badKey
-		}
-		switch string(it.key()) {
-		case "kty":
-			kty = v
-		case "crv":
-			crv = v
-		case "x":
-			xs = v
-		case "y":
-			ys = v
-		default:
-			return nil, zero, badKey
-		}
-	}
-	if n != 4 || kty != "EC" || crv != "P-256" {
-		return nil, zero, badKey
-	}
-	var pt [65]byte
-	pt[0] = 4
-	if len(xs) != 43 || len(ys) != 43 {
-		return nil, zero, reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
-	}
-	nx, errx := b64.Decode(pt[1:33], []byte(xs))
-	ny, erry := b64.Decode(pt[33:], []byte(ys))
-	if errx != nil || erry != nil || nx != 32 || ny != 32 {
-		return nil, zero, reject(ReasonKey, "jwk coordinates are not 32-byte base64url")
-	}
-	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt[:])
-	if err != nil {
-		return nil, zero, reject(ReasonKey, "jwk is not a point on P-256")
-	}
-	// RFC 7638: the required members in lexicographic order, no
-	// whitespace. Strict base64url decoding to 32 bytes above means xs and
-	// ys are the canonical encodings.
-	var buf [128]byte
-	tp := append(buf[:0], `{"crv":"P-256","kty":"EC","x":"`...)
-	tp = append(tp, xs...)
-	tp = append(tp, `","y":"`...)
-	tp = append(tp, ys...)
-	tp = append(tp, `"}`...)
-	return pub, sha256.Sum256(tp), nil
+	return k.Key.(*ecdsa.PublicKey), k.Thumbprint, nil
 }
 
 // decodeStrict decodes the claims: one JSON object, no duplicate or
 // unknown members (also inside posture), valid state values.
 func decodeStrict(payload []byte, c *reportClaims) *Error {
-	if !checkStructure(payload) {
+	if jsonobj.ValidDeep(payload) != nil {
 		return reject(ReasonClaims, "claims are not a JSON object without duplicate members")
 	}
 	bad := reject(ReasonClaims, "claims are malformed, mistyped or unknown")
@@ -482,7 +369,7 @@ func decodeStrict(payload []byte, c *reportClaims) *Error {
 }
 
 // decodePosture decodes a posture object already checked by
-// checkStructure: known fields only, each of its type.
+// jsonobj.ValidDeep: known fields only, each of its type.
 func decodePosture(raw []byte) (*Posture, *Error) {
 	bad := reject(ReasonPosture, "posture has unknown, mistyped or malformed fields")
 	if raw[0] != '{' {
