@@ -43,8 +43,8 @@ func newKeysCmd(e *cliEnv) *cobra.Command {
 		Use:   "rotate",
 		Short: "Create a new signing key that signs from now on",
 		Long: `Create a new signing key and make it the active signer. Previous keys stay
-published in JWKS for tokens.key_retire_after. Running servers pick the new
-key up when they reload their keys.`,
+published in JWKS for tokens.key_retire_after. Running servers publish the new
+key and sign with it within about a second.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {

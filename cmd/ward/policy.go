@@ -2,8 +2,8 @@ package main
 
 // Conditional Access as code: `ward policy apply | export | test | whatif
 // | versions`. apply, export, whatif and versions work on the server's
-// store (a running server picks up a new version within
-// conditional_access.poll_interval); test runs offline against a file, or
+// store (a running server puts a new version in force within about a
+// second); test runs offline against a file, or
 // against the stored policies.
 
 import (

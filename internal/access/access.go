@@ -171,22 +171,45 @@ func (s *Service) current(ctx context.Context) *compiled {
 	now := s.o.Now().UnixNano()
 	if now-s.checked.Load() >= int64(s.o.PollInterval) && s.polling.CompareAndSwap(false, true) {
 		s.checked.Store(now)
-		// Install what was read only over what was loaded when the check
-		// began: an Apply on this instance meanwhile installed a newer
-		// version, which an older read must not replace.
-		loaded := s.cur.Load()
-		if n, err := s.o.Store.LatestPolicyVersionNumber(ctx); err != nil {
+		if err := s.Refresh(ctx); err != nil {
 			s.o.Log.WarnContext(ctx, "check conditional access version", "err", err)
-		} else if n != loaded.version {
-			if v, err := s.o.Store.LatestPolicyVersion(ctx); err == nil {
-				s.cur.CompareAndSwap(loaded, s.compile(ctx, v))
-			} else if !errors.Is(err, store.ErrNotFound) {
-				s.o.Log.WarnContext(ctx, "load conditional access version", "version", n, "err", err)
-			}
 		}
 		s.polling.Store(false)
 	}
 	return s.cur.Load()
+}
+
+// Refresh installs the version stored now if it is not the one in force:
+// how a version stored by another process (`ward policy apply`, another
+// instance) takes effect when its access.policy_changed event arrives,
+// without waiting for the poll, which stays as a safety net. It costs one
+// indexed read when nothing changed, so a repeated event is harmless.
+func (s *Service) Refresh(ctx context.Context) error {
+	// Install what was read only over what was loaded when the check
+	// began, or over an older version: an Apply on this instance, or a
+	// concurrent check, may have installed a newer version meanwhile,
+	// which an older read must not replace.
+	loaded := s.cur.Load()
+	n, err := s.o.Store.LatestPolicyVersionNumber(ctx)
+	if err != nil {
+		return err
+	}
+	if n == loaded.version {
+		return nil
+	}
+	v, err := s.o.Store.LatestPolicyVersion(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("load version %d: %w", n, err)
+	}
+	c := s.compile(ctx, v)
+	for !s.cur.CompareAndSwap(loaded, c) {
+		if loaded = s.cur.Load(); loaded.version >= c.version {
+			return nil
+		}
+	}
+	return nil
 }
 
 // Request is the facts of one sign-in or token request.

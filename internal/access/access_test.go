@@ -534,6 +534,43 @@ func TestPollDoesNotUndoApply(t *testing.T) {
 	}
 }
 
+// Refresh (run when another process's access.policy_changed arrives)
+// installs the stored version at once, without waiting for the poll; a
+// repeat changes nothing, and a refresh that read a version before this
+// instance applied a newer one does not install the older over it.
+func TestRefresh(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	hs := &hookStore{Store: e.st}
+	b := access.New(access.Options{Store: hs, Bus: e.bus, Now: e.clock.Now, PollInterval: pollInterval})
+	if err := b.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bob, web := e.user(t, "u-bob"), e.client(t, "web")
+	req := access.Request{Flow: policy.FlowInteractive, User: bob, Client: web, AMR: []string{"pwd"}}
+	apply(t, e.svc, doc(t, docV1), anyVersion) // through another instance
+	if r := evaluate(t, b, req); r.Version != 0 {
+		t.Fatalf("B before Refresh (no poll due): version %d", r.Version)
+	}
+	for range 2 {
+		if err := b.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r := evaluate(t, b, req); r.Version != 1 || r.Outcome != policy.OutcomeAllowWithControls {
+			t.Fatalf("B after Refresh: %+v", r)
+		}
+	}
+
+	apply(t, e.svc, &policy.Document{}, anyVersion) // version 2
+	hs.arm(func() { apply(t, b, doc(t, docV1), access.ApplyOptions{ExpectVersion: 2}) })
+	if err := b.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, v, _ := b.Current(ctx); v != 3 {
+		t.Errorf("B serves version %d after applying version 3", v)
+	}
+}
+
 // A stored version that no longer compiles fails closed until a valid one
 // is applied.
 func TestStoredVersionDoesNotCompile(t *testing.T) {

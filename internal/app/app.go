@@ -44,7 +44,8 @@ type App struct {
 	Now         func() time.Time
 	Store       store.Store
 	Bus         bus.Bus
-	Durable     bus.Durable // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
+	Durable     bus.Durable    // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
+	Changes     bus.Subscriber // ChangeEventTypes stored by any process, this one included (see followChanges)
 	KEK         *secret.KEK
 	Keys        *tokens.KeyManager
 	Identity    *identity.Service
@@ -136,6 +137,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	if err := a.openBus(ctx, o); err != nil {
 		return nil, err
 	}
+	if err := a.followChanges(o); err != nil {
+		return nil, fmt.Errorf("app: follow changes: %w", err)
+	}
 	b := a.Bus
 	a.unsubAudit = audit.Subscribe(b, audit.Options{Store: a.Store, Now: o.Now, Log: log})
 	a.Sessions = session.New(session.Options{Store: a.Store, Bus: b, Now: o.Now, Log: log})
@@ -206,6 +210,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	if err := a.Access.Load(ctx); err != nil {
 		return nil, fmt.Errorf("app: %w", err)
 	}
+	a.subscribeChanges()
 	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {
 		return nil, err
 	}

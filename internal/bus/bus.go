@@ -12,8 +12,13 @@
 //     JetStream. A relay in each instance publishes the stored events, in
 //     sequence order and de-duplicated by event id, to the stream; durable
 //     consumers get them even after a restart of either side.
+//   - Follower.Follow: every process gets every event stored from now on,
+//     whichever process stored it (another instance, a command-line
+//     tool), within about a second: how state kept in memory learns of
+//     changes made elsewhere. NATS follows the stream with an ordered
+//     consumer; Poller reads the events table.
 //
-// The Local bus has only the first kind. NATS has both, against an
+// The Local bus has only the first kind. NATS has all three, against an
 // embedded in-process server or an external cluster with the same code.
 package bus
 
@@ -34,6 +39,11 @@ type Handler func(ctx context.Context, e *model.Event) error
 // Bus publishes events to subscribers.
 type Bus interface {
 	Publish(ctx context.Context, e *model.Event) error
+	Subscriber
+}
+
+// Subscriber is the receiving side of a Bus.
+type Subscriber interface {
 	// Subscribe registers h and returns a function that removes it.
 	Subscribe(name string, h Handler) (unsubscribe func())
 }

@@ -41,8 +41,9 @@ func TestConformanceExternalNATS(t *testing.T) {
 
 type localDeployment struct{}
 
-func (localDeployment) Open(testing.TB, store.Store) bustest.Instance {
-	return bustest.Instance{Bus: bus.NewLocal(), Durable: bus.NoDurable{Reason: "in-process bus"}}
+func (localDeployment) Open(_ testing.TB, st store.Store) bustest.Instance {
+	return bustest.Instance{Bus: bus.NewLocal(), Durable: bus.NoDurable{Reason: "in-process bus"},
+		Follower: bus.NewPoller(st, bus.PollerOptions{Interval: 50 * time.Millisecond})}
 }
 
 // natsDeployment is one NATS (the embedded server, started by its first
@@ -90,7 +91,7 @@ func (d *natsDeployment) Open(t testing.TB, st store.Store) bustest.Instance {
 	if d.first == nil {
 		d.first = n
 	}
-	return bustest.Instance{Bus: n, Durable: n}
+	return bustest.Instance{Bus: n, Durable: n, Follower: n}
 }
 
 func deleteStream(url, stream string) {

@@ -135,7 +135,8 @@ func (o *NATSOptions) setDefaults() {
 }
 
 // NATS is the JetStream bus: a Local bus for synchronous subscribers, a
-// relay that publishes the outbox to the stream, and durable consumers.
+// relay that publishes the outbox to the stream, durable consumers and
+// followers.
 type NATS struct {
 	*Local
 	o   NATSOptions
@@ -162,6 +163,7 @@ type NATS struct {
 	mu        sync.Mutex
 	closed    bool
 	consumers map[*consumer]struct{}
+	followers map[*natsFollow]struct{}
 }
 
 var (
@@ -169,7 +171,7 @@ var (
 	_ Durable = (*NATS)(nil)
 )
 
-// ErrClosed is returned by Consume after Close.
+// ErrClosed is returned by Consume and Follow after Close.
 var ErrClosed = errors.New("bus: closed")
 
 // OpenNATS starts the embedded server (o.URL empty) or connects to the
@@ -195,7 +197,8 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	if len(o.CAE.SubscriberNKeys) > 0 && (o.URL != "" || o.Embedded.Listen == "" || !o.CAE.Enabled) {
 		return nil, errors.New("bus: CAE subscriber nkeys need the CAE stream and the embedded server's listener")
 	}
-	n := &NATS{Local: NewLocal(), o: o, log: o.Log.With("component", "bus"), consumers: map[*consumer]struct{}{}}
+	n := &NATS{Local: NewLocal(), o: o, log: o.Log.With("component", "bus"), consumers: map[*consumer]struct{}{},
+		followers: map[*natsFollow]struct{}{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -312,9 +315,16 @@ func (n *NATS) Close() error {
 	for c := range n.consumers {
 		cs = append(cs, c)
 	}
+	fs := make([]*natsFollow, 0, len(n.followers))
+	for f := range n.followers {
+		fs = append(fs, f)
+	}
 	n.mu.Unlock()
 	for _, c := range cs {
 		c.stop()
+	}
+	for _, f := range fs {
+		f.stop()
 	}
 	n.cancel()
 	n.wg.Wait()

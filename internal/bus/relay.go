@@ -88,6 +88,8 @@ type relay struct {
 	hold atomic.Bool
 	// beforePublish, when set (tests), runs before each publication.
 	beforePublish atomic.Pointer[func(*store.StoredEvent)]
+	// polls counts the steps of poll ticks (tests).
+	polls atomic.Int64
 
 	mu        sync.Mutex
 	published int64 // messages acknowledged by the stream (including duplicates)
@@ -168,9 +170,13 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 			return 0
 		}
 	} else if polled {
+		r.polls.Add(1)
 		// Another instance's relay may be ahead (we were partitioned, or
-		// it just runs faster): continue where the stream is.
-		if last, ok, err := r.lastStreamSeq(ctx); err == nil && ok && last > r.cursor {
+		// it just runs faster): continue where the stream is, if that is
+		// where this database is. A stream ahead of the database (a
+		// restored backup, see init) holds other events under the same
+		// numbers; jumping there would skip the database's new events.
+		if last, id, ok, err := r.lastStream(ctx); err == nil && ok && last > r.cursor && r.stored(ctx, last, id) {
 			r.cursor = last
 		}
 	}
@@ -268,7 +274,7 @@ func (r *relay) init(ctx context.Context) error {
 			return err
 		}
 	}
-	last, ok, err := r.lastStreamSeq(ctx)
+	last, _, ok, err := r.lastStream(ctx)
 	if err != nil {
 		return err
 	}
@@ -306,28 +312,44 @@ func (r *relay) init(ctx context.Context) error {
 	return nil
 }
 
-// lastStreamSeq returns the Ward-Seq of the stream's last message.
-func (r *relay) lastStreamSeq(ctx context.Context) (int64, bool, error) {
+// lastStream returns the Ward-Seq and the message id (the event id) of
+// the stream's last message.
+func (r *relay) lastStream(ctx context.Context) (int64, string, bool, error) {
 	if r.stream == nil {
 		s, err := r.n.js.Stream(ctx, r.n.o.Stream)
 		if err != nil {
-			return 0, false, err
+			return 0, "", false, err
 		}
 		r.stream = s
 	}
 	m, err := r.stream.GetLastMsgForSubject(ctx, r.n.o.SubjectPrefix+".>")
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, false, nil
+		return 0, "", false, nil
 	} else if err != nil {
 		r.stream = nil
-		return 0, false, err
+		return 0, "", false, err
 	}
 	seq, err := strconv.ParseInt(m.Header.Get(HeaderSeq), 10, 64)
 	if err != nil {
 		r.log.Warn("relay: the stream's last message has no Ward-Seq header; treating the stream as empty", "stream_seq", m.Sequence)
-		return 0, false, nil
+		return 0, "", false, nil
 	}
-	return seq, true, nil
+	return seq, m.Header.Get(jetstream.MsgIDHeader), true, nil
+}
+
+// stored reports whether the database holds, under seq, the event a
+// message with id was published for.
+func (r *relay) stored(ctx context.Context, seq int64, id string) bool {
+	evs, err := r.src.EventsAfter(ctx, seq-1, 1)
+	return err == nil && len(evs) == 1 && evs[0].Seq == seq && msgID(evs[0]) == id
+}
+
+// msgID is the Nats-Msg-Id of an event's message.
+func msgID(ev *store.StoredEvent) string {
+	if ev.ID == "" {
+		return "ward-seq-" + strconv.FormatInt(ev.Seq, 10)
+	}
+	return ev.ID
 }
 
 // publish sends one event and waits for the stream's acknowledgement.
@@ -340,12 +362,8 @@ func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
 	if err != nil {
 		return err
 	}
-	id := ev.ID
-	if id == "" {
-		id = "ward-seq-" + strconv.FormatInt(ev.Seq, 10)
-	}
 	msg := &nats.Msg{Subject: r.n.Subject(ev.Type), Data: data, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, id)
+	msg.Header.Set(jetstream.MsgIDHeader, msgID(ev))
 	msg.Header.Set(HeaderSeq, strconv.FormatInt(ev.Seq, 10))
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()

@@ -173,6 +173,12 @@ func TestRelayStreamAheadOfDatabase(t *testing.T) {
 	}
 	defer n.Close()
 	waitFor(t, 5*time.Second, "the relay to notice", func() bool { return logs.has("relay: the stream is ahead of the database") })
+	// A poll tick before the restored database's next events (as on a
+	// loaded machine, or whenever they come later than the poll
+	// interval): it must not take the stream's old position for another
+	// instance's progress.
+	polls := n.relay.polls.Load()
+	waitFor(t, 5*time.Second, "a poll", func() bool { return n.relay.polls.Load() > polls+1 })
 	restored.commit(2, 3, 4)
 	n.relay.wake()
 	// 1 is the backup's copy of the first event (same seq, new id here,

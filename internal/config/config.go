@@ -198,7 +198,8 @@ type ConditionalAccess struct {
 	// like the static clients: policy as code from the configuration.
 	PoliciesFile string `koanf:"policies_file"`
 	// PollInterval is how often an instance checks for a policy version
-	// stored by another instance or by `ward policy apply`.
+	// stored by another instance or by `ward policy apply`: a safety net,
+	// the version's access.policy_changed event installs it at once.
 	PollInterval time.Duration `koanf:"poll_interval"`
 }
 

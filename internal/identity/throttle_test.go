@@ -141,13 +141,14 @@ func TestHashQueueBounded(t *testing.T) {
 	for len(e.svc.hashQueue) < queue && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// Refused without waiting: the slot stays held until the test lets
+	// the holder go, so an attempt that queued would end at its context's
+	// deadline, with that error, not ErrThrottled.
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	start := time.Now()
 	_, err := e.svc.CheckPassword(tctx, Attempt{Username: "alice", Password: goodPassword, IP: "203.0.113.5"})
-	took := time.Since(start)
-	if !errors.Is(err, ErrThrottled) || Reason(err) != ReasonOverloaded || took > time.Second {
-		t.Errorf("with the queue full: %v (%s) after %v, want ErrThrottled/%s at once", err, Reason(err), took, ReasonOverloaded)
+	if !errors.Is(err, ErrThrottled) || Reason(err) != ReasonOverloaded {
+		t.Errorf("with the queue full: %v (%s), want ErrThrottled/%s at once", err, Reason(err), ReasonOverloaded)
 	}
 	// An unknown name is refused the same way.
 	if _, err := e.svc.CheckPassword(tctx, Attempt{Username: "ghost", Password: "x", IP: "203.0.113.6"}); !errors.Is(err, ErrThrottled) {

@@ -10,9 +10,10 @@ import (
 )
 
 // clientCacheTTL bounds how long a client registration read from the store
-// is reused. Changes made through this instance's services evict it at
-// once (client.* events); a change made by another instance sharing the
-// database is seen within the TTL.
+// is reused. A change evicts it (client.* events): at once when made
+// through this instance's services, within about a second when made by
+// another instance or a command-line tool (Config.Changes). The TTL is the
+// safety net for an event that never arrives.
 const clientCacheTTL = 10 * time.Second
 
 // clientCache keeps recently used client registrations: every token

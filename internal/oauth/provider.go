@@ -78,6 +78,9 @@ type Config struct {
 	Access AccessEvaluator
 	// Sessions ends sessions and records why (required).
 	Sessions SessionRevoker
+	// Changes delivers the client.* events stored by other processes
+	// (another instance, a command-line tool); nil: only Bus's.
+	Changes bus.Subscriber
 }
 
 // SessionRevoker ends sessions (session.Service, which records each
@@ -143,6 +146,9 @@ func New(c Config) *Provider {
 	cc := newClientCache(c.Now)
 	if c.Bus != nil {
 		c.Bus.Subscribe("oauth-client-cache", cc.onEvent)
+	}
+	if c.Changes != nil {
+		c.Changes.Subscribe("oauth-client-cache", cc.onEvent)
 	}
 	return &Provider{
 		c:               c,

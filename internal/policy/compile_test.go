@@ -137,11 +137,9 @@ func TestCELCostLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	// The cost error shows that evaluation stopped at the limit instead of
+	// running the million iterations.
 	d := set.Evaluate(Input{User: UserInput{ID: "u"}, App: AppInput{ClientID: "c"}, Device: &DeviceInput{Hostname: "h"}})
-	if el := time.Since(start); el > 100*time.Millisecond {
-		t.Errorf("evaluation took %v", el)
-	}
 	if d.Outcome != OutcomeBlock || !strings.Contains(d.Policies[0].Error, "cost limit") {
 		t.Fatalf("want fail-closed block with cost error, got %s %+v", d.Outcome, d.Policies[0])
 	}

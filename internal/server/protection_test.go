@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
@@ -73,8 +72,8 @@ func TestTokenProtection(t *testing.T) {
 		t.Fatalf("device refresh: %d %s", r2.Status, r2.Body)
 	}
 
-	// Disabling the device ends the session for the device too, at once.
-	start := time.Now()
+	// Disabling the device ends the session for the device too, at once:
+	// the next request, made as soon as Disable returns, is refused.
 	if _, err := in.App.Devices.Disable(ctx, "admin-1", dev.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +87,6 @@ func TestTokenProtection(t *testing.T) {
 	// Anyone else's refused refresh still learns nothing more.
 	if d := refresh(t, in, "docs", "not-a-token", newSigner(t)).str("error_description"); strings.Contains(d, "device") {
 		t.Errorf("unknown token with another key: %q", d)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("revocation took %v", d)
 	}
 	// And the key cannot start a new session anywhere.
 	code, verifier = codeFlow(t, in, "spa", s, nil)

@@ -79,6 +79,7 @@ func New(a *app.App) (*Server, error) {
 		Devices:                 a.Devices,
 		Access:                  a.Access,
 		Sessions:                a.Sessions,
+		Changes:                 a.Changes,
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)

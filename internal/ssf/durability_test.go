@@ -41,7 +41,73 @@ type node struct {
 // wardSetup is what every node of one deployment shares.
 type wardSetup struct {
 	dir, addr, pgDSN string
+	// issuerLn serves the issuer's address for the whole test: a node
+	// started again takes its connections from the same socket.
+	issuerLn *sharedListener
 }
+
+// sharedListener keeps a port bound across node restarts. Binding the
+// address again after a node closed it can fail: the system may have
+// handed the freed port to another process in between (an outgoing
+// connection's ephemeral port, another test's listener), which happens
+// when a restart comes minutes later on a busy machine.
+type sharedListener struct {
+	ln    net.Listener
+	conns chan net.Conn // closed when ln fails (closed at the end of the test)
+}
+
+func newSharedListener(t *testing.T) *sharedListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sharedListener{ln: ln, conns: make(chan net.Conn)}
+	go func() {
+		defer close(s.conns)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return s
+}
+
+// listener returns a listener for one node: closing it (the node's
+// shutdown) leaves the socket bound for the next node.
+func (s *sharedListener) listener() net.Listener {
+	return &nodeListener{s: s, done: make(chan struct{})}
+}
+
+type nodeListener struct {
+	s    *sharedListener
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *nodeListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.done:
+		return nil, net.ErrClosed
+	default:
+	}
+	select {
+	case c, ok := <-l.s.conns:
+		if !ok {
+			return nil, net.ErrClosed
+		}
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *nodeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *nodeListener) Addr() net.Addr { return l.s.ln.Addr() }
 
 func newSetup(t *testing.T, pgDSN string) *wardSetup {
 	t.Helper()
@@ -51,13 +117,8 @@ func newSetup(t *testing.T, pgDSN string) *wardSetup {
 	if err := os.WriteFile(filepath.Join(dir, "kek.key"), []byte(base64.StdEncoding.EncodeToString(kek)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return &wardSetup{dir: dir, addr: addr, pgDSN: pgDSN}
+	ln := newSharedListener(t)
+	return &wardSetup{dir: dir, addr: ln.ln.Addr().String(), pgDSN: pgDSN, issuerLn: ln}
 }
 
 // start opens a node serving on addr ("" for the setup's issuer address;
@@ -92,16 +153,12 @@ func (w *wardSetup) start(t *testing.T, addr string) *node {
 		t.Fatal(err)
 	}
 	var ln net.Listener
-	for i := 0; ; i++ {
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		if i > 50 {
-			t.Fatalf("listen %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if addr == w.addr {
+		ln = w.issuerLn.listener()
+	} else if ln, err = net.Listen("tcp", addr); err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
 	}
-	n := &node{app: a, srv: &http.Server{Handler: h}, url: "http://" + addr}
+	n := &node{app: a, srv: &http.Server{Handler: h}, url: "http://" + ln.Addr().String()}
 	go n.srv.Serve(ln)
 	return n
 }

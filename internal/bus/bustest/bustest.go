@@ -1,7 +1,8 @@
 // Package bustest is the conformance suite of Ward's event buses: what
-// every bus.Bus (synchronous, in-process delivery) and every bus.Durable
-// (cross-instance, at-least-once delivery of stored events) must do,
-// whatever carries the events. Run it with a Backend that opens the
+// every bus.Bus (synchronous, in-process delivery), every bus.Durable
+// (cross-instance, at-least-once delivery of stored events) and every
+// bus.Follower (every stored event to every instance) must do, whatever
+// carries the events. Run it with a Backend that opens the
 // implementation under test; bus.Local, the embedded NATS server and an
 // external NATS cluster pass it (internal/bus/conformance_test.go).
 //
@@ -35,6 +36,9 @@ type Instance struct {
 	// Durable is the instance's durable delivery (bus.NoDurable for a
 	// bus without).
 	Durable bus.Durable
+	// Follower delivers to this instance the events every process
+	// stores (the bus itself, or a bus.Poller of the events table).
+	Follower bus.Follower
 }
 
 // Deployment is what the instances of one test share besides their
@@ -79,6 +83,10 @@ func Run(t *testing.T, b Backend) {
 		{"OriginFillsOnlyEmptyFields", testOrigin},
 		{"PublishedEventsStoredOnce", testStoredOnce},
 		{"ConcurrentPublishAndSubscribe", testConcurrent},
+		{"FollowEveryInstanceEveryEvent", testFollowEverywhere},
+		{"FollowStartsNow", testFollowStartsNow},
+		{"FollowTypes", testFollowTypes},
+		{"FollowStop", testFollowStop},
 	}
 	durable := []struct {
 		name  string
@@ -115,8 +123,8 @@ func Run(t *testing.T, b Backend) {
 func open(t testing.TB, d Deployment, st store.Store) Instance {
 	t.Helper()
 	in := d.Open(t, st)
-	if in.Bus == nil || in.Durable == nil {
-		t.Fatal("the deployment opened an instance without Bus or Durable")
+	if in.Bus == nil || in.Durable == nil || in.Follower == nil {
+		t.Fatal("the deployment opened an instance without Bus, Durable or Follower")
 	}
 	audit.Subscribe(in.Bus, audit.Options{Store: st})
 	return in
