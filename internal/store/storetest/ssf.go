@@ -529,11 +529,14 @@ func testSSFHandled(t *testing.T, s store.Store, clk *clock.Fake) {
 	}
 	_, err = s.EnqueueEventSETs(ctx, "ev-none", nil)
 	must(t, "EnqueueEventSETs without SETs", err)
-	// Again (a catch-up racing the synchronous path): nothing more.
-	n, err = s.EnqueueEventSETs(ctx, "ev-1", []*store.SETEntry{setEntry("h", "ev-1/0")})
+	// Again (a catch-up racing the synchronous path): nothing more, even
+	// for entries not queued any more (delivered and deleted meanwhile:
+	// here a dedup key the first call did not use).
+	again := []*store.SETEntry{setEntry("h", "ev-1/0"), setEntry("h", "ev-1/2")}
+	n, err = s.EnqueueEventSETs(ctx, "ev-1", again)
 	must(t, "EnqueueEventSETs again", err)
-	if n != 0 {
-		t.Errorf("EnqueueEventSETs again stored %d", n)
+	if n != 0 || again[0].Seq != 0 || again[1].Seq != 0 {
+		t.Errorf("EnqueueEventSETs again stored %d (seqs %d, %d)", n, again[0].Seq, again[1].Seq)
 	}
 	for _, id := range []string{"ev-1", "ev-none"} {
 		if done, err := s.SSFEventHandled(ctx, id); err != nil || !done {

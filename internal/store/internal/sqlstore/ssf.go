@@ -275,6 +275,21 @@ func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SET
 	err := s.db.InTx(ctx, func(q Querier) error {
 		stored = 0
 		clear(inserted)
+		if eventID != "" {
+			// The event's SETs are queued once: by the synchronous path or
+			// by a catch-up, whichever commits first. The record is taken
+			// first, in the same transaction, so the other finds it (or
+			// waits for it, on PostgreSQL) and queues nothing, even when
+			// the first SETs were delivered and deleted meanwhile.
+			n, err := q.Exec(ctx, `INSERT INTO ssf_handled_events (event_id, handled_at) VALUES ($1, $2)
+				ON CONFLICT (event_id) DO NOTHING`, eventID, micros(s.now()))
+			if err != nil {
+				return wrap("mark ssf event handled", err)
+			}
+			if n == 0 {
+				return nil
+			}
+		}
 		if s.d.ForUpdate != "" {
 			for _, chunk := range inChunks(ids) {
 				rs, err := q.Query(ctx, `SELECT id FROM ssf_streams WHERE id IN (`+placeholders(1, len(chunk))+`) ORDER BY id`+s.d.ForUpdate, anys(chunk)...)
@@ -348,12 +363,6 @@ func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SET
 			}
 			stored += len(keys)
 			rows = rows[size:]
-		}
-		if eventID != "" {
-			if _, err := q.Exec(ctx, `INSERT INTO ssf_handled_events (event_id, handled_at) VALUES ($1, $2)
-				ON CONFLICT (event_id) DO NOTHING`, eventID, micros(s.now())); err != nil {
-				return wrap("mark ssf event handled", err)
-			}
 		}
 		return nil
 	})
