@@ -122,6 +122,14 @@ func TestDevicesAndPolicies(t *testing.T) {
 	if ds := r.list("devices"); len(ds) != 1 || ds[0]["id"] != dB.ID {
 		t.Fatalf("list lost: %s", r.Body)
 	}
+	// A lost device never presents as compliant: noncompliant, naming its
+	// status, in the list and in the device.
+	for _, body := range []map[string]any{r.list("devices")[0], alice.do(t, req{method: "GET", path: "/devices/" + dB.ID}).JSON} {
+		fs, _ := body["failures"].([]any)
+		if body["compliance"] != model.NonCompliant || len(fs) != 1 || fs[0].(map[string]any)["rule"] != device.RuleDeviceStatus {
+			t.Errorf("lost device: compliance %v, failures %v", body["compliance"], body["failures"])
+		}
+	}
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/devices/" + dA.ID}), 204, "")
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/devices/" + dA.ID}), 404, "not_found")
 	wantStatus(t, alice.do(t, req{method: "POST", path: "/devices/" + dA.ID + "/lost"}), 404, "not_found")

@@ -257,9 +257,17 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 			why = "device reported lost or stolen"
 		}
 		// A disabled or lost device is out of compliance whatever its last
-		// posture said; previous_status is that posture's verdict.
+		// posture said; previous_status is that posture's verdict, which
+		// the event carries (the device's stored compliance changed with
+		// its status; events recorded before carry none).
+		var prev string
+		if pc, ok := e.Data["previous_compliance"]; ok {
+			prev = compliance(pc)
+		} else {
+			prev = s.deviceCompliance(ctx, e.DeviceID)
+		}
 		b := base(initiator(e), why)
-		b.PreviousStatus, b.CurrentStatus = s.deviceCompliance(ctx, e.DeviceID), "not-compliant"
+		b.PreviousStatus, b.CurrentStatus = prev, "not-compliant"
 		return []template{
 			{EventDeviceComplianceChange, sub, "device:" + e.DeviceID, b},
 			{EventSessionRevoked, sub, "device:" + e.DeviceID, base(initiator(e), why)},

@@ -602,3 +602,71 @@ func TestSubmitPostureConcurrentReplay(t *testing.T) {
 		t.Fatalf("%d submissions accepted, want 1", ok)
 	}
 }
+
+// A disabled or lost device is noncompliant from the write that changes
+// its status, naming the status, whatever its posture said; the sweep
+// leaves it so, and a lost device stays lost when it is disabled.
+func TestInactiveDeviceIsNoncompliant(t *testing.T) {
+	e := newEnv(t)
+	e.putPolicy("*", `{}`)
+	k := newKey(t)
+	d := e.register(k)
+	if got, err := e.svc.SubmitPosture(e.ctx, d.ID, e.report(k, d.ID, fixture(t))); err != nil || got.Compliance != model.Compliant {
+		t.Fatalf("report: %v %v", got, err)
+	}
+	check := func(id, status, detail string) {
+		t.Helper()
+		got, err := e.svc.Get(e.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := DecodeFailures(got)
+		if got.Status != status || got.Compliance != model.NonCompliant || len(fs) != 1 || fs[0].Rule != RuleDeviceStatus ||
+			fs[0].Unknown || !strings.Contains(fs[0].Detail, detail) || fs[0].Fix == "" || !got.ComplianceAt.Equal(e.clock.Now()) {
+			t.Errorf("%s device: status %s, compliance %s, failures %+v", status, got.Status, got.Compliance, fs)
+		}
+		ds, err := e.svc.List(e.ctx, Filter{Status: status})
+		if err != nil || len(ds) != 1 || ds[0].Compliance != model.NonCompliant {
+			t.Errorf("List(%s) = %v, %v", status, ds, err)
+		}
+	}
+	e.clock.Advance(time.Minute)
+	if _, err := e.svc.Disable(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(d.ID, model.DeviceDisabled, "disabled")
+	if ev := e.last(model.EventDeviceDisabled); ev.Data["previous_compliance"] != model.Compliant || ev.Data["previous_status"] != model.DeviceActive {
+		t.Errorf("device.disabled data %v", ev.Data)
+	}
+	// The status change carries the compliance change: no separate
+	// device.compliance_changed (device.disabled maps to the CAEP one).
+	if n := e.count(model.EventDeviceComplianceChanged); n != 1 {
+		t.Errorf("%d device.compliance_changed, want the report's only", n)
+	}
+	// Sweeps and policy changes do not bring it back.
+	e.clock.Advance(time.Minute)
+	if _, err := e.svc.SweepStale(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.putPolicy("linux", `{}`)
+	if got, _ := e.svc.Get(e.ctx, d.ID); got.Compliance != model.NonCompliant {
+		t.Errorf("after sweep and policy change: %s", got.Compliance)
+	}
+
+	e.clock.Advance(time.Minute)
+	if _, err := e.svc.MarkLost(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(d.ID, model.DeviceLost, "lost or stolen")
+	if ev := e.last(model.EventDeviceLost); ev.Data["previous_status"] != model.DeviceDisabled || ev.Data["previous_compliance"] != model.NonCompliant {
+		t.Errorf("device.lost data %v", ev.Data)
+	}
+	// Disabling a lost device leaves it lost and records nothing.
+	n := len(e.rec.Events())
+	if got, err := e.svc.Disable(e.ctx, "admin-1", d.ID); err != nil || got.Status != model.DeviceLost {
+		t.Errorf("disable a lost device: %v %v", got, err)
+	}
+	if len(e.rec.Events()) != n {
+		t.Errorf("disabling a lost device recorded %v", e.rec.Events()[n:])
+	}
+}

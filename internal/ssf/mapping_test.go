@@ -273,6 +273,29 @@ func TestEventMapping(t *testing.T) {
 			t.Fatalf("device lost: %d SETs", len(got))
 		}
 	})
+	t.Run("compliant device marked lost", func(t *testing.T) {
+		// The device's stored compliance becomes noncompliant with its
+		// status; the SET's previous_status is what it was before.
+		now := in.Clock.Now()
+		d := &model.Device{ID: "d-lost-compliant", UserID: bob, JKT: "jkt-lost-compliant", Platform: "linux", TrustType: model.TrustRegistered,
+			Status: model.DeviceActive, Compliance: model.Compliant, ComplianceFailures: json.RawMessage(`[]`), CreatedAt: now, LastSeen: now, UpdatedAt: now}
+		if err := in.App.Store.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.App.Devices.MarkLost(ctx, "admin-1", d.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := in.App.Store.GetDevice(ctx, d.ID); got.Compliance != model.NonCompliant {
+			t.Fatalf("stored compliance %s", got.Compliance)
+		}
+		got := pollAll(t, in, tok, id)
+		if len(got) != 2 || got[0].set.Event.Type != cae.EventDeviceComplianceChange {
+			t.Fatalf("device lost: %d SETs", len(got))
+		}
+		if e := got[0].set.Event; e.PreviousStatus != "compliant" || e.CurrentStatus != "not-compliant" || got[0].set.Subject.Device.ID != d.ID {
+			t.Errorf("device-compliance-change = %+v", got[0].event)
+		}
+	})
 	t.Run("device compliance", func(t *testing.T) {
 		publish(&model.Event{Type: model.EventDeviceComplianceChanged, Actor: bob, UserID: bob, DeviceID: "d-3",
 			Data: map[string]string{"previous": "compliant", "compliance": "noncompliant", "failing_rules": "disk_encryption"}})
