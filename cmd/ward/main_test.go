@@ -114,7 +114,7 @@ func TestUserAddListDisable(t *testing.T) {
 		t.Errorf("add without password: exit %d, stderr %q", code, errs)
 	}
 	out = h.ok("", "user", "list")
-	if !regexp.MustCompile(`(?m)^bob\s+\S+\s+bob@example.com\s+admin\s+active\s+-$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^bob\s+\S+\s+bob@example.com\s+admin\s+active\s+-\s+none$`).MatchString(out) {
 		t.Errorf("list:\n%s", out)
 	}
 	if strings.Contains(out, "carol") {
@@ -449,5 +449,29 @@ func TestKeysNATSUser(t *testing.T) {
 	}
 	if _, _, code := runKeys(); code == 0 {
 		t.Fatal("ran without --seed-file")
+	}
+}
+
+// The risk level set with `ward user risk` is what list and show print;
+// setting none shows none again.
+func TestUserRiskShown(t *testing.T) {
+	h := newHarness(t, "")
+	h.ok("correct horse battery\n", "user", "add", "erin", "--password-stdin")
+	h.ok("correct horse battery\n", "user", "add", "frank", "--password-stdin")
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^Risk:\s+none$`).MatchString(out) {
+		t.Errorf("show before:\n%s", out)
+	}
+	h.ok("", "user", "risk", "erin", "high", "--reason", "leaked credentials")
+	out := h.ok("", "user", "list")
+	if !regexp.MustCompile(`(?m)^USERNAME.*\sRISK$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^erin\s.*\shigh$`).MatchString(out) || !regexp.MustCompile(`(?m)^frank\s.*\snone$`).MatchString(out) {
+		t.Errorf("list:\n%s", out)
+	}
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^Risk:\s+high \(set \d{4}-\d\d-\d\dT\S+Z\)$`).MatchString(out) {
+		t.Errorf("show:\n%s", out)
+	}
+	h.ok("", "user", "risk", "erin", "none")
+	if out := h.ok("", "user", "list"); !regexp.MustCompile(`(?m)^erin\s.*\snone$`).MatchString(out) {
+		t.Errorf("list after none:\n%s", out)
 	}
 }
