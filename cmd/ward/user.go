@@ -254,7 +254,7 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	risk.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, risk)
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, risk, newRevokeSessionsCmd(e))
 	return cmd
 }
 
