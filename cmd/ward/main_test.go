@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/identity"
 )
 
 const testKEK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -473,5 +475,48 @@ func TestUserRiskShown(t *testing.T) {
 	h.ok("", "user", "risk", "erin", "none")
 	if out := h.ok("", "user", "list"); !regexp.MustCompile(`(?m)^erin\s.*\snone$`).MatchString(out) {
 		t.Errorf("list after none:\n%s", out)
+	}
+}
+
+// ward user totp-remove removes the second factor through the identity
+// service: mfa.removed (actor cli) committed with the change, and the
+// CAEP credential-change SET (app, delete) queued for receivers.
+func TestUserTOTPRemove(t *testing.T) {
+	h := newHarness(t, "")
+	a := h.openApp()
+	ctx := context.Background()
+	u, err := a.Identity.CreateUser(ctx, "test", identity.NewUser{Username: "erin", Password: "correct horse battery",
+		TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := createPollStream(t, a)
+	a.Close()
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^MFA:\s+totp$`).MatchString(out) {
+		t.Fatalf("show before:\n%s", out)
+	}
+	if out := h.ok("", "user", "totp-remove", "erin"); out != "removed the TOTP second factor of erin\n" {
+		t.Errorf("totp-remove: %q", out)
+	}
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^MFA:\s+-$`).MatchString(out) {
+		t.Errorf("show after:\n%s", out)
+	}
+	if _, errs, code := h.run("", "user", "totp-remove", "erin"); code != exitFailure || !strings.Contains(errs, "erin has no TOTP second factor") {
+		t.Errorf("again: %d %q", code, errs)
+	}
+	out := h.ok("", "logs", "--json", "--type", "mfa.removed")
+	var ev map[string]any
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &ev) != nil ||
+		ev["actor"] != actorCLI || ev["user_id"] != u.ID || ev["code"] != "W1003W" {
+		t.Fatalf("mfa.removed events:\n%s", out)
+	}
+	sets := pollSETs(t, h, stream)
+	if len(sets) != 1 {
+		t.Fatalf("SETs: %+v", sets)
+	}
+	s := sets[0]
+	if s.typ != cae.EventCredentialChange || s.event["credential_type"] != "app" || s.event["change_type"] != "delete" ||
+		s.event["initiating_entity"] != cae.InitiatorAdmin || s.subject["format"] != "iss_sub" || s.subject["sub"] != u.ID || s.txn != ev["id"] {
+		t.Errorf("credential-change SET: %+v (event %v)", s, ev)
 	}
 }

@@ -231,6 +231,16 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	totpEnroll.Flags().StringVar(&issuer, "issuer", "Ward", "issuer label shown in the authenticator app")
 
+	totpRemove := simple("totp-remove", "Remove a user's TOTP second factor (a lost authenticator); the user may enrol again",
+		"removed the TOTP second factor of", func(ctx context.Context, a *app.App, u *model.User) error {
+			if err := a.Identity.RemoveTOTP(ctx, actorCLI, u.ID); errors.Is(err, identity.ErrNoTOTP) {
+				return fmt.Errorf("%s has no TOTP second factor", u.Username)
+			} else if err != nil {
+				return err
+			}
+			return nil
+		})
+
 	var riskReason string
 	risk := &cobra.Command{
 		Use:   "risk USER LEVEL",
@@ -254,7 +264,7 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	risk.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, risk, newRevokeSessionsCmd(e))
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, risk, newRevokeSessionsCmd(e))
 	return cmd
 }
 

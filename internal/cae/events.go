@@ -207,6 +207,14 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		b := base(initiator(e), "second factor enrolled ("+orDefault(method, "totp")+")")
 		b.CredentialType, b.ChangeType = credentialType(method), "create"
 		return []template{{EventCredentialChange, user(), userKey, b}}
+	case model.EventMFARemoved:
+		if e.UserID == "" {
+			return nil
+		}
+		method := e.Data["method"]
+		b := base(initiator(e), "second factor removed ("+orDefault(method, "totp")+")")
+		b.CredentialType, b.ChangeType = credentialType(method), "delete"
+		return []template{{EventCredentialChange, user(), userKey, b}}
 	case model.EventSessionRevoked, model.EventSessionLoggedOut, model.EventTokenRevoked:
 		if e.UserID == "" || e.SessionID == "" || e.Data[DataAllSessions] == "true" {
 			return nil
@@ -343,6 +351,7 @@ var SourceEventTypes = []model.EventType{
 	model.EventUserDeleted,
 	model.EventPasswordChanged,
 	model.EventMFAEnrolled,
+	model.EventMFARemoved,
 	model.EventSessionRevoked,
 	model.EventSessionLoggedOut,
 	model.EventTokenRevoked,

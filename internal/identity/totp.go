@@ -170,6 +170,33 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 	return s.events.Emit(ctx, ev)
 }
 
+// ErrNoTOTP: the user has no TOTP second factor to remove.
+var ErrNoTOTP = errors.New("the user has no TOTP second factor")
+
+// RemoveTOTP removes a user's TOTP second factor (the encrypted seed), for
+// example when the authenticator is lost; the user may enrol again. It
+// publishes mfa.removed (Data: method), committed with the change. The
+// user's sessions are left as they are: a session signed in with the
+// factor stays valid until it ends or is revoked (revoke them as well when
+// the factor may be in someone else's hands). ErrNoTOTP when there is
+// none, and nothing is recorded.
+func (s *Service) RemoveTOTP(ctx context.Context, actor, userID string) error {
+	ev := &model.Event{Type: model.EventMFARemoved, Actor: actor, UserID: userID,
+		Data: map[string]string{"method": "totp"}}
+	ctx = s.events.Pending(ctx, ev, nil)
+	if _, err := s.update(ctx, userID, func(u *model.User) error {
+		if len(u.TOTPSecret) == 0 {
+			return ErrNoTOTP // nothing is saved, and the event is not recorded
+		}
+		u.TOTPSecret = nil
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "TOTP removed", "actor", actor, "user_id", userID)
+	return s.events.Emit(ctx, ev)
+}
+
 // CheckTOTP verifies a code for u (SHA-1, 6 digits, 30 s, ±1 step). Each
 // step's code is accepted once only, even across instances. Like a
 // password, every attempt is counted against the account before the code

@@ -45,6 +45,9 @@ const (
 	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
+// EventMFARemoved: a second factor was removed (Data: method).
+const EventMFARemoved EventType = "mfa.removed"
+
 // EventUserSessionsRevoked: an administrator revoked all sessions of a
 // user. It is published once, after the session.revoked of each session
 // (which carry Data["all_sessions"]="true"); Data: sessions_revoked.
@@ -82,6 +85,7 @@ var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
 	EventSignInFailed:          "W1001W",
 	EventMFAEnrolled:           "W1002I",
+	EventMFARemoved:            "W1003W",
 	EventTokenIssued:           "W2000I",
 	EventTokenRefreshed:        "W2001I",
 	EventTokenRevoked:          "W2002I",

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/cae"
+	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
@@ -200,6 +202,30 @@ func TestEventMapping(t *testing.T) {
 		if s.set.Event.CredentialType != "app" || s.set.Event.ChangeType != "create" || s.set.Event.InitiatingEntity != "admin" {
 			t.Errorf("event = %+v", s.event)
 		}
+	})
+	t.Run("MFA removed", func(t *testing.T) {
+		u, err := in.App.Identity.CreateUser(ctx, "admin-1", identity.NewUser{Username: "tina", Password: "a long enough passphrase",
+			TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pollAll(t, in, tok, id) // the enrolment's SET
+		if err := in.App.Identity.RemoveTOTP(ctx, "admin-1", u.ID); err != nil {
+			t.Fatal(err)
+		}
+		s := one("mfa removed", cae.EventCredentialChange)
+		e := s.set.Event
+		if e.CredentialType != "app" || e.ChangeType != "delete" || e.InitiatingEntity != "admin" || e.ReasonAdmin["en"] == "" {
+			t.Errorf("event = %+v", s.event)
+		}
+		if s.set.Subject.Format != "iss_sub" || s.set.Subject.Sub != u.ID {
+			t.Errorf("subject = %+v", s.set.Subject)
+		}
+		evs, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventMFARemoved}, UserID: u.ID})
+		if len(evs) != 1 || s.set.TXN != evs[0].ID {
+			t.Errorf("txn %q, events %v", s.set.TXN, evs)
+		}
+		checkShape(t, s, "09-credential-change-example-fido2.json", "fido2_aaguid", "friendly_name")
 	})
 	t.Run("admin revokes one session", func(t *testing.T) {
 		sid := bobSession(t, in)
