@@ -144,6 +144,9 @@ var (
 	// ErrInvalid: a registration or policy field is malformed; returned
 	// errors wrap it with every problem found.
 	ErrInvalid = errors.New("invalid input")
+	// ErrLost: a lost device cannot be enabled again; it is deleted and
+	// the device enrolled anew (its key may be in someone else's hands).
+	ErrLost = errors.New("a lost or stolen device cannot be enabled again: delete it (ward device delete) and enrol the device again (ward device enroll --force)")
 	// ErrNotFound: no such device or policy. It wraps store.ErrNotFound.
 	ErrNotFound error = notFoundError{}
 )
@@ -452,6 +455,79 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 		return nil, fmt.Errorf("device: %w", rerr)
 	}
 	return d, nil
+}
+
+// Enable makes a disabled device active again: its key counts as a
+// registered device's and its reports are accepted, and its compliance is
+// evaluated at once against its stored posture and the current policy
+// (posture_stale when the posture is older than the grace period). The
+// sessions ended when it was disabled stay ended: its agent signs in
+// again. A lost device is refused with ErrLost (its key may have been
+// copied while it was out of hand: delete it and enrol again); enabling an
+// active device changes nothing. It publishes device.enabled (Data:
+// previous_status, compliance) and, when the compliance state changed,
+// device.compliance_changed, both committed with the change.
+func (s *Service) Enable(ctx context.Context, actor, id string) (*model.Device, error) {
+	cur, err := s.store.GetDevice(ctx, id)
+	if err != nil {
+		return nil, wrapNotFound(err, "device "+id)
+	}
+	switch cur.Status {
+	case model.DeviceLost:
+		return nil, ErrLost
+	case model.DeviceActive:
+		return cur, nil
+	}
+	rules, havePolicy, err := s.rulesFor(ctx, cur.Platform)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var prevCompliance string
+	var enabled bool
+	ev := &model.Event{Type: model.EventDeviceEnabled, Actor: actor, DeviceID: cur.ID, UserID: cur.UserID}
+	cev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: actor}
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		switch {
+		case !enabled:
+			return nil
+		case cev.Data["previous"] != cev.Data["compliance"]:
+			return []*model.Event{ev, cev}
+		}
+		return []*model.Event{ev}
+	})
+	d, err := s.store.UpdateDevice(ectx, id, func(d *model.Device) error {
+		enabled = false // fn may run again: start afresh
+		switch d.Status {
+		case model.DeviceLost:
+			return ErrLost // marked lost meanwhile
+		case model.DeviceActive:
+			return nil
+		}
+		enabled, prevCompliance = true, d.Compliance
+		ev.Data = map[string]string{"previous_status": d.Status}
+		d.Status, d.UpdatedAt = model.DeviceActive, now
+		st, fs := s.evaluate(d, storedPosture(d), rules, havePolicy, now)
+		d.Compliance, d.ComplianceFailures, d.ComplianceAt = st, encodeFailures(fs), now
+		ev.Data["compliance"] = st
+		fillComplianceChanged(cev, d, prevCompliance, fs)
+		return nil
+	})
+	if errors.Is(err, ErrLost) {
+		return nil, ErrLost
+	}
+	if err != nil {
+		return nil, wrapNotFound(err, "device "+id)
+	}
+	if !enabled {
+		return d, nil
+	}
+	s.log.InfoContext(ctx, "device enabled", "actor", actor, "device_id", id, "compliance", d.Compliance)
+	errs := []error{s.events.Emit(ectx, ev)}
+	if prevCompliance != d.Compliance {
+		errs = append(errs, s.publishComplianceChanged(ectx, cev, d, prevCompliance))
+	}
+	return d, errors.Join(errs...)
 }
 
 // Delete revokes every session bound to the device and deletes it; its key

@@ -70,6 +70,10 @@ const (
 	EventCompliancePolicyChanged EventType = "compliance.policy_changed"
 )
 
+// EventDeviceEnabled: a disabled device was enabled again (Data:
+// previous_status, compliance).
+const EventDeviceEnabled EventType = "device.enabled"
+
 // Conditional Access and risk events.
 const (
 	// EventAccessPolicyChanged: a new Conditional Access policy version
@@ -128,6 +132,7 @@ var EventCodes = map[EventType]string{
 	EventDevicePostureReported:   "W8004I",
 	EventDevicePostureRejected:   "W8005W",
 	EventDeviceComplianceChanged: "W8006W",
+	EventDeviceEnabled:           "W8007I",
 	EventCompliancePolicyChanged: "W8100I",
 }
 
