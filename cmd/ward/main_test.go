@@ -520,3 +520,64 @@ func TestUserTOTPRemove(t *testing.T) {
 		t.Errorf("credential-change SET: %+v (event %v)", s, ev)
 	}
 }
+
+// keys rotate --retire-previous and keys retire: the previous key leaves
+// JWKS at once, with a warning and key.retired (actor cli); the active
+// key cannot be retired.
+func TestKeysRetire(t *testing.T) {
+	h := newHarness(t, "")
+	activeKID := func() string {
+		out := h.ok("", "keys", "list")
+		m := regexp.MustCompile(`(?m)^(\S+)\s+ES256\s+active`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no active key:\n%s", out)
+		}
+		return m[1]
+	}
+	jwks := func() []string {
+		a := h.openApp()
+		defer a.Close()
+		var kids []string
+		for _, k := range a.Keys.JWKS().Keys {
+			kids = append(kids, k.KeyID)
+		}
+		return kids
+	}
+	first := activeKID()
+	if _, errs, code := h.run("", "keys", "retire", "--", first); code != exitFailure || !strings.Contains(errs, "active signing key: rotate first") {
+		t.Errorf("retire the active key: %d %q", code, errs)
+	}
+	h.ok("", "keys", "rotate")
+	second := activeKID()
+	if got := jwks(); len(got) != 2 {
+		t.Fatalf("jwks after a plain rotation: %v", got)
+	}
+	out, errs, code := h.run("", "keys", "rotate", "--retire-previous")
+	third := activeKID()
+	if code != 0 || !strings.Contains(out, "retired signing key "+first) || !strings.Contains(out, "retired signing key "+second) ||
+		!strings.Contains(errs, "warning: tokens signed by "+first+" no longer verify") {
+		t.Fatalf("rotate --retire-previous: %d\n%s\n%s", code, out, errs)
+	}
+	if got := jwks(); len(got) != 1 || got[0] != third {
+		t.Errorf("jwks after --retire-previous: %v, want [%s]", got, third)
+	}
+	if out := h.ok("", "keys", "list"); strings.Contains(out, first) || strings.Contains(out, second) {
+		t.Errorf("retired keys still listed:\n%s", out)
+	}
+	h.ok("", "keys", "rotate")
+	fourth := activeKID()
+	out, errs, code = h.run("", "keys", "retire", "--", third)
+	if code != 0 || !strings.Contains(errs, "warning:") {
+		t.Fatalf("retire: %d %q %q", code, out, errs)
+	}
+	if got := jwks(); len(got) != 1 || got[0] != fourth {
+		t.Errorf("jwks after retire: %v", got)
+	}
+	if _, errs, code := h.run("", "keys", "retire", "--", third); code != exitFailure || !strings.Contains(errs, "no signing key") {
+		t.Errorf("retire again: %d %q", code, errs)
+	}
+	out = h.ok("", "logs", "--json", "--type", "key.retired")
+	if n := strings.Count(out, "\n"); n != 3 || strings.Count(out, `"actor":"cli"`) != 3 || !strings.Contains(out, `"immediate":"true"`) {
+		t.Errorf("key.retired events:\n%s", out)
+	}
+}
