@@ -164,7 +164,7 @@ Nothing is opened or stored on Ward's side.
 	natsUser.Flags().StringVar(&seedFile, "seed-file", "", "file to create with the seed (0600)")
 	_ = natsUser.MarkFlagRequired("seed-file")
 
-	cmd.AddCommand(list, rotate, retire, kek, natsUser)
+	cmd.AddCommand(list, rotate, retire, kek, newRotateKEKCmd(e), natsUser)
 	return cmd
 }
 

@@ -107,6 +107,8 @@ func revocationReason(c model.RevocationCause) (why string, covered, known bool)
 		return "", true, true
 	case model.CauseDeviceDeleted:
 		return "session revoked: its device was deleted", false, true
+	case model.CauseKEKRotated:
+		return "session revoked: the server's key-encryption key was rotated", false, true
 	case model.CauseAdminRevoked, model.CauseLogout, model.CauseAccessTokenRevoked, model.CauseCodeReuse:
 		return "session revoked (" + string(c) + ")", false, true
 	}

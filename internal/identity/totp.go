@@ -42,13 +42,15 @@ func decodeTOTPSecret(s string) ([]byte, error) {
 	return seed, nil
 }
 
-func totpAAD(userID string) []byte { return []byte("ward/totp:" + userID) }
+// TOTPAAD is the associated data that binds a user's sealed TOTP seed
+// (User.TOTPSecret) to the user: what a KEK rotation re-seals it with.
+func TOTPAAD(userID string) []byte { return []byte("ward/totp:" + userID) }
 
 func (s *Service) sealTOTP(userID string, seed []byte) ([]byte, error) {
 	if s.kek == nil {
 		return nil, errors.New("identity: no key-encryption key configured; TOTP is unavailable")
 	}
-	ct, err := s.kek.Seal(seed, totpAAD(userID))
+	ct, err := s.kek.Seal(seed, TOTPAAD(userID))
 	if err != nil {
 		return nil, fmt.Errorf("identity: encrypt TOTP secret: %w", err)
 	}
@@ -59,7 +61,7 @@ func (s *Service) openTOTP(u *model.User) ([]byte, error) {
 	if s.kek == nil {
 		return nil, errors.New("identity: no key-encryption key configured; TOTP is unavailable")
 	}
-	seed, err := s.kek.Open(u.TOTPSecret, totpAAD(u.ID))
+	seed, err := s.kek.Open(u.TOTPSecret, TOTPAAD(u.ID))
 	if err != nil {
 		return nil, fmt.Errorf("identity: decrypt TOTP secret of user %s: %w", u.ID, err)
 	}

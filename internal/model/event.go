@@ -45,6 +45,11 @@ const (
 	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
+// EventKEKRotated: every value sealed under the key-encryption key was
+// re-sealed under a new one (Data: signing_keys, totp_seeds,
+// ssf_authorization_headers: how many of each).
+const EventKEKRotated EventType = "kek.rotated"
+
 // EventMFARemoved: a second factor was removed (Data: method).
 const EventMFARemoved EventType = "mfa.removed"
 
@@ -120,6 +125,7 @@ var EventCodes = map[EventType]string{
 	EventKeyCreated:            "W6000I",
 	EventKeyRotated:            "W6001I",
 	EventKeyRetired:            "W6002I",
+	EventKEKRotated:            "W6003W",
 	EventAdminAccessDenied:     "W7000W",
 
 	EventAccessPolicyChanged: "W9000I",

@@ -53,6 +53,11 @@ const ActorSystem = "system"
 // aadPrefix binds an encrypted private key to its kid.
 const aadPrefix = "ward/signing-key:"
 
+// SigningKeyAAD is the associated data that binds a signing key's sealed
+// private key (SigningKey.PrivateEnc) to its kid: what a KEK rotation
+// re-seals it with.
+func SigningKeyAAD(kid string) []byte { return []byte(aadPrefix + kid) }
+
 // KeyStore is the subset of store.Store the key manager needs.
 type KeyStore interface {
 	CreateSigningKey(ctx context.Context, k *model.SigningKey) error
@@ -291,7 +296,7 @@ func compareStrings(a, b string) int {
 
 // openSigner decrypts k's private key and checks it against its public key.
 func (m *KeyManager) openSigner(k *model.SigningKey, pub *ecdsa.PublicKey) (*signer, error) {
-	der, err := m.kek.Open(k.PrivateEnc, []byte(aadPrefix+k.KID))
+	der, err := m.kek.Open(k.PrivateEnc, SigningKeyAAD(k.KID))
 	if err != nil {
 		return nil, fmt.Errorf("tokens: cannot decrypt signing key %s (is this the key-encryption key the keys were created with?): %w", k.KID, err)
 	}
@@ -333,7 +338,7 @@ func (m *KeyManager) createKey(ctx context.Context) (*model.SigningKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokens: encode private key: %w", err)
 	}
-	enc, err := m.kek.Seal(der, []byte(aadPrefix+kid))
+	enc, err := m.kek.Seal(der, SigningKeyAAD(kid))
 	clear(der)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: encrypt private key: %w", err)
