@@ -65,6 +65,9 @@ type Config struct {
 	Server string
 	// ClientID is the OAuth client of the agent (DefaultClientID).
 	ClientID string
+	// Scope is what the agent asked for at enrolment, and asks for again
+	// when it signs in again ("" means DefaultScope).
+	Scope string
 	// DeviceID is the id the server gave the registered device.
 	DeviceID string
 	// JKT is the RFC 7638 thumbprint of the device key.
@@ -98,6 +101,7 @@ type Config struct {
 type configFile struct {
 	Server       string    `json:"server"`
 	ClientID     string    `json:"client_id"`
+	Scope        string    `json:"scope,omitempty"`
 	DeviceID     string    `json:"device_id"`
 	JKT          string    `json:"jkt,omitempty"`
 	KeyName      string    `json:"key_name"`
@@ -156,7 +160,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("agent: %s: malformed configuration: %v", path, err)
 	}
 	c := &Config{
-		Server: cf.Server, ClientID: cf.ClientID, DeviceID: cf.DeviceID, JKT: cf.JKT,
+		Server: cf.Server, ClientID: cf.ClientID, Scope: cf.Scope, DeviceID: cf.DeviceID, JKT: cf.JKT,
 		KeyName: cf.KeyName, KeyStorage: cf.KeyStorage, KeyDir: cf.KeyDir,
 		RefreshToken: Secret(cf.RefreshToken), AccessToken: Secret(cf.AccessToken),
 		TokenExpiry: cf.TokenExpiry, EnrolledAt: cf.EnrolledAt, Incomplete: cf.Incomplete, path: path,
@@ -184,7 +188,7 @@ func (c *Config) Save() error {
 		c.path = p
 	}
 	cf := configFile{
-		Server: c.Server, ClientID: c.ClientID, DeviceID: c.DeviceID, JKT: c.JKT,
+		Server: c.Server, ClientID: c.ClientID, Scope: c.Scope, DeviceID: c.DeviceID, JKT: c.JKT,
 		KeyName: c.KeyName, KeyStorage: c.KeyStorage, KeyDir: c.KeyDir,
 		RefreshToken: c.RefreshToken.Reveal(), AccessToken: c.AccessToken.Reveal(),
 		TokenExpiry: c.TokenExpiry.UTC(), EnrolledAt: c.EnrolledAt.UTC(), Incomplete: c.Incomplete,

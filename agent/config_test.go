@@ -22,7 +22,7 @@ const (
 
 func sampleConfig(path string) *agent.Config {
 	c := &agent.Config{
-		Server: "https://id.example.com", ClientID: agent.DefaultClientID, DeviceID: "dev-123", JKT: "jkt-abc",
+		Server: "https://id.example.com", ClientID: agent.DefaultClientID, Scope: "openid offline_access ward:admin", DeviceID: "dev-123", JKT: "jkt-abc",
 		KeyName: "device-1", KeyStorage: "file", KeyDir: "/keys",
 		RefreshToken: testRT, AccessToken: testAT,
 		TokenExpiry: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), EnrolledAt: time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC),
@@ -59,7 +59,7 @@ func TestConfigSaveLoad(t *testing.T) {
 	}
 	if got.Path() != path || got.RefreshToken.Reveal() != testRT || got.AccessToken.Reveal() != testAT ||
 		got.DeviceID != c.DeviceID || got.KeyName != c.KeyName || got.KeyDir != c.KeyDir || got.JKT != c.JKT ||
-		!got.TokenExpiry.Equal(c.TokenExpiry) || !got.EnrolledAt.Equal(c.EnrolledAt) || got.Server != c.Server {
+		!got.TokenExpiry.Equal(c.TokenExpiry) || !got.EnrolledAt.Equal(c.EnrolledAt) || got.Server != c.Server || got.Scope != c.Scope {
 		t.Errorf("round trip: got %+v", got)
 	}
 	// Saving again replaces the file atomically and leaves no temp files.

@@ -139,6 +139,9 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 		}
 	}
 	cfg := &Config{Server: server, ClientID: o.ClientID, KeyName: o.KeyName, KeyStorage: o.Store.Kind(), KeyDir: o.KeyDir}
+	if o.Scope != DefaultScope {
+		cfg.Scope = o.Scope
+	}
 	c := &Client{cfg: cfg, store: o.Store, collector: o.Collector, now: o.Now, meta: meta}
 	if err := c.init(key, o.HTTPClient); err != nil {
 		return nil, err

@@ -1,7 +1,7 @@
 package main
 
 // Administration of registered devices and compliance policies:
-// `ward device list | show | disable | lost | delete` and
+// `ward device list | show | disable | lost | enable | delete` and
 // `ward compliance set | list | delete`. They open the server's store
 // like the other admin commands. The agent's own subcommands
 // (`ward device enroll | posture | …`) live in device_agent.go and share
@@ -105,6 +105,31 @@ func newDeviceCmd(e *cliEnv) *cobra.Command {
 			return a.Devices.MarkLost
 		})
 
+	enable := &cobra.Command{
+		Use:   "enable DEVICE",
+		Short: "Enable a disabled device again (a lost one is deleted and enrolled again instead)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				d, err := findDevice(ctx, a, args[0])
+				if err != nil {
+					return err
+				}
+				was := d.Status
+				if d, err = a.Devices.Enable(ctx, actorCLI, d.ID); err != nil {
+					return err
+				}
+				if was == model.DeviceActive {
+					fmt.Fprintf(e.stdout, "device %s (%s) is active already; nothing changed\n", d.ID, dash(d.Hostname))
+					return nil
+				}
+				fmt.Fprintf(e.stdout, "enabled device %s (%s); compliance: %s\n", d.ID, dash(d.Hostname), d.Compliance)
+				fmt.Fprintln(e.stdout, "Its sessions ended when it was disabled: its agent signs in again (ward device curl --interactive, or ward device enroll --force).")
+				return nil
+			})
+		},
+	}
+
 	del := &cobra.Command{
 		Use:   "delete DEVICE",
 		Short: "Revoke every session bound to a device and delete it",
@@ -124,7 +149,7 @@ func newDeviceCmd(e *cliEnv) *cobra.Command {
 		},
 	}
 
-	cmd.AddCommand(list, show, disable, lost, del)
+	cmd.AddCommand(list, show, disable, lost, enable, del)
 	addAgentCommands(cmd, e)
 	return cmd
 }

@@ -111,7 +111,7 @@ func newAgentRunCmd(e *cliEnv, configFlag func(*cobra.Command), openClient func(
 }
 
 func newEnrollCmd(e *cliEnv, cfgPath *string, configFlag func(*cobra.Command)) *cobra.Command {
-	var server, clientID, keyStore, keyDir string
+	var server, clientID, scope, keyStore, keyDir string
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "enroll --server URL",
@@ -148,7 +148,7 @@ posture report. The session is bound to the device key and saved with mode
 				e.deregister(ctx, old, store)
 			}
 			cfg, err := agent.Enroll(ctx, agent.EnrollOptions{
-				Server: server, ClientID: clientID, Store: store, KeyDir: keyDir,
+				Server: server, ClientID: clientID, Scope: scope, Store: store, KeyDir: keyDir,
 				Collector: agentHooks.collector, HTTPClient: agentHooks.httpClient, Sleep: agentHooks.sleep,
 				Now:        agentHooks.now,
 				ConfigPath: *cfgPath,
@@ -183,6 +183,7 @@ posture report. The session is bound to the device key and saved with mode
 	f := cmd.Flags()
 	f.StringVar(&server, "server", "", "Ward issuer URL, e.g. https://id.example.com")
 	f.StringVar(&clientID, "client-id", agent.DefaultClientID, "OAuth client of the agent")
+	f.StringVar(&scope, "scope", agent.DefaultScope, "scope to ask for (asked for again when the agent signs in again)")
 	f.StringVar(&keyStore, "key-store", "auto", "where the device key lives: auto (TPM if present), file or tpm")
 	f.StringVar(&keyDir, "key-dir", "", "key store directory (default <user config dir>/ward/keys or tpm-keys)")
 	f.BoolVar(&force, "force", false, "enrol again even if this device is enrolled already")

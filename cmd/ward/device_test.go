@@ -14,6 +14,7 @@ import (
 
 	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -82,18 +83,23 @@ func TestDeviceAndComplianceCommands(t *testing.T) {
 	if out := h.ok("", "device", "lost", d.ID); !strings.Contains(out, "marked lost") {
 		t.Errorf("lost: %q", out)
 	}
-	if out := h.ok("", "device", "list", "--status", "lost"); !strings.Contains(out, d.ID) {
+	if out := h.ok("", "device", "list", "--status", "lost"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+alice-laptop\s+lost\s+noncompliant\s+\S+$`).MatchString(out) {
 		t.Errorf("list lost:\n%s", out)
 	}
+	// Disabling a lost device leaves it lost (a disabled device can be
+	// enabled again, a lost one cannot) and records nothing.
 	h.ok("", "device", "disable", d.ID)
+	if out := h.ok("", "device", "list", "--status", "lost"); !strings.Contains(out, d.ID) {
+		t.Errorf("a lost device that was disabled is no longer lost:\n%s", out)
+	}
 	h.ok("", "device", "delete", d.ID)
 	if _, errs, code := h.run("", "device", "show", d.ID); code != 1 || !strings.Contains(errs, "no device") {
 		t.Errorf("show deleted: %d %q", code, errs)
 	}
 	a = h.openApp()
 	evs, _ := a.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventDeviceLost, model.EventDeviceDisabled, model.EventDeviceDeleted, model.EventCompliancePolicyChanged}})
-	if len(evs) != 6 {
-		t.Errorf("%d events, want 6", len(evs))
+	if len(evs) != 5 { // 3 policy changes, lost, deleted
+		t.Errorf("%d events, want 5", len(evs))
 	}
 	for _, ev := range evs {
 		if ev.Actor != actorCLI {
@@ -109,5 +115,98 @@ func TestDashArgumentHint(t *testing.T) {
 	_, errs, code := h.run("", "device", "show", "-UXRSEZQfU3_xLRh-YzS5HxkjrtuvYtBYb34FXxl3nU")
 	if code != exitUsage || !strings.Contains(errs, "goes after '--'") {
 		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+}
+
+// A lost or disabled device never shows as compliant: list and show say
+// noncompliant and name the status as the failing rule.
+func TestInactiveDeviceShownNoncompliant(t *testing.T) {
+	h := newHarness(t, "")
+	d, _ := compliantDevice(t, h)
+	for _, c := range []struct{ cmd, status, detail string }{
+		{"disable", "disabled", "the device is disabled"},
+		{"lost", "lost", "the device is marked lost or stolen"},
+	} {
+		h.ok("", "device", c.cmd, d.ID)
+		if out := h.ok("", "device", "list"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+laptop\s+` + c.status + `\s+noncompliant\s`).MatchString(out) {
+			t.Errorf("list after %s:\n%s", c.cmd, out)
+		}
+		out := h.ok("", "device", "show", d.ID)
+		if !regexp.MustCompile(`Compliance:\s+noncompliant`).MatchString(out) || !strings.Contains(out, "[FAIL] device_status: "+c.detail) ||
+			strings.Contains(out, "Every compliance rule passes") {
+			t.Errorf("show after %s:\n%s", c.cmd, out)
+		}
+	}
+}
+
+// compliantDevice creates alice (with a "*" policy without rules) and a
+// device of hers that reported its posture: compliant. It returns the
+// device and its key.
+func compliantDevice(t *testing.T, h *harness) (*model.Device, *ecdsa.PrivateKey) {
+	t.Helper()
+	h.ok("correct horse battery\n", "user", "add", "alice", "--password-stdin")
+	h.ok(`{}`, "compliance", "set", "--platform", "*", "-f", "-")
+	a := h.openApp()
+	defer a.Close()
+	ctx := context.Background()
+	u, _ := a.Store.GetUserByUsername(ctx, "alice")
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, _ := dpop.NewSigner(k)
+	j := s.PublicJWK()
+	jwk, _ := j.MarshalJSON()
+	d, err := a.Devices.Register(ctx, u.ID, device.Registration{PublicJWK: jwk, Platform: "linux", Hostname: "laptop", KeyStorage: "file"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := posture.SignReport(k, &posture.Posture{Platform: "linux", CollectedAt: time.Now()}, d.ID, a.Devices.Nonce(), time.Now())
+	if d, err = a.Devices.SubmitPosture(ctx, d.ID, rep); err != nil || d.Compliance != model.Compliant {
+		t.Fatalf("report: %v %v", d, err)
+	}
+	return d, k
+}
+
+// ward device enable: a disabled device is active and compliant again
+// (device.enabled and device.compliance_changed with actor cli, and the
+// CAEP device-compliance-change back to compliant); a lost one is refused.
+func TestDeviceEnable(t *testing.T) {
+	h := newHarness(t, "")
+	d, _ := compliantDevice(t, h)
+	a := h.openApp()
+	stream := createPollStream(t, a)
+	a.Close()
+	h.ok("", "device", "disable", d.ID)
+	pollSETs(t, h, stream) // the disable's
+	out := h.ok("", "device", "enable", d.ID)
+	if !strings.Contains(out, "enabled device "+d.ID+" (laptop); compliance: compliant") || !strings.Contains(out, "signs in again") {
+		t.Errorf("enable: %q", out)
+	}
+	if out := h.ok("", "device", "list"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+laptop\s+active\s+compliant\s`).MatchString(out) {
+		t.Errorf("list after enable:\n%s", out)
+	}
+	sets := pollSETs(t, h, stream)
+	if len(sets) != 1 || sets[0].typ != cae.EventDeviceComplianceChange || sets[0].event["previous_status"] != "not-compliant" ||
+		sets[0].event["current_status"] != "compliant" {
+		t.Errorf("SETs of enable: %+v", sets)
+	}
+	if dev, _ := sets[0].subject["device"].(map[string]any); dev["id"] != d.ID {
+		t.Errorf("subject %v", sets[0].subject)
+	}
+	if out := h.ok("", "device", "enable", d.ID); !strings.Contains(out, "active already") {
+		t.Errorf("enable again: %q", out)
+	}
+
+	h.ok("", "device", "lost", d.ID)
+	if _, errs, code := h.run("", "device", "enable", d.ID); code != exitFailure || !strings.Contains(errs, "lost or stolen device cannot be enabled") ||
+		!strings.Contains(errs, "ward device delete") {
+		t.Errorf("enable a lost device: %d %q", code, errs)
+	}
+	if out := h.ok("", "device", "list", "--status", "lost"); !strings.Contains(out, d.ID) {
+		t.Errorf("the lost device changed:\n%s", out)
+	}
+	a = h.openApp()
+	defer a.Close()
+	evs, _ := a.Store.ListEvents(context.Background(), store.EventFilter{Types: []model.EventType{model.EventDeviceEnabled}})
+	if len(evs) != 1 || evs[0].Actor != actorCLI || evs[0].DeviceID != d.ID || evs[0].Data["compliance"] != model.Compliant {
+		t.Errorf("device.enabled events: %+v", evs)
 	}
 }

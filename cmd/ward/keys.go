@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -15,6 +16,7 @@ import (
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/tokens"
 )
 
 func newKeysCmd(e *cliEnv) *cobra.Command {
@@ -39,12 +41,17 @@ func newKeysCmd(e *cliEnv) *cobra.Command {
 		},
 	}
 
+	var retirePrevious bool
 	rotate := &cobra.Command{
-		Use:   "rotate",
+		Use:   "rotate [--retire-previous]",
 		Short: "Create a new signing key that signs from now on",
 		Long: `Create a new signing key and make it the active signer. Previous keys stay
-published in JWKS for tokens.key_retire_after. Running servers publish the new
-key and sign with it within about a second.`,
+published in JWKS for tokens.key_retire_after, so that tokens they signed keep
+verifying until they expire. Running servers publish the new key and sign
+with it within about a second.
+
+--retire-previous removes every previous key at once instead (a leaked key):
+tokens they signed stop verifying (see ward keys retire).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
@@ -54,7 +61,42 @@ key and sign with it within about a second.`,
 					return err
 				}
 				fmt.Fprintf(e.stdout, "rotated signing key: %s -> %s\n", prev, k.KID)
+				if !retirePrevious {
+					return nil
+				}
+				for _, old := range a.Keys.Keys() {
+					if old.KID == k.KID {
+						continue
+					}
+					if err := retireKey(ctx, e, a, old.KID); err != nil {
+						return err
+					}
+				}
 				return nil
+			})
+		},
+	}
+	rotate.Flags().BoolVar(&retirePrevious, "retire-previous", false, "remove every previous key from JWKS at once (tokens they signed stop verifying)")
+
+	retire := &cobra.Command{
+		Use:   "retire KID",
+		Short: "Remove a signing key that no longer signs from JWKS at once (a leaked key)",
+		Long: `Remove a key that no longer signs at once, without waiting for
+tokens.key_retire_after: for a key that leaked. It is deleted (private key
+included) and leaves JWKS; every token it signed stops verifying. The active
+key cannot be retired: rotate first (ward keys rotate --retire-previous does
+both).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				err := retireKey(ctx, e, a, args[0])
+				if errors.Is(err, tokens.ErrActiveKey) {
+					return fmt.Errorf("%s is the active signing key: rotate first (ward keys rotate --retire-previous)", args[0])
+				}
+				if errors.Is(err, tokens.ErrNoKey) {
+					return fmt.Errorf("no signing key %q (ward keys list)", args[0])
+				}
+				return err
 			})
 		},
 	}
@@ -122,8 +164,21 @@ Nothing is opened or stored on Ward's side.
 	natsUser.Flags().StringVar(&seedFile, "seed-file", "", "file to create with the seed (0600)")
 	_ = natsUser.MarkFlagRequired("seed-file")
 
-	cmd.AddCommand(list, rotate, kek, natsUser)
+	cmd.AddCommand(list, rotate, retire, kek, newRotateKEKCmd(e), natsUser)
 	return cmd
+}
+
+// retireKey retires kid and says on stderr what that breaks.
+func retireKey(ctx context.Context, e *cliEnv, a *app.App, kid string) error {
+	if err := a.Keys.Retire(ctx, actorCLI, kid); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "retired signing key %s: removed from JWKS\n", kid)
+	fmt.Fprintf(e.stderr, "warning: tokens signed by %s no longer verify: access and ID tokens (and SETs not yet delivered) are\n"+
+		"refused by Ward at once, by other Ward instances at their next key reload (within %s), and by resource\n"+
+		"servers and relying parties when they fetch /jwks again. Clients get new tokens with their refresh tokens.\n",
+		kid, app.MaintenanceInterval)
+	return nil
 }
 
 func keyState(k *model.SigningKey, active string, now time.Time) string {

@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/identity"
 )
 
 const testKEK = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -114,7 +116,7 @@ func TestUserAddListDisable(t *testing.T) {
 		t.Errorf("add without password: exit %d, stderr %q", code, errs)
 	}
 	out = h.ok("", "user", "list")
-	if !regexp.MustCompile(`(?m)^bob\s+\S+\s+bob@example.com\s+admin\s+active\s+-$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^bob\s+\S+\s+bob@example.com\s+admin\s+active\s+-\s+none$`).MatchString(out) {
 		t.Errorf("list:\n%s", out)
 	}
 	if strings.Contains(out, "carol") {
@@ -449,5 +451,133 @@ func TestKeysNATSUser(t *testing.T) {
 	}
 	if _, _, code := runKeys(); code == 0 {
 		t.Fatal("ran without --seed-file")
+	}
+}
+
+// The risk level set with `ward user risk` is what list and show print;
+// setting none shows none again.
+func TestUserRiskShown(t *testing.T) {
+	h := newHarness(t, "")
+	h.ok("correct horse battery\n", "user", "add", "erin", "--password-stdin")
+	h.ok("correct horse battery\n", "user", "add", "frank", "--password-stdin")
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^Risk:\s+none$`).MatchString(out) {
+		t.Errorf("show before:\n%s", out)
+	}
+	h.ok("", "user", "risk", "erin", "high", "--reason", "leaked credentials")
+	out := h.ok("", "user", "list")
+	if !regexp.MustCompile(`(?m)^USERNAME.*\sRISK$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^erin\s.*\shigh$`).MatchString(out) || !regexp.MustCompile(`(?m)^frank\s.*\snone$`).MatchString(out) {
+		t.Errorf("list:\n%s", out)
+	}
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^Risk:\s+high \(set \d{4}-\d\d-\d\dT\S+Z\)$`).MatchString(out) {
+		t.Errorf("show:\n%s", out)
+	}
+	h.ok("", "user", "risk", "erin", "none")
+	if out := h.ok("", "user", "list"); !regexp.MustCompile(`(?m)^erin\s.*\snone$`).MatchString(out) {
+		t.Errorf("list after none:\n%s", out)
+	}
+}
+
+// ward user totp-remove removes the second factor through the identity
+// service: mfa.removed (actor cli) committed with the change, and the
+// CAEP credential-change SET (app, delete) queued for receivers.
+func TestUserTOTPRemove(t *testing.T) {
+	h := newHarness(t, "")
+	a := h.openApp()
+	ctx := context.Background()
+	u, err := a.Identity.CreateUser(ctx, "test", identity.NewUser{Username: "erin", Password: "correct horse battery",
+		TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := createPollStream(t, a)
+	a.Close()
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^MFA:\s+totp$`).MatchString(out) {
+		t.Fatalf("show before:\n%s", out)
+	}
+	if out := h.ok("", "user", "totp-remove", "erin"); out != "removed the TOTP second factor of erin\n" {
+		t.Errorf("totp-remove: %q", out)
+	}
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^MFA:\s+-$`).MatchString(out) {
+		t.Errorf("show after:\n%s", out)
+	}
+	if _, errs, code := h.run("", "user", "totp-remove", "erin"); code != exitFailure || !strings.Contains(errs, "erin has no TOTP second factor") {
+		t.Errorf("again: %d %q", code, errs)
+	}
+	out := h.ok("", "logs", "--json", "--type", "mfa.removed")
+	var ev map[string]any
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &ev) != nil ||
+		ev["actor"] != actorCLI || ev["user_id"] != u.ID || ev["code"] != "W1003W" {
+		t.Fatalf("mfa.removed events:\n%s", out)
+	}
+	sets := pollSETs(t, h, stream)
+	if len(sets) != 1 {
+		t.Fatalf("SETs: %+v", sets)
+	}
+	s := sets[0]
+	if s.typ != cae.EventCredentialChange || s.event["credential_type"] != "app" || s.event["change_type"] != "delete" ||
+		s.event["initiating_entity"] != cae.InitiatorAdmin || s.subject["format"] != "iss_sub" || s.subject["sub"] != u.ID || s.txn != ev["id"] {
+		t.Errorf("credential-change SET: %+v (event %v)", s, ev)
+	}
+}
+
+// keys rotate --retire-previous and keys retire: the previous key leaves
+// JWKS at once, with a warning and key.retired (actor cli); the active
+// key cannot be retired.
+func TestKeysRetire(t *testing.T) {
+	h := newHarness(t, "")
+	activeKID := func() string {
+		out := h.ok("", "keys", "list")
+		m := regexp.MustCompile(`(?m)^(\S+)\s+ES256\s+active`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no active key:\n%s", out)
+		}
+		return m[1]
+	}
+	jwks := func() []string {
+		a := h.openApp()
+		defer a.Close()
+		var kids []string
+		for _, k := range a.Keys.JWKS().Keys {
+			kids = append(kids, k.KeyID)
+		}
+		return kids
+	}
+	first := activeKID()
+	if _, errs, code := h.run("", "keys", "retire", "--", first); code != exitFailure || !strings.Contains(errs, "active signing key: rotate first") {
+		t.Errorf("retire the active key: %d %q", code, errs)
+	}
+	h.ok("", "keys", "rotate")
+	second := activeKID()
+	if got := jwks(); len(got) != 2 {
+		t.Fatalf("jwks after a plain rotation: %v", got)
+	}
+	out, errs, code := h.run("", "keys", "rotate", "--retire-previous")
+	third := activeKID()
+	if code != 0 || !strings.Contains(out, "retired signing key "+first) || !strings.Contains(out, "retired signing key "+second) ||
+		!strings.Contains(errs, "warning: tokens signed by "+first+" no longer verify") {
+		t.Fatalf("rotate --retire-previous: %d\n%s\n%s", code, out, errs)
+	}
+	if got := jwks(); len(got) != 1 || got[0] != third {
+		t.Errorf("jwks after --retire-previous: %v, want [%s]", got, third)
+	}
+	if out := h.ok("", "keys", "list"); strings.Contains(out, first) || strings.Contains(out, second) {
+		t.Errorf("retired keys still listed:\n%s", out)
+	}
+	h.ok("", "keys", "rotate")
+	fourth := activeKID()
+	out, errs, code = h.run("", "keys", "retire", "--", third)
+	if code != 0 || !strings.Contains(errs, "warning:") {
+		t.Fatalf("retire: %d %q %q", code, out, errs)
+	}
+	if got := jwks(); len(got) != 1 || got[0] != fourth {
+		t.Errorf("jwks after retire: %v", got)
+	}
+	if _, errs, code := h.run("", "keys", "retire", "--", third); code != exitFailure || !strings.Contains(errs, "no signing key") {
+		t.Errorf("retire again: %d %q", code, errs)
+	}
+	out = h.ok("", "logs", "--json", "--type", "key.retired")
+	if n := strings.Count(out, "\n"); n != 3 || strings.Count(out, `"actor":"cli"`) != 3 || !strings.Contains(out, `"immediate":"true"`) {
+		t.Errorf("key.retired events:\n%s", out)
 	}
 }

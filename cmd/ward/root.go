@@ -131,6 +131,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newKeysCmd(e),
 		newLogsCmd(e),
 		newDeviceCmd(e),
+		newSessionCmd(e),
 		newComplianceCmd(e),
 		newPolicyCmd(e),
 		newGatewayCmd(e),

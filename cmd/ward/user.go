@@ -59,11 +59,11 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "USERNAME\tID\tEMAIL\tROLES\tSTATUS\tMFA")
+				fmt.Fprintln(tw, "USERNAME\tID\tEMAIL\tROLES\tSTATUS\tMFA\tRISK")
 				now := a.Now()
 				for _, u := range us {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Username, u.ID, dash(u.Email),
-						dash(strings.Join(u.Roles, ",")), userStatus(u, now), mfa(a, u))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", u.Username, u.ID, dash(u.Email),
+						dash(strings.Join(u.Roles, ",")), userStatus(u, now), mfa(a, u), riskLevel(u))
 				}
 				return tw.Flush()
 			})
@@ -98,6 +98,11 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 				row("Groups", dash(strings.Join(names, ", ")))
 				row("Status", userStatus(u, a.Now()))
 				row("MFA", mfa(a, u))
+				risk := riskLevel(u)
+				if !u.RiskUpdatedAt.IsZero() {
+					risk += " (set " + u.RiskUpdatedAt.UTC().Format(time.RFC3339) + ")"
+				}
+				row("Risk", risk)
 				row("Failed logins", fmt.Sprint(u.FailedLogins))
 				if !u.LockedUntil.IsZero() {
 					row("Locked until", u.LockedUntil.UTC().Format(time.RFC3339))
@@ -226,6 +231,16 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	totpEnroll.Flags().StringVar(&issuer, "issuer", "Ward", "issuer label shown in the authenticator app")
 
+	totpRemove := simple("totp-remove", "Remove a user's TOTP second factor (a lost authenticator); the user may enrol again",
+		"removed the TOTP second factor of", func(ctx context.Context, a *app.App, u *model.User) error {
+			if err := a.Identity.RemoveTOTP(ctx, actorCLI, u.ID); errors.Is(err, identity.ErrNoTOTP) {
+				return fmt.Errorf("%s has no TOTP second factor", u.Username)
+			} else if err != nil {
+				return err
+			}
+			return nil
+		})
+
 	var riskReason string
 	risk := &cobra.Command{
 		Use:   "risk USER LEVEL",
@@ -249,7 +264,7 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	risk.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, risk)
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, risk, newRevokeSessionsCmd(e))
 	return cmd
 }
 
@@ -280,6 +295,14 @@ func mfa(a *app.App, u *model.User) string {
 		return "totp"
 	}
 	return "-"
+}
+
+// riskLevel is the user risk Conditional Access sees ("" reads as none).
+func riskLevel(u *model.User) string {
+	if u.RiskLevel == "" {
+		return identity.RiskNone
+	}
+	return u.RiskLevel
 }
 
 func dash(s string) string {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
@@ -408,5 +409,42 @@ func wantWorks(t testing.TB, in *wardtest.Instance, tk tokens) {
 	t.Helper()
 	if r := userinfo(t, tk.caller); r.Status != 200 {
 		t.Fatalf("userinfo: %d %s", r.Status, r.Body)
+	}
+}
+
+// DELETE /users/{id}/totp removes the second factor through the identity
+// service: 204, the user no longer has one, mfa.removed attributed to the
+// administrator; a user without one (or no user) is 404.
+func TestRemoveTOTP(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{})
+	alice := admin(t, in)
+	aliceID := userID(t, in, "alice")
+	dave, err := in.App.Identity.CreateUser(context.Background(), "test", identity.NewUser{Username: "dave",
+		Password: "a long enough passphrase", TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := alice.do(t, req{method: "GET", path: "/users/" + dave.ID}); r.JSON["totp_enrolled"] != true {
+		t.Fatalf("before: %s", r.Body)
+	}
+	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/users/" + dave.ID + "/totp"}), 204, "")
+	if r := alice.do(t, req{method: "GET", path: "/users/" + dave.ID}); r.JSON["totp_enrolled"] != false {
+		t.Fatalf("after: %s", r.Body)
+	}
+	r := alice.do(t, req{method: "DELETE", path: "/users/" + dave.ID + "/totp"})
+	wantStatus(t, r, 404, "not_found")
+	if !strings.Contains(r.str("error_description"), "TOTP") {
+		t.Errorf("second removal: %s", r.Body)
+	}
+	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/users/nobody/totp"}), 404, "not_found")
+	evs := events(t, in, model.EventMFARemoved)
+	if len(evs) != 1 || evs[0].UserID != dave.ID || evs[0].Actor != aliceID || evs[0].Data["method"] != "totp" || evs[0].CorrelationID == "" {
+		t.Fatalf("mfa.removed events: %+v", evs)
+	}
+	// Another user's token without the admin role is refused.
+	bob := signIn(t, in, "bob", "openid ward:admin")
+	wantStatus(t, bob.do(t, req{method: "DELETE", path: "/users/" + aliceID + "/totp"}), 403, "access_denied")
+	if u, _ := in.App.Store.GetUser(context.Background(), aliceID); !in.App.Identity.HasTOTP(u) {
+		t.Error("a refused call removed alice's factor")
 	}
 }

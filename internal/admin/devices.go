@@ -16,6 +16,7 @@ func (api *API) deviceRoutes() {
 	api.handle("GET /devices/{id}", api.getDevice)
 	api.handle("POST /devices/{id}/disable", api.deviceStatus(device.ReasonDeviceDisabled))
 	api.handle("POST /devices/{id}/lost", api.deviceStatus(device.ReasonDeviceLost))
+	api.handle("POST /devices/{id}/enable", api.enableDevice)
 	api.handle("DELETE /devices/{id}", api.deleteDevice)
 	api.handle("GET /compliance-policies", api.listPolicies)
 	api.handle("GET /compliance-policies/{platform}", api.getPolicy)
@@ -138,6 +139,20 @@ func (api *API) deviceStatus(reason model.RevocationCause) handlerFunc {
 		writeJSON(w, http.StatusOK, deviceDTO(d, true))
 		return nil
 	}
+}
+
+// POST /devices/{id}/enable makes a disabled device active again; a lost
+// one is 409.
+func (api *API) enableDevice(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	d, err := api.app.Devices.Enable(r.Context(), rc.actor(), r.PathValue("id"))
+	if errors.Is(err, device.ErrLost) {
+		return conflict(err.Error())
+	}
+	if err != nil {
+		return deviceErr(err, "device")
+	}
+	writeJSON(w, http.StatusOK, deviceDTO(d, true))
+	return nil
 }
 
 // DELETE /devices/{id}

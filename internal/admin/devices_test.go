@@ -122,6 +122,29 @@ func TestDevicesAndPolicies(t *testing.T) {
 	if ds := r.list("devices"); len(ds) != 1 || ds[0]["id"] != dB.ID {
 		t.Fatalf("list lost: %s", r.Body)
 	}
+	// A lost device never presents as compliant: noncompliant, naming its
+	// status, in the list and in the device.
+	for _, body := range []map[string]any{r.list("devices")[0], alice.do(t, req{method: "GET", path: "/devices/" + dB.ID}).JSON} {
+		fs, _ := body["failures"].([]any)
+		if body["compliance"] != model.NonCompliant || len(fs) != 1 || fs[0].(map[string]any)["rule"] != device.RuleDeviceStatus {
+			t.Errorf("lost device: compliance %v, failures %v", body["compliance"], body["failures"])
+		}
+	}
+	// Enable: the disabled device is active again; the lost one is 409.
+	r = alice.do(t, req{method: "POST", path: "/devices/" + dA.ID + "/enable"})
+	wantStatus(t, r, 200, "")
+	if r.str("status") != model.DeviceActive {
+		t.Fatalf("enable: %s", r.Body)
+	}
+	r = alice.do(t, req{method: "POST", path: "/devices/" + dB.ID + "/enable"})
+	wantStatus(t, r, 409, "conflict")
+	if !strings.Contains(r.str("error_description"), "lost") {
+		t.Errorf("enable a lost device: %s", r.Body)
+	}
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/devices/nope/enable"}), 404, "not_found")
+	if evs := events(t, in, model.EventDeviceEnabled); len(evs) != 1 || evs[0].Actor != aliceID || evs[0].DeviceID != dA.ID {
+		t.Errorf("device.enabled events: %+v", evs)
+	}
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/devices/" + dA.ID}), 204, "")
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/devices/" + dA.ID}), 404, "not_found")
 	wantStatus(t, alice.do(t, req{method: "POST", path: "/devices/" + dA.ID + "/lost"}), 404, "not_found")

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"cmp"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -214,6 +215,18 @@ func (api *API) unlockUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 		return orNotFound(err, "user")
 	}
 	return api.getUser(w, r, rc)
+}
+
+// DELETE /users/{id}/totp removes the user's TOTP second factor
+// (mfa.removed).
+func (api *API) removeTOTP(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	if err := api.app.Identity.RemoveTOTP(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+		if errors.Is(err, identity.ErrNoTOTP) {
+			return notFound("TOTP second factor")
+		}
+		return orNotFound(err, "user")
+	}
+	return noContent(w)
 }
 
 // DELETE /users/{id}

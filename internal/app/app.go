@@ -76,6 +76,9 @@ type Options struct {
 	// publishes them within its poll interval. The embedded server's
 	// files belong to the server process.
 	Tool bool
+	// KEK, when set, is the key-encryption key instead of the configured
+	// one (ward keys rotate-kek opens Ward with the new key).
+	KEK *secret.KEK
 }
 
 // Open opens Ward with cfg, which must have passed Validate.
@@ -108,29 +111,15 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, fmt.Errorf("app: create data directory: %w", err)
 	}
 
-	if a.KEK, err = loadKEK(cfg, o.LookupEnv); err != nil {
-		return nil, err
+	a.KEK = o.KEK
+	if a.KEK == nil {
+		if a.KEK, err = loadKEK(cfg, o.LookupEnv); err != nil {
+			return nil, err
+		}
 	}
 
-	switch cfg.Storage.Driver {
-	case config.DriverSQLite:
-		s, err := sqlite.Open(ctx, cfg.Storage.SQLite.Path, sqlite.WithClock(o.Now))
-		if err != nil {
-			return nil, fmt.Errorf("app: open sqlite store %s: %w", cfg.Storage.SQLite.Path, err)
-		}
-		a.Store = s
-		// The data directory is 0700 already; keep the files private too.
-		for _, suffix := range []string{"", "-wal", "-shm"} {
-			_ = os.Chmod(cfg.Storage.SQLite.Path+suffix, 0o600)
-		}
-	case config.DriverPostgres:
-		s, err := postgres.Open(ctx, cfg.Storage.Postgres.DSN.Reveal(), postgres.WithClock(o.Now))
-		if err != nil {
-			return nil, fmt.Errorf("app: open postgres store: %w", err)
-		}
-		a.Store = s
-	default:
-		return nil, fmt.Errorf("app: unknown storage driver %q", cfg.Storage.Driver)
+	if a.Store, err = openStore(ctx, cfg, o.Now); err != nil {
+		return nil, err
 	}
 	a.closers = append(a.closers, a.Store.Close)
 
@@ -236,6 +225,29 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	return a, nil
 }
 
+// openStore opens the configured store (the data directory exists).
+func openStore(ctx context.Context, cfg *config.Config, now func() time.Time) (store.Store, error) {
+	switch cfg.Storage.Driver {
+	case config.DriverSQLite:
+		s, err := sqlite.Open(ctx, cfg.Storage.SQLite.Path, sqlite.WithClock(now))
+		if err != nil {
+			return nil, fmt.Errorf("app: open sqlite store %s: %w", cfg.Storage.SQLite.Path, err)
+		}
+		// The data directory is 0700 already; keep the files private too.
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			_ = os.Chmod(cfg.Storage.SQLite.Path+suffix, 0o600)
+		}
+		return s, nil
+	case config.DriverPostgres:
+		s, err := postgres.Open(ctx, cfg.Storage.Postgres.DSN.Reveal(), postgres.WithClock(now))
+		if err != nil {
+			return nil, fmt.Errorf("app: open postgres store: %w", err)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("app: unknown storage driver %q", cfg.Storage.Driver)
+}
+
 // Close releases the store. It is safe to call more than once.
 func (a *App) Close() error {
 	if a.unsubAudit != nil {
@@ -253,6 +265,15 @@ func (a *App) Close() error {
 // ErrNoKEK is returned when no key-encryption key is configured outside dev
 // mode.
 var ErrNoKEK = errors.New("app: no key-encryption key")
+
+// LoadKEK returns the configured key-encryption key ($kek.env, else
+// kek.file; created in dev mode), as Open does.
+func LoadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KEK, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	return loadKEK(cfg, lookup)
+}
 
 func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KEK, error) {
 	if cfg.KEK.Env != "" {

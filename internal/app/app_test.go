@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -171,6 +172,21 @@ func TestDevDataStableAcrossRestarts(t *testing.T) {
 	}
 	if !spa.Public() || !spa.DPoPBoundAccessTokens || len(spa.RedirectURIs) != 2 || !spa.AllowsGrant(model.GrantRefreshToken) {
 		t.Errorf("demo-spa %+v", spa)
+	}
+	// The admin API's client: the agent's grants and the admin scope,
+	// managed by dev mode, with the commands to use it in the banner.
+	adm, err := a.Clients.Get(ctx, DevAdminClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !adm.Public() || !adm.DPoPBoundAccessTokens || !adm.AllowsGrant(model.GrantDeviceCode) || !slices.Contains(adm.Scopes, "ward:admin") ||
+		adm.ManagedBy != model.ClientManagedByDev {
+		t.Errorf("ward-admin %+v", adm)
+	}
+	for _, c := range DevAdminCommands(cfg.Issuer) {
+		if !strings.Contains(banner, c) {
+			t.Errorf("banner lacks %q:\n%s", c, banner)
+		}
 	}
 	u, _ := a.Store.GetUserByUsername(ctx, "alice")
 	if !u.HasRole(model.RoleAdmin) || !a.Identity.HasTOTP(u) {

@@ -29,6 +29,11 @@ const (
 	DevServiceClient = "demo-service"
 	// DevAgentClientID is the device agent's client (`ward device enroll`).
 	DevAgentClientID = "ward-agent"
+	// DevAdminClientID is a device-agent client that may also ask for the
+	// admin API's scope: the way to call the admin API in dev mode.
+	DevAdminClientID = "ward-admin"
+	// devAdminScope is the admin API's scope (admin.ScopeAdmin).
+	devAdminScope = "ward:admin"
 	// DevCredentialsFile, under data_dir, keeps the generated demo
 	// credentials (mode 0600): the store holds only their hashes.
 	DevCredentialsFile = "dev-credentials.json"
@@ -128,6 +133,34 @@ func DevAgentSpec() clientspec.Spec {
 	}
 }
 
+// DevAdminSpec is the admin API's client in dev mode: the device agent's
+// grants (device code, DPoP-bound to the device key) with the scope
+// ward:admin as well, so that `ward device enroll --client-id ward-admin
+// --scope …` signs alice in and `ward device curl /admin/api/v1/…` calls
+// the admin API (DevAdminCommands).
+func DevAdminSpec() clientspec.Spec {
+	return clientspec.Spec{
+		ID:                    DevAdminClientID,
+		Name:                  "Ward admin API (device agent)",
+		AuthMethod:            model.AuthNone,
+		GrantTypes:            []string{model.GrantDeviceCode, model.GrantRefreshToken},
+		Scopes:                []string{"openid", "profile", "offline_access", devAdminScope},
+		DPoPBoundAccessTokens: true,
+		CAECapable:            true,
+	}
+}
+
+// DevAdminCommands are the two commands that call the admin API of a dev
+// Ward at issuer: enrol this machine through the admin client (sign in as
+// the demo user), then send a request with its DPoP-bound token.
+func DevAdminCommands(issuer string) []string {
+	return []string{
+		"ward device enroll --server " + strings.TrimSuffix(issuer, "/") + " --client-id " + DevAdminClientID +
+			` --scope "` + strings.Join(DevAdminSpec().Scopes, " ") + `"`,
+		"ward device curl /admin/api/v1/users",
+	}
+}
+
 // ensureDevData creates the demo user and clients if missing and returns
 // their credentials, keeping generated ones in the dev credentials file.
 func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
@@ -201,6 +234,10 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, agent, ""); err != nil {
 		return nil, fmt.Errorf("demo client %s: %w", agent.ID, err)
 	}
+	adm := DevAdminSpec()
+	if _, _, err := a.Clients.Upsert(ctx, ActorSystem, model.ClientManagedByDev, adm, ""); err != nil {
+		return nil, fmt.Errorf("demo client %s: %w", adm.ID, err)
+	}
 	if dirty {
 		if err := writeDevCredentials(path, creds); err != nil {
 			return nil, err
@@ -217,7 +254,7 @@ func (a *App) ensureDevData(ctx context.Context) (*DevData, error) {
 		},
 		CredentialsFile: path,
 	}
-	for _, s := range []clientspec.Spec{spa, svc, agent} {
+	for _, s := range []clientspec.Spec{spa, svc, agent, adm} {
 		s.Normalize()
 		d.Clients = append(d.Clients, DevClient{
 			ID: s.ID, AuthMethod: s.AuthMethod, GrantTypes: s.GrantTypes, RedirectURIs: s.RedirectURIs,
@@ -273,6 +310,12 @@ func (a *App) DevBanner() string {
 			fmt.Fprintf(&b, "    enrol with:  ward device enroll --server %s\n", strings.TrimSuffix(d.Issuer, "/"))
 		}
 	}
+	fmt.Fprintf(&b, "\n  Admin API:     sign in as %s through the %s client with the device agent,\n", d.User.Username, DevAdminClientID)
+	fmt.Fprintf(&b, "                 then call any /admin/api/v1 path with its DPoP-bound token:\n")
+	for _, c := range DevAdminCommands(d.Issuer) {
+		fmt.Fprintf(&b, "    %s\n", c)
+	}
+	fmt.Fprintf(&b, "                 (on a machine enrolled already, add --agent-config admin.json to both)\n")
 	fmt.Fprintf(&b, "\n  Credentials are kept in %s (mode 0600).\n%s\n", d.CredentialsFile, line)
 	return b.String()
 }

@@ -150,7 +150,7 @@ var rules = map[string]rule{
 		"internal/store", "internal/store/sqlite", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
-		"internal/server", "internal/store", "internal/tlsutil"}, never: testOnly},
+		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.
 	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},
 

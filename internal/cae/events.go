@@ -107,6 +107,8 @@ func revocationReason(c model.RevocationCause) (why string, covered, known bool)
 		return "", true, true
 	case model.CauseDeviceDeleted:
 		return "session revoked: its device was deleted", false, true
+	case model.CauseKEKRotated:
+		return "session revoked: the server's key-encryption key was rotated", false, true
 	case model.CauseAdminRevoked, model.CauseLogout, model.CauseAccessTokenRevoked, model.CauseCodeReuse:
 		return "session revoked (" + string(c) + ")", false, true
 	}
@@ -207,6 +209,14 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		b := base(initiator(e), "second factor enrolled ("+orDefault(method, "totp")+")")
 		b.CredentialType, b.ChangeType = credentialType(method), "create"
 		return []template{{EventCredentialChange, user(), userKey, b}}
+	case model.EventMFARemoved:
+		if e.UserID == "" {
+			return nil
+		}
+		method := e.Data["method"]
+		b := base(initiator(e), "second factor removed ("+orDefault(method, "totp")+")")
+		b.CredentialType, b.ChangeType = credentialType(method), "delete"
+		return []template{{EventCredentialChange, user(), userKey, b}}
 	case model.EventTokenRevoked:
 		// An access token its client revoked (RFC 7009): that token, not
 		// its session, which other clients may go on using. A refresh
@@ -262,9 +272,17 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 			why = "device reported lost or stolen"
 		}
 		// A disabled or lost device is out of compliance whatever its last
-		// posture said; previous_status is that posture's verdict.
+		// posture said; previous_status is that posture's verdict, which
+		// the event carries (the device's stored compliance changed with
+		// its status; events recorded before carry none).
+		var prev string
+		if pc, ok := e.Data["previous_compliance"]; ok {
+			prev = compliance(pc)
+		} else {
+			prev = s.deviceCompliance(ctx, e.DeviceID)
+		}
 		b := base(initiator(e), why)
-		b.PreviousStatus, b.CurrentStatus = s.deviceCompliance(ctx, e.DeviceID), "not-compliant"
+		b.PreviousStatus, b.CurrentStatus = prev, "not-compliant"
 		return []template{
 			{EventDeviceComplianceChange, sub, "device:" + e.DeviceID, b},
 			{EventSessionRevoked, sub, "device:" + e.DeviceID, base(initiator(e), why)},
@@ -340,6 +358,7 @@ var SourceEventTypes = []model.EventType{
 	model.EventUserDeleted,
 	model.EventPasswordChanged,
 	model.EventMFAEnrolled,
+	model.EventMFARemoved,
 	model.EventSessionRevoked,
 	model.EventSessionLoggedOut,
 	model.EventTokenRevoked,

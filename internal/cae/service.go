@@ -354,10 +354,15 @@ func audJSON(aud []string) []byte {
 	return b
 }
 
-func headerAAD(streamID string) []byte { return []byte("ward/ssf-push-authorization:" + streamID) }
+// AuthorizationHeaderAAD is the associated data that binds a stream's
+// sealed push authorization header (SSFStream.AuthHeaderEnc) to the
+// stream: what a KEK rotation re-seals it with.
+func AuthorizationHeaderAAD(streamID string) []byte {
+	return []byte("ward/ssf-push-authorization:" + streamID)
+}
 
 func (s *Service) sealHeader(streamID, h string) ([]byte, error) {
-	ct, err := s.o.KEK.Seal([]byte(h), headerAAD(streamID))
+	ct, err := s.o.KEK.Seal([]byte(h), AuthorizationHeaderAAD(streamID))
 	if err != nil {
 		return nil, fmt.Errorf("cae: seal authorization header: %w", err)
 	}
@@ -365,7 +370,7 @@ func (s *Service) sealHeader(streamID, h string) ([]byte, error) {
 }
 
 func (s *Service) openHeader(streamID string, ct []byte) (secret.String, error) {
-	pt, err := s.o.KEK.Open(ct, headerAAD(streamID))
+	pt, err := s.o.KEK.Open(ct, AuthorizationHeaderAAD(streamID))
 	if err != nil {
 		return "", fmt.Errorf("cae: open authorization header of stream %s: %w", streamID, err)
 	}

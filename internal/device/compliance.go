@@ -30,6 +30,7 @@ const (
 	RulePostureStale        = "posture_stale" // no posture within the grace period (not configurable)
 	RuleNoPolicy            = "no_policy"     // no policy applies to the platform (not configurable)
 	RuleNoPosture           = "no_posture"    // the device never reported its posture (not configurable)
+	RuleDeviceStatus        = "device_status" // the device is disabled or lost (not configurable)
 	maxSignatureAgeDays     = 3650
 	maxPostureAgeHoursLimit = 24 * 365
 )

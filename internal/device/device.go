@@ -16,7 +16,9 @@
 // posture and the time. States: compliant (every rule passed), noncompliant
 // (at least one rule failed, or no posture arrived for longer than the
 // posture grace period), unknown (no rule failed but at least one could not
-// be decided, or no policy applies to the device's platform). Conditional
+// be decided, or no policy applies to the device's platform). A disabled or
+// lost device is noncompliant whatever its posture said (rule
+// device_status), from the write that changed its status. Conditional
 // Access treats anything but compliant as not compliant.
 //
 // Every change is published on the bus (device.*, compliance.policy_changed)
@@ -142,6 +144,9 @@ var (
 	// ErrInvalid: a registration or policy field is malformed; returned
 	// errors wrap it with every problem found.
 	ErrInvalid = errors.New("invalid input")
+	// ErrLost: a lost device cannot be enabled again; it is deleted and
+	// the device enrolled anew (its key may be in someone else's hands).
+	ErrLost = errors.New("a lost or stolen device cannot be enabled again: delete it (ward device delete) and enrol the device again (ward device enroll --force)")
 	// ErrNotFound: no such device or policy. It wraps store.ErrNotFound.
 	ErrNotFound error = notFoundError{}
 )
@@ -390,8 +395,10 @@ func ValidStatus(st string) bool {
 }
 
 // Disable stops a device: its key no longer counts as a registered
-// device's, its posture reports are refused and every session bound to it
-// is revoked. It publishes device.disabled (when the status changed) and
+// device's, its posture reports are refused, its compliance becomes
+// noncompliant (rule device_status) and every session bound to it is
+// revoked. A lost device stays lost. It publishes device.disabled (when
+// the status changed; Data: previous_status, previous_compliance) and
 // session.revoked for each session ended.
 func (s *Service) Disable(ctx context.Context, actor, id string) (*model.Device, error) {
 	return s.setStatus(ctx, actor, id, model.DeviceDisabled, model.EventDeviceDisabled, ReasonDeviceDisabled)
@@ -406,20 +413,30 @@ func (s *Service) MarkLost(ctx context.Context, actor, id string) (*model.Device
 func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ model.EventType, cause model.RevocationCause) (*model.Device, error) {
 	now := s.now()
 	var prev string
+	var changed bool
 	// The event commits with the status change (and only with a change):
 	// once that transaction committed, the device's key obtains no more
 	// tokens, so the sessions revoked below, in a transaction of their
 	// own, are a clean-up that a retry finishes. Their number is therefore
 	// not in this event; each has its session.revoked.
 	ev := &model.Event{Type: typ, Actor: actor, DeviceID: id, Reason: string(cause)}
-	ectx := s.events.Pending(ctx, ev, func([]string) bool { return prev != status })
+	ectx := s.events.Pending(ctx, ev, func([]string) bool { return changed })
 	d, err := s.store.UpdateDevice(ectx, id, func(d *model.Device) error {
-		prev = d.Status
+		prev, changed = d.Status, false // fn may run again: start afresh
 		ev.UserID, ev.DeviceID = d.UserID, d.ID
-		ev.Data = map[string]string{"previous_status": prev}
-		if d.Status != status {
-			d.Status, d.UpdatedAt = status, now
+		ev.Data = map[string]string{"previous_status": prev, "previous_compliance": d.Compliance}
+		// A lost device stays lost: disabling it would make it one that
+		// Enable accepts.
+		if d.Status == status || d.Status == model.DeviceLost {
+			return nil
 		}
+		changed = true
+		d.Status, d.UpdatedAt = status, now
+		// Out of compliance with the status, in the same write: no reader
+		// ever sees a lost or disabled device that is compliant.
+		var fs []Failure
+		d.Compliance, fs = s.evaluate(d, nil, nil, false, now)
+		d.ComplianceFailures, d.ComplianceAt = encodeFailures(fs), now
 		return nil
 	})
 	if err != nil {
@@ -428,7 +445,7 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 	// Revoke even when the status did not change: a retry after a failed
 	// revocation must finish the job.
 	sids, rerr := s.sessions.RevokeDevice(ctx, actor, id, d.UserID, cause)
-	if prev != status {
+	if changed {
 		s.log.InfoContext(ctx, "device status changed", "actor", actor, "device_id", id, "from", prev, "to", status, "sessions_revoked", len(sids))
 		if err := s.events.Emit(ectx, ev); err != nil {
 			return nil, errors.Join(err, rerr)
@@ -438,6 +455,79 @@ func (s *Service) setStatus(ctx context.Context, actor, id, status string, typ m
 		return nil, fmt.Errorf("device: %w", rerr)
 	}
 	return d, nil
+}
+
+// Enable makes a disabled device active again: its key counts as a
+// registered device's and its reports are accepted, and its compliance is
+// evaluated at once against its stored posture and the current policy
+// (posture_stale when the posture is older than the grace period). The
+// sessions ended when it was disabled stay ended: its agent signs in
+// again. A lost device is refused with ErrLost (its key may have been
+// copied while it was out of hand: delete it and enrol again); enabling an
+// active device changes nothing. It publishes device.enabled (Data:
+// previous_status, compliance) and, when the compliance state changed,
+// device.compliance_changed, both committed with the change.
+func (s *Service) Enable(ctx context.Context, actor, id string) (*model.Device, error) {
+	cur, err := s.store.GetDevice(ctx, id)
+	if err != nil {
+		return nil, wrapNotFound(err, "device "+id)
+	}
+	switch cur.Status {
+	case model.DeviceLost:
+		return nil, ErrLost
+	case model.DeviceActive:
+		return cur, nil
+	}
+	rules, havePolicy, err := s.rulesFor(ctx, cur.Platform)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var prevCompliance string
+	var enabled bool
+	ev := &model.Event{Type: model.EventDeviceEnabled, Actor: actor, DeviceID: cur.ID, UserID: cur.UserID}
+	cev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: actor}
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		switch {
+		case !enabled:
+			return nil
+		case cev.Data["previous"] != cev.Data["compliance"]:
+			return []*model.Event{ev, cev}
+		}
+		return []*model.Event{ev}
+	})
+	d, err := s.store.UpdateDevice(ectx, id, func(d *model.Device) error {
+		enabled = false // fn may run again: start afresh
+		switch d.Status {
+		case model.DeviceLost:
+			return ErrLost // marked lost meanwhile
+		case model.DeviceActive:
+			return nil
+		}
+		enabled, prevCompliance = true, d.Compliance
+		ev.Data = map[string]string{"previous_status": d.Status}
+		d.Status, d.UpdatedAt = model.DeviceActive, now
+		st, fs := s.evaluate(d, storedPosture(d), rules, havePolicy, now)
+		d.Compliance, d.ComplianceFailures, d.ComplianceAt = st, encodeFailures(fs), now
+		ev.Data["compliance"] = st
+		fillComplianceChanged(cev, d, prevCompliance, fs)
+		return nil
+	})
+	if errors.Is(err, ErrLost) {
+		return nil, ErrLost
+	}
+	if err != nil {
+		return nil, wrapNotFound(err, "device "+id)
+	}
+	if !enabled {
+		return d, nil
+	}
+	s.log.InfoContext(ctx, "device enabled", "actor", actor, "device_id", id, "compliance", d.Compliance)
+	errs := []error{s.events.Emit(ectx, ev)}
+	if prevCompliance != d.Compliance {
+		errs = append(errs, s.publishComplianceChanged(ectx, cev, d, prevCompliance))
+	}
+	return d, errors.Join(errs...)
 }
 
 // Delete revokes every session bound to the device and deletes it; its key

@@ -223,6 +223,12 @@ func (s *Service) publishComplianceChanged(ctx context.Context, ev *model.Event,
 // the rules of the policy that applies (havePolicy false: none) and the
 // posture grace period.
 func (s *Service) evaluate(d *model.Device, p *posture.Posture, rules *Rules, havePolicy bool, now time.Time) (string, []Failure) {
+	if d.Status != model.DeviceActive {
+		// A disabled or lost device is out of compliance whatever its last
+		// posture said: nothing may present it as compliant (lists, the
+		// admin API, Conditional Access filters, SETs).
+		return model.NonCompliant, []Failure{statusFailure(d.Status)}
+	}
 	var fs []Failure
 	last := d.PostureAt
 	if p == nil || last.IsZero() {
@@ -249,6 +255,16 @@ func (s *Service) evaluate(d *model.Device, p *posture.Posture, rules *Rules, ha
 		fs = append(fs, more...)
 	}
 	return stateOf(fs), fs
+}
+
+// statusFailure is the failure of a device that is not active.
+func statusFailure(status string) Failure {
+	if status == model.DeviceLost {
+		return Failure{Rule: RuleDeviceStatus, Detail: "the device is marked lost or stolen",
+			Fix: "A lost device is not enabled again: delete it (ward device delete) and enrol the device again (ward device enroll --force)."}
+	}
+	return Failure{Rule: RuleDeviceStatus, Detail: "the device is " + status,
+		Fix: "An administrator enables the device again (ward device enable) when it may be used; its agent then signs in again."}
 }
 
 // storedPosture decodes a device's stored posture (nil if none or

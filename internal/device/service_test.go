@@ -602,3 +602,158 @@ func TestSubmitPostureConcurrentReplay(t *testing.T) {
 		t.Fatalf("%d submissions accepted, want 1", ok)
 	}
 }
+
+// A disabled or lost device is noncompliant from the write that changes
+// its status, naming the status, whatever its posture said; the sweep
+// leaves it so, and a lost device stays lost when it is disabled.
+func TestInactiveDeviceIsNoncompliant(t *testing.T) {
+	e := newEnv(t)
+	e.putPolicy("*", `{}`)
+	k := newKey(t)
+	d := e.register(k)
+	if got, err := e.svc.SubmitPosture(e.ctx, d.ID, e.report(k, d.ID, fixture(t))); err != nil || got.Compliance != model.Compliant {
+		t.Fatalf("report: %v %v", got, err)
+	}
+	check := func(id, status, detail string) {
+		t.Helper()
+		got, err := e.svc.Get(e.ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := DecodeFailures(got)
+		if got.Status != status || got.Compliance != model.NonCompliant || len(fs) != 1 || fs[0].Rule != RuleDeviceStatus ||
+			fs[0].Unknown || !strings.Contains(fs[0].Detail, detail) || fs[0].Fix == "" || !got.ComplianceAt.Equal(e.clock.Now()) {
+			t.Errorf("%s device: status %s, compliance %s, failures %+v", status, got.Status, got.Compliance, fs)
+		}
+		ds, err := e.svc.List(e.ctx, Filter{Status: status})
+		if err != nil || len(ds) != 1 || ds[0].Compliance != model.NonCompliant {
+			t.Errorf("List(%s) = %v, %v", status, ds, err)
+		}
+	}
+	e.clock.Advance(time.Minute)
+	if _, err := e.svc.Disable(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(d.ID, model.DeviceDisabled, "disabled")
+	if ev := e.last(model.EventDeviceDisabled); ev.Data["previous_compliance"] != model.Compliant || ev.Data["previous_status"] != model.DeviceActive {
+		t.Errorf("device.disabled data %v", ev.Data)
+	}
+	// The status change carries the compliance change: no separate
+	// device.compliance_changed (device.disabled maps to the CAEP one).
+	if n := e.count(model.EventDeviceComplianceChanged); n != 1 {
+		t.Errorf("%d device.compliance_changed, want the report's only", n)
+	}
+	// Sweeps and policy changes do not bring it back.
+	e.clock.Advance(time.Minute)
+	if _, err := e.svc.SweepStale(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.putPolicy("linux", `{}`)
+	if got, _ := e.svc.Get(e.ctx, d.ID); got.Compliance != model.NonCompliant {
+		t.Errorf("after sweep and policy change: %s", got.Compliance)
+	}
+
+	e.clock.Advance(time.Minute)
+	if _, err := e.svc.MarkLost(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	check(d.ID, model.DeviceLost, "lost or stolen")
+	if ev := e.last(model.EventDeviceLost); ev.Data["previous_status"] != model.DeviceDisabled || ev.Data["previous_compliance"] != model.NonCompliant {
+		t.Errorf("device.lost data %v", ev.Data)
+	}
+	// Disabling a lost device leaves it lost and records nothing.
+	n := len(e.rec.Events())
+	if got, err := e.svc.Disable(e.ctx, "admin-1", d.ID); err != nil || got.Status != model.DeviceLost {
+		t.Errorf("disable a lost device: %v %v", got, err)
+	}
+	if len(e.rec.Events()) != n {
+		t.Errorf("disabling a lost device recorded %v", e.rec.Events()[n:])
+	}
+}
+
+// Enable makes a disabled device active again, evaluated at once against
+// its stored posture, and commits device.enabled (and the compliance
+// change) with it; a lost device is refused.
+func TestEnable(t *testing.T) {
+	e := newEnv(t)
+	e.putPolicy("*", `{}`)
+	k := newKey(t)
+	d := e.register(k)
+	if _, err := e.svc.SubmitPosture(e.ctx, d.ID, e.report(k, d.ID, fixture(t))); err != nil {
+		t.Fatal(err)
+	}
+	stored := func(typ model.EventType) []*store.StoredEvent {
+		t.Helper()
+		evs, err := e.st.ListEvents(e.ctx, store.EventFilter{Types: []model.EventType{typ}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return evs
+	}
+	if _, err := e.svc.Disable(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	changes := len(stored(model.EventDeviceComplianceChanged))
+
+	e.clock.Advance(time.Minute)
+	got, err := e.svc.Enable(e.ctx, "admin-2", d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != model.DeviceActive || got.Compliance != model.Compliant || len(DecodeFailures(got)) != 0 || !got.ComplianceAt.Equal(e.clock.Now()) {
+		t.Fatalf("enabled device: %s %s %s", got.Status, got.Compliance, got.ComplianceFailures)
+	}
+	// Both events were appended by the change's transaction (the test bus
+	// has no persister) and are the ones published.
+	en := stored(model.EventDeviceEnabled)
+	if len(en) != 1 || en[0].Actor != "admin-2" || en[0].DeviceID != d.ID || en[0].UserID != e.alice ||
+		en[0].Data["previous_status"] != model.DeviceDisabled || en[0].Data["compliance"] != model.Compliant || en[0].Code() != "W8007I" {
+		t.Fatalf("device.enabled: %+v", en)
+	}
+	if pub := e.last(model.EventDeviceEnabled); pub.ID != en[0].ID {
+		t.Errorf("published %s, stored %s", pub.ID, en[0].ID)
+	}
+	cc := stored(model.EventDeviceComplianceChanged)
+	if len(cc) != changes+1 || cc[0].Data["previous"] != model.NonCompliant || cc[0].Data["compliance"] != model.Compliant || cc[0].DeviceID != d.ID {
+		t.Fatalf("device.compliance_changed: %+v", cc)
+	}
+	// Reports are accepted again.
+	if _, err := e.svc.SubmitPosture(e.ctx, d.ID, e.report(k, d.ID, fixture(t))); err != nil {
+		t.Errorf("report after enable: %v", err)
+	}
+	// Enabling an active device changes nothing and records nothing.
+	n := len(e.rec.Events())
+	if got, err := e.svc.Enable(e.ctx, "admin-2", d.ID); err != nil || got.Status != model.DeviceActive || len(e.rec.Events()) != n {
+		t.Errorf("enable again: %v %v, %d new events", got, err, len(e.rec.Events())-n)
+	}
+
+	// A posture older than the grace period: enabled, but noncompliant
+	// (stale), and no compliance change to record.
+	if _, err := e.svc.Disable(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(DefaultPostureGrace + time.Hour)
+	changes = len(stored(model.EventDeviceComplianceChanged))
+	got, err = e.svc.Enable(e.ctx, "admin-2", d.ID)
+	if err != nil || got.Compliance != model.NonCompliant || DecodeFailures(got)[0].Rule != RulePostureStale {
+		t.Fatalf("enable with a stale posture: %v %v", got, err)
+	}
+	if len(stored(model.EventDeviceEnabled)) != 2 || len(stored(model.EventDeviceComplianceChanged)) != changes {
+		t.Errorf("events after enabling a stale device")
+	}
+
+	// A lost device is refused and stays lost.
+	if _, err := e.svc.MarkLost(e.ctx, "admin-1", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	n = len(e.rec.Events())
+	if _, err := e.svc.Enable(e.ctx, "admin-2", d.ID); !errors.Is(err, ErrLost) {
+		t.Errorf("enable a lost device: %v", err)
+	}
+	if got, _ := e.svc.Get(e.ctx, d.ID); got.Status != model.DeviceLost || got.Compliance != model.NonCompliant || len(e.rec.Events()) != n {
+		t.Errorf("after a refused enable: %s %s, %d new events", got.Status, got.Compliance, len(e.rec.Events())-n)
+	}
+	if _, err := e.svc.Enable(e.ctx, "admin-2", "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown device: %v", err)
+	}
+}

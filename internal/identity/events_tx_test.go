@@ -1,8 +1,10 @@
 package identity_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
@@ -118,5 +121,90 @@ func TestEventCommitsWithChange(t *testing.T) {
 	}
 	if persisted[model.EventUserCreated] != 1 {
 		t.Errorf("user.created persisted %d times by the persister, want 1", persisted[model.EventUserCreated])
+	}
+}
+
+// TestRemoveTOTP: the seed is removed and mfa.removed committed in one
+// transaction (a refused event leaves the factor in place); removing a
+// factor the user does not have is ErrNoTOTP and records nothing.
+func TestRemoveTOTP(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	path := filepath.Join(t.TempDir(), "ward.db")
+	st, err := sqlite.Open(ctx, path, sqlite.WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	b := bus.NewLocal()
+	rec := &bus.Recorder{}
+	b.Subscribe("rec", rec.Handle)
+	kek, err := secret.NewKEK(bytes.Repeat([]byte{3}, secret.KEKSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := identity.New(identity.Options{Store: st, Bus: b, Now: clock, KEK: kek,
+		Argon2: identity.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}})
+	u, err := svc.CreateUser(ctx, "admin", identity.NewUser{Username: "alice", Password: "a long enough passphrase",
+		TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.type = 'mfa.removed'
+		BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RemoveTOTP(ctx, "admin", u.ID); err == nil {
+		t.Fatal("RemoveTOTP with its event refused: got nil, want an error")
+	}
+	if got, _ := st.GetUser(ctx, u.ID); !svc.HasTOTP(got) {
+		t.Fatal("the factor was removed although its event was refused")
+	}
+	if _, err := db.Exec(`DROP TRIGGER refuse`); err != nil {
+		t.Fatal(err)
+	}
+
+	octx := bus.WithOrigin(ctx, bus.Origin{IP: "192.0.2.9", CorrelationID: "corr-totp"})
+	if err := svc.RemoveTOTP(octx, "admin", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := st.GetUser(ctx, u.ID)
+	if svc.HasTOTP(got) || len(got.TOTPSecret) != 0 {
+		t.Fatal("the factor is still there")
+	}
+	// A code is no longer accepted: the user has no factor.
+	if err := svc.CheckTOTP(ctx, got, "123456", "192.0.2.9"); identity.Reason(err) != identity.ReasonNoTOTP {
+		t.Errorf("CheckTOTP after removal: %v (%s)", err, identity.Reason(err))
+	}
+	evs, err := st.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventMFARemoved}})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("mfa.removed events: %v, %v", evs, err)
+	}
+	e := evs[0]
+	if e.Actor != "admin" || e.UserID != u.ID || e.Data["method"] != "totp" || e.IP != "192.0.2.9" || e.CorrelationID != "corr-totp" ||
+		e.Code() != "W1003W" || e.ID == "" || !e.Time.Equal(now) {
+		t.Errorf("mfa.removed stored as %+v", e.Event)
+	}
+	pub := rec.Events()
+	if last := pub[len(pub)-1]; last.ID != e.ID || last.Type != model.EventMFARemoved {
+		t.Errorf("published %+v, stored %+v", last, e.Event)
+	}
+
+	// Nothing to remove: an error, and nothing recorded.
+	if err := svc.RemoveTOTP(ctx, "admin", u.ID); !errors.Is(err, identity.ErrNoTOTP) {
+		t.Errorf("second removal: %v", err)
+	}
+	if err := svc.RemoveTOTP(ctx, "admin", "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown user: %v", err)
+	}
+	if evs, _ := st.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventMFARemoved}}); len(evs) != 1 {
+		t.Errorf("%d mfa.removed events, want 1", len(evs))
 	}
 }

@@ -42,13 +42,15 @@ func decodeTOTPSecret(s string) ([]byte, error) {
 	return seed, nil
 }
 
-func totpAAD(userID string) []byte { return []byte("ward/totp:" + userID) }
+// TOTPAAD is the associated data that binds a user's sealed TOTP seed
+// (User.TOTPSecret) to the user: what a KEK rotation re-seals it with.
+func TOTPAAD(userID string) []byte { return []byte("ward/totp:" + userID) }
 
 func (s *Service) sealTOTP(userID string, seed []byte) ([]byte, error) {
 	if s.kek == nil {
 		return nil, errors.New("identity: no key-encryption key configured; TOTP is unavailable")
 	}
-	ct, err := s.kek.Seal(seed, totpAAD(userID))
+	ct, err := s.kek.Seal(seed, TOTPAAD(userID))
 	if err != nil {
 		return nil, fmt.Errorf("identity: encrypt TOTP secret: %w", err)
 	}
@@ -59,7 +61,7 @@ func (s *Service) openTOTP(u *model.User) ([]byte, error) {
 	if s.kek == nil {
 		return nil, errors.New("identity: no key-encryption key configured; TOTP is unavailable")
 	}
-	seed, err := s.kek.Open(u.TOTPSecret, totpAAD(u.ID))
+	seed, err := s.kek.Open(u.TOTPSecret, TOTPAAD(u.ID))
 	if err != nil {
 		return nil, fmt.Errorf("identity: decrypt TOTP secret of user %s: %w", u.ID, err)
 	}
@@ -167,6 +169,33 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 		return err
 	}
 	s.log.InfoContext(ctx, "TOTP enrolled", "actor", actor, "user_id", userID)
+	return s.events.Emit(ctx, ev)
+}
+
+// ErrNoTOTP: the user has no TOTP second factor to remove.
+var ErrNoTOTP = errors.New("the user has no TOTP second factor")
+
+// RemoveTOTP removes a user's TOTP second factor (the encrypted seed), for
+// example when the authenticator is lost; the user may enrol again. It
+// publishes mfa.removed (Data: method), committed with the change. The
+// user's sessions are left as they are: a session signed in with the
+// factor stays valid until it ends or is revoked (revoke them as well when
+// the factor may be in someone else's hands). ErrNoTOTP when there is
+// none, and nothing is recorded.
+func (s *Service) RemoveTOTP(ctx context.Context, actor, userID string) error {
+	ev := &model.Event{Type: model.EventMFARemoved, Actor: actor, UserID: userID,
+		Data: map[string]string{"method": "totp"}}
+	ctx = s.events.Pending(ctx, ev, nil)
+	if _, err := s.update(ctx, userID, func(u *model.User) error {
+		if len(u.TOTPSecret) == 0 {
+			return ErrNoTOTP // nothing is saved, and the event is not recorded
+		}
+		u.TOTPSecret = nil
+		return nil
+	}); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "TOTP removed", "actor", actor, "user_id", userID)
 	return s.events.Emit(ctx, ev)
 }
 

@@ -45,6 +45,14 @@ const (
 	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
+// EventKEKRotated: every value sealed under the key-encryption key was
+// re-sealed under a new one (Data: signing_keys, totp_seeds,
+// ssf_authorization_headers: how many of each).
+const EventKEKRotated EventType = "kek.rotated"
+
+// EventMFARemoved: a second factor was removed (Data: method).
+const EventMFARemoved EventType = "mfa.removed"
+
 // EventUserSessionsRevoked: an administrator revoked all sessions of a
 // user. It is published once, after the session.revoked of each session
 // (which carry Data["all_sessions"]="true"); Data: sessions_revoked.
@@ -66,6 +74,10 @@ const (
 	EventDeviceComplianceChanged EventType = "device.compliance_changed"
 	EventCompliancePolicyChanged EventType = "compliance.policy_changed"
 )
+
+// EventDeviceEnabled: a disabled device was enabled again (Data:
+// previous_status, compliance).
+const EventDeviceEnabled EventType = "device.enabled"
 
 // Conditional Access and risk events.
 const (
@@ -90,6 +102,7 @@ var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
 	EventSignInFailed:          "W1001W",
 	EventMFAEnrolled:           "W1002I",
+	EventMFARemoved:            "W1003W",
 	EventTokenIssued:           "W2000I",
 	EventTokenRefreshed:        "W2001I",
 	EventTokenRevoked:          "W2002I",
@@ -120,6 +133,7 @@ var EventCodes = map[EventType]string{
 	EventKeyCreated:            "W6000I",
 	EventKeyRotated:            "W6001I",
 	EventKeyRetired:            "W6002I",
+	EventKEKRotated:            "W6003W",
 	EventAdminAccessDenied:     "W7000W",
 
 	EventAccessPolicyChanged: "W9000I",
@@ -134,6 +148,7 @@ var EventCodes = map[EventType]string{
 	EventDevicePostureReported:   "W8004I",
 	EventDevicePostureRejected:   "W8005W",
 	EventDeviceComplianceChanged: "W8006W",
+	EventDeviceEnabled:           "W8007I",
 	EventCompliancePolicyChanged: "W8100I",
 }
 

@@ -35,6 +35,10 @@ const (
 	CauseDeviceDisabled RevocationCause = "device_disabled"
 	CauseDeviceLost     RevocationCause = "device_lost"
 	CauseDeviceDeleted  RevocationCause = "device_deleted"
+	// CauseKEKRotated: the key-encryption key was rotated; the keys
+	// derived from it, which the session's refresh tokens and cookie
+	// depend on, changed with it.
+	CauseKEKRotated RevocationCause = "kek_rotated"
 )
 
 // RevocationCauses lists every cause (a test keeps it complete).
@@ -50,6 +54,7 @@ var RevocationCauses = []RevocationCause{
 	CauseDeviceDisabled,
 	CauseDeviceLost,
 	CauseDeviceDeleted,
+	CauseKEKRotated,
 }
 
 // Event reasons of the events that record a session revocation under a

@@ -11,6 +11,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -131,6 +132,11 @@ func (k *KEK) Derive(purpose string) []byte {
 		panic(err) // only for lengths HKDF cannot produce
 	}
 	return out
+}
+
+// Equal reports whether k and o are the same key (in constant time).
+func (k *KEK) Equal(o *KEK) bool {
+	return k != nil && o != nil && subtle.ConstantTimeCompare(k.raw, o.raw) == 1
 }
 
 // LogValue keeps the key out of logs.

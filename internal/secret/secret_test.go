@@ -134,3 +134,12 @@ func TestStringRedacts(t *testing.T) {
 		t.Fatal("Reveal broken")
 	}
 }
+
+func TestKEKEqual(t *testing.T) {
+	a, _ := NewKEK(bytes.Repeat([]byte{1}, KEKSize))
+	b, _ := NewKEK(bytes.Repeat([]byte{1}, KEKSize))
+	c, _ := NewKEK(bytes.Repeat([]byte{2}, KEKSize))
+	if !a.Equal(b) || a.Equal(c) || a.Equal(nil) {
+		t.Error("Equal compares the wrong thing")
+	}
+}

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/cae"
+	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
@@ -213,6 +215,30 @@ func TestEventMapping(t *testing.T) {
 			t.Errorf("event = %+v", s.event)
 		}
 	})
+	t.Run("MFA removed", func(t *testing.T) {
+		u, err := in.App.Identity.CreateUser(ctx, "admin-1", identity.NewUser{Username: "tina", Password: "a long enough passphrase",
+			TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pollAll(t, in, tok, id) // the enrolment's SET
+		if err := in.App.Identity.RemoveTOTP(ctx, "admin-1", u.ID); err != nil {
+			t.Fatal(err)
+		}
+		s := one("mfa removed", cae.EventCredentialChange)
+		e := s.set.Event
+		if e.CredentialType != "app" || e.ChangeType != "delete" || e.InitiatingEntity != "admin" || e.ReasonAdmin["en"] == "" {
+			t.Errorf("event = %+v", s.event)
+		}
+		if s.set.Subject.Format != "iss_sub" || s.set.Subject.Sub != u.ID {
+			t.Errorf("subject = %+v", s.set.Subject)
+		}
+		evs, _ := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventMFARemoved}, UserID: u.ID})
+		if len(evs) != 1 || s.set.TXN != evs[0].ID {
+			t.Errorf("txn %q, events %v", s.set.TXN, evs)
+		}
+		checkShape(t, s, "09-credential-change-example-fido2.json", "fido2_aaguid", "friendly_name")
+	})
 	t.Run("admin revokes one session", func(t *testing.T) {
 		sid := bobSession(t, in)
 		adm := adminToken(t, in)
@@ -283,6 +309,29 @@ func TestEventMapping(t *testing.T) {
 		publish(&model.Event{Type: model.EventDeviceLost, Actor: "admin-1", UserID: bob, DeviceID: "d-2"})
 		if got := pollAll(t, in, tok, id); len(got) != 2 {
 			t.Fatalf("device lost: %d SETs", len(got))
+		}
+	})
+	t.Run("compliant device marked lost", func(t *testing.T) {
+		// The device's stored compliance becomes noncompliant with its
+		// status; the SET's previous_status is what it was before.
+		now := in.Clock.Now()
+		d := &model.Device{ID: "d-lost-compliant", UserID: bob, JKT: "jkt-lost-compliant", Platform: "linux", TrustType: model.TrustRegistered,
+			Status: model.DeviceActive, Compliance: model.Compliant, ComplianceFailures: json.RawMessage(`[]`), CreatedAt: now, LastSeen: now, UpdatedAt: now}
+		if err := in.App.Store.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.App.Devices.MarkLost(ctx, "admin-1", d.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := in.App.Store.GetDevice(ctx, d.ID); got.Compliance != model.NonCompliant {
+			t.Fatalf("stored compliance %s", got.Compliance)
+		}
+		got := pollAll(t, in, tok, id)
+		if len(got) != 2 || got[0].set.Event.Type != cae.EventDeviceComplianceChange {
+			t.Fatalf("device lost: %d SETs", len(got))
+		}
+		if e := got[0].set.Event; e.PreviousStatus != "compliant" || e.CurrentStatus != "not-compliant" || got[0].set.Subject.Device.ID != d.ID {
+			t.Errorf("device-compliance-change = %+v", got[0].event)
 		}
 	})
 	t.Run("device compliance", func(t *testing.T) {

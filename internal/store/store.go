@@ -274,6 +274,18 @@ type Store interface {
 	// documents; limit 0 means 100.
 	ListPolicyVersions(ctx context.Context, limit int) ([]*model.PolicyVersion, error)
 
+	// ResealAll rewrites the values sealed under the key-encryption key
+	// (every Sealed kind) in one transaction, for a KEK rotation: reseal
+	// gets each stored value and returns its new ciphertext, or nil to
+	// leave it as it is; an error from reseal rolls everything back and
+	// is returned. It returns how many values it rewrote; rewriting an
+	// SSF stream's header bumps SSFStreamsVersion. It takes pending
+	// events (WithEvent), whose ids are the rewritten values as
+	// "kind:owner". reseal runs inside the transaction (on SQLite on the
+	// writer goroutine): it may only compute, never call the store, and
+	// it may run more than once.
+	ResealAll(ctx context.Context, reseal func(v *Sealed) ([]byte, error)) (int, error)
+
 	// Ping checks the connection; Close releases it.
 	Ping(ctx context.Context) error
 	Close() error
@@ -353,6 +365,27 @@ type Store interface {
 	ReleaseSSFStreams(ctx context.Context, owner string) error
 }
 
+// ---- values sealed under the key-encryption key ----
+
+// Kinds of values sealed under the KEK (Sealed.Kind). Each ciphertext is
+// bound (AEAD associated data) to its owner, so it cannot be moved to
+// another row.
+const (
+	SealedSigningKey    = "signing_key"              // SigningKey.PrivateEnc; owner: the kid
+	SealedTOTP          = "totp"                     // User.TOTPSecret; owner: the user id
+	SealedSSFAuthHeader = "ssf_authorization_header" // SSFStream.AuthHeaderEnc; owner: the stream id
+)
+
+// SealedKinds lists every kind, in the order ResealAll visits them.
+var SealedKinds = []string{SealedSigningKey, SealedTOTP, SealedSSFAuthHeader}
+
+// Sealed is one stored value sealed under the KEK.
+type Sealed struct {
+	Kind       string
+	Owner      string
+	Ciphertext []byte
+}
+
 // ---- domain events committed with their change ----
 
 // A critical change and the domain events that record it commit in one
@@ -365,8 +398,8 @@ type Store interface {
 // seeing EventStored, does not append it a second time.
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
-// RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions
-// and CreatePolicyVersion: the first of them made with the context takes
+// RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
+// CreatePolicyVersion and ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method
 // ignores them.

@@ -54,6 +54,11 @@ const ActorSystem = "system"
 // aadPrefix binds an encrypted private key to its kid.
 const aadPrefix = "ward/signing-key:"
 
+// SigningKeyAAD is the associated data that binds a signing key's sealed
+// private key (SigningKey.PrivateEnc) to its kid: what a KEK rotation
+// re-seals it with.
+func SigningKeyAAD(kid string) []byte { return []byte(aadPrefix + kid) }
+
 // KeyStore is the subset of store.Store the key manager needs.
 type KeyStore interface {
 	CreateSigningKey(ctx context.Context, k *model.SigningKey) error
@@ -292,7 +297,7 @@ func compareStrings(a, b string) int {
 
 // openSigner decrypts k's private key and checks it against its public key.
 func (m *KeyManager) openSigner(k *model.SigningKey, pub *ecdsa.PublicKey) (*signer, error) {
-	der, err := m.kek.Open(k.PrivateEnc, []byte(aadPrefix+k.KID))
+	der, err := m.kek.Open(k.PrivateEnc, SigningKeyAAD(k.KID))
 	if err != nil {
 		return nil, fmt.Errorf("tokens: cannot decrypt signing key %s (is this the key-encryption key the keys were created with?): %w", k.KID, err)
 	}
@@ -334,7 +339,7 @@ func (m *KeyManager) createKey(ctx context.Context) (*model.SigningKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokens: encode private key: %w", err)
 	}
-	enc, err := m.kek.Seal(der, []byte(aadPrefix+kid))
+	enc, err := m.kek.Seal(der, SigningKeyAAD(kid))
 	clear(der)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: encrypt private key: %w", err)
@@ -415,6 +420,47 @@ func (m *KeyManager) Rotate(ctx context.Context, actor string) (*model.SigningKe
 		return &meta, fmt.Errorf("tokens: key rotated to %s but publishing events failed: %w", k.KID, err)
 	}
 	return &meta, nil
+}
+
+// Errors of Retire.
+var (
+	// ErrActiveKey: the key that signs now cannot be retired; rotate
+	// first.
+	ErrActiveKey = errors.New("tokens: the active signing key cannot be retired: rotate first")
+	// ErrNoKey: no signing key has that kid.
+	ErrNoKey = errors.New("tokens: no such signing key")
+)
+
+// Retire removes a key that no longer signs at once, without waiting for
+// its RetireAt: for a key that leaked. It is deleted from the store
+// (private key included), so it leaves JWKS and Verify here and, at their
+// next reload, on every instance; tokens it signed stop verifying at once
+// here and at resource servers when they fetch JWKS again. The active key
+// is refused (ErrActiveKey: rotate first). It publishes key.retired (Data:
+// kid, immediate "true").
+func (m *KeyManager) Retire(ctx context.Context, actor, kid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// The store decides which key is active (another process may have
+	// rotated since this one loaded).
+	if err := m.reloadLocked(ctx); err != nil {
+		return err
+	}
+	if m.state.Load().signer.kid == kid {
+		return ErrActiveKey
+	}
+	if err := m.store.DeleteSigningKey(ctx, kid); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %s", ErrNoKey, kid)
+		}
+		return fmt.Errorf("tokens: retire %s: %w", kid, err)
+	}
+	m.log.InfoContext(ctx, "retired signing key before its time", "kid", kid, "actor", actor)
+	err := m.reloadLocked(ctx)
+	if perr := m.publish(ctx, model.EventKeyRetired, actor, map[string]string{"kid": kid, "immediate": "true"}); perr != nil {
+		err = errors.Join(err, fmt.Errorf("tokens: key %s retired but publishing the event failed: %w", kid, perr))
+	}
+	return err
 }
 
 // PurgeRetired deletes every key whose RetireAt has passed and publishes

@@ -553,3 +553,57 @@ func unrelatedKey(t testing.TB) *ecdsa.PrivateKey {
 	}
 	return k
 }
+
+// Retire removes a key that no longer signs at once: out of JWKS and
+// Verify, deleted from the store (so other instances drop it at their
+// next reload), key.retired published; the active key and unknown kids
+// are refused.
+func TestRetire(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	leaked := f.m.ActiveKID()
+	oldTok, err := f.m.MintAccessToken(validClaims(f.clock.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.Retire(ctx, "admin-1", leaked); !errors.Is(err, ErrActiveKey) {
+		t.Fatalf("retire the active key: %v", err)
+	}
+	k, err := f.m.Rotate(ctx, "admin-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := f.manager(t, f.kek) // another instance, loaded during the overlap
+	if err := other.Verify(oldTok, TypeAccessToken, nil); err != nil {
+		t.Fatalf("overlap: %v", err)
+	}
+	n := len(f.rec.Events())
+	if err := f.m.Retire(ctx, "cli", leaked); err != nil {
+		t.Fatal(err)
+	}
+	if got := jwksKIDs(f.m.JWKS()); !slices.Equal(got, []string{k.KID}) {
+		t.Errorf("JWKS = %v, want [%s]", got, k.KID)
+	}
+	if err := f.m.Verify(oldTok, TypeAccessToken, nil); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("Verify a token of the retired key: %v", err)
+	}
+	if f.st.get(leaked) != nil || f.st.len() != 1 {
+		t.Error("the retired key is still stored")
+	}
+	if evs := f.rec.Events()[n:]; len(evs) != 1 || evs[0].Type != model.EventKeyRetired || evs[0].Actor != "cli" ||
+		evs[0].Data["kid"] != leaked || evs[0].Data["immediate"] != "true" {
+		t.Errorf("events: %+v", evs)
+	}
+	if err := other.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Verify(oldTok, TypeAccessToken, nil); !errors.Is(err, ErrInvalidToken) {
+		t.Errorf("other instance after reload: %v", err)
+	}
+	if err := f.m.Retire(ctx, "cli", leaked); !errors.Is(err, ErrNoKey) {
+		t.Errorf("retire again: %v", err)
+	}
+	if f.m.ActiveKID() != k.KID {
+		t.Error("the active key changed")
+	}
+}
