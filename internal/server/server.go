@@ -15,6 +15,7 @@ import (
 	"github.com/ward-idp/ward/internal/admin"
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/deviceapi"
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/ssf"
 	"github.com/ward-idp/ward/internal/store"
@@ -85,7 +86,21 @@ func New(a *app.App) (*Server, error) {
 	prov.Register(mux)
 	admin.New(a, prov).Register(mux)
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
-	ssf.New(a.CAE, prov, cfg.Issuer, a.Log).Register(mux)
+	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
+	ssfAPI.Register(mux)
+	// A retired signing key: tokens it signed must not be accepted from the
+	// SSF endpoints' cache of verified tokens, whether it was retired here
+	// (in-process events) or by another process (followed changes).
+	forgetRetired := func(_ context.Context, e *model.Event) error {
+		if e.Type == model.EventKeyRetired {
+			ssfAPI.KeysChanged()
+		}
+		return nil
+	}
+	a.Bus.Subscribe("ssf-token-cache", forgetRetired)
+	if a.Changes != nil {
+		a.Changes.Subscribe("ssf-token-cache", forgetRetired)
+	}
 	mux.Handle("GET /static/", web.Static())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.Ping(r.Context()); err != nil {

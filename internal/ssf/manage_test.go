@@ -516,3 +516,31 @@ func TestTokenExpiry(t *testing.T) {
 	wantStatus(t, "read", call(t, in, http.MethodGet, "/ssf/stream", rtok, nil), http.StatusOK)
 	wantError(t, "create with a remembered ssf.read token", call(t, in, http.MethodPost, "/ssf/stream", rtok, map[string]any{}), http.StatusForbidden, "insufficient_scope")
 }
+
+// The SSF endpoints remember verified bearer client tokens to spare long
+// polls a signature check; a retired signing key (leaked) must end that:
+// its tokens are refused at once, from memory too.
+func TestRetiredKeyEndsCachedTokens(t *testing.T) {
+	in := start(t)
+	tok := receiverToken(t, in)
+	if r := call(t, in, http.MethodGet, "/ssf/stream", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("stream list with the token: %d %s", r.status, r.body)
+	}
+	ctx := context.Background()
+	old := in.App.Keys.ActiveKID()
+	if _, err := in.App.Keys.Rotate(ctx, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, in, http.MethodGet, "/ssf/stream", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("after a rotation (the old key still verifies): %d %s", r.status, r.body)
+	}
+	if err := in.App.Keys.Retire(ctx, "admin", old); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, in, http.MethodGet, "/ssf/stream", tok, nil); r.status != http.StatusUnauthorized {
+		t.Errorf("a token of the retired key: %d, want 401", r.status)
+	}
+	if r := call(t, in, http.MethodGet, "/ssf/stream", receiverToken(t, in), nil); r.status != http.StatusOK {
+		t.Errorf("a token of the new key: %d %s", r.status, r.body)
+	}
+}

@@ -101,6 +101,10 @@ func New(svc *cae.Service, prov *oauth.Provider, issuer string, log *slog.Logger
 		dpopAlgs: strings.Join(algs, " ")}
 }
 
+// KeysChanged drops what the handler remembers of verified tokens: call it
+// when a signing key is retired (key.retired), whichever process did it.
+func (h *Handler) KeysChanged() { h.tokens.forget() }
+
 // Register adds the routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathConfiguration, h.configuration)
@@ -349,6 +353,14 @@ func (c *tokenCache) get(authz, scope string, now time.Time) (string, bool) {
 		return "", false
 	}
 	return t.clientID, true
+}
+
+// forget empties the cache (a signing key was retired: tokens it signed no
+// longer verify, and none may be accepted from memory).
+func (c *tokenCache) forget() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
 }
 
 func (c *tokenCache) put(authz, clientID string, scopes []string, exp time.Time) {
