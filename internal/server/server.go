@@ -81,7 +81,20 @@ func New(a *app.App) (*Server, error) {
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)
-	admin.New(a, prov).Register(mux)
+	admin.New(admin.Deps{
+		Identity:       a.Identity,
+		Clients:        a.Clients,
+		Devices:        a.Devices,
+		Access:         a.Access,
+		Sessions:       a.Sessions,
+		Audit:          a.Store,
+		Auth:           prov,
+		Bus:            a.Bus,
+		Issuer:         cfg.Issuer,
+		TrustedProxies: trusted,
+		Now:            a.Now,
+		Log:            a.Log,
+	}).Register(mux)
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
 	ssf.New(a.CAE, prov, cfg.Issuer, a.Log).Register(mux)
 	mux.Handle("GET /static/", web.Static())
