@@ -226,8 +226,8 @@ func TestEmptyStoreAllows(t *testing.T) {
 	if vs, err := e.svc.Versions(ctx, 0); err != nil || len(vs) != 0 {
 		t.Errorf("Versions: %v %v", vs, err)
 	}
-	if _, _, err := e.svc.Version(ctx, 1); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("Version(1) on an empty store: %v", err)
+	if _, _, err := e.svc.Version(ctx, 1); !errors.Is(err, store.ErrNotFound) || !errors.Is(err, access.ErrNotFound) {
+		t.Errorf("Version(1) on an empty store: %v, want ErrNotFound", err)
 	}
 }
 

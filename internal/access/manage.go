@@ -190,9 +190,22 @@ func (s *Service) Versions(ctx context.Context, limit int) ([]*model.PolicyVersi
 	return s.o.Store.ListPolicyVersions(ctx, limit)
 }
 
-// Version returns one stored version's document.
+// ErrNotFound: no such policy version. Errors that match it keep the
+// store's message and match store.ErrNotFound too.
+var ErrNotFound = errors.New("access: policy version not found")
+
+type notFoundError struct{ error }
+
+func (e notFoundError) Unwrap() error        { return e.error }
+func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// Version returns one stored version's document; an error matching
+// ErrNotFound when there is no version n.
 func (s *Service) Version(ctx context.Context, n int64) (*model.PolicyVersion, *policy.Document, error) {
 	v, err := s.o.Store.GetPolicyVersion(ctx, n)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, notFoundError{err}
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,10 +25,8 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
-	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
-	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/rs"
 )
@@ -45,9 +43,14 @@ const maxBody = 64 << 10
 // API serves the admin API. Create it with New and add it to a mux with
 // Register.
 type API struct {
-	app      *app.App
-	prov     *oauth.Provider
-	events   *bus.Emitter // records the API's own events (denials, revocations)
+	identity Identity
+	clients  Clients
+	devices  Devices
+	access   Access
+	sessions Sessions
+	audit    AuditLog
+	auth     Authenticator
+	events   *bus.Emitter // records the API's own events (denials)
 	log      *slog.Logger
 	now      func() time.Time
 	issuer   string
@@ -56,15 +59,21 @@ type API struct {
 	mux      *http.ServeMux
 }
 
-// New returns the admin API of a, authenticating callers with prov.
-func New(a *app.App, prov *oauth.Provider) *API {
+// New returns the admin API over d.
+func New(d Deps) *API {
 	api := &API{
-		app:    a,
-		prov:   prov,
-		log:    a.Log,
-		now:    a.Now,
-		issuer: strings.TrimSuffix(a.Config.Issuer, "/"),
-		mux:    http.NewServeMux(),
+		identity: d.Identity,
+		clients:  d.Clients,
+		devices:  d.Devices,
+		access:   d.Access,
+		sessions: d.Sessions,
+		audit:    d.Audit,
+		auth:     d.Auth,
+		log:      d.Log,
+		now:      d.Now,
+		issuer:   strings.TrimSuffix(d.Issuer, "/"),
+		trusted:  d.TrustedProxies,
+		mux:      http.NewServeMux(),
 	}
 	if api.log == nil {
 		api.log = slog.New(slog.DiscardHandler)
@@ -73,13 +82,7 @@ func New(a *app.App, prov *oauth.Provider) *API {
 	if api.now == nil {
 		api.now = time.Now
 	}
-	api.events = bus.NewEmitter(a.Bus, api.now).Logging(api.log)
-	for _, s := range a.Config.TrustedProxies {
-		// server.New has rejected invalid prefixes already.
-		if p, err := netip.ParsePrefix(s); err == nil {
-			api.trusted = append(api.trusted, p)
-		}
-	}
+	api.events = bus.NewEmitter(d.Bus, api.now).Logging(api.log)
 	// The server's DPoP verifier uses the default algorithms; the
 	// provider does not export its list.
 	algs := make([]string, len(dpop.DefaultAlgs))

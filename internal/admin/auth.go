@@ -35,7 +35,7 @@ type denial struct {
 
 // authorize applies the admin API's access rule to r.
 func (api *API) authorize(r *http.Request) (*model.User, *denial) {
-	c, scheme, e := api.prov.AuthenticateResource(r)
+	c, scheme, e := api.auth.AuthenticateResource(r)
 	if e != nil {
 		d := &denial{status: http.StatusUnauthorized, code: e.Code, desc: e.Description, reason: e.Reason, scheme: scheme, cause: e.Cause}
 		switch e.Code {

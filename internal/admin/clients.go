@@ -213,7 +213,7 @@ func (api *API) patchClient(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	c, sec, err := api.app.Clients.Update(r.Context(), rc.actor(), r.PathValue("id"), req.apply)
+	c, sec, err := api.clients.Update(r.Context(), rc.actor(), r.PathValue("id"), req.apply)
 	if err != nil {
 		return orNotFound(err, "client")
 	}
@@ -223,7 +223,7 @@ func (api *API) patchClient(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 
 // GET /clients
 func (api *API) listClients(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	cs, err := api.app.Clients.List(r.Context())
+	cs, err := api.clients.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -255,7 +255,7 @@ func (api *API) createClient(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 		check.Normalize()
 		return errors.Join(append([]error{clientspec.Validate(check)}, errs...)...)
 	}
-	c, sec, err := api.app.Clients.Create(r.Context(), rc.actor(), spec)
+	c, sec, err := api.clients.Create(r.Context(), rc.actor(), spec)
 	if err != nil {
 		return err
 	}
@@ -266,7 +266,7 @@ func (api *API) createClient(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 
 // GET /clients/{id}
 func (api *API) getClient(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	c, err := api.app.Clients.Get(r.Context(), r.PathValue("id"))
+	c, err := api.clients.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return orNotFound(err, "client")
 	}
@@ -284,7 +284,7 @@ type rotatedSecretJSON struct {
 // working at once.
 func (api *API) rotateClientSecret(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	id := r.PathValue("id")
-	sec, err := api.app.Clients.RotateSecret(r.Context(), rc.actor(), id)
+	sec, err := api.clients.RotateSecret(r.Context(), rc.actor(), id)
 	if err != nil {
 		return orNotFound(err, "client")
 	}
@@ -294,7 +294,7 @@ func (api *API) rotateClientSecret(w http.ResponseWriter, r *http.Request, rc *r
 
 // DELETE /clients/{id}
 func (api *API) deleteClient(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Clients.Delete(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+	if err := api.clients.Delete(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
 		return orNotFound(err, "client")
 	}
 	return noContent(w)

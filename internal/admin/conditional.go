@@ -77,7 +77,7 @@ func policyProblems(err error) []error {
 // GET /conditional-access/policies: the document in force; ETag is its
 // version, for If-Match on PUT.
 func (api *API) getPolicies(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	doc, v, err := api.app.Access.Current(r.Context())
+	doc, v, err := api.access.Current(r.Context())
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func (api *API) putPolicies(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 		}
 		o.ExpectVersion = n
 	}
-	res, err := api.app.Access.Apply(r.Context(), doc, o)
+	res, err := api.access.Apply(r.Context(), doc, o)
 	if err != nil {
 		return accessErr(err)
 	}
@@ -147,7 +147,7 @@ func (api *API) listPolicyVersions(w http.ResponseWriter, r *http.Request, _ *re
 	if err != nil {
 		return err
 	}
-	vs, err := api.app.Access.Versions(r.Context(), limit)
+	vs, err := api.access.Versions(r.Context(), limit)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func (api *API) getPolicyVersion(w http.ResponseWriter, r *http.Request, _ *reqC
 	if err != nil || n < 1 {
 		return invalid("version must be a positive integer")
 	}
-	v, doc, err := api.app.Access.Version(r.Context(), n)
+	v, doc, err := api.access.Version(r.Context(), n)
 	if err != nil {
 		return orNotFound(err, "policy version")
 	}
@@ -181,7 +181,7 @@ func (api *API) whatIf(w http.ResponseWriter, r *http.Request, _ *reqCtx) error 
 	if err := decodeJSON(w, r, &q); err != nil {
 		return err
 	}
-	res, err := api.app.Access.Explain(r.Context(), q)
+	res, err := api.access.Explain(r.Context(), q)
 	if err != nil {
 		return accessErr(err)
 	}
@@ -202,13 +202,13 @@ func (api *API) setUserRisk(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 		return invalid("reason is longer than 200 characters")
 	}
 	id := r.PathValue("id")
-	if err := api.app.Identity.SetRisk(r.Context(), rc.actor(), id, body.Level, body.Reason); err != nil {
+	if err := api.identity.SetRisk(r.Context(), rc.actor(), id, body.Level, body.Reason); err != nil {
 		if errors.Is(err, identity.ErrInvalidRisk) {
 			return invalid("%s", err.Error())
 		}
 		return orNotFound(err, "user")
 	}
-	u, err := api.app.Store.GetUser(r.Context(), id)
+	u, err := api.identity.GetUser(r.Context(), id)
 	if err != nil {
 		return orNotFound(err, "user")
 	}

@@ -102,7 +102,7 @@ func (api *API) listDevices(w http.ResponseWriter, r *http.Request, _ *reqCtx) e
 	if st != "" && !device.ValidStatus(st) {
 		return invalid("status must be %s, %s or %s", model.DeviceActive, model.DeviceDisabled, model.DeviceLost)
 	}
-	ds, err := api.app.Devices.List(r.Context(), device.Filter{UserID: q.Get("user_id"), Status: st, Limit: limit})
+	ds, err := api.devices.List(r.Context(), device.Filter{UserID: q.Get("user_id"), Status: st, Limit: limit})
 	if err != nil {
 		return deviceErr(err, "device")
 	}
@@ -116,7 +116,7 @@ func (api *API) listDevices(w http.ResponseWriter, r *http.Request, _ *reqCtx) e
 
 // GET /devices/{id}
 func (api *API) getDevice(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	d, err := api.app.Devices.Get(r.Context(), r.PathValue("id"))
+	d, err := api.devices.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return deviceErr(err, "device")
 	}
@@ -128,9 +128,9 @@ func (api *API) getDevice(w http.ResponseWriter, r *http.Request, _ *reqCtx) err
 // bound to the device and answer with the device.
 func (api *API) deviceStatus(reason model.RevocationCause) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-		op := api.app.Devices.Disable
+		op := api.devices.Disable
 		if reason == device.ReasonDeviceLost {
-			op = api.app.Devices.MarkLost
+			op = api.devices.MarkLost
 		}
 		d, err := op(r.Context(), rc.actor(), r.PathValue("id"))
 		if err != nil {
@@ -144,7 +144,7 @@ func (api *API) deviceStatus(reason model.RevocationCause) handlerFunc {
 // POST /devices/{id}/enable makes a disabled device active again; a lost
 // one is 409.
 func (api *API) enableDevice(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	d, err := api.app.Devices.Enable(r.Context(), rc.actor(), r.PathValue("id"))
+	d, err := api.devices.Enable(r.Context(), rc.actor(), r.PathValue("id"))
 	if errors.Is(err, device.ErrLost) {
 		return conflict(err.Error())
 	}
@@ -157,7 +157,7 @@ func (api *API) enableDevice(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 
 // DELETE /devices/{id}
 func (api *API) deleteDevice(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Devices.Delete(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+	if err := api.devices.Delete(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
 		return deviceErr(err, "device")
 	}
 	return noContent(w)
@@ -181,7 +181,7 @@ func policyDTO(p *model.CompliancePolicy) policyJSON {
 
 // GET /compliance-policies
 func (api *API) listPolicies(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	ps, err := api.app.Devices.ListPolicies(r.Context())
+	ps, err := api.devices.ListPolicies(r.Context())
 	if err != nil {
 		return err
 	}
@@ -195,7 +195,7 @@ func (api *API) listPolicies(w http.ResponseWriter, r *http.Request, _ *reqCtx) 
 
 // GET /compliance-policies/{platform}
 func (api *API) getPolicy(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	p, err := api.app.Devices.GetPolicy(r.Context(), r.PathValue("platform"))
+	p, err := api.devices.GetPolicy(r.Context(), r.PathValue("platform"))
 	if err != nil {
 		return deviceErr(err, "compliance policy")
 	}
@@ -215,7 +215,7 @@ func (api *API) putPolicy(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 		return &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Description: "rules is required",
 			Fields: []FieldError{{Field: "rules", Message: "required"}}}
 	}
-	p, err := api.app.Devices.PutPolicy(r.Context(), rc.actor(), r.PathValue("platform"), body.Rules)
+	p, err := api.devices.PutPolicy(r.Context(), rc.actor(), r.PathValue("platform"), body.Rules)
 	if err != nil {
 		return deviceErr(err, "compliance policy")
 	}
@@ -225,7 +225,7 @@ func (api *API) putPolicy(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 
 // DELETE /compliance-policies/{platform}
 func (api *API) deletePolicy(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Devices.DeletePolicy(r.Context(), rc.actor(), r.PathValue("platform")); err != nil {
+	if err := api.devices.DeletePolicy(r.Context(), rc.actor(), r.PathValue("platform")); err != nil {
 		return deviceErr(err, "compliance policy")
 	}
 	return noContent(w)

@@ -6,21 +6,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/model"
-	"github.com/ward-idp/ward/internal/store"
 )
 
 // eventsPage is the answer to GET /events. NextBefore, when set, is the
 // before value that fetches the next (older) page.
 type eventsPage struct {
-	Events     []*store.StoredEvent `json:"events"` // documented event JSON (store.StoredEvent.MarshalJSON)
-	NextBefore int64                `json:"next_before,omitempty"`
+	Events     []*audit.Record `json:"events"` // documented event JSON (store.StoredEvent.MarshalJSON)
+	NextBefore int64           `json:"next_before,omitempty"`
 }
 
 // parseEventFilter reads the query of GET /events.
-func parseEventFilter(r *http.Request) (store.EventFilter, error) {
+func parseEventFilter(r *http.Request) (audit.Query, error) {
 	q := r.URL.Query()
-	var f store.EventFilter
+	var f audit.Query
 	for _, v := range q["type"] {
 		for _, t := range strings.Split(v, ",") {
 			t = strings.TrimSpace(t)
@@ -75,11 +75,11 @@ func (api *API) listEvents(w http.ResponseWriter, r *http.Request, _ *reqCtx) er
 	if want < maxLimit {
 		f.Limit = want + 1
 	}
-	evs, err := api.app.Store.ListEvents(r.Context(), f)
+	evs, err := api.audit.ListEvents(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	page := eventsPage{Events: make([]*store.StoredEvent, 0, min(len(evs), want))}
+	page := eventsPage{Events: make([]*audit.Record, 0, min(len(evs), want))}
 	more := len(evs) > want || (want == maxLimit && len(evs) == maxLimit)
 	if len(evs) > want {
 		evs = evs[:want]

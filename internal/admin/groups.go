@@ -23,7 +23,7 @@ func groupDTO(g *model.Group) groupJSON {
 
 // GET /groups
 func (api *API) listGroups(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	gs, err := api.app.Store.ListGroups(r.Context())
+	gs, err := api.identity.ListGroups(r.Context())
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func (api *API) createGroup(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	g, err := api.app.Identity.CreateGroup(r.Context(), rc.actor(), req.Name)
+	g, err := api.identity.CreateGroup(r.Context(), rc.actor(), req.Name)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (api *API) createGroup(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 
 // GET /groups/{id}
 func (api *API) getGroup(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	g, err := api.app.Store.GetGroup(r.Context(), r.PathValue("id"))
+	g, err := api.identity.GetGroup(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return orNotFound(err, "group")
 	}
@@ -83,10 +83,10 @@ func (api *API) addMember(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 	}
 	ctx := r.Context()
 	gid := r.PathValue("id")
-	if _, err := api.app.Store.GetGroup(ctx, gid); err != nil {
+	if _, err := api.identity.GetGroup(ctx, gid); err != nil {
 		return orNotFound(err, "group")
 	}
-	if err := api.app.Identity.AddMember(ctx, rc.actor(), gid, req.UserID); err != nil {
+	if err := api.identity.AddMember(ctx, rc.actor(), gid, req.UserID); err != nil {
 		return orNotFound(err, "user")
 	}
 	return api.getGroup(w, r, rc)
@@ -95,7 +95,7 @@ func (api *API) addMember(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 // DELETE /groups/{id}/members/{user_id}; removing a non-member changes
 // nothing.
 func (api *API) removeMember(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Identity.RemoveMember(r.Context(), rc.actor(), r.PathValue("id"), r.PathValue("user_id")); err != nil {
+	if err := api.identity.RemoveMember(r.Context(), rc.actor(), r.PathValue("id"), r.PathValue("user_id")); err != nil {
 		return orNotFound(err, "group")
 	}
 	return noContent(w)
@@ -103,7 +103,7 @@ func (api *API) removeMember(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 
 // DELETE /groups/{id}
 func (api *API) deleteGroup(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Identity.DeleteGroup(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+	if err := api.identity.DeleteGroup(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
 		return orNotFound(err, "group")
 	}
 	return noContent(w)

@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/clientspec"
+	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
-	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/session"
 )
 
 // Error codes of the admin API (besides the RFC 6750 / RFC 9449 codes of
@@ -59,17 +61,22 @@ func conflict(desc string) *Error {
 	return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: desc}
 }
 
-// orNotFound turns a not-found error of the store or a service into a 404
-// naming what was missing; other errors pass unchanged.
+// isNotFound reports whether err is a service's "no such thing".
+func isNotFound(err error) bool {
+	return errors.Is(err, identity.ErrNotFound) || errors.Is(err, session.ErrNotFound) || errors.Is(err, clients.ErrNotFound) ||
+		errors.Is(err, device.ErrNotFound) || errors.Is(err, access.ErrNotFound)
+}
+
+// orNotFound turns a not-found error of a service into a 404 naming what
+// was missing; other errors pass unchanged.
 func orNotFound(err error, what string) error {
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, clients.ErrNotFound) {
+	if isNotFound(err) {
 		return notFound(what)
 	}
 	return err
 }
 
-// classify maps an error from a handler, the store or a service to the
-// response. The services' validation messages are written to be shown;
+// classify maps an error from a handler or a service to the response. The services' validation messages are written to be shown;
 // anything unrecognised is an internal error.
 func classify(err error) *Error {
 	if e, ok := errors.AsType[*Error](err); ok {
@@ -92,13 +99,11 @@ func classify(err error) *Error {
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: err.Error(), Cause: err}
 	case errors.Is(err, clients.ErrExists):
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: "a client with this id already exists", Cause: err}
-	case errors.Is(err, store.ErrAlreadyExists):
-		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: "already exists", Cause: err}
 	case errors.Is(err, clients.ErrManagedByConfig):
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: strings.TrimPrefix(err.Error(), "clients: "), Cause: err}
 	case errors.Is(err, clients.ErrNoSecret):
 		return &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Description: "the client does not authenticate with a client secret", Cause: err}
-	case errors.Is(err, clients.ErrNotFound), errors.Is(err, store.ErrNotFound):
+	case isNotFound(err):
 		return &Error{Status: http.StatusNotFound, Code: CodeNotFound, Description: "not found", Cause: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: CodeServerError, Cause: err}

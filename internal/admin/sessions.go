@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/model"
-	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/session"
 )
 
 // ReasonAdminRevoked is the reason (and revoke cause) of sessions an
@@ -75,9 +75,9 @@ func parseBool(q url.Values, name string) (bool, error) {
 	return false, invalid("%s must be true or false", name)
 }
 
-// sessions lists sessions newest first; active also applies the idle
-// timeout (the store's ActiveOnly does not).
-func (api *API) sessions(r *http.Request, userID string) ([]sessionJSON, error) {
+// listSessionsOf lists sessions newest first; active keeps those in use
+// (not revoked, expired or idle).
+func (api *API) listSessionsOf(r *http.Request, userID string) ([]sessionJSON, error) {
 	q := r.URL.Query()
 	active, err := parseBool(q, "active")
 	if err != nil {
@@ -87,16 +87,13 @@ func (api *API) sessions(r *http.Request, userID string) ([]sessionJSON, error) 
 	if err != nil {
 		return nil, err
 	}
-	now := api.now()
-	ss, err := api.app.Store.ListSessions(r.Context(), store.SessionFilter{UserID: userID, ActiveOnly: active, Now: now, Limit: limit})
+	ss, err := api.sessions.List(r.Context(), session.Filter{UserID: userID, ActiveOnly: active, Limit: limit})
 	if err != nil {
 		return nil, err
 	}
+	now := api.now()
 	out := make([]sessionJSON, 0, len(ss))
 	for _, s := range ss {
-		if active && !s.Active(now) {
-			continue
-		}
 		out = append(out, api.sessionDTO(s, now))
 	}
 	return out, nil
@@ -104,7 +101,7 @@ func (api *API) sessions(r *http.Request, userID string) ([]sessionJSON, error) 
 
 // GET /sessions?user_id=&active=&limit=
 func (api *API) listSessions(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	out, err := api.sessions(r, r.URL.Query().Get("user_id"))
+	out, err := api.listSessionsOf(r, r.URL.Query().Get("user_id"))
 	if err != nil {
 		return err
 	}
@@ -115,10 +112,10 @@ func (api *API) listSessions(w http.ResponseWriter, r *http.Request, _ *reqCtx) 
 // GET /users/{id}/sessions?active=&limit=
 func (api *API) listUserSessions(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
 	id := r.PathValue("id")
-	if _, err := api.app.Store.GetUser(r.Context(), id); err != nil {
+	if _, err := api.identity.GetUser(r.Context(), id); err != nil {
 		return orNotFound(err, "user")
 	}
-	out, err := api.sessions(r, id)
+	out, err := api.listSessionsOf(r, id)
 	if err != nil {
 		return err
 	}
@@ -128,7 +125,7 @@ func (api *API) listUserSessions(w http.ResponseWriter, r *http.Request, _ *reqC
 
 // GET /sessions/{id}
 func (api *API) getSession(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	s, err := api.app.Store.GetSession(r.Context(), r.PathValue("id"))
+	s, err := api.sessions.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return orNotFound(err, "session")
 	}
@@ -139,7 +136,7 @@ func (api *API) getSession(w http.ResponseWriter, r *http.Request, _ *reqCtx) er
 // DELETE /sessions/{id} revokes one session and its refresh tokens.
 // Revoking a revoked session changes nothing and records nothing.
 func (api *API) deleteSession(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if _, err := api.app.Sessions.Revoke(r.Context(), rc.actor(), r.PathValue("id"), ReasonAdminRevoked); err != nil {
+	if _, err := api.sessions.Revoke(r.Context(), rc.actor(), r.PathValue("id"), ReasonAdminRevoked); err != nil {
 		return orNotFound(err, "session")
 	}
 	return noContent(w)
@@ -151,10 +148,10 @@ func (api *API) deleteSession(w http.ResponseWriter, r *http.Request, rc *reqCtx
 func (api *API) revokeUserSessions(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	if _, err := api.app.Store.GetUser(ctx, id); err != nil {
+	if _, err := api.identity.GetUser(ctx, id); err != nil {
 		return orNotFound(err, "user")
 	}
-	ids, err := api.app.Sessions.RevokeUser(ctx, rc.actor(), id, ReasonAdminRevoked)
+	ids, err := api.sessions.RevokeUser(ctx, rc.actor(), id, ReasonAdminRevoked)
 	if err != nil {
 		return err
 	}

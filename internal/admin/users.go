@@ -68,7 +68,7 @@ func nonNil(s []string) []string {
 // userWithGroups renders a user with its groups.
 func (api *API) userWithGroups(r *http.Request, u *model.User) (userJSON, error) {
 	out := api.userDTO(u)
-	gs, err := api.app.Identity.GroupsOf(r.Context(), u.ID)
+	gs, err := api.identity.GroupsOf(r.Context(), u.ID)
 	if err != nil {
 		return out, err
 	}
@@ -82,7 +82,7 @@ func (api *API) userWithGroups(r *http.Request, u *model.User) (userJSON, error)
 
 // GET /users
 func (api *API) listUsers(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	us, err := api.app.Store.ListUsers(r.Context())
+	us, err := api.identity.ListUsers(r.Context())
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func (api *API) createUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 	if err := decodeJSON(w, r, &req); err != nil {
 		return err
 	}
-	u, err := api.app.Identity.CreateUser(r.Context(), rc.actor(), identity.NewUser{
+	u, err := api.identity.CreateUser(r.Context(), rc.actor(), identity.NewUser{
 		Username: req.Username, Email: req.Email, DisplayName: req.DisplayName, Password: req.Password, Roles: req.Roles,
 	})
 	if err != nil {
@@ -123,7 +123,7 @@ func (api *API) createUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 
 // GET /users/{id}
 func (api *API) getUser(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
-	u, err := api.app.Store.GetUser(r.Context(), r.PathValue("id"))
+	u, err := api.identity.GetUser(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return orNotFound(err, "user")
 	}
@@ -157,7 +157,7 @@ func (api *API) patchUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 	}
 	ctx := r.Context()
 	id := r.PathValue("id")
-	if _, err := api.app.Store.GetUser(ctx, id); err != nil {
+	if _, err := api.identity.GetUser(ctx, id); err != nil {
 		return orNotFound(err, "user")
 	}
 	self := id == rc.admin.ID
@@ -173,17 +173,17 @@ func (api *API) patchUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) er
 		return conflict("you cannot disable your own account")
 	}
 	if req.Password != nil {
-		if err := api.app.Identity.SetPassword(ctx, rc.actor(), id, *req.Password); err != nil {
+		if err := api.identity.SetPassword(ctx, rc.actor(), id, *req.Password); err != nil {
 			return orNotFound(err, "user")
 		}
 	}
 	if req.Roles != nil {
-		if err := api.app.Identity.SetRoles(ctx, rc.actor(), id, *req.Roles); err != nil {
+		if err := api.identity.SetRoles(ctx, rc.actor(), id, *req.Roles); err != nil {
 			return orNotFound(err, "user")
 		}
 	}
 	if req.Disabled != nil {
-		if err := api.app.Identity.SetDisabled(ctx, rc.actor(), id, *req.Disabled); err != nil {
+		if err := api.identity.SetDisabled(ctx, rc.actor(), id, *req.Disabled); err != nil {
 			return orNotFound(err, "user")
 		}
 	}
@@ -211,7 +211,7 @@ func checkRoles(roles []string) error {
 
 // POST /users/{id}/unlock
 func (api *API) unlockUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Identity.Unlock(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+	if err := api.identity.Unlock(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
 		return orNotFound(err, "user")
 	}
 	return api.getUser(w, r, rc)
@@ -220,7 +220,7 @@ func (api *API) unlockUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 // DELETE /users/{id}/totp removes the user's TOTP second factor
 // (mfa.removed).
 func (api *API) removeTOTP(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
-	if err := api.app.Identity.RemoveTOTP(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
+	if err := api.identity.RemoveTOTP(r.Context(), rc.actor(), r.PathValue("id")); err != nil {
 		if errors.Is(err, identity.ErrNoTOTP) {
 			return notFound("TOTP second factor")
 		}
@@ -235,7 +235,7 @@ func (api *API) deleteUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 	if id == rc.admin.ID {
 		return conflict("you cannot delete your own account")
 	}
-	if err := api.app.Identity.DeleteUser(r.Context(), rc.actor(), id); err != nil {
+	if err := api.identity.DeleteUser(r.Context(), rc.actor(), id); err != nil {
 		return orNotFound(err, "user")
 	}
 	return noContent(w)

@@ -22,6 +22,17 @@ import (
 	"github.com/ward-idp/ward/internal/store"
 )
 
+// Query selects events of the audit record, and Record is one of them
+// with its sequence number, whose JSON is the documented event shape
+// (`ward logs --json`, the admin API, the event stream). The store keeps
+// the record; readers name it through these, and read it through any
+// type with ListEvents (store.Store has it), without depending on the
+// store.
+type (
+	Query  = store.EventFilter
+	Record = store.StoredEvent
+)
+
 // Options configure the persister.
 type Options struct {
 	Store store.Store // required

@@ -43,7 +43,7 @@ func (s *Service) CreateGroup(ctx context.Context, actor, name string) (*model.G
 // Data["change"]="member_added".
 func (s *Service) AddMember(ctx context.Context, actor, groupID, userID string) error {
 	if _, err := s.store.GetUser(ctx, userID); err != nil {
-		return fmt.Errorf("identity: user %s: %w", userID, err)
+		return fmt.Errorf("identity: user %s: %w", userID, notFound(err))
 	}
 	return s.changeMembers(ctx, actor, groupID, userID, true)
 }
@@ -72,7 +72,7 @@ func (s *Service) changeMembers(ctx context.Context, actor, groupID, userID stri
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("identity: update group %s: %w", groupID, err)
+		return fmt.Errorf("identity: update group %s: %w", groupID, notFound(err))
 	}
 	change := "member_added"
 	if !add {
@@ -86,7 +86,7 @@ func (s *Service) changeMembers(ctx context.Context, actor, groupID, userID stri
 // DeleteGroup deletes a group. It publishes group.deleted.
 func (s *Service) DeleteGroup(ctx context.Context, actor, groupID string) error {
 	if err := s.store.DeleteGroup(ctx, groupID); err != nil {
-		return fmt.Errorf("identity: delete group %s: %w", groupID, err)
+		return fmt.Errorf("identity: delete group %s: %w", groupID, notFound(err))
 	}
 	s.log.InfoContext(ctx, "group deleted", "actor", actor, "group_id", groupID)
 	return s.events.Emit(ctx, &model.Event{Type: model.EventGroupDeleted, Actor: actor,

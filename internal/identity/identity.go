@@ -237,12 +237,30 @@ var (
 	// ErrExists: a user or group with that name already exists. It wraps
 	// store.ErrAlreadyExists.
 	ErrExists error = existsError{}
+	// ErrNotFound: no such user or group. Errors that match it keep the
+	// store's message and match store.ErrNotFound too.
+	ErrNotFound = errors.New("identity: not found")
 )
 
 type totpUsedError struct{}
 
 func (totpUsedError) Error() string { return "verification code already used; wait for the next one" }
 func (totpUsedError) Unwrap() error { return ErrInvalidTOTP }
+
+// notFound marks a store error that says the user or group does not
+// exist as ErrNotFound, keeping its message and chain; other errors pass
+// unchanged.
+func notFound(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return notFoundError{err}
+	}
+	return err
+}
+
+type notFoundError struct{ error }
+
+func (e notFoundError) Unwrap() error        { return e.error }
+func (e notFoundError) Is(target error) bool { return target == ErrNotFound }
 
 type existsError struct{}
 

@@ -199,7 +199,7 @@ func (s *Service) update(ctx context.Context, userID string, fn func(*model.User
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("identity: update user %s: %w", userID, err)
+		return nil, fmt.Errorf("identity: update user %s: %w", userID, notFound(err))
 	}
 	return u, nil
 }
@@ -210,7 +210,7 @@ func (s *Service) update(ctx context.Context, userID string, fn func(*model.User
 func (s *Service) SetPassword(ctx context.Context, actor, userID, password string) error {
 	u, err := s.store.GetUser(ctx, userID)
 	if err != nil {
-		return fmt.Errorf("identity: user %s: %w", userID, err)
+		return fmt.Errorf("identity: user %s: %w", userID, notFound(err))
 	}
 	if err := checkPasswordPolicy(password, s.minPwLen, u.Username, u.Email); err != nil {
 		return err
@@ -339,7 +339,7 @@ func (s *Service) Unlock(ctx context.Context, actor, userID string) error {
 // user.deleted.
 func (s *Service) DeleteUser(ctx context.Context, actor, userID string) error {
 	if _, err := s.store.GetUser(ctx, userID); err != nil {
-		return fmt.Errorf("identity: user %s: %w", userID, err)
+		return fmt.Errorf("identity: user %s: %w", userID, notFound(err))
 	}
 	groups, err := s.store.GroupsOfUser(ctx, userID)
 	if err != nil {
@@ -356,7 +356,7 @@ func (s *Service) DeleteUser(ctx context.Context, actor, userID string) error {
 	ev := &model.Event{Type: model.EventUserDeleted, Actor: actor, UserID: userID}
 	ctx = s.events.Pending(ctx, ev, nil)
 	if err := s.store.DeleteUser(ctx, userID); err != nil {
-		return fmt.Errorf("identity: delete user %s: %w", userID, err)
+		return fmt.Errorf("identity: delete user %s: %w", userID, notFound(err))
 	}
 	s.log.InfoContext(ctx, "user deleted", "actor", actor, "user_id", userID)
 	return s.events.Emit(ctx, ev)

@@ -19,7 +19,6 @@ import (
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/ssf"
 	"github.com/ward-idp/ward/internal/store"
-	"github.com/ward-idp/ward/internal/store/sqlite"
 	"github.com/ward-idp/ward/internal/web"
 )
 
@@ -84,7 +83,20 @@ func New(a *app.App) (*Server, error) {
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux)
-	admin.New(a, prov).Register(mux)
+	admin.New(admin.Deps{
+		Identity:       a.Identity,
+		Clients:        a.Clients,
+		Devices:        a.Devices,
+		Access:         a.Access,
+		Sessions:       a.Sessions,
+		Audit:          a.Store,
+		Auth:           prov,
+		Bus:            a.Bus,
+		Issuer:         cfg.Issuer,
+		TrustedProxies: trusted,
+		Now:            a.Now,
+		Log:            a.Log,
+	}).Register(mux)
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
 	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
 	ssfAPI.Register(mux)
@@ -143,22 +155,56 @@ func strictTransport(next http.Handler) http.Handler {
 	})
 }
 
-// replayCache picks the DPoP replay cache: in memory for the embedded
-// single-node store, the shared database for anything that may run as
-// several instances.
+// replayCache is the DPoP replay cache: an in-memory cache, which
+// refuses a proof this process has seen without a database round trip,
+// in front of the store, which keeps every jti until it expires, so that
+// a proof is refused after a restart and by every instance sharing the
+// database. A store that one process serves queues the insert
+// (store.DeferredJTIs: written with the others of the next few
+// milliseconds, off the request's path); any other records each jti with
+// RecordJTI.
 func replayCache(a *app.App) dpop.ReplayCache {
-	if _, ok := a.Store.(*sqlite.Store); ok {
-		return dpop.NewMemoryReplayCache(a.Now)
+	r := &storeReplay{mem: dpop.NewMemoryReplayCache(a.Now), record: a.Store.RecordJTI}
+	if d, ok := a.Store.(store.DeferredJTIs); ok {
+		r.record = d.RecordJTIDeferred
 	}
-	return storeReplay{a.Store}
+	return r
 }
 
-type storeReplay struct{ s store.Store }
+type storeReplay struct {
+	mem    *dpop.MemoryReplayCache
+	record func(ctx context.Context, key string, exp time.Time) error
+}
 
-func (r storeReplay) Record(ctx context.Context, key string, exp time.Time) error {
-	err := r.s.RecordJTI(ctx, key, exp)
+func (r *storeReplay) Record(ctx context.Context, key string, exp time.Time) error {
+	if err := r.mem.Record(ctx, key, exp); err != nil {
+		return err
+	}
+	err := r.record(ctx, storeKey(key, exp), exp)
 	if errors.Is(err, store.ErrReplay) {
 		return dpop.ErrReplay
 	}
 	return err
+}
+
+// storeKey is the stored form of the verifier's key ("dpop:" thumbprint
+// ":" jti) with the proof's expiry (its iat plus the accepted age) in
+// front, in fixed-width hex: the keys of proofs made together sort
+// together, so the inserts of a busy server share the database's index
+// pages instead of touching one at random each. A replay carries the
+// same iat, hence the same stored key.
+func storeKey(key string, exp time.Time) string {
+	const hexDigits = "0123456789abcdef"
+	rest, ok := strings.CutPrefix(key, "dpop:")
+	if !ok {
+		return key
+	}
+	b := make([]byte, 0, len("dpop:")+16+1+len(rest))
+	b = append(b, "dpop:"...)
+	us := uint64(exp.UnixMicro())
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, hexDigits[(us>>shift)&0xf])
+	}
+	b = append(b, ':')
+	return string(append(b, rest...))
 }

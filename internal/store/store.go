@@ -233,7 +233,8 @@ type Store interface {
 	DeleteCompliancePolicy(ctx context.Context, platform string) error
 
 	// RecordJTI stores a one-time key until exp; ErrReplay if present and
-	// unexpired. It backs the DPoP replay cache shared by all instances.
+	// unexpired. It backs the DPoP replay cache shared by all instances
+	// and restarts (see also DeferredJTIs).
 	RecordJTI(ctx context.Context, key string, exp time.Time) error
 	// HasJTI reports whether key is recorded and unexpired at the store
 	// clock's now (revoked access tokens, see RevokeClientGrant).
@@ -493,3 +494,18 @@ func (p *PendingEvent) Events(ids []string) []*model.Event {
 // MarkStored records that evs were appended and that the transaction
 // holding them committed. Call it only after the commit.
 func (p *PendingEvent) MarkStored(evs []*model.Event) { p.stored.Store(&evs) }
+
+// DeferredJTIs is a capability of a store that one process serves (the
+// embedded SQLite store): recording one-time keys without a write of
+// their own on the caller's path.
+type DeferredJTIs interface {
+	// RecordJTIDeferred is RecordJTI for a caller that itself refuses a
+	// key presented twice within this process (an in-memory cache in
+	// front): it returns ErrReplay for a key that a committed write
+	// recorded and that has not expired (one read: a key from before a
+	// restart), and otherwise queues the insert and returns without
+	// waiting for it. Queued keys are written together within a few
+	// milliseconds, and before Close returns; a process crash may lose
+	// those of the last few milliseconds.
+	RecordJTIDeferred(ctx context.Context, key string, exp time.Time) error
+}

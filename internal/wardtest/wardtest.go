@@ -56,6 +56,8 @@ type Instance struct {
 	Config *config.Config
 	DBPath string
 	http   *httptest.Server
+	opts   Options
+	close  sync.Once
 }
 
 // Options adjust the instance.
@@ -69,9 +71,10 @@ type Options struct {
 	// database created for this instance (and dropped afterwards) instead
 	// of SQLite.
 	PostgresDSN string
-	// Join starts the instance on the database and with the key-encryption
-	// key of another one: a second instance of one deployment, or the same
-	// one restarted. PostgresDSN is then ignored.
+	// Join starts the instance on the database, with the key-encryption
+	// key and the clock of another one: a second instance of one
+	// deployment. PostgresDSN is then ignored. (Restart starts the same
+	// instance again.)
 	Join *Instance
 }
 
@@ -86,8 +89,40 @@ func Start(t testing.TB, o Options) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return start(t, o, ln, nil)
+}
+
+// Restart closes in and starts Ward again as the same deployment: on its
+// database and data directory, with its key-encryption key, options and
+// clock, at its address (so its issuer, its tokens and DPoP proofs made
+// for it stay valid). Use the returned instance from then on.
+func (in *Instance) Restart(t testing.TB) *Instance {
+	t.Helper()
+	in.Close()
+	ln, err := net.Listen("tcp", in.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatalf("restart: listen again on %s: %v", in.http.Listener.Addr(), err)
+	}
+	return start(t, in.opts, ln, in)
+}
+
+// Close stops the instance (its HTTP server, then Ward); the test's end
+// does it too. It is safe to call more than once.
+func (in *Instance) Close() {
+	in.close.Do(func() {
+		in.http.Close()
+		in.App.Close()
+	})
+}
+
+// start runs Ward on ln, afresh or, with prev, as prev restarted.
+func start(t testing.TB, o Options, ln net.Listener, prev *Instance) *Instance {
+	t.Helper()
 	issuer := "http://" + ln.Addr().String()
 	dir := t.TempDir()
+	if prev != nil {
+		dir = prev.Config.DataDir
+	}
 	cfg := config.Default()
 	cfg.Issuer, cfg.Listen, cfg.DataDir = issuer, ln.Addr().String(), dir
 	cfg.Log.Level = "debug"
@@ -111,9 +146,12 @@ func Start(t testing.TB, o Options) *Instance {
 	// Test receivers listen on loopback, which pushes may not reach by
 	// default (SSRF guard); tests of the guard clear this.
 	cfg.SSF.PushAllowedNetworks = []string{"127.0.0.0/8", "::1/128"}
-	if o.Join != nil {
+	switch {
+	case prev != nil:
+		cfg.Storage = prev.Config.Storage
+	case o.Join != nil:
 		cfg.Storage = o.Join.Config.Storage
-	} else if o.PostgresDSN != "" {
+	case o.PostgresDSN != "":
 		cfg.Storage.Driver = config.DriverPostgres
 		cfg.Storage.Postgres.DSN = secret.String(freshDatabase(t, o.PostgresDSN))
 	}
@@ -131,12 +169,20 @@ func Start(t testing.TB, o Options) *Instance {
 		}
 	}
 	kekFile := filepath.Join(dir, "kek.key")
-	if err := os.WriteFile(kekFile, kekText, 0o600); err != nil {
-		t.Fatal(err)
+	if prev == nil {
+		if err := os.WriteFile(kekFile, kekText, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg.KEK.File = kekFile
 	cfg.KEK.Env = "WARD_TEST_UNSET_KEK"
 	clk := clock.NewFake(time.Now().Truncate(time.Second))
+	switch {
+	case prev != nil:
+		clk = prev.Clock // time goes on across the restart
+	case o.Join != nil:
+		clk = o.Join.Clock // one deployment, one time
+	}
 	now := clk.Now
 	if o.RealClock {
 		now = time.Now
@@ -153,11 +199,8 @@ func Start(t testing.TB, o Options) *Instance {
 	}
 	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: srv, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	hs.Start()
-	inst := &Instance{URL: issuer, App: a, Server: srv, Clock: clk, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs}
-	t.Cleanup(func() {
-		hs.Close()
-		a.Close()
-	})
+	inst := &Instance{URL: issuer, App: a, Server: srv, Clock: clk, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs, opts: o}
+	t.Cleanup(inst.Close)
 	return inst
 }
 

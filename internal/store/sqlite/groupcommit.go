@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ward-idp/ward/internal/store/internal/sqlstore"
 )
@@ -43,10 +44,26 @@ import (
 // is written at once; batches form only from operations that arrive while
 // a commit is in progress (or are runnable at the same moment), so an
 // idle server pays no extra latency.
+//
+// Deferred operations (later) are the exception, since nobody waits for
+// them: they are held and written together, in one transaction of their
+// own, deferWait after the first of them arrived (or once maxBatch are
+// held, and before close returns), in arrival order among themselves but
+// not with the other operations. They are for writes that must become
+// durable but need not be acknowledged, such as DPoP jtis (an in-memory
+// cache refuses a replay within the process at once; the store has to
+// remember the jti across a restart): a few dozen inserts of neighbouring
+// keys then share the pages and the commit that each would otherwise
+// write alone.
 
 // maxBatch bounds how many operations share one transaction, so a burst
 // cannot hold the write connection for long.
 const maxBatch = 128
+
+// deferWait is how long a deferred operation may wait to be written: all
+// a process crash may lose of them, and long enough for a busy server to
+// gather dozens.
+const deferWait = 10 * time.Millisecond
 
 // errStoreClosed is returned by writes after Close.
 var errStoreClosed = errors.New("sqlite: store closed")
@@ -68,12 +85,13 @@ const (
 // writeOp is one caller's write: a single statement, or an InTx function
 // (multi) that may run several.
 type writeOp struct {
-	ctx   context.Context
-	run   func(q sqlstore.Querier) error
-	multi bool
-	state atomic.Int32
-	err   error
-	done  chan struct{}
+	ctx      context.Context
+	run      func(q sqlstore.Querier) error
+	multi    bool
+	deferred bool // queued by later: nobody waits for it
+	state    atomic.Int32
+	err      error
+	done     chan struct{}
 }
 
 // start marks op started unless its caller withdrew it or its context
@@ -102,7 +120,8 @@ type runner interface {
 
 // writer is the group-commit goroutine behind every write.
 type writer struct {
-	r runner
+	r         runner
+	deferWait time.Duration
 
 	mu     sync.RWMutex // held (read) while sending on ops; (write) to close it
 	closed bool
@@ -113,8 +132,11 @@ type writer struct {
 	commits, written atomic.Int64
 }
 
-func newWriter(r runner) *writer {
-	w := &writer{r: r, ops: make(chan *writeOp, maxBatch), done: make(chan struct{})}
+func newWriter(r runner) *writer { return newWriterWait(r, deferWait) }
+
+// newWriterWait is newWriter holding deferred operations for wait.
+func newWriterWait(r runner, wait time.Duration) *writer {
+	w := &writer{r: r, deferWait: wait, ops: make(chan *writeOp, maxBatch), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -147,10 +169,63 @@ func (w *writer) do(ctx context.Context, multi bool, run func(sqlstore.Querier) 
 	}
 }
 
+// later queues run, a single statement, as a deferred operation and
+// returns at once: its result is dropped. After close it does nothing.
+func (w *writer) later(run func(sqlstore.Querier) error) {
+	op := &writeOp{ctx: context.Background(), run: run, deferred: true, done: make(chan struct{})}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.closed {
+		w.ops <- op
+	}
+}
+
 func (w *writer) loop() {
 	defer close(w.done)
 	batch := make([]*writeOp, 0, maxBatch)
-	for op := range w.ops {
+	// held are the deferred operations not yet written; wait fires
+	// deferWait after the first of them arrived.
+	held := make([]*writeOp, 0, maxBatch)
+	wait := time.NewTimer(w.deferWait)
+	wait.Stop()
+	flush := func() {
+		wait.Stop()
+		w.write(held)
+		clear(held)
+		held = held[:0]
+	}
+	hold := func(op *writeOp) {
+		if len(held) == 0 {
+			wait.Reset(w.deferWait)
+		}
+		held = append(held, op)
+		if len(held) == maxBatch {
+			flush()
+		}
+	}
+	for {
+		var op *writeOp
+		ok := true
+		if len(held) == 0 {
+			op, ok = <-w.ops
+		} else {
+			select {
+			case op, ok = <-w.ops:
+			case <-wait.C:
+				flush()
+				continue
+			}
+		}
+		if !ok {
+			if len(held) > 0 {
+				flush()
+			}
+			return
+		}
+		if op.deferred {
+			hold(op)
+			continue
+		}
 		batch = append(batch[:0], op)
 		// Let every goroutine that is runnable right now (with
 		// GOMAXPROCS=1: all requests in flight) reach its own write
@@ -163,6 +238,10 @@ func (w *writer) loop() {
 			case op, ok := <-w.ops:
 				if !ok {
 					break drain
+				}
+				if op.deferred {
+					hold(op)
+					continue
 				}
 				batch = append(batch, op)
 			default:

@@ -635,3 +635,80 @@ func TestLookupDuringWrite(t *testing.T) {
 		t.Errorf("lookup after the commit: %v", err)
 	}
 }
+
+// later queues the statement id as a deferred operation.
+func later(w *writer, id string) {
+	w.later(func(q sqlstore.Querier) error {
+		_, err := q.Exec(context.Background(), id)
+		return err
+	})
+}
+
+// Deferred operations are held and written together, in arrival order,
+// in a transaction of their own; the operations callers wait for are
+// not delayed by them and do not carry them. Close writes what is held;
+// a deferred operation after close is dropped.
+func TestGroupCommitDeferredHeld(t *testing.T) {
+	f := newFakeDB()
+	close(f.gate)
+	w := newWriterWait(f, time.Hour)
+	later(w, "a")
+	later(w, "b")
+	if err := exec(context.Background(), w, "n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.commits(), "[[n]]"; got != want {
+		t.Errorf("after a write: commits %s, want %s (the deferred ones still held)", got, want)
+	}
+	later(w, "bad") // fails alone: the others are written
+	later(w, "c")
+	w.close()
+	if got, want := f.commits(), "[[n] [a b c]]"; got != want {
+		t.Errorf("after close: commits %s, want %s", got, want)
+	}
+	later(w, "late")
+	if got, want := f.commits(), "[[n] [a b c]]"; got != want {
+		t.Errorf("deferred after close: commits %s, want %s", got, want)
+	}
+}
+
+// Held deferred operations are written once wait has passed since the
+// first of them arrived, without any other write, and at once when
+// maxBatch of them are held.
+func TestGroupCommitDeferredWait(t *testing.T) {
+	f := newFakeDB()
+	close(f.gate)
+	const wait = 20 * time.Millisecond
+	w := newWriterWait(f, wait)
+	defer w.close()
+	start := time.Now()
+	later(w, "a")
+	later(w, "b")
+	waitCommits(t, f, "[[a b]]")
+	if d := time.Since(start); d < wait {
+		t.Errorf("written after %v, before the %v wait", d, wait)
+	}
+
+	f2 := newFakeDB()
+	close(f2.gate)
+	w2 := newWriterWait(f2, time.Hour)
+	defer w2.close()
+	var want []string
+	for i := range maxBatch {
+		id := fmt.Sprint(i)
+		later(w2, id)
+		want = append(want, id)
+	}
+	waitCommits(t, f2, fmt.Sprint([][]string{want}))
+}
+
+func waitCommits(t *testing.T, f *fakeDB, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.commits() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("commits %s, want %s", f.commits(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -40,10 +40,45 @@ var migrations embed.FS
 // Store is a store.Store on SQLite.
 type Store struct {
 	*sqlstore.Store
-	db *database
+	db  *database
+	now func() time.Time
+	// jtisBefore is the latest expiry of the keys recorded before Open:
+	// RecordJTIDeferred reads the database only until then.
+	jtisBefore time.Time
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store        = (*Store)(nil)
+	_ store.DeferredJTIs = (*Store)(nil)
+)
+
+// RecordJTIDeferred implements store.DeferredJTIs: a read refuses a key
+// committed before, and the insert is a deferred operation of the
+// group-commit writer (groupcommit.go), written within deferWait with
+// the others queued meanwhile in one transaction, instead of a commit of
+// its own on the caller's path. The keys this process recorded are the
+// caller's to refuse, so the read is needed only while a key recorded
+// before Open may be unexpired (minutes after a restart; never on a new
+// database). A key that another writer recorded meanwhile is left as it
+// is.
+func (s *Store) RecordJTIDeferred(ctx context.Context, key string, exp time.Time) error {
+	if s.now().Before(s.jtisBefore) {
+		seen, err := s.HasJTI(ctx, key)
+		if err != nil {
+			return err
+		}
+		if seen {
+			return store.ErrReplay
+		}
+	}
+	s.db.writer.later(func(q sqlstore.Querier) error {
+		if err := s.RecordJTIOn(context.Background(), q, key, exp); err != nil && !errors.Is(err, store.ErrReplay) {
+			return err
+		}
+		return nil
+	})
+	return nil
+}
 
 type options struct {
 	now             func() time.Time
@@ -155,7 +190,15 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows}
 	ss := sqlstore.New(db, d, o.now)
-	return &Store{Store: ss, db: db}, nil
+	st := &Store{Store: ss, db: db, now: o.now}
+	if st.now == nil {
+		st.now = time.Now
+	}
+	if st.jtisBefore, err = ss.LatestJTIExpiry(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return st, nil
 }
 
 func dsn(path string, q url.Values) string { return path + "?" + q.Encode() }

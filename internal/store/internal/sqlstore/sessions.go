@@ -540,7 +540,13 @@ func (s *Store) ConsumePushedRequest(ctx context.Context, requestURI string, at 
 // statement; an unexpired entry (exp after the store clock's now) makes
 // the statement change nothing and the call return ErrReplay.
 func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error {
-	n, err := s.db.Write().Exec(ctx, `INSERT INTO jtis (jti, exp) VALUES ($1, $2)
+	return s.RecordJTIOn(ctx, s.db.Write(), key, exp)
+}
+
+// RecordJTIOn is RecordJTI's statement run through q: a backend that
+// queues the write itself (SQLite's deferred writes) runs the same one.
+func (s *Store) RecordJTIOn(ctx context.Context, q Querier, key string, exp time.Time) error {
+	n, err := q.Exec(ctx, `INSERT INTO jtis (jti, exp) VALUES ($1, $2)
 		ON CONFLICT (jti) DO UPDATE SET exp = excluded.exp WHERE jtis.exp <= $3`,
 		key, micros(exp), micros(s.now()))
 	if err != nil {
@@ -552,18 +558,29 @@ func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error 
 	return nil
 }
 
-// HasJTI reports whether key is recorded with an expiry after the store
-// clock's now.
+// LatestJTIExpiry returns the latest expiry of a recorded key (the zero
+// time when there is none): until then a key recorded so far may be
+// unexpired.
+func (s *Store) LatestJTIExpiry(ctx context.Context) (time.Time, error) {
+	var exp int64
+	if err := s.db.Read().QueryRow(ctx, `SELECT COALESCE(MAX(exp), 0) FROM jtis`).Scan(&exp); err != nil {
+		return time.Time{}, wrap("latest jti expiry", err)
+	}
+	return fromMicros(exp), nil
+}
+
+// HasJTI reports whether key is recorded and unexpired (its exp
+// after the store clock's now, RecordJTI's rule): one primary-key read.
 func (s *Store) HasJTI(ctx context.Context, key string) (bool, error) {
-	var one int
-	err := s.db.Read().QueryRow(ctx, `SELECT 1 FROM jtis WHERE jti = $1 AND exp > $2`, key, micros(s.now())).Scan(&one)
+	var exp int64
+	err := s.db.Lookup().QueryRow(ctx, `SELECT exp FROM jtis WHERE jti = $1`, key).Scan(&exp)
 	if s.d.IsNoRows(err) {
 		return false, nil
 	}
 	if err != nil {
-		return false, wrap("has jti", err)
+		return false, wrap("look up jti", err)
 	}
-	return true, nil
+	return exp > micros(s.now()), nil
 }
 
 // RevokeClientGrant deletes the client's refresh tokens of the session and
