@@ -125,6 +125,9 @@ var rules = map[string]rule{
 	// The OCSF mapping of audit events: the vocabulary and the record,
 	// nothing else.
 	"internal/audit/ocsf": {imports: []string{"internal/model", "internal/store"}, never: notService},
+	// The SIEM exporters: OCSF records to files, webhooks and syslog,
+	// each following the events table with a cursor of its own.
+	"internal/audit/export": {imports: []string{"internal/audit/ocsf", "internal/store"}, never: notService},
 
 	// Handlers: services and leaves, never a store backend or the wiring.
 	"internal/oauth":     {imports: []string{"dpop", "httpauth", "internal/access", "internal/bus", "internal/clients", "internal/identity", "internal/model", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "jsonobj", "jws", "rs"}, never: notHandler},
