@@ -149,7 +149,7 @@ var rules = map[string]rule{
 
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
-	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
+	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/oauth", "internal/ssf",
