@@ -53,7 +53,7 @@ func validate(t *testing.T, recs [][]byte) {
 	}
 }
 
-func openStore(t *testing.T) *sqlite.Store {
+func openStore(t testing.TB) *sqlite.Store {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ward.db"))
 	if err != nil {
@@ -65,7 +65,7 @@ func openStore(t *testing.T) *sqlite.Store {
 
 // appendEvents stores n events of every mapped kind, in turn, and
 // returns their ids in sequence order.
-func appendEvents(t *testing.T, st store.Store, n int) []string {
+func appendEvents(t testing.TB, st store.Store, n int) []string {
 	t.Helper()
 	types := audit.EventTypes()
 	ids := make([]string, n)
@@ -93,7 +93,7 @@ func start(t *testing.T, st export.Source, owner string, sinks ...export.SinkCon
 }
 
 // waitCursor waits until sink's cursor reaches seq.
-func waitCursor(t *testing.T, st store.Store, sink string, seq int64, within time.Duration) {
+func waitCursor(t testing.TB, st store.Store, sink string, seq int64, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
@@ -271,7 +271,7 @@ func readAll(t *testing.T, p string) []byte {
 	return b
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +292,7 @@ type webhookServer struct {
 	refuse   string // a record containing this is answered 422 (when alone or not)
 }
 
-func newWebhookServer(t *testing.T, secret []byte) *webhookServer {
+func newWebhookServer(t testing.TB, secret []byte) *webhookServer {
 	w := &webhookServer{secret: secret}
 	w.status.Store(http.StatusServiceUnavailable)
 	w.Server = httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -337,7 +337,7 @@ func (w *webhookServer) records() [][]byte {
 
 // caFile writes the test server's certificate as a CA file: the sink
 // verifies TLS with it, as an operator's custom CA.
-func caFile(t *testing.T, cert *x509.Certificate) string {
+func caFile(t testing.TB, cert *x509.Certificate) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "ca.pem")
 	must(t, os.WriteFile(p, pemCert(cert), 0o600))
