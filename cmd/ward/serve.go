@@ -70,7 +70,7 @@ func (e *cliEnv) serve(ctx context.Context) error {
 	defer ln.Close()
 	cfg.FollowListener(ln.Addr().String())
 
-	a, err := app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv})
+	a, err := app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv, Version: readVersion().Version})
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,8 @@ type Options struct {
 	// KEK, when set, is the key-encryption key instead of the configured
 	// one (ward keys rotate-kek opens Ward with the new key).
 	KEK *secret.KEK
+	// Version is Ward's version, named in exported records.
+	Version string
 }
 
 // Open opens Ward with cfg, which must have passed Validate.
@@ -201,6 +203,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	}
 	a.subscribeChanges()
 	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {
+		return nil, err
+	}
+	if err := a.openExport(ctx, cfg, log, o); err != nil {
 		return nil, err
 	}
 

@@ -64,6 +64,9 @@ type Config struct {
 	// SSF tunes the Shared Signals transmitter (config/ssf.go).
 	SSF SSF `koanf:"ssf"`
 
+	// Export sends the audit log to SIEMs (config/export.go).
+	Export Export `koanf:"export"`
+
 	// TrustedProxies lists CIDRs whose Forwarded /
 	// X-Forwarded-For headers are honoured.
 	TrustedProxies []string `koanf:"trusted_proxies"`

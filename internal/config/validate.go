@@ -154,6 +154,7 @@ func (c *Config) Validate() error {
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)
 	c.validateSSFLongPoll(v)
+	c.validateExport(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {

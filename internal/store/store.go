@@ -104,6 +104,8 @@ type RefreshGrant struct {
 
 // Store is the whole persistence interface.
 type Store interface {
+	ExportCursors // audit export sinks' positions (export.go)
+
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).
 	CreateUser(ctx context.Context, u *model.User) error

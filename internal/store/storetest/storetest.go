@@ -95,6 +95,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"SSFPollSubjectOrder", testSSFPollSubjectOrder},
 		{"SSFLeases", testSSFLeases},
 		{"ResealAll", testResealAll},
+		{"ExportCursors", testExportCursors},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.
