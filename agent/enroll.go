@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ward-idp/ward/agent/keystore"
@@ -154,6 +155,9 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 		now: o.Now, sleep: o.Sleep,
 	})
 	if err != nil {
+		if oe, ok := errors.AsType[*OAuthError](err); ok && oe.Code == "invalid_scope" && strings.Contains(o.Scope, ScopeDevice) {
+			return nil, fmt.Errorf("%w (the server's client %q must be allowed the scope %s, which registering a device needs: ask its administrator)", err, o.ClientID, ScopeDevice)
+		}
 		return nil, err
 	}
 	cfg.RefreshToken, cfg.AccessToken = Secret(tr.RefreshToken), Secret(tr.AccessToken)

@@ -134,7 +134,7 @@ func (c *Client) reauthLocked(ctx context.Context, m *metadata, claims, reason s
 		return "", fmt.Errorf("agent: %s does not offer the device authorization grant (no device_authorization_endpoint)", c.cfg.Server)
 	}
 	tr, err := c.deviceGrant(ctx, m, deviceGrantParams{
-		clientID: c.cfg.ClientID, scope: DefaultScope, claims: claims, claimsToAuthorize: true,
+		clientID: c.cfg.ClientID, scope: sessionScope, claims: claims, claimsToAuthorize: true,
 		prompt: func(p DevicePrompt) error {
 			p.Reason = reason
 			return prompt(ctx, p)

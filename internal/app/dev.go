@@ -114,14 +114,15 @@ func DevServiceSpec() clientspec.Spec {
 }
 
 // DevAgentSpec is the device agent: public, device-code grant, sessions
-// bound to the device key (DPoP).
+// bound to the device key (DPoP), and the scope that lets it register the
+// device (model.ScopeDevice).
 func DevAgentSpec() clientspec.Spec {
 	return clientspec.Spec{
 		ID:                    DevAgentClientID,
 		Name:                  "Ward device agent",
 		AuthMethod:            model.AuthNone,
 		GrantTypes:            []string{model.GrantDeviceCode, model.GrantRefreshToken},
-		Scopes:                []string{"openid", "profile", "offline_access"},
+		Scopes:                []string{"openid", "profile", "offline_access", model.ScopeDevice},
 		DPoPBoundAccessTokens: true,
 		// The agent follows claims challenges: long-lived tokens.
 		CAECapable: true,

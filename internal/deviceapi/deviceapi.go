@@ -12,9 +12,13 @@
 //
 // Every route but the nonce needs a user's access token issued by Ward for
 // Ward (oauth.Provider.AuthenticateResource: signature, expiry, live
-// session, DPoP proof) that is DPoP-bound. Registration proves possession
-// of the device key: the token's proof key (cnf.jkt, whose proof the
-// provider has just verified) must be the key being registered. The other
+// session, DPoP proof) that is DPoP-bound. Registration needs the scope
+// ward:device (model.ScopeDevice), which an administrator grants to the
+// device agent's client only: a token the user gave any other application
+// cannot register that application's key as the user's device.
+// Registration also proves possession of the device key: the token's proof
+// key (cnf.jkt, whose proof the provider has just verified) must be the
+// key being registered. The other
 // routes require the token to be bound to that device's key and to belong
 // to the device's owner, so a token stolen from the device, or a token of
 // another of the user's devices, cannot act for it.
@@ -47,6 +51,7 @@ const maxBody = 64 << 10
 const (
 	CodeInvalidRequest       = "invalid_request"
 	CodeAccessDenied         = "access_denied"
+	CodeInsufficientScope    = "insufficient_scope"
 	CodeNotFound             = "not_found"
 	CodeConflict             = "conflict"
 	CodeInvalidReport        = "invalid_report"
@@ -98,6 +103,8 @@ type Error struct {
 	// challenge ("DPoP", "Bearer", or "*" for both).
 	Challenge string
 	DPoPNonce string
+	// Scope is the scope an insufficient_scope challenge names.
+	Scope string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
@@ -159,6 +166,9 @@ type registration struct {
 
 // POST /devices
 func (api *API) register(w http.ResponseWriter, r *http.Request, c *oauth.Caller) error {
+	if err := requireDeviceScope(c); err != nil {
+		return err
+	}
 	var body registration
 	if err := decodeJSON(w, r, &body); err != nil {
 		return err
@@ -254,6 +264,17 @@ func (api *API) deregister(w http.ResponseWriter, r *http.Request, c *oauth.Call
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// requireDeviceScope refuses a token without the device registration
+// scope (RFC 6750 §3.1 insufficient_scope, naming the scope).
+func requireDeviceScope(c *oauth.Caller) error {
+	if slices.Contains(strings.Fields(c.Claims.Scope), model.ScopeDevice) {
+		return nil
+	}
+	return &Error{Status: http.StatusForbidden, Code: CodeInsufficientScope, Challenge: c.Scheme, Scope: model.ScopeDevice,
+		Description: "registering a device needs an access token with the " + model.ScopeDevice +
+			" scope, which the device agent's client requests at enrolment (an administrator grants it to that client)"}
 }
 
 // owned loads the device of the path and checks that the caller is its
@@ -366,6 +387,9 @@ func (api *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		var ps []httpauth.Param
 		if e.Description != "" && !(e.Code == oauth.ErrInvalidToken && e.Description == "an access token is required") {
 			ps = httpauth.ErrorParams(e.Code, e.Description)
+			if e.Scope != "" {
+				ps = append(ps, httpauth.Param{Name: "scope", Value: e.Scope})
+			}
 		}
 		if e.Challenge == "DPoP" || e.Challenge == "*" {
 			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())

@@ -11,6 +11,12 @@ const (
 	TrustManaged    = "managed"    // registered and managed by the organisation
 )
 
+// ScopeDevice is the scope a user's access token needs to register a
+// device (POST /devices): an administrator grants it to the device agent's
+// client only, so that no other application the user signs in to can
+// register its own key as the user's device.
+const ScopeDevice = "ward:device"
+
 // Device statuses.
 const (
 	DeviceActive   = "active"
