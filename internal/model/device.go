@@ -40,6 +40,14 @@ type Device struct {
 	JKT          string
 	PublicJWK    json.RawMessage
 	KeyStorage   string // "file", "tpm" (as the agent reported it)
+	// KeyAttested: Ward verified that the key was created in a TPM and
+	// cannot leave it (TPM 2.0 key attestation). Without it KeyStorage is
+	// only the agent's claim, and nothing may rely on it.
+	KeyAttested bool
+	// KeyAttestation is what the attestation established (JSON: method,
+	// time, the TPM's endorsement key and whether it chains to a trusted
+	// vendor); empty when the key is not attested.
+	KeyAttestation json.RawMessage
 	Platform     string // linux, darwin, windows
 	OSName       string
 	OSVersion    string
