@@ -111,6 +111,9 @@ var rules = map[string]rule{
 	// The device service verifies DPoP thumbprints and agent posture
 	// reports with the same public packages the agent uses.
 	"internal/device": {imports: []string{"dpop", "internal/bus", "internal/model", "internal/store", "jws", "posture"}, never: notService},
+	// TPM 2.0 key attestation, verified on the server: the TPM's encodings
+	// (go-tpm) and the standard library, nothing of Ward.
+	"internal/tpmattest": {never: anything, modules: []string{goTPM, xSys}},
 	// Conditional Access service: stored policy versions and the engine.
 	"internal/access": {imports: []string{"internal/bus", "internal/model", "internal/policy", "internal/store"}, never: notService},
 	// Shared Signals transmitter: signs through a one-method interface
@@ -178,6 +181,9 @@ var rules = map[string]rule{
 		modules: []string{goJose, goTPM, xCrypt, xOAuth, xSys}, testsNever: wiring},
 	"agent/internal/cae": {imports: []string{"rs"}, never: public, modules: []string{goJose}, testsNever: public},
 	"agent/keystore":     {never: anything, modules: []string{goTPM, xCrypt, xSys}, testsNever: public},
+	// Runs a software TPM (swtpm) for the tests of the TPM key store and
+	// of key attestation, on both sides.
+	"agent/keystore/swtpmtest": {never: anything, modules: stdOnly, testsNever: public},
 	"agent/oauth2x": {imports: []string{"agent/internal/cae", "dpop"}, never: public, modules: []string{goJose, xOAuth},
 		testsNever: wiring},
 	// The agent's posture collectors (the wire format is package posture).

@@ -35,11 +35,11 @@ const (
 // proofs and posture reports) is identified by the RFC 7638 thumbprint JKT,
 // unique across all devices.
 type Device struct {
-	ID           string
-	UserID       string
-	JKT          string
-	PublicJWK    json.RawMessage
-	KeyStorage   string // "file", "tpm" (as the agent reported it)
+	ID         string
+	UserID     string
+	JKT        string
+	PublicJWK  json.RawMessage
+	KeyStorage string // "file", "tpm" (as the agent reported it)
 	// KeyAttested: Ward verified that the key was created in a TPM and
 	// cannot leave it (TPM 2.0 key attestation). Without it KeyStorage is
 	// only the agent's claim, and nothing may rely on it.
@@ -48,13 +48,13 @@ type Device struct {
 	// time, the TPM's endorsement key and whether it chains to a trusted
 	// vendor); empty when the key is not attested.
 	KeyAttestation json.RawMessage
-	Platform     string // linux, darwin, windows
-	OSName       string
-	OSVersion    string
-	Hostname     string
-	AgentVersion string
-	TrustType    string
-	Status       string
+	Platform       string // linux, darwin, windows
+	OSName         string
+	OSVersion      string
+	Hostname       string
+	AgentVersion   string
+	TrustType      string
+	Status         string
 	// Compliance is the latest evaluation; ComplianceFailures names every
 	// failing rule (JSON list of {rule, detail}).
 	Compliance         string
