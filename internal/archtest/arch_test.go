@@ -109,8 +109,9 @@ var rules = map[string]rule{
 	"internal/clients":  {imports: []string{"internal/bus", "internal/clientspec", "internal/model", "internal/secret", "internal/store"}, never: notService},
 	"internal/tokens":   {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store", "jsonobj", "jws"}, never: notService},
 	// The device service verifies DPoP thumbprints and agent posture
-	// reports with the same public packages the agent uses.
-	"internal/device": {imports: []string{"dpop", "internal/bus", "internal/model", "internal/store", "jws", "posture"}, never: notService},
+	// reports with the same public packages the agent uses, and TPM key
+	// attestation with its own leaf.
+	"internal/device": {imports: []string{"dpop", "internal/bus", "internal/model", "internal/store", "internal/tpmattest", "jws", "posture"}, never: notService},
 	// TPM 2.0 key attestation, verified on the server: the TPM's encodings
 	// (go-tpm) and the standard library, nothing of Ward.
 	"internal/tpmattest": {never: anything, modules: []string{goTPM, xSys}},
@@ -148,7 +149,7 @@ var rules = map[string]rule{
 	// depends on the HTTP layer above it.
 	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
-		"internal/store/sqlite", "internal/tokens"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
+		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/oauth", "internal/ssf",
 		"internal/store", "internal/store/sqlite", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",

@@ -2,6 +2,7 @@ package deviceapi_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -25,9 +26,12 @@ import (
 // agent is a device: its key, and a user's access token bound to it.
 type agent struct {
 	in     *wardtest.Instance
-	key    *ecdsa.PrivateKey
+	key    crypto.Signer // a software key, or a TPM key (keystore)
 	signer *dpop.Signer
 	token  string
+	// via, when set, is the base URL requests are sent to: another
+	// instance serving the same issuer (proofs still name the issuer).
+	via string
 }
 
 func newAgent(t testing.TB, in *wardtest.Instance) *agent {
@@ -36,6 +40,12 @@ func newAgent(t testing.TB, in *wardtest.Instance) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newAgentWith(t, in, k)
+}
+
+// newAgentWith is an agent whose device key is k.
+func newAgentWith(t testing.TB, in *wardtest.Instance, k crypto.Signer) *agent {
+	t.Helper()
 	s, err := dpop.NewSigner(k)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +165,11 @@ func (a *agent) call(t testing.TB, method, path string, body any, signer ...*dpo
 		b, _ := json.Marshal(body)
 		rd = strings.NewReader(string(b))
 	}
-	hr, _ := http.NewRequest(method, a.in.URL+path, rd)
+	base := a.in.URL
+	if a.via != "" {
+		base = a.via
+	}
+	hr, _ := http.NewRequest(method, base+path, rd)
 	if body != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}

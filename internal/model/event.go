@@ -64,7 +64,13 @@ const (
 	EventDevicePostureReported   EventType = "device.posture_reported"
 	EventDevicePostureRejected   EventType = "device.posture_rejected"
 	EventDeviceComplianceChanged EventType = "device.compliance_changed"
-	EventCompliancePolicyChanged EventType = "compliance.policy_changed"
+	// EventDeviceKeyAttested: the device proved that its key lives in a
+	// TPM (Data: method, ek_sha256, ek_certified, ek_issuer).
+	EventDeviceKeyAttested EventType = "device.key_attested"
+	// EventDeviceKeyAttestationRejected: key attestation evidence or a
+	// challenge answer was refused (Reason says why).
+	EventDeviceKeyAttestationRejected EventType = "device.key_attestation_rejected"
+	EventCompliancePolicyChanged      EventType = "compliance.policy_changed"
 )
 
 // Conditional Access and risk events.
@@ -134,7 +140,10 @@ var EventCodes = map[EventType]string{
 	EventDevicePostureReported:   "W8004I",
 	EventDevicePostureRejected:   "W8005W",
 	EventDeviceComplianceChanged: "W8006W",
-	EventCompliancePolicyChanged: "W8100I",
+	// W8007-W8009 are left for device status changes.
+	EventDeviceKeyAttested:            "W8010I",
+	EventDeviceKeyAttestationRejected: "W8011W",
+	EventCompliancePolicyChanged:      "W8100I",
 }
 
 // Outcomes.
