@@ -131,7 +131,8 @@ func TestAgentCommands(t *testing.T) {
 
 	out, errs, code = runAgentCLI(t, "", "device", "status", cf)
 	t.Logf("status:\n%s%s", out, errs)
-	if code != 0 || !strings.Contains(out, cfg.DeviceID) || !regexp.MustCompile(`Status:\s+active`).MatchString(out) || !strings.Contains(out, "Compliance:") {
+	if code != 0 || !strings.Contains(out, cfg.DeviceID) || !regexp.MustCompile(`Status:\s+active`).MatchString(out) || !strings.Contains(out, "Compliance:") ||
+		!regexp.MustCompile(`Key attested:\s+no \(the key storage is the agent's claim\)`).MatchString(out) {
 		t.Errorf("status: exit %d\n%s\n%s", code, out, errs)
 	}
 
