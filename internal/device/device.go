@@ -12,6 +12,12 @@
 // (Store.RecordJTI), so a report can neither be forged by another device,
 // nor replayed, nor kept and sent later.
 //
+// Where the key lives is what the agent reports (KeyStorage), a claim
+// nothing relies on; KeyAttested is set only by TPM 2.0 key attestation at
+// registration (RegisterAttested, ActivateAttestation; see attest.go), and
+// it is what the compliance rule require_hardware_key and Conditional
+// Access (device.key_attested) see.
+//
 // Compliance is a pure function (Evaluate) of the policy rules, the latest
 // posture and the time. States: compliant (every rule passed), noncompliant
 // (at least one rule failed, or no posture arrived for longer than the

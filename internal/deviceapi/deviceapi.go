@@ -20,10 +20,12 @@
 // cannot register that application's key as the user's device.
 // Registration also proves possession of the device key: the token's proof
 // key (cnf.jkt, whose proof the provider has just verified) must be the
-// key being registered. The other
-// routes require the token to be bound to that device's key and to belong
-// to the device's owner, so a token stolen from the device, or a token of
-// another of the user's devices, cannot act for it.
+// key being registered. With TPM 2.0 key attestation evidence it answers a
+// challenge, which the device's TPM answers at /devices/{id}/attestation
+// (device.Service.RegisterAttested, ActivateAttestation). The other routes
+// require the token to be bound to that device's key and to belong to the
+// device's owner, so a token stolen from the device, or a token of another
+// of the user's devices, cannot act for it.
 package deviceapi
 
 import (
@@ -150,7 +152,8 @@ type DeviceJSON struct {
 func DTO(d *model.Device) DeviceJSON {
 	return DeviceJSON{
 		ID: d.ID, UserID: d.UserID, JKT: d.JKT, Status: d.Status, Compliance: d.Compliance, Failures: device.DecodeFailures(d),
-		KeyStorage: d.KeyStorage, KeyAttested: d.KeyAttested, KeyAttestation: device.DecodeKeyAttestation(d), Platform: d.Platform, OSName: d.OSName, OSVersion: d.OSVersion, Hostname: d.Hostname,
+		KeyStorage: d.KeyStorage, KeyAttested: d.KeyAttested, KeyAttestation: device.DecodeKeyAttestation(d),
+		Platform: d.Platform, OSName: d.OSName, OSVersion: d.OSVersion, Hostname: d.Hostname,
 		AgentVersion: d.AgentVersion, TrustType: d.TrustType, ComplianceAt: d.ComplianceAt.UTC(), PostureAt: d.PostureAt.UTC(),
 		CreatedAt: d.CreatedAt.UTC(), LastSeen: d.LastSeen.UTC(),
 	}
