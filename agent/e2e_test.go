@@ -42,7 +42,7 @@ func startAgentIdP(t *testing.T) *wardtest.Instance {
 	return wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
 		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
 			GrantTypes:            []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
-			Scopes:                []string{"openid", "profile", "offline_access"},
+			Scopes:                []string{"openid", "profile", "offline_access", "ward:device"},
 			DPoPBoundAccessTokens: true, CAECapable: true})
 	}})
 }
@@ -299,6 +299,24 @@ func TestEnrollDeniedAndExpired(t *testing.T) {
 		}
 		assertNoKeyNoConfig(t, o)
 	})
+}
+
+// A server whose agent client may not request the device registration
+// scope: enrolment stops before the sign-in, says what the administrator
+// must change, and leaves nothing behind.
+func TestEnrollNeedsDeviceScope(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
+			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
+			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true})
+	}})
+	o := enrollOptions(in, t.TempDir(), func(uri, complete, code string) { t.Error("prompted") })
+	_, err := agent.Enroll(context.Background(), o)
+	var oe *agent.OAuthError
+	if !errors.As(err, &oe) || oe.Code != "invalid_scope" || !strings.Contains(err.Error(), "allowed the scope "+agent.ScopeDevice) {
+		t.Fatalf("err = %v, want invalid_scope naming %s", err, agent.ScopeDevice)
+	}
+	assertNoKeyNoConfig(t, o)
 }
 
 func assertNoKeyNoConfig(t *testing.T, o agent.EnrollOptions) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ward-idp/ward/agent/keystore"
@@ -66,9 +67,10 @@ type EnrollOptions struct {
 //     in a browser, on any device;
 //  5. polling the token endpoint, honouring interval, slow_down and
 //     expiry; the tokens are DPoP-bound to the device key;
-//  6. registration of the device key (POST /devices), and the
-//     configuration (with the refresh token) saved, 0600, marked
-//     incomplete;
+//  6. registration of the device key (POST /devices): from a TPM, with
+//     key attestation evidence, and the TPM's answer to the server's
+//     challenge (POST /devices/{id}/attestation); then the configuration
+//     (with the refresh token) saved, 0600, marked incomplete;
 //  7. a first signed posture report, then a refresh that binds the session
 //     to the registered device, and the configuration saved complete.
 //
@@ -76,7 +78,8 @@ type EnrollOptions struct {
 // Enroll returns the saved configuration with the error: ErrPostureNotSent
 // when only the posture report failed, ErrBindingRefused when the session
 // could not be bound (the enrolment stays incomplete, and
-// Client.FinishEnrollment ends it later).
+// Client.FinishEnrollment ends it later), ErrKeyNotAttested (alone or
+// joined to those) when a TPM key could not be attested.
 func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 	if o.Store == nil {
 		return nil, errors.New("agent: enroll: no key store")
@@ -157,6 +160,9 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 		now: o.Now, sleep: o.Sleep,
 	})
 	if err != nil {
+		if oe, ok := errors.AsType[*OAuthError](err); ok && oe.Code == "invalid_scope" && strings.Contains(o.Scope, ScopeDevice) {
+			return nil, fmt.Errorf("%w (the server's client %q must be allowed the scope %s, which registering a device needs: ask its administrator)", err, o.ClientID, ScopeDevice)
+		}
 		return nil, err
 	}
 	cfg.RefreshToken, cfg.AccessToken = Secret(tr.RefreshToken), Secret(tr.AccessToken)
@@ -167,10 +173,13 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 		c.revoke(ctx)
 		return nil, err
 	}
-	d, err := c.register(ctx, p, o.Store.Kind(), Version)
+	d, attErr, err := c.register(ctx, p, o.Store, Version)
 	if err != nil {
 		c.revoke(ctx)
 		return nil, err
+	}
+	if attErr != nil {
+		attErr = fmt.Errorf("%w: %w", ErrKeyNotAttested, attErr)
 	}
 	registered = true
 	c.mu.Lock()
@@ -184,7 +193,13 @@ func Enroll(ctx context.Context, o EnrollOptions) (*Config, error) {
 		return nil, fmt.Errorf("agent: the device was registered as %s but its configuration could not be saved: %w", d.ID, err)
 	}
 	if err := c.finish(ctx, p); err != nil {
+		if attErr != nil {
+			err = errors.Join(err, attErr)
+		}
 		return c.Config(), err
+	}
+	if attErr != nil {
+		return c.Config(), attErr
 	}
 	return c.Config(), nil
 }

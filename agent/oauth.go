@@ -20,9 +20,15 @@ import (
 const (
 	grantDeviceCode   = "urn:ietf:params:oauth:grant-type:device_code"
 	grantRefreshToken = "refresh_token"
-	// DefaultScope is what the agent asks for: an OpenID session that can
-	// be refreshed.
-	DefaultScope = "openid profile offline_access"
+	// ScopeDevice is the scope Ward requires to register a device; the
+	// server's administrator grants it to the agent's client.
+	ScopeDevice = "ward:device"
+	// DefaultScope is what the agent asks for at enrolment: an OpenID
+	// session that can be refreshed, and the registration of the device.
+	DefaultScope = sessionScope + " " + ScopeDevice
+	// sessionScope is what a new sign-in of an enrolled device asks for:
+	// the device is registered already.
+	sessionScope = "openid profile offline_access"
 
 	maxResponse = 1 << 20 // bound on any response body the agent reads
 )

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -135,7 +134,7 @@ func (c *Client) reauthLocked(ctx context.Context, m *metadata, claims, reason s
 		return "", fmt.Errorf("agent: %s does not offer the device authorization grant (no device_authorization_endpoint)", c.cfg.Server)
 	}
 	tr, err := c.deviceGrant(ctx, m, deviceGrantParams{
-		clientID: c.cfg.ClientID, scope: cmp.Or(c.cfg.Scope, DefaultScope), claims: claims, claimsToAuthorize: true,
+		clientID: c.cfg.ClientID, scope: reauthScope(c.cfg.Scope), claims: claims, claimsToAuthorize: true,
 		prompt: func(p DevicePrompt) error {
 			p.Reason = reason
 			return prompt(ctx, p)
@@ -206,4 +205,20 @@ func (c *Client) revokeToken(ctx context.Context, refreshToken string) {
 	var ignored map[string]any
 	_ = postForm(ctx, c.hc, c.meta.RevocationEndpoint, "revocation", map[string][]string{
 		"token": {refreshToken}, "token_type_hint": {"refresh_token"}, "client_id": {c.cfg.ClientID}}, &ignored)
+}
+
+// reauthScope is what a new sign-in of an enrolled device asks for: the
+// scope it enrolled with (a custom one, such as an administrator's), less
+// the device registration it no longer needs, or the session scope.
+func reauthScope(enrolled string) string {
+	var out []string
+	for _, s := range strings.Fields(enrolled) {
+		if s != ScopeDevice {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return sessionScope
+	}
+	return strings.Join(out, " ")
 }

@@ -12,6 +12,12 @@
 //   - [FileStore] keeps a software key as PKCS#8 PEM in a 0600 file in a
 //     0700 directory, for machines without a usable TPM.
 //
+// A TPMStore is also an [Attester]: it proves to a server that a key
+// lives in the TPM (TPM 2.0 key attestation: a certification by a one-time
+// attestation key, and the answer to the server's credential challenge
+// with the endorsement key), so that the server need not take the agent's
+// word for it.
+//
 // [Detect] picks the TPM when /dev/tpmrm0 is usable and falls back to a
 // file otherwise. Every [Key] is a [crypto.Signer] returning ASN.1 DER
 // ECDSA signatures over SHA-256 digests, so it can be passed to

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
@@ -67,7 +69,35 @@ var _ Store = (*TPMStore)(nil)
 // its blobs in dir ("" for DefaultDir(KindTPM)). The store owns t and
 // closes it in Close.
 func NewTPMStore(t transport.TPMCloser, dir string) *TPMStore {
-	return &TPMStore{Dir: dir, tpm: t}
+	return &TPMStore{Dir: dir, tpm: retryTPM{t}}
+}
+
+// TPM warnings that mean the command was not started and should simply
+// be sent again (TPM 2.0 Part 2, TPM_RC): TPM_RC_RETRY, TPM_RC_YIELDED,
+// TPM_RC_TESTING.
+const (
+	rcRetry   = 0x922
+	rcYielded = 0x908
+	rcTesting = 0x90a
+)
+
+// retryTPM sends a command again, a few times, while the TPM answers that
+// it did not start it.
+type retryTPM struct{ transport.TPMCloser }
+
+func (r retryTPM) Send(cmd []byte) ([]byte, error) {
+	for i := 0; ; i++ {
+		rsp, err := r.TPMCloser.Send(cmd)
+		if err != nil || len(rsp) < 10 || i == 20 {
+			return rsp, err
+		}
+		switch binary.BigEndian.Uint32(rsp[6:10]) {
+		case rcRetry, rcYielded, rcTesting:
+			time.Sleep(time.Duration(i+1) * 10 * time.Millisecond)
+		default:
+			return rsp, nil
+		}
+	}
 }
 
 // OpenTPM opens the TPM character device at path (DefaultTPMPath, the

@@ -1,130 +1,27 @@
 package keystore
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
-	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/ward-idp/ward/agent/keystore/swtpmtest"
 )
 
-// swtpmInstall is what CI (and a developer) installs for the TPM tests.
-const swtpmInstall = "apt-get install -y swtpm swtpm-tools"
-
-// swtpmSim is a running `swtpm socket` process.
-type swtpmSim struct {
-	cmd            *exec.Cmd
-	addr, ctrlAddr string
-	done           chan error
-	once           sync.Once
-}
-
-// requireSwtpm returns the swtpm binary or skips (fails under CI).
-func requireSwtpm(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("swtpm is not installed; CI must run: %s", swtpmInstall)
-		}
-		t.Skipf("swtpm is not installed (run: %s)", swtpmInstall)
-	}
-	return bin
-}
-
-// portPairFree reports whether 127.0.0.1:p and p+1 can be bound now.
-func portPairFree(p int) bool {
-	for _, q := range []int{p, p + 1} {
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(q))
-		if err != nil {
-			return false
-		}
-		l.Close()
-	}
-	return true
-}
-
-// startSwtpm runs swtpm on two free ports with its state in stateDir and
-// stops it at the end of the test.
-func startSwtpm(t *testing.T, bin, stateDir string) *swtpmSim {
-	t.Helper()
-	for attempt := 0; attempt < 10; attempt++ {
-		p := 20000 + rand.IntN(40000) // well away from 6000, 6665-6669, 10080
-		if !portPairFree(p) {
-			continue
-		}
-		s := &swtpmSim{
-			addr:     "127.0.0.1:" + strconv.Itoa(p),
-			ctrlAddr: "127.0.0.1:" + strconv.Itoa(p+1),
-			done:     make(chan error, 1),
-		}
-		s.cmd = exec.Command(bin, "socket", "--tpm2",
-			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", p),
-			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", p+1),
-			"--tpmstate", "dir="+stateDir,
-			"--flags", "not-need-init,startup-clear")
-		var stderr bytes.Buffer
-		s.cmd.Stderr = &stderr
-		if err := s.cmd.Start(); err != nil {
-			t.Fatalf("start swtpm: %v", err)
-		}
-		go func() { s.done <- s.cmd.Wait() }()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case err := <-s.done:
-				t.Logf("swtpm exited (%v): %s; retrying on other ports", err, stderr.String())
-				goto next
-			default:
-			}
-			if c, err := net.DialTimeout("tcp", s.addr, time.Second); err == nil {
-				c.Close()
-				t.Cleanup(s.stop)
-				return s
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		s.stop()
-		t.Fatalf("swtpm did not listen on %s: %s", s.addr, stderr.String())
-	next:
-	}
-	t.Fatal("no free port pair for swtpm")
-	return nil
-}
-
-// stop terminates swtpm and waits for it (idempotent).
-func (s *swtpmSim) stop() {
-	s.once.Do(func() {
-		_ = s.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
-	})
-}
-
-func openSim(t *testing.T, s *swtpmSim, dir string, withCtrl bool) *TPMStore {
+func openSim(t *testing.T, s *swtpmtest.Sim, dir string, withCtrl bool) *TPMStore {
 	t.Helper()
 	ctrl := ""
 	if withCtrl {
-		ctrl = s.ctrlAddr
+		ctrl = s.CtrlAddr
 	}
-	st, err := OpenTPMSimulator(s.addr, ctrl)
+	st, err := OpenTPMSimulator(s.Addr, ctrl)
 	if err != nil {
 		t.Fatalf("OpenTPMSimulator: %v", err)
 	}
@@ -134,10 +31,9 @@ func openSim(t *testing.T, s *swtpmSim, dir string, withCtrl bool) *TPMStore {
 }
 
 func TestTPMStore(t *testing.T) {
-	bin := requireSwtpm(t)
 	ctx := context.Background()
 	state, keys := t.TempDir(), filepath.Join(t.TempDir(), "tpm-keys")
-	sim := startSwtpm(t, bin, state)
+	sim := swtpmtest.Start(t, swtpmtest.Options{StateDir: state})
 
 	st := openSim(t, sim, keys, true)
 	if st.Kind() != KindTPM {
@@ -195,8 +91,8 @@ func TestTPMStore(t *testing.T) {
 
 	// Restart the simulator process on the same state (a reboot) and load
 	// again.
-	sim.stop()
-	sim2 := startSwtpm(t, bin, state)
+	sim.Stop()
+	sim2 := swtpmtest.Start(t, swtpmtest.Options{StateDir: state})
 	st3 := openSim(t, sim2, keys, false)
 	kr, err = st3.Load(ctx, "device")
 	if err != nil {
@@ -219,10 +115,9 @@ func TestTPMStore(t *testing.T) {
 // TestTPMKeyNotExportable proves that the saved key is not a usable
 // private key outside the TPM that created it.
 func TestTPMKeyNotExportable(t *testing.T) {
-	bin := requireSwtpm(t)
 	ctx := context.Background()
 	keys := t.TempDir()
-	st := openSim(t, startSwtpm(t, bin, t.TempDir()), keys, false)
+	st := openSim(t, swtpmtest.Start(t, swtpmtest.Options{}), keys, false)
 	k, err := st.Create(ctx, "device")
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +185,7 @@ func TestTPMKeyNotExportable(t *testing.T) {
 	}
 
 	// 4. Another TPM (another storage seed) cannot load the blob.
-	other := openSim(t, startSwtpm(t, bin, t.TempDir()), keys, false)
+	other := openSim(t, swtpmtest.Start(t, swtpmtest.Options{}), keys, false)
 	if _, err := other.Load(ctx, "device"); err == nil {
 		t.Fatal("another TPM loaded the key blob")
 	} else {
@@ -299,10 +194,9 @@ func TestTPMKeyNotExportable(t *testing.T) {
 }
 
 func TestTPMStoreLoadRejectsTamperedBlob(t *testing.T) {
-	bin := requireSwtpm(t)
 	ctx := context.Background()
 	keys := t.TempDir()
-	st := openSim(t, startSwtpm(t, bin, t.TempDir()), keys, false)
+	st := openSim(t, swtpmtest.Start(t, swtpmtest.Options{}), keys, false)
 	if _, err := st.Create(ctx, "device"); err != nil {
 		t.Fatal(err)
 	}

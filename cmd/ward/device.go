@@ -48,10 +48,10 @@ func newDeviceCmd(e *cliEnv) *cobra.Command {
 				}
 				names := userNames(ctx, a)
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tUSER\tPLATFORM\tHOSTNAME\tSTATUS\tCOMPLIANCE\tLAST SEEN")
+				fmt.Fprintln(tw, "ID\tUSER\tPLATFORM\tHOSTNAME\tKEY\tSTATUS\tCOMPLIANCE\tLAST SEEN")
 				for _, d := range ds {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, nameOr(names, d.UserID), d.Platform, dash(d.Hostname),
-						d.Status, d.Compliance, d.LastSeen.UTC().Format(time.RFC3339))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, nameOr(names, d.UserID), d.Platform, dash(d.Hostname),
+						keyColumn(d), d.Status, d.Compliance, d.LastSeen.UTC().Format(time.RFC3339))
 				}
 				return tw.Flush()
 			})
@@ -305,6 +305,15 @@ func nameOr(names map[string]string, id string) string {
 	return id
 }
 
+// keyColumn is the KEY column of `ward device list`: the reported
+// storage, and whether Ward attested it.
+func keyColumn(d *model.Device) string {
+	if d.KeyAttested {
+		return dash(d.KeyStorage) + " (attested)"
+	}
+	return dash(d.KeyStorage) + " (not attested)"
+}
+
 func printDevice(w io.Writer, d *model.Device, user string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	ts := func(t time.Time) string {
@@ -314,7 +323,7 @@ func printDevice(w io.Writer, d *model.Device, user string) {
 		return t.UTC().Format(time.RFC3339)
 	}
 	for _, row := range [][2]string{
-		{"ID", d.ID}, {"User", user}, {"Key thumbprint", d.JKT}, {"Key storage", dash(d.KeyStorage)},
+		{"ID", d.ID}, {"User", user}, {"Key thumbprint", d.JKT}, {"Key storage", device.DescribeKey(d)},
 		{"Trust type", d.TrustType}, {"Status", d.Status}, {"Platform", d.Platform},
 		{"OS", dash(strings.TrimSpace(d.OSName + " " + d.OSVersion))}, {"Hostname", dash(d.Hostname)},
 		{"Agent version", dash(d.AgentVersion)}, {"Registered", ts(d.CreatedAt)}, {"Last seen", ts(d.LastSeen)},

@@ -175,7 +175,7 @@ posture report. The session is bound to the device key and saved with mode
 			}
 			fmt.Fprintf(e.stdout, "Enrolled: device %s, key %s (%s storage), configuration %s\n", cfg.DeviceID, cfg.JKT, cfg.KeyStorage, cfg.Path())
 			if err != nil {
-				return err // ErrPostureNotSent
+				return err // ErrPostureNotSent, ErrKeyNotAttested
 			}
 			return nil
 		},
@@ -441,6 +441,20 @@ func readData(e *cliEnv, data string) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
+// keyAttested says whether the server verified that the device key is in
+// a TPM, and how far it trusts that TPM.
+func keyAttested(d *agent.Device) string {
+	a := d.KeyAttestation
+	switch {
+	case !d.KeyAttested || a == nil:
+		return "no (the key storage is the agent's claim)"
+	case a.EKCertified:
+		return "yes, TPM 2.0 certified by " + printable(a.EKIssuer)
+	default:
+		return "yes, TPM 2.0 (the server does not check the TPM's vendor)"
+	}
+}
+
 func newAgentStatusCmd(e *cliEnv, cfgPath *string, configFlag func(*cobra.Command), openClient func(context.Context) (*agent.Client, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -475,6 +489,7 @@ func newAgentStatusCmd(e *cliEnv, cfgPath *string, configFlag func(*cobra.Comman
 				return err
 			}
 			row("Status", d.Status)
+			row("Key attested", keyAttested(d))
 			row("Compliance", d.Compliance)
 			if !d.PostureAt.IsZero() {
 				row("Last posture report", d.PostureAt.UTC().Format(time.RFC3339))

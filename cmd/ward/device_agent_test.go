@@ -83,7 +83,7 @@ func TestAgentCommands(t *testing.T) {
 	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
 		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
 			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
-			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true})
+			Scopes:     []string{"openid", "profile", "offline_access", "ward:device"}, DPoPBoundAccessTokens: true})
 	}})
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "agent.json")
@@ -131,7 +131,8 @@ func TestAgentCommands(t *testing.T) {
 
 	out, errs, code = runAgentCLI(t, "", "device", "status", cf)
 	t.Logf("status:\n%s%s", out, errs)
-	if code != 0 || !strings.Contains(out, cfg.DeviceID) || !regexp.MustCompile(`Status:\s+active`).MatchString(out) || !strings.Contains(out, "Compliance:") {
+	if code != 0 || !strings.Contains(out, cfg.DeviceID) || !regexp.MustCompile(`Status:\s+active`).MatchString(out) || !strings.Contains(out, "Compliance:") ||
+		!regexp.MustCompile(`Key attested:\s+no \(the key storage is the agent's claim\)`).MatchString(out) {
 		t.Errorf("status: exit %d\n%s\n%s", code, out, errs)
 	}
 
@@ -216,7 +217,7 @@ func TestAgentCurlSignsInAgain(t *testing.T) {
 	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
 		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
 			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
-			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true, CAECapable: true})
+			Scopes:     []string{"openid", "profile", "offline_access", "ward:device"}, DPoPBoundAccessTokens: true, CAECapable: true})
 	}})
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -307,7 +308,7 @@ func TestAgentEnrollResumeAndForce(t *testing.T) {
 	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
 		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: agent.DefaultClientID, Name: "Ward device agent", AuthMethod: "none",
 			GrantTypes: []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
-			Scopes:     []string{"openid", "profile", "offline_access"}, DPoPBoundAccessTokens: true})
+			Scopes:     []string{"openid", "profile", "offline_access", "ward:device"}, DPoPBoundAccessTokens: true})
 	}})
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -68,7 +68,7 @@ func TestDeviceAndComplianceCommands(t *testing.T) {
 	a.Close()
 
 	out = h.ok("", "device", "list")
-	if !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+alice-laptop\s+active\s+noncompliant\s+\S+$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+alice-laptop\s+file \(not attested\)\s+active\s+noncompliant\s+\S+$`).MatchString(out) {
 		t.Errorf("device list:\n%s", out)
 	}
 	if out := h.ok("", "device", "list", "--user", "alice", "--status", "lost"); strings.Contains(out, d.ID) {
@@ -77,7 +77,8 @@ func TestDeviceAndComplianceCommands(t *testing.T) {
 	// A thumbprint may start with "-": after "--" it is an argument, not a flag.
 	out = h.ok("", "device", "show", "--", d.JKT)
 	if !strings.Contains(out, "[FAIL] require_disk_encryption: disk encryption: no") || !strings.Contains(out, "fix: Turn on full-disk encryption") ||
-		!regexp.MustCompile(`Compliance:\s+noncompliant`).MatchString(out) {
+		!regexp.MustCompile(`Compliance:\s+noncompliant`).MatchString(out) ||
+		!regexp.MustCompile(`Key storage:\s+file \(not attested: the agent's claim\)`).MatchString(out) {
 		t.Errorf("show:\n%s", out)
 	}
 	if out := h.ok("", "device", "lost", d.ID); !strings.Contains(out, "marked lost") {

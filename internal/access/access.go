@@ -309,7 +309,7 @@ func (s *Service) input(ctx context.Context, c *compiled, req Request) (policy.I
 	if d := req.Device; d != nil {
 		in.Device = &policy.DeviceInput{
 			ID: d.ID, Registered: true, Compliance: d.Compliance, Platform: d.Platform, OSVersion: d.OSVersion,
-			TrustType: d.TrustType, Status: d.Status, Hostname: d.Hostname,
+			TrustType: d.TrustType, Status: d.Status, Hostname: d.Hostname, KeyAttested: d.KeyAttested,
 		}
 	}
 	return in, nil

@@ -1066,3 +1066,44 @@ func BenchmarkEvaluateExamplePolicies(b *testing.B) {
 		}
 	}
 }
+
+// The device filter sees whether the device key is attested (never the
+// key storage the agent reports): a policy can block devices whose key
+// Ward has not verified to be in a TPM.
+func TestDeviceFilterKeyAttested(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	apply(t, e.svc, doc(t, `
+policies:
+  - id: hardware-keys-only
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {device_filter: {mode: include, rule: "!device.key_attested"}}
+    grant: {block: true}
+`), anyVersion)
+	req := func() access.Request {
+		return access.Request{Flow: policy.FlowRefresh, User: e.user(t, "u-bob"), Client: e.client(t, "cli"), Device: e.device(t, "d-active"),
+			IP: "203.0.113.7", TokenProtected: true}
+	}
+	r := evaluate(t, e.svc, req())
+	if r.Input.Device.KeyAttested || r.Outcome != policy.OutcomeBlock || fmt.Sprint(r.BlockedBy) != "[hardware-keys-only]" {
+		t.Fatalf("unattested key: %+v", r)
+	}
+	// Reported as a TPM key: still not attested, still blocked.
+	if _, err := e.st.UpdateDevice(ctx, "d-active", func(d *model.Device) error { d.KeyStorage = "tpm"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if r := evaluate(t, e.svc, req()); r.Outcome != policy.OutcomeBlock {
+		t.Fatalf("a claimed TPM key: %+v", r)
+	}
+	if _, err := e.st.UpdateDevice(ctx, "d-active", func(d *model.Device) error {
+		d.KeyAttested, d.KeyAttestation = true, []byte(`{"method":"tpm2"}`)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r = evaluate(t, e.svc, req())
+	if !r.Input.Device.KeyAttested || r.Outcome != policy.OutcomeAllow || policyResult(t, r, "hardware-keys-only").Reason != policy.ReasonFilterNotMatched {
+		t.Fatalf("attested key: %+v", r)
+	}
+}

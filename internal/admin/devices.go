@@ -36,23 +36,28 @@ type deviceJSON struct {
 	Failures     []device.Failure `json:"failures"`
 	ComplianceAt *time.Time       `json:"compliance_at,omitempty"`
 	KeyStorage   string           `json:"key_storage,omitempty"`
-	Platform     string           `json:"platform"`
-	OSName       string           `json:"os_name,omitempty"`
-	OSVersion    string           `json:"os_version,omitempty"`
-	Hostname     string           `json:"hostname,omitempty"`
-	AgentVersion string           `json:"agent_version,omitempty"`
-	TrustType    string           `json:"trust_type"`
-	Posture      json.RawMessage  `json:"posture,omitempty"`
-	PostureAt    *time.Time       `json:"posture_at,omitempty"`
-	CreatedAt    time.Time        `json:"created_at"`
-	LastSeen     time.Time        `json:"last_seen"`
-	UpdatedAt    time.Time        `json:"updated_at"`
+	// KeyAttested: Ward verified that the key is in a TPM (key_storage
+	// alone is the agent's claim).
+	KeyAttested    bool                   `json:"key_attested"`
+	KeyAttestation *device.KeyAttestation `json:"key_attestation,omitempty"`
+	Platform       string                 `json:"platform"`
+	OSName         string                 `json:"os_name,omitempty"`
+	OSVersion      string                 `json:"os_version,omitempty"`
+	Hostname       string                 `json:"hostname,omitempty"`
+	AgentVersion   string                 `json:"agent_version,omitempty"`
+	TrustType      string                 `json:"trust_type"`
+	Posture        json.RawMessage        `json:"posture,omitempty"`
+	PostureAt      *time.Time             `json:"posture_at,omitempty"`
+	CreatedAt      time.Time              `json:"created_at"`
+	LastSeen       time.Time              `json:"last_seen"`
+	UpdatedAt      time.Time              `json:"updated_at"`
 }
 
 func deviceDTO(d *model.Device, full bool) deviceJSON {
 	out := deviceJSON{
 		ID: d.ID, UserID: d.UserID, JKT: d.JKT, Status: d.Status, Compliance: d.Compliance, Failures: device.DecodeFailures(d),
-		ComplianceAt: optTime(d.ComplianceAt), KeyStorage: d.KeyStorage, Platform: d.Platform, OSName: d.OSName,
+		ComplianceAt: optTime(d.ComplianceAt), KeyStorage: d.KeyStorage, KeyAttested: d.KeyAttested,
+		KeyAttestation: device.DecodeKeyAttestation(d), Platform: d.Platform, OSName: d.OSName,
 		OSVersion: d.OSVersion, Hostname: d.Hostname, AgentVersion: d.AgentVersion, TrustType: d.TrustType,
 		PostureAt: optTime(d.PostureAt), CreatedAt: d.CreatedAt.UTC(), LastSeen: d.LastSeen.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
 	}

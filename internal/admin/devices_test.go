@@ -101,6 +101,11 @@ func TestDevicesAndPolicies(t *testing.T) {
 		!strings.Contains(fs[0]["fix"].(string), "LUKS") || r.str("jkt") != dA.JKT || r.JSON["posture"] == nil {
 		t.Fatalf("get: %s", r.Body)
 	}
+	// The reported storage, and the attested fact apart from it.
+	if r.str("key_storage") != "tpm" || r.JSON["key_attested"] != false || r.JSON["key_attestation"] != nil {
+		t.Fatalf("get: key_storage %v, key_attested %v, key_attestation %v; want tpm as reported, not attested",
+			r.JSON["key_storage"], r.JSON["key_attested"], r.JSON["key_attestation"])
+	}
 	for _, leak := range []string{`"d":`, "private"} {
 		if strings.Contains(r.Body, leak) {
 			t.Errorf("device response contains %q", leak)

@@ -31,6 +31,7 @@ import (
 	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 	"github.com/ward-idp/ward/internal/tokens"
+	"github.com/ward-idp/ward/internal/tpmattest"
 )
 
 // ActorSystem is the event actor for changes Ward makes on its own
@@ -178,13 +179,25 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		Hasher: secret.NewHasher(a.KEK.Derive("client-secret")),
 		Now:    o.Now,
 	})
+	var ekCAs *tpmattest.CAs
+	if path := cfg.Devices.TPMEKCAFile; path != "" {
+		pem, err := os.ReadFile(path)
+		if err == nil {
+			ekCAs, err = tpmattest.ParseCAs(pem)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("app: devices.tpm_ek_ca_file: %w", err)
+		}
+	}
 	a.Devices = device.New(device.Options{
-		Store:    a.Store,
-		Bus:      b,
-		Sessions: a.Sessions,
-		Now:      o.Now,
-		Log:      log,
-		NonceKey: a.KEK.Derive("device-posture-nonce"),
+		Store:          a.Store,
+		Bus:            b,
+		Sessions:       a.Sessions,
+		Now:            o.Now,
+		Log:            log,
+		NonceKey:       a.KEK.Derive("device-posture-nonce"),
+		AttestationKey: a.KEK.Derive("device-attestation-challenge"),
+		EKCAs:          ekCAs,
 	})
 
 	var locator *policy.Locator

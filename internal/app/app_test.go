@@ -335,3 +335,23 @@ func TestSecretsRedactedInDevData(t *testing.T) {
 		t.Error("DevData marshals the password")
 	}
 }
+
+// devices.tpm_ek_ca_file: a file that is missing or not a CA bundle is a
+// start-up error naming the key, not a server that trusts no vendor (or
+// any).
+func TestTPMEKCAFile(t *testing.T) {
+	dir := t.TempDir()
+	notCA := filepath.Join(dir, "not-ca.pem")
+	if err := os.WriteFile(notCA, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(dir, "missing.pem"), notCA} {
+		cfg := testConfig(t, false)
+		cfg.Bus.Driver = config.BusLocal
+		cfg.Devices.TPMEKCAFile = path
+		_, err := OpenWith(context.Background(), cfg, nil, Options{LookupEnv: env(map[string]string{"WARD_KEK": testKEK})})
+		if err == nil || !strings.Contains(err.Error(), "devices.tpm_ek_ca_file") {
+			t.Errorf("%s: %v, want an error naming devices.tpm_ek_ca_file", path, err)
+		}
+	}
+}

@@ -119,14 +119,15 @@ func DevServiceSpec() clientspec.Spec {
 }
 
 // DevAgentSpec is the device agent: public, device-code grant, sessions
-// bound to the device key (DPoP).
+// bound to the device key (DPoP), and the scope that lets it register the
+// device (model.ScopeDevice).
 func DevAgentSpec() clientspec.Spec {
 	return clientspec.Spec{
 		ID:                    DevAgentClientID,
 		Name:                  "Ward device agent",
 		AuthMethod:            model.AuthNone,
 		GrantTypes:            []string{model.GrantDeviceCode, model.GrantRefreshToken},
-		Scopes:                []string{"openid", "profile", "offline_access"},
+		Scopes:                []string{"openid", "profile", "offline_access", model.ScopeDevice},
 		DPoPBoundAccessTokens: true,
 		// The agent follows claims challenges: long-lived tokens.
 		CAECapable: true,
@@ -144,7 +145,7 @@ func DevAdminSpec() clientspec.Spec {
 		Name:                  "Ward admin API (device agent)",
 		AuthMethod:            model.AuthNone,
 		GrantTypes:            []string{model.GrantDeviceCode, model.GrantRefreshToken},
-		Scopes:                []string{"openid", "profile", "offline_access", devAdminScope},
+		Scopes:                []string{"openid", "profile", "offline_access", model.ScopeDevice, devAdminScope},
 		DPoPBoundAccessTokens: true,
 		CAECapable:            true,
 	}

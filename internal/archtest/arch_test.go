@@ -109,8 +109,12 @@ var rules = map[string]rule{
 	"internal/clients":  {imports: []string{"internal/bus", "internal/clientspec", "internal/model", "internal/secret", "internal/store"}, never: notService},
 	"internal/tokens":   {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store", "jsonobj", "jws"}, never: notService},
 	// The device service verifies DPoP thumbprints and agent posture
-	// reports with the same public packages the agent uses.
-	"internal/device": {imports: []string{"dpop", "internal/bus", "internal/model", "internal/store", "jws", "posture"}, never: notService},
+	// reports with the same public packages the agent uses, and TPM key
+	// attestation with its own leaf.
+	"internal/device": {imports: []string{"dpop", "internal/bus", "internal/model", "internal/store", "internal/tpmattest", "jws", "posture"}, never: notService},
+	// TPM 2.0 key attestation, verified on the server: the TPM's encodings
+	// (go-tpm) and the standard library, nothing of Ward.
+	"internal/tpmattest": {never: anything, modules: []string{goTPM, xSys}},
 	// Conditional Access service: stored policy versions and the engine.
 	"internal/access": {imports: []string{"internal/bus", "internal/model", "internal/policy", "internal/store"}, never: notService},
 	// Shared Signals transmitter: signs through a one-method interface
@@ -152,7 +156,7 @@ var rules = map[string]rule{
 	// depends on the HTTP layer above it.
 	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
-		"internal/store/sqlite", "internal/tokens"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
+		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
@@ -184,6 +188,9 @@ var rules = map[string]rule{
 		modules: []string{goJose, goTPM, xCrypt, xOAuth, xSys}, testsNever: wiring},
 	"agent/internal/cae": {imports: []string{"rs"}, never: public, modules: []string{goJose}, testsNever: public},
 	"agent/keystore":     {never: anything, modules: []string{goTPM, xCrypt, xSys}, testsNever: public},
+	// Runs a software TPM (swtpm) for the tests of the TPM key store and
+	// of key attestation, on both sides.
+	"agent/keystore/swtpmtest": {never: anything, modules: stdOnly, testsNever: public},
 	"agent/oauth2x": {imports: []string{"agent/internal/cae", "dpop"}, never: public, modules: []string{goJose, xOAuth},
 		testsNever: wiring},
 	// The agent's posture collectors (the wire format is package posture).

@@ -61,6 +61,9 @@ type Config struct {
 	ConditionalAccess ConditionalAccess `koanf:"conditional_access"`
 	Bus               Bus               `koanf:"bus"`
 
+	// Devices configures device registration (docs/devices.md).
+	Devices Devices `koanf:"devices"`
+
 	// SSF tunes the Shared Signals transmitter (config/ssf.go).
 	SSF SSF `koanf:"ssf"`
 
@@ -204,6 +207,17 @@ type ConditionalAccess struct {
 	// stored by another instance or by `ward policy apply`: a safety net,
 	// the version's access.policy_changed event installs it at once.
 	PollInterval time.Duration `koanf:"poll_interval"`
+}
+
+// Devices configures device registration.
+type Devices struct {
+	// TPMEKCAFile is a PEM file of the TPM vendor CAs (roots, and the
+	// intermediates between them and the EK certificates) trusted to
+	// certify TPM endorsement keys. When set, a device's key attestation is
+	// accepted only from a TPM whose EK certificate chains to one of them;
+	// when empty, from any TPM, and attested devices say that their
+	// endorsement key is not chained to a trusted vendor.
+	TPMEKCAFile string `koanf:"tpm_ek_ca_file"`
 }
 
 // Bus drivers.

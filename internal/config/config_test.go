@@ -438,3 +438,18 @@ func TestExampleFile(t *testing.T) {
 		t.Errorf("example has %d clients and %d users", len(cfg.StaticClients), len(cfg.StaticUsers))
 	}
 }
+
+// devices.tpm_ek_ca_file from the file and from the environment.
+func TestDevicesConfig(t *testing.T) {
+	cfg, err := load(t, "devices:\n  tpm_ek_ca_file: /etc/ward/tpm-vendors.pem\n")
+	if err != nil || cfg.Devices.TPMEKCAFile != "/etc/ward/tpm-vendors.pem" {
+		t.Fatalf("file: %+v %v", cfg.Devices, err)
+	}
+	cfg, err = load(t, "", "WARD_DEVICES__TPM_EK_CA_FILE=/srv/vendors.pem")
+	if err != nil || cfg.Devices.TPMEKCAFile != "/srv/vendors.pem" {
+		t.Fatalf("environment: %+v %v", cfg.Devices, err)
+	}
+	if _, err := load(t, "devices:\n  tpm_ek_roots: x\n"); err == nil || !strings.Contains(err.Error(), "devices") {
+		t.Fatalf("unknown key: %v", err)
+	}
+}

@@ -27,10 +27,11 @@ const (
 	RuleSecureBoot          = "require_secure_boot"
 	RuleNotRooted           = "require_not_rooted"
 	RuleMaxPostureAge       = "max_posture_age_hours"
-	RulePostureStale        = "posture_stale" // no posture within the grace period (not configurable)
-	RuleNoPolicy            = "no_policy"     // no policy applies to the platform (not configurable)
-	RuleNoPosture           = "no_posture"    // the device never reported its posture (not configurable)
-	RuleDeviceStatus        = "device_status" // the device is disabled or lost (not configurable)
+	RuleHardwareKey         = "require_hardware_key" // the device key is attested as held in a TPM
+	RulePostureStale        = "posture_stale"        // no posture within the grace period (not configurable)
+	RuleNoPolicy            = "no_policy"            // no policy applies to the platform (not configurable)
+	RuleNoPosture           = "no_posture"           // the device never reported its posture (not configurable)
+	RuleDeviceStatus        = "device_status"        // the device is disabled or lost (not configurable)
 	maxSignatureAgeDays     = 3650
 	maxPostureAgeHoursLimit = 24 * 365
 )
@@ -54,6 +55,10 @@ type Rules struct {
 	// MaxPostureAgeHours bounds how old the latest posture may be (nil: no
 	// bound beyond the service's posture grace period).
 	MaxPostureAgeHours *int `json:"max_posture_age_hours,omitempty"`
+	// RequireHardwareKey: the device key must be attested as generated in
+	// a TPM that it cannot leave (TPM 2.0 key attestation at
+	// registration), not merely reported so by the agent.
+	RequireHardwareKey bool `json:"require_hardware_key,omitempty"`
 }
 
 // Failure is a rule a device does not satisfy, or (Unknown) could not be
@@ -119,6 +124,7 @@ func ParseRules(raw json.RawMessage) (*Rules, error) {
 		RuleSecureBoot:    boolRule(&r.RequireSecureBoot),
 		RuleNotRooted:     boolRule(&r.RequireNotRooted),
 		RuleMaxPostureAge: intRule(&r.MaxPostureAgeHours, 1, maxPostureAgeHoursLimit),
+		RuleHardwareKey:   boolRule(&r.RequireHardwareKey),
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -303,6 +309,27 @@ func Evaluate(rules *Rules, p *posture.Posture, postureAt, now time.Time) (strin
 		}
 	}
 	return stateOf(out), out
+}
+
+// EvaluateKey decides the rules about the device key (require_hardware_key)
+// from what Ward verified of it: keyAttested, and the key storage the
+// agent reported (only to say what was claimed). It is a pure function; a
+// failure here is never undecided, since the attestation either happened
+// or not.
+func EvaluateKey(rules *Rules, keyAttested bool, keyStorage string) []Failure {
+	if rules == nil || !rules.RequireHardwareKey || keyAttested {
+		return nil
+	}
+	detail := "the device key is not attested as held in a TPM"
+	switch keyStorage {
+	case "tpm":
+		detail += ": the agent reports a TPM key, but it did not prove it with TPM key attestation at registration"
+	case "":
+	default:
+		detail += fmt.Sprintf(" (the agent reports key storage %q)", truncate(keyStorage, 32))
+	}
+	return []Failure{{Rule: RuleHardwareKey, Detail: detail,
+		Fix: "Enrol the device again on a machine with a TPM 2.0 (`ward device enroll --force --key-store tpm`): the agent then creates the key in the TPM and proves it to Ward. A device without a TPM cannot meet this rule."}}
 }
 
 const fixUnknown = "If it is already done, make sure the Ward agent runs with the rights it needs to check it."

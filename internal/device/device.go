@@ -12,6 +12,12 @@
 // (Store.RecordJTI), so a report can neither be forged by another device,
 // nor replayed, nor kept and sent later.
 //
+// Where the key lives is what the agent reports (KeyStorage), a claim
+// nothing relies on; KeyAttested is set only by TPM 2.0 key attestation at
+// registration (RegisterAttested, ActivateAttestation; see attest.go), and
+// it is what the compliance rule require_hardware_key and Conditional
+// Access (device.key_attested) see.
+//
 // Compliance is a pure function (Evaluate) of the policy rules, the latest
 // posture and the time. States: compliant (every rule passed), noncompliant
 // (at least one rule failed, or no posture arrived for longer than the
@@ -28,7 +34,9 @@ package device
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +49,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/tpmattest"
 )
 
 // Defaults.
@@ -87,6 +96,18 @@ type Options struct {
 	// PostureGrace is how long a device may go without a posture report
 	// before SweepStale marks it noncompliant (default 24h).
 	PostureGrace time.Duration
+	// AttestationKey seals the server side of key attestation challenges
+	// (AES-256: 32 bytes; default: derived from NonceKey). Instances
+	// sharing it accept each other's challenges.
+	AttestationKey []byte
+	// EKCAs are the TPM vendor CAs whose endorsement key certificates are
+	// trusted (devices.tpm_ek_ca_file); nil accepts any TPM's endorsement
+	// key, and attested devices then say that it is not chained to a
+	// trusted vendor.
+	EKCAs *tpmattest.CAs
+	// AttestationTTL is how long a device has to answer its key
+	// attestation challenge (default 5m).
+	AttestationTTL time.Duration
 }
 
 // Service is the device service. It is safe for concurrent use.
@@ -99,6 +120,10 @@ type Service struct {
 	nonces   dpop.NonceSource
 	maxAge   time.Duration
 	grace    time.Duration
+
+	attestKey []byte
+	attestTTL time.Duration
+	verifier  *tpmattest.Verifier
 }
 
 // New returns a Service. It panics when Store or a NonceKey of at least 16
@@ -113,6 +138,17 @@ func New(o Options) *Service {
 	if len(o.NonceKey) < 16 {
 		panic("device: Options.NonceKey must hold at least 16 bytes")
 	}
+	switch len(o.AttestationKey) {
+	case 0:
+		k, err := hkdf.Key(sha256.New, o.NonceKey, nil, "ward/device-attestation-challenge", 32)
+		if err != nil {
+			panic(err)
+		}
+		o.AttestationKey = k
+	case 32:
+	default:
+		panic("device: Options.AttestationKey must hold 32 bytes")
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -125,6 +161,9 @@ func New(o Options) *Service {
 	if o.PostureGrace <= 0 {
 		o.PostureGrace = DefaultPostureGrace
 	}
+	if o.AttestationTTL <= 0 {
+		o.AttestationTTL = DefaultAttestationTTL
+	}
 	return &Service{
 		store:    o.Store,
 		events:   bus.NewEmitter(o.Bus, o.Now),
@@ -134,6 +173,10 @@ func New(o Options) *Service {
 		nonces:   dpop.NewHMACNonces(o.NonceKey, o.ReportMaxAge, o.Now),
 		maxAge:   o.ReportMaxAge,
 		grace:    o.PostureGrace,
+
+		attestKey: append([]byte(nil), o.AttestationKey...),
+		attestTTL: o.AttestationTTL,
+		verifier:  &tpmattest.Verifier{CAs: o.EKCAs, Now: o.Now},
 	}
 }
 
@@ -180,9 +223,28 @@ const (
 
 // Register registers a device for userID. The key must be a public EC
 // P-256 JWK not registered before (ErrKeyInUse otherwise, and nothing
-// changes). The device starts active with compliance unknown. It publishes
+// changes). The device starts active with compliance unknown and its key
+// not attested: KeyStorage is recorded as the agent's claim. It publishes
 // device.registered.
 func (s *Service) Register(ctx context.Context, userID string, r Registration) (*model.Device, error) {
+	d, _, err := s.register(ctx, userID, r, nil)
+	return d, err
+}
+
+// RegisterAttested is Register with TPM 2.0 key attestation evidence
+// (KeyStorage must be "tpm"). The evidence is verified before anything is
+// stored: a refusal is an *AttestationError, publishes
+// device.key_attestation_rejected and registers nothing. The device is
+// registered with its key not attested yet, and the challenge returned
+// must be answered (ActivateAttestation) within the attestation TTL.
+func (s *Service) RegisterAttested(ctx context.Context, userID string, r Registration, a *Attestation) (*model.Device, *Challenge, error) {
+	if a == nil {
+		return nil, nil, fmt.Errorf("%w: attestation evidence is required", ErrInvalid)
+	}
+	return s.register(ctx, userID, r, a)
+}
+
+func (s *Service) register(ctx context.Context, userID string, r Registration, a *Attestation) (*model.Device, *Challenge, error) {
 	jwk, jkt, err := ParseDeviceKey(r.PublicJWK)
 	var problems []string
 	if err != nil {
@@ -212,23 +274,32 @@ func (s *Service) Register(ctx context.Context, userID string, r Registration) (
 		}
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+		return nil, nil, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
 	}
 	u, err := s.store.GetUser(ctx, userID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("device: user %s: %w", userID, ErrNotFound)
+			return nil, nil, fmt.Errorf("device: user %s: %w", userID, ErrNotFound)
 		}
-		return nil, fmt.Errorf("device: user %s: %w", userID, err)
+		return nil, nil, fmt.Errorf("device: user %s: %w", userID, err)
 	}
 	if _, err := s.store.GetDeviceByJKT(ctx, jkt); err == nil {
-		return nil, ErrKeyInUse
+		return nil, nil, ErrKeyInUse
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("device: look up key: %w", err)
+		return nil, nil, fmt.Errorf("device: look up key: %w", err)
+	}
+	var verified *tpmattest.Result
+	if a != nil {
+		if verified, err = s.verifyAttestation(a, keyStorage, jwk); err != nil {
+			if ae, ok := errors.AsType[*AttestationError](err); ok {
+				s.attestationRejected(ctx, "", &model.Device{UserID: u.ID}, ae)
+			}
+			return nil, nil, err
+		}
 	}
 	rules, havePolicy, err := s.rulesFor(ctx, platform)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := s.now()
 	d := &model.Device{
@@ -242,14 +313,22 @@ func (s *Service) Register(ctx context.Context, userID string, r Registration) (
 	var fs []Failure
 	d.Compliance, fs = s.evaluate(d, nil, rules, havePolicy, now)
 	d.ComplianceFailures = encodeFailures(fs)
+	var ch *Challenge
+	if verified != nil {
+		// Made before the device is stored: a failure leaves nothing.
+		if ch, err = s.challenge(d, verified); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := s.store.CreateDevice(ctx, d); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
-			return nil, ErrKeyInUse // lost a race with another registration of the key
+			return nil, nil, ErrKeyInUse // lost a race with another registration of the key
 		}
-		return nil, fmt.Errorf("device: create: %w", err)
+		return nil, nil, fmt.Errorf("device: create: %w", err)
 	}
-	s.log.InfoContext(ctx, "device registered", "device_id", d.ID, "user_id", d.UserID, "platform", d.Platform, "key_storage", d.KeyStorage)
-	return d, s.events.Emit(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
+	s.log.InfoContext(ctx, "device registered", "device_id", d.ID, "user_id", d.UserID, "platform", d.Platform, "key_storage", d.KeyStorage,
+		"attestation", verified != nil)
+	return d, ch, s.events.Emit(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
 		Data: map[string]string{"jkt": d.JKT, "platform": d.Platform, "key_storage": d.KeyStorage, "trust_type": d.TrustType}})
 }
 

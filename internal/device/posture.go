@@ -250,9 +250,13 @@ func (s *Service) evaluate(d *model.Device, p *posture.Posture, rules *Rules, ha
 		fs = append(fs, Failure{Rule: RuleNoPolicy, Unknown: true,
 			Detail: fmt.Sprintf("no compliance policy applies to platform %q", d.Platform),
 			Fix:    fmt.Sprintf("An administrator defines a compliance policy for %q or for all platforms (\"*\"), e.g. `ward compliance set --platform %s -f rules.json`.", d.Platform, d.Platform)})
-	} else if p != nil {
-		_, more := Evaluate(rules, p, d.PostureAt, now)
-		fs = append(fs, more...)
+	} else {
+		if p != nil {
+			_, more := Evaluate(rules, p, d.PostureAt, now)
+			fs = append(fs, more...)
+		}
+		// Decided by what Ward verified at registration, report or not.
+		fs = append(fs, EvaluateKey(rules, d.KeyAttested, d.KeyStorage)...)
 	}
 	return stateOf(fs), fs
 }

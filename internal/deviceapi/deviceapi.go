@@ -6,21 +6,30 @@
 // API, Cache-Control: no-store):
 //
 //	GET  /devices/nonce          a posture nonce (no authentication)
-//	POST /devices                register the device key
+//	POST /devices                register the device key (with TPM 2.0 key
+//	                             attestation evidence: answers a challenge)
+//	POST /devices/{id}/attestation  the answer to the attestation challenge
 //	POST /devices/{id}/posture   submit a signed posture report
 //	GET  /devices/{id}           the device and its compliance
 //
 // Every route but the nonce needs a user's access token issued by Ward for
 // Ward (oauth.Provider.AuthenticateResource: signature, expiry, live
-// session, DPoP proof) that is DPoP-bound. Registration proves possession
-// of the device key: the token's proof key (cnf.jkt, whose proof the
-// provider has just verified) must be the key being registered. The other
-// routes require the token to be bound to that device's key and to belong
-// to the device's owner, so a token stolen from the device, or a token of
-// another of the user's devices, cannot act for it.
+// session, DPoP proof) that is DPoP-bound. Registration needs the scope
+// ward:device (model.ScopeDevice), which an administrator grants to the
+// device agent's client only: a token the user gave any other application
+// cannot register that application's key as the user's device.
+// Registration also proves possession of the device key: the token's proof
+// key (cnf.jkt, whose proof the provider has just verified) must be the
+// key being registered. With TPM 2.0 key attestation evidence it answers a
+// challenge, which the device's TPM answers at /devices/{id}/attestation
+// (device.Service.RegisterAttested, ActivateAttestation). The other routes
+// require the token to be bound to that device's key and to belong to the
+// device's owner, so a token stolen from the device, or a token of another
+// of the user's devices, cannot act for it.
 package deviceapi
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,9 +56,11 @@ const maxBody = 64 << 10
 const (
 	CodeInvalidRequest       = "invalid_request"
 	CodeAccessDenied         = "access_denied"
+	CodeInsufficientScope    = "insufficient_scope"
 	CodeNotFound             = "not_found"
 	CodeConflict             = "conflict"
 	CodeInvalidReport        = "invalid_report"
+	CodeInvalidAttestation   = "invalid_attestation"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeTooLarge             = "request_too_large"
 	CodeServerError          = "server_error"
@@ -82,6 +93,7 @@ func New(devices *device.Service, prov *oauth.Provider, issuer string, log *slog
 func (api *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /devices/nonce", api.nonce)
 	mux.HandleFunc("POST /devices", api.authed(api.register))
+	mux.HandleFunc("POST /devices/{id}/attestation", api.authed(api.attestation))
 	mux.HandleFunc("POST /devices/{id}/posture", api.authed(api.posture))
 	mux.HandleFunc("GET /devices/{id}", api.authed(api.get))
 	mux.HandleFunc("DELETE /devices/{id}", api.authed(api.deregister))
@@ -98,6 +110,8 @@ type Error struct {
 	// challenge ("DPoP", "Bearer", or "*" for both).
 	Challenge string
 	DPoPNonce string
+	// Scope is the scope an insufficient_scope challenge names.
+	Scope string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
@@ -111,30 +125,35 @@ type errorBody struct {
 
 // DeviceJSON is a device as the agent sees it.
 type DeviceJSON struct {
-	ID           string           `json:"id"`
-	UserID       string           `json:"user_id"`
-	JKT          string           `json:"jkt"`
-	Status       string           `json:"status"`
-	Compliance   string           `json:"compliance"`
-	Failures     []device.Failure `json:"failures"`
-	KeyStorage   string           `json:"key_storage,omitempty"`
-	Platform     string           `json:"platform"`
-	OSName       string           `json:"os_name,omitempty"`
-	OSVersion    string           `json:"os_version,omitempty"`
-	Hostname     string           `json:"hostname,omitempty"`
-	AgentVersion string           `json:"agent_version,omitempty"`
-	TrustType    string           `json:"trust_type"`
-	ComplianceAt time.Time        `json:"compliance_at,omitzero"`
-	PostureAt    time.Time        `json:"posture_at,omitzero"`
-	CreatedAt    time.Time        `json:"created_at"`
-	LastSeen     time.Time        `json:"last_seen,omitzero"`
+	ID         string           `json:"id"`
+	UserID     string           `json:"user_id"`
+	JKT        string           `json:"jkt"`
+	Status     string           `json:"status"`
+	Compliance string           `json:"compliance"`
+	Failures   []device.Failure `json:"failures"`
+	KeyStorage string           `json:"key_storage,omitempty"`
+	// KeyAttested: Ward verified that the key lives in a TPM; without it
+	// KeyStorage is only what the agent reported.
+	KeyAttested    bool                   `json:"key_attested"`
+	KeyAttestation *device.KeyAttestation `json:"key_attestation,omitempty"`
+	Platform       string                 `json:"platform"`
+	OSName         string                 `json:"os_name,omitempty"`
+	OSVersion      string                 `json:"os_version,omitempty"`
+	Hostname       string                 `json:"hostname,omitempty"`
+	AgentVersion   string                 `json:"agent_version,omitempty"`
+	TrustType      string                 `json:"trust_type"`
+	ComplianceAt   time.Time              `json:"compliance_at,omitzero"`
+	PostureAt      time.Time              `json:"posture_at,omitzero"`
+	CreatedAt      time.Time              `json:"created_at"`
+	LastSeen       time.Time              `json:"last_seen,omitzero"`
 }
 
 // DTO renders a device.
 func DTO(d *model.Device) DeviceJSON {
 	return DeviceJSON{
 		ID: d.ID, UserID: d.UserID, JKT: d.JKT, Status: d.Status, Compliance: d.Compliance, Failures: device.DecodeFailures(d),
-		KeyStorage: d.KeyStorage, Platform: d.Platform, OSName: d.OSName, OSVersion: d.OSVersion, Hostname: d.Hostname,
+		KeyStorage: d.KeyStorage, KeyAttested: d.KeyAttested, KeyAttestation: device.DecodeKeyAttestation(d),
+		Platform: d.Platform, OSName: d.OSName, OSVersion: d.OSVersion, Hostname: d.Hostname,
 		AgentVersion: d.AgentVersion, TrustType: d.TrustType, ComplianceAt: d.ComplianceAt.UTC(), PostureAt: d.PostureAt.UTC(),
 		CreatedAt: d.CreatedAt.UTC(), LastSeen: d.LastSeen.UTC(),
 	}
@@ -155,10 +174,65 @@ type registration struct {
 	Hostname      string          `json:"hostname"`
 	AgentVersion  string          `json:"agent_version"`
 	PostureReport string          `json:"posture_report"`
+	// Attestation is TPM 2.0 key attestation evidence (optional).
+	Attestation *attestationJSON `json:"attestation"`
+}
+
+// attestationJSON is TPM 2.0 key attestation evidence: the TPM's own
+// structures, base64url without padding.
+type attestationJSON struct {
+	Format           string `json:"format"` // "tpm2"
+	Nonce            string `json:"nonce"`
+	EKPublic         string `json:"ek_public"`
+	EKCertificate    string `json:"ek_certificate"`
+	AKPublic         string `json:"ak_public"`
+	KeyPublic        string `json:"key_public"`
+	CertifyInfo      string `json:"certify_info"`
+	CertifySignature string `json:"certify_signature"`
+}
+
+// challengeJSON is the attestation challenge of a registration.
+type challengeJSON struct {
+	CredentialBlob  string    `json:"credential_blob"`
+	EncryptedSecret string    `json:"encrypted_secret"`
+	State           string    `json:"state"`
+	ExpiresAt       time.Time `json:"expires_at"`
+}
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// evidence decodes the attestation member of a registration.
+func (a *attestationJSON) evidence() (*device.Attestation, error) {
+	bad := func(desc string) error {
+		return &Error{Status: http.StatusBadRequest, Code: CodeInvalidAttestation, Reason: device.ReasonAttestationMalformed, Description: desc}
+	}
+	if a.Format != device.KeyMethodTPM2 {
+		return nil, bad(`attestation.format must be "tpm2"`)
+	}
+	out := &device.Attestation{Nonce: a.Nonce}
+	for _, f := range []struct {
+		name string
+		in   string
+		dst  *[]byte
+	}{
+		{"ek_public", a.EKPublic, &out.EKPublic}, {"ek_certificate", a.EKCertificate, &out.EKCertificate},
+		{"ak_public", a.AKPublic, &out.AKPublic}, {"key_public", a.KeyPublic, &out.KeyPublic},
+		{"certify_info", a.CertifyInfo, &out.CertifyInfo}, {"certify_signature", a.CertifySignature, &out.Signature},
+	} {
+		b, err := b64.DecodeString(f.in)
+		if err != nil {
+			return nil, bad("attestation." + f.name + " is not base64url without padding")
+		}
+		*f.dst = b
+	}
+	return out, nil
 }
 
 // POST /devices
 func (api *API) register(w http.ResponseWriter, r *http.Request, c *oauth.Caller) error {
+	if err := requireDeviceScope(c); err != nil {
+		return err
+	}
 	var body registration
 	if err := decodeJSON(w, r, &body); err != nil {
 		return err
@@ -174,12 +248,30 @@ func (api *API) register(w http.ResponseWriter, r *http.Request, c *oauth.Caller
 		return &Error{Status: http.StatusForbidden, Code: CodeAccessDenied,
 			Description: "the access token must be DPoP-bound to the key being registered: sign the request's DPoP proof with the device key"}
 	}
-	d, err := api.devices.Register(r.Context(), c.User.ID, device.Registration{
+	reg := device.Registration{
 		PublicJWK: body.JWK, KeyStorage: body.KeyStorage, Platform: body.Platform, OSName: body.OSName,
 		OSVersion: body.OSVersion, Hostname: body.Hostname, AgentVersion: body.AgentVersion, TrustType: model.TrustRegistered,
-	})
-	if err != nil {
+	}
+	var (
+		d  *model.Device
+		ch *device.Challenge
+	)
+	if body.Attestation != nil {
+		ev, err := body.Attestation.evidence()
+		if err != nil {
+			return err
+		}
+		d, ch, err = api.devices.RegisterAttested(r.Context(), c.User.ID, reg, ev)
+		if err != nil {
+			return err
+		}
+	} else if d, err = api.devices.Register(r.Context(), c.User.ID, reg); err != nil {
 		return err
+	}
+	var challenge *challengeJSON
+	if ch != nil {
+		challenge = &challengeJSON{CredentialBlob: b64.EncodeToString(ch.CredentialBlob), EncryptedSecret: b64.EncodeToString(ch.EncryptedSecret),
+			State: ch.State, ExpiresAt: ch.ExpiresAt.UTC()}
 	}
 	if body.PostureReport != "" {
 		nd, err := api.devices.SubmitPosture(r.Context(), d.ID, body.PostureReport)
@@ -188,17 +280,53 @@ func (api *API) register(w http.ResponseWriter, r *http.Request, c *oauth.Caller
 			// so instead of failing the registration.
 			api.log.WarnContext(r.Context(), "initial posture report refused", "device_id", d.ID, "reason", device.PostureReason(err), "err", err)
 			w.Header().Set("Location", "/devices/"+d.ID)
-			out := DTO(d)
-			writeJSON(w, http.StatusCreated, struct {
-				DeviceJSON
-				PostureError *errorBody `json:"posture_error"`
-			}{out, postureErrorBody(err)})
+			writeJSON(w, http.StatusCreated, registered{DTO(d), postureErrorBody(err), challenge})
 			return nil
 		}
 		d = nd
 	}
 	w.Header().Set("Location", "/devices/"+d.ID)
-	writeJSON(w, http.StatusCreated, DTO(d))
+	writeJSON(w, http.StatusCreated, registered{DeviceJSON: DTO(d), Challenge: challenge})
+	return nil
+}
+
+// registered is the answer to a registration.
+type registered struct {
+	DeviceJSON
+	// PostureError says why the first posture report was refused.
+	PostureError *errorBody `json:"posture_error,omitempty"`
+	// Challenge is to be answered at POST /devices/{id}/attestation.
+	Challenge *challengeJSON `json:"attestation_challenge,omitempty"`
+}
+
+// POST /devices/{id}/attestation {"state", "secret"}: the device's answer
+// to its attestation challenge, as part of its registration (the scope is
+// the registration's).
+func (api *API) attestation(w http.ResponseWriter, r *http.Request, c *oauth.Caller) error {
+	if err := requireDeviceScope(c); err != nil {
+		return err
+	}
+	d, err := api.owned(r, c)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		State  string `json:"state"`
+		Secret string `json:"secret"`
+	}
+	if err := decodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	secret, err := b64.DecodeString(body.Secret)
+	if body.State == "" || body.Secret == "" || err != nil {
+		return &Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest,
+			Description: "state (as issued) and secret (base64url without padding) are required"}
+	}
+	nd, err := api.devices.ActivateAttestation(r.Context(), d.ID, body.State, secret)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, DTO(nd))
 	return nil
 }
 
@@ -254,6 +382,17 @@ func (api *API) deregister(w http.ResponseWriter, r *http.Request, c *oauth.Call
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// requireDeviceScope refuses a token without the device registration
+// scope (RFC 6750 §3.1 insufficient_scope, naming the scope).
+func requireDeviceScope(c *oauth.Caller) error {
+	if slices.Contains(strings.Fields(c.Claims.Scope), model.ScopeDevice) {
+		return nil
+	}
+	return &Error{Status: http.StatusForbidden, Code: CodeInsufficientScope, Challenge: c.Scheme, Scope: model.ScopeDevice,
+		Description: "registering a device needs an access token with the " + model.ScopeDevice +
+			" scope, which the device agent's client requests at enrolment (an administrator grants it to that client)"}
 }
 
 // owned loads the device of the path and checks that the caller is its
@@ -338,6 +477,16 @@ func classify(err error) *Error {
 		}
 		return e
 	}
+	if ae, ok := errors.AsType[*device.AttestationError](err); ok {
+		e := &Error{Status: http.StatusBadRequest, Code: CodeInvalidAttestation, Description: ae.Message, Reason: ae.Reason, Cause: err}
+		switch ae.Reason {
+		case device.ReasonAlreadyAttested:
+			e.Status = http.StatusConflict
+		case device.ReasonDeviceInactive:
+			e.Status, e.Code = http.StatusForbidden, CodeAccessDenied
+		}
+		return e
+	}
 	switch {
 	case errors.Is(err, device.ErrKeyInUse):
 		return &Error{Status: http.StatusConflict, Code: CodeConflict, Description: err.Error()}
@@ -366,6 +515,9 @@ func (api *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		var ps []httpauth.Param
 		if e.Description != "" && !(e.Code == oauth.ErrInvalidToken && e.Description == "an access token is required") {
 			ps = httpauth.ErrorParams(e.Code, e.Description)
+			if e.Scope != "" {
+				ps = append(ps, httpauth.Param{Name: "scope", Value: e.Scope})
+			}
 		}
 		if e.Challenge == "DPoP" || e.Challenge == "*" {
 			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())

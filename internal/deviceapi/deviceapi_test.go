@@ -2,6 +2,7 @@ package deviceapi_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/ward-idp/ward/agent/posture"
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/httpauth"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -23,9 +26,12 @@ import (
 // agent is a device: its key, and a user's access token bound to it.
 type agent struct {
 	in     *wardtest.Instance
-	key    *ecdsa.PrivateKey
+	key    crypto.Signer // a software key, or a TPM key (keystore)
 	signer *dpop.Signer
 	token  string
+	// via, when set, is the base URL requests are sent to: another
+	// instance serving the same issuer (proofs still name the issuer).
+	via string
 }
 
 func newAgent(t testing.TB, in *wardtest.Instance) *agent {
@@ -34,6 +40,12 @@ func newAgent(t testing.TB, in *wardtest.Instance) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newAgentWith(t, in, k)
+}
+
+// newAgentWith is an agent whose device key is k.
+func newAgentWith(t testing.TB, in *wardtest.Instance, k crypto.Signer) *agent {
+	t.Helper()
 	s, err := dpop.NewSigner(k)
 	if err != nil {
 		t.Fatal(err)
@@ -51,9 +63,29 @@ func (a *agent) jwk(t testing.TB) json.RawMessage {
 	return b
 }
 
+// startWard runs Ward whose client "spa" may request the device
+// registration scope, as the device agent's client may; "native" may not.
+func startWard(t testing.TB) *wardtest.Instance {
+	t.Helper()
+	return wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		for i := range c.StaticClients {
+			if c.StaticClients[i].ID == "spa" {
+				c.StaticClients[i].Scopes = append(c.StaticClients[i].Scopes, model.ScopeDevice)
+			}
+		}
+	}})
+}
+
 // signIn gets a DPoP-bound access token for username through the code
-// flow of the public client "spa", bound to the agent's device key.
+// flow of the public client "spa" with the scopes "openid ward:device",
+// bound to the agent's device key.
 func (a *agent) signIn(t testing.TB, username string) *agent {
+	t.Helper()
+	return a.signInWith(t, username, "spa", "openid "+model.ScopeDevice)
+}
+
+// signInWith is signIn with another client and scope.
+func (a *agent) signInWith(t testing.TB, username, client, scope string) *agent {
 	t.Helper()
 	in := a.in
 	verifier, challenge := wardtest.PKCE()
@@ -63,14 +95,14 @@ func (a *agent) signIn(t testing.TB, username string) *agent {
 		in.Clock.Advance(31 * time.Second) // a fresh TOTP step
 		otp = in.TOTP(t, 0)
 	}
-	loc := in.Login(t, in.Browser(), in.AuthorizeURL("spa", challenge, url.Values{"scope": {"openid"}, "dpop_jkt": {a.signer.Thumbprint()}}),
+	loc := in.Login(t, in.Browser(), in.AuthorizeURL(client, challenge, url.Values{"scope": {scope}, "dpop_jkt": {a.signer.Thumbprint()}}),
 		username, password, otp)
 	code := loc.Query().Get("code")
 	if code == "" {
 		t.Fatalf("authorize: %s", loc)
 	}
 	r := a.post(t, "/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
-		"redirect_uri": {wardtest.RedirectURI}, "client_id": {"spa"}})
+		"redirect_uri": {wardtest.RedirectURI}, "client_id": {client}})
 	if r.Status != 200 || r.str("token_type") != "DPoP" {
 		t.Fatalf("token: %d %s", r.Status, r.Body)
 	}
@@ -133,7 +165,11 @@ func (a *agent) call(t testing.TB, method, path string, body any, signer ...*dpo
 		b, _ := json.Marshal(body)
 		rd = strings.NewReader(string(b))
 	}
-	hr, _ := http.NewRequest(method, a.in.URL+path, rd)
+	base := a.in.URL
+	if a.via != "" {
+		base = a.via
+	}
+	hr, _ := http.NewRequest(method, base+path, rd)
 	if body != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
@@ -201,7 +237,7 @@ func want(t testing.TB, r result, status int, code string) {
 }
 
 func TestDeviceAPI(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	in := startWard(t)
 	ctx := context.Background()
 	if _, err := in.App.Devices.PutPolicy(ctx, "test", "linux", []byte(`{"require_disk_encryption": true, "require_firewall": true}`)); err != nil {
 		t.Fatal(err)
@@ -324,7 +360,7 @@ func TestDeviceAPI(t *testing.T) {
 // A bearer (unbound) token is refused: registration needs proof of
 // possession.
 func TestDeviceAPIRefusesBearerTokens(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	in := startWard(t)
 	verifier, challenge := wardtest.PKCE()
 	in.Clock.Advance(31 * time.Second)
 	loc := in.Login(t, in.Browser(), in.AuthorizeURL("native", challenge, url.Values{"scope": {"openid"}}), "alice", wardtest.AlicePassword, in.TOTP(t, 0))
@@ -349,4 +385,48 @@ func TestDeviceAPIRefusesBearerTokens(t *testing.T) {
 	if ds, _ := in.App.Devices.List(context.Background(), device.Filter{}); len(ds) != 0 {
 		t.Error("a device was registered")
 	}
+}
+
+// Registration needs the device scope: another application the user signed
+// in to (here "native", which may not request the scope, and "spa" when it
+// did not ask for it) holds a token bound to its own key, and must not be
+// able to register that key as the user's device.
+func TestRegistrationNeedsDeviceScope(t *testing.T) {
+	in := startWard(t)
+	ctx := context.Background()
+	for _, c := range []struct{ client, scope string }{{"native", "openid"}, {"spa", "openid"}, {"spa", "openid profile offline_access"}} {
+		attacker := newAgent(t, in).signInWith(t, "alice", c.client, c.scope)
+		if claims := wardtest.JWTClaims(t, attacker.token); claims["cnf"] == nil {
+			t.Fatalf("%s: the attacker's token is not DPoP-bound: %v", c.client, claims)
+		}
+		body := attacker.registration(t)
+		body["key_storage"] = "tpm"
+		r := attacker.call(t, "POST", "/devices", body)
+		want(t, r, 403, "insufficient_scope")
+		if !strings.Contains(r.str("error_description"), model.ScopeDevice) {
+			t.Errorf("%s: description %q does not name the scope", c.client, r.str("error_description"))
+		}
+		chs, err := httpauth.Parse(r.Header.Values("WWW-Authenticate")...)
+		if err != nil || len(chs) != 1 || chs[0].Scheme != "DPoP" || chs[0].Param("error") != "insufficient_scope" ||
+			chs[0].Param("scope") != model.ScopeDevice {
+			t.Errorf("%s: challenge %v (%v), want DPoP error=insufficient_scope scope=%s", c.client, r.Header.Values("WWW-Authenticate"), err, model.ScopeDevice)
+		}
+	}
+	if ds, err := in.App.Devices.List(ctx, device.Filter{}); err != nil || len(ds) != 0 {
+		t.Fatalf("devices after refused registrations: %d (%v), want none", len(ds), err)
+	}
+
+	// A client the administrator did not grant the scope cannot obtain it.
+	a := newAgent(t, in)
+	_, challenge := wardtest.PKCE()
+	in.Clock.Advance(31 * time.Second)
+	loc := in.Login(t, in.Browser(), in.AuthorizeURL("native", challenge, url.Values{"scope": {"openid " + model.ScopeDevice},
+		"dpop_jkt": {a.signer.Thumbprint()}}), "alice", wardtest.AlicePassword, in.TOTP(t, 0))
+	if loc.Query().Get("error") != "invalid_scope" || loc.Query().Get("code") != "" {
+		t.Fatalf("native asking for %s: %s, want error=invalid_scope", model.ScopeDevice, loc)
+	}
+
+	// The device agent's client (here "spa", granted the scope) registers.
+	a.signIn(t, "alice")
+	want(t, a.call(t, "POST", "/devices", a.registration(t)), 201, "")
 }

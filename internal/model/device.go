@@ -11,6 +11,12 @@ const (
 	TrustManaged    = "managed"    // registered and managed by the organisation
 )
 
+// ScopeDevice is the scope a user's access token needs to register a
+// device (POST /devices): an administrator grants it to the device agent's
+// client only, so that no other application the user signs in to can
+// register its own key as the user's device.
+const ScopeDevice = "ward:device"
+
 // Device statuses.
 const (
 	DeviceActive   = "active"
@@ -29,18 +35,26 @@ const (
 // proofs and posture reports) is identified by the RFC 7638 thumbprint JKT,
 // unique across all devices.
 type Device struct {
-	ID           string
-	UserID       string
-	JKT          string
-	PublicJWK    json.RawMessage
-	KeyStorage   string // "file", "tpm" (as the agent reported it)
-	Platform     string // linux, darwin, windows
-	OSName       string
-	OSVersion    string
-	Hostname     string
-	AgentVersion string
-	TrustType    string
-	Status       string
+	ID         string
+	UserID     string
+	JKT        string
+	PublicJWK  json.RawMessage
+	KeyStorage string // "file", "tpm" (as the agent reported it)
+	// KeyAttested: Ward verified that the key was created in a TPM and
+	// cannot leave it (TPM 2.0 key attestation). Without it KeyStorage is
+	// only the agent's claim, and nothing may rely on it.
+	KeyAttested bool
+	// KeyAttestation is what the attestation established (JSON: method,
+	// time, the TPM's endorsement key and whether it chains to a trusted
+	// vendor); empty when the key is not attested.
+	KeyAttestation json.RawMessage
+	Platform       string // linux, darwin, windows
+	OSName         string
+	OSVersion      string
+	Hostname       string
+	AgentVersion   string
+	TrustType      string
+	Status         string
 	// Compliance is the latest evaluation; ComplianceFailures names every
 	// failing rule (JSON list of {rule, detail}).
 	Compliance         string

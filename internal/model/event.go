@@ -72,7 +72,13 @@ const (
 	EventDevicePostureReported   EventType = "device.posture_reported"
 	EventDevicePostureRejected   EventType = "device.posture_rejected"
 	EventDeviceComplianceChanged EventType = "device.compliance_changed"
-	EventCompliancePolicyChanged EventType = "compliance.policy_changed"
+	// EventDeviceKeyAttested: the device proved that its key lives in a
+	// TPM (Data: method, ek_sha256, ek_certified, ek_issuer).
+	EventDeviceKeyAttested EventType = "device.key_attested"
+	// EventDeviceKeyAttestationRejected: key attestation evidence or a
+	// challenge answer was refused (Reason says why).
+	EventDeviceKeyAttestationRejected EventType = "device.key_attestation_rejected"
+	EventCompliancePolicyChanged      EventType = "compliance.policy_changed"
 )
 
 // EventDeviceEnabled: a disabled device was enabled again (Data:
@@ -141,15 +147,17 @@ var EventCodes = map[EventType]string{
 
 	EventSSFStreamStatusChanged: "W9100I",
 
-	EventDeviceRegistered:        "W8000I",
-	EventDeviceDisabled:          "W8001I",
-	EventDeviceLost:              "W8002W",
-	EventDeviceDeleted:           "W8003I",
-	EventDevicePostureReported:   "W8004I",
-	EventDevicePostureRejected:   "W8005W",
-	EventDeviceComplianceChanged: "W8006W",
-	EventDeviceEnabled:           "W8007I",
-	EventCompliancePolicyChanged: "W8100I",
+	EventDeviceRegistered:             "W8000I",
+	EventDeviceDisabled:               "W8001I",
+	EventDeviceLost:                   "W8002W",
+	EventDeviceDeleted:                "W8003I",
+	EventDevicePostureReported:        "W8004I",
+	EventDevicePostureRejected:        "W8005W",
+	EventDeviceComplianceChanged:      "W8006W",
+	EventDeviceEnabled:                "W8007I",
+	EventDeviceKeyAttested:            "W8010I",
+	EventDeviceKeyAttestationRejected: "W8011W",
+	EventCompliancePolicyChanged:      "W8100I",
 }
 
 // Outcomes.

@@ -78,6 +78,10 @@ const (
 	varStatus     = "device.status"
 	varHostname   = "device.hostname"
 	varRegistered = "device.registered"
+	// varKeyAttested: the device key is attested as held in a TPM (TPM
+	// 2.0 key attestation); the key storage the agent reports is not
+	// exposed, since nothing should rely on it.
+	varKeyAttested = "device.key_attested"
 )
 
 func newCELEnv() (*cel.Env, error) {
@@ -89,6 +93,7 @@ func newCELEnv() (*cel.Env, error) {
 		cel.Variable(varStatus, cel.StringType),
 		cel.Variable(varHostname, cel.StringType),
 		cel.Variable(varRegistered, cel.BoolType),
+		cel.Variable(varKeyAttested, cel.BoolType),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("policy: cel environment: %w", err)
@@ -207,6 +212,8 @@ func (a *celVars) ResolveName(name string) (any, bool) {
 		return a.str(vHostname, d.Hostname), true
 	case varRegistered:
 		return types.Bool(d.Registered), true
+	case varKeyAttested:
+		return types.Bool(d.KeyAttested), true
 	}
 	return nil, false
 }

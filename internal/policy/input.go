@@ -63,6 +63,9 @@ type DeviceInput struct {
 	// device controls.
 	Status   string `json:"status,omitempty" yaml:"status,omitempty"`
 	Hostname string `json:"hostname,omitempty" yaml:"hostname,omitempty"`
+	// KeyAttested reports that the device key is attested as held in a
+	// TPM (not merely reported so by the agent).
+	KeyAttested bool `json:"key_attested,omitempty" yaml:"key_attested,omitempty"`
 }
 
 // AuthInput is the authentication already performed in this session.

@@ -140,8 +140,12 @@ func (c nativeCompiler) boolean(e ast.Expr) (boolFn, bool) {
 		b := bool(v)
 		return func(*DeviceInput) bool { return b }, true
 	case ast.IdentKind:
-		if name, ok := c.variable(e); ok && name == varRegistered {
+		name, ok := c.variable(e)
+		switch {
+		case ok && name == varRegistered:
 			return func(d *DeviceInput) bool { return d.Registered }, true
+		case ok && name == varKeyAttested:
+			return func(d *DeviceInput) bool { return d.KeyAttested }, true
 		}
 		return nil, false
 	case ast.CallKind:

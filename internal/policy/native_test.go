@@ -69,7 +69,7 @@ func (g *exprGen) boolean(depth int) string {
 	}
 	switch g.pick(n) {
 	case 0:
-		return varRegistered
+		return []string{varRegistered, varKeyAttested}[g.pick(2)]
 	case 1:
 		return []string{"true", "false"}[g.pick(2)]
 	case 2:
@@ -124,7 +124,8 @@ func (g *exprGen) boolean(depth int) string {
 // genDevice builds a device from a byte string.
 func genDevice(g *exprGen) *DeviceInput {
 	s := func() string { return genStrings[g.pick(len(genStrings))] }
-	return &DeviceInput{Platform: s(), OSVersion: s(), TrustType: s(), Compliance: s(), Status: s(), Hostname: s(), Registered: g.pick(2) == 1}
+	return &DeviceInput{Platform: s(), OSVersion: s(), TrustType: s(), Compliance: s(), Status: s(), Hostname: s(), Registered: g.pick(2) == 1,
+		KeyAttested: g.pick(2) == 1}
 }
 
 // checkNative compares the native form of rule (if any) with both cel-go
@@ -212,7 +213,7 @@ func FuzzNativeMatchesCEL(f *testing.F) {
 		g := &exprGen{b: expr}
 		rule := g.boolean(5)
 		d := &DeviceInput{Platform: platform, OSVersion: osVersion, Hostname: hostname, Registered: registered,
-			TrustType: "managed", Status: "active"}
+			TrustType: "managed", Status: "active", KeyAttested: !registered || len(hostname)%2 == 1}
 		if longAttrs(d) {
 			return // the cost-tracked program runs then
 		}
@@ -233,6 +234,7 @@ func TestNativeSubset(t *testing.T) {
 		`matches(device.hostname, 'x') ? device.status == 'active' : false`:                                   true,
 		`'linux' == device.platform && device.hostname.endsWith('.corp') && device.os_version.contains('10')`: true,
 		`device.registered == true`:                          true,
+		`device.key_attested && device.platform == 'linux'`:  true,
 		`size(device.hostname) > 3`:                          false,
 		`device.hostname.matches(device.platform)`:           false,
 		`device.platform in [device.os_version]`:             false,

@@ -171,9 +171,9 @@ type Conditions struct {
 
 // DeviceFilter selects devices with a boolean CEL expression over the
 // variables device.platform, device.os_version, device.trust_type,
-// device.compliance, device.status, device.hostname (strings) and
-// device.registered (bool). A request without a device is evaluated with
-// empty strings and registered=false.
+// device.compliance, device.status, device.hostname (strings),
+// device.registered and device.key_attested (bool). A request without a
+// device is evaluated with empty strings and false.
 type DeviceFilter struct {
 	// Mode is "include" (apply to matching devices) or "exclude" (apply to
 	// the others).

@@ -34,6 +34,7 @@ var refRules = []string{
 	`size(device.hostname) > 3`,         // cel-go
 	`int(device.os_version) >= 11`,      // cel-go, fails on most versions: fail closed
 	`device.hostname.endsWith('.corp')`, //
+	`device.key_attested || device.platform == 'ios'`,
 }
 
 type refGen struct{ r *rand.Rand }
@@ -139,7 +140,7 @@ func (g refGen) input() Input {
 	}
 	if !g.chance(4) {
 		in.Device = &DeviceInput{
-			Registered: g.chance(2), Status: g.pick([]string{"", "active", "active", "lost"}),
+			Registered: g.chance(2), KeyAttested: g.chance(2), Status: g.pick([]string{"", "active", "active", "lost"}),
 			Compliance: g.pick([]string{"", "compliant", "noncompliant"}), Platform: g.pick([]string{"", "linux", "windows", "darwin", "ios", "beos"}),
 			OSVersion: g.pick([]string{"", "10.1", "11", "12.0"}), TrustType: g.pick([]string{"", "managed", "byod"}),
 			Hostname: g.pick([]string{"", "ws-1", "x.corp", "laptop", "ws-" + strings.Repeat("y", maxAttrLen)}),
@@ -282,7 +283,8 @@ func refEvaluate(t *testing.T, pols []Policy, locs []NamedLocation, in Input) De
 					t.Fatal(err)
 				}
 				out, _, err := prg.Eval(map[string]any{varPlatform: dev.Platform, varOSVersion: dev.OSVersion, varTrustType: dev.TrustType,
-					varCompliance: dev.Compliance, varStatus: dev.Status, varHostname: dev.Hostname, varRegistered: dev.Registered})
+					varCompliance: dev.Compliance, varStatus: dev.Status, varHostname: dev.Hostname, varRegistered: dev.Registered,
+					varKeyAttested: dev.KeyAttested})
 				switch {
 				case err != nil:
 					r.Error = err.Error()

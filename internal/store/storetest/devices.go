@@ -25,6 +25,7 @@ func nraw(r json.RawMessage) json.RawMessage { return json.RawMessage(nl([]byte(
 
 func normDevice(d model.Device) model.Device {
 	d.PublicJWK, d.ComplianceFailures, d.Posture = nraw(d.PublicJWK), nraw(d.ComplianceFailures), nraw(d.Posture)
+	d.KeyAttestation = nraw(d.KeyAttestation)
 	d.ComplianceAt, d.PostureAt = nt(d.ComplianceAt), nt(d.PostureAt)
 	d.CreatedAt, d.LastSeen, d.UpdatedAt = nt(d.CreatedAt), nt(d.LastSeen), nt(d.UpdatedAt)
 	return d
@@ -50,7 +51,9 @@ func fullDevice(id, user, jkt string) *model.Device {
 		ID: id, UserID: user, JKT: jkt,
 		// Raw JSON is kept verbatim: whitespace and key order included.
 		PublicJWK:  json.RawMessage(`{"kty":"EC", "crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`),
-		KeyStorage: "tpm", Platform: "linux", OSName: "Debian GNU/Linux", OSVersion: "13",
+		KeyStorage: "tpm", KeyAttested: true,
+		KeyAttestation: json.RawMessage(`{"method":"tpm2", "ek_sha256":"9f86d081884c7d65","ek_chain":"vendor"}`),
+		Platform:       "linux", OSName: "Debian GNU/Linux", OSVersion: "13",
 		Hostname: "ws-" + id, AgentVersion: "1.4.2", TrustType: model.TrustManaged, Status: model.DeviceActive,
 		Compliance:         model.NonCompliant,
 		ComplianceFailures: json.RawMessage(`[ {"rule":"disk_encryption","detail":"LUKS not active"} ]`),
@@ -149,6 +152,7 @@ func testDeviceRoundTrip(t *testing.T, s store.Store) {
 		{"PublicJWK", got.PublicJWK, full.PublicJWK},
 		{"ComplianceFailures", got.ComplianceFailures, full.ComplianceFailures},
 		{"Posture", got.Posture, full.Posture},
+		{"KeyAttestation", got.KeyAttestation, full.KeyAttestation},
 	} {
 		if !bytes.Equal(f.got, f.want) {
 			t.Errorf("%s not verbatim: got %s, want %s", f.name, f.got, f.want)
@@ -156,7 +160,7 @@ func testDeviceRoundTrip(t *testing.T, s store.Store) {
 	}
 	got, err = s.GetDevice(ctx, "d2")
 	must(t, "GetDevice", err)
-	if got.PublicJWK != nil || got.Posture != nil || got.ComplianceFailures != nil ||
+	if got.PublicJWK != nil || got.Posture != nil || got.ComplianceFailures != nil || got.KeyAttested || got.KeyAttestation != nil ||
 		!got.CreatedAt.IsZero() || !got.PostureAt.IsZero() || !got.LastSeen.IsZero() {
 		t.Errorf("zero device: got %+v, want nil JSON and zero times", got)
 	}
@@ -164,6 +168,44 @@ func testDeviceRoundTrip(t *testing.T, s store.Store) {
 	for _, jkt := range []string{"0zcocorznyy-dwpqq30jzyjghtn0d2hglbv3uiguA4I", "0ZcOCORZNYy", ""} {
 		_, err := s.GetDeviceByJKT(ctx, jkt)
 		wantErr(t, fmt.Sprintf("GetDeviceByJKT(%q)", jkt), err, store.ErrNotFound)
+	}
+}
+
+// testDeviceKeyAttestation: a device registered with an unattested key
+// is attested later by UpdateDevice; every read path (by id, by key, in
+// lists) shows the attested fact, and an update that changes something
+// else keeps it.
+func testDeviceKeyAttestation(t *testing.T, s store.Store) {
+	d := fullDevice("d1", "u1", "jkt-1")
+	d.KeyAttested, d.KeyAttestation = false, nil
+	must(t, "CreateDevice", s.CreateDevice(ctx, d))
+	got, err := s.GetDevice(ctx, "d1")
+	must(t, "GetDevice", err)
+	if got.KeyAttested || got.KeyAttestation != nil || got.KeyStorage != "tpm" {
+		t.Fatalf("unattested device: KeyAttested %v, KeyAttestation %s, KeyStorage %q; want false, none, the claimed tpm",
+			got.KeyAttested, got.KeyAttestation, got.KeyStorage)
+	}
+	att := json.RawMessage(`{"method":"tpm2","attested_at":"2026-03-01T10:00:00Z","ek_sha256":"ab01","ek_chain":"unverified"}`)
+	upd, err := s.UpdateDevice(ctx, "d1", func(d *model.Device) error { d.KeyAttested, d.KeyAttestation = true, att; return nil })
+	must(t, "UpdateDevice", err)
+	if !upd.KeyAttested || !bytes.Equal(upd.KeyAttestation, att) {
+		t.Fatalf("UpdateDevice result: %v %s", upd.KeyAttested, upd.KeyAttestation)
+	}
+	_, err = s.UpdateDevice(ctx, "d1", func(d *model.Device) error { d.Compliance = model.Compliant; return nil })
+	must(t, "UpdateDevice compliance", err)
+	byID, err := s.GetDevice(ctx, "d1")
+	must(t, "GetDevice", err)
+	byKey, err := s.GetDeviceByJKT(ctx, "jkt-1")
+	must(t, "GetDeviceByJKT", err)
+	list, err := s.ListDevices(ctx, store.DeviceFilter{UserID: "u1"})
+	must(t, "ListDevices", err)
+	if len(list) != 1 {
+		t.Fatalf("ListDevices: %d devices, want 1", len(list))
+	}
+	for name, g := range map[string]*model.Device{"GetDevice": byID, "GetDeviceByJKT": byKey, "ListDevices": list[0]} {
+		if !g.KeyAttested || !bytes.Equal(g.KeyAttestation, att) || g.Compliance != model.Compliant {
+			t.Errorf("%s: KeyAttested %v, KeyAttestation %s, compliance %s; want true, %s, compliant", name, g.KeyAttested, g.KeyAttestation, g.Compliance, att)
+		}
 	}
 }
 

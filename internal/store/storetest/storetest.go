@@ -79,6 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"NotFound", testNotFound},
 		{"ProtectionFields", testProtectionFields},
 		{"DeviceRoundTrip", testDeviceRoundTrip},
+		{"DeviceKeyAttestation", testDeviceKeyAttestation},
 		{"DeviceConflicts", testDeviceConflicts},
 		{"ListDevices", testListDevices},
 		{"ListDevicesLimit", testListDevicesLimit},

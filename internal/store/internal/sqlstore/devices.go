@@ -16,20 +16,21 @@ import (
 
 const deviceCols = `id, user_id, jkt, public_jwk, key_storage, platform, os_name, os_version,
 	hostname, agent_version, trust_type, status, compliance, compliance_failures, compliance_at,
-	posture, posture_at, created_at, last_seen, updated_at`
+	posture, posture_at, created_at, last_seen, updated_at, key_attested, key_attestation`
 
 func scanDevice(r Row) (*model.Device, error) {
 	var (
 		d                                           model.Device
-		jwk, failures, posture                      string
+		jwk, failures, posture, attestation         string
 		complianceAt, postureAt, created, seen, upd int64
 	)
 	if err := r.Scan(&d.ID, &d.UserID, &d.JKT, &jwk, &d.KeyStorage, &d.Platform, &d.OSName, &d.OSVersion,
 		&d.Hostname, &d.AgentVersion, &d.TrustType, &d.Status, &d.Compliance, &failures, &complianceAt,
-		&posture, &postureAt, &created, &seen, &upd); err != nil {
+		&posture, &postureAt, &created, &seen, &upd, &d.KeyAttested, &attestation); err != nil {
 		return nil, err
 	}
 	d.PublicJWK = unrawJSON(jwk)
+	d.KeyAttestation = unrawJSON(attestation)
 	d.ComplianceFailures = unrawJSON(failures)
 	d.Posture = unrawJSON(posture)
 	d.ComplianceAt = fromMicros(complianceAt)
@@ -44,7 +45,7 @@ func deviceArgs(d *model.Device) []any {
 	return []any{d.ID, d.UserID, d.JKT, rawJSON(d.PublicJWK), d.KeyStorage, d.Platform, d.OSName,
 		d.OSVersion, d.Hostname, d.AgentVersion, d.TrustType, d.Status, d.Compliance,
 		rawJSON(d.ComplianceFailures), micros(d.ComplianceAt), rawJSON(d.Posture), micros(d.PostureAt),
-		micros(d.CreatedAt), micros(d.LastSeen), micros(d.UpdatedAt)}
+		micros(d.CreatedAt), micros(d.LastSeen), micros(d.UpdatedAt), d.KeyAttested, rawJSON(d.KeyAttestation)}
 }
 
 // CreateDevice stores a new device. A taken id or key thumbprint (JKT)
@@ -54,7 +55,7 @@ func (s *Store) CreateDevice(ctx context.Context, d *model.Device) error {
 		return errors.New("store: create device: JKT is required")
 	}
 	_, err := s.db.Write().Exec(ctx, `INSERT INTO devices (`+deviceCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
 		deviceArgs(d)...)
 	return s.createErr("device", err)
 }
@@ -118,7 +119,8 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*model.Devi
 			key_storage = $5, platform = $6, os_name = $7, os_version = $8, hostname = $9,
 			agent_version = $10, trust_type = $11, status = $12, compliance = $13,
 			compliance_failures = $14, compliance_at = $15, posture = $16, posture_at = $17,
-			created_at = $18, last_seen = $19, updated_at = $20 WHERE id = $1`, deviceArgs(d)...); err != nil {
+			created_at = $18, last_seen = $19, updated_at = $20, key_attested = $21, key_attestation = $22
+			WHERE id = $1`, deviceArgs(d)...); err != nil {
 			if s.d.IsUniqueViolation(err) {
 				return nil, alreadyExists("device jkt")
 			}
