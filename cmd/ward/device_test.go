@@ -84,7 +84,7 @@ func TestDeviceAndComplianceCommands(t *testing.T) {
 	if out := h.ok("", "device", "lost", d.ID); !strings.Contains(out, "marked lost") {
 		t.Errorf("lost: %q", out)
 	}
-	if out := h.ok("", "device", "list", "--status", "lost"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+alice-laptop\s+lost\s+noncompliant\s+\S+$`).MatchString(out) {
+	if out := h.ok("", "device", "list", "--status", "lost"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+alice-laptop\s+file \(not attested\)\s+lost\s+noncompliant\s+\S+$`).MatchString(out) {
 		t.Errorf("list lost:\n%s", out)
 	}
 	// Disabling a lost device leaves it lost (a disabled device can be
@@ -129,7 +129,7 @@ func TestInactiveDeviceShownNoncompliant(t *testing.T) {
 		{"lost", "lost", "the device is marked lost or stolen"},
 	} {
 		h.ok("", "device", c.cmd, d.ID)
-		if out := h.ok("", "device", "list"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+laptop\s+` + c.status + `\s+noncompliant\s`).MatchString(out) {
+		if out := h.ok("", "device", "list"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+laptop\s+file \(not attested\)\s+` + c.status + `\s+noncompliant\s`).MatchString(out) {
 			t.Errorf("list after %s:\n%s", c.cmd, out)
 		}
 		out := h.ok("", "device", "show", d.ID)
@@ -181,7 +181,7 @@ func TestDeviceEnable(t *testing.T) {
 	if !strings.Contains(out, "enabled device "+d.ID+" (laptop); compliance: compliant") || !strings.Contains(out, "signs in again") {
 		t.Errorf("enable: %q", out)
 	}
-	if out := h.ok("", "device", "list"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+laptop\s+active\s+compliant\s`).MatchString(out) {
+	if out := h.ok("", "device", "list"); !regexp.MustCompile(`(?m)^` + d.ID + `\s+alice\s+linux\s+laptop\s+file \(not attested\)\s+active\s+compliant\s`).MatchString(out) {
 		t.Errorf("list after enable:\n%s", out)
 	}
 	sets := pollSETs(t, h, stream)
