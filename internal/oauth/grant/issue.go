@@ -359,7 +359,8 @@ func (e *env) rotate(ctx context.Context, is *issuance) *oautherr.Error {
 	d, c := is.d, is.d.client
 	if d.user == nil || !c.AllowsGrant(model.GrantRefreshToken) || (c.Public() && is.req.Proof == nil) {
 		if is.prev != nil {
-			// A refresh that may not yield a new refresh token still uses up the old one.
+			// A refresh yields a new refresh token (the presented one is
+			// used up), so one that may not is refused.
 			return refreshInvalid("refresh_not_renewable")
 		}
 		return nil
