@@ -17,6 +17,7 @@ import (
 	"github.com/ward-idp/ward/internal/oauth/origin"
 	"github.com/ward-idp/ward/internal/oauth/protection"
 	"github.com/ward-idp/ward/internal/policy"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/web"
 )
 
@@ -250,7 +251,7 @@ func (h *Handler) handleLoginPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := h.c.Store.GetUser(ctx, st.UserID)
-	if err != nil || u.Disabled || st.In.Auth == nil {
+	if err != nil || u.Disabled {
 		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
 		return
 	}
@@ -313,4 +314,109 @@ func (h *Handler) claimsStepUp(w http.ResponseWriter, r *http.Request, in *inter
 		return
 	}
 	h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in}, c, h.browser.CSRFToken(w, r), "This application requires a second factor.", http.StatusOK)
+}
+
+// deviceAccess applies Conditional Access to a device approval (RFC 8628)
+// with what is known when the user approves: the user and how they signed
+// in, the client, the key the device committed to (dpop_jkt) and its
+// registered device, and the approving browser's request. The token
+// endpoint evaluates again when the device redeems the code, from the
+// device's own address. fresh: see plan.
+//
+// It returns the decision when the approval may go on; otherwise it has
+// answered, where the sign-in pages remediate: the second factor, the
+// password change, the login form again. When the policies would refuse
+// the token, the page names what failed and the device's request is
+// denied with the reason, so that its next poll gets access_denied saying
+// why instead of waiting for a token it would not get.
+func (h *Handler) deviceAccess(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, u *model.User, authTime time.Time, amr []string, fresh bool) (*access.Result, bool) {
+	if h.c.Access == nil {
+		return nil, true
+	}
+	ctx := r.Context()
+	ri := h.info(r)
+	dev := h.userDevice(ctx, dr.DPoPJKT, u)
+	res, err := h.evaluate(ctx, policy.FlowDeviceCode, ri, c, u, dev, authTime, amr)
+	if err != nil {
+		h.accessFailed(w, r, ri, err)
+		return nil, false
+	}
+	in := &interaction{Device: dr}
+	switch h.plan(res, u, authTime, fresh, true, dr.DPoPJKT) {
+	case stepAllow:
+		return res, true
+	case stepSignInAgain:
+		h.renderLogin(w, r, in, c, u.Username, "Sign in again to continue.", http.StatusOK)
+	case stepMFA:
+		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in}, c, h.browser.CSRFToken(w, r), "This application requires a second factor.", http.StatusOK)
+	case stepPasswordSignIn:
+		h.renderLogin(w, r, in, c, u.Username, "Sign in again to change your password.", http.StatusOK)
+	case stepPassword:
+		h.renderPasswordChange(w, r, &pwChangeState{UserID: u.ID, In: in, AMR: amr}, c, h.browser.CSRFToken(w, r), "", http.StatusOK)
+	case stepBlock:
+		h.refuseDevice(w, r, ri, &deviceRefusal{dr: dr, c: c, u: u, dev: dev, res: res, reason: "ca_block",
+			desc: "access is blocked by a Conditional Access policy (reference " + ri.CorrID + ")"})
+	default:
+		h.refuseDevice(w, r, ri, &deviceRefusal{dr: dr, c: c, u: u, dev: dev, res: res, reason: "ca_controls_unmet",
+			desc: "Conditional Access requires " + explain.Controls(res.Controls) + " (reference " + ri.CorrID + ")"})
+	}
+	return nil, false
+}
+
+// deviceRefusal is a device approval Conditional Access refused.
+type deviceRefusal struct {
+	dr     *deviceRequest
+	c      *model.Client
+	u      *model.User
+	dev    *model.Device
+	res    *access.Result
+	reason string // ca_block, ca_controls_unmet
+	desc   string // what the device is told
+}
+
+// refuseDevice denies the device's request with the refusal's reason and
+// description, records it, and shows the user what failed.
+func (h *Handler) refuseDevice(w http.ResponseWriter, r *http.Request, ri origin.Info, rf *deviceRefusal) {
+	ctx := r.Context()
+	now := h.c.Now()
+	dc, err := h.c.Store.UpdateDeviceCode(ctx, rf.dr.Hash, func(d *model.DeviceCode) error {
+		if !deviceCodeOpen(d, now) || d.ClientID != rf.c.ID {
+			return errDeviceClosed
+		}
+		d.Status, d.DenyReason, d.DenyDescription = model.DeviceCodeDenied, rf.reason, rf.desc
+		return nil
+	})
+	switch {
+	case errors.Is(err, errDeviceClosed) || errors.Is(err, store.ErrNotFound):
+		h.deviceGone(w, r)
+		return
+	case err != nil:
+		h.c.Log.ErrorContext(ctx, "deny device code", "correlation_id", ri.CorrID, "err", err)
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", ri.CorrID)
+		return
+	}
+	ev := ri.Event(model.EventDeviceCodeDenied)
+	ev.Outcome, ev.Reason, ev.Actor, ev.UserID, ev.ClientID = model.OutcomeFailure, rf.reason, rf.u.ID, rf.u.ID, dc.ClientID
+	ev.Data = map[string]string{"scope": dc.Scope, "stage": "conditional_access"}
+	if rf.dev != nil {
+		ev.DeviceID = rf.dev.ID
+	}
+	if dc.DPoPJKT != "" {
+		ev.Binding = model.BindingDPoP
+		ev.Data["jkt"] = dc.DPoPJKT
+	} else {
+		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
+	}
+	rf.res.EventData(ev.Data)
+	_ = h.events.Emit(ctx, ev)
+	if rf.reason == "ca_block" {
+		h.c.Pages.Denied(w, http.StatusForbidden, "Access blocked",
+			"Your organisation's access policies do not allow "+rf.c.Name+" to be used this way, so the device was not connected. It has been told that access is denied.",
+			[]web.Problem{{What: "A Conditional Access policy blocks signing in to " + rf.c.Name + " through a device code.",
+				Fix: "Ask your administrator, giving them the reference below."}}, ri.CorrID)
+		return
+	}
+	h.c.Pages.Denied(w, http.StatusForbidden, "Access requires more",
+		"Your organisation's access policies for "+rf.c.Name+" are not met, so the device was not connected. Fix what is listed below, then start again on your device.",
+		problems(rf.res.Controls, rf.dev, h.c.Identity.HasTOTP(rf.u)), ri.CorrID)
 }

@@ -5,6 +5,14 @@ package signin
 // session) and approves or denies; the device meanwhile polls the token
 // endpoint (package grant) with its device code.
 //
+// Conditional Access is evaluated for the approval (deviceAccess) with
+// what is known then, where the sign-in pages would: it remediates as they
+// do (second factor, password change, a fresh sign-in), and when the
+// policies would refuse the token it says what failed and denies the
+// device's request with the reason, instead of confirming a connection
+// the token endpoint would then refuse. The token endpoint evaluates again
+// at redemption, from the device's own address.
+//
 // Wrong user codes are throttled per client IP (§5.1). A claims request
 // parameter the device sent (a resource's claims challenge, e.g. an acr
 // for multi-factor authentication) is met before the approval is
@@ -44,11 +52,13 @@ type deviceRequest struct {
 }
 
 // deviceConfirmState is the sealed state of the approve/deny form: the
-// request and the session that will approve it.
+// request and the session that will approve it, and whether the user
+// signed in for this approval (fresh, for Conditional Access).
 type deviceConfirmState struct {
 	Hash   []byte `json:"h"`
 	SID    string `json:"s"`
 	UserID string `json:"u"`
+	Fresh  bool   `json:"f,omitempty"`
 }
 
 // handleDevicePage shows the form for the user code (the verification
@@ -92,8 +102,11 @@ func (h *Handler) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 	}
 	dr := &deviceRequest{Hash: dc.Hash, ClientID: dc.ClientID, DPoPJKT: dc.DPoPJKT}
 	if sess, u := h.signedIn(r); sess != nil {
+		if _, ok := h.deviceAccess(w, r, dr, c, u, sess.AuthTime, sess.AMR, false); !ok {
+			return
+		}
 		_ = h.c.Store.TouchSession(ctx, sess.ID, h.c.Now())
-		h.renderDeviceConfirm(w, r, dr, c, sess, u)
+		h.renderDeviceConfirm(w, r, dr, c, sess, u, false)
 		return
 	}
 	h.renderLogin(w, r, &interaction{Device: dr}, c, "", "", http.StatusOK)
@@ -136,7 +149,9 @@ func deviceCodeOpen(dc *model.DeviceCode, now time.Time) bool {
 
 // renderDeviceConfirm asks the signed-in user to approve or deny the
 // device's request, naming the client and the scopes (RFC 8628 §5.4).
-func (h *Handler) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, sess *model.Session, u *model.User) {
+// Conditional Access allowed the approval already (fresh: right after a
+// sign-in).
+func (h *Handler) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, sess *model.Session, u *model.User, fresh bool) {
 	ctx := r.Context()
 	corr := correlationID(r)
 	dc, err := h.c.Store.GetDeviceCode(ctx, dr.Hash)
@@ -164,7 +179,7 @@ func (h *Handler) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, dr
 		return
 	}
 	csrf := h.browser.CSRFToken(w, r)
-	blob, err := h.browser.Seal("devconfirm", interactionTTL, csrf, deviceConfirmState{Hash: dc.Hash, SID: sess.ID, UserID: u.ID})
+	blob, err := h.browser.Seal("devconfirm", interactionTTL, csrf, deviceConfirmState{Hash: dc.Hash, SID: sess.ID, UserID: u.ID, Fresh: fresh})
 	if err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", corr)
 		return
@@ -212,6 +227,9 @@ func (h *Handler) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, u, ok := h.approvingSession(w, r, ri, &st)
 	if !ok {
+		return
+	}
+	if status == model.DeviceCodeApproved && !h.approvalAllowed(w, r, &st, sess, u) {
 		return
 	}
 	dc, err := h.answerDevice(ctx, st.Hash, status, sess, u)
@@ -267,6 +285,30 @@ func (h *Handler) approvingSession(w http.ResponseWriter, r *http.Request, ri or
 }
 
 var errSignedOut = errors.New("the sign-in session has ended")
+
+// approvalAllowed evaluates Conditional Access again where the approval
+// takes effect (policies, the device or the user may have changed since
+// the page was shown). On refusal it has answered (deviceAccess).
+func (h *Handler) approvalAllowed(w http.ResponseWriter, r *http.Request, st *deviceConfirmState, sess *model.Session, u *model.User) bool {
+	ctx := r.Context()
+	dc, err := h.c.Store.GetDeviceCode(ctx, st.Hash)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !deviceCodeOpen(dc, h.c.Now())) {
+		h.deviceGone(w, r)
+		return false
+	}
+	var c *model.Client
+	if err == nil {
+		c, err = h.c.Protocol.Client(ctx, dc.ClientID)
+	}
+	if err != nil {
+		h.c.Log.ErrorContext(ctx, "device confirm", "correlation_id", correlationID(r), "err", err)
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", correlationID(r))
+		return false
+	}
+	dr := &deviceRequest{Hash: dc.Hash, ClientID: dc.ClientID, DPoPJKT: dc.DPoPJKT}
+	_, ok := h.deviceAccess(w, r, dr, c, u, sess.AuthTime, sess.AMR, st.Fresh)
+	return ok
+}
 
 // liveSession loads session sid of user uid: errSignedOut when it ended,
 // belongs to someone else or its user is gone or disabled.

@@ -118,11 +118,14 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	ri := h.info(r)
 	now := h.c.Now()
 	var ca *access.Result
-	if in.Auth != nil {
-		var ok bool
-		if ca, ok = h.signInAccess(w, r, in.Auth, c, u, now, amr, true); !ok {
-			return
-		}
+	var ok bool
+	if in.Device != nil {
+		ca, ok = h.deviceAccess(w, r, in.Device, c, u, now, amr, true)
+	} else {
+		ca, ok = h.signInAccess(w, r, in.Auth, c, u, now, amr, true)
+	}
+	if !ok {
+		return
 	}
 	sess := &model.Session{
 		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acr, IP: ri.IP, UserAgent: ri.UserAgent,
@@ -140,7 +143,7 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
 	h.offerDBSC(w, sess.ID)
 	if in.Device != nil {
-		h.renderDeviceConfirm(w, r, in.Device, c, sess, u)
+		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true)
 		return
 	}
 	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)

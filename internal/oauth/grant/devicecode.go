@@ -97,7 +97,11 @@ func redeemDeviceCode(d *model.DeviceCode, req *Request, now time.Time) (poll, r
 		d.LastPoll = now
 		return poll, nil
 	case model.DeviceCodeDenied:
-		// A token error response (RFC 8628 §3.5).
+		// A token error response (RFC 8628 §3.5). Conditional Access may
+		// have denied it at approval: the device is told why.
+		if d.DenyReason != "" {
+			return nil, oautherr.TokenAccessDenied(d.DenyDescription).WithReason(d.DenyReason)
+		}
 		return nil, oautherr.TokenAccessDenied("the user denied the request").WithReason("device_denied")
 	case model.DeviceCodeApproved:
 		if d.DPoPJKT != "" && req.jkt() != d.DPoPJKT {

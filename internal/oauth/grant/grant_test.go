@@ -358,6 +358,23 @@ func TestDeviceCodeRefusals(t *testing.T) {
 	resp, e = f.grant(f.poll("tv", raw, nil))
 	// A token error response: 400, not the 403 of access_denied elsewhere.
 	wantRefused(t, resp, e, oautherr.AccessDenied, http.StatusBadRequest, "device_denied")
+	if e.Description != "the user denied the request" {
+		t.Fatalf("description %q", e.Description)
+	}
+
+	// Denied by Conditional Access at approval: the device is told why.
+	raw = f.deviceCode("tv", "")
+	if _, err := f.st.UpdateDeviceCode(f.ctx, f.hasher.Sum(raw), func(d *model.DeviceCode) error {
+		d.Status, d.DenyReason, d.DenyDescription = model.DeviceCodeDenied, "ca_block", "access is blocked by a Conditional Access policy (reference r-1)"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, e = f.grant(f.poll("tv", raw, nil))
+	wantRefused(t, resp, e, oautherr.AccessDenied, http.StatusBadRequest, "ca_block")
+	if e.Description != "access is blocked by a Conditional Access policy (reference r-1)" {
+		t.Fatalf("description %q", e.Description)
+	}
 
 	raw = f.deviceCode("tv", "")
 	f.answer(raw, model.DeviceCodeApproved, sess)
