@@ -26,8 +26,9 @@ var (
 	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/clock", "internal/bus/bustest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
-	// handlers speak HTTP; services never call back into them.
-	handlers = []string{"internal/oauth", "internal/admin", "internal/deviceapi", "internal/ssf", "internal/web"}
+	// handlers speak HTTP (or answer it: the token grants); services
+	// never call back into them.
+	handlers = []string{"internal/oauth", "internal/oauth/grant", "internal/signin", "internal/admin", "internal/deviceapi", "internal/ssf", "internal/web"}
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
@@ -134,7 +135,33 @@ var rules = map[string]rule{
 	"internal/audit/export": {imports: []string{"internal/audit/ocsf", "internal/store"}, never: notService},
 
 	// Handlers: services and leaves, never a store backend or the wiring.
-	"internal/oauth":     {imports: []string{"dpop", "httpauth", "internal/access", "internal/bus", "internal/clients", "internal/identity", "internal/model", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "jsonobj", "jws", "rs"}, never: notHandler},
+	//
+	// The authorization server is three packages. The protocol endpoints
+	// (oauth) parse requests and write responses; the token grants
+	// (oauth/grant) decide what a token request yields and import no
+	// net/http (the endpoint hands them a parsed request); the sign-in
+	// pages (signin) own the browser interaction. The endpoints and the
+	// sign-in meet through two small interfaces the wiring connects, so
+	// neither imports the other, and the sign-in never reaches the
+	// grants. What they share are the leaves below, which depend on no
+	// handler and no service.
+	"internal/oauth": {imports: []string{"dpop", "httpauth", "internal/access", "internal/bus", "internal/clients", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/grant", "internal/oauth/oautherr", "internal/oauth/origin", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "rs"},
+		never: join(notHandler, []string{"internal/signin"})},
+	"internal/oauth/grant": {imports: []string{"dpop", "internal/access", "internal/bus", "internal/model", "internal/oauth/authz", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
+		never: join(notHandler, []string{"internal/oauth", "internal/signin", "internal/web"}), noStdImports: []string{"net/http"}},
+	"internal/signin": {imports: []string{"internal/access", "internal/bus", "internal/identity", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/web", "jsonobj", "jws"},
+		never: join(notHandler, []string{"internal/oauth", "internal/oauth/grant"})},
+	// The authorization server's leaves: the protocol error; the values of
+	// an authorization (request, claims parameter, acr, user codes); the
+	// browser's cookies and sealed state; the request origin; token
+	// protection; the wording of unmet Conditional Access controls.
+	"internal/oauth/oautherr":   {never: anything, modules: stdOnly},
+	"internal/oauth/authz":      {imports: []string{"internal/model", "internal/oauth/oautherr"}, never: notService, modules: stdOnly},
+	"internal/oauth/browser":    {imports: []string{"internal/secret"}, never: notService, modules: stdOnly},
+	"internal/oauth/origin":     {imports: []string{"internal/bus", "internal/model", "internal/secret", "rs"}, never: notService},
+	"internal/oauth/protection": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
+	"internal/oauth/explain":    {imports: []string{"internal/policy"}, never: notService},
+
 	"internal/deviceapi": {imports: []string{"dpop", "httpauth", "internal/device", "internal/model", "internal/oauth"}, never: notHandler},
 	// The SSF HTTP layer authenticates receivers through oauth.
 	"internal/ssf": {imports: []string{"dpop", "httpauth", "internal/cae", "internal/model", "internal/oauth"}, never: notHandler},
@@ -157,7 +184,7 @@ var rules = map[string]rule{
 	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},

@@ -32,6 +32,9 @@ type rule struct {
 	// noStd lists standard-library packages it must not depend on,
 	// directly or not.
 	noStd []string
+	// noStdImports lists standard-library packages its own code must not
+	// import (what it depends on may).
+	noStdImports []string
 	// testsNever lists Ward packages its tests (in-package and _test
 	// package) must not import.
 	testsNever []string
@@ -59,6 +62,7 @@ type graph struct {
 // goPackage holds the fields of `go list -json` the checks read.
 type goPackage struct {
 	ImportPath   string
+	Dir          string
 	Doc          string
 	Standard     bool
 	Module       *moduleRef
@@ -73,7 +77,7 @@ type goPackage struct {
 
 type moduleRef struct{ Path string }
 
-var listFields = "ImportPath,Doc,Standard,Module,GoFiles,CgoFiles,Imports,Deps,TestImports,XTestImports,Error"
+var listFields = "ImportPath,Dir,Doc,Standard,Module,GoFiles,CgoFiles,Imports,Deps,TestImports,XTestImports,Error"
 
 // loadGraph runs `go list -deps` over every package of the module in dir.
 func loadGraph(dir, module string, env ...string) (*graph, error) {
@@ -250,6 +254,13 @@ func checkPackage(g *graph, name string, r rule) []problem {
 			stale("rules[%q].imports lists %s, which %s does not import: remove it", name, dep, name)
 		}
 	}
+	for _, imp := range p.Imports {
+		if d := g.pkgs[imp]; d != nil && d.Standard {
+			if pat, hit := matchAny(r.noStdImports, imp); hit {
+				bad(imp, "%s imports the standard package %s, which its rule forbids (noStdImports %q)", name, imp, pat)
+			}
+		}
+	}
 
 	// Transitive dependencies: Ward, third-party, standard.
 	seenModules := map[string]bool{}
@@ -340,7 +351,7 @@ func checkPending(g *graph, rules map[string]rule, pending map[string]pendingRul
 func merge(base, stricter rule) rule {
 	for _, f := range []struct{ dst, src *[]string }{
 		{&base.imports, &stricter.imports}, {&base.never, &stricter.never}, {&base.modules, &stricter.modules},
-		{&base.noStd, &stricter.noStd}, {&base.testsNever, &stricter.testsNever},
+		{&base.noStd, &stricter.noStd}, {&base.noStdImports, &stricter.noStdImports}, {&base.testsNever, &stricter.testsNever},
 	} {
 		if *f.src != nil {
 			*f.dst = *f.src

@@ -58,7 +58,8 @@ func wantReported(t *testing.T, msgs []string, parts ...string) {
 func TestCheckerPassesATrueRuleSet(t *testing.T) {
 	rules := map[string]rule{
 		"a": {imports: []string{"b"}, never: []string{"d"}, modules: []string{"example.org/lib"}, testsNever: []string{"b"}},
-		"b": {imports: []string{"c"}, never: []string{"a"}, modules: []string{"example.org/lib"}},
+		// b depends on net/http through lib but does not import it.
+		"b": {imports: []string{"c"}, never: []string{"a"}, modules: []string{"example.org/lib"}, noStdImports: []string{"net/http"}},
 		"c": {never: []string{"..."}, modules: stdOnly},
 		"d": {imports: []string{"c"}},
 	}
@@ -70,8 +71,9 @@ func TestCheckerPassesATrueRuleSet(t *testing.T) {
 func TestCheckerReportsViolations(t *testing.T) {
 	rules := map[string]rule{
 		// a reaches c only through b: a transitive violation; its tests
-		// import c; its rule lists an import it does not make.
-		"a": {imports: []string{"b", "d"}, never: []string{"c"}, testsNever: []string{"c"}},
+		// import c; its rule lists an import it does not make; it imports
+		// fmt itself.
+		"a": {imports: []string{"b", "d"}, never: []string{"c"}, testsNever: []string{"c"}, noStdImports: []string{"fmt"}},
 		// b imports c unlisted; its module list misses example.org/lib
 		// and lists one it does not use; net/http comes through lib.
 		"b": {modules: []string{"example.org/gone"}, noStd: []string{"net/http"}},
@@ -83,6 +85,7 @@ func TestCheckerReportsViolations(t *testing.T) {
 	msgs := messages(check(synthetic(), rules))
 	wantReported(t, msgs, "a depends on c (a -> b -> c)", `never "c"`)
 	wantReported(t, msgs, "tests of a import c")
+	wantReported(t, msgs, "a imports the standard package fmt", `noStdImports "fmt"`)
 	wantReported(t, msgs, `rules["a"].imports lists d, which a does not import`)
 	wantReported(t, msgs, "b imports c, which its rule does not allow", `add "c" to rules["b"].imports`)
 	wantReported(t, msgs, "b depends on module example.org/lib (b -> example.org/lib)", `rules["b"].modules`)
@@ -91,8 +94,8 @@ func TestCheckerReportsViolations(t *testing.T) {
 	wantReported(t, msgs, "no rule for package d", `"d": {imports: []string{"c"}, never:`)
 	wantReported(t, msgs, `rules["e"]: no such package`)
 	wantReported(t, msgs, `pattern "nothing/..." (in the rules of f) matches no package`)
-	if len(msgs) != 10+1 { // f has no package either
-		t.Errorf("%d messages, want 11:\n%s", len(msgs), strings.Join(msgs, "\n"))
+	if len(msgs) != 11+1 { // f has no package either
+		t.Errorf("%d messages, want 12:\n%s", len(msgs), strings.Join(msgs, "\n"))
 	}
 }
 

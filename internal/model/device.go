@@ -101,6 +101,12 @@ type DeviceCode struct {
 	// authorization request, as validated; "" when none was sent. An acr
 	// it asks for must be met by the approving sign-in.
 	Claims string
+	// DenyReason is why a request was denied when Conditional Access, not
+	// the user, refused it at approval (the audit reason: ca_block,
+	// ca_controls_unmet); DenyDescription is what the device's poll is
+	// told. Both are empty for a request the user denied.
+	DenyReason      string
+	DenyDescription string
 }
 
 // CompliancePolicy is an admin-defined compliance policy for one platform

@@ -50,7 +50,7 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (*model.
 		}
 	}
 	if methods > 1 {
-		return nil, newErr(ErrInvalidRequest, "more than one client authentication method used").withReason("multiple_client_auth")
+		return nil, newErr(ErrInvalidRequest, "more than one client authentication method used").WithReason("multiple_client_auth")
 	}
 
 	var (
@@ -64,15 +64,15 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (*model.
 		id, err1 = url.QueryUnescape(user)
 		pass, err2 = url.QueryUnescape(pass)
 		if err1 != nil || err2 != nil || id == "" {
-			return nil, newErr(ErrInvalidClient, "malformed client credentials").withReason("malformed_basic")
+			return nil, newErr(ErrInvalidClient, "malformed client credentials").WithReason("malformed_basic")
 		}
 		method = model.AuthClientSecretBasic
 		if cid := form.Get("client_id"); cid != "" && cid != id {
-			return nil, newErr(ErrInvalidRequest, "client_id does not match the authenticated client").withReason("client_id_mismatch")
+			return nil, newErr(ErrInvalidRequest, "client_id does not match the authenticated client").WithReason("client_id_mismatch")
 		}
 	case assertionType != "" || form.Get("client_assertion") != "":
 		if assertionType != jwtBearerAssertion {
-			return nil, newErr(ErrInvalidClient, "unsupported client_assertion_type").withReason("bad_assertion_type")
+			return nil, newErr(ErrInvalidClient, "unsupported client_assertion_type").WithReason("bad_assertion_type")
 		}
 		method = model.AuthPrivateKeyJWT
 		id = form.Get("client_id")
@@ -84,13 +84,13 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (*model.
 		id = form.Get("client_id")
 		pass = bodySecret[0]
 		if id == "" {
-			return nil, newErr(ErrInvalidClient, "client_id is required").withReason("missing_client_id")
+			return nil, newErr(ErrInvalidClient, "client_id is required").WithReason("missing_client_id")
 		}
 	default:
 		method = model.AuthNone
 		id = form.Get("client_id")
 		if id == "" {
-			return nil, newErr(ErrInvalidClient, "client authentication is required").withReason("no_client_auth")
+			return nil, newErr(ErrInvalidClient, "client authentication is required").WithReason("no_client_auth")
 		}
 	}
 
@@ -105,15 +105,15 @@ func (p *Provider) authenticateClient(r *http.Request, form url.Values) (*model.
 	}
 	c, err := p.client(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, newErr(ErrInvalidClient, "client authentication failed").withReason("unknown_client")
+		return nil, newErr(ErrInvalidClient, "client authentication failed").WithReason("unknown_client")
 	} else if err != nil {
 		return nil, serverError(err)
 	}
 	if c.TokenEndpointAuthMethod != method {
-		return nil, newErr(ErrInvalidClient, "client authentication failed").withReason("wrong_auth_method")
+		return nil, newErr(ErrInvalidClient, "client authentication failed").WithReason("wrong_auth_method")
 	}
 	if method != model.AuthNone && !p.c.Clients.CheckSecret(c, pass) {
-		return nil, newErr(ErrInvalidClient, "client authentication failed").withReason("bad_secret")
+		return nil, newErr(ErrInvalidClient, "client authentication failed").WithReason("bad_secret")
 	}
 	return c, nil
 }
@@ -134,7 +134,7 @@ type assertionClaims struct {
 // and its jti never seen before.
 func (p *Provider) verifyClientAssertion(ctx context.Context, clientID, assertion string, r *http.Request) (*model.Client, *Error) {
 	fail := func(reason string) (*model.Client, *Error) {
-		return nil, newErr(ErrInvalidClient, "client authentication failed").withReason(reason)
+		return nil, newErr(ErrInvalidClient, "client authentication failed").WithReason(reason)
 	}
 	if assertion == "" {
 		return nil, newErr(ErrInvalidRequest, "client_assertion is required")
@@ -166,8 +166,31 @@ func (p *Provider) verifyClientAssertion(ctx context.Context, clientID, assertio
 	if err := json.Unmarshal(c.JWKS, &set); err != nil || len(set.Keys) == 0 {
 		return fail("client_has_no_jwks")
 	}
+	payload := assertionPayload(jws, set)
+	if payload == nil {
+		return fail("assertion_bad_signature")
+	}
+	var cl assertionClaims
+	if err := json.Unmarshal(payload, &cl); err != nil {
+		return fail("malformed_assertion")
+	}
+	exp, reason := p.checkAssertionClaims(&cl, clientID, r)
+	if reason != "" {
+		return fail(reason)
+	}
+	if err := p.c.Store.RecordJTI(ctx, "client_assertion:"+clientID+":"+cl.JTI, exp.Add(assertionSkew)); err != nil {
+		if errors.Is(err, store.ErrReplay) {
+			return fail("assertion_replayed")
+		}
+		return nil, serverError(err)
+	}
+	return c, nil
+}
+
+// assertionPayload returns the payload of an assertion signed by one of
+// the client's keys (the one its kid names, if it names one), or nil.
+func assertionPayload(jws *jose.JSONWebSignature, set jose.JSONWebKeySet) []byte {
 	kid := jws.Signatures[0].Header.KeyID
-	var payload []byte
 	for _, k := range set.Keys {
 		if kid != "" && k.KeyID != kid {
 			continue
@@ -176,45 +199,38 @@ func (p *Provider) verifyClientAssertion(ctx context.Context, clientID, assertio
 			continue
 		}
 		if b, err := jws.Verify(k.Key); err == nil {
-			payload = b
-			break
+			return b
 		}
 	}
-	if payload == nil {
-		return fail("assertion_bad_signature")
-	}
-	var cl assertionClaims
-	if err := json.Unmarshal(payload, &cl); err != nil {
-		return fail("malformed_assertion")
-	}
+	return nil
+}
+
+// assertionSkew is the clock skew allowed for an assertion's times.
+const assertionSkew = 30 * time.Second
+
+// checkAssertionClaims checks the claims of a verified assertion of
+// clientID, presented at r: iss = sub = client_id, a jti, aud naming this
+// server, and its times. It returns exp, or why the assertion fails.
+func (p *Provider) checkAssertionClaims(cl *assertionClaims, clientID string, r *http.Request) (time.Time, string) {
 	if cl.Issuer != clientID || cl.Subject != clientID || cl.JTI == "" || cl.ExpiresAt == nil {
-		return fail("assertion_missing_claims")
+		return time.Time{}, "assertion_missing_claims"
 	}
 	if !audienceContains(cl.Audience, p.issuer, p.url(PathToken), p.url(r.URL.Path)) {
-		return fail("assertion_wrong_audience")
+		return time.Time{}, "assertion_wrong_audience"
 	}
 	now := p.c.Now()
 	exp := time.Unix(*cl.ExpiresAt, 0)
-	const skew = 30 * time.Second
-	if !now.Before(exp.Add(skew)) {
-		return fail("assertion_expired")
+	switch {
+	case !now.Before(exp.Add(assertionSkew)):
+		return exp, "assertion_expired"
+	case exp.Sub(now) > maxAssertionLifetime:
+		return exp, "assertion_lifetime_too_long"
+	case cl.NotBefore != nil && now.Add(assertionSkew).Before(time.Unix(*cl.NotBefore, 0)):
+		return exp, "assertion_not_yet_valid"
+	case cl.IssuedAt != nil && now.Add(assertionSkew).Before(time.Unix(*cl.IssuedAt, 0)):
+		return exp, "assertion_iat_in_future"
 	}
-	if exp.Sub(now) > maxAssertionLifetime {
-		return fail("assertion_lifetime_too_long")
-	}
-	if cl.NotBefore != nil && now.Add(skew).Before(time.Unix(*cl.NotBefore, 0)) {
-		return fail("assertion_not_yet_valid")
-	}
-	if cl.IssuedAt != nil && now.Add(skew).Before(time.Unix(*cl.IssuedAt, 0)) {
-		return fail("assertion_iat_in_future")
-	}
-	if err := p.c.Store.RecordJTI(ctx, "client_assertion:"+clientID+":"+cl.JTI, exp.Add(skew)); err != nil {
-		if errors.Is(err, store.ErrReplay) {
-			return fail("assertion_replayed")
-		}
-		return nil, serverError(err)
-	}
-	return c, nil
+	return exp, ""
 }
 
 // audienceContains reports whether a JWT aud (string or array) contains

@@ -2,97 +2,40 @@ package oauth
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/ward-idp/ward/httpauth"
+	"github.com/ward-idp/ward/internal/oauth/oautherr"
 )
 
-// OAuth, DPoP and device-grant error codes (RFC 6749 §5.2, RFC 6750 §3.1,
-// RFC 9449 §5, §7, RFC 8628 §3.5).
+// Protocol error codes (package oautherr has them all).
 const (
-	ErrInvalidRequest          = "invalid_request"
-	ErrInvalidClient           = "invalid_client"
-	ErrInvalidGrant            = "invalid_grant"
-	ErrUnauthorizedClient      = "unauthorized_client"
-	ErrUnsupportedGrantType    = "unsupported_grant_type"
-	ErrUnsupportedResponseType = "unsupported_response_type"
-	ErrUnsupportedTokenType    = "unsupported_token_type"
-	ErrInvalidScope            = "invalid_scope"
-	ErrAccessDenied            = "access_denied"
-	ErrLoginRequired           = "login_required"
-	ErrServerError             = "server_error"
-	ErrInvalidToken            = "invalid_token"
-	ErrInsufficientScope       = "insufficient_scope"
-	ErrInvalidDPoPProof        = "invalid_dpop_proof"
-	ErrUseDPoPNonce            = "use_dpop_nonce"
-	ErrInvalidRequestURI       = "invalid_request_uri"
-	ErrInvalidRequestObject    = "invalid_request_object"
-	ErrRequestNotSupported     = "request_not_supported"
-	// Device authorization grant (RFC 8628 §3.5).
-	ErrAuthorizationPending = "authorization_pending"
-	ErrSlowDown             = "slow_down"
-	ErrExpiredToken         = "expired_token"
+	ErrInvalidRequest          = oautherr.InvalidRequest
+	ErrInvalidClient           = oautherr.InvalidClient
+	ErrInvalidGrant            = oautherr.InvalidGrant
+	ErrUnauthorizedClient      = oautherr.UnauthorizedClient
+	ErrUnsupportedGrantType    = oautherr.UnsupportedGrantType
+	ErrUnsupportedResponseType = oautherr.UnsupportedResponseType
+	ErrUnsupportedTokenType    = oautherr.UnsupportedTokenType
+	ErrInvalidScope            = oautherr.InvalidScope
+	ErrAccessDenied            = oautherr.AccessDenied
+	ErrLoginRequired           = oautherr.LoginRequired
+	ErrServerError             = oautherr.ServerError
+	ErrInvalidToken            = oautherr.InvalidToken
+	ErrInsufficientScope       = oautherr.InsufficientScope
+	ErrInvalidDPoPProof        = oautherr.InvalidDPoPProof
+	ErrUseDPoPNonce            = oautherr.UseDPoPNonce
+	ErrInvalidRequestURI       = oautherr.InvalidRequestURI
+	ErrRequestNotSupported     = oautherr.RequestNotSupported
+	ErrAuthorizationPending    = oautherr.AuthorizationPending
 )
 
-// Error is a protocol error: what the client is told. Description must be
-// safe to show (it never holds a token, secret or internal detail); the
-// internal cause, if any, goes to the log under CorrelationID.
-type Error struct {
-	Code        string
-	Description string
-	Status      int
-	// Reason is a machine-readable code for the audit log (may be more
-	// specific than Code, for example "code_reused").
-	Reason string
-	// Cause is logged, never sent.
-	Cause error
-	// DPoPNonce, when set, is sent as the DPoP-Nonce header.
-	DPoPNonce string
-	// Data is added to the audit event of the failure (never sent).
-	Data map[string]string
-}
+// Error is a protocol error (oautherr.Error): what the client is told.
+type Error = oautherr.Error
 
-func (e *Error) Error() string {
-	if e.Description != "" {
-		return e.Code + ": " + e.Description
-	}
-	return e.Code
-}
+func newErr(code, desc string) *Error { return oautherr.New(code, desc) }
 
-func (e *Error) Unwrap() error { return e.Cause }
-
-func newErr(code, desc string) *Error {
-	status := http.StatusBadRequest
-	switch code {
-	case ErrInvalidClient, ErrInvalidToken:
-		status = http.StatusUnauthorized
-	case ErrServerError:
-		status = http.StatusInternalServerError
-	case ErrInsufficientScope, ErrAccessDenied:
-		status = http.StatusForbidden
-	}
-	return &Error{Code: code, Description: desc, Status: status}
-}
-
-func (e *Error) withReason(r string) *Error { e.Reason = r; return e }
-
-func serverError(cause error) *Error {
-	e := newErr(ErrServerError, "internal error")
-	e.Cause = cause
-	e.Reason = "internal"
-	return e
-}
-
-// asError turns any error into a protocol error (server_error for
-// unknown ones).
-func asError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return serverError(err)
-}
+func serverError(cause error) *Error { return oautherr.Server(cause) }
 
 type errorBody struct {
 	Error       string `json:"error"`

@@ -1,12 +1,18 @@
-// Package oauth implements Ward's authorization server: discovery, JWKS,
-// the authorization endpoint with its sign-in interaction, pushed
-// authorization requests, device authorization (RFC 8628), the token
-// endpoint (authorization_code, refresh_token, client_credentials,
-// device_code) with DPoP (RFC 9449), userinfo, introspection, revocation
-// and logout.
+// Package oauth implements the protocol endpoints of Ward's authorization
+// server: discovery, JWKS, the authorization endpoint (request
+// validation, code issuance, error redirects), pushed authorization
+// requests, device authorization (RFC 8628), the token endpoint,
+// userinfo, introspection, revocation and logout, with client
+// authentication and DPoP (RFC 9449) at the door.
 //
-// Handlers parse requests and render responses; the protocol decisions
-// live in the grant functions, which return values or *Error.
+// The endpoints parse requests and write responses. What a token request
+// yields is decided by package grant (one handler per grant_type and the
+// issuing pipeline, no HTTP); what happens in the browser between an
+// authorization request and its code (sign-in, second factor, password
+// change, Conditional Access remediation) by the sign-in pages
+// (package signin), which the authorization endpoint hands the validated
+// request to through Interaction and which call back through the
+// exported IssueCode and RedirectError.
 package oauth
 
 import (
@@ -18,10 +24,14 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clients"
-	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/oauth/authz"
+	"github.com/ward-idp/ward/internal/oauth/browser"
+	"github.com/ward-idp/ward/internal/oauth/grant"
+	"github.com/ward-idp/ward/internal/oauth/origin"
 	"github.com/ward-idp/ward/internal/ratelimit"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
@@ -32,13 +42,11 @@ import (
 
 // Lifetimes of what the provider issues.
 type Lifetimes struct {
-	AccessToken     time.Duration
-	IDToken         time.Duration
-	RefreshToken    time.Duration
-	Code            time.Duration
-	PushedRequest   time.Duration
-	SessionIdle     time.Duration
-	SessionAbsolute time.Duration
+	AccessToken   time.Duration
+	IDToken       time.Duration
+	RefreshToken  time.Duration
+	Code          time.Duration
+	PushedRequest time.Duration
 	// DeviceCode is how long a device authorization (RFC 8628 device and
 	// user code) stays valid.
 	DeviceCode time.Duration
@@ -53,10 +61,10 @@ type Config struct {
 	Store       store.Store
 	Bus         bus.Bus
 	Keys        *tokens.KeyManager
-	Identity    *identity.Service
 	Clients     *clients.Service
 	TokenHasher *secret.Hasher
-	// CookieKey authenticates the SSO cookie and signed interaction state.
+	// CookieKey authenticates the SSO and CSRF cookies (the sign-in
+	// pages' key).
 	CookieKey []byte
 	DPoP      *dpop.Verifier
 	// RequireDPoPNonce makes the token endpoint demand server nonces.
@@ -73,14 +81,25 @@ type Config struct {
 	// Devices finds the registered device of a DPoP key (token
 	// protection); nil disables device binding.
 	Devices DeviceLookup
-	// Access decides Conditional Access for sign-ins and token requests;
-	// nil: no policies.
+	// Access decides Conditional Access for token requests; nil: no
+	// policies.
 	Access AccessEvaluator
 	// Sessions ends sessions and records why (required).
 	Sessions SessionRevoker
 	// Changes delivers the client.* events stored by other processes
 	// (another instance, a command-line tool); nil: only Bus's.
 	Changes bus.Subscriber
+}
+
+// DeviceLookup finds the registered device a DPoP key belongs to
+// (store.ErrNotFound when none does). The device service implements it.
+type DeviceLookup interface {
+	LookupByJKT(ctx context.Context, jkt string) (*model.Device, error)
+}
+
+// AccessEvaluator decides Conditional Access (the access service).
+type AccessEvaluator interface {
+	Evaluate(ctx context.Context, req access.Request) (*access.Result, error)
 }
 
 // SessionRevoker ends sessions (session.Service, which records each
@@ -92,24 +111,26 @@ type SessionRevoker interface {
 	// AccessTokenRevoked ends the grant of a client in session id that
 	// revoked its access token jti (valid until exp).
 	AccessTokenRevoked(ctx context.Context, clientID, userID, id, jti string, exp time.Time) (bool, error)
-	// RefreshTokenReused ends the session of a rotated refresh token
-	// presented again (with a DPoP key of thumbprint jkt, "" for none).
-	RefreshTokenReused(ctx context.Context, clientID string, rt *model.RefreshToken, jkt string) (bool, error)
-	// CodeReused ends the session of an authorization code presented
-	// again.
-	CodeReused(ctx context.Context, clientID string, ac *model.AuthCode) (bool, error)
+	grant.SessionRevoker
 }
 
-// Provider is the authorization server.
+// Interaction continues a validated authorization request in the
+// browser: an SSO session or the sign-in pages, ending in IssueCode or
+// RedirectError (signin.Handler).
+type Interaction interface {
+	Authorize(w http.ResponseWriter, r *http.Request, req *authz.Request, c *model.Client)
+}
+
+// Provider is the authorization server's protocol side.
 type Provider struct {
 	c        Config
 	events   *bus.Emitter // records domain events; failures are logged
 	clients  *clientCache
+	grants   map[string]grant.Handler // by grant_type
+	browser  *browser.State
+	signIn   Interaction
 	issuer   string
-	secure   bool // issuer is https: cookies get Secure
 	dpopAlgs string
-	// userCodeLimit throttles wrong user codes per client IP (RFC 8628 §5.1).
-	userCodeLimit *ratelimit.Limiter
 	// clientAuthLimit throttles failed client authentications per network.
 	clientAuthLimit *ratelimit.Limiter
 }
@@ -127,8 +148,6 @@ func New(c Config) *Provider {
 	def(&l.RefreshToken, 30*24*time.Hour)
 	def(&l.Code, time.Minute)
 	def(&l.PushedRequest, 90*time.Second)
-	def(&l.SessionIdle, 72*time.Hour)
-	def(&l.SessionAbsolute, 30*24*time.Hour)
 	def(&l.DeviceCode, 10*time.Minute)
 	def(&l.CAEAccessToken, 24*time.Hour)
 	if c.ClientFailuresPerMinute <= 0 {
@@ -150,14 +169,21 @@ func New(c Config) *Provider {
 	if c.Changes != nil {
 		c.Changes.Subscribe("oauth-client-cache", cc.onEvent)
 	}
+	issuer := strings.TrimSuffix(c.Issuer, "/")
+	events := bus.NewEmitter(c.Bus, c.Now).Logging(c.Log)
+	gc := grant.Config{
+		Issuer: issuer, Store: c.Store, Keys: c.Keys, TokenHasher: c.TokenHasher, Devices: c.Devices, Access: c.Access,
+		Sessions: c.Sessions, Events: events, Now: c.Now, Log: c.Log,
+		Lifetimes: grant.Lifetimes{AccessToken: l.AccessToken, IDToken: l.IDToken, RefreshToken: l.RefreshToken, CAEAccessToken: l.CAEAccessToken},
+	}
 	return &Provider{
 		c:               c,
-		events:          bus.NewEmitter(c.Bus, c.Now).Logging(c.Log),
+		events:          events,
 		clients:         cc,
-		issuer:          strings.TrimSuffix(c.Issuer, "/"),
-		secure:          strings.HasPrefix(c.Issuer, "https://"),
+		grants:          grant.New(gc),
+		browser:         browser.New(c.CookieKey, strings.HasPrefix(c.Issuer, "https://"), c.Now),
+		issuer:          issuer,
 		dpopAlgs:        strings.Join(dpopAlgs(c.DPoP), " "),
-		userCodeLimit:   ratelimit.New(userCodeBurst, userCodeRefill, 10000),
 		clientAuthLimit: ratelimit.PerMinute(c.ClientFailuresPerMinute, 10000),
 	}
 }
@@ -183,21 +209,16 @@ const (
 	PathRevoke     = "/revoke"
 	PathJWKS       = "/jwks"
 	PathLogout     = "/logout"
-	PathLogin      = "/login"
-	PathLoginMFA   = "/login/mfa"
-	// PathLoginPassword is the password change Conditional Access can
-	// require during sign-in (user risk self-remediation).
-	PathLoginPassword = "/login/password"
-	// Device authorization grant (RFC 8628): the client's endpoint, the
-	// verification page where the user types the code, and the
-	// approve/deny form.
+	// PathDeviceAuthorization is the device authorization grant's
+	// (RFC 8628) client endpoint; the verification page where the user
+	// types the code is the sign-in's (authz.VerificationPath).
 	PathDeviceAuthorization = "/device_authorization"
-	PathDevice              = "/device"
-	PathDeviceConfirm       = "/device/confirm"
 )
 
-// Register adds the provider's routes to mux.
-func (p *Provider) Register(mux *http.ServeMux) {
+// Register adds the provider's routes to mux. The authorization endpoint
+// hands validated requests to signIn.
+func (p *Provider) Register(mux *http.ServeMux, signIn Interaction) {
+	p.signIn = signIn
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.handleDiscovery)
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", p.handleDiscovery)
 	mux.HandleFunc("GET "+PathJWKS, p.handleJWKS)
@@ -211,15 +232,7 @@ func (p *Provider) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathRevoke, p.handleRevoke)
 	mux.HandleFunc("GET "+PathLogout, p.handleLogout)
 	mux.HandleFunc("POST "+PathLogout, p.handleLogout)
-	mux.HandleFunc("POST "+PathLogin, p.handleLogin)
-	mux.HandleFunc("POST "+PathLoginMFA, p.handleLoginMFA)
-	mux.HandleFunc("POST "+PathLoginPassword, p.handleLoginPassword)
 	mux.HandleFunc("POST "+PathDeviceAuthorization, p.handleDeviceAuthorization)
-	mux.HandleFunc("GET "+PathDevice, p.handleDevicePage)
-	mux.HandleFunc("POST "+PathDevice, p.handleDeviceCode)
-	mux.HandleFunc("POST "+PathDeviceConfirm, p.handleDeviceConfirm)
-	mux.HandleFunc("POST "+PathDBSCRegister, p.handleDBSCRegister)
-	mux.HandleFunc("POST "+PathDBSCRefresh, p.handleDBSCRefresh)
 	for _, path := range []string{PathToken, PathPAR, PathDeviceAuthorization, PathIntrospect, PathRevoke, PathJWKS, PathUserinfo, "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
 		mux.HandleFunc("OPTIONS "+path, p.handlePreflight)
 	}
@@ -228,24 +241,8 @@ func (p *Provider) Register(mux *http.ServeMux) {
 // url returns the absolute URL of an endpoint path.
 func (p *Provider) url(path string) string { return p.issuer + path }
 
-// reqInfo is what every event records about the request.
-type reqInfo struct {
-	IP        string
-	UserAgent string
-	CorrID    string
-}
-
-func (p *Provider) info(r *http.Request) reqInfo {
-	ua := r.UserAgent()
-	if len(ua) > 256 {
-		ua = ua[:256]
-	}
-	return reqInfo{IP: p.clientIP(r).String(), UserAgent: ua, CorrID: correlationID(r)}
-}
-
-func (ri reqInfo) event(t model.EventType) *model.Event {
-	return &model.Event{Type: t, IP: ri.IP, UserAgent: ri.UserAgent, CorrelationID: ri.CorrID, Outcome: model.OutcomeSuccess}
-}
+// info is the request's origin for events and logs.
+func (p *Provider) info(r *http.Request) origin.Info { return origin.Of(r, p.c.TrustedProxies) }
 
 // clientIP is the connection's peer address, or the first untrusted hop
 // of X-Forwarded-For when the peer is a configured trusted proxy
@@ -271,33 +268,19 @@ func setCORS(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func newID() string { return secret.RandomString(16) }
-
-type ctxKey int
-
-const corrKey ctxKey = 1
-
 // WithRequestContext is middleware giving each request a correlation id
 // (X-Correlation-ID response header) that errors and logs share, and
 // attaching the request's origin (client IP under the trusted-proxy rule,
-// user agent, correlation id) for the events it causes.
+// user agent, correlation id) for the events it causes (origin.Middleware).
 func WithRequestContext(next http.Handler, trusted []netip.Prefix) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := secret.RandomString(9)
-		w.Header().Set("X-Correlation-ID", id)
-		ua := r.UserAgent()
-		if len(ua) > 256 {
-			ua = ua[:256]
-		}
-		ctx := context.WithValue(r.Context(), corrKey, id)
-		ctx = bus.WithOrigin(ctx, bus.Origin{IP: rs.ClientIP(r, trusted).String(), UserAgent: ua, CorrelationID: id})
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+	return origin.Middleware(next, trusted)
 }
 
-func correlationID(r *http.Request) string {
-	if v, ok := r.Context().Value(corrKey).(string); ok {
-		return v
-	}
-	return ""
+func correlationID(r *http.Request) string { return origin.CorrelationID(r) }
+
+// Client returns a client registration, from a cache kept fresh by
+// client.* events (the sign-in pages use it too). The returned value is
+// shared: callers must not modify it.
+func (p *Provider) Client(ctx context.Context, id string) (*model.Client, error) {
+	return p.client(ctx, id)
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/oauth/browser"
+	"github.com/ward-idp/ward/internal/oauth/grant"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/tokens"
 	"github.com/ward-idp/ward/internal/web"
@@ -32,12 +34,12 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 	ctx := r.Context()
 	if len(r.Header.Values("Authorization")) > 1 {
 		// Which one would count? A proxy and the application may not agree.
-		return nil, "", newErr(ErrInvalidRequest, "exactly one Authorization header is allowed").withReason("multiple_authorization_headers")
+		return nil, "", newErr(ErrInvalidRequest, "exactly one Authorization header is allowed").WithReason("multiple_authorization_headers")
 	}
 	authz := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(authz, " ")
 	if !ok || tok == "" {
-		return nil, "", newErr(ErrInvalidToken, "").withReason("no_token")
+		return nil, "", newErr(ErrInvalidToken, "").WithReason("no_token")
 	}
 	switch {
 	case strings.EqualFold(scheme, "DPoP"):
@@ -50,17 +52,17 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 	now := p.c.Now()
 	cl, err := p.c.Keys.ParseAccessToken(tok, p.issuer, now)
 	if err != nil {
-		return nil, scheme, newErr(ErrInvalidToken, "the access token is invalid or expired").withReason("token_invalid")
+		return nil, scheme, newErr(ErrInvalidToken, "the access token is invalid or expired").WithReason("token_invalid")
 	}
 	h, herr := proofHeader(r)
 	switch {
 	case cl.Cnf != nil && cl.Cnf.JKT != "":
 		if scheme != "DPoP" {
 			// RFC 9449 §7.2: a bound token presented as a bearer token.
-			return nil, "DPoP", newErr(ErrInvalidToken, "DPoP-bound token must use the DPoP scheme").withReason("bound_token_as_bearer")
+			return nil, "DPoP", newErr(ErrInvalidToken, "DPoP-bound token must use the DPoP scheme").WithReason("bound_token_as_bearer")
 		}
 		if herr != nil || h == "" {
-			e := newErr(ErrInvalidDPoPProof, "DPoP proof required").withReason("dpop_missing")
+			e := newErr(ErrInvalidDPoPProof, "DPoP proof required").WithReason("dpop_missing")
 			e.Status = http.StatusUnauthorized
 			return nil, "DPoP", e
 		}
@@ -72,7 +74,7 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 			// At a resource every DPoP challenge is a 401 (RFC 9449 §7.1),
 			// and a nonce request carries a fresh nonce (§9) so clients that
 			// reuse the token endpoint's nonce can recover when it expires.
-			e := newErr(de.Code, de.Description).withReason("dpop_" + string(de.Reason))
+			e := newErr(de.Code, de.Description).WithReason("dpop_" + string(de.Reason))
 			e.Status = http.StatusUnauthorized
 			if de.Code == ErrUseDPoPNonce && p.c.DPoP.Nonces != nil {
 				e.DPoPNonce = p.c.DPoP.Nonces.Nonce()
@@ -80,12 +82,12 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 			return nil, "DPoP", e
 		}
 	case scheme == "DPoP":
-		return nil, "DPoP", newErr(ErrInvalidToken, "token is not DPoP-bound").withReason("unbound_token_as_dpop")
+		return nil, "DPoP", newErr(ErrInvalidToken, "token is not DPoP-bound").WithReason("unbound_token_as_dpop")
 	}
 	// Strict location (Conditional Access): the token names the networks it
 	// may be used from, as at any resource that follows Ward's rules.
 	if cl.AllowedIPs != nil && !ipAllowed(p.clientIP(r), cl.AllowedIPs) {
-		return nil, scheme, newErr(ErrInvalidToken, "the access token may not be used from this network location").withReason("strict_location")
+		return nil, scheme, newErr(ErrInvalidToken, "the access token may not be used from this network location").WithReason("strict_location")
 	}
 	c := &Caller{Claims: cl, Scheme: scheme}
 	if cl.SID != "" {
@@ -93,11 +95,11 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 		if revoked, err := p.c.Store.HasJTI(ctx, model.RevokedAccessTokenKey(cl.JTI)); err != nil {
 			return nil, scheme, serverError(err)
 		} else if revoked {
-			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").withReason("token_revoked")
+			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").WithReason("token_revoked")
 		}
-		sess, u, e := p.liveSession(ctx, cl.SID, cl.Subject)
+		sess, u, e := grant.LiveSession(ctx, p.c.Store, p.c.Now(), cl.SID, cl.Subject)
 		if e != nil || sess.UserID != cl.Subject {
-			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").withReason("session_ended")
+			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").WithReason("session_ended")
 		}
 		c.User = u
 	}
@@ -123,7 +125,7 @@ func (p *Provider) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	c, scheme, e := p.AuthenticateResource(r)
 	if e == nil && !slices.Contains([]string(c.Claims.Audience), p.issuer) {
 		// RFC 9068 §4: a token for another resource is not for us.
-		e = newErr(ErrInvalidToken, "the access token is not intended for this server").withReason("wrong_audience")
+		e = newErr(ErrInvalidToken, "the access token is not intended for this server").WithReason("wrong_audience")
 	}
 	if e == nil && (c.User == nil || !slices.Contains(strings.Fields(c.Claims.Scope), "openid")) {
 		e = newErr(ErrInsufficientScope, "the openid scope is required")
@@ -153,7 +155,7 @@ func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.Public() {
-		e := newErr(ErrInvalidClient, "public clients may not introspect tokens").withReason("public_client_introspection")
+		e := newErr(ErrInvalidClient, "public clients may not introspect tokens").WithReason("public_client_introspection")
 		p.tokenFailed(r, c.ID, e)
 		writeTokenError(w, e)
 		return
@@ -184,7 +186,7 @@ func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 			out["token_type"] = "DPoP"
 		}
 		if cl.SID != "" {
-			sess, u, e := p.liveSession(ctx, cl.SID, cl.Subject)
+			sess, u, e := grant.LiveSession(ctx, p.c.Store, p.c.Now(), cl.SID, cl.Subject)
 			if e != nil || sess.UserID != cl.Subject {
 				writeJSON(w, http.StatusOK, inactive)
 				return
@@ -219,7 +221,7 @@ func (p *Provider) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
-	if _, _, e := p.liveSession(ctx, rt.SessionID, rt.UserID); e != nil {
+	if _, _, e := grant.LiveSession(ctx, p.c.Store, p.c.Now(), rt.SessionID, rt.UserID); e != nil {
 		writeJSON(w, http.StatusOK, inactive)
 		return
 	}
@@ -293,7 +295,7 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		writeTokenError(w, serverError(err))
 		return
 	}
-	ev := ri.event(model.EventTokenRevoked)
+	ev := ri.Event(model.EventTokenRevoked)
 	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, model.ReasonClientRevokedRefreshToken
 	_ = p.events.Emit(ctx, ev)
 	w.WriteHeader(http.StatusOK)
@@ -307,14 +309,14 @@ func (p *Provider) revocationProof(r *http.Request, jkt string) *Error {
 		return e
 	}
 	if h == "" {
-		return newErr(ErrInvalidDPoPProof, "revoking a DPoP-bound access token needs a DPoP proof made with its key").withReason("dpop_missing")
+		return newErr(ErrInvalidDPoPProof, "revoking a DPoP-bound access token needs a DPoP proof made with its key").WithReason("dpop_missing")
 	}
 	proof, e := p.checkProof(r, h, "")
 	if e != nil {
 		return e
 	}
 	if proof.JKT != jkt {
-		return newErr(ErrInvalidDPoPProof, "the DPoP proof is not made with the key the access token is bound to").withReason("dpop_key_mismatch")
+		return newErr(ErrInvalidDPoPProof, "the DPoP proof is not made with the key the access token is bound to").WithReason("dpop_key_mismatch")
 	}
 	return nil
 }
@@ -331,18 +333,7 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	hint, clientID := r.Form.Get("id_token_hint"), r.Form.Get("client_id")
 	postLogout, state := r.Form.Get("post_logout_redirect_uri"), r.Form.Get("state")
-	var hinted tokens.IDClaims
-	hintOK := false
-	if hint != "" {
-		if err := p.c.Keys.Verify(hint, tokens.TypeIDToken, &hinted); err == nil && hinted.Issuer == p.issuer && len(hinted.Audience) > 0 {
-			hintOK = true
-			if clientID == "" {
-				clientID = hinted.Audience[0]
-			} else if !slices.Contains([]string(hinted.Audience), clientID) {
-				hintOK = false
-			}
-		}
-	}
+	hintedSID, clientID := p.logoutHint(hint, clientID)
 	if postLogout != "" {
 		c, err := p.client(ctx, clientID)
 		if err != nil || !slices.Contains(c.PostLogoutRedirectURIs, postLogout) {
@@ -350,12 +341,12 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sid := p.sessionFromCookie(r)
+	sid := p.browser.Session(r)
 	confirmed := false
 	if r.Method == http.MethodPost && r.PostForm.Get("confirm") == "yes" {
-		_, confirmed = p.checkCSRF(r)
+		_, confirmed = p.browser.CheckCSRF(r)
 	}
-	if hintOK && sid != "" && hinted.SID == sid {
+	if sid != "" && hintedSID == sid {
 		confirmed = true
 	}
 	if sid == "" {
@@ -368,7 +359,7 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 				hidden[k] = v
 			}
 		}
-		p.c.Pages.Render(w, http.StatusOK, "logout.html", webLogout(p.csrfToken(w, r), hidden, false), originOf(postLogout))
+		p.c.Pages.Render(w, http.StatusOK, "logout.html", webLogout(p.browser.CSRFToken(w, r), hidden, false), browser.OriginOf(postLogout))
 		return
 	}
 	if sid != "" {
@@ -378,20 +369,42 @@ func (p *Provider) handleLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p.clearSessionCookie(w)
+	p.browser.ClearSession(w)
 	if postLogout != "" {
-		target := postLogout
-		if state != "" {
-			sep := "?"
-			if strings.Contains(target, "?") {
-				sep = "&"
-			}
-			target += sep + "state=" + url.QueryEscape(state)
-		}
-		http.Redirect(w, r, target, http.StatusSeeOther)
+		http.Redirect(w, r, withState(postLogout, state), http.StatusSeeOther)
 		return
 	}
 	p.c.Pages.Render(w, http.StatusOK, "logout.html", webLogout("", nil, true))
+}
+
+// logoutHint verifies an id_token_hint: it returns the session id of a
+// valid hint Ward issued ("" otherwise) and the client the logout is for
+// (the hint's audience when none was named; a hint for another client
+// than the one named does not count).
+func (p *Provider) logoutHint(hint, clientID string) (sid, client string) {
+	var hinted tokens.IDClaims
+	if hint == "" || p.c.Keys.Verify(hint, tokens.TypeIDToken, &hinted) != nil || hinted.Issuer != p.issuer || len(hinted.Audience) == 0 {
+		return "", clientID
+	}
+	if clientID == "" {
+		return hinted.SID, hinted.Audience[0]
+	}
+	if !slices.Contains([]string(hinted.Audience), clientID) {
+		return "", clientID
+	}
+	return hinted.SID, clientID
+}
+
+// withState adds state to a post-logout redirect URI.
+func withState(target, state string) string {
+	if state == "" {
+		return target
+	}
+	sep := "?"
+	if strings.Contains(target, "?") {
+		sep = "&"
+	}
+	return target + sep + "state=" + url.QueryEscape(state)
 }
 
 func webLogout(csrf string, hidden map[string]string, done bool) web.LogoutData {

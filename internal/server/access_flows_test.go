@@ -254,8 +254,12 @@ policies:
 		t.Fatalf("client_credentials failure: %q %v", ev.Reason, ev.Data)
 	}
 
+	// The device grant is refused at approval (device_access_test.go): the
+	// page says so and the device's poll gets access_denied.
 	dc, uc := startDeviceFlow(t, in, "tv", nil, nil)
-	answerDevice(t, in, in.Browser(), uc, "approve")
+	if resp, body := deviceSignIn(t, in, in.Browser(), uc); resp.StatusCode != http.StatusForbidden || strings.Contains(body, "Device connected") {
+		t.Fatalf("blocked device approval: %d %.300s", resp.StatusCode, body)
+	}
 	in.Clock.Advance(10 * time.Second)
 	r = poll(t, in, "tv", dc, nil)
 	wantError(t, r, 400, "access_denied")

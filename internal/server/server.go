@@ -17,6 +17,7 @@ import (
 	"github.com/ward-idp/ward/internal/deviceapi"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
+	"github.com/ward-idp/ward/internal/signin"
 	"github.com/ward-idp/ward/internal/ssf"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/web"
@@ -50,26 +51,24 @@ func New(a *app.App) (*Server, error) {
 		Replay: replayCache(a),
 		Nonces: dpop.NewHMACNonces(a.KEK.Derive("dpop-nonce"), cfg.DPoP.NonceLifetime, a.Now),
 	}
+	cookieKey := a.KEK.Derive("cookie")
 	prov := oauth.New(oauth.Config{
 		Issuer:           cfg.Issuer,
 		Store:            a.Store,
 		Bus:              a.Bus,
 		Keys:             a.Keys,
-		Identity:         a.Identity,
 		Clients:          a.Clients,
 		TokenHasher:      a.TokenHasher,
-		CookieKey:        a.KEK.Derive("cookie"),
+		CookieKey:        cookieKey,
 		DPoP:             verifier,
 		RequireDPoPNonce: cfg.DPoP.RequireNonce,
 		Lifetimes: oauth.Lifetimes{
-			AccessToken:     cfg.Tokens.AccessTokenTTL,
-			IDToken:         cfg.Tokens.IDTokenTTL,
-			RefreshToken:    cfg.Tokens.RefreshTokenTTL,
-			Code:            cfg.Tokens.CodeTTL,
-			PushedRequest:   cfg.Tokens.PARTTL,
-			SessionIdle:     cfg.Tokens.SessionIdle,
-			SessionAbsolute: cfg.Tokens.SessionAbsolute,
-			CAEAccessToken:  cfg.Tokens.CAEAccessTokenTTL,
+			AccessToken:    cfg.Tokens.AccessTokenTTL,
+			IDToken:        cfg.Tokens.IDTokenTTL,
+			RefreshToken:   cfg.Tokens.RefreshTokenTTL,
+			Code:           cfg.Tokens.CodeTTL,
+			PushedRequest:  cfg.Tokens.PARTTL,
+			CAEAccessToken: cfg.Tokens.CAEAccessTokenTTL,
 		},
 		TrustedProxies:          trusted,
 		ClientFailuresPerMinute: cfg.Lockout.ClientFailuresPerMinute,
@@ -81,8 +80,14 @@ func New(a *app.App) (*Server, error) {
 		Sessions:                a.Sessions,
 		Changes:                 a.Changes,
 	})
+	signIn := signin.New(signin.Config{
+		Issuer: cfg.Issuer, Store: a.Store, Bus: a.Bus, Identity: a.Identity, CookieKey: cookieKey,
+		SessionIdle: cfg.Tokens.SessionIdle, SessionAbsolute: cfg.Tokens.SessionAbsolute, TrustedProxies: trusted,
+		Now: a.Now, Log: a.Log, Pages: pages, Devices: a.Devices, Access: a.Access, Protocol: prov,
+	})
 	mux := http.NewServeMux()
-	prov.Register(mux)
+	prov.Register(mux, signIn)
+	signIn.Register(mux)
 	admin.New(admin.Deps{
 		Identity:       a.Identity,
 		Clients:        a.Clients,

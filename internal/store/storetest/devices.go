@@ -71,6 +71,7 @@ func fullDeviceCode(hash, userCode string) *model.DeviceCode {
 		// Kept verbatim: whitespace, key order and non-ASCII included.
 		Claims:    `{"access_token": {"acr":{"essential":true,"values":["urn:ward:acr:mfa"]},"x":"é"}}`,
 		CreatedAt: at(0), ExpiresAt: farFuture, Interval: 5*time.Second + 7*time.Nanosecond,
+		DenyReason: "ca_controls_unmet", DenyDescription: "Conditional Access requires a compliant device (reference é-1)",
 	}
 }
 
@@ -480,6 +481,9 @@ func testDeviceCodeLifecycle(t *testing.T, s store.Store, clk *clock.Fake) {
 		{"poll", func(c *model.DeviceCode) { c.LastPoll = at(5 * time.Second) }},
 		{"slow down", func(c *model.DeviceCode) { c.Interval = 10 * time.Second }},
 		{"claims", func(c *model.DeviceCode) { c.Claims = `{"access_token":null}` }},
+		{"denial", func(c *model.DeviceCode) {
+			c.DenyReason, c.DenyDescription = "ca_block", "access is blocked by a Conditional Access policy (reference r-2)"
+		}},
 		{"approve", func(c *model.DeviceCode) {
 			c.Status, c.UserID, c.SessionID = model.DeviceCodeApproved, "u1", "sess-1"
 			c.AuthTime, c.AMR, c.ACR = at(time.Second), []string{"pwd", "hwk"}, "urn:ward:acr:mfa"

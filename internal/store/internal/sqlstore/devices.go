@@ -185,7 +185,7 @@ func (s *Store) RevokeDeviceSessions(ctx context.Context, deviceID string, at ti
 // ---- device authorization requests (RFC 8628) ----
 
 const deviceCodeCols = `hash, user_code, client_id, scope, dpop_jkt, status, user_id, session_id,
-	auth_time, amr, acr, created_at, expires_at, poll_interval, last_poll, used_at, claims`
+	auth_time, amr, acr, created_at, expires_at, poll_interval, last_poll, used_at, claims, deny_reason, deny_description`
 
 func scanDeviceCode(r Row) (*model.DeviceCode, error) {
 	var (
@@ -194,7 +194,8 @@ func scanDeviceCode(r Row) (*model.DeviceCode, error) {
 		authTime, created, expires, interval, lastPoll, used int64
 	)
 	if err := r.Scan(&c.Hash, &c.UserCode, &c.ClientID, &c.Scope, &c.DPoPJKT, &c.Status, &c.UserID,
-		&c.SessionID, &authTime, &amr, &c.ACR, &created, &expires, &interval, &lastPoll, &used, &c.Claims); err != nil {
+		&c.SessionID, &authTime, &amr, &c.ACR, &created, &expires, &interval, &lastPoll, &used, &c.Claims,
+		&c.DenyReason, &c.DenyDescription); err != nil {
 		return nil, err
 	}
 	var err error
@@ -213,7 +214,7 @@ func scanDeviceCode(r Row) (*model.DeviceCode, error) {
 func deviceCodeArgs(c *model.DeviceCode) []any {
 	return []any{c.Hash, c.UserCode, c.ClientID, c.Scope, c.DPoPJKT, c.Status, c.UserID, c.SessionID,
 		micros(c.AuthTime), jsonList(c.AMR), c.ACR, micros(c.CreatedAt), micros(c.ExpiresAt),
-		int64(c.Interval), micros(c.LastPoll), micros(c.UsedAt), c.Claims}
+		int64(c.Interval), micros(c.LastPoll), micros(c.UsedAt), c.Claims, c.DenyReason, c.DenyDescription}
 }
 
 // CreateDeviceCode stores a new device authorization request in one
@@ -231,14 +232,15 @@ func (s *Store) CreateDeviceCode(ctx context.Context, c *model.DeviceCode) error
 	}
 	args := append(deviceCodeArgs(c), micros(s.now()))
 	n, err := s.db.Write().Exec(ctx, `INSERT INTO device_codes (`+deviceCodeCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 		ON CONFLICT (user_code) DO UPDATE SET hash = excluded.hash, client_id = excluded.client_id,
 			scope = excluded.scope, dpop_jkt = excluded.dpop_jkt, status = excluded.status,
 			user_id = excluded.user_id, session_id = excluded.session_id, auth_time = excluded.auth_time,
 			amr = excluded.amr, acr = excluded.acr, created_at = excluded.created_at,
 			expires_at = excluded.expires_at, poll_interval = excluded.poll_interval,
-			last_poll = excluded.last_poll, used_at = excluded.used_at, claims = excluded.claims
-		WHERE device_codes.expires_at <= $18`, args...)
+			last_poll = excluded.last_poll, used_at = excluded.used_at, claims = excluded.claims,
+			deny_reason = excluded.deny_reason, deny_description = excluded.deny_description
+		WHERE device_codes.expires_at <= $20`, args...)
 	if err != nil {
 		return s.createErr("device code", err)
 	}
@@ -287,7 +289,7 @@ func (s *Store) UpdateDeviceCode(ctx context.Context, hash []byte, fn func(*mode
 		if _, err := q.Exec(ctx, `UPDATE device_codes SET user_code = $2, client_id = $3, scope = $4,
 			dpop_jkt = $5, status = $6, user_id = $7, session_id = $8, auth_time = $9, amr = $10,
 			acr = $11, created_at = $12, expires_at = $13, poll_interval = $14, last_poll = $15,
-			used_at = $16, claims = $17 WHERE hash = $1`, deviceCodeArgs(c)...); err != nil {
+			used_at = $16, claims = $17, deny_reason = $18, deny_description = $19 WHERE hash = $1`, deviceCodeArgs(c)...); err != nil {
 			if s.d.IsUniqueViolation(err) {
 				return alreadyExists("device user code")
 			}

@@ -1,4 +1,4 @@
-package oauth
+package signin
 
 // Device Bound Session Credentials (W3C webappsec-dbsc, Editor's Draft,
 // "dbsc-1"): the browser binds Ward's SSO session to a key it keeps
@@ -23,16 +23,11 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/oauth/browser"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/jsonobj"
 	"github.com/ward-idp/ward/jws"
-)
-
-// DBSC endpoint paths.
-const (
-	PathDBSCRegister = "/dbsc/register"
-	PathDBSCRefresh  = "/dbsc/refresh"
 )
 
 // DBSC headers (draft §9).
@@ -65,19 +60,19 @@ type dbscChallenge struct {
 
 // newDBSCChallenge returns a stateless challenge for sid; purpose keeps
 // registration and refresh challenges apart.
-func (p *Provider) newDBSCChallenge(purpose, sid string) (string, error) {
-	return p.seal(purpose, dbscChallengeTTL, sid, dbscChallenge{SID: sid, Nonce: secret.RandomString(12)})
+func (h *Handler) newDBSCChallenge(purpose, sid string) (string, error) {
+	return h.browser.Seal(purpose, dbscChallengeTTL, sid, dbscChallenge{SID: sid, Nonce: secret.RandomString(12)})
 }
 
 // dbscSessionIdentifier is the opaque session_identifier of the draft's
 // session config: derived from the sid, but not revealing it.
-func (p *Provider) dbscSessionIdentifier(sid string) string {
-	return base64.RawURLEncoding.EncodeToString(p.mac("dbsc-id|" + sid)[:16])
+func (h *Handler) dbscSessionIdentifier(sid string) string {
+	return base64.RawURLEncoding.EncodeToString(h.browser.MAC("dbsc-id|" + sid)[:16])
 }
 
 // offerDBSC adds the registration header to a sign-in response.
-func (p *Provider) offerDBSC(w http.ResponseWriter, sid string) {
-	ch, err := p.newDBSCChallenge("dbsc-reg", sid)
+func (h *Handler) offerDBSC(w http.ResponseWriter, sid string) {
+	ch, err := h.newDBSCChallenge("dbsc-reg", sid)
 	if err != nil {
 		return // no offer: the session stays cookie-only
 	}
@@ -87,25 +82,25 @@ func (p *Provider) offerDBSC(w http.ResponseWriter, sid string) {
 // Bound cookie: sid, expiry and the key's thumbprint under a MAC, so it
 // is worthless for another session, after its expiry, or after the
 // session were bound to another key.
-func (p *Provider) dbscCookieMAC(sid, jkt string, exp int64) string {
-	return base64.RawURLEncoding.EncodeToString(p.mac("dbsc|" + sid + "|" + jkt + "|" + strconv.FormatInt(exp, 10)))
+func (h *Handler) dbscCookieMAC(sid, jkt string, exp int64) string {
+	return base64.RawURLEncoding.EncodeToString(h.browser.MAC("dbsc|" + sid + "|" + jkt + "|" + strconv.FormatInt(exp, 10)))
 }
 
-func (p *Provider) setDBSCCookie(w http.ResponseWriter, sess *model.Session) {
-	exp := p.c.Now().Add(dbscCookieTTL).Unix()
-	v := strconv.FormatInt(exp, 10) + "." + p.dbscCookieMAC(sess.ID, sess.DBSCKeyJKT, exp)
-	http.SetCookie(w, &http.Cookie{Name: p.cookieName(cookieDBSC), Value: v, Path: "/", MaxAge: int(dbscCookieTTL / time.Second),
-		HttpOnly: true, Secure: p.secure, SameSite: http.SameSiteLaxMode})
+func (h *Handler) setDBSCCookie(w http.ResponseWriter, sess *model.Session) {
+	exp := h.c.Now().Add(dbscCookieTTL).Unix()
+	v := strconv.FormatInt(exp, 10) + "." + h.dbscCookieMAC(sess.ID, sess.DBSCKeyJKT, exp)
+	http.SetCookie(w, &http.Cookie{Name: h.browser.CookieName(cookieDBSC), Value: v, Path: "/", MaxAge: int(dbscCookieTTL / time.Second),
+		HttpOnly: true, Secure: h.browser.Secure(), SameSite: http.SameSiteLaxMode})
 }
 
 // dbscSatisfied reports whether the request may use sess as a signed-in
 // browser: always for an unbound session, and for a bound one only with
 // a valid, unexpired bound cookie.
-func (p *Provider) dbscSatisfied(r *http.Request, sess *model.Session) bool {
+func (h *Handler) dbscSatisfied(r *http.Request, sess *model.Session) bool {
 	if sess.DBSCKeyJKT == "" {
 		return true
 	}
-	c, err := r.Cookie(p.cookieName(cookieDBSC))
+	c, err := r.Cookie(h.browser.CookieName(cookieDBSC))
 	if err != nil {
 		return false
 	}
@@ -114,10 +109,10 @@ func (p *Provider) dbscSatisfied(r *http.Request, sess *model.Session) bool {
 		return false
 	}
 	exp, err := strconv.ParseInt(es, 10, 64)
-	if err != nil || p.c.Now().Unix() >= exp {
+	if err != nil || h.c.Now().Unix() >= exp {
 		return false
 	}
-	return hmac.Equal([]byte(mac), []byte(p.dbscCookieMAC(sess.ID, sess.DBSCKeyJKT, exp)))
+	return hmac.Equal([]byte(mac), []byte(h.dbscCookieMAC(sess.ID, sess.DBSCKeyJKT, exp)))
 }
 
 // dbscConfig is the draft's session instructions JSON (§9.6-9.9).
@@ -140,16 +135,16 @@ type dbscCredential struct {
 	Attributes string `json:"attributes"`
 }
 
-func (p *Provider) writeDBSCConfig(w http.ResponseWriter, sess *model.Session) {
+func (h *Handler) writeDBSCConfig(w http.ResponseWriter, sess *model.Session) {
 	attrs := "Path=/; HttpOnly; SameSite=Lax"
-	if p.secure {
+	if h.browser.Secure() {
 		attrs += "; Secure"
 	}
 	cfg := dbscConfig{
-		SessionIdentifier: p.dbscSessionIdentifier(sess.ID),
+		SessionIdentifier: h.dbscSessionIdentifier(sess.ID),
 		RefreshURL:        PathDBSCRefresh,
-		Scope:             dbscScope{Origin: originOf(p.issuer), ScopeSpecification: []any{}},
-		Credentials:       []dbscCredential{{Type: "cookie", Name: p.cookieName(cookieDBSC), Attributes: attrs}},
+		Scope:             dbscScope{Origin: browser.OriginOf(h.issuer), ScopeSpecification: []any{}},
+		Credentials:       []dbscCredential{{Type: "cookie", Name: h.browser.CookieName(cookieDBSC), Attributes: attrs}},
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -191,24 +186,44 @@ func verifyDBSCJWT(token string, stored *jose.JSONWebKey, storedJKT, aud string)
 	if _, err := dbscRules.Check(&h); err != nil || h.Has(jws.ParamKid) || h.First("jku", "x5u", "x5c") != "" {
 		return nil, errDBSCProof
 	}
-	var pub *ecdsa.PublicKey
-	jkt := storedJKT
-	if h.Has(jws.ParamJWK) {
-		k, err := jws.ParseJWK(h.JWK, jws.ES256)
-		if err != nil {
-			return nil, errDBSCProof
-		}
-		if stored != nil && !hmac.Equal([]byte(k.Thumbprint), []byte(storedJKT)) {
-			return nil, errDBSCProof
-		}
-		pub, jkt = k.Key.(*ecdsa.PublicKey), k.Thumbprint
-	} else if stored != nil {
-		pub, _ = stored.Key.(*ecdsa.PublicKey)
-	}
+	pub, jkt, err := dbscKey(&h, stored, storedJKT)
 	// Raw R || S only, as every JWS (RFC 7518 §3.4); P-256 only.
-	if pub == nil || !jws.Verify(jws.ES256, pub, c.SigningInput(), sig) {
+	if err != nil || pub == nil || !jws.Verify(jws.ES256, pub, c.SigningInput(), sig) {
 		return nil, errDBSCProof
 	}
+	pr, err := dbscClaims(cb, aud)
+	if err != nil {
+		return nil, err
+	}
+	pr.JWK, pr.JKT = h.JWK, jkt
+	return pr, nil
+}
+
+// dbscKey is the key a DBSC JWT must be signed with: the embedded jwk of a
+// registration (stored == nil), the stored key of a refresh (whose
+// embedded jwk, if any, must be the same key).
+func dbscKey(h *jws.Header, stored *jose.JSONWebKey, storedJKT string) (*ecdsa.PublicKey, string, error) {
+	if !h.Has(jws.ParamJWK) {
+		if stored == nil {
+			return nil, "", errDBSCProof
+		}
+		pub, _ := stored.Key.(*ecdsa.PublicKey)
+		return pub, storedJKT, nil
+	}
+	k, err := jws.ParseJWK(h.JWK, jws.ES256)
+	if err != nil {
+		return nil, "", errDBSCProof
+	}
+	if stored != nil && !hmac.Equal([]byte(k.Thumbprint), []byte(storedJKT)) {
+		return nil, "", errDBSCProof
+	}
+	return k.Key.(*ecdsa.PublicKey), k.Thumbprint, nil
+}
+
+// dbscClaims reads a DBSC JWT's claims: a jti (the challenge), no
+// authorization (Ward sends none), an optional sub, and aud, when
+// present, naming the endpoint.
+func dbscClaims(cb []byte, aud string) (*dbscProof, error) {
 	var cbuf [8]jsonobj.Member
 	claims, err := jsonobj.Parse(cb, cbuf[:0])
 	if err != nil {
@@ -218,7 +233,6 @@ func verifyDBSCJWT(token string, stored *jose.JSONWebKey, storedJKT, aud string)
 	if !ok || jti == "" {
 		return nil, errDBSCProof
 	}
-	// Ward sends no authorization parameter, so none may come back.
 	if a, ok := optionalString(claims.Get("authorization")); !ok || a != "" {
 		return nil, errDBSCProof
 	}
@@ -231,7 +245,7 @@ func verifyDBSCJWT(token string, stored *jose.JSONWebKey, storedJKT, aud string)
 			return nil, errDBSCProof
 		}
 	}
-	return &dbscProof{JWK: h.JWK, JKT: jkt, Jti: jti, Subject: sub}, nil
+	return &dbscProof{Jti: jti, Subject: sub}, nil
 }
 
 // optionalString reads an optional string claim: absent and null are "".
@@ -244,24 +258,24 @@ func optionalString(raw []byte) (string, bool) {
 
 // consumeDBSCChallenge opens a challenge of purpose for sid and records it
 // as used (single use across instances).
-func (p *Provider) consumeDBSCChallenge(r *http.Request, purpose, ch, sid string) error {
+func (h *Handler) consumeDBSCChallenge(r *http.Request, purpose, ch, sid string) error {
 	var c dbscChallenge
-	if err := p.unseal(purpose, ch, sid, &c); err != nil || !hmac.Equal([]byte(c.SID), []byte(sid)) {
+	if err := h.browser.Unseal(purpose, ch, sid, &c); err != nil || !hmac.Equal([]byte(c.SID), []byte(sid)) {
 		return errDBSCProof
 	}
 	sum := sha256.Sum256([]byte(ch))
 	key := "dbsc:" + base64.RawURLEncoding.EncodeToString(sum[:])
-	return p.c.Store.RecordJTI(r.Context(), key, p.c.Now().Add(dbscChallengeTTL+time.Minute))
+	return h.c.Store.RecordJTI(r.Context(), key, h.c.Now().Add(dbscChallengeTTL+time.Minute))
 }
 
 // dbscSession returns the live session of the request's SSO cookie.
-func (p *Provider) dbscSession(r *http.Request) *model.Session {
-	sid := p.sessionFromCookie(r)
+func (h *Handler) dbscSession(r *http.Request) *model.Session {
+	sid := h.browser.Session(r)
 	if sid == "" {
 		return nil
 	}
-	sess, err := p.c.Store.GetSession(r.Context(), sid)
-	if err != nil || !sess.Active(p.c.Now()) {
+	sess, err := h.c.Store.GetSession(r.Context(), sid)
+	if err != nil || !sess.Active(h.c.Now()) {
 		return nil
 	}
 	return sess
@@ -274,30 +288,30 @@ func dbscRefuse(w http.ResponseWriter, status int, msg string) {
 
 // handleDBSCRegister binds the session to the key of a registration JWT
 // answering the challenge Ward sent at sign-in.
-func (p *Provider) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	ri := p.info(r)
-	sess := p.dbscSession(r)
+	ri := h.info(r)
+	sess := h.dbscSession(r)
 	if sess == nil {
 		dbscRefuse(w, http.StatusUnauthorized, "not signed in")
 		return
 	}
 	fail := func(reason string) {
-		ev := ri.event(model.EventSessionDBSCRegistered)
+		ev := ri.Event(model.EventSessionDBSCRegistered)
 		ev.Outcome, ev.Reason, ev.Actor, ev.UserID, ev.SessionID = model.OutcomeFailure, reason, sess.UserID, sess.UserID, sess.ID
-		_ = p.events.Emit(ctx, ev)
+		_ = h.events.Emit(ctx, ev)
 		dbscRefuse(w, http.StatusBadRequest, "registration refused")
 	}
 	if sess.DBSCKeyJKT != "" {
 		fail("already_bound")
 		return
 	}
-	pr, err := verifyDBSCJWT(r.Header.Get(hdrDBSCResponse), nil, "", p.url(PathDBSCRegister))
+	pr, err := verifyDBSCJWT(r.Header.Get(hdrDBSCResponse), nil, "", h.url(PathDBSCRegister))
 	if err != nil || len(pr.JWK) == 0 {
 		fail("invalid_proof")
 		return
 	}
-	if err := p.consumeDBSCChallenge(r, "dbsc-reg", pr.Jti, sess.ID); err != nil {
+	if err := h.consumeDBSCChallenge(r, "dbsc-reg", pr.Jti, sess.ID); err != nil {
 		fail("invalid_challenge")
 		return
 	}
@@ -309,36 +323,36 @@ func (p *Provider) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
 		fail("invalid_proof")
 		return
 	}
-	if err := p.c.Store.BindSessionKey(ctx, sess.ID, pr.JKT, pub); err != nil {
+	if err := h.c.Store.BindSessionKey(ctx, sess.ID, pr.JKT, pub); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound) {
 			fail("already_bound")
 			return
 		}
-		p.c.Log.ErrorContext(ctx, "bind session key", "correlation_id", ri.CorrID, "err", err)
+		h.c.Log.ErrorContext(ctx, "bind session key", "correlation_id", ri.CorrID, "err", err)
 		dbscRefuse(w, http.StatusInternalServerError, "server error")
 		return
 	}
 	sess.DBSCKeyJKT, sess.DBSCKey = pr.JKT, pub
-	ev := ri.event(model.EventSessionDBSCRegistered)
+	ev := ri.Event(model.EventSessionDBSCRegistered)
 	ev.Actor, ev.UserID, ev.SessionID = sess.UserID, sess.UserID, sess.ID
 	ev.Data = map[string]string{"session_binding": model.SessionBindingDBSC, "jkt": pr.JKT}
-	if err := p.events.Emit(ctx, ev); err != nil {
+	if err := h.events.Emit(ctx, ev); err != nil {
 		dbscRefuse(w, http.StatusInternalServerError, "server error")
 		return
 	}
-	p.setDBSCCookie(w, sess)
-	p.writeDBSCConfig(w, sess)
+	h.setDBSCCookie(w, sess)
+	h.writeDBSCConfig(w, sess)
 }
 
 // handleDBSCRefresh renews the bound cookie for a proof by the registered
 // key over a fresh challenge; without one it answers 401 and a challenge.
-func (p *Provider) handleDBSCRefresh(w http.ResponseWriter, r *http.Request) {
-	sess := p.dbscSession(r)
+func (h *Handler) handleDBSCRefresh(w http.ResponseWriter, r *http.Request) {
+	sess := h.dbscSession(r)
 	if sess == nil || sess.DBSCKeyJKT == "" {
 		dbscRefuse(w, http.StatusUnauthorized, "no bound session")
 		return
 	}
-	if id := r.Header.Get(hdrDBSCSessionID); id != "" && !hmac.Equal([]byte(id), []byte(p.dbscSessionIdentifier(sess.ID))) {
+	if id := r.Header.Get(hdrDBSCSessionID); id != "" && !hmac.Equal([]byte(id), []byte(h.dbscSessionIdentifier(sess.ID))) {
 		dbscRefuse(w, http.StatusUnauthorized, "unknown session")
 		return
 	}
@@ -348,22 +362,22 @@ func (p *Provider) handleDBSCRefresh(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if resp := r.Header.Get(hdrDBSCResponse); resp != "" {
-		pr, err := verifyDBSCJWT(resp, &stored, sess.DBSCKeyJKT, p.url(PathDBSCRefresh))
+		pr, err := verifyDBSCJWT(resp, &stored, sess.DBSCKeyJKT, h.url(PathDBSCRefresh))
 		if err == nil {
-			err = p.consumeDBSCChallenge(r, "dbsc-refresh", pr.Jti, sess.ID)
+			err = h.consumeDBSCChallenge(r, "dbsc-refresh", pr.Jti, sess.ID)
 		}
 		if err == nil {
-			p.setDBSCCookie(w, sess)
-			p.writeDBSCConfig(w, sess)
+			h.setDBSCCookie(w, sess)
+			h.writeDBSCConfig(w, sess)
 			return
 		}
 		// A wrong or stale proof gets a fresh challenge, nothing else.
 	}
-	ch, err := p.newDBSCChallenge("dbsc-refresh", sess.ID)
+	ch, err := h.newDBSCChallenge("dbsc-refresh", sess.ID)
 	if err != nil {
 		dbscRefuse(w, http.StatusInternalServerError, "server error")
 		return
 	}
-	w.Header().Set(hdrDBSCChallenge, `"`+ch+`";id="`+p.dbscSessionIdentifier(sess.ID)+`"`)
+	w.Header().Set(hdrDBSCChallenge, `"`+ch+`";id="`+h.dbscSessionIdentifier(sess.ID)+`"`)
 	dbscRefuse(w, http.StatusUnauthorized, "proof of possession required")
 }

@@ -1,4 +1,4 @@
-package oauth
+package authz
 
 import (
 	"bytes"
@@ -7,6 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ward-idp/ward/internal/oauth/oautherr"
+)
+
+// Authentication context classes (acr) of Ward's sign-ins, weakest first.
+const (
+	ACRPassword = "urn:ward:acr:password"
+	ACRMFA      = "urn:ward:acr:mfa"
 )
 
 // CapabilityCAE is the client capability "the client handles claims
@@ -16,12 +24,12 @@ const CapabilityCAE = "cp1"
 // maxClaimsParam bounds the claims request parameter.
 const maxClaimsParam = 4 << 10
 
-// claimsRequest is what Ward takes from the OpenID Connect claims request
+// Claims is what Ward takes from the OpenID Connect claims request
 // parameter (Core §5.5) for access tokens: the answer to a resource's
 // claims challenge (a not-before time after a revocation, an acr) and the
 // client capabilities. Claims Ward does not understand are ignored, as
 // Core §5.5 says.
-type claimsRequest struct {
+type Claims struct {
 	// NotBefore is the time the new token's iat must not precede (the
 	// revocation time a resource named).
 	NotBefore int64 `json:"nbf,omitempty"`
@@ -31,14 +39,14 @@ type claimsRequest struct {
 	Capabilities []string `json:"cc,omitempty"`
 }
 
-// parseClaims validates the claims parameter. Unknown members are
+// ParseClaims validates the claims parameter. Unknown members are
 // ignored; malformed known ones are invalid_request.
-func parseClaims(raw string) (*claimsRequest, *Error) {
+func ParseClaims(raw string) (*Claims, *oautherr.Error) {
 	if raw == "" {
 		return nil, nil
 	}
-	bad := func(why string) (*claimsRequest, *Error) {
-		return nil, newErr(ErrInvalidRequest, "claims parameter: "+why).withReason("claims_malformed")
+	bad := func(why string) (*Claims, *oautherr.Error) {
+		return nil, oautherr.New(oautherr.InvalidRequest, "claims parameter: "+why).WithReason("claims_malformed")
 	}
 	if len(raw) > maxClaimsParam {
 		return bad("too long")
@@ -55,13 +63,13 @@ func parseClaims(raw string) (*claimsRequest, *Error) {
 	}
 	at, ok := top["access_token"]
 	if !ok || bytes.Equal(bytes.TrimSpace(at), []byte("null")) {
-		return &claimsRequest{}, nil
+		return &Claims{}, nil
 	}
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(at, &members); err != nil {
 		return bad("access_token is not an object")
 	}
-	out := &claimsRequest{}
+	out := &Claims{}
 	for name, m := range members {
 		if bytes.Equal(bytes.TrimSpace(m), []byte("null")) {
 			continue
@@ -122,26 +130,26 @@ func stringValues(value, values json.RawMessage) ([]string, string) {
 	return out, ""
 }
 
-// wantsCAE reports a declared CAE capability.
-func (c *claimsRequest) wantsCAE() bool {
+// WantsCAE reports a declared CAE capability.
+func (c *Claims) WantsCAE() bool {
 	return c != nil && slices.Contains(c.Capabilities, CapabilityCAE)
 }
 
 // acrRank orders Ward's acr values; -1 for others.
 func acrRank(acr string) int {
 	switch acr {
-	case acrPassword:
+	case ACRPassword:
 		return 0
-	case acrMFA:
+	case ACRMFA:
 		return 1
 	}
 	return -1
 }
 
-// acrMet reports whether the session's acr satisfies the requested ones:
+// ACRMet reports whether the session's acr satisfies the requested ones:
 // any requested value the session's acr reaches, by Ward's order. No
 // request is met; requested values Ward does not know are not.
-func (c *claimsRequest) acrMet(have string) bool {
+func (c *Claims) ACRMet(have string) bool {
 	if c == nil || len(c.ACR) == 0 {
 		return true
 	}
@@ -154,13 +162,13 @@ func (c *claimsRequest) acrMet(have string) bool {
 	return false
 }
 
-// notBeforeOK reports whether a token issued now satisfies the requested
+// NotBeforeOK reports whether a token issued now satisfies the requested
 // not-before time (a time in the future, beyond the allowed skew, cannot be).
-func (c *claimsRequest) notBeforeOK(now time.Time) bool {
+func (c *Claims) NotBeforeOK(now time.Time) bool {
 	return c == nil || c.NotBefore == 0 || c.NotBefore <= now.Add(time.Minute).Unix()
 }
 
-// wantsMFA reports an acr request only a multi-factor sign-in meets.
-func (c *claimsRequest) wantsMFA() bool {
-	return c != nil && len(c.ACR) > 0 && !c.acrMet(acrPassword) && c.acrMet(acrMFA)
+// WantsMFA reports an acr request only a multi-factor sign-in meets.
+func (c *Claims) WantsMFA() bool {
+	return c != nil && len(c.ACR) > 0 && !c.ACRMet(ACRPassword) && c.ACRMet(ACRMFA)
 }

@@ -1,0 +1,433 @@
+package grant
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/oauth/authz"
+	"github.com/ward-idp/ward/internal/oauth/explain"
+	"github.com/ward-idp/ward/internal/oauth/oautherr"
+	"github.com/ward-idp/ward/internal/oauth/protection"
+	"github.com/ward-idp/ward/internal/policy"
+	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/tokens"
+)
+
+// decision is what a grant decided to issue.
+type decision struct {
+	flow     string // Conditional Access flow (policy.Flow…)
+	client   *model.Client
+	user     *model.User    // nil for client_credentials
+	sess     *model.Session // nil for client_credentials
+	scope    string         // the grant's scope (kept in the refresh token)
+	atScope  string         // the access token's scope when narrowed ("" = scope)
+	authTime time.Time
+	amr      []string
+	acr      string
+	nonce    string
+}
+
+// issuance is one token response in the making: the request, what the
+// grant decided, and what each step of the pipeline adds.
+type issuance struct {
+	req     *Request
+	d       decision
+	evType  model.EventType
+	prev    *model.RefreshToken // the refresh token being rotated; nil for other grants
+	now     time.Time
+	atScope string
+
+	// bind
+	protection, why string
+	dev             *model.Device // the registered device holding the proof key
+	// checkAccess
+	ca *access.Result
+	// mint
+	claims *tokens.AccessClaims
+	resp   *Response
+	ev     *model.Event
+}
+
+// issue is the issuing pipeline: bind -> checkAccess -> mint -> rotate
+// -> record. Each step may refuse; nothing is written before rotate, so
+// a refusal by bind or checkAccess leaves every token as it was.
+func (e *env) issue(ctx context.Context, req *Request, d decision, evType model.EventType, prev *model.RefreshToken) (*Response, *oautherr.Error) {
+	is := &issuance{req: req, d: d, evType: evType, prev: prev, now: e.Now(), atScope: d.atScope}
+	if is.atScope == "" {
+		is.atScope = d.scope
+	}
+	if err := e.bind(ctx, is); err != nil {
+		return nil, err
+	}
+	if err := e.checkAccess(ctx, is); err != nil {
+		return nil, err
+	}
+	if err := e.mint(is); err != nil {
+		return nil, err
+	}
+	if err := e.rotate(ctx, is); err != nil {
+		return nil, err
+	}
+	if err := e.record(ctx, is); err != nil {
+		return nil, err
+	}
+	return is.resp, nil
+}
+
+// bind decides the token protection of the request (which registered
+// device, if any, holds the proof key) and enforces the client's
+// requirement of it.
+func (e *env) bind(ctx context.Context, is *issuance) *oautherr.Error {
+	var uid string
+	if is.d.user != nil {
+		uid = is.d.user.ID
+	}
+	status, why, dev, err := e.protection(ctx, is.req, is.d.user != nil || is.d.client.RequireProtectedSessions, uid)
+	if err != nil {
+		return err
+	}
+	if err := requireProtection(is.d.client, status, why); err != nil {
+		return err
+	}
+	is.protection, is.why, is.dev = status, why, dev
+	return nil
+}
+
+// protection decides the token-protection status of a request: which
+// device (if any) holds the proof key. A key of a disabled or lost device
+// is refused outright: that device's sessions were revoked, and its key
+// must not start new ones.
+//
+// Token protection is about user sessions: a client_credentials grant
+// (lookup false) skips the device read on the hottest path, unless the
+// client itself requires protected sessions. A device counts only for
+// its own user (protection.DeviceOf).
+func (e *env) protection(ctx context.Context, req *Request, lookup bool, userID string) (status, reason string, dev *model.Device, err *oautherr.Error) {
+	if req.Proof == nil {
+		return protection.Unbound, model.UnboundNoProof, nil, nil
+	}
+	if !lookup {
+		return protection.UnregisteredKey, "no_user_session", nil, nil
+	}
+	if e.Devices == nil {
+		return protection.UnregisteredKey, "device_registry_disabled", nil, nil
+	}
+	d, lerr := e.Devices.LookupByJKT(ctx, req.Proof.JKT)
+	switch {
+	case errors.Is(lerr, store.ErrNotFound):
+		return protection.UnregisteredKey, "no_device_for_key", nil, nil
+	case lerr != nil:
+		return "", "", nil, oautherr.Server(lerr)
+	case d.Status != model.DeviceActive:
+		return "", "", d, deviceInactive(d)
+	case !protection.DeviceOf(d, userID):
+		return protection.UnregisteredKey, protection.ReasonDeviceOfAnotherUser, nil, nil
+	}
+	return protection.RegisteredDevice, "", d, nil
+}
+
+// requireProtection enforces a client's token-protection setting.
+func requireProtection(c *model.Client, status, reason string) *oautherr.Error {
+	if !c.RequireProtectedSessions || status == protection.RegisteredDevice {
+		return nil
+	}
+	return oautherr.New(oautherr.InvalidGrant, "this application requires token protection: sign in from a registered device whose key signs the DPoP proof ("+reason+")").WithReason("token_protection_required")
+}
+
+// checkAccess applies Conditional Access, after the grant is otherwise
+// valid and before anything is issued or rotated, and then the claims
+// request parameter. The result's session controls shape what mint
+// issues.
+func (e *env) checkAccess(ctx context.Context, is *issuance) *oautherr.Error {
+	ca, err := e.conditionalAccess(ctx, is)
+	if err != nil {
+		return err
+	}
+	is.ca = ca
+	return checkClaims(is)
+}
+
+func (e *env) conditionalAccess(ctx context.Context, is *issuance) (*access.Result, *oautherr.Error) {
+	if e.Access == nil {
+		return nil, nil
+	}
+	d := is.d
+	res, err := e.Access.Evaluate(ctx, access.Request{
+		Flow: d.flow, User: d.user, Client: d.client, Device: is.dev, IP: is.req.Origin.IP,
+		AuthTime: d.authTime, AMR: d.amr, TokenProtected: is.protection == protection.RegisteredDevice,
+	})
+	if err != nil {
+		return nil, oautherr.Server(err) // fail closed
+	}
+	ref := " (reference " + is.req.Origin.CorrID + ")"
+	var refused *oautherr.Error
+	switch {
+	case res.Outcome == policy.OutcomeBlock:
+		refused = accessErr(d.flow, "access is blocked by a Conditional Access policy"+ref).WithReason("ca_block")
+	case res.Outcome == policy.OutcomeAllowWithControls:
+		refused = accessErr(d.flow, "Conditional Access requires "+explain.Controls(res.Controls)+"; sign in again to satisfy it"+ref).WithReason("ca_controls_unmet")
+	case d.user != nil && d.flow != policy.FlowInteractive && res.Session.SignInFrequency > 0 && is.now.Sub(d.authTime) > res.Session.SignInFrequency:
+		refused = accessErr(d.flow, "the sign-in is older than the Conditional Access sign-in frequency; sign in again"+ref).WithReason("ca_sign_in_frequency")
+	}
+	if refused != nil {
+		refused.Data = map[string]string{}
+		res.EventData(refused.Data)
+		return nil, refused
+	}
+	return res, nil
+}
+
+// accessErr is the token error for a Conditional Access refusal: the
+// device grant's access_denied (RFC 8628 §3.5), unauthorized_client for a
+// client's own grant, invalid_grant for a user's code or refresh token.
+func accessErr(flow, desc string) *oautherr.Error {
+	switch flow {
+	case policy.FlowDeviceCode:
+		return oautherr.TokenAccessDenied(desc)
+	case policy.FlowClientCredentials:
+		return oautherr.New(oautherr.UnauthorizedClient, desc)
+	}
+	return oautherr.New(oautherr.InvalidGrant, desc)
+}
+
+// checkClaims applies the claims request parameter of a token request: a
+// not-before time the new token cannot meet is invalid; an acr the session
+// does not reach sends the client back to sign in (a resource's step-up
+// challenge).
+func checkClaims(is *issuance) *oautherr.Error {
+	cr := is.req.Claims
+	if cr == nil {
+		return nil
+	}
+	if !cr.NotBeforeOK(is.now) {
+		return oautherr.New(oautherr.InvalidRequest, "claims: the requested nbf is in the future").WithReason("claims_nbf_future")
+	}
+	if is.d.user != nil && !cr.ACRMet(is.d.acr) {
+		return oautherr.New(oautherr.InvalidGrant, "claims: the session does not meet the requested acr; sign in again with the claims parameter").WithReason("claims_acr_unmet")
+	}
+	return nil
+}
+
+// mint signs the access token and, for an OpenID grant, the ID token, and
+// prepares the response and its event.
+func (e *env) mint(is *issuance) *oautherr.Error {
+	ttl, cae := e.accessTTL(is)
+	is.claims = e.accessClaims(is, ttl, cae)
+	is.resp = &Response{TokenType: "Bearer", ExpiresIn: int(ttl / time.Second), Scope: is.atScope}
+	if is.req.Proof != nil {
+		is.resp.TokenType = "DPoP"
+	}
+	is.ev = tokenEvent(is, cae)
+	at, err := e.Keys.MintAccessToken(is.claims)
+	if err != nil {
+		return oautherr.Server(err)
+	}
+	is.resp.AccessToken = at
+	d := is.d
+	if d.user == nil || !slices.Contains(strings.Fields(d.scope), "openid") {
+		return nil
+	}
+	idc := &tokens.IDClaims{
+		Issuer: e.Issuer, Subject: d.user.ID, Audience: tokens.Audience{d.client.ID}, IssuedAt: is.now.Unix(),
+		ExpiresAt: is.now.Add(e.Lifetimes.IDToken).Unix(), AuthTime: d.authTime.Unix(), Nonce: d.nonce,
+		ACR: d.acr, AMR: d.amr, AZP: d.client.ID, SID: d.sess.ID, AtHash: tokens.AtHash(at),
+	}
+	fillProfile(idc, d.user, d.scope)
+	if is.resp.IDToken, err = e.Keys.MintIDToken(idc); err != nil {
+		return oautherr.Server(err)
+	}
+	return nil
+}
+
+// accessTTL is the access token's lifetime: the client's or the default,
+// long for a client that follows claims challenges (cae: resources revoke
+// its tokens through continuous access evaluation), shortened by a
+// Conditional Access session control, and a long-lived token does not
+// outlive its session.
+func (e *env) accessTTL(is *issuance) (ttl time.Duration, cae bool) {
+	c := is.d.client
+	ttl = e.Lifetimes.AccessToken
+	if c.AccessTokenTTL > 0 {
+		ttl = c.AccessTokenTTL
+	}
+	cae = c.CAECapable && is.req.Claims.WantsCAE()
+	if cae && e.Lifetimes.CAEAccessToken > ttl {
+		ttl = e.Lifetimes.CAEAccessToken
+	}
+	if ca := is.ca; ca != nil && ca.Session.AccessTokenLifetime > 0 && ca.Session.AccessTokenLifetime < ttl {
+		ttl = ca.Session.AccessTokenLifetime
+	}
+	if sess := is.d.sess; cae && sess != nil && is.now.Add(ttl).After(sess.ExpiresAt) {
+		ttl = max(sess.ExpiresAt.Sub(is.now), time.Second)
+	}
+	return ttl, cae
+}
+
+// accessClaims are the access token's claims (RFC 9068).
+func (e *env) accessClaims(is *issuance, ttl time.Duration, cae bool) *tokens.AccessClaims {
+	d, c := is.d, is.d.client
+	aud := c.Audience
+	if len(aud) == 0 {
+		aud = []string{e.Issuer}
+	} else if d.user != nil && slices.Contains(strings.Fields(is.atScope), "openid") && !slices.Contains(aud, e.Issuer) {
+		// An OIDC token is also for Ward's own userinfo endpoint.
+		aud = append(slices.Clone(aud), e.Issuer)
+	}
+	claims := &tokens.AccessClaims{
+		Issuer: e.Issuer, Audience: tokens.Audience(aud), IssuedAt: is.now.Unix(), ExpiresAt: is.now.Add(ttl).Unix(),
+		JTI: secret.RandomString(16), ClientID: c.ID, Scope: is.atScope, Subject: c.ID,
+	}
+	if cae {
+		claims.Capabilities = []string{authz.CapabilityCAE}
+	}
+	if is.ca != nil && len(is.ca.AllowedRanges) > 0 && d.user != nil {
+		claims.AllowedIPs = is.ca.AllowedRanges
+	}
+	if nb := is.req.Claims; nb != nil && nb.NotBefore >= claims.IssuedAt {
+		// A resource revoked tokens issued up to nb.NotBefore (a second
+		// resolution): a token minted in that same second must say it is
+		// newer.
+		claims.NotBefore = nb.NotBefore + 1
+	}
+	if d.user != nil {
+		claims.Subject, claims.SID = d.user.ID, d.sess.ID
+		claims.AuthTime, claims.AMR, claims.ACR = d.authTime.Unix(), d.amr, d.acr
+	}
+	if is.req.Proof != nil {
+		claims.Cnf = &tokens.Confirmation{JKT: is.req.Proof.JKT}
+	}
+	if is.dev != nil {
+		claims.DeviceID = is.dev.ID
+	}
+	return claims
+}
+
+// tokenEvent is the event of the issuance (recorded last).
+func tokenEvent(is *issuance, cae bool) *model.Event {
+	d, c := is.d, is.d.client
+	ev := is.req.Origin.Event(is.evType)
+	ev.Actor, ev.ClientID, ev.TokenID = c.ID, c.ID, is.claims.JTI
+	ev.Data = map[string]string{"grant_type": is.req.GrantType, "scope": is.atScope, "token_protection": is.protection}
+	if d.user != nil {
+		ev.UserID, ev.SessionID, ev.Actor = d.user.ID, d.sess.ID, d.user.ID
+	}
+	if is.ca != nil {
+		is.ca.EventData(ev.Data)
+	}
+	if cae {
+		ev.Data["cae"] = "true"
+	}
+	if len(is.claims.AllowedIPs) > 0 {
+		ev.Data["strict_location"] = "true"
+	}
+	if is.why != "" {
+		ev.Data["token_protection_reason"] = is.why
+	}
+	if is.req.Proof != nil {
+		ev.Binding = model.BindingDPoP
+		ev.Data["jkt"] = is.req.Proof.JKT
+	} else {
+		ev.Binding, ev.BindingReason = model.BindingUnbound, model.UnboundNoProof
+	}
+	if is.dev != nil {
+		ev.DeviceID = is.dev.ID
+	}
+	return ev
+}
+
+func fillProfile(idc *tokens.IDClaims, u *model.User, scope string) {
+	sc := strings.Fields(scope)
+	if slices.Contains(sc, "profile") {
+		idc.Name, idc.PreferredUsername = u.DisplayName, u.Username
+	}
+	if slices.Contains(sc, "email") {
+		idc.Email = u.Email
+	}
+}
+
+// rotate stores the grant's refresh token: for user grants of clients
+// allowed to refresh, rotating the one presented. A public client's
+// refresh token must be bound to its DPoP key (RFC 9449 §5), so a public
+// client without DPoP gets none.
+func (e *env) rotate(ctx context.Context, is *issuance) *oautherr.Error {
+	d, c := is.d, is.d.client
+	if d.user == nil || !c.AllowsGrant(model.GrantRefreshToken) || (c.Public() && is.req.Proof == nil) {
+		if is.prev != nil {
+			// A refresh yields a new refresh token (the presented one is
+			// used up), so one that may not is refused.
+			return refreshInvalid("refresh_not_renewable")
+		}
+		return nil
+	}
+	raw := secret.RandomToken()
+	next := &model.RefreshToken{
+		Hash: e.TokenHasher.Sum(raw), SessionID: d.sess.ID, ClientID: c.ID, UserID: d.user.ID, Scope: d.scope,
+		AuthTime: d.authTime, AMR: d.amr, ACR: d.acr, CreatedAt: is.now, ExpiresAt: is.now.Add(e.Lifetimes.RefreshToken),
+	}
+	if next.ExpiresAt.After(d.sess.ExpiresAt) {
+		next.ExpiresAt = d.sess.ExpiresAt
+	}
+	switch {
+	case is.dev != nil:
+		// A protected session: bound to the registered device's key,
+		// whatever the client type, so only that device can refresh it.
+		next.JKT, next.DeviceID = is.req.Proof.JKT, is.dev.ID
+	case c.Public():
+		next.JKT = is.req.Proof.JKT
+	case is.prev != nil:
+		next.JKT = is.prev.JKT
+	}
+	if err := e.storeRefreshToken(ctx, is, next); err != nil {
+		return err
+	}
+	is.resp.RefreshToken = raw
+	if next.JKT != "" {
+		is.ev.Data["refresh_bound"] = "true"
+	}
+	return nil
+}
+
+// storeRefreshToken creates next, or rotates the presented token into it
+// in one store operation: a token rotated by a concurrent request since
+// it was read is reuse, one gone since (its session was revoked
+// meanwhile) is unknown, as it would be if read now.
+func (e *env) storeRefreshToken(ctx context.Context, is *issuance, next *model.RefreshToken) *oautherr.Error {
+	if is.prev == nil {
+		if err := e.Store.CreateRefreshToken(ctx, next); err != nil {
+			return oautherr.Server(err)
+		}
+		return nil
+	}
+	old, err := e.Store.RotateRefreshToken(ctx, is.prev.Hash, is.now, next)
+	switch {
+	case errors.Is(err, store.ErrAlreadyUsed):
+		if old == nil {
+			old = is.prev
+		}
+		return e.refreshReused(ctx, is.req, old)
+	case errors.Is(err, store.ErrNotFound):
+		return e.refreshUnknown(ctx, is.req)
+	case err != nil:
+		return oautherr.Server(err)
+	}
+	return nil
+}
+
+// record touches the session (its idle lifetime is counted in hours:
+// touching it at most once a minute saves a database write on almost
+// every refresh) and records the issuance.
+func (e *env) record(ctx context.Context, is *issuance) *oautherr.Error {
+	if s := is.d.sess; s != nil && is.now.Sub(s.LastSeen) >= time.Minute {
+		_ = e.Store.TouchSession(ctx, s.ID, is.now)
+	}
+	if err := e.Events.Emit(ctx, is.ev); err != nil {
+		return oautherr.Server(err)
+	}
+	return nil
+}

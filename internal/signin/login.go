@@ -1,0 +1,191 @@
+package signin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/oauth/authz"
+	"github.com/ward-idp/ward/internal/oauth/origin"
+	"github.com/ward-idp/ward/internal/oauth/protection"
+	"github.com/ward-idp/ward/internal/web"
+)
+
+// mfaState is the sealed state between the password and the second factor.
+type mfaState struct {
+	UserID string       `json:"u"`
+	In     *interaction `json:"i"`
+}
+
+func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ri := h.info(r)
+	var in interaction
+	csrf, c, ok := h.resumeInteraction(w, r, "authreq", "req", &in, in.clientID)
+	if !ok {
+		return
+	}
+	username := strings.ToLower(strings.TrimSpace(r.PostFormValue("username")))
+	u, err := h.c.Identity.CheckPassword(ctx, identity.Attempt{Username: username, Password: r.PostFormValue("password"), IP: ri.IP, UserAgent: ri.UserAgent})
+	if err != nil {
+		ev := ri.Event(model.EventSignInFailed)
+		ev.Outcome, ev.Reason, ev.ClientID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, "anonymous"
+		// The typed username is not recorded: people type passwords into it.
+		// An existing account is named by its id instead.
+		ev.UserID = identity.FailedUserID(err)
+		ev.Data = map[string]string{"stage": "password"}
+		_ = h.events.Emit(ctx, ev)
+		msg := "Incorrect username or password."
+		switch {
+		case errors.Is(err, identity.ErrLocked):
+			msg = "Too many failed attempts. Try again later."
+		case errors.Is(err, identity.ErrThrottled):
+			msg = throttledMessage(err)
+		case !errors.Is(err, identity.ErrInvalidCredentials):
+			h.c.Log.ErrorContext(ctx, "check password", "correlation_id", ri.CorrID, "err", err)
+			msg = "Sign-in failed. Try again."
+		}
+		h.renderLogin(w, r, &in, c, username, msg, http.StatusUnauthorized)
+		return
+	}
+	if h.c.Identity.HasTOTP(u) {
+		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: &in}, c, csrf, "", http.StatusOK)
+		return
+	}
+	h.completeSignIn(w, r, &in, c, u, []string{"pwd"}, authz.ACRPassword)
+}
+
+// throttledMessage words a refusal by a sign-in budget: the network's,
+// or the whole instance's (its budget of failures, or too many sign-ins
+// waiting to be checked).
+func throttledMessage(err error) string {
+	if identity.Reason(err) == identity.ReasonThrottled {
+		return "Too many sign-in attempts from your network. Try again in a minute."
+	}
+	return "Too many sign-in attempts right now. Try again in a minute."
+}
+
+func (h *Handler) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf, msg string, status int) {
+	blob, err := h.browser.Seal("mfa", 5*time.Minute, csrf, st)
+	if err != nil {
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
+		return
+	}
+	h.c.Pages.Render(w, status, "mfa.html", web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA}, st.In.formOrigin())
+}
+
+func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ri := h.info(r)
+	var st mfaState
+	csrf, c, ok := h.resumeInteraction(w, r, "mfa", "state", &st, func() string { return st.In.clientID() })
+	if !ok {
+		return
+	}
+	u, err := h.c.Store.GetUser(ctx, st.UserID)
+	if err != nil || u.Disabled {
+		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
+		return
+	}
+	if err := h.c.Identity.CheckTOTP(ctx, u, strings.TrimSpace(r.PostFormValue("otp")), ri.IP); err != nil {
+		ev := ri.Event(model.EventSignInFailed)
+		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
+		ev.Data = map[string]string{"stage": "totp"}
+		_ = h.events.Emit(ctx, ev)
+		msg := "That code is not valid. Try the current code."
+		switch {
+		case errors.Is(err, identity.ErrTOTPUsed):
+			msg = "That code was already used. Wait for the next code from your app."
+		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
+			msg = "Too many failed attempts. Try again later."
+		}
+		h.renderMFA(w, r, &st, c, csrf, msg, http.StatusUnauthorized)
+		return
+	}
+	h.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, authz.ACRMFA)
+}
+
+// completeSignIn creates the SSO session, records the sign-in and
+// continues the interaction: it issues the code of an authorization
+// request, or asks the user to confirm a device's request.
+func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, u *model.User, amr []string, acr string) {
+	ctx := r.Context()
+	ri := h.info(r)
+	now := h.c.Now()
+	var ca *access.Result
+	var ok bool
+	if in.Device != nil {
+		ca, ok = h.deviceAccess(w, r, in.Device, c, u, now, amr, true)
+	} else {
+		ca, ok = h.signInAccess(w, r, in.Auth, c, u, now, amr, true)
+	}
+	if !ok {
+		return
+	}
+	sess := &model.Session{
+		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acr, IP: ri.IP, UserAgent: ri.UserAgent,
+		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(h.c.SessionAbsolute), IdleTimeout: h.c.SessionIdle,
+	}
+	if err := h.c.Store.CreateSession(ctx, sess); err != nil {
+		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
+		return
+	}
+	if err := h.events.Emit(ctx, h.signInEvent(ctx, ri, in, c, u, sess, ca)); err != nil {
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
+		return
+	}
+	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
+	h.offerDBSC(w, sess.ID)
+	if in.Device != nil {
+		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true)
+		return
+	}
+	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)
+}
+
+// signInEvent is the record of a successful sign-in, with its binding:
+// bound when the client committed to a DPoP key (dpop_jkt; otherwise the
+// token endpoint decides), and token protection as far as the sign-in
+// can tell (does the key belong to the user's registered device?).
+func (h *Handler) signInEvent(ctx context.Context, ri origin.Info, in *interaction, c *model.Client, u *model.User, sess *model.Session, ca *access.Result) *model.Event {
+	ev := ri.Event(model.EventSignInSucceeded)
+	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
+	// The session starts cookie-only; session.dbsc_registered records a
+	// later binding to a browser key.
+	ev.Data = map[string]string{"amr": strings.Join(sess.AMR, " "), "acr": sess.ACR, "session_binding": model.SessionBindingCookie}
+	if in.Device != nil {
+		ev.Data["flow"] = "device"
+	}
+	ca.EventData(ev.Data)
+	jkt := in.dpopJKT()
+	if jkt == "" {
+		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
+		ev.Data["token_protection"] = protection.Unbound
+		return ev
+	}
+	ev.Binding = model.BindingDPoP
+	ev.Data["jkt"] = jkt
+	ev.Data["token_protection"] = protection.UnregisteredKey
+	if h.c.Devices == nil {
+		return ev
+	}
+	d, err := h.c.Devices.LookupByJKT(ctx, jkt)
+	switch {
+	case err != nil:
+	case !protection.DeviceOf(d, u.ID):
+		ev.Data["token_protection_reason"] = protection.ReasonDeviceOfAnotherUser
+	case d.Status != model.DeviceActive:
+		ev.DeviceID = d.ID
+		ev.Data["token_protection_reason"] = "device_" + d.Status
+	default:
+		ev.DeviceID = d.ID
+		ev.Data["token_protection"] = protection.RegisteredDevice
+	}
+	return ev
+}
