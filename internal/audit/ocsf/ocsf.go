@@ -168,6 +168,7 @@ var mappings = map[model.EventType]mapping{
 	model.EventDeviceDeleted:           {class: ClassAPIActivity, activity: apiDelete, resource: "device"},
 	model.EventDevicePostureReported:   {class: ClassAPIActivity, activity: apiCreate, resource: "device_posture"},
 	model.EventDeviceComplianceChanged: {class: ClassAPIActivity, activity: apiUpdate, resource: "device"},
+	model.EventDeviceKeyAttested:       {class: ClassAPIActivity, activity: apiUpdate, resource: "device"},
 
 	model.EventRefreshReuseDetected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityHigh,
 		title: "Refresh token reuse detected: the session was revoked"},
@@ -177,6 +178,8 @@ var mappings = map[model.EventType]mapping{
 		title: "DPoP proof rejected"},
 	model.EventDevicePostureRejected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Device posture report rejected"},
+	model.EventDeviceKeyAttestationRejected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
+		title: "Device key attestation rejected"},
 	model.EventAdminAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Admin API access denied"},
 }
