@@ -1,13 +1,17 @@
 package crash
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -420,6 +424,8 @@ func TestCrashDuringBurst(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
 
+	checkExport(t, w, events)
+
 	c := check(t, subs, events, map[string]*setLog{"push": pushed, "poll": polled})
 	c.unexpected = b.unexpected
 	t.Logf("calls: %d SET-producing + %d enable, %d without an answer or with an error: %d of them committed, %d not, %d undecidable from the state; audit log: %d events of the burst, %d mapping to SETs",
@@ -686,4 +692,93 @@ func check(t *testing.T, subs []*subject, events []*auditEvent, logs map[string]
 		}
 	}
 	return c
+}
+
+// checkExport: every event of the burst reaches the audit export (the
+// file sink), in the audit log's order, across the SIGKILL: a record
+// exported twice (the batch in flight when the process died) is a repeat
+// of one already seen, never a new event after a later one.
+func checkExport(t *testing.T, w *ward, events []*auditEvent) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, e := range events {
+		want[e.ID] = true
+	}
+	var seen map[string]bool
+	var dups, outOfOrder int
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		seen, dups, outOfOrder = map[string]bool{}, 0, 0
+		var maxSeq int64
+		for _, rec := range exportedRecords(t, w.exportDir) {
+			switch {
+			case seen[rec.ID]:
+				dups++
+			case rec.Seq <= maxSeq:
+				outOfOrder++
+				seen[rec.ID] = true
+			default:
+				seen[rec.ID], maxSeq = true, rec.Seq
+			}
+		}
+		missing := 0
+		for id := range want {
+			if !seen[id] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("export: %d of the burst's %d events never reached the file sink", missing, len(want))
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if outOfOrder > 0 {
+		t.Errorf("export: %d events arrived after a later one", outOfOrder)
+	}
+	t.Logf("export: %d distinct records in the file sink (every one of the burst's %d events), %d repeated across the crash", len(seen), len(want), dups)
+}
+
+// exportedRecord is what the check reads of an OCSF record: Ward's event
+// id and its position in the audit log.
+type exportedRecord struct {
+	ID  string
+	Seq int64
+}
+
+// exportedRecords reads the file sink's rotated files (oldest first:
+// their names carry the rotation time) and then the active file.
+func exportedRecords(t *testing.T, dir string) []exportedRecord {
+	t.Helper()
+	rotated, _ := filepath.Glob(filepath.Join(dir, "ocsf-*.jsonl"))
+	sort.Strings(rotated)
+	var out []exportedRecord
+	for _, f := range append(rotated, filepath.Join(dir, "ocsf.jsonl")) {
+		b, err := os.ReadFile(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			var r struct {
+				Metadata struct {
+					UID      string `json:"uid"`
+					Sequence int64  `json:"sequence"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(line, &r); err != nil || r.Metadata.UID == "" {
+				t.Fatalf("export: %s: a line that is not an OCSF record of Ward's (%v): %.200s", filepath.Base(f), err, line)
+			}
+			out = append(out, exportedRecord{ID: r.Metadata.UID, Seq: r.Metadata.Sequence})
+		}
+	}
+	return out
 }

@@ -105,6 +105,8 @@ type ward struct {
 	cfgFile string
 	addr    string
 	url     string
+	// exportDir holds the audit export's JSONL files (the file sink).
+	exportDir string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -117,7 +119,8 @@ type ward struct {
 func newWard(t *testing.T, bin, dir string) *ward {
 	t.Helper()
 	addr := freeAddr(t)
-	w := &ward{t: t, bin: bin, cfgFile: filepath.Join(dir, "ward.yaml"), addr: addr, url: "http://" + addr}
+	w := &ward{t: t, bin: bin, cfgFile: filepath.Join(dir, "ward.yaml"), addr: addr, url: "http://" + addr,
+		exportDir: filepath.Join(dir, "export")}
 	kekFile := filepath.Join(dir, "kek.key")
 	// Fast password hashing (hundreds of users are created) and fast SSF
 	// retries; everything else is the default: SQLite in data_dir and
@@ -141,7 +144,12 @@ ssf:
   poll_hold: 5s
   long_poll_timeout: 2s
   push_allowed_networks: [127.0.0.0/8]  # the push receiver is on loopback
-`, w.url, addr, filepath.Join(dir, "data"), kekFile)
+export:
+  sinks:
+    - name: crash-archive
+      type: file
+      file: {path: %s, max_bytes: 1048576, max_files: 1000}
+`, w.url, addr, filepath.Join(dir, "data"), kekFile, filepath.Join(dir, "export", "ocsf.jsonl"))
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
