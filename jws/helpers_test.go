@@ -107,12 +107,13 @@ func joseAlgs() []jose.SignatureAlgorithm {
 	return out
 }
 
-// vectorsDir is the shared test-vector folder beside the repository.
-// Missing vectors are a broken checkout, not a reason to skip.
+// vectorsDir is the folder of specification examples (see
+// testdata/README.md for their sources). Missing vectors are a broken
+// checkout, not a reason to skip.
 func vectorsDir(tb testing.TB) string {
 	tb.Helper()
-	dir := filepath.Join("..", "..", "shared", "vectors")
-	if _, err := os.Stat(filepath.Join(dir, "rfc7520", "jws")); err != nil {
+	dir := "testdata"
+	if _, err := os.Stat(filepath.Join(dir, "rfc7520")); err != nil {
 		tb.Fatalf("RFC test vectors not found at %s: %v", dir, err)
 	}
 	return dir
@@ -131,7 +132,7 @@ type cookbookJWS struct {
 
 func loadCookbook(tb testing.TB, name string) cookbookJWS {
 	tb.Helper()
-	data, err := os.ReadFile(filepath.Join(vectorsDir(tb), "rfc7520", "jws", name+".json"))
+	data, err := os.ReadFile(filepath.Join(vectorsDir(tb), "rfc7520", name+".json"))
 	if err != nil {
 		tb.Fatal(err)
 	}
