@@ -84,6 +84,11 @@ var rules = map[string]rule{
 	// configuration, the clients service and the admin API.
 	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
 
+	// The activity record (sign-ins, grants, token uses, signals) that
+	// the risk detectors read online and in backtests: model types in,
+	// documented JSON lines out, nothing else.
+	"internal/activity": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
+
 	// Conditional Access engine: pure. Compile validates, Evaluate has no
 	// I/O: no Ward package (so no store), no network, no database, no
 	// processes; its third-party modules are CEL, the MMDB reader and YAML.
