@@ -53,6 +53,18 @@ const EventKEKRotated EventType = "kek.rotated"
 // EventMFARemoved: a second factor was removed (Data: method).
 const EventMFARemoved EventType = "mfa.removed"
 
+// Recovery codes of the TOTP second factor.
+const (
+	// EventMFARecoveryCodesCreated: a user was given a new set of
+	// one-time recovery codes, which replaced any earlier set (Data:
+	// count).
+	EventMFARecoveryCodesCreated EventType = "mfa.recovery_codes_created"
+	// EventMFARecoveryCodeUsed: a user signed in with a recovery code
+	// instead of a TOTP code, so the authenticator may be lost (Data:
+	// codes_left).
+	EventMFARecoveryCodeUsed EventType = "mfa.recovery_code_used"
+)
+
 // EventUserSessionsRevoked: an administrator revoked all sessions of a
 // user. It is published once, after the session.revoked of each session
 // (which carry Data["all_sessions"]="true"); Data: sessions_revoked.
@@ -105,42 +117,44 @@ const (
 
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
-	EventSignInSucceeded:       "W1000I",
-	EventSignInFailed:          "W1001W",
-	EventMFAEnrolled:           "W1002I",
-	EventMFARemoved:            "W1003W",
-	EventTokenIssued:           "W2000I",
-	EventTokenRefreshed:        "W2001I",
-	EventTokenRevoked:          "W2002I",
-	EventTokenRequestFailed:    "W2003W",
-	EventDPoPProofRejected:     "W2004W",
-	EventRefreshReuseDetected:  "W2005E",
-	EventCodeReuseDetected:     "W2006E",
-	EventDeviceCodeApproved:    "W2007I",
-	EventDeviceCodeDenied:      "W2008W",
-	EventSessionCreated:        "W3000I",
-	EventSessionRevoked:        "W3001I",
-	EventSessionLoggedOut:      "W3002I",
-	EventSessionDBSCRegistered: "W3003I",
-	EventUserSessionsRevoked:   "W3004I",
-	EventUserCreated:           "W4000I",
-	EventUserUpdated:           "W4001I",
-	EventUserDisabled:          "W4002I",
-	EventUserDeleted:           "W4003I",
-	EventUserLocked:            "W4004W",
-	EventPasswordChanged:       "W4005I",
-	EventGroupCreated:          "W4100I",
-	EventGroupUpdated:          "W4101I",
-	EventGroupDeleted:          "W4102I",
-	EventClientCreated:         "W5000I",
-	EventClientUpdated:         "W5001I",
-	EventClientDeleted:         "W5002I",
-	EventClientSecretRotated:   "W5003I",
-	EventKeyCreated:            "W6000I",
-	EventKeyRotated:            "W6001I",
-	EventKeyRetired:            "W6002I",
-	EventKEKRotated:            "W6003W",
-	EventAdminAccessDenied:     "W7000W",
+	EventSignInSucceeded:         "W1000I",
+	EventSignInFailed:            "W1001W",
+	EventMFAEnrolled:             "W1002I",
+	EventMFARemoved:              "W1003W",
+	EventMFARecoveryCodesCreated: "W1004I",
+	EventMFARecoveryCodeUsed:     "W1005W",
+	EventTokenIssued:             "W2000I",
+	EventTokenRefreshed:          "W2001I",
+	EventTokenRevoked:            "W2002I",
+	EventTokenRequestFailed:      "W2003W",
+	EventDPoPProofRejected:       "W2004W",
+	EventRefreshReuseDetected:    "W2005E",
+	EventCodeReuseDetected:       "W2006E",
+	EventDeviceCodeApproved:      "W2007I",
+	EventDeviceCodeDenied:        "W2008W",
+	EventSessionCreated:          "W3000I",
+	EventSessionRevoked:          "W3001I",
+	EventSessionLoggedOut:        "W3002I",
+	EventSessionDBSCRegistered:   "W3003I",
+	EventUserSessionsRevoked:     "W3004I",
+	EventUserCreated:             "W4000I",
+	EventUserUpdated:             "W4001I",
+	EventUserDisabled:            "W4002I",
+	EventUserDeleted:             "W4003I",
+	EventUserLocked:              "W4004W",
+	EventPasswordChanged:         "W4005I",
+	EventGroupCreated:            "W4100I",
+	EventGroupUpdated:            "W4101I",
+	EventGroupDeleted:            "W4102I",
+	EventClientCreated:           "W5000I",
+	EventClientUpdated:           "W5001I",
+	EventClientDeleted:           "W5002I",
+	EventClientSecretRotated:     "W5003I",
+	EventKeyCreated:              "W6000I",
+	EventKeyRotated:              "W6001I",
+	EventKeyRetired:              "W6002I",
+	EventKEKRotated:              "W6003W",
+	EventAdminAccessDenied:       "W7000W",
 
 	EventAccessPolicyChanged: "W9000I",
 	EventUserRiskChanged:     "W9001W",
