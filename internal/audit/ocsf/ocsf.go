@@ -137,17 +137,18 @@ var mappings = map[model.EventType]mapping{
 	model.EventDeviceCodeApproved:    {class: ClassAuthentication, activity: activityOther, other: "Device Code Approved"},
 	model.EventDeviceCodeDenied:      {class: ClassAuthentication, activity: activityOther, other: "Device Code Denied"},
 
-	model.EventUserCreated:             {class: ClassAccountChange, activity: acctCreate},
-	model.EventUserUpdated:             {class: ClassAccountChange, activity: activityOther, other: "Update"}, // refined by Data["change"]
-	model.EventUserDisabled:            {class: ClassAccountChange, activity: acctDisable},
-	model.EventUserDeleted:             {class: ClassAccountChange, activity: acctDelete},
-	model.EventUserLocked:              {class: ClassAccountChange, activity: acctLock},
-	model.EventPasswordChanged:         {class: ClassAccountChange, activity: acctPasswordChange}, // Reset when another actor
-	model.EventMFAEnrolled:             {class: ClassAccountChange, activity: acctMFAEnable},
-	model.EventMFARemoved:              {class: ClassAccountChange, activity: acctMFADisable},
+	model.EventUserCreated:     {class: ClassAccountChange, activity: acctCreate},
+	model.EventUserUpdated:     {class: ClassAccountChange, activity: activityOther, other: "Update"}, // refined by Data["change"]
+	model.EventUserDisabled:    {class: ClassAccountChange, activity: acctDisable},
+	model.EventUserDeleted:     {class: ClassAccountChange, activity: acctDelete},
+	model.EventUserLocked:      {class: ClassAccountChange, activity: acctLock},
+	model.EventPasswordChanged: {class: ClassAccountChange, activity: acctPasswordChange}, // Reset when another actor
+	model.EventMFAEnrolled:     {class: ClassAccountChange, activity: acctMFAEnable},
+	model.EventMFARemoved:      {class: ClassAccountChange, activity: acctMFADisable},
+	model.EventUserRiskChanged: {class: ClassAccountChange, activity: activityOther, other: "Risk Level Change"},
+
 	model.EventMFARecoveryCodesCreated: {class: ClassAccountChange, activity: activityOther, other: "Recovery Codes Created"},
 	model.EventMFARecoveryCodeUsed:     {class: ClassAccountChange, activity: activityOther, other: "Recovery Code Used"},
-	model.EventUserRiskChanged:         {class: ClassAccountChange, activity: activityOther, other: "Risk Level Change"},
 
 	model.EventGroupCreated:            {class: ClassAPIActivity, activity: apiCreate, resource: "group"},
 	model.EventGroupUpdated:            {class: ClassAPIActivity, activity: apiUpdate, resource: "group"},
