@@ -16,20 +16,20 @@ import (
 // seed (only whether one is enrolled), no recovery code (only how many
 // are left).
 type userJSON struct {
-	ID           string   `json:"id"`
-	Username     string   `json:"username"`
-	Email        string   `json:"email"`
-	DisplayName  string   `json:"display_name"`
-	Roles        []string `json:"roles"`
-	Disabled     bool     `json:"disabled"`
-	TOTPEnrolled bool     `json:"totp_enrolled"`
+	ID           string     `json:"id"`
+	Username     string     `json:"username"`
+	Email        string     `json:"email"`
+	DisplayName  string     `json:"display_name"`
+	Roles        []string   `json:"roles"`
+	Disabled     bool       `json:"disabled"`
+	TOTPEnrolled bool       `json:"totp_enrolled"`
+	FailedLogins int        `json:"failed_logins"`
+	Locked       bool       `json:"locked"`
+	LockedUntil  *time.Time `json:"locked_until,omitempty"`
+	Groups       []groupRef `json:"groups,omitempty"`
 	// RecoveryCodesLeft is how many one-time recovery codes of the TOTP
 	// factor are unused.
-	RecoveryCodesLeft int        `json:"recovery_codes_left"`
-	FailedLogins      int        `json:"failed_logins"`
-	Locked            bool       `json:"locked"`
-	LockedUntil       *time.Time `json:"locked_until,omitempty"`
-	Groups            []groupRef `json:"groups,omitempty"`
+	RecoveryCodesLeft int `json:"recovery_codes_left"`
 	// RiskLevel is the user risk Conditional Access sees.
 	RiskLevel         string     `json:"risk_level"`
 	RiskUpdatedAt     *time.Time `json:"risk_updated_at,omitempty"`
