@@ -159,8 +159,9 @@ func writeKeyFile(path, text string) error {
 
 // afterKEKRotation opens Ward with the new key (which proves it opens the
 // signing keys) and ends what was keyed under keys derived from the old
-// one: every session (refresh tokens and cookies no longer match) and the
-// stored client secrets, which it lists.
+// one: every session (refresh tokens and cookies no longer match), the
+// users' recovery codes (deleted; it lists their users) and the stored
+// client secrets, which it lists.
 func (e *cliEnv) afterKEKRotation(ctx context.Context, cfg *config.Config, next *secret.KEK, report io.Writer) error {
 	log := newLogger(cfg.Log, e.stderr, cliLogLevel)
 	a, err := app.OpenWith(ctx, cfg, log, app.Options{LookupEnv: e.lookupEnv, Tool: true, KEK: next})
@@ -184,6 +185,25 @@ func (e *cliEnv) afterKEKRotation(ctx context.Context, cfg *config.Config, next 
 	fmt.Fprintf(report, "ended %d session(s): their refresh tokens and browser cookies were keyed under the old key; their users sign in again\n", ended)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ending sessions: %w (they cannot be used any more; run ward keys rotate-kek --new-kek-file FILE with the new key's file again, before the configuration names the new key, to end them)", err)
+	}
+	// Recovery codes were keyed under a key derived from the old KEK: none
+	// can match any more. They are deleted, so that no one counts on codes
+	// that no longer work, and their users named.
+	var lost []string
+	for _, u := range users {
+		n, err := a.Identity.DeleteRecoveryCodes(ctx, actorCLI, u.ID)
+		if err != nil {
+			return fmt.Errorf("deleting recovery codes: %w (they no longer work; run ward keys rotate-kek --new-kek-file FILE with the new key's file again to finish)", err)
+		}
+		if n > 0 {
+			lost = append(lost, u.Username)
+		}
+	}
+	if len(lost) > 0 {
+		fmt.Fprintln(report, "these users' recovery codes were keyed under the old key and were deleted; give them new ones once the new key is in place:")
+		for _, name := range lost {
+			fmt.Fprintf(report, "    ward user recovery-codes %s\n", name)
+		}
 	}
 	clients, err := a.Store.ListClients(ctx)
 	if err != nil {

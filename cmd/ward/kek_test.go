@@ -38,7 +38,8 @@ type sealedState struct {
 // kekFixture stores something of every kind sealed under the KEK: two
 // signing keys, a user's TOTP seed, an SSF push stream's authorization
 // header; and what is keyed under keys derived from it: a session with a
-// refresh token and a client with a stored secret.
+// refresh token, the user's recovery codes and a client with a stored
+// secret.
 func kekFixture(t *testing.T, h *harness) sealedState {
 	t.Helper()
 	h.ok("", "keys", "rotate")
@@ -48,6 +49,9 @@ func kekFixture(t *testing.T, h *harness) sealedState {
 	ctx := context.Background()
 	u, err := a.Identity.CreateUser(ctx, "test", identity.NewUser{Username: "tara", Password: "correct horse battery", TOTPSecret: kekTOTPSeed})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Identity.NewRecoveryCodes(ctx, "test", u.ID); err != nil {
 		t.Fatal(err)
 	}
 	hdr := kekPushHeader
@@ -168,7 +172,7 @@ func TestRotateKEK(t *testing.T) {
 		t.Fatalf("rotate-kek: exit %d\n%s\n%s", code, out, errs)
 	}
 	for _, want := range []string{"2 signing key(s), 1 TOTP seed(s), 1 SSF push authorization header(s)", "ended 1 session(s)",
-		"ward client rotate-secret svc", "put the new key in place"} {
+		"ward client rotate-secret svc", "ward user recovery-codes tara", "put the new key in place"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -213,6 +217,9 @@ func TestRotateKEK(t *testing.T) {
 	st, _ := a.Store.GetSSFStream(ctx, fx.stream)
 	if h, err := next.Open(st.AuthHeaderEnc, cae.AuthorizationHeaderAAD(st.ID)); err != nil || string(h) != kekPushHeader {
 		t.Errorf("push header under the new key: %q %v", h, err)
+	}
+	if n, err := a.Identity.RecoveryCodesLeft(ctx, fx.user); err != nil || n != 0 {
+		t.Errorf("recovery codes keyed under the old key: %d left, %v; want deleted", n, err)
 	}
 	se, _ := a.Store.GetSession(ctx, fx.session)
 	if se.RevokedAt.IsZero() || se.RevokeCause != string(model.CauseKEKRotated) {

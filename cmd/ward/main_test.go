@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -579,5 +580,94 @@ func TestKeysRetire(t *testing.T) {
 	out = h.ok("", "logs", "--json", "--type", "key.retired")
 	if n := strings.Count(out, "\n"); n != 3 || strings.Count(out, `"actor":"cli"`) != 3 || !strings.Contains(out, `"immediate":"true"`) {
 		t.Errorf("key.retired events:\n%s", out)
+	}
+}
+
+// ward user recovery-codes prints a new set once (earlier codes stop
+// working, with a warning), refuses a user without TOTP, and show says
+// how many are left without ever printing a code.
+func TestUserRecoveryCodes(t *testing.T) {
+	h := newHarness(t, "")
+	a := h.openApp()
+	ctx := context.Background()
+	u, err := a.Identity.CreateUser(ctx, "test", identity.NewUser{Username: "erin", Password: "correct horse battery",
+		TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Identity.CreateUser(ctx, "test", identity.NewUser{Username: "frank", Password: "correct horse battery"}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	codeRE := regexp.MustCompile(`(?m)^  ([0-9a-hjkmnp-tv-z]{5}-[0-9a-hjkmnp-tv-z]{5})$`)
+	out, errs, code := h.run("", "user", "recovery-codes", "erin")
+	if code != 0 || !strings.Contains(out, "Recovery codes for erin") || !strings.Contains(errs, "warning: any earlier recovery codes of erin no longer work") {
+		t.Fatalf("recovery-codes: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	first := codeRE.FindAllStringSubmatch(out, -1)
+	if len(first) != identity.RecoveryCodeCount {
+		t.Fatalf("%d codes printed, want %d:\n%s", len(first), identity.RecoveryCodeCount, out)
+	}
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^Recovery codes:\s+10 left$`).MatchString(out) || codeRE.MatchString(out) ||
+		strings.Contains(out, first[0][1]) {
+		t.Errorf("show:\n%s", out)
+	}
+
+	// A code works once; a new set replaces the old one with a warning.
+	a = h.openApp()
+	fresh, _ := a.Store.GetUser(ctx, u.ID)
+	if err := a.Identity.CheckRecoveryCode(ctx, fresh, first[0][1], "192.0.2.1"); err != nil {
+		t.Fatalf("printed code: %v", err)
+	}
+	a.Close()
+	if out := h.ok("", "user", "show", "erin"); !regexp.MustCompile(`(?m)^Recovery codes:\s+9 left$`).MatchString(out) {
+		t.Errorf("show after a use:\n%s", out)
+	}
+	out, errs, code = h.run("", "user", "recovery-codes", u.ID)
+	if code != 0 || !strings.Contains(errs, "warning: the 9 unused recovery code(s) erin had no longer work") {
+		t.Fatalf("again: exit %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	second := codeRE.FindAllStringSubmatch(out, -1)
+	a = h.openApp()
+	if err := a.Identity.CheckRecoveryCode(ctx, fresh, first[1][1], "192.0.2.1"); !errors.Is(err, identity.ErrInvalidRecoveryCode) {
+		t.Errorf("a code of the old set: %v", err)
+	}
+	if err := a.Identity.CheckRecoveryCode(ctx, fresh, second[0][1], "192.0.2.1"); err != nil {
+		t.Errorf("a code of the new set: %v", err)
+	}
+	a.Close()
+
+	// A user without TOTP: refused, with what to do.
+	if _, errs, code := h.run("", "user", "recovery-codes", "frank"); code != exitFailure ||
+		!strings.Contains(errs, "frank has no TOTP second factor") || !strings.Contains(errs, "ward user totp-enroll frank") {
+		t.Errorf("user without TOTP: exit %d, stderr %q", code, errs)
+	}
+	if out := h.ok("", "user", "show", "frank"); !regexp.MustCompile(`(?m)^Recovery codes:\s+-$`).MatchString(out) {
+		t.Errorf("show frank:\n%s", out)
+	}
+	if _, errs, code := h.run("", "user", "recovery-codes", "nobody"); code == 0 || !strings.Contains(errs, `no user "nobody"`) {
+		t.Errorf("unknown user: exit %d, stderr %q", code, errs)
+	}
+
+	// Recorded with the CLI as actor; the codes are in no event.
+	out = h.ok("", "logs", "--json", "--type", "mfa.recovery_codes_created")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var ev map[string]any
+	if len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &ev) != nil || ev["actor"] != actorCLI || ev["user_id"] != u.ID || ev["code"] != "W1004I" {
+		t.Fatalf("mfa.recovery_codes_created events:\n%s", out)
+	}
+	all := h.ok("", "logs", "--json")
+	for _, c := range append(first, second...) {
+		if strings.Contains(all, c[1]) || strings.Contains(all, strings.ReplaceAll(c[1], "-", "")) {
+			t.Errorf("a code is in the audit log")
+		}
+	}
+
+	// totp-remove ends the codes too.
+	h.ok("", "user", "totp-remove", "erin")
+	a = h.openApp()
+	if n, err := a.Identity.RecoveryCodesLeft(ctx, u.ID); err != nil || n != 0 {
+		t.Errorf("codes left after totp-remove: %d, %v", n, err)
 	}
 }

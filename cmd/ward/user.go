@@ -98,6 +98,11 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 				row("Groups", dash(strings.Join(names, ", ")))
 				row("Status", userStatus(u, a.Now()))
 				row("MFA", mfa(a, u))
+				codes, err := recoveryCodesShown(ctx, a, u)
+				if err != nil {
+					return err
+				}
+				row("Recovery codes", codes)
 				risk := riskLevel(u)
 				if !u.RiskUpdatedAt.IsZero() {
 					risk += " (set " + u.RiskUpdatedAt.UTC().Format(time.RFC3339) + ")"
@@ -231,7 +236,7 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	totpEnroll.Flags().StringVar(&issuer, "issuer", "Ward", "issuer label shown in the authenticator app")
 
-	totpRemove := simple("totp-remove", "Remove a user's TOTP second factor (a lost authenticator); the user may enrol again",
+	totpRemove := simple("totp-remove", "Remove a user's TOTP second factor (a lost authenticator) and its recovery codes; the user may enrol again",
 		"removed the TOTP second factor of", func(ctx context.Context, a *app.App, u *model.User) error {
 			if err := a.Identity.RemoveTOTP(ctx, actorCLI, u.ID); errors.Is(err, identity.ErrNoTOTP) {
 				return fmt.Errorf("%s has no TOTP second factor", u.Username)
@@ -240,6 +245,44 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 			}
 			return nil
 		})
+
+	recoveryCodes := &cobra.Command{
+		Use:   "recovery-codes USER",
+		Short: "Give a user with TOTP new one-time recovery codes (shown once; earlier codes stop working)",
+		Long: `Give a user with TOTP 10 new one-time recovery codes, for signing in when the
+authenticator is lost. They are printed once and stored only as keyed hashes: give them
+to the user over a safe channel and keep no copy. Any earlier codes of the user stop
+working at once.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				u, err := findUser(ctx, a, args[0])
+				if err != nil {
+					return err
+				}
+				before, err := a.Identity.RecoveryCodesLeft(ctx, u.ID)
+				if err != nil {
+					return err
+				}
+				codes, err := a.Identity.NewRecoveryCodes(ctx, actorCLI, u.ID)
+				if errors.Is(err, identity.ErrNoTOTP) {
+					return fmt.Errorf("%s has no TOTP second factor: recovery codes stand in for a lost authenticator, so enrol one first (ward user totp-enroll %s)", u.Username, u.Username)
+				} else if err != nil {
+					return err
+				}
+				if before > 0 {
+					fmt.Fprintf(e.stderr, "warning: the %d unused recovery code(s) %s had no longer work\n", before, u.Username)
+				} else {
+					fmt.Fprintf(e.stderr, "warning: any earlier recovery codes of %s no longer work\n", u.Username)
+				}
+				fmt.Fprintf(e.stdout, "Recovery codes for %s (each works once; shown only now, give them to %s over a safe channel):\n", u.Username, u.Username)
+				for _, c := range codes {
+					fmt.Fprintf(e.stdout, "  %s\n", c.Reveal())
+				}
+				return nil
+			})
+		},
+	}
 
 	var riskReason string
 	risk := &cobra.Command{
@@ -264,7 +307,7 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 	}
 	risk.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, risk, newRevokeSessionsCmd(e))
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, risk, newRevokeSessionsCmd(e))
 	return cmd
 }
 
@@ -295,6 +338,19 @@ func mfa(a *app.App, u *model.User) string {
 		return "totp"
 	}
 	return "-"
+}
+
+// recoveryCodesShown says how many recovery codes a user has left ("-"
+// without TOTP, which they stand in for); never the codes.
+func recoveryCodesShown(ctx context.Context, a *app.App, u *model.User) (string, error) {
+	if !a.Identity.HasTOTP(u) {
+		return "-", nil
+	}
+	n, err := a.Identity.RecoveryCodesLeft(ctx, u.ID)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d left", n), nil
 }
 
 // riskLevel is the user risk Conditional Access sees ("" reads as none).

@@ -107,6 +107,7 @@ func (api *API) routes() {
 	api.handle("PATCH /users/{id}", api.patchUser)
 	api.handle("POST /users/{id}/unlock", api.unlockUser)
 	api.handle("DELETE /users/{id}/totp", api.removeTOTP)
+	api.handle("POST /users/{id}/recovery-codes", api.newRecoveryCodes)
 	api.handle("DELETE /users/{id}", api.deleteUser)
 	api.handle("GET /users/{id}/sessions", api.listUserSessions)
 	api.handle("POST /users/{id}/sessions/revoke", api.revokeUserSessions)

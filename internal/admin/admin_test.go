@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -446,5 +447,95 @@ func TestRemoveTOTP(t *testing.T) {
 	wantStatus(t, bob.do(t, req{method: "DELETE", path: "/users/" + aliceID + "/totp"}), 403, "access_denied")
 	if u, _ := in.App.Store.GetUser(context.Background(), aliceID); !in.App.Identity.HasTOTP(u) {
 		t.Error("a refused call removed alice's factor")
+	}
+}
+
+// POST /users/{id}/recovery-codes gives a user with TOTP a new set of
+// one-time recovery codes through the identity service: 201 with the
+// codes, shown this once (the user object only counts them), earlier codes
+// stop working, mfa.recovery_codes_created attributed to the
+// administrator; 409 for a user without TOTP, 404 for no user, 403 for a
+// token without the admin role.
+func TestRecoveryCodes(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{})
+	ctx := context.Background()
+	alice := admin(t, in)
+	aliceID := userID(t, in, "alice")
+	dave, err := in.App.Identity.CreateUser(ctx, "test", identity.NewUser{Username: "dave",
+		Password: "a long enough passphrase", TOTPSecret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := alice.do(t, req{method: "GET", path: "/users/" + dave.ID}); r.JSON["recovery_codes_left"] != float64(0) {
+		t.Fatalf("before: %s", r.Body)
+	}
+
+	r := alice.do(t, req{method: "POST", path: "/users/" + dave.ID + "/recovery-codes"})
+	wantStatus(t, r, 201, "")
+	first := asSlice(r.JSON["recovery_codes"])
+	if r.str("user_id") != dave.ID || len(first) != identity.RecoveryCodeCount || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create: %v %s", r.Header, r.Body)
+	}
+	codes := make([]string, len(first))
+	for i, c := range first {
+		codes[i], _ = c.(string)
+		if len(codes[i]) != 11 || codes[i][5] != '-' || strings.Contains(codes[i], "REDACTED") {
+			t.Errorf("code %q", c)
+		}
+	}
+	// The user object counts them and never shows one.
+	r = alice.do(t, req{method: "GET", path: "/users/" + dave.ID})
+	if r.JSON["recovery_codes_left"] != float64(10) || strings.Contains(r.Body, codes[0]) {
+		t.Errorf("user after: %s", r.Body)
+	}
+	r = alice.do(t, req{method: "GET", path: "/users"})
+	for _, u := range r.list("users") {
+		want := float64(0)
+		if u["id"] == dave.ID {
+			want = 10
+		}
+		if u["recovery_codes_left"] != want {
+			t.Errorf("list: %v has recovery_codes_left %v, want %v", u["username"], u["recovery_codes_left"], want)
+		}
+	}
+	u, _ := in.App.Store.GetUser(ctx, dave.ID)
+	if err := in.App.Identity.CheckRecoveryCode(ctx, u, codes[0], "192.0.2.1"); err != nil {
+		t.Fatalf("a returned code: %v", err)
+	}
+	if r := alice.do(t, req{method: "GET", path: "/users/" + dave.ID}); r.JSON["recovery_codes_left"] != float64(9) {
+		t.Errorf("after a use: %s", r.Body)
+	}
+
+	// A new set: the earlier codes stop working.
+	r = alice.do(t, req{method: "POST", path: "/users/" + dave.ID + "/recovery-codes"})
+	wantStatus(t, r, 201, "")
+	if err := in.App.Identity.CheckRecoveryCode(ctx, u, codes[1], "192.0.2.1"); !errors.Is(err, identity.ErrInvalidRecoveryCode) {
+		t.Errorf("a code of the replaced set: %v", err)
+	}
+	evs := events(t, in, model.EventMFARecoveryCodesCreated)
+	if len(evs) != 2 || evs[0].UserID != dave.ID || evs[0].Actor != aliceID || evs[0].CorrelationID == "" || evs[0].Data["count"] != "10" {
+		t.Fatalf("mfa.recovery_codes_created events: %+v", evs)
+	}
+
+	// Without TOTP: 409; no user: 404.
+	bobID := userID(t, in, "bob")
+	r = alice.do(t, req{method: "POST", path: "/users/" + bobID + "/recovery-codes"})
+	wantStatus(t, r, 409, "conflict")
+	if !strings.Contains(r.str("error_description"), "TOTP") {
+		t.Errorf("without TOTP: %s", r.Body)
+	}
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/users/nobody/recovery-codes"}), 404, "not_found")
+
+	// Removing TOTP removes the codes.
+	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/users/" + dave.ID + "/totp"}), 204, "")
+	if r := alice.do(t, req{method: "GET", path: "/users/" + dave.ID}); r.JSON["recovery_codes_left"] != float64(0) {
+		t.Errorf("after TOTP removal: %s", r.Body)
+	}
+
+	// A token without the admin role is refused, and nothing is made.
+	bob := signIn(t, in, "bob", "openid ward:admin")
+	wantStatus(t, bob.do(t, req{method: "POST", path: "/users/" + aliceID + "/recovery-codes"}), 403, "access_denied")
+	if n, _ := in.App.Identity.RecoveryCodesLeft(ctx, aliceID); n != 0 {
+		t.Errorf("a refused call made %d codes", n)
 	}
 }

@@ -212,6 +212,10 @@ func (api *API) setUserRisk(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 	if err != nil {
 		return orNotFound(err, "user")
 	}
-	writeJSON(w, http.StatusOK, api.userDTO(u))
+	left, err := api.identity.RecoveryCodesLeft(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.userDTO(u, left))
 	return nil
 }

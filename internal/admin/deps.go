@@ -26,7 +26,7 @@ import (
 // nothing else: it reaches no store and no other part of the application.
 
 // Identity is the identity service: users, groups, passwords, roles,
-// risk (identity.Service).
+// risk, second factors (identity.Service).
 type Identity interface {
 	GetUser(ctx context.Context, id string) (*model.User, error)
 	ListUsers(ctx context.Context) ([]*model.User, error)
@@ -37,6 +37,9 @@ type Identity interface {
 	SetRisk(ctx context.Context, actor, userID, level, reason string) error
 	Unlock(ctx context.Context, actor, userID string) error
 	RemoveTOTP(ctx context.Context, actor, userID string) error
+	NewRecoveryCodes(ctx context.Context, actor, userID string) ([]secret.String, error)
+	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
+	RecoveryCodesLeftByUser(ctx context.Context) (map[string]int, error)
 	DeleteUser(ctx context.Context, actor, userID string) error
 	GroupsOf(ctx context.Context, userID string) ([]*model.Group, error)
 	GetGroup(ctx context.Context, id string) (*model.Group, error)

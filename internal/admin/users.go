@@ -13,7 +13,8 @@ import (
 )
 
 // userJSON is a user as the admin API shows it: no password hash, no TOTP
-// seed (only whether one is enrolled).
+// seed (only whether one is enrolled), no recovery code (only how many
+// are left).
 type userJSON struct {
 	ID           string     `json:"id"`
 	Username     string     `json:"username"`
@@ -26,6 +27,9 @@ type userJSON struct {
 	Locked       bool       `json:"locked"`
 	LockedUntil  *time.Time `json:"locked_until,omitempty"`
 	Groups       []groupRef `json:"groups,omitempty"`
+	// RecoveryCodesLeft is how many one-time recovery codes of the TOTP
+	// factor are unused.
+	RecoveryCodesLeft int `json:"recovery_codes_left"`
 	// RiskLevel is the user risk Conditional Access sees.
 	RiskLevel         string     `json:"risk_level"`
 	RiskUpdatedAt     *time.Time `json:"risk_updated_at,omitempty"`
@@ -40,10 +44,11 @@ type groupRef struct {
 	Name string `json:"name"`
 }
 
-func (api *API) userDTO(u *model.User) userJSON {
+// userDTO renders u, with left recovery codes unused.
+func (api *API) userDTO(u *model.User, left int) userJSON {
 	out := userJSON{
 		ID: u.ID, Username: u.Username, Email: u.Email, DisplayName: u.DisplayName,
-		Roles: nonNil(u.Roles), Disabled: u.Disabled, TOTPEnrolled: len(u.TOTPSecret) > 0,
+		Roles: nonNil(u.Roles), Disabled: u.Disabled, TOTPEnrolled: len(u.TOTPSecret) > 0, RecoveryCodesLeft: left,
 		FailedLogins: u.FailedLogins, CreatedAt: u.CreatedAt.UTC(), UpdatedAt: u.UpdatedAt.UTC(),
 		RiskLevel: u.RiskLevel, RiskUpdatedAt: optTime(u.RiskUpdatedAt), PasswordChangedAt: optTime(u.PasswordChangedAt),
 	}
@@ -67,7 +72,11 @@ func nonNil(s []string) []string {
 
 // userWithGroups renders a user with its groups.
 func (api *API) userWithGroups(r *http.Request, u *model.User) (userJSON, error) {
-	out := api.userDTO(u)
+	left, err := api.identity.RecoveryCodesLeft(r.Context(), u.ID)
+	if err != nil {
+		return userJSON{}, err
+	}
+	out := api.userDTO(u, left)
 	gs, err := api.identity.GroupsOf(r.Context(), u.ID)
 	if err != nil {
 		return out, err
@@ -87,9 +96,13 @@ func (api *API) listUsers(w http.ResponseWriter, r *http.Request, _ *reqCtx) err
 		return err
 	}
 	slices.SortFunc(us, func(a, b *model.User) int { return cmp.Compare(a.Username, b.Username) })
+	left, err := api.identity.RecoveryCodesLeftByUser(r.Context())
+	if err != nil {
+		return err
+	}
 	out := make([]userJSON, 0, len(us))
 	for _, u := range us {
-		out = append(out, api.userDTO(u))
+		out = append(out, api.userDTO(u, left[u.ID]))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil
@@ -117,7 +130,7 @@ func (api *API) createUser(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 		return err
 	}
 	w.Header().Set("Location", Prefix+"/users/"+u.ID)
-	writeJSON(w, http.StatusCreated, api.userDTO(u))
+	writeJSON(w, http.StatusCreated, api.userDTO(u, 0))
 	return nil
 }
 
@@ -227,6 +240,32 @@ func (api *API) removeTOTP(w http.ResponseWriter, r *http.Request, rc *reqCtx) e
 		return orNotFound(err, "user")
 	}
 	return noContent(w)
+}
+
+// recoveryCodesJSON answers POST /users/{id}/recovery-codes: the only
+// time the codes are shown.
+type recoveryCodesJSON struct {
+	UserID        string   `json:"user_id"`
+	RecoveryCodes []string `json:"recovery_codes"`
+}
+
+// POST /users/{id}/recovery-codes gives a user with TOTP a new set of
+// one-time recovery codes, replacing any earlier set
+// (mfa.recovery_codes_created); 409 for a user without TOTP.
+func (api *API) newRecoveryCodes(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	id := r.PathValue("id")
+	codes, err := api.identity.NewRecoveryCodes(r.Context(), rc.actor(), id)
+	if errors.Is(err, identity.ErrNoTOTP) {
+		return conflict("the user has no TOTP second factor: recovery codes stand in for a lost authenticator, so enrol one first")
+	} else if err != nil {
+		return orNotFound(err, "user")
+	}
+	out := recoveryCodesJSON{UserID: id, RecoveryCodes: make([]string, len(codes))}
+	for i, c := range codes {
+		out.RecoveryCodes[i] = c.Reveal()
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
 }
 
 // DELETE /users/{id}

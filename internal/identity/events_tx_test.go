@@ -124,9 +124,10 @@ func TestEventCommitsWithChange(t *testing.T) {
 	}
 }
 
-// TestRemoveTOTP: the seed is removed and mfa.removed committed in one
-// transaction (a refused event leaves the factor in place); removing a
-// factor the user does not have is ErrNoTOTP and records nothing.
+// TestRemoveTOTP: the seed and the recovery codes are removed and
+// mfa.removed committed in one transaction (a refused event leaves the
+// factor and its codes in place); removing a factor the user does not
+// have is ErrNoTOTP and records nothing.
 func TestRemoveTOTP(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -152,6 +153,11 @@ func TestRemoveTOTP(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	codes, err := svc.NewRecoveryCodes(ctx, "admin", u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	db, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +173,9 @@ func TestRemoveTOTP(t *testing.T) {
 	if got, _ := st.GetUser(ctx, u.ID); !svc.HasTOTP(got) {
 		t.Fatal("the factor was removed although its event was refused")
 	}
+	if n, err := svc.RecoveryCodesLeft(ctx, u.ID); err != nil || n != identity.RecoveryCodeCount {
+		t.Fatalf("recovery codes after a refused removal: %d, %v", n, err)
+	}
 	if _, err := db.Exec(`DROP TRIGGER refuse`); err != nil {
 		t.Fatal(err)
 	}
@@ -179,9 +188,16 @@ func TestRemoveTOTP(t *testing.T) {
 	if svc.HasTOTP(got) || len(got.TOTPSecret) != 0 {
 		t.Fatal("the factor is still there")
 	}
-	// A code is no longer accepted: the user has no factor.
+	// A code is no longer accepted: the user has no factor, and no
+	// recovery codes either.
 	if err := svc.CheckTOTP(ctx, got, "123456", "192.0.2.9"); identity.Reason(err) != identity.ReasonNoTOTP {
 		t.Errorf("CheckTOTP after removal: %v (%s)", err, identity.Reason(err))
+	}
+	if n, err := svc.RecoveryCodesLeft(ctx, u.ID); err != nil || n != 0 {
+		t.Errorf("recovery codes after removal: %d, %v; want none", n, err)
+	}
+	if err := svc.CheckRecoveryCode(ctx, got, codes[0].Reveal(), "192.0.2.9"); identity.Reason(err) != identity.ReasonNoTOTP {
+		t.Errorf("CheckRecoveryCode after removal: %v (%s)", err, identity.Reason(err))
 	}
 	evs, err := st.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventMFARemoved}})
 	if err != nil || len(evs) != 1 {

@@ -4,7 +4,7 @@
 //
 // The Service decides and the store persists; every change is published on
 // the bus as a domain event (user.created, user.locked, mfa.enrolled, ...).
-// Sign-in checks (CheckPassword, CheckTOTP) publish no sign-in events
+// Sign-in checks (CheckPassword, CheckTOTP, CheckRecoveryCode) publish no sign-in events
 // themselves: the sign-in flow does that, using Reason and FailedUserID to
 // record why an attempt failed while the user sees only ErrInvalidCredentials,
 // ErrLocked, ErrThrottled or ErrInvalidTOTP.
@@ -35,6 +35,10 @@
 //   - TOTP seeds are stored AES-GCM encrypted under the KEK, bound to the
 //     user id; a code is accepted once only (Store.RecordJTI), across
 //     instances.
+//   - Recovery codes (NewRecoveryCodes, CheckRecoveryCode) stand in for a
+//     lost authenticator: one-time, 50 random bits each, stored only as an
+//     HMAC under a KEK-derived key, counted against the lockout like TOTP
+//     codes, and deleted with the TOTP factor.
 package identity
 
 import (
@@ -121,6 +125,7 @@ type Service struct {
 	rule      store.Lockout
 	minPwLen  int
 	names     *secret.Hasher // keys of unknown names in the store
+	recovery  *secret.Hasher // stored form of recovery codes (nil without a KEK)
 	ipLimiter *ratelimit.Limiter
 	global    *ratelimit.Limiter
 	v4Bits    int
@@ -189,6 +194,13 @@ func New(o Options) *Service {
 	if o.KEK != nil {
 		nameKey = o.KEK.Derive("signin-name")
 	}
+	// Recovery codes are keyed like the other high-entropy secrets, under
+	// a key of their own derived from the KEK; without one there are none
+	// (they stand in for TOTP, which needs the KEK too).
+	var recovery *secret.Hasher
+	if o.KEK != nil {
+		recovery = secret.NewHasher(o.KEK.Derive("recovery-code"))
+	}
 	return &Service{
 		store:     o.Store,
 		events:    bus.NewEmitter(o.Bus, o.Now),
@@ -202,6 +214,7 @@ func New(o Options) *Service {
 		rule:      store.Lockout{MaxFailures: o.MaxFailures, LockFor: o.LockoutDuration, Window: o.FailureWindow},
 		minPwLen:  o.MinPasswordLength,
 		names:     secret.NewHasher(nameKey),
+		recovery:  recovery,
 		ipLimiter: ratelimit.PerMinute(o.IPFailuresPerMinute, defaultMaxIPTracked),
 		global:    ratelimit.PerMinute(o.GlobalFailuresPerMinute, 1),
 		v4Bits:    o.IPv4Prefix,
@@ -278,7 +291,7 @@ const (
 	ReasonOverloaded         = "overloaded"       // too many attempts wait for a hash slot
 	ReasonInvalidTOTP        = "invalid_totp"
 	ReasonTOTPReplay         = "totp_replay" // a correct code presented a second time
-	ReasonNoTOTP             = "no_totp"     // CheckTOTP on a user without TOTP
+	ReasonNoTOTP             = "no_totp"     // CheckTOTP or CheckRecoveryCode on a user without TOTP
 	ReasonWeakPassword       = "weak_password"
 	ReasonInvalidUsername    = "invalid_username"
 	ReasonInvalidInput       = "invalid_input"
@@ -323,6 +336,8 @@ func Reason(err error) string {
 		return ReasonThrottled
 	case errors.Is(err, ErrInvalidTOTP):
 		return ReasonInvalidTOTP
+	case errors.Is(err, ErrInvalidRecoveryCode):
+		return ReasonInvalidRecoveryCode
 	case errors.Is(err, ErrWeakPassword):
 		return ReasonWeakPassword
 	case errors.Is(err, ErrInvalidUsername):
@@ -340,7 +355,7 @@ func Reason(err error) string {
 }
 
 // FailedUserID returns the id of the existing account a failed
-// CheckPassword or CheckTOTP concerned, for the audit event's UserID; ""
+// CheckPassword, CheckTOTP or CheckRecoveryCode concerned, for the audit event's UserID; ""
 // when the username was unknown or err did not come from those checks.
 // Never show it to the user.
 func FailedUserID(err error) string {

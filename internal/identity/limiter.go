@@ -64,7 +64,8 @@ func (s *Service) admit(ip string) (string, error) {
 // guesses only (a refusal of a locked account costs nothing, and
 // counting it would let anyone spend everybody's budget cheaply).
 // Successes, internal errors, cancellations, an instance too busy to
-// verify and CheckTOTP on a user without TOTP count nowhere.
+// verify and CheckTOTP or CheckRecoveryCode on a user without TOTP count
+// nowhere.
 func (s *Service) settle(key string, err error) {
 	now := s.now()
 	ae, failed := errors.AsType[*authError](err)
@@ -72,7 +73,7 @@ func (s *Service) settle(key string, err error) {
 	case !failed, ae.reason == ReasonNoTOTP, ae.reason == ReasonOverloaded:
 		s.ipLimiter.Refund(key, now)
 		s.global.Refund(globalKey, now)
-	case ae.reason == ReasonLocked, ae.reason == ReasonTOTPReplay:
+	case ae.reason == ReasonLocked, ae.reason == ReasonTOTPReplay, ae.reason == ReasonRecoveryCodeReplay:
 		s.global.Refund(globalKey, now)
 	}
 }

@@ -136,7 +136,9 @@ func (s *Service) useTOTPStep(ctx context.Context, userID string, step uint64) e
 // EnrollTOTP verifies code against secretBase32 (so the user proves the
 // app holds it) and stores the seed encrypted under the KEK, bound to the
 // user id. The verifying code is consumed: it cannot be used to sign in.
-// A previous TOTP enrolment is replaced. It publishes mfa.enrolled.
+// A previous TOTP enrolment is replaced (the user's recovery codes, if
+// any, stay valid: they back up the account's TOTP factor, not one
+// seed). It publishes mfa.enrolled.
 func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, code string) error {
 	seed, err := decodeTOTPSecret(secretBase32)
 	if err != nil {
@@ -176,8 +178,10 @@ func (s *Service) EnrollTOTP(ctx context.Context, actor, userID, secretBase32, c
 var ErrNoTOTP = errors.New("the user has no TOTP second factor")
 
 // RemoveTOTP removes a user's TOTP second factor (the encrypted seed), for
-// example when the authenticator is lost; the user may enrol again. It
-// publishes mfa.removed (Data: method), committed with the change. The
+// example when the authenticator is lost; the user may enrol again. The
+// user's recovery codes belong to this factor and are deleted with it, in
+// the same transaction (a new enrolment needs new codes). It publishes
+// mfa.removed (Data: method), committed with the change. The
 // user's sessions are left as they are: a session signed in with the
 // factor stays valid until it ends or is revoked (revoke them as well when
 // the factor may be in someone else's hands). ErrNoTOTP when there is

@@ -53,6 +53,18 @@ const EventKEKRotated EventType = "kek.rotated"
 // EventMFARemoved: a second factor was removed (Data: method).
 const EventMFARemoved EventType = "mfa.removed"
 
+// Recovery codes of the TOTP second factor.
+const (
+	// EventMFARecoveryCodesCreated: a user was given a new set of
+	// one-time recovery codes, which replaced any earlier set (Data:
+	// count).
+	EventMFARecoveryCodesCreated EventType = "mfa.recovery_codes_created"
+	// EventMFARecoveryCodeUsed: a user signed in with a recovery code
+	// instead of a TOTP code, so the authenticator may be lost (Data:
+	// codes_left).
+	EventMFARecoveryCodeUsed EventType = "mfa.recovery_code_used"
+)
+
 // EventUserSessionsRevoked: an administrator revoked all sessions of a
 // user. It is published once, after the session.revoked of each session
 // (which carry Data["all_sessions"]="true"); Data: sessions_revoked.
@@ -141,6 +153,9 @@ var EventCodes = map[EventType]string{
 	EventKeyRetired:            "W6002I",
 	EventKEKRotated:            "W6003W",
 	EventAdminAccessDenied:     "W7000W",
+
+	EventMFARecoveryCodesCreated: "W1004I",
+	EventMFARecoveryCodeUsed:     "W1005W",
 
 	EventAccessPolicyChanged: "W9000I",
 	EventUserRiskChanged:     "W9001W",

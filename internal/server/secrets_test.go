@@ -104,8 +104,8 @@ func scan(t *testing.T, secrets []string, texts map[string][]byte) {
 
 // secretFlows runs full flows (code + DPoP, refresh, reuse, code reuse,
 // client credentials, introspection, failed client and user
-// authentication, revocation) and returns every secret that was issued or
-// presented.
+// authentication, recovery codes, revocation) and returns every secret
+// that was issued or presented.
 func secretFlows(t *testing.T, in *wardtest.Instance) []string {
 	s := newSigner(t)
 	var secrets []string
@@ -144,6 +144,21 @@ func secretFlows(t *testing.T, in *wardtest.Instance) []string {
 	add("bob-wrong-password-typed")
 	do(t, in, call{path: "/revoke", basic: [2]string{"web", wardtest.WebSecret}, form: url.Values{"token": {"some-refresh-token-guess-xyz"}}})
 	add("some-refresh-token-guess-xyz")
+	// Recovery codes: a set made for alice (as shown, and as stored
+	// before hashing), one used on the pages, a wrong one typed.
+	codes := recoveryCodes(t, in)
+	for _, c := range codes {
+		add(c, strings.ReplaceAll(c, "-", ""))
+	}
+	rb := in.Browser()
+	mfa, _ := mfaPage(t, in, rb)
+	if a := recoveryAnswer(useRecoveryCode(rb, in, mfa, codes[0])); a != "signed in" {
+		t.Fatalf("recovery code: %s", a)
+	}
+	rb = in.Browser()
+	mfa, _ = mfaPage(t, in, rb)
+	useRecoveryCode(rb, in, mfa, "wrong-recovery-typed")
+	add("wrong-recovery-typed")
 	// Shared Signals: a receiver's credentials and push authorization header.
 	add(ssfSecretFlow(t, in)...)
 

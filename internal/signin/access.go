@@ -287,7 +287,7 @@ func (h *Handler) handleLoginPassword(w http.ResponseWriter, r *http.Request) {
 	if slices.Contains(st.AMR, "otp") {
 		acr = authz.ACRMFA
 	}
-	h.completeSignIn(w, r, st.In, c, u, st.AMR, acr)
+	h.completeSignIn(w, r, st.In, c, u, st.AMR, acr, nil)
 }
 
 // claimsStepUp answers a claims acr request the signed-in user's session

@@ -106,7 +106,7 @@ func (h *Handler) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_ = h.c.Store.TouchSession(ctx, sess.ID, h.c.Now())
-		h.renderDeviceConfirm(w, r, dr, c, sess, u, false)
+		h.renderDeviceConfirm(w, r, dr, c, sess, u, false, "")
 		return
 	}
 	h.renderLogin(w, r, &interaction{Device: dr}, c, "", "", http.StatusOK)
@@ -150,8 +150,8 @@ func deviceCodeOpen(dc *model.DeviceCode, now time.Time) bool {
 // renderDeviceConfirm asks the signed-in user to approve or deny the
 // device's request, naming the client and the scopes (RFC 8628 §5.4).
 // Conditional Access allowed the approval already (fresh: right after a
-// sign-in).
-func (h *Handler) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, sess *model.Session, u *model.User, fresh bool) {
+// sign-in). notice, when set, is shown above the decision.
+func (h *Handler) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, sess *model.Session, u *model.User, fresh bool, notice string) {
 	ctx := r.Context()
 	corr := correlationID(r)
 	dc, err := h.c.Store.GetDeviceCode(ctx, dr.Hash)
@@ -186,7 +186,7 @@ func (h *Handler) renderDeviceConfirm(w http.ResponseWriter, r *http.Request, dr
 	}
 	h.c.Pages.Render(w, http.StatusOK, "device_confirm.html", web.DeviceConfirmData{
 		ClientName: c.Name, UserCode: authz.FormatUserCode(dc.UserCode), Scopes: strings.Fields(dc.Scope),
-		Username: u.Username, CSRF: csrf, State: blob, Action: PathDeviceConfirm,
+		Username: u.Username, CSRF: csrf, State: blob, Action: PathDeviceConfirm, Notice: notice,
 	})
 }
 

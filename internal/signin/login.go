@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
 		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: &in}, c, csrf, "", http.StatusOK)
 		return
 	}
-	h.completeSignIn(w, r, &in, c, u, []string{"pwd"}, authz.ACRPassword)
+	h.completeSignIn(w, r, &in, c, u, []string{"pwd"}, authz.ACRPassword, nil)
 }
 
 // throttledMessage words a refusal by a sign-in budget: the network's,
@@ -71,14 +72,23 @@ func throttledMessage(err error) string {
 }
 
 func (h *Handler) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf, msg string, status int) {
+	h.renderMFAPage(w, r, st, c, csrf, msg, status, false)
+}
+
+// renderMFAPage renders the second-factor page; recovery opens its
+// recovery-code form.
+func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf, msg string, status int, recovery bool) {
 	blob, err := h.browser.Seal("mfa", 5*time.Minute, csrf, st)
 	if err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
-	h.c.Pages.Render(w, status, "mfa.html", web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA}, st.In.formOrigin())
+	h.c.Pages.Render(w, status, "mfa.html", web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA, Recovery: recovery}, st.In.formOrigin())
 }
 
+// handleLoginMFA takes the second factor: a TOTP code (field otp), or a
+// recovery code (field recovery, the page's second form) from a user who
+// lost the authenticator.
 func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := h.info(r)
@@ -90,6 +100,10 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	u, err := h.c.Store.GetUser(ctx, st.UserID)
 	if err != nil || u.Disabled {
 		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
+		return
+	}
+	if _, recovery := r.PostForm["recovery"]; recovery {
+		h.loginRecoveryCode(w, r, &st, c, csrf, u)
 		return
 	}
 	if err := h.c.Identity.CheckTOTP(ctx, u, strings.TrimSpace(r.PostFormValue("otp")), ri.IP); err != nil {
@@ -107,13 +121,74 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		h.renderMFA(w, r, &st, c, csrf, msg, http.StatusUnauthorized)
 		return
 	}
-	h.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, authz.ACRMFA)
+	h.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, authz.ACRMFA, nil)
+}
+
+// amrRecoveryCode is what a sign-in with a recovery code records: a
+// one-time code (RFC 8176 "otp") as the second factor, like TOTP, so it
+// meets the same multi-factor requirements (docs/protocol.md).
+var amrRecoveryCode = []string{"pwd", "otp", "mfa"}
+
+// recoveryUse is a sign-in's second factor when it was a recovery code.
+type recoveryUse struct {
+	left int // codes left after it (-1: unknown)
+}
+
+// notice tells the user who signed in with a recovery code where they
+// stand.
+func (rc *recoveryUse) notice() string {
+	switch {
+	case rc == nil:
+		return ""
+	case rc.left == 0:
+		return "You signed in with your last recovery code. Ask your administrator for new codes and to set up your authenticator again."
+	case rc.left == 1:
+		return "You signed in with a recovery code; you have 1 left. If you lost your authenticator, ask your administrator to set up a new one."
+	case rc.left > 1:
+		return "You signed in with a recovery code; you have " + strconv.Itoa(rc.left) + " left. If you lost your authenticator, ask your administrator to set up a new one."
+	}
+	return "You signed in with a recovery code. If you lost your authenticator, ask your administrator to set up a new one."
+}
+
+// loginRecoveryCode takes a recovery code in place of the TOTP code. The
+// answers say which case it is: a wrong code, a code used before (each
+// works once), or too many attempts.
+func (h *Handler) loginRecoveryCode(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf string, u *model.User) {
+	ctx := r.Context()
+	ri := h.info(r)
+	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
+		ev := ri.Event(model.EventSignInFailed)
+		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
+		ev.Data = map[string]string{"stage": "recovery_code"}
+		_ = h.events.Emit(ctx, ev)
+		msg := "That recovery code is not valid. Check it and try again."
+		switch {
+		case errors.Is(err, identity.ErrRecoveryCodeUsed):
+			msg = "That recovery code was already used. Each code works once: enter another one."
+		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
+			msg = "Too many failed attempts. Try again later."
+		case !errors.Is(err, identity.ErrInvalidRecoveryCode):
+			h.c.Log.ErrorContext(ctx, "check recovery code", "correlation_id", ri.CorrID, "err", err)
+			msg = "Sign-in failed. Try again."
+		}
+		h.renderMFAPage(w, r, st, c, csrf, msg, http.StatusUnauthorized, true)
+		return
+	}
+	rc := &recoveryUse{left: -1}
+	if n, err := h.c.Identity.RecoveryCodesLeft(ctx, u.ID); err == nil {
+		rc.left = n
+	} else {
+		h.c.Log.ErrorContext(ctx, "count recovery codes", "correlation_id", ri.CorrID, "err", err)
+	}
+	h.completeSignIn(w, r, st.In, c, u, amrRecoveryCode, authz.ACRMFA, rc)
 }
 
 // completeSignIn creates the SSO session, records the sign-in and
 // continues the interaction: it issues the code of an authorization
-// request, or asks the user to confirm a device's request.
-func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, u *model.User, amr []string, acr string) {
+// request, or asks the user to confirm a device's request. rc is set
+// when the second factor was a recovery code: the sign-in event says so,
+// and a device confirmation tells the user how many codes are left.
+func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, u *model.User, amr []string, acr string, rc *recoveryUse) {
 	ctx := r.Context()
 	ri := h.info(r)
 	now := h.c.Now()
@@ -136,14 +211,21 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return
 	}
-	if err := h.events.Emit(ctx, h.signInEvent(ctx, ri, in, c, u, sess, ca)); err != nil {
+	ev := h.signInEvent(ctx, ri, in, c, u, sess, ca)
+	if rc != nil {
+		ev.Data["method"] = "recovery_code"
+		if rc.left >= 0 {
+			ev.Data["recovery_codes_left"] = strconv.Itoa(rc.left)
+		}
+	}
+	if err := h.events.Emit(ctx, ev); err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return
 	}
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
 	h.offerDBSC(w, sess.ID)
 	if in.Device != nil {
-		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true)
+		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true, rc.notice())
 		return
 	}
 	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)

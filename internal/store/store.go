@@ -257,6 +257,40 @@ type Store interface {
 	ReserveUnknownSignIn(ctx context.Context, key []byte, now time.Time, rule Lockout) (*SignInReservation, error)
 	ReleaseUnknownSignIn(ctx context.Context, key []byte, r *SignInReservation) error
 
+	// Recovery codes: one-time codes a user signs in with instead of a
+	// TOTP code (the authenticator is lost). Only keyed hashes are
+	// stored. They belong to the TOTP second factor: an UpdateUser that
+	// leaves a user with TOTP without one deletes the user's codes in
+	// its transaction, and deleting the user deletes them too. A used
+	// code keeps its row (so that presenting it again is told apart
+	// from a wrong code) until the set is replaced or deleted.
+	//
+	// ReplaceRecoveryCodes replaces the user's codes with hashes
+	// (unused, created at `at`) in one transaction that first locks the
+	// user's row and passes the user to check: an error from check
+	// changes nothing and is returned (ErrNotFound when the user does
+	// not exist). It commits ctx's pending events (WithEvent).
+	ReplaceRecoveryCodes(ctx context.Context, userID string, hashes [][]byte, at time.Time, check func(*model.User) error) error
+	// UseRecoveryCode marks the user's unused code with this hash used
+	// at `at`, in one transaction that locks the user's row first; fn
+	// then gets the user and how many unused codes are left, and may
+	// change the user (saved in the same transaction, as UpdateUser
+	// does). An error from fn rolls everything back (the code stays
+	// unused) and is returned. It commits ctx's pending events
+	// (WithEvent). ErrNotFound: no such user or no such code;
+	// ErrAlreadyUsed: the code was used before (nothing changes). Of
+	// concurrent calls with one code, on any number of instances,
+	// exactly one succeeds.
+	UseRecoveryCode(ctx context.Context, userID string, hash []byte, at time.Time, fn func(u *model.User, left int) error) (*model.User, error)
+	// RecoveryCodesLeft counts the user's unused codes (0 for a user
+	// that has none or does not exist). RecoveryCodesLeftByUser does it
+	// for every user that has unused codes, in one read.
+	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
+	RecoveryCodesLeftByUser(ctx context.Context) (map[string]int, error)
+	// DeleteRecoveryCodes deletes all of the user's codes, used or not,
+	// and returns how many there were.
+	DeleteRecoveryCodes(ctx context.Context, userID string) (int, error)
+
 	// PurgeExpired deletes expired codes, PAR requests, JTIs, refresh tokens,
 	// sessions past their absolute lifetime and the sign-in failures of
 	// unknown names that no longer count.
@@ -402,7 +436,8 @@ type Sealed struct {
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
-// CreatePolicyVersion and ResealAll: the first of them made with the context takes
+// CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode and
+// ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method
 // ignores them.

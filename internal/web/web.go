@@ -77,13 +77,16 @@ type LoginData struct {
 	Action     string
 }
 
-// MFAData fills the second-factor page.
+// MFAData fills the second-factor page: a TOTP code, or a recovery code
+// in a second form (both post to Action with the same state).
 type MFAData struct {
 	ClientName string
 	Error      string
 	CSRF       string
 	State      string
 	Action     string
+	// Recovery opens the recovery-code form (its attempt failed).
+	Recovery bool
 }
 
 // PasswordChangeData fills the page where a user replaces a password
@@ -139,6 +142,9 @@ type DeviceConfirmData struct {
 	CSRF       string
 	State      string // signed interaction state
 	Action     string
+	// Notice is shown above the decision (for example how many recovery
+	// codes are left after a sign-in with one).
+	Notice string
 }
 
 // DeviceDoneData fills the result page of a device approval.

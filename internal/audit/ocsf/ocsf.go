@@ -147,6 +147,9 @@ var mappings = map[model.EventType]mapping{
 	model.EventMFARemoved:      {class: ClassAccountChange, activity: acctMFADisable},
 	model.EventUserRiskChanged: {class: ClassAccountChange, activity: activityOther, other: "Risk Level Change"},
 
+	model.EventMFARecoveryCodesCreated: {class: ClassAccountChange, activity: activityOther, other: "Recovery Codes Created"},
+	model.EventMFARecoveryCodeUsed:     {class: ClassAccountChange, activity: activityOther, other: "Recovery Code Used"},
+
 	model.EventGroupCreated:            {class: ClassAPIActivity, activity: apiCreate, resource: "group"},
 	model.EventGroupUpdated:            {class: ClassAPIActivity, activity: apiUpdate, resource: "group"},
 	model.EventGroupDeleted:            {class: ClassAPIActivity, activity: apiDelete, resource: "group"},

@@ -154,6 +154,8 @@ func TestMappingsChooseActivities(t *testing.T) {
 		{withActor(sparse(model.EventPasswordChanged, 1), "admin", "u1"), 300104, 0, "admin"},
 		{sparse(model.EventMFAEnrolled, 1), 300110, 0, ""},
 		{sparse(model.EventMFARemoved, 1), 300111, 0, ""},
+		{sparse(model.EventMFARecoveryCodesCreated, 1), 300199, 0, ""},
+		{sparse(model.EventMFARecoveryCodeUsed, 1), 300199, 0, ""},
 		{sparse(model.EventClientCreated, 1), 600301, 0, ""},
 		{sparse(model.EventClientDeleted, 1), 600304, 0, ""},
 		{sparse(model.EventCodeReuseDetected, 1), 200401, 1, ""},

@@ -54,6 +54,9 @@ func TestQueryPlans(t *testing.T) {
 		// Sign-in failures of unknown names: one row per attempt, purged by expiry.
 		{`SELECT * FROM signin_failures WHERE name_hash = $1`, "USING PRIMARY KEY"},
 		{`DELETE FROM signin_failures WHERE expires_at <= $1`, "USING INDEX signin_failures_expires"},
+		// Recovery codes: one user's, by the primary key's prefix.
+		{`UPDATE recovery_codes SET used_at = 1 WHERE user_id = $1 AND code_hash = $2 AND used_at = 0`, "USING PRIMARY KEY (user_id=? AND code_hash=?)"},
+		{`SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at = 0`, "USING PRIMARY KEY (user_id=?)"},
 	}
 	for _, tc := range tests {
 		rs, err := s.db.r.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+tc.query, "a", "b")

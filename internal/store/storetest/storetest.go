@@ -97,6 +97,8 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"SSFLeases", testSSFLeases},
 		{"ResealAll", testResealAll},
 		{"ExportCursors", testExportCursors},
+		{"RecoveryCodes", testRecoveryCodes},
+		{"RecoveryCodeConcurrent", testRecoveryCodeConcurrent},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.

@@ -90,27 +90,27 @@ func (s *Store) ListUsers(ctx context.Context) ([]*model.User, error) {
 
 // UpdateUser applies fn to the stored user and saves the result in one
 // transaction, together with ctx's pending event (store.WithEvent). The
-// id cannot change.
+// id cannot change. An update that removes the user's TOTP secret deletes
+// the user's recovery codes in the same transaction: they belong to that
+// second factor.
 func (s *Store) UpdateUser(ctx context.Context, id string, fn func(*model.User) error) (*model.User, error) {
 	var out *model.User
 	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
-		u, err := scanUser(q.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`+s.d.ForUpdate, id))
+		u, err := s.lockUser(ctx, q, id)
 		if err != nil {
-			return nil, s.getErr("user", err)
+			return nil, err
 		}
+		hadTOTP := len(u.TOTPSecret) > 0
 		if err := fn(u); err != nil {
 			return nil, err
 		}
-		u.ID = id
-		_, err = q.Exec(ctx, `UPDATE users SET username = $2, email = $3, display_name = $4,
-			password_hash = $5, totp_secret = $6, roles = $7, disabled = $8, failed_logins = $9,
-			locked_until = $10, created_at = $11, updated_at = $12, risk_level = $13, risk_updated_at = $14,
-			password_changed_at = $15 WHERE id = $1`, userArgs(u)...)
-		if err != nil {
-			if s.d.IsUniqueViolation(err) {
-				return nil, alreadyExists("username")
+		if err := s.saveUser(ctx, q, id, u); err != nil {
+			return nil, err
+		}
+		if hadTOTP && len(u.TOTPSecret) == 0 {
+			if _, err := q.Exec(ctx, `DELETE FROM recovery_codes WHERE user_id = $1`, id); err != nil {
+				return nil, wrap("delete recovery codes", err)
 			}
-			return nil, wrap("update user", err)
 		}
 		out = u
 		return nil, nil
@@ -121,11 +121,41 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(*model.User) 
 	return out, nil
 }
 
-// DeleteUser deletes a user and its group memberships, together with
-// ctx's pending event (store.WithEvent). Sessions are left to the caller,
-// which revokes them (and reports the revocation) first.
+// lockUser reads a user for a read-modify-write transaction (locking the
+// row where the backend needs it).
+func (s *Store) lockUser(ctx context.Context, q Querier, id string) (*model.User, error) {
+	u, err := scanUser(q.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`+s.d.ForUpdate, id))
+	if err != nil {
+		return nil, s.getErr("user", err)
+	}
+	return u, nil
+}
+
+// saveUser writes u over the user id (the id cannot change).
+func (s *Store) saveUser(ctx context.Context, q Querier, id string, u *model.User) error {
+	u.ID = id
+	_, err := q.Exec(ctx, `UPDATE users SET username = $2, email = $3, display_name = $4,
+		password_hash = $5, totp_secret = $6, roles = $7, disabled = $8, failed_logins = $9,
+		locked_until = $10, created_at = $11, updated_at = $12, risk_level = $13, risk_updated_at = $14,
+		password_changed_at = $15 WHERE id = $1`, userArgs(u)...)
+	if err != nil {
+		if s.d.IsUniqueViolation(err) {
+			return alreadyExists("username")
+		}
+		return wrap("update user", err)
+	}
+	return nil
+}
+
+// DeleteUser deletes a user, its group memberships and its recovery
+// codes, together with ctx's pending event (store.WithEvent). Sessions
+// are left to the caller, which revokes them (and reports the
+// revocation) first.
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
 	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		if _, err := q.Exec(ctx, `DELETE FROM recovery_codes WHERE user_id = $1`, id); err != nil {
+			return nil, wrap("delete recovery codes", err)
+		}
 		n, err := q.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
 		if err := deleted("user", n, err); err != nil {
 			return nil, err
