@@ -129,7 +129,9 @@ var rules = map[string]rule{
 	// The one owner of session revocation: every revocation commits with
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).
-	"internal/session": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
+	// The session service records refresh-token reuse as attributed
+	// activity (internal/activity's Data keys and proof statuses).
+	"internal/session": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -150,9 +152,11 @@ var rules = map[string]rule{
 	// neither imports the other, and the sign-in never reaches the
 	// grants. What they share are the leaves below, which depend on no
 	// handler and no service.
-	"internal/oauth": {imports: []string{"dpop", "httpauth", "internal/access", "internal/bus", "internal/clients", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/grant", "internal/oauth/oautherr", "internal/oauth/origin", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "rs"},
+	// oauth and grant record attributed activity: the Data keys and proof
+	// statuses of internal/activity (a leaf over model).
+	"internal/oauth": {imports: []string{"dpop", "httpauth", "internal/access", "internal/activity", "internal/bus", "internal/clients", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/grant", "internal/oauth/oautherr", "internal/oauth/origin", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "rs"},
 		never: join(notHandler, []string{"internal/signin"})},
-	"internal/oauth/grant": {imports: []string{"dpop", "internal/access", "internal/bus", "internal/model", "internal/oauth/authz", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
+	"internal/oauth/grant": {imports: []string{"dpop", "internal/access", "internal/activity", "internal/bus", "internal/model", "internal/oauth/authz", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
 		never: join(notHandler, []string{"internal/oauth", "internal/signin", "internal/web"}), noStdImports: []string{"net/http"}},
 	"internal/signin": {imports: []string{"internal/access", "internal/bus", "internal/identity", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/web", "jsonobj", "jws"},
 		never: join(notHandler, []string{"internal/oauth", "internal/oauth/grant"})},
