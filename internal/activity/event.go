@@ -73,6 +73,8 @@ func eventKind(e *model.Event) (Kind, bool) {
 	switch e.Type {
 	case model.EventSignInSucceeded, model.EventSignInFailed:
 		return KindSignIn, true
+	case model.EventSSOSignIn:
+		return KindSSOSignIn, true
 	case model.EventTokenRefreshed, model.EventRefreshReuseDetected:
 		return KindRefresh, true
 	case model.EventTokenIssued, model.EventCodeReuseDetected:

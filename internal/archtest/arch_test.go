@@ -158,7 +158,8 @@ var rules = map[string]rule{
 		never: join(notHandler, []string{"internal/signin"})},
 	"internal/oauth/grant": {imports: []string{"dpop", "internal/access", "internal/activity", "internal/bus", "internal/model", "internal/oauth/authz", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
 		never: join(notHandler, []string{"internal/oauth", "internal/signin", "internal/web"}), noStdImports: []string{"net/http"}},
-	"internal/signin": {imports: []string{"internal/access", "internal/bus", "internal/identity", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/web", "jsonobj", "jws"},
+	// The sign-in gives its risk assessor the activity of the attempt.
+	"internal/signin": {imports: []string{"internal/access", "internal/activity", "internal/bus", "internal/identity", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/web", "jsonobj", "jws"},
 		never: join(notHandler, []string{"internal/oauth", "internal/oauth/grant"})},
 	// The authorization server's leaves: the protocol error; the values of
 	// an authorization (request, claims parameter, acr, user codes); the
@@ -190,7 +191,8 @@ var rules = map[string]rule{
 
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
-	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
+	// app: the sign-in risk hook takes the attempt's activity record.
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},

@@ -45,6 +45,15 @@ const (
 	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
+// EventSSOSignIn: /authorize (or a device approval) reused the SSO
+// session of the browser's cookie instead of asking for credentials: a
+// sign-in without a password, evaluated by Conditional Access with this
+// request's address, device and sign-in risk. Outcome failure when it was
+// blocked or sent to a step-up (Reason: ca_block, ca_mfa_required, ...).
+// Data: amr, acr, proof, bound_jkt (the session's DBSC key), jkt (the
+// client's dpop_jkt), session_binding, sign_in_risk, the CA decision.
+const EventSSOSignIn EventType = "signin.sso"
+
 // EventKEKRotated: every value sealed under the key-encryption key was
 // re-sealed under a new one (Data: signing_keys, totp_seeds,
 // ssf_authorization_headers: how many of each).
@@ -109,6 +118,7 @@ var EventCodes = map[EventType]string{
 	EventSignInFailed:          "W1001W",
 	EventMFAEnrolled:           "W1002I",
 	EventMFARemoved:            "W1003W",
+	EventSSOSignIn:             "W1004I",
 	EventTokenIssued:           "W2000I",
 	EventTokenRefreshed:        "W2001I",
 	EventTokenRevoked:          "W2002I",
