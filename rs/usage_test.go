@@ -202,11 +202,11 @@ func TestUsageFromValidator(t *testing.T) {
 		f.serve(r)
 	}
 	tok := f.token()
-	send(f.dpopRequest(tok))                                                                  // allowed
+	send(f.dpopRequest(tok)) // allowed
 	thief := newClient(t)
 	send(request("GET", resURL, "DPoP "+tok, thief.proof("GET", resURL, tok, "", t0))) // stolen token, thief's key
-	send(request("GET", resURL, "DPoP "+tok+"x", ""))                                         // forged: no claims reported
-	send(request("GET", resURL, "", ""))                                                      // no token: not reported
+	send(request("GET", resURL, "DPoP "+tok+"x", ""))                                  // forged: no claims reported
+	send(request("GET", resURL, "", ""))                                               // no token: not reported
 	waitFor(t, "3 records", func() bool { n, _, _ := sink.records(); return n == 3 })
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
