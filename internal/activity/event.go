@@ -84,6 +84,8 @@ func eventKind(e *model.Event) (Kind, bool) {
 			return KindRefresh, true
 		}
 		return KindToken, true
+	case model.EventTokenUsed:
+		return KindTokenUse, true
 	case model.EventDeviceRegistered:
 		return KindDeviceRegistration, true
 	}

@@ -175,6 +175,12 @@ var rules = map[string]rule{
 	"internal/deviceapi": {imports: []string{"dpop", "httpauth", "internal/device", "internal/model", "internal/oauth"}, never: notHandler},
 	// The SSF HTTP layer authenticates receivers through oauth.
 	"internal/ssf": {imports: []string{"dpop", "httpauth", "internal/cae", "internal/model", "internal/oauth"}, never: notHandler},
+
+	// POST /usage: resource servers' token-use reports (the rs wire
+	// format), authenticated by the provider, recorded as token.used
+	// events through the bus.
+	"internal/usage": {imports: []string{"dpop", "httpauth", "internal/activity", "internal/bus", "internal/model", "internal/oauth", "rs"}, never: notHandler},
+
 	// The admin API is a handler like the others: it reaches the services
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
@@ -195,7 +201,7 @@ var rules = map[string]rule{
 	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},

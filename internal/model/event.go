@@ -54,6 +54,14 @@ const (
 // client's dpop_jkt), session_binding, sign_in_risk, the CA decision.
 const EventSSOSignIn EventType = "signin.sso"
 
+// EventTokenUsed: a resource server reported uses of an access token
+// (POST /usage): Count uses (Data count, absent: one) of token TokenID
+// from one client address and user agent with one result, allowed
+// (Outcome success) or rejected (failure, Reason: the resource's reason).
+// Data: jkt (the proof's key), bound_jkt (the token's), proof, resource
+// (the audience), reporter (the reporting client).
+const EventTokenUsed EventType = "token.used"
+
 // EventKEKRotated: every value sealed under the key-encryption key was
 // re-sealed under a new one (Data: signing_keys, totp_seeds,
 // ssf_authorization_headers: how many of each).
@@ -128,6 +136,7 @@ var EventCodes = map[EventType]string{
 	EventCodeReuseDetected:     "W2006E",
 	EventDeviceCodeApproved:    "W2007I",
 	EventDeviceCodeDenied:      "W2008W",
+	EventTokenUsed:             "W2009I",
 	EventSessionCreated:        "W3000I",
 	EventSessionRevoked:        "W3001I",
 	EventSessionLoggedOut:      "W3002I",

@@ -20,6 +20,7 @@ import (
 	"github.com/ward-idp/ward/internal/signin"
 	"github.com/ward-idp/ward/internal/ssf"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/usage"
 	"github.com/ward-idp/ward/internal/web"
 )
 
@@ -104,6 +105,7 @@ func New(a *app.App) (*Server, error) {
 		Log:            a.Log,
 	}).Register(mux)
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
+	usage.New(prov, a.Bus, cfg.Issuer, a.Now, a.Log).Register(mux)
 	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
 	ssfAPI.Register(mux)
 	// A retired signing key: tokens it signed must not be accepted from the
