@@ -43,6 +43,10 @@ type TokenInfo struct {
 	Claims json.RawMessage
 
 	proofNonce string
+	// proof is the status of the request's proof against JKT (Proof…
+	// constants) and proofJKT the thumbprint of the key that made it,
+	// known when its signature verified: for usage records.
+	proof, proofJKT string
 }
 
 // HasScope reports whether the token grants scope s.

@@ -31,22 +31,57 @@ const (
 // have a bounded size.
 const maxUserAgent = 256
 
+// Proof statuses of a usage record: what the request proved about the key
+// its token is bound to.
+const (
+	// ProofOK: a valid DPoP proof by the token's key.
+	ProofOK = "ok"
+	// ProofMissing: a bound token without a proof (or with the Bearer
+	// scheme).
+	ProofMissing = "missing"
+	// ProofWrongKey: a proof whose signature holds, by another key than
+	// the token's (JKT is that key): a copied token.
+	ProofWrongKey = "wrong_key"
+	// ProofInvalid: a proof that was refused (malformed, bad signature,
+	// replayed, stale, for another request).
+	ProofInvalid = "invalid"
+	// ProofNone: the token is not bound; no proof was needed.
+	ProofNone = "none"
+)
+
 // UsageRecord is one use of an access token at this resource, as reported
-// to the IdP's risk engine. It never holds the token or the proof: only
-// identifiers and request metadata.
+// to the IdP's risk engine, or Count uses of one token from one context
+// (client IP, user agent, proof key) with one result within one flush
+// window. It never holds the token or the proof: only identifiers and
+// request metadata.
 type UsageRecord struct {
+	// Time is when the (first) use happened.
 	Time      time.Time `json:"time"`
 	TokenID   string    `json:"jti,omitempty"`
 	SessionID string    `json:"sid,omitempty"`
 	Subject   string    `json:"sub,omitempty"`
 	ClientID  string    `json:"client_id,omitempty"`
 	DeviceID  string    `json:"did,omitempty"`
-	JKT       string    `json:"jkt,omitempty"`
-	Audience  string    `json:"aud,omitempty"`
-	ClientIP  string    `json:"client_ip,omitempty"`
-	UserAgent string    `json:"user_agent,omitempty"`
-	Result    string    `json:"result"`           // ResultAllowed or ResultRejected
-	Reason    string    `json:"reason,omitempty"` // rejection reason code
+	// JKT is the thumbprint of the key that made the request's DPoP proof
+	// (known when its signature held) and BoundJKT that of the key the
+	// token is bound to (cnf.jkt).
+	JKT       string `json:"jkt,omitempty"`
+	BoundJKT  string `json:"bound_jkt,omitempty"`
+	Proof     string `json:"proof,omitempty"` // a Proof… status
+	Audience  string `json:"aud,omitempty"`
+	ClientIP  string `json:"client_ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
+	Result    string `json:"result"`           // ResultAllowed or ResultRejected
+	Reason    string `json:"reason,omitempty"` // rejection reason code
+	// Count is how many uses the record stands for (0 or absent: one).
+	Count int `json:"count,omitempty"`
+}
+
+// usageKey is what makes two records the same use: everything but the
+// time and the count.
+func usageKey(r UsageRecord) UsageRecord {
+	r.Time, r.Count = time.Time{}, 0
+	return r
 }
 
 // UsageConfig configures a UsageReporter.
@@ -84,6 +119,9 @@ type UsageStats struct {
 	Sent     uint64 // records the IdP accepted
 	Dropped  uint64 // records dropped because the buffer was full
 	Failures uint64 // failed POSTs
+	// Merged counts uses added to a waiting record of the same token,
+	// context and result instead of taking a record of their own.
+	Merged uint64
 }
 
 // UsageReporter batches usage records and POSTs them to the IdP in the
@@ -91,19 +129,24 @@ type UsageStats struct {
 type UsageReporter struct {
 	cfg UsageConfig
 
-	mu       sync.Mutex
-	buf      []UsageRecord // ring buffer of MaxBuffered
-	head, n  int
-	headSeq  uint64 // sequence number of buf[head]
-	unsent   uint64 // drops not yet reported to the IdP
-	stats    UsageStats
-	closed   bool
-	wake     chan struct{}
-	done     chan struct{}
-	stopOnce sync.Once
-	stop     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelFunc
+	mu      sync.Mutex
+	buf     []UsageRecord // ring buffer of MaxBuffered
+	head, n int
+	headSeq uint64 // sequence number of buf[head]
+	unsent  uint64 // drops not yet reported to the IdP
+	// index finds the waiting record of a use (its sequence number), to
+	// merge a repeat into it; records from sendingEnd back are in a POST
+	// and take no more merges.
+	index      map[UsageRecord]uint64
+	sendingEnd uint64
+	stats      UsageStats
+	closed     bool
+	wake       chan struct{}
+	done       chan struct{}
+	stopOnce   sync.Once
+	stop       chan struct{}
+	ctx        context.Context
+	cancel     context.CancelFunc
 }
 
 // NewUsageReporter starts a reporter; stop it with Close.
@@ -133,29 +176,43 @@ func NewUsageReporter(cfg UsageConfig) (*UsageReporter, error) {
 		cfg.MaxBackoff = DefaultUsageMaxBackoff
 	}
 	u := &UsageReporter{
-		cfg:  cfg,
-		buf:  make([]UsageRecord, cfg.MaxBuffered),
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
-		stop: make(chan struct{}),
+		cfg:   cfg,
+		buf:   make([]UsageRecord, cfg.MaxBuffered),
+		index: make(map[UsageRecord]uint64),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		stop:  make(chan struct{}),
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	go u.run()
 	return u, nil
 }
 
-// Report queues rec without blocking. When the buffer is full the oldest
-// record is dropped.
+// Report queues rec without blocking. A use of the same token from the
+// same context with the same result as a record still waiting (not yet
+// in a POST) is merged into it: its Count grows, so that a busy resource
+// reports one record per token and context per flush window instead of
+// one per request. When the buffer is full the oldest record is dropped.
 func (u *UsageReporter) Report(rec UsageRecord) {
 	if len(rec.UserAgent) > maxUserAgent {
 		rec.UserAgent = rec.UserAgent[:maxUserAgent]
 	}
+	uses := max(rec.Count, 1)
+	key := usageKey(rec)
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
 		return
 	}
+	if seq, ok := u.index[key]; ok && seq >= u.sendingEnd && seq >= u.headSeq {
+		r := &u.buf[(u.head+int(seq-u.headSeq))%len(u.buf)]
+		r.Count = max(r.Count, 1) + uses
+		u.stats.Merged += uint64(uses)
+		u.mu.Unlock()
+		return
+	}
 	if u.n == len(u.buf) {
+		u.forget(u.headSeq, u.buf[u.head])
 		u.buf[u.head] = UsageRecord{}
 		u.head = (u.head + 1) % len(u.buf)
 		u.n--
@@ -164,6 +221,7 @@ func (u *UsageReporter) Report(rec UsageRecord) {
 		u.unsent++
 	}
 	u.buf[(u.head+u.n)%len(u.buf)] = rec
+	u.index[key] = u.headSeq + uint64(u.n)
 	u.n++
 	full := u.n >= u.cfg.MaxBatch
 	u.mu.Unlock()
@@ -172,6 +230,15 @@ func (u *UsageReporter) Report(rec UsageRecord) {
 		case u.wake <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// forget removes record rec of sequence number seq from the index (u.mu
+// held).
+func (u *UsageReporter) forget(seq uint64, rec UsageRecord) {
+	key := usageKey(rec)
+	if s, ok := u.index[key]; ok && s == seq {
+		delete(u.index, key)
 	}
 }
 
@@ -275,6 +342,9 @@ func (u *UsageReporter) flush() error {
 		batch[i] = u.buf[(u.head+i)%len(u.buf)]
 	}
 	start := u.headSeq
+	// What is copied into the POST takes no more merges: a repeat now
+	// starts a record of its own.
+	u.sendingEnd = start + uint64(k)
 	u.mu.Unlock()
 
 	err := u.post(batch, dropped)
@@ -283,6 +353,7 @@ func (u *UsageReporter) flush() error {
 	defer u.mu.Unlock()
 	if err != nil {
 		u.stats.Failures++
+		u.sendingEnd = start // the batch waits again and takes merges
 		return err
 	}
 	u.stats.Sent += uint64(k)
@@ -290,6 +361,7 @@ func (u *UsageReporter) flush() error {
 	// Remove what was sent, unless newer drops already pushed it out.
 	end := start + uint64(k)
 	for u.headSeq < end && u.n > 0 {
+		u.forget(u.headSeq, u.buf[u.head])
 		u.buf[u.head] = UsageRecord{}
 		u.head = (u.head + 1) % len(u.buf)
 		u.n--

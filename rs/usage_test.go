@@ -3,6 +3,7 @@ package rs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -103,8 +104,9 @@ func TestUsageRemainderWaitsForTheInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 12 {
-		u.Report(UsageRecord{Time: t0, Result: ResultAllowed})
+	for i := range 12 {
+		// Distinct tokens: repeats of one would be merged.
+		u.Report(UsageRecord{Time: t0, TokenID: fmt.Sprint("jti-", i), Result: ResultAllowed})
 	}
 	waitFor(t, "the full batch", func() bool { n, _, _ := sink.records(); return n == 10 })
 	time.Sleep(100 * time.Millisecond) // room for a wrong early flush
@@ -128,7 +130,7 @@ func TestUsageBoundedWhenIdPDown(t *testing.T) {
 		Token: func(context.Context) (string, error) { return "usage-token", nil },
 	})
 	for i := range 50 {
-		u.Report(UsageRecord{Time: t0.Add(time.Duration(i) * time.Second), Result: ResultAllowed, UserAgent: strings.Repeat("x", 1000)})
+		u.Report(UsageRecord{Time: t0.Add(time.Duration(i) * time.Second), TokenID: fmt.Sprint("jti-", i), Result: ResultAllowed, UserAgent: strings.Repeat("x", 1000)})
 	}
 	s := u.Stats()
 	if s.Dropped != 30 || s.Buffered != 20 {
@@ -161,8 +163,8 @@ func TestUsageCloseFlushes(t *testing.T) {
 		Endpoint: srv.URL, HTTPClient: srv.Client(), FlushInterval: time.Hour,
 		Token: func(context.Context) (string, error) { return "usage-token", nil },
 	})
-	for range 3 {
-		u.Report(UsageRecord{Result: ResultAllowed})
+	for i := range 3 {
+		u.Report(UsageRecord{TokenID: fmt.Sprint("jti-", i), Result: ResultAllowed})
 	}
 	if err := u.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -200,10 +202,11 @@ func TestUsageFromValidator(t *testing.T) {
 		f.serve(r)
 	}
 	tok := f.token()
-	send(f.dpopRequest(tok))                                                                  // allowed
-	send(request("GET", resURL, "DPoP "+tok, newClient(t).proof("GET", resURL, tok, "", t0))) // stolen token, thief's key
-	send(request("GET", resURL, "DPoP "+tok+"x", ""))                                         // forged: no claims reported
-	send(request("GET", resURL, "", ""))                                                      // no token: not reported
+	send(f.dpopRequest(tok)) // allowed
+	thief := newClient(t)
+	send(request("GET", resURL, "DPoP "+tok, thief.proof("GET", resURL, tok, "", t0))) // stolen token, thief's key
+	send(request("GET", resURL, "DPoP "+tok+"x", ""))                                  // forged: no claims reported
+	send(request("GET", resURL, "", ""))                                               // no token: not reported
 	waitFor(t, "3 records", func() bool { n, _, _ := sink.records(); return n == 3 })
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
@@ -218,6 +221,15 @@ func TestUsageFromValidator(t *testing.T) {
 	if r := recs[1]; r.Result != ResultRejected || r.Reason != "dpop_jkt_mismatch" || r.TokenID != recs[0].TokenID {
 		t.Errorf("theft record = %+v", r)
 	}
+	if r := recs[0]; r.Proof != ProofOK || r.BoundJKT != f.c.jkt {
+		t.Errorf("allowed record proof = %q bound %q", r.Proof, r.BoundJKT)
+	}
+	if r := recs[1]; r.Proof != ProofWrongKey || r.JKT != thief.jkt || r.BoundJKT != f.c.jkt {
+		t.Errorf("theft record proof = %q jkt %q bound %q, want wrong_key by the thief's key", r.Proof, r.JKT, r.BoundJKT)
+	}
+	if r := recs[2]; r.Proof != "" || r.JKT != "" {
+		t.Errorf("forged-token record names a proof: %+v", r)
+	}
 	if r := recs[2]; r.Result != ResultRejected || r.Reason != "bad_signature" || r.Subject != "" || r.TokenID != "" {
 		t.Errorf("forged-token record = %+v", r)
 	}
@@ -229,5 +241,91 @@ func TestUsageFromValidator(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Uses of one token from one context with one result within a flush
+// window are one record with a count; another context, result or token
+// is a record of its own; a use while a batch is being sent starts a new
+// record instead of being lost in the one already sent.
+func TestUsageAggregates(t *testing.T) {
+	sink, srv := newSink(t)
+	u, err := NewUsageReporter(UsageConfig{
+		Endpoint: srv.URL, HTTPClient: srv.Client(), FlushInterval: time.Hour,
+		Token: func(context.Context) (string, error) { return "usage-token", nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	use := UsageRecord{Time: t0, TokenID: "jti-1", SessionID: "s1", ClientIP: "192.0.2.1", UserAgent: "ua", JKT: "k1", BoundJKT: "k1", Proof: ProofOK, Result: ResultAllowed}
+	for i := range 1000 {
+		r := use
+		r.Time = t0.Add(time.Duration(i) * time.Millisecond)
+		u.Report(r)
+	}
+	other := use
+	other.ClientIP = "198.51.100.7"
+	u.Report(other)
+	thief := use
+	thief.JKT, thief.Proof, thief.Result, thief.Reason = "k2", ProofWrongKey, ResultRejected, "dpop_jkt_mismatch"
+	u.Report(thief)
+	u.Report(thief)
+	pre := use
+	pre.TokenID, pre.Count = "jti-2", 5 // an already aggregated record
+	u.Report(pre)
+	u.Report(pre)
+	if s := u.Stats(); s.Buffered != 4 || s.Merged != 999+1+5 {
+		t.Fatalf("stats %+v, want 4 records and 1005 merged uses", s)
+	}
+	if err := u.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	var got []UsageRecord
+	for _, b := range sink.batches {
+		got = append(got, b...)
+	}
+	if len(got) != 4 || got[0].Count != 1000 || !got[0].Time.Equal(t0) || got[1].Count != 0 || got[1].ClientIP != "198.51.100.7" ||
+		got[2].Count != 2 || got[2].Proof != ProofWrongKey || got[3].Count != 10 {
+		t.Fatalf("records: %+v", got)
+	}
+	if !strings.Contains(sink.bodies[0], `"count":1000`) || strings.Count(sink.bodies[0], `"count"`) != 3 {
+		t.Errorf("count on the wire: %s", sink.bodies[0])
+	}
+}
+
+// A failed POST keeps its records, which go on taking merges, and nothing
+// is counted twice.
+func TestUsageAggregatesAcrossFailures(t *testing.T) {
+	sink, srv := newSink(t)
+	sink.down.Store(true)
+	u, _ := NewUsageReporter(UsageConfig{
+		Endpoint: srv.URL, HTTPClient: srv.Client(), FlushInterval: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Token: func(context.Context) (string, error) { return "usage-token", nil },
+	})
+	use := UsageRecord{Time: t0, TokenID: "jti-1", Result: ResultAllowed}
+	total := 0
+	for i := 0; i < 200; i++ {
+		u.Report(use)
+		total++
+		if i == 100 {
+			waitFor(t, "a failed POST", func() bool { return u.Stats().Failures > 0 })
+		}
+	}
+	sink.down.Store(false)
+	if err := u.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	sum := 0
+	for _, b := range sink.batches {
+		for _, r := range b {
+			sum += max(r.Count, 1)
+		}
+	}
+	if sum != total {
+		t.Fatalf("the IdP was told of %d uses, want %d", sum, total)
 	}
 }

@@ -411,11 +411,13 @@ func (v *Validator) verifyToken(ctx context.Context, tok string) (*accessClaims,
 // and a valid proof by its key; the DPoP scheme needs a bound token.
 func (v *Validator) checkBinding(r *http.Request, scheme, tok string, info *TokenInfo) *Error {
 	if info.JKT == "" {
+		info.proof = ProofNone
 		if scheme == "DPoP" {
 			return invalidToken("unbound_token_as_dpop", "the access token is not DPoP-bound")
 		}
 		return nil // Bearer, allowed (credentials refuses it otherwise)
 	}
+	info.proof = ProofMissing
 	if scheme != "DPoP" {
 		// RFC 9449 §7.2: answer with the DPoP challenge the token needs.
 		e := invalidToken("bound_token_as_bearer", "a DPoP-bound access token must be presented with the DPoP scheme")
@@ -427,8 +429,10 @@ func (v *Validator) checkBinding(r *http.Request, scheme, tok string, info *Toke
 		if errors.Is(err, dpop.ErrNoProof) {
 			return newError(http.StatusUnauthorized, CodeInvalidDPoPProof, "dpop_missing", "a DPoP proof is required")
 		}
+		info.proof = ProofInvalid
 		return v.proofError(err)
 	}
+	info.proof = ProofInvalid
 	target := v.requestURL(r)
 	p, err := v.dpop.Verify(r.Context(), proof, dpop.Check{
 		Method:       r.Method,
@@ -443,10 +447,29 @@ func (v *Validator) checkBinding(r *http.Request, scheme, tok string, info *Toke
 			// the client's problem, not a server error.
 			return newError(http.StatusUnauthorized, CodeInvalidDPoPProof, "dpop_htu_mismatch", "DPoP proof htu does not match the request URI")
 		}
+		if de := (*dpop.Error)(nil); errors.As(err, &de) && de.Reason == dpop.ReasonKeyMismatch {
+			v.wrongKey(r, proof, target, tok, info)
+		}
 		return v.proofError(err)
 	}
+	info.proof, info.proofJKT = ProofOK, p.JKT
 	info.proofNonce = p.Nonce
 	return nil
+}
+
+// wrongKey records who made a proof with another key than the token's,
+// for the usage record: the proof is verified again without the binding,
+// and only a proof whose signature holds counts as wrong_key with its
+// key's thumbprint (a forged jwk header proves nothing). Only such a
+// rejected request pays for the second verification.
+func (v *Validator) wrongKey(r *http.Request, proof, target, tok string, info *TokenInfo) {
+	if v.cfg.Usage == nil {
+		return
+	}
+	p, err := v.dpop.Verify(r.Context(), proof, dpop.Check{Method: r.Method, URL: target, AccessToken: tok})
+	if err == nil {
+		info.proof, info.proofJKT = ProofWrongKey, p.JKT
+	}
 }
 
 func (v *Validator) proofError(err error) *Error {
@@ -508,7 +531,8 @@ func (v *Validator) report(r *http.Request, info *TokenInfo, e *Error) {
 	}
 	if info != nil {
 		rec.TokenID, rec.SessionID, rec.Subject = info.JTI, info.SessionID, info.Subject
-		rec.ClientID, rec.DeviceID, rec.JKT = info.ClientID, info.DeviceID, info.JKT
+		rec.ClientID, rec.DeviceID, rec.BoundJKT = info.ClientID, info.DeviceID, info.JKT
+		rec.Proof, rec.JKT = info.proof, info.proofJKT
 	}
 	v.cfg.Usage.Report(rec)
 }

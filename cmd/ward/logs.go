@@ -82,6 +82,7 @@ or an RFC 3339 time; --type an event type such as signin.failed (repeatable).
 	fl.StringVar(&since, "since", "", "only events since a duration ago (1h) or an RFC 3339 time")
 	fl.IntVar(&f.Limit, "limit", 100, "at most this many events (max 1000)")
 	fl.BoolVar(&asJSON, "json", false, "print JSON lines")
+	cmd.AddCommand(newLogsExportCmd(e))
 	return cmd
 }
 

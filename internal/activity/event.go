@@ -73,6 +73,8 @@ func eventKind(e *model.Event) (Kind, bool) {
 	switch e.Type {
 	case model.EventSignInSucceeded, model.EventSignInFailed:
 		return KindSignIn, true
+	case model.EventSSOSignIn:
+		return KindSSOSignIn, true
 	case model.EventTokenRefreshed, model.EventRefreshReuseDetected:
 		return KindRefresh, true
 	case model.EventTokenIssued, model.EventCodeReuseDetected:
@@ -82,6 +84,8 @@ func eventKind(e *model.Event) (Kind, bool) {
 			return KindRefresh, true
 		}
 		return KindToken, true
+	case model.EventTokenUsed:
+		return KindTokenUse, true
 	case model.EventDeviceRegistered:
 		return KindDeviceRegistration, true
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
@@ -56,6 +57,9 @@ type App struct {
 	Access      *access.Service
 	CAE         *cae.Service // the Shared Signals transmitter
 	TokenHasher *secret.Hasher
+	// SignInRisk computes the risk of each sign-in (SSO sign-ins included)
+	// before Conditional Access decides it; nil: none.
+	SignInRisk SignInRiskAssessor
 
 	dev        *DevData
 	closers    []func() error
@@ -63,6 +67,12 @@ type App struct {
 	// caeStream is the CAE stream of resource servers following NATS
 	// (nil without one).
 	caeStream bus.CAEPublisher
+}
+
+// SignInRiskAssessor computes the risk level (none, low, medium, high) of
+// a sign-in from the activity it would record (signin.RiskAssessor).
+type SignInRiskAssessor interface {
+	AssessSignIn(ctx context.Context, a activity.Activity) (level string, err error)
 }
 
 // Options adjust Open for tests; the zero value is production behaviour.

@@ -129,7 +129,9 @@ var rules = map[string]rule{
 	// The one owner of session revocation: every revocation commits with
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).
-	"internal/session": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
+	// The session service records refresh-token reuse as attributed
+	// activity (internal/activity's Data keys and proof statuses).
+	"internal/session": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -150,11 +152,14 @@ var rules = map[string]rule{
 	// neither imports the other, and the sign-in never reaches the
 	// grants. What they share are the leaves below, which depend on no
 	// handler and no service.
-	"internal/oauth": {imports: []string{"dpop", "httpauth", "internal/access", "internal/bus", "internal/clients", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/grant", "internal/oauth/oautherr", "internal/oauth/origin", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "rs"},
+	// oauth and grant record attributed activity: the Data keys and proof
+	// statuses of internal/activity (a leaf over model).
+	"internal/oauth": {imports: []string{"dpop", "httpauth", "internal/access", "internal/activity", "internal/bus", "internal/clients", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/grant", "internal/oauth/oautherr", "internal/oauth/origin", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "rs"},
 		never: join(notHandler, []string{"internal/signin"})},
-	"internal/oauth/grant": {imports: []string{"dpop", "internal/access", "internal/bus", "internal/model", "internal/oauth/authz", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
+	"internal/oauth/grant": {imports: []string{"dpop", "internal/access", "internal/activity", "internal/bus", "internal/model", "internal/oauth/authz", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/secret", "internal/store", "internal/tokens"},
 		never: join(notHandler, []string{"internal/oauth", "internal/signin", "internal/web"}), noStdImports: []string{"net/http"}},
-	"internal/signin": {imports: []string{"internal/access", "internal/bus", "internal/identity", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/web", "jsonobj", "jws"},
+	// The sign-in gives its risk assessor the activity of the attempt.
+	"internal/signin": {imports: []string{"internal/access", "internal/activity", "internal/bus", "internal/identity", "internal/model", "internal/oauth/authz", "internal/oauth/browser", "internal/oauth/explain", "internal/oauth/oautherr", "internal/oauth/origin", "internal/oauth/protection", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/web", "jsonobj", "jws"},
 		never: join(notHandler, []string{"internal/oauth", "internal/oauth/grant"})},
 	// The authorization server's leaves: the protocol error; the values of
 	// an authorization (request, claims parameter, acr, user codes); the
@@ -170,6 +175,12 @@ var rules = map[string]rule{
 	"internal/deviceapi": {imports: []string{"dpop", "httpauth", "internal/device", "internal/model", "internal/oauth"}, never: notHandler},
 	// The SSF HTTP layer authenticates receivers through oauth.
 	"internal/ssf": {imports: []string{"dpop", "httpauth", "internal/cae", "internal/model", "internal/oauth"}, never: notHandler},
+
+	// POST /usage: resource servers' token-use reports (the rs wire
+	// format), authenticated by the provider, recorded as token.used
+	// events through the bus.
+	"internal/usage": {imports: []string{"dpop", "httpauth", "internal/activity", "internal/bus", "internal/model", "internal/oauth", "rs"}, never: notHandler},
+
 	// The admin API is a handler like the others: it reaches the services
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
@@ -186,11 +197,13 @@ var rules = map[string]rule{
 
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
-	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
+	// app: the sign-in risk hook takes the attempt's activity record.
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
-	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	// cmd/ward: `ward logs export` writes activity lines.
+	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.

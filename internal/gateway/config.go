@@ -38,6 +38,13 @@ const (
 	DefaultIdle             = 2 * time.Minute
 	DefaultUpstreamHeader   = time.Minute
 	DefaultShutdown         = 20 * time.Second
+
+	// DefaultUsageTokenEnv holds the gateway's token for Ward's usage
+	// endpoint (scope ward:usage): when it is set, the gateway reports
+	// token uses without a usage section; DefaultUsagePath is that
+	// endpoint under the issuer.
+	DefaultUsageTokenEnv = "WARD_GATEWAY_USAGE_TOKEN"
+	DefaultUsagePath     = "/usage"
 )
 
 // Paths the gateway answers itself, before any route.
@@ -154,7 +161,10 @@ type SSF struct {
 	NATSStream string `yaml:"nats_stream"`
 }
 
-// Usage configures token-use reporting to Ward's risk engine.
+// Usage configures token-use reporting to Ward's risk engine (POST
+// /usage): every request that presented a token, allowed or refused
+// (with the reason and the proof status), aggregated per token and
+// client context. URL defaults to the issuer's /usage.
 type Usage struct {
 	URL      string        `yaml:"url"`
 	TokenEnv string        `yaml:"token_env"`
@@ -317,7 +327,14 @@ func (cfg *Config) validate(lookupEnv func(string) (string, bool)) []error {
 	c.positive("max_token_lifetime", cfg.MaxTokenLifetime)
 	cfg.validateRoutes(c)
 	cfg.validateSSF(c, lookupEnv)
+	if _, set := lookupEnv(DefaultUsageTokenEnv); cfg.Usage == nil && set {
+		// Reports by default whenever there is a token to send them with.
+		cfg.Usage = &Usage{TokenEnv: DefaultUsageTokenEnv}
+	}
 	if u := cfg.Usage; u != nil {
+		if u.URL == "" && cfg.Issuer != "" {
+			u.URL = strings.TrimSuffix(cfg.Issuer, "/") + DefaultUsagePath
+		}
 		checkURL(c, "usage.url", u.URL, true)
 		cfg.usageToken = envSecret(c, "usage.token_env", u.TokenEnv, lookupEnv)
 		if u.Interval == 0 {

@@ -359,3 +359,26 @@ func TestGatewayConfigSSFNATS(t *testing.T) {
 		t.Errorf("restart-only keys %v", keys)
 	}
 }
+
+// With its usage token in the environment the gateway reports token uses
+// to its issuer's /usage without a usage section; without it, it does
+// not; an explicit section keeps its URL.
+func TestGatewayConfigUsageByDefault(t *testing.T) {
+	env := map[string]string{DefaultUsageTokenEnv: "u-secret"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	cfg, err := ParseConfig([]byte(minimalConfig), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Usage == nil || cfg.Usage.URL != strings.TrimSuffix(cfg.Issuer, "/")+"/usage" || cfg.usageToken != "u-secret" || cfg.Usage.Interval != DefaultUsageInterval {
+		t.Fatalf("usage by default: %+v", cfg.Usage)
+	}
+	cfg, err = ParseConfig([]byte(minimalConfig), func(string) (string, bool) { return "", false })
+	if err != nil || cfg.Usage != nil {
+		t.Fatalf("usage without a token: %+v %v", cfg.Usage, err)
+	}
+	cfg, err = ParseConfig([]byte(minimalConfig+"usage: {url: https://other.example/u, token_env: "+DefaultUsageTokenEnv+"}\n"), lookup)
+	if err != nil || cfg.Usage.URL != "https://other.example/u" {
+		t.Fatalf("explicit usage: %+v %v", cfg.Usage, err)
+	}
+}

@@ -45,6 +45,23 @@ const (
 	EventAdminAccessDenied     EventType = "admin.access_denied"
 )
 
+// EventSSOSignIn: /authorize (or a device approval) reused the SSO
+// session of the browser's cookie instead of asking for credentials: a
+// sign-in without a password, evaluated by Conditional Access with this
+// request's address, device and sign-in risk. Outcome failure when it was
+// blocked or sent to a step-up (Reason: ca_block, ca_mfa_required, ...).
+// Data: amr, acr, proof, bound_jkt (the session's DBSC key), jkt (the
+// client's dpop_jkt), session_binding, sign_in_risk, the CA decision.
+const EventSSOSignIn EventType = "signin.sso"
+
+// EventTokenUsed: a resource server reported uses of an access token
+// (POST /usage): Count uses (Data count, absent: one) of token TokenID
+// from one client address and user agent with one result, allowed
+// (Outcome success) or rejected (failure, Reason: the resource's reason).
+// Data: jkt (the proof's key), bound_jkt (the token's), proof, resource
+// (the audience), reporter (the reporting client).
+const EventTokenUsed EventType = "token.used"
+
 // EventKEKRotated: every value sealed under the key-encryption key was
 // re-sealed under a new one (Data: signing_keys, totp_seeds,
 // ssf_authorization_headers: how many of each).
@@ -121,6 +138,7 @@ var EventCodes = map[EventType]string{
 	EventSignInFailed:          "W1001W",
 	EventMFAEnrolled:           "W1002I",
 	EventMFARemoved:            "W1003W",
+	EventSSOSignIn:             "W1004I",
 	EventTokenIssued:           "W2000I",
 	EventTokenRefreshed:        "W2001I",
 	EventTokenRevoked:          "W2002I",
@@ -130,6 +148,7 @@ var EventCodes = map[EventType]string{
 	EventCodeReuseDetected:     "W2006E",
 	EventDeviceCodeApproved:    "W2007I",
 	EventDeviceCodeDenied:      "W2008W",
+	EventTokenUsed:             "W2009I",
 	EventSessionCreated:        "W3000I",
 	EventSessionRevoked:        "W3001I",
 	EventSessionLoggedOut:      "W3002I",

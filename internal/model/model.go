@@ -254,6 +254,10 @@ type RefreshToken struct {
 	// RotatedAt is set when the token was exchanged for a successor;
 	// presenting it again afterwards is reuse.
 	RotatedAt time.Time
+	// Generation is the token's place in its rotation chain: 1 for the
+	// first refresh token of a grant, +1 at each rotation; 0 for a token
+	// stored before generations were recorded (and its successors).
+	Generation int
 }
 
 // AuthCode is an issued authorization code. Only the hash is stored.

@@ -7,6 +7,7 @@ import (
 	"net/url"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth/authz"
 	"github.com/ward-idp/ward/internal/oauth/grant"
@@ -28,9 +29,12 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	var resp *grant.Response
 	if e == nil {
 		resp, e = p.grant(r.Context(), req)
+	} else if a, ok := p.grants[req.GrantType].(grant.Attributor); ok && recorded(e) {
+		// Refused at the door (a bad proof): name the credential anyway.
+		a.Attribute(r.Context(), req, e)
 	}
 	if e != nil {
-		p.tokenFailed(r, c.ID, e)
+		p.grantFailed(r, req, e)
 		writeTokenError(w, e)
 		return
 	}
@@ -104,30 +108,59 @@ func (p *Provider) checkProof(r *http.Request, proofJWT, accessToken string) (*d
 	return nil, e
 }
 
-// tokenFailed records a failed token-endpoint request.
+// recorded reports whether a token error is worth a record: the normal
+// nonce handshake and device polling (RFC 8628 §3.5) are not failures.
+func recorded(e *Error) bool {
+	return e.Code != ErrUseDPoPNonce && e.Code != ErrAuthorizationPending
+}
+
+// tokenFailed records a failed request of client clientID ("" when
+// unknown) to an endpoint that authenticates clients.
 func (p *Provider) tokenFailed(r *http.Request, clientID string, e *Error) {
+	p.grantFailed(r, &grant.Request{Client: &model.Client{ID: clientID}}, e)
+}
+
+// grantFailed records a failed token request, attributed to the
+// credential it presented when the grant found it (e.Subject, e.Data),
+// with its grant type and the status of its DPoP proof.
+func (p *Provider) grantFailed(r *http.Request, req *grant.Request, e *Error) {
 	ri := p.info(r)
 	t := model.EventTokenRequestFailed
-	if e.Code == ErrInvalidDPoPProof || e.Code == ErrUseDPoPNonce {
+	proofRejected := e.Code == ErrInvalidDPoPProof || e.Code == ErrUseDPoPNonce
+	if proofRejected {
 		t = model.EventDPoPProofRejected
 	}
 	if e.Code == ErrServerError {
 		p.c.Log.ErrorContext(r.Context(), "token endpoint", "correlation_id", ri.CorrID, "err", e.Cause)
 	}
-	if e.Code == ErrUseDPoPNonce || e.Code == ErrAuthorizationPending {
-		// The normal nonce handshake and device polling (RFC 8628 §3.5)
-		// are not failures worth a record.
+	if !recorded(e) {
 		return
 	}
+	clientID := req.Client.ID
 	ev := ri.Event(t)
 	ev.Outcome, ev.ClientID, ev.Actor = model.OutcomeFailure, clientID, clientID
+	ev.UserID, ev.SessionID, ev.DeviceID = e.Subject.UserID, e.Subject.SessionID, e.Subject.DeviceID
 	ev.Reason = e.Reason
 	if ev.Reason == "" {
 		ev.Reason = e.Code
 	}
 	ev.Data = map[string]string{"error": e.Code, "endpoint": r.URL.Path}
+	if _, known := p.grants[req.GrantType]; known {
+		ev.Data[activity.DataGrant] = req.GrantType
+	}
+	switch {
+	case req.Proof != nil:
+		ev.Data[activity.DataJKT] = req.Proof.JKT
+	case proofRejected && e.Reason != "dpop_required":
+		ev.Data[activity.DataProof] = string(activity.ProofInvalid)
+	case proofRejected:
+		ev.Data[activity.DataProof] = string(activity.ProofMissing)
+	}
 	for k, v := range e.Data {
 		ev.Data[k] = v
+	}
+	if ev.Data[activity.DataProof] == "" && req.Proof != nil {
+		ev.Data[activity.DataProof] = string(activity.ProofOK)
 	}
 	_ = p.events.Emit(r.Context(), ev)
 }

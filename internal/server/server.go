@@ -20,6 +20,7 @@ import (
 	"github.com/ward-idp/ward/internal/signin"
 	"github.com/ward-idp/ward/internal/ssf"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/usage"
 	"github.com/ward-idp/ward/internal/web"
 )
 
@@ -84,6 +85,7 @@ func New(a *app.App) (*Server, error) {
 		Issuer: cfg.Issuer, Store: a.Store, Bus: a.Bus, Identity: a.Identity, CookieKey: cookieKey,
 		SessionIdle: cfg.Tokens.SessionIdle, SessionAbsolute: cfg.Tokens.SessionAbsolute, TrustedProxies: trusted,
 		Now: a.Now, Log: a.Log, Pages: pages, Devices: a.Devices, Access: a.Access, Protocol: prov,
+		Risk: a.SignInRisk,
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux, signIn)
@@ -103,6 +105,7 @@ func New(a *app.App) (*Server, error) {
 		Log:            a.Log,
 	}).Register(mux)
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
+	usage.New(prov, a.Bus, cfg.Issuer, a.Now, a.Log).Register(mux)
 	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
 	ssfAPI.Register(mux)
 	// A retired signing key: tokens it signed must not be accepted from the

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -142,13 +143,39 @@ func (s *Service) AccessTokenRevoked(ctx context.Context, clientID, userID, id, 
 // this call ended the session.
 func (s *Service) RefreshTokenReused(ctx context.Context, clientID string, rt *model.RefreshToken, jkt string) (bool, error) {
 	reuse := &model.Event{Type: model.EventRefreshReuseDetected, Outcome: model.OutcomeFailure, Reason: string(model.CauseRefreshReuse),
-		Actor: clientID, ClientID: clientID, UserID: rt.UserID, SessionID: rt.SessionID}
-	if jkt != "" {
-		reuse.Data = map[string]string{"jkt": jkt}
-	}
+		Actor: clientID, ClientID: clientID, UserID: rt.UserID, SessionID: rt.SessionID, DeviceID: rt.DeviceID,
+		Data: reuseData(rt, jkt)}
 	revoked := &model.Event{Type: model.EventSessionRevoked, Actor: ActorSystem, UserID: rt.UserID, SessionID: rt.SessionID,
 		Reason: string(model.CauseRefreshReuse)}
 	return s.revokeOne(ctx, rt.SessionID, model.CauseRefreshReuse, reuse, revoked)
+}
+
+// reuseData is what the record of a refresh token presented again says of
+// the presentation: the key that made its proof, the key the token is
+// bound to, the proof's status against it (activity.Proof values) and the
+// generation presented.
+func reuseData(rt *model.RefreshToken, jkt string) map[string]string {
+	d := map[string]string{activity.DataGrant: model.GrantRefreshToken}
+	proof := activity.ProofOK
+	switch {
+	case jkt == "" && rt.JKT != "":
+		proof = activity.ProofMissing
+	case jkt == "":
+		proof = activity.ProofNone
+	case rt.JKT != "" && jkt != rt.JKT:
+		proof = activity.ProofWrongKey
+	}
+	d[activity.DataProof] = string(proof)
+	if jkt != "" {
+		d[activity.DataJKT] = jkt
+	}
+	if rt.JKT != "" {
+		d[activity.DataBoundJKT] = rt.JKT
+	}
+	if rt.Generation > 0 {
+		d[activity.DataRTGenIn] = strconv.Itoa(rt.Generation)
+	}
+	return d
 }
 
 // CodeReused ends the session of an authorization code that clientID

@@ -120,11 +120,19 @@ func (h *Handler) userDevice(ctx context.Context, jkt string, u *model.User) *mo
 	return nil
 }
 
-// evaluate asks Conditional Access about a sign-in of u for c in flow.
-func (h *Handler) evaluate(ctx context.Context, flow string, ri origin.Info, c *model.Client, u *model.User, dev *model.Device, authTime time.Time, amr []string) (*access.Result, error) {
+// evaluate asks Conditional Access about sign-in at in flow, with this
+// request's address and device and the sign-in's risk. A risky SSO
+// sign-in does not count the session's earlier authentication: a policy
+// that requires a second factor gets one now (a step-up), instead of the
+// factor the session performed before its cookie was copied.
+func (h *Handler) evaluate(ctx context.Context, flow string, at *attempt) (*access.Result, error) {
+	amr := at.amr
+	if at.sso != nil && at.risk != policy.RiskNone {
+		amr = nil
+	}
 	return h.c.Access.Evaluate(ctx, access.Request{
-		Flow: flow, User: u, Client: c, Device: dev, IP: ri.IP, AuthTime: authTime, AMR: amr,
-		TokenProtected: dev != nil && dev.Status == model.DeviceActive,
+		Flow: flow, User: at.u, Client: at.c, Device: at.dev, IP: at.ri.IP, AuthTime: at.authTime, AMR: amr,
+		TokenProtected: at.dev != nil && at.dev.Status == model.DeviceActive, SignInRisk: at.risk,
 	})
 }
 
@@ -135,8 +143,13 @@ func (h *Handler) accessFailed(w http.ResponseWriter, r *http.Request, ri origin
 	h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Access policies could not be evaluated, so access is refused. Try again later.", ri.CorrID)
 }
 
-// signInRefused records a sign-in Conditional Access refused.
-func (h *Handler) signInRefused(ctx context.Context, ri origin.Info, reason string, c *model.Client, u *model.User, dev *model.Device, res *access.Result) {
+// signInRefused records a sign-in Conditional Access refused (an SSO
+// sign-in's refusal is its signin.sso: ssoRecord).
+func (h *Handler) signInRefused(ctx context.Context, at *attempt, reason string, res *access.Result) {
+	if at.sso != nil {
+		return
+	}
+	ri, c, u, dev := at.ri, at.c, at.u, at.dev
 	ev := ri.Event(model.EventSignInFailed)
 	ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, reason, c.ID, u.ID, u.ID
 	ev.Data = map[string]string{"stage": "conditional_access"}
@@ -162,20 +175,26 @@ func requireMFA(res *access.Result) {
 // sign-in may go on; otherwise it has answered: redirect with
 // access_denied, the MFA step-up, the login form again, the password
 // change, or a page naming what failed and how to fix it.
-func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *authz.Request, c *model.Client, u *model.User, authTime time.Time, amr []string, fresh bool) (*access.Result, bool) {
+func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *authz.Request, c *model.Client, u *model.User, sess *model.Session, authTime time.Time, amr []string, fresh bool) (*access.Result, bool) {
+	ctx := r.Context()
+	at, err := h.newAttempt(ctx, r, &interaction{Auth: req}, c, u, sess, authTime, amr, fresh)
+	if err != nil {
+		h.accessFailed(w, r, at.ri, err)
+		return nil, false
+	}
 	stepUp := req.Claims.WantsMFA() && access.Strength(amr) == policy.StrengthPassword
 	if h.c.Access == nil {
 		if stepUp {
 			// A resource's step-up challenge (claims acr) without policies.
+			h.ssoRecord(ctx, at, nil, "claims_mfa_required")
 			h.claimsStepUp(w, r, &interaction{Auth: req}, req.Claims, c, u)
 			return nil, false
 		}
+		h.ssoRecord(ctx, at, nil, "")
 		return nil, true
 	}
-	ctx := r.Context()
-	ri := h.info(r)
-	dev := h.userDevice(ctx, req.DPoPJKT, u)
-	res, err := h.evaluate(ctx, policy.FlowInteractive, ri, c, u, dev, authTime, amr)
+	ri, dev := at.ri, at.dev
+	res, err := h.evaluate(ctx, policy.FlowInteractive, at)
 	if err != nil {
 		h.accessFailed(w, r, ri, err)
 		return nil, false
@@ -186,11 +205,13 @@ func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *auth
 	prompt := !req.PromptNone()
 	in := &interaction{Auth: req}
 	redirect := func(code, desc string) { h.c.Protocol.RedirectError(w, r, req, oautherr.New(code, desc)) }
-	switch h.plan(res, u, authTime, fresh, prompt, req.DPoPJKT) {
+	st := h.plan(res, u, authTime, fresh, prompt, req.DPoPJKT)
+	h.ssoRecord(ctx, at, res, stepReason[st])
+	switch st {
 	case stepAllow:
 		return res, true
 	case stepBlock:
-		h.signInRefused(ctx, ri, "ca_block", c, u, dev, res)
+		h.signInRefused(ctx, at, "ca_block", res)
 		redirect(oautherr.AccessDenied, "access is blocked by a Conditional Access policy (reference "+ri.CorrID+")")
 	case stepSignInAgain:
 		if !prompt {
@@ -209,7 +230,7 @@ func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *auth
 	case stepPassword:
 		h.renderPasswordChange(w, r, &pwChangeState{UserID: u.ID, In: in, AMR: amr}, c, h.browser.CSRFToken(w, r), "", http.StatusOK)
 	default:
-		h.signInRefused(ctx, ri, "ca_controls_unmet", c, u, dev, res)
+		h.signInRefused(ctx, at, "ca_controls_unmet", res)
 		if !prompt {
 			redirect(oautherr.InteractionRequired, "Conditional Access requires "+explain.Controls(res.Controls))
 		} else {
@@ -329,20 +350,27 @@ func (h *Handler) claimsStepUp(w http.ResponseWriter, r *http.Request, in *inter
 // the token, the page names what failed and the device's request is
 // denied with the reason, so that its next poll gets access_denied saying
 // why instead of waiting for a token it would not get.
-func (h *Handler) deviceAccess(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, u *model.User, authTime time.Time, amr []string, fresh bool) (*access.Result, bool) {
+func (h *Handler) deviceAccess(w http.ResponseWriter, r *http.Request, dr *deviceRequest, c *model.Client, u *model.User, sess *model.Session, authTime time.Time, amr []string, fresh bool) (*access.Result, bool) {
+	ctx := r.Context()
+	in := &interaction{Device: dr}
+	at, err := h.newAttempt(ctx, r, in, c, u, sess, authTime, amr, fresh)
+	if err != nil {
+		h.accessFailed(w, r, at.ri, err)
+		return nil, false
+	}
 	if h.c.Access == nil {
+		h.ssoRecord(ctx, at, nil, "")
 		return nil, true
 	}
-	ctx := r.Context()
-	ri := h.info(r)
-	dev := h.userDevice(ctx, dr.DPoPJKT, u)
-	res, err := h.evaluate(ctx, policy.FlowDeviceCode, ri, c, u, dev, authTime, amr)
+	ri, dev := at.ri, at.dev
+	res, err := h.evaluate(ctx, policy.FlowDeviceCode, at)
 	if err != nil {
 		h.accessFailed(w, r, ri, err)
 		return nil, false
 	}
-	in := &interaction{Device: dr}
-	switch h.plan(res, u, authTime, fresh, true, dr.DPoPJKT) {
+	st := h.plan(res, u, authTime, fresh, true, dr.DPoPJKT)
+	h.ssoRecord(ctx, at, res, stepReason[st])
+	switch st {
 	case stepAllow:
 		return res, true
 	case stepSignInAgain:

@@ -102,7 +102,7 @@ func (h *Handler) handleDeviceCode(w http.ResponseWriter, r *http.Request) {
 	}
 	dr := &deviceRequest{Hash: dc.Hash, ClientID: dc.ClientID, DPoPJKT: dc.DPoPJKT}
 	if sess, u := h.signedIn(r); sess != nil {
-		if _, ok := h.deviceAccess(w, r, dr, c, u, sess.AuthTime, sess.AMR, false); !ok {
+		if _, ok := h.deviceAccess(w, r, dr, c, u, sess, sess.AuthTime, sess.AMR, false); !ok {
 			return
 		}
 		_ = h.c.Store.TouchSession(ctx, sess.ID, h.c.Now())
@@ -306,7 +306,7 @@ func (h *Handler) approvalAllowed(w http.ResponseWriter, r *http.Request, st *de
 		return false
 	}
 	dr := &deviceRequest{Hash: dc.Hash, ClientID: dc.ClientID, DPoPJKT: dc.DPoPJKT}
-	_, ok := h.deviceAccess(w, r, dr, c, u, sess.AuthTime, sess.AMR, st.Fresh)
+	_, ok := h.deviceAccess(w, r, dr, c, u, sess, sess.AuthTime, sess.AMR, st.Fresh)
 	return ok
 }
 

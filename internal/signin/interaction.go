@@ -62,7 +62,7 @@ func (h *Handler) Authorize(w http.ResponseWriter, r *http.Request, req *authz.R
 	if !strings.Contains(req.Prompt, "login") {
 		now := h.c.Now()
 		if sess, u := h.signedIn(r); sess != nil && (req.MaxAge < 0 || now.Sub(sess.AuthTime) <= time.Duration(req.MaxAge)*time.Second) {
-			if _, ok := h.signInAccess(w, r, req, c, u, sess.AuthTime, sess.AMR, false); !ok {
+			if _, ok := h.signInAccess(w, r, req, c, u, sess, sess.AuthTime, sess.AMR, false); !ok {
 				return
 			}
 			_ = h.c.Store.TouchSession(r.Context(), sess.ID, now)

@@ -195,9 +195,9 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	var ca *access.Result
 	var ok bool
 	if in.Device != nil {
-		ca, ok = h.deviceAccess(w, r, in.Device, c, u, now, amr, true)
+		ca, ok = h.deviceAccess(w, r, in.Device, c, u, nil, now, amr, true)
 	} else {
-		ca, ok = h.signInAccess(w, r, in.Auth, c, u, now, amr, true)
+		ca, ok = h.signInAccess(w, r, in.Auth, c, u, nil, now, amr, true)
 	}
 	if !ok {
 		return

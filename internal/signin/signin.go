@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
@@ -61,6 +62,17 @@ type AccessEvaluator interface {
 	Evaluate(ctx context.Context, req access.Request) (*access.Result, error)
 }
 
+// RiskAssessor computes the risk of a sign-in before Conditional Access
+// decides it (the risk engine). It is given the activity the sign-in
+// would record: kind signin (credentials just checked) or sso_signin (an
+// SSO session reused; SessionID is that session), with the user, client,
+// device, DBSC key, IP and user agent of this request; the id is not
+// known yet. It returns none, low, medium or high; an error refuses the
+// sign-in (fail closed, like Conditional Access).
+type RiskAssessor interface {
+	AssessSignIn(ctx context.Context, a activity.Activity) (level string, err error)
+}
+
 // Config wires the sign-in to its services.
 type Config struct {
 	Issuer   string
@@ -83,6 +95,9 @@ type Config struct {
 	Devices DeviceLookup
 	// Access decides Conditional Access; nil: no policies.
 	Access AccessEvaluator
+	// Risk computes each sign-in's risk for Conditional Access's sign-in
+	// risk condition; nil: every sign-in's risk is none.
+	Risk RiskAssessor
 	// Protocol is the authorization server the sign-in continues into
 	// (required).
 	Protocol Protocol

@@ -76,6 +76,9 @@ type Options struct {
 	// deployment. PostgresDSN is then ignored. (Restart starts the same
 	// instance again.)
 	Join *Instance
+	// SignInRisk, when set, computes the risk of each sign-in
+	// (app.App.SignInRisk).
+	SignInRisk app.SignInRiskAssessor
 }
 
 // Start runs Ward with SQLite in a temp dir and these fixtures: users
@@ -192,6 +195,9 @@ func start(t testing.TB, o Options, ln net.Listener, prev *Instance) *Instance {
 	a, err := app.OpenWith(context.Background(), cfg, log, app.Options{Now: now, LookupEnv: func(string) (string, bool) { return "", false }})
 	if err != nil {
 		t.Fatalf("open app: %v", err)
+	}
+	if o.SignInRisk != nil {
+		a.SignInRisk = o.SignInRisk
 	}
 	srv, err := server.New(a)
 	if err != nil {

@@ -137,6 +137,12 @@ var mappings = map[model.EventType]mapping{
 	model.EventDeviceCodeApproved:    {class: ClassAuthentication, activity: activityOther, other: "Device Code Approved"},
 	model.EventDeviceCodeDenied:      {class: ClassAuthentication, activity: activityOther, other: "Device Code Denied"},
 
+	// Activity of sessions and tokens: a sign-in by the SSO cookie of an
+	// existing session.
+	model.EventSSOSignIn: {class: ClassAuthentication, activity: authLogon},
+	// Uses of an access token reported by a resource server.
+	model.EventTokenUsed: {class: ClassAuthentication, activity: activityOther, other: "Token Used"},
+
 	model.EventUserCreated:     {class: ClassAccountChange, activity: acctCreate},
 	model.EventUserUpdated:     {class: ClassAccountChange, activity: activityOther, other: "Update"}, // refined by Data["change"]
 	model.EventUserDisabled:    {class: ClassAccountChange, activity: acctDisable},

@@ -143,6 +143,8 @@ func TestMappingsChooseActivities(t *testing.T) {
 	}{
 		{withOutcome(sparse(model.EventSignInSucceeded, 1), model.OutcomeSuccess), 300201, 1, ""},
 		{withOutcome(sparse(model.EventSignInFailed, 1), model.OutcomeFailure), 300201, 2, ""},
+		{withOutcome(sparse(model.EventSSOSignIn, 1), model.OutcomeFailure), 300201, 2, ""},
+		{withOutcome(sparse(model.EventTokenUsed, 1), model.OutcomeFailure), 300299, 2, ""},
 		{sparse(model.EventSessionLoggedOut, 1), 300202, 0, ""},
 		{sparse(model.EventTokenIssued, 1), 300204, 0, ""},
 		{sparse(model.EventTokenRefreshed, 1), 300205, 0, ""},

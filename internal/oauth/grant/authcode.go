@@ -22,16 +22,27 @@ var pkceVerifierRE = regexp.MustCompile(`^[A-Za-z0-9._~-]{43,128}$`) // RFC 7636
 type authorizationCode struct{ *env }
 
 func (g authorizationCode) Grant(ctx context.Context, req *Request) (*Response, *oautherr.Error) {
+	resp, ac, e := g.grant(ctx, req)
+	if e != nil && ac != nil {
+		// The code was found: the refusal names its session and the key
+		// the authorization request committed to.
+		attribute(e, req, credential{userID: ac.UserID, sessionID: ac.SessionID, boundJKT: ac.DPoPJKT})
+	}
+	return resp, e
+}
+
+// grant answers the request; ac is the code presented when Ward found it.
+func (g authorizationCode) grant(ctx context.Context, req *Request) (*Response, *model.AuthCode, *oautherr.Error) {
 	c := req.Client
 	if !c.AllowsGrant(model.GrantAuthorizationCode) {
-		return nil, oautherr.New(oautherr.UnauthorizedClient, "client may not use the authorization code grant")
+		return nil, nil, oautherr.New(oautherr.UnauthorizedClient, "client may not use the authorization code grant")
 	}
 	code, verifier, redirectURI := req.Get("code"), req.Get("code_verifier"), req.Get("redirect_uri")
 	if code == "" || redirectURI == "" {
-		return nil, oautherr.New(oautherr.InvalidRequest, "code and redirect_uri are required")
+		return nil, nil, oautherr.New(oautherr.InvalidRequest, "code and redirect_uri are required")
 	}
 	if verifier == "" {
-		return nil, oautherr.New(oautherr.InvalidRequest, "code_verifier is required (PKCE)").WithReason("pkce_missing")
+		return nil, nil, oautherr.New(oautherr.InvalidRequest, "code_verifier is required (PKCE)").WithReason("pkce_missing")
 	}
 	now := g.Now()
 	hash := g.TokenHasher.Sum(code)
@@ -43,31 +54,33 @@ func (g authorizationCode) Grant(ctx context.Context, req *Request) (*Response, 
 	ac, err := g.Store.GetAuthCode(ctx, hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, codeInvalid("code_unknown")
+		return nil, nil, codeInvalid("code_unknown")
 	case err != nil:
-		return nil, oautherr.Server(err)
+		return nil, nil, oautherr.Server(err)
 	case !ac.UsedAt.IsZero():
-		return nil, g.codeReused(ctx, req, ac)
+		return nil, ac, g.codeReused(ctx, req, ac)
 	}
 	if e := checkCode(req, ac, now, redirectURI, verifier); e != nil {
-		return nil, e
+		return nil, ac, e
 	}
+	found := ac
 	ac, err = g.Store.ConsumeAuthCode(ctx, hash, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, codeInvalid("code_unknown")
+		return nil, found, codeInvalid("code_unknown")
 	case errors.Is(err, store.ErrAlreadyUsed):
 		// Redeemed by a concurrent request that passed the same checks.
-		return nil, g.codeReused(ctx, req, ac)
+		return nil, found, g.codeReused(ctx, req, ac)
 	case err != nil:
-		return nil, oautherr.Server(err)
+		return nil, found, oautherr.Server(err)
 	}
 	sess, u, e := LiveSession(ctx, g.Store, now, ac.SessionID, ac.UserID)
 	if e != nil {
-		return nil, e
+		return nil, ac, e
 	}
 	d := decision{flow: policy.FlowInteractive, client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
-	return g.issue(ctx, req, d, model.EventTokenIssued, nil)
+	resp, e := g.issue(ctx, req, d, model.EventTokenIssued, nil)
+	return resp, ac, e
 }
 
 // codeInvalid is the answer to a code that cannot be redeemed: the same

@@ -37,7 +37,9 @@ func (g deviceCode) Grant(ctx context.Context, req *Request) (*Response, *oauthe
 	// pollErr is the answer to a poll that is saved (pending, slow_down);
 	// errors returned from the update leave the request untouched.
 	var pollErr *oautherr.Error
+	var found credential // the approval's user, for a refusal's record
 	dc, err := g.Store.UpdateDeviceCode(ctx, g.TokenHasher.Sum(raw), func(d *model.DeviceCode) error {
+		found = credential{userID: d.UserID, sessionID: d.SessionID, boundJKT: d.DPoPJKT}
 		var e *oautherr.Error
 		pollErr, e = redeemDeviceCode(d, req, now)
 		if e != nil {
@@ -50,7 +52,7 @@ func (g deviceCode) Grant(ctx context.Context, req *Request) (*Response, *oauthe
 	case errors.Is(err, store.ErrNotFound):
 		return nil, deviceCodeInvalid("device_code_unknown")
 	case errors.As(err, &e):
-		return nil, e
+		return nil, attribute(e, req, found)
 	case err != nil:
 		return nil, oautherr.Server(err)
 	case pollErr != nil:

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ward-idp/ward/internal/access"
+	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth/authz"
 	"github.com/ward-idp/ward/internal/oauth/explain"
@@ -62,22 +64,46 @@ func (e *env) issue(ctx context.Context, req *Request, d decision, evType model.
 	if is.atScope == "" {
 		is.atScope = d.scope
 	}
-	if err := e.bind(ctx, is); err != nil {
-		return nil, err
-	}
-	if err := e.checkAccess(ctx, is); err != nil {
-		return nil, err
-	}
-	if err := e.mint(is); err != nil {
-		return nil, err
-	}
-	if err := e.rotate(ctx, is); err != nil {
-		return nil, err
-	}
-	if err := e.record(ctx, is); err != nil {
-		return nil, err
+	if err := e.pipeline(ctx, is); err != nil {
+		return nil, attribute(err, req, is.credential())
 	}
 	return is.resp, nil
+}
+
+func (e *env) pipeline(ctx context.Context, is *issuance) *oautherr.Error {
+	if err := e.bind(ctx, is); err != nil {
+		return err
+	}
+	if err := e.checkAccess(ctx, is); err != nil {
+		return err
+	}
+	if err := e.mint(is); err != nil {
+		return err
+	}
+	if err := e.rotate(ctx, is); err != nil {
+		return err
+	}
+	return e.record(ctx, is)
+}
+
+// credential is what the request presented, for a refusal's record: the
+// session's user and session, the device of the proof key, and the
+// refresh token's binding and generation.
+func (is *issuance) credential() credential {
+	var c credential
+	if is.d.user != nil {
+		c.userID, c.sessionID = is.d.user.ID, is.d.sess.ID
+	}
+	if is.dev != nil {
+		c.deviceID = is.dev.ID
+	}
+	if p := is.prev; p != nil {
+		c.boundJKT, c.gen = p.JKT, p.Generation
+		if c.deviceID == "" {
+			c.deviceID = p.DeviceID
+		}
+	}
+	return c
 }
 
 // bind decides the token protection of the request (which registered
@@ -313,9 +339,11 @@ func tokenEvent(is *issuance, cae bool) *model.Event {
 	d, c := is.d, is.d.client
 	ev := is.req.Origin.Event(is.evType)
 	ev.Actor, ev.ClientID, ev.TokenID = c.ID, c.ID, is.claims.JTI
-	ev.Data = map[string]string{"grant_type": is.req.GrantType, "scope": is.atScope, "token_protection": is.protection}
+	ev.Data = map[string]string{activity.DataGrant: is.req.GrantType, "scope": is.atScope, "token_protection": is.protection}
 	if d.user != nil {
 		ev.UserID, ev.SessionID, ev.Actor = d.user.ID, d.sess.ID, d.user.ID
+		// How the session signed in: whether it performed a second factor.
+		ev.Data[activity.DataAMR] = strings.Join(d.amr, " ")
 	}
 	if is.ca != nil {
 		is.ca.EventData(ev.Data)
@@ -331,10 +359,21 @@ func tokenEvent(is *issuance, cae bool) *model.Event {
 	}
 	if is.req.Proof != nil {
 		ev.Binding = model.BindingDPoP
-		ev.Data["jkt"] = is.req.Proof.JKT
+		ev.Data[activity.DataJKT] = is.req.Proof.JKT
 	} else {
 		ev.Binding, ev.BindingReason = model.BindingUnbound, model.UnboundNoProof
 	}
+	var bound string
+	if p := is.prev; p != nil {
+		bound = p.JKT
+		if p.JKT != "" {
+			ev.Data[activity.DataBoundJKT] = p.JKT
+		}
+		if p.Generation > 0 {
+			ev.Data[activity.DataRTGenIn] = strconv.Itoa(p.Generation)
+		}
+	}
+	ev.Data[activity.DataProof] = string(ProofStatus(is.req, bound))
 	if is.dev != nil {
 		ev.DeviceID = is.dev.ID
 	}
@@ -369,6 +408,7 @@ func (e *env) rotate(ctx context.Context, is *issuance) *oautherr.Error {
 	next := &model.RefreshToken{
 		Hash: e.TokenHasher.Sum(raw), SessionID: d.sess.ID, ClientID: c.ID, UserID: d.user.ID, Scope: d.scope,
 		AuthTime: d.authTime, AMR: d.amr, ACR: d.acr, CreatedAt: is.now, ExpiresAt: is.now.Add(e.Lifetimes.RefreshToken),
+		Generation: nextGeneration(is.prev),
 	}
 	if next.ExpiresAt.After(d.sess.ExpiresAt) {
 		next.ExpiresAt = d.sess.ExpiresAt
@@ -390,7 +430,23 @@ func (e *env) rotate(ctx context.Context, is *issuance) *oautherr.Error {
 	if next.JKT != "" {
 		is.ev.Data["refresh_bound"] = "true"
 	}
+	if next.Generation > 0 {
+		is.ev.Data[activity.DataRTGenOut] = strconv.Itoa(next.Generation)
+	}
 	return nil
+}
+
+// nextGeneration is the generation of the refresh token that follows
+// prev: 1 for the first of a grant, prev's + 1 after it, and 0 (unknown)
+// after a token stored before generations were recorded.
+func nextGeneration(prev *model.RefreshToken) int {
+	switch {
+	case prev == nil:
+		return 1
+	case prev.Generation > 0:
+		return prev.Generation + 1
+	}
+	return 0
 }
 
 // storeRefreshToken creates next, or rotates the presented token into it

@@ -17,53 +17,65 @@ import (
 type refreshToken struct{ *env }
 
 func (g refreshToken) Grant(ctx context.Context, req *Request) (*Response, *oautherr.Error) {
+	resp, rt, e := g.grant(ctx, req)
+	if e != nil && rt != nil {
+		// The token was found: the refusal names its session.
+		attribute(e, req, refreshCredential(rt))
+	}
+	return resp, e
+}
+
+// grant answers the request; rt is the refresh token presented when Ward
+// found it (for the refusal's record).
+func (g refreshToken) grant(ctx context.Context, req *Request) (*Response, *model.RefreshToken, *oautherr.Error) {
 	c := req.Client
 	if !c.AllowsGrant(model.GrantRefreshToken) {
-		return nil, oautherr.New(oautherr.UnauthorizedClient, "client may not use the refresh token grant")
+		return nil, nil, oautherr.New(oautherr.UnauthorizedClient, "client may not use the refresh token grant")
 	}
 	raw := req.Get("refresh_token")
 	if raw == "" {
-		return nil, oautherr.New(oautherr.InvalidRequest, "refresh_token is required")
+		return nil, nil, oautherr.New(oautherr.InvalidRequest, "refresh_token is required")
 	}
 	now := g.Now()
 	// One read for the token, its session and its user.
 	rg, err := g.Store.GetRefreshGrant(ctx, g.TokenHasher.Sum(raw))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, g.refreshUnknown(ctx, req)
+		return nil, nil, g.refreshUnknown(ctx, req)
 	} else if err != nil {
-		return nil, oautherr.Server(err)
+		return nil, nil, oautherr.Server(err)
 	}
 	rt := rg.Token
 	if rt.ClientID != c.ID {
-		return nil, refreshInvalid("refresh_client_mismatch")
+		return nil, rt, refreshInvalid("refresh_client_mismatch")
 	}
 	if !rt.RotatedAt.IsZero() {
-		return nil, g.refreshReused(ctx, req, rt)
+		return nil, rt, g.refreshReused(ctx, req, rt)
 	}
 	if !now.Before(rt.ExpiresAt) {
-		return nil, refreshInvalid("refresh_expired")
+		return nil, rt, refreshInvalid("refresh_expired")
 	}
 	if rt.JKT != "" && req.jkt() != rt.JKT {
 		// Generic to the client: "bound to another key" would tell a
 		// thief the stolen token is live. The audit log has the reason.
-		return nil, refreshInvalid("refresh_key_mismatch")
+		return nil, rt, refreshInvalid("refresh_key_mismatch")
 	}
 	scope := rt.Scope
 	if s := req.Get("scope"); s != "" {
 		narrowed, ok := subsetScope(s, rt.Scope)
 		if !ok {
-			return nil, oautherr.New(oautherr.InvalidScope, "requested scope exceeds the original grant")
+			return nil, rt, oautherr.New(oautherr.InvalidScope, "requested scope exceeds the original grant")
 		}
 		scope = narrowed
 	}
 	if e := checkLive(rg.Session, rg.User, now); e != nil {
 		if de := g.deviceEnded(ctx, req); de != nil {
-			return nil, de
+			return nil, rt, de
 		}
-		return nil, e
+		return nil, rt, e
 	}
 	d := decision{flow: policy.FlowRefresh, client: c, user: rg.User, sess: rg.Session, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR}
-	return g.issue(ctx, req, d, model.EventTokenRefreshed, rt)
+	resp, e := g.issue(ctx, req, d, model.EventTokenRefreshed, rt)
+	return resp, rt, e
 }
 
 // refreshInvalid is the answer to a refresh token that cannot be used:

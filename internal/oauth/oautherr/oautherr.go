@@ -52,6 +52,24 @@ type Error struct {
 	DPoPNonce string
 	// Data is added to the audit event of the failure (never sent).
 	Data map[string]string
+	// Subject names whom the failure concerns when the request's
+	// credential was found (a refresh token's or a code's user, session
+	// and device), for its audit event; never sent.
+	Subject Subject
+}
+
+// Subject is who a refused request concerns, by id.
+type Subject struct {
+	UserID, SessionID, DeviceID string
+}
+
+// SetData sets Data[k] = v (creating Data) and returns e.
+func (e *Error) SetData(k, v string) *Error {
+	if e.Data == nil {
+		e.Data = map[string]string{}
+	}
+	e.Data[k] = v
+	return e
 }
 
 func (e *Error) Error() string {

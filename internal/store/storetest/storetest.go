@@ -305,7 +305,7 @@ func fullRefresh(hash, session string) *model.RefreshToken {
 		Hash: []byte(hash), SessionID: session, ClientID: "client-1", UserID: "user-1",
 		Scope: "openid offline_access", JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
 		DeviceID: "device-1", AuthTime: at(-time.Minute), AMR: []string{"pwd"}, ACR: "1", CreatedAt: at(0),
-		ExpiresAt: at(30 * 24 * time.Hour),
+		ExpiresAt: at(30 * 24 * time.Hour), Generation: 2,
 	}
 }
 
@@ -875,6 +875,7 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, old))
 	next := fullRefresh("next", "s1")
 	next.CreatedAt = at(time.Hour)
+	next.Generation = old.Generation + 1
 
 	got, err := s.RotateRefreshToken(ctx, old.Hash, at(time.Hour), next)
 	must(t, "RotateRefreshToken", err)
@@ -887,6 +888,12 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 	stored, err = s.GetRefreshToken(ctx, next.Hash)
 	must(t, "GetRefreshToken next", err)
 	same(t, "next after rotation", stored, next, normRefresh)
+	if stored.Generation != 3 {
+		t.Errorf("generation of the successor: got %d, want 3", stored.Generation)
+	}
+	if g, err := s.GetRefreshGrant(ctx, next.Hash); err != nil || g.Token.Generation != 3 {
+		t.Errorf("GetRefreshGrant generation: got %+v, %v; want 3", g, err)
+	}
 
 	// Reuse: old record back with ErrAlreadyUsed, nothing stored, RotatedAt unchanged.
 	next2 := fullRefresh("next2", "s1")

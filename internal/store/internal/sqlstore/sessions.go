@@ -220,24 +220,25 @@ func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.T
 // ---- refresh tokens ----
 
 const refreshCols = `hash, session_id, client_id, user_id, scope, jkt, auth_time, amr, acr,
-	created_at, expires_at, rotated_at, device_id`
+	created_at, expires_at, rotated_at, device_id, generation`
 
 // refreshSelect reads refreshCols back; an unset device_id is stored as
 // NULL (see the partial index refresh_tokens_device).
 const refreshSelect = `hash, session_id, client_id, user_id, scope, jkt, auth_time, amr, acr,
-	created_at, expires_at, rotated_at, COALESCE(device_id, '')`
+	created_at, expires_at, rotated_at, COALESCE(device_id, ''), generation`
 
 // refreshRow receives a refresh_tokens row (refreshSelect).
 type refreshRow struct {
 	t                                   model.RefreshToken
 	amr                                 string
 	authTime, created, expires, rotated int64
+	generation                          int64
 }
 
 func (x *refreshRow) dest() []any {
 	t := &x.t
 	return []any{&t.Hash, &t.SessionID, &t.ClientID, &t.UserID, &t.Scope, &t.JKT, &x.authTime, &x.amr,
-		&t.ACR, &x.created, &x.expires, &x.rotated, &t.DeviceID}
+		&t.ACR, &x.created, &x.expires, &x.rotated, &t.DeviceID, &x.generation}
 }
 
 func (x *refreshRow) token() (*model.RefreshToken, error) {
@@ -250,6 +251,7 @@ func (x *refreshRow) token() (*model.RefreshToken, error) {
 	t.CreatedAt = fromMicros(x.created)
 	t.ExpiresAt = fromMicros(x.expires)
 	t.RotatedAt = fromMicros(x.rotated)
+	t.Generation = int(x.generation)
 	return t, nil
 }
 
@@ -262,12 +264,12 @@ func scanRefresh(r Row) (*model.RefreshToken, error) {
 }
 
 const insertRefresh = `INSERT INTO refresh_tokens (` + refreshCols + `)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
 
 func refreshArgs(t *model.RefreshToken) []any {
 	return []any{t.Hash, t.SessionID, t.ClientID, t.UserID, t.Scope, t.JKT, micros(t.AuthTime),
 		jsonList(t.AMR), t.ACR, micros(t.CreatedAt), micros(t.ExpiresAt), micros(t.RotatedAt),
-		nullIfEmpty(t.DeviceID)}
+		nullIfEmpty(t.DeviceID), int64(t.Generation)}
 }
 
 func (s *Store) lockSession(ctx context.Context, q Querier, id string) error {
