@@ -138,7 +138,7 @@ var EventCodes = map[EventType]string{
 	EventSignInFailed:          "W1001W",
 	EventMFAEnrolled:           "W1002I",
 	EventMFARemoved:            "W1003W",
-	EventSSOSignIn:             "W1004I",
+	EventSSOSignIn:             "W1006I",
 	EventTokenIssued:           "W2000I",
 	EventTokenRefreshed:        "W2001I",
 	EventTokenRevoked:          "W2002I",
