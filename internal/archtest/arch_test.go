@@ -80,6 +80,9 @@ var rules = map[string]rule{
 	"internal/web":       {never: anything, modules: stdOnly},
 	"internal/tlsutil":   {never: anything, modules: stdOnly},
 	"internal/clock":     {never: anything, modules: stdOnly}, // the tests' fake clock
+	// The SSRF guard of outbound requests to URLs others choose: the
+	// transmitter's pushes and the receiver's fetches share one rule.
+	"internal/netguard": {never: anything, modules: stdOnly},
 	// Client descriptions and their validation, shared by the
 	// configuration, the clients service and the admin API.
 	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
@@ -125,7 +128,7 @@ var rules = map[string]rule{
 	"internal/access": {imports: []string{"internal/bus", "internal/model", "internal/policy", "internal/store"}, never: notService},
 	// Shared Signals transmitter: signs through a one-method interface
 	// rather than importing tokens.
-	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store"}, never: notService},
+	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/netguard", "internal/secret", "internal/store"}, never: notService},
 	// The one owner of session revocation: every revocation commits with
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).
