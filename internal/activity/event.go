@@ -84,6 +84,8 @@ func eventKind(e *model.Event) (Kind, bool) {
 		return KindToken, true
 	case model.EventDeviceRegistered:
 		return KindDeviceRegistration, true
+	case model.EventSSFSignalReceived:
+		return KindSignal, true
 	}
 	return "", false
 }
