@@ -27,6 +27,7 @@ import (
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/session"
+	"github.com/ward-idp/ward/internal/ssfrx"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
@@ -40,22 +41,25 @@ const ActorSystem = "system"
 
 // App is an opened Ward instance: configuration, store, bus and services.
 type App struct {
-	Config      *config.Config
-	Log         *slog.Logger
-	Now         func() time.Time
-	Store       store.Store
-	Bus         bus.Bus
-	Durable     bus.Durable    // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
-	Changes     bus.Subscriber // ChangeEventTypes stored by any process, this one included (see followChanges)
-	KEK         *secret.KEK
-	Keys        *tokens.KeyManager
-	Identity    *identity.Service
-	Clients     *clients.Service
-	Devices     *device.Service
-	Sessions    *session.Service // every session revocation
-	Access      *access.Service
-	CAE         *cae.Service // the Shared Signals transmitter
-	TokenHasher *secret.Hasher
+	Config   *config.Config
+	Log      *slog.Logger
+	Now      func() time.Time
+	Store    store.Store
+	Bus      bus.Bus
+	Durable  bus.Durable    // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
+	Changes  bus.Subscriber // ChangeEventTypes stored by any process, this one included (see followChanges)
+	KEK      *secret.KEK
+	Keys     *tokens.KeyManager
+	Identity *identity.Service
+	Clients  *clients.Service
+	Devices  *device.Service
+	Sessions *session.Service // every session revocation
+	Access   *access.Service
+	CAE      *cae.Service // the Shared Signals transmitter
+	// SSFReceivers receives signals from other SSF transmitters
+	// (ssf_receivers).
+	SSFReceivers *ssfrx.Service
+	TokenHasher  *secret.Hasher
 
 	dev        *DevData
 	closers    []func() error
@@ -219,6 +223,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, err
 	}
 	if err := a.openExport(ctx, cfg, log, o); err != nil {
+		return nil, err
+	}
+	if err := a.openSSFReceivers(cfg, log, o); err != nil {
 		return nil, err
 	}
 

@@ -133,6 +133,11 @@ var rules = map[string]rule{
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).
 	"internal/session": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
+	// Ward as a Shared Signals receiver: stream management at other
+	// transmitters and their SETs, verified with the public jws, jsonobj
+	// and rs (claim rules) packages, recorded through the store and the
+	// bus as signal activity; outbound requests pass the SSRF guard.
+	"internal/ssfrx": {imports: []string{"httpauth", "internal/activity", "internal/bus", "internal/model", "internal/netguard", "internal/store", "jsonobj", "jws", "rs"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -190,9 +195,9 @@ var rules = map[string]rule{
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
 	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
-		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
+		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
