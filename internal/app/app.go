@@ -355,7 +355,7 @@ func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
-		PushAllowedNetworks: c.PushNetworks(),
+		PushAllowedNetworks: c.PushNetworks(), UserEmailAlias: c.UserEmailAlias,
 	}, cae.Wiring{Bus: a.Bus, Durable: a.Durable, Stream: a.caeStream, Audience: c.NATS.Audience, Serve: serve})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)
