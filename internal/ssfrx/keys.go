@@ -93,7 +93,14 @@ func (k *keySet) lookupLocked(kid string, hasKID bool) json.RawMessage {
 func (k *keySet) refreshLocked(ctx context.Context, now time.Time) error {
 	k.tried = now
 	if k.jwksURI == "" {
-		return errKeysUnavailable
+		// A SET before the stream was set up (just after a start): find
+		// the keys from the transmitter's configuration now.
+		tc, err := k.r.discover(ctx)
+		if err != nil {
+			k.r.s.log.WarnContext(ctx, "ssf receiver: transmitter configuration unavailable", "receiver", k.r.cfg.Name, "err", err)
+			return errKeysUnavailable
+		}
+		k.jwksURI = tc.JWKSURI
 	}
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
