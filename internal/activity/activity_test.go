@@ -174,6 +174,9 @@ func TestFromEvent(t *testing.T) {
 			Activity{Kind: KindToken, Result: ResultFailure, Proof: ProofInvalid}, true},
 		{"hostile numbers are dropped", ev(model.EventTokenRefreshed, model.OutcomeSuccess, map[string]string{"count": "99999999999", "asn": "-1", "lat": "1e999", "lon": "0"}),
 			Activity{Kind: KindRefresh, Result: ResultSuccess}, true},
+		{"external signal", ev(model.EventSSFSignalReceived, model.OutcomeSuccess,
+			map[string]string{"signal": "https://schemas.openid.net/secevent/caep/event-type/session-revoked", "transmitter": "edr"}),
+			Activity{Kind: KindSignal, Result: ResultSuccess, Signal: "https://schemas.openid.net/secevent/caep/event-type/session-revoked"}, true},
 		{"administration is not activity", ev(model.EventUserCreated, model.OutcomeSuccess, nil), Activity{}, false},
 	}
 	for _, c := range cases {

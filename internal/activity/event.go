@@ -88,6 +88,8 @@ func eventKind(e *model.Event) (Kind, bool) {
 		return KindTokenUse, true
 	case model.EventDeviceRegistered:
 		return KindDeviceRegistration, true
+	case model.EventSSFSignalReceived:
+		return KindSignal, true
 	}
 	return "", false
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/session"
+	"github.com/ward-idp/ward/internal/ssfrx"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
@@ -41,22 +42,25 @@ const ActorSystem = "system"
 
 // App is an opened Ward instance: configuration, store, bus and services.
 type App struct {
-	Config      *config.Config
-	Log         *slog.Logger
-	Now         func() time.Time
-	Store       store.Store
-	Bus         bus.Bus
-	Durable     bus.Durable    // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
-	Changes     bus.Subscriber // ChangeEventTypes stored by any process, this one included (see followChanges)
-	KEK         *secret.KEK
-	Keys        *tokens.KeyManager
-	Identity    *identity.Service
-	Clients     *clients.Service
-	Devices     *device.Service
-	Sessions    *session.Service // every session revocation
-	Access      *access.Service
-	CAE         *cae.Service // the Shared Signals transmitter
-	TokenHasher *secret.Hasher
+	Config   *config.Config
+	Log      *slog.Logger
+	Now      func() time.Time
+	Store    store.Store
+	Bus      bus.Bus
+	Durable  bus.Durable    // cross-instance, at-least-once delivery (bus.NoDurable without JetStream)
+	Changes  bus.Subscriber // ChangeEventTypes stored by any process, this one included (see followChanges)
+	KEK      *secret.KEK
+	Keys     *tokens.KeyManager
+	Identity *identity.Service
+	Clients  *clients.Service
+	Devices  *device.Service
+	Sessions *session.Service // every session revocation
+	Access   *access.Service
+	CAE      *cae.Service // the Shared Signals transmitter
+	// SSFReceivers receives signals from other SSF transmitters
+	// (ssf_receivers).
+	SSFReceivers *ssfrx.Service
+	TokenHasher  *secret.Hasher
 	// SignInRisk computes the risk of each sign-in (SSO sign-ins included)
 	// before Conditional Access decides it; nil: none.
 	SignInRisk SignInRiskAssessor
@@ -231,6 +235,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	if err := a.openExport(ctx, cfg, log, o); err != nil {
 		return nil, err
 	}
+	if err := a.openSSFReceivers(cfg, log, o); err != nil {
+		return nil, err
+	}
 
 	// The configuration's clients and users are applied by the server
 	// (and tests); a command-line tool works on what is stored, so that it
@@ -358,7 +365,7 @@ func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
-		PushAllowedNetworks: c.PushNetworks(),
+		PushAllowedNetworks: c.PushNetworks(), UserEmailAlias: c.UserEmailAlias,
 	}, cae.Wiring{Bus: a.Bus, Durable: a.Durable, Stream: a.caeStream, Audience: c.NATS.Audience, Serve: serve})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)

@@ -80,6 +80,9 @@ var rules = map[string]rule{
 	"internal/web":       {never: anything, modules: stdOnly},
 	"internal/tlsutil":   {never: anything, modules: stdOnly},
 	"internal/clock":     {never: anything, modules: stdOnly}, // the tests' fake clock
+	// The SSRF guard of outbound requests to URLs others choose: the
+	// transmitter's pushes and the receiver's fetches share one rule.
+	"internal/netguard": {never: anything, modules: stdOnly},
 	// Client descriptions and their validation, shared by the
 	// configuration, the clients service and the admin API.
 	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
@@ -125,13 +128,18 @@ var rules = map[string]rule{
 	"internal/access": {imports: []string{"internal/bus", "internal/model", "internal/policy", "internal/store"}, never: notService},
 	// Shared Signals transmitter: signs through a one-method interface
 	// rather than importing tokens.
-	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store"}, never: notService},
+	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/netguard", "internal/secret", "internal/store"}, never: notService},
 	// The one owner of session revocation: every revocation commits with
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).
 	// The session service records refresh-token reuse as attributed
 	// activity (internal/activity's Data keys and proof statuses).
 	"internal/session": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/store"}, never: notService},
+	// Ward as a Shared Signals receiver: stream management at other
+	// transmitters and their SETs, verified with the public jws, jsonobj
+	// and rs (claim rules) packages, recorded through the store and the
+	// bus as signal activity; outbound requests pass the SSRF guard.
+	"internal/ssfrx": {imports: []string{"httpauth", "internal/activity", "internal/bus", "internal/model", "internal/netguard", "internal/store", "jsonobj", "jws", "rs"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -199,9 +207,9 @@ var rules = map[string]rule{
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
 	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
-		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
+		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",

@@ -178,7 +178,12 @@ const DataAllSessions = model.DataAllSessions
 // events). See docs/ssf.md for the table.
 func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 	ts := e.Time.Unix()
-	user := func() *Subject { return userSubject(s.issuer, e.UserID) }
+	user := func() *Subject {
+		if s.o.UserEmailAlias {
+			return s.userAliases(ctx, e.UserID)
+		}
+		return userSubject(s.issuer, e.UserID)
+	}
 	base := func(who, why string) eventBody {
 		return eventBody{EventTimestamp: ts, InitiatingEntity: who, ReasonAdmin: reason(why)}
 	}

@@ -3,23 +3,20 @@ package cae
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
+
+	"github.com/ward-idp/ward/internal/netguard"
 )
 
 // Push endpoints are URLs a receiver chooses, so pushing is a request
 // Ward makes on a client's behalf: without a guard a receiver could aim
-// it at Ward's own machine or network (server-side request forgery: the
-// cloud metadata service at 169.254.169.254, an admin port on loopback, a
-// database on the private network). Pushes therefore go only to public
+// it at Ward's own machine or network. Pushes therefore go only to public
 // addresses, plus the networks the operator allows
-// (ssf.push_allowed_networks). The check runs on the address actually
-// dialled, after DNS resolution, so a name that resolves (or re-resolves)
-// to a blocked address is refused too; IP literals are refused already
-// when the stream is created or updated.
+// (ssf.push_allowed_networks), with the rules of package netguard (shared
+// with Ward's own SSF receiver, which fetches from transmitters); IP
+// literals are refused already when the stream is created or updated.
 
 // ErrBlockedAddress is a push refused because its address is not public
 // and not allowed.
@@ -30,101 +27,19 @@ type netGuard struct {
 	allowed []netip.Prefix
 }
 
-// special are the non-public ranges that netip's predicates miss.
-var special = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
-	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
-	netip.MustParsePrefix("2001:db8::/32"),   // documentation
-	netip.MustParsePrefix("192.0.2.0/24"),    // documentation
-	netip.MustParsePrefix("198.51.100.0/24"), // documentation
-	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+func (g netGuard) guard() netguard.Guard {
+	return netguard.Guard{Allowed: g.allowed, Setting: "ssf.push_allowed_networks", Err: ErrBlockedAddress}
 }
 
 // permits reports whether a push may connect to ip.
-func (g netGuard) permits(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, p := range g.allowed {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
-		return false
-	}
-	for _, p := range special {
-		if p.Contains(ip) {
-			return false
-		}
-	}
-	// IPv6 forms that carry an IPv4 address reach that address (through
-	// a NAT64 gateway or a 6to4 relay): they are as public as it is.
-	if v4, ok := embeddedIPv4(ip); ok {
-		return g.permits(v4)
-	}
-	if teredo.Contains(ip) {
-		return false // deprecated, and its client address is obfuscated
-	}
-	return true
-}
-
-// IPv6 transition prefixes.
-var (
-	nat64     = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052 well-known prefix
-	sixToFour = netip.MustParsePrefix("2002::/16")    // RFC 3056
-	teredo    = netip.MustParsePrefix("2001::/32")    // RFC 4380
-	v4compat  = netip.MustParsePrefix("::/96")        // IPv4-compatible (deprecated, RFC 4291)
-)
-
-// embeddedIPv4 returns the IPv4 address an IPv6 address carries: the
-// last 32 bits of NAT64 and IPv4-compatible addresses, bits 16–48 of 6to4.
-func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
-	if !ip.Is6() {
-		return netip.Addr{}, false
-	}
-	b := ip.As16()
-	switch {
-	case nat64.Contains(ip), v4compat.Contains(ip):
-		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
-	case sixToFour.Contains(ip):
-		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
-	}
-	return netip.Addr{}, false
-}
+func (g netGuard) permits(ip netip.Addr) bool { return g.guard().Permits(ip) }
 
 // checkHost refuses an endpoint host that is an IP literal (or
 // "localhost") the guard does not permit; names are checked when dialled.
-func (g netGuard) checkHost(host string) error {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if !g.permits(ip) {
-			return fmt.Errorf("%s is not a public address (allow its network in ssf.push_allowed_networks)", ip)
-		}
-		return nil
-	}
-	if loopback(host) && !g.permits(netip.MustParseAddr("127.0.0.1")) {
-		return fmt.Errorf("%s is a loopback name (allow 127.0.0.0/8 in ssf.push_allowed_networks)", host)
-	}
-	return nil
-}
+func (g netGuard) checkHost(host string) error { return g.guard().CheckHost(host) }
 
 // dialContext dials like net.Dialer but refuses blocked addresses after
 // resolution, before connecting.
 func (g netGuard) dialContext(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return err
-			}
-			ip, err := netip.ParseAddr(host)
-			if err != nil || !g.permits(ip) {
-				return fmt.Errorf("%w: %s", ErrBlockedAddress, host)
-			}
-			return nil
-		}}
-	return d.DialContext
+	return g.guard().DialContext(timeout)
 }

@@ -118,6 +118,12 @@ type Options struct {
 	// be in (loopback and private ranges are refused otherwise; see
 	// netguard.go). Only for the default HTTPClient.
 	PushAllowedNetworks []netip.Prefix
+	// UserEmailAlias names users in SETs as RFC 9493 aliases of their
+	// iss_sub and their email address (ssf.user_email_alias), for
+	// receivers that know people by email, another Ward among them. Off,
+	// users are iss_sub only: an email is personal data every receiver
+	// would get.
+	UserEmailAlias bool
 }
 
 // Service is the SSF transmitter. Create and connect it with the

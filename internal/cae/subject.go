@@ -2,6 +2,7 @@ package cae
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,15 +14,18 @@ import (
 // (SSF 1.0 §3.2) as Ward emits them: users as iss_sub, sessions and
 // devices as opaque ids, the tenant as an opaque id.
 type Subject struct {
-	Format  string   `json:"format"`
-	ID      string   `json:"id,omitempty"`  // opaque
-	Iss     string   `json:"iss,omitempty"` // iss_sub
-	Sub     string   `json:"sub,omitempty"` // iss_sub
-	JTI     string   `json:"jti,omitempty"` // jwt_id (with Iss)
-	User    *Subject `json:"user,omitempty"`
-	Session *Subject `json:"session,omitempty"`
-	Device  *Subject `json:"device,omitempty"`
-	Tenant  *Subject `json:"tenant,omitempty"`
+	Format string `json:"format"`
+	ID     string `json:"id,omitempty"`  // opaque
+	Iss    string `json:"iss,omitempty"` // iss_sub
+	Sub    string `json:"sub,omitempty"` // iss_sub
+	JTI    string `json:"jti,omitempty"` // jwt_id (with Iss)
+	Email  string `json:"email,omitempty"`
+	// Identifiers are the members of an aliases subject (RFC 9493 §3.2.8).
+	Identifiers []*Subject `json:"identifiers,omitempty"`
+	User        *Subject   `json:"user,omitempty"`
+	Session     *Subject   `json:"session,omitempty"`
+	Device      *Subject   `json:"device,omitempty"`
+	Tenant      *Subject   `json:"tenant,omitempty"`
 }
 
 // Subject formats.
@@ -33,7 +37,40 @@ const (
 )
 
 func userSubject(iss, id string) *Subject { return &Subject{Format: FormatIssSub, Iss: iss, Sub: id} }
-func opaqueSubject(id string) *Subject    { return &Subject{Format: FormatOpaque, ID: id} }
+
+// FormatAliases is RFC 9493's list of identifiers of one subject.
+const FormatAliases = "aliases"
+
+// userAliases names a user by iss_sub and, when the user has one, email
+// (Options.UserEmailAlias). A user that is gone (account-purged) keeps
+// iss_sub alone.
+func (s *Service) userAliases(ctx context.Context, id string) *Subject {
+	sub := userSubject(s.issuer, id)
+	u, err := s.o.Store.GetUser(ctx, id)
+	if err != nil || u.Email == "" {
+		return sub
+	}
+	return &Subject{Format: FormatAliases, Identifiers: []*Subject{sub, {Format: "email", Email: u.Email}}}
+}
+
+// withoutAliases replaces aliases subjects (also complex members) by
+// their first identifier, the user's iss_sub: which SETs a stream
+// excludes does not depend on UserEmailAlias.
+func withoutAliases(s *Subject) *Subject {
+	if s == nil {
+		return nil
+	}
+	if s.Format == FormatAliases && len(s.Identifiers) > 0 {
+		return s.Identifiers[0]
+	}
+	if s.Format != FormatComplex || s.User == nil || s.User.Format != FormatAliases {
+		return s
+	}
+	c := *s
+	c.User = withoutAliases(s.User)
+	return &c
+}
+func opaqueSubject(id string) *Subject { return &Subject{Format: FormatOpaque, ID: id} }
 
 // maxSubjectSize bounds a subject a receiver adds or removes, and
 // maxExcluded the subjects one stream may exclude.
@@ -217,7 +254,7 @@ func stringMember(obj map[string]json.RawMessage, name string) (string, error) {
 
 // matcherOf returns the canonical form of a subject Ward emits.
 func matcherOf(s *Subject) subjectMatcher {
-	raw, _ := json.Marshal(s)
+	raw, _ := json.Marshal(withoutAliases(s))
 	_, m, err := parseSubject(raw)
 	if err != nil {
 		return subjectMatcher{}

@@ -67,6 +67,10 @@ type Config struct {
 	// SSF tunes the Shared Signals transmitter (config/ssf.go).
 	SSF SSF `koanf:"ssf"`
 
+	// SSFReceivers are the Shared Signals transmitters Ward receives
+	// security events from (config/ssfrx.go).
+	SSFReceivers []SSFReceiver `koanf:"ssf_receivers"`
+
 	// Export sends the audit log to SIEMs (config/export.go).
 	Export Export `koanf:"export"`
 

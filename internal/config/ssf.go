@@ -35,6 +35,11 @@ type SSF struct {
 	// loopback, private, link-local (cloud metadata) and other special
 	// ranges are refused, after DNS resolution (SSRF).
 	PushAllowedNetworks []string `koanf:"push_allowed_networks"`
+	// UserEmailAlias names users in SETs by their email address too (RFC
+	// 9493 aliases of iss_sub and email), for receivers that know people
+	// by email, such as another Ward (false: iss_sub only; an email is
+	// personal data every receiver gets).
+	UserEmailAlias bool `koanf:"user_email_alias"`
 	// NATS publishes every SET once more to a JetStream stream that
 	// resource servers follow directly (package rs/caenats).
 	NATS SSFNATS `koanf:"nats"`

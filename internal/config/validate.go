@@ -155,6 +155,7 @@ func (c *Config) Validate() error {
 	c.validateSSFPush(v)
 	c.validateSSFLongPoll(v)
 	c.validateExport(v)
+	c.validateSSFReceivers(v)
 
 	for i, s := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {

@@ -132,6 +132,34 @@ const (
 	EventSSFStreamStatusChanged EventType = "ssf.stream_status_changed"
 )
 
+// Shared Signals receiver events (Ward receiving SETs from other
+// transmitters: another IdP, an EDR, a CASB).
+const (
+	// EventSSFSignalReceived: a Security Event Token from a configured
+	// transmitter was verified and recorded, about the user (and the
+	// session, when it names one Ward knows) its subject maps to. Reason
+	// is the event type's last path segment (session-revoked); Data:
+	// signal (the event type URI, activity.DataSignal), and the
+	// DataSSF* keys below.
+	EventSSFSignalReceived EventType = "ssf.signal_received"
+)
+
+// Data keys of ssf.signal_received. Values are bounded; the SET itself is
+// never stored.
+const (
+	DataSSFTransmitter   = "transmitter"       // the receiver's configured name
+	DataSSFIssuer        = "ssf_iss"           // the SET's iss
+	DataSSFJTI           = "ssf_jti"           // the SET's jti
+	DataSSFSubjectFormat = "subject_format"    // format of the subject (complex: its user member's)
+	DataSSFEventTime     = "event_timestamp"   // RFC 3339, when the SET says the event happened
+	DataSSFInitiator     = "initiating_entity" // admin, user, policy or system
+	DataSSFReasonAdmin   = "reason_admin"      // the reason for administrators (English, else the first language)
+	DataSSFReasonUser    = "reason_user"       // the reason for the user
+	DataSSFCurrentLevel  = "current_level"     // risk-level-change, assurance-level-change
+	DataSSFPreviousLevel = "previous_level"    // risk-level-change, assurance-level-change
+	DataSSFDetail        = "signal_detail"     // other event members: credential_type, change_type, current_status, risk_reason
+)
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
@@ -180,6 +208,7 @@ var EventCodes = map[EventType]string{
 	EventUserRiskChanged:     "W9001W",
 
 	EventSSFStreamStatusChanged: "W9100I",
+	EventSSFSignalReceived:      "W9101W",
 
 	EventDeviceRegistered:             "W8000I",
 	EventDeviceDisabled:               "W8001I",

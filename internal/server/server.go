@@ -19,6 +19,7 @@ import (
 	"github.com/ward-idp/ward/internal/oauth"
 	"github.com/ward-idp/ward/internal/signin"
 	"github.com/ward-idp/ward/internal/ssf"
+	"github.com/ward-idp/ward/internal/ssfrx"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/usage"
 	"github.com/ward-idp/ward/internal/web"
@@ -108,6 +109,8 @@ func New(a *app.App) (*Server, error) {
 	usage.New(prov, a.Bus, cfg.Issuer, a.Now, a.Log).Register(mux)
 	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
 	ssfAPI.Register(mux)
+	// Ward as an SSF receiver: transmitters push SETs here (RFC 8935).
+	mux.Handle(ssfrx.PushPath, a.SSFReceivers.PushHandler())
 	// A retired signing key: tokens it signed must not be accepted from the
 	// SSF endpoints' cache of verified tokens, whether it was retired here
 	// (in-process events) or by another process (followed changes).

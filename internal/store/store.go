@@ -105,6 +105,7 @@ type RefreshGrant struct {
 // Store is the whole persistence interface.
 type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
+	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).

@@ -189,6 +189,8 @@ var mappings = map[model.EventType]mapping{
 		title: "Device posture report rejected"},
 	model.EventDeviceKeyAttestationRejected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Device key attestation rejected"},
+	model.EventSSFSignalReceived: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityLow,
+		title: "Security event received from a Shared Signals transmitter"},
 	model.EventAdminAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Admin API access denied"},
 }

@@ -99,6 +99,8 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"ExportCursors", testExportCursors},
 		{"RecoveryCodes", testRecoveryCodes},
 		{"RecoveryCodeConcurrent", testRecoveryCodeConcurrent},
+		{"SSFReceiverStreams", testSSFReceiverStreams},
+		{"UsersByEmail", testUsersByEmail},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.
@@ -114,6 +116,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"DeviceCodeUserCode", testDeviceCodeUserCode},
 		{"CompliancePolicy", testCompliancePolicy},
 		{"SSFHandled", testSSFHandled},
+		{"SSFSignals", testSSFSignals},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
