@@ -153,7 +153,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		cdb.SetMaxOpenConns(1)
 		db.checkpointer = newCheckpointer(cdb, o.checkpointEvery)
 	}
-	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows}
+	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows,
+		EventBodyFunc: eventBodyFunc, EventLeafFunc: eventLeafFunc}
 	ss := sqlstore.New(db, d, o.now)
 	return &Store{Store: ss, db: db}, nil
 }

@@ -14,6 +14,7 @@ package sqlstore
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-idp/ward/internal/store"
@@ -79,6 +80,17 @@ type Dialect struct {
 	IsUniqueViolation func(error) bool
 	// IsNoRows reports an empty result of QueryRow.Scan.
 	IsNoRows func(error) bool
+	// OverridingSystemValue goes between the column list and VALUES of an
+	// INSERT that gives an identity column its value (PostgreSQL's
+	// " OVERRIDING SYSTEM VALUE"; SQLite needs nothing).
+	OverridingSystemValue string
+	// EventBodyFunc and EventLeafFunc, when not empty, name SQL functions
+	// that compute store.AppendEventBody of the body columns and
+	// store.RecordLeaf of every column (seq, body, mac) inside the
+	// database (SQLite: one value per row crosses the driver instead of
+	// nineteen, see sqlite's auditfuncs.go). Without them the columns are
+	// read and encoded in Go.
+	EventBodyFunc, EventLeafFunc string
 }
 
 // Store implements store.Store over a DB.
@@ -86,6 +98,8 @@ type Store struct {
 	db  DB
 	d   Dialect
 	now func() time.Time
+	// recordMAC is the record MAC function (SetRecordMAC); nil: none.
+	recordMAC atomic.Pointer[func([]byte) []byte]
 }
 
 // New returns a Store. now is the clock used by RecordJTI (nil: time.Now).
