@@ -122,6 +122,10 @@ var rules = map[string]rule{
 	"internal/session": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
+	// The tamper-evident audit log: seals the events table into a hash
+	// chain and verifies it; signs checkpoints through a small interface
+	// (the key manager) and verifies them with the public jws codec.
+	"internal/audit/chain": {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store", "jsonobj", "jws"}, never: notService},
 
 	// Handlers: services and leaves, never a store backend or the wiring.
 	"internal/oauth":     {imports: []string{"dpop", "httpauth", "internal/access", "internal/bus", "internal/clients", "internal/identity", "internal/model", "internal/policy", "internal/ratelimit", "internal/secret", "internal/store", "internal/tokens", "internal/web", "jsonobj", "jws", "rs"}, never: notHandler},
@@ -143,7 +147,7 @@ var rules = map[string]rule{
 
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
-	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
+	"internal/app": {imports: []string{"internal/access", "internal/audit", "internal/audit/chain", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/oauth", "internal/ssf",
