@@ -152,7 +152,7 @@ var rules = map[string]rule{
 		"internal/store/sqlite", "internal/tokens"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/oauth", "internal/ssf",
 		"internal/store", "internal/store/sqlite", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
-	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/clientspec", "internal/config",
+	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.
