@@ -505,3 +505,60 @@ func moveEvent(t *testing.T, e *env, b backend, from, to int64) {
 	e.exec(t, `INSERT INTO events (seq, `+cols+`)`+over+` SELECT $1, `+cols+` FROM events WHERE seq = $2`, to, from)
 	e.exec(t, `DELETE FROM events WHERE seq = $1`, from)
 }
+
+// Verify cuts a long log at checkpoints and verifies the pieces at once:
+// problems at and across the cuts are found as in one piece.
+func TestVerifyInParallelSegments(t *testing.T) {
+	defer chain.SetSegmentSize(60)()
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, e *env)
+		seq    int64
+		kind   string
+		more   []int64 // the sequence numbers of the other problems
+	}{
+		{"nothing", func(*testing.T, *env) {}, 0, "", nil},
+		// The cuts are at 60, 120, 180…
+		{"delete the record at a cut", func(t *testing.T, e *env) { e.exec(t, `DELETE FROM events WHERE seq = 120`) }, 120, chain.Removed, nil},
+		{"edit the first record of a segment", func(t *testing.T, e *env) {
+			e.exec(t, `UPDATE events SET ip = '198.51.100.66' WHERE seq = 121`)
+		}, 121, chain.Changed, nil},
+		{"delete across a cut", func(t *testing.T, e *env) { e.exec(t, `DELETE FROM events WHERE seq BETWEEN 119 AND 121`) }, 119, chain.Removed, []int64{121}},
+		{"edit and recompute in two places", func(t *testing.T, e *env) {
+			e.exec(t, `UPDATE events SET actor = 'mallory' WHERE seq = 250`)
+			e.exec(t, `UPDATE events SET actor = 'mallory' WHERE seq = 55`)
+			rehash(t, e, 55)
+		}, 41, chain.Rewritten, nil},
+	}
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					e := newEnv(t, b, chain.Options{CheckpointEvents: 20, CheckpointInterval: time.Hour})
+					for range 20 {
+						e.appendEvents(20)
+						e.seal()
+					}
+					tc.tamper(t, e)
+					rep := e.verify(chain.VerifyOptions{})
+					if tc.kind == "" {
+						if !rep.OK() || rep.Records != 400 || rep.Checkpoints != 20 {
+							t.Fatalf("report %+v", rep)
+						}
+						return
+					}
+					firstProblem(t, rep, tc.seq, tc.kind)
+					for _, seq := range tc.more {
+						found := false
+						for _, p := range rep.Problems {
+							found = found || p.Seq == seq
+						}
+						if !found {
+							t.Errorf("no problem at seq %d: %v", seq, rep.Problems)
+						}
+					}
+				})
+			}
+		})
+	}
+}

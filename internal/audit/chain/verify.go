@@ -113,6 +113,13 @@ type Log interface {
 
 var errEnough = errors.New("chain: enough problems")
 
+// minSegment is the fewest sequence numbers verified as one piece;
+// segmentSize, when set (tests), is the size of every piece.
+var (
+	minSegment  int64 = 10000
+	segmentSize int64
+)
+
 // cpState is a stored checkpoint and what its verification found.
 type cpState struct {
 	row *store.AuditCheckpoint
@@ -151,12 +158,15 @@ type verifier struct {
 	o   VerifyOptions
 	rep *Report
 
-	cps    []cpState // ascending
+	mu     sync.Mutex // guards rep.Problems (segments are verified in parallel)
+	cps    []cpState  // ascending
 	legacy int64
 	mac    func([]byte) []byte // the record MAC, for records read with their body
 }
 
 func (v *verifier) problem(seq int64, kind, format string, args ...any) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	v.rep.Problems = append(v.rep.Problems, Problem{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...)})
 	if len(v.rep.Problems) >= v.o.MaxProblems {
 		return errEnough
@@ -259,10 +269,6 @@ func (v *verifier) run(ctx context.Context) error {
 		}
 	}
 
-	s := &stream{ctx: ctx, v: v, prev: [HashSize]byte(prev), expected: startSeq + 1, lastSeq: startSeq, resync: resync, segStart: startSeq + 1}
-	for s.cpIdx < len(v.cps) && v.cps[s.cpIdx].row.Seq <= startSeq {
-		s.cpIdx++
-	}
 	// Up to the newest checkpoint the signatures vouch for every link
 	// (the sealer verified each record MAC before signing); after it
 	// only the hash chain does, which anyone can compute: there every
@@ -271,20 +277,31 @@ func (v *verifier) run(ctx context.Context) error {
 	if latest != nil {
 		signed = min(max(latest.Seq, startSeq), through)
 	}
-	if signed > startSeq {
-		if err := v.st.ScanEventRecords(ctx, store.EventScan{After: startSeq, Through: signed}, s.record); err != nil {
-			return err
-		}
-	}
+	segs := v.segments(startSeq, prev, resync, signed)
 	if through > signed {
 		key, err := RecordKey(ctx, v.st, v.o.KEK)
 		if err != nil {
 			return err
 		}
 		v.mac = RecordMAC(key)
-		if err := v.st.ScanEventRecords(ctx, store.EventScan{After: signed, Through: through, Body: true}, s.record); err != nil {
-			return err
+		tailPrev, tailResync := prev, resync
+		if len(segs) > 0 {
+			// The tail starts at the newest checkpoint: its signed value.
+			tailPrev, tailResync = latest.ChainHash(), false
 		}
+		segs = append(segs, &stream{from: signed, to: through, prev: [HashSize]byte(tailPrev), resync: tailResync, body: true})
+	}
+	if err := v.verifySegments(ctx, segs); err != nil {
+		return err
+	}
+	s := &stream{lastSeq: startSeq, expected: startSeq + 1}
+	if len(segs) > 0 {
+		s = segs[len(segs)-1]
+	}
+	for _, seg := range segs {
+		v.rep.Records += seg.records
+		v.rep.Checkpoints += seg.checkpoints
+		v.rep.Legacy += seg.legacy
 	}
 	v.rep.From, v.rep.To = startSeq+1, s.lastSeq
 	if s.lastSeq == startSeq {
@@ -317,6 +334,88 @@ func (v *verifier) run(ctx context.Context) error {
 		return err
 	}
 	v.rep.Unsealed = n
+	return nil
+}
+
+// segments cuts (from, to] at verified checkpoints into pieces that can
+// be verified at once, each from its checkpoint's signed chain value.
+func (v *verifier) segments(from int64, prev []byte, resync bool, to int64) []*stream {
+	if to <= from {
+		return nil
+	}
+	workers := int64(runtime.GOMAXPROCS(0))
+	target := max((to-from)/(4*workers), minSegment)
+	if segmentSize > 0 {
+		target = segmentSize
+	}
+	var segs []*stream
+	cur := &stream{from: from, prev: [HashSize]byte(prev), resync: resync}
+	for _, c := range v.cps {
+		if c.cp == nil || c.row.Seq <= cur.from || c.row.Seq >= to {
+			continue
+		}
+		if c.row.Seq-cur.from >= target {
+			cur.to = c.row.Seq
+			segs = append(segs, cur)
+			cur = &stream{from: c.row.Seq, prev: [HashSize]byte(c.cp.ChainHash())}
+		}
+	}
+	cur.to = to
+	return append(segs, cur)
+}
+
+// verifySegments verifies the segments, on every core.
+func (v *verifier) verifySegments(ctx context.Context, segs []*stream) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan *stream)
+	errs := make(chan error, len(segs))
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(segs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seg := range work {
+				if err := v.verifySegment(ctx, seg); err != nil {
+					errs <- err
+					cancel()
+				}
+			}
+		}()
+	}
+	for _, seg := range segs {
+		select {
+		case work <- seg:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	var first error
+	for err := range errs {
+		if first == nil || errors.Is(first, context.Canceled) || errors.Is(first, errEnough) && !errors.Is(err, errEnough) {
+			first = err
+		}
+	}
+	if first != nil && errors.Is(first, context.Canceled) && ctx.Err() != nil {
+		return errEnough
+	}
+	return first
+}
+
+// verifySegment verifies the records in (seg.from, seg.to].
+func (v *verifier) verifySegment(ctx context.Context, seg *stream) error {
+	seg.ctx, seg.v = ctx, v
+	seg.expected, seg.lastSeq, seg.segStart = seg.from+1, seg.from, seg.from+1
+	seg.cpIdx = sort.Search(len(v.cps), func(i int) bool { return v.cps[i].row.Seq > seg.from })
+	if err := v.st.ScanEventRecords(ctx, store.EventScan{After: seg.from, Through: seg.to, Body: seg.body}, seg.record); err != nil {
+		return err
+	}
+	if c := v.checkpointAt(seg.to); c != nil && c.cp != nil && seg.lastSeq < seg.to {
+		// A segment that ends at a checkpoint ends with a record.
+		return v.problem(seg.expected, Removed, "%s missing (the record before is seq %d)", records(seg.expected, seg.to), seg.lastSeq)
+	}
 	return nil
 }
 
@@ -390,8 +489,11 @@ func (v *verifier) firstRecord(ctx context.Context) (int64, error) {
 	return first, nil
 }
 
-// stream verifies records in sequence order.
+// stream verifies the records of one segment, (from, to], in sequence
+// order, from the chain value prev.
 type stream struct {
+	from, to int64
+	body     bool // read records with their body and check record MACs
 	ctx      context.Context
 	v        *verifier
 	prev     [HashSize]byte
@@ -402,11 +504,14 @@ type stream struct {
 	resync   bool
 	segStart int64 // first record after the last checkpoint passed
 	cpIdx    int
+
+	records, legacy int64
+	checkpoints     int
 }
 
 func (s *stream) record(r *store.EventRecord) error {
 	v := s.v
-	v.rep.Records++
+	s.records++
 	if r.Seq == s.lastSeq {
 		return v.problem(r.Seq, Inserted, "held by more than one record")
 	}
@@ -451,7 +556,7 @@ func (s *stream) record(r *store.EventRecord) error {
 		c := v.cps[s.cpIdx]
 		s.cpIdx++
 		if c.cp != nil {
-			v.rep.Checkpoints++
+			s.checkpoints++
 			if !bytes.Equal(s.prev[:], c.cp.ChainHash()) {
 				if err := v.problem(s.segStart, Rewritten, "seq %d to %d do not match the checkpoint signed at seq %d (%s): records among them were changed and their hashes recomputed",
 					s.segStart, r.Seq, r.Seq, stamp(c.cp.Time())); err != nil {
@@ -484,7 +589,7 @@ func (s *stream) origin(r *store.EventRecord) error {
 	case OriginUnknown:
 		return v.problem(r.Seq, Inserted, "not written by Ward as it is: it had no valid record MAC when it was sealed (inserted, or changed before it was sealed)")
 	case OriginLegacy:
-		v.rep.Legacy++
+		s.legacy++
 		if r.Seq > v.legacy {
 			return v.problem(r.Seq, Inserted, "sealed as written before the tamper-evident log, which ended at seq %d", v.legacy)
 		}

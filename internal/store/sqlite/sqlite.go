@@ -41,6 +41,17 @@ var migrations embed.FS
 type Store struct {
 	*sqlstore.Store
 	db *database
+	// raw reads the events for the audit chain (rawscan.go); nil for
+	// ":memory:", which no other connection can see.
+	raw *rawPool
+}
+
+// Close releases the connections; calling it again is a no-op.
+func (s *Store) Close() error {
+	if s.raw != nil {
+		s.raw.close()
+	}
+	return s.Store.Close()
 }
 
 var _ store.Store = (*Store)(nil)
@@ -153,10 +164,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		cdb.SetMaxOpenConns(1)
 		db.checkpointer = newCheckpointer(cdb, o.checkpointEvery)
 	}
-	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows,
-		EventBodyFunc: eventBodyFunc, EventLeafFunc: eventLeafFunc}
+	d := sqlstore.Dialect{IsUniqueViolation: isUniqueViolation, IsNoRows: isNoRows}
 	ss := sqlstore.New(db, d, o.now)
-	return &Store{Store: ss, db: db}, nil
+	st := &Store{Store: ss, db: db}
+	if !memory {
+		st.raw = &rawPool{path: path}
+	}
+	return st, nil
 }
 
 func dsn(path string, q url.Values) string { return path + "?" + q.Encode() }

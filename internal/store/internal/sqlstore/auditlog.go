@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"errors"
 	"math"
 	"strconv"
 	"strings"
@@ -30,69 +29,47 @@ func (s *Store) SetRecordMAC(mac func(body []byte) []byte) {
 // scanPage is how many records one query of ScanEventRecords reads.
 const scanPage = 4096
 
-// bodyCols are the body columns of events aliased e.
-var bodyCols = qualify("e", eventCols)
+// scanEventsSQL reads the records with $1 <= seq <= $2, at most $3, each
+// with its chain link.
+var scanEventsSQL = `SELECT e.seq, ` + qualify("e", eventCols) + `, e.mac, c.origin, c.hash
+	FROM events e LEFT JOIN audit_chain c ON c.seq = e.seq
+	WHERE e.seq >= $1 AND e.seq <= $2 ORDER BY e.seq LIMIT $3`
 
-// scanQuery returns the query of one page of ScanEventRecords: the
-// records with $1 < seq <= $2, at most $3, each with its chain link.
-func (s *Store) scanQuery(body bool) string {
-	var cols string
-	switch {
-	case body && s.d.EventBodyFunc != "":
-		cols = s.d.EventBodyFunc + `(` + bodyCols + `), e.mac`
-	case !body && s.d.EventLeafFunc != "":
-		cols = s.d.EventLeafFunc + `(e.seq, ` + bodyCols + `, e.mac)`
-	default:
-		cols = bodyCols + `, e.mac`
-	}
-	return `SELECT e.seq, ` + cols + `, c.origin, c.hash FROM events e LEFT JOIN audit_chain c ON c.seq = e.seq
-		WHERE e.seq >= $1 AND e.seq <= $2 ORDER BY e.seq LIMIT $3`
-}
-
-// ScanEventRecords streams the stored events in sequence order, in pages.
+// ScanEventRecords streams the stored events in sequence order, in
+// pages, encoding each row's columns (store.AppendEventBody) as read.
+// (The SQLite store reads them through SQLite's C API instead, for speed:
+// sqlite's rawscan.go.)
 func (s *Store) ScanEventRecords(ctx context.Context, sc store.EventScan, fn func(*store.EventRecord) error) error {
 	through := sc.Through
 	if through <= 0 {
 		through = math.MaxInt64
 	}
-	q := s.scanQuery(sc.Body)
-	inDB := (sc.Body && s.d.EventBodyFunc != "") || (!sc.Body && s.d.EventLeafFunc != "")
 	var (
 		rec    store.EventRecord
 		origin any
 		mac    any
-		enc    []byte // the body or the leaf computed by the database
-		buf    []byte // the body encoded in Go
+		buf    []byte
 		vals   = make([]any, len(store.EventBodyColumns))
-		dest   []any
+		dest   = []any{&rec.Seq}
 	)
-	if inDB {
-		dest = []any{&rec.Seq, &enc}
-		if sc.Body {
-			dest = append(dest, &mac)
-		}
-	} else {
-		dest = []any{&rec.Seq}
-		for i := range vals {
-			dest = append(dest, &vals[i])
-		}
-		dest = append(dest, &mac)
+	for i := range vals {
+		dest = append(dest, &vals[i])
 	}
-	dest = append(dest, &origin, &rec.Hash)
+	dest = append(dest, &mac, &origin, &rec.Hash)
 
 	// Pages continue at the last sequence number read (>=), skipping the
 	// rows of it already delivered: a sequence number held twice (a
 	// duplicate the verifier must see) is not lost at a page boundary.
 	from, seen := sc.After+1, 0
 	for {
-		rs, err := s.db.Read().Query(ctx, q, from, through, int64(scanPage+seen))
+		rs, err := s.db.Read().Query(ctx, scanEventsSQL, from, through, int64(scanPage+seen))
 		if err != nil {
 			return wrap("scan event records", err)
 		}
 		n, skip, last, lastCount := 0, seen, from, 0
 		for rs.Next() {
 			n++
-			rec.Body, rec.MAC, rec.Hash, origin, mac, enc = nil, nil, nil, nil, nil, nil
+			rec.Body, rec.MAC, rec.Hash, origin, mac = nil, nil, nil, nil, nil
 			if err := rs.Scan(dest...); err != nil {
 				rs.Close()
 				return wrap("scan event records", err)
@@ -114,26 +91,12 @@ func (s *Store) ScanEventRecords(ctx context.Context, sc store.EventScan, fn fun
 			default:
 				rec.Origin = -1 // not an integer: the verifier reports the link as changed
 			}
-			if m, ok := mac.([]byte); ok {
-				rec.MAC = m // a mac that is not a blob is none (the leaf keeps what it was)
-			}
-			switch {
-			case inDB && sc.Body:
-				rec.Body = enc
-				rec.Leaf = store.RecordLeaf(rec.Seq, rec.Body, mac)
-			case inDB:
-				if len(enc) != len(rec.Leaf) {
-					rs.Close()
-					return wrap("scan event records", errors.New("the database computed no record leaf"))
-				}
-				copy(rec.Leaf[:], enc)
-			default:
-				buf = store.AppendEventBody(buf[:0], vals...)
-				rec.Leaf = store.RecordLeaf(rec.Seq, buf, mac)
-				if sc.Body {
-					rec.Body = buf
-				} else {
-					rec.Body, rec.MAC = nil, nil
+			buf = store.AppendEventBody(buf[:0], vals...)
+			rec.Leaf = store.RecordLeaf(rec.Seq, buf, mac)
+			if sc.Body {
+				rec.Body = buf
+				if m, ok := mac.([]byte); ok {
+					rec.MAC = m // a mac that is not a blob is none (the leaf keeps what it was)
 				}
 			}
 			if err := fn(&rec); err != nil {

@@ -84,13 +84,6 @@ type Dialect struct {
 	// INSERT that gives an identity column its value (PostgreSQL's
 	// " OVERRIDING SYSTEM VALUE"; SQLite needs nothing).
 	OverridingSystemValue string
-	// EventBodyFunc and EventLeafFunc, when not empty, name SQL functions
-	// that compute store.AppendEventBody of the body columns and
-	// store.RecordLeaf of every column (seq, body, mac) inside the
-	// database (SQLite: one value per row crosses the driver instead of
-	// nineteen, see sqlite's auditfuncs.go). Without them the columns are
-	// read and encoded in Go.
-	EventBodyFunc, EventLeafFunc string
 }
 
 // Store implements store.Store over a DB.
