@@ -124,10 +124,11 @@ func RecordKey(ctx context.Context, st store.AuditLog, kek *secret.KEK) ([]byte,
 // HMAC-SHA256(key, "ward-audit-mac-v1" 0x00 || body).
 func RecordMAC(key []byte) func(body []byte) []byte {
 	pool := sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}
+	domain := []byte(macDomain)
 	return func(body []byte) []byte {
 		h := pool.Get().(hash.Hash)
 		h.Reset()
-		h.Write([]byte(macDomain))
+		h.Write(domain)
 		h.Write(body)
 		sum := h.Sum(make([]byte, 0, sha256.Size))
 		pool.Put(h)

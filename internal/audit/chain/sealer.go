@@ -221,11 +221,15 @@ func (s *Sealer) Seal(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, err
 		}
+		// A backlog (a server started after a while) is checkpointed as
+		// it is sealed, so that its segments keep their size.
+		if err := s.checkpoint(ctx, false); err != nil {
+			return total, err
+		}
 		if !again {
-			break
+			return total, nil
 		}
 	}
-	return total, s.checkpoint(ctx, false)
 }
 
 // Checkpoint signs a checkpoint of the head now, unless the newest one
