@@ -434,6 +434,15 @@ func TestLongGap(t *testing.T) {
 			if rep := e.mustVerify(chain.VerifyOptions{}); rep.Latest.Seq != 2503 {
 				t.Errorf("latest %+v", rep.Latest)
 			}
+			// A record that appears inside the run is not in the chain.
+			if ok, err := e.st.InsertEventAt(ctx, 1700, &model.Event{ID: "ev-late", Type: model.EventTokenIssued, Time: e.Now()}); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+			rep := e.verify(chain.VerifyOptions{})
+			if len(rep.Problems) != 1 {
+				t.Fatalf("problems %v, want one", rep.Problems)
+			}
+			firstProblem(t, rep, 1700, chain.Inserted)
 		})
 	}
 }

@@ -145,6 +145,15 @@ func Verify(ctx context.Context, st Log, o VerifyOptions) (*Report, error) {
 	}
 	v := &verifier{st: st, o: o, rep: &Report{}}
 	err := v.run(ctx)
+	if err == nil && !v.rep.OK() {
+		// Retention may have deleted the oldest segment while we read:
+		// then the log's start moved, and what was found there is not a
+		// finding. Look again, once.
+		if first, ferr := v.firstRecord(ctx); ferr == nil && first != v.first {
+			v = &verifier{st: st, o: o, rep: &Report{}}
+			err = v.run(ctx)
+		}
+	}
 	if err != nil && !errors.Is(err, errEnough) {
 		return nil, err
 	}
@@ -161,6 +170,7 @@ type verifier struct {
 	mu     sync.Mutex // guards rep.Problems (segments are verified in parallel)
 	cps    []cpState  // ascending
 	legacy int64
+	first  int64               // the log's first sequence number when verification began
 	mac    func([]byte) []byte // the record MAC, for records read with their body
 }
 
@@ -208,6 +218,7 @@ func (v *verifier) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	v.first = firstSeq
 	if firstSeq == 0 {
 		// An empty log: everything a checkpoint covered was removed.
 		if latest != nil && latest.Seq > latest.Start {
@@ -504,6 +515,7 @@ type stream struct {
 	resync   bool
 	segStart int64 // first record after the last checkpoint passed
 	cpIdx    int
+	runTo    int64 // the end of the last run of skipped numbers passed
 
 	records, legacy int64
 	checkpoints     int
@@ -515,7 +527,7 @@ func (s *stream) record(r *store.EventRecord) error {
 	if r.Seq == s.lastSeq {
 		return v.problem(r.Seq, Inserted, "held by more than one record")
 	}
-	if r.Seq > s.expected && !s.skipped(r.Seq) {
+	if r.Seq > s.expected && r.Seq-1 > s.runTo && !s.skipped(r.Seq) {
 		if err := v.problem(s.expected, Removed, "%s missing (the record before is seq %d)", records(s.expected, r.Seq-1), s.lastSeq); err != nil {
 			return err
 		}
@@ -601,15 +613,20 @@ func (s *stream) origin(r *store.EventRecord) error {
 
 // skipped reports whether the numbers before seq are a run an
 // audit.sequence_skipped record (Ward's, the record just verified)
-// stands for. Looked up only at a gap, which a log without one never
-// has.
+// stands for, and remembers the run's end (a record inside the run has no
+// link and is reported as inserted). Looked up only at a gap, which a
+// log without one never has.
 func (s *stream) skipped(seq int64) bool {
 	evs, err := s.v.st.EventsAfter(s.ctx, s.lastSeq-1, 1)
 	if err != nil || len(evs) != 1 || evs[0].Seq != s.lastSeq || evs[0].Type != model.EventAuditSequenceSkipped {
 		return false
 	}
 	to, err := strconv.ParseInt(evs[0].Data[DataSkippedThrough], 10, 64)
-	return err == nil && to == seq-1
+	if err != nil || to < seq-1 {
+		return false
+	}
+	s.runTo = to
+	return true
 }
 
 // records names a range of sequence numbers with its verb.
