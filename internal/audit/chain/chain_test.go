@@ -572,3 +572,59 @@ func TestVerifyInParallelSegments(t *testing.T) {
 		})
 	}
 }
+
+// countingStore counts the scans that verify a segment (bounded above;
+// the sealer's own scans are not).
+type countingStore struct {
+	store.Store
+	bounded int
+}
+
+func (c *countingStore) ScanEventRecords(ctx context.Context, sc store.EventScan, fn func(*store.EventRecord) error) error {
+	if sc.Through > 0 {
+		c.bounded++
+	}
+	return c.Store.ScanEventRecords(ctx, sc, fn)
+}
+
+// After finding tampering, the sealer does not verify the growing tail
+// again every round: it tries again after the checkpoint interval.
+func TestSealerBacksOffAfterTampering(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			e := build(t, b)
+			e.exec(t, `DELETE FROM audit_chain WHERE seq = 63`)
+			cs := &countingStore{Store: e.st}
+			s, err := chain.New(ctx, chain.Options{Store: cs, KEK: e.kek, Signer: e.keys, Now: e.Now, CheckpointEvents: 20, CheckpointInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.advance(2 * time.Hour) // a checkpoint is due
+			if _, err := s.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if cs.bounded != 1 {
+				t.Fatalf("%d verifications, want 1", cs.bounded)
+			}
+			for range 3 {
+				e.appendEvents(1)
+				if _, err := s.Seal(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if cs.bounded != 1 {
+				t.Errorf("%d verifications within the interval, want 1", cs.bounded)
+			}
+			if cps := e.checkpoints(); cps[len(cps)-1].Seq != 62 {
+				t.Errorf("newest checkpoint %d, want 62 (before the record without a link)", cps[len(cps)-1].Seq)
+			}
+			e.advance(2 * time.Hour)
+			if _, err := s.Seal(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if cs.bounded != 2 {
+				t.Errorf("%d verifications after the interval, want 2", cs.bounded)
+			}
+		})
+	}
+}

@@ -92,8 +92,10 @@ type Sealer struct {
 	mine store.ChainLink
 	// trusted caches the checkpoint keys (reloaded for an unknown kid).
 	trusted Keys
-	// reported holds the sequence numbers of problems already logged.
+	// reported holds the sequence numbers of problems already logged;
+	// after one, checkpoints are tried again only after retryAt.
 	reported map[int64]bool
+	retryAt  time.Time
 
 	running    bool // Start ran the background loop, which closes done
 	stop, done chan struct{}
@@ -452,7 +454,7 @@ func (s *Sealer) checkpoint(ctx context.Context, force bool) error {
 	case head.Seq <= last.Seq:
 		return nil
 	}
-	if !force && last != nil && head.Seq-last.Seq < s.o.CheckpointEvents && now.Sub(last.CreatedAt) < s.o.CheckpointInterval {
+	if !force && (now.Before(s.retryAt) || last != nil && head.Seq-last.Seq < s.o.CheckpointEvents && now.Sub(last.CreatedAt) < s.o.CheckpointInterval) {
 		return nil
 	}
 	first, _, err := s.o.Store.AuditChainStart(ctx)
@@ -553,8 +555,11 @@ func (s *Sealer) verifySegment(ctx context.Context, from int64, prev []byte, hea
 	return good, nil
 }
 
-// report logs a problem once.
+// report logs a problem once, and puts the next checkpoint off by
+// CheckpointInterval (verifying a growing tail every round would cost
+// more and more).
 func (s *Sealer) report(seq int64, msg string, err error) {
+	s.retryAt = s.o.Now().Add(s.o.CheckpointInterval)
 	if s.reported[seq] {
 		return
 	}
