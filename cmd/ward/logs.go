@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/audit/chain"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 )
@@ -83,7 +86,179 @@ or an RFC 3339 time; --type an event type such as signin.failed (repeatable).
 	fl.IntVar(&f.Limit, "limit", 100, "at most this many events (max 1000)")
 	fl.BoolVar(&asJSON, "json", false, "print JSON lines")
 	cmd.AddCommand(newLogsExportCmd(e))
+	cmd.AddCommand(newLogsVerifyCmd(e))
 	return cmd
+}
+
+func newLogsVerifyCmd(e *cliEnv) *cobra.Command {
+	var from, to string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Prove that no audit record was changed, removed or inserted",
+		Long: `Recompute the audit log's hash chain from its signed anchor and compare it
+with every record and every signed checkpoint (docs/secops.md, "Tamper-evident
+audit log"). It names the first bad record and what is wrong with it: changed
+(the record does not match its hash), removed (a sequence number holds no
+record), inserted (a record not in the chain, or not written by Ward),
+rewritten (records changed and re-hashed: the chain does not match a signed
+checkpoint), a checkpoint whose signature does not verify, a tail truncated
+past the last checkpoint. The exit code is 1 on any problem.
+
+--from and --to take a sequence number or a time (RFC 3339, a date, or a
+duration ago such as 24h) and bound what is verified; verification starts at
+the signed checkpoint before --from and goes on to the first one after --to.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				o := chain.VerifyOptions{KEK: a.KEK, Retention: a.Config.Audit.Retention, Now: a.Now}
+				var err error
+				if o.From, err = seqBound(ctx, a, "--from", from, true); err != nil {
+					return err
+				}
+				if o.To, err = seqBound(ctx, a, "--to", to, false); err != nil {
+					return err
+				}
+				if o.To > 0 && o.From > o.To {
+					return &exitError{code: exitUsage, err: fmt.Errorf("--from %s is after --to %s", from, to)}
+				}
+				start := time.Now()
+				rep, err := chain.Verify(ctx, a.Store, o)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					err = writeVerifyJSON(e, rep)
+				} else {
+					err = writeVerifyReport(e, rep, time.Since(start))
+				}
+				if err != nil {
+					return err
+				}
+				if !rep.OK() {
+					return &exitError{code: exitFailure, err: fmt.Errorf("the audit log failed verification: %s", rep.Problems[0])}
+				}
+				return nil
+			})
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&from, "from", "", "verify from this sequence number or time")
+	fl.StringVar(&to, "to", "", "verify up to this sequence number or time")
+	fl.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+// seqBound turns a --from / --to value into a sequence number (0: none):
+// a number is one; a time is the first event stamped at or after it
+// (from), or the last one before it (to).
+func seqBound(ctx context.Context, a *app.App, flag, v string, from bool) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 1 {
+			return 0, &exitError{code: exitUsage, err: fmt.Errorf("%s %s: sequence numbers start at 1", flag, v)}
+		}
+		return n, nil
+	}
+	t, err := parseSince(v, time.Now())
+	if err != nil {
+		return 0, &exitError{code: exitUsage, err: fmt.Errorf("%s %q: want a sequence number, an RFC 3339 time, a date or a duration ago (24h)", flag, v)}
+	}
+	seq, err := a.Store.EventSeqAt(ctx, t, from)
+	if errors.Is(err, store.ErrNotFound) {
+		if from {
+			return math.MaxInt64, nil // nothing at or after it
+		}
+		return 0, &exitError{code: exitUsage, err: fmt.Errorf("%s %s: no event was recorded before then", flag, v)}
+	}
+	return seq, err
+}
+
+func writeVerifyReport(e *cliEnv, rep *chain.Report, took time.Duration) error {
+	w := e.stdout
+	switch {
+	case rep.Records == 0:
+		fmt.Fprintln(w, "No sealed records to verify.")
+	case rep.Genesis:
+		fmt.Fprintf(w, "Verified seq %d to %d (%s) from the start of the chain in %s.\n", rep.From, rep.To, plural(rep.Records, "record"), took.Round(time.Microsecond))
+	default:
+		fmt.Fprintf(w, "Verified seq %d to %d (%s) from the signed anchor at seq %d in %s.\n", rep.From, rep.To, plural(rep.Records, "record"), rep.AnchorSeq, took.Round(time.Microsecond))
+	}
+	if c := rep.Latest; c != nil {
+		fmt.Fprintf(w, "Compared with %s; the newest covers seq %d, signed %s with key %s.\n",
+			plural(int64(rep.Checkpoints), "signed checkpoint"), c.Seq, c.Time().Format(time.RFC3339), c.KID)
+	} else {
+		fmt.Fprintln(w, "No signed checkpoint yet.")
+	}
+	if rep.Unsigned > 0 {
+		fmt.Fprintf(w, "%s after the newest checkpoint: protected by the hash chain and record MACs until the next one signs them.\n", plural(rep.Unsigned, "record"))
+	}
+	if rep.Legacy > 0 {
+		fmt.Fprintf(w, "%s written before the tamper-evident log (no record MAC).\n", plural(rep.Legacy, "record"))
+	}
+	if rep.Unsealed > 0 {
+		fmt.Fprintf(w, "%s not sealed yet (a running server seals within audit.seal_interval).\n", plural(rep.Unsealed, "record"))
+	}
+	if rep.OK() {
+		fmt.Fprintln(w, "OK: no record was changed, removed or inserted.")
+		return nil
+	}
+	more := ""
+	if rep.More {
+		more = " (stopped there; there may be more)"
+	}
+	fmt.Fprintf(w, "FAILED: %s%s, the first bad record first:\n", plural(int64(len(rep.Problems)), "problem"), more)
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	return nil
+}
+
+func plural(n int64, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.FormatInt(n, 10) + " " + what + "s"
+}
+
+// verifyJSON is the report of ward logs verify --json.
+type verifyJSON struct {
+	OK          bool            `json:"ok"`
+	From        int64           `json:"from"`
+	To          int64           `json:"to"`
+	Records     int64           `json:"records"`
+	AnchorSeq   int64           `json:"anchor_seq,omitempty"`
+	Checkpoints int             `json:"checkpoints"`
+	Latest      *checkpointJSON `json:"latest_checkpoint,omitempty"`
+	Unsigned    int64           `json:"unsigned"`
+	Unsealed    int64           `json:"unsealed"`
+	Legacy      int64           `json:"legacy"`
+	Problems    []chain.Problem `json:"problems"`
+	More        bool            `json:"more,omitempty"`
+}
+
+type checkpointJSON struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+	Time string `json:"time"`
+	KID  string `json:"kid"`
+}
+
+func writeVerifyJSON(e *cliEnv, rep *chain.Report) error {
+	out := verifyJSON{OK: rep.OK(), From: rep.From, To: rep.To, Records: rep.Records, AnchorSeq: rep.AnchorSeq,
+		Checkpoints: rep.Checkpoints, Unsigned: rep.Unsigned, Unsealed: rep.Unsealed, Legacy: rep.Legacy,
+		Problems: rep.Problems, More: rep.More}
+	if out.Problems == nil {
+		out.Problems = []chain.Problem{}
+	}
+	if c := rep.Latest; c != nil {
+		out.Latest = &checkpointJSON{Seq: c.Seq, Hash: c.Hash, Time: c.Time().Format(time.RFC3339), KID: c.KID}
+	}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
 
 func parseSince(s string, now time.Time) (time.Time, error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/audit"
+	"github.com/ward-idp/ward/internal/audit/chain"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/clients"
@@ -64,6 +65,9 @@ type App struct {
 	// SignInRisk computes the risk of each sign-in (SSO sign-ins included)
 	// before Conditional Access decides it; nil: none.
 	SignInRisk SignInRiskAssessor
+	// Sealer links the events into the tamper-evident audit log and signs
+	// its checkpoints (nil in a command-line tool).
+	Sealer *chain.Sealer
 
 	dev        *DevData
 	closers    []func() error
@@ -139,6 +143,11 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, err
 	}
 	a.closers = append(a.closers, a.Store.Close)
+	// Every event this process writes carries its record MAC, which the
+	// audit log's sealer checks (internal/audit/chain). The key is sealed
+	// under the KEK: a wrong KEK is reported below by the signing keys,
+	// which say so in the words operators know.
+	_, auditErr := chain.Configure(ctx, a.Store, a.KEK)
 
 	if err := a.openBus(ctx, o); err != nil {
 		return nil, err
@@ -163,6 +172,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	})
 	if err != nil {
 		return nil, fmt.Errorf("app: signing keys: %w", err)
+	}
+	if auditErr != nil {
+		return nil, fmt.Errorf("app: audit log: %w", auditErr)
 	}
 
 	a.Identity = identity.New(identity.Options{
@@ -256,6 +268,18 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		if a.dev, err = a.ensureDevData(ctx); err != nil {
 			return nil, fmt.Errorf("app: dev data: %w", err)
 		}
+	}
+	// A server seals the audit log; a tool's events are sealed by the
+	// running server (or the next one to start). Closed first, it seals
+	// and signs what was written before the server stops.
+	if !o.Tool {
+		if a.Sealer, err = chain.Start(ctx, chain.Options{
+			Store: a.Store, KEK: a.KEK, Signer: a.Keys, Now: o.Now, Log: log,
+			Interval: cfg.Audit.SealInterval, CheckpointEvents: cfg.Audit.CheckpointEvents, CheckpointInterval: cfg.Audit.CheckpointInterval,
+		}); err != nil {
+			return nil, fmt.Errorf("app: audit log: %w", err)
+		}
+		a.closers = append(a.closers, a.Sealer.Close)
 	}
 	return a, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/audit"
+	"github.com/ward-idp/ward/internal/audit/chain"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/config"
@@ -29,6 +30,8 @@ var sealedAAD = map[string]func(owner string) []byte{
 	store.SealedSigningKey:    tokens.SigningKeyAAD,
 	store.SealedTOTP:          identity.TOTPAAD,
 	store.SealedSSFAuthHeader: cae.AuthorizationHeaderAAD,
+	store.SealedAuditKey:      chain.KeyAAD,
+	store.SealedAuditSecret:   chain.SecretAAD,
 }
 
 // KEKRotation is what RotateKEK re-sealed, by store.Sealed kind.
@@ -80,6 +83,13 @@ func RotateKEK(ctx context.Context, cfg *config.Config, log *slog.Logger, old, n
 		return nil, err
 	}
 	defer st.Close()
+	// Its events carry their record MAC like any other process's (the
+	// record MAC key is sealed under the KEK and re-sealed below; under
+	// the new key already if a rotation was interrupted). A key neither
+	// opens fails the rotation below, like any sealed value.
+	if _, err := chain.Configure(ctx, st, old); err != nil {
+		_, _ = chain.Configure(ctx, st, next)
+	}
 	b := bus.NewLocal()
 	defer audit.Subscribe(b, audit.Options{Store: st, Log: log})()
 	events := bus.NewEmitter(b, time.Now)

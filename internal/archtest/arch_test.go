@@ -148,6 +148,10 @@ var rules = map[string]rule{
 	// The SIEM exporters: OCSF records to files, webhooks and syslog,
 	// each following the events table with a cursor of its own.
 	"internal/audit/export": {imports: []string{"internal/audit/ocsf", "internal/store"}, never: notService},
+	// The tamper-evident audit log: seals the events table into a hash
+	// chain and verifies it; signs checkpoints through a small interface
+	// (the key manager) and verifies them with the public jws codec.
+	"internal/audit/chain": {imports: []string{"internal/bus", "internal/model", "internal/secret", "internal/store", "jsonobj", "jws"}, never: notService},
 
 	// Handlers: services and leaves, never a store backend or the wiring.
 	//
@@ -206,12 +210,12 @@ var rules = map[string]rule{
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
-	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
 		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
-	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/clientspec", "internal/config",
+	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.

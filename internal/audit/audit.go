@@ -108,16 +108,25 @@ func EventTypes() []model.EventType {
 // reads.
 const MinRetention = 8 * 24 * time.Hour
 
-// pruneBatch and pruneBatches bound one maintenance round's deletions.
+// pruneEvents bounds one maintenance round's deletions (whole segments,
+// so a round may go past it by less than one segment); pruneSegments
+// bounds how many checkpoints it reads.
 const (
-	pruneBatch   = 10000
-	pruneBatches = 20
+	pruneEvents   = 200000
+	pruneSegments = 1000
 )
 
-// Prune deletes the audit events older than retention (0: keep
-// everything), at most pruneBatch*pruneBatches per call so that one
-// maintenance round stays short; the next round goes on. It returns how
-// many it deleted.
+// Prune is audit retention (0: keep everything): it deletes whole
+// segments of the tamper-evident log, each from one checkpoint to the
+// next (internal/audit/chain), whose closing checkpoint was signed longer
+// than retention ago (no less than MinRetention), oldest first. The
+// checkpoint at the cut stays as the signed anchor the rest of the chain
+// is verified from, so events live up to one segment (audit.
+// checkpoint_events or audit.checkpoint_interval) longer than retention,
+// and events no checkpoint covers yet are kept. It deletes about
+// pruneEvents events per call so that a maintenance round stays short
+// (each segment in one transaction); the next round goes on. It returns
+// how many events it deleted.
 func Prune(ctx context.Context, st store.Store, now time.Time, retention time.Duration) (int, error) {
 	if retention <= 0 {
 		return 0, nil
@@ -126,15 +135,19 @@ func Prune(ctx context.Context, st store.Store, now time.Time, retention time.Du
 		retention = MinRetention
 	}
 	before := now.Add(-retention)
+	cps, err := st.AuditCheckpoints(ctx, 0, 0, pruneSegments)
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
 	total := 0
-	for range pruneBatches {
-		n, err := st.DeleteEventsBefore(ctx, before, pruneBatch)
+	for _, cp := range cps {
+		if !cp.CreatedAt.Before(before) || total >= pruneEvents {
+			break
+		}
+		n, err := st.DeleteAuditSegment(ctx, cp.Seq)
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("audit: prune events before %s: %w", before.UTC().Format(time.RFC3339), err)
-		}
-		if n < pruneBatch {
-			break
+			return total, fmt.Errorf("audit: prune events through seq %d (checkpoint of %s): %w", cp.Seq, cp.CreatedAt.UTC().Format(time.RFC3339), err)
 		}
 	}
 	return total, nil

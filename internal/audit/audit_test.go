@@ -95,7 +95,9 @@ func TestRegistryAccessors(t *testing.T) {
 }
 
 // Retention deletes the events older than it (no less than MinRetention)
-// and keeps everything with 0.
+// whole checkpointed segments at a time, keeps the checkpoint at the cut
+// as the anchor, keeps what no checkpoint covers yet, and keeps
+// everything with 0.
 func TestPrune(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -104,10 +106,23 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	for _, age := range []time.Duration{100 * 24 * time.Hour, 91 * 24 * time.Hour, 89 * 24 * time.Hour, 7 * 24 * time.Hour, time.Hour} {
-		if _, err := st.AppendEvent(ctx, &model.Event{Type: model.EventSignInFailed, Time: now.Add(-age)}); err != nil {
+	// One segment per event, each closed by a checkpoint signed when the
+	// event was; the last, old event is in no segment yet.
+	var links []store.ChainLink
+	for i, age := range []time.Duration{100 * 24 * time.Hour, 91 * 24 * time.Hour, 89 * 24 * time.Hour, 7 * 24 * time.Hour, time.Hour, 200 * 24 * time.Hour} {
+		seq, err := st.AppendEvent(ctx, &model.Event{Type: model.EventSignInFailed, Time: now.Add(-age)})
+		if err != nil {
 			t.Fatal(err)
 		}
+		links = append(links, store.ChainLink{Seq: seq, Origin: 1, Hash: []byte{byte(seq)}})
+		if i < 5 {
+			if err := st.CreateAuditCheckpoint(ctx, &store.AuditCheckpoint{Seq: seq, Hash: []byte{byte(seq)}, CreatedAt: now.Add(-age), KID: "k", JWS: "j"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.SealEvents(ctx, links); err != nil {
+		t.Fatal(err)
 	}
 	count := func() int {
 		evs, err := st.ListEvents(ctx, store.EventFilter{Limit: 100})
@@ -116,14 +131,32 @@ func TestPrune(t *testing.T) {
 		}
 		return len(evs)
 	}
-	if n, err := audit.Prune(ctx, st, now, 0); n != 0 || err != nil || count() != 5 {
+	anchor := func() int64 {
+		cps, err := st.AuditCheckpoints(ctx, 0, 0, 0)
+		if err != nil || len(cps) == 0 {
+			t.Fatalf("checkpoints: %v, %v", cps, err)
+		}
+		return cps[0].Seq
+	}
+	if n, err := audit.Prune(ctx, st, now, 0); n != 0 || err != nil || count() != 6 {
 		t.Fatalf("retention 0: deleted %d, %v; %d left", n, err, count())
 	}
-	if n, err := audit.Prune(ctx, st, now, 90*24*time.Hour); n != 2 || err != nil || count() != 3 {
+	if n, err := audit.Prune(ctx, st, now, 90*24*time.Hour); n != 2 || err != nil || count() != 4 {
 		t.Fatalf("90 days: deleted %d, %v; %d left", n, err, count())
 	}
+	if a := anchor(); a != links[1].Seq {
+		t.Errorf("the oldest checkpoint left is at seq %d, want the anchor at the cut, %d", a, links[1].Seq)
+	}
 	// Shorter than the minimum: the minimum applies.
-	if n, err := audit.Prune(ctx, st, now, time.Hour); n != 1 || err != nil || count() != 2 {
+	if n, err := audit.Prune(ctx, st, now, time.Hour); n != 1 || err != nil || count() != 3 {
 		t.Fatalf("1 hour (8 days applied): deleted %d, %v; %d left", n, err, count())
+	}
+	if a := anchor(); a != links[2].Seq {
+		t.Errorf("anchor at seq %d, want %d", a, links[2].Seq)
+	}
+	// The 200-day-old event after the last checkpoint stays.
+	evs, err := st.EventsAfter(ctx, links[4].Seq, 10)
+	if err != nil || len(evs) != 1 || evs[0].Seq != links[5].Seq {
+		t.Errorf("the event no checkpoint covers: %v, %v", evs, err)
 	}
 }

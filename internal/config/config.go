@@ -196,6 +196,16 @@ type Audit struct {
 	// everything. At least 192h (8 days): the event stream and the CAE
 	// transmitter still read events that recent.
 	Retention time.Duration `koanf:"retention"`
+	// SealInterval is how often each server links newly committed events
+	// into the tamper-evident hash chain (1s): how long an event stays
+	// unsealed (docs/secops.md, "Tamper-evident audit log").
+	SealInterval time.Duration `koanf:"seal_interval"`
+	// CheckpointEvents and CheckpointInterval: a signed checkpoint of the
+	// chain is made after this many sealed events (10000), or this long
+	// (10m) after the last one if any event was sealed since. They bound
+	// the unsigned tail of the chain and the segments retention deletes.
+	CheckpointEvents   int64         `koanf:"checkpoint_events"`
+	CheckpointInterval time.Duration `koanf:"checkpoint_interval"`
 }
 
 // ConditionalAccess configures policy evaluation (docs/conditional-access.md).
@@ -331,7 +341,7 @@ func Default() *Config {
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
 		Log:               Log{Level: "info", Format: "json"},
-		Audit:             Audit{Retention: 90 * 24 * time.Hour},
+		Audit:             Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,

@@ -134,6 +134,15 @@ func (c *Config) Validate() error {
 	if r := c.Audit.Retention; r < 0 || r > 0 && r < 8*24*time.Hour {
 		v.add("audit.retention", "%v is too short: at least 192h (8 days), or 0 to keep everything", r)
 	}
+	if d := c.Audit.SealInterval; d < 10*time.Millisecond || d > time.Minute {
+		v.add("audit.seal_interval", "%v: must be between 10ms and 1m", d)
+	}
+	if n := c.Audit.CheckpointEvents; n < 1 {
+		v.add("audit.checkpoint_events", "must be at least 1")
+	}
+	if d := c.Audit.CheckpointInterval; d < time.Second || d > 24*time.Hour {
+		v.add("audit.checkpoint_interval", "%v: must be between 1s and 24h", d)
+	}
 	if c.Lockout.ClientFailuresPerMinute < 1 {
 		v.add("lockout.client_failures_per_minute", "must be at least 1")
 	}

@@ -160,6 +160,14 @@ const (
 	DataSSFDetail        = "signal_detail"     // other event members: credential_type, change_type, current_status, risk_reason
 )
 
+// EventAuditSequenceSkipped: the audit log's sealer found no event under a
+// sequence number that a transaction took and then rolled back, and
+// stored this record there so that the number is accounted for (and no
+// event can commit under it any more). Data: skipped_through when it
+// stands for a run of numbers (docs/architecture.md, "The tamper-evident
+// audit log").
+const EventAuditSequenceSkipped EventType = "audit.sequence_skipped"
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
@@ -209,6 +217,8 @@ var EventCodes = map[EventType]string{
 
 	EventSSFStreamStatusChanged: "W9100I",
 	EventSSFSignalReceived:      "W9101W",
+
+	EventAuditSequenceSkipped: "W9200I",
 
 	EventDeviceRegistered:             "W8000I",
 	EventDeviceDisabled:               "W8001I",

@@ -204,9 +204,9 @@ type Store interface {
 	// may commit a lower Seq after a higher one became visible, so a
 	// reader following a cursor must allow for late arrivals.
 	EventsAfter(ctx context.Context, seq int64, limit int) ([]*StoredEvent, error)
-	// DeleteEventsBefore deletes up to limit of the oldest events recorded
-	// before t (audit retention) and returns how many it deleted.
-	DeleteEventsBefore(ctx context.Context, t time.Time, limit int) (int, error)
+	// The tamper-evident audit log over the events table; audit retention
+	// deletes whole checkpointed segments (AuditLog.DeleteAuditSegment).
+	AuditLog
 
 	// Devices. JKT is unique across devices (ErrAlreadyExists).
 	CreateDevice(ctx context.Context, d *model.Device) error
@@ -412,10 +412,12 @@ const (
 	SealedSigningKey    = "signing_key"              // SigningKey.PrivateEnc; owner: the kid
 	SealedTOTP          = "totp"                     // User.TOTPSecret; owner: the user id
 	SealedSSFAuthHeader = "ssf_authorization_header" // SSFStream.AuthHeaderEnc; owner: the stream id
+	SealedAuditKey      = "audit_key"                // AuditKey.PublicEnc; owner: the kid
+	SealedAuditSecret   = "audit_secret"             // AuditSecret; owner: its name
 )
 
 // SealedKinds lists every kind, in the order ResealAll visits them.
-var SealedKinds = []string{SealedSigningKey, SealedTOTP, SealedSSFAuthHeader}
+var SealedKinds = []string{SealedSigningKey, SealedTOTP, SealedSSFAuthHeader, SealedAuditKey, SealedAuditSecret}
 
 // Sealed is one stored value sealed under the KEK.
 type Sealed struct {

@@ -105,6 +105,8 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		LockSession:       `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
 		IsUniqueViolation: isUniqueViolation,
 		IsNoRows:          func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
+		// events.seq is GENERATED ALWAYS AS IDENTITY.
+		OverridingSystemValue: " OVERRIDING SYSTEM VALUE",
 	}
 	return &Store{Store: sqlstore.New(&database{pool: pool}, d, o.now), schema: o.schema}, nil
 }

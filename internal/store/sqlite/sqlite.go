@@ -45,6 +45,17 @@ type Store struct {
 	// jtisBefore is the latest expiry of the keys recorded before Open:
 	// RecordJTIDeferred reads the database only until then.
 	jtisBefore time.Time
+	// raw reads the events for the audit chain (rawscan.go); nil for
+	// ":memory:", which no other connection can see.
+	raw *rawPool
+}
+
+// Close releases the connections; calling it again is a no-op.
+func (s *Store) Close() error {
+	if s.raw != nil {
+		s.raw.close()
+	}
+	return s.Store.Close()
 }
 
 var (
@@ -197,6 +208,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if st.jtisBefore, err = ss.LatestJTIExpiry(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if !memory {
+		st.raw = &rawPool{path: path}
 	}
 	return st, nil
 }

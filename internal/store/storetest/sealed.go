@@ -32,6 +32,14 @@ func sealedValues(t *testing.T, s store.Store) map[string][]byte {
 	for _, st := range streams {
 		out[store.SealedSSFAuthHeader+":"+st.ID] = st.AuthHeaderEnc
 	}
+	aks, err := s.ListAuditKeys(ctx)
+	must(t, "ListAuditKeys", err)
+	for _, k := range aks {
+		out[store.SealedAuditKey+":"+k.KID] = k.PublicEnc
+	}
+	sec, err := s.AuditSecret(ctx, "record-mac", func() ([]byte, error) { return nil, errors.New("the fixture has this secret") })
+	must(t, "AuditSecret", err)
+	out[store.SealedAuditSecret+":record-mac"] = sec
 	return out
 }
 
@@ -53,6 +61,10 @@ func testResealAll(t *testing.T, s store.Store) {
 	s2.AuthHeaderEnc = nil
 	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, s1))
 	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, s2))
+	must(t, "PutAuditKey", s.PutAuditKey(ctx, &store.AuditKey{KID: "ak1", PublicEnc: []byte{4, 4}, CreatedAt: at(0)}))
+	if _, err := s.AuditSecret(ctx, "record-mac", func() ([]byte, error) { return []byte{5, 5}, nil }); err != nil {
+		t.Fatalf("AuditSecret: %v", err)
+	}
 	before := sealedValues(t, s)
 	v0, err := s.SSFStreamsVersion(ctx)
 	must(t, "SSFStreamsVersion", err)
@@ -100,14 +112,15 @@ func testResealAll(t *testing.T, s store.Store) {
 	})
 	must(t, "ResealAll", err)
 	// A backend may run the transaction again: the last run counts.
-	visited = visited[len(visited)-5:]
-	want := []string{"signing_key:k1", "signing_key:k2", "totp:u1", "totp:u3", "ssf_authorization_header:s1"}
+	visited = visited[len(visited)-7:]
+	want := []string{"signing_key:k1", "signing_key:k2", "totp:u1", "totp:u3", "ssf_authorization_header:s1",
+		"audit_key:ak1", "audit_secret:record-mac"}
 	if !slices.Equal(visited, want) {
 		t.Errorf("visited %v, want %v", visited, want)
 	}
-	wantIDs := []string{"signing_key:k1", "totp:u1", "totp:u3", "ssf_authorization_header:s1"}
-	if n != 4 || !slices.Equal(gotIDs, wantIDs) {
-		t.Errorf("ResealAll = %d, ids %v; want 4, %v", n, gotIDs, wantIDs)
+	wantIDs := []string{"signing_key:k1", "totp:u1", "totp:u3", "ssf_authorization_header:s1", "audit_key:ak1", "audit_secret:record-mac"}
+	if n != 6 || !slices.Equal(gotIDs, wantIDs) {
+		t.Errorf("ResealAll = %d, ids %v; want 6, %v", n, gotIDs, wantIDs)
 	}
 	after := sealedValues(t, s)
 	for k, v := range before {

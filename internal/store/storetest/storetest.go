@@ -70,7 +70,14 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"ListEventsFilter", testListEventsFilter},
 		{"ListEventsPaging", testListEventsPaging},
 		{"EventsAfter", testEventsAfter},
-		{"DeleteEventsBefore", testDeleteEventsBefore},
+		{"RecordMAC", testRecordMAC},
+		{"ScanEventRecords", testScanEventRecords},
+		{"SealEvents", testSealEvents},
+		{"InsertEventAt", testInsertEventAt},
+		{"AuditCheckpoints", testAuditCheckpoints},
+		{"AuditKeysAndSecrets", testAuditKeysAndSecrets},
+		{"DeleteAuditSegment", testDeleteAuditSegment},
+		{"EventSeqAt", testEventSeqAt},
 		{"EventWithChange", testEventWithChange},
 		{"SignInReservation", testSignInReservation},
 		{"SignInReservationConcurrent", testSignInReservationConcurrent},
@@ -1594,30 +1601,5 @@ func testNotFound(t *testing.T, s store.Store) {
 		if err != nil || n != 0 {
 			t.Errorf("%s on an empty store: got %d items, err %v; want 0, nil", tc.name, n, err)
 		}
-	}
-}
-
-// testDeleteEventsBefore: audit retention deletes the oldest events
-// recorded before a time, at most limit at a time, and nothing newer.
-func testDeleteEventsBefore(t *testing.T, s store.Store) {
-	for i := range 5 {
-		_, err := s.AppendEvent(ctx, &model.Event{ID: fmt.Sprintf("ev-%d", i), Type: model.EventSignInFailed, Time: at(time.Duration(i) * time.Hour)})
-		must(t, "AppendEvent", err)
-	}
-	n, err := s.DeleteEventsBefore(ctx, at(3*time.Hour), 2)
-	if err != nil || n != 2 {
-		t.Fatalf("DeleteEventsBefore with limit 2: %d %v", n, err)
-	}
-	n, err = s.DeleteEventsBefore(ctx, at(3*time.Hour), 100)
-	if err != nil || n != 1 {
-		t.Fatalf("DeleteEventsBefore again: %d %v", n, err)
-	}
-	left, err := s.ListEvents(ctx, store.EventFilter{Limit: 100})
-	must(t, "ListEvents", err)
-	if len(left) != 2 || left[0].ID != "ev-4" || left[1].ID != "ev-3" {
-		t.Errorf("left %d events: %v", len(left), left)
-	}
-	if n, err := s.DeleteEventsBefore(ctx, at(3*time.Hour), 0); n != 0 || err != nil {
-		t.Errorf("limit 0: %d %v", n, err)
 	}
 }

@@ -14,6 +14,7 @@ package sqlstore
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-idp/ward/internal/store"
@@ -79,6 +80,10 @@ type Dialect struct {
 	IsUniqueViolation func(error) bool
 	// IsNoRows reports an empty result of QueryRow.Scan.
 	IsNoRows func(error) bool
+	// OverridingSystemValue goes between the column list and VALUES of an
+	// INSERT that gives an identity column its value (PostgreSQL's
+	// " OVERRIDING SYSTEM VALUE"; SQLite needs nothing).
+	OverridingSystemValue string
 }
 
 // Store implements store.Store over a DB.
@@ -86,6 +91,8 @@ type Store struct {
 	db  DB
 	d   Dialect
 	now func() time.Time
+	// recordMAC is the record MAC function (SetRecordMAC); nil: none.
+	recordMAC atomic.Pointer[func([]byte) []byte]
 }
 
 // New returns a Store. now is the clock used by RecordJTI (nil: time.Now).

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -30,22 +29,39 @@ func nullIfEmpty(s string) any {
 // AppendEvent stores e and returns its sequence number, which increases
 // with every append.
 func (s *Store) AppendEvent(ctx context.Context, e *model.Event) (int64, error) {
-	seq, err := appendEvent(ctx, s.db.Write(), e)
+	seq, err := s.appendEvent(ctx, s.db.Write(), e)
 	if err != nil {
 		return 0, wrap("append event", err)
 	}
 	return seq, nil
 }
 
-func appendEvent(ctx context.Context, q Querier, e *model.Event) (int64, error) {
+// appendEventSQL inserts eventCols and the record MAC.
+const appendEventSQL = `INSERT INTO events (` + eventCols + `, mac)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING seq`
+
+func (s *Store) appendEvent(ctx context.Context, q Querier, e *model.Event) (int64, error) {
 	var seq int64
-	err := q.QueryRow(ctx, `INSERT INTO events (`+eventCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq`,
-		e.ID, string(e.Type), micros(e.Time), e.Actor, nullIfEmpty(e.UserID), nullIfEmpty(e.SessionID),
-		nullIfEmpty(e.ClientID), e.DeviceID,
-		e.TokenID, e.IP, e.UserAgent, e.Outcome, e.Reason, e.Binding, e.BindingReason, e.CorrelationID,
-		jsonMap(e.Data)).Scan(&seq)
+	err := q.QueryRow(ctx, appendEventSQL, s.eventValues(e)...).Scan(&seq)
 	return seq, err
+}
+
+// eventValues returns the values of eventCols for e, as stored, followed
+// by its record MAC (store.SetRecordMAC; NULL without one).
+func (s *Store) eventValues(e *model.Event) []any {
+	v := make([]any, 18)
+	v[0], v[1], v[2], v[3] = e.ID, string(e.Type), micros(e.Time), e.Actor
+	v[4], v[5], v[6] = nullIfEmpty(e.UserID), nullIfEmpty(e.SessionID), nullIfEmpty(e.ClientID)
+	v[7], v[8], v[9], v[10], v[11] = e.DeviceID, e.TokenID, e.IP, e.UserAgent, e.Outcome
+	v[12], v[13], v[14], v[15], v[16] = e.Reason, e.Binding, e.BindingReason, e.CorrelationID, jsonMap(e.Data)
+	if mac := s.recordMAC.Load(); mac != nil {
+		bp := bodyPool.Get().(*[]byte)
+		body := store.AppendEventBody((*bp)[:0], v[:17]...)
+		v[17] = (*mac)(body)
+		*bp = body
+		bodyPool.Put(bp)
+	}
+	return v
 }
 
 func scanEvent(r Row) (*store.StoredEvent, error) {
@@ -121,18 +137,4 @@ func (s *Store) EventsAfter(ctx context.Context, seq int64, n int) ([]*store.Sto
 	rs, err := s.db.Read().Query(ctx, `SELECT seq, `+eventSelect+` FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`,
 		seq, int64(limit(n)))
 	return collect(rs, err, "events after", scanEvent)
-}
-
-// DeleteEventsBefore deletes up to limit of the oldest events with a time
-// before t, oldest first (by sequence number), in one statement.
-func (s *Store) DeleteEventsBefore(ctx context.Context, t time.Time, limit int) (int, error) {
-	if limit <= 0 {
-		return 0, nil
-	}
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM events WHERE seq IN
-		(SELECT seq FROM events WHERE time < $1 ORDER BY seq LIMIT $2)`, micros(t), limit)
-	if err != nil {
-		return 0, wrap("delete events", err)
-	}
-	return int(n), nil
 }

@@ -39,7 +39,7 @@ func (s *Store) inTxEvent(ctx context.Context, fn func(q Querier) ([]string, err
 		}
 		evs := p.Events(ids)
 		for _, e := range evs {
-			if _, err := appendEvent(ctx, q, e); err != nil {
+			if _, err := s.appendEvent(ctx, q, e); err != nil {
 				return wrap("append event", err)
 			}
 		}

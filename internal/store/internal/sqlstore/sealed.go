@@ -12,6 +12,8 @@ var sealedColumns = []struct{ kind, table, key, col string }{
 	{store.SealedSigningKey, "signing_keys", "kid", "private_enc"},
 	{store.SealedTOTP, "users", "id", "totp_secret"},
 	{store.SealedSSFAuthHeader, "ssf_streams", "id", "auth_header"},
+	{store.SealedAuditKey, "audit_keys", "kid", "public_enc"},
+	{store.SealedAuditSecret, "audit_secrets", "name", "value_enc"},
 }
 
 // ResealAll rewrites the sealed values reseal changes, in one
