@@ -170,6 +170,8 @@ var mappings = map[model.EventType]mapping{
 	model.EventAccessPolicyChanged:     {class: ClassAPIActivity, activity: apiCreate, resource: "conditional_access_policy_version"},
 	model.EventCompliancePolicyChanged: {class: ClassAPIActivity, activity: apiUpdate, resource: "compliance_policy"},
 	model.EventSSFStreamStatusChanged:  {class: ClassAPIActivity, activity: apiUpdate, resource: "ssf_stream"},
+	// The sealer accounted for a sequence number no event committed under.
+	model.EventAuditSequenceSkipped:    {class: ClassAPIActivity, activity: apiCreate, resource: "audit_log"},
 	model.EventDeviceRegistered:        {class: ClassAPIActivity, activity: apiCreate, resource: "device"},
 	model.EventDeviceDisabled:          {class: ClassAPIActivity, activity: apiUpdate, resource: "device"},
 	model.EventDeviceLost:              {class: ClassAPIActivity, activity: apiUpdate, resource: "device"},
