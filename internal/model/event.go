@@ -95,6 +95,21 @@ const (
 	EventUserRiskChanged EventType = "user.risk_changed"
 )
 
+// EventRiskDetected: a risk detection (Reason: the detection type; Data:
+// the DataDetection* keys).
+const EventRiskDetected EventType = "risk.detected"
+
+// Data keys of risk.detected events.
+const (
+	DataDetectionID         = "detection_id"
+	DataDetectionSeverity   = "severity"
+	DataDetectionConfidence = "confidence"
+	DataDetectionTechnique  = "technique"
+	DataDetectionEvidence   = "evidence"
+	DataDetectionDetail     = "detail"
+	DataDetectionSource     = "source"
+)
+
 // Shared Signals transmitter events.
 const (
 	// EventSSFStreamStatusChanged: an administrator changed a receiver's
@@ -144,6 +159,7 @@ var EventCodes = map[EventType]string{
 
 	EventAccessPolicyChanged: "W9000I",
 	EventUserRiskChanged:     "W9001W",
+	EventRiskDetected:        "W9002W",
 
 	EventSSFStreamStatusChanged: "W9100I",
 
