@@ -105,6 +105,7 @@ type RefreshGrant struct {
 // Store is the whole persistence interface.
 type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
+	RiskStore     // risk levels, detections and their history (risk.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).

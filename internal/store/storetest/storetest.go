@@ -97,6 +97,11 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"SSFLeases", testSSFLeases},
 		{"ResealAll", testResealAll},
 		{"ExportCursors", testExportCursors},
+		{"RiskRoundTrip", testRiskRoundTrip},
+		{"RiskDuplicate", testRiskDuplicate},
+		{"RiskStates", testRiskStates},
+		{"RiskConcurrent", testRiskConcurrent},
+		{"RiskExpiriesPurge", testRiskExpiriesPurge},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.
