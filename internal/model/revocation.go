@@ -39,6 +39,15 @@ const (
 	// derived from it, which the session's refresh tokens and cookie
 	// depend on, changed with it.
 	CauseKEKRotated RevocationCause = "kek_rotated"
+	// CauseUserRisk: the user's risk reached risk.auto_revoke_level
+	// (every session of the user ends).
+	CauseUserRisk RevocationCause = "user_risk"
+	// CauseSessionRisk: the session's own risk reached
+	// risk.auto_revoke_level.
+	CauseSessionRisk RevocationCause = "session_risk"
+	// CauseCompromiseConfirmed: an administrator confirmed that the
+	// user's account is compromised (every session of the user ends).
+	CauseCompromiseConfirmed RevocationCause = "compromise_confirmed"
 )
 
 // RevocationCauses lists every cause (a test keeps it complete).
@@ -55,6 +64,9 @@ var RevocationCauses = []RevocationCause{
 	CauseDeviceLost,
 	CauseDeviceDeleted,
 	CauseKEKRotated,
+	CauseUserRisk,
+	CauseSessionRisk,
+	CauseCompromiseConfirmed,
 }
 
 // Event reasons of the events that record a session revocation under a
