@@ -32,7 +32,7 @@ var (
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
-		"internal/session", "internal/audit"}
+		"internal/session", "internal/audit", "internal/risk"}
 
 	notWiring  = join(wiring, testOnly)
 	notHandler = join(notWiring, storeImpls)
@@ -130,6 +130,14 @@ var rules = map[string]rule{
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).
 	"internal/session": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
+	// Risk levels, their response and administration: revokes through a
+	// small interface the session service fills (never importing it),
+	// judges sign-ins through the assess contract, so any detector engine
+	// plugs in from the wiring.
+	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store"}, never: notService},
+	// The contract between the sign-in risk assessment and the detectors:
+	// types only, over the activity record.
+	"internal/risk/assess": {imports: []string{"internal/activity"}, never: notService, modules: stdOnly},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,

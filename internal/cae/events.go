@@ -109,8 +109,6 @@ func revocationReason(c model.RevocationCause) (why string, covered, known bool)
 		return "session revoked: the user's risk level reached the automatic revocation level", false, true
 	case model.CauseCompromiseConfirmed: // marked all_sessions, as above
 		return "session revoked: an administrator confirmed the account is compromised", false, true
-	case model.CauseSessionRisk:
-		return "session revoked: its risk level reached the automatic revocation level", false, true
 	case model.CauseDeviceDeleted:
 		return "session revoked: its device was deleted", false, true
 	case model.CauseKEKRotated:

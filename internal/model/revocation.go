@@ -42,9 +42,6 @@ const (
 	// CauseUserRisk: the user's risk reached risk.auto_revoke_level
 	// (every session of the user ends).
 	CauseUserRisk RevocationCause = "user_risk"
-	// CauseSessionRisk: the session's own risk reached
-	// risk.auto_revoke_level.
-	CauseSessionRisk RevocationCause = "session_risk"
 	// CauseCompromiseConfirmed: an administrator confirmed that the
 	// user's account is compromised (every session of the user ends).
 	CauseCompromiseConfirmed RevocationCause = "compromise_confirmed"
@@ -65,7 +62,6 @@ var RevocationCauses = []RevocationCause{
 	CauseDeviceDeleted,
 	CauseKEKRotated,
 	CauseUserRisk,
-	CauseSessionRisk,
 	CauseCompromiseConfirmed,
 }
 
