@@ -136,6 +136,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newPolicyCmd(e),
 		newGatewayCmd(e),
 		newSSFCmd(e),
+		newRiskCmd(e),
 	)
 	return root
 }
