@@ -70,10 +70,9 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 		return ErrInvalidLevel
 	}
 	reason = cleanText(reason, maxReason)
-	why := "admin"
-	if reason != "" {
-		why = "admin: " + reason
-	}
+	// The administrator's reason is the reason of user.risk_changed, as
+	// it always was.
+	why := reason
 	// Nothing to record when the administrator confirms what is there.
 	u, err := s.o.Store.GetUser(ctx, userID)
 	if err != nil {
@@ -102,7 +101,7 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 				if add != nil && d.ID == add.ID {
 					continue
 				}
-				d.State, d.StateReason, d.StateActor, d.StateAt = model.DetectionSuperseded, why, actor, now
+				d.State, d.StateReason, d.StateActor, d.StateAt = model.DetectionSuperseded, orDefault(why, "level set by an administrator"), actor, now
 			}
 			return nil, nil
 		})
@@ -293,6 +292,13 @@ func joinCapped(ids []string) string {
 		ids = ids[:maxEvidence]
 	}
 	return strings.Join(ids, " ")
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
 }
 
 func orNone(l string) string {
