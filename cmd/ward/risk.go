@@ -218,7 +218,11 @@ func writeExplanation(e *cliEnv, x *risk.Explanation) error {
 	fmt.Fprintln(w, "\nHistory:")
 	fmt.Fprintln(tw, "TIME\tSUBJECT\tFROM\tTO\tWHY\tBY")
 	for _, c := range x.History {
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\t%s\t%s\n", fmtTime(c.At), c.Subject, c.SubjectID, c.Previous, c.Level, dash(c.Reason), dash(c.Actor))
+		subject := c.Subject + " " + c.SubjectID
+		if c.Subject == "user" {
+			subject = "user " + x.Username
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(c.At), subject, c.Previous, c.Level, dash(c.Reason), dash(c.Actor))
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nEvents the detections rest on (audit log):")
