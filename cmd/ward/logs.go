@@ -318,12 +318,21 @@ func writeEventsTable(e *cliEnv, evs []*store.StoredEvent, names map[string]stri
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			detail = append(detail, k+"="+ev.Data[k])
+			detail = append(detail, k+"="+logValue(ev.Data[k]))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Type,
 			dash(ev.Outcome), dash(userName(ev.Actor, names)), dash(userName(ev.UserID, names)), dash(ev.ClientID), dash(ev.IP), dash(strings.Join(detail, " ")))
 	}
 	return tw.Flush()
+}
+
+// logValue quotes a value that has spaces or quotes, so that a detection's
+// detail or evidence list reads as one value.
+func logValue(v string) string {
+	if strings.ContainsAny(v, " \t\"=") {
+		return strconv.Quote(v)
+	}
+	return v
 }
 
 func userName(id string, names map[string]string) string {

@@ -137,6 +137,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newGatewayCmd(e),
 		newSSFCmd(e),
 		newSSFReceiverCmd(e),
+		newRiskCmd(e),
 	)
 	return root
 }

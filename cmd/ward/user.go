@@ -13,6 +13,7 @@ import (
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/store"
 )
 
@@ -285,9 +286,9 @@ working at once.`,
 	}
 
 	var riskReason string
-	risk := &cobra.Command{
+	riskCmd := &cobra.Command{
 		Use:   "risk USER LEVEL",
-		Short: "Set a user's risk level (none, low, medium, high) for Conditional Access",
+		Short: "Set a user's risk level (none, low, medium, high) as an administrator (ward risk explain shows it)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
@@ -295,7 +296,9 @@ working at once.`,
 				if err != nil {
 					return err
 				}
-				if err := a.Identity.SetRisk(ctx, actorCLI, u.ID, args[1], riskReason); errors.Is(err, identity.ErrInvalidRisk) {
+				// The administrator's level, recorded as a detection of
+				// theirs; high revokes like any high level.
+				if err := a.Risk.SetUserLevel(ctx, actorCLI, u.ID, args[1], riskReason); errors.Is(err, risk.ErrInvalidLevel) {
 					return &exitError{code: exitUsage, err: err}
 				} else if err != nil {
 					return err
@@ -305,9 +308,9 @@ working at once.`,
 			})
 		},
 	}
-	risk.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
+	riskCmd.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, risk, newRevokeSessionsCmd(e))
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, riskCmd, newRevokeSessionsCmd(e))
 	return cmd
 }
 

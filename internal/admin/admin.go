@@ -48,6 +48,7 @@ type API struct {
 	devices  Devices
 	access   Access
 	sessions Sessions
+	risk     Risk
 	audit    AuditLog
 	auth     Authenticator
 	events   *bus.Emitter // records the API's own events (denials)
@@ -67,6 +68,7 @@ func New(d Deps) *API {
 		devices:  d.Devices,
 		access:   d.Access,
 		sessions: d.Sessions,
+		risk:     d.Risk,
 		audit:    d.Audit,
 		auth:     d.Auth,
 		log:      d.Log,
@@ -131,6 +133,7 @@ func (api *API) routes() {
 	api.handle("DELETE /sessions/{id}", api.deleteSession)
 	// Audit log.
 	api.handle("GET /events", api.listEvents)
+	api.riskRoutes()
 	// Devices and compliance policies (devices.go).
 	api.deviceRoutes()
 	// Conditional Access (conditional.go).

@@ -202,7 +202,13 @@ func (api *API) setUserRisk(w http.ResponseWriter, r *http.Request, rc *reqCtx) 
 		return invalid("reason is longer than 200 characters")
 	}
 	id := r.PathValue("id")
-	if err := api.identity.SetRisk(r.Context(), rc.actor(), id, body.Level, body.Reason); err != nil {
+	if api.risk != nil {
+		// Recorded as the administrator's detection; high revokes like any
+		// high level (risk.auto_revoke_level).
+		if err := api.risk.SetUserLevel(r.Context(), rc.actor(), id, body.Level, body.Reason); err != nil {
+			return riskErr(err, "user")
+		}
+	} else if err := api.identity.SetRisk(r.Context(), rc.actor(), id, body.Level, body.Reason); err != nil {
 		if errors.Is(err, identity.ErrInvalidRisk) {
 			return invalid("%s", err.Error())
 		}

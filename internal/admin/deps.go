@@ -103,15 +103,19 @@ type Authenticator interface {
 	AuthenticateResource(r *http.Request) (*oauth.Caller, string, *oauth.Error)
 }
 
-// Deps is what the admin API is built from. Every field but Log and Now
-// is required.
+// Deps is what the admin API is built from. Every field but Risk, Log and
+// Now is required.
 type Deps struct {
 	Identity Identity
 	Clients  Clients
 	Devices  Devices
 	Access   Access
 	Sessions Sessions
-	Audit    AuditLog
+	// Risk serves the risk routes and sets a user's level (nil: the risk
+	// routes are absent and PUT /users/{id}/risk sets the level through
+	// Identity alone).
+	Risk  Risk
+	Audit AuditLog
 	// Auth authenticates every request.
 	Auth Authenticator
 	// Bus carries the API's own events (access denials).

@@ -27,6 +27,7 @@ import (
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/policy"
+	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/ssfrx"
@@ -57,7 +58,8 @@ type App struct {
 	Devices  *device.Service
 	Sessions *session.Service // every session revocation
 	Access   *access.Service
-	CAE      *cae.Service // the Shared Signals transmitter
+	CAE      *cae.Service  // the Shared Signals transmitter
+	Risk     *risk.Service // risk levels, their response and administration
 	// SSFReceivers receives signals from other SSF transmitters
 	// (ssf_receivers).
 	SSFReceivers *ssfrx.Service
@@ -241,6 +243,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	a.subscribeChanges()
+	if err := a.openRisk(ctx, cfg, log, o); err != nil {
+		return nil, err
+	}
 	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {
 		return nil, err
 	}
@@ -367,6 +372,35 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 		return nil, fmt.Errorf("app: %w", err)
 	}
 	return k, nil
+}
+
+// openRisk starts the risk service: its remediation subscriber in every
+// process and, in a server, the consumer of risk.detected and the expiry
+// sweep. Options.Detector (none yet) is where the detectors' engine judges
+// sign-ins (risk/assess).
+func (a *App) openRisk(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
+	r := cfg.Risk
+	a.Risk = risk.New(risk.Options{
+		Store: a.Store, Sessions: a.Sessions, Bus: a.Bus, Now: o.Now, Log: log,
+		AutoRevokeLevel: r.AutoRevokeLevel, LowLifetime: r.LowLifetime, MediumLifetime: r.MediumLifetime,
+		MFARemediates: r.MFARemediates, Retention: r.Retention,
+	})
+	if err := a.Risk.Start(ctx, risk.Wiring{Bus: a.Bus, Durable: a.Durable, Serve: !o.Tool}); err != nil {
+		a.Risk.Close()
+		return fmt.Errorf("app: %w", err)
+	}
+	a.closers = append(a.closers, a.Risk.Close)
+	a.SignInRisk = signInRisk{a.Risk}
+	return nil
+}
+
+// signInRisk is the sign-in pages' view of the risk service: the level
+// alone (the service records the detections behind it itself).
+type signInRisk struct{ r *risk.Service }
+
+func (s signInRisk) AssessSignIn(ctx context.Context, a activity.Activity) (string, error) {
+	level, _, err := s.r.AssessSignIn(ctx, a)
+	return level, err
 }
 
 // openCAE starts the Shared Signals transmitter on the bus (after the

@@ -32,7 +32,7 @@ var (
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
-		"internal/session", "internal/audit"}
+		"internal/session", "internal/audit", "internal/risk"}
 
 	notWiring  = join(wiring, testOnly)
 	notHandler = join(notWiring, storeImpls)
@@ -140,6 +140,14 @@ var rules = map[string]rule{
 	// and rs (claim rules) packages, recorded through the store and the
 	// bus as signal activity; outbound requests pass the SSRF guard.
 	"internal/ssfrx": {imports: []string{"httpauth", "internal/activity", "internal/bus", "internal/model", "internal/netguard", "internal/store", "jsonobj", "jws", "rs"}, never: notService},
+	// Risk levels, their response and administration: revokes through a
+	// small interface the session service fills (never importing it),
+	// judges sign-ins through the assess contract, so any detector engine
+	// plugs in from the wiring.
+	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store"}, never: notService},
+	// The contract between the sign-in risk assessment and the detectors:
+	// types only, over the activity record.
+	"internal/risk/assess": {imports: []string{"internal/activity"}, never: notService, modules: stdOnly},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -197,7 +205,7 @@ var rules = map[string]rule{
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
-		"internal/identity", "internal/model", "internal/oauth", "internal/policy", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+		"internal/identity", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.
@@ -211,12 +219,12 @@ var rules = map[string]rule{
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
 	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
-		"internal/identity", "internal/model", "internal/policy", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
+		"internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config",
-		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/secret",
+		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.
 	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},

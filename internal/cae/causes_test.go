@@ -60,3 +60,26 @@ func TestEveryRevocationCauseMapped(t *testing.T) {
 		t.Errorf("an unknown cause: %q (known %v)", why, known)
 	}
 }
+
+// TestSessionRiskChangedSET: session.risk_changed becomes a CAEP
+// risk-level-change for the principal SESSION, about the user's session
+// (rs revokes the session at HIGH); one without a session yields none.
+func TestSessionRiskChangedSET(t *testing.T) {
+	s := &Service{o: Options{Store: noDevices{}}, issuer: "https://ward.example"}
+	e := &model.Event{ID: "e1", Type: model.EventSessionRiskChanged, Actor: "system", UserID: "u1", SessionID: "s1",
+		Reason: "token_replay_wrong_key", Time: time.Now(), Data: map[string]string{"level": "high", "previous": "none"}}
+	ts := s.templates(context.Background(), e)
+	if len(ts) != 1 {
+		t.Fatalf("%d SETs, want 1", len(ts))
+	}
+	tp := ts[0]
+	if tp.typ != EventRiskLevelChange || tp.body.Principal != "SESSION" || tp.body.CurrentLevel != "HIGH" || tp.body.PreviousLevel != "LOW" ||
+		tp.body.RiskReason != "token_replay_wrong_key" || tp.body.InitiatingEntity != InitiatorSystem ||
+		tp.subject.Session == nil || tp.subject.User == nil {
+		t.Errorf("SET %s %+v for %+v", tp.typ, tp.body, tp.subject)
+	}
+	e.SessionID = ""
+	if ts := s.templates(context.Background(), e); len(ts) != 0 {
+		t.Errorf("session.risk_changed without a session: %d SETs", len(ts))
+	}
+}

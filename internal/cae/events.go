@@ -105,6 +105,10 @@ func revocationReason(c model.RevocationCause) (why string, covered, known bool)
 		return "", true, true
 	case model.CauseDeviceDisabled, model.CauseDeviceLost: // session-revoked {user, device}
 		return "", true, true
+	case model.CauseUserRisk: // marked all_sessions: user.sessions_revoked speaks for them
+		return "session revoked: the user's risk level reached the automatic revocation level", false, true
+	case model.CauseCompromiseConfirmed: // marked all_sessions, as above
+		return "session revoked: an administrator confirmed the account is compromised", false, true
 	case model.CauseDeviceDeleted:
 		return "session revoked: its device was deleted", false, true
 	case model.CauseKEKRotated:
@@ -256,7 +260,14 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		if e.UserID == "" {
 			return nil
 		}
-		return []template{{EventSessionRevoked, user(), userKey, base(initiator(e), "all sessions of the user revoked")}}
+		why := "all sessions of the user revoked"
+		switch model.RevocationCause(e.Reason) {
+		case model.CauseUserRisk:
+			why += ": the user's risk level reached the automatic revocation level"
+		case model.CauseCompromiseConfirmed:
+			why += ": an administrator confirmed the account is compromised"
+		}
+		return []template{{EventSessionRevoked, user(), userKey, base(initiator(e), why)}}
 	case model.EventRefreshReuseDetected:
 		if e.UserID == "" || e.SessionID == "" {
 			return nil
@@ -315,6 +326,14 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		b := base(initiator(e), "user risk set to "+orDefault(e.Data["level"], "none"))
 		b.Principal, b.CurrentLevel, b.PreviousLevel, b.RiskReason = "USER", riskLevel(e.Data["level"]), riskLevel(e.Data["previous"]), e.Reason
 		return []template{{EventRiskLevelChange, user(), userKey, b}}
+	case model.EventSessionRiskChanged:
+		if e.UserID == "" || e.SessionID == "" {
+			return nil
+		}
+		b := base(initiator(e), "session risk set to "+orDefault(e.Data["level"], "none"))
+		b.Principal, b.CurrentLevel, b.PreviousLevel, b.RiskReason = "SESSION", riskLevel(e.Data["level"]), riskLevel(e.Data["previous"]), e.Reason
+		sub := &Subject{Format: FormatComplex, User: user(), Session: opaqueSubject(e.SessionID)}
+		return []template{{EventRiskLevelChange, sub, userKey, b}}
 	case model.EventAccessPolicyChanged:
 		if e.Data["locations_changed"] != "true" {
 			return nil
@@ -373,5 +392,6 @@ var SourceEventTypes = []model.EventType{
 	model.EventDeviceLost,
 	model.EventDeviceComplianceChanged,
 	model.EventUserRiskChanged,
+	model.EventSessionRiskChanged,
 	model.EventAccessPolicyChanged,
 }

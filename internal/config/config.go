@@ -61,6 +61,9 @@ type Config struct {
 	ConditionalAccess ConditionalAccess `koanf:"conditional_access"`
 	Bus               Bus               `koanf:"bus"`
 
+	// Risk configures risk levels and their response (docs/risk-response.md).
+	Risk Risk `koanf:"risk"`
+
 	// Devices configures device registration (docs/devices.md).
 	Devices Devices `koanf:"devices"`
 
@@ -223,6 +226,24 @@ type ConditionalAccess struct {
 	PollInterval time.Duration `koanf:"poll_interval"`
 }
 
+// Risk configures Identity Protection's risk levels and response.
+type Risk struct {
+	// AutoRevokeLevel is the user risk level at which every session of
+	// the user is revoked at once (low, medium, high; "off": never).
+	AutoRevokeLevel string `koanf:"auto_revoke_level"`
+	// LowLifetime and MediumLifetime are how long a low and a medium
+	// detection count; a high one counts until it is dismissed or
+	// remediated.
+	LowLifetime    time.Duration `koanf:"low_lifetime"`
+	MediumLifetime time.Duration `koanf:"medium_lifetime"`
+	// MFARemediates is the highest user risk level a sign-in with a
+	// second factor remediates (low, medium, high; "off": none).
+	MFARemediates string `koanf:"mfa_remediates"`
+	// Retention is how long dismissed, remediated and expired detections
+	// and the level history are kept.
+	Retention time.Duration `koanf:"retention"`
+}
+
 // Devices configures device registration.
 type Devices struct {
 	// TPMEKCAFile is a PEM file of the TPM vendor CAs (roots, and the
@@ -340,8 +361,10 @@ func Default() *Config {
 		Storage:           Storage{Driver: DriverSQLite},
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
-		Log:               Log{Level: "info", Format: "json"},
-		Audit:             Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
+		Risk: Risk{AutoRevokeLevel: "high", LowLifetime: 7 * 24 * time.Hour, MediumLifetime: 30 * 24 * time.Hour,
+			MFARemediates: "medium", Retention: 90 * 24 * time.Hour},
+		Log:   Log{Level: "info", Format: "json"},
+		Audit: Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,

@@ -159,6 +159,16 @@ func (c *Config) Validate() error {
 		v.add("lockout.global_failures_per_minute", "must be at least 1")
 	}
 	v.positive("conditional_access.poll_interval", c.ConditionalAccess.PollInterval)
+	for path, l := range map[string]string{"risk.auto_revoke_level": c.Risk.AutoRevokeLevel, "risk.mfa_remediates": c.Risk.MFARemediates} {
+		switch l {
+		case "low", "medium", "high", "off":
+		default:
+			v.add(path, "must be low, medium, high or off")
+		}
+	}
+	v.positive("risk.low_lifetime", c.Risk.LowLifetime)
+	v.positive("risk.medium_lifetime", c.Risk.MediumLifetime)
+	v.positive("risk.retention", c.Risk.Retention)
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)

@@ -245,7 +245,10 @@ var ErrInvalidRisk = errors.New("identity: risk level must be none, low, medium 
 
 // SetRisk sets a user's risk level (Conditional Access user risk) and
 // publishes user.risk_changed with the level, the previous level and the
-// reason. Setting the level it already has changes nothing.
+// reason. Setting the level it already has changes nothing. It writes the
+// level alone: administrators (ward user risk, the admin API) and
+// remediation go through internal/risk, which keeps the detections behind
+// the level and recomputes it from them.
 func (s *Service) SetRisk(ctx context.Context, actor, userID, level, reason string) error {
 	switch level {
 	case RiskNone, RiskLow, RiskMedium, RiskHigh:

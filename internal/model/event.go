@@ -124,6 +124,37 @@ const (
 	EventUserRiskChanged EventType = "user.risk_changed"
 )
 
+// EventRiskDetected: a risk detection (Reason: the detection type; Data:
+// the DataDetection* keys).
+const EventRiskDetected EventType = "risk.detected"
+
+// Data keys of risk.detected events.
+const (
+	DataDetectionID         = "detection_id"
+	DataDetectionSeverity   = "severity"
+	DataDetectionConfidence = "confidence"
+	DataDetectionTechnique  = "technique"
+	DataDetectionEvidence   = "evidence"
+	DataDetectionDetail     = "detail"
+	DataDetectionSource     = "source"
+)
+
+// Risk levels and their administration.
+const (
+	// EventSessionRiskChanged: a session's risk level changed (Data:
+	// level, previous, detection_id).
+	EventSessionRiskChanged EventType = "session.risk_changed"
+	// EventRiskDismissed: an administrator dismissed detections (Reason:
+	// the administrator's reason; Data: scope, detections, count).
+	EventRiskDismissed EventType = "risk.dismissed"
+	// EventRiskCompromiseConfirmed: an administrator confirmed that a
+	// user's account is compromised (Data: detection_id, previous).
+	EventRiskCompromiseConfirmed EventType = "risk.compromise_confirmed"
+	// EventRiskRemediated: the user remediated their risk (Reason: method
+	// password_change or mfa; Data: detections, count, previous).
+	EventRiskRemediated EventType = "risk.remediated"
+)
+
 // Shared Signals transmitter events.
 const (
 	// EventSSFStreamStatusChanged: an administrator changed a receiver's
@@ -212,8 +243,13 @@ var EventCodes = map[EventType]string{
 	EventMFARecoveryCodesCreated: "W1004I",
 	EventMFARecoveryCodeUsed:     "W1005W",
 
-	EventAccessPolicyChanged: "W9000I",
-	EventUserRiskChanged:     "W9001W",
+	EventAccessPolicyChanged:     "W9000I",
+	EventUserRiskChanged:         "W9001W",
+	EventRiskDetected:            "W9002W",
+	EventRiskDismissed:           "W9010I",
+	EventRiskCompromiseConfirmed: "W9011E",
+	EventSessionRiskChanged:      "W9012W",
+	EventRiskRemediated:          "W9013I",
 
 	EventSSFStreamStatusChanged: "W9100I",
 	EventSSFSignalReceived:      "W9101W",

@@ -39,6 +39,12 @@ const (
 	// derived from it, which the session's refresh tokens and cookie
 	// depend on, changed with it.
 	CauseKEKRotated RevocationCause = "kek_rotated"
+	// CauseUserRisk: the user's risk reached risk.auto_revoke_level
+	// (every session of the user ends).
+	CauseUserRisk RevocationCause = "user_risk"
+	// CauseCompromiseConfirmed: an administrator confirmed that the
+	// user's account is compromised (every session of the user ends).
+	CauseCompromiseConfirmed RevocationCause = "compromise_confirmed"
 )
 
 // RevocationCauses lists every cause (a test keeps it complete).
@@ -55,6 +61,8 @@ var RevocationCauses = []RevocationCause{
 	CauseDeviceLost,
 	CauseDeviceDeleted,
 	CauseKEKRotated,
+	CauseUserRisk,
+	CauseCompromiseConfirmed,
 }
 
 // Event reasons of the events that record a session revocation under a

@@ -97,6 +97,7 @@ func New(a *app.App) (*Server, error) {
 		Devices:        a.Devices,
 		Access:         a.Access,
 		Sessions:       a.Sessions,
+		Risk:           a.Risk,
 		Audit:          a.Store,
 		Auth:           prov,
 		Bus:            a.Bus,

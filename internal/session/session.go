@@ -211,11 +211,16 @@ func (s *Service) revokeOne(ctx context.Context, id string, cause model.Revocati
 // revocation (CauseAdminRevoked) also records one user.sessions_revoked,
 // even when no session was active (the administrator means every token
 // of the user), which the CAE transmitter turns into a single SET for the
-// user; its session.revoked events are marked model.DataAllSessions. The causes
-// of account changes record nothing more: the account's own event
-// (user.disabled, ...) speaks for the user.
+// user; its session.revoked events are marked model.DataAllSessions. A
+// confirmed compromise (CauseCompromiseConfirmed) does the same; a risk
+// response (CauseUserRisk) too, but records user.sessions_revoked only
+// when it ended a session. The causes of account changes record nothing
+// more: the account's own event (user.disabled, ...) speaks for the user.
 func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error) {
-	userLevel := cause == model.CauseAdminRevoked
+	// An administrator means every token of the user even when no
+	// session is active; a risk response only records what it ended.
+	userLevel := cause == model.CauseAdminRevoked || cause == model.CauseUserRisk || cause == model.CauseCompromiseConfirmed
+	always := cause == model.CauseAdminRevoked || cause == model.CauseCompromiseConfirmed
 	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
 		return s.store.RevokeUserSessions(ctx, userID, s.now(), string(cause))
 	}, func(ids []string) []*model.Event {
@@ -227,7 +232,7 @@ func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause mo
 			}
 			evs = append(evs, e)
 		}
-		if userLevel {
+		if userLevel && (always || len(ids) > 0) {
 			evs = append(evs, &model.Event{Type: model.EventUserSessionsRevoked, Actor: actor, UserID: userID,
 				Reason: string(cause), Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}})
 		}

@@ -2,6 +2,7 @@ package signin
 
 import (
 	"context"
+	"crypto/rand"
 	"net/http"
 	"strings"
 	"time"
@@ -41,7 +42,7 @@ func (h *Handler) newAttempt(ctx context.Context, r *http.Request, in *interacti
 	if h.c.Risk == nil {
 		return at, nil
 	}
-	a := at.activity()
+	a := at.activity(h.c.Now())
 	level, err := h.c.Risk.AssessSignIn(ctx, a)
 	if err != nil {
 		return at, err
@@ -52,11 +53,12 @@ func (h *Handler) newAttempt(ctx context.Context, r *http.Request, in *interacti
 	return at, nil
 }
 
-// activity is the attempt as the activity record has it (the id is the
-// event's, known once it is recorded).
-func (at *attempt) activity() activity.Activity {
+// activity is the attempt as the activity record has it. Its id names
+// this attempt (the event's own id is known only once it is recorded):
+// detections of the sign-in cite it, and two attempts never share one.
+func (at *attempt) activity(now time.Time) activity.Activity {
 	a := activity.Activity{
-		Time: time.Now(), Kind: activity.KindSignIn, UserID: at.u.ID, ClientID: at.c.ID,
+		Time: now, ID: "signin-attempt:" + rand.Text(), Kind: activity.KindSignIn, UserID: at.u.ID, ClientID: at.c.ID,
 		JKT: at.in.dpopJKT(), MFA: access.Strength(at.amr) == policy.StrengthPasswordTOTP || access.Strength(at.amr) == policy.StrengthPhishingResistant,
 		IP: at.ri.IP, UserAgent: at.ri.UserAgent, Proof: activity.ProofNone,
 	}
@@ -94,7 +96,7 @@ func (h *Handler) ssoRecord(ctx context.Context, at *attempt, res *access.Result
 	if at.sso == nil {
 		return
 	}
-	sess, a := at.sso, at.activity()
+	sess, a := at.sso, at.activity(h.c.Now())
 	ev := at.ri.Event(model.EventSSOSignIn)
 	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID, ev.DeviceID = at.u.ID, at.u.ID, sess.ID, at.c.ID, a.DeviceID
 	ev.Data = map[string]string{

@@ -106,6 +106,7 @@ type RefreshGrant struct {
 type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
 	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
+	RiskStore     // risk levels, detections and their history (risk.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).

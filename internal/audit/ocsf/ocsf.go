@@ -130,6 +130,7 @@ var mappings = map[model.EventType]mapping{
 	model.EventSessionRevoked:        {class: ClassAuthentication, activity: authLogoff},
 	model.EventUserSessionsRevoked:   {class: ClassAuthentication, activity: authLogoff},
 	model.EventSessionDBSCRegistered: {class: ClassAuthentication, activity: activityOther, other: "Session Bound to Browser Key"},
+	model.EventSessionRiskChanged:    {class: ClassAuthentication, activity: activityOther, other: "Session Risk Level Change"},
 	model.EventTokenIssued:           {class: ClassAuthentication, activity: authServiceTkt},
 	model.EventTokenRequestFailed:    {class: ClassAuthentication, activity: authServiceTkt},
 	model.EventTokenRefreshed:        {class: ClassAuthentication, activity: authServiceRenew},
@@ -152,6 +153,8 @@ var mappings = map[model.EventType]mapping{
 	model.EventMFAEnrolled:     {class: ClassAccountChange, activity: acctMFAEnable},
 	model.EventMFARemoved:      {class: ClassAccountChange, activity: acctMFADisable},
 	model.EventUserRiskChanged: {class: ClassAccountChange, activity: activityOther, other: "Risk Level Change"},
+	model.EventRiskDismissed:   {class: ClassAccountChange, activity: activityOther, other: "Risk Dismissed"},
+	model.EventRiskRemediated:  {class: ClassAccountChange, activity: activityOther, other: "Risk Remediated"},
 
 	model.EventMFARecoveryCodesCreated: {class: ClassAccountChange, activity: activityOther, other: "Recovery Codes Created"},
 	model.EventMFARecoveryCodeUsed:     {class: ClassAccountChange, activity: activityOther, other: "Recovery Code Used"},
@@ -193,6 +196,10 @@ var mappings = map[model.EventType]mapping{
 		title: "Device key attestation rejected"},
 	model.EventSSFSignalReceived: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityLow,
 		title: "Security event received from a Shared Signals transmitter"},
+	model.EventRiskDetected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
+		title: "Risk detected"},
+	model.EventRiskCompromiseConfirmed: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityCritical,
+		title: "Account compromise confirmed by an administrator: every session was revoked"},
 	model.EventAdminAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Admin API access denied"},
 }
@@ -421,7 +428,7 @@ var riskLevels = map[string]struct {
 
 func (m *Mapper) accountChange(r *Record, ev *store.StoredEvent) {
 	r.User = subject(ev)
-	if ev.Type == model.EventUserRiskChanged {
+	if ev.Type == model.EventUserRiskChanged || ev.Type == model.EventRiskDismissed || ev.Type == model.EventRiskRemediated {
 		if l, ok := riskLevels[ev.Data["level"]]; ok {
 			id := l.id
 			r.User.RiskLevelID, r.User.RiskLevel = &id, l.name

@@ -108,6 +108,11 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RecoveryCodeConcurrent", testRecoveryCodeConcurrent},
 		{"SSFReceiverStreams", testSSFReceiverStreams},
 		{"UsersByEmail", testUsersByEmail},
+		{"RiskRoundTrip", testRiskRoundTrip},
+		{"RiskDuplicate", testRiskDuplicate},
+		{"RiskStates", testRiskStates},
+		{"RiskConcurrent", testRiskConcurrent},
+		{"RiskExpiriesPurge", testRiskExpiriesPurge},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.

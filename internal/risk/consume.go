@@ -1,0 +1,316 @@
+package risk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// ConsumerName is the durable consumer of risk.detected events; every
+// instance shares it (each detection goes to one of them).
+const ConsumerName = "risk-levels"
+
+// Wiring is what Start connects the service to.
+type Wiring struct {
+	// Bus is the synchronous bus: the remediation subscriber (password
+	// changes, sign-ins with a second factor) runs on it in every process.
+	Bus bus.Bus
+	// Durable delivers risk.detected across instances and restarts. A bus
+	// without durable delivery (bus.driver local) gets an in-process
+	// subscriber instead, which sees this process's events only.
+	Durable bus.Durable
+	// Serve runs the consumer and the expiry sweep (a server; a
+	// command-line tool only remediates and administers).
+	Serve bool
+	// SweepInterval is how often expired detections are looked for (0: a
+	// minute).
+	SweepInterval time.Duration
+}
+
+// Start subscribes the service and, for a server, starts consuming
+// risk.detected and sweeping expired detections. Close stops it.
+func (s *Service) Start(ctx context.Context, w Wiring) error {
+	if w.Bus == nil {
+		return errors.New("risk: Wiring.Bus is required")
+	}
+	s.addStop(w.Bus.Subscribe("risk-remediation", s.onAccountEvent))
+	if !w.Serve {
+		return nil
+	}
+	durable := w.Durable
+	if durable == nil {
+		durable = bus.NoDurable{Reason: "no durable delivery configured"}
+	}
+	stop, err := durable.Consume(context.Background(), ConsumerName, []model.EventType{model.EventRiskDetected}, s.HandleDetection)
+	switch {
+	case errors.Is(err, bus.ErrNoDurable):
+		s.log.InfoContext(ctx, "risk detections are handled in-process (no durable delivery)")
+		s.addStop(w.Bus.Subscribe("risk-levels", s.HandleDetection))
+	case err != nil:
+		return fmt.Errorf("risk: consumer: %w", err)
+	default:
+		s.addStop(stop)
+	}
+	interval := w.SweepInterval
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go s.sweepLoop(sctx, interval, done)
+	s.addStop(func() { cancel(); <-done })
+	return nil
+}
+
+// Close stops what Start started.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	stops := s.stops
+	s.stops = nil
+	s.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	return nil
+}
+
+func (s *Service) addStop(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stops = append(s.stops, f)
+}
+
+// HandleDetection records the detection of a risk.detected event once,
+// updates the levels and responds (the durable consumer's handler).
+// Events it refuses (malformed, hostile, naming no user or a user that no
+// longer exists) are logged, counted and acknowledged: they never stop
+// the consumer. An error means the event is to be delivered again.
+func (s *Service) HandleDetection(ctx context.Context, e *model.Event) error {
+	if e.Type != model.EventRiskDetected {
+		return nil
+	}
+	d, err := parseDetection(e)
+	if err == nil {
+		err = s.attribute(ctx, d)
+	}
+	if errors.Is(err, errRefused) {
+		s.stats.refused.Add(1)
+		s.log.WarnContext(ctx, "risk.detected refused", "event_id", e.ID, "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	d.ExpiresAt = time.Time{}
+	if lt := s.lifetime(s.o.Rules.Weight(d)); lt > 0 {
+		d.ExpiresAt = d.DetectedAt.Add(lt)
+	}
+	return s.record(ctx, d)
+}
+
+// attribute checks the detection's session against its user and fills in
+// the user of a detection that names only a session.
+func (s *Service) attribute(ctx context.Context, d *model.RiskDetection) error {
+	if d.SessionID != "" {
+		se, err := s.o.Sessions.Get(ctx, d.SessionID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// Purged already: the detection is about the user.
+			s.log.InfoContext(ctx, "risk detection for a session that no longer exists", "detection_id", d.ID)
+			d.SessionID = ""
+		case err != nil:
+			return err
+		case d.UserID == "":
+			d.UserID = se.UserID
+		case d.UserID != se.UserID:
+			return refused("session %s is not a session of the user the detection names", d.SessionID)
+		}
+	}
+	if d.UserID == "" {
+		return refused("the detection names no user")
+	}
+	return nil
+}
+
+// record stores d, recomputes and responds; a repeat finishes a response
+// that a crash interrupted.
+func (s *Service) record(ctx context.Context, d *model.RiskDetection) error {
+	cause := store.RiskCause{Reason: d.Type, Actor: ActorSystem, DetectionID: d.ID, At: s.o.Now()}
+	st, err := s.change(ctx, d.UserID, d, cause, nil, func(st *store.RiskState) {
+		if st.Added != nil && !s.due(st) {
+			st.Added.Handled = true // nothing to do: a repeat needs no response either
+		}
+	})
+	switch {
+	case errors.Is(err, store.ErrAlreadyExists):
+		s.stats.repeats.Add(1)
+		return s.finish(ctx, d.ID)
+	case errors.Is(err, store.ErrNotFound):
+		s.stats.unknownUser.Add(1)
+		s.log.WarnContext(ctx, "risk detection for a user that does not exist", "detection_id", d.ID)
+		return nil
+	case err != nil:
+		return err
+	}
+	s.stats.recorded.Add(1)
+	if st.Added == nil || st.Added.Handled {
+		return nil
+	}
+	if err := s.respond(ctx, ActorSystem, st); err != nil {
+		return err
+	}
+	return s.markHandled(ctx, d.UserID, d.ID)
+}
+
+// finish completes the response to a detection recorded before whose
+// response did not complete.
+func (s *Service) finish(ctx context.Context, id string) error {
+	old, err := s.o.Store.GetRiskDetection(ctx, id)
+	if err != nil {
+		return err
+	}
+	if old.Handled || old.State != model.DetectionActive {
+		return nil
+	}
+	cause := store.RiskCause{Reason: old.Type, Actor: ActorSystem, DetectionID: old.ID, At: s.o.Now()}
+	st, err := s.change(ctx, old.UserID, nil, cause, nil, nil)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.respond(ctx, ActorSystem, st); err != nil {
+		return err
+	}
+	return s.markHandled(ctx, old.UserID, old.ID)
+}
+
+// due reports whether the levels call for the automatic response: the
+// user's level reached the revocation level. (A session's level never
+// exceeds its user's: the user's counts every detection of its sessions.)
+func (s *Service) due(st *store.RiskState) bool {
+	return s.revoke > 0 && model.RiskRank(st.UserLevel) >= s.revoke
+}
+
+// respond revokes every session of a user whose level reached the
+// revocation level. The session service records each revocation (and the
+// CAE transmitter tells resources).
+func (s *Service) respond(ctx context.Context, actor string, st *store.RiskState) error {
+	if !s.due(st) {
+		return nil
+	}
+	s.stats.responses.Add(1)
+	ids, err := s.o.Sessions.RevokeUser(ctx, actor, st.UserID, model.CauseUserRisk)
+	if err != nil {
+		return fmt.Errorf("risk: revoke the sessions of user %s: %w", st.UserID, err)
+	}
+	s.log.InfoContext(ctx, "user risk response: sessions revoked", "user_id", st.UserID, "level", st.UserLevel, "sessions", len(ids))
+	return nil
+}
+
+func (s *Service) markHandled(ctx context.Context, userID, id string) error {
+	_, err := s.change(ctx, userID, nil, store.RiskCause{Actor: ActorSystem, At: s.o.Now()}, func(st *store.RiskState) ([]*model.Event, error) {
+		for _, d := range st.Active {
+			if d.ID == id {
+				d.Handled = true
+			}
+		}
+		return nil, nil
+	}, nil)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// change runs one UpdateRisk: mutate (may be nil) changes detections and
+// returns events of its own, the levels are recomputed, after (may be
+// nil) looks at the result; the level changes' events and mutate's commit
+// with the change and are published afterwards. The level changes'
+// reason and actor are cause's.
+func (s *Service) change(ctx context.Context, userID string, add *model.RiskDetection, cause store.RiskCause,
+	mutate func(*store.RiskState) ([]*model.Event, error), after func(*store.RiskState)) (*store.RiskState, error) {
+	if cause.At.IsZero() {
+		cause.At = s.o.Now()
+	}
+	var evs []*model.Event
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event { return evs })
+	st, err := s.o.Store.UpdateRisk(ectx, userID, add, func(st *store.RiskState) error {
+		evs = nil // fn may run again: start afresh
+		st.Cause = cause
+		var own []*model.Event
+		if mutate != nil {
+			var err error
+			if own, err = mutate(st); err != nil {
+				return err
+			}
+		}
+		changes := s.recompute(st, cause.At)
+		if after != nil {
+			after(st)
+		}
+		evs = append(own, changeEvents(userID, cause.Actor, cause.Reason, cause.DetectionID, changes)...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, e := range evs {
+		if err := s.events.Emit(ectx, e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return st, fmt.Errorf("risk: changed, but its events were not all delivered: %w", err)
+	}
+	return st, nil
+}
+
+// sweepLoop expires detections past their lifetime and purges old
+// records until ctx ends.
+func (s *Service) sweepLoop(ctx context.Context, every time.Duration, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastPurge time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "risk expiry sweep", "err", err)
+		}
+		if now := s.o.Now(); now.Sub(lastPurge) >= time.Hour {
+			lastPurge = now
+			if _, err := s.o.Store.PurgeRisk(ctx, now.Add(-s.o.Retention)); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "risk purge", "err", err)
+			}
+		}
+	}
+}
+
+// Sweep expires the detections past their lifetime and lowers the levels
+// they held up; it returns how many users it looked at.
+func (s *Service) Sweep(ctx context.Context) (int, error) {
+	users, err := s.o.Store.RiskExpiries(ctx, s.o.Now(), 100)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, u := range users {
+		_, err := s.change(ctx, u, nil, store.RiskCause{Reason: "expired", Actor: ActorSystem}, nil, nil)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return len(users), errors.Join(errs...)
+}
