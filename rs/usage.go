@@ -283,6 +283,15 @@ func (u *UsageReporter) run() {
 				if backoff > 0 {
 					continue // the timer runs the retry
 				}
+				u.mu.Lock()
+				full := u.n >= u.cfg.MaxBatch
+				u.mu.Unlock()
+				if !full {
+					// A stale wake: Report signals every record past a full
+					// batch, and the batch it announced has left. The
+					// remainder waits for the interval.
+					continue
+				}
 			case <-u.stop:
 				stopping = true
 			}
