@@ -28,8 +28,8 @@ type setErr struct {
 // poller holds the acknowledgements and errors the next poll request
 // carries (RFC 8936 §2.4): a SET is acknowledged only after its signal
 // was committed, so a crash before the acknowledgement makes the
-// transmitter deliver it again (then refused as a replay: at least once,
-// recorded once).
+// transmitter deliver it again (then acknowledged as a duplicate: at least
+// once, recorded once).
 type poller struct {
 	r       *receiver
 	acks    []string

@@ -20,8 +20,12 @@ const (
 	maxDetail = 256
 )
 
-// errReplay refuses a SET whose jti was recorded before.
-var errReplay = invalid("jti already received: the SET was recorded before")
+// errDuplicate is a SET whose jti was recorded before: a transmitter's
+// redelivery after a lost acknowledgement (or someone replaying a SET
+// they captured). It is acknowledged like the first delivery and changes
+// nothing, so the transmitter stops sending it and nothing is recorded
+// twice (RFC 8935 §2 and RFC 8936 §2.3 leave duplicates to the receiver).
+var errDuplicate = errors.New("ssfrx: SET already recorded")
 
 // errUnknownSubject refuses a SET about no one Ward knows.
 var errUnknownSubject = invalid("the subject names no user of this receiver")
@@ -44,11 +48,12 @@ func (r *receiver) process(ctx context.Context, compact, key string) error {
 	var se *rs.SETError
 	switch {
 	case err == nil:
+	case errors.Is(err, errDuplicate):
+		r.s.stats.Duplicates.Add(1)
+		r.s.log.InfoContext(ctx, "ssf receiver: SET already recorded, acknowledged again", "receiver", r.cfg.Name)
+		return nil
 	case errors.As(err, &se):
 		r.s.stats.Refused.Add(1)
-		if se == errReplay {
-			r.s.stats.Replays.Add(1)
-		}
 		// The code and the fixed description only: never the SET.
 		r.s.log.WarnContext(ctx, "ssf receiver: SET refused", "receiver", r.cfg.Name, "err", se.Code, "description", se.Description)
 	default:
@@ -84,12 +89,12 @@ func (r *receiver) handle(ctx context.Context, set *rs.SET) error {
 	e := r.event(set, userID, sessionID, deviceID, format)
 	// The record of the jti and the event commit in one transaction: a
 	// crash leaves both or neither, so the transmitter's redelivery is
-	// either recorded or refused as a replay, never lost or doubled.
+	// either recorded or acknowledged as a duplicate, never lost or doubled.
 	ectx := r.s.events.Pending(ctx, e, nil)
 	exp := set.IssuedAt.Add(r.maxAge + r.skew)
 	switch err := r.s.o.Store.RecordSSFSignal(ectx, r.cfg.Name, set.JTI, exp); {
 	case errors.Is(err, store.ErrReplay):
-		return errReplay
+		return errDuplicate
 	case err != nil:
 		return fmt.Errorf("record signal: %w", err)
 	}

@@ -95,8 +95,8 @@ type Options struct {
 type Stats struct {
 	Received      atomic.Int64 // SETs that reached verification
 	Recorded      atomic.Int64 // signals recorded (ssf.signal_received)
-	Refused       atomic.Int64 // SETs refused (bad signature, aud, subject, replay, ...)
-	Replays       atomic.Int64 // of Refused: a jti already recorded
+	Refused       atomic.Int64 // SETs refused (bad signature, aud, subject, ...)
+	Duplicates    atomic.Int64 // SETs whose jti was recorded before: acknowledged, not recorded again
 	Verifications atomic.Int64 // stream verification events received
 	Failures      atomic.Int64 // temporary failures (keys or store unavailable): delivered again
 }
