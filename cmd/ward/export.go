@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ward-idp/ward/internal/geo"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,7 +54,7 @@ The log is read page by page: memory stays bounded however long it is.`,
 						user = u.ID
 					}
 				}
-				n, skipped, err := exportActivity(ctx, a.Store, e, exportFilter{since: from, until: to, user: user, session: session})
+				n, skipped, err := exportActivity(ctx, a.Store, a.Geo, e, exportFilter{since: from, until: to, user: user, session: session})
 				if skipped > 0 {
 					fmt.Fprintf(e.stderr, "ward: %d events could not be written as activity lines and were skipped\n", skipped)
 				}
@@ -92,8 +93,10 @@ func (f exportFilter) match(a *activity.Activity) bool {
 
 // exportActivity writes the activity lines of the events that match f in
 // store order, one page of events at a time. It returns the lines written
-// and the events skipped because they would not make a valid line.
-func exportActivity(ctx context.Context, st store.Store, e *cliEnv, f exportFilter) (written, skipped int, err error) {
+// and the events skipped because they would not make a valid line. With
+// MMDB files configured, each line carries its location precomputed, so a
+// backtest elsewhere needs no database.
+func exportActivity(ctx context.Context, st store.Store, places *geo.DB, e *cliEnv, f exportFilter) (written, skipped int, err error) {
 	w := bufio.NewWriterSize(e.stdout, 64<<10)
 	var seq int64
 	for {
@@ -107,6 +110,7 @@ func exportActivity(ctx context.Context, st store.Store, e *cliEnv, f exportFilt
 			if !ok || !f.match(&a) {
 				continue
 			}
+			places.Enrich(&a) // location fields left empty by the event
 			line, err := activity.Marshal(&a)
 			if err != nil {
 				skipped++

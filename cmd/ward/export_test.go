@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ward-idp/ward/internal/geo"
+	"github.com/ward-idp/ward/internal/geo/geotest"
 	"io"
 	"path/filepath"
 	"strings"
@@ -45,7 +47,14 @@ func TestExportActivity(t *testing.T) {
 	}
 	var out, errs bytes.Buffer
 	env := &cliEnv{stdout: &out, stderr: &errs}
-	written, skipped, err := exportActivity(ctx, st, env, exportFilter{})
+	city, asn := geotest.Write(t, t.TempDir(), []geotest.Place{
+		{CIDR: "192.0.2.0/24", Country: "JP", City: "Tokyo", Lat: 35.69, Lon: 139.69, ASN: 64500, ASOrg: "Example Telecom"}})
+	places, err := geo.Open(city, asn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer places.Close()
+	written, skipped, err := exportActivity(ctx, st, places, env, exportFilter{})
 	if err != nil || skipped != 1 || written != n-n/10-1-1 {
 		t.Fatalf("export: %d written, %d skipped, %v", written, skipped, err)
 	}
@@ -60,7 +69,9 @@ func TestExportActivity(t *testing.T) {
 		if err != nil {
 			t.Fatalf("line %d: %v", count+1, err)
 		}
-		if a.Kind != activity.KindRefresh || a.RefreshGenIssued != 2 || a.Time.Before(last) {
+		// Located from the MMDB files, so a backtest elsewhere needs none.
+		if a.Kind != activity.KindRefresh || a.RefreshGenIssued != 2 || a.Time.Before(last) ||
+			a.Country != "JP" || a.City != "Tokyo" || !a.HasCoords || a.ASN != 64500 || a.ASOrg != "Example Telecom" {
 			t.Fatalf("line %d: %+v", count+1, a)
 		}
 		last = a.Time
@@ -72,12 +83,12 @@ func TestExportActivity(t *testing.T) {
 
 	out.Reset()
 	f := exportFilter{since: t0.Add(100 * time.Second), until: t0.Add(200 * time.Second), user: "u1", session: "s1"}
-	if written, _, err = exportActivity(ctx, st, env, f); err != nil {
+	if written, _, err = exportActivity(ctx, st, nil, env, f); err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		a, err := activity.Parse([]byte(l))
-		if err != nil || a.UserID != "u1" || a.Time.Before(f.since) || !a.Time.Before(f.until) {
+		if err != nil || a.UserID != "u1" || a.Time.Before(f.since) || !a.Time.Before(f.until) || a.Country != "" {
 			t.Fatalf("filtered line: %s %v", l, err)
 		}
 	}

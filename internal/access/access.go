@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ward-idp/ward/internal/geo"
 	"log/slog"
 	"net/netip"
 	"net/url"
@@ -49,7 +50,7 @@ type Options struct {
 	Log   *slog.Logger
 	// Locator resolves countries for named locations; nil: the country
 	// of every address is unknown and country locations never match.
-	Locator *policy.Locator
+	Locator *geo.DB
 	// PollInterval is how often the store is checked for a version written
 	// by another instance (default 5 s).
 	PollInterval time.Duration

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ward-idp/ward/internal/geo"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -26,7 +27,6 @@ import (
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
-	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/session"
@@ -60,6 +60,9 @@ type App struct {
 	Access   *access.Service
 	CAE      *cae.Service  // the Shared Signals transmitter
 	Risk     *risk.Service // risk levels, their response and administration
+	// Geo places addresses (conditional_access.geoip_database and
+	// asn_database); nil without either.
+	Geo *geo.DB
 	// SSFReceivers receives signals from other SSF transmitters
 	// (ssf_receivers).
 	SSFReceivers *ssfrx.Service
@@ -228,15 +231,13 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		EKCAs:          ekCAs,
 	})
 
-	var locator *policy.Locator
-	if path := cfg.ConditionalAccess.GeoIPDatabase; path != "" {
-		if locator, err = policy.OpenLocator(path); err != nil {
-			return nil, fmt.Errorf("app: conditional_access.geoip_database: %w", err)
-		}
-		a.closers = append(a.closers, locator.Close)
+	ca := cfg.ConditionalAccess
+	if a.Geo, err = geo.Open(ca.GeoIPDatabase, ca.ASNDatabase); err != nil {
+		return nil, fmt.Errorf("app: conditional_access.geoip_database / asn_database: %w", err)
 	}
+	a.closers = append(a.closers, a.Geo.Close)
 	a.Access = access.New(access.Options{
-		Store: a.Store, Bus: b, Now: o.Now, Log: log, Locator: locator,
+		Store: a.Store, Bus: b, Now: o.Now, Log: log, Locator: a.Geo,
 		PollInterval: cfg.ConditionalAccess.PollInterval,
 	})
 	if err := a.Access.Load(ctx); err != nil {

@@ -23,7 +23,7 @@ var (
 	// may depend on it, or a part could no longer be built without all.
 	wiring = []string{"internal/app", "internal/server", "cmd/..."}
 	// testOnly are helpers for tests; production code never uses them.
-	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/clock", "internal/bus/bustest"}
+	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
@@ -92,12 +92,20 @@ var rules = map[string]rule{
 	// documented JSON lines out, nothing else.
 	"internal/activity": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
 
+	// Places addresses with the operator's MMDB files: countries for
+	// Conditional Access, whole locations for the activity record.
+	"internal/geo": {imports: []string{"internal/activity"}, never: notService,
+		modules: []string{"github.com/oschwald/maxminddb-golang/v2", xSys}},
+	// MMDB files for tests, written with MaxMind's writer.
+	"internal/geo/geotest": {never: anything},
+
 	// Conditional Access engine: pure. Compile validates, Evaluate has no
 	// I/O: no Ward package (so no store), no network, no database, no
-	// processes; its third-party modules are CEL, the MMDB reader and YAML.
+	// processes; its third-party modules are CEL and YAML (countries are looked up
+	// beforehand, by internal/geo).
 	"internal/policy": {never: anything, noStd: []string{"net", "net/http", "database/sql", "os/exec"},
-		modules: []string{"cel.dev/cel-go", "cel.dev/expr", "github.com/antlr4-go/antlr/v4", "github.com/oschwald/maxminddb-golang/v2",
-			"go.yaml.in/yaml/v3", "golang.org/x/exp", xSys, "google.golang.org/genproto/googleapis/api",
+		modules: []string{"cel.dev/cel-go", "cel.dev/expr", "github.com/antlr4-go/antlr/v4",
+			"go.yaml.in/yaml/v3", "golang.org/x/exp", "google.golang.org/genproto/googleapis/api",
 			"google.golang.org/genproto/googleapis/rpc", "google.golang.org/protobuf"}},
 
 	// Storage: one interface over model types, one shared SQL
@@ -125,7 +133,7 @@ var rules = map[string]rule{
 	// (go-tpm) and the standard library, nothing of Ward.
 	"internal/tpmattest": {never: anything, modules: []string{goTPM, xSys}},
 	// Conditional Access service: stored policy versions and the engine.
-	"internal/access": {imports: []string{"internal/bus", "internal/model", "internal/policy", "internal/store"}, never: notService},
+	"internal/access": {imports: []string{"internal/bus", "internal/geo", "internal/model", "internal/policy", "internal/store"}, never: notService},
 	// Shared Signals transmitter: signs through a one-method interface
 	// rather than importing tokens.
 	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/netguard", "internal/secret", "internal/store"}, never: notService},
@@ -218,12 +226,12 @@ var rules = map[string]rule{
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
-	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device",
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo",
 		"internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
-	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config",
+	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config", "internal/geo",
 		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.

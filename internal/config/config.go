@@ -217,6 +217,11 @@ type ConditionalAccess struct {
 	// Country or City) for country named locations; empty: countries are
 	// unknown and country locations never match.
 	GeoIPDatabase string `koanf:"geoip_database"`
+	// ASNDatabase is an MMDB file of autonomous systems (DB-IP Lite ASN,
+	// GeoLite2 ASN). With GeoIPDatabase (a city database gives
+	// coordinates too) it places every address the risk detections and
+	// the activity export see; both are optional.
+	ASNDatabase string `koanf:"asn_database"`
 	// PoliciesFile, when set, is applied (idempotently) on every start,
 	// like the static clients: policy as code from the configuration.
 	PoliciesFile string `koanf:"policies_file"`

@@ -15,7 +15,7 @@ type Input struct {
 	// IP is the client address; the zero Addr matches no IP range.
 	IP netip.Addr `json:"ip" yaml:"ip"`
 	// Country is the ISO 3166-1 alpha-2 code resolved for IP (see
-	// Locator.Country); empty when unknown.
+	// internal/geo, from the operator's MMDB file); empty when unknown.
 	Country string `json:"country,omitempty" yaml:"country,omitempty"`
 	// SignInRisk is none, low, medium or high (empty: none).
 	SignInRisk string `json:"sign_in_risk,omitempty" yaml:"sign_in_risk,omitempty"`

@@ -4,7 +4,7 @@
 // plus test cases for policy sets (DecodeCases, Set.RunCases).
 //
 // The package has no I/O on the evaluation path. Country resolution from an
-// MMDB file is done beforehand by a Locator, so Evaluate stays a pure,
+// MMDB file is done beforehand by the caller, so Evaluate stays a pure,
 // allocation-light function that is safe for concurrent use. CEL device
 // filters are compiled once, by Compile; the common ones are compiled to Go
 // and run without the CEL interpreter.
