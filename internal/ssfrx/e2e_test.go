@@ -154,6 +154,7 @@ func testEndToEnd(t *testing.T, delivery string, o wardtest.Options) {
 		bobA := user(t, a, "bob")
 		eventually(t, time.Second, "signal recorded at A", func() bool { return len(signals(t, a, bobA.ID)) == n })
 		t.Logf("%s: signal recorded %v after the revocation", delivery, time.Since(start).Round(time.Millisecond))
+
 		e := signals(t, a, bobA.ID)[0]
 		if e.Reason != "session-revoked" || e.Data[activity.DataSignal] != rs.EventSessionRevoked ||
 			e.Data[model.DataSSFTransmitter] != "ward-b" || e.Data[model.DataSSFIssuer] != b.URL || e.SessionID != "" || e.Code() != "W9101W" {
@@ -178,7 +179,10 @@ func testEndToEnd(t *testing.T, delivery string, o wardtest.Options) {
 	if strings.Contains(a.LogText(), peerSecret) {
 		t.Fatal("the client secret is in the receiver's log")
 	}
-	if s := a.App.SSFReceivers.Stats(); s.Refused.Load() != 0 || s.Recorded.Load() == 0 {
+	// The counter moves just after the commit that the signal count above
+	// saw: wait for it rather than race it.
+	eventually(t, time.Second, "the recorded counter", func() bool { return a.App.SSFReceivers.Stats().Recorded.Load() > 0 })
+	if s := a.App.SSFReceivers.Stats(); s.Refused.Load() != 0 {
 		t.Fatalf("stats: refused %d recorded %d", s.Refused.Load(), s.Recorded.Load())
 	}
 }

@@ -128,7 +128,10 @@ func (r *receiver) load(ctx context.Context) (*model.SSFReceiverStream, error) {
 		return nil, err
 	}
 	r.setStream(st)
-	return st, nil
+	// The caller changes its copy and stores it; r.stream is read by the
+	// push handler meanwhile and is replaced only by setStream.
+	cp := *st
+	return &cp, nil
 }
 
 // digest identifies what the stream was set up for: a change of any of
