@@ -104,16 +104,7 @@ func (api *API) deny(w http.ResponseWriter, r *http.Request, rc *reqCtx, d *deni
 				ps = append(ps, httpauth.Param{Name: "scope", Value: ScopeAdmin})
 			}
 		}
-		h := w.Header()
-		switch d.scheme {
-		case "DPoP":
-			h.Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())
-		case "Bearer":
-			h.Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
-		default:
-			h.Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
-			h.Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())
-		}
+		oauth.AddChallenges(w.Header(), d.scheme, api.dpopAlgs, ps...)
 	}
 	writeJSON(w, d.status, errorBody{Error: d.code, Description: d.desc})
 }

@@ -519,12 +519,7 @@ func (api *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 				ps = append(ps, httpauth.Param{Name: "scope", Value: e.Scope})
 			}
 		}
-		if e.Challenge == "DPoP" || e.Challenge == "*" {
-			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(api.dpopAlgs, ps...).String())
-		}
-		if e.Challenge == "Bearer" || e.Challenge == "*" {
-			w.Header().Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
-		}
+		oauth.AddChallenges(w.Header(), e.Challenge, api.dpopAlgs, ps...) // "*": both
 	}
 	writeJSON(w, e.Status, body)
 }

@@ -72,18 +72,29 @@ func writeResourceError(w http.ResponseWriter, e *Error, scheme string, algs str
 	if e.DPoPNonce != "" {
 		w.Header().Set("DPoP-Nonce", e.DPoPNonce)
 	}
-	ps := httpauth.ErrorParams(e.Code, e.Description)
-	h := w.Header()
+	var ps []httpauth.Param
+	if scheme == "DPoP" || scheme == "Bearer" {
+		ps = httpauth.ErrorParams(e.Code, e.Description)
+	}
+	AddChallenges(w.Header(), scheme, algs, ps...)
+	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
+}
+
+// AddChallenges adds the WWW-Authenticate challenges of a refused request
+// to a protected resource (RFC 6750 §3, RFC 9449 §7.1): the scheme the
+// request used ("DPoP" or "Bearer"), or both when it used neither, each
+// with params (such as httpauth.ErrorParams; none for a request that
+// carried no token). algs are the accepted proof algorithms.
+func AddChallenges(h http.Header, scheme, algs string, params ...httpauth.Param) {
 	switch scheme {
 	case "DPoP":
-		h.Add("WWW-Authenticate", DPoPChallenge(algs, ps...).String())
+		h.Add("WWW-Authenticate", DPoPChallenge(algs, params...).String())
 	case "Bearer":
-		h.Add("WWW-Authenticate", BearerChallenge(ps...).String())
+		h.Add("WWW-Authenticate", BearerChallenge(params...).String())
 	default:
-		h.Add("WWW-Authenticate", BearerChallenge().String())
-		h.Add("WWW-Authenticate", DPoPChallenge(algs).String())
+		h.Add("WWW-Authenticate", BearerChallenge(params...).String())
+		h.Add("WWW-Authenticate", DPoPChallenge(algs, params...).String())
 	}
-	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
 }
 
 // BearerChallenge is Ward's Bearer challenge (RFC 6750 §3: realm "ward")

@@ -392,15 +392,7 @@ func (h *Handler) writeError(w http.ResponseWriter, e *apiError) {
 		if e.scope {
 			ps = append(ps, httpauth.Param{Name: "scope", Value: Scope})
 		}
-		switch e.scheme {
-		case "DPoP":
-			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(h.dpopAlgs, ps...).String())
-		case "Bearer":
-			w.Header().Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
-		default:
-			w.Header().Add("WWW-Authenticate", oauth.BearerChallenge(ps...).String())
-			w.Header().Add("WWW-Authenticate", oauth.DPoPChallenge(h.dpopAlgs).String())
-		}
+		oauth.AddChallenges(w.Header(), e.scheme, h.dpopAlgs, ps...)
 		if e.nonce != "" {
 			w.Header().Set("DPoP-Nonce", e.nonce)
 		}
