@@ -158,6 +158,9 @@ var rules = map[string]rule{
 	// but the operator's IP list files.
 	"internal/risk/detect": {imports: []string{"internal/activity", "internal/risk/assess"}, never: notService, modules: stdOnly,
 		noStd: []string{"net/http", "database/sql", "os/exec"}},
+	// The backtest: replays activity lines into the detectors, generates
+	// labelled traffic and scores the detectors on it.
+	"internal/risk/backtest": {imports: []string{"internal/activity", "internal/risk/detect"}, never: notService, modules: stdOnly},
 	// The contract between the sign-in risk assessment and the detectors:
 	// types only, over the activity record.
 	"internal/risk/assess": {imports: []string{"internal/activity"}, never: notService, modules: stdOnly},
