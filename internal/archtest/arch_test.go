@@ -225,7 +225,8 @@ var rules = map[string]rule{
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.
-	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/secret"}, never: join(notService, handlers)},
+	// It turns risk_detection into the detectors' configuration.
+	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/risk/detect", "internal/secret"}, never: join(notService, handlers)},
 	// The gateway is a resource server like any other: the public
 	// packages and the TLS loader, nothing of Ward's server.
 	"internal/gateway": {imports: []string{"dpop", "internal/tlsutil", "jws", "rs", "rs/caenats"}, never: serverSide,
