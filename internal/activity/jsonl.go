@@ -90,11 +90,13 @@ func Marshal(a *Activity) ([]byte, error) {
 
 // Parse reads one line (without its newline). Unknown fields, wrong types,
 // values out of range and oversized fields are errors.
-func Parse(b []byte) (Activity, error) {
+func Parse(b []byte) (Activity, error) { return parse(b, nil) }
+
+func parse(b []byte, in *interner) (Activity, error) {
 	if len(b) > MaxLine {
 		return Activity{}, fmt.Errorf("line of %d bytes, more than %d", len(b), MaxLine)
 	}
-	l, err := decodeLine(b)
+	l, err := decodeLine(b, in)
 	if err != nil {
 		return Activity{}, err
 	}
@@ -127,8 +129,8 @@ func Parse(b []byte) (Activity, error) {
 // strings, the documented names in lower case, each once) by the fast
 // path, anything else by encoding/json, whose answer is the reference
 // (FuzzFastDecode checks that both agree wherever the fast path answers).
-func decodeLine(b []byte) (line, error) {
-	if l, ok := fastDecode(b); ok {
+func decodeLine(b []byte, in *interner) (line, error) {
+	if l, ok := fastDecodeIn(b, in); ok {
 		return l, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -202,6 +204,7 @@ type Reader struct {
 	br   *bufio.Reader
 	line int
 	buf  []byte // the line being read, reused
+	in   interner
 }
 
 // NewReader reads lines from r.
@@ -232,7 +235,7 @@ func (r *Reader) Next() (Activity, error) {
 		if len(bytes.TrimSpace(b)) == 0 {
 			continue
 		}
-		a, perr := Parse(b)
+		a, perr := parse(b, &r.in)
 		if perr != nil {
 			return Activity{}, &LineError{Line: r.line, Err: perr}
 		}

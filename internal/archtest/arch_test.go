@@ -241,7 +241,7 @@ var rules = map[string]rule{
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config", "internal/geo",
-		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret",
+		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.
 	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},

@@ -188,7 +188,8 @@ type Stats struct {
 	Duplicates uint64            // activities ignored as already observed
 	Findings   map[string]uint64 // by detection type
 	Suppressed uint64            // findings folded into an earlier one (Config.Suppress)
-	Evicted    uint64            // state entries dropped to stay within the bounds
+	Evicted    uint64            // state entries dropped to stay within the bounds (Config.Max*)
+	Expired    uint64            // state entries forgotten after their idle time
 	Sessions   int               // tracked now
 	Users      int
 	Tokens     int

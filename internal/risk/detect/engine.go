@@ -150,8 +150,11 @@ type Engine struct {
 	r     *rules
 	stats Stats
 
-	seen     map[string]struct{}
-	seenRing []string
+	// seen: the hashes of the activity ids observed lately (a ring of
+	// Config.SeenIDs); 64-bit FNV, so a collision is one in ~10^10 at
+	// the default size.
+	seen     map[uint64]struct{}
+	seenRing []uint64
 	seenNext int
 
 	sessions *lru[session]
@@ -168,14 +171,14 @@ type Engine struct {
 // New returns an Engine with cfg (zero fields take DefaultConfig's).
 func New(cfg Config) *Engine {
 	r := compile(cfg)
-	e := &Engine{r: r, seen: make(map[string]struct{}, min(r.cfg.SeenIDs, 1<<16)), seenRing: make([]string, r.cfg.SeenIDs)}
+	e := &Engine{r: r, seen: make(map[uint64]struct{}, min(r.cfg.SeenIDs, 1<<16)), seenRing: make([]uint64, r.cfg.SeenIDs)}
 	e.stats.Findings = map[string]uint64{}
 	c := &r.cfg
-	e.sessions = newLRU[session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted)
-	e.users = newLRU[profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted)
-	e.tokens = newLRU[token](c.MaxTokens, c.MaxTokenLifetime+c.ClockSkew, &e.stats.Evicted)
-	e.sources = newLRU[source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted)
-	e.networks = newLRU[netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted)
+	e.sessions = newLRU[session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted, &e.stats.Expired)
+	e.users = newLRU[profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
+	e.tokens = newLRU[token](c.MaxTokens, c.MaxTokenLifetime+c.ClockSkew, &e.stats.Evicted, &e.stats.Expired)
+	e.sources = newLRU[source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted, &e.stats.Expired)
+	e.networks = newLRU[netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
 	// A token dropped before its lifetime ended may still be used: until
 	// then, an unknown token id proves nothing.
 	e.tokens.onEvict = func(_ string, t *token, _ time.Time, full bool) {
@@ -220,15 +223,16 @@ func (e *Engine) Stats() Stats {
 
 // remember records id as observed and reports whether it was new.
 func (e *Engine) remember(id string) bool {
-	if _, ok := e.seen[id]; ok {
+	h := strHash(id)
+	if _, ok := e.seen[h]; ok {
 		return false
 	}
-	if old := e.seenRing[e.seenNext]; old != "" {
+	if old := e.seenRing[e.seenNext]; old != 0 {
 		delete(e.seen, old)
 	}
-	e.seenRing[e.seenNext] = id
+	e.seenRing[e.seenNext] = h
 	e.seenNext = (e.seenNext + 1) % len(e.seenRing)
-	e.seen[id] = struct{}{}
+	e.seen[h] = struct{}{}
 	return true
 }
 
