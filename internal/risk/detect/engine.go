@@ -176,7 +176,9 @@ func New(cfg Config) *Engine {
 	c := &r.cfg
 	e.sessions = newLRU[session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted, &e.stats.Expired)
 	e.users = newLRU[profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
-	e.tokens = newLRU[token](c.MaxTokens, c.MaxTokenLifetime+c.ClockSkew, &e.stats.Evicted, &e.stats.Expired)
+	// A token is kept for twice its longest lifetime after its last use,
+	// so that a use past its lifetime is named as such, not as unknown.
+	e.tokens = newLRU[token](c.MaxTokens, 2*(c.MaxTokenLifetime+c.ClockSkew), &e.stats.Evicted, &e.stats.Expired)
 	e.sources = newLRU[source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted, &e.stats.Expired)
 	e.networks = newLRU[netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
 	// A token dropped before its lifetime ended may still be used: until
