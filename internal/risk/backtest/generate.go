@@ -196,8 +196,10 @@ func Generate(o GenOptions, events, labels io.Writer) error {
 	}
 	g.makePeople()
 	plans := g.planAttacks(kinds)
+	var carry []action
 	for d := 0; d < o.Days; d++ {
-		var acts []action
+		acts := carry
+		carry = nil
 		for _, p := range g.people {
 			acts = g.day(acts, p, d)
 		}
@@ -207,6 +209,14 @@ func Generate(o GenOptions, events, labels io.Writer) error {
 			}
 		}
 		sort.SliceStable(acts, func(i, j int) bool { return acts[i].t.Before(acts[j].t) })
+		// A day's late evening in the Americas is the next day's morning
+		// in Europe: actions after the next day's earliest ones wait.
+		if d < o.Days-1 {
+			cut := o.Start.Add(time.Duration(d+1)*24*time.Hour + 5*time.Hour)
+			i := sort.Search(len(acts), func(i int) bool { return !acts[i].t.Before(cut) })
+			carry = append(carry, acts[i:]...)
+			acts = acts[:i]
+		}
 		for i := range acts {
 			if err := g.flush(acts[i].t); err != nil {
 				return err
@@ -258,9 +268,9 @@ func (g *gen) makePeople() {
 			p.dbscK = randKey(r)
 		}
 		p.offset = time.Duration(math.Round(cities[home].lon/15)) * time.Hour
-		if r.Float64() < 0.6 {
+		if r.Float64() < 0.6 && slices.Contains(g.w.offices, home) {
 			p.office = true
-			p.officeCity = nearestOffice(g.w, home)
+			p.officeCity = home
 			for d := range p.wfh {
 				p.wfh[d] = r.Float64() < 0.3
 			}
@@ -284,18 +294,6 @@ func (g *gen) makePeople() {
 		}
 		g.people = append(g.people, p)
 	}
-}
-
-func nearestOffice(w *world, home string) string {
-	best, bd := "", math.MaxFloat64
-	h := cities[home]
-	for _, o := range w.offices {
-		c := cities[o]
-		if d := haversineKm(h.lat, h.lon, c.lat, c.lon); d < bd {
-			best, bd = o, d
-		}
-	}
-	return best
 }
 
 func haversineKm(lat1, lon1, lat2, lon2 float64) float64 {
@@ -515,36 +513,38 @@ func (g *gen) run(a *action) error {
 	p := a.p
 	switch a.kind {
 	case actPhone:
+		at := a.t.Add(5 * time.Second)
 		if p.phone == nil {
 			s, err := g.signIn(a.t, p, a.pl, p.mailUA, p.phoneDev, "mail", p.mailKey, "")
 			if err != nil {
 				return err
 			}
-			p.phone = s
+			p.phone, at = s, a.t.Add(time.Minute)
 		}
-		return g.clientActivity(a.t.Add(5*time.Second), p, p.phone, "mail", a.pl, a.pl, p.mailUA)
+		return g.clientActivity(at, p, p.phone, "mail", a.pl, a.pl, p.mailUA)
 	case actLaptopStart, actLaptop:
+		at := a.t.Add(5 * time.Second)
 		if p.laptop == nil || a.t.Sub(p.laptop.started) > sessionLifetime {
 			s, err := g.signIn(a.t, p, a.pl, p.browser, p.laptopDev, "portal", p.portalKey, p.dbscK)
 			if err != nil {
 				return err
 			}
-			p.laptop = s
+			p.laptop, at = s, a.t.Add(time.Minute)
 		} else if a.kind == actLaptopStart {
 			if err := g.ssoSignIn(a.t, p, p.laptop, a.pl, "portal", p.portalKey, p.browser, p.laptopDev); err != nil {
 				return err
 			}
 		}
-		if err := g.clientActivity(a.t.Add(5*time.Second), p, p.laptop, "portal", a.pl, a.api, p.browser); err != nil {
+		if err := g.clientActivity(at, p, p.laptop, "portal", a.pl, a.api, p.browser); err != nil {
 			return err
 		}
 		if p.legacy {
 			if a.kind == actLaptopStart && p.laptop.clients["reports"] == nil {
-				if err := g.ssoSignIn(a.t.Add(20*time.Second), p, p.laptop, a.pl, "reports", "", p.browser, p.laptopDev); err != nil {
+				if err := g.ssoSignIn(at.Add(20*time.Second), p, p.laptop, a.pl, "reports", "", p.browser, p.laptopDev); err != nil {
 					return err
 				}
 			}
-			return g.clientActivity(a.t.Add(30*time.Second), p, p.laptop, "reports", a.pl, a.api, reportsApp)
+			return g.clientActivity(at.Add(30*time.Second), p, p.laptop, "reports", a.pl, a.api, reportsApp)
 		}
 		return nil
 	case actAttack:
@@ -557,9 +557,10 @@ func (g *gen) run(a *action) error {
 // session.
 func (g *gen) signIn(t time.Time, p *person, pl place, ua, dev, client, key, dbsc string) (*sess, error) {
 	r := g.r
+	// Typos first, then the sign-in: never an event before its action.
 	if r.Float64() < 0.03 {
 		for i := 0; i < 1+r.IntN(2); i++ {
-			f := g.ev(t.Add(-time.Duration(60-i*15)*time.Second), activity.KindSignIn, p, pl)
+			f := g.ev(t.Add(time.Duration(i*15)*time.Second), activity.KindSignIn, p, pl)
 			f.ClientID, f.UserAgent, f.Result, f.Reason = client, ua, activity.ResultFailure, "invalid_credentials"
 			if err := g.emit(f); err != nil {
 				return nil, err
@@ -567,12 +568,13 @@ func (g *gen) signIn(t time.Time, p *person, pl place, ua, dev, client, key, dbs
 		}
 	}
 	if p.mfa && r.Float64() < 0.02 {
-		f := g.ev(t.Add(-10*time.Second), activity.KindSignIn, p, pl)
+		f := g.ev(t.Add(35*time.Second), activity.KindSignIn, p, pl)
 		f.ClientID, f.UserAgent, f.Result, f.Reason = client, ua, activity.ResultFailure, "invalid_totp"
 		if err := g.emit(f); err != nil {
 			return nil, err
 		}
 	}
+	t = t.Add(40 * time.Second)
 	s := &sess{id: "ses-" + randHex(r, 16), started: t, dbsc: dbsc, clients: map[string]*cl{}}
 	a := g.ev(t, activity.KindSignIn, p, pl)
 	a.SessionID, a.ClientID, a.UserAgent, a.DeviceID, a.JKT, a.MFA = s.id, client, ua, dev, key, p.mfa
