@@ -316,9 +316,11 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 				}
 				add(s, d)
 			}
-			if src := e.sources.peek(sourceKey(a.IP)); src != nil && ok && a.Kind == activity.KindSignIn && t < src.v.sprayUntil {
-				add(scopeUser, sprayTakeover(a, src.v.sprayIDs))
-			}
+		}
+		// Not part of the sign-in family (it needs the sources' state):
+		// judged here whether or not the sign-in was judged before.
+		if src := e.sources.peek(sourceKey(a.IP)); src != nil && ok && a.Kind == activity.KindSignIn && t < src.v.sprayUntil {
+			add(scopeUser, sprayTakeover(a, src.v.sprayIDs))
 		}
 	case activity.KindRefresh, activity.KindToken, activity.KindTokenUse:
 		if d, hit := proofDetection(a); hit {
