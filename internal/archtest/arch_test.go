@@ -153,6 +153,11 @@ var rules = map[string]rule{
 	// judges sign-ins through the assess contract, so any detector engine
 	// plugs in from the wiring.
 	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store"}, never: notService},
+	// The token-theft detectors: pure functions over the activity record,
+	// findings in the assess contract's terms; no store, no bus, no I/O
+	// but the operator's IP list files.
+	"internal/risk/detect": {imports: []string{"internal/activity", "internal/risk/assess"}, never: notService, modules: stdOnly,
+		noStd: []string{"net/http", "database/sql", "os/exec"}},
 	// The contract between the sign-in risk assessment and the detectors:
 	// types only, over the activity record.
 	"internal/risk/assess": {imports: []string{"internal/activity"}, never: notService, modules: stdOnly},
