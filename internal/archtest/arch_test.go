@@ -23,7 +23,7 @@ var (
 	// may depend on it, or a part could no longer be built without all.
 	wiring = []string{"internal/app", "internal/server", "cmd/..."}
 	// testOnly are helpers for tests; production code never uses them.
-	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest"}
+	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/store/backendtest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
@@ -158,9 +158,14 @@ var rules = map[string]rule{
 	// but the operator's IP list files.
 	"internal/risk/detect": {imports: []string{"internal/activity", "internal/risk/assess"}, never: notService, modules: stdOnly,
 		noStd: []string{"net/http", "database/sql", "os/exec"}},
-	// The contract between the sign-in risk assessment and the detectors:
-	// types only, over the activity record.
-	"internal/risk/assess": {imports: []string{"internal/activity"}, never: notService, modules: stdOnly},
+	// The online detectors: follow the audit log like the SIEM exporters
+	// (their cursor machinery), feed the engine and record findings on
+	// the bus in the risk service's event format; judge sign-ins against
+	// the user's history in the store.
+	"internal/risk/online": {imports: []string{"internal/activity", "internal/audit/export", "internal/bus", "internal/geo", "internal/model", "internal/risk/assess", "internal/risk/detect", "internal/store"}, never: notService},
+	// The contract between the risk service and the detectors: types over
+	// the activity record, and the risk.detected event a finding is.
+	"internal/risk/assess": {imports: []string{"internal/activity", "internal/model"}, never: notService, modules: stdOnly},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -232,7 +237,7 @@ var rules = map[string]rule{
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
 	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo",
-		"internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
+		"internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/risk/assess", "internal/risk/detect", "internal/risk/online", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
@@ -283,6 +288,9 @@ var rules = map[string]rule{
 	"internal/bus/bustest":     {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
 	"internal/store/storetest": {imports: []string{"internal/clock", "internal/model", "internal/store"}, never: join(wiring, storeImpls), modules: stdOnly},
 	"internal/archtest":        {never: anything, modules: stdOnly},
+	// The databases of tests outside the store: both backends, a fresh
+	// database or schema each.
+	"internal/store/backendtest": {imports: []string{"internal/store", "internal/store/postgres", "internal/store/sqlite"}, never: notWiring},
 	// The OCSF schema validator of the exporters' tests.
 	"internal/audit/ocsf/ocsftest": {never: anything, modules: stdOnly},
 	"test/crash":                   {never: anything, modules: stdOnly},
