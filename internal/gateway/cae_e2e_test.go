@@ -101,6 +101,12 @@ func startCAEChain(t *testing.T, mode string) *caeFixture {
 // embedded NATS listens on a loopback port and knows one subscriber key.
 func startCAEWard(t *testing.T, mode string) *caeFixture {
 	t.Helper()
+	return startCAEWardWith(t, mode, nil)
+}
+
+// startCAEWardWith is startCAEWard with more configuration.
+func startCAEWardWith(t *testing.T, mode string, more func(*config.Config)) *caeFixture {
+	t.Helper()
 	f := &caeFixture{mode: mode}
 	if mode == SSFNATS {
 		f.seedFile, f.nkey = writeSeed(t)
@@ -119,6 +125,9 @@ func startCAEWard(t *testing.T, mode string) *caeFixture {
 			pub, _ := f.nkey.PublicKey()
 			c.Bus.NATS.Embedded.Listen = "127.0.0.1:0"
 			c.SSF.NATS.SubscriberNKeys = []string{pub}
+		}
+		if more != nil {
+			more(c)
 		}
 	}})
 	if mode == SSFNATS {
