@@ -117,12 +117,12 @@ type Config struct {
 	// user is: mobile carriers' CGNAT, in-flight wifi, relays. Travel
 	// through them is never impossible.
 	ExemptASNs []uint32
-	// CorporateASNs are the organisation's own networks and VPN egress:
-	// familiar for every user.
+	// CorporateASNs and CorporateIPs are the organisation's own networks
+	// and VPN egress (an IP list file: a VPN egress in a cloud provider's
+	// AS is named by its addresses, not the whole AS): familiar for every
+	// user, never far from anywhere.
 	CorporateASNs []uint32
-	// OrgNetworkUsers: an ASN from which at least this many distinct
-	// users signed in successfully counts as the organisation's (0: off).
-	OrgNetworkUsers int
+	CorporateIPs  *IPList
 
 	// AnonymousIPs (Tor exits, anonymisers) and MaliciousIPs (deny lists,
 	// threat feeds), from operator files (LoadIPList); nil: none.
@@ -153,7 +153,7 @@ func DefaultConfig() Config {
 		SessionIdle: 7 * 24 * time.Hour, ProfileRetention: 90 * 24 * time.Hour,
 		ConcurrentWindow: 10 * time.Minute, RefreshGrace: 30 * time.Second,
 		MaxTokenLifetime: 24 * time.Hour, ClockSkew: 2 * time.Minute, Suppress: 10 * time.Minute,
-		MinHistory: 3, MaxSpeedKmh: 1000, MinTravelKm: 500, OrgNetworkUsers: 5,
+		MinHistory: 3, MaxSpeedKmh: 1000, MinTravelKm: 500,
 		SprayUsers: 10, SprayWindow: time.Hour, BruteForceFailures: 10, BruteForceWindow: 10 * time.Minute, MFAFailures: 5,
 		Signals: DefaultSignals(),
 	}
