@@ -57,11 +57,13 @@ func start(t *testing.T, st store.Store, owner string, wrap func(bus.Bus) bus.Bu
 }
 
 // replay stores the refused refresh of a token bound to the victim's key
-// presented with another key: what a thief's replay records.
+// presented with another key: what a thief's replay records. Each replay
+// is of another session (one finding per session and type is reported
+// within the suppression window).
 func replay(t *testing.T, st store.Store, id string) {
 	t.Helper()
 	_, err := st.AppendEvent(ctx, &model.Event{ID: id, Type: model.EventTokenRequestFailed, Time: time.Now(),
-		Actor: "alice", UserID: "alice", SessionID: "s1", ClientID: "app", IP: "198.51.100.7", UserAgent: "curl/8",
+		Actor: "alice", UserID: "alice", SessionID: "s-" + id, ClientID: "app", IP: "198.51.100.7", UserAgent: "curl/8",
 		Outcome: model.OutcomeFailure, Reason: "invalid_grant",
 		Data: map[string]string{activity.DataGrant: "refresh_token", activity.DataProof: string(activity.ProofWrongKey),
 			activity.DataJKT: "attacker-key-thumbprint-000000000000000000000", activity.DataBoundJKT: "victim-key-thumbprint-0000000000000000000000"}})
@@ -129,7 +131,7 @@ func TestFollowsTheLog(t *testing.T) {
 			got := waitDetections(t, st, 1, 2*time.Second)
 			took := time.Since(t0)
 			d := got[0]
-			if d.Reason != detect.TypeTokenReplayWrongKey || d.UserID != "alice" || d.SessionID != "s1" ||
+			if d.Reason != detect.TypeTokenReplayWrongKey || d.UserID != "alice" || d.SessionID != "s-ev-replay-1" ||
 				d.Data[model.DataDetectionSeverity] != "high" || d.Data[model.DataDetectionEvidence] != "ev-replay-1" ||
 				d.Data[model.DataDetectionTechnique] == "" || d.Data[model.DataDetectionID] == "" {
 				t.Fatalf("detection: %+v", d.Event)
