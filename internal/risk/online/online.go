@@ -32,6 +32,7 @@ package online
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -91,6 +92,7 @@ type Stats struct {
 	Findings int64 // findings recorded (again after a retry counts again)
 	Warmed   int64 // events replayed into the state on taking the cursor
 	Failures int64 // failed attempts to record findings
+	Refused  int64 // events the detectors failed on (skipped, logged)
 }
 
 // Detector is the running online detectors.
@@ -146,7 +148,7 @@ func (d *Detector) Holding() bool { return d.exp.Stats(CursorName).Holding }
 // Stats returns the counters.
 func (d *Detector) Stats() Stats {
 	return Stats{Observed: d.sink.observed.Load(), Findings: d.sink.findings.Load(),
-		Warmed: d.sink.warmed.Load(), Failures: d.sink.failures.Load()}
+		Warmed: d.sink.warmed.Load(), Failures: d.sink.failures.Load(), Refused: d.sink.refused.Load()}
 }
 
 // sink is the exporter's view of the detectors: each batch of events is
@@ -164,7 +166,7 @@ type sink struct {
 	// the activities it has seen, so they are kept until recorded.
 	unsent []*model.Event
 
-	observed, findings, warmed, failures atomic.Int64
+	observed, findings, warmed, failures, refused atomic.Int64
 }
 
 // Deliver observes items and records their findings.
@@ -180,17 +182,32 @@ func (s *sink) Deliver(ctx context.Context, items []export.Item) error {
 			continue
 		}
 		s.observed.Add(1)
-		var fs []detect.Finding
-		if judged {
-			fs = s.o.Engine.ObserveJudged(a)
-		} else {
-			fs = s.o.Engine.Observe(a)
+		fs, err := s.observe(a, judged)
+		if err != nil {
+			s.refused.Add(1)
+			s.log.ErrorContext(ctx, "the detectors failed on an event; skipped", "event_id", it.ID, "err", err)
+			continue
 		}
 		for _, f := range fs {
 			s.unsent = append(s.unsent, findingEvent(f))
 		}
 	}
 	return s.flush(ctx)
+}
+
+// observe runs the engine over a. A detector that panics (a bug an
+// event's content triggers) costs that event's findings, not the
+// consumer: the event is skipped, logged and counted.
+func (s *sink) observe(a activity.Activity, judged bool) (fs []detect.Finding, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("detector panic: %v", r)
+		}
+	}()
+	if judged {
+		return s.o.Engine.ObserveJudged(a), nil
+	}
+	return s.o.Engine.Observe(a), nil
 }
 
 // flush records the unsent findings, in order; an error leaves the rest
@@ -245,10 +262,9 @@ func (s *sink) Warm(ctx context.Context, cursor int64) error {
 		if !ok {
 			continue
 		}
-		if judged {
-			s.o.Engine.ObserveJudged(a)
-		} else {
-			s.o.Engine.Observe(a)
+		if _, err := s.observe(a, judged); err != nil {
+			s.refused.Add(1)
+			continue
 		}
 		s.warmed.Add(1)
 	}

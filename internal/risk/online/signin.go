@@ -2,6 +2,7 @@ package online
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -39,8 +40,14 @@ type SignInJudge struct {
 // historyTypes are the events a user's sign-in history is made of.
 var historyTypes = []model.EventType{model.EventSignInSucceeded, model.EventSSOSignIn, model.EventTokenRefreshed, model.EventSignInFailed}
 
-// DetectSignIn loads the user's history and judges a.
-func (j *SignInJudge) DetectSignIn(ctx context.Context, a activity.Activity) ([]assess.Detection, error) {
+// DetectSignIn loads the user's history and judges a. A detector that
+// panics fails the judgement (the sign-in is refused, not waved through).
+func (j *SignInJudge) DetectSignIn(ctx context.Context, a activity.Activity) (ds []assess.Detection, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ds, err = nil, fmt.Errorf("online: sign-in detector panic: %v", r)
+		}
+	}()
 	if j.Geo != nil {
 		j.Geo.Enrich(&a)
 	}
