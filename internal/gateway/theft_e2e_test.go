@@ -30,7 +30,7 @@ const (
 
 // refreshWith presents rt at the token endpoint with a proof by s and
 // returns the status and error code.
-func (f *caeFixture) refreshWith(t *testing.T, s *dpop.Signer, rt string) (int, string) {
+func (f *caeFixture) refreshWith(t testing.TB, s *dpop.Signer, rt string) (int, string) {
 	t.Helper()
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {caeApp}}
 	nonce := ""
@@ -78,7 +78,7 @@ func (c *session) waitRefused(since time.Time) time.Duration {
 }
 
 // why returns the audit events of the user, oldest first.
-func (f *caeFixture) why(t *testing.T, userID string) []*store.StoredEvent {
+func (f *caeFixture) why(t testing.TB, userID string) []*store.StoredEvent {
 	t.Helper()
 	evs, err := f.in.App.Store.ListEvents(context.Background(), store.EventFilter{UserID: userID, Limit: 1000})
 	if err != nil {
@@ -94,7 +94,7 @@ func (f *caeFixture) why(t *testing.T, userID string) []*store.StoredEvent {
 // checkWhy asserts that the user's audit log holds the detection of kind
 // typ, the risk change to high and the revocations it caused, in that
 // order.
-func (f *caeFixture) checkWhy(t *testing.T, userID, typ string) {
+func (f *caeFixture) checkWhy(t testing.TB, userID, typ string) {
 	t.Helper()
 	var sawDetection, sawHigh, sawRevoked bool
 	for _, e := range f.why(t, userID) {
@@ -132,7 +132,7 @@ const theftGatewayConfig = caeGatewayConfig + `usage:
 
 // bearerToken is a client_credentials token without a proof (a Bearer
 // token: what the gateway's usage reporter sends).
-func bearerToken(t *testing.T, issuer, id, pw, scope string) string {
+func bearerToken(t testing.TB, issuer, id, pw, scope string) string {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, issuer+"/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
