@@ -290,9 +290,11 @@ func (s *sink) activity(e *model.Event) (activity.Activity, bool, bool) {
 	return a, judged, true
 }
 
-// findingEvent is the risk.detected event of an online finding.
+// findingEvent is the risk.detected event of an online finding. Its time
+// is when it is recorded (the detection's time; the activity's own is in
+// the events its evidence names).
 func findingEvent(f detect.Finding) *model.Event {
-	subject := activity.Activity{Time: f.Time, UserID: f.UserID, SessionID: f.SessionID, ClientID: f.ClientID,
+	subject := activity.Activity{UserID: f.UserID, SessionID: f.SessionID, ClientID: f.ClientID,
 		DeviceID: f.DeviceID, IP: f.IP}
 	return assess.Event(subject, f.Detection, model.DetectionSourceOnline, ActorDetectors)
 }
