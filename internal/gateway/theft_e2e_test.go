@@ -97,6 +97,16 @@ func (f *caeFixture) why(t testing.TB, userID string) []*store.StoredEvent {
 func (f *caeFixture) checkWhy(t testing.TB, userID, typ string) {
 	t.Helper()
 	var sawDetection, sawHigh, sawRevoked bool
+	// The gateway may refuse on the risk change's SET before the
+	// revocations are committed: wait for them.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		evs, err := f.in.App.Store.ListEvents(context.Background(), store.EventFilter{UserID: userID, Types: []model.EventType{model.EventUserSessionsRevoked}, Limit: 1})
+		if err == nil && len(evs) == 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, e := range f.why(t, userID) {
 		switch {
 		case e.Type == model.EventRiskDetected && e.Reason == typ:
