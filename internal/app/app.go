@@ -391,7 +391,11 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 func (a *App) openRisk(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
 	r := cfg.Risk
 	var judge assess.Detector
-	if dc, on := detectConfig(cfg); on {
+	dc, on, err := detectConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if on {
 		judge = &online.SignInJudge{Store: a.Store, Config: dc, Geo: a.Geo, Now: o.Now}
 	}
 	a.Risk = risk.New(risk.Options{

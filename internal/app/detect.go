@@ -12,10 +12,17 @@ import (
 	"github.com/ward-idp/ward/internal/risk/online"
 )
 
-// detectConfig is the detectors' configuration (risk_detection), or
-// false when they are off.
-func detectConfig(cfg *config.Config) (detect.Config, bool) {
-	return detect.DefaultConfig(), true
+// detectConfig is the detectors' configuration (risk_detection, its IP
+// lists loaded), or false when they are off.
+func detectConfig(cfg *config.Config) (detect.Config, bool, error) {
+	if !cfg.RiskDetection.Enabled {
+		return detect.Config{}, false, nil
+	}
+	dc, err := cfg.DetectConfig()
+	if err != nil {
+		return detect.Config{}, false, fmt.Errorf("app: risk_detection: %w", err)
+	}
+	return dc, true, nil
 }
 
 // openDetectors starts the online detectors in a server: they follow the
@@ -23,7 +30,10 @@ func detectConfig(cfg *config.Config) (detect.Config, bool) {
 // every event this process stores, and record their findings as
 // risk.detected events for the risk service.
 func (a *App) openDetectors(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
-	dc, on := detectConfig(cfg)
+	dc, on, err := detectConfig(cfg)
+	if err != nil {
+		return err
+	}
 	if o.Tool || !on {
 		return nil
 	}

@@ -166,6 +166,9 @@ var rules = map[string]rule{
 	// The contract between the risk service and the detectors: types over
 	// the activity record, and the risk.detected event a finding is.
 	"internal/risk/assess": {imports: []string{"internal/activity", "internal/model"}, never: notService, modules: stdOnly},
+	// The backtest: replays activity lines into the detectors, generates
+	// labelled traffic and scores the detectors on it.
+	"internal/risk/backtest": {imports: []string{"internal/activity", "internal/risk/detect"}, never: notService, modules: stdOnly},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -227,7 +230,8 @@ var rules = map[string]rule{
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.
-	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/secret"}, never: join(notService, handlers)},
+	// It turns risk_detection into the detectors' configuration.
+	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/risk/detect", "internal/secret"}, never: join(notService, handlers)},
 	// The gateway is a resource server like any other: the public
 	// packages and the TLS loader, nothing of Ward's server.
 	"internal/gateway": {imports: []string{"dpop", "internal/tlsutil", "jws", "rs", "rs/caenats"}, never: serverSide,
@@ -242,7 +246,7 @@ var rules = map[string]rule{
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config", "internal/geo",
-		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret",
+		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.
 	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},

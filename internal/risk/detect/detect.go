@@ -86,8 +86,11 @@ type Config struct {
 	// SessionIdle: a session with no activity for this long is forgotten.
 	SessionIdle time.Duration
 	// ProfileRetention: a network, device or browser unseen for a user
-	// this long is no longer familiar.
+	// this long is no longer familiar; FamiliarAfter: one first seen less
+	// than this ago is not familiar yet (an attacker's network does not
+	// become familiar by being used for a few minutes).
 	ProfileRetention time.Duration
+	FamiliarAfter    time.Duration
 	// ConcurrentWindow: two network contexts of one session or token
 	// both used within it are concurrent.
 	ConcurrentWindow time.Duration
@@ -123,6 +126,14 @@ type Config struct {
 	// user, never far from anywhere.
 	CorporateASNs []uint32
 	CorporateIPs  *IPList
+	// OrgNetworkUsers: a /24 (or /48) from which at least this many
+	// distinct users worked without a finding is the organisation's (an
+	// office, a VPN egress) or a shared carrier's: the concurrent-use
+	// detector does not take it for somewhere else. The sign-in family
+	// does not use it (JudgeSignIn sees one user's history only).
+	OrgNetworkUsers int
+	// MaxNetworks bounds the networks whose users are counted.
+	MaxNetworks int
 
 	// AnonymousIPs (Tor exits, anonymisers) and MaliciousIPs (deny lists,
 	// threat feeds), from operator files (LoadIPList); nil: none.
@@ -150,10 +161,10 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxSessions: 200_000, MaxUsers: 200_000, MaxTokens: 500_000, MaxSources: 100_000, SeenIDs: 200_000,
-		SessionIdle: 7 * 24 * time.Hour, ProfileRetention: 90 * 24 * time.Hour,
+		SessionIdle: 7 * 24 * time.Hour, ProfileRetention: 90 * 24 * time.Hour, FamiliarAfter: time.Hour,
 		ConcurrentWindow: 10 * time.Minute, RefreshGrace: 30 * time.Second,
 		MaxTokenLifetime: 24 * time.Hour, ClockSkew: 2 * time.Minute, Suppress: 10 * time.Minute,
-		MinHistory: 3, MaxSpeedKmh: 1000, MinTravelKm: 500,
+		MinHistory: 3, MaxSpeedKmh: 1000, MinTravelKm: 500, OrgNetworkUsers: 10, MaxNetworks: 100_000,
 		SprayUsers: 10, SprayWindow: time.Hour, BruteForceFailures: 10, BruteForceWindow: 10 * time.Minute, MFAFailures: 5,
 		Signals: DefaultSignals(),
 	}
@@ -177,7 +188,8 @@ type Stats struct {
 	Duplicates uint64            // activities ignored as already observed
 	Findings   map[string]uint64 // by detection type
 	Suppressed uint64            // findings folded into an earlier one (Config.Suppress)
-	Evicted    uint64            // state entries dropped to stay within the bounds
+	Evicted    uint64            // state entries dropped to stay within the bounds (Config.Max*)
+	Expired    uint64            // state entries forgotten after their idle time
 	Sessions   int               // tracked now
 	Users      int
 	Tokens     int

@@ -49,12 +49,15 @@ func withDefaults(c Config) Config {
 	setInt(&c.SeenIDs, d.SeenIDs)
 	setDur(&c.SessionIdle, d.SessionIdle)
 	setDur(&c.ProfileRetention, d.ProfileRetention)
+	setDur(&c.FamiliarAfter, d.FamiliarAfter)
 	setDur(&c.ConcurrentWindow, d.ConcurrentWindow)
 	setDur(&c.RefreshGrace, d.RefreshGrace)
 	setDur(&c.MaxTokenLifetime, d.MaxTokenLifetime)
 	setDur(&c.ClockSkew, d.ClockSkew)
 	setDur(&c.Suppress, d.Suppress)
 	setInt(&c.MinHistory, d.MinHistory)
+	setInt(&c.OrgNetworkUsers, d.OrgNetworkUsers)
+	setInt(&c.MaxNetworks, d.MaxNetworks)
 	if c.MaxSpeedKmh <= 0 {
 		c.MaxSpeedKmh = d.MaxSpeedKmh
 	}
@@ -96,11 +99,21 @@ const (
 type clientState struct {
 	client string
 	uses   [maxClientUses]use
-	gen    int
-	genAt  int64
-	genC   netctx
-	genID  string
+	// families: the refresh-token chains of this client in the session
+	// (one per code or device-code grant), each by its latest generation.
+	families [maxFamilies]family
 }
+
+// family is one refresh-token chain: the latest generation issued, when,
+// to which context, by which activity.
+type family struct {
+	gen int
+	at  int64
+	c   netctx
+	id  string
+}
+
+const maxFamilies = 4
 
 // token is an access token Ward issued, as its grant recorded it.
 type token struct {
@@ -137,14 +150,18 @@ type Engine struct {
 	r     *rules
 	stats Stats
 
-	seen     map[string]struct{}
-	seenRing []string
+	// seen: the hashes of the activity ids observed lately (a ring of
+	// Config.SeenIDs); 64-bit FNV, so a collision is one in ~10^10 at
+	// the default size.
+	seen     map[uint64]struct{}
+	seenRing []uint64
 	seenNext int
 
 	sessions *lru[session]
 	users    *lru[profile]
 	tokens   *lru[token]
 	sources  *lru[source]
+	networks *lru[netUsers]
 
 	started    bool
 	now        int64
@@ -154,13 +171,16 @@ type Engine struct {
 // New returns an Engine with cfg (zero fields take DefaultConfig's).
 func New(cfg Config) *Engine {
 	r := compile(cfg)
-	e := &Engine{r: r, seen: make(map[string]struct{}, min(r.cfg.SeenIDs, 1<<16)), seenRing: make([]string, r.cfg.SeenIDs)}
+	e := &Engine{r: r, seen: make(map[uint64]struct{}, min(r.cfg.SeenIDs, 1<<16)), seenRing: make([]uint64, r.cfg.SeenIDs)}
 	e.stats.Findings = map[string]uint64{}
 	c := &r.cfg
-	e.sessions = newLRU[session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted)
-	e.users = newLRU[profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted)
-	e.tokens = newLRU[token](c.MaxTokens, c.MaxTokenLifetime+c.ClockSkew, &e.stats.Evicted)
-	e.sources = newLRU[source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted)
+	e.sessions = newLRU[session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted, &e.stats.Expired)
+	e.users = newLRU[profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
+	// A token is kept for twice its longest lifetime after its last use,
+	// so that a use past its lifetime is named as such, not as unknown.
+	e.tokens = newLRU[token](c.MaxTokens, 2*(c.MaxTokenLifetime+c.ClockSkew), &e.stats.Evicted, &e.stats.Expired)
+	e.sources = newLRU[source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted, &e.stats.Expired)
+	e.networks = newLRU[netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
 	// A token dropped before its lifetime ended may still be used: until
 	// then, an unknown token id proves nothing.
 	e.tokens.onEvict = func(_ string, t *token, _ time.Time, full bool) {
@@ -205,15 +225,16 @@ func (e *Engine) Stats() Stats {
 
 // remember records id as observed and reports whether it was new.
 func (e *Engine) remember(id string) bool {
-	if _, ok := e.seen[id]; ok {
+	h := strHash(id)
+	if _, ok := e.seen[h]; ok {
 		return false
 	}
-	if old := e.seenRing[e.seenNext]; old != "" {
+	if old := e.seenRing[e.seenNext]; old != 0 {
 		delete(e.seen, old)
 	}
-	e.seenRing[e.seenNext] = id
+	e.seenRing[e.seenNext] = h
 	e.seenNext = (e.seenNext + 1) % len(e.seenRing)
-	e.seen[id] = struct{}{}
+	e.seen[h] = struct{}{}
 	return true
 }
 
@@ -304,6 +325,13 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 			add(scopeSession, d)
 		}
 		if d, hit := reuseReason(a); hit {
+			// The refresh that rotated the token presented again is
+			// evidence too: one of the two was not the client.
+			if cs := sessionClient(ses, a); cs != nil && a.Kind == activity.KindRefresh {
+				if f := cs.rotatedFrom(a.RefreshGenPresented); f != nil {
+					d.Evidence = append([]string{f.id}, d.Evidence...)
+				}
+			}
 			add(scopeSession, d)
 		}
 		if c.anon || c.bad {
@@ -321,8 +349,8 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 			if d, hit := refreshGeneration(cfg, cs, a, &c, t); hit {
 				add(scopeSession, d)
 			}
-			if ok && !(a.Proof == activity.ProofOK && a.BoundJKT != "") {
-				if d, hit := concurrentUse(cfg, prof, cs, a, &c, t); hit {
+			if ok {
+				if d, hit := concurrentUse(cfg, prof, cs, a, &c, t, e.orgNetwork); hit {
 					add(scopeSession, d)
 				}
 			}
@@ -363,6 +391,48 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 	return out
 }
 
+func sessionClient(ses *session, a *activity.Activity) *clientState {
+	if ses == nil || a.ClientID == "" {
+		return nil
+	}
+	return ses.findClient(a.ClientID)
+}
+
+// netUsers counts the distinct users of one /24 or /48 (up to the
+// threshold that makes it the organisation's).
+type netUsers struct {
+	users []uint64
+}
+
+func (n *netUsers) see(user uint64, threshold int) {
+	if len(n.users) >= threshold {
+		return
+	}
+	for _, u := range n.users {
+		if u == user {
+			return
+		}
+	}
+	n.users = append(n.users, user)
+}
+
+func prefixKey(p uint64) string {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(p >> (8 * i))
+	}
+	return string(b[:])
+}
+
+// orgNetwork: many users work from this /24 or /48.
+func (e *Engine) orgNetwork(c *netctx) bool {
+	if c.prefix == 0 {
+		return false
+	}
+	n := e.networks.peek(prefixKey(c.prefix))
+	return n != nil && len(n.v.users) >= e.r.cfg.OrgNetworkUsers
+}
+
 // sessionKey is the session an activity belongs to, or, for a client's
 // own tokens, the client.
 func sessionKey(a *activity.Activity) string {
@@ -373,6 +443,16 @@ func sessionKey(a *activity.Activity) string {
 		return "client\x00" + a.ClientID
 	}
 	return ""
+}
+
+// findClient returns the state of one client in the session, or nil.
+func (s *session) findClient(id string) *clientState {
+	for i := range s.clients {
+		if s.clients[i].client == id {
+			return &s.clients[i]
+		}
+	}
+	return nil
 }
 
 // client returns the state of one client in the session (the least
@@ -429,8 +509,21 @@ func (e *Engine) learn(a *activity.Activity, c *netctx, prof *profile, ses *sess
 	if flagged {
 		return
 	}
-	if prof != nil && a.Kind != activity.KindTokenUse && a.Kind != activity.KindSignal && a.Kind != activity.KindDeviceRegistration {
-		prof.learn(a, c)
+	if prof != nil {
+		switch a.Kind {
+		case activity.KindSignIn, activity.KindSSOSignIn, activity.KindToken, activity.KindRefresh:
+			prof.learn(a, c)
+		case activity.KindTokenUse:
+			// A resource sees the network the client reaches it from
+			// (a split-tunnel VPN's egress); its user agent may be a
+			// server's, so only the network is learned.
+			prof.asns.see(c.asn, t, maxFamASN)
+			prof.seePrefix(c.asn, c.prefix)
+		}
+	}
+	if a.UserID != "" && c.prefix != 0 {
+		ne, _ := e.networks.add(prefixKey(c.prefix), a.Time)
+		ne.v.see(strHash(a.UserID), e.r.cfg.OrgNetworkUsers)
 	}
 	if ses == nil {
 		return
@@ -569,11 +662,22 @@ func JudgeSignIn(cfg Config, history []activity.Activity, a activity.Activity) [
 			continue
 		}
 		hc := contextOf(h, r)
-		if h.Kind != activity.KindTokenUse && h.Kind != activity.KindSignal && h.Kind != activity.KindDeviceRegistration {
+		switch h.Kind {
+		case activity.KindSignIn, activity.KindSSOSignIn, activity.KindToken, activity.KindRefresh:
 			prof.learn(h, &hc)
+		case activity.KindTokenUse:
+			prof.asns.see(hc.asn, h.Time.UnixNano(), maxFamASN)
+			prof.seePrefix(hc.asn, hc.prefix)
 		}
-		if ses != nil && h.SessionID == a.SessionID && (h.Kind == activity.KindSignIn || h.Kind == activity.KindSSOSignIn) {
-			ses.seeBrowser(h, &hc, h.Time.UnixNano())
+		if ses != nil && h.SessionID == a.SessionID {
+			switch h.Kind {
+			case activity.KindSignIn, activity.KindSSOSignIn:
+				ses.seeBrowser(h, &hc, h.Time.UnixNano())
+			case activity.KindRefresh, activity.KindToken, activity.KindTokenUse:
+				if h.ClientID != "" {
+					ses.client(h.ClientID).see(h, &hc, h.Time.UnixNano())
+				}
+			}
 		}
 	}
 	c := contextOf(&a, r)

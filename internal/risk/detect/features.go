@@ -188,18 +188,21 @@ func sourceKey(ip string) string {
 
 // fam is one familiar value of a user's history: when it was last seen.
 type fam[T comparable] struct {
-	v    T
-	last int64 // unix nanoseconds
+	v           T
+	first, last int64 // unix nanoseconds
 }
 
 // famSet is a small bounded set of familiar values; the least recently
 // seen is replaced when it is full.
 type famSet[T comparable] []fam[T]
 
-func (s famSet[T]) has(v T, now int64, retention time.Duration) bool {
+// has reports whether v is familiar at now: first seen at least
+// Config.FamiliarAfter before (a network an attacker has used for ten
+// minutes is not familiar) and last seen within Config.ProfileRetention.
+func (s famSet[T]) has(v T, now int64, cfg *Config) bool {
 	for i := range s {
 		if s[i].v == v {
-			return now-s[i].last <= int64(retention)
+			return now-s[i].last <= int64(cfg.ProfileRetention) && now-s[i].first >= int64(cfg.FamiliarAfter)
 		}
 	}
 	return false
@@ -217,7 +220,7 @@ func (s *famSet[T]) see(v T, now int64, max int) {
 		}
 	}
 	if len(*s) < max {
-		*s = append(*s, fam[T]{v: v, last: now})
+		*s = append(*s, fam[T]{v: v, first: now, last: now})
 		return
 	}
 	oldest := 0
@@ -226,7 +229,7 @@ func (s *famSet[T]) see(v T, now int64, max int) {
 			oldest = i
 		}
 	}
-	(*s)[oldest] = fam[T]{v: v, last: now}
+	(*s)[oldest] = fam[T]{v: v, first: now, last: now}
 }
 
 func maxInt64(a, b int64) int64 {
@@ -248,8 +251,14 @@ const (
 // networks, countries, browsers and devices of the user's own successful,
 // unflagged activity, and the last located one.
 type profile struct {
-	signIns   int
-	asns      famSet[uint32]
+	signIns int
+	asns    famSet[uint32]
+	// churn counts, per familiar network (same order as asns' values are
+	// looked up by asn), how often the user's /24 or /48 changed in it:
+	// a network where it changes all the time is a mobile carrier's
+	// CGNAT or an in-flight network, whose addresses say nothing of
+	// where the user is.
+	churn     []asnChurn
 	countries famSet[[2]byte]
 	uas       famSet[uint64]
 	devs      famSet[uint64]
@@ -258,6 +267,50 @@ type profile struct {
 	pwFails  []stamp
 	mfaFails []stamp
 	supp     suppressor
+}
+
+// asnChurn counts prefix changes within one network of a user's.
+type asnChurn struct {
+	asn     uint32
+	prefix  uint64
+	changes uint16
+}
+
+// mobileChurn is how many prefix changes make a network mobile-like.
+const mobileChurn = 3
+
+func (p *profile) seePrefix(asn uint32, prefix uint64) {
+	if asn == 0 || prefix == 0 {
+		return
+	}
+	for i := range p.churn {
+		if c := &p.churn[i]; c.asn == asn {
+			if c.prefix != prefix {
+				c.prefix = prefix
+				if c.changes < 1<<15 {
+					c.changes++
+				}
+			}
+			return
+		}
+	}
+	if len(p.churn) >= maxFamASN {
+		p.churn = p.churn[1:]
+	}
+	p.churn = append(p.churn, asnChurn{asn: asn, prefix: prefix})
+}
+
+// mobileLike: the user's addresses in this network keep changing.
+func (p *profile) mobileLike(asn uint32) bool {
+	if p == nil || asn == 0 {
+		return false
+	}
+	for i := range p.churn {
+		if p.churn[i].asn == asn {
+			return p.churn[i].changes >= mobileChurn
+		}
+	}
+	return false
 }
 
 // stamp is an event at a time (the evidence of counters).
@@ -284,6 +337,7 @@ func (p *profile) learn(a *activity.Activity, c *netctx) {
 		p.signIns++
 	}
 	p.asns.see(c.asn, n, maxFamASN)
+	p.seePrefix(c.asn, c.prefix)
 	p.countries.see(c.country, n, maxFamCountry)
 	p.uas.see(c.ua, n, maxFamUA)
 	p.devs.see(c.dev, n, maxFamDev)
@@ -298,7 +352,7 @@ func familiarNet(cfg *Config, p *profile, c *netctx, now int64) bool {
 	if c.corp {
 		return true
 	}
-	return c.asn != 0 && p != nil && p.asns.has(c.asn, now, cfg.ProfileRetention)
+	return c.asn != 0 && p != nil && p.asns.has(c.asn, now, cfg)
 }
 
 // suppressor remembers which detection types were reported recently about

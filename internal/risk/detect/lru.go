@@ -11,7 +11,8 @@ type lru[V any] struct {
 	head, tail *entry[V] // head: most recent
 	max        int
 	idle       time.Duration
-	evicted    *uint64
+	evicted    *uint64 // dropped to make room
+	expired    *uint64 // dropped when idle
 	// onEvict, when set, sees an entry before it is dropped.
 	onEvict func(key string, v *V, last time.Time, full bool)
 }
@@ -23,8 +24,8 @@ type entry[V any] struct {
 	v          V
 }
 
-func newLRU[V any](max int, idle time.Duration, evicted *uint64) *lru[V] {
-	return &lru[V]{m: make(map[string]*entry[V], min(max, 1024)), max: max, idle: idle, evicted: evicted}
+func newLRU[V any](max int, idle time.Duration, evicted, expired *uint64) *lru[V] {
+	return &lru[V]{m: make(map[string]*entry[V], min(max, 1024)), max: max, idle: idle, evicted: evicted, expired: expired}
 }
 
 func (l *lru[V]) len() int { return len(l.m) }
@@ -83,8 +84,11 @@ func (l *lru[V]) drop(e *entry[V], full bool) {
 	}
 	l.unlink(e)
 	delete(l.m, e.key)
-	if l.evicted != nil {
+	switch {
+	case full && l.evicted != nil:
 		*l.evicted++
+	case !full && l.expired != nil:
+		*l.expired++
 	}
 }
 

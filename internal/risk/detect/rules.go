@@ -81,21 +81,68 @@ func reuseReason(a *activity.Activity) (assess.Detection, bool) {
 }
 
 // refreshGeneration: a refresh token older than the latest one issued in
-// this session to this client, beyond the grace of a retry from the same
-// network. Learns the generation Ward issued.
+// its chain (this client's grant in this session), beyond the grace of a
+// retry from the same network and program. A client may hold several
+// chains (one per grant): a generation that is the latest of one of them
+// is that chain's rotation. Learns the generations Ward issued.
 func refreshGeneration(cfg *Config, cs *clientState, a *activity.Activity, c *netctx, t int64) (d assess.Detection, hit bool) {
 	p := a.RefreshGenPresented
-	if a.Kind == activity.KindRefresh && p > 0 && cs.gen > 0 && p < cs.gen && a.Reason != "refresh_reuse" && a.Reason != "refresh_reused" {
-		retry := time.Duration(t-cs.genAt) <= cfg.RefreshGrace && t >= cs.genAt && c.sameNetwork(&cs.genC) && c.ua == cs.genC.ua
-		if !retry {
-			d, hit = det(TypeRefreshReuse, High, 0.9, techStealToken,
-				fmt.Sprintf("refresh token generation %d presented after generation %d was issued", p, cs.gen), cs.genID, a.ID), true
+	var cur *family
+	if p > 0 {
+		cur = cs.head(p)
+	}
+	if a.Kind == activity.KindRefresh && p > 0 && cur == nil && a.Reason != "refresh_reuse" && a.Reason != "refresh_reused" {
+		if f := cs.rotatedFrom(p); f != nil {
+			retry := time.Duration(t-f.at) <= cfg.RefreshGrace && t >= f.at && c.sameNetwork(&f.c) && c.ua == f.c.ua
+			if !retry {
+				d, hit = det(TypeRefreshReuse, High, 0.9, techStealToken,
+					fmt.Sprintf("refresh token generation %d presented after generation %d was issued in its chain", p, f.gen), f.id, a.ID), true
+			}
 		}
 	}
-	if a.Result != activity.ResultFailure && a.RefreshGenIssued > cs.gen {
-		cs.gen, cs.genAt, cs.genC, cs.genID = a.RefreshGenIssued, t, *c, a.ID
+	if a.Result == activity.ResultFailure || a.RefreshGenIssued <= 0 {
+		return d, hit
+	}
+	switch {
+	case cur != nil:
+		*cur = family{gen: a.RefreshGenIssued, at: t, c: *c, id: a.ID}
+	case a.Kind != activity.KindRefresh || p == 0:
+		// a new grant: a new chain, in the least recently used slot
+		slot := 0
+		for i := range cs.families {
+			if cs.families[i].gen == 0 {
+				slot = i
+				break
+			}
+			if cs.families[i].at < cs.families[slot].at {
+				slot = i
+			}
+		}
+		cs.families[slot] = family{gen: a.RefreshGenIssued, at: t, c: *c, id: a.ID}
 	}
 	return d, hit
+}
+
+// head returns the chain whose latest generation is gen.
+func (cs *clientState) head(gen int) *family {
+	for i := range cs.families {
+		if cs.families[i].gen == gen {
+			return &cs.families[i]
+		}
+	}
+	return nil
+}
+
+// rotatedFrom returns the chain gen was rotated out of: the one with the
+// smallest latest generation above gen.
+func (cs *clientState) rotatedFrom(gen int) *family {
+	var f *family
+	for i := range cs.families {
+		if g := cs.families[i].gen; g > gen && (f == nil || g < f.gen) {
+			f = &cs.families[i]
+		}
+	}
+	return f
 }
 
 // concurrentUse: one client's use of a session (its refresh token, its
@@ -111,43 +158,62 @@ func refreshGeneration(cfg *Config, cs *clientState, a *activity.Activity, c *ne
 //     copy of it at once. Networks the user always uses, the
 //     organisation's and exempt (mobile, in-flight) ones are tolerated,
 //     and so is one switch (a VPN turned on, a flight landing).
-func concurrentUse(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64) (assess.Detection, bool) {
-	knownUA, knownNet, knownDev, seen := c.ua == 0, false, false, false
+func concurrentUse(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64, org func(*netctx) bool) (assess.Detection, bool) {
+	knownUA, knownNet, knownDev, knownKey, haveKeys, seen := c.ua == 0, false, false, c.jkt == 0, false, false
 	for i := range cs.uses {
 		u := &cs.uses[i]
 		if !u.set {
 			continue
 		}
 		seen = true
-		if u.c.ua == c.ua {
-			knownUA = true
-		}
-		if u.c.sameNetwork(c) {
-			knownNet = true
-		}
-		if c.dev != 0 && u.c.dev == c.dev {
-			knownDev = true
-		}
+		knownUA = knownUA || u.c.ua == c.ua
+		knownNet = knownNet || u.c.sameNetwork(c)
+		knownDev = knownDev || (c.dev != 0 && u.c.dev == c.dev)
+		knownKey = knownKey || u.c.jkt == c.jkt
+		haveKeys = haveKeys || u.c.jkt != 0
 	}
-	if !seen {
+	if !seen || knownNet || knownDev || c.corp {
+		return concurrentAlternation(cfg, prof, cs, a, c, t, knownNet, org)
+	}
+	// proven: a valid proof by the key the credential is bound to; the
+	// same key as before is the same client wherever it is.
+	proven := a.Proof == activity.ProofOK && a.BoundJKT != ""
+	typ, what := TypeSessionConcurrentUse, "session"
+	if a.Kind == activity.KindTokenUse {
+		typ, what = TypeTokenConcurrentUse, "access token"
+	}
+	prev := latestUse(cs)
+	switch {
+	case !knownUA && !(proven && knownKey):
+		return det(typ, High, 0.85, techAppAccessToken,
+			fmt.Sprintf("%s of client %s used by another program (user agent) from another network (AS%d, was AS%d)", what, clip(a.ClientID, 64), c.asn, prev.c.asn),
+			prev.lastID, a.ID), true
+	case haveKeys && !knownKey && !familiarNet(cfg, prof, c, t):
+		// The client's tokens in this session had a key; a grant with
+		// another key from a network new to the session and the user is
+		// the session's cookie or a code used by someone else's client.
+		return det(typ, Medium, 0.7, techWebSession,
+			fmt.Sprintf("%s of client %s asked tokens for a new key from a network new to the user (AS%d)", what, clip(a.ClientID, 64), c.asn),
+			prev.lastID, a.ID), true
+	}
+	return assess.Detection{}, false
+}
+
+// concurrentAlternation: the same client alternating X, Y, X between two
+// networks too far apart for the time between them, within
+// ConcurrentWindow, one of them new to the user, neither the
+// organisation's (configured, or used by many users: Config.OrgNetworkUsers)
+// nor exempt. Unbound credentials only: a proof by the
+// bound key is the client itself.
+func concurrentAlternation(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64, knownNet bool, org func(*netctx) bool) (assess.Detection, bool) {
+	if !knownNet || c.exempt || c.corp || (a.Proof == activity.ProofOK && a.BoundJKT != "") || org(c) {
 		return assess.Detection{}, false
 	}
 	typ, what := TypeSessionConcurrentUse, "session"
 	if a.Kind == activity.KindTokenUse {
 		typ, what = TypeTokenConcurrentUse, "access token"
 	}
-	if !knownUA && !knownNet && !knownDev && !c.corp {
-		prev := latestUse(cs)
-		return det(typ, High, 0.85, techAppAccessToken,
-			fmt.Sprintf("%s of client %s used by another program (user agent) from another network (AS%d, was AS%d)", what, clip(a.ClientID, 64), c.asn, prev.c.asn),
-			prev.lastID, a.ID), true
-	}
-	if !knownNet || c.exempt || c.corp {
-		return assess.Detection{}, false
-	}
-	// X (this network, used before) -> Y (elsewhere, since) -> X again.
 	window := int64(cfg.ConcurrentWindow)
-	now := time.Unix(0, t)
 	for i := range cs.uses {
 		x := &cs.uses[i]
 		if !x.set || !x.c.sameNetwork(c) || t-x.last > window {
@@ -155,10 +221,11 @@ func concurrentUse(cfg *Config, prof *profile, cs *clientState, a *activity.Acti
 		}
 		for j := range cs.uses {
 			y := &cs.uses[j]
-			if !y.set || y.c.sameNetwork(c) || y.c.exempt || y.c.corp || y.last < x.first || t-y.last > window {
+			if !y.set || y.c.sameNetwork(c) || y.c.exempt || y.c.corp || y.last < x.first || t-y.last > window ||
+				prof.mobileLike(y.c.asn) || prof.mobileLike(c.asn) || org(&y.c) {
 				continue
 			}
-			if familiarNet(cfg, prof, &y.c, now.UnixNano()) && familiarNet(cfg, prof, c, t) {
+			if familiarNet(cfg, prof, &y.c, t) && familiarNet(cfg, prof, c, t) {
 				continue
 			}
 			if fast, km := tooFast(c, t, &y.c, y.last, cfg); fast {
@@ -299,8 +366,8 @@ func judgeSignIn(r *rules, prof *profile, ses *session, a *activity.Activity, c 
 		return ds
 	}
 	newNet := c.asn != 0 && !familiarNet(cfg, prof, c, t)
-	newUA := c.ua != 0 && !prof.uas.has(c.ua, t, cfg.ProfileRetention)
-	knownDev := c.dev != 0 && prof.devs.has(c.dev, t, cfg.ProfileRetention)
+	newUA := c.ua != 0 && !prof.uas.has(c.ua, t, cfg)
+	knownDev := c.dev != 0 && prof.devs.has(c.dev, t, cfg)
 	if !newNet || !newUA || knownDev {
 		return ds
 	}
@@ -308,7 +375,7 @@ func judgeSignIn(r *rules, prof *profile, ses *session, a *activity.Activity, c 
 	// than an airliner, to a new network with a browser or app the user
 	// never used (the user's own browser moved by a VPN or a relay is not
 	// travel), neither network being one that says nothing of a place.
-	if l := &prof.last; l.set && c.coords && !c.exempt && !l.c.exempt && !l.c.sameNetwork(c) {
+	if l := &prof.last; l.set && c.coords && !c.exempt && !l.c.exempt && !l.c.sameNetwork(c) && !prof.mobileLike(l.c.asn) {
 		if fast, km := tooFast(c, t, &l.c, l.last, cfg); fast && km > 0 {
 			dt := time.Duration(t - l.last)
 			if dt < 0 {
@@ -326,7 +393,7 @@ func judgeSignIn(r *rules, prof *profile, ses *session, a *activity.Activity, c 
 		if a.MFA {
 			conf = 0.5
 		}
-		newCountry := c.country != [2]byte{} && !prof.countries.has(c.country, t, cfg.ProfileRetention)
+		newCountry := c.country != [2]byte{} && !prof.countries.has(c.country, t, cfg)
 		detail := fmt.Sprintf("%s from a network (AS%d) and a user agent the user never used", kindText(a.Kind), c.asn)
 		if newCountry {
 			detail += ", in a new country (" + countryText(c.country) + ")"
@@ -365,15 +432,46 @@ func ssoAnomaly(cfg *Config, prof *profile, ses *session, a *activity.Activity, 
 			clientDiff = false
 		}
 	}
-	if ref == nil || !netDiff || !clientDiff || c.corp {
+	if ref == nil || !netDiff || c.corp {
 		return assess.Detection{}, false
 	}
-	if c.dev != 0 && prof != nil && prof.devs.has(c.dev, t, cfg.ProfileRetention) {
+	if c.dev != 0 && prof != nil && prof.devs.has(c.dev, t, cfg) {
 		return assess.Detection{}, false
 	}
-	return det(TypeSSOCookieAnomaly, High, 0.85, techStealCookie,
-		fmt.Sprintf("the session's SSO cookie presented by another browser from another network (AS%d, the session began on AS%d)", c.asn, ref.c.asn),
-		ref.id, a.ID), true
+	if clientDiff {
+		return det(TypeSSOCookieAnomaly, High, 0.85, techStealCookie,
+			fmt.Sprintf("the session's SSO cookie presented by another browser from another network (AS%d, the session began on AS%d)", c.asn, ref.c.asn),
+			ref.id, a.ID), true
+	}
+	// The same user agent (copied, or the same browser roaming): the
+	// client asks for tokens bound to a key it never had in this session,
+	// from a network new to the user.
+	if c.jkt == 0 || a.ClientID == "" || familiarNet(cfg, prof, c, t) {
+		return assess.Detection{}, false
+	}
+	cs := ses.findClient(a.ClientID)
+	if cs == nil {
+		return assess.Detection{}, false
+	}
+	haveKeys, knownKey := false, false
+	var last *use
+	for i := range cs.uses {
+		u := &cs.uses[i]
+		if !u.set || u.c.jkt == 0 {
+			continue
+		}
+		haveKeys = true
+		knownKey = knownKey || u.c.jkt == c.jkt
+		if last == nil || u.last > last.last {
+			last = u
+		}
+	}
+	if !haveKeys || knownKey {
+		return assess.Detection{}, false
+	}
+	return det(TypeSSOCookieAnomaly, Medium, 0.7, techStealCookie,
+		fmt.Sprintf("the session's SSO cookie presented from a network new to the user (AS%d) for a new key of client %s", c.asn, clip(a.ClientID, 64)),
+		last.lastID, a.ID), true
 }
 
 // failedSignIn counts a failed sign-in: password spray by source, brute
