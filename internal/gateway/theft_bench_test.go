@@ -156,4 +156,3 @@ func pct(ds []time.Duration, p int) float64 {
 	i = min(max(i-1, 0), len(s)-1)
 	return float64(s[i]) / float64(time.Millisecond)
 }
-

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/cae"
-	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
