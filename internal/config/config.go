@@ -63,6 +63,8 @@ type Config struct {
 
 	// Risk configures risk levels and their response (docs/risk-response.md).
 	Risk Risk `koanf:"risk"`
+	// RiskDetection configures the token-theft detectors (docs/risk.md).
+	RiskDetection RiskDetection `koanf:"risk_detection"`
 
 	// Devices configures device registration (docs/devices.md).
 	Devices Devices `koanf:"devices"`
@@ -368,8 +370,9 @@ func Default() *Config {
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
 		Risk: Risk{AutoRevokeLevel: "high", LowLifetime: 7 * 24 * time.Hour, MediumLifetime: 30 * 24 * time.Hour,
 			MFARemediates: "medium", Retention: 90 * 24 * time.Hour},
-		Log:   Log{Level: "info", Format: "json"},
-		Audit: Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
+		RiskDetection: defaultRiskDetection(),
+		Log:           Log{Level: "info", Format: "json"},
+		Audit:         Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,
