@@ -220,7 +220,6 @@ func (s *Store) saveIncidentChange(ctx context.Context, q Querier, before map[st
 		if err := q.QueryRow(ctx, `UPDATE incident_counter SET next = next + 1 WHERE id = 1 RETURNING next`).Scan(&in.Number); err != nil {
 			return nil, wrap("number incident", err)
 		}
-		in.Detections = 0
 		if _, err := q.Exec(ctx, `INSERT INTO incidents (`+incidentCols+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12, $13, $14)`,
 			in.ID, in.Number, in.Title, in.Severity, in.Status, in.StatusReason, in.Assignee, in.MergedInto,
