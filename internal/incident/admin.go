@@ -17,7 +17,7 @@ import (
 
 // Bounds of what operators write.
 const (
-	MaxReason  = 512
+	MaxReason  = 200 // an event's reason holds 200 bytes
 	MaxComment = 4000
 	// MaxMerge bounds the incidents one merge takes in.
 	MaxMerge = 50
@@ -338,7 +338,7 @@ func (s *Service) Comment(ctx context.Context, actor, ref, text string) (*Entry,
 		entry = &model.IncidentEntry{IncidentID: in.ID, At: now, Kind: model.IncidentEntryComment, Actor: actor, Text: text}
 		c.Entries = append(c.Entries, entry)
 		evs.add(func() *model.Event {
-			return incidentEvent(model.EventIncidentCommented, actor, in, nil, map[string]string{"comment": clip(text, 1024)})
+			return incidentEvent(model.EventIncidentCommented, actor, in, nil, map[string]string{"comment": cleanText(text, 1000)})
 		})
 		return nil
 	})
