@@ -169,6 +169,10 @@ func (c *Config) Validate() error {
 	v.positive("risk.low_lifetime", c.Risk.LowLifetime)
 	v.positive("risk.medium_lifetime", c.Risk.MediumLifetime)
 	v.positive("risk.retention", c.Risk.Retention)
+	v.positive("incidents.window", c.Incidents.Window)
+	if c.Incidents.Window > 30*24*time.Hour {
+		v.add("incidents.window", "must be at most 720h (30 days)")
+	}
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)
