@@ -25,9 +25,9 @@ func TestCorrelation(t *testing.T) {
 		in.mustPublish(
 			det{id: "d1", user: "u1", session: "s1", ip: "198.51.100.9", severity: model.RiskMedium, technique: "T1550.001", at: time.Minute},
 			det{id: "d2", typ: "sso_cookie_anomaly", session: "s1", ip: "203.0.113.7", severity: model.RiskHigh, at: 2 * time.Minute}, // by session; technique by type
-			det{id: "d3", device: "dev1", ip: "203.0.113.7", severity: model.RiskLow, at: 3 * time.Minute},                           // by address
-			det{id: "d4", user: "u2", ip: "192.0.2.1", severity: model.RiskLow, at: 4 * time.Minute},                                 // unrelated
-			det{id: "d5", user: "u1", severity: model.RiskLow, at: 7 * time.Hour},                                                    // u1, beyond the window
+			det{id: "d3", device: "dev1", ip: "203.0.113.7", severity: model.RiskLow, at: 3 * time.Minute},                            // by address
+			det{id: "d4", user: "u2", ip: "192.0.2.1", severity: model.RiskLow, at: 4 * time.Minute},                                  // unrelated
+			det{id: "d5", user: "u1", severity: model.RiskLow, at: 7 * time.Hour},                                                     // u1, beyond the window
 		)
 		l := in.list()
 		if len(l) != 3 {
