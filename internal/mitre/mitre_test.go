@@ -1,6 +1,8 @@
 package mitre
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -57,6 +59,30 @@ func TestLookup(t *testing.T) {
 	for _, bad := range []string{"", "T155", "T1550.1", "t1550", "T1550.001 ", "TA0006"} {
 		if ValidID(bad) {
 			t.Errorf("ValidID(%q)", bad)
+		}
+	}
+}
+
+// The table in docs/secops.md is this table.
+func TestDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "secops.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, tech := range All() {
+		var ta []string
+		for _, x := range tech.Tactics {
+			ta = append(ta, x.ID+" "+x.Name)
+		}
+		row := "| " + tech.ID + " | " + tech.Name + " | " + strings.Join(ta, ", ") + " |"
+		if !strings.Contains(doc, row) {
+			t.Errorf("docs/secops.md lacks the row\n%s", row)
+		}
+	}
+	for typ, id := range ByType {
+		if row := "| `" + typ + "` | " + id + " |"; !strings.Contains(doc, row) {
+			t.Errorf("docs/secops.md lacks the row\n%s", row)
 		}
 	}
 }
