@@ -254,6 +254,33 @@ func testIncidentUpdate(t *testing.T, s store.Store) {
 	if len(tl) != 5 || tl[4].Kind != model.IncidentEntrySplit || tl[4].Data["into"] != "inc-b" || tl[3].Seq >= tl[4].Seq {
 		t.Errorf("inc-a timeline %+v (the rolled-back comment must not be there)", tl)
 	}
+	// Entities follow the detections: a split-off incident is found by
+	// the entities of what moved, a merged incident's entities are the
+	// target's.
+	_, err = s.CorrelateDetection(ctx, incDetection("c1", "u7", "", "dev7", "", 5*time.Minute), at(-time.Hour), joinOrCreate("inc-c", nil))
+	must(t, "CorrelateDetection", err)
+	var saw []string
+	_, err = s.CorrelateDetection(ctx, incDetection("p1", "u1", "", "", "", 6*time.Minute), at(-time.Hour), joinOrCreate("unused", &saw))
+	must(t, "CorrelateDetection", err)
+	sort.Strings(saw)
+	if !reflect.DeepEqual(saw, []string{"inc-a", "inc-b"}) {
+		t.Errorf("candidates of u1 after the split: %v", saw)
+	}
+	_, err = s.UpdateIncidents(ctx, []string{"inc-a", "inc-c"}, false, func(c *store.IncidentChange) error {
+		c.Incidents["inc-c"].MergedInto = "inc-a"
+		c.MoveAll = map[string]string{"inc-c": "inc-a"}
+		return nil
+	})
+	must(t, "UpdateIncidents merge", err)
+	saw = nil
+	_, err = s.CorrelateDetection(ctx, incDetection("p2", "", "", "dev7", "", 7*time.Minute), at(-time.Hour), joinOrCreate("unused2", &saw))
+	must(t, "CorrelateDetection", err)
+	if !reflect.DeepEqual(saw, []string{"inc-a"}) {
+		t.Errorf("candidates of dev7 after the merge: %v, want [inc-a]", saw)
+	}
+	if l, _ := s.ListIncidents(ctx, store.IncidentFilter{UserID: "u7"}); len(l) != 1 || l[0].ID != "inc-a" {
+		t.Errorf("incidents of u7 after the merge: %v", l)
+	}
 	// Moving a detection that does not exist is ErrNotFound, and rolls back.
 	_, err = s.UpdateIncidents(ctx, []string{"inc-a"}, false, func(c *store.IncidentChange) error {
 		c.Incidents["inc-a"].Assignee = "x"

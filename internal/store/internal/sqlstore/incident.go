@@ -117,6 +117,9 @@ func (s *Store) CorrelateDetection(ctx context.Context, d *model.IncidentDetecti
 			d.SessionID, d.DeviceID, d.ClientID, d.IP, d.Detail, d.Source, micros(d.DetectedAt), micros(d.AddedAt)); err != nil {
 			return nil, s.createErr("incident detection", err)
 		}
+		if err := addEntities(ctx, q, d); err != nil {
+			return nil, err
+		}
 		n, err := q.Exec(ctx, `UPDATE incidents SET detections = detections + 1 WHERE id = $1`, d.IncidentID)
 		if err != nil {
 			return nil, wrap("count incident detection", err)
@@ -133,18 +136,31 @@ func (s *Store) CorrelateDetection(ctx context.Context, d *model.IncidentDetecti
 	return out, nil
 }
 
+// entityKinds are the kinds of incident_entities and how a detection
+// names each.
+var entityKinds = []struct {
+	kind, col string
+	of        func(*model.IncidentDetection) string
+}{
+	{"user", "user_id", func(d *model.IncidentDetection) string { return d.UserID }},
+	{"session", "session_id", func(d *model.IncidentDetection) string { return d.SessionID }},
+	{"device", "device_id", func(d *model.IncidentDetection) string { return d.DeviceID }},
+	{"ip", "ip", func(d *model.IncidentDetection) string { return d.IP }},
+}
+
 // loadCandidates loads the incidents d may belong to.
 func (s *Store) loadCandidates(ctx context.Context, q Querier, d *model.IncidentDetection, since time.Time, c *store.IncidentChange) error {
 	var (
 		conds []string
 		args  []any
 	)
-	for _, kv := range []struct{ col, v string }{{"user_id", d.UserID}, {"session_id", d.SessionID}, {"device_id", d.DeviceID}, {"ip", d.IP}} {
-		if kv.v == "" {
+	for _, k := range entityKinds {
+		v := k.of(d)
+		if v == "" {
 			continue
 		}
-		args = append(args, kv.v)
-		conds = append(conds, "x."+kv.col+" = $"+strconv.Itoa(len(args)))
+		args = append(args, k.kind, v)
+		conds = append(conds, "(kind = $"+strconv.Itoa(len(args)-1)+" AND value = $"+strconv.Itoa(len(args))+")")
 	}
 	if len(conds) == 0 {
 		return nil
@@ -152,7 +168,7 @@ func (s *Store) loadCandidates(ctx context.Context, q Querier, d *model.Incident
 	args = append(args, micros(since), maxCandidates)
 	ns, nl := strconv.Itoa(len(args)-1), strconv.Itoa(len(args))
 	rs, err := q.Query(ctx, `SELECT `+incidentCols+` FROM incidents WHERE id IN (
-			SELECT x.incident_id FROM incident_detections x WHERE `+strings.Join(conds, " OR ")+`)
+			SELECT incident_id FROM incident_entities WHERE `+strings.Join(conds, " OR ")+`)
 		AND merged_into = '' AND (last_seen >= $`+ns+` OR closed_at >= $`+ns+`)
 		ORDER BY last_seen DESC, number DESC LIMIT $`+nl, args...)
 	list, err := collect(rs, err, "load incident candidates", scanIncident)
@@ -162,6 +178,35 @@ func (s *Store) loadCandidates(ctx context.Context, q Querier, d *model.Incident
 	for _, in := range list {
 		c.Incidents[in.ID] = in
 		c.Candidates = append(c.Candidates, in.ID)
+	}
+	return nil
+}
+
+// addEntities records the entities d names for its incident.
+func addEntities(ctx context.Context, q Querier, d *model.IncidentDetection) error {
+	for _, k := range entityKinds {
+		if v := k.of(d); v != "" {
+			if _, err := q.Exec(ctx, `INSERT INTO incident_entities (kind, value, incident_id) VALUES ($1, $2, $3)
+				ON CONFLICT (kind, value, incident_id) DO NOTHING`, k.kind, v, d.IncidentID); err != nil {
+				return wrap("record incident entity", err)
+			}
+		}
+	}
+	return nil
+}
+
+// rebuildEntities recomputes an incident's entities from its detections
+// (after detections moved).
+func rebuildEntities(ctx context.Context, q Querier, id string) error {
+	if _, err := q.Exec(ctx, `DELETE FROM incident_entities WHERE incident_id = $1`, id); err != nil {
+		return wrap("rebuild incident entities", err)
+	}
+	for _, k := range entityKinds {
+		if _, err := q.Exec(ctx, `INSERT INTO incident_entities (kind, value, incident_id)
+			SELECT DISTINCT $2, `+k.col+`, incident_id FROM incident_detections WHERE incident_id = $1 AND `+k.col+` <> ''
+			ON CONFLICT (kind, value, incident_id) DO NOTHING`, id, k.kind); err != nil {
+			return wrap("rebuild incident entities", err)
+		}
 	}
 	return nil
 }
@@ -258,10 +303,18 @@ func (s *Store) saveIncidentChange(ctx context.Context, q Querier, before map[st
 		}
 		touched[from], touched[c.Move[det]] = true, true
 	}
+	moved := make([]string, 0, len(touched))
 	for id := range touched {
+		moved = append(moved, id)
+	}
+	sort.Strings(moved)
+	for _, id := range moved {
 		if _, err := q.Exec(ctx, `UPDATE incidents SET detections = (SELECT COUNT(*) FROM incident_detections
 			WHERE incident_id = $1) WHERE id = $1`, id); err != nil {
 			return nil, wrap("count incident detections", err)
+		}
+		if err := rebuildEntities(ctx, q, id); err != nil {
+			return nil, err
 		}
 		ids = addID(ids, id)
 	}
@@ -361,7 +414,7 @@ func (s *Store) ListIncidents(ctx context.Context, f store.IncidentFilter) ([]*m
 		add("assignee = ?", f.Assignee)
 	}
 	if f.UserID != "" {
-		add("id IN (SELECT incident_id FROM incident_detections WHERE user_id = ?)", f.UserID)
+		add("id IN (SELECT incident_id FROM incident_entities WHERE kind = 'user' AND value = ?)", f.UserID)
 	}
 	if f.Before > 0 {
 		add("number < ?", f.Before)

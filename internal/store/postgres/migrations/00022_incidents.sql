@@ -53,10 +53,17 @@ CREATE TABLE incident_detections (
     added_at     BIGINT NOT NULL
 );
 CREATE INDEX incident_detections_incident ON incident_detections (incident_id, detected_at);
-CREATE INDEX incident_detections_user ON incident_detections (user_id) WHERE user_id <> '';
-CREATE INDEX incident_detections_session ON incident_detections (session_id) WHERE session_id <> '';
-CREATE INDEX incident_detections_device ON incident_detections (device_id) WHERE device_id <> '';
-CREATE INDEX incident_detections_ip ON incident_detections (ip) WHERE ip <> '';
+
+-- The entities (user, session, device, ip) each incident's detections
+-- name, once per incident: what correlation looks a detection's entities
+-- up in, whatever the number of detections behind them.
+CREATE TABLE incident_entities (
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    PRIMARY KEY (kind, value, incident_id)
+);
+CREATE INDEX incident_entities_incident ON incident_entities (incident_id);
 
 -- The timeline: every change of an incident, comments included.
 CREATE TABLE incident_timeline (
@@ -72,6 +79,7 @@ CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, seq);
 
 -- +goose Down
 DROP TABLE incident_timeline;
+DROP TABLE incident_entities;
 DROP TABLE incident_detections;
 DROP TABLE incidents;
 DROP TABLE incident_counter;
