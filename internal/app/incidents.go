@@ -17,7 +17,7 @@ import (
 // identity and risk services).
 func (a *App) openIncidents(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
 	a.Incidents = incident.New(incident.Options{
-		Store: a.Store, Bus: a.Bus, Now: o.Now, Log: log, Window: cfg.Incidents.Window,
+		Store: a.Store, Bus: a.Bus, Now: o.Now, Log: log, Window: cfg.Incidents.Window, Retention: cfg.Incidents.Retention,
 		Sessions: a.Sessions, Devices: a.Devices, Users: a.Identity, Risk: incidentRisk{a.Risk},
 	})
 	if err := a.Incidents.Start(ctx, incident.Wiring{Bus: a.Bus, Durable: a.Durable, Serve: !o.Tool}); err != nil {

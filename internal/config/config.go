@@ -259,6 +259,8 @@ type Incidents struct {
 	// device or address may be and still join one incident, and how long
 	// after its resolution a new detection reopens an incident.
 	Window time.Duration `koanf:"window"`
+	// Retention is how long a closed incident is kept after it closed.
+	Retention time.Duration `koanf:"retention"`
 }
 
 // Devices configures device registration.
@@ -378,7 +380,7 @@ func Default() *Config {
 		Storage:           Storage{Driver: DriverSQLite},
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
-		Incidents:         Incidents{Window: 24 * time.Hour},
+		Incidents:         Incidents{Window: 24 * time.Hour, Retention: 365 * 24 * time.Hour},
 		Risk: Risk{AutoRevokeLevel: "high", LowLifetime: 7 * 24 * time.Hour, MediumLifetime: 30 * 24 * time.Hour,
 			MFARemediates: "medium", Retention: 90 * 24 * time.Hour},
 		Log:   Log{Level: "info", Format: "json"},

@@ -42,6 +42,10 @@ const ActorSystem = "system"
 // DefaultWindow is the correlation window when Options.Window is zero.
 const DefaultWindow = 24 * time.Hour
 
+// DefaultRetention is how long closed incidents are kept when
+// Options.Retention is zero.
+const DefaultRetention = 365 * 24 * time.Hour
+
 // Errors.
 var (
 	// ErrNotFound: no such incident (or detection). It wraps
@@ -118,6 +122,12 @@ type Options struct {
 	// correlated (0: DefaultWindow), and how long after its resolution a
 	// detection reopens an incident.
 	Window time.Duration
+	// Retention is how long closed incidents are kept after they closed
+	// (0: DefaultRetention); open incidents are kept however old.
+	Retention time.Duration
+	// PurgeInterval is how often closed incidents past the retention are
+	// deleted (0: an hour).
+	PurgeInterval time.Duration
 	// The services response actions go through; an action whose service
 	// is nil is refused.
 	Sessions Sessions
@@ -161,6 +171,12 @@ func New(o Options) *Service {
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
 	}
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.PurgeInterval <= 0 {
+		o.PurgeInterval = time.Hour
+	}
 	log := o.Log.With("component", "incident")
 	return &Service{o: o, log: log, events: bus.NewEmitter(o.Bus, o.Now).Logging(log)}
 }
@@ -183,7 +199,8 @@ type Wiring struct {
 	Serve bool
 }
 
-// Start starts consuming risk.detected for a server. Close stops it.
+// Start starts consuming risk.detected and purging closed incidents past
+// the retention, for a server. Close stops it.
 func (s *Service) Start(ctx context.Context, w Wiring) error {
 	if !w.Serve {
 		return nil
@@ -205,7 +222,38 @@ func (s *Service) Start(ctx context.Context, w Wiring) error {
 	default:
 		s.addStop(stop)
 	}
+	pctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go s.purgeLoop(pctx, done)
+	s.addStop(func() { cancel(); <-done })
 	return nil
+}
+
+// purgeLoop deletes closed incidents past the retention until ctx ends.
+func (s *Service) purgeLoop(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(s.o.PurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.Purge(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "incident purge", "err", err)
+		}
+	}
+}
+
+// Purge deletes the incidents closed longer than the retention ago, with
+// their detections and timelines, and returns how many.
+func (s *Service) Purge(ctx context.Context) (int64, error) {
+	n, err := s.o.Store.PurgeIncidents(ctx, s.o.Now().Add(-s.o.Retention))
+	if n > 0 {
+		s.log.InfoContext(ctx, "closed incidents purged", "incidents", n, "retention", s.o.Retention.String())
+	}
+	return n, err
 }
 
 // Close stops what Start started.

@@ -488,3 +488,26 @@ func TestListFilters(t *testing.T) {
 	}
 	_ = store.ErrNotFound
 }
+
+// Closed incidents go after the retention; open ones stay.
+func TestPurge(t *testing.T) {
+	in, clk := newEnv(t)
+	in.mustPublish(det{id: "d1", user: "u1", at: time.Minute}, det{id: "d2", user: "u2", at: time.Minute})
+	if _, err := in.svc.SetStatus(ctx, "admin", "INC-1", model.IncidentResolved, "done"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(incident.DefaultRetention))
+	if n, err := in.svc.Purge(ctx); err != nil || n != 0 {
+		t.Fatalf("purge before the retention: %d %v", n, err)
+	}
+	clk.Set(t0.Add(incident.DefaultRetention + 2*time.Minute))
+	if n, err := in.svc.Purge(ctx); err != nil || n != 1 {
+		t.Fatalf("purge after the retention: %d %v", n, err)
+	}
+	if _, err := in.svc.Get(ctx, "INC-1"); !errors.Is(err, incident.ErrNotFound) {
+		t.Errorf("INC-1 after the purge: %v", err)
+	}
+	if got := in.get("INC-2"); got.Status != model.IncidentNew {
+		t.Errorf("the open incident: %+v", got.Incident)
+	}
+}

@@ -90,4 +90,9 @@ type IncidentStore interface {
 	// IncidentOfDetection returns the id of the incident holding
 	// detection id (ErrNotFound: none).
 	IncidentOfDetection(ctx context.Context, detectionID string) (string, error)
+	// PurgeIncidents deletes the incidents closed (resolved, false
+	// positive, merged) before `before`, with their detections, entities
+	// and timelines, under the incidents' lock, and returns how many
+	// incidents it deleted. Open incidents are kept however old.
+	PurgeIncidents(ctx context.Context, before time.Time) (int64, error)
 }

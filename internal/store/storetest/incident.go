@@ -401,3 +401,52 @@ func testIncidentConcurrent(t *testing.T, s store.Store) {
 		t.Errorf("same detection %d times: %d won, %d duplicates, errors %v, numbers %v", n, wins, dups, errs, nums)
 	}
 }
+
+// testIncidentPurge: incidents closed before the cut go with their
+// detections, entities and timelines; open ones stay however old, and so
+// do those closed after the cut.
+func testIncidentPurge(t *testing.T, s store.Store) {
+	for i, id := range []string{"old-closed", "old-open", "new-closed"} {
+		_, err := s.CorrelateDetection(ctx, incDetection("d-"+id, "u"+id, "", "", "", time.Duration(i)*time.Minute), at(-time.Hour),
+			joinOrCreate(id, nil))
+		must(t, "CorrelateDetection", err)
+	}
+	for id, closed := range map[string]time.Duration{"old-closed": time.Hour, "new-closed": 3 * time.Hour} {
+		_, err := s.UpdateIncidents(ctx, []string{id}, false, func(c *store.IncidentChange) error {
+			in := c.Incidents[id]
+			in.Status, in.StatusReason, in.ClosedAt = model.IncidentFalsePositive, "x", at(closed)
+			c.Entries = append(c.Entries, &model.IncidentEntry{IncidentID: id, Kind: model.IncidentEntryStatus})
+			return nil
+		})
+		must(t, "UpdateIncidents", err)
+	}
+	n, err := s.PurgeIncidents(ctx, at(2*time.Hour))
+	must(t, "PurgeIncidents", err)
+	if n != 1 {
+		t.Errorf("purged %d incidents, want 1", n)
+	}
+	if _, err := s.GetIncident(ctx, "old-closed"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("old-closed: %v", err)
+	}
+	if _, err := s.IncidentOfDetection(ctx, "d-old-closed"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("its detection: %v", err)
+	}
+	if tl, _ := s.IncidentTimeline(ctx, "old-closed", 0); len(tl) != 0 {
+		t.Errorf("its timeline: %d entries", len(tl))
+	}
+	if l, _ := s.ListIncidents(ctx, store.IncidentFilter{UserID: "uold-closed"}); len(l) != 0 {
+		t.Errorf("its entities: %v", l)
+	}
+	for _, id := range []string{"old-open", "new-closed"} {
+		if in, err := s.GetIncident(ctx, id); err != nil || in.Detections != 1 {
+			t.Errorf("%s: %+v %v", id, in, err)
+		}
+	}
+	// A detection of the purged incident's entity opens a new incident.
+	var saw []string
+	_, err = s.CorrelateDetection(ctx, incDetection("again", "uold-closed", "", "", "", 5*time.Hour), at(-48*time.Hour), joinOrCreate("again", &saw))
+	must(t, "CorrelateDetection", err)
+	if len(saw) != 0 {
+		t.Errorf("candidates of a purged incident's user: %v", saw)
+	}
+}

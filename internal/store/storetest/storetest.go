@@ -118,6 +118,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"IncidentUpdate", testIncidentUpdate},
 		{"IncidentList", testIncidentList},
 		{"IncidentConcurrent", testIncidentConcurrent},
+		{"IncidentPurge", testIncidentPurge},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.

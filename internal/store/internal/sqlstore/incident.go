@@ -453,3 +453,25 @@ func (s *Store) IncidentOfDetection(ctx context.Context, detectionID string) (st
 	err := s.db.Read().QueryRow(ctx, `SELECT incident_id FROM incident_detections WHERE detection_id = $1`, detectionID).Scan(&id)
 	return id, s.getErr("incident detection", err)
 }
+
+// PurgeIncidents deletes incidents closed before `before`.
+func (s *Store) PurgeIncidents(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.db.InTx(ctx, func(q Querier) error {
+		n = 0
+		if err := s.lockIncidents(ctx, q); err != nil {
+			return err
+		}
+		old := `SELECT id FROM incidents WHERE status IN ($1, $2) AND closed_at > 0 AND closed_at < $3`
+		args := []any{model.IncidentResolved, model.IncidentFalsePositive, micros(before)}
+		for _, table := range []string{"incident_detections", "incident_entities", "incident_timeline"} {
+			if _, err := q.Exec(ctx, `DELETE FROM `+table+` WHERE incident_id IN (`+old+`)`, args...); err != nil {
+				return wrap("purge "+table, err)
+			}
+		}
+		var err error
+		n, err = q.Exec(ctx, `DELETE FROM incidents WHERE id IN (`+old+`)`, args...)
+		return wrap("purge incidents", err)
+	})
+	return n, err
+}
