@@ -130,6 +130,23 @@ func TestIncidentRoutes(t *testing.T) {
 		t.Errorf("resolve: %s", r.Body)
 	}
 
+	// Hostile sizes and shapes are refused before anything changes.
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/incidents/INC-1/comments", body: map[string]string{"text": strings.Repeat("x", 70<<10)}}), 413, "request_too_large")
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/incidents/INC-1/comments", body: map[string]string{"text": strings.Repeat("x", 4001)}}), 400, "invalid_request")
+	many := make([]string, 51)
+	for i := range many {
+		many[i] = "INC-2"
+	}
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/incidents/INC-1/merge", body: map[string]any{"incidents": many}}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/incidents/INC-1/split", body: map[string]any{"detections": []string{}}}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/incidents/INC-1/status", body: map[string]string{"status": "active", "reason": strings.Repeat("r", 201)}}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "POST", path: "/incidents/INC-1/actions", body: `{"action": ["revoke_sessions"]}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/incidents/INC-1", body: `{}`}), 400, "invalid_request")
+	wantStatus(t, alice.do(t, req{method: "GET", path: "/incidents/%ff%fe"}), 404, "not_found")
+	if n := len(events(t, in, model.EventIncidentCommented)); n != 1 {
+		t.Errorf("%d comments recorded", n)
+	}
+
 	// Every change is in the audit log, attributed to alice, with the
 	// request's correlation id.
 	for typ, n := range map[model.EventType]int{model.EventIncidentAssigned: 1, model.EventIncidentCommented: 1, model.EventIncidentMerged: 1,

@@ -121,7 +121,9 @@ func orEmpty(v []string) []string {
 // resolve finds an incident by id, by name (INC-7) or by number (7).
 func (s *Service) resolve(ctx context.Context, ref string) (*model.Incident, error) {
 	ref = strings.TrimSpace(ref)
-	if ref == "" || len(ref) > maxIDLen {
+	if !printableID(ref) {
+		// No incident has such an id (and a NUL or invalid UTF-8 never
+		// reaches the database).
 		return nil, notFound("incident")
 	}
 	num := strings.TrimPrefix(strings.TrimPrefix(ref, "INC-"), "inc-")
