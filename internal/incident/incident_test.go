@@ -329,7 +329,7 @@ func TestMissingIncident(t *testing.T) {
 	in, _ := newEnv(t)
 	in.user("u1")
 	in.mustPublish(det{id: "d1", user: "u1", at: time.Minute})
-	for _, ref := range []string{"INC-99", "99", "no-such-id", "", strings.Repeat("9", 40), "INC-1'--"} {
+	for _, ref := range []string{"INC-99", "99", "no-such-id", "", strings.Repeat("9", 40), "INC-1'--", "\x00\xff", strings.Repeat("a", 10000)} {
 		ops := map[string]func() error{
 			"get":     func() error { _, err := in.svc.Get(ctx, ref); return err },
 			"assign":  func() error { _, err := in.svc.Assign(ctx, "admin", ref, "u1"); return err },
