@@ -65,6 +65,9 @@ type Config struct {
 	Risk Risk `koanf:"risk"`
 	// RiskDetection configures the token-theft detectors (docs/risk.md).
 	RiskDetection RiskDetection `koanf:"risk_detection"`
+	// Incidents configures the correlation of detections into incidents
+	// (docs/secops.md).
+	Incidents Incidents `koanf:"incidents"`
 
 	// Devices configures device registration (docs/devices.md).
 	Devices Devices `koanf:"devices"`
@@ -251,6 +254,17 @@ type Risk struct {
 	Retention time.Duration `koanf:"retention"`
 }
 
+// Incidents configures the correlation of risk detections into
+// incidents.
+type Incidents struct {
+	// Window is how far apart detections about the same user, session,
+	// device or address may be and still join one incident, and how long
+	// after its resolution a new detection reopens an incident.
+	Window time.Duration `koanf:"window"`
+	// Retention is how long a closed incident is kept after it closed.
+	Retention time.Duration `koanf:"retention"`
+}
+
 // Devices configures device registration.
 type Devices struct {
 	// TPMEKCAFile is a PEM file of the TPM vendor CAs (roots, and the
@@ -368,6 +382,7 @@ func Default() *Config {
 		Storage:           Storage{Driver: DriverSQLite},
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
+		Incidents:         Incidents{Window: 24 * time.Hour, Retention: 365 * 24 * time.Hour},
 		Risk: Risk{AutoRevokeLevel: "high", LowLifetime: 7 * 24 * time.Hour, MediumLifetime: 30 * 24 * time.Hour,
 			MFARemediates: "medium", Retention: 90 * 24 * time.Hour},
 		RiskDetection: defaultRiskDetection(),

@@ -170,6 +170,11 @@ func (c *Config) Validate() error {
 	v.positive("risk.medium_lifetime", c.Risk.MediumLifetime)
 	v.positive("risk.retention", c.Risk.Retention)
 	c.validateRiskDetection(v)
+	v.positive("incidents.window", c.Incidents.Window)
+	v.positive("incidents.retention", c.Incidents.Retention)
+	if c.Incidents.Window > 30*24*time.Hour {
+		v.add("incidents.window", "must be at most 720h (30 days)")
+	}
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)

@@ -98,6 +98,7 @@ func New(a *app.App) (*Server, error) {
 		Access:         a.Access,
 		Sessions:       a.Sessions,
 		Risk:           a.Risk,
+		Incidents:      a.Incidents,
 		Audit:          a.Store,
 		Auth:           prov,
 		Bus:            a.Bus,

@@ -46,6 +46,18 @@ func proofDetection(a *activity.Activity) (assess.Detection, bool) {
 		}
 	}
 	switch {
+	case a.Proof == activity.ProofWrongKey && a.Kind == activity.KindToken:
+		// A code (or device code) the client committed to one key
+		// (dpop_jkt), redeemed with another: intercepted, but Ward
+		// refused it and the thief holds nothing. Medium: several
+		// together make the user's risk high, one alone does not sign
+		// the user out everywhere (which anyone who can read codes could
+		// otherwise do at will).
+		return det(TypeTokenReplayWrongKey, Medium, 0.8, techAppAccessToken,
+			fmt.Sprintf("%s bound to one key presented %s with a proof by another key", what, where), a.ID), true
+	case a.Proof == activity.ProofMissing && a.BoundJKT != "" && a.Kind == activity.KindToken:
+		return det(TypeTokenReplayNoProof, Medium, 0.7, techAppAccessToken,
+			fmt.Sprintf("%s bound to a key presented %s without its proof", what, where), a.ID), true
 	case a.Proof == activity.ProofWrongKey:
 		return det(TypeTokenReplayWrongKey, High, 0.95, techAppAccessToken,
 			fmt.Sprintf("%s bound to one key presented %s with a proof by another key", what, where), a.ID), true
