@@ -113,6 +113,10 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RiskStates", testRiskStates},
 		{"RiskConcurrent", testRiskConcurrent},
 		{"RiskExpiriesPurge", testRiskExpiriesPurge},
+		{"CountEvents", testCountEvents},
+		{"ListEventsConsoleFilters", testListEventsConsoleFilters},
+		{"ListDevicesCompliance", testListDevicesCompliance},
+		{"SessionBindings", testSessionBindings},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.
