@@ -99,7 +99,7 @@ type DeviceFilter struct {
 	Status string
 	// Compliance selects one compliance state (model.Compliant, ...).
 	Compliance string
-	Limit  int // 0: 100; max 1000
+	Limit      int // 0: 100; max 1000
 }
 
 // EventCountFilter selects the events CountEvents counts: of Types (at

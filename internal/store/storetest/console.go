@@ -25,7 +25,7 @@ func testCountEvents(t *testing.T, s store.Store) {
 		{model.EventSignInFailed, model.OutcomeFailure, 30 * time.Minute},
 		{model.EventSignInSucceeded, model.OutcomeSuccess, time.Hour},
 		{model.EventSSOSignIn, model.OutcomeFailure, 90 * time.Minute},
-		{model.EventTokenIssued, model.OutcomeSuccess, 10 * time.Minute},   // not counted: type
+		{model.EventTokenIssued, model.OutcomeSuccess, 10 * time.Minute},  // not counted: type
 		{model.EventSignInSucceeded, model.OutcomeSuccess, 3 * time.Hour}, // not counted: until
 		{model.EventSignInSucceeded, model.OutcomeSuccess, -time.Second},  // not counted: since
 	}
