@@ -67,6 +67,9 @@ type Config struct {
 	// Devices configures device registration (docs/devices.md).
 	Devices Devices `koanf:"devices"`
 
+	// Console configures the web console at /console (docs/console.md).
+	Console Console `koanf:"console"`
+
 	// SSF tunes the Shared Signals transmitter (config/ssf.go).
 	SSF SSF `koanf:"ssf"`
 
@@ -249,6 +252,17 @@ type Risk struct {
 	Retention time.Duration `koanf:"retention"`
 }
 
+// Console configures the web console.
+type Console struct {
+	// Disabled turns the console (and its client, ward-console) off.
+	Disabled bool `koanf:"disabled"`
+	// SessionLifetime is the longest a console session lasts before the
+	// console signs the operator in again through Ward (silently while
+	// the Ward session lives, with Conditional Access evaluated anew): the
+	// lifetime of the console client's access token. Default 1h; 1m..12h.
+	SessionLifetime time.Duration `koanf:"session_lifetime"`
+}
+
 // Devices configures device registration.
 type Devices struct {
 	// TPMEKCAFile is a PEM file of the TPM vendor CAs (roots, and the
@@ -368,8 +382,9 @@ func Default() *Config {
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
 		Risk: Risk{AutoRevokeLevel: "high", LowLifetime: 7 * 24 * time.Hour, MediumLifetime: 30 * 24 * time.Hour,
 			MFARemediates: "medium", Retention: 90 * 24 * time.Hour},
-		Log:   Log{Level: "info", Format: "json"},
-		Audit: Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
+		Log:     Log{Level: "info", Format: "json"},
+		Console: Console{SessionLifetime: time.Hour},
+		Audit:   Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,
