@@ -106,6 +106,13 @@ func New(a *app.App) (*Server, error) {
 		Now:            a.Now,
 		Log:            a.Log,
 	}).Register(mux)
+	if !cfg.Console.Disabled {
+		cons, err := newConsole(a, prov, signIn, trusted)
+		if err != nil {
+			return nil, err
+		}
+		cons.Register(mux)
+	}
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
 	usage.New(prov, a.Bus, cfg.Issuer, a.Now, a.Log).Register(mux)
 	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
