@@ -30,14 +30,14 @@ const (
 
 // logFilter is the logs page's filter, as the form has it.
 type logFilter struct {
-	Tab                                   string // signins or audit
-	User, Device, IP, App, Session, Type  string
-	Result                                string
-	Since, Until                          string
-	Before                                int64
-	userID                                string
-	since, until                          time.Time
-	Problems                              []string
+	Tab                                  string // signins or audit
+	User, Device, IP, App, Session, Type string
+	Result                               string
+	Since, Until                         string
+	Before                               int64
+	userID                               string
+	since, until                         time.Time
+	Problems                             []string
 }
 
 func parseLogFilter(q url.Values) logFilter {
