@@ -324,17 +324,15 @@ type axisLabel struct {
 
 type legendItem struct {
 	Class, Name string
-	X, Y        int
 }
 
 const (
-	chartW  = 640
-	chartH  = 220
-	padL    = 40
-	padR    = 8
-	padTop  = 10
-	padBot  = 44
-	legendY = 212
+	chartW = 640
+	chartH = 200
+	padL   = 40
+	padR   = 8
+	padTop = 10
+	padBot = 24
 )
 
 // stackedBars lays out one stacked bar per bucket.
@@ -395,10 +393,8 @@ func stackedBars(id, title string, sp span, from time.Time, ss []series) *barCha
 		v := max * int64(k) / 4
 		ch.YTicks = append(ch.YTicks, axisLabel{X: padL - 6, Y: ch.PlotBottom - int(float64(v)/float64(max)*float64(plotH)), Text: strconv.FormatInt(v, 10)})
 	}
-	lx := padL
 	for _, s := range ss {
-		ch.Legend = append(ch.Legend, legendItem{Class: s.Class, Name: s.Name, X: lx, Y: legendY})
-		lx += 24 + 7*len(s.Name)
+		ch.Legend = append(ch.Legend, legendItem{Class: s.Class, Name: s.Name})
 	}
 	var sum int64
 	for _, t := range totals {
@@ -416,21 +412,20 @@ type share struct {
 
 // shareBar is one horizontal bar split by share.
 func shareBar(id, title string, shares []share, total int) *barChart {
-	ch := &barChart{ID: id, Title: title, Width: chartW, Height: 70, PlotTop: 0, PlotBottom: 28}
+	ch := &barChart{ID: id, Title: title, Width: chartW, Height: 32, PlotTop: 0, PlotBottom: 32}
 	x := 0.0
 	ch.TableHead = []string{"Binding", "Sessions", "Share"}
 	var b bar
-	for i, s := range shares {
+	for _, s := range shares {
 		ch.Table = append(ch.Table, []string{s.Name, strconv.Itoa(s.N), pctOf(s.N, total)})
-		ch.Legend = append(ch.Legend, legendItem{Class: s.Class, Name: fmt.Sprintf("%s %s", s.Name, pctOf(s.N, total)), X: (i % 2) * 320, Y: 46 + (i/2)*16})
+		ch.Legend = append(ch.Legend, legendItem{Class: s.Class, Name: fmt.Sprintf("%s: %s", s.Name, pctOf(s.N, total))})
 		if total == 0 || s.N == 0 {
 			continue
 		}
 		w := float64(chartW) * float64(s.N) / float64(total)
-		b.Segs = append(b.Segs, seg{X: int(x), Y: 0, W: max(1, int(w+0.5)), H: 28, Class: s.Class, Title: fmt.Sprintf("%s: %d of %d", s.Name, s.N, total)})
+		b.Segs = append(b.Segs, seg{X: int(x), Y: 0, W: max(1, int(w+0.5)), H: 32, Class: s.Class, Title: fmt.Sprintf("%s: %d of %d", s.Name, s.N, total)})
 		x += w
 	}
-	ch.Height = 46 + ((len(shares)+1)/2)*16
 	ch.Bars = []bar{b}
 	ch.Desc = fmt.Sprintf("%s: %d active sessions; the table below has each share.", title, total)
 	return ch

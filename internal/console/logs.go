@@ -129,6 +129,8 @@ func (c *Console) resolveUser(ctx context.Context, f *logFilter) (map[string]*mo
 type logRow struct {
 	R    *audit.Record
 	User *model.User
+	// Actor is who did it: a username when the actor is a user.
+	Actor string
 }
 
 type logsPage struct {
@@ -157,7 +159,11 @@ func (c *Console) handleLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, rec := range recs {
-			p.Rows = append(p.Rows, logRow{R: rec, User: byID[rec.UserID]})
+			row := logRow{R: rec, User: byID[rec.UserID], Actor: rec.Actor}
+			if a := byID[rec.Actor]; a != nil {
+				row.Actor = a.Username
+			}
+			p.Rows = append(p.Rows, row)
 		}
 		if len(recs) == logPage {
 			p.NextBefore = recs[len(recs)-1].Seq
