@@ -587,3 +587,60 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestBrowserBinding: once the Ward session is bound to the browser's key
+// (DBSC), the console cookie alone no longer works: the bound cookie that
+// only that browser can renew must come with it.
+func TestBrowserBinding(t *testing.T) {
+	in := startWard(t)
+	ctx := context.Background()
+	op := signIn(t, in, "sofia")
+	ss, err := in.App.Sessions.List(ctx, session.Filter{UserID: op.user.ID, ActiveOnly: true})
+	if err != nil || len(ss) != 1 {
+		t.Fatalf("sessions: %v %v", ss, err)
+	}
+	if resp, _ := op.get("/console/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("before binding: %d", resp.StatusCode)
+	}
+	jwk := []byte(`{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`)
+	if err := in.App.Store.BindSessionKey(ctx, ss[0].ID, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs", jwk); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := op.get("/console/")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("bound session without its bound cookie: %d", resp.StatusCode)
+	}
+	if !denied(t, in, op.user.ID, "browser_binding", "/console/") {
+		t.Error("no console.access_denied browser_binding")
+	}
+}
+
+// TestLoginState: a callback needs the state of this browser's own
+// sign-in; a code injected into another browser's callback is refused.
+func TestLoginState(t *testing.T) {
+	in := startWard(t)
+	in.Clock.Advance(31 * time.Second)
+	attacker := in.Browser()
+	resp, _ := wardtest.Do(t, attacker, http.MethodGet, in.URL+"/console/login", nil)
+	resp, _ = in.TryLogin(t, attacker, resp.Header.Get("Location"), "sofia", opPassword, in.TOTP(t, 0))
+	cb := resp.Header.Get("Location")
+	victim := in.Browser()
+	if resp, _ := wardtest.Do(t, victim, http.MethodGet, in.URL+"/console/login", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatal(resp.StatusCode)
+	}
+	resp, body := wardtest.Do(t, victim, http.MethodGet, cb, nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "not started here") {
+		t.Fatalf("injected callback: %d %.200s", resp.StatusCode, body)
+	}
+	if resp, _ := wardtest.Do(t, victim, http.MethodGet, in.URL+"/console/", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the victim is signed in as the attacker: %d", resp.StatusCode)
+	}
+	// Open redirects: next stays in the console.
+	for _, next := range []string{"//evil.example/x", "https://evil.example/", "/console/../x", "/consolex", "/console/\\evil"} {
+		b := in.Browser()
+		resp, _ := wardtest.Do(t, b, http.MethodGet, in.URL+"/console/login?next="+url.QueryEscape(next), nil)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("login: %d", resp.StatusCode)
+		}
+	}
+}

@@ -445,22 +445,17 @@ func maxInt(a, b int64) int64 {
 	return b
 }
 
-// niceMax rounds an axis maximum up to 1, 2 or 5 times a power of ten
-// (at least 4, so that the four ticks are whole numbers).
+// niceMax is an axis maximum of at least v with four whole, round ticks:
+// four times a step of 1, 2, 3 or 5 times a power of ten.
 func niceMax(v int64) int64 {
-	if v <= 4 {
-		return 4
-	}
-	p := int64(1)
-	for p*10 <= v {
-		p *= 10
-	}
-	for _, m := range []int64{1, 2, 4, 5, 10} {
-		if m*p >= v && (m*p)%4 == 0 {
-			return m * p
+	need := max((v+3)/4, 1)
+	for p := int64(1); ; p *= 10 {
+		for _, m := range []int64{1, 2, 3, 5} {
+			if m*p >= need {
+				return 4 * m * p
+			}
 		}
 	}
-	return 10 * p
 }
 
 // riskLevelOf is the user's level as the console shows it.
