@@ -2,9 +2,9 @@ package console_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"crypto/rand"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -80,7 +80,7 @@ func seed(t *testing.T, in *wardtest.Instance) map[string]string {
 			storage = "tpm"
 		}
 		err := st.CreateDevice(ctx, &model.Device{ID: d.id, UserID: ids[d.user], JKT: fmt.Sprintf("jkt-%s-%02d", d.id, i),
-			PublicJWK: json.RawMessage(`{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`),
+			PublicJWK:  json.RawMessage(`{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`),
 			KeyStorage: storage, KeyAttested: d.attested, Platform: d.platform, OSName: d.os, OSVersion: d.ver, Hostname: d.host,
 			AgentVersion: "1.4.2", TrustType: model.TrustManaged, Status: model.DeviceActive, Compliance: d.compliance,
 			ComplianceFailures: json.RawMessage(d.failures), ComplianceAt: now.Add(-20 * time.Minute), Posture: json.RawMessage(d.posture),

@@ -32,7 +32,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -135,10 +134,9 @@ type Deps struct {
 	// CookieKey seals the console's cookies (32 bytes).
 	CookieKey []byte
 	// Bus records the console's own events (denials, exports, sign-ins).
-	Bus            bus.Bus
-	TrustedProxies []netip.Prefix
-	Now            func() time.Time
-	Log            *slog.Logger
+	Bus bus.Bus
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 //go:embed templates/*.html
@@ -160,11 +158,10 @@ type Console struct {
 	cookies *sealer
 	pages   []Page
 	// verification caches the last audit log verification.
-	verifyMu   sync.Mutex
-	verifyAt   time.Time
-	verifyRep  *chain.Report
-	verifyErr  error
-	verifyBusy bool
+	verifyMu  sync.Mutex
+	verifyAt  time.Time
+	verifyRep *chain.Report
+	verifyErr error
 }
 
 // New returns the console over d.

@@ -32,7 +32,21 @@ var operators = map[string]string{
 
 func startWard(t *testing.T) *wardtest.Instance {
 	t.Helper()
-	o := wardtest.Options{Configure: func(c *config.Config) {
+	return startWardOn(t, "")
+}
+
+// backends runs f on SQLite and, when WARD_TEST_POSTGRES_DSN is set, on
+// PostgreSQL.
+func backends(t *testing.T, f func(t *testing.T, in *wardtest.Instance)) {
+	t.Run("sqlite", func(t *testing.T) { f(t, startWardOn(t, "")) })
+	if dsn := os.Getenv("WARD_TEST_POSTGRES_DSN"); dsn != "" {
+		t.Run("postgres", func(t *testing.T) { f(t, startWardOn(t, dsn)) })
+	}
+}
+
+func startWardOn(t *testing.T, dsn string) *wardtest.Instance {
+	t.Helper()
+	o := wardtest.Options{PostgresDSN: dsn, Configure: func(c *config.Config) {
 		for name, role := range operators {
 			su := config.StaticUser{Username: name, Email: name + "@example.com", DisplayName: strings.ToUpper(name[:1]) + name[1:],
 				Password: opPassword, TOTPSecret: wardtest.AliceTOTP}
@@ -42,9 +56,6 @@ func startWard(t *testing.T) *wardtest.Instance {
 			c.StaticUsers = append(c.StaticUsers, su)
 		}
 	}}
-	if dsn := os.Getenv("WARD_TEST_POSTGRES_DSN"); dsn != "" && os.Getenv("WARD_CONSOLE_TEST_POSTGRES") != "" {
-		o.PostgresDSN = dsn
-	}
 	return wardtest.Start(t, o)
 }
 
@@ -179,8 +190,9 @@ func userSession(t *testing.T, in *wardtest.Instance, name, password string) str
 	return ss[0].ID
 }
 
-func TestSignIn(t *testing.T) {
-	in := startWard(t)
+func TestSignIn(t *testing.T) { backends(t, testSignIn) }
+
+func testSignIn(t *testing.T, in *wardtest.Instance) {
 	op := signIn(t, in, "alice")
 	resp, body := op.get("/console/")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<h1>Dashboard</h1>") {
@@ -401,8 +413,9 @@ func TestCSRFAndOrigin(t *testing.T) {
 
 // TestRevokedSession: the console session ends with its Ward session, at
 // the next request, whoever ended it; a copied cookie is no better.
-func TestRevokedSession(t *testing.T) {
-	in := startWard(t)
+func TestRevokedSession(t *testing.T) { backends(t, testRevokedSession) }
+
+func testRevokedSession(t *testing.T, in *wardtest.Instance) {
 	op := signIn(t, in, "sofia")
 	token := op.csrf()
 	stolen := in.Browser()
@@ -487,8 +500,9 @@ func TestTamperedCookie(t *testing.T) {
 
 // TestActionsAudited: what an operator does is recorded by the services
 // with the operator as actor, and takes effect.
-func TestActionsAudited(t *testing.T) {
-	in := startWard(t)
+func TestActionsAudited(t *testing.T) { backends(t, testActionsAudited) }
+
+func testActionsAudited(t *testing.T, in *wardtest.Instance) {
 	ctx := context.Background()
 	bob := userID(t, in, "bob")
 	sid := userSession(t, in, "bob", wardtest.BobPassword)
@@ -552,8 +566,9 @@ func TestActionsAudited(t *testing.T) {
 	}
 }
 
-func TestExport(t *testing.T) {
-	in := startWard(t)
+func TestExport(t *testing.T) { backends(t, testExport) }
+
+func testExport(t *testing.T, in *wardtest.Instance) {
 	userSession(t, in, "bob", wardtest.BobPassword)
 	op := signIn(t, in, "sofia")
 	resp, body := op.get("/console/logs/export?tab=signins&user=bob")

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net/netip"
 
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/audit/chain"
@@ -13,7 +12,7 @@ import (
 
 // newConsole builds the web console over the application's services; it
 // signs operators in through prov as the client app.ConsoleClientID.
-func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler, trusted []netip.Prefix) (*console.Console, error) {
+func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler) (*console.Console, error) {
 	d := console.Deps{
 		Issuer:   a.Config.Issuer,
 		Identity: a.Identity,
@@ -23,16 +22,15 @@ func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler, truste
 		Verify: func(ctx context.Context) (*chain.Report, error) {
 			return chain.Verify(ctx, a.Store, chain.VerifyOptions{KEK: a.KEK, Retention: a.Config.Audit.Retention, Now: a.Now})
 		},
-		Auth:           prov,
-		Browser:        signIn,
-		Token:          prov.TokenHandler(),
-		ClientID:       app.ConsoleClientID,
-		ClientSecret:   a.ConsoleClientSecret().Reveal(),
-		CookieKey:      a.ConsoleCookieKey(),
-		Bus:            a.Bus,
-		TrustedProxies: trusted,
-		Now:            a.Now,
-		Log:            a.Log,
+		Auth:         prov,
+		Browser:      signIn,
+		Token:        prov.TokenHandler(),
+		ClientID:     app.ConsoleClientID,
+		ClientSecret: a.ConsoleClientSecret().Reveal(),
+		CookieKey:    a.ConsoleCookieKey(),
+		Bus:          a.Bus,
+		Now:          a.Now,
+		Log:          a.Log,
 	}
 	if a.Risk != nil {
 		d.Risk = a.Risk

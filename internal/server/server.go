@@ -107,7 +107,7 @@ func New(a *app.App) (*Server, error) {
 		Log:            a.Log,
 	}).Register(mux)
 	if !cfg.Console.Disabled {
-		cons, err := newConsole(a, prov, signIn, trusted)
+		cons, err := newConsole(a, prov, signIn)
 		if err != nil {
 			return nil, err
 		}
