@@ -659,3 +659,52 @@ func TestLoginState(t *testing.T) {
 		}
 	}
 }
+
+// TestDisabled: console.disabled leaves no console and no client.
+func TestDisabled(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) { c.Console.Disabled = true }})
+	resp, _ := wardtest.Do(t, in.Browser(), http.MethodGet, in.URL+"/console/", nil)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/console/ with the console disabled: %d", resp.StatusCode)
+	}
+	if _, err := in.App.Clients.Get(context.Background(), app.ConsoleClientID); err == nil {
+		t.Error("the console's client exists with the console disabled")
+	}
+}
+
+// TestNoSecretsLogged: the console's session cookie, its client secret
+// and the tokens behind them reach no log line and no stored column.
+func TestNoSecretsLogged(t *testing.T) {
+	in := startWard(t)
+	op := signIn(t, in, "alice")
+	op.get("/console/users/" + op.user.ID)
+	var cookie string
+	for _, c := range op.b.Jar.Cookies(mustURL(t, in.URL+"/")) {
+		if c.Name == "ward_console" {
+			cookie = c.Value
+		}
+	}
+	sec := in.App.ConsoleClientSecret().Reveal()
+	if cookie == "" || len(sec) < 40 {
+		t.Fatalf("cookie %q, secret length %d", cookie, len(sec))
+	}
+	db, err := os.ReadFile(in.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wal, err := os.ReadFile(in.DBPath + "-wal"); err == nil {
+		db = append(db, wal...) // what is not checkpointed yet
+	}
+	logs := in.LogText()
+	for name, v := range map[string]string{"console cookie": cookie, "client secret": sec} {
+		if strings.Contains(logs, v) {
+			t.Errorf("the %s is in the log", name)
+		}
+		if strings.Contains(string(db), v) {
+			t.Errorf("the %s is in the database", name)
+		}
+	}
+	if strings.Contains(logs, "eyJ") {
+		t.Error("a JWT is in the log")
+	}
+}
