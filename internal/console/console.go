@@ -87,6 +87,8 @@ type Devices interface {
 type Risk interface {
 	List(ctx context.Context, levels []string, limit int) (*risk.Listing, error)
 	Explain(ctx context.Context, userID, sessionID string) (*risk.Explanation, error)
+	Dismiss(ctx context.Context, actor string, t risk.Target, reason string) (*risk.Dismissal, error)
+	ConfirmCompromised(ctx context.Context, actor, userID, reason string) ([]string, error)
 }
 
 // AuditLog reads the audit record (the store does).
@@ -251,6 +253,8 @@ func (c *Console) routes() {
 	c.handle("POST "+Prefix+"/users/{id}/enable", PermDisableUsers, c.handleSetDisabled(false))
 	c.handle("POST "+Prefix+"/users/{id}/password", PermResetPasswords, c.handleResetPassword)
 	c.handle("POST "+Prefix+"/users/{id}/unlock", PermResetPasswords, c.handleUnlock)
+	c.handle("POST "+Prefix+"/users/{id}/risk/dismiss", PermManageRisk, c.handleDismissRisk)
+	c.handle("POST "+Prefix+"/users/{id}/risk/confirm-compromised", PermManageRisk, c.handleConfirmCompromised)
 	c.handle("GET "+Prefix+"/devices", PermView, c.handleDevices)
 	c.handle("GET "+Prefix+"/devices/{id}", PermView, c.handleDevice)
 	c.handle("POST "+Prefix+"/devices/{id}/{action}", PermManageDevices, c.handleDeviceAction)

@@ -330,6 +330,8 @@ func TestRoles(t *testing.T) {
 		{"enable", "POST", "/console/users/" + bob + "/enable", []string{model.RoleAdmin, model.RoleSecurityOperator}},
 		{"device", "POST", "/console/devices/no-such-device/disable", []string{model.RoleAdmin, model.RoleSecurityOperator}},
 		{"password", "POST", "/console/users/" + bob + "/password", []string{model.RoleAdmin, model.RoleHelpdesk}},
+		{"dismiss risk", "POST", "/console/users/" + bob + "/risk/dismiss", []string{model.RoleAdmin, model.RoleSecurityOperator}},
+		{"confirm compromised", "POST", "/console/users/" + bob + "/risk/confirm-compromised", []string{model.RoleAdmin, model.RoleSecurityOperator}},
 	}
 	for _, a := range actions {
 		for _, role := range all {
@@ -358,7 +360,7 @@ func TestRoles(t *testing.T) {
 	}
 	// The reader's page offers no action at all.
 	_, body := ops[model.RoleReader].get("/console/users/" + bob)
-	for _, action := range []string{"/sessions/revoke", "/disable", "/password"} {
+	for _, action := range []string{"/sessions/revoke", "/disable", "/password", "/risk/"} {
 		if strings.Contains(body, action) {
 			t.Errorf("the reader's user page offers %s", action)
 		}
@@ -706,5 +708,87 @@ func TestNoSecretsLogged(t *testing.T) {
 	}
 	if strings.Contains(logs, "eyJ") {
 		t.Error("a JWT is in the log")
+	}
+}
+
+// TestRiskDecisions: security operators dismiss detections and confirm a
+// compromise, with a reason, recorded with their id; helpdesk and readers
+// cannot.
+func TestRiskDecisions(t *testing.T) {
+	in := startWard(t)
+	ctx := context.Background()
+	bob := userID(t, in, "bob")
+	sid := userSession(t, in, "bob", wardtest.BobPassword)
+	if err := in.App.Risk.SetUserLevel(ctx, "detector-test", bob, "medium", "unfamiliar sign-in properties"); err != nil {
+		t.Fatal(err)
+	}
+	sofia, hank := signIn(t, in, "sofia"), signIn(t, in, "hank")
+	post := func(op *operator, path, reason string) (*http.Response, string) {
+		form := url.Values{"csrf": {op.csrf()}, "reason": {reason}}
+		req, _ := http.NewRequest(http.MethodPost, in.URL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", in.URL)
+		resp, err := op.b.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	dismiss, confirm := "/console/users/"+bob+"/risk/dismiss", "/console/users/"+bob+"/risk/confirm-compromised"
+	if resp, _ := post(hank, dismiss, "helpdesk says so"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("helpdesk dismissing: %d", resp.StatusCode)
+	}
+	if resp, _ := post(sofia, dismiss, ""); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("dismiss without a reason: %d", resp.StatusCode)
+	}
+	if resp, _ := post(sofia, dismiss, "line one\nline two"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("dismiss with a two-line reason: %d", resp.StatusCode)
+	}
+	if resp, body := post(sofia, dismiss, "travel confirmed by phone"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("dismiss: %d %.300s", resp.StatusCode, body)
+	}
+	if u, _ := in.App.Identity.GetUser(ctx, bob); u.RiskLevel != "none" && u.RiskLevel != "" {
+		t.Errorf("risk after dismissal: %q", u.RiskLevel)
+	}
+	var dismissed bool
+	for _, e := range events(t, in, model.EventRiskDismissed) {
+		dismissed = dismissed || (e.UserID == bob && e.Actor == sofia.user.ID && e.Reason == "travel confirmed by phone")
+	}
+	if !dismissed {
+		t.Error("risk.dismissed does not name the operator and the reason")
+	}
+	if resp, _ := post(sofia, dismiss, "again"); resp.StatusCode != http.StatusConflict {
+		t.Errorf("dismissing nothing: %d", resp.StatusCode)
+	}
+	if resp, _ := post(hank, confirm, "helpdesk"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("helpdesk confirming: %d", resp.StatusCode)
+	}
+	if resp, body := post(sofia, confirm, "replay from AS64500 confirmed"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("confirm: %d %.300s", resp.StatusCode, body)
+	}
+	if s, _ := in.App.Sessions.Get(ctx, sid); s.RevokedAt.IsZero() {
+		t.Error("bob's session survived the confirmed compromise")
+	}
+	var confirmed bool
+	for _, e := range events(t, in, model.EventRiskCompromiseConfirmed) {
+		confirmed = confirmed || (e.UserID == bob && e.Actor == sofia.user.ID)
+	}
+	if !confirmed {
+		t.Error("risk.compromise_confirmed does not name the operator")
+	}
+	// A detection of another user cannot be dismissed under bob.
+	form := url.Values{"csrf": {sofia.csrf()}, "reason": {"x"}, "detection": {"det-of-someone-else"}}
+	req, _ := http.NewRequest(http.MethodPost, in.URL+dismiss, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", in.URL)
+	resp, err := sofia.b.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("dismissing a detection bob does not have: %d", resp.StatusCode)
 	}
 }

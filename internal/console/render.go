@@ -149,6 +149,8 @@ var notices = map[string]string{
 	"enabled":      "The account was enabled.",
 	"unlocked":     "The account was unlocked.",
 	"device-done":  "The device was updated.",
+	"dismissed":    "The detections were dismissed as false positives; the risk level was computed again.",
+	"compromised":  "The account is confirmed compromised: its risk is high and every session was revoked.",
 	"already-done": "Nothing to do: it was done already.",
 }
 

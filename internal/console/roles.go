@@ -27,15 +27,18 @@ const (
 	PermResetPasswords Permission = "users.reset_password"
 	// PermManageDevices: disable a device, mark it lost, enable it.
 	PermManageDevices Permission = "devices.manage"
+	// PermManageRisk: dismiss detections as false positives, confirm
+	// that an account is compromised.
+	PermManageRisk Permission = "risk.manage"
 )
 
 // rolePermissions is what each role may do (docs/console.md has the
 // table). model.RoleAdmin is the global administrator.
 var rolePermissions = map[string][]Permission{
 	model.RoleAdmin: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions, PermDisableUsers,
-		PermResetPasswords, PermManageDevices},
+		PermResetPasswords, PermManageDevices, PermManageRisk},
 	model.RoleSecurityOperator: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions,
-		PermDisableUsers, PermManageDevices},
+		PermDisableUsers, PermManageDevices, PermManageRisk},
 	model.RoleHelpdesk: {PermSignOut, PermView, PermViewLogs, PermRevokeSessions, PermResetPasswords},
 	model.RoleReader:   {PermSignOut, PermView, PermViewLogs},
 }

@@ -276,3 +276,74 @@ func temporaryPassword() string {
 	}
 	return string(out)
 }
+
+// maxRiskReason bounds an operator's reason for a risk decision.
+const maxRiskReason = 200
+
+// riskReason reads the reason of a risk decision (required, one line).
+func riskReason(r *http.Request) (string, bool) {
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	return reason, reason != "" && len(reason) <= maxRiskReason && !strings.ContainsAny(reason, "\r\n")
+}
+
+// handleDismissRisk dismisses the user's active detections (or the one
+// named by the form's detection) as false positives.
+func (c *Console) handleDismissRisk(w http.ResponseWriter, r *http.Request) {
+	op, id := OperatorOf(r.Context()), r.PathValue("id")
+	if c.d.Risk == nil {
+		c.errorPage(w, r, http.StatusNotFound, "Not found", "Risk levels are not available on this server.")
+		return
+	}
+	reason, ok := riskReason(r)
+	if !ok {
+		c.errorPage(w, r, http.StatusBadRequest, "Not done", "Give a reason of at most 200 characters on one line.")
+		return
+	}
+	target := risk.Target{UserID: id}
+	if det := r.PostFormValue("detection"); det != "" {
+		// The detection must be this user's.
+		ex, err := c.d.Risk.Explain(r.Context(), id, "")
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		if !slices.ContainsFunc(ex.Detections, func(d risk.Detection) bool { return d.ID == det }) {
+			c.errorPage(w, r, http.StatusNotFound, "Not found", "The user has no such detection.")
+			return
+		}
+		target = risk.Target{DetectionID: det}
+	}
+	if _, err := c.d.Risk.Dismiss(r.Context(), op.User.ID, target, reason); err != nil {
+		if errors.Is(err, risk.ErrNotActive) {
+			c.errorPage(w, r, http.StatusConflict, "Not done", "Nothing to dismiss: no active detection.")
+			return
+		}
+		c.fail(w, r, err)
+		return
+	}
+	c.done(w, r, userURL(id), "dismissed")
+}
+
+// handleConfirmCompromised confirms that the account is compromised: high
+// risk, every session revoked.
+func (c *Console) handleConfirmCompromised(w http.ResponseWriter, r *http.Request) {
+	op, id := OperatorOf(r.Context()), r.PathValue("id")
+	if c.d.Risk == nil {
+		c.errorPage(w, r, http.StatusNotFound, "Not found", "Risk levels are not available on this server.")
+		return
+	}
+	reason, ok := riskReason(r)
+	if !ok {
+		c.errorPage(w, r, http.StatusBadRequest, "Not done", "Give a reason of at most 200 characters on one line.")
+		return
+	}
+	if id == op.User.ID {
+		c.errorPage(w, r, http.StatusConflict, "Not done", "You cannot confirm your own account compromised from the console.")
+		return
+	}
+	if _, err := c.d.Risk.ConfirmCompromised(r.Context(), op.User.ID, id, reason); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.done(w, r, userURL(id), "compromised")
+}
