@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"html/template"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/console"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -329,6 +331,11 @@ func TestRoles(t *testing.T) {
 		{"disable", "POST", "/console/users/" + bob + "/disable", []string{model.RoleAdmin, model.RoleSecurityOperator}},
 		{"enable", "POST", "/console/users/" + bob + "/enable", []string{model.RoleAdmin, model.RoleSecurityOperator}},
 		{"device", "POST", "/console/devices/no-such-device/disable", []string{model.RoleAdmin, model.RoleSecurityOperator}},
+		{"device lost", "POST", "/console/devices/no-such-device/lost", []string{model.RoleAdmin, model.RoleSecurityOperator}},
+		{"device enable", "POST", "/console/devices/no-such-device/enable", []string{model.RoleAdmin, model.RoleSecurityOperator}},
+		{"revoke one", "POST", "/console/users/" + bob + "/sessions/no-such-session/revoke", []string{model.RoleAdmin, model.RoleSecurityOperator, model.RoleHelpdesk}},
+		{"device page", "GET", "/console/devices", all},
+		{"verification", "GET", "/console/logs/verification", all},
 		{"password", "POST", "/console/users/" + bob + "/password", []string{model.RoleAdmin, model.RoleHelpdesk}},
 		{"dismiss risk", "POST", "/console/users/" + bob + "/risk/dismiss", []string{model.RoleAdmin, model.RoleSecurityOperator}},
 		{"confirm compromised", "POST", "/console/users/" + bob + "/risk/confirm-compromised", []string{model.RoleAdmin, model.RoleSecurityOperator}},
@@ -790,5 +797,30 @@ func TestRiskDecisions(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("dismissing a detection bob does not have: %d", resp.StatusCode)
+	}
+}
+
+// TestAddPage: a page another part of Ward adds gets the console's
+// sign-in, roles and layout, and a place in the navigation.
+func TestAddPage(t *testing.T) {
+	in := startWard(t)
+	in.Server.Console.AddPage(console.Page{Path: "/incidents", Title: "Incidents", Permission: console.PermManageRisk,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			op := console.OperatorOf(r.Context())
+			in.Server.Console.Render(w, r, "Incidents", template.HTML("<h1>Incidents</h1><p>for "+template.HTMLEscapeString(op.User.Username)+"</p>"))
+		})})
+	if resp, _ := wardtest.Do(t, in.Browser(), http.MethodGet, in.URL+"/console/incidents", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("signed out: %d", resp.StatusCode)
+	}
+	sofia, rita := signIn(t, in, "sofia"), signIn(t, in, "rita")
+	resp, body := sofia.get("/console/incidents")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<p>for sofia</p>") || !strings.Contains(body, `href="/console/incidents" aria-current="page"`) {
+		t.Fatalf("security operator: %d %.600s", resp.StatusCode, body)
+	}
+	if resp, _ := rita.get("/console/incidents"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("reader: %d", resp.StatusCode)
+	}
+	if _, body := rita.get("/console/"); strings.Contains(body, "/console/incidents") {
+		t.Error("the reader's navigation lists a page she may not open")
 	}
 }

@@ -62,7 +62,7 @@ var funcs = template.FuncMap{
 		return r
 	},
 	"join": strings.Join,
-	"can":  func(op *Operator, p string) bool { return op.Can(Permission(p)) },
+	"can":  func(op *Operator, p any) bool { return op.Can(Permission(fmt.Sprint(p))) },
 	"code": func(t model.EventType) string { return model.EventCodes[t] },
 	"pct": func(part, whole int) string {
 		if whole == 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/admin"
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/console"
 	"github.com/ward-idp/ward/internal/deviceapi"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
@@ -29,6 +30,9 @@ import (
 type Server struct {
 	http.Handler
 	Provider *oauth.Provider
+	// Console is the web console (nil when console.disabled); pages are
+	// added to it (Console.AddPage) before the server serves.
+	Console *console.Console
 }
 
 // New returns the HTTP handler for everything `ward serve` serves.
@@ -106,9 +110,9 @@ func New(a *app.App) (*Server, error) {
 		Now:            a.Now,
 		Log:            a.Log,
 	}).Register(mux)
+	var cons *console.Console
 	if !cfg.Console.Disabled {
-		cons, err := newConsole(a, prov, signIn)
-		if err != nil {
+		if cons, err = newConsole(a, prov, signIn); err != nil {
 			return nil, err
 		}
 		cons.Register(mux)
@@ -157,7 +161,7 @@ func New(a *app.App) (*Server, error) {
 	if strings.HasPrefix(cfg.Issuer, "https://") {
 		h = strictTransport(h)
 	}
-	return &Server{Handler: h, Provider: prov}, nil
+	return &Server{Handler: h, Provider: prov, Console: cons}, nil
 }
 
 // hstsValue asks browsers to use only HTTPS for this host for a year
