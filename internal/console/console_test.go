@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/access"
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/console"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
@@ -822,5 +824,49 @@ func TestAddPage(t *testing.T) {
 	}
 	if _, body := rita.get("/console/"); strings.Contains(body, "/console/incidents") {
 		t.Error("the reader's navigation lists a page she may not open")
+	}
+}
+
+// TestConditionalAccess: the console is an application like any other: a
+// policy that blocks it refuses the sign-in, and the sign-in log says so.
+func TestConditionalAccess(t *testing.T) {
+	in := startWard(t)
+	d, err := policy.DecodeYAML([]byte(`
+policies:
+  - id: block-console
+    name: Console blocked
+    state: enabled
+    assignments:
+      users: {include: [all]}
+      applications: {include: [ward-console]}
+    grant: {block: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.App.Access.Apply(context.Background(), d, access.ApplyOptions{Actor: "test", ExpectVersion: access.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	in.Clock.Advance(31 * time.Second)
+	b := in.Browser()
+	resp, _ := wardtest.Do(t, b, http.MethodGet, in.URL+"/console/login", nil)
+	resp, body := in.TryLogin(t, b, resp.Header.Get("Location"), "sofia", opPassword, in.TOTP(t, 0))
+	cb := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.Contains(cb, "error=access_denied") {
+		t.Fatalf("blocked sign-in: %d %s %.200s", resp.StatusCode, cb, body)
+	}
+	resp, body = wardtest.Do(t, b, http.MethodGet, cb, nil)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Conditional Access") {
+		t.Fatalf("console after the block: %d %.300s", resp.StatusCode, body)
+	}
+	if resp, _ := wardtest.Do(t, b, http.MethodGet, in.URL+"/console/", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("console reachable after a blocked sign-in: %d", resp.StatusCode)
+	}
+	var logged bool
+	for _, e := range events(t, in, model.EventSignInFailed) {
+		logged = logged || (e.ClientID == app.ConsoleClientID && e.UserID == userID(t, in, "sofia"))
+	}
+	if !logged {
+		t.Error("the blocked console sign-in is not in the sign-in log")
 	}
 }
