@@ -23,6 +23,10 @@
 // console.access_denied. Changes go through the services, which record
 // them with the operator as actor. Pages are served under a strict CSP
 // (scripts and styles from Ward only, no inline script or style).
+//
+// static/htmx.min.js is htmx 2.0.11 (npm package htmx.org, dist/htmx.min.js,
+// SHA-256 d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717),
+// Zero-Clause BSD licence (static/htmx.LICENSE), embedded as it is.
 package console
 
 import (

@@ -870,3 +870,12 @@ policies:
 		t.Error("the blocked console sign-in is not in the sign-in log")
 	}
 }
+
+// TestHomeLinksConsole: Ward's home page leads to the console.
+func TestHomeLinksConsole(t *testing.T) {
+	in := startWard(t)
+	resp, body := wardtest.Do(t, in.Browser(), http.MethodGet, in.URL+"/", nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `href="/console/"`) {
+		t.Errorf("home: %d %.300s", resp.StatusCode, body)
+	}
+}

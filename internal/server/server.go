@@ -146,7 +146,7 @@ func New(a *app.App) (*Server, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		pages.Render(w, http.StatusOK, "home.html", map[string]string{"Issuer": cfg.Issuer})
+		pages.Render(w, http.StatusOK, "home.html", map[string]any{"Issuer": cfg.Issuer, "Console": !cfg.Console.Disabled})
 	})
 	if cfg.Dev {
 		mux.HandleFunc("GET /demo/callback", func(w http.ResponseWriter, r *http.Request) {
