@@ -60,6 +60,7 @@ const Prefix = "/console"
 // Identity is the identity service (identity.Service).
 type Identity interface {
 	GetUser(ctx context.Context, id string) (*model.User, error)
+	GetUserByUsername(ctx context.Context, username string) (*model.User, error)
 	ListUsers(ctx context.Context) ([]*model.User, error)
 	SetPassword(ctx context.Context, actor, userID, password string) error
 	SetDisabled(ctx context.Context, actor, userID string, disabled bool) error
@@ -291,4 +292,28 @@ func originOf(u string) string {
 	}
 	host, _, _ := strings.Cut(rest, "/")
 	return scheme + "://" + host
+}
+
+// userLookup finds users by id for one request, each once; a user that
+// no longer exists is nil.
+type userLookup struct {
+	ctx context.Context
+	id  Identity
+	m   map[string]*model.User
+}
+
+func (c *Console) lookup(ctx context.Context) *userLookup {
+	return &userLookup{ctx: ctx, id: c.d.Identity, m: map[string]*model.User{}}
+}
+
+func (l *userLookup) get(id string) *model.User {
+	if id == "" {
+		return nil
+	}
+	u, ok := l.m[id]
+	if !ok {
+		u, _ = l.id.GetUser(l.ctx, id)
+		l.m[id] = u
+	}
+	return u
 }

@@ -74,7 +74,6 @@ type dashboard struct {
 	Span           span
 	Spans          []span
 	Now            time.Time
-	Users          int
 	SignIns        *barChart
 	SignInOK       int64
 	SignInFailed   int64
@@ -121,16 +120,7 @@ func (c *Console) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	now := c.d.Now()
 	sp := spanOf(r.URL.Query().Get("range"))
 	d := dashboard{Span: sp, Spans: spans, Now: now}
-	users, err := c.d.Identity.ListUsers(ctx)
-	if err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	d.Users = len(users)
-	byID := make(map[string]*model.User, len(users))
-	for _, u := range users {
-		byID[u.ID] = u
-	}
+	users := c.lookup(ctx)
 	from := sp.start(now)
 	counts, err := c.d.Audit.CountEvents(ctx, store.EventCountFilter{Types: append(slices.Clone(signInTypes), replayTypes...),
 		Since: from, Until: from.Add(time.Duration(sp.n) * sp.bucket), Bucket: sp.bucket})
@@ -152,12 +142,12 @@ func (c *Console) handleDashboard(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, u := range l.Users {
-			if x := byID[u.UserID]; x != nil {
+			if x := users.get(u.UserID); x != nil {
 				d.RiskyUsers = append(d.RiskyUsers, riskyUser{User: x, Level: u.Level, At: u.UpdatedAt})
 			}
 		}
 		for _, s := range l.Sessions {
-			d.RiskySessions = append(d.RiskySessions, riskySession{SessionID: s.SessionID, UserID: s.UserID, User: byID[s.UserID], Level: s.Level, At: s.UpdatedAt})
+			d.RiskySessions = append(d.RiskySessions, riskySession{SessionID: s.SessionID, UserID: s.UserID, User: users.get(s.UserID), Level: s.Level, At: s.UpdatedAt})
 		}
 	}
 	devs, err := c.d.Devices.List(ctx, device.Filter{Status: model.DeviceActive, Compliance: model.NonCompliant, Limit: 1000})
@@ -170,7 +160,7 @@ func (c *Console) handleDashboard(w http.ResponseWriter, r *http.Request) {
 		if i == 8 {
 			break
 		}
-		d.Noncompliant = append(d.Noncompliant, deviceRow{Device: dv, User: byID[dv.UserID], Failures: device.DecodeFailures(dv)})
+		d.Noncompliant = append(d.Noncompliant, deviceRow{Device: dv, User: users.get(dv.UserID), Failures: device.DecodeFailures(dv)})
 	}
 	if all, err := c.d.Devices.List(ctx, device.Filter{Status: model.DeviceActive, Limit: 1000}); err == nil {
 		d.NoncompliantOf = len(all)

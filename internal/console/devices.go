@@ -41,14 +41,9 @@ func (c *Console) handleDevices(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	users := map[string]*model.User{}
+	users := c.lookup(ctx)
 	for _, d := range ds {
-		u, ok := users[d.UserID]
-		if !ok {
-			u, _ = c.d.Identity.GetUser(ctx, d.UserID)
-			users[d.UserID] = u
-		}
-		p.Rows = append(p.Rows, deviceRow{Device: d, User: u, Failures: device.DecodeFailures(d)})
+		p.Rows = append(p.Rows, deviceRow{Device: d, User: users.get(d.UserID), Failures: device.DecodeFailures(d)})
 	}
 	c.render(w, r, "devices.html", pageData{Title: "Devices", Nav: "devices", Data: p})
 }

@@ -108,22 +108,14 @@ func (f *logFilter) values() url.Values {
 
 // resolveUser turns the user field (a username or a user id) into an id.
 // An unknown name selects nothing.
-func (c *Console) resolveUser(ctx context.Context, f *logFilter) (map[string]*model.User, error) {
-	us, err := c.d.Identity.ListUsers(ctx)
-	if err != nil {
-		return nil, err
+func (c *Console) resolveUser(ctx context.Context, f *logFilter) {
+	if f.User == "" {
+		return
 	}
-	byID := make(map[string]*model.User, len(us))
-	for _, u := range us {
-		byID[u.ID] = u
-		if f.User != "" && (strings.EqualFold(u.Username, f.User) || u.ID == f.User) {
-			f.userID = u.ID
-		}
+	f.userID = f.User // no match: the store finds nothing under it
+	if u, err := c.d.Identity.GetUserByUsername(ctx, f.User); err == nil {
+		f.userID = u.ID
 	}
-	if f.User != "" && f.userID == "" {
-		f.userID = f.User // no match: the store finds nothing under it
-	}
-	return byID, nil
 }
 
 type logRow struct {
@@ -146,11 +138,8 @@ type logsPage struct {
 func (c *Console) handleLogs(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	f := parseLogFilter(r.URL.Query())
-	byID, err := c.resolveUser(ctx, &f)
-	if err != nil {
-		c.fail(w, r, err)
-		return
-	}
+	c.resolveUser(ctx, &f)
+	users := c.lookup(ctx)
 	p := logsPage{F: f, Types: typeOptions(), Results: []string{model.OutcomeSuccess, model.OutcomeFailure}, Query: f.values().Encode()}
 	if len(f.Problems) == 0 {
 		recs, err := c.d.Audit.ListEvents(ctx, f.query(logPage))
@@ -159,8 +148,8 @@ func (c *Console) handleLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, rec := range recs {
-			row := logRow{R: rec, User: byID[rec.UserID], Actor: rec.Actor}
-			if a := byID[rec.Actor]; a != nil {
+			row := logRow{R: rec, User: users.get(rec.UserID), Actor: rec.Actor}
+			if a := users.get(rec.Actor); a != nil {
 				row.Actor = a.Username
 			}
 			p.Rows = append(p.Rows, row)
@@ -232,10 +221,7 @@ func (c *Console) handleExport(w http.ResponseWriter, r *http.Request) {
 		c.errorPage(w, r, http.StatusBadRequest, "Not exported", strings.Join(f.Problems, "; "))
 		return
 	}
-	if _, err := c.resolveUser(ctx, &f); err != nil {
-		c.fail(w, r, err)
-		return
-	}
+	c.resolveUser(ctx, &f)
 	var all []*audit.Record
 	q := f.query(1000)
 	for len(all) < maxExport {
