@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -877,5 +878,66 @@ func TestHomeLinksConsole(t *testing.T) {
 	resp, body := wardtest.Do(t, in.Browser(), http.MethodGet, in.URL+"/", nil)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `href="/console/"`) {
 		t.Errorf("home: %d %.300s", resp.StatusCode, body)
+	}
+}
+
+// TestRestart: the console session lives in the browser and in the
+// database, not in the process: it survives a restart, and so does its
+// revocation.
+func TestRestart(t *testing.T) {
+	in := startWard(t)
+	op := signIn(t, in, "sofia")
+	in = in.Restart(t)
+	op.in = in
+	if resp, _ := op.get("/console/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after a restart: %d", resp.StatusCode)
+	}
+	if _, err := in.App.Sessions.RevokeUser(context.Background(), "admin-x", op.user.ID, model.CauseAdminRevoked); err != nil {
+		t.Fatal(err)
+	}
+	in = in.Restart(t)
+	op.in = in
+	if resp, _ := op.get("/console/"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoked, after a restart: %d", resp.StatusCode)
+	}
+}
+
+// TestConcurrentRevocations: operators revoking one session at once
+// revoke it once, recorded once.
+func TestConcurrentRevocations(t *testing.T) {
+	in := startWard(t)
+	bob := userID(t, in, "bob")
+	sid := userSession(t, in, "bob", wardtest.BobPassword)
+	ops := []*operator{signIn(t, in, "alice"), signIn(t, in, "sofia"), signIn(t, in, "hank")}
+	tokens := make([]string, len(ops))
+	for i, op := range ops {
+		tokens[i] = op.csrf()
+	}
+	var wg sync.WaitGroup
+	codes := make(chan int, 3*len(ops))
+	for i := 0; i < 3*len(ops); i++ {
+		op, tok := ops[i%len(ops)], tokens[i%len(ops)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := op.post("/console/users/"+bob+"/sessions/"+sid+"/revoke", tok, nil)
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != http.StatusSeeOther {
+			t.Errorf("concurrent revoke: %d", c)
+		}
+	}
+	n := 0
+	for _, e := range events(t, in, model.EventSessionRevoked) {
+		if e.SessionID == sid {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("session.revoked recorded %d times, want once", n)
 	}
 }
