@@ -299,7 +299,11 @@ func (c *Console) signInAgain(w http.ResponseWriter, r *http.Request, d *denial,
 		login += "?next=" + url.QueryEscape(r.URL.RequestURI())
 	}
 	if r.Header.Get("HX-Request") != "" {
+		// htmx follows a redirect inside its request; it leaves the page
+		// for the sign-in only when told so.
 		w.Header().Set("HX-Redirect", login)
+		w.WriteHeader(http.StatusOK)
+		return
 	}
 	if !change {
 		http.Redirect(w, r, login, http.StatusSeeOther)
@@ -524,6 +528,8 @@ func (c *Console) handleLogout(w http.ResponseWriter, r *http.Request) {
 	c.setCookie(w, cookieSession, "", time.Time{}, http.SameSiteStrictMode)
 	if r.Header.Get("HX-Request") != "" {
 		w.Header().Set("HX-Redirect", Prefix+"/signed-out")
+		w.WriteHeader(http.StatusOK)
+		return
 	}
 	http.Redirect(w, r, Prefix+"/signed-out", http.StatusSeeOther)
 }

@@ -383,6 +383,60 @@ func TestBrowser(t *testing.T) {
 		t.Error("the revocation does not name alice")
 	}
 	check("revoke")
+	// Dismiss erik's detections with a reason typed into the form.
+	err = chromedp.Do(tctx,
+		chromedp.SendKeys(chromedp.ID("dismiss-reason"), "travel to Reykjavik confirmed by phone"),
+		chromedp.Click(chromedp.CSS(`form[action$="/risk/dismiss"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("dismiss: %v", err)
+	}
+	if n := waitText(t, tctx, "p.notice", "dismissed"); !strings.Contains(n, "dismissed") {
+		t.Errorf("notice after dismissing: %q", n)
+	}
+	var dismissed bool
+	for _, e := range events(t, in, model.EventRiskDismissed) {
+		dismissed = dismissed || (e.UserID == erik && e.Reason == "travel to Reykjavik confirmed by phone")
+	}
+	if !dismissed {
+		t.Error("no risk.dismissed with the typed reason")
+	}
+	check("dismiss")
+	// Sign out: the Ward session ends.
+	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS(`form[action="/console/logout"] button`))); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	if h := waitText(t, tctx, "main h1", "Signed out"); h != "Signed out" {
+		t.Errorf("after signing out: %q", h)
+	}
+	var loggedOut bool
+	for _, e := range events(t, in, model.EventSessionLoggedOut) {
+		loggedOut = loggedOut || e.UserID == userID(t, in, "alice")
+	}
+	if !loggedOut {
+		t.Error("signing out did not end the Ward session")
+	}
+	check("sign out")
+	// Sign in again (the Ward session is over: password and a fresh code).
+	code2, err := totp.GenerateCode(wardtest.AliceTOTP, time.Now().Add(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(tctx,
+		chromedp.Navigate(in.URL+"/console/"),
+		chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), "alice"),
+		chromedp.SendKeys(chromedp.ID("password"), wardtest.AlicePassword),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=otp]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=otp]`), code2),
+		chromedp.Submit(chromedp.CSS(`input[name=otp]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.tiles`)),
+	)
+	if err != nil {
+		t.Fatalf("second sign-in: %v", err)
+	}
+	check("second sign-in")
 	// Keyboard: the skip link is the first stop.
 	if err := chromedp.Do(tctx, chromedp.KeyEvent("\t")); err != nil {
 		t.Fatal(err)
@@ -424,6 +478,23 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%s is wider than a phone: %s", p, wide)
 		}
 	}
+}
+
+// waitText waits up to 10 s for the text of sel to contain want and
+// returns the last text seen.
+func waitText(t *testing.T, ctx context.Context, sel, want string) string {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector(`+"`"+sel+"`"+`) || {}).textContent || ""`))
+		if err == nil {
+			got = strings.TrimSpace(s)
+			if strings.Contains(got, want) {
+				break
+			}
+		}
+	}
+	return got
 }
 
 func tail(s string, n int) string {

@@ -941,3 +941,24 @@ func TestConcurrentRevocations(t *testing.T) {
 		t.Errorf("session.revoked recorded %d times, want once", n)
 	}
 }
+
+// TestHTMXSignInAgain: an htmx request of an ended session is told to
+// leave the page for the sign-in (HX-Redirect), not given the login page
+// to swap in.
+func TestHTMXSignInAgain(t *testing.T) {
+	in := startWard(t)
+	op := signIn(t, in, "rita")
+	if _, err := in.App.Sessions.RevokeUser(context.Background(), "admin-x", op.user.ID, model.CauseAdminRevoked); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, in.URL+"/console/users", nil)
+	req.Header.Set("HX-Request", "true")
+	resp, err := op.b.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("HX-Redirect"), "/console/login") {
+		t.Fatalf("htmx request of a revoked session: %d %q", resp.StatusCode, resp.Header.Get("HX-Redirect"))
+	}
+}
