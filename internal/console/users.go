@@ -29,7 +29,12 @@ type usersPage struct {
 	Levels  []string
 	Rows    []userRow
 	Total   int
+	// Matched counts the matches; at most maxUserRows are shown.
+	Matched int
 }
+
+// maxUserRows bounds the users page: a longer list asks for a search.
+const maxUserRows = 500
 
 // handleUsers lists users, riskiest first, filtered by a search text
 // (username, name, email) and a risk level.
@@ -59,6 +64,8 @@ func (c *Console) handleUsers(w http.ResponseWriter, r *http.Request) {
 		}
 		return strings.Compare(a.User.Username, b.User.Username)
 	})
+	p.Matched = len(p.Rows)
+	p.Rows = p.Rows[:min(len(p.Rows), maxUserRows)]
 	c.render(w, r, "users.html", pageData{Title: "Users", Nav: "users", Data: p})
 }
 
@@ -68,11 +75,14 @@ type sessionRow struct {
 	Active       bool
 	Binding      string // device, key, browser, none
 	BindingLabel string
-	Devices      []string
+	Devices      []deviceRef
 	Clients      []string
 	Risk         string
 	Current      bool // the operator's own console session
 }
+
+// deviceRef names a device: its id and, when known, its host name.
+type deviceRef struct{ ID, Name string }
 
 type userPage struct {
 	User         *model.User
@@ -138,22 +148,27 @@ func (c *Console) userPage(r *http.Request, id string) (*userPage, error) {
 	if err != nil {
 		return nil, err
 	}
+	devs, err := c.d.Devices.List(ctx, device.Filter{UserID: u.ID})
+	if err != nil {
+		return nil, err
+	}
+	hosts := map[string]string{}
+	for _, dv := range devs {
+		p.Devices = append(p.Devices, deviceRow{Device: dv, User: u, Failures: device.DecodeFailures(dv)})
+		hosts[dv.ID] = dv.Hostname
+	}
 	opSID := OperatorOf(ctx).Session.ID
 	for _, s := range ss {
 		b := bs[s.ID]
 		row := sessionRow{S: s, Active: s.Active(now), Risk: levels[s.ID], Current: s.ID == opSID}
 		row.Binding, row.BindingLabel = bindingOf(s, b)
 		if b != nil {
-			row.Devices, row.Clients = b.DeviceIDs, b.ClientIDs
+			row.Clients = b.ClientIDs
+			for _, id := range b.DeviceIDs {
+				row.Devices = append(row.Devices, deviceRef{ID: id, Name: hosts[id]})
+			}
 		}
 		p.Sessions = append(p.Sessions, row)
-	}
-	devs, err := c.d.Devices.List(ctx, device.Filter{UserID: u.ID})
-	if err != nil {
-		return nil, err
-	}
-	for _, dv := range devs {
-		p.Devices = append(p.Devices, deviceRow{Device: dv, User: u, Failures: device.DecodeFailures(dv)})
 	}
 	if p.SignIns, err = c.d.Audit.ListEvents(ctx, audit.Query{UserID: u.ID, Types: signInLogTypes, Limit: 10}); err != nil {
 		return nil, err
