@@ -17,11 +17,12 @@ import (
 //
 //   - userinfo: the baseline, a bearer access token at Ward's /userinfo
 //     (Ward's resource check: signature, revocation, live session, user);
+//
 //   - console: the console's cached log-verification fragment, whose work
 //     besides the check is nothing: the sealed cookie opened, the same
 //     resource check, the Ward session read, the DBSC binding and roles.
 //
-//	go test ./internal/console -run '^$' -bench RequestCheck -benchtime 2000x -count 5
+//     go test ./internal/console -run '^$' -bench RequestCheck -benchtime 2000x -count 5
 func BenchmarkRequestCheck(b *testing.B) {
 	in := wardtest.Start(b, wardtest.Options{})
 	// Baseline token: the "web" client's, for alice.
