@@ -215,6 +215,10 @@ func testSignIn(t *testing.T, in *wardtest.Instance) {
 	if strings.Contains(body, " style=") || strings.Contains(body, "<script>") {
 		t.Error("the page has an inline style or script")
 	}
+	// htmx sends the session's CSRF token with every request it makes.
+	if tok := wardtest.HiddenFields(body).Get("csrf"); tok == "" || !strings.Contains(body, `hx-headers='{"X-CSRF-Token":"`+tok+`"}'`) {
+		t.Errorf("no htmx CSRF header of the session on the page")
+	}
 	// The cookie: HttpOnly, SameSite=Strict, host-only, whole path.
 	var found bool
 	for _, c := range op.b.Jar.Cookies(mustURL(t, in.URL+"/console/")) {
