@@ -37,21 +37,24 @@ var operators = map[string]string{
 
 func startWard(t *testing.T) *wardtest.Instance {
 	t.Helper()
-	return startWardOn(t, "")
+	return startWardOn(t, "", nil)
 }
 
 // backends runs f on SQLite and, when WARD_TEST_POSTGRES_DSN is set, on
 // PostgreSQL.
 func backends(t *testing.T, f func(t *testing.T, in *wardtest.Instance)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, startWardOn(t, "")) })
+	t.Run("sqlite", func(t *testing.T) { f(t, startWardOn(t, "", nil)) })
 	if dsn := os.Getenv("WARD_TEST_POSTGRES_DSN"); dsn != "" {
-		t.Run("postgres", func(t *testing.T) { f(t, startWardOn(t, dsn)) })
+		t.Run("postgres", func(t *testing.T) { f(t, startWardOn(t, dsn, nil)) })
 	}
 }
 
-func startWardOn(t *testing.T, dsn string) *wardtest.Instance {
+func startWardOn(t *testing.T, dsn string, configure func(*config.Config)) *wardtest.Instance {
 	t.Helper()
 	o := wardtest.Options{PostgresDSN: dsn, Configure: func(c *config.Config) {
+		if configure != nil {
+			configure(c)
+		}
 		for name, role := range operators {
 			su := config.StaticUser{Username: name, Email: name + "@example.com", DisplayName: strings.ToUpper(name[:1]) + name[1:],
 				Password: opPassword, TOTPSecret: wardtest.AliceTOTP}
@@ -965,4 +968,67 @@ func TestHTMXSignInAgain(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("HX-Redirect"), "/console/login") {
 		t.Fatalf("htmx request of a revoked session: %d %q", resp.StatusCode, resp.Header.Get("HX-Redirect"))
 	}
+}
+
+// TestStrictLocation: a Conditional Access strict-location control on the
+// console holds on every console request, not only at sign-in: the same
+// cookie from outside the trusted networks is refused at once.
+func TestStrictLocation(t *testing.T) {
+	in := startWardOn(t, "", func(c *config.Config) { c.TrustedProxies = []string{"127.0.0.0/8"} })
+	d, err := policy.DecodeYAML([]byte(`
+locations:
+  - id: corp
+    name: Corporate networks
+    trusted: true
+    ip_ranges: [203.0.113.0/24]
+policies:
+  - id: console-strict-location
+    name: Console only from trusted networks
+    state: enabled
+    assignments:
+      users: {include: [all]}
+      applications: {include: [ward-console]}
+    session: {strict_location: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.App.Access.Apply(context.Background(), d, access.ApplyOptions{Actor: "test", ExpectVersion: access.AnyVersion}); err != nil {
+		t.Fatal(err)
+	}
+	// The operator's browser is in the office (a proxy in front of Ward
+	// says so).
+	office := in.Browser()
+	office.Transport = headerTransport{"X-Forwarded-For": "203.0.113.40"}
+	in.Clock.Advance(31 * time.Second)
+	resp, _ := wardtest.Do(t, office, http.MethodGet, in.URL+"/console/login", nil)
+	resp, body := in.TryLogin(t, office, resp.Header.Get("Location"), "sofia", opPassword, in.TOTP(t, 0))
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %.200s", resp.StatusCode, body)
+	}
+	if resp, body = wardtest.Do(t, office, http.MethodGet, resp.Header.Get("Location"), nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("callback: %d %.300s", resp.StatusCode, body)
+	}
+	if resp, _ := wardtest.Do(t, office, http.MethodGet, in.URL+"/console/", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("from the office: %d", resp.StatusCode)
+	}
+	// The same cookie from elsewhere.
+	away := &http.Client{Jar: office.Jar, CheckRedirect: office.CheckRedirect, Transport: headerTransport{"X-Forwarded-For": "198.51.100.9"}}
+	if resp, _ := wardtest.Do(t, away, http.MethodGet, in.URL+"/console/", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("from outside the trusted networks: %d", resp.StatusCode)
+	}
+	if !denied(t, in, userID(t, in, "sofia"), "strict_location", "/console/") {
+		t.Error("no console.access_denied strict_location")
+	}
+}
+
+// headerTransport adds headers to every request.
+type headerTransport map[string]string
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }
