@@ -66,6 +66,7 @@ type Identity interface {
 	SetDisabled(ctx context.Context, actor, userID string, disabled bool) error
 	Unlock(ctx context.Context, actor, userID string) error
 	HasTOTP(u *model.User) bool
+	GroupsOf(ctx context.Context, userID string) ([]*model.Group, error)
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 }
 

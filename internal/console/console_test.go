@@ -527,7 +527,12 @@ func testActionsAudited(t *testing.T, in *wardtest.Instance) {
 	sid := userSession(t, in, "bob", wardtest.BobPassword)
 	op := signIn(t, in, "sofia")
 	resp, body := op.get("/console/users/" + bob)
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "/sessions/"+sid+"/revoke") || !strings.Contains(body, "Not bound") {
+	if err := in.App.Identity.AddMember(ctx, "test", mustGroup(t, in, "finance"), bob); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = op.get("/console/users/" + bob)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "/sessions/"+sid+"/revoke") || !strings.Contains(body, "Not bound") ||
+		!strings.Contains(body, "<dd>finance</dd>") {
 		t.Fatalf("bob's page: %d %.500s", resp.StatusCode, body)
 	}
 	resp, _ = op.post("/console/users/"+bob+"/sessions/"+sid+"/revoke", op.csrf(), nil)
@@ -1031,4 +1036,13 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set(k, v)
 	}
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+func mustGroup(t *testing.T, in *wardtest.Instance, name string) string {
+	t.Helper()
+	g, err := in.App.Identity.CreateGroup(context.Background(), "test", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.ID
 }

@@ -127,6 +127,13 @@ func (c *Console) userPage(r *http.Request, id string) (*userPage, error) {
 			return nil, err
 		}
 	}
+	gs, err := c.d.Identity.GroupsOf(ctx, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gs {
+		p.Groups = append(p.Groups, g.Name)
+	}
 	levels := map[string]string{}
 	if c.d.Risk != nil {
 		if p.Explanation, err = c.d.Risk.Explain(ctx, u.ID, ""); err != nil {
