@@ -28,7 +28,7 @@ var (
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
 	// never call back into them.
-	handlers = []string{"internal/oauth", "internal/oauth/grant", "internal/signin", "internal/admin", "internal/deviceapi", "internal/ssf", "internal/web"}
+	handlers = []string{"internal/oauth", "internal/oauth/grant", "internal/signin", "internal/admin", "internal/console", "internal/deviceapi", "internal/ssf", "internal/web"}
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
@@ -235,6 +235,12 @@ var rules = map[string]rule{
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
 		"internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
 
+	// The web console is a handler like the admin API: services through
+	// interfaces of its own, the audit record's reader (the store's
+	// interface, never a backend), Ward's resource check of its tokens.
+	"internal/console": {imports: []string{"internal/audit", "internal/audit/chain", "internal/bus", "internal/device", "internal/identity", "internal/model",
+		"internal/oauth", "internal/oauth/authz", "internal/risk", "internal/session", "internal/store"}, never: notHandler},
+
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.
 	// It turns risk_detection into the detectors' configuration.
@@ -250,7 +256,7 @@ var rules = map[string]rule{
 	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo",
 		"internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/assess", "internal/risk/detect", "internal/risk/online", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/audit/chain", "internal/console", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo",
 		"internal/device", "internal/gateway", "internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",

@@ -72,6 +72,9 @@ type Config struct {
 	// Devices configures device registration (docs/devices.md).
 	Devices Devices `koanf:"devices"`
 
+	// Console configures the web console at /console (docs/console.md).
+	Console Console `koanf:"console"`
+
 	// SSF tunes the Shared Signals transmitter (config/ssf.go).
 	SSF SSF `koanf:"ssf"`
 
@@ -265,6 +268,17 @@ type Incidents struct {
 	Retention time.Duration `koanf:"retention"`
 }
 
+// Console configures the web console.
+type Console struct {
+	// Disabled turns the console (and its client, ward-console) off.
+	Disabled bool `koanf:"disabled"`
+	// SessionLifetime is the longest a console session lasts before the
+	// console signs the operator in again through Ward (silently while
+	// the Ward session lives, with Conditional Access evaluated anew): the
+	// lifetime of the console client's access token. Default 1h; 1m..12h.
+	SessionLifetime time.Duration `koanf:"session_lifetime"`
+}
+
 // Devices configures device registration.
 type Devices struct {
 	// TPMEKCAFile is a PEM file of the TPM vendor CAs (roots, and the
@@ -388,6 +402,7 @@ func Default() *Config {
 		RiskDetection: defaultRiskDetection(),
 		Log:           Log{Level: "info", Format: "json"},
 		Audit:         Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
+		Console:       Console{SessionLifetime: time.Hour},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,

@@ -42,6 +42,9 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		v.add("data_dir", "required")
 	}
+	if l := c.Console.SessionLifetime; l < time.Minute || l > 12*time.Hour {
+		v.add("console.session_lifetime", "must be from 1m to 12h")
+	}
 	switch {
 	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
 		v.add("tls.key_file", "required when tls.cert_file is set")

@@ -244,6 +244,21 @@ const (
 	DataIncidentLastSeen   = "last_seen"
 )
 
+// Web console events (the console's own; what an operator changes is
+// recorded by the service that changes it, with the operator as actor).
+const (
+	// EventConsoleAccessDenied: the console refused a request (Reason:
+	// role_missing, csrf_invalid, origin_invalid, mfa_required,
+	// session_ended, ...; Data: method, path, permission).
+	EventConsoleAccessDenied EventType = "console.access_denied"
+	// EventConsoleLogsExported: an operator exported audit records from
+	// the console (Data: count and the filter used).
+	EventConsoleLogsExported EventType = "console.logs_exported"
+	// EventConsoleSignedIn: an operator's console session started (Data:
+	// roles, acr, session_binding).
+	EventConsoleSignedIn EventType = "console.signed_in"
+)
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
@@ -284,6 +299,10 @@ var EventCodes = map[EventType]string{
 	EventKeyRetired:            "W6002I",
 	EventKEKRotated:            "W6003W",
 	EventAdminAccessDenied:     "W7000W",
+
+	EventConsoleAccessDenied: "W7100W",
+	EventConsoleLogsExported: "W7101I",
+	EventConsoleSignedIn:     "W7102I",
 
 	EventMFARecoveryCodesCreated: "W1004I",
 	EventMFARecoveryCodeUsed:     "W1005W",

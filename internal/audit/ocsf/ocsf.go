@@ -81,6 +81,7 @@ const (
 	acctUnlock         = 12
 
 	apiCreate = 1
+	apiRead   = 2
 	apiUpdate = 3
 	apiDelete = 4
 
@@ -91,7 +92,7 @@ var activityNames = map[int]map[int]string{
 	ClassAuthentication: {authLogon: "Logon", authLogoff: "Logoff", authServiceTkt: "Service Ticket Request", authServiceRenew: "Service Ticket Renew"},
 	ClassAccountChange: {acctCreate: "Create", acctEnable: "Enable", acctPasswordChange: "Password Change", acctPasswordReset: "Password Reset",
 		acctDisable: "Disable", acctDelete: "Delete", acctLock: "Lock", acctMFAEnable: "MFA Factor Enable", acctMFADisable: "MFA Factor Disable", acctUnlock: "Unlock"},
-	ClassAPIActivity:      {apiCreate: "Create", apiUpdate: "Update", apiDelete: "Delete"},
+	ClassAPIActivity:      {apiCreate: "Create", apiRead: "Read", apiUpdate: "Update", apiDelete: "Delete"},
 	ClassDetectionFinding: {findingCreate: "Create"},
 	ClassIncidentFinding:  {incidentCreate: "Create", incidentUpdate: "Update", incidentClose: "Close"},
 }
@@ -213,6 +214,10 @@ var mappings = map[model.EventType]mapping{
 	model.EventIncidentMerged:        {class: ClassIncidentFinding, activity: incidentUpdate},
 	model.EventIncidentSplit:         {class: ClassIncidentFinding, activity: incidentUpdate},
 	model.EventIncidentActionTaken:   {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventConsoleAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
+		title: "Web console access denied"},
+	model.EventConsoleLogsExported: {class: ClassAPIActivity, activity: apiRead, resource: "audit_log"},
+	model.EventConsoleSignedIn:     {class: ClassAPIActivity, activity: apiCreate, resource: "console_session"},
 }
 
 // Class returns the OCSF class_uid event type t maps to (0: unknown
