@@ -130,6 +130,48 @@ type fastDec struct {
 	in *interner
 }
 
+// vocabulary returns the constant for a kind, proof status, result or
+// grant type Ward writes (no lookup, no allocation), else interns s.
+func vocabulary(s []byte, in *interner) string {
+	switch string(s) {
+	case "signin":
+		return string(KindSignIn)
+	case "sso_signin":
+		return string(KindSSOSignIn)
+	case "refresh":
+		return string(KindRefresh)
+	case "token":
+		return string(KindToken)
+	case "token_use":
+		return string(KindTokenUse)
+	case "device_registration":
+		return string(KindDeviceRegistration)
+	case "signal":
+		return string(KindSignal)
+	case "ok":
+		return string(ProofOK)
+	case "none":
+		return string(ProofNone)
+	case "missing":
+		return string(ProofMissing)
+	case "wrong_key":
+		return string(ProofWrongKey)
+	case "invalid":
+		return string(ProofInvalid)
+	case ResultSuccess:
+		return ResultSuccess
+	case ResultFailure:
+		return ResultFailure
+	case "refresh_token":
+		return "refresh_token"
+	case "authorization_code":
+		return "authorization_code"
+	case "client_credentials":
+		return "client_credentials"
+	}
+	return in.str(s)
+}
+
 // interner shares strings; it forgets everything when full, so it stays
 // bounded whatever it reads.
 type interner struct {
@@ -329,7 +371,9 @@ func (d *fastDec) value(l *line, key []byte) bool {
 	}
 	var v string
 	switch string(key) {
-	case "kind", "client_id", "grant", "proof", "result", "reason", "resource", "signal", "user_agent", "as_org", "country", "city":
+	case "kind", "proof", "result", "grant":
+		v = vocabulary(s, d.in)
+	case "client_id", "reason", "resource", "signal", "user_agent", "as_org", "country", "city":
 		v = d.in.str(s) // few distinct values
 	default:
 		v = string(s)

@@ -89,11 +89,15 @@ func (c *Config) validateRiskDetection(v *validator) {
 		"spray_window": r.SprayWindow, "brute_force_window": r.BruteForceWindow} {
 		v.positive(p+name, d)
 	}
-	for name, n := range map[string]int{"min_history": r.MinHistory, "org_network_users": r.OrgNetworkUsers, "spray_users": r.SprayUsers,
+	for name, n := range map[string]int{"min_history": r.MinHistory, "spray_users": r.SprayUsers,
 		"brute_force_failures": r.BruteForceFailures, "mfa_failures": r.MFAFailures} {
 		if n < 1 || n > 10000 {
 			v.add(p+name, "must be 1..10000 (got %d)", n)
 		}
+	}
+	// Each tracked network holds up to this many user hashes.
+	if r.OrgNetworkUsers < 1 || r.OrgNetworkUsers > 1000 {
+		v.add(p+"org_network_users", "must be 1..1000 (got %d)", r.OrgNetworkUsers)
 	}
 	for name, n := range map[string]int{"max_sessions": r.MaxSessions, "max_users": r.MaxUsers, "max_tokens": r.MaxTokens, "max_sources": r.MaxSources} {
 		if n < 100 || n > 100_000_000 {

@@ -78,7 +78,7 @@ func TestRiskDetectionConfig(t *testing.T) {
 	}
 
 	for _, bad := range []string{"risk_detection: {concurrent_window: 0s}", "risk_detection: {spray_users: 0}", "risk_detection: {max_speed_kmh: 5}",
-		"risk_detection: {exempt_asns: [0]}", "risk_detection: {max_sessions: 1}", "risk_detection: {min_travel_km: -1}",
+		"risk_detection: {exempt_asns: [0]}", "risk_detection: {org_network_users: 5000}", "risk_detection: {max_sessions: 1}", "risk_detection: {min_travel_km: -1}",
 		"risk_detection: {signals: [{event_type: x, type: Bad Type, severity: high, confidence: 0.5}]}",
 		"risk_detection: {signals: [{event_type: x, type: ok, severity: critical, confidence: 0.5}]}",
 		"risk_detection: {signals: [{event_type: x, type: ok, severity: high, confidence: 2}]}",

@@ -22,6 +22,10 @@ func TestScoreTargets(t *testing.T) {
 	}
 	var ev, lb bytes.Buffer
 	o := GenOptions{Users: 300, Days: 5, Seed: 42, HistoryDays: 2, Attacks: 3, Start: time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)}
+	minBenign := 500
+	if raceEnabled {
+		o.Users, o.Days, minBenign = 150, 4, 200
+	}
 	if err := Generate(o, &ev, &lb); err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +56,10 @@ func TestScoreTargets(t *testing.T) {
 		}
 	}
 	t.Logf("%d lines, %d benign sessions, %d flagged, false findings %v", sum.Lines, rep.BenignSessions, rep.BenignSessionsFlagged, rep.FalseFindings)
-	if rep.Recall < 0.99 || rep.Attacks < 60 {
+	if rep.Recall < 0.99 || rep.Attacks < 3*(len(AttackKinds)-len(evasiveKinds)) {
 		t.Errorf("recall %.3f over %d attacks", rep.Recall, rep.Attacks)
 	}
-	if rep.BenignSessions < 500 || rep.BenignShare > 0.001 {
+	if rep.BenignSessions < minBenign || rep.BenignShare > 0.001 {
 		t.Errorf("%d of %d benign sessions flagged", rep.BenignSessionsFlagged, rep.BenignSessions)
 	}
 	if rep.TTDMedian != 0 {

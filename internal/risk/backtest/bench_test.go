@@ -53,6 +53,8 @@ func BenchmarkObserve(b *testing.B) {
 	e := detect.New(cfg)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := cpuTime()
+	defer func() { reportCPU(b, cpu) }()
 	for i := 0; i < b.N; i++ {
 		j := i % len(acts)
 		if j == 0 && i > 0 {
@@ -71,6 +73,8 @@ func BenchmarkReplay(b *testing.B) {
 	b.SetBytes(int64(len(lines) / len(acts)))
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := cpuTime()
+	defer func() { reportCPU(b, cpu) }()
 	done := 0
 	for done < b.N {
 		e := detect.New(cfg)
@@ -104,6 +108,8 @@ func BenchmarkECDSAP256Verify(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
+	cpu := cpuTime()
+	defer func() { reportCPU(b, cpu) }()
 	for i := 0; i < b.N; i++ {
 		if !ecdsa.VerifyASN1(&k.PublicKey, h[:], sig) {
 			b.Fatal("verify")

@@ -132,7 +132,8 @@ type Config struct {
 	// detector does not take it for somewhere else. The sign-in family
 	// does not use it (JudgeSignIn sees one user's history only).
 	OrgNetworkUsers int
-	// MaxNetworks bounds the networks whose users are counted.
+	// MaxNetworks bounds the networks whose users are counted (each holds
+	// at most OrgNetworkUsers 8-byte hashes).
 	MaxNetworks int
 
 	// AnonymousIPs (Tor exits, anonymisers) and MaliciousIPs (deny lists,

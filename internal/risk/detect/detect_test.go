@@ -342,8 +342,8 @@ func TestFailures(t *testing.T) {
 	// The spraying source then signs in: a sprayed account taken over.
 	s := g.act(activity.KindSignIn, g.at(12*time.Minute), thief)
 	s.UserID, s.SessionID = "u-3", "s-sprayed"
-	if fs := e.Observe(s); !slices.Contains(types(fs), TypePasswordSpray) {
-		t.Errorf("success from the spraying source: %v", types(fs))
+	if fs := e.ObserveJudged(s); !slices.Contains(types(fs), TypePasswordSpray) {
+		t.Errorf("success from the spraying source (already judged at sign-in): %v", types(fs))
 	}
 
 	e = New(DefaultConfig())
@@ -434,5 +434,30 @@ func TestConcurrentObserve(t *testing.T) {
 	wg.Wait()
 	if e.Stats().Observed != 2000 {
 		t.Errorf("observed %d", e.Stats().Observed)
+	}
+}
+
+// Activity slightly out of order (a resource's report arriving after a
+// later grant) is judged as if in order.
+func TestSlightlyOutOfOrder(t *testing.T) {
+	e := New(DefaultConfig())
+	g := &gen{}
+	u1 := g.act(activity.KindTokenUse, g.at(10*time.Second), home)
+	u1.Proof = activity.ProofNone
+	u0 := g.act(activity.KindTokenUse, g.at(5*time.Second), home)
+	u0.Proof = activity.ProofNone
+	none(t, e.Observe(u1), "first")
+	none(t, e.Observe(u0), "earlier, observed later")
+	x := g.act(activity.KindTokenUse, g.at(8*time.Second), thief)
+	x.Proof = activity.ProofNone
+	only(t, e.Observe(x), TypeTokenConcurrentUse)
+	// Spray failures arriving out of order still count within the window.
+	for i := 0; i < 10; i++ {
+		a := g.act(activity.KindSignIn, g.at(time.Duration(10-i)*time.Second), thief)
+		a.UserID, a.SessionID, a.Result, a.Reason = fmt.Sprintf("v-%d", i), "", activity.ResultFailure, "invalid_credentials"
+		fs := e.Observe(a)
+		if i < 9 && len(fs) != 0 || i == 9 && (len(fs) != 1 || fs[0].Type != TypePasswordSpray) {
+			t.Fatalf("failure %d: %v", i, types(fs))
+		}
 	}
 }

@@ -157,11 +157,11 @@ type Engine struct {
 	seenRing []uint64
 	seenNext int
 
-	sessions *lru[session]
-	users    *lru[profile]
-	tokens   *lru[token]
-	sources  *lru[source]
-	networks *lru[netUsers]
+	sessions *lru[string, session]
+	users    *lru[string, profile]
+	tokens   *lru[string, token]
+	sources  *lru[string, source]
+	networks *lru[uint64, netUsers]
 
 	started    bool
 	now        int64
@@ -174,13 +174,13 @@ func New(cfg Config) *Engine {
 	e := &Engine{r: r, seen: make(map[uint64]struct{}, min(r.cfg.SeenIDs, 1<<16)), seenRing: make([]uint64, r.cfg.SeenIDs)}
 	e.stats.Findings = map[string]uint64{}
 	c := &r.cfg
-	e.sessions = newLRU[session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted, &e.stats.Expired)
-	e.users = newLRU[profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
+	e.sessions = newLRU[string, session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted, &e.stats.Expired)
+	e.users = newLRU[string, profile](c.MaxUsers, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
 	// A token is kept for twice its longest lifetime after its last use,
 	// so that a use past its lifetime is named as such, not as unknown.
-	e.tokens = newLRU[token](c.MaxTokens, 2*(c.MaxTokenLifetime+c.ClockSkew), &e.stats.Evicted, &e.stats.Expired)
-	e.sources = newLRU[source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted, &e.stats.Expired)
-	e.networks = newLRU[netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
+	e.tokens = newLRU[string, token](c.MaxTokens, 2*(c.MaxTokenLifetime+c.ClockSkew), &e.stats.Evicted, &e.stats.Expired)
+	e.sources = newLRU[string, source](c.MaxSources, max(c.SprayWindow, c.BruteForceWindow), &e.stats.Evicted, &e.stats.Expired)
+	e.networks = newLRU[uint64, netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
 	// A token dropped before its lifetime ended may still be used: until
 	// then, an unknown token id proves nothing.
 	e.tokens.onEvict = func(_ string, t *token, _ time.Time, full bool) {
@@ -316,9 +316,11 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 				}
 				add(s, d)
 			}
-			if src := e.sources.peek(sourceKey(a.IP)); src != nil && ok && a.Kind == activity.KindSignIn && t < src.v.sprayUntil {
-				add(scopeUser, sprayTakeover(a, src.v.sprayIDs))
-			}
+		}
+		// Not part of the sign-in family (it needs the sources' state):
+		// judged here whether or not the sign-in was judged before.
+		if src := e.sources.peek(sourceKey(a.IP)); src != nil && ok && a.Kind == activity.KindSignIn && t < src.v.sprayUntil {
+			add(scopeUser, sprayTakeover(a, src.v.sprayIDs))
 		}
 	case activity.KindRefresh, activity.KindToken, activity.KindTokenUse:
 		if d, hit := proofDetection(a); hit {
@@ -350,7 +352,7 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 				add(scopeSession, d)
 			}
 			if ok {
-				if d, hit := concurrentUse(cfg, prof, cs, a, &c, t, e.orgNetwork); hit {
+				if d, hit := concurrentUse(cfg, prof, cs, a, &c, t, e); hit {
 					add(scopeSession, d)
 				}
 			}
@@ -416,20 +418,12 @@ func (n *netUsers) see(user uint64, threshold int) {
 	n.users = append(n.users, user)
 }
 
-func prefixKey(p uint64) string {
-	var b [8]byte
-	for i := range b {
-		b[i] = byte(p >> (8 * i))
-	}
-	return string(b[:])
-}
-
 // orgNetwork: many users work from this /24 or /48.
 func (e *Engine) orgNetwork(c *netctx) bool {
 	if c.prefix == 0 {
 		return false
 	}
-	n := e.networks.peek(prefixKey(c.prefix))
+	n := e.networks.peek(c.prefix)
 	return n != nil && len(n.v.users) >= e.r.cfg.OrgNetworkUsers
 }
 
@@ -522,7 +516,7 @@ func (e *Engine) learn(a *activity.Activity, c *netctx, prof *profile, ses *sess
 		}
 	}
 	if a.UserID != "" && c.prefix != 0 {
-		ne, _ := e.networks.add(prefixKey(c.prefix), a.Time)
+		ne, _ := e.networks.add(c.prefix, a.Time)
 		ne.v.see(strHash(a.UserID), e.r.cfg.OrgNetworkUsers)
 	}
 	if ses == nil {

@@ -6,32 +6,32 @@ import "time"
 // activity time) are dropped first: when it is full, and when they have
 // been idle for longer than idle. Not safe for concurrent use (the Engine
 // holds its lock).
-type lru[V any] struct {
-	m          map[string]*entry[V]
-	head, tail *entry[V] // head: most recent
+type lru[K comparable, V any] struct {
+	m          map[K]*entry[K, V]
+	head, tail *entry[K, V] // head: most recent
 	max        int
 	idle       time.Duration
 	evicted    *uint64 // dropped to make room
 	expired    *uint64 // dropped when idle
 	// onEvict, when set, sees an entry before it is dropped.
-	onEvict func(key string, v *V, last time.Time, full bool)
+	onEvict func(key K, v *V, last time.Time, full bool)
 }
 
-type entry[V any] struct {
-	key        string
+type entry[K comparable, V any] struct {
+	key        K
 	last       time.Time
-	prev, next *entry[V]
+	prev, next *entry[K, V]
 	v          V
 }
 
-func newLRU[V any](max int, idle time.Duration, evicted, expired *uint64) *lru[V] {
-	return &lru[V]{m: make(map[string]*entry[V], min(max, 1024)), max: max, idle: idle, evicted: evicted, expired: expired}
+func newLRU[K comparable, V any](max int, idle time.Duration, evicted, expired *uint64) *lru[K, V] {
+	return &lru[K, V]{m: make(map[K]*entry[K, V], min(max, 1024)), max: max, idle: idle, evicted: evicted, expired: expired}
 }
 
-func (l *lru[V]) len() int { return len(l.m) }
+func (l *lru[K, V]) len() int { return len(l.m) }
 
 // get returns the entry of key and marks it used at now, or nil.
-func (l *lru[V]) get(key string, now time.Time) *entry[V] {
+func (l *lru[K, V]) get(key K, now time.Time) *entry[K, V] {
 	e := l.m[key]
 	if e != nil {
 		l.touch(e, now)
@@ -40,15 +40,15 @@ func (l *lru[V]) get(key string, now time.Time) *entry[V] {
 }
 
 // peek returns the entry of key without marking it used.
-func (l *lru[V]) peek(key string) *entry[V] { return l.m[key] }
+func (l *lru[K, V]) peek(key K) *entry[K, V] { return l.m[key] }
 
 // add returns the entry of key, created (zero V) if absent, marked used at now.
-func (l *lru[V]) add(key string, now time.Time) (*entry[V], bool) {
+func (l *lru[K, V]) add(key K, now time.Time) (*entry[K, V], bool) {
 	if e := l.m[key]; e != nil {
 		l.touch(e, now)
 		return e, false
 	}
-	e := &entry[V]{key: key, last: now}
+	e := &entry[K, V]{key: key, last: now}
 	l.m[key] = e
 	l.pushFront(e)
 	for len(l.m) > l.max && l.tail != nil {
@@ -58,7 +58,7 @@ func (l *lru[V]) add(key string, now time.Time) (*entry[V], bool) {
 }
 
 // expire drops the entries idle since before now-idle.
-func (l *lru[V]) expire(now time.Time) {
+func (l *lru[K, V]) expire(now time.Time) {
 	if l.idle <= 0 {
 		return
 	}
@@ -69,7 +69,7 @@ func (l *lru[V]) expire(now time.Time) {
 }
 
 // remove drops key if present (not counted as an eviction).
-func (l *lru[V]) remove(key string) {
+func (l *lru[K, V]) remove(key K) {
 	if e := l.m[key]; e != nil {
 		l.unlink(e)
 		delete(l.m, key)
@@ -78,7 +78,7 @@ func (l *lru[V]) remove(key string) {
 
 // drop removes e: full says whether to make room (an entry still in
 // use) or because it was idle.
-func (l *lru[V]) drop(e *entry[V], full bool) {
+func (l *lru[K, V]) drop(e *entry[K, V], full bool) {
 	if l.onEvict != nil {
 		l.onEvict(e.key, &e.v, e.last, full)
 	}
@@ -94,7 +94,7 @@ func (l *lru[V]) drop(e *entry[V], full bool) {
 
 // touch moves e to the front. Activity slightly out of order never moves
 // an entry's time backwards.
-func (l *lru[V]) touch(e *entry[V], now time.Time) {
+func (l *lru[K, V]) touch(e *entry[K, V], now time.Time) {
 	if now.After(e.last) {
 		e.last = now
 	}
@@ -105,7 +105,7 @@ func (l *lru[V]) touch(e *entry[V], now time.Time) {
 	l.pushFront(e)
 }
 
-func (l *lru[V]) pushFront(e *entry[V]) {
+func (l *lru[K, V]) pushFront(e *entry[K, V]) {
 	e.prev, e.next = nil, l.head
 	if l.head != nil {
 		l.head.prev = e
@@ -116,7 +116,7 @@ func (l *lru[V]) pushFront(e *entry[V]) {
 	}
 }
 
-func (l *lru[V]) unlink(e *entry[V]) {
+func (l *lru[K, V]) unlink(e *entry[K, V]) {
 	if e.prev != nil {
 		e.prev.next = e.next
 	} else {

@@ -158,7 +158,7 @@ func (cs *clientState) rotatedFrom(gen int) *family {
 //     copy of it at once. Networks the user always uses, the
 //     organisation's and exempt (mobile, in-flight) ones are tolerated,
 //     and so is one switch (a VPN turned on, a flight landing).
-func concurrentUse(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64, org func(*netctx) bool) (assess.Detection, bool) {
+func concurrentUse(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64, org *Engine) (assess.Detection, bool) {
 	knownUA, knownNet, knownDev, knownKey, haveKeys, seen := c.ua == 0, false, false, c.jkt == 0, false, false
 	for i := range cs.uses {
 		u := &cs.uses[i]
@@ -205,8 +205,8 @@ func concurrentUse(cfg *Config, prof *profile, cs *clientState, a *activity.Acti
 // organisation's (configured, or used by many users: Config.OrgNetworkUsers)
 // nor exempt. Unbound credentials only: a proof by the
 // bound key is the client itself.
-func concurrentAlternation(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64, knownNet bool, org func(*netctx) bool) (assess.Detection, bool) {
-	if !knownNet || c.exempt || c.corp || (a.Proof == activity.ProofOK && a.BoundJKT != "") || org(c) {
+func concurrentAlternation(cfg *Config, prof *profile, cs *clientState, a *activity.Activity, c *netctx, t int64, knownNet bool, org *Engine) (assess.Detection, bool) {
+	if !knownNet || c.exempt || c.corp || (a.Proof == activity.ProofOK && a.BoundJKT != "") || org.orgNetwork(c) {
 		return assess.Detection{}, false
 	}
 	typ, what := TypeSessionConcurrentUse, "session"
@@ -222,7 +222,7 @@ func concurrentAlternation(cfg *Config, prof *profile, cs *clientState, a *activ
 		for j := range cs.uses {
 			y := &cs.uses[j]
 			if !y.set || y.c.sameNetwork(c) || y.c.exempt || y.c.corp || y.last < x.first || t-y.last > window ||
-				prof.mobileLike(y.c.asn) || prof.mobileLike(c.asn) || org(&y.c) {
+				prof.mobileLike(y.c.asn) || prof.mobileLike(c.asn) || org.orgNetwork(&y.c) {
 				continue
 			}
 			if familiarNet(cfg, prof, &y.c, t) && familiarNet(cfg, prof, c, t) {
