@@ -107,6 +107,7 @@ type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
 	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
 	RiskStore     // risk levels, detections and their history (risk.go)
+	EventGraph    // events by subject and time, by id (graph.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).
