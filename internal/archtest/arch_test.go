@@ -32,7 +32,7 @@ var (
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
-		"internal/session", "internal/audit", "internal/risk"}
+		"internal/session", "internal/audit", "internal/risk", "internal/graph"}
 
 	notWiring  = join(wiring, testOnly)
 	notHandler = join(notWiring, storeImpls)
@@ -156,6 +156,10 @@ var rules = map[string]rule{
 	// The contract between the sign-in risk assessment and the detectors:
 	// types only, over the activity record.
 	"internal/risk/assess": {imports: []string{"internal/activity"}, never: notService, modules: stdOnly},
+	// The investigation graph: reads events, detections, sessions and
+	// users through the store interface and places addresses with geo;
+	// it reads the activity record's Data keys. It changes nothing.
+	"internal/graph": {imports: []string{"internal/activity", "internal/geo", "internal/model", "internal/store"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,

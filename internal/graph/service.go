@@ -1,0 +1,266 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/ward-idp/ward/internal/activity"
+	"github.com/ward-idp/ward/internal/geo"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// Store is what the service reads (store.Store has it all).
+type Store interface {
+	GroupEvents(ctx context.Context, s store.EventScope, limit int) ([]*store.EventGroup, bool, error)
+	EventsBySeq(ctx context.Context, seqs []int64) ([]*store.StoredEvent, error)
+	EventsByID(ctx context.Context, ids []string) ([]*store.StoredEvent, error)
+	ListRiskDetections(ctx context.Context, f store.RiskDetectionFilter) ([]*model.RiskDetection, error)
+	GetSession(ctx context.Context, id string) (*model.Session, error)
+	GetUser(ctx context.Context, id string) (*model.User, error)
+}
+
+// Locator places addresses (*geo.DB; nil places nothing).
+type Locator interface {
+	Lookup(ip netip.Addr) (geo.Location, error)
+}
+
+// Options configure a Service.
+type Options struct {
+	Store   Store
+	Locator Locator
+	Now     func() time.Time // default time.Now
+	// Limits bound every graph (zero: DefaultMaxNodes, DefaultMaxEdges).
+	Limits Limits
+	// MaxGroups bounds the groups of events read (0: 2000).
+	MaxGroups int
+}
+
+// Bounds of what one query reads besides the groups.
+const (
+	defaultMaxGroups = 2000
+	maxUsers         = 20   // users whose detections are read
+	maxSessions      = 100  // sessions whose records are read
+	maxDetections    = 200  // detections in one graph
+	perUserLookup    = 1000 // detections read per user (newest first)
+)
+
+// Service draws graphs from the store.
+type Service struct {
+	o Options
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxGroups <= 0 {
+		o.MaxGroups = defaultMaxGroups
+	}
+	o.Limits = o.Limits.orDefault()
+	return &Service{o: o}
+}
+
+// Now is the service's clock (for NewQuery's default window).
+func (s *Service) Now() time.Time { return s.o.Now() }
+
+// Graph draws the graph of q, which NewQuery or QueryFor made. Ids that
+// name nothing give an empty graph.
+func (s *Service) Graph(ctx context.Context, q Query) (*Graph, error) {
+	in := Input{Query: q, Limits: s.o.Limits, Sessions: map[string]*model.Session{}, Users: map[string]*model.User{},
+		Locations: map[string]geo.Location{}}
+	var err error
+	in.Groups, in.GroupsTruncated, err = s.o.Store.GroupEvents(ctx, store.EventScope{UserIDs: q.Users, SessionIDs: q.Sessions,
+		DeviceIDs: q.Devices, IPs: q.IPs, Since: q.From, Until: q.To}, s.o.MaxGroups)
+	if err != nil {
+		return nil, fmt.Errorf("graph: events: %w", err)
+	}
+	seqs := make([]int64, 0, 2*len(in.Groups))
+	for _, g := range in.Groups {
+		seqs = append(seqs, g.FirstSeq)
+		if g.LastSeq != g.FirstSeq {
+			seqs = append(seqs, g.LastSeq)
+		}
+	}
+	for c := range slices.Chunk(seqs, store.MaxEventLookup) {
+		evs, err := s.o.Store.EventsBySeq(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("graph: events: %w", err)
+		}
+		in.Events = append(in.Events, evs...)
+	}
+	users, sessions := s.subjects(q, in.Groups)
+	if in.Detections, err = s.detections(ctx, q, users, sessions); err != nil {
+		return nil, err
+	}
+	if err := s.evidence(ctx, &in); err != nil {
+		return nil, err
+	}
+	for _, d := range in.Detections {
+		if d.SessionID != "" && !slices.Contains(sessions, d.SessionID) {
+			sessions = append(sessions, d.SessionID)
+		}
+	}
+	for _, id := range sessions[:min(len(sessions), maxSessions)] {
+		se, err := s.o.Store.GetSession(ctx, id)
+		switch {
+		case err == nil:
+			in.Sessions[id] = se
+			if !slices.Contains(users, se.UserID) && len(users) < maxUsers {
+				users = append(users, se.UserID)
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, fmt.Errorf("graph: session: %w", err)
+		}
+	}
+	for _, id := range users {
+		u, err := s.o.Store.GetUser(ctx, id)
+		switch {
+		case err == nil:
+			in.Users[id] = u
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, fmt.Errorf("graph: user: %w", err)
+		}
+	}
+	s.locate(&in)
+	return Build(in), nil
+}
+
+// subjects returns the users (seeds first, at most maxUsers) and the
+// sessions (seeds first) of the query and its groups.
+func (s *Service) subjects(q Query, groups []*store.EventGroup) (users, sessions []string) {
+	users = slices.Clone(q.Users)
+	sessions = slices.Clone(q.Sessions)
+	for _, g := range groups {
+		if g.UserID != "" && len(users) < maxUsers && !slices.Contains(users, g.UserID) {
+			users = append(users, g.UserID)
+		}
+		if g.SessionID != "" && !slices.Contains(sessions, g.SessionID) {
+			sessions = append(sessions, g.SessionID)
+		}
+	}
+	return users, sessions
+}
+
+// detections returns the detections within the window of the query's
+// users and session seeds, and those of the other users found that
+// concern a session, device or address of the graph.
+func (s *Service) detections(ctx context.Context, q Query, users, sessions []string) ([]*model.RiskDetection, error) {
+	var out []*model.RiskDetection
+	seen := map[string]bool{}
+	keep := func(d *model.RiskDetection) bool {
+		if seen[d.ID] || d.DetectedAt.Before(q.From) || !d.DetectedAt.Before(q.To) {
+			return false
+		}
+		return slices.Contains(q.Users, d.UserID) || (d.SessionID != "" && slices.Contains(sessions, d.SessionID)) ||
+			(d.DeviceID != "" && slices.Contains(q.Devices, d.DeviceID)) || (d.IP != "" && slices.Contains(q.IPs, d.IP))
+	}
+	read := func(f store.RiskDetectionFilter) error {
+		f.Limit = perUserLookup
+		ds, err := s.o.Store.ListRiskDetections(ctx, f)
+		if err != nil {
+			return fmt.Errorf("graph: detections: %w", err)
+		}
+		for _, d := range ds {
+			if keep(d) {
+				seen[d.ID] = true
+				out = append(out, d)
+			}
+		}
+		return nil
+	}
+	for _, u := range users {
+		if err := read(store.RiskDetectionFilter{UserID: u}); err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range q.Sessions {
+		if err := read(store.RiskDetectionFilter{SessionID: id}); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(out, func(a, b *model.RiskDetection) int { return a.DetectedAt.Compare(b.DetectedAt) })
+	if len(out) > maxDetections {
+		// The most severe first, then the earliest.
+		slices.SortStableFunc(out, func(a, b *model.RiskDetection) int { return sevRank(b.Severity) - sevRank(a.Severity) })
+		out = out[:maxDetections]
+	}
+	return out, nil
+}
+
+// evidence reads the events the detections cite that are not read yet.
+func (s *Service) evidence(ctx context.Context, in *Input) error {
+	have := make(map[string]bool, len(in.Events))
+	for _, e := range in.Events {
+		have[e.ID] = true
+	}
+	var want []string
+	for _, d := range in.Detections {
+		for _, id := range append([]string{d.EventID}, d.Evidence...) {
+			if id != "" && !have[id] && len(want) < store.MaxEventLookup {
+				have[id] = true
+				want = append(want, id)
+			}
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	evs, err := s.o.Store.EventsByID(ctx, want)
+	if err != nil {
+		return fmt.Errorf("graph: evidence: %w", err)
+	}
+	in.Events = append(in.Events, evs...)
+	slices.SortFunc(in.Events, func(a, b *store.StoredEvent) int { return int(a.Seq - b.Seq) })
+	return nil
+}
+
+// locate places every address of the graph: as the events recorded it
+// when they did (the location precomputed with the event), else by the
+// location databases.
+func (s *Service) locate(in *Input) {
+	for _, e := range in.Events {
+		if e.IP == "" {
+			continue
+		}
+		if _, ok := in.Locations[e.IP]; ok {
+			continue
+		}
+		d := e.Data
+		if asn, err := strconv.ParseUint(d[activity.DataGeoASN], 10, 32); err == nil && asn > 0 || d[activity.DataGeoCountry] != "" {
+			in.Locations[e.IP] = geo.Location{ASN: uint32(asn), ASOrg: d[activity.DataGeoASOrg], Country: d[activity.DataGeoCountry],
+				City: d[activity.DataGeoCity]}
+		}
+	}
+	if s.o.Locator == nil {
+		return
+	}
+	ips := map[string]bool{}
+	for _, g := range in.Groups {
+		ips[g.IP] = true
+	}
+	for _, e := range in.Events {
+		ips[e.IP] = true
+	}
+	for _, d := range in.Detections {
+		ips[d.IP] = true
+	}
+	for ip := range ips {
+		if _, ok := in.Locations[ip]; ok || ip == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			continue
+		}
+		if loc, err := s.o.Locator.Lookup(a); err == nil && loc != (geo.Location{}) {
+			in.Locations[ip] = loc
+		}
+	}
+}
