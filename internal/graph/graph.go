@@ -232,7 +232,7 @@ type Graph struct {
 	// Truncated: more entities, relations or event groups than the
 	// limits allow; the graph keeps the seeds, the root cause, the
 	// detections and the earliest of the rest.
-	Truncated bool `json:"truncated"`
+	Truncated bool   `json:"truncated"`
 	Limits    Limits `json:"limits"`
 }
 
