@@ -49,6 +49,7 @@ type API struct {
 	access   Access
 	sessions Sessions
 	risk     Risk
+	graph    Graph
 	audit    AuditLog
 	auth     Authenticator
 	events   *bus.Emitter // records the API's own events (denials)
@@ -69,6 +70,7 @@ func New(d Deps) *API {
 		access:   d.Access,
 		sessions: d.Sessions,
 		risk:     d.Risk,
+		graph:    d.Graph,
 		audit:    d.Audit,
 		auth:     d.Auth,
 		log:      d.Log,
@@ -134,6 +136,8 @@ func (api *API) routes() {
 	// Audit log.
 	api.handle("GET /events", api.listEvents)
 	api.riskRoutes()
+	// The investigation graph (graph.go).
+	api.graphRoutes()
 	// Devices and compliance policies (devices.go).
 	api.deviceRoutes()
 	// Conditional Access (conditional.go).

@@ -103,8 +103,8 @@ type Authenticator interface {
 	AuthenticateResource(r *http.Request) (*oauth.Caller, string, *oauth.Error)
 }
 
-// Deps is what the admin API is built from. Every field but Risk, Log and
-// Now is required.
+// Deps is what the admin API is built from. Every field but Risk, Graph,
+// Log and Now is required.
 type Deps struct {
 	Identity Identity
 	Clients  Clients
@@ -114,7 +114,9 @@ type Deps struct {
 	// Risk serves the risk routes and sets a user's level (nil: the risk
 	// routes are absent and PUT /users/{id}/risk sets the level through
 	// Identity alone).
-	Risk  Risk
+	Risk Risk
+	// Graph serves GET /graph (nil: the route is absent).
+	Graph Graph
 	Audit AuditLog
 	// Auth authenticates every request.
 	Auth Authenticator

@@ -26,6 +26,7 @@ import (
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
+	"github.com/ward-idp/ward/internal/graph"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/secret"
@@ -63,6 +64,9 @@ type App struct {
 	// Geo places addresses (conditional_access.geoip_database and
 	// asn_database); nil without either.
 	Geo *geo.DB
+	// Graph draws investigation graphs from the audit log and the
+	// detections.
+	Graph *graph.Service
 	// SSFReceivers receives signals from other SSF transmitters
 	// (ssf_receivers).
 	SSFReceivers *ssfrx.Service
@@ -236,6 +240,11 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, fmt.Errorf("app: conditional_access.geoip_database / asn_database: %w", err)
 	}
 	a.closers = append(a.closers, a.Geo.Close)
+	gopts := graph.Options{Store: a.Store, Now: o.Now}
+	if a.Geo != nil {
+		gopts.Locator = a.Geo
+	}
+	a.Graph = graph.New(gopts)
 	a.Access = access.New(access.Options{
 		Store: a.Store, Bus: b, Now: o.Now, Log: log, Locator: a.Geo,
 		PollInterval: cfg.ConditionalAccess.PollInterval,

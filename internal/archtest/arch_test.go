@@ -217,7 +217,7 @@ var rules = map[string]rule{
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
-		"internal/identity", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+		"internal/graph", "internal/identity", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.
@@ -230,7 +230,7 @@ var rules = map[string]rule{
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
-	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo",
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo", "internal/graph",
 		"internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},

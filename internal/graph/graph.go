@@ -125,8 +125,9 @@ func QueryFor(seeds []Seed, from, to, now time.Time) (Query, error) {
 // NewQuery checks and normalises a query: at least one seed and at most
 // MaxSeeds, ids of at most 128 printable characters, addresses that
 // parse (written canonically), a window that starts before it ends and
-// spans at most MaxWindow. A zero to is now; a zero from is
-// DefaultWindow before to.
+// spans at most MaxWindow. A zero to is a minute after now (so that the
+// events of this moment, and of instances whose clocks run slightly
+// ahead, are in); a zero from is DefaultWindow before to.
 func NewQuery(users, sessions, devices, ips []string, from, to, now time.Time) (Query, error) {
 	q := Query{From: from, To: to}
 	var err error
@@ -158,7 +159,7 @@ func NewQuery(users, sessions, devices, ips []string, from, to, now time.Time) (
 		return Query{}, invalid("at most %d users, sessions, devices and ips together", MaxSeeds)
 	}
 	if q.To.IsZero() {
-		q.To = now
+		q.To = now.Add(time.Minute).Truncate(time.Second)
 	}
 	if q.From.IsZero() {
 		q.From = q.To.Add(-DefaultWindow)

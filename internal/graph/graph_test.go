@@ -463,7 +463,7 @@ func TestNewQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !slices.Equal(q.Users, []string{"u1"}) || !slices.Equal(q.IPs, []string{"2001:db8::1", "::ffff:192.0.2.1", "192.0.2.1"}) ||
-		!q.To.Equal(now) || !q.From.Equal(now.Add(-graph.DefaultWindow)) {
+		!q.To.Equal(now.Add(time.Minute)) || !q.From.Equal(now.Add(time.Minute-graph.DefaultWindow)) {
 		t.Errorf("normalised: %+v", q)
 	}
 	// Seeds from an incident.

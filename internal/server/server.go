@@ -98,6 +98,7 @@ func New(a *app.App) (*Server, error) {
 		Access:         a.Access,
 		Sessions:       a.Sessions,
 		Risk:           a.Risk,
+		Graph:          a.Graph,
 		Audit:          a.Store,
 		Auth:           prov,
 		Bus:            a.Bus,
