@@ -310,7 +310,7 @@ func (b *builder) decorate() {
 		case KindIP:
 			if loc, ok := b.in.Locations[n.Key]; ok {
 				n.Attrs = placeAttrs(loc)
-				n.Label = placeLabel(n.Key, loc)
+				n.Label = placeLabel(loc)
 			}
 		case KindKey:
 			n.Label = shortKey(n.Key)

@@ -315,12 +315,10 @@ func (b *builder) place(ip string) *Place {
 	return &Place{ASN: loc.ASN, ASOrg: loc.ASOrg, Country: loc.Country}
 }
 
-func placeLabel(ip string, loc geo.Location) string {
+// placeLabel is an address node's label: "AS 64500 Example Net, FR".
+func placeLabel(loc geo.Location) string {
 	p := (&builder{}).placeText(&Place{ASN: loc.ASN, ASOrg: loc.ASOrg, Country: loc.Country})
-	if p == "" {
-		return ip
-	}
-	return ip + " " + p
+	return strings.TrimSuffix(strings.TrimPrefix(p, "("), ")")
 }
 
 // placeText writes "(AS 64500 Example Net, FR)".

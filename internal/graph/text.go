@@ -30,11 +30,11 @@ func WriteText(w io.Writer, g *Graph) error {
 	}
 	fmt.Fprintln(w)
 	if rc := g.RootCause; rc != nil {
-		head := "Root cause (" + rc.Rule
+		head := "Root cause (rule " + rc.Rule
 		if rc.DetectionID != "" {
-			head += ": detection " + rc.DetectionID
+			head += ", detection " + rc.DetectionID
 		}
-		fmt.Fprintf(w, "%s)\n  %s\n", head+"", rc.Summary)
+		fmt.Fprintf(w, "%s)\n  %s\n", head, rc.Summary)
 		if len(rc.Events) > 0 {
 			fmt.Fprintf(w, "  events: %s\n", strings.Join(rc.Events, " "))
 		}
@@ -49,7 +49,11 @@ func WriteText(w io.Writer, g *Graph) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  FIRST SEEN\tLAST SEEN\tKIND\tENTITY\tNOTES")
 	for _, n := range g.Nodes {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", tfmt(n.FirstSeen), tfmt(n.LastSeen), n.Kind, names[n.ID], notes(n.Seed, n.RootCause, n.Attrs))
+		attrs := n.Attrs
+		if n.Kind == KindKey {
+			attrs = map[string]string{"thumbprint": n.Key}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", tfmt(n.FirstSeen), tfmt(n.LastSeen), n.Kind, names[n.ID], notes(n.Seed, n.RootCause, attrs))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -79,7 +83,12 @@ func tfmt(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// nodeName names a node in the text: "ip 192.0.2.10 (AS 64500, FR)",
+// "key AbCdEf012345…" (the thumbprint in full among the entities).
 func nodeName(n *Node) string {
+	if n.Kind == KindKey && n.Label != "" {
+		return n.Kind + " " + n.Label
+	}
 	if n.Label != "" && n.Label != n.Key {
 		return n.Kind + " " + n.Key + " (" + n.Label + ")"
 	}
