@@ -39,6 +39,10 @@ type Options struct {
 	Limits Limits
 	// MaxGroups bounds the groups of events read (0: 2000).
 	MaxGroups int
+	// Timeout bounds the reads of one graph (0: 30 s), so that a query
+	// over an address with millions of events cannot hold the database
+	// for long.
+	Timeout time.Duration
 }
 
 // Bounds of what one query reads besides the groups.
@@ -48,6 +52,7 @@ const (
 	maxSessions      = 100  // sessions whose records are read
 	maxDetections    = 200  // detections in one graph
 	perUserLookup    = 1000 // detections read per user (newest first)
+	defaultTimeout   = 30 * time.Second
 )
 
 // Service draws graphs from the store.
@@ -63,6 +68,9 @@ func New(o Options) *Service {
 	if o.MaxGroups <= 0 {
 		o.MaxGroups = defaultMaxGroups
 	}
+	if o.Timeout <= 0 {
+		o.Timeout = defaultTimeout
+	}
 	o.Limits = o.Limits.orDefault()
 	return &Service{o: o}
 }
@@ -73,6 +81,8 @@ func (s *Service) Now() time.Time { return s.o.Now() }
 // Graph draws the graph of q, which NewQuery or QueryFor made. Ids that
 // name nothing give an empty graph.
 func (s *Service) Graph(ctx context.Context, q Query) (*Graph, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.o.Timeout)
+	defer cancel()
 	in := Input{Query: q, Limits: s.o.Limits, Sessions: map[string]*model.Session{}, Users: map[string]*model.User{},
 		Locations: map[string]geo.Location{}}
 	var err error
