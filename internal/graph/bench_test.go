@@ -79,6 +79,7 @@ func benchGraph(b *testing.B, s store.Store, settle func()) {
 	svc := graph.New(graph.Options{Store: s})
 	b.Run("graph", func(b *testing.B) {
 		var g *graph.Graph
+		cpu0 := processCPU()
 		for b.Loop() {
 			if g, err = svc.Graph(ctx, q); err != nil {
 				b.Fatal(err)
@@ -87,6 +88,7 @@ func benchGraph(b *testing.B, s store.Store, settle func()) {
 		if g.Events != benchUserEvents+1 || g.RootCause == nil || g.RootCause.Misuse.IP != "203.0.113.66" {
 			b.Fatalf("graph of %d events, root cause %+v", g.Events, g.RootCause)
 		}
+		b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 		b.ReportMetric(float64(len(g.Nodes)), "nodes")
 		b.ReportMetric(float64(len(g.Edges)), "edges")
 	})
