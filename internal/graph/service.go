@@ -1,12 +1,14 @@
 package graph
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ward-idp/ward/internal/activity"
@@ -22,6 +24,7 @@ type Store interface {
 	EventsByID(ctx context.Context, ids []string) ([]*store.StoredEvent, error)
 	ListRiskDetections(ctx context.Context, f store.RiskDetectionFilter) ([]*model.RiskDetection, error)
 	GetSession(ctx context.Context, id string) (*model.Session, error)
+	ListSessions(ctx context.Context, f store.SessionFilter) ([]*model.Session, error)
 	GetUser(ctx context.Context, id string) (*model.User, error)
 }
 
@@ -47,12 +50,13 @@ type Options struct {
 
 // Bounds of what one query reads besides the groups.
 const (
-	defaultMaxGroups = 2000
-	maxUsers         = 20   // users whose detections are read
-	maxSessions      = 100  // sessions whose records are read
-	maxDetections    = 200  // detections in one graph
-	perUserLookup    = 1000 // detections read per user (newest first)
-	defaultTimeout   = 30 * time.Second
+	defaultMaxGroups  = 2000
+	maxUsers          = 20   // users whose detections are read
+	maxUserSessions   = 1000 // sessions listed per seed user (newest first)
+	maxSessionLookups = 20   // sessions read one by one beyond the seeds' and detections'
+	maxDetections     = 200  // detections in one graph
+	perUserLookup     = 1000 // detections read per user (newest first)
+	defaultTimeout    = 30 * time.Second
 )
 
 // Service draws graphs from the store.
@@ -91,51 +95,57 @@ func (s *Service) Graph(ctx context.Context, q Query) (*Graph, error) {
 	if err != nil {
 		return nil, fmt.Errorf("graph: events: %w", err)
 	}
-	seqs := make([]int64, 0, 2*len(in.Groups))
-	for _, g := range in.Groups {
-		seqs = append(seqs, g.FirstSeq)
-		if g.LastSeq != g.FirstSeq {
-			seqs = append(seqs, g.LastSeq)
-		}
-	}
-	for c := range slices.Chunk(seqs, store.MaxEventLookup) {
-		evs, err := s.o.Store.EventsBySeq(ctx, c)
-		if err != nil {
-			return nil, fmt.Errorf("graph: events: %w", err)
-		}
-		in.Events = append(in.Events, evs...)
-	}
 	users, sessions := s.subjects(q, in.Groups)
-	if in.Detections, err = s.detections(ctx, q, users, sessions); err != nil {
+	// Three independent reads at once: the groups' first and last
+	// events; the detections and their evidence; the users and the seed
+	// users' sessions.
+	var (
+		wg                sync.WaitGroup
+		errs              [3]error
+		sampled, evidence []*store.StoredEvent
+	)
+	wg.Go(func() { sampled, errs[0] = s.sampled(ctx, in.Groups) })
+	wg.Go(func() {
+		if in.Detections, errs[1] = s.detections(ctx, q, users, sessions); errs[1] == nil {
+			evidence, errs[1] = s.evidence(ctx, in.Detections)
+		}
+	})
+	wg.Go(func() { errs[2] = s.people(ctx, q.Users, users, in.Users, in.Sessions) })
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
-	if err := s.evidence(ctx, &in); err != nil {
-		return nil, err
-	}
+	in.Events = mergeEvents(sampled, evidence)
+	// The sessions still unknown: the seeds' and the detections' first
+	// (the root cause reads them), then others, within a budget.
+	var want []string
 	for _, d := range in.Detections {
-		if d.SessionID != "" && !slices.Contains(sessions, d.SessionID) {
-			sessions = append(sessions, d.SessionID)
+		if d.SessionID != "" && !slices.Contains(want, d.SessionID) {
+			want = append(want, d.SessionID)
 		}
 	}
-	for _, id := range sessions[:min(len(sessions), maxSessions)] {
+	seeds := len(q.Sessions) + len(want)
+	want = append(slices.Clone(q.Sessions), want...)
+	for _, id := range sessions {
+		if !slices.Contains(want, id) {
+			want = append(want, id)
+		}
+	}
+	looked := 0
+	for i, id := range want {
+		if in.Sessions[id] != nil {
+			continue
+		}
+		if i >= seeds && looked >= maxSessionLookups {
+			break
+		}
+		looked++
 		se, err := s.o.Store.GetSession(ctx, id)
 		switch {
 		case err == nil:
 			in.Sessions[id] = se
-			if !slices.Contains(users, se.UserID) && len(users) < maxUsers {
-				users = append(users, se.UserID)
-			}
 		case !errors.Is(err, store.ErrNotFound):
 			return nil, fmt.Errorf("graph: session: %w", err)
-		}
-	}
-	for _, id := range users {
-		u, err := s.o.Store.GetUser(ctx, id)
-		switch {
-		case err == nil:
-			in.Users[id] = u
-		case !errors.Is(err, store.ErrNotFound):
-			return nil, fmt.Errorf("graph: user: %w", err)
 		}
 	}
 	s.locate(&in)
@@ -204,14 +214,32 @@ func (s *Service) detections(ctx context.Context, q Query, users, sessions []str
 	return out, nil
 }
 
-// evidence reads the events the detections cite that are not read yet.
-func (s *Service) evidence(ctx context.Context, in *Input) error {
-	have := make(map[string]bool, len(in.Events))
-	for _, e := range in.Events {
-		have[e.ID] = true
+// sampled reads the first and last event of each group.
+func (s *Service) sampled(ctx context.Context, groups []*store.EventGroup) ([]*store.StoredEvent, error) {
+	seqs := make([]int64, 0, 2*len(groups))
+	for _, g := range groups {
+		seqs = append(seqs, g.FirstSeq)
+		if g.LastSeq != g.FirstSeq {
+			seqs = append(seqs, g.LastSeq)
+		}
 	}
+	var out []*store.StoredEvent
+	for c := range slices.Chunk(seqs, store.MaxEventLookup) {
+		evs, err := s.o.Store.EventsBySeq(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("graph: events: %w", err)
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// evidence reads the events the detections cite (and their
+// risk.detected events).
+func (s *Service) evidence(ctx context.Context, ds []*model.RiskDetection) ([]*store.StoredEvent, error) {
+	have := map[string]bool{}
 	var want []string
-	for _, d := range in.Detections {
+	for _, d := range ds {
 		for _, id := range append([]string{d.EventID}, d.Evidence...) {
 			if id != "" && !have[id] && len(want) < store.MaxEventLookup {
 				have[id] = true
@@ -220,14 +248,43 @@ func (s *Service) evidence(ctx context.Context, in *Input) error {
 		}
 	}
 	if len(want) == 0 {
-		return nil
+		return nil, nil
 	}
 	evs, err := s.o.Store.EventsByID(ctx, want)
 	if err != nil {
-		return fmt.Errorf("graph: evidence: %w", err)
+		return nil, fmt.Errorf("graph: evidence: %w", err)
 	}
-	in.Events = append(in.Events, evs...)
-	slices.SortFunc(in.Events, func(a, b *store.StoredEvent) int { return int(a.Seq - b.Seq) })
+	return evs, nil
+}
+
+// mergeEvents returns the events of a and b, each once, in Seq order.
+func mergeEvents(a, b []*store.StoredEvent) []*store.StoredEvent {
+	out := append(slices.Clone(a), b...)
+	slices.SortFunc(out, func(x, y *store.StoredEvent) int { return cmp.Compare(x.Seq, y.Seq) })
+	return slices.CompactFunc(out, func(x, y *store.StoredEvent) bool { return x.Seq == y.Seq })
+}
+
+// people reads the users and the sessions of the seed users (one query
+// per seed user).
+func (s *Service) people(ctx context.Context, seedUsers, users []string, um map[string]*model.User, sm map[string]*model.Session) error {
+	for _, id := range users {
+		u, err := s.o.Store.GetUser(ctx, id)
+		switch {
+		case err == nil:
+			um[id] = u
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("graph: user: %w", err)
+		}
+	}
+	for _, id := range seedUsers {
+		ss, err := s.o.Store.ListSessions(ctx, store.SessionFilter{UserID: id, Limit: maxUserSessions})
+		if err != nil {
+			return fmt.Errorf("graph: sessions: %w", err)
+		}
+		for _, se := range ss {
+			sm[se.ID] = se
+		}
+	}
 	return nil
 }
 
