@@ -353,6 +353,15 @@ func TestExpansion(t *testing.T) {
 				t.Errorf("%s: root cause from %s, want det-1 (the most severe)", c.name, g.RootCause.DetectionID)
 			}
 		}
+		// An incident's seeds and span.
+		g, err := svc.GraphFor(ctx, []graph.Seed{{Kind: graph.KindSession, ID: "s-alice"}, {Kind: graph.KindIP, ID: ipAttacker}},
+			t0, t0.Add(10*time.Minute))
+		if err != nil || g.RootCause == nil || g.RootCause.Origin.SessionID != "s-alice" || !index(g).nodes["session:s-alice"].Seed {
+			t.Errorf("GraphFor: %v, %+v", err, g)
+		}
+		if _, err := svc.GraphFor(ctx, nil, t0, t0.Add(time.Minute)); !errors.Is(err, graph.ErrInvalidQuery) {
+			t.Errorf("GraphFor without seeds: %v", err)
+		}
 	})
 }
 

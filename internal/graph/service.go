@@ -152,6 +152,17 @@ func (s *Service) Graph(ctx context.Context, q Query) (*Graph, error) {
 	return Build(in), nil
 }
 
+// GraphFor draws the graph of a list of seeds over a window (an
+// incident's entities and span): QueryFor, then Graph. A zero to is now
+// (as NewQuery says); ErrInvalidQuery for seeds it refuses.
+func (s *Service) GraphFor(ctx context.Context, seeds []Seed, from, to time.Time) (*Graph, error) {
+	q, err := QueryFor(seeds, from, to, s.o.Now())
+	if err != nil {
+		return nil, err
+	}
+	return s.Graph(ctx, q)
+}
+
 // subjects returns the users (seeds first, at most maxUsers) and the
 // sessions (seeds first) of the query and its groups.
 func (s *Service) subjects(q Query, groups []*store.EventGroup) (users, sessions []string) {
