@@ -56,7 +56,9 @@ type EventGroup struct {
 type EventGraph interface {
 	// GroupEvents returns the groups of the events in scope, ordered by
 	// FirstSeq, at most limit of them (0: 1000; max MaxEventGroups), and
-	// whether groups were left out. Each event is in exactly one group,
+	// whether groups were left out: those with the latest first events,
+	// as long as each kind of subject has at most MaxEventGroups groups
+	// (beyond, which are left out is the backend's choice). Each event is in exactly one group,
 	// whichever of its subjects selected it. A scope without subjects
 	// selects nothing.
 	GroupEvents(ctx context.Context, s EventScope, limit int) ([]*EventGroup, bool, error)

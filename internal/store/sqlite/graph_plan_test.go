@@ -25,13 +25,13 @@ func TestGraphQueryPlans(t *testing.T) {
 		query     string
 		want, not string
 	}{
-		{sel + `user_id IN ($1) AND time >= $2 AND time < $3 GROUP BY user_id, session_id, ip, device_id, client_id, type, outcome, reason ORDER BY MIN(seq) LIMIT $4`,
-			"SEARCH events USING COVERING INDEX events_graph_user (user_id=?)", "B-TREE FOR GROUP BY"},
-		{sel + `session_id IN ($1) AND time >= $2 AND time < $3 AND COALESCE(user_id, '') NOT IN ($4) GROUP BY session_id, user_id, ip, device_id, client_id, type, outcome, reason ORDER BY MIN(seq) LIMIT $5`,
-			"SEARCH events USING COVERING INDEX events_graph_session (session_id=?)", "B-TREE FOR GROUP BY"},
-		{sel + `device_id IN ($1) AND device_id <> '' AND time >= $2 AND time < $3 GROUP BY device_id, user_id, session_id, ip, client_id, type, outcome, reason ORDER BY MIN(seq) LIMIT $4`,
+		{sel + `user_id IN ($1) AND time >= $2 AND time < $3 GROUP BY user_id, session_id, ip, device_id, client_id, type, outcome, reason ORDER BY user_id, session_id, ip, device_id, client_id, type, outcome, reason LIMIT $4`,
+			"SEARCH events USING COVERING INDEX events_graph_user (user_id=?)", "B-TREE"},
+		{sel + `session_id IN ($1) AND time >= $2 AND time < $3 AND COALESCE(user_id, '') NOT IN ($4) GROUP BY session_id, user_id, ip, device_id, client_id, type, outcome, reason ORDER BY session_id, user_id, ip, device_id, client_id, type, outcome, reason LIMIT $5`,
+			"SEARCH events USING COVERING INDEX events_graph_session (session_id=?)", "B-TREE"},
+		{sel + `device_id IN ($1) AND device_id <> '' AND time >= $2 AND time < $3 GROUP BY device_id, user_id, session_id, ip, client_id, type, outcome, reason ORDER BY device_id, user_id, session_id, ip, client_id, type, outcome, reason LIMIT $4`,
 			"SEARCH events USING INDEX events_device_time (device_id=? AND time>? AND time<?)", ""},
-		{sel + `ip IN ($1) AND ip <> '' AND time >= $2 AND time < $3 GROUP BY ip, user_id, session_id, device_id, client_id, type, outcome, reason ORDER BY MIN(seq) LIMIT $4`,
+		{sel + `ip IN ($1) AND ip <> '' AND time >= $2 AND time < $3 GROUP BY ip, user_id, session_id, device_id, client_id, type, outcome, reason ORDER BY ip, user_id, session_id, device_id, client_id, type, outcome, reason LIMIT $4`,
 			"SEARCH events USING INDEX events_ip_time (ip=? AND time>? AND time<?)", ""},
 		{`SELECT * FROM events WHERE id IN ($1, $2) ORDER BY seq`, "USING INDEX events_id (id=?)", ""},
 		{`SELECT * FROM events WHERE seq IN ($1, $2) ORDER BY seq`, "USING INTEGER PRIMARY KEY (rowid=?)", ""},

@@ -32,7 +32,10 @@ var scopeKinds = [4]scopeKind{
 // GroupEvents aggregates the events in scope, one query per kind of
 // subject. The events a kind selects exclude those an earlier kind
 // selected (a session's events that belong to a user of the scope are
-// that user's), so every event is counted once.
+// that user's), so every event is counted once. Each query returns its
+// groups in the order of its index (so that the database streams them
+// from the index: no sort, and a LIMIT it can stop at), at most
+// MaxEventGroups+1; the earliest n of all are kept.
 func (s *Store) GroupEvents(ctx context.Context, sc store.EventScope, n int) ([]*store.EventGroup, bool, error) {
 	switch {
 	case n <= 0:
@@ -77,11 +80,17 @@ func (s *Store) GroupEvents(ctx context.Context, sc store.EventScope, n int) ([]
 		}
 		q := `SELECT COALESCE(user_id, ''), COALESCE(session_id, ''), COALESCE(client_id, ''), device_id, ip, type, outcome, reason,
 			COUNT(*), MIN(time), MAX(time), MIN(seq), MAX(seq) FROM events WHERE ` + strings.Join(where, " AND ") +
-			` GROUP BY ` + kind.groupBy + ` ORDER BY MIN(seq) LIMIT ` + arg(int64(n+1))
+			` GROUP BY ` + kind.groupBy + ` ORDER BY ` + kind.groupBy + ` LIMIT ` + arg(int64(store.MaxEventGroups+1))
+		if s.d.PlanEachTime != nil {
+			args = s.d.PlanEachTime(args)
+		}
 		rs, err := s.db.Read().Query(ctx, q, args...)
 		gs, err := collect(rs, err, "group events", scanEventGroup)
 		if err != nil {
 			return nil, false, err
+		}
+		if len(gs) > store.MaxEventGroups {
+			gs, more = gs[:store.MaxEventGroups], true
 		}
 		out = append(out, gs...)
 	}
