@@ -139,6 +139,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newSSFReceiverCmd(e),
 		newRiskCmd(e),
 		newGraphCmd(e),
+		newIncidentsCmd(e),
 	)
 	return root
 }

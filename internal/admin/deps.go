@@ -117,7 +117,9 @@ type Deps struct {
 	Risk Risk
 	// Graph serves GET /graph (nil: the route is absent).
 	Graph Graph
-	Audit AuditLog
+	// Incidents serves the incident routes (nil: absent).
+	Incidents Incidents
+	Audit     AuditLog
 	// Auth authenticates every request.
 	Auth Authenticator
 	// Bus carries the API's own events (access denials).
