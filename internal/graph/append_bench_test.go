@@ -25,7 +25,7 @@ import (
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
 
-var graphIndexes = []string{"events_graph_user", "events_graph_session", "events_device_time", "events_ip_time", "events_id"}
+var graphIndexes = []string{"events_graph_user", "events_session_nouser", "events_device_time", "events_ip_time", "events_id"}
 
 func BenchmarkAppendEventIndexes(b *testing.B) {
 	for _, with := range []bool{true, false} {

@@ -10,7 +10,7 @@ import (
 // TestGraphQueryPlans checks the plans of the investigation graph's
 // queries (store.GroupEvents, EventsByID): a user's and a session's events
 // are grouped from their covering index alone, in index order (no table
-// read, no sort); devices and addresses use their (subject, time) index;
+// read, no sort), a session's under its user; devices and addresses use their (subject, time) index;
 // events by id their index.
 func TestGraphQueryPlans(t *testing.T) {
 	ctx := context.Background()
@@ -27,8 +27,11 @@ func TestGraphQueryPlans(t *testing.T) {
 	}{
 		{sel + `user_id IN ($1) AND time >= $2 AND time < $3 GROUP BY user_id, session_id, ip, device_id, client_id, type, outcome, reason ORDER BY user_id, session_id, ip, device_id, client_id, type, outcome, reason LIMIT $4`,
 			"SEARCH events USING COVERING INDEX events_graph_user (user_id=?)", "B-TREE"},
-		{sel + `session_id IN ($1) AND time >= $2 AND time < $3 AND COALESCE(user_id, '') NOT IN ($4) GROUP BY session_id, user_id, ip, device_id, client_id, type, outcome, reason ORDER BY session_id, user_id, ip, device_id, client_id, type, outcome, reason LIMIT $5`,
-			"SEARCH events USING COVERING INDEX events_graph_session (session_id=?)", "B-TREE"},
+		// A session's events under its user; those without a user.
+		{sel + `user_id IN ($1) AND session_id IN ($2) AND time >= $3 AND time < $4 AND COALESCE(user_id, '') NOT IN ($5) GROUP BY user_id, session_id, ip, device_id, client_id, type, outcome, reason ORDER BY user_id, session_id, ip, device_id, client_id, type, outcome, reason LIMIT $6`,
+			"SEARCH events USING COVERING INDEX events_graph_user (user_id=? AND session_id=?)", "B-TREE"},
+		{sel + `session_id IN ($1) AND user_id IS NULL AND time >= $2 AND time < $3 GROUP BY session_id, user_id, ip, device_id, client_id, type, outcome, reason ORDER BY session_id, user_id, ip, device_id, client_id, type, outcome, reason LIMIT $4`,
+			"SEARCH events USING INDEX events_session_nouser (session_id=? AND time>? AND time<?)", ""},
 		{sel + `device_id IN ($1) AND device_id <> '' AND time >= $2 AND time < $3 GROUP BY device_id, user_id, session_id, ip, client_id, type, outcome, reason ORDER BY device_id, user_id, session_id, ip, client_id, type, outcome, reason LIMIT $4`,
 			"SEARCH events USING INDEX events_device_time (device_id=? AND time>? AND time<?)", ""},
 		{sel + `ip IN ($1) AND ip <> '' AND time >= $2 AND time < $3 GROUP BY ip, user_id, session_id, device_id, client_id, type, outcome, reason ORDER BY ip, user_id, session_id, device_id, client_id, type, outcome, reason LIMIT $4`,

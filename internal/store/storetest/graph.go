@@ -14,9 +14,11 @@ import (
 // their sequence numbers. u1 signs in to s1 on device d1 from A and uses
 // it; s1's refresh token is presented from B with another key; u2 uses s3
 // from A; a client's own token is issued at A; one event of u1 lies
-// before the window.
+// before the window; a resource reports a use of s1 that names no user.
+// s1 is stored (its events are found under its user), s3 is not.
 func graphEvents(t *testing.T, s store.Store) map[string]*store.StoredEvent {
 	t.Helper()
+	riskUser(t, s, "u1", "s1")
 	const a, b = "192.0.2.10", "198.51.100.20"
 	type ev struct {
 		name                              string
@@ -36,6 +38,7 @@ func graphEvents(t *testing.T, s store.Store) map[string]*store.StoredEvent {
 		{"svc", model.EventTokenIssued, "", "", "svc", "", a, model.OutcomeSuccess, "", 6 * time.Minute},
 		{"refresh3", model.EventTokenRefreshed, "u1", "s1", "spa", "d1", a, model.OutcomeSuccess, "", 7 * time.Minute},
 		{"late", model.EventTokenUsed, "u1", "s1", "spa", "d1", a, model.OutcomeSuccess, "", 10 * time.Minute},
+		{"nouser", model.EventTokenUsed, "", "s1", "spa", "", b, model.OutcomeFailure, "invalid_token", 8 * time.Minute},
 	}
 	out := map[string]*store.StoredEvent{}
 	for i, e := range evs {
@@ -115,9 +118,14 @@ func testGroupEvents(t *testing.T, s store.Store) {
 		"token.request_failed|failure|refresh_key_mismatch|u1|s1|spa||" + b: {1, "stolen", "stolen"},
 	}
 	check("user", store.EventScope{UserIDs: []string{"u1"}}, u1)
-	check("session", store.EventScope{SessionIDs: []string{"s1"}}, u1)
+	s1 := map[string]want{"token.used|failure|invalid_token||s1|spa||" + b: {1, "nouser", "nouser"}}
+	for k, v := range u1 {
+		s1[k] = v
+	}
+	check("session", store.EventScope{SessionIDs: []string{"s1"}}, s1)
+	check("session not stored", store.EventScope{SessionIDs: []string{"s3"}}, map[string]want{"token.used|success||u2|s3|spa||" + a: {1, "u2use", "u2use"}})
 	// The user and its session, device and address: each event once.
-	check("overlapping", store.EventScope{UserIDs: []string{"u1", "u1"}, SessionIDs: []string{"s1"}, DeviceIDs: []string{"d1"}, IPs: []string{b}}, u1)
+	check("overlapping", store.EventScope{UserIDs: []string{"u1", "u1"}, SessionIDs: []string{"s1"}, DeviceIDs: []string{"d1"}, IPs: []string{b}}, s1)
 	check("device", store.EventScope{DeviceIDs: []string{"d1"}}, map[string]want{
 		"token.issued|success||u1|s1|spa|d1|" + a:    {1, "issued", "issued"},
 		"token.refreshed|success||u1|s1|spa|d1|" + a: {3, "refresh1", "refresh3"},

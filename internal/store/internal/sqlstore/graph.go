@@ -14,8 +14,9 @@ import (
 
 // scopeKind is one kind of subject of an EventScope: its column, the
 // condition that lets the query use the kind's partial index, and the
-// GROUP BY order of the index (migration 00023), so that a user's or a
-// session's events are grouped as the index is walked, without a sort.
+// GROUP BY order (for users, that of their index, migration 00023, so
+// that a user's events are grouped as the index is walked, without a
+// sort; sessions go through their user: groupSessions).
 type scopeKind struct {
 	col     string
 	cond    string
@@ -23,10 +24,77 @@ type scopeKind struct {
 }
 
 var scopeKinds = [4]scopeKind{
-	{col: "user_id", groupBy: "user_id, session_id, ip, device_id, client_id, type, outcome, reason"},
+	{col: "user_id", groupBy: userGroupBy},
 	{col: "session_id", groupBy: "session_id, user_id, ip, device_id, client_id, type, outcome, reason"},
 	{col: "device_id", cond: "device_id <> ''", groupBy: "device_id, user_id, session_id, ip, client_id, type, outcome, reason"},
 	{col: "ip", cond: "ip <> ''", groupBy: "ip, user_id, session_id, device_id, client_id, type, outcome, reason"},
+}
+
+// userGroupBy is the order of events_graph_user.
+const userGroupBy = "user_id, session_id, ip, device_id, client_id, type, outcome, reason"
+
+// inList appends vs to *args and returns "($n, ...)".
+func inList(vs []string, args *[]any) string {
+	ph := make([]string, len(vs))
+	for i, v := range vs {
+		*args = append(*args, v)
+		ph[i] = "$" + strconv.Itoa(len(*args))
+	}
+	return "(" + strings.Join(ph, ", ") + ")"
+}
+
+// groupSessions aggregates the events of the scope's sessions. A
+// session's events name its user: those of a stored session are found in
+// events_graph_user under (user, session), unless the user is in the
+// scope (its query counted them). The events of a session that name no
+// user have an index of their own (events_session_nouser, small); the
+// events of a session no longer stored are found by events_session.
+func (s *Store) groupSessions(ctx context.Context, ids [4][]string, run func(k int, lead []string, args []any, groupBy string) error) error {
+	var args []any
+	rs, err := s.db.Read().Query(ctx, `SELECT id, user_id FROM sessions WHERE id IN `+inList(ids[1], &args), args...)
+	type owner struct{ id, user string }
+	owners, err := collect(rs, err, "group events: sessions", func(r Row) (owner, error) {
+		var o owner
+		return o, r.Scan(&o.id, &o.user)
+	})
+	if err != nil {
+		return err
+	}
+	byUser := map[string][]string{}
+	var users, gone []string
+	for _, id := range ids[1] {
+		i := slices.IndexFunc(owners, func(o owner) bool { return o.id == id })
+		switch {
+		case i < 0:
+			gone = append(gone, id)
+		case slices.Contains(ids[0], owners[i].user):
+			// The user's query counted them.
+		default:
+			u := owners[i].user
+			if byUser[u] == nil {
+				users = append(users, u)
+			}
+			byUser[u] = append(byUser[u], id)
+		}
+	}
+	for _, u := range users {
+		var a []any
+		lead := []string{"user_id IN " + inList([]string{u}, &a), "session_id IN " + inList(byUser[u], &a)}
+		if err := run(1, lead, a, userGroupBy); err != nil {
+			return err
+		}
+	}
+	var a []any
+	if err := run(1, []string{"session_id IN " + inList(ids[1], &a), "user_id IS NULL"}, a, scopeKinds[1].groupBy); err != nil {
+		return err
+	}
+	if len(gone) > 0 {
+		a = nil
+		if err := run(1, []string{"session_id IN " + inList(gone, &a), "user_id IS NOT NULL"}, a, scopeKinds[1].groupBy); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // GroupEvents aggregates the events in scope, one query per kind of
@@ -52,47 +120,54 @@ func (s *Store) GroupEvents(ctx context.Context, sc store.EventScope, n int) ([]
 	}
 	var out []*store.EventGroup
 	more := false
-	for k, kind := range scopeKinds {
-		if len(ids[k]) == 0 {
-			continue
-		}
-		var args []any
+	run := func(k int, lead []string, leadArgs []any, groupBy string) error {
+		args := slices.Clone(leadArgs)
 		arg := func(v any) string {
 			args = append(args, v)
 			return "$" + strconv.Itoa(len(args))
 		}
-		in := func(vs []string) string {
-			ph := make([]string, len(vs))
-			for i, v := range vs {
-				ph[i] = arg(v)
-			}
-			return "(" + strings.Join(ph, ", ") + ")"
-		}
-		where := []string{kind.col + " IN " + in(ids[k])}
-		if kind.cond != "" {
-			where = append(where, kind.cond)
-		}
+		where := slices.Clone(lead)
 		where = append(where, "time >= "+arg(micros(sc.Since)), "time < "+arg(micros(sc.Until)))
 		for j := range k {
 			if len(ids[j]) > 0 {
-				where = append(where, "COALESCE("+scopeKinds[j].col+", '') NOT IN "+in(ids[j]))
+				where = append(where, "COALESCE("+scopeKinds[j].col+", '') NOT IN "+inList(ids[j], &args))
 			}
 		}
 		q := `SELECT COALESCE(user_id, ''), COALESCE(session_id, ''), COALESCE(client_id, ''), device_id, ip, type, outcome, reason,
 			COUNT(*), MIN(time), MAX(time), MIN(seq), MAX(seq) FROM events WHERE ` + strings.Join(where, " AND ") +
-			` GROUP BY ` + kind.groupBy + ` ORDER BY ` + kind.groupBy + ` LIMIT ` + arg(int64(store.MaxEventGroups+1))
+			` GROUP BY ` + groupBy + ` ORDER BY ` + groupBy + ` LIMIT ` + arg(int64(store.MaxEventGroups+1))
 		if s.d.PlanEachTime != nil {
 			args = s.d.PlanEachTime(args)
 		}
 		rs, err := s.db.Read().Query(ctx, q, args...)
 		gs, err := collect(rs, err, "group events", scanEventGroup)
 		if err != nil {
-			return nil, false, err
+			return err
 		}
 		if len(gs) > store.MaxEventGroups {
 			gs, more = gs[:store.MaxEventGroups], true
 		}
 		out = append(out, gs...)
+		return nil
+	}
+	for k, kind := range scopeKinds {
+		if len(ids[k]) == 0 {
+			continue
+		}
+		if k == 1 {
+			if err := s.groupSessions(ctx, ids, run); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		var args []any
+		lead := []string{kind.col + " IN " + inList(ids[k], &args)}
+		if kind.cond != "" {
+			lead = append(lead, kind.cond)
+		}
+		if err := run(k, lead, args, kind.groupBy); err != nil {
+			return nil, false, err
+		}
 	}
 	slices.SortFunc(out, func(a, b *store.EventGroup) int { return cmpInt64(a.FirstSeq, b.FirstSeq) })
 	if len(out) > n {
