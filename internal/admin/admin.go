@@ -50,6 +50,7 @@ type API struct {
 	sessions  Sessions
 	risk      Risk
 	incidents Incidents
+	graph     Graph
 	audit     AuditLog
 	auth      Authenticator
 	events    *bus.Emitter // records the API's own events (denials)
@@ -71,6 +72,7 @@ func New(d Deps) *API {
 		sessions:  d.Sessions,
 		risk:      d.Risk,
 		incidents: d.Incidents,
+		graph:     d.Graph,
 		audit:     d.Audit,
 		auth:      d.Auth,
 		log:       d.Log,
@@ -136,6 +138,8 @@ func (api *API) routes() {
 	// Audit log.
 	api.handle("GET /events", api.listEvents)
 	api.riskRoutes()
+	// The investigation graph (graph.go).
+	api.graphRoutes()
 	// Incidents (incidents.go).
 	api.incidentRoutes()
 	// Devices and compliance policies (devices.go).

@@ -103,8 +103,8 @@ type Authenticator interface {
 	AuthenticateResource(r *http.Request) (*oauth.Caller, string, *oauth.Error)
 }
 
-// Deps is what the admin API is built from. Every field but Risk, Log and
-// Now is required.
+// Deps is what the admin API is built from. Every field but Risk, Graph,
+// Log and Now is required.
 type Deps struct {
 	Identity Identity
 	Clients  Clients
@@ -115,6 +115,8 @@ type Deps struct {
 	// routes are absent and PUT /users/{id}/risk sets the level through
 	// Identity alone).
 	Risk Risk
+	// Graph serves GET /graph (nil: the route is absent).
+	Graph Graph
 	// Incidents serves the incident routes (nil: absent).
 	Incidents Incidents
 	Audit     AuditLog

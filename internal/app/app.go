@@ -26,6 +26,7 @@ import (
 	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
+	"github.com/ward-idp/ward/internal/graph"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/risk"
@@ -69,6 +70,9 @@ type App struct {
 	// Geo places addresses (conditional_access.geoip_database and
 	// asn_database); nil without either.
 	Geo *geo.DB
+	// Graph draws investigation graphs from the audit log and the
+	// detections.
+	Graph *graph.Service
 	// Detectors are the online token-theft detectors of a server (nil in
 	// a command-line tool or with risk_detection.enabled false).
 	Detectors *online.Detector
@@ -245,6 +249,11 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, fmt.Errorf("app: conditional_access.geoip_database / asn_database: %w", err)
 	}
 	a.closers = append(a.closers, a.Geo.Close)
+	gopts := graph.Options{Store: a.Store, Now: o.Now}
+	if a.Geo != nil {
+		gopts.Locator = a.Geo
+	}
+	a.Graph = graph.New(gopts)
 	a.Access = access.New(access.Options{
 		Store: a.Store, Bus: b, Now: o.Now, Log: log, Locator: a.Geo,
 		PollInterval: cfg.ConditionalAccess.PollInterval,

@@ -32,7 +32,7 @@ var (
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
-		"internal/session", "internal/audit", "internal/risk", "internal/incident"}
+		"internal/session", "internal/audit", "internal/risk", "internal/incident", "internal/graph"}
 
 	notWiring  = join(wiring, testOnly)
 	notHandler = join(notWiring, storeImpls)
@@ -176,6 +176,10 @@ var rules = map[string]rule{
 	// actions through small interfaces of its own (the wiring passes the
 	// session, device, identity and risk services).
 	"internal/incident": {imports: []string{"internal/bus", "internal/mitre", "internal/model", "internal/store"}, never: notService},
+	// The investigation graph: reads events, detections, sessions and
+	// users through the store interface and places addresses with geo;
+	// it reads the activity record's Data keys. It changes nothing.
+	"internal/graph": {imports: []string{"internal/activity", "internal/geo", "internal/model", "internal/store"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -233,7 +237,7 @@ var rules = map[string]rule{
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
-		"internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+		"internal/graph", "internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
 
 	// The web console is a handler like the admin API: services through
 	// interfaces of its own, the audit record's reader (the store's
@@ -253,12 +257,12 @@ var rules = map[string]rule{
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
-	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo",
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo", "internal/graph",
 		"internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/assess", "internal/risk/detect", "internal/risk/online", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
 	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/audit/chain", "internal/console", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
-	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo",
+	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo", "internal/graph",
 		"internal/device", "internal/gateway", "internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
 	// The load generator is a client: DPoP and nothing of the server.

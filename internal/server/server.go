@@ -102,6 +102,7 @@ func New(a *app.App) (*Server, error) {
 		Access:         a.Access,
 		Sessions:       a.Sessions,
 		Risk:           a.Risk,
+		Graph:          a.Graph,
 		Incidents:      a.Incidents,
 		Audit:          a.Store,
 		Auth:           prov,

@@ -143,6 +143,7 @@ type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
 	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
 	RiskStore     // risk levels, detections and their history (risk.go)
+	EventGraph    // events by subject and time, by id (graph.go)
 	IncidentStore // incidents, their detections and timelines (incident.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given

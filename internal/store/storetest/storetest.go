@@ -113,6 +113,8 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RiskStates", testRiskStates},
 		{"RiskConcurrent", testRiskConcurrent},
 		{"RiskExpiriesPurge", testRiskExpiriesPurge},
+		{"GroupEvents", testGroupEvents},
+		{"EventsByIDSeq", testEventsByIDSeq},
 		{"IncidentRoundTrip", testIncidentRoundTrip},
 		{"IncidentCandidates", testIncidentCandidates},
 		{"IncidentUpdate", testIncidentUpdate},

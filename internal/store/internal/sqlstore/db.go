@@ -84,6 +84,13 @@ type Dialect struct {
 	// INSERT that gives an identity column its value (PostgreSQL's
 	// " OVERRIDING SYSTEM VALUE"; SQLite needs nothing).
 	OverridingSystemValue string
+	// PlanEachTime, when set, returns the arguments of a query that the
+	// database must plan for its parameter values every time rather than
+	// once for any values (PostgreSQL's generic plans of prepared
+	// statements): the aggregations of store.GroupEvents, whose best plan
+	// depends on how many events a subject has. PostgreSQL: pgx's
+	// QueryExecModeExec (an unnamed statement, planned with its values).
+	PlanEachTime func(args []any) []any
 }
 
 // Store implements store.Store over a DB.
