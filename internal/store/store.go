@@ -107,6 +107,7 @@ type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
 	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
 	RiskStore     // risk levels, detections and their history (risk.go)
+	WebAuthnStore // passkeys and security keys, WebAuthn ceremonies (webauthn.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).
@@ -440,7 +441,8 @@ type Sealed struct {
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
-// CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode and
+// CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode,
+// CreateWebAuthnCredential, DeleteWebAuthnCredential(s) and
 // ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method

@@ -113,6 +113,8 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RiskStates", testRiskStates},
 		{"RiskConcurrent", testRiskConcurrent},
 		{"RiskExpiriesPurge", testRiskExpiriesPurge},
+		{"WebAuthnCredentials", testWebAuthnCredentials},
+		{"WebAuthnCounterConcurrent", testWebAuthnCounterConcurrent},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.
@@ -129,6 +131,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"CompliancePolicy", testCompliancePolicy},
 		{"SSFHandled", testSSFHandled},
 		{"SSFSignals", testSSFSignals},
+		{"WebAuthnChallenges", testWebAuthnChallenges},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
