@@ -23,7 +23,7 @@ var (
 	// may depend on it, or a part could no longer be built without all.
 	wiring = []string{"internal/app", "internal/server", "cmd/..."}
 	// testOnly are helpers for tests; production code never uses them.
-	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest"}
+	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest", "internal/identity/webauthntest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
@@ -278,6 +278,9 @@ var rules = map[string]rule{
 	"internal/bus/bustest":     {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
 	"internal/store/storetest": {imports: []string{"internal/clock", "internal/model", "internal/store"}, never: join(wiring, storeImpls), modules: stdOnly},
 	"internal/archtest":        {never: anything, modules: stdOnly},
+	// A software WebAuthn authenticator (real keys, CBOR and signatures)
+	// for the passkey tests.
+	"internal/identity/webauthntest": {never: anything, modules: stdOnly},
 	// The OCSF schema validator of the exporters' tests.
 	"internal/audit/ocsf/ocsftest": {never: anything, modules: stdOnly},
 	"test/crash":                   {never: anything, modules: stdOnly},

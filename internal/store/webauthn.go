@@ -36,7 +36,7 @@ type WebAuthnStore interface {
 	DeleteWebAuthnCredential(ctx context.Context, userID, id string) (*model.WebAuthnCredential, error)
 	// DeleteWebAuthnCredentials deletes every credential of the user and
 	// returns how many there were. It commits ctx's pending events (also
-	// when there were none).
+	// when there were none); a builder (WithEvents) gets the deleted ids.
 	DeleteWebAuthnCredentials(ctx context.Context, userID string) (int, error)
 	// WebAuthnCredentialCounts counts the credentials of every user that
 	// has some.

@@ -139,9 +139,14 @@ func (s *Store) DeleteWebAuthnCredentials(ctx context.Context, userID string) (i
 		if _, err := s.lockUser(ctx, q, userID); err != nil {
 			return nil, err
 		}
-		var err error
-		n, err = q.Exec(ctx, `DELETE FROM webauthn_credentials WHERE user_id = $1`, userID)
-		return nil, wrap("delete webauthn credentials", err)
+		rs, err := q.Query(ctx, `DELETE FROM webauthn_credentials WHERE user_id = $1 RETURNING id`, userID)
+		ids, err := collect(rs, err, "delete webauthn credentials", func(r Row) (string, error) {
+			var id string
+			return id, r.Scan(&id)
+		})
+		n = int64(len(ids))
+		// The deleted ids go to the pending events' builder.
+		return ids, err
 	})
 	if err != nil {
 		return 0, err
