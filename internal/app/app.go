@@ -182,8 +182,13 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, fmt.Errorf("app: audit log: %w", auditErr)
 	}
 
+	wa, err := webAuthnOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	a.Identity = identity.New(identity.Options{
-		Store:  a.Store,
+		WebAuthn: wa,
+		Store:    a.Store,
 		Bus:    b,
 		KEK:    a.KEK,
 		Now:    o.Now,

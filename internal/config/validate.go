@@ -169,6 +169,7 @@ func (c *Config) Validate() error {
 	v.positive("risk.low_lifetime", c.Risk.LowLifetime)
 	v.positive("risk.medium_lifetime", c.Risk.MediumLifetime)
 	v.positive("risk.retention", c.Risk.Retention)
+	c.validatePasskeys(v)
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)

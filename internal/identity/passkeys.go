@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-webauthn/webauthn/metadata"
+	"github.com/go-webauthn/webauthn/metadata/providers/memory"
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
@@ -764,4 +765,26 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string([]rune(s)[:n])
+}
+
+// ParseMetadataBLOB verifies a FIDO Metadata Service BLOB (the signed
+// JWT the operator downloads from mds3.fidoalliance.org) against the FIDO
+// Alliance's root certificate and returns the provider that checks
+// attestation statements under AttestationAllowList: the attestation
+// must chain to the metadata's trust anchors for the authenticator's
+// AAGUID, and an authenticator the metadata marks compromised is refused.
+func ParseMetadataBLOB(blob []byte) (metadata.Provider, error) {
+	d, err := metadata.NewDecoder(metadata.WithIgnoreEntryParsingErrors())
+	if err != nil {
+		return nil, err
+	}
+	p, err := d.DecodeBytes(blob)
+	if err != nil {
+		return nil, fmt.Errorf("identity: FIDO metadata BLOB: %w", err)
+	}
+	m, err := d.Parse(p)
+	if err != nil {
+		return nil, fmt.Errorf("identity: FIDO metadata BLOB: %w", err)
+	}
+	return memory.New(memory.WithMetadata(m.ToMap()), memory.WithValidateEntry(true), memory.WithValidateTrustAnchor(true), memory.WithValidateStatus(true))
 }

@@ -572,3 +572,13 @@ func TestPasskeyRemovalAndRecovery(t *testing.T) {
 		t.Errorf("audit log of alice: %v", got)
 	}
 }
+
+// A metadata file that is not a FIDO-signed BLOB is refused (the start
+// fails rather than run an allow list on unverified data).
+func TestParseMetadataBLOBRefusesGarbage(t *testing.T) {
+	for _, blob := range [][]byte{nil, []byte("not a jwt"), []byte("eyJhbGciOiJub25lIn0.eyJubyI6MX0.")} {
+		if _, err := identity.ParseMetadataBLOB(blob); err == nil {
+			t.Errorf("ParseMetadataBLOB(%q) accepted", blob)
+		}
+	}
+}
