@@ -189,10 +189,10 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	a.Identity = identity.New(identity.Options{
 		WebAuthn: wa,
 		Store:    a.Store,
-		Bus:    b,
-		KEK:    a.KEK,
-		Now:    o.Now,
-		Logger: log,
+		Bus:      b,
+		KEK:      a.KEK,
+		Now:      o.Now,
+		Logger:   log,
 		Argon2: identity.Argon2Params{
 			Time:      cfg.Passwords.Argon2Time,
 			MemoryKiB: cfg.Passwords.Argon2MemoryKiB,

@@ -285,6 +285,7 @@ var rules = map[string]rule{
 	"internal/audit/ocsf/ocsftest": {never: anything, modules: stdOnly},
 	"test/crash":                   {never: anything, modules: stdOnly},
 	"test/interop":                 {never: anything, modules: stdOnly},
+	"test/browser":                 {never: anything, modules: stdOnly},
 }
 
 // pending: stricter rules Ward is moving to, not met yet. Each field set

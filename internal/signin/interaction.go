@@ -84,9 +84,15 @@ func (h *Handler) renderLogin(w http.ResponseWriter, r *http.Request, in *intera
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
-	h.c.Pages.Render(w, status, "login.html", web.LoginData{
-		ClientName: c.Name, Username: username, Error: msg, CSRF: csrf, Request: blob, Action: PathLogin,
-	}, in.formOrigin())
+	d := web.LoginData{ClientName: c.Name, Username: username, Error: msg, CSRF: csrf, Request: blob, Action: PathLogin}
+	if h.c.Identity.PasskeysEnabled() {
+		var err error
+		if d.Passkey, err = h.passkeyLoginForm(r.Context(), in, csrf); err != nil {
+			// The password form still works.
+			h.c.Log.ErrorContext(r.Context(), "begin passkey sign-in", "correlation_id", correlationID(r), "err", err)
+		}
+	}
+	h.c.Pages.Render(w, status, "login.html", d, in.formOrigin())
 }
 
 // resumeInteraction checks the CSRF token of a sign-in form post, opens
