@@ -310,7 +310,7 @@ working at once.`,
 	}
 	riskCmd.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, riskCmd, newRevokeSessionsCmd(e))
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, riskCmd, newRevokeSessionsCmd(e), newUserPasskeysCmd(e))
 	return cmd
 }
 

@@ -107,6 +107,8 @@ func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaS
 	if h.c.Identity.HasPasskey(ctx, u.ID) {
 		if d.Passkey, err = h.passkeyMFAForm(ctx, st, u, csrf); err != nil {
 			h.c.Log.ErrorContext(ctx, "begin passkey step-up", "correlation_id", correlationID(r), "err", err)
+		} else {
+			d.Passkey.Alone = !d.TOTP
 		}
 	}
 	h.c.Pages.Render(w, status, "mfa.html", d, st.In.formOrigin())

@@ -114,6 +114,8 @@ type PasskeyForm struct {
 	// field; Kind is passkey or security_key.
 	Create            bool
 	Kind, Placeholder string
+	// Alone: the page has no other form before it (no "or").
+	Alone bool
 }
 
 // MFAData fills the second-factor page: a TOTP code, or a recovery code
