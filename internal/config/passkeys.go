@@ -39,6 +39,14 @@ type Passkeys struct {
 	// mds3.fidoalliance.org) the operator downloads; required with
 	// allow_list.
 	MetadataFile string `koanf:"metadata_file"`
+	// RecoveryFallback is what a user who lost every passkey can do
+	// without an administrator when a phishing-resistant sign-in is
+	// required: "none" (default: an administrator resets the passkeys,
+	// ward user passkeys reset) or "recovery_code": a one-time recovery
+	// code (of the TOTP factor) opens My account to add a new passkey,
+	// audited as passkey.recovery and raising the user's risk; it does
+	// not satisfy the application's requirement.
+	RecoveryFallback string `koanf:"recovery_fallback"`
 }
 
 // PasskeyRPID returns the relying party id: rp_id, or the issuer's host.
@@ -144,6 +152,11 @@ func (c *Config) validatePasskeys(v *validator) {
 		}
 	default:
 		v.add("passkeys.attestation", "%q is not none or allow_list", p.Attestation)
+	}
+	switch p.RecoveryFallback {
+	case "", "none", "recovery_code":
+	default:
+		v.add("passkeys.recovery_fallback", "%q is not none or recovery_code", p.RecoveryFallback)
 	}
 	for i, a := range p.AllowedAAGUIDs {
 		if _, err := uuid.Parse(a); err != nil {

@@ -43,6 +43,8 @@ func TestPasskeysConfig(t *testing.T) {
 			c.Passkeys.Attestation, c.Passkeys.AllowedAAGUIDs, c.Passkeys.MetadataFile = "allow_list", []string{"yubikey"}, mds
 		}, "passkeys.allowed_aaguids[0]"},
 		{"timeout", func(c *Config) { c.Passkeys.Timeout = -1 }, "passkeys.timeout"},
+		{"fallback ok", func(c *Config) { c.Passkeys.RecoveryFallback = "recovery_code" }, ""},
+		{"fallback unknown", func(c *Config) { c.Passkeys.RecoveryFallback = "email" }, "passkeys.recovery_fallback"},
 		{"disabled ignores the rest", func(c *Config) { c.Passkeys.Disabled, c.Passkeys.RPID = true, "10.0.0.1" }, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -760,6 +760,21 @@ func (s *Service) ResetPasskeys(ctx context.Context, actor, userID, reason strin
 	return n, err
 }
 
+// PasskeyFallbackUsed records that a user who could not use a passkey
+// where one was required signed in with the configured fallback (a
+// recovery code) to add a new one: passkey.recovery (reason fallback) and
+// a risk detection (source signin, medium) about the user.
+func (s *Service) PasskeyFallbackUsed(ctx context.Context, userID, fallback, ip string) error {
+	ctx = context.WithoutCancel(ctx)
+	ev := &model.Event{Type: model.EventPasskeyRecovery, Actor: userID, UserID: userID, IP: ip, Reason: "fallback",
+		Data: map[string]string{"fallback": fallback}}
+	err := s.events.Emit(ctx, ev)
+	s.log.WarnContext(ctx, "passkey recovery fallback used", "user_id", userID, "fallback", fallback, "ip", ip)
+	s.detect(ctx, userID, ip, "passkey_recovery", "passkey-recovery:"+ev.ID, model.RiskMedium, "0.70", model.DetectionSourceSignIn,
+		"the user signed in with "+fallback+" instead of a passkey to add a new one", ev.ID)
+	return err
+}
+
 func truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s

@@ -271,12 +271,6 @@ policies:
 		t.Fatalf("after TOTP: %d, want the passkey-only step-up; %.600s", resp.StatusCode, body)
 	}
 	pk := onlyForm(t, body, "get")
-	// A TOTP code posted with this step's state does not pass.
-	in.Clock.Advance(31 * time.Second)
-	bad := url.Values{"csrf": pk.fields["csrf"], "state": pk.fields["state"], "otp": {in.TOTP(t, 0)}}
-	if resp, _ := wardtest.Do(t, b, http.MethodPost, in.URL+"/login/mfa", bad); resp.StatusCode == http.StatusSeeOther {
-		t.Fatal("a TOTP code passed the phishing-resistant step")
-	}
 	answer, err = au.Get(pk.options, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -362,4 +356,99 @@ func TestPasskeyPagesWithoutPasskeys(t *testing.T) {
 	}
 	in.Clock.Advance(31 * time.Second)
 	in.Login(t, b, in.AuthorizeURL("native", challenge, nil), "alice", wardtest.AlicePassword, in.TOTP(t, 0))
+}
+
+// TestPasskeyRecoveryFallback: with passkeys.recovery_fallback
+// recovery_code, a user who lost every passkey meets the
+// phishing-resistant step with a recovery code: My account opens (not
+// the application), a new passkey is added and signs in to the
+// application; the recovery is audited and raises risk. Without the
+// setting the code is refused at that step.
+func TestPasskeyRecoveryFallback(t *testing.T) {
+	for _, fallback := range []bool{false, true} {
+		in := startPasskeys(t, wardtest.Options{Configure: func(c *config.Config) {
+			if fallback {
+				c.Passkeys.RecoveryFallback = "recovery_code"
+			}
+		}})
+		ctx := context.Background()
+		lost := webauthntest.New(in.URL)
+		enrolPasskey(t, in, lost, "Lost phone")
+		alice, _ := in.App.Store.GetUserByUsername(ctx, "alice")
+		codes, err := in.App.Identity.NewRecoveryCodes(ctx, "test", alice.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, _ := policy.DecodeYAML([]byte("policies:\n  - {id: pr, name: PR, state: enabled, assignments: {users: {include: [all]}, applications: {include: [native]}}, grant: {authentication_strength: phishing_resistant}}\n"))
+		if _, err := in.App.Access.Apply(ctx, doc, access.ApplyOptions{Actor: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		b := in.Browser()
+		_, challenge := wardtest.PKCE()
+		in.Clock.Advance(31 * time.Second)
+		resp, body := in.TryLogin(t, b, in.AuthorizeURL("native", challenge, nil), "alice", wardtest.AlicePassword, in.TOTP(t, 0))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "requires a phishing-resistant sign-in") {
+			t.Fatalf("step-up page: %d %.400s", resp.StatusCode, body)
+		}
+		if got := strings.Contains(body, "Lost all your passkeys?"); got != fallback {
+			t.Errorf("fallback %v: recovery offered %v", fallback, got)
+		}
+		pk := onlyForm(t, body, "get")
+		if !fallback {
+			if strings.Contains(body, `name="recovery"`) || strings.Contains(body, `name="otp"`) {
+				t.Error("the phishing-resistant step offers a code without the fallback")
+			}
+			continue
+		}
+		// The step's state with a TOTP code instead of the recovery code:
+		// refused (only a passkey, or the fallback, serves this step).
+		in.Clock.Advance(31 * time.Second)
+		bad := url.Values{"csrf": pk.fields["csrf"], "state": {recoveryStateOf(t, body)}, "otp": {in.TOTP(t, 0)}}
+		if resp, _ := wardtest.Do(t, b, http.MethodPost, in.URL+"/login/mfa", bad); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("TOTP at the phishing-resistant step: %d, want 400", resp.StatusCode)
+		}
+		form := url.Values{"csrf": pk.fields["csrf"], "recovery": {codes[0].Reveal()}}
+		form.Set("state", recoveryStateOf(t, body))
+		resp, body = wardtest.Do(t, b, http.MethodPost, in.URL+"/login/mfa", form)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "My account") || !strings.Contains(body, "signed in with a recovery code") {
+			t.Fatalf("recovery: %d %.500s", resp.StatusCode, body)
+		}
+		rec := events(t, in, model.EventPasskeyRecovery)
+		det := events(t, in, model.EventRiskDetected)
+		if len(rec) != 1 || rec[0].Reason != "fallback" || len(det) != 1 || det[0].Data[model.DataDetectionSource] != model.DetectionSourceSignIn ||
+			det[0].Data[model.DataDetectionID] != "passkey-recovery:"+rec[0].ID {
+			t.Fatalf("recovery events: %+v %+v", rec, det)
+		}
+		// Add the new passkey, then sign in to the application with it.
+		fresh := webauthntest.New(in.URL)
+		add := onlyForm(t, body, "create")
+		answer, _, _ := fresh.Create(add.options)
+		if resp, body := add.post(t, in, b, answer, url.Values{"name": {"New phone"}}); resp.StatusCode != http.StatusOK {
+			t.Fatalf("add: %d %.300s", resp.StatusCode, body)
+		}
+		resp, body, _ = passkeySignIn(t, in, in.Browser(), fresh, nil)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("new passkey sign-in: %d %.300s", resp.StatusCode, body)
+		}
+	}
+}
+
+// recoveryStateOf is the state of the step-up page's recovery-code form.
+func recoveryStateOf(t *testing.T, body string) string {
+	t.Helper()
+	i := strings.Index(body, `name="recovery"`)
+	if i < 0 {
+		t.Fatalf("no recovery form: %.400s", body)
+	}
+	start := strings.LastIndex(body[:i], "<form")
+	return wardtest.HiddenFields(body[start:i]).Get("state")
+}
+
+func events(t *testing.T, in *wardtest.Instance, typ model.EventType) []*store.StoredEvent {
+	t.Helper()
+	evs, err := in.App.Store.ListEvents(context.Background(), store.EventFilter{Types: []model.EventType{typ}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }

@@ -103,6 +103,7 @@ func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaS
 		TOTP: h.c.Identity.HasTOTP(u) && !st.PhishingResistant}
 	if st.PhishingResistant {
 		d.Notice = c.Name + " requires a phishing-resistant sign-in: use your passkey or security key."
+		d.PasskeyRecovery = h.c.PasskeyRecoveryCode && h.c.Identity.HasTOTP(u)
 	}
 	if h.c.Identity.HasPasskey(ctx, u.ID) {
 		if d.Passkey, err = h.passkeyMFAForm(ctx, st, u, csrf); err != nil {
@@ -131,6 +132,10 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if st.PhishingResistant {
+		if _, recovery := r.PostForm["recovery"]; recovery && h.c.PasskeyRecoveryCode {
+			h.passkeyRecovery(w, r, &st, c, csrf, u)
+			return
+		}
 		// Only the passkey form serves this step; a code is not enough.
 		h.renderMFA(w, r, &st, c, csrf, "Use your passkey or security key.", http.StatusBadRequest)
 		return

@@ -318,3 +318,55 @@ func (h *Handler) handleAccountRemovePasskey(w http.ResponseWriter, r *http.Requ
 	}
 	h.renderAccount(w, r, sess, u, "", "Passkey removed.", http.StatusOK)
 }
+
+// passkeyRecovery is the configured fallback of a user who lost every
+// passkey, at a step that requires one: a recovery code (counted and
+// used once like at any second factor) creates an SSO session of
+// password + one-time code and opens My account, where the user removes
+// the lost passkeys and adds a new one. The application is not
+// continued: its requirement is not met by a code. The use is recorded
+// (passkey.recovery, a risk detection, the sign-in with stage
+// passkey_recovery).
+func (h *Handler) passkeyRecovery(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf string, u *model.User) {
+	ctx := r.Context()
+	ri := h.info(r)
+	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
+		ev := ri.Event(model.EventSignInFailed)
+		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
+		ev.Data = map[string]string{"stage": "passkey_recovery"}
+		_ = h.events.Emit(ctx, ev)
+		msg := "That recovery code is not valid. Check it and try again."
+		switch {
+		case errors.Is(err, identity.ErrRecoveryCodeUsed):
+			msg = "That recovery code was already used. Each code works once: enter another one."
+		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
+			msg = "Too many failed attempts. Try again later."
+		}
+		h.renderMFAPage(w, r, st, c, csrf, msg, http.StatusUnauthorized, true)
+		return
+	}
+	if err := h.c.Identity.PasskeyFallbackUsed(ctx, u.ID, "recovery_code", ri.IP); err != nil {
+		h.c.Log.ErrorContext(ctx, "record passkey recovery", "correlation_id", ri.CorrID, "err", err)
+	}
+	now := h.c.Now()
+	amr := amrRecoveryCode
+	sess := &model.Session{
+		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acrOf(amr), IP: ri.IP, UserAgent: ri.UserAgent,
+		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(h.c.SessionAbsolute), IdleTimeout: h.c.SessionIdle,
+	}
+	if err := h.c.Store.CreateSession(ctx, sess); err != nil {
+		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
+		return
+	}
+	ev := ri.Event(model.EventSignInSucceeded)
+	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
+	ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": sess.ACR, "session_binding": model.SessionBindingCookie,
+		"stage": "passkey_recovery", "method": "recovery_code"}
+	if err := h.events.Emit(ctx, ev); err != nil {
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
+		return
+	}
+	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
+	h.renderAccount(w, r, sess, u, "", "You signed in with a recovery code. Remove the passkeys you lost, add a new one, then go back to "+c.Name+" and sign in with it.", http.StatusOK)
+}

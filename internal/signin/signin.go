@@ -101,6 +101,10 @@ type Config struct {
 	// Protocol is the authorization server the sign-in continues into
 	// (required).
 	Protocol Protocol
+	// PasskeyRecoveryCode lets a user who lost every passkey use a TOTP
+	// recovery code at a phishing-resistant step to reach My account and
+	// add a new one (passkeys.recovery_fallback: recovery_code).
+	PasskeyRecoveryCode bool
 }
 
 // Handler serves the sign-in pages.

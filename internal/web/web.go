@@ -136,6 +136,9 @@ type MFAData struct {
 	// Notice explains why this step is asked for (e.g. an application
 	// requires phishing-resistant sign-in).
 	Notice string
+	// PasskeyRecovery offers a recovery code to a user who lost every
+	// passkey (it leads to My account, not to the application).
+	PasskeyRecovery bool
 }
 
 // UsesScript: the passkey form needs PasskeyScript.
