@@ -202,6 +202,10 @@ var mappings = map[model.EventType]mapping{
 		title: "Account compromise confirmed by an administrator: every session was revoked"},
 	model.EventAdminAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Admin API access denied"},
+	model.EventPasskeyCloneSuspected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityHigh,
+		title: "Passkey signature counter went back: possible cloned authenticator"},
+	model.EventPasskeyRejected: {class: ClassAccountChange, activity: activityOther, other: "Passkey Registration Rejected"},
+	model.EventPasskeyRecovery: {class: ClassAccountChange, activity: activityOther, other: "Passkey Recovery"},
 }
 
 // Class returns the OCSF class_uid event type t maps to (0: unknown
