@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/ratelimit"
 	"github.com/ward-idp/ward/internal/store"
 )
 
@@ -51,7 +52,16 @@ const (
 	MaxPasskeysPerUser = 20
 	// MaxWebAuthnResponse bounds a browser's answer (bytes).
 	MaxWebAuthnResponse = 32 << 10
+	// DefaultPasskeyLoginsPerMinute bounds the usernameless ceremonies
+	// one network may begin per minute on one instance: each is a row in
+	// the database until it is used or expires, and anyone can ask for
+	// the login page.
+	DefaultPasskeyLoginsPerMinute = 60
 )
+
+// ErrPasskeyBusy: too many passkey sign-ins begun from this network; the
+// page is shown without the passkey button (the password still works).
+var ErrPasskeyBusy = errors.New("too many passkey sign-ins begun from this network; try again in a minute")
 
 // Attestation policies.
 const (
@@ -156,6 +166,7 @@ type webAuthnState struct {
 	rp      *webauthn.WebAuthn
 	opts    WebAuthnOptions
 	allowed []uuid.UUID
+	begun   *ratelimit.Limiter // usernameless ceremonies per network
 }
 
 func newWebAuthn(o *WebAuthnOptions) (*webAuthnState, error) {
@@ -194,7 +205,7 @@ func newWebAuthn(o *WebAuthnOptions) (*webAuthnState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: webauthn: %w", err)
 	}
-	return &webAuthnState{rp: rp, opts: *o, allowed: o.AllowedAAGUIDs}, nil
+	return &webAuthnState{rp: rp, opts: *o, allowed: o.AllowedAAGUIDs, begun: ratelimit.PerMinute(DefaultPasskeyLoginsPerMinute, defaultMaxIPTracked)}, nil
 }
 
 // PasskeysEnabled reports whether WebAuthn is configured.
@@ -440,11 +451,15 @@ func defaultPasskeyName(kind string, n int) string {
 	return "Passkey " + strconv.Itoa(n)
 }
 
-// BeginPasskeyLogin starts a usernameless sign-in: any passkey of this
-// site the browser holds may answer.
-func (s *Service) BeginPasskeyLogin(ctx context.Context) (*Ceremony, error) {
+// BeginPasskeyLogin starts a usernameless sign-in for a browser at ip:
+// any passkey of this site the browser holds may answer. ErrPasskeyBusy
+// when the network began DefaultPasskeyLoginsPerMinute already.
+func (s *Service) BeginPasskeyLogin(ctx context.Context, ip string) (*Ceremony, error) {
 	if s.wa == nil {
 		return nil, ErrPasskeysDisabled
+	}
+	if !s.wa.begun.Take(s.throttleKey(ip), s.now()) {
+		return nil, ErrPasskeyBusy
 	}
 	assertion, sd, err := s.wa.rp.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
 	if err != nil {

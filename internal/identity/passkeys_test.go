@@ -156,7 +156,7 @@ func TestPasskeyRegistrationAndSignIn(t *testing.T) {
 	}
 
 	// Usernameless sign-in, begun on one instance, finished on the other.
-	c, err := e.a.BeginPasskeyLogin(e.ctx)
+	c, err := e.a.BeginPasskeyLogin(e.ctx, "192.0.2.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestPasskeyRegistrationAndSignIn(t *testing.T) {
 	if !sc.BackupEligible || !sc.BackupState || sc.Name != "Passkey 1" {
 		t.Errorf("synced passkey: %+v", sc)
 	}
-	c, _ = e.a.BeginPasskeyLogin(e.ctx)
+	c, _ = e.a.BeginPasskeyLogin(e.ctx, "192.0.2.1")
 	resp, _ = synced.Get(c.Options, nil)
 	use, err = e.a.FinishPasskeyLogin(e.ctx, c.ID, resp, "192.0.2.1")
 	if err != nil || use.User.ID != e.mallet.ID || use.AMR[0] != "swk" {
@@ -232,7 +232,7 @@ func TestPasskeyAttacks(t *testing.T) {
 	_, msc := e.register(e.mallet, malletKey, identity.MethodSecurityKey, "mallet's key")
 
 	login := func() *identity.Ceremony {
-		c, err := e.a.BeginPasskeyLogin(e.ctx)
+		c, err := e.a.BeginPasskeyLogin(e.ctx, "192.0.2.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -580,5 +580,26 @@ func TestParseMetadataBLOBRefusesGarbage(t *testing.T) {
 		if _, err := identity.ParseMetadataBLOB(blob); err == nil {
 			t.Errorf("ParseMetadataBLOB(%q) accepted", blob)
 		}
+	}
+}
+
+// Beginning usernameless ceremonies (a database row each) is bounded per
+// network; another network is not affected.
+func TestPasskeyLoginBeginBounded(t *testing.T) {
+	e := newPKEnv(t, nil)
+	for i := range identity.DefaultPasskeyLoginsPerMinute {
+		if _, err := e.a.BeginPasskeyLogin(e.ctx, "198.51.100.9"); err != nil {
+			t.Fatalf("ceremony %d: %v", i, err)
+		}
+	}
+	if _, err := e.a.BeginPasskeyLogin(e.ctx, "198.51.100.9"); !errors.Is(err, identity.ErrPasskeyBusy) {
+		t.Errorf("one more: %v, want ErrPasskeyBusy", err)
+	}
+	if _, err := e.a.BeginPasskeyLogin(e.ctx, "203.0.113.5"); err != nil {
+		t.Errorf("another network: %v", err)
+	}
+	e.advance(time.Minute)
+	if _, err := e.a.BeginPasskeyLogin(e.ctx, "198.51.100.9"); err != nil {
+		t.Errorf("a minute later: %v", err)
 	}
 }

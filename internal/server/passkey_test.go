@@ -452,3 +452,34 @@ func events(t *testing.T, in *wardtest.Instance, typ model.EventType) []*store.S
 	}
 	return evs
 }
+
+// TestPasskeyAcrossRestart: a ceremony begun before a restart is answered
+// after it (the challenge lives in the database), and an answer used
+// before the restart is refused after it.
+func TestPasskeyAcrossRestart(t *testing.T) {
+	in := startPasskeys(t, wardtest.Options{})
+	au := webauthntest.New(in.URL)
+	enrolPasskey(t, in, au, "Laptop")
+
+	b := in.Browser()
+	_, challenge := wardtest.PKCE()
+	_, body := wardtest.Do(t, b, http.MethodGet, in.AuthorizeURL("native", challenge, nil), nil)
+	used := onlyForm(t, body, "get")
+	usedAnswer, _ := au.Get(used.options, nil)
+	if resp, body := used.post(t, in, b, usedAnswer, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %.300s", resp.StatusCode, body)
+	}
+	b2 := in.Browser()
+	_, challenge = wardtest.PKCE()
+	_, body = wardtest.Do(t, b2, http.MethodGet, in.AuthorizeURL("native", challenge, nil), nil)
+	pending := onlyForm(t, body, "get")
+	pendingAnswer, _ := au.Get(pending.options, nil)
+
+	in = in.Restart(t)
+	if resp, body := used.post(t, in, b, usedAnswer, nil); resp.StatusCode == http.StatusSeeOther || !strings.Contains(body, "expired or was already used") {
+		t.Errorf("an answer used before the restart: %d %.300s", resp.StatusCode, body)
+	}
+	if resp, body := pending.post(t, in, b2, pendingAnswer, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("a ceremony begun before the restart: %d %.300s", resp.StatusCode, body)
+	}
+}

@@ -37,8 +37,8 @@ type passkeyLoginState struct {
 }
 
 // passkeyLoginForm begins a usernameless sign-in for the login page.
-func (h *Handler) passkeyLoginForm(ctx context.Context, in *interaction, csrf string) (*web.PasskeyForm, error) {
-	cer, err := h.c.Identity.BeginPasskeyLogin(ctx)
+func (h *Handler) passkeyLoginForm(ctx context.Context, in *interaction, csrf, ip string) (*web.PasskeyForm, error) {
+	cer, err := h.c.Identity.BeginPasskeyLogin(ctx, ip)
 	if err != nil {
 		return nil, err
 	}
