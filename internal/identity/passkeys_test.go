@@ -2,9 +2,12 @@ package identity_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/identity"
@@ -20,6 +24,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
 
@@ -55,9 +60,61 @@ func (e *pkEnv) advance(d time.Duration) {
 }
 
 func newPKEnv(t *testing.T, wa *identity.WebAuthnOptions) *pkEnv {
+	return newPKEnvOn(t, wa, "sqlite")
+}
+
+// pkBackends are the databases the attack tests run on: SQLite always,
+// PostgreSQL when WARD_TEST_POSTGRES_DSN is set.
+func pkBackends(t *testing.T) []string {
+	if os.Getenv("WARD_TEST_POSTGRES_DSN") == "" {
+		t.Logf("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not tested")
+		return []string{"sqlite"}
+	}
+	return []string{"sqlite", "postgres"}
+}
+
+// opener returns a function opening another handle on one fresh
+// database of the backend (a second instance).
+func opener(t *testing.T, backend string, now func() time.Time) func() store.Store {
+	ctx := context.Background()
+	if backend == "postgres" {
+		dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+		b := make([]byte, 8)
+		rand.Read(b)
+		schema := "ward_test_" + hex.EncodeToString(b)
+		t.Cleanup(func() { // registered first: runs after the handles closed
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Errorf("drop schema %s: %v", schema, err)
+				return
+			}
+			defer conn.Close(ctx)
+			conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+		})
+		return func() store.Store {
+			st, err := postgres.Open(ctx, dsn, postgres.WithSchema(schema), postgres.WithClock(now))
+			if err != nil {
+				t.Fatalf("postgres.Open: %v", err)
+			}
+			t.Cleanup(func() { st.Close() })
+			return st
+		}
+	}
+	path := filepath.Join(t.TempDir(), "ward.db")
+	return func() store.Store {
+		st, err := sqlite.Open(ctx, path, sqlite.WithClock(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+}
+
+func newPKEnvOn(t *testing.T, wa *identity.WebAuthnOptions, backend string) *pkEnv {
 	t.Helper()
 	e := &pkEnv{t: t, ctx: context.Background(), now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), rec: &bus.Recorder{}}
-	path := filepath.Join(t.TempDir(), "ward.db")
+	open := opener(t, backend, e.clock)
 	kek, _ := secret.NewKEK(make([]byte, secret.KEKSize))
 	b := bus.NewLocal()
 	b.Subscribe("rec", e.rec.Handle)
@@ -66,11 +123,7 @@ func newPKEnv(t *testing.T, wa *identity.WebAuthnOptions) *pkEnv {
 	}
 	var svcs []*identity.Service
 	for range 2 {
-		st, err := sqlite.Open(e.ctx, path, sqlite.WithClock(e.clock))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
+		st := open()
 		if e.st == nil {
 			e.st = st
 		}
@@ -225,7 +278,13 @@ func mustBegin(t *testing.T, e *pkEnv, u *model.User) *identity.Ceremony {
 // TestPasskeyAttacks plays what an attacker would send; each is refused
 // with its reason and changes nothing (the stored counter stays).
 func TestPasskeyAttacks(t *testing.T) {
-	e := newPKEnv(t, nil)
+	for _, backend := range pkBackends(t) {
+		t.Run(backend, func(t *testing.T) { testPasskeyAttacks(t, backend) })
+	}
+}
+
+func testPasskeyAttacks(t *testing.T, backend string) {
+	e := newPKEnvOn(t, nil, backend)
 	au := webauthntest.New(rpOrigin)
 	cred, sc := e.register(e.alice, au, identity.MethodPasskey, "Laptop")
 	malletKey := webauthntest.New(rpOrigin)
