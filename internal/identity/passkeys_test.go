@@ -36,7 +36,7 @@ const (
 // pkEnv is two identity services (two instances) over one SQLite
 // database file, with a shared event recorder and a settable clock.
 type pkEnv struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	st     store.Store
 	a, b   *identity.Service
@@ -59,7 +59,7 @@ func (e *pkEnv) advance(d time.Duration) {
 	e.mu.Unlock()
 }
 
-func newPKEnv(t *testing.T, wa *identity.WebAuthnOptions) *pkEnv {
+func newPKEnv(t testing.TB, wa *identity.WebAuthnOptions) *pkEnv {
 	return newPKEnvOn(t, wa, "sqlite")
 }
 
@@ -75,7 +75,7 @@ func pkBackends(t *testing.T) []string {
 
 // opener returns a function opening another handle on one fresh
 // database of the backend (a second instance).
-func opener(t *testing.T, backend string, now func() time.Time) func() store.Store {
+func opener(t testing.TB, backend string, now func() time.Time) func() store.Store {
 	ctx := context.Background()
 	if backend == "postgres" {
 		dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
@@ -111,7 +111,7 @@ func opener(t *testing.T, backend string, now func() time.Time) func() store.Sto
 	}
 }
 
-func newPKEnvOn(t *testing.T, wa *identity.WebAuthnOptions, backend string) *pkEnv {
+func newPKEnvOn(t testing.TB, wa *identity.WebAuthnOptions, backend string) *pkEnv {
 	t.Helper()
 	e := &pkEnv{t: t, ctx: context.Background(), now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), rec: &bus.Recorder{}}
 	open := opener(t, backend, e.clock)
