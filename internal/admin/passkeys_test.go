@@ -85,4 +85,19 @@ func TestPasskeysAdmin(t *testing.T) {
 	if r := alice.do(t, req{method: "GET", path: "/users/" + bobID + "/passkeys"}); len(r.list("passkeys")) != 0 {
 		t.Errorf("after reset: %s", r.Body)
 	}
+	// The risk engine takes the detection: bob's risk is raised.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		u, err := in.App.Store.GetUser(ctx, bobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.RiskLevel == model.RiskMedium {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's risk after the reset: %q, want medium", u.RiskLevel)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -347,7 +347,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor string, u
 	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > MaxPasskeyNameLen || strings.ContainsFunc(name, isControl) {
 		return nil, fmt.Errorf("%w: a passkey name is at most %d printable characters", ErrInvalidInput, MaxPasskeyNameLen)
 	}
-	c, err := s.finishRegistration(ctx, u, id, name, response)
+	c, err := s.finishRegistration(ctx, actor, u, id, name, response)
 	if err != nil {
 		if r := Reason(err); r != ReasonInternal && r != ReasonCanceled && r != ReasonInvalidInput {
 			ev := &model.Event{Type: model.EventPasskeyRejected, Actor: actor, UserID: u.ID, Outcome: model.OutcomeFailure, Reason: r}
@@ -373,7 +373,7 @@ func (e *passkeyRejection) Unwrap() error { return e.error }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
 
-func (s *Service) finishRegistration(ctx context.Context, u *model.User, id, name string, response []byte) (*model.WebAuthnCredential, error) {
+func (s *Service) finishRegistration(ctx context.Context, actor string, u *model.User, id, name string, response []byte) (*model.WebAuthnCredential, error) {
 	ch, sd, err := s.take(ctx, id, []string{ceremonyRegisterPasskey, ceremonyRegisterSecurityKey}, u.ID)
 	if err != nil {
 		return nil, err
@@ -422,7 +422,7 @@ func (s *Service) finishRegistration(ctx context.Context, u *model.User, id, nam
 	for _, t := range lc.Transport {
 		c.Transports = append(c.Transports, string(t))
 	}
-	ev := &model.Event{Type: model.EventMFAEnrolled, Actor: u.ID, UserID: u.ID, Data: map[string]string{
+	ev := &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID, Data: map[string]string{
 		"method": kind, "credential": c.ID, "name": c.Name, "aaguid": aaguid,
 		"backup_eligible": strconv.FormatBool(c.BackupEligible), "attestation": orNone(c.AttestationType),
 	}}
