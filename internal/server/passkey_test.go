@@ -483,3 +483,43 @@ func TestPasskeyAcrossRestart(t *testing.T) {
 		t.Errorf("a ceremony begun before the restart: %d %.300s", resp.StatusCode, body)
 	}
 }
+
+// TestPasskeyDeviceFlow: a device's request (RFC 8628) approved in a
+// browser signed in with a passkey: the device's tokens carry the
+// passkey's acr and amr.
+func TestPasskeyDeviceFlow(t *testing.T) {
+	in := startPasskeys(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.StaticClients = append(c.StaticClients, config.StaticClient{ID: "tv", Name: "Living Room TV", AuthMethod: "none",
+			GrantTypes: []string{deviceGrant, "refresh_token"}, Scopes: []string{"openid", "offline_access"}})
+	}})
+	au := webauthntest.New(in.URL)
+	enrolPasskey(t, in, au, "Laptop")
+	deviceCode, userCode := startDeviceFlow(t, in, "tv", nil, nil)
+	b := in.Browser()
+	resp, body := enterUserCode(t, in, b, userCode, userCode)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="password"`) {
+		t.Fatalf("login page: %d %.300s", resp.StatusCode, body)
+	}
+	f := onlyForm(t, body, "get")
+	answer, err := au.Get(f.options, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body = f.post(t, in, b, answer, nil)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `value="approve"`) {
+		t.Fatalf("confirmation page: %d %.400s", resp.StatusCode, body)
+	}
+	form := wardtest.HiddenFields(body)
+	form.Set("decision", "approve")
+	if resp, body := wardtest.Do(t, b, http.MethodPost, in.URL+"/device/confirm", form); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Device connected") {
+		t.Fatalf("approve: %d %.300s", resp.StatusCode, body)
+	}
+	tok := poll(t, in, "tv", deviceCode, nil)
+	if tok.Status != http.StatusOK {
+		t.Fatalf("poll: %d %s", tok.Status, tok.Body)
+	}
+	cl := claims(t, tok.str("access_token"))
+	if cl["acr"] != "urn:ward:acr:phishing_resistant" || !slices.Contains(cl["amr"].([]any), any("hwk")) {
+		t.Errorf("device token: acr %v amr %v", cl["acr"], cl["amr"])
+	}
+}
