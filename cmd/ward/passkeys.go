@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,7 +12,21 @@ import (
 
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
 )
+
+// passkeysShown lists a user's passkeys by name for ward user show ("":
+// none).
+func passkeysShown(l []*model.WebAuthnCredential) string {
+	var names []string
+	for _, c := range l {
+		names = append(names, c.Name)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d (%s; ward user passkeys list)", len(names), strings.Join(names, ", "))
+}
 
 // newUserPasskeysCmd is `ward user passkeys list|remove|reset`.
 func newUserPasskeysCmd(e *cliEnv) *cobra.Command {

@@ -38,6 +38,9 @@ func TestUserPasskeys(t *testing.T) {
 	stream := createPollStream(t, a)
 	a.Close()
 
+	if out := h.ok("", "user", "show", "erin"); !strings.Contains(out, "Passkeys:") || !strings.Contains(out, "2 (Laptop, Phone;") {
+		t.Errorf("show:\n%s", out)
+	}
 	out := h.ok("", "user", "passkeys", "list", "erin")
 	if !strings.Contains(out, ids[0]) || !strings.Contains(out, "Laptop") || !strings.Contains(out, "Phone") || !strings.Contains(out, "passkey") {
 		t.Fatalf("list:\n%s", out)

@@ -104,6 +104,11 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 					return err
 				}
 				row("Recovery codes", codes)
+				pks, err := a.Identity.ListPasskeys(ctx, u.ID)
+				if err != nil {
+					return err
+				}
+				row("Passkeys", dash(passkeysShown(pks)))
 				risk := riskLevel(u)
 				if !u.RiskUpdatedAt.IsZero() {
 					risk += " (set " + u.RiskUpdatedAt.UTC().Format(time.RFC3339) + ")"
