@@ -500,6 +500,17 @@ func testPasskeyAttacks(t *testing.T, backend string) {
 		wantReason(t, "expired", err, identity.ErrPasskeyExpired, identity.ReasonPasskeyChallenge)
 	})
 
+	t.Run("locked user", func(t *testing.T) {
+		for range identity.DefaultMaxFailures {
+			e.a.CheckPassword(e.ctx, identity.Attempt{Username: "alice", Password: "wrong password", IP: "203.0.113.9"})
+		}
+		defer e.a.Unlock(e.ctx, "admin", e.alice.ID)
+		c := login()
+		resp, _ := au.Get(c.Options, sc)
+		_, err := e.a.FinishPasskeyLogin(e.ctx, c.ID, resp, "192.0.2.1")
+		wantReason(t, "locked", err, identity.ErrLocked, identity.ReasonLocked)
+	})
+
 	t.Run("disabled user", func(t *testing.T) {
 		if err := e.a.SetDisabled(e.ctx, "admin", e.alice.ID, true); err != nil {
 			t.Fatal(err)
