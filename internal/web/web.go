@@ -1,8 +1,11 @@
 // Package web renders Ward's server-side pages (sign-in, second factor,
-// errors, logout) with html/template and embedded assets. Pages work
-// without JavaScript and are served under a strict Content Security
-// Policy: no inline script or style, no framing, forms post only to Ward
-// itself (and, where a redirect follows a post, to that one origin).
+// My account, errors, logout) with html/template and embedded assets.
+// Pages work without JavaScript and are served under a strict Content
+// Security Policy: no inline script or style, no framing, forms post only
+// to Ward itself (and, where a redirect follows a post, to that one
+// origin). The one exception is WebAuthn, a JavaScript API: pages with a
+// passkey form load the embedded static/passkey.js (script-src 'self',
+// nothing else), which submits the browser's answer in the form.
 package web
 
 import (
