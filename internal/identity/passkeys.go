@@ -363,6 +363,12 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor string, u
 	return c, nil
 }
 
+// chainedAttestation are the attestation types (as the library names
+// them, after the FIDO metadata's vocabulary) whose statement is signed
+// by a certificate chain: full basic attestation, an attestation CA, an
+// anonymisation CA.
+var chainedAttestation = []string{"basic_full", "attca", "anonca"}
+
 // passkeyRejection carries the AAGUID of a refused authenticator.
 type passkeyRejection struct {
 	error
@@ -401,7 +407,11 @@ func (s *Service) finishRegistration(ctx context.Context, actor string, u *model
 	aaguid := hex.EncodeToString(lc.Authenticator.AAGUID)
 	if s.wa.opts.Attestation == AttestationAllowList {
 		a, _ := uuid.FromBytes(lc.Authenticator.AAGUID)
-		if a == uuid.Nil || !slices.Contains(s.wa.allowed, a) || lc.AttestationType == "" || lc.AttestationType == "none" || lc.AttestationType == "self" {
+		// Only an attestation that chains to a certificate (the metadata's
+		// roots, checked by the library) vouches for the model: not
+		// "none", nor self attestation (basic_surrogate: signed by the new
+		// key itself).
+		if a == uuid.Nil || !slices.Contains(s.wa.allowed, a) || !slices.Contains(chainedAttestation, lc.AttestationType) {
 			return nil, &passkeyRejection{authErr(ErrPasskeyNotAllowed, ReasonPasskeyNotAllowed, u.ID), aaguid}
 		}
 	}

@@ -580,6 +580,32 @@ func TestPasskeyRegistrationRefusals(t *testing.T) {
 	if ev := e2.last(model.EventPasskeyRejected); ev == nil || ev.Data["aaguid"] != strings.ReplaceAll(allowed.String(), "-", "") {
 		t.Errorf("passkey.rejected: %+v", ev)
 	}
+	// A listed AAGUID with a self attestation (signed by the new key
+	// itself: nothing vouches for the model) is refused too.
+	c6, _ := e2.a.BeginPasskeyRegistration(e2.ctx, e2.alice, identity.MethodSecurityKey)
+	selfAtt := webauthntest.New(rpOrigin)
+	selfAtt.SelfAttest = true
+	copy(selfAtt.AAGUID[:], allowed[:])
+	resp6, _, _ := selfAtt.Create(c6.Options)
+	_, err = e2.a.FinishPasskeyRegistration(e2.ctx, e2.alice.ID, e2.alice, c6.ID, "", resp6)
+	wantReason(t, "self-attested listed AAGUID", err, identity.ErrPasskeyNotAllowed, identity.ReasonPasskeyNotAllowed)
+
+	// Under the default policy a packed self attestation is verified and
+	// recorded as such.
+	c7, _ := e.a.BeginPasskeyRegistration(e.ctx, e.alice, identity.MethodPasskey)
+	resp7, _, _ := selfAtt.Create(c7.Options)
+	cred, err := e.a.FinishPasskeyRegistration(e.ctx, e.alice.ID, e.alice, c7.ID, "", resp7)
+	if err != nil || cred.AttestationFormat != "packed" || cred.AttestationType != "basic_surrogate" {
+		t.Errorf("packed self attestation: %v %+v", err, cred)
+	}
+	// A self attestation whose signature does not verify is refused.
+	c8, _ := e.a.BeginPasskeyRegistration(e.ctx, e.alice, identity.MethodPasskey)
+	forged := webauthntest.New(rpOrigin)
+	forged.SelfAttest = true
+	resp8, _, _ := forged.Create(c8.Options)
+	resp8 = tamperAttSig(t, resp8)
+	_, err = e.a.FinishPasskeyRegistration(e.ctx, e.alice.ID, e.alice, c8.ID, "", resp8)
+	wantReason(t, "forged self attestation", err, identity.ErrInvalidPasskey, identity.ReasonPasskeySignature)
 }
 
 // TestPasskeyRemovalAndRecovery: self-service removal of one credential
@@ -672,4 +698,29 @@ func TestPasskeyLoginBeginBounded(t *testing.T) {
 	if _, err := e.a.BeginPasskeyLogin(e.ctx, "198.51.100.9"); err != nil {
 		t.Errorf("a minute later: %v", err)
 	}
+}
+
+// tamperAttSig flips a bit of the attestation signature inside a
+// registration answer's attestation object (the signature is the last
+// bytes of the "sig" byte string: the CBOR map puts authData last, so
+// find the sig by its DER prefix instead).
+func tamperAttSig(t *testing.T, resp []byte) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(resp, &m); err != nil {
+		t.Fatal(err)
+	}
+	r := m["response"].(map[string]any)
+	att, _ := base64.RawURLEncoding.DecodeString(r["attestationObject"].(string))
+	// "sig" key (0x63 's' 'i' 'g') followed by a byte string header and a
+	// DER SEQUENCE (0x30).
+	i := strings.Index(string(att), "csig")
+	if i < 0 {
+		t.Fatal("no sig in the attestation object")
+	}
+	j := i + 4 + 2 // key, then the byte string head (0x58 len)
+	att[j+10] ^= 0x01
+	r["attestationObject"] = base64.RawURLEncoding.EncodeToString(att)
+	out, _ := json.Marshal(m)
+	return out
 }

@@ -43,6 +43,9 @@ type Authenticator struct {
 	// Reuse, when set, makes Create present this existing credential's
 	// id and key again (a client claiming someone else's credential).
 	Reuse *Credential
+	// SelfAttest makes Create send a "packed" self attestation (signed
+	// with the credential's own key) instead of "none".
+	SelfAttest bool
 
 	creds []*Credential
 }
@@ -128,7 +131,15 @@ func (a *Authenticator) Create(options []byte) ([]byte, *Credential, error) {
 	att.Write(id)
 	att.Write(COSEKey(&key.PublicKey))
 	authData = append(authData, att.Bytes()...)
-	attObj := EncodeCBOR(map[any]any{"fmt": "none", "attStmt": map[any]any{}, "authData": authData})
+	format, stmt := "none", map[any]any{}
+	if a.SelfAttest {
+		sig, err := Sign(key, authData, clientData)
+		if err != nil {
+			return nil, nil, err
+		}
+		format, stmt = "packed", map[any]any{"alg": -7, "sig": sig}
+	}
+	attObj := EncodeCBOR(map[any]any{"fmt": format, "attStmt": stmt, "authData": authData})
 	resp := map[string]any{
 		"id": b64.EncodeToString(id), "rawId": b64.EncodeToString(id), "type": "public-key",
 		"authenticatorAttachment": a.Attachment,
