@@ -399,6 +399,12 @@ func (s *Service) finishRegistration(ctx context.Context, actor string, u *model
 		return nil, authErr(ErrTooManyPasskeys, ReasonPasskeyLimit, u.ID)
 	}
 	lc, err := s.wa.rp.CreateCredential(w, *sd, parsed)
+	if metadataRefused(err) {
+		// The attestation policy's metadata refused it: an unknown model,
+		// a chain to no trust anchor, a compromised model.
+		s.log.InfoContext(ctx, "passkey refused by the attestation metadata", "user_id", u.ID, "detail", protocolDetail(err))
+		return nil, &passkeyRejection{authErr(ErrPasskeyNotAllowed, ReasonPasskeyNotAllowed, u.ID), hex.EncodeToString(parsed.Response.AttestationObject.AuthData.AttData.AAGUID)}
+	}
 	if err != nil {
 		reason := protocolReason(err)
 		s.log.InfoContext(ctx, "passkey registration refused", "user_id", u.ID, "reason", reason, "detail", protocolDetail(err))
@@ -665,6 +671,17 @@ func (s *Service) detect(ctx context.Context, userID, ip, typ, id, severity, con
 	if err := s.events.Emit(ctx, ev); err != nil {
 		s.log.ErrorContext(ctx, "publishing risk.detected", "type", typ, "err", err)
 	}
+}
+
+// metadataRefused reports a library error that is (or wraps) a refusal
+// by the attestation metadata.
+func metadataRefused(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if pe, ok := e.(*protocol.Error); ok && pe.Type == protocol.ErrMetadata.Type {
+			return true
+		}
+	}
+	return false
 }
 
 // protocolReason maps a library verification error to a reason code.

@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-webauthn/webauthn/metadata"
+	"github.com/go-webauthn/webauthn/metadata/providers/memory"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
@@ -723,4 +726,76 @@ func tamperAttSig(t *testing.T, resp []byte) []byte {
 	r["attestationObject"] = base64.RawURLEncoding.EncodeToString(att)
 	out, _ := json.Marshal(m)
 	return out
+}
+
+// TestPasskeyAttestationAllowList: under allow_list a security key of a
+// listed model whose full attestation chains to the metadata's root is
+// registered (and signs in); the same model attested by another root, a
+// listed model the metadata does not know, and a known model that is not
+// listed are refused.
+func TestPasskeyAttestationAllowList(t *testing.T) {
+	listed := uuid.MustParse("ee882879-721c-4913-9775-3dfcce97072a")
+	unknown := uuid.MustParse("2fc0579f-8113-47ea-b116-bb5a8db9202a") // listed, not in the metadata
+	unlisted := uuid.MustParse("cb69481e-8ff7-4039-93ec-0a2729a154a8") // in the metadata, not listed
+	atts := map[uuid.UUID]*webauthntest.Attestation{}
+	entries := map[uuid.UUID]*metadata.Entry{}
+	for _, id := range []uuid.UUID{listed, unlisted} {
+		at, err := webauthntest.NewAttestation(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		atts[id] = at
+		entries[id] = &metadata.Entry{AaGUID: id, StatusReports: []metadata.StatusReport{{Status: metadata.FidoCertified}},
+			MetadataStatement: metadata.Statement{AaGUID: id, AttestationTypes: metadata.AuthenticatorAttestationTypes{metadata.BasicFull},
+				AttestationRootCertificates: []*x509.Certificate{at.Root}}}
+	}
+	mds, err := memory.New(memory.WithMetadata(entries))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newPKEnv(t, &identity.WebAuthnOptions{RPID: rpID, Origins: []string{rpOrigin}, Attestation: identity.AttestationAllowList,
+		AllowedAAGUIDs: []uuid.UUID{listed, unknown}, Metadata: mds})
+	register := func(id uuid.UUID, at *webauthntest.Attestation) (*model.WebAuthnCredential, *webauthntest.Authenticator, error) {
+		c, err := e.a.BeginPasskeyRegistration(e.ctx, e.alice, identity.MethodSecurityKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := webauthntest.New(rpOrigin)
+		k.AAGUID, k.Attestation = id, at
+		resp, _, err := k.Create(c.Options)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred, err := e.a.FinishPasskeyRegistration(e.ctx, e.alice.ID, e.alice, c.ID, "", resp)
+		return cred, k, err
+	}
+
+	cred, key, err := register(listed, atts[listed])
+	if err != nil {
+		t.Fatalf("listed, attested model: %v (%s)", err, identity.Reason(err))
+	}
+	if cred.AttestationFormat != "packed" || cred.AttestationType != "basic_full" || !strings.EqualFold(hex.EncodeToString(cred.AAGUID), strings.ReplaceAll(listed.String(), "-", "")) {
+		t.Errorf("stored: format %s type %s aaguid %x", cred.AttestationFormat, cred.AttestationType, cred.AAGUID)
+	}
+	// It signs in as a second factor.
+	c, err := e.a.BeginWebAuthnMFA(e.ctx, e.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := key.Get(c.Options, nil)
+	if _, err := e.a.FinishWebAuthnMFA(e.ctx, e.alice, c.ID, resp, "192.0.2.1"); err != nil {
+		t.Errorf("sign-in with the attested key: %v", err)
+	}
+
+	other, _ := webauthntest.NewAttestation(listed) // the same model claimed under another root
+	_, _, err = register(listed, other)
+	wantReason(t, "listed model, foreign root", err, identity.ErrPasskeyNotAllowed, identity.ReasonPasskeyNotAllowed)
+	u, _ := webauthntest.NewAttestation(unknown)
+	_, _, err = register(unknown, u)
+	wantReason(t, "listed model unknown to the metadata", err, identity.ErrPasskeyNotAllowed, identity.ReasonPasskeyNotAllowed)
+	_, _, err = register(unlisted, atts[unlisted])
+	wantReason(t, "known but unlisted model", err, identity.ErrPasskeyNotAllowed, identity.ReasonPasskeyNotAllowed)
+	if l, _ := e.a.ListPasskeys(e.ctx, e.alice.ID); len(l) != 1 {
+		t.Errorf("%d credentials, want the one accepted", len(l))
+	}
 }

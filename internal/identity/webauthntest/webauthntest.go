@@ -13,6 +13,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"math/big"
 	"sort"
+	"time"
 )
 
 var b64 = base64.RawURLEncoding
@@ -46,6 +50,10 @@ type Authenticator struct {
 	// SelfAttest makes Create send a "packed" self attestation (signed
 	// with the credential's own key) instead of "none".
 	SelfAttest bool
+	// Attestation, when set, makes Create send a "packed" full
+	// attestation signed by this certificate's key, the certificate in
+	// x5c (a model's attestation certificate, see NewAttestation).
+	Attestation *Attestation
 
 	creds []*Credential
 }
@@ -132,7 +140,13 @@ func (a *Authenticator) Create(options []byte) ([]byte, *Credential, error) {
 	att.Write(COSEKey(&key.PublicKey))
 	authData = append(authData, att.Bytes()...)
 	format, stmt := "none", map[any]any{}
-	if a.SelfAttest {
+	if at := a.Attestation; at != nil {
+		sig, err := Sign(at.Key, authData, clientData)
+		if err != nil {
+			return nil, nil, err
+		}
+		format, stmt = "packed", map[any]any{"alg": -7, "sig": sig, "x5c": []any{at.Cert}}
+	} else if a.SelfAttest {
 		sig, err := Sign(key, authData, clientData)
 		if err != nil {
 			return nil, nil, err
@@ -212,6 +226,63 @@ func allowed(o requestOptions, c *Credential) bool {
 		}
 	}
 	return false
+}
+
+// Attestation is an authenticator model's attestation key and
+// certificate, issued by Root (the trust anchor an operator's metadata
+// names).
+type Attestation struct {
+	Root    *x509.Certificate
+	RootDER []byte
+	Cert    []byte // DER
+	Key     *ecdsa.PrivateKey
+}
+
+// NewAttestation makes a root CA and an attestation certificate for the
+// model aaguid as WebAuthn §8.2.1 wants them for "packed": version 3,
+// subject C, O, OU "Authenticator Attestation", CN, not a CA, and the
+// id-fido-gen-ce-aaguid extension (1.3.6.1.4.1.45724.1.1.4) holding the
+// AAGUID.
+func NewAttestation(aaguid [16]byte) (*Attestation, error) {
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	root := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Test Attestation Root", Organization: []string{"Ward tests"}, Country: []string{"SE"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, root, root, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	rootCert, err := x509.ParseCertificate(rootDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	ext, err := asn1.Marshal(aaguid[:])
+	if err != nil {
+		return nil, err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject: pkix.Name{CommonName: "Test Authenticator", Organization: []string{"Ward tests"}, Country: []string{"SE"},
+			OrganizationalUnit: []string{"Authenticator Attestation"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), BasicConstraintsValid: true, IsCA: false,
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 45724, 1, 1, 4}, Value: ext}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, rootCert, &key.PublicKey, rootKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Attestation{Root: rootCert, RootDER: rootDER, Cert: der, Key: key}, nil
 }
 
 // Sign is the assertion signature: ECDSA P-256 with SHA-256 over
