@@ -735,7 +735,7 @@ func tamperAttSig(t *testing.T, resp []byte) []byte {
 // listed are refused.
 func TestPasskeyAttestationAllowList(t *testing.T) {
 	listed := uuid.MustParse("ee882879-721c-4913-9775-3dfcce97072a")
-	unknown := uuid.MustParse("2fc0579f-8113-47ea-b116-bb5a8db9202a") // listed, not in the metadata
+	unknown := uuid.MustParse("2fc0579f-8113-47ea-b116-bb5a8db9202a")  // listed, not in the metadata
 	unlisted := uuid.MustParse("cb69481e-8ff7-4039-93ec-0a2729a154a8") // in the metadata, not listed
 	atts := map[uuid.UUID]*webauthntest.Attestation{}
 	entries := map[uuid.UUID]*metadata.Entry{}
