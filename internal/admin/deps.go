@@ -41,6 +41,7 @@ type Identity interface {
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 	RecoveryCodesLeftByUser(ctx context.Context) (map[string]int, error)
 	ListPasskeys(ctx context.Context, userID string) ([]*model.WebAuthnCredential, error)
+	PasskeyCounts(ctx context.Context) (map[string]int, error)
 	RemovePasskey(ctx context.Context, actor, userID, id string) error
 	ResetPasskeys(ctx context.Context, actor, userID, reason string) (int, error)
 	DeleteUser(ctx context.Context, actor, userID string) error

@@ -47,6 +47,12 @@ func TestPasskeysAdmin(t *testing.T) {
 		ids = append(ids, cred.ID)
 	}
 
+	if r := alice.do(t, req{method: "GET", path: "/users/" + bobID}); r.JSON["passkeys"] != float64(2) {
+		t.Errorf("user: %s", r.Body)
+	}
+	if r := alice.do(t, req{method: "GET", path: "/users"}); r.list("users")[1]["passkeys"] != float64(2) || r.list("users")[0]["passkeys"] != float64(0) {
+		t.Errorf("users: %s", r.Body)
+	}
 	r := alice.do(t, req{method: "GET", path: "/users/" + bobID + "/passkeys"})
 	wantStatus(t, r, 200, "")
 	l := r.list("passkeys")

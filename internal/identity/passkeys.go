@@ -755,6 +755,12 @@ func methodOf(c *model.WebAuthnCredential) string {
 	return MethodSecurityKey
 }
 
+// PasskeyCounts counts the WebAuthn credentials of every user that has
+// some, in one read.
+func (s *Service) PasskeyCounts(ctx context.Context) (map[string]int, error) {
+	return s.store.WebAuthnCredentialCounts(ctx)
+}
+
 // RenamePasskey names one of a user's credentials.
 func (s *Service) RenamePasskey(ctx context.Context, userID, id, name string) error {
 	name = strings.TrimSpace(name)
