@@ -508,13 +508,18 @@ func (s *Service) BeginWebAuthnMFA(ctx context.Context, u *model.User) (*Ceremon
 // ErrNoPasskey: the user has no passkey or security key.
 var ErrNoPasskey = errors.New("the user has no passkey")
 
-// HasPasskey reports whether the user has a WebAuthn credential.
+// HasPasskey reports whether the user has a WebAuthn credential, also
+// when passkeys are turned off: a user whose second factor is a security
+// key must not be signed in with the password alone because the server's
+// configuration changed (fail closed; an administrator can reset the
+// passkeys). A failed read counts as having one, for the same reason.
 func (s *Service) HasPasskey(ctx context.Context, userID string) bool {
-	if s.wa == nil {
-		return false
-	}
 	l, err := s.store.ListWebAuthnCredentials(ctx, userID)
-	return err == nil && len(l) > 0
+	if err != nil {
+		s.log.ErrorContext(ctx, "list passkeys", "user_id", userID, "err", err)
+		return true
+	}
+	return len(l) > 0
 }
 
 // FinishPasskeyLogin verifies the answer to a usernameless sign-in

@@ -523,3 +523,29 @@ func TestPasskeyDeviceFlow(t *testing.T) {
 		t.Errorf("device token: acr %v amr %v", cl["acr"], cl["amr"])
 	}
 }
+
+// TestPasskeyTurnedOffFailsClosed: a user whose only second factor is a
+// security key is not signed in with the password alone after passkeys
+// are turned off.
+func TestPasskeyTurnedOffFailsClosed(t *testing.T) {
+	in := startPasskeys(t, wardtest.Options{})
+	ctx := context.Background()
+	bob, _ := in.App.Store.GetUserByUsername(ctx, "bob")
+	c, err := in.App.Identity.BeginPasskeyRegistration(ctx, bob, "security_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, _, _ := webauthntest.New(in.URL).Create(c.Options)
+	if _, err := in.App.Identity.FinishPasskeyRegistration(ctx, bob.ID, bob, c.ID, "key", resp); err != nil {
+		t.Fatal(err)
+	}
+	off := wardtest.Start(t, wardtest.Options{Join: in, Configure: func(c *config.Config) { c.Passkeys.Disabled = true }})
+	if off.App.Identity.PasskeysEnabled() {
+		t.Fatal("passkeys on")
+	}
+	_, challenge := wardtest.PKCE()
+	r, body := off.TryLogin(t, off.Browser(), off.AuthorizeURL("native", challenge, nil), "bob", wardtest.BobPassword, "")
+	if r.StatusCode == http.StatusSeeOther || !strings.Contains(body, "cannot be used on this server") {
+		t.Fatalf("bob with a security key and passkeys off: %d %.400s", r.StatusCode, body)
+	}
+}

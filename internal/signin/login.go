@@ -108,6 +108,9 @@ func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaS
 	if h.c.Identity.HasPasskey(ctx, u.ID) {
 		if d.Passkey, err = h.passkeyMFAForm(ctx, st, u, csrf); err != nil {
 			h.c.Log.ErrorContext(ctx, "begin passkey step-up", "correlation_id", correlationID(r), "err", err)
+			if !d.TOTP && d.Error == "" {
+				d.Error = "Your passkey or security key cannot be used on this server right now. Ask your administrator."
+			}
 		} else {
 			d.Passkey.Alone = !d.TOTP
 		}
