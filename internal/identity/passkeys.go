@@ -596,11 +596,13 @@ func (s *Service) verifyAssertion(ctx context.Context, want *model.User, id stri
 	if err != nil {
 		return nil, err
 	}
-	var lc *webauthn.Credential
+	// The library verifies the assertion (origin, rp id hash, challenge,
+	// UP and UV flags, signature, backup-eligible flag unchanged); its
+	// counter bookkeeping is redone below under the row lock.
 	if want != nil {
-		lc, err = s.wa.rp.ValidateLogin(w, *sd, parsed)
+		_, err = s.wa.rp.ValidateLogin(w, *sd, parsed)
 	} else {
-		_, lc, err = s.wa.rp.ValidatePasskeyLogin(func(rawID, userHandle []byte) (webauthn.User, error) {
+		_, _, err = s.wa.rp.ValidatePasskeyLogin(func(rawID, userHandle []byte) (webauthn.User, error) {
 			if !bytes.Equal(userHandle, []byte(u.ID)) {
 				return nil, errors.New("user handle does not name the credential's owner")
 			}
@@ -642,7 +644,6 @@ func (s *Service) verifyAssertion(ctx context.Context, want *model.User, id stri
 	} else if err != nil {
 		return nil, fmt.Errorf("identity: record passkey use: %w", err)
 	}
-	_ = lc
 	amr := []string{"hwk", "user", "mfa"}
 	if used.BackupEligible {
 		// A synced passkey's key leaves the device (RFC 8176 swk).
