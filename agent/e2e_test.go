@@ -44,6 +44,12 @@ func startAgentIdP(t *testing.T) *wardtest.Instance {
 			GrantTypes:            []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"},
 			Scopes:                []string{"openid", "profile", "offline_access", "ward:device"},
 			DPoPBoundAccessTokens: true, CAECapable: true})
+		// The tests replay the agent's refresh token with another key
+		// and check that the agent keeps working: the token endpoint's
+		// own refusal. Ward's automatic response to that detection
+		// (every session of the user revoked) is tested in
+		// internal/gateway (TestTokenTheftEndToEnd).
+		c.Risk.AutoRevokeLevel = "off"
 	}})
 }
 

@@ -167,7 +167,7 @@ func newRiskCmd(e *cliEnv) *cobra.Command {
 	}
 	confirm.Flags().StringVar(&cReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(list, explain, dismiss, confirm)
+	cmd.AddCommand(list, explain, dismiss, confirm, newRiskBacktestCmd(e), newRiskGenerateCmd(e), newRiskScoreCmd(e))
 	return cmd
 }
 

@@ -27,7 +27,10 @@ import (
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/risk"
+	"github.com/ward-idp/ward/internal/risk/assess"
+	"github.com/ward-idp/ward/internal/risk/online"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/ssfrx"
@@ -60,9 +63,15 @@ type App struct {
 	Access   *access.Service
 	CAE      *cae.Service  // the Shared Signals transmitter
 	Risk     *risk.Service // risk levels, their response and administration
+	// Incidents correlates detections into incidents and takes response
+	// actions (incidents.go).
+	Incidents *incident.Service
 	// Geo places addresses (conditional_access.geoip_database and
 	// asn_database); nil without either.
 	Geo *geo.DB
+	// Detectors are the online token-theft detectors of a server (nil in
+	// a command-line tool or with risk_detection.enabled false).
+	Detectors *online.Detector
 	// SSFReceivers receives signals from other SSF transmitters
 	// (ssf_receivers).
 	SSFReceivers *ssfrx.Service
@@ -252,7 +261,13 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	if err := a.openRisk(ctx, cfg, log, o); err != nil {
 		return nil, err
 	}
+	if err := a.openIncidents(ctx, cfg, log, o); err != nil {
+		return nil, err
+	}
 	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {
+		return nil, err
+	}
+	if err := a.openDetectors(ctx, cfg, log, o); err != nil {
 		return nil, err
 	}
 	if err := a.openExport(ctx, cfg, log, o); err != nil {
@@ -382,12 +397,21 @@ func loadKEK(cfg *config.Config, lookup func(string) (string, bool)) (*secret.KE
 
 // openRisk starts the risk service: its remediation subscriber in every
 // process and, in a server, the consumer of risk.detected and the expiry
-// sweep. Options.Detector (none yet) is where the detectors' engine judges
-// sign-ins (risk/assess).
+// sweep. The detectors' sign-in family judges each sign-in before its code
+// is issued (online.SignInJudge, against the user's history in the audit
+// log).
 func (a *App) openRisk(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options) error {
 	r := cfg.Risk
+	var judge assess.Detector
+	dc, on, err := detectConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if on {
+		judge = &online.SignInJudge{Store: a.Store, Config: dc, Geo: a.Geo, Now: o.Now}
+	}
 	a.Risk = risk.New(risk.Options{
-		Store: a.Store, Sessions: a.Sessions, Bus: a.Bus, Now: o.Now, Log: log,
+		Store: a.Store, Sessions: a.Sessions, Bus: a.Bus, Now: o.Now, Log: log, Detector: judge,
 		AutoRevokeLevel: r.AutoRevokeLevel, LowLifetime: r.LowLifetime, MediumLifetime: r.MediumLifetime,
 		MFARemediates: r.MFARemediates, Retention: r.Retention,
 	})

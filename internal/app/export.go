@@ -43,13 +43,7 @@ func (a *App) openExport(ctx context.Context, cfg *config.Config, log *slog.Logg
 		}
 		sinks = append(sinks, export.SinkConfig{Name: sc.Name, Sink: s, Batch: b, MinBackoff: sc.MinBackoff, MaxBackoff: sc.MaxBackoff, Start: start})
 	}
-	// Leases name the instance. SQLite with the embedded NATS has one
-	// serving process (see openCAE): a stable name lets it take its sinks
-	// back at once after a crash.
-	owner := fmt.Sprintf("%s-%d-%d", hostname(), os.Getpid(), a.Now().UnixNano())
-	if cfg.Storage.Driver == config.DriverSQLite && cfg.Bus.Driver == config.BusNATS && cfg.Bus.NATS.URL == "" {
-		owner = "sqlite-single-node"
-	}
+	owner := instanceName(cfg, a)
 	e, err := export.Start(ctx, export.Options{Store: a.Store, Mapper: ocsf.NewMapper(o.Version), Owner: owner, Log: log,
 		PollInterval: cfg.Export.PollInterval}, sinks)
 	if err != nil {

@@ -87,7 +87,7 @@ type caeFixture struct {
 
 // startCAEChain starts Ward, the document service and the gateway in
 // mode (push or nats), and connects them.
-func startCAEChain(t *testing.T, mode string) *caeFixture {
+func startCAEChain(t testing.TB, mode string) *caeFixture {
 	t.Helper()
 	f := startCAEWard(t, mode)
 	f.gw = f.startGateway(t, "", gwOptions{})
@@ -99,7 +99,13 @@ func startCAEChain(t *testing.T, mode string) *caeFixture {
 
 // startCAEWard starts Ward and the document service. With mode nats the
 // embedded NATS listens on a loopback port and knows one subscriber key.
-func startCAEWard(t *testing.T, mode string) *caeFixture {
+func startCAEWard(t testing.TB, mode string) *caeFixture {
+	t.Helper()
+	return startCAEWardWith(t, mode, nil)
+}
+
+// startCAEWardWith is startCAEWard with more configuration.
+func startCAEWardWith(t testing.TB, mode string, more func(*config.Config)) *caeFixture {
 	t.Helper()
 	f := &caeFixture{mode: mode}
 	if mode == SSFNATS {
@@ -120,6 +126,9 @@ func startCAEWard(t *testing.T, mode string) *caeFixture {
 			c.Bus.NATS.Embedded.Listen = "127.0.0.1:0"
 			c.SSF.NATS.SubscriberNKeys = []string{pub}
 		}
+		if more != nil {
+			more(c)
+		}
 	}})
 	if mode == SSFNATS {
 		nb, ok := f.in.App.Bus.(*bus.NATS)
@@ -135,7 +144,7 @@ func startCAEWard(t *testing.T, mode string) *caeFixture {
 }
 
 // writeSeed writes a new user nkey's seed to a 0600 file.
-func writeSeed(t *testing.T) (string, nkeys.KeyPair) {
+func writeSeed(t testing.TB) (string, nkeys.KeyPair) {
 	t.Helper()
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -151,7 +160,7 @@ func writeSeed(t *testing.T) (string, nkeys.KeyPair) {
 
 // startGateway starts the gateway in f's mode; extra adds lines to the
 // ssf block (indented by two spaces; nats mode only).
-func (f *caeFixture) startGateway(t *testing.T, extra string, o gwOptions) *gw {
+func (f *caeFixture) startGateway(t testing.TB, extra string, o gwOptions) *gw {
 	t.Helper()
 	data := map[string]any{"Issuer": f.in.URL, "Docs": f.docs.URL}
 	tmpl := caeGatewayConfig
@@ -166,7 +175,7 @@ func (f *caeFixture) startGateway(t *testing.T, extra string, o gwOptions) *gw {
 
 // registerPush has the gateway's operator register its push stream with
 // Ward, with a DPoP-bound receiver token.
-func (f *caeFixture) registerPush(t *testing.T) {
+func (f *caeFixture) registerPush(t testing.TB) {
 	t.Helper()
 	in := f.in
 	rk := newSigner(t)
@@ -194,14 +203,14 @@ func (f *caeFixture) registerPush(t *testing.T) {
 
 // session is a client of the document app: a DPoP key and its tokens.
 type session struct {
-	t        *testing.T
+	t        testing.TB
 	f        *caeFixture
 	s        *dpop.Signer
 	at, rt   string
 	user, pw string
 }
 
-func (f *caeFixture) signIn(t *testing.T, user, pw string, s *dpop.Signer) *session {
+func (f *caeFixture) signIn(t testing.TB, user, pw string, s *dpop.Signer) *session {
 	t.Helper()
 	if s == nil {
 		s = newSigner(t)
@@ -283,7 +292,7 @@ func (c *session) waitChallenge() string {
 // whole seconds.
 func nextSecond() { time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second))) }
 
-func (f *caeFixture) newUser(t *testing.T, name string) (id, pw string) {
+func (f *caeFixture) newUser(t testing.TB, name string) (id, pw string) {
 	t.Helper()
 	pw = "correct-horse-staple-4711-" + strings.Repeat("x", len(name))
 	u, err := f.in.App.Identity.CreateUser(context.Background(), "test", identity.NewUser{Username: name, Password: pw})

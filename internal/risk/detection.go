@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/risk/assess"
 )
 
 // Bounds of what a risk.detected event may carry. The event's fields are
@@ -19,7 +20,7 @@ import (
 const (
 	maxIDLen       = 128
 	maxDetailBytes = 512
-	maxEvidence    = 20
+	maxEvidence    = assess.MaxEvidence
 )
 
 var (

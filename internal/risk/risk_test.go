@@ -602,7 +602,12 @@ func TestAssessSignIn(t *testing.T) {
 	var finds []assess.Detection
 	in, _ := newEnv(t, func(o *risk.Options) {
 		o.AutoRevokeLevel = "off"
-		o.Detector = assess.Func(func(a activity.Activity) []assess.Detection { return finds })
+		o.Detector = assess.Func(func(_ context.Context, a activity.Activity) ([]assess.Detection, error) {
+			if a.IP == "192.0.2.66" {
+				return nil, errors.New("history unavailable")
+			}
+			return finds, nil
+		})
 	})
 	in.b.Subscribe("consumer", in.svc.HandleDetection) // as Start does without durable delivery
 	in.user("alice", "s1")
@@ -641,6 +646,11 @@ func TestAssessSignIn(t *testing.T) {
 	lvl, _, _ = in.svc.AssessSignIn(ctx, activity.Activity{ID: "int", Kind: activity.KindSignIn, UserID: "alice", SessionID: "s1", Time: t0})
 	if lvl != "none" {
 		t.Errorf("an interactive sign-in took the session's level: %s", lvl)
+	}
+	// A detector that cannot judge fails the assessment (the sign-in is
+	// refused, not judged blind).
+	if _, _, err := in.svc.AssessSignIn(ctx, activity.Activity{ID: "blind", Kind: activity.KindSignIn, UserID: "alice", IP: "192.0.2.66", Time: t0}); err == nil {
+		t.Error("a detector error was swallowed")
 	}
 }
 

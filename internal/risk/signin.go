@@ -5,7 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"strconv"
+	"fmt"
 	"strings"
 
 	"github.com/ward-idp/ward/internal/activity"
@@ -23,12 +23,16 @@ import (
 // the session's) risk like any other. An SSO sign-in is never less risky
 // than the session whose cookie it presents.
 //
-// The error is the session risk lookup's; the level returned with it is
-// what the detectors found (the caller decides whether to fail closed).
+// The error is the detector's or the session risk lookup's; the level
+// returned with it is what was found until then (the caller fails
+// closed).
 func (s *Service) AssessSignIn(ctx context.Context, a activity.Activity) (string, []assess.Detection, error) {
 	var ds []assess.Detection
 	if s.o.Detector != nil {
-		ds = s.o.Detector.DetectSignIn(a)
+		var err error
+		if ds, err = s.o.Detector.DetectSignIn(ctx, a); err != nil {
+			return model.RiskNone, nil, fmt.Errorf("risk: judge the sign-in: %w", err)
+		}
 	}
 	rank := 0
 	var counted []*model.RiskDetection
@@ -74,21 +78,5 @@ func signInDetectionID(a activity.Activity, d *assess.Detection) string {
 
 // signInEvent is the risk.detected of a sign-in detection.
 func signInEvent(a activity.Activity, d *assess.Detection) *model.Event {
-	ev := d.Evidence
-	if len(ev) == 0 && a.ID != "" {
-		ev = []string{a.ID}
-	}
-	if len(ev) > maxEvidence {
-		ev = ev[:maxEvidence]
-	}
-	return &model.Event{
-		Type: model.EventRiskDetected, Time: a.Time, Actor: ActorSystem, UserID: a.UserID, SessionID: a.SessionID,
-		ClientID: a.ClientID, DeviceID: a.DeviceID, IP: a.IP, UserAgent: a.UserAgent, Reason: d.Type,
-		Data: map[string]string{
-			model.DataDetectionID: d.ID, model.DataDetectionSeverity: d.Severity,
-			model.DataDetectionConfidence: strconv.FormatFloat(d.Confidence, 'f', 2, 64),
-			model.DataDetectionTechnique:  d.Technique, model.DataDetectionEvidence: strings.Join(ev, " "),
-			model.DataDetectionDetail: d.Detail, model.DataDetectionSource: model.DetectionSourceSignIn,
-		},
-	}
+	return assess.Event(a, *d, model.DetectionSourceSignIn, ActorSystem)
 }

@@ -34,7 +34,7 @@ func lastActivity(t *testing.T, in *wardtest.Instance, typ model.EventType) acti
 // client, the key the token is bound to and its generation. The thief is
 // told nothing of it.
 func TestTokenFailuresAttributed(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	in := wardtest.Start(t, wardtest.Options{Configure: noAutoRevoke})
 	victim, thief := newSigner(t), newSigner(t)
 	code, verifier := codeFlow(t, in, "spa", victim, nil)
 	r := exchange(t, in, "spa", code, verifier, victim)

@@ -25,6 +25,7 @@ const deviceGrant = "urn:ietf:params:oauth:grant-type:device_code"
 func startDevice(t *testing.T) *wardtest.Instance {
 	t.Helper()
 	return wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		noAutoRevoke(c) // the tests replay codes and refresh tokens
 		for _, id := range []string{"tv", "tv2"} {
 			c.StaticClients = append(c.StaticClients, config.StaticClient{ID: id, Name: "Living Room TV " + id, AuthMethod: "none",
 				GrantTypes: []string{deviceGrant, "refresh_token"}, Scopes: []string{"openid", "offline_access"}})

@@ -143,7 +143,7 @@ func mainFlow(t *testing.T, in *wardtest.Instance) {
 }
 
 func TestCodeFlowAttacks(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	in := wardtest.Start(t, wardtest.Options{Configure: noAutoRevoke})
 	s := newSigner(t)
 
 	t.Run("code reuse revokes what it issued", func(t *testing.T) {

@@ -50,12 +50,22 @@ func TestTokenEndpointWithSinkDown(t *testing.T) {
 		t.Fatalf("%d token.issued events, want %d", len(issued), n)
 	}
 	newest := issued[0].Seq
-	eventually(t, "the file sink exports every event", func() bool {
+	// The cursors by sink (the online detectors follow the log with a
+	// cursor of their own beside the sinks').
+	cursor := func(sink string) (store.ExportCursor, bool) {
 		cs, _ := in.App.Store.ListExportCursors(ctx)
-		return len(cs) == 2 && cs[0].Sink == "archive" && cs[0].Seq >= newest
+		for _, c := range cs {
+			if c.Sink == sink {
+				return c, true
+			}
+		}
+		return store.ExportCursor{}, false
+	}
+	eventually(t, "the file sink exports every event", func() bool {
+		c, ok := cursor("archive")
+		return ok && c.Seq >= newest
 	})
-	cs, _ := in.App.Store.ListExportCursors(ctx)
-	if cs[1].Sink != "siem" || cs[1].Seq != 0 {
-		t.Fatalf("the unreachable sink's cursor moved: %+v", cs[1])
+	if c, ok := cursor("siem"); !ok || c.Seq != 0 {
+		t.Fatalf("the unreachable sink's cursor moved: %+v %v", c, ok)
 	}
 }

@@ -10,8 +10,18 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
+
+// noAutoRevoke turns off the automatic response to user risk
+// (risk.auto_revoke_level off) for tests of the token endpoint's own
+// refusals: they replay credentials as a thief would and then check what
+// the legitimate client can still do, which the detectors' response
+// (every session of the user revoked: TestTokenTheftEndToEnd in
+// internal/gateway) would otherwise decide for them. The detections are
+// still recorded.
+func noAutoRevoke(c *config.Config) { c.Risk.AutoRevokeLevel = "off" }
 
 // newSigner returns a DPoP signer with a fresh P-256 key.
 func newSigner(t testing.TB) *dpop.Signer {

@@ -30,7 +30,7 @@ func lastFailure(t *testing.T, in *wardtest.Instance) string {
 // session and its user, read together) has its reason and leaves the
 // token usable; the checks run before anything is rotated.
 func TestRefreshGrantRefusals(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	in := wardtest.Start(t, wardtest.Options{Configure: noAutoRevoke})
 	ctx := context.Background()
 	s := newSigner(t)
 	signIn := func() string {
@@ -91,7 +91,7 @@ func TestRefreshGrantRefusals(t *testing.T) {
 // other is reuse and revokes the session, whatever the interleaving of
 // their writes (they may share a commit).
 func TestRefreshGrantRace(t *testing.T) {
-	refreshRace(t, wardtest.Start(t, wardtest.Options{}))
+	refreshRace(t, wardtest.Start(t, wardtest.Options{Configure: noAutoRevoke}))
 }
 
 // The same on PostgreSQL, where rotations are row-locked transactions.
@@ -103,7 +103,7 @@ func TestRefreshGrantRacePostgres(t *testing.T) {
 		}
 		t.Skip("set WARD_TEST_POSTGRES_DSN to run against PostgreSQL")
 	}
-	refreshRace(t, wardtest.Start(t, wardtest.Options{PostgresDSN: dsn}))
+	refreshRace(t, wardtest.Start(t, wardtest.Options{Configure: noAutoRevoke, PostgresDSN: dsn}))
 }
 
 func refreshRace(t *testing.T, in *wardtest.Instance) {

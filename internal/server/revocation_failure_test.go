@@ -23,9 +23,9 @@ import (
 // until a later reuse revokes it. The store is made to refuse the
 // revocation by a trigger, so the failure is the database's own.
 func TestReuseRevocationFailureIsLogged(t *testing.T) {
-	in := wardtest.Start(t, wardtest.Options{})
+	in := wardtest.Start(t, wardtest.Options{Configure: noAutoRevoke})
 	reuseRevocationFailure(t, in, func(t *testing.T, refuse bool) {
-		db, err := sql.Open("sqlite", in.DBPath)
+		db, err := sql.Open("sqlite", in.DBPath+"?_pragma=busy_timeout(10000)")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func TestReuseRevocationFailureIsLoggedPostgres(t *testing.T) {
 		}
 		t.Skip("set WARD_TEST_POSTGRES_DSN to run against PostgreSQL")
 	}
-	in := wardtest.Start(t, wardtest.Options{PostgresDSN: dsn})
+	in := wardtest.Start(t, wardtest.Options{PostgresDSN: dsn, Configure: noAutoRevoke})
 	reuseRevocationFailure(t, in, func(t *testing.T, refuse bool) {
 		ctx := context.Background()
 		conn, err := pgx.Connect(ctx, in.PostgresDSN())

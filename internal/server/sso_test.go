@@ -11,6 +11,7 @@ import (
 	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
 
@@ -170,4 +171,96 @@ policies:
 	if loc, _ := url.Parse(resp.Header.Get("Location")); resp.StatusCode != http.StatusSeeOther || loc.Query().Get("code") == "" {
 		t.Fatalf("SSO sign-in without risk: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
+}
+
+// uaTransport sets the User-Agent of every request.
+type uaTransport struct {
+	next http.RoundTripper
+	ua   string
+}
+
+func (u uaTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("User-Agent", u.ua)
+	return u.next.RoundTrip(r)
+}
+
+// The seed's browser case with Ward's own detectors (no stand-in): the
+// SSO cookie of a browser without DBSC, copied and presented from another
+// network by another browser, is judged before any code is issued. The
+// sign-in is risky, so Conditional Access steps it up or blocks it, no
+// code is issued, and the detection is recorded against the session; the
+// victim's own browser goes on signing in without a step-up.
+func TestCopiedSSOCookieDetected(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{Configure: trustLoopback})
+	applyPolicies(t, in, `
+policies:
+  - id: mfa-on-risk
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {sign_in_risk: [medium]}
+    grant: {controls: [mfa]}
+  - id: block-high-risk
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [all]}}
+    conditions: {sign_in_risk: [high]}
+    grant: {block: true}
+`)
+	const victimUA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Gecko/20100101 Firefox/133.0"
+	b := in.Browser()
+	b.Transport = uaTransport{forwardedFor(insideIP), victimUA}
+	_, challenge := wardtest.PKCE()
+	if loc := in.Login(t, b, in.AuthorizeURL("spa", challenge, nil), "alice", wardtest.AlicePassword, in.TOTP(t, 0)); loc.Query().Get("code") == "" {
+		t.Fatalf("sign-in: %s", loc)
+	}
+	sid := lastEvent(t, in, model.EventSignInSucceeded).SessionID
+
+	// The victim's browser, same network: a code, no detection.
+	_, challenge = wardtest.PKCE()
+	resp, _ := wardtest.Do(t, b, http.MethodGet, in.AuthorizeURL("spa", challenge, nil), nil)
+	if loc, _ := url.Parse(resp.Header.Get("Location")); resp.StatusCode != http.StatusSeeOther || loc.Query().Get("code") == "" {
+		t.Fatalf("the victim's own SSO sign-in: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if n := len(eventsOf(t, in, model.EventRiskDetected)); n != 0 {
+		t.Fatalf("%d detections for the victim's own browser", n)
+	}
+
+	// The thief: the copied cookie, another network, another browser.
+	thief := &http.Client{Jar: b.Jar, CheckRedirect: b.CheckRedirect, Transport: uaTransport{forwardedFor(outsideIP), "curl/8.5.0"}}
+	_, challenge = wardtest.PKCE()
+	resp, body := wardtest.Do(t, thief, http.MethodGet, in.AuthorizeURL("spa", challenge, nil), nil)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	stepped := resp.StatusCode == http.StatusOK && strings.Contains(body, `name="otp"`)
+	blocked := loc != nil && loc.Query().Get("error") == "access_denied"
+	if (!stepped && !blocked) || (loc != nil && loc.Query().Get("code") != "") {
+		t.Fatalf("the copied cookie: %d %s %.300s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	ev := lastEvent(t, in, model.EventSSOSignIn)
+	if ev.Outcome != model.OutcomeFailure || ev.SessionID != sid || ev.IP != outsideIP ||
+		(ev.Data["sign_in_risk"] != "medium" && ev.Data["sign_in_risk"] != "high") {
+		t.Fatalf("the copied cookie's sign-in: %+v %v", ev.Event, ev.Data)
+	}
+	var found bool
+	for _, d := range eventsOf(t, in, model.EventRiskDetected) {
+		if d.Reason == "sso_cookie_anomaly" && d.SessionID == sid && d.IP == outsideIP && d.Data[model.DataDetectionSource] == model.DetectionSourceSignIn &&
+			d.Data[model.DataDetectionTechnique] == "T1539" {
+			found = true
+		}
+	}
+	if !found {
+		for _, d := range eventsOf(t, in, model.EventRiskDetected) {
+			t.Logf("%s %s %v", d.Reason, d.IP, d.Data)
+		}
+		t.Fatal("no sso_cookie_anomaly detection for the session")
+	}
+}
+
+// eventsOf returns the stored events of type typ, newest first.
+func eventsOf(t *testing.T, in *wardtest.Instance, typ model.EventType) []*store.StoredEvent {
+	t.Helper()
+	evs, err := in.App.Store.ListEvents(context.Background(), store.EventFilter{Types: []model.EventType{typ}, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }

@@ -56,8 +56,12 @@ type Item struct {
 	Time time.Time
 	// Severity is the record's OCSF severity_id.
 	Severity int
-	// JSON is the OCSF record, one line of ASCII JSON.
+	// JSON is the OCSF record, one line of ASCII JSON (nil for a raw
+	// sink).
 	JSON []byte
+	// Event is the stored event itself, for a raw sink (SinkConfig.Raw);
+	// nil otherwise.
+	Event *store.StoredEvent
 }
 
 // Sink delivers records to one destination.
@@ -68,6 +72,15 @@ type Sink interface {
 	Deliver(ctx context.Context, items []Item) error
 	// Close releases the sink's resources.
 	Close() error
+}
+
+// Warmer is implemented by a sink that keeps state built from the events
+// it was given (the online detectors): Warm is called each time this
+// instance takes the sink's cursor, with the position it resumes after,
+// before anything after it is delivered. Its error is logged; delivery
+// goes on.
+type Warmer interface {
+	Warm(ctx context.Context, cursor int64) error
 }
 
 // Batching bounds a sink's batches: a batch goes out when it has
@@ -95,6 +108,10 @@ type SinkConfig struct {
 	// exponential with jitter.
 	MinBackoff, MaxBackoff time.Duration
 	Start                  string
+	// Raw gives the sink the stored events themselves (Item.Event) and no
+	// OCSF record: a follower of the audit log inside Ward, such as the
+	// online detectors, rather than a SIEM.
+	Raw bool
 }
 
 // Source is what the exporter reads and writes: the events and the
@@ -146,8 +163,13 @@ type Exporter struct {
 
 // Start starts a worker for every sink; Close stops them.
 func Start(ctx context.Context, o Options, sinks []SinkConfig) (*Exporter, error) {
-	if o.Store == nil || o.Mapper == nil || o.Owner == "" {
-		return nil, errors.New("export: Store, Mapper and Owner are required")
+	if o.Store == nil || o.Owner == "" {
+		return nil, errors.New("export: Store and Owner are required")
+	}
+	for _, s := range sinks {
+		if !s.Raw && o.Mapper == nil {
+			return nil, fmt.Errorf("export: sink %q: a Mapper is required", s.Name)
+		}
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -361,6 +383,11 @@ func (w *worker) ensureLease(ctx context.Context) bool {
 		w.log.Info("export: exporting", "after_seq", c.Seq)
 		w.cursor, w.read = c.Seq, c.Seq
 		w.pending, w.pendingLen = nil, 0
+		if wm, ok := w.cfg.Sink.(Warmer); ok {
+			if err := wm.Warm(ctx, c.Seq); err != nil {
+				w.log.Warn("export: warming the sink up failed", "err", err)
+			}
+		}
 	}
 	w.held, w.leaseUntil = true, until
 	w.setStats(func(s *Stats) { s.Holding, s.Cursor = true, w.cursor })
@@ -460,6 +487,10 @@ func (w *worker) overGap(next int64) time.Duration {
 }
 
 func (w *worker) item(ev *store.StoredEvent) (Item, error) {
+	if w.cfg.Raw {
+		// Bounded by MaxEvents alone (the events are already bounded).
+		return Item{Seq: ev.Seq, ID: ev.ID, Code: ev.Code(), Time: ev.Time, Event: ev}, nil
+	}
 	r := w.e.o.Mapper.Map(ev)
 	b, err := ocsf.MarshalRecord(r)
 	if err != nil {

@@ -1,11 +1,22 @@
-// Package assess is the contract between the sign-in risk assessment
-// (internal/risk) and the detectors that judge one sign-in: a Detector
-// looks at the sign-in's activity record and returns what it finds. It
-// holds only types, so that any detector engine can be plugged in without
-// the risk service knowing it.
+// Package assess is the contract between the risk service
+// (internal/risk) and the detectors: a Detector judges one sign-in's
+// activity record and returns what it finds, and Event is the
+// risk.detected event any detector records a finding as. It holds only
+// types and that one constructor, so that any detector engine can be
+// plugged in without the risk service knowing it.
 package assess
 
-import "github.com/ward-idp/ward/internal/activity"
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/ward-idp/ward/internal/activity"
+	"github.com/ward-idp/ward/internal/model"
+)
+
+// MaxEvidence is the most event ids a detection cites.
+const MaxEvidence = 20
 
 // Detection is what a detector found about one sign-in.
 type Detection struct {
@@ -26,14 +37,42 @@ type Detection struct {
 }
 
 // Detector judges one sign-in (interactive or by SSO cookie) before its
-// code is issued. It must be fast and safe for concurrent use; it may keep
-// state of its own (the user's history).
+// code is issued. It must be safe for concurrent use. An error (the
+// user's history could not be read) fails the assessment: the sign-in is
+// refused rather than judged blind.
 type Detector interface {
-	DetectSignIn(a activity.Activity) []Detection
+	DetectSignIn(ctx context.Context, a activity.Activity) ([]Detection, error)
 }
 
 // Func adapts a function to Detector.
-type Func func(a activity.Activity) []Detection
+type Func func(ctx context.Context, a activity.Activity) ([]Detection, error)
 
 // DetectSignIn calls f.
-func (f Func) DetectSignIn(a activity.Activity) []Detection { return f(a) }
+func (f Func) DetectSignIn(ctx context.Context, a activity.Activity) ([]Detection, error) {
+	return f(ctx, a)
+}
+
+// Event is the risk.detected event that records detection d, found by
+// source (model.DetectionSource*) and recorded by actor, about the
+// subjects of a (its user, session, client, device, address and user
+// agent) at a.Time. The evidence defaults to a's id and is cut to
+// MaxEvidence ids; the risk service's consumer checks the rest.
+func Event(a activity.Activity, d Detection, source, actor string) *model.Event {
+	ev := d.Evidence
+	if len(ev) == 0 && a.ID != "" {
+		ev = []string{a.ID}
+	}
+	if len(ev) > MaxEvidence {
+		ev = ev[:MaxEvidence]
+	}
+	return &model.Event{
+		Type: model.EventRiskDetected, Time: a.Time, Actor: actor, UserID: a.UserID, SessionID: a.SessionID,
+		ClientID: a.ClientID, DeviceID: a.DeviceID, IP: a.IP, UserAgent: a.UserAgent, Reason: d.Type,
+		Data: map[string]string{
+			model.DataDetectionID: d.ID, model.DataDetectionSeverity: d.Severity,
+			model.DataDetectionConfidence: strconv.FormatFloat(d.Confidence, 'f', 2, 64),
+			model.DataDetectionTechnique:  d.Technique, model.DataDetectionEvidence: strings.Join(ev, " "),
+			model.DataDetectionDetail: d.Detail, model.DataDetectionSource: source,
+		},
+	}
+}
