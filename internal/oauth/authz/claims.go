@@ -156,6 +156,14 @@ func acrRank(acr string) int {
 	return -1
 }
 
+// ACRAtLeast reports whether acr have is want or stronger, by Ward's
+// order (a passkey's phishing-resistant acr meets a multi-factor one).
+// Values Ward does not know meet nothing and are met by nothing.
+func ACRAtLeast(have, want string) bool {
+	w := acrRank(want)
+	return w >= 0 && acrRank(have) >= w
+}
+
 // ACRMet reports whether the session's acr satisfies the requested ones:
 // any requested value the session's acr reaches, by Ward's order. No
 // request is met; requested values Ward does not know are not.
