@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,5 +74,35 @@ func TestUserPasskeys(t *testing.T) {
 	}
 	if out := h.ok("", "user", "passkeys", "list", "erin"); out != "erin has no passkeys\n" {
 		t.Errorf("after reset: %q", out)
+	}
+}
+
+// ward policy whatif --passkey: a policy requiring phishing-resistant
+// authentication is met by a passkey sign-in and not by password + TOTP.
+func TestPolicyWhatIfPasskey(t *testing.T) {
+	h := newHarness(t, "")
+	doc := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(doc, []byte(`
+policies:
+  - id: wiki-pr
+    name: Wiki needs a passkey
+    state: enabled
+    assignments: {users: {include: [all]}, applications: {include: [wiki]}}
+    grant: {authentication_strength: phishing_resistant}
+`), 0o600)
+	h.ok("", "policy", "apply", "-f", doc)
+	h.ok("", "client", "add", "wiki", "--auth-method", "none", "--redirect-uri", "https://wiki.example/cb")
+	a := h.openApp()
+	if _, err := a.Identity.CreateUser(context.Background(), "test", identity.NewUser{Username: "erin", Password: "correct horse battery"}); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	out := h.ok("", "policy", "whatif", "--user", "erin", "--app", "wiki", "--mfa")
+	if !strings.Contains(out, "phishing_resistant") || strings.Contains(out, "outcome: allow\n") {
+		t.Errorf("password + TOTP:\n%s", out)
+	}
+	out = h.ok("", "policy", "whatif", "--user", "erin", "--app", "wiki", "--passkey")
+	if strings.Contains(out, "allow_with_controls") || strings.Contains(out, "block") {
+		t.Errorf("passkey:\n%s", out)
 	}
 }
