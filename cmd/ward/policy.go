@@ -201,6 +201,7 @@ reports each mismatch. The exit code is 1 when any case fails.`,
 	f.StringVar(&wi.UserRisk, "user-risk", "", "user risk (default: the user's stored level)")
 	f.StringVar(&wi.Flow, "flow", "", "interactive, refresh, device_code or client_credentials")
 	f.BoolVar(&wi.MFA, "mfa", false, "the session has done multi-factor authentication")
+	f.BoolVar(&wi.Passkey, "passkey", false, "the session signed in with a passkey or security key (phishing-resistant)")
 	f.BoolVar(&asJSON, "json", false, "print the full result as JSON")
 	_ = whatif.MarkFlagRequired("app")
 

@@ -104,6 +104,11 @@ func newUserCmd(e *cliEnv) *cobra.Command {
 					return err
 				}
 				row("Recovery codes", codes)
+				pks, err := a.Identity.ListPasskeys(ctx, u.ID)
+				if err != nil {
+					return err
+				}
+				row("Passkeys", dash(passkeysShown(pks)))
 				risk := riskLevel(u)
 				if !u.RiskUpdatedAt.IsZero() {
 					risk += " (set " + u.RiskUpdatedAt.UTC().Format(time.RFC3339) + ")"
@@ -310,7 +315,7 @@ working at once.`,
 	}
 	riskCmd.Flags().StringVar(&riskReason, "reason", "", "why (kept in the audit log)")
 
-	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, riskCmd, newRevokeSessionsCmd(e))
+	cmd.AddCommand(add, list, show, passwd, disable, enable, del, unlock, rolesCmd, totpEnroll, totpRemove, recoveryCodes, riskCmd, newRevokeSessionsCmd(e), newUserPasskeysCmd(e))
 	return cmd
 }
 

@@ -316,10 +316,13 @@ func (s *Service) input(ctx context.Context, c *compiled, req Request) (policy.I
 	return in, nil
 }
 
-// Strength maps RFC 8176 amr values to an authentication strength.
+// Strength maps RFC 8176 amr values to an authentication strength: a
+// WebAuthn key (hwk: bound to the authenticator; swk: a synced passkey)
+// with user verification is phishing-resistant, since the browser binds
+// its signature to Ward's origin.
 func Strength(amr []string) string {
 	switch {
-	case slices.Contains(amr, "hwk") && slices.Contains(amr, "user"):
+	case (slices.Contains(amr, "hwk") || slices.Contains(amr, "swk")) && slices.Contains(amr, "user"):
 		return policy.StrengthPhishingResistant
 	case slices.Contains(amr, "otp") || slices.Contains(amr, "mfa"):
 		return policy.StrengthPasswordTOTP

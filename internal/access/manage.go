@@ -229,6 +229,9 @@ type WhatIf struct {
 	Flow string `json:"flow,omitempty"`
 	// MFA: the session has done multi-factor authentication.
 	MFA bool `json:"mfa,omitempty"`
+	// Passkey: the session signed in with a passkey or security key
+	// (phishing-resistant; implies MFA).
+	Passkey bool `json:"passkey,omitempty"`
 	// TokenProtected defaults to true when Device is given (the session
 	// is bound to the device's key).
 	TokenProtected *bool `json:"token_protected,omitempty"`
@@ -295,6 +298,9 @@ func (s *Service) Explain(ctx context.Context, w WhatIf) (*Result, error) {
 		req.AMR = []string{"pwd"}
 		if w.MFA {
 			req.AMR = []string{"pwd", "otp", "mfa"}
+		}
+		if w.Passkey {
+			req.AMR = []string{"hwk", "user", "mfa"}
 		}
 		req.AuthTime = s.o.Now()
 	}

@@ -40,6 +40,10 @@ type Identity interface {
 	NewRecoveryCodes(ctx context.Context, actor, userID string) ([]secret.String, error)
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
 	RecoveryCodesLeftByUser(ctx context.Context) (map[string]int, error)
+	ListPasskeys(ctx context.Context, userID string) ([]*model.WebAuthnCredential, error)
+	PasskeyCounts(ctx context.Context) (map[string]int, error)
+	RemovePasskey(ctx context.Context, actor, userID, id string) error
+	ResetPasskeys(ctx context.Context, actor, userID, reason string) (int, error)
 	DeleteUser(ctx context.Context, actor, userID string) error
 	GroupsOf(ctx context.Context, userID string) ([]*model.Group, error)
 	GetGroup(ctx context.Context, id string) (*model.Group, error)

@@ -30,6 +30,9 @@ type userJSON struct {
 	// RecoveryCodesLeft is how many one-time recovery codes of the TOTP
 	// factor are unused.
 	RecoveryCodesLeft int `json:"recovery_codes_left"`
+	// Passkeys is how many passkeys and security keys the user has
+	// (GET /users/{id}/passkeys lists them).
+	Passkeys int `json:"passkeys"`
 	// RiskLevel is the user risk Conditional Access sees.
 	RiskLevel         string     `json:"risk_level"`
 	RiskUpdatedAt     *time.Time `json:"risk_updated_at,omitempty"`
@@ -77,6 +80,11 @@ func (api *API) userWithGroups(r *http.Request, u *model.User) (userJSON, error)
 		return userJSON{}, err
 	}
 	out := api.userDTO(u, left)
+	pks, err := api.identity.ListPasskeys(r.Context(), u.ID)
+	if err != nil {
+		return userJSON{}, err
+	}
+	out.Passkeys = len(pks)
 	gs, err := api.identity.GroupsOf(r.Context(), u.ID)
 	if err != nil {
 		return out, err
@@ -100,9 +108,15 @@ func (api *API) listUsers(w http.ResponseWriter, r *http.Request, _ *reqCtx) err
 	if err != nil {
 		return err
 	}
+	pks, err := api.identity.PasskeyCounts(r.Context())
+	if err != nil {
+		return err
+	}
 	out := make([]userJSON, 0, len(us))
 	for _, u := range us {
-		out = append(out, api.userDTO(u, left[u.ID]))
+		d := api.userDTO(u, left[u.ID])
+		d.Passkeys = pks[u.ID]
+		out = append(out, d)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"users": out})
 	return nil

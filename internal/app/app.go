@@ -195,12 +195,17 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 		return nil, fmt.Errorf("app: audit log: %w", auditErr)
 	}
 
+	wa, err := webAuthnOptions(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	a.Identity = identity.New(identity.Options{
-		Store:  a.Store,
-		Bus:    b,
-		KEK:    a.KEK,
-		Now:    o.Now,
-		Logger: log,
+		WebAuthn: wa,
+		Store:    a.Store,
+		Bus:      b,
+		KEK:      a.KEK,
+		Now:      o.Now,
+		Logger:   log,
 		Argon2: identity.Argon2Params{
 			Time:      cfg.Passwords.Argon2Time,
 			MemoryKiB: cfg.Passwords.Argon2MemoryKiB,

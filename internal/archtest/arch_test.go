@@ -23,7 +23,7 @@ var (
 	// may depend on it, or a part could no longer be built without all.
 	wiring = []string{"internal/app", "internal/server", "cmd/..."}
 	// testOnly are helpers for tests; production code never uses them.
-	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/store/backendtest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest"}
+	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/store/backendtest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest", "internal/identity/webauthntest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
@@ -309,6 +309,9 @@ var rules = map[string]rule{
 	"internal/bus/bustest":     {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
 	"internal/store/storetest": {imports: []string{"internal/clock", "internal/model", "internal/store"}, never: join(wiring, storeImpls), modules: stdOnly},
 	"internal/archtest":        {never: anything, modules: stdOnly},
+	// A software WebAuthn authenticator (real keys, CBOR and signatures)
+	// for the passkey tests.
+	"internal/identity/webauthntest": {never: anything, modules: stdOnly},
 	// The databases of tests outside the store: both backends, a fresh
 	// database or schema each.
 	"internal/store/backendtest": {imports: []string{"internal/store", "internal/store/postgres", "internal/store/sqlite"}, never: notWiring},
@@ -316,6 +319,7 @@ var rules = map[string]rule{
 	"internal/audit/ocsf/ocsftest": {never: anything, modules: stdOnly},
 	"test/crash":                   {never: anything, modules: stdOnly},
 	"test/interop":                 {never: anything, modules: stdOnly},
+	"test/browser":                 {never: anything, modules: stdOnly},
 }
 
 // pending: stricter rules Ward is moving to, not met yet. Each field set

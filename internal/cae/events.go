@@ -154,6 +154,8 @@ func credentialType(method string) string {
 		return "app"
 	case "webauthn", "passkey":
 		return "fido2-platform"
+	case "security_key":
+		return "fido2-roaming"
 	case "sms":
 		return "phone-sms"
 	case "":

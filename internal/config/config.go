@@ -57,6 +57,8 @@ type Config struct {
 	DPoP      DPoP      `koanf:"dpop"`
 	Passwords Passwords `koanf:"passwords"`
 	Lockout   Lockout   `koanf:"lockout"`
+	// Passkeys configures WebAuthn (config/passkeys.go).
+	Passkeys Passkeys `koanf:"passkeys"`
 
 	ConditionalAccess ConditionalAccess `koanf:"conditional_access"`
 	Bus               Bus               `koanf:"bus"`

@@ -263,7 +263,8 @@ func decodeErrors(err error) error {
 
 func friendlyDecode(l string) string {
 	key := func(k string) string {
-		if k == "" {
+		// mapstructure names the root "" (v2.4) or by its type (v2.5).
+		if k == "" || k == "config.Config" {
 			return "top level"
 		}
 		return k

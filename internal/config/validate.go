@@ -172,6 +172,7 @@ func (c *Config) Validate() error {
 	v.positive("risk.low_lifetime", c.Risk.LowLifetime)
 	v.positive("risk.medium_lifetime", c.Risk.MediumLifetime)
 	v.positive("risk.retention", c.Risk.Retention)
+	c.validatePasskeys(v)
 	c.validateRiskDetection(v)
 	v.positive("incidents.window", c.Incidents.Window)
 	v.positive("incidents.retention", c.Incidents.Retention)

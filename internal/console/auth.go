@@ -218,7 +218,7 @@ func (c *Console) operatorFor(r *http.Request, sc sessionCookie) (*Operator, *de
 	case caller.User == nil || cl.SID == "":
 		d.reason = "session_ended"
 		return nil, d
-	case cl.ACR != authz.ACRMFA:
+	case !authz.ACRAtLeast(cl.ACR, authz.ACRMFA):
 		d.reason = ReasonMFA
 		return nil, d
 	}

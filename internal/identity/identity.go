@@ -93,6 +93,8 @@ type Options struct {
 	GlobalFailuresPerMinute int
 	// MinPasswordLength in characters (default 10).
 	MinPasswordLength int
+	// WebAuthn enables passkeys and security keys (nil: disabled).
+	WebAuthn *WebAuthnOptions
 }
 
 // Defaults.
@@ -130,14 +132,16 @@ type Service struct {
 	global    *ratelimit.Limiter
 	v4Bits    int
 	v6Bits    int
+	wa        *webAuthnState // nil: passkeys disabled
 
 	// hashHook, when set (tests), is called with +1 after a hash slot is
 	// acquired and -1 before it is released.
 	hashHook func(delta int)
 }
 
-// New returns a Service. It panics if o.Store is nil or the argon2
-// parameters are invalid (a configuration error).
+// New returns a Service. It panics if o.Store is nil, the argon2
+// parameters or the WebAuthn options are invalid (a configuration error:
+// config.Validate reports them first).
 func New(o Options) *Service {
 	if o.Store == nil {
 		panic("identity: Options.Store is required")
@@ -201,7 +205,12 @@ func New(o Options) *Service {
 	if o.KEK != nil {
 		recovery = secret.NewHasher(o.KEK.Derive("recovery-code"))
 	}
+	wa, err := newWebAuthn(o.WebAuthn)
+	if err != nil {
+		panic(err)
+	}
 	return &Service{
+		wa:        wa,
 		store:     o.Store,
 		events:    bus.NewEmitter(o.Bus, o.Now),
 		kek:       o.KEK,

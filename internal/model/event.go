@@ -124,6 +124,26 @@ const (
 	EventUserRiskChanged EventType = "user.risk_changed"
 )
 
+// Passkeys and security keys (WebAuthn). Enrolment and removal are
+// mfa.enrolled and mfa.removed (Data: method passkey or security_key,
+// credential, name), which carry the CAEP credential-change.
+const (
+	// EventPasskeyCloneSuspected: an assertion's signature counter did not
+	// grow past the stored one: two copies of the credential's private key
+	// may be in use (the sign-in is refused). Data: credential,
+	// stored_count, presented_count.
+	EventPasskeyCloneSuspected EventType = "passkey.clone_suspected"
+	// EventPasskeyRejected: a passkey registration was refused (Reason:
+	// why, e.g. attestation_not_allowed, invalid_response,
+	// no_user_verification; Data: aaguid when known).
+	EventPasskeyRejected EventType = "passkey.rejected"
+	// EventPasskeyRecovery: a user who lost every passkey was let back in
+	// another way (Reason: admin_reset or fallback; Data: removed, the
+	// number of credentials removed, and fallback). It also raises the
+	// user's risk (risk.detected, source admin or signin).
+	EventPasskeyRecovery EventType = "passkey.recovery"
+)
+
 // EventRiskDetected: a risk detection (Reason: the detection type; Data:
 // the DataDetection* keys).
 const EventRiskDetected EventType = "risk.detected"
@@ -306,6 +326,10 @@ var EventCodes = map[EventType]string{
 
 	EventMFARecoveryCodesCreated: "W1004I",
 	EventMFARecoveryCodeUsed:     "W1005W",
+
+	EventPasskeyCloneSuspected: "W1010E",
+	EventPasskeyRejected:       "W1011W",
+	EventPasskeyRecovery:       "W1012W",
 
 	EventAccessPolicyChanged:     "W9000I",
 	EventUserRiskChanged:         "W9001W",

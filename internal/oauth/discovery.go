@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/oauth/authz"
 )
 
 // scopesSupported are the scopes Ward understands itself; clients may be
@@ -45,7 +46,7 @@ func (p *Provider) handleDiscovery(w http.ResponseWriter, r *http.Request) {
 		// resource's claims challenge (nbf, acr) and the CAE capability
 		// (xms_cc); other members are ignored, as §5.5 allows.
 		"claims_parameter_supported":    true,
-		"acr_values_supported":          []string{"urn:ward:acr:password", "urn:ward:acr:mfa"},
+		"acr_values_supported":          authz.ACRValues,
 		"frontchannel_logout_supported": false,
 		"backchannel_logout_supported":  false,
 		"prompt_values_supported":       []string{"none", "login"},

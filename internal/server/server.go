@@ -90,7 +90,7 @@ func New(a *app.App) (*Server, error) {
 		Issuer: cfg.Issuer, Store: a.Store, Bus: a.Bus, Identity: a.Identity, CookieKey: cookieKey,
 		SessionIdle: cfg.Tokens.SessionIdle, SessionAbsolute: cfg.Tokens.SessionAbsolute, TrustedProxies: trusted,
 		Now: a.Now, Log: a.Log, Pages: pages, Devices: a.Devices, Access: a.Access, Protocol: prov,
-		Risk: a.SignInRisk,
+		Risk: a.SignInRisk, PasskeyRecoveryCode: cfg.Passkeys.RecoveryFallback == "recovery_code",
 	})
 	mux := http.NewServeMux()
 	prov.Register(mux, signIn)

@@ -60,6 +60,17 @@ func needsMFA(rs []policy.Requirement) bool {
 	return false
 }
 
+// needsPhishingResistant reports whether a requirement names the
+// phishing-resistant authentication strength (a passkey).
+func needsPhishingResistant(rs []policy.Requirement) bool {
+	for _, rq := range rs {
+		if slices.Contains(rq.Controls, policy.ControlAuthStrengthPrefix+policy.StrengthPhishingResistant) {
+			return true
+		}
+	}
+	return false
+}
+
 // step is what a sign-in does about a Conditional Access result.
 type step int
 
@@ -68,6 +79,7 @@ const (
 	stepBlock                      // a policy blocks
 	stepSignInAgain                // an SSO session older than the sign-in frequency: sign in again
 	stepMFA                        // step up with the second factor; evaluated again after it
+	stepPasskey                    // step up with a passkey or security key (phishing-resistant)
 	stepPasswordSignIn             // only a password change is missing, for an SSO session: sign in again first
 	stepPassword                   // only a password change is missing: change it here
 	stepUnmet                      // controls the sign-in cannot satisfy: name them
@@ -79,7 +91,7 @@ const (
 // pages may be shown; jkt is the DPoP key the client committed to ("":
 // the device is not known until the token request, which evaluates again
 // with the proof's key, so device requirements are decided there).
-func (h *Handler) plan(res *access.Result, u *model.User, authTime time.Time, fresh, prompt bool, jkt string) step {
+func (h *Handler) plan(ctx context.Context, res *access.Result, u *model.User, authTime time.Time, fresh, prompt bool, jkt string) step {
 	if res.Outcome == policy.OutcomeBlock {
 		return stepBlock
 	}
@@ -90,7 +102,11 @@ func (h *Handler) plan(res *access.Result, u *model.User, authTime time.Time, fr
 	if res.Outcome != policy.OutcomeAllowWithControls {
 		return stepAllow
 	}
-	if needsMFA(res.Requirements) && h.c.Identity.HasTOTP(u) {
+	hasPasskey := h.c.Identity.HasPasskey(ctx, u.ID)
+	if needsPhishingResistant(res.Requirements) && hasPasskey {
+		return stepPasskey
+	}
+	if needsMFA(res.Requirements) && (h.c.Identity.HasTOTP(u) || hasPasskey) {
 		return stepMFA
 	}
 	// Self-remediation of user risk: when a password change is all that
@@ -170,6 +186,17 @@ func requireMFA(res *access.Result) {
 	res.Outcome = policy.OutcomeAllowWithControls
 }
 
+// requirePhishingResistant adds a claims request for the
+// phishing-resistant acr to res as one more requirement.
+func requirePhishingResistant(res *access.Result) {
+	ctl := policy.ControlAuthStrengthPrefix + policy.StrengthPhishingResistant
+	res.Requirements = append(res.Requirements, policy.Requirement{Policy: "claims:acr", Operator: policy.OperatorAll, Controls: []string{ctl}})
+	if !slices.Contains(res.Controls, ctl) {
+		res.Controls = append(res.Controls, ctl)
+	}
+	res.Outcome = policy.OutcomeAllowWithControls
+}
+
 // signInAccess applies Conditional Access to an interactive sign-in before
 // the code is issued (fresh: see plan). It returns the decision when the
 // sign-in may go on; otherwise it has answered: redirect with
@@ -183,8 +210,9 @@ func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *auth
 		return nil, false
 	}
 	stepUp := req.Claims.WantsMFA() && access.Strength(amr) == policy.StrengthPassword
+	stepUpPR := req.Claims.WantsPhishingResistant() && access.Strength(amr) != policy.StrengthPhishingResistant
 	if h.c.Access == nil {
-		if stepUp {
+		if stepUp || stepUpPR {
 			// A resource's step-up challenge (claims acr) without policies.
 			h.ssoRecord(ctx, at, nil, "claims_mfa_required")
 			h.claimsStepUp(w, r, &interaction{Auth: req}, req.Claims, c, u)
@@ -199,13 +227,17 @@ func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *auth
 		h.accessFailed(w, r, ri, err)
 		return nil, false
 	}
-	if stepUp && res.Outcome != policy.OutcomeBlock {
+	switch {
+	case res.Outcome == policy.OutcomeBlock:
+	case stepUpPR:
+		requirePhishingResistant(res)
+	case stepUp:
 		requireMFA(res)
 	}
 	prompt := !req.PromptNone()
 	in := &interaction{Auth: req}
 	redirect := func(code, desc string) { h.c.Protocol.RedirectError(w, r, req, oautherr.New(code, desc)) }
-	st := h.plan(res, u, authTime, fresh, prompt, req.DPoPJKT)
+	st := h.plan(ctx, res, u, authTime, fresh, prompt, req.DPoPJKT)
 	h.ssoRecord(ctx, at, res, stepReason[st])
 	switch st {
 	case stepAllow:
@@ -224,6 +256,12 @@ func (h *Handler) signInAccess(w http.ResponseWriter, r *http.Request, req *auth
 			redirect(oautherr.InteractionRequired, "Conditional Access requires multi-factor authentication")
 		} else {
 			h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in}, c, h.browser.CSRFToken(w, r), "This application requires a second factor.", http.StatusOK)
+		}
+	case stepPasskey:
+		if !prompt {
+			redirect(oautherr.InteractionRequired, "Conditional Access requires phishing-resistant authentication (a passkey or security key)")
+		} else {
+			h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in, PhishingResistant: true}, c, h.browser.CSRFToken(w, r), "", http.StatusOK)
 		}
 	case stepPasswordSignIn:
 		h.renderLogin(w, r, in, c, u.Username, "Sign in again to change your password.", http.StatusOK)
@@ -304,10 +342,7 @@ func (h *Handler) handleLoginPassword(w http.ResponseWriter, r *http.Request) {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return
 	}
-	acr := authz.ACRPassword
-	if slices.Contains(st.AMR, "otp") {
-		acr = authz.ACRMFA
-	}
+	acr := acrOf(st.AMR)
 	h.completeSignIn(w, r, st.In, c, u, st.AMR, acr, nil)
 }
 
@@ -323,13 +358,22 @@ func (h *Handler) claimsStepUp(w http.ResponseWriter, r *http.Request, in *inter
 		h.c.Protocol.RedirectError(w, r, in.Auth, oautherr.New(oautherr.InteractionRequired, "the requested acr needs multi-factor authentication"))
 		return
 	}
+	if cr.WantsPhishingResistant() {
+		if !h.c.Identity.HasPasskey(r.Context(), u.ID) {
+			h.c.Pages.Denied(w, http.StatusForbidden, "Access requires more", "The application asked for a phishing-resistant sign-in.",
+				problems([]string{policy.ControlAuthStrengthPrefix + policy.StrengthPhishingResistant}, nil, false), correlationID(r))
+			return
+		}
+		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in, PhishingResistant: true}, c, h.browser.CSRFToken(w, r), "", http.StatusOK)
+		return
+	}
 	if !cr.WantsMFA() {
 		h.c.Pages.Denied(w, http.StatusForbidden, "Access requires more", "The application asked for a kind of sign-in this server does not offer.",
 			[]web.Problem{{What: "Requested authentication context (acr): " + strings.Join(cr.ACR, ", ") + ".",
 				Fix: "Ask the application's administrator which sign-in it needs."}}, correlationID(r))
 		return
 	}
-	if !h.c.Identity.HasTOTP(u) {
+	if !h.c.Identity.HasTOTP(u) && !h.c.Identity.HasPasskey(r.Context(), u.ID) {
 		h.c.Pages.Denied(w, http.StatusForbidden, "Access requires more", "The application asked for a stronger sign-in.",
 			problems([]string{policy.ControlMFA}, nil, false), correlationID(r))
 		return
@@ -368,7 +412,7 @@ func (h *Handler) deviceAccess(w http.ResponseWriter, r *http.Request, dr *devic
 		h.accessFailed(w, r, ri, err)
 		return nil, false
 	}
-	st := h.plan(res, u, authTime, fresh, true, dr.DPoPJKT)
+	st := h.plan(ctx, res, u, authTime, fresh, true, dr.DPoPJKT)
 	h.ssoRecord(ctx, at, res, stepReason[st])
 	switch st {
 	case stepAllow:
@@ -377,6 +421,8 @@ func (h *Handler) deviceAccess(w http.ResponseWriter, r *http.Request, dr *devic
 		h.renderLogin(w, r, in, c, u.Username, "Sign in again to continue.", http.StatusOK)
 	case stepMFA:
 		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in}, c, h.browser.CSRFToken(w, r), "This application requires a second factor.", http.StatusOK)
+	case stepPasskey:
+		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: in, PhishingResistant: true}, c, h.browser.CSRFToken(w, r), "", http.StatusOK)
 	case stepPasswordSignIn:
 		h.renderLogin(w, r, in, c, u.Username, "Sign in again to change your password.", http.StatusOK)
 	case stepPassword:

@@ -1,10 +1,12 @@
 package signin
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth/authz"
 	"github.com/ward-idp/ward/internal/oauth/browser"
@@ -84,9 +86,17 @@ func (h *Handler) renderLogin(w http.ResponseWriter, r *http.Request, in *intera
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
-	h.c.Pages.Render(w, status, "login.html", web.LoginData{
-		ClientName: c.Name, Username: username, Error: msg, CSRF: csrf, Request: blob, Action: PathLogin,
-	}, in.formOrigin())
+	d := web.LoginData{ClientName: c.Name, Username: username, Error: msg, CSRF: csrf, Request: blob, Action: PathLogin}
+	if h.c.Identity.PasskeysEnabled() {
+		var err error
+		if d.Passkey, err = h.passkeyLoginForm(r.Context(), in, csrf, h.info(r).IP); errors.Is(err, identity.ErrPasskeyBusy) {
+			h.c.Log.InfoContext(r.Context(), "passkey sign-in not offered", "correlation_id", correlationID(r), "reason", "throttled")
+		} else if err != nil {
+			// The password form still works.
+			h.c.Log.ErrorContext(r.Context(), "begin passkey sign-in", "correlation_id", correlationID(r), "err", err)
+		}
+	}
+	h.c.Pages.Render(w, status, "login.html", d, in.formOrigin())
 }
 
 // resumeInteraction checks the CSRF token of a sign-in form post, opens

@@ -14,6 +14,7 @@ import (
 	"github.com/ward-idp/ward/internal/oauth/authz"
 	"github.com/ward-idp/ward/internal/oauth/origin"
 	"github.com/ward-idp/ward/internal/oauth/protection"
+	"github.com/ward-idp/ward/internal/policy"
 	"github.com/ward-idp/ward/internal/web"
 )
 
@@ -21,6 +22,12 @@ import (
 type mfaState struct {
 	UserID string       `json:"u"`
 	In     *interaction `json:"i"`
+	// PhishingResistant: only a passkey or security key will do (a
+	// policy's or a claims request's authentication strength).
+	PhishingResistant bool `json:"p,omitempty"`
+	// Ceremony is the WebAuthn ceremony of the page's passkey form (only
+	// in that form's state).
+	Ceremony string `json:"w,omitempty"`
 }
 
 func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -54,7 +61,7 @@ func (h *Handler) handleLogin(w http.ResponseWriter, r *http.Request) {
 		h.renderLogin(w, r, &in, c, username, msg, http.StatusUnauthorized)
 		return
 	}
-	if h.c.Identity.HasTOTP(u) {
+	if h.c.Identity.HasTOTP(u) || h.c.Identity.HasPasskey(ctx, u.ID) {
 		h.renderMFA(w, r, &mfaState{UserID: u.ID, In: &in}, c, csrf, "", http.StatusOK)
 		return
 	}
@@ -76,14 +83,39 @@ func (h *Handler) renderMFA(w http.ResponseWriter, r *http.Request, st *mfaState
 }
 
 // renderMFAPage renders the second-factor page; recovery opens its
-// recovery-code form.
+// recovery-code form. It offers what the user has: a TOTP code (and
+// recovery codes), a passkey or security key; only the latter when a
+// phishing-resistant sign-in is required.
 func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaState, c *model.Client, csrf, msg string, status int, recovery bool) {
+	ctx := r.Context()
+	u, err := h.c.Store.GetUser(ctx, st.UserID)
+	if err != nil {
+		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", correlationID(r))
+		return
+	}
+	st.Ceremony = ""
 	blob, err := h.browser.Seal("mfa", 5*time.Minute, csrf, st)
 	if err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
-	h.c.Pages.Render(w, status, "mfa.html", web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA, Recovery: recovery}, st.In.formOrigin())
+	d := web.MFAData{ClientName: c.Name, Error: msg, CSRF: csrf, State: blob, Action: PathLoginMFA, Recovery: recovery,
+		TOTP: h.c.Identity.HasTOTP(u) && !st.PhishingResistant}
+	if st.PhishingResistant {
+		d.Notice = c.Name + " requires a phishing-resistant sign-in: use your passkey or security key."
+		d.PasskeyRecovery = h.c.PasskeyRecoveryCode && h.c.Identity.HasTOTP(u)
+	}
+	if h.c.Identity.HasPasskey(ctx, u.ID) {
+		if d.Passkey, err = h.passkeyMFAForm(ctx, st, u, csrf); err != nil {
+			h.c.Log.ErrorContext(ctx, "begin passkey step-up", "correlation_id", correlationID(r), "err", err)
+			if !d.TOTP && d.Error == "" {
+				d.Error = "Your passkey or security key cannot be used on this server right now. Ask your administrator."
+			}
+		} else {
+			d.Passkey.Alone = !d.TOTP
+		}
+	}
+	h.c.Pages.Render(w, status, "mfa.html", d, st.In.formOrigin())
 }
 
 // handleLoginMFA takes the second factor: a TOTP code (field otp), or a
@@ -100,6 +132,15 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	u, err := h.c.Store.GetUser(ctx, st.UserID)
 	if err != nil || u.Disabled {
 		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
+		return
+	}
+	if st.PhishingResistant {
+		if _, recovery := r.PostForm["recovery"]; recovery && h.c.PasskeyRecoveryCode {
+			h.passkeyRecovery(w, r, &st, c, csrf, u)
+			return
+		}
+		// Only the passkey form serves this step; a code is not enough.
+		h.renderMFA(w, r, &st, c, csrf, "Use your passkey or security key.", http.StatusBadRequest)
 		return
 	}
 	if _, recovery := r.PostForm["recovery"]; recovery {
@@ -122,6 +163,17 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, authz.ACRMFA, nil)
+}
+
+// acrOf is the acr of a sign-in with these methods.
+func acrOf(amr []string) string {
+	switch access.Strength(amr) {
+	case policy.StrengthPhishingResistant:
+		return authz.ACRPhishingResistant
+	case policy.StrengthPasswordTOTP:
+		return authz.ACRMFA
+	}
+	return authz.ACRPassword
 }
 
 // amrRecoveryCode is what a sign-in with a recovery code records: a

@@ -20,6 +20,9 @@ func problems(controls []string, dev *model.Device, hasTOTP bool) []web.Problem 
 				out = append(out, web.Problem{What: "Multi-factor authentication is required, and your account has no second factor.",
 					Fix: "Ask your administrator to enrol an authenticator app (TOTP) for your account."})
 			}
+		case policy.ControlAuthStrengthPrefix + policy.StrengthPhishingResistant:
+			out = append(out, web.Problem{What: "This application requires a phishing-resistant sign-in: a passkey or a security key, and your account has none.",
+				Fix: "Add a passkey in My account (" + PathAccount + ") after signing in, or ask your administrator."})
 		case policy.ControlRegisteredDevice, policy.ControlTokenProtection:
 			switch {
 			case dev == nil:

@@ -101,6 +101,10 @@ type Config struct {
 	// Protocol is the authorization server the sign-in continues into
 	// (required).
 	Protocol Protocol
+	// PasskeyRecoveryCode lets a user who lost every passkey use a TOTP
+	// recovery code at a phishing-resistant step to reach My account and
+	// add a new one (passkeys.recovery_fallback: recovery_code).
+	PasskeyRecoveryCode bool
 }
 
 // Handler serves the sign-in pages.
@@ -160,6 +164,11 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathLogin, h.handleLogin)
 	mux.HandleFunc("POST "+PathLoginMFA, h.handleLoginMFA)
 	mux.HandleFunc("POST "+PathLoginPassword, h.handleLoginPassword)
+	mux.HandleFunc("POST "+PathLoginPasskey, h.handleLoginPasskey)
+	mux.HandleFunc("POST "+PathLoginMFAPasskey, h.handleLoginMFAPasskey)
+	mux.HandleFunc("GET "+PathAccount, h.handleAccount)
+	mux.HandleFunc("POST "+PathAccountPasskeys, h.handleAccountAddPasskey)
+	mux.HandleFunc("POST "+PathAccountPasskeyRemove, h.handleAccountRemovePasskey)
 	mux.HandleFunc("GET "+PathDevice, h.handleDevicePage)
 	mux.HandleFunc("POST "+PathDevice, h.handleDeviceCode)
 	mux.HandleFunc("POST "+PathDeviceConfirm, h.handleDeviceConfirm)

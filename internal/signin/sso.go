@@ -81,6 +81,7 @@ var stepReason = map[step]string{
 	stepBlock:          "ca_block",
 	stepSignInAgain:    "ca_sign_in_again",
 	stepMFA:            "ca_mfa_required",
+	stepPasskey:        "ca_phishing_resistant_required",
 	stepPasswordSignIn: "ca_password_change_required",
 	stepPassword:       "ca_password_change_required",
 	stepUnmet:          "ca_controls_unmet",

@@ -144,6 +144,7 @@ type Store interface {
 	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
 	RiskStore     // risk levels, detections and their history (risk.go)
 	EventGraph    // events by subject and time, by id (graph.go)
+	WebAuthnStore // passkeys and security keys, WebAuthn ceremonies (webauthn.go)
 	IncidentStore // incidents, their detections and timelines (incident.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
@@ -486,7 +487,8 @@ type Sealed struct {
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
-// CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode and
+// CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode,
+// CreateWebAuthnCredential, DeleteWebAuthnCredential(s) and
 // ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method

@@ -205,7 +205,13 @@ func start(t testing.TB, o Options, ln net.Listener, prev *Instance) *Instance {
 	}
 	hs := &httptest.Server{Listener: ln, Config: &http.Server{Handler: srv, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	hs.Start()
-	inst := &Instance{URL: issuer, App: a, Server: srv, Clock: clk, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs, opts: o}
+	// A test may move the issuer to localhost (an origin browsers allow
+	// WebAuthn on); requests then go there, to the same listener.
+	u := issuer
+	if cfg.Issuer == strings.Replace(issuer, "127.0.0.1", "localhost", 1) {
+		u = cfg.Issuer
+	}
+	inst := &Instance{URL: u, App: a, Server: srv, Clock: clk, logs: logs, Config: cfg, DBPath: cfg.Storage.SQLite.Path, http: hs, opts: o}
 	t.Cleanup(inst.Close)
 	return inst
 }

@@ -1,8 +1,11 @@
 // Package web renders Ward's server-side pages (sign-in, second factor,
-// errors, logout) with html/template and embedded assets. Pages work
-// without JavaScript and are served under a strict Content Security
-// Policy: no inline script or style, no framing, forms post only to Ward
-// itself (and, where a redirect follows a post, to that one origin).
+// My account, errors, logout) with html/template and embedded assets.
+// Pages work without JavaScript and are served under a strict Content
+// Security Policy: no inline script or style, no framing, forms post only
+// to Ward itself (and, where a redirect follows a post, to that one
+// origin). The one exception is WebAuthn, a JavaScript API: pages with a
+// passkey form load the embedded static/passkey.js (script-src 'self',
+// nothing else), which submits the browser's answer in the form.
 package web
 
 import (
@@ -32,7 +35,10 @@ func NewPages(log *slog.Logger) (*Pages, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t, err := template.ParseFS(templateFS, "templates/*.html")
+	t, err := template.New("").Funcs(template.FuncMap{"scripted": func(d any) bool {
+		sc, ok := d.(Scripted)
+		return ok && sc.UsesScript()
+	}}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +59,19 @@ func Static() http.Handler {
 // SecurityHeaders sets the headers every page carries. formOrigins are
 // extra origins a form on the page may submit (or be redirected) to.
 func SecurityHeaders(w http.ResponseWriter, formOrigins ...string) {
+	securityHeaders(w, false, formOrigins...)
+}
+
+// PasskeyScript is the one script of Ward's pages (static/passkey.js):
+// pages with a passkey form load it, and their CSP allows scripts from
+// Ward's own origin (script-src 'self'); no inline script, no
+// connect-src (the script makes no requests: it submits the form).
+const PasskeyScript = "/static/passkey.js"
+
+// Scripted is page data that loads PasskeyScript.
+type Scripted interface{ UsesScript() bool }
+
+func securityHeaders(w http.ResponseWriter, script bool, formOrigins ...string) {
 	h := w.Header()
 	formAction := "'self'"
 	for _, o := range formOrigins {
@@ -60,7 +79,11 @@ func SecurityHeaders(w http.ResponseWriter, formOrigins ...string) {
 			formAction += " " + o
 		}
 	}
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	csp := "default-src 'none'; style-src 'self'; img-src 'self'; form-action " + formAction + "; frame-ancestors 'none'; base-uri 'none'"
+	if script {
+		csp += "; script-src 'self'"
+	}
+	h.Set("Content-Security-Policy", csp)
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
@@ -75,18 +98,79 @@ type LoginData struct {
 	CSRF       string
 	Request    string // signed interaction state
 	Action     string
+	// Passkey, when set, offers "Sign in with a passkey" (usernameless).
+	Passkey *PasskeyForm
+}
+
+// UsesScript: the passkey form needs PasskeyScript.
+func (d LoginData) UsesScript() bool { return d.Passkey != nil }
+
+// PasskeyForm is a form whose WebAuthn ceremony PasskeyScript runs: it
+// posts the browser's answer (field response) with State to Action.
+type PasskeyForm struct {
+	Action  string
+	CSRF    string
+	State   string // sealed: the ceremony's id and what it continues
+	Options string // the ceremony's options (JSON) for navigator.credentials
+	Label   string // the button
+	// Create: a registration (navigator.credentials.create) with a name
+	// field; Kind is passkey or security_key.
+	Create            bool
+	Kind, Placeholder string
+	// Alone: the page has no other form before it (no "or").
+	Alone bool
 }
 
 // MFAData fills the second-factor page: a TOTP code, or a recovery code
-// in a second form (both post to Action with the same state).
+// in a second form (both post to Action with the same state), and a
+// passkey or security key when the user has one.
 type MFAData struct {
 	ClientName string
 	Error      string
 	CSRF       string
 	State      string
 	Action     string
+	// TOTP shows the code and recovery-code forms (the user has TOTP).
+	TOTP bool
 	// Recovery opens the recovery-code form (its attempt failed).
 	Recovery bool
+	// Passkey, when set, offers the user's passkeys and security keys.
+	Passkey *PasskeyForm
+	// Notice explains why this step is asked for (e.g. an application
+	// requires phishing-resistant sign-in).
+	Notice string
+	// PasskeyRecovery offers a recovery code to a user who lost every
+	// passkey (it leads to My account, not to the application).
+	PasskeyRecovery bool
+}
+
+// UsesScript: the passkey form needs PasskeyScript.
+func (d MFAData) UsesScript() bool { return d.Passkey != nil }
+
+// AccountData fills "My account": the user's passkeys and security keys,
+// a form to add one (when the sign-in is recent enough) and one to
+// remove each.
+type AccountData struct {
+	Username string
+	Error    string
+	Notice   string
+	CSRF     string
+	State    string // sealed: the session it belongs to
+	Passkeys []AccountPasskey
+	// Add and AddKey are the registration forms (nil: sign in again
+	// first, see Reauth).
+	Add, AddKey *PasskeyForm
+	Reauth      string
+	Remove      string // action of the removal forms
+}
+
+// UsesScript: the registration forms need PasskeyScript.
+func (d AccountData) UsesScript() bool { return d.Add != nil || d.AddKey != nil }
+
+// AccountPasskey is one credential in the account page's list.
+type AccountPasskey struct {
+	ID, Name, Kind, Created, LastUsed string
+	Synced                            bool
 }
 
 // PasswordChangeData fills the page where a user replaces a password
@@ -162,7 +246,8 @@ func (p *Pages) Render(w http.ResponseWriter, status int, name string, data any,
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	SecurityHeaders(w, formOrigins...)
+	sc, _ := data.(Scripted)
+	securityHeaders(w, sc != nil && sc.UsesScript(), formOrigins...)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())

@@ -218,6 +218,10 @@ var mappings = map[model.EventType]mapping{
 		title: "Web console access denied"},
 	model.EventConsoleLogsExported: {class: ClassAPIActivity, activity: apiRead, resource: "audit_log"},
 	model.EventConsoleSignedIn:     {class: ClassAPIActivity, activity: apiCreate, resource: "console_session"},
+	model.EventPasskeyCloneSuspected: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityHigh,
+		title: "Passkey signature counter went back: possible cloned authenticator"},
+	model.EventPasskeyRejected: {class: ClassAccountChange, activity: activityOther, other: "Passkey Registration Rejected"},
+	model.EventPasskeyRecovery: {class: ClassAccountChange, activity: activityOther, other: "Passkey Recovery"},
 }
 
 // Class returns the OCSF class_uid event type t maps to (0: unknown

@@ -15,7 +15,15 @@ import (
 const (
 	ACRPassword = "urn:ward:acr:password"
 	ACRMFA      = "urn:ward:acr:mfa"
+	// ACRPhishingResistant: a passkey or a security key (WebAuthn with
+	// user verification, bound to Ward's origin), alone or after a
+	// password. It meets requests for ACRMFA too.
+	ACRPhishingResistant = "urn:ward:acr:phishing_resistant"
 )
+
+// ACRValues are Ward's acr values, weakest first (discovery's
+// acr_values_supported).
+var ACRValues = []string{ACRPassword, ACRMFA, ACRPhishingResistant}
 
 // CapabilityCAE is the client capability "the client handles claims
 // challenges" (the value Entra's clients send as xms_cc).
@@ -142,8 +150,18 @@ func acrRank(acr string) int {
 		return 0
 	case ACRMFA:
 		return 1
+	case ACRPhishingResistant:
+		return 2
 	}
 	return -1
+}
+
+// ACRAtLeast reports whether acr have is want or stronger, by Ward's
+// order (a passkey's phishing-resistant acr meets a multi-factor one).
+// Values Ward does not know meet nothing and are met by nothing.
+func ACRAtLeast(have, want string) bool {
+	w := acrRank(want)
+	return w >= 0 && acrRank(have) >= w
 }
 
 // ACRMet reports whether the session's acr satisfies the requested ones:
@@ -172,3 +190,13 @@ func (c *Claims) NotBeforeOK(now time.Time) bool {
 func (c *Claims) WantsMFA() bool {
 	return c != nil && len(c.ACR) > 0 && !c.ACRMet(ACRPassword) && c.ACRMet(ACRMFA)
 }
+
+// WantsPhishingResistant reports an acr request only a phishing-resistant
+// sign-in (a passkey or security key) meets.
+func (c *Claims) WantsPhishingResistant() bool {
+	return c != nil && len(c.ACR) > 0 && !c.ACRMet(ACRMFA) && c.ACRMet(ACRPhishingResistant)
+}
+
+// WantsStepUp reports an acr request a multi-factor or phishing-resistant
+// sign-in meets and a password alone does not.
+func (c *Claims) WantsStepUp() bool { return c.WantsMFA() || c.WantsPhishingResistant() }

@@ -115,6 +115,8 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RiskExpiriesPurge", testRiskExpiriesPurge},
 		{"GroupEvents", testGroupEvents},
 		{"EventsByIDSeq", testEventsByIDSeq},
+		{"WebAuthnCredentials", testWebAuthnCredentials},
+		{"WebAuthnCounterConcurrent", testWebAuthnCounterConcurrent},
 		{"IncidentRoundTrip", testIncidentRoundTrip},
 		{"IncidentCandidates", testIncidentCandidates},
 		{"IncidentUpdate", testIncidentUpdate},
@@ -141,6 +143,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"CompliancePolicy", testCompliancePolicy},
 		{"SSFHandled", testSSFHandled},
 		{"SSFSignals", testSSFSignals},
+		{"WebAuthnChallenges", testWebAuthnChallenges},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -635,6 +635,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM refresh_tokens WHERE expires_at <= $1`,
 			`DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE expires_at <= $1)`,
 			`DELETE FROM sessions WHERE expires_at <= $1`,
+			`DELETE FROM webauthn_challenges WHERE expires_at <= $1`,
 		} {
 			if _, err := q.Exec(ctx, stmt, n); err != nil {
 				return wrap("purge expired", err)
