@@ -554,25 +554,24 @@ func (r *recorder) signsInAgain(ctx context.Context, s *stack, v *victim, sum *R
 		return nil
 	}
 	v.setTokens(ntk)
-	got, total, refused, err := readDocs(ctx, v.api, s.front)
+	// The password change revoked her other sessions a moment ago, in
+	// the second this token was issued: the gateway may ask for a newer
+	// one, and her app follows the claims challenge, as CAE clients do.
+	followed := ""
+	got, total, refused, err := readDocsWith(ctx, func(ctx context.Context, u string) (*result, error) {
+		res, err := v.api.get(ctx, u)
+		if err != nil || res.Status != http.StatusUnauthorized || followed != "" {
+			return res, err
+		}
+		ok, err := v.follow(ctx, s.t, res)
+		if err != nil || !ok {
+			return res, err
+		}
+		followed = "; her app followed one claims challenge (" + refusal(res) + ") with a refresh"
+		return v.api.get(ctx, u)
+	}, s.front)
 	if err != nil {
 		return err
-	}
-	followed := ""
-	if got == 0 && refused != nil {
-		// The password change revoked her other sessions a moment ago,
-		// in the second this token was issued: the gateway asks for a
-		// newer one, and her app follows the claims challenge.
-		ok, err := v.follow(ctx, s.t, refused)
-		if err != nil {
-			return err
-		}
-		if ok {
-			followed = "; her app followed one claims challenge (" + refusal(refused) + ") with a refresh"
-			if got, total, refused, err = readDocs(ctx, v.api, s.front); err != nil {
-				return err
-			}
-		}
 	}
 	if refused != nil {
 		followed += "; refused: " + refusal(refused)

@@ -118,7 +118,12 @@ func (s *stack) signInAdmin(ctx context.Context) error {
 // readDocs lists the documents at base and fetches each one with a. It
 // returns how many it got, how many there are, and the first refusal.
 func readDocs(ctx context.Context, a *api, base string) (got, total int, refused *result, err error) {
-	r, err := a.get(ctx, base+"/docs/")
+	return readDocsWith(ctx, a.get, base)
+}
+
+// readDocsWith is readDocs with a function that makes each request.
+func readDocsWith(ctx context.Context, get func(context.Context, string) (*result, error), base string) (got, total int, refused *result, err error) {
+	r, err := get(ctx, base+"/docs/")
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -127,7 +132,7 @@ func readDocs(ctx context.Context, a *api, base string) (got, total int, refused
 	}
 	names := strings.Fields(r.Body)
 	for _, n := range names {
-		d, err := a.get(ctx, base+"/docs/"+url.PathEscape(n))
+		d, err := get(ctx, base+"/docs/"+url.PathEscape(n))
 		if err != nil {
 			return got, len(names), nil, err
 		}
