@@ -142,7 +142,7 @@ func (r *recorder) setupDefences(ctx context.Context, s *stack) error {
 		if res.Status != http.StatusOK {
 			return fmt.Errorf("demo: applying the policies: %d %.300s", res.Status, res.Body)
 		}
-		r.step(Step{ID: "2.0", Run: 2, Actor: "secops", Outcome: OutcomeOK, Title: "applies the Conditional Access policies (admin API)",
+		r.step(Step{ID: "2.0a", Run: 2, Actor: "secops", Outcome: OutcomeOK, Title: "applies the Conditional Access policies (admin API)",
 			Detail: "token protection and strict location for the document app; refresh only from Contoso's network (" + victimIP + "/32); " +
 				"MFA on medium or high sign-in risk; a password change at high user risk"})
 		// Every instance follows a new version within its poll interval.
@@ -150,7 +150,7 @@ func (r *recorder) setupDefences(ctx context.Context, s *stack) error {
 			return err
 		}
 	} else {
-		r.step(Step{ID: "2.0", Run: 2, Actor: "secops", Outcome: OutcomeInfo, Title: "keeps the server's own Conditional Access policies",
+		r.step(Step{ID: "2.0a", Run: 2, Actor: "secops", Outcome: OutcomeInfo, Title: "keeps the server's own Conditional Access policies",
 			Detail: "--server: the demo does not change a running Ward's policies"})
 	}
 	usage, err := tokenRequest(ctx, tokenClient(victimIP, nil), t.Issuer, url.Values{"grant_type": {"client_credentials"}, "scope": {"ward:usage"}}, t.UsageClient, t.UsageSecret)
@@ -187,7 +187,7 @@ func (r *recorder) setupDefences(ctx context.Context, s *stack) error {
 	if res.Status != http.StatusCreated {
 		return fmt.Errorf("demo: registering the gateway's CAE stream: %d %.300s", res.Status, res.Body)
 	}
-	r.step(Step{ID: "2.0", Run: 2, Actor: "secops", Outcome: OutcomeOK, Title: "puts ward gateway in front of the document app",
+	r.step(Step{ID: "2.0b", Run: 2, Actor: "secops", Outcome: OutcomeOK, Title: "puts ward gateway in front of the document app",
 		Detail: "it validates DPoP-bound tokens and strict location, reports every token use to Ward's detectors, and receives CAE events by SSF push at " + g.URL})
 	return nil
 }
@@ -457,6 +457,17 @@ func (r *recorder) response(ctx context.Context, s *stack, sum *RunSummary) erro
 		}
 		if ur.Level == "high" || time.Now().After(deadline) {
 			break
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	// The gateway reports token uses every 100 ms: give its findings
+	// (the replays at the gateway) a moment to arrive too.
+	for end := time.Now().Add(400 * time.Millisecond); len(ur.Detections) < 2 && time.Now().Before(end); {
+		var err error
+		if ur, err = s.risk(ctx); err != nil {
+			return err
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
 			return err
