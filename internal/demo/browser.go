@@ -180,6 +180,7 @@ func (b *browser) do(ctx context.Context, method, u string, form url.Values) (*h
 // (a refusal), and never follows a redirect off Ward's origin.
 func (b *browser) signIn(ctx context.Context, u string, who *account, userCode string) (*page, error) {
 	p := &page{}
+	otpRetries := 0
 	resp, body, err := b.do(ctx, http.MethodGet, u, nil)
 	for range 12 {
 		if err != nil {
@@ -213,6 +214,14 @@ func (b *browser) signIn(ctx context.Context, u string, who *account, userCode s
 			form.Set("password", who.password)
 			p.Steps = append(p.Steps, "password")
 		case strings.Contains(body, `name="otp"`) && who != nil:
+			if strings.Contains(body, "already used") {
+				// Another run (another process) used this step: the
+				// next one.
+				if otpRetries++; otpRetries > 3 {
+					p.Title, p.Text = pageText(body)
+					return p, nil
+				}
+			}
 			code, err := who.otp(ctx)
 			if err != nil {
 				return nil, err

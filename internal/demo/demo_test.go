@@ -225,10 +225,34 @@ func TestDemoAgainstServer(t *testing.T) {
 	checkStep(t, steps, "2.4", OutcomeSkipped, "--server")
 	checkStep(t, steps, "2.9", OutcomeRefused, "invalid_grant")
 	checkStep(t, steps, "3.2", OutcomeOK)
+	checkStep(t, steps, "3.7", OutcomeInfo, "HTTP 200")
 	if r2 := rep.Run(2); r2.UserRisk != "high" || r2.CAEMillis <= 0 || r2.CAEMillis >= 1000 || len(r2.LogChecks) != 3 {
 		t.Errorf("run 2: %+v", r2)
 	}
 	if !strings.Contains(steps["3.2"].DoesNotShow, "--server") {
 		t.Errorf("3.2 does not say what it could not check: %+v", steps["3.2"])
+	}
+	// The server is left as the target file says: alice's password set
+	// back, the demo's CAE stream deleted.
+	b := newBrowser(target.Issuer, victimIP, victimUA)
+	_, challenge := pkce()
+	resp, body, err := b.do(ctx, "GET", authorizeURL(target.Issuer, target.DocsClient, target.DocsRedirectURI, "openid", challenge, nil), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("authorize: %v %v", resp, err)
+	}
+	action, form := formOf(body)
+	form.Set("username", target.User)
+	form.Set("password", target.UserPassword)
+	if _, body, err = b.do(ctx, "POST", target.Issuer+action, form); err != nil || !strings.Contains(body, `name="otp"`) {
+		t.Errorf("the target's password no longer works: %v %.300s", err, body)
+	}
+	rk, _ := newSigner()
+	tk, err := tokenRequest(ctx, tokenClient(victimIP, rk), target.Issuer, map[string][]string{"grant_type": {"client_credentials"}, "scope": {"ssf.manage"}}, target.ReceiverClient, target.ReceiverSecret)
+	if err != nil || tk.AccessToken == "" {
+		t.Fatalf("receiver token: %+v %v", tk, err)
+	}
+	res, err := newAPI(victimIP, tk.AccessToken, rk).get(ctx, target.Issuer+"/ssf/stream")
+	if err != nil || res.Status != 200 || strings.Contains(res.Body, "stream_id") {
+		t.Errorf("the demo's stream is still there: %+v %v", res, err)
 	}
 }

@@ -126,6 +126,16 @@ func (r *recorder) run2(ctx context.Context, target *Target, o Options) error {
 	if o.Console {
 		r.console(ctx, s)
 	}
+	if t := s.t; t.remote {
+		// Leave the running server's user as the target file says.
+		body, _ := json.Marshal(map[string]string{"password": t.UserPassword})
+		res, err := s.admin.do(ctx, http.MethodPatch, s.adminURL("/users/"+url.PathEscape(s.userID)), strings.NewReader(string(body)), "application/json")
+		if err != nil {
+			return err
+		}
+		r.expect(res.Status == http.StatusOK, Step{ID: "3.7", Run: 2, Actor: "secops", Title: "sets alice's password back to the one in the target file (admin API)",
+			Detail: fmt.Sprintf("HTTP %d", res.Status)}, OutcomeInfo, "200")
+	}
 	return nil
 }
 
@@ -180,12 +190,25 @@ func (r *recorder) setupDefences(ctx context.Context, s *stack) error {
 	}
 	body, _ := json.Marshal(map[string]any{"delivery": map[string]any{"method": "urn:ietf:rfc:8935",
 		"endpoint_url": g.URL + "/.well-known/ward/ssf/push", "authorization_header": "Bearer " + g.pushBearer}})
-	res, err := newAPI(victimIP, rt.AccessToken, rk).do(ctx, http.MethodPost, t.Issuer+"/ssf/stream", strings.NewReader(string(body)), "application/json")
+	receiver := newAPI(victimIP, rt.AccessToken, rk)
+	res, err := receiver.do(ctx, http.MethodPost, t.Issuer+"/ssf/stream", strings.NewReader(string(body)), "application/json")
 	if err != nil {
 		return err
 	}
 	if res.Status != http.StatusCreated {
 		return fmt.Errorf("demo: registering the gateway's CAE stream: %d %.300s", res.Status, res.Body)
+	}
+	var stream struct {
+		ID string `json:"stream_id"`
+	}
+	if err := json.Unmarshal([]byte(res.Body), &stream); err == nil && stream.ID != "" {
+		// The stream goes with the gateway (a running server keeps no
+		// stream of the demo's).
+		s.closers = append(s.closers, func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, _ = receiver.do(dctx, http.MethodDelete, t.Issuer+"/ssf/stream?stream_id="+url.QueryEscape(stream.ID), nil, "")
+		})
 	}
 	r.step(Step{ID: "2.0b", Run: 2, Actor: "secops", Outcome: OutcomeOK, Title: "puts ward gateway in front of the document app",
 		Detail: "it validates DPoP-bound tokens and strict location, reports every token use to Ward's detectors, and receives CAE events by SSF push at " + g.URL})
