@@ -54,22 +54,31 @@ var ErrNoAttackerNetwork = errors.New("demo: cannot send from " + attackerIP + "
 // that did not go as the story expects are in the report as failed.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	rec := &recorder{p: o.Printer, rep: &Report{Mode: "embedded", StartedAt: time.Now().UTC()}, start: time.Now()}
-	defer func() { rec.rep.DurationMS = ms(time.Since(rec.start)) }()
+	err := rec.play(ctx, o)
+	rec.rep.DurationMS = ms(time.Since(rec.start))
+	switch {
+	case err != nil && ctx.Err() != nil:
+		rec.rep.Incomplete = "interrupted"
+	case err != nil:
+		rec.rep.Incomplete = err.Error()
+	}
+	return rec.rep, err
+}
+
+func (r *recorder) play(ctx context.Context, o Options) error {
 	if o.Target != nil {
-		rec.rep.Mode, rec.rep.Issuer = "server", o.Target.Issuer
+		r.rep.Mode, r.rep.Issuer = "server", o.Target.Issuer
 		t := *o.Target
 		t.remote = true
-		err := rec.run2(ctx, &t, o)
-		return rec.rep, err
+		return r.run2(ctx, &t, o)
 	}
 	if !canBind(attackerIP) {
-		return rec.rep, ErrNoAttackerNetwork
+		return ErrNoAttackerNetwork
 	}
-	if err := rec.run1(ctx, o); err != nil {
-		return rec.rep, err
+	if err := r.run1(ctx, o); err != nil {
+		return err
 	}
-	err := rec.run2(ctx, nil, o)
-	return rec.rep, err
+	return r.run2(ctx, nil, o)
 }
 
 // recorder prints steps and keeps them in the report.

@@ -186,10 +186,10 @@ func TestDemoInterrupted(t *testing.T) {
 	for _, after := range []time.Duration{300 * time.Millisecond, 1500 * time.Millisecond} {
 		ctx, cancel := context.WithTimeout(context.Background(), after)
 		var out bytes.Buffer
-		_, err := Run(ctx, Options{Printer: &Printer{W: &out}, TempDir: tmp})
+		rep, err := Run(ctx, Options{Printer: &Printer{W: &out}, TempDir: tmp})
 		cancel()
-		if err == nil {
-			t.Fatalf("interrupted after %v: no error\n%s", after, out.String())
+		if err == nil || rep == nil || rep.Incomplete != "interrupted" {
+			t.Fatalf("interrupted after %v: %v, report %+v\n%s", after, err, rep, out.String())
 		}
 		if ents, err := os.ReadDir(tmp); err != nil || len(ents) != 0 {
 			t.Errorf("interrupted after %v: left in the temp dir: %v %v", after, ents, err)

@@ -83,6 +83,9 @@ type Report struct {
 	Steps      []Step       `json:"steps"`
 	Runs       []RunSummary `json:"runs"`
 	Console    []string     `json:"console_urls,omitempty"`
+	// Incomplete says why the demo stopped before its end ("" when it
+	// finished): an interruption or an error.
+	Incomplete string `json:"incomplete,omitempty"`
 }
 
 // Failed returns the steps whose outcome the demo did not expect.
@@ -212,6 +215,9 @@ func (p *Printer) Summary(r *Report) {
 	tw.Flush()
 	fmt.Fprintln(p.W)
 	for _, run := range r.Runs {
+		if run.Replays == 0 {
+			continue // stopped before the attacker's turn
+		}
 		if !run.Defences {
 			fmt.Fprintf(p.W, "Run %d, defences off: the attacker downloaded %d of %d documents; %d of %d replays refused; nothing detected.\n",
 				run.Run, run.StolenDocs, run.Documents, run.Refusals, run.Replays)
@@ -237,6 +243,9 @@ func (p *Printer) Summary(r *Report) {
 	}
 	if f := r.Failed(); len(f) > 0 {
 		fmt.Fprintf(p.W, "%s\n", p.paint(ansiRed+ansiBold, fmt.Sprintf("%d step(s) did not go as expected: %s", len(f), stepIDs(f))))
+	}
+	if r.Incomplete != "" {
+		fmt.Fprintf(p.W, "%s\n", p.paint(ansiYellow+ansiBold, "The demo did not finish: "+r.Incomplete))
 	}
 	fmt.Fprintf(p.W, "Total: %.1f s\n", r.DurationMS/1000)
 }
