@@ -320,6 +320,17 @@ func codeExchange(ctx context.Context, b *browser, issuer, clientID, redirect, s
 // codeExchangeAuth is codeExchange for a confidential client (secret
 // not empty: client_secret_basic).
 func codeExchangeAuth(ctx context.Context, b *browser, issuer, clientID, clientSecret, redirect, scope string, who *account, signer *dpop.Signer, ip string, extra url.Values) (*page, *tokens, error) {
+	p, redeem, err := authorizeCode(ctx, b, issuer, clientID, clientSecret, redirect, scope, who, signer, ip, extra)
+	if err != nil || redeem == nil {
+		return p, nil, err
+	}
+	t, err := redeem()
+	return p, t, err
+}
+
+// authorizeCode signs in through the browser and returns the page it
+// ended on and, when there is a code, the function that redeems it.
+func authorizeCode(ctx context.Context, b *browser, issuer, clientID, clientSecret, redirect, scope string, who *account, signer *dpop.Signer, ip string, extra url.Values) (*page, func() (*tokens, error), error) {
 	verifier, challenge := pkce()
 	if extra == nil {
 		extra = url.Values{}
@@ -340,8 +351,9 @@ func codeExchangeAuth(ctx context.Context, b *browser, issuer, clientID, clientS
 	if clientSecret != "" {
 		basic = clientID
 	}
-	t, err := tokenRequest(ctx, tokenClient(ip, signer), issuer, form, basic, clientSecret)
-	return p, t, err
+	return p, func() (*tokens, error) {
+		return tokenRequest(ctx, tokenClient(ip, signer), issuer, form, basic, clientSecret)
+	}, nil
 }
 
 // api calls a resource or Ward's admin API from ip with token: DPoP with
