@@ -121,7 +121,7 @@ var (
 	hiddenRE = regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
 	actionRE = regexp.MustCompile(`<form method="post" action="([^"]*)"`)
 	titleRE  = regexp.MustCompile(`(?s)<h2>(.*?)</h2>`)
-	textRE   = regexp.MustCompile(`(?s)<(p|li)[^>]*>(.*?)</(p|li)>`)
+	textRE   = regexp.MustCompile(`(?s)<(p|li)(?:\s[^>]*)?>(.*?)</(?:p|li)>`)
 	tagRE    = regexp.MustCompile(`<[^>]+>`)
 )
 

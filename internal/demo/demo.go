@@ -75,6 +75,11 @@ func (r *recorder) play(ctx context.Context, o Options) error {
 	if !canBind(attackerIP) {
 		return ErrNoAttackerNetwork
 	}
+	r.p.Section("The story",
+		"Contoso keeps its documents in an app behind MFA. Alice (finance) works on her laptop on Contoso's network, "+victimIP+". "+
+			"Malware on the laptop copies her tokens and her browser's SSO cookie and sends them to an attacker on another network, "+attackerIP+". "+
+			"Everything runs on this machine: Ward, ward gateway, the document app, alice, the attacker; the two addresses are two loopback addresses. "+
+			"The demo plays it twice: with Ward's defences off, then on.")
 	if err := r.run1(ctx, o); err != nil {
 		return err
 	}
