@@ -123,8 +123,8 @@ type Printer struct {
 	W     io.Writer
 	Color bool
 	// Pause, if set, is called before each new section (--step).
-	Pause func(title string)
-	start time.Time
+	Pause    func(title string)
+	sections int
 }
 
 const (
@@ -146,9 +146,10 @@ func (p *Printer) paint(code, s string) string {
 
 // Section starts a part of the story: a heading and its explanation.
 func (p *Printer) Section(title, text string) {
-	if p.Pause != nil {
+	if p.Pause != nil && p.sections > 0 {
 		p.Pause(title)
 	}
+	p.sections++
 	fmt.Fprintf(p.W, "\n%s\n", p.paint(ansiBold, "== "+title))
 	if text != "" {
 		for _, l := range wrap(text, 92) {
