@@ -115,6 +115,9 @@ type page struct {
 	Status                        int
 	Title, Text                   string
 	Steps                         []string // what the browser did: "password", "otp", ...
+	// DBSCOffer is the Secure-Session-Registration header of the
+	// sign-in's last response.
+	DBSCOffer string
 }
 
 var (
@@ -195,6 +198,7 @@ func (b *browser) signIn(ctx context.Context, u string, who *account, userCode s
 			if !strings.HasPrefix(loc.String(), b.issuer+"/") {
 				q := loc.Query()
 				p.Code, p.Error, p.ErrorDescription = q.Get("code"), q.Get("error"), q.Get("error_description")
+				p.DBSCOffer = resp.Header.Get("Secure-Session-Registration")
 				return p, nil
 			}
 			resp, body, err = b.do(ctx, http.MethodGet, loc.String(), nil)

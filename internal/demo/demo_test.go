@@ -137,8 +137,10 @@ func TestDemoEndToEnd(t *testing.T) {
 			t.Errorf("log check %+v", c)
 		}
 	}
-	checkStep(t, steps, "3.4", OutcomeDetected, "CAE (device revoked)", "insufficient_claims")
-	checkStep(t, steps, "3.5", OutcomeSkipped, "DBSC")
+	checkStep(t, steps, "3.3", OutcomeRefused, "prompt=none answers login_required", "attacker's key: HTTP 401")
+	checkStep(t, steps, "2.15", OutcomeOK, "bound the new SSO session to its own key (DBSC)")
+	checkStep(t, steps, "3.4", OutcomeInfo, "0600", "-rw-------")
+	checkStep(t, steps, "3.5", OutcomeDetected, "CAE (device revoked)", "insufficient_claims")
 	checkStep(t, steps, "3.6", OutcomeSkipped, "no console")
 
 	if rep.DurationMS <= 0 || rep.DurationMS > 60000 {

@@ -114,15 +114,17 @@ func (r *recorder) run2(ctx context.Context, target *Target, o Options) error {
 	if err := r.signsInAgain(ctx, s, v, &sum); err != nil {
 		return err
 	}
-	r.p.Section("Other theft routes", "A proxy on the path, the servers' logs, a stolen laptop, a stolen browser cookie.")
+	r.p.Section("Other theft routes", "A proxy on the path, the servers' logs, the cookies of a DBSC browser, a stolen laptop.")
 	if err := r.proxyOnPath(ctx, s, v); err != nil {
 		return err
 	}
 	r.logsHoldNothing(ctx, s, v, stolen, &sum)
+	if err := r.cookieAndDBSC(ctx, s, v); err != nil {
+		return err
+	}
 	if err := r.stolenLaptop(ctx, s, v); err != nil {
 		return err
 	}
-	r.cookieAndDBSC(s)
 	if o.Console {
 		r.console(ctx, s)
 	}
@@ -224,6 +226,7 @@ type victim struct {
 	signer  *dpop.Signer
 	cfg     *agent.Config
 	keyPath string
+	dbsc    *dbscKey // the browser's DBSC key, once registered
 	at, rt  string
 	api     *api
 }
@@ -597,6 +600,16 @@ func (r *recorder) signsInAgain(ctx context.Context, s *stack, v *victim, sum *R
 		r.expect(false, Step{ID: "2.15", Run: 2, Actor: "alice", Title: "signs in again", Detail: why}, OutcomeOK, "new tokens")
 		return nil
 	}
+	// Her browser supports DBSC this time: it binds the new SSO session
+	// to a key of its own (3.3 steals its cookies).
+	dbsc := ""
+	if key, err := newDBSCKey(); err != nil {
+		return err
+	} else if err := v.browser.registerDBSC(ctx, p.DBSCOffer, key); err != nil {
+		dbsc = "; DBSC: " + err.Error()
+	} else {
+		v.dbsc, dbsc = key, "; her browser bound the new SSO session to its own key (DBSC)"
+	}
 	v.setTokens(ntk)
 	// Her app follows a claims challenge, as CAE clients do (none is
 	// expected: the token is newer than every revocation).
@@ -626,7 +639,7 @@ func (r *recorder) signsInAgain(ctx context.Context, s *stack, v *victim, sum *R
 	}
 	r.expect(got == total, Step{ID: "2.15", Run: 2, Actor: "alice", Title: "signs in again (" + strings.Join(p.Steps, " + ") + ") and is back in",
 		By:     "Conditional Access: high user risk requires MFA and a password change",
-		Detail: fmt.Sprintf("%d of %d documents read; the password change remediated her risk: now %s%s", got, total, orNone(ur.Level), followed)}, OutcomeOK, "every document")
+		Detail: fmt.Sprintf("%d of %d documents read; the password change remediated her risk: now %s%s%s", got, total, orNone(ur.Level), followed, dbsc)}, OutcomeOK, "every document")
 	return nil
 }
 
@@ -742,13 +755,13 @@ func (r *recorder) logsHoldNothing(ctx context.Context, s *stack, v *victim, l l
 func (r *recorder) stolenLaptop(ctx context.Context, s *stack, v *victim) error {
 	mode := "?"
 	if fi, err := os.Stat(v.keyPath); err == nil {
-		mode = fi.Mode().Perm().String()
+		mode = fmt.Sprintf("%04o (%s)", uint32(fi.Mode().Perm()), fi.Mode().Perm())
 	}
 	tpm := "no TPM on this machine (/dev/tpmrm0 absent)"
 	if _, err := os.Stat("/dev/tpmrm0"); err == nil {
 		tpm = "this machine has a TPM: `ward device enroll` keeps the key there, non-exportable (the demo uses a temporary file key)"
 	}
-	r.step(Step{ID: "3.3", Run: 2, Actor: "thief", Outcome: OutcomeInfo, Title: "steals the laptop: where is the device key?",
+	r.step(Step{ID: "3.4", Run: 2, Actor: "thief", Outcome: OutcomeInfo, Title: "steals the laptop: where is the device key?",
 		Detail:      fmt.Sprintf("the demo laptop's key is a %s file (%s); %s", mode, v.keyPath, tpm),
 		DoesNotShow: "disk encryption: the posture report says whether the disk is encrypted; a compliance policy can require it"})
 	if err := nextSecond(ctx); err != nil {
@@ -759,7 +772,7 @@ func (r *recorder) stolenLaptop(ctx context.Context, s *stack, v *victim) error 
 		return err
 	}
 	if before.Status != http.StatusOK {
-		r.expect(false, Step{ID: "3.4", Run: 2, Actor: "secops", Title: "marks the laptop lost", Detail: "alice's token was refused before: " + refusal(before)}, OutcomeOK, "a working token first")
+		r.expect(false, Step{ID: "3.5", Run: 2, Actor: "secops", Title: "marks the laptop lost", Detail: "alice's token was refused before: " + refusal(before)}, OutcomeOK, "a working token first")
 		return nil
 	}
 	t0 := time.Now()
@@ -768,7 +781,7 @@ func (r *recorder) stolenLaptop(ctx context.Context, s *stack, v *victim) error 
 		return err
 	}
 	if res.Status != http.StatusOK {
-		r.expect(false, Step{ID: "3.4", Run: 2, Actor: "secops", Title: "marks the laptop lost", Detail: fmt.Sprintf("HTTP %d %.200s", res.Status, res.Body)}, OutcomeOK, "200")
+		r.expect(false, Step{ID: "3.5", Run: 2, Actor: "secops", Title: "marks the laptop lost", Detail: fmt.Sprintf("HTTP %d %.200s", res.Status, res.Body)}, OutcomeOK, "200")
 		return nil
 	}
 	var refusedAfter time.Duration
@@ -785,17 +798,67 @@ func (r *recorder) stolenLaptop(ctx context.Context, s *stack, v *victim) error 
 			return err
 		}
 	}
-	r.expect(refusedAfter > 0, Step{ID: "3.4", Run: 2, Actor: "secops", Title: fmt.Sprintf("marks the laptop lost (admin API): its tokens refused at the gateway %.0f ms later", ms(refusedAfter)),
+	r.expect(refusedAfter > 0, Step{ID: "3.5", Run: 2, Actor: "secops", Title: fmt.Sprintf("marks the laptop lost (admin API): its tokens refused at the gateway %.0f ms later", ms(refusedAfter)),
 		By: "CAE (device revoked)", Detail: "alice's request from the laptop: " + refusal(last)}, OutcomeDetected, "the laptop's tokens refused")
 	return nil
 }
 
-// cookieAndDBSC says what the stolen-cookie steps showed and did not.
-func (r *recorder) cookieAndDBSC(s *stack) {
-	r.step(Step{ID: "3.5", Run: 2, Actor: "attacker", Outcome: OutcomeSkipped, Title: "a stolen cookie of a DBSC browser",
-		Detail: "the stolen SSO cookie above was a plain one (1.5: accepted without defences; 2.6: refused by token protection). " +
-			"With Device Bound Session Credentials the cookie also needs a short-lived cookie that only the browser's key can refresh",
-		DoesNotShow: "a DBSC browser: the demo's browser does not implement DBSC (Chromium does; see docs/protocol.md)"})
+// cookieAndDBSC: the cookies of alice's DBSC browser stolen, alone and
+// together.
+func (r *recorder) cookieAndDBSC(ctx context.Context, s *stack, v *victim) error {
+	st := Step{ID: "3.3", Run: 2, Actor: "attacker", Title: "steals the cookies of a DBSC browser",
+		DoesNotShow: "a real browser's DBSC: the demo's browser implements the draft's registration and refresh itself (Chromium does it natively)"}
+	if v.dbsc == nil {
+		st.Outcome, st.Detail = OutcomeSkipped, "alice's browser did not bind its session (no DBSC offer)"
+		r.step(st)
+		return nil
+	}
+	cookies := v.browser.cookies()
+	alone := newBrowser(s.t.Issuer, attackerIP, attackerUA)
+	alone.setCookies(onlyCookies(cookies, "ward_session"))
+	stateAlone, err := alone.ssoState(ctx, s.t)
+	if err != nil {
+		return err
+	}
+	own, err := newDBSCKey()
+	if err != nil {
+		return err
+	}
+	refresh, err := alone.refreshDBSC(ctx, own)
+	if err != nil {
+		return err
+	}
+	// Both cookies, copied within the short-lived one's lifetime: the
+	// session is recognised; the document app's tokens still need the
+	// laptop's key.
+	both := newBrowser(s.t.Issuer, attackerIP, attackerUA)
+	both.setCookies(onlyCookies(cookies, "ward_session", "ward_dbsc"))
+	ts, err := newSigner()
+	if err != nil {
+		return err
+	}
+	p, tk, err := codeExchange(ctx, both, s.t.Issuer, s.t.DocsClient, s.t.DocsRedirectURI, "openid profile offline_access", nil, ts, attackerIP,
+		map[string][]string{"prompt": {"none"}})
+	if err != nil {
+		return err
+	}
+	withBoth := ""
+	switch {
+	case tk != nil && tk.AccessToken != "":
+		withBoth = "tokens issued"
+	case tk != nil:
+		withBoth = "a code, whose redemption is refused: " + tokenRefusal(tk)
+	default:
+		withBoth = pageRefusal(p)
+	}
+	st.By = "DBSC: the SSO cookie needs the short-lived cookie only the browser's key renews"
+	st.Detail = fmt.Sprintf("the SSO cookie alone: prompt=none answers %s (signed out); a refresh of the short-lived cookie signed with the attacker's key: HTTP %d; "+
+		"both cookies, copied within the short-lived one's 10 minutes: the session is recognised and token protection decides: %s",
+		stateAlone, refresh, withBoth)
+	st.Shows = "a stolen DBSC cookie is worth at most the short-lived cookie's remaining minutes (a plain one, 1.5, was a full sign-in); token protection covers those minutes"
+	r.expect(stateAlone == "login_required" && refresh == http.StatusUnauthorized && (tk == nil || tk.AccessToken == ""), st, OutcomeRefused,
+		"login_required alone, the refresh refused, no tokens with both")
+	return nil
 }
 
 // console prints the console's URLs where the server has one.
