@@ -138,6 +138,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newSSFCmd(e),
 		newSSFReceiverCmd(e),
 		newRiskCmd(e),
+		newIncidentsCmd(e),
 		newDemoCmd(e),
 	)
 	return root

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -103,6 +104,9 @@ func (e *cliEnv) serve(ctx context.Context) error {
 		fmt.Fprint(e.stdout, a.DevBanner())
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "tls", cfg.TLS.Enabled(), "issuer", cfg.Issuer, "dev", cfg.Dev, "data_dir", dataDirOf(cfg))
+	if !cfg.Console.Disabled {
+		log.Info("web console", "url", strings.TrimSuffix(cfg.Issuer, "/")+"/console/")
+	}
 
 	errc := make(chan error, 1)
 	go func() {

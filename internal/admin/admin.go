@@ -43,39 +43,41 @@ const maxBody = 64 << 10
 // API serves the admin API. Create it with New and add it to a mux with
 // Register.
 type API struct {
-	identity Identity
-	clients  Clients
-	devices  Devices
-	access   Access
-	sessions Sessions
-	risk     Risk
-	audit    AuditLog
-	auth     Authenticator
-	events   *bus.Emitter // records the API's own events (denials)
-	log      *slog.Logger
-	now      func() time.Time
-	issuer   string
-	trusted  []netip.Prefix
-	dpopAlgs string
-	mux      *http.ServeMux
+	identity  Identity
+	clients   Clients
+	devices   Devices
+	access    Access
+	sessions  Sessions
+	risk      Risk
+	incidents Incidents
+	audit     AuditLog
+	auth      Authenticator
+	events    *bus.Emitter // records the API's own events (denials)
+	log       *slog.Logger
+	now       func() time.Time
+	issuer    string
+	trusted   []netip.Prefix
+	dpopAlgs  string
+	mux       *http.ServeMux
 }
 
 // New returns the admin API over d.
 func New(d Deps) *API {
 	api := &API{
-		identity: d.Identity,
-		clients:  d.Clients,
-		devices:  d.Devices,
-		access:   d.Access,
-		sessions: d.Sessions,
-		risk:     d.Risk,
-		audit:    d.Audit,
-		auth:     d.Auth,
-		log:      d.Log,
-		now:      d.Now,
-		issuer:   strings.TrimSuffix(d.Issuer, "/"),
-		trusted:  d.TrustedProxies,
-		mux:      http.NewServeMux(),
+		identity:  d.Identity,
+		clients:   d.Clients,
+		devices:   d.Devices,
+		access:    d.Access,
+		sessions:  d.Sessions,
+		risk:      d.Risk,
+		incidents: d.Incidents,
+		audit:     d.Audit,
+		auth:      d.Auth,
+		log:       d.Log,
+		now:       d.Now,
+		issuer:    strings.TrimSuffix(d.Issuer, "/"),
+		trusted:   d.TrustedProxies,
+		mux:       http.NewServeMux(),
 	}
 	if api.log == nil {
 		api.log = slog.New(slog.DiscardHandler)
@@ -134,6 +136,8 @@ func (api *API) routes() {
 	// Audit log.
 	api.handle("GET /events", api.listEvents)
 	api.riskRoutes()
+	// Incidents (incidents.go).
+	api.incidentRoutes()
 	// Devices and compliance policies (devices.go).
 	api.deviceRoutes()
 	// Conditional Access (conditional.go).

@@ -200,8 +200,8 @@ func TestClients(t *testing.T) {
 			t.Errorf("GET %s shows the secret: %s", p, r.Body)
 		}
 	}
-	if cs := alice.do(t, req{method: "GET", path: "/clients"}).list("clients"); len(cs) != 5 {
-		t.Errorf("%d clients, want 5 (4 fixtures + reports)", len(cs))
+	if cs := alice.do(t, req{method: "GET", path: "/clients"}).list("clients"); len(cs) != 6 {
+		t.Errorf("%d clients, want 6 (4 fixtures, the console's, reports)", len(cs))
 	}
 
 	// Rotation: the old secret stops working, the new one works.

@@ -114,8 +114,10 @@ type Deps struct {
 	// Risk serves the risk routes and sets a user's level (nil: the risk
 	// routes are absent and PUT /users/{id}/risk sets the level through
 	// Identity alone).
-	Risk  Risk
-	Audit AuditLog
+	Risk Risk
+	// Incidents serves the incident routes (nil: absent).
+	Incidents Incidents
+	Audit     AuditLog
 	// Auth authenticates every request.
 	Auth Authenticator
 	// Bus carries the API's own events (access denials).

@@ -28,6 +28,9 @@ const (
 	CodeTooLarge             = "request_too_large"
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeServerError          = "server_error"
+	// CodeActionIncomplete: an incident's response action failed on some
+	// of its targets (the response lists what was done).
+	CodeActionIncomplete = "action_incomplete"
 )
 
 // Error is an admin API error response. Description is shown to the

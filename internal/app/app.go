@@ -27,6 +27,7 @@ import (
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/risk/assess"
 	"github.com/ward-idp/ward/internal/risk/online"
@@ -62,6 +63,9 @@ type App struct {
 	Access   *access.Service
 	CAE      *cae.Service  // the Shared Signals transmitter
 	Risk     *risk.Service // risk levels, their response and administration
+	// Incidents correlates detections into incidents and takes response
+	// actions (incidents.go).
+	Incidents *incident.Service
 	// Geo places addresses (conditional_access.geoip_database and
 	// asn_database); nil without either.
 	Geo *geo.DB
@@ -250,6 +254,9 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 	}
 	a.subscribeChanges()
 	if err := a.openRisk(ctx, cfg, log, o); err != nil {
+		return nil, err
+	}
+	if err := a.openIncidents(ctx, cfg, log, o); err != nil {
 		return nil, err
 	}
 	if err := a.openCAE(ctx, cfg, log, o.Now, !o.Tool); err != nil {

@@ -283,8 +283,11 @@ func (a *App) DevBanner() string {
 	fmt.Fprintf(&b, "%s\n  Ward is running in DEVELOPMENT mode. Do not use this data in production.\n%s\n", line, line)
 	fmt.Fprintf(&b, "  Issuer:        %s\n", d.Issuer)
 	fmt.Fprintf(&b, "  Discovery:     %s/.well-known/openid-configuration\n", strings.TrimSuffix(d.Issuer, "/"))
-	fmt.Fprintf(&b, "  Data:          %s\n\n", a.dataLocation())
-	fmt.Fprintf(&b, "  Demo user:     %s (role admin)\n", d.User.Username)
+	fmt.Fprintf(&b, "  Data:          %s\n", a.dataLocation())
+	if !a.Config.Console.Disabled {
+		fmt.Fprintf(&b, "  Console:       %s/console/ (sign in as %s: password, then a TOTP code)\n", strings.TrimSuffix(d.Issuer, "/"), d.User.Username)
+	}
+	fmt.Fprintf(&b, "\n  Demo user:     %s (role admin: global administrator of the console)\n", d.User.Username)
 	fmt.Fprintf(&b, "  Password:      %s\n", unknown(d.User.Password))
 	if d.User.TOTPSecret != "" {
 		fmt.Fprintf(&b, "  TOTP secret:   %s\n", d.User.TOTPSecret.Reveal())

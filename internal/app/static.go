@@ -29,6 +29,12 @@ func (a *App) applyStaticClients(ctx context.Context, lookup func(string) (strin
 	if a.Config.Dev {
 		listed = append(listed, DevSPAClientID, DevServiceClient, DevAgentClientID)
 	}
+	if !a.Config.Console.Disabled {
+		listed = append(listed, ConsoleClientID)
+		if err := a.applyConsoleClient(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("console client: %w", err))
+		}
+	}
 	for i, sc := range a.Config.StaticClients {
 		sec := sc.Secret
 		if sc.SecretEnv != "" {

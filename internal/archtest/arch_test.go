@@ -28,11 +28,11 @@ var (
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
 	// never call back into them.
-	handlers = []string{"internal/oauth", "internal/oauth/grant", "internal/signin", "internal/admin", "internal/deviceapi", "internal/ssf", "internal/web"}
+	handlers = []string{"internal/oauth", "internal/oauth/grant", "internal/signin", "internal/admin", "internal/console", "internal/deviceapi", "internal/ssf", "internal/web"}
 	// services hold Ward's domain logic over the store and bus
 	// interfaces; they meet only through leaf packages, never directly.
 	services = []string{"internal/identity", "internal/clients", "internal/tokens", "internal/device", "internal/access", "internal/cae",
-		"internal/session", "internal/audit", "internal/risk"}
+		"internal/session", "internal/audit", "internal/risk", "internal/incident"}
 
 	notWiring  = join(wiring, testOnly)
 	notHandler = join(notWiring, storeImpls)
@@ -83,6 +83,9 @@ var rules = map[string]rule{
 	// The SSRF guard of outbound requests to URLs others choose: the
 	// transmitter's pushes and the receiver's fetches share one rule.
 	"internal/netguard": {never: anything, modules: stdOnly},
+	// MITRE ATT&CK techniques and tactics: data, shared by incidents and
+	// the OCSF mapping.
+	"internal/mitre": {never: anything, modules: stdOnly},
 	// Client descriptions and their validation, shared by the
 	// configuration, the clients service and the admin API.
 	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
@@ -169,11 +172,15 @@ var rules = map[string]rule{
 	// The backtest: replays activity lines into the detectors, generates
 	// labelled traffic and scores the detectors on it.
 	"internal/risk/backtest": {imports: []string{"internal/activity", "internal/risk/detect"}, never: notService, modules: stdOnly},
+	// Incidents: detections correlated under the store's lock, response
+	// actions through small interfaces of its own (the wiring passes the
+	// session, device, identity and risk services).
+	"internal/incident": {imports: []string{"internal/bus", "internal/mitre", "internal/model", "internal/store"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
 	// nothing else.
-	"internal/audit/ocsf": {imports: []string{"internal/model", "internal/store"}, never: notService},
+	"internal/audit/ocsf": {imports: []string{"internal/mitre", "internal/model", "internal/store"}, never: notService},
 	// The SIEM exporters: OCSF records to files, webhooks and syslog,
 	// each following the events table with a cursor of its own.
 	"internal/audit/export": {imports: []string{"internal/audit/ocsf", "internal/store"}, never: notService},
@@ -226,7 +233,13 @@ var rules = map[string]rule{
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
-		"internal/identity", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+		"internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+
+	// The web console is a handler like the admin API: services through
+	// interfaces of its own, the audit record's reader (the store's
+	// interface, never a backend), Ward's resource check of its tokens.
+	"internal/console": {imports: []string{"internal/audit", "internal/audit/chain", "internal/bus", "internal/device", "internal/identity", "internal/model",
+		"internal/oauth", "internal/oauth/authz", "internal/risk", "internal/session", "internal/store"}, never: notHandler},
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.
@@ -241,12 +254,12 @@ var rules = map[string]rule{
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
 	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo",
-		"internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/risk/assess", "internal/risk/detect", "internal/risk/online", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
+		"internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/assess", "internal/risk/detect", "internal/risk/online", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/audit/chain", "internal/console", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
-	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/clientspec", "internal/config", "internal/geo",
-		"internal/device", "internal/gateway", "internal/identity", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
+	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo",
+		"internal/device", "internal/gateway", "internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
 		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens", "internal/demo"}, never: testOnly},
 	// ward demo: wiring of its own (an embedded Ward, the gateway), played
 	// only through public interfaces: the agent, DPoP, rs, HTTP.

@@ -17,6 +17,9 @@ const (
 	EventRiskLevelChange        = "https://schemas.openid.net/secevent/caep/event-type/risk-level-change"
 	EventAccountDisabled        = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
 	EventAccountPurged          = "https://schemas.openid.net/secevent/risc/event-type/account-purged"
+	// EventCredentialCompromise (RISC 1.0 §2.7): the subject's credential
+	// was found to be compromised.
+	EventCredentialCompromise = "https://schemas.openid.net/secevent/risc/event-type/credential-compromise"
 
 	EventVerification  = "https://schemas.openid.net/secevent/ssf/event-type/verification"
 	EventStreamUpdated = "https://schemas.openid.net/secevent/ssf/event-type/stream-updated"
@@ -33,6 +36,7 @@ var EventsSupported = []string{
 	EventTokenClaimsChange,
 	EventAccountDisabled,
 	EventAccountPurged,
+	EventCredentialCompromise,
 }
 
 func supported(typ string) bool {
@@ -226,6 +230,20 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		b := base(initiator(e), "second factor removed ("+orDefault(method, "totp")+")")
 		b.CredentialType, b.ChangeType = credentialType(method), "delete"
 		return []template{{EventCredentialChange, user(), userKey, b}}
+	case model.EventRiskCompromiseConfirmed:
+		// RISC credential-compromise: credential_type is required and names
+		// a CAEP credential type; an administrator confirming a compromise
+		// is judging the account's password (remediation is a password
+		// change). RISC defines no initiating_entity for this event.
+		if e.UserID == "" {
+			return nil
+		}
+		why := "an administrator confirmed the account is compromised"
+		if r := strings.TrimSpace(e.Reason); r != "" {
+			why += ": " + r
+		}
+		b := eventBody{EventTimestamp: ts, ReasonAdmin: reason(why), CredentialType: "password"}
+		return []template{{EventCredentialCompromise, user(), userKey, b}}
 	case model.EventTokenRevoked:
 		// An access token its client revoked (RFC 7009): that token, not
 		// its session, which other clients may go on using. A refresh
@@ -394,4 +412,5 @@ var SourceEventTypes = []model.EventType{
 	model.EventUserRiskChanged,
 	model.EventSessionRiskChanged,
 	model.EventAccessPolicyChanged,
+	model.EventRiskCompromiseConfirmed,
 }

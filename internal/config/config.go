@@ -65,9 +65,15 @@ type Config struct {
 	Risk Risk `koanf:"risk"`
 	// RiskDetection configures the token-theft detectors (docs/risk.md).
 	RiskDetection RiskDetection `koanf:"risk_detection"`
+	// Incidents configures the correlation of detections into incidents
+	// (docs/secops.md).
+	Incidents Incidents `koanf:"incidents"`
 
 	// Devices configures device registration (docs/devices.md).
 	Devices Devices `koanf:"devices"`
+
+	// Console configures the web console at /console (docs/console.md).
+	Console Console `koanf:"console"`
 
 	// SSF tunes the Shared Signals transmitter (config/ssf.go).
 	SSF SSF `koanf:"ssf"`
@@ -251,6 +257,28 @@ type Risk struct {
 	Retention time.Duration `koanf:"retention"`
 }
 
+// Incidents configures the correlation of risk detections into
+// incidents.
+type Incidents struct {
+	// Window is how far apart detections about the same user, session,
+	// device or address may be and still join one incident, and how long
+	// after its resolution a new detection reopens an incident.
+	Window time.Duration `koanf:"window"`
+	// Retention is how long a closed incident is kept after it closed.
+	Retention time.Duration `koanf:"retention"`
+}
+
+// Console configures the web console.
+type Console struct {
+	// Disabled turns the console (and its client, ward-console) off.
+	Disabled bool `koanf:"disabled"`
+	// SessionLifetime is the longest a console session lasts before the
+	// console signs the operator in again through Ward (silently while
+	// the Ward session lives, with Conditional Access evaluated anew): the
+	// lifetime of the console client's access token. Default 1h; 1m..12h.
+	SessionLifetime time.Duration `koanf:"session_lifetime"`
+}
+
 // Devices configures device registration.
 type Devices struct {
 	// TPMEKCAFile is a PEM file of the TPM vendor CAs (roots, and the
@@ -368,11 +396,13 @@ func Default() *Config {
 		Storage:           Storage{Driver: DriverSQLite},
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
+		Incidents:         Incidents{Window: 24 * time.Hour, Retention: 365 * 24 * time.Hour},
 		Risk: Risk{AutoRevokeLevel: "high", LowLifetime: 7 * 24 * time.Hour, MediumLifetime: 30 * 24 * time.Hour,
 			MFARemediates: "medium", Retention: 90 * 24 * time.Hour},
 		RiskDetection: defaultRiskDetection(),
 		Log:           Log{Level: "info", Format: "json"},
 		Audit:         Audit{Retention: 90 * 24 * time.Hour, SealInterval: time.Second, CheckpointEvents: 10000, CheckpointInterval: 10 * time.Minute},
+		Console:       Console{SessionLifetime: time.Hour},
 		Tokens: Tokens{
 			AccessTokenTTL:    10 * time.Minute,
 			IDTokenTTL:        10 * time.Minute,

@@ -456,3 +456,28 @@ func TestDevicesConfig(t *testing.T) {
 		t.Fatalf("unknown key: %v", err)
 	}
 }
+
+// console.*: defaults, the file, the environment and the bounds.
+func TestConsoleConfig(t *testing.T) {
+	cfg, err := load(t, "")
+	if err != nil || cfg.Console.Disabled || cfg.Console.SessionLifetime != time.Hour {
+		t.Fatalf("default: %+v %v", cfg.Console, err)
+	}
+	cfg, err = load(t, "console:\n  disabled: true\n  session_lifetime: 20m\n")
+	if err != nil || !cfg.Console.Disabled || cfg.Console.SessionLifetime != 20*time.Minute {
+		t.Fatalf("file: %+v %v", cfg.Console, err)
+	}
+	cfg, err = load(t, "", "WARD_CONSOLE__SESSION_LIFETIME=2h")
+	if err != nil || cfg.Console.SessionLifetime != 2*time.Hour {
+		t.Fatalf("environment: %+v %v", cfg.Console, err)
+	}
+	for _, bad := range []string{"30s", "13h"} {
+		cfg, err := load(t, "console:\n  session_lifetime: "+bad+"\n")
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "console.session_lifetime") {
+			t.Errorf("session_lifetime %s: %v", bad, err)
+		}
+	}
+}

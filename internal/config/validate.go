@@ -42,6 +42,9 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		v.add("data_dir", "required")
 	}
+	if l := c.Console.SessionLifetime; l < time.Minute || l > 12*time.Hour {
+		v.add("console.session_lifetime", "must be from 1m to 12h")
+	}
 	switch {
 	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
 		v.add("tls.key_file", "required when tls.cert_file is set")
@@ -170,6 +173,11 @@ func (c *Config) Validate() error {
 	v.positive("risk.medium_lifetime", c.Risk.MediumLifetime)
 	v.positive("risk.retention", c.Risk.Retention)
 	c.validateRiskDetection(v)
+	v.positive("incidents.window", c.Incidents.Window)
+	v.positive("incidents.retention", c.Incidents.Retention)
+	if c.Incidents.Window > 30*24*time.Hour {
+		v.add("incidents.window", "must be at most 720h (30 days)")
+	}
 	c.validateBus(v)
 	c.validateSSFNATS(v)
 	c.validateSSFPush(v)

@@ -44,3 +44,13 @@ func (s *Service) ListGroups(ctx context.Context) ([]*model.Group, error) {
 	}
 	return gs, nil
 }
+
+// GetUserByUsername returns the user with this username (normalised as
+// at sign-in); an error matching ErrNotFound when there is none.
+func (s *Service) GetUserByUsername(ctx context.Context, username string) (*model.User, error) {
+	u, err := s.store.GetUserByUsername(ctx, NormalizeUsername(username))
+	if err != nil {
+		return nil, fmt.Errorf("identity: user %q: %w", username, notFound(err))
+	}
+	return u, nil
+}

@@ -199,6 +199,66 @@ const (
 // audit log").
 const EventAuditSequenceSkipped EventType = "audit.sequence_skipped"
 
+// Incident events (internal/incident). Each carries the incident's id in
+// Data (DataIncident* keys) and what a SIEM needs to show it without
+// asking Ward: number, title, severity, status, assignee, techniques.
+const (
+	// EventIncidentCreated: detections were correlated into a new
+	// incident (Data: the incident, detection_id of the first one).
+	EventIncidentCreated EventType = "incident.created"
+	// EventIncidentUpdated: a detection joined an open incident (Data:
+	// the incident, detection_id, previous_severity).
+	EventIncidentUpdated EventType = "incident.updated"
+	// EventIncidentStatusChanged: an operator changed the status, or a
+	// detection reopened a resolved incident (Reason: the operator's
+	// reason, or reopened; Data: previous_status).
+	EventIncidentStatusChanged EventType = "incident.status_changed"
+	// EventIncidentAssigned: an operator assigned the incident (Data:
+	// assignee, previous_assignee).
+	EventIncidentAssigned EventType = "incident.assigned"
+	// EventIncidentCommented: an operator commented (Data: comment).
+	EventIncidentCommented EventType = "incident.commented"
+	// EventIncidentMerged: incidents were merged into this one (Data:
+	// merged: their ids).
+	EventIncidentMerged EventType = "incident.merged"
+	// EventIncidentSplit: detections of this incident were moved to a
+	// new one (Data: split_into, detections).
+	EventIncidentSplit EventType = "incident.split"
+	// EventIncidentActionTaken: an operator took a response action from
+	// the incident (Reason: the action; Data: target, result).
+	EventIncidentActionTaken EventType = "incident.action_taken"
+)
+
+// Data keys of incident events.
+const (
+	DataIncidentID         = "incident_id"
+	DataIncidentNumber     = "incident_number"
+	DataIncidentTitle      = "title"
+	DataIncidentSeverity   = "severity"
+	DataIncidentStatus     = "status"
+	DataIncidentAssignee   = "assignee"
+	DataIncidentTechniques = "techniques"
+	DataIncidentTactics    = "tactics"
+	DataIncidentDetections = "detections"
+	DataIncidentFirstSeen  = "first_seen"
+	DataIncidentLastSeen   = "last_seen"
+)
+
+// Web console events (the console's own; what an operator changes is
+// recorded by the service that changes it, with the operator as actor).
+const (
+	// EventConsoleAccessDenied: the console refused a request (Reason:
+	// role_missing, csrf_invalid, origin_invalid, mfa_required,
+	// session_ended, ...; Data: method, path, permission).
+	EventConsoleAccessDenied EventType = "console.access_denied"
+	// EventConsoleLogsExported: an operator exported audit records from
+	// the console (Data: count and the filter used).
+	EventConsoleLogsExported EventType = "console.logs_exported"
+	// EventConsoleSignedIn: an operator's console session started (Data:
+	// roles, acr, session_binding).
+	EventConsoleSignedIn EventType = "console.signed_in"
+)
+
 // EventCodes maps each event type to its stable code.
 var EventCodes = map[EventType]string{
 	EventSignInSucceeded:       "W1000I",
@@ -240,6 +300,10 @@ var EventCodes = map[EventType]string{
 	EventKEKRotated:            "W6003W",
 	EventAdminAccessDenied:     "W7000W",
 
+	EventConsoleAccessDenied: "W7100W",
+	EventConsoleLogsExported: "W7101I",
+	EventConsoleSignedIn:     "W7102I",
+
 	EventMFARecoveryCodesCreated: "W1004I",
 	EventMFARecoveryCodeUsed:     "W1005W",
 
@@ -255,6 +319,15 @@ var EventCodes = map[EventType]string{
 	EventSSFSignalReceived:      "W9101W",
 
 	EventAuditSequenceSkipped: "W9200I",
+
+	EventIncidentCreated:       "W9300W",
+	EventIncidentUpdated:       "W9301W",
+	EventIncidentStatusChanged: "W9302I",
+	EventIncidentAssigned:      "W9303I",
+	EventIncidentCommented:     "W9304I",
+	EventIncidentMerged:        "W9305I",
+	EventIncidentSplit:         "W9306I",
+	EventIncidentActionTaken:   "W9307W",
 
 	EventDeviceRegistered:             "W8000I",
 	EventDeviceDisabled:               "W8001I",

@@ -16,15 +16,27 @@ import (
 	"time"
 )
 
-// Roles a user can hold.
+// Roles a user can hold. What each may do in the web console is in
+// docs/console.md; only RoleAdmin may call the admin API.
 const (
-	RoleAdmin = "admin" // may call the admin API
+	// RoleAdmin is the global administrator: the admin API and every
+	// page and action of the console.
+	RoleAdmin = "admin"
+	// RoleSecurityOperator investigates and contains: every page of the
+	// console, session revocation, disabling users and devices, risk
+	// decisions, log export; no password resets.
+	RoleSecurityOperator = "security_operator"
+	// RoleHelpdesk supports users: users and devices, session
+	// revocation, password resets, unlocking.
+	RoleHelpdesk = "helpdesk"
+	// RoleReader reads every page of the console and changes nothing.
+	RoleReader = "reader"
 )
 
 // KnownRoles lists every role Ward gives a meaning to. A role outside it
 // is refused (a typo such as "admn", or "superuser", would otherwise be
 // stored and silently grant nothing).
-var KnownRoles = []string{RoleAdmin}
+var KnownRoles = []string{RoleAdmin, RoleSecurityOperator, RoleHelpdesk, RoleReader}
 
 // KnownRole reports whether r is one of KnownRoles.
 func KnownRole(r string) bool {

@@ -238,6 +238,10 @@ func (p *Provider) Register(mux *http.ServeMux, signIn Interaction) {
 	}
 }
 
+// TokenHandler is the token endpoint alone, for Ward's own clients that
+// redeem their codes in process (the web console).
+func (p *Provider) TokenHandler() http.Handler { return http.HandlerFunc(p.handleToken) }
+
 // url returns the absolute URL of an endpoint path.
 func (p *Provider) url(path string) string { return p.issuer + path }
 

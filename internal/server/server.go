@@ -14,6 +14,7 @@ import (
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/admin"
 	"github.com/ward-idp/ward/internal/app"
+	"github.com/ward-idp/ward/internal/console"
 	"github.com/ward-idp/ward/internal/deviceapi"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth"
@@ -29,6 +30,9 @@ import (
 type Server struct {
 	http.Handler
 	Provider *oauth.Provider
+	// Console is the web console (nil when console.disabled); pages are
+	// added to it (Console.AddPage) before the server serves.
+	Console *console.Console
 }
 
 // New returns the HTTP handler for everything `ward serve` serves.
@@ -98,6 +102,7 @@ func New(a *app.App) (*Server, error) {
 		Access:         a.Access,
 		Sessions:       a.Sessions,
 		Risk:           a.Risk,
+		Incidents:      a.Incidents,
 		Audit:          a.Store,
 		Auth:           prov,
 		Bus:            a.Bus,
@@ -106,6 +111,13 @@ func New(a *app.App) (*Server, error) {
 		Now:            a.Now,
 		Log:            a.Log,
 	}).Register(mux)
+	var cons *console.Console
+	if !cfg.Console.Disabled {
+		if cons, err = newConsole(a, prov, signIn); err != nil {
+			return nil, err
+		}
+		cons.Register(mux)
+	}
 	deviceapi.New(a.Devices, prov, cfg.Issuer, a.Log).Register(mux)
 	usage.New(prov, a.Bus, cfg.Issuer, a.Now, a.Log).Register(mux)
 	ssfAPI := ssf.New(a.CAE, prov, cfg.Issuer, a.Log)
@@ -135,7 +147,7 @@ func New(a *app.App) (*Server, error) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		pages.Render(w, http.StatusOK, "home.html", map[string]string{"Issuer": cfg.Issuer})
+		pages.Render(w, http.StatusOK, "home.html", map[string]any{"Issuer": cfg.Issuer, "Console": !cfg.Console.Disabled})
 	})
 	if cfg.Dev {
 		mux.HandleFunc("GET /demo/callback", func(w http.ResponseWriter, r *http.Request) {
@@ -150,7 +162,7 @@ func New(a *app.App) (*Server, error) {
 	if strings.HasPrefix(cfg.Issuer, "https://") {
 		h = strictTransport(h)
 	}
-	return &Server{Handler: h, Provider: prov}, nil
+	return &Server{Handler: h, Provider: prov, Console: cons}, nil
 }
 
 // hstsValue asks browsers to use only HTTPS for this host for a year

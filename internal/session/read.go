@@ -47,3 +47,18 @@ func (s *Service) List(ctx context.Context, f Filter) ([]*model.Session, error) 
 	}
 	return out, nil
 }
+
+// Binding is what a session's live refresh tokens are bound to
+// (store.SessionBinding).
+type Binding = store.SessionBinding
+
+// Bindings returns what the live refresh tokens of each of ids (at most
+// 1000) are bound to: registered devices, DPoP keys of no registered
+// device, or nothing. Sessions without live refresh tokens are absent.
+func (s *Service) Bindings(ctx context.Context, ids []string) (map[string]*Binding, error) {
+	m, err := s.store.SessionBindings(ctx, ids, s.now())
+	if err != nil {
+		return nil, fmt.Errorf("session: bindings: %w", err)
+	}
+	return m, nil
+}

@@ -381,3 +381,12 @@ func (h *Handler) handleDBSCRefresh(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(hdrDBSCChallenge, `"`+ch+`";id="`+h.dbscSessionIdentifier(sess.ID)+`"`)
 	dbscRefuse(w, http.StatusUnauthorized, "proof of possession required")
 }
+
+// BrowserBound reports whether r comes from the browser sess is bound to:
+// always for a session without a DBSC key, and for a bound one only with
+// the valid, unexpired bound cookie that the browser's key renews. Other
+// parts of Ward served to the same browser (the web console) use it to
+// hold their own sessions to the same binding.
+func (h *Handler) BrowserBound(r *http.Request, sess *model.Session) bool {
+	return h.dbscSatisfied(r, sess)
+}

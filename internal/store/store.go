@@ -64,6 +64,11 @@ type EventFilter struct {
 	UserID    string
 	SessionID string
 	ClientID  string
+	// DeviceID, IP and Outcome select events of one registered device,
+	// one client address (exact) and one outcome (success, failure).
+	DeviceID string
+	IP       string
+	Outcome  string
 	// CorrelationID finds the events of one request (the id shown on
 	// error pages and in error descriptions).
 	CorrelationID string
@@ -92,7 +97,38 @@ type SessionFilter struct {
 type DeviceFilter struct {
 	UserID string
 	Status string
-	Limit  int // 0: 100; max 1000
+	// Compliance selects one compliance state (model.Compliant, ...).
+	Compliance string
+	Limit      int // 0: 100; max 1000
+}
+
+// EventCountFilter selects the events CountEvents counts: of Types (at
+// least one), with Since <= time < Until, in buckets of Bucket from Since.
+type EventCountFilter struct {
+	Types        []model.EventType
+	Since, Until time.Time
+	Bucket       time.Duration
+}
+
+// EventCount is how many events of one type and outcome fell in the
+// bucket that starts at Start.
+type EventCount struct {
+	Start   time.Time
+	Type    model.EventType
+	Outcome string
+	Count   int64
+}
+
+// SessionBinding is what a session's live refresh tokens are bound to:
+// the registered devices (DeviceIDs) and the DPoP keys of no registered
+// device (JKTs), each listed once, with the clients holding them. A
+// session with none of either has bearer refresh tokens or none at all.
+type SessionBinding struct {
+	DeviceIDs []string
+	JKTs      []string
+	ClientIDs []string
+	// Unbound counts live refresh tokens bound to no key.
+	Unbound int
 }
 
 // RefreshGrant is a refresh token with its session and user.
@@ -107,6 +143,7 @@ type Store interface {
 	ExportCursors // audit export sinks' positions (export.go)
 	SSFReceivers  // Ward's streams at other SSF transmitters (ssfrx.go)
 	RiskStore     // risk levels, detections and their history (risk.go)
+	IncidentStore // incidents, their detections and timelines (incident.go)
 
 	// Users. Usernames are unique (compared case-insensitively; stored as given
 	// lower-cased by the caller).
@@ -151,6 +188,10 @@ type Store interface {
 	// concurrent revocations exactly one returns true. ErrNotFound when
 	// the session does not exist.
 	RevokeSession(ctx context.Context, id string, at time.Time, cause string) (bool, error)
+	// SessionBindings returns, for each of ids that has live refresh
+	// tokens (unrotated, unexpired at now), what they are bound to; the
+	// other ids are absent. At most 1000 ids.
+	SessionBindings(ctx context.Context, ids []string, now time.Time) (map[string]*SessionBinding, error)
 	// RevokeUserSessions revokes every active session of a user and returns
 	// the ids revoked.
 	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error)
@@ -205,6 +246,10 @@ type Store interface {
 	// may commit a lower Seq after a higher one became visible, so a
 	// reader following a cursor must allow for late arrivals.
 	EventsAfter(ctx context.Context, seq int64, limit int) ([]*StoredEvent, error)
+	// CountEvents counts the events f selects by bucket, type and outcome
+	// (buckets without events are absent), in one read; the console's
+	// charts. Bucket must be positive and Until after Since.
+	CountEvents(ctx context.Context, f EventCountFilter) ([]EventCount, error)
 	// The tamper-evident audit log over the events table; audit retention
 	// deletes whole checkpointed segments (AuditLog.DeleteAuditSegment).
 	AuditLog

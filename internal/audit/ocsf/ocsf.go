@@ -6,8 +6,9 @@
 // account Account Change (3001), administrative and device changes API
 // Activity (6003), and what Ward detects (refresh-token and code reuse,
 // rejected DPoP proofs and posture reports, denied admin calls) Detection
-// Finding (2004). Incident Finding (2005) has a builder and no source
-// event yet. docs/secops.md has the table. Every record carries Ward's
+// Finding (2004), and every change of an incident (incident.*) Incident
+// Finding (2005), with its MITRE ATT&CK techniques and tactics.
+// docs/secops.md has the table. Every record carries Ward's
 // event id (metadata.uid and original_event_uid), its stable event code
 // (metadata.event_code) and its position in the audit log
 // (metadata.sequence), so a receiver can drop the repeats that
@@ -80,6 +81,7 @@ const (
 	acctUnlock         = 12
 
 	apiCreate = 1
+	apiRead   = 2
 	apiUpdate = 3
 	apiDelete = 4
 
@@ -90,9 +92,9 @@ var activityNames = map[int]map[int]string{
 	ClassAuthentication: {authLogon: "Logon", authLogoff: "Logoff", authServiceTkt: "Service Ticket Request", authServiceRenew: "Service Ticket Renew"},
 	ClassAccountChange: {acctCreate: "Create", acctEnable: "Enable", acctPasswordChange: "Password Change", acctPasswordReset: "Password Reset",
 		acctDisable: "Disable", acctDelete: "Delete", acctLock: "Lock", acctMFAEnable: "MFA Factor Enable", acctMFADisable: "MFA Factor Disable", acctUnlock: "Unlock"},
-	ClassAPIActivity:      {apiCreate: "Create", apiUpdate: "Update", apiDelete: "Delete"},
+	ClassAPIActivity:      {apiCreate: "Create", apiRead: "Read", apiUpdate: "Update", apiDelete: "Delete"},
 	ClassDetectionFinding: {findingCreate: "Create"},
-	ClassIncidentFinding:  {findingCreate: "Create"},
+	ClassIncidentFinding:  {incidentCreate: "Create", incidentUpdate: "Update", incidentClose: "Close"},
 }
 
 // Severities (severity_id).
@@ -202,6 +204,20 @@ var mappings = map[model.EventType]mapping{
 		title: "Account compromise confirmed by an administrator: every session was revoked"},
 	model.EventAdminAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
 		title: "Admin API access denied"},
+
+	// Incidents: the state of the incident after each change (incident.go).
+	model.EventIncidentCreated:       {class: ClassIncidentFinding, activity: incidentCreate},
+	model.EventIncidentUpdated:       {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventIncidentStatusChanged: {class: ClassIncidentFinding, activity: incidentUpdate}, // Close when it closes
+	model.EventIncidentAssigned:      {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventIncidentCommented:     {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventIncidentMerged:        {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventIncidentSplit:         {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventIncidentActionTaken:   {class: ClassIncidentFinding, activity: incidentUpdate},
+	model.EventConsoleAccessDenied: {class: ClassDetectionFinding, activity: findingCreate, severity: SeverityMedium,
+		title: "Web console access denied"},
+	model.EventConsoleLogsExported: {class: ClassAPIActivity, activity: apiRead, resource: "audit_log"},
+	model.EventConsoleSignedIn:     {class: ClassAPIActivity, activity: apiCreate, resource: "console_session"},
 }
 
 // Class returns the OCSF class_uid event type t maps to (0: unknown
@@ -258,8 +274,11 @@ func (m *Mapper) Map(ev *store.StoredEvent) *Record {
 		m.apiActivity(r, ev, mp.resource)
 	case ClassDetectionFinding:
 		m.detection(r, ev, mp.title)
+	case ClassIncidentFinding:
+		activity = incidentActivity(ev)
+		m.incident(r, ev)
 	}
-	if ev.DeviceID != "" && r.Device == nil {
+	if ev.DeviceID != "" && r.Device == nil && mp.class != ClassIncidentFinding {
 		// The device attribute of the other classes is the host
 		// profile's.
 		r.Device = &Device{UID: ev.DeviceID, Type: "Unknown"}
@@ -546,9 +565,9 @@ func unmapped(ev *store.StoredEvent) map[string]any {
 	return u
 }
 
-// Incident is an Incident Finding: one incident that groups findings
-// (each a Detection Finding's finding_info). Ward raises no incidents
-// yet; this is the mapping an incident source will use.
+// Incident is an Incident Finding built from its parts (Map builds the
+// records of Ward's own incident events): one incident that groups
+// findings (each a Detection Finding's finding_info).
 type Incident struct {
 	UID      string
 	Title    string

@@ -62,6 +62,14 @@ type Record struct {
 	Priority        string        `json:"priority,omitempty"`
 	ImpactID        int           `json:"impact_id,omitempty"`
 	Impact          string        `json:"impact,omitempty"`
+	Attacks         []Attack      `json:"attacks,omitempty"`
+	Comment         string        `json:"comment,omitempty"`
+	VerdictID       int           `json:"verdict_id,omitempty"`
+	Verdict         string        `json:"verdict,omitempty"`
+	// StartTime and EndTime are the times of the oldest and newest
+	// detections of an incident (milliseconds since the epoch).
+	StartTime int64 `json:"start_time,omitempty"`
+	EndTime   int64 `json:"end_time,omitempty"`
 
 	// Unmapped carries what OCSF has no attribute for: Ward's reason,
 	// outcome, binding and event data.
@@ -185,4 +193,19 @@ type Evidence struct {
 	SrcEndpoint *Endpoint    `json:"src_endpoint,omitempty"`
 	HTTPRequest *HTTPRequest `json:"http_request,omitempty"`
 	Device      *Device      `json:"device,omitempty"`
+}
+
+// Attack is one MITRE ATT&CK technique (or sub-technique) with one of
+// its tactics.
+type Attack struct {
+	Tactic       *AttackRef `json:"tactic,omitempty"`
+	Technique    *AttackRef `json:"technique,omitempty"`
+	SubTechnique *AttackRef `json:"sub_technique,omitempty"`
+	Version      string     `json:"version,omitempty"`
+}
+
+// AttackRef names a tactic, technique or sub-technique.
+type AttackRef struct {
+	UID  string `json:"uid,omitempty"`
+	Name string `json:"name,omitempty"`
 }

@@ -113,6 +113,16 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RiskStates", testRiskStates},
 		{"RiskConcurrent", testRiskConcurrent},
 		{"RiskExpiriesPurge", testRiskExpiriesPurge},
+		{"IncidentRoundTrip", testIncidentRoundTrip},
+		{"IncidentCandidates", testIncidentCandidates},
+		{"IncidentUpdate", testIncidentUpdate},
+		{"IncidentList", testIncidentList},
+		{"IncidentConcurrent", testIncidentConcurrent},
+		{"IncidentPurge", testIncidentPurge},
+		{"CountEvents", testCountEvents},
+		{"ListEventsConsoleFilters", testListEventsConsoleFilters},
+		{"ListDevicesCompliance", testListDevicesCompliance},
+		{"SessionBindings", testSessionBindings},
 	}
 	// These depend on the store's clock: expiry of JTIs and user codes,
 	// times the store stamps. They move the clock themselves.

@@ -88,6 +88,10 @@ func (s *Store) ListDevices(ctx context.Context, f store.DeviceFilter) ([]*model
 		args = append(args, f.Status)
 		where = append(where, "status = $"+strconv.Itoa(len(args)))
 	}
+	if f.Compliance != "" {
+		args = append(args, f.Compliance)
+		where = append(where, "compliance = $"+strconv.Itoa(len(args)))
+	}
 	q := `SELECT ` + deviceCols + ` FROM devices`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")

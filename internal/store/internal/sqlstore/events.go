@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 
@@ -111,6 +112,15 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]*store.S
 	if f.ClientID != "" {
 		where = append(where, "client_id = "+arg(f.ClientID))
 	}
+	if f.DeviceID != "" {
+		where = append(where, "device_id = "+arg(f.DeviceID))
+	}
+	if f.IP != "" {
+		where = append(where, "ip = "+arg(f.IP))
+	}
+	if f.Outcome != "" {
+		where = append(where, "outcome = "+arg(f.Outcome))
+	}
 	if f.CorrelationID != "" {
 		where = append(where, "correlation_id = "+arg(f.CorrelationID))
 	}
@@ -137,4 +147,38 @@ func (s *Store) EventsAfter(ctx context.Context, seq int64, n int) ([]*store.Sto
 	rs, err := s.db.Read().Query(ctx, `SELECT seq, `+eventSelect+` FROM events WHERE seq > $1 ORDER BY seq LIMIT $2`,
 		seq, int64(limit(n)))
 	return collect(rs, err, "events after", scanEvent)
+}
+
+// CountEvents counts events by bucket, type and outcome in one grouped
+// read over the events_time index.
+func (s *Store) CountEvents(ctx context.Context, f store.EventCountFilter) ([]store.EventCount, error) {
+	if len(f.Types) == 0 || f.Bucket <= 0 || !f.Until.After(f.Since) {
+		return nil, errors.New("store: count events: types, a positive bucket and until after since are required")
+	}
+	since, bucket := micros(f.Since), f.Bucket.Microseconds()
+	if bucket <= 0 {
+		bucket = 1
+	}
+	args := []any{since, bucket, micros(f.Until)}
+	ph := make([]string, len(f.Types))
+	for i, t := range f.Types {
+		args = append(args, string(t))
+		ph[i] = "$" + strconv.Itoa(len(args))
+	}
+	q := `SELECT (time - $1) / $2, type, outcome, COUNT(*) FROM events
+		WHERE time >= $1 AND time < $3 AND type IN (` + strings.Join(ph, ", ") + `)
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`
+	rs, err := s.db.Read().Query(ctx, q, args...)
+	return collect(rs, err, "count events", func(r Row) (store.EventCount, error) {
+		var (
+			c   store.EventCount
+			b   int64
+			typ string
+		)
+		if err := r.Scan(&b, &typ, &c.Outcome, &c.Count); err != nil {
+			return c, err
+		}
+		c.Type, c.Start = model.EventType(typ), fromMicros(since+b*bucket)
+		return c, nil
+	})
 }

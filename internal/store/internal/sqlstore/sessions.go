@@ -643,3 +643,55 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time) error {
 		return nil
 	})
 }
+
+// SessionBindings reads the live refresh tokens of the sessions ids
+// (unrotated, unexpired at now) and says what each session's are bound to.
+func (s *Store) SessionBindings(ctx context.Context, ids []string, now time.Time) (map[string]*store.SessionBinding, error) {
+	out := map[string]*store.SessionBinding{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	if len(ids) > 1000 {
+		return nil, errors.New("store: session bindings: at most 1000 sessions")
+	}
+	args := []any{micros(now)}
+	ph := make([]string, len(ids))
+	for i, id := range ids {
+		args = append(args, id)
+		ph[i] = "$" + strconv.Itoa(len(args))
+	}
+	type row struct{ sid, client, jkt, device string }
+	rs, err := s.db.Read().Query(ctx, `SELECT session_id, client_id, jkt, COALESCE(device_id, '') FROM refresh_tokens
+		WHERE rotated_at = 0 AND expires_at > $1 AND session_id IN (`+strings.Join(ph, ", ")+`)
+		ORDER BY session_id, client_id, jkt`, args...)
+	rows, err := collect(rs, err, "session bindings", func(r Row) (row, error) {
+		var x row
+		return x, r.Scan(&x.sid, &x.client, &x.jkt, &x.device)
+	})
+	if err != nil {
+		return nil, err
+	}
+	add := func(l []string, v string) []string {
+		if v == "" || slices.Contains(l, v) {
+			return l
+		}
+		return append(l, v)
+	}
+	for _, x := range rows {
+		b := out[x.sid]
+		if b == nil {
+			b = &store.SessionBinding{}
+			out[x.sid] = b
+		}
+		b.ClientIDs = add(b.ClientIDs, x.client)
+		switch {
+		case x.device != "":
+			b.DeviceIDs = add(b.DeviceIDs, x.device)
+		case x.jkt != "":
+			b.JKTs = add(b.JKTs, x.jkt)
+		default:
+			b.Unbound++
+		}
+	}
+	return out, nil
+}
