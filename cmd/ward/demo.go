@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,14 +49,25 @@ the accounts and clients it needs there (docs/demo.md).`,
 			defer stop()
 			_, noColor := e.lookupEnv("NO_COLOR")
 			p := &demo.Printer{W: e.stdout, Color: !noColor && isTerminal(e.stdout)}
+			in := bufio.NewReader(e.stdin)
 			if step {
-				in := bufio.NewReader(e.stdin)
 				p.Pause = func(title string) {
 					fmt.Fprintf(e.stderr, "\n[next: %s — press Enter]", title)
 					_, _ = in.ReadString('\n')
 				}
 			}
 			o := demo.Options{Printer: p, Console: open}
+			if open {
+				o.Hold = func(ctx context.Context, msg string) {
+					fmt.Fprintf(e.stdout, "\n%s\nPress Enter (or Ctrl-C) to stop it and clean up.\n", msg)
+					done := make(chan struct{})
+					go func() { _, _ = in.ReadString('\n'); close(done) }()
+					select {
+					case <-done:
+					case <-ctx.Done():
+					}
+				}
+			}
 			if server != "" || targetFile != "" {
 				if server == "" || targetFile == "" {
 					return &exitError{code: exitUsage, err: errors.New("--server and --target go together (docs/demo.md)")}
@@ -93,7 +105,7 @@ the accounts and clients it needs there (docs/demo.md).`,
 	cmd.Flags().BoolVar(&step, "step", false, "pause before each part of the story (Enter continues)")
 	cmd.Flags().StringVar(&server, "server", "", "play run 2 against the Ward at URL (with --target)")
 	cmd.Flags().StringVar(&targetFile, "target", "", "JSON file naming the accounts and clients --server uses (docs/demo.md)")
-	cmd.Flags().BoolVar(&open, "open", false, "print the console's URLs of what the demo shows, where the server has a console")
+	cmd.Flags().BoolVar(&open, "open", false, "print the console's URLs of what the demo shows and keep the embedded Ward running for it until Enter")
 	return cmd
 }
 

@@ -40,6 +40,10 @@ type Options struct {
 	Target *Target
 	// Console asks for the console URLs of what the demo shows.
 	Console bool
+	// Hold, if set with Console, is called with a message before the
+	// embedded deployment stops, and should return when the user is
+	// done with the console (or ctx ends).
+	Hold func(ctx context.Context, msg string)
 	// TempDir is where the embedded deployment's directories go ("" for
 	// os.TempDir()).
 	TempDir string

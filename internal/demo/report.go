@@ -71,6 +71,7 @@ type RunSummary struct {
 	UserBackIn     bool        `json:"user_signed_in_again"`
 	LogChecks      []LogCheck  `json:"log_checks,omitempty"`
 	IncidentSkip   string      `json:"incident_skipped,omitempty"`
+	IncidentName   string      `json:"incident_name,omitempty"`
 	MITRETechnique []string    `json:"mitre_techniques,omitempty"`
 }
 

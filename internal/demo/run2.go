@@ -126,7 +126,13 @@ func (r *recorder) run2(ctx context.Context, target *Target, o Options) error {
 		return err
 	}
 	if o.Console {
-		r.console(ctx, s)
+		r.console(ctx, s, v, &sum)
+		if o.Hold != nil && s.w != nil {
+			// The embedded Ward goes when the demo ends: keep it for
+			// the console, with the administrator's throwaway account.
+			o.Hold(ctx, fmt.Sprintf("Ward keeps running for the console at %s/console/: sign in as %s, password %s, TOTP secret %s (this run's throwaway account)",
+				s.t.Issuer, s.t.Admin, s.t.AdminPassword, s.t.AdminTOTP))
+		}
 	}
 	if t := s.t; t.remote {
 		// Leave the running server's user as the target file says.
@@ -515,46 +521,90 @@ func (r *recorder) response(ctx context.Context, s *stack, sum *RunSummary) erro
 	r.expect(ur.Level == "high", Step{ID: "2.12", Run: 2, Actor: "ward", Title: "alice's user risk is " + orNone(ur.Level) + ": every session of hers revoked",
 		By: "the automatic response (risk.auto_revoke_level: high)"}, OutcomeDetected, "user risk high")
 
-	// The incident, where the admin API has them.
-	res, err := s.admin.get(ctx, s.adminURL("/incidents"))
-	if err != nil {
-		return err
-	}
-	if res.Status == http.StatusNotFound {
-		sum.IncidentSkip = "this Ward has no incidents API (GET /admin/api/v1/incidents answered 404)"
-		r.step(Step{ID: "2.13", Run: 2, Actor: "ward", Outcome: OutcomeSkipped, Title: "the incident with its MITRE ATT&CK techniques",
-			Detail: sum.IncidentSkip + "; the detections above carry the techniques: " + strings.Join(sum.MITRETechnique, ", ")})
-		return nil
-	}
-	sum.Incident = incidentSummary(res.Body)
-	r.expect(res.Status == http.StatusOK && sum.Incident != "", Step{ID: "2.13", Run: 2, Actor: "ward", Title: "an incident opens",
-		Detail: sum.Incident}, OutcomeDetected, "an incident")
-	return nil
+	return r.incident(ctx, s, sum)
 }
 
-// incidentSummary reads GET /incidents tolerantly: the first incident's
-// id, severity, title and MITRE techniques.
-func incidentSummary(body string) string {
-	var m struct {
-		Incidents []map[string]any `json:"incidents"`
+// incidentView is GET /admin/api/v1/incidents/{id}, the parts shown.
+type incidentView struct {
+	ID         string   `json:"id"`
+	Name       string   `json:"name"`
+	Title      string   `json:"title"`
+	Severity   string   `json:"severity"`
+	Status     string   `json:"status"`
+	Detections int      `json:"detections"`
+	Techniques []string `json:"techniques"`
+	Attack     []struct {
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+		Tactics []struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"tactics"`
+	} `json:"attack"`
+	Entities struct {
+		Users    []string `json:"users"`
+		Sessions []string `json:"sessions"`
+		Devices  []string `json:"devices"`
+		IPs      []string `json:"ips"`
+	} `json:"entities"`
+}
+
+// incident finds the incident the detections opened, through the admin
+// API where it has incidents.
+func (r *recorder) incident(ctx context.Context, s *stack, sum *RunSummary) error {
+	var list struct {
+		Incidents []incidentView `json:"incidents"`
 	}
-	if json.Unmarshal([]byte(body), &m) != nil || len(m.Incidents) == 0 {
-		return ""
-	}
-	in := m.Incidents[0]
-	var parts []string
-	for _, k := range []string{"id", "severity", "title", "status"} {
-		if v, ok := in[k]; ok {
-			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		res, err := s.admin.get(ctx, s.adminURL("/incidents?user="+url.QueryEscape(s.userID)))
+		if err != nil {
+			return err
+		}
+		if res.Status == http.StatusNotFound && !strings.Contains(res.Body, "incident") {
+			sum.IncidentSkip = "this Ward has no incidents API (GET /admin/api/v1/incidents answered 404)"
+			r.step(Step{ID: "2.13", Run: 2, Actor: "ward", Outcome: OutcomeSkipped, Title: "the incident with its MITRE ATT&CK techniques",
+				Detail: sum.IncidentSkip + "; the detections above carry the techniques: " + strings.Join(sum.MITRETechnique, ", ")})
+			return nil
+		}
+		if res.Status != http.StatusOK {
+			return fmt.Errorf("demo: GET /incidents: %d %.200s", res.Status, res.Body)
+		}
+		if err := json.Unmarshal([]byte(res.Body), &list); err != nil {
+			return err
+		}
+		if len(list.Incidents) > 0 || time.Now().After(deadline) {
+			break
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
 		}
 	}
-	for _, k := range []string{"techniques", "mitre", "tactics"} {
-		if v, ok := in[k]; ok {
-			b, _ := json.Marshal(v)
-			parts = append(parts, k+"="+string(b))
-		}
+	if len(list.Incidents) == 0 {
+		r.expect(false, Step{ID: "2.13", Run: 2, Actor: "ward", Title: "an incident opens"}, OutcomeDetected, "an incident about alice within 3 s")
+		return nil
 	}
-	return strings.Join(parts, " ")
+	var in incidentView
+	if err := s.admin.getJSON(ctx, s.adminURL("/incidents/"+url.PathEscape(list.Incidents[0].ID)), &in); err != nil {
+		return err
+	}
+	var techs []string
+	for _, a := range in.Attack {
+		var tactics []string
+		for _, t := range a.Tactics {
+			tactics = append(tactics, t.Name)
+		}
+		techs = append(techs, fmt.Sprintf("%s %s (%s)", a.ID, a.Name, strings.Join(tactics, ", ")))
+	}
+	sum.Incident = fmt.Sprintf("%s, %s, %s: %s; MITRE ATT&CK %s", in.Name, in.Severity, in.Status, in.Title, strings.Join(in.Techniques, ", "))
+	sum.IncidentName = in.Name
+	r.expect(in.Severity == "high" && len(in.Techniques) > 0, Step{ID: "2.13", Run: 2, Actor: "ward",
+		Title: fmt.Sprintf("incident %s opens (%s, %s)", in.Name, in.Severity, in.Status),
+		By:    "incident correlation of the detections (GET /admin/api/v1/incidents)",
+		Detail: fmt.Sprintf("%s; %d detection(s); MITRE ATT&CK: %s; entities: %d user, %d session(s), %d device(s), addresses %s",
+			in.Title, in.Detections, strings.Join(techs, "; "), len(in.Entities.Users), len(in.Entities.Sessions), len(in.Entities.Devices), strings.Join(in.Entities.IPs, ", "))},
+		OutcomeDetected, "a high incident with its techniques")
+	return nil
 }
 
 // signsInAgain: alice's client follows the claims challenge, is sent to
@@ -861,16 +911,23 @@ func (r *recorder) cookieAndDBSC(ctx context.Context, s *stack, v *victim) error
 	return nil
 }
 
-// console prints the console's URLs where the server has one.
-func (r *recorder) console(ctx context.Context, s *stack) {
-	res, err := newAPI(victimIP, "", nil).get(ctx, s.t.Issuer+"/console")
+// console prints the console's pages about what the demo did, where the
+// server has a console.
+func (r *recorder) console(ctx context.Context, s *stack, v *victim, sum *RunSummary) {
+	res, err := newAPI(victimIP, "", nil).get(ctx, s.t.Issuer+"/console/login")
 	if err != nil || res.Status == http.StatusNotFound {
-		r.step(Step{ID: "3.6", Run: 2, Actor: "demo", Outcome: OutcomeSkipped, Title: "console URLs", Detail: "this Ward has no console (/console answered 404)"})
+		r.step(Step{ID: "3.6", Run: 2, Actor: "demo", Outcome: OutcomeSkipped, Title: "console URLs", Detail: "this Ward has no console (/console/login answered 404)"})
 		return
 	}
-	u := s.t.Issuer + "/console/users/" + url.PathEscape(s.userID)
-	r.rep.Console = append(r.rep.Console, u)
-	r.step(Step{ID: "3.6", Run: 2, Actor: "demo", Outcome: OutcomeInfo, Title: "console", Detail: u})
+	base := s.t.Issuer + "/console"
+	urls := []string{base + "/users/" + url.PathEscape(s.userID), base + "/devices/" + url.PathEscape(v.cfg.DeviceID),
+		base + "/logs?user=" + url.QueryEscape(s.t.User)}
+	r.rep.Console = append(r.rep.Console, urls...)
+	detail := "alice (risk, detections, sessions and what binds them): " + urls[0] + "; her laptop: " + urls[1] + "; her sign-ins: " + urls[2]
+	if sum.IncidentName != "" {
+		detail += "; incident " + sum.IncidentName + ": the console has no incident page in this version (GET /admin/api/v1/incidents/" + sum.IncidentName + ", `ward incidents show " + sum.IncidentName + "`)"
+	}
+	r.step(Step{ID: "3.6", Run: 2, Actor: "demo", Outcome: OutcomeInfo, Title: "the console's pages about it", Detail: detail})
 }
 
 // follow answers a resource's claims challenge as a CAE-capable client
