@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -91,9 +92,12 @@ func TestDemoEndToEnd(t *testing.T) {
 	checkStep(t, steps, "2.8", OutcomeRefused, "HTTP 401")
 	checkStep(t, steps, "2.9", OutcomeRefused, "token protection at Ward", "HTTP 400 invalid_grant")
 	checkStep(t, steps, "2.10", OutcomeDetected, "Continuous Access Evaluation", "HTTP 401 insufficient_claims")
-	if r2.CAEMillis <= 0 || r2.CAEMillis >= 1000 {
-		t.Errorf("CAE revocation: %.1f ms, want under a second", r2.CAEMillis)
+	// The CAE time as the demo reports it: from Ward's decision (the
+	// risk change in the audit log) to the gateway's refusal.
+	if r2.CAEMillis <= 0 || r2.CAEMillis >= 1000 || r2.ReplayToRefusalMillis < r2.CAEMillis {
+		t.Errorf("CAE revocation: %.1f ms after the decision, %.1f ms after the replay; want under a second", r2.CAEMillis, r2.ReplayToRefusalMillis)
 	}
+	checkStep(t, steps, "2.10", OutcomeDetected, fmt.Sprintf("%.0f ms after Ward's decision", r2.CAEMillis))
 	var replay bool
 	for _, d := range r2.Detections {
 		if d.Type == "token_replay_wrong_key" && d.Severity == "high" && d.Technique == "T1550.001" && d.Source == "online" {

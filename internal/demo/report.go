@@ -58,21 +58,25 @@ type LogCheck struct {
 
 // RunSummary is what one run ended with.
 type RunSummary struct {
-	Run            int         `json:"run"`
-	Defences       bool        `json:"defences"`
-	Documents      int         `json:"documents"`
-	StolenDocs     int         `json:"documents_stolen"`
-	Refusals       int         `json:"replays_refused"`
-	Replays        int         `json:"replays"`
-	Detections     []Detection `json:"detections,omitempty"`
-	UserRisk       string      `json:"user_risk,omitempty"`
-	CAEMillis      float64     `json:"cae_revocation_ms,omitempty"`
-	Incident       string      `json:"incident,omitempty"`
-	UserBackIn     bool        `json:"user_signed_in_again"`
-	LogChecks      []LogCheck  `json:"log_checks,omitempty"`
-	IncidentSkip   string      `json:"incident_skipped,omitempty"`
-	IncidentName   string      `json:"incident_name,omitempty"`
-	MITRETechnique []string    `json:"mitre_techniques,omitempty"`
+	Run        int         `json:"run"`
+	Defences   bool        `json:"defences"`
+	Documents  int         `json:"documents"`
+	StolenDocs int         `json:"documents_stolen"`
+	Refusals   int         `json:"replays_refused"`
+	Replays    int         `json:"replays"`
+	Detections []Detection `json:"detections,omitempty"`
+	UserRisk   string      `json:"user_risk,omitempty"`
+	// CAEMillis: from Ward's decision (the user's risk raised) to the
+	// gateway's refusal; ReplayToRefusalMillis: from the attacker's
+	// replay, the detection included.
+	CAEMillis             float64    `json:"cae_revocation_ms,omitempty"`
+	ReplayToRefusalMillis float64    `json:"replay_to_refusal_ms,omitempty"`
+	Incident              string     `json:"incident,omitempty"`
+	UserBackIn            bool       `json:"user_signed_in_again"`
+	LogChecks             []LogCheck `json:"log_checks,omitempty"`
+	IncidentSkip          string     `json:"incident_skipped,omitempty"`
+	IncidentName          string     `json:"incident_name,omitempty"`
+	MITRETechnique        []string   `json:"mitre_techniques,omitempty"`
 }
 
 // Report is the whole demo: every step and each run's summary.
@@ -234,8 +238,8 @@ func (p *Printer) Summary(r *Report) {
 		if len(types) > 0 {
 			fmt.Fprintf(p.W, "  detections: %s\n", strings.Join(types, "; "))
 		}
-		fmt.Fprintf(p.W, "  user risk: %s; CAE revocation at the gateway: %.0f ms after the replay; user signed in again: %t\n",
-			orNone(run.UserRisk), run.CAEMillis, run.UserBackIn)
+		fmt.Fprintf(p.W, "  user risk: %s; CAE revocation at the gateway: %.0f ms after Ward's decision (%.0f ms after the replay); user signed in again: %t\n",
+			orNone(run.UserRisk), run.CAEMillis, run.ReplayToRefusalMillis, run.UserBackIn)
 		switch {
 		case run.Incident != "":
 			fmt.Fprintf(p.W, "  incident: %s\n", run.Incident)

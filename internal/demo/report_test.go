@@ -20,7 +20,7 @@ func sampleReport() *Report {
 		},
 		Runs: []RunSummary{
 			{Run: 1, Documents: 4, StolenDocs: 4, Replays: 3},
-			{Run: 2, Defences: true, Documents: 4, Replays: 6, Refusals: 6, UserRisk: "high", CAEMillis: 12.5, UserBackIn: true,
+			{Run: 2, Defences: true, Documents: 4, Replays: 6, Refusals: 6, UserRisk: "high", CAEMillis: 12.5, ReplayToRefusalMillis: 30, UserBackIn: true,
 				Detections:   []Detection{{Type: "token_replay_wrong_key", Severity: "high", Confidence: 0.95, Technique: "T1550.001", Source: "online"}},
 				IncidentSkip: "no incidents API"},
 		}}
@@ -55,7 +55,7 @@ func TestPrinterPlainAndColour(t *testing.T) {
 		"Run 1, defences off: the attacker downloaded 4 of 4 documents; 0 of 3 replays refused",
 		"Run 2, defences on: the attacker downloaded 0 of 4 documents; 6 of 6 replays refused.",
 		"detections: token_replay_wrong_key (high, T1550.001)",
-		"user risk: high; CAE revocation at the gateway: 12 ms",
+		"user risk: high; CAE revocation at the gateway: 12 ms after Ward's decision (30 ms after the replay)",
 		"incident: skipped (no incidents API)",
 		"Total: 3.2 s",
 	} {
