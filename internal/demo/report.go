@@ -192,21 +192,22 @@ func (p *Printer) Step(s Step) {
 	for _, l := range wrap(s.Detail, 80) {
 		fmt.Fprintf(p.W, "%25s %s\n", "", l)
 	}
-	if s.Shows != "" {
-		for i, l := range wrap("shows: "+s.Shows, 80) {
-			if i > 0 {
-				l = "       " + l
-			}
-			fmt.Fprintf(p.W, "%25s %s\n", "", p.paint(ansiDim, l))
-		}
+	p.labelled("shows: ", s.Shows)
+	p.labelled("does not show: ", s.DoesNotShow)
+}
+
+// labelled prints text under a label, wrapped, continuation lines
+// aligned after the label, dimmed.
+func (p *Printer) labelled(label, text string) {
+	if text == "" {
+		return
 	}
-	if s.DoesNotShow != "" {
-		for i, l := range wrap("does not show: "+s.DoesNotShow, 80) {
-			if i > 0 {
-				l = "               " + l
-			}
-			fmt.Fprintf(p.W, "%25s %s\n", "", p.paint(ansiDim, l))
+	for i, l := range wrap(text, 80-len(label)) {
+		prefix := label
+		if i > 0 {
+			prefix = strings.Repeat(" ", len(label))
 		}
+		fmt.Fprintf(p.W, "%25s %s\n", "", p.paint(ansiDim, prefix+l))
 	}
 }
 
