@@ -32,10 +32,20 @@ const (
 	attackerIP = "127.0.0.66"
 )
 
-// transportFrom is an HTTP transport whose connections leave from ip.
+// transportFrom is an HTTP transport whose connections to loopback
+// addresses leave from ip; connections elsewhere (a --server on another
+// machine) leave from the machine's own address.
 func transportFrom(ip string) *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	return &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}
+	bound := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	plain := &net.Dialer{Timeout: 10 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, _ := net.SplitHostPort(addr)
+		if a := net.ParseIP(host); a != nil && a.IsLoopback() {
+			return bound.DialContext(ctx, network, addr)
+		}
+		return plain.DialContext(ctx, network, addr)
+	}
+	return &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second}
 }
 
 // canBind says whether this machine can send from ip (every Linux can

@@ -209,6 +209,9 @@ func TestDemoInterrupted(t *testing.T) {
 // TestDemoAgainstServer plays run 2 with --server against a Ward started
 // on its own (the demo's embedded one, as a running server).
 func TestDemoAgainstServer(t *testing.T) {
+	if !canBind(attackerIP) {
+		t.Skip("this machine cannot send from " + attackerIP)
+	}
 	ctx := context.Background()
 	dir := t.TempDir()
 	w, err := startWard(ctx, dir, defences{on: true})

@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,5 +195,34 @@ func TestTOTPStepsUsedOnce(t *testing.T) {
 	now := time.Now().Unix() / 30
 	if a.lastStep < now-1 || a.lastStep > now+1 {
 		t.Errorf("last step %d outside now±1 (%d)", a.lastStep, now)
+	}
+}
+
+// TestTransportFrom: the attacker's connections to a loopback server
+// come from the attacker's address, the victim's from hers.
+func TestTransportFrom(t *testing.T) {
+	if !canBind(attackerIP) {
+		t.Skip("this machine cannot send from " + attackerIP)
+	}
+	seen := make(chan string, 2)
+	srv, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		seen <- host
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, ip := range []string{attackerIP, victimIP} {
+		c := &http.Client{Transport: transportFrom(ip)}
+		resp, err := c.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := <-seen; got != ip {
+			t.Errorf("from %s: the server saw %s", ip, got)
+		}
+		c.CloseIdleConnections()
 	}
 }
