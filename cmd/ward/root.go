@@ -140,6 +140,7 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newRiskCmd(e),
 		newGraphCmd(e),
 		newIncidentsCmd(e),
+		newDemoCmd(e),
 	)
 	return root
 }

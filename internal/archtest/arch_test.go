@@ -21,7 +21,7 @@ var (
 	// wiring assembles Ward: the commands, the application (config ->
 	// store -> bus -> services) and the HTTP assembly. Nothing below it
 	// may depend on it, or a part could no longer be built without all.
-	wiring = []string{"internal/app", "internal/server", "cmd/..."}
+	wiring = []string{"internal/app", "internal/server", "internal/demo", "cmd/..."}
 	// testOnly are helpers for tests; production code never uses them.
 	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/store/backendtest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest", "internal/identity/webauthntest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
@@ -264,7 +264,11 @@ var rules = map[string]rule{
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo", "internal/graph",
 		"internal/device", "internal/gateway", "internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
-		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens"}, never: testOnly},
+		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens", "internal/demo"}, never: testOnly},
+	// ward demo: wiring of its own (an embedded Ward, the gateway), played
+	// only through public interfaces: the agent, DPoP, rs, HTTP.
+	"internal/demo": {imports: []string{"agent", "agent/keystore", "dpop", "internal/app", "internal/config", "internal/gateway", "internal/secret", "internal/server", "rs"},
+		never: join([]string{"cmd/..."}, testOnly)},
 	// The load generator is a client: DPoP and nothing of the server.
 	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},
 
