@@ -23,6 +23,9 @@ func (api *API) graphRoutes() {
 		return
 	}
 	api.handle("GET /graph", api.getGraph)
+	if api.incidents != nil {
+		api.handle("GET /incidents/{id}/graph", api.getIncidentGraph)
+	}
 }
 
 // graphParams are the parameters GET /graph knows; any other is refused,
@@ -98,5 +101,50 @@ func (api *API) getGraph(w http.ResponseWriter, r *http.Request, _ *reqCtx) erro
 		return err
 	}
 	writeJSON(w, http.StatusOK, g)
+	return nil
+}
+
+// incidentGraphMargin widens an incident's span on either side, so that
+// its graph shows what led up to the first detection (the victim's
+// sign-in, the session's origin) and what followed the last.
+const incidentGraphMargin = 24 * time.Hour
+
+// GET /incidents/{id}/graph: the investigation graph of an incident: its
+// users, sessions, devices and addresses from a day before its first
+// detection to a day after its last (or now).
+func (api *API) getIncidentGraph(w http.ResponseWriter, r *http.Request, _ *reqCtx) error {
+	d, err := api.incidents.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return incidentErr(err)
+	}
+	var seeds []graph.Seed
+	for _, e := range []struct {
+		kind string
+		ids  []string
+	}{{graph.KindUser, d.Entities.Users}, {graph.KindSession, d.Entities.Sessions}, {graph.KindDevice, d.Entities.Devices}, {graph.KindIP, d.Entities.IPs}} {
+		for _, id := range e.ids {
+			seeds = append(seeds, graph.Seed{Kind: e.kind, ID: id})
+		}
+	}
+	if len(seeds) > graph.MaxSeeds {
+		seeds = seeds[:graph.MaxSeeds]
+	}
+	now := api.now()
+	from, to := d.FirstSeen.Add(-incidentGraphMargin), d.LastSeen.Add(incidentGraphMargin)
+	if limit := now.Add(time.Minute); to.After(limit) {
+		to = limit // as GET /graph's default: what is stamped now is in
+	}
+	q, err := graph.QueryFor(seeds, from, to, now)
+	if errors.Is(err, graph.ErrInvalidQuery) {
+		return invalid("%s", strings.TrimPrefix(err.Error(), graph.ErrInvalidQuery.Error()+": "))
+	}
+	if err != nil {
+		return err
+	}
+	g, err := api.graph.Graph(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"incident": d.Incident, "graph": g})
 	return nil
 }

@@ -127,6 +127,29 @@ func graphRoute(t *testing.T, dsn string) {
 		}
 	}
 
+	// The incident the detections opened has the same graph.
+	var inc map[string]any
+	deadline := time.Now().Add(10 * time.Second)
+	for inc == nil && time.Now().Before(deadline) {
+		if l := alice.do(t, req{method: "GET", path: "/incidents"}).list("incidents"); len(l) > 0 {
+			inc = l[0]
+		} else {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if inc == nil {
+		t.Fatal("no incident raised for the theft")
+	}
+	r = alice.do(t, req{method: "GET", path: "/incidents/" + inc["name"].(string) + "/graph"})
+	wantStatus(t, r, 200, "")
+	g, _ := r.JSON["graph"].(map[string]any)
+	gi, _ := r.JSON["incident"].(map[string]any)
+	if rc, _ := g["root_cause"].(map[string]any); gi["name"] != inc["name"] || rc == nil ||
+		!strings.Contains(rc["summary"].(string), "replayed from IP "+graphAttacker) {
+		t.Errorf("incident graph: %.600s", r.Body)
+	}
+	wantStatus(t, alice.do(t, req{method: "GET", path: "/incidents/INC-99999/graph"}), 404, "not_found")
+
 	// Unknown ids: an empty graph.
 	r = alice.do(t, req{method: "GET", path: "/graph?user=nobody&session=nothing&device=none&ip=203.0.113.250"})
 	wantStatus(t, r, 200, "")
