@@ -340,6 +340,11 @@ func tokenEvent(is *issuance, cae bool) *model.Event {
 	ev := is.req.Origin.Event(is.evType)
 	ev.Actor, ev.ClientID, ev.TokenID = c.ID, c.ID, is.claims.JTI
 	ev.Data = map[string]string{activity.DataGrant: is.req.GrantType, "scope": is.atScope, "token_protection": is.protection}
+	if len(is.claims.Audience) > 0 {
+		// The audiences the token was issued for: a use elsewhere is a
+		// token not as issued (docs/risk.md, anomalous token).
+		ev.Data[activity.DataResource] = strings.Join(is.claims.Audience, " ")
+	}
 	if d.user != nil {
 		ev.UserID, ev.SessionID, ev.Actor = d.user.ID, d.sess.ID, d.user.ID
 		// How the session signed in: whether it performed a second factor.
