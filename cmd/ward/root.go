@@ -139,6 +139,8 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newSSFReceiverCmd(e),
 		newRiskCmd(e),
 		newIncidentsCmd(e),
+		newBackupCmd(e),
+		newRestoreCmd(e),
 	)
 	return root
 }
