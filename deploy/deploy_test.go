@@ -268,7 +268,7 @@ func TestKubernetesManifests(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600)
 		}
 		cfg, err := config.LoadWith(config.LoadOptions{File: file,
-			Environ: []string{"WARD_STORAGE__POSTGRES__DSN=postgres://ward:pw@db:5432/ward?sslmode=verify-full", "WARD_KEK=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+			Environ:   []string{"WARD_STORAGE__POSTGRES__DSN=postgres://ward:pw@db:5432/ward?sslmode=verify-full", "WARD_KEK=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
 			Overrides: map[string]any{"tls.cert_file": filepath.Join(dir, "tls.crt"), "tls.key_file": filepath.Join(dir, "tls.key")}})
 		if err != nil {
 			t.Fatal(err)
