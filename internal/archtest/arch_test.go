@@ -316,7 +316,10 @@ var rules = map[string]rule{
 	"test/crash":                   {never: anything, modules: stdOnly},
 	// The check of the container image and Kubernetes manifests: it
 	// validates their Ward configuration with Ward's own rules.
-	"deploy":       {never: anything, modules: stdOnly, testsNever: []string{"cmd/...", "internal/app", "internal/server"}},
+	"deploy": {never: anything, modules: stdOnly, testsNever: []string{"cmd/...", "internal/app", "internal/server"}},
+	// The scale-out test: child processes, a proxy, PostgreSQL directly
+	// for the invariants, DPoP proofs of its own.
+	"test/cluster": {never: anything, modules: stdOnly, testsNever: []string{"internal/...", "cmd/..."}},
 	"test/interop": {never: anything, modules: stdOnly},
 }
 

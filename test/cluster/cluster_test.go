@@ -561,8 +561,12 @@ func (a *admin) ward(stdin string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// loop adds a user and revokes one of loaduser's active sessions about
-// every 700 ms until end.
+// revokeEvery: one of loaduser's active sessions is revoked every this
+// many rounds (its refresh worker then sees invalid_grant for good).
+const revokeEvery = 12
+
+// loop adds a user about every 700 ms until end and now and then revokes
+// one of loaduser's active sessions.
 func (a *admin) loop(ctx context.Context, end time.Time) {
 	a.revokedAt = map[string]time.Time{}
 	for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
@@ -572,12 +576,12 @@ func (a *admin) loop(ctx context.Context, end time.Time) {
 		} else {
 			a.users = append(a.users, name)
 		}
-		if i%2 == 1 {
+		if i%revokeEvery == revokeEvery-1 {
 			out, err := a.ward("", "session", "list", "--user", "loaduser", "--active", "--limit", "5")
 			if err == nil {
 				for _, line := range strings.Split(out, "\n") {
 					f := strings.Fields(line)
-					if len(f) > 1 && f[1] == "loaduser" && strings.HasPrefix(f[0], "s") {
+					if len(f) > 1 && f[1] == "loaduser" && f[0] != "ID" {
 						if _, err := a.ward("", "session", "revoke", f[0]); err != nil {
 							a.revokeFail++
 						} else {
