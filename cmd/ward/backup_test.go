@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +15,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ward-idp/ward/internal/secret"
 )
 
 const backupClients = `listen: 127.0.0.1:0
@@ -228,6 +233,73 @@ func TestBackupRestoreLive(t *testing.T) {
 	if _, _, code := h3.run("", "keys", "list"); code == 0 {
 		if _, errs, code := h3.run("", "logs", "verify"); code == 0 {
 			t.Errorf("the restored data verifies under another key-encryption key: %s", errs)
+		}
+	}
+}
+
+// PostgreSQL: ward backup runs pg_dump, ward restore --force pg_restore;
+// a user deleted after the backup is back after the restore, and the DSN's
+// password never reaches the tools' command lines (checked by the DSN
+// split).
+func TestBackupRestorePostgres(t *testing.T) {
+	admin := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if admin == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN is not set")
+	}
+	if _, err := exec.LookPath("pg_dump"); err != nil {
+		t.Skip("pg_dump is not installed")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	name := "ward_backup_" + strings.ToLower(secret.RandomString(8))
+	name = strings.Map(func(r rune) rune {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
+			return r
+		}
+		return '_'
+	}, name)
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`)
+	u, _ := url.Parse(admin)
+	u.Path = "/" + name
+
+	h := newHarness(t, "storage: {driver: postgres}\nbus: {driver: local}\n")
+	h.environ = append(h.environ, "WARD_STORAGE__POSTGRES__DSN="+u.String())
+	h.ok("correct horse battery\n", "user", "add", "erin", "--password-stdin")
+	bak := filepath.Join(t.TempDir(), "ward.dump")
+	if out := h.ok("", "backup", bak); !strings.Contains(out, "pg_dump custom format") {
+		t.Errorf("backup output: %s", out)
+	}
+	if st, err := os.Stat(bak); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("dump file: %v %v", st, err)
+	}
+	h.ok("", "user", "delete", "erin")
+	if out := h.ok("", "user", "list"); strings.Contains(out, "erin") {
+		t.Fatalf("erin not deleted:\n%s", out)
+	}
+	if _, errs, code := h.run("", "restore", bak); code != exitUsage || !strings.Contains(errs, "--force") {
+		t.Errorf("restore without --force: %d %s", code, errs)
+	}
+	h.ok("", "restore", "--force", bak)
+	if out := h.ok("", "user", "list"); !strings.Contains(out, "erin") {
+		t.Errorf("erin not restored:\n%s", out)
+	}
+	h.ok("", "logs", "verify")
+
+	// The DSN's password goes to the environment, not the command line.
+	for _, dsn := range []string{"postgres://ward:s3cr%40t@db:5432/ward?sslmode=verify-full", "host=db user=ward password='s3cr@t' dbname=ward"} {
+		conn, env, err := pgToolConn(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(conn, "s3cr") || !slices.Contains(env, "PGPASSWORD=s3cr@t") {
+			t.Errorf("pgToolConn(%q) = %q, PGPASSWORD in env: %v", dsn, conn, slices.Contains(env, "PGPASSWORD=s3cr@t"))
 		}
 	}
 }
