@@ -517,7 +517,7 @@ type loadReport struct {
 
 func runLoad(ctx context.Context, t *testing.T, bin, issuer, grant string, p plan) loadReport {
 	args := []string{"-issuer", issuer, "-grant", grant, "-concurrency", fmt.Sprint(p.concurrency),
-		"-duration", p.load.String(), "-warmup", "0s", "-json", "-timeout", "5s"}
+		"-duration", p.load.String(), "-warmup", "0s", "-json", "-timeout", "5s", "-resign-in"}
 	if grant == "refresh" {
 		args = append(args, "-client", "cluster-web", "-secret", webSecret, "-username", "loaduser", "-password", userPass)
 	} else {
