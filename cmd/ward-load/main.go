@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -338,7 +339,18 @@ func hidden(body string) url.Values {
 func (w *worker) setup() error {
 	ctx := context.Background()
 	if w.o.grant == "refresh" {
-		rt, err := w.signIn(ctx)
+		// The workers sign in as one user at the same moment; Ward lets at
+		// most lockout.max_failures password checks of an account run at
+		// once and answers the others like a wrong password (401, see
+		// docs/security.md): retry a few times, spread out.
+		var rt string
+		var err error
+		for attempt := range 20 {
+			if rt, err = w.signIn(ctx); err == nil {
+				break
+			}
+			time.Sleep(time.Duration(50+mathrand.IntN(200)*(1+attempt/5)) * time.Millisecond)
+		}
 		if err != nil {
 			return err
 		}
