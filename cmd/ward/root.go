@@ -141,6 +141,8 @@ overrides, for example WARD_ISSUER or WARD_STORAGE__POSTGRES__DSN
 		newGraphCmd(e),
 		newIncidentsCmd(e),
 		newDemoCmd(e),
+		newBackupCmd(e),
+		newRestoreCmd(e),
 	)
 	return root
 }

@@ -333,7 +333,15 @@ func openStore(ctx context.Context, cfg *config.Config, now func() time.Time) (s
 		}
 		return s, nil
 	case config.DriverPostgres:
-		s, err := postgres.Open(ctx, cfg.Storage.Postgres.DSN.Reveal(), postgres.WithClock(now))
+		pg := cfg.Storage.Postgres
+		s, err := postgres.Open(ctx, pg.DSN.Reveal(), postgres.WithClock(now), postgres.WithPool(postgres.Pool{
+			MaxConns:               pg.MaxConns,
+			MinConns:               pg.MinConns,
+			MaxConnLifetime:        pg.MaxConnLifetime,
+			MaxConnIdleTime:        pg.MaxConnIdleTime,
+			QueryExecMode:          pg.QueryExecMode,
+			StatementCacheCapacity: pg.StatementCacheCapacity,
+		}))
 		if err != nil {
 			return nil, fmt.Errorf("app: open postgres store: %w", err)
 		}

@@ -264,7 +264,7 @@ var rules = map[string]rule{
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo", "internal/graph",
 		"internal/device", "internal/gateway", "internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",
-		"internal/server", "internal/store", "internal/tlsutil", "internal/tokens", "internal/demo"}, never: testOnly},
+		"internal/server", "internal/store", "internal/store/sqlite", "internal/tlsutil", "internal/tokens", "internal/demo"}, never: testOnly},
 	// ward demo: wiring of its own (an embedded Ward, the gateway), played
 	// only through public interfaces: the agent, DPoP, rs, HTTP.
 	"internal/demo": {imports: []string{"agent", "agent/keystore", "dpop", "internal/app", "internal/config", "internal/gateway", "internal/secret", "internal/server", "rs"},
@@ -310,9 +310,12 @@ var rules = map[string]rule{
 	"internal/wardtest": {imports: []string{"dpop", "internal/app", "internal/clock", "internal/config", "internal/geo/geotest", "internal/secret", "internal/server"}, never: []string{"cmd/..."}},
 	// The bus conformance suite: every bus (in-process, embedded NATS,
 	// external NATS) passes it, over a real SQLite outbox.
-	"internal/bus/bustest":     {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
-	"internal/store/storetest": {imports: []string{"internal/clock", "internal/model", "internal/store"}, never: join(wiring, storeImpls), modules: stdOnly},
-	"internal/archtest":        {never: anything, modules: stdOnly},
+	"internal/bus/bustest": {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
+	// The upgrade check both backends run (data of an older schema read
+	// back after the migrations).
+	"internal/store/internal/upgradetest": {imports: []string{"internal/store"}, never: join(wiring, storeImpls), modules: stdOnly},
+	"internal/store/storetest":            {imports: []string{"internal/clock", "internal/model", "internal/store"}, never: join(wiring, storeImpls), modules: stdOnly},
+	"internal/archtest":                   {never: anything, modules: stdOnly},
 	// A software WebAuthn authenticator (real keys, CBOR and signatures)
 	// for the passkey tests.
 	"internal/identity/webauthntest": {never: anything, modules: stdOnly},
@@ -322,8 +325,14 @@ var rules = map[string]rule{
 	// The OCSF schema validator of the exporters' tests.
 	"internal/audit/ocsf/ocsftest": {never: anything, modules: stdOnly},
 	"test/crash":                   {never: anything, modules: stdOnly},
-	"test/interop":                 {never: anything, modules: stdOnly},
-	"test/browser":                 {never: anything, modules: stdOnly},
+	// The check of the container image and Kubernetes manifests: it
+	// validates their Ward configuration with Ward's own rules.
+	"deploy": {never: anything, modules: stdOnly, testsNever: []string{"cmd/...", "internal/app", "internal/server"}},
+	// The scale-out test: child processes, a proxy, PostgreSQL directly
+	// for the invariants, DPoP proofs of its own.
+	"test/cluster": {never: anything, modules: stdOnly, testsNever: []string{"internal/...", "cmd/..."}},
+	"test/interop": {never: anything, modules: stdOnly},
+	"test/browser": {never: anything, modules: stdOnly},
 }
 
 // pending: stricter rules Ward is moving to, not met yet. Each field set

@@ -126,7 +126,30 @@ type SQLite struct {
 // Postgres configures PostgreSQL.
 type Postgres struct {
 	DSN secret.String `koanf:"dsn"`
+	// MaxConns is the connection pool's size (default 16). Each
+	// concurrent request that reaches the database holds one connection
+	// for the length of its statement or transaction.
+	MaxConns int32 `koanf:"max_conns"`
+	// MinConns connections are kept open even when idle (default 0).
+	MinConns int32 `koanf:"min_conns"`
+	// MaxConnLifetime closes a connection this long after it was opened
+	// (default 1h), so that a pool follows a failover or a changed DNS
+	// name and spreads over replicas behind a connection balancer.
+	MaxConnLifetime time.Duration `koanf:"max_conn_lifetime"`
+	// MaxConnIdleTime closes a connection idle this long (default 30m).
+	MaxConnIdleTime time.Duration `koanf:"max_conn_idle_time"`
+	// QueryExecMode is how statements are sent (pgx's names):
+	// cache_statement (default: prepared once per connection and cached),
+	// cache_describe, describe_exec, exec or simple_protocol. Behind a
+	// transaction-pooling PgBouncer use describe_exec or exec.
+	QueryExecMode string `koanf:"query_exec_mode"`
+	// StatementCacheCapacity is the number of prepared statements (or
+	// descriptions) cached per connection (default 512).
+	StatementCacheCapacity int `koanf:"statement_cache_capacity"`
 }
+
+// PostgresQueryExecModes are the accepted storage.postgres.query_exec_mode values.
+var PostgresQueryExecModes = []string{"cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"}
 
 // KEK says where the key-encryption key comes from.
 type KEK struct {
@@ -392,10 +415,16 @@ type StaticUser struct {
 // depend on data_dir are filled in by Load (see ResolvePaths).
 func Default() *Config {
 	return &Config{
-		Issuer:            "http://127.0.0.1:8700",
-		Listen:            "127.0.0.1:8700",
-		DataDir:           "./ward-data",
-		Storage:           Storage{Driver: DriverSQLite},
+		Issuer:  "http://127.0.0.1:8700",
+		Listen:  "127.0.0.1:8700",
+		DataDir: "./ward-data",
+		Storage: Storage{Driver: DriverSQLite, Postgres: Postgres{
+			MaxConns:               16,
+			MaxConnLifetime:        time.Hour,
+			MaxConnIdleTime:        30 * time.Minute,
+			QueryExecMode:          "cache_statement",
+			StatementCacheCapacity: 512,
+		}},
 		KEK:               KEK{Env: "WARD_KEK"},
 		ConditionalAccess: ConditionalAccess{PollInterval: 5 * time.Second},
 		Incidents:         Incidents{Window: 24 * time.Hour, Retention: 365 * 24 * time.Hour},

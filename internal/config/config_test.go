@@ -214,6 +214,20 @@ func TestValidate(t *testing.T) {
 		{"driver unknown", func(c *Config) { c.Storage.Driver = "mysql" }, "storage.driver"},
 		{"postgres without dsn", func(c *Config) { c.Storage.Driver = "postgres" }, "storage.postgres.dsn"},
 		{"postgres with dsn", func(c *Config) { c.Storage.Driver = "postgres"; c.Storage.Postgres.DSN = "postgres://x" }, ""},
+		{"pg max conns zero", func(c *Config) { c.Storage.Postgres.MaxConns = 0 }, "storage.postgres.max_conns"},
+		{"pg max conns huge", func(c *Config) { c.Storage.Postgres.MaxConns = 5000 }, "storage.postgres.max_conns"},
+		{"pg min conns negative", func(c *Config) { c.Storage.Postgres.MinConns = -1 }, "storage.postgres.min_conns"},
+		{"pg min > max", func(c *Config) { c.Storage.Postgres.MaxConns = 4; c.Storage.Postgres.MinConns = 5 }, "storage.postgres.min_conns"},
+		{"pg min = max", func(c *Config) { c.Storage.Postgres.MaxConns = 4; c.Storage.Postgres.MinConns = 4 }, ""},
+		{"pg lifetime short", func(c *Config) { c.Storage.Postgres.MaxConnLifetime = time.Second }, "storage.postgres.max_conn_lifetime"},
+		{"pg idle zero", func(c *Config) { c.Storage.Postgres.MaxConnIdleTime = 0 }, "storage.postgres.max_conn_idle_time"},
+		{"pg exec mode", func(c *Config) { c.Storage.Postgres.QueryExecMode = "prepare" }, "storage.postgres.query_exec_mode"},
+		{"pg exec mode exec", func(c *Config) { c.Storage.Postgres.QueryExecMode = "exec" }, ""},
+		{"pg cache zero", func(c *Config) { c.Storage.Postgres.StatementCacheCapacity = 0 }, "storage.postgres.statement_cache_capacity"},
+		{"pg dsn pool param", func(c *Config) {
+			c.Storage.Driver = "postgres"
+			c.Storage.Postgres.DSN = "postgres://u:hunter2@db/ward?pool_max_conns=32"
+		}, "storage.postgres.dsn"},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level"},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"zero access ttl", func(c *Config) { c.Tokens.AccessTokenTTL = 0 }, "tokens.access_token_ttl"},
@@ -479,5 +493,50 @@ func TestConsoleConfig(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "console.session_lifetime") {
 			t.Errorf("session_lifetime %s: %v", bad, err)
 		}
+	}
+}
+
+func TestPostgresPoolKeys(t *testing.T) {
+	cfg, err := load(t, "storage:\n  driver: postgres\n  postgres:\n    max_conns: 24\n    min_conns: 2\n    max_conn_lifetime: 20m\n",
+		"WARD_STORAGE__POSTGRES__DSN=postgres://u:p@db/ward",
+		"WARD_STORAGE__POSTGRES__QUERY_EXEC_MODE=describe_exec",
+		"WARD_STORAGE__POSTGRES__STATEMENT_CACHE_CAPACITY=64",
+		"WARD_STORAGE__POSTGRES__MAX_CONN_IDLE_TIME=5m",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := cfg.Storage.Postgres
+	got := []any{pg.MaxConns, pg.MinConns, pg.MaxConnLifetime, pg.MaxConnIdleTime, pg.QueryExecMode, pg.StatementCacheCapacity}
+	want := []any{int32(24), int32(2), 20 * time.Minute, 5 * time.Minute, "describe_exec", 64}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("pool keys: got %v, want %v", got, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+
+	d := Default()
+	if d.Storage.Postgres.MaxConns != 16 || d.Storage.Postgres.QueryExecMode != "cache_statement" {
+		t.Errorf("defaults: max_conns %d, mode %q; want 16, cache_statement", d.Storage.Postgres.MaxConns, d.Storage.Postgres.QueryExecMode)
+	}
+
+	// A pool parameter in the DSN conflicts with the keys; the error
+	// names the parameter but never echoes the DSN (it holds a password).
+	d.Storage.Driver = DriverPostgres
+	d.Storage.Postgres.DSN = "postgres://ward:hunter2-secret@db/ward?pool_max_conns=32&default_query_exec_mode=exec"
+	d.ResolvePaths()
+	err = d.Validate()
+	if err == nil {
+		t.Fatal("a DSN with pool_max_conns validated")
+	}
+	msg := err.Error()
+	for _, want := range []string{"pool_max_conns: set storage.postgres.max_conns", "default_query_exec_mode: set storage.postgres.query_exec_mode"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "hunter2") {
+		t.Errorf("error leaks the DSN's password: %q", msg)
 	}
 }

@@ -75,6 +75,7 @@ func (c *Config) Validate() error {
 	default:
 		v.add("storage.driver", "%q is not one of %s", c.Storage.Driver, strings.Join(Drivers, ", "))
 	}
+	c.validatePostgresPool(v)
 	if c.KEK.File == "" && c.KEK.Env == "" {
 		v.add("kek", "set kek.file or kek.env")
 	}
@@ -407,4 +408,44 @@ func (c *Config) TrustedProxyPrefixes() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// validatePostgresPool checks the pool and statement settings (whatever
+// the driver, so that a mistake shows before a switch to PostgreSQL).
+func (c *Config) validatePostgresPool(v *validator) {
+	pg := c.Storage.Postgres
+	if pg.MaxConns < 1 || pg.MaxConns > 1000 {
+		v.add("storage.postgres.max_conns", "must be 1..1000")
+	}
+	if pg.MinConns < 0 {
+		v.add("storage.postgres.min_conns", "must not be negative")
+	} else if pg.MinConns > pg.MaxConns && pg.MaxConns >= 1 {
+		v.add("storage.postgres.min_conns", "%d is more than storage.postgres.max_conns (%d)", pg.MinConns, pg.MaxConns)
+	}
+	if pg.MaxConnLifetime < time.Minute {
+		v.add("storage.postgres.max_conn_lifetime", "must be at least 1m")
+	}
+	if pg.MaxConnIdleTime < time.Second {
+		v.add("storage.postgres.max_conn_idle_time", "must be at least 1s")
+	}
+	if !slices.Contains(PostgresQueryExecModes, pg.QueryExecMode) {
+		v.add("storage.postgres.query_exec_mode", "%q is not one of %s", pg.QueryExecMode, strings.Join(PostgresQueryExecModes, ", "))
+	}
+	if pg.StatementCacheCapacity < 1 || pg.StatementCacheCapacity > 100000 {
+		v.add("storage.postgres.statement_cache_capacity", "must be 1..100000")
+	}
+	// The DSN's own pool parameters would be silently overridden by the
+	// keys above: refuse the ambiguity. (Only parameter names are
+	// reported, never the DSN, which can hold a password.)
+	dsn := strings.ToLower(pg.DSN.Reveal())
+	for param, key := range map[string]string{
+		"pool_max_conns": "max_conns", "pool_min_conns": "min_conns",
+		"pool_max_conn_lifetime": "max_conn_lifetime", "pool_max_conn_idle_time": "max_conn_idle_time",
+		"default_query_exec_mode": "query_exec_mode", "statement_cache_capacity": "statement_cache_capacity",
+		"description_cache_capacity": "statement_cache_capacity",
+	} {
+		if strings.Contains(dsn, param+"=") {
+			v.add("storage.postgres.dsn", "has %s: set storage.postgres.%s instead", param, key)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -90,6 +91,35 @@ func TestStrictTransportSecurity(t *testing.T) {
 			if got := resp.Header.Get("Strict-Transport-Security"); got != tc.want {
 				t.Errorf("issuer %q, %s: Strict-Transport-Security %q, want %q", tc.issuer, path, got, tc.want)
 			}
+		}
+	}
+}
+
+// /livez answers while the process serves; /healthz also needs the store.
+func TestLivezHealthz(t *testing.T) {
+	in := wardtest.Start(t, wardtest.Options{})
+	for _, path := range []string{"/livez", "/healthz"} {
+		resp, err := http.Get(in.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+			t.Errorf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	if err := in.App.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]int{"/livez": http.StatusOK, "/healthz": http.StatusServiceUnavailable} {
+		resp, err := http.Get(in.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("store closed, %s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
 }

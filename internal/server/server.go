@@ -139,6 +139,13 @@ func New(a *app.App) (*Server, error) {
 		a.Changes.Subscribe("ssf-token-cache", forgetRetired)
 	}
 	mux.Handle("GET /static/", web.Static())
+	// /livez: the process serves HTTP (a liveness probe: a database outage
+	// must not restart every replica). /healthz: the store answers too (a
+	// readiness probe and a load balancer's health check).
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.Store.Ping(r.Context()); err != nil {
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)

@@ -142,6 +142,7 @@ func (w *wardSetup) start(t *testing.T, addr string) *node {
 	if w.pgDSN != "" {
 		cfg.Storage.Driver = config.DriverPostgres
 		cfg.Storage.Postgres.DSN = secret.String(w.pgDSN)
+		cfg.Storage.Postgres.MaxConns = 4
 	}
 	a, err := app.OpenWith(context.Background(), cfg, slog.New(slog.DiscardHandler),
 		app.Options{LookupEnv: func(string) (string, bool) { return "", false }})

@@ -157,6 +157,10 @@ func start(t testing.TB, o Options, ln net.Listener, prev *Instance) *Instance {
 	case o.PostgresDSN != "":
 		cfg.Storage.Driver = config.DriverPostgres
 		cfg.Storage.Postgres.DSN = secret.String(freshDatabase(t, o.PostgresDSN))
+		// Tests run many instances in parallel on one PostgreSQL (100
+		// connections by default): a small pool each, as before the
+		// default became 16.
+		cfg.Storage.Postgres.MaxConns = 4
 	}
 	if o.Configure != nil {
 		o.Configure(cfg)

@@ -36,6 +36,7 @@ var migrations embed.FS
 type Store struct {
 	*sqlstore.Store
 	schema string
+	pool   *pgxpool.Pool
 }
 
 // Schema returns the schema given to WithSchema ("" when none).
@@ -47,6 +48,83 @@ type options struct {
 	now      func() time.Time
 	schema   string
 	maxConns int32
+	pool     *Pool
+}
+
+// Pool holds the connection pool and statement settings (zero fields keep
+// pgx's defaults, or the DSN's pool_* parameters).
+type Pool struct {
+	MaxConns        int32
+	MinConns        int32
+	MaxConnLifetime time.Duration
+	MaxConnIdleTime time.Duration
+	// QueryExecMode is one of QueryExecModes ("" keeps cache_statement).
+	QueryExecMode string
+	// StatementCacheCapacity sizes both the prepared-statement and the
+	// description cache of each connection (0 keeps pgx's 512).
+	StatementCacheCapacity int
+}
+
+// QueryExecModes maps the names accepted in Pool.QueryExecMode to pgx's modes.
+var QueryExecModes = map[string]pgx.QueryExecMode{
+	"cache_statement": pgx.QueryExecModeCacheStatement,
+	"cache_describe":  pgx.QueryExecModeCacheDescribe,
+	"describe_exec":   pgx.QueryExecModeDescribeExec,
+	"exec":            pgx.QueryExecModeExec,
+	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+}
+
+// WithPool applies the pool and statement settings of the configuration.
+func WithPool(p Pool) Option { return func(o *options) { o.pool = &p } }
+
+// apply sets p's non-zero fields on cfg.
+func (p *Pool) apply(cfg *pgxpool.Config) error {
+	if p.MaxConns > 0 {
+		cfg.MaxConns = p.MaxConns
+	}
+	if p.MinConns > 0 {
+		cfg.MinConns = p.MinConns
+	}
+	if cfg.MinConns > cfg.MaxConns {
+		return fmt.Errorf("postgres: min_conns %d is more than max_conns %d", cfg.MinConns, cfg.MaxConns)
+	}
+	if p.MaxConnLifetime > 0 {
+		cfg.MaxConnLifetime = p.MaxConnLifetime
+	}
+	if p.MaxConnIdleTime > 0 {
+		cfg.MaxConnIdleTime = p.MaxConnIdleTime
+	}
+	if p.QueryExecMode != "" {
+		mode, ok := QueryExecModes[p.QueryExecMode]
+		if !ok {
+			return fmt.Errorf("postgres: unknown query exec mode %q", p.QueryExecMode)
+		}
+		cfg.ConnConfig.DefaultQueryExecMode = mode
+	}
+	if p.StatementCacheCapacity > 0 {
+		cfg.ConnConfig.StatementCacheCapacity = p.StatementCacheCapacity
+		cfg.ConnConfig.DescriptionCacheCapacity = p.StatementCacheCapacity
+	}
+	return nil
+}
+
+// PoolStat is a snapshot of the pool's state.
+type PoolStat struct {
+	MaxConns, TotalConns, IdleConns, AcquiredConns int32
+	QueryExecMode                                  string
+}
+
+// PoolStat reports the pool's size and use (for tests and monitoring).
+func (s *Store) PoolStat() PoolStat {
+	st := s.pool.Stat()
+	mode := ""
+	for name, m := range QueryExecModes {
+		if m == s.pool.Config().ConnConfig.DefaultQueryExecMode {
+			mode = name
+		}
+	}
+	return PoolStat{MaxConns: st.MaxConns(), TotalConns: st.TotalConns(), IdleConns: st.IdleConns(),
+		AcquiredConns: st.AcquiredConns(), QueryExecMode: mode}
 }
 
 // Option configures Open.
@@ -61,7 +139,8 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 // migration history. Tests use it to isolate themselves.
 func WithSchema(name string) Option { return func(o *options) { o.schema = name } }
 
-// WithMaxConns sets the pool size (default: pgxpool's, max(4, NumCPU)).
+// WithMaxConns sets the pool size (default: pgxpool's, max(4, NumCPU));
+// it wins over WithPool's MaxConns.
 func WithMaxConns(n int32) Option { return func(o *options) { o.maxConns = n } }
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
@@ -78,6 +157,11 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	}
 	if o.schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{o.schema}.Sanitize()
+	}
+	if o.pool != nil {
+		if err := o.pool.apply(cfg); err != nil {
+			return nil, err
+		}
 	}
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
@@ -112,7 +196,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		// disk; planned with the values, they walk the covering index.
 		PlanEachTime: func(args []any) []any { return append([]any{pgx.QueryExecModeExec}, args...) },
 	}
-	return &Store{Store: sqlstore.New(&database{pool: pool}, d, o.now), schema: o.schema}, nil
+	return &Store{Store: sqlstore.New(&database{pool: pool}, d, o.now), schema: o.schema, pool: pool}, nil
 }
 
 func migrate(ctx context.Context, pool *pgxpool.Pool) error {

@@ -107,3 +107,59 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestPoolSettings checks that the pool and statement settings reach the
+// pool, that impossible ones are refused, and that Ward's SQL runs in the
+// modes that do without server-side prepared statements (behind a
+// transaction-pooling PgBouncer): the whole conformance suite per mode
+// with WARD_TEST_PG_EXEC_MODES=1.
+func TestPoolSettings(t *testing.T) {
+	d := dsn(t)
+	ctx := context.Background()
+	b := make([]byte, 8)
+	rand.Read(b)
+	schema := "ward_test_" + hex.EncodeToString(b)
+	s, err := postgres.Open(ctx, d, postgres.WithSchema(schema), postgres.WithPool(postgres.Pool{
+		MaxConns: 3, MinConns: 2, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute,
+		QueryExecMode: "describe_exec", StatementCacheCapacity: 32,
+	}))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	st := s.PoolStat()
+	if st.MaxConns != 3 || st.QueryExecMode != "describe_exec" {
+		t.Errorf("PoolStat = %+v, want MaxConns 3, describe_exec", st)
+	}
+	if err := s.CreateUser(ctx, &model.User{ID: "u1", Username: "alice"}); err != nil {
+		t.Errorf("CreateUser: %v", err)
+	}
+	s.Close()
+	if conn, err := pgx.Connect(ctx, d); err == nil {
+		_, _ = conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+		conn.Close(ctx)
+	}
+
+	for _, bad := range []postgres.Pool{
+		{MaxConns: 2, MinConns: 3},
+		{QueryExecMode: "prepare"},
+	} {
+		if s, err := postgres.Open(ctx, d, postgres.WithPool(bad)); err == nil {
+			s.Close()
+			t.Errorf("Open(%+v) succeeded", bad)
+		}
+	}
+
+	// The conformance suite takes minutes per mode on a small machine:
+	// the whole of it runs per mode when asked (it passed in both).
+	if os.Getenv("WARD_TEST_PG_EXEC_MODES") == "" {
+		t.Log("set WARD_TEST_PG_EXEC_MODES=1 to run the conformance suite in the exec and simple_protocol modes")
+		return
+	}
+	for _, mode := range []string{"exec", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+				return open(t, d, postgres.WithClock(now), postgres.WithPool(postgres.Pool{QueryExecMode: mode}))
+			})
+		})
+	}
+}

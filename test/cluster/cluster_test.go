@@ -1,0 +1,726 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ward-idp/ward/dpop"
+)
+
+const (
+	natsServer = "/usr/sbin/nats-server"
+	testKEK    = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	svcSecret  = "cluster-service-secret-0123456789-abcdefgh"
+	webSecret  = "cluster-web-secret-0123456789-abcdefghijkl"
+	userPass   = "cluster-user-password-0123"
+)
+
+// plan is what a run does: the reduced run in CI, the full one with
+// WARD_CLUSTER_FULL=1.
+type plan struct {
+	load        time.Duration
+	concurrency int
+	faults      []fault
+}
+
+type fault struct {
+	at     time.Duration
+	what   string // "replica" or "nats"
+	index  int
+	downed time.Duration
+}
+
+func runPlan() plan {
+	if os.Getenv("WARD_CLUSTER_FULL") != "" {
+		return plan{load: 90 * time.Second, concurrency: 8, faults: []fault{
+			{10 * time.Second, "replica", 1, 5 * time.Second},
+			{25 * time.Second, "nats", 1, 5 * time.Second},
+			{40 * time.Second, "replica", 0, 5 * time.Second},
+			{55 * time.Second, "nats", 0, 5 * time.Second},
+			{70 * time.Second, "replica", 2, 5 * time.Second},
+		}}
+	}
+	return plan{load: 24 * time.Second, concurrency: 4, faults: []fault{
+		{6 * time.Second, "replica", 1, 3 * time.Second},
+		{14 * time.Second, "nats", 1, 3 * time.Second},
+	}}
+}
+
+func TestCluster(t *testing.T) {
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN is not set; the cluster test needs PostgreSQL")
+	}
+	if _, err := os.Stat(natsServer); err != nil {
+		t.Skipf("%s is missing; the cluster test needs nats-server (Debian package nats-server)", natsServer)
+	}
+	p := runPlan()
+	dir := t.TempDir()
+	bins := buildBinaries(t, dir)
+	db := freshDatabase(t, dsn)
+
+	// NATS JetStream cluster.
+	nc := startNATSCluster(t, filepath.Join(dir, "nats"))
+
+	// Ward replicas: the same port on three loopback addresses, so the
+	// issuer (the proxy on 127.0.0.1) names the same port.
+	port := freePort(t)
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfgFile := filepath.Join(dir, "ward.yaml")
+	writeConfig(t, cfgFile, dir, issuer, nc.clientURLs())
+	env := append(childEnv(), "WARD_KEK="+testKEK, "WARD_STORAGE__POSTGRES__DSN="+db.dsn)
+	var reps []*replica
+	for i := range 3 {
+		reps = append(reps, &replica{t: t, bin: bins.ward, cfg: cfgFile, env: env,
+			addr: fmt.Sprintf("127.0.0.%d:%d", 11+i, port), log: filepath.Join(dir, fmt.Sprintf("ward-%d.log", i))})
+	}
+	reps[0].start() // migrates the schema
+	reps[0].waitHealthy(60 * time.Second)
+	reps[1].start()
+	reps[2].start()
+	reps[1].waitHealthy(60 * time.Second)
+	reps[2].waitHealthy(60 * time.Second)
+	t.Cleanup(func() {
+		for _, r := range reps {
+			r.kill()
+		}
+	})
+
+	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", port), reps)
+
+	// The mixed load: DPoP client credentials and sign-in + refresh
+	// chains (ward-load), admin changes (users added, sessions revoked)
+	// through the command line.
+	ctx, cancel := context.WithTimeout(context.Background(), p.load+2*time.Minute)
+	defer cancel()
+	var loads sync.WaitGroup
+	reports := make([]loadReport, 2)
+	for i, grant := range []string{"client_credentials", "refresh"} {
+		loads.Add(1)
+		go func() {
+			defer loads.Done()
+			reports[i] = runLoad(ctx, t, bins.load, issuer, grant, p)
+		}()
+	}
+	start := time.Now()
+	adm := &admin{t: t, bin: bins.ward, cfg: cfgFile, env: env}
+	var admWG sync.WaitGroup
+	admWG.Add(1)
+	go func() {
+		defer admWG.Done()
+		adm.loop(ctx, start.Add(p.load))
+	}()
+
+	// Faults.
+	for _, f := range p.faults {
+		time.Sleep(time.Until(start.Add(f.at)))
+		switch f.what {
+		case "replica":
+			t.Logf("%5.1fs kill -9 replica %d", time.Since(start).Seconds(), f.index)
+			reps[f.index].kill()
+			time.Sleep(f.downed)
+			reps[f.index].start()
+			reps[f.index].waitHealthy(60 * time.Second)
+			t.Logf("%5.1fs replica %d serving again", time.Since(start).Seconds(), f.index)
+		case "nats":
+			t.Logf("%5.1fs kill -9 NATS node %d", time.Since(start).Seconds(), f.index)
+			nc.nodes[f.index].kill()
+			time.Sleep(f.downed)
+			nc.nodes[f.index].start(t)
+			t.Logf("%5.1fs NATS node %d restarted", time.Since(start).Seconds(), f.index)
+		}
+	}
+	loads.Wait()
+	admWG.Wait()
+
+	// Invariants.
+	checkDPoPReplayAcrossReplicas(t, issuer, reps)
+	time.Sleep(3 * time.Second) // the sealer's round (audit.seal_interval 1s)
+	inv := checkInvariants(t, db, adm)
+	verify := adm.verifyLog()
+
+	var total, errs int
+	t.Logf("load %v, concurrency %d per grant, faults %d", p.load, p.concurrency, len(p.faults))
+	for i, r := range reports {
+		grant := []string{"client_credentials", "refresh"}[i]
+		n := 0
+		for _, c := range r.Errors {
+			n += c
+		}
+		total += r.OK
+		errs += n
+		t.Logf("%-18s ok %6d (%.0f/s)  errors %d %v  broken chains %d", grant, r.OK, r.TokensPerSec, n, r.Errors, r.BrokenChains)
+		if r.OK == 0 {
+			t.Errorf("%s: no successful request", grant)
+		}
+	}
+	t.Logf("proxy: %d requests, %d answered 502 (a replica died under them)", px.requests.Load(), px.failed.Load())
+	t.Logf("admin: %d users added (%d failed), %d sessions revoked (%d failed)", len(adm.users), adm.userFail, len(adm.revoked), adm.revokeFail)
+	t.Logf("invariants: %s", inv)
+	t.Logf("ward logs verify: %s", verify)
+	t.Logf("client-visible errors: %d of %d token requests (%.2f%%)", errs, total+errs, 100*float64(errs)/float64(max(1, total+errs)))
+}
+
+// --- binaries, database ---------------------------------------------------
+
+type binaries struct{ ward, load string }
+
+func buildBinaries(t *testing.T, dir string) binaries {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("the go command is not on PATH (the test builds ./cmd/ward)")
+	}
+	out, err := exec.Command(goBin, "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	b := binaries{ward: filepath.Join(dir, "ward"), load: filepath.Join(dir, "ward-load")}
+	for bin, pkg := range map[string]string{b.ward: "./cmd/ward", b.load: "./cmd/ward-load"} {
+		cmd := exec.Command(goBin, "build", "-o", bin, pkg)
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, o)
+		}
+	}
+	return b
+}
+
+type database struct {
+	dsn  string
+	conn *pgx.Conn
+}
+
+func freshDatabase(t *testing.T, admin string) *database {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("WARD_TEST_POSTGRES_DSN is set but unreachable: %v", err)
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "ward_cluster_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	db := &database{dsn: u.String()}
+	db.conn, err = pgx.Connect(ctx, db.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.conn.Close(ctx)
+		conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`)
+		conn.Close(ctx)
+	})
+	return db
+}
+
+// --- NATS cluster -----------------------------------------------------------
+
+type natsNode struct {
+	name, conf  string
+	client, mon int
+	cmd         *exec.Cmd
+	log         string
+}
+
+type natsCluster struct{ nodes []*natsNode }
+
+func (c *natsCluster) clientURLs() string {
+	var u []string
+	for _, n := range c.nodes {
+		u = append(u, fmt.Sprintf("nats://127.0.0.1:%d", n.client))
+	}
+	return strings.Join(u, ",")
+}
+
+func startNATSCluster(t *testing.T, dir string) *natsCluster {
+	t.Helper()
+	c := &natsCluster{}
+	routes := make([]int, 3)
+	for i := range 3 {
+		routes[i] = freePort(t)
+	}
+	var rl []string
+	for _, r := range routes {
+		rl = append(rl, fmt.Sprintf("nats-route://127.0.0.1:%d", r))
+	}
+	for i := range 3 {
+		n := &natsNode{name: fmt.Sprintf("n%d", i), client: freePort(t), mon: freePort(t)}
+		store := filepath.Join(dir, n.name)
+		os.MkdirAll(store, 0o700)
+		n.conf = filepath.Join(dir, n.name+".conf")
+		n.log = filepath.Join(dir, n.name+".log")
+		conf := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+http: 127.0.0.1:%d
+jetstream { store_dir: %q }
+cluster {
+  name: wardtest
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}
+`, n.name, n.client, n.mon, store, routes[i], strings.Join(rl, ", "))
+		if err := os.WriteFile(n.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		n.start(t)
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.kill()
+		}
+	})
+	// JetStream is ready when a meta leader is elected.
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var jsz struct {
+			Meta struct {
+				Leader string `json:"leader"`
+			} `json:"meta_cluster"`
+		}
+		if getJSON(fmt.Sprintf("http://127.0.0.1:%d/jsz", c.nodes[0].mon), &jsz) == nil && jsz.Meta.Leader != "" {
+			return c
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("the NATS cluster elected no JetStream meta leader")
+	return nil
+}
+
+func (n *natsNode) start(t *testing.T) {
+	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.cmd = exec.Command(natsServer, "-c", n.conf)
+	n.cmd.Stdout, n.cmd.Stderr = f, f
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func(cmd *exec.Cmd, f *os.File) { cmd.Wait(); f.Close() }(n.cmd, f)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.client)); err == nil {
+			c.Close()
+			return
+		}
+	}
+	t.Fatalf("NATS node %s did not start", n.name)
+}
+
+func (n *natsNode) kill() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		n.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+// --- Ward replicas ------------------------------------------------------------
+
+func writeConfig(t *testing.T, path, dir, issuer, natsURLs string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`issuer: %s
+data_dir: %s
+log: {level: warn, format: json}
+trusted_proxies: [127.0.0.1/32]
+storage:
+  driver: postgres
+  postgres: {max_conns: 8}
+bus:
+  driver: nats
+  nats: {url: %q, replicas: 3}
+kek: {env: WARD_KEK}
+passwords: {argon2_time: 1, argon2_memory_kib: 1024, max_concurrent: 4, max_queue: 32}
+lockout: {ip_failures_per_minute: 100000, global_failures_per_minute: 100000}
+static_clients:
+  - id: cluster-service
+    name: Cluster service
+    auth_method: client_secret_basic
+    secret: %s
+    grant_types: [client_credentials]
+    scopes: [docs.read]
+    dpop_bound_access_tokens: true
+  - id: cluster-web
+    name: Cluster web
+    auth_method: client_secret_basic
+    secret: %s
+    redirect_uris: [https://app.example/callback]
+    grant_types: [authorization_code, refresh_token]
+    scopes: [openid, profile, offline_access, docs.read]
+    dpop_bound_access_tokens: true
+static_users:
+  - username: loaduser
+    email: load@example.com
+    display_name: Load User
+    password: %s
+`, issuer, filepath.Join(dir, "data"), natsURLs, svcSecret, webSecret, userPass)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type replica struct {
+	t              *testing.T
+	bin, cfg, addr string
+	log            string
+	env            []string
+	mu             sync.Mutex
+	cmd            *exec.Cmd
+}
+
+func (r *replica) start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, err := os.OpenFile(r.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.cmd = exec.Command(r.bin, "serve", "--config", r.cfg)
+	r.cmd.Env = append(append([]string{}, r.env...), "WARD_LISTEN="+r.addr)
+	r.cmd.Stdout, r.cmd.Stderr = f, f
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	go func(cmd *exec.Cmd, f *os.File) { cmd.Wait(); f.Close() }(r.cmd, f)
+}
+
+func (r *replica) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+func (r *replica) healthy() bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + r.addr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (r *replica) waitHealthy(d time.Duration) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if r.healthy() {
+			return
+		}
+	}
+	b, _ := os.ReadFile(r.log)
+	r.t.Fatalf("replica %s is not healthy:\n%s", r.addr, tail(b, 3000))
+}
+
+// --- the proxy ----------------------------------------------------------------
+
+type proxy struct {
+	reps     []*replica
+	healthy  []atomic.Bool
+	next     atomic.Uint64
+	requests atomic.Int64
+	failed   atomic.Int64
+}
+
+// startProxy serves a round-robin reverse proxy on addr over the healthy
+// replicas (checked every 200 ms on /healthz, as a load balancer does).
+func startProxy(t *testing.T, addr string, reps []*replica) *proxy {
+	t.Helper()
+	p := &proxy{reps: reps, healthy: make([]atomic.Bool, len(reps))}
+	stop := make(chan struct{})
+	go func() {
+		for {
+			for i, r := range reps {
+				p.healthy[i].Store(r.healthy())
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	for i := range reps {
+		p.healthy[i].Store(true)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetXForwarded()
+			n := len(p.reps)
+			for range n {
+				i := int(p.next.Add(1) % uint64(n))
+				if p.healthy[i].Load() {
+					pr.Out.URL.Scheme, pr.Out.URL.Host = "http", p.reps[i].addr
+					break
+				}
+			}
+			pr.Out.Host = pr.In.Host
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.failed.Add(1)
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		},
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.requests.Add(1)
+		rp.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { close(stop); srv.Close() })
+	return p
+}
+
+// --- load and admin ---------------------------------------------------------------
+
+type loadReport struct {
+	OK           int            `json:"ok"`
+	TokensPerSec float64        `json:"tokens_per_second"`
+	Errors       map[string]int `json:"errors"`
+	BrokenChains int            `json:"broken_chains"`
+}
+
+func runLoad(ctx context.Context, t *testing.T, bin, issuer, grant string, p plan) loadReport {
+	args := []string{"-issuer", issuer, "-grant", grant, "-concurrency", fmt.Sprint(p.concurrency),
+		"-duration", p.load.String(), "-warmup", "0s", "-json", "-timeout", "5s", "-resign-in"}
+	if grant == "refresh" {
+		args = append(args, "-client", "cluster-web", "-secret", webSecret, "-username", "loaduser", "-password", userPass)
+	} else {
+		args = append(args, "-client", "cluster-service", "-secret", svcSecret, "-scope", "docs.read")
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = childEnv()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Errorf("ward-load %s: %v\n%s", grant, err, tail(errb.Bytes(), 2000))
+		return loadReport{}
+	}
+	var r loadReport
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Errorf("ward-load %s output: %v\n%s", grant, err, out.String())
+	}
+	return r
+}
+
+type admin struct {
+	t              *testing.T
+	bin, cfg       string
+	env            []string
+	users, revoked []string
+	revokedAt      map[string]time.Time
+	userFail       int
+	revokeFail     int
+}
+
+func (a *admin) ward(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(a.bin, append([]string{"--config", a.cfg}, args...)...)
+	cmd.Env = a.env
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%v: %s", err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// revokeEvery: one of loaduser's active sessions is revoked every this
+// many rounds (its refresh worker then sees invalid_grant for good).
+const revokeEvery = 12
+
+// loop adds a user about every 700 ms until end and now and then revokes
+// one of loaduser's active sessions.
+func (a *admin) loop(ctx context.Context, end time.Time) {
+	a.revokedAt = map[string]time.Time{}
+	for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
+		name := fmt.Sprintf("cluster-user-%03d", i)
+		if _, err := a.ward("correct horse battery staple\n", "user", "add", name, "--password-stdin"); err != nil {
+			a.userFail++
+		} else {
+			a.users = append(a.users, name)
+		}
+		if i%revokeEvery == revokeEvery-1 {
+			out, err := a.ward("", "session", "list", "--user", "loaduser", "--active", "--limit", "5")
+			if err == nil {
+				for _, line := range strings.Split(out, "\n") {
+					f := strings.Fields(line)
+					if len(f) > 1 && f[1] == "loaduser" && f[0] != "ID" {
+						if _, err := a.ward("", "session", "revoke", f[0]); err != nil {
+							a.revokeFail++
+						} else {
+							a.revoked = append(a.revoked, f[0])
+						}
+						break
+					}
+				}
+			}
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
+}
+
+func (a *admin) verifyLog() string {
+	out, err := a.ward("", "logs", "verify", "--json")
+	var rep struct {
+		OK      bool  `json:"ok"`
+		Records int64 `json:"records"`
+	}
+	if jerr := json.Unmarshal([]byte(out), &rep); err != nil || jerr != nil || !rep.OK || rep.Records == 0 {
+		a.t.Errorf("ward logs verify: %v %v\n%s", err, jerr, out)
+	}
+	return fmt.Sprintf("ok=%v, %d records", rep.OK, rep.Records)
+}
+
+// --- invariants -------------------------------------------------------------------
+
+// checkDPoPReplayAcrossReplicas sends one DPoP proof to one replica and
+// then, replayed, to the others: only the first is accepted.
+func checkDPoPReplayAcrossReplicas(t *testing.T, issuer string, reps []*replica) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, err := dpop.NewSigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := s.Proof(http.MethodPost, issuer+"/token", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := strings.TrimPrefix(issuer, "http://")
+	for i, r := range reps {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+r.addr+"/token", strings.NewReader("grant_type=client_credentials&scope=docs.read"))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("DPoP", proof)
+		req.SetBasicAuth("cluster-service", svcSecret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if i == 0 && resp.StatusCode != http.StatusOK {
+			t.Errorf("fresh proof at replica 0: %d %s", resp.StatusCode, body)
+		}
+		if i > 0 && (resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "invalid_dpop_proof")) {
+			t.Errorf("proof replayed at replica %d: %d %s (want 400 invalid_dpop_proof)", i, resp.StatusCode, body)
+		}
+	}
+}
+
+func checkInvariants(t *testing.T, db *database, a *admin) string {
+	t.Helper()
+	ctx := context.Background()
+	count := func(q string, args ...any) int64 {
+		var n int64
+		if err := db.conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return n
+	}
+	// Every admin change that succeeded is there.
+	for _, u := range a.users {
+		if count(`SELECT count(*) FROM users WHERE username = $1`, u) != 1 {
+			t.Errorf("user %s was added but is missing", u)
+		}
+	}
+	// No lost revocation: revoked sessions stay revoked, and no refresh
+	// token of theirs was issued after the revocation.
+	for _, id := range a.revoked {
+		if count(`SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at <> 0`, id) != 1 {
+			t.Errorf("session %s was revoked but is not", id)
+		}
+		if n := count(`SELECT count(*) FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE s.id = $1 AND r.created_at > s.revoked_at`, id); n != 0 {
+			t.Errorf("session %s: %d refresh tokens issued after its revocation", id, n)
+		}
+	}
+	// Each refresh family has at most one live token.
+	if n := count(`SELECT count(*) FROM (SELECT session_id FROM refresh_tokens WHERE rotated_at = 0 GROUP BY session_id, client_id HAVING count(*) > 1) x`); n != 0 {
+		t.Errorf("%d refresh families with more than one live token", n)
+	}
+	// Every event once.
+	if n := count(`SELECT count(*) FROM (SELECT id FROM events GROUP BY id HAVING count(*) > 1) x`); n != 0 {
+		t.Errorf("%d events recorded more than once", n)
+	}
+	events := count(`SELECT count(*) FROM events`)
+	sessions := count(`SELECT count(*) FROM sessions`)
+	families := count(`SELECT count(DISTINCT session_id) FROM refresh_tokens`)
+	return fmt.Sprintf("%d events (none twice), %d sessions, %d refresh families (none with two live tokens), %d revocations kept, %d admin-added users present",
+		events, sessions, families, len(a.revoked), len(a.users))
+}
+
+// --- helpers ----------------------------------------------------------------------
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func getJSON(u string, v any) error {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WARD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
