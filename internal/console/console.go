@@ -125,7 +125,9 @@ type Deps struct {
 	Sessions Sessions
 	Devices  Devices
 	Risk     Risk
-	Audit    AuditLog
+	// Incidents is the incident service; nil: no incident pages.
+	Incidents Incidents
+	Audit     AuditLog
 	// Verify checks the audit log's hash chain and signed checkpoints
 	// (chain.Verify); nil: the logs page shows no verification.
 	Verify func(ctx context.Context) (*chain.Report, error)
@@ -264,6 +266,15 @@ func (c *Console) routes() {
 	c.handle("GET "+Prefix+"/devices", PermView, c.handleDevices)
 	c.handle("GET "+Prefix+"/devices/{id}", PermView, c.handleDevice)
 	c.handle("POST "+Prefix+"/devices/{id}/{action}", PermManageDevices, c.handleDeviceAction)
+	if c.d.Incidents != nil {
+		c.handle("GET "+Prefix+"/incidents", PermView, c.handleIncidents)
+		c.handle("GET "+Prefix+"/incidents/{ref}", PermView, c.handleIncident)
+		c.handle("POST "+Prefix+"/incidents/{ref}/assign", PermManageIncidents, c.incidentAction(c.handleIncidentAssign))
+		c.handle("POST "+Prefix+"/incidents/{ref}/comment", PermManageIncidents, c.incidentAction(c.handleIncidentComment))
+		c.handle("POST "+Prefix+"/incidents/{ref}/status", PermManageIncidents, c.incidentAction(c.handleIncidentStatus))
+		c.handle("POST "+Prefix+"/incidents/{ref}/merge", PermManageIncidents, c.incidentAction(c.handleIncidentMerge))
+		c.handle("POST "+Prefix+"/incidents/{ref}/act", PermManageIncidents, c.handleIncidentAct)
+	}
 	c.handle("GET "+Prefix+"/logs", PermViewLogs, c.handleLogs)
 	c.handle("GET "+Prefix+"/logs/verification", PermViewLogs, c.handleVerification)
 	c.handle("GET "+Prefix+"/logs/export", PermExportLogs, c.handleExport)

@@ -30,15 +30,18 @@ const (
 	// PermManageRisk: dismiss detections as false positives, confirm
 	// that an account is compromised.
 	PermManageRisk Permission = "risk.manage"
+	// PermManageIncidents: assign, comment, close, reopen and merge
+	// incidents and take their response actions.
+	PermManageIncidents Permission = "incidents.manage"
 )
 
 // rolePermissions is what each role may do (docs/console.md has the
 // table). model.RoleAdmin is the global administrator.
 var rolePermissions = map[string][]Permission{
 	model.RoleAdmin: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions, PermDisableUsers,
-		PermResetPasswords, PermManageDevices, PermManageRisk},
+		PermResetPasswords, PermManageDevices, PermManageRisk, PermManageIncidents},
 	model.RoleSecurityOperator: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions,
-		PermDisableUsers, PermManageDevices, PermManageRisk},
+		PermDisableUsers, PermManageDevices, PermManageRisk, PermManageIncidents},
 	model.RoleHelpdesk: {PermSignOut, PermView, PermViewLogs, PermRevokeSessions, PermResetPasswords},
 	model.RoleReader:   {PermSignOut, PermView, PermViewLogs},
 }

@@ -35,5 +35,8 @@ func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler) (*cons
 	if a.Risk != nil {
 		d.Risk = a.Risk
 	}
+	if a.Incidents != nil {
+		d.Incidents = a.Incidents
+	}
 	return console.New(d)
 }
