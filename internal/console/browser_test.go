@@ -20,6 +20,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
@@ -187,6 +188,9 @@ func seed(t *testing.T, in *wardtest.Instance) map[string]string {
 			t.Fatal(err)
 		}
 		if err := in.App.Risk.HandleDetection(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.App.Incidents.HandleDetection(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -402,6 +406,67 @@ func TestBrowser(t *testing.T) {
 		t.Error("no risk.dismissed with the typed reason")
 	}
 	check("dismiss")
+	// Incidents: the list, george's incident; comment, revoke his
+	// sessions with the response form, resolve with a reason.
+	george := ids["george"]
+	incs, err := in.App.Incidents.List(context.Background(), incident.Filter{UserID: george})
+	if err != nil || len(incs) != 1 {
+		t.Fatalf("george's incidents: %v %v", incs, err)
+	}
+	inc := incs[0].Name
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/incidents"), chromedp.WaitVisible(chromedp.CSS(`table.list`))); err != nil {
+		t.Fatal(err)
+	}
+	if l := text("table.list"); !strings.Contains(l, inc) || !strings.Contains(l, "Lateral Movement") {
+		t.Errorf("incident list: %q", l)
+	}
+	shot("incidents-desktop")
+	check("incidents")
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/incidents/"+inc), chromedp.WaitVisible(chromedp.ID("h-dets"))); err != nil {
+		t.Fatal(err)
+	}
+	shot("incident-desktop")
+	err = chromedp.Do(tctx,
+		chromedp.SendKeys(chromedp.ID("comment"), "Refresh token replayed from 198.51.100.201; calling george."),
+		chromedp.Click(chromedp.CSS(`form[action$="/comment"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("comment: %v", err)
+	}
+	if n := waitText(t, tctx, "ol.timeline", "calling george"); !strings.Contains(n, "calling george") {
+		t.Errorf("timeline after commenting: %q", n)
+	}
+	check("comment")
+	err = chromedp.Do(tctx,
+		chromedp.SetValue(chromedp.ID("act-action"), incident.ActionRevokeSessions),
+		chromedp.Click(chromedp.CSS(`form[action$="/act"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("response action: %v", err)
+	}
+	if n := waitText(t, tctx, "#h-result", "Revoke"); !strings.Contains(strings.ToLower(n), "revoke") {
+		t.Errorf("outcome heading: %q", n)
+	}
+	if gs, _ := in.App.Sessions.Get(context.Background(), ids["session:george:web"]); gs == nil || gs.RevokedAt.IsZero() {
+		t.Error("george's session is still active after the response action")
+	}
+	check("act")
+	err = chromedp.Do(tctx,
+		chromedp.SetValue(chromedp.ID("status"), model.IncidentResolved),
+		chromedp.SendKeys(chromedp.ID("status-reason"), "sessions revoked, password reset with george"),
+		chromedp.Click(chromedp.CSS(`form[action$="/status"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("resolve: %v", err)
+	}
+	if n := waitText(t, tctx, "p.notice", "status"); !strings.Contains(n, "status") {
+		t.Errorf("notice after resolving: %q", n)
+	}
+	if d, _ := in.App.Incidents.Get(context.Background(), inc); d == nil || d.Status != model.IncidentResolved || d.StatusReason != "sessions revoked, password reset with george" {
+		t.Errorf("incident after resolving: %+v", d)
+	}
+	shot("incident-resolved-desktop")
+	check("resolve")
 	// Sign out: the Ward session ends.
 	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS(`form[action="/console/logout"] button`))); err != nil {
 		t.Fatalf("sign out: %v", err)
@@ -458,10 +523,14 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	shot("user-phone")
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/incidents/"+inc), chromedp.WaitVisible(chromedp.ID("h-dets"))); err != nil {
+		t.Fatal(err)
+	}
+	shot("incident-phone")
 	check("phone")
 	// Readable on a phone: nothing makes the page scroll sideways (wide
 	// tables scroll in their own box).
-	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs"} {
+	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs", "/console/incidents?status=all", "/console/incidents/" + inc} {
 		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p), chromedp.WaitVisible(chromedp.CSS(`main h1`))); err != nil {
 			t.Fatal(err)
 		}

@@ -95,7 +95,7 @@ type dashboard struct {
 	OpenIncidents      int
 	IncidentsCapped    bool
 	OpenBySeverity     []namedCount
-	NewestIncidents    []*incident.Incident
+	NewestIncidents    []incidentRow
 }
 
 type namedCount struct {
@@ -489,6 +489,9 @@ func (c *Console) incidentCounts(ctx context.Context, d *dashboard) error {
 	for _, s := range []string{model.RiskHigh, model.RiskMedium, model.RiskLow} {
 		d.OpenBySeverity = append(d.OpenBySeverity, namedCount{Name: s, Count: by[s]})
 	}
-	d.NewestIncidents = list[:min(len(list), 5)]
+	users := c.lookup(ctx)
+	for _, in := range list[:min(len(list), 5)] {
+		d.NewestIncidents = append(d.NewestIncidents, incidentRow{Incident: in, Heading: heading(in.Title, users)})
+	}
 	return nil
 }

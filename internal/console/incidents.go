@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/incident"
+	"github.com/ward-idp/ward/internal/mitre"
 	"github.com/ward-idp/ward/internal/model"
 )
 
@@ -33,6 +34,23 @@ var incidentStatuses = []string{"open", model.IncidentNew, model.IncidentActive,
 type incidentRow struct {
 	*incident.Incident
 	AssigneeUser *model.User
+	// Heading is the title with user ids shown as usernames.
+	Heading string
+	// TacticNames are the ATT&CK tactics by name.
+	TacticNames []string
+}
+
+// heading is an incident's title ("type (user <id>)") with the user's
+// name instead of the id.
+func heading(title string, users *userLookup) string {
+	i := strings.LastIndex(title, "(user ")
+	if i < 0 || !strings.HasSuffix(title, ")") {
+		return title
+	}
+	if u := users.get(title[i+len("(user ") : len(title)-1]); u != nil {
+		return title[:i] + "(" + u.Username + ")"
+	}
+	return title
 }
 
 type incidentsPage struct {
@@ -84,7 +102,11 @@ func (c *Console) handleIncidents(w http.ResponseWriter, r *http.Request) {
 		list, p.More = list[:incidentPage], true
 	}
 	for _, in := range list {
-		p.Rows = append(p.Rows, incidentRow{Incident: in, AssigneeUser: users.get(in.Assignee)})
+		row := incidentRow{Incident: in, AssigneeUser: users.get(in.Assignee), Heading: heading(in.Title, users)}
+		for _, t := range in.Tactics {
+			row.TacticNames = append(row.TacticNames, mitre.TacticName(t))
+		}
+		p.Rows = append(p.Rows, row)
 	}
 	if p.Operators, err = c.incidentOperators(ctx); err != nil {
 		c.fail(w, r, err)
@@ -140,6 +162,7 @@ type entryRow struct {
 
 type incidentDetail struct {
 	*incident.Detail
+	Heading      string
 	Now          time.Time
 	AssigneeUser *model.User
 	Users        []entityRef
@@ -191,7 +214,7 @@ func (c *Console) incidentDetail(ctx context.Context, ref string) (*incidentDeta
 		return nil, err
 	}
 	users := c.lookup(ctx)
-	p := &incidentDetail{Detail: d, Now: c.d.Now(), AssigneeUser: users.get(d.Assignee), Actions: actionChoices,
+	p := &incidentDetail{Detail: d, Heading: heading(d.Title, users), Now: c.d.Now(), AssigneeUser: users.get(d.Assignee), Actions: actionChoices,
 		Open: model.IncidentOpen(d.Status), Merged: d.MergedInto != ""}
 	for _, id := range d.Entities.Users {
 		e := entityRef{Kind: "user", ID: id, Label: id, Link: userURL(id), LogLink: Prefix + "/logs?tab=audit&user=" + url.QueryEscape(id)}
@@ -259,7 +282,7 @@ func (c *Console) handleIncident(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) renderIncident(w http.ResponseWriter, r *http.Request, status int, p *incidentDetail, notice string) {
-	c.renderStatus(w, r, status, "incident.html", pageData{Title: p.Name + " " + p.Title, Nav: "incidents", Notice: notice, Data: p})
+	c.renderStatus(w, r, status, "incident.html", pageData{Title: p.Name + " " + p.Heading, Nav: "incidents", Notice: notice, Data: p})
 }
 
 func incidentURL(name string) string { return Prefix + "/incidents/" + url.PathEscape(name) }
