@@ -127,7 +127,9 @@ type Deps struct {
 	Risk     Risk
 	// Incidents is the incident service; nil: no incident pages.
 	Incidents Incidents
-	Audit     AuditLog
+	// Access is the Conditional Access service; nil: no policy pages.
+	Access Access
+	Audit  AuditLog
 	// Verify checks the audit log's hash chain and signed checkpoints
 	// (chain.Verify); nil: the logs page shows no verification.
 	Verify func(ctx context.Context) (*chain.Report, error)
@@ -274,6 +276,12 @@ func (c *Console) routes() {
 		c.handle("POST "+Prefix+"/incidents/{ref}/status", PermManageIncidents, c.incidentAction(c.handleIncidentStatus))
 		c.handle("POST "+Prefix+"/incidents/{ref}/merge", PermManageIncidents, c.incidentAction(c.handleIncidentMerge))
 		c.handle("POST "+Prefix+"/incidents/{ref}/act", PermManageIncidents, c.handleIncidentAct)
+	}
+	if c.d.Access != nil {
+		c.handle("GET "+Prefix+"/access", PermViewAccess, c.handleAccess)
+		c.handle("GET "+Prefix+"/access/diff", PermViewAccess, c.handleAccessDiff)
+		c.handle("GET "+Prefix+"/access/whatif", PermViewAccess, c.handleWhatIf)
+		c.handle("GET "+Prefix+"/access/report-only", PermViewAccess, c.handleReportOnly)
 	}
 	c.handle("GET "+Prefix+"/logs", PermViewLogs, c.handleLogs)
 	c.handle("GET "+Prefix+"/logs/verification", PermViewLogs, c.handleVerification)

@@ -23,9 +23,11 @@ type pageData struct {
 	Pages []Page // pages added by other parts of Ward
 	// HasIncidents: the server has the incident service.
 	HasIncidents bool
-	Message      string
-	Link         string
-	LinkText     string
+	// HasAccess: the server has the Conditional Access service.
+	HasAccess bool
+	Message   string
+	Link      string
+	LinkText  string
 	// Notice is a result shown above the page (an action done).
 	Notice string
 	Data   any
@@ -83,6 +85,7 @@ var funcs = template.FuncMap{
 		return "risk-none"
 	},
 	"statusText": func(s string) string { return strings.ReplaceAll(s, "_", " ") },
+	"prev":       func(n int64) int64 { return n - 1 },
 	"short": func(s string) string {
 		if len(s) > 12 {
 			return s[:12] + "…"
@@ -117,6 +120,7 @@ func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, status in
 	}
 	d.Pages = c.pages
 	d.HasIncidents = c.d.Incidents != nil
+	d.HasAccess = c.d.Access != nil
 	var buf bytes.Buffer
 	if err := c.t.ExecuteTemplate(&buf, name, d); err != nil {
 		c.d.Log.ErrorContext(r.Context(), "render console page", "template", name, "err", err)

@@ -33,17 +33,20 @@ const (
 	// PermManageIncidents: assign, comment, close, reopen and merge
 	// incidents and take their response actions.
 	PermManageIncidents Permission = "incidents.manage"
+	// PermViewAccess: the Conditional Access policies, their versions,
+	// named locations, What-If and report-only results (read only).
+	PermViewAccess Permission = "access.view"
 )
 
 // rolePermissions is what each role may do (docs/console.md has the
 // table). model.RoleAdmin is the global administrator.
 var rolePermissions = map[string][]Permission{
 	model.RoleAdmin: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions, PermDisableUsers,
-		PermResetPasswords, PermManageDevices, PermManageRisk, PermManageIncidents},
+		PermResetPasswords, PermManageDevices, PermManageRisk, PermManageIncidents, PermViewAccess},
 	model.RoleSecurityOperator: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions,
-		PermDisableUsers, PermManageDevices, PermManageRisk, PermManageIncidents},
-	model.RoleHelpdesk: {PermSignOut, PermView, PermViewLogs, PermRevokeSessions, PermResetPasswords},
-	model.RoleReader:   {PermSignOut, PermView, PermViewLogs},
+		PermDisableUsers, PermManageDevices, PermManageRisk, PermManageIncidents, PermViewAccess},
+	model.RoleHelpdesk: {PermSignOut, PermView, PermViewLogs, PermRevokeSessions, PermResetPasswords, PermViewAccess},
+	model.RoleReader:   {PermSignOut, PermView, PermViewLogs, PermViewAccess},
 }
 
 // RoleNames are the console's names of the roles.

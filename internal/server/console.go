@@ -35,6 +35,9 @@ func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler) (*cons
 	if a.Risk != nil {
 		d.Risk = a.Risk
 	}
+	if a.Access != nil {
+		d.Access = a.Access
+	}
 	if a.Incidents != nil {
 		d.Incidents = a.Incidents
 	}
