@@ -139,6 +139,13 @@ func seed(t *testing.T, in *wardtest.Instance) map[string]string {
 		if outcome == model.OutcomeFailure {
 			e.Actor = "anonymous"
 		}
+		if e.ClientID == "web" && typ != model.EventSignInFailed {
+			// The report-only MFA trial (policiesV2): what it would have done.
+			e.Data["ca_version"], e.Data["ca_report_only"] = "2", "ro-mfa-web=allow"
+			if e.Time.Second()%3 == 0 {
+				e.Data["ca_report_only"] = "ro-mfa-web=allow_with_controls:mfa"
+			}
+		}
 		return e
 	}
 	var evs []*model.Event
@@ -233,6 +240,8 @@ func TestBrowser(t *testing.T) {
 		}
 	}})
 	ids := seed(t, in)
+	applyPolicies(t, in, "first policies", policiesV1)
+	applyPolicies(t, in, "office excluded from the MFA trial", policiesV2)
 	shots := os.Getenv("WARD_SCREENSHOT_DIR")
 	if shots == "" {
 		shots = t.TempDir()
@@ -357,6 +366,38 @@ func TestBrowser(t *testing.T) {
 		}
 		check(p)
 	}
+	// Conditional Access: policies, the diff of the two versions, What-If
+	// typed into its form, report-only results.
+	for _, p := range []struct{ path, wait, shot string }{
+		{"/console/access", "#h-pol", "access-desktop"},
+		{"/console/access/diff?from=1&to=2", "#h-diff", "access-diff-desktop"},
+		{"/console/access/report-only", "main h1", "access-report-desktop"},
+	} {
+		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p.path), chromedp.WaitVisible(chromedp.CSS(p.wait))); err != nil {
+			t.Fatalf("%s: %v", p.path, err)
+		}
+		shot(p.shot)
+		check(p.path)
+	}
+	if r := text("main"); !strings.Contains(r, "ro-mfa-web") || !strings.Contains(r, "would have required more") || strings.Contains(r, "would have required more 0") {
+		t.Errorf("report-only results: %q", r)
+	}
+	err = chromedp.Do(tctx,
+		chromedp.Navigate(in.URL+"/console/access/whatif"),
+		chromedp.WaitVisible(chromedp.ID("wi-user")),
+		chromedp.SendKeys(chromedp.ID("wi-user"), "dana"),
+		chromedp.SendKeys(chromedp.ID("wi-app"), "native"),
+		chromedp.SendKeys(chromedp.ID("wi-ip"), "203.0.113.24"),
+		chromedp.Click(chromedp.CSS(`form[action="/console/access/whatif"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("what-if: %v", err)
+	}
+	if d := waitText(t, tctx, "main", "Blocked by"); !strings.Contains(d, "Blocked by block-native") {
+		t.Errorf("what-if for native: %q", d)
+	}
+	shot("access-whatif-desktop")
+	check("what-if")
 	// Erik's page; revoke his bearer session with its button.
 	erik, sid := ids["erik"], ids["session:erik:web"]
 	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/users/"+erik), chromedp.WaitVisible(chromedp.ID("h-sessions"))); err != nil {
@@ -530,7 +571,8 @@ func TestBrowser(t *testing.T) {
 	check("phone")
 	// Readable on a phone: nothing makes the page scroll sideways (wide
 	// tables scroll in their own box).
-	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs", "/console/incidents?status=all", "/console/incidents/" + inc} {
+	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs", "/console/incidents?status=all", "/console/incidents/" + inc,
+		"/console/access", "/console/access/diff?from=1&to=2", "/console/access/whatif?user=dana&app=native", "/console/access/report-only"} {
 		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p), chromedp.WaitVisible(chromedp.CSS(`main h1`))); err != nil {
 			t.Fatal(err)
 		}
