@@ -398,6 +398,27 @@ func TestBrowser(t *testing.T) {
 	}
 	shot("access-whatif-desktop")
 	check("what-if")
+	// Applications and signing keys: rotate the keys with the button.
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/clients/web"), chromedp.WaitVisible(chromedp.ID("h-reg"))); err != nil {
+		t.Fatal(err)
+	}
+	check("client")
+	kid := in.App.Keys.ActiveKID()
+	err = chromedp.Do(tctx,
+		chromedp.Navigate(in.URL+"/console/keys"), chromedp.WaitVisible(chromedp.CSS(`table.list`)),
+		chromedp.Click(chromedp.CSS(`form[action="/console/keys/rotate"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("rotate keys: %v", err)
+	}
+	if n := waitText(t, tctx, "p.notice", "signing key"); !strings.Contains(n, "signing key") {
+		t.Errorf("notice after rotating: %q", n)
+	}
+	if len(in.App.Keys.Keys()) < 2 || !strings.Contains(text("table.list"), kid) {
+		t.Errorf("keys after rotating: %d", len(in.App.Keys.Keys()))
+	}
+	shot("keys-desktop")
+	check("keys")
 	// Erik's page; revoke his bearer session with its button.
 	erik, sid := ids["erik"], ids["session:erik:web"]
 	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/users/"+erik), chromedp.WaitVisible(chromedp.ID("h-sessions"))); err != nil {
@@ -572,7 +593,7 @@ func TestBrowser(t *testing.T) {
 	// Readable on a phone: nothing makes the page scroll sideways (wide
 	// tables scroll in their own box).
 	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs", "/console/incidents?status=all", "/console/incidents/" + inc,
-		"/console/access", "/console/access/diff?from=1&to=2", "/console/access/whatif?user=dana&app=native", "/console/access/report-only"} {
+		"/console/access", "/console/access/diff?from=1&to=2", "/console/access/whatif?user=dana&app=native", "/console/access/report-only", "/console/clients", "/console/clients/web", "/console/keys"} {
 		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p), chromedp.WaitVisible(chromedp.CSS(`main h1`))); err != nil {
 			t.Fatal(err)
 		}

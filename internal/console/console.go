@@ -129,7 +129,11 @@ type Deps struct {
 	Incidents Incidents
 	// Access is the Conditional Access service; nil: no policy pages.
 	Access Access
-	Audit  AuditLog
+	// Clients and Keys are the client registry and the signing keys;
+	// nil: no such pages.
+	Clients Clients
+	Keys    SigningKeys
+	Audit   AuditLog
 	// Verify checks the audit log's hash chain and signed checkpoints
 	// (chain.Verify); nil: the logs page shows no verification.
 	Verify func(ctx context.Context) (*chain.Report, error)
@@ -282,6 +286,15 @@ func (c *Console) routes() {
 		c.handle("GET "+Prefix+"/access/diff", PermViewAccess, c.handleAccessDiff)
 		c.handle("GET "+Prefix+"/access/whatif", PermViewAccess, c.handleWhatIf)
 		c.handle("GET "+Prefix+"/access/report-only", PermViewAccess, c.handleReportOnly)
+	}
+	if c.d.Clients != nil {
+		c.handle("GET "+Prefix+"/clients", PermViewConfig, c.handleClients)
+		c.handle("GET "+Prefix+"/clients/{id}", PermViewConfig, c.handleClient)
+		c.handle("POST "+Prefix+"/clients/{id}/secret", PermManageClients, c.handleRotateClientSecret)
+	}
+	if c.d.Keys != nil {
+		c.handle("GET "+Prefix+"/keys", PermViewConfig, c.handleKeys)
+		c.handle("POST "+Prefix+"/keys/rotate", PermManageKeys, c.handleRotateKeys)
 	}
 	c.handle("GET "+Prefix+"/logs", PermViewLogs, c.handleLogs)
 	c.handle("GET "+Prefix+"/logs/verification", PermViewLogs, c.handleVerification)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -25,6 +26,8 @@ type pageData struct {
 	HasIncidents bool
 	// HasAccess: the server has the Conditional Access service.
 	HasAccess bool
+	// HasConfig: the server has the client registry and signing keys.
+	HasConfig bool
 	Message   string
 	Link      string
 	LinkText  string
@@ -121,6 +124,7 @@ func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, status in
 	d.Pages = c.pages
 	d.HasIncidents = c.d.Incidents != nil
 	d.HasAccess = c.d.Access != nil
+	d.HasConfig = c.d.Clients != nil && c.d.Keys != nil
 	var buf bytes.Buffer
 	if err := c.t.ExecuteTemplate(&buf, name, d); err != nil {
 		c.d.Log.ErrorContext(r.Context(), "render console page", "template", name, "err", err)
@@ -145,7 +149,7 @@ func (c *Console) errorPage(w http.ResponseWriter, r *http.Request, status int, 
 // fail answers a service error: not found, a refused input (its message
 // is the service's, meant for people), or an internal error (logged).
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, identity.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, identity.ErrNotFound) || errors.Is(err, clients.ErrNotFound) {
 		c.errorPage(w, r, http.StatusNotFound, "Not found", "It does not exist (any more).")
 		return
 	}
@@ -170,6 +174,7 @@ var notices = map[string]string{
 	"dismissed":          "The detections were dismissed as false positives; the risk level was computed again.",
 	"compromised":        "The account is confirmed compromised: its risk is high and every session was revoked.",
 	"already-done":       "Nothing to do: it was done already.",
+	"keys-rotated":       "A new signing key was created and signs from now on (or after the overlap); the previous one stays published until it retires.",
 	"incident-assigned":  "The incident was assigned.",
 	"incident-commented": "The comment was added to the timeline.",
 	"incident-status":    "The incident's status was changed.",
