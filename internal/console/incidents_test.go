@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"slices"
 	"strings"
 	"testing"
@@ -419,3 +420,43 @@ func TestIncidentSelf(t *testing.T) {
 		t.Fatal("sofia disabled herself")
 	}
 }
+
+// TestIncidentConcurrentClose: operators closing one incident at once
+// close it once: one status change recorded, the others told nothing
+// changed (the service's check and write are one transaction).
+func TestIncidentConcurrentClose(t *testing.T) {
+	in := startWard(t)
+	name := raise(t, in, detection{id: "race-1", user: userID(t, in, "bob"), ip: "203.0.113.7", severity: model.RiskLow})
+	ops := []*operator{signIn(t, in, "alice"), signIn(t, in, "sofia")}
+	toks := []string{ops[0].csrf(), ops[1].csrf()}
+	const n = 8
+	codes := make(chan int, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			<-start
+			resp, _ := ops[i%2].postForm("/console/incidents/"+name+"/status", toks[i%2], url.Values{"status": {"resolved"}, "reason": {"closed by " + itoa(i)}})
+			codes <- resp.StatusCode
+		}(i)
+	}
+	close(start)
+	for i := 0; i < n; i++ {
+		if c := <-codes; c != http.StatusSeeOther {
+			t.Errorf("close %d: %d", i, c)
+		}
+	}
+	var closes int
+	for _, e := range events(t, in, model.EventIncidentStatusChanged) {
+		if e.Data["previous_status"] == model.IncidentNew {
+			closes++
+		}
+	}
+	if closes != 1 {
+		t.Fatalf("%d status changes from new recorded, want 1", closes)
+	}
+	if d := getIncident(t, in, name); d.Status != model.IncidentResolved {
+		t.Fatalf("status %s", d.Status)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
