@@ -55,12 +55,15 @@ func heading(title string, users *userLookup) string {
 
 type incidentsPage struct {
 	Status, Severity, Assignee string
-	Statuses, Severities       []string
-	Operators                  []*model.User
-	Rows                       []incidentRow
-	Problem                    string
-	Now                        time.Time
-	More                       bool
+	// User narrows the list to incidents naming one user (an id or a
+	// username).
+	User                 string
+	Statuses, Severities []string
+	Operators            []*model.User
+	Rows                 []incidentRow
+	Problem              string
+	Now                  time.Time
+	More                 bool
 }
 
 // incidentPage is the most an incidents page shows.
@@ -87,6 +90,9 @@ func (c *Console) handleIncidents(w http.ResponseWriter, r *http.Request) {
 		f.Statuses = []string{p.Status}
 	}
 	users := c.lookup(ctx)
+	if p.User = truncate(strings.TrimSpace(q.Get("user")), maxFilterLength); p.User != "" {
+		f.UserID = c.userRef(ctx, p.User)
+	}
 	if p.Assignee != "" {
 		f.Assignee = c.userRef(ctx, p.Assignee)
 		if p.Assignee == "me" {

@@ -5,8 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +252,13 @@ func testIncidentWorkflow(t *testing.T, in *wardtest.Instance) {
 	_, body = sofia.get("/console/incidents")
 	if !strings.Contains(body, ">"+first+"<") || !strings.Contains(body, ">"+second+"<") {
 		t.Fatalf("list: %.600s", body)
+	}
+	_, body = sofia.get("/console/incidents?user=nora")
+	if strings.Contains(body, ">"+first+"<") || !strings.Contains(body, ">"+second+"<") {
+		t.Errorf("user filter: bob's incident listed for nora, or nora's not")
+	}
+	if _, body := sofia.get("/console/users/" + bob); !strings.Contains(body, `/console/incidents/`+first) || strings.Contains(body, `/console/incidents/`+second) {
+		t.Errorf("bob's page does not list his incident alone")
 	}
 	_, body = sofia.get("/console/incidents?severity=high")
 	if !strings.Contains(body, ">"+first+"<") || strings.Contains(body, ">"+second+"<") {
