@@ -215,6 +215,15 @@ func TestIncidentCSRF(t *testing.T) {
 	if n := len(events(t, in, model.EventIncidentActionTaken)); n != 0 {
 		t.Fatalf("%d incident.action_taken after forged requests", n)
 	}
+	// Hostile references name no incident.
+	for _, ref := range []string{"%00", "INC-0", "INC--1", "INC-99999999999999999999", strings.Repeat("A", 5000), "%FF%FE", "1%27%20OR%201%3D1"} {
+		if resp, body := alice.get("/console/incidents/" + ref); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("incident %.40s: %d %.200s", ref, resp.StatusCode, body)
+		}
+		if resp, _ := alice.postForm("/console/incidents/"+ref+"/comment", alice.csrf(), url.Values{"comment": {"x"}}); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("comment on incident %.40s: %d", ref, resp.StatusCode)
+		}
+	}
 	// A GET never acts.
 	if resp, _ := alice.get(path); resp.StatusCode != http.StatusMethodNotAllowed && resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET %s: %d", path, resp.StatusCode)
