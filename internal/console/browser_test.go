@@ -20,6 +20,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
@@ -138,6 +139,13 @@ func seed(t *testing.T, in *wardtest.Instance) map[string]string {
 		if outcome == model.OutcomeFailure {
 			e.Actor = "anonymous"
 		}
+		if e.ClientID == "web" && typ != model.EventSignInFailed {
+			// The report-only MFA trial (policiesV2): what it would have done.
+			e.Data["ca_version"], e.Data["ca_report_only"] = "2", "ro-mfa-web=allow"
+			if e.Time.Second()%3 == 0 {
+				e.Data["ca_report_only"] = "ro-mfa-web=allow_with_controls:mfa"
+			}
+		}
 		return e
 	}
 	var evs []*model.Event
@@ -189,6 +197,9 @@ func seed(t *testing.T, in *wardtest.Instance) map[string]string {
 		if err := in.App.Risk.HandleDetection(ctx, e); err != nil {
 			t.Fatal(err)
 		}
+		if err := in.App.Incidents.HandleDetection(ctx, e); err != nil {
+			t.Fatal(err)
+		}
 	}
 	detect("erik", ids["session:erik:spa"], "token_replay_unfamiliar_location", "medium", "0.82", "T1550.001",
 		"access token of session used from 198.51.100.201 (AS64500, Reykjavik) 40 min after a use from 203.0.113.24 (Berlin)", 78*time.Minute)
@@ -229,6 +240,8 @@ func TestBrowser(t *testing.T) {
 		}
 	}})
 	ids := seed(t, in)
+	applyPolicies(t, in, "first policies", policiesV1)
+	applyPolicies(t, in, "office excluded from the MFA trial", policiesV2)
 	shots := os.Getenv("WARD_SCREENSHOT_DIR")
 	if shots == "" {
 		shots = t.TempDir()
@@ -353,6 +366,59 @@ func TestBrowser(t *testing.T) {
 		}
 		check(p)
 	}
+	// Conditional Access: policies, the diff of the two versions, What-If
+	// typed into its form, report-only results.
+	for _, p := range []struct{ path, wait, shot string }{
+		{"/console/access", "#h-pol", "access-desktop"},
+		{"/console/access/diff?from=1&to=2", "#h-diff", "access-diff-desktop"},
+		{"/console/access/report-only", "main h1", "access-report-desktop"},
+	} {
+		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p.path), chromedp.WaitVisible(chromedp.CSS(p.wait))); err != nil {
+			t.Fatalf("%s: %v", p.path, err)
+		}
+		shot(p.shot)
+		check(p.path)
+	}
+	if r := text("main"); !strings.Contains(r, "ro-mfa-web") || !strings.Contains(r, "would have required more") || strings.Contains(r, "would have required more 0") {
+		t.Errorf("report-only results: %q", r)
+	}
+	err = chromedp.Do(tctx,
+		chromedp.Navigate(in.URL+"/console/access/whatif"),
+		chromedp.WaitVisible(chromedp.ID("wi-user")),
+		chromedp.SendKeys(chromedp.ID("wi-user"), "dana"),
+		chromedp.SendKeys(chromedp.ID("wi-app"), "native"),
+		chromedp.SendKeys(chromedp.ID("wi-ip"), "203.0.113.24"),
+		chromedp.Click(chromedp.CSS(`form[action="/console/access/whatif"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("what-if: %v", err)
+	}
+	if d := waitText(t, tctx, "main", "Blocked by"); !strings.Contains(d, "Blocked by block-native") {
+		t.Errorf("what-if for native: %q", d)
+	}
+	shot("access-whatif-desktop")
+	check("what-if")
+	// Applications and signing keys: rotate the keys with the button.
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/clients/web"), chromedp.WaitVisible(chromedp.ID("h-reg"))); err != nil {
+		t.Fatal(err)
+	}
+	check("client")
+	kid := in.App.Keys.ActiveKID()
+	err = chromedp.Do(tctx,
+		chromedp.Navigate(in.URL+"/console/keys"), chromedp.WaitVisible(chromedp.CSS(`table.list`)),
+		chromedp.Click(chromedp.CSS(`form[action="/console/keys/rotate"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("rotate keys: %v", err)
+	}
+	if n := waitText(t, tctx, "p.notice", "signing key"); !strings.Contains(n, "signing key") {
+		t.Errorf("notice after rotating: %q", n)
+	}
+	if len(in.App.Keys.Keys()) < 2 || !strings.Contains(text("table.list"), kid) {
+		t.Errorf("keys after rotating: %d", len(in.App.Keys.Keys()))
+	}
+	shot("keys-desktop")
+	check("keys")
 	// Erik's page; revoke his bearer session with its button.
 	erik, sid := ids["erik"], ids["session:erik:web"]
 	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/users/"+erik), chromedp.WaitVisible(chromedp.ID("h-sessions"))); err != nil {
@@ -402,6 +468,67 @@ func TestBrowser(t *testing.T) {
 		t.Error("no risk.dismissed with the typed reason")
 	}
 	check("dismiss")
+	// Incidents: the list, george's incident; comment, revoke his
+	// sessions with the response form, resolve with a reason.
+	george := ids["george"]
+	incs, err := in.App.Incidents.List(context.Background(), incident.Filter{UserID: george})
+	if err != nil || len(incs) != 1 {
+		t.Fatalf("george's incidents: %v %v", incs, err)
+	}
+	inc := incs[0].Name
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/incidents"), chromedp.WaitVisible(chromedp.CSS(`table.list`))); err != nil {
+		t.Fatal(err)
+	}
+	if l := text("table.list"); !strings.Contains(l, inc) || !strings.Contains(l, "Lateral Movement") {
+		t.Errorf("incident list: %q", l)
+	}
+	shot("incidents-desktop")
+	check("incidents")
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/incidents/"+inc), chromedp.WaitVisible(chromedp.ID("h-dets"))); err != nil {
+		t.Fatal(err)
+	}
+	shot("incident-desktop")
+	err = chromedp.Do(tctx,
+		chromedp.SendKeys(chromedp.ID("comment"), "Refresh token replayed from 198.51.100.201; calling george."),
+		chromedp.Click(chromedp.CSS(`form[action$="/comment"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("comment: %v", err)
+	}
+	if n := waitText(t, tctx, "ol.timeline", "calling george"); !strings.Contains(n, "calling george") {
+		t.Errorf("timeline after commenting: %q", n)
+	}
+	check("comment")
+	err = chromedp.Do(tctx,
+		chromedp.SetValue(chromedp.ID("act-action"), incident.ActionRevokeSessions),
+		chromedp.Click(chromedp.CSS(`form[action$="/act"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("response action: %v", err)
+	}
+	if n := waitText(t, tctx, "#h-result", "Revoke"); !strings.Contains(strings.ToLower(n), "revoke") {
+		t.Errorf("outcome heading: %q", n)
+	}
+	if gs, _ := in.App.Sessions.Get(context.Background(), ids["session:george:web"]); gs == nil || gs.RevokedAt.IsZero() {
+		t.Error("george's session is still active after the response action")
+	}
+	check("act")
+	err = chromedp.Do(tctx,
+		chromedp.SetValue(chromedp.ID("status"), model.IncidentResolved),
+		chromedp.SendKeys(chromedp.ID("status-reason"), "sessions revoked, password reset with george"),
+		chromedp.Click(chromedp.CSS(`form[action$="/status"] button`)),
+	)
+	if err != nil {
+		t.Fatalf("resolve: %v", err)
+	}
+	if n := waitText(t, tctx, "p.notice", "status"); !strings.Contains(n, "status") {
+		t.Errorf("notice after resolving: %q", n)
+	}
+	if d, _ := in.App.Incidents.Get(context.Background(), inc); d == nil || d.Status != model.IncidentResolved || d.StatusReason != "sessions revoked, password reset with george" {
+		t.Errorf("incident after resolving: %+v", d)
+	}
+	shot("incident-resolved-desktop")
+	check("resolve")
 	// Sign out: the Ward session ends.
 	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS(`form[action="/console/logout"] button`))); err != nil {
 		t.Fatalf("sign out: %v", err)
@@ -458,10 +585,15 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	shot("user-phone")
+	if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+"/console/incidents/"+inc), chromedp.WaitVisible(chromedp.ID("h-dets"))); err != nil {
+		t.Fatal(err)
+	}
+	shot("incident-phone")
 	check("phone")
 	// Readable on a phone: nothing makes the page scroll sideways (wide
 	// tables scroll in their own box).
-	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs"} {
+	for _, p := range []string{"/console/", "/console/users/" + erik, "/console/devices/dev-erik-x1", "/console/logs", "/console/incidents?status=all", "/console/incidents/" + inc,
+		"/console/access", "/console/access/diff?from=1&to=2", "/console/access/whatif?user=dana&app=native", "/console/access/report-only", "/console/clients", "/console/clients/web", "/console/keys"} {
 		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p), chromedp.WaitVisible(chromedp.CSS(`main h1`))); err != nil {
 			t.Fatal(err)
 		}

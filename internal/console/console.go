@@ -125,7 +125,15 @@ type Deps struct {
 	Sessions Sessions
 	Devices  Devices
 	Risk     Risk
-	Audit    AuditLog
+	// Incidents is the incident service; nil: no incident pages.
+	Incidents Incidents
+	// Access is the Conditional Access service; nil: no policy pages.
+	Access Access
+	// Clients and Keys are the client registry and the signing keys;
+	// nil: no such pages.
+	Clients Clients
+	Keys    SigningKeys
+	Audit   AuditLog
 	// Verify checks the audit log's hash chain and signed checkpoints
 	// (chain.Verify); nil: the logs page shows no verification.
 	Verify func(ctx context.Context) (*chain.Report, error)
@@ -264,6 +272,30 @@ func (c *Console) routes() {
 	c.handle("GET "+Prefix+"/devices", PermView, c.handleDevices)
 	c.handle("GET "+Prefix+"/devices/{id}", PermView, c.handleDevice)
 	c.handle("POST "+Prefix+"/devices/{id}/{action}", PermManageDevices, c.handleDeviceAction)
+	if c.d.Incidents != nil {
+		c.handle("GET "+Prefix+"/incidents", PermView, c.handleIncidents)
+		c.handle("GET "+Prefix+"/incidents/{ref}", PermView, c.handleIncident)
+		c.handle("POST "+Prefix+"/incidents/{ref}/assign", PermManageIncidents, c.incidentAction(c.handleIncidentAssign))
+		c.handle("POST "+Prefix+"/incidents/{ref}/comment", PermManageIncidents, c.incidentAction(c.handleIncidentComment))
+		c.handle("POST "+Prefix+"/incidents/{ref}/status", PermManageIncidents, c.incidentAction(c.handleIncidentStatus))
+		c.handle("POST "+Prefix+"/incidents/{ref}/merge", PermManageIncidents, c.incidentAction(c.handleIncidentMerge))
+		c.handle("POST "+Prefix+"/incidents/{ref}/act", PermManageIncidents, c.handleIncidentAct)
+	}
+	if c.d.Access != nil {
+		c.handle("GET "+Prefix+"/access", PermViewAccess, c.handleAccess)
+		c.handle("GET "+Prefix+"/access/diff", PermViewAccess, c.handleAccessDiff)
+		c.handle("GET "+Prefix+"/access/whatif", PermViewAccess, c.handleWhatIf)
+		c.handle("GET "+Prefix+"/access/report-only", PermViewAccess, c.handleReportOnly)
+	}
+	if c.d.Clients != nil {
+		c.handle("GET "+Prefix+"/clients", PermViewConfig, c.handleClients)
+		c.handle("GET "+Prefix+"/clients/{id}", PermViewConfig, c.handleClient)
+		c.handle("POST "+Prefix+"/clients/{id}/secret", PermManageClients, c.handleRotateClientSecret)
+	}
+	if c.d.Keys != nil {
+		c.handle("GET "+Prefix+"/keys", PermViewConfig, c.handleKeys)
+		c.handle("POST "+Prefix+"/keys/rotate", PermManageKeys, c.handleRotateKeys)
+	}
 	c.handle("GET "+Prefix+"/logs", PermViewLogs, c.handleLogs)
 	c.handle("GET "+Prefix+"/logs/verification", PermViewLogs, c.handleVerification)
 	c.handle("GET "+Prefix+"/logs/export", PermExportLogs, c.handleExport)

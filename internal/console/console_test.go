@@ -819,23 +819,23 @@ func TestRiskDecisions(t *testing.T) {
 // sign-in, roles and layout, and a place in the navigation.
 func TestAddPage(t *testing.T) {
 	in := startWard(t)
-	in.Server.Console.AddPage(console.Page{Path: "/incidents", Title: "Incidents", Permission: console.PermManageRisk,
+	in.Server.Console.AddPage(console.Page{Path: "/hunting", Title: "Hunting", Permission: console.PermManageRisk,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			op := console.OperatorOf(r.Context())
-			in.Server.Console.Render(w, r, "Incidents", template.HTML("<h1>Incidents</h1><p>for "+template.HTMLEscapeString(op.User.Username)+"</p>"))
+			in.Server.Console.Render(w, r, "Hunting", template.HTML("<h1>Hunting</h1><p>for "+template.HTMLEscapeString(op.User.Username)+"</p>"))
 		})})
-	if resp, _ := wardtest.Do(t, in.Browser(), http.MethodGet, in.URL+"/console/incidents", nil); resp.StatusCode != http.StatusSeeOther {
+	if resp, _ := wardtest.Do(t, in.Browser(), http.MethodGet, in.URL+"/console/hunting", nil); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("signed out: %d", resp.StatusCode)
 	}
 	sofia, rita := signIn(t, in, "sofia"), signIn(t, in, "rita")
-	resp, body := sofia.get("/console/incidents")
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<p>for sofia</p>") || !strings.Contains(body, `href="/console/incidents" aria-current="page"`) {
+	resp, body := sofia.get("/console/hunting")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "<p>for sofia</p>") || !strings.Contains(body, `href="/console/hunting" aria-current="page"`) {
 		t.Fatalf("security operator: %d %.600s", resp.StatusCode, body)
 	}
-	if resp, _ := rita.get("/console/incidents"); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := rita.get("/console/hunting"); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("reader: %d", resp.StatusCode)
 	}
-	if _, body := rita.get("/console/"); strings.Contains(body, "/console/incidents") {
+	if _, body := rita.get("/console/"); strings.Contains(body, "/console/hunting") {
 		t.Error("the reader's navigation lists a page she may not open")
 	}
 }

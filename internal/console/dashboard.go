@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/device"
+	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
@@ -87,6 +89,13 @@ type dashboard struct {
 	Noncompliant   []deviceRow
 	NoncompliantN  int
 	NoncompliantOf int
+	// Incidents: the open incidents (new, active) by severity, the newest
+	// of them; IncidentsCapped: more than were counted.
+	IncidentsAvailable bool
+	OpenIncidents      int
+	IncidentsCapped    bool
+	OpenBySeverity     []namedCount
+	NewestIncidents    []incidentRow
 }
 
 type namedCount struct {
@@ -164,6 +173,12 @@ func (c *Console) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	if all, err := c.d.Devices.List(ctx, device.Filter{Status: model.DeviceActive, Limit: 1000}); err == nil {
 		d.NoncompliantOf = len(all)
+	}
+	if c.d.Incidents != nil {
+		if err := c.incidentCounts(ctx, &d); err != nil {
+			c.fail(w, r, err)
+			return
+		}
 	}
 	c.render(w, r, "dashboard.html", pageData{Title: "Dashboard", Nav: "dashboard", Data: d})
 }
@@ -454,4 +469,29 @@ func riskLevelOf(u *model.User) string {
 		return model.RiskNone
 	}
 	return u.RiskLevel
+}
+
+// maxCountedIncidents bounds the dashboard's count of open incidents.
+const maxCountedIncidents = 1000
+
+// incidentCounts fills the open-incidents card: how many are open, by
+// severity, and the newest five.
+func (c *Console) incidentCounts(ctx context.Context, d *dashboard) error {
+	list, err := c.d.Incidents.List(ctx, incident.Filter{Statuses: []string{"open"}, Limit: maxCountedIncidents})
+	if err != nil {
+		return err
+	}
+	d.IncidentsAvailable, d.OpenIncidents, d.IncidentsCapped = true, len(list), len(list) == maxCountedIncidents
+	by := map[string]int64{}
+	for _, in := range list {
+		by[in.Severity]++
+	}
+	for _, s := range []string{model.RiskHigh, model.RiskMedium, model.RiskLow} {
+		d.OpenBySeverity = append(d.OpenBySeverity, namedCount{Name: s, Count: by[s]})
+	}
+	users := c.lookup(ctx)
+	for _, in := range list[:min(len(list), 5)] {
+		d.NewestIncidents = append(d.NewestIncidents, incidentRow{Incident: in, Heading: heading(in.Title, users)})
+	}
+	return nil
 }

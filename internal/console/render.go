@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ward-idp/ward/internal/clients"
 	"github.com/ward-idp/ward/internal/identity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -17,13 +18,19 @@ import (
 // pageData is what every template gets: the layout's fields and the
 // page's own (Data).
 type pageData struct {
-	Title    string
-	Nav      string // the active navigation entry
-	Op       *Operator
-	Pages    []Page // pages added by other parts of Ward
-	Message  string
-	Link     string
-	LinkText string
+	Title string
+	Nav   string // the active navigation entry
+	Op    *Operator
+	Pages []Page // pages added by other parts of Ward
+	// HasIncidents: the server has the incident service.
+	HasIncidents bool
+	// HasAccess: the server has the Conditional Access service.
+	HasAccess bool
+	// HasConfig: the server has the client registry and signing keys.
+	HasConfig bool
+	Message   string
+	Link      string
+	LinkText  string
 	// Notice is a result shown above the page (an action done).
 	Notice string
 	Data   any
@@ -70,6 +77,18 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.0f%%", 100*float64(part)/float64(whole))
 	},
+	"attackURL": func(id string) string {
+		return "https://attack.mitre.org/techniques/" + strings.ReplaceAll(id, ".", "/") + "/"
+	},
+	"sevClass": func(s string) string {
+		switch s {
+		case "low", "medium", "high":
+			return "risk-" + s
+		}
+		return "risk-none"
+	},
+	"statusText": func(s string) string { return strings.ReplaceAll(s, "_", " ") },
+	"prev":       func(n int64) int64 { return n - 1 },
 	"short": func(s string) string {
 		if len(s) > 12 {
 			return s[:12] + "…"
@@ -103,6 +122,9 @@ func (c *Console) renderStatus(w http.ResponseWriter, r *http.Request, status in
 		d.Op = OperatorOf(r.Context())
 	}
 	d.Pages = c.pages
+	d.HasIncidents = c.d.Incidents != nil
+	d.HasAccess = c.d.Access != nil
+	d.HasConfig = c.d.Clients != nil && c.d.Keys != nil
 	var buf bytes.Buffer
 	if err := c.t.ExecuteTemplate(&buf, name, d); err != nil {
 		c.d.Log.ErrorContext(r.Context(), "render console page", "template", name, "err", err)
@@ -127,7 +149,7 @@ func (c *Console) errorPage(w http.ResponseWriter, r *http.Request, status int, 
 // fail answers a service error: not found, a refused input (its message
 // is the service's, meant for people), or an internal error (logged).
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, store.ErrNotFound) || errors.Is(err, identity.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, identity.ErrNotFound) || errors.Is(err, clients.ErrNotFound) {
 		c.errorPage(w, r, http.StatusNotFound, "Not found", "It does not exist (any more).")
 		return
 	}
@@ -143,15 +165,20 @@ func (c *Console) done(w http.ResponseWriter, r *http.Request, to, notice string
 
 // notices are the results an action's redirect names (?done=).
 var notices = map[string]string{
-	"revoked":      "The session was revoked. Its tokens stop working at once; resources following CAE were told.",
-	"revoked-all":  "Every session of the user was revoked.",
-	"disabled":     "The account was disabled and its sessions revoked.",
-	"enabled":      "The account was enabled.",
-	"unlocked":     "The account was unlocked.",
-	"device-done":  "The device was updated.",
-	"dismissed":    "The detections were dismissed as false positives; the risk level was computed again.",
-	"compromised":  "The account is confirmed compromised: its risk is high and every session was revoked.",
-	"already-done": "Nothing to do: it was done already.",
+	"revoked":            "The session was revoked. Its tokens stop working at once; resources following CAE were told.",
+	"revoked-all":        "Every session of the user was revoked.",
+	"disabled":           "The account was disabled and its sessions revoked.",
+	"enabled":            "The account was enabled.",
+	"unlocked":           "The account was unlocked.",
+	"device-done":        "The device was updated.",
+	"dismissed":          "The detections were dismissed as false positives; the risk level was computed again.",
+	"compromised":        "The account is confirmed compromised: its risk is high and every session was revoked.",
+	"already-done":       "Nothing to do: it was done already.",
+	"keys-rotated":       "A new signing key was created and signs from now on (or after the overlap); the previous one stays published until it retires.",
+	"incident-assigned":  "The incident was assigned.",
+	"incident-commented": "The comment was added to the timeline.",
+	"incident-status":    "The incident's status was changed.",
+	"incident-merged":    "The incidents were merged into this one.",
 }
 
 func noticeOf(r *http.Request) string { return notices[r.URL.Query().Get("done")] }

@@ -30,17 +30,29 @@ const (
 	// PermManageRisk: dismiss detections as false positives, confirm
 	// that an account is compromised.
 	PermManageRisk Permission = "risk.manage"
+	// PermManageIncidents: assign, comment, close, reopen and merge
+	// incidents and take their response actions.
+	PermManageIncidents Permission = "incidents.manage"
+	// PermViewAccess: the Conditional Access policies, their versions,
+	// named locations, What-If and report-only results (read only).
+	PermViewAccess Permission = "access.view"
+	// PermViewConfig: the applications (clients) and signing keys.
+	PermViewConfig Permission = "config.view"
+	// PermManageClients: rotate a client's secret.
+	PermManageClients Permission = "clients.manage"
+	// PermManageKeys: rotate the signing keys.
+	PermManageKeys Permission = "keys.manage"
 )
 
 // rolePermissions is what each role may do (docs/console.md has the
 // table). model.RoleAdmin is the global administrator.
 var rolePermissions = map[string][]Permission{
 	model.RoleAdmin: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions, PermDisableUsers,
-		PermResetPasswords, PermManageDevices, PermManageRisk},
+		PermResetPasswords, PermManageDevices, PermManageRisk, PermManageIncidents, PermViewAccess, PermViewConfig, PermManageClients, PermManageKeys},
 	model.RoleSecurityOperator: {PermSignOut, PermView, PermViewLogs, PermExportLogs, PermRevokeSessions,
-		PermDisableUsers, PermManageDevices, PermManageRisk},
-	model.RoleHelpdesk: {PermSignOut, PermView, PermViewLogs, PermRevokeSessions, PermResetPasswords},
-	model.RoleReader:   {PermSignOut, PermView, PermViewLogs},
+		PermDisableUsers, PermManageDevices, PermManageRisk, PermManageIncidents, PermViewAccess, PermViewConfig},
+	model.RoleHelpdesk: {PermSignOut, PermView, PermViewLogs, PermRevokeSessions, PermResetPasswords, PermViewAccess, PermViewConfig},
+	model.RoleReader:   {PermSignOut, PermView, PermViewLogs, PermViewAccess, PermViewConfig},
 }
 
 // RoleNames are the console's names of the roles.

@@ -12,6 +12,7 @@ import (
 	"github.com/ward-idp/ward/internal/audit"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/session"
@@ -98,6 +99,9 @@ type userPage struct {
 	SignIns      []*audit.Record
 	NewPassword  string
 	Self         bool
+	// Incidents naming the user, newest first (nil: no incident service).
+	Incidents    []incidentRow
+	HasIncidents bool
 }
 
 // bindingOf says what a session's tokens are bound to, strongest first.
@@ -179,6 +183,17 @@ func (c *Console) userPage(r *http.Request, id string) (*userPage, error) {
 	}
 	if p.SignIns, err = c.d.Audit.ListEvents(ctx, audit.Query{UserID: u.ID, Types: signInLogTypes, Limit: 10}); err != nil {
 		return nil, err
+	}
+	if c.d.Incidents != nil {
+		p.HasIncidents = true
+		list, err := c.d.Incidents.List(ctx, incident.Filter{UserID: u.ID, Limit: 10})
+		if err != nil {
+			return nil, err
+		}
+		users := c.lookup(ctx)
+		for _, in := range list {
+			p.Incidents = append(p.Incidents, incidentRow{Incident: in, Heading: heading(in.Title, users)})
+		}
 	}
 	return p, nil
 }

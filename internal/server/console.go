@@ -35,5 +35,14 @@ func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler) (*cons
 	if a.Risk != nil {
 		d.Risk = a.Risk
 	}
+	if a.Clients != nil && a.Keys != nil {
+		d.Clients, d.Keys = a.Clients, a.Keys
+	}
+	if a.Access != nil {
+		d.Access = a.Access
+	}
+	if a.Incidents != nil {
+		d.Incidents = a.Incidents
+	}
 	return console.New(d)
 }
