@@ -34,7 +34,7 @@ const (
 	graphTop     = 34
 	graphPadX    = 8
 	graphMaxRows = 24
-	graphLabelN  = 20 // runes of a label drawn in a box
+	graphLabelN  = 17 // runes of a label drawn in a box
 )
 
 // graphColumns are the columns, left to right, and the kinds each holds.
