@@ -24,6 +24,10 @@ type Graphs interface {
 // up to the first detection and what followed the last.
 const incidentGraphMargin = 24 * time.Hour
 
+// graphTimeout bounds the drawing of a page's graph, so that a user or
+// an incident with a great many events does not hold its page for long.
+const graphTimeout = 10 * time.Second
+
 // Layout of the graph's SVG: one column per kind of entity, a box per
 // node, at most graphMaxRows boxes per column (the table lists them all).
 const (
@@ -140,10 +144,15 @@ func (c *Console) drawGraph(ctx context.Context, seeds []graph.Seed, from, to ti
 	if len(seeds) == 0 {
 		return &graphView{Problem: "Nothing to draw: no user, session, device or IP address is named."}
 	}
-	g, err := c.d.Graph.GraphFor(ctx, seeds, from, to)
+	gctx, cancel := context.WithTimeout(ctx, graphTimeout)
+	defer cancel()
+	g, err := c.d.Graph.GraphFor(gctx, seeds, from, to)
 	switch {
 	case errors.Is(err, graph.ErrInvalidQuery):
 		return &graphView{Problem: "No graph: " + strings.TrimPrefix(err.Error(), graph.ErrInvalidQuery.Error()+": ") + "."}
+	case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		c.d.Log.WarnContext(ctx, "investigation graph: too slow for the page", "err", err)
+		return &graphView{Problem: "The graph took too long to draw for this page; ward graph and the admin API's GET /graph draw it with a longer limit."}
 	case err != nil:
 		c.d.Log.ErrorContext(ctx, "investigation graph", "err", err)
 		return &graphView{Problem: "The graph could not be drawn; the server log has the details."}
@@ -244,8 +253,8 @@ func layoutGraph(g *graph.Graph) *graphView {
 	})
 	v.Width = max(graphPadX*2+len(v.Columns)*graphColW-(graphColW-graphNodeW), 320)
 	v.Height = graphTop + max(rows, 1)*graphRowH + 8
-	v.Desc = fmt.Sprintf("%d entities in %d columns and %d relations; the root cause is outlined in red. The tables below list every entity and relation.",
-		len(g.Nodes), len(v.Columns), len(g.Edges))
+	v.Desc = fmt.Sprintf("%s in %s and %s; the root cause is outlined in red. The tables below list every entity and relation.",
+		plural(len(g.Nodes), "entity", "entities"), plural(len(v.Columns), "column", "columns"), plural(len(g.Edges), "relation", "relations"))
 	return v
 }
 
@@ -308,4 +317,11 @@ func clipRunes(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
