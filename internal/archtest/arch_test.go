@@ -242,7 +242,7 @@ var rules = map[string]rule{
 	// The web console is a handler like the admin API: services through
 	// interfaces of its own, the audit record's reader (the store's
 	// interface, never a backend), Ward's resource check of its tokens.
-	"internal/console": {imports: []string{"internal/access", "internal/audit", "internal/audit/chain", "internal/bus", "internal/clients", "internal/device", "internal/identity", "internal/incident", "internal/mitre", "internal/model",
+	"internal/console": {imports: []string{"internal/access", "internal/audit", "internal/audit/chain", "internal/bus", "internal/clients", "internal/device", "internal/graph", "internal/identity", "internal/incident", "internal/mitre", "internal/model",
 		"internal/oauth", "internal/oauth/authz", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/store"}, never: notHandler},
 
 	// Configuration is read by the wiring; it knows client descriptions

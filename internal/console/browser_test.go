@@ -488,6 +488,20 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	shot("incident-desktop")
+	// Its investigation graph: the root cause in words, then the SVG with
+	// the address the replay came from outlined as the root cause.
+	if rc := text("#h-graph ~ p.root-cause"); !strings.Contains(rc, "198.51.100.201") {
+		t.Errorf("incident graph's root cause: %q", rc)
+	}
+	if n, err := chromedp.Run(tctx, chromedp.Evaluate[int](`document.querySelectorAll('#graph-svg g.g-root[data-node="ip:198.51.100.201"]').length`)); err != nil || n != 1 {
+		t.Errorf("the attacker's address as root cause in the SVG: %d %v", n, err)
+	}
+	if buf, err := chromedp.Run(tctx, chromedp.Screenshot(chromedp.CSS(`section.graph`))); err != nil {
+		t.Errorf("screenshot of the graph: %v", err)
+	} else if err := os.WriteFile(filepath.Join(shots, "incident-graph-desktop.png"), buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check("incident graph")
 	err = chromedp.Do(tctx,
 		chromedp.SendKeys(chromedp.ID("comment"), "Refresh token replayed from 198.51.100.201; calling george."),
 		chromedp.Click(chromedp.CSS(`form[action$="/comment"] button`)),

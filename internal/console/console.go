@@ -129,6 +129,9 @@ type Deps struct {
 	Incidents Incidents
 	// Access is the Conditional Access service; nil: no policy pages.
 	Access Access
+	// Graph draws investigation graphs (on the incident and user
+	// pages); nil: no graphs.
+	Graph Graphs
 	// Clients and Keys are the client registry and the signing keys;
 	// nil: no such pages.
 	Clients Clients

@@ -186,6 +186,9 @@ type incidentDetail struct {
 	Result       *incident.ActionResult
 	// Form keeps what the operator typed when an action was refused.
 	Problem string
+	// Graph is the incident's investigation graph (nil: no graph
+	// service).
+	Graph *graphView
 }
 
 type actionChoice struct{ Value, Label string }
@@ -272,6 +275,7 @@ func (c *Console) incidentDetail(ctx context.Context, ref string) (*incidentDeta
 	if p.Operators, err = c.incidentOperators(ctx); err != nil {
 		return nil, err
 	}
+	p.Graph = c.incidentGraph(ctx, d)
 	return p, nil
 }
 

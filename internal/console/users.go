@@ -102,6 +102,9 @@ type userPage struct {
 	// Incidents naming the user, newest first (nil: no incident service).
 	Incidents    []incidentRow
 	HasIncidents bool
+	// Graph is the user's investigation graph over the last week (nil:
+	// no graph service).
+	Graph *graphView
 }
 
 // bindingOf says what a session's tokens are bound to, strongest first.
@@ -195,6 +198,7 @@ func (c *Console) userPage(r *http.Request, id string) (*userPage, error) {
 			p.Incidents = append(p.Incidents, incidentRow{Incident: in, Heading: heading(in.Title, users)})
 		}
 	}
+	p.Graph = c.userGraph(ctx, u.ID)
 	return p, nil
 }
 

@@ -44,5 +44,8 @@ func newConsole(a *app.App, prov *oauth.Provider, signIn *signin.Handler) (*cons
 	if a.Incidents != nil {
 		d.Incidents = a.Incidents
 	}
+	if a.Graph != nil {
+		d.Graph = a.Graph
+	}
 	return console.New(d)
 }
