@@ -78,6 +78,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"client: negative ttl", req{method: "POST", path: "/clients", body: `{"id":"x","auth_method":"client_secret_basic","grant_types":["client_credentials"],"access_token_ttl":-5}`}, 400, "invalid_request", "access_token_ttl"},
 		{"client: unknown field", req{method: "POST", path: "/clients", body: `{"id":"x","auth_method":"client_secret_basic","grant_types":["client_credentials"],"client_secret":"mine"}`}, 400, "invalid_request", "unknown field"},
 		{"member: no user", req{method: "POST", path: "/groups/x/members", body: `{"user_id":""}`}, 400, "invalid_request", "user_id"},
+		// A percent-encoded control character in the path: the proof's
+		// htu names it encoded, and so does the check (it was a 500).
+		{"encoded NUL in the path", req{method: "GET", path: "/users/%00"}, 404, "not_found", "user"},
+		{"encoded NUL in a patched path", req{method: "PATCH", path: "/users/%00", body: `{"disabled":true}`}, 404, "not_found", "user"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

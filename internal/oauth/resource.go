@@ -66,7 +66,7 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 			e.Status = http.StatusUnauthorized
 			return nil, "DPoP", e
 		}
-		if _, perr := p.c.DPoP.Verify(ctx, h, dpop.Check{Method: r.Method, URL: p.url(r.URL.Path), AccessToken: tok, JKT: cl.Cnf.JKT}); perr != nil {
+		if _, perr := p.c.DPoP.Verify(ctx, h, dpop.Check{Method: r.Method, URL: p.url(r.URL.EscapedPath()), AccessToken: tok, JKT: cl.Cnf.JKT}); perr != nil {
 			var de *dpop.Error
 			if !errors.As(perr, &de) {
 				return nil, "DPoP", serverError(perr)
