@@ -88,6 +88,9 @@ func TestUsageBatching(t *testing.T) {
 	// A single record goes out with the timed flush.
 	u.Report(UsageRecord{Time: t0, Result: ResultRejected, Reason: "expired"})
 	waitFor(t, "the timed flush", func() bool { n, _, _ := sink.records(); return n == 26 })
+	// The sink has the record before the reporter has read the answer
+	// and counted it: wait for the count, then check everything.
+	waitFor(t, "the reporter's count", func() bool { return u.Stats().Sent == 26 })
 	if s := u.Stats(); s.Sent != 26 || s.Dropped != 0 || s.Buffered != 0 {
 		t.Errorf("stats = %+v", s)
 	}
