@@ -185,6 +185,8 @@ type auditEvent struct {
 	ID            string            `json:"id"`
 	Type          string            `json:"type"`
 	UserID        string            `json:"user_id"`
+	DeviceID      string            `json:"device_id"`
+	IP            string            `json:"ip"`
 	Reason        string            `json:"reason"`
 	CorrelationID string            `json:"correlation_id"`
 	Data          map[string]string `json:"data"`

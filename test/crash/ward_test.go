@@ -107,6 +107,8 @@ type ward struct {
 	url     string
 	// exportDir holds the audit export's JSONL files (the file sink).
 	exportDir string
+	// env is added to the child's environment (a webhook's secret_env).
+	env []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -118,13 +120,33 @@ type ward struct {
 // creates its key-encryption key with `ward keys kek`.
 func newWard(t *testing.T, bin, dir string) *ward {
 	t.Helper()
+	// Fast SSF retries and a file sink; everything else is the default:
+	// SQLite in data_dir and the embedded NATS server.
+	return newWardWith(t, bin, dir, fmt.Sprintf(`ssf:
+  push_min_backoff: 50ms
+  push_max_backoff: 500ms
+  rescan_interval: 100ms
+  poll_hold: 5s
+  long_poll_timeout: 2s
+  push_allowed_networks: [127.0.0.0/8]  # the push receiver is on loopback
+export:
+  sinks:
+    - name: crash-archive
+      type: file
+      file: {path: %s, max_bytes: 1048576, max_files: 1000}
+`, filepath.Join(dir, "export", "ocsf.jsonl")), nil)
+}
+
+// newWardWith is newWard with more configuration (YAML appended to the
+// base: address, data directory, KEK, JSON logs, fast password hashing
+// since hundreds of users are created) and more environment for the
+// child.
+func newWardWith(t *testing.T, bin, dir, more string, env []string) *ward {
+	t.Helper()
 	addr := freeAddr(t)
 	w := &ward{t: t, bin: bin, cfgFile: filepath.Join(dir, "ward.yaml"), addr: addr, url: "http://" + addr,
-		exportDir: filepath.Join(dir, "export")}
+		exportDir: filepath.Join(dir, "export"), env: env}
 	kekFile := filepath.Join(dir, "kek.key")
-	// Fast password hashing (hundreds of users are created) and fast SSF
-	// retries; everything else is the default: SQLite in data_dir and
-	// the embedded NATS server.
 	cfg := fmt.Sprintf(`issuer: %s
 listen: %s
 data_dir: %s
@@ -137,19 +159,7 @@ passwords:
   argon2_time: 1
   argon2_memory_kib: 8192
   max_concurrent: 4
-ssf:
-  push_min_backoff: 50ms
-  push_max_backoff: 500ms
-  rescan_interval: 100ms
-  poll_hold: 5s
-  long_poll_timeout: 2s
-  push_allowed_networks: [127.0.0.0/8]  # the push receiver is on loopback
-export:
-  sinks:
-    - name: crash-archive
-      type: file
-      file: {path: %s, max_bytes: 1048576, max_files: 1000}
-`, w.url, addr, filepath.Join(dir, "data"), kekFile, filepath.Join(dir, "export", "ocsf.jsonl"))
+`, w.url, addr, filepath.Join(dir, "data"), kekFile) + more
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +207,7 @@ func (w *ward) serve() {
 	logs := &lockedBuffer{}
 	w.runs = append(w.runs, logs)
 	cmd := exec.Command(w.bin, "--config", w.cfgFile, "serve")
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), w.env...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		w.mu.Unlock()
