@@ -184,6 +184,8 @@ type auditEvent struct {
 	Seq           int64             `json:"seq"`
 	ID            string            `json:"id"`
 	Type          string            `json:"type"`
+	Code          string            `json:"code"`
+	Outcome       string            `json:"outcome"`
 	UserID        string            `json:"user_id"`
 	DeviceID      string            `json:"device_id"`
 	IP            string            `json:"ip"`

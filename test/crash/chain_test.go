@@ -58,6 +58,7 @@ const (
 	attackerIP    = "198.51.100.66" // the attacker's hosting network (TEST-NET-2)
 	chainApp      = "chain-app"
 	chainAdmin    = "chain-admin"
+	chainDocs     = "chain-docs"
 	chainRedirect = "http://127.0.0.1/callback"
 	webhookEnv    = "WARD_CHAIN_WEBHOOK_SECRET"
 	sinkBatch     = 25 // max_events of every sink
@@ -114,6 +115,7 @@ type chainWard struct {
 	hook   *webhookReceiver
 	syslog *syslogReceiver
 	admin  string // the administrator's access token
+	docs   *docsResource
 }
 
 func runChain(t *testing.T, bin, pgDSN string) {
@@ -123,7 +125,7 @@ func runChain(t *testing.T, bin, pgDSN string) {
 	hook := newWebhookReceiver(t, secret)
 	sl := newSyslogReceiver(t, hook.TLS.Certificates[0])
 	ca := writeCA(t, dir, hook.Server)
-	adminSecret, adminPW, victimPW := randomString(24), randomString(18), randomString(18)
+	adminSecret, adminPW, victimPW, docsSecret := randomString(24), randomString(18), randomString(18), randomString(24)
 	storage := ""
 	if pgDSN != "" {
 		storage = fmt.Sprintf("storage:\n  driver: postgres\n  postgres: {dsn: %q, max_conns: 8}\n", pgDSN)
@@ -135,6 +137,11 @@ func runChain(t *testing.T, bin, pgDSN string) {
 	cfg := fmt.Sprintf(`trusted_proxies: [127.0.0.1/32]
 risk:
   auto_revoke_level: "off"
+ssf:
+  push_min_backoff: 50ms
+  push_max_backoff: 500ms
+  rescan_interval: 100ms
+  push_allowed_networks: [127.0.0.0/8]  # the resource's receiver is on loopback
 %sexport:
   poll_interval: 100ms
   sinks:
@@ -162,7 +169,14 @@ static_clients:
     redirect_uris: [%[9]s]
     grant_types: [authorization_code, refresh_token]
     scopes: [openid, offline_access, "ward:device"]
+    audience: [%[14]s]
     dpop_bound_access_tokens: true
+  - id: %[15]s
+    name: Chain test resource
+    auth_method: client_secret_basic
+    secret: %[16]s
+    grant_types: [client_credentials]
+    scopes: [ssf.manage, "ward:usage"]
   - id: %[10]s
     name: Chain test console
     auth_method: client_secret_basic
@@ -177,11 +191,12 @@ static_users:
   - username: victor
     password: %[13]s
 `, storage, sinkBatch, filepath.Join(dir, "export", "ocsf.jsonl"), hook.URL, webhookEnv, ca, sl.ln.Addr().String(),
-		chainApp, chainRedirect, chainAdmin, adminSecret, adminPW, victimPW)
+		chainApp, chainRedirect, chainAdmin, adminSecret, adminPW, victimPW, docsAudience, chainDocs, docsSecret)
 	w := newWardWith(t, bin, dir, cfg, []string{webhookEnv + "=" + string(secret)})
 	w.serve()
 	c := &chainWard{ward: w, hook: hook, syslog: sl}
 	c.admin = adminLogin(t, w.url, chainAdmin, adminSecret, chainRedirect, chainAdmin, adminPW)
+	c.docs = newDocsResource(t, w.url, chainDocs, docsSecret)
 
 	// Round 1: the chain, then every sink holds the log exactly once.
 	victim := newActor(t, victimIP)
@@ -364,6 +379,7 @@ func (a *actor) refresh(base, rt string) (int, map[string]any) {
 
 // step is one event of the chain that a SIEM must see.
 type step struct {
+	rank int
 	what string
 	ev   *auditEvent
 }
@@ -390,11 +406,16 @@ func (c *chainWard) playChain(t *testing.T, victim, attacker *actor, victimPW st
 		t.Fatalf("the victim's refresh: %d %v", st, m["error"])
 	}
 	at, rt = m["access_token"].(string), m["refresh_token"].(string)
-	st, m = victim.dpopCall(http.MethodGet, c.url+"/userinfo", at, nil, nil)
+	st, m = victim.dpopCall(http.MethodGet, c.docs.URL+"/docs/report", at, nil, nil)
 	userID, _ := m["sub"].(string)
-	if st != http.StatusOK || userID == "" {
-		t.Fatalf("userinfo with the victim's token: %d %v", st, m)
+	if st != http.StatusOK || userID == "" || m["did"] != deviceID {
+		t.Fatalf("the resource with the victim's token: %d %v (want the device %s)", st, m, deviceID)
 	}
+	// The resource reports the use (token.used) within its flush
+	// interval: wait for it, so that the steps have one order.
+	used := c.waitEvent(t, from, func(e *auditEvent) bool {
+		return e.Type == "token.used" && e.UserID == userID && e.Outcome == "success"
+	})
 
 	// The attacker replays the victim's current refresh token from
 	// another network with a key of his own: refused.
@@ -439,36 +460,55 @@ func (c *chainWard) playChain(t *testing.T, victim, attacker *actor, victimPW st
 	if r.status != http.StatusOK {
 		t.Fatalf("revoke_sessions: %v %s", r, r.body)
 	}
-	if st, _ := victim.dpopCall(http.MethodGet, c.url+"/userinfo", at, nil, nil); st != http.StatusUnauthorized {
-		t.Errorf("userinfo with the victim's token after revoke_sessions: %d, want 401", st)
+	// The resource learns of it by the CAEP session-revoked SET Ward
+	// pushes, and reports the refused use.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := victim.dpopCall(http.MethodGet, c.docs.URL+"/docs/report", at, nil, nil)
+		if st == http.StatusUnauthorized {
+			break
+		}
+		if st != http.StatusOK || time.Now().After(deadline) {
+			t.Fatalf("the resource with the victim's token after revoke_sessions: %d, want 401 within 10 s", st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	refused := c.waitEvent(t, used.Seq, func(e *auditEvent) bool {
+		return e.Type == "token.used" && e.UserID == userID && e.Outcome == "failure"
+	})
 
 	// The steps in the audit log.
 	evs := eventsAfter(t, c.url, c.admin, from)
+	// rank orders the steps by cause: a step comes after every step of
+	// a lower rank. Steps of one rank are not ordered: the user's risk
+	// and the incident are two consumers of the detection.
 	want := []struct {
+		rank int
 		what string
 		ok   func(e *auditEvent) bool
 	}{
-		{"victim signed in", func(e *auditEvent) bool {
+		{0, "victim signed in", func(e *auditEvent) bool {
 			return e.Type == "signin.succeeded" && e.UserID == userID && e.IP == victimIP
 		}},
-		{"device registered", func(e *auditEvent) bool { return n == 1 && e.Type == "device.registered" && e.DeviceID == deviceID }},
-		{"victim refreshed on the device", func(e *auditEvent) bool {
+		{1, "device registered", func(e *auditEvent) bool { return n == 1 && e.Type == "device.registered" && e.DeviceID == deviceID }},
+		{2, "victim refreshed on the device", func(e *auditEvent) bool {
 			return e.Type == "token.refreshed" && e.UserID == userID && e.DeviceID == deviceID && e.IP == victimIP
 		}},
-		{"replay refused", func(e *auditEvent) bool {
+		{3, "victim used the token at the resource", func(e *auditEvent) bool { return e.ID == used.ID }},
+		{4, "replay refused", func(e *auditEvent) bool {
 			return e.Type == "token.request_failed" && e.UserID == userID && e.IP == attackerIP
 		}},
-		{"detection", func(e *auditEvent) bool { return e.Type == "risk.detected" && e.Reason == "token_replay_wrong_key" }},
-		{"user risk raised", func(e *auditEvent) bool { return n == 1 && e.Type == "user.risk_changed" && e.UserID == userID }},
-		{"incident", func(e *auditEvent) bool {
+		{5, "detection", func(e *auditEvent) bool { return e.Type == "risk.detected" && e.Reason == "token_replay_wrong_key" }},
+		{6, "user risk raised", func(e *auditEvent) bool { return n == 1 && e.Type == "user.risk_changed" && e.UserID == userID }},
+		{6, "incident", func(e *auditEvent) bool {
 			return (e.Type == "incident.created" || e.Type == "incident.updated") && e.Data["incident_id"] == inc.ID
 		}},
 		// The action's effects, then the action with its outcome per
 		// target (one correlation id for the three).
-		{"session revoked", func(e *auditEvent) bool { return e.Type == "session.revoked" && e.UserID == userID }},
-		{"sessions of the user revoked", func(e *auditEvent) bool { return e.Type == "user.sessions_revoked" && e.UserID == userID }},
-		{"response action", func(e *auditEvent) bool { return e.Type == "incident.action_taken" && e.Data["incident_id"] == inc.ID }},
+		{7, "session revoked", func(e *auditEvent) bool { return e.Type == "session.revoked" && e.UserID == userID }},
+		{8, "sessions of the user revoked", func(e *auditEvent) bool { return e.Type == "user.sessions_revoked" && e.UserID == userID }},
+		{9, "response action", func(e *auditEvent) bool { return e.Type == "incident.action_taken" && e.Data["incident_id"] == inc.ID }},
+		{10, "the victim's token refused at the resource", func(e *auditEvent) bool { return e.ID == refused.ID }},
 	}
 	rd := &round{n: n}
 	for _, w := range want {
@@ -486,15 +526,50 @@ func (c *chainWard) playChain(t *testing.T, victim, attacker *actor, victimPW st
 			t.Errorf("round %d: no %q event in the audit log", n, w.what)
 			continue
 		}
-		rd.steps = append(rd.steps, step{w.what, found})
+		rd.steps = append(rd.steps, step{w.rank, w.what, found})
 	}
-	for i := 1; i < len(rd.steps); i++ {
-		if rd.steps[i].ev.Seq < rd.steps[i-1].ev.Seq {
-			t.Errorf("round %d: %q (seq %d) is before %q (seq %d) in the audit log", n, rd.steps[i].what, rd.steps[i].ev.Seq,
-				rd.steps[i-1].what, rd.steps[i-1].ev.Seq)
+	for _, later := range rd.steps {
+		for _, earlier := range rd.steps {
+			if earlier.rank < later.rank && earlier.ev.Seq > later.ev.Seq {
+				t.Errorf("round %d: %q (seq %d) is before %q (seq %d) in the audit log", n, later.what, later.ev.Seq, earlier.what, earlier.ev.Seq)
+			}
 		}
 	}
+	if testing.Verbose() {
+		var b strings.Builder
+		for _, e := range evs {
+			fmt.Fprintf(&b, "\n  %d %s %s ip=%s reason=%s", e.Seq, e.Type, e.Code, e.IP, e.Reason)
+		}
+		t.Logf("round %d: the audit log from the sign-in on:%s", n, b.String())
+	}
+	// The action and its effects carry one correlation id.
+	corr := map[string]bool{}
+	for _, st := range rd.steps {
+		if st.rank >= 7 && st.rank <= 9 {
+			corr[st.ev.CorrelationID] = true
+		}
+	}
+	if len(corr) != 1 || corr[""] {
+		t.Errorf("round %d: the response action and its revocations have correlation ids %v, want one", n, corr)
+	}
 	return rd
+}
+
+// waitEvent waits for an event after seq that ok accepts.
+func (c *chainWard) waitEvent(t *testing.T, seq int64, ok func(e *auditEvent) bool) *auditEvent {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, e := range eventsAfter(t, c.url, c.admin, seq) {
+			if ok(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the event waited for is not in the audit log after 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // deviceOf registers the actor's key as a device (register) or finds it.
@@ -597,8 +672,8 @@ func (r *round) checkSteps(t *testing.T, sink string, recs []siemRecord) {
 	}
 	class := map[string]int{"signin.succeeded": 3002, "device.registered": 6003, "token.refreshed": 3002, "token.request_failed": 3002,
 		"risk.detected": 2004, "incident.created": 2005, "incident.updated": 2005, "incident.action_taken": 2005,
-		"session.revoked": 3002, "user.sessions_revoked": 3002, "user.risk_changed": 3001}
-	last := -1
+		"session.revoked": 3002, "user.sessions_revoked": 3002, "user.risk_changed": 3001, "token.used": 3002}
+	lastSeq, last := int64(0), -1
 	for _, s := range r.steps {
 		pos := at[s.ev.ID]
 		if len(pos) != 1 {
@@ -609,10 +684,10 @@ func (r *round) checkSteps(t *testing.T, sink string, recs []siemRecord) {
 		if rec.Class != class[s.ev.Type] || rec.Seq != s.ev.Seq {
 			t.Errorf("%s: round %d step %q: class %d seq %d, want class %d seq %d", sink, r.n, s.what, rec.Class, rec.Seq, class[s.ev.Type], s.ev.Seq)
 		}
-		if pos[0] < last {
-			t.Errorf("%s: round %d step %q arrived before the step before it", sink, r.n, s.what)
+		if (s.ev.Seq > lastSeq) != (pos[0] > last) {
+			t.Errorf("%s: round %d step %q (seq %d) and the step before it (seq %d) arrived in the other order", sink, r.n, s.what, s.ev.Seq, lastSeq)
 		}
-		last = pos[0]
+		lastSeq, last = s.ev.Seq, pos[0]
 	}
 }
 
