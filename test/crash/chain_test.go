@@ -684,11 +684,67 @@ func (r *round) checkSteps(t *testing.T, sink string, recs []siemRecord) {
 		if rec.Class != class[s.ev.Type] || rec.Seq != s.ev.Seq {
 			t.Errorf("%s: round %d step %q: class %d seq %d, want class %d seq %d", sink, r.n, s.what, rec.Class, rec.Seq, class[s.ev.Type], s.ev.Seq)
 		}
+		if err := findingOK(s, rec.Raw); err != nil {
+			t.Errorf("%s: round %d step %q: %v: %.600s", sink, r.n, s.what, err, rec.Raw)
+		}
 		if (s.ev.Seq > lastSeq) != (pos[0] > last) {
 			t.Errorf("%s: round %d step %q (seq %d) and the step before it (seq %d) arrived in the other order", sink, r.n, s.what, s.ev.Seq, lastSeq)
 		}
 		lastSeq, last = s.ev.Seq, pos[0]
 	}
+}
+
+// findingOK checks what a SIEM triages by in the findings: the Detection
+// Finding's severity, id and ATT&CK technique, and the Incident
+// Finding's techniques.
+func findingOK(s step, raw []byte) error {
+	type attack struct {
+		SubTechnique struct {
+			UID string `json:"uid"`
+		} `json:"sub_technique"`
+		Tactic struct {
+			UID string `json:"uid"`
+		} `json:"tactic"`
+	}
+	tactics := func(as []attack) []string {
+		var out []string
+		for _, a := range as {
+			if a.SubTechnique.UID == "T1550.001" {
+				out = append(out, a.Tactic.UID)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"TA0005", "TA0008"}
+	switch s.ev.Type {
+	case "risk.detected":
+		var f struct {
+			SeverityID  int `json:"severity_id"`
+			FindingInfo struct {
+				UID     string   `json:"uid"`
+				Attacks []attack `json:"attacks"`
+			} `json:"finding_info"`
+		}
+		json.Unmarshal(raw, &f)
+		if f.SeverityID != 4 || f.FindingInfo.UID != s.ev.Data["detection_id"] || !slices.Equal(tactics(f.FindingInfo.Attacks), want) {
+			return fmt.Errorf("Detection Finding: severity_id %d, finding_info.uid %q, T1550.001 tactics %v; want 4 (High), %q, %v",
+				f.SeverityID, f.FindingInfo.UID, tactics(f.FindingInfo.Attacks), s.ev.Data["detection_id"], want)
+		}
+	case "incident.created", "incident.updated", "incident.action_taken":
+		var f struct {
+			SeverityID int      `json:"severity_id"`
+			Attacks    []attack `json:"attacks"`
+			List       []struct {
+				UID string `json:"uid"`
+			} `json:"finding_info_list"`
+		}
+		json.Unmarshal(raw, &f)
+		if f.SeverityID != 4 || len(f.List) == 0 || f.List[0].UID != s.ev.Data["incident_id"] || !slices.Equal(tactics(f.Attacks), want) {
+			return fmt.Errorf("Incident Finding: severity_id %d, T1550.001 tactics %v; want 4 (High), %v", f.SeverityID, tactics(f.Attacks), want)
+		}
+	}
+	return nil
 }
 
 // --- the audit log and the sinks ------------------------------------------------
