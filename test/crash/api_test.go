@@ -185,6 +185,7 @@ type auditEvent struct {
 	ID            string            `json:"id"`
 	Type          string            `json:"type"`
 	Code          string            `json:"code"`
+	Time          time.Time         `json:"time"`
 	Outcome       string            `json:"outcome"`
 	UserID        string            `json:"user_id"`
 	DeviceID      string            `json:"device_id"`

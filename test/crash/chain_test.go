@@ -67,15 +67,20 @@ const (
 )
 
 func TestSecOpsChainToSIEM(t *testing.T) {
-	dir := t.TempDir()
-	bin := buildWard(t, dir)
-	t.Run("sqlite", func(t *testing.T) { runChain(t, bin, "") })
+	bin := buildWard(t)
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		runChain(t, bin, "")
+	})
 	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		t.Log("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not tested")
 		return
 	}
-	t.Run("postgres", func(t *testing.T) { runChain(t, bin, freshPostgres(t, dsn)) })
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		runChain(t, bin, freshPostgres(t, dsn))
+	})
 }
 
 // freshPostgres creates a database of its own and returns its DSN.
@@ -212,10 +217,16 @@ static_users:
 		len(r1.steps), len(log1), time.Since(start).Round(time.Millisecond))
 
 	// The burst and the kill while it is being exported.
+	// The kill comes once the webhook has a few batches of the burst and
+	// the log is ahead of it (reading the log records nothing).
 	before := len(c.hook.records())
-	burstDone := c.burst(t, func() bool { return len(c.hook.records()) >= before+4*sinkBatch })
+	burstDone := c.burst(t, func() bool {
+		recs := c.hook.records()
+		return len(recs) >= before+4*sinkBatch && c.lastSeq(t) > recs[len(recs)-1].Seq
+	})
 	t.Logf("SIGKILL after %d burst events had reached the webhook", len(c.hook.records())-before)
 	w.kill()
+	killedAt := time.Now()
 	httpClient.Transport.(*http.Transport).CloseIdleConnections()
 	burstDone()
 	w.serve()
@@ -226,6 +237,16 @@ static_users:
 	r2 := c.playChain(t, victim, attacker, victimPW, 2)
 	log2 := c.waitSinks(t)
 	cursors := resumedCursors(t, w.runs[1].String())
+	// Mid-stream: some sink had events of the log still to export.
+	var preKill int64
+	for _, e := range log2 {
+		if e.Time.Before(killedAt) {
+			preKill = max(preKill, e.Seq)
+		}
+	}
+	if cursors["siem-file"] >= preKill && cursors["siem-webhook"] >= preKill && cursors["siem-syslog"] >= preKill {
+		t.Errorf("every sink had exported the whole log (seq %d) when the server was killed: the kill was not mid-stream (cursors %v)", preKill, cursors)
+	}
 	for _, s := range c.sinks(t) {
 		checkAfterCrash(t, s.name, s.recs, log2, cursors[s.name])
 		r1.checkSteps(t, s.name, s.recs)

@@ -16,32 +16,66 @@ import (
 	"time"
 )
 
-// buildWard builds ./cmd/ward into dir (no -race: the child only has to
-// be quick to build and to run) and returns the binary's path. It skips
-// the test when go is not on PATH.
-func buildWard(t *testing.T, dir string) string {
+// built is the ward binary the tests of the package share: built once.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	skip     string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildWard builds ./cmd/ward once for the package's tests (no -race:
+// the child only has to be quick to build and to run) and returns the
+// binary's path. It skips the test when go is not on PATH.
+func buildWard(t *testing.T) string {
 	t.Helper()
+	built.once.Do(func() {
+		start := time.Now()
+		built.bin, built.skip, built.err = build()
+		if built.err == nil && built.skip == "" {
+			t.Logf("built ward in %v", time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if built.skip != "" {
+		t.Skip(built.skip)
+	}
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
+
+func build() (bin, skip string, err error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("crash test skipped: the go command is not on PATH (it builds ./cmd/ward)")
+		return "", "crash test skipped: the go command is not on PATH (it builds ./cmd/ward)", nil
 	}
 	out, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+		return "", "", fmt.Errorf("go env GOMOD: %v", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	if _, err := os.Stat(filepath.Join(root, "cmd", "ward")); err != nil {
-		t.Fatalf("module root %s has no cmd/ward: %v", root, err)
+		return "", "", fmt.Errorf("module root %s has no cmd/ward: %v", root, err)
 	}
-	bin := filepath.Join(dir, "ward")
+	if built.dir, err = os.MkdirTemp("", "ward-crash-"); err != nil {
+		return "", "", err
+	}
+	bin = filepath.Join(built.dir, "ward")
 	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/ward")
 	cmd.Dir = root
-	start := time.Now()
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ward: %v\n%s", err, b)
+		return "", "", fmt.Errorf("go build ./cmd/ward: %v\n%s", err, b)
 	}
-	t.Logf("built ward in %v", time.Since(start).Round(time.Millisecond))
-	return bin
+	return bin, "", nil
 }
 
 // freeAddr returns 127.0.0.1:<a free port>, avoiding the ports browsers
