@@ -485,14 +485,14 @@ func (c *chainWard) playChain(t *testing.T, victim, attacker *actor, victimPW st
 	}
 	// The resource learns of it by the CAEP session-revoked SET Ward
 	// pushes, and reports the refused use.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, _ := victim.dpopCall(http.MethodGet, c.docs.URL+"/docs/report", at, nil, nil)
 		if st == http.StatusUnauthorized {
 			break
 		}
 		if st != http.StatusOK || time.Now().After(deadline) {
-			t.Fatalf("the resource with the victim's token after revoke_sessions: %d, want 401 within 10 s", st)
+			t.Fatalf("the resource with the victim's token after revoke_sessions: %d, want 401 within 20 s", st)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -581,7 +581,7 @@ func (c *chainWard) playChain(t *testing.T, victim, attacker *actor, victimPW st
 // waitEvent waits for an event after seq that ok accepts.
 func (c *chainWard) waitEvent(t *testing.T, seq int64, ok func(e *auditEvent) bool) *auditEvent {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		for _, e := range eventsAfter(t, c.url, c.admin, seq) {
 			if ok(e) {
@@ -589,7 +589,7 @@ func (c *chainWard) waitEvent(t *testing.T, seq int64, ok func(e *auditEvent) bo
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the event waited for is not in the audit log after 10 s")
+			t.Fatal("the event waited for is not in the audit log after 20 s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -644,10 +644,12 @@ type incidentView struct {
 
 // waitIncident waits for the user's open incident to hold n
 // token_replay_wrong_key detections (the online detectors follow the
-// audit log; the incident consumer follows the bus).
+// audit log; the incident consumer follows the bus). With PostgreSQL the
+// detectors' cursor is leased (15 s): after a kill -9 the restarted
+// server takes it over when the dead process's lease has run out.
 func (c *chainWard) waitIncident(t *testing.T, userID string, n int) *incidentView {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(45 * time.Second)
 	for {
 		r := request(context.Background(), http.MethodGet, c.url+adminAPI+"/incidents?status=open&user="+url.QueryEscape(userID), c.admin, nil)
 		var page struct {
@@ -679,7 +681,7 @@ func (c *chainWard) waitIncident(t *testing.T, userID string, n int) *incidentVi
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no incident with %d token_replay_wrong_key detections 20 s after the replay: %s", n, r.body)
+			t.Fatalf("no incident with %d token_replay_wrong_key detections 45 s after the replay: %s", n, r.body)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -849,7 +851,7 @@ func (c *chainWard) sinks(t *testing.T) []sinkRecords {
 // log stands still once the test stops acting.
 func (c *chainWard) waitSinks(t *testing.T) []*auditEvent {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(45 * time.Second)
 	for {
 		log := eventsAfter(t, c.url, c.admin, 0)
 		missing := map[string]int{}
@@ -872,7 +874,7 @@ func (c *chainWard) waitSinks(t *testing.T) []*auditEvent {
 			continue
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("30 s after the last step the sinks still miss events of the audit log's %d: %v", len(log), missing)
+			t.Fatalf("45 s after the last step the sinks still miss events of the audit log's %d: %v", len(log), missing)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
