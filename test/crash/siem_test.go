@@ -33,13 +33,16 @@ type siemRecord struct {
 	Seq   int64  // metadata.sequence
 	Class int    // class_uid
 	Code  string // metadata.event_code
+	Sev   int    // severity_id
+	PRI   int    // syslog only: the message's PRI
 	Raw   []byte
 }
 
 func parseRecord(line []byte) (siemRecord, error) {
 	var r struct {
-		ClassUID int `json:"class_uid"`
-		Metadata struct {
+		ClassUID   int `json:"class_uid"`
+		SeverityID int `json:"severity_id"`
+		Metadata   struct {
 			UID       string `json:"uid"`
 			Sequence  int64  `json:"sequence"`
 			EventCode string `json:"event_code"`
@@ -52,7 +55,7 @@ func parseRecord(line []byte) (siemRecord, error) {
 		return siemRecord{}, errors.New("not an OCSF record of Ward's (no metadata.uid, metadata.sequence or class_uid)")
 	}
 	return siemRecord{UID: r.Metadata.UID, Seq: r.Metadata.Sequence, Class: r.ClassUID, Code: r.Metadata.EventCode,
-		Raw: append([]byte(nil), line...)}, nil
+		Sev: r.SeverityID, Raw: append([]byte(nil), line...)}, nil
 }
 
 // webhookReceiver is the SIEM's HTTPS endpoint: it checks the
@@ -257,6 +260,11 @@ func parse5424(frame []byte) (siemRecord, error) {
 	if err != nil {
 		return siemRecord{}, fmt.Errorf("MSG: %v", err)
 	}
+	// authpriv (10) and the syslog severity of the record's.
+	if want := 10*8 + map[int]int{0: 6, 1: 6, 2: 5, 3: 4, 4: 3, 5: 2, 6: 0}[rec.Sev]; pri != want {
+		return siemRecord{}, fmt.Errorf("PRI %d for severity_id %d, want %d", pri, rec.Sev, want)
+	}
+	rec.PRI = pri
 	if params["id"] != rec.UID || params["seq"] != strconv.FormatInt(rec.Seq, 10) || params["code"] != rec.Code || msgID != rec.Code {
 		return siemRecord{}, fmt.Errorf("structured data %v and MSGID %q do not match the record (%s, seq %d, %s)", params, msgID, rec.UID, rec.Seq, rec.Code)
 	}
