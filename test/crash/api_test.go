@@ -184,7 +184,12 @@ type auditEvent struct {
 	Seq           int64             `json:"seq"`
 	ID            string            `json:"id"`
 	Type          string            `json:"type"`
+	Code          string            `json:"code"`
+	Time          time.Time         `json:"time"`
+	Outcome       string            `json:"outcome"`
 	UserID        string            `json:"user_id"`
+	DeviceID      string            `json:"device_id"`
+	IP            string            `json:"ip"`
 	Reason        string            `json:"reason"`
 	CorrelationID string            `json:"correlation_id"`
 	Data          map[string]string `json:"data"`

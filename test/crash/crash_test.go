@@ -261,7 +261,7 @@ func burstSize() (events, users int) {
 //     allows; see the report in docs/ssf.md.)
 func TestCrashDuringBurst(t *testing.T) {
 	dir := t.TempDir()
-	bin := buildWard(t, dir)
+	bin := buildWard(t)
 	w := newWard(t, bin, dir)
 	testStart := time.Now()
 

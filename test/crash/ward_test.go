@@ -16,32 +16,66 @@ import (
 	"time"
 )
 
-// buildWard builds ./cmd/ward into dir (no -race: the child only has to
-// be quick to build and to run) and returns the binary's path. It skips
-// the test when go is not on PATH.
-func buildWard(t *testing.T, dir string) string {
+// built is the ward binary the tests of the package share: built once.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	skip     string
+	err      error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// buildWard builds ./cmd/ward once for the package's tests (no -race:
+// the child only has to be quick to build and to run) and returns the
+// binary's path. It skips the test when go is not on PATH.
+func buildWard(t *testing.T) string {
 	t.Helper()
+	built.once.Do(func() {
+		start := time.Now()
+		built.bin, built.skip, built.err = build()
+		if built.err == nil && built.skip == "" {
+			t.Logf("built ward in %v", time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if built.skip != "" {
+		t.Skip(built.skip)
+	}
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.bin
+}
+
+func build() (bin, skip string, err error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("crash test skipped: the go command is not on PATH (it builds ./cmd/ward)")
+		return "", "crash test skipped: the go command is not on PATH (it builds ./cmd/ward)", nil
 	}
 	out, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+		return "", "", fmt.Errorf("go env GOMOD: %v", err)
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	if _, err := os.Stat(filepath.Join(root, "cmd", "ward")); err != nil {
-		t.Fatalf("module root %s has no cmd/ward: %v", root, err)
+		return "", "", fmt.Errorf("module root %s has no cmd/ward: %v", root, err)
 	}
-	bin := filepath.Join(dir, "ward")
+	if built.dir, err = os.MkdirTemp("", "ward-crash-"); err != nil {
+		return "", "", err
+	}
+	bin = filepath.Join(built.dir, "ward")
 	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/ward")
 	cmd.Dir = root
-	start := time.Now()
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ward: %v\n%s", err, b)
+		return "", "", fmt.Errorf("go build ./cmd/ward: %v\n%s", err, b)
 	}
-	t.Logf("built ward in %v", time.Since(start).Round(time.Millisecond))
-	return bin
+	return bin, "", nil
 }
 
 // freeAddr returns 127.0.0.1:<a free port>, avoiding the ports browsers
@@ -107,6 +141,8 @@ type ward struct {
 	url     string
 	// exportDir holds the audit export's JSONL files (the file sink).
 	exportDir string
+	// env is added to the child's environment (a webhook's secret_env).
+	env []string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -118,13 +154,33 @@ type ward struct {
 // creates its key-encryption key with `ward keys kek`.
 func newWard(t *testing.T, bin, dir string) *ward {
 	t.Helper()
+	// Fast SSF retries and a file sink; everything else is the default:
+	// SQLite in data_dir and the embedded NATS server.
+	return newWardWith(t, bin, dir, fmt.Sprintf(`ssf:
+  push_min_backoff: 50ms
+  push_max_backoff: 500ms
+  rescan_interval: 100ms
+  poll_hold: 5s
+  long_poll_timeout: 2s
+  push_allowed_networks: [127.0.0.0/8]  # the push receiver is on loopback
+export:
+  sinks:
+    - name: crash-archive
+      type: file
+      file: {path: %s, max_bytes: 1048576, max_files: 1000}
+`, filepath.Join(dir, "export", "ocsf.jsonl")), nil)
+}
+
+// newWardWith is newWard with more configuration (YAML appended to the
+// base: address, data directory, KEK, JSON logs, fast password hashing
+// since hundreds of users are created) and more environment for the
+// child.
+func newWardWith(t *testing.T, bin, dir, more string, env []string) *ward {
+	t.Helper()
 	addr := freeAddr(t)
 	w := &ward{t: t, bin: bin, cfgFile: filepath.Join(dir, "ward.yaml"), addr: addr, url: "http://" + addr,
-		exportDir: filepath.Join(dir, "export")}
+		exportDir: filepath.Join(dir, "export"), env: env}
 	kekFile := filepath.Join(dir, "kek.key")
-	// Fast password hashing (hundreds of users are created) and fast SSF
-	// retries; everything else is the default: SQLite in data_dir and
-	// the embedded NATS server.
 	cfg := fmt.Sprintf(`issuer: %s
 listen: %s
 data_dir: %s
@@ -137,19 +193,7 @@ passwords:
   argon2_time: 1
   argon2_memory_kib: 8192
   max_concurrent: 4
-ssf:
-  push_min_backoff: 50ms
-  push_max_backoff: 500ms
-  rescan_interval: 100ms
-  poll_hold: 5s
-  long_poll_timeout: 2s
-  push_allowed_networks: [127.0.0.0/8]  # the push receiver is on loopback
-export:
-  sinks:
-    - name: crash-archive
-      type: file
-      file: {path: %s, max_bytes: 1048576, max_files: 1000}
-`, w.url, addr, filepath.Join(dir, "data"), kekFile, filepath.Join(dir, "export", "ocsf.jsonl"))
+`, w.url, addr, filepath.Join(dir, "data"), kekFile) + more
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +241,7 @@ func (w *ward) serve() {
 	logs := &lockedBuffer{}
 	w.runs = append(w.runs, logs)
 	cmd := exec.Command(w.bin, "--config", w.cfgFile, "serve")
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), w.env...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		w.mu.Unlock()

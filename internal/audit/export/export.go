@@ -27,7 +27,9 @@
 //
 // Delivery is at least once and in sequence order. A record delivered
 // again (after a crash, a lost answer, a lost lease) has the same
-// metadata.uid, Ward's event id, for receivers to drop. As the event
+// metadata.uid, Ward's event id, for receivers to drop; the file sink,
+// which can read what it wrote, skips the records after its cursor that
+// its file already holds (FileSink.Warm). As the event
 // relay does (internal/bus), a sequence number missing on PostgreSQL is
 // waited for (GapWait) before the events after it go out; one that
 // commits later than that is still exported, out of order, within ten

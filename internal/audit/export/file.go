@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,12 @@ type FileOptions struct {
 }
 
 // FileSink appends one OCSF record per line.
+//
+// The file is its own acknowledgement: when the sink's cursor is taken
+// (Warm), the records after the cursor that the file already holds,
+// written and synced by a process that died before the cursor moved,
+// are not written again. A file therefore holds each record once, also
+// across a kill -9.
 type FileSink struct {
 	o      FileOptions
 	mu     sync.Mutex
@@ -51,6 +58,10 @@ type FileSink struct {
 	size   int64
 	opened time.Time
 	buf    bytes.Buffer
+	// have: ids of records after the cursor found in the file by Warm,
+	// up to sequence number haveMax.
+	have    map[string]bool
+	haveMax int64
 }
 
 // NewFileSink opens (creating, mode 0600) the file of o. A last line
@@ -133,6 +144,76 @@ func trimPartialLine(f *os.File) (int64, error) {
 	return end, nil
 }
 
+// warmTail bounds what Warm reads of each file: more than a batch
+// (max_bytes, 4 MiB by default).
+const warmTail = 8 << 20
+
+// Warm implements Warmer: it notes the records after cursor that the
+// active file and the newest rotated one already hold.
+func (s *FileSink) Warm(_ context.Context, cursor int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		if err := s.open(); err != nil {
+			return err
+		}
+	}
+	s.have, s.haveMax = nil, 0
+	files := []string{s.o.Path}
+	if r := RotatedFiles(s.o.Path); len(r) > 0 {
+		files = append(files, r[len(r)-1])
+	}
+	for _, p := range files {
+		if err := s.scanTail(p, cursor); err != nil {
+			return fmt.Errorf("export: file sink: %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// scanTail reads the complete lines of the last warmTail bytes of p.
+func (s *FileSink) scanTail(p string, cursor int64) error {
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	start := max(0, st.Size()-warmTail)
+	b := make([]byte, st.Size()-start)
+	if _, err := f.ReadAt(b, start); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	lines := bytes.Split(b, []byte("\n"))
+	lines = lines[:len(lines)-1] // after the last newline: nothing, or a partial line
+	if start > 0 && len(lines) > 0 {
+		lines = lines[1:] // cut by the window
+	}
+	for _, l := range lines {
+		var r struct {
+			Metadata struct {
+				UID      string `json:"uid"`
+				Sequence int64  `json:"sequence"`
+			} `json:"metadata"`
+		}
+		if json.Unmarshal(l, &r) != nil || r.Metadata.UID == "" || r.Metadata.Sequence <= cursor {
+			continue
+		}
+		if s.have == nil {
+			s.have = map[string]bool{}
+		}
+		s.have[r.Metadata.UID] = true
+		s.haveMax = max(s.haveMax, r.Metadata.Sequence)
+	}
+	return nil
+}
+
 // Deliver appends the records, in as few writes as the rotation allows,
 // and syncs per the policy. A file passes MaxBytes only when one record
 // alone is larger.
@@ -143,6 +224,17 @@ func (s *FileSink) Deliver(_ context.Context, items []Item) error {
 		if err := s.open(); err != nil {
 			return err
 		}
+	}
+	done := false // past what Warm found
+	if len(s.have) > 0 {
+		kept := make([]Item, 0, len(items))
+		for _, it := range items {
+			if !s.have[it.ID] {
+				kept = append(kept, it)
+			}
+			done = done || it.Seq >= s.haveMax
+		}
+		items = kept
 	}
 	if s.size > 0 && s.o.MaxAge > 0 && s.o.Now().Sub(s.opened) >= s.o.MaxAge {
 		if err := s.rotate(); err != nil {
@@ -170,6 +262,9 @@ func (s *FileSink) Deliver(_ context.Context, items []Item) error {
 		if err := s.f.Sync(); err != nil {
 			return fmt.Errorf("export: file sink: sync: %w", err)
 		}
+	}
+	if done {
+		s.have, s.haveMax = nil, 0
 	}
 	return nil
 }

@@ -19,10 +19,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/ward-idp/ward/internal/mitre"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 )
@@ -539,6 +542,56 @@ func (m *Mapper) detection(r *Record, ev *store.StoredEvent, title string) {
 	r.Evidences = []Evidence{e}
 	if ev.DeviceID != "" {
 		r.Device = &Device{UID: ev.DeviceID, Type: "Unknown"}
+	}
+	if ev.Type == model.EventRiskDetected {
+		riskDetection(r, ev)
+	}
+}
+
+// riskDetection describes a detection of the risk service by its own
+// data, as the Incident Finding that correlates it does: its severity
+// (a high token replay is High, not the event type's Medium), its
+// confidence, its type as the rule, its id (finding_info_list[1].uid of
+// the Incident Finding) and its ATT&CK technique with each tactic. A SIEM
+// then triages and correlates the Detection Finding alone.
+func riskDetection(r *Record, ev *store.StoredEvent) {
+	d := ev.Data
+	switch d[model.DataDetectionSeverity] {
+	case "low":
+		r.SeverityID = SeverityLow
+	case "medium":
+		r.SeverityID = SeverityMedium
+	case "high":
+		r.SeverityID = SeverityHigh
+	}
+	if c, err := strconv.ParseFloat(d[model.DataDetectionConfidence], 64); err == nil && c >= 0 && c <= 1 {
+		score := int(math.Round(c * 100))
+		r.ConfidenceScore = &score
+		switch {
+		case c >= 0.8:
+			r.ConfidenceID, r.Confidence = 3, "High"
+		case c >= 0.5:
+			r.ConfidenceID, r.Confidence = 2, "Medium"
+		default:
+			r.ConfidenceID, r.Confidence = 1, "Low"
+		}
+	}
+	fi := r.FindingInfo
+	if id := d[model.DataDetectionID]; id != "" {
+		fi.UID = id
+	}
+	typ := ev.Reason
+	if typ != "" {
+		fi.Title = "Risk detected: " + typ
+		fi.Types = append(fi.Types, typ)
+		fi.Analytic = &Analytic{UID: typ, Name: typ, TypeID: 1, Type: "Rule"}
+	}
+	tech := d[model.DataDetectionTechnique]
+	if !mitre.ValidID(tech) {
+		tech = mitre.ByType[typ]
+	}
+	if tech != "" {
+		fi.Attacks = attacks([]string{tech})
 	}
 }
 

@@ -252,3 +252,87 @@ func TestValidatorRefusesBrokenRecords(t *testing.T) {
 		}
 	}
 }
+
+// A risk.detected Detection Finding carries the detection's own
+// severity, confidence, id, type and ATT&CK technique (with each tactic),
+// as the Incident Finding that correlates it does: a high token replay
+// is not exported as Medium, and a SIEM sees the technique without the
+// incident.
+func TestRiskDetectionFinding(t *testing.T) {
+	s := loadSchema(t)
+	m := ocsf.NewMapper("1.2.3")
+	type attack struct {
+		Technique    struct{ UID string }  `json:"technique"`
+		SubTechnique *struct{ UID string } `json:"sub_technique"`
+		Tactic       struct{ UID string }  `json:"tactic"`
+	}
+	var rec struct {
+		SeverityID      int  `json:"severity_id"`
+		ConfidenceID    int  `json:"confidence_id"`
+		ConfidenceScore *int `json:"confidence_score"`
+		FindingInfo     struct {
+			UID      string   `json:"uid"`
+			Title    string   `json:"title"`
+			Types    []string `json:"types"`
+			Analytic struct {
+				Name string `json:"name"`
+			} `json:"analytic"`
+			Attacks []attack `json:"attacks"`
+		} `json:"finding_info"`
+	}
+	for _, tc := range []struct {
+		name, typ, severity, confidence, technique string
+		wantSeverity, wantConfidenceID, wantScore  int
+		wantTechnique, wantSub                     string
+		wantTactics                                []string
+	}{
+		{"high replay", "token_replay_wrong_key", "high", "0.95", "T1550.001", 4, 3, 95, "T1550", "T1550.001", []string{"TA0005", "TA0008"}},
+		{"low, technique from the type", "unfamiliar_location", "low", "0.4", "", 2, 1, 40, "T1078", "", []string{"TA0005", "TA0003", "TA0004", "TA0001"}},
+		{"malformed technique replaced", "brute_force", "medium", "0.6", "T15<script>", 3, 2, 60, "T1110", "", []string{"TA0006"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := rich(model.EventRiskDetected, 7)
+			ev.Reason = tc.typ
+			ev.Data = map[string]string{model.DataDetectionID: "det:" + tc.typ, model.DataDetectionSeverity: tc.severity,
+				model.DataDetectionConfidence: tc.confidence, model.DataDetectionTechnique: tc.technique}
+			b, err := ocsf.MarshalRecord(m.Map(ev))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Validate(b); err != nil {
+				t.Fatalf("%v\n%s", err, b)
+			}
+			rec.ConfidenceScore = nil
+			rec.FindingInfo.Attacks = nil
+			if err := json.Unmarshal(b, &rec); err != nil {
+				t.Fatal(err)
+			}
+			fi := rec.FindingInfo
+			if rec.SeverityID != tc.wantSeverity || rec.ConfidenceID != tc.wantConfidenceID || rec.ConfidenceScore == nil ||
+				*rec.ConfidenceScore != tc.wantScore || fi.UID != "det:"+tc.typ || fi.Analytic.Name != tc.typ ||
+				fi.Title != "Risk detected: "+tc.typ || len(fi.Types) != 2 || fi.Types[1] != tc.typ {
+				t.Errorf("finding: %s", b)
+			}
+			var tactics []string
+			for _, a := range fi.Attacks {
+				sub := ""
+				if a.SubTechnique != nil {
+					sub = a.SubTechnique.UID
+				}
+				if a.Technique.UID != tc.wantTechnique || sub != tc.wantSub {
+					t.Errorf("attack %+v, want technique %s sub-technique %q", a, tc.wantTechnique, tc.wantSub)
+				}
+				tactics = append(tactics, a.Tactic.UID)
+			}
+			if strings.Join(tactics, " ") != strings.Join(tc.wantTactics, " ") {
+				t.Errorf("tactics %v, want %v", tactics, tc.wantTactics)
+			}
+		})
+	}
+	// Without the risk service's data (an older event), the event type's
+	// Medium and a High rule confidence, as before.
+	b, _ := ocsf.MarshalRecord(m.Map(sparse(model.EventRiskDetected, 8)))
+	if err := s.Validate(b); err != nil || !strings.Contains(string(b), `"severity_id":3`) || strings.Contains(string(b), "attacks") {
+		t.Errorf("sparse risk.detected: %v %s", err, b)
+	}
+}

@@ -52,6 +52,8 @@ type Record struct {
 	IsAlert      *bool        `json:"is_alert,omitempty"`
 	ConfidenceID int          `json:"confidence_id,omitempty"`
 	Confidence   string       `json:"confidence,omitempty"`
+	// ConfidenceScore is a detection's own confidence, 0-100.
+	ConfidenceScore *int `json:"confidence_score,omitempty"`
 
 	// Incident Finding.
 	FindingInfoList []FindingInfo `json:"finding_info_list,omitempty"`
@@ -176,6 +178,9 @@ type FindingInfo struct {
 	FirstSeen    int64     `json:"first_seen_time,omitempty"`
 	LastSeen     int64     `json:"last_seen_time,omitempty"`
 	RelatedCount int       `json:"related_events_count,omitempty"`
+	// Attacks are the MITRE ATT&CK technique of a detection, once per
+	// tactic.
+	Attacks []Attack `json:"attacks,omitempty"`
 }
 
 // Analytic is the rule that produced a finding.
