@@ -88,11 +88,11 @@ func runPlan() plan {
 			{108 * time.Second, faultGateway, 0, 4 * time.Second},
 		}}
 	}
-	return plan{load: 40 * time.Second, concurrency: 4, gwWorkers: 4, faults: []fault{
-		{5 * time.Second, faultReplica, 1, 3 * time.Second},
-		{13 * time.Second, faultNATSLeader, 0, 3 * time.Second},
-		{21 * time.Second, faultGateway, 1, 2 * time.Second},
-		{28 * time.Second, faultPostgres, 0, 2 * time.Second},
+	return plan{load: 32 * time.Second, concurrency: 4, gwWorkers: 4, faults: []fault{
+		{4 * time.Second, faultReplica, 1, 3 * time.Second},
+		{11 * time.Second, faultNATSLeader, 0, 3 * time.Second},
+		{17 * time.Second, faultGateway, 1, 2 * time.Second},
+		{22 * time.Second, faultPostgres, 0, 2 * time.Second},
 	}}
 }
 
@@ -233,6 +233,10 @@ func TestCluster(t *testing.T) {
 			time.Sleep(f.downed)
 			pg.start(t)
 			t.Logf("%5.1fs PostgreSQL started (crash recovery)", at())
+			for _, r := range reps {
+				r.waitHealthy(60 * time.Second)
+			}
+			t.Logf("%5.1fs every replica healthy again", at())
 		}
 		done = append(done, f)
 	}
