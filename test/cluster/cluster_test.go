@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,6 +274,12 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	t.Logf("gateway clients: %s", gl.summary())
+	lags, unseen := caeLag(adm, gl, start.Add(p.load))
+	t.Logf("CAE delay at the gateways (revocation command returned → the client's next request refused): %s; %d revocations not seen by their client within the load",
+		durations(lags), unseen)
+	if unseen > 0 {
+		t.Errorf("%d revocations of a gateway client's session were not enforced by the gateways within the load (10 s before its end at the latest)", unseen)
+	}
 	if gl.ok.Load() == 0 {
 		t.Errorf("gateway clients: no successful request")
 	}
@@ -784,9 +791,17 @@ type admin struct {
 	revokeFail     int
 	// The gateway clients' users (gwUser(0..gwUsers-1)): their sessions
 	// revoked one at a time or all at once ("user:NAME").
-	gwUsers      int
-	gwRevoked    []string
-	gwRevokeFail int
+	gwUsers       int
+	gwRevoked     []string
+	gwRevocations []gwRevocation
+	gwRevokeFail  int
+}
+
+// gwRevocation is one revocation of a gateway client's session(s): the
+// session id or "user:NAME", when the command started and returned.
+type gwRevocation struct {
+	target    string
+	begun, at time.Time
 }
 
 func (a *admin) ward(stdin string, args ...string) (string, error) {
@@ -845,10 +860,12 @@ func (a *admin) loop(ctx context.Context, end time.Time) {
 func (a *admin) revokeGatewayUser(k int, all bool) {
 	name := gwUser(k)
 	if all {
+		begun := time.Now()
 		if _, err := a.ward("", "user", "revoke-sessions", name); err != nil {
 			a.gwRevokeFail++
 		} else {
 			a.gwRevoked = append(a.gwRevoked, "user:"+name)
+			a.gwRevocations = append(a.gwRevocations, gwRevocation{"user:" + name, begun, time.Now()})
 		}
 		return
 	}
@@ -860,10 +877,12 @@ func (a *admin) revokeGatewayUser(k int, all bool) {
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) > 1 && f[1] == name && f[0] != "ID" {
+			begun := time.Now()
 			if _, err := a.ward("", "session", "revoke", f[0]); err != nil {
 				a.gwRevokeFail++
 			} else {
 				a.gwRevoked = append(a.gwRevoked, f[0])
+				a.gwRevocations = append(a.gwRevocations, gwRevocation{f[0], begun, time.Now()})
 			}
 			return
 		}
@@ -978,6 +997,17 @@ func keepLogs(t *testing.T, dir string) {
 		}
 		t.Logf("logs copied to %s", out)
 	})
+}
+
+// durations summarises delays: count, median, 90th percentile, maximum.
+func durations(d []time.Duration) string {
+	if len(d) == 0 {
+		return "none measured"
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	r := func(x time.Duration) string { return x.Round(10 * time.Millisecond).String() }
+	return fmt.Sprintf("%d measured, median %s, p90 %s, max %s", len(s), r(s[len(s)/2]), r(s[len(s)*9/10]), r(s[len(s)-1]))
 }
 
 // --- helpers ----------------------------------------------------------------------

@@ -180,8 +180,10 @@ func (g *gateway) metrics() string {
 // final check needs.
 type heldToken struct {
 	at, sid, sub string
-	exp          time.Time
+	user         string
+	iat, exp     time.Time
 	signer       *dpop.Signer
+	refusedAt    time.Time // first insufficient_claims seen by its client (under gatewayLoad.mu)
 }
 
 // gatewayLoad is the gateway clients: each signs in as its own user
@@ -224,6 +226,9 @@ func (gl *gatewayLoad) worker(ctx context.Context, issuer string, gws []*gateway
 		if tok == nil {
 			var err error
 			tok, err = signInForGateway(ctx, issuer, user)
+			if err == nil {
+				tok.user = user
+			}
 			if err != nil {
 				gl.signInFail.Add(1)
 				time.Sleep(300 * time.Millisecond)
@@ -246,6 +251,9 @@ func (gl *gatewayLoad) worker(ctx context.Context, issuer string, gws []*gateway
 			gl.ok.Add(1)
 		case status == http.StatusUnauthorized && strings.Contains(challenge, "insufficient_claims"):
 			gl.refused.Add(1)
+			gl.mu.Lock()
+			tok.refusedAt = time.Now()
+			gl.mu.Unlock()
 			tok = nil
 		default:
 			gl.errs.add(fmt.Sprintf("gateway %d: %d", gi, status))
@@ -408,6 +416,7 @@ func signInForGateway(ctx context.Context, issuer, user string) (*heldToken, err
 		var claims struct {
 			Sid string `json:"sid"`
 			Sub string `json:"sub"`
+			Iat int64  `json:"iat"`
 			Exp int64  `json:"exp"`
 		}
 		parts := strings.Split(out.AccessToken, ".")
@@ -418,7 +427,7 @@ func signInForGateway(ctx context.Context, issuer, user string) (*heldToken, err
 		if err != nil || json.Unmarshal(raw, &claims) != nil || claims.Sid == "" {
 			return nil, fmt.Errorf("access token without sid: %v", err)
 		}
-		return &heldToken{at: out.AccessToken, sid: claims.Sid, sub: claims.Sub, exp: time.Unix(claims.Exp, 0), signer: s}, nil
+		return &heldToken{at: out.AccessToken, sid: claims.Sid, sub: claims.Sub, iat: time.Unix(claims.Iat, 0), exp: time.Unix(claims.Exp, 0), signer: s}, nil
 	}
 }
 
@@ -485,9 +494,57 @@ func checkGatewaysConverged(t *testing.T, db *database, gws []*gateway, gl *gate
 	if nRevoked == 0 {
 		t.Errorf("gateways: no token of a revoked session to check (the admin's revocations did not reach the gateway clients)")
 	}
+	// Each gateway applied a SET for every audit event that yields one (a
+	// restarted gateway replayed them from the stream; repeats are
+	// counted apart as duplicates).
+	want := len(caeEvents(t, db, 0))
+	var applied []string
 	for i, g := range gws {
-		t.Logf("gateway %d metrics: %s", i, g.metrics())
+		m := g.metrics()
+		n := -1
+		for _, f := range strings.Split(m, "; ") {
+			if v, ok := strings.CutPrefix(f, `ward_gateway_cae_nats_sets_total{result="applied"} `); ok {
+				fmt.Sscan(v, &n)
+			}
+		}
+		if n < want {
+			t.Errorf("gateway %d applied %d SETs from the CAE stream, the audit log has %d events that yield one; metrics: %s", i, n, want, m)
+		}
+		applied = append(applied, fmt.Sprint(n))
 	}
-	return fmt.Sprintf("%d tokens of revoked sessions refused by both gateways, %d of active sessions accepted by both (%d near expiry not checked)",
-		nRevoked, nActive, skipped)
+	return fmt.Sprintf("%d tokens of revoked sessions refused by both gateways, %d of active sessions accepted by both (%d near expiry not checked); SETs applied %s of %d CAE events in the audit log",
+		nRevoked, nActive, skipped, strings.Join(applied, " and "), want)
+}
+
+// caeLag measures, for each revocation the administrator made of a
+// gateway client's session (or of all of its user's sessions) during the
+// load, how long after the command returned the client's next gateway
+// request was refused with insufficient_claims: the end-to-end CAE delay
+// (Ward's outbox, the relay to the CAE stream in NATS, the gateway's
+// consumer). Revocations whose token was no longer in use (refused
+// already for an earlier one) are not counted; those still unseen when
+// the load ended are.
+func caeLag(a *admin, gl *gatewayLoad, loadEnd time.Time) (lags []time.Duration, unseen int) {
+	gl.mu.Lock()
+	defer gl.mu.Unlock()
+	for _, r := range a.gwRevocations {
+		var hit *heldToken
+		for _, tok := range gl.tokens {
+			covered := tok.sid == r.target || (r.target == "user:"+tok.user && !tok.iat.After(r.at))
+			if covered && (tok.refusedAt.IsZero() || !tok.refusedAt.Before(r.begun)) {
+				hit = tok
+				break
+			}
+		}
+		switch {
+		case hit == nil:
+		case hit.refusedAt.IsZero():
+			if r.at.Before(loadEnd.Add(-10 * time.Second)) {
+				unseen++
+			}
+		default:
+			lags = append(lags, hit.refusedAt.Sub(r.at))
+		}
+	}
+	return lags, unseen
 }

@@ -267,6 +267,7 @@ func (rx *receivers) check(t *testing.T, db *database) string {
 		seen := map[string]bool{}
 		last := map[string]int64{}
 		var dups, unknown, outOfOrder, stream int
+		others := map[string]int{}
 		for i, x := range txns {
 			if x == "" {
 				stream++ // SSF verification and stream-updated events
@@ -279,10 +280,11 @@ func (rx *receivers) check(t *testing.T, db *database) string {
 			seen[x] = true
 			e := byID[x]
 			if e == nil {
-				var n int
-				db.conn.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE id = $1`, x).Scan(&n)
-				if n == 0 {
+				var typ, reason string
+				if err := db.conn.QueryRow(context.Background(), `SELECT type, reason FROM events WHERE id = $1`, x).Scan(&typ, &reason); err != nil {
 					t.Errorf("%s: SET of txn %s, which is no audit event", r.name, x)
+				} else {
+					others[typ+" "+reason]++
 				}
 				unknown++
 				continue
@@ -296,8 +298,8 @@ func (rx *receivers) check(t *testing.T, db *database) string {
 			}
 			last[e.user] = max(last[e.user], e.seq)
 		}
-		summary = append(summary, fmt.Sprintf("%s %d SETs (%d of the %d expected missing, %d repeated, %d out of order per user, %d of other events, %d stream events)",
-			r.name, len(seen), len(missing(r.l)), len(want), dups, outOfOrder, unknown, stream))
+		summary = append(summary, fmt.Sprintf("%s %d SETs (%d of the %d expected missing, %d repeated, %d out of order per user, %d of other events %s, %d stream events)",
+			r.name, len(seen), len(missing(r.l)), len(want), dups, outOfOrder, unknown, topKinds(others), stream))
 	}
 	if len(want) == 0 {
 		t.Errorf("no audit event that yields a CAE SET after the streams were created")
