@@ -41,6 +41,10 @@ const (
 	gwAudience = "https://docs.cluster.example"
 )
 
+// natsServerPath is the nats-server the cluster runs (buildBinaries may
+// replace the distribution's with the version Ward embeds).
+var natsServerPath = natsServer
+
 // plan is what a run does: the reduced run in CI, the full one with
 // WARD_CLUSTER_FULL=1.
 type plan struct {
@@ -243,6 +247,7 @@ func TestCluster(t *testing.T) {
 	}
 	loads.Wait()
 	admWG.Wait()
+	t.Logf("JetStream consumers' backlog at the end of the load: %s", nc.consumerBacklog())
 	gl.wait()
 	phase("load done")
 
@@ -251,7 +256,7 @@ func TestCluster(t *testing.T) {
 	checkDPoPReplayAcrossReplicas(t, issuer, reps)
 	totp := checkTOTPReplayAcrossReplicas(t, adm, issuer, reps)
 	lock := checkLockoutAcrossReplicas(t, issuer, reps, db)
-	gwInv := checkGatewaysConverged(t, db, gws, gl)
+	gwInv := checkGatewaysConverged(t, db, gws, gl, adm)
 	ssfInv := rx.check(t, db)
 	time.Sleep(3 * time.Second) // the sealer's round (audit.seal_interval 1s)
 	inv := checkInvariants(t, db, adm)
@@ -318,6 +323,25 @@ func buildBinaries(t *testing.T, dir string) binaries {
 		if o, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, o)
 		}
+	}
+	// nats-server: the version Ward embeds (go.mod), built from the module
+	// cache, unless WARD_CLUSTER_NATS names a binary (for example the
+	// distribution's /usr/sbin/nats-server); the distribution's when the
+	// build fails (offline without the module).
+	if p := os.Getenv("WARD_CLUSTER_NATS"); p != "" {
+		natsServerPath = p
+	} else {
+		bin := filepath.Join(dir, "nats-server")
+		cmd := exec.Command(goBin, "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("go build nats-server failed, using %s: %v\n%s", natsServer, err, tail(o, 500))
+		} else {
+			natsServerPath = bin
+		}
+	}
+	if v, err := exec.Command(natsServerPath, "--version").Output(); err == nil {
+		t.Logf("NATS: %s (%s)", strings.TrimSpace(string(v)), natsServerPath)
 	}
 	return b
 }
@@ -481,6 +505,43 @@ func (c *natsCluster) leaderName() string {
 	return ""
 }
 
+// consumerBacklog reports each durable consumer's undelivered messages
+// (num_pending) as the nodes' /jsz reports them: a consumer that cannot
+// keep up with the event rate shows here.
+func (c *natsCluster) consumerBacklog() string {
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name      string `json:"name"`
+				Consumers []struct {
+					Name       string `json:"name"`
+					NumPending int64  `json:"num_pending"`
+				} `json:"consumer_detail"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	out := map[string]int64{}
+	for _, n := range c.nodes {
+		if getJSON(fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&consumers=true", n.mon), &jsz) != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, st := range a.Streams {
+				for _, co := range st.Consumers {
+					k := st.Name + "/" + co.Name
+					out[k] = max(out[k], co.NumPending)
+				}
+			}
+		}
+	}
+	var parts []string
+	for k, v := range out {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
 // nonLeader returns the index-th node (modulo) that is not the leader.
 func (c *natsCluster) nonLeader(leader, index int) int {
 	var others []int
@@ -497,7 +558,7 @@ func (n *natsNode) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(natsServer, "-c", n.conf)
+	n.cmd = exec.Command(natsServerPath, "-c", n.conf)
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
