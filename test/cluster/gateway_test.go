@@ -532,7 +532,7 @@ func checkGatewaysConverged(t *testing.T, db *database, gws []*gateway, gl *gate
 // consumer). Revocations whose token was no longer in use (refused
 // already for an earlier one) are not counted; those still unseen when
 // the load ended are.
-func caeLag(a *admin, gl *gatewayLoad, loadEnd time.Time) (lags []time.Duration, unseen int) {
+func caeLag(a *admin, gl *gatewayLoad, loadEnd time.Time) (lags []time.Duration, unseen int, slow []string) {
 	gl.mu.Lock()
 	defer gl.mu.Unlock()
 	for _, r := range a.gwRevocations {
@@ -551,10 +551,14 @@ func caeLag(a *admin, gl *gatewayLoad, loadEnd time.Time) (lags []time.Duration,
 				unseen++
 			}
 		default:
-			lags = append(lags, hit.refusedAt.Sub(r.at))
+			lag := hit.refusedAt.Sub(r.at)
+			lags = append(lags, lag)
+			if lag > 3*time.Second {
+				slow = append(slow, fmt.Sprintf("%s at %s: %.1fs", r.target, r.at.Format("15:04:05.0"), lag.Seconds()))
+			}
 		}
 	}
-	return lags, unseen
+	return lags, unseen, slow
 }
 
 // sameSecond reports whether tok was issued in the second in which the
