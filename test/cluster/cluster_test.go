@@ -191,7 +191,9 @@ func TestCluster(t *testing.T) {
 	var done []fault
 	for _, f := range p.faults {
 		time.Sleep(time.Until(start.Add(f.at)))
-		at := func() string { return fmt.Sprintf("%5.1fs (%s)", time.Since(start).Seconds(), time.Now().Format("15:04:05.0")) }
+		at := func() string {
+			return fmt.Sprintf("%5.1fs (%s)", time.Since(start).Seconds(), time.Now().Format("15:04:05.0"))
+		}
 		switch f.what {
 		case faultReplica:
 			t.Logf("%s kill -9 replica %d", at(), f.index)
