@@ -250,6 +250,7 @@ func TestCluster(t *testing.T) {
 	loads.Wait()
 	admWG.Wait()
 	t.Logf("JetStream consumers' backlog at the end of the load: %s", nc.consumerBacklog())
+	t.Logf("relay backlog at the end of the load: %s", relayBacklog(t, db, nc))
 	gl.wait()
 	phase("load done")
 
@@ -545,6 +546,40 @@ func (c *natsCluster) consumerBacklog() string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// relayBacklog compares the events stored in the database with the
+// messages of the event stream (WARD_EVENTS): the difference is what the
+// replicas' relays have not published yet.
+func relayBacklog(t *testing.T, db *database, c *natsCluster) string {
+	var stored int64
+	if err := db.conn.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&stored); err != nil {
+		return err.Error()
+	}
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name  string `json:"name"`
+				State struct {
+					Msgs int64 `json:"messages"`
+				} `json:"state"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	var msgs int64 = -1
+	for _, n := range c.nodes {
+		if getJSON(fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&streams=true", n.mon), &jsz) != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, st := range a.Streams {
+				if st.Name == "WARD_EVENTS" {
+					msgs = max(msgs, st.State.Msgs)
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%d events stored, %d in the event stream (%d not relayed yet)", stored, msgs, stored-msgs)
 }
 
 // nonLeader returns the index-th node (modulo) that is not the leader.

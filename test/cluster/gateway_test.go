@@ -505,14 +505,22 @@ func checkGatewaysConverged(t *testing.T, db *database, gws []*gateway, gl *gate
 	// Each gateway applied a SET for every audit event that yields one (a
 	// restarted gateway replayed them from the stream; repeats are
 	// counted apart as duplicates).
+	// The last events (the TOTP enrolment) may still be on their way: up
+	// to 60 s.
 	want := len(caeEvents(t, db, 0))
 	var applied []string
 	for i, g := range gws {
-		m := g.metrics()
+		var m string
 		n := -1
-		for _, f := range strings.Split(m, "; ") {
-			if v, ok := strings.CutPrefix(f, `ward_gateway_cae_nats_sets_total{result="applied"} `); ok {
-				fmt.Sscan(v, &n)
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			m = g.metrics()
+			for _, f := range strings.Split(m, "; ") {
+				if v, ok := strings.CutPrefix(f, `ward_gateway_cae_nats_sets_total{result="applied"} `); ok {
+					fmt.Sscan(v, &n)
+				}
+			}
+			if n >= want || time.Now().After(deadline) {
+				break
 			}
 		}
 		if n < want {
