@@ -144,6 +144,31 @@ func (n *NATS) caeJetStream() jetstream.JetStream {
 	return n.js
 }
 
+// ensureCAEUntilDone retries ensureCAEStream (1 s, doubling up to 30 s)
+// until it succeeds or the bus closes: at start the NATS cluster may
+// be unreachable or not yet able to place the stream's replicas.
+func (n *NATS) ensureCAEUntilDone() {
+	wait := time.Second
+	for !n.caeOK.Load() {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+		if !n.nc.IsConnected() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		err := n.ensureCAEStream(ctx)
+		cancel()
+		if err == nil {
+			n.log.Info("NATS CAE stream ready", "stream", n.o.CAE.Stream)
+			return
+		}
+	}
+}
+
 // ensureCAEStream creates the CAE stream or brings it up to date.
 func (n *NATS) ensureCAEStream(ctx context.Context) error {
 	o := n.o.CAE

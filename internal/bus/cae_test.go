@@ -2,10 +2,14 @@ package bus
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -170,4 +174,56 @@ func TestBusConsumeOnlyNew(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBusCAEStreamCreatedWhenNATSAnswers: Ward started while its NATS
+// was unreachable (or could not yet place the stream) creates the CAE
+// stream as soon as NATS answers, without waiting for a first SET:
+// followers (ward gateway) are not ready until the stream exists, so
+// they would otherwise refuse every request until the first revocation.
+func TestBusCAEStreamCreatedWhenNATSAnswers(t *testing.T) {
+	port := freeTCPPort(t)
+	stream, prefix := uniqueNames()
+	o := NATSOptions{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), Stream: stream, SubjectPrefix: prefix,
+		ReconnectWait: 50 * time.Millisecond, Log: testLog(t),
+		CAE: CAEOptions{Enabled: true, Stream: stream + "_CAE", SubjectPrefix: prefix + "-cae", MaxAge: 3 * time.Hour}}
+	n, err := OpenNATS(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+
+	// NATS comes up after Ward.
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
+		StoreDir: filepath.Join(t.TempDir(), "nats"), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	waitFor(t, 15*time.Second, "the CAE stream to be created without any SET", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.Stream(ctx, o.CAE.Stream)
+		return err == nil
+	})
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -32,6 +32,9 @@ type consumer struct {
 	done    chan struct{} // closed when run returns
 	restart chan struct{} // the server lost the consumer
 	inH     sync.WaitGroup
+	// warnedFilter: the warning about a server that cannot filter by
+	// several subjects was logged (once; start runs on its goroutine).
+	warnedFilter bool
 }
 
 // Consume implements Durable (see there). The durable consumer is created
@@ -156,6 +159,14 @@ func (c *consumer) start() (jetstream.ConsumeContext, error) {
 		// Every type, or several on a server before 2.10 (one filter
 		// subject only): take everything, handle() filters.
 		cfg.FilterSubject = o.SubjectPrefix + ".>"
+		if len(c.subs) > 1 && !c.warnedFilter {
+			c.warnedFilter = true
+			// One event in flight (MaxAckPending 1) over every event of
+			// the stream: under load this consumer falls behind (the CAE
+			// consumers by seconds to minutes, measured in test/cluster).
+			c.log.Warn("bus: this nats-server cannot filter a consumer by several subjects (2.10 and newer can): the consumer reads every event, one at a time, and lags behind under load; upgrade nats-server",
+				"consumer", c.name, "server_version", c.n.nc.ConnectedServerVersion())
+		}
 	}
 	cons, err := c.n.js.CreateOrUpdateConsumer(ctx, o.Stream, cfg)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

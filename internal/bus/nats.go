@@ -238,6 +238,16 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	} else {
 		n.log.Warn("NATS unreachable; events are stored and will be relayed when it answers")
 	}
+	if o.CAE.Enabled && !n.caeOK.Load() {
+		// Followers (ward gateway, rs/caenats) wait for the stream to
+		// exist before they are ready: create it as soon as NATS can,
+		// not only with the first SET, which may come much later.
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.ensureCAEUntilDone()
+		}()
+	}
 	if n.relay != nil {
 		n.wg.Add(1)
 		go func() {

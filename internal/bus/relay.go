@@ -79,7 +79,14 @@ type relay struct {
 		from  int64
 		since time.Time
 	}
-	late    map[int64]time.Time
+	late map[int64]time.Time
+	// missing holds the numbers above the cursor seen missing (a higher
+	// one was visible), with when that was first seen: a gap's wait runs
+	// from then, not from when the relay reaches it, so that gaps behind
+	// one another are waited for together rather than one after the
+	// other (else frequent rolled-back inserts make the relay fall
+	// further behind at every gap).
+	missing map[int64]time.Time
 	failing bool             // the last step failed (log once per outage)
 	stream  jetstream.Stream // cached handle, nil after an error
 
@@ -96,7 +103,8 @@ type relay struct {
 }
 
 func newRelay(n *NATS, src Outbox) *relay {
-	return &relay{n: n, src: src, log: n.log.With("part", "relay"), wakeC: make(chan struct{}, 1), late: map[int64]time.Time{}}
+	return &relay{n: n, src: src, log: n.log.With("part", "relay"), wakeC: make(chan struct{}, 1), late: map[int64]time.Time{},
+		missing: map[int64]time.Time{}}
 }
 
 // wake asks the relay to look for new events now. Safe on a nil relay.
@@ -186,6 +194,7 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 			r.fail("relay: reading the outbox failed", err)
 			return 0
 		}
+		r.noteMissing(evs, time.Now())
 		for _, ev := range evs {
 			if ev.Seq > r.cursor+1 {
 				if wait := r.overGap(ev.Seq); wait > 0 {
@@ -215,12 +224,41 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 	return 0
 }
 
+// noteMissing records when the numbers missing between the cursor and
+// the events just read were first seen missing, and forgets those the
+// cursor has passed.
+func (r *relay) noteMissing(evs []*store.StoredEvent, now time.Time) {
+	if r.missing == nil {
+		r.missing = map[int64]time.Time{}
+	}
+	for s := range r.missing {
+		if s <= r.cursor {
+			delete(r.missing, s)
+		}
+	}
+	prev := r.cursor
+	for _, ev := range evs {
+		if n := ev.Seq - prev - 1; n > 0 && n <= maxLateSpan {
+			for s := prev + 1; s < ev.Seq; s++ {
+				if _, ok := r.missing[s]; !ok {
+					r.missing[s] = now
+				}
+			}
+		}
+		prev = ev.Seq
+	}
+}
+
 // overGap decides about the missing numbers before next: wait for them
-// (returns how long until the next look) or skip them (returns 0).
+// (returns how long until the next look) or skip them (returns 0). The
+// wait runs from when the gap was first seen (noteMissing).
 func (r *relay) overGap(next int64) time.Duration {
 	from, now := r.cursor+1, time.Now()
 	if r.gap.from != from {
 		r.gap.from, r.gap.since = from, now
+		if seen, ok := r.missing[from]; ok && seen.Before(now) {
+			r.gap.since = seen
+		}
 	}
 	if waited := now.Sub(r.gap.since); waited < r.n.o.GapWait {
 		return min(gapRetry, r.n.o.GapWait-waited)

@@ -124,6 +124,32 @@ func TestRelayPassesPermanentGapAndWatchesIt(t *testing.T) {
 	waitSeqs(t, n, "1", "3", "4", "5", "2")
 }
 
+// Gaps one behind another (frequent rolled-back inserts under load, or
+// the sequence numbers PostgreSQL skips after a crash) are each waited
+// for from when the relay first saw them, so together they cost about
+// one GapWait, not one each: otherwise the relay falls further behind
+// with every gap and CAE signals reach resource servers later and later.
+func TestRelayWaitsForGapsTogether(t *testing.T) {
+	const gaps, gapWait = 10, 300 * time.Millisecond
+	src := newFakeOutbox()
+	var want []string
+	for i := range gaps + 1 {
+		src.commit(int64(1 + 2*i)) // 1, 3, 5, …: every even number missing
+		want = append(want, fmt.Sprint(1+2*i))
+	}
+	start := time.Now()
+	n := openRelayOnly(t, src, gapWait)
+	waitSeqs(t, n, want...)
+	took := time.Since(start)
+	if took < gapWait {
+		t.Errorf("passed the gaps after %v, before GapWait", took)
+	}
+	// Waited one after the other they would take gaps × GapWait (3 s).
+	if took > gaps*gapWait/2 {
+		t.Errorf("relaying past %d gaps seen together took %v: each gap was waited for in turn (GapWait %v)", gaps, took, gapWait)
+	}
+}
+
 // A relay whose cursor is behind the stream (another instance relayed
 // meanwhile) continues where the stream is instead of publishing again.
 func TestRelayJumpsToStream(t *testing.T) {

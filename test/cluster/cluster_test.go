@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,51 +36,95 @@ const (
 	svcSecret  = "cluster-service-secret-0123456789-abcdefgh"
 	webSecret  = "cluster-web-secret-0123456789-abcdefghijkl"
 	userPass   = "cluster-user-password-0123"
+	appSecret  = "cluster-app-secret-0123456789-abcdefghijkl"
+	rxSecret   = "cluster-receiver-secret-0123456789-abcdefgh"
+	gwAudience = "https://docs.cluster.example"
 )
+
+// natsServerPath is the nats-server the cluster runs (buildBinaries may
+// replace the distribution's with the version Ward embeds).
+var natsServerPath = natsServer
 
 // plan is what a run does: the reduced run in CI, the full one with
 // WARD_CLUSTER_FULL=1.
 type plan struct {
 	load        time.Duration
 	concurrency int
+	gwWorkers   int // gateway clients (one user each)
 	faults      []fault
 }
 
+// fault is one injected failure: at is its start (from the load's start),
+// downed how long the component stays down (or stopped).
 type fault struct {
 	at     time.Duration
-	what   string // "replica" or "nats"
+	what   string // see the faultXxx constants
 	index  int
 	downed time.Duration
 }
 
+const (
+	faultReplica    = "replica"     // SIGKILL of a ward serve replica, restarted after downed
+	faultStall      = "stall"       // SIGSTOP of a replica, SIGCONT after downed
+	faultNATS       = "nats"        // SIGKILL of a NATS node that is not the JetStream meta leader
+	faultNATSLeader = "nats-leader" // SIGKILL of the JetStream meta leader
+	faultGateway    = "gateway"     // SIGKILL of a ward gateway, restarted after downed
+	faultPostgres   = "postgres"    // immediate stop of PostgreSQL (crash recovery at start)
+)
+
+func (f fault) String() string {
+	switch f.what {
+	case faultNATS, faultNATSLeader, faultPostgres:
+		return f.what
+	}
+	return fmt.Sprintf("%s %d", f.what, f.index)
+}
+
 func runPlan() plan {
 	if os.Getenv("WARD_CLUSTER_FULL") != "" {
-		return plan{load: 90 * time.Second, concurrency: 8, faults: []fault{
-			{10 * time.Second, "replica", 1, 5 * time.Second},
-			{25 * time.Second, "nats", 1, 5 * time.Second},
-			{40 * time.Second, "replica", 0, 5 * time.Second},
-			{55 * time.Second, "nats", 0, 5 * time.Second},
-			{70 * time.Second, "replica", 2, 5 * time.Second},
+		return plan{load: 130 * time.Second, concurrency: 8, gwWorkers: 6, faults: []fault{
+			{8 * time.Second, faultReplica, 1, 5 * time.Second},
+			{22 * time.Second, faultNATS, 0, 5 * time.Second},
+			{36 * time.Second, faultGateway, 1, 4 * time.Second},
+			{48 * time.Second, faultStall, 2, 6 * time.Second},
+			{64 * time.Second, faultNATSLeader, 0, 5 * time.Second},
+			{78 * time.Second, faultPostgres, 0, 3 * time.Second},
+			{94 * time.Second, faultReplica, 0, 5 * time.Second},
+			{108 * time.Second, faultGateway, 0, 4 * time.Second},
 		}}
 	}
-	return plan{load: 24 * time.Second, concurrency: 4, faults: []fault{
-		{6 * time.Second, "replica", 1, 3 * time.Second},
-		{14 * time.Second, "nats", 1, 3 * time.Second},
+	return plan{load: 32 * time.Second, concurrency: 4, gwWorkers: 4, faults: []fault{
+		{4 * time.Second, faultReplica, 1, 3 * time.Second},
+		{11 * time.Second, faultNATSLeader, 0, 3 * time.Second},
+		{17 * time.Second, faultGateway, 1, 2 * time.Second},
+		{22 * time.Second, faultPostgres, 0, 2 * time.Second},
 	}}
 }
 
 func TestCluster(t *testing.T) {
-	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("WARD_TEST_POSTGRES_DSN is not set; the cluster test needs PostgreSQL")
-	}
 	if _, err := os.Stat(natsServer); err != nil {
 		t.Skipf("%s is missing; the cluster test needs nats-server (Debian package nats-server)", natsServer)
 	}
 	p := runPlan()
 	dir := t.TempDir()
+
+	// PostgreSQL: an instance of the test's own (initdb, pg_ctl) so that
+	// it can be restarted without disturbing anything else on the
+	// machine; the shared one of WARD_TEST_POSTGRES_DSN otherwise, and
+	// then without the PostgreSQL fault.
+	pg := startOwnPostgres(t)
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if pg != nil {
+		dsn = pg.dsn()
+	} else if dsn == "" {
+		t.Skip("no PostgreSQL: neither initdb/pg_ctl under /usr/lib/postgresql nor WARD_TEST_POSTGRES_DSN")
+	}
+	testStart := time.Now()
+	phase := func(what string) { t.Logf("%6.1fs %s", time.Since(testStart).Seconds(), what) }
 	bins := buildBinaries(t, dir)
+	phase("binaries built")
 	db := freshDatabase(t, dsn)
+	keepLogs(t, dir)
 
 	// NATS JetStream cluster.
 	nc := startNATSCluster(t, filepath.Join(dir, "nats"))
@@ -109,9 +154,17 @@ func TestCluster(t *testing.T) {
 	})
 
 	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", port), reps)
+	phase("NATS cluster and replicas serving")
+
+	// The gateways in front of a small upstream, following the CAE
+	// stream in the NATS cluster; the SSF receivers (push and poll).
+	gws := startGateways(t, bins.ward, dir, issuer, nc.clientURLs())
+	rx := startReceivers(t, issuer, db)
+	phase("gateways ready, SSF streams created; the load starts")
 
 	// The mixed load: DPoP client credentials and sign-in + refresh
-	// chains (ward-load), admin changes (users added, sessions revoked)
+	// chains (ward-load), gateway requests with DPoP-bound tokens (the
+	// test's clients), admin changes (users added, sessions revoked)
 	// through the command line.
 	ctx, cancel := context.WithTimeout(context.Background(), p.load+2*time.Minute)
 	defer cancel()
@@ -125,7 +178,8 @@ func TestCluster(t *testing.T) {
 		}()
 	}
 	start := time.Now()
-	adm := &admin{t: t, bin: bins.ward, cfg: cfgFile, env: env}
+	gl := startGatewayLoad(ctx, issuer, gws, p.gwWorkers, start.Add(p.load))
+	adm := &admin{t: t, bin: bins.ward, cfg: cfgFile, env: env, gwUsers: p.gwWorkers}
 	var admWG sync.WaitGroup
 	admWG.Add(1)
 	go func() {
@@ -134,35 +188,87 @@ func TestCluster(t *testing.T) {
 	}()
 
 	// Faults.
+	var done []fault
 	for _, f := range p.faults {
 		time.Sleep(time.Until(start.Add(f.at)))
+		at := func() string {
+			return fmt.Sprintf("%5.1fs (%s)", time.Since(start).Seconds(), time.Now().Format("15:04:05.0"))
+		}
 		switch f.what {
-		case "replica":
-			t.Logf("%5.1fs kill -9 replica %d", time.Since(start).Seconds(), f.index)
+		case faultReplica:
+			t.Logf("%s kill -9 replica %d", at(), f.index)
 			reps[f.index].kill()
 			time.Sleep(f.downed)
 			reps[f.index].start()
 			reps[f.index].waitHealthy(60 * time.Second)
-			t.Logf("%5.1fs replica %d serving again", time.Since(start).Seconds(), f.index)
-		case "nats":
-			t.Logf("%5.1fs kill -9 NATS node %d", time.Since(start).Seconds(), f.index)
-			nc.nodes[f.index].kill()
+			t.Logf("%s replica %d serving again", at(), f.index)
+		case faultStall:
+			t.Logf("%s SIGSTOP replica %d", at(), f.index)
+			reps[f.index].signal(syscall.SIGSTOP)
 			time.Sleep(f.downed)
-			nc.nodes[f.index].start(t)
-			t.Logf("%5.1fs NATS node %d restarted", time.Since(start).Seconds(), f.index)
+			reps[f.index].signal(syscall.SIGCONT)
+			t.Logf("%s SIGCONT replica %d", at(), f.index)
+		case faultNATS, faultNATSLeader:
+			leader := nc.metaLeader()
+			n := nc.nonLeader(leader, f.index)
+			if f.what == faultNATSLeader {
+				n = leader
+			}
+			if n < 0 {
+				t.Errorf("%s no JetStream meta leader known: the NATS fault is skipped", at())
+				continue
+			}
+			t.Logf("%s kill -9 NATS node %s (meta leader: %s)", at(), nc.nodes[n].name, nc.leaderName())
+			nc.nodes[n].kill()
+			time.Sleep(f.downed)
+			nc.nodes[n].start(t)
+			t.Logf("%s NATS node %s restarted; meta leader now %s", at(), nc.nodes[n].name, nc.leaderName())
+		case faultGateway:
+			t.Logf("%s kill -9 gateway %d", at(), f.index)
+			gws[f.index].kill()
+			time.Sleep(f.downed)
+			gws[f.index].start()
+			gws[f.index].waitReady(60 * time.Second)
+			t.Logf("%s gateway %d ready again (CAE stream replayed)", at(), f.index)
+		case faultPostgres:
+			if pg == nil {
+				t.Logf("%s PostgreSQL restart SKIPPED: the test does not own its PostgreSQL (no initdb/pg_ctl under /usr/lib/postgresql)", at())
+				continue
+			}
+			t.Logf("%s PostgreSQL stopped (immediate: no checkpoint)", at())
+			pg.stopImmediate(t)
+			time.Sleep(f.downed)
+			pg.start(t)
+			t.Logf("%s PostgreSQL started (crash recovery)", at())
+			for _, r := range reps {
+				r.waitHealthy(60 * time.Second)
+			}
+			t.Logf("%s every replica healthy again", at())
 		}
+		done = append(done, f)
 	}
 	loads.Wait()
 	admWG.Wait()
+	t.Logf("JetStream consumers' backlog at the end of the load: %s", nc.consumerBacklog())
+	db.reconnect(t)
+	t.Logf("relay backlog at the end of the load: %s", relayBacklog(t, db, nc))
+	gl.wait()
+	phase("load done")
 
 	// Invariants.
+	db.reconnect(t)
 	checkDPoPReplayAcrossReplicas(t, issuer, reps)
+	totp := checkTOTPReplayAcrossReplicas(t, adm, issuer, reps)
+	lock := checkLockoutAcrossReplicas(t, issuer, reps, db)
+	gwInv := checkGatewaysConverged(t, db, gws, gl, adm)
+	ssfInv := rx.check(t, db)
 	time.Sleep(3 * time.Second) // the sealer's round (audit.seal_interval 1s)
 	inv := checkInvariants(t, db, adm)
 	verify := adm.verifyLog()
+	phase("invariants checked")
 
 	var total, errs int
-	t.Logf("load %v, concurrency %d per grant, faults %d", p.load, p.concurrency, len(p.faults))
+	t.Logf("load %v, concurrency %d per grant, %d gateway clients, %d faults", p.load, p.concurrency, p.gwWorkers, len(done))
 	for i, r := range reports {
 		grant := []string{"client_credentials", "refresh"}[i]
 		n := 0
@@ -176,11 +282,29 @@ func TestCluster(t *testing.T) {
 			t.Errorf("%s: no successful request", grant)
 		}
 	}
-	t.Logf("proxy: %d requests, %d answered 502 (a replica died under them)", px.requests.Load(), px.failed.Load())
-	t.Logf("admin: %d users added (%d failed), %d sessions revoked (%d failed)", len(adm.users), adm.userFail, len(adm.revoked), adm.revokeFail)
+	t.Logf("gateway clients: %s", gl.summary())
+	lags, unseen, slow := caeLag(adm, gl, start.Add(p.load))
+	// Reported, not failed on: every revocation must be enforced by the
+	// end (checkGatewaysConverged), the delay is what the load allows.
+	t.Logf("CAE delay at the gateways (revocation command returned → the client's next request refused): %s; %d revocations made 10 s or more before the load ended not yet enforced when it ended",
+		durations(lags), unseen)
+	if len(slow) > 0 {
+		t.Logf("CAE delays over 3 s (load started %s): %s", start.Format("15:04:05.0"), strings.Join(slow, "; "))
+	}
+	if gl.ok.Load() == 0 {
+		t.Errorf("gateway clients: no successful request")
+	}
+	t.Logf("proxy: %d requests, %d failed (%d answered 502: a replica died under them)", px.requests.Load(), px.errs.count(), px.failed.Load())
+	t.Logf("admin: %d users added (%d failed), %d sessions revoked (%d failed), %d gateway users' revocations (%d failed)",
+		len(adm.users), adm.userFail, len(adm.revoked), adm.revokeFail, len(adm.gwRevoked), adm.gwRevokeFail)
 	t.Logf("invariants: %s", inv)
+	t.Logf("gateways: %s", gwInv)
+	t.Logf("SSF receivers: %s", ssfInv)
+	t.Logf("TOTP: %s", totp)
+	t.Logf("lockout: %s", lock)
 	t.Logf("ward logs verify: %s", verify)
 	t.Logf("client-visible errors: %d of %d token requests (%.2f%%)", errs, total+errs, 100*float64(errs)/float64(max(1, total+errs)))
+	reportFaultErrors(t, start, p, done, px.errs, gl.errs)
 }
 
 // --- binaries, database ---------------------------------------------------
@@ -205,6 +329,25 @@ func buildBinaries(t *testing.T, dir string) binaries {
 		if o, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, o)
 		}
+	}
+	// nats-server: the version Ward embeds (go.mod), built from the module
+	// cache, unless WARD_CLUSTER_NATS names a binary (for example the
+	// distribution's /usr/sbin/nats-server); the distribution's when the
+	// build fails (offline without the module).
+	if p := os.Getenv("WARD_CLUSTER_NATS"); p != "" {
+		natsServerPath = p
+	} else {
+		bin := filepath.Join(dir, "nats-server")
+		cmd := exec.Command(goBin, "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("go build nats-server failed, using %s: %v\n%s", natsServer, err, tail(o, 500))
+		} else {
+			natsServerPath = bin
+		}
+	}
+	if v, err := exec.Command(natsServerPath, "--version").Output(); err == nil {
+		t.Logf("NATS: %s (%s)", strings.TrimSpace(string(v)), natsServerPath)
 	}
 	return b
 }
@@ -243,6 +386,23 @@ func freshDatabase(t *testing.T, admin string) *database {
 		conn.Close(ctx)
 	})
 	return db
+}
+
+// reconnect replaces the test's connection (PostgreSQL may have been
+// restarted under it).
+func (db *database) reconnect(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	db.conn.Close(ctx)
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if db.conn, err = pgx.Connect(ctx, db.dsn); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reconnect to PostgreSQL: %v", err)
+		}
+	}
 }
 
 // --- NATS cluster -----------------------------------------------------------
@@ -321,12 +481,124 @@ cluster {
 	return nil
 }
 
+// metaLeader returns the index of the JetStream meta leader, as the
+// nodes' monitoring endpoints (/jsz) report it, or -1.
+func (c *natsCluster) metaLeader() int {
+	name := c.leaderName()
+	for i, n := range c.nodes {
+		if n.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// leaderName asks each node's /jsz for the meta leader's name (the
+// first node that answers and knows one).
+func (c *natsCluster) leaderName() string {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		for _, n := range c.nodes {
+			var jsz struct {
+				Meta struct {
+					Leader string `json:"leader"`
+				} `json:"meta_cluster"`
+			}
+			if getJSON(fmt.Sprintf("http://127.0.0.1:%d/jsz", n.mon), &jsz) == nil && jsz.Meta.Leader != "" {
+				return jsz.Meta.Leader
+			}
+		}
+	}
+	return ""
+}
+
+// consumerBacklog reports each durable consumer's undelivered messages
+// (num_pending) as the nodes' /jsz reports them: a consumer that cannot
+// keep up with the event rate shows here.
+func (c *natsCluster) consumerBacklog() string {
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name      string `json:"name"`
+				Consumers []struct {
+					Name       string `json:"name"`
+					NumPending int64  `json:"num_pending"`
+				} `json:"consumer_detail"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	out := map[string]int64{}
+	for _, n := range c.nodes {
+		if getJSON(fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&consumers=true", n.mon), &jsz) != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, st := range a.Streams {
+				for _, co := range st.Consumers {
+					k := st.Name + "/" + co.Name
+					out[k] = max(out[k], co.NumPending)
+				}
+			}
+		}
+	}
+	var parts []string
+	for k, v := range out {
+		parts = append(parts, fmt.Sprintf("%s %d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// relayBacklog compares the events stored in the database with the
+// messages of the event stream (WARD_EVENTS): the difference is what the
+// replicas' relays have not published yet.
+func relayBacklog(t *testing.T, db *database, c *natsCluster) string {
+	var stored int64
+	if err := db.conn.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&stored); err != nil {
+		return err.Error()
+	}
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name  string `json:"name"`
+				State struct {
+					Msgs int64 `json:"messages"`
+				} `json:"state"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	var msgs int64 = -1
+	for _, n := range c.nodes {
+		if getJSON(fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&streams=true", n.mon), &jsz) != nil {
+			continue
+		}
+		for _, a := range jsz.Accounts {
+			for _, st := range a.Streams {
+				if st.Name == "WARD_EVENTS" {
+					msgs = max(msgs, st.State.Msgs)
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%d events stored, %d in the event stream (%d not relayed yet)", stored, msgs, stored-msgs)
+}
+
+// nonLeader returns the index-th node (modulo) that is not the leader.
+func (c *natsCluster) nonLeader(leader, index int) int {
+	var others []int
+	for i := range c.nodes {
+		if i != leader {
+			others = append(others, i)
+		}
+	}
+	return others[index%len(others)]
+}
+
 func (n *natsNode) start(t *testing.T) {
 	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cmd = exec.Command(natsServer, "-c", n.conf)
+	n.cmd = exec.Command(natsServerPath, "-c", n.conf)
 	n.cmd.Stdout, n.cmd.Stderr = f, f
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -380,12 +652,41 @@ static_clients:
     grant_types: [authorization_code, refresh_token]
     scopes: [openid, profile, offline_access, docs.read]
     dpop_bound_access_tokens: true
+  - id: cluster-app
+    name: Cluster app behind the gateways
+    auth_method: client_secret_basic
+    secret: %s
+    redirect_uris: [https://app.example/callback]
+    grant_types: [authorization_code, refresh_token]
+    scopes: [openid, offline_access]
+    audience: [%s]
+    dpop_bound_access_tokens: true
+    cae_capable: true
+  - id: cluster-receiver
+    name: Cluster SSF receiver
+    auth_method: client_secret_basic
+    secret: %s
+    grant_types: [client_credentials]
+    scopes: [ssf.manage, ssf.poll]
+ssf:
+  push_allowed_networks: [127.0.0.0/8]
+  long_poll_timeout: 5s
+  push_min_backoff: 100ms
+  push_max_backoff: 2s
+  rescan_interval: 1s
 static_users:
   - username: loaduser
     email: load@example.com
     display_name: Load User
     password: %s
-`, issuer, filepath.Join(dir, "data"), natsURLs, svcSecret, webSecret, userPass)
+  - username: totpuser
+    password: %s
+  - username: lockuser
+    password: %s
+`, issuer, filepath.Join(dir, "data"), natsURLs, svcSecret, webSecret, appSecret, gwAudience, rxSecret, userPass, userPass, userPass)
+	for i := range maxGatewayUsers {
+		cfg += fmt.Sprintf("  - username: %s\n    password: %s\n", gwUser(i), userPass)
+	}
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -424,6 +725,15 @@ func (r *replica) kill() {
 	}
 }
 
+// signal sends sig to the running process (SIGSTOP/SIGCONT: a stall).
+func (r *replica) signal(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Signal(sig)
+	}
+}
+
 func (r *replica) healthy() bool {
 	c := http.Client{Timeout: time.Second}
 	resp, err := c.Get("http://" + r.addr + "/healthz")
@@ -452,13 +762,43 @@ type proxy struct {
 	next     atomic.Uint64
 	requests atomic.Int64
 	failed   atomic.Int64
+	// errs: every request answered 5xx or not at all (the client went
+	// away, for example after its timeout during a stall), with its time.
+	errs *errLog
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush keeps long polls and streamed answers working through the proxy.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // startProxy serves a round-robin reverse proxy on addr over the healthy
 // replicas (checked every 200 ms on /healthz, as a load balancer does).
 func startProxy(t *testing.T, addr string, reps []*replica) *proxy {
 	t.Helper()
-	p := &proxy{reps: reps, healthy: make([]atomic.Bool, len(reps))}
+	p := &proxy{reps: reps, healthy: make([]atomic.Bool, len(reps)), errs: &errLog{}}
 	stop := make(chan struct{})
 	go func() {
 		for {
@@ -499,7 +839,11 @@ func startProxy(t *testing.T, addr string, reps []*replica) *proxy {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.requests.Add(1)
-		rp.ServeHTTP(w, r)
+		sw := &statusWriter{ResponseWriter: w}
+		rp.ServeHTTP(sw, r)
+		if sw.status >= 500 || sw.status == 0 || r.Context().Err() != nil {
+			p.errs.add(fmt.Sprintf("%s %d", r.URL.Path, sw.status))
+		}
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { close(stop); srv.Close() })
@@ -546,6 +890,19 @@ type admin struct {
 	revokedAt      map[string]time.Time
 	userFail       int
 	revokeFail     int
+	// The gateway clients' users (gwUser(0..gwUsers-1)): their sessions
+	// revoked one at a time or all at once ("user:NAME").
+	gwUsers       int
+	gwRevoked     []string
+	gwRevocations []gwRevocation
+	gwRevokeFail  int
+}
+
+// gwRevocation is one revocation of a gateway client's session(s): the
+// session id or "user:NAME", when the command started and returned.
+type gwRevocation struct {
+	target    string
+	begun, at time.Time
 }
 
 func (a *admin) ward(stdin string, args ...string) (string, error) {
@@ -592,7 +949,44 @@ func (a *admin) loop(ctx context.Context, end time.Time) {
 				}
 			}
 		}
+		if a.gwUsers > 0 && i%3 == 1 {
+			a.revokeGatewayUser(i/3%a.gwUsers, i/3/a.gwUsers%2 == 1)
+		}
 		time.Sleep(700 * time.Millisecond)
+	}
+}
+
+// revokeGatewayUser revokes one active session of a gateway client's
+// user, or with all every session of the user (a user-level CAE event).
+func (a *admin) revokeGatewayUser(k int, all bool) {
+	name := gwUser(k)
+	if all {
+		begun := time.Now()
+		if _, err := a.ward("", "user", "revoke-sessions", name); err != nil {
+			a.gwRevokeFail++
+		} else {
+			a.gwRevoked = append(a.gwRevoked, "user:"+name)
+			a.gwRevocations = append(a.gwRevocations, gwRevocation{"user:" + name, begun, time.Now()})
+		}
+		return
+	}
+	out, err := a.ward("", "session", "list", "--user", name, "--active", "--limit", "5")
+	if err != nil {
+		a.gwRevokeFail++
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && f[1] == name && f[0] != "ID" {
+			begun := time.Now()
+			if _, err := a.ward("", "session", "revoke", f[0]); err != nil {
+				a.gwRevokeFail++
+			} else {
+				a.gwRevoked = append(a.gwRevoked, f[0])
+				a.gwRevocations = append(a.gwRevocations, gwRevocation{f[0], begun, time.Now()})
+			}
+			return
+		}
 	}
 }
 
@@ -684,6 +1078,37 @@ func checkInvariants(t *testing.T, db *database, a *admin) string {
 	families := count(`SELECT count(DISTINCT session_id) FROM refresh_tokens`)
 	return fmt.Sprintf("%d events (none twice), %d sessions, %d refresh families (none with two live tokens), %d revocations kept, %d admin-added users present",
 		events, sessions, families, len(a.revoked), len(a.users))
+}
+
+// keepLogs copies the processes' logs to $WARD_CLUSTER_LOGS (if set)
+// when the test ends, since dir is removed.
+func keepLogs(t *testing.T, dir string) {
+	out := os.Getenv("WARD_CLUSTER_LOGS")
+	if out == "" {
+		return
+	}
+	t.Cleanup(func() {
+		os.MkdirAll(out, 0o700)
+		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+		nats, _ := filepath.Glob(filepath.Join(dir, "nats", "*.log"))
+		for _, l := range append(logs, nats...) {
+			if b, err := os.ReadFile(l); err == nil {
+				os.WriteFile(filepath.Join(out, filepath.Base(l)), b, 0o600)
+			}
+		}
+		t.Logf("logs copied to %s", out)
+	})
+}
+
+// durations summarises delays: count, median, 90th percentile, maximum.
+func durations(d []time.Duration) string {
+	if len(d) == 0 {
+		return "none measured"
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	r := func(x time.Duration) string { return x.Round(10 * time.Millisecond).String() }
+	return fmt.Sprintf("%d measured, median %s, p90 %s, max %s", len(s), r(s[len(s)/2]), r(s[len(s)*9/10]), r(s[len(s)-1]))
 }
 
 // --- helpers ----------------------------------------------------------------------

@@ -1,9 +1,12 @@
 // Package cluster holds the scale-out test: three `ward serve` replicas
-// (the built binary, as child processes on loopback addresses) on
-// PostgreSQL and a three-node NATS JetStream cluster (nats-server, started
-// by the test with its own ports, storage and cluster routes), behind a
-// round-robin reverse proxy with health checks. A mixed load runs through
-// the proxy while replicas and NATS nodes are killed with SIGKILL and
-// restarted; invariants are checked afterwards and client-visible errors
-// reported. It has no non-test code. See docs/deploy.md.
+// (the built binary, as child processes on loopback addresses) on a
+// PostgreSQL instance of the test's own and a three-node NATS JetStream
+// cluster, behind a round-robin reverse proxy with health checks, with
+// two `ward gateway` instances following the CAE stream and two SSF
+// receivers (push and poll, on the public rs package). A mixed load runs
+// while replicas, gateways, NATS nodes (the meta leader among them) are
+// killed with SIGKILL, a replica is stalled with SIGSTOP and PostgreSQL
+// is stopped and started; invariants are checked afterwards and the
+// client-visible errors of each fault bounded. It has no non-test code.
+// See docs/deploy.md.
 package cluster
