@@ -251,7 +251,7 @@ var rules = map[string]rule{
 	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/risk/detect", "internal/secret"}, never: join(notService, handlers)},
 	// The gateway is a resource server like any other: the public
 	// packages and the TLS loader, nothing of Ward's server.
-	"internal/gateway": {imports: []string{"dpop", "internal/tlsutil", "jws", "rs", "rs/caenats"}, never: serverSide,
+	"internal/gateway": {imports: []string{"dpop", "internal/metrics", "internal/tlsutil", "jws", "rs", "rs/caenats"}, never: serverSide,
 		modules: join([]string{goJose, "go.yaml.in/yaml/v3"}, natsClient)},
 
 	// Wiring: may use everything but test helpers; the application never
