@@ -54,6 +54,11 @@ var (
 		"use_dpop_nonce", "invalid_token", "insufficient_scope", "login_required", "invalid_request_uri",
 		"request_not_supported", "authorization_pending", "slow_down", "expired_token", "invalid_target",
 		"temporarily_unavailable"}
+	// dpopReasons are the dpop package's Reason codes, and "required"
+	// (a DPoP-bound client sent no proof).
+	dpopReasons = []string{"missing", "multiple", "too_large", "malformed", "bad_typ", "bad_alg", "bad_header", "bad_jwk",
+		"bad_signature", "missing_claim", "htm_mismatch", "htu_mismatch", "iat_too_old", "iat_in_future", "ath_missing",
+		"ath_mismatch", "jkt_mismatch", "nonce_missing", "nonce_invalid", "replay", "required"}
 	signInMethods = []string{"password", "passkey", "totp", "recovery_code", "sso", "other"}
 	signInResults = []string{"success", "failure", "blocked"}
 	severities    = []string{"info", "low", "medium", "high", "critical"}
@@ -71,8 +76,8 @@ func (a *App) openMetrics(version string) {
 
 	tokens := r.CounterVec(MetricTokenRequests, "Token endpoint requests by grant type and result (issued, or the OAuth error code). The DPoP nonce handshake (use_dpop_nonce) and device-flow polling are not counted.",
 		metrics.Closed("grant_type", grantTypes...), metrics.Closed("result", tokenResults...))
-	dpopRefusals := r.CounterVec(MetricDPoPRefusals, "DPoP proofs refused at the token endpoint, by reason (the dpop package's reason codes: replayed, bad_signature, stale, htu_mismatch, ...).",
-		metrics.Open("reason", 48))
+	dpopRefusals := r.CounterVec(MetricDPoPRefusals, "DPoP proofs refused at the token endpoint, by reason (replay, bad_signature, iat_too_old, htu_mismatch, nonce_invalid, required, ...).",
+		metrics.Closed("reason", dpopReasons...))
 	signIns := r.CounterVec(MetricSignIns, "Interactive sign-ins by result (success, failure, blocked by Conditional Access) and method (password, passkey, totp, recovery_code, sso).",
 		metrics.Closed("result", signInResults...), metrics.Closed("method", signInMethods...))
 	risk := r.CounterVec(MetricRiskDetections, "Risk detections recorded by this process, by detection type and severity.",
