@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ward-idp/ward/internal/metrics/metricstest"
 )
 
 // TestThroughputPerReplicaCount measures the DPoP client-credentials token
@@ -57,6 +60,10 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 		gwCPU   float64
 		loadavg string
 		busy    float64 // of the machine's CPUs during the run, all processes
+		natsCPU float64 // the three NATS nodes, seconds
+		// From the replicas' /metrics: tokens issued and events the relays
+		// published to NATS (copies included), summed over the replicas.
+		issued, relayed float64
 	}
 	rounds := 1
 	if s := os.Getenv("WARD_CLUSTER_SCALE_ROUNDS"); s != "" {
@@ -70,14 +77,16 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 		sub := filepath.Join(dir, fmt.Sprintf("run%d-n%d", i, n))
 		os.MkdirAll(sub, 0o700)
 		db := freshDatabase(t, dsn)
-		port := freePort(t)
+		port, mport := freePort(t), freePort(t)
 		issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
 		cfgFile := filepath.Join(sub, "ward.yaml")
 		writeScaleConfig(t, cfgFile, sub, issuer, nc.clientURLs())
 		env := append(childEnv(), "WARD_KEK="+testKEK, "WARD_STORAGE__POSTGRES__DSN="+db.dsn)
 		var reps []*replica
 		for i := range n {
-			reps = append(reps, &replica{t: t, bin: bins.ward, cfg: cfgFile, env: env,
+			// Each replica serves its metrics on its own loopback address.
+			renv := append(append([]string{}, env...), fmt.Sprintf("WARD_METRICS__LISTEN=127.0.0.%d:%d", 11+i, mport))
+			reps = append(reps, &replica{t: t, bin: bins.ward, cfg: cfgFile, env: renv,
 				addr: fmt.Sprintf("127.0.0.%d:%d", 11+i, port), log: filepath.Join(sub, fmt.Sprintf("ward-%d.log", i))})
 		}
 		reps[0].start()
@@ -97,6 +106,8 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 				before[i] = procCPU(t, r.cmd.Process.Pid)
 			}
 			gwBefore := procCPU(t, gw.Process.Pid)
+			natsBefore := nc.cpu(t)
+			m0 := scrapeReplicas(t, reps, mport)
 			busy0, total0 := machineCPU(t)
 			rep := runScaleLoad(t, bins.load, issuer, load, gwURL+"/docs/hello", dur, concurrency)
 			busy1, total1 := machineCPU(t)
@@ -105,7 +116,9 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 				cpu[i] = procCPU(t, r.cmd.Process.Pid) - before[i]
 			}
 			la, _ := os.ReadFile("/proc/loadavg")
-			rows = append(rows, row{n: n, load: load, r: rep, cpu: cpu, gwCPU: procCPU(t, gw.Process.Pid) - gwBefore,
+			m1 := scrapeReplicas(t, reps, mport)
+			rows = append(rows, row{n: n, load: load, r: rep, cpu: cpu, gwCPU: procCPU(t, gw.Process.Pid) - gwBefore, natsCPU: nc.cpu(t) - natsBefore,
+				issued: m1.issued - m0.issued, relayed: m1.relayed - m0.relayed,
 				loadavg: strings.Join(strings.Fields(string(la))[:3], " "), busy: (busy1 - busy0) / (total1 - total0)})
 			if rep.OK == 0 {
 				t.Errorf("%d replicas, %s: no successful request: %v", n, load, rep.Errors)
@@ -138,6 +151,8 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 		}
 		t.Logf("%-3d %-18s %7.0f %7.2f %7.2f %6d %-16s %7.1f %8.0f %6.1f %6.2f %4.0f%% %s", r.n, r.load, r.r.TokensPerSec, r.r.P50ms,
 			r.r.P99ms, errs, strings.Join(parts, "/"), tot, perCPU, r.gwCPU, r.r.LoadCPUCores, 100*r.busy, r.loadavg)
+		t.Logf("    NATS CPU %.1f s; replicas' metrics: %.0f tokens issued, %.0f relay publishes (%.2f per token)",
+			r.natsCPU, r.issued, r.relayed, r.relayed/max(r.issued, 1))
 		if errs > 0 {
 			t.Logf("         errors: %v", r.r.Errors)
 		}
@@ -190,6 +205,43 @@ func procCPU(t *testing.T, pid int) float64 {
 		t.Fatalf("/proc/%d/stat: %q", pid, b)
 	}
 	return (ut + st) / 100
+}
+
+// replicaMetrics are sums over the replicas' /metrics pages.
+type replicaMetrics struct{ issued, relayed float64 }
+
+// scrapeReplicas reads every replica's metrics (metrics.listen) and sums
+// the series the report needs; the page must parse strictly.
+func scrapeReplicas(t *testing.T, reps []*replica, port int) replicaMetrics {
+	t.Helper()
+	var m replicaMetrics
+	c := http.Client{Timeout: 5 * time.Second}
+	for i := range reps {
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.%d:%d/metrics", 11+i, port))
+		if err != nil {
+			t.Fatalf("replica %d metrics: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		p, err := metricstest.Parse(string(b))
+		if err != nil {
+			t.Fatalf("replica %d metrics: %v", i, err)
+		}
+		v, _ := p.Get("ward_token_requests_total", "grant_type", "client_credentials", "result", "issued")
+		m.issued += v
+		v, _ = p.Get("ward_bus_relay_published_total")
+		m.relayed += v
+	}
+	return m
+}
+
+// cpu returns the CPU seconds the NATS nodes used so far.
+func (c *natsCluster) cpu(t *testing.T) float64 {
+	var s float64
+	for _, n := range c.nodes {
+		s += procCPU(t, n.cmd.Process.Pid)
+	}
+	return s
 }
 
 // machineCPU returns the busy and total jiffies of all CPUs (/proc/stat):
