@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +62,7 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 		loadavg string
 		busy    float64 // of the machine's CPUs during the run, all processes
 		natsCPU float64 // the three NATS nodes, seconds
+		pgCPU   float64 // the PostgreSQL backends serving this database, seconds
 		// From the replicas' /metrics: tokens issued and events the relays
 		// published to NATS (copies included), summed over the replicas.
 		issued, relayed float64
@@ -107,6 +109,7 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 			}
 			gwBefore := procCPU(t, gw.Process.Pid)
 			natsBefore := nc.cpu(t)
+			pgBefore := backendCPU(db.dsn)
 			m0 := scrapeReplicas(t, reps, mport)
 			busy0, total0 := machineCPU(t)
 			rep := runScaleLoad(t, bins.load, issuer, load, gwURL+"/docs/hello", dur, concurrency)
@@ -117,7 +120,7 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 			}
 			la, _ := os.ReadFile("/proc/loadavg")
 			m1 := scrapeReplicas(t, reps, mport)
-			rows = append(rows, row{n: n, load: load, r: rep, cpu: cpu, gwCPU: procCPU(t, gw.Process.Pid) - gwBefore, natsCPU: nc.cpu(t) - natsBefore,
+			rows = append(rows, row{n: n, load: load, r: rep, cpu: cpu, gwCPU: procCPU(t, gw.Process.Pid) - gwBefore, natsCPU: nc.cpu(t) - natsBefore, pgCPU: cpuSince(backendCPU(db.dsn), pgBefore),
 				issued: m1.issued - m0.issued, relayed: m1.relayed - m0.relayed,
 				loadavg: strings.Join(strings.Fields(string(la))[:3], " "), busy: (busy1 - busy0) / (total1 - total0)})
 			if rep.OK == 0 {
@@ -151,8 +154,12 @@ func TestThroughputPerReplicaCount(t *testing.T) {
 		}
 		t.Logf("%-3d %-18s %7.0f %7.2f %7.2f %6d %-16s %7.1f %8.0f %6.1f %6.2f %4.0f%% %s", r.n, r.load, r.r.TokensPerSec, r.r.P50ms,
 			r.r.P99ms, errs, strings.Join(parts, "/"), tot, perCPU, r.gwCPU, r.r.LoadCPUCores, 100*r.busy, r.loadavg)
-		t.Logf("    NATS CPU %.1f s; replicas' metrics: %.0f tokens issued, %.0f relay publishes (%.2f per token)",
-			r.natsCPU, r.issued, r.relayed, r.relayed/max(r.issued, 1))
+		if r.load == "gateway" {
+			t.Logf("    NATS CPU %.1f s, PostgreSQL backends %.1f s", r.natsCPU, r.pgCPU)
+		} else {
+			t.Logf("    NATS CPU %.1f s, PostgreSQL backends %.1f s: %.0f tokens per CPU-second of Ward+NATS+PostgreSQL; replicas' metrics: %.0f tokens issued, %.0f relay publishes (%.2f per token)",
+				r.natsCPU, r.pgCPU, float64(r.r.OK)/(tot+r.natsCPU+r.pgCPU), r.issued, r.relayed, r.relayed/max(r.issued, 1))
+		}
 		if errs > 0 {
 			t.Logf("         errors: %v", r.r.Errors)
 		}
@@ -233,6 +240,46 @@ func scrapeReplicas(t *testing.T, reps []*replica, port int) replicaMetrics {
 		m.relayed += v
 	}
 	return m
+}
+
+// backendCPU returns the CPU seconds of the PostgreSQL backends connected
+// to the database of dsn, by pid: their process title names the database.
+func backendCPU(dsn string) map[int]float64 {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil
+	}
+	name := " " + strings.TrimPrefix(u.Path, "/") + " "
+	out := map[int]float64{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !bytes.HasPrefix(cmd, []byte("postgres:")) || !bytes.Contains(cmd, []byte(name)) {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		out[pid] = (ut + st) / 100
+	}
+	return out
+}
+
+// cpuSince sums what each process used since before (0 for new ones).
+func cpuSince(after, before map[int]float64) float64 {
+	var s float64
+	for pid, v := range after {
+		s += v - before[pid]
+	}
+	return s
 }
 
 // cpu returns the CPU seconds the NATS nodes used so far.
