@@ -43,21 +43,6 @@ const (
 	caeEventOther        = "other"
 )
 
-// Label values of the gateway's series: route names come from the
-// configuration, reasons from rs's fixed list, event types from a fixed
-// list of URIs; the limits only guard against a configuration with
-// thousands of routes.
-var (
-	labelRoute    = prom.Open("route", 512)
-	labelResult   = prom.Closed("result", resultAllowed, resultRejected)
-	labelReason   = prom.Open("reason", 64)
-	labelUnrouted = prom.Closed("reason", unroutedNoRoute, unroutedBadPath)
-	labelCAEType  = prom.Open("type", 32)
-	labelCAEKind  = prom.Open("kind", 32)
-	labelCode     = prom.Open("code", 32)
-	labelReload   = prom.Closed("result", reloadSuccess, reloadFailure)
-)
-
 // routeMetrics are the series of one route (by name); they survive
 // reloads, so counters never go backwards.
 type routeMetrics struct {
@@ -98,6 +83,20 @@ type counterBy struct{ v *prom.CounterVec }
 func (c counterBy) inc(k string) { c.v.With(k).Inc() }
 
 func newMetrics() *metrics {
+	// Label values: route names come from the configuration, reasons from
+	// rs's fixed list, event types from a fixed list of URIs; the limits
+	// only guard against a configuration with thousands of routes. Open
+	// labels count their values, so each gateway has its own.
+	var (
+		labelRoute    = prom.Open("route", 512)
+		labelResult   = prom.Closed("result", resultAllowed, resultRejected)
+		labelReason   = prom.Open("reason", 64)
+		labelUnrouted = prom.Closed("reason", unroutedNoRoute, unroutedBadPath)
+		labelCAEType  = prom.Open("type", 32)
+		labelCAEKind  = prom.Open("kind", 32)
+		labelCode     = prom.Open("code", 32)
+		labelReload   = prom.Closed("result", reloadSuccess, reloadFailure)
+	)
 	r := prom.NewRegistry()
 	m := &metrics{reg: r}
 	m.requests = r.CounterVec(MetricRequests, "Requests to a route by result (allowed, rejected) and reason (ok, or the rs rejection reason code).",

@@ -39,7 +39,9 @@ const MaxValueLen = 128
 // before further ones become Other.
 const DefaultOpenLimit = 64
 
-// Label describes one label of a metric and the values it may take.
+// Label describes one label of a metric and the values it may take. An
+// open label remembers the values it has taken: make its Labels with the
+// registry that uses them (families of one registry may share one).
 type Label struct {
 	Name string
 	// Values, when set, is the closed list of values; any other value is
