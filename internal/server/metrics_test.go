@@ -2,14 +2,18 @@ package server_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/metrics"
 	"github.com/ward-idp/ward/internal/metrics/metricstest"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -195,5 +199,53 @@ func testMetrics(t *testing.T, in *wardtest.Instance, pg bool) {
 		if !slices.Contains([]string{"issued", "invalid_dpop_proof", "invalid_client", "invalid_request", "invalid_grant", "other"}, v) {
 			t.Errorf("token result %q", v)
 		}
+	}
+}
+
+// The SIEM export's series: a sink that cannot be reached lags behind
+// the events and counts failures; a working one delivers.
+func TestMetricsExport(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	in := wardtest.Start(t, wardtest.Options{Configure: func(c *config.Config) {
+		c.Export.Sinks = []config.ExportSink{
+			{Name: "siem", Type: config.ExportSyslog, Syslog: config.ExportSyslogSink{Address: down}},
+			{Name: "archive", Type: config.ExportFile, File: config.ExportFileSink{Path: filepath.Join(t.TempDir(), "ocsf.jsonl")}},
+		}
+	}})
+	const n = 20
+	for i := range n {
+		if r := do(t, in, call{path: "/token", basic: [2]string{"service", wardtest.ServiceSecret},
+			form: url.Values{"grant_type": {"client_credentials"}}}); r.Status != 200 {
+			t.Fatalf("token %d: %d", i, r.Status)
+		}
+	}
+	sc := newScraper(t, in)
+	var text string
+	var p *metricstest.Page
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		text, p = sc.scrape()
+		if value(p, "ward_export_failures_total", "sink", "siem") >= 1 && value(p, "ward_export_delivered_records_total", "sink", "archive") >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("export series did not move:\n%s", text)
+		}
+	}
+	if v := value(p, "ward_export_lag_records", "sink", "siem"); v < n {
+		t.Errorf("lag of the unreachable sink = %v, want at least %d", v, n)
+	}
+	if v := value(p, "ward_export_delivered_records_total", "sink", "siem"); v != 0 {
+		t.Errorf("the unreachable sink delivered %v", v)
+	}
+	if got := p.Values("ward_export_failures_total", "sink"); !slices.Equal(got, []string{"archive", "siem"}) {
+		t.Errorf("sinks %v", got)
+	}
+	if v, ok := p.Get("ward_ssf_outbox_depth", "method", "push"); !ok || v != 0 {
+		t.Errorf("outbox depth %v %v", v, ok)
 	}
 }
