@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -13,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/metrics"
 	"github.com/ward-idp/ward/internal/metrics/metricstest"
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
 
@@ -130,6 +133,14 @@ func testMetrics(t *testing.T, in *wardtest.Instance, pg bool) {
 		resp.Body.Close()
 	}
 
+	// A detection, recorded as the detectors do.
+	det := &model.Event{Type: model.EventRiskDetected, Actor: "system", Reason: "token_replay_wrong_key",
+		Data: map[string]string{model.DataDetectionID: "metrics-test", model.DataDetectionSeverity: model.RiskHigh,
+			model.DataDetectionSource: model.DetectionSourceOnline}}
+	if err := bus.NewEmitter(in.App.Bus, in.Clock.Now).Emit(context.Background(), det); err != nil {
+		t.Fatal(err)
+	}
+
 	text, after := sc.scrape()
 	for _, m := range markers {
 		if strings.Contains(text, m) {
@@ -168,6 +179,7 @@ func testMetrics(t *testing.T, in *wardtest.Instance, pg bool) {
 		{"ward_token_requests_total", []string{"grant_type", "client_credentials", "result", "invalid_dpop_proof"}, 1},
 		{"ward_token_requests_total", []string{"grant_type", "none", "result", "invalid_client"}, 1}, // client authentication comes first
 		{"ward_dpop_proof_refusals_total", []string{"reason", "replay"}, 1},
+		{"ward_risk_detections_total", []string{"type", "token_replay_wrong_key", "severity", "high"}, 1},
 		{"ward_signins_total", []string{"result", "success", "method", "password"}, 1},
 		{"ward_signins_total", []string{"result", "failure", "method", "password"}, 1},
 		{"ward_http_requests_total", []string{"route", "POST /token", "code", "2xx"}, 1},
