@@ -17,6 +17,11 @@
 //	                    chain in a loop, always with the newest refresh token
 //	                    (rotation). The user should have no TOTP: a TOTP code is
 //	                    accepted once, so parallel sign-ins would fail.
+//	gateway             each worker gets one DPoP-bound access token (client
+//	                    credentials, as above) and then sends GET -target (a URL
+//	                    behind ward gateway) in a loop, each with a fresh proof
+//	                    bound to the token (ath). "tokens" then counts requests
+//	                    the gateway let through (2xx).
 //
 // The generator's own CPU use is reported; when it is close to one core
 // (the generator pinned to a core of its own), the generator, not the
@@ -78,6 +83,7 @@ type options struct {
 	jsonOut     bool
 	resignIn    bool
 	timeout     time.Duration
+	target      string
 }
 
 func main() {
@@ -98,6 +104,7 @@ func main() {
 	flag.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	flag.BoolVar(&o.resignIn, "resign-in", false, "refresh: after a failed refresh, sign in again and start a new chain (default: the worker stops)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
+	flag.StringVar(&o.target, "target", "", "gateway: the URL to GET through ward gateway")
 	flag.Parse()
 	if o.secret == "" {
 		o.secret = os.Getenv("WARD_LOAD_SECRET")
@@ -130,6 +137,7 @@ type worker struct {
 	rt      string // refresh: the current refresh token
 	ahead   []string
 	counted *atomic.Bool
+	at      string // gateway: the access token
 
 	lat         []time.Duration // successful requests (measured window)
 	ok          int
@@ -144,8 +152,11 @@ func run(o options) error {
 	if o.client == "" || o.secret == "" {
 		return errors.New("-client and -secret are required")
 	}
-	if o.grant != "client_credentials" && o.grant != "refresh" {
+	if o.grant != "client_credentials" && o.grant != "refresh" && o.grant != "gateway" {
 		return fmt.Errorf("unknown -grant %q", o.grant)
+	}
+	if o.grant == "gateway" && o.target == "" {
+		return errors.New("-grant gateway needs -target URL")
 	}
 	if o.grant == "refresh" && (o.username == "" || o.password == "") {
 		return errors.New("-grant refresh needs -username and -password (a user without TOTP)")
@@ -355,10 +366,16 @@ func (w *worker) setup() error {
 			return err
 		}
 		w.rt = rt
-	} else if w.o.dpop {
-		// Learn the nonce with one real request.
-		if r := w.token(ctx, w.form()); r.status != http.StatusOK {
+	} else if w.o.dpop || w.o.grant == "gateway" {
+		// Learn the nonce with one real request (gateway: the token used
+		// for the whole run).
+		r := w.token(ctx, w.form())
+		if r.status != http.StatusOK {
 			return fmt.Errorf("first token request: %s %v", r.code(), r.body["error_description"])
+		}
+		w.at, _ = r.body["access_token"].(string)
+		if w.o.grant == "gateway" {
+			return nil
 		}
 	}
 	w.signAhead()
@@ -464,10 +481,50 @@ func (w *worker) form() url.Values {
 	return f
 }
 
+// resource sends one GET -target with the worker's token and a fresh
+// proof bound to it.
+func (w *worker) resource(ctx context.Context) tokenResult {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.o.target, nil)
+	if err != nil {
+		return tokenResult{err: err}
+	}
+	scheme := "Bearer"
+	if w.o.dpop {
+		p, err := w.signer.Proof(http.MethodGet, w.o.target, w.at, "")
+		if err != nil {
+			return tokenResult{err: err}
+		}
+		req.Header.Set("DPoP", p)
+		scheme = "DPoP"
+	}
+	req.Header.Set("Authorization", scheme+" "+w.at)
+	resp, err := w.hc.Do(req)
+	if err != nil {
+		return tokenResult{err: err}
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return tokenResult{err: err}
+	}
+	r := tokenResult{status: resp.StatusCode}
+	if resp.StatusCode/100 == 2 {
+		r.status = http.StatusOK
+	} else {
+		_ = json.Unmarshal(raw, &r.body)
+	}
+	return r
+}
+
 func (w *worker) loop(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
-		r := w.token(ctx, w.form())
+		var r tokenResult
+		if w.o.grant == "gateway" {
+			r = w.resource(ctx)
+		} else {
+			r = w.token(ctx, w.form())
+		}
 		d := time.Since(start)
 		if ctx.Err() != nil {
 			return // the run ended during this request

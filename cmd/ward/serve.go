@@ -108,7 +108,7 @@ func (e *cliEnv) serve(ctx context.Context) error {
 		log.Info("web console", "url", strings.TrimSuffix(cfg.Issuer, "/")+"/console/")
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() {
 		if srv.TLSConfig != nil {
 			errc <- srv.ServeTLS(ln, "", "")
@@ -116,6 +116,11 @@ func (e *cliEnv) serve(ctx context.Context) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
+	msrv, err := serveMetrics(cfg, h.Metrics, log, errc)
+	if err != nil {
+		srv.Close()
+		return err
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -124,6 +129,9 @@ func (e *cliEnv) serve(ctx context.Context) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
+	if msrv != nil {
+		msrv.Close() // a scrape has nothing to finish
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}
@@ -132,6 +140,31 @@ func (e *cliEnv) serve(ctx context.Context) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveMetrics serves /metrics on metrics.listen (nothing when it is
+// empty): plain HTTP on its own listener, apart from the issuer's, so
+// that a network policy or firewall can keep it to the monitoring
+// system. A failure of that server is sent to errc.
+func serveMetrics(cfg *config.Config, h http.Handler, log *slog.Logger, errc chan<- error) (*http.Server, error) {
+	if cfg.Metrics.Listen == "" || h == nil {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("metrics", "addr", ln.Addr().String(), "path", "/metrics")
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	return srv, nil
 }
 
 // dataDirOf is where the configuration keeps Ward's data, as an absolute

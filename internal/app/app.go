@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ward-idp/ward/internal/audit/export"
 	"github.com/ward-idp/ward/internal/geo"
+	"github.com/ward-idp/ward/internal/metrics"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -86,6 +88,11 @@ type App struct {
 	// Sealer links the events into the tamper-evident audit log and signs
 	// its checkpoints (nil in a command-line tool).
 	Sealer *chain.Sealer
+	// Metrics is the server's Prometheus registry (nil in a command-line
+	// tool); internal/server adds the HTTP series.
+	Metrics *metrics.Registry
+	// exporter sends the audit log to the SIEM sinks (nil without sinks).
+	exporter *export.Exporter
 
 	dev        *DevData
 	closers    []func() error
@@ -315,6 +322,7 @@ func OpenWith(ctx context.Context, cfg *config.Config, log *slog.Logger, o Optio
 			return nil, fmt.Errorf("app: audit log: %w", err)
 		}
 		a.closers = append(a.closers, a.Sealer.Close)
+		a.openMetrics(o.Version)
 	}
 	return a, nil
 }

@@ -50,6 +50,7 @@ func (a *App) openExport(ctx context.Context, cfg *config.Config, log *slog.Logg
 		closeAll()
 		return fmt.Errorf("app: %w", err)
 	}
+	a.exporter = e
 	unsub := a.Bus.Subscribe("export", func(context.Context, *model.Event) error {
 		e.Wake()
 		return nil

@@ -23,7 +23,7 @@ var (
 	// may depend on it, or a part could no longer be built without all.
 	wiring = []string{"internal/app", "internal/server", "internal/demo", "cmd/..."}
 	// testOnly are helpers for tests; production code never uses them.
-	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/store/backendtest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest", "internal/identity/webauthntest"}
+	testOnly = []string{"internal/wardtest", "internal/store/storetest", "internal/store/backendtest", "internal/clock", "internal/bus/bustest", "internal/geo/geotest", "internal/identity/webauthntest", "internal/metrics/metricstest"}
 	// storeImpls are the storage backends: only the wiring chooses one.
 	storeImpls = []string{"internal/store/sqlite", "internal/store/postgres"}
 	// handlers speak HTTP (or answer it: the token grants); services
@@ -83,6 +83,12 @@ var rules = map[string]rule{
 	// The SSRF guard of outbound requests to URLs others choose: the
 	// transmitter's pushes and the receiver's fetches share one rule.
 	"internal/netguard": {never: anything, modules: stdOnly},
+	// Prometheus instrumentation: counters, gauges and histograms with
+	// bounded labels, written in the text format; used by the wiring and
+	// the gateway, so it may use nothing of Ward itself.
+	"internal/metrics": {never: anything, modules: stdOnly},
+	// The strict exposition parser of the tests of /metrics endpoints.
+	"internal/metrics/metricstest": {never: anything, modules: stdOnly},
 	// MITRE ATT&CK techniques and tactics: data, shared by incidents and
 	// the OCSF mapping.
 	"internal/mitre": {never: anything, modules: stdOnly},
@@ -251,16 +257,16 @@ var rules = map[string]rule{
 	"internal/config": {imports: []string{"internal/clientspec", "internal/model", "internal/risk/detect", "internal/secret"}, never: join(notService, handlers)},
 	// The gateway is a resource server like any other: the public
 	// packages and the TLS loader, nothing of Ward's server.
-	"internal/gateway": {imports: []string{"dpop", "internal/tlsutil", "jws", "rs", "rs/caenats"}, never: serverSide,
+	"internal/gateway": {imports: []string{"dpop", "internal/metrics", "internal/tlsutil", "jws", "rs", "rs/caenats"}, never: serverSide,
 		modules: join([]string{goJose, "go.yaml.in/yaml/v3"}, natsClient)},
 
 	// Wiring: may use everything but test helpers; the application never
 	// depends on the HTTP layer above it.
 	// app: the sign-in risk hook takes the attempt's activity record.
-	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo", "internal/graph",
+	"internal/app": {imports: []string{"internal/access", "internal/activity", "internal/audit", "internal/audit/chain", "internal/audit/export", "internal/audit/ocsf", "internal/bus", "internal/cae", "internal/clients", "internal/clientspec", "internal/config", "internal/device", "internal/geo", "internal/graph", "internal/metrics",
 		"internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/assess", "internal/risk/detect", "internal/risk/online", "internal/secret", "internal/session", "internal/ssfrx", "internal/store", "internal/store/postgres",
 		"internal/store/sqlite", "internal/tokens", "internal/tpmattest"}, never: join([]string{"internal/server", "cmd/..."}, testOnly, handlers)},
-	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/audit/chain", "internal/console", "internal/deviceapi", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
+	"internal/server": {imports: []string{"dpop", "internal/admin", "internal/app", "internal/audit/chain", "internal/console", "internal/deviceapi", "internal/metrics", "internal/model", "internal/oauth", "internal/signin", "internal/ssf", "internal/ssfrx", "internal/store", "internal/usage", "internal/web"}, never: join([]string{"cmd/..."}, testOnly)},
 	// cmd/ward: `ward logs export` writes activity lines.
 	"cmd/ward": {imports: []string{"agent", "agent/keystore", "agent/posture", "internal/access", "internal/activity", "internal/app", "internal/audit/chain", "internal/bus", "internal/clientspec", "internal/config", "internal/geo", "internal/graph",
 		"internal/device", "internal/gateway", "internal/identity", "internal/incident", "internal/model", "internal/policy", "internal/risk", "internal/risk/backtest", "internal/risk/detect", "internal/secret",

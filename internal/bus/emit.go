@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -94,6 +95,7 @@ func (em *Emitter) Emit(ctx context.Context, e *model.Event) error {
 	}
 	em.Stamp(ctx, e)
 	if err := em.bus.Publish(ctx, e); err != nil {
+		emitFailures.Add(1)
 		if em.log != nil {
 			em.log.ErrorContext(ctx, "recording an event failed", "type", string(e.Type), "event_id", e.ID,
 				"correlation_id", e.CorrelationID, "err", err)
@@ -102,6 +104,13 @@ func (em *Emitter) Emit(ctx context.Context, e *model.Event) error {
 	}
 	return nil
 }
+
+// emitFailures counts events no Emitter of this process could record.
+var emitFailures atomic.Int64
+
+// EmitFailures returns how many events Emit could not record in this
+// process (a synchronous subscriber, the audit persister, refused them).
+func EmitFailures() int64 { return emitFailures.Load() }
 
 // Pending stamps e and returns the context for the store write that
 // makes its change and for emitting e afterwards (store.WithEventFunc;

@@ -311,6 +311,15 @@ func (n *NATS) Publish(ctx context.Context, e *model.Event) error {
 	return err
 }
 
+// RelayStats reports the relay's publishes to the stream: acknowledged
+// (duplicates included) and failed (retried later from the outbox).
+func (n *NATS) RelayStats() (published, failed int64) {
+	if n.relay == nil {
+		return 0, 0
+	}
+	return n.relay.counts()
+}
+
 // Close stops the consumers and the relay, then the connection and the
 // embedded server. Events stored but not yet relayed stay in the outbox:
 // the next start (or another instance) publishes them.

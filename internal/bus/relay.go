@@ -100,6 +100,7 @@ type relay struct {
 
 	mu        sync.Mutex
 	published int64 // messages acknowledged by the stream (including duplicates)
+	failed    int64 // publish attempts the stream did not acknowledge
 }
 
 func newRelay(n *NATS, src Outbox) *relay {
@@ -410,6 +411,9 @@ func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
 			r.ready = false // recreate the stream and relearn the cursor
 			r.n.streamOK.Store(false)
 		}
+		r.mu.Lock()
+		r.failed++
+		r.mu.Unlock()
 		return err
 	}
 	r.mu.Lock()
@@ -428,6 +432,13 @@ func (r *relay) fail(msg string, err error) {
 	} else {
 		r.log.Debug(msg, "after_seq", r.cursor, "err", err)
 	}
+}
+
+// counts returns the published and failed counters.
+func (r *relay) counts() (published, failed int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.published, r.failed
 }
 
 // Published returns how many events the relay has had acknowledged by

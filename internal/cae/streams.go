@@ -547,3 +547,22 @@ func (s *Service) QueueCounts(ctx context.Context, clientID, id string) (store.S
 	}
 	return s.o.Store.CountSETs(ctx, id)
 }
+
+// OutboxDepth returns the SETs queued in the outbox (not yet delivered or
+// acknowledged) by delivery method (model.DeliveryPush, DeliveryPoll),
+// for monitoring: one count per stream.
+func (s *Service) OutboxDepth(ctx context.Context) (map[string]int, error) {
+	all, err := s.o.Store.ListSSFStreams(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("cae: list streams: %w", err)
+	}
+	out := map[string]int{model.DeliveryPush: 0, model.DeliveryPoll: 0}
+	for _, st := range all {
+		c, err := s.o.Store.CountSETs(ctx, st.ID)
+		if err != nil {
+			return nil, fmt.Errorf("cae: count SETs: %w", err)
+		}
+		out[st.Method] += c.Queued
+	}
+	return out, nil
+}

@@ -87,6 +87,9 @@ type Config struct {
 	// Export sends the audit log to SIEMs (config/export.go).
 	Export Export `koanf:"export"`
 
+	// Metrics configures the Prometheus endpoint (config/metrics.go).
+	Metrics Metrics `koanf:"metrics"`
+
 	// TrustedProxies lists CIDRs whose Forwarded /
 	// X-Forwarded-For headers are honoured.
 	TrustedProxies []string `koanf:"trusted_proxies"`

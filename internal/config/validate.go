@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	v := &validator{}
 	c.validateIssuer(v)
 	c.validateListen(v)
+	c.validateMetrics(v)
 	if c.DataDir == "" {
 		v.add("data_dir", "required")
 	}

@@ -143,14 +143,17 @@ func New(o Options) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: usage: %w", err)
 		}
 	}
-	g.metrics.state, g.metrics.usage, g.metrics.ready = g.state, g.usage, g.Ready
+	g.metrics.state, g.metrics.ready = g.state, g.Ready
+	if g.usage != nil {
+		g.metrics.setUsage(g.usage)
+	}
 	t, err := g.buildTable(cfg)
 	if err != nil {
 		g.closeUsage()
 		return nil, err
 	}
 	g.table.Store(t)
-	g.metrics.reloadTime.Store(o.Now().Unix())
+	g.metrics.reloadTime.Set(float64(o.Now().Unix()))
 	return g, nil
 }
 
@@ -215,7 +218,7 @@ func (g *Gateway) setupSSF(cfg *Config) error {
 		if g.nats, err = g.newNATSFollower(cfg); err != nil {
 			return fmt.Errorf("gateway: ssf nats: %w", err)
 		}
-		g.metrics.nats = g.nats.metrics
+		g.metrics.setNATS(g.nats.metrics)
 	}
 	return nil
 }
@@ -258,7 +261,7 @@ func (g *Gateway) Reload(trigger string) error {
 	}
 	g.table.Store(t)
 	g.metrics.reloads.inc(reloadSuccess)
-	g.metrics.reloadTime.Store(g.opts.Now().Unix())
+	g.metrics.reloadTime.Set(float64(g.opts.Now().Unix()))
 	g.log.Info("gateway: configuration reloaded", "trigger", trigger, "routes", len(t.routes))
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/ward-idp/ward/dpop"
+	prom "github.com/ward-idp/ward/internal/metrics"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
@@ -543,7 +544,7 @@ func TestGatewayMetricsListenerAndHealth(t *testing.T) {
 	}
 	f.get("/docs/x")
 	r := get(t, f.gw.Metrics+PathMetrics)
-	if r.Status != 200 || r.Header.Get("Content-Type") != contentTypePrometheus {
+	if r.Status != 200 || r.Header.Get("Content-Type") != prom.ContentType {
 		t.Fatalf("metrics: %d %q", r.Status, r.Header.Get("Content-Type"))
 	}
 	checkExposition(t, r.Body)

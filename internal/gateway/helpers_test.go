@@ -33,6 +33,7 @@ import (
 
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/metrics/metricstest"
 	"github.com/ward-idp/ward/internal/wardtest"
 	"github.com/ward-idp/ward/rs"
 )
@@ -410,6 +411,9 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // labels in a Prometheus text page (-1 if absent).
 func metric(t testing.TB, page, sample string) float64 {
 	t.Helper()
+	if _, err := metricstest.Parse(page); err != nil {
+		t.Fatalf("invalid exposition: %v\n%s", err, page)
+	}
 	for _, line := range strings.Split(page, "\n") {
 		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
 			var v float64

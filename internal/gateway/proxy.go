@@ -296,7 +296,7 @@ func (g *Gateway) newProxy(t *table, r *route) *httputil.ReverseProxy {
 		},
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			if req.Context().Err() == nil {
-				r.m.upstreamErrors.Add(1)
+				r.m.upstreamErrors.Inc()
 				g.log.Warn("gateway: upstream error", "route", r.name, "upstream", r.upstream.Host, "err", upstreamErr(err))
 			}
 			writeJSONError(w, http.StatusBadGateway, "bad_gateway", "the upstream did not answer")

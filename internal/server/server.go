@@ -33,6 +33,9 @@ type Server struct {
 	// Console is the web console (nil when console.disabled); pages are
 	// added to it (Console.AddPage) before the server serves.
 	Console *console.Console
+	// Metrics serves the Prometheus page (nil without a.Metrics). It is
+	// for the metrics listener only, never the issuer's.
+	Metrics http.Handler
 }
 
 // New returns the HTTP handler for everything `ward serve` serves.
@@ -166,11 +169,17 @@ func New(a *app.App) (*Server, error) {
 			pages.Render(w, http.StatusOK, "demo.html", nil)
 		})
 	}
-	var h http.Handler = oauth.WithRequestContext(mux, trusted)
+	var inner http.Handler = mux
+	var metricsHandler http.Handler
+	if a.Metrics != nil {
+		inner = newHTTPMetrics(a.Metrics).wrap(mux)
+		metricsHandler = a.Metrics
+	}
+	var h http.Handler = oauth.WithRequestContext(inner, trusted)
 	if strings.HasPrefix(cfg.Issuer, "https://") {
 		h = strictTransport(h)
 	}
-	return &Server{Handler: h, Provider: prov, Console: cons}, nil
+	return &Server{Handler: h, Provider: prov, Console: cons, Metrics: metricsHandler}, nil
 }
 
 // hstsValue asks browsers to use only HTTPS for this host for a year

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-idp/ward/internal/bus"
@@ -87,6 +88,7 @@ type Sealer struct {
 		since time.Time
 	}
 	failing bool
+	stats   struct{ sealErrors, problems atomic.Int64 }
 	// mine is the last link this sealer stored: a checkpoint is signed
 	// only while it is still there, unchanged.
 	mine store.ChainLink
@@ -169,6 +171,9 @@ func (s *Sealer) run() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := s.Seal(ctx)
 		cancel()
+		if err != nil {
+			s.stats.sealErrors.Add(1)
+		}
 		switch {
 		case err != nil && !s.failing:
 			s.o.Log.Warn("sealing the audit log failed; events stay unsealed until it works", "err", err)
@@ -330,6 +335,7 @@ func (s *Sealer) sealBatch(ctx context.Context) (sealed int, again bool, err err
 		}
 		s.mine = links[len(links)-1]
 		for _, seq := range unknown {
+			s.stats.problems.Add(1)
 			s.o.Log.Error("audit log: an event without a valid record MAC was not written by Ward; sealed as such, `ward logs verify` reports it",
 				"seq", seq)
 		}
@@ -564,5 +570,20 @@ func (s *Sealer) report(seq int64, msg string, err error) {
 		return
 	}
 	s.reported[seq] = true
+	s.stats.problems.Add(1)
 	s.o.Log.Error("audit log: "+msg, "seq", seq, "problem", err.Error())
+}
+
+// Stats counts what went wrong since the start.
+type Stats struct {
+	// SealErrors are rounds that could not seal (the store failed).
+	SealErrors int64
+	// VerifyProblems are problems found in the chain (a broken link, a
+	// bad checkpoint, an event without a valid record MAC), each once.
+	VerifyProblems int64
+}
+
+// Stats returns the sealer's counters.
+func (s *Sealer) Stats() Stats {
+	return Stats{SealErrors: s.stats.sealErrors.Load(), VerifyProblems: s.stats.problems.Load()}
 }
