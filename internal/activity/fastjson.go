@@ -2,6 +2,7 @@ package activity
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -263,19 +264,25 @@ func (d *fastDec) str() ([]byte, bool) {
 	}
 	start, ascii := d.i, true
 	b := d.b
-	for i := d.i; i < len(b); i++ {
-		// Eight bytes at a time while none is special.
-		for i+8 <= len(b) && !specialWord(binary.LittleEndian.Uint64(b[i:])) {
+	for i := d.i; ; i++ {
+		// Find the next special byte, eight bytes at a time.
+		for {
+			if i+8 > len(b) {
+				for i < len(b) && !special[b[i]] {
+					i++
+				}
+				break
+			}
+			if m := specialBytes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
 			i += 8
 		}
 		if i >= len(b) {
-			break
+			return nil, false
 		}
-		c := b[i]
-		if !special[c] {
-			continue
-		}
-		switch {
+		switch c := b[i]; {
 		case c == '"':
 			s := b[start:i]
 			d.i = i + 1
@@ -289,16 +296,16 @@ func (d *fastDec) str() ([]byte, bool) {
 			return nil, false
 		}
 	}
-	return nil, false
 }
 
-// specialWord reports whether one of w's eight bytes is special: a quote,
-// a backslash, a control character or not ASCII (the classic has-zero-byte
-// tests, exact about whether there is one).
-func specialWord(w uint64) bool {
+// specialBytes marks the special bytes among w's eight (little-endian):
+// a quote, a backslash, a control character or not ASCII, by the classic
+// has-zero-byte tests. A mark above the first may be false (a borrow),
+// but the lowest one is exact: str needs only that.
+func specialBytes(w uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	q, bs := w^(ones*'"'), w^(ones*'\\')
-	return ((q-ones)&^q|(bs-ones)&^bs|(w-ones*0x20)&^w|w)&highs != 0
+	return ((q-ones)&^q | (bs-ones)&^bs | (w-ones*0x20)&^w | w) & highs
 }
 
 // special marks the bytes str must look at.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"strconv"
@@ -126,9 +127,10 @@ func TestExactFloat(t *testing.T) {
 	}
 }
 
-// TestSpecialWord: the eight-byte test agrees with the byte table, for
-// every byte value at every position among ordinary and special bytes.
-func TestSpecialWord(t *testing.T) {
+// TestSpecialBytes: the eight-byte test finds the byte table's first
+// special byte, for every byte value at every position among ordinary and
+// special bytes.
+func TestSpecialBytes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for round := 0; round < 2000; round++ {
 		var w [8]byte
@@ -142,16 +144,19 @@ func TestSpecialWord(t *testing.T) {
 			for v := 0; v < 256; v++ {
 				x := w
 				x[pos] = byte(v)
-				want := false
-				for _, c := range x {
-					want = want || special[c]
+				want := 8 // the first special byte
+				for i, c := range x {
+					if special[c] {
+						want = i
+						break
+					}
 				}
 				var u uint64
 				for i := 7; i >= 0; i-- {
 					u = u<<8 | uint64(x[i])
 				}
-				if got := specialWord(u); got != want {
-					t.Fatalf("specialWord(% x) = %v, want %v", x, got, want)
+				if got := bits.TrailingZeros64(specialBytes(u)) >> 3; got != want {
+					t.Fatalf("specialBytes(% x): first special byte %d, want %d", x, got, want)
 				}
 			}
 		}
