@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,6 +37,7 @@ type detectFlags struct {
 	anonymous, malicious, corporate string
 	maxTokenLifetime                time.Duration
 	stats                           bool
+	cpuProfile                      string
 }
 
 func (f *detectFlags) register(cmd *cobra.Command) {
@@ -49,6 +51,27 @@ func (f *detectFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.corporate, "corporate-ips", "", "corporate networks list file (default: risk_detection.corporate_ips_file)")
 	fl.DurationVar(&f.maxTokenLifetime, "max-token-lifetime", 0, "longest access-token lifetime issued (default: the configured tokens.*_ttl)")
 	fl.BoolVar(&f.stats, "stats", false, "print lines/s, CPU time and peak memory on stderr")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+}
+
+// profile starts the CPU profile --cpuprofile asks for; the returned
+// function stops it.
+func (f *detectFlags) profile() (func() error, error) {
+	if f.cpuProfile == "" {
+		return func() error { return nil }, nil
+	}
+	out, err := os.Create(f.cpuProfile)
+	if err != nil {
+		return nil, &exitError{code: exitUsage, err: err}
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return out.Close()
+	}, nil
 }
 
 // setup reads the configuration (a file is optional: the defaults
@@ -176,6 +199,10 @@ the size of the file.`,
 			w := bufio.NewWriterSize(e.stdout, 64<<10)
 			enc := json.NewEncoder(w)
 			enc.SetEscapeHTML(false)
+			stopProfile, err := f.profile()
+			if err != nil {
+				return err
+			}
 			start, cpu0 := time.Now(), cpuTime()
 			eng := detect.New(dc)
 			sum, err := backtest.Replay(in, eng, backtest.Options{HistoryUntil: until, Enrich: enrich(places), OnBadLine: badLines(e),
@@ -186,6 +213,9 @@ the size of the file.`,
 				}})
 			if ferr := w.Flush(); err == nil {
 				err = ferr
+			}
+			if perr := stopProfile(); err == nil {
+				err = perr
 			}
 			fmt.Fprintf(e.stderr, "ward: %d lines read (%d history), %d refused, %d detections\n", sum.Lines, sum.History, sum.Bad, sum.Findings)
 			if f.stats {
@@ -338,9 +368,16 @@ cites no attack event.`,
 				return err
 			}
 			defer in.Close()
+			stopProfile, err := f.profile()
+			if err != nil {
+				return err
+			}
 			start, cpu0 := time.Now(), cpuTime()
 			eng := detect.New(dc)
 			rep, sum, err := backtest.Score(in, labels, eng, backtest.Options{HistoryUntil: until, Enrich: enrich(places), OnBadLine: badLines(e)})
+			if perr := stopProfile(); err == nil {
+				err = perr
+			}
 			if err != nil {
 				return err
 			}

@@ -1,7 +1,10 @@
 package activity
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -176,6 +179,35 @@ func vocabulary(s []byte, in *interner) string {
 // bounded whatever it reads.
 type interner struct {
 	m map[string]string
+	// The last time read, as text and parsed: lines come in time order,
+	// many in the same second.
+	lastT    string
+	parsedT  string
+	parsed   time.Time
+	parsedOK bool
+}
+
+// t shares the text of a time with the line before's.
+func (in *interner) t(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if string(b) != in.lastT {
+		in.lastT = string(b)
+	}
+	return in.lastT
+}
+
+// parseTime is time.Parse(time.RFC3339Nano, s), remembering the last.
+func (in *interner) parseTime(s string) (time.Time, error) {
+	if in != nil && in.parsedOK && s == in.parsedT {
+		return in.parsed, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if in != nil {
+		in.parsedT, in.parsed, in.parsedOK = s, t, err == nil
+	}
+	return t, err
 }
 
 const (
@@ -232,12 +264,25 @@ func (d *fastDec) str() ([]byte, bool) {
 	}
 	start, ascii := d.i, true
 	b := d.b
-	for i := d.i; i < len(b); i++ {
-		c := b[i]
-		if !special[c] {
-			continue
+	for i := d.i; ; i++ {
+		// Find the next special byte, eight bytes at a time.
+		for {
+			if i+8 > len(b) {
+				for i < len(b) && !special[b[i]] {
+					i++
+				}
+				break
+			}
+			if m := specialBytes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
 		}
-		switch {
+		if i >= len(b) {
+			return nil, false
+		}
+		switch c := b[i]; {
 		case c == '"':
 			s := b[start:i]
 			d.i = i + 1
@@ -251,7 +296,16 @@ func (d *fastDec) str() ([]byte, bool) {
 			return nil, false
 		}
 	}
-	return nil, false
+}
+
+// specialBytes marks the special bytes among w's eight (little-endian):
+// a quote, a backslash, a control character or not ASCII, by the classic
+// has-zero-byte tests. A mark above the first may be false (a borrow),
+// but the lowest one is exact: str needs only that.
+func specialBytes(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q, bs := w^(ones*'"'), w^(ones*'\\')
+	return ((q-ones)&^q | (bs-ones)&^bs | (w-ones*0x20)&^w | w) & highs
 }
 
 // special marks the bytes str must look at.
@@ -354,9 +408,12 @@ func (d *fastDec) value(l *line, key []byte) bool {
 		if !ok {
 			return false
 		}
-		f, err := strconv.ParseFloat(string(num), 64)
-		if err != nil {
-			return false
+		f, ok := exactFloat(num)
+		if !ok {
+			var err error
+			if f, err = strconv.ParseFloat(string(num), 64); err != nil {
+				return false
+			}
 		}
 		if key[1] == 'a' {
 			l.Lat = &f
@@ -375,6 +432,8 @@ func (d *fastDec) value(l *line, key []byte) bool {
 		v = vocabulary(s, d.in)
 	case "client_id", "reason", "resource", "signal", "user_agent", "as_org", "country", "city":
 		v = d.in.str(s) // few distinct values
+	case "t":
+		v = d.in.t(s)
 	default:
 		v = string(s)
 	}
@@ -433,4 +492,46 @@ func (d *fastDec) lit(s string) bool {
 		return true
 	}
 	return false
+}
+
+// pow10 are the powers of ten a float64 holds exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// exactFloat converts a JSON number without exponent whose digits make an
+// integer below 2^53 with at most 22 of them after the point — a
+// coordinate — as one division of two exactly represented numbers, which
+// IEEE 754 rounds correctly: the float64 strconv.ParseFloat returns,
+// without its general machinery. Anything else answers false.
+func exactFloat(num []byte) (float64, bool) {
+	neg := len(num) > 0 && num[0] == '-'
+	if neg {
+		num = num[1:]
+	}
+	var m uint64
+	digits, frac, point := 0, 0, false
+	for _, c := range num {
+		switch {
+		case c >= '0' && c <= '9':
+			if digits++; digits > 18 {
+				return 0, false
+			}
+			m = m*10 + uint64(c-'0')
+			if point {
+				frac++
+			}
+		case c == '.' && !point:
+			point = true
+		default:
+			return 0, false
+		}
+	}
+	if digits == 0 || m >= 1<<53 || frac >= len(pow10) {
+		return 0, false
+	}
+	f := float64(m) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	return f, true
 }

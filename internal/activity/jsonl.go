@@ -100,7 +100,7 @@ func parse(b []byte, in *interner) (Activity, error) {
 	if err != nil {
 		return Activity{}, err
 	}
-	t, err := time.Parse(time.RFC3339Nano, l.T)
+	t, err := in.parseTime(l.T)
 	if err != nil {
 		return Activity{}, fmt.Errorf("t: %q is not an RFC 3339 time", clip(l.T))
 	}
@@ -119,7 +119,9 @@ func parse(b []byte, in *interner) (Activity, error) {
 	case l.Lat != nil || l.Lon != nil:
 		return Activity{}, errors.New("lat and lon: give both or neither")
 	}
-	if err := a.Validate(); err != nil {
+	// Both decoders yield valid UTF-8 (the fast one refuses anything else,
+	// encoding/json replaces invalid bytes): no need to check it again.
+	if err := a.validate(false); err != nil {
 		return Activity{}, err
 	}
 	return a, nil
@@ -149,7 +151,11 @@ func decodeLine(b []byte, in *interner) (line, error) {
 }
 
 // Validate reports the first field that is not what the format allows.
-func (a *Activity) Validate() error {
+func (a *Activity) Validate() error { return a.validate(true) }
+
+// validate is Validate; checkUTF8 false skips the UTF-8 check of strings
+// known to be valid.
+func (a *Activity) validate(checkUTF8 bool) error {
 	if a.Time.IsZero() {
 		return errors.New("t: missing")
 	}
@@ -174,7 +180,7 @@ func (a *Activity) Validate() error {
 		if len(f.v) > MaxField {
 			return fmt.Errorf("%s: %d bytes, more than %d", f.name, len(f.v), MaxField)
 		}
-		if !utf8.ValidString(f.v) {
+		if checkUTF8 && !utf8.ValidString(f.v) {
 			return fmt.Errorf("%s: not valid UTF-8", f.name)
 		}
 	}

@@ -43,8 +43,12 @@ type Summary struct {
 func Replay(r io.Reader, e *detect.Engine, o Options) (Summary, error) {
 	var s Summary
 	rd := activity.NewReader(r)
+	// One Activity for every line: the callbacks take its address, so a
+	// variable per line would be a heap allocation per line.
+	var a activity.Activity
 	for {
-		a, err := rd.Next()
+		var err error
+		a, err = rd.Next()
 		if errors.Is(err, io.EOF) {
 			return s, nil
 		}

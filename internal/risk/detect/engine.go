@@ -153,7 +153,7 @@ type Engine struct {
 	// seen: the hashes of the activity ids observed lately (a ring of
 	// Config.SeenIDs); 64-bit FNV, so a collision is one in ~10^10 at
 	// the default size.
-	seen     map[uint64]struct{}
+	seen     idSet
 	seenRing []uint64
 	seenNext int
 
@@ -171,7 +171,7 @@ type Engine struct {
 // New returns an Engine with cfg (zero fields take DefaultConfig's).
 func New(cfg Config) *Engine {
 	r := compile(cfg)
-	e := &Engine{r: r, seen: make(map[uint64]struct{}, min(r.cfg.SeenIDs, 1<<16)), seenRing: make([]uint64, r.cfg.SeenIDs)}
+	e := &Engine{r: r, seen: newIDSet(r.cfg.SeenIDs), seenRing: make([]uint64, r.cfg.SeenIDs)}
 	e.stats.Findings = map[string]uint64{}
 	c := &r.cfg
 	e.sessions = newLRU[string, session](c.MaxSessions, c.SessionIdle, &e.stats.Evicted, &e.stats.Expired)
@@ -183,7 +183,7 @@ func New(cfg Config) *Engine {
 	e.networks = newLRU[uint64, netUsers](c.MaxNetworks, c.ProfileRetention, &e.stats.Evicted, &e.stats.Expired)
 	// A token dropped before its lifetime ended may still be used: until
 	// then, an unknown token id proves nothing.
-	e.tokens.onEvict = func(_ string, t *token, _ time.Time, full bool) {
+	e.tokens.onEvict = func(_ string, t *token, _ int64, full bool) {
 		if full {
 			e.blindUntil = max(e.blindUntil, t.issued+int64(c.MaxTokenLifetime+c.ClockSkew))
 		}
@@ -226,15 +226,15 @@ func (e *Engine) Stats() Stats {
 // remember records id as observed and reports whether it was new.
 func (e *Engine) remember(id string) bool {
 	h := strHash(id)
-	if _, ok := e.seen[h]; ok {
+	if e.seen.has(h) {
 		return false
 	}
 	if old := e.seenRing[e.seenNext]; old != 0 {
-		delete(e.seen, old)
+		e.seen.remove(old)
 	}
 	e.seenRing[e.seenNext] = h
 	e.seenNext = (e.seenNext + 1) % len(e.seenRing)
-	e.seen[h] = struct{}{}
+	e.seen.add(h)
 	return true
 }
 
@@ -273,24 +273,22 @@ func (e *Engine) observe(a *activity.Activity, signIn bool) []Finding {
 	}
 	if t > e.now {
 		e.now = t
-		now := time.Unix(0, t)
-		e.sessions.expire(now)
-		e.users.expire(now)
-		e.tokens.expire(now)
-		e.sources.expire(now)
+		e.sessions.expire(t)
+		e.users.expire(t)
+		e.tokens.expire(t)
+		e.sources.expire(t)
 	}
-	when := a.Time
 	c := contextOf(a, r)
 	ok := a.Result != activity.ResultFailure
 
 	var prof *profile
 	if a.UserID != "" {
-		pe, _ := e.users.add(a.UserID, when)
+		pe, _ := e.users.add(a.UserID, t)
 		prof = &pe.v
 	}
 	var ses *session
 	if key := sessionKey(a); key != "" {
-		se, _ := e.sessions.add(key, when)
+		se, _ := e.sessions.add(key, t)
 		ses = &se.v
 		if ses.user == "" {
 			ses.user = a.UserID
@@ -492,7 +490,7 @@ func (e *Engine) learn(a *activity.Activity, c *netctx, prof *profile, ses *sess
 	switch a.Kind {
 	case activity.KindToken, activity.KindRefresh:
 		if a.TokenID != "" {
-			te, _ := e.tokens.add(a.TokenID, a.Time)
+			te, _ := e.tokens.add(a.TokenID, t)
 			tk := &te.v
 			*tk = token{issued: t, user: a.UserID, session: a.SessionID, client: a.ClientID, resources: a.Resource, id: a.ID, flagged: flagged}
 			if a.JKT != "" && a.Proof != activity.ProofWrongKey && a.Proof != activity.ProofMissing {
@@ -516,7 +514,7 @@ func (e *Engine) learn(a *activity.Activity, c *netctx, prof *profile, ses *sess
 		}
 	}
 	if a.UserID != "" && c.prefix != 0 {
-		ne, _ := e.networks.add(c.prefix, a.Time)
+		ne, _ := e.networks.add(c.prefix, t)
 		ne.v.see(strHash(a.UserID), e.r.cfg.OrgNetworkUsers)
 	}
 	if ses == nil {

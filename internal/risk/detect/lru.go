@@ -6,32 +6,43 @@ import "time"
 // activity time) are dropped first: when it is full, and when they have
 // been idle for longer than idle. Not safe for concurrent use (the Engine
 // holds its lock).
+//
+// Times are Unix nanoseconds (the Engine's clock), and dropped entries are
+// kept on a short free list for the next ones: a long replay drops and
+// creates millions (tokens come and go), and reusing them spares the
+// allocations and the garbage collection they cost.
 type lru[K comparable, V any] struct {
 	m          map[K]*entry[K, V]
 	head, tail *entry[K, V] // head: most recent
 	max        int
-	idle       time.Duration
+	idle       int64   // nanoseconds; <= 0: never idle
 	evicted    *uint64 // dropped to make room
 	expired    *uint64 // dropped when idle
 	// onEvict, when set, sees an entry before it is dropped.
-	onEvict func(key K, v *V, last time.Time, full bool)
+	onEvict func(key K, v *V, last int64, full bool)
+	free    *entry[K, V] // dropped entries, linked by next
+	nfree   int
 }
+
+// maxFree bounds the free list, so that the memory of a burst of entries
+// is given back once it has passed.
+const maxFree = 4096
 
 type entry[K comparable, V any] struct {
 	key        K
-	last       time.Time
+	last       int64
 	prev, next *entry[K, V]
 	v          V
 }
 
 func newLRU[K comparable, V any](max int, idle time.Duration, evicted, expired *uint64) *lru[K, V] {
-	return &lru[K, V]{m: make(map[K]*entry[K, V], min(max, 1024)), max: max, idle: idle, evicted: evicted, expired: expired}
+	return &lru[K, V]{m: make(map[K]*entry[K, V], min(max, 1024)), max: max, idle: int64(idle), evicted: evicted, expired: expired}
 }
 
 func (l *lru[K, V]) len() int { return len(l.m) }
 
 // get returns the entry of key and marks it used at now, or nil.
-func (l *lru[K, V]) get(key K, now time.Time) *entry[K, V] {
+func (l *lru[K, V]) get(key K, now int64) *entry[K, V] {
 	e := l.m[key]
 	if e != nil {
 		l.touch(e, now)
@@ -43,12 +54,19 @@ func (l *lru[K, V]) get(key K, now time.Time) *entry[K, V] {
 func (l *lru[K, V]) peek(key K) *entry[K, V] { return l.m[key] }
 
 // add returns the entry of key, created (zero V) if absent, marked used at now.
-func (l *lru[K, V]) add(key K, now time.Time) (*entry[K, V], bool) {
+func (l *lru[K, V]) add(key K, now int64) (*entry[K, V], bool) {
 	if e := l.m[key]; e != nil {
 		l.touch(e, now)
 		return e, false
 	}
-	e := &entry[K, V]{key: key, last: now}
+	var e *entry[K, V]
+	if e = l.free; e != nil {
+		l.free, e.next = e.next, nil
+		l.nfree--
+		e.key, e.last = key, now
+	} else {
+		e = &entry[K, V]{key: key, last: now}
+	}
 	l.m[key] = e
 	l.pushFront(e)
 	for len(l.m) > l.max && l.tail != nil {
@@ -58,12 +76,12 @@ func (l *lru[K, V]) add(key K, now time.Time) (*entry[K, V], bool) {
 }
 
 // expire drops the entries idle since before now-idle.
-func (l *lru[K, V]) expire(now time.Time) {
+func (l *lru[K, V]) expire(now int64) {
 	if l.idle <= 0 {
 		return
 	}
-	limit := now.Add(-l.idle)
-	for l.tail != nil && l.tail.last.Before(limit) {
+	limit := now - l.idle
+	for l.tail != nil && l.tail.last < limit {
 		l.drop(l.tail, false)
 	}
 }
@@ -90,12 +108,17 @@ func (l *lru[K, V]) drop(e *entry[K, V], full bool) {
 	case !full && l.expired != nil:
 		*l.expired++
 	}
+	if l.nfree < maxFree {
+		*e = entry[K, V]{next: l.free}
+		l.free = e
+		l.nfree++
+	}
 }
 
 // touch moves e to the front. Activity slightly out of order never moves
 // an entry's time backwards.
-func (l *lru[K, V]) touch(e *entry[K, V], now time.Time) {
-	if now.After(e.last) {
+func (l *lru[K, V]) touch(e *entry[K, V], now int64) {
+	if now > e.last {
 		e.last = now
 	}
 	if l.head == e {

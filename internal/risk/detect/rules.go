@@ -265,7 +265,7 @@ func (e *Engine) anomalousToken(a *activity.Activity, t int64) (assess.Detection
 		return assess.Detection{}, false
 	}
 	cfg := &e.r.cfg
-	te := e.tokens.get(a.TokenID, a.Time)
+	te := e.tokens.get(a.TokenID, t)
 	if te == nil {
 		if t > e.blindUntil {
 			return det(TypeAnomalousToken, High, 0.85, techForgeCreds, "a token Ward never issued was accepted by "+resourceName(a), a.ID), true
@@ -482,7 +482,7 @@ func (e *Engine) failedSignIn(a *activity.Activity, c *netctx, prof *profile, t 
 	switch a.Reason {
 	case "invalid_credentials", "unknown_user", "locked", "disabled":
 		if key := sourceKey(a.IP); key != "" {
-			se, _ := e.sources.add(key, a.Time)
+			se, _ := e.sources.add(key, t)
 			if d, hit := spray(cfg, &se.v, a, t); hit {
 				out = append(out, pending{d, scopeSource})
 			}
