@@ -150,6 +150,11 @@ func decodeLine(b []byte, in *interner) (line, error) {
 	return l, nil
 }
 
+var (
+	minTime = time.Unix(0, 0)
+	maxTime = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // Validate reports the first field that is not what the format allows.
 func (a *Activity) Validate() error { return a.validate(true) }
 
@@ -158,6 +163,11 @@ func (a *Activity) Validate() error { return a.validate(true) }
 func (a *Activity) validate(checkUTF8 bool) error {
 	if a.Time.IsZero() {
 		return errors.New("t: missing")
+	}
+	// The detectors keep times as Unix nanoseconds, which cover the years
+	// 1678–2262; a time outside 1970–2200 is an error in the data anyway.
+	if a.Time.Before(minTime) || !a.Time.Before(maxTime) {
+		return errors.New("t: out of range (1970 to 2199)")
 	}
 	if a.ID == "" {
 		return errors.New("id: missing")
