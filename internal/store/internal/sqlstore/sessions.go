@@ -304,28 +304,42 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.Refres
 	return t, s.getErr("refresh token", err)
 }
 
-// refreshGrantQuery reads a refresh token with its session and its user
-// in one statement (three primary-key lookups).
+// refreshGrantQuery reads a refresh token with its session, its user and
+// the device holding key $2 in one statement (three primary-key lookups
+// and one on the devices' unique key index; no device row when $2 is ”).
 var refreshGrantQuery = `SELECT ` +
 	strings.Replace(qualify("rt", refreshCols), "rt.device_id", "COALESCE(rt.device_id, '')", 1) + `, ` +
-	qualify("s", sessionCols) + `, ` + qualify("u", userCols) + `
+	qualify("s", sessionCols) + `, ` + qualify("u", userCols) + `, ` + grantDeviceCols + `
 	FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id JOIN users u ON u.id = rt.user_id
+	LEFT JOIN devices d ON d.jkt = $2 AND $2 <> ''
 	WHERE rt.hash = $1`
+
+// grantDeviceCols are deviceCols of the outer-joined d, with the zero
+// value of each column where there is no device.
+const grantDeviceCols = `COALESCE(d.id, ''), COALESCE(d.user_id, ''), COALESCE(d.jkt, ''),
+	COALESCE(d.public_jwk, ''), COALESCE(d.key_storage, ''), COALESCE(d.platform, ''),
+	COALESCE(d.os_name, ''), COALESCE(d.os_version, ''), COALESCE(d.hostname, ''),
+	COALESCE(d.agent_version, ''), COALESCE(d.trust_type, ''), COALESCE(d.status, ''),
+	COALESCE(d.compliance, ''), COALESCE(d.compliance_failures, ''), COALESCE(d.compliance_at, 0),
+	COALESCE(d.posture, ''), COALESCE(d.posture_at, 0), COALESCE(d.created_at, 0),
+	COALESCE(d.last_seen, 0), COALESCE(d.updated_at, 0), COALESCE(d.key_attested, FALSE),
+	COALESCE(d.key_attestation, '')`
 
 // GetRefreshGrant returns a refresh token with its session and its user,
 // read in one query and so from one snapshot. A session or user that no
 // longer exists comes back nil (then the three are read one by one: a
 // rare path, always refused by the caller).
-func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte) (*store.RefreshGrant, error) {
+func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte, jkt string) (*store.RefreshGrant, error) {
 	var (
 		rt refreshRow
 		se sessionRow
 		u  userRow
+		d  deviceRow
 	)
-	dest := append(append(rt.dest(), se.dest()...), u.dest()...)
-	err := s.db.Lookup().QueryRow(ctx, refreshGrantQuery, hash).Scan(dest...)
+	dest := append(append(append(rt.dest(), se.dest()...), u.dest()...), d.dest()...)
+	err := s.db.Lookup().QueryRow(ctx, refreshGrantQuery, hash, jkt).Scan(dest...)
 	if s.d.IsNoRows(err) {
-		return s.refreshGrantApart(ctx, hash)
+		return s.refreshGrantApart(ctx, hash, jkt)
 	}
 	if err != nil {
 		return nil, s.getErr("refresh token", err)
@@ -340,12 +354,15 @@ func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte) (*store.Refres
 	if g.User, err = u.user(); err != nil {
 		return nil, err
 	}
+	if d.d.ID != "" {
+		g.Device = d.device()
+	}
 	return g, nil
 }
 
 // refreshGrantApart is GetRefreshGrant by three reads, for a token whose
 // session or user is missing.
-func (s *Store) refreshGrantApart(ctx context.Context, hash []byte) (*store.RefreshGrant, error) {
+func (s *Store) refreshGrantApart(ctx context.Context, hash []byte, jkt string) (*store.RefreshGrant, error) {
 	t, err := s.GetRefreshToken(ctx, hash)
 	if err != nil {
 		return nil, err
@@ -360,6 +377,13 @@ func (s *Store) refreshGrantApart(ctx context.Context, hash []byte) (*store.Refr
 		g.User = nil
 	} else if err != nil {
 		return nil, err
+	}
+	if jkt != "" {
+		if g.Device, err = s.GetDeviceByJKT(ctx, jkt); errors.Is(err, store.ErrNotFound) {
+			g.Device = nil
+		} else if err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
