@@ -184,3 +184,29 @@ func TestGroupConcurrentCallers(t *testing.T) {
 		t.Logf("%d round trips for %d inserts on one instance (no grouping happened)", trips, n)
 	}
 }
+
+// An insert withdrawn while queued (its caller's context ended) is not
+// sent; one that was sent is waited for, and reported, whatever the
+// caller's context does.
+func TestGroupWithdrawn(t *testing.T) {
+	s := openGroup(t)
+	withdrawn := &groupOp{sql: jtiSQL, args: []any{"gone", int64(1)}, key: "gone", done: make(chan struct{})}
+	withdrawn.state.Store(opWithdrawn)
+	kept := &groupOp{sql: jtiSQL, args: []any{"kept", int64(1)}, key: "kept", done: make(chan struct{})}
+	s.group.flush([]*groupOp{withdrawn, kept})
+	if kept.err != nil || kept.n != 1 {
+		t.Fatalf("kept: %d %v", kept.n, kept.err)
+	}
+	if n := count(t, s, `SELECT count(*) FROM jtis WHERE jti = 'gone'`); n != 0 {
+		t.Error("a withdrawn insert was sent")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	// Cancelled before the call: queued, then withdrawn or run; either
+	// way the answer matches the database.
+	err := s.RecordJTI(ctx, "late", time.Now().Add(time.Minute))
+	n := count(t, s, `SELECT count(*) FROM jtis WHERE jti = 'late'`)
+	if (err == nil) != (n == 1) {
+		t.Errorf("RecordJTI answered %v with %d rows stored", err, n)
+	}
+}
