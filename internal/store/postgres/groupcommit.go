@@ -23,7 +23,11 @@ import (
 // whatever arrived while the previous batch was on the wire goes out as
 // one pipelined batch (one network write, one Sync), which PostgreSQL
 // runs as one implicit transaction with one commit. Nothing waits for a
-// batch to fill: a lone request goes out at once.
+// batch to fill: a lone request goes out at once. Up to maxFlights batches
+// are on the wire at a time, each on its own connection, so that a slow
+// commit (a WAL flush on a busy disk) does not hold up the inserts that
+// arrive meanwhile; PostgreSQL flushes the WAL of concurrent commits
+// together anyway.
 //
 // Per caller nothing changes: each statement's own result (an event's
 // sequence number, whether a jti row was inserted) is delivered, and only
@@ -32,16 +36,17 @@ import (
 // caller gets its own outcome and no one's insert fails for another's.
 // Two inserts of one jti in a batch behave as they would one after the
 // other (the second finds the first and changes nothing); jti inserts go
-// first, ordered by key, so two instances' batches cannot deadlock on
-// each other's keys.
+// first, ordered by key, so two batches (of one instance or of two)
+// cannot deadlock on each other's keys.
 type groupWriter struct {
-	pool *pgxpool.Pool
+	pool       *pgxpool.Pool
+	maxFlights int
 
-	mu     sync.Mutex
-	queue  []*groupOp
-	closed bool
-	wake   chan struct{}
-	done   chan struct{}
+	mu      sync.Mutex
+	queue   []*groupOp
+	flights int // batches being sent
+	closed  bool
+	running sync.WaitGroup
 }
 
 // groupTimeout bounds one batch (or one statement run alone after a
@@ -67,10 +72,10 @@ type groupOp struct {
 	done  chan struct{}
 }
 
+// newGroupWriter returns a writer on pool sending up to a quarter of the
+// pool's connections' worth of batches at a time (at least one).
 func newGroupWriter(pool *pgxpool.Pool) *groupWriter {
-	w := &groupWriter{pool: pool, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go w.run()
-	return w
+	return &groupWriter{pool: pool, maxFlights: max(1, int(pool.Config().MaxConns)/4)}
 }
 
 // do queues o and waits for its outcome. A caller whose context ends
@@ -84,11 +89,12 @@ func (w *groupWriter) do(ctx context.Context, o *groupOp) error {
 		return errors.New("postgres: store closed")
 	}
 	w.queue = append(w.queue, o)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if w.flights < w.maxFlights {
+		w.flights++
+		w.running.Add(1)
+		go w.send()
 	}
+	w.mu.Unlock()
 	select {
 	case <-o.done:
 		return o.err
@@ -101,40 +107,31 @@ func (w *groupWriter) do(ctx context.Context, o *groupOp) error {
 	}
 }
 
-func (w *groupWriter) run() {
-	defer close(w.done)
+// send is one flight: it sends what is queued, then what was queued
+// meanwhile, until the queue is empty.
+func (w *groupWriter) send() {
+	defer w.running.Done()
 	for {
-		<-w.wake
-		for {
-			w.mu.Lock()
-			ops, closed := w.queue, w.closed
-			w.queue = nil
+		w.mu.Lock()
+		ops := w.queue
+		w.queue = nil
+		if len(ops) == 0 {
+			w.flights--
 			w.mu.Unlock()
-			if len(ops) == 0 {
-				if closed {
-					return
-				}
-				break
-			}
-			w.flush(ops)
+			return
 		}
+		w.mu.Unlock()
+		w.flush(ops)
 	}
 }
 
-// close runs what is queued and stops the writer.
+// close waits for the batches on the wire and what is queued; later
+// calls fail.
 func (w *groupWriter) close() {
 	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return
-	}
 	w.closed = true
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-	<-w.done
+	w.running.Wait()
 }
 
 func (w *groupWriter) flush(queued []*groupOp) {
