@@ -136,6 +136,10 @@ type RefreshGrant struct {
 	Token   *model.RefreshToken
 	Session *model.Session // nil: the session no longer exists
 	User    *model.User    // nil: the user no longer exists
+	// Device is the registered device whose key has the thumbprint
+	// GetRefreshGrant was given, read with the rest (nil: none, or no
+	// thumbprint given).
+	Device *model.Device
 }
 
 // Store is the whole persistence interface.
@@ -205,8 +209,9 @@ type Store interface {
 	// user (RefreshToken.SessionID, RefreshToken.UserID), read together:
 	// what the refresh grant checks before it rotates. ErrNotFound when
 	// the token does not exist; Session or User is nil when that one no
-	// longer exists.
-	GetRefreshGrant(ctx context.Context, hash []byte) (*RefreshGrant, error)
+	// longer exists. With a key thumbprint jkt (the request's DPoP key)
+	// it also reads the registered device holding that key, if any.
+	GetRefreshGrant(ctx context.Context, hash []byte, jkt string) (*RefreshGrant, error)
 	// RotateRefreshToken atomically marks oldHash rotated at `at` and stores
 	// next. If oldHash was already rotated it stores nothing and returns the
 	// old record with ErrAlreadyUsed (reuse: the caller revokes the session).

@@ -33,6 +33,11 @@ type decision struct {
 	amr      []string
 	acr      string
 	nonce    string
+	// keyDevice is the registered device holding the proof's key when
+	// the grant already read it (keyRead) with its own read: bind then
+	// uses it instead of reading it again.
+	keyDevice *model.Device
+	keyRead   bool
 }
 
 // issuance is one token response in the making: the request, what the
@@ -114,7 +119,7 @@ func (e *env) bind(ctx context.Context, is *issuance) *oautherr.Error {
 	if is.d.user != nil {
 		uid = is.d.user.ID
 	}
-	status, why, dev, err := e.protection(ctx, is.req, is.d.user != nil || is.d.client.RequireProtectedSessions, uid)
+	status, why, dev, err := e.protection(ctx, is.req, is.d.user != nil || is.d.client.RequireProtectedSessions, uid, is.d.keyDevice, is.d.keyRead)
 	if err != nil {
 		return err
 	}
@@ -133,8 +138,9 @@ func (e *env) bind(ctx context.Context, is *issuance) *oautherr.Error {
 // Token protection is about user sessions: a client_credentials grant
 // (lookup false) skips the device read on the hottest path, unless the
 // client itself requires protected sessions. A device counts only for
-// its own user (protection.DeviceOf).
-func (e *env) protection(ctx context.Context, req *Request, lookup bool, userID string) (status, reason string, dev *model.Device, err *oautherr.Error) {
+// its own user (protection.DeviceOf). A device the grant read with its
+// own read (read true; d nil when there is none) is not read again.
+func (e *env) protection(ctx context.Context, req *Request, lookup bool, userID string, d *model.Device, read bool) (status, reason string, dev *model.Device, err *oautherr.Error) {
 	if req.Proof == nil {
 		return protection.Unbound, model.UnboundNoProof, nil, nil
 	}
@@ -144,7 +150,13 @@ func (e *env) protection(ctx context.Context, req *Request, lookup bool, userID 
 	if e.Devices == nil {
 		return protection.UnregisteredKey, "device_registry_disabled", nil, nil
 	}
-	d, lerr := e.Devices.LookupByJKT(ctx, req.Proof.JKT)
+	var lerr error
+	switch {
+	case !read:
+		d, lerr = e.Devices.LookupByJKT(ctx, req.Proof.JKT)
+	case d == nil:
+		lerr = store.ErrNotFound
+	}
 	switch {
 	case errors.Is(lerr, store.ErrNotFound):
 		return protection.UnregisteredKey, "no_device_for_key", nil, nil

@@ -37,8 +37,13 @@ func (g refreshToken) grant(ctx context.Context, req *Request) (*Response, *mode
 		return nil, nil, oautherr.New(oautherr.InvalidRequest, "refresh_token is required")
 	}
 	now := g.Now()
-	// One read for the token, its session and its user.
-	rg, err := g.Store.GetRefreshGrant(ctx, g.TokenHasher.Sum(raw))
+	// One read for the token, its session, its user and the device
+	// holding the proof's key (token protection, bind).
+	var jkt string
+	if g.Devices != nil {
+		jkt = req.jkt()
+	}
+	rg, err := g.Store.GetRefreshGrant(ctx, g.TokenHasher.Sum(raw), jkt)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil, g.refreshUnknown(ctx, req)
 	} else if err != nil {
@@ -73,7 +78,8 @@ func (g refreshToken) grant(ctx context.Context, req *Request) (*Response, *mode
 		}
 		return nil, rt, e
 	}
-	d := decision{flow: policy.FlowRefresh, client: c, user: rg.User, sess: rg.Session, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR}
+	d := decision{flow: policy.FlowRefresh, client: c, user: rg.User, sess: rg.Session, scope: rt.Scope, atScope: scope, authTime: rt.AuthTime, amr: rt.AMR, acr: rt.ACR,
+		keyDevice: rg.Device, keyRead: jkt != ""}
 	resp, e := g.issue(ctx, req, d, model.EventTokenRefreshed, rt)
 	return resp, rt, e
 }

@@ -37,6 +37,8 @@ type Store struct {
 	*sqlstore.Store
 	schema string
 	pool   *pgxpool.Pool
+	count  *counter
+	group  *groupWriter
 }
 
 // Schema returns the schema given to WithSchema ("" when none).
@@ -112,7 +114,14 @@ func (p *Pool) apply(cfg *pgxpool.Config) error {
 type PoolStat struct {
 	MaxConns, TotalConns, IdleConns, AcquiredConns int32
 	QueryExecMode                                  string
+	// Statements, Batches and Prepares count what was sent since Open:
+	// statements run alone (BEGIN and COMMIT included), pipelined
+	// batches and statement preparations, one round trip each.
+	Statements, Batches, Prepares int64
 }
+
+// RoundTrips is the number of round trips to the server in st.
+func (st PoolStat) RoundTrips() int64 { return st.Statements + st.Batches + st.Prepares }
 
 // PoolStat reports the pool's size and use (for tests and monitoring).
 func (s *Store) PoolStat() PoolStat {
@@ -124,7 +133,8 @@ func (s *Store) PoolStat() PoolStat {
 		}
 	}
 	return PoolStat{MaxConns: st.MaxConns(), TotalConns: st.TotalConns(), IdleConns: st.IdleConns(),
-		AcquiredConns: st.AcquiredConns(), QueryExecMode: mode}
+		AcquiredConns: st.AcquiredConns(), QueryExecMode: mode, Statements: s.count.statements.Load(),
+		Batches: s.count.batches.Load(), Prepares: s.count.prepares.Load()}
 }
 
 // Option configures Open.
@@ -166,6 +176,8 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if o.maxConns > 0 {
 		cfg.MaxConns = o.maxConns
 	}
+	count := &counter{}
+	cfg.ConnConfig.Tracer = count
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
@@ -185,10 +197,13 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	d := sqlstore.Dialect{
-		ForUpdate:         " FOR UPDATE",
-		LockSession:       `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
-		IsUniqueViolation: isUniqueViolation,
-		IsNoRows:          func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
+		ForUpdate:   " FOR UPDATE",
+		LockSession: `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
+		// One round trip and one commit instead of BEGIN, four
+		// statements and COMMIT.
+		RotateInOneStatement: true,
+		IsUniqueViolation:    isUniqueViolation,
+		IsNoRows:             func(err error) bool { return errors.Is(err, pgx.ErrNoRows) },
 		// events.seq is GENERATED ALWAYS AS IDENTITY.
 		OverridingSystemValue: " OVERRIDING SYSTEM VALUE",
 		// A generic plan of the graph's aggregations guesses a handful of
@@ -196,7 +211,8 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		// disk; planned with the values, they walk the covering index.
 		PlanEachTime: func(args []any) []any { return append([]any{pgx.QueryExecModeExec}, args...) },
 	}
-	return &Store{Store: sqlstore.New(&database{pool: pool}, d, o.now), schema: o.schema, pool: pool}, nil
+	db := &database{pool: pool, group: newGroupWriter(pool)}
+	return &Store{Store: sqlstore.New(db, d, o.now), schema: o.schema, pool: pool, count: count, group: db.group}, nil
 }
 
 func migrate(ctx context.Context, pool *pgxpool.Pool) error {
@@ -229,8 +245,13 @@ func isUniqueViolation(err error) bool {
 
 // database implements sqlstore.DB on a pgxpool.
 type database struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	group *groupWriter
 }
+
+// Grouped implements sqlstore.Grouper with the group-commit writer
+// (groupcommit.go).
+func (d *database) Grouped(key string) sqlstore.Querier { return groupQuerier{w: d.group, key: key} }
 
 func (d *database) Read() sqlstore.Querier   { return querier{d.pool} }
 func (d *database) Lookup() sqlstore.Querier { return querier{d.pool} }
@@ -244,6 +265,7 @@ func (d *database) Ping(ctx context.Context) error {
 }
 
 func (d *database) Close() error {
+	d.group.close()
 	d.pool.Close()
 	return nil
 }

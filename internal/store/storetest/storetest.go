@@ -861,14 +861,35 @@ func testRefreshGrant(t *testing.T, s store.Store) {
 	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, noDevice))
 
 	for _, want := range []*model.RefreshToken{rt, noDevice} {
-		g, err := s.GetRefreshGrant(ctx, want.Hash)
+		g, err := s.GetRefreshGrant(ctx, want.Hash, "")
 		must(t, "GetRefreshGrant", err)
 		same(t, "GetRefreshGrant token", g.Token, want, normRefresh)
 		same(t, "GetRefreshGrant session", g.Session, fullSession("s1", "user-1"), normSession)
 		same(t, "GetRefreshGrant user", g.User, u, normUser)
 	}
-	_, err := s.GetRefreshGrant(ctx, []byte("missing"))
+	_, err := s.GetRefreshGrant(ctx, []byte("missing"), "")
 	wantErr(t, "GetRefreshGrant missing", err, store.ErrNotFound)
+
+	// The device holding the request's key comes with the grant, read in
+	// full; another key, or none, gives none.
+	dev := fullDevice("dev-g", "user-1", "jkt-grant")
+	must(t, "CreateDevice", s.CreateDevice(ctx, dev))
+	must(t, "CreateDevice", s.CreateDevice(ctx, fullDevice("dev-other", "user-2", "jkt-other")))
+	for jkt, want := range map[string]*model.Device{"jkt-grant": dev, "jkt-unknown": nil, "": nil} {
+		g, err := s.GetRefreshGrant(ctx, rt.Hash, jkt)
+		must(t, "GetRefreshGrant with key", err)
+		same(t, "GetRefreshGrant token with key", g.Token, rt, normRefresh)
+		if want == nil {
+			if g.Device != nil {
+				t.Errorf("GetRefreshGrant(%q): device %s, want none", jkt, g.Device.ID)
+			}
+			continue
+		}
+		if g.Device == nil {
+			t.Fatalf("GetRefreshGrant(%q): no device", jkt)
+		}
+		same(t, "GetRefreshGrant device", g.Device, want, normDevice)
+	}
 
 	// The user is gone: the token and session come back, the user nil.
 	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, func() *model.RefreshToken {
@@ -876,7 +897,7 @@ func testRefreshGrant(t *testing.T, s store.Store) {
 		o.UserID = "nobody"
 		return o
 	}()))
-	g, err := s.GetRefreshGrant(ctx, []byte("orphan-user"))
+	g, err := s.GetRefreshGrant(ctx, []byte("orphan-user"), "")
 	must(t, "GetRefreshGrant without user", err)
 	if g.Token == nil || g.Session == nil || g.User != nil {
 		t.Errorf("GetRefreshGrant without user: got token %v, session %v, user %v; want token, session, no user",
@@ -891,11 +912,11 @@ func testRefreshGrant(t *testing.T, s store.Store) {
 	}()))
 	must(t, "PurgeExpired", s.PurgeExpired(ctx, at(2*time.Minute)))
 	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("orphan-session", "s2")))
-	g, err = s.GetRefreshGrant(ctx, []byte("orphan-session"))
+	g, err = s.GetRefreshGrant(ctx, []byte("orphan-session"), "jkt-grant")
 	must(t, "GetRefreshGrant without session", err)
-	if g.Token == nil || g.Session != nil || g.User == nil {
-		t.Errorf("GetRefreshGrant without session: got token %v, session %v, user %v; want token, no session, user",
-			g.Token != nil, g.Session != nil, g.User != nil)
+	if g.Token == nil || g.Session != nil || g.User == nil || g.Device == nil || g.Device.ID != "dev-g" {
+		t.Errorf("GetRefreshGrant without session: got token %v, session %v, user %v, device %v; want token, no session, user, device",
+			g.Token != nil, g.Session != nil, g.User != nil, g.Device != nil)
 	}
 }
 
@@ -921,7 +942,7 @@ func testRotateRefreshToken(t *testing.T, s store.Store) {
 	if stored.Generation != 3 {
 		t.Errorf("generation of the successor: got %d, want 3", stored.Generation)
 	}
-	if g, err := s.GetRefreshGrant(ctx, next.Hash); err != nil || g.Token.Generation != 3 {
+	if g, err := s.GetRefreshGrant(ctx, next.Hash, ""); err != nil || g.Token.Generation != 3 {
 		t.Errorf("GetRefreshGrant generation: got %+v, %v; want 3", g, err)
 	}
 

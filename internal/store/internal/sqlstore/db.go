@@ -64,6 +64,27 @@ type DB interface {
 	Close() error
 }
 
+// Grouper is implemented by a DB that groups the independent inserts of
+// concurrent callers into shared commits (PostgreSQL; SQLite's Write
+// does that for every write already).
+type Grouper interface {
+	// Grouped returns a querier for one insert (Exec, or QueryRow with
+	// RETURNING) that is atomic on its own, reads nothing other callers
+	// write, and can conflict with another caller's only on the same key
+	// (ordered by key within a group; "" for none). Its result is
+	// delivered once it is committed.
+	Grouped(key string) Querier
+}
+
+// grouped returns the querier of an insert keyed by key: the DB's
+// Grouped, or Write.
+func (s *Store) grouped(key string) Querier {
+	if g, ok := s.db.(Grouper); ok {
+		return g.Grouped(key)
+	}
+	return s.db.Write()
+}
+
 // Dialect describes where the backends differ.
 type Dialect struct {
 	// ForUpdate is appended to the SELECT of a read-modify-write
@@ -76,6 +97,10 @@ type Dialect struct {
 	// RevokeSession racing a rotation on PostgreSQL (READ COMMITTED) could
 	// miss the freshly inserted token.
 	LockSession string
+	// RotateInOneStatement makes RotateRefreshToken one statement of
+	// data-modifying CTEs (rotateRefreshSQL, PostgreSQL) instead of a
+	// transaction of four: one round trip and one commit.
+	RotateInOneStatement bool
 	// IsUniqueViolation reports a primary-key or unique constraint error.
 	IsUniqueViolation func(error) bool
 	// IsNoRows reports an empty result of QueryRow.Scan.

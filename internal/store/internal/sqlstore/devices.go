@@ -18,17 +18,31 @@ const deviceCols = `id, user_id, jkt, public_jwk, key_storage, platform, os_name
 	hostname, agent_version, trust_type, status, compliance, compliance_failures, compliance_at,
 	posture, posture_at, created_at, last_seen, updated_at, key_attested, key_attestation`
 
+// deviceRow receives a devices row (deviceCols).
+type deviceRow struct {
+	d                                           model.Device
+	jwk, failures, posture, attestation         string
+	complianceAt, postureAt, created, seen, upd int64
+}
+
+func (x *deviceRow) dest() []any {
+	d := &x.d
+	return []any{&d.ID, &d.UserID, &d.JKT, &x.jwk, &d.KeyStorage, &d.Platform, &d.OSName, &d.OSVersion,
+		&d.Hostname, &d.AgentVersion, &d.TrustType, &d.Status, &d.Compliance, &x.failures, &x.complianceAt,
+		&x.posture, &x.postureAt, &x.created, &x.seen, &x.upd, &d.KeyAttested, &x.attestation}
+}
+
 func scanDevice(r Row) (*model.Device, error) {
-	var (
-		d                                           model.Device
-		jwk, failures, posture, attestation         string
-		complianceAt, postureAt, created, seen, upd int64
-	)
-	if err := r.Scan(&d.ID, &d.UserID, &d.JKT, &jwk, &d.KeyStorage, &d.Platform, &d.OSName, &d.OSVersion,
-		&d.Hostname, &d.AgentVersion, &d.TrustType, &d.Status, &d.Compliance, &failures, &complianceAt,
-		&posture, &postureAt, &created, &seen, &upd, &d.KeyAttested, &attestation); err != nil {
+	var x deviceRow
+	if err := r.Scan(x.dest()...); err != nil {
 		return nil, err
 	}
+	return x.device(), nil
+}
+
+func (x *deviceRow) device() *model.Device {
+	d, jwk, attestation, failures, posture := x.d, x.jwk, x.attestation, x.failures, x.posture
+	complianceAt, postureAt, created, seen, upd := x.complianceAt, x.postureAt, x.created, x.seen, x.upd
 	d.PublicJWK = unrawJSON(jwk)
 	d.KeyAttestation = unrawJSON(attestation)
 	d.ComplianceFailures = unrawJSON(failures)
@@ -38,7 +52,7 @@ func scanDevice(r Row) (*model.Device, error) {
 	d.CreatedAt = fromMicros(created)
 	d.LastSeen = fromMicros(seen)
 	d.UpdatedAt = fromMicros(upd)
-	return &d, nil
+	return &d
 }
 
 func deviceArgs(d *model.Device) []any {

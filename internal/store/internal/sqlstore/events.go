@@ -30,7 +30,7 @@ func nullIfEmpty(s string) any {
 // AppendEvent stores e and returns its sequence number, which increases
 // with every append.
 func (s *Store) AppendEvent(ctx context.Context, e *model.Event) (int64, error) {
-	seq, err := s.appendEvent(ctx, s.db.Write(), e)
+	seq, err := s.appendEvent(ctx, s.grouped(""), e)
 	if err != nil {
 		return 0, wrap("append event", err)
 	}

@@ -304,28 +304,42 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.Refres
 	return t, s.getErr("refresh token", err)
 }
 
-// refreshGrantQuery reads a refresh token with its session and its user
-// in one statement (three primary-key lookups).
+// refreshGrantQuery reads a refresh token with its session, its user and
+// the device holding key $2 in one statement (three primary-key lookups
+// and one on the devices' unique key index; no device row when $2 is ”).
 var refreshGrantQuery = `SELECT ` +
 	strings.Replace(qualify("rt", refreshCols), "rt.device_id", "COALESCE(rt.device_id, '')", 1) + `, ` +
-	qualify("s", sessionCols) + `, ` + qualify("u", userCols) + `
+	qualify("s", sessionCols) + `, ` + qualify("u", userCols) + `, ` + grantDeviceCols + `
 	FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id JOIN users u ON u.id = rt.user_id
+	LEFT JOIN devices d ON d.jkt = $2 AND $2 <> ''
 	WHERE rt.hash = $1`
+
+// grantDeviceCols are deviceCols of the outer-joined d, with the zero
+// value of each column where there is no device.
+const grantDeviceCols = `COALESCE(d.id, ''), COALESCE(d.user_id, ''), COALESCE(d.jkt, ''),
+	COALESCE(d.public_jwk, ''), COALESCE(d.key_storage, ''), COALESCE(d.platform, ''),
+	COALESCE(d.os_name, ''), COALESCE(d.os_version, ''), COALESCE(d.hostname, ''),
+	COALESCE(d.agent_version, ''), COALESCE(d.trust_type, ''), COALESCE(d.status, ''),
+	COALESCE(d.compliance, ''), COALESCE(d.compliance_failures, ''), COALESCE(d.compliance_at, 0),
+	COALESCE(d.posture, ''), COALESCE(d.posture_at, 0), COALESCE(d.created_at, 0),
+	COALESCE(d.last_seen, 0), COALESCE(d.updated_at, 0), COALESCE(d.key_attested, FALSE),
+	COALESCE(d.key_attestation, '')`
 
 // GetRefreshGrant returns a refresh token with its session and its user,
 // read in one query and so from one snapshot. A session or user that no
 // longer exists comes back nil (then the three are read one by one: a
 // rare path, always refused by the caller).
-func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte) (*store.RefreshGrant, error) {
+func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte, jkt string) (*store.RefreshGrant, error) {
 	var (
 		rt refreshRow
 		se sessionRow
 		u  userRow
+		d  deviceRow
 	)
-	dest := append(append(rt.dest(), se.dest()...), u.dest()...)
-	err := s.db.Lookup().QueryRow(ctx, refreshGrantQuery, hash).Scan(dest...)
+	dest := append(append(append(rt.dest(), se.dest()...), u.dest()...), d.dest()...)
+	err := s.db.Lookup().QueryRow(ctx, refreshGrantQuery, hash, jkt).Scan(dest...)
 	if s.d.IsNoRows(err) {
-		return s.refreshGrantApart(ctx, hash)
+		return s.refreshGrantApart(ctx, hash, jkt)
 	}
 	if err != nil {
 		return nil, s.getErr("refresh token", err)
@@ -340,12 +354,15 @@ func (s *Store) GetRefreshGrant(ctx context.Context, hash []byte) (*store.Refres
 	if g.User, err = u.user(); err != nil {
 		return nil, err
 	}
+	if d.d.ID != "" {
+		g.Device = d.device()
+	}
 	return g, nil
 }
 
 // refreshGrantApart is GetRefreshGrant by three reads, for a token whose
 // session or user is missing.
-func (s *Store) refreshGrantApart(ctx context.Context, hash []byte) (*store.RefreshGrant, error) {
+func (s *Store) refreshGrantApart(ctx context.Context, hash []byte, jkt string) (*store.RefreshGrant, error) {
 	t, err := s.GetRefreshToken(ctx, hash)
 	if err != nil {
 		return nil, err
@@ -361,6 +378,13 @@ func (s *Store) refreshGrantApart(ctx context.Context, hash []byte) (*store.Refr
 	} else if err != nil {
 		return nil, err
 	}
+	if jkt != "" {
+		if g.Device, err = s.GetDeviceByJKT(ctx, jkt); errors.Is(err, store.ErrNotFound) {
+			g.Device = nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -374,6 +398,9 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.
 	}
 	if next == nil || len(next.Hash) == 0 {
 		return nil, errors.New("store: rotate refresh token: next token hash is required")
+	}
+	if s.d.RotateInOneStatement {
+		return s.rotateOneStatement(ctx, oldHash, at, next)
 	}
 	var old *model.RefreshToken
 	err := s.db.InTx(ctx, func(q Querier) error {
@@ -403,6 +430,68 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.
 		return nil, err
 	}
 	return old, nil
+}
+
+// rotateRefreshSQL is RotateRefreshToken's transaction as one statement
+// (PostgreSQL): lock the session row (FOR SHARE, as lockSession), mark
+// the old token rotated if it is not yet, insert the next one only if
+// that UPDATE changed a row, and return the old row with whether this
+// statement rotated it. The UPDATE's condition reads the lock's result
+// (a count, true whether or not the session exists, as lockSession
+// does not require it), so the lock is taken before a row is updated and
+// the next token inserted, as in the transaction. The sub-statements see
+// one snapshot, so the old row of a token that was not rotated here is
+// the one of the statement's start ($15 old hash, $16 rotation time, $2
+// the session).
+var rotateRefreshSQL = `WITH s AS (SELECT 1 FROM sessions WHERE id = $2 FOR SHARE),
+	old AS (UPDATE refresh_tokens SET rotated_at = $16
+		WHERE hash = $15 AND rotated_at = 0 AND (SELECT count(*) FROM s) >= 0 RETURNING ` + refreshSelect + `),
+	ins AS (INSERT INTO refresh_tokens (` + refreshCols + `)
+		SELECT $1::bytea, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text, $9::text,
+			$10::bigint, $11::bigint, $12::bigint, $13::text, $14::bigint
+		WHERE EXISTS (SELECT 1 FROM old))
+	SELECT true, old.* FROM old
+	UNION ALL
+	SELECT false, ` + refreshSelect + ` FROM refresh_tokens WHERE hash = $15 AND NOT EXISTS (SELECT 1 FROM old)`
+
+// rotateOneStatement is RotateRefreshToken in one statement. A token
+// that the statement found unrotated but could not rotate changed while
+// it waited (rotated, or deleted with its session, by a transaction that
+// committed meanwhile): it is read again, now, to tell which.
+func (s *Store) rotateOneStatement(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error) {
+	var (
+		rotated bool
+		x       refreshRow
+	)
+	args := append(refreshArgs(next), oldHash, micros(at))
+	err := s.db.Write().QueryRow(ctx, rotateRefreshSQL, args...).Scan(append([]any{&rotated}, x.dest()...)...)
+	if s.d.IsNoRows(err) {
+		return nil, notFound("refresh token")
+	}
+	if err != nil {
+		if s.d.IsUniqueViolation(err) {
+			return nil, s.createErr("refresh token", err)
+		}
+		return nil, wrap("rotate refresh token", err)
+	}
+	old, err := x.token()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rotated:
+		return old, nil
+	case !old.RotatedAt.IsZero():
+		return old, store.ErrAlreadyUsed
+	}
+	old, err = scanRefresh(s.db.Write().QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, oldHash))
+	if err != nil {
+		return nil, s.getErr("refresh token", err)
+	}
+	if old.RotatedAt.IsZero() { // changed but not rotated: not the token it was
+		return nil, notFound("refresh token")
+	}
+	return old, store.ErrAlreadyUsed
 }
 
 // DeleteRefreshToken deletes a refresh token.
@@ -542,7 +631,7 @@ func (s *Store) ConsumePushedRequest(ctx context.Context, requestURI string, at 
 // statement; an unexpired entry (exp after the store clock's now) makes
 // the statement change nothing and the call return ErrReplay.
 func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error {
-	return s.RecordJTIOn(ctx, s.db.Write(), key, exp)
+	return s.RecordJTIOn(ctx, s.grouped(key), key, exp)
 }
 
 // RecordJTIOn is RecordJTI's statement run through q: a backend that
