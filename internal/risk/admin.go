@@ -108,7 +108,7 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 	if err != nil {
 		return err
 	}
-	return s.respond(ctx, actor, st)
+	return s.respond(ctx, actor, st, now)
 }
 
 // Target names what Dismiss dismisses: exactly one of a user (every

@@ -150,6 +150,20 @@ func (in *instance) user(id string, sessions ...string) {
 	}
 }
 
+// session stores an active session of user created at created (with a
+// refresh token).
+func (in *instance) session(user, id string, created time.Time) {
+	in.t.Helper()
+	if err := in.st.CreateSession(ctx, &model.Session{ID: id, UserID: user, AuthTime: created, AMR: []string{"pwd"},
+		CreatedAt: created, LastSeen: created, ExpiresAt: created.Add(24 * time.Hour), IdleTimeout: 24 * time.Hour}); err != nil {
+		in.t.Fatal(err)
+	}
+	if err := in.st.CreateRefreshToken(ctx, &model.RefreshToken{Hash: []byte("rt-" + id), SessionID: id, ClientID: "web",
+		UserID: user, AuthTime: created, CreatedAt: created, ExpiresAt: created.Add(time.Hour)}); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
 // detection is a risk.detected event as a detector publishes it.
 func detection(id, user, session, severity string, confidence float64) *model.Event {
 	return &model.Event{
