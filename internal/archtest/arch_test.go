@@ -86,6 +86,9 @@ var rules = map[string]rule{
 	// MITRE ATT&CK techniques and tactics: data, shared by incidents and
 	// the OCSF mapping.
 	"internal/mitre": {never: anything, modules: stdOnly},
+	// Free text made safe to store and show (details, reasons): shared by
+	// the risk and incident services.
+	"internal/textclean": {never: anything, modules: stdOnly},
 	// Client descriptions and their validation, shared by the
 	// configuration, the clients service and the admin API.
 	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
@@ -155,7 +158,7 @@ var rules = map[string]rule{
 	// small interface the session service fills (never importing it),
 	// judges sign-ins through the assess contract, so any detector engine
 	// plugs in from the wiring.
-	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store"}, never: notService},
+	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store", "internal/textclean"}, never: notService},
 	// The token-theft detectors: pure functions over the activity record,
 	// findings in the assess contract's terms; no store, no bus, no I/O
 	// but the operator's IP list files.
@@ -175,7 +178,7 @@ var rules = map[string]rule{
 	// Incidents: detections correlated under the store's lock, response
 	// actions through small interfaces of its own (the wiring passes the
 	// session, device, identity and risk services).
-	"internal/incident": {imports: []string{"internal/bus", "internal/mitre", "internal/model", "internal/store"}, never: notService},
+	"internal/incident": {imports: []string{"internal/bus", "internal/mitre", "internal/model", "internal/store", "internal/textclean"}, never: notService},
 	// The investigation graph: reads events, detections, sessions and
 	// users through the store interface and places addresses with geo;
 	// it reads the activity record's Data keys. It changes nothing.
