@@ -17,6 +17,7 @@ import (
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/risk/assess"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/backendtest"
 )
 
 func det(sev string, conf float64, src string) *model.RiskDetection {
@@ -126,7 +127,7 @@ func TestAutoRevokeLevel(t *testing.T) {
 // handling it again record the detection once.
 func TestRepeatsAndRestart(t *testing.T) {
 	clk := clock.NewFake(t0)
-	open := backends(t)[0].open(t, clk.Now)
+	open := backendtest.Kinds(t)[0].Opener(t, clk.Now)
 	a := newInstance(t, open(), clk, nil)
 	a.user("alice", "s1")
 	e := detection("d1", "alice", "s1", "medium", 0.9)
@@ -220,10 +221,10 @@ func TestResponseAfterCrash(t *testing.T) {
 // TestTwoInstances: two instances on one database handling the same
 // detections at once count each once.
 func TestTwoInstances(t *testing.T) {
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := clock.NewFake(t0)
-			open := be.open(t, clk.Now)
+			open := be.Opener(t, clk.Now)
 			a := newInstance(t, open(), clk, func(o *risk.Options) { o.AutoRevokeLevel = "off" })
 			b := newInstance(t, open(), clk, func(o *risk.Options) { o.AutoRevokeLevel = "off" })
 			a.user("alice", "s1")
@@ -266,10 +267,10 @@ func TestTwoInstances(t *testing.T) {
 // detection never loses either: afterwards the new detection is either
 // dismissed (it came first) or active and counted.
 func TestDismissRacesDetection(t *testing.T) {
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := clock.NewFake(t0)
-			open := be.open(t, clk.Now)
+			open := be.Opener(t, clk.Now)
 			a := newInstance(t, open(), clk, func(o *risk.Options) { o.AutoRevokeLevel = "off" })
 			b := newInstance(t, open(), clk, func(o *risk.Options) { o.AutoRevokeLevel = "off" })
 			a.user("alice", "s1")
@@ -702,10 +703,10 @@ func TestExplain(t *testing.T) {
 // as existing even when a clock put its creation after T; a detection
 // time ahead of the consumer's clock widens nothing beyond now.
 func TestResponseSparesLaterSessions(t *testing.T) {
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
+	for _, b := range backendtest.Kinds(t) {
+		t.Run(b.Name, func(t *testing.T) {
 			clk := clock.NewFake(t0)
-			in := newInstance(t, b.open(t, clk.Now)(), clk, nil)
+			in := newInstance(t, b.Opener(t, clk.Now)(), clk, nil)
 			detectedAt := t0.Add(time.Minute) // detection()'s time
 			in.user("alice", "before1", "before2")
 			in.session("alice", "edge", detectedAt)
