@@ -18,6 +18,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -28,6 +29,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/textclean"
 	"github.com/ward-idp/ward/rs"
 )
 
@@ -156,14 +158,49 @@ func (api *API) routes() {
 type handlerFunc func(w http.ResponseWriter, r *http.Request, rc *reqCtx) error
 
 // handle registers fn for "METHOD /path" relative to Prefix.
+// Every id in the path and every query value is checked first
+// (checkParams).
 func (api *API) handle(pattern string, fn handlerFunc) {
 	method, path, _ := strings.Cut(pattern, " ")
+	names := wildcards(path)
 	api.mux.HandleFunc(method+" "+Prefix+path, func(w http.ResponseWriter, r *http.Request) {
 		rc := fromContext(r.Context())
-		if err := fn(w, r, rc); err != nil {
+		err := checkParams(r, names)
+		if err == nil {
+			err = fn(w, r, rc)
+		}
+		if err != nil {
 			api.writeError(w, r, rc, err)
 		}
 	})
+}
+
+// wildcards lists the names of a route pattern's path wildcards.
+func wildcards(path string) []string {
+	var names []string
+	for _, seg := range strings.Split(path, "/") {
+		if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") && name != "$}" {
+			names = append(names, strings.TrimSuffix(strings.TrimSuffix(name, "}"), "..."))
+		}
+	}
+	return names
+}
+
+// checkParams refuses a request whose path ids or query values could
+// name nothing stored (control characters such as NUL, which PostgreSQL
+// refuses in text, invalid UTF-8, overlong): a path id is a 404, a query
+// value a 400 naming the parameter. Nothing is looked up.
+func checkParams(r *http.Request, names []string) error {
+	for _, n := range names {
+		if !textclean.ValidParam(r.PathValue(n), textclean.MaxPathID) {
+			return &Error{Status: http.StatusNotFound, Code: CodeNotFound,
+				Description: fmt.Sprintf("not found: the %s in the path is not a valid id (at most %d bytes of UTF-8 text without control characters)", n, textclean.MaxPathID)}
+		}
+	}
+	if k, bad := textclean.BadQuery(r.URL.Query()); bad {
+		return invalid("query parameter %s: not valid (at most %d bytes of UTF-8 text without control characters)", k, textclean.MaxQueryValue)
+	}
+	return nil
 }
 
 // reqCtx is what a handler knows about the request beyond its parameters.

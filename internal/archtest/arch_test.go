@@ -86,8 +86,8 @@ var rules = map[string]rule{
 	// MITRE ATT&CK techniques and tactics: data, shared by incidents and
 	// the OCSF mapping.
 	"internal/mitre": {never: anything, modules: stdOnly},
-	// Free text made safe to store and show (details, reasons): shared by
-	// the risk and incident services.
+	// Free text made safe to store and show (details, reasons), and the
+	// check of request parameters: shared by services and handlers.
 	"internal/textclean": {never: anything, modules: stdOnly},
 	// Client descriptions and their validation, shared by the
 	// configuration, the clients service and the admin API.
@@ -240,13 +240,13 @@ var rules = map[string]rule{
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
-		"internal/graph", "internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+		"internal/graph", "internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/textclean", "internal/tokens", "rs"}, never: notHandler},
 
 	// The web console is a handler like the admin API: services through
 	// interfaces of its own, the audit record's reader (the store's
 	// interface, never a backend), Ward's resource check of its tokens.
 	"internal/console": {imports: []string{"internal/access", "internal/audit", "internal/audit/chain", "internal/bus", "internal/clients", "internal/device", "internal/graph", "internal/identity", "internal/incident", "internal/mitre", "internal/model",
-		"internal/oauth", "internal/oauth/authz", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/store"}, never: notHandler},
+		"internal/oauth", "internal/oauth/authz", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/store", "internal/textclean"}, never: notHandler},
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.

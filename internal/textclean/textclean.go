@@ -1,7 +1,8 @@
 // Package textclean makes free text from events and operators safe to
 // store and show: no control characters, no invalid UTF-8, a bounded
 // length cut at a character boundary. The risk and incident services
-// share it for the details and reasons they record.
+// share it for the details and reasons they record; the admin API and the
+// console check request parameters with ValidParam before any lookup.
 package textclean
 
 import (
