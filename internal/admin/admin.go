@@ -175,26 +175,35 @@ func (api *API) handle(pattern string, fn handlerFunc) {
 	})
 }
 
-// wildcards lists the names of a route pattern's path wildcards.
-func wildcards(path string) []string {
-	var names []string
-	for _, seg := range strings.Split(path, "/") {
+// pathParam is a wildcard of a route and what it names (the singular of
+// the segment before it: "user" for /users/{id}).
+type pathParam struct{ name, what string }
+
+// wildcards lists a route pattern's path wildcards.
+func wildcards(path string) []pathParam {
+	var ps []pathParam
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
 		if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") && name != "$}" {
-			names = append(names, strings.TrimSuffix(strings.TrimSuffix(name, "}"), "..."))
+			what := "resource"
+			if i > 0 && segs[i-1] != "" && !strings.HasPrefix(segs[i-1], "{") {
+				what = strings.TrimSuffix(segs[i-1], "s")
+			}
+			ps = append(ps, pathParam{strings.TrimSuffix(strings.TrimSuffix(name, "}"), "..."), what})
 		}
 	}
-	return names
+	return ps
 }
 
 // checkParams refuses a request whose path ids or query values could
 // name nothing stored (control characters such as NUL, which PostgreSQL
 // refuses in text, invalid UTF-8, overlong): a path id is a 404, a query
 // value a 400 naming the parameter. Nothing is looked up.
-func checkParams(r *http.Request, names []string) error {
-	for _, n := range names {
-		if !textclean.ValidParam(r.PathValue(n), textclean.MaxPathID) {
+func checkParams(r *http.Request, params []pathParam) error {
+	for _, p := range params {
+		if !textclean.ValidParam(r.PathValue(p.name), textclean.MaxPathID) {
 			return &Error{Status: http.StatusNotFound, Code: CodeNotFound,
-				Description: fmt.Sprintf("not found: the %s in the path is not a valid id (at most %d bytes of UTF-8 text without control characters)", n, textclean.MaxPathID)}
+				Description: fmt.Sprintf("%s not found: the %s in the path is not a valid id (at most %d bytes of UTF-8 text without control characters)", p.what, p.name, textclean.MaxPathID)}
 		}
 	}
 	if k, bad := textclean.BadQuery(r.URL.Query()); bad {
