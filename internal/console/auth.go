@@ -223,8 +223,9 @@ func (c *Console) operatorFor(r *http.Request, sc sessionCookie) (*Operator, *de
 		d.reason = ReasonMFA
 		return nil, d
 	}
-	sess, err := c.d.Sessions.Get(r.Context(), cl.SID)
-	if err != nil || !sess.Active(c.d.Now()) {
+	// The resource check read the live session: it is not read again.
+	sess := caller.Session
+	if sess == nil || sess.ID != cl.SID || !sess.Active(c.d.Now()) {
 		d.reason = "session_ended"
 		return nil, d
 	}
