@@ -207,7 +207,7 @@ func checkParams(r *http.Request, params []pathParam) error {
 		}
 	}
 	if k, bad := textclean.BadQuery(r.URL.Query()); bad {
-		return invalid("query parameter %s: not valid (at most %d bytes of UTF-8 text without control characters)", k, textclean.MaxQueryValue)
+		return invalid("query parameter %s: not valid (at most %d bytes of UTF-8 text without control characters other than line breaks and tabs)", k, textclean.MaxQueryValue)
 	}
 	return nil
 }

@@ -30,18 +30,32 @@ func ValidParam(v string, max int) bool {
 }
 
 // BadQuery returns the name of the first query parameter of q whose name
-// or a value fails ValidParam (bounded by MaxQueryValue), or "" and false
-// when all pass.
+// fails ValidParam or whose value fails ValidText (both bounded by
+// MaxQueryValue), or "" and false when all pass.
 func BadQuery(q url.Values) (string, bool) {
 	for k, vs := range q {
 		if !ValidParam(k, MaxQueryValue) {
 			return "(a parameter name)", true
 		}
 		for _, v := range vs {
-			if !ValidParam(v, MaxQueryValue) {
+			if !ValidText(v, MaxQueryValue) {
 				return k, true
 			}
 		}
 	}
 	return "", false
+}
+
+// ValidText is ValidParam for free text (a comment, a search): line
+// breaks and tabs are allowed, no other control character.
+func ValidText(v string, max int) bool {
+	if len(v) > max || !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) && r != '\n' && r != '\r' && r != '\t' {
+			return false
+		}
+	}
+	return true
 }

@@ -23,7 +23,10 @@ func TestValidParam(t *testing.T) {
 	if _, bad := BadQuery(url.Values{"a\x00": {"x"}}); !bad {
 		t.Error("a bad parameter name passed")
 	}
-	if _, bad := BadQuery(url.Values{"user_id": {"u1"}}); bad {
+	if _, bad := BadQuery(url.Values{"user_id": {"u1"}, "comment": {"two\nlines\twith a tab\r\n"}}); bad {
 		t.Error("a good query refused")
+	}
+	if _, bad := BadQuery(url.Values{"comment": {"a\x00b"}}); !bad {
+		t.Error("a NUL in free text passed")
 	}
 }
