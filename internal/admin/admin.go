@@ -18,6 +18,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -28,6 +29,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/secret"
+	"github.com/ward-idp/ward/internal/textclean"
 	"github.com/ward-idp/ward/rs"
 )
 
@@ -156,14 +158,58 @@ func (api *API) routes() {
 type handlerFunc func(w http.ResponseWriter, r *http.Request, rc *reqCtx) error
 
 // handle registers fn for "METHOD /path" relative to Prefix.
+// Every id in the path and every query value is checked first
+// (checkParams).
 func (api *API) handle(pattern string, fn handlerFunc) {
 	method, path, _ := strings.Cut(pattern, " ")
+	names := wildcards(path)
 	api.mux.HandleFunc(method+" "+Prefix+path, func(w http.ResponseWriter, r *http.Request) {
 		rc := fromContext(r.Context())
-		if err := fn(w, r, rc); err != nil {
+		err := checkParams(r, names)
+		if err == nil {
+			err = fn(w, r, rc)
+		}
+		if err != nil {
 			api.writeError(w, r, rc, err)
 		}
 	})
+}
+
+// pathParam is a wildcard of a route and what it names (the singular of
+// the segment before it: "user" for /users/{id}).
+type pathParam struct{ name, what string }
+
+// wildcards lists a route pattern's path wildcards.
+func wildcards(path string) []pathParam {
+	var ps []pathParam
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") && name != "$}" {
+			what := "resource"
+			if i > 0 && segs[i-1] != "" && !strings.HasPrefix(segs[i-1], "{") {
+				what = strings.TrimSuffix(segs[i-1], "s")
+			}
+			ps = append(ps, pathParam{strings.TrimSuffix(strings.TrimSuffix(name, "}"), "..."), what})
+		}
+	}
+	return ps
+}
+
+// checkParams refuses a request whose path ids or query values could
+// name nothing stored (control characters such as NUL, which PostgreSQL
+// refuses in text, invalid UTF-8, overlong): a path id is a 404, a query
+// value a 400 naming the parameter. Nothing is looked up.
+func checkParams(r *http.Request, params []pathParam) error {
+	for _, p := range params {
+		if !textclean.ValidParam(r.PathValue(p.name), textclean.MaxPathID) {
+			return &Error{Status: http.StatusNotFound, Code: CodeNotFound,
+				Description: fmt.Sprintf("%s not found: the %s in the path is not a valid id (at most %d bytes of UTF-8 text without control characters)", p.what, p.name, textclean.MaxPathID)}
+		}
+	}
+	if k, bad := textclean.BadQuery(r.URL.Query()); bad {
+		return invalid("query parameter %s: not valid (at most %d bytes of UTF-8 text without control characters other than line breaks and tabs)", k, textclean.MaxQueryValue)
+	}
+	return nil
 }
 
 // reqCtx is what a handler knows about the request beyond its parameters.

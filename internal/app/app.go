@@ -434,6 +434,9 @@ func (a *App) openRisk(ctx context.Context, cfg *config.Config, log *slog.Logger
 	}
 	if on {
 		judge = &online.SignInJudge{Store: a.Store, Config: dc, Geo: a.Geo, Now: o.Now}
+		if !o.Tool {
+			a.watchIPLists(dc, log)
+		}
 	}
 	a.Risk = risk.New(risk.Options{
 		Store: a.Store, Sessions: a.Sessions, Bus: a.Bus, Now: o.Now, Log: log, Detector: judge,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
@@ -25,6 +26,22 @@ func detectConfig(cfg *config.Config) (detect.Config, bool, error) {
 	return dc, true, nil
 }
 
+// ipListsReload is how often the IP list files of risk_detection are
+// looked at (modification time and size) and read again when changed.
+const ipListsReload = 30 * time.Second
+
+// watchIPLists keeps dc's IP lists in step with their files until the
+// application closes (a server only: a command-line tool reads them once).
+func (a *App) watchIPLists(dc detect.Config, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		detect.WatchIPLists(ctx, ipListsReload, log, dc.AnonymousIPs, dc.MaliciousIPs, dc.CorporateIPs)
+	}()
+	a.closers = append(a.closers, func() error { cancel(); <-done; return nil })
+}
+
 // openDetectors starts the online detectors in a server: they follow the
 // audit log under a lease (one instance at a time runs them), woken by
 // every event this process stores, and record their findings as
@@ -43,6 +60,7 @@ func (a *App) openDetectors(ctx context.Context, cfg *config.Config, log *slog.L
 		return fmt.Errorf("app: risk detectors: %w", err)
 	}
 	a.Detectors = d
+	a.watchIPLists(dc, log)
 	unsub := a.Bus.Subscribe("risk-detect", func(context.Context, *model.Event) error {
 		d.Wake()
 		return nil

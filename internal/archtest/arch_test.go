@@ -92,6 +92,9 @@ var rules = map[string]rule{
 	// MITRE ATT&CK techniques and tactics: data, shared by incidents and
 	// the OCSF mapping.
 	"internal/mitre": {never: anything, modules: stdOnly},
+	// Free text made safe to store and show (details, reasons), and the
+	// check of request parameters: shared by services and handlers.
+	"internal/textclean": {never: anything, modules: stdOnly},
 	// Client descriptions and their validation, shared by the
 	// configuration, the clients service and the admin API.
 	"internal/clientspec": {imports: []string{"internal/model"}, never: notService, modules: stdOnly},
@@ -161,7 +164,7 @@ var rules = map[string]rule{
 	// small interface the session service fills (never importing it),
 	// judges sign-ins through the assess contract, so any detector engine
 	// plugs in from the wiring.
-	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store"}, never: notService},
+	"internal/risk": {imports: []string{"internal/activity", "internal/bus", "internal/model", "internal/risk/assess", "internal/store", "internal/textclean"}, never: notService},
 	// The token-theft detectors: pure functions over the activity record,
 	// findings in the assess contract's terms; no store, no bus, no I/O
 	// but the operator's IP list files.
@@ -181,7 +184,7 @@ var rules = map[string]rule{
 	// Incidents: detections correlated under the store's lock, response
 	// actions through small interfaces of its own (the wiring passes the
 	// session, device, identity and risk services).
-	"internal/incident": {imports: []string{"internal/bus", "internal/mitre", "internal/model", "internal/store"}, never: notService},
+	"internal/incident": {imports: []string{"internal/bus", "internal/mitre", "internal/model", "internal/store", "internal/textclean"}, never: notService},
 	// The investigation graph: reads events, detections, sessions and
 	// users through the store interface and places addresses with geo;
 	// it reads the activity record's Data keys. It changes nothing.
@@ -243,13 +246,13 @@ var rules = map[string]rule{
 	// (and the audit record) through interfaces of its own, never the
 	// store or the application.
 	"internal/admin": {imports: []string{"dpop", "httpauth", "internal/access", "internal/audit", "internal/bus", "internal/clients", "internal/clientspec", "internal/device",
-		"internal/graph", "internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/tokens", "rs"}, never: notHandler},
+		"internal/graph", "internal/identity", "internal/incident", "internal/model", "internal/oauth", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/textclean", "internal/tokens", "rs"}, never: notHandler},
 
 	// The web console is a handler like the admin API: services through
 	// interfaces of its own, the audit record's reader (the store's
 	// interface, never a backend), Ward's resource check of its tokens.
 	"internal/console": {imports: []string{"internal/access", "internal/audit", "internal/audit/chain", "internal/bus", "internal/clients", "internal/device", "internal/graph", "internal/identity", "internal/incident", "internal/mitre", "internal/model",
-		"internal/oauth", "internal/oauth/authz", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/store"}, never: notHandler},
+		"internal/oauth", "internal/oauth/authz", "internal/policy", "internal/risk", "internal/secret", "internal/session", "internal/store", "internal/textclean"}, never: notHandler},
 
 	// Configuration is read by the wiring; it knows client descriptions
 	// and roles, never a service.

@@ -277,7 +277,9 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		}
 		return []template{{EventSessionRevoked, sub, userKey, base(who, why)}}
 	case model.EventUserSessionsRevoked:
-		if e.UserID == "" {
+		// A revocation bounded by creation time left later sessions
+		// alive: its session.revoked events named each one instead.
+		if e.UserID == "" || e.Data[model.DataCreatedUntil] != "" {
 			return nil
 		}
 		why := "all sessions of the user revoked"

@@ -106,3 +106,30 @@ func TestIncidentActionSETs(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundedRiskResponseSETs: a risk response that revoked only the
+// sessions created before its detection sends one session-revoked per
+// revoked session and no user-wide one (which would end the tokens of
+// the sessions it spared); an unbounded one sends the user-wide one only.
+func TestBoundedRiskResponseSETs(t *testing.T) {
+	s := &Service{o: Options{Store: noDevices{}}, issuer: "https://ward.example"}
+	at := time.Unix(1_700_000_000, 0)
+	summary := &model.Event{ID: "e1", Time: at, Type: model.EventUserSessionsRevoked, Actor: "system", UserID: "u1", Reason: string(model.CauseUserRisk),
+		Data: map[string]string{"sessions_revoked": "2", model.DataCreatedUntil: "2026-03-01T12:01:00Z"}}
+	if ts := s.templates(context.Background(), summary); len(ts) != 0 {
+		t.Errorf("bounded summary: %d SETs, want none", len(ts))
+	}
+	one := &model.Event{ID: "e2", Time: at, Type: model.EventSessionRevoked, Actor: "system", UserID: "u1", SessionID: "s1", Reason: string(model.CauseUserRisk)}
+	ts := s.templates(context.Background(), one)
+	if len(ts) != 1 || ts[0].typ != EventSessionRevoked || ts[0].subject.Session == nil || ts[0].subject.User == nil {
+		t.Fatalf("bounded session.revoked: %+v, want one session-revoked about the session", ts)
+	}
+	delete(summary.Data, model.DataCreatedUntil)
+	if ts := s.templates(context.Background(), summary); len(ts) != 1 || ts[0].typ != EventSessionRevoked || ts[0].subject.Session != nil {
+		t.Errorf("unbounded summary: %+v, want one user-wide session-revoked", ts)
+	}
+	one.Data = map[string]string{model.DataAllSessions: "true"}
+	if ts := s.templates(context.Background(), one); len(ts) != 0 {
+		t.Errorf("unbounded session.revoked: %d SETs, want none (the summary speaks)", len(ts))
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth/authz"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Cookie names (with the __Host- prefix under HTTPS, where a cookie can
@@ -222,8 +223,9 @@ func (c *Console) operatorFor(r *http.Request, sc sessionCookie) (*Operator, *de
 		d.reason = ReasonMFA
 		return nil, d
 	}
-	sess, err := c.d.Sessions.Get(r.Context(), cl.SID)
-	if err != nil || !sess.Active(c.d.Now()) {
+	// The resource check read the live session: it is not read again.
+	sess := caller.Session
+	if sess == nil || sess.ID != cl.SID || !sess.Active(c.d.Now()) {
 		d.reason = "session_ended"
 		return nil, d
 	}
@@ -260,6 +262,7 @@ func (c *Console) checkCSRF(r *http.Request, op *Operator) bool {
 // allowed perm; state-changing methods also need the Origin and CSRF
 // checks. Each refusal is recorded.
 func (c *Console) handle(pattern string, perm Permission, fn http.HandlerFunc) {
+	names := wildcards(pattern)
 	c.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		c.securityHeaders(w)
 		change := r.Method != http.MethodGet && r.Method != http.MethodHead
@@ -281,8 +284,41 @@ func (c *Console) handle(pattern string, perm Permission, fn http.HandlerFunc) {
 			c.deny(w, r, &denial{reason: ReasonRole, op: op}, perm, http.StatusForbidden)
 			return
 		}
-		fn(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, op)))
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, op))
+		if !c.checkParams(w, r, names) {
+			return
+		}
+		fn(w, r)
 	})
+}
+
+// wildcards lists the names of a route pattern's path wildcards.
+func wildcards(pattern string) []string {
+	var names []string
+	for _, seg := range strings.Split(pattern, "/") {
+		if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") && name != "$}" {
+			names = append(names, strings.TrimSuffix(strings.TrimSuffix(name, "}"), "..."))
+		}
+	}
+	return names
+}
+
+// checkParams answers a request whose path ids or query values could
+// name nothing stored (control characters such as NUL, which PostgreSQL
+// refuses in text, invalid UTF-8, overlong) before anything is looked
+// up: 404 for a path id, 400 for a query value.
+func (c *Console) checkParams(w http.ResponseWriter, r *http.Request, names []string) bool {
+	for _, n := range names {
+		if !textclean.ValidParam(r.PathValue(n), textclean.MaxPathID) {
+			c.errorPage(w, r, http.StatusNotFound, "Not found", "The address names no such item: it is not a valid id.")
+			return false
+		}
+	}
+	if _, bad := textclean.BadQuery(r.URL.Query()); bad {
+		c.errorPage(w, r, http.StatusBadRequest, "Invalid request", "A parameter of the address is not valid: it holds control characters or invalid text, or is too long.")
+		return false
+	}
+	return true
 }
 
 // signInAgain answers a request without a usable console session: a

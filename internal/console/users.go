@@ -5,7 +5,10 @@ import (
 	"errors"
 	"math/big"
 	"net/http"
+	"net/url"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,25 +33,93 @@ type usersPage struct {
 	Levels  []string
 	Rows    []userRow
 	Total   int
-	// Matched counts the matches; at most maxUserRows are shown.
+	// Matched counts the matches; a page shows at most Size of them.
 	Matched int
+	Size    int
+	// First and Last number (from 1) the page's rows; Next and Start are
+	// the links to the following page and back to the first
+	// ("": none).
+	First, Last int
+	Next, Start string
 }
 
-// maxUserRows bounds the users page: a longer list asks for a search.
-const maxUserRows = 500
+// Page sizes of the users list: a page is bounded, and the list is read
+// page by page with the "next" link.
+const (
+	defaultUserRows = 100
+	maxUserRows     = 500
+)
+
+// userCursor is where a page of the users list starts: after the row of
+// this risk level and username, in the list's order (riskiest first, then
+// by username). Usernames are unique, so the order is total and a page
+// neither repeats nor skips a user when others are added or removed
+// meanwhile.
+type userCursor struct {
+	rank     int
+	username string
+}
+
+// cursorParam is the "after" parameter naming row u.
+func cursorParam(u userRow) string { return u.Risk + ":" + u.User.Username }
+
+// parseCursor reads an "after" parameter ("" : the first page).
+func parseCursor(v string) (*userCursor, bool) {
+	if v == "" {
+		return nil, true
+	}
+	level, name, ok := strings.Cut(v, ":")
+	if !ok || name == "" {
+		return nil, false
+	}
+	switch level {
+	case "high", "medium", "low", "none":
+	default:
+		return nil, false
+	}
+	return &userCursor{rank: model.RiskRank(level), username: name}, true
+}
+
+// after reports whether row u comes after the cursor in the list's order.
+func (c *userCursor) after(u userRow) bool {
+	if c == nil {
+		return true
+	}
+	if r := model.RiskRank(u.Risk); r != c.rank {
+		return r < c.rank
+	}
+	return u.User.Username > c.username
+}
 
 // handleUsers lists users, riskiest first, filtered by a search text
-// (username, name, email) and a risk level.
+// (username, name, email) and a risk level, a page at a time (n rows,
+// after the row the "after" parameter names).
 func (c *Console) handleUsers(w http.ResponseWriter, r *http.Request) {
+	qv := r.URL.Query()
+	size := defaultUserRows
+	if v := qv.Get("n"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			c.errorPage(w, r, http.StatusBadRequest, "Invalid request", "The page size must be a positive number.")
+			return
+		}
+		size = min(n, maxUserRows)
+	}
+	cur, ok := parseCursor(qv.Get("after"))
+	if !ok {
+		c.errorPage(w, r, http.StatusBadRequest, "Invalid request", "The page's starting point is not valid: follow the list's links.")
+		return
+	}
 	us, err := c.d.Identity.ListUsers(r.Context())
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
 	now := c.d.Now()
-	q := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("q")))
-	level := r.URL.Query().Get("risk")
-	p := usersPage{Q: q, Risk: level, Levels: []string{"high", "medium", "low", "none"}, Total: len(us)}
+	q := strings.ToLower(strings.TrimSpace(qv.Get("q")))
+	level := qv.Get("risk")
+	p := usersPage{Q: q, Risk: level, Levels: []string{"high", "medium", "low", "none"}, Total: len(us), Size: size}
+	var rows []userRow
 	for _, u := range us {
 		if q != "" && !strings.Contains(strings.ToLower(u.Username+" "+u.DisplayName+" "+u.Email), q) {
 			continue
@@ -57,16 +128,49 @@ func (c *Console) handleUsers(w http.ResponseWriter, r *http.Request) {
 		if level != "" && rl != level {
 			continue
 		}
-		p.Rows = append(p.Rows, userRow{User: u, Risk: rl, Locked: u.LockedUntil.After(now), TOTP: c.d.Identity.HasTOTP(u)})
+		rows = append(rows, userRow{User: u, Risk: rl, Locked: u.LockedUntil.After(now)})
 	}
-	slices.SortStableFunc(p.Rows, func(a, b userRow) int {
+	slices.SortStableFunc(rows, func(a, b userRow) int {
 		if d := model.RiskRank(b.Risk) - model.RiskRank(a.Risk); d != 0 {
 			return d
 		}
 		return strings.Compare(a.User.Username, b.User.Username)
 	})
-	p.Matched = len(p.Rows)
-	p.Rows = p.Rows[:min(len(p.Rows), maxUserRows)]
+	p.Matched = len(rows)
+	start := 0
+	if cur != nil {
+		start = sort.Search(len(rows), func(i int) bool { return cur.after(rows[i]) })
+	}
+	end := min(len(rows), start+size)
+	p.Rows, p.First, p.Last = rows[start:end], start+1, end
+	for i := range p.Rows {
+		p.Rows[i].TOTP = c.d.Identity.HasTOTP(p.Rows[i].User)
+	}
+	link := func(after string) string {
+		v := url.Values{}
+		if q != "" {
+			v.Set("q", q)
+		}
+		if level != "" {
+			v.Set("risk", level)
+		}
+		if size != defaultUserRows {
+			v.Set("n", strconv.Itoa(size))
+		}
+		if after != "" {
+			v.Set("after", after)
+		}
+		if len(v) == 0 {
+			return Prefix + "/users"
+		}
+		return Prefix + "/users?" + v.Encode()
+	}
+	if end < len(rows) && end > start {
+		p.Next = link(cursorParam(rows[end-1]))
+	}
+	if cur != nil {
+		p.Start = link("")
+	}
 	c.render(w, r, "users.html", pageData{Title: "Users", Nav: "users", Data: p})
 }
 

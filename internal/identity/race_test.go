@@ -3,81 +3,23 @@ package identity
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/store"
-	"github.com/ward-idp/ward/internal/store/postgres"
-	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/internal/store/backendtest"
 )
 
 // The tests in this file race sign-in attempts against the real stores:
 // SQLite (a file, so that reads and the writer use different
 // connections) and PostgreSQL when WARD_TEST_POSTGRES_DSN is set. Each
-// backend's open returns a function that opens another handle on the
-// same database: a second instance, or the same one after a restart.
-
-type backend struct {
-	name string
-	open func(t *testing.T, now func() time.Time) (reopen func() store.Store)
-}
-
-func backends(t *testing.T) []backend {
-	bs := []backend{{"sqlite", func(t *testing.T, now func() time.Time) func() store.Store {
-		path := filepath.Join(t.TempDir(), "ward.db")
-		return func() store.Store {
-			st, err := sqlite.Open(context.Background(), path, sqlite.WithClock(now))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	}}}
-	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Logf("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not raced")
-		return bs
-	}
-	return append(bs, backend{"postgres", func(t *testing.T, now func() time.Time) func() store.Store {
-		ctx := context.Background()
-		b := make([]byte, 8)
-		rand.Read(b)
-		schema := "ward_test_" + hex.EncodeToString(b)
-		t.Cleanup(func() { // registered first: runs after the handles closed
-			conn, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-				return
-			}
-			defer conn.Close(ctx)
-			if _, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-			}
-		})
-		return func() store.Store {
-			st, err := postgres.Open(ctx, dsn, postgres.WithSchema(schema), postgres.WithMaxConns(16), postgres.WithClock(now))
-			if err != nil {
-				t.Fatalf("postgres.Open: %v", err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	}})
-}
 
 // realEnv is a Service on a real store, with the test KEK (so that a
 // second Service on the same database derives the same keys).
@@ -124,10 +66,10 @@ func (r *raceOutcome) add(err error) {
 // evaluated but another attempt won the race, answers like a wrong one.
 func TestConcurrentGuessesReserveTheLockout(t *testing.T) {
 	const n, maxFail = 120, 5
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := newFakeClock()
-			st := be.open(t, clk.Now)()
+			st := be.Opener(t, clk.Now)()
 			svc, _ := realEnv(t, st, clk, func(o *Options) {
 				o.MaxFailures = maxFail
 				o.MaxConcurrentHashes = 4
@@ -168,7 +110,7 @@ func TestConcurrentGuessesReserveTheLockout(t *testing.T) {
 			wg.Wait()
 			wrongEvaluated := out.answers[ErrInvalidCredentials.Error()]
 			t.Logf("%s: %d of %d wrong guesses evaluated (limit %d), %d argon2 computations; right password: %v; answers %v",
-				be.name, wrongEvaluated, n-1, maxFail, hashes.Load(), rightErr, out.answers)
+				be.Name, wrongEvaluated, n-1, maxFail, hashes.Load(), rightErr, out.answers)
 			if h := hashes.Load(); h > maxFail {
 				t.Errorf("%d passwords evaluated, limit %d", h, maxFail)
 			}
@@ -200,10 +142,10 @@ func TestConcurrentGuessesReserveTheLockout(t *testing.T) {
 // after a correct password; at most the lockout limit are evaluated.
 func TestConcurrentTOTPGuessesReserveTheLockout(t *testing.T) {
 	const n, maxFail = 60, 5
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := newFakeClock()
-			st := be.open(t, clk.Now)()
+			st := be.Opener(t, clk.Now)()
 			svc, _ := realEnv(t, st, clk, func(o *Options) { o.MaxFailures = maxFail })
 			ctx := context.Background()
 			u, err := svc.CreateUser(ctx, "admin", NewUser{Username: "alice", Password: goodPassword})
@@ -235,7 +177,7 @@ func TestConcurrentTOTPGuessesReserveTheLockout(t *testing.T) {
 			close(start)
 			wg.Wait()
 			evaluated := out.answers[ErrInvalidTOTP.Error()]
-			t.Logf("%s: %d of %d wrong codes evaluated (limit %d); answers %v", be.name, evaluated, n, maxFail, out.answers)
+			t.Logf("%s: %d of %d wrong codes evaluated (limit %d); answers %v", be.Name, evaluated, n, maxFail, out.answers)
 			if evaluated > maxFail {
 				t.Errorf("%d codes evaluated, limit %d", evaluated, maxFail)
 			}
@@ -255,10 +197,10 @@ func TestConcurrentTOTPGuessesReserveTheLockout(t *testing.T) {
 // restart tells them apart.
 func TestUnknownNameLockoutSharedAndDurable(t *testing.T) {
 	const maxFail = 3
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := newFakeClock()
-			reopen := be.open(t, clk.Now)
+			reopen := be.Opener(t, clk.Now)
 			mod := func(o *Options) { o.MaxFailures = maxFail }
 			a, _ := realEnv(t, reopen(), clk, mod)
 			b, _ := realEnv(t, reopen(), clk, mod)

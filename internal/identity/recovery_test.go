@@ -15,6 +15,7 @@ import (
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/backendtest"
 	"github.com/ward-idp/ward/internal/store/sqlite"
 )
 
@@ -71,10 +72,10 @@ func failures(t *testing.T, st store.Store, userID string) int {
 var recoveryCodeFormat = regexp.MustCompile(`^[0-9a-hjkmnp-tv-z]{5}-[0-9a-hjkmnp-tv-z]{5}$`)
 
 func TestRecoveryCodes(t *testing.T) {
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := newFakeClock()
-			reopen := be.open(t, clk.Now)
+			reopen := be.Opener(t, clk.Now)
 			st := reopen()
 			svc, rec := realEnv(t, st, clk, func(o *Options) { o.MaxFailures = 5 })
 			ctx := context.Background()
@@ -281,10 +282,10 @@ func TestRecoveryCodesNeedAKEK(t *testing.T) {
 // right code afterwards is refused by the lock and stays unused.
 func TestConcurrentRecoveryCodeGuessesReserveTheLockout(t *testing.T) {
 	const n, maxFail = 60, 5
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := newFakeClock()
-			st := be.open(t, clk.Now)()
+			st := be.Opener(t, clk.Now)()
 			svc, _ := realEnv(t, st, clk, func(o *Options) { o.MaxFailures = maxFail })
 			ctx := context.Background()
 			u := recoveryUser(t, svc, clk)
@@ -306,7 +307,7 @@ func TestConcurrentRecoveryCodeGuessesReserveTheLockout(t *testing.T) {
 			close(start)
 			wg.Wait()
 			evaluated := out.answers[ErrInvalidRecoveryCode.Error()]
-			t.Logf("%s: %d of %d wrong recovery codes evaluated (limit %d); answers %v", be.name, evaluated, n, maxFail, out.answers)
+			t.Logf("%s: %d of %d wrong recovery codes evaluated (limit %d); answers %v", be.Name, evaluated, n, maxFail, out.answers)
 			if evaluated > maxFail {
 				t.Errorf("%d codes evaluated, limit %d", evaluated, maxFail)
 			}
@@ -329,10 +330,10 @@ func TestConcurrentRecoveryCodeGuessesReserveTheLockout(t *testing.T) {
 // meets "locked", as concurrent TOTP codes do.)
 func TestConcurrentUseOfOneRecoveryCode(t *testing.T) {
 	const n = 16
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := newFakeClock()
-			reopen := be.open(t, clk.Now)
+			reopen := be.Opener(t, clk.Now)
 			st := reopen()
 			mod := func(o *Options) { o.MaxFailures = 2 * n }
 			a, _ := realEnv(t, st, clk, mod)
@@ -405,11 +406,11 @@ func TestRecoveryCodeAccountChangedDuringCheck(t *testing.T) {
 		{"disabled", func(time.Time) func(*model.User) { return func(u *model.User) { u.Disabled = true } }, ReasonDisabled, RecoveryCodeCount},
 		{"TOTP removed", func(time.Time) func(*model.User) { return func(u *model.User) { u.TOTPSecret = nil } }, ReasonInvalidRecoveryCode, 0},
 	}
-	for _, be := range backends(t) {
+	for _, be := range backendtest.Kinds(t) {
 		for _, tc := range cases {
-			t.Run(be.name+"/"+tc.name, func(t *testing.T) {
+			t.Run(be.Name+"/"+tc.name, func(t *testing.T) {
 				clk := newFakeClock()
-				cs := &changingStore{Store: be.open(t, clk.Now)()}
+				cs := &changingStore{Store: be.Opener(t, clk.Now)()}
 				svc, _ := realEnv(t, cs, clk, nil)
 				ctx := context.Background()
 				u := recoveryUser(t, svc, clk)

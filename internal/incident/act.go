@@ -11,6 +11,7 @@ import (
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Response actions an operator takes from an incident.
@@ -82,9 +83,9 @@ type TargetResult struct {
 // and its error returned.
 func (s *Service) Act(ctx context.Context, actor, ref string, req ActionRequest) (*ActionResult, error) {
 	if !slices.Contains(Actions, req.Action) {
-		return nil, invalid("action %q: want one of %s", clip(req.Action, 32), strings.Join(Actions, ", "))
+		return nil, invalid("action %q: want one of %s", textclean.Clip(req.Action, 32), strings.Join(Actions, ", "))
 	}
-	req.Reason = cleanText(req.Reason, MaxReason+1)
+	req.Reason = textclean.Clean(req.Reason, MaxReason+1)
 	if len(req.Reason) > MaxReason {
 		return nil, invalid("the reason is longer than %d bytes", MaxReason)
 	}
@@ -107,14 +108,14 @@ func (s *Service) Act(ctx context.Context, actor, ref string, req ActionRequest)
 	if req.Reason != "" {
 		why += ": " + req.Reason
 	}
-	why = clip(why, MaxReason)
+	why = textclean.Clip(why, MaxReason)
 	res := &ActionResult{Incident: in.ID, Action: req.Action, Results: []*TargetResult{}}
 	var errs []error
 	run := func(kind, id string, f func() (bool, string, error)) {
 		done, detail, err := f()
 		r := &TargetResult{Kind: kind, ID: id, Done: done, Detail: detail}
 		if err != nil {
-			r.Error = clip(err.Error(), 256)
+			r.Error = textclean.Clip(err.Error(), 256)
 			errs = append(errs, fmt.Errorf("%s %s: %w", kind, id, err))
 		}
 		res.Results = append(res.Results, r)
@@ -127,7 +128,7 @@ func (s *Service) Act(ctx context.Context, actor, ref string, req ActionRequest)
 			return all, nil
 		}
 		if !slices.Contains(all, req.Target) {
-			return nil, invalid("%s is not a %s of %s", clip(req.Target, maxIDLen), kind, Name(in.Number))
+			return nil, invalid("%s is not a %s of %s", textclean.Clip(req.Target, maxIDLen), kind, Name(in.Number))
 		}
 		return []string{req.Target}, nil
 	}

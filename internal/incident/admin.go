@@ -13,6 +13,7 @@ import (
 	"github.com/ward-idp/ward/internal/mitre"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Bounds of what operators write.
@@ -160,11 +161,11 @@ func (s *Service) List(ctx context.Context, f Filter) ([]*Incident, error) {
 		case model.IncidentNew, model.IncidentActive, model.IncidentResolved, model.IncidentFalsePositive:
 			statuses = append(statuses, st)
 		default:
-			return nil, invalid("status %q: want new, active, resolved, false_positive or open", clip(st, 32))
+			return nil, invalid("status %q: want new, active, resolved, false_positive or open", textclean.Clip(st, 32))
 		}
 	}
 	if f.Severity != "" && f.Severity != model.RiskLow && f.Severity != model.RiskMedium && f.Severity != model.RiskHigh {
-		return nil, invalid("severity %q: want low, medium or high", clip(f.Severity, 16))
+		return nil, invalid("severity %q: want low, medium or high", textclean.Clip(f.Severity, 16))
 	}
 	if f.Limit < 0 || f.Limit > 1000 {
 		return nil, invalid("limit must be 1 to 1000")
@@ -340,7 +341,7 @@ func (s *Service) Comment(ctx context.Context, actor, ref, text string) (*Entry,
 		entry = &model.IncidentEntry{IncidentID: in.ID, At: now, Kind: model.IncidentEntryComment, Actor: actor, Text: text}
 		c.Entries = append(c.Entries, entry)
 		evs.add(func() *model.Event {
-			return incidentEvent(model.EventIncidentCommented, actor, in, nil, map[string]string{"comment": cleanText(text, 1000)})
+			return incidentEvent(model.EventIncidentCommented, actor, in, nil, map[string]string{"comment": textclean.Clean(text, 1000)})
 		})
 		return nil
 	})
@@ -369,7 +370,7 @@ func cleanComment(v string) string {
 // reopening a closed incident), resolved or false_positive. Closing and
 // reopening need a reason.
 func (s *Service) SetStatus(ctx context.Context, actor, ref, status, reason string) (*Incident, error) {
-	reason = cleanText(reason, MaxReason+1)
+	reason = textclean.Clean(reason, MaxReason+1)
 	if len(reason) > MaxReason {
 		return nil, invalid("the reason is longer than %d bytes", MaxReason)
 	}
@@ -378,7 +379,7 @@ func (s *Service) SetStatus(ctx context.Context, actor, ref, status, reason stri
 	case model.IncidentNew:
 		return nil, invalid("an incident cannot be set back to new")
 	default:
-		return nil, invalid("status %q: want active, resolved or false_positive", clip(status, 32))
+		return nil, invalid("status %q: want active, resolved or false_positive", textclean.Clip(status, 32))
 	}
 	now := s.o.Now()
 	var out *model.Incident
@@ -422,7 +423,7 @@ func (s *Service) SetStatus(ctx context.Context, actor, ref, status, reason stri
 // is resolved with "merged into" and keeps its timeline. The target must
 // be open; no incident may be merged already.
 func (s *Service) Merge(ctx context.Context, actor, target string, sources []string, reason string) (*Incident, error) {
-	reason = cleanText(reason, MaxReason)
+	reason = textclean.Clean(reason, MaxReason)
 	if len(sources) == 0 || len(sources) > MaxMerge {
 		return nil, invalid("name 1 to %d incidents to merge", MaxMerge)
 	}
@@ -506,7 +507,7 @@ func (s *Service) Merge(ctx context.Context, actor, target string, sources []str
 // the same assignee) and recomputes both: severity, techniques, times. At
 // least one detection must stay.
 func (s *Service) Split(ctx context.Context, actor, ref string, detections []string, reason string) (*Incident, error) {
-	reason = cleanText(reason, MaxReason)
+	reason = textclean.Clean(reason, MaxReason)
 	if len(detections) == 0 || len(detections) > store.MaxIncidentMembers {
 		return nil, invalid("name the detections to split off")
 	}
@@ -535,7 +536,7 @@ func (s *Service) Split(ctx context.Context, actor, ref string, detections []str
 		if len(want) > 0 {
 			missing := make([]string, 0, len(want))
 			for d := range want {
-				missing = append(missing, clip(d, maxIDLen))
+				missing = append(missing, textclean.Clip(d, maxIDLen))
 			}
 			sort.Strings(missing)
 			return invalid("not detections of %s: %s", Name(in.Number), strings.Join(missing[:min(len(missing), 5)], " "))

@@ -9,13 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/ward-idp/ward/internal/mitre"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Bounds of what a risk.detected event may carry into an incident.
@@ -76,12 +75,12 @@ func parseDetection(e *model.Event, now time.Time) (*model.IncidentDetection, er
 		return nil, refused("detection or event id: not an id of at most %d printable characters", maxIDLen)
 	}
 	if !typePattern.MatchString(d.Type) {
-		return nil, refused("detection type (reason) %q", clip(d.Type, 64))
+		return nil, refused("detection type (reason) %q", textclean.Clip(d.Type, 64))
 	}
 	switch d.Severity {
 	case model.RiskLow, model.RiskMedium, model.RiskHigh:
 	default:
-		return nil, refused("severity %q: want low, medium or high", clip(d.Severity, 16))
+		return nil, refused("severity %q: want low, medium or high", textclean.Clip(d.Severity, 16))
 	}
 	for _, id := range []string{d.UserID, d.SessionID, d.ClientID, d.DeviceID} {
 		if id != "" && !printableID(id) {
@@ -105,7 +104,7 @@ func parseDetection(e *model.Event, now time.Time) (*model.IncidentDetection, er
 	} else {
 		d.Technique = mitre.ByType[d.Type]
 	}
-	d.Detail = cleanText(g(model.DataDetectionDetail), maxDetailBytes)
+	d.Detail = textclean.Clean(g(model.DataDetectionDetail), maxDetailBytes)
 	if d.DetectedAt.IsZero() {
 		return nil, refused("no time")
 	}
@@ -128,7 +127,7 @@ func (s *Service) HandleDetection(ctx context.Context, e *model.Event) error {
 	d, err := parseDetection(e, now)
 	if err != nil {
 		s.stats.refused.Add(1)
-		s.log.WarnContext(ctx, "risk.detected refused", "event_id", clip(e.ID, maxIDLen), "err", err)
+		s.log.WarnContext(ctx, "risk.detected refused", "event_id", textclean.Clip(e.ID, maxIDLen), "err", err)
 		return nil
 	}
 	_, err = s.Correlate(ctx, d)
@@ -281,29 +280,6 @@ func detectionData(d *model.IncidentDetection) map[string]string {
 		m[model.DataDetectionTechnique] = d.Technique
 	}
 	return m
-}
-
-// cleanText replaces control characters and invalid UTF-8 by spaces and
-// cuts the text to n bytes at a character boundary.
-func cleanText(v string, n int) string {
-	v = strings.Map(func(r rune) rune {
-		if r == utf8.RuneError || unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, v)
-	return clip(strings.TrimSpace(v), n)
-}
-
-// clip cuts v to at most n bytes without splitting a character.
-func clip(v string, n int) string {
-	if len(v) <= n {
-		return v
-	}
-	for n > 0 && !utf8.RuneStart(v[n]) {
-		n--
-	}
-	return v[:n]
 }
 
 // incidentEvent is an incident.* event describing in after a change;

@@ -2,17 +2,12 @@ package incident_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/device"
@@ -22,64 +17,13 @@ import (
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
-	"github.com/ward-idp/ward/internal/store/postgres"
-	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/internal/store/backendtest"
 )
 
 var (
 	t0  = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	ctx = context.Background()
 )
-
-// backend opens store handles on one database: each handle is what one
-// instance of Ward would hold.
-type backend struct {
-	name string
-	open func(t *testing.T, now func() time.Time) func() store.Store
-}
-
-func backends(t *testing.T) []backend {
-	bs := []backend{{"sqlite", func(t *testing.T, now func() time.Time) func() store.Store {
-		path := filepath.Join(t.TempDir(), "ward.db")
-		return func() store.Store {
-			st, err := sqlite.Open(context.Background(), path, sqlite.WithClock(now))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	}}}
-	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Logf("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not tested")
-		return bs
-	}
-	return append(bs, backend{"postgres", func(t *testing.T, now func() time.Time) func() store.Store {
-		b := make([]byte, 8)
-		rand.Read(b)
-		schema := "ward_test_" + hex.EncodeToString(b)
-		t.Cleanup(func() {
-			conn, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-				return
-			}
-			defer conn.Close(ctx)
-			if _, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-			}
-		})
-		return func() store.Store {
-			st, err := postgres.Open(ctx, dsn, postgres.WithSchema(schema), postgres.WithMaxConns(8), postgres.WithClock(now))
-			if err != nil {
-				t.Fatalf("postgres.Open: %v", err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	}})
-}
 
 // riskAdapter is the wiring's view of the risk service for response
 // actions (internal/app does the same).
@@ -151,15 +95,15 @@ func newInstance(t *testing.T, st store.Store, clk *clock.Fake) *instance {
 func newEnv(t *testing.T) (*instance, *clock.Fake) {
 	t.Helper()
 	clk := clock.NewFake(t0)
-	return newInstance(t, backends(t)[0].open(t, clk.Now)(), clk), clk
+	return newInstance(t, backendtest.Kinds(t)[0].Opener(t, clk.Now)(), clk), clk
 }
 
 // forBackends runs fn on one instance per backend.
 func forBackends(t *testing.T, fn func(t *testing.T, in *instance, clk *clock.Fake)) {
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := clock.NewFake(t0)
-			fn(t, newInstance(t, be.open(t, clk.Now)(), clk), clk)
+			fn(t, newInstance(t, be.Opener(t, clk.Now)(), clk), clk)
 		})
 	}
 }

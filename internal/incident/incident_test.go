@@ -12,6 +12,7 @@ import (
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/incident"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store/backendtest"
 )
 
 // Detections about the same user, session, device or address within the
@@ -173,10 +174,10 @@ func TestRepeatsAndRestart(t *testing.T) {
 // Two instances on one database, each consuming detections of one user
 // at the same time, make one incident holding all of them.
 func TestTwoInstancesOneIncident(t *testing.T) {
-	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) {
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
 			clk := clock.NewFake(t0)
-			open := be.open(t, clk.Now)
+			open := be.Opener(t, clk.Now)
 			a, b := newInstance(t, open(), clk), newInstance(t, open(), clk)
 			const n = 16
 			var wg sync.WaitGroup

@@ -92,6 +92,12 @@ const EventUserSessionsRevoked EventType = "user.sessions_revoked"
 // user.sessions_revoked speaks for all of them.
 const DataAllSessions = "all_sessions"
 
+// DataCreatedUntil is the Data key of a user.sessions_revoked that ended
+// only the sessions created at or before a time (RFC 3339): sessions
+// created later live on, so its session.revoked events speak for each
+// session and no user-level signal is sent.
+const DataCreatedUntil = "created_until"
+
 // Device trust events (registered devices, posture, compliance).
 const (
 	EventDeviceRegistered        EventType = "device.registered"

@@ -23,7 +23,11 @@ import (
 type Caller struct {
 	Claims *tokens.AccessClaims
 	User   *model.User // nil for client tokens
-	Scheme string      // "DPoP" or "Bearer"
+	// Session is the live session the token belongs to, as read for the
+	// check (nil for client tokens): a caller that needs more of it (the
+	// console: its browser binding) does not read it again.
+	Session *model.Session
+	Scheme  string // "DPoP" or "Bearer"
 }
 
 // AuthenticateResource checks the access token of a request to one of
@@ -101,7 +105,7 @@ func (p *Provider) AuthenticateResource(r *http.Request) (*Caller, string, *Erro
 		if e != nil || sess.UserID != cl.Subject {
 			return nil, scheme, newErr(ErrInvalidToken, "the access token has been revoked").WithReason("session_ended")
 		}
-		c.User = u
+		c.User, c.Session = u, sess
 	}
 	return c, scheme, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Detection types of what administrators record.
@@ -54,7 +55,7 @@ func (s *Service) adminDetection(typ, userID, level, actor, reason string) *mode
 	}
 	return &model.RiskDetection{
 		ID: "admin:" + uuid.NewString(), Type: typ, UserID: userID, Severity: level, Confidence: 1,
-		Technique: "T1078", Detail: cleanText(detail, maxDetailBytes), Source: model.DetectionSourceAdmin,
+		Technique: "T1078", Detail: textclean.Clean(detail, maxDetailBytes), Source: model.DetectionSourceAdmin,
 		DetectedAt: s.o.Now(), State: model.DetectionActive, Handled: true,
 	}
 }
@@ -69,7 +70,7 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 	if !ValidLevel(level) {
 		return ErrInvalidLevel
 	}
-	reason = cleanText(reason, maxReason)
+	reason = textclean.Clean(reason, maxReason)
 	// The administrator's reason is the reason of user.risk_changed, as
 	// it always was.
 	why := reason
@@ -108,7 +109,7 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 	if err != nil {
 		return err
 	}
-	return s.respond(ctx, actor, st)
+	return s.respond(ctx, actor, st, now)
 }
 
 // Target names what Dismiss dismisses: exactly one of a user (every
@@ -168,7 +169,7 @@ func (s *Service) Dismiss(ctx context.Context, actor string, t Target, reason st
 		userID, scope = d.UserID, "detection"
 		match = func(d *model.RiskDetection) bool { return d.ID == t.DetectionID }
 	}
-	reason = cleanText(reason, maxReason)
+	reason = textclean.Clean(reason, maxReason)
 	now := s.o.Now()
 	out := &Dismissal{UserID: userID}
 	_, err := s.userChange(ctx, userID, nil, store.RiskCause{Reason: "dismissed", Actor: actor, At: now},
@@ -204,7 +205,7 @@ func (s *Service) Dismiss(ctx context.Context, actor string, t Target, reason st
 // revoked, whatever risk.auto_revoke_level says. It returns the ids of the
 // sessions revoked.
 func (s *Service) ConfirmCompromised(ctx context.Context, actor, userID, reason string) ([]string, error) {
-	reason = cleanText(reason, maxReason)
+	reason = textclean.Clean(reason, maxReason)
 	add := s.adminDetection(TypeCompromiseConfirmed, userID, model.RiskHigh, actor, reason)
 	_, err := s.userChange(ctx, userID, add, store.RiskCause{Reason: TypeCompromiseConfirmed, Actor: actor, DetectionID: add.ID},
 		func(st *store.RiskState) ([]*model.Event, error) {

@@ -7,11 +7,10 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/risk/assess"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Bounds of what a risk.detected event may carry. The event's fields are
@@ -73,16 +72,16 @@ func parseDetection(e *model.Event) (*model.RiskDetection, error) {
 		return nil, refused("detection id: not an id of at most %d printable characters", maxIDLen)
 	}
 	if !typePattern.MatchString(d.Type) {
-		return nil, refused("detection type (reason) %q", clip(d.Type, 64))
+		return nil, refused("detection type (reason) %q", textclean.Clip(d.Type, 64))
 	}
 	switch d.Severity {
 	case model.RiskLow, model.RiskMedium, model.RiskHigh:
 	default:
-		return nil, refused("severity %q: want low, medium or high", clip(d.Severity, 16))
+		return nil, refused("severity %q: want low, medium or high", textclean.Clip(d.Severity, 16))
 	}
 	c, err := strconv.ParseFloat(g(model.DataDetectionConfidence), 64)
 	if err != nil || math.IsNaN(c) || c < 0 || c > 1 {
-		return nil, refused("confidence %q: want a number from 0 to 1", clip(g(model.DataDetectionConfidence), 16))
+		return nil, refused("confidence %q: want a number from 0 to 1", textclean.Clip(g(model.DataDetectionConfidence), 16))
 	}
 	d.Confidence = c
 	switch d.Source {
@@ -90,7 +89,7 @@ func parseDetection(e *model.Event) (*model.RiskDetection, error) {
 		d.Source = model.DetectionSourceOnline
 	case model.DetectionSourceOnline, model.DetectionSourceSignIn, model.DetectionSourceExternal, model.DetectionSourceAdmin:
 	default:
-		return nil, refused("source %q", clip(d.Source, 16))
+		return nil, refused("source %q", textclean.Clip(d.Source, 16))
 	}
 	for _, id := range []string{d.UserID, d.SessionID, d.ClientID, d.DeviceID} {
 		if id != "" && !printableID(id) {
@@ -111,32 +110,9 @@ func parseDetection(e *model.Event) (*model.RiskDetection, error) {
 			d.Evidence = append(d.Evidence, id)
 		}
 	}
-	d.Detail = cleanText(g(model.DataDetectionDetail), maxDetailBytes)
+	d.Detail = textclean.Clean(g(model.DataDetectionDetail), maxDetailBytes)
 	if d.DetectedAt.IsZero() {
 		return nil, refused("no time")
 	}
 	return d, nil
-}
-
-// cleanText replaces control characters and invalid UTF-8 by spaces and
-// cuts the text to n bytes at a character boundary.
-func cleanText(v string, n int) string {
-	v = strings.Map(func(r rune) rune {
-		if r == utf8.RuneError || unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, v)
-	return clip(strings.TrimSpace(v), n)
-}
-
-// clip cuts v to at most n bytes without splitting a character.
-func clip(v string, n int) string {
-	if len(v) <= n {
-		return v
-	}
-	for n > 0 && !utf8.RuneStart(v[n]) {
-		n--
-	}
-	return v[:n]
 }

@@ -2,79 +2,22 @@ package risk_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/ward-idp/ward/internal/bus"
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/risk"
 	"github.com/ward-idp/ward/internal/session"
 	"github.com/ward-idp/ward/internal/store"
-	"github.com/ward-idp/ward/internal/store/postgres"
-	"github.com/ward-idp/ward/internal/store/sqlite"
+	"github.com/ward-idp/ward/internal/store/backendtest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// backend opens store handles on one database: each handle is what one
-// instance of Ward would hold.
-type backend struct {
-	name string
-	open func(t *testing.T, now func() time.Time) func() store.Store
-}
-
-func backends(t *testing.T) []backend {
-	bs := []backend{{"sqlite", func(t *testing.T, now func() time.Time) func() store.Store {
-		path := filepath.Join(t.TempDir(), "ward.db")
-		return func() store.Store {
-			st, err := sqlite.Open(context.Background(), path, sqlite.WithClock(now))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	}}}
-	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Logf("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not tested")
-		return bs
-	}
-	return append(bs, backend{"postgres", func(t *testing.T, now func() time.Time) func() store.Store {
-		ctx := context.Background()
-		b := make([]byte, 8)
-		rand.Read(b)
-		schema := "ward_test_" + hex.EncodeToString(b)
-		t.Cleanup(func() { // registered first: runs after the handles closed
-			conn, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-				return
-			}
-			defer conn.Close(ctx)
-			if _, err := conn.Exec(ctx, `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-			}
-		})
-		return func() store.Store {
-			st, err := postgres.Open(ctx, dsn, postgres.WithSchema(schema), postgres.WithMaxConns(8), postgres.WithClock(now))
-			if err != nil {
-				t.Fatalf("postgres.Open: %v", err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}
-	}})
-}
 
 // instance is one Ward's risk service: a store handle, an in-process bus
 // whose first subscriber persists events as the audit persister does,
@@ -126,7 +69,7 @@ func newInstance(t *testing.T, st store.Store, clk *clock.Fake, mod func(*risk.O
 func newEnv(t *testing.T, mod func(*risk.Options)) (*instance, *clock.Fake) {
 	t.Helper()
 	clk := clock.NewFake(t0)
-	open := backends(t)[0].open(t, clk.Now)
+	open := backendtest.Kinds(t)[0].Opener(t, clk.Now)
 	return newInstance(t, open(), clk, mod), clk
 }
 
@@ -147,6 +90,20 @@ func (in *instance) user(id string, sessions ...string) {
 			UserID: id, AuthTime: t0, CreatedAt: t0, ExpiresAt: t0.Add(time.Hour)}); err != nil {
 			in.t.Fatal(err)
 		}
+	}
+}
+
+// session stores an active session of user created at created (with a
+// refresh token).
+func (in *instance) session(user, id string, created time.Time) {
+	in.t.Helper()
+	if err := in.st.CreateSession(ctx, &model.Session{ID: id, UserID: user, AuthTime: created, AMR: []string{"pwd"},
+		CreatedAt: created, LastSeen: created, ExpiresAt: created.Add(24 * time.Hour), IdleTimeout: 24 * time.Hour}); err != nil {
+		in.t.Fatal(err)
+	}
+	if err := in.st.CreateRefreshToken(ctx, &model.RefreshToken{Hash: []byte("rt-" + id), SessionID: id, ClientID: "web",
+		UserID: user, AuthTime: created, CreatedAt: created, ExpiresAt: created.Add(time.Hour)}); err != nil {
+		in.t.Fatal(err)
 	}
 }
 

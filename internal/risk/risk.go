@@ -61,6 +61,9 @@ func (notFoundError) Unwrap() error { return store.ErrNotFound }
 type Sessions interface {
 	Get(ctx context.Context, id string) (*model.Session, error)
 	RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error)
+	// RevokeUserCreatedUntil revokes the user's sessions created at or
+	// before createdUntil (zero: every session).
+	RevokeUserCreatedUntil(ctx context.Context, actor, userID string, cause model.RevocationCause, createdUntil time.Time) ([]string, error)
 }
 
 // Options configure a Service.

@@ -12,6 +12,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/risk/assess"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // AssessSignIn computes the risk of a sign-in (interactive or by SSO
@@ -47,7 +48,7 @@ func (s *Service) AssessSignIn(ctx context.Context, a activity.Activity) (string
 		}
 		md, err := parseDetection(e)
 		if err != nil {
-			s.log.WarnContext(ctx, "sign-in detection refused", "type", clip(d.Type, 64), "err", err)
+			s.log.WarnContext(ctx, "sign-in detection refused", "type", textclean.Clip(d.Type, 64), "err", err)
 			continue
 		}
 		counted = append(counted, md)

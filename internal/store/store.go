@@ -198,9 +198,11 @@ type Store interface {
 	// tokens (unrotated, unexpired at now), what they are bound to; the
 	// other ids are absent. At most 1000 ids.
 	SessionBindings(ctx context.Context, ids []string, now time.Time) (map[string]*SessionBinding, error)
-	// RevokeUserSessions revokes every active session of a user and returns
-	// the ids revoked.
-	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error)
+	// RevokeUserSessions revokes every active session of a user created at
+	// or before createdUntil (zero: every session) and returns the ids
+	// revoked. The bound is part of the one statement that revokes, so a
+	// session created meanwhile is never caught by it.
+	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string, createdUntil time.Time) ([]string, error)
 
 	// Refresh tokens.
 	CreateRefreshToken(ctx context.Context, t *model.RefreshToken) error

@@ -638,11 +638,31 @@ func dedupe(ids []string) []string {
 // signin or sso_signin; a.ID the attempt's id). Engine.Observe runs the
 // same code over its own history, so a sign-in is judged alike online, at
 // sign-in time and in a backtest.
+//
+// It compiles cfg on every call; a caller judging many sign-ins with one
+// configuration compiles it once with NewJudge.
 func JudgeSignIn(cfg Config, history []activity.Activity, a activity.Activity) []assess.Detection {
+	return NewJudge(cfg).JudgeSignIn(history, a)
+}
+
+// Judge is the sign-in family over a configuration compiled once (the
+// defaults filled in, the ASN sets built). It is immutable, so safe for
+// concurrent use; the IP lists it holds follow their files (IPList.Reload).
+type Judge struct{ r *rules }
+
+// NewJudge compiles cfg for JudgeSignIn.
+func NewJudge(cfg Config) *Judge { return &Judge{r: compile(cfg)} }
+
+// Config is the configuration the judge was compiled from, its defaults
+// filled in.
+func (j *Judge) Config() Config { return j.r.cfg }
+
+// JudgeSignIn is the package's JudgeSignIn with the judge's configuration.
+func (j *Judge) JudgeSignIn(history []activity.Activity, a activity.Activity) []assess.Detection {
 	if a.Kind != activity.KindSignIn && a.Kind != activity.KindSSOSignIn {
 		return nil
 	}
-	r := compile(cfg)
+	r := j.r
 	var prof profile
 	var ses *session
 	if a.SessionID != "" {

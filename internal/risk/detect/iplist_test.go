@@ -1,11 +1,14 @@
 package detect
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIPList(t *testing.T) {
@@ -40,5 +43,92 @@ func TestIPList(t *testing.T) {
 	}
 	if _, err := LoadIPList(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("a missing file loads")
+	}
+}
+
+// TestIPListReload: a changed file replaces the list; an invalid one
+// leaves the previous list in use, is refused once with an error naming
+// the file and line but not the content, and a valid one after it is
+// taken again; a removed file keeps the list too.
+func TestIPListReload(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "anon.txt")
+	write := func(body string, mod time.Time) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mod, mod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	write("192.0.2.7\n", t0)
+	l, err := LoadIPList(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := func(ip string) bool { return l.ContainsString(ip) }
+	if changed, err := l.Reload(); changed || err != nil {
+		t.Fatalf("reload of an unchanged file: %v %v", changed, err)
+	}
+	write("198.51.100.0/24\n", t0.Add(time.Minute))
+	if changed, err := l.Reload(); !changed || err != nil {
+		t.Fatalf("reload of a changed file: %v %v", changed, err)
+	}
+	if in("192.0.2.7") || !in("198.51.100.9") || l.Len() != 1 {
+		t.Errorf("after reload: old %v new %v len %d", in("192.0.2.7"), in("198.51.100.9"), l.Len())
+	}
+	write("203.0.113.1\nsecret-token-xyz\n", t0.Add(2*time.Minute))
+	changed, err := l.Reload()
+	if changed || err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), p) || strings.Contains(err.Error(), "secret-token") {
+		t.Errorf("reload of an invalid file: changed %v, err %v (want the file and line, not the content)", changed, err)
+	}
+	if !in("198.51.100.9") || in("203.0.113.1") {
+		t.Error("an invalid file replaced the list")
+	}
+	if changed, err := l.Reload(); changed || err != nil {
+		t.Errorf("the same invalid file again: %v %v, want it ignored until it changes", changed, err)
+	}
+	write("203.0.113.0/24\n", t0.Add(3*time.Minute))
+	if changed, err := l.Reload(); !changed || err != nil || !in("203.0.113.1") {
+		t.Errorf("valid file after an invalid one: %v %v", changed, err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Reload(); err == nil || !in("203.0.113.1") {
+		t.Errorf("removed file: err %v, list kept %v", err, in("203.0.113.1"))
+	}
+}
+
+// TestWatchIPLists: the watcher applies a change without being asked,
+// and concurrent lookups during reloads are safe (-race).
+func TestWatchIPLists(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bad.txt")
+	if err := os.WriteFile(p, []byte("192.0.2.7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := LoadIPList(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { WatchIPLists(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), l, nil); close(done) }()
+	defer func() { cancel(); <-done }()
+	future := time.Now().Add(time.Hour)
+	if err := os.WriteFile(p, []byte("198.51.100.7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, future, future); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !l.ContainsString("198.51.100.7") {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher did not apply the changed file")
+		}
+		_ = l.ContainsString("192.0.2.7")
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/ward-idp/ward/internal/activity"
@@ -35,6 +36,25 @@ type SignInJudge struct {
 	Window time.Duration
 	Max    int
 	Now    func() time.Time
+
+	// judge is Config compiled: on first use, or by SetConfig.
+	judge atomic.Pointer[detect.Judge]
+}
+
+// SetConfig replaces the rules the sign-ins judged from now on are judged
+// with, compiled once here (Config is the configuration until the first
+// call).
+func (j *SignInJudge) SetConfig(cfg detect.Config) {
+	j.judge.Store(detect.NewJudge(cfg))
+}
+
+// compiled is the judge of the current rules, compiled once.
+func (j *SignInJudge) compiled() *detect.Judge {
+	if c := j.judge.Load(); c != nil {
+		return c
+	}
+	j.judge.CompareAndSwap(nil, detect.NewJudge(j.Config))
+	return j.judge.Load()
 }
 
 // historyTypes are the events a user's sign-in history is made of.
@@ -51,12 +71,13 @@ func (j *SignInJudge) DetectSignIn(ctx context.Context, a activity.Activity) (ds
 	if j.Geo != nil {
 		j.Geo.Enrich(&a)
 	}
+	judge := j.compiled()
 	if a.UserID == "" {
-		return detect.JudgeSignIn(j.Config, nil, a), nil
+		return judge.JudgeSignIn(nil, a), nil
 	}
 	window, limit, now := j.Window, j.Max, time.Now
 	if window <= 0 {
-		window = j.Config.ProfileRetention
+		window = judge.Config().ProfileRetention
 	}
 	if window <= 0 {
 		window = 90 * 24 * time.Hour
@@ -97,7 +118,7 @@ func (j *SignInJudge) DetectSignIn(ctx context.Context, a activity.Activity) (ds
 		}
 		history = append(history, h)
 	}
-	return detect.JudgeSignIn(j.Config, history, a), nil
+	return judge.JudgeSignIn(history, a), nil
 }
 
 // read lists up to limit events matching f, newest first.

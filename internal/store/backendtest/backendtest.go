@@ -33,8 +33,49 @@ type Backend struct {
 // All returns the backends to test on, each with its own new database.
 func All(t *testing.T) []Backend {
 	t.Helper()
+	var bs []Backend
+	for _, k := range Kinds(t) {
+		bs = append(bs, k.New(t))
+	}
+	return bs
+}
+
+// Kind is a kind of database to test on; New makes a new, empty one
+// (removed when t ends).
+type Kind struct {
+	Name string
+	New  func(t *testing.T) Backend
+}
+
+// Opener returns a function opening handles on a new database of kind k
+// with clock now: each call is one more instance (or a restart).
+func (k Kind) Opener(t *testing.T, now func() time.Time) func() store.Store {
+	t.Helper()
+	b := k.New(t)
+	return func() store.Store { return b.Open(t, now) }
+}
+
+// Kinds returns the kinds of database to test on: SQLite always,
+// PostgreSQL when WARD_TEST_POSTGRES_DSN is set (required under CI=true).
+func Kinds(t *testing.T) []Kind {
+	t.Helper()
+	ks := []Kind{{Name: "sqlite", New: newSQLite}}
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("WARD_TEST_POSTGRES_DSN is required under CI=true")
+		}
+		t.Log("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not tested")
+		return ks
+	}
+	return append(ks, Kind{Name: "postgres", New: func(t *testing.T) Backend { return newPostgres(t, dsn) }})
+}
+
+// newSQLite is a new SQLite database file.
+func newSQLite(t *testing.T) Backend {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "ward.db")
-	bs := []Backend{{Name: "sqlite", Open: func(t *testing.T, now func() time.Time) store.Store {
+	return Backend{Name: "sqlite", Open: func(t *testing.T, now func() time.Time) store.Store {
 		t.Helper()
 		var opts []sqlite.Option
 		if now != nil {
@@ -46,15 +87,12 @@ func All(t *testing.T) []Backend {
 		}
 		t.Cleanup(func() { st.Close() })
 		return st
-	}}}
-	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("WARD_TEST_POSTGRES_DSN is required under CI=true")
-		}
-		t.Log("WARD_TEST_POSTGRES_DSN is not set: PostgreSQL is not tested")
-		return bs
-	}
+	}}
+}
+
+// newPostgres is a new schema on the PostgreSQL server at dsn.
+func newPostgres(t *testing.T, dsn string) Backend {
+	t.Helper()
 	b := make([]byte, 8)
 	rand.Read(b)
 	schema := "ward_test_" + hex.EncodeToString(b)
@@ -70,7 +108,7 @@ func All(t *testing.T) []Backend {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	return append(bs, Backend{Name: "postgres", Open: func(t *testing.T, now func() time.Time) store.Store {
+	return Backend{Name: "postgres", Open: func(t *testing.T, now func() time.Time) store.Store {
 		t.Helper()
 		opts := []postgres.Option{postgres.WithSchema(schema), postgres.WithMaxConns(8)}
 		if now != nil {
@@ -82,5 +120,5 @@ func All(t *testing.T) []Backend {
 		}
 		t.Cleanup(func() { st.Close() })
 		return st
-	}})
+	}}
 }

@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RevokeSession", testRevokeSession},
 		{"RevokeSessionConcurrent", testRevokeSessionConcurrent},
 		{"RevokeUserSessions", testRevokeUserSessions},
+		{"RevokeUserSessionsCreatedUntil", testRevokeUserSessionsCreatedUntil},
 		{"RefreshTokenRoundTrip", testRefreshTokenRoundTrip},
 		{"RefreshGrant", testRefreshGrant},
 		{"RotateRefreshToken", testRotateRefreshToken},
@@ -782,6 +783,35 @@ func testRevokeSessionConcurrent(t *testing.T, s store.Store) {
 	wantErr(t, "refresh token of the revoked session", err, store.ErrNotFound)
 }
 
+// testRevokeUserSessionsCreatedUntil: only the sessions created at or
+// before the bound are revoked (and lose their refresh tokens); one
+// created after it keeps both.
+func testRevokeUserSessionsCreatedUntil(t *testing.T, s store.Store) {
+	bound := at(10 * time.Minute)
+	for id, created := range map[string]time.Time{"early": at(0), "edge": bound, "late": bound.Add(time.Millisecond)} {
+		se := fullSession(id, "u1")
+		se.CreatedAt = created
+		must(t, "CreateSession", s.CreateSession(ctx, se))
+		must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("rt-"+id, id)))
+	}
+	ids, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "user_risk", bound)
+	must(t, "RevokeUserSessions with a bound", err)
+	if want := []string{"early", "edge"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("RevokeUserSessions with a bound: got %v, want %v", ids, want)
+	}
+	for id, want := range map[string]bool{"early": true, "edge": true, "late": false} {
+		got, err := s.GetSession(ctx, id)
+		must(t, "GetSession", err)
+		if revoked := !got.RevokedAt.IsZero(); revoked != want {
+			t.Errorf("session %s: revoked %v, want %v", id, revoked, want)
+		}
+		_, err = s.GetRefreshToken(ctx, []byte("rt-"+id))
+		if gone := errors.Is(err, store.ErrNotFound); gone != want {
+			t.Errorf("refresh token of %s: gone %v, want %v", id, gone, want)
+		}
+	}
+}
+
 func testRevokeUserSessions(t *testing.T, s store.Store) {
 	for _, se := range []*model.Session{fullSession("s3", "u1"), fullSession("s1", "u1"), fullSession("s2", "u1"), fullSession("o1", "u2")} {
 		must(t, "CreateSession", s.CreateSession(ctx, se))
@@ -789,7 +819,7 @@ func testRevokeUserSessions(t *testing.T, s store.Store) {
 	}
 	must(t, "RevokeSession", revoke(s, "s2", at(time.Minute), "logout"))
 
-	ids, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "password_changed")
+	ids, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "password_changed", time.Time{})
 	must(t, "RevokeUserSessions", err)
 	if want := []string{"s1", "s3"}; !reflect.DeepEqual(ids, want) {
 		t.Errorf("RevokeUserSessions ids: got %v, want %v (already revoked s2 excluded)", ids, want)
@@ -816,12 +846,12 @@ func testRevokeUserSessions(t *testing.T, s store.Store) {
 			t.Errorf("refresh token of %s: got err %v, want gone=%v", tc.id, err, tc.tokenGone)
 		}
 	}
-	ids, err = s.RevokeUserSessions(ctx, "u1", at(2*time.Hour), "again")
+	ids, err = s.RevokeUserSessions(ctx, "u1", at(2*time.Hour), "again", time.Time{})
 	must(t, "RevokeUserSessions again", err)
 	if len(ids) != 0 {
 		t.Errorf("RevokeUserSessions again: got %v, want none", ids)
 	}
-	ids, err = s.RevokeUserSessions(ctx, "nobody", at(2*time.Hour), "x")
+	ids, err = s.RevokeUserSessions(ctx, "nobody", at(2*time.Hour), "x", time.Time{})
 	must(t, "RevokeUserSessions unknown user", err)
 	if len(ids) != 0 {
 		t.Errorf("RevokeUserSessions unknown user: got %v, want none", ids)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -183,19 +184,24 @@ func (s *Store) RevokeSession(ctx context.Context, id string, at time.Time, caus
 	return revoked, nil
 }
 
-// RevokeUserSessions revokes every unrevoked session of the user (expired
-// ones included, so none of their tokens survive), deletes their refresh
+// RevokeUserSessions revokes every unrevoked session of the user created
+// at or before createdUntil (zero: any time; expired ones included, so
+// none of their tokens survive), deletes their refresh
 // tokens and returns the revoked ids in ascending order; ctx's pending
 // event (store.WithEvent) commits with them and its completion function
 // gets the ids.
-func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error) {
+func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string, createdUntil time.Time) ([]string, error) {
 	if at.IsZero() {
 		return nil, errors.New("store: revoke user sessions: revocation time is required")
+	}
+	until := int64(math.MaxInt64)
+	if !createdUntil.IsZero() {
+		until = micros(createdUntil)
 	}
 	var ids []string
 	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
-			WHERE user_id = $1 AND revoked_at = 0 RETURNING id`, userID, micros(at), cause)
+			WHERE user_id = $1 AND revoked_at = 0 AND created_at <= $4 RETURNING id`, userID, micros(at), cause, until)
 		ids, err = collect(rs, err, "revoke user sessions", func(r Row) (string, error) {
 			var id string
 			return id, r.Scan(&id)
