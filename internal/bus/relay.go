@@ -94,7 +94,7 @@ type relay struct {
 	// other (else frequent rolled-back inserts make the relay fall
 	// further behind at every gap).
 	missing map[int64]time.Time
-	failing bool             // the last step failed (log once per outage)
+	failing bool // the last step failed (log once per outage)
 	// streamSeq is the stream sequence of the stream's last message as
 	// far as this relay knows (seqKnown): every publication expects it
 	// (Nats-Expected-Last-Sequence), so the stream refuses a message
@@ -102,7 +102,7 @@ type relay struct {
 	// overtook, instead of storing it out of order.
 	streamSeq uint64
 	seqKnown  bool
-	stream  jetstream.Stream // cached handle, nil after an error
+	stream    jetstream.Stream // cached handle, nil after an error
 
 	// hold, when set (tests), makes the relay skip its work, as if it
 	// were down.
