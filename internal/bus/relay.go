@@ -120,7 +120,12 @@ type relay struct {
 
 	mu        sync.Mutex
 	published int64 // messages acknowledged by the stream (including duplicates)
-	failed    int64 // publish attempts the stream did not acknowledge
+	failed    int64 // publish attempts the stream did not acknowledge (but refused)
+	// refused counts messages the stream refused because their expected
+	// predecessor was not its last message: the rest of a window after a
+	// failure, or another relay's progress. Not failures: they are
+	// expected with several relays, and the relay relearns and goes on.
+	refused int64
 }
 
 func newRelay(n *NATS, src Outbox) *relay {
@@ -538,7 +543,7 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 		futs = append(futs, fut)
 	}
 	var first error // the first failure; what follows it is not counted as progress
-	var ok, failed int64
+	var ok, failed, refused int64
 	timer := time.NewTimer(publishTimeout + time.Second)
 	defer timer.Stop()
 	for i, fut := range futs {
@@ -566,7 +571,11 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 			err = ctx.Err()
 		}
 		if err != nil {
-			failed++
+			if isWrongLastSeq(err) {
+				refused++ // another relay was first, or an earlier one failed
+			} else {
+				failed++
+			}
 			if first == nil {
 				first = err
 				r.seqKnown = false
@@ -590,6 +599,7 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 	r.mu.Lock()
 	r.published += ok
 	r.failed += failed
+	r.refused += refused
 	r.mu.Unlock()
 	return first
 }
