@@ -96,13 +96,16 @@ type relay struct {
 	missing map[int64]time.Time
 	failing bool // the last step failed (log once per outage)
 	// streamSeq is the stream sequence of the stream's last message as
-	// far as this relay knows (seqKnown): every publication expects it
+	// far as this relay knows (seqKnown): each publication expects it
 	// (Nats-Expected-Last-Sequence), so the stream refuses a message
 	// whose predecessor in a window failed, or that another relay
 	// overtook, instead of storing it out of order.
 	streamSeq uint64
 	seqKnown  bool
-	stream    jetstream.Stream // cached handle, nil after an error
+	// lastMsgSeq is the stream sequence of the message lastStream read
+	// (0: none).
+	lastMsgSeq uint64
+	stream     jetstream.Stream // cached handle, nil after an error
 
 	// hold, when set (tests), makes the relay skip its work, as if it
 	// were down.
@@ -418,7 +421,11 @@ func (r *relay) lastStream(ctx context.Context) (int64, string, bool, error) {
 		}
 		r.stream = s
 	}
+	r.lastMsgSeq = 0
 	m, err := r.stream.GetLastMsgForSubject(ctx, r.n.o.SubjectPrefix+".>")
+	if err == nil {
+		r.lastMsgSeq = m.Sequence
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, "", false, nil
 	} else if err != nil {
@@ -460,30 +467,31 @@ func (r *relay) message(ev *store.StoredEvent) (*nats.Msg, error) {
 	return msg, nil
 }
 
-// resync learns the stream's last sequence and, if the stream holds this
+// resync learns the stream's last message and, if the stream holds this
 // database's events beyond the cursor (another relay published them),
-// moves the cursor there. The sequence is read first: if the stream
-// moves in between, the next publication is refused and resync runs
-// again, rather than a message being stored behind a stale one.
+// moves the cursor there. The sequence expected next and the cursor come
+// from the same message: were the sequence older than the cursor (read
+// before it, say), the message k places into a window would expect the
+// sequence the stream has after k more messages and could be stored
+// while the k before it are refused, leaving a hole. With the pair from
+// one message, a message that matches late follows the event before it.
 func (r *relay) resync(ctx context.Context) error {
-	if r.stream == nil {
-		s, err := r.n.js.Stream(ctx, r.n.o.Stream)
-		if err != nil {
-			return err
-		}
-		r.stream = s
-	}
-	info, err := r.stream.Info(ctx)
-	if err != nil {
-		r.stream = nil
-		return err
-	}
-	r.streamSeq, r.seqKnown = info.State.LastSeq, true
 	last, id, ok, err := r.lastStream(ctx)
 	if err != nil {
 		r.seqKnown = false
 		return err
 	}
+	if r.lastMsgSeq > 0 {
+		r.streamSeq = r.lastMsgSeq
+	} else { // an empty stream (new, or everything aged out)
+		info, err := r.stream.Info(ctx)
+		if err != nil {
+			r.stream = nil
+			return err
+		}
+		r.streamSeq = info.State.LastSeq
+	}
+	r.seqKnown = true
 	if ok && last > r.cursor && r.stored(ctx, last, id) {
 		r.cursor = last
 	}
@@ -521,16 +529,13 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 			sendErr = err
 			break
 		}
-		// The first message expects the stream's last sequence, each
-		// later one the previous event as the stream's last message: a
-		// sequence alone would let a message follow another relay's
-		// (after a duplicate, which the stream acknowledges without
-		// storing, the expected numbers are one off and can match a
-		// message published in between).
-		expect := jetstream.WithExpectLastSequence(r.streamSeq)
-		if i > 0 {
-			expect = jetstream.WithExpectLastMsgID(msgID(evs[i-1]))
-		}
+		// Each message expects the stream sequence its predecessor gets.
+		// Not the predecessor's message id: a replicated stream checks
+		// that only when it applies the message, and a mismatch there
+		// is a write error that stops the stream replica (nats-server
+		// 2.15); the sequence is checked before the proposal, against
+		// the proposals in flight.
+		expect := jetstream.WithExpectLastSequence(r.streamSeq + uint64(i))
 		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(r.n.o.Stream), expect}
 		if f := r.spoil.Load(); f != nil && (*f)(ev) {
 			opts[0] = jetstream.WithExpectStream(r.n.o.Stream + "-not-this-one")
@@ -616,15 +621,20 @@ func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
 	return err
 }
 
-// errCodeWrongLastMsgID is JetStream's "wrong last msg ID" error code.
-const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+// JetStream error codes the client library has no names for.
+const (
+	errCodeDuplicateInProcess jetstream.ErrorCode = 10158 // duplicate message id is in process
+)
 
 // isWrongLastSeq reports whether err is the stream refusing a message
-// whose expected last sequence was not the stream's.
+// whose expected predecessor was not the stream's last message, or one
+// whose copy another relay is publishing at this moment (a replicated
+// stream refuses it until that copy is stored).
 func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant || apiErr.ErrorCode == errCodeWrongLastMsgID)
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant ||
+		apiErr.ErrorCode == errCodeDuplicateInProcess)
 }
 
 func (r *relay) fail(msg string, err error) {
