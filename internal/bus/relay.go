@@ -262,11 +262,12 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 				}
 				reread = true
 				break
+			} else if isWrongLastSeq(err) {
+				// Still racing another relay: let it run a little.
+				r.log.Debug("relay: the stream keeps moving; looking again shortly", "after_seq", r.cursor, "err", err)
+				return gapRetry
 			} else if err != nil {
 				r.fail("relay: publishing failed; events stay in the outbox", err)
-				if isWrongLastSeq(err) {
-					return gapRetry
-				}
 				return 0
 			}
 			i = j
