@@ -68,10 +68,15 @@ const (
 // but pathological cases; numbers it skips are watched for lateWatch and
 // published (out of order, but not lost) if they appear.
 //
+// Events are published in windows (publishWindow) whose messages carry
+// the stream sequence they expect to follow, so the stream, not the
+// order of acknowledgements, keeps them in order.
+//
 // Every instance runs a relay over the same table; JetStream drops the
-// copies by Nats-Msg-Id (the event id) within the duplicate window, and
-// a relay that finds the stream ahead of itself jumps forward, so copies
-// never arrive after the window.
+// copies by Nats-Msg-Id (the event id) within the duplicate window, the
+// expected sequence refuses a copy that another relay's message
+// overtook, and a relay that finds the stream ahead of itself jumps
+// forward, so copies never arrive after the window.
 type relay struct {
 	n   *NATS
 	src Outbox
@@ -501,9 +506,11 @@ func (r *relay) resync(ctx context.Context) error {
 
 // publishWindow publishes consecutive events without waiting for each
 // acknowledgement, each expecting the stream sequence the one before it
-// gets. If one is not stored, the stream refuses every later one (their
-// expected sequence is then wrong), so the stream never holds a later
-// event without the earlier ones: the cursor advances over the
+// gets. If one is not stored, the stream refuses the later ones (their
+// expected sequence is then wrong; one that matches later, because
+// another relay stored the events before it, follows them in order), so
+// the stream never holds a later event without the earlier ones: the
+// cursor advances over the
 // acknowledged prefix only. All acknowledgements are awaited before it
 // returns, so nothing of this window is in flight when the next starts.
 func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, late bool) error {
