@@ -215,7 +215,7 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	} else if err := n.connectExternal(); err != nil {
 		return nil, err
 	}
-	if n.js, err = jetstream.New(n.nc); err != nil {
+	if n.js, err = jetstream.New(n.nc, jetstream.WithPublishAsyncTimeout(publishTimeout)); err != nil {
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	if n.nc.IsConnected() {

@@ -43,6 +43,13 @@ const (
 	// jump (a sequence reset, a restored backup) is logged, not watched.
 	maxLateSpan    = 1000
 	publishTimeout = 5 * time.Second
+	// relayWindow bounds the messages published but not yet
+	// acknowledged: the stream's round trip (a replicated write in a
+	// cluster) is paid once per window instead of once per event.
+	relayWindow = 256
+	// maxRejected bounds how often one step relearns the stream's
+	// position after a refused expectation before it waits a little.
+	maxRejected = 8
 	// coalesce is the shortest time between two steps woken by Publish
 	// while busy (the last step found several events): one outbox read
 	// then serves several events instead of one, for at most this much
@@ -61,10 +68,15 @@ const (
 // but pathological cases; numbers it skips are watched for lateWatch and
 // published (out of order, but not lost) if they appear.
 //
+// Events are published in windows (publishWindow) whose messages carry
+// the stream sequence they expect to follow, so the stream, not the
+// order of acknowledgements, keeps them in order.
+//
 // Every instance runs a relay over the same table; JetStream drops the
-// copies by Nats-Msg-Id (the event id) within the duplicate window, and
-// a relay that finds the stream ahead of itself jumps forward, so copies
-// never arrive after the window.
+// copies by Nats-Msg-Id (the event id) within the duplicate window, the
+// expected sequence refuses a copy that another relay's message
+// overtook, and a relay that finds the stream ahead of itself jumps
+// forward, so copies never arrive after the window.
 type relay struct {
 	n   *NATS
 	src Outbox
@@ -87,25 +99,53 @@ type relay struct {
 	// other (else frequent rolled-back inserts make the relay fall
 	// further behind at every gap).
 	missing map[int64]time.Time
-	failing bool             // the last step failed (log once per outage)
-	stream  jetstream.Stream // cached handle, nil after an error
+	failing bool // the last step failed (log once per outage)
+	// streamSeq is the stream sequence of the stream's last message as
+	// far as this relay knows (seqKnown): each publication expects it
+	// (Nats-Expected-Last-Sequence), so the stream refuses a message
+	// whose predecessor in a window failed, or that another relay
+	// overtook, instead of storing it out of order.
+	streamSeq uint64
+	seqKnown  bool
+	// lastMsgSeq is the stream sequence of the message lastStream read
+	// (0: none).
+	lastMsgSeq uint64
+	stream     jetstream.Stream // cached handle, nil after an error
 
 	// hold, when set (tests), makes the relay skip its work, as if it
 	// were down.
 	hold atomic.Bool
 	// beforePublish, when set (tests), runs before each publication.
 	beforePublish atomic.Pointer[func(*store.StoredEvent)]
+	// spoil, when set (tests), makes the stream refuse the events it
+	// returns true for (a wrong expected stream name).
+	spoil atomic.Pointer[func(*store.StoredEvent) bool]
+	// window, when set (benchmarks), replaces relayWindow; 1 publishes
+	// one event at a time.
+	window int
 	// polls counts the steps of poll ticks (tests).
 	polls atomic.Int64
 
 	mu        sync.Mutex
 	published int64 // messages acknowledged by the stream (including duplicates)
-	failed    int64 // publish attempts the stream did not acknowledge
+	failed    int64 // publish attempts the stream did not acknowledge (but refused)
+	// refused counts messages the stream refused because their expected
+	// predecessor was not its last message: the rest of a window after a
+	// failure, or another relay's progress. Not failures: they are
+	// expected with several relays, and the relay relearns and goes on.
+	refused int64
 }
 
 func newRelay(n *NATS, src Outbox) *relay {
 	return &relay{n: n, src: src, log: n.log.With("part", "relay"), wakeC: make(chan struct{}, 1), late: map[int64]time.Time{},
 		missing: map[int64]time.Time{}}
+}
+
+func (r *relay) windowSize() int {
+	if r.window > 0 {
+		return r.window
+	}
+	return relayWindow
 }
 
 // wake asks the relay to look for new events now. Safe on a nil relay.
@@ -187,8 +227,10 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 		// numbers; jumping there would skip the database's new events.
 		if last, id, ok, err := r.lastStream(ctx); err == nil && ok && last > r.cursor && r.stored(ctx, last, id) {
 			r.cursor = last
+			r.seqKnown = false
 		}
 	}
+	rejected := 0
 	for {
 		evs, err := r.src.EventsAfter(ctx, r.cursor, relayBatch)
 		if err != nil {
@@ -196,8 +238,9 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 			return 0
 		}
 		r.noteMissing(evs, time.Now())
-		for _, ev := range evs {
-			if ev.Seq > r.cursor+1 {
+		reread := false
+		for i := 0; i < len(evs); {
+			if ev := evs[i]; ev.Seq > r.cursor+1 {
 				if wait := r.overGap(ev.Seq); wait > 0 {
 					return wait
 				}
@@ -205,13 +248,36 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 			if r.hold.Load() {
 				return 0
 			}
-			if err := r.publish(ctx, ev); err != nil {
+			// A window: consecutive events, published without waiting
+			// for each acknowledgement.
+			j := i + 1
+			for j < len(evs) && j-i < r.windowSize() && evs[j].Seq == evs[j-1].Seq+1 {
+				j++
+			}
+			err := r.publishWindow(ctx, evs[i:j], false)
+			if isWrongLastSeq(err) && rejected < maxRejected {
+				// Another relay published meanwhile, or a message of
+				// the window failed and the ones after it were refused:
+				// relearn where the stream is and read on from there.
+				rejected++
+				r.log.Debug("relay: the stream moved; relearning its position", "after_seq", r.cursor, "err", err)
+				if err := r.resync(ctx); err != nil {
+					r.fail("relay: cannot reach the stream; events stay in the outbox", err)
+					return 0
+				}
+				reread = true
+				break
+			} else if isWrongLastSeq(err) {
+				// Still racing another relay: let it run a little.
+				r.log.Debug("relay: the stream keeps moving; looking again shortly", "after_seq", r.cursor, "err", err)
+				return gapRetry
+			} else if err != nil {
 				r.fail("relay: publishing failed; events stay in the outbox", err)
 				return 0
 			}
-			r.cursor = ev.Seq
+			i = j
 		}
-		if len(evs) < relayBatch {
+		if !reread && len(evs) < relayBatch {
 			break
 		}
 	}
@@ -346,7 +412,7 @@ func (r *relay) init(ctx context.Context) error {
 			r.cursor = old[0].Seq
 		}
 	}
-	r.ready = true
+	r.ready, r.seqKnown = true, false
 	r.log.Debug("relay: resuming", "after_seq", r.cursor)
 	return nil
 }
@@ -361,7 +427,11 @@ func (r *relay) lastStream(ctx context.Context) (int64, string, bool, error) {
 		}
 		r.stream = s
 	}
+	r.lastMsgSeq = 0
 	m, err := r.stream.GetLastMsgForSubject(ctx, r.n.o.SubjectPrefix+".>")
+	if err == nil {
+		r.lastMsgSeq = m.Sequence
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, "", false, nil
 	} else if err != nil {
@@ -391,35 +461,188 @@ func msgID(ev *store.StoredEvent) string {
 	return ev.ID
 }
 
-// publish sends one event and waits for the stream's acknowledgement.
-// Publishing one at a time keeps the stream in the order of the calls.
-func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
-	if f := r.beforePublish.Load(); f != nil {
-		(*f)(ev)
-	}
+// message builds an event's message.
+func (r *relay) message(ev *store.StoredEvent) (*nats.Msg, error) {
 	data, err := json.Marshal(ev) // the documented event JSON (store/eventjson.go)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	msg := &nats.Msg{Subject: r.n.Subject(ev.Type), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, msgID(ev))
 	msg.Header.Set(HeaderSeq, strconv.FormatInt(ev.Seq, 10))
-	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	if _, err := r.n.js.PublishMsg(pctx, msg, jetstream.WithExpectStream(r.n.o.Stream)); err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			r.ready = false // recreate the stream and relearn the cursor
-			r.n.streamOK.Store(false)
-		}
-		r.mu.Lock()
-		r.failed++
-		r.mu.Unlock()
+	return msg, nil
+}
+
+// resync learns the stream's last message and, if the stream holds this
+// database's events beyond the cursor (another relay published them),
+// moves the cursor there. The sequence expected next and the cursor come
+// from the same message: were the sequence older than the cursor (read
+// before it, say), the message k places into a window would expect the
+// sequence the stream has after k more messages and could be stored
+// while the k before it are refused, leaving a hole. With the pair from
+// one message, a message that matches late follows the event before it.
+func (r *relay) resync(ctx context.Context) error {
+	last, id, ok, err := r.lastStream(ctx)
+	if err != nil {
+		r.seqKnown = false
 		return err
 	}
-	r.mu.Lock()
-	r.published++
-	r.mu.Unlock()
+	if r.lastMsgSeq > 0 {
+		r.streamSeq = r.lastMsgSeq
+	} else { // an empty stream (new, or everything aged out)
+		info, err := r.stream.Info(ctx)
+		if err != nil {
+			r.stream = nil
+			return err
+		}
+		r.streamSeq = info.State.LastSeq
+	}
+	r.seqKnown = true
+	if ok && last > r.cursor && r.stored(ctx, last, id) {
+		r.cursor = last
+	}
 	return nil
+}
+
+// publishWindow publishes consecutive events without waiting for each
+// acknowledgement, each expecting the stream sequence the one before it
+// gets. If one is not stored, the stream refuses the later ones (their
+// expected sequence is then wrong; one that matches later, because
+// another relay stored the events before it, follows them in order), so
+// the stream never holds a later event without the earlier ones: the
+// cursor advances over the
+// acknowledged prefix only. All acknowledgements are awaited before it
+// returns, so nothing of this window is in flight when the next starts.
+func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, late bool) error {
+	if !r.seqKnown {
+		if err := r.resync(ctx); err != nil {
+			return err
+		}
+		// resync may have moved the cursor past some of evs.
+		for !late && len(evs) > 0 && evs[0].Seq <= r.cursor {
+			evs = evs[1:]
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(evs))
+	var sendErr error
+	for i, ev := range evs {
+		if f := r.beforePublish.Load(); f != nil {
+			(*f)(ev)
+		}
+		msg, err := r.message(ev)
+		if err != nil {
+			sendErr = err
+			break
+		}
+		// Each message expects the stream sequence its predecessor gets.
+		// Not the predecessor's message id: a replicated stream checks
+		// that only when it applies the message, and a mismatch there
+		// is a write error that stops the stream replica (nats-server
+		// 2.15); the sequence is checked before the proposal, against
+		// the proposals in flight.
+		expect := jetstream.WithExpectLastSequence(r.streamSeq + uint64(i))
+		opts := []jetstream.PublishOpt{jetstream.WithExpectStream(r.n.o.Stream), expect}
+		if f := r.spoil.Load(); f != nil && (*f)(ev) {
+			opts[0] = jetstream.WithExpectStream(r.n.o.Stream + "-not-this-one")
+		}
+		fut, err := r.n.js.PublishMsgAsync(msg, opts...)
+		if err != nil {
+			sendErr = err
+			break
+		}
+		futs = append(futs, fut)
+	}
+	var first error // the first failure; what follows it is not counted as progress
+	var ok, failed, refused int64
+	timer := time.NewTimer(publishTimeout + time.Second)
+	defer timer.Stop()
+	for i, fut := range futs {
+		var err error
+		select {
+		case ack := <-fut.Ok():
+			ok++
+			if first != nil {
+				continue
+			}
+			r.cursor = max(r.cursor, evs[i].Seq) // a late event stays behind it
+			if ack.Duplicate {
+				// Already in the stream (another relay, or this one
+				// before a lost acknowledgement): the stream did not
+				// move, so the expectations of the rest are wrong.
+				first = &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence, Description: "duplicate in the window"}
+				r.seqKnown = false
+				continue
+			}
+			r.streamSeq = ack.Sequence
+		case err = <-fut.Err():
+		case <-timer.C:
+			err = jetstream.ErrAsyncPublishTimeout
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			if isWrongLastSeq(err) {
+				refused++ // another relay was first, or an earlier one failed
+			} else {
+				failed++
+			}
+			if first == nil {
+				first = err
+				r.seqKnown = false
+			}
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				r.ready = false // recreate the stream and relearn the cursor
+				r.n.streamOK.Store(false)
+			}
+			if errors.Is(err, jetstream.ErrAsyncPublishTimeout) || ctx.Err() != nil {
+				break // the rest will not come in time either
+			}
+		}
+	}
+	if sendErr != nil {
+		failed++
+		r.seqKnown = false
+		if first == nil {
+			first = sendErr
+		}
+	}
+	r.mu.Lock()
+	r.published += ok
+	r.failed += failed
+	r.refused += refused
+	r.mu.Unlock()
+	return first
+}
+
+// publish publishes one event (one committed late, out of order) and
+// waits for its acknowledgement.
+func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
+	err := r.publishWindow(ctx, []*store.StoredEvent{ev}, true)
+	if isWrongLastSeq(err) {
+		if err = r.resync(ctx); err == nil {
+			err = r.publishWindow(ctx, []*store.StoredEvent{ev}, true)
+		}
+	}
+	return err
+}
+
+// JetStream error codes the client library has no names for.
+const (
+	errCodeDuplicateInProcess jetstream.ErrorCode = 10158 // duplicate message id is in process
+)
+
+// isWrongLastSeq reports whether err is the stream refusing a message
+// whose expected predecessor was not the stream's last message, or one
+// whose copy another relay is publishing at this moment (a replicated
+// stream refuses it until that copy is stored).
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant ||
+		apiErr.ErrorCode == errCodeDuplicateInProcess)
 }
 
 func (r *relay) fail(msg string, err error) {
