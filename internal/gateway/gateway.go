@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	prom "github.com/ward-idp/ward/internal/metrics"
 	"github.com/ward-idp/ward/rs"
 )
 
@@ -199,9 +200,9 @@ func (g *Gateway) setupSSF(cfg *Config) error {
 	case SSFPush:
 		h := recv.PushHandler(rs.RequireBearer(cfg.pushBearer))
 		g.push = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			sw := &statusWriter{ResponseWriter: w}
+			sw := prom.NewStatusWriter(w)
 			h.ServeHTTP(sw, r)
-			g.metrics.ssfPush.inc(fmt.Sprint(sw.code()))
+			g.metrics.ssfPush.inc(fmt.Sprint(sw.Code()))
 		})
 	case SSFPoll:
 		tok := cfg.pollToken
@@ -390,35 +391,6 @@ func (g *Gateway) closeUsage() {
 		_ = g.usage.Close(ctx)
 	}
 }
-
-// statusWriter records the status code a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) code() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // writeJSONError writes {"error": code, "error_description": desc}.
 func writeJSONError(w http.ResponseWriter, status int, code, desc string) {

@@ -49,49 +49,17 @@ func (m *httpMetrics) wrap(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inFlight.Add(1)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := metrics.NewStatusWriter(w)
 		defer func() {
 			m.inFlight.Add(-1)
 			route := r.Pattern
 			if route == "" {
 				route = routeUnmatched
 			}
-			code := sw.code
-			if code == 0 {
-				code = http.StatusOK
-			}
+			code := sw.Code()
 			m.requests.With(route, strconv.Itoa(code/100)+"xx").Inc()
 			m.duration.With(route).Observe(time.Since(start).Seconds())
 		}()
 		mux.ServeHTTP(sw, r)
 	})
 }
-
-// statusWriter records the status code; Unwrap lets
-// http.ResponseController reach Flush and deadlines of the connection.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
