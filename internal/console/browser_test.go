@@ -347,7 +347,7 @@ func TestBrowser(t *testing.T) {
 	check("sign-in")
 	shot("dashboard-desktop")
 	// Every page renders without an error.
-	for _, p := range []string{"/console/users", "/console/devices", "/console/devices/dev-erik-x1", "/console/logs", "/console/logs?tab=audit", "/console/?range=7d"} {
+	for _, p := range []string{"/console/users", "/console/users?n=2", "/console/devices", "/console/devices/dev-erik-x1", "/console/logs", "/console/logs?tab=audit", "/console/?range=7d"} {
 		if err := chromedp.Do(tctx, chromedp.Navigate(in.URL+p), chromedp.WaitVisible(chromedp.CSS(`main h1`))); err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
@@ -363,6 +363,13 @@ func TestBrowser(t *testing.T) {
 		}
 		if p == "/console/devices/dev-erik-x1" {
 			shot("device-desktop")
+		}
+		if p == "/console/users?n=2" {
+			// A short page: the pager offers the next page.
+			if v := text("nav.pager"); !strings.Contains(v, "Next 2 users") {
+				t.Errorf("users pager: %q", v)
+			}
+			shot("users-desktop")
 		}
 		check(p)
 	}
