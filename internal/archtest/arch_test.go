@@ -279,7 +279,9 @@ var rules = map[string]rule{
 	"internal/demo": {imports: []string{"agent", "agent/keystore", "dpop", "internal/app", "internal/config", "internal/gateway", "internal/secret", "internal/server", "rs"},
 		never: join([]string{"cmd/..."}, testOnly)},
 	// The load generator is a client: DPoP and nothing of the server.
-	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},
+	"cmd/ward-load": {imports: []string{"dpop", "internal/loadgen"}, never: serverSide, modules: []string{goJose}},
+	// Its HTTP client side, shared with the scale-out test: the same.
+	"internal/loadgen": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},
 
 	// Public packages (the SDK): the standard library, each other and
 	// exactly the modules listed, never anything internal to Ward (so that
@@ -339,7 +341,9 @@ var rules = map[string]rule{
 	"deploy": {never: anything, modules: stdOnly, testsNever: []string{"cmd/...", "internal/app", "internal/server"}},
 	// The scale-out test: child processes, a proxy, PostgreSQL directly
 	// for the invariants, DPoP proofs of its own.
-	"test/cluster": {never: anything, modules: stdOnly, testsNever: []string{"internal/...", "cmd/..."}},
+	// Its clients are the load generator's (internal/loadgen, a client of
+	// Ward's HTTP interface only).
+	"test/cluster": {never: anything, modules: stdOnly, testsNever: []string{"internal/...", "cmd/..."}, testsMay: []string{"internal/loadgen"}},
 	"test/interop": {never: anything, modules: stdOnly},
 	"test/browser": {never: anything, modules: stdOnly},
 }
