@@ -129,9 +129,8 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	u, err := h.c.Store.GetUser(ctx, st.UserID)
-	if err != nil || u.Disabled {
-		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
+	u, ok := h.pendingUser(w, r, st.UserID)
+	if !ok {
 		return
 	}
 	if st.PhishingResistant {
@@ -148,10 +147,7 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := h.c.Identity.CheckTOTP(ctx, u, strings.TrimSpace(r.PostFormValue("otp")), ri.IP); err != nil {
-		ev := ri.Event(model.EventSignInFailed)
-		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
-		ev.Data = map[string]string{"stage": "totp"}
-		_ = h.events.Emit(ctx, ev)
+		h.secondFactorFailed(r, c, u, err, "totp")
 		msg := "That code is not valid. Try the current code."
 		switch {
 		case errors.Is(err, identity.ErrTOTPUsed):
@@ -209,10 +205,7 @@ func (h *Handler) loginRecoveryCode(w http.ResponseWriter, r *http.Request, st *
 	ctx := r.Context()
 	ri := h.info(r)
 	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
-		ev := ri.Event(model.EventSignInFailed)
-		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
-		ev.Data = map[string]string{"stage": "recovery_code"}
-		_ = h.events.Emit(ctx, ev)
+		h.secondFactorFailed(r, c, u, err, "recovery_code")
 		msg := "That recovery code is not valid. Check it and try again."
 		switch {
 		case errors.Is(err, identity.ErrRecoveryCodeUsed):
@@ -254,6 +247,34 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	if !ok {
 		return
 	}
+	sess, ok := h.startSession(w, r, u, amr, acr, now, func(sess *model.Session) *model.Event {
+		ev := h.signInEvent(ctx, ri, in, c, u, sess, ca)
+		if rc != nil {
+			ev.Data["method"] = "recovery_code"
+			if rc.left >= 0 {
+				ev.Data["recovery_codes_left"] = strconv.Itoa(rc.left)
+			}
+		}
+		return ev
+	})
+	if !ok {
+		return
+	}
+	h.offerDBSC(w, sess.ID)
+	if in.Device != nil {
+		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true, rc.notice())
+		return
+	}
+	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)
+}
+
+// startSession is where every sign-in becomes an SSO session: it creates
+// the session (authenticated now with amr and acr), records event(sess)
+// (sign-in succeeded) and sets the session cookie. On failure it has
+// answered, and the browser gets no cookie.
+func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.User, amr []string, acr string, now time.Time, event func(*model.Session) *model.Event) (*model.Session, bool) {
+	ctx := r.Context()
+	ri := h.info(r)
 	sess := &model.Session{
 		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acr, IP: ri.IP, UserAgent: ri.UserAgent,
 		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(h.c.SessionAbsolute), IdleTimeout: h.c.SessionIdle,
@@ -261,26 +282,34 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	if err := h.c.Store.CreateSession(ctx, sess); err != nil {
 		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
-		return
+		return nil, false
 	}
-	ev := h.signInEvent(ctx, ri, in, c, u, sess, ca)
-	if rc != nil {
-		ev.Data["method"] = "recovery_code"
-		if rc.left >= 0 {
-			ev.Data["recovery_codes_left"] = strconv.Itoa(rc.left)
-		}
-	}
-	if err := h.events.Emit(ctx, ev); err != nil {
+	if err := h.events.Emit(ctx, event(sess)); err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
-		return
+		return nil, false
 	}
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
-	h.offerDBSC(w, sess.ID)
-	if in.Device != nil {
-		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true, rc.notice())
-		return
+	return sess, true
+}
+
+// pendingUser loads the user a sign-in's sealed state names: a user
+// deleted or disabled since ends the sign-in.
+func (h *Handler) pendingUser(w http.ResponseWriter, r *http.Request, id string) (*model.User, bool) {
+	u, err := h.c.Store.GetUser(r.Context(), id)
+	if err != nil || u.Disabled {
+		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", correlationID(r))
+		return nil, false
 	}
-	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)
+	return u, true
+}
+
+// secondFactorFailed records a refused second factor (or recovery code)
+// of u at stage.
+func (h *Handler) secondFactorFailed(r *http.Request, c *model.Client, u *model.User, err error, stage string) {
+	ev := h.info(r).Event(model.EventSignInFailed)
+	ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
+	ev.Data = map[string]string{"stage": stage}
+	_ = h.events.Emit(r.Context(), ev)
 }
 
 // signInEvent is the record of a successful sign-in, with its binding:
