@@ -318,7 +318,7 @@ var rules = map[string]rule{
 	// Test helpers and test-only packages. wardtest starts a whole Ward;
 	// the conformance suite runs against every backend, so it depends on
 	// none.
-	"internal/wardtest": {imports: []string{"dpop", "internal/app", "internal/clock", "internal/config", "internal/geo/geotest", "internal/secret", "internal/server"}, never: []string{"cmd/..."}},
+	"internal/wardtest": {imports: []string{"dpop", "internal/app", "internal/clock", "internal/config", "internal/geo/geotest", "internal/loadgen", "internal/secret", "internal/server"}, never: []string{"cmd/..."}},
 	// The bus conformance suite: every bus (in-process, embedded NATS,
 	// external NATS) passes it, over a real SQLite outbox.
 	"internal/bus/bustest": {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
