@@ -2,9 +2,6 @@ package loadgen_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,19 +12,6 @@ import (
 	"github.com/ward-idp/ward/internal/loadgen"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
-
-func signer(t *testing.T) *dpop.Signer {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := dpop.NewSigner(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // start runs a Ward on the real clock: the clients sign their proofs
 // with the current time.
@@ -46,7 +30,7 @@ func TestTokenClientNonce(t *testing.T) {
 	in := start(t)
 	ctx := context.Background()
 	tc := &loadgen.TokenClient{HTTP: &http.Client{Timeout: 10 * time.Second}, Endpoint: in.URL + "/token",
-		ClientID: "service", Secret: wardtest.ServiceSecret, Signer: signer(t)}
+		ClientID: "service", Secret: wardtest.ServiceSecret, Signer: wardtest.NewSigner(t)}
 	for i := range 3 {
 		r := tc.Post(ctx, ccForm)
 		if r.Err != nil || r.Status != http.StatusOK || r.Body["token_type"] != "DPoP" {
@@ -85,7 +69,7 @@ func TestTokenClientNonce(t *testing.T) {
 		t.Fatalf("a stale proof signed ahead was sent: %s %v, %d retries", r.Code(), r.Body, tc.NonceRetries)
 	}
 
-	bad := &loadgen.TokenClient{HTTP: tc.HTTP, Endpoint: tc.Endpoint, ClientID: "service", Secret: "wrong-secret", Signer: signer(t)}
+	bad := &loadgen.TokenClient{HTTP: tc.HTTP, Endpoint: tc.Endpoint, ClientID: "service", Secret: "wrong-secret", Signer: wardtest.NewSigner(t)}
 	if r := bad.Post(ctx, ccForm); r.Code() != "401 invalid_client" {
 		t.Fatalf("wrong secret: %s %v", r.Code(), r.Body)
 	}
@@ -121,7 +105,7 @@ func TestSignInAndResource(t *testing.T) {
 	if code == "" {
 		t.Fatalf("sign-in answered %d without a code", resp.StatusCode)
 	}
-	s := signer(t)
+	s := wardtest.NewSigner(t)
 	hc := &http.Client{Timeout: 10 * time.Second}
 	tc := &loadgen.TokenClient{HTTP: hc, Endpoint: in.URL + "/token", ClientID: "web", Secret: wardtest.WebSecret, Signer: s}
 	r := tc.Post(ctx, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
@@ -134,7 +118,7 @@ func TestSignInAndResource(t *testing.T) {
 	if r := loadgen.GetResource(ctx, hc, u, at, s); r.Err != nil || r.Status != http.StatusOK {
 		t.Fatalf("userinfo with the bound key: %s %v %v %q", r.Code(), r.Err, r.Body, r.Header.Get("WWW-Authenticate"))
 	}
-	for name, s := range map[string]*dpop.Signer{"another key": signer(t), "no proof (bearer)": nil} {
+	for name, s := range map[string]*dpop.Signer{"another key": wardtest.NewSigner(t), "no proof (bearer)": nil} {
 		r := loadgen.GetResource(ctx, hc, u, at, s)
 		if r.Status != http.StatusUnauthorized || !strings.Contains(r.Header.Get("WWW-Authenticate"), "DPoP") {
 			t.Errorf("userinfo with %s: %d %q, want 401 with a DPoP challenge", name, r.Status, r.Header.Get("WWW-Authenticate"))
