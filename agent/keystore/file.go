@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"path/filepath"
 )
 
 // FileStore keeps software P-256 keys as PKCS#8 PEM files, one per key
@@ -33,19 +32,7 @@ func (s *FileStore) Kind() string { return KindFile }
 // Close does nothing; it exists to satisfy Store.
 func (s *FileStore) Close() error { return nil }
 
-func (s *FileStore) path(name string) (string, error) {
-	if err := ValidateName(name); err != nil {
-		return "", err
-	}
-	dir := s.Dir
-	if dir == "" {
-		var err error
-		if dir, err = DefaultDir(KindFile); err != nil {
-			return "", err
-		}
-	}
-	return filepath.Join(dir, name+".pem"), nil
-}
+func (s *FileStore) path(name string) (string, error) { return keyFile(s.Dir, KindFile, name, ".pem") }
 
 // Create generates a P-256 key and stores it as Dir/NAME.pem.
 func (s *FileStore) Create(ctx context.Context, name string) (Key, error) {

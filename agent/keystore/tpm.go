@@ -12,7 +12,6 @@ import (
 	"io"
 	"math/big"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -139,19 +138,7 @@ func (s *TPMStore) Close() error {
 	return s.tpm.Close()
 }
 
-func (s *TPMStore) path(name string) (string, error) {
-	if err := ValidateName(name); err != nil {
-		return "", err
-	}
-	dir := s.Dir
-	if dir == "" {
-		var err error
-		if dir, err = DefaultDir(KindTPM); err != nil {
-			return "", err
-		}
-	}
-	return filepath.Join(dir, name+".tpm"), nil
-}
+func (s *TPMStore) path(name string) (string, error) { return keyFile(s.Dir, KindTPM, name, ".tpm") }
 
 // PEM block types of a TPM key file.
 const (

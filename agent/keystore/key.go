@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"errors"
 	"log/slog"
+	"path/filepath"
 )
 
 // keyLabel is all a Key shows of itself wherever it is printed, logged
@@ -38,4 +39,20 @@ func checkDigest(digest []byte, opts crypto.SignerOpts) error {
 		return errors.New("keystore: sign needs a SHA-256 digest")
 	}
 	return nil
+}
+
+// keyFile is the file of key name in dir ("": DefaultDir(kind)), with
+// the store's extension. The name is validated first: it never leaves
+// the directory.
+func keyFile(dir, kind, name, ext string) (string, error) {
+	if err := ValidateName(name); err != nil {
+		return "", err
+	}
+	if dir == "" {
+		var err error
+		if dir, err = DefaultDir(kind); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Join(dir, name+ext), nil
 }
