@@ -100,6 +100,35 @@ type Seed struct {
 	ID   string `json:"id"`
 }
 
+// IncidentMargin widens an incident's span on either side, so that its
+// graph shows what led up to the first detection (the victim's sign-in,
+// the session's origin) and what followed the last.
+const IncidentMargin = 24 * time.Hour
+
+// Around is the graph of an incident (for the admin API and the
+// console): its users, sessions, devices and addresses as seeds (at most
+// MaxSeeds, in that order), from IncidentMargin before its first
+// detection to IncidentMargin after its last, but no later than a minute
+// after now (as a query's default: what is stamped now is in).
+func Around(users, sessions, devices, ips []string, first, last, now time.Time) (seeds []Seed, from, to time.Time) {
+	for _, e := range []struct {
+		kind string
+		ids  []string
+	}{{KindUser, users}, {KindSession, sessions}, {KindDevice, devices}, {KindIP, ips}} {
+		for _, id := range e.ids {
+			seeds = append(seeds, Seed{Kind: e.kind, ID: id})
+		}
+	}
+	if len(seeds) > MaxSeeds {
+		seeds = seeds[:MaxSeeds]
+	}
+	from, to = first.Add(-IncidentMargin), last.Add(IncidentMargin)
+	if limit := now.Add(time.Minute); to.After(limit) {
+		to = limit
+	}
+	return seeds, from, to
+}
+
 // QueryFor makes the query of a list of seeds and a window (an
 // incident's entities and its first and last detection, say), checked
 // as NewQuery checks. Repeated seeds count once.
