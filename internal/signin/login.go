@@ -124,26 +124,21 @@ func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaS
 func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := h.info(r)
-	var st mfaState
-	csrf, c, ok := h.resumeInteraction(w, r, "mfa", "state", &st, func() string { return st.In.clientID() })
-	if !ok {
-		return
-	}
-	u, ok := h.pendingUser(w, r, st.UserID)
+	st, csrf, c, u, ok := h.resumeMFA(w, r, "mfa")
 	if !ok {
 		return
 	}
 	if st.PhishingResistant {
 		if _, recovery := r.PostForm["recovery"]; recovery && h.c.PasskeyRecoveryCode {
-			h.passkeyRecovery(w, r, &st, c, csrf, u)
+			h.passkeyRecovery(w, r, st, c, csrf, u)
 			return
 		}
 		// Only the passkey form serves this step; a code is not enough.
-		h.renderMFA(w, r, &st, c, csrf, "Use your passkey or security key.", http.StatusBadRequest)
+		h.renderMFA(w, r, st, c, csrf, "Use your passkey or security key.", http.StatusBadRequest)
 		return
 	}
 	if _, recovery := r.PostForm["recovery"]; recovery {
-		h.loginRecoveryCode(w, r, &st, c, csrf, u)
+		h.loginRecoveryCode(w, r, st, c, csrf, u)
 		return
 	}
 	if err := h.c.Identity.CheckTOTP(ctx, u, strings.TrimSpace(r.PostFormValue("otp")), ri.IP); err != nil {
@@ -155,7 +150,7 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
 			msg = "Too many failed attempts. Try again later."
 		}
-		h.renderMFA(w, r, &st, c, csrf, msg, http.StatusUnauthorized)
+		h.renderMFA(w, r, st, c, csrf, msg, http.StatusUnauthorized)
 		return
 	}
 	h.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, authz.ACRMFA, nil)
@@ -290,6 +285,22 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.
 	}
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
 	return sess, true
+}
+
+// resumeMFA resumes a second-factor step (purpose "mfa": a code, or
+// "mfapk": a passkey): its sealed state, the client and the user who gave
+// the password.
+func (h *Handler) resumeMFA(w http.ResponseWriter, r *http.Request, purpose string) (*mfaState, string, *model.Client, *model.User, bool) {
+	st := &mfaState{}
+	csrf, c, ok := h.resumeInteraction(w, r, purpose, "state", st, func() string { return st.In.clientID() })
+	if !ok {
+		return nil, "", nil, nil, false
+	}
+	u, ok := h.pendingUser(w, r, st.UserID)
+	if !ok {
+		return nil, "", nil, nil, false
+	}
+	return st, csrf, c, u, true
 }
 
 // pendingUser loads the user a sign-in's sealed state names: a user

@@ -126,19 +126,14 @@ func (h *Handler) handleLoginPasskey(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) handleLoginMFAPasskey(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := h.info(r)
-	var st mfaState
-	csrf, c, ok := h.resumeInteraction(w, r, "mfapk", "state", &st, func() string { return st.In.clientID() })
-	if !ok {
-		return
-	}
-	u, ok := h.pendingUser(w, r, st.UserID)
+	st, csrf, c, u, ok := h.resumeMFA(w, r, "mfapk")
 	if !ok {
 		return
 	}
 	use, err := h.c.Identity.FinishWebAuthnMFA(ctx, u, st.Ceremony, passkeyResponse(r), ri.IP)
 	if err != nil {
 		h.passkeyFailed(r, c, err, "passkey_mfa")
-		h.renderMFA(w, r, &st, c, csrf, passkeyMessage(err), http.StatusUnauthorized)
+		h.renderMFA(w, r, st, c, csrf, passkeyMessage(err), http.StatusUnauthorized)
 		return
 	}
 	amr := append([]string{"pwd"}, use.AMR...)
