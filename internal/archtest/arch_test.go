@@ -188,7 +188,7 @@ var rules = map[string]rule{
 	// The investigation graph: reads events, detections, sessions and
 	// users through the store interface and places addresses with geo;
 	// it reads the activity record's Data keys. It changes nothing.
-	"internal/graph": {imports: []string{"internal/activity", "internal/geo", "internal/model", "internal/store"}, never: notService},
+	"internal/graph": {imports: []string{"internal/activity", "internal/geo", "internal/model", "internal/store", "internal/textclean"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,

@@ -20,6 +20,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Node kinds.
@@ -67,7 +69,7 @@ const (
 	DefaultMaxNodes = 500
 	DefaultMaxEdges = 2000
 	// maxIDLen bounds an id of a query.
-	maxIDLen = 128
+	maxIDLen = textclean.MaxID
 	// maxEdgeEvents bounds the event ids an edge lists.
 	maxEdgeEvents = 10
 )
@@ -209,7 +211,7 @@ func NewQuery(users, sessions, devices, ips []string, from, to, now time.Time) (
 func ids(kind string, vs []string) ([]string, error) {
 	var out []string
 	for _, v := range vs {
-		if !printableID(v) {
+		if !textclean.PrintableID(v) {
 			return nil, invalid("%s id: want 1 to %d printable characters without spaces", kind, maxIDLen)
 		}
 		if !slices.Contains(out, v) {
@@ -220,18 +222,6 @@ func ids(kind string, vs []string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func printableID(v string) bool {
-	if v == "" || len(v) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // clip cuts v to n bytes for an error message (ASCII-safe: non-printable
