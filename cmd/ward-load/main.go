@@ -252,7 +252,12 @@ func discover(c *http.Client, issuer string) (endpoints, error) {
 	if err != nil {
 		return ep, fmt.Errorf("discovery: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Read to the end (the encoder's newline after the object), so
+		// that the connection is kept, not closed under the server.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+	}()
 	if resp.StatusCode != http.StatusOK {
 		return ep, fmt.Errorf("discovery: status %d", resp.StatusCode)
 	}
