@@ -8,11 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"path/filepath"
 )
 
 // FileStore keeps software P-256 keys as PKCS#8 PEM files, one per key
@@ -35,19 +32,7 @@ func (s *FileStore) Kind() string { return KindFile }
 // Close does nothing; it exists to satisfy Store.
 func (s *FileStore) Close() error { return nil }
 
-func (s *FileStore) path(name string) (string, error) {
-	if err := ValidateName(name); err != nil {
-		return "", err
-	}
-	dir := s.Dir
-	if dir == "" {
-		var err error
-		if dir, err = DefaultDir(KindFile); err != nil {
-			return "", err
-		}
-	}
-	return filepath.Join(dir, name+".pem"), nil
-}
+func (s *FileStore) path(name string) (string, error) { return keyFile(s.Dir, KindFile, name, ".pem") }
 
 // Create generates a P-256 key and stores it as Dir/NAME.pem.
 func (s *FileStore) Create(ctx context.Context, name string) (Key, error) {
@@ -71,7 +56,7 @@ func (s *FileStore) Create(ctx context.Context, name string) (Key, error) {
 	if err := writeNew(path, data); err != nil {
 		return nil, err
 	}
-	return &fileKey{name: name, priv: priv}, nil
+	return &fileKey{keyLabel: keyLabel{kind: KindFile, name: name}, priv: priv}, nil
 }
 
 // Load reads Dir/NAME.pem. It fails with a *PermissionError if group or
@@ -104,7 +89,7 @@ func (s *FileStore) Load(ctx context.Context, name string) (Key, error) {
 	if !ok || priv.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("keystore: %s: not an ECDSA P-256 key", path)
 	}
-	return &fileKey{name: name, priv: priv}, nil
+	return &fileKey{keyLabel: keyLabel{kind: KindFile, name: name}, priv: priv}, nil
 }
 
 // Delete removes Dir/NAME.pem.
@@ -122,34 +107,18 @@ func (s *FileStore) Delete(ctx context.Context, name string) error {
 // fileKey is a software key. Its fields are unexported and its String,
 // GoString and LogValue never show the private scalar.
 type fileKey struct {
-	name string
+	keyLabel
 	priv *ecdsa.PrivateKey
 }
 
-func (k *fileKey) ID() string               { return k.name }
 func (k *fileKey) Public() crypto.PublicKey { return &k.priv.PublicKey }
 
 func (k *fileKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if opts == nil || opts.HashFunc() != crypto.SHA256 || len(digest) != 32 {
-		return nil, errors.New("keystore: sign needs a SHA-256 digest")
+	if err := checkDigest(digest, opts); err != nil {
+		return nil, err
 	}
 	if r == nil {
 		r = rand.Reader
 	}
 	return ecdsa.SignASN1(r, k.priv, digest)
-}
-
-func (k *fileKey) String() string {
-	return "keystore.Key{kind: file, id: " + k.name + ", private: REDACTED}"
-}
-func (k *fileKey) GoString() string { return k.String() }
-
-// LogValue implements slog.LogValuer: the key logs as its id and kind.
-func (k *fileKey) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("kind", KindFile), slog.String("id", k.name), slog.String("private", "REDACTED"))
-}
-
-// MarshalJSON keeps the key out of JSON output (structured logs, dumps).
-func (k *fileKey) MarshalJSON() ([]byte, error) {
-	return []byte(`{"kind":"file","id":"` + k.name + `","private":"REDACTED"}`), nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -84,6 +85,11 @@ func checkRedacted(t *testing.T, k Key, secrets ...string) {
 	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
 		buf.WriteString(sprintf(f, k))
 	}
+	j, err := json.Marshal(k)
+	if err != nil || !json.Valid(j) || !strings.Contains(string(j), `"private":"REDACTED"`) || !strings.Contains(string(j), k.ID()) {
+		t.Fatalf("key as JSON: %s %v", j, err)
+	}
+	buf.Write(j)
 	out := buf.String()
 	if !strings.Contains(out, "REDACTED") || !strings.Contains(out, k.ID()) {
 		t.Fatalf("log output lacks the redacted marker or id: %s", out)

@@ -10,10 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -140,19 +138,7 @@ func (s *TPMStore) Close() error {
 	return s.tpm.Close()
 }
 
-func (s *TPMStore) path(name string) (string, error) {
-	if err := ValidateName(name); err != nil {
-		return "", err
-	}
-	dir := s.Dir
-	if dir == "" {
-		var err error
-		if dir, err = DefaultDir(KindTPM); err != nil {
-			return "", err
-		}
-	}
-	return filepath.Join(dir, name+".tpm"), nil
-}
+func (s *TPMStore) path(name string) (string, error) { return keyFile(s.Dir, KindTPM, name, ".tpm") }
 
 // PEM block types of a TPM key file.
 const (
@@ -308,7 +294,7 @@ func (s *TPMStore) newKey(name string, pub tpm2.TPM2BPublic, priv tpm2.TPM2BPriv
 	if !ok || ec.Curve != elliptic.P256() {
 		return nil, errors.New("TPM key is not ECDSA P-256")
 	}
-	return &tpmKey{name: name, store: s, pub: ec, public: pub, private: priv}, nil
+	return &tpmKey{keyLabel: keyLabel{kind: KindTPM, name: name}, store: s, pub: ec, public: pub, private: priv}, nil
 }
 
 // Delete removes Dir/NAME.tpm (and unloads the key if it is loaded).
@@ -449,36 +435,20 @@ func (s *TPMStore) sign(k *tpmKey, digest []byte) ([]byte, error) {
 // tpmKey is a handle to a key in the TPM: its public key and the blobs
 // to load it, never the private scalar (which the TPM does not release).
 type tpmKey struct {
-	name    string
+	keyLabel
 	store   *TPMStore
 	pub     *ecdsa.PublicKey
 	public  tpm2.TPM2BPublic
 	private tpm2.TPM2BPrivate
 }
 
-func (k *tpmKey) ID() string               { return k.name }
 func (k *tpmKey) Public() crypto.PublicKey { return k.pub }
 
 // Sign signs a SHA-256 digest inside the TPM; rand is not used (the TPM
 // has its own).
 func (k *tpmKey) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	if opts == nil || opts.HashFunc() != crypto.SHA256 || len(digest) != 32 {
-		return nil, errors.New("keystore: sign needs a SHA-256 digest")
+	if err := checkDigest(digest, opts); err != nil {
+		return nil, err
 	}
 	return k.store.sign(k, digest)
-}
-
-func (k *tpmKey) String() string {
-	return "keystore.Key{kind: tpm, id: " + k.name + ", private: REDACTED}"
-}
-func (k *tpmKey) GoString() string { return k.String() }
-
-// LogValue implements slog.LogValuer.
-func (k *tpmKey) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("kind", KindTPM), slog.String("id", k.name), slog.String("private", "REDACTED"))
-}
-
-// MarshalJSON keeps the blobs out of JSON output.
-func (k *tpmKey) MarshalJSON() ([]byte, error) {
-	return []byte(`{"kind":"tpm","id":"` + k.name + `","private":"REDACTED"}`), nil
 }

@@ -41,21 +41,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"html"
 	"io"
 	mathrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -64,6 +59,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/loadgen"
 )
 
 type options struct {
@@ -127,23 +123,21 @@ type endpoints struct {
 	Authorize string `json:"authorization_endpoint"`
 }
 
-// worker is one client: its key, nonce, connection pool and statistics.
+// worker is one client: its key, token client, connection pool and
+// statistics.
 type worker struct {
 	o       *options
 	ep      endpoints
 	hc      *http.Client
 	signer  *dpop.Signer
-	nonce   string
+	tc      *loadgen.TokenClient
 	rt      string // refresh: the current refresh token
-	ahead   []string
 	counted *atomic.Bool
 	at      string // gateway: the access token
 
 	lat         []time.Duration // successful requests (measured window)
 	ok          int
 	errs        map[string]int // by "status error_code"
-	nonceRetry  int
-	aheadStale  int
 	chainBroken bool
 	broken      int // chains broken (counted once each with -resign-in)
 }
@@ -195,6 +189,10 @@ func run(o options) error {
 			return err
 		}
 		w := &worker{o: &o, ep: ep, hc: base, signer: s, counted: counted, errs: map[string]int{}}
+		w.tc = &loadgen.TokenClient{HTTP: base, Endpoint: ep.Token, ClientID: o.client, Secret: o.secret}
+		if o.dpop {
+			w.tc.Signer = s
+		}
 		workers[i] = w
 		wg.Add(1)
 		go func() {
@@ -254,7 +252,12 @@ func discover(c *http.Client, issuer string) (endpoints, error) {
 	if err != nil {
 		return ep, fmt.Errorf("discovery: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Read to the end (the encoder's newline after the object), so
+		// that the connection is kept, not closed under the server.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+	}()
 	if resp.StatusCode != http.StatusOK {
 		return ep, fmt.Errorf("discovery: status %d", resp.StatusCode)
 	}
@@ -262,87 +265,6 @@ func discover(c *http.Client, issuer string) (endpoints, error) {
 		return ep, fmt.Errorf("discovery: no token_endpoint (%v)", err)
 	}
 	return ep, nil
-}
-
-// tokenResult is one token-endpoint response.
-type tokenResult struct {
-	status int
-	body   map[string]any
-	err    error
-}
-
-func (r tokenResult) code() string {
-	if r.err != nil {
-		return "transport_error"
-	}
-	c, _ := r.body["error"].(string)
-	if c == "" {
-		c = "-"
-	}
-	return fmt.Sprintf("%d %s", r.status, c)
-}
-
-// proof returns a proof for the token endpoint: a fresh one, or one
-// signed ahead of time (each used once).
-func (w *worker) proof() (string, error) {
-	if n := len(w.ahead); n > 0 {
-		p := w.ahead[n-1]
-		w.ahead = w.ahead[:n-1]
-		return p, nil
-	}
-	return w.signer.Proof(http.MethodPost, w.ep.Token, "", w.nonce)
-}
-
-// token posts form to the token endpoint with client_secret_basic and
-// (with -dpop) a proof, retrying once on use_dpop_nonce with the nonce
-// the server sent.
-func (w *worker) token(ctx context.Context, form url.Values) tokenResult {
-	body := form.Encode()
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.ep.Token, strings.NewReader(body))
-		if err != nil {
-			return tokenResult{err: err}
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(url.QueryEscape(w.o.client), url.QueryEscape(w.o.secret))
-		if w.o.dpop {
-			p, err := w.proof()
-			if err != nil {
-				return tokenResult{err: err}
-			}
-			req.Header.Set("DPoP", p)
-		}
-		resp, err := w.hc.Do(req)
-		if err != nil {
-			return tokenResult{err: err}
-		}
-		raw, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return tokenResult{err: err}
-		}
-		r := tokenResult{status: resp.StatusCode}
-		_ = json.Unmarshal(raw, &r.body)
-		if n := resp.Header.Get("DPoP-Nonce"); n != "" && n != w.nonce {
-			w.nonce = n
-			w.ahead = w.ahead[:0] // proofs signed with the old nonce are stale
-		}
-		if r.status == http.StatusBadRequest && r.body["error"] == "use_dpop_nonce" && attempt == 0 {
-			w.nonceRetry++
-			continue
-		}
-		return r
-	}
-}
-
-var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
-
-func hidden(body string) url.Values {
-	v := url.Values{}
-	for _, m := range hiddenRE.FindAllStringSubmatch(body, -1) {
-		v.Set(m[1], html.UnescapeString(m[2]))
-	}
-	return v
 }
 
 // setup gets the worker's nonce (one request) and, for refresh, a
@@ -369,105 +291,42 @@ func (w *worker) setup() error {
 	} else if w.o.dpop || w.o.grant == "gateway" {
 		// Learn the nonce with one real request (gateway: the token used
 		// for the whole run).
-		r := w.token(ctx, w.form())
-		if r.status != http.StatusOK {
-			return fmt.Errorf("first token request: %s %v", r.code(), r.body["error_description"])
+		r := w.tc.Post(ctx, w.form())
+		if r.Status != http.StatusOK {
+			return fmt.Errorf("first token request: %s %v", r.Code(), r.Body["error_description"])
 		}
-		w.at, _ = r.body["access_token"].(string)
+		w.at, _ = r.Body["access_token"].(string)
 		if w.o.grant == "gateway" {
 			return nil
 		}
 	}
-	w.signAhead()
+	w.tc.SignAhead(w.o.proofsAhead) // without -dpop: nothing to sign
 	return nil
-}
-
-// signAhead fills the bounded pool of pre-signed proofs (-proofs-ahead).
-func (w *worker) signAhead() {
-	if !w.o.dpop || w.o.proofsAhead <= 0 {
-		return
-	}
-	w.ahead = make([]string, 0, w.o.proofsAhead)
-	for range w.o.proofsAhead {
-		p, err := w.signer.Proof(http.MethodPost, w.ep.Token, "", w.nonce)
-		if err != nil {
-			return
-		}
-		w.ahead = append(w.ahead, p)
-	}
 }
 
 // signIn drives the sign-in pages like a browser (own cookie jar, no
 // redirects followed) and redeems the code.
 func (w *worker) signIn(ctx context.Context) (string, error) {
-	jar, _ := cookiejar.New(nil)
-	b := &http.Client{Transport: w.hc.Transport, Jar: jar, Timeout: 30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	vb := make([]byte, 32)
-	rand.Read(vb)
-	verifier := base64.RawURLEncoding.EncodeToString(vb)
-	sum := sha256.Sum256([]byte(verifier))
-	q := url.Values{"response_type": {"code"}, "client_id": {w.o.client}, "redirect_uri": {w.o.redirectURI},
-		"scope": {w.o.scope}, "state": {verifier[:12]}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
-		"code_challenge_method": {"S256"}}
-	resp, body, err := send(ctx, b, http.MethodGet, w.ep.Authorize+"?"+q.Encode(), nil)
+	l := loadgen.Login{AuthorizeURL: w.ep.Authorize, LoginURL: strings.TrimSuffix(w.o.issuer, "/") + "/login",
+		ClientID: w.o.client, RedirectURI: w.o.redirectURI, Scope: w.o.scope, Username: w.o.username, Password: w.o.password}
+	resp, body, verifier, err := l.Start(ctx, loadgen.Browser(w.hc.Transport, 30*time.Second))
 	if err != nil {
 		return "", err
 	}
-	if resp.StatusCode != http.StatusSeeOther {
-		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="password"`) {
-			return "", fmt.Errorf("authorize: status %d, no login form: %.200s", resp.StatusCode, body)
-		}
-		form := hidden(body)
-		form.Set("username", w.o.username)
-		form.Set("password", w.o.password)
-		loginURL := strings.TrimSuffix(w.o.issuer, "/") + "/login"
-		if resp, body, err = send(ctx, b, http.MethodPost, loginURL, form); err != nil {
-			return "", err
-		}
-		if resp.StatusCode == http.StatusOK && strings.Contains(body, `name="otp"`) {
-			return "", errors.New("sign-in asks for a TOTP code: use a user without TOTP for -grant refresh")
-		}
-		if resp.StatusCode != http.StatusSeeOther {
-			return "", fmt.Errorf("sign-in: status %d: %.200s", resp.StatusCode, body)
-		}
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, `name="otp"`) {
+		return "", errors.New("sign-in asks for a TOTP code: use a user without TOTP for -grant refresh")
 	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		return "", err
-	}
-	code := loc.Query().Get("code")
+	code := loadgen.CodeOf(resp)
 	if code == "" {
-		return "", fmt.Errorf("authorize: no code in %s", loc.Redacted())
+		return "", fmt.Errorf("sign-in: status %d, no code: %.200s", resp.StatusCode, body)
 	}
-	r := w.token(ctx, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+	r := w.tc.Post(ctx, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
 		"redirect_uri": {w.o.redirectURI}})
-	rt, _ := r.body["refresh_token"].(string)
-	if r.status != http.StatusOK || rt == "" {
-		return "", fmt.Errorf("code exchange: %s %v (refresh token present: %v)", r.code(), r.body["error_description"], rt != "")
+	rt, _ := r.Body["refresh_token"].(string)
+	if r.Status != http.StatusOK || rt == "" {
+		return "", fmt.Errorf("code exchange: %s %v (refresh token present: %v)", r.Code(), r.Body["error_description"], rt != "")
 	}
 	return rt, nil
-}
-
-func send(ctx context.Context, c *http.Client, method, u string, form url.Values) (*http.Response, string, error) {
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, "", err
-	}
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp, string(b), err
 }
 
 func (w *worker) form() url.Values {
@@ -481,37 +340,16 @@ func (w *worker) form() url.Values {
 	return f
 }
 
-// resource sends one GET -target with the worker's token and a fresh
-// proof bound to it.
-func (w *worker) resource(ctx context.Context) tokenResult {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.o.target, nil)
-	if err != nil {
-		return tokenResult{err: err}
-	}
-	scheme := "Bearer"
+// resource sends one GET -target with the worker's token and (with
+// -dpop) a fresh proof bound to it.
+func (w *worker) resource(ctx context.Context) loadgen.Result {
+	var s *dpop.Signer
 	if w.o.dpop {
-		p, err := w.signer.Proof(http.MethodGet, w.o.target, w.at, "")
-		if err != nil {
-			return tokenResult{err: err}
-		}
-		req.Header.Set("DPoP", p)
-		scheme = "DPoP"
+		s = w.signer
 	}
-	req.Header.Set("Authorization", scheme+" "+w.at)
-	resp, err := w.hc.Do(req)
-	if err != nil {
-		return tokenResult{err: err}
-	}
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return tokenResult{err: err}
-	}
-	r := tokenResult{status: resp.StatusCode}
-	if resp.StatusCode/100 == 2 {
-		r.status = http.StatusOK
-	} else {
-		_ = json.Unmarshal(raw, &r.body)
+	r := loadgen.GetResource(ctx, w.hc, w.o.target, w.at, s)
+	if r.Err == nil && r.Status/100 == 2 {
+		r.Status = http.StatusOK // "tokens" counts the requests let through
 	}
 	return r
 }
@@ -519,20 +357,20 @@ func (w *worker) resource(ctx context.Context) tokenResult {
 func (w *worker) loop(ctx context.Context) {
 	for ctx.Err() == nil {
 		start := time.Now()
-		var r tokenResult
+		var r loadgen.Result
 		if w.o.grant == "gateway" {
 			r = w.resource(ctx)
 		} else {
-			r = w.token(ctx, w.form())
+			r = w.tc.Post(ctx, w.form())
 		}
 		d := time.Since(start)
 		if ctx.Err() != nil {
 			return // the run ended during this request
 		}
 		counted := w.counted.Load()
-		if r.status == http.StatusOK {
+		if r.Status == http.StatusOK {
 			if w.o.grant == "refresh" {
-				rt, _ := r.body["refresh_token"].(string)
+				rt, _ := r.Body["refresh_token"].(string)
 				if rt == "" {
 					w.errs["200 no_refresh_token"]++
 					w.chainBroken = true
@@ -547,7 +385,7 @@ func (w *worker) loop(ctx context.Context) {
 			continue
 		}
 		if counted {
-			w.errs[r.code()]++
+			w.errs[r.Code()]++
 		}
 		if w.o.grant == "refresh" {
 			// The chain may have rotated without us seeing the new token;
@@ -603,7 +441,7 @@ func report(o options, ws []*worker, elapsed, cpuUsed, setup time.Duration) summ
 		for k, v := range w.errs {
 			s.Errors[k] += v
 		}
-		s.NonceRetries += w.nonceRetry
+		s.NonceRetries += w.tc.NonceRetries
 		if w.chainBroken {
 			s.BrokenChains += max(w.broken, 1)
 		}

@@ -104,11 +104,6 @@ func (api *API) getGraph(w http.ResponseWriter, r *http.Request, _ *reqCtx) erro
 	return nil
 }
 
-// incidentGraphMargin widens an incident's span on either side, so that
-// its graph shows what led up to the first detection (the victim's
-// sign-in, the session's origin) and what followed the last.
-const incidentGraphMargin = 24 * time.Hour
-
 // GET /incidents/{id}/graph: the investigation graph of an incident: its
 // users, sessions, devices and addresses from a day before its first
 // detection to a day after its last (or now).
@@ -117,23 +112,9 @@ func (api *API) getIncidentGraph(w http.ResponseWriter, r *http.Request, _ *reqC
 	if err != nil {
 		return incidentErr(err)
 	}
-	var seeds []graph.Seed
-	for _, e := range []struct {
-		kind string
-		ids  []string
-	}{{graph.KindUser, d.Entities.Users}, {graph.KindSession, d.Entities.Sessions}, {graph.KindDevice, d.Entities.Devices}, {graph.KindIP, d.Entities.IPs}} {
-		for _, id := range e.ids {
-			seeds = append(seeds, graph.Seed{Kind: e.kind, ID: id})
-		}
-	}
-	if len(seeds) > graph.MaxSeeds {
-		seeds = seeds[:graph.MaxSeeds]
-	}
 	now := api.now()
-	from, to := d.FirstSeen.Add(-incidentGraphMargin), d.LastSeen.Add(incidentGraphMargin)
-	if limit := now.Add(time.Minute); to.After(limit) {
-		to = limit // as GET /graph's default: what is stamped now is in
-	}
+	e := d.Entities
+	seeds, from, to := graph.Around(e.Users, e.Sessions, e.Devices, e.IPs, d.FirstSeen, d.LastSeen, now)
 	q, err := graph.QueryFor(seeds, from, to, now)
 	if errors.Is(err, graph.ErrInvalidQuery) {
 		return invalid("%s", strings.TrimPrefix(err.Error(), graph.ErrInvalidQuery.Error()+": "))

@@ -188,7 +188,7 @@ var rules = map[string]rule{
 	// The investigation graph: reads events, detections, sessions and
 	// users through the store interface and places addresses with geo;
 	// it reads the activity record's Data keys. It changes nothing.
-	"internal/graph": {imports: []string{"internal/activity", "internal/geo", "internal/model", "internal/store"}, never: notService},
+	"internal/graph": {imports: []string{"internal/activity", "internal/geo", "internal/model", "internal/store", "internal/textclean"}, never: notService},
 	// The audit persister and the event-code registry (future exporters).
 	"internal/audit": {imports: []string{"internal/bus", "internal/model", "internal/store"}, never: notService},
 	// The OCSF mapping of audit events: the vocabulary and the record,
@@ -279,7 +279,9 @@ var rules = map[string]rule{
 	"internal/demo": {imports: []string{"agent", "agent/keystore", "dpop", "internal/app", "internal/config", "internal/gateway", "internal/secret", "internal/server", "rs"},
 		never: join([]string{"cmd/..."}, testOnly)},
 	// The load generator is a client: DPoP and nothing of the server.
-	"cmd/ward-load": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},
+	"cmd/ward-load": {imports: []string{"dpop", "internal/loadgen"}, never: serverSide, modules: []string{goJose}},
+	// Its HTTP client side, shared with the scale-out test: the same.
+	"internal/loadgen": {imports: []string{"dpop"}, never: serverSide, modules: []string{goJose}},
 
 	// Public packages (the SDK): the standard library, each other and
 	// exactly the modules listed, never anything internal to Ward (so that
@@ -316,7 +318,7 @@ var rules = map[string]rule{
 	// Test helpers and test-only packages. wardtest starts a whole Ward;
 	// the conformance suite runs against every backend, so it depends on
 	// none.
-	"internal/wardtest": {imports: []string{"dpop", "internal/app", "internal/clock", "internal/config", "internal/geo/geotest", "internal/secret", "internal/server"}, never: []string{"cmd/..."}},
+	"internal/wardtest": {imports: []string{"dpop", "internal/app", "internal/clock", "internal/config", "internal/geo/geotest", "internal/loadgen", "internal/secret", "internal/server"}, never: []string{"cmd/..."}},
 	// The bus conformance suite: every bus (in-process, embedded NATS,
 	// external NATS) passes it, over a real SQLite outbox.
 	"internal/bus/bustest": {imports: []string{"internal/audit", "internal/bus", "internal/model", "internal/store", "internal/store/sqlite"}, never: notWiring},
@@ -339,7 +341,9 @@ var rules = map[string]rule{
 	"deploy": {never: anything, modules: stdOnly, testsNever: []string{"cmd/...", "internal/app", "internal/server"}},
 	// The scale-out test: child processes, a proxy, PostgreSQL directly
 	// for the invariants, DPoP proofs of its own.
-	"test/cluster": {never: anything, modules: stdOnly, testsNever: []string{"internal/...", "cmd/..."}},
+	// Its clients are the load generator's (internal/loadgen, a client of
+	// Ward's HTTP interface only).
+	"test/cluster": {never: anything, modules: stdOnly, testsNever: []string{"internal/...", "cmd/..."}, testsMay: []string{"internal/loadgen"}},
 	"test/interop": {never: anything, modules: stdOnly},
 	"test/browser": {never: anything, modules: stdOnly},
 }

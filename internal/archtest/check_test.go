@@ -38,6 +38,9 @@ type rule struct {
 	// testsNever lists Ward packages its tests (in-package and _test
 	// package) must not import.
 	testsNever []string
+	// testsMay names Ward packages its tests may import although
+	// testsNever covers them (exact names; each must be imported).
+	testsMay []string
 }
 
 // stdOnly as rule.modules: no third-party module at all.
@@ -294,11 +297,18 @@ func checkPackage(g *graph, name string, r rule) []problem {
 	}
 
 	// Tests: direct imports only.
+	testImports := map[string]bool{}
 	for _, imp := range slices.Concat(p.TestImports, p.XTestImports) {
 		if dep, ok := g.rel(imp); ok && dep != name {
-			if pat, hit := matchAny(r.testsNever, dep); hit {
+			testImports[dep] = true
+			if pat, hit := matchAny(r.testsNever, dep); hit && !slices.Contains(r.testsMay, dep) {
 				bad(dep, "tests of %s import %s, which its rule forbids (testsNever %q)", name, dep, pat)
 			}
+		}
+	}
+	for _, dep := range r.testsMay {
+		if !testImports[dep] {
+			stale("rules[%q].testsMay lists %s, which its tests do not import: remove it", name, dep)
 		}
 	}
 	return out
@@ -352,6 +362,7 @@ func merge(base, stricter rule) rule {
 	for _, f := range []struct{ dst, src *[]string }{
 		{&base.imports, &stricter.imports}, {&base.never, &stricter.never}, {&base.modules, &stricter.modules},
 		{&base.noStd, &stricter.noStd}, {&base.noStdImports, &stricter.noStdImports}, {&base.testsNever, &stricter.testsNever},
+		{&base.testsMay, &stricter.testsMay},
 	} {
 		if *f.src != nil {
 			*f.dst = *f.src

@@ -19,11 +19,6 @@ type Graphs interface {
 	GraphFor(ctx context.Context, seeds []graph.Seed, from, to time.Time) (*graph.Graph, error)
 }
 
-// incidentGraphMargin widens an incident's span on either side (as the
-// admin API's GET /incidents/{id}/graph does): the graph shows what led
-// up to the first detection and what followed the last.
-const incidentGraphMargin = 24 * time.Hour
-
 // graphTimeout bounds the drawing of a page's graph, so that a user or
 // an incident with a great many events does not hold its page for long.
 const graphTimeout = 10 * time.Second
@@ -113,22 +108,8 @@ func (c *Console) incidentGraph(ctx context.Context, d *incident.Detail) *graphV
 	if c.d.Graph == nil {
 		return nil
 	}
-	var seeds []graph.Seed
-	for _, e := range []struct {
-		kind string
-		ids  []string
-	}{{graph.KindUser, d.Entities.Users}, {graph.KindSession, d.Entities.Sessions}, {graph.KindDevice, d.Entities.Devices}, {graph.KindIP, d.Entities.IPs}} {
-		for _, id := range e.ids {
-			seeds = append(seeds, graph.Seed{Kind: e.kind, ID: id})
-		}
-	}
-	if len(seeds) > graph.MaxSeeds {
-		seeds = seeds[:graph.MaxSeeds]
-	}
-	from, to := d.FirstSeen.Add(-incidentGraphMargin), d.LastSeen.Add(incidentGraphMargin)
-	if limit := c.d.Now().Add(time.Minute); to.After(limit) {
-		to = limit
-	}
+	e := d.Entities
+	seeds, from, to := graph.Around(e.Users, e.Sessions, e.Devices, e.IPs, d.FirstSeen, d.LastSeen, c.d.Now())
 	return c.drawGraph(ctx, seeds, from, to)
 }
 

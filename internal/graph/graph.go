@@ -20,6 +20,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // Node kinds.
@@ -67,7 +69,7 @@ const (
 	DefaultMaxNodes = 500
 	DefaultMaxEdges = 2000
 	// maxIDLen bounds an id of a query.
-	maxIDLen = 128
+	maxIDLen = textclean.MaxID
 	// maxEdgeEvents bounds the event ids an edge lists.
 	maxEdgeEvents = 10
 )
@@ -98,6 +100,35 @@ type Query struct {
 type Seed struct {
 	Kind string `json:"kind"`
 	ID   string `json:"id"`
+}
+
+// IncidentMargin widens an incident's span on either side, so that its
+// graph shows what led up to the first detection (the victim's sign-in,
+// the session's origin) and what followed the last.
+const IncidentMargin = 24 * time.Hour
+
+// Around is the graph of an incident (for the admin API and the
+// console): its users, sessions, devices and addresses as seeds (at most
+// MaxSeeds, in that order), from IncidentMargin before its first
+// detection to IncidentMargin after its last, but no later than a minute
+// after now (as a query's default: what is stamped now is in).
+func Around(users, sessions, devices, ips []string, first, last, now time.Time) (seeds []Seed, from, to time.Time) {
+	for _, e := range []struct {
+		kind string
+		ids  []string
+	}{{KindUser, users}, {KindSession, sessions}, {KindDevice, devices}, {KindIP, ips}} {
+		for _, id := range e.ids {
+			seeds = append(seeds, Seed{Kind: e.kind, ID: id})
+		}
+	}
+	if len(seeds) > MaxSeeds {
+		seeds = seeds[:MaxSeeds]
+	}
+	from, to = first.Add(-IncidentMargin), last.Add(IncidentMargin)
+	if limit := now.Add(time.Minute); to.After(limit) {
+		to = limit
+	}
+	return seeds, from, to
 }
 
 // QueryFor makes the query of a list of seeds and a window (an
@@ -180,7 +211,7 @@ func NewQuery(users, sessions, devices, ips []string, from, to, now time.Time) (
 func ids(kind string, vs []string) ([]string, error) {
 	var out []string
 	for _, v := range vs {
-		if !printableID(v) {
+		if !textclean.PrintableID(v) {
 			return nil, invalid("%s id: want 1 to %d printable characters without spaces", kind, maxIDLen)
 		}
 		if !slices.Contains(out, v) {
@@ -191,18 +222,6 @@ func ids(kind string, vs []string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func printableID(v string) bool {
-	if v == "" || len(v) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // clip cuts v to n bytes for an error message (ASCII-safe: non-printable

@@ -514,3 +514,35 @@ func TestSignalWithoutDetection(t *testing.T) {
 		t.Errorf("root cause: %+v", rc)
 	}
 }
+
+// TestAround: an incident's graph seeds its users, sessions, devices and
+// addresses in that order (at most MaxSeeds), and spans a day either
+// side of its detections, but not past a minute after now.
+func TestAround(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	first, last := now.Add(-72*time.Hour), now.Add(-48*time.Hour)
+	seeds, from, to := graph.Around([]string{"u1"}, []string{"s1", "s2"}, []string{"d1"}, []string{"192.0.2.1"}, first, last, now)
+	want := []graph.Seed{{Kind: graph.KindUser, ID: "u1"}, {Kind: graph.KindSession, ID: "s1"}, {Kind: graph.KindSession, ID: "s2"},
+		{Kind: graph.KindDevice, ID: "d1"}, {Kind: graph.KindIP, ID: "192.0.2.1"}}
+	if !slices.Equal(seeds, want) {
+		t.Errorf("seeds %v, want %v", seeds, want)
+	}
+	if !from.Equal(first.Add(-24*time.Hour)) || !to.Equal(last.Add(24*time.Hour)) {
+		t.Errorf("window %s – %s, want a day either side of %s – %s", from, to, first, last)
+	}
+	// Ongoing: the window ends a minute after now.
+	if _, _, to := graph.Around([]string{"u1"}, nil, nil, nil, first, now.Add(-time.Hour), now); !to.Equal(now.Add(time.Minute)) {
+		t.Errorf("ongoing incident's window ends %s, want %s", to, now.Add(time.Minute))
+	}
+	many := make([]string, graph.MaxSeeds+5)
+	for i := range many {
+		many[i] = "s" + strings.Repeat("x", i+1)
+	}
+	seeds, _, _ = graph.Around([]string{"u1"}, many, nil, []string{"192.0.2.1"}, first, last, now)
+	if len(seeds) != graph.MaxSeeds || seeds[0] != (graph.Seed{Kind: graph.KindUser, ID: "u1"}) || seeds[len(seeds)-1].Kind != graph.KindSession {
+		t.Errorf("%d seeds (first %v, last %v), want the first %d in order", len(seeds), seeds[0], seeds[len(seeds)-1], graph.MaxSeeds)
+	}
+	if _, err := graph.QueryFor(seeds, from, to, now); err != nil {
+		t.Errorf("the query of Around's result: %v", err)
+	}
+}

@@ -122,7 +122,7 @@ func orEmpty(v []string) []string {
 // resolve finds an incident by id, by name (INC-7) or by number (7).
 func (s *Service) resolve(ctx context.Context, ref string) (*model.Incident, error) {
 	ref = strings.TrimSpace(ref)
-	if !printableID(ref) {
+	if !textclean.PrintableID(ref) {
 		// No incident has such an id (and a NUL or invalid UTF-8 never
 		// reaches the database).
 		return nil, notFound("incident")
@@ -285,7 +285,7 @@ func (s *Service) Assign(ctx context.Context, actor, ref, assignee string) (*Inc
 		if s.o.Users == nil {
 			return nil, invalid("assignees cannot be checked: no user directory")
 		}
-		if !printableID(assignee) {
+		if !textclean.PrintableID(assignee) {
 			return nil, invalid("assignee: not a user id")
 		}
 		if _, err := s.o.Users.GetUser(ctx, assignee); err != nil {

@@ -19,7 +19,7 @@ import (
 
 // Bounds of what a risk.detected event may carry into an incident.
 const (
-	maxIDLen       = 128
+	maxIDLen       = textclean.MaxID
 	maxIPLen       = 64
 	maxDetailBytes = 512
 	// maxTechniques bounds the techniques an incident lists.
@@ -39,20 +39,6 @@ func refused(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errRefused, fmt.Sprintf(format, a...))
 }
 
-// printableID reports whether v is a non-empty id of printable ASCII
-// without spaces, at most maxIDLen bytes.
-func printableID(v string) bool {
-	if v == "" || len(v) > maxIDLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] <= ' ' || v[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
-
 // parseDetection makes the detection a risk.detected event describes, or
 // says why it refuses the event. The detection id is the risk service's
 // (data.detection_id, else "event:" and the event id), so an incident's
@@ -66,12 +52,12 @@ func parseDetection(e *model.Event, now time.Time) (*model.IncidentDetection, er
 		Source: g(model.DataDetectionSource), DetectedAt: e.Time, AddedAt: now,
 	}
 	if d.DetectionID == "" {
-		if !printableID(e.ID) {
+		if !textclean.PrintableID(e.ID) {
 			return nil, refused("no detection id and no usable event id")
 		}
 		d.DetectionID = "event:" + e.ID
 	}
-	if !printableID(d.DetectionID) || !printableID(d.EventID) {
+	if !textclean.PrintableID(d.DetectionID) || !textclean.PrintableID(d.EventID) {
 		return nil, refused("detection or event id: not an id of at most %d printable characters", maxIDLen)
 	}
 	if !typePattern.MatchString(d.Type) {
@@ -83,11 +69,11 @@ func parseDetection(e *model.Event, now time.Time) (*model.IncidentDetection, er
 		return nil, refused("severity %q: want low, medium or high", textclean.Clip(d.Severity, 16))
 	}
 	for _, id := range []string{d.UserID, d.SessionID, d.ClientID, d.DeviceID} {
-		if id != "" && !printableID(id) {
+		if id != "" && !textclean.PrintableID(id) {
 			return nil, refused("a subject id is not an id of at most %d printable characters", maxIDLen)
 		}
 	}
-	if d.IP != "" && (len(d.IP) > maxIPLen || !printableID(d.IP)) {
+	if d.IP != "" && (len(d.IP) > maxIPLen || !textclean.PrintableID(d.IP)) {
 		d.IP = ""
 	}
 	if d.UserID == "" && d.SessionID == "" && d.DeviceID == "" && d.IP == "" {
@@ -96,7 +82,7 @@ func parseDetection(e *model.Event, now time.Time) (*model.IncidentDetection, er
 	if c, err := strconv.ParseFloat(g(model.DataDetectionConfidence), 64); err == nil && c >= 0 && c <= 1 {
 		d.Confidence = c
 	}
-	if len(d.Source) > 16 || !printableID(d.Source) {
+	if len(d.Source) > 16 || !textclean.PrintableID(d.Source) {
 		d.Source = ""
 	}
 	if t := g(model.DataDetectionTechnique); mitre.ValidID(t) {

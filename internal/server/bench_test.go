@@ -176,35 +176,13 @@ func (tc *tokenCaller) call(b *testing.B, form url.Values, user, pass string) (i
 // server work, but the benchmark needs fresh proofs); subtract
 // BenchmarkSignProof to isolate the server.
 func BenchmarkTokenEndpointClientCredentialsDPoP(b *testing.B) {
-	in := wardtest.Start(b, wardtest.Options{})
-	tc := &tokenCaller{in: in, s: newSigner(b)}
-	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}
-	b.ReportAllocs()
-	defer cpuPerOp(b)()
-	for b.Loop() {
-		if st, body := tc.call(b, form, "service", wardtest.ServiceSecret); st != http.StatusOK {
-			b.Fatalf("token: %d %v", st, body)
-		}
-	}
+	benchClientCredentials(b, sqliteBench)
 }
 
 // BenchmarkTokenEndpointClientCredentialsDPoPParallel is the same with
 // concurrent requests, which is what lets writes share a commit.
 func BenchmarkTokenEndpointClientCredentialsDPoPParallel(b *testing.B) {
-	in := wardtest.Start(b, wardtest.Options{})
-	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}
-	b.SetParallelism(8)
-	b.ReportAllocs()
-	defer cpuPerOp(b)()
-	b.RunParallel(func(pb *testing.PB) {
-		tc := &tokenCaller{in: in, s: newSigner(b)}
-		for pb.Next() {
-			if st, body := tc.call(b, form, "service", wardtest.ServiceSecret); st != http.StatusOK {
-				b.Errorf("token: %d %v", st, body)
-				return
-			}
-		}
-	})
+	benchClientCredentialsParallel(b, sqliteBench)
 }
 
 // BenchmarkSignProof is the client-side cost inside the endpoint
@@ -242,11 +220,83 @@ func benchRefreshToken(b *testing.B, in *wardtest.Instance, tc *tokenCaller, sco
 // (the new refresh token is used next time) and a fresh DPoP proof, for a
 // confidential client and scope "offline_access docs.read" (no ID token).
 func BenchmarkTokenEndpointRefreshDPoP(b *testing.B) {
-	in := wardtest.Start(b, wardtest.Options{})
+	benchRefresh(b, sqliteBench)
+}
+
+// BenchmarkTokenEndpointRefreshDPoPParallel runs independent refresh
+// chains concurrently (one per goroutine, signed in before the timer).
+func BenchmarkTokenEndpointRefreshDPoPParallel(b *testing.B) {
+	benchRefreshParallel(b, sqliteBench)
+}
+
+// tokenBackend is what differs between the runs of the token endpoint
+// benchmarks on SQLite and on PostgreSQL; the benchmark bodies below
+// serve both.
+type tokenBackend struct {
+	start func(*testing.B) *wardtest.Instance
+	par   int  // b.SetParallelism of the parallel benchmarks
+	warm  bool // one request before the serial client_credentials loop (nonce, prepared statements)
+	trips bool // also report trips/op (PostgreSQL)
+}
+
+var sqliteBench = tokenBackend{
+	start: func(b *testing.B) *wardtest.Instance { return wardtest.Start(b, wardtest.Options{}) },
+	par:   8,
+}
+
+// measure starts the reported metrics (cpu-µs/op, and trips/op where the
+// backend counts them); the returned function stops and reports them.
+func (tb tokenBackend) measure(b *testing.B, in *wardtest.Instance) func() {
+	stopCPU := cpuPerOp(b)
+	stopTrips := func() {}
+	if tb.trips {
+		stopTrips = tripsPerOp(b, in)
+	}
+	return func() {
+		stopTrips()
+		stopCPU()
+	}
+}
+
+func benchClientCredentials(b *testing.B, tb tokenBackend) {
+	in := tb.start(b)
+	tc := &tokenCaller{in: in, s: newSigner(b)}
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}
+	if tb.warm {
+		tc.call(b, form, "service", wardtest.ServiceSecret)
+	}
+	b.ReportAllocs()
+	defer tb.measure(b, in)()
+	for b.Loop() {
+		if st, body := tc.call(b, form, "service", wardtest.ServiceSecret); st != http.StatusOK {
+			b.Fatalf("token: %d %v", st, body)
+		}
+	}
+}
+
+func benchClientCredentialsParallel(b *testing.B, tb tokenBackend) {
+	in := tb.start(b)
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}
+	b.SetParallelism(tb.par)
+	b.ReportAllocs()
+	defer tb.measure(b, in)()
+	b.RunParallel(func(pb *testing.PB) {
+		tc := &tokenCaller{in: in, s: newSigner(b)}
+		for pb.Next() {
+			if st, body := tc.call(b, form, "service", wardtest.ServiceSecret); st != http.StatusOK {
+				b.Errorf("token: %d %v", st, body)
+				return
+			}
+		}
+	})
+}
+
+func benchRefresh(b *testing.B, tb tokenBackend) {
+	in := tb.start(b)
 	tc := &tokenCaller{in: in, s: newSigner(b)}
 	rt := benchRefreshToken(b, in, tc, "offline_access docs.read")
 	b.ReportAllocs()
-	defer cpuPerOp(b)()
+	defer tb.measure(b, in)()
 	for b.Loop() {
 		st, body := tc.call(b, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, "web", wardtest.WebSecret)
 		if st != http.StatusOK {
@@ -256,24 +306,21 @@ func BenchmarkTokenEndpointRefreshDPoP(b *testing.B) {
 	}
 }
 
-// BenchmarkTokenEndpointRefreshDPoPParallel runs independent refresh
-// chains concurrently (one per goroutine, signed in before the timer).
-func BenchmarkTokenEndpointRefreshDPoPParallel(b *testing.B) {
-	in := wardtest.Start(b, wardtest.Options{})
-	const par = 8
+func benchRefreshParallel(b *testing.B, tb tokenBackend) {
+	in := tb.start(b)
 	type chain struct {
 		tc *tokenCaller
 		rt string
 	}
-	chains := make(chan *chain, par*runtime.GOMAXPROCS(0))
+	chains := make(chan *chain, tb.par*runtime.GOMAXPROCS(0))
 	for range cap(chains) {
 		tc := &tokenCaller{in: in, s: newSigner(b)}
 		chains <- &chain{tc: tc, rt: benchRefreshToken(b, in, tc, "offline_access docs.read")}
 	}
-	b.SetParallelism(par)
+	b.SetParallelism(tb.par)
 	b.ReportAllocs()
 	b.ResetTimer()
-	defer cpuPerOp(b)()
+	defer tb.measure(b, in)()
 	b.RunParallel(func(pb *testing.PB) {
 		c := <-chains
 		for pb.Next() {

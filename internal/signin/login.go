@@ -124,34 +124,25 @@ func (h *Handler) renderMFAPage(w http.ResponseWriter, r *http.Request, st *mfaS
 func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := h.info(r)
-	var st mfaState
-	csrf, c, ok := h.resumeInteraction(w, r, "mfa", "state", &st, func() string { return st.In.clientID() })
+	st, csrf, c, u, ok := h.resumeMFA(w, r, "mfa")
 	if !ok {
-		return
-	}
-	u, err := h.c.Store.GetUser(ctx, st.UserID)
-	if err != nil || u.Disabled {
-		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
 		return
 	}
 	if st.PhishingResistant {
 		if _, recovery := r.PostForm["recovery"]; recovery && h.c.PasskeyRecoveryCode {
-			h.passkeyRecovery(w, r, &st, c, csrf, u)
+			h.passkeyRecovery(w, r, st, c, csrf, u)
 			return
 		}
 		// Only the passkey form serves this step; a code is not enough.
-		h.renderMFA(w, r, &st, c, csrf, "Use your passkey or security key.", http.StatusBadRequest)
+		h.renderMFA(w, r, st, c, csrf, "Use your passkey or security key.", http.StatusBadRequest)
 		return
 	}
 	if _, recovery := r.PostForm["recovery"]; recovery {
-		h.loginRecoveryCode(w, r, &st, c, csrf, u)
+		h.loginRecoveryCode(w, r, st, c, csrf, u)
 		return
 	}
 	if err := h.c.Identity.CheckTOTP(ctx, u, strings.TrimSpace(r.PostFormValue("otp")), ri.IP); err != nil {
-		ev := ri.Event(model.EventSignInFailed)
-		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
-		ev.Data = map[string]string{"stage": "totp"}
-		_ = h.events.Emit(ctx, ev)
+		h.secondFactorFailed(r, c, u, err, "totp")
 		msg := "That code is not valid. Try the current code."
 		switch {
 		case errors.Is(err, identity.ErrTOTPUsed):
@@ -159,7 +150,7 @@ func (h *Handler) handleLoginMFA(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
 			msg = "Too many failed attempts. Try again later."
 		}
-		h.renderMFA(w, r, &st, c, csrf, msg, http.StatusUnauthorized)
+		h.renderMFA(w, r, st, c, csrf, msg, http.StatusUnauthorized)
 		return
 	}
 	h.completeSignIn(w, r, st.In, c, u, []string{"pwd", "otp", "mfa"}, authz.ACRMFA, nil)
@@ -209,10 +200,7 @@ func (h *Handler) loginRecoveryCode(w http.ResponseWriter, r *http.Request, st *
 	ctx := r.Context()
 	ri := h.info(r)
 	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
-		ev := ri.Event(model.EventSignInFailed)
-		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
-		ev.Data = map[string]string{"stage": "recovery_code"}
-		_ = h.events.Emit(ctx, ev)
+		h.secondFactorFailed(r, c, u, err, "recovery_code")
 		msg := "That recovery code is not valid. Check it and try again."
 		switch {
 		case errors.Is(err, identity.ErrRecoveryCodeUsed):
@@ -254,6 +242,34 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	if !ok {
 		return
 	}
+	sess, ok := h.startSession(w, r, u, amr, acr, now, func(sess *model.Session) *model.Event {
+		ev := h.signInEvent(ctx, ri, in, c, u, sess, ca)
+		if rc != nil {
+			ev.Data["method"] = "recovery_code"
+			if rc.left >= 0 {
+				ev.Data["recovery_codes_left"] = strconv.Itoa(rc.left)
+			}
+		}
+		return ev
+	})
+	if !ok {
+		return
+	}
+	h.offerDBSC(w, sess.ID)
+	if in.Device != nil {
+		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true, rc.notice())
+		return
+	}
+	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)
+}
+
+// startSession is where every sign-in becomes an SSO session: it creates
+// the session (authenticated now with amr and acr), records event(sess)
+// (sign-in succeeded) and sets the session cookie. On failure it has
+// answered, and the browser gets no cookie.
+func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.User, amr []string, acr string, now time.Time, event func(*model.Session) *model.Event) (*model.Session, bool) {
+	ctx := r.Context()
+	ri := h.info(r)
 	sess := &model.Session{
 		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acr, IP: ri.IP, UserAgent: ri.UserAgent,
 		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(h.c.SessionAbsolute), IdleTimeout: h.c.SessionIdle,
@@ -261,26 +277,50 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	if err := h.c.Store.CreateSession(ctx, sess); err != nil {
 		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
-		return
+		return nil, false
 	}
-	ev := h.signInEvent(ctx, ri, in, c, u, sess, ca)
-	if rc != nil {
-		ev.Data["method"] = "recovery_code"
-		if rc.left >= 0 {
-			ev.Data["recovery_codes_left"] = strconv.Itoa(rc.left)
-		}
-	}
-	if err := h.events.Emit(ctx, ev); err != nil {
+	if err := h.events.Emit(ctx, event(sess)); err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
-		return
+		return nil, false
 	}
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
-	h.offerDBSC(w, sess.ID)
-	if in.Device != nil {
-		h.renderDeviceConfirm(w, r, in.Device, c, sess, u, true, rc.notice())
-		return
+	return sess, true
+}
+
+// resumeMFA resumes a second-factor step (purpose "mfa": a code, or
+// "mfapk": a passkey): its sealed state, the client and the user who gave
+// the password.
+func (h *Handler) resumeMFA(w http.ResponseWriter, r *http.Request, purpose string) (*mfaState, string, *model.Client, *model.User, bool) {
+	st := &mfaState{}
+	csrf, c, ok := h.resumeInteraction(w, r, purpose, "state", st, func() string { return st.In.clientID() })
+	if !ok {
+		return nil, "", nil, nil, false
 	}
-	h.c.Protocol.IssueCode(w, r, in.Auth, c, sess)
+	u, ok := h.pendingUser(w, r, st.UserID)
+	if !ok {
+		return nil, "", nil, nil, false
+	}
+	return st, csrf, c, u, true
+}
+
+// pendingUser loads the user a sign-in's sealed state names: a user
+// deleted or disabled since ends the sign-in.
+func (h *Handler) pendingUser(w http.ResponseWriter, r *http.Request, id string) (*model.User, bool) {
+	u, err := h.c.Store.GetUser(r.Context(), id)
+	if err != nil || u.Disabled {
+		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", correlationID(r))
+		return nil, false
+	}
+	return u, true
+}
+
+// secondFactorFailed records a refused second factor (or recovery code)
+// of u at stage.
+func (h *Handler) secondFactorFailed(r *http.Request, c *model.Client, u *model.User, err error, stage string) {
+	ev := h.info(r).Event(model.EventSignInFailed)
+	ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
+	ev.Data = map[string]string{"stage": stage}
+	_ = h.events.Emit(r.Context(), ev)
 }
 
 // signInEvent is the record of a successful sign-in, with its binding:

@@ -126,20 +126,14 @@ func (h *Handler) handleLoginPasskey(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) handleLoginMFAPasskey(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ri := h.info(r)
-	var st mfaState
-	csrf, c, ok := h.resumeInteraction(w, r, "mfapk", "state", &st, func() string { return st.In.clientID() })
+	st, csrf, c, u, ok := h.resumeMFA(w, r, "mfapk")
 	if !ok {
-		return
-	}
-	u, err := h.c.Store.GetUser(ctx, st.UserID)
-	if err != nil || u.Disabled {
-		h.c.Pages.Error(w, http.StatusBadRequest, "Sign-in failed", "Sign-in failed. Go back to the application and start again.", ri.CorrID)
 		return
 	}
 	use, err := h.c.Identity.FinishWebAuthnMFA(ctx, u, st.Ceremony, passkeyResponse(r), ri.IP)
 	if err != nil {
 		h.passkeyFailed(r, c, err, "passkey_mfa")
-		h.renderMFA(w, r, &st, c, csrf, passkeyMessage(err), http.StatusUnauthorized)
+		h.renderMFA(w, r, st, c, csrf, passkeyMessage(err), http.StatusUnauthorized)
 		return
 	}
 	amr := append([]string{"pwd"}, use.AMR...)
@@ -331,10 +325,7 @@ func (h *Handler) passkeyRecovery(w http.ResponseWriter, r *http.Request, st *mf
 	ctx := r.Context()
 	ri := h.info(r)
 	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
-		ev := ri.Event(model.EventSignInFailed)
-		ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, identity.Reason(err), c.ID, u.ID, u.ID
-		ev.Data = map[string]string{"stage": "passkey_recovery"}
-		_ = h.events.Emit(ctx, ev)
+		h.secondFactorFailed(r, c, u, err, "passkey_recovery")
 		msg := "That recovery code is not valid. Check it and try again."
 		switch {
 		case errors.Is(err, identity.ErrRecoveryCodeUsed):
@@ -348,25 +339,18 @@ func (h *Handler) passkeyRecovery(w http.ResponseWriter, r *http.Request, st *mf
 	if err := h.c.Identity.PasskeyFallbackUsed(ctx, u.ID, "recovery_code", ri.IP); err != nil {
 		h.c.Log.ErrorContext(ctx, "record passkey recovery", "correlation_id", ri.CorrID, "err", err)
 	}
-	now := h.c.Now()
+	// No Conditional Access and no code for the application: the session
+	// only opens My account.
 	amr := amrRecoveryCode
-	sess := &model.Session{
-		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acrOf(amr), IP: ri.IP, UserAgent: ri.UserAgent,
-		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(h.c.SessionAbsolute), IdleTimeout: h.c.SessionIdle,
-	}
-	if err := h.c.Store.CreateSession(ctx, sess); err != nil {
-		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
-		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
+	sess, ok := h.startSession(w, r, u, amr, acrOf(amr), h.c.Now(), func(sess *model.Session) *model.Event {
+		ev := ri.Event(model.EventSignInSucceeded)
+		ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
+		ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": sess.ACR, "session_binding": model.SessionBindingCookie,
+			"stage": "passkey_recovery", "method": "recovery_code"}
+		return ev
+	})
+	if !ok {
 		return
 	}
-	ev := ri.Event(model.EventSignInSucceeded)
-	ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
-	ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": sess.ACR, "session_binding": model.SessionBindingCookie,
-		"stage": "passkey_recovery", "method": "recovery_code"}
-	if err := h.events.Emit(ctx, ev); err != nil {
-		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
-		return
-	}
-	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
 	h.renderAccount(w, r, sess, u, "", "You signed in with a recovery code. Remove the passkeys you lost, add a new one, then go back to "+c.Name+" and sign in with it.", http.StatusOK)
 }

@@ -59,3 +59,21 @@ func ValidText(v string, max int) bool {
 	}
 	return true
 }
+
+// MaxID bounds an id the services take from events and operators (a
+// user, session, device, detection or event id).
+const MaxID = 128
+
+// PrintableID reports whether v is a non-empty id of printable ASCII
+// without spaces, at most MaxID bytes.
+func PrintableID(v string) bool {
+	if v == "" || len(v) > MaxID {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return false
+		}
+	}
+	return true
+}

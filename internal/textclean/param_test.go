@@ -30,3 +30,26 @@ func TestValidParam(t *testing.T) {
 		t.Error("a NUL in free text passed")
 	}
 }
+
+func TestPrintableID(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"u-1", true},
+		{"192.0.2.1", true},
+		{"2001:db8::1", true},
+		{strings.Repeat("a", MaxID), true},
+		{strings.Repeat("a", MaxID+1), false},
+		{"", false},
+		{"a b", false},
+		{"a\tb", false},
+		{"a\x00b", false},
+		{"a\x7f", false},
+		{"é", false},
+	} {
+		if got := PrintableID(tc.in); got != tc.want {
+			t.Errorf("PrintableID(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -2,7 +2,8 @@
 // store and show: no control characters, no invalid UTF-8, a bounded
 // length cut at a character boundary. The risk and incident services
 // share it for the details and reasons they record; the admin API and the
-// console check request parameters with ValidParam before any lookup.
+// console check request parameters with ValidParam before any lookup;
+// the incident and graph services check ids with PrintableID.
 package textclean
 
 import (

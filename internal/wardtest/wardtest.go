@@ -10,8 +10,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"html"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,7 +18,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +29,7 @@ import (
 	"github.com/ward-idp/ward/internal/app"
 	"github.com/ward-idp/ward/internal/clock"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/loadgen"
 	"github.com/ward-idp/ward/internal/secret"
 	"github.com/ward-idp/ward/internal/server"
 )
@@ -256,16 +254,8 @@ func (in *Instance) TOTP(t testing.TB, steps int) string {
 	return code
 }
 
-var inputRE = regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
-
 // HiddenFields returns the hidden inputs of an HTML form.
-func HiddenFields(body string) url.Values {
-	v := url.Values{}
-	for _, m := range inputRE.FindAllStringSubmatch(body, -1) {
-		v.Set(m[1], html.UnescapeString(m[2]))
-	}
-	return v
-}
+func HiddenFields(body string) url.Values { return loadgen.HiddenFields(body) }
 
 // Login drives the sign-in pages for an authorization URL and returns the
 // final redirect (to the client) as a URL. otp may be "" for users without
@@ -324,24 +314,11 @@ func mustLocation(t testing.TB, resp *http.Response) *url.URL {
 // response and its body.
 func Do(t testing.TB, c *http.Client, method, u string, form url.Values) (*http.Response, string) {
 	t.Helper()
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, err := http.NewRequest(method, u, body)
-	if err != nil {
+	resp, body, err := loadgen.Send(context.Background(), c, method, u, form)
+	if resp == nil { // a body cut short is returned as far as it came
 		t.Fatal(err)
 	}
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return resp, body
 }
 
 // AuthorizeURL builds an authorization request URL.

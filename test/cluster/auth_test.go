@@ -13,6 +13,8 @@ import (
 
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+
+	"github.com/ward-idp/ward/internal/loadgen"
 )
 
 // enrollTOTP enrols a TOTP authenticator for user with the command line
@@ -74,13 +76,13 @@ func signInWithTOTP(ctx context.Context, issuer, pin, user, password, code strin
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="otp"`) {
 		return false, fmt.Sprintf("password step answered %d without the code form", resp.StatusCode), nil
 	}
-	form := hiddenFields(body)
+	form := loadgen.HiddenFields(body)
 	form.Set("otp", code)
-	resp, body, err = send(ctx, b, http.MethodPost, issuer+"/login/mfa", form)
+	resp, body, err = loadgen.Send(ctx, b, http.MethodPost, issuer+"/login/mfa", form)
 	if err != nil {
 		return false, "", err
 	}
-	if codeOf(resp) != "" {
+	if loadgen.CodeOf(resp) != "" {
 		return true, "", nil
 	}
 	return false, fmt.Sprintf("code step answered %d: %.120s", resp.StatusCode, textOf(body)), nil
@@ -150,7 +152,7 @@ func checkLockoutAcrossReplicas(t *testing.T, issuer string, reps []*replica, db
 			t.Errorf("lockout: failed sign-in %d: %v", i, err)
 			continue
 		}
-		if codeOf(resp) != "" {
+		if loadgen.CodeOf(resp) != "" {
 			t.Errorf("lockout: a wrong password was accepted at replica %d", i%len(reps))
 		}
 	}
@@ -160,7 +162,7 @@ func checkLockoutAcrossReplicas(t *testing.T, issuer string, reps []*replica, db
 		switch {
 		case err != nil:
 			t.Errorf("lockout: sign-in at replica %d: %v", i, err)
-		case codeOf(resp) != "":
+		case loadgen.CodeOf(resp) != "":
 			t.Errorf("lockout: replica %d let lockuser in after %d failures spread over the replicas", i, maxFailures)
 		default:
 			refused++

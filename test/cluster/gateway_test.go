@@ -6,24 +6,19 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"html"
-	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/dpop"
+	"github.com/ward-idp/ward/internal/loadgen"
 )
 
 // maxGatewayUsers static users (gwUser(i)) exist for the gateway
@@ -264,38 +260,14 @@ func (gl *gatewayLoad) worker(ctx context.Context, issuer string, gws []*gateway
 
 // gatewayGet calls /docs/item on g with tok and a fresh proof.
 func gatewayGet(ctx context.Context, g *gateway, tok *heldToken) (int, string, error) {
-	u := g.url + "/docs/item"
-	proof, err := tok.signer.Proof(http.MethodGet, u, tok.at, "")
-	if err != nil {
-		return 0, "", err
-	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	req.Header.Set("Authorization", "DPoP "+tok.at)
-	req.Header.Set("DPoP", proof)
-	resp, err := gwHTTP.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), nil
-}
-
-var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
-
-func hiddenFields(body string) url.Values {
-	v := url.Values{}
-	for _, m := range hiddenRE.FindAllStringSubmatch(body, -1) {
-		v.Set(m[1], html.UnescapeString(m[2]))
-	}
-	return v
+	r := loadgen.GetResource(ctx, gwHTTP, g.url+"/docs/item", tok.at, tok.signer)
+	return r.Status, r.Header.Get("WWW-Authenticate"), r.Err
 }
 
 // browser returns a cookie-keeping client that follows no redirects;
 // with pin it connects to that address whatever the URL's host (a
 // request to one replica, with the issuer's host).
 func browser(pin string) *http.Client {
-	jar, _ := cookiejar.New(nil)
 	tr := &http.Transport{}
 	if pin != "" {
 		d := &net.Dialer{Timeout: 3 * time.Second}
@@ -303,67 +275,16 @@ func browser(pin string) *http.Client {
 			return d.DialContext(ctx, network, pin)
 		}
 	}
-	return &http.Client{Jar: jar, Transport: tr, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}
-
-func send(ctx context.Context, c *http.Client, method, u string, form url.Values) (*http.Response, string, error) {
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, "", err
-	}
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp, string(b), err
+	return loadgen.Browser(tr, 10*time.Second)
 }
 
 // startSignIn opens the authorization request of cluster-web's or
 // cluster-app's kind and posts the password; it returns the answer to
 // the password and the PKCE verifier.
 func startSignIn(ctx context.Context, b *http.Client, issuer, client, scope, user, password string) (*http.Response, string, string, error) {
-	vb := make([]byte, 32)
-	rand.Read(vb)
-	verifier := base64.RawURLEncoding.EncodeToString(vb)
-	sum := sha256.Sum256([]byte(verifier))
-	q := url.Values{"response_type": {"code"}, "client_id": {client}, "redirect_uri": {"https://app.example/callback"},
-		"scope": {scope}, "state": {verifier[:12]}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
-		"code_challenge_method": {"S256"}}
-	resp, body, err := send(ctx, b, http.MethodGet, issuer+"/authorize?"+q.Encode(), nil)
-	if err != nil {
-		return nil, "", "", err
-	}
-	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="password"`) {
-		return nil, "", "", fmt.Errorf("authorize: status %d, no sign-in form", resp.StatusCode)
-	}
-	form := hiddenFields(body)
-	form.Set("username", user)
-	form.Set("password", password)
-	resp, body, err = send(ctx, b, http.MethodPost, issuer+"/login", form)
-	return resp, body, verifier, err
-}
-
-// codeOf returns the authorization code of a final redirect ("" if the
-// answer is not one).
-func codeOf(resp *http.Response) string {
-	if resp == nil || resp.StatusCode != http.StatusSeeOther {
-		return ""
-	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		return ""
-	}
-	return loc.Query().Get("code")
+	l := loadgen.Login{AuthorizeURL: issuer + "/authorize", LoginURL: issuer + "/login", ClientID: client,
+		RedirectURI: "https://app.example/callback", Scope: scope, Username: user, Password: password}
+	return l.Start(ctx, b)
 }
 
 // signInForGateway signs user in to cluster-app through the proxy and
@@ -374,7 +295,7 @@ func signInForGateway(ctx context.Context, issuer, user string) (*heldToken, err
 	if err != nil {
 		return nil, err
 	}
-	code := codeOf(resp)
+	code := loadgen.CodeOf(resp)
 	if code == "" {
 		return nil, fmt.Errorf("sign-in: status %d, no code", resp.StatusCode)
 	}
@@ -383,52 +304,32 @@ func signInForGateway(ctx context.Context, issuer, user string) (*heldToken, err
 	if err != nil {
 		return nil, err
 	}
-	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
-		"redirect_uri": {"https://app.example/callback"}}
-	nonce := ""
-	for attempt := 0; ; attempt++ {
-		proof, err := s.Proof(http.MethodPost, issuer+"/token", "", nonce)
-		if err != nil {
-			return nil, err
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, issuer+"/token", strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("DPoP", proof)
-		req.SetBasicAuth("cluster-app", appSecret)
-		resp, err := gwHTTP.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		var out struct {
-			AccessToken string `json:"access_token"`
-			TokenType   string `json:"token_type"`
-			Error       string `json:"error"`
-		}
-		json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		if out.Error == "use_dpop_nonce" && attempt == 0 {
-			nonce = resp.Header.Get("DPoP-Nonce")
-			continue
-		}
-		if resp.StatusCode != http.StatusOK || out.AccessToken == "" || !strings.EqualFold(out.TokenType, "DPoP") {
-			return nil, fmt.Errorf("code exchange: %d %s %s", resp.StatusCode, out.Error, out.TokenType)
-		}
-		var claims struct {
-			Sid string `json:"sid"`
-			Sub string `json:"sub"`
-			Iat int64  `json:"iat"`
-			Exp int64  `json:"exp"`
-		}
-		parts := strings.Split(out.AccessToken, ".")
-		if len(parts) != 3 {
-			return nil, errors.New("access token is not a JWS")
-		}
-		raw, err := base64.RawURLEncoding.DecodeString(parts[1])
-		if err != nil || json.Unmarshal(raw, &claims) != nil || claims.Sid == "" {
-			return nil, fmt.Errorf("access token without sid: %v", err)
-		}
-		return &heldToken{at: out.AccessToken, sid: claims.Sid, sub: claims.Sub, iat: time.Unix(claims.Iat, 0), exp: time.Unix(claims.Exp, 0), signer: s}, nil
+	tc := &loadgen.TokenClient{HTTP: gwHTTP, Endpoint: issuer + "/token", ClientID: "cluster-app", Secret: appSecret, Signer: s}
+	r := tc.Post(ctx, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"redirect_uri": {"https://app.example/callback"}})
+	if r.Err != nil {
+		return nil, r.Err
 	}
+	at, _ := r.Body["access_token"].(string)
+	typ, _ := r.Body["token_type"].(string)
+	if r.Status != http.StatusOK || at == "" || !strings.EqualFold(typ, "DPoP") {
+		return nil, fmt.Errorf("code exchange: %s %s", r.Code(), typ)
+	}
+	var claims struct {
+		Sid string `json:"sid"`
+		Sub string `json:"sub"`
+		Iat int64  `json:"iat"`
+		Exp int64  `json:"exp"`
+	}
+	parts := strings.Split(at, ".")
+	if len(parts) != 3 {
+		return nil, errors.New("access token is not a JWS")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || json.Unmarshal(raw, &claims) != nil || claims.Sid == "" {
+		return nil, fmt.Errorf("access token without sid: %v", err)
+	}
+	return &heldToken{at: at, sid: claims.Sid, sub: claims.Sub, iat: time.Unix(claims.Iat, 0), exp: time.Unix(claims.Exp, 0), signer: s}, nil
 }
 
 // checkGatewaysConverged: after the run, every token a gateway client
