@@ -193,6 +193,22 @@ func (rc *recoveryUse) notice() string {
 	return "You signed in with a recovery code. If you lost your authenticator, ask your administrator to set up a new one."
 }
 
+// recoveryCodeRefused is what the page says when a recovery code is
+// refused: a wrong code, a code used before (each works once), too many
+// attempts, or (logged, not shown) a failure on our side.
+func (h *Handler) recoveryCodeRefused(r *http.Request, err error) string {
+	switch {
+	case errors.Is(err, identity.ErrRecoveryCodeUsed): // before ErrInvalidRecoveryCode, which it wraps
+		return "That recovery code was already used. Each code works once: enter another one."
+	case errors.Is(err, identity.ErrInvalidRecoveryCode):
+		return "That recovery code is not valid. Check it and try again."
+	case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
+		return "Too many failed attempts. Try again later."
+	}
+	h.c.Log.ErrorContext(r.Context(), "check recovery code", "correlation_id", h.info(r).CorrID, "err", err)
+	return "Sign-in failed. Try again."
+}
+
 // loginRecoveryCode takes a recovery code in place of the TOTP code. The
 // answers say which case it is: a wrong code, a code used before (each
 // works once), or too many attempts.
@@ -201,17 +217,7 @@ func (h *Handler) loginRecoveryCode(w http.ResponseWriter, r *http.Request, st *
 	ri := h.info(r)
 	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
 		h.secondFactorFailed(r, c, u, err, "recovery_code")
-		msg := "That recovery code is not valid. Check it and try again."
-		switch {
-		case errors.Is(err, identity.ErrRecoveryCodeUsed):
-			msg = "That recovery code was already used. Each code works once: enter another one."
-		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
-			msg = "Too many failed attempts. Try again later."
-		case !errors.Is(err, identity.ErrInvalidRecoveryCode):
-			h.c.Log.ErrorContext(ctx, "check recovery code", "correlation_id", ri.CorrID, "err", err)
-			msg = "Sign-in failed. Try again."
-		}
-		h.renderMFAPage(w, r, st, c, csrf, msg, http.StatusUnauthorized, true)
+		h.renderMFAPage(w, r, st, c, csrf, h.recoveryCodeRefused(r, err), http.StatusUnauthorized, true)
 		return
 	}
 	rc := &recoveryUse{left: -1}

@@ -326,14 +326,7 @@ func (h *Handler) passkeyRecovery(w http.ResponseWriter, r *http.Request, st *mf
 	ri := h.info(r)
 	if err := h.c.Identity.CheckRecoveryCode(ctx, u, r.PostFormValue("recovery"), ri.IP); err != nil {
 		h.secondFactorFailed(r, c, u, err, "passkey_recovery")
-		msg := "That recovery code is not valid. Check it and try again."
-		switch {
-		case errors.Is(err, identity.ErrRecoveryCodeUsed):
-			msg = "That recovery code was already used. Each code works once: enter another one."
-		case errors.Is(err, identity.ErrLocked) || errors.Is(err, identity.ErrThrottled):
-			msg = "Too many failed attempts. Try again later."
-		}
-		h.renderMFAPage(w, r, st, c, csrf, msg, http.StatusUnauthorized, true)
+		h.renderMFAPage(w, r, st, c, csrf, h.recoveryCodeRefused(r, err), http.StatusUnauthorized, true)
 		return
 	}
 	if err := h.c.Identity.PasskeyFallbackUsed(ctx, u.ID, "recovery_code", ri.IP); err != nil {
