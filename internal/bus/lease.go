@@ -16,18 +16,23 @@ type Leaser interface {
 }
 
 // DefaultRelayLeaseTTL is how long a relay's lease lasts unless renewed.
-// It is renewed when two thirds are left; its holder stops publishing
-// when one third is left (fence), so a standby that takes it over after
-// it ended starts a third of it after the old holder stopped, which
-// absorbs clock differences between instances up to then.
-const DefaultRelayLeaseTTL = 15 * time.Second
+// It is renewed when two thirds are left (every 2 s); its holder stops
+// starting windows when one third is left (the fence) and stops waiting
+// for acknowledgements, and sending, when a sixth is left. A standby
+// takes the lease only once it has ended on its own clock, so instances
+// whose clocks differ by less than a sixth of it (1 s) never publish at
+// the same time; should they, the stream's own checks (expected
+// sequence, message id) still keep it in order and free of copies. A
+// standby tries to claim it every tenth: after a crash of the holder,
+// events wait at most TTL + TTL/10 (about 7 s) for the next relay.
+const DefaultRelayLeaseTTL = 6 * time.Second
 
 // leaseName is the relay's row among the export cursors: one per stream.
 // A sink name cannot hold ':', so it cannot collide with a sink.
 func (r *relay) leaseName() string { return "relay:" + r.n.o.Stream }
 
 // claimRetry is how often a standby tries to take the lease over.
-func (r *relay) claimRetry() time.Duration { return max(r.ttl/15, 50*time.Millisecond) }
+func (r *relay) claimRetry() time.Duration { return max(r.ttl/10, 50*time.Millisecond) }
 
 // fence is the part of the lease at whose start the holder stops
 // publishing if it could not renew.
@@ -100,6 +105,13 @@ func (r *relay) mayPublish(now time.Time) bool {
 func (r *relay) drop() {
 	r.held = false
 	r.holding.Store(false)
+}
+
+// sendable reports whether a message may still be sent: until the
+// lease's last sixth (a process stopped in the middle of a window and
+// resumed must not go on sending it).
+func (r *relay) sendable() bool {
+	return r.lease == nil || time.Now().Add(r.ttl/6).Before(r.leaseUntil)
 }
 
 // ackDeadline bounds the wait for a window's acknowledgements: before

@@ -306,6 +306,8 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 				// Still racing another relay: let it run a little.
 				r.log.Debug("relay: the stream keeps moving; looking again shortly", "after_seq", r.cursor, "err", err)
 				return gapRetry
+			} else if errors.Is(err, errFenced) {
+				return 0 // the next step renews the lease first
 			} else if err != nil {
 				r.fail("relay: publishing failed; events stay in the outbox", err)
 				return 0
@@ -589,6 +591,10 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 		if f := r.beforePublish.Load(); f != nil {
 			(*f)(ev)
 		}
+		if !r.sendable() {
+			sendErr = errFenced
+			break
+		}
 		msg, err := r.message(ev)
 		if err != nil {
 			sendErr = err
@@ -660,7 +666,9 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 		}
 	}
 	if sendErr != nil {
-		failed++
+		if sendErr != errFenced {
+			failed++
+		}
 		r.seqKnown = false
 		if first == nil {
 			first = sendErr
@@ -685,6 +693,9 @@ func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
 	}
 	return err
 }
+
+// errFenced: the relay's lease ends too soon to send more.
+var errFenced = errors.New("bus: the relay lease ends; not sending")
 
 // JetStream error codes the client library has no names for.
 const (
