@@ -81,6 +81,9 @@ func (r *relay) claim(ctx context.Context, now time.Time) {
 			r.ready, r.seqKnown, r.gap.from = false, false, 0
 			clear(r.missing)
 		}
+		if err := r.n.listenWake(true); err != nil {
+			r.log.Warn("relay: cannot listen for other instances' wake-ups; polling", "err", err)
+		}
 		r.held, r.leaseUntil = true, until
 		r.holding.Store(true)
 	}
@@ -105,6 +108,7 @@ func (r *relay) mayPublish(now time.Time) bool {
 func (r *relay) drop() {
 	r.held = false
 	r.holding.Store(false)
+	_ = r.n.listenWake(false) // a standby needs no wake-ups
 }
 
 // sendable reports whether a message may still be sent: until the

@@ -274,9 +274,12 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	}
 	if n.relay != nil {
 		// Instances that do not hold the relay's lease wake the one that
-		// does (see Publish); a lost wake-up costs a poll interval.
-		if n.wakeSub, err = n.nc.Subscribe(n.WakeSubject(), func(*nats.Msg) { n.relay.wake() }); err != nil {
-			return nil, fmt.Errorf("bus: subscribe to %s: %w", n.WakeSubject(), err)
+		// does (see Publish); a lost wake-up costs a poll interval. Under
+		// a lease, the relay listens while it holds it (lease.go).
+		if n.relay.lease == nil {
+			if err := n.listenWake(true); err != nil {
+				return nil, err
+			}
 		}
 		n.wg.Add(1)
 		go func() {
@@ -285,6 +288,27 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 		}()
 	}
 	return n, nil
+}
+
+// listenWake subscribes to the wake subject, or unsubscribes. Called
+// by OpenNATS, then by the relay's goroutine only.
+func (n *NATS) listenWake(on bool) error {
+	if !on {
+		if n.wakeSub != nil {
+			_ = n.wakeSub.Unsubscribe()
+			n.wakeSub = nil
+		}
+		return nil
+	}
+	if n.wakeSub != nil {
+		return nil
+	}
+	sub, err := n.nc.Subscribe(n.WakeSubject(), func(*nats.Msg) { n.relay.wake() })
+	if err != nil {
+		return fmt.Errorf("bus: subscribe to %s: %w", n.WakeSubject(), err)
+	}
+	n.wakeSub = sub
+	return nil
 }
 
 // WakeSubject is the core NATS subject (outside the stream) on which an
@@ -347,7 +371,6 @@ func (n *NATS) Publish(ctx context.Context, e *model.Event) error {
 		// The relay is another instance's: a core NATS message, not
 		// stored (the relay also polls), sent after the event committed.
 		_ = n.nc.Publish(n.WakeSubject(), nil)
-		n.relay.wake() // it may be about to take the lease over
 	}
 	return err
 }

@@ -21,9 +21,9 @@ import (
 // store), it reports the stream publications per event (acknowledged,
 // duplicates included) and the refusals per event, over all relays.
 func BenchmarkRelayReplicas(b *testing.B) {
-	for _, mode := range []string{"every", "lease"} {
-		for n := 1; n <= 3; n++ {
-			b.Run(fmt.Sprintf("%s-%d", mode, n), func(b *testing.B) { benchRelayReplicas(b, mode == "lease", n) })
+	for n := 1; n <= 3; n++ {
+		for _, mode := range []string{"every", "lease"} {
+			b.Run(fmt.Sprintf("%d-%s", n, mode), func(b *testing.B) { benchRelayReplicas(b, mode == "lease", n) })
 		}
 	}
 }

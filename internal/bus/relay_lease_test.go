@@ -254,7 +254,7 @@ func TestRelayLeaseTakeover(t *testing.T) {
 		t.Fatal("the closed instance still holds the lease")
 	}
 	publishN(t, restarted, 10)
-	g.checkStream(live.NATS)
+	g.checkStream(restarted.NATS)
 	t.Logf("taken over %s after the shutdown", time.Since(closed).Round(time.Millisecond))
 }
 
