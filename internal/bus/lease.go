@@ -74,9 +74,10 @@ func (r *relay) claim(ctx context.Context, now time.Time) {
 	default:
 		r.nextClaim = time.Time{}
 		r.leaseFailing = false
-		if !r.held {
-			// Another relay may have published meanwhile: learn the
-			// stream's position afresh.
+		if !r.held || now.After(r.leaseUntil) {
+			// Another relay may have published meanwhile (also if this
+			// process was stopped past its lease and took it back):
+			// learn the stream's position afresh.
 			r.log.Info("relay: relaying for the deployment", "owner", r.owner)
 			r.ready, r.seqKnown, r.gap.from = false, false, 0
 			clear(r.missing)
