@@ -56,7 +56,6 @@ func (r *relay) ensureLease(ctx context.Context) bool {
 func (r *relay) claim(ctx context.Context, now time.Time) {
 	until := now.Add(r.ttl)
 	c, held, err := r.lease.ClaimExportCursor(ctx, r.leaseName(), r.owner, 0, now, until)
-	r.claims.Add(1)
 	switch {
 	case err != nil:
 		r.nextClaim = now.Add(r.claimRetry())

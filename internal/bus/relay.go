@@ -98,7 +98,6 @@ type relay struct {
 	// leaseFailing: the last claim failed (log once per outage).
 	leaseFailing bool
 	holding      atomic.Bool
-	claims       atomic.Int64 // lease claims and renewals (tests)
 	// abandon, when set (tests), makes the relay stop without releasing
 	// its lease, as a crashed process would.
 	abandon atomic.Bool
