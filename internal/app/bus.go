@@ -32,6 +32,13 @@ func (a *App) openBus(ctx context.Context, o Options) error {
 			return fmt.Errorf("app: bus.nats.token_env: $%s is not set", n.TokenEnv)
 		}
 	}
+	// With an external NATS, every instance sharing the database and the
+	// stream could relay: one at a time does, under a lease. The embedded
+	// server's stream has this process as its only writer.
+	var relayOwner string
+	if n.URL.Reveal() != "" {
+		relayOwner = instanceName(a.Config, a)
+	}
 	nb, err := bus.OpenNATS(ctx, bus.NATSOptions{
 		URL:       n.URL.Reveal(),
 		Token:     token,
@@ -52,8 +59,9 @@ func (a *App) openBus(ctx context.Context, o Options) error {
 			MaxAge:          a.Config.SSF.NATS.MaxAge,
 			SubscriberNKeys: a.Config.SSF.NATS.SubscriberNKeys,
 		},
-		Outbox: a.Store,
-		Log:    a.Log,
+		Outbox:     a.Store,
+		RelayOwner: relayOwner,
+		Log:        a.Log,
 	})
 	if errors.Is(err, bus.ErrStoreLocked) {
 		return fmt.Errorf("app: %w: another Ward process uses the data directory %s; "+

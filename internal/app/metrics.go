@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,8 @@ const (
 	MetricBusEmitFailures = "ward_bus_emit_failures_total"
 	MetricBusRelayed      = "ward_bus_relay_published_total"
 	MetricBusRelayFailed  = "ward_bus_relay_failures_total"
+	MetricBusRelayRefused = "ward_bus_relay_refused_total"
+	MetricBusRelayHolding = "ward_bus_relay_lease_held"
 	MetricDBConns         = "ward_db_pool_connections"
 	MetricDBMaxConns      = "ward_db_pool_max_connections"
 )
@@ -163,6 +166,9 @@ func (a *App) openMetrics(version string) {
 			}
 			out := map[string]float64{}
 			for _, c := range cur {
+				if !slices.Contains(sinks, c.Sink) {
+					continue // the detectors', the relay's lease
+				}
 				n, err := a.Store.CountEventsAfter(ctx, c.Seq)
 				if err != nil {
 					return nil, err
@@ -225,6 +231,15 @@ func (a *App) openMetrics(version string) {
 		r.CounterFunc(MetricBusRelayFailed, "Relay publishes NATS did not acknowledge (retried from the outbox).", func() float64 {
 			_, f := n.RelayStats()
 			return float64(f)
+		})
+		r.CounterFunc(MetricBusRelayRefused, "Relay messages the stream refused because another relay was first or an earlier one of the window failed (relearned, not lost).", func() float64 {
+			return float64(n.RelayRefused())
+		})
+		r.GaugeFunc(MetricBusRelayHolding, "1 while this process's relay publishes to the stream (it holds the relay lease; exactly one replica should).", func() float64 {
+			if n.RelayHolding() {
+				return 1
+			}
+			return 0
 		})
 	}
 

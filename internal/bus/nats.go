@@ -68,6 +68,16 @@ type NATSOptions struct {
 	PollInterval time.Duration
 	// GapWait is how long the relay waits for a missing sequence number.
 	GapWait time.Duration
+	// RelayOwner names this instance in the relay's lease (Outbox must
+	// then be a Leaser): of the instances sharing the database and the
+	// stream, only the holder publishes; the others stand by and are
+	// woken through NATS (WakeSubject). Empty: no lease, this relay
+	// always publishes (the embedded server's stream has one writer).
+	RelayOwner string
+	// RelayLeaseTTL is the relay lease's length (default 15s).
+	RelayLeaseTTL time.Duration
+	// relayWindow, when set (tests), replaces the relay's window size.
+	relayWindow int
 
 	// AckWait is how long a delivered event may stay unacknowledged before
 	// it goes to another instance (default 10s; a running handler extends
@@ -113,6 +123,9 @@ func (o *NATSOptions) setDefaults() {
 	if o.PollInterval <= 0 {
 		o.PollInterval = DefaultPollInterval
 	}
+	if o.RelayLeaseTTL <= 0 {
+		o.RelayLeaseTTL = DefaultRelayLeaseTTL
+	}
 	if o.GapWait <= 0 {
 		o.GapWait = DefaultGapWait
 	}
@@ -147,6 +160,8 @@ type NATS struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	relay  *relay
+	// wakeSub receives other instances' wake-ups for the relay.
+	wakeSub *nats.Subscription
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -206,7 +221,16 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 		}
 	}()
 	if o.Outbox != nil {
-		n.relay = newRelay(n, o.Outbox) // before connecting: the connect handlers wake it
+		var lease Leaser
+		if o.RelayOwner != "" {
+			l, ok := o.Outbox.(Leaser)
+			if !ok {
+				return nil, errors.New("bus: RelayOwner needs an Outbox that holds leases")
+			}
+			lease = l
+		}
+		n.relay = newRelay(n, o.Outbox, lease, o.RelayOwner, o.RelayLeaseTTL) // before connecting: the connect handlers wake it
+		n.relay.window = o.relayWindow
 	}
 	if o.URL == "" {
 		if err := n.startEmbedded(); err != nil {
@@ -249,6 +273,14 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 		}()
 	}
 	if n.relay != nil {
+		// Instances that do not hold the relay's lease wake the one that
+		// does (see Publish); a lost wake-up costs a poll interval. Under
+		// a lease, the relay listens while it holds it (lease.go).
+		if n.relay.lease == nil {
+			if err := n.listenWake(true); err != nil {
+				return nil, err
+			}
+		}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -257,6 +289,32 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	}
 	return n, nil
 }
+
+// listenWake subscribes to the wake subject, or unsubscribes. Called
+// by OpenNATS, then by the relay's goroutine only.
+func (n *NATS) listenWake(on bool) error {
+	if !on {
+		if n.wakeSub != nil {
+			_ = n.wakeSub.Unsubscribe()
+			n.wakeSub = nil
+		}
+		return nil
+	}
+	if n.wakeSub != nil {
+		return nil
+	}
+	sub, err := n.nc.Subscribe(n.WakeSubject(), func(*nats.Msg) { n.relay.wake() })
+	if err != nil {
+		return fmt.Errorf("bus: subscribe to %s: %w", n.WakeSubject(), err)
+	}
+	n.wakeSub = sub
+	return nil
+}
+
+// WakeSubject is the core NATS subject (outside the stream) on which an
+// instance that stored events wakes the relay of another: the relay of
+// whichever instance holds the lease. Its messages are empty.
+func (n *NATS) WakeSubject() string { return n.o.SubjectPrefix + "-relay.wake" }
 
 func (n *NATS) connectExternal() error {
 	opts := []nats.Option{
@@ -307,7 +365,13 @@ func redactURLs(msg, urls string) string {
 // stores it) and wakes the relay, which publishes it to the stream.
 func (n *NATS) Publish(ctx context.Context, e *model.Event) error {
 	err := n.Local.Publish(ctx, e)
-	n.relay.wake()
+	if n.relay != nil && n.relay.holding.Load() {
+		n.relay.wake()
+	} else {
+		// The relay is another instance's: a core NATS message, not
+		// stored (the relay also polls), sent after the event committed.
+		_ = n.nc.Publish(n.WakeSubject(), nil)
+	}
 	return err
 }
 
@@ -319,6 +383,22 @@ func (n *NATS) RelayStats() (published, failed int64) {
 	}
 	return n.relay.counts()
 }
+
+// RelayRefused reports how many of the relay's messages the stream
+// refused because their expected predecessor was not its last message
+// (another relay was first, or an earlier one of the window failed).
+func (n *NATS) RelayRefused() int64 {
+	if n.relay == nil {
+		return 0
+	}
+	n.relay.mu.Lock()
+	defer n.relay.mu.Unlock()
+	return n.relay.refused
+}
+
+// RelayHolding reports whether this instance's relay publishes: it holds
+// the relay's lease, or needs none.
+func (n *NATS) RelayHolding() bool { return n.relay != nil && n.relay.holding.Load() }
 
 // Close stops the consumers and the relay, then the connection and the
 // embedded server. Events stored but not yet relayed stay in the outbox:

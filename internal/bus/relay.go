@@ -72,15 +72,35 @@ const (
 // the stream sequence they expect to follow, so the stream, not the
 // order of acknowledgements, keeps them in order.
 //
-// Every instance runs a relay over the same table; JetStream drops the
-// copies by Nats-Msg-Id (the event id) within the duplicate window, the
-// expected sequence refuses a copy that another relay's message
-// overtook, and a relay that finds the stream ahead of itself jumps
-// forward, so copies never arrive after the window.
+// With several instances on one database and one NATS, one relay
+// publishes: the holder of a lease in the store (lease.go); the others
+// stand by and take it over when it ends. Should two ever publish at
+// once (a holder past its fence whose last messages are still in
+// flight), JetStream drops the copies by Nats-Msg-Id (the event id)
+// within the duplicate window, the expected sequence refuses a copy
+// that another relay's message overtook, and a relay that finds the
+// stream ahead of itself jumps forward, so copies never arrive after
+// the window.
 type relay struct {
 	n   *NATS
 	src Outbox
 	log *slog.Logger
+
+	// The lease (nil: none, this relay always publishes). held,
+	// leaseUntil and nextClaim are owned by the run goroutine; holding
+	// mirrors held for other goroutines.
+	lease      Leaser
+	owner      string
+	ttl        time.Duration
+	held       bool
+	leaseUntil time.Time
+	nextClaim  time.Time
+	// leaseFailing: the last claim failed (log once per outage).
+	leaseFailing bool
+	holding      atomic.Bool
+	// abandon, when set (tests), makes the relay stop without releasing
+	// its lease, as a crashed process would.
+	abandon atomic.Bool
 
 	wakeC chan struct{}
 
@@ -110,7 +130,10 @@ type relay struct {
 	// lastMsgSeq is the stream sequence of the message lastStream read
 	// (0: none).
 	lastMsgSeq uint64
-	stream     jetstream.Stream // cached handle, nil after an error
+	// deletedWarned is the stream sequence last reported as following
+	// deleted messages (log once).
+	deletedWarned uint64
+	stream        jetstream.Stream // cached handle, nil after an error
 
 	// hold, when set (tests), makes the relay skip its work, as if it
 	// were down.
@@ -136,9 +159,13 @@ type relay struct {
 	refused int64
 }
 
-func newRelay(n *NATS, src Outbox) *relay {
-	return &relay{n: n, src: src, log: n.log.With("part", "relay"), wakeC: make(chan struct{}, 1), late: map[int64]time.Time{},
-		missing: map[int64]time.Time{}}
+func newRelay(n *NATS, src Outbox, lease Leaser, owner string, ttl time.Duration) *relay {
+	r := &relay{n: n, src: src, log: n.log.With("part", "relay"), wakeC: make(chan struct{}, 1), late: map[int64]time.Time{},
+		missing: map[int64]time.Time{}, lease: lease, owner: owner, ttl: ttl}
+	if lease == nil {
+		r.holding.Store(true)
+	}
+	return r
 }
 
 func (r *relay) windowSize() int {
@@ -162,6 +189,7 @@ func (r *relay) wake() {
 func (r *relay) run(ctx context.Context) {
 	tick := time.NewTicker(r.n.o.PollInterval)
 	defer tick.Stop()
+	defer r.release()
 	polled := true // first step: learn the cursor, then publish
 	var (
 		last time.Time
@@ -179,7 +207,13 @@ func (r *relay) run(ctx context.Context) {
 			t     *time.Timer
 		)
 		before := r.Published()
-		d := r.step(ctx, polled)
+		var d time.Duration
+		if r.ensureLease(ctx) {
+			d = r.step(ctx, polled)
+		}
+		if w := r.leaseWait(); w > 0 && (d == 0 || w < d) {
+			d = w
+		}
 		busy = r.Published()-before > 1
 		if d > 0 {
 			t = time.NewTimer(d)
@@ -245,7 +279,7 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 					return wait
 				}
 			}
-			if r.hold.Load() {
+			if r.hold.Load() || !r.ensureLease(ctx) {
 				return 0
 			}
 			// A window: consecutive events, published without waiting
@@ -271,6 +305,8 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 				// Still racing another relay: let it run a little.
 				r.log.Debug("relay: the stream keeps moving; looking again shortly", "after_seq", r.cursor, "err", err)
 				return gapRetry
+			} else if errors.Is(err, errFenced) {
+				return 0 // the next step renews the lease first
 			} else if err != nil {
 				r.fail("relay: publishing failed; events stay in the outbox", err)
 				return 0
@@ -281,7 +317,7 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 			break
 		}
 	}
-	if polled {
+	if polled && r.ensureLease(ctx) {
 		r.publishLate(ctx)
 	}
 	if r.failing {
@@ -487,15 +523,37 @@ func (r *relay) resync(ctx context.Context) error {
 		r.seqKnown = false
 		return err
 	}
-	if r.lastMsgSeq > 0 {
-		r.streamSeq = r.lastMsgSeq
-	} else { // an empty stream (new, or everything aged out)
-		info, err := r.stream.Info(ctx)
-		if err != nil {
-			r.stream = nil
+	// The stream's last sequence can be past its last message: the
+	// messages after it were deleted (an operator removed the newest
+	// one), or everything aged out. A message must then expect that
+	// sequence, or the stream refuses it for ever.
+	info, err := r.stream.Info(ctx)
+	if err != nil {
+		r.stream = nil
+		r.seqKnown = false
+		return err
+	}
+	r.streamSeq = r.lastMsgSeq
+	if info.State.LastSeq > r.lastMsgSeq {
+		// Deleted, or published after lastStream read: read the last
+		// message again. Unchanged, nothing was published between the
+		// two reads (a message stored after Info would be newer), so
+		// what lies between was deleted.
+		msgSeq := r.lastMsgSeq
+		if last, id, ok, err = r.lastStream(ctx); err != nil {
+			r.seqKnown = false
 			return err
 		}
-		r.streamSeq = info.State.LastSeq
+		if r.lastMsgSeq == msgSeq {
+			if msgSeq > 0 && r.deletedWarned != info.State.LastSeq {
+				r.deletedWarned = info.State.LastSeq
+				r.log.Warn("relay: the stream's newest messages were deleted; publishing after them",
+					"stream", r.n.o.Stream, "last_message", msgSeq, "last_seq", info.State.LastSeq)
+			}
+			r.streamSeq = info.State.LastSeq
+		} else {
+			r.streamSeq = r.lastMsgSeq // another relay's: go on after it
+		}
 	}
 	r.seqKnown = true
 	if ok && last > r.cursor && r.stored(ctx, last, id) {
@@ -532,6 +590,10 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 		if f := r.beforePublish.Load(); f != nil {
 			(*f)(ev)
 		}
+		if !r.sendable() {
+			sendErr = errFenced
+			break
+		}
 		msg, err := r.message(ev)
 		if err != nil {
 			sendErr = err
@@ -557,7 +619,7 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 	}
 	var first error // the first failure; what follows it is not counted as progress
 	var ok, failed, refused int64
-	timer := time.NewTimer(publishTimeout + time.Second)
+	timer := time.NewTimer(r.ackDeadline())
 	defer timer.Stop()
 	for i, fut := range futs {
 		var err error
@@ -603,7 +665,9 @@ func (r *relay) publishWindow(ctx context.Context, evs []*store.StoredEvent, lat
 		}
 	}
 	if sendErr != nil {
-		failed++
+		if sendErr != errFenced {
+			failed++
+		}
 		r.seqKnown = false
 		if first == nil {
 			first = sendErr
@@ -628,6 +692,9 @@ func (r *relay) publish(ctx context.Context, ev *store.StoredEvent) error {
 	}
 	return err
 }
+
+// errFenced: the relay's lease ends too soon to send more.
+var errFenced = errors.New("bus: the relay lease ends; not sending")
 
 // JetStream error codes the client library has no names for.
 const (
