@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ward-idp/ward/internal/activity"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -178,9 +179,9 @@ func TestTokenEventsCommitWithToken(t *testing.T) {
 		}
 		// Newest first; each says which generation it used and issued.
 		for i, e := range evs {
-			in, out := e.Data["rt_gen_in"], e.Data["rt_gen_out"]
-			if want := []string{"3", "2", "1"}[i]; in != want || e.Data["refresh_bound"] != "true" {
-				t.Errorf("token.refreshed %d: generation in %q out %q bound %q; want in %s", i, in, out, e.Data["refresh_bound"], want)
+			gin, gout := e.Data[activity.DataRTGenIn], e.Data[activity.DataRTGenOut]
+			if want, wantOut := []string{"3", "2", "1"}[i], []string{"4", "3", "2"}[i]; gin != want || gout != wantOut || e.Data["refresh_bound"] != "true" {
+				t.Errorf("token.refreshed %d: generation in %q out %q bound %q; want %s -> %s, bound", i, gin, gout, e.Data["refresh_bound"], want, wantOut)
 			}
 			if i > 0 && e.Seq >= evs[i-1].Seq {
 				t.Errorf("token.refreshed not in sequence order: %d after %d", e.Seq, evs[i-1].Seq)
