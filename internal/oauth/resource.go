@@ -295,13 +295,20 @@ func (p *Provider) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if err := p.c.Store.DeleteRefreshToken(ctx, hash); err != nil && !errors.Is(err, store.ErrNotFound) {
-		writeTokenError(w, serverError(err))
-		return
-	}
+	// The deletion and its token.revoked commit together; a token deleted
+	// meanwhile (by a concurrent revocation, which recorded it) is no
+	// error and records nothing more.
 	ev := ri.Event(model.EventTokenRevoked)
 	ev.Actor, ev.ClientID, ev.UserID, ev.SessionID, ev.Reason = c.ID, c.ID, rt.UserID, rt.SessionID, model.ReasonClientRevokedRefreshToken
-	_ = p.events.Emit(ctx, ev)
+	ectx := p.events.Pending(ctx, ev, nil)
+	switch err := p.c.Store.DeleteRefreshToken(ectx, hash); {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		writeTokenError(w, serverError(err))
+		return
+	default:
+		_ = p.events.Emit(ectx, ev)
+	}
 	w.WriteHeader(http.StatusOK)
 }
 

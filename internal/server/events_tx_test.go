@@ -64,7 +64,8 @@ func (c *committedWith) wantOnce(t *testing.T, in *wardtest.Instance, corr strin
 
 // The OAuth paths behind CAE signals commit their event with the session
 // revocation: a refresh token replayed, an access token revoked by its
-// client, a logout.
+// client, a logout; and the token endpoint commits token.issued and
+// token.refreshed with the refresh token they record.
 func TestCriticalEventsCommitWithChange(t *testing.T) {
 	criticalEvents(t, wardtest.Start(t, wardtest.Options{}))
 }
@@ -89,9 +90,14 @@ func criticalEvents(t *testing.T, in *wardtest.Instance) {
 	r := exchange(t, in, "spa", code, verifier, s)
 	rt := r.str("refresh_token")
 	sid, _ := claims(t, r.str("access_token"))["sid"].(string)
-	if r2 := refresh(t, in, "spa", rt, s); r2.Status != 200 {
+	// The code exchange's token.issued commits with its refresh token,
+	// the rotation's token.refreshed with the rotation.
+	seen.wantOnce(t, in, r.Header.Get("X-Correlation-ID"), model.EventTokenIssued, true)
+	r2 := refresh(t, in, "spa", rt, s)
+	if r2.Status != 200 {
 		t.Fatalf("refresh: %d %s", r2.Status, r2.Body)
 	}
+	seen.wantOnce(t, in, r2.Header.Get("X-Correlation-ID"), model.EventTokenRefreshed, true)
 	reuse := refresh(t, in, "spa", rt, s)
 	wantError(t, reuse, 400, "invalid_grant")
 	corr := reuse.Header.Get("X-Correlation-ID")

@@ -205,6 +205,8 @@ type Store interface {
 	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string, createdUntil time.Time) ([]string, error)
 
 	// Refresh tokens.
+	// CreateRefreshToken stores t with ctx's pending events
+	// (store.WithEvent: the grant's token.issued) in one transaction.
 	CreateRefreshToken(ctx context.Context, t *model.RefreshToken) error
 	GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error)
 	// GetRefreshGrant returns a refresh token with its session and its
@@ -217,7 +219,12 @@ type Store interface {
 	// RotateRefreshToken atomically marks oldHash rotated at `at` and stores
 	// next. If oldHash was already rotated it stores nothing and returns the
 	// old record with ErrAlreadyUsed (reuse: the caller revokes the session).
+	// A rotation commits ctx's pending events (store.WithEvent: the
+	// grant's token.refreshed) with it, or neither commits; a call that
+	// does not rotate appends none.
 	RotateRefreshToken(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error)
+	// DeleteRefreshToken deletes a refresh token with ctx's pending events
+	// in one transaction; ErrNotFound (and no event) when there is none.
 	DeleteRefreshToken(ctx context.Context, hash []byte) error
 	// RevokeClientGrant ends one client's grant in a session: it deletes
 	// the client's refresh tokens of the session and records revokedKey
@@ -494,9 +501,10 @@ type Sealed struct {
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
-// CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode,
-// CreateWebAuthnCredential, DeleteWebAuthnCredential(s) and
-// ResealAll: the first of them made with the context takes
+// RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
+// rotates), DeleteRefreshToken, CreatePolicyVersion,
+// ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
+// DeleteWebAuthnCredential(s) and ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method
 // ignores them.

@@ -59,6 +59,9 @@ type issuance struct {
 	claims *tokens.AccessClaims
 	resp   *Response
 	ev     *model.Event
+	// rotate: the context carrying ev to the store write that commits it
+	// with the refresh token (nil: ev is recorded on its own)
+	evCtx context.Context
 }
 
 // issue is the issuing pipeline: bind -> checkAccess -> mint -> rotate
@@ -440,16 +443,17 @@ func (e *env) rotate(ctx context.Context, is *issuance) *oautherr.Error {
 	case is.prev != nil:
 		next.JKT = is.prev.JKT
 	}
-	if err := e.storeRefreshToken(ctx, is, next); err != nil {
-		return err
-	}
-	is.resp.RefreshToken = raw
+	// The event is complete before the write that commits it.
 	if next.JKT != "" {
 		is.ev.Data["refresh_bound"] = "true"
 	}
 	if next.Generation > 0 {
 		is.ev.Data[activity.DataRTGenOut] = strconv.Itoa(next.Generation)
 	}
+	if err := e.storeRefreshToken(ctx, is, next); err != nil {
+		return err
+	}
+	is.resp.RefreshToken = raw
 	return nil
 }
 
@@ -467,17 +471,23 @@ func nextGeneration(prev *model.RefreshToken) int {
 }
 
 // storeRefreshToken creates next, or rotates the presented token into it
-// in one store operation: a token rotated by a concurrent request since
-// it was read is reuse, one gone since (its session was revoked
-// meanwhile) is unknown, as it would be if read now.
+// in one store operation that also commits the issuance's event
+// (token.issued, token.refreshed): the refresh token and its audit record
+// are stored together or not at all, so a failure between the two (a
+// database cut, a refused insert) cannot leave a usable token, or a used
+// one, that the audit log does not show. A token rotated by a concurrent
+// request since it was read is reuse, one gone since (its session was
+// revoked meanwhile) is unknown, as it would be if read now; neither
+// records the issuance's event.
 func (e *env) storeRefreshToken(ctx context.Context, is *issuance, next *model.RefreshToken) *oautherr.Error {
+	is.evCtx = e.Events.Pending(ctx, is.ev, nil)
 	if is.prev == nil {
-		if err := e.Store.CreateRefreshToken(ctx, next); err != nil {
+		if err := e.Store.CreateRefreshToken(is.evCtx, next); err != nil {
 			return oautherr.Server(err)
 		}
 		return nil
 	}
-	old, err := e.Store.RotateRefreshToken(ctx, is.prev.Hash, is.now, next)
+	old, err := e.Store.RotateRefreshToken(is.evCtx, is.prev.Hash, is.now, next)
 	switch {
 	case errors.Is(err, store.ErrAlreadyUsed):
 		if old == nil {
@@ -494,12 +504,25 @@ func (e *env) storeRefreshToken(ctx context.Context, is *issuance, next *model.R
 
 // record touches the session (its idle lifetime is counted in hours:
 // touching it at most once a minute saves a database write on almost
-// every refresh) and records the issuance.
+// every refresh) and records the issuance: it publishes the event, which
+// the audit persister appends unless rotate's write committed it already.
+// Once that write committed the refresh token and its event, a subscriber
+// that fails does not fail the response: the token the client would lose
+// is the only live one of its grant.
 func (e *env) record(ctx context.Context, is *issuance) *oautherr.Error {
 	if s := is.d.sess; s != nil && is.now.Sub(s.LastSeen) >= time.Minute {
 		_ = e.Store.TouchSession(ctx, s.ID, is.now)
 	}
-	if err := e.Events.Emit(ctx, is.ev); err != nil {
+	ectx := ctx
+	if is.evCtx != nil {
+		ectx = is.evCtx
+	}
+	if err := e.Events.Emit(ectx, is.ev); err != nil {
+		if store.EventStored(ectx, is.ev) {
+			e.Log.ErrorContext(ctx, "token event committed, but a subscriber failed", "type", string(is.ev.Type),
+				"event_id", is.ev.ID, "correlation_id", is.req.Origin.CorrID, "err", err)
+			return nil
+		}
 		return oautherr.Server(err)
 	}
 	return nil

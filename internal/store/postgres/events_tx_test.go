@@ -15,9 +15,24 @@ import (
 // transaction around it: only a rollback ends it).
 func TestEventAtomicity(t *testing.T) {
 	d := dsn(t)
-	ctx := context.Background()
 	s := open(t, d)
-	schema := s.Schema()
+	refuseAppends(t, d, s.Schema())
+	storetest.RunEventAtomicity(t, s)
+}
+
+// TestTokenEventAtomicity runs storetest.RunTokenEventAtomicity: the
+// rotation statement's event CTE failing fails the rotation.
+func TestTokenEventAtomicity(t *testing.T) {
+	d := dsn(t)
+	s := open(t, d)
+	refuseAppends(t, d, s.Schema())
+	storetest.RunTokenEventAtomicity(t, s)
+}
+
+// refuseAppends installs the trigger of TestEventAtomicity in schema.
+func refuseAppends(t *testing.T, d, schema string) {
+	t.Helper()
+	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, d)
 	if err != nil {
 		t.Fatal(err)
@@ -39,5 +54,4 @@ func TestEventAtomicity(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	storetest.RunEventAtomicity(t, s)
 }

@@ -43,6 +43,17 @@ func TestEventAtomicity(t *testing.T) {
 	storetest.RunEventAtomicity(t, s)
 }
 
+func TestTokenEventAtomicity(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ward.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	refuseAppends(t, path)
+	storetest.RunTokenEventAtomicity(t, s)
+}
+
 // TestEventAtomicityGroupCommit runs writes with events concurrently, so
 // that the group-commit writer shares transactions between them (each
 // write in a savepoint): a refused append rolls back its own write and

@@ -126,6 +126,69 @@ func testEventWithChange(t *testing.T, s store.Store) {
 		wantStored(t, "RevokeClientGrant again", ectx, e, false, 0)
 	})
 
+	t.Run("RefreshTokens", func(t *testing.T) {
+		must(t, "CreateUser", s.CreateUser(ctx, fullUser("u-rt", "dave")))
+		must(t, "CreateSession", s.CreateSession(ctx, fullSession("s-rt", "u-rt")))
+
+		e := pendingEvent("ev-rt-issued", model.EventTokenIssued, "u-rt")
+		ectx := store.WithEvent(ctx, e)
+		must(t, "CreateRefreshToken with an event", s.CreateRefreshToken(ectx, fullRefresh("rt-a", "s-rt")))
+		wantStored(t, "CreateRefreshToken with an event", ectx, e, true, 1)
+
+		e = pendingEvent("ev-rt-taken", model.EventTokenIssued, "u-rt")
+		ectx = store.WithEvent(ctx, e)
+		wantErr(t, "CreateRefreshToken of a taken hash", s.CreateRefreshToken(ectx, fullRefresh("rt-a", "s-rt")), store.ErrAlreadyExists)
+		wantStored(t, "CreateRefreshToken of a taken hash", ectx, e, false, 0)
+
+		e = pendingEvent("ev-rt-refreshed", model.EventTokenRefreshed, "u-rt")
+		ectx = store.WithEvent(ctx, e)
+		old, err := s.RotateRefreshToken(ectx, []byte("rt-a"), at(time.Hour), fullRefresh("rt-b", "s-rt"))
+		must(t, "RotateRefreshToken with an event", err)
+		if old == nil || old.RotatedAt.IsZero() {
+			t.Errorf("RotateRefreshToken with an event: old record %+v", old)
+		}
+		wantStored(t, "RotateRefreshToken with an event", ectx, e, true, 1)
+
+		// Reuse rotates nothing and records nothing (the caller records
+		// the reuse with the session's revocation).
+		e = pendingEvent("ev-rt-reused", model.EventTokenRefreshed, "u-rt")
+		ectx = store.WithEvent(ctx, e)
+		_, err = s.RotateRefreshToken(ectx, []byte("rt-a"), at(2*time.Hour), fullRefresh("rt-c", "s-rt"))
+		wantErr(t, "RotateRefreshToken of a rotated token", err, store.ErrAlreadyUsed)
+		wantStored(t, "RotateRefreshToken of a rotated token", ectx, e, false, 0)
+		if _, err := s.GetRefreshToken(ctx, []byte("rt-c")); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("successor of a reused token: %v, want ErrNotFound", err)
+		}
+
+		e = pendingEvent("ev-rt-missing", model.EventTokenRefreshed, "u-rt")
+		ectx = store.WithEvent(ctx, e)
+		_, err = s.RotateRefreshToken(ectx, []byte("rt-none"), at(time.Hour), fullRefresh("rt-d", "s-rt"))
+		wantErr(t, "RotateRefreshToken of an unknown token", err, store.ErrNotFound)
+		wantStored(t, "RotateRefreshToken of an unknown token", ectx, e, false, 0)
+
+		// Several events take the transaction, in order.
+		e1, e2 := pendingEvent("ev-rt-one", model.EventTokenRefreshed, "u-rt"), pendingEvent("ev-rt-two", model.EventTokenRefreshed, "u-rt")
+		ectx = store.WithEvents(ctx, func([]string) []*model.Event { return []*model.Event{e1, e2} })
+		_, err = s.RotateRefreshToken(ectx, []byte("rt-b"), at(time.Hour), fullRefresh("rt-e", "s-rt"))
+		must(t, "RotateRefreshToken with two events", err)
+		wantStored(t, "RotateRefreshToken with two events", ectx, e1, true, 2)
+		if !store.EventStored(ectx, e2) {
+			t.Error("RotateRefreshToken with two events: the second not stored")
+		}
+		if evs := storedEvents(t, s); evs["ev-rt-one"] == nil || evs["ev-rt-two"] == nil || evs["ev-rt-one"].Seq >= evs["ev-rt-two"].Seq {
+			t.Error("RotateRefreshToken with two events: not appended in order")
+		}
+
+		e = pendingEvent("ev-rt-revoked", model.EventTokenRevoked, "u-rt")
+		ectx = store.WithEvent(ctx, e)
+		must(t, "DeleteRefreshToken with an event", s.DeleteRefreshToken(ectx, []byte("rt-e")))
+		wantStored(t, "DeleteRefreshToken with an event", ectx, e, true, 1)
+		e = pendingEvent("ev-rt-revoked-again", model.EventTokenRevoked, "u-rt")
+		ectx = store.WithEvent(ctx, e)
+		wantErr(t, "DeleteRefreshToken of a deleted token", s.DeleteRefreshToken(ectx, []byte("rt-e")), store.ErrNotFound)
+		wantStored(t, "DeleteRefreshToken of a deleted token", ectx, e, false, 0)
+	})
+
 	t.Run("UpdateUserFails", func(t *testing.T) {
 		e := pendingEvent("ev-missing", model.EventUserDisabled, "nobody")
 		ectx := store.WithEvent(ctx, e)
@@ -308,6 +371,146 @@ func testEventWithChange(t *testing.T, s store.Store) {
 		must(t, "DeleteUser with an event", s.DeleteUser(ectx, "u3"))
 		wantStored(t, "DeleteUser with an event", ectx, e, true, 1)
 	})
+}
+
+// testRotateRefreshTokenConcurrentEvents races rotations of one token,
+// each with its own pending token.refreshed: exactly one rotates, and
+// exactly its event is stored.
+func testRotateRefreshTokenConcurrentEvents(t *testing.T, s store.Store) {
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "u1")))
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("old", "s1")))
+	evs := make([]*model.Event, racers)
+	ectxs := make([]context.Context, racers)
+	for i := range racers {
+		evs[i] = pendingEvent("ev-race-"+strconv.Itoa(i), model.EventTokenRefreshed, "u1")
+		ectxs[i] = store.WithEvent(ctx, evs[i])
+	}
+	errs := race(func(i int) error {
+		_, err := s.RotateRefreshToken(ectxs[i], []byte("old"), at(time.Duration(i+1)*time.Second),
+			fullRefresh("next-"+strconv.Itoa(i), "s1"))
+		return err
+	})
+	w := oneWinner(t, "concurrent RotateRefreshToken with events", errs, store.ErrAlreadyUsed)
+	stored := storedEvents(t, s)
+	if len(stored) != 1 {
+		t.Errorf("%d events stored, want 1", len(stored))
+	}
+	for i := range racers {
+		if got := store.EventStored(ectxs[i], evs[i]); got != (i == w) {
+			t.Errorf("goroutine %d: EventStored %v, want %v", i, got, i == w)
+		}
+		if got := stored[evs[i].ID] != nil; got != (i == w) {
+			t.Errorf("goroutine %d: event in the table %v, want %v", i, got, i == w)
+		}
+	}
+}
+
+// RunTokenEventAtomicity checks, as RunEventAtomicity does, the writes of
+// the token endpoint that commit a refresh token's change with its event:
+// a rotation, a new token and a deletion whose event the database refuses
+// change nothing (the presented token stays the live one and can still be
+// rotated), and the same writes with events the database accepts commit
+// both, one event each, in order. The store's database must refuse every
+// event whose Reason is RefusedAppend.
+func RunTokenEventAtomicity(t *testing.T, s store.Store) {
+	refused := func(id string, typ model.EventType) *model.Event {
+		e := pendingEvent(id, typ, "u1")
+		e.Reason = RefusedAppend
+		return e
+	}
+	if _, err := s.AppendEvent(ctx, refused("probe", model.EventTokenRefreshed)); err == nil {
+		t.Fatalf("AppendEvent with Reason %q succeeded: the database does not refuse it", RefusedAppend)
+	}
+	must(t, "CreateUser", s.CreateUser(ctx, fullUser("u1", "alice")))
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "u1")))
+	must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("rt-1", "s1")))
+	wantLive := func(what string, live []string, gone ...string) {
+		t.Helper()
+		for _, h := range live {
+			rt, err := s.GetRefreshToken(ctx, []byte(h))
+			if err != nil || !rt.RotatedAt.IsZero() {
+				t.Errorf("%s: %s should be live: %+v, %v", what, h, rt, err)
+			}
+		}
+		for _, h := range gone {
+			if _, err := s.GetRefreshToken(ctx, []byte(h)); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s: %s stored (%v), want none", what, h, err)
+			}
+		}
+	}
+	noEvents := func(what string) {
+		t.Helper()
+		if evs := storedEvents(t, s); len(evs) != 0 {
+			t.Errorf("%s: %d events stored, want none", what, len(evs))
+		}
+	}
+	refusedWrite := func(what string, e *model.Event, do func(context.Context) error) {
+		t.Helper()
+		ectx := store.WithEvent(ctx, e)
+		err := do(ectx)
+		if err == nil || errors.Is(err, store.ErrAlreadyUsed) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrAlreadyExists) {
+			t.Errorf("%s with an event the database refuses: got %v, want a plain failure", what, err)
+		}
+		if store.EventStored(ectx, e) {
+			t.Errorf("%s: EventStored after a failed append", what)
+		}
+	}
+
+	refusedWrite("rotate", refused("r-rotate", model.EventTokenRefreshed), func(c context.Context) error {
+		_, err := s.RotateRefreshToken(c, []byte("rt-1"), at(time.Hour), fullRefresh("rt-2", "s1"))
+		return err
+	})
+	wantLive("refused rotation", []string{"rt-1"}, "rt-2")
+	noEvents("refused rotation")
+
+	refusedWrite("create", refused("r-create", model.EventTokenIssued), func(c context.Context) error {
+		return s.CreateRefreshToken(c, fullRefresh("rt-new", "s1"))
+	})
+	wantLive("refused creation", []string{"rt-1"}, "rt-new")
+	noEvents("refused creation")
+
+	refusedWrite("delete", refused("r-delete", model.EventTokenRevoked), func(c context.Context) error {
+		return s.DeleteRefreshToken(c, []byte("rt-1"))
+	})
+	wantLive("refused deletion", []string{"rt-1"})
+	noEvents("refused deletion")
+
+	// The token that was not rotated is still the one to present: the
+	// refused attempt did not use it up.
+	var accepted []*model.Event
+	accept := func(what string, e *model.Event, do func(context.Context) error) {
+		t.Helper()
+		ectx := store.WithEvent(ctx, e)
+		must(t, what, do(ectx))
+		if !store.EventStored(ectx, e) {
+			t.Errorf("%s: EventStored false", what)
+		}
+		accepted = append(accepted, e)
+	}
+	accept("rotate", pendingEvent("a-rotate", model.EventTokenRefreshed, "u1"), func(c context.Context) error {
+		_, err := s.RotateRefreshToken(c, []byte("rt-1"), at(time.Hour), fullRefresh("rt-2", "s1"))
+		return err
+	})
+	accept("create", pendingEvent("a-create", model.EventTokenIssued, "u1"), func(c context.Context) error {
+		return s.CreateRefreshToken(c, fullRefresh("rt-new", "s1"))
+	})
+	accept("delete", pendingEvent("a-delete", model.EventTokenRevoked, "u1"), func(c context.Context) error {
+		return s.DeleteRefreshToken(c, []byte("rt-new"))
+	})
+	wantLive("accepted writes", []string{"rt-2"}, "rt-new")
+	if rt, err := s.GetRefreshToken(ctx, []byte("rt-1")); err != nil || rt.RotatedAt.IsZero() {
+		t.Errorf("rt-1 after the accepted rotation: %+v, %v; want rotated", rt, err)
+	}
+	got, err := s.EventsAfter(ctx, 0, 100)
+	must(t, "EventsAfter", err)
+	if len(got) != len(accepted) {
+		t.Fatalf("%d events stored, want %d", len(got), len(accepted))
+	}
+	for i, e := range got {
+		if e.ID != accepted[i].ID {
+			t.Errorf("event %d is %s, want %s (in the order of the writes)", i, e.ID, accepted[i].ID)
+		}
+	}
 }
 
 // RefusedAppend is the Reason of the events RunEventAtomicity makes the

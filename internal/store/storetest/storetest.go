@@ -63,6 +63,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RefreshGrant", testRefreshGrant},
 		{"RotateRefreshToken", testRotateRefreshToken},
 		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
+		{"RotateRefreshTokenConcurrentEvents", testRotateRefreshTokenConcurrentEvents},
 		{"AuthCode", testAuthCode},
 		{"AuthCodeConcurrent", testAuthCodeConcurrent},
 		{"PushedRequest", testPushedRequest},

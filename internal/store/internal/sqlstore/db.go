@@ -99,7 +99,10 @@ type Dialect struct {
 	LockSession string
 	// RotateInOneStatement makes RotateRefreshToken one statement of
 	// data-modifying CTEs (rotateRefreshSQL, PostgreSQL) instead of a
-	// transaction of four: one round trip and one commit.
+	// transaction of four: one round trip and one commit. The rotation's
+	// pending event, and CreateRefreshToken with its pending event, go
+	// into the statement too (rotateRefreshEventSQL,
+	// createRefreshEventSQL).
 	RotateInOneStatement bool
 	// IsUniqueViolation reports a primary-key or unique constraint error.
 	IsUniqueViolation func(error) bool

@@ -23,7 +23,12 @@ import (
 // only looks at values. On SQLite the callback may run a second time (see
 // sqlite's InTx); appended is reset on every run.
 func (s *Store) inTxEvent(ctx context.Context, fn func(q Querier) ([]string, error)) error {
-	p := store.TakeEvent(ctx)
+	return s.inTxPending(ctx, store.TakeEvent(ctx), fn)
+}
+
+// inTxPending is inTxEvent with the pending events already taken (nil:
+// none), for a write that took them to decide how to run.
+func (s *Store) inTxPending(ctx context.Context, p *store.PendingEvent, fn func(q Querier) ([]string, error)) error {
 	if p == nil {
 		return s.db.InTx(ctx, func(q Querier) error {
 			_, err := fn(q)

@@ -286,23 +286,53 @@ func (s *Store) lockSession(ctx context.Context, q Querier, id string) error {
 	return wrap("lock session", err)
 }
 
-// CreateRefreshToken stores a new refresh token.
+// CreateRefreshToken stores a new refresh token, with the events pending
+// on ctx (store.WithEvent) in the same transaction.
 func (s *Store) CreateRefreshToken(ctx context.Context, t *model.RefreshToken) error {
 	if len(t.Hash) == 0 {
 		return errors.New("store: create refresh token: hash is required")
 	}
-	if s.d.LockSession == "" {
+	p := store.TakeEvent(ctx)
+	if s.d.LockSession == "" && p == nil {
 		_, err := s.db.Write().Exec(ctx, insertRefresh, refreshArgs(t)...)
 		return s.createErr("refresh token", err)
 	}
-	return s.db.InTx(ctx, func(q Querier) error {
+	if s.d.RotateInOneStatement && p != nil {
+		if evs := p.Events(nil); len(evs) == 1 {
+			args := append(refreshArgs(t), s.eventValues(evs[0])...)
+			if _, err := s.db.Write().Exec(ctx, createRefreshEventSQL, args...); err != nil {
+				if s.d.IsUniqueViolation(err) {
+					return s.createErr("refresh token", err)
+				}
+				return wrap("create refresh token", err)
+			}
+			p.MarkStored(evs)
+			return nil
+		}
+	}
+	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
 		if err := s.lockSession(ctx, q, t.SessionID); err != nil {
-			return err
+			return nil, err
 		}
 		_, err := q.Exec(ctx, insertRefresh, refreshArgs(t)...)
-		return s.createErr("refresh token", err)
+		return nil, s.createErr("refresh token", err)
 	})
 }
+
+// createRefreshEventSQL is CreateRefreshToken's transaction with one
+// event as one statement (PostgreSQL, as rotateRefreshSQL): the session's
+// share lock, the token ($1–$14) and the event ($15–$32: eventCols and
+// the record MAC), which the INSERT of the token gates.
+var createRefreshEventSQL = `WITH s AS (SELECT 1 FROM sessions WHERE id = $2 FOR SHARE),
+	ins AS (INSERT INTO refresh_tokens (` + refreshCols + `)
+		SELECT $1::bytea, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text, $9::text,
+			$10::bigint, $11::bigint, $12::bigint, $13::text, $14::bigint
+		WHERE (SELECT count(*) FROM s) >= 0 RETURNING 1)
+	INSERT INTO events (` + eventCols + `, mac)
+		SELECT $15::text, $16::text, $17::bigint, $18::text, $19::text, $20::text, $21::text, $22::text,
+			$23::text, $24::text, $25::text, $26::text, $27::text, $28::text, $29::text, $30::text, $31::text,
+			$32::bytea
+		WHERE EXISTS (SELECT 1 FROM ins)`
 
 // GetRefreshToken returns a refresh token by hash.
 func (s *Store) GetRefreshToken(ctx context.Context, hash []byte) (*model.RefreshToken, error) {
@@ -395,9 +425,11 @@ func (s *Store) refreshGrantApart(ctx context.Context, hash []byte, jkt string) 
 }
 
 // RotateRefreshToken marks oldHash rotated at `at` and stores next, in
-// one transaction. On success it returns the old record with RotatedAt
-// set. If oldHash was rotated before it stores nothing and returns the old
-// record with ErrAlreadyUsed; a missing oldHash is ErrNotFound.
+// one transaction, with the events pending on ctx (store.WithEvent) when
+// it rotates. On success it returns the old record with RotatedAt set. If
+// oldHash was rotated before it stores nothing, records no event and
+// returns the old record with ErrAlreadyUsed; a missing oldHash is
+// ErrNotFound.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error) {
 	if at.IsZero() {
 		return nil, errors.New("store: rotate refresh token: rotation time is required")
@@ -405,29 +437,42 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.
 	if next == nil || len(next.Hash) == 0 {
 		return nil, errors.New("store: rotate refresh token: next token hash is required")
 	}
+	p := store.TakeEvent(ctx)
 	if s.d.RotateInOneStatement {
-		return s.rotateOneStatement(ctx, oldHash, at, next)
+		var evs []*model.Event
+		if p != nil {
+			evs = p.Events(nil)
+		}
+		// One event (token.refreshed) goes into the statement; any other
+		// number takes the transaction, which appends them in order.
+		if len(evs) <= 1 {
+			old, err := s.rotateOneStatement(ctx, oldHash, at, next, evs)
+			if err == nil && len(evs) == 1 {
+				p.MarkStored(evs)
+			}
+			return old, err
+		}
 	}
 	var old *model.RefreshToken
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
 		if err := s.lockSession(ctx, q, next.SessionID); err != nil {
-			return err
+			return nil, err
 		}
 		var err error
 		old, err = scanRefresh(q.QueryRow(ctx, `UPDATE refresh_tokens SET rotated_at = $2
 			WHERE hash = $1 AND rotated_at = 0 RETURNING `+refreshSelect, oldHash, micros(at)))
 		if err == nil {
 			_, err = q.Exec(ctx, insertRefresh, refreshArgs(next)...)
-			return s.createErr("refresh token", err)
+			return nil, s.createErr("refresh token", err)
 		}
 		if !s.d.IsNoRows(err) {
-			return wrap("rotate refresh token", err)
+			return nil, wrap("rotate refresh token", err)
 		}
 		old, err = scanRefresh(q.QueryRow(ctx, `SELECT `+refreshSelect+` FROM refresh_tokens WHERE hash = $1`, oldHash))
 		if err != nil {
-			return s.getErr("refresh token", err)
+			return nil, s.getErr("refresh token", err)
 		}
-		return errRollback
+		return nil, errRollback
 	})
 	switch {
 	case errors.Is(err, errRollback):
@@ -449,28 +494,48 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash []byte, at time.
 // one snapshot, so the old row of a token that was not rotated here is
 // the one of the statement's start ($15 old hash, $16 rotation time, $2
 // the session).
-var rotateRefreshSQL = `WITH s AS (SELECT 1 FROM sessions WHERE id = $2 FOR SHARE),
+var rotateRefreshSQL = rotateRefreshWith("")
+
+// rotateRefreshEventSQL is rotateRefreshSQL that also appends one event
+// ($17–$34: eventCols and the record MAC) when, and only when, it rotates:
+// the rotation and its audit record are one statement, so one commit,
+// and a failing append (a constraint, a trigger, the connection lost
+// before the commit) rotates nothing.
+var rotateRefreshEventSQL = rotateRefreshWith(`,
+	ev AS (INSERT INTO events (` + eventCols + `, mac)
+		SELECT $17::text, $18::text, $19::bigint, $20::text, $21::text, $22::text, $23::text, $24::text,
+			$25::text, $26::text, $27::text, $28::text, $29::text, $30::text, $31::text, $32::text, $33::text,
+			$34::bytea
+		WHERE EXISTS (SELECT 1 FROM old))`)
+
+func rotateRefreshWith(more string) string {
+	return `WITH s AS (SELECT 1 FROM sessions WHERE id = $2 FOR SHARE),
 	old AS (UPDATE refresh_tokens SET rotated_at = $16
 		WHERE hash = $15 AND rotated_at = 0 AND (SELECT count(*) FROM s) >= 0 RETURNING ` + refreshSelect + `),
 	ins AS (INSERT INTO refresh_tokens (` + refreshCols + `)
 		SELECT $1::bytea, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text, $9::text,
 			$10::bigint, $11::bigint, $12::bigint, $13::text, $14::bigint
-		WHERE EXISTS (SELECT 1 FROM old))
+		WHERE EXISTS (SELECT 1 FROM old))` + more + `
 	SELECT true, old.* FROM old
 	UNION ALL
 	SELECT false, ` + refreshSelect + ` FROM refresh_tokens WHERE hash = $15 AND NOT EXISTS (SELECT 1 FROM old)`
+}
 
-// rotateOneStatement is RotateRefreshToken in one statement. A token
-// that the statement found unrotated but could not rotate changed while
-// it waited (rotated, or deleted with its session, by a transaction that
-// committed meanwhile): it is read again, now, to tell which.
-func (s *Store) rotateOneStatement(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken) (*model.RefreshToken, error) {
+// rotateOneStatement is RotateRefreshToken in one statement, with evs (at
+// most one) appended by it when it rotates. A token that the statement
+// found unrotated but could not rotate changed while it waited (rotated,
+// or deleted with its session, by a transaction that committed
+// meanwhile): it is read again, now, to tell which.
+func (s *Store) rotateOneStatement(ctx context.Context, oldHash []byte, at time.Time, next *model.RefreshToken, evs []*model.Event) (*model.RefreshToken, error) {
 	var (
 		rotated bool
 		x       refreshRow
 	)
-	args := append(refreshArgs(next), oldHash, micros(at))
-	err := s.db.Write().QueryRow(ctx, rotateRefreshSQL, args...).Scan(append([]any{&rotated}, x.dest()...)...)
+	query, args := rotateRefreshSQL, append(refreshArgs(next), oldHash, micros(at))
+	if len(evs) == 1 {
+		query, args = rotateRefreshEventSQL, append(args, s.eventValues(evs[0])...)
+	}
+	err := s.db.Write().QueryRow(ctx, query, args...).Scan(append([]any{&rotated}, x.dest()...)...)
 	if s.d.IsNoRows(err) {
 		return nil, notFound("refresh token")
 	}
@@ -500,10 +565,18 @@ func (s *Store) rotateOneStatement(ctx context.Context, oldHash []byte, at time.
 	return old, store.ErrAlreadyUsed
 }
 
-// DeleteRefreshToken deletes a refresh token.
+// DeleteRefreshToken deletes a refresh token, with the events pending on
+// ctx (store.WithEvent) in the same transaction when it deletes one.
 func (s *Store) DeleteRefreshToken(ctx context.Context, hash []byte) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM refresh_tokens WHERE hash = $1`, hash)
-	return deleted("refresh token", n, err)
+	p := store.TakeEvent(ctx)
+	if p == nil {
+		n, err := s.db.Write().Exec(ctx, `DELETE FROM refresh_tokens WHERE hash = $1`, hash)
+		return deleted("refresh token", n, err)
+	}
+	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
+		n, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE hash = $1`, hash)
+		return nil, deleted("refresh token", n, err)
+	})
 }
 
 // ---- authorization codes ----
