@@ -505,8 +505,9 @@ type Sealed struct {
 // The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
 // CreatePolicyVersion, ReplaceRecoveryCodes, UseRecoveryCode,
-// CreateWebAuthnCredential, DeleteWebAuthnCredential(s),
-// RevokeUserSessionsUnremediated and ResealAll: the first of them made with the context takes
+// CreateWebAuthnCredential, RenameWebAuthnCredential,
+// DeleteWebAuthnCredential(s), RevokeUserSessionsUnremediated and
+// ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method
 // ignores them.
