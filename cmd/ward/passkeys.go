@@ -28,7 +28,7 @@ func passkeysShown(l []*model.WebAuthnCredential) string {
 	return fmt.Sprintf("%d (%s; ward user passkeys list)", len(names), strings.Join(names, ", "))
 }
 
-// newUserPasskeysCmd is `ward user passkeys list|remove|reset`.
+// newUserPasskeysCmd is `ward user passkeys list|rename|remove|reset`.
 func newUserPasskeysCmd(e *cliEnv) *cobra.Command {
 	cmd := groupCmd("passkeys", "Manage a user's passkeys and security keys (WebAuthn)")
 
@@ -88,6 +88,26 @@ func newUserPasskeysCmd(e *cliEnv) *cobra.Command {
 		},
 	}
 
+	rename := &cobra.Command{
+		Use:   "rename USER ID NAME",
+		Short: "Rename one of a user's passkeys (passkey.renamed)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.withApp(cmd, func(ctx context.Context, a *app.App) error {
+				u, err := findUser(ctx, a, args[0])
+				if err != nil {
+					return err
+				}
+				c, err := a.Identity.RenamePasskey(ctx, actorCLI, u.ID, args[1], args[2])
+				if err != nil {
+					return fmt.Errorf("rename passkey %s of %s: %w", args[1], u.Username, err)
+				}
+				fmt.Fprintf(e.stdout, "renamed passkey %s of %s to %q\n", c.ID, u.Username, c.Name)
+				return nil
+			})
+		},
+	}
+
 	var reason string
 	reset := &cobra.Command{
 		Use:   "reset USER",
@@ -115,6 +135,6 @@ remediated.`,
 		},
 	}
 	reset.Flags().StringVar(&reason, "reason", "", "how the user's identity was checked (kept in the audit log)")
-	cmd.AddCommand(list, remove, reset)
+	cmd.AddCommand(list, rename, remove, reset)
 	return cmd
 }

@@ -47,6 +47,15 @@ func TestUserPasskeys(t *testing.T) {
 	if !strings.Contains(out, ids[0]) || !strings.Contains(out, "Laptop") || !strings.Contains(out, "Phone") || !strings.Contains(out, "passkey") {
 		t.Fatalf("list:\n%s", out)
 	}
+	if out := h.ok("", "user", "passkeys", "rename", "erin", ids[1], "Work phone"); out != "renamed passkey "+ids[1]+" of erin to \"Work phone\"\n" {
+		t.Errorf("rename: %q", out)
+	}
+	if _, errs, code := h.run("", "user", "passkeys", "rename", "erin", ids[1], "bad\x1b[2Jname"); code == 0 || !strings.Contains(errs, "invalid input") {
+		t.Errorf("rename to a name with an escape: %d %q", code, errs)
+	}
+	if out := h.ok("", "user", "passkeys", "list", "erin"); !strings.Contains(out, "Work phone") {
+		t.Errorf("list after rename:\n%s", out)
+	}
 	if out := h.ok("", "user", "passkeys", "remove", "erin", ids[0]); out != "removed passkey "+ids[0]+" of erin\n" {
 		t.Errorf("remove: %q", out)
 	}

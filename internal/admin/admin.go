@@ -117,6 +117,7 @@ func (api *API) routes() {
 	api.handle("DELETE /users/{id}/totp", api.removeTOTP)
 	api.handle("POST /users/{id}/recovery-codes", api.newRecoveryCodes)
 	api.handle("GET /users/{id}/passkeys", api.listPasskeys)
+	api.handle("PATCH /users/{id}/passkeys/{pid}", api.renamePasskey)
 	api.handle("DELETE /users/{id}/passkeys/{pid}", api.removePasskey)
 	api.handle("POST /users/{id}/passkeys/reset", api.resetPasskeys)
 	api.handle("DELETE /users/{id}", api.deleteUser)

@@ -43,6 +43,7 @@ type Identity interface {
 	ListPasskeys(ctx context.Context, userID string) ([]*model.WebAuthnCredential, error)
 	PasskeyCounts(ctx context.Context) (map[string]int, error)
 	RemovePasskey(ctx context.Context, actor, userID, id string) error
+	RenamePasskey(ctx context.Context, actor, userID, id, name string) (*model.WebAuthnCredential, error)
 	ResetPasskeys(ctx context.Context, actor, userID, reason string) (int, error)
 	DeleteUser(ctx context.Context, actor, userID string) error
 	GroupsOf(ctx context.Context, userID string) ([]*model.Group, error)

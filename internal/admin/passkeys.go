@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ward-idp/ward/internal/identity"
+	"github.com/ward-idp/ward/internal/model"
 )
 
 // passkeyJSON is a user's passkey or security key as the admin API shows
@@ -34,17 +35,42 @@ func (api *API) listPasskeys(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	}
 	out := make([]passkeyJSON, 0, len(l))
 	for _, c := range l {
-		kind := identity.MethodSecurityKey
-		if c.Discoverable {
-			kind = identity.MethodPasskey
-		}
-		out = append(out, passkeyJSON{
-			ID: c.ID, Name: c.Name, Kind: kind, AAGUID: hex.EncodeToString(c.AAGUID), Attachment: c.Attachment,
-			Transports: nonNil(c.Transports), AttestationFormat: c.AttestationFormat, BackupEligible: c.BackupEligible,
-			BackupState: c.BackupState, SignCount: c.SignCount, CreatedAt: c.CreatedAt.UTC(), LastUsedAt: optTime(c.LastUsedAt),
-		})
+		out = append(out, toPasskeyJSON(c))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"passkeys": out})
+	return nil
+}
+
+func toPasskeyJSON(c *model.WebAuthnCredential) passkeyJSON {
+	kind := identity.MethodSecurityKey
+	if c.Discoverable {
+		kind = identity.MethodPasskey
+	}
+	return passkeyJSON{
+		ID: c.ID, Name: c.Name, Kind: kind, AAGUID: hex.EncodeToString(c.AAGUID), Attachment: c.Attachment,
+		Transports: nonNil(c.Transports), AttestationFormat: c.AttestationFormat, BackupEligible: c.BackupEligible,
+		BackupState: c.BackupState, SignCount: c.SignCount, CreatedAt: c.CreatedAt.UTC(), LastUsedAt: optTime(c.LastUsedAt),
+	}
+}
+
+// PATCH /users/{id}/passkeys/{pid} {"name": "…"} renames one passkey
+// (passkey.renamed). 200 with the passkey; 400 for a name that is not 1
+// to 64 printable characters; 404 when the user has no such passkey.
+func (api *API) renamePasskey(w http.ResponseWriter, r *http.Request, rc *reqCtx) error {
+	var body struct {
+		Name *string `json:"name"`
+	}
+	if err := decodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	if body.Name == nil {
+		return invalid("name is required")
+	}
+	c, err := api.identity.RenamePasskey(r.Context(), rc.actor(), r.PathValue("id"), r.PathValue("pid"), *body.Name)
+	if err != nil {
+		return orNotFound(err, "passkey")
+	}
+	writeJSON(w, http.StatusOK, toPasskeyJSON(c))
 	return nil
 }
 

@@ -64,13 +64,59 @@ func TestPasskeysAdmin(t *testing.T) {
 	}
 	wantStatus(t, alice.do(t, req{method: "GET", path: "/users/nobody/passkeys"}), 404, "not_found")
 
+	// Rename: 200 with the passkey, the name trimmed, passkey.renamed
+	// by the administrator.
+	r = alice.do(t, req{method: "PATCH", path: "/users/" + bobID + "/passkeys/" + ids[1], body: map[string]any{"name": "  Bob's YubiKey 5C "}})
+	wantStatus(t, r, 200, "")
+	if r.JSON["name"] != "Bob's YubiKey 5C" || r.JSON["id"] != ids[1] || r.JSON["kind"] != "security_key" {
+		t.Errorf("rename: %s", r.Body)
+	}
+	if l := alice.do(t, req{method: "GET", path: "/users/" + bobID + "/passkeys"}).list("passkeys"); l[1]["name"] != "Bob's YubiKey 5C" {
+		t.Errorf("after rename: %v", l)
+	}
+	evs := events(t, in, model.EventPasskeyRenamed)
+	if len(evs) != 1 || evs[0].UserID != bobID || evs[0].Actor != aliceID || evs[0].Data["credential"] != ids[1] ||
+		evs[0].Data["name"] != "Bob's YubiKey 5C" || evs[0].Data["previous"] != "security_key of bob" {
+		t.Fatalf("passkey.renamed: %+v", evs)
+	}
+	// Refused names: 400 invalid_request, nothing renamed.
+	for label, body := range map[string]any{
+		"empty":          map[string]any{"name": ""},
+		"blank":          map[string]any{"name": "   "},
+		"missing":        map[string]any{},
+		"not a string":   map[string]any{"name": 7},
+		"too long":       map[string]any{"name": strings.Repeat("k", 65)},
+		"control":        map[string]any{"name": "key\u0007"},
+		"newline":        map[string]any{"name": "key\nforged"},
+		"RTL override":   map[string]any{"name": "key\u202egpj.exe"},
+		"invalid UTF-8":  "{\"name\": \"key\xff\xfe\"}",
+		"lone surrogate": `{"name": "key\ud800"}`,
+		"unknown field":  map[string]any{"name": "ok", "public_key": "x"},
+	} {
+		r := alice.do(t, req{method: "PATCH", path: "/users/" + bobID + "/passkeys/" + ids[1], body: body})
+		if r.Status != 400 || r.JSON["error"] != "invalid_request" {
+			t.Errorf("%s: %d %s, want 400 invalid_request", label, r.Status, r.Body)
+		}
+	}
+	if len(events(t, in, model.EventPasskeyRenamed)) != 1 {
+		t.Errorf("a refused rename recorded an event")
+	}
+	// Another user's passkey under this user, an unknown one: 404.
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/users/" + aliceID + "/passkeys/" + ids[1], body: map[string]any{"name": "stolen"}}), 404, "not_found")
+	wantStatus(t, alice.do(t, req{method: "PATCH", path: "/users/" + bobID + "/passkeys/nope", body: map[string]any{"name": "x"}}), 404, "not_found")
+	// Not an administrator (bob's own passkey, bob's token without the role).
+	wantStatus(t, bob.do(t, req{method: "PATCH", path: "/users/" + bobID + "/passkeys/" + ids[1], body: map[string]any{"name": "mine"}}), 403, "access_denied")
+	if l := alice.do(t, req{method: "GET", path: "/users/" + bobID + "/passkeys"}).list("passkeys"); l[1]["name"] != "Bob's YubiKey 5C" {
+		t.Errorf("after refused renames: %v", l)
+	}
+
 	// Not an administrator.
 	wantStatus(t, bob.do(t, req{method: "DELETE", path: "/users/" + bobID + "/passkeys/" + ids[0]}), 403, "access_denied")
 
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/users/" + bobID + "/passkeys/" + ids[0]}), 204, "")
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/users/" + bobID + "/passkeys/" + ids[0]}), 404, "not_found")
 	wantStatus(t, alice.do(t, req{method: "DELETE", path: "/users/" + aliceID + "/passkeys/" + ids[1]}), 404, "not_found")
-	evs := events(t, in, model.EventMFARemoved)
+	evs = events(t, in, model.EventMFARemoved)
 	if len(evs) != 1 || evs[0].UserID != bobID || evs[0].Actor != aliceID || evs[0].Data["method"] != "passkey" || evs[0].Data["credential"] != ids[0] {
 		t.Fatalf("mfa.removed: %+v", evs)
 	}

@@ -344,7 +344,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor string, u
 		return nil, ErrPasskeysDisabled
 	}
 	name = strings.TrimSpace(name)
-	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > MaxPasskeyNameLen || strings.ContainsFunc(name, isControl) {
+	if name != "" && !ValidPasskeyName(name) {
 		return nil, fmt.Errorf("%w: a passkey name is at most %d printable characters", ErrInvalidInput, MaxPasskeyNameLen)
 	}
 	c, err := s.finishRegistration(ctx, actor, u, id, name, response)
@@ -378,6 +378,23 @@ type passkeyRejection struct {
 func (e *passkeyRejection) Unwrap() error { return e.error }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
+
+// isBidiControl: the Unicode bidirectional formatting characters, which
+// would let a name display as another (an "evil" right-to-left override)
+// on the pages and in the logs that show it.
+func isBidiControl(r rune) bool {
+	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// ValidPasskeyName reports whether name (already trimmed) may name a
+// passkey: valid UTF-8, 1 to MaxPasskeyNameLen characters, no control
+// and no bidirectional formatting characters, and no U+FFFD (what a JSON
+// or form decoder makes of bytes that were not UTF-8, or of a lone
+// surrogate: refused rather than stored as a name nobody typed).
+func ValidPasskeyName(name string) bool {
+	return name != "" && utf8.ValidString(name) && utf8.RuneCountInString(name) <= MaxPasskeyNameLen &&
+		!strings.ContainsFunc(name, func(r rune) bool { return isControl(r) || isBidiControl(r) || r == utf8.RuneError })
+}
 
 func (s *Service) finishRegistration(ctx context.Context, actor string, u *model.User, id, name string, response []byte) (*model.WebAuthnCredential, error) {
 	ch, sd, err := s.take(ctx, id, []string{ceremonyRegisterPasskey, ceremonyRegisterSecurityKey}, u.ID)
@@ -767,16 +784,37 @@ func (s *Service) PasskeyCounts(ctx context.Context) (map[string]int, error) {
 	return s.store.WebAuthnCredentialCounts(ctx)
 }
 
-// RenamePasskey names one of a user's credentials.
-func (s *Service) RenamePasskey(ctx context.Context, userID, id, name string) error {
+// RenamePasskey names one of a user's credentials (Ward's id) on behalf
+// of actor (the user, self-service, or an administrator). The name is
+// trimmed and must be ValidPasskeyName (ErrInvalidInput otherwise). It
+// publishes passkey.renamed (credential, name, previous) committed with
+// the change. ErrNotFound when the user has no such credential: another
+// user's credential is not found either, and keeps its name.
+func (s *Service) RenamePasskey(ctx context.Context, actor, userID, id, name string) (*model.WebAuthnCredential, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || utf8.RuneCountInString(name) > MaxPasskeyNameLen || strings.ContainsFunc(name, isControl) {
-		return fmt.Errorf("%w: a passkey name is 1 to %d printable characters", ErrInvalidInput, MaxPasskeyNameLen)
+	if !ValidPasskeyName(name) {
+		return nil, fmt.Errorf("%w: a passkey name is 1 to %d characters, valid UTF-8, without control or bidirectional formatting characters", ErrInvalidInput, MaxPasskeyNameLen)
 	}
-	if err := s.store.RenameWebAuthnCredential(ctx, userID, id, name); err != nil {
-		return fmt.Errorf("identity: rename passkey: %w", notFound(err))
+	l, err := s.store.ListWebAuthnCredentials(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("identity: list passkeys: %w", err)
 	}
-	return nil
+	i := slices.IndexFunc(l, func(c *model.WebAuthnCredential) bool { return c.ID == id })
+	if i < 0 {
+		return nil, fmt.Errorf("identity: rename passkey: %w", notFound(fmt.Errorf("%w: passkey %q of user %s", store.ErrNotFound, id, userID)))
+	}
+	c := l[i]
+	ev := &model.Event{Type: model.EventPasskeyRenamed, Actor: actor, UserID: userID,
+		Data: map[string]string{"credential": c.ID, "name": name, "previous": c.Name}}
+	ectx := s.events.Pending(ctx, ev, nil)
+	// The statement names the owner too: a credential removed or moved
+	// meanwhile is not found rather than renamed.
+	if err := s.store.RenameWebAuthnCredential(ectx, userID, id, name); err != nil {
+		return nil, fmt.Errorf("identity: rename passkey: %w", notFound(err))
+	}
+	s.log.InfoContext(ctx, "passkey renamed", "actor", actor, "user_id", userID, "credential", id)
+	c.Name = name
+	return c, s.events.Emit(ectx, ev)
 }
 
 // ResetPasskeys is the recovery of a user who lost every passkey: an

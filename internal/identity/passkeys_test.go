@@ -634,7 +634,7 @@ func TestPasskeyRemovalAndRecovery(t *testing.T) {
 	if l, _ := e.a.ListPasskeys(e.ctx, e.alice.ID); len(l) != 1 || l[0].Name != "Phone" {
 		t.Errorf("after removal: %d", len(l))
 	}
-	if err := e.a.RenamePasskey(e.ctx, e.alice.ID, c1.ID, "x"); !errors.Is(err, identity.ErrNotFound) {
+	if _, err := e.a.RenamePasskey(e.ctx, e.alice.ID, e.alice.ID, c1.ID, "x"); !errors.Is(err, identity.ErrNotFound) {
 		t.Errorf("rename removed: %v", err)
 	}
 

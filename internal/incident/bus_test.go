@@ -196,6 +196,12 @@ func TestTwoInstancesOnExternalNATS(t *testing.T) {
 	if err != nil || len(l) != 1 || l[0].Detections != n {
 		t.Fatalf("incidents %v (%v), want one with %d detections", l, err, n)
 	}
+	// A handler commits, then counts: the store shows the last detection
+	// a moment before its instance's Stats does. Stopping the consumers
+	// waits for their running handlers, so the counts read below are
+	// final (and a redelivery can no longer arrive).
+	a.svc.Close()
+	b.svc.Close()
 	sa, sb := a.svc.Stats(), b.svc.Stats()
 	if sa.Created+sb.Created != 1 || sa.Created+sa.Joined+sb.Created+sb.Joined != n {
 		t.Errorf("stats a %+v b %+v", sa, sb)

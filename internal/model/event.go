@@ -148,6 +148,10 @@ const (
 	// number of credentials removed, and fallback). It also raises the
 	// user's risk (risk.detected, source admin or signin).
 	EventPasskeyRecovery EventType = "passkey.recovery"
+	// EventPasskeyRenamed: a user or an administrator (Actor) renamed one
+	// of the user's passkeys or security keys. Data: credential (Ward's
+	// id), name, previous.
+	EventPasskeyRenamed EventType = "passkey.renamed"
 )
 
 // EventRiskDetected: a risk detection (Reason: the detection type; Data:
@@ -336,6 +340,7 @@ var EventCodes = map[EventType]string{
 	EventPasskeyCloneSuspected: "W1010E",
 	EventPasskeyRejected:       "W1011W",
 	EventPasskeyRecovery:       "W1012W",
+	EventPasskeyRenamed:        "W9410I",
 
 	EventAccessPolicyChanged:     "W9000I",
 	EventUserRiskChanged:         "W9001W",

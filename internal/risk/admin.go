@@ -109,7 +109,7 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 	if err != nil {
 		return err
 	}
-	return s.respond(ctx, actor, st, now)
+	return s.respond(ctx, actor, st, now, "") // the decision is the activity: every session until now
 }
 
 // Target names what Dismiss dismisses: exactly one of a user (every

@@ -161,7 +161,7 @@ func (s *Service) record(ctx context.Context, d *model.RiskDetection) error {
 	if st.Added == nil || st.Added.Handled {
 		return nil
 	}
-	if err := s.respond(ctx, ActorSystem, st, s.existedAt(ctx, d)); err != nil {
+	if err := s.respond(ctx, ActorSystem, st, d.DetectedAt, d.SessionID); err != nil {
 		return err
 	}
 	return s.markHandled(ctx, d.UserID, d.ID)
@@ -185,7 +185,7 @@ func (s *Service) finish(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.respond(ctx, ActorSystem, st, s.existedAt(ctx, old)); err != nil {
+	if err := s.respond(ctx, ActorSystem, st, old.DetectedAt, old.SessionID); err != nil {
 		return err
 	}
 	return s.markHandled(ctx, old.UserID, old.ID)
@@ -198,38 +198,23 @@ func (s *Service) due(st *store.RiskState) bool {
 	return s.revoke > 0 && model.RiskRank(st.UserLevel) >= s.revoke
 }
 
-// existedAt is the bound of the response to detection d: the sessions
-// created at or before it are the ones that existed when the detection
-// was made. It is the detection's time, but never later than now (a
-// detector's clock ahead of ours widens nothing) and never earlier than
-// the creation of the session the detection names (that session is one
-// of its subjects, whatever the clocks say).
-func (s *Service) existedAt(ctx context.Context, d *model.RiskDetection) time.Time {
-	now := s.o.Now()
-	t := d.DetectedAt
-	if d.SessionID != "" {
-		if se, err := s.o.Sessions.Get(ctx, d.SessionID); err == nil && se.UserID == d.UserID && se.CreatedAt.After(t) {
-			t = se.CreatedAt
-		}
-	}
-	if t.IsZero() || t.After(now) {
-		t = now
-	}
-	return t
-}
-
 // respond revokes the sessions of a user whose level reached the
-// revocation level, those created at or before existedAt: the sessions
-// that existed when what raised the level was found. A session created
-// later (the user signing in again after remediating, while the consumer
-// lagged) is not the response's to end. The session service records each
-// revocation (and the CAE transmitter tells resources).
-func (s *Service) respond(ctx context.Context, actor string, st *store.RiskState, existedAt time.Time) error {
+// revocation level: those created up to now, unless the user remediated
+// after the activity the detection is about (at activity): then those
+// created up to that first remediation. The sessions that existed when
+// the activity happened, and any created since that may be the
+// attacker's, end; a session the user signed in to after changing the
+// password, or after an administrator ended every session, is the user's
+// and is judged by its own sign-in. The session the detection names
+// (subject) ends in any case. The bound is looked up by the statement
+// that revokes (store.RemediationEvents). The session service records
+// each revocation (and the CAE transmitter tells resources).
+func (s *Service) respond(ctx context.Context, actor string, st *store.RiskState, activity time.Time, subject string) error {
 	if !s.due(st) {
 		return nil
 	}
 	s.stats.responses.Add(1)
-	ids, err := s.o.Sessions.RevokeUserCreatedUntil(ctx, actor, st.UserID, model.CauseUserRisk, existedAt)
+	ids, err := s.o.Sessions.RevokeUserUnremediated(ctx, actor, st.UserID, model.CauseUserRisk, activity, subject)
 	if err != nil {
 		return fmt.Errorf("risk: revoke the sessions of user %s: %w", st.UserID, err)
 	}

@@ -24,6 +24,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // the real session service and a recorder of what was published.
 type instance struct {
 	t    *testing.T
+	now  func() time.Time
 	st   store.Store
 	b    *bus.Local
 	sess *session.Service
@@ -36,7 +37,13 @@ type instance struct {
 
 func newInstance(t *testing.T, st store.Store, clk *clock.Fake, mod func(*risk.Options)) *instance {
 	t.Helper()
-	in := &instance{t: t, st: st, b: bus.NewLocal(), withTx: map[string]bool{}}
+	return newInstanceNow(t, st, clk.Now, mod)
+}
+
+// newInstanceNow is newInstance on the clock now.
+func newInstanceNow(t *testing.T, st store.Store, now func() time.Time, mod func(*risk.Options)) *instance {
+	t.Helper()
+	in := &instance{t: t, now: now, st: st, b: bus.NewLocal(), withTx: map[string]bool{}}
 	in.b.Subscribe("audit", func(ctx context.Context, ev *model.Event) error {
 		if store.EventStored(ctx, ev) {
 			return nil
@@ -51,9 +58,9 @@ func newInstance(t *testing.T, st store.Store, clk *clock.Fake, mod func(*risk.O
 		in.withTx[ev.ID] = store.EventStored(ctx, ev)
 		return nil
 	})
-	in.sess = session.New(session.Options{Store: st, Bus: in.b, Now: clk.Now})
+	in.sess = session.New(session.Options{Store: st, Bus: in.b, Now: now})
 	in.sess.Subscribe(in.b)
-	o := risk.Options{Store: st, Sessions: in.sess, Bus: in.b, Now: clk.Now}
+	o := risk.Options{Store: st, Sessions: in.sess, Bus: in.b, Now: now}
 	if mod != nil {
 		mod(&o)
 	}

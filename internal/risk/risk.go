@@ -61,9 +61,10 @@ func (notFoundError) Unwrap() error { return store.ErrNotFound }
 type Sessions interface {
 	Get(ctx context.Context, id string) (*model.Session, error)
 	RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error)
-	// RevokeUserCreatedUntil revokes the user's sessions created at or
-	// before createdUntil (zero: every session).
-	RevokeUserCreatedUntil(ctx context.Context, actor, userID string, cause model.RevocationCause, createdUntil time.Time) ([]string, error)
+	// RevokeUserUnremediated revokes the user's sessions created up to
+	// now, or up to the user's first remediation after activity, and the
+	// session subject ("" for none) whatever its creation time.
+	RevokeUserUnremediated(ctx context.Context, actor, userID string, cause model.RevocationCause, activity time.Time, subject string) ([]string, error)
 }
 
 // Options configure a Service.

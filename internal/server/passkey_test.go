@@ -82,8 +82,8 @@ func (f webauthnForm) post(t *testing.T, in *wardtest.Instance, b *http.Client, 
 }
 
 // enrolPasskey signs alice in (password + TOTP) and adds a passkey from
-// "My account".
-func enrolPasskey(t *testing.T, in *wardtest.Instance, au *webauthntest.Authenticator, name string) {
+// "My account"; it returns the browser, signed in.
+func enrolPasskey(t *testing.T, in *wardtest.Instance, au *webauthntest.Authenticator, name string) *http.Client {
 	t.Helper()
 	b := in.Browser()
 	_, challenge := wardtest.PKCE()
@@ -102,6 +102,7 @@ func enrolPasskey(t *testing.T, in *wardtest.Instance, au *webauthntest.Authenti
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Added "+name) || !strings.Contains(body, "<strong>"+name+"</strong>") {
 		t.Fatalf("add passkey: %d %.600s", resp.StatusCode, body)
 	}
+	return b
 }
 
 // passkeySignIn runs a usernameless sign-in with au for the native client

@@ -263,6 +263,46 @@ func (s *Service) RevokeUserCreatedUntil(ctx context.Context, actor, userID stri
 	return ids, nil
 }
 
+// RevokeUserUnremediated is the response to what happened at activity:
+// it ends the user's sessions created up to now, or up to the user's
+// first remediation after activity when there was one (a password change,
+// an administrator's or a confirmed compromise's revocation of every
+// session: store.RemediationEvents), and the session subject ("" for
+// none) whenever it was created. A session the user signed in to after
+// remediating is the user's own, not the one the finding is about; one
+// created between the activity and the response, with no remediation in
+// between, may be the attacker's and is ended. The remediation is looked
+// up by the statement that revokes. Each revoked session gets a
+// session.revoked (no all_sessions mark: later sessions live on) and one
+// user.sessions_revoked says where the bound was (created_until).
+func (s *Service) RevokeUserUnremediated(ctx context.Context, actor, userID string, cause model.RevocationCause, activity time.Time, subject string) ([]string, error) {
+	now := s.now()
+	if activity.After(now) {
+		activity = now // a clock ahead of ours finds no remediation after now
+	}
+	b := &store.RemediationBound{Activity: activity, Until: now, Subject: subject}
+	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
+		return s.store.RevokeUserSessionsUnremediated(ctx, userID, now, string(cause), b)
+	}, func(ids []string) []*model.Event {
+		if len(ids) == 0 {
+			return nil
+		}
+		evs := make([]*model.Event, 0, len(ids)+1)
+		for _, id := range ids {
+			evs = append(evs, &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: userID, SessionID: id, Reason: string(cause)})
+		}
+		// Built inside the revoking transaction, after the statement set
+		// b.Applied.
+		return append(evs, &model.Event{Type: model.EventUserSessionsRevoked, Actor: actor, UserID: userID, Reason: string(cause),
+			Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids)),
+				model.DataCreatedUntil: b.Applied.UTC().Format(time.RFC3339Nano)}})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session: revoke sessions of user %s: %w", userID, err)
+	}
+	return ids, nil
+}
+
 // RevokeDevice ends every session holding a refresh token bound to the
 // registered device deviceID (of user userID) for cause on behalf of
 // actor, records session.revoked for each and returns their ids.

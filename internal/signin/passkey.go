@@ -3,6 +3,7 @@ package signin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -24,6 +25,7 @@ const (
 	PathAccount              = "/account"
 	PathAccountPasskeys      = "/account/passkeys"
 	PathAccountPasskeyRemove = "/account/passkeys/remove"
+	PathAccountPasskeyRename = "/account/passkeys/rename"
 )
 
 // accountFreshness is how recent a sign-in must be to add or remove a
@@ -180,7 +182,8 @@ func (h *Handler) renderAccount(w http.ResponseWriter, r *http.Request, sess *mo
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong.", correlationID(r))
 		return
 	}
-	d := web.AccountData{Username: u.Username, Error: msg, Notice: notice, CSRF: csrf, State: blob, Remove: PathAccountPasskeyRemove}
+	d := web.AccountData{Username: u.Username, Error: msg, Notice: notice, CSRF: csrf, State: blob, Remove: PathAccountPasskeyRemove,
+		Rename: PathAccountPasskeyRename, MaxName: identity.MaxPasskeyNameLen}
 	creds, err := h.c.Identity.ListPasskeys(ctx, u.ID)
 	if err != nil {
 		h.c.Log.ErrorContext(ctx, "list passkeys", "correlation_id", correlationID(r), "err", err)
@@ -311,6 +314,34 @@ func (h *Handler) handleAccountRemovePasskey(w http.ResponseWriter, r *http.Requ
 		return
 	}
 	h.renderAccount(w, r, sess, u, "", "Passkey removed.", http.StatusOK)
+}
+
+// handleAccountRenamePasskey renames one of the user's passkeys. The
+// form is the page's (CSRF token, state sealed for this session); a name
+// is a label and changes nothing a key can do, so no recent sign-in is
+// asked for. Only the signed-in user's own passkeys are found: another
+// user's id is "No such passkey." (404), and keeps its name.
+func (h *Handler) handleAccountRenamePasskey(w http.ResponseWriter, r *http.Request) {
+	_, sess, u, ok := h.resumeAccount(w, r, "account")
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	c, err := h.c.Identity.RenamePasskey(ctx, u.ID, u.ID, r.PostFormValue("id"), r.PostFormValue("name"))
+	if err != nil {
+		status, msg := http.StatusInternalServerError, "The passkey could not be renamed."
+		switch {
+		case errors.Is(err, identity.ErrInvalidInput):
+			status, msg = http.StatusBadRequest, fmt.Sprintf("Give the passkey a name of 1 to %d characters, without control characters.", identity.MaxPasskeyNameLen)
+		case errors.Is(err, identity.ErrNotFound):
+			status, msg = http.StatusNotFound, "No such passkey."
+		default:
+			h.c.Log.ErrorContext(ctx, "rename passkey", "correlation_id", correlationID(r), "err", err)
+		}
+		h.renderAccount(w, r, sess, u, msg, "", status)
+		return
+	}
+	h.renderAccount(w, r, sess, u, "", "Renamed to "+c.Name+".", http.StatusOK)
 }
 
 // passkeyRecovery is the configured fallback of a user who lost every

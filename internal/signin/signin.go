@@ -169,6 +169,7 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathAccount, h.handleAccount)
 	mux.HandleFunc("POST "+PathAccountPasskeys, h.handleAccountAddPasskey)
 	mux.HandleFunc("POST "+PathAccountPasskeyRemove, h.handleAccountRemovePasskey)
+	mux.HandleFunc("POST "+PathAccountPasskeyRename, h.handleAccountRenamePasskey)
 	mux.HandleFunc("GET "+PathDevice, h.handleDevicePage)
 	mux.HandleFunc("POST "+PathDevice, h.handleDeviceCode)
 	mux.HandleFunc("POST "+PathDeviceConfirm, h.handleDeviceConfirm)

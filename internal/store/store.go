@@ -203,6 +203,16 @@ type Store interface {
 	// revoked. The bound is part of the one statement that revokes, so a
 	// session created meanwhile is never caught by it.
 	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string, createdUntil time.Time) ([]string, error)
+	// RevokeUserSessionsUnremediated is RevokeUserSessions for the
+	// response to what happened at b.Activity: it revokes the user's
+	// active sessions created at or before b.Until, or at or before the user's
+	// first remediation after b.Activity when there is one (see
+	// RemediationEvents), and the session b.Subject whenever it was
+	// created. The remediation is looked up by the statement that revokes,
+	// so a remediation committed concurrently is either seen by it or
+	// followed by sessions it cannot see. b.Applied is set to the bound
+	// applied, inside the transaction, before a pending event is built.
+	RevokeUserSessionsUnremediated(ctx context.Context, userID string, at time.Time, cause string, b *RemediationBound) ([]string, error)
 
 	// Refresh tokens.
 	// CreateRefreshToken stores t with ctx's pending events
@@ -504,7 +514,8 @@ type Sealed struct {
 // RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
 // rotates), DeleteRefreshToken, CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
-// DeleteWebAuthnCredential(s) and ResealAll: the first of them made with the context takes
+// RenameWebAuthnCredential, DeleteWebAuthnCredential(s),
+// RevokeUserSessionsUnremediated and ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method
 // ignores them.
@@ -612,4 +623,38 @@ type DeferredJTIs interface {
 	// milliseconds, and before Close returns; a process crash may lose
 	// those of the last few milliseconds.
 	RecordJTIDeferred(ctx context.Context, key string, exp time.Time) error
+}
+
+// RemediationBound bounds RevokeUserSessionsUnremediated.
+type RemediationBound struct {
+	// Activity is the time of what the revocation answers: only a
+	// remediation strictly after it narrows the bound.
+	Activity time.Time
+	// Until is the widest bound (the time of the response); required.
+	Until time.Time
+	// Subject is a session revoked whatever its creation time (the
+	// session the finding is about); "" for none.
+	Subject string
+	// Applied is set by the store to the bound the statement applied:
+	// Until, or the time of the first remediation after Activity.
+	Applied time.Time
+}
+
+// RemediationEvents are the audit events after which the account is back
+// in its user's hands, so that a session created afterwards is not the
+// one a finding about an earlier activity is about: a password change
+// (by the user, `ward user passwd` or an administrator's reset; every
+// session ends with it) and the revocation of every session of the user
+// by an administrator or by a confirmed compromise. Each is committed in
+// the transaction of the change it records. Not remediations: a
+// sign-in, even with a second factor (it is what an attacker holding the
+// factors does), an earlier automatic response (the attacker can sign in
+// again), one session's revocation or sign-out, and a dismissal or a
+// level set by an administrator (they end no session).
+var RemediationEvents = []struct {
+	Type    model.EventType
+	Reasons []model.RevocationCause // nil: any reason
+}{
+	{model.EventPasswordChanged, nil},
+	{model.EventUserSessionsRevoked, []model.RevocationCause{model.CauseAdminRevoked, model.CauseCompromiseConfirmed}},
 }

@@ -28,7 +28,8 @@ type WebAuthnStore interface {
 	// fn saves nothing and is returned. ErrNotFound when none.
 	UseWebAuthnCredential(ctx context.Context, credentialID []byte, fn func(*model.WebAuthnCredential) error) (*model.WebAuthnCredential, error)
 	// RenameWebAuthnCredential sets the name of the user's credential id
-	// (Ward's id). ErrNotFound when the user has no such credential.
+	// (Ward's id); ctx's pending event commits with it. ErrNotFound when
+	// the user has no such credential.
 	RenameWebAuthnCredential(ctx context.Context, userID, id, name string) error
 	// DeleteWebAuthnCredential deletes the user's credential id (Ward's
 	// id) and returns it. ErrNotFound when the user has no such

@@ -149,7 +149,7 @@ func (d MFAData) UsesScript() bool { return d.Passkey != nil }
 
 // AccountData fills "My account": the user's passkeys and security keys,
 // a form to add one (when the sign-in is recent enough) and one to
-// remove each.
+// remove and one to rename each.
 type AccountData struct {
 	Username string
 	Error    string
@@ -162,6 +162,8 @@ type AccountData struct {
 	Add, AddKey *PasskeyForm
 	Reauth      string
 	Remove      string // action of the removal forms
+	Rename      string // action of the rename forms
+	MaxName     int    // the longest name, in characters
 }
 
 // UsesScript: the registration forms need PasskeyScript.

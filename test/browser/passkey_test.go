@@ -157,12 +157,27 @@ func TestPasskeyInChromium(t *testing.T) {
 		t.Fatalf("account notice %q, %v", notice, err)
 	}
 	shot("account.png")
+
+	// Rename it: the page's own form (no script), the new name shown.
+	step("rename",
+		chromedp.Click(chromedp.CSS(`details.rename summary`)),
+		chromedp.WaitVisible(chromedp.CSS(`details.rename input[name=name]`)),
+		chromedp.Clear(chromedp.CSS(`details.rename input[name=name]`)),
+		chromedp.SendKeys(chromedp.CSS(`details.rename input[name=name]`), "Chromium on the desk"),
+		chromedp.Click(chromedp.CSS(`details.rename button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`p.warning[role=status]`)),
+	)
+	if notice, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`p.warning[role=status]`))); err != nil || notice != "Renamed to Chromium on the desk." {
+		t.Fatalf("rename notice %q, %v", notice, err)
+	}
+	step("rename form open", chromedp.Click(chromedp.CSS(`details.rename summary`)))
+	shot("account-rename.png")
 	creds, err := chromedp.Call(ctx, webauthn.GetCredentials, webauthn.GetCredentialsParams{AuthenticatorID: va.AuthenticatorID})
 	if err != nil || len(creds.Credentials) != 1 || !creds.Credentials[0].IsResidentCredential || creds.Credentials[0].RpID != "localhost" {
 		t.Fatalf("virtual authenticator credentials: %v %+v", err, creds)
 	}
 	stored, err := in.App.Identity.ListPasskeys(context.Background(), aliceID(t, in))
-	if err != nil || len(stored) != 1 || stored[0].Name != "Chromium" || !stored[0].Discoverable ||
+	if err != nil || len(stored) != 1 || stored[0].Name != "Chromium on the desk" || !stored[0].Discoverable ||
 		base64.RawURLEncoding.EncodeToString(stored[0].CredentialID) != base64.RawURLEncoding.EncodeToString(creds.Credentials[0].CredentialID) {
 		t.Fatalf("stored passkeys: %v %+v", err, stored)
 	}

@@ -225,6 +225,7 @@ var mappings = map[model.EventType]mapping{
 		title: "Passkey signature counter went back: possible cloned authenticator"},
 	model.EventPasskeyRejected: {class: ClassAccountChange, activity: activityOther, other: "Passkey Registration Rejected"},
 	model.EventPasskeyRecovery: {class: ClassAccountChange, activity: activityOther, other: "Passkey Recovery"},
+	model.EventPasskeyRenamed:  {class: ClassAccountChange, activity: activityOther, other: "Passkey Renamed"},
 }
 
 // Class returns the OCSF class_uid event type t maps to (0: unknown

@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RevokeSessionConcurrent", testRevokeSessionConcurrent},
 		{"RevokeUserSessions", testRevokeUserSessions},
 		{"RevokeUserSessionsCreatedUntil", testRevokeUserSessionsCreatedUntil},
+		{"RevokeUserSessionsUnremediated", testRevokeUserSessionsUnremediated},
 		{"RefreshTokenRoundTrip", testRefreshTokenRoundTrip},
 		{"RefreshGrant", testRefreshGrant},
 		{"RotateRefreshToken", testRotateRefreshToken},
@@ -1673,5 +1674,85 @@ func testNotFound(t *testing.T, s store.Store) {
 		if err != nil || n != 0 {
 			t.Errorf("%s on an empty store: got %d items, err %v; want 0, nil", tc.name, n, err)
 		}
+	}
+}
+
+// testRevokeUserSessionsUnremediated: the revocation is bounded by the
+// user's first remediation after the activity (a password change, an
+// administrator's or a confirmed compromise's revocation of every
+// session), else by Until; other events, other users' remediations and
+// remediations before the activity or after Until do not count; the
+// subject session is revoked whatever its creation time; Applied says
+// where the bound was, also when nothing was revoked.
+func testRevokeUserSessionsUnremediated(t *testing.T, s store.Store) {
+	activity, until := at(10*time.Minute), at(time.Hour)
+	app := func(id string, typ model.EventType, user, reason string, tm time.Time) {
+		e := fullEvent(typ, user, "", "", tm)
+		e.ID, e.Reason = id, reason
+		_, err := s.AppendEvent(ctx, e)
+		must(t, "AppendEvent "+id, err)
+	}
+	// Not remediations, or not this user's, or not in (activity, until].
+	app("before", model.EventPasswordChanged, "u1", "", activity)
+	app("auto", model.EventUserSessionsRevoked, "u1", "user_risk", at(12*time.Minute))
+	app("mfa", model.EventRiskRemediated, "u1", "mfa", at(13*time.Minute))
+	app("other", model.EventPasswordChanged, "u2", "", at(14*time.Minute))
+	// The first remediation and a later one.
+	first := at(20 * time.Minute)
+	app("first", model.EventUserSessionsRevoked, "u1", "admin_revoked", first)
+	app("later", model.EventPasswordChanged, "u1", "", at(30*time.Minute))
+	for id, created := range map[string]time.Time{"old": at(0), "between": at(15 * time.Minute), "edge": first,
+		"after": first.Add(time.Millisecond), "subject": at(40 * time.Minute)} {
+		se := fullSession(id, "u1")
+		se.CreatedAt = created
+		must(t, "CreateSession", s.CreateSession(ctx, se))
+		must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("rt-"+id, id)))
+	}
+	se := fullSession("u2-s", "u2")
+	must(t, "CreateSession", s.CreateSession(ctx, se))
+	b := &store.RemediationBound{Activity: activity, Until: until, Subject: "subject"}
+	ids, err := s.RevokeUserSessionsUnremediated(ctx, "u1", at(2*time.Hour), "user_risk", b)
+	must(t, "RevokeUserSessionsUnremediated", err)
+	if want := []string{"between", "edge", "old", "subject"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("revoked %v, want %v", ids, want)
+	}
+	if !b.Applied.Equal(first.Truncate(time.Microsecond)) { // stores keep microseconds
+		t.Errorf("applied bound %v, want the first remediation %v", b.Applied, first)
+	}
+	for id, want := range map[string]bool{"old": true, "between": true, "edge": true, "after": false, "subject": true} {
+		got, err := s.GetSession(ctx, id)
+		must(t, "GetSession", err)
+		if revoked := !got.RevokedAt.IsZero(); revoked != want || revoked && got.RevokeCause != "user_risk" {
+			t.Errorf("session %s: revoked %v (%q), want %v", id, revoked, got.RevokeCause, want)
+		}
+		_, err = s.GetRefreshToken(ctx, []byte("rt-"+id))
+		if gone := errors.Is(err, store.ErrNotFound); gone != want {
+			t.Errorf("refresh token of %s: gone %v, want %v", id, gone, want)
+		}
+	}
+	if got, _ := s.GetSession(ctx, "u2-s"); !got.RevokedAt.IsZero() {
+		t.Errorf("another user's session revoked")
+	}
+	// An activity after every remediation: bounded by Until. A subject
+	// of another user is not revoked.
+	b = &store.RemediationBound{Activity: at(35 * time.Minute), Until: until, Subject: "u2-s"}
+	ids, err = s.RevokeUserSessionsUnremediated(ctx, "u1", at(2*time.Hour), "user_risk", b)
+	must(t, "RevokeUserSessionsUnremediated again", err)
+	if want := []string{"after"}; !reflect.DeepEqual(ids, want) || !b.Applied.Equal(until.Truncate(time.Microsecond)) {
+		t.Errorf("again: revoked %v, bound %v; want %v and %v", ids, b.Applied, want, until)
+	}
+	// Nothing left: the bound is reported all the same.
+	b = &store.RemediationBound{Activity: activity, Until: until}
+	ids, err = s.RevokeUserSessionsUnremediated(ctx, "u1", at(2*time.Hour), "user_risk", b)
+	must(t, "RevokeUserSessionsUnremediated, nothing left", err)
+	if len(ids) != 0 || !b.Applied.Equal(first.Truncate(time.Microsecond)) {
+		t.Errorf("nothing left: revoked %v, bound %v; want none and %v", ids, b.Applied, first)
+	}
+	if got, _ := s.GetSession(ctx, "u2-s"); !got.RevokedAt.IsZero() {
+		t.Errorf("another user's session revoked as the subject")
+	}
+	_, err = s.RevokeUserSessionsUnremediated(ctx, "u1", at(2*time.Hour), "user_risk", &store.RemediationBound{})
+	if err == nil {
+		t.Errorf("no Until: accepted")
 	}
 }

@@ -100,8 +100,19 @@ func testWebAuthnCredentials(t *testing.T, s store.Store) {
 	_, err = s.UseWebAuthnCredential(ctx, []byte("nope"), func(*model.WebAuthnCredential) error { return nil })
 	wantErr(t, "UseWebAuthnCredential unknown", err, store.ErrNotFound)
 
-	must(t, "RenameWebAuthnCredential", s.RenameWebAuthnCredential(ctx, "u1", "k1", "YubiKey 5"))
-	wantErr(t, "RenameWebAuthnCredential of another user's credential", s.RenameWebAuthnCredential(ctx, "u2", "k1", "x"), store.ErrNotFound)
+	en := pendingEvent("ev-rename", model.EventPasskeyRenamed, "u1")
+	nctx := store.WithEvent(ctx, en)
+	must(t, "RenameWebAuthnCredential", s.RenameWebAuthnCredential(nctx, "u1", "k1", "YubiKey 5"))
+	if !store.EventStored(nctx, en) {
+		t.Errorf("RenameWebAuthnCredential: its event was not committed with it")
+	}
+	// Another user's credential: not found, nothing renamed, no event.
+	eo := pendingEvent("ev-rename-other", model.EventPasskeyRenamed, "u2")
+	octx := store.WithEvent(ctx, eo)
+	wantErr(t, "RenameWebAuthnCredential of another user's credential", s.RenameWebAuthnCredential(octx, "u2", "k1", "x"), store.ErrNotFound)
+	if store.EventStored(octx, eo) {
+		t.Errorf("a refused rename committed its event")
+	}
 	if got, _ := s.GetWebAuthnCredential(ctx, c1.CredentialID); got.Name != "YubiKey 5" {
 		t.Errorf("name %q", got.Name)
 	}

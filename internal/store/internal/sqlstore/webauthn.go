@@ -93,16 +93,19 @@ func (s *Store) UseWebAuthnCredential(ctx context.Context, credentialID []byte, 
 	return out, nil
 }
 
-// RenameWebAuthnCredential names a user's credential.
+// RenameWebAuthnCredential names a user's credential, with ctx's pending
+// events.
 func (s *Store) RenameWebAuthnCredential(ctx context.Context, userID, id, name string) error {
-	n, err := s.db.Write().Exec(ctx, `UPDATE webauthn_credentials SET name = $3 WHERE user_id = $1 AND id = $2`, userID, id, name)
-	if err != nil {
-		return wrap("rename webauthn credential", err)
-	}
-	if n == 0 {
-		return notFound("webauthn credential")
-	}
-	return nil
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		n, err := q.Exec(ctx, `UPDATE webauthn_credentials SET name = $3 WHERE user_id = $1 AND id = $2`, userID, id, name)
+		if err != nil {
+			return nil, wrap("rename webauthn credential", err)
+		}
+		if n == 0 {
+			return nil, notFound("webauthn credential")
+		}
+		return nil, nil
+	})
 }
 
 // DeleteWebAuthnCredential deletes one of a user's credentials with ctx's
