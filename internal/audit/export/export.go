@@ -140,7 +140,13 @@ type Options struct {
 	GapWait time.Duration
 	// LeaseTTL is the cursors' lease (default 15s), renewed at a third.
 	LeaseTTL time.Duration
-	Now      func() time.Time
+	// WakeInterval is the shortest time between two reads that wake-ups
+	// cause (default 20ms). Every stored event wakes the workers; under
+	// a stream of events a read per event would cost a query (and a
+	// cursor update) per event, while a read every interval takes all
+	// that arrived meanwhile. A wake-up after a quiet spell reads at once.
+	WakeInterval time.Duration
+	Now          func() time.Time
 }
 
 const (
@@ -184,6 +190,9 @@ func Start(ctx context.Context, o Options, sinks []SinkConfig) (*Exporter, error
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 15 * time.Second
+	}
+	if o.WakeInterval <= 0 {
+		o.WakeInterval = 20 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -297,6 +306,7 @@ func (w *worker) run(ctx context.Context) {
 	defer w.release()
 	polled := true
 	for ctx.Err() == nil {
+		last := time.Now()
 		wait := w.step(ctx, polled)
 		var (
 			t     *time.Timer
@@ -310,6 +320,18 @@ func (w *worker) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-w.wakeC:
+			// Wake-ups in quick succession: wait out the interval (the
+			// events of later wake-ups are read with this one's).
+			if d := w.e.o.WakeInterval - time.Since(last); d > 0 {
+				if t != nil {
+					t.Stop()
+				}
+				t = time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+			}
 		case <-tick.C:
 			polled = true
 		case <-timer:

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -209,4 +210,77 @@ func TestGroupWithdrawn(t *testing.T) {
 	if (err == nil) != (n == 1) {
 		t.Errorf("RecordJTI answered %v with %d rows stored", err, n)
 	}
+}
+
+// While a batch is on the wire, a lone insert waits for it (and goes out
+// with the next batch) instead of costing a round trip of its own; once
+// flightQueue inserts wait, they go out at once in a further batch.
+func TestGroupFurtherBatchOnlyForAQueue(t *testing.T) {
+	s := openGroup(t)
+	w := s.group
+	if w.maxFlights < 2 {
+		t.Fatalf("maxFlights %d: the test needs room for a second batch", w.maxFlights)
+	}
+	// A batch on the wire (held by the test, not sent).
+	w.mu.Lock()
+	w.flights++
+	w.running.Add(1)
+	w.mu.Unlock()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			w.mu.Lock()
+			w.flights--
+			w.mu.Unlock()
+			w.running.Done()
+		}
+	}
+	defer release()
+	queued := func() int {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.queue)
+	}
+	ctx := context.Background()
+	errs := make(chan error, flightQueue)
+	record := func(i int) {
+		go func() { errs <- s.RecordJTI(ctx, fmt.Sprintf("queued-%d", i), time.Now().Add(time.Minute)) }()
+	}
+	for i := range flightQueue - 1 {
+		record(i)
+	}
+	for deadline := time.Now().Add(10 * time.Second); queued() < flightQueue-1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d inserts queued, want %d", queued(), flightQueue-1)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := queued(); n != flightQueue-1 {
+		t.Fatalf("%d inserts still queued, want %d: a batch left before the queue was long enough", n, flightQueue-1)
+	}
+	if n := count(t, s, `SELECT count(*) FROM jtis`); n != 0 {
+		t.Fatalf("%d rows stored while the inserts should be waiting", n)
+	}
+	before := s.PoolStat()
+	record(flightQueue - 1)
+	for range flightQueue {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the queued inserts were not sent")
+		}
+	}
+	// One batch (preparing the statement on a new connection aside).
+	if after := s.PoolStat(); after.Batches-before.Batches != 1 || after.Statements != before.Statements {
+		t.Errorf("%d batches and %d statements for %d queued inserts, want one batch",
+			after.Batches-before.Batches, after.Statements-before.Statements, flightQueue)
+	}
+	if n := count(t, s, `SELECT count(*) FROM jtis WHERE jti LIKE 'queued-%'`); n != flightQueue {
+		t.Errorf("%d rows stored, want %d", n, flightQueue)
+	}
+	release()
 }

@@ -181,14 +181,62 @@ func unjsonMap(s, what string) (map[string]string, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("store: decode %s: %w", what, err)
+	m, ok := decodePlainMap(s)
+	if !ok {
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			return nil, fmt.Errorf("store: decode %s: %w", what, err)
+		}
 	}
 	if len(m) == 0 {
 		return nil, nil
 	}
 	return m, nil
+}
+
+// decodePlainMap decodes a JSON object of plain strings as jsonMap writes
+// it (no whitespace); ok is false for any other input. Every event's data
+// is such an object, and the bus relay and the audit-log followers read
+// each event back, so this is on the path of every token.
+func decodePlainMap(s string) (m map[string]string, ok bool) {
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return nil, false
+	}
+	body := s[1 : len(s)-1]
+	m = make(map[string]string, strings.Count(body, `":"`))
+	if body == "" {
+		return m, true
+	}
+	str := func() (string, bool) {
+		if len(body) < 2 || body[0] != '"' {
+			return "", false
+		}
+		end := strings.IndexByte(body[1:], '"') + 1
+		if end == 0 || !plain(body[1:end]) {
+			return "", false
+		}
+		v := body[1:end]
+		body = body[end+1:]
+		return v, true
+	}
+	for {
+		k, ok := str()
+		if !ok || body == "" || body[0] != ':' {
+			return nil, false
+		}
+		body = body[1:]
+		v, ok := str()
+		if !ok {
+			return nil, false
+		}
+		m[k] = v // a repeated key: the last wins, as in encoding/json
+		if body == "" {
+			return m, true
+		}
+		if body[0] != ',' {
+			return nil, false
+		}
+		body = body[1:]
+	}
 }
 
 // rawJSON encodes raw JSON verbatim; empty is ”.

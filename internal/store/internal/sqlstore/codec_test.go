@@ -48,8 +48,22 @@ func TestJSONMapMatchesEncodingJSON(t *testing.T) {
 			}
 			continue
 		}
-		if want, _ := json.Marshal(m); got != string(want) {
+		want, _ := json.Marshal(m)
+		if got != string(want) {
 			t.Errorf("jsonMap(%v) = %s, want %s", m, got, want)
+		}
+		back, err := unjsonMap(got, "test")
+		if err != nil || !reflect.DeepEqual(back, m) {
+			t.Errorf("unjsonMap(%s) = %q, %v; want %q", got, back, err, m)
+		}
+	}
+	for _, s := range []string{`{}`, `{"a":"1","a":"2"}`, `{"a":"1",}`, `{"a" :"1"}`, `{"a":1}`, `{"a":"\u0041"}`, `{"a":"1"`} {
+		_, ok := decodePlainMap(s)
+		var ref map[string]string
+		refErr := json.Unmarshal([]byte(s), &ref)
+		got, err := unjsonMap(s, "test")
+		if (err != nil) != (refErr != nil) || (err == nil && len(ref) > 0 && !reflect.DeepEqual(got, ref)) {
+			t.Errorf("unjsonMap(%s) = %q, %v (fast path %v); encoding/json %q, %v", s, got, err, ok, ref, refErr)
 		}
 	}
 }
@@ -66,6 +80,9 @@ func FuzzPlainJSON(f *testing.F) {
 	f.Add(`["a",]`, `a"b`, "<")
 	f.Add(`["a"x]`, "", "\xff")
 	f.Add(`[ "a"]`, "a", "a")
+	f.Add(`{"a":"1","b":"2"}`, "a", "b")
+	f.Add(`{"a":"1","a":"2"}`, "a", "")
+	f.Add(`{"a":"1",}`, "", "")
 	f.Fuzz(func(t *testing.T, s, a, b string) {
 		if v, ok := decodePlainList(s); ok {
 			var ref []string
@@ -77,6 +94,15 @@ func FuzzPlainJSON(f *testing.F) {
 			}
 			if out, _ := json.Marshal(v); len(v) > 0 && string(out) != s {
 				t.Fatalf("decodePlainList(%q) accepted a form json.Marshal does not write (%s)", s, out)
+			}
+		}
+		if m, ok := decodePlainMap(s); ok {
+			var ref map[string]string
+			if err := json.Unmarshal([]byte(s), &ref); err != nil {
+				t.Fatalf("decodePlainMap(%q) = %q, but encoding/json rejects it: %v", s, m, err)
+			}
+			if len(m) != len(ref) || (len(m) > 0 && !reflect.DeepEqual(m, ref)) {
+				t.Fatalf("decodePlainMap(%q) = %q, encoding/json %q", s, m, ref)
 			}
 		}
 		v := []string{a, b}
