@@ -29,8 +29,10 @@ type readCall struct {
 	err  error
 }
 
-// do returns the result of fn run after this call began.
-func (g *sharedRead) do(fn func() (int64, error)) (int64, error) {
+// do returns the result of fn run after this call began, or ctx's error
+// when ctx ends first (the read goes on for the others who wait on it:
+// a shutdown does not wait for a read it no longer needs).
+func (g *sharedRead) do(ctx context.Context, fn func() (int64, error)) (int64, error) {
 	g.mu.Lock()
 	if g.running {
 		if g.next == nil {
@@ -38,8 +40,12 @@ func (g *sharedRead) do(fn func() (int64, error)) (int64, error) {
 		}
 		c := g.next
 		g.mu.Unlock()
-		<-c.done
-		return c.v, c.err
+		select {
+		case <-c.done:
+			return c.v, c.err
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	g.running = true
 	g.mu.Unlock()
@@ -86,7 +92,7 @@ func (s *Service) readVersion() (int64, error) {
 // the store. Every status change bumps the version in its transaction,
 // so a stream paused or disabled by any instance is seen as such.
 func (s *Service) currentStream(ctx context.Context, id string) (*model.SSFStream, error) {
-	v, err := s.versionRead.do(s.readVersion)
+	v, err := s.versionRead.do(ctx, s.readVersion)
 	if err != nil {
 		return nil, fmt.Errorf("cae: streams version: %w", err)
 	}

@@ -1,6 +1,8 @@
 package cae
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +27,7 @@ func TestSharedReadSeesLaterRead(t *testing.T) {
 	}
 	var first int64
 	done1 := make(chan struct{})
-	go func() { first, _ = g.do(fn); close(done1) }()
+	go func() { first, _ = g.do(context.Background(), fn); close(done1) }()
 	if n := <-started; n != 1 {
 		t.Fatalf("first read is #%d", n)
 	}
@@ -35,7 +37,7 @@ func TestSharedReadSeesLaterRead(t *testing.T) {
 	got := make([]int64, late)
 	for i := range late {
 		wg.Add(1)
-		go func() { defer wg.Done(); got[i], _ = g.do(fn) }()
+		go func() { defer wg.Done(); got[i], _ = g.do(context.Background(), fn) }()
 	}
 	// Wait until all five have joined the next read.
 	deadline := time.Now().Add(10 * time.Second)
@@ -72,7 +74,37 @@ func TestSharedReadSeesLaterRead(t *testing.T) {
 	}
 	// Idle again: a new caller runs its own read.
 	go func() { <-started; release <- struct{}{} }()
-	if v, _ := g.do(fn); v != 3 {
+	if v, _ := g.do(context.Background(), fn); v != 3 {
 		t.Errorf("after idle: read #%d, want #3", v)
+	}
+}
+
+// TestSharedReadWaiterLeavesOnCancel: a caller waiting for a shared read
+// leaves when its context ends (a shutdown must not wait for a slow
+// database), and the read still serves the callers that stay.
+func TestSharedReadWaiterLeavesOnCancel(t *testing.T) {
+	var g sharedRead
+	release := make(chan struct{})
+	started := make(chan struct{}, 4)
+	fn := func() (int64, error) { started <- struct{}{}; <-release; return 7, nil }
+	first := make(chan int64)
+	go func() { v, _ := g.do(context.Background(), fn); first <- v }()
+	<-started // read #1 is running
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan error)
+	go func() { _, err := g.do(ctx, fn); left <- err }()
+	stay := make(chan int64)
+	go func() { v, _ := g.do(context.Background(), fn); stay <- v }()
+	time.Sleep(20 * time.Millisecond) // let both join the next read
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v, want context.Canceled", err)
+	}
+	close(release) // read #1 ends, read #2 runs and ends at once
+	if v := <-first; v != 7 {
+		t.Errorf("first caller got %d", v)
+	}
+	if v := <-stay; v != 7 {
+		t.Errorf("the caller that stayed got %d", v)
 	}
 }
