@@ -54,7 +54,16 @@ type PollResponse struct {
 // Returned SETs that are not acknowledged are returned again after
 // PollHold. A paused or disabled stream returns no SETs.
 func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest) (*PollResponse, error) {
-	st, err := s.GetStream(ctx, clientID, id)
+	if id == "" {
+		return nil, invalid("stream_id is required")
+	}
+	// The stream's current status, from the snapshot when nothing changed
+	// since it was loaded (one shared version read, not a stream read per
+	// poll).
+	st, err := s.currentStream(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && st.ClientID != clientID) {
+		return nil, errNoStream
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -417,10 +417,11 @@ func (p *pusher) drain(ps *pushState) {
 	}
 }
 
-// stillEnabled reads the stream's status from the store; a stream that
-// cannot be read is treated as not enabled (its SETs wait in the queue).
+// stillEnabled reports whether the stream is enabled for push in the
+// store now (currentStream); a stream that cannot be read is treated as
+// not enabled (its SETs wait in the queue).
 func (p *pusher) stillEnabled(ctx context.Context, id string) bool {
-	st, err := p.s.o.Store.GetSSFStream(ctx, id)
+	st, err := p.s.currentStream(ctx, id)
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			p.s.o.Log.WarnContext(ctx, "cae: read stream status before a push", "stream_id", id, "err", err)

@@ -141,6 +141,9 @@ type Service struct {
 	// dirtyVersion forces a reload after a local change (a stream
 	// created, updated or deleted here).
 	dirtyVersion atomic.Bool
+	// versionRead shares the version reads of pushes and polls that
+	// check a stream's current status (currentStream).
+	versionRead sharedRead
 
 	pusher  *pusher
 	waiters waiters

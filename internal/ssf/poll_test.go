@@ -373,3 +373,47 @@ func countStr(l []string, v string) int {
 	}
 	return n
 }
+
+// TestPollSeesPauseByAnotherInstance: a stream paused in the database by
+// another instance (not through this one, whose stream snapshot still
+// says enabled) transmits nothing to the next poll, and its SETs come
+// once it is enabled again the same way.
+func TestPollSeesPauseByAnotherInstance(t *testing.T) {
+	in := start(t, func(c *config.Config) { c.SSF.RescanInterval = time.Hour })
+	tok := receiverToken(t, in)
+	id := createStream(t, in, tok, map[string]any{})["stream_id"].(string)
+	ctx := context.Background()
+	bob := userID(t, in, "bob")
+	// Drain what the stream starts with.
+	p := poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	poll(t, in, tok, id, map[string]any{"returnImmediately": true, "ack": jtis(p), "maxEvents": 0})
+	setStatusElsewhere := func(status string) {
+		t.Helper()
+		if _, err := in.App.Store.UpdateSSFStream(ctx, id, func(s *model.SSFStream) error {
+			s.Status, s.StatusReason = status, "changed elsewhere"
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The event is queued while the stream is enabled (and reloads this
+	// instance's snapshot); the pause comes after it.
+	if err := in.App.Identity.SetRisk(ctx, "admin-1", bob, "high", ""); err != nil {
+		t.Fatal(err)
+	}
+	setStatusElsewhere(model.StreamPaused)
+	if p := poll(t, in, tok, id, map[string]any{"returnImmediately": true}); len(p.Sets) != 0 {
+		t.Fatalf("a stream paused by another instance transmitted %d SETs", len(p.Sets))
+	}
+	setStatusElsewhere(model.StreamEnabled)
+	p = poll(t, in, tok, id, map[string]any{"returnImmediately": true})
+	found := false
+	for _, s := range p.Sets {
+		if _, ok := claimsOf(t, s)["events"].(map[string]any)[cae.EventRiskLevelChange]; ok {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("after enabling elsewhere: %d SETs, none the held risk-level-change", len(p.Sets))
+	}
+}

@@ -435,6 +435,43 @@ func testSSFPollSubjectOrder(t *testing.T, s store.Store) {
 	}
 }
 
+// testSSFPollManyHeld: with more SETs held back at the head of the queue
+// than a poll reads ahead, the visible ones behind them still go out, and
+// the subject order still holds.
+func testSSFPollManyHeld(t *testing.T, s store.Store) {
+	must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream("m", "c1", model.DeliveryPoll)))
+	e := func(key, subject string) *store.SETEntry {
+		x := setEntry("m", key)
+		x.SubjectKey = subject
+		return x
+	}
+	batch := []*store.SETEntry{e("a0", "user:a")}
+	for i := range 40 {
+		batch = append(batch, e(fmt.Sprintf("h%02d", i), fmt.Sprintf("user:h%02d", i)))
+	}
+	batch = append(batch, e("b1", "user:b"), e("a1", "user:a"), e("b2", "user:b"))
+	_, err := s.EnqueueSETs(ctx, batch)
+	must(t, "EnqueueSETs", err)
+	now := at(time.Hour)
+	hold := now.Add(time.Minute)
+	got, _, err := s.PollSETs(ctx, "m", store.SETPoll{Max: 41, Now: now, Hold: hold})
+	must(t, "PollSETs", err)
+	if len(got) != 41 || got[0].JTI != "jti-m-a0" || got[40].JTI != "jti-m-h39" {
+		t.Fatalf("first poll: %v", keys(got))
+	}
+	// 41 held SETs in front: b1 and b2 go out, a1 waits for a0.
+	got, more, err := s.PollSETs(ctx, "m", store.SETPoll{Max: 10, Now: now.Add(time.Second), Hold: hold})
+	must(t, "PollSETs 2", err)
+	if !reflect.DeepEqual(keys(got), []string{"b1", "b2"}) || more {
+		t.Fatalf("poll behind 41 held: %v more=%v, want [b1 b2] more=false", keys(got), more)
+	}
+	got, more, err = s.PollSETs(ctx, "m", store.SETPoll{Ack: []string{"jti-m-a0"}, Max: 1, Now: now.Add(2 * time.Second), Hold: hold})
+	must(t, "PollSETs 3", err)
+	if !reflect.DeepEqual(keys(got), []string{"a1"}) || more {
+		t.Fatalf("after acknowledging a0: %v more=%v, want [a1] more=false", keys(got), more)
+	}
+}
+
 func testSSFLeases(t *testing.T, s store.Store) {
 	for _, id := range []string{"p1", "p2"} {
 		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream(id, "c1", model.DeliveryPush)))

@@ -104,6 +104,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"SSFQueueConcurrent", testSSFQueueConcurrent},
 		{"SSFPoll", testSSFPoll},
 		{"SSFPollSubjectOrder", testSSFPollSubjectOrder},
+		{"SSFPollManyHeld", testSSFPollManyHeld},
 		{"SSFLeases", testSSFLeases},
 		{"ResealAll", testResealAll},
 		{"ExportCursors", testExportCursors},

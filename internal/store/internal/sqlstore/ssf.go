@@ -480,6 +480,78 @@ func (s *Store) PollSETsBatch(ctx context.Context, reqs []store.SETPollRequest) 
 	return out, nil
 }
 
+// keySeq is a subject's first held-back SET.
+type keySeq struct {
+	key string
+	seq int64
+}
+
+// pollHeadroom is how many held-back SETs pollHead reads beyond the ones
+// it may hand out.
+const pollHeadroom = 32
+
+// pollHead reads the head of a stream's queue (visible and held SETs) with
+// one query: the first max visible ones (more: there are others), and the
+// subjects held back before them. ok is false when the rows read do not
+// tell (more than pollHeadroom held SETs in the way): then pollSlow.
+func (s *Store) pollHead(ctx context.Context, q Querier, streamID string, now int64, max int) (got []*store.SETEntry, held []keySeq, more, ok bool, err error) {
+	limit := max + 1 + pollHeadroom
+	rs, err := q.Query(ctx, `SELECT `+setSelectCols+` FROM ssf_outbox WHERE stream_id = $1 AND state = 0
+		ORDER BY seq LIMIT $2`+s.d.ForUpdate, streamID, int64(limit))
+	rows, err := collect(rs, err, "poll sets", scanSETEntry)
+	if err != nil {
+		return nil, nil, false, false, err
+	}
+	var seen map[string]bool
+	for _, e := range rows {
+		if micros(e.HeldUntil) <= now {
+			if len(got) == max {
+				more = true
+				break
+			}
+			got = append(got, e)
+			continue
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		if !seen[e.SubjectKey] {
+			seen[e.SubjectKey] = true
+			held = append(held, keySeq{e.SubjectKey, e.Seq})
+		}
+	}
+	// Every queued row was read, or max+1 visible ones with every held row
+	// before them: either way the answer is complete.
+	ok = len(rows) < limit || more
+	return got, held, more, ok, nil
+}
+
+// pollSlow is pollHead with two queries, whatever the number of held SETs.
+func (s *Store) pollSlow(ctx context.Context, q Querier, streamID string, now int64, max int) (got []*store.SETEntry, more bool, held []keySeq, err error) {
+	rs, err := q.Query(ctx, `SELECT `+setSelectCols+` FROM ssf_outbox WHERE stream_id = $1 AND state = 0 AND visible_at <= $2
+		ORDER BY seq LIMIT $3`+s.d.ForUpdate, streamID, now, int64(max+1))
+	got, err = collect(rs, err, "poll sets", scanSETEntry)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if len(got) > max {
+		got, more = got[:max], true
+	}
+	if len(got) == 0 {
+		return nil, more, nil, nil
+	}
+	rs, err = q.Query(ctx, `SELECT subject_key, MIN(seq) FROM ssf_outbox WHERE stream_id = $1 AND state = 0 AND visible_at > $2
+		AND seq < $3 GROUP BY subject_key`, streamID, now, got[len(got)-1].Seq)
+	held, err = collect(rs, err, "poll sets: held", func(r Row) (keySeq, error) {
+		var v keySeq
+		return v, r.Scan(&v.key, &v.seq)
+	})
+	if err != nil {
+		return nil, false, nil, err
+	}
+	return got, more, held, nil
+}
+
 // pollOne is one poll inside a transaction. The entries handed out are
 // exactly the queued, visible rows in [first, last] (a row with a lower
 // seq is committed before one with a higher seq becomes visible, see
@@ -513,35 +585,19 @@ func (s *Store) pollOne(ctx context.Context, q Querier, streamID string, p store
 		return nil, false, nil
 	}
 	now := micros(p.Now)
-	rs, err := q.Query(ctx, `SELECT `+setSelectCols+` FROM ssf_outbox WHERE stream_id = $1 AND state = 0 AND visible_at <= $2
-		ORDER BY seq LIMIT $3`+s.d.ForUpdate, streamID, now, int64(p.Max+1))
-	got, err := collect(rs, err, "poll sets", scanSETEntry)
+	got, held, more, ok, err := s.pollHead(ctx, q, streamID, now, p.Max)
 	if err != nil {
 		return nil, false, err
 	}
-	more := false
-	if len(got) > p.Max {
-		got, more = got[:p.Max], true
+	if !ok {
+		// Many SETs held back at the head of the queue: look for the
+		// visible ones and the held subjects separately.
+		if got, more, held, err = s.pollSlow(ctx, q, streamID, now, p.Max); err != nil {
+			return nil, false, err
+		}
 	}
 	if len(got) == 0 {
 		return nil, more, nil
-	}
-	// Order per subject: a SET handed out earlier and not acknowledged
-	// yet (its answer lost, say) keeps the later SETs of its subject back
-	// until it is acknowledged or handed out again. Held rows are the
-	// unacknowledged head of the queue, so the lookup stays short.
-	rs, err = q.Query(ctx, `SELECT subject_key, MIN(seq) FROM ssf_outbox WHERE stream_id = $1 AND state = 0 AND visible_at > $2
-		AND seq < $3 GROUP BY subject_key`, streamID, now, got[len(got)-1].Seq)
-	type keySeq struct {
-		key string
-		seq int64
-	}
-	held, err := collect(rs, err, "poll sets: held", func(r Row) (keySeq, error) {
-		var v keySeq
-		return v, r.Scan(&v.key, &v.seq)
-	})
-	if err != nil {
-		return nil, false, err
 	}
 	if len(held) > 0 {
 		blocked := make(map[string]int64, len(held))
