@@ -23,6 +23,13 @@ import (
 // the instances of a test share.
 func pgStore(t *testing.T) store.Store {
 	t.Helper()
+	st, _ := pgStoreSchema(t)
+	return st
+}
+
+// pgStoreSchema is pgStore, and the store's schema.
+func pgStoreSchema(t *testing.T) (store.Store, string) {
+	t.Helper()
 	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		if os.Getenv("CI") == "true" {
@@ -45,7 +52,7 @@ func pgStore(t *testing.T) store.Store {
 			c.Close(ctx)
 		}
 	})
-	return st
+	return st, schema
 }
 
 // flakyLease is a store whose lease claims fail while down is set (the
