@@ -116,3 +116,49 @@ func cmpSeq(x, y string) int {
 	}
 	return strings.Compare(x, y)
 }
+
+// The holder publishes past a gap only once the skipped numbers are
+// stored with its lease: while that write fails it keeps waiting at the
+// gap (a crash then loses nothing), and goes on once it succeeds.
+func TestRelayLeaseLateStoredBeforeSkipping(t *testing.T) {
+	base := externalBackend.base(t)
+	base.RelayLeaseTTL, base.PollInterval, base.GapWait = 3*time.Second, 50*time.Millisecond, 200*time.Millisecond
+	st, schema := pgStoreSchema(t)
+	g := &leaseGroup{t: t, st: st, base: base}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, os.Getenv("WARD_TEST_POSTGRES_DSN"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	flaky := &flakyLease{Store: st}
+	a := g.open("a", flaky)
+	waitFor(t, 10*time.Second, "a holding the lease", func() bool { return a.relay.holding.Load() })
+	publishN(t, a, 2)
+	g.checkStream(a.NATS)
+
+	flaky.stateDown.Store(true)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var slow int64
+	if err := tx.QueryRow(ctx, `INSERT INTO `+schema+`.events (id, type) VALUES ('slow-unsaved', 'user.disabled') RETURNING seq`).Scan(&slow); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, a, 1)
+	time.Sleep(5 * base.GapWait)
+	if got := streamMsgs(t, a.NATS); got != 2 {
+		t.Fatalf("stream has %d messages: the relay published past seq %d without storing it with the lease", got, slow)
+	}
+	flaky.stateDown.Store(false)
+	waitFor(t, 10*time.Second, "a publishing past the gap", func() bool { return streamMsgs(t, a.NATS) == 3 })
+	var state string
+	if err := conn.QueryRow(ctx, `SELECT state FROM `+schema+`.export_cursors WHERE sink = $1`, a.relay.leaseName()).Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decodeLate(state, a.relay.log)[slow]; !ok {
+		t.Fatalf("state %q does not watch seq %d", state, slow)
+	}
+}

@@ -60,6 +60,15 @@ func pgStoreSchema(t *testing.T) (store.Store, string) {
 type flakyLease struct {
 	store.Store
 	down atomic.Bool
+	// stateDown fails only the writes of the state kept with the lease.
+	stateDown atomic.Bool
+}
+
+func (f *flakyLease) SetExportCursorState(ctx context.Context, sink, owner, state string, now time.Time) (bool, error) {
+	if f.down.Load() || f.stateDown.Load() {
+		return false, errors.New("lease store unreachable")
+	}
+	return f.Store.SetExportCursorState(ctx, sink, owner, state, now)
 }
 
 func (f *flakyLease) ClaimExportCursor(ctx context.Context, sink, owner string, start int64, now, until time.Time) (store.ExportCursor, bool, error) {
