@@ -66,7 +66,9 @@ const (
 // the relay waits (GapWait) for the missing number before it publishes
 // the events after it, which keeps the stream in sequence order in all
 // but pathological cases; numbers it skips are watched for lateWatch and
-// published (out of order, but not lost) if they appear.
+// published (out of order, but not lost) if they appear. Under a lease
+// the watched numbers are stored with it before the relay passes the gap
+// and taken over by the next holder (lease.go: saveLate, claim).
 //
 // Events are published in windows (publishWindow) whose messages carry
 // the stream sequence they expect to follow, so the stream, not the
