@@ -396,6 +396,10 @@ func (r *relay) overGap(ctx context.Context, next int64) time.Duration {
 // publishLate publishes skipped events that have appeared since.
 func (r *relay) publishLate(ctx context.Context) {
 	if len(r.late) == 0 {
+		// Forget, in the lease's copy too, what a previous holder
+		// watched above where the stream ended (init): the cursor
+		// passes those in order, a next holder must not publish them again.
+		r.saveLate(ctx)
 		return
 	}
 	seqs := make([]int64, 0, len(r.late))

@@ -162,3 +162,39 @@ func TestRelayLeaseLateStoredBeforeSkipping(t *testing.T) {
 		t.Fatalf("state %q does not watch seq %d", state, slow)
 	}
 }
+
+// Numbers the previous holder watched above where the stream ends are
+// ordinary gaps for the new holder: it relays them once, in order, and
+// removes them from the lease's copy, so that no later holder publishes
+// them again as late.
+func TestRelayLeaseInheritedAboveStream(t *testing.T) {
+	base := externalBackend.base(t)
+	base.RelayLeaseTTL, base.PollInterval, base.GapWait = 3*time.Second, 50*time.Millisecond, 200*time.Millisecond
+	st, schema := pgStoreSchema(t)
+	g := &leaseGroup{t: t, st: st, base: base}
+	ctx := context.Background()
+	sink := "relay:" + base.Stream
+	// A previous holder skipped 3 and crashed before publishing past it.
+	now := time.Now()
+	if _, held, err := st.ClaimExportCursor(ctx, sink, "gone", 0, now, now.Add(200*time.Millisecond)); err != nil || !held {
+		t.Fatalf("claim: %v %v", held, err)
+	}
+	if ok, err := st.SetExportCursorState(ctx, sink, "gone", encodeLate(map[int64]time.Time{3: now}), now); err != nil || !ok {
+		t.Fatalf("set state: %v %v", ok, err)
+	}
+	b := g.open("b", nil)
+	publishN(t, b, 5)
+	g.checkStream(b.NATS)
+	conn, err := pgx.Connect(ctx, os.Getenv("WARD_TEST_POSTGRES_DSN"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	waitFor(t, 5*time.Second, "the inherited number dropped from the stored set", func() bool {
+		var s string
+		if err := conn.QueryRow(ctx, `SELECT state FROM `+schema+`.export_cursors WHERE sink = $1`, sink).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s == ""
+	})
+}
