@@ -1,7 +1,11 @@
 package bus
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/ward-idp/ward/internal/store"
@@ -13,6 +17,7 @@ import (
 type Leaser interface {
 	ClaimExportCursor(ctx context.Context, sink, owner string, start int64, now, until time.Time) (store.ExportCursor, bool, error)
 	ReleaseExportCursor(ctx context.Context, sink, owner string) error
+	SetExportCursorState(ctx context.Context, sink, owner, state string, now time.Time) (bool, error)
 }
 
 // DefaultRelayLeaseTTL is how long a relay's lease lasts unless renewed.
@@ -80,6 +85,10 @@ func (r *relay) claim(ctx context.Context, now time.Time) {
 			r.log.Info("relay: relaying for the deployment", "owner", r.owner)
 			r.ready, r.seqKnown, r.gap.from = false, false, 0
 			clear(r.missing)
+			// Take over the numbers the previous holder (or this relay
+			// before it lost the lease) skipped and still watches.
+			r.late = decodeLate(c.State, r.log)
+			r.savedLate = c.State
 		}
 		if err := r.n.listenWake(true); err != nil {
 			r.log.Warn("relay: cannot listen for other instances' wake-ups; polling", "err", err)
@@ -87,6 +96,71 @@ func (r *relay) claim(ctx context.Context, now time.Time) {
 		r.held, r.leaseUntil = true, until
 		r.holding.Store(true)
 	}
+}
+
+// lateState is the relay's state kept with its lease: the sequence
+// numbers skipped at a gap and still watched for a late commit, each
+// with when it was skipped ([seq, unix microseconds]).
+type lateState struct {
+	Late [][2]int64 `json:"late"`
+}
+
+func encodeLate(late map[int64]time.Time) string {
+	if len(late) == 0 {
+		return ""
+	}
+	st := lateState{Late: make([][2]int64, 0, len(late))}
+	for s, at := range late {
+		st.Late = append(st.Late, [2]int64{s, at.UnixMicro()})
+	}
+	slices.SortFunc(st.Late, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	b, _ := json.Marshal(st) // cannot fail
+	return string(b)
+}
+
+func decodeLate(state string, log *slog.Logger) map[int64]time.Time {
+	late := map[int64]time.Time{}
+	if state == "" {
+		return late
+	}
+	var st lateState
+	if err := json.Unmarshal([]byte(state), &st); err != nil {
+		log.Warn("relay: the state kept with the relay lease is unreadable; not watching the previous holder's skipped numbers", "err", err)
+		return late
+	}
+	for _, e := range st.Late {
+		late[e[0]] = time.UnixMicro(e[1])
+	}
+	if len(late) > 0 {
+		log.Info("relay: watching the sequence numbers the previous holder skipped", "count", len(late))
+	}
+	return late
+}
+
+// saveLate stores the watched numbers with the lease, in one statement
+// with the check that this relay still holds it (a holder that lost the
+// lease cannot overwrite its successor's set). It reports whether they
+// are stored (always without a lease: nobody takes this relay over).
+func (r *relay) saveLate(ctx context.Context) bool {
+	if r.lease == nil {
+		return true
+	}
+	state := encodeLate(r.late)
+	if state == r.savedLate {
+		return true
+	}
+	ok, err := r.lease.SetExportCursorState(ctx, r.leaseName(), r.owner, state, time.Now())
+	switch {
+	case err != nil:
+		r.log.Warn("relay: storing the watched sequence numbers with the lease failed", "err", err)
+		return false
+	case !ok:
+		r.log.Warn("relay: lost the relay lease while storing the watched sequence numbers", "owner", r.owner)
+		r.drop()
+		return false
+	}
+	r.savedLate = state
+	return true
 }
 
 // mayPublish reports whether the lease leaves time to publish (and wait

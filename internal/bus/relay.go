@@ -66,7 +66,9 @@ const (
 // the relay waits (GapWait) for the missing number before it publishes
 // the events after it, which keeps the stream in sequence order in all
 // but pathological cases; numbers it skips are watched for lateWatch and
-// published (out of order, but not lost) if they appear.
+// published (out of order, but not lost) if they appear. Under a lease
+// the watched numbers are stored with it before the relay passes the gap
+// and taken over by the next holder (lease.go: saveLate, claim).
 //
 // Events are published in windows (publishWindow) whose messages carry
 // the stream sequence they expect to follow, so the stream, not the
@@ -111,7 +113,12 @@ type relay struct {
 		from  int64
 		since time.Time
 	}
-	late map[int64]time.Time
+	// late holds the numbers skipped at a gap and still watched, with
+	// when they were skipped. Under a lease it is stored with the lease
+	// before the relay publishes past a gap (saveLate), so a new holder
+	// takes it over; savedLate is what was last stored.
+	late      map[int64]time.Time
+	savedLate string
 	// missing holds the numbers above the cursor seen missing (a higher
 	// one was visible), with when that was first seen: a gap's wait runs
 	// from then, not from when the relay reaches it, so that gaps behind
@@ -275,7 +282,7 @@ func (r *relay) step(ctx context.Context, polled bool) time.Duration {
 		reread := false
 		for i := 0; i < len(evs); {
 			if ev := evs[i]; ev.Seq > r.cursor+1 {
-				if wait := r.overGap(ev.Seq); wait > 0 {
+				if wait := r.overGap(ctx, ev.Seq); wait > 0 {
 					return wait
 				}
 			}
@@ -355,7 +362,7 @@ func (r *relay) noteMissing(evs []*store.StoredEvent, now time.Time) {
 // overGap decides about the missing numbers before next: wait for them
 // (returns how long until the next look) or skip them (returns 0). The
 // wait runs from when the gap was first seen (noteMissing).
-func (r *relay) overGap(next int64) time.Duration {
+func (r *relay) overGap(ctx context.Context, next int64) time.Duration {
 	from, now := r.cursor+1, time.Now()
 	if r.gap.from != from {
 		r.gap.from, r.gap.since = from, now
@@ -370,6 +377,14 @@ func (r *relay) overGap(next int64) time.Duration {
 		for s := from; s < next; s++ {
 			r.late[s] = now
 		}
+		// Durable before the stream moves past them: a holder that
+		// crashes after publishing beyond the gap leaves them to the next.
+		if !r.saveLate(ctx) {
+			for s := from; s < next; s++ {
+				delete(r.late, s)
+			}
+			return gapRetry
+		}
 		r.log.Debug("relay: sequence numbers missing; publishing past them", "from", from, "to", next-1)
 	} else {
 		r.log.Warn("relay: large jump in event sequence numbers; not watching the gap", "from", from, "to", next-1)
@@ -381,6 +396,10 @@ func (r *relay) overGap(next int64) time.Duration {
 // publishLate publishes skipped events that have appeared since.
 func (r *relay) publishLate(ctx context.Context) {
 	if len(r.late) == 0 {
+		// Forget, in the lease's copy too, what a previous holder
+		// watched above where the stream ended (init): the cursor
+		// passes those in order, a next holder must not publish them again.
+		r.saveLate(ctx)
 		return
 	}
 	seqs := make([]int64, 0, len(r.late))
@@ -389,6 +408,11 @@ func (r *relay) publishLate(ctx context.Context) {
 	}
 	slices.Sort(seqs)
 	now := time.Now()
+	// Forget the published and the expired ones in the lease's copy too
+	// (best effort: a number published but still stored is published
+	// again by a next holder, and the stream drops that copy by its
+	// message id within the duplicate window).
+	defer r.saveLate(ctx)
 	for _, s := range seqs {
 		if now.Sub(r.late[s]) > lateWatch {
 			delete(r.late, s)
@@ -448,8 +472,15 @@ func (r *relay) init(ctx context.Context) error {
 			r.cursor = old[0].Seq
 		}
 	}
+	// Numbers watched from the previous holder that lie beyond where the
+	// stream ends are ordinary gaps again: the cursor reaches them in order.
+	for s := range r.late {
+		if s > r.cursor {
+			delete(r.late, s)
+		}
+	}
 	r.ready, r.seqKnown = true, false
-	r.log.Debug("relay: resuming", "after_seq", r.cursor)
+	r.log.Debug("relay: resuming", "after_seq", r.cursor, "watched", len(r.late))
 	return nil
 }
 

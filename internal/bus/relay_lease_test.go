@@ -23,6 +23,13 @@ import (
 // the instances of a test share.
 func pgStore(t *testing.T) store.Store {
 	t.Helper()
+	st, _ := pgStoreSchema(t)
+	return st
+}
+
+// pgStoreSchema is pgStore, and the store's schema.
+func pgStoreSchema(t *testing.T) (store.Store, string) {
+	t.Helper()
 	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		if os.Getenv("CI") == "true" {
@@ -45,7 +52,7 @@ func pgStore(t *testing.T) store.Store {
 			c.Close(ctx)
 		}
 	})
-	return st
+	return st, schema
 }
 
 // flakyLease is a store whose lease claims fail while down is set (the
@@ -53,6 +60,15 @@ func pgStore(t *testing.T) store.Store {
 type flakyLease struct {
 	store.Store
 	down atomic.Bool
+	// stateDown fails only the writes of the state kept with the lease.
+	stateDown atomic.Bool
+}
+
+func (f *flakyLease) SetExportCursorState(ctx context.Context, sink, owner, state string, now time.Time) (bool, error) {
+	if f.down.Load() || f.stateDown.Load() {
+		return false, errors.New("lease store unreachable")
+	}
+	return f.Store.SetExportCursorState(ctx, sink, owner, state, now)
 }
 
 func (f *flakyLease) ClaimExportCursor(ctx context.Context, sink, owner string, start int64, now, until time.Time) (store.ExportCursor, bool, error) {

@@ -16,6 +16,10 @@ type ExportCursor struct {
 	Owner      string
 	LeaseUntil time.Time
 	UpdatedAt  time.Time
+	// State is what the lease's holder stored with it
+	// (SetExportCursorState), returned by ClaimExportCursor so that a new
+	// holder takes it over with the lease. Empty for the audit sinks.
+	State string
 }
 
 // ExportCursors is the part of the store the audit exporters use: one
@@ -32,6 +36,11 @@ type ExportCursors interface {
 	// lease; it never moves it back. It reports false when owner no
 	// longer holds the lease (another instance claimed it).
 	AdvanceExportCursor(ctx context.Context, sink, owner string, seq int64, now time.Time) (bool, error)
+	// SetExportCursorState stores state with sink's lease while owner
+	// holds it (and it has not ended at now), in one statement with that
+	// check. It reports false when owner does not hold the lease: a
+	// holder that lost its lease cannot overwrite its successor's state.
+	SetExportCursorState(ctx context.Context, sink, owner, state string, now time.Time) (bool, error)
 	// ReleaseExportCursor ends owner's lease on sink (on shutdown), so
 	// another instance may take the sink over at once.
 	ReleaseExportCursor(ctx context.Context, sink, owner string) error

@@ -98,3 +98,57 @@ func testExportCursors(t *testing.T, s store.Store) {
 		t.Fatalf("concurrent claims: %v won, want exactly one", wins)
 	}
 }
+
+// testExportCursorState checks the state a lease holder keeps with its
+// lease: written only by the holder of a live lease, returned by every
+// claim (so a new holder takes it over), never overwritten by a holder
+// that lost the lease, even one that does not know it yet.
+func testExportCursorState(t *testing.T, s store.Store) {
+	now := at(0).Truncate(time.Microsecond)
+	const sink = "relay:STATE"
+	c, held, err := s.ClaimExportCursor(ctx, sink, "a", 0, now, now.Add(10*time.Second))
+	must(t, "ClaimExportCursor", err)
+	if !held || c.State != "" {
+		t.Fatalf("new lease: held %v state %q, want held and empty", held, c.State)
+	}
+	if ok, err := s.SetExportCursorState(ctx, sink, "b", "by-b", now.Add(time.Second)); err != nil || ok {
+		t.Fatalf("a non-holder stored state: ok %v err %v", ok, err)
+	}
+	if ok, err := s.SetExportCursorState(ctx, sink, "a", "a-1", now.Add(time.Second)); err != nil || !ok {
+		t.Fatalf("the holder could not store state: ok %v err %v", ok, err)
+	}
+	// Renewal returns it, a refused claim does not change it.
+	c, held, err = s.ClaimExportCursor(ctx, sink, "a", 0, now.Add(2*time.Second), now.Add(12*time.Second))
+	if err != nil || !held || c.State != "a-1" {
+		t.Fatalf("renewal: held %v state %q err %v, want a-1", held, c.State, err)
+	}
+	if _, held, _ := s.ClaimExportCursor(ctx, sink, "b", 0, now.Add(3*time.Second), now.Add(13*time.Second)); held {
+		t.Fatal("b took a live lease")
+	}
+	// Past its end, the holder cannot write (on its own clock) ...
+	if ok, err := s.SetExportCursorState(ctx, sink, "a", "a-late", now.Add(13*time.Second)); err != nil || ok {
+		t.Fatalf("state stored after the lease ended: ok %v err %v", ok, err)
+	}
+	// ... and the next holder gets the last state with the lease.
+	c, held, err = s.ClaimExportCursor(ctx, sink, "b", 0, now.Add(14*time.Second), now.Add(24*time.Second))
+	if err != nil || !held || c.State != "a-1" {
+		t.Fatalf("takeover: held %v state %q err %v, want a-1", held, c.State, err)
+	}
+	// The old holder, its clock behind, believes its lease still runs:
+	// its write is refused, b's state stays.
+	if ok, err := s.SetExportCursorState(ctx, sink, "a", "a-stale", now.Add(5*time.Second)); err != nil || ok {
+		t.Fatalf("a stale holder overwrote the state: ok %v err %v", ok, err)
+	}
+	if ok, err := s.SetExportCursorState(ctx, sink, "b", "b-1", now.Add(15*time.Second)); err != nil || !ok {
+		t.Fatalf("b could not store state: ok %v err %v", ok, err)
+	}
+	// Released: the state stays for the next holder.
+	must(t, "ReleaseExportCursor", s.ReleaseExportCursor(ctx, sink, "b"))
+	if ok, _ := s.SetExportCursorState(ctx, sink, "b", "b-released", now.Add(16*time.Second)); ok {
+		t.Fatal("state stored after the release")
+	}
+	c, held, err = s.ClaimExportCursor(ctx, sink, "a", 0, now.Add(16*time.Second), now.Add(26*time.Second))
+	if err != nil || !held || c.State != "b-1" {
+		t.Fatalf("claim after release: held %v state %q err %v, want b-1", held, c.State, err)
+	}
+}

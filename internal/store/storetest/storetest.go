@@ -108,6 +108,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"SSFLeases", testSSFLeases},
 		{"ResealAll", testResealAll},
 		{"ExportCursors", testExportCursors},
+		{"ExportCursorState", testExportCursorState},
 		{"RecoveryCodes", testRecoveryCodes},
 		{"RecoveryCodeConcurrent", testRecoveryCodeConcurrent},
 		{"SSFReceiverStreams", testSSFReceiverStreams},

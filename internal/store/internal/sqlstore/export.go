@@ -20,8 +20,8 @@ func (s *Store) ClaimExportCursor(ctx context.Context, sink, owner string, start
 		VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (sink) DO UPDATE SET lease_owner = excluded.lease_owner, lease_until = excluded.lease_until
 		WHERE export_cursors.lease_owner = excluded.lease_owner OR export_cursors.lease_until < $5
-		RETURNING seq, lease_owner, lease_until, updated_at`,
-		sink, start, owner, micros(until), micros(now)).Scan(&c.Seq, &c.Owner, &leaseUntil, &updated)
+		RETURNING seq, lease_owner, lease_until, updated_at, state`,
+		sink, start, owner, micros(until), micros(now)).Scan(&c.Seq, &c.Owner, &leaseUntil, &updated, &c.State)
 	if err == nil {
 		c.LeaseUntil, c.UpdatedAt = fromMicros(leaseUntil), fromMicros(updated)
 		return c, true, nil
@@ -42,6 +42,21 @@ func (s *Store) AdvanceExportCursor(ctx context.Context, sink, owner string, seq
 		WHERE sink = $1 AND lease_owner = $2 AND seq <= $3`, sink, owner, seq, micros(now))
 	if err != nil {
 		return false, wrap("advance export cursor", err)
+	}
+	return n == 1, nil
+}
+
+// SetExportCursorState stores state with sink's lease while owner holds
+// it: the owner check and the write are one statement, so a holder that
+// lost the lease cannot overwrite its successor's state.
+func (s *Store) SetExportCursorState(ctx context.Context, sink, owner, state string, now time.Time) (bool, error) {
+	if owner == "" {
+		return false, wrap("set export cursor state", errEmptyOwner)
+	}
+	n, err := s.db.Write().Exec(ctx, `UPDATE export_cursors SET state = $3
+		WHERE sink = $1 AND lease_owner = $2 AND lease_until >= $4`, sink, owner, state, micros(now))
+	if err != nil {
+		return false, wrap("set export cursor state", err)
 	}
 	return n == 1, nil
 }
