@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -135,4 +136,56 @@ func TestCodeRefusedIsSpent(t *testing.T) {
 			t.Errorf("exchange after a wrong verifier: %d %s", r.Status, r.Body)
 		}
 	})
+}
+
+// The device grant's redemption commits as the code exchange's does: a
+// poll whose token.issued the database refuses leaves the approved
+// request unspent, the next poll gets the tokens, and the one after that
+// is refused. A request approved for a session that then ended is spent
+// with its refusal.
+func TestDeviceRedemptionCommitsWithRecord(t *testing.T) {
+	in := startDevice(t)
+	refuseTokenEventsSQLite(t, in.DBPath)
+	ctx := context.Background()
+	s := newSigner(t)
+	b := in.Browser()
+	dcode, ucode := startDeviceFlow(t, in, "tv", s, nil)
+	answerDevice(t, in, b, ucode, "approve")
+	form := url.Values{"grant_type": {deviceGrant}, "device_code": {dcode}, "client_id": {"tv"}}
+	wantCleanServerError(t, do(t, in, call{path: "/token", signer: s, form: form,
+		header: http.Header{"User-Agent": {refusedAgent}}}), dcode)
+	hash := in.App.TokenHasher.Sum(dcode)
+	dc, err := in.App.Store.GetDeviceCode(ctx, hash)
+	if err != nil || !dc.UsedAt.IsZero() || dc.Status != model.DeviceCodeApproved {
+		t.Fatalf("device request after a refused record: %+v, %v; want approved and unused", dc, err)
+	}
+	if r := poll(t, in, "tv", dcode, s); r.Status != http.StatusOK || r.str("refresh_token") == "" {
+		t.Fatalf("poll after the fault: %d %s", r.Status, r.Body)
+	}
+	if n := len(tokenEvents(t, in, dc.SessionID, model.EventTokenIssued)); n != 1 {
+		t.Errorf("%d token.issued, want 1", n)
+	}
+	wantError(t, poll(t, in, "tv", dcode, s), http.StatusBadRequest, "invalid_grant")
+
+	// Approved, then the session ends: the poll is refused and spends it.
+	in.Clock.Advance(6 * time.Second)
+	dcode, ucode = startDeviceFlow(t, in, "tv", s, nil)
+	answerDevice(t, in, b, ucode, "approve")
+	hash = in.App.TokenHasher.Sum(dcode)
+	if dc, err = in.App.Store.GetDeviceCode(ctx, hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.App.Store.RevokeSession(ctx, dc.SessionID, in.Clock.Now(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, poll(t, in, "tv", dcode, s), http.StatusBadRequest, "invalid_grant")
+	if dc, err = in.App.Store.GetDeviceCode(ctx, hash); err != nil || dc.UsedAt.IsZero() {
+		t.Errorf("refused device request: %+v, %v; want it spent", dc, err)
+	}
+	in.Clock.Advance(6 * time.Second)
+	r := poll(t, in, "tv", dcode, s)
+	wantError(t, r, http.StatusBadRequest, "invalid_grant")
+	if r.str("access_token") != "" {
+		t.Error("a spent device request yielded a token")
+	}
 }
