@@ -162,5 +162,13 @@ func (p *Provider) grantFailed(r *http.Request, req *grant.Request, e *Error) {
 	if ev.Data[activity.DataProof] == "" && req.Proof != nil {
 		ev.Data[activity.DataProof] = string(activity.ProofOK)
 	}
-	_ = p.events.Emit(r.Context(), ev)
+	ctx := r.Context()
+	if e.Commit != nil {
+		// The refused code is spent with this record, in one transaction.
+		ctx = p.events.Pending(ctx, ev, nil)
+		if err := e.Commit(ctx); err != nil {
+			p.c.Log.ErrorContext(ctx, "token endpoint: spending the refused code failed", "correlation_id", ri.CorrID, "err", err)
+		}
+	}
+	_ = p.events.Emit(ctx, ev)
 }

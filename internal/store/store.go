@@ -252,6 +252,13 @@ type Store interface {
 	// GetAuthCode reads a code without using it (the token endpoint checks
 	// a request before it consumes the code).
 	GetAuthCode(ctx context.Context, hash []byte) (*model.AuthCode, error)
+	// RedeemAuthCode marks an unused code used at `at`, stores rt (nil:
+	// none) and commits ctx's pending events (store.WithEvent: the
+	// grant's token.issued, or the refusal that spent the code) in one
+	// transaction, or none of them. A code used before comes back with
+	// ErrAlreadyUsed (its first UsedAt) and nothing is written; a missing
+	// one is ErrNotFound. Of concurrent calls exactly one succeeds.
+	RedeemAuthCode(ctx context.Context, hash []byte, at time.Time, rt *model.RefreshToken) (*model.AuthCode, error)
 
 	// Pushed authorization requests (one-time).
 	CreatePushedRequest(ctx context.Context, p *model.PushedRequest) error
@@ -300,6 +307,10 @@ type Store interface {
 	// UpdateDeviceCode loads the request by device-code hash, applies fn
 	// and saves atomically (approval, denial, polling time, redemption).
 	UpdateDeviceCode(ctx context.Context, hash []byte, fn func(*model.DeviceCode) error) (*model.DeviceCode, error)
+	// RedeemDeviceCode is RedeemAuthCode for an approved device
+	// authorization request: ErrAlreadyUsed when it was used before,
+	// ErrNotFound when there is none or it is not approved.
+	RedeemDeviceCode(ctx context.Context, hash []byte, at time.Time, rt *model.RefreshToken) (*model.DeviceCode, error)
 
 	// Compliance policies (at most one per platform; "*" for all).
 	PutCompliancePolicy(ctx context.Context, p *model.CompliancePolicy) error
@@ -512,7 +523,8 @@ type Sealed struct {
 // The writes that take pending events are UpdateUser, DeleteUser,
 // RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
 // RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
-// rotates), DeleteRefreshToken, CreatePolicyVersion,
+// rotates), DeleteRefreshToken, RedeemAuthCode and RedeemDeviceCode
+// (only when they spend the code), CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
 // RenameWebAuthnCredential, DeleteWebAuthnCredential(s),
 // RevokeUserSessionsUnremediated and ResealAll: the first of them made with the context takes

@@ -63,24 +63,52 @@ func (g authorizationCode) grant(ctx context.Context, req *Request) (*Response, 
 	if e := checkCode(req, ac, now, redirectURI, verifier); e != nil {
 		return nil, ac, e
 	}
-	found := ac
-	ac, err = g.Store.ConsumeAuthCode(ctx, hash, now)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, found, codeInvalid("code_unknown")
-	case errors.Is(err, store.ErrAlreadyUsed):
-		// Redeemed by a concurrent request that passed the same checks.
-		return nil, found, g.codeReused(ctx, req, ac)
-	case err != nil:
-		return nil, found, oautherr.Server(err)
+	// The code is spent by the write that commits what it yields: the
+	// refresh token and token.issued together (redeem, in the issuing
+	// pipeline), or a refusal's audit event (spend, called by the
+	// endpoint with that event). A concurrent redemption that passed the
+	// same checks finds it used there, as reuse.
+	redeem := func(evCtx context.Context, rt *model.RefreshToken) *oautherr.Error {
+		used, err := g.Store.RedeemAuthCode(evCtx, hash, now, rt)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return codeInvalid("code_unknown")
+		case errors.Is(err, store.ErrAlreadyUsed):
+			if used == nil {
+				used = ac
+			}
+			return g.codeReused(ctx, req, used)
+		case err != nil:
+			return oautherr.Server(err)
+		}
+		return nil
 	}
 	sess, u, e := LiveSession(ctx, g.Store, now, ac.SessionID, ac.UserID)
 	if e != nil {
-		return nil, ac, e
+		return nil, ac, g.spendOnRefusal(e, hash, now)
 	}
 	d := decision{flow: policy.FlowInteractive, client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
-	resp, e := g.issue(ctx, req, d, model.EventTokenIssued, nil)
+	resp, e, redeemed := g.issueCode(ctx, req, d, redeem)
+	if e != nil && !redeemed {
+		e = g.spendOnRefusal(e, hash, now)
+	}
 	return resp, ac, e
+}
+
+// spendOnRefusal makes refusal e of a code that passed checkCode spend
+// the code with the refusal's audit event (oautherr.Error.Commit): a
+// refused code (Conditional Access, an ended session, token protection)
+// cannot be presented again for another try. A server error spends
+// nothing: nothing was issued, and the client may retry.
+func (g authorizationCode) spendOnRefusal(e *oautherr.Error, hash []byte, now time.Time) *oautherr.Error {
+	if e.Code == oautherr.ServerError {
+		return e
+	}
+	e.Commit = func(ctx context.Context) error {
+		_, err := g.Store.RedeemAuthCode(ctx, hash, now, nil)
+		return err
+	}
+	return e
 }
 
 // codeInvalid is the answer to a code that cannot be redeemed: the same

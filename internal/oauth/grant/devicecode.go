@@ -20,8 +20,9 @@ const (
 )
 
 // deviceCode is the device access token request (RFC 8628 §3.4, §3.5).
-// The request's state changes atomically in one store update: the poll
-// time and interval while pending, the redemption once approved.
+// A poll's state changes atomically in one store update (the poll time
+// and interval while pending); the redemption of an approved request
+// commits with what it issues (RedeemDeviceCode).
 type deviceCode struct{ *env }
 
 func (g deviceCode) Grant(ctx context.Context, req *Request) (*Response, *oautherr.Error) {
@@ -58,12 +59,48 @@ func (g deviceCode) Grant(ctx context.Context, req *Request) (*Response, *oauthe
 	case pollErr != nil:
 		return nil, pollErr
 	}
+	// Approved and checked, but not yet spent: the request is used up by
+	// the write that commits what it yields, the refresh token and
+	// token.issued together (redeem), or a refusal's audit event
+	// (spendOnRefusal). Of concurrent polls that got here, one redeems;
+	// the others find it used.
+	hash := dc.Hash
+	redeem := func(evCtx context.Context, rt *model.RefreshToken) *oautherr.Error {
+		_, err := g.Store.RedeemDeviceCode(evCtx, hash, now, rt)
+		switch {
+		case errors.Is(err, store.ErrAlreadyUsed):
+			return deviceCodeInvalid("device_code_reused")
+		case errors.Is(err, store.ErrNotFound):
+			return deviceCodeInvalid("device_code_unknown")
+		case err != nil:
+			return oautherr.Server(err)
+		}
+		return nil
+	}
 	sess, u, e := LiveSession(ctx, g.Store, now, dc.SessionID, dc.UserID)
 	if e != nil {
-		return nil, e
+		return nil, g.spendOnRefusal(e, hash, now)
 	}
 	d := decision{flow: policy.FlowDeviceCode, client: c, user: u, sess: sess, scope: dc.Scope, authTime: dc.AuthTime, amr: dc.AMR, acr: dc.ACR}
-	return g.issue(ctx, req, d, model.EventTokenIssued, nil)
+	resp, e, redeemed := g.issueCode(ctx, req, d, redeem)
+	if e != nil && !redeemed {
+		e = g.spendOnRefusal(e, hash, now)
+	}
+	return resp, e
+}
+
+// spendOnRefusal is authorizationCode.spendOnRefusal for an approved
+// device request: refused after approval (Conditional Access, an ended
+// session), it is used up with the refusal's record.
+func (g deviceCode) spendOnRefusal(e *oautherr.Error, hash []byte, now time.Time) *oautherr.Error {
+	if e.Code == oautherr.ServerError {
+		return e
+	}
+	e.Commit = func(ctx context.Context) error {
+		_, err := g.Store.RedeemDeviceCode(ctx, hash, now, nil)
+		return err
+	}
+	return e
 }
 
 func deviceCodeInvalid(reason string) *oautherr.Error {
@@ -110,7 +147,7 @@ func redeemDeviceCode(d *model.DeviceCode, req *Request, now time.Time) (poll, r
 			// Not used up: whoever holds the right key may still redeem it.
 			return nil, oautherr.New(oautherr.InvalidGrant, "DPoP key does not match the key of the device authorization request").WithReason("dpop_jkt_mismatch")
 		}
-		d.UsedAt = now
+		// Used up by the write that commits the issuance (RedeemDeviceCode).
 		return nil, nil
 	default:
 		return nil, oautherr.Server(errors.New("device code in unknown state " + d.Status))

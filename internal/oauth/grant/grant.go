@@ -10,7 +10,10 @@
 // (Conditional Access and the claims request), mint (access and ID
 // tokens), rotate (the refresh token) and record (the event). Every
 // refusal comes before rotate, so a refused request issues and rotates
-// nothing.
+// nothing. For a code grant rotate is the write that spends the code with
+// what it yields and its event; a refusal of a code that passed the
+// request checks spends it with the refusal's record instead
+// (oautherr.Error.Commit).
 package grant
 
 import (

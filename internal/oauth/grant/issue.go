@@ -62,20 +62,38 @@ type issuance struct {
 	// rotate: the context carrying ev to the store write that commits it
 	// with the refresh token (nil: ev is recorded on its own)
 	evCtx context.Context
+	// redeem, for a code grant, spends the code, stores the refresh token
+	// (nil: none) and commits ctx's pending event in one store write;
+	// redeemed is set once it was called.
+	redeem   func(ctx context.Context, rt *model.RefreshToken) *oautherr.Error
+	redeemed bool
 }
 
 // issue is the issuing pipeline: bind -> checkAccess -> mint -> rotate
 // -> record. Each step may refuse; nothing is written before rotate, so
 // a refusal by bind or checkAccess leaves every token as it was.
 func (e *env) issue(ctx context.Context, req *Request, d decision, evType model.EventType, prev *model.RefreshToken) (*Response, *oautherr.Error) {
-	is := &issuance{req: req, d: d, evType: evType, prev: prev, now: e.Now(), atScope: d.atScope}
+	resp, err, _ := e.issueWith(ctx, req, d, evType, prev, nil)
+	return resp, err
+}
+
+// issueCode is issue for a one-time code: redeem (see issuance.redeem)
+// is the write that stores what is issued, and redeemed reports whether
+// the pipeline got as far as calling it (a refusal before it left the
+// code unspent).
+func (e *env) issueCode(ctx context.Context, req *Request, d decision, redeem func(context.Context, *model.RefreshToken) *oautherr.Error) (resp *Response, err *oautherr.Error, redeemed bool) {
+	return e.issueWith(ctx, req, d, model.EventTokenIssued, nil, redeem)
+}
+
+func (e *env) issueWith(ctx context.Context, req *Request, d decision, evType model.EventType, prev *model.RefreshToken, redeem func(context.Context, *model.RefreshToken) *oautherr.Error) (*Response, *oautherr.Error, bool) {
+	is := &issuance{req: req, d: d, evType: evType, prev: prev, now: e.Now(), atScope: d.atScope, redeem: redeem}
 	if is.atScope == "" {
 		is.atScope = d.scope
 	}
 	if err := e.pipeline(ctx, is); err != nil {
-		return nil, attribute(err, req, is.credential())
+		return nil, attribute(err, req, is.credential()), is.redeemed
 	}
-	return is.resp, nil
+	return is.resp, nil, is.redeemed
 }
 
 func (e *env) pipeline(ctx context.Context, is *issuance) *oautherr.Error {
@@ -422,6 +440,10 @@ func (e *env) rotate(ctx context.Context, is *issuance) *oautherr.Error {
 			// used up), so one that may not is refused.
 			return refreshInvalid("refresh_not_renewable")
 		}
+		if is.redeem != nil {
+			// No refresh token: the code is spent with the event alone.
+			return e.storeRefreshToken(ctx, is, nil)
+		}
 		return nil
 	}
 	raw := secret.RandomToken()
@@ -470,8 +492,9 @@ func nextGeneration(prev *model.RefreshToken) int {
 	return 0
 }
 
-// storeRefreshToken creates next, or rotates the presented token into it
-// in one store operation that also commits the issuance's event
+// storeRefreshToken creates next (nil: none, for a code grant), or
+// rotates the presented token into it, or spends the presented code
+// (issuance.redeem) and stores next, in one store operation that also commits the issuance's event
 // (token.issued, token.refreshed): the refresh token and its audit record
 // are stored together or not at all, so a failure between the two (a
 // database cut, a refused insert) cannot leave a usable token, or a used
@@ -481,6 +504,10 @@ func nextGeneration(prev *model.RefreshToken) int {
 // records the issuance's event.
 func (e *env) storeRefreshToken(ctx context.Context, is *issuance, next *model.RefreshToken) *oautherr.Error {
 	is.evCtx = e.Events.Pending(ctx, is.ev, nil)
+	if is.redeem != nil {
+		is.redeemed = true
+		return is.redeem(is.evCtx, next)
+	}
 	if is.prev == nil {
 		if err := e.Store.CreateRefreshToken(is.evCtx, next); err != nil {
 			return oautherr.Server(err)

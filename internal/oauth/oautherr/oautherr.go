@@ -5,7 +5,10 @@
 // sign-in pages all return it; only the HTTP layer writes it.
 package oautherr
 
-import "net/http"
+import (
+	"context"
+	"net/http"
+)
 
 // OAuth, DPoP and device-grant error codes (RFC 6749 §5.2, RFC 6750 §3.1,
 // RFC 9449 §5, §7, RFC 8628 §3.5).
@@ -56,6 +59,12 @@ type Error struct {
 	// credential was found (a refresh token's or a code's user, session
 	// and device), for its audit event; never sent.
 	Subject Subject
+	// Commit, when set, is the store write that the failure's audit event
+	// commits with (store.WithEvent on ctx): spending the one-time code
+	// the refused request presented, so that the code is used up exactly
+	// when the refusal is recorded. The endpoint calls it with the event
+	// pending and then emits the event with the same context.
+	Commit func(ctx context.Context) error
 }
 
 // Subject is who a refused request concerns, by id.

@@ -511,6 +511,7 @@ func RunTokenEventAtomicity(t *testing.T, s store.Store) {
 			t.Errorf("event %d is %s, want %s (in the order of the writes)", i, e.ID, accepted[i].ID)
 		}
 	}
+	testRedeemCodeRefusedEvent(t, s, refused)
 }
 
 // RefusedAppend is the Reason of the events RunEventAtomicity makes the

@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RotateRefreshToken", testRotateRefreshToken},
 		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
 		{"RotateRefreshTokenConcurrentEvents", testRotateRefreshTokenConcurrentEvents},
+		{"RedeemCodeConcurrent", testRedeemCodeConcurrent},
 		{"AuthCode", testAuthCode},
 		{"AuthCodeConcurrent", testAuthCodeConcurrent},
 		{"PushedRequest", testPushedRequest},
