@@ -510,7 +510,7 @@ type Sealed struct {
 // seeing EventStored, does not append it a second time.
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
-// RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
+// CreateSession, RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
 // RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
 // rotates), DeleteRefreshToken, CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,

@@ -1,0 +1,180 @@
+package server_test
+
+import (
+	"context"
+	"database/sql"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/wardtest"
+)
+
+// writeEventInstances runs f on an instance on SQLite and, when
+// WARD_TEST_POSTGRES_DSN is set (required under CI), on PostgreSQL.
+// refuse makes the instance's database refuse to insert events of the
+// given types (the append fails inside the write that commits them) and
+// returns what lifts the refusal.
+func writeEventInstances(t *testing.T, f func(t *testing.T, in *wardtest.Instance, refuse func(t *testing.T, types ...model.EventType) func())) {
+	t.Run("sqlite", func(t *testing.T) {
+		in := wardtest.Start(t, wardtest.Options{})
+		f(t, in, func(t *testing.T, types ...model.EventType) func() { return refuseEventsSQLite(t, in.DBPath, types) })
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+		if dsn == "" {
+			if os.Getenv("CI") != "" {
+				t.Fatal("CI is set but WARD_TEST_POSTGRES_DSN is not")
+			}
+			t.Skip("set WARD_TEST_POSTGRES_DSN to run against PostgreSQL")
+		}
+		in := wardtest.Start(t, wardtest.Options{PostgresDSN: dsn})
+		f(t, in, func(t *testing.T, types ...model.EventType) func() {
+			return refuseEventsPostgres(t, in.PostgresDSN(), types)
+		})
+	})
+}
+
+func typeList(types []model.EventType) string {
+	q := make([]string, len(types))
+	for i, typ := range types {
+		q[i] = "'" + string(typ) + "'"
+	}
+	return strings.Join(q, ", ")
+}
+
+func refuseEventsSQLite(t *testing.T, path string, types []model.EventType) func() {
+	t.Helper()
+	exec := func(stmt string) {
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`CREATE TRIGGER test_refuse_write_events BEFORE INSERT ON events
+		WHEN NEW.type IN (` + typeList(types) + `)
+		BEGIN SELECT RAISE(ABORT, 'event refused by the test'); END`)
+	return func() { exec(`DROP TRIGGER test_refuse_write_events`) }
+}
+
+func refuseEventsPostgres(t *testing.T, dsn string, types []model.EventType) func() {
+	t.Helper()
+	exec := func(stmts ...string) {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		for _, stmt := range stmts {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	exec(`CREATE FUNCTION test_refuse_write_events() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.type IN (`+typeList(types)+`) THEN
+				RAISE EXCEPTION 'event refused by the test';
+			END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER test_refuse_write_events BEFORE INSERT ON events
+			FOR EACH ROW EXECUTE FUNCTION test_refuse_write_events()`)
+	return func() {
+		exec(`DROP TRIGGER test_refuse_write_events ON events`, `DROP FUNCTION test_refuse_write_events()`)
+	}
+}
+
+// wantNoInternals checks that an answer says nothing of the database's
+// refusal.
+func wantNoInternals(t *testing.T, what, body string) {
+	t.Helper()
+	for _, s := range []string{"refused by the test", "trigger", "events", "INSERT", "SQL", "append"} {
+		if strings.Contains(body, s) {
+			t.Errorf("%s: answer contains %q: %.300s", what, s, body)
+		}
+	}
+}
+
+// A sign-in whose signin.succeeded the database refuses creates no
+// session: the browser gets a plain error page, no session cookie and no
+// code, and the user has no session. Once the database accepts it, the
+// sign-in creates one session recorded by exactly one signin.succeeded,
+// committed with it.
+func TestSignInSessionCommitsWithEvent(t *testing.T) {
+	writeEventInstances(t, func(t *testing.T, in *wardtest.Instance, refuse func(*testing.T, ...model.EventType) func()) {
+		ctx := context.Background()
+		seen := watchCommitted(in.App.Bus)
+		bob, err := in.App.Store.GetUserByUsername(ctx, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions := func() []*model.Session {
+			t.Helper()
+			ss, err := in.App.Store.ListSessions(ctx, store.SessionFilter{UserID: bob.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ss
+		}
+		signIns := func() []*store.StoredEvent {
+			t.Helper()
+			evs, err := in.App.Store.ListEvents(ctx, store.EventFilter{UserID: bob.ID, Types: []model.EventType{model.EventSignInSucceeded}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return evs
+		}
+
+		lift := refuse(t, model.EventSignInSucceeded)
+		b := in.Browser()
+		_, ch := wardtest.PKCE()
+		resp, body := in.TryLogin(t, b, in.AuthorizeURL("web", ch, nil), "bob", wardtest.BobPassword, "")
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, "Something went wrong on our side.") {
+			t.Fatalf("sign-in with its record refused: status %d, want 500 and the error page; body %.300s", resp.StatusCode, body)
+		}
+		wantNoInternals(t, "refused sign-in", body)
+		if loc := resp.Header.Get("Location"); loc != "" {
+			t.Errorf("refused sign-in redirects to %s", loc)
+		}
+		for _, c := range resp.Cookies() {
+			if c.MaxAge >= 0 && c.Value != "" && strings.Contains(strings.ToLower(c.Name), "session") {
+				t.Errorf("refused sign-in sets cookie %s", c.Name)
+			}
+		}
+		if ss := sessions(); len(ss) != 0 {
+			t.Fatalf("%d sessions after a refused sign-in, want none", len(ss))
+		}
+		if evs := signIns(); len(evs) != 0 {
+			t.Fatalf("%d signin.succeeded after a refused sign-in, want none", len(evs))
+		}
+
+		lift()
+		loc := in.Login(t, b, in.AuthorizeURL("web", ch, nil), "bob", wardtest.BobPassword, "")
+		if loc.Query().Get("code") == "" {
+			t.Fatalf("sign-in after the refusal: no code in %s", loc)
+		}
+		ss := sessions()
+		if len(ss) != 1 {
+			t.Fatalf("%d sessions after the sign-in, want 1", len(ss))
+		}
+		evs := signIns()
+		if len(evs) != 1 {
+			t.Fatalf("%d signin.succeeded, want 1", len(evs))
+		}
+		if evs[0].SessionID != ss[0].ID {
+			t.Errorf("signin.succeeded of session %q, want %q", evs[0].SessionID, ss[0].ID)
+		}
+		seen.wantOnce(t, in, evs[0].CorrelationID, model.EventSignInSucceeded, true)
+	})
+}

@@ -1,0 +1,90 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+)
+
+// createWrite is one write of RunCreateEventAtomicity: do makes the
+// change with ctx, done reports whether the change is in the store.
+type createWrite struct {
+	name string
+	typ  model.EventType
+	do   func(ctx context.Context) error
+	done func(t *testing.T) bool
+}
+
+// RunCreateEventAtomicity checks the writes that create or delete a row
+// together with its record (store.WithEvent): the creation of a session
+// (the sign-in's record). Each write is made first with an event the
+// database refuses, which fails it with nothing changed and nothing
+// stored, then with one it accepts, which commits the change and exactly
+// that event. The store's database must refuse every event whose Reason is RefusedAppend
+// (a trigger the backend's test installs before calling it).
+func RunCreateEventAtomicity(t *testing.T, s store.Store) {
+	if _, err := s.AppendEvent(ctx, &model.Event{ID: "probe", Type: model.EventSignInSucceeded, Time: at(0),
+		Reason: RefusedAppend}); err == nil {
+		t.Fatalf("AppendEvent with Reason %q succeeded: the database does not refuse it", RefusedAppend)
+	}
+	u := fullUser("u1", "alice")
+	u.Disabled = false
+	must(t, "CreateUser", s.CreateUser(ctx, u))
+
+	exists := func(err error) bool {
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("lookup: %v", err)
+		}
+		return false
+	}
+	writes := []createWrite{
+		{"create session", model.EventSignInSucceeded,
+			func(ctx context.Context) error { return s.CreateSession(ctx, fullSession("s1", "u1")) },
+			func(t *testing.T) bool { _, err := s.GetSession(ctx, "s1"); return exists(err) }},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			before := len(storedEvents(t, s))
+			e := pendingEvent("refused-"+string(w.typ), w.typ, "u1")
+			e.Reason = RefusedAppend
+			ectx := store.WithEvent(ctx, e)
+			if err := w.do(ectx); err == nil {
+				t.Fatal("with an event the database refuses: got nil, want an error")
+			}
+			if store.EventStored(ectx, e) {
+				t.Error("EventStored after a failed append")
+			}
+			if w.done(t) {
+				t.Error("the change was made although its event was refused")
+			}
+			if n := len(storedEvents(t, s)) - before; n != 0 {
+				t.Errorf("%d events stored after the refused write, want none", n)
+			}
+
+			e = pendingEvent("accepted-"+string(w.typ), w.typ, "u1")
+			ectx = store.WithEvent(ctx, e)
+			must(t, w.name+" with an event the database accepts", w.do(ectx))
+			if !w.done(t) {
+				t.Error("the change is missing after the write")
+			}
+			if !store.EventStored(ectx, e) {
+				t.Error("EventStored false after the write")
+			}
+			evs := storedEvents(t, s)
+			if n := len(evs) - before; n != 1 {
+				t.Errorf("%d events stored by the write, want 1", n)
+			}
+			if got := evs[e.ID]; got == nil {
+				t.Errorf("event %s not stored", e.ID)
+			} else {
+				same(t, w.name+": stored event", &got.Event, e, normEvent)
+			}
+		})
+	}
+}
