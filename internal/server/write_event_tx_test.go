@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"strings"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
@@ -51,7 +54,8 @@ func typeList(types []model.EventType) string {
 func refuseEventsSQLite(t *testing.T, path string, types []model.EventType) func() {
 	t.Helper()
 	exec := func(stmt string) {
-		db, err := sql.Open("sqlite", path)
+		// Waits for the instance's writer rather than failing busy.
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,5 +180,88 @@ func TestSignInSessionCommitsWithEvent(t *testing.T) {
 			t.Errorf("signin.succeeded of session %q, want %q", evs[0].SessionID, ss[0].ID)
 		}
 		seen.wantOnce(t, in, evs[0].CorrelationID, model.EventSignInSucceeded, true)
+	})
+}
+
+// writeEvents returns the stored events of type typ that f selects.
+func writeEvents(t *testing.T, in *wardtest.Instance, typ model.EventType, f store.EventFilter) []*store.StoredEvent {
+	t.Helper()
+	f.Types = []model.EventType{typ}
+	evs, err := in.App.Store.ListEvents(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// A device registration whose device.registered the database refuses
+// stores no device, and a deletion whose device.deleted it refuses
+// deletes nothing (the administrator gets a plain 500); accepted, each
+// commits with exactly one event.
+func TestDeviceWritesCommitWithEvent(t *testing.T) {
+	writeEventInstances(t, func(t *testing.T, in *wardtest.Instance, refuse func(*testing.T, ...model.EventType) func()) {
+		ctx := context.Background()
+		seen := watchCommitted(in.App.Bus)
+		bob, err := in.App.Store.GetUserByUsername(ctx, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := newSigner(t)
+		jwk, _ := json.Marshal(key.PublicJWK())
+		reg := device.Registration{PublicJWK: jwk, KeyStorage: "file", Platform: "linux", OSName: "Debian", OSVersion: "12",
+			Hostname: "laptop", AgentVersion: "test"}
+
+		lift := refuse(t, model.EventDeviceRegistered)
+		if _, err := in.App.Devices.Register(ctx, bob.ID, reg); err == nil {
+			t.Fatal("registration with its record refused: got nil, want an error")
+		}
+		if _, err := in.App.Store.GetDeviceByJKT(ctx, key.Thumbprint()); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("device after a refused registration: %v, want not found", err)
+		}
+		if evs := writeEvents(t, in, model.EventDeviceRegistered, store.EventFilter{UserID: bob.ID}); len(evs) != 0 {
+			t.Fatalf("%d device.registered after a refused registration, want none", len(evs))
+		}
+		lift()
+		d, err := in.App.Devices.Register(ctx, bob.ID, reg)
+		if err != nil {
+			t.Fatalf("registration after the refusal: %v", err)
+		}
+		evs := writeEvents(t, in, model.EventDeviceRegistered, store.EventFilter{UserID: bob.ID})
+		if len(evs) != 1 || evs[0].DeviceID != d.ID {
+			t.Fatalf("device.registered after the registration: %+v, want one of %s", evs, d.ID)
+		}
+		seen.mu.Lock()
+		if !seen.m[evs[0].ID] {
+			t.Error("device.registered not committed with the device")
+		}
+		seen.mu.Unlock()
+
+		admin := newSigner(t)
+		tok := adminToken(t, in, admin)
+		del := call{path: "/admin/api/v1/devices/" + d.ID, method: http.MethodDelete, authz: "DPoP " + tok, signer: admin, at: tok}
+		lift = refuse(t, model.EventDeviceDeleted)
+		r := do(t, in, del)
+		if r.Status != http.StatusInternalServerError {
+			t.Fatalf("deletion with its record refused: %d %s, want 500", r.Status, r.Body)
+		}
+		wantNoInternals(t, "refused deletion", r.Body)
+		if _, err := in.App.Store.GetDevice(ctx, d.ID); err != nil {
+			t.Fatalf("device after a refused deletion: %v, want it kept", err)
+		}
+		if evs := writeEvents(t, in, model.EventDeviceDeleted, store.EventFilter{DeviceID: d.ID}); len(evs) != 0 {
+			t.Fatalf("%d device.deleted after a refused deletion, want none", len(evs))
+		}
+		lift()
+		if r := do(t, in, del); r.Status != http.StatusNoContent {
+			t.Fatalf("deletion after the refusal: %d %s", r.Status, r.Body)
+		}
+		if _, err := in.App.Store.GetDevice(ctx, d.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("device after the deletion: %v, want not found", err)
+		}
+		evs = writeEvents(t, in, model.EventDeviceDeleted, store.EventFilter{DeviceID: d.ID})
+		if len(evs) != 1 {
+			t.Fatalf("%d device.deleted, want 1", len(evs))
+		}
+		seen.wantOnce(t, in, evs[0].CorrelationID, model.EventDeviceDeleted, true)
 	})
 }

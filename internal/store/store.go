@@ -510,8 +510,8 @@ type Sealed struct {
 // seeing EventStored, does not append it a second time.
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
-// CreateSession, RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
-// RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
+// CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
+// UpdateDevice, DeleteDevice, RevokeDeviceSessions, RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
 // rotates), DeleteRefreshToken, CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
 // RenameWebAuthnCredential, DeleteWebAuthnCredential(s),

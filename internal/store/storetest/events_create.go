@@ -20,7 +20,7 @@ type createWrite struct {
 
 // RunCreateEventAtomicity checks the writes that create or delete a row
 // together with its record (store.WithEvent): the creation of a session
-// (the sign-in's record). Each write is made first with an event the
+// (the sign-in's record), the registration and deletion of a device. Each write is made first with an event the
 // database refuses, which fails it with nothing changed and nothing
 // stored, then with one it accepts, which commits the change and exactly
 // that event. The store's database must refuse every event whose Reason is RefusedAppend
@@ -47,6 +47,13 @@ func RunCreateEventAtomicity(t *testing.T, s store.Store) {
 		{"create session", model.EventSignInSucceeded,
 			func(ctx context.Context) error { return s.CreateSession(ctx, fullSession("s1", "u1")) },
 			func(t *testing.T) bool { _, err := s.GetSession(ctx, "s1"); return exists(err) }},
+		{"create device", model.EventDeviceRegistered,
+			func(ctx context.Context) error { return s.CreateDevice(ctx, fullDevice("d1", "u1", "jkt-d1")) },
+			func(t *testing.T) bool { _, err := s.GetDevice(ctx, "d1"); return exists(err) }},
+		// Deleting is done when the device is gone.
+		{"delete device", model.EventDeviceDeleted,
+			func(ctx context.Context) error { return s.DeleteDevice(ctx, "d1") },
+			func(t *testing.T) bool { _, err := s.GetDevice(ctx, "d1"); return !exists(err) }},
 	}
 	for _, w := range writes {
 		t.Run(w.name, func(t *testing.T) {
