@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/device"
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
@@ -263,5 +266,126 @@ func TestDeviceWritesCommitWithEvent(t *testing.T) {
 			t.Fatalf("%d device.deleted, want 1", len(evs))
 		}
 		seen.wantOnce(t, in, evs[0].CorrelationID, model.EventDeviceDeleted, true)
+	})
+}
+
+// adminJSON sends an admin API request with a JSON body (nil: none) and
+// alice's DPoP-bound token tok.
+func adminJSON(t *testing.T, in *wardtest.Instance, s *dpop.Signer, tok, method, path, body string) result {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	u := in.URL + "/admin/api/v1" + path
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	p, err := s.ProofAt(method, u, tok, "", in.Clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "DPoP "+tok)
+	req.Header.Set("DPoP", p)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := result{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+	_ = json.Unmarshal(b, &r.JSON)
+	return r
+}
+
+// A client's registration, metadata update, secret rotation and deletion
+// at the admin API commit with their event: refused, the administrator
+// gets a plain 500 (no secret, nothing of the cause) and the client is as
+// it was; accepted, the change is made and recorded exactly once.
+func TestClientWritesCommitWithEvent(t *testing.T) {
+	writeEventInstances(t, func(t *testing.T, in *wardtest.Instance, refuse func(*testing.T, ...model.EventType) func()) {
+		ctx := context.Background()
+		seen := watchCommitted(in.App.Bus)
+		admin := newSigner(t)
+		tok := adminToken(t, in, admin)
+		const id = "c-tx"
+		client := func() *model.Client {
+			t.Helper()
+			c, err := in.App.Store.GetClient(ctx, id)
+			if err != nil {
+				t.Fatalf("client %s: %v", id, err)
+			}
+			return c
+		}
+		steps := []struct {
+			name         string
+			typ          model.EventType
+			method, path string
+			body         string
+			status       int
+			after        func(t *testing.T)
+		}{
+			{"create", model.EventClientCreated, http.MethodPost, "/clients",
+				`{"id":"` + id + `","name":"Batch","auth_method":"client_secret_basic","grant_types":["client_credentials"],"scopes":["docs.read"]}`,
+				http.StatusCreated, nil},
+			{"update", model.EventClientUpdated, http.MethodPatch, "/clients/" + id, `{"name":"Batch jobs"}`, http.StatusOK,
+				func(t *testing.T) {
+					if c := client(); c.Name != "Batch jobs" {
+						t.Errorf("name after the update %q", c.Name)
+					}
+				}},
+			{"rotate secret", model.EventClientSecretRotated, http.MethodPost, "/clients/" + id + "/secret", "", http.StatusOK, nil},
+			{"delete", model.EventClientDeleted, http.MethodDelete, "/clients/" + id, "", http.StatusNoContent,
+				func(t *testing.T) {
+					if _, err := in.App.Store.GetClient(ctx, id); !errors.Is(err, store.ErrNotFound) {
+						t.Errorf("client after the deletion: %v", err)
+					}
+				}},
+		}
+		for _, st := range steps {
+			var was *model.Client
+			if st.typ != model.EventClientCreated {
+				was = client()
+			}
+			lift := refuse(t, st.typ)
+			r := adminJSON(t, in, admin, tok, st.method, st.path, st.body)
+			if r.Status != http.StatusInternalServerError {
+				t.Fatalf("%s with its record refused: %d %s, want 500", st.name, r.Status, r.Body)
+			}
+			wantNoInternals(t, "refused "+st.name, r.Body)
+			if strings.Contains(r.Body, "client_secret") {
+				t.Errorf("refused %s answers with a secret: %s", st.name, r.Body)
+			}
+			if was == nil {
+				if _, err := in.App.Store.GetClient(ctx, id); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("client after a refused registration: %v, want not found", err)
+				}
+			} else if now := client(); now.Name != was.Name || !bytes.Equal(now.SecretHash, was.SecretHash) || !now.UpdatedAt.Equal(was.UpdatedAt) {
+				t.Fatalf("client changed by a refused %s", st.name)
+			}
+			if evs := writeEvents(t, in, st.typ, store.EventFilter{ClientID: id}); len(evs) != 0 {
+				t.Fatalf("%d %s after a refused %s, want none", len(evs), st.typ, st.name)
+			}
+			lift()
+			r = adminJSON(t, in, admin, tok, st.method, st.path, st.body)
+			if r.Status != st.status {
+				t.Fatalf("%s after the refusal: %d %s, want %d", st.name, r.Status, r.Body, st.status)
+			}
+			if st.after != nil {
+				st.after(t)
+			}
+			if was != nil && st.typ == model.EventClientSecretRotated && bytes.Equal(client().SecretHash, was.SecretHash) {
+				t.Error("secret not rotated")
+			}
+			evs := writeEvents(t, in, st.typ, store.EventFilter{ClientID: id})
+			if len(evs) != 1 {
+				t.Fatalf("%d %s, want 1", len(evs), st.typ)
+			}
+			seen.wantOnce(t, in, evs[0].CorrelationID, st.typ, true)
+		}
 	})
 }

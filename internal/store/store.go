@@ -511,7 +511,8 @@ type Sealed struct {
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
 // CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
-// UpdateDevice, DeleteDevice, RevokeDeviceSessions, RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
+// UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,
+// UpdateClient, DeleteClient, RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
 // rotates), DeleteRefreshToken, CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
 // RenameWebAuthnCredential, DeleteWebAuthnCredential(s),

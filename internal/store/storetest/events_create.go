@@ -20,7 +20,8 @@ type createWrite struct {
 
 // RunCreateEventAtomicity checks the writes that create or delete a row
 // together with its record (store.WithEvent): the creation of a session
-// (the sign-in's record), the registration and deletion of a device. Each write is made first with an event the
+// (the sign-in's record), the registration and deletion of a device, the
+// registration, update and deletion of a client. Each write is made first with an event the
 // database refuses, which fails it with nothing changed and nothing
 // stored, then with one it accepts, which commits the change and exactly
 // that event. The store's database must refuse every event whose Reason is RefusedAppend
@@ -54,6 +55,22 @@ func RunCreateEventAtomicity(t *testing.T, s store.Store) {
 		{"delete device", model.EventDeviceDeleted,
 			func(ctx context.Context) error { return s.DeleteDevice(ctx, "d1") },
 			func(t *testing.T) bool { _, err := s.GetDevice(ctx, "d1"); return !exists(err) }},
+		{"create client", model.EventClientCreated,
+			func(ctx context.Context) error { return s.CreateClient(ctx, fullClient("c1")) },
+			func(t *testing.T) bool { _, err := s.GetClient(ctx, "c1"); return exists(err) }},
+		{"rotate client secret", model.EventClientSecretRotated,
+			func(ctx context.Context) error {
+				_, err := s.UpdateClient(ctx, "c1", func(c *model.Client) error { c.SecretHash = []byte("new"); return nil })
+				return err
+			},
+			func(t *testing.T) bool {
+				c, err := s.GetClient(ctx, "c1")
+				must(t, "GetClient", err)
+				return string(c.SecretHash) == "new"
+			}},
+		{"delete client", model.EventClientDeleted,
+			func(ctx context.Context) error { return s.DeleteClient(ctx, "c1") },
+			func(t *testing.T) bool { _, err := s.GetClient(ctx, "c1"); return !exists(err) }},
 	}
 	for _, w := range writes {
 		t.Run(w.name, func(t *testing.T) {

@@ -365,11 +365,14 @@ func clientArgs(c *model.Client) []any {
 		c.ApplicationType, c.ManagedBy}
 }
 
-// CreateClient stores a new client.
+// CreateClient stores a new client, with ctx's pending events
+// (store.WithEvent: client.created).
 func (s *Store) CreateClient(ctx context.Context, c *model.Client) error {
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO clients (`+clientCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO clients (`+clientCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`, clientArgs(c)...)
-	return s.createErr("client", err)
+		return s.createErr("client", err)
+	})
 }
 
 // GetClient returns a client by id.
@@ -384,16 +387,19 @@ func (s *Store) ListClients(ctx context.Context) ([]*model.Client, error) {
 	return collect(rs, err, "list clients", scanClient)
 }
 
-// UpdateClient applies fn to the stored client and saves it atomically.
+// UpdateClient applies fn to the stored client and saves it atomically,
+// with ctx's pending events (store.WithEvents: built after fn, so they
+// may name what it changed).
 func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Client) error) (*model.Client, error) {
 	var out *model.Client
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		out = nil
 		c, err := scanClient(q.QueryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`+s.d.ForUpdate, id))
 		if err != nil {
-			return s.getErr("client", err)
+			return nil, s.getErr("client", err)
 		}
 		if err := fn(c); err != nil {
-			return err
+			return nil, err
 		}
 		c.ID = id
 		if _, err := q.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3,
@@ -401,10 +407,10 @@ func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Clie
 			grant_types = $7, scopes = $8, audience = $9, jwks = $10, dpop_bound_access_tokens = $11,
 			access_token_ttl = $12, created_at = $13, updated_at = $14, require_protected_sessions = $15,
 			cae_capable = $16, application_type = $17, managed_by = $18 WHERE id = $1`, clientArgs(c)...); err != nil {
-			return wrap("update client", err)
+			return nil, wrap("update client", err)
 		}
 		out = c
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -412,10 +418,13 @@ func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Clie
 	return out, nil
 }
 
-// DeleteClient deletes a client.
+// DeleteClient deletes a client, with ctx's pending events
+// (store.WithEvent: client.deleted).
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
-	return deleted("client", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
+		return deleted("client", n, err)
+	})
 }
 
 // ---- signing keys ----
