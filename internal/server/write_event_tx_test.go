@@ -389,3 +389,85 @@ func TestClientWritesCommitWithEvent(t *testing.T) {
 		}
 	})
 }
+
+// A group's creation, membership change and deletion at the admin API
+// commit with their event: refused, a plain 500 and the group as it was;
+// accepted, the change and exactly one event.
+func TestGroupWritesCommitWithEvent(t *testing.T) {
+	writeEventInstances(t, func(t *testing.T, in *wardtest.Instance, refuse func(*testing.T, ...model.EventType) func()) {
+		ctx := context.Background()
+		seen := watchCommitted(in.App.Bus)
+		admin := newSigner(t)
+		tok := adminToken(t, in, admin)
+		bob, err := in.App.Store.GetUserByUsername(ctx, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gid string
+		members := func() int {
+			t.Helper()
+			g, err := in.App.Store.GetGroupByName(ctx, "ops-tx")
+			if errors.Is(err, store.ErrNotFound) {
+				return -1
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(g.Members)
+		}
+		groupEvents := func(typ model.EventType) []*store.StoredEvent {
+			var out []*store.StoredEvent
+			for _, e := range writeEvents(t, in, typ, store.EventFilter{}) {
+				if gid == "" || e.Data["group_id"] == gid {
+					out = append(out, e)
+				}
+			}
+			return out
+		}
+		steps := []struct {
+			name               string
+			typ                model.EventType
+			method, path, body func() string
+			status             int
+			before, after      int // members(): -1 for no group
+		}{
+			{"create", model.EventGroupCreated, fixed(http.MethodPost), fixed("/groups"), fixed(`{"name":"ops-tx"}`), http.StatusCreated, -1, 0},
+			{"add member", model.EventGroupUpdated, fixed(http.MethodPost), func() string { return "/groups/" + gid + "/members" },
+				fixed(`{"user_id":"` + bob.ID + `"}`), http.StatusOK, 0, 1},
+			{"delete", model.EventGroupDeleted, fixed(http.MethodDelete), func() string { return "/groups/" + gid }, fixed(""),
+				http.StatusNoContent, 1, -1},
+		}
+		for _, st := range steps {
+			lift := refuse(t, st.typ)
+			r := adminJSON(t, in, admin, tok, st.method(), st.path(), st.body())
+			if r.Status != http.StatusInternalServerError {
+				t.Fatalf("%s with its record refused: %d %s, want 500", st.name, r.Status, r.Body)
+			}
+			wantNoInternals(t, "refused "+st.name, r.Body)
+			if n := members(); n != st.before {
+				t.Fatalf("after a refused %s: members %d, want %d (-1: no group)", st.name, n, st.before)
+			}
+			if evs := groupEvents(st.typ); len(evs) != 0 {
+				t.Fatalf("%d %s after a refused %s, want none", len(evs), st.typ, st.name)
+			}
+			lift()
+			r = adminJSON(t, in, admin, tok, st.method(), st.path(), st.body())
+			if r.Status != st.status {
+				t.Fatalf("%s after the refusal: %d %s, want %d", st.name, r.Status, r.Body, st.status)
+			}
+			if gid == "" {
+				gid = r.str("id")
+			}
+			if n := members(); n != st.after {
+				t.Fatalf("after %s: members %d, want %d (-1: no group)", st.name, n, st.after)
+			}
+			evs := groupEvents(st.typ)
+			if len(evs) != 1 {
+				t.Fatalf("%d %s, want 1", len(evs), st.typ)
+			}
+			seen.wantOnce(t, in, evs[0].CorrelationID, st.typ, true)
+		}
+	})
+}
+
+func fixed(s string) func() string { return func() string { return s } }

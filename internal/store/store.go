@@ -512,7 +512,8 @@ type Sealed struct {
 // The writes that take pending events are UpdateUser, DeleteUser,
 // CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
 // UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,
-// UpdateClient, DeleteClient, RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
+// UpdateClient, DeleteClient, CreateGroup, UpdateGroup, DeleteGroup,
+// RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
 // rotates), DeleteRefreshToken, CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
 // RenameWebAuthnCredential, DeleteWebAuthnCredential(s),

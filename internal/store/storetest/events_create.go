@@ -21,7 +21,8 @@ type createWrite struct {
 // RunCreateEventAtomicity checks the writes that create or delete a row
 // together with its record (store.WithEvent): the creation of a session
 // (the sign-in's record), the registration and deletion of a device, the
-// registration, update and deletion of a client. Each write is made first with an event the
+// registration, update and deletion of a client, the creation, change
+// and deletion of a group. Each write is made first with an event the
 // database refuses, which fails it with nothing changed and nothing
 // stored, then with one it accepts, which commits the change and exactly
 // that event. The store's database must refuse every event whose Reason is RefusedAppend
@@ -71,6 +72,24 @@ func RunCreateEventAtomicity(t *testing.T, s store.Store) {
 		{"delete client", model.EventClientDeleted,
 			func(ctx context.Context) error { return s.DeleteClient(ctx, "c1") },
 			func(t *testing.T) bool { _, err := s.GetClient(ctx, "c1"); return !exists(err) }},
+		{"create group", model.EventGroupCreated,
+			func(ctx context.Context) error {
+				return s.CreateGroup(ctx, &model.Group{ID: "g1", Name: "ops", CreatedAt: at(0)})
+			},
+			func(t *testing.T) bool { _, err := s.GetGroup(ctx, "g1"); return exists(err) }},
+		{"add group member", model.EventGroupUpdated,
+			func(ctx context.Context) error {
+				_, err := s.UpdateGroup(ctx, "g1", func(g *model.Group) error { g.Members = append(g.Members, "u1"); return nil })
+				return err
+			},
+			func(t *testing.T) bool {
+				g, err := s.GetGroup(ctx, "g1")
+				must(t, "GetGroup", err)
+				return len(g.Members) == 1
+			}},
+		{"delete group", model.EventGroupDeleted,
+			func(ctx context.Context) error { return s.DeleteGroup(ctx, "g1") },
+			func(t *testing.T) bool { _, err := s.GetGroup(ctx, "g1"); return !exists(err) }},
 	}
 	for _, w := range writes {
 		t.Run(w.name, func(t *testing.T) {

@@ -228,15 +228,16 @@ func writeMembers(ctx context.Context, q Querier, g *model.Group) error {
 }
 
 // CreateGroup stores a new group with its members (empty and repeated
-// member ids are dropped). A taken id or name is ErrAlreadyExists.
+// member ids are dropped). A taken id or name is ErrAlreadyExists. ctx's
+// pending events (store.WithEvent) commit with it.
 func (s *Store) CreateGroup(ctx context.Context, g *model.Group) error {
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		_, err := q.Exec(ctx, `INSERT INTO groups (id, name, created_at) VALUES ($1, $2, $3)`,
 			g.ID, g.Name, micros(g.CreatedAt))
 		if err != nil {
-			return s.createErr("group", err)
+			return nil, s.createErr("group", err)
 		}
-		return writeMembers(ctx, q, g)
+		return nil, writeMembers(ctx, q, g)
 	})
 }
 
@@ -264,42 +265,44 @@ func (s *Store) GroupsOfUser(ctx context.Context, userID string) ([]*model.Group
 }
 
 // UpdateGroup applies fn to the stored group and saves it (members
-// included) in one transaction.
+// included) in one transaction, with ctx's pending events
+// (store.WithEvent).
 func (s *Store) UpdateGroup(ctx context.Context, id string, fn func(*model.Group) error) (*model.Group, error) {
 	var out *model.Group
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		out = nil
 		if s.d.ForUpdate != "" {
 			if _, err := q.Exec(ctx, `SELECT 1 FROM groups WHERE id = $1`+s.d.ForUpdate, id); err != nil {
-				return wrap("lock group", err)
+				return nil, wrap("lock group", err)
 			}
 		}
 		g, err := s.oneGroup(ctx, q, `g.id = $1`, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := fn(g); err != nil {
-			return err
+			return nil, err
 		}
 		g.ID = id
 		if _, err := q.Exec(ctx, `UPDATE groups SET name = $2, created_at = $3 WHERE id = $1`,
 			g.ID, g.Name, micros(g.CreatedAt)); err != nil {
 			if s.d.IsUniqueViolation(err) {
-				return alreadyExists("group name")
+				return nil, alreadyExists("group name")
 			}
-			return wrap("update group", err)
+			return nil, wrap("update group", err)
 		}
 		if _, err := q.Exec(ctx, `DELETE FROM group_members WHERE group_id = $1`, id); err != nil {
-			return wrap("update group members", err)
+			return nil, wrap("update group members", err)
 		}
 		if err := writeMembers(ctx, q, g); err != nil {
-			return err
+			return nil, err
 		}
 		g.Members = dedupe(g.Members)
 		if len(g.Members) == 0 {
 			g.Members = nil
 		}
 		out = g
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -308,10 +311,12 @@ func (s *Store) UpdateGroup(ctx context.Context, id string, fn func(*model.Group
 }
 
 // DeleteGroup deletes a group; its memberships go with it (ON DELETE
-// CASCADE).
+// CASCADE). ctx's pending events (store.WithEvent) commit with it.
 func (s *Store) DeleteGroup(ctx context.Context, id string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM groups WHERE id = $1`, id)
-	return deleted("group", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM groups WHERE id = $1`, id)
+		return deleted("group", n, err)
+	})
 }
 
 // ---- clients ----
