@@ -81,13 +81,16 @@ func (s *Service) Create(ctx context.Context, actor string, spec clientspec.Spec
 		sec = secret.String(secret.RandomToken())
 		c.SecretHash = s.hasher.Sum(sec.Reveal())
 	}
-	if err := s.store.CreateClient(ctx, c); err != nil {
+	ectx, publish := s.record(ctx, func() []*model.Event {
+		return []*model.Event{event(model.EventClientCreated, actor, c.ID, map[string]string{"auth_method": c.TokenEndpointAuthMethod})}
+	})
+	if err := s.store.CreateClient(ectx, c); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return nil, "", fmt.Errorf("%w: %s", ErrExists, spec.ID)
 		}
 		return nil, "", fmt.Errorf("clients: create %s: %w", spec.ID, err)
 	}
-	if err := s.publish(ctx, model.EventClientCreated, actor, c.ID, map[string]string{"auth_method": c.TokenEndpointAuthMethod}); err != nil {
+	if err := publish(); err != nil {
 		return c, sec, err
 	}
 	return c, sec, nil
@@ -120,10 +123,13 @@ func (s *Service) Upsert(ctx context.Context, actor, managedBy string, spec clie
 		c := fromSpec(spec, now)
 		c.SecretHash = hash
 		c.ManagedBy = managedBy
-		if err := s.store.CreateClient(ctx, c); err != nil {
+		ectx, publish := s.record(ctx, func() []*model.Event {
+			return []*model.Event{event(model.EventClientCreated, actor, c.ID, map[string]string{"auth_method": c.TokenEndpointAuthMethod, "source": "static"})}
+		})
+		if err := s.store.CreateClient(ectx, c); err != nil {
 			return nil, false, fmt.Errorf("clients: create %s: %w", spec.ID, err)
 		}
-		return c, true, s.publish(ctx, model.EventClientCreated, actor, c.ID, map[string]string{"auth_method": c.TokenEndpointAuthMethod, "source": "static"})
+		return c, true, publish()
 	case err != nil:
 		return nil, false, fmt.Errorf("clients: get %s: %w", spec.ID, err)
 	}
@@ -135,7 +141,17 @@ func (s *Service) Upsert(ctx context.Context, actor, managedBy string, spec clie
 	if !metaChanged && !secretChanged {
 		return cur, false, nil
 	}
-	updated, err := s.store.UpdateClient(ctx, spec.ID, func(c *model.Client) error {
+	ectx, publish := s.record(ctx, func() []*model.Event {
+		var evs []*model.Event
+		if metaChanged {
+			evs = append(evs, event(model.EventClientUpdated, actor, spec.ID, map[string]string{"source": "static"}))
+		}
+		if secretChanged {
+			evs = append(evs, event(model.EventClientSecretRotated, actor, spec.ID, map[string]string{"source": "static"}))
+		}
+		return evs
+	})
+	updated, err := s.store.UpdateClient(ectx, spec.ID, func(c *model.Client) error {
 		want.UpdatedAt = now
 		*c = *want
 		return nil
@@ -143,14 +159,7 @@ func (s *Service) Upsert(ctx context.Context, actor, managedBy string, spec clie
 	if err != nil {
 		return nil, false, fmt.Errorf("clients: update %s: %w", spec.ID, err)
 	}
-	var perr []error
-	if metaChanged {
-		perr = append(perr, s.publish(ctx, model.EventClientUpdated, actor, spec.ID, map[string]string{"source": "static"}))
-	}
-	if secretChanged {
-		perr = append(perr, s.publish(ctx, model.EventClientSecretRotated, actor, spec.ID, map[string]string{"source": "static"}))
-	}
-	return updated, true, errors.Join(perr...)
+	return updated, true, publish()
 }
 
 // Update changes a client's metadata: change edits a copy of its current
@@ -167,7 +176,17 @@ func (s *Service) Update(ctx context.Context, actor, id string, change func(*cli
 		changed []string
 	)
 	now := s.now().UTC()
-	c, err := s.store.UpdateClient(ctx, id, func(c *model.Client) error {
+	// Built after the change, in its transaction: they name what it
+	// changed.
+	ectx, publish := s.record(ctx, func() []*model.Event {
+		evs := []*model.Event{event(model.EventClientUpdated, actor, id, map[string]string{"fields": strings.Join(changed, ",")})}
+		if sec != "" {
+			evs = append(evs, event(model.EventClientSecretRotated, actor, id, map[string]string{"reason": "auth_method_changed"}))
+		}
+		return evs
+	})
+	c, err := s.store.UpdateClient(ectx, id, func(c *model.Client) error {
+		sec, changed = "", nil // the transaction may be retried
 		if c.ManagedBy != "" {
 			return managedErr(c, "change it in static_clients and restart Ward")
 		}
@@ -203,11 +222,7 @@ func (s *Service) Update(ctx context.Context, actor, id string, change func(*cli
 	if err != nil {
 		return nil, "", s.wrap("update", id, err)
 	}
-	perr := s.publish(ctx, model.EventClientUpdated, actor, id, map[string]string{"fields": strings.Join(changed, ",")})
-	if sec != "" {
-		perr = errors.Join(perr, s.publish(ctx, model.EventClientSecretRotated, actor, id, map[string]string{"reason": "auth_method_changed"}))
-	}
-	return c, sec, perr
+	return c, sec, publish()
 }
 
 // errUnchanged ends an Update that would change nothing, without a write.
@@ -286,7 +301,10 @@ func (s *Service) ReleaseUnlisted(ctx context.Context, actor string, listed []st
 		case c.ManagedBy == model.ClientManagedByDev && dev:
 			continue
 		}
-		if _, err := s.store.UpdateClient(ctx, c.ID, func(x *model.Client) error {
+		ectx, publish := s.record(ctx, func() []*model.Event {
+			return []*model.Event{event(model.EventClientUpdated, actor, c.ID, map[string]string{"fields": "managed_by", "source": "static"})}
+		})
+		if _, err := s.store.UpdateClient(ectx, c.ID, func(x *model.Client) error {
 			x.ManagedBy, x.UpdatedAt = "", s.now().UTC()
 			return nil
 		}); err != nil {
@@ -294,7 +312,7 @@ func (s *Service) ReleaseUnlisted(ctx context.Context, actor string, listed []st
 			continue
 		}
 		released = append(released, c.ID)
-		errs = append(errs, s.publish(ctx, model.EventClientUpdated, actor, c.ID, map[string]string{"fields": "managed_by", "source": "static"}))
+		errs = append(errs, publish())
 	}
 	return released, errors.Join(errs...)
 }
@@ -304,7 +322,10 @@ func (s *Service) ReleaseUnlisted(ctx context.Context, actor string, listed []st
 func (s *Service) RotateSecret(ctx context.Context, actor, id string) (secret.String, error) {
 	sec := secret.String(secret.RandomToken())
 	hash := s.hasher.Sum(sec.Reveal())
-	_, err := s.store.UpdateClient(ctx, id, func(c *model.Client) error {
+	ectx, publish := s.record(ctx, func() []*model.Event {
+		return []*model.Event{event(model.EventClientSecretRotated, actor, id, nil)}
+	})
+	_, err := s.store.UpdateClient(ectx, id, func(c *model.Client) error {
 		if c.ManagedBy != "" {
 			return managedErr(c, "its secret is static_clients' secret or secret_env: change it there and restart Ward")
 		}
@@ -318,7 +339,7 @@ func (s *Service) RotateSecret(ctx context.Context, actor, id string) (secret.St
 	if err != nil {
 		return "", s.wrap("rotate secret of", id, err)
 	}
-	return sec, s.publish(ctx, model.EventClientSecretRotated, actor, id, nil)
+	return sec, publish()
 }
 
 // Delete removes a client. A client defined in the configuration file is
@@ -331,10 +352,13 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 	if c.ManagedBy != "" {
 		return managedErr(c, "remove it from static_clients and restart Ward first")
 	}
-	if err := s.store.DeleteClient(ctx, id); err != nil {
+	ectx, publish := s.record(ctx, func() []*model.Event {
+		return []*model.Event{event(model.EventClientDeleted, actor, id, nil)}
+	})
+	if err := s.store.DeleteClient(ectx, id); err != nil {
 		return s.wrap("delete", id, err)
 	}
-	return s.publish(ctx, model.EventClientDeleted, actor, id, nil)
+	return publish()
 }
 
 // Get returns a client.
@@ -383,15 +407,38 @@ func (s *Service) wrap(op, id string, err error) error {
 	return fmt.Errorf("clients: %s %s: %w", op, id, err)
 }
 
-// publish records an event of type t about a client.
-func (s *Service) publish(ctx context.Context, t model.EventType, actor, clientID string, data map[string]string) error {
+// event is the record, of type t, of a change to a client.
+func event(t model.EventType, actor, clientID string, data map[string]string) *model.Event {
 	if actor == "" {
 		actor = "system"
 	}
-	if err := s.events.Emit(ctx, &model.Event{Type: t, Actor: actor, ClientID: clientID, Data: data}); err != nil {
-		return fmt.Errorf("clients: %w", err)
+	return &model.Event{Type: t, Actor: actor, ClientID: clientID, Data: data}
+}
+
+// record prepares the events of a client change to commit with the store
+// write that makes it: the write is made with the returned context, and
+// evs, called in its transaction after the change (it may read what the
+// change found), returns them. publish, called once the write succeeded,
+// publishes the events that committed (so the audit persister finds them
+// stored).
+func (s *Service) record(ctx context.Context, evs func() []*model.Event) (context.Context, func() error) {
+	var built []*model.Event
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		built = evs()
+		return built
+	})
+	return ectx, func() error {
+		if built == nil { // no bus: nothing was pending, nothing is recorded
+			built = evs()
+		}
+		var errs []error
+		for _, e := range built {
+			if err := s.events.Emit(ectx, e); err != nil {
+				errs = append(errs, fmt.Errorf("clients: %w", err))
+			}
+		}
+		return errors.Join(errs...)
 	}
-	return nil
 }
 
 // managedErr refuses a change to a client that the configuration (or

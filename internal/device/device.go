@@ -320,7 +320,12 @@ func (s *Service) register(ctx context.Context, userID string, r Registration, a
 			return nil, nil, err
 		}
 	}
-	if err := s.store.CreateDevice(ctx, d); err != nil {
+	// The device and its device.registered commit together: a key never
+	// obtains device-bound tokens without its registration on record.
+	ev := &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
+		Data: map[string]string{"jkt": d.JKT, "platform": d.Platform, "key_storage": d.KeyStorage, "trust_type": d.TrustType}}
+	ectx := s.events.Pending(ctx, ev, nil)
+	if err := s.store.CreateDevice(ectx, d); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return nil, nil, ErrKeyInUse // lost a race with another registration of the key
 		}
@@ -328,8 +333,7 @@ func (s *Service) register(ctx context.Context, userID string, r Registration, a
 	}
 	s.log.InfoContext(ctx, "device registered", "device_id", d.ID, "user_id", d.UserID, "platform", d.Platform, "key_storage", d.KeyStorage,
 		"attestation", verified != nil)
-	return d, ch, s.events.Emit(ctx, &model.Event{Type: model.EventDeviceRegistered, Actor: u.ID, UserID: u.ID, DeviceID: d.ID,
-		Data: map[string]string{"jkt": d.JKT, "platform": d.Platform, "key_storage": d.KeyStorage, "trust_type": d.TrustType}})
+	return d, ch, s.events.Emit(ectx, ev)
 }
 
 // ParseDeviceKey checks that raw is a public EC P-256 JWK (kty, crv, x, y
@@ -611,7 +615,7 @@ func (s *Service) Enable(ctx context.Context, actor, id string) (*model.Device, 
 
 // Delete revokes every session bound to the device and deletes it; its key
 // may then be registered again. It publishes session.revoked per session
-// and device.deleted.
+// and device.deleted, which commits with the deletion.
 func (s *Service) Delete(ctx context.Context, actor, id string) error {
 	d, err := s.store.GetDevice(ctx, id)
 	if err != nil {
@@ -621,12 +625,16 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 	if err != nil {
 		return fmt.Errorf("device: %w", err)
 	}
-	if err := s.store.DeleteDevice(ctx, id); err != nil {
+	// The deletion and its device.deleted commit together (the sessions
+	// were revoked, each with its record, before).
+	ev := &model.Event{Type: model.EventDeviceDeleted, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
+		Reason: string(ReasonDeviceDeleted), Data: map[string]string{"jkt": d.JKT, "sessions_revoked": fmt.Sprint(len(sids))}}
+	ectx := s.events.Pending(ctx, ev, nil)
+	if err := s.store.DeleteDevice(ectx, id); err != nil {
 		return wrapNotFound(err, "device "+id)
 	}
 	s.log.InfoContext(ctx, "device deleted", "actor", actor, "device_id", id, "sessions_revoked", len(sids))
-	return s.events.Emit(ctx, &model.Event{Type: model.EventDeviceDeleted, Actor: actor, UserID: d.UserID, DeviceID: d.ID,
-		Reason: string(ReasonDeviceDeleted), Data: map[string]string{"jkt": d.JKT, "sessions_revoked": fmt.Sprint(len(sids))}})
+	return s.events.Emit(ectx, ev)
 }
 
 func wrapNotFound(err error, what string) error {

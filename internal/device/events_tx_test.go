@@ -54,7 +54,10 @@ func TestEventsCommitWithChange(t *testing.T) {
 	}
 	// Events that record no critical change are left to the persister.
 	want(model.EventDevicePostureReported, 0)
-	want(model.EventDeviceRegistered, 0)
+	// A registration commits with its device (one each).
+	if evs := stored(model.EventDeviceRegistered); len(evs) != 2 || evs[0].DeviceID != d2.ID || evs[1].DeviceID != d.ID {
+		t.Errorf("device.registered stored %+v, want one for each device", evs)
+	}
 
 	if _, err := e.svc.Disable(ctx, "admin-1", d.ID); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,8 @@ func (s *Service) CreateGroup(ctx context.Context, actor, name string) (*model.G
 		return nil, err
 	}
 	g := &model.Group{ID: newID(), Name: name, Members: []string{}, CreatedAt: s.now()}
+	ev := &model.Event{Type: model.EventGroupCreated, Actor: actor, Data: map[string]string{"group_id": g.ID, "name": g.Name}}
+	ctx = s.events.Pending(ctx, ev, nil) // commits with the group
 	if err := s.store.CreateGroup(ctx, g); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return nil, fmt.Errorf("group %q: %w", name, ErrExists)
@@ -34,8 +36,7 @@ func (s *Service) CreateGroup(ctx context.Context, actor, name string) (*model.G
 		return nil, fmt.Errorf("identity: create group: %w", err)
 	}
 	s.log.InfoContext(ctx, "group created", "actor", actor, "group_id", g.ID, "name", g.Name)
-	return g, s.events.Emit(ctx, &model.Event{Type: model.EventGroupCreated, Actor: actor,
-		Data: map[string]string{"group_id": g.ID, "name": g.Name}})
+	return g, s.events.Emit(ctx, ev)
 }
 
 // AddMember adds an existing user to a group. Adding a member again is a
@@ -56,6 +57,14 @@ func (s *Service) RemoveMember(ctx context.Context, actor, groupID, userID strin
 }
 
 func (s *Service) changeMembers(ctx context.Context, actor, groupID, userID string, add bool) error {
+	change := "member_added"
+	if !add {
+		change = "member_removed"
+	}
+	// Commits with the membership change (a no-op rolls back: no event).
+	ev := &model.Event{Type: model.EventGroupUpdated, Actor: actor, UserID: userID,
+		Data: map[string]string{"group_id": groupID, "change": change}}
+	ctx = s.events.Pending(ctx, ev, nil)
 	_, err := s.store.UpdateGroup(ctx, groupID, func(g *model.Group) error {
 		has := slices.Contains(g.Members, userID)
 		switch {
@@ -74,23 +83,19 @@ func (s *Service) changeMembers(ctx context.Context, actor, groupID, userID stri
 	if err != nil {
 		return fmt.Errorf("identity: update group %s: %w", groupID, notFound(err))
 	}
-	change := "member_added"
-	if !add {
-		change = "member_removed"
-	}
 	s.log.InfoContext(ctx, "group membership changed", "actor", actor, "group_id", groupID, "user_id", userID, "change", change)
-	return s.events.Emit(ctx, &model.Event{Type: model.EventGroupUpdated, Actor: actor, UserID: userID,
-		Data: map[string]string{"group_id": groupID, "change": change}})
+	return s.events.Emit(ctx, ev)
 }
 
 // DeleteGroup deletes a group. It publishes group.deleted.
 func (s *Service) DeleteGroup(ctx context.Context, actor, groupID string) error {
+	ev := &model.Event{Type: model.EventGroupDeleted, Actor: actor, Data: map[string]string{"group_id": groupID}}
+	ctx = s.events.Pending(ctx, ev, nil) // commits with the deletion
 	if err := s.store.DeleteGroup(ctx, groupID); err != nil {
 		return fmt.Errorf("identity: delete group %s: %w", groupID, notFound(err))
 	}
 	s.log.InfoContext(ctx, "group deleted", "actor", actor, "group_id", groupID)
-	return s.events.Emit(ctx, &model.Event{Type: model.EventGroupDeleted, Actor: actor,
-		Data: map[string]string{"group_id": groupID}})
+	return s.events.Emit(ctx, ev)
 }
 
 // GroupsOf returns the groups userID belongs to.

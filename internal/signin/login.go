@@ -270,8 +270,8 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 }
 
 // startSession is where every sign-in becomes an SSO session: it creates
-// the session (authenticated now with amr and acr), records event(sess)
-// (sign-in succeeded) and sets the session cookie. On failure it has
+// the session (authenticated now with amr and acr) and records event(sess)
+// (sign-in succeeded) in one transaction, then sets the session cookie. On failure it has
 // answered, and the browser gets no cookie.
 func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.User, amr []string, acr string, now time.Time, event func(*model.Session) *model.Event) (*model.Session, bool) {
 	ctx := r.Context()
@@ -280,12 +280,16 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.
 		ID: newID(), UserID: u.ID, AuthTime: now, AMR: amr, ACR: acr, IP: ri.IP, UserAgent: ri.UserAgent,
 		CreatedAt: now, LastSeen: now, ExpiresAt: now.Add(h.c.SessionAbsolute), IdleTimeout: h.c.SessionIdle,
 	}
-	if err := h.c.Store.CreateSession(ctx, sess); err != nil {
+	// The session and its record commit together: a session never exists
+	// without the sign-in that made it on record.
+	ev := event(sess)
+	ectx := h.events.Pending(ctx, ev, nil)
+	if err := h.c.Store.CreateSession(ectx, sess); err != nil {
 		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return nil, false
 	}
-	if err := h.events.Emit(ctx, event(sess)); err != nil {
+	if err := h.events.Emit(ectx, ev); err != nil {
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return nil, false
 	}

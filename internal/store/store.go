@@ -521,7 +521,9 @@ type Sealed struct {
 // seeing EventStored, does not append it a second time.
 //
 // The writes that take pending events are UpdateUser, DeleteUser,
-// RevokeSession, RevokeUserSessions, UpdateDevice, RevokeDeviceSessions,
+// CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
+// UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,
+// UpdateClient, DeleteClient, CreateGroup, UpdateGroup, DeleteGroup,
 // RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
 // rotates), DeleteRefreshToken, RedeemAuthCode and RedeemDeviceCode
 // (only when they spend the code), CreatePolicyVersion,

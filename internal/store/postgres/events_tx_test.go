@@ -20,6 +20,15 @@ func TestEventAtomicity(t *testing.T) {
 	storetest.RunEventAtomicity(t, s)
 }
 
+// TestCreateEventAtomicity runs storetest.RunCreateEventAtomicity: a
+// created (or deleted) row commits with its record or not at all.
+func TestCreateEventAtomicity(t *testing.T) {
+	d := dsn(t)
+	s := open(t, d)
+	refuseAppends(t, d, s.Schema())
+	storetest.RunCreateEventAtomicity(t, s)
+}
+
 // TestTokenEventAtomicity runs storetest.RunTokenEventAtomicity: the
 // rotation statement's event CTE failing fails the rotation.
 func TestTokenEventAtomicity(t *testing.T) {

@@ -43,6 +43,19 @@ func TestEventAtomicity(t *testing.T) {
 	storetest.RunEventAtomicity(t, s)
 }
 
+// TestCreateEventAtomicity runs storetest.RunCreateEventAtomicity: a
+// created (or deleted) row commits with its record or not at all.
+func TestCreateEventAtomicity(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ward.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	refuseAppends(t, path)
+	storetest.RunCreateEventAtomicity(t, s)
+}
+
 func TestTokenEventAtomicity(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ward.db")
 	s, err := sqlite.Open(context.Background(), path)

@@ -63,15 +63,18 @@ func deviceArgs(d *model.Device) []any {
 }
 
 // CreateDevice stores a new device. A taken id or key thumbprint (JKT)
-// is ErrAlreadyExists; the JKT is required.
+// is ErrAlreadyExists; the JKT is required. ctx's pending events
+// (store.WithEvent: device.registered) commit with it.
 func (s *Store) CreateDevice(ctx context.Context, d *model.Device) error {
 	if d.JKT == "" {
 		return errors.New("store: create device: JKT is required")
 	}
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO devices (`+deviceCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO devices (`+deviceCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
-		deviceArgs(d)...)
-	return s.createErr("device", err)
+			deviceArgs(d)...)
+		return s.createErr("device", err)
+	})
 }
 
 // GetDevice returns a device by id.
@@ -154,10 +157,13 @@ func (s *Store) UpdateDevice(ctx context.Context, id string, fn func(*model.Devi
 }
 
 // DeleteDevice deletes a device. Refresh tokens bound to it are left to
-// the caller (RevokeDeviceSessions first).
+// the caller (RevokeDeviceSessions first). ctx's pending events
+// (store.WithEvent: device.deleted) commit with the deletion.
 func (s *Store) DeleteDevice(ctx context.Context, id string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM devices WHERE id = $1`, id)
-	return deleted("device", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM devices WHERE id = $1`, id)
+		return deleted("device", n, err)
+	})
 }
 
 // RevokeDeviceSessions revokes, in one transaction, every unrevoked

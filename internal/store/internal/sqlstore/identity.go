@@ -228,15 +228,16 @@ func writeMembers(ctx context.Context, q Querier, g *model.Group) error {
 }
 
 // CreateGroup stores a new group with its members (empty and repeated
-// member ids are dropped). A taken id or name is ErrAlreadyExists.
+// member ids are dropped). A taken id or name is ErrAlreadyExists. ctx's
+// pending events (store.WithEvent) commit with it.
 func (s *Store) CreateGroup(ctx context.Context, g *model.Group) error {
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		_, err := q.Exec(ctx, `INSERT INTO groups (id, name, created_at) VALUES ($1, $2, $3)`,
 			g.ID, g.Name, micros(g.CreatedAt))
 		if err != nil {
-			return s.createErr("group", err)
+			return nil, s.createErr("group", err)
 		}
-		return writeMembers(ctx, q, g)
+		return nil, writeMembers(ctx, q, g)
 	})
 }
 
@@ -264,42 +265,44 @@ func (s *Store) GroupsOfUser(ctx context.Context, userID string) ([]*model.Group
 }
 
 // UpdateGroup applies fn to the stored group and saves it (members
-// included) in one transaction.
+// included) in one transaction, with ctx's pending events
+// (store.WithEvent).
 func (s *Store) UpdateGroup(ctx context.Context, id string, fn func(*model.Group) error) (*model.Group, error) {
 	var out *model.Group
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		out = nil
 		if s.d.ForUpdate != "" {
 			if _, err := q.Exec(ctx, `SELECT 1 FROM groups WHERE id = $1`+s.d.ForUpdate, id); err != nil {
-				return wrap("lock group", err)
+				return nil, wrap("lock group", err)
 			}
 		}
 		g, err := s.oneGroup(ctx, q, `g.id = $1`, id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := fn(g); err != nil {
-			return err
+			return nil, err
 		}
 		g.ID = id
 		if _, err := q.Exec(ctx, `UPDATE groups SET name = $2, created_at = $3 WHERE id = $1`,
 			g.ID, g.Name, micros(g.CreatedAt)); err != nil {
 			if s.d.IsUniqueViolation(err) {
-				return alreadyExists("group name")
+				return nil, alreadyExists("group name")
 			}
-			return wrap("update group", err)
+			return nil, wrap("update group", err)
 		}
 		if _, err := q.Exec(ctx, `DELETE FROM group_members WHERE group_id = $1`, id); err != nil {
-			return wrap("update group members", err)
+			return nil, wrap("update group members", err)
 		}
 		if err := writeMembers(ctx, q, g); err != nil {
-			return err
+			return nil, err
 		}
 		g.Members = dedupe(g.Members)
 		if len(g.Members) == 0 {
 			g.Members = nil
 		}
 		out = g
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -308,10 +311,12 @@ func (s *Store) UpdateGroup(ctx context.Context, id string, fn func(*model.Group
 }
 
 // DeleteGroup deletes a group; its memberships go with it (ON DELETE
-// CASCADE).
+// CASCADE). ctx's pending events (store.WithEvent) commit with it.
 func (s *Store) DeleteGroup(ctx context.Context, id string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM groups WHERE id = $1`, id)
-	return deleted("group", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM groups WHERE id = $1`, id)
+		return deleted("group", n, err)
+	})
 }
 
 // ---- clients ----
@@ -365,11 +370,14 @@ func clientArgs(c *model.Client) []any {
 		c.ApplicationType, c.ManagedBy}
 }
 
-// CreateClient stores a new client.
+// CreateClient stores a new client, with ctx's pending events
+// (store.WithEvent: client.created).
 func (s *Store) CreateClient(ctx context.Context, c *model.Client) error {
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO clients (`+clientCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO clients (`+clientCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`, clientArgs(c)...)
-	return s.createErr("client", err)
+		return s.createErr("client", err)
+	})
 }
 
 // GetClient returns a client by id.
@@ -384,16 +392,19 @@ func (s *Store) ListClients(ctx context.Context) ([]*model.Client, error) {
 	return collect(rs, err, "list clients", scanClient)
 }
 
-// UpdateClient applies fn to the stored client and saves it atomically.
+// UpdateClient applies fn to the stored client and saves it atomically,
+// with ctx's pending events (store.WithEvents: built after fn, so they
+// may name what it changed).
 func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Client) error) (*model.Client, error) {
 	var out *model.Client
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		out = nil
 		c, err := scanClient(q.QueryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`+s.d.ForUpdate, id))
 		if err != nil {
-			return s.getErr("client", err)
+			return nil, s.getErr("client", err)
 		}
 		if err := fn(c); err != nil {
-			return err
+			return nil, err
 		}
 		c.ID = id
 		if _, err := q.Exec(ctx, `UPDATE clients SET name = $2, secret_hash = $3,
@@ -401,10 +412,10 @@ func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Clie
 			grant_types = $7, scopes = $8, audience = $9, jwks = $10, dpop_bound_access_tokens = $11,
 			access_token_ttl = $12, created_at = $13, updated_at = $14, require_protected_sessions = $15,
 			cae_capable = $16, application_type = $17, managed_by = $18 WHERE id = $1`, clientArgs(c)...); err != nil {
-			return wrap("update client", err)
+			return nil, wrap("update client", err)
 		}
 		out = c
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -412,10 +423,13 @@ func (s *Store) UpdateClient(ctx context.Context, id string, fn func(*model.Clie
 	return out, nil
 }
 
-// DeleteClient deletes a client.
+// DeleteClient deletes a client, with ctx's pending events
+// (store.WithEvent: client.deleted).
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
-	return deleted("client", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
+		return deleted("client", n, err)
+	})
 }
 
 // ---- signing keys ----

@@ -56,3 +56,16 @@ func (s *Store) inTxPending(ctx context.Context, p *store.PendingEvent, fn func(
 	}
 	return err
 }
+
+// execEvent runs the single-statement write fn with ctx's pending events
+// (store.WithEvent): without any it runs as one statement on its own (no
+// transaction of its own on the common path); with some, fn and their
+// appends run in one transaction, so that the change never commits
+// without its record, nor the record without the change.
+func (s *Store) execEvent(ctx context.Context, fn func(q Querier) error) error {
+	p := store.TakeEvent(ctx)
+	if p == nil {
+		return fn(s.db.Write())
+	}
+	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) { return nil, fn(q) })
+}

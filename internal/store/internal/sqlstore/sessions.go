@@ -56,14 +56,17 @@ func scanSession(r Row) (*model.Session, error) {
 	return x.session()
 }
 
-// CreateSession stores a new session.
+// CreateSession stores a new session, with ctx's pending events
+// (store.WithEvent: the sign-in's record) in the same transaction.
 func (s *Store) CreateSession(ctx context.Context, se *model.Session) error {
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		se.ID, se.UserID, micros(se.AuthTime), jsonList(se.AMR), se.ACR, se.IP, se.UserAgent,
-		micros(se.CreatedAt), micros(se.LastSeen), micros(se.ExpiresAt), int64(se.IdleTimeout),
-		micros(se.RevokedAt), se.RevokeCause, se.DBSCKeyJKT, rawJSON(se.DBSCKey))
-	return s.createErr("session", err)
+			se.ID, se.UserID, micros(se.AuthTime), jsonList(se.AMR), se.ACR, se.IP, se.UserAgent,
+			micros(se.CreatedAt), micros(se.LastSeen), micros(se.ExpiresAt), int64(se.IdleTimeout),
+			micros(se.RevokedAt), se.RevokeCause, se.DBSCKeyJKT, rawJSON(se.DBSCKey))
+		return s.createErr("session", err)
+	})
 }
 
 // GetSession returns a session by id.
