@@ -118,6 +118,11 @@ type Options struct {
 	// be in (loopback and private ranges are refused otherwise; see
 	// netguard.go). Only for the default HTTPClient.
 	PushAllowedNetworks []netip.Prefix
+	// Notifier wakes the other instances sharing the database: the one
+	// holding a push stream this instance queued SETs for, and all of
+	// them when one joins or leaves (see share.go). Nil: they find new
+	// SETs and changes by their rescan.
+	Notifier Notifier
 	// UserEmailAlias names users in SETs as RFC 9493 aliases of their
 	// iss_sub and their email address (ssf.user_email_alias), for
 	// receivers that know people by email, another Ward among them. Off,
@@ -593,19 +598,28 @@ func (s *Service) enqueue(ctx context.Context, eventID string, entries []*store.
 		}
 		byStream[e.StreamID] = append(byStream[e.StreamID], e)
 	}
+	var elsewhere []string
 	for _, id := range order {
 		s.waiters.notify(id)
-		s.pusher.markDirty(id, byStream[id])
+		if s.pusher.markDirty(id, byStream[id]) {
+			elsewhere = append(elsewhere, id)
+		}
 	}
 	s.pusher.wake()
+	// Streams another instance pushes: wake it rather than wait for its
+	// rescan.
+	s.pusher.notify(elsewhere)
 	return n, nil
 }
 
 // wake tells delivery that a stream may have new SETs.
 func (s *Service) wake(streamID string) {
 	s.waiters.notify(streamID)
-	s.pusher.markDirty(streamID, nil)
+	elsewhere := s.pusher.markDirty(streamID, nil)
 	s.pusher.wake()
+	if elsewhere {
+		s.pusher.notify([]string{streamID})
+	}
 }
 
 // claimsTail is the part of a SET's claims shared by every stream: iat,
