@@ -15,8 +15,9 @@
 //     network errors, 5xx and 429 with exponential back-off and jitter,
 //     and records a 400 as a permanent refusal. Instances sharing a
 //     database take leases on streams, so one stream is pushed by one
-//     instance at a time. A new row wakes the worker in-process at once;
-//     rows written by other instances are found by polling every second.
+//     instance at a time, each at most its fair share (share.go). A new
+//     row wakes the worker in-process at once, or the holding instance
+//     over NATS (Options.Notifier); a rescan every second is the fallback.
 //   - poll (RFC 8936): Poll hands out queued SETs, deletes acknowledged
 //     ones, returns unacknowledged ones again after a hold time, and long
 //     polls (woken in-process, or by short database polling).
