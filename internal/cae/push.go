@@ -54,6 +54,12 @@ type pusher struct {
 	slot      int
 	slotUntil time.Time
 	unlisten  func()
+	// claimMu orders a claim and the release of surplus streams: a
+	// claim that renewed a stream being released must not take it back
+	// into owned after the release (it would push a stream another
+	// instance holds). releasing (under mu) are those given up.
+	claimMu   sync.Mutex
+	releasing map[string]bool
 	// abandon (tests) makes stop keep the leases, like a crash.
 	abandon atomic.Bool
 }
@@ -99,7 +105,7 @@ func newPusher(s *Service) *pusher {
 		c = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	return &pusher{s: s, client: c, owned: map[string]*pushState{}, wakeCh: make(chan struct{}, 1),
-		sem: make(chan struct{}, s.o.PushConcurrency), acks: make(chan ackMsg, 4096), done: make(chan struct{}), slot: -1}
+		sem: make(chan struct{}, s.o.PushConcurrency), acks: make(chan ackMsg, 4096), done: make(chan struct{}), slot: -1, releasing: map[string]bool{}}
 }
 
 func (p *pusher) start() {
@@ -265,6 +271,17 @@ func (p *pusher) rescan(ctx context.Context) {
 // takes streams whose lease is free or expired. Lease times use the wall
 // clock (they are compared across instances), not the injected clock.
 func (p *pusher) claim(ctx context.Context) {
+	p.claimMu.Lock()
+	rel := p.claimStreams(ctx)
+	p.claimMu.Unlock()
+	if len(rel) > 0 {
+		// Given up after the deletions of their delivered SETs (runAcks).
+		p.acks <- ackMsg{release: rel}
+	}
+}
+
+// claimStreams claims (claim) and returns the surplus streams to give up.
+func (p *pusher) claimStreams(ctx context.Context) (release []string) {
 	now := time.Now()
 	d := p.s.o.LeaseDuration
 	until := now.Add(d)
@@ -311,14 +328,15 @@ func (p *pusher) claim(ctx context.Context) {
 	defer p.mu.Unlock()
 	defer func() {
 		// Give up what exceeds the share: idle streams only (never one
-		// being pushed), after the deletions of its delivered SETs.
+		// being pushed).
 		if limit >= 0 && len(p.owned) > limit {
-			if rel := p.surplus(len(p.owned) - limit); len(rel) > 0 {
-				p.acks <- ackMsg{release: rel}
-			}
+			release = p.surplus(len(p.owned) - limit)
 		}
 	}()
 	for _, id := range ids {
+		if p.releasing[id] {
+			continue // renewed just before its release
+		}
 		ps, ok := p.owned[id]
 		if !ok || (!ps.running && now.After(ps.leaseUntil)) {
 			// Newly ours: start from the head of its queue.
@@ -333,6 +351,7 @@ func (p *pusher) claim(ctx context.Context) {
 			delete(p.owned, id)
 		}
 	}
+	return release // set by the deferred surplus check
 }
 
 // leaseValid reports whether this instance may push the stream now: its
@@ -670,7 +689,17 @@ func (p *pusher) runAcks() {
 func (p *pusher) releaseStreams(ids []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.s.o.Store.ReleaseSSFStreams(ctx, p.s.o.InstanceID, ids...); err != nil {
+	p.claimMu.Lock()
+	err := p.s.o.Store.ReleaseSSFStreams(ctx, p.s.o.InstanceID, ids...)
+	p.mu.Lock()
+	for _, id := range ids {
+		// On an error the leases stay this instance's: a later claim
+		// renews them and takes them back.
+		delete(p.releasing, id)
+	}
+	p.mu.Unlock()
+	p.claimMu.Unlock()
+	if err != nil {
 		// They expire instead; the others take them over then.
 		p.s.o.Log.Warn("cae: release surplus push streams", "count", len(ids), "err", err)
 		return

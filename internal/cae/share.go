@@ -134,6 +134,7 @@ func (p *pusher) surplus(n int) []string {
 	for _, ps := range idle[:min(n, len(idle))] {
 		ids = append(ids, ps.id)
 		delete(p.owned, ps.id)
+		p.releasing[ps.id] = true
 	}
 	return ids
 }
