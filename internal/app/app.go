@@ -476,12 +476,20 @@ func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger,
 	if cfg.Storage.Driver == config.DriverSQLite && cfg.Bus.Driver == config.BusNATS && cfg.Bus.NATS.URL == "" {
 		instance = "sqlite-single-node"
 	}
+	// Instances sharing NATS wake each other when SETs are queued for a
+	// stream another pushes, and spread the push streams (cae/share.go).
+	var notifier cae.Notifier
+	if nb, ok := a.Bus.(*bus.NATS); ok {
+		if sig := nb.Signal("cae-push.wake"); sig != nil {
+			notifier = sig
+		}
+	}
 	svc, err := cae.Start(ctx, cae.Options{
 		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log, InstanceID: instance,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
-		PushAllowedNetworks: c.PushNetworks(), UserEmailAlias: c.UserEmailAlias,
+		PushAllowedNetworks: c.PushNetworks(), UserEmailAlias: c.UserEmailAlias, Notifier: notifier,
 	}, cae.Wiring{Bus: a.Bus, Durable: a.Durable, Stream: a.caeStream, Audience: c.NATS.Audience, Serve: serve})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)

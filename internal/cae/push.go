@@ -41,13 +41,35 @@ type pusher struct {
 	sem         chan struct{}
 	drains      sync.WaitGroup
 
-	acks    chan store.SETKey
+	acks    chan ackMsg
 	acksWG  sync.WaitGroup
 	started atomic.Bool
 	cancel  context.CancelFunc
 	done    chan struct{}
 
 	lastPurge time.Time
+
+	// Fair share (share.go), used by the loop only: this instance's
+	// membership slot (-1: none) and its lease.
+	slot      int
+	slotUntil time.Time
+	unlisten  func()
+	// claimMu orders a claim and the release of surplus streams: a
+	// claim that renewed a stream being released must not take it back
+	// into owned after the release (it would push a stream another
+	// instance holds). releasing (under mu) are those given up.
+	claimMu   sync.Mutex
+	releasing map[string]bool
+	// abandon (tests) makes stop keep the leases, like a crash.
+	abandon atomic.Bool
+}
+
+// ackMsg is a delivered SET to delete, or streams to give up once the
+// deletions before it are written (so the next holder does not push
+// them again).
+type ackMsg struct {
+	key     store.SETKey
+	release []string
 }
 
 type pushState struct {
@@ -83,7 +105,7 @@ func newPusher(s *Service) *pusher {
 		c = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	return &pusher{s: s, client: c, owned: map[string]*pushState{}, wakeCh: make(chan struct{}, 1),
-		sem: make(chan struct{}, s.o.PushConcurrency), acks: make(chan store.SETKey, 4096), done: make(chan struct{})}
+		sem: make(chan struct{}, s.o.PushConcurrency), acks: make(chan ackMsg, 4096), done: make(chan struct{}), slot: -1, releasing: map[string]bool{}}
 }
 
 func (p *pusher) start() {
@@ -94,6 +116,7 @@ func (p *pusher) start() {
 	p.cancel = cancel
 	p.acksWG.Add(1)
 	go p.runAcks()
+	p.listen()
 	go p.run(ctx)
 }
 
@@ -107,16 +130,26 @@ func (p *pusher) stop() error {
 	if !p.stopping.CompareAndSwap(false, true) {
 		return nil
 	}
+	if p.unlisten != nil {
+		p.unlisten()
+	}
 	p.cancel()
 	<-p.done
 	p.drains.Wait()
 	close(p.acks)
 	p.acksWG.Wait()
+	if p.abandon.Load() {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := p.s.o.Store.ReleaseSSFStreams(ctx, p.s.o.InstanceID); err != nil {
 		return fmt.Errorf("cae: release push leases: %w", err)
 	}
+	if err := p.releaseSlot(ctx); err != nil {
+		return fmt.Errorf("cae: release push membership: %w", err)
+	}
+	p.announce() // the others take the streams over now
 	return nil
 }
 
@@ -136,10 +169,13 @@ func (p *pusher) claimSoon() {
 
 // markDirty notes new SETs on a stream (entries: those just queued, in
 // seq order, or nil); an unleased push stream makes the loop try to claim
-// it (at most every 100 ms). The caller wakes the loop.
-func (p *pusher) markDirty(id string, entries []*store.SETEntry) {
+// it (at most every 100 ms). The caller wakes the loop. It reports
+// whether the stream is a push stream this instance does not hold
+// (another may: the caller notifies it).
+func (p *pusher) markDirty(id string, entries []*store.SETEntry) (elsewhere bool) {
 	if !p.started.Load() || p.stopping.Load() {
-		return
+		st := p.s.snap.Load()
+		return st != nil && st.byID[id] != nil && st.byID[id].Method == model.DeliveryPush
 	}
 	p.mu.Lock()
 	ps, ok := p.owned[id]
@@ -158,13 +194,15 @@ func (p *pusher) markDirty(id string, entries []*store.SETEntry) {
 	if !ok {
 		st := p.s.snap.Load()
 		if st == nil || st.byID[id] == nil || st.byID[id].Method != model.DeliveryPush {
-			return
+			return false
 		}
 		if now := time.Now().UnixNano(); now-p.lastClaim.Load() > int64(100*time.Millisecond) {
 			p.lastClaim.Store(now)
 			p.claimReq.Store(true)
 		}
+		return true
 	}
+	return false
 }
 
 func (p *pusher) run(ctx context.Context) {
@@ -233,6 +271,17 @@ func (p *pusher) rescan(ctx context.Context) {
 // takes streams whose lease is free or expired. Lease times use the wall
 // clock (they are compared across instances), not the injected clock.
 func (p *pusher) claim(ctx context.Context) {
+	p.claimMu.Lock()
+	rel := p.claimStreams(ctx)
+	p.claimMu.Unlock()
+	if len(rel) > 0 {
+		// Given up after the deletions of their delivered SETs (runAcks).
+		p.acks <- ackMsg{release: rel}
+	}
+}
+
+// claimStreams claims (claim) and returns the surplus streams to give up.
+func (p *pusher) claimStreams(ctx context.Context) (release []string) {
 	now := time.Now()
 	d := p.s.o.LeaseDuration
 	until := now.Add(d)
@@ -244,7 +293,30 @@ func (p *pusher) claim(ctx context.Context) {
 		// their time.
 		renew = until
 	}
-	ids, err := p.s.o.Store.ClaimSSFStreams(ctx, p.s.o.InstanceID, now, renew, until)
+	// At most this instance's share (share.go); all streams when the
+	// membership cannot be read (the per-stream leases still hold).
+	take, limit := -1, -1
+	live, joined, err := p.members(ctx, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.s.o.Log.WarnContext(ctx, "cae: push membership", "err", err)
+		}
+	} else if snap := p.s.snap.Load(); snap != nil {
+		limit = share(pushStreams(snap), live)
+		held := 0
+		p.mu.Lock()
+		for _, ps := range p.owned {
+			if now.Before(ps.leaseUntil) {
+				held++
+			}
+		}
+		p.mu.Unlock()
+		take = max(limit-held, 0)
+	}
+	if joined {
+		p.announce() // the others give up their surplus
+	}
+	ids, err := p.s.o.Store.ClaimSSFStreams(ctx, p.s.o.InstanceID, now, renew, until, take)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.s.o.Log.WarnContext(ctx, "cae: claim push streams", "err", err)
@@ -254,7 +326,17 @@ func (p *pusher) claim(ctx context.Context) {
 	p.claimedOnce = true
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer func() {
+		// Give up what exceeds the share: idle streams only (never one
+		// being pushed).
+		if limit >= 0 && len(p.owned) > limit {
+			release = p.surplus(len(p.owned) - limit)
+		}
+	}()
 	for _, id := range ids {
+		if p.releasing[id] {
+			continue // renewed just before its release
+		}
 		ps, ok := p.owned[id]
 		if !ok || (!ps.running && now.After(ps.leaseUntil)) {
 			// Newly ours: start from the head of its queue.
@@ -269,6 +351,7 @@ func (p *pusher) claim(ctx context.Context) {
 			delete(p.owned, id)
 		}
 	}
+	return release // set by the deferred surplus check
 }
 
 // leaseValid reports whether this instance may push the stream now: its
@@ -390,7 +473,7 @@ func (p *pusher) drain(ps *pushState) {
 			case delivered:
 				ps.cursor, ps.failures = r.Seq, 0
 				p.s.stats.Delivered.Add(1)
-				p.acks <- key
+				p.acks <- ackMsg{key: key}
 			case refused:
 				ps.cursor, ps.failures = r.Seq, 0
 				p.s.stats.Refused.Add(1)
@@ -556,29 +639,42 @@ func netReason(err error) string {
 func (p *pusher) runAcks() {
 	defer p.acksWG.Done()
 	batch := make([]store.SETKey, 0, 512)
+	var release []string
 	flush := func() {
-		if len(batch) == 0 {
-			return
+		if len(batch) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := p.s.o.Store.DeleteSETs(ctx, batch)
+			cancel()
+			if err != nil {
+				// The rows stay queued and are pushed again: at least once.
+				p.s.o.Log.Warn("cae: delete delivered SETs", "count", len(batch), "err", err)
+			}
+			batch = batch[:0]
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := p.s.o.Store.DeleteSETs(ctx, batch)
-		cancel()
-		if err != nil {
-			// The rows stay queued and are pushed again: at least once.
-			p.s.o.Log.Warn("cae: delete delivered SETs", "count", len(batch), "err", err)
+		if len(release) > 0 {
+			p.releaseStreams(release)
+			release = nil
 		}
-		batch = batch[:0]
 	}
-	for k := range p.acks {
-		batch = append(batch, k)
+	for m := range p.acks {
+		if m.release != nil {
+			release = m.release
+			flush()
+			continue
+		}
+		batch = append(batch, m.key)
 	more:
 		for len(batch) < cap(batch) {
 			select {
-			case k, ok := <-p.acks:
+			case m, ok := <-p.acks:
 				if !ok {
 					break more
 				}
-				batch = append(batch, k)
+				if m.release != nil {
+					release = m.release
+					break more
+				}
+				batch = append(batch, m.key)
 			default:
 				break more
 			}
@@ -586,4 +682,28 @@ func (p *pusher) runAcks() {
 		flush()
 	}
 	flush()
+}
+
+// releaseStreams ends this instance's leases on ids (its surplus) and
+// wakes the others to take them.
+func (p *pusher) releaseStreams(ids []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.claimMu.Lock()
+	err := p.s.o.Store.ReleaseSSFStreams(ctx, p.s.o.InstanceID, ids...)
+	p.mu.Lock()
+	for _, id := range ids {
+		// On an error the leases stay this instance's: a later claim
+		// renews them and takes them back.
+		delete(p.releasing, id)
+	}
+	p.mu.Unlock()
+	p.claimMu.Unlock()
+	if err != nil {
+		// They expire instead; the others take them over then.
+		p.s.o.Log.Warn("cae: release surplus push streams", "count", len(ids), "err", err)
+		return
+	}
+	p.s.o.Log.Debug("cae: released surplus push streams", "count", len(ids))
+	p.announce()
 }

@@ -15,8 +15,9 @@
 //     network errors, 5xx and 429 with exponential back-off and jitter,
 //     and records a 400 as a permanent refusal. Instances sharing a
 //     database take leases on streams, so one stream is pushed by one
-//     instance at a time. A new row wakes the worker in-process at once;
-//     rows written by other instances are found by polling every second.
+//     instance at a time, each at most its fair share (share.go). A new
+//     row wakes the worker in-process at once, or the holding instance
+//     over NATS (Options.Notifier); a rescan every second is the fallback.
 //   - poll (RFC 8936): Poll hands out queued SETs, deletes acknowledged
 //     ones, returns unacknowledged ones again after a hold time, and long
 //     polls (woken in-process, or by short database polling).
@@ -118,6 +119,11 @@ type Options struct {
 	// be in (loopback and private ranges are refused otherwise; see
 	// netguard.go). Only for the default HTTPClient.
 	PushAllowedNetworks []netip.Prefix
+	// Notifier wakes the other instances sharing the database: the one
+	// holding a push stream this instance queued SETs for, and all of
+	// them when one joins or leaves (see share.go). Nil: they find new
+	// SETs and changes by their rescan.
+	Notifier Notifier
 	// UserEmailAlias names users in SETs as RFC 9493 aliases of their
 	// iss_sub and their email address (ssf.user_email_alias), for
 	// receivers that know people by email, another Ward among them. Off,
@@ -593,19 +599,28 @@ func (s *Service) enqueue(ctx context.Context, eventID string, entries []*store.
 		}
 		byStream[e.StreamID] = append(byStream[e.StreamID], e)
 	}
+	var elsewhere []string
 	for _, id := range order {
 		s.waiters.notify(id)
-		s.pusher.markDirty(id, byStream[id])
+		if s.pusher.markDirty(id, byStream[id]) {
+			elsewhere = append(elsewhere, id)
+		}
 	}
 	s.pusher.wake()
+	// Streams another instance pushes: wake it rather than wait for its
+	// rescan.
+	s.pusher.notify(elsewhere)
 	return n, nil
 }
 
 // wake tells delivery that a stream may have new SETs.
 func (s *Service) wake(streamID string) {
 	s.waiters.notify(streamID)
-	s.pusher.markDirty(streamID, nil)
+	elsewhere := s.pusher.markDirty(streamID, nil)
 	s.pusher.wake()
+	if elsewhere {
+		s.pusher.notify([]string{streamID})
+	}
 }
 
 // claimsTail is the part of a SET's claims shared by every stream: iat,

@@ -98,12 +98,15 @@ func BenchmarkEnqueue(b *testing.B) {
 func BenchmarkPropagation(b *testing.B) {
 	for _, mode := range []string{"push", "poll", "nats"} {
 		for _, n := range []int{1, 100, 1000} {
-			b.Run(fmt.Sprintf("%s/receivers=%d", mode, n), func(b *testing.B) { benchPropagation(b, mode, n) })
+			b.Run(fmt.Sprintf("%s/receivers=%d", mode, n), func(b *testing.B) { benchPropagation(b, mode, n, 0) })
 		}
 	}
 }
 
-func benchPropagation(b *testing.B, mode string, n int) {
+// benchPropagation runs trials with n receivers; replicas > 0 runs that
+// many instances on PostgreSQL and the external NATS instead of one on
+// SQLite and the embedded server (BenchmarkPropagationReplicas).
+func benchPropagation(b *testing.B, mode string, n, replicas int) {
 	var more []func(*config.Config)
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -116,7 +119,12 @@ func benchPropagation(b *testing.B, mode string, n int) {
 			c.SSF.NATS.SubscriberNKeys = []string{subPub}
 		})
 	}
-	in := benchWard(b, n, more...)
+	var in *wardtest.Instance
+	if replicas > 0 {
+		in = benchReplicas(b, n, replicas)
+	} else {
+		in = benchWard(b, n, more...)
+	}
 	ctx := context.Background()
 	keys, err := rs.NewKeySet(rs.KeySetConfig{JWKSURL: in.URL + "/jwks"})
 	if err != nil {
@@ -213,6 +221,9 @@ func benchPropagation(b *testing.B, mode string, n int) {
 			wg.Add(1)
 			go func() { defer wg.Done(); p.Run(pctx) }()
 		}
+	}
+	if replicas > 0 {
+		waitSpread(b, in, n, replicas)
 	}
 	bob := userID(b, in, "bob")
 	trial := func() []time.Duration {

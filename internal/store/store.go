@@ -477,13 +477,15 @@ type Store interface {
 	// PurgeRefusedSETs deletes refused entries created before t.
 	PurgeRefusedSETs(ctx context.Context, t time.Time) (int64, error)
 	// ClaimSSFStreams leases enabled push streams to owner until `until`:
-	// those without a live lease at now, and those owner holds whose lease
-	// ends before renewBefore. It returns the ids it leased or renewed. A
-	// stream is pushed only by the holder of its lease, so instances
-	// sharing the database never push one stream concurrently.
-	ClaimSSFStreams(ctx context.Context, owner string, now, renewBefore, until time.Time) ([]string, error)
-	// ReleaseSSFStreams ends owner's leases (on shutdown).
-	ReleaseSSFStreams(ctx context.Context, owner string) error
+	// those owner holds whose lease ends before renewBefore (all of them),
+	// and at most take without a live lease at now (take < 0: all). It
+	// returns the ids it leased or renewed. A stream is pushed only by the
+	// holder of its lease, so instances sharing the database never push
+	// one stream concurrently.
+	ClaimSSFStreams(ctx context.Context, owner string, now, renewBefore, until time.Time, take int) ([]string, error)
+	// ReleaseSSFStreams ends owner's leases on the streams ids, or on all
+	// of them without ids (on shutdown).
+	ReleaseSSFStreams(ctx context.Context, owner string, ids ...string) error
 }
 
 // ---- values sealed under the key-encryption key ----

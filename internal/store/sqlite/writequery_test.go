@@ -120,12 +120,12 @@ func TestClaimSSFStreamsSQLite(t *testing.T) {
 		}
 	}
 	now := time.Now()
-	ids, err := s.ClaimSSFStreams(ctx, "A", now, now.Add(5*time.Second), now.Add(10*time.Second))
+	ids, err := s.ClaimSSFStreams(ctx, "A", now, now.Add(5*time.Second), now.Add(10*time.Second), -1)
 	slices.Sort(ids)
 	if err != nil || !slices.Equal(ids, []string{"p1", "p2"}) {
 		t.Fatalf("ClaimSSFStreams: %v %v, want [p1 p2]", ids, err)
 	}
-	if ids, err := s.ClaimSSFStreams(ctx, "B", now, now.Add(5*time.Second), now.Add(10*time.Second)); err != nil || len(ids) != 0 {
+	if ids, err := s.ClaimSSFStreams(ctx, "B", now, now.Add(5*time.Second), now.Add(10*time.Second), -1); err != nil || len(ids) != 0 {
 		t.Errorf("B claimed %v (%v) while A holds the leases", ids, err)
 	}
 }

@@ -485,7 +485,7 @@ func testSSFLeases(t *testing.T, s store.Store) {
 	lease := 15 * time.Second
 	claim := func(owner string, now time.Time) []string {
 		t.Helper()
-		ids, err := s.ClaimSSFStreams(ctx, owner, now, now.Add(lease/2), now.Add(lease))
+		ids, err := s.ClaimSSFStreams(ctx, owner, now, now.Add(lease/2), now.Add(lease), -1)
 		must(t, "ClaimSSFStreams", err)
 		slices.Sort(ids)
 		return ids
@@ -523,7 +523,7 @@ func testSSFLeases(t *testing.T, s store.Store) {
 		go func() {
 			defer wg.Done()
 			o := fmt.Sprintf("o%d", i)
-			ids, err := s.ClaimSSFStreams(ctx, o, later, later, later.Add(lease))
+			ids, err := s.ClaimSSFStreams(ctx, o, later, later, later.Add(lease), -1)
 			if err != nil {
 				t.Errorf("ClaimSSFStreams: %v", err)
 				return
@@ -544,8 +544,69 @@ func testSSFLeases(t *testing.T, s store.Store) {
 	if len(owners) != 2 {
 		t.Errorf("concurrent claims leased %d streams, want 2", len(owners))
 	}
-	if _, err := s.ClaimSSFStreams(ctx, "", now, now, now); err == nil {
+	if _, err := s.ClaimSSFStreams(ctx, "", now, now, now, -1); err == nil {
 		t.Error("ClaimSSFStreams with an empty owner succeeded")
+	}
+
+	// A bounded claim (an instance's fair share) takes at most take free
+	// streams but still renews all its own; releasing some frees only
+	// those.
+	for _, id := range []string{"p3", "p4", "p5"} {
+		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, ssfStream(id, "c2", model.DeliveryPush)))
+	}
+	t2 := later.Add(time.Hour)
+	take := func(owner string, now time.Time, n int) []string {
+		t.Helper()
+		ids, err := s.ClaimSSFStreams(ctx, owner, now, now.Add(lease/2), now.Add(lease), n)
+		must(t, "ClaimSSFStreams", err)
+		slices.Sort(ids)
+		return ids
+	}
+	if got := take("A", t2, 2); len(got) != 2 {
+		t.Fatalf("A took %v with take=2, want 2 streams", got)
+	}
+	if got := take("B", t2, 0); len(got) != 0 {
+		t.Errorf("B took %v with take=0", got)
+	}
+	gotB := take("B", t2, 10)
+	if len(gotB) != 3 {
+		t.Fatalf("B took %v, want the 3 streams A left", gotB)
+	}
+	if got := take("A", t2.Add(lease/2+time.Second), 0); len(got) != 2 {
+		t.Errorf("A renewed %v with take=0, want its 2 streams", got)
+	}
+	must(t, "ReleaseSSFStreams", s.ReleaseSSFStreams(ctx, "B", gotB[0]))
+	if got := take("C", t2.Add(time.Second), -1); !reflect.DeepEqual(got, gotB[:1]) {
+		t.Errorf("C took %v after B released %s, want only that stream", got, gotB[0])
+	}
+	// Concurrent bounded claims never lease one stream twice.
+	t3 := t2.Add(time.Hour)
+	owners = map[string][]string{}
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := fmt.Sprintf("q%d", i)
+			ids, err := s.ClaimSSFStreams(ctx, o, t3, t3, t3.Add(lease), 2)
+			if err != nil {
+				t.Errorf("ClaimSSFStreams: %v", err)
+				return
+			}
+			if len(ids) > 2 {
+				t.Errorf("%s took %v with take=2", o, ids)
+			}
+			mu.Lock()
+			for _, id := range ids {
+				owners[id] = append(owners[id], o)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for id, os := range owners {
+		if len(os) != 1 {
+			t.Errorf("stream %s leased to %v at once (bounded)", id, os)
+		}
 	}
 }
 

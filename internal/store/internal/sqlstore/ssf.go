@@ -652,22 +652,57 @@ func (s *Store) PurgeRefusedSETs(ctx context.Context, t time.Time) (int64, error
 	return n, wrap("purge refused sets", err)
 }
 
-// ClaimSSFStreams leases free or expiring push streams to owner.
-func (s *Store) ClaimSSFStreams(ctx context.Context, owner string, now, renewBefore, until time.Time) ([]string, error) {
+// ClaimSSFStreams renews owner's expiring push leases and takes at most
+// take free or expired ones (take < 0: all).
+//
+// Each statement locks its rows in id order first (on PostgreSQL), the
+// order EnqueueSETs locks them in: an UPDATE alone locks in scan order,
+// and a claim of many streams could deadlock with an enqueue. The rows
+// are picked in a CTE, evaluated once (a locking subquery in the WHERE
+// may be rescanned and then pick more than take). The outer
+// conditions repeat the inner ones: a row another instance took while
+// this one waited for its lock is skipped, so a stream never gets two
+// owners (this one may take fewer).
+func (s *Store) ClaimSSFStreams(ctx context.Context, owner string, now, renewBefore, until time.Time, take int) ([]string, error) {
 	if owner == "" {
 		return nil, wrap("claim ssf streams", errEmptyOwner)
 	}
-	rs, err := s.db.Write().Query(ctx, `UPDATE ssf_streams SET lease_owner = $1, lease_until = $2
-		WHERE method = $3 AND status = 'enabled'
-		AND ((lease_owner = $1 AND lease_until < $4) OR (lease_owner <> $1 AND lease_until < $5))
-		RETURNING id`, owner, micros(until), model.DeliveryPush, micros(renewBefore), micros(now))
-	return collect(rs, err, "claim ssf streams", scanString)
+	if take < 0 {
+		const cond = `method = $3 AND status = 'enabled'
+			AND ((lease_owner = $1 AND lease_until < $4) OR (lease_owner <> $1 AND lease_until < $5))`
+		rs, err := s.db.Write().Query(ctx, `WITH picked AS (SELECT id FROM ssf_streams WHERE `+cond+` ORDER BY id`+s.d.ForUpdate+`)
+			UPDATE ssf_streams SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM picked) AND `+cond+`
+			RETURNING id`, owner, micros(until), model.DeliveryPush, micros(renewBefore), micros(now))
+		return collect(rs, err, "claim ssf streams", scanString)
+	}
+	const renew = `method = $3 AND status = 'enabled' AND lease_owner = $1 AND lease_until < $4`
+	rs, err := s.db.Write().Query(ctx, `WITH picked AS (SELECT id FROM ssf_streams WHERE `+renew+` ORDER BY id`+s.d.ForUpdate+`)
+		UPDATE ssf_streams SET lease_until = $2 WHERE id IN (SELECT id FROM picked) AND `+renew+`
+		RETURNING id`, owner, micros(until), model.DeliveryPush, micros(renewBefore))
+	ids, err := collect(rs, err, "claim ssf streams", scanString)
+	if err != nil || take == 0 {
+		return ids, err
+	}
+	const free = `method = $3 AND status = 'enabled' AND lease_owner <> $1 AND lease_until < $4`
+	rs, err = s.db.Write().Query(ctx, `WITH picked AS (SELECT id FROM ssf_streams WHERE `+free+` ORDER BY id LIMIT $5`+s.d.ForUpdate+`)
+		UPDATE ssf_streams SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM picked) AND `+free+`
+		RETURNING id`, owner, micros(until), model.DeliveryPush, micros(now), take)
+	took, err := collect(rs, err, "claim ssf streams", scanString)
+	return append(ids, took...), err
 }
 
-// ReleaseSSFStreams ends owner's leases.
-func (s *Store) ReleaseSSFStreams(ctx context.Context, owner string) error {
-	_, err := s.db.Write().Exec(ctx, `UPDATE ssf_streams SET lease_owner = '', lease_until = 0 WHERE lease_owner = $1`, owner)
-	return wrap("release ssf streams", err)
+// ReleaseSSFStreams ends owner's leases (on ids, or all).
+func (s *Store) ReleaseSSFStreams(ctx context.Context, owner string, ids ...string) error {
+	if len(ids) == 0 {
+		_, err := s.db.Write().Exec(ctx, `UPDATE ssf_streams SET lease_owner = '', lease_until = 0 WHERE lease_owner = $1`, owner)
+		return wrap("release ssf streams", err)
+	}
+	for _, id := range ids {
+		if _, err := s.db.Write().Exec(ctx, `UPDATE ssf_streams SET lease_owner = '', lease_until = 0 WHERE lease_owner = $1 AND id = $2`, owner, id); err != nil {
+			return wrap("release ssf streams", err)
+		}
+	}
+	return nil
 }
 
 type storeError string
