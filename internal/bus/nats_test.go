@@ -66,15 +66,23 @@ func TestBusRestartLosesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Slow the relay down so that the close comes mid-way.
+		// Hold the relay after 200 events until all 1000 are stored, then
+		// slow it down, so that the close comes mid-way however fast the
+		// relay or however slow the store is.
 		var relayed atomic.Int64
+		published := make(chan struct{})
+		var once sync.Once
+		release := func() { once.Do(func() { close(published) }) }
+		t.Cleanup(release) // a failed publishN must not leave the relay held
 		slow := func(*store.StoredEvent) {
 			if relayed.Add(1) > 200 {
+				<-published
 				time.Sleep(time.Millisecond)
 			}
 		}
 		in.relay.beforePublish.Store(&slow)
 		ids := publishN(t, in, 1000)
+		release()
 		stop()
 		in.Close()
 		mid := relayed.Load()
