@@ -16,41 +16,15 @@ import (
 // of concurrent calls one marks the row, the others find it used
 // (ErrAlreadyUsed, with the record and its first UsedAt) and write nothing.
 func (s *Store) RedeemAuthCode(ctx context.Context, hash []byte, at time.Time, rt *model.RefreshToken) (*model.AuthCode, error) {
-	if at.IsZero() {
-		return nil, errors.New("store: redeem auth code: time is required")
-	}
-	if rt != nil && len(rt.Hash) == 0 {
-		return nil, errors.New("store: redeem auth code: refresh token hash is required")
-	}
-	p := store.TakeEvent(ctx)
-	var out *model.AuthCode
-	err := s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
-		c, err := scanCode(q.QueryRow(ctx, `UPDATE auth_codes SET used_at = $2 WHERE hash = $1 AND used_at = 0
-			RETURNING `+codeCols, hash, micros(at)))
-		if s.d.IsNoRows(err) {
-			c, err = scanCode(q.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE hash = $1`, hash))
-			switch {
-			case err != nil:
-				return nil, s.getErr("auth code", err)
-			case c.UsedAt.IsZero(): // created after our UPDATE ran
-				return nil, notFound("auth code")
-			}
-			out = c
-			return nil, store.ErrAlreadyUsed
-		}
-		if err != nil {
-			return nil, wrap("redeem auth code", err)
-		}
-		out = c
-		return nil, s.redeemRefresh(ctx, q, rt)
-	})
-	switch {
-	case errors.Is(err, store.ErrAlreadyUsed):
-		return out, store.ErrAlreadyUsed
-	case err != nil:
-		return nil, err
-	}
-	return out, nil
+	return redeem(ctx, s, "auth code", at, rt,
+		func(q Querier) (*model.AuthCode, error) {
+			return scanCode(q.QueryRow(ctx, `UPDATE auth_codes SET used_at = $2 WHERE hash = $1 AND used_at = 0
+				RETURNING `+codeCols, hash, micros(at)))
+		},
+		func(q Querier) (*model.AuthCode, error) {
+			return scanCode(q.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE hash = $1`, hash))
+		},
+		func(c *model.AuthCode) bool { return !c.UsedAt.IsZero() })
 }
 
 // RedeemDeviceCode is RedeemAuthCode for an approved device authorization
@@ -58,31 +32,49 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash []byte, at time.Time, r
 // A request used before is ErrAlreadyUsed (with the record); one that is
 // not approved (pending, denied) is ErrNotFound; neither writes anything.
 func (s *Store) RedeemDeviceCode(ctx context.Context, hash []byte, at time.Time, rt *model.RefreshToken) (*model.DeviceCode, error) {
+	return redeem(ctx, s, "device code", at, rt,
+		func(q Querier) (*model.DeviceCode, error) {
+			return scanDeviceCode(q.QueryRow(ctx, `UPDATE device_codes SET used_at = $2
+				WHERE hash = $1 AND used_at = 0 AND status = $3 RETURNING `+deviceCodeCols,
+				hash, micros(at), model.DeviceCodeApproved))
+		},
+		func(q Querier) (*model.DeviceCode, error) {
+			return scanDeviceCode(q.QueryRow(ctx, `SELECT `+deviceCodeCols+` FROM device_codes WHERE hash = $1`, hash))
+		},
+		func(c *model.DeviceCode) bool { return !c.UsedAt.IsZero() })
+}
+
+// redeem is the one transaction of both redemptions: spend (the
+// conditional UPDATE) marks the code used; when it matches no row, read
+// tells a code used before (ErrAlreadyUsed, with its record) from one
+// that is missing or not redeemable (ErrNotFound); otherwise rt is stored
+// and the pending events appended with it.
+func redeem[T any](ctx context.Context, s *Store, what string, at time.Time, rt *model.RefreshToken,
+	spend, read func(Querier) (T, error), used func(T) bool) (T, error) {
+	var zero T
 	if at.IsZero() {
-		return nil, errors.New("store: redeem device code: time is required")
+		return zero, errors.New("store: redeem " + what + ": time is required")
 	}
 	if rt != nil && len(rt.Hash) == 0 {
-		return nil, errors.New("store: redeem device code: refresh token hash is required")
+		return zero, errors.New("store: redeem " + what + ": refresh token hash is required")
 	}
 	p := store.TakeEvent(ctx)
-	var out *model.DeviceCode
+	var out T
 	err := s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
-		c, err := scanDeviceCode(q.QueryRow(ctx, `UPDATE device_codes SET used_at = $2
-			WHERE hash = $1 AND used_at = 0 AND status = $3 RETURNING `+deviceCodeCols,
-			hash, micros(at), model.DeviceCodeApproved))
+		c, err := spend(q)
 		if s.d.IsNoRows(err) {
-			c, err = scanDeviceCode(q.QueryRow(ctx, `SELECT `+deviceCodeCols+` FROM device_codes WHERE hash = $1`, hash))
+			c, err = read(q)
 			switch {
 			case err != nil:
-				return nil, s.getErr("device code", err)
-			case c.UsedAt.IsZero():
-				return nil, notFound("approved device code")
+				return nil, s.getErr(what, err)
+			case !used(c): // not redeemable, or created after the UPDATE ran
+				return nil, notFound("redeemable " + what)
 			}
 			out = c
 			return nil, store.ErrAlreadyUsed
 		}
 		if err != nil {
-			return nil, wrap("redeem device code", err)
+			return nil, wrap("redeem "+what, err)
 		}
 		out = c
 		return nil, s.redeemRefresh(ctx, q, rt)
@@ -91,7 +83,7 @@ func (s *Store) RedeemDeviceCode(ctx context.Context, hash []byte, at time.Time,
 	case errors.Is(err, store.ErrAlreadyUsed):
 		return out, store.ErrAlreadyUsed
 	case err != nil:
-		return nil, err
+		return zero, err
 	}
 	return out, nil
 }
