@@ -160,8 +160,8 @@ type NATS struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	relay  *relay
-	// wakeSub receives other instances' wake-ups for the relay.
-	wakeSub *nats.Subscription
+	// wakeStop ends the relay's wake-up subscription (nil: none).
+	wakeStop func()
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -290,31 +290,31 @@ func OpenNATS(ctx context.Context, o NATSOptions) (_ *NATS, err error) {
 	return n, nil
 }
 
-// listenWake subscribes to the wake subject, or unsubscribes. Called
-// by OpenNATS, then by the relay's goroutine only.
+// listenWake subscribes to the relay's wake-up signal, or unsubscribes.
+// Called by OpenNATS, then by the relay's goroutine only.
 func (n *NATS) listenWake(on bool) error {
 	if !on {
-		if n.wakeSub != nil {
-			_ = n.wakeSub.Unsubscribe()
-			n.wakeSub = nil
+		if n.wakeStop != nil {
+			n.wakeStop()
+			n.wakeStop = nil
 		}
 		return nil
 	}
-	if n.wakeSub != nil {
+	if n.wakeStop != nil {
 		return nil
 	}
-	sub, err := n.nc.Subscribe(n.WakeSubject(), func(*nats.Msg) { n.relay.wake() })
+	stop, err := n.relayWake().Listen(func([]byte) { n.relay.wake() })
 	if err != nil {
-		return fmt.Errorf("bus: subscribe to %s: %w", n.WakeSubject(), err)
+		return err
 	}
-	n.wakeSub = sub
+	n.wakeStop = stop
 	return nil
 }
 
-// WakeSubject is the core NATS subject (outside the stream) on which an
-// instance that stored events wakes the relay of another: the relay of
-// whichever instance holds the lease. Its messages are empty.
-func (n *NATS) WakeSubject() string { return n.o.SubjectPrefix + "-relay.wake" }
+// relayWake is the signal (empty messages, outside the stream) by which
+// an instance that stored events wakes the relay of another: the relay of
+// whichever instance holds the lease.
+func (n *NATS) relayWake() *Signal { return n.Signal("relay.wake") }
 
 func (n *NATS) connectExternal() error {
 	opts := []nats.Option{
@@ -370,7 +370,7 @@ func (n *NATS) Publish(ctx context.Context, e *model.Event) error {
 	} else {
 		// The relay is another instance's: a core NATS message, not
 		// stored (the relay also polls), sent after the event committed.
-		_ = n.nc.Publish(n.WakeSubject(), nil)
+		_ = n.relayWake().Notify(nil)
 	}
 	return err
 }
