@@ -165,10 +165,18 @@ func TestPasskeyInChromium(t *testing.T) {
 		chromedp.Clear(chromedp.CSS(`details.rename input[name=name]`)),
 		chromedp.SendKeys(chromedp.CSS(`details.rename input[name=name]`), "Chromium on the desk"),
 		chromedp.Click(chromedp.CSS(`details.rename button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`p.warning[role=status]`)),
 	)
-	if notice, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`p.warning[role=status]`))); err != nil || notice != "Renamed to Chromium on the desk." {
-		t.Fatalf("rename notice %q, %v", notice, err)
+	// The page before the post shows "Added Chromium." in the same element,
+	// so wait for the reloaded page's notice (reads fail while it navigates).
+	notice, deadline := "", time.Now().Add(15*time.Second)
+	for notice != "Renamed to Chromium on the desk." && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		rctx, c := context.WithTimeout(ctx, 2*time.Second)
+		notice, _ = chromedp.Run(rctx, chromedp.Text(chromedp.CSS(`p.warning[role=status]`)))
+		c()
+	}
+	if notice != "Renamed to Chromium on the desk." {
+		t.Fatalf("rename notice %q", notice)
 	}
 	step("rename form open", chromedp.Click(chromedp.CSS(`details.rename summary`)))
 	shot("account-rename.png")
