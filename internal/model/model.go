@@ -290,6 +290,10 @@ type AuthCode struct {
 	CreatedAt           time.Time
 	ExpiresAt           time.Time
 	UsedAt              time.Time // zero: not redeemed yet
+	// Refused: spent by a refused redemption, which issued nothing;
+	// RefusedJKT is the DPoP key of that request ("" without one).
+	Refused    bool
+	RefusedJKT string
 }
 
 // PushedRequest is an RFC 9126 pushed authorization request.

@@ -134,9 +134,28 @@ func TestCodeRefusedIsSpent(t *testing.T) {
 		if err != nil || len(failed) != 1 || failed[0].Reason != "session_inactive" || failed[0].SessionID != ac.SessionID {
 			t.Errorf("refusal record: %+v, %v; want one token.request_failed session_inactive of the session", failed, err)
 		}
-		wantError(t, exchange(t, in, "spa", code, verifier, s), http.StatusBadRequest, "invalid_grant")
+		// The client's retry (the same key and verifier: a lost response, a
+		// reloaded callback page) is refused again, but is not a reuse.
+		r = exchange(t, in, "spa", code, verifier, s)
+		wantError(t, r, http.StatusBadRequest, "invalid_grant")
 		if n := len(tokenEvents(t, in, ac.SessionID, model.EventTokenIssued)); n != 0 {
 			t.Errorf("%d token.issued, want 0", n)
+		}
+		retry, err := in.App.Store.ListEvents(ctx, store.EventFilter{CorrelationID: r.Header.Get("X-Correlation-ID")})
+		if err != nil || len(retry) != 1 || retry[0].Type != model.EventTokenRequestFailed || retry[0].Reason != "code_refused_before" {
+			t.Errorf("retry of a refused code recorded %+v, %v; want one token.request_failed code_refused_before", retry, err)
+		}
+		if n := len(tokenEvents(t, in, ac.SessionID, model.EventCodeReuseDetected)); n != 0 {
+			t.Errorf("%d code.reuse_detected after a retry of a refused code, want 0", n)
+		}
+		// Another key presenting it is not that client: a reuse, as for a
+		// code that issued tokens.
+		r = exchange(t, in, "spa", code, verifier, newSigner(t))
+		wantError(t, r, http.StatusBadRequest, "invalid_grant")
+		other, err := in.App.Store.ListEvents(ctx, store.EventFilter{CorrelationID: r.Header.Get("X-Correlation-ID"),
+			Types: []model.EventType{model.EventTokenRequestFailed}})
+		if err != nil || len(other) != 1 || other[0].Reason != "code_reused" {
+			t.Errorf("refused code presented with another key recorded %+v, %v; want code_reused", other, err)
 		}
 	})
 }

@@ -259,6 +259,10 @@ type Store interface {
 	// ErrAlreadyUsed (its first UsedAt) and nothing is written; a missing
 	// one is ErrNotFound. Of concurrent calls exactly one succeeds.
 	RedeemAuthCode(ctx context.Context, hash []byte, at time.Time, rt *model.RefreshToken) (*model.AuthCode, error)
+	// RefuseAuthCode spends an unused code at `at` for a refused
+	// redemption, as RedeemAuthCode does with no token, and marks it
+	// Refused with the refused request's DPoP key jkt ("" without one).
+	RefuseAuthCode(ctx context.Context, hash []byte, at time.Time, jkt string) (*model.AuthCode, error)
 
 	// Pushed authorization requests (one-time).
 	CreatePushedRequest(ctx context.Context, p *model.PushedRequest) error

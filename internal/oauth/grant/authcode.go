@@ -57,6 +57,8 @@ func (g authorizationCode) grant(ctx context.Context, req *Request) (*Response, 
 		return nil, nil, codeInvalid("code_unknown")
 	case err != nil:
 		return nil, nil, oautherr.Server(err)
+	case !ac.UsedAt.IsZero() && refusedRetry(req, ac, redirectURI, verifier):
+		return nil, ac, codeInvalid("code_refused_before")
 	case !ac.UsedAt.IsZero():
 		return nil, ac, g.codeReused(ctx, req, ac)
 	}
@@ -77,6 +79,9 @@ func (g authorizationCode) grant(ctx context.Context, req *Request) (*Response, 
 			if used == nil {
 				used = ac
 			}
+			if refusedRetry(req, used, redirectURI, verifier) {
+				return codeInvalid("code_refused_before")
+			}
 			return g.codeReused(ctx, req, used)
 		case err != nil:
 			return oautherr.Server(err)
@@ -85,12 +90,12 @@ func (g authorizationCode) grant(ctx context.Context, req *Request) (*Response, 
 	}
 	sess, u, e := LiveSession(ctx, g.Store, now, ac.SessionID, ac.UserID)
 	if e != nil {
-		return nil, ac, g.spendOnRefusal(e, hash, now)
+		return nil, ac, g.spendOnRefusal(e, req, hash, now)
 	}
 	d := decision{flow: policy.FlowInteractive, client: c, user: u, sess: sess, scope: ac.Scope, authTime: ac.AuthTime, amr: ac.AMR, acr: ac.ACR, nonce: ac.Nonce}
 	resp, e, redeemed := g.issueCode(ctx, req, d, redeem)
 	if e != nil && !redeemed {
-		e = g.spendOnRefusal(e, hash, now)
+		e = g.spendOnRefusal(e, req, hash, now)
 	}
 	return resp, ac, e
 }
@@ -100,15 +105,32 @@ func (g authorizationCode) grant(ctx context.Context, req *Request) (*Response, 
 // refused code (Conditional Access, an ended session, token protection)
 // cannot be presented again for another try. A server error spends
 // nothing: nothing was issued, and the client may retry.
-func (g authorizationCode) spendOnRefusal(e *oautherr.Error, hash []byte, now time.Time) *oautherr.Error {
+func (g authorizationCode) spendOnRefusal(e *oautherr.Error, req *Request, hash []byte, now time.Time) *oautherr.Error {
 	if e.Code == oautherr.ServerError {
 		return e
 	}
+	jkt := req.jkt()
 	e.Commit = func(ctx context.Context) error {
-		_, err := g.Store.RedeemAuthCode(ctx, hash, now, nil)
+		_, err := g.Store.RefuseAuthCode(ctx, hash, now, jkt)
 		return err
 	}
 	return e
+}
+
+// refusedRetry reports whether a code presented after it was used is the
+// retry of a refused redemption by the client that made it (a lost
+// response, a reloaded callback page): the code was spent by a refusal,
+// which issued nothing, and this request passes every check of the code
+// with the DPoP key of the refused one. Such a retry is refused again
+// (code_refused_before) but is not a reuse: there is nothing to revoke,
+// and a reuse would make the risk response end the user's sessions.
+// Without a DPoP key on both requests nothing tells the client from a
+// thief holding its code, so it stays a reuse.
+// The code's checks are made as of the refusal (UsedAt), so a retry after
+// the code's short lifetime is still recognised.
+func refusedRetry(req *Request, ac *model.AuthCode, redirectURI, verifier string) bool {
+	return ac.Refused && ac.RefusedJKT != "" && req.jkt() == ac.RefusedJKT &&
+		checkCode(req, ac, ac.UsedAt, redirectURI, verifier) == nil
 }
 
 // codeInvalid is the answer to a code that cannot be redeemed: the same

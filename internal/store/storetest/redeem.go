@@ -166,3 +166,77 @@ func testRedeemCodeRefusedEvent(t *testing.T, s store.Store, refused func(id str
 		wantErr(t, r.name+": third redemption", err, store.ErrAlreadyUsed)
 	}
 }
+
+// testRefuseAuthCode: a refusal spends a code with its event and marks it
+// Refused with the refused request's key; a successful redemption does
+// not mark it. Raced against redemptions, exactly one of all of them
+// spends the code, and the record says which kind won.
+func testRefuseAuthCode(t *testing.T, s store.Store) {
+	must(t, "CreateUser", s.CreateUser(ctx, fullUser("u1", "alice")))
+	must(t, "CreateSession", s.CreateSession(ctx, fullSession("s1", "u1")))
+	create := func(hash string) {
+		c := fullCode(hash)
+		c.UserID, c.SessionID = "u1", "s1"
+		must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c))
+	}
+	create("refused")
+	e := pendingEvent("ev-refused", model.EventTokenRequestFailed, "u1")
+	ectx := store.WithEvent(ctx, e)
+	ac, err := s.RefuseAuthCode(ectx, []byte("refused"), at(time.Second), "jkt-1")
+	must(t, "RefuseAuthCode", err)
+	if !ac.Refused || ac.RefusedJKT != "jkt-1" || ac.UsedAt.IsZero() || !store.EventStored(ectx, e) {
+		t.Errorf("refused code %+v (event stored %v), want used, Refused, jkt-1 and its event", ac, store.EventStored(ectx, e))
+	}
+	if got, err := s.GetAuthCode(ctx, []byte("refused")); err != nil || !got.Refused || got.RefusedJKT != "jkt-1" {
+		t.Errorf("GetAuthCode after a refusal: %+v, %v", got, err)
+	}
+	late := pendingEvent("ev-refused-late", model.EventTokenIssued, "u1")
+	used, err := s.RedeemAuthCode(store.WithEvent(ctx, late), []byte("refused"), at(2*time.Second), fullRefresh("refused-rt", "s1"))
+	wantErr(t, "redeem a refused code", err, store.ErrAlreadyUsed)
+	if used == nil || !used.Refused {
+		t.Errorf("redeem a refused code: record %+v, want the refused one", used)
+	}
+	if storedEvents(t, s)[late.ID] != nil {
+		t.Error("a redemption of a refused code stored its event")
+	}
+	if _, err := s.GetRefreshToken(ctx, []byte("refused-rt")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a redemption of a refused code stored its refresh token (%v)", err)
+	}
+	_, err = s.RefuseAuthCode(ctx, []byte("missing"), at(time.Second), "")
+	wantErr(t, "refuse a missing code", err, store.ErrNotFound)
+
+	create("redeemed")
+	must(t, "RedeemAuthCode", func() error {
+		_, err := s.RedeemAuthCode(ctx, []byte("redeemed"), at(time.Second), nil)
+		return err
+	}())
+	if got, err := s.GetAuthCode(ctx, []byte("redeemed")); err != nil || got.Refused || got.RefusedJKT != "" {
+		t.Errorf("GetAuthCode after a redemption: %+v, %v; want not refused", got, err)
+	}
+
+	// Refusals and redemptions race: one spends the code.
+	create("race")
+	errs := race(func(i int) error {
+		var err error
+		if i%2 == 0 {
+			_, err = s.RefuseAuthCode(ctx, []byte("race"), at(time.Duration(i+1)*time.Second), "jkt-"+strconv.Itoa(i))
+		} else {
+			_, err = s.RedeemAuthCode(ctx, []byte("race"), at(time.Duration(i+1)*time.Second), fullRefresh("race-rt-"+strconv.Itoa(i), "s1"))
+		}
+		return err
+	})
+	w := oneWinner(t, "refusals against redemptions", errs, store.ErrAlreadyUsed)
+	if w < 0 {
+		return
+	}
+	got, err := s.GetAuthCode(ctx, []byte("race"))
+	if err != nil || got.Refused != (w%2 == 0) || (w%2 == 0 && got.RefusedJKT != "jkt-"+strconv.Itoa(w)) {
+		t.Errorf("raced code %+v, %v; winner %d", got, err, w)
+	}
+	for i := 1; i < racers; i += 2 {
+		_, err := s.GetRefreshToken(ctx, []byte("race-rt-"+strconv.Itoa(i)))
+		if (i == w) != (err == nil) {
+			t.Errorf("redemption %d (winner %d): refresh token lookup %v", i, w, err)
+		}
+	}
+}

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RotateRefreshTokenConcurrent", testRotateRefreshTokenConcurrent},
 		{"RotateRefreshTokenConcurrentEvents", testRotateRefreshTokenConcurrentEvents},
 		{"RedeemCodeConcurrent", testRedeemCodeConcurrent},
+		{"RefuseAuthCode", testRefuseAuthCode},
 		{"AuthCode", testAuthCode},
 		{"AuthCodeConcurrent", testAuthCodeConcurrent},
 		{"PushedRequest", testPushedRequest},

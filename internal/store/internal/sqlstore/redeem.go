@@ -27,6 +27,21 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash []byte, at time.Time, r
 		func(c *model.AuthCode) bool { return !c.UsedAt.IsZero() })
 }
 
+// RefuseAuthCode is RedeemAuthCode for a refused redemption: it spends
+// the code with the refusal's pending events and no token, and records
+// it as Refused with the refused request's DPoP key jkt.
+func (s *Store) RefuseAuthCode(ctx context.Context, hash []byte, at time.Time, jkt string) (*model.AuthCode, error) {
+	return redeem(ctx, s, "auth code", at, nil,
+		func(q Querier) (*model.AuthCode, error) {
+			return scanCode(q.QueryRow(ctx, `UPDATE auth_codes SET used_at = $2, refused = TRUE, refused_jkt = $3
+				WHERE hash = $1 AND used_at = 0 RETURNING `+codeCols, hash, micros(at), jkt))
+		},
+		func(q Querier) (*model.AuthCode, error) {
+			return scanCode(q.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE hash = $1`, hash))
+		},
+		func(c *model.AuthCode) bool { return !c.UsedAt.IsZero() })
+}
+
 // RedeemDeviceCode is RedeemAuthCode for an approved device authorization
 // request: it marks it used at `at` only when it is approved and unused.
 // A request used before is ErrAlreadyUsed (with the record); one that is

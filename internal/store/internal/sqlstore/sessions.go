@@ -585,7 +585,7 @@ func (s *Store) DeleteRefreshToken(ctx context.Context, hash []byte) error {
 // ---- authorization codes ----
 
 const codeCols = `hash, client_id, user_id, session_id, redirect_uri, scope, nonce, code_challenge,
-	code_challenge_method, dpop_jkt, auth_time, amr, acr, created_at, expires_at, used_at`
+	code_challenge_method, dpop_jkt, auth_time, amr, acr, created_at, expires_at, used_at, refused, refused_jkt`
 
 func scanCode(r Row) (*model.AuthCode, error) {
 	var (
@@ -595,7 +595,7 @@ func scanCode(r Row) (*model.AuthCode, error) {
 	)
 	if err := r.Scan(&c.Hash, &c.ClientID, &c.UserID, &c.SessionID, &c.RedirectURI, &c.Scope, &c.Nonce,
 		&c.CodeChallenge, &c.CodeChallengeMethod, &c.DPoPJKT, &authTime, &amr, &c.ACR, &created,
-		&expires, &used); err != nil {
+		&expires, &used, &c.Refused, &c.RefusedJKT); err != nil {
 		return nil, err
 	}
 	var err error
@@ -615,10 +615,10 @@ func (s *Store) CreateAuthCode(ctx context.Context, c *model.AuthCode) error {
 		return errors.New("store: create auth code: hash is required")
 	}
 	_, err := s.db.Write().Exec(ctx, `INSERT INTO auth_codes (`+codeCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 		c.Hash, c.ClientID, c.UserID, c.SessionID, c.RedirectURI, c.Scope, c.Nonce, c.CodeChallenge,
 		c.CodeChallengeMethod, c.DPoPJKT, micros(c.AuthTime), jsonList(c.AMR), c.ACR,
-		micros(c.CreatedAt), micros(c.ExpiresAt), micros(c.UsedAt))
+		micros(c.CreatedAt), micros(c.ExpiresAt), micros(c.UsedAt), c.Refused, c.RefusedJKT)
 	return s.createErr("auth code", err)
 }
 
