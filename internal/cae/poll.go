@@ -92,6 +92,14 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 	deadline := s.o.Now().Add(s.o.LongPollTimeout)
 	timer := time.NewTimer(s.o.LongPollTimeout)
 	defer timer.Stop()
+	answer := func(got []*store.SETEntry, more bool) *PollResponse {
+		resp := &PollResponse{MoreAvailable: more, Sets: make([]PollSET, len(got))}
+		for i, e := range got {
+			resp.Sets[i] = PollSET{JTI: e.JTI, SET: e.SET}
+		}
+		s.stats.Polled.Add(int64(len(got)))
+		return resp
+	}
 	for {
 		// Register for a wake-up before looking, so an event queued
 		// between the look and the wait is not missed.
@@ -105,15 +113,19 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 		s.stats.Acked.Add(int64(len(p.Ack)))
 		p.Ack, p.Errs = nil, nil // applied
 		if len(got) > 0 || max == 0 || req.ReturnImmediately || !now.Before(deadline) {
-			resp := &PollResponse{MoreAvailable: more, Sets: make([]PollSET, len(got))}
-			for i, e := range got {
-				resp.Sets[i] = PollSET{JTI: e.JTI, SET: e.SET}
-			}
-			s.stats.Polled.Add(int64(len(got)))
-			return resp, nil
+			return answer(got, more), nil
 		}
+		// Nothing to return: wait, ready to be handed the next SETs
+		// queued here (handoff.go).
+		pk := s.handOffs.park(id, max)
 		rescan := time.NewTimer(s.o.RescanInterval)
 		select {
+		case h := <-pk.ch:
+			rescan.Stop()
+			if h.sets != nil {
+				return answer(h.sets, h.more), nil
+			}
+			continue
 		case <-woken:
 		case <-rescan.C:
 		case <-timer.C:
@@ -122,9 +134,18 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 			deadline = time.Time{}
 		case <-ctx.Done():
 			rescan.Stop()
+			// Claimed meanwhile: what was handed out comes back after
+			// the hold, like a response lost on the way.
+			s.handOffs.unpark(pk)
 			return nil, ctx.Err()
 		}
 		rescan.Stop()
+		if !s.handOffs.unpark(pk) {
+			// An enqueue claimed this poll: its store call decides.
+			if h := <-pk.ch; h.sets != nil {
+				return answer(h.sets, h.more), nil
+			}
+		}
 	}
 }
 

@@ -124,6 +124,10 @@ type Options struct {
 	// them when one joins or leaves (see share.go). Nil: they find new
 	// SETs and changes by their rescan.
 	Notifier Notifier
+	// PollNotifier wakes the long polls other instances sharing the
+	// database hold on poll streams this instance queued SETs for
+	// (handoff.go). Nil: they find the SETs by their rescan.
+	PollNotifier Notifier
 	// UserEmailAlias names users in SETs as RFC 9493 aliases of their
 	// iss_sub and their email address (ssf.user_email_alias), for
 	// receivers that know people by email, another Ward among them. Off,
@@ -153,13 +157,18 @@ type Service struct {
 
 	pusher  *pusher
 	waiters waiters
+	// handOffs are the long polls waiting with nothing to return, to
+	// which an enqueue hands its SETs (handoff.go).
+	handOffs      handOffs
+	unlistenPolls func()
 
 	vmu      sync.Mutex
 	verified map[string]time.Time
 
-	closing   chan struct{}
-	pollOnce  sync.Once
-	closeOnce sync.Once
+	closing    chan struct{}
+	pollOnce   sync.Once
+	closeOnce  sync.Once
+	listenOnce sync.Once
 
 	pollCh      chan *pollCall
 	batcherOnce sync.Once
@@ -254,7 +263,10 @@ func (s *Service) Issuer() string { return s.issuer }
 func (s *Service) Stats() *Stats { return &s.stats }
 
 // Start runs the push worker until Close. Calling it twice does nothing.
-func (s *Service) Start() { s.pusher.start() }
+func (s *Service) Start() {
+	s.pusher.start()
+	s.listenOnce.Do(s.listenPolls)
+}
 
 // Close stops the push worker after the requests in flight have been
 // answered and recorded, ends long polls, and gives up this instance's
@@ -265,6 +277,10 @@ func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		for i := len(s.stops) - 1; i >= 0; i-- {
 			s.stops[i]()
+		}
+		s.listenOnce.Do(func() {}) // no listening after Close
+		if s.unlistenPolls != nil {
+			s.unlistenPolls()
 		}
 		err = s.pusher.stop()
 		close(s.batcherStop)
@@ -576,11 +592,13 @@ func (s *Service) enqueue(ctx context.Context, eventID string, entries []*store.
 		n   int
 		err error
 	)
+	ho := s.startHandOff(entries)
 	if eventID != "" {
 		n, err = s.o.Store.EnqueueEventSETs(ctx, eventID, entries)
 	} else {
 		n, err = s.o.Store.EnqueueSETs(ctx, entries)
 	}
+	s.finishHandOff(ctx, ho, entries, err)
 	if err != nil {
 		s.o.Log.ErrorContext(ctx, "cae: queueing SETs failed", "sets", len(entries), "err", err)
 		return 0, fmt.Errorf("cae: queue SETs: %w", err)
