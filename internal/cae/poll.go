@@ -100,7 +100,18 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 		s.stats.Polled.Add(int64(len(got)))
 		return resp
 	}
-	for {
+	for again := false; ; again = true {
+		if again {
+			// Paused or disabled (here or by another instance) while
+			// this poll waited: it transmits nothing more.
+			st, err := s.currentStream(ctx, id)
+			if errors.Is(err, store.ErrNotFound) || err == nil && st.Status != model.StreamEnabled {
+				return answer(nil, false), nil
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
 		// Register for a wake-up before looking, so an event queued
 		// between the look and the wait is not missed.
 		woken := s.waiters.wait(id)
@@ -123,6 +134,7 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 		case h := <-pk.ch:
 			rescan.Stop()
 			if h.sets != nil {
+				s.stats.HandedOff.Add(int64(len(h.sets)))
 				return answer(h.sets, h.more), nil
 			}
 			continue
@@ -143,6 +155,7 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 		if !s.handOffs.unpark(pk) {
 			// An enqueue claimed this poll: its store call decides.
 			if h := <-pk.ch; h.sets != nil {
+				s.stats.HandedOff.Add(int64(len(h.sets)))
 				return answer(h.sets, h.more), nil
 			}
 		}

@@ -189,6 +189,7 @@ type Stats struct {
 	Refused   atomic.Int64 // pushed and answered 400 (permanent)
 	Retried   atomic.Int64 // push attempts that failed and will be retried
 	Polled    atomic.Int64 // SETs handed out by polls
+	HandedOff atomic.Int64 // of those, handed to a waiting long poll as they were queued
 	Acked     atomic.Int64 // SETs acknowledged by polls
 	CaughtUp  atomic.Int64 // events whose SETs CatchUp queued
 }
