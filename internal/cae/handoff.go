@@ -87,6 +87,17 @@ func (h *handOffs) unpark(p *parked) bool {
 	return true
 }
 
+// streams returns the ids of the streams with parked polls.
+func (h *handOffs) streams() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := make([]string, 0, len(h.m))
+	for id := range h.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // handOff is one enqueue's claimed polls, by stream.
 type handOff map[string]*parked
 

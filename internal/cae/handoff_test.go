@@ -32,7 +32,7 @@ const (
 
 // pollInstance starts a transmitter instance named name that wakes the
 // others' long polls on subject (with hold as PollHold).
-func (e *spreadEnv) pollInstance(t *testing.T, name, subject string, hold time.Duration) *Service {
+func (e *spreadEnv) pollInstance(t *testing.T, name, subject string, hold time.Duration, more ...func(*Options)) *Service {
 	t.Helper()
 	ctx := context.Background()
 	st, err := postgres.Open(ctx, e.dsn)
@@ -44,9 +44,13 @@ func (e *spreadEnv) pollInstance(t *testing.T, name, subject string, hold time.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Issuer: "https://ward.example", Store: st, Keys: keys, KEK: e.kek, InstanceID: name,
+	o := Options{Issuer: "https://ward.example", Store: st, Keys: keys, KEK: e.kek, InstanceID: name,
 		RescanInterval: testNoRescan, LongPollTimeout: testLongPoll, PollHold: hold, MaxStreamsPerClient: 1000,
-		PollNotifier: bus.NewSignal(e.nc, subject)})
+		PollNotifier: bus.NewSignal(e.nc, subject)}
+	for _, f := range more {
+		f(&o)
+	}
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +103,7 @@ type pollResult struct {
 }
 
 // longPoll starts a long poll and returns its outcome channel once the
-// poll is parked (waiting with nothing to return) on s.
+// poll is parked (waiting with nothing to return) on s, or has answered.
 func longPoll(t *testing.T, ctx context.Context, s *Service, id string, req PollRequest) <-chan pollResult {
 	t.Helper()
 	before := parkedOn(s, id)
@@ -108,7 +112,7 @@ func longPoll(t *testing.T, ctx context.Context, s *Service, id string, req Poll
 		r, err := s.Poll(ctx, "rcv", id, req)
 		ch <- pollResult{r, err}
 	}()
-	for deadline := time.Now().Add(20 * time.Second); parkedOn(s, id) <= before; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); parkedOn(s, id) <= before && len(ch) == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the long poll did not start waiting")
 		}
@@ -503,4 +507,30 @@ type notifyFunc func([]byte) error
 func (f notifyFunc) Notify(b []byte) error { return f(b) }
 func (f notifyFunc) Listen(func([]byte)) (func(), error) {
 	return nil, errors.New("not listening")
+}
+
+// TestPollRescanFallback: without wake-ups (no NATS between the
+// instances) a long poll on B still answers an event handled on A, found
+// by B's rescan of the streams its polls wait on; and a SET whose hold
+// ended without an acknowledgement reaches a waiting poll again.
+func TestPollRescanFallback(t *testing.T) {
+	e := newSpreadEnv(t)
+	quick := func(o *Options) { o.RescanInterval, o.PollNotifier = 100*time.Millisecond, nil }
+	a := e.pollInstance(t, "a", pollSubject(), 2*time.Second, quick)
+	b := e.pollInstance(t, "b", pollSubject(), 2*time.Second, quick)
+	id := pollStream(t, a)
+	ctx := context.Background()
+	ch := longPoll(t, ctx, b, id, PollRequest{})
+	if err := a.HandleEvent(ctx, disabled("bob")); err != nil {
+		t.Fatal(err)
+	}
+	r := waitResult(t, ch, "long poll on b without wake-ups")
+	if len(r.Sets) != 1 {
+		t.Fatalf("long poll on b: %d SETs", len(r.Sets))
+	}
+	// Not acknowledged: the next long poll gets it again after the hold.
+	r2 := waitResult(t, longPoll(t, ctx, b, id, PollRequest{}), "long poll after the hold")
+	if !slices.Equal(respJTIs(r2), respJTIs(r)) {
+		t.Fatalf("after the hold: %v, want %v again", respJTIs(r2), respJTIs(r))
+	}
 }

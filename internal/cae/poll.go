@@ -129,35 +129,62 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 		// Nothing to return: wait, ready to be handed the next SETs
 		// queued here (handoff.go).
 		pk := s.handOffs.park(id, max)
-		rescan := time.NewTimer(s.o.RescanInterval)
+		s.rescanOnce.Do(func() { go s.runPollRescan() })
 		select {
 		case h := <-pk.ch:
-			rescan.Stop()
 			if h.sets != nil {
 				s.stats.HandedOff.Add(int64(len(h.sets)))
 				return answer(h.sets, h.more), nil
 			}
 			continue
 		case <-woken:
-		case <-rescan.C:
 		case <-timer.C:
 			deadline = time.Time{} // look once more, then answer
 		case <-s.closing:
 			deadline = time.Time{}
 		case <-ctx.Done():
-			rescan.Stop()
 			// Claimed meanwhile: what was handed out comes back after
 			// the hold, like a response lost on the way.
 			s.handOffs.unpark(pk)
 			return nil, ctx.Err()
 		}
-		rescan.Stop()
 		if !s.handOffs.unpark(pk) {
 			// An enqueue claimed this poll: its store call decides.
 			if h := <-pk.ch; h.sets != nil {
 				s.stats.HandedOff.Add(int64(len(h.sets)))
 				return answer(h.sets, h.more), nil
 			}
+		}
+	}
+}
+
+// runPollRescan is the fallback for wake-ups that did not come (SETs
+// queued by an instance without NATS or whose signal was lost, held SETs
+// whose hold ended): every RescanInterval, one read finds which of the
+// streams with waiting long polls have SETs a poll would get, and wakes
+// those polls, rather than every poll looking on its own.
+func (s *Service) runPollRescan() {
+	t := time.NewTicker(s.o.RescanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.batcherStop:
+			return
+		}
+		ids := s.handOffs.streams()
+		if len(ids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(s.o.RescanInterval, time.Second))
+		ready, err := s.o.Store.SSFStreamsWithVisibleSETs(ctx, ids, s.o.Now())
+		cancel()
+		if err != nil {
+			s.o.Log.Warn("cae: long-poll rescan failed; the polls look themselves", "err", err)
+			ready = ids
+		}
+		for _, id := range ready {
+			s.waiters.notify(id)
 		}
 	}
 }

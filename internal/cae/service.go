@@ -172,6 +172,7 @@ type Service struct {
 
 	pollCh      chan *pollCall
 	batcherOnce sync.Once
+	rescanOnce  sync.Once
 	batcherStop chan struct{}
 
 	stats Stats

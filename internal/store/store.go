@@ -464,6 +464,10 @@ type Store interface {
 	// SSFStreamsWithQueuedSETs returns the ids of the streams that have
 	// queued SETs.
 	SSFStreamsWithQueuedSETs(ctx context.Context) ([]string, error)
+	// SSFStreamsWithVisibleSETs returns those of the streams ids that have
+	// a queued entry no poll holds back at now: what the long polls
+	// waiting on them would be handed.
+	SSFStreamsWithVisibleSETs(ctx context.Context, ids []string, now time.Time) ([]string, error)
 	// DeleteSETs deletes delivered entries (missing ones are ignored).
 	DeleteSETs(ctx context.Context, keys []SETKey) error
 	// RefuseSET marks a queued entry as refused by the receiver with the

@@ -711,11 +711,26 @@ func testSSFEnqueueHandOff(t *testing.T, s store.Store) {
 			t.Errorf("%s/%s handed out: HeldUntil %v Attempts %d Seq %d", e.StreamID, e.DedupKey, e.HeldUntil, e.Attempts, e.Seq)
 		}
 	}
+	// Streams with entries a poll would get: h (entry 2) and busy; an
+	// unknown id is ignored. Once everything is held, none; after the
+	// hold, h again.
+	vis, err := s.SSFStreamsWithVisibleSETs(ctx, []string{"h", "busy", "nope"}, now)
+	must(t, "SSFStreamsWithVisibleSETs", err)
+	slices.Sort(vis)
+	if !reflect.DeepEqual(vis, []string{"busy", "h"}) {
+		t.Errorf("SSFStreamsWithVisibleSETs = %v, want [busy h]", vis)
+	}
 	// Handed out: a poll before the hold sees only the visible entry.
 	got, more, err := s.PollSETs(ctx, "h", store.SETPoll{Max: 10, Now: now, Hold: hold})
 	must(t, "PollSETs", err)
 	if !reflect.DeepEqual(keys(got), []string{"2"}) || more {
 		t.Fatalf("poll during the hold: %v more=%v, want [2]", keys(got), more)
+	}
+	if vis, err := s.SSFStreamsWithVisibleSETs(ctx, []string{"h"}, now); err != nil || len(vis) != 0 {
+		t.Errorf("SSFStreamsWithVisibleSETs with everything held = %v, %v", vis, err)
+	}
+	if vis, err := s.SSFStreamsWithVisibleSETs(ctx, []string{"h"}, hold); err != nil || !reflect.DeepEqual(vis, []string{"h"}) {
+		t.Errorf("SSFStreamsWithVisibleSETs after the hold = %v, %v", vis, err)
 	}
 	for _, id := range []string{"busy", "paused", "push"} {
 		q, err := s.QueuedSETs(ctx, id, 0, 10)

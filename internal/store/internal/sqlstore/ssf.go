@@ -448,6 +448,23 @@ func (s *Store) SSFStreamsWithQueuedSETs(ctx context.Context) ([]string, error) 
 	return collect(rs, err, "streams with queued sets", scanString)
 }
 
+// SSFStreamsWithVisibleSETs returns those of ids with a queued entry not
+// held back at now.
+func (s *Store) SSFStreamsWithVisibleSETs(ctx context.Context, ids []string, now time.Time) ([]string, error) {
+	var out []string
+	for _, chunk := range inChunks(ids) {
+		args := append([]any{micros(now)}, anys(chunk)...)
+		rs, err := s.db.Read().Query(ctx, `SELECT id FROM ssf_streams s WHERE id IN (`+placeholders(2, len(chunk))+`)
+			AND EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.state = 0 AND o.visible_at <= $1)`, args...)
+		got, err := collect(rs, err, "streams with visible sets", scanString)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
 // DeleteSETs deletes delivered entries in one transaction.
 func (s *Store) DeleteSETs(ctx context.Context, keys []store.SETKey) error {
 	if len(keys) == 0 {
