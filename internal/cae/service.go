@@ -20,7 +20,11 @@
 //     over NATS (Options.Notifier); a rescan every second is the fallback.
 //   - poll (RFC 8936): Poll hands out queued SETs, deletes acknowledged
 //     ones, returns unacknowledged ones again after a hold time, and long
-//     polls (woken in-process, or by short database polling).
+//     polls. A long poll waiting on this instance is handed the new SETs
+//     of its stream from memory, inserted as already handed out when the
+//     store allows it (handoff.go); others are woken in-process, those of
+//     other instances over NATS (Options.PollNotifier), and one rescan a
+//     second per instance is the fallback.
 //
 // Delivery is at least once; "jti" lets receivers drop duplicates. The
 // stream management operations (SSF 1.0 §8) are methods of Service;
