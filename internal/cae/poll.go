@@ -49,8 +49,9 @@ type PollResponse struct {
 // Poll serves one poll request for a poll stream of clientID: it applies
 // the acknowledgements and errors, then returns up to MaxEvents queued
 // SETs. Without ReturnImmediately and with nothing queued it waits up to
-// LongPollTimeout, answering as soon as an event is queued (at once for
-// events queued by this instance, within RescanInterval for others).
+// LongPollTimeout, answering as soon as an event is queued (handed the
+// SETs of events queued by this instance, woken over NATS by the others
+// with a PollNotifier, within RescanInterval otherwise).
 // Returned SETs that are not acknowledged are returned again after
 // PollHold. A paused or disabled stream returns no SETs.
 func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest) (*PollResponse, error) {

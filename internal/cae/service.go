@@ -268,7 +268,8 @@ func (s *Service) Issuer() string { return s.issuer }
 // Stats returns the delivery counters.
 func (s *Service) Stats() *Stats { return &s.stats }
 
-// Start runs the push worker until Close. Calling it twice does nothing.
+// Start runs the push worker until Close and listens for the other
+// instances' long-poll wake-ups. Calling it twice does nothing.
 func (s *Service) Start() {
 	s.pusher.start()
 	s.listenOnce.Do(s.listenPolls)
