@@ -477,11 +477,16 @@ func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger,
 		instance = "sqlite-single-node"
 	}
 	// Instances sharing NATS wake each other when SETs are queued for a
-	// stream another pushes, and spread the push streams (cae/share.go).
-	var notifier cae.Notifier
+	// stream another pushes, and spread the push streams (cae/share.go);
+	// they wake each other's long polls when SETs are queued for a poll
+	// stream (cae/handoff.go).
+	var notifier, pollNotifier cae.Notifier
 	if nb, ok := a.Bus.(*bus.NATS); ok {
 		if sig := nb.Signal("cae-push.wake"); sig != nil {
 			notifier = sig
+		}
+		if sig := nb.Signal("cae-poll.wake"); sig != nil {
+			pollNotifier = sig
 		}
 	}
 	svc, err := cae.Start(ctx, cae.Options{
@@ -490,6 +495,7 @@ func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger,
 		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
 		PushAllowedNetworks: c.PushNetworks(), UserEmailAlias: c.UserEmailAlias, Notifier: notifier,
+		PollNotifier: pollNotifier,
 	}, cae.Wiring{Bus: a.Bus, Durable: a.Durable, Stream: a.caeStream, Audience: c.NATS.Audience, Serve: serve})
 	if err != nil {
 		return fmt.Errorf("app: %w", err)

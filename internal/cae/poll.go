@@ -49,8 +49,9 @@ type PollResponse struct {
 // Poll serves one poll request for a poll stream of clientID: it applies
 // the acknowledgements and errors, then returns up to MaxEvents queued
 // SETs. Without ReturnImmediately and with nothing queued it waits up to
-// LongPollTimeout, answering as soon as an event is queued (at once for
-// events queued by this instance, within RescanInterval for others).
+// LongPollTimeout, answering as soon as an event is queued (handed the
+// SETs of events queued by this instance, woken over NATS by the others
+// with a PollNotifier, within RescanInterval otherwise).
 // Returned SETs that are not acknowledged are returned again after
 // PollHold. A paused or disabled stream returns no SETs.
 func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest) (*PollResponse, error) {
@@ -92,7 +93,26 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 	deadline := s.o.Now().Add(s.o.LongPollTimeout)
 	timer := time.NewTimer(s.o.LongPollTimeout)
 	defer timer.Stop()
-	for {
+	answer := func(got []*store.SETEntry, more bool) *PollResponse {
+		resp := &PollResponse{MoreAvailable: more, Sets: make([]PollSET, len(got))}
+		for i, e := range got {
+			resp.Sets[i] = PollSET{JTI: e.JTI, SET: e.SET}
+		}
+		s.stats.Polled.Add(int64(len(got)))
+		return resp
+	}
+	for again := false; ; again = true {
+		if again {
+			// Paused or disabled (here or by another instance) while
+			// this poll waited: it transmits nothing more.
+			st, err := s.currentStream(ctx, id)
+			if errors.Is(err, store.ErrNotFound) || err == nil && st.Status != model.StreamEnabled {
+				return answer(nil, false), nil
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
 		// Register for a wake-up before looking, so an event queued
 		// between the look and the wait is not missed.
 		woken := s.waiters.wait(id)
@@ -105,26 +125,68 @@ func (s *Service) Poll(ctx context.Context, clientID, id string, req PollRequest
 		s.stats.Acked.Add(int64(len(p.Ack)))
 		p.Ack, p.Errs = nil, nil // applied
 		if len(got) > 0 || max == 0 || req.ReturnImmediately || !now.Before(deadline) {
-			resp := &PollResponse{MoreAvailable: more, Sets: make([]PollSET, len(got))}
-			for i, e := range got {
-				resp.Sets[i] = PollSET{JTI: e.JTI, SET: e.SET}
-			}
-			s.stats.Polled.Add(int64(len(got)))
-			return resp, nil
+			return answer(got, more), nil
 		}
-		rescan := time.NewTimer(s.o.RescanInterval)
+		// Nothing to return: wait, ready to be handed the next SETs
+		// queued here (handoff.go).
+		pk := s.handOffs.park(id, max)
+		s.rescanOnce.Do(func() { go s.runPollRescan() })
 		select {
+		case h := <-pk.ch:
+			if h.sets != nil {
+				s.stats.HandedOff.Add(int64(len(h.sets)))
+				return answer(h.sets, h.more), nil
+			}
+			continue
 		case <-woken:
-		case <-rescan.C:
 		case <-timer.C:
 			deadline = time.Time{} // look once more, then answer
 		case <-s.closing:
 			deadline = time.Time{}
 		case <-ctx.Done():
-			rescan.Stop()
+			// Claimed meanwhile: what was handed out comes back after
+			// the hold, like a response lost on the way.
+			s.handOffs.unpark(pk)
 			return nil, ctx.Err()
 		}
-		rescan.Stop()
+		if !s.handOffs.unpark(pk) {
+			// An enqueue claimed this poll: its store call decides.
+			if h := <-pk.ch; h.sets != nil {
+				s.stats.HandedOff.Add(int64(len(h.sets)))
+				return answer(h.sets, h.more), nil
+			}
+		}
+	}
+}
+
+// runPollRescan is the fallback for wake-ups that did not come (SETs
+// queued by an instance without NATS or whose signal was lost, held SETs
+// whose hold ended): every RescanInterval, one read finds which of the
+// streams with waiting long polls have SETs a poll would get, and wakes
+// those polls, rather than every poll looking on its own.
+func (s *Service) runPollRescan() {
+	t := time.NewTicker(s.o.RescanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.batcherStop:
+			return
+		}
+		ids := s.handOffs.streams()
+		if len(ids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(s.o.RescanInterval, time.Second))
+		ready, err := s.o.Store.SSFStreamsWithVisibleSETs(ctx, ids, s.o.Now())
+		cancel()
+		if err != nil {
+			s.o.Log.Warn("cae: long-poll rescan failed; the polls look themselves", "err", err)
+			ready = ids
+		}
+		for _, id := range ready {
+			s.waiters.notify(id)
+		}
 	}
 }
 

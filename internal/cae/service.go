@@ -20,7 +20,11 @@
 //     over NATS (Options.Notifier); a rescan every second is the fallback.
 //   - poll (RFC 8936): Poll hands out queued SETs, deletes acknowledged
 //     ones, returns unacknowledged ones again after a hold time, and long
-//     polls (woken in-process, or by short database polling).
+//     polls. A long poll waiting on this instance is handed the new SETs
+//     of its stream from memory, inserted as already handed out when the
+//     store allows it (handoff.go); others are woken in-process, those of
+//     other instances over NATS (Options.PollNotifier), and one rescan a
+//     second per instance is the fallback.
 //
 // Delivery is at least once; "jti" lets receivers drop duplicates. The
 // stream management operations (SSF 1.0 §8) are methods of Service;
@@ -124,6 +128,10 @@ type Options struct {
 	// them when one joins or leaves (see share.go). Nil: they find new
 	// SETs and changes by their rescan.
 	Notifier Notifier
+	// PollNotifier wakes the long polls other instances sharing the
+	// database hold on poll streams this instance queued SETs for
+	// (handoff.go). Nil: they find the SETs by their rescan.
+	PollNotifier Notifier
 	// UserEmailAlias names users in SETs as RFC 9493 aliases of their
 	// iss_sub and their email address (ssf.user_email_alias), for
 	// receivers that know people by email, another Ward among them. Off,
@@ -153,16 +161,22 @@ type Service struct {
 
 	pusher  *pusher
 	waiters waiters
+	// handOffs are the long polls waiting with nothing to return, to
+	// which an enqueue hands its SETs (handoff.go).
+	handOffs      handOffs
+	unlistenPolls func()
 
 	vmu      sync.Mutex
 	verified map[string]time.Time
 
-	closing   chan struct{}
-	pollOnce  sync.Once
-	closeOnce sync.Once
+	closing    chan struct{}
+	pollOnce   sync.Once
+	closeOnce  sync.Once
+	listenOnce sync.Once
 
 	pollCh      chan *pollCall
 	batcherOnce sync.Once
+	rescanOnce  sync.Once
 	batcherStop chan struct{}
 
 	stats Stats
@@ -180,6 +194,7 @@ type Stats struct {
 	Refused   atomic.Int64 // pushed and answered 400 (permanent)
 	Retried   atomic.Int64 // push attempts that failed and will be retried
 	Polled    atomic.Int64 // SETs handed out by polls
+	HandedOff atomic.Int64 // of those, handed to a waiting long poll as they were queued
 	Acked     atomic.Int64 // SETs acknowledged by polls
 	CaughtUp  atomic.Int64 // events whose SETs CatchUp queued
 }
@@ -253,8 +268,12 @@ func (s *Service) Issuer() string { return s.issuer }
 // Stats returns the delivery counters.
 func (s *Service) Stats() *Stats { return &s.stats }
 
-// Start runs the push worker until Close. Calling it twice does nothing.
-func (s *Service) Start() { s.pusher.start() }
+// Start runs the push worker until Close and listens for the other
+// instances' long-poll wake-ups. Calling it twice does nothing.
+func (s *Service) Start() {
+	s.pusher.start()
+	s.listenOnce.Do(s.listenPolls)
+}
 
 // Close stops the push worker after the requests in flight have been
 // answered and recorded, ends long polls, and gives up this instance's
@@ -265,6 +284,10 @@ func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
 		for i := len(s.stops) - 1; i >= 0; i-- {
 			s.stops[i]()
+		}
+		s.listenOnce.Do(func() {}) // no listening after Close
+		if s.unlistenPolls != nil {
+			s.unlistenPolls()
 		}
 		err = s.pusher.stop()
 		close(s.batcherStop)
@@ -576,11 +599,13 @@ func (s *Service) enqueue(ctx context.Context, eventID string, entries []*store.
 		n   int
 		err error
 	)
+	ho := s.startHandOff(entries)
 	if eventID != "" {
 		n, err = s.o.Store.EnqueueEventSETs(ctx, eventID, entries)
 	} else {
 		n, err = s.o.Store.EnqueueSETs(ctx, entries)
 	}
+	s.finishHandOff(ctx, ho, entries, err)
 	if err != nil {
 		s.o.Log.ErrorContext(ctx, "cae: queueing SETs failed", "sets", len(entries), "err", err)
 		return 0, fmt.Errorf("cae: queue SETs: %w", err)

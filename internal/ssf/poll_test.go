@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -415,5 +416,93 @@ func TestPollSeesPauseByAnotherInstance(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("after enabling elsewhere: %d SETs, none the held risk-level-change", len(p.Sets))
+	}
+}
+
+// TestPollHandOffAttacks: a SET handed to a waiting long poll (over
+// HTTP) is the receiver's to acknowledge: another receiver acknowledging
+// or refusing its jti on its own stream, or the same receiver on another
+// of its streams, changes nothing; a poll of another client's stream is
+// refused as not found; ack lists beyond the limits are refused (400 for
+// more than 10,000 entries, 413 for a body over 64 KiB) without touching
+// the queue.
+func TestPollHandOffAttacks(t *testing.T) {
+	in := start(t, func(c *config.Config) {
+		c.SSF.LongPollTimeout = 45 * time.Second
+		c.SSF.PollHold = time.Minute
+		c.SSF.RescanInterval = time.Hour
+	})
+	tok, otok := receiverToken(t, in), token(t, in, otherID, otherSecret, "ssf.manage ssf.poll")
+	id := createStream(t, in, tok, map[string]any{})["stream_id"].(string)
+	mine2 := createStream(t, in, tok, map[string]any{})["stream_id"].(string)
+	theirs := createStream(t, in, otok, map[string]any{})["stream_id"].(string)
+	ctx := context.Background()
+	for _, s := range []struct{ tok, id string }{{tok, id}, {tok, mine2}, {otok, theirs}} {
+		p := poll(t, in, s.tok, s.id, map[string]any{"returnImmediately": true})
+		poll(t, in, s.tok, s.id, map[string]any{"maxEvents": 0, "ack": jtis(p)})
+	}
+	done := make(chan response, 1)
+	go func() {
+		r, err := tryCall(in, http.MethodPost, "/ssf/poll/"+id, tok, map[string]any{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	// The poll is waiting once this instance has a parked poll; the
+	// event is then handed to it.
+	time.Sleep(500 * time.Millisecond)
+	before := in.App.CAE.Stats().HandedOff.Load()
+	if err := in.App.Identity.SetRisk(ctx, "admin-1", userID(t, in, "bob"), "high", ""); err != nil {
+		t.Fatal(err)
+	}
+	var r response
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long poll did not answer (rescan an hour, timeout 45 s)")
+	}
+	wantStatus(t, "long poll", r, http.StatusOK)
+	var p pollResp
+	if err := json.Unmarshal(r.body, &p); err != nil || len(p.Sets) != 1 {
+		t.Fatalf("long poll: %s", r.body)
+	}
+	if in.App.CAE.Stats().HandedOff.Load() == before {
+		t.Log("the SET was found by a look in the store, not handed off (the poll was not waiting yet)")
+	}
+	jti := jtis(p)[0]
+	want := func(what string) {
+		t.Helper()
+		c, err := in.App.CAE.QueueCounts(ctx, receiverID, id)
+		if err != nil || c.Queued != 1 || c.Refused != 0 {
+			t.Fatalf("%s: queue %+v %v, want the SET still queued", what, c, err)
+		}
+	}
+	errs := map[string]any{jti: map[string]string{"err": "invalid_request", "description": "forged"}}
+	poll(t, in, otok, theirs, map[string]any{"maxEvents": 0, "ack": []string{jti}, "setErrs": errs})
+	want("acknowledged by another receiver on its stream")
+	poll(t, in, tok, mine2, map[string]any{"maxEvents": 0, "ack": []string{jti}, "setErrs": errs})
+	want("acknowledged on another stream of the receiver")
+	wantStatus(t, "poll of another client's stream", call(t, in, http.MethodPost, "/ssf/poll/"+id, otok,
+		map[string]any{"maxEvents": 0, "ack": []string{jti}}), http.StatusNotFound)
+	want("acknowledged through another client's poll")
+	many := make([]string, 10001)
+	for i := range many {
+		many[i] = "a"
+	}
+	many[0] = jti
+	wantError(t, "10,001 acks", call(t, in, http.MethodPost, "/ssf/poll/"+id, tok, map[string]any{"ack": many}),
+		http.StatusBadRequest, "invalid_request")
+	want("a refused ack list")
+	big := []string{jti, strings.Repeat("x", 70<<10)}
+	r = call(t, in, http.MethodPost, "/ssf/poll/"+id, tok, map[string]any{"ack": big})
+	wantStatus(t, "70 KiB of acks", r, http.StatusRequestEntityTooLarge)
+	if !strings.Contains(string(r.body), `"invalid_request"`) {
+		t.Errorf("70 KiB of acks: body %s", r.body)
+	}
+	want("an oversized body")
+	poll(t, in, tok, id, map[string]any{"maxEvents": 0, "ack": []string{jti}})
+	if c, _ := in.App.CAE.QueueCounts(ctx, receiverID, id); c.Queued != 0 {
+		t.Fatalf("the receiver's own ack: queue %+v", c)
 	}
 }

@@ -27,7 +27,8 @@ type SETEntry struct {
 	Attempts   int
 	LastError  string
 	// HeldUntil is until when a poll holds the entry back waiting for its
-	// acknowledgement (zero: not held).
+	// acknowledgement (zero: not held). Set on an entry to enqueue, it
+	// asks for it to be handed out as it is stored (EnqueueSETs).
 	HeldUntil time.Time
 }
 

@@ -438,6 +438,14 @@ type Store interface {
 	// that are gone or disabled, and entries whose (stream, DedupKey) is
 	// already queued, are dropped and get Seq 0; it returns how many were
 	// stored.
+	//
+	// Entries with HeldUntil set are handed out as they are stored (to a
+	// long poll waiting on their stream): when their stream is an enabled
+	// poll stream with no other queued entry, held or not, they are
+	// stored as a poll hands them out (held back until HeldUntil,
+	// Attempts 1); otherwise, or when the call fails, HeldUntil is
+	// cleared and they are stored as usual. Only a stream's first entries
+	// may have it.
 	EnqueueSETs(ctx context.Context, es []*SETEntry) (int, error)
 	// EnqueueEventSETs is EnqueueSETs for the SETs of one domain event
 	// (possibly none): in the same transaction it records the event id,
@@ -460,6 +468,10 @@ type Store interface {
 	// SSFStreamsWithQueuedSETs returns the ids of the streams that have
 	// queued SETs.
 	SSFStreamsWithQueuedSETs(ctx context.Context) ([]string, error)
+	// SSFStreamsWithVisibleSETs returns those of the streams ids that have
+	// a queued entry no poll holds back at now: what the long polls
+	// waiting on them would be handed.
+	SSFStreamsWithVisibleSETs(ctx context.Context, ids []string, now time.Time) ([]string, error)
 	// DeleteSETs deletes delivered entries (missing ones are ignored).
 	DeleteSETs(ctx context.Context, keys []SETKey) error
 	// RefuseSET marks a queued entry as refused by the receiver with the

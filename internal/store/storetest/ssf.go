@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -671,5 +673,123 @@ func testSSFHandled(t *testing.T, s store.Store, clk *clock.Fake) {
 		if done, err := s.SSFEventHandled(ctx, id); err != nil || done != want {
 			t.Errorf("after the purge, SSFEventHandled(%s) = %v, %v, want %v", id, done, err, want)
 		}
+	}
+}
+
+// testSSFEnqueueHandOff: entries enqueued with HeldUntil (handed out to a
+// waiting long poll as they are stored) are stored held, Attempts 1, only
+// on an enabled poll stream with nothing else queued; elsewhere, and when
+// the call fails, HeldUntil is cleared and they are stored visible. A
+// handed-out entry behaves as a polled one: invisible until HeldUntil,
+// then returned again, and acknowledged by its jti. Two concurrent
+// enqueues asking for a hand-off on one empty stream: only one gets it.
+func testSSFEnqueueHandOff(t *testing.T, s store.Store) {
+	paused := ssfStream("paused", "c1", model.DeliveryPoll)
+	paused.Status = model.StreamPaused
+	for _, st := range []*model.SSFStream{ssfStream("h", "c1", model.DeliveryPoll), ssfStream("busy", "c1", model.DeliveryPoll),
+		paused, ssfStream("push", "c1", model.DeliveryPush)} {
+		must(t, "CreateSSFStream", s.CreateSSFStream(ctx, st))
+	}
+	_, err := s.EnqueueSETs(ctx, []*store.SETEntry{setEntry("busy", "old")})
+	must(t, "EnqueueSETs", err)
+	now := at(time.Hour)
+	hold := now.Add(time.Minute)
+	held := func(e *store.SETEntry) *store.SETEntry { e.HeldUntil = hold; return e }
+	es := []*store.SETEntry{held(setEntry("h", "0")), held(setEntry("h", "1")), setEntry("h", "2"),
+		held(setEntry("busy", "0")), held(setEntry("paused", "0")), held(setEntry("push", "0")), held(setEntry("gone", "0"))}
+	n, err := s.EnqueueSETs(ctx, es)
+	must(t, "EnqueueSETs hand-off", err)
+	if n != 6 {
+		t.Fatalf("stored %d, want 6", n)
+	}
+	for i, e := range es {
+		want := i < 2
+		if got := !e.HeldUntil.IsZero(); got != want {
+			t.Errorf("%s/%s: handed out = %v, want %v", e.StreamID, e.DedupKey, got, want)
+		}
+		if want && (!e.HeldUntil.Equal(hold) || e.Attempts != 1 || e.Seq == 0) {
+			t.Errorf("%s/%s handed out: HeldUntil %v Attempts %d Seq %d", e.StreamID, e.DedupKey, e.HeldUntil, e.Attempts, e.Seq)
+		}
+	}
+	// Streams with entries a poll would get: h (entry 2) and busy; an
+	// unknown id is ignored. Once everything is held, none; after the
+	// hold, h again.
+	vis, err := s.SSFStreamsWithVisibleSETs(ctx, []string{"h", "busy", "nope"}, now)
+	must(t, "SSFStreamsWithVisibleSETs", err)
+	slices.Sort(vis)
+	if !reflect.DeepEqual(vis, []string{"busy", "h"}) {
+		t.Errorf("SSFStreamsWithVisibleSETs = %v, want [busy h]", vis)
+	}
+	// Handed out: a poll before the hold sees only the visible entry.
+	got, more, err := s.PollSETs(ctx, "h", store.SETPoll{Max: 10, Now: now, Hold: hold})
+	must(t, "PollSETs", err)
+	if !reflect.DeepEqual(keys(got), []string{"2"}) || more {
+		t.Fatalf("poll during the hold: %v more=%v, want [2]", keys(got), more)
+	}
+	if vis, err := s.SSFStreamsWithVisibleSETs(ctx, []string{"h"}, now); err != nil || len(vis) != 0 {
+		t.Errorf("SSFStreamsWithVisibleSETs with everything held = %v, %v", vis, err)
+	}
+	if vis, err := s.SSFStreamsWithVisibleSETs(ctx, []string{"h"}, hold); err != nil || !reflect.DeepEqual(vis, []string{"h"}) {
+		t.Errorf("SSFStreamsWithVisibleSETs after the hold = %v, %v", vis, err)
+	}
+	for _, id := range []string{"busy", "paused", "push"} {
+		q, err := s.QueuedSETs(ctx, id, 0, 10)
+		must(t, "QueuedSETs", err)
+		for _, e := range q {
+			if !e.HeldUntil.IsZero() || e.Attempts != 0 {
+				t.Errorf("%s/%s stored held (%v, %d attempts): the stream may not hand out", id, e.DedupKey, e.HeldUntil, e.Attempts)
+			}
+		}
+	}
+	// After the hold the unacknowledged hand-off comes back; an ack of a
+	// handed-out jti deletes it.
+	got, _, err = s.PollSETs(ctx, "h", store.SETPoll{Ack: []string{"jti-h-1"}, Max: 10, Now: hold.Add(time.Second), Hold: hold.Add(time.Hour)})
+	must(t, "PollSETs after hold", err)
+	if !reflect.DeepEqual(keys(got), []string{"0", "2"}) || got[0].Attempts != 2 {
+		t.Fatalf("after the hold: %v, want [0 2], 0 with 2 attempts", keys(got))
+	}
+	// A failed call hands nothing out and stores nothing.
+	_, _, err = s.PollSETs(ctx, "h", store.SETPoll{Ack: []string{"jti-h-0", "jti-h-2"}, Now: hold.Add(2 * time.Second)})
+	must(t, "PollSETs ack", err)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	f := held(setEntry("h", "fail"))
+	if _, err := s.EnqueueSETs(cctx, []*store.SETEntry{f}); err == nil {
+		t.Fatal("EnqueueSETs with a cancelled context succeeded")
+	}
+	if !f.HeldUntil.IsZero() || f.Seq != 0 {
+		t.Errorf("failed enqueue: HeldUntil %v Seq %d, want both zero", f.HeldUntil, f.Seq)
+	}
+	if c, _ := s.CountSETs(ctx, "h"); c.Queued != 0 {
+		t.Fatalf("queue of h: %+v, want empty", c)
+	}
+	// Concurrent hand-offs on one empty stream: exactly one is stored held.
+	for round := range 5 {
+		var wg sync.WaitGroup
+		pair := []*store.SETEntry{held(setEntry("h", fmt.Sprintf("c%d-a", round))), held(setEntry("h", fmt.Sprintf("c%d-b", round)))}
+		errs := make([]error, 2)
+		for i := range pair {
+			wg.Add(1)
+			go func() { defer wg.Done(); _, errs[i] = s.EnqueueSETs(ctx, pair[i:i+1]) }()
+		}
+		wg.Wait()
+		must(t, "concurrent EnqueueSETs", errors.Join(errs...))
+		handed := 0
+		for _, e := range pair {
+			if !e.HeldUntil.IsZero() {
+				handed++
+			}
+		}
+		if handed != 1 {
+			t.Fatalf("round %d: %d concurrent hand-offs on one empty stream, want 1", round, handed)
+		}
+		q, err := s.QueuedSETs(ctx, "h", 0, 10)
+		must(t, "QueuedSETs", err)
+		var acks []string
+		for _, e := range q {
+			acks = append(acks, e.JTI)
+		}
+		_, _, err = s.PollSETs(ctx, "h", store.SETPoll{Ack: acks, Now: now})
+		must(t, "PollSETs ack", err)
 	}
 }

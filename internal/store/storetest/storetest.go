@@ -107,6 +107,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"SSFPoll", testSSFPoll},
 		{"SSFPollSubjectOrder", testSSFPollSubjectOrder},
 		{"SSFPollManyHeld", testSSFPollManyHeld},
+		{"SSFEnqueueHandOff", testSSFEnqueueHandOff},
 		{"SSFLeases", testSSFLeases},
 		{"ResealAll", testResealAll},
 		{"ExportCursors", testExportCursors},

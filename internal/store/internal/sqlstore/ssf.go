@@ -175,7 +175,7 @@ func inChunks[T any](vals []T) [][]T {
 // insertSizes are the row counts of multi-row inserts.
 var insertSizes = [...]int{64, 8, 1}
 
-const setInsertCols = 8
+const setInsertCols = 10
 
 const setSelectCols = `stream_id, seq, jti, dedup_key, subject_key, event_type, set_jwt, created_at, state, attempts, last_error, visible_at`
 
@@ -193,7 +193,8 @@ func scanSETEntry(r Row) (*store.SETEntry, error) {
 }
 
 // EnqueueSETs appends the entries to their streams' queues in one
-// transaction. Each stream row is locked while its sequence numbers are
+// transaction, storing entries with HeldUntil as handed out when their
+// stream allows it (see store.Store.EnqueueSETs). Each stream row is locked while its sequence numbers are
 // taken (PostgreSQL: explicitly and in id order, so concurrent enqueuers
 // cannot deadlock), so commits happen in sequence order per stream and a
 // reader that sees seq n has seen every lower one.
@@ -270,11 +271,21 @@ func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SET
 		byCount[n] = append(byCount[n], id)
 	}
 	slices.Sort(counts)
+	// Streams whose entries ask to be stored held (handed out to a
+	// waiting long poll): those that may are listed in handOff.
+	var asked []string
+	for _, id := range ids {
+		if !byStream[id][0].HeldUntil.IsZero() {
+			asked = append(asked, id)
+		}
+	}
 	stored := 0
 	inserted := map[store.SETKey]bool{}
+	handOff := map[string]bool{}
 	err := s.db.InTx(ctx, func(q Querier) error {
 		stored = 0
 		clear(inserted)
+		clear(handOff)
 		if eventID != "" {
 			// The event's SETs are queued once: by the synchronous path or
 			// by a catch-up, whichever commits first. The record is taken
@@ -320,6 +331,25 @@ func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SET
 				}
 			}
 		}
+		// A hand-off is allowed only on an enabled poll stream with nothing
+		// else queued (neither visible nor held by an earlier poll): the
+		// new entries are then the head of the queue, which a poll would
+		// hand out in the same way. Checked after the stream rows are
+		// locked (PostgreSQL) or on the single writer (SQLite), so no
+		// other enqueue can slip rows in between.
+		for _, chunk := range inChunks(asked) {
+			args := append([]any{model.DeliveryPoll}, anys(chunk)...)
+			rs, err := q.Query(ctx, `SELECT id FROM ssf_streams s WHERE id IN (`+placeholders(2, len(chunk))+
+				`) AND status = 'enabled' AND method = $1
+				AND NOT EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.state = 0)`, args...)
+			free, err := collect(rs, err, "enqueue sets: hand-off", scanString)
+			if err != nil {
+				return err
+			}
+			for _, id := range free {
+				handOff[id] = true
+			}
+		}
 		var rows []*store.SETEntry
 		for _, id := range ids {
 			b, ok := base[id]
@@ -340,14 +370,20 @@ func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SET
 				}
 			}
 			var b strings.Builder
-			b.WriteString(`INSERT INTO ssf_outbox (stream_id, seq, jti, dedup_key, subject_key, event_type, set_jwt, created_at) VALUES `)
+			b.WriteString(`INSERT INTO ssf_outbox (stream_id, seq, jti, dedup_key, subject_key, event_type, set_jwt, created_at,
+				visible_at, attempts) VALUES `)
 			args := make([]any, 0, size*setInsertCols)
 			for i, e := range rows[:size] {
 				if i > 0 {
 					b.WriteString(", ")
 				}
 				b.WriteString("(" + placeholders(i*setInsertCols+1, setInsertCols) + ")")
-				args = append(args, e.StreamID, e.Seq, e.JTI, e.DedupKey, e.SubjectKey, e.EventType, e.SET, micros(e.CreatedAt))
+				var visible, attempts int64
+				if handOff[e.StreamID] && !e.HeldUntil.IsZero() {
+					visible, attempts = micros(e.HeldUntil), 1 // as a poll hands it out
+				}
+				args = append(args, e.StreamID, e.Seq, e.JTI, e.DedupKey, e.SubjectKey, e.EventType, e.SET, micros(e.CreatedAt),
+					visible, attempts)
 			}
 			b.WriteString(` ON CONFLICT (stream_id, dedup_key) DO NOTHING RETURNING stream_id, seq`)
 			rs, err := q.Query(ctx, b.String(), args...)
@@ -367,8 +403,13 @@ func (s *Store) enqueueSETs(ctx context.Context, eventID string, es []*store.SET
 		return nil
 	})
 	for _, e := range es {
-		if !inserted[store.SETKey{StreamID: e.StreamID, Seq: e.Seq}] {
+		if err != nil || !inserted[store.SETKey{StreamID: e.StreamID, Seq: e.Seq}] {
 			e.Seq = 0
+		}
+		if e.Seq == 0 || !handOff[e.StreamID] {
+			e.HeldUntil = time.Time{}
+		} else if !e.HeldUntil.IsZero() {
+			e.Attempts = 1
 		}
 	}
 	if err != nil {
@@ -405,6 +446,23 @@ func (s *Store) SSFStreamsWithQueuedSETs(ctx context.Context) ([]string, error) 
 	rs, err := s.db.Read().Query(ctx, `SELECT id FROM ssf_streams s
 		WHERE EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.state = 0)`)
 	return collect(rs, err, "streams with queued sets", scanString)
+}
+
+// SSFStreamsWithVisibleSETs returns those of ids with a queued entry not
+// held back at now.
+func (s *Store) SSFStreamsWithVisibleSETs(ctx context.Context, ids []string, now time.Time) ([]string, error) {
+	var out []string
+	for _, chunk := range inChunks(ids) {
+		args := append([]any{micros(now)}, anys(chunk)...)
+		rs, err := s.db.Read().Query(ctx, `SELECT id FROM ssf_streams s WHERE id IN (`+placeholders(2, len(chunk))+`)
+			AND EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.state = 0 AND o.visible_at <= $1)`, args...)
+		got, err := collect(rs, err, "streams with visible sets", scanString)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
 }
 
 // DeleteSETs deletes delivered entries in one transaction.
