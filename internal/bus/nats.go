@@ -76,6 +76,11 @@ type NATSOptions struct {
 	RelayOwner string
 	// RelayLeaseTTL is the relay lease's length (default 15s).
 	RelayLeaseTTL time.Duration
+	// RelayWakeInterval is the shortest time between two outbox reads
+	// that wake-ups cause (default DefaultRelayWakeInterval, 20ms): the
+	// most a relayed event waits under a stream of events. A wake-up
+	// after a quiet spell reads at once.
+	RelayWakeInterval time.Duration
 	// relayWindow, when set (tests), replaces the relay's window size.
 	relayWindow int
 

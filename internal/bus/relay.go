@@ -50,11 +50,13 @@ const (
 	// maxRejected bounds how often one step relearns the stream's
 	// position after a refused expectation before it waits a little.
 	maxRejected = 8
-	// coalesce is the shortest time between two steps woken by Publish
-	// while busy (the last step found several events): one outbox read
-	// then serves several events instead of one, for at most this much
-	// extra latency. A lone event is relayed at once.
-	coalesce = time.Millisecond
+	// DefaultRelayWakeInterval is the shortest time between two outbox
+	// reads that wake-ups cause (NATSOptions.RelayWakeInterval). Every
+	// stored event wakes the relay; under a stream of events a read per
+	// wake-up costs a query per event or two, while a read per interval
+	// takes all that committed meanwhile (as the audit log's followers
+	// do). A wake-up after a quiet spell reads at once.
+	DefaultRelayWakeInterval = 20 * time.Millisecond
 )
 
 // relay publishes stored events to the stream in sequence order.
@@ -198,22 +200,12 @@ func (r *relay) run(ctx context.Context) {
 	defer tick.Stop()
 	defer r.release()
 	polled := true // first step: learn the cursor, then publish
-	var (
-		last time.Time
-		busy bool
-	)
 	for {
-		if !polled && busy {
-			if d := coalesce - time.Since(last); d > 0 {
-				sleep(ctx, d)
-			}
-		}
-		last = time.Now()
+		last := time.Now()
 		var (
 			retry <-chan time.Time
 			t     *time.Timer
 		)
-		before := r.Published()
 		var d time.Duration
 		if r.ensureLease(ctx) {
 			d = r.step(ctx, polled)
@@ -221,7 +213,6 @@ func (r *relay) run(ctx context.Context) {
 		if w := r.leaseWait(); w > 0 && (d == 0 || w < d) {
 			d = w
 		}
-		busy = r.Published()-before > 1
 		if d > 0 {
 			t = time.NewTimer(d)
 			retry = t.C
@@ -230,6 +221,22 @@ func (r *relay) run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-r.wakeC:
 			polled = false
+			// Wake-ups in quick succession: wait out the interval since
+			// the last read began, and read what they announced together.
+			// A step that waits for a gap or the lease (retry) is not
+			// delayed beyond its own time.
+			if w := r.wakeInterval() - time.Since(last); w > 0 {
+				if t == nil || d > w {
+					if t != nil {
+						t.Stop()
+					}
+					t = time.NewTimer(w)
+				}
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+			}
 		case <-tick.C:
 			polled = true
 		case <-retry:
@@ -242,6 +249,13 @@ func (r *relay) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+func (r *relay) wakeInterval() time.Duration {
+	if r.n.o.RelayWakeInterval > 0 {
+		return r.n.o.RelayWakeInterval
+	}
+	return DefaultRelayWakeInterval
 }
 
 // step publishes what is new and returns when to look again if sooner

@@ -11,6 +11,7 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/oauth/authz"
 	"github.com/ward-idp/ward/internal/oauth/grant"
+	"github.com/ward-idp/ward/internal/store"
 )
 
 // handleToken is the token endpoint: it authenticates the client, parses
@@ -25,6 +26,14 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	var jti *store.DeferredJTI
+	if form.Get("grant_type") == model.GrantClientCredentials {
+		// Nothing is written before the token's event: the proof's jti
+		// is recorded with it, in one write (store.DeferredJTI).
+		var ctx context.Context
+		ctx, jti = store.WithDeferredJTI(r.Context())
+		r = r.WithContext(ctx)
+	}
 	req, e := p.tokenRequest(r, form, c)
 	var resp *grant.Response
 	if e == nil {
@@ -33,12 +42,33 @@ func (p *Provider) handleToken(w http.ResponseWriter, r *http.Request) {
 		// Refused at the door (a bad proof): name the credential anyway.
 		a.Attribute(r.Context(), req, e)
 	}
+	if je := p.recordDeferredJTI(r.Context(), jti); je != nil && (e == nil || je.Code == ErrInvalidDPoPProof) {
+		resp, e = nil, je
+	}
 	if e != nil {
 		p.grantFailed(r, req, e)
 		writeTokenError(w, e)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// recordDeferredJTI records the proof's jti that the grant did not
+// record with its event (a refusal, an error): a proof is used once
+// whatever the answer. A replay is refused as one.
+func (p *Provider) recordDeferredJTI(ctx context.Context, d *store.DeferredJTI) *Error {
+	key, exp, ok := d.Take()
+	if !ok {
+		return nil
+	}
+	err := p.c.Store.RecordJTI(ctx, key, exp)
+	switch {
+	case errors.Is(err, store.ErrReplay):
+		return grant.ProofReplayed()
+	case err != nil:
+		return serverError(err) // fail closed
+	}
+	return nil
 }
 
 // tokenRequest parses a token request of client c: its DPoP proof

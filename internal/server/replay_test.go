@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ward-idp/ward/dpop"
@@ -120,4 +123,111 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 	a = a.Restart(t)
 	wantReplayRefused(t, a, fromA)
 	wantReplayRefused(t, a, fromB)
+}
+
+// TestDPoPReplayRaceAcrossInstances: a client credentials request
+// captured with its proof and sent many times at once, to two instances
+// on one PostgreSQL database, yields one token. Every other copy is
+// refused as a replay (by the instance's memory, or by the database,
+// where the proof's jti and the token's token.issued are one write), and
+// the audit log holds one token.issued and one dpop_replay refusal per
+// other copy: a refused copy records nothing but its refusal.
+func TestDPoPReplayRaceAcrossInstances(t *testing.T) {
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN is not set")
+	}
+	a := wardtest.Start(t, wardtest.Options{PostgresDSN: dsn})
+	b := wardtest.Start(t, wardtest.Options{Join: a, Configure: func(c *config.Config) { c.Issuer = a.URL }})
+	proof, err := newSigner(t).ProofAt(http.MethodPost, a.URL+"/token", "", "", a.Clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}.Encode()
+	const n = 12
+	status := make([]int, n)
+	codes := make([]string, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		in := a
+		if i%2 == 1 {
+			in = b
+		}
+		wg.Go(func() {
+			req, err := http.NewRequest(http.MethodPost, in.URL+"/token", strings.NewReader(form))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth("service", wardtest.ServiceSecret)
+			req.Header.Set("DPoP", proof)
+			<-start
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Error string `json:"error"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			status[i], codes[i] = resp.StatusCode, body.Error
+		})
+	}
+	close(start)
+	wg.Wait()
+	ok := 0
+	for i := range n {
+		switch {
+		case status[i] == 200:
+			ok++
+		case status[i] != 400 || codes[i] != "invalid_dpop_proof":
+			t.Errorf("copy %d: %d %q, want 200 once, else 400 invalid_dpop_proof", i, status[i], codes[i])
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d copies got a token, want exactly 1 (statuses %v)", ok, status)
+	}
+	ctx := context.Background()
+	issued, err := a.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventTokenIssued}, ClientID: "service", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(issued) != 1 {
+		t.Errorf("%d token.issued events for %d copies of one proof, want 1", len(issued), n)
+	}
+	refused, err := a.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventDPoPProofRejected}, ClientID: "service", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replays := 0
+	for _, e := range refused {
+		if e.Reason == "dpop_replay" {
+			replays++
+		}
+	}
+	if replays != n-ok || len(refused) != replays {
+		t.Errorf("%d refusals, %d of them dpop_replay; want %d replays and nothing else", len(refused), replays, n-ok)
+	}
+
+	// A refused request uses up its proof too: the same proof, made
+	// acceptable otherwise, is a replay at the other instance.
+	s := newSigner(t)
+	refusedProof, err := s.ProofAt(http.MethodPost, a.URL+"/token", "", "", a.Clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, a, call{path: "/token", proof: refusedProof, basic: [2]string{"service", wardtest.ServiceSecret},
+		form: url.Values{"grant_type": {"client_credentials"}, "scope": {"not-a-scope"}}})
+	if r.Status != 400 || r.str("error") != "invalid_scope" {
+		t.Fatalf("unknown scope: %d %s, want 400 invalid_scope", r.Status, r.Body)
+	}
+	r = do(t, b, call{path: "/token", proof: refusedProof, basic: [2]string{"service", wardtest.ServiceSecret},
+		form: url.Values{"grant_type": {"client_credentials"}, "scope": {"docs.read"}}})
+	if r.Status != 400 || r.str("error") != "invalid_dpop_proof" {
+		t.Errorf("the refused request's proof again: %d %s, want 400 invalid_dpop_proof", r.Status, r.Body)
+	}
 }

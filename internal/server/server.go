@@ -203,11 +203,13 @@ func strictTransport(next http.Handler) http.Handler {
 // database. A store that one process serves queues the insert
 // (store.DeferredJTIs: written with the others of the next few
 // milliseconds, off the request's path); any other records each jti with
-// RecordJTI.
+// RecordJTI, or leaves it for the write of the request's audit event when
+// the request allows (store.DeferredJTI: the client credentials grant
+// records its jti and its token.issued in one write).
 func replayCache(a *app.App) dpop.ReplayCache {
-	r := &storeReplay{mem: dpop.NewMemoryReplayCache(a.Now), record: a.Store.RecordJTI}
+	r := &storeReplay{mem: dpop.NewMemoryReplayCache(a.Now), record: a.Store.RecordJTI, deferToEvent: true}
 	if d, ok := a.Store.(store.DeferredJTIs); ok {
-		r.record = d.RecordJTIDeferred
+		r.record, r.deferToEvent = d.RecordJTIDeferred, false
 	}
 	return r
 }
@@ -215,13 +217,20 @@ func replayCache(a *app.App) dpop.ReplayCache {
 type storeReplay struct {
 	mem    *dpop.MemoryReplayCache
 	record func(ctx context.Context, key string, exp time.Time) error
+	// deferToEvent: a request's key may wait for its event's write
+	// (store.DeferJTI); not where record queues the insert anyway.
+	deferToEvent bool
 }
 
 func (r *storeReplay) Record(ctx context.Context, key string, exp time.Time) error {
 	if err := r.mem.Record(ctx, key, exp); err != nil {
 		return err
 	}
-	err := r.record(ctx, storeKey(key, exp), exp)
+	sk := storeKey(key, exp)
+	if r.deferToEvent && store.DeferJTI(ctx, sk, exp) {
+		return nil
+	}
+	err := r.record(ctx, sk, exp)
 	if errors.Is(err, store.ErrReplay) {
 		return dpop.ErrReplay
 	}

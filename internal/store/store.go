@@ -324,7 +324,9 @@ type Store interface {
 
 	// RecordJTI stores a one-time key until exp; ErrReplay if present and
 	// unexpired. It backs the DPoP replay cache shared by all instances
-	// and restarts (see also DeferredJTIs).
+	// and restarts (see also DeferredJTIs, DeferredJTI). The events
+	// pending on ctx (WithEvent) commit with a new key and are not
+	// recorded for a replayed one.
 	RecordJTI(ctx context.Context, key string, exp time.Time) error
 	// HasJTI reports whether key is recorded and unexpired at the store
 	// clock's now (revoked access tokens, see RevokeClientGrant).

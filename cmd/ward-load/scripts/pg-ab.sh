@@ -6,13 +6,16 @@
 # server's share of its core, tokens per server CPU-second, commits per
 # token (pg_stat_database.xact_commit of the run's database, startup and
 # background work included) and the load average at the end of the run.
+# GRANTS (default "client_credentials refresh") narrows the grants run.
 set -e
 ROUNDS=$1; A=$2; B=$3; DUR=${4:-20s}
 cd "$(dirname "$0")"
 ADMIN=${PGADMIN_DSN:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=${WARD_BENCH_DB:-wardbench}
-for r in $(seq $ROUNDS); do for g in client_credentials refresh; do for bin in $A $B; do
-  out=$(./pg-pool.sh $bin $g 16 $DUR 16 -json 2>&1)
+for r in $(seq $ROUNDS); do for g in ${GRANTS:-client_credentials refresh}; do for bin in $A $B; do
+  if ! out=$(./pg-pool.sh $bin $g 16 $DUR 16 -json 2>&1); then
+    echo "$r $g $bin: run failed: $(echo "$out" | tail -2 | tr '\n' ' ')"; continue
+  fi
   commits=$(psql -Atq "$ADMIN" -c "SELECT xact_commit FROM pg_stat_database WHERE datname='$DB'")
   OUT="$out" python3 - "$bin" "$g" "$r" "$commits" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
 import json, os, re, sys

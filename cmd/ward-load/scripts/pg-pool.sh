@@ -12,6 +12,7 @@ ADMIN=${PGADMIN_DSN:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=${WARD_BENCH_DB:-wardbench}
 stop() { [ -f $D/ward.pid ] && kill $(cat $D/ward.pid) 2>/dev/null; sleep 0.5; rm -f $D/ward.pid; }
 stop
+trap stop EXIT   # also when the load generator fails
 psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
 rm -rf $D/data/nats
 WARD_STORAGE__DRIVER=postgres WARD_STORAGE__POSTGRES__DSN="${ADMIN%/*}/$DB?sslmode=disable" \
@@ -31,4 +32,3 @@ ticks() { awk '{print $14+$15}' /proc/$PID/stat; }
 SAMP=$!
 taskset -c 1 ${WARD_LOAD:-/tmp/ward-load} -issuer http://127.0.0.1:$PORT -grant $GRANT -concurrency $CONC -duration $DUR $ARGS "$@"
 wait $SAMP
-stop

@@ -418,6 +418,15 @@ func tokenEvent(is *issuance, cae bool) *model.Event {
 	return ev
 }
 
+// ProofReplayed is the refusal of a request whose DPoP proof's jti was
+// recorded before (by another instance, or before a restart), found when
+// the jti was recorded with the request's event.
+func ProofReplayed() *oautherr.Error {
+	e := oautherr.New(oautherr.InvalidDPoPProof, "DPoP proof has already been used").WithReason("dpop_replay")
+	e.Data = map[string]string{activity.DataProof: string(activity.ProofInvalid)}
+	return e
+}
+
 func fillProfile(idc *tokens.IDClaims, u *model.User, scope string) {
 	sc := strings.Fields(scope)
 	if slices.Contains(sc, "profile") {
@@ -543,6 +552,16 @@ func (e *env) record(ctx context.Context, is *issuance) *oautherr.Error {
 	ectx := ctx
 	if is.evCtx != nil {
 		ectx = is.evCtx
+	} else if key, exp, ok := store.DeferredJTIOf(ctx).Take(); ok {
+		// The proof's jti waited for this event (store.DeferredJTI): both
+		// commit in one write, or neither for a replayed proof, which is
+		// refused with nothing issued.
+		ectx = e.Events.Pending(ctx, is.ev, nil)
+		if err := e.Store.RecordJTI(ectx, key, exp); errors.Is(err, store.ErrReplay) {
+			return ProofReplayed()
+		} else if err != nil {
+			return oautherr.Server(err)
+		}
 	}
 	if err := e.Events.Emit(ectx, is.ev); err != nil {
 		if store.EventStored(ectx, is.ev) {

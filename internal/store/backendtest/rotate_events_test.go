@@ -25,9 +25,10 @@ func refreshToken(h string) *model.RefreshToken {
 // u1 and session s1 (setup adds what the race is about), runs op n times
 // at once, alternating the instances, each call with its own pending
 // event of type typ, and checks that exactly one call succeeded, the
-// others failed with ErrAlreadyUsed, and the events table holds exactly
-// the winner's event. It returns the winner and the instance b.
-func raceTwoInstances(t *testing.T, k backendtest.Kind, typ model.EventType, setup func(s store.Store) error,
+// others failed with lost (ErrAlreadyUsed; ErrReplay for a one-time
+// key), and the events table holds exactly the winner's event. It
+// returns the winner and the instance b.
+func raceTwoInstances(t *testing.T, k backendtest.Kind, typ model.EventType, lost error, setup func(s store.Store) error,
 	op func(s store.Store, ctx context.Context, i int) error) (winner int, b store.Store) {
 	t.Helper()
 	ctx := context.Background()
@@ -72,8 +73,8 @@ func raceTwoInstances(t *testing.T, k backendtest.Kind, typ model.EventType, set
 			t.Errorf("calls %d and %d both succeeded", winner, i)
 		case err == nil:
 			winner = i
-		case !errors.Is(err, store.ErrAlreadyUsed):
-			t.Errorf("call %d: %v, want ErrAlreadyUsed", i, err)
+		case !errors.Is(err, lost):
+			t.Errorf("call %d: %v, want %v", i, err, lost)
 		}
 	}
 	if winner < 0 {
@@ -116,7 +117,7 @@ func successorsStored(t *testing.T, s store.Store, winner int) {
 func TestRotationWithEventTwoInstances(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			winner, b := raceTwoInstances(t, k, model.EventTokenRefreshed,
+			winner, b := raceTwoInstances(t, k, model.EventTokenRefreshed, store.ErrAlreadyUsed,
 				func(s store.Store) error { return s.CreateRefreshToken(context.Background(), refreshToken("old")) },
 				func(s store.Store, ctx context.Context, i int) error {
 					_, err := s.RotateRefreshToken(ctx, []byte("old"), base.Add(time.Minute), refreshToken("next-"+strconv.Itoa(i)))
@@ -135,7 +136,7 @@ func TestRotationWithEventTwoInstances(t *testing.T) {
 func TestRedeemCodeWithEventTwoInstances(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			winner, b := raceTwoInstances(t, k, model.EventTokenIssued,
+			winner, b := raceTwoInstances(t, k, model.EventTokenIssued, store.ErrAlreadyUsed,
 				func(s store.Store) error {
 					return s.CreateAuthCode(context.Background(), &model.AuthCode{Hash: []byte("code"), ClientID: "c1",
 						UserID: "u1", SessionID: "s1", RedirectURI: "https://app.example/cb", CodeChallenge: "x",
@@ -149,6 +150,57 @@ func TestRedeemCodeWithEventTwoInstances(t *testing.T) {
 			ac, err := b.GetAuthCode(context.Background(), []byte("code"))
 			if err != nil || ac.UsedAt.IsZero() {
 				t.Errorf("code after the race: %+v, %v; want it spent", ac, err)
+			}
+		})
+	}
+}
+
+// Two instances on one database record one DPoP proof's jti at once,
+// each with its own pending token.issued (the client credentials grant,
+// whose jti and event are one write): exactly one records it, the others
+// are refused as replays, and the events table holds only the winner's
+// event (a replayed proof leaves no record of a token). A replay after
+// the race, and one after the key expired, behave as RecordJTI alone.
+func TestRecordJTIWithEventTwoInstances(t *testing.T) {
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			exp := time.Now().Add(time.Minute)
+			_, b := raceTwoInstances(t, k, model.EventTokenIssued, store.ErrReplay,
+				func(store.Store) error { return nil },
+				func(s store.Store, ctx context.Context, i int) error {
+					return s.RecordJTI(ctx, "dpop:key:jti-1", exp)
+				})
+			ctx := context.Background()
+			late := &model.Event{ID: "ev-late", Type: model.EventTokenIssued, Time: base, ClientID: "c1", Outcome: model.OutcomeSuccess}
+			lctx := store.WithEvent(ctx, late)
+			if err := b.RecordJTI(lctx, "dpop:key:jti-1", exp); !errors.Is(err, store.ErrReplay) {
+				t.Fatalf("replay after the race: %v, want ErrReplay", err)
+			}
+			if store.EventStored(lctx, late) {
+				t.Error("replay after the race: its event is reported stored")
+			}
+			// A new key with its event: both stored.
+			fresh := &model.Event{ID: "ev-fresh", Type: model.EventTokenIssued, Time: base, ClientID: "c1", Outcome: model.OutcomeSuccess}
+			fctx := store.WithEvent(ctx, fresh)
+			if err := b.RecordJTI(fctx, "dpop:key:jti-2", exp); err != nil {
+				t.Fatal(err)
+			}
+			if !store.EventStored(fctx, fresh) {
+				t.Error("new key: its event is not reported stored")
+			}
+			if err := b.RecordJTI(ctx, "dpop:key:jti-2", exp); !errors.Is(err, store.ErrReplay) {
+				t.Errorf("key recorded with its event, then alone: %v, want ErrReplay", err)
+			}
+			evs, err := b.EventsAfter(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, e := range evs {
+				ids = append(ids, e.ID)
+			}
+			if len(ids) != 2 || ids[1] != "ev-fresh" {
+				t.Errorf("events %v, want the race's winner's and ev-fresh", ids)
 			}
 		})
 	}

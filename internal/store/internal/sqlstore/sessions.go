@@ -712,9 +712,50 @@ func (s *Store) ConsumePushedRequest(ctx context.Context, requestURI string, at 
 // RecordJTI inserts key, or takes over an expired entry, in one
 // statement; an unexpired entry (exp after the store clock's now) makes
 // the statement change nothing and the call return ErrReplay.
+//
+// With events pending on ctx (store.WithEvent) they commit with the key,
+// and only when the key is new: a key recorded before (a replayed proof)
+// records neither. On PostgreSQL a single event makes it one statement
+// (recordJTIEventSQL) in the group commit's batches, so a token's jti and
+// its audit event cost one round trip.
 func (s *Store) RecordJTI(ctx context.Context, key string, exp time.Time) error {
-	return s.RecordJTIOn(ctx, s.grouped(key), key, exp)
+	p := store.TakeEvent(ctx)
+	if p == nil {
+		return s.RecordJTIOn(ctx, s.grouped(key), key, exp)
+	}
+	if s.d.RotateInOneStatement {
+		if evs := p.Events(nil); len(evs) == 1 {
+			args := append(s.eventValues(evs[0]), key, micros(exp), micros(s.now()))
+			var n int64
+			if err := s.grouped(key).QueryRow(ctx, recordJTIEventSQL, args...).Scan(&n); err != nil {
+				return wrap("record jti", err)
+			}
+			if n == 0 {
+				return store.ErrReplay
+			}
+			p.MarkStored(evs)
+			return nil
+		}
+	}
+	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
+		return nil, s.RecordJTIOn(ctx, q, key, exp)
+	})
 }
+
+// recordJTIEventSQL is RecordJTI with one event as one statement
+// (PostgreSQL, as createRefreshEventSQL): the event ($1–$18: eventCols
+// and the record MAC) is inserted only when the key ($19, until $20; an
+// expired row is taken over at $21) is. It always returns one row, the
+// events inserted (0 for a replay), so that a replay does not fail the
+// group commit's batch it rides in.
+var recordJTIEventSQL = `WITH j AS (INSERT INTO jtis (jti, exp) VALUES ($19, $20)
+		ON CONFLICT (jti) DO UPDATE SET exp = excluded.exp WHERE jtis.exp <= $21 RETURNING 1),
+	e AS (INSERT INTO events (` + eventCols + `, mac)
+		SELECT $1::text, $2::text, $3::bigint, $4::text, $5::text, $6::text, $7::text, $8::text,
+			$9::text, $10::text, $11::text, $12::text, $13::text, $14::text, $15::text, $16::text, $17::text,
+			$18::bytea
+		WHERE EXISTS (SELECT 1 FROM j) RETURNING 1)
+	SELECT count(*) FROM e`
 
 // RecordJTIOn is RecordJTI's statement run through q: a backend that
 // queues the write itself (SQLite's deferred writes) runs the same one.
