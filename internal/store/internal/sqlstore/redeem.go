@@ -34,7 +34,7 @@ func (s *Store) RedeemAuthCode(ctx context.Context, hash []byte, at time.Time, r
 // the code with the refusal's pending events and no token, and records
 // it as Refused with the refused request's DPoP key jkt.
 func (s *Store) RefuseAuthCode(ctx context.Context, hash []byte, at time.Time, jkt string) (*model.AuthCode, error) {
-	return redeem(ctx, s, "auth code", at, nil,
+	return redeem(ctx, s, "auth code", at, nil, refuseCode, []any{hash, micros(at), jkt}, scanCode,
 		func(q Querier) (*model.AuthCode, error) {
 			return scanCode(q.QueryRow(ctx, `UPDATE auth_codes SET used_at = $2, refused = TRUE, refused_jkt = $3
 				WHERE hash = $1 AND used_at = 0 RETURNING `+codeCols, hash, micros(at), jkt))
@@ -193,8 +193,9 @@ func (f flagRow) Scan(dest ...any) error { return f.r.Scan(append([]any{f.flag},
 type redeemStatements struct{ plain, token, event, tokenEvent string }
 
 var (
-	redeemCode   = newRedeemStatements("auth_codes", codeCols, "", 3)
-	redeemDevice = newRedeemStatements("device_codes", deviceCodeCols, " AND status = $3", 4)
+	redeemCode   = newRedeemStatements("auth_codes", codeCols, "", "", 3)
+	refuseCode   = newRedeemStatements("auth_codes", codeCols, ", refused = TRUE, refused_jkt = $3::text", "", 4)
+	redeemDevice = newRedeemStatements("device_codes", deviceCodeCols, "", " AND status = $3", 4)
 )
 
 // Parameter types of the refresh token's and the event's values, cast so
@@ -207,16 +208,16 @@ var (
 )
 
 // newRedeemStatements builds the statements for table: $1 is the code's
-// hash, $2 the time of use, cond (with its parameters up to next-1)
-// narrows what is redeemable; the refresh token's values follow, then the
+// hash, $2 the time of use, set (more assignments) and cond (narrowing
+// what is redeemable), with their parameters up to next-1; the refresh token's values follow, then the
 // event's. The result is one row (spent, cols…): spent true with the
 // code as spent, false with the code's newest version (FOR SHARE: a
 // locking read sees the redemption that committed while this statement
 // waited for the row), or no row when there is no such code.
-func newRedeemStatements(table, cols, cond string, next int) *redeemStatements {
+func newRedeemStatements(table, cols, set, cond string, next int) *redeemStatements {
 	build := func(token, event bool) string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "WITH spent AS (UPDATE %s SET used_at = $2 WHERE hash = $1 AND used_at = 0%s RETURNING %s)", table, cond, cols)
+		fmt.Fprintf(&b, "WITH spent AS (UPDATE %s SET used_at = $2%s WHERE hash = $1 AND used_at = 0%s RETURNING %s)", table, set, cond, cols)
 		n := next
 		if token {
 			fmt.Fprintf(&b, `,
