@@ -60,6 +60,7 @@ const (
 	DefaultMinBackoff              = time.Second
 	DefaultMaxBackoff              = 5 * time.Minute
 	DefaultPushTimeout             = 10 * time.Second
+	DefaultDirectWait              = 250 * time.Millisecond
 	DefaultRescanInterval          = time.Second
 	DefaultLeaseDuration           = 15 * time.Second
 	DefaultPushConcurrency         = 64
@@ -101,6 +102,11 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// PushTimeout bounds one push request.
 	PushTimeout time.Duration
+	// DirectWait is how long HandleEvent waits for the receivers of the
+	// SETs it pushes directly (direct.go) before it writes those not yet
+	// acknowledged to the outbox; the pushes go on. Negative: every SET
+	// is written to the outbox first and pushed by the worker.
+	DirectWait time.Duration
 	// RescanInterval is how often the push worker renews its leases and
 	// looks for SETs queued by other instances; long polls check the
 	// database as often.
@@ -177,6 +183,7 @@ type Service struct {
 type Stats struct {
 	Enqueued  atomic.Int64 // SETs written to the outbox
 	Delivered atomic.Int64 // pushed and answered 2xx
+	Direct    atomic.Int64 // of those, pushed before (and never) written to the outbox
 	Refused   atomic.Int64 // pushed and answered 400 (permanent)
 	Retried   atomic.Int64 // push attempts that failed and will be retried
 	Polled    atomic.Int64 // SETs handed out by polls
@@ -222,6 +229,9 @@ func New(o Options) (*Service, error) {
 	def(&o.MinBackoff, DefaultMinBackoff)
 	def(&o.MaxBackoff, DefaultMaxBackoff)
 	def(&o.PushTimeout, DefaultPushTimeout)
+	if o.DirectWait == 0 {
+		o.DirectWait = DefaultDirectWait
+	}
 	def(&o.RescanInterval, DefaultRescanInterval)
 	def(&o.LeaseDuration, DefaultLeaseDuration)
 	def(&o.MinVerificationInterval, DefaultMinVerificationInterval)
@@ -499,7 +509,7 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 					continue
 				}
 			}
-			jti := newJTI()
+			jti := eventJTI(txn, i, st.ID)
 			entries = append(entries, &store.SETEntry{StreamID: st.ID, JTI: jti, DedupKey: fmt.Sprintf("%s/%d", txn, i),
 				SubjectKey: t.subjectKey, EventType: t.typ, CreatedAt: now})
 			payloads = append(payloads, claimsJSON(s.issJSON, st.audJSON, jti, tail))
@@ -508,11 +518,32 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 	if len(entries) == 0 && e.ID == "" {
 		return 0, nil
 	}
+	// Push first what can be (direct.go); a catch-up only queues.
+	var direct *directBatch
+	if !late {
+		direct = s.pusher.claimDirect(ctx, snap, entries)
+		defer func() {
+			direct.abort()
+			direct.done(errNotWritten)
+		}()
+	}
 	if err := s.sign(entries, payloads); err != nil {
 		return 0, err
 	}
-	return s.enqueue(ctx, e.ID, entries)
+	if direct != nil {
+		entries = direct.deliver(entries, s.o.DirectWait)
+		if len(entries) == 0 && e.ID == "" {
+			return 0, nil
+		}
+	}
+	n, err := s.enqueue(ctx, e.ID, entries)
+	direct.done(err)
+	return n, err
 }
+
+// errNotWritten is the outcome of direct pushes whose handler stopped
+// before writing what they did not deliver.
+var errNotWritten = errors.New("cae: SETs not written")
 
 // CatchUp is the transmitter's durable bus consumer. HandleEvent runs
 // synchronously after the audit persister stored the event, in a
