@@ -179,7 +179,10 @@ func (p *pusher) claimDirect(ctx context.Context, snap *snapshot, entries []*sto
 				continue
 			}
 			st := snap.byID[e.StreamID]
-			if ps.running || ps.dirty || ps.needRead || len(ps.hints) > 0 || ps.failures > 0 || now.Before(ps.retryAt) ||
+			// dirty and needRead (the queue may hold rows) are answered by
+			// the read above; hints are rows of this instance that may not
+			// be committed yet.
+			if ps.running || len(ps.hints) > 0 || ps.failures > 0 || now.Before(ps.retryAt) ||
 				!now.Add(margin).Before(ps.leaseUntil) || st == nil || st.Method != model.DeliveryPush || st.Status != model.StreamEnabled {
 				continue
 			}
@@ -269,10 +272,15 @@ func (p *pusher) pushDirect(d *directBatch, it *directItem) {
 	it.res, it.answered = res, true
 	mustWait := it.persist || res.kind != delivered
 	d.mu.Unlock()
-	d.answered <- struct{}{}
-	if mustWait {
-		<-d.persisted
+	if !mustWait {
+		// Delivered in time: free the stream before the handler returns,
+		// so that the next event finds it idle.
+		p.finishDirect(ctx, d, it, pushed)
+		d.answered <- struct{}{}
+		return
 	}
+	d.answered <- struct{}{}
+	<-d.persisted
 	p.finishDirect(ctx, d, it, pushed)
 }
 

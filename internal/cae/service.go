@@ -174,6 +174,11 @@ type Service struct {
 	stats Stats
 	guard netGuard
 
+	// beforeWrite (tests) runs between the direct pushes of an event and
+	// the write of the rest; an error stops the handler there, like a
+	// process killed in between.
+	beforeWrite func() error
+
 	// stops ends what Start connected (bus subscription, durable
 	// consumers), last first, before Close stops the push worker.
 	stops []func()
@@ -532,6 +537,11 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 	}
 	if direct != nil {
 		entries = direct.deliver(entries, s.o.DirectWait)
+		if s.beforeWrite != nil {
+			if err := s.beforeWrite(); err != nil {
+				return 0, err
+			}
+		}
 		if len(entries) == 0 && e.ID == "" {
 			return 0, nil
 		}
