@@ -53,7 +53,15 @@ type directBatch struct {
 	once      sync.Once
 	// started: the pushes run (deliver); otherwise abort frees the streams.
 	started bool
+	// checked is when the batch's status read found the snapshot current
+	// (zero: it did not).
+	checked time.Time
 }
+
+// directFresh is how old the batch's status read may be when a push
+// starts; a push that waited longer for its turn reads the status
+// itself.
+const directFresh = 50 * time.Millisecond
 
 type directItem struct {
 	ps *pushState
@@ -216,6 +224,13 @@ func (d *directBatch) deliver(entries []*store.SETEntry, wait time.Duration) []*
 		d.abort() // nothing pushed: all written
 		return entries
 	}
+	// One status read for the whole batch, right before its pushes start
+	// (instead of one before each push, as the worker does).
+	if v, err := p.s.versionRead.do(context.Background(), p.s.readVersion); err == nil {
+		if snap := p.s.snap.Load(); snap != nil && snap.version == v && !p.s.dirtyVersion.Load() {
+			d.checked = time.Now()
+		}
+	}
 	for _, it := range d.items {
 		go p.pushDirect(d, it)
 	}
@@ -263,7 +278,7 @@ func (p *pusher) pushDirect(d *directBatch, it *directItem) {
 	// current status (a pause or disable by any instance a moment ago).
 	if !p.stopping.Load() && p.leaseValid(it.ps) {
 		if cur := p.s.snap.Load().byID[it.ps.id]; cur != nil && cur.Status == model.StreamEnabled && cur.Method == model.DeliveryPush &&
-			p.stillEnabled(ctx, it.ps.id) {
+			(!d.checked.IsZero() && time.Since(d.checked) < directFresh || p.stillEnabled(ctx, it.ps.id)) {
 			res, pushed = p.post(cur, it.e), true
 		}
 	}

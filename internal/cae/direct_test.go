@@ -314,3 +314,150 @@ func TestDirectPushCrashBeforeWrite(t *testing.T) {
 		}
 	})
 }
+
+// Events of one subject reach every receiver in order, each at least
+// once, when receivers are slow (pushes outlive DirectWait, so their SETs
+// are written while in flight) and fail now and then.
+func TestDirectPushKeepsOrder(t *testing.T) {
+	directBackends(t, func(t *testing.T, e *spreadEnv) {
+		var n atomic.Int64
+		e.recv.answer = func(path string) int {
+			k := n.Add(1)
+			time.Sleep(time.Duration(k%4) * 10 * time.Millisecond)
+			if k%5 == 0 {
+				return http.StatusServiceUnavailable
+			}
+			return http.StatusAccepted
+		}
+		a := e.start(t, instOpts{name: "inst-a", directWait: 15 * time.Millisecond})
+		ids := e.createStreams(t, a, 6)
+		waitSplit(t, len(ids), a)
+		waitIdle(t, a)
+		var events []string
+		for i := range 15 {
+			ev, err := event(t, a, fmt.Sprintf("ev-%02d", i), "u1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			events = append(events, ev.ID)
+		}
+		e.waitDelivered(t, len(ids), events)
+		if a.stats.Direct.Load() == 0 || a.stats.Enqueued.Load() == 0 {
+			t.Errorf("direct %d, written %d: want both paths taken", a.stats.Direct.Load(), a.stats.Enqueued.Load())
+		}
+	})
+}
+
+// A stream disabled while a direct push of it hangs: its written SET is
+// dropped with the queue, the push's failure is not retried, and nothing
+// more is sent until it is enabled again.
+func TestDirectPushStreamDisabledMidFlight(t *testing.T) {
+	directBackends(t, func(t *testing.T, e *spreadEnv) {
+		release := make(chan struct{})
+		var calls atomic.Int32
+		e.recv.answer = func(path string) int {
+			if path != "/r/0" {
+				return http.StatusAccepted
+			}
+			if calls.Add(1) == 1 {
+				<-release
+				return http.StatusServiceUnavailable
+			}
+			return http.StatusAccepted
+		}
+		a := e.start(t, instOpts{name: "inst-a", directWait: 20 * time.Millisecond})
+		ids := e.createStreams(t, a, 2)
+		waitSplit(t, len(ids), a)
+		waitIdle(t, a)
+		if _, err := event(t, a, "ev-0", "u1"); err != nil {
+			t.Fatal(err)
+		}
+		if c := queued(t, a, ids[0]); c.Queued != 1 {
+			t.Fatalf("hung stream: %+v, want its SET written", c)
+		}
+		ctx := context.Background()
+		if _, err := a.SetStatus(ctx, "rcv", ids[0], model.StreamDisabled, "test"); err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		if _, err := event(t, a, "ev-1", "u1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.SetStatus(ctx, "rcv", ids[0], model.StreamEnabled, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := event(t, a, "ev-2", "u1"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "ev-2 at the re-enabled stream", func() bool { return len(e.recv.txns("/r/0")) == 1 })
+		// ev-0 (its push failed after the disable) was not sent again,
+		// ev-1 (while disabled) never.
+		if got := e.recv.txns("/r/0"); !slices.Equal(got, []string{"ev-2"}) {
+			t.Errorf("/r/0 got %v, want [ev-2]", got)
+		}
+		waitFor(t, "every event at the other stream", func() bool { return len(e.recv.txns("/r/1")) == 3 })
+		if got := e.recv.txns("/r/1"); !slices.Equal(got, []string{"ev-0", "ev-1", "ev-2"}) {
+			t.Errorf("/r/1 got %v", got)
+		}
+	})
+}
+
+// An instance that did not hear of a SET another instance queued for a
+// stream it holds (no NATS wake-up, no rescan during the test) still
+// does not push a later SET of that stream directly: it finds the queued
+// one in the outbox and pushes both, in order.
+func TestDirectPushAfterAnotherInstanceQueued(t *testing.T) {
+	e := newSpreadEnv(t)
+	b := e.start(t, instOpts{name: "inst-b", rescan: time.Hour, noNotifier: true})
+	ids := e.createStreams(t, b, 4)
+	waitSplit(t, len(ids), b)
+	waitIdle(t, b)
+	a := e.start(t, instOpts{name: "inst-a", rescan: time.Hour, noNotifier: true})
+	if h := held(a); len(h) != 0 {
+		t.Fatalf("a holds %v", h)
+	}
+	if _, err := event(t, a, "ev-0", "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if c := queued(t, a, ids[0]); c.Queued != 1 {
+		t.Fatalf("queued by a: %+v", c)
+	}
+	if _, err := event(t, b, "ev-1", "u1"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDelivered(t, len(ids), []string{"ev-0", "ev-1"})
+	if got := b.stats.Direct.Load(); got != 0 {
+		t.Errorf("b pushed %d SETs directly past a queued one", got)
+	}
+}
+
+// An instance whose lease runs out while its direct push hangs: the new
+// holder pushes the SET written for it, then the next event's, in order;
+// the late answer to the old holder deletes its row and breaks nothing.
+func TestDirectPushLeaseLostMidFlight(t *testing.T) {
+	e := newSpreadEnv(t)
+	release := make(chan struct{})
+	var calls atomic.Int32
+	e.recv.answer = func(path string) int {
+		if path == "/r/0" && calls.Add(1) == 1 {
+			<-release
+		}
+		return http.StatusAccepted
+	}
+	// a never renews its 2 s leases (rescan an hour).
+	a := e.start(t, instOpts{name: "inst-a", rescan: time.Hour, lease: 2 * time.Second, directWait: 20 * time.Millisecond})
+	ids := e.createStreams(t, a, 3)
+	waitSplit(t, len(ids), a)
+	waitIdle(t, a)
+	if _, err := event(t, a, "ev-0", "u1"); err != nil {
+		t.Fatal(err)
+	}
+	b := e.start(t, instOpts{name: "inst-b", lease: 2 * time.Second})
+	waitFor(t, "b holding every stream", func() bool { return len(held(b)) == len(ids) })
+	close(release)
+	if _, err := event(t, b, "ev-1", "u1"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDelivered(t, len(ids), []string{"ev-0", "ev-1"})
+	waitFor(t, "an empty queue", func() bool { return queued(t, b, ids[0]).Queued == 0 })
+}
