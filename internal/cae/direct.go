@@ -53,15 +53,44 @@ type directBatch struct {
 	once      sync.Once
 	// started: the pushes run (deliver); otherwise abort frees the streams.
 	started bool
-	// checked is when the batch's status read found the snapshot current
-	// (zero: it did not).
+	// checked (under mu) is when the last status read of the batch that
+	// found the snapshot current began (zero: none did).
 	checked time.Time
 }
 
-// directFresh is how old the batch's status read may be when a push
-// starts; a push that waited longer for its turn reads the status
-// itself.
+// directFresh is how old the batch's last status read may be when a push
+// starts.
 const directFresh = 50 * time.Millisecond
+
+// statusCurrent reports whether the configuration version, read at most
+// directFresh ago (or now, shared with the other pushes that ask at the
+// same time), is the snapshot's: then the snapshot's stream status is
+// current. The worker reads it before each push; a batch of direct pushes
+// that start together shares the reads (one per directFresh at most).
+// False: the caller reads the stream itself (stillEnabled).
+func (d *directBatch) statusCurrent() bool {
+	d.mu.Lock()
+	last := d.checked
+	d.mu.Unlock()
+	if !last.IsZero() && time.Since(last) < directFresh {
+		return true
+	}
+	s := d.p.s
+	start := time.Now()
+	v, err := s.versionRead.do(context.Background(), s.readVersion)
+	if err != nil {
+		return false
+	}
+	if snap := s.snap.Load(); snap == nil || snap.version != v || s.dirtyVersion.Load() {
+		return false
+	}
+	d.mu.Lock()
+	if start.After(d.checked) {
+		d.checked = start
+	}
+	d.mu.Unlock()
+	return true
+}
 
 type directItem struct {
 	ps *pushState
@@ -224,13 +253,7 @@ func (d *directBatch) deliver(entries []*store.SETEntry, wait time.Duration) []*
 		d.abort() // nothing pushed: all written
 		return entries
 	}
-	// One status read for the whole batch, right before its pushes start
-	// (instead of one before each push, as the worker does).
-	if v, err := p.s.versionRead.do(context.Background(), p.s.readVersion); err == nil {
-		if snap := p.s.snap.Load(); snap != nil && snap.version == v && !p.s.dirtyVersion.Load() {
-			d.checked = time.Now()
-		}
-	}
+	d.statusCurrent() // one status read for the batch before its pushes start
 	for _, it := range d.items {
 		go p.pushDirect(d, it)
 	}
@@ -278,7 +301,7 @@ func (p *pusher) pushDirect(d *directBatch, it *directItem) {
 	// current status (a pause or disable by any instance a moment ago).
 	if !p.stopping.Load() && p.leaseValid(it.ps) {
 		if cur := p.s.snap.Load().byID[it.ps.id]; cur != nil && cur.Status == model.StreamEnabled && cur.Method == model.DeliveryPush &&
-			(!d.checked.IsZero() && time.Since(d.checked) < directFresh || p.stillEnabled(ctx, it.ps.id)) {
+			(d.statusCurrent() || p.stillEnabled(ctx, it.ps.id)) {
 			res, pushed = p.post(cur, it.e), true
 		}
 	}

@@ -6,9 +6,15 @@
 //
 // The service subscribes to the bus. For each domain event that matters
 // it signs one SET per matching stream (one event per SET, "txn" = the
-// domain event id) and writes them all to a durable outbox with one store
-// call, before Publish returns. Delivery reads the outbox in sequence
-// order per stream:
+// domain event id, "jti" derived from it and the stream). The SETs of
+// push streams this instance serves and that have nothing queued or in
+// flight are pushed at once (direct.go); Publish waits for their answers
+// at most Options.DirectWait. Every SET not acknowledged by then, and
+// those of all other streams, is written to a durable outbox with one
+// store call, together with the record that the event was handled,
+// before Publish returns; a crash before that write leaves the event to
+// Recover and CatchUp, which handle it again (same jti). Delivery reads
+// the outbox in sequence order per stream:
 //
 //   - push (RFC 8935): a worker per instance POSTs the oldest queued SET
 //     of each enabled push stream, one in flight per stream, retries
