@@ -543,13 +543,13 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 	}
 	if direct != nil {
 		entries = direct.deliver(entries, s.o.DirectWait)
-		if s.beforeWrite != nil {
-			if err := s.beforeWrite(); err != nil {
-				return 0, err
-			}
-		}
 		if len(entries) == 0 && e.ID == "" {
 			return 0, nil
+		}
+	}
+	if s.beforeWrite != nil && !late {
+		if err := s.beforeWrite(); err != nil {
+			return 0, err
 		}
 	}
 	n, err := s.enqueue(ctx, e.ID, entries)
