@@ -210,9 +210,9 @@ func (p *pusher) claimDirect(ctx context.Context, snap *snapshot, entries []*sto
 				continue
 			}
 			if q[e.StreamID] {
-				if !ps.running {
-					ps.dirty, ps.needRead = true, true
-				}
+				// Written behind the queued SETs: the seq gap, or the
+				// cursor of a stream not read yet, makes the worker read
+				// the queue (takeHints).
 				continue
 			}
 			st := snap.byID[e.StreamID]
