@@ -58,6 +58,10 @@ type directBatch struct {
 	checked time.Time
 }
 
+// directQuiet is how long after a SET for a stream the next one is
+// written rather than pushed directly.
+const directQuiet = 50 * time.Millisecond
+
 // directFresh is how old the batch's last status read may be when a push
 // starts.
 const directFresh = 50 * time.Millisecond
@@ -210,9 +214,18 @@ func (p *pusher) claimDirect(ctx context.Context, snap *snapshot, entries []*sto
 				continue
 			}
 			if q[e.StreamID] {
+				ps.lastSET = now
 				// Written behind the queued SETs: the seq gap, or the
 				// cursor of a stream not read yet, makes the worker read
 				// the queue (takeHints).
+				continue
+			}
+			// A stream that got a SET a moment ago is in a burst: writing
+			// lets the worker pipeline the burst, where direct pushes would
+			// hold each event for the receiver's round trip.
+			recent := now.Sub(ps.lastSET) < directQuiet
+			ps.lastSET = now
+			if recent {
 				continue
 			}
 			st := snap.byID[e.StreamID]

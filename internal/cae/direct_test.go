@@ -159,6 +159,7 @@ func TestDirectPushWritesNothingDelivered(t *testing.T) {
 		waitIdle(t, a)
 		var events []string
 		for i := range 3 {
+			time.Sleep(2 * directQuiet) // not a burst
 			ev, err := event(t, a, fmt.Sprintf("ev-%d", i), "u1")
 			if err != nil {
 				t.Fatal(err)

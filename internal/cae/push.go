@@ -93,6 +93,8 @@ type pushState struct {
 	// directly that may still be read back before their delete.
 	direct *directBatch
 	sent   map[int64]bool
+	// lastSET is when an event last had a SET for the stream (direct.go).
+	lastSET time.Time
 }
 
 // maxHints bounds the SETs remembered per stream.
