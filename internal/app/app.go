@@ -492,7 +492,7 @@ func (a *App) openCAE(ctx context.Context, cfg *config.Config, log *slog.Logger,
 	svc, err := cae.Start(ctx, cae.Options{
 		Issuer: cfg.Issuer, Store: a.Store, Keys: a.Keys, KEK: a.KEK, Now: now, Log: log, InstanceID: instance,
 		MaxStreamsPerClient: c.MaxStreamsPerClient, LongPollTimeout: c.LongPollTimeout, PollHold: c.PollHold,
-		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout,
+		MinBackoff: c.PushMinBackoff, MaxBackoff: c.PushMaxBackoff, PushTimeout: c.PushTimeout, DirectWait: c.DirectWait,
 		RescanInterval: c.RescanInterval, MinVerificationInterval: c.MinVerificationInterval,
 		PushAllowedNetworks: c.PushNetworks(), UserEmailAlias: c.UserEmailAlias, Notifier: notifier,
 		PollNotifier: pollNotifier,

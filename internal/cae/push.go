@@ -88,6 +88,13 @@ type pushState struct {
 	// needRead: the queue may hold SETs the hints do not cover (written
 	// by another instance, left by a failure, or past a gap).
 	needRead bool
+	// direct is the event whose direct push (direct.go) holds the stream
+	// until its unacknowledged SETs are written; sent are rows delivered
+	// directly that may still be read back before their delete.
+	direct *directBatch
+	sent   map[int64]bool
+	// lastSET is when an event last had a SET for the stream (direct.go).
+	lastSET time.Time
 }
 
 // maxHints bounds the SETs remembered per stream.
@@ -130,6 +137,10 @@ func (p *pusher) stop() error {
 	if !p.stopping.CompareAndSwap(false, true) {
 		return nil
 	}
+	// Direct pushes are counted under mu after checking stopping: once
+	// this returns, none is added behind the wait below.
+	p.mu.Lock()
+	p.mu.Unlock() //nolint:staticcheck // an empty critical section is the point
 	if p.unlisten != nil {
 		p.unlisten()
 	}
@@ -467,8 +478,12 @@ func (p *pusher) drain(ps *pushState) {
 			} else {
 				st = cur
 			}
-			res := p.post(st, r)
 			key := store.SETKey{StreamID: ps.id, Seq: r.Seq}
+			if p.wasSent(ps, r.Seq) {
+				ps.cursor = r.Seq // delivered directly, its delete pending
+				continue
+			}
+			res := p.post(st, r)
 			switch res.kind {
 			case delivered:
 				ps.cursor, ps.failures = r.Seq, 0

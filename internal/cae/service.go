@@ -6,9 +6,15 @@
 //
 // The service subscribes to the bus. For each domain event that matters
 // it signs one SET per matching stream (one event per SET, "txn" = the
-// domain event id) and writes them all to a durable outbox with one store
-// call, before Publish returns. Delivery reads the outbox in sequence
-// order per stream:
+// domain event id, "jti" derived from it and the stream). The SETs of
+// push streams this instance serves and that have nothing queued or in
+// flight are pushed at once (direct.go); Publish waits for their answers
+// at most Options.DirectWait. Every SET not acknowledged by then, and
+// those of all other streams, is written to a durable outbox with one
+// store call, together with the record that the event was handled,
+// before Publish returns; a crash before that write leaves the event to
+// Recover and CatchUp, which handle it again (same jti). Delivery reads
+// the outbox in sequence order per stream:
 //
 //   - push (RFC 8935): a worker per instance POSTs the oldest queued SET
 //     of each enabled push stream, one in flight per stream, retries
@@ -64,6 +70,7 @@ const (
 	DefaultMinBackoff              = time.Second
 	DefaultMaxBackoff              = 5 * time.Minute
 	DefaultPushTimeout             = 10 * time.Second
+	DefaultDirectWait              = 250 * time.Millisecond
 	DefaultRescanInterval          = time.Second
 	DefaultLeaseDuration           = 15 * time.Second
 	DefaultPushConcurrency         = 64
@@ -105,6 +112,11 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// PushTimeout bounds one push request.
 	PushTimeout time.Duration
+	// DirectWait is how long HandleEvent waits for the receivers of the
+	// SETs it pushes directly (direct.go) before it writes those not yet
+	// acknowledged to the outbox; the pushes go on. Negative: every SET
+	// is written to the outbox first and pushed by the worker.
+	DirectWait time.Duration
 	// RescanInterval is how often the push worker renews its leases and
 	// looks for SETs queued by other instances; long polls check the
 	// database as often.
@@ -182,6 +194,11 @@ type Service struct {
 	stats Stats
 	guard netGuard
 
+	// beforeWrite (tests) runs between the direct pushes of an event and
+	// the write of the rest; an error stops the handler there, like a
+	// process killed in between.
+	beforeWrite func() error
+
 	// stops ends what Start connected (bus subscription, durable
 	// consumers), last first, before Close stops the push worker.
 	stops []func()
@@ -191,6 +208,7 @@ type Service struct {
 type Stats struct {
 	Enqueued  atomic.Int64 // SETs written to the outbox
 	Delivered atomic.Int64 // pushed and answered 2xx
+	Direct    atomic.Int64 // of those, pushed before (and never) written to the outbox
 	Refused   atomic.Int64 // pushed and answered 400 (permanent)
 	Retried   atomic.Int64 // push attempts that failed and will be retried
 	Polled    atomic.Int64 // SETs handed out by polls
@@ -237,6 +255,9 @@ func New(o Options) (*Service, error) {
 	def(&o.MinBackoff, DefaultMinBackoff)
 	def(&o.MaxBackoff, DefaultMaxBackoff)
 	def(&o.PushTimeout, DefaultPushTimeout)
+	if o.DirectWait == 0 {
+		o.DirectWait = DefaultDirectWait
+	}
 	def(&o.RescanInterval, DefaultRescanInterval)
 	def(&o.LeaseDuration, DefaultLeaseDuration)
 	def(&o.MinVerificationInterval, DefaultMinVerificationInterval)
@@ -522,7 +543,7 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 					continue
 				}
 			}
-			jti := newJTI()
+			jti := eventJTI(txn, i, st.ID)
 			entries = append(entries, &store.SETEntry{StreamID: st.ID, JTI: jti, DedupKey: fmt.Sprintf("%s/%d", txn, i),
 				SubjectKey: t.subjectKey, EventType: t.typ, CreatedAt: now})
 			payloads = append(payloads, claimsJSON(s.issJSON, st.audJSON, jti, tail))
@@ -531,11 +552,37 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 	if len(entries) == 0 && e.ID == "" {
 		return 0, nil
 	}
+	// Push first what can be (direct.go); a catch-up only queues.
+	var direct *directBatch
+	if !late {
+		direct = s.pusher.claimDirect(ctx, snap, entries)
+		defer func() {
+			direct.abort()
+			direct.done(errNotWritten)
+		}()
+	}
 	if err := s.sign(entries, payloads); err != nil {
 		return 0, err
 	}
-	return s.enqueue(ctx, e.ID, entries)
+	if direct != nil {
+		entries = direct.deliver(entries, s.o.DirectWait)
+		if len(entries) == 0 && e.ID == "" {
+			return 0, nil
+		}
+	}
+	if s.beforeWrite != nil && !late {
+		if err := s.beforeWrite(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := s.enqueue(ctx, e.ID, entries)
+	direct.done(err)
+	return n, err
 }
+
+// errNotWritten is the outcome of direct pushes whose handler stopped
+// before writing what they did not deliver.
+var errNotWritten = errors.New("cae: SETs not written")
 
 // CatchUp is the transmitter's durable bus consumer. HandleEvent runs
 // synchronously after the audit persister stored the event, in a

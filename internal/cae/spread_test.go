@@ -32,11 +32,12 @@ import (
 // spreadEnv is a deployment of transmitter instances on one PostgreSQL
 // database and one external NATS, pushing to one test receiver.
 type spreadEnv struct {
-	dsn     string
-	nc      *nats.Conn
-	subject string
-	kek     *secret.KEK
-	recv    *spreadReceiver
+	dsn        string
+	sqlitePath string // instead of dsn
+	nc         *nats.Conn
+	subject    string
+	kek        *secret.KEK
+	recv       *spreadReceiver
 }
 
 func newSpreadEnv(t *testing.T) *spreadEnv {
@@ -142,6 +143,11 @@ type spreadReceiver struct {
 	srv *httptest.Server
 	mu  sync.Mutex
 	got map[string][]string
+	// jtis: per endpoint path, the jti of every SET recorded in got.
+	jtis map[string][]string
+	// answer (optional) decides the status for a request to a path
+	// (it may block); anything but 202 records nothing.
+	answer func(path string) int
 }
 
 func (r *spreadReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -159,8 +165,22 @@ func (r *spreadReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, `{"err":"invalid_request"}`, http.StatusBadRequest)
 		return
 	}
+	if r.answer != nil {
+		if status := r.answer(req.URL.Path); status != http.StatusAccepted {
+			http.Error(w, `{"err":"invalid_request","description":"test"}`, status)
+			return
+		}
+	}
+	var jti struct {
+		JTI string `json:"jti"`
+	}
+	_ = json.Unmarshal(p, &jti)
 	r.mu.Lock()
 	r.got[req.URL.Path] = append(r.got[req.URL.Path], claims.Txn)
+	if r.jtis == nil {
+		r.jtis = map[string][]string{}
+	}
+	r.jtis[req.URL.Path] = append(r.jtis[req.URL.Path], jti.JTI)
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusAccepted)
 }

@@ -24,6 +24,11 @@ type SSF struct {
 	PushMaxBackoff time.Duration `koanf:"push_max_backoff"`
 	// PushTimeout bounds one push request (10s).
 	PushTimeout time.Duration `koanf:"push_timeout"`
+	// DirectWait is how long the request that caused an event waits for
+	// the receivers of the SETs pushed before they are written (250ms);
+	// what is not acknowledged by then is written to the outbox and
+	// delivered from there. Negative: write every SET first.
+	DirectWait time.Duration `koanf:"direct_wait"`
 	// RescanInterval is how often an instance looks for SETs queued by
 	// other instances and renews its push leases (1s).
 	RescanInterval time.Duration `koanf:"rescan_interval"`

@@ -279,6 +279,6 @@ func benchPropagation(b *testing.B, mode string, n, replicas int) {
 	b.ReportMetric(pct(slowest, 0.50), "last_p50_ms")
 	b.ReportMetric(pct(slowest, 0.99), "last_p99_ms")
 	st := in.App.CAE.Stats()
-	b.Logf("%s receivers=%d trials=%d: delivered=%d polled=%d retried=%d refused=%d", mode, n, b.N,
-		st.Delivered.Load(), st.Polled.Load(), st.Retried.Load(), st.Refused.Load())
+	b.Logf("%s receivers=%d trials=%d: delivered=%d (direct=%d, written=%d) polled=%d retried=%d refused=%d", mode, n, b.N,
+		st.Delivered.Load(), st.Direct.Load(), st.Enqueued.Load(), st.Polled.Load(), st.Retried.Load(), st.Refused.Load())
 }
