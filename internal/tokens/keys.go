@@ -416,6 +416,7 @@ func (m *KeyManager) Rotate(ctx context.Context, actor string) (*model.SigningKe
 	if err != nil {
 		return nil, fmt.Errorf("tokens: rotate: %w", err)
 	}
+	rotated.Data = rotationData(k.KID, retireAt, retired) // what the committed run built
 	if err := m.reloadLocked(ctx); err != nil {
 		return nil, err
 	}
