@@ -312,6 +312,10 @@ func (s *Service) SetRoles(ctx context.Context, actor, userID string, roles []st
 	if err != nil {
 		return err
 	}
+	// The roles and their record commit together.
+	ev := &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
+		Data: map[string]string{"change": "roles", "roles": strings.Join(roles, ",")}}
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.Roles = slices.Clone(roles)
 		return nil
@@ -319,13 +323,14 @@ func (s *Service) SetRoles(ctx context.Context, actor, userID string, roles []st
 		return err
 	}
 	s.log.InfoContext(ctx, "roles set", "actor", actor, "user_id", userID, "roles", roles)
-	return s.events.Emit(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
-		Data: map[string]string{"change": "roles", "roles": strings.Join(roles, ",")}})
+	return s.events.Emit(ctx, ev)
 }
 
 // Unlock clears a user's failure count and lock. It publishes
 // user.updated with Data["change"]="unlocked".
 func (s *Service) Unlock(ctx context.Context, actor, userID string) error {
+	ev := &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID, Data: map[string]string{"change": "unlocked"}}
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.FailedLogins = 0
 		u.LockedUntil = time.Time{}
@@ -334,8 +339,7 @@ func (s *Service) Unlock(ctx context.Context, actor, userID string) error {
 		return err
 	}
 	s.log.InfoContext(ctx, "user unlocked", "actor", actor, "user_id", userID)
-	return s.events.Emit(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
-		Data: map[string]string{"change": "unlocked"}})
+	return s.events.Emit(ctx, ev)
 }
 
 // DeleteUser removes the user from its groups and deletes it. It publishes
