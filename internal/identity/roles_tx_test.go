@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +14,8 @@ import (
 	"github.com/ward-idp/ward/internal/store/backendtest"
 )
 
-// A role change (a grant of privilege) and an unlock commit with their
+// A user's creation commits with its user.created, and a role change (a
+// grant of privilege) and an unlock with their
 // user.updated: refused, the user keeps its roles and its lock;
 // accepted, each change lands with exactly one record.
 func TestRolesAndUnlockCommitWithEvent(t *testing.T) {
@@ -25,9 +27,20 @@ func TestRolesAndUnlockCommitWithEvent(t *testing.T) {
 			st := b.Open(t, func() time.Time { return now })
 			svc := identity.New(identity.Options{Store: st, Bus: bus.NewLocal(), Now: func() time.Time { return now },
 				Argon2: identity.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}})
+			lift := b.RefuseEvents(t, model.EventUserCreated)
+			if _, err := svc.CreateUser(ctx, "admin", identity.NewUser{Username: "alice", Password: "a long enough passphrase"}); err == nil {
+				t.Fatal("CreateUser with its record refused: got nil")
+			}
+			if _, err := st.GetUserByUsername(ctx, "alice"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("user after a refused creation: %v, want none", err)
+			}
+			lift()
 			u, err := svc.CreateUser(ctx, "admin", identity.NewUser{Username: "alice", Password: "a long enough passphrase"})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if evs, err := st.ListEvents(ctx, store.EventFilter{UserID: u.ID, Types: []model.EventType{model.EventUserCreated}}); err != nil || len(evs) != 1 {
+				t.Fatalf("user.created after the creation: %d, %v; want 1", len(evs), err)
 			}
 			if _, err := st.UpdateUser(ctx, u.ID, func(x *model.User) error {
 				x.FailedLogins, x.LockedUntil = 5, now.Add(time.Hour)
@@ -42,7 +55,7 @@ func TestRolesAndUnlockCommitWithEvent(t *testing.T) {
 				}
 				return evs
 			}
-			lift := b.RefuseEvents(t, model.EventUserUpdated)
+			lift = b.RefuseEvents(t, model.EventUserUpdated)
 			if err := svc.SetRoles(ctx, "admin", u.ID, []string{"admin"}); err == nil {
 				t.Fatal("SetRoles with its record refused: got nil")
 			}

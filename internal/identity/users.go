@@ -173,6 +173,14 @@ func (s *Service) CreateUser(ctx context.Context, actor string, nu NewUser) (*mo
 			return nil, err
 		}
 	}
+	// The user and its records commit together.
+	evs := []*model.Event{{Type: model.EventUserCreated, Actor: actor, UserID: u.ID,
+		Data: map[string]string{"username": u.Username}}}
+	if seed != nil {
+		evs = append(evs, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID,
+			Data: map[string]string{"method": "totp"}})
+	}
+	ctx = s.events.PendingEvents(ctx, func([]string) []*model.Event { return evs })
 	if err := s.store.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return nil, fmt.Errorf("user %q: %w", name, ErrExists)
@@ -180,11 +188,8 @@ func (s *Service) CreateUser(ctx context.Context, actor string, nu NewUser) (*mo
 		return nil, fmt.Errorf("identity: create user: %w", err)
 	}
 	s.log.InfoContext(ctx, "user created", "actor", actor, "user_id", u.ID, "username", u.Username)
-	err = s.events.Emit(ctx, &model.Event{Type: model.EventUserCreated, Actor: actor, UserID: u.ID,
-		Data: map[string]string{"username": u.Username}})
-	if seed != nil {
-		err = errors.Join(err, s.events.Emit(ctx, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID,
-			Data: map[string]string{"method": "totp"}}))
+	for _, e := range evs {
+		err = errors.Join(err, s.events.Emit(ctx, e))
 	}
 	return u, err
 }

@@ -365,12 +365,14 @@ func (s *Store) PutCompliancePolicy(ctx context.Context, p *model.CompliancePoli
 	if created.IsZero() {
 		created = updated
 	}
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO compliance_policies (`+policyCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO compliance_policies (`+policyCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (platform) DO UPDATE SET id = excluded.id, name = excluded.name,
 			rules = excluded.rules, updated_at = excluded.updated_at`,
-		p.Platform, p.ID, p.Name, rawJSON(p.Rules), micros(created), micros(updated))
-	return wrap("put compliance policy", err)
+			p.Platform, p.ID, p.Name, rawJSON(p.Rules), micros(created), micros(updated))
+		return wrap("put compliance policy", err)
+	})
 }
 
 // GetCompliancePolicy returns the policy of a platform ("*" for all).
@@ -388,6 +390,8 @@ func (s *Store) ListCompliancePolicies(ctx context.Context) ([]*model.Compliance
 
 // DeleteCompliancePolicy deletes the policy of a platform.
 func (s *Store) DeleteCompliancePolicy(ctx context.Context, platform string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM compliance_policies WHERE platform = $1`, platform)
-	return deleted("compliance policy", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM compliance_policies WHERE platform = $1`, platform)
+		return deleted("compliance policy", n, err)
+	})
 }

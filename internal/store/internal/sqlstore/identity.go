@@ -64,10 +64,12 @@ func userArgs(u *model.User) []any {
 // CreateUser stores a new user. A taken id or username (compared
 // case-insensitively) is ErrAlreadyExists.
 func (s *Store) CreateUser(ctx context.Context, u *model.User) error {
-	_, err := s.db.Write().Exec(ctx,
-		`INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		userArgs(u)...)
-	return s.createErr("user", err)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx,
+			`INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+			userArgs(u)...)
+		return s.createErr("user", err)
+	})
 }
 
 // GetUser returns the user with the given id.
