@@ -534,10 +534,11 @@ type Sealed struct {
 // the events table in its own transaction, and the audit persister,
 // seeing EventStored, does not append it a second time.
 //
-// The writes that take pending events are UpdateUser, DeleteUser,
+// The writes that take pending events are CreateUser, UpdateUser, DeleteUser,
 // CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
 // CreateSigningKey, RotateSigningKey, DeleteSigningKey,
-// UpdateDeviceCode, UpdateSSFStream,
+// UpdateDeviceCode, UpdateSSFStream, PutCompliancePolicy,
+// DeleteCompliancePolicy,
 // UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,
 // UpdateClient, DeleteClient, CreateGroup, UpdateGroup, DeleteGroup,
 // RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it
