@@ -366,35 +366,28 @@ func (s *Service) SetStatus(ctx context.Context, clientID, id, status, reason st
 	if _, err := s.GetStream(ctx, clientID, id); err != nil {
 		return nil, err
 	}
-	st, _, err := s.setStatus(ctx, id, status, reason, func(st *model.SSFStream) error {
+	return s.setStatus(ctx, id, status, reason, func(st *model.SSFStream) error {
 		if st.ClientID != clientID {
 			return errNoStream
 		}
 		return nil
-	})
-	return st, err
+	}, nil)
 }
 
 // SetStatusAsTransmitter changes a stream's status on the transmitter's
 // side: an administrator pauses, disables or enables any receiver's
 // stream (SSF 1.0 §8.1.2). The receiver learns of it by the
-// stream-updated SET, as with SetStatus; the change is recorded as
-// ssf.stream_status_changed with actor.
+// stream-updated SET, as with SetStatus; a change is recorded as
+// ssf.stream_status_changed with actor, committed with it.
 func (s *Service) SetStatusAsTransmitter(ctx context.Context, actor, id, status, reason string) (*model.SSFStream, error) {
 	if id == "" {
 		return nil, invalid("stream_id is required")
 	}
-	st, prev, err := s.setStatus(ctx, id, status, reason, func(*model.SSFStream) error { return nil })
-	if err != nil {
-		return nil, err
-	}
-	if prev != status && s.events != nil {
-		if err := s.events.Emit(ctx, &model.Event{Type: model.EventSSFStreamStatusChanged, Actor: actor, ClientID: st.ClientID,
-			Reason: "transmitter", Data: map[string]string{"stream_id": id, "status": status, "previous": prev, "status_reason": reason}}); err != nil {
-			return st, err
-		}
-	}
-	return st, nil
+	return s.setStatus(ctx, id, status, reason, func(*model.SSFStream) error { return nil },
+		func(st *model.SSFStream, prev string) *model.Event {
+			return &model.Event{Type: model.EventSSFStreamStatusChanged, Actor: actor, ClientID: st.ClientID, Reason: "transmitter",
+				Data: map[string]string{"stream_id": id, "status": status, "previous": prev, "status_reason": reason}}
+		})
 }
 
 // checkStatus validates a status change.
@@ -413,38 +406,61 @@ func checkStatus(status, reason string) (string, error) {
 }
 
 // setStatus stores a status change that allow accepts, queues the
-// stream-updated SET and wakes delivery; it returns the stream and its
-// previous status.
-func (s *Service) setStatus(ctx context.Context, id, status, reason string, allow func(*model.SSFStream) error) (*model.SSFStream, string, error) {
+// stream-updated SET and wakes delivery. record (nil: none) builds the
+// event of a change from the stream and its previous status, read under
+// the row lock: it commits in the transaction of the change, so that
+// concurrent changes each record the status they replaced.
+func (s *Service) setStatus(ctx context.Context, id, status, reason string, allow func(*model.SSFStream) error,
+	record func(st *model.SSFStream, prev string) *model.Event) (*model.SSFStream, error) {
 	if _, err := checkStatus(status, reason); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	var prev string
-	st, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+	var (
+		prev string
+		seen *model.SSFStream // as the committing run changed it
+		ev   *model.Event
+	)
+	ectx := ctx
+	if record != nil {
+		ectx = s.events.PendingEvents(ctx, func([]string) []*model.Event {
+			if ev = nil; prev == status {
+				return nil // no change, nothing to record
+			}
+			ev = record(seen, prev)
+			return []*model.Event{ev}
+		})
+	}
+	st, err := s.o.Store.UpdateSSFStream(ectx, id, func(st *model.SSFStream) error {
 		if err := allow(st); err != nil {
 			return err
 		}
-		prev = st.Status
+		prev, seen = st.Status, st
 		st.Status, st.StatusReason, st.UpdatedAt = status, reason, s.o.Now()
 		return nil
 	})
 	if err != nil {
-		return nil, "", s.updateErr(err)
+		return nil, s.updateErr(err)
 	}
 	s.changed()
 	if prev != status {
 		s.o.Log.InfoContext(ctx, "cae: stream status changed", "stream_id", id, "from", prev, "to", status)
 		if status != model.StreamDisabled {
 			if err := s.streamEvent(ctx, st, EventStreamUpdated, eventBody{Status: status, Reason: reason}); err != nil {
-				return nil, prev, err
+				return nil, err
 			}
 		}
 		if status == model.StreamEnabled {
 			s.pusher.claimSoon()
 			s.wake(id)
 		}
+		if ev != nil {
+			// Stored with the change; this reaches the bus's subscribers.
+			if err := s.events.Emit(ectx, ev); err != nil {
+				return st, err
+			}
+		}
 	}
-	return st, prev, nil
+	return st, nil
 }
 
 // AddSubject includes a subject in a stream again after RemoveSubject

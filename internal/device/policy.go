@@ -54,12 +54,15 @@ func (s *Service) PutPolicy(ctx context.Context, actor, platform string, rules [
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("device: get policy %s: %w", platform, err)
 	}
-	if err := s.store.PutCompliancePolicy(ctx, p); err != nil {
+	// The policy and its record commit together.
+	ev := &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
+		Data: map[string]string{"platform": platform, "change": change, "rules": string(p.Rules)}}
+	ectx := s.events.Pending(ctx, ev, nil)
+	if err := s.store.PutCompliancePolicy(ectx, p); err != nil {
 		return nil, fmt.Errorf("device: put policy %s: %w", platform, err)
 	}
 	s.log.InfoContext(ctx, "compliance policy changed", "actor", actor, "platform", platform, "change", change)
-	if err := s.events.Emit(ctx, &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
-		Data: map[string]string{"platform": platform, "change": change, "rules": string(p.Rules)}}); err != nil {
+	if err := s.events.Emit(ectx, ev); err != nil {
 		return nil, err
 	}
 	s.reevaluateAfterPolicyChange(ctx, actor, platform)
@@ -96,12 +99,14 @@ func (s *Service) DeletePolicy(ctx context.Context, actor, platform string) erro
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteCompliancePolicy(ctx, platform); err != nil {
+	ev := &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
+		Data: map[string]string{"platform": platform, "change": "deleted"}}
+	ectx := s.events.Pending(ctx, ev, nil)
+	if err := s.store.DeleteCompliancePolicy(ectx, platform); err != nil {
 		return wrapNotFound(err, "compliance policy "+platform)
 	}
 	s.log.InfoContext(ctx, "compliance policy deleted", "actor", actor, "platform", platform)
-	if err := s.events.Emit(ctx, &model.Event{Type: model.EventCompliancePolicyChanged, Actor: actor,
-		Data: map[string]string{"platform": platform, "change": "deleted"}}); err != nil {
+	if err := s.events.Emit(ectx, ev); err != nil {
 		return err
 	}
 	s.reevaluateAfterPolicyChange(ctx, actor, platform)

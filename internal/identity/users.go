@@ -173,6 +173,14 @@ func (s *Service) CreateUser(ctx context.Context, actor string, nu NewUser) (*mo
 			return nil, err
 		}
 	}
+	// The user and its records commit together.
+	evs := []*model.Event{{Type: model.EventUserCreated, Actor: actor, UserID: u.ID,
+		Data: map[string]string{"username": u.Username}}}
+	if seed != nil {
+		evs = append(evs, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID,
+			Data: map[string]string{"method": "totp"}})
+	}
+	ctx = s.events.PendingEvents(ctx, func([]string) []*model.Event { return evs })
 	if err := s.store.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return nil, fmt.Errorf("user %q: %w", name, ErrExists)
@@ -180,11 +188,8 @@ func (s *Service) CreateUser(ctx context.Context, actor string, nu NewUser) (*mo
 		return nil, fmt.Errorf("identity: create user: %w", err)
 	}
 	s.log.InfoContext(ctx, "user created", "actor", actor, "user_id", u.ID, "username", u.Username)
-	err = s.events.Emit(ctx, &model.Event{Type: model.EventUserCreated, Actor: actor, UserID: u.ID,
-		Data: map[string]string{"username": u.Username}})
-	if seed != nil {
-		err = errors.Join(err, s.events.Emit(ctx, &model.Event{Type: model.EventMFAEnrolled, Actor: actor, UserID: u.ID,
-			Data: map[string]string{"method": "totp"}}))
+	for _, e := range evs {
+		err = errors.Join(err, s.events.Emit(ctx, e))
 	}
 	return u, err
 }
@@ -312,6 +317,10 @@ func (s *Service) SetRoles(ctx context.Context, actor, userID string, roles []st
 	if err != nil {
 		return err
 	}
+	// The roles and their record commit together.
+	ev := &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
+		Data: map[string]string{"change": "roles", "roles": strings.Join(roles, ",")}}
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.Roles = slices.Clone(roles)
 		return nil
@@ -319,13 +328,14 @@ func (s *Service) SetRoles(ctx context.Context, actor, userID string, roles []st
 		return err
 	}
 	s.log.InfoContext(ctx, "roles set", "actor", actor, "user_id", userID, "roles", roles)
-	return s.events.Emit(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
-		Data: map[string]string{"change": "roles", "roles": strings.Join(roles, ",")}})
+	return s.events.Emit(ctx, ev)
 }
 
 // Unlock clears a user's failure count and lock. It publishes
 // user.updated with Data["change"]="unlocked".
 func (s *Service) Unlock(ctx context.Context, actor, userID string) error {
+	ev := &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID, Data: map[string]string{"change": "unlocked"}}
+	ctx = s.events.Pending(ctx, ev, nil)
 	if _, err := s.update(ctx, userID, func(u *model.User) error {
 		u.FailedLogins = 0
 		u.LockedUntil = time.Time{}
@@ -334,8 +344,7 @@ func (s *Service) Unlock(ctx context.Context, actor, userID string) error {
 		return err
 	}
 	s.log.InfoContext(ctx, "user unlocked", "actor", actor, "user_id", userID)
-	return s.events.Emit(ctx, &model.Event{Type: model.EventUserUpdated, Actor: actor, UserID: userID,
-		Data: map[string]string{"change": "unlocked"}})
+	return s.events.Emit(ctx, ev)
 }
 
 // DeleteUser removes the user from its groups and deletes it. It publishes

@@ -217,43 +217,24 @@ func (s *Service) revokeOne(ctx context.Context, id string, cause model.Revocati
 // when it ended a session. The causes of account changes record nothing
 // more: the account's own event (user.disabled, ...) speaks for the user.
 func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error) {
-	return s.RevokeUserCreatedUntil(ctx, actor, userID, cause, time.Time{})
-}
-
-// RevokeUserCreatedUntil is RevokeUser limited to the sessions created at
-// or before createdUntil (zero: every session): a response to what was
-// found at a time ends the sessions that existed then, not one the user
-// signed in to afterwards (a later sign-in, with whatever it had to pass,
-// is judged on its own). The bound is applied by the statement that
-// revokes.
-func (s *Service) RevokeUserCreatedUntil(ctx context.Context, actor, userID string, cause model.RevocationCause, createdUntil time.Time) ([]string, error) {
 	// An administrator means every token of the user even when no
 	// session is active; a risk response only records what it ended.
 	userLevel := cause == model.CauseAdminRevoked || cause == model.CauseUserRisk || cause == model.CauseCompromiseConfirmed
 	always := cause == model.CauseAdminRevoked || cause == model.CauseCompromiseConfirmed
-	// A bounded revocation leaves the later sessions: each revoked
-	// session is signalled on its own (no all_sessions mark), and the
-	// summary says where the bound was, so no user-wide signal is derived
-	// from it.
-	bounded := !createdUntil.IsZero()
 	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
-		return s.store.RevokeUserSessions(ctx, userID, s.now(), string(cause), createdUntil)
+		return s.store.RevokeUserSessions(ctx, userID, s.now(), string(cause))
 	}, func(ids []string) []*model.Event {
 		evs := make([]*model.Event, 0, len(ids)+1)
 		for _, id := range ids {
 			e := &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: userID, SessionID: id, Reason: string(cause)}
-			if userLevel && !bounded {
+			if userLevel {
 				e.Data = map[string]string{model.DataAllSessions: "true"}
 			}
 			evs = append(evs, e)
 		}
 		if userLevel && (always || len(ids) > 0) {
-			ev := &model.Event{Type: model.EventUserSessionsRevoked, Actor: actor, UserID: userID,
-				Reason: string(cause), Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}}
-			if bounded {
-				ev.Data[model.DataCreatedUntil] = createdUntil.UTC().Format(time.RFC3339Nano)
-			}
-			evs = append(evs, ev)
+			evs = append(evs, &model.Event{Type: model.EventUserSessionsRevoked, Actor: actor, UserID: userID,
+				Reason: string(cause), Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}})
 		}
 		return evs
 	})

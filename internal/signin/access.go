@@ -448,27 +448,9 @@ type deviceRefusal struct {
 	desc   string // what the device is told
 }
 
-// refuseDevice denies the device's request with the refusal's reason and
-// description, records it, and shows the user what failed.
-func (h *Handler) refuseDevice(w http.ResponseWriter, r *http.Request, ri origin.Info, rf *deviceRefusal) {
-	ctx := r.Context()
-	now := h.c.Now()
-	dc, err := h.c.Store.UpdateDeviceCode(ctx, rf.dr.Hash, func(d *model.DeviceCode) error {
-		if !deviceCodeOpen(d, now) || d.ClientID != rf.c.ID {
-			return errDeviceClosed
-		}
-		d.Status, d.DenyReason, d.DenyDescription = model.DeviceCodeDenied, rf.reason, rf.desc
-		return nil
-	})
-	switch {
-	case errors.Is(err, errDeviceClosed) || errors.Is(err, store.ErrNotFound):
-		h.deviceGone(w, r)
-		return
-	case err != nil:
-		h.c.Log.ErrorContext(ctx, "deny device code", "correlation_id", ri.CorrID, "err", err)
-		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", ri.CorrID)
-		return
-	}
+// deviceRefusalEvent is the device_code.denied of a refusal rf of the
+// request dc.
+func deviceRefusalEvent(ri origin.Info, rf *deviceRefusal, dc *model.DeviceCode) *model.Event {
 	ev := ri.Event(model.EventDeviceCodeDenied)
 	ev.Outcome, ev.Reason, ev.Actor, ev.UserID, ev.ClientID = model.OutcomeFailure, rf.reason, rf.u.ID, rf.u.ID, dc.ClientID
 	ev.Data = map[string]string{"scope": dc.Scope, "stage": "conditional_access"}
@@ -482,7 +464,41 @@ func (h *Handler) refuseDevice(w http.ResponseWriter, r *http.Request, ri origin
 		ev.Binding, ev.BindingReason = model.BindingUnbound, "no_dpop_jkt"
 	}
 	rf.res.EventData(ev.Data)
-	_ = h.events.Emit(ctx, ev)
+	return ev
+}
+
+// refuseDevice denies the device's request with the refusal's reason and
+// description, records it, and shows the user what failed.
+func (h *Handler) refuseDevice(w http.ResponseWriter, r *http.Request, ri origin.Info, rf *deviceRefusal) {
+	ctx := r.Context()
+	now := h.c.Now()
+	// The denial and its record commit together.
+	var seen *model.DeviceCode
+	var ev *model.Event
+	ectx := h.events.PendingEvents(ctx, func([]string) []*model.Event {
+		ev = deviceRefusalEvent(ri, rf, seen)
+		return []*model.Event{ev}
+	})
+	_, err := h.c.Store.UpdateDeviceCode(ectx, rf.dr.Hash, func(d *model.DeviceCode) error {
+		if !deviceCodeOpen(d, now) || d.ClientID != rf.c.ID {
+			return errDeviceClosed
+		}
+		d.Status, d.DenyReason, d.DenyDescription = model.DeviceCodeDenied, rf.reason, rf.desc
+		seen = d
+		return nil
+	})
+	switch {
+	case errors.Is(err, errDeviceClosed) || errors.Is(err, store.ErrNotFound):
+		h.deviceGone(w, r)
+		return
+	case err != nil:
+		h.c.Log.ErrorContext(ctx, "deny device code", "correlation_id", ri.CorrID, "err", err)
+		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", ri.CorrID)
+		return
+	}
+	if ev != nil {
+		_ = h.events.Emit(ectx, ev)
+	}
 	if rf.reason == "ca_block" {
 		h.c.Pages.Denied(w, http.StatusForbidden, "Access blocked",
 			"Your organisation's access policies do not allow "+rf.c.Name+" to be used this way, so the device was not connected. It has been told that access is denied.",

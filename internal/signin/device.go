@@ -232,7 +232,7 @@ func (h *Handler) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	if status == model.DeviceCodeApproved && !h.approvalAllowed(w, r, &st, sess, u) {
 		return
 	}
-	dc, err := h.answerDevice(ctx, st.Hash, status, sess, u)
+	dc, err := h.answerDevice(ctx, ri, st.Hash, status, sess, u)
 	if errors.Is(err, errDeviceClosed) || errors.Is(err, store.ErrNotFound) {
 		h.deviceGone(w, r)
 		return
@@ -240,6 +240,8 @@ func (h *Handler) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 		h.c.Pages.Error(w, http.StatusForbidden, "Stronger sign-in required", "The device asked for a stronger sign-in than yours. Open the address shown on your device again.", ri.CorrID)
 		return
 	} else if err != nil {
+		// Nothing changed: the decision commits with its record or not
+		// at all.
 		h.c.Log.ErrorContext(ctx, "update device code", "correlation_id", ri.CorrID, "err", err)
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", ri.CorrID)
 		return
@@ -247,18 +249,6 @@ func (h *Handler) handleDeviceConfirm(w http.ResponseWriter, r *http.Request) {
 	c, err := h.c.Protocol.Client(ctx, dc.ClientID)
 	if err != nil {
 		c = &model.Client{ID: dc.ClientID, Name: dc.ClientID}
-	}
-	if err := h.events.Emit(ctx, deviceAnswerEvent(ri, dc, status, sess, u)); err != nil && status == model.DeviceCodeApproved {
-		// An approval that cannot be recorded must not take effect.
-		_, _ = h.c.Store.UpdateDeviceCode(ctx, st.Hash, func(d *model.DeviceCode) error {
-			if d.Status != model.DeviceCodeApproved || !d.UsedAt.IsZero() {
-				return errDeviceClosed
-			}
-			d.Status = model.DeviceCodeDenied
-			return nil
-		})
-		h.c.Pages.Error(w, http.StatusInternalServerError, "Error", "Something went wrong on our side.", ri.CorrID)
-		return
 	}
 	h.c.Pages.Render(w, http.StatusOK, "device_done.html", web.DeviceDoneData{ClientName: c.Name, Approved: status == model.DeviceCodeApproved})
 }
@@ -329,13 +319,25 @@ func (h *Handler) liveSession(ctx context.Context, sid, uid string) (*model.Sess
 }
 
 // answerDevice records the user's decision on the request, if it is still
-// open; an approval must (still) meet the acr the device asked for.
-func (h *Handler) answerDevice(ctx context.Context, hash []byte, status string, sess *model.Session, u *model.User) (*model.DeviceCode, error) {
+// open, in one transaction with its event (device_code.approved or
+// .denied), which it then publishes; an approval must (still) meet the
+// acr the device asked for. The row is locked while the decision is
+// checked and written: of two answers racing (approve twice, approve
+// and deny), the second finds the request closed (errDeviceClosed) and
+// records nothing.
+func (h *Handler) answerDevice(ctx context.Context, ri origin.Info, hash []byte, status string, sess *model.Session, u *model.User) (*model.DeviceCode, error) {
 	now := h.c.Now()
-	return h.c.Store.UpdateDeviceCode(ctx, hash, func(d *model.DeviceCode) error {
+	var seen *model.DeviceCode // the request as the committing run changed it
+	var ev *model.Event
+	ectx := h.events.PendingEvents(ctx, func([]string) []*model.Event {
+		ev = deviceAnswerEvent(ri, seen, status, sess, u)
+		return []*model.Event{ev}
+	})
+	dc, err := h.c.Store.UpdateDeviceCode(ectx, hash, func(d *model.DeviceCode) error {
 		if !deviceCodeOpen(d, now) {
 			return errDeviceClosed
 		}
+		seen = d
 		if status != model.DeviceCodeApproved {
 			d.Status = status
 			return nil
@@ -349,6 +351,14 @@ func (h *Handler) answerDevice(ctx context.Context, hash []byte, status string, 
 		d.UserID, d.SessionID, d.AuthTime, d.AMR, d.ACR = u.ID, sess.ID, sess.AuthTime, sess.AMR, sess.ACR
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	if ev != nil {
+		// Stored with the decision; failures are logged (Logging).
+		_ = h.events.Emit(ectx, ev)
+	}
+	return dc, nil
 }
 
 // deviceAnswerEvent records an approval or denial.

@@ -198,11 +198,10 @@ type Store interface {
 	// tokens (unrotated, unexpired at now), what they are bound to; the
 	// other ids are absent. At most 1000 ids.
 	SessionBindings(ctx context.Context, ids []string, now time.Time) (map[string]*SessionBinding, error)
-	// RevokeUserSessions revokes every active session of a user created at
-	// or before createdUntil (zero: every session) and returns the ids
-	// revoked. The bound is part of the one statement that revokes, so a
-	// session created meanwhile is never caught by it.
-	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string, createdUntil time.Time) ([]string, error)
+	// RevokeUserSessions revokes every active session of a user and
+	// returns the ids revoked, with ctx's pending events (their builder
+	// gets the ids).
+	RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error)
 	// RevokeUserSessionsUnremediated is RevokeUserSessions for the
 	// response to what happened at b.Activity: it revokes the user's
 	// active sessions created at or before b.Until, or at or before the user's
@@ -246,11 +245,8 @@ type Store interface {
 
 	// Authorization codes.
 	CreateAuthCode(ctx context.Context, c *model.AuthCode) error
-	// ConsumeAuthCode atomically marks the code used. A second call returns
-	// the record with ErrAlreadyUsed.
-	ConsumeAuthCode(ctx context.Context, hash []byte, at time.Time) (*model.AuthCode, error)
 	// GetAuthCode reads a code without using it (the token endpoint checks
-	// a request before it consumes the code).
+	// a request before it redeems the code).
 	GetAuthCode(ctx context.Context, hash []byte) (*model.AuthCode, error)
 	// RedeemAuthCode marks an unused code used at `at`, stores rt (nil:
 	// none) and commits ctx's pending events (store.WithEvent: the
@@ -268,11 +264,22 @@ type Store interface {
 	CreatePushedRequest(ctx context.Context, p *model.PushedRequest) error
 	ConsumePushedRequest(ctx context.Context, requestURI string, at time.Time) (*model.PushedRequest, error)
 
-	// Signing keys.
+	// Signing keys. CreateSigningKey and DeleteSigningKey commit ctx's
+	// pending events (key.created, key.retired) with the key's row.
 	CreateSigningKey(ctx context.Context, k *model.SigningKey) error
 	ListSigningKeys(ctx context.Context) ([]*model.SigningKey, error)
 	UpdateSigningKey(ctx context.Context, kid string, fn func(*model.SigningKey) error) (*model.SigningKey, error)
 	DeleteSigningKey(ctx context.Context, kid string) error
+	// RotateSigningKey is a key rotation in one transaction: it sets
+	// RetireAt = retireAt on every key that is not scheduled for
+	// retirement and is active at k.ActiveAt, stores k, and commits ctx's
+	// pending events (their builder gets the kids it scheduled, sorted),
+	// returning those kids. previous is the key the caller saw signing:
+	// when this call does not schedule it (a concurrent rotation, on any
+	// instance, did first, or it is gone) nothing is written and the
+	// result is ErrAlreadyUsed, so of concurrent rotations from one
+	// state exactly one happens.
+	RotateSigningKey(ctx context.Context, k *model.SigningKey, previous string, retireAt time.Time) ([]string, error)
 
 	// Events (the audit and sign-in log). AppendEvent assigns Seq.
 	AppendEvent(ctx context.Context, e *model.Event) (int64, error)
@@ -309,7 +316,11 @@ type Store interface {
 	GetDeviceCode(ctx context.Context, hash []byte) (*model.DeviceCode, error)
 	GetDeviceCodeByUserCode(ctx context.Context, userCode string) (*model.DeviceCode, error)
 	// UpdateDeviceCode loads the request by device-code hash, applies fn
-	// and saves atomically (approval, denial, polling time, redemption).
+	// and saves atomically (approval, denial, polling time), with ctx's
+	// pending events (store.WithEvents: built after fn, so they may say
+	// what it saw; an error from fn records nothing). The row is locked
+	// while fn runs: of an approval and a denial racing, the one fn sees
+	// second finds the request answered.
 	UpdateDeviceCode(ctx context.Context, hash []byte, fn func(*model.DeviceCode) error) (*model.DeviceCode, error)
 	// RedeemDeviceCode is RedeemAuthCode for an approved device
 	// authorization request: ErrAlreadyUsed when it was used before,
@@ -427,7 +438,8 @@ type Store interface {
 	// oldest first.
 	ListSSFStreams(ctx context.Context, clientID string) ([]*model.SSFStream, error)
 	// UpdateSSFStream loads the stream, applies fn and saves atomically
-	// (ID, ClientID and CreatedAt cannot change). When the status becomes
+	// (ID, ClientID and CreatedAt cannot change), with ctx's pending
+	// events (store.WithEvents: built after fn). When the status becomes
 	// disabled, the stream's queued SETs are deleted in the same
 	// transaction.
 	UpdateSSFStream(ctx context.Context, id string, fn func(*model.SSFStream) error) (*model.SSFStream, error)
@@ -540,8 +552,11 @@ type Sealed struct {
 // the events table in its own transaction, and the audit persister,
 // seeing EventStored, does not append it a second time.
 //
-// The writes that take pending events are UpdateUser, DeleteUser,
+// The writes that take pending events are CreateUser, UpdateUser, DeleteUser,
 // CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
+// CreateSigningKey, RotateSigningKey, DeleteSigningKey,
+// UpdateDeviceCode, UpdateSSFStream, PutCompliancePolicy,
+// DeleteCompliancePolicy,
 // UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,
 // UpdateClient, DeleteClient, CreateGroup, UpdateGroup, DeleteGroup,
 // RevokeClientGrant, CreateRefreshToken, RotateRefreshToken (only when it

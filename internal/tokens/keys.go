@@ -60,10 +60,11 @@ const aadPrefix = "ward/signing-key:"
 func SigningKeyAAD(kid string) []byte { return []byte(aadPrefix + kid) }
 
 // KeyStore is the subset of store.Store the key manager needs.
+// Every write commits its key.* events with it (store.WithEvent).
 type KeyStore interface {
 	CreateSigningKey(ctx context.Context, k *model.SigningKey) error
 	ListSigningKeys(ctx context.Context) ([]*model.SigningKey, error)
-	UpdateSigningKey(ctx context.Context, kid string, fn func(*model.SigningKey) error) (*model.SigningKey, error)
+	RotateSigningKey(ctx context.Context, k *model.SigningKey, previous string, retireAt time.Time) ([]string, error)
 	DeleteSigningKey(ctx context.Context, kid string) error
 }
 
@@ -74,7 +75,9 @@ type KeyOptions struct {
 	Now    func() time.Time // default time.Now
 	Logger *slog.Logger     // default: discard
 	// Bus, when set, receives key.created, key.rotated and key.retired
-	// events (Actor "system" unless given).
+	// events (Actor "system" unless given); each is committed with the
+	// store write that makes its change. Without a bus nothing is
+	// recorded.
 	Bus bus.Bus
 	// RetireAfter is how long a rotated-out key stays published in JWKS
 	// (the overlap). Default 24h; it should be at least the longest token
@@ -174,13 +177,20 @@ func NewKeyManager(ctx context.Context, o KeyOptions) (*KeyManager, error) {
 	defer m.mu.Unlock()
 	err := m.reloadLocked(ctx)
 	if errors.Is(err, errNoActiveKey) {
-		k, cerr := m.createKey(ctx)
+		k, cerr := m.newKey()
 		if cerr != nil {
 			return nil, cerr
 		}
+		// The key and its key.created commit together.
+		ev := m.event(model.EventKeyCreated, "", map[string]string{"kid": k.KID})
+		ectx := m.events.Pending(ctx, ev, nil)
+		if err := m.store.CreateSigningKey(ectx, k); err != nil {
+			return nil, fmt.Errorf("tokens: store signing key: %w", err)
+		}
 		m.log.InfoContext(ctx, "created signing key", "kid", k.KID)
-		if perr := m.publish(ctx, model.EventKeyCreated, "", map[string]string{"kid": k.KID}); perr != nil {
-			// The key exists; refusing to start would not bring the event back.
+		if perr := m.events.Emit(ectx, ev); perr != nil {
+			// The key and its record are stored; only the bus's
+			// subscribers missed it.
 			m.log.ErrorContext(ctx, "publishing key.created event failed", "kid", k.KID, "err", perr)
 		}
 		err = m.reloadLocked(ctx)
@@ -328,8 +338,9 @@ func newSigner(kid string, priv *ecdsa.PrivateKey) (*signer, error) {
 	return s, nil
 }
 
-// createKey generates a new ES256 key, active from now, and stores it.
-func (m *KeyManager) createKey(ctx context.Context) (*model.SigningKey, error) {
+// newKey generates a new ES256 key, active from now, with its private
+// key sealed under the KEK (not stored yet).
+func (m *KeyManager) newKey() (*model.SigningKey, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: generate key: %w", err)
@@ -349,77 +360,89 @@ func (m *KeyManager) createKey(ctx context.Context) (*model.SigningKey, error) {
 		return nil, err
 	}
 	now := m.now()
-	k := &model.SigningKey{
+	return &model.SigningKey{
 		KID:        kid,
 		Alg:        AlgES256,
 		PrivateEnc: enc,
 		PublicJWK:  jwk,
 		CreatedAt:  now,
 		ActiveAt:   now,
-	}
-	if err := m.store.CreateSigningKey(ctx, k); err != nil {
-		return nil, fmt.Errorf("tokens: store signing key: %w", err)
-	}
-	return k, nil
+	}, nil
 }
+
+// ErrConcurrentRotation: another rotation, on this instance or another
+// one, replaced the signing key this one was replacing; this one wrote
+// nothing.
+var ErrConcurrentRotation = errors.New("tokens: the signing key was rotated concurrently; nothing was rotated")
 
 // Rotate creates a new key that becomes the active signer at once. Every
 // previously active key gets RetireAt = now+RetireAfter and stays published
-// in JWKS (and accepted by Verify) until then. It publishes key.created and
-// key.rotated. If the rotation succeeded but publishing an event failed, it
-// returns the new key together with the error.
+// in JWKS (and accepted by Verify) until then. The new key, the
+// retirements and their key.created and key.rotated commit in one store
+// transaction, or nothing does. The rotation replaces the key the store
+// says signs now: of rotations racing from that state, on any number of
+// instances, exactly one happens and the others get
+// ErrConcurrentRotation. If the rotation committed but publishing its
+// events on the bus failed, it returns the new key together with the
+// error.
 func (m *KeyManager) Rotate(ctx context.Context, actor string) (*model.SigningKey, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-
-	k, err := m.createKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	now := m.now()
-	retireAt := now.Add(m.retireAfter)
-	stored, err := m.store.ListSigningKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("tokens: rotate: list signing keys: %w", err)
-	}
-	var previous []string
-	for _, old := range stored {
-		if old.KID == k.KID || !old.RetireAt.IsZero() || old.ActiveAt.After(now) {
-			continue
-		}
-		_, err := m.store.UpdateSigningKey(ctx, old.KID, func(sk *model.SigningKey) error {
-			if sk.RetireAt.IsZero() {
-				sk.RetireAt = retireAt
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("tokens: rotate: schedule retirement of %s: %w", old.KID, err)
-		}
-		previous = append(previous, old.KID)
-	}
+	// The store decides which key signs now (another instance may have
+	// rotated since this one loaded): that is the key replaced.
 	if err := m.reloadLocked(ctx); err != nil {
 		return nil, err
 	}
-	m.log.InfoContext(ctx, "rotated signing key", "kid", k.KID, "previous", previous, "retire_at", retireAt)
+	previous := m.state.Load().signer.kid
+	k, err := m.newKey()
+	if err != nil {
+		return nil, err
+	}
+	retireAt := k.ActiveAt.Add(m.retireAfter)
+	created := m.event(model.EventKeyCreated, actor, map[string]string{"kid": k.KID})
+	rotated := m.event(model.EventKeyRotated, actor, nil)
+	ectx := m.events.PendingEvents(ctx, func(retired []string) []*model.Event {
+		rotated.Data = rotationData(k.KID, retireAt, retired)
+		return []*model.Event{created, rotated}
+	})
+	retired, err := m.store.RotateSigningKey(ectx, k, previous, retireAt)
+	if errors.Is(err, store.ErrAlreadyUsed) {
+		err = ErrConcurrentRotation
+		if rerr := m.reloadLocked(ctx); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tokens: rotate: %w", err)
+	}
+	rotated.Data = rotationData(k.KID, retireAt, retired) // what the committed run built
+	if err := m.reloadLocked(ctx); err != nil {
+		return nil, err
+	}
+	m.log.InfoContext(ctx, "rotated signing key", "kid", k.KID, "previous", retired, "retire_at", retireAt)
 
 	meta := *k
 	meta.PrivateEnc = nil
-	data := map[string]string{"kid": k.KID}
-	e1 := m.publish(ctx, model.EventKeyCreated, actor, data)
-	rot := map[string]string{"kid": k.KID, "retire_at": retireAt.UTC().Format(time.RFC3339)}
-	if len(previous) > 0 {
-		slices.Sort(previous)
-		rot["previous_kid"] = previous[0]
-		for i, p := range previous[1:] {
-			rot[fmt.Sprintf("previous_kid_%d", i+2)] = p
-		}
-	}
-	e2 := m.publish(ctx, model.EventKeyRotated, actor, rot)
-	if err := errors.Join(e1, e2); err != nil {
+	if err := errors.Join(m.events.Emit(ectx, created), m.events.Emit(ectx, rotated)); err != nil {
 		return &meta, fmt.Errorf("tokens: key rotated to %s but publishing events failed: %w", k.KID, err)
 	}
 	return &meta, nil
+}
+
+// rotationData is the Data of key.rotated: the new kid, when the keys it
+// replaced (previous_kid, previous_kid_2, ... in kid order) leave JWKS.
+func rotationData(kid string, retireAt time.Time, previous []string) map[string]string {
+	rot := map[string]string{"kid": kid, "retire_at": retireAt.UTC().Format(time.RFC3339)}
+	previous = slices.Sorted(slices.Values(previous))
+	for i, p := range previous {
+		if i == 0 {
+			rot["previous_kid"] = p
+		} else {
+			rot[fmt.Sprintf("previous_kid_%d", i+1)] = p
+		}
+	}
+	return rot
 }
 
 // Errors of Retire.
@@ -449,7 +472,9 @@ func (m *KeyManager) Retire(ctx context.Context, actor, kid string) error {
 	if m.state.Load().signer.kid == kid {
 		return ErrActiveKey
 	}
-	if err := m.store.DeleteSigningKey(ctx, kid); err != nil {
+	ev := m.event(model.EventKeyRetired, actor, map[string]string{"kid": kid, "immediate": "true"})
+	ectx := m.events.Pending(ctx, ev, nil)
+	if err := m.store.DeleteSigningKey(ectx, kid); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s", ErrNoKey, kid)
 		}
@@ -457,7 +482,7 @@ func (m *KeyManager) Retire(ctx context.Context, actor, kid string) error {
 	}
 	m.log.InfoContext(ctx, "retired signing key before its time", "kid", kid, "actor", actor)
 	err := m.reloadLocked(ctx)
-	if perr := m.publish(ctx, model.EventKeyRetired, actor, map[string]string{"kid": kid, "immediate": "true"}); perr != nil {
+	if perr := m.events.Emit(ectx, ev); perr != nil {
 		err = errors.Join(err, fmt.Errorf("tokens: key %s retired but publishing the event failed: %w", kid, perr))
 	}
 	return err
@@ -480,16 +505,18 @@ func (m *KeyManager) PurgeRetired(ctx context.Context) error {
 		if k.RetireAt.IsZero() || now.Before(k.RetireAt) {
 			continue
 		}
-		if err := m.store.DeleteSigningKey(ctx, k.KID); err != nil {
+		ev := m.event(model.EventKeyRetired, "", map[string]string{"kid": k.KID})
+		ectx := m.events.Pending(ctx, ev, nil)
+		if err := m.store.DeleteSigningKey(ectx, k.KID); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
-				continue // another instance purged it
+				continue // another instance purged it (and recorded it)
 			}
 			errs = append(errs, fmt.Errorf("tokens: purge %s: %w", k.KID, err))
 			continue
 		}
 		purged = true
 		m.log.InfoContext(ctx, "retired signing key", "kid", k.KID)
-		if err := m.publish(ctx, model.EventKeyRetired, "", map[string]string{"kid": k.KID}); err != nil {
+		if err := m.events.Emit(ectx, ev); err != nil {
 			errs = append(errs, fmt.Errorf("tokens: key %s retired but publishing event failed: %w", k.KID, err))
 		}
 	}
@@ -501,11 +528,12 @@ func (m *KeyManager) PurgeRetired(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (m *KeyManager) publish(ctx context.Context, t model.EventType, actor string, data map[string]string) error {
+// event is a key.* event by actor ("" for ActorSystem).
+func (m *KeyManager) event(t model.EventType, actor string, data map[string]string) *model.Event {
 	if actor == "" {
 		actor = ActorSystem
 	}
-	return m.events.Emit(ctx, &model.Event{Type: t, Actor: actor, Data: data})
+	return &model.Event{Type: t, Actor: actor, Data: data}
 }
 
 // Keys returns the metadata of every loaded key, oldest first, without

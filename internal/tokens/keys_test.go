@@ -78,6 +78,30 @@ func (s *memStore) UpdateSigningKey(_ context.Context, kid string, fn func(*mode
 	return c, nil
 }
 
+// RotateSigningKey does what the SQL stores do, under the store's lock.
+func (s *memStore) RotateSigningKey(_ context.Context, k *model.SigningKey, previous string, retireAt time.Time) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.keys[k.KID]; ok {
+		return nil, store.ErrAlreadyExists
+	}
+	var retired []string
+	for kid, old := range s.keys {
+		if old.RetireAt.IsZero() && !old.ActiveAt.After(k.ActiveAt) {
+			retired = append(retired, kid)
+		}
+	}
+	if !slices.Contains(retired, previous) {
+		return nil, store.ErrAlreadyUsed
+	}
+	for _, kid := range retired {
+		s.keys[kid].RetireAt = retireAt
+	}
+	s.keys[k.KID] = clone(k)
+	slices.Sort(retired)
+	return retired, nil
+}
+
 func (s *memStore) DeleteSigningKey(_ context.Context, kid string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

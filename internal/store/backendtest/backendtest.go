@@ -9,14 +9,17 @@ package backendtest
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/store/postgres"
 	"github.com/ward-idp/ward/internal/store/sqlite"
@@ -28,6 +31,40 @@ type Backend struct {
 	// Open returns a new handle on the database (closed when the test
 	// ends); now is its clock (nil: time.Now).
 	Open func(t *testing.T, now func() time.Time) store.Store
+	// exec runs statements on the database through a connection of its
+	// own, outside every store handle.
+	exec func(t *testing.T, stmts ...string)
+	// events is the events table, as a trigger names it.
+	events string
+}
+
+// RefuseEvents makes the database refuse to insert events of the given
+// types (a trigger: the insert fails inside the transaction of the write
+// that appends them, which then rolls back) until the returned function
+// is called. It is how a test shows that a change and its record commit
+// together: a write whose event is refused must leave nothing behind.
+func (b Backend) RefuseEvents(t *testing.T, types ...model.EventType) (lift func()) {
+	t.Helper()
+	q := make([]string, len(types))
+	for i, typ := range types {
+		q[i] = "'" + strings.ReplaceAll(string(typ), "'", "''") + "'"
+	}
+	in := strings.Join(q, ", ")
+	if b.Name == "sqlite" {
+		b.exec(t, `CREATE TRIGGER backendtest_refuse BEFORE INSERT ON events WHEN NEW.type IN (`+in+`)
+			BEGIN SELECT RAISE(ABORT, 'event refused by the test'); END`)
+		return func() { b.exec(t, `DROP TRIGGER backendtest_refuse`) }
+	}
+	fn := strings.TrimSuffix(b.events, `"events"`) + `"backendtest_refuse"`
+	b.exec(t, `CREATE FUNCTION `+fn+`() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.type IN (`+in+`) THEN
+				RAISE EXCEPTION 'event refused by the test';
+			END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER backendtest_refuse BEFORE INSERT ON `+b.events+` FOR EACH ROW EXECUTE FUNCTION `+fn+`()`)
+	return func() { b.exec(t, `DROP TRIGGER backendtest_refuse ON `+b.events, `DROP FUNCTION `+fn+`()`) }
 }
 
 // All returns the backends to test on, each with its own new database.
@@ -75,7 +112,21 @@ func Kinds(t *testing.T) []Kind {
 func newSQLite(t *testing.T) Backend {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ward.db")
-	return Backend{Name: "sqlite", Open: func(t *testing.T, now func() time.Time) store.Store {
+	exec := func(t *testing.T, stmts ...string) {
+		t.Helper()
+		// Waits for a store's writer rather than failing busy.
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		for _, stmt := range stmts {
+			if _, err := db.Exec(stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return Backend{Name: "sqlite", exec: exec, events: "events", Open: func(t *testing.T, now func() time.Time) store.Store {
 		t.Helper()
 		var opts []sqlite.Option
 		if now != nil {
@@ -108,7 +159,22 @@ func newPostgres(t *testing.T, dsn string) Backend {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	return Backend{Name: "postgres", Open: func(t *testing.T, now func() time.Time) store.Store {
+	exec := func(t *testing.T, stmts ...string) {
+		t.Helper()
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		for _, stmt := range stmts {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	events := pgx.Identifier{schema, "events"}.Sanitize()
+	return Backend{Name: "postgres", exec: exec, events: events, Open: func(t *testing.T, now func() time.Time) store.Store {
 		t.Helper()
 		opts := []postgres.Option{postgres.WithSchema(schema), postgres.WithMaxConns(8)}
 		if now != nil {

@@ -272,7 +272,7 @@ func testEventWithChange(t *testing.T, s store.Store) {
 			e.Data = map[string]string{"sessions_revoked": "1"}
 			return true
 		})
-		ids, err := s.RevokeUserSessions(ectx, "u1", at(time.Hour), "admin_revoked", time.Time{})
+		ids, err := s.RevokeUserSessions(ectx, "u1", at(time.Hour), "admin_revoked")
 		must(t, "RevokeUserSessions with an event", err)
 		if want := []string{"s2"}; !reflect.DeepEqual(ids, want) || !reflect.DeepEqual(gotIDs, want) {
 			t.Errorf("RevokeUserSessions: ids %v, completion got %v, want %v", ids, gotIDs, want)
@@ -302,7 +302,7 @@ func testEventWithChange(t *testing.T, s store.Store) {
 			built = append(built, pendingEvent("ev-all-u3", model.EventUserSessionsRevoked, "u3"))
 			return built
 		})
-		_, err = s.RevokeUserSessions(ectx, "u3", at(time.Hour), "admin_revoked", time.Time{})
+		_, err = s.RevokeUserSessions(ectx, "u3", at(time.Hour), "admin_revoked")
 		must(t, "RevokeUserSessions with events", err)
 		if len(built) != 3 {
 			t.Fatalf("RevokeUserSessions with events: built %d events, want 3", len(built))
@@ -570,7 +570,7 @@ func RunEventAtomicity(t *testing.T, s store.Store) {
 			return err
 		}},
 		{"revoke user sessions", model.EventUserSessionsRevoked, func(ctx context.Context) error {
-			_, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "admin_revoked", time.Time{})
+			_, err := s.RevokeUserSessions(ctx, "u1", at(time.Hour), "admin_revoked")
 			return err
 		}},
 		{"disable device", model.EventDeviceDisabled, func(ctx context.Context) error {

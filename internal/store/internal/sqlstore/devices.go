@@ -297,30 +297,31 @@ func (s *Store) GetDeviceCodeByUserCode(ctx context.Context, userCode string) (*
 // taken by another request is ErrAlreadyExists.
 func (s *Store) UpdateDeviceCode(ctx context.Context, hash []byte, fn func(*model.DeviceCode) error) (*model.DeviceCode, error) {
 	var out *model.DeviceCode
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		out = nil
 		c, err := scanDeviceCode(q.QueryRow(ctx,
 			`SELECT `+deviceCodeCols+` FROM device_codes WHERE hash = $1`+s.d.ForUpdate, hash))
 		if err != nil {
-			return s.getErr("device code", err)
+			return nil, s.getErr("device code", err)
 		}
 		if err := fn(c); err != nil {
-			return err
+			return nil, err
 		}
 		c.Hash = slices.Clone(hash)
 		if c.UserCode == "" {
-			return errors.New("store: update device code: user code is required")
+			return nil, errors.New("store: update device code: user code is required")
 		}
 		if _, err := q.Exec(ctx, `UPDATE device_codes SET user_code = $2, client_id = $3, scope = $4,
 			dpop_jkt = $5, status = $6, user_id = $7, session_id = $8, auth_time = $9, amr = $10,
 			acr = $11, created_at = $12, expires_at = $13, poll_interval = $14, last_poll = $15,
 			used_at = $16, claims = $17, deny_reason = $18, deny_description = $19 WHERE hash = $1`, deviceCodeArgs(c)...); err != nil {
 			if s.d.IsUniqueViolation(err) {
-				return alreadyExists("device user code")
+				return nil, alreadyExists("device user code")
 			}
-			return wrap("update device code", err)
+			return nil, wrap("update device code", err)
 		}
 		out = c
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
@@ -364,12 +365,14 @@ func (s *Store) PutCompliancePolicy(ctx context.Context, p *model.CompliancePoli
 	if created.IsZero() {
 		created = updated
 	}
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO compliance_policies (`+policyCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO compliance_policies (`+policyCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (platform) DO UPDATE SET id = excluded.id, name = excluded.name,
 			rules = excluded.rules, updated_at = excluded.updated_at`,
-		p.Platform, p.ID, p.Name, rawJSON(p.Rules), micros(created), micros(updated))
-	return wrap("put compliance policy", err)
+			p.Platform, p.ID, p.Name, rawJSON(p.Rules), micros(created), micros(updated))
+		return wrap("put compliance policy", err)
+	})
 }
 
 // GetCompliancePolicy returns the policy of a platform ("*" for all).
@@ -387,6 +390,8 @@ func (s *Store) ListCompliancePolicies(ctx context.Context) ([]*model.Compliance
 
 // DeleteCompliancePolicy deletes the policy of a platform.
 func (s *Store) DeleteCompliancePolicy(ctx context.Context, platform string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM compliance_policies WHERE platform = $1`, platform)
-	return deleted("compliance policy", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM compliance_policies WHERE platform = $1`, platform)
+		return deleted("compliance policy", n, err)
+	})
 }

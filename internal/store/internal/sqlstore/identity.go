@@ -2,9 +2,12 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 )
 
 // ---- users ----
@@ -61,10 +64,12 @@ func userArgs(u *model.User) []any {
 // CreateUser stores a new user. A taken id or username (compared
 // case-insensitively) is ErrAlreadyExists.
 func (s *Store) CreateUser(ctx context.Context, u *model.User) error {
-	_, err := s.db.Write().Exec(ctx,
-		`INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		userArgs(u)...)
-	return s.createErr("user", err)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx,
+			`INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+			userArgs(u)...)
+		return s.createErr("user", err)
+	})
 }
 
 // GetUser returns the user with the given id.
@@ -458,11 +463,50 @@ func keyArgs(k *model.SigningKey) []any {
 		micros(k.ActiveAt), micros(k.RetireAt)}
 }
 
-// CreateSigningKey stores a new signing key.
+// CreateSigningKey stores a new signing key, with ctx's pending events
+// (store.WithEvent: key.created).
 func (s *Store) CreateSigningKey(ctx context.Context, k *model.SigningKey) error {
-	_, err := s.db.Write().Exec(ctx, `INSERT INTO signing_keys (`+keyCols+`)
+	return s.execEvent(ctx, func(q Querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO signing_keys (`+keyCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`, keyArgs(k)...)
-	return s.createErr("signing key", err)
+		return s.createErr("signing key", err)
+	})
+}
+
+// RotateSigningKey schedules the retirement of every key that signs at
+// k.ActiveAt and stores k, with ctx's pending events, in one transaction
+// (see store.Store). The UPDATE takes the rows it retires: of two
+// concurrent rotations the second waits for the first and then finds
+// previous retired, so it writes nothing.
+func (s *Store) RotateSigningKey(ctx context.Context, k *model.SigningKey, previous string, retireAt time.Time) ([]string, error) {
+	if retireAt.IsZero() || k.ActiveAt.IsZero() {
+		return nil, errors.New("store: rotate signing key: activation and retirement times are required")
+	}
+	var retired []string
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		rs, err := q.Query(ctx, `UPDATE signing_keys SET retire_at = $1
+			WHERE retire_at = 0 AND active_at <= $2 AND kid <> $3 RETURNING kid`, micros(retireAt), micros(k.ActiveAt), k.KID)
+		retired, err = collect(rs, err, "retire signing keys", func(r Row) (string, error) {
+			var kid string
+			return kid, r.Scan(&kid)
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(retired, previous) {
+			return nil, store.ErrAlreadyUsed // rotated (or gone) meanwhile
+		}
+		if _, err := q.Exec(ctx, `INSERT INTO signing_keys (`+keyCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, keyArgs(k)...); err != nil {
+			return nil, s.createErr("signing key", err)
+		}
+		slices.Sort(retired)
+		return retired, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return retired, nil
 }
 
 // ListSigningKeys returns all keys, oldest first.
@@ -496,8 +540,11 @@ func (s *Store) UpdateSigningKey(ctx context.Context, kid string, fn func(*model
 	return out, nil
 }
 
-// DeleteSigningKey deletes a key.
+// DeleteSigningKey deletes a key, with ctx's pending events
+// (store.WithEvent: key.retired).
 func (s *Store) DeleteSigningKey(ctx context.Context, kid string) error {
-	n, err := s.db.Write().Exec(ctx, `DELETE FROM signing_keys WHERE kid = $1`, kid)
-	return deleted("signing key", n, err)
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM signing_keys WHERE kid = $1`, kid)
+		return deleted("signing key", n, err)
+	})
 }

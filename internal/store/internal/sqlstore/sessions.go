@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,24 +186,19 @@ func (s *Store) RevokeSession(ctx context.Context, id string, at time.Time, caus
 	return revoked, nil
 }
 
-// RevokeUserSessions revokes every unrevoked session of the user created
-// at or before createdUntil (zero: any time; expired ones included, so
-// none of their tokens survive), deletes their refresh
+// RevokeUserSessions revokes every unrevoked session of the user
+// (expired ones included, so none of their tokens survive), deletes their refresh
 // tokens and returns the revoked ids in ascending order; ctx's pending
 // event (store.WithEvent) commits with them and its completion function
 // gets the ids.
-func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string, createdUntil time.Time) ([]string, error) {
+func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.Time, cause string) ([]string, error) {
 	if at.IsZero() {
 		return nil, errors.New("store: revoke user sessions: revocation time is required")
-	}
-	until := int64(math.MaxInt64)
-	if !createdUntil.IsZero() {
-		until = micros(createdUntil)
 	}
 	var ids []string
 	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
-			WHERE user_id = $1 AND revoked_at = 0 AND created_at <= $4 RETURNING id`, userID, micros(at), cause, until)
+			WHERE user_id = $1 AND revoked_at = 0 RETURNING id`, userID, micros(at), cause)
 		ids, err = collect(rs, err, "revoke user sessions", func(r Row) (string, error) {
 			var id string
 			return id, r.Scan(&id)
@@ -620,32 +614,6 @@ func (s *Store) CreateAuthCode(ctx context.Context, c *model.AuthCode) error {
 		c.CodeChallengeMethod, c.DPoPJKT, micros(c.AuthTime), jsonList(c.AMR), c.ACR,
 		micros(c.CreatedAt), micros(c.ExpiresAt), micros(c.UsedAt), c.Refused, c.RefusedJKT)
 	return s.createErr("auth code", err)
-}
-
-// ConsumeAuthCode marks the code used at `at` with one conditional UPDATE
-// and returns it. A code used before comes back with ErrAlreadyUsed (and
-// its first UsedAt). Expiry is the caller's check (ExpiresAt is returned).
-func (s *Store) ConsumeAuthCode(ctx context.Context, hash []byte, at time.Time) (*model.AuthCode, error) {
-	if at.IsZero() {
-		return nil, errors.New("store: consume auth code: time is required")
-	}
-	q := s.db.Write()
-	c, err := scanCode(q.QueryRow(ctx, `UPDATE auth_codes SET used_at = $2 WHERE hash = $1 AND used_at = 0
-		RETURNING `+codeCols, hash, micros(at)))
-	if err == nil {
-		return c, nil
-	}
-	if !s.d.IsNoRows(err) {
-		return nil, wrap("consume auth code", err)
-	}
-	c, err = scanCode(q.QueryRow(ctx, `SELECT `+codeCols+` FROM auth_codes WHERE hash = $1`, hash))
-	if err != nil {
-		return nil, s.getErr("auth code", err)
-	}
-	if c.UsedAt.IsZero() { // created after our UPDATE ran: it did not exist for this call
-		return nil, notFound("auth code")
-	}
-	return c, store.ErrAlreadyUsed
 }
 
 // GetAuthCode reads a code without using it.

@@ -91,31 +91,32 @@ func (s *Store) ListSSFStreams(ctx context.Context, clientID string) ([]*model.S
 // disabled loses its queue.
 func (s *Store) UpdateSSFStream(ctx context.Context, id string, fn func(*model.SSFStream) error) (*model.SSFStream, error) {
 	var out *model.SSFStream
-	err := s.db.InTx(ctx, func(q Querier) error {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		out = nil
 		st, err := scanSSFStream(q.QueryRow(ctx, `SELECT `+ssfStreamCols+` FROM ssf_streams WHERE id = $1`+s.d.ForUpdate, id))
 		if err != nil {
-			return s.getErr("ssf stream", err)
+			return nil, s.getErr("ssf stream", err)
 		}
 		prev, clientID, created := st.Status, st.ClientID, st.CreatedAt
 		if err := fn(st); err != nil {
-			return err
+			return nil, err
 		}
 		st.ID, st.ClientID, st.CreatedAt = id, clientID, created
 		if _, err := q.Exec(ctx, `UPDATE ssf_streams SET client_id = $2, audience = $3, method = $4, endpoint_url = $5,
 			auth_header = $6, events_requested = $7, events_delivered = $8, description = $9, status = $10,
 			status_reason = $11, excluded = $12, created_at = $13, updated_at = $14 WHERE id = $1`, ssfStreamArgs(st)...); err != nil {
-			return wrap("update ssf stream", err)
+			return nil, wrap("update ssf stream", err)
 		}
 		if st.Status == model.StreamDisabled && prev != model.StreamDisabled {
 			if _, err := q.Exec(ctx, `DELETE FROM ssf_outbox WHERE stream_id = $1 AND state = 0`, id); err != nil {
-				return wrap("drop queue of disabled ssf stream", err)
+				return nil, wrap("drop queue of disabled ssf stream", err)
 			}
 		}
 		if _, err := q.Exec(ctx, bumpSSFVersion); err != nil {
-			return wrap("update ssf stream", err)
+			return nil, wrap("update ssf stream", err)
 		}
 		out = st
-		return nil
+		return nil, nil
 	})
 	if err != nil {
 		return nil, err
