@@ -173,7 +173,7 @@ func slicesEqual[T comparable](a, b []T) bool {
 func TestSigningKeyRotationTwoInstances(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			winner, b := raceTwoInstances(t, k, model.EventKeyRotated,
+			winner, b := raceTwoInstances(t, k, model.EventKeyRotated, store.ErrAlreadyUsed,
 				func(s store.Store) error { return s.CreateSigningKey(context.Background(), signingKey("k0", base)) },
 				func(s store.Store, ctx context.Context, i int) error {
 					_, err := s.RotateSigningKey(ctx, signingKey("k-"+strconv.Itoa(i), base.Add(time.Minute)), "k0", base.Add(24*time.Hour))
@@ -275,7 +275,7 @@ func TestDeviceCodeAnswerCommitsWithEvent(t *testing.T) {
 func TestDeviceCodeAnswerTwoInstances(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			winner, b := raceTwoInstances(t, k, model.EventDeviceCodeApproved,
+			winner, b := raceTwoInstances(t, k, model.EventDeviceCodeApproved, store.ErrAlreadyUsed,
 				func(s store.Store) error { return s.CreateDeviceCode(context.Background(), deviceRequest("race")) },
 				func(s store.Store, ctx context.Context, i int) error {
 					_, err := s.UpdateDeviceCode(ctx, []byte("race"), answer(i%4 < 2))
