@@ -234,8 +234,12 @@ func pad(i int) string { return fmt.Sprintf("%06d", i) }
 // this instance is in the middle of pushing its queue and its view of the
 // streams still says enabled until its next rescan (SSF 1.0 §8.1.2); what
 // was held arrives, in order, once the stream is enabled again.
+//
+// The SETs go through the queue (no direct push): the test is about a
+// worker in the middle of a queue; the direct path's own pause check is
+// cae's TestDirectPushStreamDisabledMidFlight.
 func TestPushStopsAtOnceWhenPaused(t *testing.T) {
-	in := start(t, func(c *config.Config) { c.SSF.RescanInterval = time.Hour })
+	in := start(t, func(c *config.Config) { c.SSF.RescanInterval, c.SSF.DirectWait = time.Hour, -1 })
 	tok := receiverToken(t, in)
 	p := newPushReceiver(t, in, receiverID)
 	st := createStream(t, in, tok, map[string]any{"delivery": map[string]any{"method": model.DeliveryPush,
