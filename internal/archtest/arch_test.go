@@ -332,7 +332,7 @@ var rules = map[string]rule{
 	"internal/identity/webauthntest": {never: anything, modules: stdOnly},
 	// The databases of tests outside the store: both backends, a fresh
 	// database or schema each.
-	"internal/store/backendtest": {imports: []string{"internal/store", "internal/store/postgres", "internal/store/sqlite"}, never: notWiring},
+	"internal/store/backendtest": {imports: []string{"internal/model", "internal/store", "internal/store/postgres", "internal/store/sqlite"}, never: notWiring},
 	// The OCSF schema validator of the exporters' tests.
 	"internal/audit/ocsf/ocsftest": {never: anything, modules: stdOnly},
 	"test/crash":                   {never: anything, modules: stdOnly},

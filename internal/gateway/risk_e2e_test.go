@@ -88,6 +88,23 @@ func testRiskResponse(t *testing.T, f *caeFixture) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("refused %v after the detection was published", time.Since(start))
+	// The risk-level-change that made the gateway refuse commits (and may
+	// be pushed directly) a moment before the response revokes the
+	// sessions at Ward: wait for that revocation before checking it.
+	for {
+		ss, err := f.in.App.Store.ListSessions(ctx, store.SessionFilter{UserID: victim})
+		revoked := err == nil && len(ss) == 2
+		for _, se := range ss {
+			revoked = revoked && !se.RevokedAt.IsZero()
+		}
+		if revoked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the victim's sessions not revoked %v after the detection: %v %v", time.Since(start), ss, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if r := c1.read(); r.Status != http.StatusUnauthorized {
 		t.Errorf("the replayed session's token: %d", r.Status)
 	}
