@@ -155,6 +155,47 @@ func TestRedeemCodeWithEventTwoInstances(t *testing.T) {
 	}
 }
 
+// Two instances on one database race refusals and redemptions of one
+// code, each with its own pending event: exactly one spends it, only its
+// event (and, for a redemption, its refresh token) is stored, and the
+// code says whether a refusal spent it, with that refusal's key: what
+// tells a refused client's retry from a thief's replay (code_refused_before).
+func TestRefuseOrRedeemCodeTwoInstances(t *testing.T) {
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			winner, b := raceTwoInstances(t, k, model.EventTokenIssued, store.ErrAlreadyUsed,
+				func(s store.Store) error {
+					return s.CreateAuthCode(context.Background(), &model.AuthCode{Hash: []byte("code"), ClientID: "c1",
+						UserID: "u1", SessionID: "s1", RedirectURI: "https://app.example/cb", CodeChallenge: "x",
+						CodeChallengeMethod: "S256", AuthTime: base, CreatedAt: base, ExpiresAt: base.Add(time.Minute)})
+				},
+				func(s store.Store, ctx context.Context, i int) error {
+					var err error
+					if i%4 < 2 {
+						_, err = s.RefuseAuthCode(ctx, []byte("code"), base.Add(time.Second), "jkt-"+strconv.Itoa(i))
+					} else {
+						_, err = s.RedeemAuthCode(ctx, []byte("code"), base.Add(time.Second), refreshToken("next-"+strconv.Itoa(i)))
+					}
+					return err
+				})
+			ac, err := b.GetAuthCode(context.Background(), []byte("code"))
+			refused := winner%4 < 2
+			if err != nil || ac.UsedAt.IsZero() || ac.Refused != refused || (refused && ac.RefusedJKT != "jkt-"+strconv.Itoa(winner)) {
+				t.Fatalf("code after the race (winner %d): %+v, %v", winner, ac, err)
+			}
+			for i := range 8 {
+				if i%4 < 2 {
+					continue
+				}
+				_, err := b.GetRefreshToken(context.Background(), refreshToken("next-"+strconv.Itoa(i)).Hash)
+				if (i == winner) != (err == nil) {
+					t.Errorf("redemption %d (winner %d): refresh token lookup %v", i, winner, err)
+				}
+			}
+		})
+	}
+}
+
 // Two instances on one database record one DPoP proof's jti at once,
 // each with its own pending token.issued (the client credentials grant,
 // whose jti and event are one write): exactly one records it, the others
