@@ -10,7 +10,7 @@ D=${WARD_BENCH_DIR:-/tmp/wardbench}   # ward.yaml (from this directory) and data
 PORT=${WARD_BENCH_PORT:-8701}
 ADMIN=${PGADMIN_DSN:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=${WARD_BENCH_DB:-wardbench}
-stop() { [ -f $D/ward.pid ] && kill $(cat $D/ward.pid) 2>/dev/null; sleep 0.5; rm -f $D/ward.pid; }
+stop() { [ -f $D/ward.pid ] && { kill $(cat $D/ward.pid) 2>/dev/null || true; }; sleep 0.5; rm -f $D/ward.pid; }
 stop
 trap stop EXIT   # also when the load generator fails
 psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null

@@ -5,7 +5,7 @@
 set -e
 BIN=$1; GRANT=$2; CONC=$3; DUR=$4; shift 4
 D=/tmp/wardbench  # must hold ward.yaml (copy it from this directory) and data/kek.key
-pkill_pid() { [ -f $D/ward.pid ] && kill $(cat $D/ward.pid) 2>/dev/null; sleep 0.5; rm -f $D/ward.pid; }
+pkill_pid() { [ -f $D/ward.pid ] && { kill $(cat $D/ward.pid) 2>/dev/null || true; }; sleep 0.5; rm -f $D/ward.pid; }
 pkill_pid
 rm -f $D/data/ward.db*
 GOMAXPROCS=1 taskset -c 0 $BIN serve --config $D/ward.yaml > $D/serve.log 2>&1 &
