@@ -17,9 +17,13 @@ import (
 // HandleEvent pushes the SETs of the push streams this instance holds and
 // that have nothing queued or in flight directly, without writing them to
 // the outbox, and waits for their receivers at most Options.DirectWait.
-// It then writes, in one transaction with the record that the event was
-// handled, every SET that was not acknowledged by then (failed, refused,
-// timed out, still in flight) together with those of the other streams.
+// The SETs of the event's other streams (held by another instance, poll
+// streams, this instance's busy ones) are written as soon as the pushes
+// have started, so their holders start at once rather than after this
+// instance's slowest receiver. Once the wait is over, it writes, in one
+// transaction with the record that the event was handled, every SET
+// pushed here that was not acknowledged by then (failed, refused, timed
+// out, still in flight).
 // A push still in flight when that bound passes goes on; when it is
 // answered its row is deleted (delivered) or marked (refused, failed) like
 // a push of the worker.
@@ -34,10 +38,15 @@ import (
 // acknowledged nor written) waits for that resolution, at most the other
 // event's DirectWait and write: its SET must get the later sequence.
 //
-// A process that dies after the pushes and before the write leaves the
-// event unrecorded: Recover (at the next start) or CatchUp (another
-// instance) handles it again, and the SETs go out a second time with the
-// same jti (eventJTI), which receivers drop.
+// This instance's streams among the early ones are held until they are
+// written (pushState.early): a later event does not push them directly,
+// ahead of this event's SET.
+//
+// A process that dies after the pushes (or the early write) and before
+// the final write leaves the event unrecorded: Recover (at the next
+// start) or CatchUp (another instance) handles it again; rows still
+// queued are not queued twice (DedupKey), and SETs already delivered go
+// out a second time with the same jti (eventJTI), which receivers drop.
 
 // directBatch is the direct pushes of one event.
 type directBatch struct {
@@ -56,6 +65,11 @@ type directBatch struct {
 	// checked (under mu) is when the last status read of the batch that
 	// found the snapshot current began (zero: none did).
 	checked time.Time
+	// early is closed once the event's SETs for streams not pushed
+	// directly are written (or will never be): the streams of this
+	// instance among them are held until then (pushState.early).
+	early     chan struct{}
+	earlyOnce sync.Once
 }
 
 // directQuiet is how long after a SET for a stream the next one is
@@ -150,6 +164,31 @@ func (d *directBatch) done(err error) {
 		d.err = err
 		close(d.persisted)
 	})
+	d.earlyDone()
+}
+
+// earlyDone releases the streams held until the early write; safe to
+// call more than once.
+func (d *directBatch) earlyDone() {
+	d.earlyOnce.Do(func() { close(d.early) })
+}
+
+// split returns the entries of streams d does not push (written at once,
+// while the pushes run) and those of streams it does (written after
+// them, if not acknowledged), each in the order of entries.
+func (d *directBatch) split(entries []*store.SETEntry) (early, rest []*store.SETEntry) {
+	claimed := make(map[string]bool, len(d.items))
+	for _, it := range d.items {
+		claimed[it.ps.id] = true
+	}
+	for _, e := range entries {
+		if claimed[e.StreamID] {
+			rest = append(rest, e)
+		} else {
+			early = append(early, e)
+		}
+	}
+	return early, rest
 }
 
 // claimDirect picks the entries (already built, not yet signed) that can
@@ -182,24 +221,31 @@ func (p *pusher) claimDirect(ctx context.Context, snap *snapshot, entries []*sto
 	for _, id := range queued {
 		q[id] = true
 	}
-	d := &directBatch{p: p, persisted: make(chan struct{})}
+	d := &directBatch{p: p, persisted: make(chan struct{}), early: make(chan struct{})}
 	for {
-		var waits []*directBatch
+		var waits []chan struct{}
 		p.mu.Lock()
 		if p.stopping.Load() {
 			p.mu.Unlock()
 			return nil
 		}
 		for _, e := range entries {
-			if ps := p.owned[e.StreamID]; ps != nil && ps.direct != nil && ps.direct != d && !ps.direct.resolved() {
-				waits = append(waits, ps.direct)
+			ps := p.owned[e.StreamID]
+			if ps == nil {
+				continue
+			}
+			if ps.direct != nil && ps.direct != d && !ps.direct.resolved() {
+				waits = append(waits, ps.direct.persisted)
+			}
+			if ps.early != nil && ps.early != d && !isClosed(ps.early.early) {
+				waits = append(waits, ps.early.early)
 			}
 		}
 		if len(waits) > 0 {
 			p.mu.Unlock()
 			for _, w := range waits {
 				select {
-				case <-w.persisted:
+				case <-w:
 				case <-ctx.Done():
 					return nil
 				}
@@ -241,6 +287,17 @@ func (p *pusher) claimDirect(ctx context.Context, snap *snapshot, entries []*sto
 			ps.running, ps.direct = true, d
 			d.items = append(d.items, &directItem{ps: ps, st: st, e: e})
 		}
+		if len(d.items) > 0 {
+			// This instance's other streams of the event are written while
+			// the pushes run: until then no later event may push them
+			// directly, ahead of this event's SET (the queue read above
+			// cannot see a row not written yet).
+			for _, e := range entries {
+				if ps := p.owned[e.StreamID]; ps != nil && ps.direct != d {
+					ps.early = d
+				}
+			}
+		}
 		p.mu.Unlock()
 		break
 	}
@@ -250,10 +307,9 @@ func (p *pusher) claimDirect(ctx context.Context, snap *snapshot, entries []*sto
 	return d
 }
 
-// deliver pushes d's SETs (signed by now) concurrently, waits for their
-// answers at most wait, and returns the entries to write: all of entries
-// but those acknowledged in time.
-func (d *directBatch) deliver(entries []*store.SETEntry, wait time.Duration) []*store.SETEntry {
+// start pushes d's SETs (signed by now) concurrently. False: the
+// pusher is stopping, nothing was pushed and every SET is to be written.
+func (d *directBatch) start() bool {
 	p := d.p
 	d.answered = make(chan struct{}, len(d.items))
 	p.mu.Lock()
@@ -264,12 +320,19 @@ func (d *directBatch) deliver(entries []*store.SETEntry, wait time.Duration) []*
 	p.mu.Unlock()
 	if !d.started {
 		d.abort() // nothing pushed: all written
-		return entries
+		return false
 	}
 	d.statusCurrent() // one status read for the batch before its pushes start
 	for _, it := range d.items {
 		go p.pushDirect(d, it)
 	}
+	return true
+}
+
+// collect waits for the answers of the pushes start began, at most wait
+// from when it is called, and returns the entries to write: all of
+// entries but those acknowledged in time.
+func (d *directBatch) collect(entries []*store.SETEntry, wait time.Duration) []*store.SETEntry {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 wait:
@@ -447,6 +510,15 @@ func (p *pusher) wasSent(ps *pushState, seq int64) bool {
 	}
 	delete(ps.sent, seq)
 	return true
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // eventJTI is the jti of the i-th SET of domain event txn for a stream:

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -468,4 +469,82 @@ func TestDirectPushLeaseLostMidFlight(t *testing.T) {
 	}
 	e.waitDelivered(t, len(ids), []string{"ev-0", "ev-1"})
 	waitFor(t, "an empty queue", func() bool { return setCounts(t, b, ids[0]).Queued == 0 })
+}
+
+// With two instances, the SETs of the streams the other instance pushes
+// are written (and it is woken) while this instance's direct pushes are
+// still open: the other half of the receivers does not wait for this
+// half's slowest receiver. The held half is written as usual once
+// DirectWait passes, and every receiver gets the event once, in order
+// with the next one.
+func TestDirectPushWritesOtherInstancesFirst(t *testing.T) {
+	e := newSpreadEnv(t)
+	release := make(chan struct{})
+	var mine sync.Map // paths of a's receivers: they hang until release
+	e.recv.answer = func(path string) int {
+		if _, ok := mine.Load(path); ok {
+			<-release
+		}
+		return http.StatusAccepted
+	}
+	a := e.start(t, instOpts{name: "inst-a", directWait: 20 * time.Second, pushTimeout: 30 * time.Second})
+	b := e.start(t, instOpts{name: "inst-b"})
+	ids := e.createStreams(t, a, 6)
+	waitSplit(t, len(ids), a, b)
+	waitIdle(t, a)
+	waitIdle(t, b)
+	pathOf := map[string]string{}
+	for i, id := range ids {
+		pathOf[id] = fmt.Sprintf("/r/%d", i)
+	}
+	var others []string
+	for _, id := range held(a) {
+		mine.Store(pathOf[id], true)
+	}
+	for _, id := range held(b) {
+		others = append(others, pathOf[id])
+	}
+	if len(others) == 0 || len(others) == len(ids) {
+		t.Fatalf("split: b holds %d of %d", len(others), len(ids))
+	}
+	time.Sleep(2 * directQuiet) // not a burst
+	done := make(chan error, 1)
+	go func() {
+		_, err := event(t, a, "ev-0", "u1")
+		done <- err
+	}()
+	// b's receivers get the SET while a's handler still waits on its own.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range others {
+		for len(e.recv.txns(p)) == 0 {
+			if time.Now().After(deadline) {
+				close(release)
+				t.Fatalf("%s (b's) got nothing while a's pushes were open", p)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a's handler returned (%v) before its receivers answered", err)
+	default:
+	}
+	if ok, _ := a.o.Store.SSFEventHandled(context.Background(), "ev-0"); ok {
+		t.Error("event recorded as handled before its direct pushes were answered or written")
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := a.o.Store.SSFEventHandled(context.Background(), "ev-0"); err != nil || !ok {
+		t.Fatalf("event handled = %v, %v", ok, err)
+	}
+	time.Sleep(2 * directQuiet)
+	if _, err := event(t, a, "ev-1", "u1"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDelivered(t, len(ids), []string{"ev-0", "ev-1"})
+	if got := a.stats.Direct.Load(); got < int64(len(ids)-len(others)) {
+		t.Errorf("a pushed %d SETs directly, want at least %d", got, len(ids)-len(others))
+	}
 }

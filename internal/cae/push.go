@@ -93,6 +93,9 @@ type pushState struct {
 	// directly that may still be read back before their delete.
 	direct *directBatch
 	sent   map[int64]bool
+	// early is the event with direct pushes that has not yet written its
+	// SET for this stream, which it does not push (direct.go).
+	early *directBatch
 	// lastSET is when an event last had a SET for the stream (direct.go).
 	lastSET time.Time
 }

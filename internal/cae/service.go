@@ -564,20 +564,37 @@ func (s *Service) handle(ctx context.Context, e *model.Event, ts []template, lat
 	if err := s.sign(entries, payloads); err != nil {
 		return 0, err
 	}
-	if direct != nil {
-		entries = direct.deliver(entries, s.o.DirectWait)
+	written := 0
+	if direct != nil && direct.start() {
+		// The SETs of streams not pushed here (another instance's, poll
+		// streams, this instance's busy ones) are written now, while the
+		// pushes run, so that their holders need not wait for the slowest
+		// receiver of this one. Until the final write records the event,
+		// they are rows of an event not yet handled: a crash in between
+		// handles it again, and what is still queued is not queued twice
+		// (DedupKey) while what was delivered goes out again with its jti.
+		early, rest := direct.split(entries)
+		if len(early) > 0 {
+			n, err := s.enqueue(ctx, "", early)
+			direct.earlyDone()
+			if err != nil {
+				return 0, err
+			}
+			written, entries = n, rest
+		}
+		entries = direct.collect(entries, s.o.DirectWait)
 		if len(entries) == 0 && e.ID == "" {
-			return 0, nil
+			return written, nil
 		}
 	}
 	if s.beforeWrite != nil && !late {
 		if err := s.beforeWrite(); err != nil {
-			return 0, err
+			return written, err
 		}
 	}
 	n, err := s.enqueue(ctx, e.ID, entries)
 	direct.done(err)
-	return n, err
+	return written + n, err
 }
 
 // errNotWritten is the outcome of direct pushes whose handler stopped
