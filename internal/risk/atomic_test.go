@@ -364,3 +364,65 @@ func TestResponsePublishedAfterCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestResponseTwoInstances: two instances handling the same high
+// detections at once (a redelivery while the first is still at it)
+// respond once per user: one level change, one revocation and its
+// records, the detection handled.
+func TestResponseTwoInstances(t *testing.T) {
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			clk := clock.NewFake(t0)
+			open := k.Opener(t, clk.Now)
+			a, b := newInstance(t, open(), clk, nil), newInstance(t, open(), clk, nil)
+			const users = 4
+			var wg sync.WaitGroup
+			for i := range users {
+				user := fmt.Sprintf("u%d", i)
+				a.user(user, user+"-1", user+"-2")
+				e := detection("d-"+user, user, user+"-1", "high", 1)
+				if _, err := a.st.AppendEvent(ctx, e); err != nil {
+					t.Fatal(err)
+				}
+				for _, in := range []*instance{a, b} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if err := in.svc.HandleDetection(ctx, e); err != nil {
+							t.Error(err)
+						}
+					}()
+				}
+			}
+			wg.Wait()
+			for i := range users {
+				user := fmt.Sprintf("u%d", i)
+				var revoked, summed, changed int
+				for _, typ := range a.storedTypes(user) {
+					switch typ {
+					case model.EventSessionRevoked:
+						revoked++
+					case model.EventUserSessionsRevoked:
+						summed++
+					case model.EventUserRiskChanged:
+						changed++
+					}
+				}
+				if revoked != 2 || summed != 1 || changed != 1 {
+					t.Errorf("%s: %d session.revoked, %d user.sessions_revoked, %d user.risk_changed; want 2, 1, 1", user, revoked, summed, changed)
+				}
+				for _, id := range []string{user + "-1", user + "-2"} {
+					if r, cause := a.revoked(id); !r || cause != string(model.CauseUserRisk) {
+						t.Errorf("session %s: revoked %v (%q)", id, r, cause)
+					}
+				}
+				if d, err := a.st.GetRiskDetection(ctx, "d-"+user); err != nil || !d.Handled {
+					t.Errorf("detection of %s: %+v %v", user, d, err)
+				}
+			}
+			if sa, sb := a.svc.Stats(), b.svc.Stats(); sa.Responses+sb.Responses != users || sa.Recorded+sb.Recorded != users {
+				t.Errorf("responses %d+%d, recorded %d+%d, want %d each", sa.Responses, sb.Responses, sa.Recorded, sb.Recorded, users)
+			}
+		})
+	}
+}
