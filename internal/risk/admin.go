@@ -38,8 +38,8 @@ func notFound(what string) error { return fmt.Errorf("%w: %s", ErrNotFound, what
 // userChange is change for an administrator's operation: a user that does
 // not exist is ErrNotFound.
 func (s *Service) userChange(ctx context.Context, userID string, add *model.RiskDetection, cause store.RiskCause,
-	mutate func(*store.RiskState) ([]*model.Event, error)) (*store.RiskState, error) {
-	st, err := s.change(ctx, userID, add, cause, mutate, nil)
+	mutate func(*store.RiskState) ([]*model.Event, error), after func(*store.RiskState)) (*store.RiskState, error) {
+	st, err := s.change(ctx, userID, add, cause, mutate, after)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound("user " + userID)
 	}
@@ -96,7 +96,7 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 	if add != nil {
 		cause.DetectionID = add.ID
 	}
-	st, err := s.userChange(ctx, userID, add, cause,
+	_, err = s.userChange(ctx, userID, add, cause,
 		func(st *store.RiskState) ([]*model.Event, error) {
 			for _, d := range st.Active {
 				if add != nil && d.ID == add.ID {
@@ -105,11 +105,12 @@ func (s *Service) SetUserLevel(ctx context.Context, actor, userID, level, reason
 				d.State, d.StateReason, d.StateActor, d.StateAt = model.DetectionSuperseded, orDefault(why, "level set by an administrator"), actor, now
 			}
 			return nil, nil
+		}, func(st *store.RiskState) {
+			// The response commits with the level: the decision is the
+			// activity, so every session until now ends.
+			s.respond(st, actor, now, "")
 		})
-	if err != nil {
-		return err
-	}
-	return s.respond(ctx, actor, st, now, "") // the decision is the activity: every session until now
+	return err
 }
 
 // Target names what Dismiss dismisses: exactly one of a user (every
@@ -187,7 +188,7 @@ func (s *Service) Dismiss(ctx context.Context, actor string, t Target, reason st
 			return []*model.Event{{Type: model.EventRiskDismissed, Actor: actor, UserID: userID, SessionID: t.SessionID,
 				Reason: reason, Data: map[string]string{"scope": scope, "detections": joinCapped(out.Detections),
 					"count": strconv.Itoa(len(out.Detections)), "previous": st.UserLevel}}}, nil
-		})
+		}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -202,25 +203,24 @@ func (s *Service) Dismiss(ctx context.Context, actor string, t Target, reason st
 // user's account is compromised: the user's level becomes high (a
 // detection of the administrator's, which counts until it is dismissed or
 // remediated by a password change) and every session of the user is
-// revoked, whatever risk.auto_revoke_level says. It returns the ids of the
-// sessions revoked.
+// revoked, whatever risk.auto_revoke_level says, in the same transaction.
+// It returns the ids of the sessions revoked.
 func (s *Service) ConfirmCompromised(ctx context.Context, actor, userID, reason string) ([]string, error) {
 	reason = textclean.Clean(reason, maxReason)
 	add := s.adminDetection(TypeCompromiseConfirmed, userID, model.RiskHigh, actor, reason)
-	_, err := s.userChange(ctx, userID, add, store.RiskCause{Reason: TypeCompromiseConfirmed, Actor: actor, DetectionID: add.ID},
+	st, err := s.userChange(ctx, userID, add, store.RiskCause{Reason: TypeCompromiseConfirmed, Actor: actor, DetectionID: add.ID},
 		func(st *store.RiskState) ([]*model.Event, error) {
 			return []*model.Event{{Type: model.EventRiskCompromiseConfirmed, Actor: actor, UserID: userID, Reason: reason,
 				Data: map[string]string{model.DataDetectionID: add.ID, "previous": st.UserLevel, "level": model.RiskHigh}}}, nil
+		}, func(st *store.RiskState) {
+			// Every session ends in the transaction that makes the
+			// level high.
+			st.Revoke = s.o.Sessions.PlanRevokeUser(actor, userID, model.CauseCompromiseConfirmed)
 		})
-	if err != nil {
+	if st == nil {
 		return nil, err
 	}
-	s.stats.responses.Add(1)
-	ids, err := s.o.Sessions.RevokeUser(ctx, actor, userID, model.CauseCompromiseConfirmed)
-	if err != nil {
-		return ids, fmt.Errorf("risk: revoke the sessions of user %s: %w", userID, err)
-	}
-	return ids, nil
+	return st.Revoke.Revoked, err
 }
 
 // Remediate takes every active detection of the user out of the count

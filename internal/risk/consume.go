@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ward-idp/ward/internal/bus"
@@ -137,14 +138,19 @@ func (s *Service) attribute(ctx context.Context, d *model.RiskDetection) error {
 	return nil
 }
 
-// record stores d, recomputes and responds; a repeat finishes a response
-// that a crash interrupted.
+// record stores d, recomputes and responds in one transaction; a repeat
+// finishes a response that an older version recorded apart and did not
+// complete.
 func (s *Service) record(ctx context.Context, d *model.RiskDetection) error {
 	cause := store.RiskCause{Reason: d.Type, Actor: ActorSystem, DetectionID: d.ID, At: s.o.Now()}
-	st, err := s.change(ctx, d.UserID, d, cause, nil, func(st *store.RiskState) {
-		if st.Added != nil && !s.due(st) {
-			st.Added.Handled = true // nothing to do: a repeat needs no response either
+	_, err := s.change(ctx, d.UserID, d, cause, nil, func(st *store.RiskState) {
+		if st.Added == nil {
+			return
 		}
+		// Handled with its response, which commits with it (or with
+		// nothing to do).
+		st.Added.Handled = true
+		s.respond(st, ActorSystem, d.DetectedAt, d.SessionID)
 	})
 	switch {
 	case errors.Is(err, store.ErrAlreadyExists):
@@ -158,17 +164,13 @@ func (s *Service) record(ctx context.Context, d *model.RiskDetection) error {
 		return err
 	}
 	s.stats.recorded.Add(1)
-	if st.Added == nil || st.Added.Handled {
-		return nil
-	}
-	if err := s.respond(ctx, ActorSystem, st, d.DetectedAt, d.SessionID); err != nil {
-		return err
-	}
-	return s.markHandled(ctx, d.UserID, d.ID)
+	return nil
 }
 
-// finish completes the response to a detection recorded before whose
-// response did not complete.
+// finish completes the response to a detection recorded before and not
+// handled: one recorded by an older version, which responded in a
+// transaction of its own after recording it and may have stopped in
+// between. The response and the mark commit together.
 func (s *Service) finish(ctx context.Context, id string) error {
 	old, err := s.o.Store.GetRiskDetection(ctx, id)
 	if err != nil {
@@ -178,17 +180,24 @@ func (s *Service) finish(ctx context.Context, id string) error {
 		return nil
 	}
 	cause := store.RiskCause{Reason: old.Type, Actor: ActorSystem, DetectionID: old.ID, At: s.o.Now()}
-	st, err := s.change(ctx, old.UserID, nil, cause, nil, nil)
+	var marked bool
+	_, err = s.change(ctx, old.UserID, nil, cause, func(st *store.RiskState) ([]*model.Event, error) {
+		marked = false
+		for _, d := range st.Active {
+			if d.ID == id && !d.Handled {
+				d.Handled, marked = true, true
+			}
+		}
+		return nil, nil
+	}, func(st *store.RiskState) {
+		if marked {
+			s.respond(st, ActorSystem, old.DetectedAt, old.SessionID)
+		}
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
-	if err != nil {
-		return err
-	}
-	if err := s.respond(ctx, ActorSystem, st, old.DetectedAt, old.SessionID); err != nil {
-		return err
-	}
-	return s.markHandled(ctx, old.UserID, old.ID)
+	return err
 }
 
 // due reports whether the levels call for the automatic response: the
@@ -198,59 +207,51 @@ func (s *Service) due(st *store.RiskState) bool {
 	return s.revoke > 0 && model.RiskRank(st.UserLevel) >= s.revoke
 }
 
-// respond revokes the sessions of a user whose level reached the
-// revocation level: those created up to now, unless the user remediated
-// after the activity the detection is about (at activity): then those
-// created up to that first remediation. The sessions that existed when
-// the activity happened, and any created since that may be the
-// attacker's, end; a session the user signed in to after changing the
-// password, or after an administrator ended every session, is the user's
-// and is judged by its own sign-in. The session the detection names
-// (subject) ends in any case. The bound is looked up by the statement
-// that revokes (store.RemediationEvents). The session service records
-// each revocation (and the CAE transmitter tells resources).
-func (s *Service) respond(ctx context.Context, actor string, st *store.RiskState, activity time.Time, subject string) error {
-	if !s.due(st) {
-		return nil
+// respond makes the change st is about to save revoke, in its own
+// transaction, the sessions of a user whose level reached the revocation
+// level: those created up to now, unless the user remediated after the
+// activity the detection is about (at activity): then those created up
+// to that first remediation. The sessions that existed when the activity
+// happened, and any created since that may be the attacker's, end; a
+// session the user signed in to after changing the password, or after an
+// administrator ended every session, is the user's and is judged by its
+// own sign-in. The session the detection names (subject) ends in any
+// case. The bound is looked up by the statement that revokes
+// (store.RemediationEvents). The session service plans the revocation and
+// its records (and the CAE transmitter tells resources once they are
+// published). It runs inside UpdateRisk's function: it only computes.
+func (s *Service) respond(st *store.RiskState, actor string, activity time.Time, subject string) {
+	if s.due(st) {
+		st.Revoke = s.o.Sessions.PlanRevokeUserUnremediated(actor, st.UserID, model.CauseUserRisk, activity, subject)
 	}
-	s.stats.responses.Add(1)
-	ids, err := s.o.Sessions.RevokeUserUnremediated(ctx, actor, st.UserID, model.CauseUserRisk, activity, subject)
-	if err != nil {
-		return fmt.Errorf("risk: revoke the sessions of user %s: %w", st.UserID, err)
-	}
-	s.log.InfoContext(ctx, "user risk response: sessions revoked", "user_id", st.UserID, "level", st.UserLevel, "sessions", len(ids))
-	return nil
-}
-
-func (s *Service) markHandled(ctx context.Context, userID, id string) error {
-	_, err := s.change(ctx, userID, nil, store.RiskCause{Actor: ActorSystem, At: s.o.Now()}, func(st *store.RiskState) ([]*model.Event, error) {
-		for _, d := range st.Active {
-			if d.ID == id {
-				d.Handled = true
-			}
-		}
-		return nil, nil
-	}, nil)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	return err
 }
 
 // change runs one UpdateRisk: mutate (may be nil) changes detections and
 // returns events of its own, the levels are recomputed, after (may be
-// nil) looks at the result; the level changes' events and mutate's commit
-// with the change and are published afterwards. The level changes'
-// reason and actor are cause's.
+// nil) looks at the result and may set a revocation (st.Revoke) that
+// commits with the change; the level changes' events, mutate's and the
+// revocation's commit with the change and are published afterwards. The
+// level changes' reason and actor are cause's.
 func (s *Service) change(ctx context.Context, userID string, add *model.RiskDetection, cause store.RiskCause,
 	mutate func(*store.RiskState) ([]*model.Event, error), after func(*store.RiskState)) (*store.RiskState, error) {
 	if cause.At.IsZero() {
 		cause.At = s.o.Now()
 	}
-	var evs []*model.Event
-	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event { return evs })
+	var (
+		base, evs []*model.Event // fn's; with the revocation's
+		cur       *store.RiskState
+	)
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		// Built in the transaction after the revocation ran: its
+		// records name the sessions it ended.
+		evs = slices.Clip(base)
+		if r := cur.Revoke; r != nil && r.Events != nil {
+			evs = append(evs, r.Events(r.Revoked)...)
+		}
+		return evs
+	})
 	st, err := s.o.Store.UpdateRisk(ectx, userID, add, func(st *store.RiskState) error {
-		evs = nil // fn may run again: start afresh
+		base, evs, cur = nil, nil, st // fn may run again: start afresh
 		st.Cause = cause
 		var own []*model.Event
 		if mutate != nil {
@@ -263,11 +264,17 @@ func (s *Service) change(ctx context.Context, userID string, add *model.RiskDete
 		if after != nil {
 			after(st)
 		}
-		evs = append(own, changeEvents(userID, cause.Actor, cause.Reason, cause.DetectionID, changes)...)
+		base = append(own, changeEvents(userID, cause.Actor, cause.Reason, cause.DetectionID, changes)...)
+		evs = base // without a bus the builder never runs
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if st.Revoke != nil {
+		s.stats.responses.Add(1)
+		s.log.InfoContext(ctx, "user risk response: sessions revoked", "user_id", st.UserID, "level", st.UserLevel,
+			"cause", st.Revoke.Cause, "sessions", len(st.Revoke.Revoked))
 	}
 	var errs []error
 	for _, e := range evs {

@@ -12,9 +12,12 @@
 // records it (under the lock of the user's row, so a dismissal racing a
 // detection cannot lose either), and commits user.risk_changed and
 // session.risk_changed with it. When a level reaches the configured
-// automatic revocation level (high by default) it revokes the sessions
-// through the session service, which records them and has the CAE
-// transmitter tell resources at once.
+// automatic revocation level (high by default) the same transaction
+// revokes the sessions the session service plans to end, with the events
+// that record them: no one sees the level without the revocation (a
+// resource told HIGH while a stolen refresh token still refreshes), nor
+// the revocation without the level. The events are published once it
+// commits, and the CAE transmitter tells resources at once.
 //
 // The user's level is the users row's risk level, so Conditional Access
 // (internal/access) reads the live value; the aggregation is Aggregate's
@@ -56,15 +59,19 @@ func (notFoundError) Error() string { return "risk: not found" }
 func (notFoundError) Unwrap() error { return store.ErrNotFound }
 
 // Sessions is what the service needs of the session service: reading a
-// session and revoking (the session service is the only owner of
-// revocation).
+// session and planning revocations (the session service is the only owner
+// of revocation: it decides what ends and how it is recorded), which the
+// risk change that calls for them carries out in its own transaction
+// (store.RiskState.Revoke).
 type Sessions interface {
 	Get(ctx context.Context, id string) (*model.Session, error)
-	RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error)
-	// RevokeUserUnremediated revokes the user's sessions created up to
-	// now, or up to the user's first remediation after activity, and the
-	// session subject ("" for none) whatever its creation time.
-	RevokeUserUnremediated(ctx context.Context, actor, userID string, cause model.RevocationCause, activity time.Time, subject string) ([]string, error)
+	// PlanRevokeUser plans the revocation of every session of the user.
+	PlanRevokeUser(actor, userID string, cause model.RevocationCause) *store.UserRevocation
+	// PlanRevokeUserUnremediated plans the revocation of the user's
+	// sessions created up to now, or up to the user's first remediation
+	// after activity, and of the session subject ("" for none) whatever
+	// its creation time.
+	PlanRevokeUserUnremediated(actor, userID string, cause model.RevocationCause, activity time.Time, subject string) *store.UserRevocation
 }
 
 // Options configure a Service.

@@ -160,60 +160,45 @@ func TestRepeatsAndRestart(t *testing.T) {
 	}
 }
 
-// failingSessions fails RevokeUser a number of times: a crash (or an
-// outage) between recording a detection and its response.
-type failingSessions struct {
-	risk.Sessions
-	mu    sync.Mutex
-	fails int
-}
-
-func (f *failingSessions) RevokeUserUnremediated(c context.Context, actor, user string, cause model.RevocationCause, activity time.Time, subject string) ([]string, error) {
-	f.mu.Lock()
-	if f.fails > 0 {
-		f.fails--
-		f.mu.Unlock()
-		return nil, errors.New("database went away")
-	}
-	f.mu.Unlock()
-	return f.Sessions.RevokeUserUnremediated(c, actor, user, cause, activity, subject)
-}
-
-// TestResponseAfterCrash: when the response fails after the detection was
-// recorded, the consumer returns an error (the event comes again) and the
-// repeat carries the response out; then it is done.
-func TestResponseAfterCrash(t *testing.T) {
-	var fs *failingSessions
+// TestResponseFinishesOlderRecord: a detection an older version recorded
+// without its response (it responded in a transaction of its own and
+// stopped in between: the level high, the detection not handled, the
+// sessions live) is completed when the detection comes again: the
+// sessions end and the detection is marked handled in one transaction,
+// once.
+func TestResponseFinishesOlderRecord(t *testing.T) {
 	in, _ := newEnv(t, nil)
 	in.user("alice", "s1", "s2")
-	fs = &failingSessions{Sessions: in.sess, fails: 1}
-	svc := risk.New(risk.Options{Store: in.st, Sessions: fs, Bus: in.b, Now: func() time.Time { return t0 }})
+	old := &model.RiskDetection{ID: "d1", Type: "token_replay_wrong_key", UserID: "alice", SessionID: "s1",
+		Severity: model.RiskHigh, Confidence: 1, Source: model.DetectionSourceOnline, DetectedAt: t0.Add(time.Minute),
+		State: model.DetectionActive}
+	if _, err := in.st.UpdateRisk(ctx, "alice", old, func(st *store.RiskState) error {
+		st.UserLevel = model.RiskHigh
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	e := detection("d1", "alice", "s1", "high", 1)
-	if err := svc.HandleDetection(ctx, e); err == nil {
-		t.Fatal("HandleDetection with a failing response: no error, so the event would not come again")
-	}
-	if r, _ := in.revoked("s2"); r {
-		t.Fatal("revoked although the response failed")
-	}
-	if d, _ := in.st.GetRiskDetection(ctx, "d1"); d == nil || d.Handled {
-		t.Fatalf("detection after a failed response: %+v", d)
-	}
-	if err := svc.HandleDetection(ctx, e); err != nil {
+	if err := in.svc.HandleDetection(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"s1", "s2"} {
-		if r, _ := in.revoked(s); !r {
-			t.Errorf("session %s not revoked by the repeat", s)
+		if r, cause := in.revoked(s); !r || cause != string(model.CauseUserRisk) {
+			t.Errorf("session %s: revoked %v (%q), want ended by the repeat", s, r, cause)
 		}
 	}
-	if d, _ := in.st.GetRiskDetection(ctx, "d1"); !d.Handled {
-		t.Errorf("detection not marked handled")
+	if d, _ := in.st.GetRiskDetection(ctx, "d1"); d == nil || !d.Handled {
+		t.Errorf("detection not marked handled: %+v", d)
 	}
-	if err := svc.HandleDetection(ctx, e); err != nil {
+	if err := in.svc.HandleDetection(ctx, e); err != nil {
 		t.Fatal(err)
 	}
-	if usr := in.events(model.EventUserSessionsRevoked); len(usr) != 1 {
-		t.Errorf("user.sessions_revoked %d times, want once", len(usr))
+	usr := in.events(model.EventUserSessionsRevoked)
+	if len(usr) != 1 || usr[0].Data["sessions_revoked"] != "2" || !in.committed(usr[0]) {
+		t.Errorf("user.sessions_revoked: %+v, want once, for 2 sessions, committed with the response", usr)
+	}
+	if st := in.svc.Stats(); st.Repeats != 2 || st.Responses != 1 {
+		t.Errorf("stats %+v", st)
 	}
 }
 

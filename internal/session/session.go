@@ -217,13 +217,27 @@ func (s *Service) revokeOne(ctx context.Context, id string, cause model.Revocati
 // when it ended a session. The causes of account changes record nothing
 // more: the account's own event (user.disabled, ...) speaks for the user.
 func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause model.RevocationCause) ([]string, error) {
+	r := s.PlanRevokeUser(actor, userID, cause)
+	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
+		return s.store.RevokeUserSessions(ctx, userID, r.At, r.Cause)
+	}, r.Events)
+	if err != nil {
+		return nil, fmt.Errorf("session: revoke sessions of user %s: %w", userID, err)
+	}
+	return ids, nil
+}
+
+// PlanRevokeUser is RevokeUser for a store write of another service that
+// carries it out in its own transaction (store.RiskState.Revoke: a
+// confirmed compromise commits with the level it sets): what it ends and
+// the events recording it are RevokeUser's. The caller emits the events
+// after the commit.
+func (s *Service) PlanRevokeUser(actor, userID string, cause model.RevocationCause) *store.UserRevocation {
 	// An administrator means every token of the user even when no
 	// session is active; a risk response only records what it ended.
 	userLevel := cause == model.CauseAdminRevoked || cause == model.CauseUserRisk || cause == model.CauseCompromiseConfirmed
 	always := cause == model.CauseAdminRevoked || cause == model.CauseCompromiseConfirmed
-	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
-		return s.store.RevokeUserSessions(ctx, userID, s.now(), string(cause))
-	}, func(ids []string) []*model.Event {
+	return &store.UserRevocation{At: s.now(), Cause: string(cause), Events: func(ids []string) []*model.Event {
 		evs := make([]*model.Event, 0, len(ids)+1)
 		for _, id := range ids {
 			e := &model.Event{Type: model.EventSessionRevoked, Actor: actor, UserID: userID, SessionID: id, Reason: string(cause)}
@@ -237,11 +251,7 @@ func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause mo
 				Reason: string(cause), Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids))}})
 		}
 		return evs
-	})
-	if err != nil {
-		return nil, fmt.Errorf("session: revoke sessions of user %s: %w", userID, err)
-	}
-	return ids, nil
+	}}
 }
 
 // RevokeUserUnremediated is the response to what happened at activity:
@@ -257,14 +267,29 @@ func (s *Service) RevokeUser(ctx context.Context, actor, userID string, cause mo
 // session.revoked (no all_sessions mark: later sessions live on) and one
 // user.sessions_revoked says where the bound was (created_until).
 func (s *Service) RevokeUserUnremediated(ctx context.Context, actor, userID string, cause model.RevocationCause, activity time.Time, subject string) ([]string, error) {
+	r := s.PlanRevokeUserUnremediated(actor, userID, cause, activity, subject)
+	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
+		return s.store.RevokeUserSessionsUnremediated(ctx, userID, r.At, r.Cause, r.Bound)
+	}, r.Events)
+	if err != nil {
+		return nil, fmt.Errorf("session: revoke sessions of user %s: %w", userID, err)
+	}
+	return ids, nil
+}
+
+// PlanRevokeUserUnremediated is RevokeUserUnremediated for a store write
+// of another service that carries it out in its own transaction
+// (store.RiskState.Revoke: the risk response commits with the level that
+// calls for it). Its time, the bound's Until, is now: planned inside that
+// transaction, it is the response's moment. The caller emits the events
+// after the commit.
+func (s *Service) PlanRevokeUserUnremediated(actor, userID string, cause model.RevocationCause, activity time.Time, subject string) *store.UserRevocation {
 	now := s.now()
 	if activity.After(now) {
 		activity = now // a clock ahead of ours finds no remediation after now
 	}
 	b := &store.RemediationBound{Activity: activity, Until: now, Subject: subject}
-	ids, err := s.revokeMany(ctx, func(ctx context.Context) ([]string, error) {
-		return s.store.RevokeUserSessionsUnremediated(ctx, userID, now, string(cause), b)
-	}, func(ids []string) []*model.Event {
+	return &store.UserRevocation{At: now, Cause: string(cause), Bound: b, Events: func(ids []string) []*model.Event {
 		if len(ids) == 0 {
 			return nil
 		}
@@ -277,11 +302,7 @@ func (s *Service) RevokeUserUnremediated(ctx context.Context, actor, userID stri
 		return append(evs, &model.Event{Type: model.EventUserSessionsRevoked, Actor: actor, UserID: userID, Reason: string(cause),
 			Data: map[string]string{"sessions_revoked": strconv.Itoa(len(ids)),
 				model.DataCreatedUntil: b.Applied.UTC().Format(time.RFC3339Nano)}})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("session: revoke sessions of user %s: %w", userID, err)
-	}
-	return ids, nil
+	}}
 }
 
 // RevokeDevice ends every session holding a refresh token bound to the

@@ -28,6 +28,33 @@ type RiskState struct {
 	Added *model.RiskDetection
 	// Cause is recorded with every level change this call makes.
 	Cause RiskCause
+	// Revoke, when fn sets it, revokes sessions of the user in the same
+	// transaction, after the levels are saved and before ctx's pending
+	// events are built (their builder reads Revoke.Revoked): the level
+	// that calls for a response and the response commit together, so no
+	// one reads the new level while the sessions it ends still refresh,
+	// and neither commits without the other or without its events.
+	Revoke *UserRevocation
+}
+
+// UserRevocation is the revocation of a user's sessions that a write of
+// another kind carries out in its own transaction (RiskState.Revoke). The
+// session service plans it (what ends, and the events recording it); the
+// write that carries it out commits it with its own change.
+type UserRevocation struct {
+	At    time.Time
+	Cause string
+	// Bound limits the revocation as RevokeUserSessionsUnremediated's
+	// does, and gets its Applied; nil: every unrevoked session of the
+	// user, as RevokeUserSessions.
+	Bound *RemediationBound
+	// Revoked are the ids of the sessions revoked, ascending, set by the
+	// write inside its transaction (again on each run of it).
+	Revoked []string
+	// Events, set by the planner, returns the events recording the
+	// revocation of ids (nil or none: nothing to record). The write's
+	// pending event builder calls it with Revoked.
+	Events func(ids []string) []*model.Event
 }
 
 // RiskCause says what changed a level, for the history.
@@ -69,9 +96,12 @@ type RiskStore interface {
 	// store: an ID already stored is ErrAlreadyExists and nothing
 	// happens). It then loads the state, calls fn (which may run more than
 	// once and must only compute: on SQLite it runs on the single writer),
-	// saves what fn changed with one history row per changed level, and
-	// commits ctx's pending events (WithEvents: the ids are "user:ID" and
-	// "session:ID" of the levels that changed). ErrNotFound when the user
+	// saves what fn changed with one history row per changed level,
+	// carries out the revocation fn set (RiskState.Revoke: its refresh
+	// tokens deleted too, as RevokeUserSessions and
+	// RevokeUserSessionsUnremediated do), and commits ctx's pending events
+	// (WithEvents: the ids are "user:ID" and "session:ID" of the levels
+	// that changed, then "revoked:ID" of each session revoked). ErrNotFound when the user
 	// does not exist. An error from fn rolls everything back and is
 	// returned.
 	UpdateRisk(ctx context.Context, userID string, add *model.RiskDetection, fn func(*RiskState) error) (*RiskState, error)

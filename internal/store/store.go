@@ -564,7 +564,8 @@ type Sealed struct {
 // (only when they spend the code), CreatePolicyVersion,
 // ReplaceRecoveryCodes, UseRecoveryCode, CreateWebAuthnCredential,
 // RenameWebAuthnCredential, DeleteWebAuthnCredential(s),
-// RevokeUserSessionsUnremediated and ResealAll: the first of them made with the context takes
+// RevokeUserSessionsUnremediated, UpdateRisk (with the revocation it
+// carries out: RiskState.Revoke) and ResealAll: the first of them made with the context takes
 // them (later ones, such as a bus subscriber's, never append them again),
 // and appends them only when the write succeeds. Every other method
 // ignores them.

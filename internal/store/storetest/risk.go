@@ -386,3 +386,84 @@ func testRiskExpiriesPurge(t *testing.T, s store.Store) {
 		t.Errorf("active detection purged: %v", err)
 	}
 }
+
+// testRiskRevoke: a revocation fn sets (RiskState.Revoke) commits with
+// the level: every unrevoked session of the user (no bound), or those the
+// bound takes and its subject; their refresh tokens go too; the pending
+// events' builder runs after it, sees Revoked and gets "revoked:ID" after
+// the levels' ids. An error from fn revokes nothing.
+func testRiskRevoke(t *testing.T, s store.Store) {
+	riskUser(t, s, "u1", "s1", "s2")
+	riskUser(t, s, "u2", "s3", "s4")
+	for _, sid := range []string{"s1", "s2", "s3", "s4"} {
+		must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("rt-"+sid, sid)))
+	}
+	live := func(sid string) bool {
+		t.Helper()
+		se, err := s.GetSession(ctx, sid)
+		must(t, "GetSession", err)
+		_, rterr := s.GetRefreshToken(ctx, []byte("rt-"+sid))
+		if se.RevokedAt.IsZero() != (rterr == nil) {
+			t.Errorf("session %s: revoked at %v, refresh token %v", sid, se.RevokedAt, rterr)
+		}
+		return se.RevokedAt.IsZero()
+	}
+
+	// fn fails: nothing.
+	boom := errors.New("boom")
+	_, err := s.UpdateRisk(ctx, "u1", fullDetection("det-r0", "u1", "s1"), func(st *store.RiskState) error {
+		st.UserLevel = model.RiskHigh
+		st.Revoke = &store.UserRevocation{At: at(time.Hour), Cause: "user_risk"}
+		return boom
+	})
+	if !errors.Is(err, boom) || !live("s1") || !live("s2") {
+		t.Fatalf("UpdateRisk with a failing fn: %v", err)
+	}
+
+	var rev *store.UserRevocation
+	var gotIDs []string
+	var built []*model.Event
+	ectx := store.WithEvents(ctx, func(ids []string) []*model.Event {
+		gotIDs, built = ids, nil
+		for _, id := range rev.Revoked {
+			built = append(built, &model.Event{ID: "ev-rev-" + id, Type: model.EventSessionRevoked, Time: at(time.Hour),
+				Actor: "system", UserID: "u1", SessionID: id, Reason: "user_risk", Outcome: model.OutcomeSuccess})
+		}
+		return built
+	})
+	st, err := s.UpdateRisk(ectx, "u1", fullDetection("det-r1", "u1", "s1"), func(st *store.RiskState) error {
+		st.UserLevel = model.RiskHigh
+		st.Cause = store.RiskCause{Reason: "token_replay_wrong_key", Actor: "system", At: at(time.Hour)}
+		rev = &store.UserRevocation{At: at(time.Hour), Cause: "user_risk"}
+		st.Revoke = rev
+		return nil
+	})
+	must(t, "UpdateRisk with a revocation", err)
+	if !reflect.DeepEqual(st.Revoke.Revoked, []string{"s1", "s2"}) || !reflect.DeepEqual(gotIDs, []string{"user:u1", "revoked:s1", "revoked:s2"}) {
+		t.Errorf("revoked %v, builder ids %v", st.Revoke.Revoked, gotIDs)
+	}
+	if live("s1") || live("s2") || !live("s3") {
+		t.Error("every session of u1, and only those, should be revoked")
+	}
+	if se, _ := s.GetSession(ctx, "s1"); se.RevokeCause != "user_risk" || !nt(se.RevokedAt).Equal(nt(at(time.Hour))) {
+		t.Errorf("s1 revoked at %v for %q", se.RevokedAt, se.RevokeCause)
+	}
+	if len(built) != 2 || !store.EventStored(ectx, built[0]) || !store.EventStored(ectx, built[1]) {
+		t.Errorf("the revocation's events not committed with it: %v", built)
+	}
+
+	// A bound before the sessions' creation: only the subject.
+	b := &store.RemediationBound{Activity: at(-time.Hour), Until: at(-time.Second), Subject: "s4"}
+	st, err = s.UpdateRisk(ctx, "u2", nil, func(st *store.RiskState) error {
+		st.UserLevel = model.RiskHigh
+		st.Revoke = &store.UserRevocation{At: at(time.Hour), Cause: "user_risk", Bound: b}
+		return nil
+	})
+	must(t, "UpdateRisk with a bounded revocation", err)
+	if !reflect.DeepEqual(st.Revoke.Revoked, []string{"s4"}) || !nt(b.Applied).Equal(nt(at(-time.Second))) || !live("s3") || live("s4") {
+		t.Errorf("bounded revocation: revoked %v, applied %v", st.Revoke.Revoked, b.Applied)
+	}
+	if u, _ := s.GetUser(ctx, "u2"); u.RiskLevel != model.RiskHigh {
+		t.Errorf("u2 level %q", u.RiskLevel)
+	}
+}

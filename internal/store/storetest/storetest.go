@@ -118,6 +118,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RiskDuplicate", testRiskDuplicate},
 		{"RiskStates", testRiskStates},
 		{"RiskConcurrent", testRiskConcurrent},
+		{"RiskRevoke", testRiskRevoke},
 		{"RiskExpiriesPurge", testRiskExpiriesPurge},
 		{"GroupEvents", testGroupEvents},
 		{"EventsByIDSeq", testEventsByIDSeq},

@@ -66,41 +66,53 @@ func (s *Store) RevokeUserSessionsUnremediated(ctx context.Context, userID strin
 	}
 	var ids []string
 	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
-		ids = nil
-		b.Applied = b.Until
-		rs, err := q.Query(ctx, RevokeUnremediatedSQL, userID, micros(revokedAt), cause, micros(b.Activity), micros(b.Until), b.Subject)
-		type row struct {
-			id    string
-			bound int64
-		}
-		got, err := collect(rs, err, "revoke unremediated sessions", func(r Row) (row, error) {
-			var x row
-			return x, r.Scan(&x.id, &x.bound)
-		})
-		if err != nil {
-			return nil, err
-		}
-		for _, x := range got {
-			ids = append(ids, x.id)
-			b.Applied = fromMicros(x.bound)
-		}
-		if len(got) == 0 { // nothing revoked: say where the bound was all the same
-			var bound int64
-			if err := q.QueryRow(ctx, remediationBoundSQL, userID, micros(b.Activity), micros(b.Until)).Scan(&bound); err != nil {
-				return nil, wrap("remediation bound", err)
-			}
-			b.Applied = fromMicros(bound)
-		}
-		for _, id := range ids {
-			if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-				return nil, wrap("revoke user session tokens", err)
-			}
-		}
-		slices.Sort(ids)
-		return ids, nil
+		var err error
+		ids, err = s.revokeUnremediated(ctx, q, userID, revokedAt, cause, b)
+		return ids, err
 	})
 	if err != nil {
 		return nil, err
 	}
+	return ids, nil
+}
+
+// revokeUnremediated is RevokeUserSessionsUnremediated's write on q (also
+// UpdateRisk's, for a response): the ids revoked, ascending, and
+// b.Applied set.
+func (s *Store) revokeUnremediated(ctx context.Context, q Querier, userID string, revokedAt time.Time, cause string, b *store.RemediationBound) ([]string, error) {
+	if revokedAt.IsZero() || b == nil || b.Until.IsZero() {
+		return nil, errors.New("store: revoke unremediated sessions: revocation time and bound are required")
+	}
+	var ids []string
+	b.Applied = b.Until
+	rs, err := q.Query(ctx, RevokeUnremediatedSQL, userID, micros(revokedAt), cause, micros(b.Activity), micros(b.Until), b.Subject)
+	type row struct {
+		id    string
+		bound int64
+	}
+	got, err := collect(rs, err, "revoke unremediated sessions", func(r Row) (row, error) {
+		var x row
+		return x, r.Scan(&x.id, &x.bound)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range got {
+		ids = append(ids, x.id)
+		b.Applied = fromMicros(x.bound)
+	}
+	if len(got) == 0 { // nothing revoked: say where the bound was all the same
+		var bound int64
+		if err := q.QueryRow(ctx, remediationBoundSQL, userID, micros(b.Activity), micros(b.Until)).Scan(&bound); err != nil {
+			return nil, wrap("remediation bound", err)
+		}
+		b.Applied = fromMicros(bound)
+	}
+	for _, id := range ids {
+		if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
+			return nil, wrap("revoke user session tokens", err)
+		}
+	}
+	slices.Sort(ids)
 	return ids, nil
 }

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -89,6 +90,25 @@ func (s *Store) UpdateRisk(ctx context.Context, userID string, add *model.RiskDe
 		ids, err := s.saveRisk(ctx, q, before, st)
 		if err != nil {
 			return nil, err
+		}
+		if r := st.Revoke; r != nil {
+			// The response, under the same lock and in the same
+			// commit as the level that calls for it.
+			r.Revoked = nil
+			if r.At.IsZero() {
+				return nil, errors.New("store: update risk: a revocation needs its time")
+			}
+			if r.Bound != nil {
+				r.Revoked, err = s.revokeUnremediated(ctx, q, userID, r.At, r.Cause, r.Bound)
+			} else {
+				r.Revoked, err = s.revokeUser(ctx, q, userID, r.At, r.Cause)
+			}
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range r.Revoked {
+				ids = append(ids, "revoked:"+id)
+			}
 		}
 		out = st
 		return ids, nil

@@ -197,26 +197,34 @@ func (s *Store) RevokeUserSessions(ctx context.Context, userID string, at time.T
 	}
 	var ids []string
 	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
-		rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
-			WHERE user_id = $1 AND revoked_at = 0 RETURNING id`, userID, micros(at), cause)
-		ids, err = collect(rs, err, "revoke user sessions", func(r Row) (string, error) {
-			var id string
-			return id, r.Scan(&id)
-		})
-		if err != nil {
-			return nil, err
-		}
-		for _, id := range ids {
-			if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-				return nil, wrap("revoke user session tokens", err)
-			}
-		}
-		slices.Sort(ids)
-		return ids, nil
+		var err error
+		ids, err = s.revokeUser(ctx, q, userID, at, cause)
+		return ids, err
 	})
 	if err != nil {
 		return nil, err
 	}
+	return ids, nil
+}
+
+// revokeUser is RevokeUserSessions's write on q (also UpdateRisk's, for a
+// confirmed compromise): the ids revoked, ascending.
+func (s *Store) revokeUser(ctx context.Context, q Querier, userID string, at time.Time, cause string) ([]string, error) {
+	rs, err := q.Query(ctx, `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
+		WHERE user_id = $1 AND revoked_at = 0 RETURNING id`, userID, micros(at), cause)
+	ids, err := collect(rs, err, "revoke user sessions", func(r Row) (string, error) {
+		var id string
+		return id, r.Scan(&id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
+			return nil, wrap("revoke user session tokens", err)
+		}
+	}
+	slices.Sort(ids)
 	return ids, nil
 }
 
