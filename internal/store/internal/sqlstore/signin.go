@@ -60,15 +60,27 @@ func scanReservation(rs Rows, err error, op string) (*store.SignInReservation, b
 	return &store.SignInReservation{Failures: int(failures), LockedUntil: fromMicros(until), LockedNow: until != 0}, true, nil
 }
 
-// ReserveSignIn counts an attempt on a user's account unless it is locked.
+// ReserveSignIn counts an attempt on a user's account unless it is
+// locked. With pending events (user.locked) the statement and their
+// append are one transaction: the builder gets the user's id when this
+// attempt locked the account, nil otherwise, so a lock never commits
+// without its record, nor the record without the lock.
 func (s *Store) ReserveSignIn(ctx context.Context, userID string, now time.Time, r store.Lockout) (*store.SignInReservation, error) {
 	next := nextCount("", "failed_logins")
-	rs, err := s.db.Write().Query(ctx, `UPDATE users SET failed_logins = `+next+`,
+	var res *store.SignInReservation
+	var ok bool
+	err := s.execPendingIDs(ctx, func(q Querier) ([]string, error) {
+		rs, err := q.Query(ctx, `UPDATE users SET failed_logins = `+next+`,
 		locked_until = CASE WHEN `+next+` >= CAST($4 AS BIGINT) THEN CAST($5 AS BIGINT) ELSE 0 END,
 		failed_at = $2, updated_at = $2
 		WHERE id = $1 AND locked_until <= $2
 		RETURNING failed_logins, locked_until`, append([]any{userID}, lockoutArgs(now, r, false)...)...)
-	res, ok, err := scanReservation(rs, err, "reserve sign-in")
+		res, ok, err = scanReservation(rs, err, "reserve sign-in")
+		if err != nil || !ok || !res.LockedNow {
+			return nil, err
+		}
+		return []string{userID}, nil
+	})
 	if err != nil || ok {
 		return res, err
 	}
