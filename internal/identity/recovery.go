@@ -230,7 +230,7 @@ func (s *Service) checkRecoveryCode(ctx context.Context, u *model.User, code, ip
 		// A caller error, not a guess: not counted (see settle).
 		return authErr(ErrInvalidRecoveryCode, ReasonNoTOTP, cur.ID)
 	}
-	res, err := s.store.ReserveSignIn(ctx, cur.ID, s.now(), s.rule)
+	res, err := s.reserve(ctx, cur.ID, ip, "")
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "recovery code check refused", "user_id", u.ID, "ip", ip, "reason", ReasonLocked)

@@ -59,8 +59,9 @@ func (e errRefused) Error() string { return "account changed during verification
 // number of instances, cannot evaluate more than MaxFailures passwords. A
 // correct password whose account was locked by other attempts, disabled
 // or given a new password while it was verified gets the answer a wrong
-// password gets. The attempt that reaches the limit locks (and publishes
-// user.locked when it fails).
+// password gets. The attempt that reaches the limit locks, and its
+// user.locked commits with the lock; if that attempt's own password then
+// proves right, the sign-in lifts the lock it set.
 //
 // Success clears the failure count, except for users with TOTP: their
 // attempt is given back and their count is cleared by CheckTOTP, so that
@@ -104,7 +105,7 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 	if u == nil {
 		return nil, s.failUnknown(ctx, t, name, a)
 	}
-	res, err := s.store.ReserveSignIn(ctx, u.ID, s.now(), s.rule)
+	res, err := s.reserve(ctx, u.ID, a.IP, a.UserAgent)
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "password check refused", "user_id", u.ID, "ip", a.IP, "reason", ReasonLocked)
@@ -169,21 +170,40 @@ func (s *Service) release(ctx context.Context, userID string, res *store.SignInR
 	}
 }
 
-// failed finishes an evaluated attempt that failed: it was counted when
-// reserved; if that count locked the account, user.locked is published.
-// It returns public carrying reason.
+// reserve counts an attempt on userID's account (store.ReserveSignIn).
+// The attempt that reaches the limit locks the account, and its
+// user.locked commits with the lock in the reservation's write: a lock is
+// never left without its record, nor the record without the lock.
+func (s *Service) reserve(ctx context.Context, userID, ip, ua string) (*store.SignInReservation, error) {
+	now := s.now()
+	ev := &model.Event{Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
+		Outcome: model.OutcomeSuccess, Reason: "too_many_failures"}
+	ectx := s.events.Pending(ctx, ev, func(ids []string) bool {
+		if len(ids) < 2 {
+			return false // not locked by this attempt
+		}
+		ev.Data = map[string]string{"failures": ids[1], "locked_until": now.Add(s.rule.LockFor).UTC().Format(time.RFC3339)}
+		return true
+	})
+	res, err := s.store.ReserveSignIn(ectx, userID, now, s.rule)
+	if err != nil || !res.LockedNow {
+		return res, err
+	}
+	s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", res.LockedUntil)
+	if ev.Data == nil { // a store that did not record it
+		ev.Data = map[string]string{"failures": strconv.Itoa(res.Failures), "locked_until": res.LockedUntil.UTC().Format(time.RFC3339)}
+	}
+	if perr := s.events.Emit(ectx, ev); perr != nil {
+		s.log.ErrorContext(ctx, "publishing user.locked", "user_id", userID, "err", perr)
+	}
+	return res, nil
+}
+
+// failed finishes an evaluated attempt that failed: it was counted (and,
+// reaching the limit, locked the account) when reserved. It returns
+// public carrying reason.
 func (s *Service) failed(ctx context.Context, res *store.SignInReservation, public error, userID, reason, ip, ua string) error {
 	s.log.DebugContext(ctx, "sign-in check failed", "user_id", userID, "ip", ip, "reason", reason, "failures", res.Failures)
-	if res.LockedNow {
-		s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", res.LockedUntil)
-		if perr := s.events.Emit(ctx, &model.Event{
-			Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
-			Outcome: model.OutcomeSuccess, Reason: "too_many_failures",
-			Data: map[string]string{"failures": strconv.Itoa(res.Failures), "locked_until": res.LockedUntil.UTC().Format(time.RFC3339)},
-		}); perr != nil {
-			s.log.ErrorContext(ctx, "publishing user.locked", "user_id", userID, "err", perr)
-		}
-	}
 	return authErr(public, reason, userID)
 }
 

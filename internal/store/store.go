@@ -366,8 +366,9 @@ type Store interface {
 	// atomic write, unless the account is locked at now: then it counts
 	// nothing and returns the lock in force with ErrLocked (ErrNotFound
 	// when the user does not exist). ctx's pending events (user.locked)
-	// commit with the write; their builder gets the user's id when this
-	// attempt locked the account, nil otherwise. ReleaseSignIn gives a reservation
+	// commit with the write; their builder gets the user's id and the
+	// count including this attempt (decimal) when this attempt locked the
+	// account, nil otherwise. ReleaseSignIn gives a reservation
 	// back: one count less, and the lock it set (if any, and still in
 	// force unchanged) lifted. ReserveUnknownSignIn and
 	// ReleaseUnknownSignIn do the same for a username that does not

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/ward-idp/ward/internal/store"
@@ -62,9 +63,10 @@ func scanReservation(rs Rows, err error, op string) (*store.SignInReservation, b
 
 // ReserveSignIn counts an attempt on a user's account unless it is
 // locked. With pending events (user.locked) the statement and their
-// append are one transaction: the builder gets the user's id when this
-// attempt locked the account, nil otherwise, so a lock never commits
-// without its record, nor the record without the lock.
+// append are one transaction: the builder gets the user's id and the
+// count (decimal) when this attempt locked the account, nil otherwise, so
+// a lock never commits without its record, nor the record without the
+// lock.
 func (s *Store) ReserveSignIn(ctx context.Context, userID string, now time.Time, r store.Lockout) (*store.SignInReservation, error) {
 	next := nextCount("", "failed_logins")
 	var res *store.SignInReservation
@@ -79,7 +81,7 @@ func (s *Store) ReserveSignIn(ctx context.Context, userID string, now time.Time,
 		if err != nil || !ok || !res.LockedNow {
 			return nil, err
 		}
-		return []string{userID}, nil
+		return []string{userID, strconv.Itoa(res.Failures)}, nil
 	})
 	if err != nil || ok {
 		return res, err

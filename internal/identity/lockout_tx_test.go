@@ -1,0 +1,149 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/ward-idp/ward/internal/bus"
+	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/store/backendtest"
+)
+
+// lockedRecords returns the stored user.locked events of userID.
+func lockedRecords(t *testing.T, st store.Store, userID string) []*store.StoredEvent {
+	t.Helper()
+	evs, err := st.ListEvents(context.Background(), store.EventFilter{UserID: userID, Types: []model.EventType{model.EventUserLocked}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// published returns the events of type typ that rec saw.
+func published(rec *bus.Recorder, typ model.EventType) []model.Event {
+	var out []model.Event
+	for _, ev := range rec.Events() {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// The lock set by the attempt that reaches the limit commits with its
+// user.locked: refused, the attempt fails without being counted and the
+// account is not locked; accepted, the account is locked with exactly
+// one record, the one published.
+func TestLockoutCommitsWithEvent(t *testing.T) {
+	const maxFail = 3
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			b := be.New(t)
+			clk := newFakeClock()
+			st := b.Open(t, clk.Now)
+			svc, rec := realEnv(t, st, clk, func(o *Options) { o.MaxFailures = maxFail })
+			ctx := context.Background()
+			alice, err := svc.CreateUser(ctx, "admin", NewUser{Username: "alice", Password: goodPassword})
+			if err != nil {
+				t.Fatal(err)
+			}
+			try := func(i int) error {
+				_, err := svc.CheckPassword(ctx, Attempt{Username: "alice", Password: fmt.Sprintf("wrong %d", i), IP: "192.0.2.7", UserAgent: "ua"})
+				return err
+			}
+			for i := range maxFail - 1 {
+				if err := try(i); !errors.Is(err, ErrInvalidCredentials) {
+					t.Fatalf("failure %d: %v", i+1, err)
+				}
+			}
+			lift := b.RefuseEvents(t, model.EventUserLocked)
+			if err := try(99); err == nil || errors.Is(err, ErrInvalidCredentials) || errors.Is(err, ErrLocked) {
+				t.Fatalf("the locking attempt with its record refused: %v, want a store failure", err)
+			}
+			u, err := st.GetUser(ctx, alice.ID)
+			if err != nil || u.FailedLogins != maxFail-1 || !u.LockedUntil.IsZero() {
+				t.Fatalf("after a refused lock: %+v, %v; want %d failures and no lock", u, err, maxFail-1)
+			}
+			if n, p := len(lockedRecords(t, st, alice.ID)), len(published(rec, model.EventUserLocked)); n != 0 || p != 0 {
+				t.Fatalf("after a refused lock: %d user.locked stored, %d published; want none", n, p)
+			}
+			lift()
+			if err := try(100); !errors.Is(err, ErrInvalidCredentials) {
+				t.Fatalf("the locking attempt: %v, want ErrInvalidCredentials", err)
+			}
+			u, err = st.GetUser(ctx, alice.ID)
+			if err != nil || u.FailedLogins != maxFail || !u.LockedUntil.After(clk.Now()) {
+				t.Fatalf("after the lock: %+v, %v; want locked with %d failures", u, err, maxFail)
+			}
+			evs, pub := lockedRecords(t, st, alice.ID), published(rec, model.EventUserLocked)
+			if len(evs) != 1 || len(pub) != 1 || evs[0].ID != pub[0].ID || evs[0].Data["failures"] != fmt.Sprint(maxFail) ||
+				evs[0].Data["locked_until"] != pub[0].Data["locked_until"] || evs[0].IP != "192.0.2.7" || evs[0].UserAgent != "ua" {
+				t.Fatalf("user.locked stored %+v, published %+v; want the same one", evs, pub)
+			}
+			// Locked: the next attempts are refused, counted nowhere, recorded once.
+			if err := try(101); !errors.Is(err, ErrLocked) || len(lockedRecords(t, st, alice.ID)) != 1 {
+				t.Fatalf("while locked: %v, %d records", err, len(lockedRecords(t, st, alice.ID)))
+			}
+		})
+	}
+}
+
+// Two instances on one database take wrong guesses on one account at
+// once: exactly one attempt locks it, and exactly one user.locked is
+// stored (the one that instance published).
+func TestLockoutTwoInstances(t *testing.T) {
+	const n, maxFail = 40, 5
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			clk := newFakeClock()
+			open := be.Opener(t, clk.Now)
+			st1, st2 := open(), open()
+			mod := func(o *Options) { o.MaxFailures = maxFail; o.MaxHashQueue = n }
+			svc1, rec1 := realEnv(t, st1, clk, mod)
+			svc2, rec2 := realEnv(t, st2, clk, mod)
+			ctx := context.Background()
+			alice, err := svc1.CreateUser(ctx, "admin", NewUser{Username: "alice", Password: goodPassword})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out raceOutcome
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				svc := svc1
+				if i%2 == 1 {
+					svc = svc2
+				}
+				wg.Go(func() {
+					<-start
+					_, err := svc.CheckPassword(ctx, Attempt{Username: "alice", Password: fmt.Sprintf("guess %d", i), IP: fmt.Sprintf("198.51.100.%d", i%4+1)})
+					out.add(err)
+				})
+			}
+			close(start)
+			wg.Wait()
+			t.Logf("%s: answers %v", be.Name, out.answers)
+			for msg := range out.answers {
+				if msg != ErrInvalidCredentials.Error() && msg != ErrLocked.Error() {
+					t.Errorf("a guess answered %q", msg)
+				}
+			}
+			if got := out.answers[ErrInvalidCredentials.Error()]; got != maxFail {
+				t.Errorf("%d guesses evaluated, want %d", got, maxFail)
+			}
+			u, err := st1.GetUser(ctx, alice.ID)
+			if err != nil || u.FailedLogins != maxFail || !u.LockedUntil.After(clk.Now()) {
+				t.Fatalf("after the race: %+v, %v; want locked with %d failures", u, err, maxFail)
+			}
+			evs := lockedRecords(t, st2, alice.ID)
+			pub := append(published(rec1, model.EventUserLocked), published(rec2, model.EventUserLocked)...)
+			if len(evs) != 1 || len(pub) != 1 || evs[0].ID != pub[0].ID {
+				t.Fatalf("%d user.locked stored, %d published; want one, the same", len(evs), len(pub))
+			}
+		})
+	}
+}
