@@ -147,3 +147,77 @@ func TestLockoutTwoInstances(t *testing.T) {
 		})
 	}
 }
+
+// The attempt that reaches the limit locks the account (user.locked) and,
+// when its password proves right, lifts its own lock with a user.updated
+// (change "unlocked") committed with the lift. Refused, that record
+// leaves the lock in place and the sign-in fails.
+func TestLockingAttemptThatSucceedsLiftsItsLock(t *testing.T) {
+	const maxFail = 3
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			b := be.New(t)
+			clk := newFakeClock()
+			st := b.Open(t, clk.Now)
+			svc, rec := realEnv(t, st, clk, func(o *Options) { o.MaxFailures = maxFail })
+			ctx := context.Background()
+			lifts := func(userID string) []*store.StoredEvent {
+				evs, err := st.ListEvents(ctx, store.EventFilter{UserID: userID, Types: []model.EventType{model.EventUserUpdated}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []*store.StoredEvent
+				for _, e := range evs {
+					if e.Data["change"] == "unlocked" && e.Reason == "locking_attempt_succeeded" {
+						out = append(out, e)
+					}
+				}
+				return out
+			}
+			signIn := func(name string) (*model.User, error) {
+				u, err := svc.CreateUser(ctx, "admin", NewUser{Username: name, Password: goodPassword})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range maxFail - 1 {
+					if _, err := svc.CheckPassword(ctx, Attempt{Username: name, Password: fmt.Sprint("wrong ", i), IP: "192.0.2.8"}); !errors.Is(err, ErrInvalidCredentials) {
+						t.Fatalf("%s failure %d: %v", name, i+1, err)
+					}
+				}
+				_, err = svc.CheckPassword(ctx, Attempt{Username: name, Password: goodPassword, IP: "192.0.2.8"})
+				return u, err
+			}
+
+			lift := b.RefuseEvents(t, model.EventUserUpdated)
+			bob, err := signIn("bob")
+			if err == nil {
+				t.Fatal("the locking attempt's right password with the lift's record refused: signed in")
+			}
+			lift()
+			u, err := st.GetUser(ctx, bob.ID)
+			if err != nil || !u.LockedUntil.After(clk.Now()) || len(lockedRecords(t, st, bob.ID)) != 1 || len(lifts(bob.ID)) != 0 {
+				t.Fatalf("bob after a refused lift: %+v, %v, %d locks, %d lifts; want locked, one user.locked, no lift",
+					u, err, len(lockedRecords(t, st, bob.ID)), len(lifts(bob.ID)))
+			}
+
+			alice, err := signIn("alice")
+			if err != nil {
+				t.Fatalf("the locking attempt's right password: %v", err)
+			}
+			u, err = st.GetUser(ctx, alice.ID)
+			if err != nil || !u.LockedUntil.IsZero() || u.FailedLogins != 0 {
+				t.Fatalf("alice after signing in: %+v, %v; want unlocked, no failures", u, err)
+			}
+			ls, locks := lifts(alice.ID), lockedRecords(t, st, alice.ID)
+			var pub []model.Event
+			for _, e := range published(rec, model.EventUserUpdated) {
+				if e.UserID == alice.ID {
+					pub = append(pub, e)
+				}
+			}
+			if len(locks) != 1 || len(ls) != 1 || len(pub) != 1 || ls[0].ID != pub[0].ID || ls[0].Seq < locks[0].Seq {
+				t.Fatalf("alice: %d user.locked, %d lifts stored, %d published; want one each, the lift after the lock", len(locks), len(ls), len(pub))
+			}
+		})
+	}
+}

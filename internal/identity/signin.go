@@ -199,6 +199,24 @@ func (s *Service) reserve(ctx context.Context, userID, ip, ua string) (*store.Si
 	return res, nil
 }
 
+// lockLifted is the record of an attempt that locked the account on
+// reaching the limit (user.locked) and then proved right: the sign-in
+// lifts the lock it set, and this user.updated (change "unlocked", actor
+// system) commits with that update.
+func lockLifted(userID, ip string) *model.Event {
+	return &model.Event{Type: model.EventUserUpdated, Actor: "system", UserID: userID, IP: ip,
+		Reason: "locking_attempt_succeeded", Data: map[string]string{"change": "unlocked"}}
+}
+
+// emitLift publishes lev after the update that lifted the lock committed
+// it (ectx).
+func (s *Service) emitLift(ctx context.Context, lev *model.Event) {
+	s.log.InfoContext(ctx, "lock lifted: the attempt that set it succeeded", "user_id", lev.UserID)
+	if err := s.events.Emit(ctx, lev); err != nil {
+		s.log.ErrorContext(ctx, "publishing user.updated", "user_id", lev.UserID, "err", err)
+	}
+}
+
 // failed finishes an evaluated attempt that failed: it was counted (and,
 // reaching the limit, locked the account) when reserved. It returns
 // public carrying reason.
@@ -224,7 +242,9 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 		}
 	}
 	oldHash := u.PasswordHash
-	got, err := s.store.UpdateUser(ctx, u.ID, func(x *model.User) error {
+	lifted, lev := false, lockLifted(u.ID, a.IP)
+	ectx := s.events.Pending(ctx, lev, func([]string) bool { return lifted })
+	got, err := s.store.UpdateUser(ectx, u.ID, func(x *model.User) error {
 		now := s.now()
 		switch {
 		case x.Disabled:
@@ -234,6 +254,7 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 		case locked(x, now) && !ownLock(x, res):
 			return errRefused{ReasonLocked}
 		}
+		lifted = ownLock(x, res)
 		if s.HasTOTP(x) {
 			x.FailedLogins = max(x.FailedLogins-1, 0)
 			if ownLock(x, res) {
@@ -257,6 +278,9 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 		return nil, authErr(ErrInvalidCredentials, ReasonUnknownUser, "")
 	case err != nil:
 		return nil, fmt.Errorf("identity: update user: %w", err)
+	}
+	if lifted {
+		s.emitLift(ectx, lev)
 	}
 	if newHash != "" {
 		s.log.InfoContext(ctx, "password re-hashed with current parameters", "user_id", u.ID)
