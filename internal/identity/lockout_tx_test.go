@@ -221,3 +221,79 @@ func TestLockingAttemptThatSucceedsLiftsItsLock(t *testing.T) {
 		})
 	}
 }
+
+// The attempt that locks the account and is then given back unchecked
+// (here a replayed TOTP code) lifts its lock with a user.updated
+// committed with the lift; refused, the lock stays (stricter) and
+// nothing records a lift.
+func TestLockingAttemptGivenBackLiftsItsLock(t *testing.T) {
+	const maxFail = 3
+	for _, be := range backendtest.Kinds(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			b := be.New(t)
+			clk := newFakeClock()
+			st := b.Open(t, clk.Now)
+			svc, _ := realEnv(t, st, clk, func(o *Options) { o.MaxFailures = maxFail })
+			ctx := context.Background()
+			givenBack := func(userID string) int {
+				evs, err := st.ListEvents(ctx, store.EventFilter{UserID: userID, Types: []model.EventType{model.EventUserUpdated}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for _, e := range evs {
+					if e.Data["change"] == "unlocked" && e.Reason == "locking_attempt_given_back" {
+						n++
+					}
+				}
+				return n
+			}
+			// lockWithReplay makes maxFail-1 wrong codes and then replays
+			// the code used at enrolment: the replay reaches the limit.
+			lockWithReplay := func(name string) (*model.User, error) {
+				u, err := svc.CreateUser(ctx, "admin", NewUser{Username: name, Password: goodPassword})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sec, _, _ := svc.NewTOTPKey(u, "Ward")
+				used := codeAt(t, sec, clk.Now())
+				if err := svc.EnrollTOTP(ctx, u.ID, u.ID, sec, used); err != nil {
+					t.Fatal(err)
+				}
+				for i := range maxFail - 1 {
+					code := fmt.Sprintf("%06d", i)
+					if code == used {
+						code = "999999"
+					}
+					if err := svc.CheckTOTP(ctx, u, code, "192.0.2.9"); !errors.Is(err, ErrInvalidTOTP) {
+						t.Fatalf("%s wrong code %d: %v", name, i+1, err)
+					}
+				}
+				return u, svc.CheckTOTP(ctx, u, used, "192.0.2.9")
+			}
+
+			lift := b.RefuseEvents(t, model.EventUserUpdated)
+			bob, err := lockWithReplay("bob")
+			lift()
+			if !errors.Is(err, ErrTOTPUsed) {
+				t.Fatalf("bob's replayed code: %v, want ErrTOTPUsed", err)
+			}
+			u, err := st.GetUser(ctx, bob.ID)
+			if err != nil || !u.LockedUntil.After(clk.Now()) || len(lockedRecords(t, st, bob.ID)) != 1 || givenBack(bob.ID) != 0 {
+				t.Fatalf("bob after a refused lift: %+v, %v; want still locked, one user.locked, no lift", u, err)
+			}
+
+			alice, err := lockWithReplay("alice")
+			if !errors.Is(err, ErrTOTPUsed) {
+				t.Fatalf("alice's replayed code: %v, want ErrTOTPUsed", err)
+			}
+			u, err = st.GetUser(ctx, alice.ID)
+			if err != nil || !u.LockedUntil.IsZero() || u.FailedLogins != maxFail-1 {
+				t.Fatalf("alice after the replay: %+v, %v; want unlocked with %d failures", u, err, maxFail-1)
+			}
+			if l, g := len(lockedRecords(t, st, alice.ID)), givenBack(alice.ID); l != 1 || g != 1 {
+				t.Fatalf("alice: %d user.locked, %d lifts; want one each", l, g)
+			}
+		})
+	}
+}

@@ -162,11 +162,28 @@ func (s *Service) failUnknown(ctx context.Context, t *hashTicket, name string, a
 }
 
 // release gives back the reservation of an attempt that turned out not
-// to be a failure (not evaluated, or a replayed code).
+// to be a failure (not evaluated, or a replayed code). When that attempt
+// had locked the account, the lift of its lock commits with its record
+// (user.updated, change "unlocked").
 func (s *Service) release(ctx context.Context, userID string, res *store.SignInReservation) {
-	if err := s.store.ReleaseSignIn(context.WithoutCancel(ctx), userID, res); err != nil {
-		// The attempt stays counted: safe, only stricter.
+	ctx = context.WithoutCancel(ctx)
+	lifted, lev := false, lockLifted(userID, "")
+	lev.Reason = "locking_attempt_given_back"
+	ectx := ctx
+	if res.LockedNow {
+		ectx = s.events.Pending(ctx, lev, func(ids []string) bool {
+			lifted = len(ids) > 0
+			return lifted
+		})
+	}
+	if err := s.store.ReleaseSignIn(ectx, userID, res); err != nil {
+		// The attempt stays counted (and its lock in place): safe, only
+		// stricter.
 		s.log.ErrorContext(ctx, "giving back a sign-in attempt", "user_id", userID, "err", err)
+		return
+	}
+	if lifted {
+		s.emitLift(ectx, lev)
 	}
 }
 

@@ -370,7 +370,9 @@ type Store interface {
 	// count including this attempt (decimal) when this attempt locked the
 	// account, nil otherwise. ReleaseSignIn gives a reservation
 	// back: one count less, and the lock it set (if any, and still in
-	// force unchanged) lifted. ReserveUnknownSignIn and
+	// force unchanged) lifted; ctx's pending events (the lift's record)
+	// commit with it, their builder getting the user's id when this call
+	// lifted the lock, nil otherwise. ReserveUnknownSignIn and
 	// ReleaseUnknownSignIn do the same for a username that does not
 	// exist, keyed by an opaque key (a keyed hash of the name); such
 	// records are purged by PurgeExpired once they no longer count.
@@ -577,7 +579,7 @@ type Sealed struct {
 // CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
 // CreateSigningKey, CreateFirstSigningKey, RotateSigningKey,
 // DeleteSigningKey, RetireSigningKey, BindSessionKey, ReserveSignIn (only
-// when it counts),
+// when it counts), ReleaseSignIn,
 // UpdateDeviceCode, UpdateSSFStream, PutCompliancePolicy,
 // DeleteCompliancePolicy,
 // UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,

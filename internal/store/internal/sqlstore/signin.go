@@ -102,13 +102,35 @@ func releaseLock(r *store.SignInReservation) int64 {
 	return -1
 }
 
-// ReleaseSignIn gives a reservation on a user's account back.
+// ReleaseSignIn gives a reservation on a user's account back. With
+// pending events (the record of a lock lifted) it reads the lock under
+// the row lock in the same transaction, and the builder gets the user's
+// id only when this release lifted the lock the reservation set.
 func (s *Store) ReleaseSignIn(ctx context.Context, userID string, r *store.SignInReservation) error {
-	_, err := s.db.Write().Exec(ctx, `UPDATE users SET
+	const release = `UPDATE users SET
 		failed_logins = CASE WHEN failed_logins > 0 THEN failed_logins - 1 ELSE 0 END,
 		locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END
-		WHERE id = $1`, userID, releaseLock(r))
-	return wrap("release sign-in", err)
+		WHERE id = $1`
+	p := store.TakeEvent(ctx)
+	if p == nil {
+		_, err := s.db.Write().Exec(ctx, release, userID, releaseLock(r))
+		return wrap("release sign-in", err)
+	}
+	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
+		var until int64
+		if err := q.QueryRow(ctx, `SELECT locked_until FROM users WHERE id = $1`+s.d.ForUpdate, userID).Scan(&until); s.d.IsNoRows(err) {
+			return nil, nil
+		} else if err != nil {
+			return nil, wrap("release sign-in", err)
+		}
+		if _, err := q.Exec(ctx, release, userID, releaseLock(r)); err != nil {
+			return nil, wrap("release sign-in", err)
+		}
+		if r.LockedNow && until == releaseLock(r) {
+			return []string{userID}, nil
+		}
+		return nil, nil
+	})
 }
 
 // ReserveUnknownSignIn counts an attempt on an unknown name unless it is
