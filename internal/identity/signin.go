@@ -216,10 +216,11 @@ func (s *Service) reserve(ctx context.Context, userID, ip, ua string) (*store.Si
 	return res, nil
 }
 
-// lockLifted is the record of an attempt that locked the account on
-// reaching the limit (user.locked) and then proved right: the sign-in
-// lifts the lock it set, and this user.updated (change "unlocked", actor
-// system) commits with that update.
+// lockLifted is the record of the lift of the lock an attempt set on
+// reaching the limit (user.locked), when that attempt then proved right
+// (reason locking_attempt_succeeded) or was given back unchecked
+// (locking_attempt_given_back): this user.updated (change "unlocked",
+// actor system) commits with the update that lifts it.
 func lockLifted(userID, ip string) *model.Event {
 	return &model.Event{Type: model.EventUserUpdated, Actor: "system", UserID: userID, IP: ip,
 		Reason: "locking_attempt_succeeded", Data: map[string]string{"change": "unlocked"}}
@@ -228,7 +229,7 @@ func lockLifted(userID, ip string) *model.Event {
 // emitLift publishes lev after the update that lifted the lock committed
 // it (ectx).
 func (s *Service) emitLift(ctx context.Context, lev *model.Event) {
-	s.log.InfoContext(ctx, "lock lifted: the attempt that set it succeeded", "user_id", lev.UserID)
+	s.log.InfoContext(ctx, "lock lifted by the attempt that set it", "user_id", lev.UserID, "reason", lev.Reason)
 	if err := s.events.Emit(ctx, lev); err != nil {
 		s.log.ErrorContext(ctx, "publishing user.updated", "user_id", lev.UserID, "err", err)
 	}
