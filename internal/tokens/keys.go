@@ -529,7 +529,7 @@ func (m *KeyManager) Retire(ctx context.Context, actor, kid string) error {
 		case errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("%w: %s", ErrNoKey, kid)
 		case errors.Is(err, store.ErrAlreadyUsed):
-			err = ErrConcurrentRotation
+			err = fmt.Errorf("%w (%s was not retired)", ErrConcurrentRotation, kid)
 			if rerr := m.reloadLocked(ctx); rerr != nil {
 				err = errors.Join(err, rerr)
 			} else if m.state.Load().signer.kid == kid {
