@@ -96,6 +96,9 @@ both).`,
 				if errors.Is(err, tokens.ErrNoKey) {
 					return fmt.Errorf("no signing key %q (ward keys list)", args[0])
 				}
+				if errors.Is(err, tokens.ErrConcurrentRotation) {
+					return fmt.Errorf("the signing key was rotated meanwhile; %s was not retired: look again (ward keys list) and retry", args[0])
+				}
 				return err
 			})
 		},

@@ -336,8 +336,17 @@ func (s *Service) activate(ctx context.Context, deviceID, state string, secret [
 	}
 	var prev, after string
 	var fs []Failure
+	// device.key_attested, and device.compliance_changed when the
+	// attestation changes the compliance state, commit with the update.
+	kev := &model.Event{Type: model.EventDeviceKeyAttested, Actor: d.UserID, UserID: d.UserID, DeviceID: d.ID,
+		Data: map[string]string{"method": KeyMethodTPM2, "ek_sha256": st.EK, "ek_certified": strconv.FormatBool(st.Certified), "ek_issuer": st.Issuer}}
 	cev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: d.UserID}
-	ectx := s.events.Pending(ctx, cev, func([]string) bool { return prev != after })
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		if prev != after {
+			return []*model.Event{kev, cev}
+		}
+		return []*model.Event{kev}
+	})
 	nd, err := s.store.UpdateDevice(ectx, d.ID, func(cur *model.Device) error {
 		switch {
 		case cur.KeyAttested:
@@ -365,8 +374,7 @@ func (s *Service) activate(ctx context.Context, deviceID, state string, secret [
 		return d, wrapNotFound(err, "device "+deviceID)
 	}
 	s.log.InfoContext(ctx, "device key attested", "device_id", nd.ID, "ek_certified", st.Certified)
-	errs := []error{s.events.Emit(ctx, &model.Event{Type: model.EventDeviceKeyAttested, Actor: nd.UserID, UserID: nd.UserID, DeviceID: nd.ID,
-		Data: map[string]string{"method": KeyMethodTPM2, "ek_sha256": st.EK, "ek_certified": strconv.FormatBool(st.Certified), "ek_issuer": st.Issuer}})}
+	errs := []error{s.events.Emit(ectx, kev)}
 	if prev != nd.Compliance {
 		errs = append(errs, s.publishComplianceChanged(ectx, cev, nd, prev))
 	}

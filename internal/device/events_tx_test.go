@@ -52,8 +52,8 @@ func TestEventsCommitWithChange(t *testing.T) {
 	if ev := stored(model.EventDeviceComplianceChanged)[0]; ev.Data["previous"] != model.ComplianceUnknown || ev.Data["compliance"] != model.Compliant {
 		t.Errorf("compliance_changed %+v", ev.Event)
 	}
-	// Events that record no critical change are left to the persister.
-	want(model.EventDevicePostureReported, 0)
+	// The report's own record commits with it too.
+	want(model.EventDevicePostureReported, 1)
 	// A registration commits with its device (one each).
 	if evs := stored(model.EventDeviceRegistered); len(evs) != 2 || evs[0].DeviceID != d2.ID || evs[1].DeviceID != d.ID {
 		t.Errorf("device.registered stored %+v, want one for each device", evs)

@@ -137,10 +137,18 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 	}
 	var prev, after string
 	var fs []Failure
-	// device.compliance_changed commits with the update that changes the
-	// compliance state (device.posture_reported is recorded after it).
+	// device.posture_reported, and device.compliance_changed when the
+	// report changes the compliance state, commit with the update.
+	pev := &model.Event{Type: model.EventDevicePostureReported, Actor: d.UserID, UserID: d.UserID, DeviceID: d.ID, TokenID: rep.JTI}
 	cev := &model.Event{Type: model.EventDeviceComplianceChanged, Actor: d.UserID}
-	ectx := s.events.Pending(ctx, cev, func([]string) bool { return prev != after })
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		pev.Data = map[string]string{"compliance": after, "failing_rules": ruleNames(fs, false),
+			"undecided_rules": ruleNames(fs, true), "collected_at": collected.UTC().Format(time.RFC3339)}
+		if prev != after {
+			return []*model.Event{pev, cev}
+		}
+		return []*model.Event{pev}
+	})
 	d, err = s.store.UpdateDevice(ectx, d.ID, func(d *model.Device) error {
 		if d.Status != model.DeviceActive {
 			return errInactive
@@ -172,9 +180,7 @@ func (s *Service) submit(ctx context.Context, deviceID, report string) (*model.D
 		return nil, fmt.Errorf("device: store posture: %w", err)
 	}
 	s.log.InfoContext(ctx, "posture reported", "device_id", d.ID, "compliance", d.Compliance)
-	errs := []error{s.events.Emit(ctx, &model.Event{Type: model.EventDevicePostureReported, Actor: d.UserID, UserID: d.UserID, DeviceID: d.ID,
-		TokenID: rep.JTI, Data: map[string]string{"compliance": d.Compliance, "failing_rules": ruleNames(fs, false),
-			"undecided_rules": ruleNames(fs, true), "collected_at": collected.UTC().Format(time.RFC3339)}})}
+	errs := []error{s.events.Emit(ectx, pev)}
 	if prev != d.Compliance {
 		errs = append(errs, s.publishComplianceChanged(ectx, cev, d, prev))
 	}

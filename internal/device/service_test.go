@@ -43,6 +43,13 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newEnvOn(t, st, c)
+}
+
+// newEnvOn is newEnv on the store st, whose clock is c.
+func newEnvOn(t *testing.T, st store.Store, c *clock.Fake) *env {
+	t.Helper()
+	ctx := context.Background()
 	b := bus.NewLocal()
 	rec := &bus.Recorder{}
 	b.Subscribe("rec", rec.Handle)

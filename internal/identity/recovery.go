@@ -230,7 +230,7 @@ func (s *Service) checkRecoveryCode(ctx context.Context, u *model.User, code, ip
 		// A caller error, not a guess: not counted (see settle).
 		return authErr(ErrInvalidRecoveryCode, ReasonNoTOTP, cur.ID)
 	}
-	res, err := s.store.ReserveSignIn(ctx, cur.ID, s.now(), s.rule)
+	res, err := s.reserve(ctx, cur.ID, ip, "")
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "recovery code check refused", "user_id", u.ID, "ip", ip, "reason", ReasonLocked)
@@ -251,9 +251,13 @@ func (s *Service) checkRecoveryCode(ctx context.Context, u *model.User, code, ip
 	}
 	left := -1
 	ev := &model.Event{Type: model.EventMFARecoveryCodeUsed, Actor: cur.ID, UserID: cur.ID, IP: ip}
-	ectx := s.events.Pending(ctx, ev, func([]string) bool {
+	lifted, lev := false, lockLifted(cur.ID, ip)
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
 		ev.Data = map[string]string{"codes_left": strconv.Itoa(left)}
-		return true
+		if lifted {
+			return []*model.Event{ev, lev}
+		}
+		return []*model.Event{ev}
 	})
 	// The use, the re-check of the account and the settling of the
 	// attempt are one transaction: a code refused here stays unused.
@@ -266,6 +270,7 @@ func (s *Service) checkRecoveryCode(ctx context.Context, u *model.User, code, ip
 		case locked(x, s.now()) && !ownLock(x, res):
 			return errRefused{ReasonLocked}
 		}
+		lifted = ownLock(x, res)
 		x.FailedLogins, x.LockedUntil = 0, time.Time{}
 		x.UpdatedAt = s.now()
 		left = n
@@ -291,6 +296,9 @@ func (s *Service) checkRecoveryCode(ctx context.Context, u *model.User, code, ip
 		// The sign-in stands: the use is committed (with its event when
 		// the bus records events with their change).
 		s.log.ErrorContext(ctx, "publishing mfa.recovery_code_used", "user_id", cur.ID, "err", err)
+	}
+	if lifted {
+		s.emitLift(ectx, lev)
 	}
 	return nil
 }

@@ -59,8 +59,9 @@ func (e errRefused) Error() string { return "account changed during verification
 // number of instances, cannot evaluate more than MaxFailures passwords. A
 // correct password whose account was locked by other attempts, disabled
 // or given a new password while it was verified gets the answer a wrong
-// password gets. The attempt that reaches the limit locks (and publishes
-// user.locked when it fails).
+// password gets. The attempt that reaches the limit locks, and its
+// user.locked commits with the lock; if that attempt's own password then
+// proves right, the sign-in lifts the lock it set.
 //
 // Success clears the failure count, except for users with TOTP: their
 // attempt is given back and their count is cleared by CheckTOTP, so that
@@ -104,7 +105,7 @@ func (s *Service) checkPassword(ctx context.Context, a Attempt) (*model.User, er
 	if u == nil {
 		return nil, s.failUnknown(ctx, t, name, a)
 	}
-	res, err := s.store.ReserveSignIn(ctx, u.ID, s.now(), s.rule)
+	res, err := s.reserve(ctx, u.ID, a.IP, a.UserAgent)
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "password check refused", "user_id", u.ID, "ip", a.IP, "reason", ReasonLocked)
@@ -161,29 +162,84 @@ func (s *Service) failUnknown(ctx context.Context, t *hashTicket, name string, a
 }
 
 // release gives back the reservation of an attempt that turned out not
-// to be a failure (not evaluated, or a replayed code).
+// to be a failure (not evaluated, or a replayed code). When that attempt
+// had locked the account, the lift of its lock commits with its record
+// (user.updated, change "unlocked").
 func (s *Service) release(ctx context.Context, userID string, res *store.SignInReservation) {
-	if err := s.store.ReleaseSignIn(context.WithoutCancel(ctx), userID, res); err != nil {
-		// The attempt stays counted: safe, only stricter.
+	ctx = context.WithoutCancel(ctx)
+	lifted, lev := false, lockLifted(userID, "")
+	lev.Reason = "locking_attempt_given_back"
+	ectx := ctx
+	if res.LockedNow {
+		ectx = s.events.Pending(ctx, lev, func(ids []string) bool {
+			lifted = len(ids) > 0
+			return lifted
+		})
+	}
+	if err := s.store.ReleaseSignIn(ectx, userID, res); err != nil {
+		// The attempt stays counted (and its lock in place): safe, only
+		// stricter.
 		s.log.ErrorContext(ctx, "giving back a sign-in attempt", "user_id", userID, "err", err)
+		return
+	}
+	if lifted {
+		s.emitLift(ectx, lev)
 	}
 }
 
-// failed finishes an evaluated attempt that failed: it was counted when
-// reserved; if that count locked the account, user.locked is published.
-// It returns public carrying reason.
+// reserve counts an attempt on userID's account (store.ReserveSignIn).
+// The attempt that reaches the limit locks the account, and its
+// user.locked commits with the lock in the reservation's write: a lock is
+// never left without its record, nor the record without the lock.
+func (s *Service) reserve(ctx context.Context, userID, ip, ua string) (*store.SignInReservation, error) {
+	now := s.now()
+	ev := &model.Event{Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
+		Outcome: model.OutcomeSuccess, Reason: "too_many_failures"}
+	ectx := s.events.Pending(ctx, ev, func(ids []string) bool {
+		if len(ids) < 2 {
+			return false // not locked by this attempt
+		}
+		ev.Data = map[string]string{"failures": ids[1], "locked_until": now.Add(s.rule.LockFor).UTC().Format(time.RFC3339)}
+		return true
+	})
+	res, err := s.store.ReserveSignIn(ectx, userID, now, s.rule)
+	if err != nil || !res.LockedNow {
+		return res, err
+	}
+	s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", res.LockedUntil)
+	if ev.Data == nil { // a store that did not record it
+		ev.Data = map[string]string{"failures": strconv.Itoa(res.Failures), "locked_until": res.LockedUntil.UTC().Format(time.RFC3339)}
+	}
+	if perr := s.events.Emit(ectx, ev); perr != nil {
+		s.log.ErrorContext(ctx, "publishing user.locked", "user_id", userID, "err", perr)
+	}
+	return res, nil
+}
+
+// lockLifted is the record of the lift of the lock an attempt set on
+// reaching the limit (user.locked), when that attempt then proved right
+// (reason locking_attempt_succeeded) or was given back unchecked
+// (locking_attempt_given_back): this user.updated (change "unlocked",
+// actor system) commits with the update that lifts it.
+func lockLifted(userID, ip string) *model.Event {
+	return &model.Event{Type: model.EventUserUpdated, Actor: "system", UserID: userID, IP: ip,
+		Reason: "locking_attempt_succeeded", Data: map[string]string{"change": "unlocked"}}
+}
+
+// emitLift publishes lev after the update that lifted the lock committed
+// it (ectx).
+func (s *Service) emitLift(ctx context.Context, lev *model.Event) {
+	s.log.InfoContext(ctx, "lock lifted by the attempt that set it", "user_id", lev.UserID, "reason", lev.Reason)
+	if err := s.events.Emit(ctx, lev); err != nil {
+		s.log.ErrorContext(ctx, "publishing user.updated", "user_id", lev.UserID, "err", err)
+	}
+}
+
+// failed finishes an evaluated attempt that failed: it was counted (and,
+// reaching the limit, locked the account) when reserved. It returns
+// public carrying reason.
 func (s *Service) failed(ctx context.Context, res *store.SignInReservation, public error, userID, reason, ip, ua string) error {
 	s.log.DebugContext(ctx, "sign-in check failed", "user_id", userID, "ip", ip, "reason", reason, "failures", res.Failures)
-	if res.LockedNow {
-		s.log.WarnContext(ctx, "user locked", "user_id", userID, "ip", ip, "until", res.LockedUntil)
-		if perr := s.events.Emit(ctx, &model.Event{
-			Type: model.EventUserLocked, Actor: "system", UserID: userID, IP: ip, UserAgent: ua,
-			Outcome: model.OutcomeSuccess, Reason: "too_many_failures",
-			Data: map[string]string{"failures": strconv.Itoa(res.Failures), "locked_until": res.LockedUntil.UTC().Format(time.RFC3339)},
-		}); perr != nil {
-			s.log.ErrorContext(ctx, "publishing user.locked", "user_id", userID, "err", perr)
-		}
-	}
 	return authErr(public, reason, userID)
 }
 
@@ -204,7 +260,9 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 		}
 	}
 	oldHash := u.PasswordHash
-	got, err := s.store.UpdateUser(ctx, u.ID, func(x *model.User) error {
+	lifted, lev := false, lockLifted(u.ID, a.IP)
+	ectx := s.events.Pending(ctx, lev, func([]string) bool { return lifted })
+	got, err := s.store.UpdateUser(ectx, u.ID, func(x *model.User) error {
 		now := s.now()
 		switch {
 		case x.Disabled:
@@ -214,6 +272,7 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 		case locked(x, now) && !ownLock(x, res):
 			return errRefused{ReasonLocked}
 		}
+		lifted = ownLock(x, res)
 		if s.HasTOTP(x) {
 			x.FailedLogins = max(x.FailedLogins-1, 0)
 			if ownLock(x, res) {
@@ -237,6 +296,9 @@ func (s *Service) passwordSucceeded(ctx context.Context, u *model.User, h *phc, 
 		return nil, authErr(ErrInvalidCredentials, ReasonUnknownUser, "")
 	case err != nil:
 		return nil, fmt.Errorf("identity: update user: %w", err)
+	}
+	if lifted {
+		s.emitLift(ectx, lev)
 	}
 	if newHash != "" {
 		s.log.InfoContext(ctx, "password re-hashed with current parameters", "user_id", u.ID)

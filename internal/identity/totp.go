@@ -243,7 +243,7 @@ func (s *Service) checkTOTP(ctx context.Context, u *model.User, code, ip string)
 		// A caller error, not a guess: not counted (see settle).
 		return authErr(ErrInvalidTOTP, ReasonNoTOTP, cur.ID)
 	}
-	res, err := s.store.ReserveSignIn(ctx, cur.ID, s.now(), s.rule)
+	res, err := s.reserve(ctx, cur.ID, ip, "")
 	switch {
 	case errors.Is(err, store.ErrLocked):
 		s.log.DebugContext(ctx, "TOTP check refused", "user_id", u.ID, "ip", ip, "reason", ReasonLocked)
@@ -279,13 +279,16 @@ func (s *Service) checkTOTP(ctx context.Context, u *model.User, code, ip string)
 	}
 	// The code is used up; the account must still be as it was: not
 	// disabled, not locked by other attempts meanwhile.
-	_, err = s.store.UpdateUser(ctx, cur.ID, func(x *model.User) error {
+	lifted, lev := false, lockLifted(cur.ID, ip)
+	ectx := s.events.Pending(ctx, lev, func([]string) bool { return lifted })
+	_, err = s.store.UpdateUser(ectx, cur.ID, func(x *model.User) error {
 		switch {
 		case x.Disabled:
 			return errRefused{ReasonDisabled}
 		case locked(x, s.now()) && !ownLock(x, res):
 			return errRefused{ReasonLocked}
 		}
+		lifted = ownLock(x, res)
 		x.FailedLogins, x.LockedUntil = 0, time.Time{}
 		x.UpdatedAt = s.now()
 		return nil
@@ -297,6 +300,9 @@ func (s *Service) checkTOTP(ctx context.Context, u *model.User, code, ip string)
 		return authErr(ErrInvalidTOTP, ReasonUnknownUser, "")
 	} else if err != nil {
 		return fmt.Errorf("identity: update user: %w", err)
+	}
+	if lifted {
+		s.emitLift(ectx, lev)
 	}
 	s.log.DebugContext(ctx, "TOTP check succeeded", "user_id", cur.ID, "ip", ip)
 	return nil

@@ -443,3 +443,59 @@ func (d dbscKey) signRaw(t testing.TB, hdr, claims string) string {
 	s.FillBytes(sig[32:])
 	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
+
+// A DBSC registration commits with its session.dbsc_registered: with the
+// record refused the browser gets a 500 and no bound cookie, and the
+// session stays unbound; accepted, the session is bound with exactly
+// one record.
+func TestDBSCRegistrationCommitsWithEvent(t *testing.T) {
+	writeEventInstances(t, func(t *testing.T, in *wardtest.Instance, refuse func(*testing.T, ...model.EventType) func()) {
+		ctx := context.Background()
+		key := newDBSCKey(t)
+		registered := func(sid string) []*store.StoredEvent {
+			t.Helper()
+			evs, err := in.App.Store.ListEvents(ctx, store.EventFilter{Types: []model.EventType{model.EventSessionDBSCRegistered}, SessionID: sid})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ok []*store.StoredEvent
+			for _, e := range evs {
+				if e.Outcome == model.OutcomeSuccess {
+					ok = append(ok, e)
+				}
+			}
+			return ok
+		}
+
+		b := in.Browser()
+		ch := signInDBSC(t, in, b)
+		sid := sessionOf(t, in, b)
+		lift := refuse(t, model.EventSessionDBSCRegistered)
+		resp, _ := dbscPost(t, in, b, "/dbsc/register", map[string]string{"Secure-Session-Response": key.registration(t, in, ch)})
+		lift()
+		if resp.StatusCode != http.StatusInternalServerError || setCookieNamed(resp, "ward_dbsc") != nil {
+			t.Fatalf("registration with its record refused: status %d, bound cookie %v; want 500 and none", resp.StatusCode, setCookieNamed(resp, "ward_dbsc"))
+		}
+		if sess, err := in.App.Store.GetSession(ctx, sid); err != nil || sess.DBSCKeyJKT != "" || len(sess.DBSCKey) != 0 {
+			t.Fatalf("session after a refused registration: %+v, %v; want unbound", sess, err)
+		}
+		if n := len(registered(sid)); n != 0 {
+			t.Fatalf("%d session.dbsc_registered stored for a refused registration", n)
+		}
+
+		b2 := in.Browser()
+		ch = signInDBSC(t, in, b2)
+		sid2 := sessionOf(t, in, b2)
+		resp, body := dbscPost(t, in, b2, "/dbsc/register", map[string]string{"Secure-Session-Response": key.registration(t, in, ch)})
+		if resp.StatusCode != http.StatusOK || setCookieNamed(resp, "ward_dbsc") == nil {
+			t.Fatalf("registration: %d %s", resp.StatusCode, body)
+		}
+		sess, err := in.App.Store.GetSession(ctx, sid2)
+		if err != nil || sess.DBSCKeyJKT == "" {
+			t.Fatalf("session not bound: %+v, %v", sess, err)
+		}
+		if evs := registered(sid2); len(evs) != 1 || evs[0].Data["jkt"] != sess.DBSCKeyJKT {
+			t.Fatalf("session.dbsc_registered stored %+v, want one for %s", evs, sess.DBSCKeyJKT)
+		}
+	})
+}

@@ -323,7 +323,12 @@ func (h *Handler) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
 		fail("invalid_proof")
 		return
 	}
-	if err := h.c.Store.BindSessionKey(ctx, sess.ID, pr.JKT, pub); err != nil {
+	// The binding and its session.dbsc_registered commit together.
+	ev := ri.Event(model.EventSessionDBSCRegistered)
+	ev.Actor, ev.UserID, ev.SessionID = sess.UserID, sess.UserID, sess.ID
+	ev.Data = map[string]string{"session_binding": model.SessionBindingDBSC, "jkt": pr.JKT}
+	ectx := h.events.Pending(ctx, ev, nil)
+	if err := h.c.Store.BindSessionKey(ectx, sess.ID, pr.JKT, pub); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound) {
 			fail("already_bound")
 			return
@@ -333,13 +338,9 @@ func (h *Handler) handleDBSCRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess.DBSCKeyJKT, sess.DBSCKey = pr.JKT, pub
-	ev := ri.Event(model.EventSessionDBSCRegistered)
-	ev.Actor, ev.UserID, ev.SessionID = sess.UserID, sess.UserID, sess.ID
-	ev.Data = map[string]string{"session_binding": model.SessionBindingDBSC, "jkt": pr.JKT}
-	if err := h.events.Emit(ctx, ev); err != nil {
-		dbscRefuse(w, http.StatusInternalServerError, "server error")
-		return
-	}
+	// The binding stands with its record; a subscriber that missed the
+	// event is logged by the emitter.
+	_ = h.events.Emit(ectx, ev)
 	h.setDBSCCookie(w, sess)
 	h.writeDBSCConfig(w, sess)
 }

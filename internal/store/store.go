@@ -187,6 +187,8 @@ type Store interface {
 	// BindSessionKey records the DBSC key (thumbprint and public JWK) of
 	// an unrevoked session that has none yet: ErrNotFound when the session
 	// is missing or revoked, ErrAlreadyExists when it is already bound.
+	// ctx's pending events (session.dbsc_registered) commit with the
+	// binding, and only with it.
 	BindSessionKey(ctx context.Context, id, jkt string, jwk json.RawMessage) error
 	// RevokeSession marks the session revoked and deletes its refresh
 	// tokens, and reports whether this call revoked it: revoking a revoked
@@ -280,6 +282,22 @@ type Store interface {
 	// result is ErrAlreadyUsed, so of concurrent rotations from one
 	// state exactly one happens.
 	RotateSigningKey(ctx context.Context, k *model.SigningKey, previous string, retireAt time.Time) ([]string, error)
+	// CreateFirstSigningKey stores k, with ctx's pending events
+	// (key.created), only when the store holds no key of k's algorithm
+	// with a private key that is not scheduled for retirement; the look
+	// and the insert are one transaction, so of instances starting
+	// together on an empty database exactly one creates a key (true) and
+	// the others write nothing (false, nil) and adopt it.
+	CreateFirstSigningKey(ctx context.Context, k *model.SigningKey) (bool, error)
+	// RetireSigningKey deletes kid before its time, with ctx's pending
+	// events (key.retired), in one conditional statement: only while
+	// signer, the key the caller saw signing, is still not scheduled for
+	// retirement and kid is neither signer nor a key that comes after it
+	// (a later ActiveAt, or the same and a later CreatedAt). Otherwise
+	// nothing is written and the result is ErrAlreadyUsed (ErrNotFound
+	// when kid does not exist), so a retirement racing a rotation, on any
+	// instance, never deletes the key that signs.
+	RetireSigningKey(ctx context.Context, kid, signer string) error
 
 	// Events (the audit and sign-in log). AppendEvent assigns Seq.
 	AppendEvent(ctx context.Context, e *model.Event) (int64, error)
@@ -347,9 +365,14 @@ type Store interface {
 	// account (FailedLogins, LockedUntil) at now under rule, in one
 	// atomic write, unless the account is locked at now: then it counts
 	// nothing and returns the lock in force with ErrLocked (ErrNotFound
-	// when the user does not exist). ReleaseSignIn gives a reservation
+	// when the user does not exist). ctx's pending events (user.locked)
+	// commit with the write; their builder gets the user's id and the
+	// count including this attempt (decimal) when this attempt locked the
+	// account, nil otherwise. ReleaseSignIn gives a reservation
 	// back: one count less, and the lock it set (if any, and still in
-	// force unchanged) lifted. ReserveUnknownSignIn and
+	// force unchanged) lifted; ctx's pending events (the lift's record)
+	// commit with it, their builder getting the user's id when this call
+	// lifted the lock, nil otherwise. ReserveUnknownSignIn and
 	// ReleaseUnknownSignIn do the same for a username that does not
 	// exist, keyed by an opaque key (a keyed hash of the name); such
 	// records are purged by PurgeExpired once they no longer count.
@@ -554,7 +577,9 @@ type Sealed struct {
 //
 // The writes that take pending events are CreateUser, UpdateUser, DeleteUser,
 // CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
-// CreateSigningKey, RotateSigningKey, DeleteSigningKey,
+// CreateSigningKey, CreateFirstSigningKey, RotateSigningKey,
+// DeleteSigningKey, RetireSigningKey, BindSessionKey, ReserveSignIn (only
+// when it counts), ReleaseSignIn,
 // UpdateDeviceCode, UpdateSSFStream, PutCompliancePolicy,
 // DeleteCompliancePolicy,
 // UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,

@@ -66,6 +66,11 @@ type KeyStore interface {
 	ListSigningKeys(ctx context.Context) ([]*model.SigningKey, error)
 	RotateSigningKey(ctx context.Context, k *model.SigningKey, previous string, retireAt time.Time) ([]string, error)
 	DeleteSigningKey(ctx context.Context, kid string) error
+	// CreateFirstSigningKey and RetireSigningKey make their check and
+	// their write one transaction (see store.Store): other instances
+	// share the store.
+	CreateFirstSigningKey(ctx context.Context, k *model.SigningKey) (bool, error)
+	RetireSigningKey(ctx context.Context, kid, signer string) error
 }
 
 // KeyOptions configures a KeyManager.
@@ -177,28 +182,66 @@ func NewKeyManager(ctx context.Context, o KeyOptions) (*KeyManager, error) {
 	defer m.mu.Unlock()
 	err := m.reloadLocked(ctx)
 	if errors.Is(err, errNoActiveKey) {
-		k, cerr := m.newKey()
-		if cerr != nil {
-			return nil, cerr
-		}
-		// The key and its key.created commit together.
-		ev := m.event(model.EventKeyCreated, "", map[string]string{"kid": k.KID})
-		ectx := m.events.Pending(ctx, ev, nil)
-		if err := m.store.CreateSigningKey(ectx, k); err != nil {
-			return nil, fmt.Errorf("tokens: store signing key: %w", err)
-		}
+		err = m.createFirstLocked(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// firstKeyWait bounds how long an instance that lost the creation of the
+// first key waits for the winner's key to be active by its own clock
+// (the winner's clock may be a little ahead).
+const firstKeyWait = 5 * time.Second
+
+// createFirstLocked creates a signing key when the store holds none that
+// may sign. The store checks and inserts in one transaction
+// (CreateFirstSigningKey): of instances starting together on an empty
+// database exactly one creates a key, with its key.created, and the
+// others adopt it.
+func (m *KeyManager) createFirstLocked(ctx context.Context) error {
+	k, err := m.newKey()
+	if err != nil {
+		return err
+	}
+	// The key and its key.created commit together.
+	ev := m.event(model.EventKeyCreated, "", map[string]string{"kid": k.KID})
+	ectx := m.events.Pending(ctx, ev, nil)
+	created, err := m.store.CreateFirstSigningKey(ectx, k)
+	if err != nil {
+		return fmt.Errorf("tokens: store signing key: %w", err)
+	}
+	if created {
 		m.log.InfoContext(ctx, "created signing key", "kid", k.KID)
 		if perr := m.events.Emit(ectx, ev); perr != nil {
 			// The key and its record are stored; only the bus's
 			// subscribers missed it.
 			m.log.ErrorContext(ctx, "publishing key.created event failed", "kid", k.KID, "err", perr)
 		}
+		return m.reloadLocked(ctx)
+	}
+	// Another instance created the first key (or one that is not
+	// active yet exists): adopt it.
+	deadline := time.Now().Add(firstKeyWait)
+	for {
 		err = m.reloadLocked(ctx)
+		if !errors.Is(err, errNoActiveKey) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return nil, err
+	if errors.Is(err, errNoActiveKey) {
+		return fmt.Errorf("tokens: the store holds a signing key that is not scheduled for retirement but none that may sign now: %w", err)
 	}
-	return m, nil
+	if err == nil {
+		m.log.InfoContext(ctx, "adopted the signing key another instance created", "kid", m.state.Load().signer.kid)
+	}
+	return err
 }
 
 // errNoActiveKey: the store holds no key that may sign now.
@@ -459,8 +502,10 @@ var (
 // (private key included), so it leaves JWKS and Verify here and, at their
 // next reload, on every instance; tokens it signed stop verifying at once
 // here and at resource servers when they fetch JWKS again. The active key
-// is refused (ErrActiveKey: rotate first). It publishes key.retired (Data:
-// kid, immediate "true").
+// is refused (ErrActiveKey: rotate first), and so is a retirement that a
+// rotation on another instance overtook (ErrConcurrentRotation: nothing
+// was retired; look again). The key and its key.retired (Data: kid,
+// immediate "true") are deleted and recorded in one store transaction.
 func (m *KeyManager) Retire(ctx context.Context, actor, kid string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -469,14 +514,28 @@ func (m *KeyManager) Retire(ctx context.Context, actor, kid string) error {
 	if err := m.reloadLocked(ctx); err != nil {
 		return err
 	}
-	if m.state.Load().signer.kid == kid {
+	signer := m.state.Load().signer.kid
+	if signer == kid {
 		return ErrActiveKey
 	}
 	ev := m.event(model.EventKeyRetired, actor, map[string]string{"kid": kid, "immediate": "true"})
 	ectx := m.events.Pending(ctx, ev, nil)
-	if err := m.store.DeleteSigningKey(ectx, kid); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
+	// The store deletes kid only while signer still signs and kid does
+	// not come after it, in the statement that deletes: a rotation on
+	// another instance since the reload above cannot make this delete
+	// the key that signs now.
+	if err := m.store.RetireSigningKey(ectx, kid, signer); err != nil {
+		switch {
+		case errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("%w: %s", ErrNoKey, kid)
+		case errors.Is(err, store.ErrAlreadyUsed):
+			err = fmt.Errorf("%w (%s was not retired)", ErrConcurrentRotation, kid)
+			if rerr := m.reloadLocked(ctx); rerr != nil {
+				err = errors.Join(err, rerr)
+			} else if m.state.Load().signer.kid == kid {
+				err = ErrActiveKey
+			}
+			return err
 		}
 		return fmt.Errorf("tokens: retire %s: %w", kid, err)
 	}

@@ -112,6 +112,38 @@ func (s *memStore) DeleteSigningKey(_ context.Context, kid string) error {
 	return nil
 }
 
+// CreateFirstSigningKey and RetireSigningKey follow store.Store.
+func (s *memStore) CreateFirstSigningKey(_ context.Context, k *model.SigningKey) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, old := range s.keys {
+		if old.RetireAt.IsZero() && old.Alg == k.Alg && len(old.PrivateEnc) > 0 {
+			return false, nil
+		}
+	}
+	if _, ok := s.keys[k.KID]; ok {
+		return false, store.ErrAlreadyExists
+	}
+	s.keys[k.KID] = clone(k)
+	return true, nil
+}
+
+func (s *memStore) RetireSigningKey(_ context.Context, kid, signer string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.keys[kid]
+	if !ok {
+		return store.ErrNotFound
+	}
+	sk, ok := s.keys[signer]
+	if kid == signer || !ok || !sk.RetireAt.IsZero() ||
+		(k.RetireAt.IsZero() && (!k.ActiveAt.Before(sk.ActiveAt) && !(k.ActiveAt.Equal(sk.ActiveAt) && k.CreatedAt.Before(sk.CreatedAt)))) {
+		return store.ErrAlreadyUsed
+	}
+	delete(s.keys, kid)
+	return nil
+}
+
 func (s *memStore) get(kid string) *model.SigningKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -219,3 +219,128 @@ func TestRotationTwoInstances(t *testing.T) {
 		})
 	}
 }
+
+// firstKeyBarrier holds every CreateFirstSigningKey until all the
+// starting managers have called it: each has found no key and is about
+// to create the first.
+type firstKeyBarrier struct {
+	tokens.KeyStore
+	arrived *sync.WaitGroup
+}
+
+func (b firstKeyBarrier) CreateFirstSigningKey(ctx context.Context, k *model.SigningKey) (bool, error) {
+	b.arrived.Done()
+	b.arrived.Wait()
+	return b.KeyStore.CreateFirstSigningKey(ctx, k)
+}
+
+// Four key managers, two on each of two instances, start at once on an
+// empty database: exactly one key is created, with one key.created, and
+// every manager signs with it.
+func TestFirstKeyTwoInstances(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			stores := []store.Store{b.Open(t, nil), b.Open(t, nil)}
+			const n = 4
+			var arrived sync.WaitGroup
+			arrived.Add(n)
+			ms := make([]*tokens.KeyManager, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					ms[i], errs[i] = tokens.NewKeyManager(ctx, tokens.KeyOptions{Store: firstKeyBarrier{stores[i%2], &arrived},
+						KEK: kek(t), Bus: bus.NewLocal(), RetireAfter: time.Hour})
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("manager %d: %v", i, err)
+				}
+			}
+			ks, err := stores[1].ListSigningKeys(ctx)
+			if err != nil || len(ks) != 1 {
+				t.Fatalf("%d keys after the start (%v), want one", len(ks), err)
+			}
+			for i, m := range ms {
+				if m.ActiveKID() != ks[0].KID {
+					t.Errorf("manager %d signs with %s, want %s", i, m.ActiveKID(), ks[0].KID)
+				}
+			}
+			if evs := keyEvents(t, stores[0]); !sameTypes(evs, model.EventKeyCreated) || evs[0].Data["kid"] != ks[0].KID {
+				t.Errorf("key events %v, want one key.created for %s", types(evs), ks[0].KID)
+			}
+		})
+	}
+}
+
+// rotateBeforeRetire runs a rotation on another instance after the
+// retiring manager has read the keys and before its retirement is
+// written: the window in which a check apart from the write would act on
+// a stale view of which key signs.
+type rotateBeforeRetire struct {
+	tokens.KeyStore
+	rotate func()
+}
+
+func (r rotateBeforeRetire) RetireSigningKey(ctx context.Context, kid, signer string) error {
+	r.rotate()
+	return r.KeyStore.RetireSigningKey(ctx, kid, signer)
+}
+
+// Retire on one instance races a rotation on another: it saw k1 signing
+// and retires k0 (retiring), but by the time it writes, k1 has been
+// replaced. The store refuses (ErrConcurrentRotation: nothing retired,
+// nothing recorded) and the rotation's key signs on both.
+func TestRetireRacingRotationTwoInstances(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			st1, st2 := b.Open(t, nil), b.Open(t, nil)
+			m1, err := tokens.NewKeyManager(ctx, tokens.KeyOptions{Store: st1, KEK: kek(t), Bus: bus.NewLocal(), RetireAfter: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k0 := m1.ActiveKID()
+			if _, err := m1.Rotate(ctx, "admin"); err != nil {
+				t.Fatal(err)
+			}
+			k1 := m1.ActiveKID()
+			var k2 string
+			m2, err := tokens.NewKeyManager(ctx, tokens.KeyOptions{Store: rotateBeforeRetire{KeyStore: st2, rotate: func() {
+				k, err := m1.Rotate(ctx, "admin")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				k2 = k.KID
+			}}, KEK: kek(t), Bus: bus.NewLocal(), RetireAfter: time.Hour})
+			if err != nil || m2.ActiveKID() != k1 {
+				t.Fatalf("second instance: %v, signing %s; want %s", err, m2.ActiveKID(), k1)
+			}
+			if err := m2.Retire(ctx, "admin", k0); !errors.Is(err, tokens.ErrConcurrentRotation) {
+				t.Fatalf("retirement overtaken by a rotation: %v, want ErrConcurrentRotation", err)
+			}
+			ks, err := st1.ListSigningKeys(ctx)
+			if err != nil || len(ks) != 3 {
+				t.Fatalf("%d keys (%v), want k0, k1 retiring and k2", len(ks), err)
+			}
+			if m1.ActiveKID() != k2 || m2.ActiveKID() != k2 {
+				t.Errorf("signing: m1 %s, m2 %s; want %s", m1.ActiveKID(), m2.ActiveKID(), k2)
+			}
+			for _, e := range keyEvents(t, st1) {
+				if e.Type == model.EventKeyRetired {
+					t.Errorf("key.retired recorded: %+v", e)
+				}
+			}
+			// Looked at again, the retirement goes through.
+			if err := tokens.KeyStore(st2).RetireSigningKey(store.WithEvent(ctx, &model.Event{ID: "r", Type: model.EventKeyRetired, Time: time.Now(), Actor: "admin", Outcome: model.OutcomeSuccess}), k0, k2); err != nil {
+				t.Fatalf("retire %s with %s signing: %v", k0, k2, err)
+			}
+		})
+	}
+}

@@ -197,8 +197,11 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	d := sqlstore.Dialect{
-		ForUpdate:   " FOR UPDATE",
-		LockSession: `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
+		ForUpdate: " FOR UPDATE",
+		// SHARE ROW EXCLUSIVE conflicts with itself and with every row
+		// write, not with reads.
+		LockSigningKeys: "LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE",
+		LockSession:     `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
 		// One round trip and one commit instead of BEGIN, four
 		// statements and COMMIT.
 		RotateInOneStatement: true,

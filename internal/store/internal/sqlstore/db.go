@@ -97,6 +97,11 @@ type Dialect struct {
 	// RevokeSession racing a rotation on PostgreSQL (READ COMMITTED) could
 	// miss the freshly inserted token.
 	LockSession string
+	// LockSigningKeys, when not empty, is a statement that keeps other
+	// writers of signing_keys out until the transaction ends (readers
+	// go on), so that of instances creating a first key at once on
+	// PostgreSQL (READ COMMITTED) only one finds none.
+	LockSigningKeys string
 	// RotateInOneStatement makes RotateRefreshToken one statement of
 	// data-modifying CTEs (rotateRefreshSQL, PostgreSQL) instead of a
 	// transaction of four: one round trip and one commit. The rotation's

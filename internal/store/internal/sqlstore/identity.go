@@ -473,6 +473,76 @@ func (s *Store) CreateSigningKey(ctx context.Context, k *model.SigningKey) error
 	})
 }
 
+// errKeyExists: CreateFirstSigningKey found a key that may sign; nothing
+// is written.
+var errKeyExists = errors.New("store: a signing key exists")
+
+// CreateFirstSigningKey stores k, with ctx's pending events, only when no
+// key of k's algorithm with a private key is left unscheduled for
+// retirement (see store.Store): the look and the insert are one
+// transaction. On PostgreSQL it first locks the table against other
+// writers (reads go on): otherwise two instances starting on an empty
+// database would both find no key in READ COMMITTED and both insert.
+// SQLite serialises writers already.
+func (s *Store) CreateFirstSigningKey(ctx context.Context, k *model.SigningKey) (bool, error) {
+	err := s.inTxEvent(ctx, func(q Querier) ([]string, error) {
+		if s.d.LockSigningKeys != "" {
+			if _, err := q.Exec(ctx, s.d.LockSigningKeys); err != nil {
+				return nil, wrap("lock signing keys", err)
+			}
+		}
+		var n int64
+		if err := q.QueryRow(ctx, `SELECT COUNT(*) FROM signing_keys
+			WHERE retire_at = 0 AND alg = $1 AND private_enc IS NOT NULL AND length(private_enc) > 0`, k.Alg).Scan(&n); err != nil {
+			return nil, wrap("find signing keys", err)
+		}
+		if n > 0 {
+			return nil, errKeyExists
+		}
+		_, err := q.Exec(ctx, `INSERT INTO signing_keys (`+keyCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, keyArgs(k)...)
+		return nil, s.createErr("signing key", err)
+	})
+	if errors.Is(err, errKeyExists) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// RetireSigningKey deletes kid, with ctx's pending events, in one
+// conditional statement that also checks that signer, the key the
+// caller saw signing, is still not scheduled for retirement and that kid
+// does not come after it (see store.Store). A rotation replaces the
+// signer by retiring it and inserting a newer key in one transaction, so
+// whatever the statement sees of a concurrent rotation (nothing, or
+// both), it never deletes the key that signs once both have committed.
+func (s *Store) RetireSigningKey(ctx context.Context, kid, signer string) error {
+	if kid == signer {
+		return store.ErrAlreadyUsed
+	}
+	err := s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `DELETE FROM signing_keys WHERE kid = $1 AND EXISTS (
+			SELECT 1 FROM signing_keys sk WHERE sk.kid = $2 AND sk.retire_at = 0 AND (
+				signing_keys.retire_at <> 0 OR signing_keys.active_at < sk.active_at OR
+				(signing_keys.active_at = sk.active_at AND signing_keys.created_at < sk.created_at)))`, kid, signer)
+		if err != nil {
+			return wrap("retire signing key", err)
+		}
+		if n == 0 {
+			return errKeyExists
+		}
+		return nil
+	})
+	if !errors.Is(err, errKeyExists) {
+		return err
+	}
+	var one int
+	if err := s.db.Read().QueryRow(ctx, `SELECT 1 FROM signing_keys WHERE kid = $1`, kid).Scan(&one); err != nil {
+		return s.getErr("signing key", err)
+	}
+	return store.ErrAlreadyUsed
+}
+
 // RotateSigningKey schedules the retirement of every key that signs at
 // k.ActiveAt and stores k, with ctx's pending events, in one transaction
 // (see store.Store). The UPDATE takes the rows it retires: of two

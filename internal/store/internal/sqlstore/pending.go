@@ -69,3 +69,15 @@ func (s *Store) execEvent(ctx context.Context, fn func(q Querier) error) error {
 	}
 	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) { return nil, fn(q) })
 }
+
+// execPendingIDs is execEvent for a single statement whose record
+// depends on what it did (the ids it reports to the pending builder):
+// without pending events it runs on its own, outside a transaction.
+func (s *Store) execPendingIDs(ctx context.Context, fn func(q Querier) ([]string, error)) error {
+	p := store.TakeEvent(ctx)
+	if p == nil {
+		_, err := fn(s.db.Write())
+		return err
+	}
+	return s.inTxPending(ctx, p, fn)
+}

@@ -121,19 +121,31 @@ func (s *Store) TouchSession(ctx context.Context, id string, at time.Time) error
 	return nil
 }
 
+// errNotBound: BindSessionKey's statement bound nothing (the session is
+// gone, revoked or bound already); its pending events are not appended.
+var errNotBound = errors.New("store: bind session key: not bound")
+
 // BindSessionKey records the DBSC key of an unrevoked, unbound session in
-// one conditional statement, so two registrations cannot both win.
+// one conditional statement, so two registrations cannot both win, with
+// ctx's pending events (session.dbsc_registered) in its transaction: only
+// the registration that binds records them.
 func (s *Store) BindSessionKey(ctx context.Context, id, jkt string, jwk json.RawMessage) error {
 	if jkt == "" || len(jwk) == 0 {
 		return errors.New("store: bind session key: thumbprint and key are required")
 	}
-	n, err := s.db.Write().Exec(ctx, `UPDATE sessions SET dbsc_key_jkt = $2, dbsc_key = $3
+	err := s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `UPDATE sessions SET dbsc_key_jkt = $2, dbsc_key = $3
 		WHERE id = $1 AND revoked_at = 0 AND dbsc_key_jkt = ''`, id, jkt, rawJSON(jwk))
-	if err != nil {
-		return wrap("bind session key", err)
-	}
-	if n == 1 {
+		if err != nil {
+			return wrap("bind session key", err)
+		}
+		if n != 1 {
+			return errNotBound
+		}
 		return nil
+	})
+	if !errors.Is(err, errNotBound) {
+		return err
 	}
 	se, err := s.GetSession(ctx, id)
 	if err != nil {

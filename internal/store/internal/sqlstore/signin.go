@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/ward-idp/ward/internal/store"
@@ -60,15 +61,28 @@ func scanReservation(rs Rows, err error, op string) (*store.SignInReservation, b
 	return &store.SignInReservation{Failures: int(failures), LockedUntil: fromMicros(until), LockedNow: until != 0}, true, nil
 }
 
-// ReserveSignIn counts an attempt on a user's account unless it is locked.
+// ReserveSignIn counts an attempt on a user's account unless it is
+// locked. With pending events (user.locked) the statement and their
+// append are one transaction: the builder gets the user's id and the
+// count (decimal) when this attempt locked the account, nil otherwise, so
+// a lock never commits without its record, nor the record without the
+// lock.
 func (s *Store) ReserveSignIn(ctx context.Context, userID string, now time.Time, r store.Lockout) (*store.SignInReservation, error) {
 	next := nextCount("", "failed_logins")
-	rs, err := s.db.Write().Query(ctx, `UPDATE users SET failed_logins = `+next+`,
+	var res *store.SignInReservation
+	var ok bool
+	err := s.execPendingIDs(ctx, func(q Querier) ([]string, error) {
+		rs, err := q.Query(ctx, `UPDATE users SET failed_logins = `+next+`,
 		locked_until = CASE WHEN `+next+` >= CAST($4 AS BIGINT) THEN CAST($5 AS BIGINT) ELSE 0 END,
 		failed_at = $2, updated_at = $2
 		WHERE id = $1 AND locked_until <= $2
 		RETURNING failed_logins, locked_until`, append([]any{userID}, lockoutArgs(now, r, false)...)...)
-	res, ok, err := scanReservation(rs, err, "reserve sign-in")
+		res, ok, err = scanReservation(rs, err, "reserve sign-in")
+		if err != nil || !ok || !res.LockedNow {
+			return nil, err
+		}
+		return []string{userID, strconv.Itoa(res.Failures)}, nil
+	})
 	if err != nil || ok {
 		return res, err
 	}
@@ -88,13 +102,35 @@ func releaseLock(r *store.SignInReservation) int64 {
 	return -1
 }
 
-// ReleaseSignIn gives a reservation on a user's account back.
+// ReleaseSignIn gives a reservation on a user's account back. With
+// pending events (the record of a lock lifted) it reads the lock under
+// the row lock in the same transaction, and the builder gets the user's
+// id only when this release lifted the lock the reservation set.
 func (s *Store) ReleaseSignIn(ctx context.Context, userID string, r *store.SignInReservation) error {
-	_, err := s.db.Write().Exec(ctx, `UPDATE users SET
+	const release = `UPDATE users SET
 		failed_logins = CASE WHEN failed_logins > 0 THEN failed_logins - 1 ELSE 0 END,
 		locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END
-		WHERE id = $1`, userID, releaseLock(r))
-	return wrap("release sign-in", err)
+		WHERE id = $1`
+	p := store.TakeEvent(ctx)
+	if p == nil {
+		_, err := s.db.Write().Exec(ctx, release, userID, releaseLock(r))
+		return wrap("release sign-in", err)
+	}
+	return s.inTxPending(ctx, p, func(q Querier) ([]string, error) {
+		var until int64
+		if err := q.QueryRow(ctx, `SELECT locked_until FROM users WHERE id = $1`+s.d.ForUpdate, userID).Scan(&until); s.d.IsNoRows(err) {
+			return nil, nil
+		} else if err != nil {
+			return nil, wrap("release sign-in", err)
+		}
+		if _, err := q.Exec(ctx, release, userID, releaseLock(r)); err != nil {
+			return nil, wrap("release sign-in", err)
+		}
+		if r.LockedNow && until == releaseLock(r) {
+			return []string{userID}, nil
+		}
+		return nil, nil
+	})
 }
 
 // ReserveUnknownSignIn counts an attempt on an unknown name unless it is
