@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -45,8 +46,19 @@ func wantPollError(t testing.TB, what string, r response, status int, code strin
 // (status, RFC 8935 body with a registry code; RFC 6750 challenges for
 // token errors), and a refused request applies nothing, its
 // acknowledgements included.
-func TestPollErrors(t *testing.T) {
-	in := start(t)
+func TestPollErrors(t *testing.T) { testPollErrors(t, start(t)) }
+
+// TestPollErrorsPostgres: the same on PostgreSQL (which refuses a NUL in
+// text: a setErrs description must be cleaned before it is stored).
+func TestPollErrorsPostgres(t *testing.T) {
+	dsn := os.Getenv("WARD_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("WARD_TEST_POSTGRES_DSN not set")
+	}
+	testPollErrors(t, wardtest.Start(t, wardtest.Options{RealClock: true, PostgresDSN: dsn, Configure: ssfClients}))
+}
+
+func testPollErrors(t *testing.T, in *wardtest.Instance) {
 	tok := receiverToken(t, in)
 	otok := token(t, in, otherID, otherSecret, "ssf.manage ssf.poll")
 	noPoll := token(t, in, receiverID, receiverSecret, "ssf.manage")
@@ -102,8 +114,7 @@ func TestPollErrors(t *testing.T) {
 		{"setErrs without err", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{"x": map[string]any{"description": "d"}}}, 400, "invalid_request"},
 		{"setErrs err with a space", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{"x": map[string]any{"err": "bad code"}}}, 400, "invalid_request"},
 		{"setErrs oversized err", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{"x": map[string]any{"err": strings.Repeat("e", 65)}}}, 400, "invalid_request"},
-		{"setErrs oversized description", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{"x": map[string]any{"err": "invalid_request", "description": strings.Repeat("d", 1025)}}}, 400, "invalid_request"},
-		{"setErrs description with a NUL", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{"x": map[string]any{"err": "invalid_request", "description": "a\x00b"}}}, 400, "invalid_request"},
+		{"setErrs description not a string", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{"x": map[string]any{"err": "invalid_request", "description": 7}}}, 400, "invalid_request"},
 		{"setErrs oversized jti", path, tok, map[string]any{"ack": ack, "setErrs": map[string]any{long: map[string]any{"err": "invalid_request"}}}, 400, "invalid_request"},
 		{"oversized body", path, tok, map[string]any{"ack": ack, "padding": strings.Repeat("p", 70<<10)}, 413, "invalid_request"},
 		{"unknown stream", "/ssf/poll/no-such-stream", tok, map[string]any{"ack": ack}, 404, "invalid_request"},
@@ -158,8 +169,11 @@ func TestPollErrors(t *testing.T) {
 	if strings.TrimSpace(string(r.body)) != `{"sets":{},"moreAvailable":false}` {
 		t.Errorf("paused stream: %s", r.body)
 	}
-	// The receiver's own refusal, on a paused stream, is applied.
-	poll(t, in, tok, id, map[string]any{"maxEvents": 0, "setErrs": map[string]any{jti: map[string]any{"err": "invalid_key", "description": "unknown kid"}}})
+	// The receiver's own refusal, on a paused stream, is applied; its
+	// description is free text, cleaned (a NUL, which PostgreSQL refuses
+	// in text) and cut, not a reason to refuse the request.
+	poll(t, in, tok, id, map[string]any{"maxEvents": 0, "setErrs": map[string]any{jti: map[string]any{"err": "invalid_key",
+		"description": "unknown kid\x00\n" + strings.Repeat("d", 5000)}}})
 	// (Queued counts the stream-updated SET of the pause.)
 	if c, _ := in.App.CAE.QueueCounts(ctx, receiverID, id); c.Refused != 1 {
 		t.Errorf("after setErrs: queue %+v, want the SET refused", c)

@@ -353,7 +353,7 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, clientID string
 const (
 	maxPollJTI       = 256  // an ack or setErrs key: Ward's jtis are far shorter
 	maxSETErrCode    = 64   // a setErrs "err": a registry code
-	maxSETErrDesc    = 1024 // a setErrs "description" (stored cut to 512 bytes)
+	maxSETErrDesc    = 512  // a setErrs "description" is cut to this (and stored cut with its err)
 	maxPollMaxEvents = 1 << 30
 )
 
@@ -415,10 +415,9 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request, clientID string) 
 			}
 			desc := ""
 			if e.Description != nil {
-				desc = *e.Description
-			}
-			if !textclean.ValidText(desc, maxSETErrDesc) {
-				return badRequest("a setErrs description must be text of at most %d bytes without control characters", maxSETErrDesc)
+				// Free text for operators: cleaned and cut rather than
+				// refused, which would hold back the request's acks too.
+				desc = textclean.Clean(*e.Description, maxSETErrDesc)
 			}
 			req.SetErrs[jti] = cae.SETError{Err: *e.Err, Description: desc}
 		}
