@@ -351,9 +351,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, clientID string
 
 // Bounds of a poll request's members (the body is bounded by maxBody too).
 const (
-	maxPollJTI       = 256  // an ack or setErrs key: Ward's jtis are far shorter
-	maxSETErrCode    = 64   // a setErrs "err": a registry code
-	maxSETErrDesc    = 512  // a setErrs "description" is cut to this (and stored cut with its err)
+	maxPollJTI       = 256 // an ack or setErrs key: Ward's jtis are far shorter
+	maxSETErrCode    = 64  // a setErrs "err": a registry code
+	maxSETErrDesc    = 512 // a setErrs "description" is cut to this (and stored cut with its err)
 	maxPollMaxEvents = 1 << 30
 )
 
