@@ -20,7 +20,11 @@
 // Clients read these with [ParseChallenges] or [ParseClaimsChallenge].
 //
 // [Receiver] verifies Security Event Tokens (RFC 8417) from an OpenID
-// Shared Signals transmitter and maps CAEP and RISC events to the state;
+// Shared Signals transmitter and maps CAEP and RISC events to the state
+// at the event's time (event_timestamp, at most iat): a risk-level-change
+// to HIGH ends the tokens issued up to it, so those of the sessions the IdP
+// spared after a remediation (Ward dates the change to that remediation)
+// keep working, and a late or replayed SET never lifts a revocation;
 // it serves push delivery ([Receiver.PushHandler], RFC 8935) and polls
 // ([Poller], RFC 8936). [UsageReporter] batches token-use records to the
 // IdP's risk engine.

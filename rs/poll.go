@@ -215,9 +215,7 @@ func (p *Poller) Once(ctx context.Context, maxEvents int, returnImmediately bool
 		return res, fmt.Errorf("rs: poll: read: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e pollSetErr
-		_ = json.Unmarshal(data, &e)
-		return res, fmt.Errorf("rs: poll: status %d %s", resp.StatusCode, e.Err)
+		return res, pollError(resp.StatusCode, data)
 	}
 	if len(data) > maxPollResponse {
 		return res, errors.New("rs: poll: response too large")
@@ -281,6 +279,54 @@ func (p *Poller) Once(ctx context.Context, maxEvents int, returnImmediately bool
 		res.Applied++
 	}
 	return res, nil
+}
+
+// PollError is a transmitter's non-200 answer to a poll request. RFC 8936
+// §2.5.1 leaves its body open; Code is the RFC 8935 §2.3 "err" of a
+// {"err", "description"} body (Ward's), or the "error" of an OAuth-style
+// one, cut to 64 printable ASCII characters. The description is not kept:
+// it is the transmitter's text, of any size, and could echo a credential.
+type PollError struct {
+	StatusCode int
+	Code       string
+}
+
+func (e *PollError) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("rs: poll: status %d", e.StatusCode)
+	}
+	return fmt.Sprintf("rs: poll: status %d (%s)", e.StatusCode, e.Code)
+}
+
+// ParsePollError reads a transmitter's non-200 poll answer (status and
+// body) as a *PollError.
+func ParsePollError(status int, body []byte) error { return pollError(status, body) }
+
+func pollError(status int, body []byte) *PollError {
+	var e struct {
+		Err   any `json:"err"`
+		Error any `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e)
+	code, _ := e.Err.(string)
+	if code == "" {
+		code, _ = e.Error.(string)
+	}
+	return &PollError{StatusCode: status, Code: errorCode(code)}
+}
+
+// errorCode keeps an error code fit for a log line: printable ASCII
+// without quotes, at most 64 bytes; anything else is dropped whole.
+func errorCode(c string) string {
+	if len(c) > 64 {
+		return ""
+	}
+	for i := 0; i < len(c); i++ {
+		if c[i] <= ' ' || c[i] > '~' || c[i] == '"' || c[i] == '\\' {
+			return ""
+		}
+	}
+	return c
 }
 
 func (p *Poller) refuse(res *PollResult, jti string, e *SETError) {

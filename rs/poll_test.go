@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -270,5 +271,50 @@ func TestPollerOrderAndDeferral(t *testing.T) {
 	}
 	if n, _ := tr.done(); n != 0 {
 		t.Fatalf("%d unacknowledged", n)
+	}
+}
+
+// TestPollerErrorAnswers: a transmitter's error answer is reported as a
+// *PollError with its status and code, read from RFC 8935's "err" (Ward)
+// or an OAuth-style "error"; a code that is oversized, not printable or
+// not a string is dropped, and nothing of the description is kept (it
+// could echo the token). The acknowledgements stay pending.
+func TestPollerErrorAnswers(t *testing.T) {
+	f := newRecvFixture(t)
+	cases := []struct {
+		status int
+		body   string
+		code   string
+	}{
+		{400, `{"err":"invalid_request","description":"maxEvents must be a non-negative integer"}`, "invalid_request"},
+		{401, `{"err":"authentication_failed","description":"secret-tok"}`, "authentication_failed"},
+		{403, `{"error":"insufficient_scope","error_description":"secret-tok"}`, "insufficient_scope"},
+		{404, `not json secret-tok`, ""},
+		{400, `{"err":"` + strings.Repeat("e", 65) + `"}`, ""},
+		{400, `{"err":"bad\ncode secret-tok"}`, ""},
+		{400, `{"err":7,"error":"server_error"}`, "server_error"},
+		{503, ``, ""},
+	}
+	for _, c := range cases {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(c.status)
+			_, _ = w.Write([]byte(c.body))
+		}))
+		p, _ := f.r.NewPoller(PollConfig{Endpoint: srv.URL, HTTPClient: srv.Client(), Token: func(context.Context) (string, error) { return "secret-tok", nil }})
+		p.acks = []string{"j1"}
+		_, err := p.Once(context.Background(), 10, true)
+		srv.Close()
+		var pe *PollError
+		if !errors.As(err, &pe) || pe.StatusCode != c.status || pe.Code != c.code {
+			t.Errorf("%d %s: error %v, want status %d code %q", c.status, c.body, err, c.status, c.code)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret-tok") || len(err.Error()) > 100 {
+			t.Errorf("%d %s: error text %q", c.status, c.body, err)
+		}
+		if len(p.acks) != 1 {
+			t.Errorf("%d: the acknowledgements were dropped after an error", c.status)
+		}
 	}
 }

@@ -337,9 +337,13 @@ func (r *Receiver) revokeMostSpecific(set *SET, sub *Subject, at time.Time, simp
 	return nil
 }
 
-// risk maps risk-level-change: HIGH revokes the principal, MEDIUM asks a
-// user for step-up (StepUpACR and a fresh authentication), LOW does
-// nothing.
+// risk maps risk-level-change: HIGH revokes the principal's tokens issued
+// up to at, MEDIUM asks a user for step-up (StepUpACR and an
+// authentication after at), LOW does nothing (a lower level lifts no
+// revocation). at is the event's time (CAEP event_timestamp, clamped to
+// iat): a transmitter that spared the sessions signed in after a
+// remediation says so by giving the time the level is about (Ward: the
+// remediation), so their tokens, issued later, stay valid.
 func (r *Receiver) risk(set *SET, sub *Subject, at time.Time) []Action {
 	ev := set.Event
 	principal := strings.ToUpper(ev.Principal)
@@ -409,7 +413,7 @@ func (r *Receiver) do(a Action) {
 	case "require":
 		st.Require(a.Issuer, a.ID, *a.Requirement)
 	case "clear_requirement":
-		st.ClearRequirement(a.Issuer, a.ID)
+		st.clearRequirement(a.Issuer, a.ID, a.At)
 	}
 }
 

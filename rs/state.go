@@ -207,8 +207,9 @@ func (s *RevocationState) RevokeToken(iss, jti string, at time.Time) {
 	s.revoke(kindToken, iss, jti, "", at)
 }
 
-// Require sets the requirement for user (iss, sub), replacing any earlier
-// one.
+// Require sets the requirement for user (iss, sub), replacing an earlier
+// one (by Since): a requirement of a later event is kept when one of an
+// earlier event comes after it (SETs can arrive out of order).
 func (s *RevocationState) Require(iss, sub string, r Requirement) {
 	now := s.now()
 	if r.Since.IsZero() || r.Since.After(now) {
@@ -227,15 +228,27 @@ func (s *RevocationState) Require(iss, sub string, r Requirement) {
 			delete(s.reqs, kk)
 		}
 	}
+	if old, ok := s.reqs[k]; ok && old.Since.Unix() > r.Since.Unix() {
+		return
+	}
 	s.reqs[k] = r
 	s.nreqs.Store(int64(len(s.reqs)))
 }
 
 // ClearRequirement removes the requirement for user (iss, sub).
 func (s *RevocationState) ClearRequirement(iss, sub string) {
+	s.clearRequirement(iss, sub, time.Time{})
+}
+
+// clearRequirement removes the requirement for user (iss, sub) unless it
+// comes from an event later than at (zero: whatever its time), so an
+// earlier event delivered late does not lift a later requirement.
+func (s *RevocationState) clearRequirement(iss, sub string, at time.Time) {
 	k := s.key(kindUser, iss, sub, "")
 	s.reqMu.Lock()
-	delete(s.reqs, k)
+	if r, ok := s.reqs[k]; ok && (at.IsZero() || r.Since.Unix() <= at.Unix()) {
+		delete(s.reqs, k)
+	}
 	s.nreqs.Store(int64(len(s.reqs)))
 	s.reqMu.Unlock()
 }

@@ -235,7 +235,7 @@ var rules = map[string]rule{
 
 	"internal/deviceapi": {imports: []string{"dpop", "httpauth", "internal/device", "internal/model", "internal/oauth"}, never: notHandler},
 	// The SSF HTTP layer authenticates receivers through oauth.
-	"internal/ssf": {imports: []string{"dpop", "httpauth", "internal/cae", "internal/model", "internal/oauth"}, never: notHandler},
+	"internal/ssf": {imports: []string{"dpop", "httpauth", "internal/cae", "internal/model", "internal/oauth", "internal/textclean"}, never: notHandler},
 
 	// POST /usage: resource servers' token-use reports (the rs wire
 	// format), authenticated by the provider, recorded as token.used

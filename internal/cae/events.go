@@ -2,10 +2,13 @@ package cae
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 )
 
 // Event type URIs (CAEP 1.0 §3, RISC 1.0, SSF 1.0 §8.1.4 and §8.1.5).
@@ -347,6 +350,7 @@ func (s *Service) templates(ctx context.Context, e *model.Event) []template {
 		}
 		b := base(initiator(e), "user risk set to "+orDefault(e.Data["level"], "none"))
 		b.Principal, b.CurrentLevel, b.PreviousLevel, b.RiskReason = "USER", riskLevel(e.Data["level"]), riskLevel(e.Data["previous"]), e.Reason
+		b.EventTimestamp = s.riskBound(ctx, e).Unix()
 		return []template{{EventRiskLevelChange, user(), userKey, b}}
 	case model.EventSessionRiskChanged:
 		if e.UserID == "" || e.SessionID == "" {
@@ -417,4 +421,52 @@ var SourceEventTypes = []model.EventType{
 	model.EventSessionRiskChanged,
 	model.EventAccessPolicyChanged,
 	model.EventRiskCompromiseConfirmed,
+}
+
+// maxRemediationLookup bounds the events riskBound reads.
+const maxRemediationLookup = 1000
+
+// riskBound is the event_timestamp of a user's risk-level-change: the
+// time up to which the assessed level is about the account. That is the
+// change, unless the user remediated (store.RemediationEvents) after the
+// activity that raised the level (DataActivityAt) and before the change:
+// then the first such remediation, the bound of Ward's own response
+// (docs/risk-response.md). A resource revoking the user's tokens issued up
+// to event_timestamp (rs) so spares the sessions the response spared,
+// signed in after the remediation, and still ends every earlier token.
+// A remediation committed after this read, stamped before the change,
+// is missed: the SET then says the change's time, which revokes more,
+// never less.
+func (s *Service) riskBound(ctx context.Context, e *model.Event) time.Time {
+	activity, err := time.Parse(time.RFC3339Nano, e.Data[model.DataActivityAt])
+	if err != nil || !activity.Before(e.Time) {
+		return e.Time
+	}
+	types := make([]model.EventType, len(store.RemediationEvents))
+	for i, r := range store.RemediationEvents {
+		types[i] = r.Type
+	}
+	evs, err := s.o.Store.ListEvents(ctx, store.EventFilter{Types: types, UserID: e.UserID,
+		Since: activity.Add(time.Microsecond), Until: e.Time.Add(time.Microsecond), Limit: maxRemediationLookup})
+	if err != nil {
+		s.o.Log.WarnContext(ctx, "cae: remediations of a risk change not read; event_timestamp is the change", "user_id", e.UserID, "err", err)
+		return e.Time
+	}
+	bound := e.Time
+	for _, ev := range evs {
+		if ev.Time.After(activity) && ev.Time.Before(bound) && isRemediation(&ev.Event) {
+			bound = ev.Time
+		}
+	}
+	return bound
+}
+
+// isRemediation reports whether e is one of store.RemediationEvents.
+func isRemediation(e *model.Event) bool {
+	for _, r := range store.RemediationEvents {
+		if e.Type == r.Type && (r.Reasons == nil || slices.Contains(r.Reasons, model.RevocationCause(e.Reason))) {
+			return true
+		}
+	}
+	return false
 }

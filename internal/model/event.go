@@ -126,9 +126,16 @@ const (
 	// was stored (Data: version, digest, added, changed, removed).
 	EventAccessPolicyChanged EventType = "access.policy_changed"
 	// EventUserRiskChanged: a user's risk level was set (Data: level,
-	// previous, reason).
+	// previous, reason; DataActivityAt when a detection raised it).
 	EventUserRiskChanged EventType = "user.risk_changed"
 )
+
+// DataActivityAt is the Data key of a user.risk_changed raised by a
+// detection: the time (RFC 3339) of the activity the detection is about,
+// which bounds the automatic response (sessions created after the user's
+// first remediation since are spared) and, through the CAEP
+// risk-level-change's event_timestamp, what resources revoke.
+const DataActivityAt = "activity_at"
 
 // Passkeys and security keys (WebAuthn). Enrolment and removal are
 // mfa.enrolled and mfa.removed (Data: method passkey or security_key,

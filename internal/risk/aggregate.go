@@ -132,12 +132,18 @@ func (s *Service) recompute(st *store.RiskState, now time.Time) []levelChange {
 }
 
 // changeEvents are the events recording changes, by actor for reason.
-func changeEvents(userID, actor, reason, detectionID string, changes []levelChange) []*model.Event {
+// activity (zero if none) is the time of the activity of the detection
+// that caused them: a user level it raised records it (DataActivityAt),
+// the bound its response and resources' revocations use.
+func changeEvents(userID, actor, reason, detectionID string, activity time.Time, changes []levelChange) []*model.Event {
 	evs := make([]*model.Event, 0, len(changes))
 	for _, c := range changes {
 		data := map[string]string{"level": c.level, "previous": c.previous}
 		if detectionID != "" {
 			data[model.DataDetectionID] = detectionID
+		}
+		if !activity.IsZero() && c.subject != model.RiskSubjectSession && model.RiskRank(c.level) > model.RiskRank(c.previous) {
+			data[model.DataActivityAt] = activity.UTC().Format(time.RFC3339Nano)
 		}
 		e := &model.Event{Type: model.EventUserRiskChanged, Actor: actor, UserID: userID, Reason: reason, Data: data}
 		if c.subject == model.RiskSubjectSession {

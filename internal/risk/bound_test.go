@@ -168,6 +168,11 @@ func TestResponseSparesSessionsAfterRemediation(t *testing.T) {
 					t.Fatal(err)
 				}
 				two.wantResponse("bob", []string{"straggler"}, []string{"mine", "mine-later"}, remediatedAt)
+				// (After a confirmed compromise the level is high already:
+				// the detection raises nothing.)
+				if n := two.wantActivity("bob", "d1", activityAt); n == 0 && rem.name != "compromise confirmed" {
+					t.Error("no user.risk_changed raised the level of bob")
+				}
 				for _, id := range []string{"old", "attacker"} {
 					if r, cause := two.revoked(id); !r || cause == string(model.CauseUserRisk) {
 						t.Errorf("session %s: revoked %v (%q), want ended by the remediation", id, r, cause)
@@ -269,4 +274,35 @@ func TestResponseRacesRemediation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wantActivity checks that the user.risk_changed raising the user's level
+// because of detection names the detection's activity (the CAE
+// transmitter bounds the risk-level-change's event_timestamp with it), and
+// that no lowered level or session level does.
+func (in *instance) wantActivity(user, detection string, activity time.Time) (raised int) {
+	in.t.Helper()
+	for _, e := range in.events(model.EventUserRiskChanged) {
+		if e.UserID != user {
+			continue
+		}
+		got := e.Data[model.DataActivityAt]
+		if e.Data[model.DataDetectionID] != detection {
+			continue // another detection's (a confirmed compromise's, here)
+		}
+		if model.RiskRank(e.Data["level"]) > model.RiskRank(e.Data["previous"]) {
+			raised++
+			if got != activity.UTC().Format(time.RFC3339Nano) {
+				in.t.Errorf("user.risk_changed to %s: activity_at %q, want %v", e.Data["level"], got, activity)
+			}
+		} else if got != "" {
+			in.t.Errorf("user.risk_changed %s -> %s: activity_at %q, want none", e.Data["previous"], e.Data["level"], got)
+		}
+	}
+	for _, e := range in.events(model.EventSessionRiskChanged) {
+		if e.Data[model.DataActivityAt] != "" {
+			in.t.Errorf("session.risk_changed with activity_at")
+		}
+	}
+	return raised
 }

@@ -264,7 +264,15 @@ func (s *Service) change(ctx context.Context, userID string, add *model.RiskDete
 		if after != nil {
 			after(st)
 		}
-		base = append(own, changeEvents(userID, cause.Actor, cause.Reason, cause.DetectionID, changes)...)
+		var activity time.Time
+		if add != nil {
+			// As respond: a time ahead of this clock counts as now.
+			activity = add.DetectedAt
+			if activity.IsZero() || activity.After(cause.At) {
+				activity = cause.At
+			}
+		}
+		base = append(own, changeEvents(userID, cause.Actor, cause.Reason, cause.DetectionID, activity, changes)...)
 		evs = base // without a bus the builder never runs
 		return nil
 	})

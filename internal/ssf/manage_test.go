@@ -333,10 +333,12 @@ func TestAuthFailures(t *testing.T) {
 			t.Errorf("WWW-Authenticate = %q", ch)
 		}
 		wantError(t, "list with docs.read", call(t, in, http.MethodGet, "/ssf/stream", docsTok, nil), http.StatusForbidden, "insufficient_scope")
+		// The poll endpoint answers RFC 8935's body with the registry's
+		// code; the OAuth code is in the challenge.
 		r = call(t, in, http.MethodPost, "/ssf/poll/"+id, weakTok, map[string]any{})
-		wantStatus(t, "poll with ssf.read", r, http.StatusForbidden)
-		if e := r.json(t); e["err"] != "insufficient_scope" || e["description"] == "" {
-			t.Errorf("poll error body = %v (RFC 8935 shape expected)", e)
+		wantPollError(t, "poll with ssf.read", r, http.StatusForbidden, "access_denied", weakTok)
+		if ch := r.header.Get("WWW-Authenticate"); !strings.Contains(ch, `error="insufficient_scope"`) || !strings.Contains(ch, `scope="ssf.poll"`) {
+			t.Errorf("poll with ssf.read: WWW-Authenticate = %q", ch)
 		}
 		// ssf.read may read (its own, empty, list).
 		r = call(t, in, http.MethodGet, "/ssf/stream", weakTok, nil)
@@ -344,10 +346,7 @@ func TestAuthFailures(t *testing.T) {
 		// A management token without ssf.poll cannot poll.
 		mTok := token(t, in, receiverID, receiverSecret, "ssf.manage")
 		r = call(t, in, http.MethodPost, "/ssf/poll/"+id, mTok, map[string]any{"returnImmediately": true})
-		wantStatus(t, "poll without ssf.poll", r, http.StatusForbidden)
-		if e := r.json(t); e["err"] != "insufficient_scope" {
-			t.Errorf("poll error body = %v (RFC 8935 shape expected)", e)
-		}
+		wantPollError(t, "poll without ssf.poll", r, http.StatusForbidden, "access_denied", mTok)
 	})
 	t.Run("token in the query", func(t *testing.T) {
 		r := call(t, in, http.MethodGet, "/ssf/stream?access_token="+tok, "", nil)
@@ -377,7 +376,7 @@ func TestAuthFailures(t *testing.T) {
 			wantError(t, c.method+" "+c.path, call(t, in, c.method, c.path, otherTok, c.body), http.StatusNotFound, "not_found")
 		}
 		r := call(t, in, http.MethodPost, "/ssf/poll/"+id, otherTok, map[string]any{"returnImmediately": true})
-		wantStatus(t, "poll another's stream", r, http.StatusNotFound)
+		wantPollError(t, "poll another's stream", r, http.StatusNotFound, "invalid_request", otherTok)
 		r = call(t, in, http.MethodGet, "/ssf/stream", otherTok, nil)
 		if strings.Contains(string(r.body), id) {
 			t.Error("another receiver's list shows the stream")

@@ -13,8 +13,10 @@
 // belongs to the client that created it: another client's stream is
 // answered 404, like a missing one.
 //
-// Routes (JSON bodies; errors as {"error", "error_description"}, poll
-// errors as RFC 8935's {"err", "description"}; Cache-Control: no-store):
+// Routes (JSON bodies; errors as {"error", "error_description"}, every
+// error of the poll endpoint as RFC 8935's {"err", "description"} with a
+// code of the SET error registry, see pollErrorCode; Cache-Control:
+// no-store):
 //
 //	GET    /.well-known/ssf-configuration   transmitter configuration (public)
 //	POST   /ssf/stream                      create a stream (201)
@@ -165,7 +167,6 @@ type apiError struct {
 	scheme string // challenge scheme for 401/403
 	nonce  string
 	cause  error // logged only
-	poll   bool  // RFC 8935 {"err", "description"} body
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.desc }
@@ -174,7 +175,12 @@ func badRequest(format string, a ...any) *apiError {
 	return &apiError{status: http.StatusBadRequest, code: "invalid_request", desc: fmt.Sprintf(format, a...)}
 }
 
-func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+// writeError answers err. poll selects the poll endpoint's body (RFC 8935
+// §2.3 {"err", "description"}, which RFC 8936 §2.5.1 leaves open and
+// Ward's documentation promises) for every error of that endpoint,
+// authentication included; the RFC 6750 challenge is the same on all
+// endpoints.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error, poll bool) {
 	var e *apiError
 	if !errors.As(err, &e) {
 		var ce *cae.Error
@@ -220,11 +226,37 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 			e.desc = "an access token is required"
 		}
 	}
-	if e.poll {
-		writeJSON(w, e.status, map[string]string{"err": code, "description": e.desc})
+	if poll {
+		writeJSON(w, e.status, map[string]string{"err": pollErrorCode(e.status), "description": e.desc})
 		return
 	}
 	writeJSON(w, e.status, map[string]string{"error": code, "error_description": e.desc})
+}
+
+// Codes of the poll endpoint's errors. The first three are RFC 8935's
+// "Security Event Token Error Codes" registry (RFC 8936 §2.6 refers to
+// it); the registry has none for a transmitter's own failure.
+const (
+	pollErrInvalidRequest = "invalid_request"       // 4xx: the request, its stream or its body
+	pollErrAuthentication = "authentication_failed" // 401: no or a bad access token
+	pollErrAccessDenied   = "access_denied"         // 403: a token without ssf.poll, a user's token
+	pollErrServer         = "server_error"          // 5xx: Ward's own failure
+)
+
+// pollErrorCode is the "err" of a poll error answered with status: the
+// status tells the receiver what to do (the OAuth code of a token error is
+// in WWW-Authenticate), the code only classifies it.
+func pollErrorCode(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return pollErrAuthentication
+	case status == http.StatusForbidden:
+		return pollErrAccessDenied
+	case status >= 500:
+		return pollErrServer
+	default:
+		return pollErrInvalidRequest
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -252,13 +284,7 @@ func (h *Handler) authed(scope string, next func(http.ResponseWriter, *http.Requ
 			err = next(w, r, clientID)
 		}
 		if err != nil {
-			if scope == ScopePoll {
-				var e *apiError
-				if errors.As(err, &e) {
-					e.poll = true
-				}
-			}
-			h.writeError(w, r, err)
+			h.writeError(w, r, err, scope == ScopePoll)
 		}
 	}
 }

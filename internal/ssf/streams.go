@@ -8,6 +8,7 @@ import (
 
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // StreamJSON is a stream's configuration as receivers see it (SSF 1.0
@@ -348,22 +349,36 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request, clientID string
 	return nil
 }
 
-// POST /ssf/poll/{stream_id} (RFC 8936 §2.4).
+// Bounds of a poll request's members (the body is bounded by maxBody too).
+const (
+	maxPollJTI       = 256 // an ack or setErrs key: Ward's jtis are far shorter
+	maxSETErrCode    = 64  // a setErrs "err": a registry code
+	maxSETErrDesc    = 512 // a setErrs "description" is cut to this (and stored cut with its err)
+	maxPollMaxEvents = 1 << 30
+)
+
+// POST /ssf/poll/{stream_id} (RFC 8936 §2.4). Members Ward does not know
+// are ignored (RFC 8936 and SSF extend the request); every member it knows
+// must have its type, or the request is refused as a whole (400) and
+// nothing in it, acknowledgements included, is applied.
 func (h *Handler) poll(w http.ResponseWriter, r *http.Request, clientID string) error {
 	id := r.PathValue("stream_id")
+	if !textclean.ValidParam(id, textclean.MaxPathID) {
+		return badRequest("the stream_id in the path is not a valid id")
+	}
 	obj, err := readObject(w, r)
 	if err != nil {
 		return err
 	}
 	var req cae.PollRequest
-	if raw, ok := obj["maxEvents"]; ok {
+	if raw, ok := obj["maxEvents"]; ok && string(raw) != "null" {
 		var n int
-		if json.Unmarshal(raw, &n) != nil || n < 0 {
+		if json.Unmarshal(raw, &n) != nil || n < 0 || n > maxPollMaxEvents {
 			return badRequest("maxEvents must be a non-negative integer")
 		}
 		req.MaxEvents = &n
 	}
-	if raw, ok := obj["returnImmediately"]; ok {
+	if raw, ok := obj["returnImmediately"]; ok && string(raw) != "null" {
 		if json.Unmarshal(raw, &req.ReturnImmediately) != nil {
 			return badRequest("returnImmediately must be a boolean")
 		}
@@ -371,19 +386,40 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request, clientID string) 
 	if l, _, err := strList(obj, "ack"); err != nil {
 		return err
 	} else {
+		for _, jti := range l {
+			if jti == "" || !textclean.ValidParam(jti, maxPollJTI) {
+				return badRequest("each ack must be a jti: a non-empty string of at most %d bytes without control characters", maxPollJTI)
+			}
+		}
 		req.Ack = l
 	}
 	if raw, ok := obj["setErrs"]; ok && string(raw) != "null" {
-		var errs map[string]struct {
-			Err         string `json:"err"`
-			Description string `json:"description"`
-		}
+		var errs map[string]json.RawMessage
 		if json.Unmarshal(raw, &errs) != nil || errs == nil {
 			return badRequest("setErrs must be an object of jti to {err, description}")
 		}
 		req.SetErrs = make(map[string]cae.SETError, len(errs))
-		for jti, e := range errs {
-			req.SetErrs[jti] = cae.SETError{Err: e.Err, Description: e.Description}
+		for jti, eraw := range errs {
+			if jti == "" || !textclean.ValidParam(jti, maxPollJTI) {
+				return badRequest("each setErrs key must be a jti: a non-empty string of at most %d bytes without control characters", maxPollJTI)
+			}
+			var e struct {
+				Err         *string `json:"err"`
+				Description *string `json:"description"`
+			}
+			if json.Unmarshal(eraw, &e) != nil || len(eraw) == 0 || eraw[0] != '{' {
+				return badRequest("each setErrs value must be an object {err, description} of strings")
+			}
+			if e.Err == nil || !validErrCode(*e.Err) {
+				return badRequest("each setErrs value needs an err: an error code of at most %d bytes (RFC 8935 §2.3)", maxSETErrCode)
+			}
+			desc := ""
+			if e.Description != nil {
+				// Free text for operators: cleaned and cut rather than
+				// refused, which would hold back the request's acks too.
+				desc = textclean.Clean(*e.Description, maxSETErrDesc)
+			}
+			req.SetErrs[jti] = cae.SETError{Err: *e.Err, Description: desc}
 		}
 	}
 	resp, err := h.svc.Poll(r.Context(), clientID, id, req)
@@ -420,4 +456,20 @@ func (h *Handler) poll(w http.ResponseWriter, r *http.Request, clientID string) 
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte(b.String()))
 	return nil
+}
+
+// validErrCode reports whether c can be an RFC 8935 error code: the
+// registry's codes are lower-case words joined by underscores; other
+// printable ASCII is allowed for codes registered later, nothing that
+// could carry a line break into a log.
+func validErrCode(c string) bool {
+	if c == "" || len(c) > maxSETErrCode {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if c[i] <= ' ' || c[i] > '~' || c[i] == '"' || c[i] == '\\' {
+			return false
+		}
+	}
+	return true
 }

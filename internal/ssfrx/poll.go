@@ -115,9 +115,11 @@ func (p *poller) once(ctx context.Context, maxEvents int) (bool, error) {
 		return false, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e setErr
-		_ = json.Unmarshal(data, &e)
-		return false, &httpError{status: resp.StatusCode, code: bounded(e.Err, 64)}
+		// RFC 8936 §2.5.1 leaves the body open: RFC 8935's "err" (Ward's
+		// transmitter), else an OAuth-style "error"; only the code is kept.
+		var pe *rs.PollError
+		errors.As(rs.ParsePollError(resp.StatusCode, data), &pe)
+		return false, &httpError{status: resp.StatusCode, code: pe.Code}
 	}
 	// The transmitter has the acknowledgements now.
 	p.acks, p.setErrs = nil, map[string]setErr{}
