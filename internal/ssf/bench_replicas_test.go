@@ -30,8 +30,12 @@ import (
 func BenchmarkPropagationReplicas(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		for _, r := range []int{1, 2} {
-			b.Run(fmt.Sprintf("push/receivers=%d/replicas=%d", n, r), func(b *testing.B) { benchPropagation(b, "push", n, r) })
+			b.Run(fmt.Sprintf("push/receivers=%d/replicas=%d", n, r), func(b *testing.B) { benchPropagation(b, "push", n, r, 0) })
 		}
+	}
+	// Ten receivers that take 200 ms to answer, spread over the replicas.
+	for _, r := range []int{1, 2} {
+		b.Run(fmt.Sprintf("push-slow10/receivers=1000/replicas=%d", r), func(b *testing.B) { benchPropagation(b, "push", 1000, r, 10) })
 	}
 }
 
