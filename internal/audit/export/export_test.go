@@ -634,8 +634,15 @@ func TestSyslogSink(t *testing.T) {
 	e.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	var msgs []syslogMsg
+	// Wait for 400 distinct records: resent batches arrive twice, so the
+	// count of messages can reach 400 while the listener is still reading.
 	for time.Now().Before(deadline) {
-		if msgs = l.messages(); len(ids(t, recsOf(msgs))) >= 400 {
+		msgs = l.messages()
+		distinct := map[string]bool{}
+		for _, id := range ids(t, recsOf(msgs)) {
+			distinct[id] = true
+		}
+		if len(distinct) >= 400 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
