@@ -198,6 +198,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	}
 	d := sqlstore.Dialect{
 		ForUpdate:   " FOR UPDATE",
+		ForShare:    " FOR SHARE",
 		LockSession: `SELECT 1 FROM sessions WHERE id = $1 FOR SHARE`,
 		// One round trip and one commit instead of BEGIN, four
 		// statements and COMMIT.
