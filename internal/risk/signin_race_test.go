@@ -258,3 +258,40 @@ func TestSignInsRaceResponse(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleRefreshAfterResponse: a refresh that read its token, session
+// and user (level none: its decision) before the response committed, and
+// rotates after it, gets nothing: the response deleted the token with
+// the session in its transaction, so the rotation finds it gone.
+func TestStaleRefreshAfterResponse(t *testing.T) {
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			open := k.Opener(t, time.Now)
+			one := newInstanceNow(t, open(), time.Now, nil)
+			two := newInstanceNow(t, open(), time.Now, nil)
+			one.user("alice")
+			one.session("alice", "s1", time.Now())
+			g, err := two.st.GetRefreshGrant(ctx, []byte("rt-s1"), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.User == nil || g.User.RiskLevel != "" || g.Session == nil || !g.Session.Active(time.Now()) {
+				t.Fatalf("grant before the response: %+v", g)
+			}
+			d := detection("d1", "alice", "s1", "high", 1)
+			d.Time = time.Now()
+			if err := one.publish(d); err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			rec, err := two.st.RotateRefreshToken(ctx, []byte("rt-s1"), now, &model.RefreshToken{Hash: []byte("rt-s1-next"),
+				SessionID: "s1", ClientID: "web", UserID: "alice", AuthTime: g.Token.AuthTime, CreatedAt: now, ExpiresAt: now.Add(time.Hour)})
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("rotation on a decision made before the response: %+v %v, want ErrNotFound", rec, err)
+			}
+			if _, err := one.st.GetRefreshToken(ctx, []byte("rt-s1-next")); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("successor stored after the response: %v", err)
+			}
+		})
+	}
+}
