@@ -287,9 +287,6 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, in *inter
 	// without the sign-in that made it on record.
 	ev := event(sess)
 	ectx := h.events.Pending(ctx, ev, nil)
-	if testHookBeforeSession != nil {
-		testHookBeforeSession(u.ID)
-	}
 	// Only while the user's risk is what the decision read (u's): a
 	// risk response committed since then may have revoked the user's
 	// sessions up to its time, and a session created after it would
@@ -310,10 +307,6 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, in *inter
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
 	return sess, true
 }
-
-// testHookBeforeSession, when set (tests), runs between a sign-in's
-// decision and the creation of its session.
-var testHookBeforeSession func(userID string)
 
 // riskChanged answers a sign-in whose session was refused because the
 // user's risk changed after Conditional Access judged it (a risk response
