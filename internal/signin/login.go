@@ -15,6 +15,7 @@ import (
 	"github.com/ward-idp/ward/internal/oauth/origin"
 	"github.com/ward-idp/ward/internal/oauth/protection"
 	"github.com/ward-idp/ward/internal/policy"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/web"
 )
 
@@ -248,7 +249,7 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 	if !ok {
 		return
 	}
-	sess, ok := h.startSession(w, r, u, amr, acr, now, func(sess *model.Session) *model.Event {
+	sess, ok := h.startSession(w, r, in, c, u, amr, acr, now, func(sess *model.Session) *model.Event {
 		ev := h.signInEvent(ctx, ri, in, c, u, sess, ca)
 		if rc != nil {
 			ev.Data["method"] = "recovery_code"
@@ -271,9 +272,11 @@ func (h *Handler) completeSignIn(w http.ResponseWriter, r *http.Request, in *int
 
 // startSession is where every sign-in becomes an SSO session: it creates
 // the session (authenticated now with amr and acr) and records event(sess)
-// (sign-in succeeded) in one transaction, then sets the session cookie. On failure it has
-// answered, and the browser gets no cookie.
-func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.User, amr []string, acr string, now time.Time, event func(*model.Session) *model.Event) (*model.Session, bool) {
+// (sign-in succeeded) in one transaction, then sets the session cookie.
+// The session is created only if the user's risk is still the one u
+// was read with, which Conditional Access judged (riskChanged otherwise).
+// On failure it has answered, and the browser gets no cookie.
+func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, u *model.User, amr []string, acr string, now time.Time, event func(*model.Session) *model.Event) (*model.Session, bool) {
 	ctx := r.Context()
 	ri := h.info(r)
 	sess := &model.Session{
@@ -284,7 +287,15 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.
 	// without the sign-in that made it on record.
 	ev := event(sess)
 	ectx := h.events.Pending(ctx, ev, nil)
-	if err := h.c.Store.CreateSession(ectx, sess); err != nil {
+	// Only while the user's risk is what the decision read (u's): a
+	// risk response committed since then may have revoked the user's
+	// sessions up to its time, and a session created after it would
+	// escape it although admitted on the old level.
+	if err := h.c.Store.CreateSessionAtRisk(ectx, sess, store.RiskSeenOf(u)); err != nil {
+		if errors.Is(err, store.ErrRiskChanged) {
+			h.riskChanged(w, r, in, c, u)
+			return nil, false
+		}
 		h.c.Log.ErrorContext(ctx, "create session", "correlation_id", ri.CorrID, "err", err)
 		h.c.Pages.Error(w, http.StatusInternalServerError, "Sign-in failed", "Something went wrong on our side.", ri.CorrID)
 		return nil, false
@@ -296,6 +307,27 @@ func (h *Handler) startSession(w http.ResponseWriter, r *http.Request, u *model.
 	h.browser.SetSession(w, sess.ID, sess.ExpiresAt)
 	return sess, true
 }
+
+// riskChanged answers a sign-in whose session was refused because the
+// user's risk changed after Conditional Access judged it (a risk response
+// may have just ended the user's sessions): it records the refusal and
+// asks the user to sign in again, which is judged on the risk as it now
+// is (in: the interaction to continue).
+func (h *Handler) riskChanged(w http.ResponseWriter, r *http.Request, in *interaction, c *model.Client, u *model.User) {
+	ri := h.info(r)
+	ev := ri.Event(model.EventSignInFailed)
+	ev.Outcome, ev.Reason, ev.ClientID, ev.UserID, ev.Actor = model.OutcomeFailure, ReasonRiskChanged, c.ID, u.ID, u.ID
+	ev.Data = map[string]string{"stage": "session"}
+	_ = h.events.Emit(r.Context(), ev)
+	h.renderLogin(w, r, in, c, u.Username, MessageRiskChanged, http.StatusConflict)
+}
+
+// ReasonRiskChanged is the reason of the signin.failed of a sign-in
+// refused because the user's risk changed while it was being decided.
+const ReasonRiskChanged = "risk_changed"
+
+// MessageRiskChanged is what the sign-in page says then.
+const MessageRiskChanged = "Your account's security status changed while you were signing in. Sign in again."
 
 // resumeMFA resumes a second-factor step (purpose "mfa": a code, or
 // "mfapk": a passkey): its sealed state, the client and the user who gave

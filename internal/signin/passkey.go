@@ -366,7 +366,7 @@ func (h *Handler) passkeyRecovery(w http.ResponseWriter, r *http.Request, st *mf
 	// No Conditional Access and no code for the application: the session
 	// only opens My account.
 	amr := amrRecoveryCode
-	sess, ok := h.startSession(w, r, u, amr, acrOf(amr), h.c.Now(), func(sess *model.Session) *model.Event {
+	sess, ok := h.startSession(w, r, st.In, c, u, amr, acrOf(amr), h.c.Now(), func(sess *model.Session) *model.Event {
 		ev := ri.Event(model.EventSignInSucceeded)
 		ev.Actor, ev.UserID, ev.SessionID, ev.ClientID = u.ID, u.ID, sess.ID, c.ID
 		ev.Data = map[string]string{"amr": strings.Join(amr, " "), "acr": sess.ACR, "session_binding": model.SessionBindingCookie,

@@ -7,6 +7,19 @@ import (
 	"github.com/ward-idp/ward/internal/model"
 )
 
+// RiskSeen is the user's risk as a decision read it: the level and the
+// time it was last changed (the level's version: every change of the
+// user's level stamps it).
+type RiskSeen struct {
+	Level     string    // users.risk_level as read ("" = none)
+	UpdatedAt time.Time // users.risk_updated_at as read
+}
+
+// RiskSeenOf is the risk of u as it was read from the store.
+func RiskSeenOf(u *model.User) RiskSeen {
+	return RiskSeen{Level: u.RiskLevel, UpdatedAt: u.RiskUpdatedAt}
+}
+
 // RiskState is one user's risk as UpdateRisk hands it to its function:
 // the user's level, the levels of its sessions that have one, and its
 // active detections. The function may change the levels (UserLevel, the

@@ -21,6 +21,9 @@ import (
 var (
 	ErrNotFound      = errors.New("store: not found")
 	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrRiskChanged: the user's risk changed since a decision read it
+	// (CreateSessionAtRisk).
+	ErrRiskChanged = errors.New("store: user risk changed")
 	// ErrAlreadyUsed: a one-time value (code, refresh token, PAR request
 	// URI) was presented again. Returned together with the stored record
 	// where the method says so, so the caller can react to the reuse.
@@ -180,6 +183,14 @@ type Store interface {
 
 	// Sessions.
 	CreateSession(ctx context.Context, s *model.Session) error
+	// CreateSessionAtRisk is CreateSession on the condition that the
+	// user's risk is still what a sign-in's Conditional Access decision
+	// read (seen), checked and written in one statement under a shared
+	// lock of the user's row (so a risk response holding that row either
+	// commits first and the session is refused, or waits and finds the
+	// session to revoke). ErrRiskChanged, and nothing written, when the
+	// level or its time differs; ErrNotFound when the user is gone.
+	CreateSessionAtRisk(ctx context.Context, s *model.Session, seen RiskSeen) error
 	GetSession(ctx context.Context, id string) (*model.Session, error)
 	ListSessions(ctx context.Context, f SessionFilter) ([]*model.Session, error)
 	// TouchSession sets LastSeen (idle lifetime) of an unrevoked session.
@@ -576,8 +587,8 @@ type Sealed struct {
 // seeing EventStored, does not append it a second time.
 //
 // The writes that take pending events are CreateUser, UpdateUser, DeleteUser,
-// CreateSession, RevokeSession, RevokeUserSessions, CreateDevice,
-// CreateSigningKey, CreateFirstSigningKey, RotateSigningKey,
+// CreateSession, CreateSessionAtRisk, RevokeSession, RevokeUserSessions,
+// CreateDevice, CreateSigningKey, CreateFirstSigningKey, RotateSigningKey,
 // DeleteSigningKey, RetireSigningKey, BindSessionKey, ReserveSignIn (only
 // when it counts), ReleaseSignIn,
 // UpdateDeviceCode, UpdateSSFStream, PutCompliancePolicy,

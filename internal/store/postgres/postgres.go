@@ -198,6 +198,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	}
 	d := sqlstore.Dialect{
 		ForUpdate: " FOR UPDATE",
+		ForShare:  " FOR SHARE",
 		// SHARE ROW EXCLUSIVE conflicts with itself and with every row
 		// write, not with reads.
 		LockSigningKeys: "LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE",

@@ -91,6 +91,10 @@ type Dialect struct {
 	// transaction (" FOR UPDATE" on PostgreSQL; SQLite serialises writers
 	// and needs nothing).
 	ForUpdate string
+	// ForShare is appended to the SELECT that a write is conditional on,
+	// to hold the row against a concurrent read-modify-write until the
+	// write commits (" FOR SHARE" on PostgreSQL; nothing on SQLite).
+	ForShare string
 	// LockSession, when not empty, is a statement taking a session id
 	// that locks the session row against a concurrent revocation before
 	// a refresh token of that session is written. Without it a

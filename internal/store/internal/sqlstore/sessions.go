@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,37 @@ func (s *Store) CreateSession(ctx context.Context, se *model.Session) error {
 			micros(se.CreatedAt), micros(se.LastSeen), micros(se.ExpiresAt), int64(se.IdleTimeout),
 			micros(se.RevokedAt), se.RevokeCause, se.DBSCKeyJKT, rawJSON(se.DBSCKey))
 		return s.createErr("session", err)
+	})
+}
+
+// CreateSessionAtRisk: see store.Store. One statement: the insert takes
+// its row from the user's row, and only while that row still has the
+// risk the decision read. On PostgreSQL the row is locked FOR SHARE: a
+// risk change holding it (UpdateRisk's FOR UPDATE) makes the insert wait
+// and then re-check the row as committed, so it inserts nothing; one
+// that comes after waits for this commit and sees the session. SQLite
+// serialises writers. The common path costs no extra round trip.
+func (s *Store) CreateSessionAtRisk(ctx context.Context, se *model.Session, seen store.RiskSeen) error {
+	return s.execEvent(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `INSERT INTO sessions (`+sessionCols+`)
+		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+		FROM users WHERE id = $2 AND risk_level = $16 AND risk_updated_at = $17`+s.d.ForShare,
+			se.ID, se.UserID, micros(se.AuthTime), jsonList(se.AMR), se.ACR, se.IP, se.UserAgent,
+			micros(se.CreatedAt), micros(se.LastSeen), micros(se.ExpiresAt), int64(se.IdleTimeout),
+			micros(se.RevokedAt), se.RevokeCause, se.DBSCKeyJKT, rawJSON(se.DBSCKey),
+			seen.Level, micros(seen.UpdatedAt))
+		if err != nil {
+			return s.createErr("session", err)
+		}
+		if n == 1 {
+			return nil
+		}
+		// Why not (only on refusal): the user is gone, or its risk moved.
+		var one int
+		if err := q.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1`, se.UserID).Scan(&one); err != nil {
+			return s.getErr("user", err)
+		}
+		return fmt.Errorf("create session: %w", store.ErrRiskChanged)
 	})
 }
 
