@@ -192,13 +192,8 @@ func (s *Store) RevokeDeviceSessions(ctx context.Context, deviceID string, at ti
 		if err != nil {
 			return nil, err
 		}
-		for _, id := range ids {
-			if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-				return nil, wrap("revoke device session tokens", err)
-			}
-		}
-		slices.Sort(ids)
-		return ids, nil
+		ids, err = deleteSessionTokens(ctx, q, ids, "revoke device session tokens")
+		return ids, err
 	})
 	if err != nil {
 		return nil, err

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"time"
 
@@ -108,11 +107,5 @@ func (s *Store) revokeUnremediated(ctx context.Context, q Querier, userID string
 		}
 		b.Applied = fromMicros(bound)
 	}
-	for _, id := range ids {
-		if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-			return nil, wrap("revoke user session tokens", err)
-		}
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return deleteSessionTokens(ctx, q, ids, "revoke user session tokens")
 }

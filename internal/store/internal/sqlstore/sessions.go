@@ -263,9 +263,16 @@ func (s *Store) revokeUser(ctx context.Context, q Querier, userID string, at tim
 	if err != nil {
 		return nil, err
 	}
+	return deleteSessionTokens(ctx, q, ids, "revoke user session tokens")
+}
+
+// deleteSessionTokens deletes the refresh tokens of the sessions ids (just
+// revoked) and returns ids in ascending order: the last step of every
+// revocation of several sessions (user, device, risk response).
+func deleteSessionTokens(ctx context.Context, q Querier, ids []string, what string) ([]string, error) {
 	for _, id := range ids {
 		if _, err := q.Exec(ctx, `DELETE FROM refresh_tokens WHERE session_id = $1`, id); err != nil {
-			return nil, wrap("revoke user session tokens", err)
+			return nil, wrap(what, err)
 		}
 	}
 	slices.Sort(ids)
