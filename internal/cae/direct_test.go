@@ -548,3 +548,64 @@ func TestDirectPushWritesOtherInstancesFirst(t *testing.T) {
 		t.Errorf("a pushed %d SETs directly, want at least %d", got, len(ids)-len(others))
 	}
 }
+
+// A process that dies after the early write (the other instance's SETs
+// are written, and delivered by it) and before its final write: the
+// event is not recorded, Recover at the next start handles it again, and
+// every receiver ends with the SET; the other instance's receivers,
+// which had it, get at most a copy with the same jti, never a new one.
+func TestDirectPushCrashAfterEarlyWrite(t *testing.T) {
+	e := newSpreadEnv(t)
+	a := e.start(t, instOpts{name: "inst-a", directWait: time.Second})
+	b := e.start(t, instOpts{name: "inst-b"})
+	ids := e.createStreams(t, a, 6)
+	waitSplit(t, len(ids), a, b)
+	waitIdle(t, a)
+	waitIdle(t, b)
+	pathOf := map[string]string{}
+	for i, id := range ids {
+		pathOf[id] = fmt.Sprintf("/r/%d", i)
+	}
+	var others []string
+	for _, id := range held(b) {
+		others = append(others, pathOf[id])
+	}
+	ev0, err := event(t, a, "ev-0", "u1") // recorded: Recover looks from here
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitDelivered(t, len(ids), []string{ev0.ID})
+	waitIdle(t, a)
+	a.beforeWrite = func() error { return errors.New("killed") }
+	time.Sleep(2 * directQuiet) // not a burst
+	ev1, err := event(t, a, "ev-1", "u1")
+	if err == nil {
+		t.Fatal("the handler wrote despite the crash")
+	}
+	if ok, _ := a.o.Store.SSFEventHandled(context.Background(), ev1.ID); ok {
+		t.Fatal("event recorded as handled")
+	}
+	// The early write went through: b delivers its half.
+	for _, p := range others {
+		waitFor(t, "b's receiver "+p, func() bool { return slices.Contains(e.recv.txns(p), ev1.ID) })
+	}
+	crash(t, a)
+	a2 := e.start(t, instOpts{name: "inst-a", directWait: 50 * time.Millisecond})
+	if n, err := a2.Recover(context.Background()); err != nil || n != 1 {
+		t.Fatalf("Recover = %d, %v; want 1 event", n, err)
+	}
+	e.waitDelivered(t, len(ids), []string{ev0.ID, ev1.ID})
+	e.recv.mu.Lock()
+	defer e.recv.mu.Unlock()
+	for _, p := range others {
+		var j1 []string
+		for i, txn := range e.recv.got[p] {
+			if txn == ev1.ID {
+				j1 = append(j1, e.recv.jtis[p][i])
+			}
+		}
+		if len(j1) == 0 || len(j1) > 2 || len(j1) == 2 && j1[0] != j1[1] {
+			t.Errorf("%s: ev-1 jtis %v, want one, or one copy with the same jti", p, j1)
+		}
+	}
+}
