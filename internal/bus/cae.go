@@ -137,6 +137,11 @@ func (n *NATS) PublishCAE(ctx context.Context, name, msgID string, set []byte) e
 	return nil
 }
 
+// CAEJetStream is the JetStream context of the CAE stream's account (the
+// embedded server's CAE account, or the bus's own with an external
+// server), for managing the stream's consumers.
+func (n *NATS) CAEJetStream() jetstream.JetStream { return n.caeJetStream() }
+
 func (n *NATS) caeJetStream() jetstream.JetStream {
 	if n.caeJS != nil {
 		return n.caeJS

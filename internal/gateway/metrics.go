@@ -30,6 +30,7 @@ const (
 	MetricUsageFailures  = "ward_gateway_usage_post_failures_total"
 	MetricNATSSETs       = "ward_gateway_cae_nats_sets_total"
 	MetricNATSRetries    = "ward_gateway_cae_nats_retries_total"
+	MetricNATSResumes    = "ward_gateway_cae_nats_resumes_total"
 	MetricNATSConnected  = "ward_gateway_cae_nats_connected"
 	MetricNATSReplayed   = "ward_gateway_cae_nats_replayed"
 	resultAllowed        = "allowed"
@@ -142,6 +143,8 @@ func (m *metrics) setNATS(f func() natsMetrics) {
 		})
 	r.CounterFunc(MetricNATSRetries, "SETs from NATS retried after a temporary failure (transmitter keys unavailable).",
 		func() float64 { return float64(f().stats.Retries) })
+	r.CounterFunc(MetricNATSResumes, "Consumers of the CAE stream replaced after they stopped delivering SETs the stream held.",
+		func() float64 { return float64(f().stats.Resumes) })
 	r.GaugeFunc(MetricNATSConnected, "1 while connected to NATS.", func() float64 { return b2f(f().connected) })
 	r.GaugeFunc(MetricNATSReplayed, "1 once the replay of the CAE stream has caught up.", func() float64 { return b2f(f().replayed) })
 }

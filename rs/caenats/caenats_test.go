@@ -366,3 +366,65 @@ func TestReadyWhenFilterSelectsNothing(t *testing.T) {
 		t.Fatalf("received %+v", s)
 	}
 }
+
+// TestResumesAfterStall: a consumer that stops delivering while the
+// stream holds SETs for it (here paused on the server, which keeps its
+// heartbeats going, so the client library sees nothing wrong) is
+// replaced, and the follower goes on from the last SET it processed.
+func TestResumesAfterStall(t *testing.T) {
+	in, nb, connect := ward(t)
+	bob := userID(t, in, "bob")
+	r, st := newReceiver(t, in)
+	f, err := caenats.Follow(context.Background(), caenats.Config{Conn: connect(t), Receiver: r, CheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	<-f.Ready()
+	base := f.Stats()
+
+	ctx := context.Background()
+	js := nb.CAEJetStream()
+	stream, err := js.Stream(ctx, caenats.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paused int
+	for name := range stream.ConsumerNames(ctx).Name() {
+		if _, err := js.PauseConsumer(ctx, caenats.DefaultStream, name, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		paused++
+	}
+	if paused != 1 {
+		t.Fatalf("paused %d consumers, want the follower's one", paused)
+	}
+	tok := bobToken(in, bob)
+	if err := in.App.Identity.SetDisabled(ctx, "admin-1", bob, true); err != nil {
+		t.Fatal(err)
+	}
+	if d := rejected(t, st, tok, f); d.By != "user" {
+		t.Fatalf("decision %+v, want revoked by user", d)
+	}
+	s := f.Stats()
+	if s.Resumes < 1 || s.Applied != base.Applied+1 || s.Duplicates != base.Duplicates {
+		t.Fatalf("stats %+v, want a resume and one more applied than %+v", s, base)
+	}
+	// The replaced consumer is deleted; the new one follows.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		for name := range stream.ConsumerNames(ctx).Name() {
+			if c, err := js.Consumer(ctx, caenats.DefaultStream, name); err == nil && c.CachedInfo().Paused {
+				left = append(left, name)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled consumer %v is still on the server", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -400,6 +400,14 @@ func checkGatewaysConverged(t *testing.T, db *database, gws []*gateway, gl *gate
 		}
 		t.Errorf("gateways not converged: %s", b)
 	}
+	if len(bad) > 0 {
+		// What the gateways know of their CAE follower, for the reader
+		// of a failed run (the logs are removed with the test's directory).
+		for i, g := range gws {
+			b, _ := os.ReadFile(g.log)
+			t.Logf("gateway %d metrics: %s\ngateway %d log (last lines):\n%s", i, g.metrics(), i, tail(b, 3000))
+		}
+	}
 	if nRevoked == 0 {
 		t.Errorf("gateways: no token of a revoked session to check (the admin's revocations did not reach the gateway clients)")
 	}
