@@ -230,8 +230,8 @@ func TestCAEPVectors(t *testing.T) {
 		"10-assurance-level-change-examples-al-increase.json":         {{Kind: "require", Issuer: "https://idp.example.com/3456789/", ID: "jane.smith@example.com", Requirement: &Requirement{ACR: "urn:ward:acr:mfa", Since: time.Unix(ts, 0)}}},
 		"11-assurance-level-change-examples-custom.json":              nil, // unknown namespace
 		"12-device-compliance-change-examples-out-of-compliance.json": {{Kind: "revoke_device", ID: "e9297990-14d2-42ec-a4a9-4036db86509a"}},
-		"13-examples.json": nil, // session-established
-		"14-examples.json": nil, // session-presented
+		"13-examples.json": nil,                                                                                                                                          // session-established
+		"14-examples.json": nil,                                                                                                                                          // session-presented
 		"15-examples.json": {{Kind: "clear_requirement", Issuer: "https://idp.example.com/3456789/", ID: "jane.doe@example.com", Requirement: &Requirement{Risk: true}}}, // risk LOW: lifts a MEDIUM's step-up
 	}
 	n := 0
