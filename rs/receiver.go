@@ -73,7 +73,9 @@ type Action struct {
 	ID       string // sid, sub, did or jti
 	DeviceID string // revoke_user_device
 	At       time.Time
-	// Requirement is set for "require".
+	// Requirement is set for "require"; for "clear_requirement" it is
+	// either nil (any requirement set at or before At) or has Risk set
+	// (only a risk step-up: a risk-level-change to LOW).
 	Requirement *Requirement
 }
 
@@ -339,8 +341,7 @@ func (r *Receiver) revokeMostSpecific(set *SET, sub *Subject, at time.Time, simp
 
 // risk maps risk-level-change: HIGH revokes the principal's tokens issued
 // up to at, MEDIUM asks a user for step-up (StepUpACR and an
-// authentication after at), LOW does nothing (a lower level lifts no
-// revocation). at is the event's time (CAEP event_timestamp, clamped to
+// authentication after at), LOW lifts that step-up (never a revocation). at is the event's time (CAEP event_timestamp, clamped to
 // iat): a transmitter that spared the sessions signed in after a
 // remediation says so by giving the time the level is about (Ward: the
 // remediation), so their tokens, issued later, stay valid.
@@ -377,8 +378,17 @@ func (r *Receiver) risk(set *SET, sub *Subject, at time.Time) []Action {
 	case "MEDIUM":
 		if principal == "USER" && r.cfg.StepUpACR != "" {
 			if iss, s, ok := userOf(target, set.Issuer); ok {
-				req := &Requirement{ACR: r.cfg.StepUpACR, AuthTimeAfter: at, Since: at}
+				req := &Requirement{ACR: r.cfg.StepUpACR, AuthTimeAfter: at, Since: at, Risk: true}
 				return []Action{{Kind: "require", Issuer: iss, ID: s, At: at, Requirement: req}}
+			}
+		}
+	case "LOW":
+		// The transmitter no longer asks for step-up (Ward: its
+		// Conditional Access does not either): lift a MEDIUM's step-up
+		// set at or before this change. Revocations stay.
+		if principal == "USER" {
+			if iss, s, ok := userOf(target, set.Issuer); ok {
+				return []Action{{Kind: "clear_requirement", Issuer: iss, ID: s, At: at, Requirement: &Requirement{Risk: true}}}
 			}
 		}
 	}
@@ -413,7 +423,7 @@ func (r *Receiver) do(a Action) {
 	case "require":
 		st.Require(a.Issuer, a.ID, *a.Requirement)
 	case "clear_requirement":
-		st.clearRequirement(a.Issuer, a.ID, a.At)
+		st.clearRequirement(a.Issuer, a.ID, a.At, a.Requirement != nil && a.Requirement.Risk)
 	}
 }
 

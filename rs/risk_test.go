@@ -133,3 +133,71 @@ func TestRequirementsOutOfOrder(t *testing.T) {
 		t.Errorf("after a later decrease: %+v, want accepted", d)
 	}
 }
+
+// TestRiskLowLiftsStepUp: a risk-level-change back to LOW lifts the
+// step-up an earlier MEDIUM asked for (Ward's Conditional Access no
+// longer asks for it either), but not one of a MEDIUM after it (a late
+// LOW), not an assurance-level-change's requirement, and no revocation.
+func TestRiskLowLiftsStepUp(t *testing.T) {
+	f := newRecvFixture(t, func(c *ReceiverConfig) { c.StepUpACR = "urn:ward:acr:mfa" })
+	iss := f.idp.issuer
+	now := f.clk.Now()
+	earlier := now.Add(-20 * time.Minute)
+	user := func(sub string) map[string]any { return map[string]any{"format": "iss_sub", "iss": iss, "sub": sub} }
+	level := func(sub, lvl string, ts time.Time, jti string) string {
+		return f.set(EventRiskLevelChange, map[string]any{"principal": "USER", "current_level": lvl, "event_timestamp": ts.Unix()}, user(sub),
+			func(c map[string]any) { c["iat"] = ts.Unix(); c["jti"] = jti })
+	}
+	process := func(sets ...string) {
+		t.Helper()
+		for _, s := range sets {
+			if _, err := f.r.Process(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A password-only token issued before any of it.
+	tok := func(sub string) *TokenInfo {
+		return &TokenInfo{Issuer: iss, Subject: sub, ACR: "urn:ward:acr:password", AuthTime: earlier.Add(-time.Hour),
+			IssuedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour)}
+	}
+	stepUp := func(sub string) bool {
+		d := f.state.Check(tok(sub))
+		if d != nil && d.Kind != StepUp {
+			t.Fatalf("%s: decision %+v, want step-up or nothing", sub, d)
+		}
+		return d != nil
+	}
+
+	// MEDIUM, then LOW: lifted.
+	process(level("alice", "MEDIUM", earlier, "a1"))
+	if !stepUp("alice") {
+		t.Fatal("alice: no step-up after MEDIUM")
+	}
+	process(level("alice", "LOW", now, "a2"))
+	if stepUp("alice") {
+		t.Error("alice: step-up still asked for after LOW")
+	}
+
+	// A late LOW (before the MEDIUM) lifts nothing.
+	process(level("bob", "MEDIUM", now, "b1"), level("bob", "LOW", earlier, "b2"))
+	if !stepUp("bob") {
+		t.Error("bob: an earlier LOW delivered late lifted a newer MEDIUM's step-up")
+	}
+
+	// An assurance requirement stays.
+	process(f.set(EventAssuranceLevelChange, map[string]any{"namespace": "x", "current_level": "urn:ward:acr:mfa",
+		"change_direction": "increase", "event_timestamp": earlier.Unix()}, user("carol"),
+		func(c map[string]any) { c["iat"] = earlier.Unix(); c["jti"] = "c1" }))
+	process(level("carol", "LOW", now, "c2"))
+	if !stepUp("carol") {
+		t.Error("carol: LOW lifted an assurance-level-change requirement")
+	}
+
+	// HIGH then LOW: the revocation stays.
+	process(level("dave", "HIGH", now, "d1"), level("dave", "LOW", now.Add(time.Second), "d2"))
+	old := &TokenInfo{Issuer: iss, Subject: "dave", IssuedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}
+	if d := f.state.Check(old); d == nil || d.Kind != Revoked {
+		t.Errorf("dave: %+v after HIGH then LOW, want revoked", d)
+	}
+}

@@ -53,6 +53,10 @@ type Requirement struct {
 	AuthTimeAfter time.Time
 	// Since is when the requirement was set (now if zero).
 	Since time.Time
+	// Risk marks a step-up asked for by a risk-level-change to MEDIUM:
+	// a change back to LOW at or after Since lifts it, and leaves any
+	// other requirement (an assurance-level-change) in place.
+	Risk bool
 }
 
 // DecisionKind says why CAE state rejected a token.
@@ -237,16 +241,16 @@ func (s *RevocationState) Require(iss, sub string, r Requirement) {
 
 // ClearRequirement removes the requirement for user (iss, sub).
 func (s *RevocationState) ClearRequirement(iss, sub string) {
-	s.clearRequirement(iss, sub, time.Time{})
+	s.clearRequirement(iss, sub, time.Time{}, false)
 }
 
 // clearRequirement removes the requirement for user (iss, sub) unless it
-// comes from an event later than at (zero: whatever its time), so an
-// earlier event delivered late does not lift a later requirement.
-func (s *RevocationState) clearRequirement(iss, sub string, at time.Time) {
+// was set after at (zero: whatever its time); with onlyRisk, only a
+// risk step-up.
+func (s *RevocationState) clearRequirement(iss, sub string, at time.Time, onlyRisk bool) {
 	k := s.key(kindUser, iss, sub, "")
 	s.reqMu.Lock()
-	if r, ok := s.reqs[k]; ok && (at.IsZero() || r.Since.Unix() <= at.Unix()) {
+	if r, ok := s.reqs[k]; ok && (at.IsZero() || r.Since.Unix() <= at.Unix()) && (r.Risk || !onlyRisk) {
 		delete(s.reqs, k)
 	}
 	s.nreqs.Store(int64(len(s.reqs)))
