@@ -95,7 +95,7 @@ func TestResponseLaggingDetection(t *testing.T) {
 				in.session("alice", "victim", activityAt.Add(-10*time.Second))
 				in.session("alice", "attacker", activityAt.Add(2*time.Second))
 				in.session("alice", "attacker2", activityAt.Add(40*time.Minute))
-				respondAt := t0.Add(time.Hour) // the detectors lagged an hour
+				respondAt := t0.Add(time.Hour)                           // the detectors lagged an hour
 				in.session("alice", "ahead", respondAt.Add(time.Second)) // a clock ahead
 				in.session("alice", "named", respondAt.Add(time.Minute))
 				clk.Set(respondAt)
