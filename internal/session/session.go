@@ -288,7 +288,7 @@ func (s *Service) PlanRevokeUserUnremediated(actor, userID string, cause model.R
 	if activity.After(now) {
 		activity = now // a clock ahead of ours finds no remediation after now
 	}
-	b := &store.RemediationBound{Activity: activity, Until: now, Subject: subject}
+	b := &store.RemediationBound{Activity: activity, Until: now, Now: true, Subject: subject}
 	return &store.UserRevocation{At: now, Cause: string(cause), Bound: b, Events: func(ids []string) []*model.Event {
 		if len(ids) == 0 {
 			return nil

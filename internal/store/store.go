@@ -718,6 +718,14 @@ type RemediationBound struct {
 	Activity time.Time
 	// Until is the widest bound (the time of the response); required.
 	Until time.Time
+	// Now says Until is the moment of the statement itself (the response
+	// runs now). With no remediation after Activity the statement then
+	// revokes every active session it sees, whatever its created_at, and
+	// it counts every remediation after Activity it sees, whatever its
+	// time: a session or a remediation stamped by an instance whose clock
+	// is ahead of this one's was still committed before the response, so
+	// its stamps must not spare a session created before the response.
+	Now bool
 	// Subject is a session revoked whatever its creation time (the
 	// session the finding is about); "" for none.
 	Subject string

@@ -21,7 +21,7 @@ func TestRemediationPlan(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer s.Close()
-	rs, err := s.db.r.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sqlstore.RevokeUnremediatedSQL, "u", 1, "c", 0, 2, "s")
+	rs, err := s.db.r.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+sqlstore.RevokeUnremediatedSQL, "u", 1, "c", 0, 2, "s", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestRemediationPlan(t *testing.T) {
 	}
 	got := strings.Join(plan, "; ")
 	t.Logf("plan: %s", got)
-	for _, want := range []string{"SEARCH events USING INDEX events_remediation (user_id=? AND time>? AND time<?)", "SEARCH sessions USING INDEX sessions_user"} {
+	for _, want := range []string{"SEARCH events USING INDEX events_remediation (user_id=? AND time>?", "SEARCH sessions USING INDEX sessions_user"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("plan %s\n lacks %s", got, want)
 		}

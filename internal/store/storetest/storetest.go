@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T, now func() time.Time) store.S
 		{"RevokeSessionConcurrent", testRevokeSessionConcurrent},
 		{"RevokeUserSessions", testRevokeUserSessions},
 		{"RevokeUserSessionsUnremediated", testRevokeUserSessionsUnremediated},
+		{"RevokeUnremediatedSkewedClocks", testRevokeUnremediatedSkewedClocks},
 		{"RefreshTokenRoundTrip", testRefreshTokenRoundTrip},
 		{"RefreshGrant", testRefreshGrant},
 		{"RotateRefreshToken", testRotateRefreshToken},
@@ -1637,6 +1638,57 @@ func testNotFound(t *testing.T, s store.Store) {
 		if err != nil || n != 0 {
 			t.Errorf("%s on an empty store: got %d items, err %v; want 0, nil", tc.name, n, err)
 		}
+	}
+}
+
+// testRevokeUnremediatedSkewedClocks: a response that runs now (Now)
+// revokes every session it sees when no remediation came after the
+// activity, even one stamped after Until by an instance whose clock is
+// ahead (it was committed before the response, under a decision on the
+// level before it), and counts a remediation stamped after Until the
+// same way: a session created after that remediation is spared. Without
+// Now, Until bounds both, as before.
+func testRevokeUnremediatedSkewedClocks(t *testing.T, s store.Store) {
+	activity, until := at(10*time.Minute), at(time.Hour)
+	mk := func(user string, created map[string]time.Time) {
+		for id, c := range created {
+			se := fullSession(id, user)
+			se.CreatedAt = c
+			must(t, "CreateSession", s.CreateSession(ctx, se))
+			must(t, "CreateRefreshToken", s.CreateRefreshToken(ctx, fullRefresh("rt-"+id, id)))
+		}
+	}
+	revoke := func(user string, now bool) ([]string, time.Time) {
+		t.Helper()
+		b := &store.RemediationBound{Activity: activity, Until: until, Now: now}
+		ids, err := s.RevokeUserSessionsUnremediated(ctx, user, until, "user_risk", b)
+		must(t, "RevokeUserSessionsUnremediated", err)
+		return ids, b.Applied
+	}
+	// No remediation; a session stamped 2 s ahead of the response.
+	mk("sk1", map[string]time.Time{"sk1-old": at(0), "sk1-ahead": until.Add(2 * time.Second)})
+	if ids, applied := revoke("sk1", true); !reflect.DeepEqual(ids, []string{"sk1-ahead", "sk1-old"}) || !applied.Equal(until.Truncate(time.Microsecond)) {
+		t.Errorf("now, no remediation: revoked %v, bound %v; want both and %v", ids, applied, until)
+	}
+	mk("sk2", map[string]time.Time{"sk2-old": at(0), "sk2-ahead": until.Add(2 * time.Second)})
+	if ids, _ := revoke("sk2", false); !reflect.DeepEqual(ids, []string{"sk2-old"}) {
+		t.Errorf("not now: revoked %v, want only sk2-old (Until bounds)", ids)
+	}
+	// A remediation stamped 1 s after Until (its instance's clock is
+	// ahead) and a session the user signed in with after it.
+	rem := until.Add(time.Second)
+	for _, u := range []string{"sk3", "sk4"} {
+		e := fullEvent(model.EventPasswordChanged, u, "", "", rem)
+		e.ID = "rem-" + u
+		_, err := s.AppendEvent(ctx, e)
+		must(t, "AppendEvent", err)
+		mk(u, map[string]time.Time{u + "-old": at(0), u + "-mine": rem.Add(time.Second)})
+	}
+	if ids, applied := revoke("sk3", true); !reflect.DeepEqual(ids, []string{"sk3-old"}) || !applied.Equal(rem.Truncate(time.Microsecond)) {
+		t.Errorf("now, remediation ahead: revoked %v, bound %v; want sk3-old and %v", ids, applied, rem)
+	}
+	if ids, applied := revoke("sk4", false); !reflect.DeepEqual(ids, []string{"sk4-old"}) || !applied.Equal(until.Truncate(time.Microsecond)) {
+		t.Errorf("not now, remediation after Until: revoked %v, bound %v; want sk4-old and %v", ids, applied, until)
 	}
 }
 

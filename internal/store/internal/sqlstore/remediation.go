@@ -26,8 +26,10 @@ func remediationIndexPredicate() string {
 
 // remediationBound is the bound of RevokeUserSessionsUnremediated as one
 // scalar expression: the earliest remediation of user (a placeholder)
-// after activity and not after until, else until.
-func remediationBound(user, activity, until string) string {
+// after activity and, unless now is 1, not after until; else
+// otherwise (until, or for the sessions' predicate with now = 1 the
+// largest time: every session the statement sees).
+func remediationBound(user, activity, until, now, otherwise string) string {
 	var terms []string
 	for _, r := range store.RemediationEvents {
 		t := "type = " + quote(string(r.Type))
@@ -41,7 +43,7 @@ func remediationBound(user, activity, until string) string {
 		terms = append(terms, t)
 	}
 	return `COALESCE((SELECT MIN(time) FROM events WHERE user_id = ` + user + ` AND ` + RemediationIndexPredicate +
-		` AND (` + strings.Join(terms, " OR ") + `) AND time > ` + activity + ` AND time <= ` + until + `), ` + until + `)`
+		` AND (` + strings.Join(terms, " OR ") + `) AND time > ` + activity + ` AND (` + now + ` = 1 OR time <= ` + until + `)), ` + otherwise + `)`
 }
 
 // RevokeUnremediatedSQL revokes and reports the bound it applied in one
@@ -49,11 +51,15 @@ func remediationBound(user, activity, until string) string {
 // once, from the statement's snapshot: a remediation and the sessions
 // created after it are seen together or not at all.
 var RevokeUnremediatedSQL = `UPDATE sessions SET revoked_at = $2, revoke_cause = $3
-	WHERE user_id = $1 AND revoked_at = 0 AND (created_at <= ` + remediationBound("$1", "$4", "$5") + ` OR id = $6)
-	RETURNING id, ` + remediationBound("$1", "$4", "$5")
+	WHERE user_id = $1 AND revoked_at = 0
+	AND (created_at <= ` + remediationBound("$1", "$4", "$5", "$7", "CASE WHEN $7 = 1 THEN "+maxMicros+" ELSE $5 END") + ` OR id = $6)
+	RETURNING id, ` + remediationBound("$1", "$4", "$5", "$7", "$5")
 
 // remediationBoundSQL reads the bound alone.
-var remediationBoundSQL = `SELECT ` + remediationBound("$1", "$2", "$3")
+var remediationBoundSQL = `SELECT ` + remediationBound("$1", "$2", "$3", "$4", "$3")
+
+// maxMicros is the largest time column value.
+const maxMicros = "9223372036854775807"
 
 // quote is an SQL string literal of a constant of the model.
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -84,7 +90,11 @@ func (s *Store) revokeUnremediated(ctx context.Context, q Querier, userID string
 	}
 	var ids []string
 	b.Applied = b.Until
-	rs, err := q.Query(ctx, RevokeUnremediatedSQL, userID, micros(revokedAt), cause, micros(b.Activity), micros(b.Until), b.Subject)
+	now := 0
+	if b.Now {
+		now = 1
+	}
+	rs, err := q.Query(ctx, RevokeUnremediatedSQL, userID, micros(revokedAt), cause, micros(b.Activity), micros(b.Until), b.Subject, now)
 	type row struct {
 		id    string
 		bound int64
@@ -102,7 +112,7 @@ func (s *Store) revokeUnremediated(ctx context.Context, q Querier, userID string
 	}
 	if len(got) == 0 { // nothing revoked: say where the bound was all the same
 		var bound int64
-		if err := q.QueryRow(ctx, remediationBoundSQL, userID, micros(b.Activity), micros(b.Until)).Scan(&bound); err != nil {
+		if err := q.QueryRow(ctx, remediationBoundSQL, userID, micros(b.Activity), micros(b.Until), now).Scan(&bound); err != nil {
 			return nil, wrap("remediation bound", err)
 		}
 		b.Applied = fromMicros(bound)
