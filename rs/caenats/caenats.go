@@ -344,9 +344,11 @@ func (f *Follower) stopIterator() {
 }
 
 // behind reports whether the server holds messages for this follower
-// that it has not received: the current consumer's pending count, or, if
-// the consumer cannot be asked (lost with a server), the stream's last
-// sequence against the last one processed.
+// that it has not received: the current consumer has some pending, or
+// says it delivered a later one than the last processed (lost on the way:
+// the ordered consumer notices the gap only when a next message comes,
+// which may be never), or, if the consumer cannot be asked (lost with a
+// server), the stream's last sequence is after the last one processed.
 func (f *Follower) behind(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.CheckInterval)
 	defer cancel()
@@ -354,7 +356,7 @@ func (f *Follower) behind(ctx context.Context) bool {
 	cons := f.cons
 	f.mu.Unlock()
 	if ci, err := cons.Info(ctx); err == nil {
-		return ci.NumPending > 0
+		return ci.NumPending > 0 || ci.Delivered.Stream > f.lastSeq.Load()
 	}
 	s, err := f.js.Stream(ctx, f.cfg.Stream)
 	if err != nil {

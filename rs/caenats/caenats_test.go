@@ -428,3 +428,35 @@ func TestResumesAfterStall(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestResumesAfterLostDelivery: a consumer that says it delivered a SET
+// the follower never processed (lost on the way, with no later message to
+// show the gap) is replaced too, and the SET comes again (a duplicate,
+// applied once).
+func TestResumesAfterLostDelivery(t *testing.T) {
+	in, _, connect := ward(t)
+	bob := userID(t, in, "bob")
+	r, st := newReceiver(t, in)
+	f, err := caenats.Follow(context.Background(), caenats.Config{Conn: connect(t), Receiver: r, CheckInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	<-f.Ready()
+	if err := in.App.Identity.SetDisabled(context.Background(), "admin-1", bob, true); err != nil {
+		t.Fatal(err)
+	}
+	rejected(t, st, bobToken(in, bob), f)
+	base := f.Stats()
+	caenats.SetLastSeq(f, 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for s := f.Stats(); s.Resumes == 0 || s.Duplicates == base.Duplicates; s = f.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no resume after a lost delivery: %+v (before %+v)", s, base)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := f.Stats(); s.Applied != base.Applied {
+		t.Fatalf("stats %+v: the redelivered SETs were applied again (before %+v)", s, base)
+	}
+}
