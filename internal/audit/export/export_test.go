@@ -711,3 +711,47 @@ func TestLeaseHandover(t *testing.T) {
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+// TestSyslogResendsWithoutMoreRecords: a receiver that drops the
+// connection with a batch unread gets it again on a new connection even
+// when no later records come to notice the break (a quiet period after a
+// receiver restart used to lose that batch once ResendWindow had passed).
+func TestSyslogResendsWithoutMoreRecords(t *testing.T) {
+	l, tc := newSyslogListener(t)
+	l.dropAfter.Store(10)
+	sl, err := export.NewSyslogSink(export.SyslogOptions{Address: l.ln.Addr().String(), TLSConfig: tc, ResendWindow: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sl.Close()
+	var items []export.Item
+	for i := range 50 {
+		items = append(items, export.Item{Seq: int64(i + 1), ID: fmt.Sprintf("ev-%03d", i), Code: "W1000I", Time: time.Now(), JSON: []byte(`{}`)})
+	}
+	if err := sl.Deliver(context.Background(), items); err != nil {
+		t.Fatal(err)
+	}
+	distinct := func() int {
+		seen := map[string]bool{}
+		for _, m := range l.messages() {
+			seen[m.sd] = true
+		}
+		return len(seen)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for distinct() < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 50 records after %d connections: the broken connection's batch was not written again", distinct(), l.conns.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if l.conns.Load() != 2 {
+		t.Errorf("%d connections, want 2", l.conns.Load())
+	}
+	// Once the new connection has stayed up ResendWindow, the batch counts
+	// as read: nothing more is written.
+	time.Sleep(time.Second)
+	if n := len(l.messages()); n > 50+50 {
+		t.Errorf("%d messages: the batch was written again more than once", n)
+	}
+}

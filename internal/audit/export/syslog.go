@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,8 +39,9 @@ type SyslogOptions struct {
 	AppName    string // APP-NAME (default ward)
 	SDID       string // default DefaultSDID
 	Timeout    time.Duration
-	// ResendWindow: the batches written this recently are written again
-	// on a new connection after the previous one broke (default 10s).
+	// ResendWindow: a batch counts as read once the connection it was
+	// written to has stayed up this long after; until then it is written
+	// again on a new connection if that one breaks (default 10s).
 	ResendWindow time.Duration
 	// TLSConfig replaces the one built from CAFile and ServerName (tests).
 	TLSConfig *tls.Config
@@ -55,27 +57,39 @@ type SyslogOptions struct {
 // MSG-ANY) and receivers parse it as JSON as it is.
 //
 // Syslog has no acknowledgement: a batch counts as delivered when it is
-// written to the connection. A closed connection is noticed before the
-// next write, and the batches written in the ResendWindow before it
-// broke are written again on the new one (the receiver may get them
-// twice), which covers a receiver that went away with them unread in its
-// buffers. Use the webhook sink where every record must be acknowledged.
+// written to the connection. Each batch is kept until the connection has
+// stayed up ResendWindow after it; a connection that breaks before (seen
+// before the next write, or by a check every ResendWindow/10 while
+// batches are kept, whether or not more records come) has its kept
+// batches written again on a new one, as soon as one can be made (the
+// receiver may get them twice). That covers a receiver that went away
+// with them unread in its buffers. Use the webhook sink where every
+// record must be acknowledged.
 type SyslogSink struct {
 	o      SyslogOptions
 	tc     *tls.Config
 	procID string
 
-	mu     sync.Mutex
-	conn   net.Conn
-	w      *bufio.Writer
-	recent []sentBatch // written within ResendWindow
-	msg    bytes.Buffer
+	mu       sync.Mutex
+	conn     net.Conn
+	w        *bufio.Writer
+	recent   []sentBatch // not yet ResendWindow old on a live connection
+	msg      bytes.Buffer
+	watching bool // watch runs
+	closed   bool
 }
 
 type sentBatch struct {
-	at    time.Time
+	at    time.Time // last written
+	first time.Time // first written
 	items []Item
 }
+
+// keepFactor bounds how long a batch is kept for writing again:
+// keepFactor × ResendWindow after it was first written (a minute by
+// default), so that a receiver that breaks every connection sooner than
+// ResendWindow does not make the sink hold, and write again, ever more.
+const keepFactor = 6
 
 // NewSyslogSink checks o; it connects on the first delivery.
 func NewSyslogSink(o SyslogOptions) (*SyslogSink, error) {
@@ -135,42 +149,101 @@ func header(s string, n int) string {
 func (s *SyslogSink) Deliver(ctx context.Context, items []Item) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("syslog: sink closed")
+	}
 	now := time.Now()
+	s.expire(now)
 	if s.conn != nil && !s.alive() {
 		s.drop()
 	}
 	if s.conn == nil {
-		if err := s.connect(ctx); err != nil {
+		if err := s.reconnect(ctx, now); err != nil {
 			return err
 		}
-		// The previous connection broke: what it was given recently may
-		// not have been read. (A receiver's close tells nothing: a TLS
-		// close_notify comes before unread data is discarded.)
-		s.trim(now)
-		for _, b := range s.recent {
-			if err := s.write(b.items); err != nil {
-				s.drop()
-				return err
-			}
-		}
+	} else {
+		s.trim(now) // the connection is up: older batches were read
 	}
 	if err := s.write(items); err != nil {
 		// items come again with the retry, after the recent batches.
 		s.drop()
 		return err
 	}
-	s.recent = append(s.recent, sentBatch{at: now, items: items})
-	s.trim(now)
+	s.recent = append(s.recent, sentBatch{at: now, first: now, items: items})
+	if !s.watching {
+		s.watching = true
+		go s.watch()
+	}
 	return nil
 }
 
-// trim forgets batches written longer ago than ResendWindow.
+// reconnect makes a new connection and writes the kept batches on it:
+// the previous connection broke, and what it was given recently may not
+// have been read. (A receiver's close tells nothing: a TLS close_notify
+// comes before unread data is discarded.)
+func (s *SyslogSink) reconnect(ctx context.Context, now time.Time) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
+	for i := range s.recent {
+		if err := s.write(s.recent[i].items); err != nil {
+			s.drop()
+			return err
+		}
+		s.recent[i].at = now
+	}
+	return nil
+}
+
+// watch checks the connection every ResendWindow/10 while batches are
+// kept: a connection that broke after the last write has its batches
+// written again at once, not only when (if) the next records come.
+func (s *SyslogSink) watch() {
+	tick := max(s.o.ResendWindow/10, 10*time.Millisecond)
+	for {
+		time.Sleep(tick)
+		s.mu.Lock()
+		if s.closed {
+			s.watching = false
+			s.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		s.expire(now)
+		if s.conn != nil && s.alive() {
+			s.trim(now)
+		} else {
+			s.drop()
+			ctx, cancel := context.WithTimeout(context.Background(), s.o.Timeout)
+			_ = s.reconnect(ctx, now) // else: again at the next tick, or by Deliver
+			cancel()
+		}
+		if len(s.recent) == 0 {
+			s.watching = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// trim forgets batches written longer ago than ResendWindow (the
+// connection has been up since: they were read). Batches are in order of
+// their last write.
 func (s *SyslogSink) trim(now time.Time) {
 	i := 0
 	for i < len(s.recent) && now.Sub(s.recent[i].at) > s.o.ResendWindow {
 		i++
 	}
 	s.recent = s.recent[i:]
+}
+
+// expire forgets batches first written longer ago than keepFactor ×
+// ResendWindow, read or not.
+func (s *SyslogSink) expire(now time.Time) {
+	s.recent = slices.DeleteFunc(s.recent, func(b sentBatch) bool {
+		return now.Sub(b.first) > keepFactor*s.o.ResendWindow
+	})
 }
 
 func (s *SyslogSink) connect(ctx context.Context) error {
@@ -259,6 +332,7 @@ func sdParam(m *bytes.Buffer, name, value string) {
 func (s *SyslogSink) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	s.drop()
 	return nil
 }
