@@ -358,7 +358,10 @@ func (s *Service) Status(ctx context.Context, clientID, id string) (status, reas
 // receiver's request (clientID must own it). Paused streams hold their
 // SETs; disabling drops them and queues nothing until enabled again. A
 // change to enabled or paused queues a stream-updated SET (a disabled
-// stream transmits nothing, not even that).
+// stream transmits nothing, not even that). A change is recorded as
+// ssf.stream_status_changed with the client as actor, committed with it:
+// a receiver that stops listening is what an attacker holding its
+// credentials would do to keep stolen tokens working there.
 func (s *Service) SetStatus(ctx context.Context, clientID, id, status, reason string) (*model.SSFStream, error) {
 	if _, err := checkStatus(status, reason); err != nil {
 		return nil, err
@@ -371,7 +374,7 @@ func (s *Service) SetStatus(ctx context.Context, clientID, id, status, reason st
 			return errNoStream
 		}
 		return nil
-	}, nil)
+	}, statusEvent(clientID, "receiver", id, status, reason))
 }
 
 // SetStatusAsTransmitter changes a stream's status on the transmitter's
@@ -384,10 +387,16 @@ func (s *Service) SetStatusAsTransmitter(ctx context.Context, actor, id, status,
 		return nil, invalid("stream_id is required")
 	}
 	return s.setStatus(ctx, id, status, reason, func(*model.SSFStream) error { return nil },
-		func(st *model.SSFStream, prev string) *model.Event {
-			return &model.Event{Type: model.EventSSFStreamStatusChanged, Actor: actor, ClientID: st.ClientID, Reason: "transmitter",
-				Data: map[string]string{"stream_id": id, "status": status, "previous": prev, "status_reason": reason}}
-		})
+		statusEvent(actor, "transmitter", id, status, reason))
+}
+
+// statusEvent builds the ssf.stream_status_changed of a status change by
+// actor on side (transmitter: an administrator; receiver: the client).
+func statusEvent(actor, side, id, status, reason string) func(st *model.SSFStream, prev string) *model.Event {
+	return func(st *model.SSFStream, prev string) *model.Event {
+		return &model.Event{Type: model.EventSSFStreamStatusChanged, Actor: actor, ClientID: st.ClientID, Reason: side,
+			Data: map[string]string{"stream_id": id, "status": status, "previous": prev, "status_reason": reason}}
+	}
 }
 
 // checkStatus validates a status change.

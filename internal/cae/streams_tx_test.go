@@ -162,3 +162,46 @@ func TestTransmitterStatusTwoInstances(t *testing.T) {
 		})
 	}
 }
+
+// A receiver's own status change (pausing its stream stops CAE at that
+// resource: what an attacker holding its credentials would do) commits
+// with its ssf.stream_status_changed, the client as actor; refused, it
+// changes nothing. Another client cannot change it and records nothing.
+func TestReceiverStatusCommitsWithEvent(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			st := b.Open(t, nil)
+			svc := transmitter(t, st)
+			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := svc.SetStatus(ctx, "c2", "st1", model.StreamPaused, ""); err == nil {
+				t.Fatal("another client paused the stream")
+			}
+			lift := b.RefuseEvents(t, model.EventSSFStreamStatusChanged)
+			if _, err := svc.SetStatus(ctx, "c1", "st1", model.StreamPaused, "going away"); err == nil {
+				t.Fatal("status change with its record refused: got nil")
+			}
+			if got, err := st.GetSSFStream(ctx, "st1"); err != nil || got.Status != model.StreamEnabled {
+				t.Fatalf("stream after a refused change: %+v, %v; want it enabled", got, err)
+			}
+			if evs := statusChanges(t, st); len(evs) != 0 {
+				t.Fatalf("%d status changes recorded, want none", len(evs))
+			}
+			lift()
+			if _, err := svc.SetStatus(ctx, "c1", "st1", model.StreamPaused, "going away"); err != nil {
+				t.Fatal(err)
+			}
+			evs := statusChanges(t, st)
+			if len(evs) != 1 || evs[0].Actor != "c1" || evs[0].ClientID != "c1" || evs[0].Reason != "receiver" ||
+				evs[0].Data["previous"] != model.StreamEnabled || evs[0].Data["status"] != model.StreamPaused || evs[0].Data["status_reason"] != "going away" {
+				t.Fatalf("status changes recorded: %+v, want one enabled -> paused by c1 (receiver)", evs)
+			}
+			if q, err := st.QueuedSETs(ctx, "st1", 0, 10); err != nil || len(q) != 1 || q[0].EventType != cae.EventStreamUpdated {
+				t.Errorf("queued after the change: %v, %v; want the stream-updated SET", q, err)
+			}
+		})
+	}
+}

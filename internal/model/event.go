@@ -194,9 +194,10 @@ const (
 
 // Shared Signals transmitter events.
 const (
-	// EventSSFStreamStatusChanged: an administrator changed a receiver's
-	// stream status on the transmitter's side (Data: stream_id, status,
-	// previous, status_reason).
+	// EventSSFStreamStatusChanged: a receiver's stream status changed,
+	// by an administrator on the transmitter's side (Reason transmitter)
+	// or by the receiver itself (Reason receiver, Actor the client)
+	// (Data: stream_id, status, previous, status_reason).
 	EventSSFStreamStatusChanged EventType = "ssf.stream_status_changed"
 )
 
