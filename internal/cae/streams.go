@@ -1,8 +1,10 @@
 package cae
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -88,14 +90,50 @@ func (s *Service) CreateStream(ctx context.Context, clientID string, req StreamR
 	if err := s.apply(st, req, true); err != nil {
 		return nil, err
 	}
-	if err := s.o.Store.CreateSSFStream(ctx, st); err != nil {
+	ev := streamEvent(model.EventSSFStreamCreated, clientID, st)
+	ectx := s.events.Pending(ctx, ev, nil)
+	if err := s.o.Store.CreateSSFStream(ectx, st); err != nil {
 		return nil, fmt.Errorf("cae: create stream: %w", err)
 	}
 	s.changed()
 	s.pusher.claimSoon()
 	s.o.Log.InfoContext(ctx, "cae: stream created", "stream_id", st.ID, "client_id", clientID, "method", st.Method,
 		"events", len(st.EventsDelivered))
-	return st, nil
+	// Stored with the stream; this reaches the bus's subscribers.
+	return st, s.events.Emit(ectx, ev)
+}
+
+// streamEvent builds the record of a receiver's change to its stream st
+// (as it is after a create or an update, as it was before a delete): the
+// client as actor, reason receiver. It never carries the push
+// authorization header, and of the endpoint only the host (a URL's path
+// or query may hold a credential).
+func streamEvent(typ model.EventType, clientID string, st *model.SSFStream) *model.Event {
+	d := map[string]string{
+		model.DataSSFStreamID:              st.ID,
+		model.DataSSFStreamMethod:          st.Method,
+		model.DataSSFStreamEventsDelivered: strings.Join(st.EventsDelivered, ","),
+	}
+	if h := endpointHost(st); h != "" {
+		d[model.DataSSFStreamEndpointHost] = h
+	}
+	if st.EventsRequested != nil {
+		d[model.DataSSFStreamEventsRequested] = strings.Join(st.EventsRequested, ",")
+	}
+	return &model.Event{Type: typ, Actor: clientID, ClientID: clientID, Reason: "receiver", Data: d}
+}
+
+// endpointHost returns the host (and port) of a push stream's endpoint,
+// "" for a poll stream.
+func endpointHost(st *model.SSFStream) string {
+	if st.Method != model.DeliveryPush {
+		return ""
+	}
+	u, err := url.Parse(st.EndpointURL)
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }
 
 // newStreamID returns 128 random bits in hex (RFC 3986 unreserved).
@@ -297,19 +335,37 @@ func (s *Service) ListStreams(ctx context.Context, clientID string) ([]*model.SS
 }
 
 // UpdateStream applies a PATCH (replace false) or PUT (replace true) to a
-// stream of clientID.
+// stream of clientID. A change is recorded as ssf.stream_updated, built
+// from the stream as the update read it under the row lock and committed
+// with it: a receiver that drops the events carrying revocations, or
+// points its pushes elsewhere, stops CAE at that resource as surely as
+// one that deletes its stream.
 func (s *Service) UpdateStream(ctx context.Context, clientID, id string, req StreamRequest, replace bool) (*model.SSFStream, error) {
 	if _, err := s.GetStream(ctx, clientID, id); err != nil {
 		return nil, err
 	}
-	st, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+	var (
+		before, after model.SSFStream // as the committing run saw them
+		header        bool            // it changed the authorization header
+		ev            *model.Event
+	)
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		ev = updateEvent(clientID, &before, &after, header)
+		if ev == nil {
+			return nil // no change, nothing to record
+		}
+		return []*model.Event{ev}
+	})
+	st, err := s.o.Store.UpdateSSFStream(ectx, id, func(st *model.SSFStream) error {
 		if st.ClientID != clientID {
 			return errNoStream
 		}
+		before = *st
 		if err := s.apply(st, req, replace); err != nil {
 			return err
 		}
 		st.UpdatedAt = s.o.Now()
+		after, header = *st, s.headerChanged(&before, st, req)
 		return nil
 	})
 	if err != nil {
@@ -318,7 +374,84 @@ func (s *Service) UpdateStream(ctx context.Context, clientID, id string, req Str
 	s.changed()
 	s.pusher.claimSoon()
 	s.wake(id)
+	if ev != nil {
+		s.o.Log.InfoContext(ctx, "cae: stream updated", "stream_id", id, "client_id", clientID,
+			"changed", ev.Data[model.DataSSFStreamChanged])
+		// Stored with the change; this reaches the bus's subscribers.
+		return st, s.events.Emit(ectx, ev)
+	}
 	return st, nil
+}
+
+// headerChanged reports whether an update of before to after changed the
+// push authorization header: set, removed, or replaced by another value
+// (sealing the same value again gives another ciphertext, so those are
+// opened and compared).
+func (s *Service) headerChanged(before, after *model.SSFStream, req StreamRequest) bool {
+	switch {
+	case bytes.Equal(before.AuthHeaderEnc, after.AuthHeaderEnc):
+		return false
+	case len(before.AuthHeaderEnc) == 0 || len(after.AuthHeaderEnc) == 0:
+		return true
+	case req.Delivery == nil || req.Delivery.AuthorizationHeader == nil:
+		return true // not sealed from this request: cannot happen
+	}
+	old, err := s.openHeader(before.ID, before.AuthHeaderEnc)
+	if err != nil {
+		return true
+	}
+	return subtle.ConstantTimeCompare([]byte(old.Reveal()), []byte(*req.Delivery.AuthorizationHeader)) != 1
+}
+
+// updateEvent returns the ssf.stream_updated of an update of before to
+// after by clientID, nil when it changed none of the receiver-supplied
+// properties.
+func updateEvent(clientID string, before, after *model.SSFStream, header bool) *model.Event {
+	var changed []string
+	if before.Method != after.Method {
+		changed = append(changed, "method")
+	}
+	if before.EndpointURL != after.EndpointURL {
+		changed = append(changed, "endpoint_url")
+	}
+	if header {
+		changed = append(changed, "authorization_header")
+	}
+	if !slices.Equal(before.EventsRequested, after.EventsRequested) {
+		changed = append(changed, "events_requested")
+	}
+	if before.Description != after.Description {
+		changed = append(changed, "description")
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	ev := streamEvent(model.EventSSFStreamUpdated, clientID, after)
+	ev.Data[model.DataSSFStreamChanged] = strings.Join(changed, ",")
+	if removed := missing(before.EventsDelivered, after.EventsDelivered); len(removed) > 0 {
+		ev.Data[model.DataSSFStreamEventsRemoved] = strings.Join(removed, ",")
+	}
+	if added := missing(after.EventsDelivered, before.EventsDelivered); len(added) > 0 {
+		ev.Data[model.DataSSFStreamEventsAdded] = strings.Join(added, ",")
+	}
+	if before.Method != after.Method {
+		ev.Data[model.DataSSFStreamPreviousMethod] = before.Method
+	}
+	if h := endpointHost(before); h != "" && before.EndpointURL != after.EndpointURL {
+		ev.Data[model.DataSSFStreamPreviousEndpoint] = h
+	}
+	return ev
+}
+
+// missing returns the values of a that b lacks.
+func missing(a, b []string) []string {
+	var out []string
+	for _, v := range a {
+		if !slices.Contains(b, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (s *Service) updateErr(err error) error {
@@ -332,17 +465,24 @@ func (s *Service) updateErr(err error) error {
 	return fmt.Errorf("cae: update stream: %w", err)
 }
 
-// DeleteStream deletes a stream of clientID and its queue.
+// DeleteStream deletes a stream of clientID and its queue, recorded as
+// ssf.stream_deleted (the stream as read just before) committed with it:
+// deleting its stream is the surest way for a receiver, or whoever holds
+// its credentials, to stop CAE at that resource.
 func (s *Service) DeleteStream(ctx context.Context, clientID, id string) error {
-	if _, err := s.GetStream(ctx, clientID, id); err != nil {
+	st, err := s.GetStream(ctx, clientID, id)
+	if err != nil {
 		return err
 	}
-	if err := s.o.Store.DeleteSSFStream(ctx, id); err != nil {
+	ev := streamEvent(model.EventSSFStreamDeleted, clientID, st)
+	ectx := s.events.Pending(ctx, ev, nil)
+	if err := s.o.Store.DeleteSSFStream(ectx, id); err != nil {
 		return s.updateErr(err)
 	}
 	s.changed()
 	s.o.Log.InfoContext(ctx, "cae: stream deleted", "stream_id", id, "client_id", clientID)
-	return nil
+	// Stored with the deletion; this reaches the bus's subscribers.
+	return s.events.Emit(ectx, ev)
 }
 
 // Status returns a stream's status and its reason.

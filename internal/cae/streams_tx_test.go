@@ -3,7 +3,12 @@ package cae_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -201,6 +206,201 @@ func TestReceiverStatusCommitsWithEvent(t *testing.T) {
 			}
 			if q, err := st.QueuedSETs(ctx, "st1", 0, 10); err != nil || len(q) != 1 || q[0].EventType != cae.EventStreamUpdated {
 				t.Errorf("queued after the change: %v, %v; want the stream-updated SET", q, err)
+			}
+		})
+	}
+}
+
+// streamChanges returns the stored ssf.stream_created, ssf.stream_updated
+// and ssf.stream_deleted, oldest first.
+func streamChanges(t *testing.T, st store.Store) []*store.StoredEvent {
+	t.Helper()
+	evs, err := st.EventsAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*store.StoredEvent
+	for _, e := range evs {
+		switch e.Type {
+		case model.EventSSFStreamCreated, model.EventSSFStreamUpdated, model.EventSSFStreamDeleted:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Secrets of the push stream in TestReceiverStreamChangesCommitWithEvents:
+// none may reach a stored event.
+const (
+	pushHeader  = "Bearer rx-header-secret-1"
+	pushHeader2 = "Bearer rx-header-secret-2"
+	pushURL     = "https://rx.example/ssf/push?key=url-secret"
+)
+
+// A receiver creating, updating and deleting its stream (narrowing
+// events_requested or moving the push endpoint stops CAE at that resource
+// as surely as a deletion: what someone holding its credentials would do)
+// commits each change with exactly one event, the client as actor;
+// refused, the change does not land. An update that changes nothing
+// records nothing, another client can neither change nor delete the
+// stream and records nothing, and no stored event holds the push
+// authorization header or more of the endpoint than its host.
+func TestReceiverStreamChangesCommitWithEvents(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			st := b.Open(t, nil)
+			svc := transmitter(t, st)
+			one := func(n int) *store.StoredEvent {
+				t.Helper()
+				evs := streamChanges(t, st)
+				if len(evs) != n {
+					t.Fatalf("%d stream changes recorded, want %d: %+v", len(evs), n, evs)
+				}
+				if n == 0 {
+					return nil
+				}
+				e := evs[n-1]
+				if e.Actor != "c1" || e.ClientID != "c1" || e.Reason != "receiver" {
+					t.Errorf("%s: actor %q, client %q, reason %q; want c1, c1, receiver", e.Type, e.Actor, e.ClientID, e.Reason)
+				}
+				return e
+			}
+			header, header2 := pushHeader, pushHeader2
+			both := []string{cae.EventSessionRevoked, cae.EventCredentialChange}
+			create := cae.StreamRequest{EventsRequested: &both,
+				Delivery: &cae.Delivery{Method: model.DeliveryPush, EndpointURL: pushURL, AuthorizationHeader: &header}}
+
+			// Create: refused, no stream; accepted, one event.
+			lift := b.RefuseEvents(t, model.EventSSFStreamCreated)
+			if _, err := svc.CreateStream(ctx, "c1", create); err == nil {
+				t.Fatal("creation with its record refused: got nil")
+			}
+			if l, err := st.ListSSFStreams(ctx, "c1"); err != nil || len(l) != 0 {
+				t.Fatalf("streams after a refused creation: %d, %v; want none", len(l), err)
+			}
+			one(0)
+			lift()
+			s, err := svc.CreateStream(ctx, "c1", create)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := one(1)
+			want := map[string]string{"stream_id": s.ID, "method": model.DeliveryPush, "endpoint_host": "rx.example",
+				"events_requested": strings.Join(both, ","), "events_delivered": strings.Join(both, ",")}
+			if e.Type != model.EventSSFStreamCreated || !maps.Equal(e.Data, want) {
+				t.Fatalf("creation recorded as %s %v, want %s %v", e.Type, e.Data, model.EventSSFStreamCreated, want)
+			}
+
+			// Another client cannot change or delete it, and nothing is
+			// recorded.
+			narrow := []string{cae.EventCredentialChange}
+			if _, err := svc.UpdateStream(ctx, "c2", s.ID, cae.StreamRequest{EventsRequested: &narrow}, false); err == nil {
+				t.Error("another client updated the stream")
+			}
+			if err := svc.DeleteStream(ctx, "c2", s.ID); err == nil {
+				t.Error("another client deleted the stream")
+			}
+			if got, err := st.GetSSFStream(ctx, s.ID); err != nil || len(got.EventsDelivered) != 2 {
+				t.Fatalf("stream after another client's attempts: %+v, %v; want it unchanged", got, err)
+			}
+			one(1)
+
+			// Narrowing the events: refused, unchanged; accepted, one
+			// event naming the events dropped.
+			lift = b.RefuseEvents(t, model.EventSSFStreamUpdated)
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, cae.StreamRequest{EventsRequested: &narrow}, false); err == nil {
+				t.Fatal("update with its record refused: got nil")
+			}
+			if got, err := st.GetSSFStream(ctx, s.ID); err != nil || !slices.Equal(got.EventsDelivered, both) {
+				t.Fatalf("stream after a refused update: %+v, %v; want it delivering both events", got, err)
+			}
+			one(1)
+			lift()
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, cae.StreamRequest{EventsRequested: &narrow}, false); err != nil {
+				t.Fatal(err)
+			}
+			e = one(2)
+			if e.Type != model.EventSSFStreamUpdated || e.Data["changed"] != "events_requested" ||
+				e.Data["events_removed"] != cae.EventSessionRevoked || e.Data["events_added"] != "" ||
+				e.Data["events_delivered"] != cae.EventCredentialChange || e.Data["stream_id"] != s.ID ||
+				e.Data["endpoint_host"] != "rx.example" {
+				t.Fatalf("narrowing recorded as %s %v", e.Type, e.Data)
+			}
+
+			// The same again, a PATCH of the push endpoint without the
+			// header (kept), and a PUT of what is stored (the same header
+			// sealed again): no change, nothing recorded.
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, cae.StreamRequest{EventsRequested: &narrow}, false); err != nil {
+				t.Fatal(err)
+			}
+			same := cae.StreamRequest{Delivery: &cae.Delivery{Method: model.DeliveryPush, EndpointURL: pushURL}}
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, same, false); err != nil {
+				t.Fatal(err)
+			}
+			put := cae.StreamRequest{EventsRequested: &narrow,
+				Delivery: &cae.Delivery{Method: model.DeliveryPush, EndpointURL: pushURL, AuthorizationHeader: &header}}
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, put, true); err != nil {
+				t.Fatal(err)
+			}
+			one(2)
+
+			// Another header; then another endpoint (which drops the
+			// header, not sent again).
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, cae.StreamRequest{Delivery: &cae.Delivery{
+				Method: model.DeliveryPush, EndpointURL: pushURL, AuthorizationHeader: &header2}}, false); err != nil {
+				t.Fatal(err)
+			}
+			if e = one(3); e.Data["changed"] != "authorization_header" || e.Data["events_removed"] != "" {
+				t.Fatalf("header change recorded as %v", e.Data)
+			}
+			if _, err := svc.UpdateStream(ctx, "c1", s.ID, cae.StreamRequest{Delivery: &cae.Delivery{
+				Method: model.DeliveryPush, EndpointURL: "https://elsewhere.example/in?k=url-secret-2"}}, false); err != nil {
+				t.Fatal(err)
+			}
+			if e = one(4); e.Data["changed"] != "endpoint_url,authorization_header" || e.Data["endpoint_host"] != "elsewhere.example" ||
+				e.Data["previous_endpoint_host"] != "rx.example" || e.Data["previous_method"] != "" {
+				t.Fatalf("endpoint change recorded as %v", e.Data)
+			}
+
+			// Delete: refused, the stream stays; accepted, one event.
+			lift = b.RefuseEvents(t, model.EventSSFStreamDeleted)
+			if err := svc.DeleteStream(ctx, "c1", s.ID); err == nil {
+				t.Fatal("deletion with its record refused: got nil")
+			}
+			if _, err := st.GetSSFStream(ctx, s.ID); err != nil {
+				t.Fatalf("stream after a refused deletion: %v", err)
+			}
+			one(4)
+			lift()
+			if err := svc.DeleteStream(ctx, "c1", s.ID); err != nil {
+				t.Fatal(err)
+			}
+			e = one(5)
+			want = map[string]string{"stream_id": s.ID, "method": model.DeliveryPush, "endpoint_host": "elsewhere.example",
+				"events_requested": cae.EventCredentialChange, "events_delivered": cae.EventCredentialChange}
+			if e.Type != model.EventSSFStreamDeleted || !maps.Equal(e.Data, want) {
+				t.Fatalf("deletion recorded as %s %v, want %s %v", e.Type, e.Data, model.EventSSFStreamDeleted, want)
+			}
+			if _, err := st.GetSSFStream(ctx, s.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("stream after the deletion: %v, want ErrNotFound", err)
+			}
+
+			all, err := st.EventsAfter(ctx, 0, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range all {
+				j, err := json.Marshal(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, secret := range []string{"rx-header-secret", "url-secret", "/ssf/push", "k="} {
+					if strings.Contains(string(j), secret) {
+						t.Errorf("stored %s holds %q: %s", e.Type, secret, j)
+					}
+				}
 			}
 		})
 	}

@@ -199,6 +199,43 @@ const (
 	// or by the receiver itself (Reason receiver, Actor the client)
 	// (Data: stream_id, status, previous, status_reason).
 	EventSSFStreamStatusChanged EventType = "ssf.stream_status_changed"
+	// EventSSFStreamCreated: a receiver created a stream (Actor and
+	// ClientID the client, Reason receiver; Data: the DataSSFStream*
+	// keys below).
+	EventSSFStreamCreated EventType = "ssf.stream_created"
+	// EventSSFStreamUpdated: a receiver changed its stream's delivery,
+	// events or description (PATCH or PUT; an update that changes
+	// nothing is not recorded). Data: the DataSSFStream* keys as they
+	// are after the change, with DataSSFStreamChanged and, when events
+	// stopped or started being delivered, DataSSFStreamEventsRemoved and
+	// DataSSFStreamEventsAdded. Notable (W): an update can redirect the
+	// pushes or drop the events that carry session revocation.
+	EventSSFStreamUpdated EventType = "ssf.stream_updated"
+	// EventSSFStreamDeleted: a receiver deleted its stream and its queue
+	// (Data: the DataSSFStream* keys as they were). Notable (W): it ends
+	// Continuous Access Evaluation at that receiver.
+	EventSSFStreamDeleted EventType = "ssf.stream_deleted"
+)
+
+// Data keys of ssf.stream_created, ssf.stream_updated and
+// ssf.stream_deleted. Lists are comma separated and bounded like every
+// value (bus.Bound). The push authorization header is never recorded,
+// only whether it changed, and of the endpoint only its host (a URL's
+// path or query may carry a credential).
+const (
+	DataSSFStreamID              = "stream_id"
+	DataSSFStreamMethod          = "method"           // push or poll
+	DataSSFStreamEndpointHost    = "endpoint_host"    // push only
+	DataSSFStreamEventsRequested = "events_requested" // as the receiver sent them (absent: every supported event)
+	DataSSFStreamEventsDelivered = "events_delivered"
+	// DataSSFStreamChanged names the properties an update changed:
+	// method, endpoint_url, authorization_header, events_requested,
+	// description.
+	DataSSFStreamChanged          = "changed"
+	DataSSFStreamEventsRemoved    = "events_removed" // delivered before, no longer
+	DataSSFStreamEventsAdded      = "events_added"
+	DataSSFStreamPreviousMethod   = "previous_method"        // when the method changed
+	DataSSFStreamPreviousEndpoint = "previous_endpoint_host" // when the push endpoint changed
 )
 
 // Shared Signals receiver events (Ward receiving SETs from other
@@ -360,6 +397,9 @@ var EventCodes = map[EventType]string{
 
 	EventSSFStreamStatusChanged: "W9100I",
 	EventSSFSignalReceived:      "W9101W",
+	EventSSFStreamCreated:       "W9102I",
+	EventSSFStreamUpdated:       "W9103W",
+	EventSSFStreamDeleted:       "W9104W",
 
 	EventAuditSequenceSkipped: "W9200I",
 

@@ -16,6 +16,7 @@ import (
 	"github.com/ward-idp/ward/internal/cae"
 	"github.com/ward-idp/ward/internal/config"
 	"github.com/ward-idp/ward/internal/model"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
 
@@ -292,6 +293,31 @@ func TestStreamLifecycle(t *testing.T) {
 		wantError(t, c.method+" deleted", call(t, in, c.method, c.path, tok, nil), http.StatusNotFound, "not_found")
 	}
 	wantError(t, "verify deleted", call(t, in, http.MethodPost, "/ssf/verify", tok, map[string]any{"stream_id": id}), http.StatusNotFound, "not_found")
+
+	// The audit log holds each change once, by the receiver, from the
+	// request (the refused PATCHes and the second DELETE record nothing),
+	// and nothing of the push authorization header or endpoint path.
+	evs, err := in.App.Store.ListEvents(context.Background(), store.EventFilter{Types: []model.EventType{
+		model.EventSSFStreamCreated, model.EventSSFStreamUpdated, model.EventSSFStreamDeleted}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []model.EventType
+	for _, e := range evs {
+		got = append(got, e.Type)
+		if e.Actor != receiverID || e.ClientID != receiverID || e.Data["stream_id"] != id || e.CorrelationID == "" {
+			t.Errorf("%s: actor %q, client %q, data %v, correlation id %q; want the receiver's request", e.Type, e.Actor, e.ClientID, e.Data, e.CorrelationID)
+		}
+		if j, _ := json.Marshal(e); strings.Contains(string(j), "push-token-1") || strings.Contains(string(j), "/events") {
+			t.Errorf("stored %s holds the push header or endpoint path: %s", e.Type, j)
+		}
+	}
+	sort.Slice(got, func(i, j int) bool { return got[i] < got[j] })
+	want := []model.EventType{model.EventSSFStreamCreated, model.EventSSFStreamDeleted,
+		model.EventSSFStreamUpdated, model.EventSSFStreamUpdated, model.EventSSFStreamUpdated}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("recorded %v, want %v (sorted)", got, want)
+	}
 }
 
 // TestAuthFailures: requests without a valid token, with the wrong scope,

@@ -466,6 +466,7 @@ type Store interface {
 	// stream's configuration bumps SSFStreamsVersion, so instances notice
 	// changes made by others with one read. Stream ids are unique
 	// (ErrAlreadyExists).
+	// CreateSSFStream stores a new stream, with ctx's pending events.
 	CreateSSFStream(ctx context.Context, s *model.SSFStream) error
 	GetSSFStream(ctx context.Context, id string) (*model.SSFStream, error)
 	// ListSSFStreams returns the streams of one client ("" for all),
@@ -477,7 +478,8 @@ type Store interface {
 	// disabled, the stream's queued SETs are deleted in the same
 	// transaction.
 	UpdateSSFStream(ctx context.Context, id string, fn func(*model.SSFStream) error) (*model.SSFStream, error)
-	// DeleteSSFStream deletes the stream and its queue.
+	// DeleteSSFStream deletes the stream and its queue, with ctx's
+	// pending events (ErrNotFound, and none, when it is gone).
 	DeleteSSFStream(ctx context.Context, id string) error
 	SSFStreamsVersion(ctx context.Context) (int64, error)
 	// EnqueueSETs appends SETs to the queues of their streams in one
@@ -591,7 +593,8 @@ type Sealed struct {
 // CreateDevice, CreateSigningKey, CreateFirstSigningKey, RotateSigningKey,
 // DeleteSigningKey, RetireSigningKey, BindSessionKey, ReserveSignIn (only
 // when it counts), ReleaseSignIn,
-// UpdateDeviceCode, UpdateSSFStream, PutCompliancePolicy,
+// UpdateDeviceCode, CreateSSFStream, UpdateSSFStream, DeleteSSFStream,
+// PutCompliancePolicy,
 // DeleteCompliancePolicy,
 // UpdateDevice, DeleteDevice, RevokeDeviceSessions, CreateClient,
 // UpdateClient, DeleteClient, CreateGroup, UpdateGroup, DeleteGroup,

@@ -178,6 +178,10 @@ var mappings = map[model.EventType]mapping{
 	model.EventAccessPolicyChanged:     {class: ClassAPIActivity, activity: apiCreate, resource: "conditional_access_policy_version"},
 	model.EventCompliancePolicyChanged: {class: ClassAPIActivity, activity: apiUpdate, resource: "compliance_policy"},
 	model.EventSSFStreamStatusChanged:  {class: ClassAPIActivity, activity: apiUpdate, resource: "ssf_stream"},
+	// A receiver managing its own stream (the client as actor).
+	model.EventSSFStreamCreated: {class: ClassAPIActivity, activity: apiCreate, resource: "ssf_stream"},
+	model.EventSSFStreamUpdated: {class: ClassAPIActivity, activity: apiUpdate, resource: "ssf_stream"},
+	model.EventSSFStreamDeleted: {class: ClassAPIActivity, activity: apiDelete, resource: "ssf_stream"},
 	// The sealer accounted for a sequence number no event committed under.
 	model.EventAuditSequenceSkipped:    {class: ClassAPIActivity, activity: apiCreate, resource: "audit_log"},
 	model.EventDeviceRegistered:        {class: ClassAPIActivity, activity: apiCreate, resource: "device"},

@@ -160,6 +160,9 @@ func TestMappingsChooseActivities(t *testing.T) {
 		{sparse(model.EventMFARecoveryCodeUsed, 1), 300199, 0, ""},
 		{sparse(model.EventClientCreated, 1), 600301, 0, ""},
 		{sparse(model.EventClientDeleted, 1), 600304, 0, ""},
+		{sparse(model.EventSSFStreamCreated, 1), 600301, 0, ""},
+		{sparse(model.EventSSFStreamUpdated, 1), 600303, 0, ""},
+		{sparse(model.EventSSFStreamDeleted, 1), 600304, 0, ""},
 		{sparse(model.EventCodeReuseDetected, 1), 200401, 1, ""},
 		{sparse(model.EventDPoPProofRejected, 1), 200401, 1, ""},
 	}

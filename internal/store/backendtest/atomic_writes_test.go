@@ -373,6 +373,83 @@ func TestSSFStreamStatusCommitsWithEvent(t *testing.T) {
 	}
 }
 
+// A stream's creation and deletion commit with their events (a
+// receiver's ssf.stream_created and ssf.stream_deleted): refused, the
+// stream is not created, or not deleted and keeps its queue, and other
+// instances see no change; a deletion of a stream already gone records
+// nothing.
+func TestSSFStreamCreateDeleteCommitWithEvent(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			s := b.Open(t, nil)
+			v0, err := s.SSFStreamsVersion(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lift := b.RefuseEvents(t, model.EventSSFStreamCreated)
+			e := event("create-refused", model.EventSSFStreamCreated)
+			ectx := store.WithEvent(ctx, e)
+			if err := s.CreateSSFStream(ectx, ssfTestStream()); err == nil || store.EventStored(ectx, e) {
+				t.Fatalf("creation with its event refused: %v, event stored %v; want a failure", err, store.EventStored(ectx, e))
+			}
+			if _, err := s.GetSSFStream(ctx, "st1"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("stream after a refused creation: %v, want ErrNotFound", err)
+			}
+			if v, err := s.SSFStreamsVersion(ctx); err != nil || v != v0 {
+				t.Errorf("streams version %d after a refused creation, want %d", v, v0)
+			}
+			lift()
+			e = event("create", model.EventSSFStreamCreated)
+			ectx = store.WithEvent(ctx, e)
+			if err := s.CreateSSFStream(ectx, ssfTestStream()); err != nil || !store.EventStored(ectx, e) {
+				t.Fatalf("creation: %v, event stored %v", err, store.EventStored(ectx, e))
+			}
+			if n, err := s.EnqueueSETs(ctx, []*store.SETEntry{{StreamID: "st1", DedupKey: "k1", JTI: "j1",
+				EventType: "urn:x", SET: "set", CreatedAt: base}}); err != nil || n != 1 {
+				t.Fatalf("EnqueueSETs: %d, %v", n, err)
+			}
+			v1, err := s.SSFStreamsVersion(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lift = b.RefuseEvents(t, model.EventSSFStreamDeleted)
+			e = event("delete-refused", model.EventSSFStreamDeleted)
+			ectx = store.WithEvent(ctx, e)
+			if err := s.DeleteSSFStream(ectx, "st1"); err == nil || store.EventStored(ectx, e) {
+				t.Fatalf("deletion with its event refused: %v, event stored %v; want a failure", err, store.EventStored(ectx, e))
+			}
+			if _, err := s.GetSSFStream(ctx, "st1"); err != nil {
+				t.Fatalf("stream after a refused deletion: %v", err)
+			}
+			if q, err := s.QueuedSETs(ctx, "st1", 0, 10); err != nil || len(q) != 1 {
+				t.Fatalf("queue after a refused deletion: %d SETs, %v; want the one queued", len(q), err)
+			}
+			if v, err := s.SSFStreamsVersion(ctx); err != nil || v != v1 {
+				t.Errorf("streams version %d after a refused deletion, want %d", v, v1)
+			}
+			lift()
+			e = event("delete", model.EventSSFStreamDeleted)
+			ectx = store.WithEvent(ctx, e)
+			if err := s.DeleteSSFStream(ectx, "st1"); err != nil || !store.EventStored(ectx, e) {
+				t.Fatalf("deletion: %v, event stored %v", err, store.EventStored(ectx, e))
+			}
+			if q, err := s.QueuedSETs(ctx, "st1", 0, 10); err != nil || len(q) != 0 {
+				t.Errorf("queue after the deletion: %d SETs, %v; want none", len(q), err)
+			}
+			e = event("delete-again", model.EventSSFStreamDeleted)
+			ectx = store.WithEvent(ctx, e)
+			if err := s.DeleteSSFStream(ectx, "st1"); !errors.Is(err, store.ErrNotFound) || store.EventStored(ectx, e) {
+				t.Errorf("deleting a deleted stream: %v, event stored %v; want ErrNotFound and no event", err, store.EventStored(ectx, e))
+			}
+			if got := storedTypes(t, s); len(got) != 2 || got[0] != model.EventSSFStreamCreated || got[1] != model.EventSSFStreamDeleted {
+				t.Errorf("events %v, want ssf.stream_created, ssf.stream_deleted", got)
+			}
+		})
+	}
+}
+
 // Two instances change one stream's status many times at once: every
 // change records the status it replaced, read under the row lock in its
 // transaction, so the recorded changes form one unbroken chain from the

@@ -57,16 +57,16 @@ func ssfStreamArgs(st *model.SSFStream) []any {
 
 const bumpSSFVersion = `UPDATE ssf_meta SET version = version + 1 WHERE id = 1`
 
-// CreateSSFStream stores a new stream.
+// CreateSSFStream stores a new stream, with ctx's pending events.
 func (s *Store) CreateSSFStream(ctx context.Context, st *model.SSFStream) error {
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		_, err := q.Exec(ctx, `INSERT INTO ssf_streams (`+ssfStreamCols+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, ssfStreamArgs(st)...)
 		if err != nil {
-			return s.createErr("ssf stream", err)
+			return nil, s.createErr("ssf stream", err)
 		}
 		_, err = q.Exec(ctx, bumpSSFVersion)
-		return wrap("create ssf stream", err)
+		return nil, wrap("create ssf stream", err)
 	})
 }
 
@@ -124,18 +124,19 @@ func (s *Store) UpdateSSFStream(ctx context.Context, id string, fn func(*model.S
 	return out, nil
 }
 
-// DeleteSSFStream deletes a stream and its queue.
+// DeleteSSFStream deletes a stream and its queue, with ctx's pending
+// events (none when the stream was already gone).
 func (s *Store) DeleteSSFStream(ctx context.Context, id string) error {
-	return s.db.InTx(ctx, func(q Querier) error {
+	return s.inTxEvent(ctx, func(q Querier) ([]string, error) {
 		n, err := q.Exec(ctx, `DELETE FROM ssf_streams WHERE id = $1`, id)
 		if err := deleted("ssf stream", n, err); err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := q.Exec(ctx, `DELETE FROM ssf_outbox WHERE stream_id = $1`, id); err != nil {
-			return wrap("delete ssf stream queue", err)
+			return nil, wrap("delete ssf stream queue", err)
 		}
 		_, err = q.Exec(ctx, bumpSSFVersion)
-		return wrap("delete ssf stream", err)
+		return nil, wrap("delete ssf stream", err)
 	})
 }
 
