@@ -47,17 +47,7 @@ func transmitter(t *testing.T, st store.Store) *cae.Service {
 // first.
 func statusChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	t.Helper()
-	evs, err := st.EventsAfter(context.Background(), 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*store.StoredEvent
-	for _, e := range evs {
-		if e.Type == model.EventSSFStreamStatusChanged {
-			out = append(out, e)
-		}
-	}
-	return out
+	return eventsOf(t, st, model.EventSSFStreamStatusChanged)
 }
 
 func pollStream() *model.SSFStream {
@@ -215,18 +205,7 @@ func TestReceiverStatusCommitsWithEvent(t *testing.T) {
 // and ssf.stream_deleted, oldest first.
 func streamChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	t.Helper()
-	evs, err := st.EventsAfter(context.Background(), 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*store.StoredEvent
-	for _, e := range evs {
-		switch e.Type {
-		case model.EventSSFStreamCreated, model.EventSSFStreamUpdated, model.EventSSFStreamDeleted:
-			out = append(out, e)
-		}
-	}
-	return out
+	return eventsOf(t, st, model.EventSSFStreamCreated, model.EventSSFStreamUpdated, model.EventSSFStreamDeleted)
 }
 
 // Secrets of the push stream in TestReceiverStreamChangesCommitWithEvents:
@@ -406,9 +385,8 @@ func TestReceiverStreamChangesCommitWithEvents(t *testing.T) {
 	}
 }
 
-// subjectChanges returns the stored ssf.subject_removed and
-// ssf.subject_added, oldest first.
-func subjectChanges(t *testing.T, st store.Store) []*store.StoredEvent {
+// eventsOf returns the stored events of the given types, oldest first.
+func eventsOf(t *testing.T, st store.Store, types ...model.EventType) []*store.StoredEvent {
 	t.Helper()
 	evs, err := st.EventsAfter(context.Background(), 0, 1000)
 	if err != nil {
@@ -416,7 +394,7 @@ func subjectChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	}
 	var out []*store.StoredEvent
 	for _, e := range evs {
-		if e.Type == model.EventSSFSubjectRemoved || e.Type == model.EventSSFSubjectAdded {
+		if slices.Contains(types, e.Type) {
 			out = append(out, e)
 		}
 	}
@@ -464,7 +442,7 @@ func TestReceiverSubjectChangesCommitWithEvents(t *testing.T) {
 			if ex := excluded(); len(ex) != 0 {
 				t.Fatalf("excluded after a refused removal: %v", ex)
 			}
-			if evs := subjectChanges(t, st); len(evs) != 0 {
+			if evs := eventsOf(t, st, model.EventSSFSubjectRemoved, model.EventSSFSubjectAdded); len(evs) != 0 {
 				t.Fatalf("%d subject changes recorded, want none", len(evs))
 			}
 			lift()
@@ -482,7 +460,7 @@ func TestReceiverSubjectChangesCommitWithEvents(t *testing.T) {
 			if ex := excluded(); len(ex) != 1 {
 				t.Fatalf("excluded: %v, want the victim only", ex)
 			}
-			evs := subjectChanges(t, st)
+			evs := eventsOf(t, st, model.EventSSFSubjectRemoved, model.EventSSFSubjectAdded)
 			if len(evs) != 3 {
 				t.Fatalf("%d subject changes recorded, want 3: %+v", len(evs), evs)
 			}
