@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/ward-idp/ward/internal/model"
 	"github.com/ward-idp/ward/internal/store"
+	"github.com/ward-idp/ward/internal/textclean"
 )
 
 // ErrorKind classifies management errors; the HTTP layer maps them to
@@ -620,7 +622,7 @@ func (s *Service) AddSubject(ctx context.Context, clientID, id string, subject j
 	if err != nil {
 		return invalid("subject: %v", err)
 	}
-	return s.updateExcluded(ctx, clientID, id, func(ex []string) ([]string, error) {
+	return s.updateExcluded(ctx, clientID, id, model.EventSSFSubjectAdded, subject, c, func(ex []string) ([]string, error) {
 		return slices.DeleteFunc(ex, func(x string) bool { return x == c }), nil
 	})
 }
@@ -635,7 +637,7 @@ func (s *Service) RemoveSubject(ctx context.Context, clientID, id string, subjec
 	if m.simple != "" && m.simple == matcherOf(opaqueSubject(id)).simple {
 		return invalid("the stream's own subject cannot be removed")
 	}
-	return s.updateExcluded(ctx, clientID, id, func(ex []string) ([]string, error) {
+	return s.updateExcluded(ctx, clientID, id, model.EventSSFSubjectRemoved, subject, c, func(ex []string) ([]string, error) {
 		if slices.Contains(ex, c) {
 			return ex, nil
 		}
@@ -646,18 +648,32 @@ func (s *Service) RemoveSubject(ctx context.Context, clientID, id string, subjec
 	})
 }
 
-func (s *Service) updateExcluded(ctx context.Context, clientID, id string, fn func([]string) ([]string, error)) error {
+// updateExcluded changes a stream's excluded subjects with fn and, when
+// the list changed, records typ (a subject removed or added back) about
+// subject (canonical form c), committed with the change: a receiver that
+// removes a victim stops CAE for that user there.
+func (s *Service) updateExcluded(ctx context.Context, clientID, id string, typ model.EventType, subject json.RawMessage, c string,
+	fn func([]string) ([]string, error)) error {
 	if _, err := s.GetStream(ctx, clientID, id); err != nil {
 		return err
 	}
-	_, err := s.o.Store.UpdateSSFStream(ctx, id, func(st *model.SSFStream) error {
+	ev := s.subjectEvent(ctx, typ, clientID, id, subject, c)
+	changed := false
+	ectx := s.events.PendingEvents(ctx, func([]string) []*model.Event {
+		if !changed {
+			return nil
+		}
+		return []*model.Event{ev}
+	})
+	_, err := s.o.Store.UpdateSSFStream(ectx, id, func(st *model.SSFStream) error {
 		if st.ClientID != clientID {
 			return errNoStream
 		}
-		ex, err := fn(st.Excluded)
+		ex, err := fn(slices.Clone(st.Excluded))
 		if err != nil {
 			return err
 		}
+		changed = !slices.Equal(ex, st.Excluded)
 		st.Excluded, st.UpdatedAt = ex, s.o.Now()
 		return nil
 	})
@@ -665,7 +681,47 @@ func (s *Service) updateExcluded(ctx context.Context, clientID, id string, fn fu
 		return s.updateErr(err)
 	}
 	s.changed()
+	if changed {
+		s.o.Log.InfoContext(ctx, "cae: stream subjects changed", "stream_id", id, "client_id", clientID, "event", string(typ))
+		// Stored with the change; this reaches the bus's subscribers.
+		return s.events.Emit(ectx, ev)
+	}
 	return nil
+}
+
+// subjectEvent builds the record of a subject removed or added back: its
+// format, a digest of its canonical form c (never the identifier: an
+// e-mail address or a phone number), and the Ward user it names, if any
+// (an iss_sub of Ward's issuer, or the user member of a complex subject,
+// that is a user).
+func (s *Service) subjectEvent(ctx context.Context, typ model.EventType, clientID, id string, subject json.RawMessage, c string) *model.Event {
+	var sub struct {
+		Format string `json:"format"`
+		Iss    string `json:"iss"`
+		Sub    string `json:"sub"`
+		User   *struct {
+			Format string `json:"format"`
+			Iss    string `json:"iss"`
+			Sub    string `json:"sub"`
+		} `json:"user"`
+	}
+	_ = json.Unmarshal(subject, &sub) // parsed and checked before
+	sum := sha256.Sum256([]byte(c))
+	ev := &model.Event{Type: typ, Actor: clientID, ClientID: clientID, Reason: "receiver", Data: map[string]string{
+		model.DataSSFStreamID:      id,
+		model.DataSSFSubjectFormat: textclean.Clean(sub.Format, 32),
+		model.DataSSFSubjectDigest: hex.EncodeToString(sum[:16]),
+	}}
+	format, iss, userID := sub.Format, sub.Iss, sub.Sub
+	if sub.Format == FormatComplex && sub.User != nil {
+		format, iss, userID = sub.User.Format, sub.User.Iss, sub.User.Sub
+	}
+	if format == "iss_sub" && iss == s.issuer && userID != "" {
+		if _, err := s.o.Store.GetUser(ctx, userID); err == nil {
+			ev.UserID = userID
+		}
+	}
+	return ev
 }
 
 // Verify queues a verification SET carrying state on a stream (SSF 1.0

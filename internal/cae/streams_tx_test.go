@@ -47,17 +47,7 @@ func transmitter(t *testing.T, st store.Store) *cae.Service {
 // first.
 func statusChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	t.Helper()
-	evs, err := st.EventsAfter(context.Background(), 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*store.StoredEvent
-	for _, e := range evs {
-		if e.Type == model.EventSSFStreamStatusChanged {
-			out = append(out, e)
-		}
-	}
-	return out
+	return eventsOf(t, st, model.EventSSFStreamStatusChanged)
 }
 
 func pollStream() *model.SSFStream {
@@ -215,18 +205,7 @@ func TestReceiverStatusCommitsWithEvent(t *testing.T) {
 // and ssf.stream_deleted, oldest first.
 func streamChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	t.Helper()
-	evs, err := st.EventsAfter(context.Background(), 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*store.StoredEvent
-	for _, e := range evs {
-		switch e.Type {
-		case model.EventSSFStreamCreated, model.EventSSFStreamUpdated, model.EventSSFStreamDeleted:
-			out = append(out, e)
-		}
-	}
-	return out
+	return eventsOf(t, st, model.EventSSFStreamCreated, model.EventSSFStreamUpdated, model.EventSSFStreamDeleted)
 }
 
 // Secrets of the push stream in TestReceiverStreamChangesCommitWithEvents:
@@ -400,6 +379,106 @@ func TestReceiverStreamChangesCommitWithEvents(t *testing.T) {
 					if strings.Contains(string(j), secret) {
 						t.Errorf("stored %s holds %q: %s", e.Type, secret, j)
 					}
+				}
+			}
+		})
+	}
+}
+
+// eventsOf returns the stored events of the given types, oldest first.
+func eventsOf(t *testing.T, st store.Store, types ...model.EventType) []*store.StoredEvent {
+	t.Helper()
+	evs, err := st.EventsAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*store.StoredEvent
+	for _, e := range evs {
+		if slices.Contains(types, e.Type) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// A receiver that removes a subject from its stream (a victim, so that
+// no revocation about them reaches it) is recorded, committed with the
+// change: the subject's format, a digest (never the identifier) and the
+// Ward user it names. Taking it back is recorded too; a removal or an
+// addition that changes nothing, another client's attempt and a refused
+// record change nothing and record nothing.
+func TestReceiverSubjectChangesCommitWithEvents(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			st := b.Open(t, nil)
+			svc := transmitter(t, st)
+			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
+				t.Fatal(err)
+			}
+			u := &model.User{ID: "u-victim", Username: "victim", CreatedAt: time.Now(), UpdatedAt: time.Now()}
+			if err := st.CreateUser(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+			victim := []byte(`{"format":"complex","user":{"format":"iss_sub","iss":"https://ward.example","sub":"u-victim"}}`)
+			email := []byte(`{"format":"email","email":"someone.secret@example.org"}`)
+			excluded := func() []string {
+				t.Helper()
+				got, err := st.GetSSFStream(ctx, "st1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return got.Excluded
+			}
+
+			if err := svc.RemoveSubject(ctx, "c2", "st1", victim); err == nil {
+				t.Fatal("another client removed a subject")
+			}
+			lift := b.RefuseEvents(t, model.EventSSFSubjectRemoved)
+			if err := svc.RemoveSubject(ctx, "c1", "st1", victim); err == nil {
+				t.Fatal("removal with its record refused: got nil")
+			}
+			if ex := excluded(); len(ex) != 0 {
+				t.Fatalf("excluded after a refused removal: %v", ex)
+			}
+			if evs := eventsOf(t, st, model.EventSSFSubjectRemoved, model.EventSSFSubjectAdded); len(evs) != 0 {
+				t.Fatalf("%d subject changes recorded, want none", len(evs))
+			}
+			lift()
+			for _, s := range [][]byte{victim, victim, email} { // the second is no change
+				if err := svc.RemoveSubject(ctx, "c1", "st1", s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := svc.AddSubject(ctx, "c1", "st1", email); err != nil {
+				t.Fatal(err)
+			}
+			if err := svc.AddSubject(ctx, "c1", "st1", email); err != nil { // no change
+				t.Fatal(err)
+			}
+			if ex := excluded(); len(ex) != 1 {
+				t.Fatalf("excluded: %v, want the victim only", ex)
+			}
+			evs := eventsOf(t, st, model.EventSSFSubjectRemoved, model.EventSSFSubjectAdded)
+			if len(evs) != 3 {
+				t.Fatalf("%d subject changes recorded, want 3: %+v", len(evs), evs)
+			}
+			v, rm, add := evs[0], evs[1], evs[2]
+			if v.Type != model.EventSSFSubjectRemoved || v.UserID != "u-victim" || v.Actor != "c1" || v.ClientID != "c1" ||
+				v.Data[model.DataSSFStreamID] != "st1" || v.Data[model.DataSSFSubjectFormat] != "complex" || len(v.Data[model.DataSSFSubjectDigest]) != 32 {
+				t.Errorf("victim's removal recorded as %+v", v)
+			}
+			if rm.Type != model.EventSSFSubjectRemoved || rm.UserID != "" || rm.Data[model.DataSSFSubjectFormat] != "email" {
+				t.Errorf("e-mail subject's removal recorded as %+v", rm)
+			}
+			if add.Type != model.EventSSFSubjectAdded || add.Data[model.DataSSFSubjectDigest] != rm.Data[model.DataSSFSubjectDigest] ||
+				add.Data[model.DataSSFSubjectDigest] == v.Data[model.DataSSFSubjectDigest] {
+				t.Errorf("addition recorded as %+v; its digest must match the removal's (%s) and differ from the victim's", add, rm.Data[model.DataSSFSubjectDigest])
+			}
+			for _, e := range evs {
+				if raw, _ := json.Marshal(e); strings.Contains(string(raw), "someone.secret") {
+					t.Errorf("the subject's identifier reached an event: %s", raw)
 				}
 			}
 		})

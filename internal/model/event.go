@@ -215,6 +215,15 @@ const (
 	// (Data: the DataSSFStream* keys as they were). Notable (W): it ends
 	// Continuous Access Evaluation at that receiver.
 	EventSSFStreamDeleted EventType = "ssf.stream_deleted"
+	// EventSSFSubjectRemoved: a receiver stopped the events about a
+	// subject on its stream (POST /ssf/subjects:remove; Data:
+	// stream_id, subject_format, subject_digest; UserID when the subject
+	// names a Ward user). Notable (W): removing a victim stops
+	// Continuous Access Evaluation for that user at that receiver.
+	EventSSFSubjectRemoved EventType = "ssf.subject_removed"
+	// EventSSFSubjectAdded: a receiver took back a subject it had
+	// removed (POST /ssf/subjects:add; Data and UserID as above).
+	EventSSFSubjectAdded EventType = "ssf.subject_added"
 )
 
 // Data keys of ssf.stream_created, ssf.stream_updated and
@@ -236,6 +245,13 @@ const (
 	DataSSFStreamEventsAdded      = "events_added"
 	DataSSFStreamPreviousMethod   = "previous_method"        // when the method changed
 	DataSSFStreamPreviousEndpoint = "previous_endpoint_host" // when the push endpoint changed
+	// DataSSFSubjectDigest (with DataSSFSubjectFormat) is the subject of
+	// ssf.subject_removed and ssf.subject_added: the first 16 bytes of
+	// the SHA-256 of its canonical form, in hex. The same subject always
+	// gives the same digest, so removals and additions can be matched,
+	// without the identifier itself (an e-mail address, a phone number)
+	// in the audit log.
+	DataSSFSubjectDigest = "subject_digest"
 )
 
 // Shared Signals receiver events (Ward receiving SETs from other
@@ -400,6 +416,8 @@ var EventCodes = map[EventType]string{
 	EventSSFStreamCreated:       "W9102I",
 	EventSSFStreamUpdated:       "W9103W",
 	EventSSFStreamDeleted:       "W9104W",
+	EventSSFSubjectRemoved:      "W9105W",
+	EventSSFSubjectAdded:        "W9106I",
 
 	EventAuditSequenceSkipped: "W9200I",
 

@@ -182,6 +182,9 @@ var mappings = map[model.EventType]mapping{
 	model.EventSSFStreamCreated: {class: ClassAPIActivity, activity: apiCreate, resource: "ssf_stream"},
 	model.EventSSFStreamUpdated: {class: ClassAPIActivity, activity: apiUpdate, resource: "ssf_stream"},
 	model.EventSSFStreamDeleted: {class: ClassAPIActivity, activity: apiDelete, resource: "ssf_stream"},
+	// The stream's subjects: a removal stops events about one subject.
+	model.EventSSFSubjectRemoved: {class: ClassAPIActivity, activity: apiUpdate, resource: "ssf_stream_subjects"},
+	model.EventSSFSubjectAdded:   {class: ClassAPIActivity, activity: apiUpdate, resource: "ssf_stream_subjects"},
 	// The sealer accounted for a sequence number no event committed under.
 	model.EventAuditSequenceSkipped:    {class: ClassAPIActivity, activity: apiCreate, resource: "audit_log"},
 	model.EventDeviceRegistered:        {class: ClassAPIActivity, activity: apiCreate, resource: "device"},

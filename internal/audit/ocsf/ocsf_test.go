@@ -163,6 +163,8 @@ func TestMappingsChooseActivities(t *testing.T) {
 		{sparse(model.EventSSFStreamCreated, 1), 600301, 0, ""},
 		{sparse(model.EventSSFStreamUpdated, 1), 600303, 0, ""},
 		{sparse(model.EventSSFStreamDeleted, 1), 600304, 0, ""},
+		{sparse(model.EventSSFSubjectRemoved, 1), 600303, 0, ""},
+		{sparse(model.EventSSFSubjectAdded, 1), 600303, 0, ""},
 		{sparse(model.EventCodeReuseDetected, 1), 200401, 1, ""},
 		{sparse(model.EventDPoPProofRejected, 1), 200401, 1, ""},
 	}
