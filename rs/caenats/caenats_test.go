@@ -84,9 +84,11 @@ func newReceiver(t *testing.T, in *wardtest.Instance) (*rs.Receiver, *rs.Revocat
 	return r, st
 }
 
-func follow(t *testing.T, nc *nats.Conn, r *rs.Receiver) *caenats.Follower {
+// follow starts a follower (checking every check, the default if zero)
+// and waits for its replay.
+func follow(t *testing.T, nc *nats.Conn, r *rs.Receiver, check time.Duration) *caenats.Follower {
 	t.Helper()
-	f, err := caenats.Follow(context.Background(), caenats.Config{Conn: nc, Receiver: r})
+	f, err := caenats.Follow(context.Background(), caenats.Config{Conn: nc, Receiver: r, CheckInterval: check})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +137,7 @@ func TestFollowRevokesAndReplays(t *testing.T) {
 	in, _, connect := ward(t)
 	bob := userID(t, in, "bob")
 	r, st := newReceiver(t, in)
-	f := follow(t, connect(t), r)
+	f := follow(t, connect(t), r, 0)
 	base := f.Stats()
 
 	tok := bobToken(in, bob)
@@ -165,7 +167,7 @@ func TestFollowRevokesAndReplays(t *testing.T) {
 
 	// A resource starting now rebuilds the state from the stream.
 	r2, st2 := newReceiver(t, in)
-	f2 := follow(t, connect(t), r2)
+	f2 := follow(t, connect(t), r2, 0)
 	if d := st2.Check(tok); d == nil || d.By != "user" {
 		t.Fatalf("replayed state: %+v (follower %+v)", d, f2.Stats())
 	}
@@ -181,7 +183,7 @@ func TestForgedAndDuplicateSETs(t *testing.T) {
 	in, nb, connect := ward(t)
 	bob := userID(t, in, "bob")
 	r, st := newReceiver(t, in)
-	f := follow(t, connect(t), r)
+	f := follow(t, connect(t), r, 0)
 	base := f.Stats()
 	ctx := context.Background()
 	tok := bobToken(in, bob)
@@ -345,7 +347,7 @@ func TestReadyWhenFilterSelectsNothing(t *testing.T) {
 	in, _, connect := ward(t)
 	bob := userID(t, in, "bob")
 	all, st := newReceiver(t, in)
-	fa := follow(t, connect(t), all)
+	fa := follow(t, connect(t), all, 0)
 	if err := in.App.Identity.SetDisabled(context.Background(), "admin-1", bob, true); err != nil {
 		t.Fatal(err)
 	}
@@ -375,12 +377,7 @@ func TestResumesAfterStall(t *testing.T) {
 	in, nb, connect := ward(t)
 	bob := userID(t, in, "bob")
 	r, st := newReceiver(t, in)
-	f, err := caenats.Follow(context.Background(), caenats.Config{Conn: connect(t), Receiver: r, CheckInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	<-f.Ready()
+	f := follow(t, connect(t), r, 200*time.Millisecond)
 	base := f.Stats()
 
 	ctx := context.Background()
@@ -437,12 +434,7 @@ func TestResumesAfterLostDelivery(t *testing.T) {
 	in, _, connect := ward(t)
 	bob := userID(t, in, "bob")
 	r, st := newReceiver(t, in)
-	f, err := caenats.Follow(context.Background(), caenats.Config{Conn: connect(t), Receiver: r, CheckInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	<-f.Ready()
+	f := follow(t, connect(t), r, 200*time.Millisecond)
 	if err := in.App.Identity.SetDisabled(context.Background(), "admin-1", bob, true); err != nil {
 		t.Fatal(err)
 	}
