@@ -504,7 +504,10 @@ type syslogListener struct {
 	// dropAfter closes the connection (with data unread, a reset) after
 	// this many messages on it, once.
 	dropAfter atomic.Int64
-	conns     atomic.Int64
+	// dropIdle closes the next connection after this long without
+	// reading anything from it (a reset: what was written is lost), once.
+	dropIdle atomic.Int64 // nanoseconds
+	conns    atomic.Int64
 }
 
 type syslogMsg struct {
@@ -541,6 +544,13 @@ func (l *syslogListener) serve(t *testing.T) {
 
 func (l *syslogListener) handle(t *testing.T, c net.Conn) {
 	defer c.Close()
+	if d := l.dropIdle.Swap(0); d > 0 {
+		if tc, ok := c.(*tls.Conn); ok {
+			_ = tc.Handshake() // the client connects, then writes unread
+		}
+		time.Sleep(time.Duration(d))
+		return
+	}
 	r := bufio.NewReader(c)
 	n := int64(0)
 	for {
@@ -718,8 +728,10 @@ func pemCert(c *x509.Certificate) []byte {
 // receiver restart used to lose that batch once ResendWindow had passed).
 func TestSyslogResendsWithoutMoreRecords(t *testing.T) {
 	l, tc := newSyslogListener(t)
-	l.dropAfter.Store(10)
-	sl, err := export.NewSyslogSink(export.SyslogOptions{Address: l.ln.Addr().String(), TLSConfig: tc, ResendWindow: 300 * time.Millisecond})
+	// The first connection is closed unread once the batch is written
+	// (the write itself succeeds: it fits in the socket buffers).
+	l.dropIdle.Store(int64(200 * time.Millisecond))
+	sl, err := export.NewSyslogSink(export.SyslogOptions{Address: l.ln.Addr().String(), TLSConfig: tc, ResendWindow: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
