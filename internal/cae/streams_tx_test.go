@@ -50,6 +50,19 @@ func statusChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	return eventsOf(t, st, model.EventSSFStreamStatusChanged)
 }
 
+// pollFixture opens a store of kind k with the poll stream st1 of c1 and
+// a transmitter on it.
+func pollFixture(t *testing.T, k backendtest.Kind) (backendtest.Backend, store.Store, *cae.Service) {
+	t.Helper()
+	b := k.New(t)
+	st := b.Open(t, nil)
+	svc := transmitter(t, st)
+	if err := st.CreateSSFStream(context.Background(), pollStream()); err != nil {
+		t.Fatal(err)
+	}
+	return b, st, svc
+}
+
 func pollStream() *model.SSFStream {
 	now := time.Now()
 	return &model.SSFStream{ID: "st1", ClientID: "c1", Audience: []string{"c1"}, Method: model.DeliveryPoll,
@@ -64,12 +77,7 @@ func TestTransmitterStatusCommitsWithEvent(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			b := k.New(t)
-			st := b.Open(t, nil)
-			svc := transmitter(t, st)
-			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
-				t.Fatal(err)
-			}
+			b, st, svc := pollFixture(t, k)
 			lift := b.RefuseEvents(t, model.EventSSFStreamStatusChanged)
 			if _, err := svc.SetStatusAsTransmitter(ctx, "admin-1", "st1", model.StreamPaused, "maintenance"); err == nil {
 				t.Fatal("status change with its record refused: got nil")
@@ -166,12 +174,7 @@ func TestReceiverStatusCommitsWithEvent(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			b := k.New(t)
-			st := b.Open(t, nil)
-			svc := transmitter(t, st)
-			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
-				t.Fatal(err)
-			}
+			b, st, svc := pollFixture(t, k)
 			if _, err := svc.SetStatus(ctx, "c2", "st1", model.StreamPaused, ""); err == nil {
 				t.Fatal("another client paused the stream")
 			}
@@ -411,12 +414,7 @@ func TestReceiverSubjectChangesCommitWithEvents(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			b := k.New(t)
-			st := b.Open(t, nil)
-			svc := transmitter(t, st)
-			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
-				t.Fatal(err)
-			}
+			b, st, svc := pollFixture(t, k)
 			u := &model.User{ID: "u-victim", Username: "victim", CreatedAt: time.Now(), UpdatedAt: time.Now()}
 			if err := st.CreateUser(ctx, u); err != nil {
 				t.Fatal(err)
