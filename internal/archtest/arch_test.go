@@ -148,7 +148,7 @@ var rules = map[string]rule{
 	"internal/access": {imports: []string{"internal/bus", "internal/geo", "internal/model", "internal/policy", "internal/store"}, never: notService},
 	// Shared Signals transmitter: signs through a one-method interface
 	// rather than importing tokens.
-	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/netguard", "internal/secret", "internal/store"}, never: notService},
+	"internal/cae": {imports: []string{"internal/bus", "internal/model", "internal/netguard", "internal/secret", "internal/store", "internal/textclean"}, never: notService},
 	// The one owner of session revocation: every revocation commits with
 	// its events here (handlers and services reach it through small
 	// interfaces of their own or the wiring).

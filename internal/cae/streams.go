@@ -101,8 +101,8 @@ func (s *Service) CreateStream(ctx context.Context, clientID string, req StreamR
 	s.pusher.claimSoon()
 	s.o.Log.InfoContext(ctx, "cae: stream created", "stream_id", st.ID, "client_id", clientID, "method", st.Method,
 		"events", len(st.EventsDelivered))
-	// Stored with the stream; this reaches the bus's subscribers.
-	return st, s.events.Emit(ectx, ev)
+	s.announce(ectx, ev)
+	return st, nil
 }
 
 // streamEvent builds the record of a receiver's change to its stream st
@@ -379,8 +379,7 @@ func (s *Service) UpdateStream(ctx context.Context, clientID, id string, req Str
 	if ev != nil {
 		s.o.Log.InfoContext(ctx, "cae: stream updated", "stream_id", id, "client_id", clientID,
 			"changed", ev.Data[model.DataSSFStreamChanged])
-		// Stored with the change; this reaches the bus's subscribers.
-		return st, s.events.Emit(ectx, ev)
+		s.announce(ectx, ev)
 	}
 	return st, nil
 }
@@ -483,8 +482,8 @@ func (s *Service) DeleteStream(ctx context.Context, clientID, id string) error {
 	}
 	s.changed()
 	s.o.Log.InfoContext(ctx, "cae: stream deleted", "stream_id", id, "client_id", clientID)
-	// Stored with the deletion; this reaches the bus's subscribers.
-	return s.events.Emit(ectx, ev)
+	s.announce(ectx, ev)
+	return nil
 }
 
 // Status returns a stream's status and its reason.
@@ -605,10 +604,7 @@ func (s *Service) setStatus(ctx context.Context, id, status, reason string, allo
 			s.wake(id)
 		}
 		if ev != nil {
-			// Stored with the change; this reaches the bus's subscribers.
-			if err := s.events.Emit(ectx, ev); err != nil {
-				return st, err
-			}
+			s.announce(ectx, ev)
 		}
 	}
 	return st, nil
@@ -683,10 +679,20 @@ func (s *Service) updateExcluded(ctx context.Context, clientID, id string, typ m
 	s.changed()
 	if changed {
 		s.o.Log.InfoContext(ctx, "cae: stream subjects changed", "stream_id", id, "client_id", clientID, "event", string(typ))
-		// Stored with the change; this reaches the bus's subscribers.
-		return s.events.Emit(ectx, ev)
+		s.announce(ectx, ev)
 	}
 	return nil
+}
+
+// announce hands the record of a stream change, already committed with
+// it, to the bus's subscribers. A subscriber's failure does not fail the
+// request: the change and its record are stored (the durable consumers
+// and exporters read it from the events table), and an error would make
+// the receiver retry a change that was made (a second stream).
+func (s *Service) announce(ctx context.Context, ev *model.Event) {
+	if err := s.events.Emit(ctx, ev); err != nil {
+		s.o.Log.WarnContext(ctx, "cae: stream change recorded, not all subscribers got it", "type", string(ev.Type), "event_id", ev.ID, "err", err)
+	}
 }
 
 // subjectEvent builds the record of a subject removed or added back: its

@@ -25,6 +25,12 @@ import (
 // transmitter starts a transmitter (not serving) on st.
 func transmitter(t *testing.T, st store.Store) *cae.Service {
 	t.Helper()
+	return transmitterOn(t, st, bus.NewLocal())
+}
+
+// transmitterOn is transmitter with the bus b.
+func transmitterOn(t *testing.T, st store.Store, b bus.Bus) *cae.Service {
+	t.Helper()
 	ctx := context.Background()
 	kek, err := secret.NewKEK(bytes.Repeat([]byte{3}, 32))
 	if err != nil {
@@ -35,7 +41,7 @@ func transmitter(t *testing.T, st store.Store) *cae.Service {
 		t.Fatal(err)
 	}
 	svc, err := cae.Start(ctx, cae.Options{Issuer: "https://ward.example", Store: st, Keys: keys, KEK: kek, RescanInterval: time.Hour},
-		cae.Wiring{Bus: bus.NewLocal()})
+		cae.Wiring{Bus: b})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +54,19 @@ func transmitter(t *testing.T, st store.Store) *cae.Service {
 func statusChanges(t *testing.T, st store.Store) []*store.StoredEvent {
 	t.Helper()
 	return eventsOf(t, st, model.EventSSFStreamStatusChanged)
+}
+
+// pollFixture opens a store of kind k with the poll stream st1 of c1 and
+// a transmitter on it.
+func pollFixture(t *testing.T, k backendtest.Kind) (backendtest.Backend, store.Store, *cae.Service) {
+	t.Helper()
+	b := k.New(t)
+	st := b.Open(t, nil)
+	svc := transmitter(t, st)
+	if err := st.CreateSSFStream(context.Background(), pollStream()); err != nil {
+		t.Fatal(err)
+	}
+	return b, st, svc
 }
 
 func pollStream() *model.SSFStream {
@@ -64,12 +83,7 @@ func TestTransmitterStatusCommitsWithEvent(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			b := k.New(t)
-			st := b.Open(t, nil)
-			svc := transmitter(t, st)
-			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
-				t.Fatal(err)
-			}
+			b, st, svc := pollFixture(t, k)
 			lift := b.RefuseEvents(t, model.EventSSFStreamStatusChanged)
 			if _, err := svc.SetStatusAsTransmitter(ctx, "admin-1", "st1", model.StreamPaused, "maintenance"); err == nil {
 				t.Fatal("status change with its record refused: got nil")
@@ -166,12 +180,7 @@ func TestReceiverStatusCommitsWithEvent(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			b := k.New(t)
-			st := b.Open(t, nil)
-			svc := transmitter(t, st)
-			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
-				t.Fatal(err)
-			}
+			b, st, svc := pollFixture(t, k)
 			if _, err := svc.SetStatus(ctx, "c2", "st1", model.StreamPaused, ""); err == nil {
 				t.Fatal("another client paused the stream")
 			}
@@ -411,12 +420,7 @@ func TestReceiverSubjectChangesCommitWithEvents(t *testing.T) {
 	ctx := context.Background()
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			b := k.New(t)
-			st := b.Open(t, nil)
-			svc := transmitter(t, st)
-			if err := st.CreateSSFStream(ctx, pollStream()); err != nil {
-				t.Fatal(err)
-			}
+			b, st, svc := pollFixture(t, k)
 			u := &model.User{ID: "u-victim", Username: "victim", CreatedAt: time.Now(), UpdatedAt: time.Now()}
 			if err := st.CreateUser(ctx, u); err != nil {
 				t.Fatal(err)
@@ -480,6 +484,38 @@ func TestReceiverSubjectChangesCommitWithEvents(t *testing.T) {
 				if raw, _ := json.Marshal(e); strings.Contains(string(raw), "someone.secret") {
 					t.Errorf("the subject's identifier reached an event: %s", raw)
 				}
+			}
+		})
+	}
+}
+
+// A subscriber of the bus that fails after a stream change committed with
+// its record does not fail the receiver's request: the change was made,
+// and an error would make the receiver make it again (a second stream).
+func TestStreamChangesSurviveFailingSubscriber(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			st := k.New(t).Open(t, nil)
+			lb := bus.NewLocal()
+			lb.Subscribe("failing", func(context.Context, *model.Event) error { return errors.New("subscriber down") })
+			svc := transmitterOn(t, st, lb)
+			created, err := svc.CreateStream(ctx, "c1", cae.StreamRequest{Delivery: &cae.Delivery{Method: model.DeliveryPoll}})
+			if err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			if _, err := svc.SetStatus(ctx, "c1", created.ID, model.StreamPaused, ""); err != nil {
+				t.Fatalf("status: %v", err)
+			}
+			if err := svc.RemoveSubject(ctx, "c1", created.ID, []byte(`{"format":"email","email":"a@example.org"}`)); err != nil {
+				t.Fatalf("remove subject: %v", err)
+			}
+			if err := svc.DeleteStream(ctx, "c1", created.ID); err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+			evs := eventsOf(t, st, model.EventSSFStreamCreated, model.EventSSFStreamStatusChanged, model.EventSSFSubjectRemoved, model.EventSSFStreamDeleted)
+			if len(evs) != 4 {
+				t.Fatalf("%d changes recorded, want 4: %+v", len(evs), evs)
 			}
 		})
 	}
