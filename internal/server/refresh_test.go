@@ -146,6 +146,19 @@ func refreshRace(t *testing.T, in *wardtest.Instance) {
 		if err != nil || len(evs) != 1 {
 			t.Fatalf("round %d: reuse events %v, %v", round, evs, err)
 		}
+		// The reuse is a detection the risk engine handles on its own
+		// time; the next round's sign-in would race it (a sign-in judged
+		// on a level that changes before its session is stored is refused
+		// with 409, as it should be), so wait for it.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			ds, err := in.App.Store.ListRiskDetections(ctx, store.RiskDetectionFilter{SessionID: sid})
+			if err == nil && len(ds) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no risk detection of the reuse after 10 s (%v)", round, err)
+			}
+		}
 	}
 }
 
