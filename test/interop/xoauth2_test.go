@@ -20,6 +20,7 @@ import (
 
 	"github.com/ward-idp/ward/dpop"
 	"github.com/ward-idp/ward/internal/config"
+	"github.com/ward-idp/ward/internal/store"
 	"github.com/ward-idp/ward/internal/wardtest"
 )
 
@@ -317,6 +318,9 @@ func TestXOAuth2RefreshReuse(t *testing.T) {
 		t.Fatalf("refresh token of a session ended by reuse: %v", err)
 	}
 	// Another key cannot refresh (the refresh token is bound to the key).
+	// The reuse is a risk detection, handled on the risk engine's time: a
+	// sign-in racing its level change would be refused (409), as designed.
+	waitRiskDetection(t, in, "bob")
 	tok3 := signIn(t, in, c, conf)
 	thief := newClient(t)
 	stolen := *tok3
@@ -434,5 +438,25 @@ func TestXOAuth2NonceExpiryAtUserinfo(t *testing.T) {
 	}
 	if calls := c.rec.since(n); len(calls) != 2 || calls[0].status != 401 {
 		t.Fatalf("calls %+v, want 401 use_dpop_nonce then 200", calls)
+	}
+}
+
+// waitRiskDetection waits until the risk engine has recorded a detection
+// of the user named username (it handles what it sees on its own time).
+func waitRiskDetection(t *testing.T, in *wardtest.Instance, username string) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := in.App.Store.GetUserByUsername(ctx, username)
+	if err != nil {
+		t.Fatalf("user %s: %v", username, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		ds, err := in.App.Store.ListRiskDetections(ctx, store.RiskDetectionFilter{UserID: u.ID})
+		if err == nil && len(ds) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no risk detection of %s after 10 s (%v)", username, err)
+		}
 	}
 }
