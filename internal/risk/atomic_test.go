@@ -214,9 +214,7 @@ func refresh(st store.Store, user, session string, cur []byte, n int64) ([]byte,
 func TestRefreshRacesResponse(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			open := k.Opener(t, time.Now)
-			one := newInstanceNow(t, open(), time.Now, nil)
-			two := newInstanceNow(t, open(), time.Now, nil)
+			one, two := twoInstances(t, k)
 			const rounds, holders = 4, 3
 			var afterVisible, wonBefore int64
 			for round := range rounds {

@@ -41,6 +41,14 @@ func newInstance(t *testing.T, st store.Store, clk *clock.Fake, mod func(*risk.O
 }
 
 // newInstanceNow is newInstance on the clock now.
+// twoInstances opens two instances on one new database of kind k, on
+// the real clock.
+func twoInstances(t *testing.T, k backendtest.Kind) (one, two *instance) {
+	t.Helper()
+	open := k.Opener(t, time.Now)
+	return newInstanceNow(t, open(), time.Now, nil), newInstanceNow(t, open(), time.Now, nil)
+}
+
 func newInstanceNow(t *testing.T, st store.Store, now func() time.Time, mod func(*risk.Options)) *instance {
 	t.Helper()
 	in := &instance{t: t, now: now, st: st, b: bus.NewLocal(), withTx: map[string]bool{}}

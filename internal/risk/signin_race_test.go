@@ -47,9 +47,7 @@ func liveSession(t *testing.T, st store.Store, id string) bool {
 func TestSignInAfterResponseRefused(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			open := k.Opener(t, time.Now)
-			one := newInstanceNow(t, open(), time.Now, nil)
-			two := newInstanceNow(t, open(), time.Now, nil)
+			one, two := twoInstances(t, k)
 			one.user("alice", "s1")
 			decided, err := two.st.GetUser(ctx, "alice")
 			if err != nil {
@@ -108,9 +106,7 @@ func TestSignInAfterResponseRefused(t *testing.T) {
 func TestSignInHoldsResponse(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			open := k.Opener(t, time.Now)
-			one := newInstanceNow(t, open(), time.Now, nil)
-			two := newInstanceNow(t, open(), time.Now, nil)
+			one, two := twoInstances(t, k)
 			one.user("alice", "s1")
 			decided, err := two.st.GetUser(ctx, "alice")
 			if err != nil {
@@ -173,9 +169,7 @@ func TestSignInHoldsResponse(t *testing.T) {
 func TestSignInsRaceResponse(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			open := k.Opener(t, time.Now)
-			one := newInstanceNow(t, open(), time.Now, nil)
-			two := newInstanceNow(t, open(), time.Now, nil)
+			one, two := twoInstances(t, k)
 			one.user("alice", "s1")
 			type admitted struct{ id, level string }
 			var (
@@ -266,9 +260,7 @@ func TestSignInsRaceResponse(t *testing.T) {
 func TestStaleRefreshAfterResponse(t *testing.T) {
 	for _, k := range backendtest.Kinds(t) {
 		t.Run(k.Name, func(t *testing.T) {
-			open := k.Opener(t, time.Now)
-			one := newInstanceNow(t, open(), time.Now, nil)
-			two := newInstanceNow(t, open(), time.Now, nil)
+			one, two := twoInstances(t, k)
 			one.user("alice")
 			one.session("alice", "s1", time.Now())
 			g, err := two.st.GetRefreshGrant(ctx, []byte("rt-s1"), "")
@@ -291,6 +283,41 @@ func TestStaleRefreshAfterResponse(t *testing.T) {
 			}
 			if _, err := one.st.GetRefreshToken(ctx, []byte("rt-s1-next")); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("successor stored after the response: %v", err)
+			}
+		})
+	}
+}
+
+// TestResponseEndsSessionOfClockAhead: two instances whose clocks differ.
+// A sign-in on the one running 3 s ahead commits its session (stamped
+// ahead) before the response; the response, on the other, ends it with
+// the others: it was admitted on the level before the response, and its
+// stamp does not make it later than the response.
+func TestResponseEndsSessionOfClockAhead(t *testing.T) {
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			open := k.Opener(t, time.Now)
+			one := newInstanceNow(t, open(), time.Now, nil)
+			aheadNow := func() time.Time { return time.Now().Add(3 * time.Second) }
+			ahead := newInstanceNow(t, open(), aheadNow, nil)
+			one.user("alice", "s1")
+			decided, err := ahead.st.GetUser(ctx, "alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := signInRecord("ev-ahead", "alice", "ahead")
+			if err := ahead.st.CreateSessionAtRisk(store.WithEvent(ctx, ev), signInSession("ahead", "alice", aheadNow()), store.RiskSeenOf(decided)); err != nil {
+				t.Fatal(err)
+			}
+			d := detection("d1", "alice", "s1", "high", 1)
+			d.Time = time.Now()
+			if err := one.publish(d); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"s1", "ahead"} {
+				if liveSession(t, one.st, id) {
+					t.Errorf("session %s survived the response", id)
+				}
 			}
 		})
 	}
