@@ -520,3 +520,40 @@ func TestStreamChangesSurviveFailingSubscriber(t *testing.T) {
 		})
 	}
 }
+
+// Removals of one subject racing on two instances: the subject is
+// excluded once and its removal recorded once (each run decides under
+// the row lock whether it changed the list).
+func TestSubjectRemovalTwoInstances(t *testing.T) {
+	ctx := context.Background()
+	for _, k := range backendtest.Kinds(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			b := k.New(t)
+			sts := []store.Store{b.Open(t, nil), b.Open(t, nil)}
+			svcs := []*cae.Service{transmitter(t, sts[0]), transmitter(t, sts[1])}
+			if err := sts[0].CreateSSFStream(ctx, pollStream()); err != nil {
+				t.Fatal(err)
+			}
+			subject := []byte(`{"format":"email","email":"victim@example.org"}`)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range 8 {
+				wg.Go(func() {
+					<-start
+					if err := svcs[i%2].RemoveSubject(ctx, "c1", "st1", subject); err != nil {
+						t.Errorf("removal %d: %v", i, err)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			got, err := sts[1].GetSSFStream(ctx, "st1")
+			if err != nil || len(got.Excluded) != 1 {
+				t.Fatalf("excluded %v (%v), want the subject once", got, err)
+			}
+			if evs := eventsOf(t, sts[1], model.EventSSFSubjectRemoved); len(evs) != 1 {
+				t.Errorf("%d removals recorded, want 1", len(evs))
+			}
+		})
+	}
+}
