@@ -268,9 +268,17 @@ func (in *Instance) Login(t testing.TB, b *http.Client, authorizeURL, username, 
 
 // LoginResponse is Login that also returns the final 303 response (its
 // headers, e.g. Secure-Session-Registration, are what tests look at).
+//
+// A sign-in refused because the user's risk changed while it was judged
+// (RiskChanged: the risk engine handled a detection of an earlier step of
+// the test meanwhile) is made again once, as the page asks the user to,
+// when no one-time code is needed (a used code cannot be given again).
 func (in *Instance) LoginResponse(t testing.TB, b *http.Client, authorizeURL, username, password, otp string) (*url.URL, *http.Response) {
 	t.Helper()
 	resp, body := in.TryLogin(t, b, authorizeURL, username, password, otp)
+	if RiskChanged(resp, body) && otp == "" {
+		resp, body = in.TryLogin(t, b, authorizeURL, username, password, otp)
+	}
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-in: status %d, want 303; body: %.400s", resp.StatusCode, body)
 	}
@@ -299,6 +307,13 @@ func (in *Instance) TryLogin(t testing.TB, b *http.Client, authorizeURL, usernam
 		resp, body = Do(t, b, http.MethodPost, in.URL+"/login/mfa", form)
 	}
 	return resp, body
+}
+
+// RiskChanged reports whether a sign-in answer is the refusal of a
+// sign-in whose user's risk changed while it was judged (409, "sign in
+// again").
+func RiskChanged(resp *http.Response, body string) bool {
+	return resp.StatusCode == http.StatusConflict && strings.Contains(body, "security status changed while you were signing in")
 }
 
 func mustLocation(t testing.TB, resp *http.Response) *url.URL {
